@@ -1,0 +1,101 @@
+"""Putting a node together: data directory, database, policy, secret → NodeApp."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from node.config import ConfigError, NodeConfig, load_config, render_config
+from node.domain.clock import Clock, SystemClock
+from node.domain.identity import MIN_SECRET_BYTES
+from node.domain.policy import DEFAULT_POLICY_TOML, Policy, PolicyError, load_policy
+from node.storage import migrate
+from node.storage.db import Database
+from node.storage.repo import Repo
+from node.usecases.app import NodeApp, NodeIdentity
+from node.usecases.ledger import initialise
+
+CONFIG_NAME = "node.toml"
+
+
+def read_secret(path: Path) -> bytes:
+    try:
+        secret = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"the city secret file {path} does not exist") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the city secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def read_policy(path: Path) -> Policy:
+    try:
+        return load_policy(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"the policy file {path} does not exist") from None
+    except PolicyError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: str = "",
+                  listen: str = "127.0.0.1:7443", policy_text: str | None = None,
+                  city_secret: bytes | None = None) -> Path:
+    """Create a node's data directory, its database schema and genesis; return node.toml.
+
+    Safe to run again on the same directory: existing files are kept.
+    """
+    NodeIdentity(node_id, district, b"x" * MIN_SECRET_BYTES)  # validates the node id
+    if not district.strip():
+        raise ConfigError("the district needs a name")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    config_path = data_dir / CONFIG_NAME
+    if not config_path.exists():
+        config_path.write_text(render_config(node_id, district, database_url, listen),
+                               encoding="utf-8")
+    policy_path = data_dir / "policy.toml"
+    if not policy_path.exists():
+        text = DEFAULT_POLICY_TOML if policy_text is None else policy_text
+        load_policy(text)
+        policy_path.write_text(text, encoding="utf-8")
+    secret_path = data_dir / "city-secret"
+    if not secret_path.exists():
+        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(city_secret if city_secret is not None else secrets.token_bytes(32))
+    config = load_config(config_path)
+    if config.node_id != node_id:
+        raise ConfigError(f"{config_path} is for node {config.node_id}, not {node_id}")
+    migrate_and_initialise(config)
+    return config_path
+
+
+def migrate_and_initialise(config: NodeConfig) -> None:
+    policy = read_policy(config.policy_file)
+    node = NodeIdentity(config.node_id, config.district, read_secret(config.city_secret_file))
+    db = Database(config.effective_database_url)
+    try:
+        migrate.upgrade(db.writer)
+        with db.write() as conn:
+            initialise(Repo(conn), node, policy.digest)
+    finally:
+        db.dispose()
+
+
+def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
+    """Open a node for serving; refuse if its schema is not current or it is another node's."""
+    policy = read_policy(config.policy_file)
+    node = NodeIdentity(config.node_id, config.district, read_secret(config.city_secret_file))
+    db = Database(config.effective_database_url)
+    current, head = migrate.current_revision(db.writer), migrate.head_revision()
+    if current != head:
+        db.dispose()
+        raise ConfigError(f"the database schema is at {current or 'nothing'}, the software "
+                          f"needs {head}: run `timebank node migrate` first")
+    with db.read() as conn:
+        stored = Repo(conn).meta("node_id")
+    if stored != config.node_id:
+        db.dispose()
+        raise ConfigError(f"the database belongs to node {stored}, not {config.node_id}")
+    return NodeApp(db, policy, clock or SystemClock(), node)

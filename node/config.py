@@ -1,0 +1,142 @@
+"""The node's configuration: a TOML file, each setting overridable by environment.
+
+``TIMEBANK_<SECTION>_<KEY>`` overrides ``[section] key`` (e.g.
+TIMEBANK_NODE_DATABASE_URL). Relative paths are taken from the file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_MESSAGE_BYTES_LIMIT = 4 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: str
+    district: str
+    data_dir: Path
+    database_url: str
+    policy_file: Path
+    city_secret_file: Path
+    listen: str = "127.0.0.1:7443"
+    metrics_listen: str = ""
+    max_message_bytes: int = 65536
+    workers: int = 8
+    log_level: str = "info"
+    log_format: str = "json"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'node.sqlite3').resolve()}"
+
+
+_FIELDS: dict[str, dict[str, type]] = {
+    "node": {"node_id": str, "district": str, "data_dir": str, "database_url": str,
+             "policy_file": str, "city_secret_file": str},
+    "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
+    "log": {"level": str, "format": str},
+}
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    environ = os.environ if environ is None else environ
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration file at {path}; run `timebank node init`") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    values: dict[str, object] = {}
+    for section, fields in _FIELDS.items():
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        unknown = set(table) - set(fields)
+        if unknown:
+            raise ConfigError(f"unknown settings in [{section}]: {', '.join(sorted(unknown))}")
+        for key, kind in fields.items():
+            value: object = table.get(key)
+            env = environ.get(f"TIMEBANK_{section.upper()}_{key.upper()}")
+            if env is not None:
+                try:
+                    value = kind(env)
+                except ValueError:
+                    raise ConfigError(f"TIMEBANK_{section.upper()}_{key.upper()} must be "
+                                      f"a {kind.__name__}") from None
+            if value is not None and not isinstance(value, kind):
+                raise ConfigError(f"[{section}] {key} must be a {kind.__name__}")
+            if value is not None:
+                values[f"{section}.{key}"] = value
+    base = path.resolve().parent
+
+    def need(key: str) -> str:
+        value = values.get(key)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"the setting {key} is required")
+        return value
+
+    def path_of(key: str) -> Path:
+        p = Path(need(key)).expanduser()
+        return p if p.is_absolute() else base / p
+
+    cfg = NodeConfig(
+        node_id=need("node.node_id"),
+        district=need("node.district"),
+        data_dir=path_of("node.data_dir"),
+        database_url=str(values.get("node.database_url", "")),
+        policy_file=path_of("node.policy_file"),
+        city_secret_file=path_of("node.city_secret_file"),
+        listen=str(values.get("server.listen", "127.0.0.1:7443")),
+        metrics_listen=str(values.get("server.metrics_listen", "")),
+        max_message_bytes=int(str(values.get("server.max_message_bytes", 65536))),
+        workers=int(str(values.get("server.workers", 8))),
+        log_level=str(values.get("log.level", "info")),
+        log_format=str(values.get("log.format", "json")),
+    )
+    if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
+        raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
+    if not 1 <= cfg.workers <= 256:
+        raise ConfigError("[server] workers must be 1..256")
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("[log] level is one of debug, info, warning, error")
+    if cfg.log_format not in ("json", "console"):
+        raise ConfigError("[log] format is json or console")
+    return cfg
+
+
+def render_config(node_id: str, district: str, database_url: str, listen: str,
+                  metrics_listen: str = "") -> str:
+    """The node.toml that `timebank node init` writes into a data directory."""
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return f"""# Written by `timebank node init`. See deploy/node.example.toml for every setting.
+[node]
+node_id = {q(node_id)}
+district = {q(district)}
+data_dir = "."
+database_url = {q(database_url)}
+policy_file = "policy.toml"
+city_secret_file = "city-secret"
+
+[server]
+listen = {q(listen)}
+metrics_listen = {q(metrics_listen)}
+max_message_bytes = 65536
+workers = 8
+
+[log]
+level = "info"
+format = "console"
+"""

@@ -1,0 +1,210 @@
+"""The district ledger's data and rules: accounts, postings, entries, the hash chain.
+
+Small immutable types and pure functions (beancount's shape). Every entry's
+postings sum to zero; entries are only ever appended; a mistake is corrected by
+a reversing entry. Each entry is hash-chained to the one before it, so a
+rewritten history no longer matches a head anyone has kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from node.domain.errors import InvariantViolation
+from timebank.minutes import MAX_MINUTES
+
+HASH_BYTES = 32
+MAX_POSTINGS = 16
+MAX_MEMO_CHARS = 500
+
+
+class Origin(StrEnum):
+    """Where stored minutes came from; they keep it wherever they go."""
+
+    INDIVIDUAL = "individual"
+    GROUP = "group"
+    DONATED = "donated"
+    GRANTED = "granted"
+
+
+class AccountKind(StrEnum):
+    PERSON = "person"  # minutes the district owes a person (or a group)
+    ISSUANCE = "issuance"  # the source of minutes minted for verified service
+    CONSUMPTION = "consumption"  # the sink of minutes spent on service
+    DONATION_POOL = "donation_pool"  # donated minutes, priority elders first
+    CITY_GRANT = "city_grant"  # the city fund: grants and services it pays for
+    CLEARING = "clearing"  # the node's position toward the clearinghouse
+
+
+class EntryKind(StrEnum):
+    SERVICE = "service"  # a recorded service: minted for the volunteer, paid by the recipient's side
+    DONATION = "donation"
+    GRANT = "grant"
+    REVERSAL = "reversal"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A ledger account, named by a stable code that is part of the hash chain."""
+
+    kind: AccountKind
+    origin: Origin | None = None
+    person_ref: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind is AccountKind.PERSON) != (self.person_ref is not None):
+            raise InvariantViolation("only person accounts name a person")
+        if self.kind in (AccountKind.PERSON, AccountKind.ISSUANCE) and self.origin is None:
+            raise InvariantViolation(f"{self.kind} accounts carry an origin")
+
+    @property
+    def code(self) -> str:
+        if self.kind is AccountKind.PERSON:
+            return f"person/{self.person_ref}/{self.origin}"
+        if self.kind is AccountKind.ISSUANCE:
+            return f"issuance/{self.origin}"
+        return str(self.kind)
+
+    @property
+    def never_negative(self) -> bool:
+        """Holder accounts never go below zero; sources and clearing may."""
+        return self.kind in (AccountKind.PERSON, AccountKind.DONATION_POOL, AccountKind.CONSUMPTION)
+
+    @staticmethod
+    def of_person(person_ref: str, origin: Origin) -> Account:
+        return Account(AccountKind.PERSON, origin, person_ref)
+
+
+DONATION_POOL = Account(AccountKind.DONATION_POOL, Origin.DONATED)
+CONSUMPTION = Account(AccountKind.CONSUMPTION)
+CITY_GRANT = Account(AccountKind.CITY_GRANT, Origin.GRANTED)
+CLEARING = Account(AccountKind.CLEARING)
+
+
+def issuance(origin: Origin) -> Account:
+    return Account(AccountKind.ISSUANCE, origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account: Account
+    minutes: int  # signed: positive adds to the account
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger transaction: postings that sum to zero, appended once."""
+
+    kind: EntryKind
+    postings: tuple[Posting, ...]
+    at: datetime
+    memo: str = ""
+    order_id: int = 0
+    reverses_seq: int = 0
+
+    def __post_init__(self) -> None:
+        check_entry(self)
+
+
+def check_entry(entry: Entry) -> None:
+    """Assert the shape every entry must have (bugs, not user errors)."""
+    postings = entry.postings
+    if not 2 <= len(postings) <= MAX_POSTINGS:
+        raise InvariantViolation(f"an entry has 2..{MAX_POSTINGS} postings, not {len(postings)}")
+    if sum(p.minutes for p in postings) != 0:
+        raise InvariantViolation(f"entry postings do not sum to zero: {postings}")
+    if any(p.minutes == 0 or abs(p.minutes) > MAX_MINUTES for p in postings):
+        raise InvariantViolation(f"posting minutes out of range: {postings}")
+    if len({p.account.code for p in postings}) != len(postings):
+        raise InvariantViolation("an entry posts to each account at most once")
+    if entry.at.tzinfo is None:
+        raise InvariantViolation("entry times are timezone-aware")
+    if len(entry.memo) > MAX_MEMO_CHARS:
+        raise InvariantViolation("memo too long")
+
+
+def merge_postings(parts: Iterable[tuple[Account, int]]) -> tuple[Posting, ...]:
+    """Combine amounts per account, drop zeros, keep first-seen order."""
+    totals: dict[Account, int] = {}
+    for account, minutes in parts:
+        totals[account] = totals.get(account, 0) + minutes
+    return tuple(Posting(a, m) for a, m in totals.items() if m != 0)
+
+
+def reversal_of(original: Entry, original_seq: int, at: datetime, memo: str) -> Entry:
+    """The entry that undoes ``original``: every posting negated."""
+    if original.kind is EntryKind.REVERSAL:
+        raise InvariantViolation("a reversal is not itself reversed; post a new entry")
+    return Entry(
+        kind=EntryKind.REVERSAL,
+        postings=tuple(Posting(p.account, -p.minutes) for p in original.postings),
+        at=at,
+        memo=memo,
+        order_id=original.order_id,
+        reverses_seq=original_seq,
+    )
+
+
+def format_time(at: datetime) -> str:
+    """The one textual form of a time inside hashed data: UTC, microseconds, 'Z'."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_bytes(seq: int, entry: Entry) -> bytes:
+    """The bytes that are hashed: sorted-key compact JSON, UTF-8, ints and strings only."""
+    doc = {
+        "seq": seq,
+        "kind": str(entry.kind),
+        "at": format_time(entry.at),
+        "memo": entry.memo,
+        "order_id": entry.order_id,
+        "reverses_seq": entry.reverses_seq,
+        "postings": [[p.account.code, p.minutes] for p in entry.postings],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def genesis_hash(node_id: str) -> bytes:
+    """The 'previous hash' of a node's first entry: binds the chain to the node."""
+    return hashlib.sha256(b"timebank.v1/ledger-genesis\x00" + node_id.encode()).digest()
+
+
+def chain_hash(prev_hash: bytes, seq: int, entry: Entry) -> bytes:
+    if len(prev_hash) != HASH_BYTES:
+        raise InvariantViolation("previous hash must be 32 bytes")
+    return hashlib.sha256(prev_hash + canonical_bytes(seq, entry)).digest()
+
+
+def apply(balances: Mapping[str, int], entry: Entry) -> dict[str, int]:
+    """Balances after the entry (pure; used by audits and property tests)."""
+    out = dict(balances)
+    for p in entry.postings:
+        out[p.account.code] = out.get(p.account.code, 0) + p.minutes
+    return out
+
+
+def draw(buckets: Iterable[tuple[Account, int]], amount: int) -> list[tuple[Account, int]]:
+    """Take ``amount`` from buckets in the given order; each gives at most what it has.
+
+    Returns [(account, minutes taken)], or raises InvariantViolation if short:
+    callers check availability first and refuse with a user-facing error.
+    """
+    if amount < 0:
+        raise InvariantViolation("cannot draw a negative amount")
+    taken: list[tuple[Account, int]] = []
+    left = amount
+    for account, available in buckets:
+        if left == 0:
+            break
+        part = min(left, max(0, available))
+        if part:
+            taken.append((account, part))
+            left -= part
+    if left:
+        raise InvariantViolation(f"draw short by {left} minutes")
+    return taken

@@ -1,0 +1,221 @@
+"""The service loop's rules: order states, who may pay, rounding and the cap.
+
+需求提交 → 志愿接单 → 服务认定 → 积分记录: requested → accepted → checked in →
+checked out → verified → public for the publicity period → recorded. Disputed
+and cancelled are real states. Pure functions only; use-cases apply them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from node.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from node.domain.ledger import Origin
+from node.domain.policy import Policy, Relation
+
+MAX_TEXT_CHARS = 500
+
+
+class OrderState(StrEnum):
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    CHECKED_IN = "checked_in"
+    CHECKED_OUT = "checked_out"
+    VERIFIED = "verified"
+    DISPUTED = "disputed"
+    RECORDED = "recorded"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (OrderState.RECORDED, OrderState.CANCELLED)
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+class Action(StrEnum):
+    ACCEPT = "accept"
+    CHECK_IN = "check in"
+    CHECK_OUT = "check out"
+    VERIFY = "verify"
+    DISPUTE = "dispute"
+    RESOLVE = "resolve"
+    CANCEL = "cancel"
+    RECORD = "record"
+
+
+S = OrderState
+#: From which states each action may be taken. Anything else is FAILED_PRECONDITION.
+ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
+    Action.ACCEPT: frozenset({S.REQUESTED}),
+    Action.CHECK_IN: frozenset({S.ACCEPTED}),
+    Action.CHECK_OUT: frozenset({S.CHECKED_IN}),
+    Action.VERIFY: frozenset({S.CHECKED_OUT}),
+    Action.DISPUTE: frozenset({S.VERIFIED}),
+    Action.RESOLVE: frozenset({S.DISPUTED}),
+    Action.CANCEL: frozenset({S.REQUESTED, S.ACCEPTED, S.CHECKED_IN}),
+    Action.RECORD: frozenset({S.VERIFIED}),
+}
+
+
+_PARTICIPLE = {
+    Action.ACCEPT: "accepted",
+    Action.CHECK_IN: "checked in",
+    Action.CHECK_OUT: "checked out",
+    Action.VERIFY: "verified",
+    Action.DISPUTE: "disputed",
+    Action.RESOLVE: "resolved",
+    Action.CANCEL: "cancelled",
+    Action.RECORD: "recorded",
+}
+
+
+def require_state(order_id: int, action: Action, state: OrderState) -> None:
+    """Refuse an action the order's state does not allow, saying what would."""
+    allowed = ALLOWED_FROM[action]
+    if state not in allowed:
+        expected = " or ".join(s.label for s in OrderState if s in allowed)
+        raise FailedPrecondition(
+            f"order {order_id} is {state.label}; it can be {_PARTICIPLE[action]} "
+            f"only when {expected}",
+            "ORDER_STATE",
+        )
+
+
+class PaymentSource(StrEnum):
+    OWN = "own"
+    RELATIVE = "relative"
+    DONATION_POOL = "donation_pool"
+    CITY_GRANT = "city_grant"
+
+
+class PersonKind(StrEnum):
+    INDIVIDUAL = "individual"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class PersonFacts:
+    """What the payment rules need to know of a person: nothing that identifies them."""
+
+    id: int
+    kind: PersonKind
+    age: int
+    priority: bool
+
+
+def check_payment(
+    policy: Policy,
+    source: PaymentSource,
+    recipient: PersonFacts,
+    payer: PersonFacts | None,
+    relation: Relation | None,
+) -> None:
+    """Refuse a payment plan the city's rules do not allow.
+
+    ``relation`` is how the recipient stands to the payer (the payer's PARENT …).
+    """
+    if recipient.kind is not PersonKind.INDIVIDUAL:
+        raise InvalidArgument("a group volunteer cannot be the recipient of a service",
+                              "RECIPIENT_IS_GROUP")
+    if (payer is not None) != (source is PaymentSource.RELATIVE):
+        raise InvalidArgument("a payer is named exactly when the relative's hours pay",
+                              "PAYER_MISMATCH")
+    if source is PaymentSource.OWN:
+        if not recipient.priority and recipient.age < policy.own_min_age:
+            raise PermissionDenied(
+                f"own hours can be spent from age {policy.own_min_age} (city policy); "
+                f"this person is {recipient.age}", "TOO_YOUNG_TO_REDEEM")
+    elif source is PaymentSource.RELATIVE:
+        assert payer is not None
+        if payer.id == recipient.id:
+            raise InvalidArgument("to spend one's own hours, use payment source 'own'",
+                                  "PAYER_IS_RECIPIENT")
+        if payer.kind is PersonKind.GROUP:
+            if policy.group_hours_donate_only:
+                raise PermissionDenied(
+                    "group volunteers' hours can only be donated (city policy)",
+                    "GROUP_HOURS_DONATE_ONLY")
+            return  # a group may sponsor any recipient when the city allows it
+        if relation is None or not relation.is_family:
+            raise PermissionDenied(
+                f"person {recipient.id} is not a registered relative of person {payer.id}; "
+                "link them as family first", "NOT_A_RELATIVE")
+        if relation not in policy.relative_kinds:
+            raise PermissionDenied(
+                f"the city's policy does not let hours be spent on a {relation.value}",
+                "RELATION_NOT_ALLOWED")
+        if recipient.age < policy.relative_min_age:
+            raise PermissionDenied(
+                f"a relative served with your hours must be at least {policy.relative_min_age}; "
+                f"person {recipient.id} is {recipient.age}", "RELATIVE_TOO_YOUNG")
+    elif source is PaymentSource.CITY_GRANT:
+        if not recipient.priority:
+            raise PermissionDenied("the city grant serves priority elders only",
+                                   "NOT_A_PRIORITY_ELDER")
+    elif source is PaymentSource.DONATION_POOL:
+        if not recipient.priority and recipient.age < policy.own_min_age:
+            raise PermissionDenied(
+                f"donated hours serve priority elders and elders from {policy.own_min_age}",
+                "TOO_YOUNG_TO_REDEEM")
+
+
+def spendable_origins(source: PaymentSource, payer_kind: PersonKind) -> tuple[Origin, ...]:
+    """Which of a person's origins a payment may draw on, in the order drawn.
+
+    Granted minutes are the recipient's own and go first; a relative spends only
+    what they earned themselves; group minutes only when the city allows.
+    """
+    if payer_kind is PersonKind.GROUP:
+        return (Origin.GROUP,)
+    if source is PaymentSource.OWN:
+        return (Origin.GRANTED, Origin.INDIVIDUAL)
+    if source is PaymentSource.RELATIVE:
+        return (Origin.INDIVIDUAL,)
+    return ()
+
+
+def round_to_unit(minutes: int, unit: int) -> int:
+    """Round service time once, to the nearest multiple of the unit, halves up."""
+    if minutes < 0 or unit <= 0:
+        raise InvalidArgument("service time and rounding unit must be positive")
+    return (minutes + unit // 2) // unit * unit if unit > 1 else minutes
+
+
+@dataclass(frozen=True, slots=True)
+class DepositSplit:
+    """Where a recorded service's minutes go."""
+
+    banked: int  # to the volunteer
+    to_pool: int  # over the stored-hours cap: to the donation pool, never dropped
+    unbanked: int  # over the daily earning cap: recorded as service, not stored
+
+    @property
+    def total(self) -> int:
+        return self.banked + self.to_pool + self.unbanked
+
+
+def split_deposit(
+    recorded: int, balance_total: int, cap: int, daily_cap: int, banked_today: int
+) -> DepositSplit:
+    """Apply the daily cap, then the stored-hours cap counted on the whole balance."""
+    if recorded < 0 or balance_total < 0 or banked_today < 0:
+        raise InvalidArgument("amounts are never negative")
+    bankable = recorded if daily_cap == 0 else min(recorded, max(0, daily_cap - banked_today))
+    room = max(0, cap - balance_total)
+    banked = min(bankable, room)
+    split = DepositSplit(banked=banked, to_pool=bankable - banked, unbanked=recorded - bankable)
+    assert split.total == recorded
+    return split
+
+
+def check_text(label: str, text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    text = text.strip()
+    if len(text) > limit:
+        raise InvalidArgument(f"{label} is too long: at most {limit} characters")
+    if any(ord(c) < 32 and c not in "\n\t" for c in text):
+        raise InvalidArgument(f"{label} contains control characters")
+    return text

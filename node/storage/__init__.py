@@ -1,0 +1,1 @@
+"""The node's storage: SQLAlchemy schema, engines for SQLite and PostgreSQL, the repository."""

@@ -1,0 +1,252 @@
+"""The node's tables. Alembic migrations (node/migrations) own the schema; these
+typed models describe it, and ``alembic check`` fails if the two drift apart.
+
+Rows that carry history (entries, postings, order events) are only inserted.
+Every constraint is named so migrations stay stable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC, always returned timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("refusing a naive datetime: times are stored as UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Meta(Base):
+    """Facts about this node fixed at init: node id, district name, schema facts."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class LedgerHead(Base):
+    """The single row naming the chain's last entry; locking it serialises writers."""
+
+    __tablename__ = "ledger_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class ServicePoint(Base):
+    __tablename__ = "service_points"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    street: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class StaffMember(Base):
+    __tablename__ = "staff"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    service_point_id: Mapped[int] = mapped_column(ForeignKey("service_points.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Person(Base):
+    """A person or group enrolled here. PII (name, number, phone) never leaves the node."""
+
+    __tablename__ = "people"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64))
+    id_number: Mapped[str] = mapped_column(String(18), unique=True)
+    phone: Mapped[str] = mapped_column(String(32))
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    priority: Mapped[bool] = mapped_column(Boolean)
+    service_point_id: Mapped[int | None] = mapped_column(ForeignKey("service_points.id"))
+    enrolled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (CheckConstraint("kind IN ('individual', 'group')", name="kind"),)
+
+
+class PersonLink(Base):
+    """``other`` stands to ``person`` as ``relation`` (family links are stored both ways)."""
+
+    __tablename__ = "links"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    other_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    relation: Mapped[str] = mapped_column(String(16))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        UniqueConstraint("person_id", "other_id", "relation", name="uq_links_pair"),
+        CheckConstraint("person_id <> other_id", name="not_self"),
+    )
+
+
+class LedgerAccount(Base):
+    """An account with its cached balance and holds, kept equal to its postings."""
+
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str | None] = mapped_column(String(16))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), index=True)
+    balance: Mapped[int] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (CheckConstraint("held >= 0", name="held_not_negative"),)
+
+
+class LedgerEntry(Base):
+    """One transaction in the hash chain. Inserted once; never updated or deleted."""
+
+    __tablename__ = "entries"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    memo: Mapped[str] = mapped_column(Text)
+    order_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    reverses_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+
+
+class LedgerPosting(Base):
+    __tablename__ = "postings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(ForeignKey("entries.seq"))
+    position: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("seq", "position", name="uq_postings_seq_position"),
+        Index("ix_postings_account_seq", "account_id", "seq"),
+        CheckConstraint("minutes <> 0", name="not_zero"),
+    )
+
+
+class Hold(Base):
+    """Minutes reserved on an account for an accepted order; posted or released once."""
+
+    __tablename__ = "holds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="positive"),
+        CheckConstraint("state IN ('active', 'posted', 'released')", name="state"),
+    )
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    volunteer_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), index=True)
+    category: Mapped[str] = mapped_column(String(32))
+    planned_minutes: Mapped[int] = mapped_column(BigInteger)
+    payment_source: Mapped[str] = mapped_column(String(16))
+    payer_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    requested_by: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text)
+    held_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    measured_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    recorded_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    banked_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    excess_to_pool_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    unbanked_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    rating: Mapped[int] = mapped_column(Integer, default=0)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    verified_by: Mapped[str] = mapped_column(String(32), default="")
+    dispute_reason: Mapped[str] = mapped_column(Text, default="")
+    resolution: Mapped[str] = mapped_column(Text, default="")
+    service_day: Mapped[date | None] = mapped_column(Date)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    checked_in_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    checked_out_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    public_until: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    recorded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("planned_minutes > 0", name="planned_positive"),
+        CheckConstraint("rating BETWEEN 0 AND 5", name="rating"),
+    )
+
+
+class OrderEvent(Base):
+    """Each state change of an order, who made it and why. Inserted only."""
+
+    __tablename__ = "order_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class IdempotencyRecord(Base):
+    """The first response to a mutating call, returned again on a retry with the same key."""
+
+    __tablename__ = "idempotency"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

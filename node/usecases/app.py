@@ -1,0 +1,113 @@
+"""The use-case runner: each use-case is one database transaction.
+
+``NodeApp.execute`` runs a use-case; ``execute_once`` also makes it idempotent:
+the first response under a key is stored in the same transaction and returned
+again on a retry; the same key with a different request is ALREADY_EXISTS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Concatenate, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo
+
+from node.domain.clock import Clock
+from node.domain.errors import AlreadyExists, InvalidArgument, InvariantViolation
+from node.domain.policy import Policy
+from node.storage.db import Database
+from node.storage.repo import Repo
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+MAX_IDEMPOTENCY_KEY = 64
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    node_id: str  # 6-digit administrative division code, e.g. "320115"
+    district: str  # e.g. "江宁区"
+    city_secret: bytes  # keys PersonRef; never leaves the node
+
+    def __post_init__(self) -> None:
+        if not (len(self.node_id) == 6 and self.node_id.isdigit() and self.node_id.isascii()):
+            raise ValueError("a node id is the district's 6-digit administrative division code")
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """What a use-case sees: its transaction's repository, the rules, and the time."""
+
+    repo: Repo
+    policy: Policy
+    now: datetime
+    node: NodeIdentity
+
+    def local_date(self, at: datetime) -> date:
+        return at.astimezone(CITY_TZ).date()
+
+
+def check_idempotency_key(key: str) -> None:
+    if not key:
+        raise InvalidArgument("this call needs an idempotency_key (for example a UUID), so that "
+                              "a retry cannot do the work twice", "MISSING_IDEMPOTENCY_KEY")
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise InvalidArgument(f"an idempotency_key is 1..{MAX_IDEMPOTENCY_KEY} printable ASCII "
+                              "characters", "BAD_IDEMPOTENCY_KEY")
+
+
+class NodeApp:
+    """A district node's use-cases over one database, one policy and one clock."""
+
+    def __init__(self, db: Database, policy: Policy, clock: Clock, node: NodeIdentity) -> None:
+        self.db = db
+        self.policy = policy
+        self.clock = clock
+        self.node = node
+
+    def execute(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a use-case in one write transaction: all of it happens, or none."""
+        with self.db.write() as conn:
+            return fn(Tx(Repo(conn), self.policy, self._now(), self.node), *args, **kwargs)
+
+    def query(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read-only use-case; it never blocks writers."""
+        with self.db.read() as conn:
+            return fn(Tx(Repo(conn), self.policy, self._now(), self.node), *args, **kwargs)
+
+    def execute_once(
+        self,
+        key: str,
+        method: str,
+        fingerprint: bytes,
+        fn: Callable[[Tx], T],
+        encode: Callable[[T], bytes],
+    ) -> bytes:
+        """Run ``fn`` at most once per idempotency key; return the encoded first result."""
+        check_idempotency_key(key)
+        if len(fingerprint) != 32:
+            raise InvariantViolation("a request fingerprint is a SHA-256 digest")
+        with self.db.write() as conn:
+            repo = Repo(conn)
+            found = repo.idempotent_response(key)
+            if found is not None:
+                stored_method, stored_fp, response = found
+                if (stored_method, stored_fp) != (method, fingerprint):
+                    raise AlreadyExists(
+                        f"idempotency key {key!r} was already used for a different request "
+                        f"({stored_method}); use a new key for a new request",
+                        "IDEMPOTENCY_KEY_REUSED")
+                return response
+            tx = Tx(repo, self.policy, self._now(), self.node)
+            response = encode(fn(tx))
+            repo.save_response(key, method, fingerprint, response, tx.now)
+            return response
+
+    def _now(self) -> datetime:
+        now = self.clock.now()
+        if now.tzinfo is None:
+            raise InvariantViolation("the clock must give timezone-aware times")
+        return now

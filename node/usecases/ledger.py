@@ -1,0 +1,204 @@
+"""Use-cases on hours outside the service loop, reading the ledger, and checking it."""
+
+from __future__ import annotations
+
+from node.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from node.domain.identity import MIN_SECRET_BYTES
+from node.domain.ledger import (
+    CITY_GRANT,
+    DONATION_POOL,
+    Account,
+    AccountKind,
+    Entry,
+    EntryKind,
+    Origin,
+    Posting,
+    chain_hash,
+    check_entry,
+    genesis_hash,
+    reversal_of,
+)
+from node.domain.orders import PersonKind, check_text
+from node.storage.repo import Repo, StoredEntry
+from node.usecases.app import NodeIdentity, Tx
+from node.usecases.people import require_staff
+from node.usecases.views import BalanceView, HistoryView, LedgerReport, OriginBalance
+from timebank.minutes import MAX_MINUTES, format_hours
+
+
+def initialise(repo: Repo, node: NodeIdentity, policy_digest: str) -> None:
+    """Write the node's identity and the chain's genesis head (once, at init)."""
+    if len(node.city_secret) < MIN_SECRET_BYTES:
+        raise ValueError("the city secret is too short")
+    existing = repo.meta("node_id")
+    if existing is not None:
+        if existing != node.node_id:
+            raise FailedPrecondition(f"this database belongs to node {existing}, not "
+                                     f"{node.node_id}", "WRONG_NODE")
+        return
+    repo.set_meta("node_id", node.node_id)
+    repo.set_meta("district", node.district)
+    repo.set_meta("policy_digest", policy_digest)
+    repo.init_head(genesis_hash(node.node_id))
+
+
+def _check_amount(minutes: int, what: str) -> None:
+    if not 0 < minutes <= MAX_MINUTES:
+        raise InvalidArgument(f"{what} must be 1..{MAX_MINUTES} minutes, not {minutes}",
+                              "MINUTES_OUT_OF_RANGE")
+
+
+def donate(tx: Tx, person_id: int, minutes: int) -> StoredEntry:
+    """A person or group gives stored minutes to the donation pool."""
+    _check_amount(minutes, "a donation")
+    person = tx.repo.person(person_id)
+    origin = Origin.GROUP if person.kind == PersonKind.GROUP else Origin.INDIVIDUAL
+    account = Account.of_person(person.person_ref, origin)
+    record = tx.repo.ensure_account(account, person.id)
+    if record.available < minutes:
+        raise FailedPrecondition(f"person {person.id} has {format_hours(record.available)} "
+                                 f"of their own earned hours available; cannot donate "
+                                 f"{format_hours(minutes)}", "INSUFFICIENT_BALANCE")
+    entry = Entry(EntryKind.DONATION, (Posting(account, -minutes), Posting(DONATION_POOL, minutes)),
+                  tx.now, memo=f"donation by person {person.id}")
+    return tx.repo.append(entry, {person.person_ref: person.id})
+
+
+def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str) -> StoredEntry:
+    """The city fund grants hours to a priority elder who could not store their own."""
+    _check_amount(minutes, "a grant")
+    memo = check_text("memo", memo)
+    require_staff(tx, staff_id)
+    person = tx.repo.person(person_id)
+    if not person.priority:
+        raise PermissionDenied("city grants go to priority elders only", "NOT_A_PRIORITY_ELDER")
+    fund = tx.repo.ensure_account(CITY_GRANT)
+    budget = tx.policy.grant_budget_minutes
+    if budget + fund.available < minutes:
+        raise ResourceExhausted(f"the city fund has {format_hours(max(0, budget + fund.available))}"
+                                " left on this node", "GRANT_BUDGET_EXHAUSTED")
+    total = sum(a.balance for a in tx.repo.accounts_of(person.id))
+    if total + minutes > tx.policy.cap_minutes:
+        raise FailedPrecondition(f"the grant would take person {person.id} over the stored-hours "
+                                 f"cap of {format_hours(tx.policy.cap_minutes)}", "CAP_EXCEEDED")
+    account = Account.of_person(person.person_ref, Origin.GRANTED)
+    entry = Entry(EntryKind.GRANT, (Posting(CITY_GRANT, -minutes), Posting(account, minutes)),
+                  tx.now, memo=memo or f"grant by staff {staff_id}")
+    return tx.repo.append(entry, {person.person_ref: person.id})
+
+
+def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
+    """Correct a mistake by appending the entry that undoes it. History is never edited."""
+    reason = check_text("reason", reason)
+    if not reason:
+        raise InvalidArgument("a correction needs a reason")
+    require_staff(tx, staff_id)
+    original = tx.repo.entry(seq)
+    if original is None:
+        raise NotFound(f"there is no ledger entry {seq}", "UNKNOWN_ENTRY")
+    if original.entry.kind is EntryKind.REVERSAL:
+        raise FailedPrecondition(f"entry {seq} is itself a correction; post a new entry instead",
+                                 "REVERSAL_OF_REVERSAL")
+    done = tx.repo.reversal_of_seq(seq)
+    if done is not None:
+        raise AlreadyExists(f"entry {seq} was already reversed by entry {done}", "ALREADY_REVERSED")
+    entry = reversal_of(original.entry, seq, tx.now, f"staff {staff_id}: {reason}")
+    person_ids: dict[str, int] = {}
+    for p in entry.postings:
+        record = tx.repo.account(p.account.code)
+        assert record is not None
+        if p.account.kind is AccountKind.PERSON:
+            person_ids[p.account.person_ref or ""] = record.person_id or 0
+        if p.account.never_negative and record.available + p.minutes < 0:
+            raise FailedPrecondition(
+                f"entry {seq} cannot be reversed: {p.account.code} has only "
+                f"{format_hours(record.available)} available (already spent or held)",
+                "INSUFFICIENT_BALANCE")
+    return tx.repo.append(entry, person_ids)
+
+
+def balance(tx: Tx, person_id: int) -> BalanceView:
+    person = tx.repo.person(person_id)
+    accounts = tx.repo.accounts_of(person.id)
+    by_origin = tuple(OriginBalance(Origin(a.origin or ""), a.balance, a.held) for a in accounts)
+    return BalanceView(person.id, person.person_ref, sum(a.balance for a in accounts),
+                       sum(a.held for a in accounts), by_origin, tx.policy.cap_minutes)
+
+
+def history(tx: Tx, person_id: int, after_seq: int, limit: int) -> HistoryView:
+    if not 1 <= limit <= 1000:
+        raise InvalidArgument("read at most 1000 history entries at a time")
+    person = tx.repo.person(person_id)
+    accounts = tx.repo.accounts_of(person.id)
+    codes = {a.code for a in accounts}
+    entries = tx.repo.entries_touching([a.id for a in accounts], after_seq, limit)
+    return HistoryView(person.id, tuple(
+        (e, sum(p.minutes for p in e.entry.postings if p.account.code in codes))
+        for e in entries))
+
+
+def check_ledger(tx: Tx) -> LedgerReport:
+    """Verify every invariant of the stored ledger; report problems instead of raising."""
+    repo = tx.repo
+    problems: list[str] = []
+    prev = genesis_hash(tx.node.node_id)
+    sums: dict[str, int] = {}
+    count = 0
+    for stored in repo.iter_entries():
+        count += 1
+        if stored.seq != count:
+            problems.append(f"entry {stored.seq}: expected sequence number {count}")
+        try:
+            check_entry(stored.entry)
+        except AssertionError as e:
+            problems.append(f"entry {stored.seq}: {e}")
+        if stored.prev_hash != prev:
+            problems.append(f"entry {stored.seq}: does not follow entry {stored.seq - 1}")
+        if chain_hash(prev, stored.seq, stored.entry) != stored.hash:
+            problems.append(f"entry {stored.seq}: contents do not match its hash")
+        prev = stored.hash
+        for p in stored.entry.postings:
+            sums[p.account.code] = sums.get(p.account.code, 0) + p.minutes
+        if len(problems) > 50:
+            problems.append("… stopping after 50 problems")
+            break
+    head_seq, head_hash = repo.head()
+    if (head_seq, head_hash) != (count, prev):
+        problems.append(f"the ledger head says entry {head_seq}; the chain ends at {count}")
+    accounts = repo.all_accounts()
+    holds = repo.active_hold_sums()
+    totals = {kind: 0 for kind in AccountKind}
+    for a in accounts:
+        account = Account(AccountKind(a.kind), Origin(a.origin) if a.origin else None,
+                          a.code.split("/")[1] if a.kind == AccountKind.PERSON else None)
+        if sums.get(a.code, 0) != a.balance:
+            problems.append(f"account {a.code}: balance {a.balance} but postings sum to "
+                            f"{sums.get(a.code, 0)}")
+        if holds.get(a.id, 0) != a.held:
+            problems.append(f"account {a.code}: held {a.held} but active holds sum to "
+                            f"{holds.get(a.id, 0)}")
+        if account.never_negative and (a.balance < 0 or a.balance < a.held):
+            problems.append(f"account {a.code}: negative (balance {a.balance}, held {a.held})")
+        if a.kind == AccountKind.PERSON and a.balance > tx.policy.cap_minutes:
+            problems.append(f"account {a.code}: over the stored-hours cap")
+        totals[AccountKind(a.kind)] += a.balance
+    if sum(totals.values()) != 0:
+        problems.append(f"balances do not sum to zero: {sum(totals.values())}")
+    if repo.holds_of_final_orders():
+        problems.append("some finished orders still hold minutes")
+    fund = repo.account(CITY_GRANT.code)
+    if fund is not None and fund.available < -tx.policy.grant_budget_minutes:
+        problems.append("the city fund is drawn beyond its budget")
+    return LedgerReport(
+        ok=not problems, transactions=count, accounts=len(accounts), head_hash=prev,
+        problems=tuple(problems), issued=-totals[AccountKind.ISSUANCE],
+        granted=-totals[AccountKind.CITY_GRANT], held_by_people=totals[AccountKind.PERSON],
+        donation_pool=totals[AccountKind.DONATION_POOL],
+        consumed=totals[AccountKind.CONSUMPTION], clearing=totals[AccountKind.CLEARING])

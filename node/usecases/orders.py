@@ -1,0 +1,397 @@
+"""Use-cases of the service loop. "An order is recorded" happens in ``record_order``.
+
+requested → accepted (the payment is held) → checked in → checked out (minutes
+measured) → verified (rated; public until the publicity period ends) → recorded
+(minutes rounded once, deposited to the volunteer, the payment posted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from node.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from node.domain.ledger import (
+    CITY_GRANT,
+    CONSUMPTION,
+    DONATION_POOL,
+    Account,
+    AccountKind,
+    Entry,
+    EntryKind,
+    Origin,
+    draw,
+    issuance,
+    merge_postings,
+)
+from node.domain.orders import (
+    Action,
+    OrderState,
+    PaymentSource,
+    PersonKind,
+    check_payment,
+    check_text,
+    require_state,
+    round_to_unit,
+    spendable_origins,
+    split_deposit,
+)
+from node.domain.policy import Policy
+from node.storage.repo import AccountRecord, OrderRecord, PersonRecord, account_from_code
+from node.usecases.app import Tx
+from node.usecases.people import facts, require_actor, require_acts_for, require_staff
+from node.usecases.views import Actor, OrderView
+from timebank.minutes import format_hours
+
+#: How far in the future a reported check-in/out time may be (clock skew of a phone).
+CLOCK_SKEW = timedelta(minutes=5)
+#: How far back staff may enter a check-in after the fact.
+MAX_BACKDATE = timedelta(days=30)
+MAX_RECORD_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A place a payment can be held from, and how much of it this order may use."""
+
+    account: Account
+    record: AccountRecord
+    available: int
+    floor: int  # the lowest balance - held the account may reach
+
+
+def order_view(tx: Tx, order: OrderRecord) -> OrderView:
+    category = tx.policy.category(order.category)
+    return OrderView(order, category.name if category else order.category,
+                     notices(order, tx.policy))
+
+
+def notices(order: OrderRecord, policy: Policy) -> tuple[str, ...]:
+    """What the volunteer or the recipient should be told about a recorded order."""
+    if order.state != OrderState.RECORDED:
+        return ()
+    out = []
+    if order.recorded_minutes != order.measured_minutes:
+        out.append(f"service of {order.measured_minutes} min was recorded as "
+                   f"{order.recorded_minutes} min (rounded to the city's "
+                   f"{policy.rounding_unit_minutes}-minute unit)")
+    if order.excess_to_pool_minutes:
+        out.append(f"{format_hours(order.excess_to_pool_minutes)} over the stored-hours cap of "
+                   f"{format_hours(policy.cap_minutes)} went to the donation pool")
+    if order.unbanked_minutes:
+        out.append(f"{format_hours(order.unbanked_minutes)} over the daily earning cap were "
+                   "recorded as service but not stored")
+    return tuple(out)
+
+
+def _category_code(tx: Tx, category: str) -> str:
+    found = tx.policy.category(category.strip())
+    if found is None:
+        known = ", ".join(f"{c.code} ({c.name})" for c in tx.policy.categories)
+        raise InvalidArgument(f"unknown service category {category!r}; the city's categories "
+                              f"are: {known}", "UNKNOWN_CATEGORY")
+    return found.code
+
+
+def _check_minutes(policy: Policy, minutes: int, what: str) -> None:
+    if minutes <= 0:
+        raise InvalidArgument(f"{what} must be a positive number of minutes, not {minutes}",
+                              "MINUTES_OUT_OF_RANGE")
+    if minutes > policy.max_order_minutes:
+        raise InvalidArgument(f"{what} of {minutes} min is more than one order may take "
+                              f"({policy.max_order_minutes} min)", "MINUTES_OUT_OF_RANGE")
+
+
+def _payer(tx: Tx, order: OrderRecord) -> PersonRecord | None:
+    if order.payment_source == PaymentSource.OWN:
+        return tx.repo.person(order.recipient_id)
+    if order.payment_source == PaymentSource.RELATIVE:
+        assert order.payer_id is not None
+        return tx.repo.person(order.payer_id)
+    return None
+
+
+def buckets(tx: Tx, source: PaymentSource, payer: PersonRecord | None,
+            recipient_priority: bool) -> list[Bucket]:
+    """Where this payment may be held from, in the order it is drawn."""
+    repo, policy = tx.repo, tx.policy
+    if payer is not None:
+        out = []
+        for origin in spendable_origins(source, PersonKind(payer.kind)):
+            account = Account.of_person(payer.person_ref, origin)
+            record = repo.ensure_account(account, payer.id)
+            out.append(Bucket(account, record, record.available, 0))
+        return out
+    if source is PaymentSource.DONATION_POOL:
+        record = repo.ensure_account(DONATION_POOL)
+        reserve = 0 if recipient_priority else policy.donation_priority_reserve_minutes
+        return [Bucket(DONATION_POOL, record, max(0, record.available - reserve), 0)]
+    record = repo.ensure_account(CITY_GRANT)
+    budget = policy.grant_budget_minutes
+    return [Bucket(CITY_GRANT, record, max(0, budget + record.available), -budget)]
+
+
+def _source_label(source: PaymentSource, payer: PersonRecord | None) -> str:
+    if payer is not None:
+        return f"person {payer.id}"
+    return "the donation pool" if source is PaymentSource.DONATION_POOL else "the city fund"
+
+
+def _require_available(source: PaymentSource, payer: PersonRecord | None,
+                       found: list[Bucket], minutes: int) -> None:
+    available = sum(b.available for b in found)
+    if available < minutes:
+        raise FailedPrecondition(
+            f"{_source_label(source, payer)} has {format_hours(available)} available to pay "
+            f"for this service, which needs {format_hours(minutes)}", "INSUFFICIENT_BALANCE")
+
+
+def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int,
+                  source: PaymentSource, payer_id: int, requested_by: Actor,
+                  note: str) -> OrderView:
+    _check_minutes(tx.policy, planned_minutes, "the planned service time")
+    code = _category_code(tx, category)
+    note = check_text("note", note)
+    recipient = tx.repo.person(recipient_id)
+    payer = tx.repo.person(payer_id) if payer_id else None
+    require_acts_for(tx, requested_by, recipient_id, "request service")
+    relation = None
+    if payer is not None:
+        relations = tx.repo.relations(payer.id, recipient.id)
+        relation = next(iter(sorted(r for r in relations if r.is_family)), None)
+    check_payment(tx.policy, source, facts(tx, recipient),
+                  None if payer is None else facts(tx, payer), relation)
+    paying = recipient if source is PaymentSource.OWN else payer
+    found = buckets(tx, source, paying, recipient.priority)
+    _require_available(source, paying, found, planned_minutes)
+    order_id = tx.repo.insert_order(
+        state=OrderState.REQUESTED.value, recipient_id=recipient_id, category=code,
+        planned_minutes=planned_minutes, payment_source=source.value,
+        payer_id=payer_id or None, requested_by=requested_by.label, note=note,
+        held_minutes=0, measured_minutes=0, recorded_minutes=0, banked_minutes=0,
+        excess_to_pool_minutes=0, unbanked_minutes=0, charged_minutes=0, rating=0,
+        comment="", verified_by="", dispute_reason="", resolution="", requested_at=tx.now)
+    tx.repo.add_event(order_id, tx.now, "", OrderState.REQUESTED, requested_by.label,
+                      f"{code} {planned_minutes} min, paid by {source.value}")
+    return order_view(tx, tx.repo.order(order_id))
+
+
+def _transition(tx: Tx, order: OrderRecord, to: OrderState, actor: str, detail: str = "",
+                **values: object) -> OrderView:
+    tx.repo.update_order(order.id, order.state, state=to.value, **values)
+    tx.repo.add_event(order.id, tx.now, order.state, to, actor, detail)
+    return order_view(tx, tx.repo.order(order.id))
+
+
+def _load(tx: Tx, order_id: int, action: Action) -> OrderRecord:
+    order = tx.repo.order(order_id)
+    require_state(order.id, action, OrderState(order.state))
+    return order
+
+
+def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
+    """A volunteer takes the order; the payment is held now, so it cannot be spent twice."""
+    order = _load(tx, order_id, Action.ACCEPT)
+    volunteer = tx.repo.person(volunteer_id)
+    if volunteer_id == order.recipient_id:
+        raise PermissionDenied("a volunteer cannot serve an order they receive themselves",
+                               "SELF_SERVICE")
+    if volunteer_id == order.payer_id:
+        raise PermissionDenied("a volunteer cannot serve an order paid with their own hours",
+                               "SELF_SERVICE")
+    recipient = tx.repo.person(order.recipient_id)
+    source = PaymentSource(order.payment_source)
+    payer = _payer(tx, order)
+    found = buckets(tx, source, payer, recipient.priority)
+    _require_available(source, payer, found, order.planned_minutes)
+    by_code = {b.account.code: b for b in found}
+    for account, minutes in draw(((b.account, b.available) for b in found),
+                                 order.planned_minutes):
+        bucket = by_code[account.code]
+        tx.repo.place_hold(order.id, bucket.record.id, minutes, bucket.floor, tx.now)
+    return _transition(tx, order, OrderState.ACCEPTED, f"person:{volunteer.id}",
+                       f"{format_hours(order.planned_minutes)} held",
+                       volunteer_id=volunteer.id, accepted_at=tx.now,
+                       held_minutes=order.planned_minutes)
+
+
+def _reported_time(tx: Tx, at: datetime | None, what: str) -> datetime:
+    if at is None:
+        return tx.now
+    if at.tzinfo is None:
+        raise InvalidArgument(f"the {what} time needs a timezone")
+    if at > tx.now + CLOCK_SKEW:
+        raise InvalidArgument(f"the {what} time {at.isoformat()} is in the future",
+                              "TIME_IN_FUTURE")
+    if at < tx.now - MAX_BACKDATE:
+        raise InvalidArgument(f"the {what} time is more than {MAX_BACKDATE.days} days ago",
+                              "TIME_TOO_OLD")
+    return at
+
+
+def check_in(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
+    order = _load(tx, order_id, Action.CHECK_IN)
+    when = _reported_time(tx, at, "check-in")
+    return _transition(tx, order, OrderState.CHECKED_IN, f"person:{order.volunteer_id}",
+                       checked_in_at=when, service_day=tx.local_date(when))
+
+
+def check_out(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
+    order = _load(tx, order_id, Action.CHECK_OUT)
+    when = _reported_time(tx, at, "check-out")
+    assert order.checked_in_at is not None
+    if when <= order.checked_in_at:
+        raise InvalidArgument(
+            f"check-out ({when.isoformat()}) must come after check-in "
+            f"({order.checked_in_at.isoformat()})", "CHECK_OUT_BEFORE_CHECK_IN")
+    measured = int((when - order.checked_in_at).total_seconds() // 60)
+    if measured < 1:
+        raise InvalidArgument("the service lasted less than a minute; check the times",
+                              "MINUTES_OUT_OF_RANGE")
+    _check_minutes(tx.policy, measured, "the measured service time")
+    return _transition(tx, order, OrderState.CHECKED_OUT, f"person:{order.volunteer_id}",
+                       f"{measured} min", checked_out_at=when, measured_minutes=measured)
+
+
+def verify_order(tx: Tx, order_id: int, verifier: Actor, rating: int,
+                 comment: str) -> OrderView:
+    """The recipient, their proxy or family, or staff confirm the service and rate it."""
+    if not 1 <= rating <= 5:
+        raise InvalidArgument(f"a rating is 1 to 5 stars, not {rating}", "BAD_RATING")
+    comment = check_text("comment", comment)
+    order = tx.repo.order(order_id)
+    require_actor(tx, verifier)
+    if verifier.person_id and verifier.person_id == order.volunteer_id:
+        raise PermissionDenied("a volunteer cannot verify their own service", "NOT_AUTHORISED")
+    require_acts_for(tx, verifier, order.recipient_id, "verify a service")
+    require_state(order.id, Action.VERIFY, OrderState(order.state))
+    until = tx.now + timedelta(days=tx.policy.publicity_days)
+    return _transition(tx, order, OrderState.VERIFIED, verifier.label,
+                       f"rated {rating}", rating=rating, comment=comment,
+                       verified_by=verifier.label, verified_at=tx.now, public_until=until)
+
+
+def dispute_order(tx: Tx, order_id: int, raised_by: Actor, reason: str) -> OrderView:
+    """Anyone known to the node may dispute an order while it is public (社会监督)."""
+    reason = check_text("reason", reason)
+    if not reason:
+        raise InvalidArgument("say why the order is disputed")
+    require_actor(tx, raised_by)
+    order = _load(tx, order_id, Action.DISPUTE)
+    assert order.public_until is not None
+    if tx.now >= order.public_until:
+        raise FailedPrecondition(f"order {order.id}'s publicity period ended at "
+                                 f"{order.public_until.isoformat()}; it can no longer be "
+                                 "disputed", "PUBLICITY_ENDED")
+    return _transition(tx, order, OrderState.DISPUTED, raised_by.label, reason,
+                       dispute_reason=reason)
+
+
+def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
+                    corrected_minutes: int, resolution: str) -> OrderView:
+    """Staff settle a dispute: the service stands (maybe corrected) or is void."""
+    require_staff(tx, staff_id)
+    resolution = check_text("resolution", resolution)
+    if not resolution:
+        raise InvalidArgument("record how the dispute was resolved")
+    order = _load(tx, order_id, Action.RESOLVE)
+    actor = f"staff:{staff_id}"
+    if not uphold:
+        if corrected_minutes:
+            raise InvalidArgument("corrected minutes only apply when the service is upheld")
+        tx.repo.resolve_holds(order.id, "released", tx.now)
+        return _transition(tx, order, OrderState.CANCELLED, actor, resolution,
+                           resolution=resolution, cancelled_at=tx.now)
+    measured = order.measured_minutes
+    if corrected_minutes:
+        _check_minutes(tx.policy, corrected_minutes, "the corrected service time")
+        measured = corrected_minutes
+    return _transition(tx, order, OrderState.VERIFIED, actor, resolution,
+                       resolution=resolution, measured_minutes=measured)
+
+
+def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> OrderView:
+    reason = check_text("reason", reason)
+    order = tx.repo.order(order_id)
+    require_actor(tx, cancelled_by)
+    if not (cancelled_by.person_id and cancelled_by.person_id == order.volunteer_id):
+        require_acts_for(tx, cancelled_by, order.recipient_id, "cancel an order")
+    require_state(order.id, Action.CANCEL, OrderState(order.state))
+    tx.repo.resolve_holds(order.id, "released", tx.now)
+    return _transition(tx, order, OrderState.CANCELLED, cancelled_by.label, reason,
+                       cancelled_at=tx.now)
+
+
+def record_order(tx: Tx, order_id: int) -> OrderView:
+    """Record a verified service once its publicity period is over.
+
+    One ledger entry, all or nothing: the rounded minutes are minted for the
+    volunteer (past the cap, to the donation pool; past the daily cap, not
+    stored) and the payment is taken from what was held at acceptance.
+    """
+    order = _load(tx, order_id, Action.RECORD)
+    assert order.public_until is not None and order.volunteer_id is not None
+    if tx.now < order.public_until:
+        raise FailedPrecondition(f"order {order.id} is public until "
+                                 f"{order.public_until.isoformat()}; it can be recorded after "
+                                 "its publicity period", "PUBLICITY_NOT_OVER")
+    policy, repo = tx.policy, tx.repo
+    volunteer = repo.person(order.volunteer_id)
+    recorded = round_to_unit(order.measured_minutes, policy.rounding_unit_minutes)
+    own_accounts = repo.accounts_of(volunteer.id)
+    banked_today = (repo.banked_on_day(volunteer.id, order.service_day)
+                    if policy.daily_cap_minutes and order.service_day else 0)
+    split = split_deposit(recorded, sum(a.balance for a in own_accounts), policy.cap_minutes,
+                          policy.daily_cap_minutes, banked_today)
+    origin = Origin.GROUP if volunteer.kind == PersonKind.GROUP else Origin.INDIVIDUAL
+    holds = repo.resolve_holds(order.id, "posted", tx.now)
+    charge = min(recorded, sum(h.minutes for h in holds))
+    parts: list[tuple[Account, int]] = [
+        (issuance(origin), -(split.banked + split.to_pool)),
+        (Account.of_person(volunteer.person_ref, origin), split.banked),
+        (DONATION_POOL, split.to_pool),
+    ]
+    left = charge
+    person_ids = {volunteer.person_ref: volunteer.id}
+    for hold in holds:
+        take = min(left, hold.minutes)
+        left -= take
+        account = account_from_code(repo.account_by_id(hold.account_id).code)
+        if account.kind is AccountKind.PERSON:
+            person_ids[account.person_ref or ""] = _payer_id(tx, order)
+        parts.append((account, -take))
+    parts.append((CONSUMPTION, charge))
+    postings = merge_postings(parts)
+    if postings:
+        repo.append(Entry(EntryKind.SERVICE, postings, tx.now,
+                          memo=f"order {order.id}", order_id=order.id), person_ids)
+    return _transition(tx, order, OrderState.RECORDED, "node",
+                       f"{recorded} min recorded, {split.banked} banked",
+                       recorded_minutes=recorded, banked_minutes=split.banked,
+                       excess_to_pool_minutes=split.to_pool, unbanked_minutes=split.unbanked,
+                       charged_minutes=charge, recorded_at=tx.now)
+
+
+def _payer_id(tx: Tx, order: OrderRecord) -> int:
+    return order.payer_id if order.payer_id else order.recipient_id
+
+
+def record_due_orders(tx: Tx, limit: int) -> list[OrderView]:
+    """Record every order whose publicity period is over (at most ``limit``)."""
+    if not 1 <= limit <= MAX_RECORD_BATCH:
+        raise InvalidArgument(f"record at most {MAX_RECORD_BATCH} orders at a time")
+    return [record_order(tx, order_id) for order_id in tx.repo.due_order_ids(tx.now, limit)]
+
+
+def get_order(tx: Tx, order_id: int) -> OrderView:
+    return order_view(tx, tx.repo.order(order_id))
+
+
+def list_orders(tx: Tx, person_id: int, state: OrderState | None, after_id: int,
+                limit: int) -> list[OrderView]:
+    if not 1 <= limit <= 1000:
+        raise InvalidArgument("list at most 1000 orders at a time")
+    if person_id:
+        tx.repo.person(person_id)
+    return [order_view(tx, o) for o in tx.repo.list_orders(
+        person_id, state.value if state else None, after_id, limit)]

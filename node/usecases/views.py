@@ -1,0 +1,104 @@
+"""What use-cases return: small immutable values, free of storage and protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from node.domain.ledger import Origin
+from node.storage.repo import OrderRecord, StoredEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who performs an act: an enrolled person or a staff member (exactly one)."""
+
+    person_id: int = 0
+    staff_id: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"person:{self.person_id}" if self.person_id else f"staff:{self.staff_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePointView:
+    id: int
+    code: str
+    name: str
+    street: str
+
+
+@dataclass(frozen=True, slots=True)
+class StaffView:
+    id: int
+    name: str
+    service_point_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PersonView:
+    id: int
+    person_ref: str
+    kind: str
+    name: str
+    priority: bool
+    service_point_id: int
+    age: int
+    enrolled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    person_id: int
+    other_id: int
+    relation: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    record: OrderRecord
+    category_name: str
+    notices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OriginBalance:
+    origin: Origin
+    total: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    person_id: int
+    person_ref: str
+    total: int
+    held: int
+    by_origin: tuple[OriginBalance, ...]
+    cap: int
+
+    @property
+    def available(self) -> int:
+        return self.total - self.held
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryView:
+    person_id: int
+    entries: tuple[tuple[StoredEntry, int], ...]  # (entry, net effect on the person)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReport:
+    ok: bool
+    transactions: int
+    accounts: int
+    head_hash: bytes
+    problems: tuple[str, ...]
+    issued: int
+    granted: int
+    held_by_people: int
+    donation_pool: int
+    consumed: int
+    clearing: int

@@ -1,0 +1,24 @@
+"""Minutes: the one unit of time in the whole system.
+
+Hours are stored and moved as integer minutes, never floats. They are shown as
+hours with two decimals (20 minutes is "0.33 h") only at the edges.
+"""
+
+from __future__ import annotations
+
+#: Largest amount any single value may carry: far above any real balance, far below int64.
+MAX_MINUTES = 10**12
+MINUTES_PER_HOUR = 60
+MINUTES_PER_DAY = 24 * MINUTES_PER_HOUR
+
+
+def format_hours(minutes: int) -> str:
+    """Render minutes as hours with two decimals, rounding half away from zero."""
+    sign = "-" if minutes < 0 else ""
+    hundredths = (abs(minutes) * 100 * 2 + MINUTES_PER_HOUR) // (2 * MINUTES_PER_HOUR)
+    return f"{sign}{hundredths // 100}.{hundredths % 100:02d} h"
+
+
+def hours(h: int) -> int:
+    """Whole hours as minutes (for settings written in hours)."""
+    return h * MINUTES_PER_HOUR

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for timebank.v1 (see scripts/gen_proto.py)."""

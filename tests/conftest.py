@@ -1,0 +1,115 @@
+"""Shared fixtures: every storage test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL tests make their own database (from a migrated template) and drop it.
+With TIMEBANK_REQUIRE_POSTGRES=1 (as in CI) an unreachable PostgreSQL fails the
+run instead of skipping those tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from node.domain.clock import ManualClock
+from node.domain.policy import DEFAULT_POLICY_TOML, load_policy
+from node.storage import migrate
+from node.storage.db import Database
+from node.storage.repo import Repo
+from node.usecases.app import NodeApp, NodeIdentity
+from node.usecases.ledger import initialise
+
+PG_ADMIN_URL = os.environ.get(
+    "TIMEBANK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("TIMEBANK_REQUIRE_POSTGRES") == "1"
+CITY_SECRET = b"test-city-secret-0123456789abcdef-0123"
+NODE_ID, DISTRICT = "320115", "江宁区"
+
+
+def _pg_url(database: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
+
+
+def _admin():  # type: ignore[no-untyped-def]
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """A migrated template database, or None when PostgreSQL is not reachable."""
+    try:
+        admin = _admin()
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as e:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required (TIMEBANK_REQUIRE_POSTGRES=1) but unreachable "
+                        f"at {PG_ADMIN_URL}: {e}")
+        yield None
+        return
+    name = f"tb_tpl_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(_pg_url(name))
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_template: str | None) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test."""
+    if pg_template is None:
+        pytest.skip("PostgreSQL is not reachable (set TIMEBANK_REQUIRE_POSTGRES=1 to fail)")
+    name = f"tb_{uuid.uuid4().hex[:16]}"
+    admin = _admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield _pg_url(name)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database URL, once per storage engine."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'node.sqlite3'}"
+        db = Database(url)
+        migrate.upgrade(db.writer)
+        db.dispose()
+        return url
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def node_app(db_url: str, clock: ManualClock) -> Iterator[NodeApp]:
+    """A freshly initialised node (江宁区 320115) with the default policy and a manual clock."""
+    yield from make_node_app(db_url, clock)
+
+
+def make_node_app(db_url: str, clock: ManualClock, policy_toml: str = DEFAULT_POLICY_TOML,
+                  ) -> Iterator[NodeApp]:
+    policy = load_policy(policy_toml)
+    node = NodeIdentity(NODE_ID, DISTRICT, CITY_SECRET)
+    db = Database(db_url)
+    with db.write() as conn:
+        initialise(Repo(conn), node, policy.digest)
+    app = NodeApp(db, policy, clock, node)
+    yield app
+    db.dispose()
