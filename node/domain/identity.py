@@ -93,7 +93,8 @@ def id_card_with_check_digit(first17: str) -> str:
     """Complete 17 digits with their check digit (for tests, the demo and staff tools)."""
     if len(first17) != 17 or not first17.isdigit():
         raise ValueError("need exactly 17 digits")
-    return first17 + _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=False)) % 11]
+    total = sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True))
+    return first17 + _ID_CHECK[total % 11]
 
 
 def credit_code_with_check(first17: str) -> str:

@@ -42,7 +42,7 @@ class AccountKind(StrEnum):
 
 
 class EntryKind(StrEnum):
-    SERVICE = "service"  # a recorded service: minted for the volunteer, paid by the recipient's side
+    SERVICE = "service"  # a recorded service: minted for the volunteer, paid by the other side
     DONATION = "donation"
     GRANT = "grant"
     REVERSAL = "reversal"

@@ -156,8 +156,8 @@ def check_payment(
         if not recipient.priority:
             raise PermissionDenied("the city grant serves priority elders only",
                                    "NOT_A_PRIORITY_ELDER")
-    elif source is PaymentSource.DONATION_POOL:
-        if not recipient.priority and recipient.age < policy.own_min_age:
+    elif (source is PaymentSource.DONATION_POOL and not recipient.priority
+          and recipient.age < policy.own_min_age):
             raise PermissionDenied(
                 f"donated hours serve priority elders and elders from {policy.own_min_age}",
                 "TOO_YOUNG_TO_REDEEM")

@@ -121,7 +121,8 @@ class Policy:
                 raise PolicyError(message)
         for c in self.categories:
             if not (c.code.isascii() and c.code.replace("_", "").isalnum() and c.name.strip()):
-                raise PolicyError(f"category {c.code!r}: code must be ascii letters, name non-empty")
+                raise PolicyError(
+                    f"category {c.code!r}: code must be ascii letters, name non-empty")
 
     def category(self, code_or_name: str) -> Category | None:
         for c in self.categories:
@@ -171,10 +172,15 @@ def load_policy(text: str) -> Policy:
     if "categories" in doc:
         raw = doc["categories"]
         if not isinstance(raw, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("code"), str) and isinstance(c.get("name"), str)
+            isinstance(c, dict)
+            and isinstance(c.get("code"), str)
+            and isinstance(c.get("name"), str)
             for c in raw
         ):
             raise PolicyError('categories is a list of {code = "...", name = "..."}')
+        extra = sorted({k for c in raw for k in c} - {"code", "name"})
+        if extra:
+            raise PolicyError(f"unknown category settings: {', '.join(extra)}")
         categories = tuple(Category(c["code"], c["name"]) for c in raw)
     donate_only = doc.get("group_hours_donate_only", True)
     if not isinstance(donate_only, bool):
@@ -202,8 +208,8 @@ DEFAULT_POLICY_TOML = """\
 # City time-bank policy (published by the city civil-affairs bureau).
 # Amounts of stored time are whole hours; durations of service are minutes.
 rounding_unit_minutes = 15          # service time is rounded once, when recorded
-cap_hours = 1500                    # stored-hours cap per person; the excess goes to the donation pool
-daily_cap_minutes = 0               # 0: no daily earning cap; over it, time is recorded but not banked
+cap_hours = 1500                    # per person; the excess goes to the donation pool
+daily_cap_minutes = 0               # 0: none; over it, time is recorded but not banked
 publicity_days = 7                  # 公示期 before an order's hours are recorded
 group_hours_donate_only = true      # 团体志愿者 hours may only be donated
 donation_priority_reserve_hours = 100  # donated hours below this serve priority elders only

@@ -10,9 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from node.domain.errors import InvariantViolation, NotFound
 from node.domain.ledger import (
@@ -27,19 +37,19 @@ from node.domain.ledger import (
 from node.domain.policy import Relation
 from node.storage import schema as s
 
-ACCOUNTS = s.LedgerAccount.__table__
-ENTRIES = s.LedgerEntry.__table__
-POSTINGS = s.LedgerPosting.__table__
-HOLDS = s.Hold.__table__
-ORDERS = s.Order.__table__
-PEOPLE = s.Person.__table__
-LINKS = s.PersonLink.__table__
-EVENTS = s.OrderEvent.__table__
-IDEM = s.IdempotencyRecord.__table__
-HEAD = s.LedgerHead.__table__
-META = s.Meta.__table__
-POINTS = s.ServicePoint.__table__
-STAFF = s.StaffMember.__table__
+ACCOUNTS = cast(Table, s.LedgerAccount.__table__)
+ENTRIES = cast(Table, s.LedgerEntry.__table__)
+POSTINGS = cast(Table, s.LedgerPosting.__table__)
+HOLDS = cast(Table, s.Hold.__table__)
+ORDERS = cast(Table, s.Order.__table__)
+PEOPLE = cast(Table, s.Person.__table__)
+LINKS = cast(Table, s.PersonLink.__table__)
+EVENTS = cast(Table, s.OrderEvent.__table__)
+IDEM = cast(Table, s.IdempotencyRecord.__table__)
+HEAD = cast(Table, s.LedgerHead.__table__)
+META = cast(Table, s.Meta.__table__)
+POINTS = cast(Table, s.ServicePoint.__table__)
+STAFF = cast(Table, s.StaffMember.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +200,7 @@ class Repo:
     def person_by_ref(self, person_ref: str) -> PersonRecord | None:
         row = self.conn.execute(
             select(PEOPLE).where(PEOPLE.c.person_ref == person_ref)).one_or_none()
-        return None if row is None else _record(PersonRecord, row)  # type: ignore[no-any-return]
+        return None if row is None else _record(PersonRecord, row)
 
     def count_people(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(PEOPLE)).scalar_one())
@@ -211,7 +221,7 @@ class Repo:
 
     def account(self, code: str) -> AccountRecord | None:
         row = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.code == code)).one_or_none()
-        return None if row is None else _record(AccountRecord, row)  # type: ignore[no-any-return]
+        return None if row is None else _record(AccountRecord, row)
 
     def account_by_id(self, account_id: int) -> AccountRecord:
         row = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.id == account_id)).one()
@@ -219,18 +229,27 @@ class Repo:
         return rec
 
     def ensure_account(self, account: Account, person_id: int | None = None) -> AccountRecord:
-        existing = self.account(account.code)
-        if existing is not None:
-            return existing
-        if (account.kind is AccountKind.PERSON) != (person_id is not None):
-            raise InvariantViolation("person accounts, and only they, belong to a person")
-        self.conn.execute(insert(ACCOUNTS).values(
-            code=account.code, kind=account.kind.value,
-            origin=None if account.origin is None else account.origin.value,
-            person_id=person_id, balance=0, held=0))
-        created = self.account(account.code)
-        assert created is not None
-        return created
+        return self.ensure_accounts([(account, person_id)])[account.code]
+
+    def accounts_by_ids(self, account_ids: Sequence[int]) -> dict[int, AccountRecord]:
+        rows = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.id.in_(list(account_ids))))
+        return {r.id: _record(AccountRecord, r) for r in rows}
+
+    def person_totals(self, person_ids: Sequence[int]) -> dict[int, int]:
+        """Each person's total stored minutes, all origins together (what the cap counts)."""
+        rows = self.conn.execute(
+            select(ACCOUNTS.c.person_id, func.sum(ACCOUNTS.c.balance).label("total"))
+            .where(ACCOUNTS.c.person_id.in_(list(person_ids))).group_by(ACCOUNTS.c.person_id))
+        found = {int(r.person_id): int(r.total) for r in rows}
+        return {p: found.get(p, 0) for p in person_ids}
+
+    def balances_of(self, person_id: int) -> tuple[str, list[tuple[str, int, int]]]:
+        """A person's ref and (origin, balance, held) per account: one prepared query."""
+        rows = self.conn.execute(_BALANCES, {"pid": person_id}).all()
+        if not rows:
+            raise NotFound(f"no person {person_id} is enrolled on this node", "UNKNOWN_PERSON")
+        return rows[0].person_ref, [(r.origin, int(r.balance), int(r.held))
+                                    for r in rows if r.origin is not None]
 
     def accounts_of(self, person_id: int) -> list[AccountRecord]:
         rows = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.person_id == person_id)
@@ -243,39 +262,82 @@ class Repo:
 
     # ------------------------------------------------------------ ledger
 
-    def append(self, entry: Entry, person_ids: dict[str, int]) -> StoredEntry:
-        """Append an entry to the chain and apply it to the cached balances.
+    def ensure_accounts(self, wanted: Sequence[tuple[Account, int | None]],
+                        ) -> dict[str, AccountRecord]:
+        """Load the accounts by code, creating those that do not exist yet (one query each way)."""
+        codes = list(dict.fromkeys(a.code for a, _ in wanted))
+        found = self.accounts_by_codes(codes)
+        missing: dict[str, dict[str, Any]] = {}
+        for account, person_id in wanted:
+            if account.code in found or account.code in missing:
+                continue
+            if (account.kind is AccountKind.PERSON) != (person_id is not None):
+                raise InvariantViolation("person accounts, and only they, belong to a person")
+            missing[account.code] = {
+                "code": account.code, "kind": account.kind.value,
+                "origin": None if account.origin is None else account.origin.value,
+                "person_id": person_id, "balance": 0, "held": 0}
+        if missing:
+            self.conn.execute(insert(ACCOUNTS), list(missing.values()))
+            found.update(self.accounts_by_codes(list(missing)))
+        return found
 
-        ``person_ids`` maps person_ref → person id for the person accounts it touches.
+    def accounts_by_codes(self, codes: Sequence[str]) -> dict[str, AccountRecord]:
+        if not codes:
+            return {}
+        rows = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.code.in_(codes)))
+        return {r.code: _record(AccountRecord, r) for r in rows}
+
+    def append(self, entry: Entry, person_ids: dict[str, int]) -> StoredEntry:
+        """Append one entry to the chain and apply it to the cached balances."""
+        return self.append_many([entry], person_ids)[0]
+
+    def append_many(self, entries: Sequence[Entry], person_ids: dict[str, int],
+                    ) -> list[StoredEntry]:
+        """Append entries in order to the chain and apply them to the cached balances.
+
+        ``person_ids`` maps person_ref → person id for the person accounts touched.
+        A handful of statements however many entries: recording is batched.
         """
-        seq, prev = self.head()
-        seq += 1
-        digest = chain_hash(prev, seq, entry)
-        self.conn.execute(insert(ENTRIES).values(
-            seq=seq, kind=entry.kind.value, at=entry.at, memo=entry.memo,
-            order_id=entry.order_id, reverses_seq=entry.reverses_seq or None,
-            prev_hash=prev, hash=digest))
-        rows = []
-        for position, posting in enumerate(entry.postings):
-            acct = posting.account
-            person_id = person_ids[acct.person_ref] if acct.person_ref is not None else None
-            record = self.ensure_account(acct, person_id)
-            rows.append({"seq": seq, "position": position, "account_id": record.id,
-                         "minutes": posting.minutes})
-            after = self.conn.execute(
-                update(ACCOUNTS).where(ACCOUNTS.c.id == record.id)
-                .values(balance=ACCOUNTS.c.balance + posting.minutes)
-                .returning(ACCOUNTS.c.balance, ACCOUNTS.c.held)).one()
-            if acct.never_negative and after.balance < after.held:
-                raise InvariantViolation(
-                    f"entry {seq} would take {acct.code} below its holds "
-                    f"(balance {after.balance}, held {after.held})")
-        self.conn.execute(insert(POSTINGS), rows)
-        updated = self.conn.execute(update(HEAD).where(HEAD.c.id == 1, HEAD.c.seq == seq - 1)
-                                    .values(seq=seq, hash=digest))
+        if not entries:
+            return []
+        head_seq, prev = self.head()
+        accounts = self.ensure_accounts([
+            (p.account, person_ids[p.account.person_ref] if p.account.person_ref else None)
+            for e in entries for p in e.postings])
+        stored: list[StoredEntry] = []
+        entry_rows, posting_rows = [], []
+        deltas: dict[int, int] = {}
+        for offset, entry in enumerate(entries, start=1):
+            seq = head_seq + offset
+            digest = chain_hash(prev, seq, entry)
+            stored.append(StoredEntry(seq, entry, prev, digest))
+            entry_rows.append({
+                "seq": seq, "kind": entry.kind.value, "at": entry.at, "memo": entry.memo,
+                "order_id": entry.order_id, "reverses_seq": entry.reverses_seq or None,
+                "prev_hash": prev, "hash": digest})
+            for position, posting in enumerate(entry.postings):
+                account_id = accounts[posting.account.code].id
+                posting_rows.append({"seq": seq, "position": position,
+                                     "account_id": account_id, "minutes": posting.minutes})
+                deltas[account_id] = deltas.get(account_id, 0) + posting.minutes
+            prev = digest
+        self.conn.execute(insert(ENTRIES), entry_rows)
+        self.conn.execute(insert(POSTINGS), posting_rows)
+        self.conn.execute(_ADD_TO_BALANCE, [{"aid": a, "delta": d} for a, d in deltas.items()
+                                            if d != 0])
+        for r in self.conn.execute(select(ACCOUNTS.c.code, ACCOUNTS.c.kind, ACCOUNTS.c.balance,
+                                          ACCOUNTS.c.held)
+                                   .where(ACCOUNTS.c.id.in_(list(deltas)))):
+            if r.kind in _NEVER_NEGATIVE and r.balance < r.held:
+                raise InvariantViolation(f"{r.code} would go below its holds "
+                                         f"(balance {r.balance}, held {r.held})")
+        last = stored[-1]
+        updated = self.conn.execute(update(HEAD).where(HEAD.c.id == 1, HEAD.c.seq == head_seq)
+                                    .values(seq=last.seq, hash=last.hash))
         if updated.rowcount != 1:
             raise InvariantViolation("the ledger head moved under a writer: writers must be serial")
-        return StoredEntry(seq, entry, prev, digest)
+        return stored
 
     def entry(self, seq: int) -> StoredEntry | None:
         row = self.conn.execute(select(ENTRIES).where(ENTRIES.c.seq == seq)).one_or_none()
@@ -365,16 +427,33 @@ class Repo:
                                  .order_by(HOLDS.c.id))
         return [_record(HoldRecord, r) for r in rows]
 
+    def holds_of_orders(self, order_ids: Sequence[int]) -> dict[int, list[HoldRecord]]:
+        out: dict[int, list[HoldRecord]] = {i: [] for i in order_ids}
+        for r in self.conn.execute(
+            select(HOLDS.c.id, HOLDS.c.order_id, HOLDS.c.account_id, HOLDS.c.minutes,
+                   HOLDS.c.state)
+            .where(HOLDS.c.order_id.in_(list(order_ids)), HOLDS.c.state == "active")
+            .order_by(HOLDS.c.id)
+        ):
+            out[r.order_id].append(_record(HoldRecord, r))
+        return out
+
     def resolve_holds(self, order_id: int, state: str, at: datetime) -> list[HoldRecord]:
         """Mark every active hold of an order posted or released; give back their minutes."""
-        assert state in ("posted", "released")
         holds = self.active_holds(order_id)
-        for h in holds:
-            self.conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == h.account_id)
-                              .values(held=ACCOUNTS.c.held - h.minutes))
-            self.conn.execute(update(HOLDS).where(HOLDS.c.id == h.id)
-                              .values(state=state, resolved_at=at))
+        self.close_holds(holds, state, at)
         return holds
+
+    def close_holds(self, holds: Sequence[HoldRecord], state: str, at: datetime) -> None:
+        assert state in ("posted", "released")
+        if not holds:
+            return
+        if any(h.state != "active" for h in holds):
+            raise InvariantViolation("only active holds can be closed")
+        self.conn.execute(_SUB_FROM_HELD, [{"aid": h.account_id, "minutes": h.minutes}
+                                           for h in holds])
+        self.conn.execute(_CLOSE_HOLD, [{"hid": h.id, "new_state": state, "at": at}
+                                        for h in holds])
 
     # ------------------------------------------------------------ orders
 
@@ -388,6 +467,30 @@ class Repo:
             raise NotFound(f"there is no order {order_id} on this node", "UNKNOWN_ORDER")
         rec: OrderRecord = _record(OrderRecord, row)
         return rec
+
+    def orders_by_ids(self, order_ids: Sequence[int]) -> list[OrderRecord]:
+        rows = self.conn.execute(select(ORDERS).where(ORDERS.c.id.in_(list(order_ids)))
+                                 .order_by(ORDERS.c.id))
+        return [_record(OrderRecord, r) for r in rows]
+
+    def people_by_ids(self, person_ids: Sequence[int]) -> dict[int, PersonRecord]:
+        rows = self.conn.execute(select(PEOPLE).where(PEOPLE.c.id.in_(list(person_ids))))
+        return {r.id: _record(PersonRecord, r) for r in rows}
+
+    def update_orders(self, expected_state: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Update many orders in one statement; each row has ``_id`` and the same columns."""
+        if not rows:
+            return
+        columns = [k for k in rows[0] if k != "_id"]
+        stmt = (update(ORDERS)
+                .where(ORDERS.c.id == bindparam("_id"), ORDERS.c.state == expected_state)
+                .values({c: bindparam(f"v_{c}") for c in columns}))
+        self.conn.execute(stmt, [{"_id": r["_id"], **{f"v_{c}": r[c] for c in columns}}
+                                 for r in rows])
+
+    def add_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(EVENTS), list(rows))
 
     def update_order(self, order_id: int, expected_state: str, **values: Any) -> None:
         done = self.conn.execute(update(ORDERS).where(ORDERS.c.id == order_id,
@@ -406,13 +509,20 @@ class Repo:
             select(ORDERS.c.id).where(ORDERS.c.state == "verified", ORDERS.c.public_until <= now)
             .order_by(ORDERS.c.public_until, ORDERS.c.id).limit(limit)).scalars()]
 
-    def banked_on_day(self, volunteer_id: int, day: date) -> int:
-        total = self.conn.execute(select(func.coalesce(func.sum(ORDERS.c.banked_minutes
-                                                                + ORDERS.c.excess_to_pool_minutes), 0))
-                                  .where(ORDERS.c.volunteer_id == volunteer_id,
-                                         ORDERS.c.state == "recorded",
-                                         ORDERS.c.service_day == day)).scalar_one()
-        return int(total)
+    def banked_on_days(self, pairs: Sequence[tuple[int, date]]) -> dict[tuple[int, date], int]:
+        """Minutes already banked (or sent to the pool) per (volunteer, service day)."""
+        if not pairs:
+            return {}
+        volunteers = list({v for v, _ in pairs})
+        days = list({d for _, d in pairs})
+        q = (select(ORDERS.c.volunteer_id, ORDERS.c.service_day,
+                    func.sum(ORDERS.c.banked_minutes + ORDERS.c.excess_to_pool_minutes)
+                    .label("total"))
+             .where(ORDERS.c.volunteer_id.in_(volunteers), ORDERS.c.service_day.in_(days),
+                    ORDERS.c.state == "recorded")
+             .group_by(ORDERS.c.volunteer_id, ORDERS.c.service_day))
+        found = {(int(r.volunteer_id), r.service_day): int(r.total) for r in self.conn.execute(q)}
+        return {p: found.get(p, 0) for p in pairs}
 
     def list_orders(self, person_id: int, state: str | None, after_id: int,
                     limit: int) -> list[OrderRecord]:
@@ -454,6 +564,20 @@ class Repo:
                       at: datetime) -> None:
         self.conn.execute(insert(IDEM).values(key=key, method=method, fingerprint=fingerprint,
                                               response=response, created_at=at))
+
+
+_NEVER_NEGATIVE = {k.value for k in AccountKind if Account(
+    k, Origin.INDIVIDUAL if k in (AccountKind.PERSON, AccountKind.ISSUANCE) else None,
+    "x" if k is AccountKind.PERSON else None).never_negative}
+_ADD_TO_BALANCE = (update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("aid"))
+                   .values(balance=ACCOUNTS.c.balance + bindparam("delta")))
+_SUB_FROM_HELD = (update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("aid"))
+                  .values(held=ACCOUNTS.c.held - bindparam("minutes")))
+_BALANCES = (select(PEOPLE.c.person_ref, ACCOUNTS.c.origin, ACCOUNTS.c.balance, ACCOUNTS.c.held)
+             .select_from(PEOPLE.outerjoin(ACCOUNTS, ACCOUNTS.c.person_id == PEOPLE.c.id))
+             .where(PEOPLE.c.id == bindparam("pid")).order_by(ACCOUNTS.c.id))
+_CLOSE_HOLD = (update(HOLDS).where(HOLDS.c.id == bindparam("hid"), HOLDS.c.state == "active")
+               .values(state=bindparam("new_state"), resolved_at=bindparam("at")))
 
 
 def account_from_code(code: str) -> Account:

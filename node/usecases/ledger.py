@@ -125,11 +125,10 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
 
 
 def balance(tx: Tx, person_id: int) -> BalanceView:
-    person = tx.repo.person(person_id)
-    accounts = tx.repo.accounts_of(person.id)
-    by_origin = tuple(OriginBalance(Origin(a.origin or ""), a.balance, a.held) for a in accounts)
-    return BalanceView(person.id, person.person_ref, sum(a.balance for a in accounts),
-                       sum(a.held for a in accounts), by_origin, tx.policy.cap_minutes)
+    ref, rows = tx.repo.balances_of(person_id)
+    by_origin = tuple(OriginBalance(Origin(origin), total, held) for origin, total, held in rows)
+    return BalanceView(person_id, ref, sum(b.total for b in by_origin),
+                       sum(b.held for b in by_origin), by_origin, tx.policy.cap_minutes)
 
 
 def history(tx: Tx, person_id: int, after_seq: int, limit: int) -> HistoryView:

@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from node.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from node.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvariantViolation,
+    PermissionDenied,
+)
 from node.domain.ledger import (
     CITY_GRANT,
     CONSUMPTION,
     DONATION_POOL,
     Account,
-    AccountKind,
     Entry,
     EntryKind,
     Origin,
@@ -323,64 +327,93 @@ def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> Ord
 
 
 def record_order(tx: Tx, order_id: int) -> OrderView:
-    """Record a verified service once its publicity period is over.
-
-    One ledger entry, all or nothing: the rounded minutes are minted for the
-    volunteer (past the cap, to the donation pool; past the daily cap, not
-    stored) and the payment is taken from what was held at acceptance.
-    """
+    """Record one verified service once its publicity period is over."""
     order = _load(tx, order_id, Action.RECORD)
-    assert order.public_until is not None and order.volunteer_id is not None
+    assert order.public_until is not None
     if tx.now < order.public_until:
         raise FailedPrecondition(f"order {order.id} is public until "
                                  f"{order.public_until.isoformat()}; it can be recorded after "
                                  "its publicity period", "PUBLICITY_NOT_OVER")
-    policy, repo = tx.policy, tx.repo
-    volunteer = repo.person(order.volunteer_id)
-    recorded = round_to_unit(order.measured_minutes, policy.rounding_unit_minutes)
-    own_accounts = repo.accounts_of(volunteer.id)
-    banked_today = (repo.banked_on_day(volunteer.id, order.service_day)
-                    if policy.daily_cap_minutes and order.service_day else 0)
-    split = split_deposit(recorded, sum(a.balance for a in own_accounts), policy.cap_minutes,
-                          policy.daily_cap_minutes, banked_today)
-    origin = Origin.GROUP if volunteer.kind == PersonKind.GROUP else Origin.INDIVIDUAL
-    holds = repo.resolve_holds(order.id, "posted", tx.now)
-    charge = min(recorded, sum(h.minutes for h in holds))
-    parts: list[tuple[Account, int]] = [
-        (issuance(origin), -(split.banked + split.to_pool)),
-        (Account.of_person(volunteer.person_ref, origin), split.banked),
-        (DONATION_POOL, split.to_pool),
-    ]
-    left = charge
-    person_ids = {volunteer.person_ref: volunteer.id}
-    for hold in holds:
-        take = min(left, hold.minutes)
-        left -= take
-        account = account_from_code(repo.account_by_id(hold.account_id).code)
-        if account.kind is AccountKind.PERSON:
-            person_ids[account.person_ref or ""] = _payer_id(tx, order)
-        parts.append((account, -take))
-    parts.append((CONSUMPTION, charge))
-    postings = merge_postings(parts)
-    if postings:
-        repo.append(Entry(EntryKind.SERVICE, postings, tx.now,
-                          memo=f"order {order.id}", order_id=order.id), person_ids)
-    return _transition(tx, order, OrderState.RECORDED, "node",
-                       f"{recorded} min recorded, {split.banked} banked",
-                       recorded_minutes=recorded, banked_minutes=split.banked,
-                       excess_to_pool_minutes=split.to_pool, unbanked_minutes=split.unbanked,
-                       charged_minutes=charge, recorded_at=tx.now)
-
-
-def _payer_id(tx: Tx, order: OrderRecord) -> int:
-    return order.payer_id if order.payer_id else order.recipient_id
+    return _record(tx, [order])[0]
 
 
 def record_due_orders(tx: Tx, limit: int) -> list[OrderView]:
-    """Record every order whose publicity period is over (at most ``limit``)."""
+    """Record every order whose publicity period is over (at most ``limit``), in one batch."""
     if not 1 <= limit <= MAX_RECORD_BATCH:
-        raise InvalidArgument(f"record at most {MAX_RECORD_BATCH} orders at a time")
-    return [record_order(tx, order_id) for order_id in tx.repo.due_order_ids(tx.now, limit)]
+        raise InvalidArgument(f"record 1 to {MAX_RECORD_BATCH} orders at a time")
+    return _record(tx, tx.repo.orders_by_ids(tx.repo.due_order_ids(tx.now, limit)))
+
+
+def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
+    """Where an order is recorded: one ledger entry per order, all or nothing.
+
+    The rounded minutes are minted for the volunteer (past the stored-hours cap,
+    to the donation pool; past the daily cap, not stored) and the payment is
+    taken from what was held at acceptance. Batched: a few statements per batch.
+    """
+    if not batch:
+        return []
+    repo, policy = tx.repo, tx.policy
+    for order in batch:
+        require_state(order.id, Action.RECORD, OrderState(order.state))
+        if order.public_until is None or order.public_until > tx.now or not order.volunteer_id:
+            raise InvariantViolation(f"order {order.id} is not due for recording")
+    ids = [o.id for o in batch]
+    holds = repo.holds_of_orders(ids)
+    accounts = repo.accounts_by_ids([h.account_id for hs in holds.values() for h in hs])
+    volunteers = repo.people_by_ids([o.volunteer_id or 0 for o in batch])
+    totals = repo.person_totals(list(volunteers))
+    days = (repo.banked_on_days([(o.volunteer_id or 0, o.service_day) for o in batch
+                                 if o.service_day is not None])
+            if policy.daily_cap_minutes else {})
+    person_ids = {v.person_ref: v.id for v in volunteers.values()}
+    person_ids.update({a.code.split("/")[1]: a.person_id for a in accounts.values()
+                       if a.person_id is not None})
+    entries, updates, events = [], [], []
+    for order in batch:
+        volunteer = volunteers[order.volunteer_id or 0]
+        recorded = round_to_unit(order.measured_minutes, policy.rounding_unit_minutes)
+        day = (volunteer.id, order.service_day) if order.service_day else None
+        today = days.get(day, 0) if day else 0
+        split = split_deposit(recorded, totals[volunteer.id], policy.cap_minutes,
+                              policy.daily_cap_minutes, today)
+        if day:
+            days[day] = today + split.banked + split.to_pool
+        origin = Origin.GROUP if volunteer.kind == PersonKind.GROUP else Origin.INDIVIDUAL
+        charge = min(recorded, sum(h.minutes for h in holds[order.id]))
+        parts: list[tuple[Account, int]] = [
+            (issuance(origin), -(split.banked + split.to_pool)),
+            (Account.of_person(volunteer.person_ref, origin), split.banked),
+            (DONATION_POOL, split.to_pool),
+        ]
+        left = charge
+        for hold in holds[order.id]:
+            take = min(left, hold.minutes)
+            left -= take
+            parts.append((account_from_code(accounts[hold.account_id].code), -take))
+        parts.append((CONSUMPTION, charge))
+        postings = merge_postings(parts)
+        for p in postings:
+            if p.account.person_ref is not None:
+                owner = person_ids[p.account.person_ref]
+                if owner in totals:
+                    totals[owner] += p.minutes
+        if postings:
+            entries.append(Entry(EntryKind.SERVICE, postings, tx.now, memo=f"order {order.id}",
+                                 order_id=order.id))
+        updates.append({"_id": order.id, "state": OrderState.RECORDED.value,
+                        "recorded_minutes": recorded, "banked_minutes": split.banked,
+                        "excess_to_pool_minutes": split.to_pool,
+                        "unbanked_minutes": split.unbanked, "charged_minutes": charge,
+                        "recorded_at": tx.now})
+        events.append({"order_id": order.id, "at": tx.now, "from_state": order.state,
+                       "to_state": OrderState.RECORDED.value, "actor": "node",
+                       "detail": f"{recorded} min recorded, {split.banked} banked"})
+    repo.close_holds([h for hs in holds.values() for h in hs], "posted", tx.now)
+    repo.append_many(entries, person_ids)
+    repo.update_orders(OrderState.VERIFIED.value, updates)
+    repo.add_events(events)
+    return [order_view(tx, o) for o in repo.orders_by_ids(ids)]
 
 
 def get_order(tx: Tx, order_id: int) -> OrderView:
