@@ -50,6 +50,11 @@ class Tx:
         return at.astimezone(CITY_TZ).date()
 
 
+def city_time(at: datetime) -> str:
+    """A time as operators read it: the city's local time, to the second."""
+    return at.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M:%S (Asia/Shanghai)")
+
+
 def check_idempotency_key(key: str) -> None:
     if not key:
         raise InvalidArgument("this call needs an idempotency_key (for example a UUID), so that "

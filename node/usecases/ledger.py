@@ -111,16 +111,26 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
         raise AlreadyExists(f"entry {seq} was already reversed by entry {done}", "ALREADY_REVERSED")
     entry = reversal_of(original.entry, seq, tx.now, f"staff {staff_id}: {reason}")
     person_ids: dict[str, int] = {}
+    gains: dict[int, int] = {}
     for p in entry.postings:
         record = tx.repo.account(p.account.code)
         assert record is not None
         if p.account.kind is AccountKind.PERSON:
             person_ids[p.account.person_ref or ""] = record.person_id or 0
+            gains[record.person_id or 0] = gains.get(record.person_id or 0, 0) + p.minutes
         if p.account.never_negative and record.available + p.minutes < 0:
             raise FailedPrecondition(
                 f"entry {seq} cannot be reversed: {p.account.code} has only "
                 f"{format_hours(record.available)} available (already spent or held)",
                 "INSUFFICIENT_BALANCE")
+    # giving minutes back (an undone payment or donation) must not break the stored-hours cap
+    totals = tx.repo.person_totals([pid for pid, gain in gains.items() if gain > 0])
+    for pid, total in totals.items():
+        if total + gains[pid] > tx.policy.cap_minutes:
+            raise FailedPrecondition(
+                f"entry {seq} cannot be reversed: it would give person {pid} "
+                f"{format_hours(total + gains[pid])}, over the stored-hours cap of "
+                f"{format_hours(tx.policy.cap_minutes)}", "CAP_EXCEEDED")
     return tx.repo.append(entry, person_ids)
 
 
@@ -174,6 +184,7 @@ def check_ledger(tx: Tx) -> LedgerReport:
     accounts = repo.all_accounts()
     holds = repo.active_hold_sums()
     totals = {kind: 0 for kind in AccountKind}
+    per_person: dict[int, int] = {}
     for a in accounts:
         account = Account(AccountKind(a.kind), Origin(a.origin) if a.origin else None,
                           a.code.split("/")[1] if a.kind == AccountKind.PERSON else None)
@@ -185,9 +196,13 @@ def check_ledger(tx: Tx) -> LedgerReport:
                             f"{holds.get(a.id, 0)}")
         if account.never_negative and (a.balance < 0 or a.balance < a.held):
             problems.append(f"account {a.code}: negative (balance {a.balance}, held {a.held})")
-        if a.kind == AccountKind.PERSON and a.balance > tx.policy.cap_minutes:
-            problems.append(f"account {a.code}: over the stored-hours cap")
+        if a.person_id is not None:
+            per_person[a.person_id] = per_person.get(a.person_id, 0) + a.balance
         totals[AccountKind(a.kind)] += a.balance
+    for person_id, total in per_person.items():  # the cap counts all origins together
+        if total > tx.policy.cap_minutes:
+            problems.append(f"person {person_id}: {total} minutes stored, over the cap of "
+                            f"{tx.policy.cap_minutes}")
     if sum(totals.values()) != 0:
         problems.append(f"balances do not sum to zero: {sum(totals.values())}")
     if repo.holds_of_final_orders():

@@ -15,6 +15,7 @@ from node.domain.errors import (
     InvalidArgument,
     InvariantViolation,
     PermissionDenied,
+    ResourceExhausted,
 )
 from node.domain.ledger import (
     CITY_GRANT,
@@ -42,7 +43,7 @@ from node.domain.orders import (
 )
 from node.domain.policy import Policy
 from node.storage.repo import AccountRecord, OrderRecord, PersonRecord, account_from_code
-from node.usecases.app import Tx
+from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for, require_staff
 from node.usecases.views import Actor, OrderView
 from timebank.minutes import format_hours
@@ -144,6 +145,11 @@ def _source_label(source: PaymentSource, payer: PersonRecord | None) -> str:
 def _require_available(source: PaymentSource, payer: PersonRecord | None,
                        found: list[Bucket], minutes: int) -> None:
     available = sum(b.available for b in found)
+    if available < minutes and source is PaymentSource.CITY_GRANT and payer is None:
+        # the same refusal as ledger.grant: the fund's budget on this node is a quota
+        raise ResourceExhausted(
+            f"the city fund has {format_hours(available)} left on this node; this service "
+            f"needs {format_hours(minutes)}", "GRANT_BUDGET_EXHAUSTED")
     if available < minutes:
         raise FailedPrecondition(
             f"{_source_label(source, payer)} has {format_hours(available)} available to pay "
@@ -225,7 +231,7 @@ def _reported_time(tx: Tx, at: datetime | None, what: str) -> datetime:
     if at.tzinfo is None:
         raise InvalidArgument(f"the {what} time needs a timezone")
     if at > tx.now + CLOCK_SKEW:
-        raise InvalidArgument(f"the {what} time {at.isoformat()} is in the future",
+        raise InvalidArgument(f"the {what} time {city_time(at)} is in the future",
                               "TIME_IN_FUTURE")
     if at < tx.now - MAX_BACKDATE:
         raise InvalidArgument(f"the {what} time is more than {MAX_BACKDATE.days} days ago",
@@ -246,8 +252,8 @@ def check_out(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
     assert order.checked_in_at is not None
     if when <= order.checked_in_at:
         raise InvalidArgument(
-            f"check-out ({when.isoformat()}) must come after check-in "
-            f"({order.checked_in_at.isoformat()})", "CHECK_OUT_BEFORE_CHECK_IN")
+            f"check-out ({city_time(when)}) must come after check-in "
+            f"({city_time(order.checked_in_at)})", "CHECK_OUT_BEFORE_CHECK_IN")
     measured = int((when - order.checked_in_at).total_seconds() // 60)
     if measured < 1:
         raise InvalidArgument("the service lasted less than a minute; check the times",
@@ -285,7 +291,7 @@ def dispute_order(tx: Tx, order_id: int, raised_by: Actor, reason: str) -> Order
     assert order.public_until is not None
     if tx.now >= order.public_until:
         raise FailedPrecondition(f"order {order.id}'s publicity period ended at "
-                                 f"{order.public_until.isoformat()}; it can no longer be "
+                                 f"{city_time(order.public_until)}; it can no longer be "
                                  "disputed", "PUBLICITY_ENDED")
     return _transition(tx, order, OrderState.DISPUTED, raised_by.label, reason,
                        dispute_reason=reason)
@@ -332,7 +338,7 @@ def record_order(tx: Tx, order_id: int) -> OrderView:
     assert order.public_until is not None
     if tx.now < order.public_until:
         raise FailedPrecondition(f"order {order.id} is public until "
-                                 f"{order.public_until.isoformat()}; it can be recorded after "
+                                 f"{city_time(order.public_until)}; it can be recorded after "
                                  "its publicity period", "PUBLICITY_NOT_OVER")
     return _record(tx, [order])[0]
 
@@ -342,6 +348,11 @@ def record_due_orders(tx: Tx, limit: int) -> list[OrderView]:
     if not 1 <= limit <= MAX_RECORD_BATCH:
         raise InvalidArgument(f"record 1 to {MAX_RECORD_BATCH} orders at a time")
     return _record(tx, tx.repo.orders_by_ids(tx.repo.due_order_ids(tx.now, limit)))
+
+
+def due_order_ids(tx: Tx, limit: int) -> list[int]:
+    """The orders whose publicity period is over, oldest first."""
+    return tx.repo.due_order_ids(tx.now, limit)
 
 
 def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:

@@ -1,0 +1,115 @@
+"""The one `timebank` command: ``timebank node ...`` for a district, ``timebank demo``.
+
+``main()`` is the console script. It makes stdout and stderr UTF-8 (Chinese names print
+on any locale), runs the command, and turns every error an operator can act on into one
+red line on stderr with a non-zero exit code: usage mistakes exit 2, refusals and
+unreachable nodes exit 1, and a bug prints one line too (the traceback only with
+TIMEBANK_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from node import cli as node_cli
+from node.cli import describe_error, guarded, print_error
+
+# Typer ships its own copy of click; reach its exception classes through public names.
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_EXCEPTION: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+app = typer.Typer(
+    name="timebank",
+    help="District time banks (时间银行) that work as one city: run a district node, operate "
+         "it, or watch a demo of one district's story.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(node_cli.app, name="node")
+
+
+@app.command("demo")
+@guarded
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", metavar="DIR",
+        help="Keep what the demo made here (must be empty or new). Default: a temporary "
+             "directory, removed at the end.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Also print a machine-readable summary as the last line of stdout.")
+    ] = False,
+) -> None:
+    """One district's story end to end on a fresh node, checked at the end.
+
+    A volunteer serves an elder; the order is verified, passes its publicity period
+    (simulated) and is recorded; a relative redeems; the ledger's invariants are checked.
+    """
+    from city.demo import run_demo
+
+    code = run_demo(data_dir, as_json=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+def _utf8_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", "") or "").lower().replace("-", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding != "utf8" and reconfigure is not None:
+            reconfigure(encoding="utf-8", errors="replace")
+
+
+def _message(e: Exception) -> str:
+    format_message = getattr(e, "format_message", None)
+    return str(format_message() if callable(format_message) else e)
+
+
+def _exit_code(e: Exception, default: int) -> int:
+    code = getattr(e, "exit_code", default)
+    return code if isinstance(code, int) else default
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `timebank` console script."""
+    _utf8_stdio()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="timebank", standalone_mode=False)
+    except _USAGE_ERROR as e:
+        ctx = getattr(e, "ctx", None)
+        path = ctx.command_path if ctx is not None else "timebank"
+        if _message(e).strip():  # empty when the help was shown for a bare group
+            print_error(f"{_message(e)} (see `{path} --help`)")
+        sys.exit(_exit_code(e, 2))
+    except _CLICK_EXCEPTION as e:
+        print_error(_message(e))
+        sys.exit(_exit_code(e, 1))
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        sys.exit(130)
+    except Exception as e:
+        message = describe_error(e)
+        if message is not None:
+            print_error(message)
+            sys.exit(1)
+        if os.environ.get("TIMEBANK_DEBUG") == "1":
+            raise
+        print_error(f"unexpected error (a bug; set TIMEBANK_DEBUG=1 to see the traceback): "
+                    f"{type(e).__name__}: {e}")
+        sys.exit(70)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

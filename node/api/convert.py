@@ -1,0 +1,257 @@
+"""Messages ↔ use-case values: enums, ids, timestamps, actors, views.
+
+Pure translation. Requests are checked only for what the wire allows and the
+use-cases cannot see (an enum left unspecified, a required id left 0, an id
+beyond what any row can have, a timestamp outside the calendar); every rule of
+the time bank stays in the use-cases. Input problems raise ``InvalidArgument``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from node.domain.errors import InvalidArgument
+from node.domain.ledger import Origin
+from node.domain.orders import OrderState, PaymentSource, PersonKind
+from node.domain.policy import Policy, Relation
+from node.storage.repo import StoredEntry
+from node.usecases import views
+from timebank.v1 import node_pb2 as pb
+
+#: Rows (people, orders, staff, service points) have 32-bit ids on every supported
+#: database (PostgreSQL ``integer``): a larger id cannot name a row, and would make
+#: PostgreSQL fail the query instead of finding nothing. Ledger sequence numbers are
+#: 64-bit.
+MAX_ROW_ID = 2**31 - 1
+MAX_SEQ = 2**63 - 1
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+PERSON_KINDS: dict[PersonKind, pb.PersonKind.ValueType] = {
+    PersonKind.INDIVIDUAL: pb.PERSON_KIND_INDIVIDUAL,
+    PersonKind.GROUP: pb.PERSON_KIND_GROUP,
+}
+RELATIONS: dict[Relation, pb.LinkKind.ValueType] = {
+    Relation.SPOUSE: pb.LINK_KIND_SPOUSE,
+    Relation.PARENT: pb.LINK_KIND_PARENT,
+    Relation.CHILD: pb.LINK_KIND_CHILD,
+    Relation.SIBLING: pb.LINK_KIND_SIBLING,
+    Relation.GRANDPARENT: pb.LINK_KIND_GRANDPARENT,
+    Relation.GRANDCHILD: pb.LINK_KIND_GRANDCHILD,
+    Relation.PROXY: pb.LINK_KIND_PROXY,
+}
+PAYMENT_SOURCES: dict[PaymentSource, pb.PaymentSource.ValueType] = {
+    PaymentSource.OWN: pb.PAYMENT_SOURCE_OWN,
+    PaymentSource.RELATIVE: pb.PAYMENT_SOURCE_RELATIVE,
+    PaymentSource.DONATION_POOL: pb.PAYMENT_SOURCE_DONATION_POOL,
+    PaymentSource.CITY_GRANT: pb.PAYMENT_SOURCE_CITY_GRANT,
+}
+ORDER_STATES: dict[OrderState, pb.OrderState.ValueType] = {
+    OrderState.REQUESTED: pb.ORDER_STATE_REQUESTED,
+    OrderState.ACCEPTED: pb.ORDER_STATE_ACCEPTED,
+    OrderState.CHECKED_IN: pb.ORDER_STATE_CHECKED_IN,
+    OrderState.CHECKED_OUT: pb.ORDER_STATE_CHECKED_OUT,
+    OrderState.VERIFIED: pb.ORDER_STATE_VERIFIED,
+    OrderState.DISPUTED: pb.ORDER_STATE_DISPUTED,
+    OrderState.RECORDED: pb.ORDER_STATE_RECORDED,
+    OrderState.CANCELLED: pb.ORDER_STATE_CANCELLED,
+}
+ORIGINS: dict[Origin, pb.Origin.ValueType] = {
+    Origin.INDIVIDUAL: pb.ORIGIN_INDIVIDUAL,
+    Origin.GROUP: pb.ORIGIN_GROUP,
+    Origin.DONATED: pb.ORIGIN_DONATED,
+    Origin.GRANTED: pb.ORIGIN_GRANTED,
+}
+#: Whether the service is upheld → DisputeOutcome.
+OUTCOMES: dict[bool, pb.DisputeOutcome.ValueType] = {
+    True: pb.DISPUTE_OUTCOME_UPHOLD_SERVICE,
+    False: pb.DISPUTE_OUTCOME_VOID_SERVICE,
+}
+
+
+def _from_wire(table: Mapping[K, V], value: int, field: str, names: str) -> K:
+    for domain, wire in table.items():
+        if wire == value:
+            return domain
+    if value == 0:
+        raise InvalidArgument(f"{field} is required: one of {names}", "MISSING_FIELD")
+    raise InvalidArgument(f"{field} {value} is not a known value; use one of {names}",
+                          "UNKNOWN_ENUM_VALUE")
+
+
+_PERSON_KIND_NAMES = ", ".join(pb.PersonKind.Name(v) for v in PERSON_KINDS.values())
+_LINK_KIND_NAMES = ", ".join(pb.LinkKind.Name(v) for v in RELATIONS.values())
+_PAYMENT_SOURCE_NAMES = ", ".join(pb.PaymentSource.Name(v) for v in PAYMENT_SOURCES.values())
+_ORDER_STATE_NAMES = ", ".join(pb.OrderState.Name(v) for v in ORDER_STATES.values())
+_OUTCOME_NAMES = ", ".join(pb.DisputeOutcome.Name(v) for v in OUTCOMES.values())
+
+
+# ---------------------------------------------------------------- requests → use-case values
+
+def person_kind(value: int, field: str = "kind") -> PersonKind:
+    return _from_wire(PERSON_KINDS, value, field, _PERSON_KIND_NAMES)
+
+
+def relation(value: int, field: str = "kind") -> Relation:
+    return _from_wire(RELATIONS, value, field, _LINK_KIND_NAMES)
+
+
+def payment_source(value: int, field: str = "payment_source") -> PaymentSource:
+    return _from_wire(PAYMENT_SOURCES, value, field, _PAYMENT_SOURCE_NAMES)
+
+
+def order_state_filter(value: int, field: str = "state") -> OrderState | None:
+    """An order state used as a filter: unspecified means any state."""
+    if value == pb.ORDER_STATE_UNSPECIFIED:
+        return None
+    return _from_wire(ORDER_STATES, value, field, _ORDER_STATE_NAMES)
+
+
+def uphold(value: int, field: str = "outcome") -> bool:
+    """Whether a DisputeOutcome upholds the service."""
+    return _from_wire(OUTCOMES, value, field, _OUTCOME_NAMES)
+
+
+def optional_id(value: int, field: str, maximum: int = MAX_ROW_ID) -> int:
+    """An id that may be left 0 (meaning none); one above any possible row is refused."""
+    if value > maximum:
+        raise InvalidArgument(f"{field} {value} is out of range (at most {maximum})",
+                              "ID_OUT_OF_RANGE")
+    return value
+
+
+def required_id(value: int, field: str, maximum: int = MAX_ROW_ID) -> int:
+    """An id the call cannot do without."""
+    if value == 0:
+        raise InvalidArgument(f"{field} is required", "MISSING_FIELD")
+    return optional_id(value, field, maximum)
+
+
+def limit(value: int, default: int) -> int:
+    """A page size: 0 means the call's default; the use-case checks the range."""
+    return default if value == 0 else value
+
+
+def actor(has: bool, message: pb.Actor, field: str) -> views.Actor:
+    """The Actor oneof: exactly one of a person id or a staff id, not 0."""
+    which = message.WhichOneof("who") if has else None
+    if which is None:
+        raise InvalidArgument(f"{field} is required: set {field}.person_id or "
+                              f"{field}.staff_id", "MISSING_FIELD")
+    if which == "person_id":
+        return views.Actor(person_id=required_id(message.person_id, f"{field}.person_id"))
+    return views.Actor(staff_id=required_id(message.staff_id, f"{field}.staff_id"))
+
+
+def time_or_none(has: bool, ts: Timestamp, field: str) -> datetime | None:
+    """A timestamp that may be unset (meaning now), as a UTC-aware datetime."""
+    if not has:
+        return None
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{field} is not a valid time (seconds {ts.seconds}, "
+                              f"nanos {ts.nanos})", "BAD_TIMESTAMP") from None
+
+
+# ---------------------------------------------------------------- use-case values → responses
+
+def _set_time(target: Timestamp, at: datetime | None) -> None:
+    if at is not None:
+        target.FromDatetime(at.astimezone(UTC))
+
+
+def service_point_pb(v: views.ServicePointView) -> pb.ServicePoint:
+    return pb.ServicePoint(id=v.id, code=v.code, name=v.name, street=v.street)
+
+
+def staff_pb(v: views.StaffView) -> pb.Staff:
+    return pb.Staff(id=v.id, name=v.name, service_point_id=v.service_point_id)
+
+
+def person_pb(v: views.PersonView) -> pb.Person:
+    out = pb.Person(id=v.id, person_ref=v.person_ref, kind=PERSON_KINDS[PersonKind(v.kind)],
+                    name=v.name, priority=v.priority, service_point_id=v.service_point_id,
+                    age=v.age)
+    _set_time(out.enrolled_at, v.enrolled_at)
+    return out
+
+
+def link_pb(v: views.LinkView) -> pb.Link:
+    return pb.Link(person_id=v.person_id, other_id=v.other_id,
+                   kind=RELATIONS[Relation(v.relation)])
+
+
+def order_pb(v: views.OrderView) -> pb.Order:
+    o = v.record
+    out = pb.Order(
+        id=o.id, state=ORDER_STATES[OrderState(o.state)], recipient_id=o.recipient_id,
+        volunteer_id=o.volunteer_id or 0, category=o.category, category_name=v.category_name,
+        planned_minutes=o.planned_minutes,
+        payment_source=PAYMENT_SOURCES[PaymentSource(o.payment_source)],
+        payer_id=o.payer_id or 0, held_minutes=o.held_minutes,
+        measured_minutes=o.measured_minutes, recorded_minutes=o.recorded_minutes,
+        banked_minutes=o.banked_minutes, excess_to_pool_minutes=o.excess_to_pool_minutes,
+        unbanked_minutes=o.unbanked_minutes, charged_minutes=o.charged_minutes,
+        rating=o.rating, comment=o.comment, dispute_reason=o.dispute_reason,
+        resolution=o.resolution, note=o.note, notices=list(v.notices))
+    _set_time(out.requested_at, o.requested_at)
+    _set_time(out.checked_in_at, o.checked_in_at)
+    _set_time(out.checked_out_at, o.checked_out_at)
+    _set_time(out.verified_at, o.verified_at)
+    _set_time(out.public_until, o.public_until)
+    _set_time(out.recorded_at, o.recorded_at)
+    return out
+
+
+def orders_pb(vs: list[views.OrderView]) -> list[pb.Order]:
+    return [order_pb(v) for v in vs]
+
+
+def transaction_pb(e: StoredEntry) -> pb.LedgerTransaction:
+    out = pb.LedgerTransaction(
+        seq=e.seq, kind=e.entry.kind.value, order_id=e.entry.order_id,
+        reverses_seq=e.entry.reverses_seq, memo=e.entry.memo,
+        postings=[pb.Posting(account=p.account.code, minutes=p.minutes)
+                  for p in e.entry.postings],
+        prev_hash=e.prev_hash, hash=e.hash)
+    _set_time(out.at, e.entry.at)
+    return out
+
+
+def balance_pb(v: views.BalanceView) -> pb.Balance:
+    return pb.Balance(
+        person_id=v.person_id, person_ref=v.person_ref, total_minutes=v.total,
+        held_minutes=v.held, available_minutes=v.available, cap_minutes=v.cap,
+        by_origin=[pb.OriginBalance(origin=ORIGINS[b.origin], total_minutes=b.total,
+                                    held_minutes=b.held) for b in v.by_origin])
+
+
+def history_pb(v: views.HistoryView) -> pb.History:
+    return pb.History(person_id=v.person_id, entries=[
+        pb.HistoryEntry(transaction=transaction_pb(e), delta_minutes=delta)
+        for e, delta in v.entries])
+
+
+def policy_pb(p: Policy) -> pb.Policy:
+    return pb.Policy(
+        digest=p.digest, rounding_unit_minutes=p.rounding_unit_minutes,
+        cap_minutes=p.cap_minutes, daily_cap_minutes=p.daily_cap_minutes,
+        publicity_days=p.publicity_days, group_hours_donate_only=p.group_hours_donate_only,
+        categories=[pb.Category(code=c.code, name=c.name) for c in p.categories],
+        own_min_age=p.own_min_age, relative_min_age=p.relative_min_age,
+        relative_kinds=sorted(RELATIONS[r] for r in p.relative_kinds),
+        source_toml=p.source_toml)
+
+
+def ledger_report_pb(r: views.LedgerReport) -> pb.LedgerReport:
+    return pb.LedgerReport(
+        ok=r.ok, transactions=r.transactions, accounts=r.accounts, head_hash=r.head_hash,
+        problems=list(r.problems), issued_minutes=r.issued,
+        held_by_people_minutes=r.held_by_people, donation_pool_minutes=r.donation_pool,
+        consumed_minutes=r.consumed, granted_minutes=r.granted)

@@ -1,0 +1,308 @@
+"""The NodeService servicer: messages in, use-case calls, messages out. Nothing else.
+
+Each mutating call runs through ``NodeApp.execute_once``: the idempotency key is
+checked first, then a stored first response is looked up, and only then is the
+request translated and the use-case run, all in one transaction. The stored
+response is the serialized reply, so a retry gets exactly the first answer.
+The request's fingerprint is SHA-256 over the method name and the request
+serialized deterministically with its idempotency_key cleared.
+
+Read calls run through ``NodeApp.query``. Errors become statuses in
+``node.api.errors``; there are no business rules here.
+"""
+
+# ruff: noqa: N802 - rpc method names are the contract's (CamelCase), not ours to choose
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from node.api import convert
+from node.api.errors import grpc_errors
+from node.usecases import ledger, orders, people
+from node.usecases.app import NodeApp, Tx
+from timebank.v1 import node_pb2 as pb
+from timebank.v1 import node_pb2_grpc
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["NodeService"].full_name
+DEFAULT_LIST_LIMIT = 100
+DEFAULT_HISTORY_LIMIT = 100
+DEFAULT_RECORD_LIMIT = 1000
+
+M = TypeVar("M", bound=Message)
+
+
+def fingerprint(method: str, request: Message) -> bytes:
+    """SHA-256 over the method name and the request without its idempotency key."""
+    stripped = type(request)()
+    stripped.CopyFrom(request)
+    stripped.ClearField("idempotency_key")
+    body = stripped.SerializeToString(deterministic=True)
+    return hashlib.sha256(method.encode("ascii") + b"\x00" + body).digest()
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+class NodeServicer(node_pb2_grpc.NodeServiceServicer):
+    """Implements every rpc of ``timebank.v1.NodeService`` over one ``NodeApp``."""
+
+    def __init__(self, app: NodeApp) -> None:
+        self._app = app
+
+    def _once(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
+              response: type[M]) -> M:
+        method = f"{SERVICE_NAME}/{name}"
+        raw = self._app.execute_once(key, method, fingerprint(method, request), fn, _serialize)
+        return response.FromString(raw)
+
+    # ------------------------------------------------------------ service points and staff
+
+    @grpc_errors
+    def RegisterServicePoint(self, request: pb.RegisterServicePointRequest,
+                             context: grpc.ServicerContext) -> pb.ServicePoint:
+        def run(tx: Tx) -> pb.ServicePoint:
+            return convert.service_point_pb(people.register_service_point(
+                tx, request.code, request.name, request.street))
+
+        return self._once("RegisterServicePoint", request.idempotency_key, request, run,
+                          pb.ServicePoint)
+
+    @grpc_errors
+    def RegisterStaff(self, request: pb.RegisterStaffRequest,
+                      context: grpc.ServicerContext) -> pb.Staff:
+        def run(tx: Tx) -> pb.Staff:
+            point = convert.required_id(request.service_point_id, "service_point_id")
+            return convert.staff_pb(people.register_staff(tx, request.name, point))
+
+        return self._once("RegisterStaff", request.idempotency_key, request, run, pb.Staff)
+
+    # ------------------------------------------------------------ people
+
+    @grpc_errors
+    def EnrolPerson(self, request: pb.EnrolPersonRequest,
+                    context: grpc.ServicerContext) -> pb.Person:
+        def run(tx: Tx) -> pb.Person:
+            kind = convert.person_kind(request.kind)
+            point = convert.optional_id(request.service_point_id, "service_point_id")
+            return convert.person_pb(people.enrol_person(
+                tx, kind, request.name, request.id_number, request.phone, request.priority,
+                point))
+
+        return self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person)
+
+    @grpc_errors
+    def GetPerson(self, request: pb.GetPersonRequest,
+                  context: grpc.ServicerContext) -> pb.Person:
+        person_id = convert.required_id(request.person_id, "person_id")
+        return convert.person_pb(self._app.query(people.get_person, person_id))
+
+    @grpc_errors
+    def LinkPeople(self, request: pb.LinkPeopleRequest,
+                   context: grpc.ServicerContext) -> pb.Link:
+        def run(tx: Tx) -> pb.Link:
+            person_id = convert.required_id(request.person_id, "person_id")
+            other_id = convert.required_id(request.other_id, "other_id")
+            relation = convert.relation(request.kind)
+            staff_id = convert.optional_id(request.staff_id, "staff_id")
+            return convert.link_pb(people.link_people(tx, person_id, other_id, relation,
+                                                      staff_id))
+
+        return self._once("LinkPeople", request.idempotency_key, request, run, pb.Link)
+
+    # ------------------------------------------------------------ the service loop
+
+    @grpc_errors
+    def RequestOrder(self, request: pb.RequestOrderRequest,
+                     context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            recipient_id = convert.required_id(request.recipient_id, "recipient_id")
+            source = convert.payment_source(request.payment_source)
+            payer_id = convert.optional_id(request.payer_id, "payer_id")
+            requested_by = convert.actor(request.HasField("requested_by"),
+                                         request.requested_by, "requested_by")
+            return convert.order_pb(orders.request_order(
+                tx, recipient_id, request.category, request.planned_minutes, source,
+                payer_id, requested_by, request.note))
+
+        return self._once("RequestOrder", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def AcceptOrder(self, request: pb.AcceptOrderRequest,
+                    context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            volunteer_id = convert.required_id(request.volunteer_id, "volunteer_id")
+            return convert.order_pb(orders.accept_order(tx, order_id, volunteer_id))
+
+        return self._once("AcceptOrder", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def CheckIn(self, request: pb.CheckInRequest,
+                context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            at = convert.time_or_none(request.HasField("at"), request.at, "at")
+            return convert.order_pb(orders.check_in(tx, order_id, at))
+
+        return self._once("CheckIn", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def CheckOut(self, request: pb.CheckOutRequest,
+                 context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            at = convert.time_or_none(request.HasField("at"), request.at, "at")
+            return convert.order_pb(orders.check_out(tx, order_id, at))
+
+        return self._once("CheckOut", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def VerifyOrder(self, request: pb.VerifyOrderRequest,
+                    context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            verifier = convert.actor(request.HasField("verifier"), request.verifier,
+                                     "verifier")
+            return convert.order_pb(orders.verify_order(tx, order_id, verifier,
+                                                        request.rating, request.comment))
+
+        return self._once("VerifyOrder", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def DisputeOrder(self, request: pb.DisputeOrderRequest,
+                     context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            raised_by = convert.actor(request.HasField("raised_by"), request.raised_by,
+                                      "raised_by")
+            return convert.order_pb(orders.dispute_order(tx, order_id, raised_by,
+                                                         request.reason))
+
+        return self._once("DisputeOrder", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def ResolveDispute(self, request: pb.ResolveDisputeRequest,
+                       context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            staff_id = convert.required_id(request.staff_id, "staff_id")
+            upheld = convert.uphold(request.outcome)
+            return convert.order_pb(orders.resolve_dispute(
+                tx, order_id, staff_id, upheld, request.corrected_minutes, request.resolution))
+
+        return self._once("ResolveDispute", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def CancelOrder(self, request: pb.CancelOrderRequest,
+                    context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            cancelled_by = convert.actor(request.HasField("cancelled_by"),
+                                         request.cancelled_by, "cancelled_by")
+            return convert.order_pb(orders.cancel_order(tx, order_id, cancelled_by,
+                                                        request.reason))
+
+        return self._once("CancelOrder", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def RecordOrder(self, request: pb.RecordOrderRequest,
+                    context: grpc.ServicerContext) -> pb.Order:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            return convert.order_pb(orders.record_order(tx, order_id))
+
+        return self._once("RecordOrder", request.idempotency_key, request, run, pb.Order)
+
+    @grpc_errors
+    def RecordDueOrders(self, request: pb.RecordDueOrdersRequest,
+                        context: grpc.ServicerContext) -> pb.RecordDueOrdersResponse:
+        def run(tx: Tx) -> pb.RecordDueOrdersResponse:
+            limit = convert.limit(request.limit, DEFAULT_RECORD_LIMIT)
+            return pb.RecordDueOrdersResponse(
+                recorded=convert.orders_pb(orders.record_due_orders(tx, limit)))
+
+        return self._once("RecordDueOrders", request.idempotency_key, request, run,
+                          pb.RecordDueOrdersResponse)
+
+    @grpc_errors
+    def GetOrder(self, request: pb.GetOrderRequest,
+                 context: grpc.ServicerContext) -> pb.Order:
+        order_id = convert.required_id(request.order_id, "order_id")
+        return convert.order_pb(self._app.query(orders.get_order, order_id))
+
+    @grpc_errors
+    def ListOrders(self, request: pb.ListOrdersRequest,
+                   context: grpc.ServicerContext) -> pb.ListOrdersResponse:
+        person_id = convert.optional_id(request.person_id, "person_id")
+        state = convert.order_state_filter(request.state)
+        after_id = convert.optional_id(request.after_id, "after_id")
+        limit = convert.limit(request.limit, DEFAULT_LIST_LIMIT)
+        found = self._app.query(orders.list_orders, person_id, state, after_id, limit)
+        return pb.ListOrdersResponse(orders=convert.orders_pb(found))
+
+    # ------------------------------------------------------------ hours outside the loop
+
+    @grpc_errors
+    def Donate(self, request: pb.DonateRequest,
+               context: grpc.ServicerContext) -> pb.LedgerTransaction:
+        def run(tx: Tx) -> pb.LedgerTransaction:
+            person_id = convert.required_id(request.person_id, "person_id")
+            return convert.transaction_pb(ledger.donate(tx, person_id, request.minutes))
+
+        return self._once("Donate", request.idempotency_key, request, run,
+                          pb.LedgerTransaction)
+
+    @grpc_errors
+    def Grant(self, request: pb.GrantRequest,
+              context: grpc.ServicerContext) -> pb.LedgerTransaction:
+        def run(tx: Tx) -> pb.LedgerTransaction:
+            person_id = convert.required_id(request.person_id, "person_id")
+            staff_id = convert.required_id(request.staff_id, "staff_id")
+            return convert.transaction_pb(ledger.grant(tx, person_id, request.minutes,
+                                                       staff_id, request.memo))
+
+        return self._once("Grant", request.idempotency_key, request, run, pb.LedgerTransaction)
+
+    @grpc_errors
+    def ReverseTransaction(self, request: pb.ReverseTransactionRequest,
+                           context: grpc.ServicerContext) -> pb.LedgerTransaction:
+        def run(tx: Tx) -> pb.LedgerTransaction:
+            seq = convert.required_id(request.seq, "seq", convert.MAX_SEQ)
+            staff_id = convert.required_id(request.staff_id, "staff_id")
+            return convert.transaction_pb(ledger.reverse(tx, seq, staff_id, request.reason))
+
+        return self._once("ReverseTransaction", request.idempotency_key, request, run,
+                          pb.LedgerTransaction)
+
+    # ------------------------------------------------------------ reading
+
+    @grpc_errors
+    def GetBalance(self, request: pb.GetBalanceRequest,
+                   context: grpc.ServicerContext) -> pb.Balance:
+        person_id = convert.required_id(request.person_id, "person_id")
+        return convert.balance_pb(self._app.query(ledger.balance, person_id))
+
+    @grpc_errors
+    def GetHistory(self, request: pb.GetHistoryRequest,
+                   context: grpc.ServicerContext) -> pb.History:
+        person_id = convert.required_id(request.person_id, "person_id")
+        after_seq = convert.optional_id(request.after_seq, "after_seq", convert.MAX_SEQ)
+        limit = convert.limit(request.limit, DEFAULT_HISTORY_LIMIT)
+        return convert.history_pb(self._app.query(ledger.history, person_id, after_seq, limit))
+
+    @grpc_errors
+    def GetPolicy(self, request: pb.GetPolicyRequest,
+                  context: grpc.ServicerContext) -> pb.Policy:
+        return convert.policy_pb(self._app.policy)
+
+    @grpc_errors
+    def CheckLedger(self, request: pb.CheckLedgerRequest,
+                    context: grpc.ServicerContext) -> pb.LedgerReport:
+        return convert.ledger_report_pb(self._app.query(ledger.check_ledger))

@@ -1,0 +1,210 @@
+"""Helpers for gRPC tests: a client on a real server, snapshots, and refusal checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from sqlalchemy import select
+
+from node.api.errors import ERROR_DOMAIN
+from node.api.server import channel_options, start_server
+from node.domain.clock import ManualClock
+from node.storage.schema import Base
+from node.usecases.app import NodeApp
+from tests.helpers import credit_code, id_card
+from timebank.v1 import node_pb2 as pb
+from timebank.v1 import node_pb2_grpc
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+UINT64_MAX = 2**64 - 1
+TIMEOUT = 10.0
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+def staff(staff_id: int) -> pb.Actor:
+    return pb.Actor(staff_id=staff_id)
+
+
+def person(person_id: int) -> pb.Actor:
+    return pb.Actor(person_id=person_id)
+
+
+@dataclass
+class Api:
+    """A NodeApp served on 127.0.0.1 and a stub on a real channel to it."""
+
+    app: NodeApp
+    clock: ManualClock
+    server: grpc.Server
+    port: int
+    channel: grpc.Channel
+    stub: node_pb2_grpc.NodeServiceStub
+    ids: dict[str, int] = field(default_factory=dict)
+
+    def call(self, method: str, request: Any) -> Any:
+        rpc: Callable[..., Any] = getattr(self.stub, method)
+        return rpc(request, timeout=TIMEOUT)
+
+    # -------------------------------------------------------- builders through the API
+
+    def enrol(self, name: str, birth_year: int = 1960, *, priority: bool = False,
+              group: bool = False, point: int = 0) -> pb.Person:
+        kind = pb.PERSON_KIND_GROUP if group else pb.PERSON_KIND_INDIVIDUAL
+        number = credit_code() if group else id_card(birth_year)
+        person: pb.Person = self.stub.EnrolPerson(pb.EnrolPersonRequest(
+            idempotency_key=key(), kind=kind, name=name, id_number=number,
+            phone="" if group else "13800000000", priority=priority, service_point_id=point),
+            timeout=TIMEOUT)
+        return person
+
+    def link(self, person_id: int, other_id: int, kind: pb.LinkKind.ValueType,
+             staff_id: int = 0) -> pb.Link:
+        link: pb.Link = self.stub.LinkPeople(pb.LinkPeopleRequest(
+            idempotency_key=key(), person_id=person_id, other_id=other_id, kind=kind,
+            staff_id=staff_id), timeout=TIMEOUT)
+        return link
+
+    def request(self, recipient: int, *, by: pb.Actor, minutes: int = 60,
+                source: pb.PaymentSource.ValueType = pb.PAYMENT_SOURCE_CITY_GRANT,
+                payer: int = 0, category: str = "cleaning", note: str = "") -> pb.Order:
+        order: pb.Order = self.stub.RequestOrder(pb.RequestOrderRequest(
+            idempotency_key=key(), recipient_id=recipient, category=category,
+            planned_minutes=minutes, payment_source=source, payer_id=payer, requested_by=by,
+            note=note), timeout=TIMEOUT)
+        return order
+
+    def accept(self, order_id: int, volunteer: int) -> pb.Order:
+        order: pb.Order = self.stub.AcceptOrder(pb.AcceptOrderRequest(
+            idempotency_key=key(), order_id=order_id, volunteer_id=volunteer), timeout=TIMEOUT)
+        return order
+
+    def check_in(self, order_id: int) -> pb.Order:
+        order: pb.Order = self.stub.CheckIn(pb.CheckInRequest(
+            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT)
+        return order
+
+    def check_out(self, order_id: int, after_minutes: int = 60) -> pb.Order:
+        self.clock.advance(timedelta(minutes=after_minutes))
+        order: pb.Order = self.stub.CheckOut(pb.CheckOutRequest(
+            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT)
+        return order
+
+    def verify(self, order_id: int, by: pb.Actor, rating: int = 5,
+               comment: str = "") -> pb.Order:
+        order: pb.Order = self.stub.VerifyOrder(pb.VerifyOrderRequest(
+            idempotency_key=key(), order_id=order_id, verifier=by, rating=rating,
+            comment=comment), timeout=TIMEOUT)
+        return order
+
+    def record(self, order_id: int) -> pb.Order:
+        order: pb.Order = self.stub.RecordOrder(pb.RecordOrderRequest(
+            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT)
+        return order
+
+    def balance(self, person_id: int) -> pb.Balance:
+        balance: pb.Balance = self.stub.GetBalance(pb.GetBalanceRequest(person_id=person_id),
+                                                   timeout=TIMEOUT)
+        return balance
+
+    def order(self, order_id: int) -> pb.Order:
+        order: pb.Order = self.stub.GetOrder(pb.GetOrderRequest(order_id=order_id),
+                                             timeout=TIMEOUT)
+        return order
+
+    def ledger(self) -> pb.LedgerReport:
+        report: pb.LedgerReport = self.stub.CheckLedger(pb.CheckLedgerRequest(),
+                                                        timeout=TIMEOUT)
+        return report
+
+    # -------------------------------------------------------- "nothing changed"
+
+    def tables(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table, in primary-key order."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        with self.app.db.read() as conn:
+            for table in Base.metadata.sorted_tables:
+                rows = conn.execute(select(table).order_by(*table.primary_key.columns))
+                out[table.name] = [tuple(r) for r in rows]
+        return out
+
+    def snapshot(self) -> tuple[bytes, dict[str, list[tuple[Any, ...]]]]:
+        """The ledger report as the API gives it, and the whole database."""
+        report = self.ledger()
+        assert report.ok, report.problems
+        return report.SerializeToString(deterministic=True), self.tables()
+
+    @contextmanager
+    def unchanged(self, *, ignore: tuple[str, ...] = ()) -> Iterator[None]:
+        """Assert the block changes nothing (but the tables named in ``ignore``)."""
+        before = self.snapshot()
+        yield
+        after = self.snapshot()
+        assert after[0] == before[0], "the ledger report changed"
+        for name, rows in before[1].items():
+            if name not in ignore:
+                assert after[1][name] == rows, f"table {name} changed"
+
+    def refused(self, method: str, request: Any, code: grpc.StatusCode, *,
+                reason: str | None = None, says: tuple[str, ...] = ()) -> Any:
+        """Assert the call fails with ``code`` (and reason/message), changing nothing."""
+        with self.unchanged(), pytest.raises(grpc.RpcError) as caught:
+            self.call(method, request)
+        error = caught.value
+        assert_status(error, code, reason=reason, says=says)
+        return error
+
+
+def error_info(error: Any) -> error_details_pb2.ErrorInfo | None:
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def assert_status(error: Any, code: grpc.StatusCode, *, reason: str | None = None,
+                  says: tuple[str, ...] = ()) -> None:
+    got_code = error.code()
+    details: str = error.details() or ""
+    assert got_code is code, f"expected {code.name}, got {got_code.name}: {details}"
+    assert len(details) >= 10, f"the message is not meaningful: {details!r}"
+    assert "Traceback" not in details
+    for fragment in says:
+        assert fragment in details, f"{fragment!r} not in {details!r}"
+    if reason is not None:
+        info = error_info(error)
+        assert info is not None, "no google.rpc.ErrorInfo detail"
+        assert info.domain == ERROR_DOMAIN
+        assert info.reason == reason, f"reason {info.reason}, expected {reason}: {details}"
+
+
+@contextmanager
+def serving(app: NodeApp, clock: ManualClock, *, workers: int = 4,
+            max_message_bytes: int = 65536) -> Iterator[Api]:
+    server, port = start_server(app, "127.0.0.1:0", workers=workers,
+                                max_message_bytes=max_message_bytes)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
+    try:
+        grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+        yield Api(app, clock, server, port, channel, node_pb2_grpc.NodeServiceStub(channel))
+    finally:
+        channel.close()
+        server.stop(None).wait()

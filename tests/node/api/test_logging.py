@@ -1,0 +1,76 @@
+"""The node's log output: JSON lines (or a console view), UTF-8, context merged."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from node.logging import configure_logging
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_keep_chinese_context_and_tracebacks_without_locals() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    log = structlog.get_logger("node.test")
+    structlog.contextvars.bind_contextvars(method="EnrolPerson", person_id=7)
+    log.info("enrolled", name="张桂兰")
+    log.debug("not shown")
+    city_secret = b"do-not-log-me"  # a local variable a traceback must not carry
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed", size=len(city_secret))
+    logging.getLogger("grpc._server").warning("来自标准库 %s", "的记录")
+    structlog.contextvars.clear_contextvars()
+
+    text = out.getvalue()
+    assert "张桂兰" in text and "\\u" not in text and "do-not-log-me" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [e["event"] for e in lines] == ["enrolled", "failed", "来自标准库 的记录"]
+    first, failed, foreign = lines
+    assert (first["level"], first["method"], first["person_id"]) == ("info", "EnrolPerson", 7)
+    assert first["timestamp"].endswith("Z")
+    assert failed["exception"][0]["exc_type"] == "RuntimeError"
+    assert "locals" not in failed["exception"][0]["frames"][0]
+    assert foreign["logger"] == "grpc._server" and foreign["level"] == "warning"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_output_is_readable() -> None:
+    out = io.StringIO()
+    configure_logging("debug", "console", out)
+    structlog.get_logger().debug("serving", district="江宁区")
+    assert "serving" in out.getvalue() and "district=江宁区" in out.getvalue()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_ascii_stream_is_switched_to_utf8() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii", write_through=True)
+    configure_logging("info", "json", stream)
+    structlog.get_logger().info("serving", district="江宁区")
+    assert "江宁区" in raw.getvalue().decode("utf-8")
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="level"):
+        configure_logging("verbose", "json")
+    with pytest.raises(ValueError, match="format"):
+        configure_logging("info", "xml")
