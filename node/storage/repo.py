@@ -202,6 +202,11 @@ class Repo:
             select(PEOPLE).where(PEOPLE.c.person_ref == person_ref)).one_or_none()
         return None if row is None else _record(PersonRecord, row)
 
+    def person_by_id_number(self, id_number: str) -> PersonRecord | None:
+        row = self.conn.execute(
+            select(PEOPLE).where(PEOPLE.c.id_number == id_number)).one_or_none()
+        return None if row is None else _record(PersonRecord, row)
+
     def count_people(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(PEOPLE)).scalar_one())
 

@@ -6,6 +6,7 @@ from node.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    InvariantViolation,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
@@ -160,7 +161,15 @@ def check_ledger(tx: Tx) -> LedgerReport:
     prev = genesis_hash(tx.node.node_id)
     sums: dict[str, int] = {}
     count = 0
-    for stored in repo.iter_entries():
+    entries = repo.iter_entries()
+    while True:
+        try:
+            stored = next(entries, None)
+        except InvariantViolation as e:  # a stored entry that is not even a valid entry
+            problems.append(f"entry {count + 1}: {e}; the audit cannot read past it")
+            break
+        if stored is None:
+            break
         count += 1
         if stored.seq != count:
             problems.append(f"entry {stored.seq}: expected sequence number {count}")

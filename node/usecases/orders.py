@@ -41,7 +41,7 @@ from node.domain.orders import (
     spendable_origins,
     split_deposit,
 )
-from node.domain.policy import Policy
+from node.domain.policy import Policy, Relation
 from node.storage.repo import AccountRecord, OrderRecord, PersonRecord, account_from_code
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for, require_staff
@@ -165,10 +165,13 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
     recipient = tx.repo.person(recipient_id)
     payer = tx.repo.person(payer_id) if payer_id else None
     require_acts_for(tx, requested_by, recipient_id, "request service")
-    relation = None
+    relation: Relation | None = None
     if payer is not None:
-        relations = tx.repo.relations(payer.id, recipient.id)
-        relation = next(iter(sorted(r for r in relations if r.is_family)), None)
+        family = sorted(r for r in tx.repo.relations(payer.id, recipient.id) if r.is_family)
+        allowed = [r for r in family if r in tx.policy.relative_kinds]
+        relation = next(iter(allowed or family), None)
+        # the hours are the payer's: only the payer, their proxy or family, or staff may spend them
+        require_acts_for(tx, requested_by, payer.id, "spend hours")
     check_payment(tx.policy, source, facts(tx, recipient),
                   None if payer is None else facts(tx, payer), relation)
     paying = recipient if source is PaymentSource.OWN else payer
@@ -312,12 +315,14 @@ def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
         tx.repo.resolve_holds(order.id, "released", tx.now)
         return _transition(tx, order, OrderState.CANCELLED, actor, resolution,
                            resolution=resolution, cancelled_at=tx.now)
-    measured = order.measured_minutes
-    if corrected_minutes:
-        _check_minutes(tx.policy, corrected_minutes, "the corrected service time")
-        measured = corrected_minutes
+    if not corrected_minutes:
+        return _transition(tx, order, OrderState.VERIFIED, actor, resolution,
+                           resolution=resolution)
+    _check_minutes(tx.policy, corrected_minutes, "the corrected service time")
+    # a corrected record is shown again for a full publicity period before it counts
     return _transition(tx, order, OrderState.VERIFIED, actor, resolution,
-                       resolution=resolution, measured_minutes=measured)
+                       resolution=resolution, measured_minutes=corrected_minutes,
+                       public_until=tx.now + timedelta(days=tx.policy.publicity_days))
 
 
 def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> OrderView:

@@ -76,7 +76,7 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
     if service_point_id:
         require_service_point(tx, service_point_id)
     ref = person_ref(tx.node.city_secret, number, group=kind is PersonKind.GROUP)
-    existing = tx.repo.person_by_ref(ref)
+    existing = tx.repo.person_by_ref(ref) or tx.repo.person_by_id_number(number)
     if existing is not None:
         raise AlreadyExists(f"this {'ID card' if birth else 'credit code'} is already enrolled "
                             f"as person {existing.id} (one account per person)",
