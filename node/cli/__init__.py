@@ -1,0 +1,85 @@
+"""The operator's command line for a district node: ``timebank node ...``.
+
+Two kinds of command live here:
+
+* commands on the node's own files and database (``init``, ``migrate``, ``serve``,
+  ``check``), given the node's configuration file;
+* operator commands that talk gRPC to a running node (``--node HOST:PORT``), exactly as
+  the district's app or a service point would: enrol people, walk orders through the
+  service loop, read balances and history.
+
+Every mutating call sends an idempotency key (a fresh UUID unless ``--idempotency-key``
+is given), so a command retried with the same key never does the work twice.
+
+An operator's mistake or a refusal by the node is one line on stderr (the gRPC status
+name and the node's message) and a non-zero exit code, never a traceback.
+
+The modules, one concept each: ``common`` (console, errors, ``guarded``, option types),
+``client`` (the gRPC client), ``render`` (text and JSON), and the commands in ``admin``,
+``people``, ``orders`` and ``ledger``. This module builds ``app`` from them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from node.cli import admin, ledger, people
+from node.cli.client import NodeClient
+from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
+from node.cli.orders import order_app
+from node.cli.people import service_point_app, staff_app
+from node.cli.render import (
+    CITY_TZ,
+    fmt_time,
+    history_table,
+    hm,
+    render_order,
+    render_report,
+    report_from_view,
+    to_json,
+)
+
+__all__ = [
+    "CITY_TZ",
+    "CliError",
+    "NodeClient",
+    "app",
+    "describe_error",
+    "echo",
+    "fmt_time",
+    "guarded",
+    "history_table",
+    "hm",
+    "print_error",
+    "print_json",
+    "render_order",
+    "render_report",
+    "report_from_view",
+    "to_json",
+]
+
+app = typer.Typer(
+    name="node",
+    help="Run a district node and operate it: init, migrate, serve, check, and the service "
+         "loop by hand (enrol, order, verify, balance, history).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(service_point_app, name="service-point")
+app.add_typer(staff_app, name="staff")
+app.add_typer(order_app, name="order")
+
+# Top-level commands, in the order `timebank node --help` lists them.
+app.command("init")(admin.init_command)
+app.command("migrate")(admin.migrate_command)
+app.command("serve")(admin.serve_command)
+app.command("check")(admin.check_command)
+app.command("enrol")(people.enrol)
+app.command("person")(people.person_show)
+app.command("link")(people.link)
+app.command("donate")(ledger.donate)
+app.command("grant")(ledger.grant)
+app.command("reverse")(ledger.reverse)
+app.command("balance")(ledger.balance)
+app.command("history")(ledger.history)
+app.command("policy")(ledger.policy_show)

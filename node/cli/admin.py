@@ -1,0 +1,208 @@
+"""Commands on the node's own files and database: ``init``, ``migrate``, ``serve``,
+``check`` (given the node's configuration file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+
+from node.cli.client import DEFAULT_NODE_ADDRESS, connect
+from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
+from node.cli.render import _grid, render_report, report_from_view, to_json
+from node.config import ConfigError, NodeConfig, load_config
+from node.domain.policy import PolicyError
+from timebank.v1 import node_pb2
+
+
+def _load(config_file: Path) -> NodeConfig:
+    return load_config(config_file)
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # only for display
+        return url
+
+
+def _schema_revision(url: str) -> str | None:
+    from node.storage import migrate
+    from node.storage.db import Database
+
+    db = Database(url)
+    try:
+        return migrate.current_revision(db.writer)
+    finally:
+        db.dispose()
+
+
+@guarded
+def init_command(
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", metavar="DIR",
+        help="Create the node here: node.toml, policy.toml, city-secret and the SQLite "
+             "database (unless --database-url).")] = None,
+    node_id: Annotated[str, typer.Option(
+        "--node-id", metavar="CODE",
+        help="The district's 6-digit administrative division code, e.g. 320115.")] = "",
+    district: Annotated[str, typer.Option(
+        "--district", metavar="NAME", help="The district's name, e.g. 江宁区.")] = "",
+    database_url: Annotated[str, typer.Option(
+        "--database-url", metavar="URL",
+        help="PostgreSQL instead of SQLite, e.g. postgresql+psycopg://timebank@/tb_320115.")
+    ] = "",
+    listen: Annotated[str, typer.Option(
+        "--listen", metavar="HOST:PORT", help="Where `node serve` listens.")
+    ] = "127.0.0.1:7443",
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", metavar="FILE",
+        help="The city policy published by the bureau (default: Nanjing's published "
+             "values).")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", "-c", metavar="FILE",
+        help="Instead of --data-dir: initialise the node an existing configuration "
+             "describes (e.g. /etc/timebank/node.toml).")] = None,
+) -> None:
+    """Create a node once: its data directory, configuration, policy, secret and database."""
+    from node.bootstrap import CONFIG_NAME, init_data_dir, migrate_and_initialise, read_policy
+
+    if config_file is not None:
+        if data_dir is not None or node_id or district or database_url or policy is not None:
+            fail("with --config, the configuration says everything: drop --data-dir, "
+                 "--node-id, --district, --database-url and --policy")
+        config = _load(config_file)
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        migrate_and_initialise(config)
+        _print_initialised(config, config_file, created=set())
+        return
+    if data_dir is None:
+        fail("say where the node lives: --data-dir DIR (with --node-id and --district), "
+             "or --config FILE")
+    if not node_id or not district:
+        fail("a new node needs --node-id (the 6-digit division code, e.g. 320115) and "
+             "--district (e.g. 江宁区)")
+    policy_text = None
+    if policy is not None:
+        policy_text = policy.read_text(encoding="utf-8")
+        try:
+            from node.domain.policy import load_policy
+
+            load_policy(policy_text)
+        except PolicyError as e:
+            fail(f"{policy}: {e}")
+    names = {CONFIG_NAME: "config", "policy.toml": "policy", "city-secret": "secret"}
+    created = {label for name, label in names.items() if not (data_dir / name).exists()}
+    try:
+        config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
+                                    listen=listen, policy_text=policy_text)
+    except ValueError as e:
+        if isinstance(e, ConfigError | PolicyError):
+            raise
+        fail(str(e))
+    config = _load(config_path)
+    read_policy(config.policy_file)
+    _print_initialised(config, config_path, created)
+
+
+def _print_initialised(config: NodeConfig, config_path: Path, created: set[str]) -> None:
+    from node.bootstrap import read_policy
+
+    policy = read_policy(config.policy_file)
+
+    def state(label: str) -> str:
+        return "[green]created[/]" if label in created else "[dim]kept (already there)[/]"
+
+    grid = _grid()
+    grid.add_row("node", f"{config.node_id} {escape(config.district)}")
+    grid.add_row("data directory", str(config.data_dir))
+    grid.add_row("configuration", f"{config_path}  {state('config')}")
+    grid.add_row("policy", f"{config.policy_file}  {state('policy')}")
+    grid.add_row("policy sha256", policy.digest)
+    grid.add_row("city secret", f"{config.city_secret_file}  {state('secret')} (mode 0600)")
+    grid.add_row("database", _masked(config.effective_database_url))
+    grid.add_row("schema", str(_schema_revision(config.effective_database_url)))
+    grid.add_row("listen", config.listen)
+    echo(Panel(grid, title="node initialised", title_align="left", expand=False))
+    if "secret" in created:
+        echo("[yellow]The city secret above was generated at random for this node alone.[/] "
+             "In a real city, replace it with the secret issued by the civil-affairs bureau "
+             "before enrolling anyone: every node must hold the same secret, or the same person "
+             "gets different PersonRefs in different districts.")
+    echo(f"Next: [bold]timebank node serve --config {config_path}[/]")
+
+
+@guarded
+def migrate_command(config_file: ConfigFile) -> None:
+    """Bring the database schema up to this version (run after every upgrade)."""
+    from node.bootstrap import migrate_and_initialise
+    from node.storage import migrate
+
+    config = _load(config_file)
+    url = config.effective_database_url
+    before = _schema_revision(url)
+    migrate_and_initialise(config)
+    after = _schema_revision(url)
+    echo(f"database  {_masked(url)}")
+    echo(f"schema    {before or 'empty'} → {after} "
+         f"({'already current' if before == after else 'migrated'}; "
+         f"this software needs {migrate.head_revision()})")
+
+
+@guarded
+def serve_command(config_file: ConfigFile) -> None:
+    """Serve the node's gRPC API until SIGTERM or Ctrl-C."""
+    config = _load(config_file)
+    try:
+        from node.api.server import serve_forever
+    except ImportError as e:
+        fail(f"the gRPC server cannot be loaded: {e}")
+    try:
+        serve_forever(config)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@guarded
+def check_command(
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", "-c", metavar="FILE",
+        help="Check directly on the database this configuration names (the node may be "
+             "running or stopped).")] = None,
+    node: Annotated[str, typer.Option(
+        "--node", envvar="TIMEBANK_NODE_ADDRESS", metavar="HOST:PORT",
+        help="Without --config: ask the running node at this address.")
+    ] = DEFAULT_NODE_ADDRESS,
+    as_json: AsJson = False,
+) -> None:
+    """Verify every ledger invariant (sums, hash chain, balances, holds, cap).
+
+    Exit code 1 if any fails.
+    """
+    if config_file is not None:
+        from node.bootstrap import open_app
+        from node.usecases.ledger import check_ledger
+
+        config = _load(config_file)
+        node_app = open_app(config)
+        try:
+            report = report_from_view(node_app.query(check_ledger))
+        finally:
+            node_app.db.dispose()
+        title = f"ledger check · {config.node_id} {escape(config.district)}"
+        extra: dict[str, Any] = {"node_id": config.node_id, "district": config.district}
+    else:
+        with connect(node) as client:
+            report = client.call(client.stub.CheckLedger, node_pb2.CheckLedgerRequest())
+        title, extra = f"ledger check · node at {node}", {}
+    if as_json:
+        print_json({**extra, **to_json(report)})
+    else:
+        echo(render_report(report, title))
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,129 @@
+"""The CLI's gRPC client: a connection to one node, and the node's refusals as one line.
+
+Every mutating call sends an idempotency key (a fresh UUID unless ``--idempotency-key``
+is given), so a command retried with the same key never does the work twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import grpc
+
+from node.cli.common import CliError, fail
+from timebank.v1 import node_pb2, node_pb2_grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+DEFAULT_NODE_ADDRESS = "127.0.0.1:7443"
+#: How long one call may take before the CLI gives up (the node answers in milliseconds).
+CALL_TIMEOUT_SECONDS = 30.0
+
+
+def new_key() -> str:
+    return str(uuid.uuid4())
+
+
+_RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN", "INTERNAL", "CANCELLED"}
+
+
+def error_reason(e: grpc.RpcError) -> str:
+    """The google.rpc.ErrorInfo reason the node attached, if any."""
+    try:
+        from google.rpc import error_details_pb2
+        from grpc_status import rpc_status
+
+        status = rpc_status.from_call(e)
+    except Exception:  # details are optional; the status code suffices
+        return ""
+    if status is None:
+        return ""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+def describe_rpc_error(e: grpc.RpcError, address: str, idempotency_key: str = "") -> str:
+    """One line: the status code's name, the node's message, and what to do."""
+    if not isinstance(e, grpc.Call):
+        return f"the call to the node at {address} failed: {e}"
+    code = e.code()
+    name = code.name if code is not None else "UNKNOWN"
+    details = " ".join((e.details() or "").split())
+    if code is grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower()
+                                                 or "dns" in details.lower()):
+        message = (f"UNAVAILABLE: cannot reach the node at {address} (is `timebank node serve` "
+                   f"running there? set --node or TIMEBANK_NODE_ADDRESS): {details}")
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = (f"DEADLINE_EXCEEDED: the node at {address} did not answer within "
+                   f"{CALL_TIMEOUT_SECONDS:g} s")
+    else:
+        message = f"{name}: {details or 'no details'}"
+        reason = error_reason(e)
+        if reason and reason != name:
+            message += f" [{reason}]"
+    if idempotency_key and name in _RETRYABLE:
+        message += (f" — it is safe to retry: repeat the command with "
+                    f"--idempotency-key {idempotency_key}")
+    return message
+
+
+class NodeClient:
+    """A plaintext gRPC connection to one node's NodeService."""
+
+    def __init__(self, address: str, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+        if not address.strip():
+            fail("the node address is empty; use --node HOST:PORT")
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        self.stub = node_pb2_grpc.NodeServiceStub(self._channel)
+        self._names: dict[int, str] = {}
+
+    def call(self, method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req,
+             idempotency_key: str = "") -> Resp:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise CliError(describe_rpc_error(e, self.address, idempotency_key)) from None
+
+    def name_of(self, person_id: int) -> str:
+        """A person's name for display; empty if it cannot be read."""
+        if not person_id:
+            return ""
+        if person_id not in self._names:
+            try:
+                person = self.stub.GetPerson(node_pb2.GetPersonRequest(person_id=person_id),
+                                             timeout=self.timeout)
+                self._names[person_id] = person.name
+            except grpc.RpcError:
+                return ""
+        return self._names[person_id]
+
+    def remember(self, person: node_pb2.Person) -> None:
+        self._names[person.id] = person.name
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def connect(address: str) -> Iterator[NodeClient]:
+    client = NodeClient(address)
+    try:
+        yield client
+    finally:
+        client.close()

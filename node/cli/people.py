@@ -1,0 +1,162 @@
+"""People: service points, staff, enrolment, one person, family and proxy links."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from node.cli.client import DEFAULT_NODE_ADDRESS, connect, new_key
+from node.cli.common import (
+    INT64_MAX,
+    AsJson,
+    IdempotencyKey,
+    NodeAddress,
+    PersonId,
+    echo,
+    guarded,
+    print_json,
+)
+from node.cli.render import link_name, render_person, to_json, who
+from timebank.v1 import node_pb2
+
+
+class Kind(StrEnum):
+    individual = "individual"
+    group = "group"
+
+
+class Relation(StrEnum):
+    spouse = "spouse"
+    parent = "parent"
+    child = "child"
+    sibling = "sibling"
+    grandparent = "grandparent"
+    grandchild = "grandchild"
+    proxy = "proxy"
+
+
+PERSON_KINDS = {Kind.individual: node_pb2.PERSON_KIND_INDIVIDUAL,
+                Kind.group: node_pb2.PERSON_KIND_GROUP}
+LINK_KINDS = {Relation.spouse: node_pb2.LINK_KIND_SPOUSE,
+              Relation.parent: node_pb2.LINK_KIND_PARENT,
+              Relation.child: node_pb2.LINK_KIND_CHILD,
+              Relation.sibling: node_pb2.LINK_KIND_SIBLING,
+              Relation.grandparent: node_pb2.LINK_KIND_GRANDPARENT,
+              Relation.grandchild: node_pb2.LINK_KIND_GRANDCHILD,
+              Relation.proxy: node_pb2.LINK_KIND_PROXY}
+
+service_point_app = typer.Typer(help="Service points (社区服务点).", no_args_is_help=True)
+staff_app = typer.Typer(help="Service-point staff (服务点工作人员).", no_args_is_help=True)
+
+
+@service_point_app.command("add")
+@guarded
+def service_point_add(
+    code: Annotated[str, typer.Option("--code", help="A short ASCII code, e.g. JN-DS-01.")],
+    name: Annotated[str, typer.Option("--name", help="e.g. 东山街道佛城西路社区服务点")],
+    street: Annotated[str, typer.Option("--street", help="The street (街道).")] = "",
+    node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
+    as_json: AsJson = False,
+) -> None:
+    """Register a service point."""
+    key = key or new_key()
+    with connect(node) as client:
+        point = client.call(client.stub.RegisterServicePoint, node_pb2.RegisterServicePointRequest(
+            idempotency_key=key, code=code, name=name, street=street), key)
+    if as_json:
+        print_json(to_json(point))
+        return
+    street_text = f" ({escape(point.street)})" if point.street else ""
+    echo(f"Registered service point [bold]{point.id}[/]: {escape(point.code)} "
+         f"{escape(point.name)}{street_text}")
+
+
+@staff_app.command("add")
+@guarded
+def staff_add(
+    name: Annotated[str, typer.Option("--name")],
+    service_point: Annotated[int, typer.Option("--service-point", metavar="ID", min=1,
+                                               max=INT64_MAX)],
+    node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
+    as_json: AsJson = False,
+) -> None:
+    """Register a staff member of a service point."""
+    key = key or new_key()
+    with connect(node) as client:
+        staff = client.call(client.stub.RegisterStaff, node_pb2.RegisterStaffRequest(
+            idempotency_key=key, name=name, service_point_id=service_point), key)
+    if as_json:
+        print_json(to_json(staff))
+        return
+    echo(f"Registered staff member [bold]{staff.id}[/]: {escape(staff.name)} at service point "
+         f"{staff.service_point_id}")
+
+
+@guarded
+def enrol(
+    name: Annotated[str, typer.Option("--name", help="The person's or group's name.")],
+    id_number: Annotated[str, typer.Option(
+        "--id-number", metavar="NUMBER",
+        help="Individuals: the 18-character ID card number. Groups: the unified social "
+             "credit code. Stays on this node.")],
+    kind: Annotated[Kind, typer.Option("--kind", help="individual (个人) or group (团体).")
+                    ] = Kind.individual,
+    priority: Annotated[bool, typer.Option(
+        "--priority", help="A priority elder (重点空巢独居老人).")] = False,
+    phone: Annotated[str, typer.Option("--phone")] = "",
+    service_point: Annotated[int, typer.Option("--service-point", metavar="ID", min=0,
+                                               max=INT64_MAX)] = 0,
+    node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
+    as_json: AsJson = False,
+) -> None:
+    """Enrol a volunteer, an elder or a group (one account per person)."""
+    key = key or new_key()
+    with connect(node) as client:
+        person = client.call(client.stub.EnrolPerson, node_pb2.EnrolPersonRequest(
+            idempotency_key=key, kind=PERSON_KINDS[kind],
+            name=name, id_number=id_number, phone=phone, priority=priority,
+            service_point_id=service_point), key)
+    if as_json:
+        print_json(to_json(person))
+        return
+    echo(render_person(person, f"enrolled person {person.id}"))
+
+
+@guarded
+def person_show(person_id: PersonId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
+                as_json: AsJson = False) -> None:
+    """Show one person."""
+    with connect(node) as client:
+        person = client.call(client.stub.GetPerson, node_pb2.GetPersonRequest(person_id=person_id))
+    if as_json:
+        print_json(to_json(person))
+    else:
+        echo(render_person(person))
+
+
+@guarded
+def link(
+    person_id: PersonId,
+    other_id: Annotated[int, typer.Argument(min=1, max=INT64_MAX, metavar="OTHER_ID")],
+    relation: Annotated[Relation, typer.Option(
+        "--as", help="What OTHER is to PERSON: `link 1 2 --as parent` records that person 2 "
+                     "is person 1's parent (and 1 is 2's child).")],
+    staff: Annotated[int, typer.Option("--staff", metavar="ID", min=0, max=INT64_MAX,
+                                       help="The staff member recording the link.")] = 0,
+    node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
+    as_json: AsJson = False,
+) -> None:
+    """Link two people as family or proxy (委托人)."""
+    key = key or new_key()
+    with connect(node) as client:
+        result = client.call(client.stub.LinkPeople, node_pb2.LinkPeopleRequest(
+            idempotency_key=key, person_id=person_id, other_id=other_id,
+            kind=LINK_KINDS[relation], staff_id=staff), key)
+        if as_json:
+            print_json(to_json(result))
+            return
+        echo(f"Linked: {who(client, result.other_id)} is {who(client, result.person_id)}'s "
+             f"[bold]{link_name(result.kind)}[/]")
