@@ -15,6 +15,7 @@ from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
+from timebank import keys
 
 CONFIG_NAME = "node.toml"
 
@@ -67,8 +68,33 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
     config = load_config(config_path)
     if config.node_id != node_id:
         raise ConfigError(f"{config_path} is for node {config.node_id}, not {node_id}")
+    ensure_signing_key(config)
     migrate_and_initialise(config)
     return config_path
+
+
+def ensure_signing_key(config: NodeConfig) -> bool:
+    """Create the node's Ed25519 signing key if it has none; return whether it was created.
+
+    The bureau admits the node by its public key; the seed never leaves this file.
+    """
+    try:
+        if config.signing_key_file.exists():
+            keys.read_seed(config.signing_key_file)  # refuses a damaged or exposed key file
+            return False
+        keys.write_seed(config.signing_key_file, keys.generate())
+    except keys.KeyFileError as e:
+        raise ConfigError(str(e)) from None
+    return True
+
+
+def signing_identity(config: NodeConfig) -> tuple[str, str]:
+    """The node's key id and public key (hex), for the bureau's admission."""
+    try:
+        public = keys.public_key(keys.read_seed(config.signing_key_file))
+    except keys.KeyFileError as e:
+        raise ConfigError(str(e)) from None
+    return keys.key_id(public), public.hex()
 
 
 def migrate_and_initialise(config: NodeConfig) -> None:

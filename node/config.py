@@ -27,6 +27,7 @@ class NodeConfig:
     database_url: str
     policy_file: Path
     city_secret_file: Path
+    signing_key_file: Path  # the node's Ed25519 seed (mode 0600): it signs to the clearinghouse
     listen: str = "127.0.0.1:7443"
     metrics_listen: str = ""
     max_message_bytes: int = 65536
@@ -43,7 +44,7 @@ class NodeConfig:
 
 _FIELDS: dict[str, dict[str, type]] = {
     "node": {"node_id": str, "district": str, "data_dir": str, "database_url": str,
-             "policy_file": str, "city_secret_file": str},
+             "policy_file": str, "city_secret_file": str, "signing_key_file": str},
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
     "log": {"level": str, "format": str},
 }
@@ -97,6 +98,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         database_url=str(values.get("node.database_url", "")),
         policy_file=path_of("node.policy_file"),
         city_secret_file=path_of("node.city_secret_file"),
+        signing_key_file=(path_of("node.signing_key_file") if values.get("node.signing_key_file")
+                          else path_of("node.data_dir") / "node.key"),
         listen=str(values.get("server.listen", "127.0.0.1:7443")),
         metrics_listen=str(values.get("server.metrics_listen", "")),
         max_message_bytes=int(str(values.get("server.max_message_bytes", 65536))),
@@ -129,6 +132,7 @@ data_dir = "."
 database_url = {q(database_url)}
 policy_file = "policy.toml"
 city_secret_file = "city-secret"
+signing_key_file = "node.key"
 
 [server]
 listen = {q(listen)}

@@ -70,7 +70,13 @@ def init_command(
              "describes (e.g. /etc/timebank/node.toml).")] = None,
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
-    from node.bootstrap import CONFIG_NAME, init_data_dir, migrate_and_initialise, read_policy
+    from node.bootstrap import (
+        CONFIG_NAME,
+        ensure_signing_key,
+        init_data_dir,
+        migrate_and_initialise,
+        read_policy,
+    )
 
     if config_file is not None:
         if data_dir is not None or node_id or district or database_url or policy is not None:
@@ -78,8 +84,9 @@ def init_command(
                  "--node-id, --district, --database-url and --policy")
         config = _load(config_file)
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key_created = ensure_signing_key(config)
         migrate_and_initialise(config)
-        _print_initialised(config, config_file, created=set())
+        _print_initialised(config, config_file, created={"key"} if key_created else set())
         return
     if data_dir is None:
         fail("say where the node lives: --data-dir DIR (with --node-id and --district), "
@@ -96,7 +103,8 @@ def init_command(
             load_policy(policy_text)
         except PolicyError as e:
             fail(f"{policy}: {e}")
-    names = {CONFIG_NAME: "config", "policy.toml": "policy", "city-secret": "secret"}
+    names = {CONFIG_NAME: "config", "policy.toml": "policy", "city-secret": "secret",
+             "node.key": "key"}
     created = {label for name, label in names.items() if not (data_dir / name).exists()}
     try:
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
@@ -111,9 +119,10 @@ def init_command(
 
 
 def _print_initialised(config: NodeConfig, config_path: Path, created: set[str]) -> None:
-    from node.bootstrap import read_policy
+    from node.bootstrap import read_policy, signing_identity
 
     policy = read_policy(config.policy_file)
+    key_id, public_hex = signing_identity(config)
 
     def state(label: str) -> str:
         return "[green]created[/]" if label in created else "[dim]kept (already there)[/]"
@@ -125,6 +134,9 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
     grid.add_row("policy", f"{config.policy_file}  {state('policy')}")
     grid.add_row("policy sha256", policy.digest)
     grid.add_row("city secret", f"{config.city_secret_file}  {state('secret')} (mode 0600)")
+    grid.add_row("signing key", f"{config.signing_key_file}  {state('key')} (mode 0600)")
+    grid.add_row("key id", key_id)
+    grid.add_row("public key", public_hex)
     grid.add_row("database", _masked(config.effective_database_url))
     grid.add_row("schema", str(_schema_revision(config.effective_database_url)))
     grid.add_row("listen", config.listen)
@@ -134,6 +146,8 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
              "In a real city, replace it with the secret issued by the civil-affairs bureau "
              "before enrolling anyone: every node must hold the same secret, or the same person "
              "gets different PersonRefs in different districts.")
+    echo("The bureau admits this node to the city by its public key above (key id "
+         f"{key_id}); the key file itself never leaves this machine.")
     echo(f"Next: [bold]timebank node serve --config {config_path}[/]")
 
 
