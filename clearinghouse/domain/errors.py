@@ -50,5 +50,11 @@ class ResourceExhausted(ClearinghouseError):
     status = "RESOURCE_EXHAUSTED"
 
 
+class Unavailable(ClearinghouseError):
+    """The database is busy or unreachable: the request may succeed if retried."""
+
+    status = "UNAVAILABLE"
+
+
 class InvariantViolation(AssertionError):
     """A rule that must always hold did not: a bug, never a user's mistake."""

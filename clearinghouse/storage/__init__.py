@@ -1,0 +1,1 @@
+"""The clearinghouse's storage: engines, typed models, migrations, the repository."""

@@ -1,0 +1,196 @@
+"""The clearinghouse's tables. Alembic migrations (clearinghouse/migrations) own the
+schema; these typed models describe it, and ``alembic check`` fails if the two drift.
+
+Every signed message is kept as the envelope bytes received (a serialised
+``timebank.v1.Envelope``), so that anyone can check the original signature later.
+Every constraint is named so migrations stay stable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC, always returned timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("refusing a naive datetime: times are stored as UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Meta(Base):
+    """Facts about this clearinghouse fixed at init (city, schema facts)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class WriteLock(Base):
+    """One row, seeded by the first migration; on PostgreSQL every writer locks it first."""
+
+    __tablename__ = "write_lock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class Admission(Base):
+    """A district node admitted by the bureau, with its current key.
+
+    ``certificate`` is the city-signed admission envelope as received. A revoked key
+    keeps its row (``revoked_at`` and the bureau's ``revocation`` envelope) until a
+    certificate with a higher serial rotates it into ``retired_keys``.
+    """
+
+    __tablename__ = "admissions"
+    node_id: Mapped[str] = mapped_column(String(6), primary_key=True)
+    district: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    serial: Mapped[int] = mapped_column(BigInteger)
+    certificate: Mapped[bytes] = mapped_column(LargeBinary)
+    admitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revocation: Mapped[bytes | None] = mapped_column(LargeBinary)
+    __table_args__ = (
+        CheckConstraint("serial >= 1", name="serial_positive"),
+        CheckConstraint("(revoked_at IS NULL) = (revocation IS NULL)", name="revoked_with_act"),
+    )
+
+
+class RetiredKey(Base):
+    """A node key replaced by a certificate with a higher serial: revoked for ever.
+
+    ``revocation`` is the bureau's revocation envelope when one was received; a key
+    retired only by rotation has none.
+    """
+
+    __tablename__ = "retired_keys"
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    serial: Mapped[int] = mapped_column(BigInteger)
+    certificate: Mapped[bytes] = mapped_column(LargeBinary)
+    admitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revocation: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class DirectoryEntry(Base):
+    """PersonRef → home node, and the home node's signed registration as received."""
+
+    __tablename__ = "directory"
+    person_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    home_node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), index=True)
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    registration: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ClaimRow(Base):
+    """A claim between two districts and the signed envelopes that moved it.
+
+    Kind, state and reason hold the values of ``clearinghouse.domain.claims``'
+    ClaimKind, ClaimState and RejectReason. ``posted_minutes`` is set exactly when
+    completed (the domain's Claim checks it whenever a row is loaded).
+    """
+
+    __tablename__ = "claims"
+    claim_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    creditor: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"))
+    debtor: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"))
+    payer_ref: Mapped[str] = mapped_column(String(64))
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    posted_minutes: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    proposal: Mapped[bytes] = mapped_column(LargeBinary)
+    decision: Mapped[bytes | None] = mapped_column(LargeBinary)
+    finish: Mapped[bytes | None] = mapped_column(LargeBinary)
+    __table_args__ = (
+        CheckConstraint("kind IN ('redemption', 'move')", name="kind"),
+        CheckConstraint(
+            "state IN ('proposed', 'accepted', 'completed', 'voided', 'rejected', 'expired')",
+            name="state",
+        ),
+        CheckConstraint("creditor <> debtor", name="not_self"),
+        CheckConstraint("minutes > 0", name="minutes_positive"),
+        Index("ix_claims_state_expires_at", "state", "expires_at"),
+        Index("ix_claims_debtor_state", "debtor", "state"),
+        Index("ix_claims_creditor_state", "creditor", "state"),
+    )
+
+
+class Position(Base):
+    """A node's running net position (+ owed to it, − it owes) and its net debit limit."""
+
+    __tablename__ = "positions"
+    node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), primary_key=True)
+    net_minutes: Mapped[int] = mapped_column(BigInteger)
+    net_debit_limit_minutes: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (CheckConstraint("net_debit_limit_minutes >= 0", name="limit_not_negative"),)
+
+
+class Delivery(Base):
+    """A signed ``delivery`` envelope queued for a node, in its own sequence from 1."""
+
+    __tablename__ = "deliveries"
+    node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+
+
+class Ack(Base):
+    """The last delivery sequence number a node acknowledged (everything up to it applied)."""
+
+    __tablename__ = "acks"
+    node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), primary_key=True)
+    acked_seq: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (CheckConstraint("acked_seq >= 0", name="acked_not_negative"),)

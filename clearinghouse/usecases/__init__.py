@@ -1,0 +1,1 @@
+"""The clearinghouse's use-cases: each one database transaction (see ``app.py``)."""

@@ -1,0 +1,66 @@
+"""Signed envelopes on the wire and in storage: ``timebank.v1.Envelope`` bytes.
+
+The clearinghouse stores every signed message as the serialised Envelope it received.
+Converting a :class:`Signed` to those bytes keeps the body bytes exactly as signed, so
+the stored envelope verifies again later; nothing under a signature is re-encoded.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+
+from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
+from timebank.envelope import EnvelopeError, Reason, Signed
+from timebank.v1 import clearing_pb2
+
+M = TypeVar("M", bound=ProtoMessage)
+
+
+def to_bytes(envelope: Signed) -> bytes:
+    """The serialised ``timebank.v1.Envelope`` carrying ``envelope``."""
+    return clearing_pb2.Envelope(
+        kind=envelope.kind, body=envelope.body, signer=envelope.signer,
+        key_id=envelope.key_id, signature=envelope.signature,
+    ).SerializeToString(deterministic=True)
+
+
+def from_bytes(data: bytes) -> Signed:
+    """A stored or received ``timebank.v1.Envelope``, its fields' shapes checked."""
+    try:
+        message = clearing_pb2.Envelope.FromString(data)
+    except DecodeError:
+        raise InvalidArgument("the envelope is not a timebank.v1.Envelope",
+                              "MALFORMED_ENVELOPE") from None
+    try:
+        return Signed(message.kind, message.body, message.signer, message.key_id,
+                      message.signature)
+    except EnvelopeError as e:
+        raise refused(e) from None
+
+
+def refused(error: EnvelopeError) -> InvalidArgument | PermissionDenied:
+    """The use-case error for an envelope that failed a check: its shape is the sender's
+    mistake (INVALID_ARGUMENT); a signature or key that does not hold is PERMISSION_DENIED.
+    The reason is the envelope check's own code (BAD_SIGNATURE, REVOKED_KEY …)."""
+    if error.reason in (Reason.MALFORMED, Reason.OVERSIZED):
+        return InvalidArgument(f"the envelope was refused: {error.message}", error.reason.value)
+    return PermissionDenied(f"the envelope was refused: {error.message}", error.reason.value)
+
+
+def check_kind(envelope: Signed, kind: str) -> None:
+    if envelope.kind != kind:
+        raise InvalidArgument(
+            f"expected a {kind!r} envelope, got {envelope.kind[:64]!r}", "WRONG_KIND")
+
+
+def parse(message_type: type[M], body: bytes, kind: str) -> M:
+    """Parse a verified body; a body that is not a ``message_type`` is INVALID_ARGUMENT."""
+    try:
+        return message_type.FromString(body)
+    except DecodeError:
+        raise InvalidArgument(
+            f"the body of this {kind!r} envelope is not a {message_type.__name__}",
+            "MALFORMED_BODY") from None

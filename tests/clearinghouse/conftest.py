@@ -1,0 +1,165 @@
+"""Clearinghouse fixtures: every storage test runs on SQLite and on a real PostgreSQL.
+
+The same pattern as tests/conftest.py, for the clearinghouse's own schema: PostgreSQL
+tests get a fresh database made from a migrated template and drop it afterwards. With
+TIMEBANK_REQUIRE_POSTGRES=1 (as in CI) an unreachable PostgreSQL fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from nacl.signing import SigningKey
+from sqlalchemy import Engine, create_engine, select, text
+
+from clearinghouse.domain.errors import ClearinghouseError
+from clearinghouse.storage import migrate
+from clearinghouse.storage.db import Database
+from clearinghouse.storage.schema import Base
+from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.clock import ManualClock
+from timebank.envelope import CITY, Signed, sign
+from timebank.keys import public_key
+from timebank.v1 import clearing_pb2
+
+PG_ADMIN_URL = os.environ.get(
+    "TIMEBANK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("TIMEBANK_REQUIRE_POSTGRES") == "1"
+
+
+def _pg_url(database: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
+
+
+def _admin() -> Engine:
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def ch_pg_template() -> Iterator[str | None]:
+    """A migrated clearinghouse template database, or None when PostgreSQL is unreachable."""
+    try:
+        admin = _admin()
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as e:  # any failure means "no PostgreSQL here"
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required (TIMEBANK_REQUIRE_POSTGRES=1) but unreachable "
+                        f"at {PG_ADMIN_URL}: {e}")
+        yield None
+        return
+    name = f"tb_chtpl_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(_pg_url(name))
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def ch_pg_url(ch_pg_template: str | None) -> Iterator[str]:
+    """A fresh, migrated clearinghouse PostgreSQL database for one test."""
+    if ch_pg_template is None:
+        pytest.skip("PostgreSQL is not reachable (set TIMEBANK_REQUIRE_POSTGRES=1 to fail)")
+    name = f"tb_ch_{uuid.uuid4().hex[:16]}"
+    admin = _admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{ch_pg_template}"'))
+    yield _pg_url(name)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ch_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated clearinghouse database URL, once per storage engine."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'clearinghouse.sqlite3'}"
+        db = Database(url)
+        migrate.upgrade(db.writer)
+        db.dispose()
+        return url
+    pg_url: str = request.getfixturevalue("ch_pg_url")
+    return pg_url
+
+
+@pytest.fixture
+def ch_clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def ch_app(ch_db_url: str, ch_clock: ManualClock) -> Iterator[ClearinghouseApp]:
+    db = Database(ch_db_url)
+    yield ClearinghouseApp(db, ch_clock)
+    db.dispose()
+
+
+def snapshot(app: ClearinghouseApp) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every clearinghouse table, to show a refusal changed nothing."""
+    with app.db.read() as conn:
+        return {table.name: sorted(tuple(row) for row in conn.execute(select(table)))
+                for table in Base.metadata.sorted_tables}
+
+
+# signed messages ---------------------------------------------------------------------
+
+CITY_KEY = SigningKey(bytes(range(32)))
+CITY_PUBLIC = public_key(CITY_KEY)
+
+
+def node_key(node_id: str, generation: int = 0) -> SigningKey:
+    """A deterministic key per node and key generation (tests only)."""
+    return SigningKey(f"{node_id}/{generation}".encode().ljust(32, b"."))
+
+
+def stamp(at: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def certificate(node_id: str, district: str, key: SigningKey | bytes, serial: int = 1, *,
+                not_before: datetime | None = None, signer_key: SigningKey = CITY_KEY,
+                kind: str = "admission") -> Signed:
+    pk = key if isinstance(key, bytes) else public_key(key)
+    body = clearing_pb2.AdmissionCertificate(node_id=node_id, district=district,
+                                             public_key=pk, serial=serial)
+    if not_before is not None:
+        body.not_before.CopyFrom(stamp(not_before))
+    return sign(kind, body.SerializeToString(), CITY, signer_key)
+
+
+def revocation(node_id: str, key_id: str, reason: str = "key compromised", *,
+               signer_key: SigningKey = CITY_KEY) -> Signed:
+    body = clearing_pb2.Revocation(node_id=node_id, key_id=key_id, reason=reason)
+    return sign("revocation", body.SerializeToString(), CITY, signer_key)
+
+
+def registration(person_ref: str, home: str, signer: str, key: SigningKey, *,
+                 kind: str = "directory.register") -> Signed:
+    body = clearing_pb2.DirectoryRegistration(person_ref=person_ref, home_node_id=home)
+    return sign(kind, body.SerializeToString(), signer, key)
+
+
+def refused(app: ClearinghouseApp, fn: Callable[..., object], *args: object,
+            ) -> ClearinghouseError:
+    """Run a use-case that must be refused; check it changed no row, return the error."""
+    before = snapshot(app)
+    with pytest.raises(ClearinghouseError) as caught:
+        app.execute(fn, *args)
+    assert snapshot(app) == before
+    return caught.value
