@@ -1,4 +1,5 @@
-"""The one `timebank` command: ``timebank node ...`` for a district, ``timebank demo``.
+"""The one `timebank` command: ``timebank node ...`` for a district, ``timebank
+clearinghouse ...`` for the city bureau, ``timebank demo``.
 
 ``main()`` is the console script. It makes stdout and stderr UTF-8 (Chinese names print
 on any locale), runs the command, and turns every error an operator can act on into one
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from node.cli import describe_error, guarded, print_error
 
@@ -28,12 +30,13 @@ _CLICK_EXCEPTION: type[Exception] = next(
 app = typer.Typer(
     name="timebank",
     help="District time banks (时间银行) that work as one city: run a district node, operate "
-         "it, or watch a demo of one district's story.",
+         "it, run the city's clearinghouse, or watch a demo of one district's story.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(node_cli.app, name="node")
+app.add_typer(clearinghouse_cli.app, name="clearinghouse")
 
 
 @app.command("demo")

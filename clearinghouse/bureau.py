@@ -1,0 +1,44 @@
+"""The bureau's own signing acts: admission certificates and revocations.
+
+Both are signed by the city root key (signer ``city``) over a ``timebank.v1`` body, as
+ADR 0003 and 0005 fix. The clearinghouse checks them with ``usecases.admission``; this
+module only makes them, so it needs the root key, which a real city keeps offline.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from clearinghouse.usecases.admission import ADMISSION, REVOCATION
+from timebank.envelope import CITY, Signed, sign
+from timebank.keys import SigningKey
+from timebank.v1 import clearing_pb2
+
+
+def _timestamp(at: datetime) -> Timestamp:
+    if at.tzinfo is None:
+        raise ValueError("refusing a naive datetime: times are signed as UTC")
+    stamp = Timestamp()
+    stamp.FromDatetime(at.astimezone(UTC))
+    return stamp
+
+
+def issue_admission(city_key: SigningKey, node_id: str, district: str, public_key: bytes,
+                    serial: int, not_before: datetime) -> Signed:
+    """A city-signed ``admission`` certificate binding node id, district and node key."""
+    body = clearing_pb2.AdmissionCertificate(
+        node_id=node_id, district=district, public_key=public_key, serial=serial,
+        not_before=_timestamp(not_before),
+    ).SerializeToString(deterministic=True)
+    return sign(ADMISSION, body, CITY, city_key)
+
+
+def issue_revocation(city_key: SigningKey, node_id: str, key_id: str, reason: str,
+                     at: datetime) -> Signed:
+    """A city-signed ``revocation`` of one node key, for ever."""
+    body = clearing_pb2.Revocation(
+        node_id=node_id, key_id=key_id, reason=reason, at=_timestamp(at),
+    ).SerializeToString(deterministic=True)
+    return sign(REVOCATION, body, CITY, city_key)

@@ -1,0 +1,123 @@
+"""The clearinghouse's configuration: a TOML file, each setting overridable by environment.
+
+``clearinghouse.toml`` has one table, ``[clearinghouse]``; ``TIMEBANK_CLEARINGHOUSE_<KEY>``
+overrides ``key`` (e.g. TIMEBANK_CLEARINGHOUSE_DATABASE_URL). Relative paths are taken
+from the file's folder. Unknown tables or settings are refused, so a misspelt setting
+never silently falls back to its default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from clearinghouse.storage.db import sqlite_url
+
+CONFIG_NAME = "clearinghouse.toml"
+SECTION = "clearinghouse"
+DEFAULT_LISTEN = "127.0.0.1:7400"
+DEFAULT_CITY_KEY_FILE = "city-root.key"
+DEFAULT_SIGNING_KEY_FILE = "clearinghouse.key"
+_FIELDS = ("data_dir", "database_url", "listen", "city_key_file", "signing_key_file")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClearinghouseConfig:
+    data_dir: Path
+    database_url: str
+    city_key_file: Path  # the city root key's seed (mode 0600); offline in a real city
+    signing_key_file: Path  # the clearinghouse's own Ed25519 seed (mode 0600)
+    listen: str = DEFAULT_LISTEN
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> ClearinghouseConfig:
+    """Read ``clearinghouse.toml`` (with environment overrides); ConfigError says what is wrong."""
+    environ = os.environ if environ is None else environ
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration file at {path}; run `timebank clearinghouse init`") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; give the clearinghouse.toml in it") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    unknown_tables = set(doc) - {SECTION}
+    if unknown_tables:
+        raise ConfigError(f"{path}: unknown settings {', '.join(sorted(unknown_tables))}; "
+                          f"everything lives in the [{SECTION}] table")
+    table = doc.get(SECTION, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{SECTION}] must be a table")
+    unknown = set(table) - set(_FIELDS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings in [{SECTION}]: "
+                          f"{', '.join(sorted(unknown))} (known: {', '.join(_FIELDS)})")
+    values: dict[str, str] = {}
+    for key in _FIELDS:
+        value: object = table.get(key)
+        env = environ.get(f"TIMEBANK_CLEARINGHOUSE_{key.upper()}")
+        if env is not None:
+            value = env
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"[{SECTION}] {key} must be a string")
+        if value is not None:
+            values[key] = value
+    base = path.resolve().parent
+
+    def path_of(key: str, default: str | None = None) -> Path:
+        raw = values.get(key) or default
+        if not raw:
+            raise ConfigError(f"the setting [{SECTION}] {key} is required")
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else base / p
+
+    data_dir = path_of("data_dir")
+    listen = values.get("listen") or DEFAULT_LISTEN
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"[{SECTION}] listen must be HOST:PORT, not {listen!r}")
+
+    def key_file(key: str, default: str) -> Path:
+        raw = Path(values.get(key) or default).expanduser()
+        return raw if raw.is_absolute() else (base / raw if key in values else data_dir / raw)
+
+    return ClearinghouseConfig(
+        data_dir=data_dir,
+        database_url=values.get("database_url", ""),
+        city_key_file=key_file("city_key_file", DEFAULT_CITY_KEY_FILE),
+        signing_key_file=key_file("signing_key_file", DEFAULT_SIGNING_KEY_FILE),
+        listen=listen,
+    )
+
+
+def render_config(database_url: str, listen: str = DEFAULT_LISTEN) -> str:
+    """The clearinghouse.toml that `timebank clearinghouse init` writes into its data directory."""
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return f"""# Written by `timebank clearinghouse init`.
+# Each setting can be overridden by TIMEBANK_CLEARINGHOUSE_<KEY>; relative paths are
+# taken from this file's folder.
+[{SECTION}]
+data_dir = "."
+database_url = {q(database_url)}
+listen = {q(listen)}
+# The city root key signs admissions and revocations. In a real city it is kept
+# offline by the bureau; only `admit` and `revoke` need it.
+city_key_file = {q(DEFAULT_CITY_KEY_FILE)}
+signing_key_file = {q(DEFAULT_SIGNING_KEY_FILE)}
+"""
