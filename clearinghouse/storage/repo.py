@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, or_, select, update
 
-from clearinghouse.domain.errors import InvariantViolation
+from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
+from clearinghouse.domain.errors import ClearinghouseError, InvariantViolation
 from clearinghouse.storage import schema as s
 
 ADMISSIONS = cast(Table, s.Admission.__table__)
@@ -19,6 +20,10 @@ RETIRED = cast(Table, s.RetiredKey.__table__)
 DIRECTORY = cast(Table, s.DirectoryEntry.__table__)
 POSITIONS = cast(Table, s.Position.__table__)
 ACKS = cast(Table, s.Ack.__table__)
+CLAIMS = cast(Table, s.ClaimRow.__table__)
+DELIVERIES = cast(Table, s.Delivery.__table__)
+#: The states in which a claim is open (counts against limits, may expire).
+OPEN_STATES = tuple(state.value for state in ClaimState if state.open)
 META = cast(Table, s.Meta.__table__)
 
 
@@ -59,6 +64,30 @@ class DirectoryRecord:
     home_node_id: str
     registered_at: datetime
     registration: bytes  # the home node's signed envelope as received
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRecord:
+    """A claim and the signed envelopes that moved it, each as received."""
+
+    claim: Claim
+    proposal: bytes
+    decision: bytes | None = None
+    finish: bytes | None = None
+
+
+def _claim(row: Any) -> ClaimRecord:
+    try:
+        claim = Claim(
+            claim_id=row.claim_id, kind=ClaimKind(row.kind), creditor=row.creditor,
+            debtor=row.debtor, person_ref=row.payer_ref, minutes=int(row.minutes),
+            created_at=row.created_at, expires_at=row.expires_at, state=ClaimState(row.state),
+            reason=None if row.reason is None else RejectReason(row.reason),
+            updated_at=row.updated_at,
+            posted_minutes=None if row.posted_minutes is None else int(row.posted_minutes))
+    except (ClearinghouseError, ValueError) as e:
+        raise InvariantViolation(f"stored claim {row.claim_id} is not a valid claim: {e}") from e
+    return ClaimRecord(claim, row.proposal, row.decision, row.finish)
 
 
 def _admission(row: Any) -> AdmissionRecord:
@@ -179,3 +208,119 @@ class Repo:
                                        POSITIONS.c.net_debit_limit_minutes)
                                 .where(POSITIONS.c.node_id == node_id)).first()
         return None if row is None else (int(row[0]), int(row[1]))
+
+    def net_positions(self) -> dict[str, int]:
+        """Every admitted node's running net position."""
+        rows = self.conn.execute(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes))
+        return {row[0]: int(row[1]) for row in rows}
+
+    def move_position(self, creditor: str, debtor: str, minutes: int) -> None:
+        """A completed claim: the creditor is owed ``minutes`` more, the debtor owes them."""
+        for node_id, delta in ((creditor, minutes), (debtor, -minutes)):
+            done = self.conn.execute(update(POSITIONS).where(POSITIONS.c.node_id == node_id)
+                                     .values(net_minutes=POSITIONS.c.net_minutes + delta))
+            if done.rowcount != 1:
+                raise InvariantViolation(f"node {node_id} has no position")
+
+    def set_net_debit_limit(self, node_id: str, minutes: int) -> None:
+        done = self.conn.execute(update(POSITIONS).where(POSITIONS.c.node_id == node_id)
+                                 .values(net_debit_limit_minutes=minutes))
+        if done.rowcount != 1:
+            raise InvariantViolation(f"node {node_id} has no position")
+
+    # claims ---------------------------------------------------------------------------
+
+    def claim(self, claim_id: str) -> ClaimRecord | None:
+        row = self.conn.execute(select(CLAIMS).where(CLAIMS.c.claim_id == claim_id)).first()
+        return None if row is None else _claim(row)
+
+    def insert_claim(self, record: ClaimRecord) -> None:
+        c = record.claim
+        self.conn.execute(insert(CLAIMS).values(
+            claim_id=c.claim_id, kind=c.kind.value, creditor=c.creditor, debtor=c.debtor,
+            payer_ref=c.person_ref, minutes=c.minutes, posted_minutes=c.posted_minutes,
+            state=c.state.value, reason=None if c.reason is None else c.reason.value,
+            created_at=c.created_at, expires_at=c.expires_at, updated_at=c.updated_at,
+            proposal=record.proposal, decision=record.decision, finish=record.finish))
+
+    def update_claim(self, before: Claim, after: Claim, *, decision: bytes | None = None,
+                     finish: bytes | None = None) -> None:
+        """Record a transition; the row must still be in ``before``'s state."""
+        values: dict[str, Any] = dict(
+            state=after.state.value, reason=None if after.reason is None else after.reason.value,
+            updated_at=after.updated_at, posted_minutes=after.posted_minutes)
+        if decision is not None:
+            values["decision"] = decision
+        if finish is not None:
+            values["finish"] = finish
+        done = self.conn.execute(update(CLAIMS).where(
+            CLAIMS.c.claim_id == before.claim_id, CLAIMS.c.state == before.state.value,
+        ).values(**values))
+        if done.rowcount != 1:
+            raise InvariantViolation(f"claim {before.claim_id} changed underneath")
+
+    def open_debits(self, node_id: str) -> int:
+        """The minutes of every open claim in which the node is the debtor (what
+        ``clearinghouse.domain.positions.open_debits`` sums), summed in the database."""
+        total = self.conn.execute(select(func.coalesce(func.sum(CLAIMS.c.minutes), 0)).where(
+            CLAIMS.c.debtor == node_id, CLAIMS.c.state.in_(OPEN_STATES))).scalar()
+        return int(total or 0)
+
+    def open_claim_count(self, node_id: str) -> int:
+        """How many open claims the node is a party to (creditor or debtor)."""
+        count = self.conn.execute(select(func.count()).select_from(CLAIMS).where(
+            or_(CLAIMS.c.creditor == node_id, CLAIMS.c.debtor == node_id),
+            CLAIMS.c.state.in_(OPEN_STATES))).scalar()
+        return int(count or 0)
+
+    def due_claims(self, now: datetime, limit: int) -> list[ClaimRecord]:
+        """Open claims whose deadline has come, earliest deadline first."""
+        rows = self.conn.execute(select(CLAIMS).where(
+            CLAIMS.c.state.in_(OPEN_STATES), CLAIMS.c.expires_at <= now,
+        ).order_by(CLAIMS.c.expires_at, CLAIMS.c.claim_id).limit(limit))
+        return [_claim(row) for row in rows]
+
+    def completed_claims(self) -> list[Claim]:
+        rows = self.conn.execute(select(CLAIMS).where(
+            CLAIMS.c.state == ClaimState.COMPLETED.value).order_by(CLAIMS.c.claim_id))
+        return [_claim(row).claim for row in rows]
+
+    def set_home(self, person_ref: str, home_node_id: str, evidence: bytes,
+                 now: datetime) -> None:
+        """A completed move: the person's home is now ``home_node_id``; ``evidence`` is
+        the new home's signed envelope that completed the move."""
+        done = self.conn.execute(update(DIRECTORY).where(DIRECTORY.c.person_ref == person_ref)
+                                 .values(home_node_id=home_node_id, registered_at=now,
+                                         registration=evidence))
+        if done.rowcount != 1:
+            raise InvariantViolation("a moved person has no directory entry")
+
+    # deliveries -----------------------------------------------------------------------
+
+    def last_delivery_seq(self, node_id: str) -> int:
+        last = self.conn.execute(select(func.max(DELIVERIES.c.seq))
+                                 .where(DELIVERIES.c.node_id == node_id)).scalar()
+        return int(last or 0)
+
+    def insert_delivery(self, node_id: str, seq: int, payload: bytes, now: datetime) -> None:
+        self.conn.execute(insert(DELIVERIES).values(node_id=node_id, seq=seq, envelope=payload,
+                                                    created_at=now))
+
+    def deliveries_after(self, node_id: str, after_seq: int, limit: int,
+                         ) -> list[tuple[int, bytes]]:
+        rows = self.conn.execute(
+            select(DELIVERIES.c.seq, DELIVERIES.c.envelope)
+            .where(DELIVERIES.c.node_id == node_id, DELIVERIES.c.seq > after_seq)
+            .order_by(DELIVERIES.c.seq).limit(limit))
+        return [(int(row[0]), bytes(row[1])) for row in rows]
+
+    def acked_seq(self, node_id: str) -> int | None:
+        value = self.conn.execute(select(ACKS.c.acked_seq)
+                                  .where(ACKS.c.node_id == node_id)).scalar()
+        return None if value is None else int(value)
+
+    def set_acked_seq(self, node_id: str, seq: int) -> None:
+        done = self.conn.execute(update(ACKS).where(
+            ACKS.c.node_id == node_id, ACKS.c.acked_seq <= seq).values(acked_seq=seq))
+        if done.rowcount != 1:
+            raise InvariantViolation(f"the acknowledgement of {node_id} would go backwards")

@@ -177,7 +177,12 @@ class Position(Base):
 
 
 class Delivery(Base):
-    """A signed ``delivery`` envelope queued for a node, in its own sequence from 1."""
+    """A message queued for a node, in its own sequence from 1.
+
+    ``envelope`` holds the serialised, *unsigned* ``timebank.v1.Delivery`` (seq,
+    recipient, the relayed envelope as received or the expired claim id, the claim's
+    state, the time); the gRPC layer signs it as a ``delivery`` envelope when it sends it.
+    """
 
     __tablename__ = "deliveries"
     node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), primary_key=True)

@@ -396,11 +396,14 @@ class ClaimFinish(_message.Message):
     COMPLETE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    POSTED_MINUTES_FIELD_NUMBER: _builtins.int
     claim_id: _builtins.str
     complete: _builtins.bool
     """false: void"""
     reason: Global___ClaimReason.ValueType
     """when voided"""
+    posted_minutes: _builtins.int
+    """complete: 1..held (a redemption recorded shorter); 0: all held"""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -410,10 +413,11 @@ class ClaimFinish(_message.Message):
         complete: _builtins.bool = ...,
         reason: Global___ClaimReason.ValueType = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        posted_minutes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claim_id", b"claim_id", "complete", b"complete", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claim_id", b"claim_id", "complete", b"complete", "posted_minutes", b"posted_minutes", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
