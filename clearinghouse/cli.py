@@ -2,7 +2,8 @@
 
 ``init`` creates the clearinghouse's data directory, keys and database; ``admit`` and
 ``revoke`` are the bureau's signing acts (the city root key signs, the clearinghouse
-checks and records); ``nodes`` lists the admitted district nodes.
+checks and records); ``nodes`` lists the admitted district nodes; ``serve`` runs the
+clearinghouse's gRPC service until SIGTERM.
 
 A refusal or an operator's mistake is one red line on stderr (status, message and
 reason code) and exit code 1, never a traceback. The clearinghouse never imports the
@@ -40,7 +41,7 @@ MAX_SERIAL = 2**63 - 1
 app = typer.Typer(
     name="clearinghouse",
     help="Run the city's clearinghouse (the civil-affairs bureau): init, admit and revoke "
-         "district nodes, list them.",
+         "district nodes, list them, serve.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -363,3 +364,24 @@ def nodes_command(
         table.add_row(a.node_id, escape(a.district), a.key_id, str(a.serial), _fmt(a, False),
                       f"[red]{_fmt(a, True)}[/]" if a.revoked else "-")
     echo(table)
+
+
+@app.command("serve")
+@guarded
+def serve_command(config_file: ConfigFile) -> None:
+    """Serve the clearinghouse over gRPC until SIGTERM or Ctrl-C.
+
+    Listens on the configuration's `listen` address (plaintext: keep it on loopback or
+    behind TLS), signs every receipt and delivery with the clearinghouse key, and
+    expires overdue claims every second.
+    """
+    from clearinghouse.api.server import serve_forever
+
+    config = load_config(config_file)
+
+    def ready(port: int) -> None:
+        host = config.listen.rpartition(":")[0]
+        echo(f"clearinghouse serving on {host}:{port} (Ctrl-C or SIGTERM to stop)")
+
+    serve_forever(config, on_ready=ready)
+    echo("clearinghouse stopped")

@@ -1,0 +1,1 @@
+"""The clearinghouse's gRPC layer: ``timebank.v1.ClearinghouseService``."""

@@ -1,0 +1,193 @@
+"""The ClearinghouseService servicer: envelopes in, use-case calls, signed envelopes out.
+
+Every request arrives as the bytes received (``handlers`` installs no deserializer), so
+a receipt's ``envelope_sha256`` is over exactly those bytes and a request that is not
+the expected message is INVALID_ARGUMENT (gRPC's own parser would answer INTERNAL).
+A node's envelope is verified, parsed and acted on in one transaction, with the key
+ring built inside it (``admission.key_ring``). Everything the clearinghouse sends a node
+(receipts, deliveries) is signed with the clearinghouse key. Errors become statuses in
+``clearinghouse.api.errors``; there are no business rules here.
+"""
+
+# ruff: noqa: N802 - rpc method names are the contract's (CamelCase), not ours to choose
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from nacl.signing import SigningKey
+
+from clearinghouse.api.errors import grpc_errors, grpc_stream_errors
+from clearinghouse.domain.claims import Claim
+from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
+from clearinghouse.usecases import admission, claims, directory, wire
+from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from timebank.envelope import CLEARINGHOUSE, Signed, sign
+from timebank.v1 import clearing_pb2 as pb
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ClearinghouseService"].full_name
+RECEIPT = "receipt"
+DELIVERY = "delivery"
+SUBSCRIBE = "subscribe"
+ACK = "ack"
+#: How often an open Subscribe looks for new deliveries, and how many it reads at once.
+POLL_SECONDS = 0.1
+DELIVERY_BATCH = 100
+
+M = TypeVar("M", bound=Message)
+
+_SUBMIT: dict[str, Callable[..., Any]] = {
+    directory.REGISTER: directory.register,
+    claims.PROPOSE: claims.propose,
+    claims.DECIDE: claims.decide,
+    claims.FINISH: claims.finish,
+}
+
+
+def _parse(message_type: type[M], raw: bytes) -> M:
+    try:
+        return message_type.FromString(raw)
+    except DecodeError:
+        raise InvalidArgument(f"the request is not a timebank.v1.{message_type.__name__}",
+                              "MALFORMED_REQUEST") from None
+
+
+def _envelope_pb(envelope: Signed) -> pb.Envelope:
+    return pb.Envelope(kind=envelope.kind, body=envelope.body, signer=envelope.signer,
+                       key_id=envelope.key_id, signature=envelope.signature)
+
+
+def _own(envelope: Signed, node_id: str, what: str) -> None:
+    if node_id != envelope.signer:
+        raise PermissionDenied(f"node {envelope.signer} may {what} only its own queue, not "
+                               f"{node_id[:16]!r}'s", "NOT_YOUR_QUEUE")
+
+
+class ClearinghouseServicer:
+    """Implements every rpc of ``timebank.v1.ClearinghouseService`` over one app, signing
+    with the clearinghouse key. ``close()`` ends every open Subscribe stream."""
+
+    def __init__(self, app: ClearinghouseApp, signing_key: SigningKey, *,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self._app = app
+        self._key = signing_key
+        self._poll = poll_seconds
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _sign(self, kind: str, body: bytes) -> pb.Envelope:
+        return _envelope_pb(sign(kind, body, CLEARINGHOUSE, self._key))
+
+    # ------------------------------------------------------------ Submit
+
+    @grpc_errors
+    def Submit(self, request: bytes, context: grpc.ServicerContext) -> pb.Envelope:
+        envelope = wire.from_bytes(request)
+        use_case = _SUBMIT.get(envelope.kind)
+        if use_case is None:
+            raise InvalidArgument(
+                f"Submit takes {', '.join(sorted(_SUBMIT))} envelopes, not "
+                f"{envelope.kind!r}", "WRONG_KIND")
+
+        def run(tx: Tx) -> pb.Receipt:
+            result = use_case(tx, envelope, admission.key_ring(tx))
+            receipt = pb.Receipt(envelope_sha256=hashlib.sha256(request).digest())
+            if isinstance(result, Claim):
+                receipt.claim_id = result.claim_id
+                receipt.state = claims.wire_state(result.state)
+                receipt.reason = claims.wire_reason(result.reason)
+            receipt.at.FromDatetime(tx.now.astimezone(UTC))
+            return receipt
+
+        receipt = self._app.execute(run)
+        return self._sign(RECEIPT, receipt.SerializeToString(deterministic=True))
+
+    # ------------------------------------------------------------ deliveries
+
+    @grpc_stream_errors
+    def Subscribe(self, request: bytes, context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
+        envelope = wire.from_bytes(request)
+
+        def verified(tx: Tx) -> pb.SubscribeBody:
+            body = directory.verify_node(tx, envelope, SUBSCRIBE, admission.key_ring(tx))
+            return wire.parse(pb.SubscribeBody, body, SUBSCRIBE)
+
+        msg = self._app.query(verified)
+        _own(envelope, msg.node_id, "read")
+        after = msg.after_seq
+        while context.is_active() and not self._closed.is_set():
+            batch = self._app.query(claims.deliveries_after, msg.node_id, after,
+                                    DELIVERY_BATCH)
+            for seq, delivery in batch:
+                yield self._sign(DELIVERY, delivery)
+                after = seq
+            if len(batch) < DELIVERY_BATCH:
+                self._closed.wait(self._poll)
+
+    @grpc_errors
+    def Ack(self, request: bytes, context: grpc.ServicerContext) -> pb.AckResponse:
+        envelope = wire.from_bytes(request)
+
+        def run(tx: Tx) -> int:
+            body = directory.verify_node(tx, envelope, ACK, admission.key_ring(tx))
+            msg = wire.parse(pb.AckBody, body, ACK)
+            _own(envelope, msg.node_id, "acknowledge")
+            return claims.ack(tx, msg.node_id, msg.seq)
+
+        return pb.AckResponse(acknowledged_seq=self._app.execute(run))
+
+    # ------------------------------------------------------------ reads
+
+    @grpc_errors
+    def LookupPerson(self, request: bytes,
+                     context: grpc.ServicerContext) -> pb.LookupPersonResponse:
+        msg = _parse(pb.LookupPersonRequest, request)
+        home = self._app.query(directory.lookup, msg.person_ref)
+        return pb.LookupPersonResponse(person_ref=msg.person_ref, home_node_id=home)
+
+    @grpc_errors
+    def GetPositions(self, request: bytes, context: grpc.ServicerContext) -> pb.Positions:
+        _parse(pb.GetPositionsRequest, request)
+
+        def run(tx: Tx) -> pb.Positions:
+            found = claims.positions(tx)
+            out = pb.Positions()
+            for a in admission.admissions(tx):
+                position = tx.repo.position(a.node_id)
+                limit = position[1] if position is not None else 0
+                out.nodes.add(node_id=a.node_id, district=a.district,
+                              net_minutes=found.of(a.node_id), net_debit_limit_minutes=limit)
+            for (creditor, debtor), minutes in sorted(found.gross.items()):
+                out.gross.add(creditor_node_id=creditor, debtor_node_id=debtor,
+                              minutes=minutes)
+            return out
+
+        return self._app.query(run)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def handlers(servicer: ClearinghouseServicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers, each taking the request bytes as received."""
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Submit": grpc.unary_unary_rpc_method_handler(
+            servicer.Submit, response_serializer=_serialize),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            servicer.Subscribe, response_serializer=_serialize),
+        "Ack": grpc.unary_unary_rpc_method_handler(
+            servicer.Ack, response_serializer=_serialize),
+        "LookupPerson": grpc.unary_unary_rpc_method_handler(
+            servicer.LookupPerson, response_serializer=_serialize),
+        "GetPositions": grpc.unary_unary_rpc_method_handler(
+            servicer.GetPositions, response_serializer=_serialize),
+    })
