@@ -276,7 +276,7 @@ def admit_command(
     app_ = open_app(config)
     try:
         root = city_key(config, app_)
-        old = app_.query(lambda tx: tx.repo.admission(node_id))
+        old = app_.query(admission.admission, node_id)
         if (old is not None and not old.revoked and old.public_key == key
                 and old.district == district and serial in (None, old.serial)):
             _print_admission(old, "already admitted (unchanged)")
@@ -322,7 +322,7 @@ def revoke_command(
         root = city_key(config, app_)
         act = issue_revocation(root, node_id, key_id, reason.strip(), app_.clock.now())
         app_.execute(admission.revoke, act, keys.public_key(root))
-        record = app_.query(lambda tx: tx.repo.admission(node_id))
+        record = app_.query(admission.admission, node_id)
     finally:
         app_.db.dispose()
     if record is not None and record.key_id == key_id:

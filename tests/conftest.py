@@ -8,7 +8,6 @@ run instead of skipping those tests.
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,61 +23,25 @@ from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
+from tests.postgres import admin_engine, database_url, fresh_database, migrated_template
 
-PG_ADMIN_URL = os.environ.get(
-    "TIMEBANK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REQUIRE_POSTGRES = os.environ.get("TIMEBANK_REQUIRE_POSTGRES") == "1"
 CITY_SECRET = b"test-city-secret-0123456789abcdef-0123"
 NODE_ID, DISTRICT = "320115", "江宁区"
 
 
-def _pg_url(database: str) -> str:
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
 
-
-def _admin():  # type: ignore[no-untyped-def]
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str | None]:
-    """A migrated template database, or None when PostgreSQL is not reachable."""
-    try:
-        admin = _admin()
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as e:  # any failure means "no PostgreSQL here"
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL is required (TIMEBANK_REQUIRE_POSTGRES=1) but unreachable "
-                        f"at {PG_ADMIN_URL}: {e}")
-        yield None
-        return
-    name = f"tb_tpl_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(_pg_url(name))
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """A migrated node template database, or None when PostgreSQL is not reachable."""
+    yield from migrated_template("tb_tpl", migrate.upgrade)
 
 
 @pytest.fixture
 def pg_url(pg_template: str | None) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for one test."""
-    if pg_template is None:
-        pytest.skip("PostgreSQL is not reachable (set TIMEBANK_REQUIRE_POSTGRES=1 to fail)")
-    name = f"tb_{uuid.uuid4().hex[:16]}"
-    admin = _admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    yield _pg_url(name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """A fresh, migrated node PostgreSQL database for one test."""
+    yield from fresh_database(pg_template, "tb")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -173,7 +136,7 @@ def db_factory(request: pytest.FixtureRequest, tmp_path: Path,
         pytest.skip("PostgreSQL is not reachable (set TIMEBANK_REQUIRE_POSTGRES=1 to fail)")
     from node.storage.schema import Base
 
-    admin = _admin()
+    admin = admin_engine()
     created: list[str] = []
     free: list[str] = []
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
@@ -188,7 +151,7 @@ def db_factory(request: pytest.FixtureRequest, tmp_path: Path,
             created.append(name)
 
         def release() -> None:
-            engine = create_engine(_pg_url(name))
+            engine = create_engine(database_url(name))
             try:
                 with engine.begin() as conn:
                     for table in tables:
@@ -197,7 +160,7 @@ def db_factory(request: pytest.FixtureRequest, tmp_path: Path,
                 engine.dispose()
             free.append(name)
 
-        return _pg_url(name), release
+        return database_url(name), release
 
     yield make_pg
     with admin.connect() as conn:

@@ -161,10 +161,9 @@ class ClearinghouseServicer:
             found = claims.positions(tx)
             out = pb.Positions()
             for a in admission.admissions(tx):
-                position = tx.repo.position(a.node_id)
-                limit = position[1] if position is not None else 0
                 out.nodes.add(node_id=a.node_id, district=a.district,
-                              net_minutes=found.of(a.node_id), net_debit_limit_minutes=limit)
+                              net_minutes=found.of(a.node_id),
+                              net_debit_limit_minutes=claims.net_debit_limit(tx, a.node_id))
             for (creditor, debtor), minutes in sorted(found.gross.items()):
                 out.gross.add(creditor_node_id=creditor, debtor_node_id=debtor,
                               minutes=minutes)

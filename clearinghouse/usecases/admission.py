@@ -162,3 +162,8 @@ def key_ring(tx: Tx) -> KeyRing:
 def admissions(tx: Tx) -> list[AdmissionRecord]:
     """Every admitted node, by node id."""
     return tx.repo.admissions()
+
+
+def admission(tx: Tx, node_id: str) -> AdmissionRecord | None:
+    """The node's current admission, if it was ever admitted."""
+    return tx.repo.admission(node_id)

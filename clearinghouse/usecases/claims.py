@@ -402,6 +402,12 @@ def set_net_debit_limit(tx: Tx, node_id: str, minutes: int) -> None:
     tx.repo.set_net_debit_limit(node_id, minutes)
 
 
+def net_debit_limit(tx: Tx, node_id: str) -> int:
+    """How far the district may owe, net (0 for a node with no position yet)."""
+    position = tx.repo.position(node_id)
+    return position[1] if position is not None else 0
+
+
 def positions(tx: Tx) -> pos.Positions:
     """Net positions and gross bilateral totals, from the completed claims; raises
     InvariantViolation if they disagree with the running positions kept per node."""

@@ -7,8 +7,6 @@ TIMEBANK_REQUIRE_POSTGRES=1 (as in CI) an unreachable PostgreSQL fails the run.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from nacl.signing import SigningKey
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import select
 
 from clearinghouse.domain.errors import ClearinghouseError
 from clearinghouse.storage import migrate
@@ -25,62 +23,22 @@ from clearinghouse.storage.db import Database
 from clearinghouse.storage.schema import Base
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
+from tests.postgres import fresh_database, migrated_template
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2
-
-PG_ADMIN_URL = os.environ.get(
-    "TIMEBANK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REQUIRE_POSTGRES = os.environ.get("TIMEBANK_REQUIRE_POSTGRES") == "1"
-
-
-def _pg_url(database: str) -> str:
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
-
-
-def _admin() -> Engine:
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
 @pytest.fixture(scope="session")
 def ch_pg_template() -> Iterator[str | None]:
     """A migrated clearinghouse template database, or None when PostgreSQL is unreachable."""
-    try:
-        admin = _admin()
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as e:  # any failure means "no PostgreSQL here"
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL is required (TIMEBANK_REQUIRE_POSTGRES=1) but unreachable "
-                        f"at {PG_ADMIN_URL}: {e}")
-        yield None
-        return
-    name = f"tb_chtpl_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(_pg_url(name))
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from migrated_template("tb_chtpl", migrate.upgrade)
 
 
 @pytest.fixture
 def ch_pg_url(ch_pg_template: str | None) -> Iterator[str]:
     """A fresh, migrated clearinghouse PostgreSQL database for one test."""
-    if ch_pg_template is None:
-        pytest.skip("PostgreSQL is not reachable (set TIMEBANK_REQUIRE_POSTGRES=1 to fail)")
-    name = f"tb_ch_{uuid.uuid4().hex[:16]}"
-    admin = _admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{ch_pg_template}"'))
-    yield _pg_url(name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from fresh_database(ch_pg_template, "tb_ch")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

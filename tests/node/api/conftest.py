@@ -10,23 +10,22 @@ it; building it once keeps the (large) matrix of refusals fast.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from node.domain.clock import ManualClock
 from node.domain.orders import OrderState
 from node.storage import migrate
 from node.storage.db import Database
 from node.usecases.app import NodeApp
-from tests.conftest import PG_ADMIN_URL, make_node_app
+from tests.conftest import make_node_app
 from tests.helpers import id_card
 from tests.node.api.support import Api, key, person, serving, staff
+from tests.postgres import fresh_database
 from timebank.v1 import node_pb2 as pb
 
 
@@ -138,16 +137,7 @@ def world_db_url(request: pytest.FixtureRequest,
         yield url
         return
     template: str | None = request.getfixturevalue("pg_template")
-    if template is None:
-        pytest.skip("PostgreSQL is not reachable (set TIMEBANK_REQUIRE_POSTGRES=1 to fail)")
-    name = f"tb_world_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from fresh_database(template, "tb_world")
 
 
 @pytest.fixture(scope="module")
