@@ -41,7 +41,8 @@ def read_policy(path: Path) -> Policy:
 
 def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: str = "",
                   listen: str = "127.0.0.1:7443", policy_text: str | None = None,
-                  city_secret: bytes | None = None) -> Path:
+                  city_secret: bytes | None = None, clearinghouse_address: str = "",
+                  clearinghouse_public_key: str = "") -> Path:
     """Create a node's data directory, its database schema and genesis; return node.toml.
 
     Safe to run again on the same directory: existing files are kept.
@@ -53,7 +54,9 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
     os.chmod(data_dir, 0o700)
     config_path = data_dir / CONFIG_NAME
     if not config_path.exists():
-        config_path.write_text(render_config(node_id, district, database_url, listen),
+        config_path.write_text(render_config(node_id, district, database_url, listen,
+                                             clearinghouse_address=clearinghouse_address,
+                                             clearinghouse_public_key=clearinghouse_public_key),
                                encoding="utf-8")
     policy_path = data_dir / "policy.toml"
     if not policy_path.exists():

@@ -34,6 +34,14 @@ class NodeConfig:
     workers: int = 8
     log_level: str = "info"
     log_format: str = "json"
+    #: The city clearinghouse (host:port) and its Ed25519 public key (64 hex characters).
+    #: Empty address: the node runs alone, with no inter-district claims.
+    clearinghouse_address: str = ""
+    clearinghouse_public_key: str = ""
+
+    @property
+    def federated(self) -> bool:
+        return bool(self.clearinghouse_address)
 
     @property
     def effective_database_url(self) -> str:
@@ -47,6 +55,7 @@ _FIELDS: dict[str, dict[str, type]] = {
              "policy_file": str, "city_secret_file": str, "signing_key_file": str},
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
     "log": {"level": str, "format": str},
+    "clearinghouse": {"address": str, "public_key": str},
 }
 
 
@@ -106,6 +115,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         workers=int(str(values.get("server.workers", 8))),
         log_level=str(values.get("log.level", "info")),
         log_format=str(values.get("log.format", "json")),
+        clearinghouse_address=str(values.get("clearinghouse.address", "")),
+        clearinghouse_public_key=str(values.get("clearinghouse.public_key", "")),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -115,11 +126,23 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         raise ConfigError("[log] level is one of debug, info, warning, error")
     if cfg.log_format not in ("json", "console"):
         raise ConfigError("[log] format is json or console")
+    if cfg.clearinghouse_address:
+        host, _, port = cfg.clearinghouse_address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("[clearinghouse] address is HOST:PORT, e.g. 127.0.0.1:7400")
+        key = cfg.clearinghouse_public_key
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ConfigError("[clearinghouse] public_key is the clearinghouse's Ed25519 "
+                              "public key as 64 lowercase hex characters (`timebank "
+                              "clearinghouse init` prints it)")
+    elif cfg.clearinghouse_public_key:
+        raise ConfigError("[clearinghouse] public_key is set but address is not")
     return cfg
 
 
 def render_config(node_id: str, district: str, database_url: str, listen: str,
-                  metrics_listen: str = "") -> str:
+                  metrics_listen: str = "", clearinghouse_address: str = "",
+                  clearinghouse_public_key: str = "") -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
     def q(s: str) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -143,4 +166,9 @@ workers = 8
 [log]
 level = "info"
 format = "console"
+
+# The city clearinghouse: leave address empty to run this district alone.
+[clearinghouse]
+address = {q(clearinghouse_address)}
+public_key = {q(clearinghouse_public_key)}
 """

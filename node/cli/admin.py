@@ -68,6 +68,17 @@ def init_command(
         "--config", "-c", metavar="FILE",
         help="Instead of --data-dir: initialise the node an existing configuration "
              "describes (e.g. /etc/timebank/node.toml).")] = None,
+    city_secret: Annotated[Path | None, typer.Option(
+        "--city-secret", metavar="FILE",
+        help="The city secret issued by the bureau (every node must hold the same one). "
+             "Default: a random secret, for a district running alone.")] = None,
+    clearinghouse: Annotated[str, typer.Option(
+        "--clearinghouse", metavar="HOST:PORT",
+        help="The city clearinghouse's address; empty runs the district alone.")] = "",
+    clearinghouse_key: Annotated[str, typer.Option(
+        "--clearinghouse-key", metavar="HEX",
+        help="The clearinghouse's public key, as `timebank clearinghouse init` prints it.")
+    ] = "",
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
@@ -79,7 +90,8 @@ def init_command(
     )
 
     if config_file is not None:
-        if data_dir is not None or node_id or district or database_url or policy is not None:
+        if (data_dir is not None or node_id or district or database_url or policy is not None
+                or city_secret is not None or clearinghouse or clearinghouse_key):
             fail("with --config, the configuration says everything: drop --data-dir, "
                  "--node-id, --district, --database-url and --policy")
         config = _load(config_file)
@@ -107,8 +119,16 @@ def init_command(
              "node.key": "key"}
     created = {label for name, label in names.items() if not (data_dir / name).exists()}
     try:
+        secret = None
+        if city_secret is not None:
+            try:
+                secret = city_secret.read_bytes()
+            except OSError as e:
+                fail(f"cannot read the city secret {city_secret}: {e.strerror}")
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
-                                    listen=listen, policy_text=policy_text)
+                                    listen=listen, policy_text=policy_text, city_secret=secret,
+                                    clearinghouse_address=clearinghouse,
+                                    clearinghouse_public_key=clearinghouse_key.lower())
     except ValueError as e:
         if isinstance(e, ConfigError | PolicyError):
             raise
@@ -141,7 +161,7 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
     grid.add_row("schema", str(_schema_revision(config.effective_database_url)))
     grid.add_row("listen", config.listen)
     echo(Panel(grid, title="node initialised", title_align="left", expand=False))
-    if "secret" in created:
+    if "secret" in created and not config.federated:
         echo("[yellow]The city secret above was generated at random for this node alone.[/] "
              "In a real city, replace it with the secret issued by the civil-affairs bureau "
              "before enrolling anyone: every node must hold the same secret, or the same person "
