@@ -1,0 +1,448 @@
+"""A whole city on this machine: one clearinghouse and its district nodes, each its own
+process, each with its own SQLite file under one data directory (ADR 0005, "Process
+model").
+
+``layout`` creates (or finds again) the data directories, keys and ports and admits every
+node; ``CityProcesses`` runs them as real subprocesses that can be killed with SIGKILL and
+restarted. The 4-process demo, the crash tests and the benchmark all start a city here,
+so a city is laid out one way only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import timebank
+from clearinghouse import config as ch_config
+from clearinghouse.bootstrap import city_key, init_city, key_info, open_app
+from clearinghouse.bureau import issue_admission
+from clearinghouse.usecases import admission
+from node import config as node_config
+from node.bootstrap import init_data_dir, signing_identity
+from timebank import keys
+
+HOST = "127.0.0.1"
+CLEARINGHOUSE = "clearinghouse"
+NODE_SERVICE = "timebank.v1.NodeService"
+CLEARINGHOUSE_SERVICE = "timebank.v1.ClearinghouseService"
+CITY_SECRET_BYTES = 32
+DEV_CLOCK_ENV = "TIMEBANK_DEV_CLOCK_ALLOWED"
+DEFAULT_READY_SECONDS = 30.0
+DEFAULT_GRACE_SECONDS = 5.0
+LOG_TAIL_LINES = 40
+#: Environment overrides of the node's and the clearinghouse's configuration files; they
+#: are dropped for the children so that the layout's files alone say where things are.
+_CONFIG_ENV_PREFIXES = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_",
+                        "TIMEBANK_CLEARINGHOUSE_")
+
+
+class LaunchError(RuntimeError):
+    """The city cannot be laid out or a process did not come up; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class District:
+    """A district: its 6-digit administrative division code and its name."""
+
+    node_id: str
+    name: str
+
+
+DISTRICTS: tuple[District, ...] = (
+    District("320115", "江宁区"),
+    District("320106", "鼓楼区"),
+    District("320113", "栖霞区"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLayout:
+    """One district node's place in the city: data directory, configuration, address."""
+
+    district: District
+    data_dir: Path
+    config_file: Path
+    address: str
+    public_key: str  # the node's Ed25519 public key, hex, as admitted
+
+    @property
+    def node_id(self) -> str:
+        return self.district.node_id
+
+
+@dataclass(frozen=True, slots=True)
+class CityLayout:
+    """Where everything of one city lives; what ``layout`` returns."""
+
+    data_dir: Path
+    clearinghouse_dir: Path
+    clearinghouse_config: Path
+    clearinghouse_address: str
+    clearinghouse_public_key: str  # hex: what every node checks signatures with
+    city_secret_file: Path
+    clock_file: Path  # for `--dev-clock`; written by whoever moves the city's time
+    logs_dir: Path
+    nodes: tuple[NodeLayout, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The process names: ``clearinghouse`` first, then the node ids."""
+        return (CLEARINGHOUSE, *(n.node_id for n in self.nodes))
+
+    def node(self, node_id: str) -> NodeLayout:
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        raise KeyError(f"no node {node_id} in this city")
+
+    def address(self, name: str) -> str:
+        if name == CLEARINGHOUSE:
+            return self.clearinghouse_address
+        return self.node(name).address
+
+
+# ------------------------------------------------------------------ layout
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on the loopback now (held open together so the OS
+    cannot hand the same one out twice)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((HOST, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
+def _port_source(base_port: int | None, count: int) -> Iterable[int]:
+    return range(base_port, base_port + count) if base_port is not None else _free_ports(count)
+
+
+def _ensure_city_secret(path: Path) -> bytes:
+    """The one city secret every node shares (the same bytes in each node's copy)."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(CITY_SECRET_BYTES))
+    secret = path.read_bytes()
+    if len(secret) < CITY_SECRET_BYTES:
+        raise LaunchError(f"the city secret in {path} is shorter than {CITY_SECRET_BYTES} bytes")
+    return secret
+
+
+def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str]:
+    """Create or find the clearinghouse; return its config file, address and public key."""
+    config_path = ch_dir / ch_config.CONFIG_NAME
+    if not config_path.exists():
+        ch_dir.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(ch_config.render_config("", f"{HOST}:{port}"), encoding="utf-8")
+    init_city(ch_dir)  # keeps the file written above, makes keys and database
+    config = ch_config.load_config(config_path)
+    public = key_info(config.signing_key_file).public_key.hex()
+    return config_path, config.listen, public
+
+
+def _layout_node(data_dir: Path, district: District, secret: bytes, port: int,
+                 ch_address: str, ch_public_key: str) -> NodeLayout:
+    node_dir = data_dir / district.node_id
+    existing = node_dir / "node.toml"
+    listen = (node_config.load_config(existing).listen if existing.exists()
+              else f"{HOST}:{port}")
+    config_path = init_data_dir(node_dir, district.node_id, district.name, listen=listen,
+                                city_secret=secret, clearinghouse_address=ch_address,
+                                clearinghouse_public_key=ch_public_key)
+    config = node_config.load_config(config_path)
+    if config.city_secret_file.read_bytes() != secret:
+        raise LaunchError(f"{config.city_secret_file} is not this city's secret")
+    if (config.district, config.clearinghouse_address, config.clearinghouse_public_key) != (
+            district.name, ch_address, ch_public_key):
+        raise LaunchError(f"{config_path} names another district or clearinghouse than this "
+                          "city's; remove the node's directory to lay it out again")
+    return NodeLayout(district, node_dir, config_path, config.listen,
+                      signing_identity(config)[1])
+
+
+def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout]) -> None:
+    """Admit each node as `timebank clearinghouse admit` does; an unchanged admission is
+    left alone, so laying out again changes nothing."""
+    config = ch_config.load_config(ch_config_file)
+    app = open_app(config)
+    try:
+        root = city_key(config, app)
+        for n in nodes:
+            key = bytes.fromhex(n.public_key)
+            old = app.query(admission.admission, n.node_id)
+            if (old is not None and not old.revoked and old.public_key == key
+                    and old.district == n.district.name):
+                continue
+            serial = 1 if old is None else old.serial + 1
+            certificate = issue_admission(root, n.node_id, n.district.name, key, serial,
+                                          app.clock.now())
+            app.execute(admission.admit, certificate, keys.public_key(root))
+    finally:
+        app.db.dispose()
+
+
+def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
+           base_port: int | None = None) -> CityLayout:
+    """Create (or find again) a city under ``data_dir``: the clearinghouse, one shared city
+    secret, a node per district, every node admitted. Safe to run again: keys, secret and
+    ports are kept. Ports are free ones on 127.0.0.1, or ``base_port`` (clearinghouse)
+    and the ports after it (nodes, in order), chosen only when a directory is new."""
+    wanted = tuple(districts)
+    if len({d.node_id for d in wanted}) != len(wanted):
+        raise LaunchError("two districts share a node id")
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir = data_dir / "logs"
+    logs_dir.mkdir(exist_ok=True)
+    ports = list(_port_source(base_port, 1 + len(wanted)))
+    ch_dir = data_dir / CLEARINGHOUSE
+    ch_file, ch_address, ch_public = _layout_clearinghouse(ch_dir, ports[0])
+    secret_file = data_dir / "city-secret"
+    secret = _ensure_city_secret(secret_file)
+    nodes = tuple(_layout_node(data_dir, d, secret, port, ch_address, ch_public)
+                  for d, port in zip(wanted, ports[1:], strict=True))
+    _admit(ch_file, nodes)
+    return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, secret_file,
+                      data_dir / "clock", logs_dir, nodes)
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _child_env(dev_clock: bool, extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CONFIG_ENV_PREFIXES)}
+    roots = [str(Path(__file__).resolve().parents[1]),
+             str(Path(timebank.__file__).resolve().parents[1])]
+    if env.get("PYTHONPATH"):
+        roots.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots))  # runs without an install too
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    if dev_clock:
+        env[DEV_CLOCK_ENV] = "1"
+    env.update(extra)
+    return env
+
+
+def _tail(path: Path, offset: int, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
+
+
+@dataclass(slots=True)
+class _Running:
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+    log_offset: int  # where this run's output starts in the log file
+
+
+class CityProcesses:
+    """Runs a laid-out city's processes: each in its own process group (so SIGKILL takes
+    the whole process, as a crash would), output appended to ``logs/<name>.log``.
+
+    ``dev_clock`` passes ``--dev-clock <layout.clock_file>`` and allows it in the
+    environment. Leaving the ``with`` block stops everything.
+    """
+
+    def __init__(self, city: CityLayout, *, dev_clock: bool = False,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.city = city
+        self.dev_clock = dev_clock
+        self._env = _child_env(dev_clock, env or {})
+        self._running: dict[str, _Running] = {}
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The environment every process gets."""
+        return self._env
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop_all()
+
+    # -------------------------------------------------------------- naming
+
+    def _check(self, name: str) -> None:
+        if name not in self.city.names:
+            raise KeyError(f"no process {name!r} in this city (known: "
+                           f"{', '.join(self.city.names)})")
+
+    def address(self, name: str) -> str:
+        """The process's gRPC address, HOST:PORT."""
+        self._check(name)
+        return self.city.address(name)
+
+    def log_file(self, name: str) -> Path:
+        self._check(name)
+        return self.city.logs_dir / f"{name}.log"
+
+    def command(self, name: str) -> list[str]:
+        """The command line that runs ``name``."""
+        self._check(name)
+        if name == CLEARINGHOUSE:
+            argv = [sys.executable, "-m", "city", "clearinghouse", "serve",
+                    "--config", str(self.city.clearinghouse_config)]
+        else:
+            argv = [sys.executable, "-m", "city", "node", "serve",
+                    "--config", str(self.city.node(name).config_file)]
+        if self.dev_clock:
+            argv += ["--dev-clock", str(self.city.clock_file)]
+        return argv
+
+    def pid(self, name: str) -> int:
+        """The running process's id (also its process group id)."""
+        return self._get(name).process.pid
+
+    def is_running(self, name: str) -> bool:
+        run = self._running.get(name)
+        return run is not None and run.process.poll() is None
+
+    def _get(self, name: str) -> _Running:
+        self._check(name)
+        run = self._running.get(name)
+        if run is None:
+            raise LaunchError(f"{name} was not started")
+        return run
+
+    # -------------------------------------------------------------- lifecycle
+
+    def start(self, name: str) -> None:
+        """Spawn ``name``; it is serving once ``wait_ready`` returns."""
+        if self.is_running(name):
+            raise LaunchError(f"{name} is already running (pid {self.pid(name)})")
+        self._reap(name)
+        path = self.log_file(name)
+        log = path.open("ab")
+        offset = log.tell()
+        log.write(f"---- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}\n".encode())
+        log.flush()
+        try:
+            process = subprocess.Popen(
+                self.command(name), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=self._env, cwd=self.city.data_dir,
+                start_new_session=True)
+        except BaseException:
+            log.close()
+            raise
+        self._running[name] = _Running(process, log, offset)
+
+    def start_all(self, *, timeout: float | None = DEFAULT_READY_SECONDS) -> None:
+        """Start the clearinghouse and every node at once; wait until all serve unless
+        ``timeout`` is None."""
+        for name in self.city.names:
+            self.start(name)
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            for name in self.city.names:
+                self.wait_ready(name, max(0.1, deadline - time.monotonic()))
+
+    def wait_ready(self, name: str, timeout: float = DEFAULT_READY_SECONDS) -> None:
+        """Wait until the process's gRPC health service says SERVING; raise LaunchError
+        with the tail of its log if it exits or does not get there within ``timeout``."""
+        run = self._get(name)
+        service = CLEARINGHOUSE_SERVICE if name == CLEARINGHOUSE else NODE_SERVICE
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address(name)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                code = run.process.poll()
+                if code is not None:
+                    raise LaunchError(self._failure(name, f"exited with code {code}"))
+                try:
+                    answer = stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                        timeout=0.5)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise LaunchError(self._failure(
+                        name, f"is not serving on {self.address(name)} after {timeout:g} s"))
+                time.sleep(0.1)
+
+    def _failure(self, name: str, what: str) -> str:
+        run = self._get(name)
+        run.log.flush()
+        tail = _tail(self.log_file(name), run.log_offset)
+        return f"{name} {what}; the end of {self.log_file(name)}:\n{tail}"
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Send ``sig`` to the process's whole group. After SIGKILL wait for it and return
+        its exit code; after another signal return at once (None if it still runs)."""
+        run = self._get(name)
+        if run.process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(run.process.pid, sig)
+            if sig == signal.SIGKILL:
+                run.process.wait()
+        return run.process.poll()
+
+    def stop(self, name: str, grace: float = DEFAULT_GRACE_SECONDS) -> int | None:
+        """SIGTERM, then SIGKILL if it has not stopped within ``grace`` seconds."""
+        if name not in self._running:
+            return None
+        self.kill(name, signal.SIGTERM)
+        try:
+            self._running[name].process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill(name, signal.SIGKILL)
+        return self._reap(name)
+
+    def restart(self, name: str, timeout: float | None = DEFAULT_READY_SECONDS) -> None:
+        """Stop ``name`` if it runs, start it again, and wait until it serves (unless
+        ``timeout`` is None)."""
+        self.stop(name)
+        self.start(name)
+        if timeout is not None:
+            self.wait_ready(name, timeout)
+
+    def stop_all(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """SIGTERM to every process at once, SIGKILL to those left after ``grace``."""
+        for name in list(self._running):
+            self.kill(name, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name in list(self._running):
+            try:
+                self._running[name].process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.kill(name, signal.SIGKILL)
+            self._reap(name)
+
+    def _reap(self, name: str) -> int | None:
+        """Forget a finished process: make sure nothing of its group is left, close its
+        log; return its exit code."""
+        run = self._running.pop(name, None)
+        if run is None:
+            return None
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.process.pid, signal.SIGKILL)  # any grandchild it left behind
+        code = run.process.wait()
+        run.log.close()
+        return code
