@@ -64,6 +64,12 @@ class PersonRecord:
     priority: bool
     service_point_id: int | None
     enrolled_at: datetime
+    home_node_id: str | None = None  # None: this node keeps the person's hours
+
+    @property
+    def visitor(self) -> bool:
+        """Whether the person's hours are kept in another district."""
+        return self.home_node_id is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class OrderRecord:
     public_until: datetime | None
     recorded_at: datetime | None
     cancelled_at: datetime | None
+    claim_id: str | None = None  # paid by the payer's home district through this claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +126,7 @@ class AccountRecord:
 @dataclass(frozen=True, slots=True)
 class HoldRecord:
     id: int
-    order_id: int
+    order_id: int | None
     account_id: int
     minutes: int
     state: str

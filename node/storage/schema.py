@@ -111,6 +111,9 @@ class Person(Base):
     priority: Mapped[bool] = mapped_column(Boolean)
     service_point_id: Mapped[int | None] = mapped_column(ForeignKey("service_points.id"))
     enrolled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Where the person's hours are kept: None for this node, else the home node's id
+    #: (a visitor served here, or someone who moved away).
+    home_node_id: Mapped[str | None] = mapped_column(String(6))
     __table_args__ = (CheckConstraint("kind IN ('individual', 'group')", name="kind"),)
 
 
@@ -173,11 +176,13 @@ class LedgerPosting(Base):
 
 
 class Hold(Base):
-    """Minutes reserved on an account for an accepted order; posted or released once."""
+    """Minutes reserved on an account for an accepted order here, or for a claim another
+    district made on this one (exactly one of the two); posted or released once."""
 
     __tablename__ = "holds"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    claim_id: Mapped[str | None] = mapped_column(String(36), index=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     minutes: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16))
@@ -186,6 +191,7 @@ class Hold(Base):
     __table_args__ = (
         CheckConstraint("minutes > 0", name="positive"),
         CheckConstraint("state IN ('active', 'posted', 'released')", name="state"),
+        CheckConstraint("(order_id IS NULL) <> (claim_id IS NULL)", name="order_or_claim"),
     )
 
 
@@ -222,6 +228,8 @@ class Order(Base):
     public_until: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     recorded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The redemption claim on the payer's home district, when the hours are kept there.
+    claim_id: Mapped[str | None] = mapped_column(String(36), unique=True)
     __table_args__ = (
         CheckConstraint("planned_minutes > 0", name="planned_positive"),
         CheckConstraint("rating BETWEEN 0 AND 5", name="rating"),
@@ -250,3 +258,64 @@ class IdempotencyRecord(Base):
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ClaimRow(Base):
+    """This node's side of a claim between districts (ADR 0004/0005), as it knows it.
+
+    ``role`` is this node's part: creditor (served the person, or is their new home) or
+    debtor (the person's home). The clearinghouse's record is authoritative; this row is
+    updated only from its receipts and deliveries, and from this node's own decisions.
+    """
+
+    __tablename__ = "claims"
+    claim_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    counterparty: Mapped[str] = mapped_column(String(6))
+    person_ref: Mapped[str] = mapped_column(String(64), index=True)
+    recipient_ref: Mapped[str] = mapped_column(String(64))
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    posted_minutes: Mapped[int] = mapped_column(BigInteger)
+    origins: Mapped[str] = mapped_column(Text)  # a move's balance by origin, JSON
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("kind IN ('redemption', 'move')", name="kind"),
+        CheckConstraint("role IN ('creditor', 'debtor')", name="role"),
+        CheckConstraint("minutes > 0", name="positive"),
+        CheckConstraint("posted_minutes >= 0 AND posted_minutes <= minutes", name="posted"),
+    )
+
+
+class OutboxMessage(Base):
+    """A signed envelope to submit to the clearinghouse, written in the same transaction
+    as the change that needs it; the sender submits it until a receipt comes back."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    claim_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # "", "receipt", "refused"
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class InboxDelivery(Base):
+    """A clearinghouse delivery applied here: its sequence number makes it apply once."""
+
+    __tablename__ = "inbox"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32))
+    claim_id: Mapped[str] = mapped_column(String(36))
+    applied_at: Mapped[datetime] = mapped_column(UtcDateTime)
