@@ -25,6 +25,7 @@ DELIVERIES = cast(Table, s.Delivery.__table__)
 #: The states in which a claim is open (counts against limits, may expire).
 OPEN_STATES = tuple(state.value for state in ClaimState if state.open)
 META = cast(Table, s.Meta.__table__)
+RECEIPTS = cast(Table, s.Receipt.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +274,13 @@ class Repo:
             CLAIMS.c.state.in_(OPEN_STATES))).scalar()
         return int(count or 0)
 
+    def open_move(self, person_ref: str) -> ClaimRecord | None:
+        """The person's open (proposed or accepted) move claim, if there is one."""
+        row = self.conn.execute(select(CLAIMS).where(
+            CLAIMS.c.payer_ref == person_ref, CLAIMS.c.kind == ClaimKind.MOVE.value,
+            CLAIMS.c.state.in_(OPEN_STATES)).order_by(CLAIMS.c.created_at).limit(1)).first()
+        return None if row is None else _claim(row)
+
     def due_claims(self, now: datetime, limit: int) -> list[ClaimRecord]:
         """Open claims whose deadline has come, earliest deadline first."""
         rows = self.conn.execute(select(CLAIMS).where(
@@ -324,3 +332,19 @@ class Repo:
             ACKS.c.node_id == node_id, ACKS.c.acked_seq <= seq).values(acked_seq=seq))
         if done.rowcount != 1:
             raise InvariantViolation(f"the acknowledgement of {node_id} would go backwards")
+
+    # receipts -------------------------------------------------------------------------
+
+    def receipt(self, envelope_sha256: bytes) -> bytes | None:
+        """The signed receipt given for the submission with this SHA-256, if any."""
+        value = self.conn.execute(select(RECEIPTS.c.receipt).where(
+            RECEIPTS.c.envelope_sha256 == envelope_sha256)).scalar()
+        return None if value is None else bytes(value)
+
+    def insert_receipt(self, envelope_sha256: bytes, signer: str, kind: str, receipt: bytes,
+                       now: datetime) -> None:
+        if len(envelope_sha256) != 32:
+            raise InvariantViolation("a receipt is keyed by a 32-byte SHA-256")
+        self.conn.execute(insert(RECEIPTS).values(
+            envelope_sha256=envelope_sha256, signer=signer, kind=kind, receipt=receipt,
+            created_at=now))

@@ -163,6 +163,8 @@ class ClaimRow(Base):
         Index("ix_claims_state_expires_at", "state", "expires_at"),
         Index("ix_claims_debtor_state", "debtor", "state"),
         Index("ix_claims_creditor_state", "creditor", "state"),
+        # a person's open move (one at a time); added by migration 0002
+        Index("ix_claims_payer_ref_state", "payer_ref", "state"),
     )
 
 
@@ -199,3 +201,25 @@ class Ack(Base):
     node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), primary_key=True)
     acked_seq: Mapped[int] = mapped_column(BigInteger)
     __table_args__ = (CheckConstraint("acked_seq >= 0", name="acked_not_negative"),)
+
+
+class Receipt(Base):
+    """The signed receipt given for a node's Submit, keyed by SHA-256 of the bytes
+    submitted, so a byte-identical resubmission gets byte-identically the same receipt.
+
+    ``receipt`` is the serialised, clearinghouse-signed ``timebank.v1.Envelope`` (kind
+    ``receipt``) exactly as first returned; it is written in the same transaction as the
+    work it acknowledges. Only accepted submissions have one (a refusal stores nothing).
+    Rows are kept for ever, as history: one row of about 250 bytes per accepted
+    submission (some 90 MB per million claims of three steps each).
+    """
+
+    __tablename__ = "receipts"
+    envelope_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    signer: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"))
+    kind: Mapped[str] = mapped_column(String(64))
+    receipt: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("length(envelope_sha256) = 32", name="sha256_length"),
+    )
