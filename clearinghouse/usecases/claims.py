@@ -10,8 +10,11 @@ Refusals store nothing. In particular a proposal naming a debtor that is not the
 person's home (per the directory) is refused with FAILED_PRECONDITION
 ``NOT_HOME_DISTRICT``, and one that would take the debtor past its net debit limit with
 RESOURCE_EXHAUSTED ``LIMIT_REACHED``: no claim is recorded, so the same claim id may be
-proposed again once the directory or the limit allows it. Only the debtor's own refusal
-(``claim.decide`` with accept false) records a REJECTED claim.
+proposed again once the directory or the limit allows it. A person has at most one open
+move: while one is proposed or accepted, any other proposal for them (move or
+redemption) is FAILED_PRECONDITION ``MOVE_IN_PROGRESS``, because their balance is in
+transit. Only the debtor's own refusal (``claim.decide`` with accept false) records a
+REJECTED claim.
 
 Replays: the same proposal body under a recorded claim id returns the recorded claim,
 whatever became of it; a different body under that id is ALREADY_EXISTS
@@ -21,12 +24,14 @@ is now and changes nothing.
 Deliveries: each node has its own sequence from 1. A delivery row holds the serialised,
 *unsigned* ``timebank.v1.Delivery`` (the relayed envelope as received, or the id of the
 claim that expired, the claim's state after it, the time); the gRPC layer signs it as a
-``delivery`` envelope when it streams it.
+``delivery`` envelope when it streams it. A node reads its queue with a signed
+``subscribe`` request that must be its own and fresh (``subscription``: ``at`` within 5
+minutes of the clearinghouse's clock, else PERMISSION_DENIED ``STALE_SUBSCRIBE``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from clearinghouse.domain import positions as pos
 from clearinghouse.domain.claims import (
@@ -52,6 +57,7 @@ from clearinghouse.domain.errors import (
     InvalidArgument,
     InvariantViolation,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
 )
 from clearinghouse.storage.repo import ClaimRecord
@@ -64,6 +70,13 @@ from timebank.v1 import clearing_pb2
 PROPOSE = "claim.propose"
 DECIDE = "claim.decide"
 FINISH = "claim.finish"
+SUBSCRIBE = "subscribe"
+#: A person has at most one open move; nothing else is proposed for them meanwhile.
+MOVE_IN_PROGRESS = "MOVE_IN_PROGRESS"
+#: A subscribe request's own time (``SubscribeBody.at``) may be this far from the
+#: clearinghouse's clock, either way; beyond it the request is STALE_SUBSCRIBE.
+SUBSCRIBE_FRESHNESS = timedelta(minutes=5)
+STALE_SUBSCRIBE = "STALE_SUBSCRIBE"
 #: Open claims a node may be a party to at once (RESOURCE_EXHAUSTED BUSY beyond).
 MAX_PENDING_CLAIMS = 10_000
 #: A claim message's body; a delivery relays the whole envelope inside its own body, so
@@ -193,6 +206,8 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
     another (NOT_YOUR_CLAIM). NOT_FOUND: the other party is not admitted (UNKNOWN_NODE),
     nobody registered the person (UNKNOWN_PERSON). FAILED_PRECONDITION: the debtor is not
     the person's home (NOT_HOME_DISTRICT), a party's key is revoked (NODE_REVOKED).
+    The person has an open (proposed or accepted) move: FAILED_PRECONDITION
+    MOVE_IN_PROGRESS, for a move and for a redemption alike (their balance is in transit).
     RESOURCE_EXHAUSTED: the debtor's net debit limit (LIMIT_REACHED, counting its open
     claims), too many open claims (BUSY). ALREADY_EXISTS: the id was used for another
     body (CLAIM_ID_REUSED).
@@ -227,6 +242,14 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
         raise FailedPrecondition(
             f"district {claim.debtor} is not this person's home; look the person up again",
             RejectReason.NOT_HOME_DISTRICT.value)
+    moving = tx.repo.open_move(claim.person_ref)
+    if moving is not None:
+        assert moving.claim.state.open and moving.claim.kind is ClaimKind.MOVE
+        raise FailedPrecondition(
+            f"this person is moving from district {moving.claim.debtor} to "
+            f"{moving.claim.creditor} ({moving.claim.label}, {moving.claim.state.value}); "
+            "their hours are in transit, so no other move or redemption can be proposed "
+            "until that move is completed, voided, rejected or expired", MOVE_IN_PROGRESS)
     _check_limits(tx, claim, max_pending)
     tx.repo.insert_claim(ClaimRecord(claim, wire.to_bytes(envelope)))
     _deliver(tx, other, claim, envelope)
@@ -355,6 +378,38 @@ def _queue_of(tx: Tx, node_id: str) -> int:
     if acked is None:
         raise NotFound(f"node {node_id} is not an admitted district", "UNKNOWN_NODE")
     return acked
+
+
+def subscription(tx: Tx, envelope: Signed, ring: KeyRing) -> clearing_pb2.SubscribeBody:
+    """A node's signed ``subscribe`` request, checked: its own queue (PERMISSION_DENIED
+    NOT_YOUR_QUEUE otherwise), and fresh: ``at`` must be set and within
+    ``SUBSCRIBE_FRESHNESS`` of the clearinghouse's clock (PERMISSION_DENIED
+    STALE_SUBSCRIBE otherwise), so that a captured request cannot be replayed later to
+    read the node's deliveries. Within the window a replay is still possible: keep the
+    transport private (loopback or TLS)."""
+    body = verify_node(tx, envelope, SUBSCRIBE, ring)
+    msg = wire.parse(clearing_pb2.SubscribeBody, body, SUBSCRIBE)
+    if msg.node_id != envelope.signer:
+        raise PermissionDenied(f"node {envelope.signer} may read only its own queue, not "
+                               f"{msg.node_id[:16]!r}'s", "NOT_YOUR_QUEUE")
+    limit = int(SUBSCRIBE_FRESHNESS.total_seconds() // 60)
+    if not msg.HasField("at"):
+        raise PermissionDenied(
+            f"a subscribe request carries its time (at), within {limit} minutes of the "
+            "clearinghouse's clock; sign a new one", STALE_SUBSCRIBE)
+    try:
+        at = msg.at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise PermissionDenied("a subscribe request's time (at) is not a valid time",
+                               STALE_SUBSCRIBE) from None
+    if abs(at - tx.now) > SUBSCRIBE_FRESHNESS:
+        raise PermissionDenied(
+            f"this subscribe request was made at {at.isoformat(timespec='seconds')}, more "
+            f"than {limit} minutes from the clearinghouse's clock "
+            f"({tx.now.astimezone(UTC).isoformat(timespec='seconds')}); sign a new one, "
+            "and check the node's clock", STALE_SUBSCRIBE)
+    _queue_of(tx, msg.node_id)
+    return msg
 
 
 def deliveries_after(tx: Tx, node_id: str, after_seq: int,

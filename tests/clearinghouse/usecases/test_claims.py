@@ -485,3 +485,47 @@ def test_stamps_are_the_clearinghouses(city: ClearinghouseApp, ch_clock: ManualC
     assert isinstance(claim.created_at, datetime) and claim.created_at.tzinfo is not None
     [delivery] = queue(city, JN)
     assert delivery.at.ToDatetime() == ch_clock.now().replace(tzinfo=None)
+
+
+
+def test_one_open_move_per_person(city: ClearinghouseApp, ch_clock: ManualClock) -> None:
+    move = proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, debtor=JN, minutes=600,
+                    origins=[600])
+    assert propose(city, move).state is ClaimState.PROPOSED
+    other_move = proposal(2, city, kind=ClaimKind.MOVE, creditor=GL, debtor=JN, minutes=600,
+                          origins=[600])
+    redemption = proposal(3, city)
+    for envelope in (other_move, redemption):  # proposed: her balance is in transit
+        error = refused(city, claims.propose, envelope, ring(city))
+        assert isinstance(error, FailedPrecondition)
+        assert error.reason == claims.MOVE_IN_PROGRESS
+        assert ALICE not in error.message and QX in error.message
+    assert propose(city, move).state is ClaimState.PROPOSED  # its own replay is fine
+    ch_clock.advance(timedelta(minutes=1))
+    assert decide(city, decision(1)).state is ClaimState.ACCEPTED
+    error = refused(city, claims.propose, redemption, ring(city))  # accepted: still open
+    assert error.reason == claims.MOVE_IN_PROGRESS
+    ch_clock.advance(timedelta(minutes=1))
+    assert finish(city, finishing(1, complete=False, signer=QX)).state is ClaimState.VOIDED
+    assert propose(city, redemption).state is ClaimState.PROPOSED  # she may act again
+
+
+def test_a_completed_or_expired_move_frees_the_person(city: ClearinghouseApp,
+                                                      ch_clock: ManualClock) -> None:
+    propose(city, proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, debtor=JN,
+                           minutes=600, origins=[600]))
+    ch_clock.advance(timedelta(minutes=1))
+    decide(city, decision(1))
+    assert finish(city, finishing(1, signer=QX)).state is ClaimState.COMPLETED
+    assert city.query(directory.lookup, ALICE) == QX
+    assert propose(city, proposal(2, city, debtor=QX)).state is ClaimState.PROPOSED
+    # an open redemption does not stop a move; the move then stops new redemptions
+    back = proposal(3, city, kind=ClaimKind.MOVE, creditor=JN, debtor=QX, minutes=60,
+                    origins=[60], window=timedelta(minutes=5))
+    assert propose(city, back).state is ClaimState.PROPOSED
+    assert refused(city, claims.propose, proposal(4, city, debtor=QX),
+                   ring(city)).reason == claims.MOVE_IN_PROGRESS
+    ch_clock.advance(timedelta(minutes=6))
+    assert [c.claim_id for c in city.execute(claims.expire_due)] == [cid(3)]
+    assert city.query(lambda tx: tx.repo.open_move(ALICE)) is None
+    assert propose(city, proposal(4, city, debtor=QX)).state is ClaimState.PROPOSED

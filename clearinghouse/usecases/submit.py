@@ -1,0 +1,101 @@
+"""A node's Submit: one signed envelope in, one signed receipt out, once.
+
+``submit`` runs the use-case the envelope's kind names (``directory.register``,
+``claim.propose``, ``claim.decide``, ``claim.finish``), builds the ``timebank.v1.Receipt``
+(SHA-256 of the bytes received; for a claim its id, state and reason; the time), has it
+sealed (signed by the caller, who holds the clearinghouse key) and stores the sealed
+bytes keyed by that SHA-256 — all in the one transaction that did the work. The same
+bytes submitted again get the stored receipt back, byte for byte, without running the
+use-case again (proto: "The same envelope submitted again gets the same receipt"), even
+if the claim has moved on since. Refusals store nothing and have no receipt.
+
+``precheck`` is the read-only look before the write: a stored receipt for these bytes,
+or else proof that the envelope is signed by the admitted, unrevoked key of the node it
+names, so that the gRPC layer charges that node's rate limit only for its own messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from clearinghouse.domain.claims import Claim
+from clearinghouse.domain.errors import InvalidArgument
+from clearinghouse.usecases import admission, claims, directory, wire
+from clearinghouse.usecases.app import Tx
+from timebank.envelope import Signed
+from timebank.v1 import clearing_pb2
+
+#: The envelope kinds Submit takes, and the use-case for each.
+USE_CASES: dict[str, Callable[..., Any]] = {
+    directory.REGISTER: directory.register,
+    claims.PROPOSE: claims.propose,
+    claims.DECIDE: claims.decide,
+    claims.FINISH: claims.finish,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What a Submit returns: the sealed receipt (serialised ``timebank.v1.Envelope``);
+    the claim it concerns (None for a registration or a replay); whether the claim
+    changed in this transaction (for the per-transition counts); whether these bytes had
+    a receipt already."""
+
+    receipt: bytes
+    claim: Claim | None = None
+    transition: bool = False
+    replayed: bool = False
+
+
+def digest(request: bytes) -> bytes:
+    return hashlib.sha256(request).digest()
+
+
+def check_kind(envelope: Signed) -> None:
+    if envelope.kind not in USE_CASES:
+        raise InvalidArgument(
+            f"Submit takes {', '.join(sorted(USE_CASES))} envelopes, not "
+            f"{envelope.kind!r}", "WRONG_KIND")
+
+
+def precheck(tx: Tx, request: bytes, envelope: Signed) -> bytes | None:
+    """The stored receipt for exactly these bytes, or None once the envelope is known to
+    be signed by the current, unrevoked key of the admitted node it names
+    (PERMISSION_DENIED otherwise: UNKNOWN_SIGNER, UNKNOWN_KEY, REVOKED_KEY, BAD_SIGNATURE,
+    exactly as the use-case would say)."""
+    stored = tx.repo.receipt(digest(request))
+    if stored is not None:
+        return stored
+    check_kind(envelope)
+    directory.verify_node(tx, envelope, envelope.kind, admission.key_ring(tx))
+    return None
+
+
+def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes]) -> Submitted:
+    """Act on the envelope in ``request`` (the bytes received) and return its sealed
+    receipt; ``seal(receipt_body)`` signs a serialised Receipt into envelope bytes."""
+    key = digest(request)
+    stored = tx.repo.receipt(key)
+    if stored is not None:  # the same bytes, submitted again (or concurrently)
+        return Submitted(stored, replayed=True)
+    envelope = wire.from_bytes(request)
+    check_kind(envelope)
+    result = USE_CASES[envelope.kind](tx, envelope, admission.key_ring(tx))
+    receipt = clearing_pb2.Receipt(envelope_sha256=key)
+    claim = result if isinstance(result, Claim) else None
+    if claim is not None:
+        receipt.claim_id = claim.claim_id
+        receipt.state = claims.wire_state(claim.state)
+        receipt.reason = claims.wire_reason(claim.reason)
+    receipt.at.FromDatetime(tx.now.astimezone(UTC))
+    sealed = seal(receipt.SerializeToString(deterministic=True))
+    tx.repo.insert_receipt(key, envelope.signer, envelope.kind, sealed, tx.now)
+    assert tx.repo.receipt(key) == sealed
+    # A transition is stamped with this transaction's time; a replayed body returns a
+    # claim last changed earlier (the one blind spot: a clock that did not move).
+    changed = claim is not None and claim.updated_at == tx.now
+    return Submitted(sealed, claim, changed)

@@ -1,0 +1,120 @@
+"""Submit: the receipt is stored with the work, in one transaction, and the same bytes
+get the same receipt back without the work running again. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from nacl.signing import SigningKey
+
+from clearinghouse.domain.claims import ClaimState
+from clearinghouse.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from clearinghouse.usecases import admission, claims, directory, submit, wire
+from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.clock import ManualClock
+from tests.clearinghouse.conftest import CITY_PUBLIC, certificate, refused, registration, snapshot
+from tests.clearinghouse.usecases.test_claims import (
+    ALICE,
+    GL,
+    JN,
+    KEYS,
+    LIMIT,
+    QX,
+    cid,
+    decision,
+    proposal,
+    ring,
+)
+from timebank.envelope import CLEARINGHOUSE, Signed, sign, verify
+from timebank.keys import public_key
+from timebank.v1 import clearing_pb2
+
+CH_KEY = SigningKey(hashlib.sha256(b"clearinghouse key (submit tests)").digest())
+
+
+@pytest.fixture
+def city(ch_app: ClearinghouseApp) -> ClearinghouseApp:
+    """As in test_claims: three districts, Alice homed at 江宁区 (registered directly)."""
+    for node, district in ((JN, "江宁区"), (GL, "鼓楼区"), (QX, "栖霞区")):
+        ch_app.execute(admission.admit, certificate(node, district, KEYS[node]), CITY_PUBLIC)
+        ch_app.execute(claims.set_net_debit_limit, node, LIMIT)
+    ch_app.execute(directory.register, registration(ALICE, JN, JN, KEYS[JN]), ring(ch_app))
+    return ch_app
+
+
+def seal(receipt: bytes) -> bytes:
+    envelope = sign("receipt", receipt, CLEARINGHOUSE, CH_KEY)
+    return wire.to_bytes(envelope)
+
+
+def receipt_of(sealed: bytes) -> clearing_pb2.Receipt:
+    envelope = wire.from_bytes(sealed)
+    assert envelope.kind == "receipt"
+    return clearing_pb2.Receipt.FromString(verify(envelope, public_key(CH_KEY)))
+
+
+def receipts(app: ClearinghouseApp) -> int:
+    return len(snapshot(app)["receipts"])
+
+
+def test_the_same_bytes_get_the_same_receipt_without_running_again(
+        city: ClearinghouseApp, ch_clock: ManualClock) -> None:
+    request = wire.to_bytes(proposal(1, city))
+    first = city.execute(submit.submit, request, seal)
+    assert not first.replayed and first.transition and first.claim is not None
+    receipt = receipt_of(first.receipt)
+    assert receipt.envelope_sha256 == hashlib.sha256(request).digest()
+    assert receipt.state == clearing_pb2.CLAIM_STATE_PROPOSED and receipt.claim_id == cid(1)
+    assert city.query(submit.precheck, request, wire.from_bytes(request)) == first.receipt
+
+    ch_clock.advance(timedelta(minutes=1))
+    accepted = city.execute(submit.submit, wire.to_bytes(decision(1)), seal)
+    assert accepted.claim is not None and accepted.claim.state is ClaimState.ACCEPTED
+    before = snapshot(city)
+    ch_clock.advance(timedelta(minutes=1))
+    again = city.execute(submit.submit, request, seal)  # the claim has moved on since
+    assert again.replayed and again.receipt == first.receipt and again.claim is None
+    assert snapshot(city) == before
+
+
+def test_the_receipt_commits_with_the_work_or_not_at_all(city: ClearinghouseApp,
+                                                         ) -> None:
+    request = wire.to_bytes(proposal(1, city))
+
+    def broken_seal(_receipt: bytes) -> bytes:
+        raise FailedPrecondition("the signing key went away", "TEST")
+
+    assert refused(city, submit.submit, request, broken_seal).reason == "TEST"
+    assert city.query(lambda tx: tx.repo.claim(cid(1))) is None  # the work rolled back too
+    done = city.execute(submit.submit, request, seal)
+    assert receipts(city) == 1  # the fixture registered Alice without Submit
+    assert city.query(lambda tx: tx.repo.receipt(hashlib.sha256(request).digest())) == (
+        done.receipt)
+
+
+def test_refusals_store_no_receipt(city: ClearinghouseApp) -> None:
+    unknown_person = proposal(1, city, payer=hashlib.sha256(b"nobody").hexdigest())
+    for request, reason in (
+            (wire.to_bytes(unknown_person), "UNKNOWN_PERSON"),
+            (wire.to_bytes(sign("claim.settle", b"", GL, KEYS[GL])), "WRONG_KIND"),
+            (b"\xff\xff", "MALFORMED_ENVELOPE")):
+        assert refused(city, submit.submit, request, seal).reason == reason
+
+
+def test_precheck_authenticates_before_anything_is_charged(city: ClearinghouseApp,
+                                                           ) -> None:
+    good = proposal(1, city)
+    assert city.query(submit.precheck, wire.to_bytes(good), good) is None
+    forged = Signed(good.kind, good.body, good.signer, good.key_id, bytes(64))
+    stranger = sign("claim.propose", good.body, GL, SigningKey(bytes(32)))
+    unadmitted = sign("claim.propose", good.body, "320199", SigningKey(bytes(32)))
+    for envelope, reason in ((forged, "BAD_SIGNATURE"), (stranger, "UNKNOWN_KEY"),
+                             (unadmitted, "UNKNOWN_SIGNER")):
+        with pytest.raises(PermissionDenied) as caught:
+            city.query(submit.precheck, wire.to_bytes(envelope), envelope)
+        assert caught.value.reason == reason
+    wrong = sign("subscribe", b"", JN, KEYS[JN])
+    with pytest.raises(InvalidArgument):
+        city.query(submit.precheck, wire.to_bytes(wrong), wrong)
