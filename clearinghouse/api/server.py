@@ -10,6 +10,11 @@ so ``workers`` bounds the nodes that can subscribe at once (plus headroom for ca
 **Plaintext only, for now**: keep it on loopback or behind a TLS-terminating proxy.
 Everything a node receives is signed by the clearinghouse key all the same, and
 everything it sends is signed by its own.
+
+Each node's Submit calls draw from an in-process token bucket (``[limits]``
+``submits_per_second`` and ``submit_burst``; ``clearinghouse.api.ratelimit``). Every call
+is logged (one ``rpc`` line) and measured; with ``metrics_listen`` set, Prometheus
+metrics are served on that address (``clearinghouse.api.observe``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import structlog
@@ -28,9 +34,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from nacl.signing import SigningKey
 
+from clearinghouse.api import observe
+from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.api.servicer import SERVICE_NAME, ClearinghouseServicer, handlers
 from clearinghouse.bootstrap import META_CLEARINGHOUSE_PUBLIC_KEY, open_app, read_key
-from clearinghouse.config import ClearinghouseConfig, ConfigError
+from clearinghouse.config import (
+    DEFAULT_SUBMIT_BURST,
+    DEFAULT_SUBMITS_PER_SECOND,
+    ClearinghouseConfig,
+    ConfigError,
+)
 from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases import claims
 from clearinghouse.usecases.app import ClearinghouseApp
@@ -76,14 +89,19 @@ class RunningServer:
 def start_server(app: ClearinghouseApp, signing_key: SigningKey,
                  listen: str = "127.0.0.1:0", *,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 workers: int = DEFAULT_WORKERS) -> RunningServer:
-    """Start serving ``app`` (plaintext) on ``listen``, signing with ``signing_key``."""
+                 workers: int = DEFAULT_WORKERS,
+                 submits_per_second: int = DEFAULT_SUBMITS_PER_SECOND,
+                 submit_burst: int = DEFAULT_SUBMIT_BURST) -> RunningServer:
+    """Start serving ``app`` (plaintext) on ``listen``, signing with ``signing_key``.
+    Each node may Submit ``submits_per_second`` envelopes a second, ``submit_burst`` at
+    once (RESOURCE_EXHAUSTED BUSY beyond)."""
     if max_message_bytes < 1 or workers < 1:
         raise ValueError("max_message_bytes and workers must be positive")
+    limiter = RateLimiter(submits_per_second, submit_burst)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clearinghouse-rpc"),
         options=server_options(max_message_bytes))
-    servicer = ClearinghouseServicer(app, signing_key)
+    servicer = ClearinghouseServicer(app, signing_key, limiter=limiter)
     server.add_generic_rpc_handlers((handlers(servicer),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -122,6 +140,7 @@ class ExpirySweep:
         while not self._stop.is_set():
             expired = self._app.execute(claims.expire_due)
             for claim in expired:
+                observe.claim_transition(claim)
                 log.info("claim expired", claim_id=claim.claim_id, creditor=claim.creditor,
                          debtor=claim.debtor)
             total += len(expired)
@@ -188,6 +207,7 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
     app = open_app(config, clock)
     running: RunningServer | None = None
     sweep: ExpirySweep | None = None
+    metrics_server: WSGIServer | None = None
     previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -196,7 +216,12 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
 
     try:
         key = signing_key(config, app)
-        running = start_server(app, key, config.listen)
+        metrics_port = 0
+        if config.metrics_listen:
+            metrics_server, metrics_port = observe.start_metrics_server(config.metrics_listen)
+        running = start_server(app, key, config.listen,
+                               submits_per_second=config.submits_per_second,
+                               submit_burst=config.submit_burst)
         sweep = ExpirySweep(app, sweep_interval)
         sweep.start()
         if threading.current_thread() is threading.main_thread():
@@ -206,7 +231,8 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
             log.warning("serving plaintext gRPC on a non-loopback address: put it behind "
                         "TLS on a trusted network", listen=config.listen)
         log.info("clearinghouse serving", listen=config.listen, port=running.port,
-                 key_id=keys.key_id(keys.public_key(key)))
+                 metrics_port=metrics_port, submits_per_second=config.submits_per_second,
+                 submit_burst=config.submit_burst, key_id=keys.key_id(keys.public_key(key)))
         if on_ready is not None:
             on_ready(running.port)
         stop.wait()
@@ -217,5 +243,8 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
             running.stop(grace_seconds)
         if sweep is not None:
             sweep.stop(grace_seconds)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         app.db.dispose()
         log.info("clearinghouse stopped")

@@ -4,29 +4,37 @@ Every request arrives as the bytes received (``handlers`` installs no deserializ
 a receipt's ``envelope_sha256`` is over exactly those bytes and a request that is not
 the expected message is INVALID_ARGUMENT (gRPC's own parser would answer INTERNAL).
 A node's envelope is verified, parsed and acted on in one transaction, with the key
-ring built inside it (``admission.key_ring``). Everything the clearinghouse sends a node
-(receipts, deliveries) is signed with the clearinghouse key. Errors become statuses in
-``clearinghouse.api.errors``; there are no business rules here.
+ring built inside it (``admission.key_ring``).
+
+Submit first looks, read-only, for the receipt already given for these exact bytes and
+otherwise checks the signature (``submit.precheck``); then it charges the signing node's
+token bucket (``RateLimiter``: RESOURCE_EXHAUSTED BUSY when empty, nothing changed);
+then it returns the stored receipt byte for byte, or does the work and stores the new
+signed receipt in the same transaction (``submit.submit``). Subscribe takes only a
+fresh, own-queue request (``claims.subscription``: STALE_SUBSCRIBE beyond 5 minutes).
+Everything the clearinghouse sends a node (receipts, deliveries) is signed with the
+clearinghouse key. Errors become statuses in ``clearinghouse.api.errors``; there are no
+business rules here.
 """
 
 # ruff: noqa: N802 - rpc method names are the contract's (CamelCase), not ours to choose
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections.abc import Callable, Iterator
-from datetime import UTC
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 from nacl.signing import SigningKey
 
+from clearinghouse.api import observe
 from clearinghouse.api.errors import grpc_errors, grpc_stream_errors
-from clearinghouse.domain.claims import Claim
+from clearinghouse.api.ratelimit import RateLimiter
+from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
-from clearinghouse.usecases import admission, claims, directory, wire
+from clearinghouse.usecases import admission, claims, directory, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from timebank.envelope import CLEARINGHOUSE, Signed, sign
 from timebank.v1 import clearing_pb2 as pb
@@ -41,13 +49,6 @@ POLL_SECONDS = 0.1
 DELIVERY_BATCH = 100
 
 M = TypeVar("M", bound=Message)
-
-_SUBMIT: dict[str, Callable[..., Any]] = {
-    directory.REGISTER: directory.register,
-    claims.PROPOSE: claims.propose,
-    claims.DECIDE: claims.decide,
-    claims.FINISH: claims.finish,
-}
 
 
 def _parse(message_type: type[M], raw: bytes) -> M:
@@ -74,8 +75,11 @@ class ClearinghouseServicer:
     with the clearinghouse key. ``close()`` ends every open Subscribe stream."""
 
     def __init__(self, app: ClearinghouseApp, signing_key: SigningKey, *,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS,
+                 limiter: RateLimiter | None = None) -> None:
         self._app = app
+        self._limiter = limiter if limiter is not None else RateLimiter(
+            DEFAULT_SUBMITS_PER_SECOND, DEFAULT_SUBMIT_BURST)
         self._key = signing_key
         self._poll = poll_seconds
         self._closed = threading.Event()
@@ -89,46 +93,49 @@ class ClearinghouseServicer:
     # ------------------------------------------------------------ Submit
 
     @grpc_errors
-    def Submit(self, request: bytes, context: grpc.ServicerContext) -> pb.Envelope:
+    def Submit(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         envelope = wire.from_bytes(request)
-        use_case = _SUBMIT.get(envelope.kind)
-        if use_case is None:
-            raise InvalidArgument(
-                f"Submit takes {', '.join(sorted(_SUBMIT))} envelopes, not "
-                f"{envelope.kind!r}", "WRONG_KIND")
+        observe.note(signer=envelope.signer, kind=envelope.kind)
+        submit.check_kind(envelope)
+        # Authenticate (or find the receipt) before charging the signer's rate limit, so
+        # that only a node's own messages use up its allowance; then do the work.
+        stored = self._app.query(submit.precheck, request, envelope)
+        self._limiter.take(envelope.signer)
+        if stored is not None:
+            observe.note(replayed=True)
+            return stored
+        done = self._app.execute(submit.submit, request, self._seal)
+        if done.claim is not None:
+            observe.note(claim_id=done.claim.claim_id, state=done.claim.state.value)
+            if done.transition:
+                observe.claim_transition(done.claim)
+        if done.replayed:
+            observe.note(replayed=True)
+        return done.receipt
 
-        def run(tx: Tx) -> pb.Receipt:
-            result = use_case(tx, envelope, admission.key_ring(tx))
-            receipt = pb.Receipt(envelope_sha256=hashlib.sha256(request).digest())
-            if isinstance(result, Claim):
-                receipt.claim_id = result.claim_id
-                receipt.state = claims.wire_state(result.state)
-                receipt.reason = claims.wire_reason(result.reason)
-            receipt.at.FromDatetime(tx.now.astimezone(UTC))
-            return receipt
-
-        receipt = self._app.execute(run)
-        return self._sign(RECEIPT, receipt.SerializeToString(deterministic=True))
+    def _seal(self, receipt: bytes) -> bytes:
+        """A serialised Receipt, signed, as the envelope bytes returned (and stored)."""
+        return self._sign(RECEIPT, receipt).SerializeToString(deterministic=True)
 
     # ------------------------------------------------------------ deliveries
 
     @grpc_stream_errors
     def Subscribe(self, request: bytes, context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
         envelope = wire.from_bytes(request)
-
-        def verified(tx: Tx) -> pb.SubscribeBody:
-            body = directory.verify_node(tx, envelope, SUBSCRIBE, admission.key_ring(tx))
-            return wire.parse(pb.SubscribeBody, body, SUBSCRIBE)
-
-        msg = self._app.query(verified)
-        _own(envelope, msg.node_id, "read")
+        observe.note(signer=envelope.signer)
+        msg = self._app.query(lambda tx: claims.subscription(tx, envelope,
+                                                             admission.key_ring(tx)))
         after = msg.after_seq
+        observe.note(after_seq=after)
+        sent = 0
         while context.is_active() and not self._closed.is_set():
             batch = self._app.query(claims.deliveries_after, msg.node_id, after,
                                     DELIVERY_BATCH)
             for seq, delivery in batch:
                 yield self._sign(DELIVERY, delivery)
                 after = seq
+                sent += 1
+                observe.note(delivered=sent, last_seq=after)
             if len(batch) < DELIVERY_BATCH:
                 self._closed.wait(self._poll)
 
@@ -150,6 +157,7 @@ class ClearinghouseServicer:
     def LookupPerson(self, request: bytes,
                      context: grpc.ServicerContext) -> pb.LookupPersonResponse:
         msg = _parse(pb.LookupPersonRequest, request)
+        observe.note(person=observe.person(msg.person_ref))
         home = self._app.query(directory.lookup, msg.person_ref)
         return pb.LookupPersonResponse(person_ref=msg.person_ref, home_node_id=home)
 
@@ -172,8 +180,9 @@ class ClearinghouseServicer:
         return self._app.query(run)
 
 
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
+def _serialize(message: Message | bytes) -> bytes:
+    """A response message's bytes; a stored receipt is returned exactly as stored."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 def handlers(servicer: ClearinghouseServicer) -> grpc.GenericRpcHandler:

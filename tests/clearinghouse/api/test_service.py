@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -128,8 +128,8 @@ def finishing() -> Signed:
     return sign("claim.finish", body.SerializeToString(), GL, KEYS[GL])
 
 
-def subscription(node: str, after: int) -> pb.Envelope:
-    body = pb.SubscribeBody(node_id=node, after_seq=after)
+def subscription(node: str, after: int, at: datetime) -> pb.Envelope:
+    body = pb.SubscribeBody(node_id=node, after_seq=after, at=stamp(at))
     return wire(sign("subscribe", body.SerializeToString(), node, KEYS[node]))
 
 
@@ -139,9 +139,9 @@ def acknowledgement(node: str, seq: int) -> pb.Envelope:
 
 
 def receive(stub: clearing_pb2_grpc.ClearinghouseServiceStub, node: str, after: int,
-            count: int) -> list[pb.Delivery]:
+            count: int, at: datetime) -> list[pb.Delivery]:
     """The first ``count`` deliveries a Subscribe streams, each verified; then cancel."""
-    stream = stub.Subscribe(subscription(node, after), timeout=TIMEOUT)
+    stream = stub.Subscribe(subscription(node, after, at), timeout=TIMEOUT)
     found = []
     for message in stream:
         found.append(pb.Delivery.FromString(from_clearinghouse(message, "delivery")))
@@ -180,25 +180,26 @@ def test_a_redemption_goes_through_submit_with_signed_receipts(
 def test_subscribe_streams_signed_deliveries_and_ack_moves_the_cursor(
         stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
     redeem(stub, ch_app)
-    first, second = receive(stub, JN, 0, 2)  # the debtor: the proposal, then the finish
+    # the debtor: the proposal, then the finish
+    first, second = receive(stub, JN, 0, 2, ch_app.clock.now())
     assert (first.seq, second.seq) == (1, 2)
     assert first.recipient_node_id == JN and first.state == pb.CLAIM_STATE_PROPOSED
     assert first.relayed.kind == "claim.propose" and first.relayed.signer == GL
     assert second.relayed.kind == "claim.finish" and second.state == pb.CLAIM_STATE_COMPLETED
-    (to_creditor,) = receive(stub, GL, 0, 1)
+    (to_creditor,) = receive(stub, GL, 0, 1, ch_app.clock.now())
     assert to_creditor.relayed.kind == "claim.decide"
 
     assert stub.Ack(acknowledgement(JN, 1), timeout=TIMEOUT).acknowledged_seq == 1
     assert ch_app.query(lambda tx: tx.repo.acked_seq(JN)) == 1
     assert stub.Ack(acknowledgement(JN, 1), timeout=TIMEOUT).acknowledged_seq == 1
-    (resumed,) = receive(stub, JN, 1, 1)
+    (resumed,) = receive(stub, JN, 1, 1, ch_app.clock.now())
     assert resumed.seq == 2
 
 
 def test_a_stream_picks_up_deliveries_made_while_it_is_open(
         stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
     submit(stub, registration(ALICE, JN, JN, KEYS[JN]))
-    stream = stub.Subscribe(subscription(JN, 0), timeout=TIMEOUT)
+    stream = stub.Subscribe(subscription(JN, 0, ch_app.clock.now()), timeout=TIMEOUT)
     threading.Timer(0.3, lambda: submit(stub, proposal(ch_app))).start()
     delivery = pb.Delivery.FromString(from_clearinghouse(next(stream), "delivery"))
     stream.cancel()
@@ -279,7 +280,7 @@ def test_the_sweep_expires_overdue_claims_and_tells_both_parties(
     assert sweep.run_once() == 0
     ch_clock.advance(timedelta(minutes=6))
     assert sweep.run_once() == 1
-    (told,) = receive(stub, GL, 0, 1)
+    (told,) = receive(stub, GL, 0, 1, ch_app.clock.now())
     assert told.expired_claim_id == CLAIM and told.state == pb.CLAIM_STATE_EXPIRED
     assert ch_app.query(directory.lookup, ALICE) == JN
 
