@@ -368,7 +368,13 @@ def nodes_command(
 
 @app.command("serve")
 @guarded
-def serve_command(config_file: ConfigFile) -> None:
+def serve_command(
+    config_file: ConfigFile,
+    dev_clock: Annotated[Path | None, typer.Option(
+        "--dev-clock", metavar="FILE", hidden=True,
+        help="Development only: simulated time shared through FILE (timebank.devclock); "
+             "refused unless TIMEBANK_DEV_CLOCK_ALLOWED=1.")] = None,
+) -> None:
     """Serve the clearinghouse over gRPC until SIGTERM or Ctrl-C.
 
     Listens on the configuration's `listen` address (plaintext: keep it on loopback or
@@ -376,12 +382,19 @@ def serve_command(config_file: ConfigFile) -> None:
     expires overdue claims every second.
     """
     from clearinghouse.api.server import serve_forever
+    from timebank.devclock import DevClockError, FileClock
 
+    try:
+        clock = None if dev_clock is None else FileClock(dev_clock)  # refused unless allowed
+    except DevClockError as e:
+        fail(str(e))
     config = load_config(config_file)
 
     def ready(port: int) -> None:
         host = config.listen.rpartition(":")[0]
         echo(f"clearinghouse serving on {host}:{port} (Ctrl-C or SIGTERM to stop)")
+        if clock is not None:
+            echo(f"[yellow]simulated time (--dev-clock): now {clock.now().isoformat()}[/]")
 
-    serve_forever(config, on_ready=ready)
+    serve_forever(config, clock=clock, on_ready=ready)
     echo("clearinghouse stopped")
