@@ -11,7 +11,9 @@ one, under its error id, by ``clearinghouse.api.errors``.
 
 **PersonRefs stay out of the logs**: a PersonRef is noted by its first 8 hex characters
 only (``person``), and every noted string and refusal message passes ``redact``, which
-cuts any 64-hex-character run to its first 8.
+cuts any 64-hex-character run to its first 8. ``configure_logging`` (called by
+``serve_forever``) also redacts every string of every event, rendered tracebacks
+included, and renders tracebacks without local variables.
 
 Metrics (the clearinghouse never imports the node, so these mirror ``node.metrics``):
 
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -121,6 +125,34 @@ def claim_transition(claim: Claim) -> None:
     CLAIM_TRANSITIONS.labels(kind=claim.kind.value, state=claim.state.value).inc()
 
 
+def _redact_event(_logger: Any, _name: str, event: MutableMapping[str, Any],
+                  ) -> Mapping[str, Any]:
+    """A structlog processor: every string in the event (a rendered traceback too) with
+    PersonRefs cut to their first 8 characters."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+def configure_logging() -> bool:
+    """Configure structlog for a serving clearinghouse, unless something in this process
+    already did: one console line per event, timestamps in UTC, tracebacks (bugs only)
+    plain and without local variables, and every string passed through ``redact``.
+    Returns whether it configured anything."""
+    if structlog.is_configured():
+        return False
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # plain text, no locals
+            _redact_event,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        cache_logger_on_first_use=False,
+    )
+    return True
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     """Split "host:port" ("[::1]:9474", ":9474" = every interface) into its parts."""
     host, sep, port = listen.rpartition(":")
@@ -137,5 +169,5 @@ def start_metrics_server(listen: str) -> tuple[WSGIServer, int]:
     return server, int(server.server_port)
 
 
-__all__ = ["Call", "begin", "claim_transition", "note", "person", "redact",
-           "start_metrics_server"]
+__all__ = ["Call", "begin", "claim_transition", "configure_logging", "note", "person",
+           "redact", "start_metrics_server"]

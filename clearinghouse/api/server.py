@@ -204,6 +204,7 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
     stops the sweep and closes the database. Raises ConfigError or OSError (address).
     """
     stop = stop or threading.Event()
+    observe.configure_logging()
     app = open_app(config, clock)
     running: RunningServer | None = None
     sweep: ExpirySweep | None = None

@@ -8,6 +8,8 @@ import dataclasses
 import hashlib
 import re
 import socket
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -318,3 +320,23 @@ def test_serve_forever_serves_metrics_and_applies_the_limits(tmp_path: Path) -> 
     assert not thread.is_alive()
     with pytest.raises(OSError):  # the metrics endpoint stopped with the server
         urllib.request.urlopen(f"http://127.0.0.1:{free}/metrics", timeout=TIMEOUT)
+
+
+def test_a_serving_clearinghouse_logs_bugs_without_person_refs_or_locals() -> None:
+    script = (
+        "import structlog\n"
+        "from clearinghouse.api import observe\n"
+        "assert observe.configure_logging()\n"
+        "assert not observe.configure_logging()  # once per process\n"
+        "def fail(ref):\n"
+        "    secret_local = ref\n"
+        "    raise RuntimeError('bad ' + secret_local)\n"
+        "try:\n"
+        f"    fail({ALICE!r})\n"
+        "except RuntimeError:\n"
+        f"    structlog.get_logger('x').exception('oops', person={ALICE!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert "oops" in done.stdout and "RuntimeError: bad " + ALICE[:8] + "…" in done.stdout
+    assert ALICE not in done.stdout + done.stderr and "secret_local =" not in done.stdout
