@@ -115,7 +115,8 @@ def migrate_and_initialise(config: NodeConfig) -> None:
 def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
     """Open a node for serving; refuse if its schema is not current or it is another node's."""
     policy = read_policy(config.policy_file)
-    node = NodeIdentity(config.node_id, config.district, read_secret(config.city_secret_file))
+    node = NodeIdentity(config.node_id, config.district, read_secret(config.city_secret_file),
+                        federated=config.federated)
     db = Database(config.effective_database_url)
     current, head = migrate.current_revision(db.writer), migrate.head_revision()
     if current != head:

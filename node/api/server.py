@@ -34,14 +34,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node import metrics
+from node.api.clearing_link import ClearingLink
 from node.api.errors import rich_status
 from node.api.servicer import SERVICE_NAME, NodeServicer
 from node.bootstrap import open_app
-from node.config import NodeConfig
+from node.config import ConfigError, NodeConfig
 from node.domain.clock import Clock
 from node.logging import configure_logging
 from node.usecases import orders
 from node.usecases.app import NodeApp
+from timebank import keys
 from timebank.v1 import node_pb2_grpc
 
 log = structlog.get_logger("node.api")
@@ -309,6 +311,17 @@ class Serving:
     metrics_port: int  # 0: no metrics endpoint
 
 
+def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
+    """The node's connection to its city clearinghouse, from its configuration."""
+    try:
+        key = keys.read_seed(config.signing_key_file)
+    except keys.KeyFileError as e:
+        raise ConfigError(str(e)) from None
+    return ClearingLink(app, config.clearinghouse_address,
+                        bytes.fromhex(config.clearinghouse_public_key), key,
+                        channel_options=channel_options())
+
+
 def _is_loopback(listen: str) -> bool:
     host = listen.rpartition(":")[0].strip("[]")
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
@@ -334,6 +347,7 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     metrics_server = None
     running: RunningServer | None = None
     loop: RecordingLoop | None = None
+    link: ClearingLink | None = None
     previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -347,6 +361,9 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
         running = _start(app, config.listen, config.max_message_bytes, config.workers)
         loop = RecordingLoop(app, recording_interval)
         loop.start()
+        if config.federated:
+            link = open_link(app, config)
+            link.start()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, on_signal)
@@ -367,6 +384,8 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
             running.stop(grace_seconds)
         if loop is not None:
             loop.stop(grace_seconds)
+        if link is not None:
+            link.stop(grace_seconds)
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()

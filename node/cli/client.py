@@ -14,6 +14,7 @@ from typing import TypeVar
 import grpc
 
 from node.cli.common import CliError, fail
+from timebank.rpcerrors import error_reason
 from timebank.v1 import node_pb2, node_pb2_grpc
 
 Req = TypeVar("Req")
@@ -29,25 +30,6 @@ def new_key() -> str:
 
 
 _RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN", "INTERNAL", "CANCELLED"}
-
-
-def error_reason(e: grpc.RpcError) -> str:
-    """The google.rpc.ErrorInfo reason the node attached, if any."""
-    try:
-        from google.rpc import error_details_pb2
-        from grpc_status import rpc_status
-
-        status = rpc_status.from_call(e)
-    except Exception:  # details are optional; the status code suffices
-        return ""
-    if status is None:
-        return ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
 
 
 def describe_rpc_error(e: grpc.RpcError, address: str, idempotency_key: str = "") -> str:

@@ -46,6 +46,7 @@ class EntryKind(StrEnum):
     DONATION = "donation"
     GRANT = "grant"
     REVERSAL = "reversal"
+    CLAIM = "claim"  # a completed claim between districts: this node's leg, via clearing
 
 
 @dataclass(frozen=True, slots=True)

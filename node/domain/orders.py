@@ -113,10 +113,13 @@ def check_payment(
     recipient: PersonFacts,
     payer: PersonFacts | None,
     relation: Relation | None,
+    payer_remote: bool = False,
 ) -> None:
     """Refuse a payment plan the city's rules do not allow.
 
     ``relation`` is how the recipient stands to the payer (the payer's PARENT …).
+    ``payer_remote``: the relative's hours are kept in another district, which knows
+    the family links and applies the relative rules when it decides the claim.
     """
     if recipient.kind is not PersonKind.INDIVIDUAL:
         raise InvalidArgument("a group volunteer cannot be the recipient of a service",
@@ -134,6 +137,8 @@ def check_payment(
         if payer.id == recipient.id:
             raise InvalidArgument("to spend one's own hours, use payment source 'own'",
                                   "PAYER_IS_RECIPIENT")
+        if payer_remote:
+            return
         if payer.kind is PersonKind.GROUP:
             if policy.group_hours_donate_only:
                 raise PermissionDenied(

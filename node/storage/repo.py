@@ -50,6 +50,9 @@ HEAD = cast(Table, s.LedgerHead.__table__)
 META = cast(Table, s.Meta.__table__)
 POINTS = cast(Table, s.ServicePoint.__table__)
 STAFF = cast(Table, s.StaffMember.__table__)
+CLAIMS = cast(Table, s.ClaimRow.__table__)
+OUTBOX = cast(Table, s.OutboxMessage.__table__)
+INBOX = cast(Table, s.InboxDelivery.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,41 @@ class HoldRecord:
     account_id: int
     minutes: int
     state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRecord:
+    claim_id: str
+    kind: str
+    role: str
+    counterparty: str
+    person_ref: str
+    recipient_ref: str
+    minutes: int
+    posted_minutes: int
+    origins: str
+    state: str
+    reason: str
+    detail: str
+    order_id: int | None
+    person_id: int | None
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    id: int
+    kind: str
+    claim_id: str | None
+    envelope: bytes
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    done_at: datetime | None
+    outcome: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,8 +456,8 @@ class Repo:
 
     # ------------------------------------------------------------ holds
 
-    def place_hold(self, order_id: int, account_id: int, minutes: int, floor: int,
-                   at: datetime) -> None:
+    def place_hold(self, order_id: int | None, account_id: int, minutes: int, floor: int,
+                   at: datetime, claim_id: str | None = None) -> None:
         """Reserve minutes; ``floor`` is how low balance - held may go (0 for holders)."""
         if minutes <= 0:
             raise InvariantViolation("a hold is for a positive number of minutes")
@@ -429,8 +467,27 @@ class Repo:
             .returning(ACCOUNTS.c.balance, ACCOUNTS.c.held)).one()
         if after.balance - after.held < floor:
             raise InvariantViolation(f"hold on account {account_id} exceeds what is available")
-        self.conn.execute(insert(HOLDS).values(order_id=order_id, account_id=account_id,
-                                               minutes=minutes, state="active", created_at=at))
+        if (order_id is None) == (claim_id is None):
+            raise InvariantViolation("a hold is for an order or for a claim")
+        self.conn.execute(insert(HOLDS).values(order_id=order_id, claim_id=claim_id,
+                                               account_id=account_id, minutes=minutes,
+                                               state="active", created_at=at))
+
+    def claim_holds(self, claim_id: str) -> list[HoldRecord]:
+        rows = self.conn.execute(select(HOLDS.c.id, HOLDS.c.order_id, HOLDS.c.account_id,
+                                        HOLDS.c.minutes, HOLDS.c.state)
+                                 .where(HOLDS.c.claim_id == claim_id, HOLDS.c.state == "active")
+                                 .order_by(HOLDS.c.id))
+        return [_record(HoldRecord, r) for r in rows]
+
+    def holds_of_final_claims(self) -> int:
+        """Active holds whose claim is already final: must always be zero."""
+        return int(self.conn.execute(
+            select(func.count()).select_from(
+                HOLDS.join(CLAIMS, HOLDS.c.claim_id == CLAIMS.c.claim_id))
+            .where(and_(HOLDS.c.state == "active",
+                        CLAIMS.c.state.in_(["completed", "voided", "rejected", "expired"])))
+        ).scalar_one())
 
     def active_holds(self, order_id: int) -> list[HoldRecord]:
         rows = self.conn.execute(select(HOLDS.c.id, HOLDS.c.order_id, HOLDS.c.account_id,
@@ -564,6 +621,103 @@ class Repo:
             select(func.count()).select_from(HOLDS.join(ORDERS, HOLDS.c.order_id == ORDERS.c.id))
             .where(and_(HOLDS.c.state == "active",
                         ORDERS.c.state.in_(["recorded", "cancelled"])))).scalar_one())
+
+    # ------------------------------------------------------------ claims
+
+    def insert_claim(self, **values: Any) -> None:
+        self.conn.execute(insert(CLAIMS).values(**values))
+
+    def claim(self, claim_id: str) -> ClaimRecord | None:
+        row = self.conn.execute(select(CLAIMS).where(CLAIMS.c.claim_id == claim_id)
+                                ).one_or_none()
+        return None if row is None else _record(ClaimRecord, row)
+
+    def update_claim(self, claim_id: str, expected_state: str, **values: Any) -> None:
+        """Move a claim on from the state the caller read (a lost update is a bug)."""
+        done = self.conn.execute(update(CLAIMS).where(CLAIMS.c.claim_id == claim_id,
+                                                      CLAIMS.c.state == expected_state)
+                                 .values(**values))
+        if done.rowcount != 1:
+            raise InvariantViolation(f"claim {claim_id} changed under us")
+
+    def list_claims(self, state: str | None, after: str, limit: int) -> list[ClaimRecord]:
+        q = select(CLAIMS).where(CLAIMS.c.claim_id > after)
+        if state:
+            q = q.where(CLAIMS.c.state == state)
+        return [_record(ClaimRecord, r) for r in
+                self.conn.execute(q.order_by(CLAIMS.c.claim_id).limit(limit))]
+
+    def open_claims_of(self, person_ref: str) -> int:
+        return int(self.conn.execute(
+            select(func.count()).select_from(CLAIMS).where(
+                CLAIMS.c.person_ref == person_ref,
+                CLAIMS.c.state.in_(["proposed", "accepted", "finishing"]))).scalar_one())
+
+    def count_claims(self, state: str | None = None) -> int:
+        q = select(func.count()).select_from(CLAIMS)
+        if state:
+            q = q.where(CLAIMS.c.state == state)
+        return int(self.conn.execute(q).scalar_one())
+
+    def claim_counts(self) -> dict[tuple[str, str], int]:
+        """(role, state) → number of claims."""
+        return {(r.role, r.state): int(r.n) for r in self.conn.execute(
+            select(CLAIMS.c.role, CLAIMS.c.state, func.count().label("n"))
+            .group_by(CLAIMS.c.role, CLAIMS.c.state))}
+
+    def set_home(self, person_id: int, home_node_id: str | None) -> None:
+        self.conn.execute(update(PEOPLE).where(PEOPLE.c.id == person_id)
+                          .values(home_node_id=home_node_id))
+
+    # ------------------------------------------------------------ outbox and inbox
+
+    def enqueue(self, kind: str, claim_id: str | None, body: bytes, at: datetime) -> int:
+        return int(self.conn.execute(
+            insert(OUTBOX).values(kind=kind, claim_id=claim_id, envelope=body, created_at=at,
+                                  attempts=0, next_attempt_at=at, outcome="", detail="")
+            .returning(OUTBOX.c.id)).scalar_one())
+
+    def outbox_due(self, now: datetime, limit: int) -> list[OutboxRecord]:
+        """Unsent messages due now, oldest first, skipping any whose claim has an older
+        message still unsent (a claim's messages go in order)."""
+        older = OUTBOX.alias("older")
+        blocked = (select(older.c.id).where(older.c.claim_id == OUTBOX.c.claim_id,
+                                            older.c.id < OUTBOX.c.id,
+                                            older.c.done_at.is_(None)).exists())
+        rows = self.conn.execute(
+            select(OUTBOX).where(OUTBOX.c.done_at.is_(None), OUTBOX.c.next_attempt_at <= now,
+                                 ~blocked)
+            .order_by(OUTBOX.c.id).limit(limit))
+        return [_record(OutboxRecord, r) for r in rows]
+
+    def outbox_message(self, message_id: int) -> OutboxRecord:
+        row = self.conn.execute(select(OUTBOX).where(OUTBOX.c.id == message_id)).one()
+        return cast(OutboxRecord, _record(OutboxRecord, row))
+
+    def outbox_pending(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(OUTBOX)
+                                     .where(OUTBOX.c.done_at.is_(None))).scalar_one())
+
+    def outbox_done(self, message_id: int, outcome: str, detail: str, at: datetime) -> bool:
+        """Mark a message sent (or refused for good); False if it already was."""
+        done = self.conn.execute(update(OUTBOX).where(OUTBOX.c.id == message_id,
+                                                      OUTBOX.c.done_at.is_(None))
+                                 .values(done_at=at, outcome=outcome, detail=detail[:500],
+                                         attempts=OUTBOX.c.attempts + 1))
+        return done.rowcount == 1
+
+    def outbox_retry(self, message_id: int, next_at: datetime, detail: str) -> None:
+        self.conn.execute(update(OUTBOX).where(OUTBOX.c.id == message_id)
+                          .values(next_attempt_at=next_at, detail=detail[:500],
+                                  attempts=OUTBOX.c.attempts + 1))
+
+    def inbox_last_seq(self) -> int:
+        return int(self.conn.execute(select(func.coalesce(func.max(INBOX.c.seq), 0)))
+                   .scalar_one())
+
+    def inbox_add(self, seq: int, kind: str, claim_id: str, at: datetime) -> None:
+        self.conn.execute(insert(INBOX).values(seq=seq, kind=kind, claim_id=claim_id,
+                                               applied_at=at))
 
     # ------------------------------------------------------------ idempotency
 

@@ -31,6 +31,7 @@ class NodeIdentity:
     node_id: str  # 6-digit administrative division code, e.g. "320115"
     district: str  # e.g. "江宁区"
     city_secret: bytes  # keys PersonRef; never leaves the node
+    federated: bool = False  # connected to the city clearinghouse
 
     def __post_init__(self) -> None:
         if not (len(self.node_id) == 6 and self.node_id.isdigit() and self.node_id.isascii()):

@@ -107,6 +107,11 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
     if original.entry.kind is EntryKind.REVERSAL:
         raise FailedPrecondition(f"entry {seq} is itself a correction; post a new entry instead",
                                  "REVERSAL_OF_REVERSAL")
+    if original.entry.kind is EntryKind.CLAIM:
+        raise FailedPrecondition(
+            f"entry {seq} is this district's side of a claim the clearinghouse completed; "
+            "the other district posted its side too, so it cannot be undone here alone",
+            "CLAIM_ENTRY")
     done = tx.repo.reversal_of_seq(seq)
     if done is not None:
         raise AlreadyExists(f"entry {seq} was already reversed by entry {done}", "ALREADY_REVERSED")
@@ -216,6 +221,8 @@ def check_ledger(tx: Tx) -> LedgerReport:
         problems.append(f"balances do not sum to zero: {sum(totals.values())}")
     if repo.holds_of_final_orders():
         problems.append("some finished orders still hold minutes")
+    if repo.holds_of_final_claims():
+        problems.append("some finished claims still hold minutes")
     fund = repo.account(CITY_GRANT.code)
     if fund is not None and fund.available < -tx.policy.grant_budget_minutes:
         problems.append("the city fund is drawn beyond its budget")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from node.domain.claims import ClaimState
 from node.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -43,6 +44,7 @@ from node.domain.orders import (
 )
 from node.domain.policy import Policy, Relation
 from node.storage.repo import AccountRecord, OrderRecord, PersonRecord, account_from_code
+from node.usecases import claims
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for, require_staff
 from node.usecases.views import Actor, OrderView
@@ -172,11 +174,17 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
         relation = next(iter(allowed or family), None)
         # the hours are the payer's: only the payer, their proxy or family, or staff may spend them
         require_acts_for(tx, requested_by, payer.id, "spend hours")
-    check_payment(tx.policy, source, facts(tx, recipient),
-                  None if payer is None else facts(tx, payer), relation)
     paying = recipient if source is PaymentSource.OWN else payer
-    found = buckets(tx, source, paying, recipient.priority)
-    _require_available(source, paying, found, planned_minutes)
+    remote = paying is not None and paying.visitor
+    if remote and not tx.node.federated:
+        raise FailedPrecondition("this person's hours are kept in another district and this "
+                                 "node is not connected to the city clearinghouse",
+                                 "NOT_FEDERATED")
+    check_payment(tx.policy, source, facts(tx, recipient),
+                  None if payer is None else facts(tx, payer), relation, payer_remote=remote)
+    if not remote:  # a remote balance is checked by the home district, at acceptance
+        found = buckets(tx, source, paying, recipient.priority)
+        _require_available(source, paying, found, planned_minutes)
     order_id = tx.repo.insert_order(
         state=OrderState.REQUESTED.value, recipient_id=recipient_id, category=code,
         planned_minutes=planned_minutes, payment_source=source.value,
@@ -212,9 +220,20 @@ def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
     if volunteer_id == order.payer_id:
         raise PermissionDenied("a volunteer cannot serve an order paid with their own hours",
                                "SELF_SERVICE")
+    if volunteer.visitor:
+        raise PermissionDenied(
+            f"person {volunteer.id}'s hours are kept in district {volunteer.home_node_id}; "
+            "they earn hours by serving there (or move their home here first)",
+            "VISITOR_VOLUNTEER")
     recipient = tx.repo.person(order.recipient_id)
     source = PaymentSource(order.payment_source)
     payer = _payer(tx, order)
+    if payer is not None and payer.visitor:
+        claim_id = claims.propose_redemption(tx, order, payer, recipient)
+        return _transition(tx, order, OrderState.ACCEPTED, f"person:{volunteer.id}",
+                           f"{format_hours(order.planned_minutes)} asked of district "
+                           f"{payer.home_node_id} (claim {claim_id})",
+                           volunteer_id=volunteer.id, accepted_at=tx.now, claim_id=claim_id)
     found = buckets(tx, source, payer, recipient.priority)
     _require_available(source, payer, found, order.planned_minutes)
     by_code = {b.account.code: b for b in found}
@@ -244,6 +263,13 @@ def _reported_time(tx: Tx, at: datetime | None, what: str) -> datetime:
 
 def check_in(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
     order = _load(tx, order_id, Action.CHECK_IN)
+    if order.claim_id is not None:
+        claim = claims.get_claim(tx, order.claim_id)
+        if claim.state is not ClaimState.ACCEPTED:
+            raise FailedPrecondition(
+                f"order {order.id}'s payment from district {claim.counterparty} is "
+                f"{claim.state.value}, not yet held; the service starts once it is",
+                "PAYMENT_NOT_HELD")
     when = _reported_time(tx, at, "check-in")
     return _transition(tx, order, OrderState.CHECKED_IN, f"person:{order.volunteer_id}",
                        checked_in_at=when, service_day=tx.local_date(when))
@@ -313,6 +339,8 @@ def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
         if corrected_minutes:
             raise InvalidArgument("corrected minutes only apply when the service is upheld")
         tx.repo.resolve_holds(order.id, "released", tx.now)
+        if order.claim_id:
+            claims.void_redemption(tx, order)
         return _transition(tx, order, OrderState.CANCELLED, actor, resolution,
                            resolution=resolution, cancelled_at=tx.now)
     if not corrected_minutes:
@@ -333,6 +361,8 @@ def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> Ord
         require_acts_for(tx, cancelled_by, order.recipient_id, "cancel an order")
     require_state(order.id, Action.CANCEL, OrderState(order.state))
     tx.repo.resolve_holds(order.id, "released", tx.now)
+    if order.claim_id:
+        claims.void_redemption(tx, order)
     return _transition(tx, order, OrderState.CANCELLED, cancelled_by.label, reason,
                        cancelled_at=tx.now)
 
@@ -397,6 +427,9 @@ def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
             days[day] = today + split.banked + split.to_pool
         origin = Origin.GROUP if volunteer.kind == PersonKind.GROUP else Origin.INDIVIDUAL
         charge = min(recorded, sum(h.minutes for h in holds[order.id]))
+        if order.claim_id:  # paid by another district: charged when the claim completes
+            assert not holds[order.id]
+            claims.finish_redemption(tx, order, recorded)
         parts: list[tuple[Account, int]] = [
             (issuance(origin), -(split.banked + split.to_pool)),
             (Account.of_person(volunteer.person_ref, origin), split.banked),

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from node.domain.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from node.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from node.domain.identity import parse_credit_code, parse_id_card, person_ref
 from node.domain.orders import PersonFacts, PersonKind, check_text
 from node.domain.policy import Relation
@@ -58,8 +64,20 @@ def require_actor(tx: Tx, actor: Actor) -> None:
 
 
 def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str,
-                 priority: bool, service_point_id: int) -> PersonView:
+                 priority: bool, service_point_id: int, home_node_id: str = "") -> PersonView:
+    """Enrol a person here. ``home_node_id``: their hours are kept in that district (a
+    visitor served here); empty: this node keeps them, and tells the city directory."""
     name = _name("name", name)
+    if home_node_id:
+        if not (len(home_node_id) == 6 and home_node_id.isdigit() and home_node_id.isascii()):
+            raise InvalidArgument("a home district is its 6-digit node id, e.g. 320115",
+                                  "MALFORMED_NODE_ID")
+        if home_node_id == tx.node.node_id:
+            home_node_id = ""
+        elif not tx.node.federated:
+            raise FailedPrecondition("a visitor's hours are reached through the city "
+                                     "clearinghouse, and this node is not connected to it",
+                                     "NOT_FEDERATED")
     phone = phone.strip()
     if len(phone) > 20 or any(c not in "0123456789+- " for c in phone):
         raise InvalidArgument("a phone number has at most 20 digits, spaces, '+' or '-'")
@@ -84,8 +102,13 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
     person_id = tx.repo.insert_person(
         person_ref=ref, kind=kind.value, name=name, id_number=number, phone=phone,
         birth_date=birth, priority=priority, service_point_id=service_point_id or None,
-        enrolled_at=tx.now)
-    return person_view(tx, tx.repo.person(person_id))
+        enrolled_at=tx.now, home_node_id=home_node_id or None)
+    person = tx.repo.person(person_id)
+    if tx.node.federated and not person.visitor:
+        from node.usecases.claims import register_home
+
+        register_home(tx, person)
+    return person_view(tx, person)
 
 
 def get_person(tx: Tx, person_id: int) -> PersonView:
@@ -106,7 +129,7 @@ def facts(tx: Tx, person: PersonRecord) -> PersonFacts:
 
 def person_view(tx: Tx, p: PersonRecord) -> PersonView:
     return PersonView(p.id, p.person_ref, p.kind, p.name, p.priority, p.service_point_id or 0,
-                      age_of(tx, p), p.enrolled_at)
+                      age_of(tx, p), p.enrolled_at, p.home_node_id or "")
 
 
 def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,

@@ -46,6 +46,7 @@ class PersonView:
     service_point_id: int
     age: int
     enrolled_at: datetime
+    home_node_id: str = ""  # "": this node keeps the person's hours
 
 
 @dataclass(frozen=True, slots=True)
