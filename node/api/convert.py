@@ -14,12 +14,14 @@ from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from node.domain.claims import ClaimState, Role
 from node.domain.errors import InvalidArgument
 from node.domain.ledger import Origin
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Policy, Relation
 from node.storage.repo import StoredEntry
 from node.usecases import views
+from node.usecases.claims import ClaimView, ClearingView
 from timebank.v1 import node_pb2 as pb
 
 #: Rows (people, orders, staff, service points) have 32-bit ids on every supported
@@ -177,7 +179,7 @@ def staff_pb(v: views.StaffView) -> pb.Staff:
 def person_pb(v: views.PersonView) -> pb.Person:
     out = pb.Person(id=v.id, person_ref=v.person_ref, kind=PERSON_KINDS[PersonKind(v.kind)],
                     name=v.name, priority=v.priority, service_point_id=v.service_point_id,
-                    age=v.age)
+                    age=v.age, home_node_id=v.home_node_id)
     _set_time(out.enrolled_at, v.enrolled_at)
     return out
 
@@ -199,7 +201,8 @@ def order_pb(v: views.OrderView) -> pb.Order:
         banked_minutes=o.banked_minutes, excess_to_pool_minutes=o.excess_to_pool_minutes,
         unbanked_minutes=o.unbanked_minutes, charged_minutes=o.charged_minutes,
         rating=o.rating, comment=o.comment, dispute_reason=o.dispute_reason,
-        resolution=o.resolution, note=o.note, notices=list(v.notices))
+        resolution=o.resolution, note=o.note, notices=list(v.notices),
+        claim_id=o.claim_id or "")
     _set_time(out.requested_at, o.requested_at)
     _set_time(out.checked_in_at, o.checked_in_at)
     _set_time(out.checked_out_at, o.checked_out_at)
@@ -254,4 +257,42 @@ def ledger_report_pb(r: views.LedgerReport) -> pb.LedgerReport:
         ok=r.ok, transactions=r.transactions, accounts=r.accounts, head_hash=r.head_hash,
         problems=list(r.problems), issued_minutes=r.issued,
         held_by_people_minutes=r.held_by_people, donation_pool_minutes=r.donation_pool,
-        consumed_minutes=r.consumed, granted_minutes=r.granted)
+        consumed_minutes=r.consumed, granted_minutes=r.granted,
+        clearing_minutes=r.clearing)
+
+
+_ROLES = {Role.CREDITOR: pb.CLAIM_ROLE_CREDITOR, Role.DEBTOR: pb.CLAIM_ROLE_DEBTOR}
+
+
+def claim_pb(v: ClaimView) -> pb.Claim:
+    out = pb.Claim(claim_id=v.claim_id, kind=v.kind.value, role=_ROLES[v.role],
+                   counterparty_node_id=v.counterparty, minutes=v.minutes,
+                   posted_minutes=v.posted_minutes, state=v.state.value, reason=v.reason,
+                   detail=v.detail, order_id=v.order_id, person_id=v.person_id)
+    _set_time(out.expires_at, v.expires_at)
+    _set_time(out.updated_at, v.updated_at)
+    return out
+
+
+def claim_state_filter(value: str, field: str = "state") -> ClaimState | None:
+    if not value:
+        return None
+    try:
+        return ClaimState(value)
+    except ValueError:
+        names = ", ".join(s.value for s in ClaimState)
+        raise InvalidArgument(f"{field} is one of {names}, not {value[:32]!r}",
+                              "BAD_ENUM") from None
+
+
+def claim_id(value: str, field: str = "claim_id") -> str:
+    if len(value) != 36 or not value.isascii():
+        raise InvalidArgument(f"{field} is a claim id (a UUID, 36 characters)",
+                              "MALFORMED_CLAIM_ID")
+    return value
+
+
+def clearing_pb(v: ClearingView, address: str) -> pb.Clearing:
+    return pb.Clearing(federated=bool(address), clearinghouse=address,
+                       net_minutes=v.net_minutes, open_claims=v.open_claims,
+                       unsent_messages=v.unsent_messages, last_delivery_seq=v.last_delivery)

@@ -171,7 +171,8 @@ class RunningServer:
         self.server.stop(grace).wait()
 
 
-def _start(app: NodeApp, listen: str, max_message_bytes: int, workers: int) -> RunningServer:
+def _start(app: NodeApp, listen: str, max_message_bytes: int, workers: int,
+           link: ClearingLink | None = None) -> RunningServer:
     if max_message_bytes < 1:
         raise ValueError("max_message_bytes must be positive")
     if workers < 1:
@@ -181,7 +182,9 @@ def _start(app: NodeApp, listen: str, max_message_bytes: int, workers: int) -> R
         interceptors=[CallInterceptor()],
         options=server_options(max_message_bytes),
     )
-    node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(app), server)
+    servicer = (NodeServicer(app) if link is None
+                else NodeServicer(app, link.address, link.wake))
+    node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -221,9 +224,10 @@ class RecordingLoop:
     """
 
     def __init__(self, app: NodeApp, interval: float = DEFAULT_RECORDING_INTERVAL, *,
-                 batch: int = 1000) -> None:
+                 batch: int = 1000, on_recorded: Callable[[], None] | None = None) -> None:
         if interval <= 0:
             raise ValueError("the recording interval must be positive")
+        self._on_recorded = on_recorded  # recording may queue claim completions
         self._app = app
         self.interval = interval
         self.batch = batch
@@ -277,6 +281,8 @@ class RecordingLoop:
                 return
         if count:
             log.info("recorded due orders", count=count)
+            if self._on_recorded is not None:
+                self._on_recorded()
 
     def _run(self) -> None:
         while True:
@@ -358,12 +364,13 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
         metrics_port = 0
         if config.metrics_listen:
             metrics_server, metrics_port = metrics.start_metrics_server(config.metrics_listen)
-        running = _start(app, config.listen, config.max_message_bytes, config.workers)
-        loop = RecordingLoop(app, recording_interval)
-        loop.start()
         if config.federated:
             link = open_link(app, config)
             link.start()
+        running = _start(app, config.listen, config.max_message_bytes, config.workers, link)
+        loop = RecordingLoop(app, recording_interval, on_recorded=None if link is None
+                             else link.wake)
+        loop.start()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, on_signal)

@@ -24,7 +24,8 @@ from google.protobuf.message import Message
 
 from node.api import convert
 from node.api.errors import grpc_errors
-from node.usecases import ledger, orders, people
+from node.domain.errors import FailedPrecondition
+from node.usecases import claims, ledger, orders, people
 from node.usecases.app import NodeApp, Tx
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
@@ -53,13 +54,18 @@ def _serialize(message: Message) -> bytes:
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     """Implements every rpc of ``timebank.v1.NodeService`` over one ``NodeApp``."""
 
-    def __init__(self, app: NodeApp) -> None:
+    def __init__(self, app: NodeApp, clearinghouse: str = "",
+                 wake_sender: Callable[[], None] | None = None) -> None:
         self._app = app
+        self._clearinghouse = clearinghouse
+        self._wake = wake_sender
 
     def _once(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
               response: type[M]) -> M:
         method = f"{SERVICE_NAME}/{name}"
         raw = self._app.execute_once(key, method, fingerprint(method, request), fn, _serialize)
+        if self._wake is not None:  # the call may have queued a message for the city
+            self._wake()
         return response.FromString(raw)
 
     # ------------------------------------------------------------ service points and staff
@@ -93,7 +99,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             point = convert.optional_id(request.service_point_id, "service_point_id")
             return convert.person_pb(people.enrol_person(
                 tx, kind, request.name, request.id_number, request.phone, request.priority,
-                point))
+                point, request.home_node_id))
 
         return self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person)
 
@@ -306,3 +312,41 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def CheckLedger(self, request: pb.CheckLedgerRequest,
                     context: grpc.ServicerContext) -> pb.LedgerReport:
         return convert.ledger_report_pb(self._app.query(ledger.check_ledger))
+
+    # ------------------------------------------------------------ claims with other districts
+
+    @grpc_errors
+    def MovePerson(self, request: pb.MovePersonRequest,
+                   context: grpc.ServicerContext) -> pb.Claim:
+        def run(tx: Tx) -> pb.Claim:
+            person_id = convert.required_id(request.person_id, "person_id")
+            self._require_federated()
+            return convert.claim_pb(claims.start_move(tx, person_id, request.to_node_id))
+
+        return self._once("MovePerson", request.idempotency_key, request, run, pb.Claim)
+
+    @grpc_errors
+    def GetClaim(self, request: pb.GetClaimRequest,
+                 context: grpc.ServicerContext) -> pb.Claim:
+        claim_id = convert.claim_id(request.claim_id)
+        return convert.claim_pb(self._app.query(claims.get_claim, claim_id))
+
+    @grpc_errors
+    def ListClaims(self, request: pb.ListClaimsRequest,
+                   context: grpc.ServicerContext) -> pb.ListClaimsResponse:
+        state = convert.claim_state_filter(request.state)
+        limit = convert.limit(request.limit, DEFAULT_LIST_LIMIT)
+        found = self._app.query(claims.list_claims, state, request.after_claim_id[:36], limit)
+        return pb.ListClaimsResponse(claims=[convert.claim_pb(c) for c in found])
+
+    @grpc_errors
+    def GetClearing(self, request: pb.GetClearingRequest,
+                    context: grpc.ServicerContext) -> pb.Clearing:
+        return convert.clearing_pb(self._app.query(claims.clearing_view),
+                                   self._clearinghouse)
+
+    def _require_federated(self) -> None:
+        if not self._app.node.federated:
+            raise FailedPrecondition("this node is not connected to a city clearinghouse "
+                                     "([clearinghouse] address in its configuration)",
+                                     "NOT_FEDERATED")

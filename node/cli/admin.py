@@ -189,15 +189,31 @@ def migrate_command(config_file: ConfigFile) -> None:
 
 
 @guarded
-def serve_command(config_file: ConfigFile) -> None:
-    """Serve the node's gRPC API until SIGTERM or Ctrl-C."""
+def serve_command(
+    config_file: ConfigFile,
+    dev_clock: Annotated[Path | None, typer.Option(
+        "--dev-clock", metavar="FILE", hidden=True,
+        help="Development only: simulated time shared through FILE (timebank.devclock); "
+             "refused unless TIMEBANK_DEV_CLOCK_ALLOWED=1.")] = None,
+) -> None:
+    """Serve the node's gRPC API until SIGTERM or Ctrl-C.
+
+    With a [clearinghouse] address in the configuration it also keeps the node's link to
+    the city clearinghouse: it sends what the node owes it and applies what it delivers.
+    """
+    from timebank.devclock import DevClockError, FileClock
+
+    try:
+        clock = None if dev_clock is None else FileClock(dev_clock)  # refused unless allowed
+    except DevClockError as e:
+        fail(str(e))
     config = _load(config_file)
     try:
         from node.api.server import serve_forever
     except ImportError as e:
         fail(f"the gRPC server cannot be loaded: {e}")
     try:
-        serve_forever(config)
+        serve_forever(config, clock=clock)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

@@ -199,6 +199,28 @@ ORIGIN_GRANTED: Origin.ValueType  # 4
 """granted by the city fund"""
 Global___Origin: _TypeAlias = Origin  # noqa: Y015
 
+class _ClaimRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClaimRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClaimRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLAIM_ROLE_UNSPECIFIED: _ClaimRole.ValueType  # 0
+    CLAIM_ROLE_CREDITOR: _ClaimRole.ValueType  # 1
+    """served the person here, or is their new home"""
+    CLAIM_ROLE_DEBTOR: _ClaimRole.ValueType  # 2
+    """keeps the person's hours"""
+
+class ClaimRole(_ClaimRole, metaclass=_ClaimRoleEnumTypeWrapper):
+    """---------------------------------------------------------------- claims"""
+
+CLAIM_ROLE_UNSPECIFIED: ClaimRole.ValueType  # 0
+CLAIM_ROLE_CREDITOR: ClaimRole.ValueType  # 1
+"""served the person here, or is their new home"""
+CLAIM_ROLE_DEBTOR: ClaimRole.ValueType  # 2
+"""keeps the person's hours"""
+Global___ClaimRole: _TypeAlias = ClaimRole  # noqa: Y015
+
 @_typing.final
 class ServicePoint(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -317,6 +339,7 @@ class Person(_message.Message):
     SERVICE_POINT_ID_FIELD_NUMBER: _builtins.int
     AGE_FIELD_NUMBER: _builtins.int
     ENROLLED_AT_FIELD_NUMBER: _builtins.int
+    HOME_NODE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     person_ref: _builtins.str
     """hex HMAC-SHA256 pseudonym, the same in every district"""
@@ -327,6 +350,8 @@ class Person(_message.Message):
     service_point_id: _builtins.int
     age: _builtins.int
     """from the ID card, on the node's clock; 0 for groups"""
+    home_node_id: _builtins.str
+    """where the hours are kept; empty: here"""
     @_builtins.property
     def enrolled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -340,10 +365,11 @@ class Person(_message.Message):
         service_point_id: _builtins.int = ...,
         age: _builtins.int = ...,
         enrolled_at: _timestamp_pb2.Timestamp | None = ...,
+        home_node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["enrolled_at", b"enrolled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "enrolled_at", b"enrolled_at", "id", b"id", "kind", b"kind", "name", b"name", "person_ref", b"person_ref", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "enrolled_at", b"enrolled_at", "home_node_id", b"home_node_id", "id", b"id", "kind", b"kind", "name", b"name", "person_ref", b"person_ref", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -360,6 +386,7 @@ class EnrolPersonRequest(_message.Message):
     PHONE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     SERVICE_POINT_ID_FIELD_NUMBER: _builtins.int
+    HOME_NODE_ID_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     kind: Global___PersonKind.ValueType
     name: _builtins.str
@@ -370,6 +397,10 @@ class EnrolPersonRequest(_message.Message):
     phone: _builtins.str
     priority: _builtins.bool
     service_point_id: _builtins.int
+    home_node_id: _builtins.str
+    """A visitor: the district that keeps this person's hours (its 6-digit node id).
+    Empty: this district keeps them, and registers the person with the city directory.
+    """
     def __init__(
         self,
         *,
@@ -380,10 +411,11 @@ class EnrolPersonRequest(_message.Message):
         phone: _builtins.str = ...,
         priority: _builtins.bool = ...,
         service_point_id: _builtins.int = ...,
+        home_node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "idempotency_key", b"idempotency_key", "kind", b"kind", "name", b"name", "phone", b"phone", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["home_node_id", b"home_node_id", "id_number", b"id_number", "idempotency_key", b"idempotency_key", "kind", b"kind", "name", b"name", "phone", b"phone", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -523,6 +555,7 @@ class Order(_message.Message):
     PUBLIC_UNTIL_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     NOTICES_FIELD_NUMBER: _builtins.int
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     state: Global___OrderState.ValueType
     recipient_id: _builtins.int
@@ -553,6 +586,8 @@ class Order(_message.Message):
     dispute_reason: _builtins.str
     resolution: _builtins.str
     note: _builtins.str
+    claim_id: _builtins.str
+    """paid by the payer's home district through this claim"""
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -600,10 +635,11 @@ class Order(_message.Message):
         public_until: _timestamp_pb2.Timestamp | None = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         notices: _abc.Iterable[_builtins.str] | None = ...,
+        claim_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "public_until", b"public_until", "recorded_at", b"recorded_at", "requested_at", b"requested_at", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "comment", b"comment", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rating", b"rating", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "claim_id", b"claim_id", "comment", b"comment", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rating", b"rating", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1425,6 +1461,7 @@ class LedgerReport(_message.Message):
     DONATION_POOL_MINUTES_FIELD_NUMBER: _builtins.int
     CONSUMED_MINUTES_FIELD_NUMBER: _builtins.int
     GRANTED_MINUTES_FIELD_NUMBER: _builtins.int
+    CLEARING_MINUTES_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     transactions: _builtins.int
     accounts: _builtins.int
@@ -1434,6 +1471,8 @@ class LedgerReport(_message.Message):
     donation_pool_minutes: _builtins.int
     consumed_minutes: _builtins.int
     granted_minutes: _builtins.int
+    clearing_minutes: _builtins.int
+    """owed to other districts (+) or by them (-), net"""
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1449,11 +1488,220 @@ class LedgerReport(_message.Message):
         donation_pool_minutes: _builtins.int = ...,
         consumed_minutes: _builtins.int = ...,
         granted_minutes: _builtins.int = ...,
+        clearing_minutes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "consumed_minutes", b"consumed_minutes", "donation_pool_minutes", b"donation_pool_minutes", "granted_minutes", b"granted_minutes", "head_hash", b"head_hash", "held_by_people_minutes", b"held_by_people_minutes", "issued_minutes", b"issued_minutes", "ok", b"ok", "problems", b"problems", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "clearing_minutes", b"clearing_minutes", "consumed_minutes", b"consumed_minutes", "donation_pool_minutes", b"donation_pool_minutes", "granted_minutes", b"granted_minutes", "head_hash", b"head_hash", "held_by_people_minutes", b"held_by_people_minutes", "issued_minutes", b"issued_minutes", "ok", b"ok", "problems", b"problems", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LedgerReport: _TypeAlias = LedgerReport  # noqa: Y015
+
+@_typing.final
+class Claim(_message.Message):
+    """The node's view of a claim; the clearinghouse keeps the authoritative one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    COUNTERPARTY_NODE_ID_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    POSTED_MINUTES_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    claim_id: _builtins.str
+    kind: _builtins.str
+    """"redemption" or "move" """
+    role: Global___ClaimRole.ValueType
+    counterparty_node_id: _builtins.str
+    minutes: _builtins.int
+    posted_minutes: _builtins.int
+    state: _builtins.str
+    """proposed, accepted, finishing, completed, voided, rejected, expired"""
+    reason: _builtins.str
+    """e.g. INSUFFICIENT_BALANCE (timebank.v1.ClaimReason without prefix)"""
+    detail: _builtins.str
+    order_id: _builtins.int
+    person_id: _builtins.int
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        claim_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        role: Global___ClaimRole.ValueType = ...,
+        counterparty_node_id: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+        posted_minutes: _builtins.int = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        order_id: _builtins.int = ...,
+        person_id: _builtins.int = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "counterparty_node_id", b"counterparty_node_id", "detail", b"detail", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "order_id", b"order_id", "person_id", b"person_id", "posted_minutes", b"posted_minutes", "reason", b"reason", "role", b"role", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Claim: _TypeAlias = Claim  # noqa: Y015
+
+@_typing.final
+class MovePersonRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    TO_NODE_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    person_id: _builtins.int
+    to_node_id: _builtins.str
+    """the new home district"""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        person_id: _builtins.int = ...,
+        to_node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "person_id", b"person_id", "to_node_id", b"to_node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MovePersonRequest: _TypeAlias = MovePersonRequest  # noqa: Y015
+
+@_typing.final
+class GetClaimRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    claim_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        claim_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClaimRequest: _TypeAlias = GetClaimRequest  # noqa: Y015
+
+@_typing.final
+class ListClaimsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    AFTER_CLAIM_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """empty: all"""
+    after_claim_id: _builtins.str
+    limit: _builtins.int
+    """1..1000"""
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        after_claim_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_claim_id", b"after_claim_id", "limit", b"limit", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimsRequest: _TypeAlias = ListClaimsRequest  # noqa: Y015
+
+@_typing.final
+class ListClaimsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___Claim]: ...
+    def __init__(
+        self,
+        *,
+        claims: _abc.Iterable[Global___Claim] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimsResponse: _TypeAlias = ListClaimsResponse  # noqa: Y015
+
+@_typing.final
+class GetClearingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClearingRequest: _TypeAlias = GetClearingRequest  # noqa: Y015
+
+@_typing.final
+class Clearing(_message.Message):
+    """This district toward the rest of the city, as its own ledger says."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEDERATED_FIELD_NUMBER: _builtins.int
+    CLEARINGHOUSE_FIELD_NUMBER: _builtins.int
+    NET_MINUTES_FIELD_NUMBER: _builtins.int
+    OPEN_CLAIMS_FIELD_NUMBER: _builtins.int
+    UNSENT_MESSAGES_FIELD_NUMBER: _builtins.int
+    LAST_DELIVERY_SEQ_FIELD_NUMBER: _builtins.int
+    federated: _builtins.bool
+    """connected to a clearinghouse"""
+    clearinghouse: _builtins.str
+    """its address"""
+    net_minutes: _builtins.int
+    """owed to this district (+) or by it (-)"""
+    open_claims: _builtins.int
+    unsent_messages: _builtins.int
+    last_delivery_seq: _builtins.int
+    def __init__(
+        self,
+        *,
+        federated: _builtins.bool = ...,
+        clearinghouse: _builtins.str = ...,
+        net_minutes: _builtins.int = ...,
+        open_claims: _builtins.int = ...,
+        unsent_messages: _builtins.int = ...,
+        last_delivery_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clearinghouse", b"clearinghouse", "federated", b"federated", "last_delivery_seq", b"last_delivery_seq", "net_minutes", b"net_minutes", "open_claims", b"open_claims", "unsent_messages", b"unsent_messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Clearing: _TypeAlias = Clearing  # noqa: Y015

@@ -154,6 +154,26 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.CheckLedgerRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.LedgerReport.FromString,
                 _registered_method=True)
+        self.MovePerson = channel.unary_unary(
+                '/timebank.v1.NodeService/MovePerson',
+                request_serializer=timebank_dot_v1_dot_node__pb2.MovePersonRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Claim.FromString,
+                _registered_method=True)
+        self.GetClaim = channel.unary_unary(
+                '/timebank.v1.NodeService/GetClaim',
+                request_serializer=timebank_dot_v1_dot_node__pb2.GetClaimRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Claim.FromString,
+                _registered_method=True)
+        self.ListClaims = channel.unary_unary(
+                '/timebank.v1.NodeService/ListClaims',
+                request_serializer=timebank_dot_v1_dot_node__pb2.ListClaimsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.ListClaimsResponse.FromString,
+                _registered_method=True)
+        self.GetClearing = channel.unary_unary(
+                '/timebank.v1.NodeService/GetClearing',
+                request_serializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Clearing.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -308,6 +328,31 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MovePerson(self, request, context):
+        """Claims with other districts, through the city clearinghouse (通存通兑).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClaim(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClaims(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClearing(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -430,6 +475,26 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.CheckLedger,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.CheckLedgerRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.LedgerReport.SerializeToString,
+            ),
+            'MovePerson': grpc.unary_unary_rpc_method_handler(
+                    servicer.MovePerson,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.MovePersonRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Claim.SerializeToString,
+            ),
+            'GetClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClaim,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.GetClaimRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Claim.SerializeToString,
+            ),
+            'ListClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClaims,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.ListClaimsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.ListClaimsResponse.SerializeToString,
+            ),
+            'GetClearing': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClearing,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Clearing.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1080,6 +1145,114 @@ class NodeService:
             '/timebank.v1.NodeService/CheckLedger',
             timebank_dot_v1_dot_node__pb2.CheckLedgerRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.LedgerReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MovePerson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/MovePerson',
+            timebank_dot_v1_dot_node__pb2.MovePersonRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Claim.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/GetClaim',
+            timebank_dot_v1_dot_node__pb2.GetClaimRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Claim.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/ListClaims',
+            timebank_dot_v1_dot_node__pb2.ListClaimsRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.ListClaimsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClearing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/GetClearing',
+            timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Clearing.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,11 @@ class NodeServiceStub:
     GetHistory: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetHistoryRequest, _node_pb2.History]
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPolicyRequest, _node_pb2.Policy]
     CheckLedger: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckLedgerRequest, _node_pb2.LedgerReport]
+    MovePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.MovePersonRequest, _node_pb2.Claim]
+    """Claims with other districts, through the city clearinghouse (通存通兑)."""
+    GetClaim: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]
+    ListClaims: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]
+    GetClearing: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -101,6 +106,11 @@ class NodeServiceAsyncStub(NodeServiceStub):
     GetHistory: _aio.UnaryUnaryMultiCallable[_node_pb2.GetHistoryRequest, _node_pb2.History]  # type: ignore[assignment]
     GetPolicy: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPolicyRequest, _node_pb2.Policy]  # type: ignore[assignment]
     CheckLedger: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckLedgerRequest, _node_pb2.LedgerReport]  # type: ignore[assignment]
+    MovePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.MovePersonRequest, _node_pb2.Claim]  # type: ignore[assignment]
+    """Claims with other districts, through the city clearinghouse (通存通兑)."""
+    GetClaim: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]  # type: ignore[assignment]
+    ListClaims: _aio.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]  # type: ignore[assignment]
+    GetClearing: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]  # type: ignore[assignment]
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -275,5 +285,34 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.CheckLedgerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.LedgerReport, _abc.Awaitable[_node_pb2.LedgerReport]]: ...
+
+    @_abc_1.abstractmethod
+    def MovePerson(
+        self,
+        request: _node_pb2.MovePersonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Claim, _abc.Awaitable[_node_pb2.Claim]]:
+        """Claims with other districts, through the city clearinghouse (通存通兑)."""
+
+    @_abc_1.abstractmethod
+    def GetClaim(
+        self,
+        request: _node_pb2.GetClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Claim, _abc.Awaitable[_node_pb2.Claim]]: ...
+
+    @_abc_1.abstractmethod
+    def ListClaims(
+        self,
+        request: _node_pb2.ListClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListClaimsResponse, _abc.Awaitable[_node_pb2.ListClaimsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetClearing(
+        self,
+        request: _node_pb2.GetClearingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Clearing, _abc.Awaitable[_node_pb2.Clearing]]: ...
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -490,6 +490,7 @@ MUTATING: dict[str, Callable[[World], Any]] = {
     "Grant": lambda w: pb.GrantRequest(person_id=w.elder, minutes=60, staff_id=w.staff),
     "ReverseTransaction": lambda w: pb.ReverseTransactionRequest(seq=1, staff_id=w.staff,
                                                                  reason="错误"),
+    "MovePerson": lambda w: pb.MovePersonRequest(person_id=w.volunteer, to_node_id="320113"),
 }
 
 
