@@ -1,0 +1,111 @@
+"""Moves between districts that do not simply complete: a new home where the person is
+not enrolled voids the move, and a balance over the new home's cap fills it and gives
+the rest to its donation pool."""
+
+from __future__ import annotations
+
+from clearinghouse.domain.claims import ClaimState as ChState
+from node.domain.claims import ClaimState, Reason
+from node.domain.ledger import DONATION_POOL
+from node.domain.policy import load_policy
+from node.usecases import claims, ledger, people
+from node.usecases.app import NodeApp
+from tests.federation.conftest import City
+from tests.federation.support import (
+    JN,
+    QX,
+    assert_consistent,
+    assert_nothing_held,
+    ch_claim,
+    enrol_at,
+    node_claim,
+    restart_link,
+)
+from tests.helpers import account_balance, earn, enrol, id_card, policy_toml
+
+
+def _with_hours(city: City, minutes: int) -> tuple[int, str]:
+    number = id_card(1958)
+    person = enrol_at(city, JN, "刘洋", number)
+    elder = enrol(city[JN].app, "孙奶奶", 1936, priority=True).id
+    earn(city[JN].app, city.clock, person, minutes, elder)
+    return person, number
+
+
+def _home_in_directory(city: City, node_id: str, person_id: int) -> str:
+    ref = city[node_id].app.query(people.get_person, person_id).person_ref
+    entry = city.ch.query(lambda tx: tx.repo.directory_entry(ref))
+    assert entry is not None
+    return entry.home_node_id
+
+
+def test_a_move_to_a_district_that_does_not_know_the_person_is_voided(city: City) -> None:
+    person, number = _with_hours(city, 90)
+    city.settle()
+
+    claim = city[JN].app.execute(claims.start_move, person, QX)
+    assert city[JN].app.query(ledger.balance, person).held == 90
+    city.settle()
+
+    for node_id in (JN, QX):
+        view = city[node_id].app.query(claims.get_claim, claim.claim_id)
+        assert view.state is ClaimState.VOIDED
+        assert view.posted_minutes == 0
+    assert city[JN].app.query(claims.get_claim, claim.claim_id).reason == Reason.POLICY.value
+    assert "enrol" in city[QX].app.query(claims.get_claim, claim.claim_id).detail
+    assert ch_claim(city, claim.claim_id) is ChState.VOIDED
+    balance = city[JN].app.query(ledger.balance, person)
+    assert (balance.total, balance.held) == (90, 0)  # the person keeps their hours
+    assert city[JN].app.query(people.get_person, person).home_node_id == ""
+    assert _home_in_directory(city, JN, person) == JN
+    assert_nothing_held(city)
+    assert assert_consistent(city) == {JN: 0, QX: 0, "320106": 0}
+
+    # once enrolled there, the same person can move after all
+    arrived = enrol_at(city, QX, "刘洋", number, home=JN)
+    city.settle()
+    again = city[JN].app.execute(claims.start_move, person, QX)
+    city.settle()
+    assert node_claim(city, QX, again.claim_id) is ClaimState.COMPLETED
+    assert node_claim(city, JN, again.claim_id) is ClaimState.COMPLETED
+    assert city[QX].app.query(ledger.balance, arrived).total == 90
+    assert city[JN].app.query(ledger.balance, person).total == 0
+    assert _home_in_directory(city, JN, person) == QX
+    assert_nothing_held(city)
+    assert assert_consistent(city) == {JN: -90, QX: 90, "320106": 0}
+
+
+def _small_cap(city: City, node_id: str, cap_hours: int) -> None:
+    """Give one district a city policy with a small stored-hours cap (its own policy
+    file), before anything happens there."""
+    d = city[node_id]
+    d.link.stop()
+    policy = load_policy(policy_toml(cap_hours=cap_hours))
+    d.app = NodeApp(d.app.db, policy, d.app.clock, d.app.node)
+    restart_link(city, node_id)
+
+
+def test_a_move_over_the_new_homes_cap_gives_the_rest_to_its_donation_pool(
+        city: City) -> None:
+    _small_cap(city, QX, 2)  # 栖霞区 stores at most 120 min a person
+    person, number = _with_hours(city, 180)
+    arrived = enrol_at(city, QX, "刘洋", number, home=JN)
+    city.settle()
+
+    claim = city[JN].app.execute(claims.start_move, person, QX)
+    city.settle()
+
+    taken = city[QX].app.query(claims.get_claim, claim.claim_id)
+    assert taken.state is ClaimState.COMPLETED
+    assert taken.posted_minutes == 180
+    assert "donation pool" in taken.detail
+    assert node_claim(city, JN, claim.claim_id) is ClaimState.COMPLETED
+    assert ch_claim(city, claim.claim_id) is ChState.COMPLETED
+    assert city[QX].app.query(ledger.balance, arrived).total == 120
+    assert account_balance(city[QX].app, DONATION_POOL.code) == (60, 0)
+    assert city[JN].app.query(ledger.balance, person).total == 0
+    assert city[JN].app.query(people.get_person, person).home_node_id == QX
+    assert city[QX].app.query(people.get_person, arrived).home_node_id == ""
+    assert_nothing_held(city)
+    # the whole balance moved: the pool's share is 栖霞区's to give, not 江宁区's to keep
+    assert assert_consistent(city) == {JN: -180, QX: 180, "320106": 0}
