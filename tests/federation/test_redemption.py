@@ -3,15 +3,27 @@ through a real clearinghouse server and each node's real clearing link."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
 
 from node.domain.claims import ClaimState
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Relation
 from node.usecases import claims, ledger, orders, people
 from node.usecases.views import Actor
-from tests.federation.conftest import City
+from tests.federation.conftest import City, make_city
 from tests.helpers import earn, enrol, id_card, staff
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def city(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[City]:
+    """The city, its clearinghouse on each storage engine (the nodes stay on SQLite)."""
+    url = (f"sqlite:///{tmp_path / 'ch.sqlite3'}" if request.param == "sqlite"
+           else request.getfixturevalue("ch_pg_url"))
+    yield from make_city(tmp_path, url)
 
 
 def _enrol(city: City, node_id: str, name: str, number: str, *, home: str = "",
