@@ -7,9 +7,11 @@ from __future__ import annotations
 from clearinghouse.domain.claims import ClaimState as ChState
 from node.domain.claims import ClaimState, Reason
 from node.domain.ledger import DONATION_POOL
+from node.domain.orders import OrderState, PaymentSource
 from node.domain.policy import load_policy
-from node.usecases import claims, ledger, people
+from node.usecases import claims, ledger, orders, people
 from node.usecases.app import NodeApp
+from node.usecases.views import Actor
 from tests.federation.conftest import City
 from tests.federation.support import (
     JN,
@@ -109,3 +111,40 @@ def test_a_move_over_the_new_homes_cap_gives_the_rest_to_its_donation_pool(
     assert_nothing_held(city)
     # the whole balance moved: the pool's share is 栖霞区's to give, not 江宁区's to keep
     assert assert_consistent(city) == {JN: -180, QX: 180, "320106": 0}
+
+
+def test_a_person_moves_away_and_back_and_the_old_directory_entry_is_refused(
+        city: City) -> None:
+    person, number = _with_hours(city, 90)
+    arrived = enrol_at(city, QX, "刘洋", number, home=JN)
+    visitor_gl = enrol_at(city, "320106", "刘洋", number, home=JN)
+    volunteer = enrol_at(city, "320106", "张伟", id_card(1990, "320106"))
+    city.settle()
+    out = city[JN].app.execute(claims.start_move, person, QX)
+    city.settle()
+    assert node_claim(city, QX, out.claim_id) is ClaimState.COMPLETED
+
+    # 鼓楼区 still names 江宁区 as the home: the clearinghouse refuses, the order is cancelled
+    gl = city["320106"].app
+    order = gl.execute(orders.request_order, visitor_gl, "meals", 30, PaymentSource.OWN, 0,
+                       Actor(person_id=visitor_gl), "")
+    order = gl.execute(orders.accept_order, order.record.id, volunteer)
+    city.settle()
+    assert order.record.claim_id
+    refused = gl.query(claims.get_claim, order.record.claim_id)
+    assert (refused.state, refused.reason) == (ClaimState.REJECTED, "NOT_HOME_DISTRICT")
+    assert gl.query(orders.get_order, order.record.id).record.state == OrderState.CANCELLED
+    assert ch_claim(city, order.record.claim_id) is None
+
+    back = city[QX].app.execute(claims.start_move, arrived, JN)
+    city.settle()
+    for node_id in (JN, QX):
+        assert node_claim(city, node_id, back.claim_id) is ClaimState.COMPLETED
+    assert ch_claim(city, back.claim_id) is ChState.COMPLETED
+    assert city[JN].app.query(ledger.balance, person).total == 90
+    assert city[QX].app.query(ledger.balance, arrived).total == 0
+    assert city[JN].app.query(people.get_person, person).home_node_id == ""
+    assert city[QX].app.query(people.get_person, arrived).home_node_id == JN
+    assert _home_in_directory(city, JN, person) == JN
+    assert_nothing_held(city)
+    assert assert_consistent(city) == {JN: 0, QX: 0, "320106": 0}
