@@ -25,6 +25,7 @@ from tests.federation.support import (
     family,
     node_claim,
     order_for_mother,
+    restart_link,
 )
 
 
@@ -130,5 +131,54 @@ def test_a_claim_expiring_during_the_service_leaves_it_recorded_unpaid(city: Cit
     assert gl.query(ledger.balance, f.volunteer).total == 60  # the volunteer still earns
     assert ch_claim(city, claim_id) is ChState.EXPIRED
     assert city[JN].app.query(ledger.balance, f.daughter).total == 120
+    assert_nothing_held(city)
+    assert assert_consistent(city) == {GL: 0, JN: 0, QX: 0}
+
+
+def test_a_completion_reaches_an_offline_home_when_it_returns(city: City) -> None:
+    f, order_id, claim_id = _accepted(city)
+    _serve(city, f, order_id, 60)
+    city[JN].link.stop()
+    city.clock.advance(timedelta(days=city[GL].app.policy.publicity_days))
+    city[GL].app.execute(orders.record_order, order_id)
+    city.wait_for(lambda: node_claim(city, GL, claim_id) is ClaimState.COMPLETED)
+
+    # the clearinghouse and 鼓楼区 have settled; 江宁区 still holds, not yet posted
+    assert ch_claim(city, claim_id) is ChState.COMPLETED
+    assert node_claim(city, JN, claim_id) is ClaimState.ACCEPTED
+    balance = city[JN].app.query(ledger.balance, f.daughter)
+    assert (balance.total, balance.held) == (120, 60)
+    assert city[GL].app.query(claims.clearing_view).net_minutes == 60
+    assert city[JN].app.query(claims.clearing_view).net_minutes == 0
+
+    restart_link(city, JN)
+    city.settle()
+    assert node_claim(city, JN, claim_id) is ClaimState.COMPLETED
+    balance = city[JN].app.query(ledger.balance, f.daughter)
+    assert (balance.total, balance.held) == (60, 0)
+    assert_nothing_held(city)
+    assert assert_consistent(city) == {GL: 60, JN: -60, QX: 0}
+
+
+def test_a_finish_sent_after_the_deadline_is_refused_and_the_service_is_unpaid(
+        city: City) -> None:
+    f, order_id, claim_id = _accepted(city)
+    _serve(city, f, order_id, 60)
+    city[GL].link.stop()  # 鼓楼区 records while cut off, and stays away past the deadline
+    city.clock.advance(timedelta(days=city[GL].app.policy.publicity_days))
+    city[GL].app.execute(orders.record_order, order_id)
+    assert node_claim(city, GL, claim_id) is ClaimState.FINISHING
+    city.clock.advance(REDEMPTION_WINDOW)
+    city.wait_for(lambda: ch_claim(city, claim_id) is ChState.EXPIRED
+                  and node_claim(city, JN, claim_id) is ClaimState.EXPIRED)
+
+    restart_link(city, GL)
+    city.settle()
+    assert node_claim(city, GL, claim_id) is ClaimState.EXPIRED
+    assert ch_claim(city, claim_id) is ChState.EXPIRED
+    record = city[GL].app.query(orders.get_order, order_id).record
+    assert (record.state, record.charged_minutes) == (OrderState.RECORDED, 0)
+    assert city[GL].app.query(ledger.balance, f.volunteer).total == 60
+    assert city[JN].app.query(ledger.balance, f.daughter).available == 120
     assert_nothing_held(city)
     assert assert_consistent(city) == {GL: 0, JN: 0, QX: 0}
