@@ -32,6 +32,7 @@ from clearinghouse import config as ch_config
 from clearinghouse.bootstrap import city_key, init_city, key_info, open_app
 from clearinghouse.bureau import issue_admission
 from clearinghouse.usecases import admission
+from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
 from node.bootstrap import init_data_dir, signing_identity
 from timebank import keys
@@ -44,6 +45,9 @@ CITY_SECRET_BYTES = 32
 DEV_CLOCK_ENV = "TIMEBANK_DEV_CLOCK_ALLOWED"
 DEFAULT_READY_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 5.0
+#: Each node's net debit limit when it is admitted: how far it may owe the rest of the
+#: city, net (1,000 h). An admission starts at 0, which would refuse every redemption.
+DEFAULT_NET_DEBIT_LIMIT_MINUTES = 60_000
 LOG_TAIL_LINES = 40
 #: Environment overrides of the node's and the clearinghouse's configuration files; they
 #: are dropped for the children so that the layout's files alone say where things are.
@@ -160,14 +164,16 @@ def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str]:
 
 
 def _layout_node(data_dir: Path, district: District, secret: bytes, port: int,
-                 ch_address: str, ch_public_key: str) -> NodeLayout:
+                 ch_address: str, ch_public_key: str,
+                 policy_text: str | None = None) -> NodeLayout:
     node_dir = data_dir / district.node_id
     existing = node_dir / "node.toml"
     listen = (node_config.load_config(existing).listen if existing.exists()
               else f"{HOST}:{port}")
     config_path = init_data_dir(node_dir, district.node_id, district.name, listen=listen,
                                 city_secret=secret, clearinghouse_address=ch_address,
-                                clearinghouse_public_key=ch_public_key)
+                                clearinghouse_public_key=ch_public_key,
+                                policy_text=policy_text)
     config = node_config.load_config(config_path)
     if config.city_secret_file.read_bytes() != secret:
         raise LaunchError(f"{config.city_secret_file} is not this city's secret")
@@ -179,9 +185,12 @@ def _layout_node(data_dir: Path, district: District, secret: bytes, port: int,
                       signing_identity(config)[1])
 
 
-def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout]) -> None:
-    """Admit each node as `timebank clearinghouse admit` does; an unchanged admission is
-    left alone, so laying out again changes nothing."""
+def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout],
+           net_debit_limit: int = DEFAULT_NET_DEBIT_LIMIT_MINUTES) -> None:
+    """Admit each node as `timebank clearinghouse admit` does, and give a node whose net
+    debit limit is 0 ``net_debit_limit`` minutes (as `timebank clearinghouse limit`
+    does); an unchanged admission and a limit already set are left alone, so laying out
+    again changes nothing."""
     config = ch_config.load_config(ch_config_file)
     app = open_app(config)
     try:
@@ -189,23 +198,33 @@ def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout]) -> None:
         for n in nodes:
             key = bytes.fromhex(n.public_key)
             old = app.query(admission.admission, n.node_id)
-            if (old is not None and not old.revoked and old.public_key == key
+            if not (old is not None and not old.revoked and old.public_key == key
                     and old.district == n.district.name):
-                continue
-            serial = 1 if old is None else old.serial + 1
-            certificate = issue_admission(root, n.node_id, n.district.name, key, serial,
-                                          app.clock.now())
-            app.execute(admission.admit, certificate, keys.public_key(root))
+                serial = 1 if old is None else old.serial + 1
+                certificate = issue_admission(root, n.node_id, n.district.name, key, serial,
+                                              app.clock.now())
+                app.execute(admission.admit, certificate, keys.public_key(root))
+            if net_debit_limit and app.query(ch_claims.net_debit_limit, n.node_id) == 0:
+                app.execute(ch_claims.set_net_debit_limit, n.node_id, net_debit_limit)
     finally:
         app.db.dispose()
 
 
 def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
-           base_port: int | None = None) -> CityLayout:
+           base_port: int | None = None,
+           net_debit_limit: int = DEFAULT_NET_DEBIT_LIMIT_MINUTES,
+           policy_text: str | None = None) -> CityLayout:
     """Create (or find again) a city under ``data_dir``: the clearinghouse, one shared city
     secret, a node per district, every node admitted. Safe to run again: keys, secret and
     ports are kept. Ports are free ones on 127.0.0.1, or ``base_port`` (clearinghouse)
-    and the ports after it (nodes, in order), chosen only when a directory is new."""
+    and the ports after it (nodes, in order), chosen only when a directory is new.
+
+    ``net_debit_limit`` (minutes) is given to every node whose limit is still 0 (a limit
+    the bureau has set is kept; 0 leaves every limit as it is). ``policy_text`` is the
+    policy TOML every new node applies (default: the published one); a node laid out
+    before keeps its own policy file."""
+    if isinstance(net_debit_limit, bool) or net_debit_limit < 0:
+        raise LaunchError(f"a net debit limit is 0 or more minutes, not {net_debit_limit}")
     wanted = tuple(districts)
     if len({d.node_id for d in wanted}) != len(wanted):
         raise LaunchError("two districts share a node id")
@@ -218,9 +237,9 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     ch_file, ch_address, ch_public = _layout_clearinghouse(ch_dir, ports[0])
     secret_file = data_dir / "city-secret"
     secret = _ensure_city_secret(secret_file)
-    nodes = tuple(_layout_node(data_dir, d, secret, port, ch_address, ch_public)
+    nodes = tuple(_layout_node(data_dir, d, secret, port, ch_address, ch_public, policy_text)
                   for d, port in zip(wanted, ports[1:], strict=True))
-    _admit(ch_file, nodes)
+    _admit(ch_file, nodes, net_debit_limit)
     return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, secret_file,
                       data_dir / "clock", logs_dir, nodes)
 

@@ -2,8 +2,9 @@
 
 ``init`` creates the clearinghouse's data directory, keys and database; ``admit`` and
 ``revoke`` are the bureau's signing acts (the city root key signs, the clearinghouse
-checks and records); ``nodes`` lists the admitted district nodes; ``serve`` runs the
-clearinghouse's gRPC service until SIGTERM.
+checks and records); ``nodes`` lists the admitted district nodes; ``limit`` sets how far
+a district may owe the rest of the city, net; ``positions`` shows what each district is
+owed or owes; ``serve`` runs the clearinghouse's gRPC service until SIGTERM.
 
 A refusal or an operator's mistake is one red line on stderr (status, message and
 reason code) and exit code 1, never a traceback. The clearinghouse never imports the
@@ -17,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -29,9 +31,11 @@ from rich.table import Table
 
 from clearinghouse.config import ConfigError, load_config
 from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
+from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
 from clearinghouse.storage.repo import AdmissionRecord
 from timebank import keys
 from timebank.keys import PUBLIC_KEY_LEN
+from timebank.minutes import MAX_MINUTES, format_hours
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,7 +45,7 @@ MAX_SERIAL = 2**63 - 1
 app = typer.Typer(
     name="clearinghouse",
     help="Run the city's clearinghouse (the civil-affairs bureau): init, admit and revoke "
-         "district nodes, list them, serve.",
+         "district nodes, list them, set their net debit limits, show positions, serve.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -364,6 +368,177 @@ def nodes_command(
         table.add_row(a.node_id, escape(a.district), a.key_id, str(a.serial), _fmt(a, False),
                       f"[red]{_fmt(a, True)}[/]" if a.revoked else "-")
     echo(table)
+
+
+def _hm(minutes: int) -> str:
+    """Hours with two decimals and the exact minutes: '1.25 h (75 min)'."""
+    return f"{format_hours(minutes)} ({minutes} min)"
+
+
+def used_percent(net_minutes: int, limit_minutes: int) -> int | None:
+    """The whole percentage of its net debit limit a district has used (0 when it owes
+    nothing); None when the limit is 0 and it owes something (no room at all)."""
+    owed = max(0, -net_minutes)
+    if limit_minutes <= 0:
+        return 0 if owed == 0 else None
+    return owed * 100 // limit_minutes
+
+
+@app.command("limit")
+@guarded
+def limit_command(
+    config_file: ConfigFile,
+    node_id: NodeId,
+    minutes: Annotated[int, typer.Option(
+        "--minutes", "-m", metavar="N", min=0, max=MAX_MINUTES,
+        help="How far the district may owe the rest of the city, net, in whole minutes "
+             "(60000 = 1,000 h). 0 refuses every new debt.")],
+) -> None:
+    """Set a district's net debit limit: how far it may owe other districts, net.
+
+    Redemptions and moves that would take the district past it are refused
+    (LIMIT_REACHED) until settlement or a higher limit makes room. Lowering it below what
+    the district already owes undoes nothing.
+    """
+    from clearinghouse.bootstrap import open_app
+    from clearinghouse.usecases import admission, claims
+
+    config = load_config(config_file)
+    app_ = open_app(config)
+    try:
+        before = app_.query(claims.net_debit_limit, node_id)
+        app_.execute(claims.set_net_debit_limit, node_id, minutes)
+        record = app_.query(admission.admission, node_id)
+        net = app_.query(claims.positions).of(node_id)
+    finally:
+        app_.db.dispose()
+    district = f" {escape(record.district)}" if record is not None else ""
+    grid = _grid()
+    grid.add_row("node", f"{node_id}{district}")
+    grid.add_row("net debit limit", f"{_hm(minutes)}  (was {_hm(before)})")
+    grid.add_row("net position", _net_text(net))
+    percent = used_percent(net, minutes)
+    grid.add_row("limit used", "all of it (the limit is 0)" if percent is None
+                 else f"{percent}%")
+    echo(Panel(grid, title="net debit limit set", title_align="left", expand=False))
+    if percent is None or percent >= 100:
+        echo(f"[yellow]{node_id} already owes more than the new limit: its new debts are "
+             "refused until settlement brings it under.[/]")
+    elif near_limit(net, minutes):
+        echo(f"[yellow]{node_id} has used {percent}% of the new limit (warning from "
+             f"{NEAR_LIMIT_PERCENT}%).[/]")
+
+
+def _net_text(net: int) -> str:
+    if net > 0:
+        return f"[green]owed {_hm(net)}[/] by other districts"
+    if net < 0:
+        return f"[red]owes {_hm(-net)}[/] to other districts"
+    return "even (owes nothing, is owed nothing)"
+
+
+@app.command("positions")
+@guarded
+def positions_command(
+    config_file: ConfigFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")
+                       ] = False,
+) -> None:
+    """Each district's net position against its net debit limit, and who owes whom.
+
+    Positions count completed claims only; a district is warned (yellow) once it has
+    used 80% of its limit.
+    """
+    from clearinghouse.bootstrap import open_app
+    from clearinghouse.usecases import admission, claims
+
+    config = load_config(config_file)
+    app_ = open_app(config)
+    try:
+        found = app_.query(claims.positions)
+        admitted = app_.query(admission.admissions)
+        limits = {a.node_id: app_.query(claims.net_debit_limit, a.node_id) for a in admitted}
+    finally:
+        app_.db.dispose()
+    names = {a.node_id: a.district for a in admitted}
+    rows = [_PositionRow.of(node_id, names.get(node_id, ""), found.of(node_id),
+                            limits.get(node_id, 0))
+            for node_id in sorted(set(names) | set(found.net))]
+    gross = [(c, d, m) for (c, d), m in sorted(found.gross.items())]
+    if as_json:
+        doc = {"nodes": [r.json() for r in rows],
+               "gross": [{"creditor_node_id": c, "creditor_district": names.get(c, ""),
+                          "debtor_node_id": d, "debtor_district": names.get(d, ""),
+                          "minutes": m} for c, d, m in gross]}
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    if not rows:
+        echo("No district node is admitted yet: `timebank clearinghouse admit`.")
+        return
+    table = Table(title="net positions (+ owed to the district, − it owes)",
+                  title_justify="left")
+    table.add_column("node", no_wrap=True)
+    table.add_column("district", no_wrap=True)
+    table.add_column("net", justify="right", no_wrap=True)
+    table.add_column("min", justify="right", no_wrap=True)
+    table.add_column("net debit limit", justify="right", no_wrap=True)
+    table.add_column("used", justify="right", no_wrap=True)
+    for r in rows:
+        style = "green" if r.net > 0 else "red" if r.net < 0 else ""
+        net_text = f"[{style}]{format_hours(r.net)}[/]" if style else format_hours(r.net)
+        used = f"[bold yellow]{r.used_text}[/]" if r.near else r.used_text
+        table.add_row(r.node_id, escape(r.district), net_text, f"{r.net:+d}",
+                      format_hours(r.limit), used)
+    echo(table)
+    if gross:
+        bilateral = Table(title="gross bilateral totals: debtor owes creditor",
+                          title_justify="left")
+        for column in ("creditor", "debtor"):
+            bilateral.add_column(column, no_wrap=True)
+        bilateral.add_column("hours", justify="right", no_wrap=True)
+        bilateral.add_column("min", justify="right", no_wrap=True)
+        for c, d, m in gross:
+            bilateral.add_row(f"{escape(names.get(c, ''))} ({c})",
+                              f"{escape(names.get(d, ''))} ({d})", format_hours(m), str(m))
+        echo(bilateral)
+    else:
+        echo("No claim between districts has completed yet.")
+    for r in rows:
+        if r.near:
+            echo(f"[yellow]warning: {r.node_id} {escape(r.district)} is near its net debit "
+                 f"limit ({r.used_text} used; the warning starts at {NEAR_LIMIT_PERCENT}%): "
+                 "raise it with `timebank clearinghouse limit`, or settle.[/]")
+    unset = [r for r in rows if r.limit == 0]
+    if unset:
+        echo("[yellow]net debit limit 0, so every redemption they would owe is refused: "
+             + ", ".join(f"{r.node_id} {escape(r.district)}" for r in unset)
+             + ". Set one with `timebank clearinghouse limit`.[/]")
+
+
+@dataclass(frozen=True, slots=True)
+class _PositionRow:
+    node_id: str
+    district: str
+    net: int
+    limit: int
+    percent: int | None
+    near: bool
+
+    @classmethod
+    def of(cls, node_id: str, district: str, net: int, limit: int) -> _PositionRow:
+        percent = used_percent(net, limit)
+        return cls(node_id, district, net, limit, percent,
+                   percent is None or near_limit(net, limit))
+
+    @property
+    def used_text(self) -> str:
+        return "no room" if self.percent is None else f"{self.percent}%"
+
+    def json(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "district": self.district,
+                "net_minutes": self.net, "net_debit_limit_minutes": self.limit,
+                "used_percent": self.percent, "near_limit": self.near}
 
 
 @app.command("serve")

@@ -16,14 +16,15 @@ name and the node's message) and a non-zero exit code, never a traceback.
 
 The modules, one concept each: ``common`` (console, errors, ``guarded``, option types),
 ``client`` (the gRPC client), ``render`` (text and JSON), and the commands in ``admin``,
-``people``, ``orders`` and ``ledger``. This module builds ``app`` from them.
+``people``, ``orders``, ``ledger`` and ``claims`` (claims with other districts). This
+module builds ``app`` from them.
 """
 
 from __future__ import annotations
 
 import typer
 
-from node.cli import admin, ledger, people
+from node.cli import admin, claims, ledger, people
 from node.cli.client import NodeClient
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
 from node.cli.orders import order_app
@@ -60,8 +61,9 @@ __all__ = [
 
 app = typer.Typer(
     name="node",
-    help="Run a district node and operate it: init, migrate, serve, check, and the service "
-         "loop by hand (enrol, order, verify, balance, history).",
+    help="Run a district node and operate it: init, migrate, serve, check, the service "
+         "loop by hand (enrol, order, verify, balance, history), and claims with other "
+         "districts (move, claims, positions).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -83,3 +85,7 @@ app.command("reverse")(ledger.reverse)
 app.command("balance")(ledger.balance)
 app.command("history")(ledger.history)
 app.command("policy")(ledger.policy_show)
+app.command("move")(claims.move)
+app.command("claim")(claims.claim_show)
+app.command("claims")(claims.claims_list)
+app.command("positions")(claims.positions)

@@ -109,16 +109,24 @@ def enrol(
     phone: Annotated[str, typer.Option("--phone")] = "",
     service_point: Annotated[int, typer.Option("--service-point", metavar="ID", min=0,
                                                max=INT64_MAX)] = 0,
+    home_node: Annotated[str, typer.Option(
+        "--home-node", metavar="CODE",
+        help="Enrol a visitor: the 6-digit code of the district that keeps this person's "
+             "hours (e.g. 320115). Default: this district keeps them.")] = "",
     node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
     as_json: AsJson = False,
 ) -> None:
-    """Enrol a volunteer, an elder or a group (one account per person)."""
+    """Enrol a volunteer, an elder or a group (one account per person).
+
+    With --home-node, a visitor whose hours another district keeps: services they receive
+    here are paid by their home district through the city clearinghouse.
+    """
     key = key or new_key()
     with connect(node) as client:
         person = client.call(client.stub.EnrolPerson, node_pb2.EnrolPersonRequest(
             idempotency_key=key, kind=PERSON_KINDS[kind],
             name=name, id_number=id_number, phone=phone, priority=priority,
-            service_point_id=service_point), key)
+            service_point_id=service_point, home_node_id=home_node.strip()), key)
     if as_json:
         print_json(to_json(person))
         return

@@ -138,9 +138,18 @@ def render_person(person: node_pb2.Person, title: str = "") -> Panel:
     grid.add_row("priority elder", "yes (重点老人)" if person.priority else "no")
     if person.service_point_id:
         grid.add_row("service point", str(person.service_point_id))
+    grid.add_row("home district", home_text(person.home_node_id))
     grid.add_row("enrolled", fmt_time(person.enrolled_at))
     grid.add_row("PersonRef", person.person_ref)
     return Panel(grid, title=title or f"person {person.id}", title_align="left", expand=False)
+
+
+def home_text(home_node_id: str) -> str:
+    """Where a person's hours are kept: 'here', or the home district of a visitor."""
+    if not home_node_id:
+        return "here (this district keeps the hours)"
+    return f"[bold]hours kept in {escape(home_node_id)}[/] (a visitor here: what they " \
+           "receive is paid by their home district)"
 
 
 def render_order(order: node_pb2.Order, client: NodeClient | None = None,

@@ -132,3 +132,50 @@ def test_dev_clock_is_passed_and_allowed(tmp_path: Path) -> None:
         assert procs.command(name)[-2:] == ["--dev-clock", str(city.clock_file)]
     assert procs.env[DEV_CLOCK_ENV] == "1"
     assert "--dev-clock" not in CityProcesses(city).command(CLEARINGHOUSE)
+
+
+def limits(city: CityLayout) -> dict[str, int]:
+    from clearinghouse.usecases import claims as ch_claims
+
+    app = open_app(load_clearinghouse_config(city.clearinghouse_config))
+    try:
+        return {n.node_id: app.query(ch_claims.net_debit_limit, n.node_id)
+                for n in city.nodes}
+    finally:
+        app.db.dispose()
+
+
+def test_admission_gives_each_node_a_net_debit_limit_once(tmp_path: Path) -> None:
+    from clearinghouse.usecases import claims as ch_claims
+
+    city = layout(tmp_path / "default")
+    assert limits(city) == {"320115": 60_000, "320106": 60_000, "320113": 60_000}
+    app = open_app(load_clearinghouse_config(city.clearinghouse_config))
+    try:
+        app.execute(ch_claims.set_net_debit_limit, "320106", 500)  # the bureau's choice
+    finally:
+        app.db.dispose()
+    layout(tmp_path / "default", net_debit_limit=90_000)
+    assert limits(city) == {"320115": 60_000, "320106": 500, "320113": 60_000}
+
+    chosen = layout(tmp_path / "chosen", DISTRICTS[:2], net_debit_limit=1_200)
+    assert limits(chosen) == {"320115": 1_200, "320106": 1_200}
+    none = layout(tmp_path / "none", DISTRICTS[:1], net_debit_limit=0)
+    assert limits(none) == {"320115": 0}
+    with pytest.raises(LaunchError, match="net debit limit"):
+        layout(tmp_path / "bad", DISTRICTS[:1], net_debit_limit=-1)
+
+
+def test_a_policy_text_reaches_every_node(tmp_path: Path) -> None:
+    from node.domain.policy import DEFAULT_POLICY_TOML, load_policy
+
+    text = DEFAULT_POLICY_TOML.replace("publicity_days = 7", "publicity_days = 0")
+    assert text != DEFAULT_POLICY_TOML
+    city = layout(tmp_path, DISTRICTS[:2], policy_text=text)
+    for n in city.nodes:
+        policy_file = load_node_config(n.config_file).policy_file
+        assert policy_file.read_text(encoding="utf-8") == text
+        assert load_policy(text).publicity_days == 0
+    plain = layout(tmp_path / "plain", DISTRICTS[:1])
+    assert load_node_config(plain.nodes[0].config_file).policy_file.read_text(
+        encoding="utf-8") == DEFAULT_POLICY_TOML

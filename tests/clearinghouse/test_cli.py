@@ -227,3 +227,78 @@ def test_config_refuses_unknown_settings_and_takes_env_overrides(tmp_path: Path)
     assert config.signing_key_file == tmp_path / "clearinghouse.key"
     with pytest.raises(ConfigError, match="HOST:PORT"):
         load_config(path, {"TIMEBANK_CLEARINGHOUSE_LISTEN": "7400"})
+
+
+def admitted_city(tmp_path: Path, city: Path) -> Path:
+    """The city with 江宁区 and 鼓楼区 admitted (net debit limits 0, as admitted)."""
+    for node_id, district in (("320115", "江宁区"), ("320106", "鼓楼区")):
+        _, public_hex = node_key(tmp_path, node_id, district)
+        result = cli("clearinghouse", "admit", "--config", str(city), "--node-id", node_id,
+                     "--district", district, "--public-key", public_hex)
+        assert result.exit_code == 0, result.output
+    return city
+
+
+def positions(config: Path) -> dict[str, Any]:
+    result = cli("clearinghouse", "positions", "--config", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert isinstance(found, dict)
+    return found
+
+
+def test_help_names_limit_and_positions() -> None:
+    top = cli("clearinghouse", "--help")
+    assert "limit" in top.output and "positions" in top.output
+    helped = cli("clearinghouse", "limit", "--help")
+    assert helped.exit_code == 0
+    assert "--node-id" in helped.output and "--minutes" in helped.output
+    helped = cli("clearinghouse", "positions", "--help")
+    assert helped.exit_code == 0 and "--json" in helped.output
+
+
+def test_positions_start_with_no_room_until_the_bureau_sets_a_limit(
+    tmp_path: Path, city: Path
+) -> None:
+    admitted_city(tmp_path, city)
+    found = positions(city)
+    assert found["gross"] == []
+    assert [(n["node_id"], n["district"], n["net_minutes"], n["net_debit_limit_minutes"],
+             n["used_percent"], n["near_limit"]) for n in found["nodes"]] == [
+        ("320106", "鼓楼区", 0, 0, 0, False), ("320115", "江宁区", 0, 0, 0, False)]
+    table = cli("clearinghouse", "positions", "--config", str(city))
+    assert table.exit_code == 0, table.output
+    assert "鼓楼区" in table.output and "江宁区" in table.output
+    assert "net debit limit 0" in table.output
+    assert "No claim between districts has completed yet" in table.output
+
+    result = cli("clearinghouse", "limit", "--config", str(city), "--node-id", "320115",
+                 "--minutes", "60000")
+    assert result.exit_code == 0, result.output
+    assert "320115 江宁区" in result.output and "1000.00 h (60000 min)" in result.output
+    assert "was 0.00 h (0 min)" in result.output
+    by_node = {n["node_id"]: n for n in positions(city)["nodes"]}
+    assert by_node["320115"]["net_debit_limit_minutes"] == 60_000
+    assert by_node["320106"]["net_debit_limit_minutes"] == 0
+    table = cli("clearinghouse", "positions", "--config", str(city))
+    assert "1000.00 h" in table.output and "320106 鼓楼区" in table.output
+
+    again = cli("clearinghouse", "limit", "--config", str(city), "--node-id", "320115",
+                "--minutes", "30")
+    assert again.exit_code == 0 and "was 1000.00 h (60000 min)" in again.output
+
+
+def test_limit_refusals_are_one_clean_error(tmp_path: Path, city: Path) -> None:
+    admitted_city(tmp_path, city)
+    line = one_line_error(cli("clearinghouse", "limit", "--config", str(city), "--node-id",
+                              "320113", "--minutes", "60"))
+    assert line.startswith("error: NOT_FOUND:") and "UNKNOWN_NODE" in line
+    line = one_line_error(cli("clearinghouse", "limit", "--config", str(city), "--node-id",
+                              "12", "--minutes", "60"))
+    assert line.startswith("error: INVALID_ARGUMENT:") and "MALFORMED_NODE_ID" in line
+    too_much = cli("clearinghouse", "limit", "--config", str(city), "--node-id", "320115",
+                   "--minutes", "-1")
+    assert too_much.exit_code == 2 and "Traceback" not in too_much.output
+    line = one_line_error(cli("clearinghouse", "positions", "--config",
+                              str(tmp_path / "missing.toml")))
+    assert "missing.toml" in line
