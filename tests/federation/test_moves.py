@@ -148,3 +148,36 @@ def test_a_person_moves_away_and_back_and_the_old_directory_entry_is_refused(
     assert _home_in_directory(city, JN, person) == JN
     assert_nothing_held(city)
     assert assert_consistent(city) == {JN: 0, QX: 0, "320106": 0}
+
+
+def test_a_redemption_while_the_person_is_moving_is_refused(city: City) -> None:
+    person, number = _with_hours(city, 90)
+    arrived = enrol_at(city, QX, "刘洋", number, home=JN)
+    visitor_gl = enrol_at(city, "320106", "刘洋", number, home=JN)
+    volunteer = enrol_at(city, "320106", "张伟", id_card(1990, "320106"))
+    city.settle()
+    city[QX].link.stop()  # the new home is away: the move stays open
+    move = city[JN].app.execute(claims.start_move, person, QX)
+    city.wait_for(lambda: ch_claim(city, move.claim_id) is ChState.ACCEPTED)
+
+    gl = city["320106"].app
+    order = gl.execute(orders.request_order, visitor_gl, "meals", 30, PaymentSource.OWN, 0,
+                       Actor(person_id=visitor_gl), "")
+    order = gl.execute(orders.accept_order, order.record.id, volunteer)
+    claim_id = order.record.claim_id
+    assert claim_id
+    city.wait_for(lambda: node_claim(city, "320106", claim_id) is ClaimState.REJECTED)
+    refused = gl.query(claims.get_claim, claim_id)
+    assert refused.reason == Reason.POLICY.value  # MOVE_IN_PROGRESS is no claim reason
+    assert "moving" in refused.detail
+    assert gl.query(orders.get_order, order.record.id).record.state == OrderState.CANCELLED
+    assert ch_claim(city, claim_id) is None
+    assert city[JN].app.query(ledger.balance, person).held == 90  # still in transit
+
+    restart_link(city, QX)
+    city.settle()
+    assert node_claim(city, QX, move.claim_id) is ClaimState.COMPLETED
+    assert city[QX].app.query(ledger.balance, arrived).total == 90
+    assert node_claim(city, JN, claim_id) is None
+    assert_nothing_held(city)
+    assert assert_consistent(city) == {JN: -90, QX: 90, "320106": 0}
