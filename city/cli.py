@@ -30,7 +30,7 @@ _CLICK_EXCEPTION: type[Exception] = next(
 app = typer.Typer(
     name="timebank",
     help="District time banks (时间银行) that work as one city: run a district node, operate "
-         "it, run the city's clearinghouse, or watch a demo of one district's story.",
+         "it, run the city's clearinghouse, or watch a whole city at work (demo).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -50,10 +50,12 @@ def demo(
         "--json", help="Also print a machine-readable summary as the last line of stdout.")
     ] = False,
 ) -> None:
-    """One district's story end to end on a fresh node, checked at the end.
+    """A whole city on this machine: the clearinghouse and three district nodes.
 
-    A volunteer serves an elder; the order is verified, passes its publicity period
-    (simulated) and is recorded; a relative redeems; the ledger's invariants are checked.
+    Four processes on 127.0.0.1 (江宁区, 鼓楼区, 栖霞区, each with its own SQLite file).
+    Hours earned in 江宁区 pay for a mother's meals in 鼓楼区, then their owner moves to
+    栖霞区 with her balance; time is simulated; every invariant is checked across the
+    city at the end, and any failure makes the exit code 1.
     """
     from city.demo import run_demo
 

@@ -1,20 +1,24 @@
-"""`timebank demo`: one district's time bank, end to end, through the real gRPC API.
+"""`timebank demo`: a whole city on this machine — 通存通兑 end to end.
 
-The demo initialises 江宁区 (node 320115) in a fresh SQLite data directory, starts the
-real gRPC server on a loopback port, and plays one story as an operator would, through
-the same client the `timebank node ...` commands use:
+The demo lays out a city (``city.launcher``): the civil-affairs bureau's clearinghouse
+and three district nodes, 江宁区 320115, 鼓楼区 320106 and 栖霞区 320113, each its own
+process with its own SQLite file under one data directory, talking gRPC on 127.0.0.1.
+Time is simulated: every process reads one clock file (``timebank.devclock``), so the
+7-day publicity period passes without sleeping. Then it plays one story, through the same
+client the `timebank node ...` commands use:
 
-1. a service point and a staff member are registered; a volunteer, her mother, a
-   neighbour and a second volunteer are enrolled; the mother is linked as her parent;
-2. the city fund grants the neighbour (a priority elder) hours; the volunteer cleans his
-   flat (助洁), paid with his own granted hours; he verifies and rates the service;
-3. the order stays public for the 7-day publicity period (公示期), simulated by moving
-   the node's clock, not by sleeping; then it is recorded, rounded to the city's unit;
-4. the volunteer's relative redeems: her mother receives meals (助餐) paid with the
-   volunteer's stored hours;
-5. the ledger's invariants are checked, and the story's expected balances compared.
+1. in 江宁区, 李秀英 earns hours by cleaning a priority elder's flat (80 min of work,
+   recorded as 75 after the publicity period);
+2. her mother 张桂兰 lives in 鼓楼区; a volunteer there brings her meals, paid with
+   李秀英's hours kept in 江宁区: a redemption claim, held in 江宁区 at acceptance and
+   posted on both sides at recording;
+3. 李秀英 moves to 栖霞区, and her whole balance moves with her, origins and all;
+4. the invariants are checked across the whole city: every ledger, minutes conserved
+   per node and city-wide, positions summing to zero, every node agreeing with the
+   clearinghouse.
 
-Exit code 0 only if every check passes.
+Exit code 0 only if every check passes. ``--json`` prints a summary as the last line;
+``--data-dir DIR`` keeps the city's files and keys.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,42 +41,38 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
+from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, LaunchError, layout
 from node.cli import (
     CITY_TZ,
     CliError,
     NodeClient,
     describe_error,
     echo,
-    fmt_time,
-    history_table,
     hm,
     print_error,
     print_json,
-    render_order,
     render_report,
-    report_from_view,
     to_json,
 )
-from node.domain.clock import ManualClock
 from node.domain.identity import id_card_with_check_digit
+from timebank import devclock
 from timebank.minutes import format_hours
-from timebank.v1 import node_pb2, node_pb2_grpc
+from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
-NODE_ID, DISTRICT = "320115", "江宁区"
-#: The story starts on a Monday morning in Nanjing.
-START = datetime(2026, 3, 2, 9, 0, tzinfo=CITY_TZ)
+JN, GL, QX = "320115", "320106", "320113"
+NAMES = {JN: "江宁区", GL: "鼓楼区", QX: "栖霞区"}
 GRANT_MINUTES = 600
+WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class Character:
     key: str
     name: str
-    id_first17: str  # region 320115, birth date, sequence (odd: male, even: female)
-    phone: str
+    id_first17: str  # region, birth date, sequence (odd: male, even: female)
     priority: bool
     role: str
 
@@ -81,54 +81,25 @@ class Character:
         return id_card_with_check_digit(self.id_first17)
 
 
-VOLUNTEER = Character("volunteer", "李秀英", "32011519630612024", "13912340001", False,
-                      "volunteer")
-MOTHER = Character("mother", "张桂兰", "32011519390805046", "13912340002", True,
-                   "priority elder living alone, 李秀英's mother")
-NEIGHBOUR = Character("neighbour", "王建国", "32011519480120013", "13912340003", True,
-                      "priority elder (semi-disabled, living alone), a neighbour")
-HELPER = Character("helper", "刘洋", "32011519910618035", "13912340004", False,
-                   "volunteer")
-CAST = (VOLUNTEER, MOTHER, NEIGHBOUR, HELPER)
-
-#: What the story must end with, in minutes: (total balance before the relative
-#: redemption, total after).
-EXPECTED = {
-    VOLUNTEER.key: (75, 30),   # 80 min of cleaning recorded as 75; 45 spent on her mother
-    MOTHER.key: (0, 0),        # served with her daughter's hours
-    NEIGHBOUR.key: (GRANT_MINUTES - 75, GRANT_MINUTES - 75),  # his granted hours paid
-    HELPER.key: (0, 45),       # 43 min of meals recorded as 45
-}
+DAUGHTER = Character("daughter", "李秀英", "32011519630612024", False,
+                     "volunteer in 江宁区; moves to 栖霞区")
+NEIGHBOUR = Character("neighbour", "王建国", "32011519480120013", True,
+                      "priority elder in 江宁区 (city grant)")
+MOTHER = Character("mother", "张桂兰", "32010619390805046", True,
+                   "李秀英's mother, a priority elder living in 鼓楼区")
+HELPER = Character("helper", "刘洋", "32010619910618035", False, "volunteer in 鼓楼区")
 
 
 @dataclass
-class Story:
+class Node:
+    node_id: str
     client: NodeClient
-    clock: ManualClock
-    people: dict[str, node_pb2.Person] = field(default_factory=dict)
-    orders: list[node_pb2.Order] = field(default_factory=list)
-    checks: list[tuple[str, bool]] = field(default_factory=list)
     staff_id: int = 0
-    steps: int = 0
+    people: dict[str, node_pb2.Person] = field(default_factory=dict)
 
-    # ------------------------------------------------------------ narration
-
-    def step(self, text: str, *details: Any) -> None:
-        self.steps += 1
-        echo(f"[bold cyan]{self.steps:>2}.[/] {text}")
-        for d in details:
-            echo(Padding(d, (0, 0, 0, 4)))
-
-    def now(self) -> str:
-        return self.clock.now().astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M")
-
-    def advance(self, delta: timedelta) -> None:
-        self.clock.advance(delta)
-
-    def check(self, what: str, ok: bool) -> None:
-        self.checks.append((what, ok))
-
-    # ------------------------------------------------------------ calls
+    @property
+    def name(self) -> str:
+        return NAMES[self.node_id]
 
     def call(self, method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
         return self.client.call(method, request, getattr(request, "idempotency_key", ""))
@@ -137,212 +108,286 @@ class Story:
     def stub(self) -> node_pb2_grpc.NodeServiceStub:
         return self.client.stub
 
-    def id_of(self, c: Character) -> int:
-        return self.people[c.key].id
 
-    def balance(self, c: Character) -> node_pb2.Balance:
-        return self.call(self.stub.GetBalance,
-                         node_pb2.GetBalanceRequest(person_id=self.id_of(c)))
+@dataclass
+class City:
+    layout: CityLayout
+    nodes: dict[str, Node]
+    channel: grpc.Channel
+    checks: list[tuple[str, bool]] = field(default_factory=list)
+    steps: int = 0
 
-    # ------------------------------------------------------------ the story
+    def step(self, text: str, *details: Any) -> None:
+        self.steps += 1
+        echo(f"[bold cyan]{self.steps:>2}.[/] {text}")
+        for d in details:
+            echo(Padding(d, (0, 0, 0, 4)))
 
-    def setting(self) -> None:
-        point = self.call(self.stub.RegisterServicePoint, node_pb2.RegisterServicePointRequest(
-            idempotency_key=key(), code="JN-DS-01", name="东山街道佛城西路社区服务点",
-            street="东山街道"))
-        staff = self.call(self.stub.RegisterStaff, node_pb2.RegisterStaffRequest(
-            idempotency_key=key(), name="陈静", service_point_id=point.id))
-        self.staff_id = staff.id
-        self.step(f"Service point {point.id} [bold]{escape(point.name)}[/] ({point.code}) "
-                  f"registered; staff member {staff.id} [bold]{escape(staff.name)}[/] works "
-                  "there")
-        table = Table(box=None, padding=(0, 2))
-        for col in ("id", "name", "age", "priority", "who"):
-            table.add_column(col, justify="right" if col in ("id", "age") else "left")
-        for c in CAST:
-            person = self.call(self.stub.EnrolPerson, node_pb2.EnrolPersonRequest(
-                idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name=c.name,
-                id_number=c.id_number, phone=c.phone, priority=c.priority,
-                service_point_id=point.id))
-            self.people[c.key] = person
-            self.client.remember(person)
-            table.add_row(str(person.id), escape(person.name), str(person.age),
-                          "yes" if person.priority else "", escape(c.role))
-        self.step(f"{len(CAST)} people enrolled at the service point (ID numbers stay on this "
-                  "node; each gets a city-wide PersonRef pseudonym)", table)
-        link = self.call(self.stub.LinkPeople, node_pb2.LinkPeopleRequest(
-            idempotency_key=key(), person_id=self.id_of(VOLUNTEER), other_id=self.id_of(MOTHER),
-            kind=node_pb2.LINK_KIND_PARENT, staff_id=self.staff_id))
-        self.step(f"{MOTHER.name} linked as {VOLUNTEER.name}'s parent (recorded by staff "
-                  f"{self.staff_id}): {VOLUNTEER.name} may now spend her hours on her mother")
-        self.check("the family link was recorded", link.kind == node_pb2.LINK_KIND_PARENT)
+    def check(self, what: str, ok: bool) -> None:
+        self.checks.append((what, ok))
 
-    def cleaning(self) -> node_pb2.Order:
-        neighbour, volunteer = self.people[NEIGHBOUR.key], self.people[VOLUNTEER.key]
-        grant = self.call(self.stub.Grant, node_pb2.GrantRequest(
-            idempotency_key=key(), person_id=neighbour.id, minutes=GRANT_MINUTES,
-            staff_id=self.staff_id, memo="市级时间银行基金: 重点老人服务补贴"))
-        self.step(f"The city fund grants {NEIGHBOUR.name}, a priority elder, "
-                  f"{hm(GRANT_MINUTES)}, ledger entry {grant.seq}")
-        self.advance(timedelta(minutes=30))
-        order = self.call(self.stub.RequestOrder, node_pb2.RequestOrderRequest(
-            idempotency_key=key(), recipient_id=neighbour.id, category="助洁",
-            planned_minutes=90, payment_source=node_pb2.PAYMENT_SOURCE_OWN,
-            requested_by=node_pb2.Actor(staff_id=self.staff_id),
-            note="王伯伯不会用手机，由服务点代为下单"))
-        self.step(f"{self.now()}  Staff enter order {order.id} for {NEIGHBOUR.name} (he has no "
-                  f"smartphone): {order.category_name} cleaning, {hm(order.planned_minutes)} "
-                  "planned, paid with his own (granted) hours")
-        self.advance(timedelta(minutes=12))
-        order = self.call(self.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
-            idempotency_key=key(), order_id=order.id, volunteer_id=volunteer.id))
-        self.step(f"{self.now()}  {VOLUNTEER.name} takes order {order.id}; "
-                  f"{format_hours(order.held_minutes)} are held on {NEIGHBOUR.name}'s account")
-        self.advance(timedelta(hours=4, minutes=48))
-        self.call(self.stub.CheckIn, node_pb2.CheckInRequest(
-            idempotency_key=key(), order_id=order.id))
-        checked_in = self.now()
-        self.advance(timedelta(minutes=80))
-        order = self.call(self.stub.CheckOut, node_pb2.CheckOutRequest(
-            idempotency_key=key(), order_id=order.id))
-        self.step(f"{VOLUNTEER.name} checks in at {checked_in} and out at "
-                  f"{self.now()[-5:]}: {order.measured_minutes} min measured")
-        self.advance(timedelta(minutes=5))
-        order = self.call(self.stub.VerifyOrder, node_pb2.VerifyOrderRequest(
-            idempotency_key=key(), order_id=order.id,
-            verifier=node_pb2.Actor(person_id=neighbour.id), rating=5,
-            comment="打扫得很干净，谢谢小李"))
-        self.step(f"{NEIGHBOUR.name} verifies order {order.id}: {'★' * order.rating} "
-                  f"“{escape(order.comment)}”; it is public until {fmt_time(order.public_until)} "
-                  "(7-day publicity period, 公示期)")
-        try:
-            self.call(self.stub.RecordOrder, node_pb2.RecordOrderRequest(
-                idempotency_key=key(), order_id=order.id))
-            refused = ""
-        except CliError as e:
-            refused = str(e)
-        self.step(f"Recording it now is refused, as it must be: [yellow]{escape(refused)}[/]")
-        self.check("recording during the publicity period is refused",
-                   refused.startswith("FAILED_PRECONDITION"))
-        self.advance(timedelta(days=7, minutes=20))
-        self.step(f"[bold]The clock moves 7 days forward[/] (simulated: the node's clock is "
-                  f"moved, nothing sleeps); it is now {self.now()}; nobody disputed the order")
-        order = self.call(self.stub.RecordOrder, node_pb2.RecordOrderRequest(
-            idempotency_key=key(), order_id=order.id))
-        self.step(f"Order {order.id} recorded: {hm(order.banked_minutes)} stored for "
-                  f"{VOLUNTEER.name}, {hm(order.charged_minutes)} paid by {NEIGHBOUR.name}",
-                  render_order(order, self.client))
-        self.check("80 min of service were recorded as 75 min (15-minute unit)",
-                   order.measured_minutes == 80 and order.recorded_minutes == 75)
-        self.check("the recording told the volunteer about the rounding", bool(order.notices))
-        return order
+    def now(self) -> datetime:
+        return datetime.now(UTC) + devclock.read_offset(self.layout.clock_file)
 
-    def meals(self) -> node_pb2.Order:
-        volunteer, mother, helper = (self.people[c.key] for c in (VOLUNTEER, MOTHER, HELPER))
-        self.advance(timedelta(hours=19))
-        order = self.call(self.stub.RequestOrder, node_pb2.RequestOrderRequest(
-            idempotency_key=key(), recipient_id=mother.id, category="meals",
-            planned_minutes=60, payment_source=node_pb2.PAYMENT_SOURCE_RELATIVE,
-            payer_id=volunteer.id, requested_by=node_pb2.Actor(person_id=volunteer.id)))
-        self.step(f"{self.now()}  {VOLUNTEER.name} orders {order.category_name} meals for her "
-                  f"mother {MOTHER.name} (order {order.id}), paid with her own stored hours "
-                  "(a relative redeems: 取时间)")
-        self.advance(timedelta(minutes=20))
-        order = self.call(self.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
-            idempotency_key=key(), order_id=order.id, volunteer_id=helper.id))
-        self.step(f"{HELPER.name} takes it; {format_hours(order.held_minutes)} are held on "
-                  f"{VOLUNTEER.name}'s account")
-        self.advance(timedelta(hours=1, minutes=40))
-        self.call(self.stub.CheckIn, node_pb2.CheckInRequest(
-            idempotency_key=key(), order_id=order.id))
-        checked_in = self.now()
-        self.advance(timedelta(minutes=43))
-        order = self.call(self.stub.CheckOut, node_pb2.CheckOutRequest(
-            idempotency_key=key(), order_id=order.id))
-        self.advance(timedelta(hours=2))
-        order = self.call(self.stub.VerifyOrder, node_pb2.VerifyOrderRequest(
-            idempotency_key=key(), order_id=order.id,
-            verifier=node_pb2.Actor(person_id=volunteer.id), rating=5,
-            comment="饭菜可口，妈妈很满意"))
-        self.step(f"{HELPER.name} serves lunch from {checked_in} ({order.measured_minutes} min); "
-                  f"{VOLUNTEER.name} verifies for her mother: {'★' * order.rating} "
-                  f"“{escape(order.comment)}”")
-        self.advance(timedelta(days=7, hours=1))
-        recorded = self.call(self.stub.RecordDueOrders, node_pb2.RecordDueOrdersRequest(
-            idempotency_key=key()))
-        done = [o for o in recorded.recorded if o.id == order.id]
-        self.check("the daily batch recorded the meals order", len(done) == 1)
-        if done:
-            order = done[0]
-        self.step(f"Seven (simulated) days later, now {self.now()}, the daily batch records "
-                  f"order {order.id}: {order.measured_minutes} min → "
-                  f"{order.recorded_minutes} min; {hm(order.charged_minutes)} taken from "
-                  f"{VOLUNTEER.name}, {hm(order.banked_minutes)} stored for {HELPER.name}",
-                  *(f"[yellow]notice:[/] {escape(n)}" for n in order.notices))
-        self.check("43 min of meals were recorded as 45 min and paid by the daughter",
-                   order.recorded_minutes == 45 and order.charged_minutes == 45
-                   and order.payer_id == volunteer.id)
-        return order
+    def when(self) -> str:
+        return self.now().astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M")
 
-    def balances(self) -> dict[str, node_pb2.Balance]:
-        return {c.key: self.balance(c) for c in CAST}
+    def advance(self, delta: timedelta) -> None:
+        devclock.advance(self.layout.clock_file, delta)
+
+    def positions(self) -> clearing_pb2.Positions:
+        stub = clearing_pb2_grpc.ClearinghouseServiceStub(self.channel)
+        return stub.GetPositions(clearing_pb2.GetPositionsRequest(), timeout=10)
+
+    def wait(self, what: str, condition: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.05)
+        self.check(f"{what} (timed out after {WAIT_SECONDS:.0f} s)", False)
+        return False
+
+    def settled(self) -> bool:
+        """Every node has sent everything and has no claim in progress."""
+        views = [n.call(n.stub.GetClearing, node_pb2.GetClearingRequest())
+                 for n in self.nodes.values()]
+        return all(v.unsent_messages == 0 and v.open_claims == 0 for v in views)
 
 
 def key() -> str:
     return str(uuid.uuid4())
 
 
-def balances_table(before: dict[str, node_pb2.Balance],
-                   after: dict[str, node_pb2.Balance] | None, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("person")
-    table.add_column("before" if after else "total", justify="right")
-    if after:
-        table.add_column("after", justify="right")
-        table.add_column("change", justify="right")
-    table.add_column("available", justify="right")
-    table.add_column("origin")
-    for c in CAST:
-        b = before[c.key]
-        a = after[c.key] if after else None
-        final = a or b
-        origins = ", ".join(f"{_origin(o.origin)} {format_hours(o.total_minutes)}"
-                            for o in final.by_origin if o.total_minutes) or "—"
-        row = [f"{escape(c.name)} ({final.person_id})", format_hours(b.total_minutes)]
-        if a is not None:
-            delta = a.total_minutes - b.total_minutes
-            row += [format_hours(a.total_minutes),
-                    ("+" if delta > 0 else "") + format_hours(delta) if delta else "—"]
-        row += [format_hours(final.available_minutes), origins]
-        table.add_row(*row)
-    return table
+# ------------------------------------------------------------------ the story
 
 
-def _origin(value: int) -> str:
-    name: str = node_pb2.Origin.Name(value)  # type: ignore[arg-type]
-    return name.removeprefix("ORIGIN_").lower()
+def enrol(node: Node, c: Character, home: str = "") -> node_pb2.Person:
+    person = node.call(node.stub.EnrolPerson, node_pb2.EnrolPersonRequest(
+        idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name=c.name,
+        id_number=c.id_number, phone="13912340000", priority=c.priority, home_node_id=home))
+    node.people[c.key] = person
+    node.client.remember(person)
+    return person
 
 
-def _order_summary(order: node_pb2.Order, names: dict[int, str]) -> dict[str, Any]:
-    data = to_json(order)
-    keep = ("id", "state", "category", "category_name", "planned_minutes", "payment_source",
-            "measured_minutes", "recorded_minutes", "banked_minutes", "charged_minutes",
-            "excess_to_pool_minutes", "rating", "comment", "public_until", "recorded_at",
-            "notices")
-    summary = {k: data[k] for k in keep}
-    summary["recipient"] = names.get(order.recipient_id, "")
-    summary["volunteer"] = names.get(order.volunteer_id, "")
-    summary["payer"] = names.get(order.payer_id) if order.payer_id else None
-    return summary
+def desk(node: Node, code: str, point_name: str, staff_name: str) -> None:
+    point = node.call(node.stub.RegisterServicePoint, node_pb2.RegisterServicePointRequest(
+        idempotency_key=key(), code=code, name=point_name, street=point_name[:4]))
+    staff = node.call(node.stub.RegisterStaff, node_pb2.RegisterStaffRequest(
+        idempotency_key=key(), name=staff_name, service_point_id=point.id))
+    node.staff_id = staff.id
 
 
-_ENV_SECTIONS = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_")
+def balance(node: Node, c: Character) -> node_pb2.Balance:
+    return node.call(node.stub.GetBalance,
+                     node_pb2.GetBalanceRequest(person_id=node.people[c.key].id))
+
+
+def serve(city: City, node: Node, order: node_pb2.Order, volunteer: node_pb2.Person,
+          minutes: int, verifier: node_pb2.Actor, comment: str) -> node_pb2.Order:
+    node.call(node.stub.CheckIn, node_pb2.CheckInRequest(idempotency_key=key(),
+                                                         order_id=order.id))
+    city.advance(timedelta(minutes=minutes))
+    node.call(node.stub.CheckOut, node_pb2.CheckOutRequest(idempotency_key=key(),
+                                                           order_id=order.id))
+    return node.call(node.stub.VerifyOrder, node_pb2.VerifyOrderRequest(
+        idempotency_key=key(), order_id=order.id, verifier=verifier, rating=5,
+        comment=comment))
+
+
+def earn_in_jiangning(city: City) -> None:
+    jn = city.nodes[JN]
+    desk(jn, "JN-DS-01", "东山街道佛城西路社区服务点", "陈静")
+    daughter, neighbour = enrol(jn, DAUGHTER), enrol(jn, NEIGHBOUR)
+    jn.call(jn.stub.Grant, node_pb2.GrantRequest(
+        idempotency_key=key(), person_id=neighbour.id, minutes=GRANT_MINUTES,
+        staff_id=jn.staff_id, memo="市级时间银行基金: 重点老人服务补贴"))
+    order = jn.call(jn.stub.RequestOrder, node_pb2.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=neighbour.id, category="助洁", planned_minutes=90,
+        payment_source=node_pb2.PAYMENT_SOURCE_OWN,
+        requested_by=node_pb2.Actor(staff_id=jn.staff_id)))
+    jn.call(jn.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
+        idempotency_key=key(), order_id=order.id, volunteer_id=daughter.id))
+    order = serve(city, jn, order, daughter, 80, node_pb2.Actor(person_id=neighbour.id),
+                  "打扫得很干净，谢谢小李")
+    public = order.public_until.ToDatetime(tzinfo=UTC).astimezone(CITY_TZ)
+    city.step(f"[bold]{jn.name}[/]: {DAUGHTER.name} and {NEIGHBOUR.name} enrolled; the city "
+              f"fund grants {NEIGHBOUR.name} (a priority elder) {hm(GRANT_MINUTES)}; "
+              f"{DAUGHTER.name} cleans his flat (助洁) for {order.measured_minutes} min and he "
+              f"verifies it; it is public until {public:%Y-%m-%d %H:%M} (公示期)")
+    city.advance(timedelta(days=7, minutes=10))
+    done = jn.call(jn.stub.RecordDueOrders, node_pb2.RecordDueOrdersRequest(
+        idempotency_key=key()))
+    recorded = [o for o in done.recorded if o.id == order.id]
+    city.check("the cleaning order was recorded after the publicity period", bool(recorded))
+    stored = balance(jn, DAUGHTER)
+    worked = hm(recorded[0].measured_minutes) if recorded else "?"
+    city.step(f"[bold]Seven simulated days later[/] (now {city.when()}; every process reads "
+              f"the same clock file) the order is recorded: {worked} of work stored as "
+              f"{hm(stored.total_minutes)} for {DAUGHTER.name} in {jn.name}")
+    city.check(f"{DAUGHTER.name} stores 75 min in {jn.name} (80 min rounded to the 15-minute "
+               "unit)", stored.total_minutes == 75)
+
+
+def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
+    jn, gl = city.nodes[JN], city.nodes[GL]
+    desk(gl, "GL-HJ-01", "湖南路街道为老服务中心", "周敏")
+    mother, helper = enrol(gl, MOTHER), enrol(gl, HELPER)
+    mother_in_jn = enrol(jn, MOTHER, home=GL)
+    jn.call(jn.stub.LinkPeople, node_pb2.LinkPeopleRequest(
+        idempotency_key=key(), person_id=jn.people[DAUGHTER.key].id,
+        other_id=mother_in_jn.id, kind=node_pb2.LINK_KIND_PARENT, staff_id=jn.staff_id))
+    daughter_in_gl = enrol(gl, DAUGHTER, home=JN)
+    city.step(f"[bold]{gl.name}[/] enrols {MOTHER.name} (her home) and {HELPER.name}; "
+              f"{DAUGHTER.name} is enrolled there as a visitor whose hours are kept in "
+              f"{jn.name}, and {jn.name} records {MOTHER.name} as her parent (a visitor "
+              "record there: family links are checked where the hours are kept)")
+    city.wait("every enrolment reached the city directory", city.settled)
+    order = gl.call(gl.stub.RequestOrder, node_pb2.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=mother.id, category="助餐", planned_minutes=60,
+        payment_source=node_pb2.PAYMENT_SOURCE_RELATIVE, payer_id=daughter_in_gl.id,
+        requested_by=node_pb2.Actor(staff_id=gl.staff_id), note="女儿在江宁区存的时间"))
+    order = gl.call(gl.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
+        idempotency_key=key(), order_id=order.id, volunteer_id=helper.id))
+    claim_id = order.claim_id
+    city.check("accepting the order proposed a redemption claim", bool(claim_id))
+
+    def claim_in(node: Node) -> node_pb2.Claim:
+        return node.call(node.stub.GetClaim, node_pb2.GetClaimRequest(claim_id=claim_id))
+
+    city.wait("江宁区 accepted the claim",
+              lambda: claim_in(gl).state in ("accepted", "rejected", "expired"))
+    held = balance(jn, DAUGHTER)
+    claim = claim_in(gl)
+    city.step(f"In {gl.name}, {HELPER.name} takes order {order.id} (助餐 for {MOTHER.name}, "
+              f"60 min planned, paid with {DAUGHTER.name}'s hours). {gl.name} proposes claim "
+              f"{claim_id[:8]}… to {jn.name} through the clearinghouse; {jn.name} checks the "
+              f"balance and the family link and holds the minutes: claim "
+              f"[bold]{claim.state}[/]; {DAUGHTER.name} in {jn.name}: "
+              f"{hm(held.total_minutes)} stored, {hm(held.held_minutes)} held")
+    city.check("the home district accepted and holds 60 min",
+               claim.state == "accepted" and held.held_minutes == 60)
+    order = serve(city, gl, order, helper, 43, node_pb2.Actor(staff_id=gl.staff_id),
+                  "饭菜可口，妈妈很满意")
+    city.advance(timedelta(days=7, hours=1))
+    done = gl.call(gl.stub.RecordDueOrders, node_pb2.RecordDueOrdersRequest(
+        idempotency_key=key()))
+    city.check("the meals order was recorded after the publicity period",
+               any(o.id == order.id for o in done.recorded))
+    city.wait("the claim completed on both sides", lambda: claim_in(gl).state == "completed"
+              and claim_in(jn).state == "completed")
+    order = gl.call(gl.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order.id))
+    claim = claim_in(gl)
+    after = balance(jn, DAUGHTER)
+    city.step(f"{HELPER.name} serves 43 min, recorded as {hm(order.recorded_minutes)}; "
+              f"{gl.name} completes the claim for {hm(claim.posted_minutes)} and posts it "
+              f"when the clearinghouse confirms; {jn.name} posts its side on delivery: "
+              f"{DAUGHTER.name} now has {hm(after.total_minutes)} ({hm(after.held_minutes)} "
+              f"held); {HELPER.name} stored {hm(balance(gl, HELPER).total_minutes)} in "
+              f"{gl.name}")
+    city.check("45 min were charged to the daughter's hours in 江宁区",
+               order.charged_minutes == 45 and after.total_minutes == 30
+               and after.held_minutes == 0)
+    return order, claim
+
+
+def move_to_qixia(city: City) -> node_pb2.Claim:
+    jn, qx = city.nodes[JN], city.nodes[QX]
+    desk(qx, "QX-XL-01", "仙林街道综合服务站", "吴刚")
+    arrived = enrol(qx, DAUGHTER, home=JN)
+    before = balance(jn, DAUGHTER)
+    claim = jn.call(jn.stub.MovePerson, node_pb2.MovePersonRequest(
+        idempotency_key=key(), person_id=jn.people[DAUGHTER.key].id, to_node_id=QX))
+
+    def claim_in(node: Node) -> node_pb2.Claim:
+        return node.call(node.stub.GetClaim, node_pb2.GetClaimRequest(
+            claim_id=claim.claim_id))
+
+    city.wait("the move completed on both sides", lambda: claim_in(jn).state == "completed"
+              and claim_in(qx).state == "completed")
+    now_in_qx = qx.call(qx.stub.GetBalance, node_pb2.GetBalanceRequest(person_id=arrived.id))
+    left = balance(jn, DAUGHTER)
+    home = jn.call(jn.stub.GetPerson, node_pb2.GetPersonRequest(
+        person_id=jn.people[DAUGHTER.key].id)).home_node_id
+    lookup = clearing_pb2_grpc.ClearinghouseServiceStub(city.channel).LookupPerson(
+        clearing_pb2.LookupPersonRequest(person_ref=arrived.person_ref), timeout=10)
+    origins = ", ".join(f"{node_pb2.Origin.Name(o.origin).removeprefix('ORIGIN_').lower()} "
+                        f"{format_hours(o.total_minutes)}"
+                        for o in now_in_qx.by_origin if o.total_minutes)
+    city.step(f"{DAUGHTER.name} moves to [bold]{qx.name}[/]: {qx.name} enrols her, {jn.name} "
+              f"sends her whole balance ({hm(before.total_minutes)}) in a move claim; "
+              f"{qx.name} takes it in under the 1,500 h cap: {hm(now_in_qx.total_minutes)} "
+              f"({origins}); {jn.name} keeps {hm(left.total_minutes)} and now says her hours "
+              f"are kept in {home}; the city directory says {lookup.home_node_id}")
+    city.check("her balance moved with its origin", now_in_qx.total_minutes == 30
+               and left.total_minutes == 0 and origins.startswith("individual"))
+    city.check("the directory and 江宁区 both name 栖霞区 her home",
+               home == QX and lookup.home_node_id == QX)
+    return claim_in(qx)
+
+
+def city_checks(city: City) -> dict[str, Any]:
+    """The invariants across the whole city."""
+    city.wait("every claim settled", city.settled)
+    reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
+               for n, node in city.nodes.items()}
+    views = {n: node.call(node.stub.GetClearing, node_pb2.GetClearingRequest())
+             for n, node in city.nodes.items()}
+    positions = city.positions()
+    nets = {p.node_id: p.net_minutes for p in positions.nodes}
+    table = Table(title="the city's positions (minutes)", title_justify="left")
+    for col in ("district", "issued+granted", "people+pool", "consumed", "clearing",
+                "node says", "clearinghouse says", "agree"):
+        table.add_column(col, justify="left" if col == "district" else "right")
+    for n, r in reports.items():
+        table.add_row(f"{NAMES[n]} {n}", str(r.issued_minutes + r.granted_minutes),
+                      str(r.held_by_people_minutes + r.donation_pool_minutes),
+                      str(r.consumed_minutes), str(r.clearing_minutes),
+                      f"{views[n].net_minutes:+d}", f"{nets.get(n, 0):+d}",
+                      "[green]yes[/]" if views[n].net_minutes == nets.get(n) else "[red]no[/]")
+    gross = Table(title="gross between districts", title_justify="left")
+    for col in ("served in (creditor)", "hours kept in (debtor)", "minutes"):
+        gross.add_column(col, justify="right" if col == "minutes" else "left")
+    for g in positions.gross:
+        gross.add_row(NAMES.get(g.creditor_node_id, g.creditor_node_id),
+                      NAMES.get(g.debtor_node_id, g.debtor_node_id), str(g.minutes))
+    city.step("Positions across the city, from each node's own ledger and from the "
+              "clearinghouse", table, gross)
+    for n, r in reports.items():
+        city.check(f"{NAMES[n]}: CheckLedger ok (chain, sums, holds, cap)", r.ok)
+        city.check(f"{NAMES[n]}: minutes conserved (issued + granted = held by people + "
+                   "donation pool + consumed + clearing)",
+                   r.issued_minutes + r.granted_minutes == r.held_by_people_minutes
+                   + r.donation_pool_minutes + r.consumed_minutes + r.clearing_minutes)
+        city.check(f"{NAMES[n]}: the node and the clearinghouse agree on its position",
+                   views[n].net_minutes == nets.get(n))
+    issued = sum(r.issued_minutes + r.granted_minutes for r in reports.values())
+    kept = sum(r.held_by_people_minutes + r.donation_pool_minutes + r.consumed_minutes
+               for r in reports.values())
+    city.check("city-wide: everything issued is held or consumed", issued == kept)
+    city.check("city-wide: the clearing accounts sum to zero",
+               sum(r.clearing_minutes for r in reports.values()) == 0)
+    city.check("the clearinghouse's positions sum to zero", sum(nets.values()) == 0)
+    city.check("positions: 鼓楼区 +45, 栖霞区 +30, 江宁区 -75",
+               nets == {GL: 45, QX: 30, JN: -75})
+    return {"nets": nets, "ledgers": {n: to_json(r) for n, r in reports.items()},
+            "gross": [{"creditor": g.creditor_node_id, "debtor": g.debtor_node_id,
+                       "minutes": g.minutes} for g in positions.gross],
+            "issued_minutes": issued, "held_or_consumed_minutes": kept}
+
+
+# ------------------------------------------------------------------ running it
+
+
+_ENV_SECTIONS = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_",
+                 "TIMEBANK_CLEARINGHOUSE_")
 
 
 @contextmanager
 def _isolated_environment() -> Iterator[None]:
-    """The demo's node reads only its own files: set aside TIMEBANK_<SECTION>_* overrides
-    (an operator's TIMEBANK_NODE_DATABASE_URL must never point the demo at a real database)."""
+    """The demo's processes read only their own files: set aside TIMEBANK_<SECTION>_*
+    overrides (an operator's TIMEBANK_NODE_DATABASE_URL must never reach the demo)."""
     saved = {k: v for k, v in os.environ.items() if k.startswith(_ENV_SECTIONS)}
     for k in saved:
         del os.environ[k]
@@ -365,15 +410,13 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     """Play the story; return the exit code (0 only if every check passed)."""
     started = time.monotonic()
     root, temporary = _prepare(data_dir)
-    summary: dict[str, Any] = {"ok": False, "node_id": NODE_ID, "district": DISTRICT,
+    summary: dict[str, Any] = {"ok": False, "districts": NAMES,
                                "data_dir": None if temporary else str(root.resolve())}
     try:
         with _isolated_environment():
             ok = _play(root, temporary, summary)
-    except Exception as e:
-        message = describe_error(e)
-        if message is None:
-            raise
+    except (LaunchError, CliError, devclock.DevClockError, OSError, ValueError) as e:
+        message = describe_error(e) or str(e)
         print_error(f"the demo stopped: {message}")
         summary["error"] = message
         ok = False
@@ -389,103 +432,57 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
 
 
 def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
-    from node.api.server import start_server
-    from node.bootstrap import init_data_dir, open_app
-    from node.config import load_config
-    from node.logging import configure_logging
-    from node.usecases.ledger import check_ledger
-
-    # The node's own log lines would interleave with the story: keep warnings, on stderr.
-    configure_logging(level="warning", fmt="console", stream=sys.stderr)
-    echo(f"[bold]timebank demo[/] — one district's time bank, end to end: "
-         f"{DISTRICT} (node {NODE_ID})")
-    config_path = init_data_dir(root, NODE_ID, DISTRICT)
-    config = load_config(config_path)
-    clock = ManualClock(START)
-    node_app = open_app(config, clock=clock)
-    server: grpc.Server | None = None
-    client: NodeClient | None = None
-    try:
-        server, port = start_server(node_app, "127.0.0.1:0")
-        client = NodeClient(f"127.0.0.1:{port}", timeout=10.0)
-        story = Story(client, clock)
-        where = "a temporary directory, removed at the end" if temporary else "kept afterwards"
-        story.step(f"Node {NODE_ID} {DISTRICT} initialised in {root} ({where}): SQLite, "
-                   f"city policy sha256 {node_app.policy.digest[:12]}…, a random city secret")
-        story.step(f"The real gRPC server listens on 127.0.0.1:{port}; the node's clock is "
-                   f"simulated and starts on {story.now()} (Asia/Shanghai)")
-        story.setting()
-        cleaning = story.cleaning()
-        vol = story.balance(VOLUNTEER)
-        story.step(f"{VOLUNTEER.name} has stored {hm(vol.total_minutes)}")
-        before = story.balances()
-        story.step("Balances before the relative redeems",
-                   balances_table(before, None, "stored hours"))
-        meals = story.meals()
-        after = story.balances()
-        story.step(f"Balances after {MOTHER.name}'s meals, paid with {VOLUNTEER.name}'s hours",
-                   balances_table(before, after, "stored hours"))
-        story.step(f"{VOLUNTEER.name}'s passbook (her ledger history)", history_table(
-            story.call(story.stub.GetHistory,
-                       node_pb2.GetHistoryRequest(person_id=story.id_of(VOLUNTEER))),
-            VOLUNTEER.name))
-        report = story.call(story.stub.CheckLedger, node_pb2.CheckLedgerRequest())
-        direct = report_from_view(node_app.query(check_ledger))
-        for c in CAST:
-            want_before, want_after = EXPECTED[c.key]
-            story.check(f"{c.name}: {format_hours(want_before)} before and "
-                        f"{format_hours(want_after)} after the redemption",
-                        (before[c.key].total_minutes, after[c.key].total_minutes)
-                        == (want_before, want_after))
-        story.check("no balance or available balance is negative", all(
-            b.total_minutes >= 0 and b.available_minutes >= 0 for b in after.values()))
-        story.check("nothing is left on hold", all(b.held_minutes == 0 for b in after.values()))
-        story.check("CheckLedger over gRPC: every transaction sums to zero, the hash chain "
-                    "verifies, balances equal their postings, holds and the cap hold",
-                    report.ok)
-        story.check("the same check run directly on the database agrees",
-                    direct.ok and direct.head_hash == report.head_hash
-                    and direct.transactions == report.transactions)
-        story.check("minutes are conserved: issued + granted = held by people + donation "
-                    "pool + consumed",
-                    report.issued_minutes + report.granted_minutes
-                    == report.held_by_people_minutes + report.donation_pool_minutes
-                    + report.consumed_minutes)
-        story.check(f"issued {format_hours(120)} for 2 services, consumed the same",
-                    report.issued_minutes == 120 and report.consumed_minutes == 120)
-        story.step("The ledger is checked", render_report(report))
-        checks = Table(box=None, padding=(0, 1), show_header=False)
-        checks.add_column()
-        checks.add_column()
-        for what, passed in story.checks:
-            checks.add_row("[green]✓[/]" if passed else "[red]✗[/]", escape(what))
-        ok = all(passed for _, passed in story.checks)
-        story.step("What the story must show", checks)
-        names = {p.id: p.name for p in story.people.values()}
-        summary.update({
-            "people": {p.name: {"id": p.id, "age": p.age, "priority": p.priority,
-                                "person_ref": p.person_ref} for p in story.people.values()},
-            "orders": [_order_summary(o, names) for o in (cleaning, meals)],
-            "balances": {names[b.person_id]: b.total_minutes for b in after.values()},
-            "available": {names[b.person_id]: b.available_minutes for b in after.values()},
-            "balances_before_redemption": {names[b.person_id]: b.total_minutes
-                                           for b in before.values()},
-            "ledger": to_json(report),
-            "checks": [{"check": what, "ok": passed} for what, passed in story.checks],
-            "clock": {"start": START.isoformat(),
-                      "end": clock.now().astimezone(CITY_TZ).isoformat()},
-        })
-        if ok:
-            echo("[bold green]All checks passed.[/] "
-                 + ("The demo's files are removed." if temporary else
-                    f"The node's files are kept in {root}: try "
-                    f"`timebank node check --config {config_path}`."))
-        else:
-            echo("[bold red]Some checks failed[/] (see ✗ above).")
-        return ok
-    finally:
-        if client is not None:
-            client.close()
-        if server is not None:
-            server.stop(grace=None).wait(5)
-        node_app.db.dispose()
+    echo("[bold]timebank demo[/] — a city's time banks as one (通存通兑): the clearinghouse "
+         "and three district nodes, each its own process")
+    city_layout = layout(root)
+    with CityProcesses(city_layout, dev_clock=True) as processes:
+        processes.start_all()
+        table = Table(box=None, padding=(0, 2))
+        for col in ("process", "pid", "address", "data"):
+            table.add_column(col)
+        for name in city_layout.names:
+            label = "clearinghouse (市民政局)" if name == CLEARINGHOUSE else \
+                f"node {name} {NAMES.get(name, '')}"
+            where = (city_layout.clearinghouse_dir if name == CLEARINGHOUSE
+                     else city_layout.node(name).data_dir)
+            table.add_row(label, str(processes.pid(name)), processes.address(name), str(where))
+        channel = grpc.insecure_channel(city_layout.clearinghouse_address)
+        clients = {n.node_id: NodeClient(n.address, timeout=15.0) for n in city_layout.nodes}
+        try:
+            city = City(city_layout, {n: Node(n, c) for n, c in clients.items()}, channel)
+            kept = "a temporary directory, removed at the end" if temporary else "kept"
+            city.step(f"The city is laid out in {root} ({kept}): the bureau's keys, one city "
+                      "secret shared by the districts, every node admitted by a certificate "
+                      "the city root key signed; four processes serve on 127.0.0.1", table)
+            earn_in_jiangning(city)
+            order, redemption = meals_in_gulou(city)
+            move = move_to_qixia(city)
+            summary.update(city_checks(city))
+            reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
+                       for n, node in city.nodes.items()}
+            city.step(f"{NAMES[JN]}'s ledger after it all", render_report(reports[JN]))
+        finally:
+            for c in clients.values():
+                c.close()
+            channel.close()
+    checks = Table(box=None, padding=(0, 1), show_header=False)
+    checks.add_column()
+    checks.add_column()
+    for what, passed in city.checks:
+        checks.add_row("[green]✓[/]" if passed else "[red]✗[/]", escape(what))
+    ok = all(passed for _, passed in city.checks)
+    city.step("What the story must show", checks)
+    summary.update({
+        "orders": [to_json(order)],
+        "claims": [to_json(redemption), to_json(move)],
+        "checks": [{"check": what, "ok": passed} for what, passed in city.checks],
+    })
+    if ok:
+        echo("[bold green]All checks passed.[/] " + (
+            "The demo's files are removed." if temporary else
+            f"The city's files are kept in {root}: start it again with the configurations "
+            "there, or look at a node with `timebank node check --config "
+            f"{city_layout.node(JN).config_file}`."))
+    else:
+        echo("[bold red]Some checks failed[/] (see ✗ above).")
+    return ok
