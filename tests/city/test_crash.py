@@ -1,0 +1,295 @@
+"""The fault test of issue 4, with real processes: kill -9 any one process (the
+clearinghouse, a debtor node, a creditor node) at random moments during a run of hundreds
+of cross-district claims, and restart it. At the end every claim is in exactly one final
+state on every node and at the clearinghouse, every hold is resolved, minutes are
+conserved on every node and across the city, and no claim was applied twice.
+
+The city is the launcher's (city/launcher.py): a clearinghouse and three district nodes,
+each its own process with its own SQLite file, all on one dev clock. Everything is done
+through gRPC, as staff would; a call cut off by a kill is sent again with the same
+idempotency key. Every node is the creditor of some claims and the debtor of others.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from city.launcher import CityLayout, CityProcesses, layout
+from clearinghouse.bootstrap import open_app
+from clearinghouse.config import load_config as load_ch_config
+from clearinghouse.usecases import claims as ch_claims
+from tests.city.workload import (
+    FINAL,
+    CityClient,
+    Desk,
+    Elder,
+    Outcome,
+    clearinghouse_database,
+    enrol_elder,
+    key,
+    list_claims,
+    node_database,
+    read_only,
+    record_due,
+    redeem,
+    sent_everything,
+    setup_desk,
+    wait_claim,
+    wait_quiet,
+)
+from timebank import devclock
+from timebank.v1 import node_pb2
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+JN, GL, QX = "320115", "320106", "320113"
+NODES = [JN, GL, QX]
+WAVES = 5
+PER_WAVE = 40  # redemptions: 200 in all, in both directions between every two districts
+ELDERS_PER_PAIR = 3
+GRANT = 3000  # 50 h each: more than an elder's share of the run
+MOVERS_PER_NODE = 2
+WORKERS = 8
+LIMIT = 10**9  # net debit limit: the run is about crashes, not limits
+PUBLICITY = timedelta(days=8)  # past the 7-day publicity period
+CLAIM_MEMO = re.compile(r"^claim ([0-9a-f-]{36}):")
+
+
+class Killer:
+    """Kills -9 one process at a time at random moments and restarts it; every process
+    is killed at least once (the first kills go round all of them, in random order)."""
+
+    def __init__(self, procs: CityProcesses, rng: random.Random) -> None:
+        self.procs, self.rng = procs, rng
+        self.kills: list[tuple[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="killer", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(120)
+        assert not self._thread.is_alive()
+
+    def _run(self) -> None:
+        names = list(self.procs.city.names)
+        first = self.rng.sample(names, len(names))
+        try:
+            while not self._stop.wait(self.rng.uniform(0.3, 2.0)):
+                victim = first.pop() if first else self.rng.choice(names)
+                self.procs.kill(victim)
+                self.kills.append((victim, round(time.monotonic() - self._started, 1)))
+                time.sleep(self.rng.uniform(0.0, 1.0))  # down for a moment
+                self.procs.restart(victim, timeout=60)
+        except BaseException as e:  # seen by the test
+            self.error = e
+
+
+def _city(tmp_path: Path) -> CityLayout:
+    city = layout(tmp_path / "city")
+    config = load_ch_config(city.clearinghouse_config)
+    app = open_app(config)
+    try:  # whatever layout gives: this run is about crashes, never about limits
+        for n in city.nodes:
+            app.execute(ch_claims.set_net_debit_limit, n.node_id, LIMIT)
+    finally:
+        app.db.dispose()
+    return city
+
+
+def _setup(client: CityClient) -> tuple[dict[str, Desk], list[Elder], list[Elder]]:
+    desks = {n: setup_desk(client, n, volunteers=4) for n in NODES}
+    elders = [enrol_elder(client, desks, home, [serving], GRANT)
+              for home in NODES for serving in NODES if serving != home
+              for _ in range(ELDERS_PER_PAIR)]
+    movers = [enrol_elder(client, desks, home, [NODES[(i + 1) % 3]], 600)
+              for i, home in enumerate(NODES) for _ in range(MOVERS_PER_NODE)]
+    # the directory must know every home before a claim names it
+    assert sent_everything(client, NODES, 60)
+    return desks, elders, movers
+
+
+def _wave(client: CityClient, desks: dict[str, Desk], elders: list[Elder],
+          rng: random.Random) -> list[Outcome]:
+    jobs = []
+    for _ in range(PER_WAVE):
+        elder = rng.choice(elders)
+        serving = next(n for n in elder.ids if n != elder.home)
+        jobs.append((desks[serving], elder, rng.choice(desks[serving].volunteers),
+                     rng.choice((30, 45, 60, 90))))
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(lambda j: redeem(client, *j), jobs))
+
+
+def _moves(client: CityClient, movers: list[Elder], back: bool,
+           ) -> list[tuple[Elder, str, str, str]]:
+    """Start each mover's move (to the district where they are a visitor, or back home
+    once moved); return (mover, claim id, debtor, creditor)."""
+    started = []
+    for m in movers:
+        other = next(n for n in m.ids if n != m.home)
+        if back and not m.moved:
+            continue
+        debtor, creditor = (other, m.home) if back else (m.home, other)
+        claim = client.call(debtor, "MovePerson", node_pb2.MovePersonRequest(
+            idempotency_key=key(), person_id=m.ids[debtor], to_node_id=creditor))
+        started.append((m, claim.claim_id, debtor, creditor))
+    return started
+
+
+def test_kill_9_during_hundreds_of_claims_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    seed = int(os.environ.get("TIMEBANK_CRASH_SEED", "20261125"))
+    rng = random.Random(seed)
+    city = _city(tmp_path)
+    started = time.monotonic()
+    with CityProcesses(city, dev_clock=True) as procs:
+        procs.start_all(timeout=60)
+        client = CityClient(city)
+        try:
+            desks, elders, movers = _setup(client)
+            killer = Killer(procs, rng)
+            killer.start()
+            outcomes: list[Outcome] = []
+            moves: list[tuple[str, str, str]] = []
+            for w in range(WAVES):
+                batch = _moves(client, movers, back=w == 3) if w in (0, 3) else []
+                moves += [(c, d, cr) for _, c, d, cr in batch]
+                outcomes += _wave(client, desks, elders, rng)
+                for m, claim_id, debtor, _ in batch:  # taken in within a day: before the
+                    state = wait_claim(client, debtor, claim_id, set(FINAL), 60)  # jump
+                    m.moved = m.moved or state == "completed"
+                devclock.advance(city.clock_file, PUBLICITY)
+                for n in NODES:
+                    record_due(client, n)
+            killer.stop()
+            assert killer.error is None, killer.error
+            driven = time.monotonic() - started
+
+            # quiescence: everything sent and applied; leftovers expire at their deadline
+            if not wait_quiet(client, NODES, 60):
+                devclock.advance(city.clock_file, timedelta(days=31))
+                assert wait_quiet(client, NODES, 60), "the city did not settle"
+            _check_city(client, city)
+            _check_people(client, city, elders, movers)
+            stats = _stats(client, outcomes, moves)
+            print(f"\nseed {seed}: driven in {driven:.0f} s, {client.retries} retried calls; kills "
+                  f"{Counter(v for v, _ in killer.kills)} at {killer.kills}; {stats}")
+            assert {v for v, _ in killer.kills} == set(city.names)
+            assert len(outcomes) == WAVES * PER_WAVE
+            assert stats["completed"] >= len(outcomes) // 2, stats
+        finally:
+            client.close()
+
+
+def _stats(client: CityClient, outcomes: list[Outcome],
+           moves: list[tuple[str, str, str]]) -> dict[str, int]:
+    by_claim = {}
+    for n in NODES:
+        for c in list_claims(client, n):
+            by_claim[c.claim_id] = c.state
+    counts = Counter(by_claim[o.claim_id] for o in outcomes)
+    counts.update(f"move {by_claim[c]}" for c, _, _ in moves)
+    counts["verified"] = sum(o.verified for o in outcomes)
+    return dict(counts)
+
+
+def _check_city(client: CityClient, city: CityLayout) -> None:
+    # ---- every claim final, and the same on creditor, debtor and clearinghouse
+    with read_only(clearinghouse_database(city)) as conn:
+        ch = {row[0]: row[1:] for row in conn.execute(
+            "SELECT claim_id, kind, creditor, debtor, state, COALESCE(posted_minutes, 0), "
+            "minutes FROM claims")}
+    views = {n: {c.claim_id: c for c in list_claims(client, n)} for n in NODES}
+    for claim_id, (kind, creditor, debtor, state, posted, minutes) in ch.items():
+        assert state in FINAL, (claim_id, state)
+        for node_id, role in ((creditor, node_pb2.CLAIM_ROLE_CREDITOR),
+                              (debtor, node_pb2.CLAIM_ROLE_DEBTOR)):
+            mine = views[node_id].get(claim_id)
+            assert mine is not None, (claim_id, node_id, "missing")
+            assert (mine.kind, mine.role, mine.state, mine.minutes) == (
+                kind, role, state, minutes), (claim_id, node_id, mine, state)
+            assert mine.posted_minutes == (posted if state == "completed" else 0), (
+                claim_id, node_id)
+        for other in set(NODES) - {creditor, debtor}:
+            assert claim_id not in views[other]
+    for node_id, claims in views.items():
+        for claim_id, c in claims.items():
+            assert c.state in FINAL, (node_id, claim_id, c.state)
+            if claim_id not in ch:  # refused by the clearinghouse: nothing recorded there
+                assert c.state == "rejected", (node_id, claim_id, c.state)
+    # ---- ledgers: checked, conserved, nothing held, no claim posted twice, no overcharge
+    positions = {p.node_id: p.net_minutes for p in client.positions().nodes}
+    assert set(positions) == set(NODES) and sum(positions.values()) == 0
+    clearing_total = 0
+    for node_id in NODES:
+        report = client.call(node_id, "CheckLedger", node_pb2.CheckLedgerRequest())
+        assert report.ok, (node_id, list(report.problems))
+        # check_ledger: every account's balance sums to zero over the node, and the
+        # issuance and city-grant accounts are the negatives of issued and granted
+        assert (report.issued_minutes + report.granted_minutes
+                == report.held_by_people_minutes + report.donation_pool_minutes
+                + report.consumed_minutes + report.clearing_minutes), node_id
+        clearing_total += report.clearing_minutes
+        clearing = client.call(node_id, "GetClearing", node_pb2.GetClearingRequest())
+        assert clearing.net_minutes == positions[node_id] == -report.clearing_minutes
+        assert (clearing.open_claims, clearing.unsent_messages) == (0, 0)
+        with read_only(node_database(city, node_id)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM holds WHERE state = 'active'"
+                                ).fetchone()[0] == 0, node_id
+            assert conn.execute("SELECT COALESCE(SUM(held), 0) FROM accounts").fetchone()[0] == 0
+            states = Counter(r[0] for r in conn.execute("SELECT state FROM orders"))
+            assert set(states) <= {"recorded", "cancelled"}, (node_id, states)
+            assert conn.execute("SELECT COUNT(*) FROM orders WHERE charged_minutes > "
+                                "planned_minutes").fetchone()[0] == 0, node_id
+            entries: Counter[str] = Counter()
+            for (memo,) in conn.execute("SELECT memo FROM entries WHERE kind = 'claim'"):
+                found = CLAIM_MEMO.match(memo)
+                assert found, memo
+                entries[found.group(1)] += 1
+            paid = dict(conn.execute(
+                "SELECT o.id, o.charged_minutes FROM orders o JOIN claims c "
+                "ON c.order_id = o.id AND c.role = 'creditor'"))
+            order_of = dict(conn.execute(
+                "SELECT claim_id, order_id FROM claims WHERE order_id IS NOT NULL"))
+        assert max(entries.values(), default=0) <= 1, (node_id, entries.most_common(3))
+        for claim_id, c in views[node_id].items():
+            assert entries[claim_id] == (c.state == "completed"), (node_id, claim_id)
+            if claim_id in order_of:  # the serving node charged the order what was posted
+                assert paid[order_of[claim_id]] == c.posted_minutes, (node_id, claim_id)
+    assert clearing_total == 0
+
+
+def _check_people(client: CityClient, city: CityLayout, elders: list[Elder],
+                  movers: list[Elder]) -> None:
+    """Each elder's home balance is the grant less what their completed claims posted;
+    a mover's hours are in one district only, all of them."""
+    with read_only(clearinghouse_database(city)) as conn:
+        posted: Counter[str] = Counter()
+        for ref, minutes in conn.execute("SELECT payer_ref, posted_minutes FROM claims "
+                                         "WHERE state = 'completed' AND kind = 'redemption'"):
+            posted[ref] += minutes
+    for e in elders:
+        home = e.ids[e.home]
+        ref = client.call(e.home, "GetPerson", node_pb2.GetPersonRequest(person_id=home)
+                          ).person_ref
+        balance = client.call(e.home, "GetBalance", node_pb2.GetBalanceRequest(person_id=home))
+        assert (balance.total_minutes, balance.held_minutes) == (GRANT - posted[ref], 0), ref
+    for m in movers:
+        balances = [client.call(n, "GetBalance", node_pb2.GetBalanceRequest(person_id=i))
+                    for n, i in m.ids.items()]
+        assert sorted(b.total_minutes for b in balances) == [0, 600], m
+        assert all(b.held_minutes == 0 for b in balances)

@@ -1,0 +1,314 @@
+"""Driving a city of real processes through gRPC, as district staff would, while
+processes die under it: a client that retries a call the same way (same request, same
+idempotency key) until the process is back, the people a run needs, redemptions walked
+from request to verification, and moves.
+
+Used by the crash test (tests/city/test_crash.py); nothing here knows about kills.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from city.launcher import CLEARINGHOUSE, CityLayout
+from clearinghouse.config import load_config as load_ch_config
+from node.config import load_config as load_node_config
+from node.domain.identity import id_card_with_check_digit
+from timebank import devclock
+from timebank.rpcerrors import error_reason
+from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
+
+Resp = TypeVar("Resp")
+
+#: A call that may go through once the process is back: retried with the same request.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+CALL_TIMEOUT = 5.0
+RETRY_FOR = 90.0  # a process restarts in a few seconds; this is far beyond
+FINAL = frozenset({"completed", "voided", "rejected", "expired"})
+#: Reconnect quickly after a restart (gRPC's default backoff grows to two minutes).
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 500)]
+
+
+def key() -> str:
+    return str(uuid.uuid4())
+
+
+class Refused(Exception):
+    """A call failed with a status that retrying does not change."""
+
+    def __init__(self, method: str, e: grpc.RpcError) -> None:
+        self.code = e.code()
+        self.reason = error_reason(e)
+        super().__init__(f"{method}: {self.code.name} {self.reason}: {e.details()}")
+
+
+class CityClient:
+    """One channel per process of the city; ``call`` retries what a crash interrupts."""
+
+    def __init__(self, city: CityLayout) -> None:
+        self.city = city
+        self._channels = {name: grpc.insecure_channel(city.address(name),
+                                                      options=CHANNEL_OPTIONS)
+                          for name in city.names}
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+    def node(self, node_id: str) -> node_pb2_grpc.NodeServiceStub:
+        return node_pb2_grpc.NodeServiceStub(self._channels[node_id])
+
+    def clearinghouse(self) -> clearing_pb2_grpc.ClearinghouseServiceStub:
+        return clearing_pb2_grpc.ClearinghouseServiceStub(self._channels[CLEARINGHOUSE])
+
+    def call(self, node_id: str, method: str, request: Any, *,
+             retry_for: float = RETRY_FOR) -> Any:
+        """Call ``method`` on node ``node_id``; on UNAVAILABLE or a deadline, call again
+        with the very same request (and so the same idempotency key) until it answers."""
+        stub = self.node(node_id)
+        return self._retry(f"{node_id}.{method}", getattr(stub, method), request, retry_for)
+
+    def positions(self) -> clearing_pb2.Positions:
+        return self._retry("GetPositions", self.clearinghouse().GetPositions,
+                           clearing_pb2.GetPositionsRequest(), RETRY_FOR)
+
+    def _retry(self, what: str, method: Callable[..., Resp], request: Any,
+               retry_for: float) -> Resp:
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                return method(request, timeout=CALL_TIMEOUT)
+            except grpc.RpcError as e:
+                if e.code() not in RETRYABLE:
+                    raise Refused(what, e) from None
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{what} still {e.code().name} after "
+                                         f"{retry_for:g} s: {e.details()}") from None
+                with self._lock:
+                    self.retries += 1
+                time.sleep(0.1 + random.random() * 0.2)
+
+
+# ------------------------------------------------------------------ the city's clock
+
+
+def city_now(city: CityLayout) -> datetime:
+    """What every process's clock says now: real time plus the clock file's offset."""
+    return datetime.now(UTC) + devclock.read_offset(city.clock_file)
+
+
+def at(moment: datetime) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    t = Timestamp()
+    t.FromDatetime(moment)
+    return t
+
+
+# ------------------------------------------------------------------ people
+
+
+_serial = iter(range(1, 10**6))
+
+
+def id_number(district: str, birth_year: int) -> str:
+    return id_card_with_check_digit(f"{district}{birth_year:04d}0101{next(_serial) % 1000:03d}")
+
+
+@dataclass
+class Elder:
+    """A priority elder whose granted hours are kept at ``home``."""
+
+    home: str
+    id_number: str
+    ids: dict[str, int] = field(default_factory=dict)  # node id → person id there
+    moved: bool = False  # a move away from home completed
+
+
+@dataclass
+class Desk:
+    """A district's service point, its staff member and its volunteers."""
+
+    node_id: str
+    staff_id: int
+    volunteers: list[int]
+
+
+def setup_desk(client: CityClient, node_id: str, volunteers: int) -> Desk:
+    point = client.call(node_id, "RegisterServicePoint", node_pb2.RegisterServicePointRequest(
+        idempotency_key=key(), code=f"SP-{node_id}", name=f"{node_id} 社区服务点",
+        street="街道"))
+    staff = client.call(node_id, "RegisterStaff", node_pb2.RegisterStaffRequest(
+        idempotency_key=key(), name="陈静", service_point_id=point.id))
+    ids = []
+    for i in range(volunteers):
+        person = client.call(node_id, "EnrolPerson", node_pb2.EnrolPersonRequest(
+            idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name=f"志愿者{i}",
+            id_number=id_number(node_id, 1985 + i), phone="13800000000"))
+        ids.append(person.id)
+    return Desk(node_id, staff.id, ids)
+
+
+def enrol_elder(client: CityClient, desks: dict[str, Desk], home: str,
+                visiting: list[str], grant: int) -> Elder:
+    """Enrol a priority elder at home with a city grant, and as a visitor elsewhere."""
+    elder = Elder(home, id_number(home, 1940))
+    person = client.call(home, "EnrolPerson", node_pb2.EnrolPersonRequest(
+        idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name="老人",
+        id_number=elder.id_number, phone="13900000000", priority=True))
+    elder.ids[home] = person.id
+    client.call(home, "Grant", node_pb2.GrantRequest(
+        idempotency_key=key(), person_id=person.id, minutes=grant,
+        staff_id=desks[home].staff_id, memo="市级时间银行基金"))
+    for node_id in visiting:
+        visitor = client.call(node_id, "EnrolPerson", node_pb2.EnrolPersonRequest(
+            idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name="老人",
+            id_number=elder.id_number, phone="13900000000", priority=True,
+            home_node_id=home))
+        elder.ids[node_id] = visitor.id
+    return elder
+
+
+# ------------------------------------------------------------------ claims
+
+
+@dataclass
+class Outcome:
+    """What became of one redemption, as its driver saw it."""
+
+    serving: str
+    elder: Elder
+    order_id: int = 0
+    claim_id: str = ""
+    claim_state: str = ""  # at the serving node, when the driver stopped waiting
+    verified: bool = False
+    refused: str = ""
+
+
+def wait_claim(client: CityClient, node_id: str, claim_id: str, wanted: set[str],
+               timeout: float) -> str:
+    """Poll the node's view of a claim until its state is in ``wanted`` (or final)."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = str(client.call(node_id, "GetClaim",
+                                node_pb2.GetClaimRequest(claim_id=claim_id)).state)
+        if state in wanted or state in FINAL:
+            return state
+        time.sleep(0.05)
+    return state
+
+
+def redeem(client: CityClient, desk: Desk, elder: Elder, volunteer: int,
+           minutes: int = 60, accept_timeout: float = 60.0) -> Outcome:
+    """An elder visiting ``desk``'s district is served with the hours kept at home:
+    request (paid OWN), accept (proposes the claim), wait until home holds the hours,
+    check in, out and verify. Recording is left to the wave."""
+    s, out = desk.node_id, Outcome(desk.node_id, elder)
+    recipient = elder.ids[s]
+    order = client.call(s, "RequestOrder", node_pb2.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=recipient, category="meals",
+        planned_minutes=minutes, payment_source=node_pb2.PAYMENT_SOURCE_OWN,
+        requested_by=node_pb2.Actor(staff_id=desk.staff_id)))
+    out.order_id = order.id
+    order = client.call(s, "AcceptOrder", node_pb2.AcceptOrderRequest(
+        idempotency_key=key(), order_id=order.id, volunteer_id=volunteer))
+    out.claim_id = order.claim_id
+    out.claim_state = wait_claim(client, s, order.claim_id, {"accepted"}, accept_timeout)
+    if out.claim_state != "accepted":
+        return out
+    now = city_now(client.city)
+    try:
+        client.call(s, "CheckIn", node_pb2.CheckInRequest(
+            idempotency_key=key(), order_id=order.id, at=at(now - timedelta(minutes=61))))
+        client.call(s, "CheckOut", node_pb2.CheckOutRequest(
+            idempotency_key=key(), order_id=order.id, at=at(now)))
+        client.call(s, "VerifyOrder", node_pb2.VerifyOrderRequest(
+            idempotency_key=key(), order_id=order.id,
+            verifier=node_pb2.Actor(person_id=recipient), rating=5, comment="好"))
+    except Refused as e:  # e.g. the claim expired in between: the order was cancelled
+        out.refused = str(e)
+        return out
+    out.verified = True
+    return out
+
+
+def record_due(client: CityClient, node_id: str) -> int:
+    answer = client.call(node_id, "RecordDueOrders", node_pb2.RecordDueOrdersRequest(
+        idempotency_key=key(), limit=10000))
+    return len(answer.recorded)
+
+
+def list_claims(client: CityClient, node_id: str) -> list[node_pb2.Claim]:
+    found: list[node_pb2.Claim] = []
+    after = ""
+    while True:
+        page = client.call(node_id, "ListClaims", node_pb2.ListClaimsRequest(
+            after_claim_id=after, limit=1000)).claims
+        found += page
+        if len(page) < 1000:
+            return found
+        after = page[-1].claim_id
+
+
+def quiet(client: CityClient, node_ids: list[str]) -> bool:
+    """Every node has sent everything and has no claim open."""
+    for node_id in node_ids:
+        c = client.call(node_id, "GetClearing", node_pb2.GetClearingRequest())
+        if c.unsent_messages or c.open_claims:
+            return False
+    return True
+
+
+def wait_quiet(client: CityClient, node_ids: list[str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if quiet(client, node_ids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def sent_everything(client: CityClient, node_ids: list[str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(client.call(n, "GetClearing", node_pb2.GetClearingRequest()).unsent_messages
+               == 0 for n in node_ids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# ------------------------------------------------------------------ reading the files
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        yield conn
+
+
+def node_database(city: CityLayout, node_id: str) -> Path:
+    url = load_node_config(city.node(node_id).config_file).effective_database_url
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def clearinghouse_database(city: CityLayout) -> Path:
+    url = load_ch_config(city.clearinghouse_config).effective_database_url
+    return Path(url.removeprefix("sqlite:///"))
