@@ -329,6 +329,10 @@ def render_report(report: node_pb2.LedgerReport, title: str = "ledger check") ->
     grid.add_row("held by people", hm(report.held_by_people_minutes))
     grid.add_row("donation pool", hm(report.donation_pool_minutes))
     grid.add_row("consumed by service", hm(report.consumed_minutes))
+    if report.clearing_minutes:
+        owed = report.clearing_minutes
+        grid.add_row("clearing", f"{hm(abs(owed))} "
+                     f"{'owed to other districts' if owed > 0 else 'owed by other districts'}")
     parts: list[Any] = [grid]
     parts.extend(f"[red]✗ {escape(p)}[/]" for p in report.problems)
     return Panel(Group(*parts), title=title, title_align="left", expand=False,
@@ -340,4 +344,5 @@ def report_from_view(view: LedgerReportView) -> node_pb2.LedgerReport:
         ok=view.ok, transactions=view.transactions, accounts=view.accounts,
         head_hash=view.head_hash, problems=list(view.problems), issued_minutes=view.issued,
         held_by_people_minutes=view.held_by_people, donation_pool_minutes=view.donation_pool,
-        consumed_minutes=view.consumed, granted_minutes=view.granted)
+        consumed_minutes=view.consumed, granted_minutes=view.granted,
+        clearing_minutes=view.clearing)
