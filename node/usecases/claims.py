@@ -618,7 +618,8 @@ def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: st
     claim = tx.repo.claim(found.claim_id)
     if claim is None or ClaimState(claim.state).final:
         return
-    code = reason if reason in Reason.__members__ else Reason.POLICY.value
+    # the clearinghouse's own reason (e.g. MOVE_IN_PROGRESS, NOT_HOME_DISTRICT) says most
+    code = reason[:32] if reason.isascii() and reason.isupper() else Reason.POLICY.value
     tx.repo.close_holds(tx.repo.claim_holds(claim.claim_id), "released", tx.now)
     claim = _set(tx, claim, ClaimState.REJECTED, reason=code, detail=message[:200])
     if claim.order_id:
