@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from node.domain.claims import ClaimState, Role
+from node.domain.claims import TEMPORARY, ClaimState, Role
 from node.domain.errors import InvalidArgument
 from node.domain.ledger import Origin
 from node.domain.orders import OrderState, PaymentSource, PersonKind
@@ -268,7 +268,8 @@ def claim_pb(v: ClaimView) -> pb.Claim:
     out = pb.Claim(claim_id=v.claim_id, kind=v.kind.value, role=_ROLES[v.role],
                    counterparty_node_id=v.counterparty, minutes=v.minutes,
                    posted_minutes=v.posted_minutes, state=v.state.value, reason=v.reason,
-                   detail=v.detail, order_id=v.order_id, person_id=v.person_id)
+                   detail=v.detail, order_id=v.order_id, person_id=v.person_id,
+                   temporary=v.reason in TEMPORARY)
     _set_time(out.expires_at, v.expires_at)
     _set_time(out.updated_at, v.updated_at)
     return out

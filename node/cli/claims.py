@@ -90,7 +90,9 @@ def render_claim(claim: node_pb2.Claim, client: NodeClient | None = None,
     if claim.posted_minutes:
         grid.add_row("posted", hm(claim.posted_minutes))
     if claim.reason:
-        grid.add_row("reason", f"[red]{escape(claim.reason)}[/]")
+        grid.add_row("reason", f"[red]{escape(claim.reason)}[/] " + (
+            "(temporary: a new claim may succeed later)" if claim.temporary
+            else "(final: a new claim cannot succeed as things stand)"))
     if claim.detail:
         grid.add_row("detail", escape(claim.detail))
     if claim.order_id:
@@ -128,7 +130,9 @@ def claims_table(claims: Iterable[node_pb2.Claim], client: NodeClient | None = N
         table.add_row(c.claim_id, escape(c.kind), role_name(c.role),
                       _district(c.counterparty_node_id, names), str(c.minutes),
                       str(c.posted_minutes) if c.posted_minutes else "",
-                      _state_text(c.state), escape(c.reason), subject)
+                      _state_text(c.state),
+                      escape(c.reason) + (" (T)" if c.temporary else " (F)" if c.reason
+                                          else ""), subject)
     return table
 
 

@@ -1517,6 +1517,7 @@ class Claim(_message.Message):
     PERSON_ID_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    TEMPORARY_FIELD_NUMBER: _builtins.int
     claim_id: _builtins.str
     kind: _builtins.str
     """"redemption" or "move" """
@@ -1531,6 +1532,10 @@ class Claim(_message.Message):
     detail: _builtins.str
     order_id: _builtins.int
     person_id: _builtins.int
+    temporary: _builtins.bool
+    """For a refusal or expiry: true if a new claim for the same thing may succeed later
+    (temporary: limit reached, busy, expired), false if it cannot as things stand (final).
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1551,10 +1556,11 @@ class Claim(_message.Message):
         person_id: _builtins.int = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        temporary: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "counterparty_node_id", b"counterparty_node_id", "detail", b"detail", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "order_id", b"order_id", "person_id", b"person_id", "posted_minutes", b"posted_minutes", "reason", b"reason", "role", b"role", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "counterparty_node_id", b"counterparty_node_id", "detail", b"detail", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "order_id", b"order_id", "person_id", b"person_id", "posted_minutes", b"posted_minutes", "reason", b"reason", "role", b"role", "state", b"state", "temporary", b"temporary", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
