@@ -10,6 +10,7 @@ import pytest
 
 from clearinghouse.domain.claims import ClaimState as ChState
 from clearinghouse.usecases import claims as ch_claims
+from node.api import convert
 from node.domain.claims import ClaimState, Reason
 from node.domain.errors import FailedPrecondition
 from node.domain.orders import OrderState
@@ -139,6 +140,7 @@ def test_a_claim_the_offline_home_never_answered_expires_on_both_sides(city: Cit
     assert ch_claim(city, claim_id) is ChState.EXPIRED
     creditor = city[GL].app.query(claims.get_claim, claim_id)
     assert creditor.reason == Reason.EXPIRED.value
+    assert convert.claim_pb(creditor).temporary  # a fresh claim may succeed
     assert order_state(city, GL, order.record.id) is OrderState.CANCELLED
     with pytest.raises(FailedPrecondition):
         city[GL].app.execute(orders.check_in, order.record.id)

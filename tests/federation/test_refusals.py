@@ -5,6 +5,7 @@ home). Each refusal cancels the serving district's order and leaves nothing held
 from __future__ import annotations
 
 from clearinghouse.domain.claims import ClaimState as ChState
+from node.api import convert
 from node.domain.claims import ClaimState, Reason
 from node.domain.orders import OrderState
 from node.usecases import claims, ledger
@@ -50,6 +51,7 @@ def test_home_rejects_a_redemption_its_balance_does_not_cover(city: City) -> Non
     at_home = city[JN].app.query(claims.get_claim, claim_id)
     assert at_home.state is ClaimState.REJECTED
     assert at_home.reason == Reason.INSUFFICIENT_BALANCE.value
+    assert not convert.claim_pb(at_home).temporary  # final: waiting does not change a balance
     assert ch_claim(city, claim_id) is ChState.REJECTED
     balance = city[JN].app.query(ledger.balance, f.daughter)
     assert (balance.total, balance.held) == (60, 0)
