@@ -139,6 +139,7 @@ class Elder:
     id_number: str
     ids: dict[str, int] = field(default_factory=dict)  # node id → person id there
     moved: bool = False  # a move away from home completed
+    grant: int = 0
 
 
 @dataclass
@@ -168,7 +169,7 @@ def setup_desk(client: CityClient, node_id: str, volunteers: int) -> Desk:
 def enrol_elder(client: CityClient, desks: dict[str, Desk], home: str,
                 visiting: list[str], grant: int) -> Elder:
     """Enrol a priority elder at home with a city grant, and as a visitor elsewhere."""
-    elder = Elder(home, id_number(home, 1940))
+    elder = Elder(home, id_number(home, 1940), grant=grant)
     person = client.call(home, "EnrolPerson", node_pb2.EnrolPersonRequest(
         idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name="老人",
         id_number=elder.id_number, phone="13900000000", priority=True))
@@ -199,6 +200,7 @@ class Outcome:
     claim_state: str = ""  # at the serving node, when the driver stopped waiting
     verified: bool = False
     refused: str = ""
+    cancel: str = ""
 
 
 def wait_claim(client: CityClient, node_id: str, claim_id: str, wanted: set[str],
@@ -216,11 +218,14 @@ def wait_claim(client: CityClient, node_id: str, claim_id: str, wanted: set[str]
 
 
 def redeem(client: CityClient, desk: Desk, elder: Elder, volunteer: int,
-           minutes: int = 60, accept_timeout: float = 60.0) -> Outcome:
+           minutes: int = 60, cancel: str = "", accept_timeout: float = 60.0) -> Outcome:
     """An elder visiting ``desk``'s district is served with the hours kept at home:
     request (paid OWN), accept (proposes the claim), wait until home holds the hours,
-    check in, out and verify. Recording is left to the wave."""
-    s, out = desk.node_id, Outcome(desk.node_id, elder)
+    check in, out and verify. Recording is left to the wave.
+
+    ``cancel``: "early" cancels the order right after acceptance (the home district may
+    not have answered yet), "late" once the hours are held; the claim is then voided."""
+    s, out = desk.node_id, Outcome(desk.node_id, elder, cancel=cancel)
     recipient = elder.ids[s]
     order = client.call(s, "RequestOrder", node_pb2.RequestOrderRequest(
         idempotency_key=key(), recipient_id=recipient, category="meals",
@@ -230,8 +235,14 @@ def redeem(client: CityClient, desk: Desk, elder: Elder, volunteer: int,
     order = client.call(s, "AcceptOrder", node_pb2.AcceptOrderRequest(
         idempotency_key=key(), order_id=order.id, volunteer_id=volunteer))
     out.claim_id = order.claim_id
+    if cancel == "early":
+        _cancel(client, desk, order.id)
+        return out
     out.claim_state = wait_claim(client, s, order.claim_id, {"accepted"}, accept_timeout)
     if out.claim_state != "accepted":
+        return out
+    if cancel == "late":
+        _cancel(client, desk, order.id)
         return out
     now = city_now(client.city)
     try:
@@ -247,6 +258,12 @@ def redeem(client: CityClient, desk: Desk, elder: Elder, volunteer: int,
         return out
     out.verified = True
     return out
+
+
+def _cancel(client: CityClient, desk: Desk, order_id: int) -> None:
+    client.call(desk.node_id, "CancelOrder", node_pb2.CancelOrderRequest(
+        idempotency_key=key(), order_id=order_id,
+        cancelled_by=node_pb2.Actor(staff_id=desk.staff_id), reason="计划有变"))
 
 
 def record_due(client: CityClient, node_id: str) -> int:
