@@ -11,7 +11,9 @@ otherwise checks the signature (``submit.precheck``); then it charges the signin
 token bucket (``RateLimiter``: RESOURCE_EXHAUSTED BUSY when empty, nothing changed);
 then it returns the stored receipt byte for byte, or does the work and stores the new
 signed receipt in the same transaction (``submit.submit``). Subscribe takes only a
-fresh, own-queue request (``claims.subscription``: STALE_SUBSCRIBE beyond 5 minutes).
+fresh, own-queue request (``claims.subscription``: STALE_SUBSCRIBE beyond 5 minutes);
+an open stream reads its queue again as soon as a Submit has done work (deliveries it
+queued are streamed at once), or else every ``poll_seconds``.
 Everything the clearinghouse sends a node (receipts, deliveries) is signed with the
 clearinghouse key. Errors become statuses in ``clearinghouse.api.errors``; there are no
 business rules here.
@@ -83,9 +85,22 @@ class ClearinghouseServicer:
         self._key = signing_key
         self._poll = poll_seconds
         self._closed = threading.Event()
+        # A node's count is bumped when a Submit queued a delivery for it: its open
+        # Subscribe reads again at once instead of at its next poll.
+        self._changed = threading.Condition()
+        self._generations: dict[str, int] = {}
 
     def close(self) -> None:
         self._closed.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wake_subscribers(self, *node_ids: str) -> None:
+        """Deliveries may be queued for these nodes: their open Subscribe streams look now."""
+        with self._changed:
+            for node_id in node_ids:
+                self._generations[node_id] = self._generations.get(node_id, 0) + 1
+            self._changed.notify_all()
 
     def _sign(self, kind: str, body: bytes) -> pb.Envelope:
         return _envelope_pb(sign(kind, body, CLEARINGHOUSE, self._key))
@@ -105,6 +120,8 @@ class ClearinghouseServicer:
             observe.note(replayed=True)
             return stored
         done = self._app.execute(submit.submit, request, self._seal)
+        if done.claim is not None and not done.replayed:
+            self.wake_subscribers(done.claim.creditor, done.claim.debtor)
         if done.claim is not None:
             observe.note(claim_id=done.claim.claim_id, state=done.claim.state.value)
             if done.transition:
@@ -129,6 +146,8 @@ class ClearinghouseServicer:
         observe.note(after_seq=after)
         sent = 0
         while context.is_active() and not self._closed.is_set():
+            with self._changed:
+                seen = self._generations.get(msg.node_id, 0)
             batch = self._app.query(claims.deliveries_after, msg.node_id, after,
                                     DELIVERY_BATCH)
             for seq, delivery in batch:
@@ -137,7 +156,10 @@ class ClearinghouseServicer:
                 sent += 1
                 observe.note(delivered=sent, last_seq=after)
             if len(batch) < DELIVERY_BATCH:
-                self._closed.wait(self._poll)
+                with self._changed:
+                    self._changed.wait_for(
+                        lambda seen=seen: self._closed.is_set()  # type: ignore[misc]
+                        or self._generations.get(msg.node_id, 0) != seen, self._poll)
 
     @grpc_errors
     def Ack(self, request: bytes, context: grpc.ServicerContext) -> pb.AckResponse:

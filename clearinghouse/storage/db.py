@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
 from clearinghouse.domain.errors import Unavailable
+from timebank.locks import FifoLock
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -63,12 +64,16 @@ class Database:
         else:
             self.writer = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
             self.reader = self.writer
+        # Writers in this process queue here, first come first served, rather than in
+        # SQLite's busy handler, which sleeps between tries (up to 100 ms) and lets the
+        # busiest threads starve the rest.
+        self._write_lock = FifoLock()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One use-case's transaction: committed on success, rolled back on any error."""
         try:
-            with self.writer.begin() as conn:
+            with self._write_lock, self.writer.begin() as conn:
                 if not self.is_sqlite:
                     conn.execute(text("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE"))
                 yield conn

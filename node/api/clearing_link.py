@@ -3,17 +3,21 @@ subscriber, two threads that run beside the gRPC server (ADR 0005, 0006).
 
 The node opens every connection itself; it needs no inbound port. The **sender** signs
 each outbox message with the node key, submits it, checks the clearinghouse's signature
-on the receipt and that the receipt is for exactly the bytes sent, then applies it in
-one transaction; temporary failures back off, final refusals are applied. The
+on the receipt and that the receipt is for exactly the bytes sent, then applies it;
+the messages due are submitted concurrently (never two of one claim at once) and their
+receipts applied in one transaction; temporary failures back off, final refusals are
+applied. The
 **subscriber** keeps one Subscribe stream open from the last delivery applied, checks
-the clearinghouse's signature on every delivery, applies each in its own transaction
-(the inbox makes a redelivery change nothing) and acknowledges what it has applied.
+the clearinghouse's signature on every delivery, applies the deliveries that have
+arrived in one transaction (the inbox makes a redelivery change nothing) and
+acknowledges what it has applied.
 Either thread survives any failure: it logs, waits and starts again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +28,9 @@ import structlog
 from google.protobuf.message import DecodeError
 from nacl.signing import SigningKey
 
+from node.storage.repo import OutboxRecord
 from node.usecases import claims
-from node.usecases.app import NodeApp
+from node.usecases.app import NodeApp, Tx
 from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Signed, sign, verify
 from timebank.rpcerrors import error_reason
 from timebank.v1 import clearing_pb2 as pb
@@ -35,6 +40,8 @@ log = structlog.get_logger("node.clearing")
 
 SUBMIT_TIMEOUT_SECONDS = 10.0
 SEND_BATCH = 64
+#: The most deliveries the subscriber applies in one transaction.
+APPLY_BATCH = 100
 IDLE_WAIT_SECONDS = 0.02
 RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 10.0
@@ -128,10 +135,7 @@ class ClearingLink:
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             due = self._app.query(claims.outbox_due, SEND_BATCH)
-            for message in due:
-                if self._stop.is_set():
-                    return
-                self._send(message.id, message.kind, message.envelope)
+            self._send_all(due)
             if not due:
                 self._wake.wait(IDLE_WAIT_SECONDS * 10)
                 self._wake.clear()
@@ -139,28 +143,71 @@ class ClearingLink:
     def send_pending(self) -> int:
         """Send every message due now, once each (for tests and one-shot tools)."""
         due = self._app.query(claims.outbox_due, SEND_BATCH)
-        for message in due:
-            self._send(message.id, message.kind, message.envelope)
+        self._send_all(due)
         return len(due)
 
-    def _send(self, message_id: int, kind: str, body: bytes) -> None:
-        raw = _to_wire(sign(kind, body, self._node_id, self._key)).SerializeToString()
-        try:
-            answer = self._stub.Submit(pb.Envelope.FromString(raw),
-                                       timeout=SUBMIT_TIMEOUT_SECONDS)
-        except grpc.RpcError as e:
-            code, reason, text = e.code(), error_reason(e), e.details() or ""
-            if code in TEMPORARY:
-                self._app.execute(claims.retry_later, message_id, f"{code.name} {reason}: {text}")
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise  # the clearinghouse is away: back off the whole sender
-                return
-            log.warning("the clearinghouse refused a message", kind=kind,
-                        outbox_id=message_id, code=code.name, reason=reason, detail=text)
-            self._app.execute(claims.apply_refusal, message_id, code.name, reason, text)
+    def _send_all(self, due: list[OutboxRecord]) -> None:
+        """Submit ``due`` in waves of concurrent calls. ``outbox_due`` gives at most one
+        message per claim (a claim's messages go in order), so a wave's messages are
+        independent, except that a registration must arrive before any later message
+        about that person: a wave ends after a run of registrations."""
+        wave: list[OutboxRecord] = []
+        for message in due:
+            if wave and message.claim_id is not None and wave[-1].claim_id is None:
+                self._send_wave(wave)
+                wave = []
+            wave.append(message)
+        if wave:
+            self._send_wave(wave)
+
+    def _send_wave(self, wave: list[OutboxRecord]) -> None:
+        """Submit every message of the wave at once; apply every receipt in one
+        transaction (``apply_receipt`` applies each once); then the refusals and the
+        temporary failures, one by one. An unreachable clearinghouse backs the whole
+        sender off once the rest is applied."""
+        if self._stop.is_set():
             return
-        receipt = self._receipt(answer, raw)
-        self._app.execute(claims.apply_receipt, message_id, receipt.state, receipt.reason)
+        calls = []
+        for message in wave:
+            raw = _to_wire(sign(message.kind, message.envelope, self._node_id,
+                                self._key)).SerializeToString()
+            calls.append((message, raw, self._stub.Submit.future(
+                pb.Envelope.FromString(raw), timeout=SUBMIT_TIMEOUT_SECONDS)))
+        receipts: list[tuple[int, pb.Receipt]] = []
+        failed: list[tuple[OutboxRecord, grpc.RpcError]] = []
+        bad: ReceiptError | None = None
+        for message, raw, call in calls:
+            try:
+                answer = call.result()
+            except grpc.RpcError as e:
+                failed.append((message, e))
+                continue
+            try:
+                receipts.append((message.id, self._receipt(answer, raw)))
+            except ReceiptError as e:
+                bad = e
+        if receipts:
+            def apply(tx: Tx) -> None:
+                for message_id, receipt in receipts:
+                    claims.apply_receipt(tx, message_id, receipt.state, receipt.reason)
+
+            self._app.execute(apply)
+        away: grpc.RpcError | None = None
+        for message, error in failed:
+            code, reason, text = error.code(), error_reason(error), error.details() or ""
+            if code in TEMPORARY:
+                self._app.execute(claims.retry_later, message.id,
+                                  f"{code.name} {reason}: {text}")
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    away = error
+                continue
+            log.warning("the clearinghouse refused a message", kind=message.kind,
+                        outbox_id=message.id, code=code.name, reason=reason, detail=text)
+            self._app.execute(claims.apply_refusal, message.id, code.name, reason, text)
+        if bad is not None:
+            raise bad
+        if away is not None:
+            raise away  # the clearinghouse is away: back off the whole sender
 
     def _receipt(self, answer: pb.Envelope, sent: bytes) -> pb.Receipt:
         try:
@@ -184,16 +231,50 @@ class ClearingLink:
                                 self._key))
         stream = self._stub.Subscribe(request)
         self._stream = stream  # type: ignore[assignment]
+        # A reader thread takes deliveries off the stream as they come; this thread applies
+        # whatever has arrived meanwhile (up to APPLY_BATCH) in one transaction. The inbox
+        # still makes each apply once; a failure rolls back the batch, and the next
+        # Subscribe starts after the last delivery committed.
+        incoming: queue.SimpleQueue[pb.Envelope | BaseException | None] = queue.SimpleQueue()
+
+        def read() -> None:
+            try:
+                for envelope in stream:
+                    incoming.put(envelope)
+                incoming.put(None)
+            except BaseException as e:  # handed to the applying thread, which raises it
+                incoming.put(e)
+
+        threading.Thread(target=read, name="timebank-subscribe-reader", daemon=True).start()
         acked, last_ack = after, time.monotonic()
         try:
-            for envelope in stream:
-                delivery = self._delivery(envelope)
-                if self._app.execute(claims.apply_delivery, delivery):
-                    self._wake.set()  # its answer may be in the outbox now
-                if delivery.seq - acked >= 100 or time.monotonic() - last_ack > ACK_EVERY_SECONDS:
-                    acked, last_ack = self._ack(delivery.seq), time.monotonic()
+            while True:
+                batch = [incoming.get()]
+                while len(batch) < APPLY_BATCH and isinstance(batch[-1], pb.Envelope):
+                    try:
+                        batch.append(incoming.get_nowait())
+                    except queue.Empty:
+                        break
+                envelopes = [e for e in batch if isinstance(e, pb.Envelope)]
+                if envelopes:
+                    deliveries = [self._delivery(e) for e in envelopes]
+
+                    def apply(tx: Tx, deliveries: list[pb.Delivery] = deliveries) -> bool:
+                        return any([claims.apply_delivery(tx, d) for d in deliveries])
+
+                    if self._app.execute(apply):
+                        self._wake.set()  # their answers may be in the outbox now
+                    seq = deliveries[-1].seq
+                    if seq - acked >= 100 or time.monotonic() - last_ack > ACK_EVERY_SECONDS:
+                        acked, last_ack = self._ack(seq), time.monotonic()
+                end = batch[-1]
+                if end is None:
+                    return
+                if isinstance(end, BaseException):
+                    raise end
         finally:
             self._stream = None
+            stream.cancel()
             applied = self._app.query(claims.last_applied_seq)
             if applied > acked and not self._stop.is_set():
                 self._ack(applied)
