@@ -1,0 +1,466 @@
+"""Benchmark: cross-district claims per second through both phases, and their latency.
+
+Runs the clearinghouse and N district nodes as real processes on 127.0.0.1 (laid out
+and started by ``city.launcher``, each with its own SQLite file), drives them only
+through the nodes' gRPC API, and prints its figures with a JSON summary as the last line.
+
+    python bench/claims.py [--nodes 3] [--claims 3000] [--latency-claims 500] [--rate 100]
+
+Setup (untimed): on each node a service point, a staff member and a volunteer; per claim
+a priority elder enrolled at home (which registers them with the city directory) with a
+60-minute city grant, and enrolled as a visitor (``EnrolPerson.home_node_id``) at the
+next node. The bench waits until every registration is delivered.
+
+Throughput phase: ``--claims`` moves (``MovePerson``, one rpc per claim) started as
+fast as 16 client threads can, spread over every ordered pair of neighbouring nodes;
+the phase ends when every node has no open claim and nothing unsent. A move exercises
+both phases fully through the clearinghouse: the old home proposes and accepts (holds),
+the new home learns the acceptance from its delivery and completes, its receipt posts
+its leg, and the old home posts its own leg from the completion's delivery.
+
+Latency phase, paced at ``--rate`` claims a second: (a) redemptions: ``AcceptOrder`` of
+an order paid with a visitor's own hours proposes a redemption to the home district,
+which decides and holds; accepted = the proposer has the acceptance. (b) moves, for
+propose→completed at that rate.
+
+Latencies are read afterwards from the timestamps the nodes write in the transactions
+that make each step (every process reads the same system clock). This measures the
+protocol itself, not a client's polling interval, and adds no load while it runs:
+- propose: the proposer's ``claims.created_at`` (the transaction that wrote the claim
+  and its outbox row; for a redemption, the AcceptOrder transaction);
+- accepted: when the creditor applied the debtor's acceptance: a redemption's creditor
+  row ``updated_at`` (it stays ACCEPTED, nothing is recorded), a move's creditor outbox
+  ``claim.finish`` row ``created_at`` (written by the transaction that applied it);
+- completed: the later of the two legs: the creditor's row turned COMPLETED (at the
+  receipt) and the debtor's (at the completion's delivery).
+
+Ed25519 verifications per second are timed in this process on a real envelope's
+signing input (PyNaCl ``VerifyKey.verify``): the ceiling for signed messages on one core.
+A move is 3 signed node messages (each checked twice by the clearinghouse: before the
+rate limit and in the transaction), 3 signed receipts and 3 signed deliveries (checked
+by the nodes): 9 signatures made and about 12 checked per claim, on all cores together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from nacl.signing import SigningKey
+
+from city.launcher import DISTRICTS, CityLayout, CityProcesses, District, layout
+from clearinghouse import config as ch_config
+from clearinghouse.bootstrap import open_app
+from clearinghouse.usecases import claims as ch_claims
+from node import config as node_config
+from node.domain.identity import id_card_with_check_digit
+from timebank.envelope import sign, signing_input
+from timebank.v1 import clearing_pb2, node_pb2_grpc
+from timebank.v1 import node_pb2 as pb
+
+#: More Nanjing districts, for --nodes beyond the launcher's three.
+MORE_DISTRICTS = (
+    District("320102", "玄武区"), District("320104", "秦淮区"), District("320105", "建邺区"),
+    District("320111", "浦口区"), District("320114", "雨花台区"), District("320116", "六合区"),
+    District("320117", "溧水区"), District("320118", "高淳区"))
+NET_DEBIT_LIMIT = 10**9
+GRANT_MINUTES = 60
+SETUP_THREADS = 8
+CLIENT_THREADS = 16
+RPC_TIMEOUT = 30.0
+#: How often the bench looks whether a phase is over. The figures come from the nodes'
+#: own timestamps, so this only bounds the wall-clock figure; polling faster costs the
+#: nodes CPU (every look is an rpc, a log line and a few counts).
+POLL_SECONDS = 0.2
+SETTLE_TIMEOUT = 600.0
+
+_serial = itertools.count()
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+def elder_id_number(area: str) -> str:
+    """A valid ID card number of someone born 1935..1944, unique per call."""
+    k = next(_serial)
+    serial, k = k % 1000, k // 1000
+    day, k = 1 + k % 28, k // 28
+    month, k = 1 + k % 12, k // 12
+    return id_card_with_check_digit(f"{area}{1935 + k % 10:04d}{month:02d}{day:02d}{serial:03d}")
+
+
+@dataclass
+class Node:
+    node_id: str
+    stub: node_pb2_grpc.NodeServiceStub
+    db_path: Path
+    staff: int = 0
+    volunteer: int = 0
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(values, 50) * 1000, 1),
+            "p99_ms": round(percentile(values, 99) * 1000, 1),
+            "max_ms": round(max(values) * 1000, 1) if values else float("nan"),
+            "n": len(values)}
+
+
+# ------------------------------------------------------------------ the city
+
+
+def districts(n: int) -> list[District]:
+    every = list(DISTRICTS) + [d for d in MORE_DISTRICTS if d not in DISTRICTS]
+    if not 2 <= n <= len(every):
+        raise SystemExit(f"--nodes is 2..{len(every)}")
+    return every[:n]
+
+
+def set_limits(city: CityLayout) -> None:
+    """Every node may owe far more than the bench moves (admissions start at 0)."""
+    app = open_app(ch_config.load_config(city.clearinghouse_config))
+    try:
+        for n in city.nodes:
+            app.execute(ch_claims.set_net_debit_limit, n.node_id, NET_DEBIT_LIMIT)
+    finally:
+        app.db.dispose()
+
+
+def node_db(config_file: Path) -> Path:
+    url = node_config.load_config(config_file).effective_database_url
+    assert url.startswith("sqlite:///"), url
+    return Path(url.removeprefix("sqlite:///"))
+
+
+@contextmanager
+def read_db(path: Path) -> Iterator[sqlite3.Connection]:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+        yield conn
+
+
+def parse_time(value: str) -> float:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+
+
+# ------------------------------------------------------------------ setup
+
+
+def prepare_node(node: Node, n: int) -> None:
+    point = node.stub.RegisterServicePoint(pb.RegisterServicePointRequest(
+        idempotency_key=key(), code=f"SP-BENCH-{n}", name="东山街道服务站", street="东山街道"),
+        timeout=RPC_TIMEOUT)
+    node.staff = node.stub.RegisterStaff(pb.RegisterStaffRequest(
+        idempotency_key=key(), name="王芳", service_point_id=point.id), timeout=RPC_TIMEOUT).id
+    node.volunteer = node.stub.EnrolPerson(pb.EnrolPersonRequest(
+        idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="张伟",
+        id_number=id_card_with_check_digit(f"{node.node_id}19900101{n % 1000:03d}"),
+        phone="13800000000"), timeout=RPC_TIMEOUT).id
+
+
+def elder_with_hours(home: Node, visiting: Node, minutes: int) -> tuple[int, int]:
+    """Enrol an elder at home with a grant and as a visitor at ``visiting``; return
+    (home person id, visitor person id)."""
+    number = elder_id_number(home.node_id)
+    person = home.stub.EnrolPerson(pb.EnrolPersonRequest(
+        idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="赵大爷",
+        id_number=number, phone="13800000000", priority=True), timeout=RPC_TIMEOUT)
+    home.stub.Grant(pb.GrantRequest(idempotency_key=key(), person_id=person.id,
+                                    minutes=minutes, staff_id=home.staff, memo="bench"),
+                    timeout=RPC_TIMEOUT)
+    visitor = visiting.stub.EnrolPerson(pb.EnrolPersonRequest(
+        idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="赵大爷",
+        id_number=number, phone="13800000000", priority=True, home_node_id=home.node_id),
+        timeout=RPC_TIMEOUT)
+    return person.id, visitor.id
+
+
+def mover(nodes: list[Node], i: int) -> tuple[Node, Node, int]:
+    """Claim ``i`` moves someone from node i mod N to the next node; returns (old home,
+    new home, person id at the old home) once the person is set up."""
+    home, to = nodes[i % len(nodes)], nodes[(i + 1) % len(nodes)]
+    person, _ = elder_with_hours(home, to, GRANT_MINUTES)
+    return home, to, person
+
+
+def redemption_order(nodes: list[Node], i: int) -> tuple[Node, int]:
+    """An order at the node after the elder's home, paid with the elder's own hours kept
+    at home; returns (serving node, order id), not yet accepted."""
+    home, serving = nodes[i % len(nodes)], nodes[(i + 1) % len(nodes)]
+    _, visitor = elder_with_hours(home, serving, GRANT_MINUTES * 10)
+    order = serving.stub.RequestOrder(pb.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=visitor, category="meals", planned_minutes=60,
+        payment_source=pb.PAYMENT_SOURCE_OWN, requested_by=pb.Actor(person_id=visitor)),
+        timeout=RPC_TIMEOUT)
+    return serving, order.id
+
+
+def parallel(fn: Callable[[int], Any], count: int, threads: int = SETUP_THREADS) -> list[Any]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, range(count)))
+
+
+def settled(nodes: list[Node], *, open_claims_too: bool = True) -> bool:
+    for node in nodes:
+        c = node.stub.GetClearing(pb.GetClearingRequest(), timeout=RPC_TIMEOUT)
+        if c.unsent_messages or (open_claims_too and c.open_claims):
+            return False
+    return True
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout: float = SETTLE_TIMEOUT) -> float:
+    """Poll ``done`` every POLL_SECONDS; return the monotonic time it first held."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(POLL_SECONDS)
+    return time.monotonic()
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def move_times(nodes: list[Node], claim_ids: set[str]) -> list[tuple[float, float, float]]:
+    """(proposed, accepted, completed) of each move, from the nodes' own rows."""
+    proposed: dict[str, float] = {}
+    accepted: dict[str, float] = {}
+    completed: dict[str, float] = {}
+    for node in nodes:
+        with read_db(node.db_path) as conn:
+            for cid, role, state, created, updated in conn.execute(
+                    "SELECT claim_id, role, state, created_at, updated_at FROM claims "
+                    "WHERE kind = 'move'"):
+                if cid not in claim_ids:
+                    continue
+                if state != "completed":
+                    raise SystemExit(f"move {cid} is {state} at a {role} (see the logs)")
+                if role == "debtor":
+                    proposed[cid] = parse_time(created)
+                completed[cid] = max(completed.get(cid, 0.0), parse_time(updated))
+            for cid, created in conn.execute(
+                    "SELECT claim_id, created_at FROM outbox WHERE kind = 'claim.finish'"):
+                if cid in claim_ids:
+                    accepted[cid] = parse_time(created)
+    return [(proposed[c], accepted[c], completed[c]) for c in claim_ids]
+
+
+def redemption_times(nodes: list[Node], claim_ids: set[str]) -> list[tuple[float, float]]:
+    """(proposed, accepted) of each redemption, from the creditor's row."""
+    found = []
+    for node in nodes:
+        with read_db(node.db_path) as conn:
+            for cid, state, created, updated in conn.execute(
+                    "SELECT claim_id, state, created_at, updated_at FROM claims "
+                    "WHERE kind = 'redemption' AND role = 'creditor'"):
+                if cid in claim_ids:
+                    if state != "accepted":
+                        raise SystemExit(f"redemption {cid} is {state} (see the logs)")
+                    found.append((parse_time(created), parse_time(updated)))
+    return found
+
+
+def count_accepted(nodes: list[Node], claim_ids: set[str]) -> int:
+    total = 0
+    for node in nodes:
+        with read_db(node.db_path) as conn:
+            total += sum(1 for (cid,) in conn.execute(
+                "SELECT claim_id FROM claims WHERE kind = 'redemption' AND role = 'creditor' "
+                "AND state <> 'proposed'") if cid in claim_ids)
+    return total
+
+
+def count_completed_moves(nodes: list[Node], claim_ids: set[str]) -> int:
+    """Legs of these moves completed, on both sides (2 per move once done)."""
+    total = 0
+    for node in nodes:
+        with read_db(node.db_path) as conn:
+            total += sum(1 for (cid,) in conn.execute(
+                "SELECT claim_id FROM claims WHERE kind = 'move' AND state = 'completed'")
+                if cid in claim_ids)
+    return total
+
+
+def paced(calls: list[Callable[[], str]], rate: float) -> list[str]:
+    """Start each call at its own slot, ``rate`` a second, without waiting for the ones
+    before it (a slow answer does not delay the next start); return their claim ids."""
+    futures: list[Future[str]] = []
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        start = time.monotonic()
+        for k, call in enumerate(calls):
+            delay = start + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(call))
+        return [f.result() for f in futures]
+
+
+def throughput_phase(nodes: list[Node], movers: list[tuple[Node, Node, int]]) -> dict[str, Any]:
+    def move(m: tuple[Node, Node, int]) -> str:
+        home, to, person = m
+        return str(home.stub.MovePerson(pb.MovePersonRequest(
+            idempotency_key=key(), person_id=person, to_node_id=to.node_id),
+            timeout=RPC_TIMEOUT).claim_id)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        claim_ids = list(pool.map(move, movers))
+    started = time.monotonic()
+    end = wait_until(lambda: settled(nodes), "every move to complete")
+    times = move_times(nodes, set(claim_ids))
+    first = min(p for p, _, _ in times)
+    last = max(c for _, _, c in times)
+    return {
+        "claims": len(claim_ids),
+        "completed_claims_per_s": round(len(times) / (last - first), 1),
+        "completed_claims_per_s_wall": round(len(times) / (end - t0), 1),
+        "started_claims_per_s": round(len(claim_ids) / (started - t0), 1),
+        "seconds": round(last - first, 2),
+        "propose_to_accepted": summary_ms([a - p for p, a, _ in times]),
+        "propose_to_completed": summary_ms([c - p for p, _, c in times]),
+    }
+
+
+def latency_phase(nodes: list[Node], orders: list[tuple[Node, int]],
+                  movers: list[tuple[Node, Node, int]], rate: float) -> dict[str, Any]:
+    def accept(o: tuple[Node, int]) -> Callable[[], str]:
+        serving, order_id = o
+
+        def call() -> str:
+            got = serving.stub.AcceptOrder(pb.AcceptOrderRequest(
+                idempotency_key=key(), order_id=order_id, volunteer_id=serving.volunteer),
+                timeout=RPC_TIMEOUT)
+            return str(got.claim_id)
+        return call
+
+    def move(m: tuple[Node, Node, int]) -> Callable[[], str]:
+        home, to, person = m
+        return lambda: str(home.stub.MovePerson(pb.MovePersonRequest(
+            idempotency_key=key(), person_id=person, to_node_id=to.node_id),
+            timeout=RPC_TIMEOUT).claim_id)
+
+    redemptions = set(paced([accept(o) for o in orders], rate))
+    wait_until(lambda: count_accepted(nodes, redemptions) == len(redemptions),
+               "every redemption to be decided")
+    wait_until(lambda: settled(nodes, open_claims_too=False), "the redemptions' messages")
+    r_times = redemption_times(nodes, redemptions)
+    moves = set(paced([move(m) for m in movers], rate))
+    wait_until(lambda: count_completed_moves(nodes, moves) == 2 * len(moves),
+               "every paced move to complete")
+    m_times = move_times(nodes, moves)
+    return {
+        "rate_claims_per_s": rate,
+        "redemption_propose_to_accepted": summary_ms([a - p for p, a in r_times]),
+        "move_propose_to_accepted": summary_ms([a - p for p, a, _ in m_times]),
+        "move_propose_to_completed": summary_ms([c - p for p, _, c in m_times]),
+    }
+
+
+def ed25519_verifies_per_second(seconds: float = 2.0) -> float:
+    """One core's Ed25519 verifications a second on a claim proposal's signing input."""
+    signer = SigningKey(os.urandom(32))
+    body = clearing_pb2.ClaimProposal(
+        claim_id=str(uuid.uuid4()), kind=clearing_pb2.CLAIM_KIND_MOVE,
+        creditor_node_id="320106", debtor_node_id="320115", payer_ref="ab" * 32,
+        minutes=60).SerializeToString()
+    envelope = sign("claim.propose", body, "320115", signer)
+    message = signing_input(envelope.kind, envelope.body)
+    verify_key = signer.verify_key
+    done, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        for _ in range(200):
+            verify_key.verify(message, envelope.signature)
+        done += 200
+    return done / elapsed
+
+
+# ------------------------------------------------------------------ main
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    city = layout(data_dir, districts(args.nodes))
+    set_limits(city)
+    results: dict[str, Any] = {"nodes": args.nodes}
+    with CityProcesses(city) as procs:
+        procs.start_all()
+        channels = [grpc.insecure_channel(n.address) for n in city.nodes]
+        nodes = [Node(n.node_id, node_pb2_grpc.NodeServiceStub(ch), node_db(n.config_file))
+                 for n, ch in zip(city.nodes, channels, strict=True)]
+        try:
+            t0 = time.monotonic()
+            for i, node in enumerate(nodes):
+                prepare_node(node, i)
+            movers = parallel(lambda i: mover(nodes, i), args.claims)
+            paced_movers = parallel(lambda i: mover(nodes, i), args.latency_claims)
+            orders = parallel(lambda i: redemption_order(nodes, i), args.latency_claims)
+            wait_until(lambda: settled(nodes), "the directory registrations")
+            results["setup_s"] = round(time.monotonic() - t0, 1)
+            print(f"setup            {results['setup_s']} s: {args.claims + args.latency_claims}"
+                  f" movers, {args.latency_claims} orders on {args.nodes} nodes", flush=True)
+
+            results["throughput"] = throughput_phase(nodes, movers)
+            print("throughput      ", results["throughput"], flush=True)
+            results["latency"] = latency_phase(nodes, orders, paced_movers, args.rate)
+            print("latency         ", results["latency"], flush=True)
+        finally:
+            for ch in channels:
+                ch.close()
+    results["ed25519_verifies_per_s"] = round(ed25519_verifies_per_second(), 0)
+    print("ed25519 verifies/s", results["ed25519_verifies_per_s"], flush=True)
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--claims", type=int, default=3000, help="moves in the throughput phase")
+    ap.add_argument("--latency-claims", type=int, default=500,
+                    help="redemptions, and again moves, in the paced latency phase")
+    ap.add_argument("--rate", type=float, default=100.0, help="claims/s in the latency phase")
+    ap.add_argument("--data-dir", type=Path, help="keep the city here (default: a temporary "
+                    "directory, removed afterwards)")
+    ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = ap.parse_args()
+    if args.json:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the figures only, at the end
+    if args.data_dir is not None:
+        results = run(args, args.data_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="timebank-bench-") as tmp:
+            results = run(args, Path(tmp))
+    results["targets"] = {
+        "completed_claims_per_s>=500":
+            results["throughput"]["completed_claims_per_s"] >= 500,
+        "p99_propose_to_accepted_ms<50_at_100_per_s":
+            results["latency"]["redemption_propose_to_accepted"]["p99_ms"] < 50,
+    }
+    results["cpu_count"] = os.cpu_count()
+    sys.stdout = sys.__stdout__
+    print(json.dumps(results, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
