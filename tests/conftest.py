@@ -8,6 +8,7 @@ run instead of skipping those tests.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,10 @@ from node.storage.repo import Repo
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from tests.postgres import admin_engine, database_url, fresh_database, migrated_template
+
+#: Rich renders to the terminal's width; tests read what it printed, so they all see one
+#: width, whatever terminal (or pytest-xdist worker) they run in.
+os.environ["COLUMNS"] = "120"
 
 CITY_SECRET = b"test-city-secret-0123456789abcdef-0123"
 NODE_ID, DISTRICT = "320115", "江宁区"

@@ -176,7 +176,8 @@ def test_revoke_marks_the_key_and_it_is_never_admitted_again(
     assert "revoked" in result.output
     [listed] = nodes(city)
     assert listed["revoked_at"] is not None
-    table = cli("clearinghouse", "nodes", "--config", str(city))
+    table = runner.invoke(app, ["clearinghouse", "nodes", "--config", str(city)],
+                          env={"COLUMNS": "200"})  # one row per line, whatever the terminal
     assert "UTC" in table.output.split(key_id, 1)[1].split("\n", 1)[0]  # revoked column set
     assert "KEY_REVOKED" in one_line_error(cli(*admit))
 

@@ -542,7 +542,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if view is not None:
             o.state = "verified" if uphold else "cancelled"
             if uphold and corrected:
+                # a corrected record is public again for a full period, from now
                 o.measured = corrected
+                assert view.record.public_until == self.clock.now() + timedelta(
+                    days=self.a.policy.publicity_days)
+                o.public_until = view.record.public_until
             assert view.record.measured_minutes == o.measured
 
     def cancel(self, i: int, by: str, j: int, wild: bool) -> None:
