@@ -166,7 +166,7 @@ class ClearinghouseServicer:
         envelope = wire.from_bytes(request)
 
         def run(tx: Tx) -> int:
-            body = directory.verify_node(tx, envelope, ACK, admission.key_ring(tx))
+            body = directory.verify_node(tx, envelope, ACK, admission.cached_key_ring(tx))
             msg = wire.parse(pb.AckBody, body, ACK)
             _own(envelope, msg.node_id, "acknowledge")
             return claims.ack(tx, msg.node_id, msg.seq)

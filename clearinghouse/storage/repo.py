@@ -100,6 +100,11 @@ class Repo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
+    @property
+    def database_key(self) -> str:
+        """Which database this is (for caches that belong to one database)."""
+        return self.conn.engine.url.render_as_string(hide_password=True)
+
     # meta ---------------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:

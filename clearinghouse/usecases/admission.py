@@ -10,6 +10,7 @@ a new key, the old key is revoked for ever (key rotation). A revoked key never r
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC
 
 from clearinghouse.domain.claims import check_node_id
@@ -145,9 +146,37 @@ def revoke(tx: Tx, revocation: Signed, city_public_key: bytes) -> None:
                             "ALREADY_REVOKED")
 
 
+#: Key rings by database, so that a Submit does not rebuild one from every admission.
+#: A cached ring may be stale; that is safe: ``directory.verify_node`` also checks the
+#: signer's stored admission in the same transaction (so a key revoked or retired since
+#: is still refused), and rebuilds the ring when it does not know a signer or key (so a
+#: node admitted since is accepted).
+_RINGS: dict[str, KeyRing] = {}
+_RINGS_LOCK = threading.Lock()
+_MAX_CACHED_RINGS = 64
+
+
 def key_ring(tx: Tx) -> KeyRing:
     """The node keys the clearinghouse accepts: every admitted, unrevoked key; revoked
-    and retired keys are marked revoked, so their envelopes fail with REVOKED_KEY."""
+    and retired keys are marked revoked, so their envelopes fail with REVOKED_KEY.
+    Read from the admissions now (and remembered for ``cached_key_ring``)."""
+    ring = _build_ring(tx)
+    with _RINGS_LOCK:
+        if len(_RINGS) >= _MAX_CACHED_RINGS:
+            _RINGS.clear()
+        _RINGS[tx.repo.database_key] = ring
+    return ring
+
+
+def cached_key_ring(tx: Tx) -> KeyRing:
+    """``key_ring`` as last read in this process: for the Submit path, where rebuilding
+    the ring from every admission on each message would cost more than the message."""
+    with _RINGS_LOCK:
+        cached = _RINGS.get(tx.repo.database_key)
+    return cached if cached is not None else key_ring(tx)
+
+
+def _build_ring(tx: Tx) -> KeyRing:
     ring = KeyRing()
     for old in tx.repo.retired_keys():
         ring.revoke(old.node_id, old.key_id)

@@ -18,8 +18,9 @@ from clearinghouse.domain.errors import (
 )
 from clearinghouse.storage.repo import DirectoryRecord
 from clearinghouse.usecases import wire
+from clearinghouse.usecases.admission import key_ring
 from clearinghouse.usecases.app import Tx
-from timebank.envelope import EnvelopeError, KeyRing, Signed
+from timebank.envelope import EnvelopeError, KeyRing, Reason, Signed
 from timebank.v1 import clearing_pb2
 
 REGISTER = "directory.register"
@@ -44,7 +45,12 @@ def verify_node(tx: Tx, envelope: Signed, kind: str, ring: KeyRing) -> bytes:
     try:
         body = ring.verify(envelope)
     except EnvelopeError as e:
-        raise wire.refused(e) from None
+        if e.reason not in (Reason.UNKNOWN_SIGNER, Reason.UNKNOWN_KEY):
+            raise wire.refused(e) from None
+        try:  # a ring from before this node (or key) was admitted: read the admissions
+            body = key_ring(tx).verify(envelope)
+        except EnvelopeError as again:
+            raise wire.refused(again) from None
     admission = tx.repo.admission(envelope.signer)
     if admission is None or admission.key_id != envelope.key_id or admission.revoked:
         raise PermissionDenied(

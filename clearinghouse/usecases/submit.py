@@ -71,7 +71,7 @@ def precheck(tx: Tx, request: bytes, envelope: Signed) -> bytes | None:
     if stored is not None:
         return stored
     check_kind(envelope)
-    directory.verify_node(tx, envelope, envelope.kind, admission.key_ring(tx))
+    directory.verify_node(tx, envelope, envelope.kind, admission.cached_key_ring(tx))
     return None
 
 
@@ -84,7 +84,7 @@ def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes]) -> Submitted:
         return Submitted(stored, replayed=True)
     envelope = wire.from_bytes(request)
     check_kind(envelope)
-    result = USE_CASES[envelope.kind](tx, envelope, admission.key_ring(tx))
+    result = USE_CASES[envelope.kind](tx, envelope, admission.cached_key_ring(tx))
     receipt = clearing_pb2.Receipt(envelope_sha256=key)
     claim = result if isinstance(result, Claim) else None
     if claim is not None:
@@ -94,7 +94,6 @@ def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes]) -> Submitted:
     receipt.at.FromDatetime(tx.now.astimezone(UTC))
     sealed = seal(receipt.SerializeToString(deterministic=True))
     tx.repo.insert_receipt(key, envelope.signer, envelope.kind, sealed, tx.now)
-    assert tx.repo.receipt(key) == sealed
     # A transition is stamped with this transaction's time; a replayed body returns a
     # claim last changed earlier (the one blind spot: a clock that did not move).
     changed = claim is not None and claim.updated_at == tx.now

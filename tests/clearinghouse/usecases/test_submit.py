@@ -14,7 +14,14 @@ from clearinghouse.domain.errors import FailedPrecondition, InvalidArgument, Per
 from clearinghouse.usecases import admission, claims, directory, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
-from tests.clearinghouse.conftest import CITY_PUBLIC, certificate, refused, registration, snapshot
+from tests.clearinghouse.conftest import (
+    CITY_PUBLIC,
+    certificate,
+    refused,
+    registration,
+    revocation,
+    snapshot,
+)
 from tests.clearinghouse.usecases.test_claims import (
     ALICE,
     GL,
@@ -28,10 +35,11 @@ from tests.clearinghouse.usecases.test_claims import (
     ring,
 )
 from timebank.envelope import CLEARINGHOUSE, Signed, sign, verify
-from timebank.keys import public_key
+from timebank.keys import key_id, public_key
 from timebank.v1 import clearing_pb2
 
 CH_KEY = SigningKey(hashlib.sha256(b"clearinghouse key (submit tests)").digest())
+KEYS_ID = {node: key_id(public_key(key)) for node, key in KEYS.items()}
 
 
 @pytest.fixture
@@ -118,3 +126,25 @@ def test_precheck_authenticates_before_anything_is_charged(city: ClearinghouseAp
     wrong = sign("subscribe", b"", JN, KEYS[JN])
     with pytest.raises(InvalidArgument):
         city.query(submit.precheck, wire.to_bytes(wrong), wrong)
+
+
+def test_the_cached_key_ring_never_lets_a_revoked_key_in_and_learns_new_nodes(
+        ch_app: ClearinghouseApp) -> None:
+    """Submit verifies with a key ring cached per database (rebuilding it per message cost
+    more than the message). A key revoked since the ring was cached is still refused, by
+    the stored admission; a node admitted since is still accepted, by a rebuilt ring."""
+    ch_app.execute(admission.admit, certificate(JN, "江宁区", KEYS[JN]), CITY_PUBLIC)
+    first = wire.to_bytes(registration("a" * 64, JN, JN, KEYS[JN]))
+    ch_app.execute(submit.submit, first, seal)  # the ring is cached now
+    cached = ch_app.query(admission.cached_key_ring)
+
+    ch_app.execute(admission.revoke, revocation(JN, KEYS_ID[JN]), CITY_PUBLIC)
+    assert ch_app.query(admission.cached_key_ring) is cached  # still the stale ring
+    late = wire.to_bytes(registration("b" * 64, JN, JN, KEYS[JN]))
+    error = refused(ch_app, submit.submit, late, seal)
+    assert isinstance(error, PermissionDenied) and error.reason == "REVOKED_KEY"
+
+    ch_app.execute(admission.admit, certificate(GL, "鼓楼区", KEYS[GL]), CITY_PUBLIC)
+    newcomer = wire.to_bytes(registration("c" * 64, GL, GL, KEYS[GL]))
+    done = ch_app.execute(submit.submit, newcomer, seal)
+    assert receipt_of(done.receipt).envelope_sha256 == hashlib.sha256(newcomer).digest()
