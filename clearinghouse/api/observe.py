@@ -25,7 +25,11 @@ Metrics (the clearinghouse never imports the node, so these mirror ``node.metric
   (``BUSY`` is the Submit rate limit);
 - ``timebank_clearinghouse_claim_transitions_total{kind, state}``: claims that reached a
   state (proposed, accepted, rejected, completed, voided, expired); a resubmission that
-  changes nothing is not counted.
+  changes nothing is not counted;
+- ``timebank_clearinghouse_net_position_minutes{node}`` and
+  ``timebank_clearinghouse_net_debit_limit_minutes{node}``: each district's position and
+  limit after its last completed claim. A district that has used 80% of its limit or
+  more is also warned about in the log (``district near its net debit limit``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from clearinghouse.domain.claims import Claim
+from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
 
 log = structlog.get_logger("clearinghouse.api")
 
@@ -118,6 +123,24 @@ def note(**fields: object) -> None:
     call = _current.get()
     if call is not None:
         call.fields.update(fields)
+
+
+NET_POSITION = Gauge("timebank_clearinghouse_net_position_minutes",
+                     "A district's net position: owed to it (+) or by it (-)", ["node"])
+NET_DEBIT_LIMIT = Gauge("timebank_clearinghouse_net_debit_limit_minutes",
+                        "How far a district may owe, net", ["node"])
+
+
+def position(node_id: str, net: int, limit: int) -> None:
+    """Record a district's position after a completed claim; warn when it nears its limit
+    (the bureau's cue to settle or to raise the limit before claims are refused)."""
+    NET_POSITION.labels(node=node_id).set(net)
+    NET_DEBIT_LIMIT.labels(node=node_id).set(limit)
+    if near_limit(net, limit):
+        used = -net * 100 // limit if limit else 100
+        log.warning("district near its net debit limit", node=node_id, owes_minutes=-net,
+                    net_debit_limit_minutes=limit, used_percent=used,
+                    threshold_percent=NEAR_LIMIT_PERCENT)
 
 
 def claim_transition(claim: Claim) -> None:

@@ -35,6 +35,7 @@ from clearinghouse.api import observe
 from clearinghouse.api.errors import grpc_errors, grpc_stream_errors
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
+from clearinghouse.domain.claims import ClaimState
 from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
 from clearinghouse.usecases import admission, claims, directory, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
@@ -126,9 +127,17 @@ class ClearinghouseServicer:
             observe.note(claim_id=done.claim.claim_id, state=done.claim.state.value)
             if done.transition:
                 observe.claim_transition(done.claim)
+                if done.claim.state is ClaimState.COMPLETED:
+                    self._observe_position(done.claim.debtor)
+                    self._observe_position(done.claim.creditor)
         if done.replayed:
             observe.note(replayed=True)
         return done.receipt
+
+    def _observe_position(self, node_id: str) -> None:
+        found = self._app.query(claims.position_of, node_id)
+        if found is not None:
+            observe.position(node_id, *found)
 
     def _seal(self, receipt: bytes) -> bytes:
         """A serialised Receipt, signed, as the envelope bytes returned (and stored)."""

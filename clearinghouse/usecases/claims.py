@@ -457,6 +457,11 @@ def set_net_debit_limit(tx: Tx, node_id: str, minutes: int) -> None:
     tx.repo.set_net_debit_limit(node_id, minutes)
 
 
+def position_of(tx: Tx, node_id: str) -> tuple[int, int] | None:
+    """(net position, net debit limit) of an admitted district, in minutes."""
+    return tx.repo.position(node_id)
+
+
 def net_debit_limit(tx: Tx, node_id: str) -> int:
     """How far the district may owe, net (0 for a node with no position yet)."""
     position = tx.repo.position(node_id)

@@ -340,3 +340,24 @@ def test_a_serving_clearinghouse_logs_bugs_without_person_refs_or_locals() -> No
                           timeout=60, check=True)
     assert "oops" in done.stdout and "RuntimeError: bad " + ALICE[:8] + "…" in done.stdout
     assert ALICE not in done.stdout + done.stderr and "secret_local =" not in done.stdout
+
+
+def test_a_district_near_its_limit_is_warned_about_and_its_position_is_a_metric(
+        stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
+    ch_app.execute(claims.set_net_debit_limit, JN, 140)  # 120 of 140 owed after: 85%
+    with structlog.testing.capture_logs() as logs:
+        redeem(stub, ch_app)
+    warned = [e for e in logs if e["event"] == "district near its net debit limit"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning"
+    assert (warned[0]["node"], warned[0]["owes_minutes"], warned[0]["used_percent"]) == \
+        (JN, 120, 85)
+    assert _sample("timebank_clearinghouse_net_position_minutes", {"node": JN}) == -120
+    assert _sample("timebank_clearinghouse_net_position_minutes", {"node": GL}) == 120
+    assert _sample("timebank_clearinghouse_net_debit_limit_minutes", {"node": JN}) == 140
+
+
+def test_a_district_far_from_its_limit_is_not_warned_about(
+        stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
+    with structlog.testing.capture_logs() as logs:
+        redeem(stub, ch_app)  # 120 of 10,000
+    assert not [e for e in logs if e["event"] == "district near its net debit limit"]
