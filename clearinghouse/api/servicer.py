@@ -6,11 +6,11 @@ the expected message is INVALID_ARGUMENT (gRPC's own parser would answer INTERNA
 A node's envelope is verified, parsed and acted on in one transaction, with the key
 ring built inside it (``admission.key_ring``).
 
-Submit first looks, read-only, for the receipt already given for these exact bytes and
-otherwise checks the signature (``submit.precheck``); then it charges the signing node's
-token bucket (``RateLimiter``: RESOURCE_EXHAUSTED BUSY when empty, nothing changed);
-then it returns the stored receipt byte for byte, or does the work and stores the new
-signed receipt in the same transaction (``submit.submit``). Subscribe takes only a
+Submit runs in one transaction (``submit.submit``): it looks for the receipt already
+given for these exact bytes, or else checks the signature; then it charges the signing
+node's token bucket (``RateLimiter``: RESOURCE_EXHAUSTED BUSY when empty, nothing
+changed); then it returns the stored receipt byte for byte, or does the work and stores
+the new signed receipt. Subscribe takes only a
 fresh, own-queue request (``claims.subscription``: STALE_SUBSCRIBE beyond 5 minutes);
 an open stream reads its queue again as soon as a Submit has done work (deliveries it
 queued are streamed at once), or else every ``poll_seconds``.
@@ -115,12 +115,7 @@ class ClearinghouseServicer:
         submit.check_kind(envelope)
         # Authenticate (or find the receipt) before charging the signer's rate limit, so
         # that only a node's own messages use up its allowance; then do the work.
-        stored = self._app.query(submit.precheck, request, envelope)
-        self._limiter.take(envelope.signer)
-        if stored is not None:
-            observe.note(replayed=True)
-            return stored
-        done = self._app.execute(submit.submit, request, self._seal)
+        done = self._app.execute(submit.submit, request, self._seal, self._limiter.take)
         if done.claim is not None and not done.replayed:
             self.wake_subscribers(done.claim.creditor, done.claim.debtor)
         if done.claim is not None:

@@ -9,9 +9,9 @@ bytes submitted again get the stored receipt back, byte for byte, without runnin
 use-case again (proto: "The same envelope submitted again gets the same receipt"), even
 if the claim has moved on since. Refusals store nothing and have no receipt.
 
-``precheck`` is the read-only look before the write: a stored receipt for these bytes,
-or else proof that the envelope is signed by the admitted, unrevoked key of the node it
-names, so that the gRPC layer charges that node's rate limit only for its own messages.
+The gRPC layer passes its rate limit as ``charge``, applied inside the same transaction
+once the envelope is known to be the signing node's own (a stored receipt for these
+bytes, or a signature by its admitted, unrevoked key).
 """
 
 from __future__ import annotations
@@ -62,28 +62,27 @@ def check_kind(envelope: Signed) -> None:
             f"{envelope.kind!r}", "WRONG_KIND")
 
 
-def precheck(tx: Tx, request: bytes, envelope: Signed) -> bytes | None:
-    """The stored receipt for exactly these bytes, or None once the envelope is known to
-    be signed by the current, unrevoked key of the admitted node it names
-    (PERMISSION_DENIED otherwise: UNKNOWN_SIGNER, UNKNOWN_KEY, REVOKED_KEY, BAD_SIGNATURE,
-    exactly as the use-case would say)."""
-    stored = tx.repo.receipt(digest(request))
-    if stored is not None:
-        return stored
-    check_kind(envelope)
-    directory.verify_node(tx, envelope, envelope.kind, admission.cached_key_ring(tx))
-    return None
-
-
-def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes]) -> Submitted:
+def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes],
+           charge: Callable[[str], None] | None = None) -> Submitted:
     """Act on the envelope in ``request`` (the bytes received) and return its sealed
-    receipt; ``seal(receipt_body)`` signs a serialised Receipt into envelope bytes."""
+    receipt; ``seal(receipt_body)`` signs a serialised Receipt into envelope bytes.
+
+    ``charge(signer)`` (the rate limit; it raises to refuse) is called once the sender is
+    known to be the node it names: for bytes that already have a receipt, or after the
+    signature checks out against the node's current, unrevoked key — before any work, so
+    that a refusal by the limit changes nothing and a forged envelope naming a node
+    cannot use up that node's allowance."""
     key = digest(request)
     stored = tx.repo.receipt(key)
-    if stored is not None:  # the same bytes, submitted again (or concurrently)
-        return Submitted(stored, replayed=True)
     envelope = wire.from_bytes(request)
+    if stored is not None:  # the same bytes, submitted again (or concurrently)
+        if charge is not None:
+            charge(envelope.signer)
+        return Submitted(stored, replayed=True)
     check_kind(envelope)
+    if charge is not None:
+        directory.verify_node(tx, envelope, envelope.kind, admission.cached_key_ring(tx))
+        charge(envelope.signer)
     result = USE_CASES[envelope.kind](tx, envelope, admission.cached_key_ring(tx))
     receipt = clearing_pb2.Receipt(envelope_sha256=key)
     claim = result if isinstance(result, Claim) else None

@@ -10,7 +10,12 @@ import pytest
 from nacl.signing import SigningKey
 
 from clearinghouse.domain.claims import ClaimState
-from clearinghouse.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from clearinghouse.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from clearinghouse.usecases import admission, claims, directory, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
@@ -75,7 +80,9 @@ def test_the_same_bytes_get_the_same_receipt_without_running_again(
     receipt = receipt_of(first.receipt)
     assert receipt.envelope_sha256 == hashlib.sha256(request).digest()
     assert receipt.state == clearing_pb2.CLAIM_STATE_PROPOSED and receipt.claim_id == cid(1)
-    assert city.query(submit.precheck, request, wire.from_bytes(request)) == first.receipt
+    charged: list[str] = []
+    replay = city.execute(submit.submit, request, seal, charged.append)
+    assert replay.replayed and replay.receipt == first.receipt and charged == [GL]
 
     ch_clock.advance(timedelta(minutes=1))
     accepted = city.execute(submit.submit, wire.to_bytes(decision(1)), seal)
@@ -111,21 +118,33 @@ def test_refusals_store_no_receipt(city: ClearinghouseApp) -> None:
         assert refused(city, submit.submit, request, seal).reason == reason
 
 
-def test_precheck_authenticates_before_anything_is_charged(city: ClearinghouseApp,
-                                                           ) -> None:
+def test_nothing_is_charged_before_the_sender_is_authenticated(city: ClearinghouseApp,
+                                                               ) -> None:
+    """The rate limit (``charge``) is applied only to a node's own messages: a forged,
+    unknown or unadmitted signer is refused first, and charges nobody."""
+    charged: list[str] = []
     good = proposal(1, city)
-    assert city.query(submit.precheck, wire.to_bytes(good), good) is None
     forged = Signed(good.kind, good.body, good.signer, good.key_id, bytes(64))
     stranger = sign("claim.propose", good.body, GL, SigningKey(bytes(32)))
     unadmitted = sign("claim.propose", good.body, "320199", SigningKey(bytes(32)))
     for envelope, reason in ((forged, "BAD_SIGNATURE"), (stranger, "UNKNOWN_KEY"),
                              (unadmitted, "UNKNOWN_SIGNER")):
-        with pytest.raises(PermissionDenied) as caught:
-            city.query(submit.precheck, wire.to_bytes(envelope), envelope)
-        assert caught.value.reason == reason
+        error = refused(city, submit.submit, wire.to_bytes(envelope), seal, charged.append)
+        assert isinstance(error, PermissionDenied) and error.reason == reason
     wrong = sign("subscribe", b"", JN, KEYS[JN])
-    with pytest.raises(InvalidArgument):
-        city.query(submit.precheck, wire.to_bytes(wrong), wrong)
+    error = refused(city, submit.submit, wire.to_bytes(wrong), seal, charged.append)
+    assert isinstance(error, InvalidArgument)
+    assert charged == []
+    city.execute(submit.submit, wire.to_bytes(good), seal, charged.append)
+    assert charged == [GL]
+
+
+def test_a_refusal_by_the_rate_limit_changes_nothing(city: ClearinghouseApp) -> None:
+    def busy(signer: str) -> None:
+        raise ResourceExhausted(f"district {signer} sent too much; slow down", "BUSY")
+
+    error = refused(city, submit.submit, wire.to_bytes(proposal(1, city)), seal, busy)
+    assert error.reason == "BUSY"
 
 
 def test_the_cached_key_ring_never_lets_a_revoked_key_in_and_learns_new_nodes(
