@@ -99,6 +99,9 @@ def _admission(row: Any) -> AdmissionRecord:
 class Repo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # admissions read in this transaction (a Submit checks its signer's twice);
+        # every write to admissions below forgets them
+        self._admission_rows: dict[str, AdmissionRecord | None] = {}
 
     @property
     def database_key(self) -> str:
@@ -118,9 +121,13 @@ class Repo:
     # admissions and keys ------------------------------------------------------------
 
     def admission(self, node_id: str) -> AdmissionRecord | None:
+        if node_id in self._admission_rows:
+            return self._admission_rows[node_id]
         row = self.conn.execute(
             select(ADMISSIONS).where(ADMISSIONS.c.node_id == node_id)).first()
-        return None if row is None else _admission(row)
+        found = None if row is None else _admission(row)
+        self._admission_rows[node_id] = found
+        return found
 
     def admissions(self) -> list[AdmissionRecord]:
         rows = self.conn.execute(select(ADMISSIONS).order_by(ADMISSIONS.c.node_id))
@@ -145,6 +152,7 @@ class Repo:
 
     def insert_admission(self, record: AdmissionRecord, net_debit_limit_minutes: int) -> None:
         """A newly admitted node: its admission, a zero position and an empty queue."""
+        self._admission_rows.clear()
         self.conn.execute(insert(ADMISSIONS).values(
             node_id=record.node_id, district=record.district, public_key=record.public_key,
             key_id=record.key_id, serial=record.serial, certificate=record.certificate,
@@ -158,6 +166,7 @@ class Repo:
                           now: datetime) -> None:
         """A higher-serial certificate for an admitted node. A changed key retires the
         old one (revoked now, unless already revoked by the bureau)."""
+        self._admission_rows.clear()
         if old.node_id != new.node_id or new.serial <= old.serial:
             raise InvariantViolation("a certificate replaces only a lower serial of its node")
         if old.key_id != new.key_id:
@@ -177,6 +186,7 @@ class Repo:
 
     def revoke_current_key(self, node_id: str, key_id: str, revocation: bytes,
                            now: datetime) -> None:
+        self._admission_rows.clear()
         done = self.conn.execute(update(ADMISSIONS).where(
             ADMISSIONS.c.node_id == node_id, ADMISSIONS.c.key_id == key_id,
             ADMISSIONS.c.revoked_at.is_(None),
