@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, or_, select, update
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.domain.errors import ClearinghouseError, InvariantViolation
@@ -96,6 +96,28 @@ def _admission(row: Any) -> AdmissionRecord:
                            row.certificate, row.admitted_at, row.revoked_at, row.revocation)
 
 
+# Statements a Submit runs every time, built once: building a statement in SQLAlchemy
+# costs about as much as executing it.
+_ADMISSION = select(ADMISSIONS).where(ADMISSIONS.c.node_id == bindparam("node_id"))
+_DIRECTORY_ENTRY = select(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref"))
+_POSITION = select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes).where(
+    POSITIONS.c.node_id == bindparam("node_id"))
+_CLAIM = select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id"))
+_OPEN_DEBITS = select(func.coalesce(func.sum(CLAIMS.c.minutes), 0)).where(
+    CLAIMS.c.debtor == bindparam("node_id"), CLAIMS.c.state.in_(OPEN_STATES))
+_OPEN_COUNT = select(func.count()).select_from(CLAIMS).where(
+    or_(CLAIMS.c.creditor == bindparam("node_id"), CLAIMS.c.debtor == bindparam("node_id")),
+    CLAIMS.c.state.in_(OPEN_STATES))
+_OPEN_MOVE = select(CLAIMS).where(
+    CLAIMS.c.payer_ref == bindparam("ref"), CLAIMS.c.kind == ClaimKind.MOVE.value,
+    CLAIMS.c.state.in_(OPEN_STATES)).order_by(CLAIMS.c.created_at).limit(1)
+_LAST_DELIVERY = select(func.max(DELIVERIES.c.seq)).where(
+    DELIVERIES.c.node_id == bindparam("node_id"))
+_INSERT_DELIVERY = insert(DELIVERIES)
+_RECEIPT = select(RECEIPTS.c.receipt).where(RECEIPTS.c.envelope_sha256 == bindparam("key"))
+_INSERT_RECEIPT = insert(RECEIPTS)
+
+
 class Repo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -123,8 +145,7 @@ class Repo:
     def admission(self, node_id: str) -> AdmissionRecord | None:
         if node_id in self._admission_rows:
             return self._admission_rows[node_id]
-        row = self.conn.execute(
-            select(ADMISSIONS).where(ADMISSIONS.c.node_id == node_id)).first()
+        row = self.conn.execute(_ADMISSION, {"node_id": node_id}).first()
         found = None if row is None else _admission(row)
         self._admission_rows[node_id] = found
         return found
@@ -204,8 +225,7 @@ class Repo:
     # directory ------------------------------------------------------------------------
 
     def directory_entry(self, person_ref: str) -> DirectoryRecord | None:
-        row = self.conn.execute(
-            select(DIRECTORY).where(DIRECTORY.c.person_ref == person_ref)).first()
+        row = self.conn.execute(_DIRECTORY_ENTRY, {"ref": person_ref}).first()
         if row is None:
             return None
         return DirectoryRecord(row.person_ref, row.home_node_id, row.registered_at,
@@ -220,9 +240,7 @@ class Repo:
 
     def position(self, node_id: str) -> tuple[int, int] | None:
         """(net minutes, net debit limit minutes) of an admitted node."""
-        row = self.conn.execute(select(POSITIONS.c.net_minutes,
-                                       POSITIONS.c.net_debit_limit_minutes)
-                                .where(POSITIONS.c.node_id == node_id)).first()
+        row = self.conn.execute(_POSITION, {"node_id": node_id}).first()
         return None if row is None else (int(row[0]), int(row[1]))
 
     def net_positions(self) -> dict[str, int]:
@@ -247,7 +265,7 @@ class Repo:
     # claims ---------------------------------------------------------------------------
 
     def claim(self, claim_id: str) -> ClaimRecord | None:
-        row = self.conn.execute(select(CLAIMS).where(CLAIMS.c.claim_id == claim_id)).first()
+        row = self.conn.execute(_CLAIM, {"claim_id": claim_id}).first()
         return None if row is None else _claim(row)
 
     def insert_claim(self, record: ClaimRecord) -> None:
@@ -278,22 +296,17 @@ class Repo:
     def open_debits(self, node_id: str) -> int:
         """The minutes of every open claim in which the node is the debtor (what
         ``clearinghouse.domain.positions.open_debits`` sums), summed in the database."""
-        total = self.conn.execute(select(func.coalesce(func.sum(CLAIMS.c.minutes), 0)).where(
-            CLAIMS.c.debtor == node_id, CLAIMS.c.state.in_(OPEN_STATES))).scalar()
+        total = self.conn.execute(_OPEN_DEBITS, {"node_id": node_id}).scalar()
         return int(total or 0)
 
     def open_claim_count(self, node_id: str) -> int:
         """How many open claims the node is a party to (creditor or debtor)."""
-        count = self.conn.execute(select(func.count()).select_from(CLAIMS).where(
-            or_(CLAIMS.c.creditor == node_id, CLAIMS.c.debtor == node_id),
-            CLAIMS.c.state.in_(OPEN_STATES))).scalar()
+        count = self.conn.execute(_OPEN_COUNT, {"node_id": node_id}).scalar()
         return int(count or 0)
 
     def open_move(self, person_ref: str) -> ClaimRecord | None:
         """The person's open (proposed or accepted) move claim, if there is one."""
-        row = self.conn.execute(select(CLAIMS).where(
-            CLAIMS.c.payer_ref == person_ref, CLAIMS.c.kind == ClaimKind.MOVE.value,
-            CLAIMS.c.state.in_(OPEN_STATES)).order_by(CLAIMS.c.created_at).limit(1)).first()
+        row = self.conn.execute(_OPEN_MOVE, {"ref": person_ref}).first()
         return None if row is None else _claim(row)
 
     def due_claims(self, now: datetime, limit: int) -> list[ClaimRecord]:
@@ -321,13 +334,12 @@ class Repo:
     # deliveries -----------------------------------------------------------------------
 
     def last_delivery_seq(self, node_id: str) -> int:
-        last = self.conn.execute(select(func.max(DELIVERIES.c.seq))
-                                 .where(DELIVERIES.c.node_id == node_id)).scalar()
+        last = self.conn.execute(_LAST_DELIVERY, {"node_id": node_id}).scalar()
         return int(last or 0)
 
     def insert_delivery(self, node_id: str, seq: int, payload: bytes, now: datetime) -> None:
-        self.conn.execute(insert(DELIVERIES).values(node_id=node_id, seq=seq, envelope=payload,
-                                                    created_at=now))
+        self.conn.execute(_INSERT_DELIVERY, {"node_id": node_id, "seq": seq,
+                                             "envelope": payload, "created_at": now})
 
     def deliveries_after(self, node_id: str, after_seq: int, limit: int,
                          ) -> list[tuple[int, bytes]]:
@@ -352,14 +364,13 @@ class Repo:
 
     def receipt(self, envelope_sha256: bytes) -> bytes | None:
         """The signed receipt given for the submission with this SHA-256, if any."""
-        value = self.conn.execute(select(RECEIPTS.c.receipt).where(
-            RECEIPTS.c.envelope_sha256 == envelope_sha256)).scalar()
+        value = self.conn.execute(_RECEIPT, {"key": envelope_sha256}).scalar()
         return None if value is None else bytes(value)
 
     def insert_receipt(self, envelope_sha256: bytes, signer: str, kind: str, receipt: bytes,
                        now: datetime) -> None:
         if len(envelope_sha256) != 32:
             raise InvariantViolation("a receipt is keyed by a 32-byte SHA-256")
-        self.conn.execute(insert(RECEIPTS).values(
-            envelope_sha256=envelope_sha256, signer=signer, kind=kind, receipt=receipt,
-            created_at=now))
+        self.conn.execute(_INSERT_RECEIPT, {"envelope_sha256": envelope_sha256,
+                                            "signer": signer, "kind": kind,
+                                            "receipt": receipt, "created_at": now})
