@@ -243,8 +243,7 @@ class Repo:
         return rec
 
     def person_by_ref(self, person_ref: str) -> PersonRecord | None:
-        row = self.conn.execute(
-            select(PEOPLE).where(PEOPLE.c.person_ref == person_ref)).one_or_none()
+        row = self.conn.execute(_PERSON_BY_REF, {"ref": person_ref}).one_or_none()
         return None if row is None else _record(PersonRecord, row)
 
     def person_by_id_number(self, id_number: str) -> PersonRecord | None:
@@ -270,7 +269,7 @@ class Repo:
     # ------------------------------------------------------------ accounts
 
     def account(self, code: str) -> AccountRecord | None:
-        row = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.code == code)).one_or_none()
+        row = self.conn.execute(_ACCOUNT_BY_CODE, {"code": code}).one_or_none()
         return None if row is None else _record(AccountRecord, row)
 
     def account_by_id(self, account_id: int) -> AccountRecord:
@@ -474,10 +473,7 @@ class Repo:
                                                state="active", created_at=at))
 
     def claim_holds(self, claim_id: str) -> list[HoldRecord]:
-        rows = self.conn.execute(select(HOLDS.c.id, HOLDS.c.order_id, HOLDS.c.account_id,
-                                        HOLDS.c.minutes, HOLDS.c.state)
-                                 .where(HOLDS.c.claim_id == claim_id, HOLDS.c.state == "active")
-                                 .order_by(HOLDS.c.id))
+        rows = self.conn.execute(_CLAIM_HOLDS, {"claim_id": claim_id})
         return [_record(HoldRecord, r) for r in rows]
 
     def holds_of_final_claims(self) -> int:
@@ -628,8 +624,7 @@ class Repo:
         self.conn.execute(insert(CLAIMS).values(**values))
 
     def claim(self, claim_id: str) -> ClaimRecord | None:
-        row = self.conn.execute(select(CLAIMS).where(CLAIMS.c.claim_id == claim_id)
-                                ).one_or_none()
+        row = self.conn.execute(_CLAIM, {"claim_id": claim_id}).one_or_none()
         return None if row is None else _record(ClaimRecord, row)
 
     def update_claim(self, claim_id: str, expected_state: str, **values: Any) -> None:
@@ -652,6 +647,10 @@ class Repo:
             select(func.count()).select_from(CLAIMS).where(
                 CLAIMS.c.person_ref == person_ref,
                 CLAIMS.c.state.in_(["proposed", "accepted", "finishing"]))).scalar_one())
+
+    def open_claim_total(self) -> int:
+        """Claims not yet final (proposed, accepted, finishing)."""
+        return int(self.conn.execute(_OPEN_CLAIMS).scalar_one())
 
     def count_claims(self, state: str | None = None) -> int:
         q = select(func.count()).select_from(CLAIMS)
@@ -680,18 +679,11 @@ class Repo:
     def outbox_due(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Unsent messages due now, oldest first, skipping any whose claim has an older
         message still unsent (a claim's messages go in order)."""
-        older = OUTBOX.alias("older")
-        blocked = (select(older.c.id).where(older.c.claim_id == OUTBOX.c.claim_id,
-                                            older.c.id < OUTBOX.c.id,
-                                            older.c.done_at.is_(None)).exists())
-        rows = self.conn.execute(
-            select(OUTBOX).where(OUTBOX.c.done_at.is_(None), OUTBOX.c.next_attempt_at <= now,
-                                 ~blocked)
-            .order_by(OUTBOX.c.id).limit(limit))
+        rows = self.conn.execute(_OUTBOX_DUE, {"now": now, "limit": limit})
         return [_record(OutboxRecord, r) for r in rows]
 
     def outbox_message(self, message_id: int) -> OutboxRecord:
-        row = self.conn.execute(select(OUTBOX).where(OUTBOX.c.id == message_id)).one()
+        row = self.conn.execute(_OUTBOX_MESSAGE, {"message_id": message_id}).one()
         return cast(OutboxRecord, _record(OutboxRecord, row))
 
     def outbox_pending(self) -> int:
@@ -712,12 +704,11 @@ class Repo:
                                   attempts=OUTBOX.c.attempts + 1))
 
     def inbox_last_seq(self) -> int:
-        return int(self.conn.execute(select(func.coalesce(func.max(INBOX.c.seq), 0)))
-                   .scalar_one())
+        return int(self.conn.execute(_INBOX_LAST).scalar_one())
 
     def inbox_add(self, seq: int, kind: str, claim_id: str, at: datetime) -> None:
-        self.conn.execute(insert(INBOX).values(seq=seq, kind=kind, claim_id=claim_id,
-                                               applied_at=at))
+        self.conn.execute(_INBOX_ADD, {"seq": seq, "kind": kind, "claim_id": claim_id,
+                                       "applied_at": at})
 
     # ------------------------------------------------------------ idempotency
 
@@ -731,6 +722,28 @@ class Repo:
         self.conn.execute(insert(IDEM).values(key=key, method=method, fingerprint=fingerprint,
                                               response=response, created_at=at))
 
+
+# Statements the clearing link runs for every message, built once: building a statement
+# in SQLAlchemy costs about as much as executing it.
+_PERSON_BY_REF = select(PEOPLE).where(PEOPLE.c.person_ref == bindparam("ref"))
+_ACCOUNT_BY_CODE = select(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("code"))
+_CLAIM_HOLDS = (select(HOLDS.c.id, HOLDS.c.order_id, HOLDS.c.account_id, HOLDS.c.minutes,
+                       HOLDS.c.state)
+                .where(HOLDS.c.claim_id == bindparam("claim_id"), HOLDS.c.state == "active")
+                .order_by(HOLDS.c.id))
+_CLAIM = select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id"))
+_OPEN_CLAIMS = select(func.count()).select_from(CLAIMS).where(
+    CLAIMS.c.state.in_(["proposed", "accepted", "finishing"]))
+_OLDER = OUTBOX.alias("older")
+_OUTBOX_DUE = (select(OUTBOX)
+               .where(OUTBOX.c.done_at.is_(None), OUTBOX.c.next_attempt_at <= bindparam("now"),
+                      ~select(_OLDER.c.id).where(_OLDER.c.claim_id == OUTBOX.c.claim_id,
+                                                 _OLDER.c.id < OUTBOX.c.id,
+                                                 _OLDER.c.done_at.is_(None)).exists())
+               .order_by(OUTBOX.c.id).limit(bindparam("limit")))
+_OUTBOX_MESSAGE = select(OUTBOX).where(OUTBOX.c.id == bindparam("message_id"))
+_INBOX_LAST = select(func.coalesce(func.max(INBOX.c.seq), 0))
+_INBOX_ADD = insert(INBOX)
 
 _NEVER_NEGATIVE = {k.value for k in AccountKind if Account(
     k, Origin.INDIVIDUAL if k in (AccountKind.PERSON, AccountKind.ISSUANCE) else None,

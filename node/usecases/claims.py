@@ -84,7 +84,6 @@ _KIND_TO_WIRE = {ClaimKind.REDEMPTION: pb.CLAIM_KIND_REDEMPTION,
                  ClaimKind.MOVE: pb.CLAIM_KIND_MOVE}
 _KIND_FROM_WIRE = {v: k for k, v in _KIND_TO_WIRE.items()}
 _REASON_PREFIX = "CLAIM_REASON_"
-_OPEN_STATES = (ClaimState.PROPOSED, ClaimState.ACCEPTED, ClaimState.FINISHING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +145,7 @@ def _set(tx: Tx, claim: ClaimRecord, state: ClaimState, **values: object) -> Cla
 
 
 def _check_capacity(tx: Tx) -> None:
-    open_now = sum(tx.repo.count_claims(s.value) for s in _OPEN_STATES)
+    open_now = tx.repo.open_claim_total()
     if open_now >= MAX_OPEN_CLAIMS:
         raise ResourceExhausted(f"this node has {open_now} open claims with other districts, "
                                 "the most it keeps at once; try again once some settle",
@@ -672,5 +671,5 @@ class ClearingView:
 def clearing_view(tx: Tx) -> ClearingView:
     record = tx.repo.account(CLEARING.code)
     return ClearingView(-(record.balance if record else 0),
-                        sum(tx.repo.count_claims(s.value) for s in _OPEN_STATES),
+                        tx.repo.open_claim_total(),
                         tx.repo.outbox_pending(), tx.repo.inbox_last_seq())
