@@ -454,8 +454,10 @@ def main() -> None:
     results["targets"] = {
         "completed_claims_per_s>=500":
             results["throughput"]["completed_claims_per_s"] >= 500,
+        # the target is stated at 100 claims/s: a slower pace cannot meet it
         "p99_propose_to_accepted_ms<50_at_100_per_s":
-            results["latency"]["redemption_propose_to_accepted"]["p99_ms"] < 50,
+            results["latency"]["rate_claims_per_s"] >= 100
+            and results["latency"]["redemption_propose_to_accepted"]["p99_ms"] < 50,
     }
     results["cpu_count"] = os.cpu_count()
     sys.stdout = sys.__stdout__
