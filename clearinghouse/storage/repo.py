@@ -116,6 +116,19 @@ _LAST_DELIVERY = select(func.max(DELIVERIES.c.seq)).where(
 _INSERT_DELIVERY = insert(DELIVERIES)
 _RECEIPT = select(RECEIPTS.c.receipt).where(RECEIPTS.c.envelope_sha256 == bindparam("key"))
 _INSERT_RECEIPT = insert(RECEIPTS)
+_INSERT_CLAIM = insert(CLAIMS)
+_MOVE_POSITION = (update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
+                  .values(net_minutes=POSITIONS.c.net_minutes + bindparam("delta")))
+_CLAIM_TRANSITION: dict[str, Any] = dict(
+    state=bindparam("new_state"), reason=bindparam("b_reason"),
+    updated_at=bindparam("b_updated_at"), posted_minutes=bindparam("b_posted_minutes"))
+_UPDATE_CLAIM_WHERE = update(CLAIMS).where(CLAIMS.c.claim_id == bindparam("id"),
+                                           CLAIMS.c.state == bindparam("old_state"))
+_UPDATE_CLAIM = _UPDATE_CLAIM_WHERE.values(**_CLAIM_TRANSITION)
+_UPDATE_CLAIM_DECISION = _UPDATE_CLAIM_WHERE.values(**_CLAIM_TRANSITION,
+                                                    decision=bindparam("b_decision"))
+_UPDATE_CLAIM_FINISH = _UPDATE_CLAIM_WHERE.values(**_CLAIM_TRANSITION,
+                                                  finish=bindparam("b_finish"))
 
 
 class Repo:
@@ -251,8 +264,7 @@ class Repo:
     def move_position(self, creditor: str, debtor: str, minutes: int) -> None:
         """A completed claim: the creditor is owed ``minutes`` more, the debtor owes them."""
         for node_id, delta in ((creditor, minutes), (debtor, -minutes)):
-            done = self.conn.execute(update(POSITIONS).where(POSITIONS.c.node_id == node_id)
-                                     .values(net_minutes=POSITIONS.c.net_minutes + delta))
+            done = self.conn.execute(_MOVE_POSITION, {"b_node_id": node_id, "delta": delta})
             if done.rowcount != 1:
                 raise InvariantViolation(f"node {node_id} has no position")
 
@@ -270,7 +282,7 @@ class Repo:
 
     def insert_claim(self, record: ClaimRecord) -> None:
         c = record.claim
-        self.conn.execute(insert(CLAIMS).values(
+        self.conn.execute(_INSERT_CLAIM, dict(
             claim_id=c.claim_id, kind=c.kind.value, creditor=c.creditor, debtor=c.debtor,
             payer_ref=c.person_ref, minutes=c.minutes, posted_minutes=c.posted_minutes,
             state=c.state.value, reason=None if c.reason is None else c.reason.value,
@@ -281,15 +293,18 @@ class Repo:
                      finish: bytes | None = None) -> None:
         """Record a transition; the row must still be in ``before``'s state."""
         values: dict[str, Any] = dict(
-            state=after.state.value, reason=None if after.reason is None else after.reason.value,
-            updated_at=after.updated_at, posted_minutes=after.posted_minutes)
+            new_state=after.state.value,
+            b_reason=None if after.reason is None else after.reason.value,
+            b_updated_at=after.updated_at, b_posted_minutes=after.posted_minutes,
+            id=before.claim_id, old_state=before.state.value)
+        if decision is not None and finish is not None:
+            raise InvariantViolation("a transition records a decision or a finish, not both")
+        statement = _UPDATE_CLAIM
         if decision is not None:
-            values["decision"] = decision
-        if finish is not None:
-            values["finish"] = finish
-        done = self.conn.execute(update(CLAIMS).where(
-            CLAIMS.c.claim_id == before.claim_id, CLAIMS.c.state == before.state.value,
-        ).values(**values))
+            statement, values["b_decision"] = _UPDATE_CLAIM_DECISION, decision
+        elif finish is not None:
+            statement, values["b_finish"] = _UPDATE_CLAIM_FINISH, finish
+        done = self.conn.execute(statement, values)
         if done.rowcount != 1:
             raise InvariantViolation(f"claim {before.claim_id} changed underneath")
 
