@@ -621,7 +621,7 @@ class Repo:
     # ------------------------------------------------------------ claims
 
     def insert_claim(self, **values: Any) -> None:
-        self.conn.execute(insert(CLAIMS).values(**values))
+        self.conn.execute(_INSERT_CLAIM, values)
 
     def claim(self, claim_id: str) -> ClaimRecord | None:
         row = self.conn.execute(_CLAIM, {"claim_id": claim_id}).one_or_none()
@@ -671,10 +671,9 @@ class Repo:
     # ------------------------------------------------------------ outbox and inbox
 
     def enqueue(self, kind: str, claim_id: str | None, body: bytes, at: datetime) -> int:
-        return int(self.conn.execute(
-            insert(OUTBOX).values(kind=kind, claim_id=claim_id, envelope=body, created_at=at,
-                                  attempts=0, next_attempt_at=at, outcome="", detail="")
-            .returning(OUTBOX.c.id)).scalar_one())
+        return int(self.conn.execute(_ENQUEUE, dict(
+            kind=kind, claim_id=claim_id, envelope=body, created_at=at, attempts=0,
+            next_attempt_at=at, outcome="", detail="")).scalar_one())
 
     def outbox_due(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Unsent messages due now, oldest first, skipping any whose claim has an older
@@ -692,10 +691,9 @@ class Repo:
 
     def outbox_done(self, message_id: int, outcome: str, detail: str, at: datetime) -> bool:
         """Mark a message sent (or refused for good); False if it already was."""
-        done = self.conn.execute(update(OUTBOX).where(OUTBOX.c.id == message_id,
-                                                      OUTBOX.c.done_at.is_(None))
-                                 .values(done_at=at, outcome=outcome, detail=detail[:500],
-                                         attempts=OUTBOX.c.attempts + 1))
+        done = self.conn.execute(_OUTBOX_DONE, {"message_id": message_id, "b_done_at": at,
+                                                "b_outcome": outcome,
+                                                "b_detail": detail[:500]})
         return done.rowcount == 1
 
     def outbox_retry(self, message_id: int, next_at: datetime, detail: str) -> None:
@@ -744,6 +742,12 @@ _OUTBOX_DUE = (select(OUTBOX)
 _OUTBOX_MESSAGE = select(OUTBOX).where(OUTBOX.c.id == bindparam("message_id"))
 _INBOX_LAST = select(func.coalesce(func.max(INBOX.c.seq), 0))
 _INBOX_ADD = insert(INBOX)
+_INSERT_CLAIM = insert(CLAIMS)
+_ENQUEUE = insert(OUTBOX).returning(OUTBOX.c.id)
+_OUTBOX_DONE = (update(OUTBOX)
+                .where(OUTBOX.c.id == bindparam("message_id"), OUTBOX.c.done_at.is_(None))
+                .values(done_at=bindparam("b_done_at"), outcome=bindparam("b_outcome"),
+                        detail=bindparam("b_detail"), attempts=OUTBOX.c.attempts + 1))
 
 _NEVER_NEGATIVE = {k.value for k in AccountKind if Account(
     k, Origin.INDIVIDUAL if k in (AccountKind.PERSON, AccountKind.ISSUANCE) else None,
