@@ -273,7 +273,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def family(self, person: int, other: int) -> Relation | None:
         """How ``other`` stands to ``person`` as family, as the use-case picks it."""
         found = sorted(r for p, o, r in self.links if p == person and o == other and r.is_family)
-        return found[0] if found else None
+        # the use-case prefers a relation the city's policy allows, when the pair has several
+        allowed = [r for r in found if r in self.a.policy.relative_kinds]
+        return (allowed or found)[0] if found else None
 
     def acts_for(self, actor: Actor, person: int) -> bool:
         return bool(actor.staff_id) or actor.person_id == person or self.related(
