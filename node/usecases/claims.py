@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from node.domain.claims import (
     ClaimKind,
     ClaimState,
+    Decision,
     Reason,
     Role,
     arrival,
@@ -53,7 +54,14 @@ from node.domain.ledger import (
     merge_postings,
 )
 from node.domain.orders import OrderState, PaymentSource, PersonKind, spendable_origins
-from node.storage.repo import ClaimRecord, OrderRecord, OutboxRecord, PersonRecord
+from node.storage.repo import (
+    AccountRecord,
+    ClaimRecord,
+    OrderRecord,
+    OutboxRecord,
+    PersonRecord,
+    account_from_code,
+)
 from node.usecases.app import Tx
 from node.usecases.people import facts
 from timebank.minutes import format_hours
@@ -389,32 +397,29 @@ def _proposed(tx: Tx, msg: pb.ClaimProposal) -> None:
 def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None:
     """Where a redemption is accepted: the payer's own rules at home, then the hold."""
     payer = tx.repo.person_by_ref(msg.payer_ref)
-    payer_facts = None
-    relation = None
-    available = 0
-    found_buckets = []
-    if payer is not None and not payer.visitor:
-        payer_facts = facts(tx, payer)
-        own = msg.recipient_ref in ("", msg.payer_ref)
-        if not own:
+    own = msg.recipient_ref in ("", msg.payer_ref)
+    found_buckets: list[tuple[AccountRecord, int]] = []
+    if payer is not None and payer.visitor:
+        decision = Decision(Reason.NOT_HOME_DISTRICT,
+                            f"this person's hours are kept in {payer.home_node_id}")
+    else:
+        relation = None
+        if payer is not None and not own:
             other = tx.repo.person_by_ref(msg.recipient_ref)
             if other is not None:
                 family = sorted(r for r in tx.repo.relations(payer.id, other.id)
                                 if r.is_family)
                 allowed = [r for r in family if r in tx.policy.relative_kinds]
                 relation = next(iter(allowed or family), None)
-        source = PaymentSource.OWN if own else PaymentSource.RELATIVE
-        for origin in spendable_origins(source, PersonKind(payer.kind)):
-            record = tx.repo.account(Account.of_person(payer.person_ref, origin).code)
-            if record is not None and record.available > 0:
-                found_buckets.append((record, record.available))
-        available = sum(m for _, m in found_buckets)
-    decision = decide_redemption(
-        tx.policy, payer_facts, msg.recipient_ref in ("", msg.payer_ref), msg.recipient_age,
-        msg.recipient_priority, relation, available, msg.minutes)
-    if payer is not None and payer.visitor:
-        decision = type(decision)(Reason.NOT_HOME_DISTRICT,
-                                  f"this person's hours are kept in {payer.home_node_id}")
+        if payer is not None:
+            source = PaymentSource.OWN if own else PaymentSource.RELATIVE
+            for origin in spendable_origins(source, PersonKind(payer.kind)):
+                record = tx.repo.account(Account.of_person(payer.person_ref, origin).code)
+                if record is not None and record.available > 0:
+                    found_buckets.append((record, record.available))
+        decision = decide_redemption(
+            tx.policy, None if payer is None else facts(tx, payer), own, msg.recipient_age,
+            msg.recipient_priority, relation, sum(m for _, m in found_buckets), msg.minutes)
     state = ClaimState.ACCEPTED if decision.accept else ClaimState.REJECTED
     tx.repo.insert_claim(
         claim_id=msg.claim_id, kind=ClaimKind.REDEMPTION.value, role=Role.DEBTOR.value,
@@ -425,8 +430,7 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
         expires_at=expires, created_at=tx.now, updated_at=tx.now)
     if decision.accept:
         by_code = {r.code: r for r, _ in found_buckets}
-        for account, minutes in draw(((Account.of_person(msg.payer_ref,
-                                                         Origin(r.origin or "")), m)
+        for account, minutes in draw(((account_from_code(r.code), m)
                                       for r, m in found_buckets), msg.minutes):
             tx.repo.place_hold(None, by_code[account.code].id, minutes, 0, tx.now,
                                claim_id=msg.claim_id)
