@@ -22,7 +22,8 @@ Metrics (the clearinghouse never imports the node, so these mirror ``node.metric
   Subscribe, how long the stream stayed open);
 - ``timebank_clearinghouse_rpcs_in_flight``: calls being handled now;
 - ``timebank_clearinghouse_refusals_total{method, reason}``: refusals by ErrorInfo reason
-  (``BUSY`` is the Submit rate limit);
+  (``BUSY`` is the Submit rate limit), a SubmitBatch's refused envelopes included (each
+  also logged as ``envelope refused``);
 - ``timebank_clearinghouse_claim_transitions_total{kind, state}``: claims that reached a
   state (proposed, accepted, rejected, completed, voided, expired); a resubmission that
   changes nothing is not counted;
@@ -141,6 +142,14 @@ def position(node_id: str, net: int, limit: int) -> None:
         log.warning("district near its net debit limit", node=node_id, owes_minutes=-net,
                     net_debit_limit_minutes=limit, used_percent=used,
                     threshold_percent=NEAR_LIMIT_PERCENT)
+
+
+def batch_refusal(method: str, reason: str, message: str) -> None:
+    """One envelope of a batch call was refused (the call itself succeeded): counted
+    with the call's refusals, and logged on its own line."""
+    REFUSALS.labels(method=method, reason=reason).inc()
+    log.info("envelope refused", method=method, reason=reason,
+             message=redact(message)[:MAX_NOTE_CHARS])
 
 
 def claim_transition(claim: Claim) -> None:

@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError, Message
 from nacl.signing import SigningKey
 
 from clearinghouse.api import observe
-from clearinghouse.api.errors import grpc_errors, grpc_stream_errors
+from clearinghouse.api.errors import grpc_code, grpc_errors, grpc_stream_errors
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.claims import ClaimState
@@ -116,23 +116,51 @@ class ClearinghouseServicer:
         # Authenticate (or find the receipt) before charging the signer's rate limit, so
         # that only a node's own messages use up its allowance; then do the work.
         done = self._app.execute(submit.submit, request, self._seal, self._limiter.take)
-        if done.claim is not None and not done.replayed:
-            self.wake_subscribers(done.claim.creditor, done.claim.debtor)
+        self._observe_positions(self._after(done))
         if done.claim is not None:
             observe.note(claim_id=done.claim.claim_id, state=done.claim.state.value)
-            if done.transition:
-                observe.claim_transition(done.claim)
-                if done.claim.state is ClaimState.COMPLETED:
-                    self._observe_position(done.claim.debtor)
-                    self._observe_position(done.claim.creditor)
         if done.replayed:
             observe.note(replayed=True)
         return done.receipt
 
-    def _observe_position(self, node_id: str) -> None:
-        found = self._app.query(claims.position_of, node_id)
-        if found is not None:
-            observe.position(node_id, *found)
+    @grpc_errors
+    def SubmitBatch(self, request: bytes,
+                    context: grpc.ServicerContext) -> pb.SubmitBatchResponse:
+        raw = list(_parse(pb.SubmitBatchRequest, request).envelopes)
+        observe.note(envelopes=len(raw))
+        results = self._app.execute(submit.submit_batch, raw, self._seal, self._limiter.take)
+        out = pb.SubmitBatchResponse()
+        refused, moved = 0, set()
+        for result in results:
+            if isinstance(result, submit.Submitted):
+                moved |= self._after(result)
+                out.results.add(receipt=result.receipt)
+                continue
+            refused += 1
+            code = grpc_code(result)
+            observe.batch_refusal("SubmitBatch", result.reason, result.message)
+            out.results.add(refusal=pb.SubmitRefusal(code=code.name, reason=result.reason,
+                                                     message=result.message))
+        self._observe_positions(moved)
+        observe.note(refused=refused)
+        return out
+
+    def _after(self, done: submit.Submitted) -> set[str]:
+        """After a Submit's transaction: wake the streams it queued deliveries for, and
+        count what it changed. Returns the nodes whose positions it moved."""
+        if done.claim is not None and not done.replayed:
+            self.wake_subscribers(done.claim.creditor, done.claim.debtor)
+        if done.claim is not None and done.transition:
+            observe.claim_transition(done.claim)
+            if done.claim.state is ClaimState.COMPLETED:
+                return {done.claim.debtor, done.claim.creditor}
+        return set()
+
+    def _observe_positions(self, node_ids: set[str]) -> None:
+        for node_id in sorted(node_ids):
+            found = self._app.query(claims.position_of, node_id)
+            if found is not None:
+                observe.position(node_id, *found)
 
     def _seal(self, receipt: bytes) -> bytes:
         """A serialised Receipt, signed, as the envelope bytes returned (and stored)."""
@@ -216,6 +244,8 @@ def handlers(servicer: ClearinghouseServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
         "Submit": grpc.unary_unary_rpc_method_handler(
             servicer.Submit, response_serializer=_serialize),
+        "SubmitBatch": grpc.unary_unary_rpc_method_handler(
+            servicer.SubmitBatch, response_serializer=_serialize),
         "Subscribe": grpc.unary_stream_rpc_method_handler(
             servicer.Subscribe, response_serializer=_serialize),
         "Ack": grpc.unary_unary_rpc_method_handler(

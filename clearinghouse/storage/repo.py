@@ -5,6 +5,7 @@ and writes rows (and raises InvariantViolation when a write finds what must not 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -137,6 +138,11 @@ class Repo:
         # admissions read in this transaction (a Submit checks its signer's twice);
         # every write to admissions below forgets them
         self._admission_rows: dict[str, AdmissionRecord | None] = {}
+
+    def savepoint(self) -> AbstractContextManager[Any]:
+        """A nested transaction: what happens inside is undone if it raises, and only
+        that (one envelope of a batch)."""
+        return self.conn.begin_nested()
 
     @property
     def database_key(self) -> str:

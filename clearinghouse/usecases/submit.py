@@ -9,6 +9,10 @@ bytes submitted again get the stored receipt back, byte for byte, without runnin
 use-case again (proto: "The same envelope submitted again gets the same receipt"), even
 if the claim has moved on since. Refusals store nothing and have no receipt.
 
+``submit_batch`` does the same for up to ``MAX_BATCH`` envelopes in one transaction,
+each in a savepoint, so that one envelope's refusal undoes only its own work and the
+batch pays for one commit (and one call) instead of one each.
+
 The gRPC layer passes its rate limit as ``charge``, applied inside the same transaction
 once the envelope is known to be the signing node's own (a stored receipt for these
 bytes, or a signature by its admitted, unrevoked key).
@@ -23,10 +27,10 @@ from datetime import UTC
 from typing import Any
 
 from clearinghouse.domain.claims import Claim
-from clearinghouse.domain.errors import InvalidArgument
+from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
 from clearinghouse.usecases import admission, claims, directory, wire
 from clearinghouse.usecases.app import Tx
-from timebank.envelope import Signed
+from timebank.envelope import EnvelopeError, Signed
 from timebank.v1 import clearing_pb2
 
 #: The envelope kinds Submit takes, and the use-case for each.
@@ -49,6 +53,10 @@ class Submitted:
     claim: Claim | None = None
     transition: bool = False
     replayed: bool = False
+
+
+#: The most envelopes one SubmitBatch takes.
+MAX_BATCH = 64
 
 
 def digest(request: bytes) -> bytes:
@@ -97,3 +105,28 @@ def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes],
     # claim last changed earlier (the one blind spot: a clock that did not move).
     changed = claim is not None and claim.updated_at == tx.now
     return Submitted(sealed, claim, changed)
+
+
+def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
+                 charge: Callable[[str], None] | None = None,
+                 ) -> list[Submitted | ClearinghouseError]:
+    """``submit`` each of ``requests`` in its own savepoint of this transaction; return,
+    in order, what each got: its receipt, or the refusal that undid its work. Anything
+    else (a bug, the database failing) propagates and rolls the whole batch back."""
+    if not requests:
+        raise InvalidArgument("a SubmitBatch needs at least one envelope", "EMPTY_BATCH")
+    if len(requests) > MAX_BATCH:
+        raise InvalidArgument(
+            f"a SubmitBatch takes at most {MAX_BATCH} envelopes, not {len(requests)}; "
+            "send the rest in another call", "BATCH_TOO_LARGE")
+    results: list[Submitted | ClearinghouseError] = []
+    for request in requests:
+        try:
+            with tx.repo.savepoint():
+                results.append(submit(tx, request, seal, charge))
+        except ClearinghouseError as e:
+            results.append(e)
+        except EnvelopeError as e:
+            results.append(wire.refused(e))
+    assert len(results) == len(requests)
+    return results

@@ -4,8 +4,8 @@ subscriber, two threads that run beside the gRPC server (ADR 0005, 0006).
 The node opens every connection itself; it needs no inbound port. The **sender** signs
 each outbox message with the node key, submits it, checks the clearinghouse's signature
 on the receipt and that the receipt is for exactly the bytes sent, then applies it;
-the messages due are submitted concurrently (never two of one claim at once) and their
-receipts applied in one transaction; temporary failures back off, final refusals are
+the messages due are submitted in batches (SubmitBatch; never two of one claim at once)
+and their receipts applied in one transaction; temporary failures back off, final refusals are
 applied. The
 **subscriber** keeps one Subscribe stream open from the last delivery applied, checks
 the clearinghouse's signature on every delivery, applies the deliveries that have
@@ -39,7 +39,10 @@ from timebank.v1 import clearing_pb2_grpc
 log = structlog.get_logger("node.clearing")
 
 SUBMIT_TIMEOUT_SECONDS = 10.0
+#: The most messages in one SubmitBatch (the clearinghouse's own limit), and the most
+#: bytes (under its 64 KiB message limit, with room for the framing).
 SEND_BATCH = 64
+MAX_BATCH_BYTES = 60 * 1024
 #: The most deliveries the subscriber applies in one transaction.
 APPLY_BATCH = 100
 IDLE_WAIT_SECONDS = 0.02
@@ -56,6 +59,10 @@ TEMPORARY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 
 class ReceiptError(Exception):
     """The clearinghouse's answer is not a receipt it signed for what was sent."""
+
+
+class ClearinghouseAway(Exception):
+    """The clearinghouse could not be reached (or did not answer in time)."""
 
 
 def _signed(envelope: pb.Envelope) -> Signed:
@@ -119,9 +126,10 @@ class ClearingLink:
                 except Exception as e:  # the link must outlive any failure
                     if self._stop.is_set():
                         return
-                    if isinstance(e, grpc.RpcError):
+                    if isinstance(e, grpc.RpcError | ClearinghouseAway):
+                        code = e.code().name if isinstance(e, grpc.RpcError) else str(e)
                         log.warning("clearinghouse unreachable; will retry",
-                                    address=self.address, code=e.code().name,
+                                    address=self.address, code=code,
                                     retry_in_seconds=round(delay, 1))
                     else:
                         log.exception("clearing link failed; will retry",
@@ -147,70 +155,78 @@ class ClearingLink:
         return len(due)
 
     def _send_all(self, due: list[OutboxRecord]) -> None:
-        """Submit ``due`` in waves of concurrent calls. ``outbox_due`` gives at most one
-        message per claim (a claim's messages go in order), so a wave's messages are
-        independent, except that a registration must arrive before any later message
-        about that person: a wave ends after a run of registrations."""
-        wave: list[OutboxRecord] = []
+        """Submit ``due`` in batches. ``outbox_due`` gives at most one message per claim
+        (a claim's messages go in order), so a batch's messages are independent, except
+        that a registration must be acted on before any later message about that person:
+        the clearinghouse acts on a batch in order, and a batch ends at the size limits."""
+        batch: list[tuple[OutboxRecord, bytes]] = []
+        size = 0
         for message in due:
-            if wave and message.claim_id is not None and wave[-1].claim_id is None:
-                self._send_wave(wave)
-                wave = []
-            wave.append(message)
-        if wave:
-            self._send_wave(wave)
+            raw = _to_wire(sign(message.kind, message.envelope, self._node_id,
+                                self._key)).SerializeToString()
+            if batch and (len(batch) == SEND_BATCH or size + len(raw) > MAX_BATCH_BYTES):
+                self._send_batch(batch)
+                batch, size = [], 0
+            batch.append((message, raw))
+            size += len(raw) + 8
+        if batch:
+            self._send_batch(batch)
 
-    def _send_wave(self, wave: list[OutboxRecord]) -> None:
-        """Submit every message of the wave at once; apply every receipt in one
+    def _send_batch(self, batch: list[tuple[OutboxRecord, bytes]]) -> None:
+        """Submit the batch in one SubmitBatch call; apply every receipt in one
         transaction (``apply_receipt`` applies each once); then the refusals and the
         temporary failures, one by one. An unreachable clearinghouse backs the whole
         sender off once the rest is applied."""
         if self._stop.is_set():
             return
-        calls = []
-        for message in wave:
-            raw = _to_wire(sign(message.kind, message.envelope, self._node_id,
-                                self._key)).SerializeToString()
-            calls.append((message, raw, self._stub.Submit.future(
-                pb.Envelope.FromString(raw), timeout=SUBMIT_TIMEOUT_SECONDS)))
+        request = pb.SubmitBatchRequest(envelopes=[raw for _, raw in batch])
+        failed: list[tuple[OutboxRecord, grpc.StatusCode, str, str]] = []
         receipts: list[tuple[int, pb.Receipt]] = []
-        failed: list[tuple[OutboxRecord, grpc.RpcError]] = []
         bad: ReceiptError | None = None
-        for message, raw, call in calls:
-            try:
-                answer = call.result()
-            except grpc.RpcError as e:
-                failed.append((message, e))
-                continue
-            try:
-                receipts.append((message.id, self._receipt(answer, raw)))
-            except ReceiptError as e:
-                bad = e
+        try:
+            answer = self._stub.SubmitBatch(request, timeout=SUBMIT_TIMEOUT_SECONDS)
+        except grpc.RpcError as e:  # the whole call failed: every message waits
+            code, reason, text = e.code(), error_reason(e), e.details() or ""
+            failed = [(message, code, reason, text) for message, _ in batch]
+        else:
+            if len(answer.results) != len(batch):
+                raise ReceiptError(f"the clearinghouse answered {len(answer.results)} "
+                                   f"results for {len(batch)} messages")
+            for (message, raw), result in zip(batch, answer.results, strict=True):
+                if result.WhichOneof("outcome") == "receipt":
+                    try:
+                        receipts.append((message.id, self._receipt(result.receipt, raw)))
+                    except ReceiptError as e:
+                        bad = e
+                    continue
+                refusal = result.refusal
+                code = grpc.StatusCode.__members__.get(refusal.code, grpc.StatusCode.UNKNOWN)
+                failed.append((message, code, refusal.reason, refusal.message))
         if receipts:
             def apply(tx: Tx) -> None:
                 for message_id, receipt in receipts:
                     claims.apply_receipt(tx, message_id, receipt.state, receipt.reason)
 
             self._app.execute(apply)
-        away: grpc.RpcError | None = None
-        for message, error in failed:
-            code, reason, text = error.code(), error_reason(error), error.details() or ""
+        away = False
+        for message, code, reason, text in failed:
             if code in TEMPORARY:
                 self._app.execute(claims.retry_later, message.id,
                                   f"{code.name} {reason}: {text}")
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    away = error
+                away = away or code in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.DEADLINE_EXCEEDED)
                 continue
             log.warning("the clearinghouse refused a message", kind=message.kind,
                         outbox_id=message.id, code=code.name, reason=reason, detail=text)
             self._app.execute(claims.apply_refusal, message.id, code.name, reason, text)
         if bad is not None:
             raise bad
-        if away is not None:
-            raise away  # the clearinghouse is away: back off the whole sender
+        if away:  # the clearinghouse is away: back off the whole sender
+            raise ClearinghouseAway(f"{failed[0][1].name}: {failed[0][3]}")
 
-    def _receipt(self, answer: pb.Envelope, sent: bytes) -> pb.Receipt:
+    def _receipt(self, raw: bytes, sent: bytes) -> pb.Receipt:
         try:
+            answer = pb.Envelope.FromString(raw)
             body = verify(_signed(answer), self._ch_key)
             if answer.kind != "receipt" or answer.signer != CLEARINGHOUSE:
                 raise ReceiptError(f"expected a receipt, got {answer.kind!r}")

@@ -39,6 +39,11 @@ class ClearinghouseServiceStub:
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.Envelope.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_clearing__pb2.Envelope.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/SubmitBatch',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/timebank.v1.ClearinghouseService/Subscribe',
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.Envelope.SerializeToString,
@@ -67,6 +72,13 @@ class ClearinghouseServiceServicer:
     def Submit(self, request, context):
         """A node's signed message: a directory registration, a claim proposal, decision or finish.
         Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBatch(self, request, context):
+        """Many envelopes, each as Submit would take it, in one transaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +118,11 @@ def add_ClearinghouseServiceServicer_to_server(servicer, server):
                     servicer.Submit,
                     request_deserializer=timebank_dot_v1_dot_clearing__pb2.Envelope.FromString,
                     response_serializer=timebank_dot_v1_dot_clearing__pb2.Envelope.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.SubmitBatchResponse.SerializeToString,
             ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
@@ -155,6 +172,33 @@ class ClearinghouseService:
             '/timebank.v1.ClearinghouseService/Submit',
             timebank_dot_v1_dot_clearing__pb2.Envelope.SerializeToString,
             timebank_dot_v1_dot_clearing__pb2.Envelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/SubmitBatch',
+            timebank_dot_v1_dot_clearing__pb2.SubmitBatchRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.SubmitBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

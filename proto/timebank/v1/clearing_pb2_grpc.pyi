@@ -43,6 +43,8 @@ class ClearinghouseServiceStub:
     """A node's signed message: a directory registration, a claim proposal, decision or finish.
     Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
     """
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]
+    """Many envelopes, each as Submit would take it, in one transaction."""
     Subscribe: _grpc.UnaryStreamMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]
     """The node's queue, from after_seq on, as signed Delivery envelopes. The request is a
     signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
@@ -59,6 +61,8 @@ class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
     """A node's signed message: a directory registration, a claim proposal, decision or finish.
     Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
     """
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """Many envelopes, each as Submit would take it, in one transaction."""
     Subscribe: _aio.UnaryStreamMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]  # type: ignore[assignment]
     """The node's queue, from after_seq on, as signed Delivery envelopes. The request is a
     signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
@@ -78,6 +82,14 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         """A node's signed message: a directory registration, a claim proposal, decision or finish.
         Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
         """
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _clearing_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.SubmitBatchResponse, _abc.Awaitable[_clearing_pb2.SubmitBatchResponse]]:
+        """Many envelopes, each as Submit would take it, in one transaction."""
 
     @_abc_1.abstractmethod
     def Subscribe(

@@ -264,6 +264,72 @@ def test_bad_requests_are_invalid_argument(
     assert snapshot(ch_app) == before
 
 
+def batch(stub: clearing_pb2_grpc.ClearinghouseServiceStub, *envelopes: Signed,
+          ) -> list[pb.Receipt | tuple[str, str]]:
+    """SubmitBatch: each result a verified receipt for exactly the bytes sent, or the
+    refusal's (code, reason)."""
+    raw = [wire(e).SerializeToString() for e in envelopes]
+    answer = stub.SubmitBatch(pb.SubmitBatchRequest(envelopes=raw), timeout=TIMEOUT)
+    assert len(answer.results) == len(raw)
+    out: list[pb.Receipt | tuple[str, str]] = []
+    for sent, result in zip(raw, answer.results, strict=True):
+        if result.WhichOneof("outcome") == "refusal":
+            assert result.refusal.message
+            out.append((result.refusal.code, result.refusal.reason))
+            continue
+        receipt = pb.Receipt.FromString(from_clearinghouse(
+            pb.Envelope.FromString(result.receipt), "receipt"))
+        assert receipt.envelope_sha256 == hashlib.sha256(sent).digest()
+        out.append(receipt)
+    return out
+
+
+def test_a_batch_acts_on_each_envelope_in_order_and_a_refusal_undoes_only_its_own(
+        stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
+    forged = proposal(ch_app, claim_id="019a0000-0000-7000-8000-000000000002")
+    forged = Signed(forged.kind, forged.body, forged.signer, forged.key_id, bytes(64))
+    too_long = proposal(ch_app, 1441, claim_id="019a0000-0000-7000-8000-000000000003")
+    registered, forged_result, proposed, out_of_range, accepted = batch(
+        stub, registration(ALICE, JN, JN, KEYS[JN]), forged, proposal(ch_app), too_long,
+        decision())
+    # the registration is seen by the proposal after it in the same batch
+    assert isinstance(registered, pb.Receipt) and registered.claim_id == ""
+    assert forged_result == ("PERMISSION_DENIED", "BAD_SIGNATURE")
+    assert isinstance(proposed, pb.Receipt) and proposed.state == pb.CLAIM_STATE_PROPOSED
+    assert out_of_range == ("INVALID_ARGUMENT", "MINUTES_OUT_OF_RANGE")
+    assert isinstance(accepted, pb.Receipt) and accepted.state == pb.CLAIM_STATE_ACCEPTED
+    # nothing of the refused envelopes' claims exists
+    for refused_id in ("019a0000-0000-7000-8000-000000000002",
+                       "019a0000-0000-7000-8000-000000000003"):
+        assert ch_app.query(lambda tx, c=refused_id: tx.repo.claim(c)) is None
+    # the same envelope again, alone or in a batch, gets the same receipt back
+    assert submit(stub, decision()) == accepted
+    (again,) = batch(stub, proposal(ch_app))
+    assert again == proposed
+
+
+def test_a_batch_that_is_empty_too_large_or_malformed_is_refused_whole(
+        stub: clearing_pb2_grpc.ClearinghouseServiceStub, channel: grpc.Channel,
+        ch_app: ClearinghouseApp) -> None:
+    before = snapshot(ch_app)
+    many = [registration(hashlib.sha256(str(i).encode()).hexdigest(), JN, JN, KEYS[JN])
+            for i in range(65)]
+    for envelopes, reason in (([], "EMPTY_BATCH"), (many, "BATCH_TOO_LARGE")):
+        with pytest.raises(grpc.RpcError) as caught:
+            batch(stub, *envelopes)
+        assert refusal(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        f"/{SERVICE_NAME}/SubmitBatch")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(b"\xff\xff\xff", timeout=TIMEOUT)
+    assert refusal(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+    (junk,) = stub.SubmitBatch(pb.SubmitBatchRequest(envelopes=[b"\xff\xff"]),
+                               timeout=TIMEOUT).results
+    assert (junk.refusal.code, junk.refusal.reason) == ("INVALID_ARGUMENT",
+                                                        "MALFORMED_ENVELOPE")
+    assert snapshot(ch_app) == before
+
+
 def test_health_is_serving(channel: grpc.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", SERVICE_NAME):
