@@ -44,12 +44,15 @@ from timebank.v1 import clearing_pb2 as pb
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ClearinghouseService"].full_name
 RECEIPT = "receipt"
-DELIVERY = "delivery"
+DELIVERIES = "deliveries"
 SUBSCRIBE = "subscribe"
 ACK = "ack"
 #: How often an open Subscribe looks for new deliveries, and how many it reads at once.
 POLL_SECONDS = 0.1
 DELIVERY_BATCH = 100
+#: A stream message's deliveries stop short of this many bytes, under the 64 KiB a signed
+#: body may have (a delivery relays a claim message of at most 8 KiB).
+MAX_STREAM_MESSAGE_BYTES = 56 * 1024
 
 M = TypeVar("M", bound=Message)
 
@@ -60,6 +63,22 @@ def _parse(message_type: type[M], raw: bytes) -> M:
     except DecodeError:
         raise InvalidArgument(f"the request is not a timebank.v1.{message_type.__name__}",
                               "MALFORMED_REQUEST") from None
+
+
+def _chunks(batch: list[tuple[int, bytes]], max_bytes: int,
+            ) -> Iterator[list[tuple[int, bytes]]]:
+    """``batch`` cut, in order, into runs of at most ``max_bytes`` of deliveries (at
+    least one each)."""
+    run: list[tuple[int, bytes]] = []
+    size = 0
+    for item in batch:
+        if run and size + len(item[1]) > max_bytes:
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += len(item[1])
+    if run:
+        yield run
 
 
 def _envelope_pb(envelope: Signed) -> pb.Envelope:
@@ -182,10 +201,11 @@ class ClearinghouseServicer:
                 seen = self._generations.get(msg.node_id, 0)
             batch = self._app.query(claims.deliveries_after, msg.node_id, after,
                                     DELIVERY_BATCH)
-            for seq, delivery in batch:
-                yield self._sign(DELIVERY, delivery)
-                after = seq
-                sent += 1
+            for chunk in _chunks(batch, MAX_STREAM_MESSAGE_BYTES):
+                yield self._sign(DELIVERIES, pb.DeliveryBatch(
+                    deliveries=[delivery for _, delivery in chunk]).SerializeToString())
+                after = chunk[-1][0]
+                sent += len(chunk)
                 observe.note(delivered=sent, last_seq=after)
             if len(batch) < DELIVERY_BATCH:
                 with self._changed:

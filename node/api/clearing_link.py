@@ -8,7 +8,7 @@ the messages due are submitted in batches (SubmitBatch; never two of one claim a
 and their receipts applied in one transaction; temporary failures back off, final refusals are
 applied. The
 **subscriber** keeps one Subscribe stream open from the last delivery applied, checks
-the clearinghouse's signature on every delivery, applies the deliveries that have
+the clearinghouse's signature on every batch of deliveries, applies the deliveries that have
 arrived in one transaction (the inbox makes a redelivery change nothing) and
 acknowledges what it has applied.
 Either thread survives any failure: it logs, waits and starts again.
@@ -43,8 +43,9 @@ SUBMIT_TIMEOUT_SECONDS = 10.0
 #: bytes (under its 64 KiB message limit, with room for the framing).
 SEND_BATCH = 64
 MAX_BATCH_BYTES = 60 * 1024
-#: The most deliveries the subscriber applies in one transaction.
-APPLY_BATCH = 100
+#: The most stream messages (each a batch of up to 100 deliveries) the subscriber
+#: applies in one transaction.
+APPLY_BATCH = 10
 IDLE_WAIT_SECONDS = 0.02
 RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 10.0
@@ -247,8 +248,9 @@ class ClearingLink:
                                 self._key))
         stream = self._stub.Subscribe(request)
         self._stream = stream  # type: ignore[assignment]
-        # A reader thread takes deliveries off the stream as they come; this thread applies
-        # whatever has arrived meanwhile (up to APPLY_BATCH) in one transaction. The inbox
+        # A reader thread takes batches of deliveries off the stream as they come; this thread
+        # applies whatever has arrived meanwhile (up to APPLY_BATCH messages) in one
+        # transaction. The inbox
         # still makes each apply once; a failure rolls back the batch, and the next
         # Subscribe starts after the last delivery committed.
         incoming: queue.SimpleQueue[pb.Envelope | BaseException | None] = queue.SimpleQueue()
@@ -273,7 +275,7 @@ class ClearingLink:
                         break
                 envelopes = [e for e in batch if isinstance(e, pb.Envelope)]
                 if envelopes:
-                    deliveries = [self._delivery(e) for e in envelopes]
+                    deliveries = [d for e in envelopes for d in self._deliveries(e)]
 
                     def apply(tx: Tx, deliveries: list[pb.Delivery] = deliveries) -> bool:
                         return any([claims.apply_delivery(tx, d) for d in deliveries])
@@ -295,14 +297,18 @@ class ClearingLink:
             if applied > acked and not self._stop.is_set():
                 self._ack(applied)
 
-    def _delivery(self, envelope: pb.Envelope) -> pb.Delivery:
+    def _deliveries(self, envelope: pb.Envelope) -> list[pb.Delivery]:
         try:
             body = verify(_signed(envelope), self._ch_key)
-            if envelope.kind != "delivery" or envelope.signer != CLEARINGHOUSE:
-                raise ReceiptError(f"expected a delivery, got {envelope.kind!r}")
-            return pb.Delivery.FromString(body)
+            if envelope.kind != "deliveries" or envelope.signer != CLEARINGHOUSE:
+                raise ReceiptError(f"expected deliveries, got {envelope.kind!r}")
+            batch = pb.DeliveryBatch.FromString(body)
+            found = [pb.Delivery.FromString(d) for d in batch.deliveries]
         except (EnvelopeError, DecodeError) as e:
             raise ReceiptError(f"a delivery does not verify: {e}") from None
+        if not found:
+            raise ReceiptError("the clearinghouse sent an empty batch of deliveries")
+        return found
 
     def _ack(self, seq: int) -> int:
         body = pb.AckBody(node_id=self._node_id, seq=seq)

@@ -26,19 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from timebank.v1 import node_pb2 as timebank_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atimebank/v1/clearing.proto\x12\x0btimebank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16timebank/v1/node.proto\"Y\n\x08\x45nvelope\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x0e\n\x06signer\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\x8d\x01\n\x14\x41\x64missionCertificate\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x0e\n\x06serial\x18\x04 \x01(\x04\x12.\n\nnot_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\nRevocation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x15\x44irectoryRegistration\x12\x12\n\nperson_ref\x18\x01 \x01(\t\x12\x14\n\x0chome_node_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\rOriginMinutes\x12#\n\x06origin\x18\x01 \x01(\x0e\x32\x13.timebank.v1.Origin\x12\x0f\n\x07minutes\x18\x02 \x01(\x03\"\xf4\x02\n\rClaimProposal\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.timebank.v1.ClaimKind\x12\x18\n\x10\x63reditor_node_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x62tor_node_id\x18\x04 \x01(\t\x12\x11\n\tpayer_ref\x18\x05 \x01(\t\x12\x15\n\rrecipient_ref\x18\x06 \x01(\t\x12\x15\n\rrecipient_age\x18\x07 \x01(\x05\x12\x1a\n\x12recipient_priority\x18\x08 \x01(\x08\x12\x0f\n\x07minutes\x18\t \x01(\x03\x12+\n\x07origins\x18\n \x03(\x0b\x32\x1a.timebank.v1.OriginMinutes\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\rClaimDecision\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.timebank.v1.ClaimReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x01\n\x0b\x43laimFinish\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.timebank.v1.ClaimReason\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eposted_minutes\x18\x05 \x01(\x03\"\xc4\x01\n\x08\x44\x65livery\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x19\n\x11recipient_node_id\x18\x02 \x01(\t\x12&\n\x07relayed\x18\x03 \x01(\x0b\x32\x15.timebank.v1.Envelope\x12\x18\n\x10\x65xpired_claim_id\x18\x04 \x01(\t\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.timebank.v1.ClaimState\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x01\n\x07Receipt\x12\x17\n\x0f\x65nvelope_sha256\x18\x01 \x01(\x0c\x12\x10\n\x08\x63laim_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.timebank.v1.ClaimState\x12(\n\x06reason\x18\x04 \x01(\x0e\x32\x18.timebank.v1.ClaimReason\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x12SubmitBatchRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\">\n\rSubmitRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"[\n\x0cSubmitResult\x12\x11\n\x07receipt\x18\x01 \x01(\x0cH\x00\x12-\n\x07refusal\x18\x02 \x01(\x0b\x32\x1a.timebank.v1.SubmitRefusalH\x00\x42\t\n\x07outcome\"A\n\x13SubmitBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.timebank.v1.SubmitResult\"[\n\rSubscribeBody\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x07\x41\x63kBody\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\'\n\x0b\x41\x63kResponse\x12\x18\n\x10\x61\x63knowledged_seq\x18\x01 \x01(\x04\")\n\x13LookupPersonRequest\x12\x12\n\nperson_ref\x18\x01 \x01(\t\"@\n\x14LookupPersonResponse\x12\x12\n\nperson_ref\x18\x01 \x01(\t\x12\x14\n\x0chome_node_id\x18\x02 \x01(\t\"\x15\n\x13GetPositionsRequest\"g\n\x0cNodePosition\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\x12\x13\n\x0bnet_minutes\x18\x03 \x01(\x03\x12\x1f\n\x17net_debit_limit_minutes\x18\x04 \x01(\x03\"S\n\x0e\x42ilateralTotal\x12\x18\n\x10\x63reditor_node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65\x62tor_node_id\x18\x02 \x01(\t\x12\x0f\n\x07minutes\x18\x03 \x01(\x03\"a\n\tPositions\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.timebank.v1.NodePosition\x12*\n\x05gross\x18\x02 \x03(\x0b\x32\x1b.timebank.v1.BilateralTotal*W\n\tClaimKind\x12\x1a\n\x16\x43LAIM_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LAIM_KIND_REDEMPTION\x10\x01\x12\x13\n\x0f\x43LAIM_KIND_MOVE\x10\x02*\xc3\x01\n\nClaimState\x12\x1b\n\x17\x43LAIM_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43LAIM_STATE_PROPOSED\x10\x01\x12\x18\n\x14\x43LAIM_STATE_ACCEPTED\x10\x02\x12\x19\n\x15\x43LAIM_STATE_COMPLETED\x10\x03\x12\x16\n\x12\x43LAIM_STATE_VOIDED\x10\x04\x12\x18\n\x14\x43LAIM_STATE_REJECTED\x10\x05\x12\x17\n\x13\x43LAIM_STATE_EXPIRED\x10\x06*\xdf\x02\n\x0b\x43laimReason\x12\x1c\n\x18\x43LAIM_REASON_UNSPECIFIED\x10\x00\x12%\n!CLAIM_REASON_INSUFFICIENT_BALANCE\x10\x01\x12\x1f\n\x1b\x43LAIM_REASON_NOT_A_RELATIVE\x10\x02\x12\x17\n\x13\x43LAIM_REASON_POLICY\x10\x03\x12\x1f\n\x1b\x43LAIM_REASON_UNKNOWN_PERSON\x10\x04\x12\"\n\x1e\x43LAIM_REASON_NOT_HOME_DISTRICT\x10\x05\x12\x18\n\x14\x43LAIM_REASON_EXPIRED\x10\x06\x12\x1e\n\x1a\x43LAIM_REASON_LIMIT_REACHED\x10\x07\x12\x1f\n\x1b\x43LAIM_REASON_DEBTOR_OFFLINE\x10\x08\x12\x15\n\x11\x43LAIM_REASON_BUSY\x10\t\x12\x1a\n\x16\x43LAIM_REASON_CANCELLED\x10\n2\xb4\x03\n\x14\x43learinghouseService\x12\x36\n\x06Submit\x12\x15.timebank.v1.Envelope\x1a\x15.timebank.v1.Envelope\x12P\n\x0bSubmitBatch\x12\x1f.timebank.v1.SubmitBatchRequest\x1a .timebank.v1.SubmitBatchResponse\x12;\n\tSubscribe\x12\x15.timebank.v1.Envelope\x1a\x15.timebank.v1.Envelope0\x01\x12\x36\n\x03\x41\x63k\x12\x15.timebank.v1.Envelope\x1a\x18.timebank.v1.AckResponse\x12S\n\x0cLookupPerson\x12 .timebank.v1.LookupPersonRequest\x1a!.timebank.v1.LookupPersonResponse\x12H\n\x0cGetPositions\x12 .timebank.v1.GetPositionsRequest\x1a\x16.timebank.v1.Positionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atimebank/v1/clearing.proto\x12\x0btimebank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16timebank/v1/node.proto\"Y\n\x08\x45nvelope\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x0e\n\x06signer\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\x8d\x01\n\x14\x41\x64missionCertificate\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x0e\n\x06serial\x18\x04 \x01(\x04\x12.\n\nnot_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\nRevocation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x15\x44irectoryRegistration\x12\x12\n\nperson_ref\x18\x01 \x01(\t\x12\x14\n\x0chome_node_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\rOriginMinutes\x12#\n\x06origin\x18\x01 \x01(\x0e\x32\x13.timebank.v1.Origin\x12\x0f\n\x07minutes\x18\x02 \x01(\x03\"\xf4\x02\n\rClaimProposal\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.timebank.v1.ClaimKind\x12\x18\n\x10\x63reditor_node_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x62tor_node_id\x18\x04 \x01(\t\x12\x11\n\tpayer_ref\x18\x05 \x01(\t\x12\x15\n\rrecipient_ref\x18\x06 \x01(\t\x12\x15\n\rrecipient_age\x18\x07 \x01(\x05\x12\x1a\n\x12recipient_priority\x18\x08 \x01(\x08\x12\x0f\n\x07minutes\x18\t \x01(\x03\x12+\n\x07origins\x18\n \x03(\x0b\x32\x1a.timebank.v1.OriginMinutes\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\rClaimDecision\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.timebank.v1.ClaimReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x01\n\x0b\x43laimFinish\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.timebank.v1.ClaimReason\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eposted_minutes\x18\x05 \x01(\x03\"\xc4\x01\n\x08\x44\x65livery\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x19\n\x11recipient_node_id\x18\x02 \x01(\t\x12&\n\x07relayed\x18\x03 \x01(\x0b\x32\x15.timebank.v1.Envelope\x12\x18\n\x10\x65xpired_claim_id\x18\x04 \x01(\t\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.timebank.v1.ClaimState\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\rDeliveryBatch\x12\x12\n\ndeliveries\x18\x01 \x03(\x0c\"\xae\x01\n\x07Receipt\x12\x17\n\x0f\x65nvelope_sha256\x18\x01 \x01(\x0c\x12\x10\n\x08\x63laim_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.timebank.v1.ClaimState\x12(\n\x06reason\x18\x04 \x01(\x0e\x32\x18.timebank.v1.ClaimReason\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x12SubmitBatchRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\">\n\rSubmitRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"[\n\x0cSubmitResult\x12\x11\n\x07receipt\x18\x01 \x01(\x0cH\x00\x12-\n\x07refusal\x18\x02 \x01(\x0b\x32\x1a.timebank.v1.SubmitRefusalH\x00\x42\t\n\x07outcome\"A\n\x13SubmitBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.timebank.v1.SubmitResult\"[\n\rSubscribeBody\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x07\x41\x63kBody\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\'\n\x0b\x41\x63kResponse\x12\x18\n\x10\x61\x63knowledged_seq\x18\x01 \x01(\x04\")\n\x13LookupPersonRequest\x12\x12\n\nperson_ref\x18\x01 \x01(\t\"@\n\x14LookupPersonResponse\x12\x12\n\nperson_ref\x18\x01 \x01(\t\x12\x14\n\x0chome_node_id\x18\x02 \x01(\t\"\x15\n\x13GetPositionsRequest\"g\n\x0cNodePosition\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\x12\x13\n\x0bnet_minutes\x18\x03 \x01(\x03\x12\x1f\n\x17net_debit_limit_minutes\x18\x04 \x01(\x03\"S\n\x0e\x42ilateralTotal\x12\x18\n\x10\x63reditor_node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65\x62tor_node_id\x18\x02 \x01(\t\x12\x0f\n\x07minutes\x18\x03 \x01(\x03\"a\n\tPositions\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.timebank.v1.NodePosition\x12*\n\x05gross\x18\x02 \x03(\x0b\x32\x1b.timebank.v1.BilateralTotal*W\n\tClaimKind\x12\x1a\n\x16\x43LAIM_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LAIM_KIND_REDEMPTION\x10\x01\x12\x13\n\x0f\x43LAIM_KIND_MOVE\x10\x02*\xc3\x01\n\nClaimState\x12\x1b\n\x17\x43LAIM_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43LAIM_STATE_PROPOSED\x10\x01\x12\x18\n\x14\x43LAIM_STATE_ACCEPTED\x10\x02\x12\x19\n\x15\x43LAIM_STATE_COMPLETED\x10\x03\x12\x16\n\x12\x43LAIM_STATE_VOIDED\x10\x04\x12\x18\n\x14\x43LAIM_STATE_REJECTED\x10\x05\x12\x17\n\x13\x43LAIM_STATE_EXPIRED\x10\x06*\xdf\x02\n\x0b\x43laimReason\x12\x1c\n\x18\x43LAIM_REASON_UNSPECIFIED\x10\x00\x12%\n!CLAIM_REASON_INSUFFICIENT_BALANCE\x10\x01\x12\x1f\n\x1b\x43LAIM_REASON_NOT_A_RELATIVE\x10\x02\x12\x17\n\x13\x43LAIM_REASON_POLICY\x10\x03\x12\x1f\n\x1b\x43LAIM_REASON_UNKNOWN_PERSON\x10\x04\x12\"\n\x1e\x43LAIM_REASON_NOT_HOME_DISTRICT\x10\x05\x12\x18\n\x14\x43LAIM_REASON_EXPIRED\x10\x06\x12\x1e\n\x1a\x43LAIM_REASON_LIMIT_REACHED\x10\x07\x12\x1f\n\x1b\x43LAIM_REASON_DEBTOR_OFFLINE\x10\x08\x12\x15\n\x11\x43LAIM_REASON_BUSY\x10\t\x12\x1a\n\x16\x43LAIM_REASON_CANCELLED\x10\n2\xb4\x03\n\x14\x43learinghouseService\x12\x36\n\x06Submit\x12\x15.timebank.v1.Envelope\x1a\x15.timebank.v1.Envelope\x12P\n\x0bSubmitBatch\x12\x1f.timebank.v1.SubmitBatchRequest\x1a .timebank.v1.SubmitBatchResponse\x12;\n\tSubscribe\x12\x15.timebank.v1.Envelope\x1a\x15.timebank.v1.Envelope0\x01\x12\x36\n\x03\x41\x63k\x12\x15.timebank.v1.Envelope\x1a\x18.timebank.v1.AckResponse\x12S\n\x0cLookupPerson\x12 .timebank.v1.LookupPersonRequest\x1a!.timebank.v1.LookupPersonResponse\x12H\n\x0cGetPositions\x12 .timebank.v1.GetPositionsRequest\x1a\x16.timebank.v1.Positionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'timebank.v1.clearing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLAIMKIND']._serialized_start=2536
-  _globals['_CLAIMKIND']._serialized_end=2623
-  _globals['_CLAIMSTATE']._serialized_start=2626
-  _globals['_CLAIMSTATE']._serialized_end=2821
-  _globals['_CLAIMREASON']._serialized_start=2824
-  _globals['_CLAIMREASON']._serialized_end=3175
+  _globals['_CLAIMKIND']._serialized_start=2573
+  _globals['_CLAIMKIND']._serialized_end=2660
+  _globals['_CLAIMSTATE']._serialized_start=2663
+  _globals['_CLAIMSTATE']._serialized_end=2858
+  _globals['_CLAIMREASON']._serialized_start=2861
+  _globals['_CLAIMREASON']._serialized_end=3212
   _globals['_ENVELOPE']._serialized_start=100
   _globals['_ENVELOPE']._serialized_end=189
   _globals['_ADMISSIONCERTIFICATE']._serialized_start=192
@@ -57,34 +57,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLAIMFINISH']._serialized_end=1297
   _globals['_DELIVERY']._serialized_start=1300
   _globals['_DELIVERY']._serialized_end=1496
-  _globals['_RECEIPT']._serialized_start=1499
-  _globals['_RECEIPT']._serialized_end=1673
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=1675
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=1714
-  _globals['_SUBMITREFUSAL']._serialized_start=1716
-  _globals['_SUBMITREFUSAL']._serialized_end=1778
-  _globals['_SUBMITRESULT']._serialized_start=1780
-  _globals['_SUBMITRESULT']._serialized_end=1871
-  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1873
-  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1938
-  _globals['_SUBSCRIBEBODY']._serialized_start=1940
-  _globals['_SUBSCRIBEBODY']._serialized_end=2031
-  _globals['_ACKBODY']._serialized_start=2033
-  _globals['_ACKBODY']._serialized_end=2072
-  _globals['_ACKRESPONSE']._serialized_start=2074
-  _globals['_ACKRESPONSE']._serialized_end=2113
-  _globals['_LOOKUPPERSONREQUEST']._serialized_start=2115
-  _globals['_LOOKUPPERSONREQUEST']._serialized_end=2156
-  _globals['_LOOKUPPERSONRESPONSE']._serialized_start=2158
-  _globals['_LOOKUPPERSONRESPONSE']._serialized_end=2222
-  _globals['_GETPOSITIONSREQUEST']._serialized_start=2224
-  _globals['_GETPOSITIONSREQUEST']._serialized_end=2245
-  _globals['_NODEPOSITION']._serialized_start=2247
-  _globals['_NODEPOSITION']._serialized_end=2350
-  _globals['_BILATERALTOTAL']._serialized_start=2352
-  _globals['_BILATERALTOTAL']._serialized_end=2435
-  _globals['_POSITIONS']._serialized_start=2437
-  _globals['_POSITIONS']._serialized_end=2534
-  _globals['_CLEARINGHOUSESERVICE']._serialized_start=3178
-  _globals['_CLEARINGHOUSESERVICE']._serialized_end=3614
+  _globals['_DELIVERYBATCH']._serialized_start=1498
+  _globals['_DELIVERYBATCH']._serialized_end=1533
+  _globals['_RECEIPT']._serialized_start=1536
+  _globals['_RECEIPT']._serialized_end=1710
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=1712
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=1751
+  _globals['_SUBMITREFUSAL']._serialized_start=1753
+  _globals['_SUBMITREFUSAL']._serialized_end=1815
+  _globals['_SUBMITRESULT']._serialized_start=1817
+  _globals['_SUBMITRESULT']._serialized_end=1908
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1910
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1975
+  _globals['_SUBSCRIBEBODY']._serialized_start=1977
+  _globals['_SUBSCRIBEBODY']._serialized_end=2068
+  _globals['_ACKBODY']._serialized_start=2070
+  _globals['_ACKBODY']._serialized_end=2109
+  _globals['_ACKRESPONSE']._serialized_start=2111
+  _globals['_ACKRESPONSE']._serialized_end=2150
+  _globals['_LOOKUPPERSONREQUEST']._serialized_start=2152
+  _globals['_LOOKUPPERSONREQUEST']._serialized_end=2193
+  _globals['_LOOKUPPERSONRESPONSE']._serialized_start=2195
+  _globals['_LOOKUPPERSONRESPONSE']._serialized_end=2259
+  _globals['_GETPOSITIONSREQUEST']._serialized_start=2261
+  _globals['_GETPOSITIONSREQUEST']._serialized_end=2282
+  _globals['_NODEPOSITION']._serialized_start=2284
+  _globals['_NODEPOSITION']._serialized_end=2387
+  _globals['_BILATERALTOTAL']._serialized_start=2389
+  _globals['_BILATERALTOTAL']._serialized_end=2472
+  _globals['_POSITIONS']._serialized_start=2474
+  _globals['_POSITIONS']._serialized_end=2571
+  _globals['_CLEARINGHOUSESERVICE']._serialized_start=3215
+  _globals['_CLEARINGHOUSESERVICE']._serialized_end=3651
 # @@protoc_insertion_point(module_scope)

@@ -465,6 +465,31 @@ class Delivery(_message.Message):
 Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
 
 @_typing.final
+class DeliveryBatch(_message.Message):
+    """kind "deliveries": signed by the clearinghouse, what a Subscribe stream carries: one or
+    more of the node's deliveries, each a serialised Delivery (as stored, unsigned on its
+    own), with consecutive sequence numbers. One signature covers them all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
+
+@_typing.final
 class Receipt(_message.Message):
     """kind "receipt": signed by the clearinghouse, the answer to every Submit. The same
     envelope submitted again gets the same receipt.

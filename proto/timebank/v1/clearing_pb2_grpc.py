@@ -85,8 +85,8 @@ class ClearinghouseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """The node's queue, from after_seq on, as signed Delivery envelopes. The request is a
-        signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
+        """The node's queue, from after_seq on, as signed DeliveryBatch envelopes. The request
+        is a signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,8 +46,8 @@ class ClearinghouseServiceStub:
     SubmitBatch: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]
     """Many envelopes, each as Submit would take it, in one transaction."""
     Subscribe: _grpc.UnaryStreamMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]
-    """The node's queue, from after_seq on, as signed Delivery envelopes. The request is a
-    signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
+    """The node's queue, from after_seq on, as signed DeliveryBatch envelopes. The request
+    is a signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
     """
     Ack: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AckResponse]
     """A signed AckBody: everything up to seq was applied."""
@@ -64,8 +64,8 @@ class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
     SubmitBatch: _aio.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]  # type: ignore[assignment]
     """Many envelopes, each as Submit would take it, in one transaction."""
     Subscribe: _aio.UnaryStreamMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]  # type: ignore[assignment]
-    """The node's queue, from after_seq on, as signed Delivery envelopes. The request is a
-    signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
+    """The node's queue, from after_seq on, as signed DeliveryBatch envelopes. The request
+    is a signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
     """
     Ack: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AckResponse]  # type: ignore[assignment]
     """A signed AckBody: everything up to seq was applied."""
@@ -97,8 +97,8 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _clearing_pb2.Envelope,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_clearing_pb2.Envelope], _abc.AsyncIterator[_clearing_pb2.Envelope]]:
-        """The node's queue, from after_seq on, as signed Delivery envelopes. The request is a
-        signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
+        """The node's queue, from after_seq on, as signed DeliveryBatch envelopes. The request
+        is a signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
         """
 
     @_abc_1.abstractmethod

@@ -142,13 +142,20 @@ def receive(stub: clearing_pb2_grpc.ClearinghouseServiceStub, node: str, after: 
             count: int, at: datetime) -> list[pb.Delivery]:
     """The first ``count`` deliveries a Subscribe streams, each verified; then cancel."""
     stream = stub.Subscribe(subscription(node, after, at), timeout=TIMEOUT)
-    found = []
+    found: list[pb.Delivery] = []
     for message in stream:
-        found.append(pb.Delivery.FromString(from_clearinghouse(message, "delivery")))
-        if len(found) == count:
+        found.extend(unpack(message))
+        if len(found) >= count:
             break
     stream.cancel()
-    return found
+    return found[:count]
+
+
+def unpack(message: pb.Envelope) -> list[pb.Delivery]:
+    """The deliveries of one stream message, its signature checked."""
+    batch = pb.DeliveryBatch.FromString(from_clearinghouse(message, "deliveries"))
+    assert batch.deliveries
+    return [pb.Delivery.FromString(d) for d in batch.deliveries]
 
 
 def redeem(stub: clearing_pb2_grpc.ClearinghouseServiceStub, app: ClearinghouseApp,
@@ -201,7 +208,7 @@ def test_a_stream_picks_up_deliveries_made_while_it_is_open(
     submit(stub, registration(ALICE, JN, JN, KEYS[JN]))
     stream = stub.Subscribe(subscription(JN, 0, ch_app.clock.now()), timeout=TIMEOUT)
     threading.Timer(0.3, lambda: submit(stub, proposal(ch_app))).start()
-    delivery = pb.Delivery.FromString(from_clearinghouse(next(stream), "delivery"))
+    (delivery,) = unpack(next(stream))
     stream.cancel()
     assert delivery.seq == 1 and delivery.relayed.kind == "claim.propose"
 
