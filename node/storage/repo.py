@@ -7,6 +7,7 @@ caller breaks one: use-cases check user-facing rules first and refuse politely.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -23,6 +24,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql.expression import Update
 
 from node.domain.errors import InvariantViolation, NotFound
 from node.domain.ledger import (
@@ -200,7 +202,7 @@ class Repo:
             self.conn.execute(update(META).where(META.c.key == key).values(value=value))
 
     def head(self) -> tuple[int, bytes]:
-        row = self.conn.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one_or_none()
+        row = self.conn.execute(_HEAD).one_or_none()
         if row is None:
             raise InvariantViolation("the ledger head is missing: was `timebank node init` run?")
         return int(row.seq), bytes(row.hash)
@@ -281,7 +283,7 @@ class Repo:
         return self.ensure_accounts([(account, person_id)])[account.code]
 
     def accounts_by_ids(self, account_ids: Sequence[int]) -> dict[int, AccountRecord]:
-        rows = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.id.in_(list(account_ids))))
+        rows = self.conn.execute(_ACCOUNTS_BY_IDS, {"ids": list(account_ids)})
         return {r.id: _record(AccountRecord, r) for r in rows}
 
     def person_totals(self, person_ids: Sequence[int]) -> dict[int, int]:
@@ -301,8 +303,7 @@ class Repo:
                                     for r in rows if r.origin is not None]
 
     def accounts_of(self, person_id: int) -> list[AccountRecord]:
-        rows = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.person_id == person_id)
-                                 .order_by(ACCOUNTS.c.id))
+        rows = self.conn.execute(_ACCOUNTS_OF, {"pid": person_id})
         return [_record(AccountRecord, r) for r in rows]
 
     def all_accounts(self) -> list[AccountRecord]:
@@ -327,14 +328,14 @@ class Repo:
                 "origin": None if account.origin is None else account.origin.value,
                 "person_id": person_id, "balance": 0, "held": 0}
         if missing:
-            self.conn.execute(insert(ACCOUNTS), list(missing.values()))
+            self.conn.execute(_INSERT_ACCOUNT, list(missing.values()))
             found.update(self.accounts_by_codes(list(missing)))
         return found
 
     def accounts_by_codes(self, codes: Sequence[str]) -> dict[str, AccountRecord]:
         if not codes:
             return {}
-        rows = self.conn.execute(select(ACCOUNTS).where(ACCOUNTS.c.code.in_(codes)))
+        rows = self.conn.execute(_ACCOUNTS_BY_CODES, {"codes": list(codes)})
         return {r.code: _record(AccountRecord, r) for r in rows}
 
     def append(self, entry: Entry, person_ids: dict[str, int]) -> StoredEntry:
@@ -371,19 +372,17 @@ class Repo:
                                      "account_id": account_id, "minutes": posting.minutes})
                 deltas[account_id] = deltas.get(account_id, 0) + posting.minutes
             prev = digest
-        self.conn.execute(insert(ENTRIES), entry_rows)
-        self.conn.execute(insert(POSTINGS), posting_rows)
+        self.conn.execute(_INSERT_ENTRY, entry_rows)
+        self.conn.execute(_INSERT_POSTING, posting_rows)
         self.conn.execute(_ADD_TO_BALANCE, [{"aid": a, "delta": d} for a, d in deltas.items()
                                             if d != 0])
-        for r in self.conn.execute(select(ACCOUNTS.c.code, ACCOUNTS.c.kind, ACCOUNTS.c.balance,
-                                          ACCOUNTS.c.held)
-                                   .where(ACCOUNTS.c.id.in_(list(deltas)))):
+        for r in self.conn.execute(_BALANCE_AND_HELD, {"ids": list(deltas)}):
             if r.kind in _NEVER_NEGATIVE and r.balance < r.held:
                 raise InvariantViolation(f"{r.code} would go below its holds "
                                          f"(balance {r.balance}, held {r.held})")
         last = stored[-1]
-        updated = self.conn.execute(update(HEAD).where(HEAD.c.id == 1, HEAD.c.seq == head_seq)
-                                    .values(seq=last.seq, hash=last.hash))
+        updated = self.conn.execute(_MOVE_HEAD, {"old_seq": head_seq, "b_seq": last.seq,
+                                                 "b_hash": last.hash})
         if updated.rowcount != 1:
             raise InvariantViolation("the ledger head moved under a writer: writers must be serial")
         return stored
@@ -460,17 +459,14 @@ class Repo:
         """Reserve minutes; ``floor`` is how low balance - held may go (0 for holders)."""
         if minutes <= 0:
             raise InvariantViolation("a hold is for a positive number of minutes")
-        after = self.conn.execute(
-            update(ACCOUNTS).where(ACCOUNTS.c.id == account_id)
-            .values(held=ACCOUNTS.c.held + minutes)
-            .returning(ACCOUNTS.c.balance, ACCOUNTS.c.held)).one()
+        after = self.conn.execute(_ADD_TO_HELD, {"aid": account_id, "minutes": minutes}).one()
         if after.balance - after.held < floor:
             raise InvariantViolation(f"hold on account {account_id} exceeds what is available")
         if (order_id is None) == (claim_id is None):
             raise InvariantViolation("a hold is for an order or for a claim")
-        self.conn.execute(insert(HOLDS).values(order_id=order_id, claim_id=claim_id,
-                                               account_id=account_id, minutes=minutes,
-                                               state="active", created_at=at))
+        self.conn.execute(_INSERT_HOLD, {"order_id": order_id, "claim_id": claim_id,
+                                         "account_id": account_id, "minutes": minutes,
+                                         "state": "active", "created_at": at})
 
     def claim_holds(self, claim_id: str) -> list[HoldRecord]:
         rows = self.conn.execute(_CLAIM_HOLDS, {"claim_id": claim_id})
@@ -558,16 +554,17 @@ class Repo:
             self.conn.execute(insert(EVENTS), list(rows))
 
     def update_order(self, order_id: int, expected_state: str, **values: Any) -> None:
-        done = self.conn.execute(update(ORDERS).where(ORDERS.c.id == order_id,
-                                                      ORDERS.c.state == expected_state)
-                                 .values(**values))
+        done = self.conn.execute(_update_order(frozenset(values)), {
+            "w_id": order_id, "w_state": expected_state,
+            **{f"b_{k}": v for k, v in values.items()}})
         if done.rowcount != 1:
             raise InvariantViolation(f"order {order_id} changed under a writer")
 
     def add_event(self, order_id: int, at: datetime, from_state: str, to_state: str,
                   actor: str, detail: str = "") -> None:
-        self.conn.execute(insert(EVENTS).values(order_id=order_id, at=at, from_state=from_state,
-                                                to_state=to_state, actor=actor, detail=detail))
+        self.conn.execute(_INSERT_EVENT, {"order_id": order_id, "at": at,
+                                          "from_state": from_state, "to_state": to_state,
+                                          "actor": actor, "detail": detail})
 
     def due_order_ids(self, now: datetime, limit: int) -> list[int]:
         return [int(i) for i in self.conn.execute(
@@ -629,9 +626,9 @@ class Repo:
 
     def update_claim(self, claim_id: str, expected_state: str, **values: Any) -> None:
         """Move a claim on from the state the caller read (a lost update is a bug)."""
-        done = self.conn.execute(update(CLAIMS).where(CLAIMS.c.claim_id == claim_id,
-                                                      CLAIMS.c.state == expected_state)
-                                 .values(**values))
+        done = self.conn.execute(_update_claim(frozenset(values)), {
+            "w_claim_id": claim_id, "w_state": expected_state,
+            **{f"b_{k}": v for k, v in values.items()}})
         if done.rowcount != 1:
             raise InvariantViolation(f"claim {claim_id} changed under us")
 
@@ -665,8 +662,7 @@ class Repo:
             .group_by(CLAIMS.c.role, CLAIMS.c.state))}
 
     def set_home(self, person_id: int, home_node_id: str | None) -> None:
-        self.conn.execute(update(PEOPLE).where(PEOPLE.c.id == person_id)
-                          .values(home_node_id=home_node_id))
+        self.conn.execute(_SET_HOME, {"pid": person_id, "b_home": home_node_id})
 
     # ------------------------------------------------------------ outbox and inbox
 
@@ -697,9 +693,8 @@ class Repo:
         return done.rowcount == 1
 
     def outbox_retry(self, message_id: int, next_at: datetime, detail: str) -> None:
-        self.conn.execute(update(OUTBOX).where(OUTBOX.c.id == message_id)
-                          .values(next_attempt_at=next_at, detail=detail[:500],
-                                  attempts=OUTBOX.c.attempts + 1))
+        self.conn.execute(_OUTBOX_RETRY, {"message_id": message_id, "b_next": next_at,
+                                          "b_detail": detail[:500]})
 
     def inbox_last_seq(self) -> int:
         return int(self.conn.execute(_INBOX_LAST).scalar_one())
@@ -711,18 +706,63 @@ class Repo:
     # ------------------------------------------------------------ idempotency
 
     def idempotent_response(self, key: str) -> tuple[str, bytes, bytes] | None:
-        row = self.conn.execute(select(IDEM.c.method, IDEM.c.fingerprint, IDEM.c.response)
-                                .where(IDEM.c.key == key)).one_or_none()
+        row = self.conn.execute(_IDEMPOTENT_RESPONSE, {"key": key}).one_or_none()
         return None if row is None else (row.method, bytes(row.fingerprint), bytes(row.response))
 
     def save_response(self, key: str, method: str, fingerprint: bytes, response: bytes,
                       at: datetime) -> None:
-        self.conn.execute(insert(IDEM).values(key=key, method=method, fingerprint=fingerprint,
-                                              response=response, created_at=at))
+        self.conn.execute(_SAVE_RESPONSE, {"key": key, "method": method,
+                                           "fingerprint": fingerprint, "response": response,
+                                           "created_at": at})
 
 
-# Statements the clearing link runs for every message, built once: building a statement
-# in SQLAlchemy costs about as much as executing it.
+# Statements run for every claim or order, built once: building a statement in
+# SQLAlchemy costs two to three times as much as executing a built one.
+_HEAD = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)
+_MOVE_HEAD = (update(HEAD).where(HEAD.c.id == 1, HEAD.c.seq == bindparam("old_seq"))
+              .values(seq=bindparam("b_seq"), hash=bindparam("b_hash")))
+_ACCOUNTS_BY_IDS = select(ACCOUNTS).where(ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+_ACCOUNTS_BY_CODES = select(ACCOUNTS).where(
+    ACCOUNTS.c.code.in_(bindparam("codes", expanding=True)))
+_ACCOUNTS_OF = (select(ACCOUNTS).where(ACCOUNTS.c.person_id == bindparam("pid"))
+                .order_by(ACCOUNTS.c.id))
+_BALANCE_AND_HELD = (select(ACCOUNTS.c.code, ACCOUNTS.c.kind, ACCOUNTS.c.balance,
+                            ACCOUNTS.c.held)
+                     .where(ACCOUNTS.c.id.in_(bindparam("ids", expanding=True))))
+_INSERT_ACCOUNT = insert(ACCOUNTS)
+_INSERT_ENTRY = insert(ENTRIES)
+_INSERT_POSTING = insert(POSTINGS)
+_ADD_TO_HELD = (update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("aid"))
+                .values(held=ACCOUNTS.c.held + bindparam("minutes"))
+                .returning(ACCOUNTS.c.balance, ACCOUNTS.c.held))
+_INSERT_HOLD = insert(HOLDS)
+_INSERT_EVENT = insert(EVENTS)
+_SET_HOME = (update(PEOPLE).where(PEOPLE.c.id == bindparam("pid"))
+             .values(home_node_id=bindparam("b_home")))
+_OUTBOX_RETRY = (update(OUTBOX).where(OUTBOX.c.id == bindparam("message_id"))
+                 .values(next_attempt_at=bindparam("b_next"), detail=bindparam("b_detail"),
+                         attempts=OUTBOX.c.attempts + 1))
+_IDEMPOTENT_RESPONSE = (select(IDEM.c.method, IDEM.c.fingerprint, IDEM.c.response)
+                        .where(IDEM.c.key == bindparam("key")))
+_SAVE_RESPONSE = insert(IDEM)
+
+
+@functools.cache
+def _update_claim(columns: frozenset[str]) -> Update:
+    """The update of a claim's ``columns`` from an expected state, built once per set."""
+    return (update(CLAIMS).where(CLAIMS.c.claim_id == bindparam("w_claim_id"),
+                                 CLAIMS.c.state == bindparam("w_state"))
+            .values({c: bindparam(f"b_{c}") for c in sorted(columns)}))
+
+
+@functools.cache
+def _update_order(columns: frozenset[str]) -> Update:
+    """The update of an order's ``columns`` from an expected state, built once per set."""
+    return (update(ORDERS).where(ORDERS.c.id == bindparam("w_id"),
+                                 ORDERS.c.state == bindparam("w_state"))
+            .values({c: bindparam(f"b_{c}") for c in sorted(columns)}))
+
+
 _PERSON_BY_REF = select(PEOPLE).where(PEOPLE.c.person_ref == bindparam("ref"))
 _ACCOUNT_BY_CODE = select(ACCOUNTS).where(ACCOUNTS.c.code == bindparam("code"))
 _CLAIM_HOLDS = (select(HOLDS.c.id, HOLDS.c.order_id, HOLDS.c.account_id, HOLDS.c.minutes,
