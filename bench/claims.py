@@ -36,9 +36,9 @@ protocol itself, not a client's polling interval, and adds no load while it runs
 
 Ed25519 verifications per second are timed in this process on a real envelope's
 signing input (PyNaCl ``VerifyKey.verify``): the ceiling for signed messages on one core.
-A move is 3 signed node messages (each checked twice by the clearinghouse: before the
-rate limit and in the transaction), 3 signed receipts and 3 signed deliveries (checked
-by the nodes): 9 signatures made and about 12 checked per claim, on all cores together.
+A move is 3 signed node messages (each checked by the clearinghouse), 3 signed receipts
+(checked by the nodes) and 3 deliveries, signed and checked a batch at a time: 9
+signatures made and about 9 checked per claim at most, on all cores together.
 """
 
 from __future__ import annotations
