@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -223,3 +224,57 @@ class Receipt(Base):
     __table_args__ = (
         CheckConstraint("length(envelope_sha256) = 32", name="sha256_length"),
     )
+
+
+class LogLeaf(Base):
+    """One entry of the transparency log (RFC 9162), in append order from 0.
+
+    ``data`` is the leaf as hashed (a serialised protobuf the use-case layer gives);
+    ``claim_id`` and ``node_id`` say what it concerns, to find a claim's or a node's leaves.
+    """
+
+    __tablename__ = "log_leaves"
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    kind: Mapped[str] = mapped_column(String(32))
+    claim_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    node_id: Mapped[str | None] = mapped_column(String(6), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (CheckConstraint("idx >= 0", name="idx_not_negative"),)
+
+
+class LogHash(Base):
+    """The hash of every perfect aligned subtree of the log: leaves [idx·2^level,
+    (idx+1)·2^level). Level 0 holds the leaf hashes. About two rows per leaf."""
+
+    __tablename__ = "log_hashes"
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    __table_args__ = (CheckConstraint("length(hash) = 32", name="hash_length"),)
+
+
+class TreeHead(Base):
+    """A signed tree head the clearinghouse published: its size, root and the C2SP
+    signed-note checkpoint as published."""
+
+    __tablename__ = "tree_heads"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("size >= 0", name="size_not_negative"),
+        CheckConstraint("length(root) = 32", name="root_length"),
+    )
+
+
+class Cosignature(Base):
+    """A witness's cosignature of a tree head: one signed-note signature line."""
+
+    __tablename__ = "cosignatures"
+    size: Mapped[int] = mapped_column(ForeignKey("tree_heads.size"), primary_key=True)
+    witness: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
