@@ -502,10 +502,13 @@ class Receipt(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
     envelope_sha256: _builtins.bytes
     claim_id: _builtins.str
     state: Global___ClaimState.ValueType
     reason: Global___ClaimReason.ValueType
+    log_index: _builtins.int
+    """the transparency-log leaf recording what this receipt answers"""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -516,10 +519,11 @@ class Receipt(_message.Message):
         state: Global___ClaimState.ValueType = ...,
         reason: Global___ClaimReason.ValueType = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claim_id", b"claim_id", "envelope_sha256", b"envelope_sha256", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claim_id", b"claim_id", "envelope_sha256", b"envelope_sha256", "log_index", b"log_index", "reason", b"reason", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -535,6 +539,9 @@ class SubmitBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPES_FIELD_NUMBER: _builtins.int
+    KNOWN_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    known_tree_size: _builtins.int
+    """the largest tree head the node has verified (0: none)"""
     @_builtins.property
     def envelopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """each a serialised Envelope: the bytes a Submit would carry"""
@@ -543,10 +550,11 @@ class SubmitBatchRequest(_message.Message):
         self,
         *,
         envelopes: _abc.Iterable[_builtins.bytes] | None = ...,
+        known_tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelopes", b"envelopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelopes", b"envelopes", "known_tree_size", b"known_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -588,19 +596,25 @@ class SubmitResult(_message.Message):
 
     RECEIPT_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    LOGGED_FIELD_NUMBER: _builtins.int
     receipt: _builtins.bytes
     """a serialised Envelope: the signed Receipt, as Submit returns it"""
     @_builtins.property
     def refusal(self) -> Global___SubmitRefusal: ...
+    @_builtins.property
+    def logged(self) -> Global___LogInclusion:
+        """with a receipt: the log leaf recording it, proven in `head`"""
+
     def __init__(
         self,
         *,
         receipt: _builtins.bytes = ...,
         refusal: Global___SubmitRefusal | None = ...,
+        logged: Global___LogInclusion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["logged", b"logged", "outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logged", b"logged", "outcome", b"outcome", "receipt", b"receipt", "refusal", b"refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["receipt", "refusal"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
@@ -613,20 +627,396 @@ class SubmitBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
+    head: _builtins.str
+    """the signed tree head (C2SP checkpoint) the proofs are in"""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitResult]: ...
+    @_builtins.property
+    def consistency(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 proof from known_tree_size to head's size"""
+
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___SubmitResult] | None = ...,
+        head: _builtins.str = ...,
+        consistency: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "head", b"head", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitBatchResponse: _TypeAlias = SubmitBatchResponse  # noqa: Y015
+
+@_typing.final
+class LogEntry(_message.Message):
+    """------------------------------------------------------------------ transparency log
+    Every event the clearinghouse vouches for is a leaf of an RFC 9162 Merkle tree whose
+    leaf data is a serialised LogEntry; tree heads are C2SP signed-note checkpoints,
+    signed by the clearinghouse and cosigned by the district nodes as witnesses.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    CREDITOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    DEBTOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    CLAIM_KIND_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """admission, revocation, limit, registration, claim, expiry, checkpoint"""
+    envelope: _builtins.bytes
+    """the signed envelope recorded, verbatim (a city certificate or"""
+    node_id: _builtins.str
+    """revocation; a node's Submit); empty for limit and expiry
+    the node it concerns (the signer of a Submit)
+    """
+    claim_id: _builtins.str
+    state: Global___ClaimState.ValueType
+    """claim, expiry: the state the claim reached"""
+    reason: Global___ClaimReason.ValueType
+    minutes: _builtins.int
+    """claim: its minutes (completed: those posted); limit: the new limit"""
+    creditor_node_id: _builtins.str
+    debtor_node_id: _builtins.str
+    claim_kind: Global___ClaimKind.ValueType
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        envelope: _builtins.bytes = ...,
+        node_id: _builtins.str = ...,
+        claim_id: _builtins.str = ...,
+        state: Global___ClaimState.ValueType = ...,
+        reason: Global___ClaimReason.ValueType = ...,
+        minutes: _builtins.int = ...,
+        creditor_node_id: _builtins.str = ...,
+        debtor_node_id: _builtins.str = ...,
+        claim_kind: Global___ClaimKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claim_id", b"claim_id", "claim_kind", b"claim_kind", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "envelope", b"envelope", "kind", b"kind", "minutes", b"minutes", "node_id", b"node_id", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEntry: _TypeAlias = LogEntry  # noqa: Y015
+
+@_typing.final
+class LogInclusion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """the leaf's index"""
+    entry: _builtins.bytes
+    """the leaf data: a serialised LogEntry"""
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 inclusion proof in the accompanying head"""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+        path: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "index", b"index", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogInclusion: _TypeAlias = LogInclusion  # noqa: Y015
+
+@_typing.final
+class GetTreeHeadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    COSIGNED_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """0: the latest"""
+    cosigned: _builtins.bool
+    """with size 0: the latest head cosigned by a quorum of districts"""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        cosigned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned", b"cosigned", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTreeHeadRequest: _TypeAlias = GetTreeHeadRequest  # noqa: Y015
+
+@_typing.final
+class TreeHead(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    COSIGNERS_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    root: _builtins.bytes
+    note: _builtins.str
+    """the C2SP checkpoint, signed by the clearinghouse, with every"""
+    @_builtins.property
+    def cosigners(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """cosignature received so far appended
+        node ids whose cosignature is in the note
+        """
+
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        root: _builtins.bytes = ...,
+        note: _builtins.str = ...,
+        cosigners: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigners", b"cosigners", "note", b"note", "root", b"root", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeHead: _TypeAlias = TreeHead  # noqa: Y015
+
+@_typing.final
+class GetEntriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    end: _builtins.int
+    """exclusive; at most 1,000 entries per call"""
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEntriesRequest: _TypeAlias = GetEntriesRequest  # noqa: Y015
+
+@_typing.final
+class GetEntriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """serialised LogEntry, in index order from start"""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEntriesResponse: _TypeAlias = GetEntriesResponse  # noqa: Y015
+
+@_typing.final
+class GetInclusionProofRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    COSIGNED_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """the tree size to prove in (0: the latest head)"""
+    index: _builtins.int
+    claim_id: _builtins.str
+    """the claim's latest leaf"""
+    cosigned: _builtins.bool
+    """with size 0: prove in the latest head cosigned by a quorum"""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        index: _builtins.int = ...,
+        claim_id: _builtins.str = ...,
+        cosigned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "index", b"index", "leaf", b"leaf"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "cosigned", b"cosigned", "index", b"index", "leaf", b"leaf", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_leaf: _TypeAlias = _typing.Literal["index", "claim_id"]  # noqa: Y015
+    _WhichOneofArgType_leaf: _TypeAlias = _typing.Literal["leaf", b"leaf"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_leaf) -> _WhichOneofReturnType_leaf | None: ...
+
+Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
+
+@_typing.final
+class InclusionProof(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOGGED_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def logged(self) -> Global___LogInclusion: ...
+    @_builtins.property
+    def head(self) -> Global___TreeHead: ...
+    def __init__(
+        self,
+        *,
+        logged: Global___LogInclusion | None = ...,
+        head: Global___TreeHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "logged", b"logged"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "logged", b"logged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InclusionProof: _TypeAlias = InclusionProof  # noqa: Y015
+
+@_typing.final
+class GetConsistencyProofRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_SIZE_FIELD_NUMBER: _builtins.int
+    NEW_SIZE_FIELD_NUMBER: _builtins.int
+    old_size: _builtins.int
+    new_size: _builtins.int
+    """0: the latest head"""
+    def __init__(
+        self,
+        *,
+        old_size: _builtins.int = ...,
+        new_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_size", b"new_size", "old_size", b"old_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsistencyProofRequest: _TypeAlias = GetConsistencyProofRequest  # noqa: Y015
+
+@_typing.final
+class ConsistencyProof(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    NEW_HEAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def new_head(self) -> Global___TreeHead: ...
+    def __init__(
+        self,
+        *,
+        path: _abc.Iterable[_builtins.bytes] | None = ...,
+        new_head: Global___TreeHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["new_head", b"new_head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_head", b"new_head", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsistencyProof: _TypeAlias = ConsistencyProof  # noqa: Y015
+
+@_typing.final
+class CosignBody(_message.Message):
+    """kind "cosign": signed by a node. A witness's cosignature on a tree head it checked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_LINE_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    size: _builtins.int
+    signature_line: _builtins.str
+    """the C2SP tlog-cosignature line for the head of this size"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        size: _builtins.int = ...,
+        signature_line: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "signature_line", b"signature_line", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CosignBody: _TypeAlias = CosignBody  # noqa: Y015
+
+@_typing.final
+class NodeCheckpoint(_message.Message):
+    """kind "node.checkpoint": signed by a node, submitted like a claim message: the head of
+    its ledger's hash chain, anchored in the log.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    CHAIN_HEAD_FIELD_NUMBER: _builtins.int
+    LEDGER_ROOT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    entry_count: _builtins.int
+    chain_head: _builtins.bytes
+    """the hash of entry `entry_count` (the genesis hash for 0)"""
+    ledger_root: _builtins.bytes
+    """RFC 9162 root over the entries' hashes, in sequence order"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        entry_count: _builtins.int = ...,
+        chain_head: _builtins.bytes = ...,
+        ledger_root: _builtins.bytes = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "chain_head", b"chain_head", "entry_count", b"entry_count", "ledger_root", b"ledger_root", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeCheckpoint: _TypeAlias = NodeCheckpoint  # noqa: Y015
 
 @_typing.final
 class SubscribeBody(_message.Message):

@@ -59,6 +59,31 @@ class ClearinghouseServiceStub:
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.LookupPersonRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_clearing__pb2.LookupPersonResponse.FromString,
                 _registered_method=True)
+        self.GetTreeHead = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/GetTreeHead',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.GetTreeHeadRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.TreeHead.FromString,
+                _registered_method=True)
+        self.GetEntries = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/GetEntries',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/GetInclusionProof',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.InclusionProof.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/GetConsistencyProof',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.ConsistencyProof.FromString,
+                _registered_method=True)
+        self.AddCosignature = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/AddCosignature',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.Envelope.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.TreeHead.FromString,
+                _registered_method=True)
         self.GetPositions = channel.unary_unary(
                 '/timebank.v1.ClearinghouseService/GetPositions',
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.GetPositionsRequest.SerializeToString,
@@ -105,6 +130,38 @@ class ClearinghouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTreeHead(self, request, context):
+        """The transparency log: tree heads, entries and proofs; anyone may read them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCosignature(self, request, context):
+        """A signed CosignBody: a witness node's cosignature on a tree head.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPositions(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -138,6 +195,31 @@ def add_ClearinghouseServiceServicer_to_server(servicer, server):
                     servicer.LookupPerson,
                     request_deserializer=timebank_dot_v1_dot_clearing__pb2.LookupPersonRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_clearing__pb2.LookupPersonResponse.SerializeToString,
+            ),
+            'GetTreeHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTreeHead,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetTreeHeadRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.TreeHead.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.InclusionProof.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.ConsistencyProof.SerializeToString,
+            ),
+            'AddCosignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCosignature,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.Envelope.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.TreeHead.SerializeToString,
             ),
             'GetPositions': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPositions,
@@ -280,6 +362,141 @@ class ClearinghouseService:
             '/timebank.v1.ClearinghouseService/LookupPerson',
             timebank_dot_v1_dot_clearing__pb2.LookupPersonRequest.SerializeToString,
             timebank_dot_v1_dot_clearing__pb2.LookupPersonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTreeHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/GetTreeHead',
+            timebank_dot_v1_dot_clearing__pb2.GetTreeHeadRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.TreeHead.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/GetEntries',
+            timebank_dot_v1_dot_clearing__pb2.GetEntriesRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.GetEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/GetInclusionProof',
+            timebank_dot_v1_dot_clearing__pb2.GetInclusionProofRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.InclusionProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/GetConsistencyProof',
+            timebank_dot_v1_dot_clearing__pb2.GetConsistencyProofRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.ConsistencyProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCosignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/AddCosignature',
+            timebank_dot_v1_dot_clearing__pb2.Envelope.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.TreeHead.FromString,
             options,
             channel_credentials,
             insecure,

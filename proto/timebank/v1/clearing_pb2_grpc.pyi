@@ -52,6 +52,13 @@ class ClearinghouseServiceStub:
     Ack: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AckResponse]
     """A signed AckBody: everything up to seq was applied."""
     LookupPerson: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.LookupPersonRequest, _clearing_pb2.LookupPersonResponse]
+    GetTreeHead: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.TreeHead]
+    """The transparency log: tree heads, entries and proofs; anyone may read them."""
+    GetEntries: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetEntriesRequest, _clearing_pb2.GetEntriesResponse]
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.InclusionProof]
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.ConsistencyProof]
+    AddCosignature: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]
+    """A signed CosignBody: a witness node's cosignature on a tree head."""
     GetPositions: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.Positions]
 
 @_typing.type_check_only
@@ -70,6 +77,13 @@ class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
     Ack: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AckResponse]  # type: ignore[assignment]
     """A signed AckBody: everything up to seq was applied."""
     LookupPerson: _aio.UnaryUnaryMultiCallable[_clearing_pb2.LookupPersonRequest, _clearing_pb2.LookupPersonResponse]  # type: ignore[assignment]
+    GetTreeHead: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.TreeHead]  # type: ignore[assignment]
+    """The transparency log: tree heads, entries and proofs; anyone may read them."""
+    GetEntries: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetEntriesRequest, _clearing_pb2.GetEntriesResponse]  # type: ignore[assignment]
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.InclusionProof]  # type: ignore[assignment]
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.ConsistencyProof]  # type: ignore[assignment]
+    AddCosignature: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]  # type: ignore[assignment]
+    """A signed CosignBody: a witness node's cosignature on a tree head."""
     GetPositions: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.Positions]  # type: ignore[assignment]
 
 class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -115,6 +129,43 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _clearing_pb2.LookupPersonRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_clearing_pb2.LookupPersonResponse, _abc.Awaitable[_clearing_pb2.LookupPersonResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTreeHead(
+        self,
+        request: _clearing_pb2.GetTreeHeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.TreeHead, _abc.Awaitable[_clearing_pb2.TreeHead]]:
+        """The transparency log: tree heads, entries and proofs; anyone may read them."""
+
+    @_abc_1.abstractmethod
+    def GetEntries(
+        self,
+        request: _clearing_pb2.GetEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.GetEntriesResponse, _abc.Awaitable[_clearing_pb2.GetEntriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _clearing_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.InclusionProof, _abc.Awaitable[_clearing_pb2.InclusionProof]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _clearing_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.ConsistencyProof, _abc.Awaitable[_clearing_pb2.ConsistencyProof]]: ...
+
+    @_abc_1.abstractmethod
+    def AddCosignature(
+        self,
+        request: _clearing_pb2.Envelope,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.TreeHead, _abc.Awaitable[_clearing_pb2.TreeHead]]:
+        """A signed CosignBody: a witness node's cosignature on a tree head."""
 
     @_abc_1.abstractmethod
     def GetPositions(
