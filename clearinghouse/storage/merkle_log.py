@@ -1,0 +1,390 @@
+"""The clearinghouse's transparency log (RFC 9162) in the database, inside one transaction.
+
+``log_leaves`` holds the entries; ``log_hashes`` the hash of every perfect aligned
+subtree (level 0: the leaf hashes), about two rows per leaf. With those, an append of k
+leaves reads the O(log n) hashes of the current tree's right edge (its "frontier") and
+writes k leaf rows and ~2k hash rows; a root or a proof reads O(log n) hash rows in one
+statement. ``rebuild_check`` recomputes the root from the leaves alone, for an auditor.
+
+Writers are serialised by the caller (``Database.write``). Errors: a size or index
+outside the log is ``BadLogRange`` (an ``InvalidArgument`` and a ``ValueError``, reason
+``BAD_LOG_RANGE``); stored rows that contradict each other are ``LogCorrupted`` (an
+``InvariantViolation`` naming the table and the index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+)
+from sqlalchemy.sql import Select
+
+from clearinghouse.domain.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    InvariantViolation,
+    NotFound,
+)
+from clearinghouse.storage import schema as s
+from timebank.merkle import (
+    EMPTY_ROOT,
+    completed_ranges,
+    consistency_path_ranges,
+    hash_of_range,
+    inclusion_path_ranges,
+    leaf_hash,
+    node_hash,
+    perfect_ranges,
+    root_ranges,
+)
+
+__all__ = ["MAX_APPEND", "MAX_LEAVES_PER_READ", "BadLogRange", "LeafRow", "LogCorrupted",
+           "MerkleLog"]
+
+LEAVES = cast(Table, s.LogLeaf.__table__)
+HASHES = cast(Table, s.LogHash.__table__)
+HEADS = cast(Table, s.TreeHead.__table__)
+COSIGS = cast(Table, s.Cosignature.__table__)
+
+MAX_APPEND = 10_000
+"""The most leaves one `append` takes (one transaction's worth)."""
+MAX_LEAVES_PER_READ = 1_000
+"""The most leaves one `leaves` call returns."""
+
+Key = tuple[int, int]  # (level, idx) of a perfect aligned subtree
+
+
+class BadLogRange(InvalidArgument, ValueError):
+    """A size, index or range that is not in the log."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "BAD_LOG_RANGE")
+
+
+class LogCorrupted(InvariantViolation):
+    """Stored log rows contradict each other or are missing: a bug or tampering."""
+
+    def __init__(self, table: str, index: int, problem: str) -> None:
+        super().__init__(f"transparency log corrupted: {table} at index {index}: {problem}")
+        self.table = table
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class LeafRow:
+    """One entry to append: the leaf bytes as hashed, and what it concerns."""
+
+    data: bytes
+    kind: str
+    claim_id: str | None = None
+    node_id: str | None = None
+
+
+def _key(start: int, end: int) -> Key:
+    level = (end - start).bit_length() - 1
+    return level, start >> level
+
+
+# Statements, built once. Hashes are fetched with an OR of (level = ? AND idx = ?) pairs,
+# one statement per number of pairs: both engines run it as one primary-key probe per
+# pair, where a row-value IN, (level, idx) IN (VALUES ...), scans the table on SQLite.
+_SIZE = select(func.max(LEAVES.c.idx))
+_LEAF = select(LEAVES.c.data).where(LEAVES.c.idx == bindparam("idx"))
+_LEAVES = (select(LEAVES.c.idx, LEAVES.c.data)
+           .where(LEAVES.c.idx >= bindparam("lo"), LEAVES.c.idx < bindparam("hi"))
+           .order_by(LEAVES.c.idx))
+_CLAIM_LEAVES = (select(LEAVES.c.idx).where(LEAVES.c.claim_id == bindparam("claim_id"))
+                 .order_by(LEAVES.c.idx))
+_INSERT_LEAVES = insert(LEAVES)
+_INSERT_HASHES = insert(HASHES)
+_AUDIT_PAGE = (
+    select(LEAVES.c.idx, LEAVES.c.data, HASHES.c.hash)
+    .select_from(LEAVES.outerjoin(HASHES, and_(HASHES.c.level == 0,
+                                               HASHES.c.idx == LEAVES.c.idx)))
+    .where(LEAVES.c.idx >= bindparam("lo"))
+    .order_by(LEAVES.c.idx)
+    .limit(bindparam("n")))
+_HEAD = select(HEADS.c.root, HEADS.c.note).where(HEADS.c.size == bindparam("size"))
+_LATEST_HEAD = (select(HEADS.c.size, HEADS.c.root, HEADS.c.note)
+                .order_by(HEADS.c.size.desc()).limit(1))
+_INSERT_HEAD = insert(HEADS)
+_COSIG = select(COSIGS.c.line, COSIGS.c.timestamp).where(
+    COSIGS.c.size == bindparam("size"), COSIGS.c.witness == bindparam("witness"))
+_COSIGS = (select(COSIGS.c.witness, COSIGS.c.line, COSIGS.c.timestamp)
+           .where(COSIGS.c.size == bindparam("size")).order_by(COSIGS.c.witness))
+_INSERT_COSIG = insert(COSIGS)
+_COSIGNED_SIZES = (select(COSIGS.c.size).group_by(COSIGS.c.size)
+                   .having(func.count() >= bindparam("quorum"))
+                   .order_by(COSIGS.c.size.desc()).limit(bindparam("limit")))
+
+_HASHES_BY_COUNT: dict[int, Select[Any]] = {}
+
+
+def _hashes_query(count: int) -> Select[Any]:
+    """SELECT level, idx, hash for `count` (level, idx) pairs; built once per count."""
+    query = _HASHES_BY_COUNT.get(count)
+    if query is None:
+        pairs = [and_(HASHES.c.level == bindparam(f"l{i}"), HASHES.c.idx == bindparam(f"i{i}"))
+                 for i in range(count)]
+        query = cast(Select[Any], select(HASHES.c.level, HASHES.c.idx, HASHES.c.hash)
+                     .where(or_(*pairs)))
+        _HASHES_BY_COUNT[count] = query
+    return query
+
+
+def _tree_rows(size: int) -> int:
+    """How many perfect subtrees a tree of `size` leaves has: 2·size − popcount(size)."""
+    return 2 * size - bin(size).count("1")
+
+
+class MerkleLog:
+    """The transparency log as seen by one transaction (``conn``)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._size: int | None = None  # read once per transaction; append keeps it
+
+    # reading ---------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """How many leaves the log holds."""
+        if self._size is None:
+            top = self.conn.execute(_SIZE).scalar()
+            self._size = 0 if top is None else int(top) + 1
+        return self._size
+
+    def _hashes(self, ranges: Iterable[tuple[int, int]]) -> dict[Key, bytes]:
+        """The stored hashes of these perfect subtrees, in one statement."""
+        keys = sorted({_key(a, b) for a, b in ranges})
+        if not keys:
+            return {}
+        params: dict[str, int] = {}
+        for i, (level, idx) in enumerate(keys):
+            params[f"l{i}"] = level
+            params[f"i{i}"] = idx
+        found = {(int(r[0]), int(r[1])): bytes(r[2])
+                 for r in self.conn.execute(_hashes_query(len(keys)), params)}
+        for level, idx in keys:
+            if (level, idx) not in found:
+                raise LogCorrupted("log_hashes", idx << level,
+                                   f"no hash stored for level {level}, idx {idx}")
+        return found
+
+    def _node_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        """MTH of each tree node [start, end), reading all their pieces in one statement."""
+        stored = self._hashes(p for a, b in nodes for p in perfect_ranges(a, b))
+
+        def get(start: int, end: int) -> bytes:
+            return stored[_key(start, end)]
+
+        return [hash_of_range(get, a, b) for a, b in nodes]
+
+    def _check_size(self, size: int, what: str = "size") -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= self.size():
+            raise BadLogRange(f"{what} {size!r} is not in 0..{self.size()} (the log's size)")
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root of the first `size` leaves (default: all); EMPTY_ROOT for none."""
+        size = self.size() if size is None else size
+        self._check_size(size)
+        if size == 0:
+            return EMPTY_ROOT
+        return self._node_hashes([(0, size)])[0]
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """PATH(index, D[0:size]) of RFC 9162 §2.1.3.1."""
+        self._check_size(size)
+        if not isinstance(index, int) or not 0 <= index < size:
+            raise BadLogRange(f"leaf index {index!r} is not in a tree of size {size}")
+        return self._node_hashes(inclusion_path_ranges(index, size))
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """PROOF(old_size, D[0:new_size]) of RFC 9162 §2.1.4.1 (empty for 0 or equal)."""
+        self._check_size(new_size, "new size")
+        if not isinstance(old_size, int) or not 0 <= old_size <= new_size:
+            raise BadLogRange(f"old size {old_size!r} is not in 0..{new_size} (the new size)")
+        return self._node_hashes(consistency_path_ranges(old_size, new_size))
+
+    def leaf(self, index: int) -> bytes:
+        """The data of leaf `index`."""
+        if not isinstance(index, int) or not 0 <= index < self.size():
+            raise BadLogRange(f"leaf index {index!r} is not in 0..{self.size() - 1}")
+        data = self.conn.execute(_LEAF, {"idx": index}).scalar()
+        if data is None:
+            raise LogCorrupted("log_leaves", index, "missing below the log's size")
+        return bytes(data)
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        """The data of leaves [start, end): at most MAX_LEAVES_PER_READ at a time."""
+        self._check_size(end, "end")
+        if not isinstance(start, int) or not 0 <= start <= end:
+            raise BadLogRange(f"start {start!r} is not in 0..{end} (the end)")
+        if end - start > MAX_LEAVES_PER_READ:
+            raise BadLogRange(f"at most {MAX_LEAVES_PER_READ} leaves at a time, "
+                              f"not {end - start}")
+        rows = self.conn.execute(_LEAVES, {"lo": start, "hi": end}).all()
+        for expected, row in enumerate(rows, start):
+            if row[0] != expected:
+                raise LogCorrupted("log_leaves", expected, "missing below the log's size")
+        if len(rows) != end - start:
+            raise LogCorrupted("log_leaves", start + len(rows), "missing below the log's size")
+        return [bytes(row[1]) for row in rows]
+
+    def leaf_indexes_of_claim(self, claim_id: str) -> list[int]:
+        """The indexes of the leaves that concern this claim, in log order."""
+        return [int(i) for i in self.conn.execute(_CLAIM_LEAVES, {"claim_id": claim_id})
+                .scalars()]
+
+    # appending ---------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[LeafRow], at: datetime) -> int:
+        """Append the entries in order; return the index of the first. At most MAX_APPEND.
+
+        Reads the current frontier (≤ log2 n + 1 hashes); writes each leaf row and the
+        hash of every perfect subtree the new leaves complete, in two executemany calls.
+        """
+        if len(entries) > MAX_APPEND:
+            raise BadLogRange(f"at most {MAX_APPEND} leaves per append, not {len(entries)}")
+        first = self.size()
+        if not entries:
+            return first
+        frontier_ranges = root_ranges(first)
+        stored = self._hashes(frontier_ranges)
+        # the right edge of the tree as a stack of (level, hash), largest subtree first
+        stack = [(_key(a, b)[0], stored[_key(a, b)]) for a, b in frontier_ranges]
+        leaf_rows: list[dict[str, Any]] = []
+        hash_rows: list[dict[str, Any]] = []
+        for index, entry in enumerate(entries, first):
+            if not isinstance(entry.data, bytes) or len(entry.kind) > 32:
+                raise ValueError(f"leaf {index}: data must be bytes, kind ≤ 32 characters")
+            leaf_rows.append({"idx": index, "data": entry.data, "kind": entry.kind,
+                              "claim_id": entry.claim_id, "node_id": entry.node_id,
+                              "created_at": at})
+            h = leaf_hash(entry.data)
+            hash_rows.append({"level": 0, "idx": index, "hash": h})
+            level = 0
+            for start, end in completed_ranges(index)[1:]:
+                left_level, left = stack.pop()
+                level = left_level + 1
+                if (end - start) != 1 << level:
+                    raise InvariantViolation(f"append: frontier out of step at leaf {index}")
+                h = node_hash(left, h)
+                hash_rows.append({"level": level, "idx": start >> level, "hash": h})
+            stack.append((level, h))
+        new_size = first + len(entries)
+        if (len(hash_rows) != _tree_rows(new_size) - _tree_rows(first)
+                or [lv for lv, _ in stack] != [_key(a, b)[0] for a, b in root_ranges(new_size)]):
+            raise InvariantViolation(f"append: {len(hash_rows)} hashes for {first}->{new_size}")
+        self.conn.execute(_INSERT_LEAVES, leaf_rows)
+        self.conn.execute(_INSERT_HASHES, hash_rows)
+        self._size = new_size
+        return first
+
+    # tree heads and cosignatures ---------------------------------------------------------
+
+    def add_tree_head(self, size: int, root: bytes, note: str, at: datetime) -> None:
+        """Record a published tree head. Its root must be this log's root at `size`
+        (else InvariantViolation: the log would sign what it does not hold). The same
+        head again is a no-op; another note for a size already published is AlreadyExists.
+        """
+        if root != self.root(size):
+            raise InvariantViolation(f"tree head of size {size}: root is not the log's root")
+        existing = self.tree_head(size)
+        if existing is not None:
+            if existing != (root, note):
+                raise AlreadyExists(f"a different tree head of size {size} is already "
+                                    "published", "TREE_HEAD_EXISTS")
+            return
+        self.conn.execute(_INSERT_HEAD, {"size": size, "root": root, "note": note,
+                                         "created_at": at})
+
+    def tree_head(self, size: int) -> tuple[bytes, str] | None:
+        """(root, note) of the tree head published at `size`, if any."""
+        row = self.conn.execute(_HEAD, {"size": size}).first()
+        return None if row is None else (bytes(row[0]), str(row[1]))
+
+    def latest_tree_head(self) -> tuple[int, bytes, str] | None:
+        """(size, root, note) of the largest tree head published, if any."""
+        row = self.conn.execute(_LATEST_HEAD).first()
+        return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
+
+    def add_cosignature(self, size: int, witness: str, line: str, timestamp: int,
+                        at: datetime) -> bool:
+        """Record a witness's cosignature line for the tree head at `size`.
+
+        True when stored, False when this exact (line, timestamp) was already stored.
+        A different line or timestamp for the same (size, witness) is AlreadyExists
+        (reason COSIGNATURE_CONFLICT), never a replacement; no tree head at `size` is
+        NotFound (reason NO_TREE_HEAD).
+        """
+        row = self.conn.execute(_COSIG, {"size": size, "witness": witness}).first()
+        if row is not None:
+            if (str(row[0]), int(row[1])) == (line, timestamp):
+                return False
+            raise AlreadyExists(f"witness {witness} already cosigned the tree head of size "
+                                f"{size} with another line", "COSIGNATURE_CONFLICT")
+        if self.tree_head(size) is None:
+            raise NotFound(f"no tree head of size {size} was published", "NO_TREE_HEAD")
+        self.conn.execute(_INSERT_COSIG, {"size": size, "witness": witness, "line": line,
+                                          "timestamp": timestamp, "created_at": at})
+        return True
+
+    def cosignatures(self, size: int) -> list[tuple[str, str, int]]:
+        """(witness, line, timestamp) of every cosignature of the head at `size`."""
+        return [(str(r[0]), str(r[1]), int(r[2]))
+                for r in self.conn.execute(_COSIGS, {"size": size})]
+
+    def cosigned_sizes(self, quorum: int, limit: int = 16) -> list[int]:
+        """Sizes of the tree heads with at least `quorum` cosignatures (by any stored
+        witness, revoked or not), largest first, at most `limit` of them."""
+        return [int(size) for size in self.conn.execute(
+            _COSIGNED_SIZES, {"quorum": quorum, "limit": limit}).scalars()]
+
+    # audit ---------------------------------------------------------------------------------
+
+    def rebuild_check(self, batch: int = 50_000) -> tuple[int, bytes]:
+        """(size, root) recomputed from the leaf data alone, streamed in pages of `batch`.
+
+        Memory stays O(batch + log n): a stack of the right edge's subtree hashes. Each
+        stored leaf hash is checked against its data on the way; the first mismatch,
+        missing hash or missing leaf is LogCorrupted naming the table and the index.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        stack: list[tuple[int, bytes]] = []  # (level, hash)
+        expected = 0
+        while True:
+            rows = self.conn.execute(_AUDIT_PAGE, {"lo": expected, "n": batch}).all()
+            for idx, data, stored in rows:
+                if idx != expected:
+                    raise LogCorrupted("log_leaves", expected, "leaf missing (gap in idx)")
+                h = leaf_hash(bytes(data))
+                if stored is None or bytes(stored) != h:
+                    raise LogCorrupted("log_leaves", idx, "leaf_hash(data) is not the "
+                                       "level-0 hash stored in log_hashes")
+                level = 0
+                while stack and stack[-1][0] == level:
+                    h = node_hash(stack.pop()[1], h)
+                    level += 1
+                stack.append((level, h))
+                expected += 1
+            if len(rows) < batch:
+                break
+        if not stack:
+            return 0, EMPTY_ROOT
+        acc = stack[-1][1]
+        for _, left in reversed(stack[:-1]):
+            acc = node_hash(left, acc)
+        return expected, acc
