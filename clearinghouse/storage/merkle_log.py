@@ -371,7 +371,9 @@ class MerkleLog:
                 if idx != expected:
                     raise LogCorrupted("log_leaves", expected, "leaf missing (gap in idx)")
                 h = leaf_hash(bytes(data))
-                if stored is None or bytes(stored) != h:
+                if stored is None:
+                    raise LogCorrupted("log_hashes", idx, "no level-0 hash for this leaf")
+                if bytes(stored) != h:
                     raise LogCorrupted("log_leaves", idx, "leaf_hash(data) is not the "
                                        "level-0 hash stored in log_hashes")
                 level = 0
