@@ -102,6 +102,10 @@ def start_server(app: ClearinghouseApp, signing_key: SigningKey,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clearinghouse-rpc"),
         options=server_options(max_message_bytes))
     servicer = ClearinghouseServicer(app, signing_key, limiter=limiter)
+    # Every write transaction from here on ends by signing a tree head for what it
+    # logged; the first one also covers what was logged offline (admissions, limits).
+    app.after_write = servicer.publish_head
+    app.execute(lambda tx: None)
     server.add_generic_rpc_handlers((handlers(servicer),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

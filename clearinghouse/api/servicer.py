@@ -36,10 +36,12 @@ from clearinghouse.api.errors import grpc_code, grpc_errors, grpc_stream_errors
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.claims import ClaimState
-from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
-from clearinghouse.usecases import admission, claims, directory, submit, wire
+from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument, PermissionDenied
+from clearinghouse.usecases import admission, claims, directory, log, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from timebank import checkpoint as notes
 from timebank.envelope import CLEARINGHOUSE, Signed, sign
+from timebank.keys import public_key
 from timebank.v1 import clearing_pb2 as pb
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ClearinghouseService"].full_name
@@ -103,6 +105,7 @@ class ClearinghouseServicer:
         self._limiter = limiter if limiter is not None else RateLimiter(
             DEFAULT_SUBMITS_PER_SECOND, DEFAULT_SUBMIT_BURST)
         self._key = signing_key
+        self.origin = log.origin(public_key(signing_key))
         self._poll = poll_seconds
         self._closed = threading.Event()
         # A node's count is bumped when a Submit queued a delivery for it: its open
@@ -145,24 +148,46 @@ class ClearinghouseServicer:
     @grpc_errors
     def SubmitBatch(self, request: bytes,
                     context: grpc.ServicerContext) -> pb.SubmitBatchResponse:
-        raw = list(_parse(pb.SubmitBatchRequest, request).envelopes)
+        batch = _parse(pb.SubmitBatchRequest, request)
+        raw = list(batch.envelopes)
         observe.note(envelopes=len(raw))
-        results = self._app.execute(submit.submit_batch, raw, self._seal, self._limiter.take)
-        out = pb.SubmitBatchResponse()
+        known = batch.known_tree_size
+
+        def run(tx: Tx) -> tuple[list[submit.Submitted | Exception], log.Head,
+                                 list[pb.LogInclusion | None], list[bytes]]:
+            results: list[submit.Submitted | Exception] = list(
+                submit.submit_batch(tx, raw, self._seal, self._limiter.take))
+            head = self.publish_head(tx)
+            proofs = [log.inclusion(tx, r.log_index, head.size)
+                      if isinstance(r, submit.Submitted) else None for r in results]
+            path = (log.log_of(tx).consistency_proof(known, head.size)
+                    if 0 < known < head.size else [])
+            return results, head, proofs, path
+
+        results, head, proofs, path = self._app.execute(run)
+        out = pb.SubmitBatchResponse(head=head.note, consistency=path)
         refused, moved = 0, set()
-        for result in results:
+        for result, proof in zip(results, proofs, strict=True):
             if isinstance(result, submit.Submitted):
                 moved |= self._after(result)
-                out.results.add(receipt=result.receipt)
+                out.results.add(receipt=result.receipt, logged=proof)
                 continue
+            assert isinstance(result, ClearinghouseError)
             refused += 1
             code = grpc_code(result)
             observe.batch_refusal("SubmitBatch", result.reason, result.message)
             out.results.add(refusal=pb.SubmitRefusal(code=code.name, reason=result.reason,
                                                      message=result.message))
         self._observe_positions(moved)
-        observe.note(refused=refused)
+        observe.note(refused=refused, tree_size=head.size)
         return out
+
+    def publish_head(self, tx: Tx) -> log.Head:
+        """Sign a tree head for the log as this transaction leaves it (if none exists)."""
+        return log.publish_head(tx, self._sign_note, self.origin)
+
+    def _sign_note(self, text: str) -> str:
+        return notes.sign_note(text, self.origin, self._key)
 
     def _after(self, done: submit.Submitted) -> set[str]:
         """After a Submit's transaction: wake the streams it queued deliveries for, and
@@ -225,6 +250,38 @@ class ClearinghouseServicer:
 
         return pb.AckResponse(acknowledged_seq=self._app.execute(run))
 
+    # ------------------------------------------------------------ the transparency log
+
+    @grpc_errors
+    def GetTreeHead(self, request: bytes, context: grpc.ServicerContext) -> pb.TreeHead:
+        msg = _parse(pb.GetTreeHeadRequest, request)
+        return self._app.query(log.head, msg.size, cosigned=msg.cosigned)
+
+    @grpc_errors
+    def GetEntries(self, request: bytes,
+                   context: grpc.ServicerContext) -> pb.GetEntriesResponse:
+        msg = _parse(pb.GetEntriesRequest, request)
+        return pb.GetEntriesResponse(
+            entries=self._app.query(log.entries, msg.start, msg.end))
+
+    @grpc_errors
+    def GetInclusionProof(self, request: bytes,
+                          context: grpc.ServicerContext) -> pb.InclusionProof:
+        return self._app.query(log.prove, _parse(pb.GetInclusionProofRequest, request))
+
+    @grpc_errors
+    def GetConsistencyProof(self, request: bytes,
+                            context: grpc.ServicerContext) -> pb.ConsistencyProof:
+        msg = _parse(pb.GetConsistencyProofRequest, request)
+        return self._app.query(log.consistency, msg.old_size, msg.new_size)
+
+    @grpc_errors
+    def AddCosignature(self, request: bytes, context: grpc.ServicerContext) -> pb.TreeHead:
+        envelope = wire.from_bytes(request)
+        observe.note(signer=envelope.signer)
+        return self._app.execute(lambda tx: log.add_cosignature(
+            tx, envelope, admission.cached_key_ring(tx), self.origin))
+
     # ------------------------------------------------------------ reads
 
     @grpc_errors
@@ -274,4 +331,8 @@ def handlers(servicer: ClearinghouseServicer) -> grpc.GenericRpcHandler:
             servicer.LookupPerson, response_serializer=_serialize),
         "GetPositions": grpc.unary_unary_rpc_method_handler(
             servicer.GetPositions, response_serializer=_serialize),
+        **{name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name),
+                                                     response_serializer=_serialize)
+           for name in ("GetTreeHead", "GetEntries", "GetInclusionProof",
+                        "GetConsistencyProof", "AddCosignature")},
     })

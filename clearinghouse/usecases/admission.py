@@ -22,7 +22,7 @@ from clearinghouse.domain.errors import (
     PermissionDenied,
 )
 from clearinghouse.storage.repo import AdmissionRecord
-from clearinghouse.usecases import wire
+from clearinghouse.usecases import log, wire
 from clearinghouse.usecases.app import Tx
 from timebank.envelope import CITY, EnvelopeError, KeyRing, Signed, verify
 from timebank.keys import PUBLIC_KEY_LEN, key_id
@@ -93,6 +93,7 @@ def admit(tx: Tx, certificate: Signed, city_public_key: bytes) -> AdmissionRecor
             "KEY_IN_USE")
     if old is None:
         tx.repo.insert_admission(new, DEFAULT_NET_DEBIT_LIMIT_MINUTES)
+        log.record_city_act(tx, log.ADMISSION, certificate, new.node_id)
         return new
     if new.serial <= old.serial:
         raise AlreadyExists(
@@ -105,6 +106,7 @@ def admit(tx: Tx, certificate: Signed, city_public_key: bytes) -> AdmissionRecor
             f"key {new.key_id} of {new.node_id} was revoked and can never be admitted "
             "again; issue a certificate for a new key", "KEY_REVOKED")
     tx.repo.replace_admission(old, new, tx.now)
+    log.record_city_act(tx, log.ADMISSION, certificate, new.node_id)
     return new
 
 
@@ -131,6 +133,7 @@ def revoke(tx: Tx, revocation: Signed, city_public_key: bytes) -> None:
         recorded = admission.revocation
         if recorded is None:
             tx.repo.revoke_current_key(act.node_id, act.key_id, received, tx.now)
+            log.record_city_act(tx, log.REVOCATION, revocation, act.node_id)
             return
     else:
         retired = {r.key_id: r for r in tx.repo.retired_keys(act.node_id)}
@@ -140,6 +143,7 @@ def revoke(tx: Tx, revocation: Signed, city_public_key: bytes) -> None:
         recorded = retired[act.key_id].revocation
         if recorded is None:
             tx.repo.record_retired_revocation(act.key_id, received)
+            log.record_city_act(tx, log.REVOCATION, revocation, act.node_id)
             return
     if wire.from_bytes(recorded).body != revocation.body:
         raise AlreadyExists(f"key {act.key_id} of {act.node_id} was already revoked",

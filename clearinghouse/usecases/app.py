@@ -35,11 +35,18 @@ class ClearinghouseApp:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        #: Run at the end of every write transaction, inside it: the serving
+        #: clearinghouse signs a tree head for whatever the transaction logged.
+        self.after_write: Callable[[Tx], object] | None = None
 
     def execute(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use-case in one write transaction: all of it happens, or none."""
         with self.db.write() as conn:
-            return fn(Tx(Repo(conn), self._now()), *args, **kwargs)
+            tx = Tx(Repo(conn), self._now())
+            result = fn(tx, *args, **kwargs)
+            if self.after_write is not None:
+                self.after_write(tx)
+            return result
 
     def query(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read-only use-case; it never blocks writers."""

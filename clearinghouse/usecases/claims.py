@@ -61,7 +61,7 @@ from clearinghouse.domain.errors import (
     ResourceExhausted,
 )
 from clearinghouse.storage.repo import ClaimRecord
-from clearinghouse.usecases import wire
+from clearinghouse.usecases import log, wire
 from clearinghouse.usecases.app import Tx
 from clearinghouse.usecases.directory import check_person_ref, verify_node
 from timebank.envelope import KeyRing, Signed
@@ -92,19 +92,6 @@ _KINDS = {
     clearing_pb2.CLAIM_KIND_REDEMPTION: ClaimKind.REDEMPTION,
     clearing_pb2.CLAIM_KIND_MOVE: ClaimKind.MOVE,
 }
-_REASON_PREFIX = "CLAIM_REASON_"
-
-
-def wire_state(state: ClaimState) -> clearing_pb2.ClaimState.ValueType:
-    """The ``timebank.v1.ClaimState`` of a domain state (for receipts and deliveries)."""
-    return clearing_pb2.ClaimState.Value(f"CLAIM_STATE_{state.name}")
-
-
-def wire_reason(reason: RejectReason | None) -> clearing_pb2.ClaimReason.ValueType:
-    """The ``timebank.v1.ClaimReason`` of a domain reason (UNSPECIFIED for none)."""
-    if reason is None:
-        return clearing_pb2.CLAIM_REASON_UNSPECIFIED
-    return clearing_pb2.ClaimReason.Value(_REASON_PREFIX + reason.value)
 
 
 def _reason(value: clearing_pb2.ClaimReason.ValueType) -> RejectReason | None:
@@ -112,7 +99,7 @@ def _reason(value: clearing_pb2.ClaimReason.ValueType) -> RejectReason | None:
     if value == clearing_pb2.CLAIM_REASON_UNSPECIFIED:
         return None
     try:
-        return RejectReason(clearing_pb2.ClaimReason.Name(value)[len(_REASON_PREFIX):])
+        return RejectReason(clearing_pb2.ClaimReason.Name(value)[len(wire.REASON_PREFIX):])
     except ValueError:
         raise InvalidArgument(f"unknown claim reason {value}", "BAD_REASON") from None
 
@@ -129,7 +116,7 @@ def _deliver(tx: Tx, node_id: str, claim: Claim, relayed: Signed | None) -> int:
     (``relayed`` None) the claim's expiry. Returns its sequence number."""
     seq = tx.repo.last_delivery_seq(node_id) + 1
     delivery = clearing_pb2.Delivery(seq=seq, recipient_node_id=node_id,
-                                     state=wire_state(claim.state))
+                                     state=wire.wire_state(claim.state))
     if relayed is None:
         delivery.expired_claim_id = claim.claim_id
     else:
@@ -363,6 +350,7 @@ def expire_due(tx: Tx, limit: int = EXPIRE_BATCH) -> list[Claim]:
     for record in tx.repo.due_claims(tx.now, limit):
         after = expire(record.claim, tx.now)
         tx.repo.update_claim(record.claim, after)
+        log.record_expiry(tx, after)
         _deliver(tx, after.creditor, after, None)
         _deliver(tx, after.debtor, after, None)
         expired.append(after)
@@ -455,6 +443,7 @@ def set_net_debit_limit(tx: Tx, node_id: str, minutes: int) -> None:
     if tx.repo.position(node_id) is None:
         raise NotFound(f"node {node_id} is not an admitted district", "UNKNOWN_NODE")
     tx.repo.set_net_debit_limit(node_id, minutes)
+    log.record_limit(tx, node_id, minutes)
 
 
 def position_of(tx: Tx, node_id: str) -> tuple[int, int] | None:

@@ -17,8 +17,7 @@ from clearinghouse.domain.errors import (
     PermissionDenied,
 )
 from clearinghouse.storage.repo import DirectoryRecord
-from clearinghouse.usecases import wire
-from clearinghouse.usecases.admission import key_ring
+from clearinghouse.usecases import admission, wire
 from clearinghouse.usecases.app import Tx
 from timebank.envelope import EnvelopeError, KeyRing, Reason, Signed
 from timebank.v1 import clearing_pb2
@@ -48,14 +47,14 @@ def verify_node(tx: Tx, envelope: Signed, kind: str, ring: KeyRing) -> bytes:
         if e.reason not in (Reason.UNKNOWN_SIGNER, Reason.UNKNOWN_KEY):
             raise wire.refused(e) from None
         try:  # a ring from before this node (or key) was admitted: read the admissions
-            body = key_ring(tx).verify(envelope)
+            body = admission.key_ring(tx).verify(envelope)
         except EnvelopeError as again:
             raise wire.refused(again) from None
-    admission = tx.repo.admission(envelope.signer)
-    if admission is None or admission.key_id != envelope.key_id or admission.revoked:
+    admitted = tx.repo.admission(envelope.signer)
+    if admitted is None or admitted.key_id != envelope.key_id or admitted.revoked:
         raise PermissionDenied(
             f"key {envelope.key_id} of {envelope.signer} is not an admitted, unrevoked key",
-            "REVOKED_KEY" if admission is not None else "UNKNOWN_SIGNER")
+            "REVOKED_KEY" if admitted is not None else "UNKNOWN_SIGNER")
     return body
 
 

@@ -1,13 +1,15 @@
 """A node's Submit: one signed envelope in, one signed receipt out, once.
 
 ``submit`` runs the use-case the envelope's kind names (``directory.register``,
-``claim.propose``, ``claim.decide``, ``claim.finish``), builds the ``timebank.v1.Receipt``
-(SHA-256 of the bytes received; for a claim its id, state and reason; the time), has it
-sealed (signed by the caller, who holds the clearinghouse key) and stores the sealed
-bytes keyed by that SHA-256 — all in the one transaction that did the work. The same
-bytes submitted again get the stored receipt back, byte for byte, without running the
-use-case again (proto: "The same envelope submitted again gets the same receipt"), even
-if the claim has moved on since. Refusals store nothing and have no receipt.
+``claim.propose``, ``claim.decide``, ``claim.finish``, ``node.checkpoint``), appends the
+transparency-log leaf recording it (``log.record_submit``), builds the
+``timebank.v1.Receipt`` (SHA-256 of the bytes received; for a claim its id, state and
+reason; the time; the leaf's index), has it sealed (signed by the caller, who holds the
+clearinghouse key) and stores the sealed bytes keyed by that SHA-256 — all in the one
+transaction that did the work. The same bytes submitted again get the stored receipt
+back, byte for byte, without running the use-case again (proto: "The same envelope
+submitted again gets the same receipt"), even if the claim has moved on since. Refusals
+store nothing and have no receipt.
 
 ``submit_batch`` does the same for up to ``MAX_BATCH`` envelopes in one transaction,
 each in a savepoint, so that one envelope's refusal undoes only its own work and the
@@ -28,7 +30,7 @@ from typing import Any
 
 from clearinghouse.domain.claims import Claim
 from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
-from clearinghouse.usecases import admission, claims, directory, wire
+from clearinghouse.usecases import admission, checkpoints, claims, directory, log, wire
 from clearinghouse.usecases.app import Tx
 from timebank.envelope import EnvelopeError, Signed
 from timebank.v1 import clearing_pb2
@@ -39,6 +41,7 @@ USE_CASES: dict[str, Callable[..., Any]] = {
     claims.PROPOSE: claims.propose,
     claims.DECIDE: claims.decide,
     claims.FINISH: claims.finish,
+    checkpoints.CHECKPOINT: checkpoints.anchor,
 }
 
 
@@ -53,10 +56,16 @@ class Submitted:
     claim: Claim | None = None
     transition: bool = False
     replayed: bool = False
+    log_index: int = 0  # the log leaf recording what the receipt answers
 
 
 #: The most envelopes one SubmitBatch takes.
 MAX_BATCH = 64
+
+
+def _logged_at(sealed: bytes) -> int:
+    """The log index a stored receipt names."""
+    return clearing_pb2.Receipt.FromString(wire.from_bytes(sealed).body).log_index
 
 
 def digest(request: bytes) -> bytes:
@@ -86,25 +95,26 @@ def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes],
     if stored is not None:  # the same bytes, submitted again (or concurrently)
         if charge is not None:
             charge(envelope.signer)
-        return Submitted(stored, replayed=True)
+        return Submitted(stored, replayed=True, log_index=_logged_at(stored))
     check_kind(envelope)
     if charge is not None:
         directory.verify_node(tx, envelope, envelope.kind, admission.cached_key_ring(tx))
         charge(envelope.signer)
     result = USE_CASES[envelope.kind](tx, envelope, admission.cached_key_ring(tx))
-    receipt = clearing_pb2.Receipt(envelope_sha256=key)
     claim = result if isinstance(result, Claim) else None
+    index = log.record_submit(tx, request, envelope, claim)
+    receipt = clearing_pb2.Receipt(envelope_sha256=key, log_index=index)
     if claim is not None:
         receipt.claim_id = claim.claim_id
-        receipt.state = claims.wire_state(claim.state)
-        receipt.reason = claims.wire_reason(claim.reason)
+        receipt.state = wire.wire_state(claim.state)
+        receipt.reason = wire.wire_reason(claim.reason)
     receipt.at.FromDatetime(tx.now.astimezone(UTC))
     sealed = seal(receipt.SerializeToString(deterministic=True))
     tx.repo.insert_receipt(key, envelope.signer, envelope.kind, sealed, tx.now)
     # A transition is stamped with this transaction's time; a replayed body returns a
     # claim last changed earlier (the one blind spot: a clock that did not move).
     changed = claim is not None and claim.updated_at == tx.now
-    return Submitted(sealed, claim, changed)
+    return Submitted(sealed, claim, changed, log_index=index)
 
 
 def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],

@@ -12,6 +12,7 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
+from clearinghouse.domain.claims import ClaimState, RejectReason
 from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
 from timebank.envelope import EnvelopeError, Reason, Signed
 from timebank.v1 import clearing_pb2
@@ -64,3 +65,18 @@ def parse(message_type: type[M], body: bytes, kind: str) -> M:
         raise InvalidArgument(
             f"the body of this {kind!r} envelope is not a {message_type.__name__}",
             "MALFORMED_BODY") from None
+
+
+REASON_PREFIX = "CLAIM_REASON_"
+
+
+def wire_state(state: ClaimState) -> clearing_pb2.ClaimState.ValueType:
+    """The ``timebank.v1.ClaimState`` of a domain state (receipts, deliveries, the log)."""
+    return clearing_pb2.ClaimState.Value(f"CLAIM_STATE_{state.name}")
+
+
+def wire_reason(reason: RejectReason | None) -> clearing_pb2.ClaimReason.ValueType:
+    """The ``timebank.v1.ClaimReason`` of a domain reason (UNSPECIFIED for none)."""
+    if reason is None:
+        return clearing_pb2.CLAIM_REASON_UNSPECIFIED
+    return clearing_pb2.ClaimReason.Value(REASON_PREFIX + reason.value)

@@ -1,0 +1,264 @@
+"""The transparency log (ADR 0007): what becomes a leaf, the signed tree heads, proofs
+and witnesses' cosignatures.
+
+Every event the clearinghouse vouches for is appended, in the transaction that makes
+it, as a serialised ``timebank.v1.LogEntry`` (RFC 9162 leaf data): an admission or a
+revocation (the city's envelope), a net debit limit, every Submit that got a receipt
+(the node's envelope verbatim and the claim state it led to), an expiry, a node's
+ledger checkpoint. The receipt names its leaf (``Receipt.log_index``).
+
+A tree head is a C2SP checkpoint (``timebank.checkpoint``) signed by the clearinghouse
+under the log's origin; ``publish_head`` signs one for every size a write transaction
+leaves behind, in that transaction. District nodes witness heads: a node cosigns a head
+only after checking it is consistent with the last it verified, and heads cosigned by
+more than half of the admitted districts are the ones anything final cites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+
+from clearinghouse.domain.claims import Claim
+from clearinghouse.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from clearinghouse.storage.merkle_log import LeafRow, MerkleLog
+from clearinghouse.usecases import directory, wire
+from clearinghouse.usecases.app import Tx
+from timebank import checkpoint as notes
+from timebank.envelope import KeyRing, Signed
+from timebank.keys import key_id
+from timebank.v1 import clearing_pb2
+
+COSIGN = "cosign"
+#: The most entries one GetEntries returns.
+MAX_ENTRIES = 1000
+
+#: Leaf kinds.
+ADMISSION = "admission"
+REVOCATION = "revocation"
+LIMIT = "limit"
+REGISTRATION = "registration"
+CLAIM = "claim"
+EXPIRY = "expiry"
+CHECKPOINT = "checkpoint"
+
+#: What the Submit of each envelope kind records.
+SUBMIT_KINDS = {"directory.register": REGISTRATION, "claim.propose": CLAIM,
+                "claim.decide": CLAIM, "claim.finish": CLAIM,
+                "node.checkpoint": CHECKPOINT}
+
+
+def origin(clearinghouse_public_key: bytes) -> str:
+    """The log's name in its checkpoints (and the clearinghouse's note key name): unique
+    per clearinghouse key, so two cities' logs can never be confused."""
+    return f"timebank.clearinghouse/{key_id(clearinghouse_public_key)}"
+
+
+def witness_name(node_id: str) -> str:
+    """A district's key name when it cosigns tree heads."""
+    return f"timebank.district/{node_id}"
+
+
+def log_of(tx: Tx) -> MerkleLog:
+    return MerkleLog(tx.repo.conn)
+
+
+# what becomes a leaf -----------------------------------------------------------------
+
+def _stamp(entry: clearing_pb2.LogEntry, tx: Tx) -> clearing_pb2.LogEntry:
+    entry.at.FromDatetime(tx.now.astimezone(UTC))
+    return entry
+
+
+def _claim_fields(entry: clearing_pb2.LogEntry, claim: Claim) -> None:
+    entry.claim_id = claim.claim_id
+    entry.state = wire.wire_state(claim.state)
+    entry.reason = wire.wire_reason(claim.reason)
+    entry.minutes = claim.posted_minutes if claim.posted_minutes is not None else claim.minutes
+    entry.creditor_node_id = claim.creditor
+    entry.debtor_node_id = claim.debtor
+    entry.claim_kind = (clearing_pb2.CLAIM_KIND_MOVE if claim.kind.value == "move"
+                        else clearing_pb2.CLAIM_KIND_REDEMPTION)
+
+
+def append(tx: Tx, entry: clearing_pb2.LogEntry) -> int:
+    """Append one entry; returns its leaf index."""
+    data = entry.SerializeToString(deterministic=True)
+    return log_of(tx).append([LeafRow(data=data, kind=entry.kind,
+                                      claim_id=entry.claim_id or None,
+                                      node_id=entry.node_id or None)], tx.now)
+
+
+def record_submit(tx: Tx, request: bytes, envelope: Signed, claim: Claim | None) -> int:
+    """The leaf for a Submit that gets a receipt: the envelope as received and, for a
+    claim, the state it led to."""
+    entry = _stamp(clearing_pb2.LogEntry(kind=SUBMIT_KINDS[envelope.kind], envelope=request,
+                                         node_id=envelope.signer), tx)
+    if claim is not None:
+        _claim_fields(entry, claim)
+    return append(tx, entry)
+
+
+def record_expiry(tx: Tx, claim: Claim) -> int:
+    entry = _stamp(clearing_pb2.LogEntry(kind=EXPIRY), tx)
+    _claim_fields(entry, claim)
+    return append(tx, entry)
+
+
+def record_city_act(tx: Tx, kind: str, certificate: Signed, node_id: str) -> int:
+    """An admission or a revocation: the city's envelope, verbatim as stored."""
+    return append(tx, _stamp(clearing_pb2.LogEntry(
+        kind=kind, envelope=wire.to_bytes(certificate), node_id=node_id), tx))
+
+
+def record_limit(tx: Tx, node_id: str, minutes: int) -> int:
+    return append(tx, _stamp(clearing_pb2.LogEntry(kind=LIMIT, node_id=node_id,
+                                                   minutes=minutes), tx))
+
+
+# tree heads --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    size: int
+    root: bytes
+    note: str  # signed by the clearinghouse, cosignatures appended
+
+
+def publish_head(tx: Tx, sign_note: Callable[[str], str], log_origin: str) -> Head:
+    """Sign and store a head for the log's current size, unless one exists; return the
+    head of the current size. Called at the end of every write transaction that may
+    have appended."""
+    log = log_of(tx)
+    size = log.size()
+    found = log.tree_head(size)
+    if found is not None:
+        return Head(size, found[0], found[1])
+    root = log.root(size)
+    note = sign_note(notes.Checkpoint(log_origin, size, root).body())
+    log.add_tree_head(size, root, note, tx.now)
+    return Head(size, root, note)
+
+
+def _quorum(tx: Tx) -> int:
+    admitted = [a for a in tx.repo.admissions() if not a.revoked]
+    return len(admitted) // 2 + 1
+
+
+def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeHead:
+    """A stored head with its cosignatures: of ``size``, or the latest (cosigned by a
+    quorum of districts, if asked). NOT_FOUND if there is none."""
+    log = log_of(tx)
+    if size < 0:
+        raise InvalidArgument("a tree size is 0 or more", "BAD_LOG_RANGE")
+    if size == 0 and cosigned:
+        needed = _quorum(tx)
+        chosen = next((s for s in log.cosigned_sizes(needed)), None)
+        if chosen is None:
+            raise NotFound(f"no tree head has been cosigned by {needed} districts yet",
+                           "NO_COSIGNED_HEAD")
+        size = chosen
+    if size == 0:
+        latest = log.latest_tree_head()
+        if latest is None:
+            raise NotFound("the log has no tree head yet", "NO_TREE_HEAD")
+        size = latest[0]
+    found = log.tree_head(size)
+    if found is None:
+        raise NotFound(f"no tree head of size {size} was published", "NO_TREE_HEAD")
+    root, note = found
+    cosigs = log.cosignatures(size)
+    lines = [line for _, line, _ in cosigs]
+    full = note if not lines else note + "".join(line + "\n" for line in lines)
+    return clearing_pb2.TreeHead(size=size, root=root, note=full,
+                                 cosigners=[w for w, _, _ in cosigs])
+
+
+def inclusion(tx: Tx, index: int, size: int) -> clearing_pb2.LogInclusion:
+    log = log_of(tx)
+    if not 0 <= index < size <= log.size():
+        raise InvalidArgument(f"leaf {index} is not in a tree of size {size}",
+                              "BAD_LOG_RANGE")
+    return clearing_pb2.LogInclusion(index=index, entry=log.leaf(index),
+                                     path=log.inclusion_proof(index, size))
+
+
+def prove(tx: Tx, request: clearing_pb2.GetInclusionProofRequest,
+          ) -> clearing_pb2.InclusionProof:
+    """An inclusion proof of a leaf (by index, or a claim's latest leaf) in a head."""
+    found = head(tx, request.size, cosigned=request.cosigned)
+    which = request.WhichOneof("leaf")
+    if which == "claim_id":
+        indexes = log_of(tx).leaf_indexes_of_claim(request.claim_id)
+        indexes = [i for i in indexes if i < found.size]
+        if not indexes:
+            raise NotFound("no leaf of this claim is in that tree head", "UNKNOWN_CLAIM")
+        index = indexes[-1]
+    elif which == "index":
+        index = request.index
+    else:
+        raise InvalidArgument("name a leaf by index or claim id", "BAD_LOG_RANGE")
+    return clearing_pb2.InclusionProof(logged=inclusion(tx, index, found.size), head=found)
+
+
+def consistency(tx: Tx, old_size: int, new_size: int = 0) -> clearing_pb2.ConsistencyProof:
+    new = head(tx, new_size)
+    if not 0 <= old_size <= new.size:
+        raise InvalidArgument(f"a consistency proof goes from a smaller tree to a larger, "
+                              f"not {old_size} to {new.size}", "BAD_LOG_RANGE")
+    path = log_of(tx).consistency_proof(old_size, new.size) if old_size > 0 else []
+    return clearing_pb2.ConsistencyProof(path=path, new_head=new)
+
+
+def entries(tx: Tx, start: int, end: int) -> list[bytes]:
+    log = log_of(tx)
+    if not 0 <= start < end <= log.size() or end - start > MAX_ENTRIES:
+        raise InvalidArgument(
+            f"entries are read {MAX_ENTRIES} at most at a time, within the log's "
+            f"{log.size()} leaves", "BAD_LOG_RANGE")
+    return log.leaves(start, end)
+
+
+# witnesses ---------------------------------------------------------------------------
+
+def add_cosignature(tx: Tx, envelope: Signed, ring: KeyRing,
+                    log_origin: str) -> clearing_pb2.TreeHead:
+    """Store a district's cosignature on a head, after checking it: signed by the node's
+    admitted key (the envelope), for a head this log published, and a valid C2SP
+    cosignature by that node's key over exactly that head."""
+    body = directory.verify_node(tx, envelope, COSIGN, ring)
+    msg = wire.parse(clearing_pb2.CosignBody, body, COSIGN)
+    if msg.node_id != envelope.signer:
+        raise PermissionDenied(f"node {envelope.signer} may cosign only as itself",
+                               "NOT_YOUR_SIGNATURE")
+    log = log_of(tx)
+    found = log.tree_head(msg.size)
+    if found is None:
+        raise NotFound(f"no tree head of size {msg.size} was published", "NO_TREE_HEAD")
+    _, note = found
+    admitted = tx.repo.admission(msg.node_id)
+    if admitted is None or admitted.revoked:
+        raise PermissionDenied(f"node {msg.node_id} is not an admitted district",
+                               "UNKNOWN_NODE")
+    line = msg.signature_line.rstrip("\n")
+    if "\n" in line or len(line) > 512:
+        raise InvalidArgument("a cosignature is one signature line", "MALFORMED_COSIGNATURE")
+    try:
+        timestamp = notes.verify_cosignature(note + line + "\n", witness_name(msg.node_id),
+                                             admitted.public_key)
+    except notes.CheckpointError as e:
+        raise PermissionDenied(f"the cosignature does not verify: {e}",
+                               "BAD_COSIGNATURE") from None
+    existing = {w: ln for w, ln, _ in log.cosignatures(msg.size)}
+    if msg.node_id in existing and existing[msg.node_id] != line:
+        raise FailedPrecondition(f"node {msg.node_id} already cosigned this head",
+                                 "ALREADY_COSIGNED")
+    if msg.node_id not in existing:
+        log.add_cosignature(msg.size, msg.node_id, line, timestamp, tx.now)
+    return head(tx, msg.size)
