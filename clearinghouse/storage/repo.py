@@ -139,6 +139,8 @@ class Repo:
         # admissions read in this transaction (a Submit checks its signer's twice);
         # every write to admissions below forgets them
         self._admission_rows: dict[str, AdmissionRecord | None] = {}
+        # per-transaction helpers other storage modules keep here (the Merkle log)
+        self.extensions: dict[str, object] = {}
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -31,8 +31,8 @@ from clearinghouse.storage.merkle_log import LeafRow, MerkleLog
 from clearinghouse.usecases import directory, wire
 from clearinghouse.usecases.app import Tx
 from timebank import checkpoint as notes
+from timebank import transparency
 from timebank.envelope import KeyRing, Signed
-from timebank.keys import key_id
 from timebank.v1 import clearing_pb2
 
 COSIGN = "cosign"
@@ -54,19 +54,17 @@ SUBMIT_KINDS = {"directory.register": REGISTRATION, "claim.propose": CLAIM,
                 "node.checkpoint": CHECKPOINT}
 
 
-def origin(clearinghouse_public_key: bytes) -> str:
-    """The log's name in its checkpoints (and the clearinghouse's note key name): unique
-    per clearinghouse key, so two cities' logs can never be confused."""
-    return f"timebank.clearinghouse/{key_id(clearinghouse_public_key)}"
-
-
-def witness_name(node_id: str) -> str:
-    """A district's key name when it cosigns tree heads."""
-    return f"timebank.district/{node_id}"
+origin = transparency.clearinghouse_origin
+witness_name = transparency.witness_name
 
 
 def log_of(tx: Tx) -> MerkleLog:
-    return MerkleLog(tx.repo.conn)
+    """The log as this transaction sees it (one instance per transaction: it keeps the
+    size it read)."""
+    found = tx.repo.extensions.get("merkle_log")
+    if not isinstance(found, MerkleLog):
+        found = tx.repo.extensions["merkle_log"] = MerkleLog(tx.repo.conn)
+    return found
 
 
 # what becomes a leaf -----------------------------------------------------------------

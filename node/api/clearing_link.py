@@ -29,8 +29,10 @@ from google.protobuf.message import DecodeError
 from nacl.signing import SigningKey
 
 from node.storage.repo import OutboxRecord
-from node.usecases import claims
+from node.usecases import checkpoints, claims, tree_heads
 from node.usecases.app import NodeApp, Tx
+from timebank import checkpoint as notes
+from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Signed, sign, verify
 from timebank.rpcerrors import error_reason
 from timebank.v1 import clearing_pb2 as pb
@@ -50,6 +52,9 @@ IDLE_WAIT_SECONDS = 0.02
 RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 10.0
 ACK_EVERY_SECONDS = 0.5
+#: How often the node looks for a new tree head to cosign, and anchors its ledger.
+WITNESS_SECONDS = 2.0
+CHECKPOINT_SECONDS = 600.0
 #: Statuses after which a message may go through later: the clearinghouse is away,
 #: busy or over a limit that settles (LIMIT_REACHED, BUSY).
 TEMPORARY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -81,7 +86,9 @@ class ClearingLink:
 
     def __init__(self, app: NodeApp, address: str, clearinghouse_key: bytes,
                  signing_key: SigningKey, *,
-                 channel_options: list[tuple[str, int]] | None = None) -> None:
+                 channel_options: list[tuple[str, int]] | None = None,
+                 witness_seconds: float = WITNESS_SECONDS,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
         self._app = app
         self._node_id = app.node.node_id
         self._ch_key = clearinghouse_key
@@ -93,11 +100,16 @@ class ClearingLink:
         self._threads: list[threading.Thread] = []
         self._stream: grpc.Future | None = None  # type: ignore[type-arg]
         self.address = address
+        self._witness_seconds = witness_seconds
+        self._checkpoint_seconds = checkpoint_seconds
+        # The last tree head verified: every head the clearinghouse shows must extend it.
+        self._head_lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        for name, target in (("sender", self._send_loop), ("subscriber", self._subscribe_loop)):
+        for name, target in (("sender", self._send_loop), ("subscriber", self._subscribe_loop),
+                             ("witness", self._witness_loop)):
             thread = threading.Thread(target=self._guarded(target), name=f"timebank-{name}",
                                       daemon=True)
             thread.start()
@@ -180,10 +192,13 @@ class ClearingLink:
         sender off once the rest is applied."""
         if self._stop.is_set():
             return
-        request = pb.SubmitBatchRequest(envelopes=[raw for _, raw in batch])
+        known = self._app.query(tree_heads.verified, self._ch_key)
+        request = pb.SubmitBatchRequest(envelopes=[raw for _, raw in batch],
+                                        known_tree_size=known.size if known else 0)
         failed: list[tuple[OutboxRecord, grpc.StatusCode, str, str]] = []
-        receipts: list[tuple[int, pb.Receipt]] = []
+        receipts: list[tuple[OutboxRecord, bytes, pb.Receipt, pb.LogInclusion]] = []
         bad: ReceiptError | None = None
+        head: transparency.Head | None = None
         try:
             answer = self._stub.SubmitBatch(request, timeout=SUBMIT_TIMEOUT_SECONDS)
         except grpc.RpcError as e:  # the whole call failed: every message waits
@@ -193,22 +208,35 @@ class ClearingLink:
             if len(answer.results) != len(batch):
                 raise ReceiptError(f"the clearinghouse answered {len(answer.results)} "
                                    f"results for {len(batch)} messages")
+            if any(r.WhichOneof("outcome") == "receipt" for r in answer.results):
+                # Nothing is acted on unless the head is the clearinghouse's and extends
+                # the last one this node verified.
+                head = self._check_head(answer.head, known, list(answer.consistency))
             for (message, raw), result in zip(batch, answer.results, strict=True):
                 if result.WhichOneof("outcome") == "receipt":
+                    assert head is not None
                     try:
-                        receipts.append((message.id, self._receipt(result.receipt, raw)))
+                        receipt = self._receipt(result.receipt, raw)
+                        self._check_logged(result.logged, receipt, raw, head)
                     except ReceiptError as e:
                         bad = e
+                        continue
+                    receipts.append((message, raw, receipt, result.logged))
                     continue
                 refusal = result.refusal
                 code = grpc.StatusCode.__members__.get(refusal.code, grpc.StatusCode.UNKNOWN)
                 failed.append((message, code, refusal.reason, refusal.message))
         if receipts:
             def apply(tx: Tx) -> None:
-                for message_id, receipt in receipts:
-                    claims.apply_receipt(tx, message_id, receipt.state, receipt.reason)
+                assert head is not None
+                tree_heads.remember(tx, head, self._ch_key)
+                for message, raw, receipt, logged in receipts:
+                    claims.apply_receipt(tx, message.id, receipt.state, receipt.reason)
+                    if message.kind == checkpoints.CHECKPOINT:
+                        checkpoints.anchored(tx, message.envelope, raw, logged, head.note)
 
-            self._app.execute(apply)
+            with self._head_lock:
+                self._app.execute(apply)
         away = False
         for message, code, reason, text in failed:
             if code in TEMPORARY:
@@ -225,6 +253,35 @@ class ClearingLink:
         if away:  # the clearinghouse is away: back off the whole sender
             raise ClearinghouseAway(f"{failed[0][1].name}: {failed[0][3]}")
 
+    def _check_head(self, note: str, known: transparency.Head | None,
+                    consistency: list[bytes]) -> transparency.Head:
+        try:
+            head = transparency.check_head(note, self._ch_key)
+            transparency.check_extends(known, head, consistency)
+        except transparency.LogError as e:
+            log.error("the clearinghouse's log does not check out; nothing was applied",
+                      problem=str(e))
+            raise ReceiptError(str(e)) from None
+        return head
+
+    @staticmethod
+    def _check_logged(logged: pb.LogInclusion, receipt: pb.Receipt, sent: bytes,
+                      head: transparency.Head) -> None:
+        """The receipt's log leaf records exactly what was sent and the state the receipt
+        states, and is proven in ``head``."""
+        try:
+            entry = pb.LogEntry.FromString(logged.entry)
+        except DecodeError:
+            raise ReceiptError("the receipt's log leaf is not a LogEntry") from None
+        if (logged.index != receipt.log_index or entry.envelope != sent
+                or entry.claim_id != receipt.claim_id
+                or (receipt.claim_id and entry.state != receipt.state)):
+            raise ReceiptError("the receipt's log leaf does not record what was sent")
+        try:
+            transparency.check_included(logged.entry, logged.index, head, list(logged.path))
+        except transparency.LogError as e:
+            raise ReceiptError(str(e)) from None
+
     def _receipt(self, raw: bytes, sent: bytes) -> pb.Receipt:
         try:
             answer = pb.Envelope.FromString(raw)
@@ -237,6 +294,52 @@ class ClearingLink:
         if receipt.envelope_sha256 != hashlib.sha256(sent).digest():
             raise ReceiptError("the receipt is for other bytes than were sent")
         return receipt
+
+    # ------------------------------------------------------------ witness
+
+    def _witness_loop(self) -> None:
+        next_checkpoint = time.monotonic() + self._checkpoint_seconds
+        while not self._stop.wait(self._witness_seconds):
+            self.witness_once()
+            if time.monotonic() >= next_checkpoint:
+                self.checkpoint_now()
+                next_checkpoint = time.monotonic() + self._checkpoint_seconds
+
+    def checkpoint_now(self) -> checkpoints.Requested:
+        """Queue a checkpoint of the ledger (if it grew) and send it."""
+        requested = self._app.execute(checkpoints.request)
+        if requested.queued:
+            self._wake.set()
+        return requested
+
+    def witness_once(self) -> int:
+        """Cosign the clearinghouse's latest tree head if it extends the last one this
+        node verified (by a consistency proof) and is newer than the last it cosigned.
+        Returns the size cosigned (0 if nothing was). The head is stored as cosigned
+        before the cosignature leaves, so a crash can never lead to cosigning two
+        inconsistent heads."""
+        latest = self._stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=SUBMIT_TIMEOUT_SECONDS)
+        with self._head_lock:
+            known = self._app.query(tree_heads.verified, self._ch_key)
+            done = self._app.query(tree_heads.cosigned, self._ch_key)
+            if done is not None and latest.size <= done.size:
+                return 0
+            proof: list[bytes] = []
+            if known is not None and 0 < known.size < latest.size:
+                proof = list(self._stub.GetConsistencyProof(pb.GetConsistencyProofRequest(
+                    old_size=known.size, new_size=latest.size),
+                    timeout=SUBMIT_TIMEOUT_SECONDS).path)
+            head = self._check_head(latest.note, known, proof)
+            self._app.execute(tree_heads.remember, head, self._ch_key, cosigning=True)
+        text = notes.SignedNote.parse(head.note).text
+        line = notes.cosign(text, transparency.witness_name(self._node_id), self._key,
+                            int(self._app.clock.now().timestamp()))
+        body = pb.CosignBody(node_id=self._node_id, size=head.size,
+                             signature_line=line.rstrip("\n"))
+        self._stub.AddCosignature(_to_wire(sign("cosign", body.SerializeToString(),
+                                                self._node_id, self._key)),
+                                  timeout=SUBMIT_TIMEOUT_SECONDS)
+        return head.size
 
     # ------------------------------------------------------------ subscriber
 

@@ -55,6 +55,7 @@ STAFF = cast(Table, s.StaffMember.__table__)
 CLAIMS = cast(Table, s.ClaimRow.__table__)
 OUTBOX = cast(Table, s.OutboxMessage.__table__)
 INBOX = cast(Table, s.InboxDelivery.__table__)
+ANCHORS = cast(Table, s.LogAnchor.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -702,6 +703,47 @@ class Repo:
     def inbox_add(self, seq: int, kind: str, claim_id: str, at: datetime) -> None:
         self.conn.execute(_INBOX_ADD, {"seq": seq, "kind": kind, "claim_id": claim_id,
                                        "applied_at": at})
+
+    # ------------------------------------------------------------ log anchors
+
+    def entry_hashes(self, count: int) -> list[bytes]:
+        """The hashes of entries 1..count, in sequence order (the ledger tree's leaves)."""
+        hashes = [bytes(h) for h in self.conn.execute(
+            select(ENTRIES.c.hash).where(ENTRIES.c.seq <= count).order_by(ENTRIES.c.seq))
+            .scalars()]
+        if len(hashes) != count:
+            raise InvariantViolation(f"the ledger has {len(hashes)} of entries 1..{count}")
+        return hashes
+
+    def insert_anchor(self, entry_count: int, chain_head: bytes, ledger_root: bytes,
+                      checkpoint: bytes, at: datetime) -> None:
+        self.conn.execute(insert(ANCHORS).values(
+            entry_count=entry_count, chain_head=chain_head, ledger_root=ledger_root,
+            checkpoint=checkpoint, created_at=at))
+
+    def anchor(self, entry_count: int) -> Any:
+        return self.conn.execute(select(ANCHORS).where(ANCHORS.c.entry_count == entry_count)
+                                 ).one_or_none()
+
+    def anchors(self) -> list[Any]:
+        return list(self.conn.execute(select(ANCHORS).order_by(ANCHORS.c.entry_count)))
+
+    def latest_anchored(self) -> Any:
+        """The anchor of the most entries that the log has recorded (None if none)."""
+        return self.conn.execute(
+            select(ANCHORS).where(ANCHORS.c.log_index.is_not(None))
+            .order_by(ANCHORS.c.entry_count.desc()).limit(1)).one_or_none()
+
+    def set_anchored(self, entry_count: int, checkpoint: bytes, log_index: int,
+                     log_entry: bytes, log_proof: bytes, tree_head: str,
+                     at: datetime) -> None:
+        done = self.conn.execute(
+            update(ANCHORS).where(ANCHORS.c.entry_count == entry_count,
+                                  ANCHORS.c.log_index.is_(None))
+            .values(checkpoint=checkpoint, log_index=log_index, log_entry=log_entry,
+                    log_proof=log_proof, tree_head=tree_head, anchored_at=at))
+        if done.rowcount not in (0, 1):
+            raise InvariantViolation(f"anchor {entry_count} is not one row")
 
     # ------------------------------------------------------------ idempotency
 

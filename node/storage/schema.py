@@ -319,3 +319,23 @@ class InboxDelivery(Base):
     kind: Mapped[str] = mapped_column(String(32))
     claim_id: Mapped[str] = mapped_column(String(36))
     applied_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LogAnchor(Base):
+    """A checkpoint of this node's ledger anchored in the clearinghouse's transparency log
+    (ADR 0007): the hash-chain head and Merkle root over the first ``entry_count``
+    entries, the signed ``node.checkpoint`` envelope as sent, and the log leaf recording
+    it with its inclusion proof in the tree head it was proven in (a C2SP checkpoint
+    signed by the clearinghouse). Kept for ever: passbooks and auditors cite them."""
+
+    __tablename__ = "log_anchors"
+    entry_count: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    chain_head: Mapped[bytes] = mapped_column(LargeBinary(32))
+    ledger_root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    checkpoint: Mapped[bytes] = mapped_column(LargeBinary)
+    log_index: Mapped[int | None] = mapped_column(BigInteger)
+    log_entry: Mapped[bytes | None] = mapped_column(LargeBinary)
+    log_proof: Mapped[bytes | None] = mapped_column(LargeBinary)  # the path's hashes, joined
+    tree_head: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    anchored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

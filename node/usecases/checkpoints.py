@@ -1,0 +1,66 @@
+"""Anchoring this node's ledger in the city's transparency log (ADR 0007).
+
+A checkpoint names the head of the ledger's hash chain (entry count and hash) and the
+RFC 9162 root over the entries' hashes in sequence order. It goes to the clearinghouse
+through the outbox like a claim message, signed with the node key; the clearinghouse
+logs it, and the receipt comes back with the log leaf and its inclusion proof, which
+the clearing link has checked before ``anchored`` records them. From then on any
+rewrite of those entries shows: the chain no longer reaches the anchored head, the
+auditor says so, and passbooks citing the anchor still verify against the log.
+
+The root is computed over every entry hash (one indexed read of 32 bytes per entry);
+checkpoints are taken on a schedule, so that is paid once per interval, not per entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.usecases.app import Tx
+from timebank import merkle
+from timebank.v1 import clearing_pb2 as pb
+
+CHECKPOINT = "node.checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Requested:
+    entry_count: int
+    chain_head: bytes
+    ledger_root: bytes
+    queued: bool  # False: this count was checkpointed before
+
+
+def request(tx: Tx) -> Requested:
+    """Queue a checkpoint of the ledger as it stands (nothing new if this entry count
+    was checkpointed already)."""
+    count, chain_head = tx.repo.head()
+    found = tx.repo.anchor(count)
+    if found is not None:
+        return Requested(count, bytes(found.chain_head), bytes(found.ledger_root), False)
+    root = merkle.root(tx.repo.entry_hashes(count))
+    body = pb.NodeCheckpoint(node_id=tx.node.node_id, entry_count=count,
+                             chain_head=chain_head, ledger_root=root)
+    body.at.FromDatetime(tx.now)
+    raw = body.SerializeToString(deterministic=True)
+    tx.repo.enqueue(CHECKPOINT, None, raw, tx.now)
+    tx.repo.insert_anchor(count, chain_head, root, raw, tx.now)
+    return Requested(count, chain_head, root, True)
+
+
+def anchored(tx: Tx, body: bytes, sent: bytes, logged: pb.LogInclusion,
+             tree_head: str) -> None:
+    """The clearinghouse logged the checkpoint whose unsigned ``body`` was sent as the
+    signed envelope ``sent``; ``logged`` (already checked against ``tree_head``) is its
+    leaf and inclusion proof. Recorded once."""
+    msg = pb.NodeCheckpoint.FromString(body)
+    tx.repo.set_anchored(msg.entry_count, sent, logged.index, logged.entry,
+                         b"".join(logged.path), tree_head, tx.now)
+
+
+def proof_path(stored: bytes | None) -> list[bytes]:
+    """An anchor's stored inclusion path, as a list of hashes."""
+    data = stored or b""
+    if len(data) % merkle.HASH_SIZE:
+        raise ValueError("a stored inclusion path is a whole number of SHA-256 hashes")
+    return [data[i:i + merkle.HASH_SIZE] for i in range(0, len(data), merkle.HASH_SIZE)]

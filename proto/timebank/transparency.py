@@ -1,0 +1,83 @@
+"""The city's transparency log as its readers see it (ADR 0007): the names in its
+checkpoints, and the checks a node, an auditor or a passbook verifier makes on what the
+clearinghouse shows them. Pure functions over bytes and text; no I/O.
+
+A tree head is a C2SP checkpoint signed by the clearinghouse under the log's origin
+(``clearinghouse_origin``); districts cosign heads as witnesses under
+``witness_name(node_id)``. A reader keeps the last head it verified and accepts a new one
+only with a consistency proof from it, so a clearinghouse that showed it one history
+cannot later show it another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from timebank import checkpoint as notes
+from timebank import merkle
+from timebank.keys import key_id
+
+
+class LogError(Exception):
+    """What the clearinghouse showed does not hold together: a bad signature, a head
+    inconsistent with one seen before, a proof that does not prove."""
+
+
+def clearinghouse_origin(clearinghouse_public_key: bytes) -> str:
+    """The log's name in its checkpoints, and the clearinghouse's note key name: unique
+    per clearinghouse key, so two cities' logs can never be confused."""
+    return f"timebank.clearinghouse/{key_id(clearinghouse_public_key)}"
+
+
+def witness_name(node_id: str) -> str:
+    """A district's key name when it cosigns tree heads."""
+    return f"timebank.district/{node_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A tree head whose clearinghouse signature checked out."""
+
+    size: int
+    root: bytes
+    note: str
+
+
+def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
+    """The head a signed checkpoint states, once the clearinghouse's signature and the
+    origin are checked."""
+    origin = clearinghouse_origin(clearinghouse_public_key)
+    try:
+        text = notes.verify_note(note, origin, clearinghouse_public_key)
+        found = notes.Checkpoint.parse(text)
+    except notes.CheckpointError as e:
+        raise LogError(f"the tree head is not signed by the clearinghouse: {e}") from None
+    if found.origin != origin:
+        raise LogError(f"the tree head is for log {found.origin!r}, not {origin!r}")
+    return Head(found.size, found.root, note)
+
+
+def check_extends(old: Head | None, new: Head, proof: list[bytes]) -> None:
+    """``new`` extends ``old`` (the last head verified), by the RFC 9162 consistency
+    proof; a smaller tree, or another root at the same size, is a forked log."""
+    if old is None or old.size == 0:
+        return
+    if new.size < old.size:
+        raise LogError(f"the log shrank: a head of {new.size} leaves after one of {old.size}")
+    if new.size == old.size:
+        if new.root != old.root:
+            raise LogError(f"two different heads of {new.size} leaves: the log was forked")
+        return
+    if not merkle.verify_consistency(old.size, new.size, old.root, new.root, proof):
+        raise LogError(f"the head of {new.size} leaves is not consistent with the head of "
+                       f"{old.size} seen before: the log was rewritten or forked")
+
+
+def check_included(entry: bytes, index: int, head: Head, path: list[bytes]) -> None:
+    """Leaf ``index`` of the log holds ``entry``, in the tree ``head`` states."""
+    if not merkle.verify_inclusion(entry, index, head.size, path, head.root):
+        raise LogError(f"log leaf {index} is not proven in the head of {head.size} leaves")
+
+
+__all__ = ["Head", "LogError", "check_extends", "check_head", "check_included",
+           "clearinghouse_origin", "witness_name"]
