@@ -42,6 +42,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, LaunchError, layout
+from node.bootstrap import open_app as open_node_app
 from node.cli import (
     CITY_TZ,
     CliError,
@@ -54,7 +55,9 @@ from node.cli import (
     render_report,
     to_json,
 )
+from node.config import load_config as load_node_config
 from node.domain.identity import id_card_with_check_digit
+from node.usecases import checkpoints
 from timebank import devclock
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
@@ -377,6 +380,72 @@ def city_checks(city: City) -> dict[str, Any]:
             "issued_minutes": issued, "held_or_consumed_minutes": kept}
 
 
+def anchor_and_witness(city: City) -> dict[str, Any]:
+    """Every district anchors its ledger in the clearinghouse's transparency log, and
+    the districts, as witnesses, cosign a tree head that includes the anchors."""
+    anchored: dict[str, int] = {}
+    for n in city.layout.nodes:
+        app = open_node_app(load_node_config(n.config_file))
+        try:
+            requested = app.execute(checkpoints.request)
+        finally:
+            app.db.dispose()
+        anchored[n.node_id] = requested.entry_count
+
+    def anchor_indexes() -> dict[str, int] | None:
+        found: dict[str, int] = {}
+        for n in city.layout.nodes:
+            app = open_node_app(load_node_config(n.config_file))
+            try:
+                row = app.query(lambda tx: tx.repo.latest_anchored())
+            finally:
+                app.db.dispose()
+            if row is None or row.entry_count < anchored[n.node_id]:
+                return None
+            found[n.node_id] = int(row.log_index)
+        return found
+
+    stub = clearing_pb2_grpc.ClearinghouseServiceStub(city.channel)
+    indexes: dict[str, int] = {}
+
+    def all_anchored() -> bool:
+        nonlocal indexes
+        indexes = anchor_indexes() or {}
+        return bool(indexes)
+
+    def cosigned() -> clearing_pb2.TreeHead | None:
+        try:
+            head = stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=10)
+        except grpc.RpcError:
+            return None
+        return head if head.size > max(indexes.values()) else None
+
+    city.wait("every district's ledger anchored in the log", all_anchored)
+    city.check("every district's ledger is anchored in the clearinghouse's log",
+               bool(indexes))
+    head = None
+    if indexes:
+        city.wait("a tree head cosigned by a quorum of districts",
+                  lambda: cosigned() is not None)
+        head = cosigned()
+    city.check("a tree head covering the anchors is cosigned by a quorum of districts",
+               head is not None)
+    table = Table(box=None, padding=(0, 2))
+    for col in ("district", "ledger entries anchored", "log leaf"):
+        table.add_column(col)
+    for node_id, count in anchored.items():
+        table.add_row(f"{NAMES[node_id]} {node_id}", str(count),
+                      str(indexes.get(node_id, "—")))
+    witnessed = (f"tree head of {head.size} leaves, root {head.root.hex()[:16]}…, cosigned "
+                 f"by {', '.join(NAMES.get(c, c) for c in head.cosigners)}"
+                 if head is not None else "no tree head cosigned by a quorum")
+    city.step("Every district anchors its ledger's hash-chain head in the clearinghouse's "
+              f"transparency log; the districts witness it: {witnessed}", table)
+    return {"anchored_entries": anchored, "anchor_leaves": indexes,
+            "cosigned_tree_size": head.size if head is not None else None,
+            "cosigners": list(head.cosigners) if head is not None else []}
+
+
 # ------------------------------------------------------------------ running it
 
 
@@ -458,6 +527,7 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             order, redemption = meals_in_gulou(city)
             move = move_to_qixia(city)
             summary.update(city_checks(city))
+            summary["log"] = anchor_and_witness(city)
             reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
                        for n, node in city.nodes.items()}
             city.step(f"{NAMES[JN]}'s ledger after it all", render_report(reports[JN]))
