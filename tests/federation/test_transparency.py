@@ -1,0 +1,117 @@
+"""The transparency log as the districts see it: every receipt proven in a signed tree
+head before it is acted on, heads witnessed and cosigned, ledgers anchored; and a
+clearinghouse that rewrites its log after a district has seen it is caught by that
+district, which applies nothing and never cosigns the rewritten history."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import grpc
+import pytest
+
+from node.api.clearing_link import ReceiptError
+from node.usecases import tree_heads
+from tests.federation.conftest import CH_KEY, City
+from tests.federation.support import GL, JN, QX, enrol_at
+from tests.helpers import id_card
+from timebank import checkpoint as notes
+from timebank import merkle, transparency
+from timebank.keys import public_key
+from timebank.v1 import clearing_pb2, clearing_pb2_grpc
+
+CH_PUBLIC = public_key(CH_KEY)
+
+
+def verified(city: City, node_id: str) -> transparency.Head | None:
+    return city[node_id].app.query(tree_heads.verified, CH_PUBLIC)
+
+
+def stub(city: City) -> clearing_pb2_grpc.ClearinghouseServiceStub:
+    return clearing_pb2_grpc.ClearinghouseServiceStub(grpc.insecure_channel(city.address))
+
+
+def test_a_receipt_is_acted_on_only_once_proven_in_a_signed_head(city: City) -> None:
+    enrol_at(city, JN, "王芳", id_card(1965))  # registers her with the directory
+    city.settle()
+    head = verified(city, JN)
+    assert head is not None and head.size >= 1
+    # the head the node kept is the clearinghouse's, and the log's leaf for the
+    # registration is in it
+    log = stub(city)
+    entries = [clearing_pb2.LogEntry.FromString(e) for e in log.GetEntries(
+        clearing_pb2.GetEntriesRequest(start=0, end=head.size), timeout=5).entries]
+    registrations = [i for i, e in enumerate(entries)
+                     if e.kind == "registration" and e.node_id == JN]
+    assert registrations
+    proof = log.GetInclusionProof(clearing_pb2.GetInclusionProofRequest(
+        index=registrations[0], size=head.size), timeout=5)
+    assert merkle.verify_inclusion(proof.logged.entry, registrations[0], head.size,
+                                   list(proof.logged.path), head.root)
+
+
+def test_districts_witness_heads_and_a_quorum_cosigns(city: City) -> None:
+    enrol_at(city, JN, "王芳", id_card(1965))
+    city.settle()
+    sizes = {n: city[n].link.witness_once() for n in (JN, GL, QX)}
+    assert all(size >= 1 for size in sizes.values())
+    head = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=5)
+    assert sorted(head.cosigners) == sorted((JN, GL, QX))
+    keys = {transparency.witness_name(n): public_key(city[n].key) for n in (JN, GL, QX)}
+    assert set(notes.cosigners(head.note, keys)) == set(keys)
+    # nothing new: a witness does not cosign the same head twice
+    assert city[JN].link.witness_once() == 0
+
+
+def test_a_ledger_checkpoint_is_anchored_with_its_proof(city: City) -> None:
+    enrol_at(city, JN, "王芳", id_card(1965))
+    city.settle()
+    requested = city[JN].link.checkpoint_now()
+    assert requested.queued
+    city.settle()
+    anchor = city[JN].app.query(lambda tx: tx.repo.latest_anchored())
+    assert anchor is not None and anchor.entry_count == requested.entry_count
+    head = transparency.check_head(anchor.tree_head, CH_PUBLIC)
+    entry = clearing_pb2.LogEntry.FromString(anchor.log_entry)
+    assert entry.kind == "checkpoint" and entry.envelope == anchor.checkpoint
+    path = [anchor.log_proof[i:i + 32] for i in range(0, len(anchor.log_proof), 32)]
+    transparency.check_included(anchor.log_entry, anchor.log_index, head, path)
+    # the same ledger again: nothing new to anchor
+    assert not city[JN].link.checkpoint_now().queued
+
+
+def _rewrite_log_from(db: Path, index: int) -> None:
+    """What a dishonest clearinghouse would do: drop every leaf from ``index`` on (and
+    the heads and hashes over them), to append another history in their place."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM cosignatures WHERE size > ?", (index,))
+        conn.execute("DELETE FROM tree_heads WHERE size > ?", (index,))
+        conn.execute("DELETE FROM log_leaves WHERE idx >= ?", (index,))
+        conn.execute("DELETE FROM log_hashes WHERE (idx + 1) * (1 << level) > ?", (index,))
+
+
+def test_a_district_catches_a_clearinghouse_that_rewrites_its_log(
+        city: City, tmp_path: Path) -> None:
+    enrol_at(city, JN, "王芳", id_card(1965))
+    city.settle()
+    city[JN].link.witness_once()
+    seen = verified(city, JN)
+    cosigned_before = city[JN].app.query(tree_heads.cosigned, CH_PUBLIC)
+    assert seen is not None and cosigned_before is not None
+    # The clearinghouse forks: it forgets 江宁区's registration and shows another
+    # history of more leaves to everyone.
+    _rewrite_log_from(tmp_path / "ch.sqlite3", seen.size - 1)
+    for i in range(3):
+        enrol_at(city, GL, f"李{i}", id_card(1950 + i, GL))
+    city.settle()
+    forked = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5)
+    assert forked.size > seen.size
+    # 江宁区 refuses it: as a witness, and on its next receipt
+    with pytest.raises(ReceiptError, match="not consistent"):
+        city[JN].link.witness_once()
+    assert verified(city, JN) == seen
+    assert city[JN].app.query(tree_heads.cosigned, CH_PUBLIC) == cosigned_before
+    cosigners = stub(city).GetTreeHead(
+        clearing_pb2.GetTreeHeadRequest(size=forked.size), timeout=5).cosigners
+    assert JN not in cosigners
