@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from city import statement as statement_cli
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from node.cli import describe_error, guarded, print_error
@@ -37,6 +38,7 @@ app = typer.Typer(
 )
 app.add_typer(node_cli.app, name="node")
 app.add_typer(clearinghouse_cli.app, name="clearinghouse")
+app.command("verify-statement")(statement_cli.verify_command)
 
 
 @app.command("demo")
@@ -60,6 +62,33 @@ def demo(
     from city.demo import run_demo
 
     code = run_demo(data_dir, as_json=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("audit")
+@guarded
+def audit(
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", metavar="DIR", help="Audit a city's data directory (read-only).")] = None,
+    clearinghouse: Annotated[str | None, typer.Option(
+        "--clearinghouse", metavar="HOST:PORT",
+        help="Audit a running clearinghouse over gRPC instead.")] = None,
+    clearinghouse_key: Annotated[str | None, typer.Option(
+        "--clearinghouse-key", metavar="HEX",
+        help="The clearinghouse's public key (64 hex digits) every head must verify under.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Also print a machine-readable summary as the last line of stdout.")
+    ] = False,
+) -> None:
+    """Audit a city: ledgers, anchors, the transparency log, claims, receipts, positions.
+
+    Exit code 0 if every check passes, 1 naming the first bad record (file, table, entry).
+    """
+    from city.audit import run_audit
+
+    code = run_audit(data_dir, clearinghouse, clearinghouse_key, as_json=as_json)
     if code:
         raise typer.Exit(code)
 
