@@ -1,0 +1,191 @@
+"""A person's passbook (电子存折): their balance and history as of an anchored checkpoint,
+with everything an offline verifier needs to tie it to the city's transparency log.
+
+The statement is JSON (format ``timebank-statement/v1``): ``statement`` holds the data,
+``signature`` the node's signed envelope (kind ``statement``) whose body is the SHA-256
+of ``canonical_json(statement)``. A digest, not the data itself, is signed because an
+envelope body is at most 64 KiB and a long history is more. Bytes are standard base64,
+text stays UTF-8 (Chinese names intact), numbers are integers.
+
+Each entry carries exactly the fields ``node.domain.ledger.canonical_bytes`` hashes (so
+its hash can be recomputed), its previous hash, and its RFC 9162 inclusion proof in the
+ledger tree whose root the anchored checkpoint states (leaves: the hashes of entries
+1..count). The anchor brings the signed checkpoint, its log leaf, the leaf's inclusion
+proof and the clearinghouse's tree head; ``cosigned`` the same leaf proven in a head
+cosigned by a quorum of districts, when one was available.
+
+Building is pure reading: ``build_statement`` runs in a read transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from node.domain.errors import FailedPrecondition, InvariantViolation, NotFound
+from node.domain.ledger import format_time
+from node.storage.repo import StoredEntry
+from node.usecases import checkpoints
+from node.usecases.app import Tx
+from timebank import envelope, merkle
+from timebank.v1 import clearing_pb2 as pb
+
+FORMAT = "timebank-statement/v1"
+KIND = "statement"
+_PAGE = 1000
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The bytes that are signed: sorted-key compact JSON, UTF-8 (as the ledger hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def digest(statement: Any) -> bytes:
+    """What the node signs: SHA-256 of the statement's canonical JSON."""
+    return hashlib.sha256(canonical_json(statement)).digest()
+
+
+def _entries_upto(tx: Tx, account_ids: list[int], count: int) -> list[StoredEntry]:
+    out: list[StoredEntry] = []
+    after = 0
+    while True:
+        page = tx.repo.entries_touching(account_ids, after, _PAGE)
+        out.extend(e for e in page if e.seq <= count)
+        if len(page) < _PAGE or page[-1].seq >= count:
+            return out
+        after = page[-1].seq
+
+
+def _prover(leaves: Sequence[bytes]) -> Callable[[int], list[bytes]]:
+    """Inclusion proofs in the tree of ``leaves``, hashing each subtree once."""
+    hashes = [merkle.leaf_hash(leaf) for leaf in leaves]
+    memo: dict[tuple[int, int], bytes] = {}
+
+    def perfect(start: int, end: int) -> bytes:
+        if end - start == 1:
+            return hashes[start]
+        found = memo.get((start, end))
+        if found is None:
+            mid = (start + end) // 2
+            found = memo[(start, end)] = merkle.node_hash(perfect(start, mid),
+                                                          perfect(mid, end))
+        return found
+
+    def prove(index: int) -> list[bytes]:
+        return [merkle.hash_of_range(perfect, s, e)
+                for s, e in merkle.inclusion_path_ranges(index, len(leaves))]
+
+    return prove
+
+
+def _entry_doc(stored: StoredEntry, proof: list[bytes]) -> dict[str, Any]:
+    e = stored.entry
+    return {
+        "seq": stored.seq,
+        "kind": str(e.kind),
+        "at": format_time(e.at),
+        "memo": e.memo,
+        "order_id": e.order_id,
+        "reverses_seq": e.reverses_seq,
+        "postings": [[p.account.code, p.minutes] for p in e.postings],
+        "prev_hash": b64(stored.prev_hash),
+        "hash": b64(stored.hash),
+        "proof": [b64(h) for h in proof],
+    }
+
+
+def _logged(index: int, entry: bytes, path: Sequence[bytes], head: str) -> dict[str, Any]:
+    return {"log_index": index, "log_entry": b64(entry), "log_proof": [b64(h) for h in path],
+            "tree_head": head}
+
+
+def build_statement(tx: Tx, person_id: int, anchor_row: Any,
+                    proof_in_cosigned_head: pb.InclusionProof | None = None, *,
+                    certificates: Sequence[bytes] = (),
+                    made_at: datetime | None = None) -> dict[str, Any]:
+    """The unsigned statement of ``person_id`` as of ``anchor_row`` (a logged anchor).
+
+    ``certificates`` are serialised city-signed ``admission`` envelopes: this node's and
+    the districts' that may cosign. ``sign_statement`` adds the node's signature."""
+    if anchor_row is None or anchor_row.log_index is None:
+        raise FailedPrecondition("no checkpoint of this ledger has been anchored in the "
+                                 "city's log yet", "NOT_ANCHORED")
+    person = tx.repo.person(person_id)
+    if person.visitor:
+        raise FailedPrecondition(
+            f"person {person_id}'s hours are kept by district {person.home_node_id}; "
+            "their passbook comes from there", "NOT_HOME_DISTRICT")
+    count = int(anchor_row.entry_count)
+    accounts = tx.repo.accounts_of(person.id)
+    prefix = f"person/{person.person_ref}/"
+    entries = _entries_upto(tx, [a.id for a in accounts], count)
+    leaves = tx.repo.entry_hashes(count)
+    if merkle.root(leaves) != bytes(anchor_row.ledger_root):
+        raise InvariantViolation(f"the ledger's first {count} entries no longer have the "
+                                 "root that was anchored: run `timebank node check`")
+    prove = _prover(leaves)
+    by_origin: dict[str, int] = {}
+    docs = []
+    for stored in entries:
+        for p in stored.entry.postings:
+            if p.account.code.startswith(prefix):
+                origin = p.account.code[len(prefix):]
+                by_origin[origin] = by_origin.get(origin, 0) + p.minutes
+        docs.append(_entry_doc(stored, prove(stored.seq - 1)))
+    anchor = {
+        "entry_count": count,
+        "chain_head": b64(bytes(anchor_row.chain_head)),
+        "ledger_root": b64(bytes(anchor_row.ledger_root)),
+        "checkpoint": b64(bytes(anchor_row.checkpoint)),
+        **_logged(int(anchor_row.log_index), bytes(anchor_row.log_entry),
+                  checkpoints.proof_path(anchor_row.log_proof), str(anchor_row.tree_head)),
+    }
+    cosigned = None
+    if proof_in_cosigned_head is not None:
+        logged = proof_in_cosigned_head.logged
+        cosigned = _logged(logged.index, logged.entry, list(logged.path),
+                           proof_in_cosigned_head.head.note)
+    return {
+        "format": FORMAT,
+        "node": {"node_id": tx.node.node_id, "district": tx.node.district},
+        "person": {"id": person.id, "name": person.name, "kind": person.kind,
+                   "person_ref": person.person_ref, "home_node_id": tx.node.node_id,
+                   "home_district": tx.node.district},
+        "balance": {"total": sum(by_origin.values()),
+                    "by_origin": dict(sorted(by_origin.items()))},
+        "entries": docs,
+        "anchor": anchor,
+        "cosigned": cosigned,
+        "certificates": [b64(c) for c in certificates],
+        "made_at": format_time(made_at or tx.now),
+    }
+
+
+def sign_statement(statement: dict[str, Any], node_id: str, key: SigningKey) -> dict[str, Any]:
+    """The statement file: the data and the node's envelope over its digest."""
+    signed = envelope.sign(KIND, digest(statement), node_id, key)
+    wire = pb.Envelope(kind=signed.kind, body=signed.body, signer=signed.signer,
+                       key_id=signed.key_id, signature=signed.signature)
+    return {"format": FORMAT, "statement": statement,
+            "signature": b64(wire.SerializeToString(deterministic=True))}
+
+
+def latest_anchor(tx: Tx) -> Any:
+    """The anchor of the most entries the log has recorded; NOT_FOUND if none yet."""
+    found = tx.repo.latest_anchored()
+    if found is None:
+        raise NotFound("no checkpoint of this ledger has been anchored in the city's log "
+                       "yet: run `timebank node checkpoint --config FILE`, let the serving "
+                       "node send it to the clearinghouse, and try again", "NOT_ANCHORED")
+    return found
