@@ -507,8 +507,9 @@ def _ledger_check(node: _Node) -> str:
         count += 1
         where = f"seq {row.seq}"
         if row.seq != count:
-            bad("entries", where, f"expected entry {count} here: an entry is missing or "
-                                  "out of place")
+            bad("entries", f"seq {count}", f"entry {count} is missing (the next is "
+                                           f"entry {row.seq})")
+            count = int(row.seq)
         parts: list[Posting] = []
         for p in postings:
             postings_seen += 1

@@ -1,0 +1,234 @@
+"""`timebank audit` on a real city: the demo's databases, each test tampering with one
+table of a copy and checking that the audit names that file, table and entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from city.audit import BadRecord, Report, audit_data_dir
+
+CH_DB = "clearinghouse/clearinghouse.sqlite3"
+JIANGNING = "320115/node.sqlite3"
+GULOU = "320106/node.sqlite3"
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("audit") / "city"
+    done = subprocess.run([sys.executable, "-m", "city", "demo", "--data-dir", str(root)],
+                          capture_output=True, text=True, timeout=180, env=_env())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    yield root
+
+
+@pytest.fixture
+def copy(city: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(city, tmp_path / "city"))
+
+
+def sql(db: Path, statement: str, *params: object) -> None:
+    with sqlite3.connect(db) as conn:
+        for part in statement.split(";"):
+            if part.strip():
+                conn.execute(part, params if "?" in part else ())
+    conn.close()
+
+
+def one(db: Path, query: str) -> object:
+    with sqlite3.connect(db) as conn:
+        value = conn.execute(query).fetchone()[0]
+    conn.close()
+    return value
+
+
+def first_bad(root: Path) -> BadRecord:
+    report = audit_data_dir(root)
+    assert not report.ok
+    bad = report.first_bad
+    assert bad is not None
+    return bad
+
+
+def _bad(bad: BadRecord) -> tuple[str, str, str]:
+    return bad.file, bad.table, bad.entry
+
+
+def _run_cli(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "city", "audit", "--data-dir", str(root),
+                           "--json"], capture_output=True, text=True, timeout=60, env=_env())
+
+
+def test_a_clean_city_passes(copy: Path) -> None:
+    report: Report = audit_data_dir(copy)
+    assert report.ok, [c for c in report.checks if not c.ok]
+    names = [c.name for c in report.checks]
+    assert "clearinghouse log" in names and "江宁区 320115 anchors" in names
+    anchors = next(c for c in report.checks if c.name == "江宁区 320115 anchors")
+    assert "proven in the log" in anchors.detail
+    done = _run_cli(copy)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✓" in done.stdout and "✗" not in done.stdout
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["first_bad"] is None
+
+
+def test_a_changed_posting_is_named_by_the_cli(copy: Path) -> None:
+    sql(copy / JIANGNING, "UPDATE postings SET minutes = minutes + 1 WHERE seq = 2 "
+                          "AND position = 0")
+    assert _bad(first_bad(copy)) == (JIANGNING, "postings", "seq 2")
+    done = _run_cli(copy)
+    assert done.returncode == 1
+    assert "✗" in done.stdout
+    assert f"{JIANGNING}, table postings, seq 2" in " ".join(done.stderr.split())
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is False
+    assert summary["first_bad"]["table"] == "postings"
+
+
+def test_a_deleted_entry(copy: Path) -> None:
+    sql(copy / JIANGNING, "DELETE FROM postings WHERE seq = 2; DELETE FROM entries WHERE seq = 2")
+    assert _bad(first_bad(copy)) == (JIANGNING, "entries", "seq 2")
+
+
+def test_an_inserted_entry(copy: Path) -> None:
+    db = copy / JIANGNING
+    last = int(one(db, "SELECT max(seq) FROM entries"))  # type: ignore[call-overload]
+    sql(db, "INSERT INTO entries (seq, kind, at, memo, order_id, reverses_seq, prev_hash, hash) "
+            "SELECT ?, kind, at, memo, order_id, reverses_seq, "
+            "(SELECT hash FROM entries WHERE seq = ?), randomblob(32) FROM entries WHERE seq = 1",
+        last + 1, last)
+    sql(db, "INSERT INTO postings (seq, position, account_id, minutes) "
+            "SELECT ?, position, account_id, minutes FROM postings WHERE seq = 1", last + 1)
+    assert _bad(first_bad(copy)) == (JIANGNING, "entries", f"seq {last + 1}")
+
+
+def test_two_entries_swapped(copy: Path) -> None:
+    sql(copy / JIANGNING,
+        "UPDATE postings SET seq = -1 WHERE seq = 2; UPDATE entries SET seq = -1 WHERE seq = 2;"
+        "UPDATE postings SET seq = 2 WHERE seq = 3; UPDATE entries SET seq = 2 WHERE seq = 3;"
+        "UPDATE postings SET seq = 3 WHERE seq = -1; UPDATE entries SET seq = 3 WHERE seq = -1")
+    assert _bad(first_bad(copy)) == (JIANGNING, "entries", "seq 2")
+
+
+def test_a_rewritten_clearinghouse_claim(copy: Path) -> None:
+    claim = one(copy / CH_DB, "SELECT min(claim_id) FROM claims")
+    sql(copy / CH_DB, "UPDATE claims SET state = 'voided', posted_minutes = NULL, "
+                      "reason = 'CANCELLED' WHERE claim_id = ?", claim)
+    assert _bad(first_bad(copy)) == (CH_DB, "claims", f"claim {claim}")
+
+
+def test_a_rewritten_node_claim(copy: Path) -> None:
+    claim = one(copy / GULOU, "SELECT min(claim_id) FROM claims WHERE state = 'completed'")
+    sql(copy / GULOU, "UPDATE claims SET state = 'expired', reason = 'EXPIRED' "
+                      "WHERE claim_id = ?", claim)
+    assert _bad(first_bad(copy)) == (GULOU, "claims", f"claim {claim}")
+
+
+def test_an_edited_log_leaf(copy: Path) -> None:
+    data = bytearray(one(copy / CH_DB, "SELECT data FROM log_leaves WHERE idx = 11"))  # type: ignore[call-overload]
+    data[-1] ^= 0x01
+    sql(copy / CH_DB, "UPDATE log_leaves SET data = ? WHERE idx = 11", bytes(data))
+    assert _bad(first_bad(copy)) == (CH_DB, "log_leaves", "idx 11")
+
+
+def test_a_replaced_tree_head_root(copy: Path) -> None:
+    size = one(copy / CH_DB, "SELECT min(size) FROM tree_heads WHERE size > 5")
+    sql(copy / CH_DB, "UPDATE tree_heads SET root = randomblob(32) WHERE size = ?", size)
+    assert _bad(first_bad(copy)) == (CH_DB, "tree_heads", f"size {size}")
+
+
+def test_a_replaced_tree_head_note(copy: Path) -> None:
+    sizes = [int(r[0]) for r in sqlite3.connect(copy / CH_DB).execute(
+        "SELECT size FROM tree_heads WHERE size > 5 ORDER BY size LIMIT 2")]
+    sql(copy / CH_DB, "UPDATE tree_heads SET note = (SELECT note FROM tree_heads "
+                      "WHERE size = ?) WHERE size = ?", sizes[1], sizes[0])
+    assert _bad(first_bad(copy)) == (CH_DB, "tree_heads", f"size {sizes[0]}")
+
+
+def test_a_changed_position(copy: Path) -> None:
+    sql(copy / CH_DB, "UPDATE positions SET net_minutes = net_minutes + 15 "
+                      "WHERE node_id = '320106'")
+    assert _bad(first_bad(copy)) == (CH_DB, "positions", "node 320106")
+
+
+def test_a_changed_anchor(copy: Path) -> None:
+    count = one(copy / GULOU, "SELECT max(entry_count) FROM log_anchors")
+    assert count is not None, "the demo anchors every ledger"
+    sql(copy / GULOU, "UPDATE log_anchors SET ledger_root = randomblob(32) "
+                      "WHERE entry_count = ?", count)
+    assert _bad(first_bad(copy)) == (GULOU, "log_anchors", f"entry_count {count}")
+
+
+def test_a_forged_cosignature(copy: Path) -> None:
+    size, witness = sqlite3.connect(copy / CH_DB).execute(
+        "SELECT size, witness FROM cosignatures ORDER BY size LIMIT 1").fetchone()
+    other = one(copy / CH_DB, f"SELECT line FROM cosignatures WHERE witness <> '{witness}' "
+                              f"AND size = {size}")
+    sql(copy / CH_DB, "UPDATE cosignatures SET line = ? WHERE size = ? AND witness = ?",
+        other, size, witness)
+    assert _bad(first_bad(copy)) == (CH_DB, "cosignatures", f"size {size}, witness {witness}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_running_clearinghouse_over_grpc(copy: Path) -> None:
+    import grpc
+
+    from timebank.keys import public_key, read_seed
+
+    key = public_key(read_seed(copy / "clearinghouse" / "clearinghouse.key")).hex()
+    address = f"127.0.0.1:{_free_port()}"
+    env = {**_env(), "TIMEBANK_CLEARINGHOUSE_LISTEN": address}
+    log = (copy / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "city", "clearinghouse", "serve", "--config",
+         str(copy / "clearinghouse" / "clearinghouse.toml")],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=copy)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+        cmd = [sys.executable, "-m", "city", "audit", "--clearinghouse", address]
+        done = subprocess.run([*cmd, "--clearinghouse-key", key, "--json"],
+                              capture_output=True, text=True, timeout=60, env=_env())
+        assert done.returncode == 0, done.stdout + done.stderr
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["ok"] is True
+        assert [c["name"] for c in summary["checks"]] == [
+            "tree head", "log entries", "cosigners", "claims", "positions"]
+        wrong = subprocess.run([*cmd, "--clearinghouse-key", "ab" * 32],
+                               capture_output=True, text=True, timeout=60, env=_env())
+        assert wrong.returncode == 1
+        assert "wrong --clearinghouse-key" in wrong.stderr
+        assert "Traceback" not in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+def test_an_unreachable_clearinghouse_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "city", "audit", "--clearinghouse",
+                           f"127.0.0.1:{_free_port()}", "--clearinghouse-key", "00" * 32],
+                          capture_output=True, text=True, timeout=60, env=_env())
+    assert done.returncode == 1
+    assert "did not answer: UNAVAILABLE" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
