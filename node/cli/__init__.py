@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import typer
 
-from node.cli import admin, claims, ledger, people
+from node.cli import admin, claims, ledger, people, statement
 from node.cli.client import NodeClient
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
 from node.cli.orders import order_app
@@ -89,3 +89,5 @@ app.command("move")(claims.move)
 app.command("claim")(claims.claim_show)
 app.command("claims")(claims.claims_list)
 app.command("positions")(claims.positions)
+app.command("checkpoint")(statement.checkpoint_command)
+app.command("statement")(statement.statement_command)

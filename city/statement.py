@@ -1,0 +1,418 @@
+"""Verifying a passbook (电子存折) offline, with only the city's two public keys: the city
+root key (it signs admission certificates) and the clearinghouse key (it signs the log's
+tree heads). The statement is ``node.usecases.statement``'s JSON.
+
+Every part is checked, the most specific first, so a refusal names what is wrong:
+the certificates (city-signed) give the node's key; the checkpoint is the node's and
+states the anchored entry count and ledger root; its log leaf is in the clearinghouse's
+tree head, which enough districts cosigned; each entry's hash is recomputed from its
+fields (ADR 0002), chains to the entry before it where they are consecutive, and is
+proven in the anchored ledger tree; the balance is the sum of the person's postings;
+and last, the node signed all of it.
+
+What it cannot show: that the statement lists *every* entry touching the person (the
+node chooses which to include), nor that the carried certificates are *all* the
+admitted districts (the quorum is counted over the certificates carried).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from google.protobuf.message import DecodeError, Message
+from rich.markup import escape
+
+from node.cli.common import CliError, guarded
+from node.usecases.statement import FORMAT, KIND, digest
+from timebank import checkpoint as notes
+from timebank import merkle, transparency
+from timebank.envelope import CITY, EnvelopeError, Signed, verify
+from timebank.v1 import clearing_pb2 as pb
+
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+
+GENESIS = b"timebank.v1/ledger-genesis\x00"
+
+
+class StatementError(Exception):
+    """The statement is not genuine, or not final; the message says precisely why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    name: str
+    person_ref: str
+    node_id: str
+    district: str
+    total: int
+    by_origin: dict[str, int]
+    entries: int
+    entry_count: int
+    log_index: int
+    head_size: int
+    cosigners: list[str] = field(default_factory=list)
+    districts: int = 0
+    quorum: int = 0
+
+    @property
+    def final(self) -> bool:
+        return len(self.cosigners) >= self.quorum > 0
+
+
+# ------------------------------------------------------------------ reading the file
+
+
+def _get(obj: Any, key: str, kind: type[T], where: str) -> T:
+    if not isinstance(obj, dict) or key not in obj:
+        raise StatementError(f"the statement has no {where}")
+    value = obj[key]
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise StatementError(f"the statement's {where} is not a {kind.__name__}")
+    return value
+
+
+def _bytes(text: object, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise StatementError(f"the statement's {where} is not base64 text")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise StatementError(f"the statement's {where} is not valid base64") from None
+
+
+def _hashes(value: object, where: str) -> list[bytes]:
+    if not isinstance(value, list):
+        raise StatementError(f"the statement's {where} is not a list of hashes")
+    return [_bytes(h, where) for h in value]
+
+
+def _parse(cls: type[M], data: bytes, where: str) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError:
+        raise StatementError(f"the statement's {where} is not a serialised "
+                             f"{cls.__name__}") from None
+    return msg
+
+
+def _envelope(data: bytes, where: str) -> Signed:
+    wire = _parse(pb.Envelope, data, where)
+    try:
+        return Signed(wire.kind, wire.body, wire.signer, wire.key_id, wire.signature)
+    except EnvelopeError as e:
+        raise StatementError(f"the statement's {where} is not a well-formed envelope: "
+                             f"{e}") from None
+
+
+def _signed_by(env: Signed, key: bytes) -> bool:
+    try:
+        verify(env, key)
+    except EnvelopeError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ the checks
+
+
+def _certificates(doc: dict[str, Any], city_key: bytes) -> dict[str, pb.AdmissionCertificate]:
+    """The admitted districts the statement carries, by node id (highest serial)."""
+    out: dict[str, pb.AdmissionCertificate] = {}
+    for i, text in enumerate(_get(doc, "certificates", list, "certificates")):
+        env = _envelope(_bytes(text, f"certificate {i + 1}"), f"certificate {i + 1}")
+        if env.kind != "admission" or env.signer != CITY or not _signed_by(env, city_key):
+            raise StatementError(f"certificate {i + 1} is not an admission signed by the "
+                                 "city root key")
+        cert = _parse(pb.AdmissionCertificate, env.body, f"certificate {i + 1}")
+        old = out.get(cert.node_id)
+        if old is None or cert.serial > old.serial:
+            out[cert.node_id] = cert
+    return out
+
+
+def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
+                      key: bytes) -> tuple[bytes, int, bytes]:
+    raw = _bytes(anchor.get("checkpoint"), "anchor checkpoint")
+    env = _envelope(raw, "anchor checkpoint")
+    if env.kind != "node.checkpoint" or env.signer != node_id or not _signed_by(env, key):
+        raise StatementError(f"the anchored checkpoint is not signed by {label}'s admitted key")
+    body = _parse(pb.NodeCheckpoint, env.body, "anchor checkpoint")
+    count = _get(anchor, "entry_count", int, "anchor entry count")
+    root = _bytes(anchor.get("ledger_root"), "anchor ledger root")
+    head = _bytes(anchor.get("chain_head"), "anchor chain head")
+    if body.node_id != node_id or body.entry_count != count:
+        raise StatementError(f"the checkpoint is of {body.entry_count} entries of node "
+                             f"{body.node_id}, not the {count} the statement states")
+    if body.ledger_root != root or body.chain_head != head:
+        raise StatementError("the checkpoint's ledger root or chain head is not the one "
+                             "the statement states")
+    return raw, count, root
+
+
+def _check_logged(part: dict[str, Any], what: str, checkpoint: bytes, node_id: str,
+                  ch_key: bytes) -> tuple[int, transparency.Head]:
+    index = _get(part, "log_index", int, f"{what} log index")
+    entry = _bytes(part.get("log_entry"), f"{what} log entry")
+    leaf = _parse(pb.LogEntry, entry, f"{what} log entry")
+    if leaf.kind != "checkpoint" or leaf.envelope != checkpoint or leaf.node_id != node_id:
+        raise StatementError(f"the {what} log entry does not record this checkpoint")
+    note = _get(part, "tree_head", str, f"{what} tree head")
+    try:
+        head = transparency.check_head(note, ch_key)
+        transparency.check_included(entry, index, head,
+                                    _hashes(part.get("log_proof"), f"{what} log proof"))
+    except transparency.LogError as e:
+        raise StatementError(f"the {what} tree head: {e}") from None
+    except notes.CheckpointError as e:
+        raise StatementError(f"the {what} tree head is malformed: {e}") from None
+    return index, head
+
+
+def _canonical_entry(e: dict[str, Any]) -> bytes:
+    """ADR 0002's canonical bytes of an entry, rebuilt from the statement's fields."""
+    postings = _get(e, "postings", list, "entry postings")
+    for p in postings:
+        if not (isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                and isinstance(p[1], int) and not isinstance(p[1], bool)):
+            raise StatementError("an entry's postings are not [account, minutes] pairs")
+    doc = {"seq": e["seq"], "kind": _get(e, "kind", str, "entry kind"),
+           "at": _get(e, "at", str, "entry time"), "memo": _get(e, "memo", str, "entry memo"),
+           "order_id": _get(e, "order_id", int, "entry order id"),
+           "reverses_seq": _get(e, "reverses_seq", int, "entry reverses_seq"),
+           "postings": postings}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def _check_entries(entries: list[Any], node_id: str, count: int, root: bytes,
+                   chain_head: bytes, ref: str) -> dict[str, int]:
+    """Each entry's hash, chain links and ledger-tree proof; the person's sums by origin."""
+    prefix = f"person/{ref}/"
+    sums: dict[str, int] = {}
+    last: tuple[int, bytes] | None = None
+    for e in entries:
+        seq = _get(e, "seq", int, "entry seq")
+        if not 1 <= seq <= count or (last is not None and seq <= last[0]):
+            raise StatementError(f"entry {seq} is out of order or beyond the {count} "
+                                 "entries anchored")
+        prev = _bytes(e.get("prev_hash"), f"entry {seq}'s previous hash")
+        stated = _bytes(e.get("hash"), f"entry {seq}'s hash")
+        if hashlib.sha256(prev + _canonical_entry(e)).digest() != stated:
+            raise StatementError(f"entry {seq}'s contents do not match its hash")
+        if seq == 1 and prev != hashlib.sha256(GENESIS + node_id.encode()).digest():
+            raise StatementError(f"entry 1 does not start node {node_id}'s chain")
+        if last is not None and last[0] == seq - 1 and prev != last[1]:
+            raise StatementError(f"entry {seq} does not follow entry {seq - 1} in the chain")
+        if seq == count and stated != chain_head:
+            raise StatementError(f"entry {seq} is not the chain head the checkpoint names")
+        if not merkle.verify_inclusion(stated, seq - 1, count,
+                                       _hashes(e.get("proof"), f"entry {seq}'s proof"), root):
+            raise StatementError(f"entry {seq} is not proven in the ledger of {count} "
+                                 "entries the checkpoint anchors")
+        for code, minutes in e["postings"]:
+            if code.startswith(prefix):
+                origin = code[len(prefix):]
+                sums[origin] = sums.get(origin, 0) + minutes
+        last = (seq, stated)
+    return sums
+
+
+def _check_balance(balance: dict[str, Any], sums: dict[str, int]) -> int:
+    total = _get(balance, "total", int, "balance total")
+    shown = _get(balance, "by_origin", dict, "balance by origin")
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in shown.values()):
+        raise StatementError("the statement's balance by origin is not whole minutes")
+    nonzero = {k: v for k, v in sums.items() if v}
+    if {k: v for k, v in shown.items() if v} != nonzero:
+        raise StatementError(f"the balance by origin shown ({_fmt(shown)}) is not the sum "
+                             f"of the person's postings ({_fmt(nonzero)})")
+    if total != sum(sums.values()):
+        raise StatementError(f"the balance shown ({total} min) is not the sum of the "
+                             f"person's postings ({sum(sums.values())} min)")
+    return total
+
+
+def _fmt(by_origin: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v} min" for k, v in sorted(by_origin.items())) or "nothing"
+
+
+def _check_signature(doc: dict[str, Any], statement: dict[str, Any], node_id: str,
+                     label: str, key: bytes) -> None:
+    env = _envelope(_bytes(doc.get("signature"), "signature"), "signature")
+    if env.kind != KIND or env.signer != node_id or not _signed_by(env, key):
+        raise StatementError(f"the statement is not signed by {label}'s admitted key")
+    if env.body != digest(statement):
+        raise StatementError(f"the statement was changed after {label} signed it")
+
+
+def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
+                     allow_uncosigned: bool = False) -> Verified:
+    """Check a parsed statement file; raise StatementError naming the first failure."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise StatementError(f"this is not a {FORMAT} file")
+    st = _get(doc, "statement", dict, "statement")
+    if st.get("format") != FORMAT:
+        raise StatementError(f"the signed part is not {FORMAT}")
+    node = _get(st, "node", dict, "node")
+    node_id = _get(node, "node_id", str, "node id")
+    certs = _certificates(st, city_key)
+    cert = certs.get(node_id)
+    if cert is None:
+        raise StatementError(f"the statement carries no city-signed admission certificate "
+                             f"for node {node_id}")
+    label = cert.district
+    if _get(node, "district", str, "district") != cert.district:
+        raise StatementError(f"the statement names node {node_id} {node['district']}, but "
+                             f"the city admitted {node_id} as {cert.district}")
+    key = bytes(cert.public_key)
+    anchor = _get(st, "anchor", dict, "anchor")
+    checkpoint, count, root = _check_checkpoint(anchor, node_id, label, key)
+    index, head = _check_logged(anchor, "anchor's", checkpoint, node_id, ch_key)
+    final = st.get("cosigned")
+    if final is not None:
+        c_index, head = _check_logged(_get(st, "cosigned", dict, "cosigned head"),
+                                      "cosigned", checkpoint, node_id, ch_key)
+        if c_index != index:
+            raise StatementError("the cosigned proof is of another log leaf than the anchor's")
+    witnesses = {transparency.witness_name(n): bytes(c.public_key) for n, c in certs.items()}
+    try:
+        signed = notes.cosigners(head.note, witnesses)
+    except notes.CheckpointError as e:
+        raise StatementError(f"the tree head is malformed: {e}") from None
+    cosigners = sorted(name.rsplit("/", 1)[-1] for name in signed)
+    quorum = len(certs) // 2 + 1
+    if len(cosigners) < quorum and not allow_uncosigned:
+        raise StatementError(
+            f"not final: the tree head of {head.size} leaves is cosigned by "
+            f"{len(cosigners)} of the {len(certs)} districts the statement carries "
+            f"certificates for; a quorum is {quorum}")
+    person = _get(st, "person", dict, "person")
+    ref = _get(person, "person_ref", str, "PersonRef")
+    if len(ref) != 64 or any(c not in "0123456789abcdef" for c in ref):
+        raise StatementError("the statement's PersonRef is not 64 lowercase hex characters")
+    entries = _get(st, "entries", list, "entries")
+    sums = _check_entries(entries, node_id, count, root,
+                          _bytes(anchor.get("chain_head"), "anchor chain head"), ref)
+    total = _check_balance(_get(st, "balance", dict, "balance"), sums)
+    _check_signature(doc, st, node_id, label, key)
+    return Verified(name=_get(person, "name", str, "person's name"), person_ref=ref,
+                    node_id=node_id, district=cert.district, total=total,
+                    by_origin={k: v for k, v in sorted(sums.items()) if v},
+                    entries=len(entries), entry_count=count, log_index=index,
+                    head_size=head.size, cosigners=cosigners, districts=len(certs),
+                    quorum=quorum)
+
+
+def load(data: bytes) -> Any:
+    """The JSON of a statement file; StatementError if it is not JSON."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StatementError(f"the file is not UTF-8 JSON: {e}") from None
+
+
+def guard(check: Callable[[], Verified]) -> Verified:
+    """Run a check; anything malformed that slipped past the field checks is a refusal."""
+    try:
+        return check()
+    except StatementError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise StatementError(f"the statement is malformed: {type(e).__name__}: {e}") from None
+
+
+# ------------------------------------------------------------------ the command
+
+
+def city_keys(data_dir: Path) -> tuple[bytes, bytes]:
+    """The city root and clearinghouse public keys of a city laid out under ``data_dir``
+    (``timebank demo --data-dir``), or of a clearinghouse's own data directory."""
+    from clearinghouse.bootstrap import key_info
+    from clearinghouse.config import CONFIG_NAME, ConfigError, load_config
+
+    config_file = data_dir / CONFIG_NAME
+    if not config_file.exists():
+        config_file = data_dir / "clearinghouse" / CONFIG_NAME
+    try:
+        config = load_config(config_file)
+        return (key_info(config.city_key_file).public_key,
+                key_info(config.signing_key_file).public_key)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+
+
+def _hex_key(text: str, what: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise typer.BadParameter(f"{what} is an Ed25519 public key: 64 hex characters")
+    return key
+
+
+@guarded
+def verify_command(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The statement (JSON).")],
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", metavar="DIR",
+        help="Take the city's public keys from the city laid out here (`timebank demo "
+             "--data-dir`) or from the clearinghouse's data directory.")] = None,
+    city_key: Annotated[str, typer.Option(
+        "--city-key", metavar="HEX", help="The city root public key.")] = "",
+    clearinghouse_key: Annotated[str, typer.Option(
+        "--clearinghouse-key", metavar="HEX", help="The clearinghouse's public key.")] = "",
+    allow_uncosigned: Annotated[bool, typer.Option(
+        "--allow-uncosigned",
+        help="Accept a tree head not yet cosigned by a quorum of districts (not final).")
+    ] = False,
+) -> None:
+    """Check a passbook offline, with only the city's public keys; print the person,
+    district and balance and `genuine`, or exactly why it is not (exit 1)."""
+    from node.cli.common import echo, fail, print_error
+    from node.cli.render import hm
+
+    if data_dir is not None:
+        if city_key or clearinghouse_key:
+            fail("give the keys either by --data-dir or by --city-key and "
+                 "--clearinghouse-key, not both")
+        root, ch = city_keys(data_dir)
+    elif city_key and clearinghouse_key:
+        root = _hex_key(city_key, "--city-key")
+        ch = _hex_key(clearinghouse_key, "--clearinghouse-key")
+    else:
+        fail("name the city's public keys: --data-dir DIR, or --city-key HEX and "
+             "--clearinghouse-key HEX")
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        fail(f"cannot read {file}: {e.strerror or e}")
+    try:
+        found = guard(lambda: verify_statement(load(data), root, ch,
+                                               allow_uncosigned=allow_uncosigned))
+    except StatementError as e:
+        print_error(f"not genuine: {e}" if "not final" not in str(e) else str(e))
+        raise typer.Exit(1) from None
+    origins = ", ".join(f"{k} {hm(v)}" for k, v in found.by_origin.items()) or "nothing"
+    echo(f"person    {escape(found.name)} (PersonRef {found.person_ref[:8]}…)")
+    echo(f"district  {escape(found.district)} ({found.node_id})")
+    echo(f"balance   {hm(found.total)}: {escape(origins)}")
+    echo(f"as of     ledger entry {found.entry_count} ({found.entries} entries of theirs), "
+         f"log leaf {found.log_index} in the tree head of {found.head_size} leaves")
+    echo(f"cosigned  by {len(found.cosigners)} of {found.districts} districts "
+         f"({', '.join(found.cosigners) or 'none'}); quorum {found.quorum}")
+    if found.final:
+        echo("[bold green]genuine[/]")
+    else:
+        echo("[bold yellow]genuine but not final[/]: the tree head is not cosigned by a "
+             "quorum of districts yet")

@@ -1,0 +1,191 @@
+"""``timebank node statement`` (a person's signed passbook) and ``timebank node checkpoint``
+(queue an anchor of the ledger), both on the node's own database and keys."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from node.cli.common import ConfigFile, PersonId, console, echo, fail, guarded
+from node.cli.render import hm
+from node.config import NodeConfig, load_config
+
+#: How long the statement command waits for the clearinghouse.
+RPC_SECONDS = 10.0
+#: Log entries read per GetEntries call (the clearinghouse's maximum).
+ENTRIES_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    proof: Any  # clearing_pb2.InclusionProof | None
+    certificates: list[bytes]
+    warning: str
+
+
+def _warn(message: str) -> None:
+    console(stderr=True).print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+@guarded
+def checkpoint_command(config_file: ConfigFile) -> None:
+    """Queue a checkpoint of the ledger as it stands; the serving node sends it to the
+    clearinghouse, which anchors it in the city's transparency log."""
+    from node.bootstrap import open_app
+    from node.usecases import checkpoints
+
+    config = load_config(config_file)
+    app = open_app(config)
+    try:
+        done = app.execute(checkpoints.request)
+    finally:
+        app.db.dispose()
+    if done.queued:
+        echo(f"checkpoint of {done.entry_count} ledger entries queued; the serving node "
+             "sends it to the clearinghouse")
+    else:
+        echo(f"the ledger's {done.entry_count} entries were checkpointed before; nothing new "
+             "queued")
+    if not config.federated:
+        _warn("this node names no clearinghouse in its configuration, so nothing will "
+              "anchor the checkpoint")
+
+
+def _admissions(stub: Any, size: int) -> list[bytes]:
+    """The latest city-signed admission of every district in the log's first ``size``
+    leaves, less revoked keys: the certificates a verifier counts the quorum over."""
+    from timebank.keys import key_id
+    from timebank.v1 import clearing_pb2 as pb
+
+    latest: dict[str, tuple[int, bytes, str]] = {}
+    revoked: set[tuple[str, str]] = set()
+    for start in range(0, size, ENTRIES_PAGE):
+        page = stub.GetEntries(pb.GetEntriesRequest(start=start,
+                                                    end=min(size, start + ENTRIES_PAGE)),
+                               timeout=RPC_SECONDS)
+        for raw in page.entries:
+            leaf = pb.LogEntry.FromString(raw)
+            if leaf.kind not in ("admission", "revocation"):
+                continue
+            body = pb.Envelope.FromString(leaf.envelope).body
+            if leaf.kind == "revocation":
+                act = pb.Revocation.FromString(body)
+                revoked.add((act.node_id, act.key_id))
+                continue
+            cert = pb.AdmissionCertificate.FromString(body)
+            old = latest.get(cert.node_id)
+            if old is None or cert.serial > old[0]:
+                latest[cert.node_id] = (cert.serial, leaf.envelope,
+                                        key_id(bytes(cert.public_key)))
+    return [env for node_id, (_, env, kid) in sorted(latest.items())
+            if (node_id, kid) not in revoked]
+
+
+def _fetch(config: NodeConfig, index: int, anchored_size: int) -> Fetched:
+    if not config.federated:
+        return Fetched(None, [], "this node names no clearinghouse; the statement carries no "
+                                 "admission certificate and will not verify")
+    return fetch(config.clearinghouse_address, bytes.fromhex(config.clearinghouse_public_key),
+                 index, anchored_size)
+
+
+def fetch(address: str, ch_key: bytes, index: int, anchored_size: int) -> Fetched:
+    """From the clearinghouse at ``address``: log leaf ``index`` (the anchor's) proven in
+    the latest quorum-cosigned head, and the districts' certificates in the log up to
+    that head (or ``anchored_size``); what could not be had is said in ``warning``."""
+    import grpc
+
+    from timebank import transparency
+    from timebank.v1 import clearing_pb2 as pb
+    from timebank.v1 import clearing_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
+        try:
+            proof = stub.GetInclusionProof(pb.GetInclusionProofRequest(index=index,
+                                                                       cosigned=True),
+                                           timeout=RPC_SECONDS)
+        except grpc.RpcError as e:
+            # NOT_FOUND: no head is cosigned yet; INVALID_ARGUMENT: the latest cosigned
+            # head is older than the anchor's leaf.
+            if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return Fetched(None, [], f"the clearinghouse at {address} "
+                               f"cannot be reached ({e.code().name}); the statement carries "
+                               "no admission certificates and will not verify until it is made "
+                               "again")
+            proof = None
+        size = anchored_size
+        if proof is not None:
+            try:
+                head = transparency.check_head(proof.head.note, ch_key)
+                transparency.check_included(proof.logged.entry, index, head,
+                                            list(proof.logged.path))
+            except transparency.LogError as e:
+                fail(f"the clearinghouse's cosigned proof does not hold: {e}")
+            size = max(size, head.size)
+        try:
+            if size == 0:
+                size = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=RPC_SECONDS).size
+            certificates = _admissions(stub, size)
+        except grpc.RpcError as e:
+            return Fetched(proof, [], f"the clearinghouse's log could not be read "
+                           f"({e.code().name}); the statement carries no admission "
+                           "certificates")
+    warning = "" if proof is not None else (
+        "no tree head is cosigned by a quorum of districts yet: the statement cites the "
+        "anchor's own head and is not final (verify it with --allow-uncosigned, or make it "
+        "again once the districts have cosigned)")
+    return Fetched(proof, certificates, warning)
+
+
+@guarded
+def statement_command(
+    person_id: PersonId,
+    config_file: ConfigFile,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE",
+                                      help="Where to write the statement (JSON).")],
+) -> None:
+    """Write a person's passbook: balance and history as of the latest anchored checkpoint,
+    signed by this node, with the proofs that tie it to the city's transparency log.
+    `timebank verify-statement FILE` checks it offline."""
+    from node.bootstrap import open_app
+    from node.usecases import statement
+    from timebank import keys, transparency
+
+    config = load_config(config_file)
+    try:
+        key = keys.read_seed(config.signing_key_file)
+    except keys.KeyFileError as e:
+        fail(str(e))
+    app = open_app(config)
+    try:
+        anchor = app.query(statement.latest_anchor)
+        head_size = transparency.check_head(
+            str(anchor.tree_head), bytes.fromhex(config.clearinghouse_public_key)).size \
+            if config.federated else 0
+        fetched = _fetch(config, int(anchor.log_index), head_size)
+        doc = app.query(statement.build_statement, person_id, anchor, fetched.proof,
+                        certificates=fetched.certificates)
+    finally:
+        app.db.dispose()
+    signed = statement.sign_statement(doc, config.node_id, key)
+    data = json.dumps(signed, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    person, balance = doc["person"], doc["balance"]
+    echo(f"statement of {escape(person['name'])} (person {person['id']}) written to "
+         f"{escape(str(out))}")
+    echo(f"balance {hm(balance['total'])} as of ledger entry {doc['anchor']['entry_count']}, "
+         f"{len(doc['entries'])} entries, log leaf {doc['anchor']['log_index']}")
+    if fetched.proof is not None:
+        echo(f"proven in the tree head of {fetched.proof.head.size} leaves cosigned by "
+             f"{len(fetched.proof.head.cosigners)} districts")
+    if fetched.warning:
+        _warn(fetched.warning)
