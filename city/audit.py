@@ -123,7 +123,11 @@ def _engine(url: str) -> Engine:
         path = Path(parsed.database or "").resolve()
         if not path.is_file():
             raise AuditError(f"no database at {path}")
-        uri = f"file:{quote(str(path))}?mode=ro"
+        # With no write-ahead log beside it, the file is the whole database: open it
+        # immutable, so SQLite makes no -wal/-shm files (a read-only WAL open would).
+        wal = path.with_name(path.name + "-wal")
+        live = wal.exists() and wal.stat().st_size > 0
+        uri = f"file:{quote(str(path))}?mode=ro" + ("" if live else "&immutable=1")
         return create_engine("sqlite://", poolclass=NullPool,
                              creator=lambda: sqlite3.connect(uri, uri=True))
     return create_engine(url, poolclass=NullPool,
@@ -524,7 +528,10 @@ def _ledger_check(node: _Node) -> str:
                           memo=row.memo, order_id=int(row.order_id),
                           reverses_seq=int(row.reverses_seq or 0))
         except (InvariantViolation, ValueError) as e:
-            bad("postings", where, f"the entry's postings are not a valid entry: {e}")
+            total = sum(p.minutes for p in parts)
+            problem = (f"its postings sum to {total:+d} min, not 0" if total else
+                       f"its postings are not a valid entry: {str(e)[:120]}")
+            bad("postings", where, problem)
             node.hashes.append(bytes(row.hash))
             prev = bytes(row.hash)
             continue
@@ -653,7 +660,7 @@ def _node_claims_check(node: _Node, ch: _Clearinghouse) -> str:
         checked += 1
     extra = f"; {open_} still open" if open_ else ""
     extra += f"; {local} ended before the clearinghouse recorded them" if local else ""
-    return f"{_plural(checked, 'final claim')} as the clearinghouse has the clearinghouse{extra}"
+    return f"{_plural(checked, 'final claim')} as the clearinghouse records them{extra}"
 
 
 # the whole directory -------------------------------------------------------------------
