@@ -407,7 +407,8 @@ def verify_command(
     echo(f"person    {escape(found.name)} (PersonRef {found.person_ref[:8]}…)")
     echo(f"district  {escape(found.district)} ({found.node_id})")
     echo(f"balance   {hm(found.total)}: {escape(origins)}")
-    echo(f"as of     ledger entry {found.entry_count} ({found.entries} entries of theirs), "
+    theirs = f"{found.entries} {'entry' if found.entries == 1 else 'entries'} of theirs"
+    echo(f"as of     ledger entry {found.entry_count} ({theirs}), "
          f"log leaf {found.log_index} in the tree head of {found.head_size} leaves")
     echo(f"cosigned  by {len(found.cosigners)} of {found.districts} districts "
          f"({', '.join(found.cosigners) or 'none'}); quorum {found.quorum}")

@@ -183,7 +183,8 @@ def statement_command(
     echo(f"statement of {escape(person['name'])} (person {person['id']}) written to "
          f"{escape(str(out))}")
     echo(f"balance {hm(balance['total'])} as of ledger entry {doc['anchor']['entry_count']}, "
-         f"{len(doc['entries'])} entries, log leaf {doc['anchor']['log_index']}")
+         f"{len(doc['entries'])} {'entry' if len(doc['entries']) == 1 else 'entries'} of "
+         f"theirs, log leaf {doc['anchor']['log_index']}")
     if fetched.proof is not None:
         echo(f"proven in the tree head of {fetched.proof.head.size} leaves cosigned by "
              f"{len(fetched.proof.head.cosigners)} districts")
