@@ -18,7 +18,6 @@ from typing import Annotated
 import typer
 
 from city import statement as statement_cli
-from city import statement as statement_cli
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from node.cli import describe_error, guarded, print_error
@@ -39,7 +38,6 @@ app = typer.Typer(
 )
 app.add_typer(node_cli.app, name="node")
 app.add_typer(clearinghouse_cli.app, name="clearinghouse")
-app.command("verify-statement")(statement_cli.verify_command)
 app.command("verify-statement")(statement_cli.verify_command)
 
 
