@@ -155,6 +155,10 @@ class MerkleLog:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._size: int | None = None  # read once per transaction; append keeps it
+        # what this instance appended: the right edge of the tree after it, and the leaves
+        # (a batch appends a leaf per envelope, then proves each; neither is read back)
+        self._frontier: list[tuple[int, bytes]] | None = None
+        self._appended: dict[int, bytes] = {}
 
     # reading ---------------------------------------------------------------------------
 
@@ -221,6 +225,8 @@ class MerkleLog:
         """The data of leaf `index`."""
         if not isinstance(index, int) or not 0 <= index < self.size():
             raise BadLogRange(f"leaf index {index!r} is not in 0..{self.size() - 1}")
+        if index in self._appended:
+            return self._appended[index]
         data = self.conn.execute(_LEAF, {"idx": index}).scalar()
         if data is None:
             raise LogCorrupted("log_leaves", index, "missing below the log's size")
@@ -260,10 +266,13 @@ class MerkleLog:
         first = self.size()
         if not entries:
             return first
-        frontier_ranges = root_ranges(first)
-        stored = self._hashes(frontier_ranges)
         # the right edge of the tree as a stack of (level, hash), largest subtree first
-        stack = [(_key(a, b)[0], stored[_key(a, b)]) for a, b in frontier_ranges]
+        if self._frontier is not None:
+            stack = list(self._frontier)
+        else:
+            frontier_ranges = root_ranges(first)
+            stored = self._hashes(frontier_ranges)
+            stack = [(_key(a, b)[0], stored[_key(a, b)]) for a, b in frontier_ranges]
         leaf_rows: list[dict[str, Any]] = []
         hash_rows: list[dict[str, Any]] = []
         for index, entry in enumerate(entries, first):
@@ -290,6 +299,8 @@ class MerkleLog:
         self.conn.execute(_INSERT_LEAVES, leaf_rows)
         self.conn.execute(_INSERT_HASHES, hash_rows)
         self._size = new_size
+        self._frontier = stack
+        self._appended.update((i, e.data) for i, e in enumerate(entries, first))
         return first
 
     # tree heads and cosignatures ---------------------------------------------------------

@@ -67,6 +67,11 @@ def log_of(tx: Tx) -> MerkleLog:
     return found
 
 
+def forget(tx: Tx) -> None:
+    """Drop the transaction's view of the log (after a savepoint rolled back)."""
+    tx.repo.extensions.pop("merkle_log", None)
+
+
 # what becomes a leaf -----------------------------------------------------------------
 
 def _stamp(entry: clearing_pb2.LogEntry, tx: Tx) -> clearing_pb2.LogEntry:

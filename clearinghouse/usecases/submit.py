@@ -134,9 +134,8 @@ def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
         try:
             with tx.repo.savepoint():
                 results.append(submit(tx, request, seal, charge))
-        except ClearinghouseError as e:
-            results.append(e)
-        except EnvelopeError as e:
-            results.append(wire.refused(e))
+        except (ClearinghouseError, EnvelopeError) as e:
+            log.forget(tx)  # what it remembered of the log may include undone work
+            results.append(wire.refused(e) if isinstance(e, EnvelopeError) else e)
     assert len(results) == len(requests)
     return results
