@@ -619,9 +619,9 @@ def _anchors_check(node: _Node, ch: _Clearinghouse) -> str:
         return "no anchors yet"
     pending = len(rows) - logged
     last = rows[-1]
-    return (f"{_plural(len(rows), 'anchor')} of the chain hold (latest: {last.entry_count} "
-            f"entries); {logged} proven in the log" + (f", {pending} not yet logged"
-                                                      if pending else ""))
+    waiting = f", {pending} not yet logged" if pending else ""
+    return (f"{_plural(len(rows), 'anchor')} of the chain hold (latest: "
+            f"{_plural(last.entry_count, 'entry')}); {logged} proven in the log{waiting}")
 
 
 def _key_matches(signed: Signed, key: bytes) -> bool:

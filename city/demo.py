@@ -41,6 +41,7 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
+from city.audit import audit_data_dir
 from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, LaunchError, layout
 from node.bootstrap import open_app as open_node_app
 from node.cli import (
@@ -446,6 +447,27 @@ def anchor_and_witness(city: City) -> dict[str, Any]:
             "cosigners": list(head.cosigners) if head is not None else []}
 
 
+def audit_city(city: City, root: Path) -> dict[str, Any]:
+    """With every process stopped, the offline audit of everything the city's files hold
+    (what `timebank audit --data-dir` does): ledgers and anchors, the log rebuilt against
+    its signed heads and cosignatures, claims on both sides, receipts, positions."""
+    report = audit_data_dir(root)
+    table = Table(box=None, padding=(0, 1), show_header=False)
+    table.add_column()
+    table.add_column()
+    for c in report.checks:
+        table.add_row("[green]✓[/]" if c.ok else "[red]✗[/]",
+                      escape(f"{c.name}: {c.detail}"))
+    bad = report.first_bad
+    verdict = ("the audit passes" if report.ok else
+               f"the audit fails at {bad.file}, table {bad.table}, {bad.entry}" if bad else
+               "the audit fails")
+    city.step(f"The processes stop, and `timebank audit --data-dir {root}` checks every "
+              f"file offline: {verdict}", table)
+    city.check(f"timebank audit: all {len(report.checks)} checks pass", report.ok)
+    return report.summary()
+
+
 # ------------------------------------------------------------------ running it
 
 
@@ -535,6 +557,7 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             for c in clients.values():
                 c.close()
             channel.close()
+    summary["audit"] = audit_city(city, root)
     checks = Table(box=None, padding=(0, 1), show_header=False)
     checks.add_column()
     checks.add_column()
