@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from city.audit import audit_data_dir
 from city.launcher import CityLayout, CityProcesses, layout
 from clearinghouse.bootstrap import open_app
 from clearinghouse.config import load_config as load_ch_config
@@ -205,6 +206,9 @@ def test_kill_9_during_hundreds_of_claims_loses_and_doubles_nothing(tmp_path: Pa
                 assert not (o.cancel and state_of[o.claim_id] == "completed"), o
         finally:
             client.close()
+    # every process stopped: the history the kills left behind checks out, offline
+    report = audit_data_dir(city.data_dir)
+    assert report.ok, report.first_bad
 
 
 def _stats(client: CityClient, outcomes: list[Outcome],
