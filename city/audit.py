@@ -684,9 +684,8 @@ def _keys_of(conn: Connection) -> tuple[dict[str, list[bytes]], dict[str, str]]:
     return keys, districts
 
 
-def _open_clearinghouse(root: Path, conn: Connection, cfg: ch_config.ClearinghouseConfig,
-                        key: bytes, city_key: bytes | None) -> _Clearinghouse:
-    file = _label(cfg.effective_database_url, root)
+def _open_clearinghouse(file: str, conn: Connection, key: bytes,
+                        city_key: bytes | None) -> _Clearinghouse:
     node_keys, districts = _keys_of(conn)
     claims_t = _table(chs.ClaimRow)
     claims = {r.claim_id: r for r in conn.execute(select(claims_t))}
@@ -703,6 +702,31 @@ def _open_clearinghouse(root: Path, conn: Connection, cfg: ch_config.Clearinghou
             break
         after = rows[-1][0]
     return _Clearinghouse(conn, file, key, city_key, node_keys, districts, claims, scan)
+
+
+def _clearinghouse_checks(ch: _Clearinghouse) -> list[Check]:
+    return [
+        _run("clearinghouse log", lambda: _log_check(ch)),
+        _run("tree heads", lambda: _tree_heads_check(ch)),
+        _run("cosignatures", lambda: _cosignatures_check(ch)),
+        _run("admissions", lambda: _admissions_check(ch)),
+        _run("clearinghouse claims", lambda: _claims_check(ch)),
+        _run("receipts", lambda: _receipts_check(ch)),
+        _run("positions", lambda: _positions_check(ch)),
+    ]
+
+
+def audit_clearinghouse_database(url: str, clearinghouse_key: bytes,
+                                 city_key: bytes | None = None) -> Report:
+    """The clearinghouse's part of the audit, on its database alone (no district files):
+    the log rebuilt, every head and cosignature, admissions, claims, receipts, positions."""
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            ch = _open_clearinghouse(url, conn, clearinghouse_key, city_key)
+            return Report(url, tuple(_clearinghouse_checks(ch)))
+    finally:
+        engine.dispose()
 
 
 def audit_data_dir(data_dir: Path, clearinghouse_key: bytes | None = None) -> Report:
@@ -724,17 +748,10 @@ def audit_data_dir(data_dir: Path, clearinghouse_key: bytes | None = None) -> Re
     try:
         engines.append(_engine(cfg.effective_database_url))
         with engines[-1].connect() as conn:
-            ch = _open_clearinghouse(root, conn, cfg, key, city_key)
+            ch = _open_clearinghouse(_label(cfg.effective_database_url, root), conn, key,
+                                     city_key)
             checks.append(_run("keys", lambda: _keys_check(ch, own_key, node_cfgs)))
-            checks += [
-                _run("clearinghouse log", lambda: _log_check(ch)),
-                _run("tree heads", lambda: _tree_heads_check(ch)),
-                _run("cosignatures", lambda: _cosignatures_check(ch)),
-                _run("admissions", lambda: _admissions_check(ch)),
-                _run("clearinghouse claims", lambda: _claims_check(ch)),
-                _run("receipts", lambda: _receipts_check(ch)),
-                _run("positions", lambda: _positions_check(ch)),
-            ]
+            checks += _clearinghouse_checks(ch)
             for ncfg in node_cfgs:
                 engines.append(_engine(ncfg.effective_database_url))
                 with engines[-1].connect() as nconn:
