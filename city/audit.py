@@ -187,8 +187,11 @@ class _LogScan:
     admissions: dict[bytes, int] = field(default_factory=dict)  # sha256(envelope) -> idx
     node_keys: dict[str, bytes] = field(default_factory=dict)  # from admission leaves
     kinds: dict[str, int] = field(default_factory=dict)
+    districts: dict[int, int] = field(default_factory=dict)  # size -> admitted, unrevoked
     bad: BadRecord | None = None
     _roots: _Roots = field(default_factory=_Roots)
+    _current: dict[str, str] = field(default_factory=dict)  # node -> current key id
+    _revoked: set[str] = field(default_factory=set)  # nodes whose current key is revoked
 
     def add(self, idx: int, data: bytes) -> None:
         if idx != self._roots.size and self.bad is None:
@@ -206,8 +209,12 @@ class _LogScan:
         if entry.kind == "admission":
             self.admissions[hashlib.sha256(entry.envelope).digest()] = idx
             self._admitted_key(entry)
+        elif entry.kind == "revocation":
+            self._revocation(entry)
         if entry.claim_id:
             self._claim(idx, entry)
+        if self._roots.size in self.sizes:
+            self.districts[self._roots.size] = len(set(self._current) - self._revoked)
 
     def _fail(self, idx: int, problem: str) -> None:
         if self.bad is None:
@@ -220,6 +227,16 @@ class _LogScan:
         except DecodeError:
             return
         self.node_keys[cert.node_id] = bytes(cert.public_key)
+        self._current[cert.node_id] = key_id(bytes(cert.public_key))
+        self._revoked.discard(cert.node_id)
+
+    def _revocation(self, entry: pb.LogEntry) -> None:
+        try:
+            act = pb.Revocation.FromString(pb.Envelope.FromString(entry.envelope).body)
+        except DecodeError:
+            return
+        if self._current.get(act.node_id) == act.key_id:
+            self._revoked.add(act.node_id)
 
     def _claim(self, idx: int, entry: pb.LogEntry) -> None:
         state = _state(entry.state)
@@ -321,6 +338,11 @@ def _tree_heads_check(ch: _Clearinghouse) -> str:
         if row.size > ch.scan.size or ch.scan.roots.get(row.size, merkle.EMPTY_ROOT) != head.root:
             raise _Bad(BadRecord(ch.file, "tree_heads", where,
                                  "the signed root is not the log's root at this size"))
+        if head.districts is not None and head.districts != ch.scan.districts.get(row.size, 0):
+            raise _Bad(BadRecord(ch.file, "tree_heads", where,
+                                 f"the head says the city had {head.districts} districts; "
+                                 f"the log's admissions give "
+                                 f"{ch.scan.districts.get(row.size, 0)}"))
         count += 1
     if count == 0:
         return "no tree head published yet"

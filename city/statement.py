@@ -11,8 +11,9 @@ proven in the anchored ledger tree; the balance is the sum of the person's posti
 and last, the node signed all of it.
 
 What it cannot show: that the statement lists *every* entry touching the person (the
-node chooses which to include), nor that the carried certificates are *all* the
-admitted districts (the quorum is counted over the certificates carried).
+node chooses which to include). The quorum is more than half of the districts the
+cosigned tree head itself says the city had (its signed "timebank-districts" line, which
+the audit checks against the log's admissions); the certificates carried only give keys.
 """
 
 from __future__ import annotations
@@ -138,6 +139,31 @@ def _certificates(doc: dict[str, Any], city_key: bytes) -> dict[str, pb.Admissio
         if old is None or cert.serial > old.serial:
             out[cert.node_id] = cert
     return out
+
+
+def _all_keys(doc: dict[str, Any], city_key: bytes) -> dict[str, list[bytes]]:
+    """Every key the carried (city-signed) certificates give each district: a district
+    may have cosigned with a key it has since rotated."""
+    keys: dict[str, list[bytes]] = {}
+    for text in _get(doc, "certificates", list, "certificates"):
+        env = _envelope(_bytes(text, "certificate"), "certificate")
+        if env.kind == "admission" and env.signer == CITY and _signed_by(env, city_key):
+            cert = _parse(pb.AdmissionCertificate, env.body, "certificate")
+            keys.setdefault(cert.node_id, []).append(bytes(cert.public_key))
+    return keys
+
+
+def _cosigners(head: transparency.Head, keys: dict[str, list[bytes]]) -> list[str]:
+    """The districts whose cosignature on ``head`` verifies under one of their keys."""
+    found = []
+    for node_id, candidates in sorted(keys.items()):
+        name = transparency.witness_name(node_id)
+        try:
+            if any(notes.cosigners(head.note, {name: k}) for k in candidates):
+                found.append(node_id)
+        except notes.CheckpointError as e:
+            raise StatementError(f"the tree head is malformed: {e}") from None
+    return found
 
 
 def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
@@ -284,18 +310,16 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
                                       "cosigned", checkpoint, node_id, ch_key)
         if c_index != index:
             raise StatementError("the cosigned proof is of another log leaf than the anchor's")
-    witnesses = {transparency.witness_name(n): bytes(c.public_key) for n, c in certs.items()}
-    try:
-        signed = notes.cosigners(head.note, witnesses)
-    except notes.CheckpointError as e:
-        raise StatementError(f"the tree head is malformed: {e}") from None
-    cosigners = sorted(name.rsplit("/", 1)[-1] for name in signed)
-    quorum = len(certs) // 2 + 1
+    if head.districts is None:
+        raise StatementError(f"the tree head of {head.size} leaves does not say how many "
+                             "districts the city had")
+    cosigners = _cosigners(head, _all_keys(st, city_key))
+    quorum = transparency.quorum(head.districts)
     if len(cosigners) < quorum and not allow_uncosigned:
         raise StatementError(
             f"not final: the tree head of {head.size} leaves is cosigned by "
-            f"{len(cosigners)} of the {len(certs)} districts the statement carries "
-            f"certificates for; a quorum is {quorum}")
+            f"{len(cosigners)} of the city's {head.districts} districts; a quorum is "
+            f"{quorum}")
     person = _get(st, "person", dict, "person")
     ref = _get(person, "person_ref", str, "PersonRef")
     if len(ref) != 64 or any(c not in "0123456789abcdef" for c in ref):
@@ -309,7 +333,7 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
                     node_id=node_id, district=cert.district, total=total,
                     by_origin={k: v for k, v in sorted(sums.items()) if v},
                     entries=len(entries), entry_count=count, log_index=index,
-                    head_size=head.size, cosigners=cosigners, districts=len(certs),
+                    head_size=head.size, cosigners=cosigners, districts=head.districts,
                     quorum=quorum)
 
 

@@ -265,6 +265,11 @@ class ClearinghouseServicer:
             entries=self._app.query(log.entries, msg.start, msg.end))
 
     @grpc_errors
+    def GetAdmissions(self, request: bytes, context: grpc.ServicerContext) -> pb.Admissions:
+        _parse(pb.GetAdmissionsRequest, request)
+        return self._app.query(log.admissions)
+
+    @grpc_errors
     def GetInclusionProof(self, request: bytes,
                           context: grpc.ServicerContext) -> pb.InclusionProof:
         return self._app.query(log.prove, _parse(pb.GetInclusionProofRequest, request))
@@ -333,6 +338,6 @@ def handlers(servicer: ClearinghouseServicer) -> grpc.GenericRpcHandler:
             servicer.GetPositions, response_serializer=_serialize),
         **{name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name),
                                                      response_serializer=_serialize)
-           for name in ("GetTreeHead", "GetEntries", "GetInclusionProof",
+           for name in ("GetTreeHead", "GetEntries", "GetAdmissions", "GetInclusionProof",
                         "GetConsistencyProof", "AddCosignature")},
     })

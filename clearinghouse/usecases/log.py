@@ -144,14 +144,29 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str], log_origin: str) -> He
     if found is not None:
         return Head(size, found[0], found[1])
     root = log.root(size)
-    note = sign_note(notes.Checkpoint(log_origin, size, root).body())
+    districts = transparency.districts_line(_admitted(tx))
+    note = sign_note(notes.Checkpoint(log_origin, size, root, (districts,)).body())
     log.add_tree_head(size, root, note, tx.now)
     return Head(size, root, note)
 
 
-def _quorum(tx: Tx) -> int:
-    admitted = [a for a in tx.repo.admissions() if not a.revoked]
-    return len(admitted) // 2 + 1
+def _admitted(tx: Tx) -> int:
+    return sum(1 for a in tx.repo.admissions() if not a.revoked)
+
+
+def _cosigned_by_quorum(tx: Tx, size: int) -> bool:
+    """The head of ``size`` is cosigned by more than half the districts it says the city
+    had at that size."""
+    found = log_of(tx).tree_head(size)
+    if found is None:
+        return False
+    try:
+        districts = notes.Checkpoint.parse(notes.SignedNote.parse(found[1]).text).extensions
+    except notes.CheckpointError:
+        return False
+    counts = [int(x.removeprefix(transparency.DISTRICTS_PREFIX)) for x in districts
+              if x.startswith(transparency.DISTRICTS_PREFIX)]
+    return bool(counts) and len(log_of(tx).cosignatures(size)) >= transparency.quorum(counts[0])
 
 
 def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeHead:
@@ -161,10 +176,10 @@ def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeH
     if size < 0:
         raise InvalidArgument("a tree size is 0 or more", "BAD_LOG_RANGE")
     if size == 0 and cosigned:
-        needed = _quorum(tx)
-        chosen = next((s for s in log.cosigned_sizes(needed)), None)
+        candidates = log.cosigned_sizes(1, limit=64)
+        chosen = next((s for s in candidates if _cosigned_by_quorum(tx, s)), None)
         if chosen is None:
-            raise NotFound(f"no tree head has been cosigned by {needed} districts yet",
+            raise NotFound("no tree head has been cosigned by a quorum of districts yet",
                            "NO_COSIGNED_HEAD")
         size = chosen
     if size == 0:
@@ -217,6 +232,17 @@ def consistency(tx: Tx, old_size: int, new_size: int = 0) -> clearing_pb2.Consis
                               f"not {old_size} to {new.size}", "BAD_LOG_RANGE")
     path = log_of(tx).consistency_proof(old_size, new.size) if old_size > 0 else []
     return clearing_pb2.ConsistencyProof(path=path, new_head=new)
+
+
+def admissions(tx: Tx) -> clearing_pb2.Admissions:
+    """Every certificate accepted, current and retired, and the districts revoked."""
+    out = clearing_pb2.Admissions()
+    for a in tx.repo.admissions():
+        out.certificates.append(a.certificate)
+        if a.revoked:
+            out.revoked_node_ids.append(a.node_id)
+    out.certificates.extend(r.certificate for r in tx.repo.retired_keys())
+    return out
 
 
 def entries(tx: Tx, start: int, end: int) -> list[bytes]:

@@ -18,8 +18,6 @@ from node.config import NodeConfig, load_config
 
 #: How long the statement command waits for the clearinghouse.
 RPC_SECONDS = 10.0
-#: Log entries read per GetEntries call (the clearinghouse's maximum).
-ENTRIES_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,48 +55,27 @@ def checkpoint_command(config_file: ConfigFile) -> None:
               "anchor the checkpoint")
 
 
-def _admissions(stub: Any, size: int) -> list[bytes]:
-    """The latest city-signed admission of every district in the log's first ``size``
-    leaves, less revoked keys: the certificates a verifier counts the quorum over."""
-    from timebank.keys import key_id
+def _admissions(stub: Any) -> list[bytes]:
+    """Every district's city-signed certificates, current and retired: the keys a
+    verifier checks the cosignatures with."""
     from timebank.v1 import clearing_pb2 as pb
 
-    latest: dict[str, tuple[int, bytes, str]] = {}
-    revoked: set[tuple[str, str]] = set()
-    for start in range(0, size, ENTRIES_PAGE):
-        page = stub.GetEntries(pb.GetEntriesRequest(start=start,
-                                                    end=min(size, start + ENTRIES_PAGE)),
-                               timeout=RPC_SECONDS)
-        for raw in page.entries:
-            leaf = pb.LogEntry.FromString(raw)
-            if leaf.kind not in ("admission", "revocation"):
-                continue
-            body = pb.Envelope.FromString(leaf.envelope).body
-            if leaf.kind == "revocation":
-                act = pb.Revocation.FromString(body)
-                revoked.add((act.node_id, act.key_id))
-                continue
-            cert = pb.AdmissionCertificate.FromString(body)
-            old = latest.get(cert.node_id)
-            if old is None or cert.serial > old[0]:
-                latest[cert.node_id] = (cert.serial, leaf.envelope,
-                                        key_id(bytes(cert.public_key)))
-    return [env for node_id, (_, env, kid) in sorted(latest.items())
-            if (node_id, kid) not in revoked]
+    found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=RPC_SECONDS)
+    return list(found.certificates)
 
 
-def _fetch(config: NodeConfig, index: int, anchored_size: int) -> Fetched:
+def _fetch(config: NodeConfig, index: int) -> Fetched:
     if not config.federated:
         return Fetched(None, [], "this node names no clearinghouse; the statement carries no "
                                  "admission certificate and will not verify")
     return fetch(config.clearinghouse_address, bytes.fromhex(config.clearinghouse_public_key),
-                 index, anchored_size)
+                 index)
 
 
-def fetch(address: str, ch_key: bytes, index: int, anchored_size: int) -> Fetched:
+def fetch(address: str, ch_key: bytes, index: int) -> Fetched:
     """From the clearinghouse at ``address``: log leaf ``index`` (the anchor's) proven in
-    the latest quorum-cosigned head, and the districts' certificates in the log up to
-    that head (or ``anchored_size``); what could not be had is said in ``warning``."""
+    the latest quorum-cosigned head, and every district's certificates (for their keys);
+    what could not be had is said in ``warning``."""
     import grpc
 
     from timebank import transparency
@@ -120,7 +97,6 @@ def fetch(address: str, ch_key: bytes, index: int, anchored_size: int) -> Fetche
                                "no admission certificates and will not verify until it is made "
                                "again")
             proof = None
-        size = anchored_size
         if proof is not None:
             try:
                 head = transparency.check_head(proof.head.note, ch_key)
@@ -128,11 +104,8 @@ def fetch(address: str, ch_key: bytes, index: int, anchored_size: int) -> Fetche
                                             list(proof.logged.path))
             except transparency.LogError as e:
                 fail(f"the clearinghouse's cosigned proof does not hold: {e}")
-            size = max(size, head.size)
         try:
-            if size == 0:
-                size = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=RPC_SECONDS).size
-            certificates = _admissions(stub, size)
+            certificates = _admissions(stub)
         except grpc.RpcError as e:
             return Fetched(proof, [], f"the clearinghouse's log could not be read "
                            f"({e.code().name}); the statement carries no admission "
@@ -156,7 +129,7 @@ def statement_command(
     `timebank verify-statement FILE` checks it offline."""
     from node.bootstrap import open_app
     from node.usecases import statement
-    from timebank import keys, transparency
+    from timebank import keys
 
     config = load_config(config_file)
     try:
@@ -166,10 +139,7 @@ def statement_command(
     app = open_app(config)
     try:
         anchor = app.query(statement.latest_anchor)
-        head_size = transparency.check_head(
-            str(anchor.tree_head), bytes.fromhex(config.clearinghouse_public_key)).size \
-            if config.federated else 0
-        fetched = _fetch(config, int(anchor.log_index), head_size)
+        fetched = _fetch(config, int(anchor.log_index))
         doc = app.query(statement.build_statement, person_id, anchor, fetched.proof,
                         certificates=fetched.certificates)
     finally:

@@ -34,13 +34,28 @@ def witness_name(node_id: str) -> str:
     return f"timebank.district/{node_id}"
 
 
+DISTRICTS_PREFIX = "timebank-districts "
+
+
+def districts_line(count: int) -> str:
+    """The checkpoint extension line stating how many districts the city has admitted."""
+    return f"{DISTRICTS_PREFIX}{count}"
+
+
+def quorum(districts: int) -> int:
+    """How many districts must cosign a head for it to be final: more than half."""
+    return districts // 2 + 1
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
-    """A tree head whose clearinghouse signature checked out."""
+    """A tree head whose clearinghouse signature checked out. ``districts``: how many
+    districts the head says were admitted at its size (None if it does not say)."""
 
     size: int
     root: bytes
     note: str
+    districts: int | None = None
 
 
 def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
@@ -54,7 +69,14 @@ def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
         raise LogError(f"the tree head is not signed by the clearinghouse: {e}") from None
     if found.origin != origin:
         raise LogError(f"the tree head is for log {found.origin!r}, not {origin!r}")
-    return Head(found.size, found.root, note)
+    districts = None
+    for line in found.extensions:
+        if line.startswith(DISTRICTS_PREFIX):
+            count = line.removeprefix(DISTRICTS_PREFIX)
+            if not count.isdigit() or len(count) > 6 or districts is not None:
+                raise LogError(f"the tree head's line {line!r} is malformed")
+            districts = int(count)
+    return Head(found.size, found.root, note, districts)
 
 
 def check_extends(old: Head | None, new: Head, proof: list[bytes]) -> None:
@@ -79,5 +101,5 @@ def check_included(entry: bytes, index: int, head: Head, path: list[bytes]) -> N
         raise LogError(f"log leaf {index} is not proven in the head of {head.size} leaves")
 
 
-__all__ = ["Head", "LogError", "check_extends", "check_head", "check_included",
+__all__ = ["Head", "LogError", "districts_line", "quorum", "check_extends", "check_head", "check_included",
            "clearinghouse_origin", "witness_name"]

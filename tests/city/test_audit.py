@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from city.audit import BadRecord, Report, audit_data_dir
+from timebank import checkpoint as notes
+from timebank import keys, transparency
 
 CH_DB = "clearinghouse/clearinghouse.sqlite3"
 JIANGNING = "320115/node.sqlite3"
@@ -158,6 +160,24 @@ def test_a_replaced_tree_head_note(copy: Path) -> None:
     sql(copy / CH_DB, "UPDATE tree_heads SET note = (SELECT note FROM tree_heads "
                       "WHERE size = ?) WHERE size = ?", sizes[1], sizes[0])
     assert _bad(first_bad(copy)) == (CH_DB, "tree_heads", f"size {sizes[0]}")
+
+
+def test_a_head_signed_with_fewer_districts_than_admitted(copy: Path) -> None:
+    """A clearinghouse that signs a head claiming fewer districts (to lower the quorum
+    its passbooks need) is caught: the log's admissions say otherwise."""
+    key = keys.read_seed(copy / "clearinghouse" / "clearinghouse.key")
+    origin = transparency.clearinghouse_origin(keys.public_key(key))
+    size, note = sqlite3.connect(copy / CH_DB).execute(
+        "SELECT size, note FROM tree_heads ORDER BY size DESC LIMIT 1").fetchone()
+    found = notes.Checkpoint.parse(notes.SignedNote.parse(note).text)
+    fewer = notes.Checkpoint(found.origin, found.size, found.root,
+                             (transparency.districts_line(1),))
+    sql(copy / CH_DB, "UPDATE tree_heads SET note = ? WHERE size = ?",
+        notes.sign_note(fewer.body(), origin, key), size)
+    sql(copy / CH_DB, "DELETE FROM cosignatures WHERE size = ?", size)
+    bad = first_bad(copy)
+    assert _bad(bad) == (CH_DB, "tree_heads", f"size {size}")
+    assert "1 districts" in bad.problem and "give 3" in bad.problem
 
 
 def test_a_changed_position(copy: Path) -> None:

@@ -29,6 +29,7 @@ from tests.helpers import earn, enrol, id_card
 from timebank import checkpoint as notes
 from timebank import keys
 from timebank.keys import public_key
+from timebank.v1 import clearing_pb2 as pb
 
 ROOT_PUB, CH_PUB = public_key(CITY_ROOT), public_key(CH_KEY)
 Doc = dict[str, Any]
@@ -58,7 +59,7 @@ def claims_head_count(tx: Any) -> int:
 def make(city: City, node_id: str, person_id: int) -> Doc:
     d = city[node_id]
     anchor = d.app.query(statement.latest_anchor)
-    fetched = fetch(city.address, CH_PUB, int(anchor.log_index), 0)
+    fetched = fetch(city.address, CH_PUB, int(anchor.log_index))
     assert fetched.warning == "", fetched.warning
     doc = d.app.query(statement.build_statement, person_id, anchor, fetched.proof,
                       certificates=fetched.certificates)
@@ -168,7 +169,7 @@ TAMPERS: dict[str, tuple[Callable[[Doc], None], str]] = {
     "log proof": (_log_proof, r"cosigned tree head: log leaf \d+ is not proven"),
     "tree head": (_tree_head, "not signed by the clearinghouse"),
     "signature": (_signature, "the statement is not signed by 江宁区's admitted key"),
-    "cosignatures": (_cosignatures, r"not final: .* cosigned by 1 of the 3 districts"),
+    "cosignatures": (_cosignatures, r"not final: .* cosigned by 1 of the city.s 3 districts"),
     "checkpoint": (_checkpoint, "checkpoint is not signed by 江宁区's admitted key"),
     "name": (_name, "the statement was changed after 江宁区 signed it"),
     "district": (_district, "names node 320115 鼓楼区, but the city admitted 320115 as 江宁区"),
@@ -248,7 +249,7 @@ def test_without_a_cosigned_head_the_statement_is_not_final(city: City) -> None:
     d.link.send_pending()
     city.wait_for(lambda: _anchored(d.app) is not None)
     anchor = d.app.query(statement.latest_anchor)
-    fetched = fetch(city.address, CH_PUB, int(anchor.log_index), 0)
+    fetched = fetch(city.address, CH_PUB, int(anchor.log_index))
     if fetched.proof is None:  # the witness threads may already have cosigned a head
         assert "not final" in fetched.warning
     doc = statement.sign_statement(d.app.query(statement.build_statement, person, anchor,
@@ -298,3 +299,20 @@ def test_the_cli_round_trip(city: City, passbook: tuple[int, str, Doc], tmp_path
     queued = _cli("node", "checkpoint", "--config", str(config))
     assert queued.returncode == 0, queued.stderr
     assert "2 entries were checkpointed before" in queued.stdout
+
+
+def test_a_node_cannot_lower_the_quorum_by_leaving_certificates_out(
+        city: City, passbook: tuple[int, str, Doc]) -> None:
+    """The quorum comes from the signed tree head (how many districts the city had),
+    not from the certificates a statement happens to carry."""
+    person, _, _ = passbook
+    d = city[JN]
+    anchor = d.app.query(statement.latest_anchor)
+    fetched = fetch(city.address, CH_PUB, int(anchor.log_index))
+    own = [c for c in fetched.certificates
+           if pb.AdmissionCertificate.FromString(pb.Envelope.FromString(c).body).node_id == JN]
+    doc = d.app.query(statement.build_statement, person, anchor, fetched.proof,
+                      certificates=own)
+    signed = json.loads(json.dumps(statement.sign_statement(doc, JN, d.key)))
+    with pytest.raises(StatementError, match="cosigned by 1 of the city's 3 districts"):
+        verify_statement(signed, ROOT_PUB, CH_PUB)

@@ -657,7 +657,9 @@ class LogEntry(_message.Message):
     """------------------------------------------------------------------ transparency log
     Every event the clearinghouse vouches for is a leaf of an RFC 9162 Merkle tree whose
     leaf data is a serialised LogEntry; tree heads are C2SP signed-note checkpoints,
-    signed by the clearinghouse and cosigned by the district nodes as witnesses.
+    signed by the clearinghouse and cosigned by the district nodes as witnesses. A head's
+    one extension line, "timebank-districts N", says how many districts were admitted
+    (and not revoked) at that size: a quorum is more than half of them.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -802,6 +804,51 @@ class TreeHead(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TreeHead: _TypeAlias = TreeHead  # noqa: Y015
+
+@_typing.final
+class GetAdmissionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAdmissionsRequest: _TypeAlias = GetAdmissionsRequest  # noqa: Y015
+
+@_typing.final
+class Admissions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    REVOKED_NODE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Every admission certificate the clearinghouse accepted (serialised, city-signed
+        Envelopes), current and retired: whoever checks a cosignature finds the key.
+        """
+
+    @_builtins.property
+    def revoked_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """districts whose current key is revoked"""
+
+    def __init__(
+        self,
+        *,
+        certificates: _abc.Iterable[_builtins.bytes] | None = ...,
+        revoked_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "revoked_node_ids", b"revoked_node_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Admissions: _TypeAlias = Admissions  # noqa: Y015
 
 @_typing.final
 class GetEntriesRequest(_message.Message):

@@ -69,6 +69,11 @@ class ClearinghouseServiceStub:
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesResponse.FromString,
                 _registered_method=True)
+        self.GetAdmissions = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/GetAdmissions',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.GetAdmissionsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.Admissions.FromString,
+                _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/timebank.v1.ClearinghouseService/GetInclusionProof',
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.GetInclusionProofRequest.SerializeToString,
@@ -143,6 +148,12 @@ class ClearinghouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAdmissions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInclusionProof(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -205,6 +216,11 @@ def add_ClearinghouseServiceServicer_to_server(servicer, server):
                     servicer.GetEntries,
                     request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_clearing__pb2.GetEntriesResponse.SerializeToString,
+            ),
+            'GetAdmissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAdmissions,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetAdmissionsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.Admissions.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
@@ -416,6 +432,33 @@ class ClearinghouseService:
             '/timebank.v1.ClearinghouseService/GetEntries',
             timebank_dot_v1_dot_clearing__pb2.GetEntriesRequest.SerializeToString,
             timebank_dot_v1_dot_clearing__pb2.GetEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAdmissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/GetAdmissions',
+            timebank_dot_v1_dot_clearing__pb2.GetAdmissionsRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.Admissions.FromString,
             options,
             channel_credentials,
             insecure,

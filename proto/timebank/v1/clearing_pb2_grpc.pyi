@@ -55,6 +55,7 @@ class ClearinghouseServiceStub:
     GetTreeHead: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.TreeHead]
     """The transparency log: tree heads, entries and proofs; anyone may read them."""
     GetEntries: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetEntriesRequest, _clearing_pb2.GetEntriesResponse]
+    GetAdmissions: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetAdmissionsRequest, _clearing_pb2.Admissions]
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.InclusionProof]
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.ConsistencyProof]
     AddCosignature: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]
@@ -80,6 +81,7 @@ class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
     GetTreeHead: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.TreeHead]  # type: ignore[assignment]
     """The transparency log: tree heads, entries and proofs; anyone may read them."""
     GetEntries: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetEntriesRequest, _clearing_pb2.GetEntriesResponse]  # type: ignore[assignment]
+    GetAdmissions: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetAdmissionsRequest, _clearing_pb2.Admissions]  # type: ignore[assignment]
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.InclusionProof]  # type: ignore[assignment]
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.ConsistencyProof]  # type: ignore[assignment]
     AddCosignature: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]  # type: ignore[assignment]
@@ -144,6 +146,13 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _clearing_pb2.GetEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_clearing_pb2.GetEntriesResponse, _abc.Awaitable[_clearing_pb2.GetEntriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAdmissions(
+        self,
+        request: _clearing_pb2.GetAdmissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.Admissions, _abc.Awaitable[_clearing_pb2.Admissions]]: ...
 
     @_abc_1.abstractmethod
     def GetInclusionProof(
