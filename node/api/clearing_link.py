@@ -103,7 +103,11 @@ class ClearingLink:
         self._witness_seconds = witness_seconds
         self._checkpoint_seconds = checkpoint_seconds
         # The last tree head verified: every head the clearinghouse shows must extend it.
+        # Stored in the database (tree_heads); kept here too, guarded by the lock, so that
+        # a batch does not read and re-verify it.
         self._head_lock = threading.Lock()
+        self._verified: transparency.Head | None = None
+        self._verified_loaded = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -192,7 +196,8 @@ class ClearingLink:
         sender off once the rest is applied."""
         if self._stop.is_set():
             return
-        known = self._app.query(tree_heads.verified, self._ch_key)
+        with self._head_lock:
+            known = self._verified_head()
         request = pb.SubmitBatchRequest(envelopes=[raw for _, raw in batch],
                                         known_tree_size=known.size if known else 0)
         failed: list[tuple[OutboxRecord, grpc.StatusCode, str, str]] = []
@@ -227,16 +232,25 @@ class ClearingLink:
                 code = grpc.StatusCode.__members__.get(refusal.code, grpc.StatusCode.UNKNOWN)
                 failed.append((message, code, refusal.reason, refusal.message))
         if receipts:
-            def apply(tx: Tx) -> None:
-                assert head is not None
-                tree_heads.remember(tx, head, self._ch_key)
+            assert head is not None
+            proven = head
+
+            def apply(tx: Tx, grows: bool) -> None:
+                if grows:
+                    tree_heads.store(tx, proven)
                 for message, raw, receipt, logged in receipts:
                     claims.apply_receipt(tx, message.id, receipt.state, receipt.reason)
                     if message.kind == checkpoints.CHECKPOINT:
-                        checkpoints.anchored(tx, message.envelope, raw, logged, head.note)
+                        checkpoints.anchored(tx, message.envelope, raw, logged, proven.note)
 
             with self._head_lock:
-                self._app.execute(apply)
+                current = self._verified_head()
+                if current != known:  # the witness verified another head meanwhile
+                    self._reconcile(current, proven)
+                grows = current is None or proven.size > current.size
+                self._app.execute(apply, grows)
+                if grows:
+                    self._verified = proven
         away = False
         for message, code, reason, text in failed:
             if code in TEMPORARY:
@@ -252,6 +266,26 @@ class ClearingLink:
             raise bad
         if away:  # the clearinghouse is away: back off the whole sender
             raise ClearinghouseAway(f"{failed[0][1].name}: {failed[0][3]}")
+
+    def _verified_head(self) -> transparency.Head | None:
+        """The last head verified (the caller holds the lock)."""
+        if not self._verified_loaded:
+            self._verified = self._app.query(tree_heads.verified, self._ch_key)
+            self._verified_loaded = True
+        return self._verified
+
+    def _reconcile(self, a: transparency.Head | None, b: transparency.Head) -> None:
+        """Two heads verified from the same one by different paths must be consistent
+        with each other too."""
+        if a is None:
+            return
+        small, large = sorted((a, b), key=lambda h: h.size)
+        proof: list[bytes] = []
+        if 0 < small.size < large.size:
+            proof = list(self._stub.GetConsistencyProof(pb.GetConsistencyProofRequest(
+                old_size=small.size, new_size=large.size),
+                timeout=SUBMIT_TIMEOUT_SECONDS).path)
+        self._check_head(large.note, small, proof)
 
     def _check_head(self, note: str, known: transparency.Head | None,
                     consistency: list[bytes]) -> transparency.Head:
@@ -320,17 +354,20 @@ class ClearingLink:
         inconsistent heads."""
         latest = self._stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=SUBMIT_TIMEOUT_SECONDS)
         with self._head_lock:
-            known = self._app.query(tree_heads.verified, self._ch_key)
+            known = self._verified_head()
             done = self._app.query(tree_heads.cosigned, self._ch_key)
             if done is not None and latest.size <= done.size:
                 return 0
+            if known is not None and latest.size < known.size:
+                return 0  # older than one already verified: look again next round
             proof: list[bytes] = []
             if known is not None and 0 < known.size < latest.size:
                 proof = list(self._stub.GetConsistencyProof(pb.GetConsistencyProofRequest(
                     old_size=known.size, new_size=latest.size),
                     timeout=SUBMIT_TIMEOUT_SECONDS).path)
             head = self._check_head(latest.note, known, proof)
-            self._app.execute(tree_heads.remember, head, self._ch_key, cosigning=True)
+            self._app.execute(tree_heads.store, head, cosigned=True)
+            self._verified = head
         text = notes.SignedNote.parse(head.note).text
         line = notes.cosign(text, transparency.witness_name(self._node_id), self._key,
                             int(self._app.clock.now().timestamp()))

@@ -194,7 +194,7 @@ class Repo:
     # ------------------------------------------------------------ meta and head
 
     def meta(self, key: str) -> str | None:
-        return self.conn.execute(select(META.c.value).where(META.c.key == key)).scalar()
+        return self.conn.execute(_META, {"key": key}).scalar()
 
     def set_meta(self, key: str, value: str) -> None:
         if self.meta(key) is None:
@@ -761,6 +761,7 @@ class Repo:
 # Statements run for every claim or order, built once: building a statement in
 # SQLAlchemy costs two to three times as much as executing a built one.
 _HEAD = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)
+_META = select(META.c.value).where(META.c.key == bindparam("key"))
 _MOVE_HEAD = (update(HEAD).where(HEAD.c.id == 1, HEAD.c.seq == bindparam("old_seq"))
               .values(seq=bindparam("b_seq"), hash=bindparam("b_hash")))
 _ACCOUNTS_BY_IDS = select(ACCOUNTS).where(ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))

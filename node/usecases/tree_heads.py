@@ -28,17 +28,9 @@ def cosigned(tx: Tx, clearinghouse_key: bytes) -> transparency.Head | None:
     return _load(tx, COSIGNED, clearinghouse_key)
 
 
-def remember(tx: Tx, head: transparency.Head, clearinghouse_key: bytes, *,
-             cosigning: bool = False) -> None:
-    """Store ``head`` as the last verified (and, if ``cosigning``, the last cosigned),
-    unless a larger one is stored already. The caller checked it extends the last."""
-    for key, wanted in ((VERIFIED, True), (COSIGNED, cosigning)):
-        if not wanted:
-            continue
-        old = _load(tx, key, clearinghouse_key)
-        if old is not None and old.size > head.size:
-            continue
-        if old is not None and old.size == head.size and old.root != head.root:
-            raise transparency.LogError(
-                f"two different heads of {head.size} leaves: the log was forked")
-        tx.repo.set_meta(key, head.note)
+def store(tx: Tx, head: transparency.Head, *, cosigned: bool = False) -> None:
+    """Store ``head`` as the last verified (and, if ``cosigned``, the last cosigned). The
+    caller checked that it extends the last one stored."""
+    tx.repo.set_meta(VERIFIED, head.note)
+    if cosigned:
+        tx.repo.set_meta(COSIGNED, head.note)
