@@ -140,6 +140,9 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str], log_origin: str) -> He
     have appended."""
     log = log_of(tx)
     size = log.size()
+    published = tx.repo.extensions.get("published_head")
+    if isinstance(published, Head) and published.size == size:
+        return published  # this transaction signed it already
     found = log.tree_head(size)
     if found is not None:
         return Head(size, found[0], found[1])
@@ -147,7 +150,8 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str], log_origin: str) -> He
     districts = transparency.districts_line(_admitted(tx))
     note = sign_note(notes.Checkpoint(log_origin, size, root, (districts,)).body())
     log.add_tree_head(size, root, note, tx.now)
-    return Head(size, root, note)
+    head = tx.repo.extensions["published_head"] = Head(size, root, note)
+    return head
 
 
 def _admitted(tx: Tx) -> int:
