@@ -101,5 +101,14 @@ def check_included(entry: bytes, index: int, head: Head, path: list[bytes]) -> N
         raise LogError(f"log leaf {index} is not proven in the head of {head.size} leaves")
 
 
-__all__ = ["Head", "LogError", "districts_line", "quorum", "check_extends", "check_head", "check_included",
-           "clearinghouse_origin", "witness_name"]
+__all__ = [
+    "Head",
+    "LogError",
+    "check_extends",
+    "check_head",
+    "check_included",
+    "clearinghouse_origin",
+    "districts_line",
+    "quorum",
+    "witness_name",
+]
