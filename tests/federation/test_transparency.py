@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.api.clearing_link import ReceiptError
+from node.api.clearing_link import ClearingLink, ReceiptError
 from node.usecases import tree_heads
 from tests.federation.conftest import CH_KEY, City
 from tests.federation.support import GL, JN, QX, enrol_at
@@ -93,6 +93,11 @@ def _rewrite_log_from(db: Path, index: int) -> None:
 
 def test_a_district_catches_a_clearinghouse_that_rewrites_its_log(
         city: City, tmp_path: Path) -> None:
+    # 鼓楼区 witnesses only when asked here, so that it sees only the rewritten history
+    gl = city[GL]
+    gl.link.stop()
+    gl.link = ClearingLink(gl.app, city.address, CH_PUBLIC, gl.key, witness_seconds=3600)
+    gl.link.start()
     enrol_at(city, JN, "王芳", id_card(1965))
     city.settle()
     city[JN].link.witness_once()
@@ -107,6 +112,10 @@ def test_a_district_catches_a_clearinghouse_that_rewrites_its_log(
     city.settle()
     forked = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5)
     assert forked.size > seen.size
+    # 鼓楼区 was shown the other history, and took it: its receipts are proven in it
+    shown = verified(city, GL)
+    assert shown is not None and shown.size > seen.size - 1
+    assert gl.link.witness_once() == forked.size
     # 江宁区 refuses it: as a witness, and on its next receipt
     with pytest.raises(ReceiptError, match="not consistent"):
         city[JN].link.witness_once()
