@@ -147,8 +147,9 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str], log_origin: str) -> He
     if found is not None:
         return Head(size, found[0], found[1])
     root = log.root(size)
-    districts = transparency.districts_line(_admitted(tx))
-    note = sign_note(notes.Checkpoint(log_origin, size, root, (districts,)).body())
+    lines = (transparency.districts_line(_admitted(tx)),
+             transparency.time_line(int(tx.now.timestamp())))
+    note = sign_note(notes.Checkpoint(log_origin, size, root, lines).body())
     log.add_tree_head(size, root, note, tx.now)
     head = tx.repo.extensions["published_head"] = Head(size, root, note)
     return head
@@ -158,19 +159,23 @@ def _admitted(tx: Tx) -> int:
     return sum(1 for a in tx.repo.admissions() if not a.revoked)
 
 
+def _extension(note: str, prefix: str) -> int | None:
+    """The number on a stored head's extension line (None if it has none)."""
+    try:
+        lines = notes.Checkpoint.parse(notes.SignedNote.parse(note).text).extensions
+    except notes.CheckpointError:
+        return None
+    found = [x.removeprefix(prefix) for x in lines if x.startswith(prefix)]
+    return int(found[0]) if found and found[0].isdigit() else None
+
+
 def _cosigned_by_quorum(tx: Tx, size: int) -> bool:
     """The head of ``size`` is cosigned by more than half the districts it says the city
     had at that size."""
     found = log_of(tx).tree_head(size)
-    if found is None:
-        return False
-    try:
-        districts = notes.Checkpoint.parse(notes.SignedNote.parse(found[1]).text).extensions
-    except notes.CheckpointError:
-        return False
-    counts = [int(x.removeprefix(transparency.DISTRICTS_PREFIX)) for x in districts
-              if x.startswith(transparency.DISTRICTS_PREFIX)]
-    return bool(counts) and len(log_of(tx).cosignatures(size)) >= transparency.quorum(counts[0])
+    districts = None if found is None else _extension(found[1], transparency.DISTRICTS_PREFIX)
+    return (districts is not None
+            and len(log_of(tx).cosignatures(size)) >= transparency.quorum(districts))
 
 
 def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeHead:
@@ -198,8 +203,12 @@ def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeH
     cosigs = log.cosignatures(size)
     lines = [line for _, line, _ in cosigs]
     full = note if not lines else note + "".join(line + "\n" for line in lines)
-    return clearing_pb2.TreeHead(size=size, root=root, note=full,
-                                 cosigners=[w for w, _, _ in cosigs])
+    out = clearing_pb2.TreeHead(size=size, root=root, note=full,
+                                cosigners=[w for w, _, _ in cosigs])
+    signed_at = _extension(note, transparency.TIME_PREFIX)
+    if signed_at is not None:
+        out.at.FromSeconds(signed_at)
+    return out
 
 
 def inclusion(tx: Tx, index: int, size: int) -> clearing_pb2.LogInclusion:

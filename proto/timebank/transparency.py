@@ -35,11 +35,17 @@ def witness_name(node_id: str) -> str:
 
 
 DISTRICTS_PREFIX = "timebank-districts "
+TIME_PREFIX = "timebank-time "
 
 
 def districts_line(count: int) -> str:
     """The checkpoint extension line stating how many districts the city has admitted."""
     return f"{DISTRICTS_PREFIX}{count}"
+
+
+def time_line(unix_seconds: int) -> str:
+    """The checkpoint extension line stating when the clearinghouse signed the head."""
+    return f"{TIME_PREFIX}{unix_seconds}"
 
 
 def quorum(districts: int) -> int:
@@ -50,12 +56,14 @@ def quorum(districts: int) -> int:
 @dataclass(frozen=True, slots=True)
 class Head:
     """A tree head whose clearinghouse signature checked out. ``districts``: how many
-    districts the head says were admitted at its size (None if it does not say)."""
+    districts the head says were admitted at its size; ``at``: when it was signed (UNIX
+    seconds); None where the head does not say."""
 
     size: int
     root: bytes
     note: str
     districts: int | None = None
+    at: int | None = None
 
 
 def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
@@ -69,14 +77,19 @@ def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
         raise LogError(f"the tree head is not signed by the clearinghouse: {e}") from None
     if found.origin != origin:
         raise LogError(f"the tree head is for log {found.origin!r}, not {origin!r}")
-    districts = None
-    for line in found.extensions:
-        if line.startswith(DISTRICTS_PREFIX):
-            count = line.removeprefix(DISTRICTS_PREFIX)
-            if not count.isdigit() or len(count) > 6 or districts is not None:
-                raise LogError(f"the tree head's line {line!r} is malformed")
-            districts = int(count)
-    return Head(found.size, found.root, note, districts)
+    districts = _number(found.extensions, DISTRICTS_PREFIX, 6)
+    at = _number(found.extensions, TIME_PREFIX, 19)
+    return Head(found.size, found.root, note, districts, at)
+
+
+def _number(lines: tuple[str, ...], prefix: str, digits: int) -> int | None:
+    """The number on the one extension line starting with ``prefix`` (None if none)."""
+    found = [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+    if not found:
+        return None
+    if len(found) > 1 or not found[0].isdigit() or len(found[0]) > digits:
+        raise LogError(f"the tree head's {prefix.strip()!r} line is malformed")
+    return int(found[0])
 
 
 def check_extends(old: Head | None, new: Head, proof: list[bytes]) -> None:
@@ -110,5 +123,6 @@ __all__ = [
     "clearinghouse_origin",
     "districts_line",
     "quorum",
+    "time_line",
     "witness_name",
 ]

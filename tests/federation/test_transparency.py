@@ -58,6 +58,10 @@ def test_districts_witness_heads_and_a_quorum_cosigns(city: City) -> None:
     assert all(size >= 1 for size in sizes.values())
     head = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=5)
     assert sorted(head.cosigners) == sorted((JN, GL, QX))
+    # the signed head says how many districts the city had, and when it was signed
+    checked = transparency.check_head(head.note, CH_PUBLIC)
+    assert checked.districts == 3 and transparency.quorum(checked.districts) == 2
+    assert checked.at == head.at.seconds == int(city.clock.now().timestamp())
     keys = {transparency.witness_name(n): public_key(city[n].key) for n in (JN, GL, QX)}
     assert set(notes.cosigners(head.note, keys)) == set(keys)
     # nothing new: a witness does not cosign the same head twice

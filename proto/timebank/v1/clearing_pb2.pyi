@@ -658,8 +658,9 @@ class LogEntry(_message.Message):
     Every event the clearinghouse vouches for is a leaf of an RFC 9162 Merkle tree whose
     leaf data is a serialised LogEntry; tree heads are C2SP signed-note checkpoints,
     signed by the clearinghouse and cosigned by the district nodes as witnesses. A head's
-    one extension line, "timebank-districts N", says how many districts were admitted
-    (and not revoked) at that size: a quorum is more than half of them.
+    extension lines say how many districts were admitted (and not revoked) at that size,
+    "timebank-districts N" (a quorum is more than half of them), and when it was signed,
+    "timebank-time UNIX_SECONDS".
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -779,6 +780,7 @@ class TreeHead(_message.Message):
     ROOT_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     COSIGNERS_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
     size: _builtins.int
     root: _builtins.bytes
     note: _builtins.str
@@ -789,6 +791,10 @@ class TreeHead(_message.Message):
         node ids whose cosignature is in the note
         """
 
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """when the clearinghouse signed it (the note's"""
+
     def __init__(
         self,
         *,
@@ -796,10 +802,11 @@ class TreeHead(_message.Message):
         root: _builtins.bytes = ...,
         note: _builtins.str = ...,
         cosigners: _abc.Iterable[_builtins.str] | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigners", b"cosigners", "note", b"note", "root", b"root", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cosigners", b"cosigners", "note", b"note", "root", b"root", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
