@@ -293,6 +293,7 @@ class _Clearinghouse:
     districts: dict[str, str]
     claims: dict[str, Any]
     scan: _LogScan
+    open_totals: dict[str, tuple[int, int]]  # node -> (open claims, open debit minutes)
 
 
 def _log_check(ch: _Clearinghouse) -> str:
@@ -459,6 +460,13 @@ def _positions_check(ch: _Clearinghouse) -> str:
     if sum(rows.values()) != 0:
         raise _Bad(BadRecord(ch.file, "positions", "all nodes",
                              f"positions sum to {sum(rows.values())}, not 0"))
+    for row in ch.conn.execute(select(positions)):
+        kept = (int(row.open_claims), int(row.open_debit_minutes))
+        counted = ch.open_totals.get(row.node_id, (0, 0))
+        if kept != counted:
+            raise _Bad(BadRecord(ch.file, "positions", f"node {row.node_id}",
+                                 f"{kept[0]} open claims owing {kept[1]} min kept, but the "
+                                 f"claims give {counted[0]} owing {counted[1]} min"))
     shown = ", ".join(f"{ch.districts.get(n, n)} {v:+d}" for n, v in sorted(rows.items()))
     return (f"{_plural(len(ch.scan.completed), 'completed claim')} in the log give every "
             f"position; they sum to 0 ({shown})")
@@ -711,6 +719,13 @@ def _open_clearinghouse(file: str, conn: Connection, key: bytes,
     node_keys, districts = _keys_of(conn)
     claims_t = _table(chs.ClaimRow)
     claims = {r.claim_id: r for r in conn.execute(select(claims_t))}
+    open_totals: dict[str, tuple[int, int]] = {}
+    for r in claims.values():
+        if r.state in ("proposed", "accepted"):
+            n, m = open_totals.get(r.creditor, (0, 0))
+            open_totals[r.creditor] = (n + 1, m)
+            n, m = open_totals.get(r.debtor, (0, 0))
+            open_totals[r.debtor] = (n + 1, m + int(r.minutes))
     heads = _table(chs.TreeHead)
     scan = _LogScan(file, sizes=set(conn.execute(select(heads.c.size)).scalars()))
     leaves = _table(chs.LogLeaf)
@@ -723,7 +738,8 @@ def _open_clearinghouse(file: str, conn: Connection, key: bytes,
         if len(rows) < PAGE:
             break
         after = rows[-1][0]
-    return _Clearinghouse(conn, file, key, city_key, node_keys, districts, claims, scan)
+    return _Clearinghouse(conn, file, key, city_key, node_keys, districts, claims, scan,
+                          open_totals)
 
 
 def _clearinghouse_checks(ch: _Clearinghouse) -> list[Check]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.domain.errors import ClearinghouseError, InvariantViolation
@@ -105,11 +105,12 @@ _DIRECTORY_ENTRY = select(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("
 _POSITION = select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes).where(
     POSITIONS.c.node_id == bindparam("node_id"))
 _CLAIM = select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id"))
-_OPEN_DEBITS = select(func.coalesce(func.sum(CLAIMS.c.minutes), 0)).where(
-    CLAIMS.c.debtor == bindparam("node_id"), CLAIMS.c.state.in_(OPEN_STATES))
-_OPEN_COUNT = select(func.count()).select_from(CLAIMS).where(
-    or_(CLAIMS.c.creditor == bindparam("node_id"), CLAIMS.c.debtor == bindparam("node_id")),
-    CLAIMS.c.state.in_(OPEN_STATES))
+_OPEN_TOTALS = select(POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes).where(
+    POSITIONS.c.node_id == bindparam("node_id"))
+_ADD_TO_OPEN = (update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
+                .values(open_claims=POSITIONS.c.open_claims + bindparam("d_claims"),
+                        open_debit_minutes=POSITIONS.c.open_debit_minutes
+                        + bindparam("d_minutes")))
 _OPEN_MOVE = select(CLAIMS).where(
     CLAIMS.c.payer_ref == bindparam("ref"), CLAIMS.c.kind == ClaimKind.MOVE.value,
     CLAIMS.c.state.in_(OPEN_STATES)).order_by(CLAIMS.c.created_at).limit(1)
@@ -300,6 +301,8 @@ class Repo:
 
     def insert_claim(self, record: ClaimRecord) -> None:
         c = record.claim
+        if c.state.open:
+            self._count_open(c, +1)
         self.conn.execute(_INSERT_CLAIM, dict(
             claim_id=c.claim_id, kind=c.kind.value, creditor=c.creditor, debtor=c.debtor,
             payer_ref=c.person_ref, minutes=c.minutes, posted_minutes=c.posted_minutes,
@@ -325,17 +328,46 @@ class Repo:
         done = self.conn.execute(statement, values)
         if done.rowcount != 1:
             raise InvariantViolation(f"claim {before.claim_id} changed underneath")
+        if after.state.open and not before.state.open:
+            raise InvariantViolation(f"claim {before.claim_id} cannot open again")
+        if before.state.open and not after.state.open:
+            self._count_open(before, -1)
+
+    def _count_open(self, claim: Claim, sign: int) -> None:
+        """Keep the parties' running open-claim totals (``positions``) in step."""
+        for node_id, minutes in ((claim.creditor, 0), (claim.debtor, sign * claim.minutes)):
+            done = self.conn.execute(_ADD_TO_OPEN, {"b_node_id": node_id, "d_claims": sign,
+                                                    "d_minutes": minutes})
+            if done.rowcount != 1:
+                raise InvariantViolation(f"{claim.label}: node {node_id} has no position")
 
     def open_debits(self, node_id: str) -> int:
         """The minutes of every open claim in which the node is the debtor (what
-        ``clearinghouse.domain.positions.open_debits`` sums), summed in the database."""
-        total = self.conn.execute(_OPEN_DEBITS, {"node_id": node_id}).scalar()
-        return int(total or 0)
+        ``clearinghouse.domain.positions.open_debits`` sums): its running total."""
+        return self._open_totals(node_id)[1]
 
     def open_claim_count(self, node_id: str) -> int:
-        """How many open claims the node is a party to (creditor or debtor)."""
-        count = self.conn.execute(_OPEN_COUNT, {"node_id": node_id}).scalar()
-        return int(count or 0)
+        """How many open claims the node is a party to (creditor or debtor): its running
+        total."""
+        return self._open_totals(node_id)[0]
+
+    def _open_totals(self, node_id: str) -> tuple[int, int]:
+        row = self.conn.execute(_OPEN_TOTALS, {"node_id": node_id}).first()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def open_totals_recounted(self) -> dict[str, tuple[int, int, int, int]]:
+        """Per node: (open claims, open debit minutes) as kept, then as counted from the
+        claims themselves; the two must agree (audits and tests check)."""
+        kept = {r.node_id: (int(r.open_claims), int(r.open_debit_minutes))
+                for r in self.conn.execute(select(POSITIONS))}
+        counted: dict[str, list[int]] = {n: [0, 0] for n in kept}
+        for r in self.conn.execute(select(CLAIMS.c.creditor, CLAIMS.c.debtor, CLAIMS.c.minutes)
+                                   .where(CLAIMS.c.state.in_(OPEN_STATES))):
+            counted.setdefault(r.creditor, [0, 0])[0] += 1
+            debtor = counted.setdefault(r.debtor, [0, 0])
+            debtor[0] += 1
+            debtor[1] += int(r.minutes)
+        return {n: (*kept.get(n, (0, 0)), counted[n][0], counted[n][1]) for n in counted}
 
     def open_move(self, person_ref: str) -> ClaimRecord | None:
         """The person's open (proposed or accepted) move claim, if there is one."""

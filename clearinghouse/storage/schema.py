@@ -170,13 +170,23 @@ class ClaimRow(Base):
 
 
 class Position(Base):
-    """A node's running net position (+ owed to it, − it owes) and its net debit limit."""
+    """A node's running net position (+ owed to it, − it owes), its net debit limit, and
+    the running totals of its open claims."""
 
     __tablename__ = "positions"
     node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), primary_key=True)
     net_minutes: Mapped[int] = mapped_column(BigInteger)
     net_debit_limit_minutes: Mapped[int] = mapped_column(BigInteger)
-    __table_args__ = (CheckConstraint("net_debit_limit_minutes >= 0", name="limit_not_negative"),)
+    # Running totals over the node's open (proposed or accepted) claims, kept by every
+    # claim insert and transition, so a proposal's limits are checked without counting:
+    # claims it is a party to, and the minutes of those it owes.
+    open_claims: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    open_debit_minutes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    __table_args__ = (
+        CheckConstraint("net_debit_limit_minutes >= 0", name="limit_not_negative"),
+        CheckConstraint("open_claims >= 0 AND open_debit_minutes >= 0",
+                        name="open_totals_not_negative"),
+    )
 
 
 class Delivery(Base):

@@ -67,6 +67,10 @@ def assert_consistent(city: City) -> dict[str, int]:
     for node_id, d in city.nodes.items():
         assert d.app.query(ledger.check_ledger).ok, node_id
         assert d.app.query(claims.clearing_view).net_minutes == positions[node_id], node_id
+    # the clearinghouse's running open-claim totals equal a count of its claims
+    for node_id, (kept_n, kept_m, counted_n, counted_m) in city.ch.query(
+            lambda tx: tx.repo.open_totals_recounted()).items():
+        assert (kept_n, kept_m) == (counted_n, counted_m), node_id
     return positions
 
 
