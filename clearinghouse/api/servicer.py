@@ -158,8 +158,10 @@ class ClearinghouseServicer:
             results: list[submit.Submitted | Exception] = list(
                 submit.submit_batch(tx, raw, self._seal, self._limiter.take))
             head = self.publish_head(tx)
-            proofs = [log.inclusion(tx, r.log_index, head.size)
-                      if isinstance(r, submit.Submitted) else None for r in results]
+            done = [r.log_index for r in results if isinstance(r, submit.Submitted)]
+            proven = iter(log.inclusions(tx, done, head.size))
+            proofs = [next(proven) if isinstance(r, submit.Submitted) else None
+                      for r in results]
             path = (log.log_of(tx).consistency_proof(known, head.size)
                     if 0 < known < head.size else [])
             return results, head, proofs, path

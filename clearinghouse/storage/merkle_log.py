@@ -62,6 +62,9 @@ MAX_APPEND = 10_000
 """The most leaves one `append` takes (one transaction's worth)."""
 MAX_LEAVES_PER_READ = 1_000
 """The most leaves one `leaves` call returns."""
+MAX_KEYS_PER_READ = 400
+"""The most subtree hashes one statement fetches (an OR of pairs; SQLite limits how deep
+an expression may nest)."""
 
 Key = tuple[int, int]  # (level, idx) of a perfect aligned subtree
 
@@ -159,6 +162,8 @@ class MerkleLog:
         # (a batch appends a leaf per envelope, then proves each; neither is read back)
         self._frontier: list[tuple[int, bytes]] | None = None
         self._appended: dict[int, bytes] = {}
+        # subtree hashes this instance wrote or read (stored hashes never change)
+        self._known: dict[Key, bytes] = {}
 
     # reading ---------------------------------------------------------------------------
 
@@ -170,21 +175,23 @@ class MerkleLog:
         return self._size
 
     def _hashes(self, ranges: Iterable[tuple[int, int]]) -> dict[Key, bytes]:
-        """The stored hashes of these perfect subtrees, in one statement."""
-        keys = sorted({_key(a, b) for a, b in ranges})
-        if not keys:
-            return {}
-        params: dict[str, int] = {}
-        for i, (level, idx) in enumerate(keys):
-            params[f"l{i}"] = level
-            params[f"i{i}"] = idx
-        found = {(int(r[0]), int(r[1])): bytes(r[2])
-                 for r in self.conn.execute(_hashes_query(len(keys)), params)}
-        for level, idx in keys:
-            if (level, idx) not in found:
-                raise LogCorrupted("log_hashes", idx << level,
-                                   f"no hash stored for level {level}, idx {idx}")
-        return found
+        """The stored hashes of these perfect subtrees: those not known yet in one
+        statement per MAX_KEYS_PER_READ."""
+        wanted = {_key(a, b) for a, b in ranges}
+        missing = sorted(wanted - self._known.keys())
+        for start in range(0, len(missing), MAX_KEYS_PER_READ):
+            keys = missing[start:start + MAX_KEYS_PER_READ]
+            params: dict[str, int] = {}
+            for i, (level, idx) in enumerate(keys):
+                params[f"l{i}"] = level
+                params[f"i{i}"] = idx
+            self._known.update(((int(r[0]), int(r[1])), bytes(r[2]))
+                               for r in self.conn.execute(_hashes_query(len(keys)), params))
+            for level, idx in keys:
+                if (level, idx) not in self._known:
+                    raise LogCorrupted("log_hashes", idx << level,
+                                       f"no hash stored for level {level}, idx {idx}")
+        return {k: self._known[k] for k in wanted}
 
     def _node_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
         """MTH of each tree node [start, end), reading all their pieces in one statement."""
@@ -206,6 +213,17 @@ class MerkleLog:
         if size == 0:
             return EMPTY_ROOT
         return self._node_hashes([(0, size)])[0]
+
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        """``inclusion_proof`` of each index, reading the hashes they need together (a
+        batch's receipts are proven in the same head and share most of their paths)."""
+        self._check_size(size)
+        for index in indexes:
+            if not isinstance(index, int) or not 0 <= index < size:
+                raise BadLogRange(f"leaf index {index!r} is not in a tree of size {size}")
+        paths = [inclusion_path_ranges(index, size) for index in indexes]
+        self._hashes(p for path in paths for a, b in path for p in perfect_ranges(a, b))
+        return [self._node_hashes(path) for path in paths]
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """PATH(index, D[0:size]) of RFC 9162 §2.1.3.1."""
@@ -301,6 +319,7 @@ class MerkleLog:
         self._size = new_size
         self._frontier = stack
         self._appended.update((i, e.data) for i, e in enumerate(entries, first))
+        self._known.update(((r["level"], r["idx"]), r["hash"]) for r in hash_rows)
         return first
 
     # tree heads and cosignatures ---------------------------------------------------------

@@ -220,6 +220,14 @@ def inclusion(tx: Tx, index: int, size: int) -> clearing_pb2.LogInclusion:
                                      path=log.inclusion_proof(index, size))
 
 
+def inclusions(tx: Tx, indexes: list[int], size: int) -> list[clearing_pb2.LogInclusion]:
+    """``inclusion`` of several leaves in one head, their hashes read together."""
+    log = log_of(tx)
+    paths = log.inclusion_proofs(indexes, size)
+    return [clearing_pb2.LogInclusion(index=i, entry=log.leaf(i), path=path)
+            for i, path in zip(indexes, paths, strict=True)]
+
+
 def prove(tx: Tx, request: clearing_pb2.GetInclusionProofRequest,
           ) -> clearing_pb2.InclusionProof:
     """An inclusion proof of a leaf (by index, or a claim's latest leaf) in a head."""

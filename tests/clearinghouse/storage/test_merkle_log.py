@@ -101,6 +101,23 @@ def test_matches_the_leaf_based_functions_at_every_size(ch_app: ClearinghouseApp
     ch_app.query(check)
 
 
+def test_a_batch_of_proofs_is_read_together_and_equals_one_by_one(
+        ch_app: ClearinghouseApp) -> None:
+    append(ch_app, rows(DATA[:150]))
+
+    def batch(tx: Tx) -> None:
+        log = MerkleLog(tx.repo.conn)
+        first = log.append(rows(DATA[150:]), AT)  # as a SubmitBatch: append, then prove
+        indexes = [*range(first, len(DATA)), 0, 7, 149]
+        with counting(tx.repo.conn) as seen:
+            proofs = log.inclusion_proofs(indexes, len(DATA))
+        assert seen[0] <= 1
+        assert proofs == [expected_inclusion(len(DATA), i) for i in indexes]
+        assert log.inclusion_proofs([], len(DATA)) == []
+
+    ch_app.execute(batch)
+
+
 def test_an_append_reads_only_the_frontier(ch_app: ClearinghouseApp) -> None:
     append(ch_app, rows([b"%d" % i for i in range(1000)]))
 
