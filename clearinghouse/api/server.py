@@ -48,7 +48,7 @@ from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases import claims
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import Clock
-from timebank import keys
+from timebank import keys, serving
 
 log = structlog.get_logger("clearinghouse.api")
 
@@ -209,6 +209,7 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
     """
     stop = stop or threading.Event()
     observe.configure_logging()
+    serving.tune_gc()
     app = open_app(config, clock)
     running: RunningServer | None = None
     sweep: ExpirySweep | None = None

@@ -43,7 +43,7 @@ from node.domain.clock import Clock
 from node.logging import configure_logging
 from node.usecases import orders
 from node.usecases.app import NodeApp
-from timebank import keys
+from timebank import keys, serving
 from timebank.v1 import node_pb2_grpc
 
 log = structlog.get_logger("node.api")
@@ -348,6 +348,7 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     if an address cannot be bound.
     """
     configure_logging(config.log_level, config.log_format)
+    serving.tune_gc()
     stop = stop or threading.Event()
     app = open_app(config, clock)
     metrics_server = None
