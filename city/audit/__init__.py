@@ -1,0 +1,27 @@
+"""The offline audit of a city: ``timebank audit``.
+
+Given a city's data directory, it opens every database read-only and checks that the
+records hold together: each district's hash chain and its anchors in the clearinghouse's
+transparency log, the log itself with every signed tree head and cosignature, claims on
+both sides, receipts, positions and admissions. Given a running clearinghouse's address
+and public key instead, it checks what anyone can fetch over gRPC. Each check names the
+first bad record it finds; nothing is ever written.
+
+- ``report``: the results (Report, Check, BadRecord) and AuditError.
+- ``readonly``: opening SQLite or PostgreSQL databases read-only.
+- ``logscan``: one pass over the log's leaves, which every other check reads.
+- ``clearinghouse``: the clearinghouse's database (``audit_clearinghouse_database``).
+- ``district``: a district's ledger, anchors and claims.
+- ``directory``: a whole data directory (``audit_data_dir``).
+- ``remote``: a running clearinghouse over gRPC (``audit_remote``).
+- ``command``: ``timebank audit`` itself (``run_audit``).
+"""
+
+from city.audit.clearinghouse import audit_clearinghouse_database
+from city.audit.command import run_audit
+from city.audit.directory import audit_data_dir
+from city.audit.remote import audit_remote
+from city.audit.report import AuditError, BadRecord, Check, Report
+
+__all__ = ["AuditError", "BadRecord", "Check", "Report", "audit_clearinghouse_database",
+           "audit_data_dir", "audit_remote", "run_audit"]

@@ -1,0 +1,134 @@
+"""A running clearinghouse over gRPC: what it serves to anyone (the signed head, every
+entry, cosignatures, claims and positions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from city.audit.logscan import PAGE, LogScan
+from city.audit.report import AuditError, Bad, BadRecord, Report, plural, run
+from timebank import checkpoint as notes
+from timebank import transparency
+from timebank.v1 import clearing_pb2 as pb
+from timebank.v1 import clearing_pb2_grpc
+
+RPC_TIMEOUT = 15.0
+
+
+def _rpc(address: str, method: Callable[..., Any], request: Any) -> Any:
+    try:
+        return method(request, timeout=RPC_TIMEOUT)
+    except grpc.RpcError as e:
+        code = e.code().name if hasattr(e, "code") else "UNKNOWN"
+        details = e.details() if hasattr(e, "details") else str(e)
+        raise AuditError(f"the clearinghouse at {address} did not answer: {code}: "
+                         f"{details}") from None
+
+
+def audit_remote(address: str, clearinghouse_key: bytes) -> Report:
+    """Audit a running clearinghouse from what it serves to anyone."""
+    with grpc.insecure_channel(address) as channel:
+        stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
+        head_msg = _rpc(address, stub.GetTreeHead, pb.GetTreeHeadRequest())
+        try:
+            head = transparency.check_head(head_msg.note, clearinghouse_key)
+        except transparency.LogError as e:
+            raise AuditError(f"the latest tree head from {address} does not verify under "
+                             f"the key given (wrong --clearinghouse-key?): {e}") from None
+        scan = LogScan(address, sizes={head.size})
+        for start in range(0, head.size, PAGE):
+            end = min(head.size, start + PAGE)
+            request = pb.GetEntriesRequest(start=start, end=end)
+            page = _rpc(address, stub.GetEntries, request)
+            for offset, data in enumerate(page.entries):
+                scan.add(start + offset, bytes(data))
+            if len(page.entries) != end - start:
+                scan.bad = scan.bad or BadRecord(address, "GetEntries", f"{start}..{end}",
+                                                 f"{len(page.entries)} entries, not "
+                                                 f"{end - start}")
+                break
+        positions = _rpc(address, stub.GetPositions, pb.GetPositionsRequest())
+        cosigned = _cosigned_head(stub, address)
+        consistency = None
+        if cosigned is not None and 0 < cosigned.size < head.size:
+            consistency = _rpc(address, stub.GetConsistencyProof, pb.GetConsistencyProofRequest(
+                old_size=cosigned.size, new_size=head.size))
+    checks = [
+        run("tree head", lambda: f"size {head.size}, signed by the clearinghouse"),
+        run("log entries", lambda: _remote_log(scan, head, address)),
+        run("cosigners", lambda: _remote_cosigners(scan, head, cosigned, consistency,
+                                                    clearinghouse_key, address)),
+        run("claims", lambda: _remote_claims(scan)),
+        run("positions", lambda: _remote_positions(scan, positions, address)),
+    ]
+    return Report(address, tuple(checks))
+
+
+def _cosigned_head(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
+                   address: str) -> pb.TreeHead | None:
+    try:
+        found: pb.TreeHead = stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True),
+                                              timeout=RPC_TIMEOUT)
+        return found
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise AuditError(f"the clearinghouse at {address} did not answer: "
+                         f"{e.code().name}: {e.details()}") from None
+
+
+def _remote_log(scan: LogScan, head: transparency.Head, address: str) -> str:
+    if scan.bad is not None:
+        raise Bad(scan.bad)
+    if scan.root() != head.root:
+        raise Bad(BadRecord(address, "GetEntries", f"size {head.size}",
+                             "the entries served do not hash to the signed root"))
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(scan.kinds.items()))
+    return f"{plural(scan.size, 'entry')} fetched and rebuilt to the signed root ({kinds})"
+
+
+def _remote_cosigners(scan: LogScan, head: transparency.Head, cosigned: pb.TreeHead | None,
+                      consistency: pb.ConsistencyProof | None, key: bytes,
+                      address: str) -> str:
+    witnesses = {transparency.witness_name(n): k for n, k in scan.node_keys.items()}
+    latest = sorted(notes.cosigners(head.note, witnesses))
+    if cosigned is None:
+        return f"latest head cosigned by {latest or 'nobody'}; no head cosigned by a quorum"
+    try:
+        old = transparency.check_head(cosigned.note, key)
+        transparency.check_extends(old, head, list(consistency.path) if consistency else [])
+    except transparency.LogError as e:
+        raise Bad(BadRecord(address, "GetConsistencyProof", f"size {cosigned.size}",
+                             str(e))) from None
+    valid = sorted(notes.cosigners(cosigned.note, witnesses))
+    claimed = sorted(cosigned.cosigners)
+    if [transparency.witness_name(n) for n in claimed] != valid:
+        raise Bad(BadRecord(address, "GetTreeHead", f"size {cosigned.size}",
+                             f"claims cosigners {claimed}; valid cosignatures: {valid}"))
+    return (f"head of size {cosigned.size} cosigned by {', '.join(claimed)}, and the latest "
+            f"head extends it")
+
+
+def _remote_claims(scan: LogScan) -> str:
+    if scan.bad is not None:
+        raise Bad(scan.bad)
+    states = ", ".join(f"{s} {n}" for s, n in sorted(scan.final_states().items()))
+    return f"{plural(len(scan.latest), 'claim')}, every step an allowed transition ({states})"
+
+
+def _remote_positions(scan: LogScan, positions: pb.Positions, address: str) -> str:
+    served = {p.node_id: p.net_minutes for p in positions.nodes}
+    expected = scan.positions()
+    for node_id in sorted(set(served) | set(expected)):
+        if served.get(node_id, 0) != expected.get(node_id, 0):
+            raise Bad(BadRecord(address, "GetPositions", f"node {node_id}",
+                                 f"net {served.get(node_id, 0):+d} min served; the log's "
+                                 f"completed claims give {expected.get(node_id, 0):+d}"))
+    if sum(served.values()):
+        raise Bad(BadRecord(address, "GetPositions", "all nodes",
+                             f"positions sum to {sum(served.values())}, not 0"))
+    return f"{plural(len(served), 'position')} equal the log's completed claims; sum 0"
+
