@@ -187,8 +187,10 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
 
     The signer must be the proposer the domain allows (a redemption's creditor, a move's
     debtor); the other party receives the proposal (a redemption's debtor, a move's
-    creditor). INVALID_ARGUMENT: malformed body or field, minutes out of range, a claim
-    to oneself, a deadline already past or too far (BAD_DEADLINE), an oversized body.
+    creditor). A move is recorded ACCEPTED at once: its debtor proposes it holding the
+    whole balance, so its proposal is its acceptance. INVALID_ARGUMENT: malformed body or
+    field, minutes out of range, a claim to oneself, a deadline already past or too far
+    (BAD_DEADLINE), an oversized body.
     PERMISSION_DENIED: bad signature, unknown or revoked key, a node proposing for
     another (NOT_YOUR_CLAIM). NOT_FOUND: the other party is not admitted (UNKNOWN_NODE),
     nobody registered the person (UNKNOWN_PERSON). FAILED_PRECONDITION: the debtor is not
@@ -238,6 +240,10 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
             "their hours are in transit, so no other move or redemption can be proposed "
             "until that move is completed, voided, rejected or expired", MOVE_IN_PROGRESS)
     _check_limits(tx, claim, max_pending)
+    if claim.kind is ClaimKind.MOVE:
+        # A move is proposed by its debtor, which holds the whole balance as it proposes:
+        # the proposal is also the acceptance (one message less through the city).
+        claim = accept(claim, tx.now)
     tx.repo.insert_claim(ClaimRecord(claim, wire.to_bytes(envelope)))
     _deliver(tx, other, claim, envelope)
     return claim
@@ -268,6 +274,9 @@ def decide(tx: Tx, envelope: Signed, ring: KeyRing) -> Claim:
     msg = wire.parse(clearing_pb2.ClaimDecision, body, DECIDE)
     record = _recorded(tx, msg.claim_id)
     claim = record.claim
+    if (claim.kind is ClaimKind.MOVE and msg.accept and claim.state is ClaimState.ACCEPTED
+            and envelope.signer == claim.debtor):
+        return claim  # accepted when it was proposed; a debtor may still say so
     check_actor(claim, Action.ACCEPT if msg.accept else Action.REJECT, envelope.signer)
     if _same(record.decision, body):
         return claim  # the same decision again

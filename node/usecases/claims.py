@@ -305,10 +305,7 @@ def start_move(tx: Tx, person_id: int, to_node_id: str) -> ClaimView:
         person_id=person.id, expires_at=expires, created_at=tx.now, updated_at=tx.now)
     for a in accounts:
         tx.repo.place_hold(None, a.id, a.balance, 0, tx.now, claim_id=claim_id)
-    decision = pb.ClaimDecision(claim_id=claim_id, accept=True)
-    decision.at.CopyFrom(_ts(tx.now))
-    _enqueue(tx, PROPOSE, claim_id, body)
-    _enqueue(tx, DECIDE, claim_id, decision)
+    _enqueue(tx, PROPOSE, claim_id, body)  # held as proposed: the proposal accepts it
     found = tx.repo.claim(claim_id)
     assert found is not None
     return _view(found)
@@ -338,7 +335,7 @@ def apply_delivery(tx: Tx, delivery: pb.Delivery) -> bool:
         _expired(tx, claim_id)
     else:
         kind = delivery.relayed.kind
-        claim_id = _apply_relayed(tx, kind, delivery.relayed.body)
+        claim_id = _apply_relayed(tx, kind, delivery.relayed.body, delivery.state)
     tx.repo.inbox_add(delivery.seq, kind[:32], claim_id[:36], tx.now)
     return True
 
@@ -350,11 +347,11 @@ def _parse(message_type: type[Message], body: bytes) -> Message:
         raise InvariantViolation(f"a relayed body is not a {message_type.__name__}") from None
 
 
-def _apply_relayed(tx: Tx, kind: str, body: bytes) -> str:
+def _apply_relayed(tx: Tx, kind: str, body: bytes, state: int) -> str:
     if kind == PROPOSE:
         proposal = _parse(pb.ClaimProposal, body)
         assert isinstance(proposal, pb.ClaimProposal)
-        _proposed(tx, proposal)
+        _proposed(tx, proposal, state)
         return proposal.claim_id
     if kind == DECIDE:
         decision = _parse(pb.ClaimDecision, body)
@@ -369,7 +366,7 @@ def _apply_relayed(tx: Tx, kind: str, body: bytes) -> str:
     raise InvariantViolation(f"the clearinghouse relayed a {kind!r} message")
 
 
-def _proposed(tx: Tx, msg: pb.ClaimProposal) -> None:
+def _proposed(tx: Tx, msg: pb.ClaimProposal, state: int) -> None:
     kind = _KIND_FROM_WIRE.get(msg.kind)
     if kind is None:
         raise InvariantViolation("the clearinghouse relayed a claim of no kind")
@@ -388,6 +385,10 @@ def _proposed(tx: Tx, msg: pb.ClaimProposal) -> None:
             state=ClaimState.PROPOSED.value, reason="", detail="", order_id=None,
             person_id=None if person is None else person.id, expires_at=expires,
             created_at=tx.now, updated_at=tx.now)
+        if state == pb.CLAIM_STATE_ACCEPTED:  # its debtor accepted it as it proposed it
+            found = tx.repo.claim(msg.claim_id)
+            assert found is not None
+            _take_in_move(tx, _set(tx, found, ClaimState.ACCEPTED))
         return
     if msg.debtor_node_id != tx.node.node_id:
         raise InvariantViolation("a redemption was relayed to a node that is not its debtor")

@@ -227,7 +227,7 @@ def test_a_person_with_an_open_move_cannot_be_redeemed_for(
                             expires_at=stamp(now + timedelta(days=1)))
     move.origins.add(minutes=600)
     assert submit(stub, sign("claim.propose", move.SerializeToString(), JN,
-                             KEYS[JN])).state == pb.CLAIM_STATE_PROPOSED
+                             KEYS[JN])).state == pb.CLAIM_STATE_ACCEPTED
     before = snapshot(ch_app)
     with pytest.raises(grpc.RpcError) as caught:
         stub.Submit(wire(proposal(ch_app)), timeout=TIMEOUT)

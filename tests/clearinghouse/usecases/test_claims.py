@@ -168,12 +168,16 @@ def test_a_move_end_to_end(city: ClearinghouseApp, ch_clock: ManualClock) -> Non
     offer = proposal(2, city, kind=ClaimKind.MOVE, creditor=QX, debtor=JN, minutes=600,
                      origins=[400, 200])
     claim = propose(city, offer)
-    assert claim.kind is ClaimKind.MOVE and claim.state is ClaimState.PROPOSED
-    [to_qx] = queue(city, QX)  # the proposer is the debtor: the new home is told
+    # the proposer is the debtor, holding the balance as it proposes: accepted at once
+    assert claim.kind is ClaimKind.MOVE and claim.state is ClaimState.ACCEPTED
+    [to_qx] = queue(city, QX)  # the new home is told
     assert relayed(to_qx) == offer.body
     assert queue(city, JN) == []
 
-    decide(city, decision(2))  # the old home holds the balance
+    # a decision sent anyway by the old home changes nothing and tells nobody
+    before = snapshot(city)
+    assert decide(city, decision(2)).state is ClaimState.ACCEPTED
+    assert snapshot(city) == before
     assert refused(city, claims.finish, finishing(2, posted=300, signer=QX),
                    ring(city)).reason == "PARTIAL_MOVE"
     done = finish(city, finishing(2, signer=QX))
@@ -491,19 +495,19 @@ def test_stamps_are_the_clearinghouses(city: ClearinghouseApp, ch_clock: ManualC
 def test_one_open_move_per_person(city: ClearinghouseApp, ch_clock: ManualClock) -> None:
     move = proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, debtor=JN, minutes=600,
                     origins=[600])
-    assert propose(city, move).state is ClaimState.PROPOSED
+    assert propose(city, move).state is ClaimState.ACCEPTED  # proposed by its debtor
     other_move = proposal(2, city, kind=ClaimKind.MOVE, creditor=GL, debtor=JN, minutes=600,
                           origins=[600])
     redemption = proposal(3, city)
-    for envelope in (other_move, redemption):  # proposed: her balance is in transit
+    for envelope in (other_move, redemption):  # open: her balance is in transit
         error = refused(city, claims.propose, envelope, ring(city))
         assert isinstance(error, FailedPrecondition)
         assert error.reason == claims.MOVE_IN_PROGRESS
         assert ALICE not in error.message and QX in error.message
-    assert propose(city, move).state is ClaimState.PROPOSED  # its own replay is fine
+    assert propose(city, move).state is ClaimState.ACCEPTED  # its own replay is fine
     ch_clock.advance(timedelta(minutes=1))
-    assert decide(city, decision(1)).state is ClaimState.ACCEPTED
-    error = refused(city, claims.propose, redemption, ring(city))  # accepted: still open
+    assert decide(city, decision(1)).state is ClaimState.ACCEPTED  # said again: no change
+    error = refused(city, claims.propose, redemption, ring(city))  # still open
     assert error.reason == claims.MOVE_IN_PROGRESS
     ch_clock.advance(timedelta(minutes=1))
     assert finish(city, finishing(1, complete=False, signer=QX)).state is ClaimState.VOIDED
@@ -522,7 +526,7 @@ def test_a_completed_or_expired_move_frees_the_person(city: ClearinghouseApp,
     # an open redemption does not stop a move; the move then stops new redemptions
     back = proposal(3, city, kind=ClaimKind.MOVE, creditor=JN, debtor=QX, minutes=60,
                     origins=[60], window=timedelta(minutes=5))
-    assert propose(city, back).state is ClaimState.PROPOSED
+    assert propose(city, back).state is ClaimState.ACCEPTED
     assert refused(city, claims.propose, proposal(4, city, debtor=QX),
                    ring(city)).reason == claims.MOVE_IN_PROGRESS
     ch_clock.advance(timedelta(minutes=6))
