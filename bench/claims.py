@@ -14,9 +14,10 @@ next node. The bench waits until every registration is delivered.
 Throughput phase: ``--claims`` moves (``MovePerson``, one rpc per claim) started as
 fast as 16 client threads can, spread over every ordered pair of neighbouring nodes;
 the phase ends when every node has no open claim and nothing unsent. A move exercises
-both phases fully through the clearinghouse: the old home proposes and accepts (holds),
-the new home learns the acceptance from its delivery and completes, its receipt posts
-its leg, and the old home posts its own leg from the completion's delivery.
+both phases fully through the clearinghouse: the old home proposes it holding the whole
+balance (the proposal is the acceptance), the new home learns of it from its delivery
+and completes, its receipt posts its leg, and the old home posts its own leg from the
+completion's delivery. A redemption takes one message more (the home's decision).
 
 Latency phase, paced at ``--rate`` claims a second: (a) redemptions: ``AcceptOrder`` of
 an order paid with a visitor's own hours proposes a redemption to the home district,
@@ -36,9 +37,10 @@ protocol itself, not a client's polling interval, and adds no load while it runs
 
 Ed25519 verifications per second are timed in this process on a real envelope's
 signing input (PyNaCl ``VerifyKey.verify``): the ceiling for signed messages on one core.
-A move is 3 signed node messages (each checked by the clearinghouse), 3 signed receipts
-(checked by the nodes) and 3 deliveries, signed and checked a batch at a time: 9
-signatures made and about 9 checked per claim at most, on all cores together.
+A move is 2 signed node messages (each checked by the clearinghouse), 2 signed receipts
+and 2 deliveries (checked by the nodes; deliveries and tree heads are signed a batch at
+a time), each receipt with a log leaf and its inclusion proof: at most about 6
+signatures made and 6 checked per claim, on all cores together.
 """
 
 from __future__ import annotations
