@@ -239,7 +239,8 @@ class ClearingLink:
                 if grows:
                     tree_heads.store(tx, proven)
                 for message, raw, receipt, logged in receipts:
-                    claims.apply_receipt(tx, message.id, receipt.state, receipt.reason)
+                    claims.apply_receipt(tx, message.id, receipt.state, receipt.reason,
+                                         sent=message)
                     if message.kind == checkpoints.CHECKPOINT:
                         checkpoints.anchored(tx, message.envelope, raw, logged, proven.note)
 

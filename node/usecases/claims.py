@@ -553,10 +553,15 @@ def outbox_due(tx: Tx, limit: int) -> list[OutboxRecord]:
     return tx.repo.outbox_due(tx.now, limit)
 
 
-def apply_receipt(tx: Tx, message_id: int, state: int, reason: int) -> None:
+def apply_receipt(tx: Tx, message_id: int, state: int, reason: int, *,
+                  sent: OutboxRecord | None = None) -> None:
     """The clearinghouse took a message (``state``: the claim's state after it). For this
-    node's own complete, this is where the creditor learns it is done and posts its leg."""
-    message = tx.repo.outbox_message(message_id)
+    node's own complete, this is where the creditor learns it is done and posts its leg.
+    ``sent``: the outbox row as the sender read it (its kind and claim never change), so
+    that it is not read again."""
+    message = sent if sent is not None else tx.repo.outbox_message(message_id)
+    if message.id != message_id:
+        raise InvariantViolation(f"a receipt for message {message_id} given message {message.id}")
     if not tx.repo.outbox_done(message_id, "receipt", pb.ClaimState.Name(state), tx.now):  # type: ignore[arg-type]
         return
     if message.kind != FINISH or message.claim_id is None:
