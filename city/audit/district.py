@@ -19,6 +19,7 @@ from node.domain.errors import InvariantViolation
 from node.domain.ledger import Entry, EntryKind, Posting, chain_hash, genesis_hash
 from node.storage import schema as ns
 from node.storage.repo import account_from_code
+from node.usecases.checkpoints import proof_path
 from timebank import merkle, transparency
 from timebank.envelope import EnvelopeError, Signed, verify
 from timebank.keys import key_id
@@ -163,10 +164,8 @@ def _anchors_check(node: Node, ch: Clearinghouse) -> str:
                       f"idx {idx}")
         try:
             th = transparency.check_head(str(row.tree_head or ""), ch.key)
-            path = [bytes(row.log_proof or b"")[i:i + 32]
-                    for i in range(0, len(row.log_proof or b""), 32)]
-            transparency.check_included(leaf, idx, th, path)
-        except transparency.LogError as e:
+            transparency.check_included(leaf, idx, th, proof_path(row.log_proof))
+        except (transparency.LogError, ValueError) as e:
             raise bad(f"the inclusion proof does not hold: {e}") from None
         if ch.scan.roots.get(th.size) != th.root:
             raise bad(f"its tree head (size {th.size}) is not the clearinghouse's log")

@@ -36,10 +36,11 @@ from clearinghouse.api.errors import grpc_code, grpc_errors, grpc_stream_errors
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.claims import ClaimState
-from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument, PermissionDenied
+from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
 from clearinghouse.usecases import admission, claims, directory, log, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from timebank import checkpoint as notes
+from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, Signed, sign
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2 as pb
@@ -105,7 +106,7 @@ class ClearinghouseServicer:
         self._limiter = limiter if limiter is not None else RateLimiter(
             DEFAULT_SUBMITS_PER_SECOND, DEFAULT_SUBMIT_BURST)
         self._key = signing_key
-        self.origin = log.origin(public_key(signing_key))
+        self.origin = transparency.clearinghouse_origin(public_key(signing_key))
         self._poll = poll_seconds
         self._closed = threading.Event()
         # A node's count is bumped when a Submit queued a delivery for it: its open
@@ -151,40 +152,26 @@ class ClearinghouseServicer:
         batch = _parse(pb.SubmitBatchRequest, request)
         raw = list(batch.envelopes)
         observe.note(envelopes=len(raw))
-        known = batch.known_tree_size
-
-        def run(tx: Tx) -> tuple[list[submit.Submitted | Exception], log.Head,
-                                 list[pb.LogInclusion | None], list[bytes]]:
-            results: list[submit.Submitted | Exception] = list(
-                submit.submit_batch(tx, raw, self._seal, self._limiter.take))
-            head = self.publish_head(tx)
-            done = [r.log_index for r in results if isinstance(r, submit.Submitted)]
-            proven = iter(log.inclusions(tx, done, head.size))
-            proofs = [next(proven) if isinstance(r, submit.Submitted) else None
-                      for r in results]
-            path = (log.log_of(tx).consistency_proof(known, head.size)
-                    if 0 < known < head.size else [])
-            return results, head, proofs, path
-
-        results, head, proofs, path = self._app.execute(run)
-        out = pb.SubmitBatchResponse(head=head.note, consistency=path)
+        done = self._app.execute(submit.submit_proven_batch, raw, self._seal,
+                                 self.publish_head, batch.known_tree_size,
+                                 self._limiter.take)
+        out = pb.SubmitBatchResponse(head=done.head.note, consistency=done.consistency)
         refused, moved = 0, set()
-        for result, proof in zip(results, proofs, strict=True):
+        for result, proof in zip(done.results, done.logged, strict=True):
             if isinstance(result, submit.Submitted):
                 moved |= self._after(result)
                 out.results.add(receipt=result.receipt, logged=proof)
                 continue
-            assert isinstance(result, ClearinghouseError)
             refused += 1
             code = grpc_code(result)
             observe.batch_refusal("SubmitBatch", result.reason, result.message)
             out.results.add(refusal=pb.SubmitRefusal(code=code.name, reason=result.reason,
                                                      message=result.message))
         self._observe_positions(moved)
-        observe.note(refused=refused, tree_size=head.size)
+        observe.note(refused=refused, tree_size=done.head.size)
         return out
 
-    def publish_head(self, tx: Tx) -> log.Head:
+    def publish_head(self, tx: Tx) -> transparency.Head:
         """Sign a tree head for the log as this transaction leaves it (if none exists)."""
         return log.publish_head(tx, self._sign_note, self.origin)
 

@@ -17,10 +17,9 @@ more than half of the admitted districts are the ones anything final cites.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC
 
-from clearinghouse.domain.claims import Claim
+from clearinghouse.domain.claims import Claim, ClaimKind
 from clearinghouse.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -54,10 +53,6 @@ SUBMIT_KINDS = {"directory.register": REGISTRATION, "claim.propose": CLAIM,
                 "node.checkpoint": CHECKPOINT}
 
 
-origin = transparency.clearinghouse_origin
-witness_name = transparency.witness_name
-
-
 def log_of(tx: Tx) -> MerkleLog:
     """The log as this transaction sees it (one instance per transaction: it keeps the
     size it read)."""
@@ -86,7 +81,7 @@ def _claim_fields(entry: clearing_pb2.LogEntry, claim: Claim) -> None:
     entry.minutes = claim.posted_minutes if claim.posted_minutes is not None else claim.minutes
     entry.creditor_node_id = claim.creditor
     entry.debtor_node_id = claim.debtor
-    entry.claim_kind = (clearing_pb2.CLAIM_KIND_MOVE if claim.kind.value == "move"
+    entry.claim_kind = (clearing_pb2.CLAIM_KIND_MOVE if claim.kind is ClaimKind.MOVE
                         else clearing_pb2.CLAIM_KIND_REDEMPTION)
 
 
@@ -127,31 +122,25 @@ def record_limit(tx: Tx, node_id: str, minutes: int) -> int:
 
 # tree heads --------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    size: int
-    root: bytes
-    note: str  # signed by the clearinghouse, cosignatures appended
-
-
-def publish_head(tx: Tx, sign_note: Callable[[str], str], log_origin: str) -> Head:
+def publish_head(tx: Tx, sign_note: Callable[[str], str],
+                 log_origin: str) -> transparency.Head:
     """Sign and store a head for the log's current size, unless one exists; return the
     head of the current size. Called at the end of every write transaction that may
     have appended."""
     log = log_of(tx)
     size = log.size()
     published = tx.repo.extensions.get("published_head")
-    if isinstance(published, Head) and published.size == size:
+    if isinstance(published, transparency.Head) and published.size == size:
         return published  # this transaction signed it already
     found = log.tree_head(size)
     if found is not None:
-        return Head(size, found[0], found[1])
+        return transparency.read_head(found[1])
     root = log.root(size)
     lines = (transparency.districts_line(_admitted(tx)),
              transparency.time_line(int(tx.now.timestamp())))
     note = sign_note(notes.Checkpoint(log_origin, size, root, lines).body())
     log.add_tree_head(size, root, note, tx.now)
-    head = tx.repo.extensions["published_head"] = Head(size, root, note)
+    head = tx.repo.extensions["published_head"] = transparency.read_head(note)
     return head
 
 
@@ -159,21 +148,11 @@ def _admitted(tx: Tx) -> int:
     return sum(1 for a in tx.repo.admissions() if not a.revoked)
 
 
-def _extension(note: str, prefix: str) -> int | None:
-    """The number on a stored head's extension line (None if it has none)."""
-    try:
-        lines = notes.Checkpoint.parse(notes.SignedNote.parse(note).text).extensions
-    except notes.CheckpointError:
-        return None
-    found = [x.removeprefix(prefix) for x in lines if x.startswith(prefix)]
-    return int(found[0]) if found and found[0].isdigit() else None
-
-
 def _cosigned_by_quorum(tx: Tx, size: int) -> bool:
     """The head of ``size`` is cosigned by more than half the districts it says the city
     had at that size."""
     found = log_of(tx).tree_head(size)
-    districts = None if found is None else _extension(found[1], transparency.DISTRICTS_PREFIX)
+    districts = None if found is None else transparency.read_head(found[1]).districts
     return (districts is not None
             and len(log_of(tx).cosignatures(size)) >= transparency.quorum(districts))
 
@@ -205,7 +184,7 @@ def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeH
     full = note if not lines else note + "".join(line + "\n" for line in lines)
     out = clearing_pb2.TreeHead(size=size, root=root, note=full,
                                 cosigners=[w for w, _, _ in cosigs])
-    signed_at = _extension(note, transparency.TIME_PREFIX)
+    signed_at = transparency.read_head(note).at
     if signed_at is not None:
         out.at.FromSeconds(signed_at)
     return out
@@ -293,14 +272,13 @@ def add_cosignature(tx: Tx, envelope: Signed, ring: KeyRing,
         raise NotFound(f"no tree head of size {msg.size} was published", "NO_TREE_HEAD")
     _, note = found
     admitted = tx.repo.admission(msg.node_id)
-    if admitted is None or admitted.revoked:
-        raise PermissionDenied(f"node {msg.node_id} is not an admitted district",
-                               "UNKNOWN_NODE")
+    assert admitted is not None, "verify_node accepts only admitted, unrevoked signers"
     line = msg.signature_line.rstrip("\n")
     if "\n" in line or len(line) > 512:
         raise InvalidArgument("a cosignature is one signature line", "MALFORMED_COSIGNATURE")
     try:
-        timestamp = notes.verify_cosignature(note + line + "\n", witness_name(msg.node_id),
+        timestamp = notes.verify_cosignature(note + line + "\n",
+                                             transparency.witness_name(msg.node_id),
                                              admitted.public_key)
     except notes.CheckpointError as e:
         raise PermissionDenied(f"the cosignature does not verify: {e}",

@@ -32,6 +32,7 @@ from clearinghouse.domain.claims import Claim
 from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
 from clearinghouse.usecases import admission, checkpoints, claims, directory, log, wire
 from clearinghouse.usecases.app import Tx
+from timebank import transparency
 from timebank.envelope import EnvelopeError, Signed
 from timebank.v1 import clearing_pb2
 
@@ -139,3 +140,31 @@ def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
             results.append(wire.refused(e) if isinstance(e, EnvelopeError) else e)
     assert len(results) == len(requests)
     return results
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenBatch:
+    """What a SubmitBatch answers: each envelope's outcome, with for each receipt its log
+    leaf proven in ``head``, and the consistency proof to ``head`` from the tree size the
+    node last verified."""
+
+    results: list[Submitted | ClearinghouseError]
+    logged: list[clearing_pb2.LogInclusion | None]
+    head: transparency.Head
+    consistency: list[bytes]
+
+
+def submit_proven_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
+                        publish: Callable[[Tx], transparency.Head], known_size: int,
+                        charge: Callable[[str], None] | None = None) -> ProvenBatch:
+    """``submit_batch``, then the tree head ``publish`` signs for the log as the batch
+    leaves it, every receipt's inclusion proof in it (read together) and the consistency
+    proof from ``known_size``: all in this transaction, so they describe the same log."""
+    results = submit_batch(tx, requests, seal, charge)
+    head = publish(tx)
+    done = [r.log_index for r in results if isinstance(r, Submitted)]
+    proven = iter(log.inclusions(tx, done, head.size))
+    logged = [next(proven) if isinstance(r, Submitted) else None for r in results]
+    consistency = (log.log_of(tx).consistency_proof(known_size, head.size)
+                   if 0 < known_size < head.size else [])
+    return ProvenBatch(results, logged, head, consistency)

@@ -725,9 +725,6 @@ class Repo:
         return self.conn.execute(select(ANCHORS).where(ANCHORS.c.entry_count == entry_count)
                                  ).one_or_none()
 
-    def anchors(self) -> list[Any]:
-        return list(self.conn.execute(select(ANCHORS).order_by(ANCHORS.c.entry_count)))
-
     def latest_anchored(self) -> Any:
         """The anchor of the most entries that the log has recorded (None if none)."""
         return self.conn.execute(

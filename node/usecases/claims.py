@@ -378,17 +378,21 @@ def _proposed(tx: Tx, msg: pb.ClaimProposal, state: int) -> None:
             raise InvariantViolation("a move was relayed to a node that is not its new home")
         origins = [[_ORIGIN_FROM_WIRE[o.origin].value, o.minutes] for o in msg.origins]
         person = tx.repo.person_by_ref(msg.payer_ref)
+        # Its debtor accepted it as it proposed it. Relayed PROPOSED, it waits for a
+        # separate acceptance (``_decided``), as the protocol had it before.
+        accepted = state == pb.CLAIM_STATE_ACCEPTED
         tx.repo.insert_claim(
             claim_id=msg.claim_id, kind=kind.value, role=Role.CREDITOR.value,
             counterparty=msg.debtor_node_id, person_ref=msg.payer_ref, recipient_ref="",
             minutes=msg.minutes, posted_minutes=0, origins=json.dumps(origins),
-            state=ClaimState.PROPOSED.value, reason="", detail="", order_id=None,
+            state=(ClaimState.ACCEPTED if accepted else ClaimState.PROPOSED).value,
+            reason="", detail="", order_id=None,
             person_id=None if person is None else person.id, expires_at=expires,
             created_at=tx.now, updated_at=tx.now)
-        if state == pb.CLAIM_STATE_ACCEPTED:  # its debtor accepted it as it proposed it
+        if accepted:
             found = tx.repo.claim(msg.claim_id)
             assert found is not None
-            _take_in_move(tx, _set(tx, found, ClaimState.ACCEPTED))
+            _take_in_move(tx, found)
         return
     if msg.debtor_node_id != tx.node.node_id:
         raise InvariantViolation("a redemption was relayed to a node that is not its debtor")

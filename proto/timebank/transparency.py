@@ -71,15 +71,29 @@ def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
     origin are checked."""
     origin = clearinghouse_origin(clearinghouse_public_key)
     try:
-        text = notes.verify_note(note, origin, clearinghouse_public_key)
-        found = notes.Checkpoint.parse(text)
+        notes.verify_note(note, origin, clearinghouse_public_key)
     except notes.CheckpointError as e:
         raise LogError(f"the tree head is not signed by the clearinghouse: {e}") from None
-    if found.origin != origin:
-        raise LogError(f"the tree head is for log {found.origin!r}, not {origin!r}")
+    head, found_origin = _read(note)
+    if found_origin != origin:
+        raise LogError(f"the tree head is for log {found_origin!r}, not {origin!r}")
+    return head
+
+
+def read_head(note: str) -> Head:
+    """What a signed checkpoint states, its signatures not checked: for the
+    clearinghouse reading back the heads it signed itself."""
+    return _read(note)[0]
+
+
+def _read(note: str) -> tuple[Head, str]:
+    try:
+        found = notes.Checkpoint.parse(notes.SignedNote.parse(note).text)
+    except notes.CheckpointError as e:
+        raise LogError(f"the tree head is malformed: {e}") from None
     districts = _number(found.extensions, DISTRICTS_PREFIX, 6)
     at = _number(found.extensions, TIME_PREFIX, 19)
-    return Head(found.size, found.root, note, districts, at)
+    return Head(found.size, found.root, note, districts, at), found.origin
 
 
 def _number(lines: tuple[str, ...], prefix: str, digits: int) -> int | None:
@@ -123,6 +137,7 @@ __all__ = [
     "clearinghouse_origin",
     "districts_line",
     "quorum",
+    "read_head",
     "time_line",
     "witness_name",
 ]

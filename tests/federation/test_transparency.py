@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from node.api.clearing_link import ClearingLink, ReceiptError
-from node.usecases import tree_heads
+from node.usecases import checkpoints, tree_heads
 from tests.federation.conftest import CH_KEY, City
 from tests.federation.support import GL, JN, QX, enrol_at
 from tests.helpers import id_card
@@ -79,8 +79,8 @@ def test_a_ledger_checkpoint_is_anchored_with_its_proof(city: City) -> None:
     head = transparency.check_head(anchor.tree_head, CH_PUBLIC)
     entry = clearing_pb2.LogEntry.FromString(anchor.log_entry)
     assert entry.kind == "checkpoint" and entry.envelope == anchor.checkpoint
-    path = [anchor.log_proof[i:i + 32] for i in range(0, len(anchor.log_proof), 32)]
-    transparency.check_included(anchor.log_entry, anchor.log_index, head, path)
+    transparency.check_included(anchor.log_entry, anchor.log_index, head,
+                                checkpoints.proof_path(anchor.log_proof))
     # the same ledger again: nothing new to anchor
     assert not city[JN].link.checkpoint_now().queued
 
