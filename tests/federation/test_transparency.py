@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from node.api.clearing_link import ClearingLink, ReceiptError
 from node.usecases import checkpoints, tree_heads
@@ -18,6 +21,7 @@ from tests.federation.support import GL, JN, QX, enrol_at
 from tests.helpers import id_card
 from timebank import checkpoint as notes
 from timebank import merkle, transparency
+from timebank.envelope import sign
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 
@@ -128,3 +132,74 @@ def test_a_district_catches_a_clearinghouse_that_rewrites_its_log(
     cosigners = stub(city).GetTreeHead(
         clearing_pb2.GetTreeHeadRequest(size=forked.size), timeout=5).cosigners
     assert JN not in cosigners
+
+
+def _refusal(call: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    assert isinstance(call, grpc.Call)
+    status = rpc_status.from_call(call)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return call.code(), info.reason
+
+
+def test_bad_requests_to_the_log_are_refused_clearly_and_change_nothing(city: City) -> None:
+    jn = city[JN]  # witnesses only when asked: the cosignatures here are the test's
+    jn.link.stop()
+    jn.link = ClearingLink(jn.app, city.address, CH_PUBLIC, jn.key, witness_seconds=3600)
+    jn.link.start()
+    enrol_at(city, JN, "王芳", id_card(1965))
+    city.settle()
+    log = stub(city)
+    size = log.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).size
+    head = log.GetTreeHead(clearing_pb2.GetTreeHeadRequest(size=size), timeout=5)
+    text = notes.SignedNote.parse(head.note).text
+
+    def cosign(body: clearing_pb2.CosignBody, signer: str = JN) -> clearing_pb2.Envelope:
+        key = city[signer].key
+        e = sign("cosign", body.SerializeToString(), signer, key)
+        return clearing_pb2.Envelope(kind=e.kind, body=e.body, signer=e.signer,
+                                     key_id=e.key_id, signature=e.signature)
+
+    good_line = notes.cosign(text, transparency.witness_name(JN), jn.key, 1).rstrip("\n")
+    wrong_key = notes.cosign(text, transparency.witness_name(JN), city[GL].key,
+                             1).rstrip("\n")
+    before = city.ch.query(lambda tx: (tx.repo.conn.exec_driver_sql(
+        "SELECT count(*) FROM cosignatures").scalar()))
+    cases: list[tuple[Any, Any, tuple[grpc.StatusCode, str]]] = [
+        (log.GetEntries, clearing_pb2.GetEntriesRequest(start=size, end=size + 1),
+         (grpc.StatusCode.INVALID_ARGUMENT, "BAD_LOG_RANGE")),
+        (log.GetEntries, clearing_pb2.GetEntriesRequest(start=0, end=5000),
+         (grpc.StatusCode.INVALID_ARGUMENT, "BAD_LOG_RANGE")),
+        (log.GetTreeHead, clearing_pb2.GetTreeHeadRequest(size=size + 1000),
+         (grpc.StatusCode.NOT_FOUND, "NO_TREE_HEAD")),
+        (log.GetInclusionProof, clearing_pb2.GetInclusionProofRequest(size=size),
+         (grpc.StatusCode.INVALID_ARGUMENT, "BAD_LOG_RANGE")),
+        (log.GetInclusionProof, clearing_pb2.GetInclusionProofRequest(index=size, size=size),
+         (grpc.StatusCode.INVALID_ARGUMENT, "BAD_LOG_RANGE")),
+        (log.GetConsistencyProof,
+         clearing_pb2.GetConsistencyProofRequest(old_size=size + 1, new_size=size),
+         (grpc.StatusCode.INVALID_ARGUMENT, "BAD_LOG_RANGE")),
+        (log.AddCosignature, cosign(clearing_pb2.CosignBody(
+            node_id=JN, size=size, signature_line=wrong_key)),
+         (grpc.StatusCode.PERMISSION_DENIED, "BAD_COSIGNATURE")),
+        (log.AddCosignature, cosign(clearing_pb2.CosignBody(
+            node_id=JN, size=size, signature_line="not\na line")),
+         (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_COSIGNATURE")),
+        (log.AddCosignature, cosign(clearing_pb2.CosignBody(
+            node_id=JN, size=size, signature_line=good_line), signer=GL),
+         (grpc.StatusCode.PERMISSION_DENIED, "NOT_YOUR_SIGNATURE")),
+        (log.AddCosignature, cosign(clearing_pb2.CosignBody(
+            node_id=JN, size=size + 1000, signature_line=good_line)),
+         (grpc.StatusCode.NOT_FOUND, "NO_TREE_HEAD")),
+    ]
+    for method, request, expected in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            method(request, timeout=5)
+        assert _refusal(caught.value) == expected, (request, caught.value.details())
+    after = city.ch.query(lambda tx: (tx.repo.conn.exec_driver_sql(
+        "SELECT count(*) FROM cosignatures").scalar()))
+    assert after == before
+    # the good one is taken, once
+    assert JN in log.AddCosignature(cosign(clearing_pb2.CosignBody(
+        node_id=JN, size=size, signature_line=good_line)), timeout=5).cosigners
