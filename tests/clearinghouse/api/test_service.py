@@ -207,9 +207,11 @@ def test_a_stream_picks_up_deliveries_made_while_it_is_open(
         stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
     submit(stub, registration(ALICE, JN, JN, KEYS[JN]))
     stream = stub.Subscribe(subscription(JN, 0, ch_app.clock.now()), timeout=TIMEOUT)
-    threading.Timer(0.3, lambda: submit(stub, proposal(ch_app))).start()
+    later = threading.Timer(0.3, lambda: submit(stub, proposal(ch_app)))
+    later.start()
     (delivery,) = unpack(next(stream))
     stream.cancel()
+    later.join()  # its Submit may answer after the stream has the delivery
     assert delivery.seq == 1 and delivery.relayed.kind == "claim.propose"
 
 
