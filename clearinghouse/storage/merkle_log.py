@@ -29,7 +29,6 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.sql import Select
 
 from clearinghouse.domain.errors import (
     AlreadyExists,
@@ -49,6 +48,7 @@ from timebank.merkle import (
     perfect_ranges,
     root_ranges,
 )
+from timebank.prepared import Prepared
 
 __all__ = ["MAX_APPEND", "MAX_LEAVES_PER_READ", "BadLogRange", "LeafRow", "LogCorrupted",
            "MerkleLog"]
@@ -103,46 +103,47 @@ def _key(start: int, end: int) -> Key:
 # Statements, built once. Hashes are fetched with an OR of (level = ? AND idx = ?) pairs,
 # one statement per number of pairs: both engines run it as one primary-key probe per
 # pair, where a row-value IN, (level, idx) IN (VALUES ...), scans the table on SQLite.
-_SIZE = select(func.max(LEAVES.c.idx))
-_LEAF = select(LEAVES.c.data).where(LEAVES.c.idx == bindparam("idx"))
-_LEAVES = (select(LEAVES.c.idx, LEAVES.c.data)
-           .where(LEAVES.c.idx >= bindparam("lo"), LEAVES.c.idx < bindparam("hi"))
-           .order_by(LEAVES.c.idx))
-_CLAIM_LEAVES = (select(LEAVES.c.idx).where(LEAVES.c.claim_id == bindparam("claim_id"))
-                 .order_by(LEAVES.c.idx))
-_INSERT_LEAVES = insert(LEAVES)
-_INSERT_HASHES = insert(HASHES)
-_AUDIT_PAGE = (
+_SIZE = Prepared(select(func.max(LEAVES.c.idx)))
+_LEAF = Prepared(select(LEAVES.c.data).where(LEAVES.c.idx == bindparam("idx")))
+_LEAVES = Prepared(select(LEAVES.c.idx, LEAVES.c.data)
+                   .where(LEAVES.c.idx >= bindparam("lo"), LEAVES.c.idx < bindparam("hi"))
+                   .order_by(LEAVES.c.idx))
+_CLAIM_LEAVES = Prepared(select(LEAVES.c.idx)
+                         .where(LEAVES.c.claim_id == bindparam("claim_id"))
+                         .order_by(LEAVES.c.idx))
+_INSERT_LEAVES = Prepared(insert(LEAVES))
+_INSERT_HASHES = Prepared(insert(HASHES))
+_AUDIT_PAGE = Prepared(
     select(LEAVES.c.idx, LEAVES.c.data, HASHES.c.hash)
     .select_from(LEAVES.outerjoin(HASHES, and_(HASHES.c.level == 0,
                                                HASHES.c.idx == LEAVES.c.idx)))
     .where(LEAVES.c.idx >= bindparam("lo"))
     .order_by(LEAVES.c.idx)
     .limit(bindparam("n")))
-_HEAD = select(HEADS.c.root, HEADS.c.note).where(HEADS.c.size == bindparam("size"))
-_LATEST_HEAD = (select(HEADS.c.size, HEADS.c.root, HEADS.c.note)
-                .order_by(HEADS.c.size.desc()).limit(1))
-_INSERT_HEAD = insert(HEADS)
-_COSIG = select(COSIGS.c.line, COSIGS.c.timestamp).where(
-    COSIGS.c.size == bindparam("size"), COSIGS.c.witness == bindparam("witness"))
-_COSIGS = (select(COSIGS.c.witness, COSIGS.c.line, COSIGS.c.timestamp)
-           .where(COSIGS.c.size == bindparam("size")).order_by(COSIGS.c.witness))
-_INSERT_COSIG = insert(COSIGS)
-_COSIGNED_SIZES = (select(COSIGS.c.size).group_by(COSIGS.c.size)
-                   .having(func.count() >= bindparam("quorum"))
-                   .order_by(COSIGS.c.size.desc()).limit(bindparam("limit")))
+_HEAD = Prepared(select(HEADS.c.root, HEADS.c.note).where(HEADS.c.size == bindparam("size")))
+_LATEST_HEAD = Prepared(select(HEADS.c.size, HEADS.c.root, HEADS.c.note)
+                        .order_by(HEADS.c.size.desc()).limit(1))
+_INSERT_HEAD = Prepared(insert(HEADS))
+_COSIG = Prepared(select(COSIGS.c.line, COSIGS.c.timestamp).where(
+    COSIGS.c.size == bindparam("size"), COSIGS.c.witness == bindparam("witness")))
+_COSIGS = Prepared(select(COSIGS.c.witness, COSIGS.c.line, COSIGS.c.timestamp)
+                   .where(COSIGS.c.size == bindparam("size")).order_by(COSIGS.c.witness))
+_INSERT_COSIG = Prepared(insert(COSIGS))
+_COSIGNED_SIZES = Prepared(select(COSIGS.c.size).group_by(COSIGS.c.size)
+                           .having(func.count() >= bindparam("quorum"))
+                           .order_by(COSIGS.c.size.desc()).limit(bindparam("limit")))
 
-_HASHES_BY_COUNT: dict[int, Select[Any]] = {}
+_HASHES_BY_COUNT: dict[int, Prepared] = {}
 
 
-def _hashes_query(count: int) -> Select[Any]:
+def _hashes_query(count: int) -> Prepared:
     """SELECT level, idx, hash for `count` (level, idx) pairs; built once per count."""
     query = _HASHES_BY_COUNT.get(count)
     if query is None:
         pairs = [and_(HASHES.c.level == bindparam(f"l{i}"), HASHES.c.idx == bindparam(f"i{i}"))
                  for i in range(count)]
-        query = cast(Select[Any], select(HASHES.c.level, HASHES.c.idx, HASHES.c.hash)
-                     .where(or_(*pairs)))
+        query = Prepared(select(HASHES.c.level, HASHES.c.idx, HASHES.c.hash)
+                         .where(or_(*pairs)))
         _HASHES_BY_COUNT[count] = query
     return query
 
@@ -170,7 +171,7 @@ class MerkleLog:
     def size(self) -> int:
         """How many leaves the log holds."""
         if self._size is None:
-            top = self.conn.execute(_SIZE).scalar()
+            top = _SIZE(self.conn).scalar()
             self._size = 0 if top is None else int(top) + 1
         return self._size
 
@@ -186,7 +187,7 @@ class MerkleLog:
                 params[f"l{i}"] = level
                 params[f"i{i}"] = idx
             self._known.update(((int(r[0]), int(r[1])), bytes(r[2]))
-                               for r in self.conn.execute(_hashes_query(len(keys)), params))
+                               for r in _hashes_query(len(keys))(self.conn, params))
             for level, idx in keys:
                 if (level, idx) not in self._known:
                     raise LogCorrupted("log_hashes", idx << level,
@@ -245,7 +246,7 @@ class MerkleLog:
             raise BadLogRange(f"leaf index {index!r} is not in 0..{self.size() - 1}")
         if index in self._appended:
             return self._appended[index]
-        data = self.conn.execute(_LEAF, {"idx": index}).scalar()
+        data = _LEAF(self.conn, {"idx": index}).scalar()
         if data is None:
             raise LogCorrupted("log_leaves", index, "missing below the log's size")
         return bytes(data)
@@ -258,7 +259,7 @@ class MerkleLog:
         if end - start > MAX_LEAVES_PER_READ:
             raise BadLogRange(f"at most {MAX_LEAVES_PER_READ} leaves at a time, "
                               f"not {end - start}")
-        rows = self.conn.execute(_LEAVES, {"lo": start, "hi": end}).all()
+        rows = _LEAVES(self.conn, {"lo": start, "hi": end}).all()
         for expected, row in enumerate(rows, start):
             if row[0] != expected:
                 raise LogCorrupted("log_leaves", expected, "missing below the log's size")
@@ -268,7 +269,7 @@ class MerkleLog:
 
     def leaf_indexes_of_claim(self, claim_id: str) -> list[int]:
         """The indexes of the leaves that concern this claim, in log order."""
-        return [int(i) for i in self.conn.execute(_CLAIM_LEAVES, {"claim_id": claim_id})
+        return [int(i) for i in _CLAIM_LEAVES(self.conn, {"claim_id": claim_id})
                 .scalars()]
 
     # appending ---------------------------------------------------------------------------
@@ -314,8 +315,8 @@ class MerkleLog:
         if (len(hash_rows) != _tree_rows(new_size) - _tree_rows(first)
                 or [lv for lv, _ in stack] != [_key(a, b)[0] for a, b in root_ranges(new_size)]):
             raise InvariantViolation(f"append: {len(hash_rows)} hashes for {first}->{new_size}")
-        self.conn.execute(_INSERT_LEAVES, leaf_rows)
-        self.conn.execute(_INSERT_HASHES, hash_rows)
+        _INSERT_LEAVES.many(self.conn, leaf_rows)
+        _INSERT_HASHES.many(self.conn, hash_rows)
         self._size = new_size
         self._frontier = stack
         self._appended.update((i, e.data) for i, e in enumerate(entries, first))
@@ -337,17 +338,17 @@ class MerkleLog:
                 raise AlreadyExists(f"a different tree head of size {size} is already "
                                     "published", "TREE_HEAD_EXISTS")
             return
-        self.conn.execute(_INSERT_HEAD, {"size": size, "root": root, "note": note,
+        _INSERT_HEAD(self.conn, {"size": size, "root": root, "note": note,
                                          "created_at": at})
 
     def tree_head(self, size: int) -> tuple[bytes, str] | None:
         """(root, note) of the tree head published at `size`, if any."""
-        row = self.conn.execute(_HEAD, {"size": size}).first()
+        row = _HEAD(self.conn, {"size": size}).first()
         return None if row is None else (bytes(row[0]), str(row[1]))
 
     def latest_tree_head(self) -> tuple[int, bytes, str] | None:
         """(size, root, note) of the largest tree head published, if any."""
-        row = self.conn.execute(_LATEST_HEAD).first()
+        row = _LATEST_HEAD(self.conn).first()
         return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
 
     def add_cosignature(self, size: int, witness: str, line: str, timestamp: int,
@@ -359,7 +360,7 @@ class MerkleLog:
         (reason COSIGNATURE_CONFLICT), never a replacement; no tree head at `size` is
         NotFound (reason NO_TREE_HEAD).
         """
-        row = self.conn.execute(_COSIG, {"size": size, "witness": witness}).first()
+        row = _COSIG(self.conn, {"size": size, "witness": witness}).first()
         if row is not None:
             if (str(row[0]), int(row[1])) == (line, timestamp):
                 return False
@@ -367,20 +368,20 @@ class MerkleLog:
                                 f"{size} with another line", "COSIGNATURE_CONFLICT")
         if self.tree_head(size) is None:
             raise NotFound(f"no tree head of size {size} was published", "NO_TREE_HEAD")
-        self.conn.execute(_INSERT_COSIG, {"size": size, "witness": witness, "line": line,
+        _INSERT_COSIG(self.conn, {"size": size, "witness": witness, "line": line,
                                           "timestamp": timestamp, "created_at": at})
         return True
 
     def cosignatures(self, size: int) -> list[tuple[str, str, int]]:
         """(witness, line, timestamp) of every cosignature of the head at `size`."""
         return [(str(r[0]), str(r[1]), int(r[2]))
-                for r in self.conn.execute(_COSIGS, {"size": size})]
+                for r in _COSIGS(self.conn, {"size": size})]
 
     def cosigned_sizes(self, quorum: int, limit: int = 16) -> list[int]:
         """Sizes of the tree heads with at least `quorum` cosignatures (by any stored
         witness, revoked or not), largest first, at most `limit` of them."""
-        return [int(size) for size in self.conn.execute(
-            _COSIGNED_SIZES, {"quorum": quorum, "limit": limit}).scalars()]
+        return [int(size) for size in _COSIGNED_SIZES(
+            self.conn, {"quorum": quorum, "limit": limit}).scalars()]
 
     # audit ---------------------------------------------------------------------------------
 
@@ -396,7 +397,7 @@ class MerkleLog:
         stack: list[tuple[int, bytes]] = []  # (level, hash)
         expected = 0
         while True:
-            rows = self.conn.execute(_AUDIT_PAGE, {"lo": expected, "n": batch}).all()
+            rows = _AUDIT_PAGE(self.conn, {"lo": expected, "n": batch}).all()
             for idx, data, stored in rows:
                 if idx != expected:
                     raise LogCorrupted("log_leaves", expected, "leaf missing (gap in idx)")

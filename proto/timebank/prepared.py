@@ -1,0 +1,249 @@
+"""Hot statements run on the driver's own cursor, inside the caller's SQLAlchemy
+transaction.
+
+SQLAlchemy Core spends about 30 µs of Python on every ``Connection.execute`` (cache key,
+execution context, result set-up), several times what SQLite itself takes for a lookup
+by key; a claim runs dozens of statements on each side. A :class:`Prepared` statement is
+compiled once per dialect (and, for an INSERT, per set of columns) into its SQL text,
+parameter order and type processors, then runs straight on the DBAPI cursor. What it
+gives back is what the Core would: the same values (through the same type processors),
+rows readable by attribute and index, ``rowcount``, and the driver's errors as
+SQLAlchemy's ``DBAPIError`` subclasses (an ``IntegrityError`` stays one).
+
+Only statements built once at import time should be prepared. A statement that needs a
+Python-side column default or a caller-supplied expanding IN list is refused when it is
+first compiled: it stays on ``Connection.execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Executable
+
+Params = Mapping[str, Any]
+Processor = Callable[[Any], Any] | None
+
+#: Statements compiled per Prepared (dialects × INSERT column sets); a bound on a cache
+#: that only grows with the code, not with the data.
+MAX_VARIANTS = 16
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A result row: a tuple whose values are also attributes named by their columns."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
+
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...  # the columns, made per statement
+
+
+def _row_type(fields: Sequence[str]) -> type[Row]:
+    names = tuple(fields)
+    attrs: dict[str, Any] = {"__slots__": (), "_fields": names}
+    for i, name in enumerate(names):
+        if name.isidentifier() and not name.startswith("_"):
+            attrs[name] = property(lambda row, i=i: row[i])  # type: ignore[misc]
+    return type("Row", (Row,), attrs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    positional: bool
+    names: tuple[str, ...]                  # parameters in the order the SQL takes them
+    constants: dict[str, Any]               # values fixed in the statement (literals)
+    binds: dict[str, Processor]             # type processor per parameter name
+    row_type: type[Row] | None              # None when the statement returns no rows
+    results: tuple[Processor, ...]
+
+    def parameters(self, params: Params) -> tuple[Any, ...] | dict[str, Any]:
+        constants, binds = self.constants, self.binds
+        values = []
+        for name in self.names:
+            value = constants[name] if name in constants else params[name]
+            process = binds[name]
+            values.append(value if process is None or value is None else process(value))
+        if self.positional:
+            return tuple(values)
+        return dict(zip(self.names, values, strict=True))
+
+
+def _compile(statement: Executable, dialect: Dialect, keys: Sequence[str] | None,
+             many: bool) -> _Compiled:
+    if dialect.paramstyle not in ("qmark", "pyformat"):
+        raise ValueError(f"prepared statements take qmark or pyformat parameters, not "
+                         f"{dialect.paramstyle} ({dialect.name})")
+    # for executemany, without the RETURNING PostgreSQL adds to a single INSERT
+    compiled = cast(ClauseElement, statement).compile(
+        dialect=dialect, column_keys=list(keys) if keys else None, for_executemany=many)
+    assert isinstance(compiled, SQLCompiler)
+    if compiled.insert_prefetch or compiled.update_prefetch:
+        raise ValueError("a prepared statement cannot fill Python-side column defaults; "
+                         "pass every column or leave this statement on Connection.execute")
+    by_name = {name: bind for bind, name in compiled.bind_names.items()}
+    positional = compiled.positiontup is not None
+    order = list(compiled.positiontup) if positional else list(by_name)  # type: ignore[arg-type]
+    sql = compiled.string
+    names: list[str] = []
+    constants: dict[str, Any] = {}
+    binds: dict[str, Processor] = {}
+    for name in order:
+        bind = by_name[name]
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind.expanding:
+            # a literal IN list: its values become parameters of their own
+            if bind.required or bind.callable is not None:
+                raise ValueError(f"a prepared statement cannot take the IN list {name!r} "
+                                 "from its caller")
+            values = list(cast(Iterable[Any], bind.value))
+            parts = [f"{name}_{i}" for i in range(1, len(values) + 1)]
+            marks = ", ".join("?" if positional else f"%({p})s" for p in parts)
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", marks)
+            for part, value in zip(parts, values, strict=True):
+                names.append(part)
+                constants[part] = value
+                binds[part] = process
+            continue
+        names.append(name)
+        binds[name] = process
+        if not bind.required:
+            constants[name] = bind.effective_value
+    if "POSTCOMPILE" in sql:
+        raise ValueError("a prepared statement must compile to plain SQL")
+    columns = compiled._result_columns
+    row_type = _row_type([c.keyname for c in columns]) if columns else None
+    results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for c in columns)
+    return _Compiled(sql, positional, tuple(names), constants, binds, row_type, results)
+
+
+class Result:
+    """The rows a prepared statement returned, read once, and its row count."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Row], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self._rows)
+
+    def all(self) -> list[Row]:
+        return self._rows
+
+    def first(self) -> Row | None:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Row:
+        """The only row, else Core's own NoResultFound or MultipleResultsFound."""
+        if not self._rows:
+            raise NoResultFound("No row was found when one was required")
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when exactly one was "
+                                       "required")
+        return self._rows[0]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._rows]
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and run on the DBAPI cursor."""
+
+    __slots__ = ("_is_insert", "_variants", "statement")
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._variants: dict[Any, _Compiled] = {}
+        self._is_insert = bool(getattr(statement, "is_insert", False))
+
+    def _variant(self, dialect: Dialect, params: Params | None, many: bool) -> _Compiled:
+        keys = tuple(params) if self._is_insert and params else None
+        key = (dialect.name, keys, many)
+        found = self._variants.get(key)
+        if found is None:
+            if len(self._variants) >= MAX_VARIANTS:
+                raise RuntimeError(f"prepared statement compiled {MAX_VARIANTS} ways; "
+                                   "is it given a different set of columns each time?")
+            found = self._variants[key] = _compile(self.statement, dialect, keys, many)
+        return found
+
+    def __call__(self, conn: Connection, params: Params | None = None) -> Result:
+        """Run once with ``params`` and read every row it returns."""
+        dialect = conn.dialect
+        compiled = self._variant(dialect, params, False)
+        values = compiled.parameters(params or {})
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            _announce(conn, cursor, compiled.sql, values, many=False)
+            cursor.execute(compiled.sql, values)
+            rows: list[Row] = []
+            if compiled.row_type is not None:
+                make, results = compiled.row_type, compiled.results
+                if any(p is not None for p in results):
+                    rows = [make(v if p is None or v is None else p(v)
+                                 for p, v in zip(results, raw, strict=True))
+                            for raw in cursor.fetchall()]
+                else:
+                    rows = [make(raw) for raw in cursor.fetchall()]
+            return Result(rows, cursor.rowcount)
+        except dialect.loaded_dbapi.Error as e:
+            raise _translated(e, compiled.sql, values, dialect) from e
+        finally:
+            cursor.close()
+
+    def many(self, conn: Connection, rows: Sequence[Params]) -> int:
+        """Run once per parameter set (``executemany``); return the rows changed."""
+        if not rows:
+            return 0
+        dialect = conn.dialect
+        compiled = self._variant(dialect, rows[0], True)
+        assert compiled.row_type is None, "executemany returns no rows"
+        values = [compiled.parameters(r) for r in rows]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            _announce(conn, cursor, compiled.sql, values, many=True)
+            cursor.executemany(compiled.sql, values)
+            return int(cursor.rowcount)
+        except dialect.loaded_dbapi.Error as e:
+            raise _translated(e, compiled.sql, values, dialect) from e
+        finally:
+            cursor.close()
+
+
+def _announce(conn: Connection, cursor: Any, sql: str, values: Any, *, many: bool) -> None:
+    """Tell ``before_cursor_execute`` listeners, as Core does (statement counters,
+    tracing); with none, this costs one truth test."""
+    listeners = conn.dispatch.before_cursor_execute
+    if listeners:
+        listeners(conn, cursor, sql, values, None, many)
+
+
+def _translated(error: Exception, sql: str, values: Any, dialect: Dialect,
+                ) -> StatementError:
+    """The driver's error as the SQLAlchemy exception Connection.execute would raise."""
+    return DBAPIError.instance(sql, values, error, dialect.loaded_dbapi.Error,
+                               dialect=dialect)
+
+
+__all__ = ["Prepared", "Result", "Row"]
