@@ -165,6 +165,8 @@ class MerkleLog:
         self._appended: dict[int, bytes] = {}
         # subtree hashes this instance wrote or read (stored hashes never change)
         self._known: dict[Key, bytes] = {}
+        # hashes of tree nodes [start, end) computed (from those) by this instance
+        self._nodes: dict[tuple[int, int], bytes] = {}
 
     # reading ---------------------------------------------------------------------------
 
@@ -195,13 +197,20 @@ class MerkleLog:
         return {k: self._known[k] for k in wanted}
 
     def _node_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
-        """MTH of each tree node [start, end), reading all their pieces in one statement."""
-        stored = self._hashes(p for a, b in nodes for p in perfect_ranges(a, b))
+        """MTH of each tree node [start, end), reading the pieces not known yet in one
+        statement. A node below the log's size never changes, so each is computed once
+        per instance (a batch's proofs share most of their nodes)."""
+        memo = self._nodes
+        todo = [n for n in nodes if n not in memo]
+        if todo:
+            stored = self._hashes(p for a, b in todo for p in perfect_ranges(a, b))
 
-        def get(start: int, end: int) -> bytes:
-            return stored[_key(start, end)]
+            def get(start: int, end: int) -> bytes:
+                return stored[_key(start, end)]
 
-        return [hash_of_range(get, a, b) for a, b in nodes]
+            for a, b in todo:
+                memo[a, b] = hash_of_range(get, a, b)
+        return [memo[n] for n in nodes]
 
     def _check_size(self, size: int, what: str = "size") -> None:
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= self.size():
@@ -223,7 +232,7 @@ class MerkleLog:
             if not isinstance(index, int) or not 0 <= index < size:
                 raise BadLogRange(f"leaf index {index!r} is not in a tree of size {size}")
         paths = [inclusion_path_ranges(index, size) for index in indexes]
-        self._hashes(p for path in paths for a, b in path for p in perfect_ranges(a, b))
+        self._node_hashes(list(dict.fromkeys(n for path in paths for n in path)))
         return [self._node_hashes(path) for path in paths]
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:

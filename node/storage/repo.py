@@ -283,7 +283,7 @@ class Repo:
         return self.ensure_accounts([(account, person_id)])[account.code]
 
     def accounts_by_ids(self, account_ids: Sequence[int]) -> dict[int, AccountRecord]:
-        rows = self.conn.execute(_ACCOUNTS_BY_IDS, {"ids": list(account_ids)})
+        rows = _ACCOUNTS_BY_IDS(self.conn, {"ids": list(account_ids)})
         return {r.id: _record(AccountRecord, r) for r in rows}
 
     def person_totals(self, person_ids: Sequence[int]) -> dict[int, int]:
@@ -335,7 +335,7 @@ class Repo:
     def accounts_by_codes(self, codes: Sequence[str]) -> dict[str, AccountRecord]:
         if not codes:
             return {}
-        rows = self.conn.execute(_ACCOUNTS_BY_CODES, {"codes": list(codes)})
+        rows = _ACCOUNTS_BY_CODES(self.conn, {"codes": list(codes)})
         return {r.code: _record(AccountRecord, r) for r in rows}
 
     def append(self, entry: Entry, person_ids: dict[str, int]) -> StoredEntry:
@@ -376,7 +376,7 @@ class Repo:
         _INSERT_POSTING.many(self.conn, posting_rows)
         _ADD_TO_BALANCE.many(self.conn, [{"aid": a, "delta": d} for a, d in deltas.items()
                                          if d != 0])
-        for r in self.conn.execute(_BALANCE_AND_HELD, {"ids": list(deltas)}):
+        for r in _BALANCE_AND_HELD(self.conn, {"ids": list(deltas)}):
             if r.kind in _NEVER_NEGATIVE and r.balance < r.held:
                 raise InvariantViolation(f"{r.code} would go below its holds "
                                          f"(balance {r.balance}, held {r.held})")
@@ -746,19 +746,20 @@ class Repo:
 
 # Statements run for every claim or order, built once. Those on the hot paths are Prepared:
 # they run on the driver's cursor, skipping Core's per-execute cost (several times SQLite's
-# own). The expanding IN lists (_ACCOUNTS_BY_*, _BALANCE_AND_HELD) stay on Connection.execute.
+# own).
 _HEAD = Prepared(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))
 _META = Prepared(select(META.c.value).where(META.c.key == bindparam("key")))
 _MOVE_HEAD = Prepared(update(HEAD).where(HEAD.c.id == 1, HEAD.c.seq == bindparam("old_seq"))
                       .values(seq=bindparam("b_seq"), hash=bindparam("b_hash")))
-_ACCOUNTS_BY_IDS = select(ACCOUNTS).where(ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
-_ACCOUNTS_BY_CODES = select(ACCOUNTS).where(
-    ACCOUNTS.c.code.in_(bindparam("codes", expanding=True)))
+_ACCOUNTS_BY_IDS = Prepared(
+    select(ACCOUNTS).where(ACCOUNTS.c.id.in_(bindparam("ids", expanding=True))))
+_ACCOUNTS_BY_CODES = Prepared(
+    select(ACCOUNTS).where(ACCOUNTS.c.code.in_(bindparam("codes", expanding=True))))
 _ACCOUNTS_OF = Prepared(select(ACCOUNTS).where(ACCOUNTS.c.person_id == bindparam("pid"))
                         .order_by(ACCOUNTS.c.id))
-_BALANCE_AND_HELD = (select(ACCOUNTS.c.code, ACCOUNTS.c.kind, ACCOUNTS.c.balance,
-                            ACCOUNTS.c.held)
-                     .where(ACCOUNTS.c.id.in_(bindparam("ids", expanding=True))))
+_BALANCE_AND_HELD = Prepared(
+    select(ACCOUNTS.c.code, ACCOUNTS.c.kind, ACCOUNTS.c.balance, ACCOUNTS.c.held)
+    .where(ACCOUNTS.c.id.in_(bindparam("ids", expanding=True))))
 _INSERT_ACCOUNT = Prepared(insert(ACCOUNTS))
 _INSERT_ENTRY = Prepared(insert(ENTRIES))
 _INSERT_POSTING = Prepared(insert(POSTINGS))

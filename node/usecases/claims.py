@@ -18,8 +18,9 @@ sequence number goes into the inbox in the same transaction as its effects.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -144,12 +145,12 @@ def _enqueue(tx: Tx, kind: str, claim_id: str | None, body: Message) -> None:
     tx.repo.enqueue(kind, claim_id, body.SerializeToString(deterministic=True), tx.now)
 
 
-def _set(tx: Tx, claim: ClaimRecord, state: ClaimState, **values: object) -> ClaimRecord:
+def _set(tx: Tx, claim: ClaimRecord, state: ClaimState, **values: Any) -> ClaimRecord:
+    """Move the claim to ``state`` (the row must still be in ``claim``'s); return the
+    record as now stored, without reading it back."""
     tx.repo.update_claim(claim.claim_id, claim.state, state=state.value, updated_at=tx.now,
                          **values)
-    found = tx.repo.claim(claim.claim_id)
-    assert found is not None
-    return found
+    return replace(claim, state=state.value, updated_at=tx.now, **values)
 
 
 def _check_capacity(tx: Tx) -> None:
@@ -161,13 +162,14 @@ def _check_capacity(tx: Tx) -> None:
 
 
 def _post(tx: Tx, kind: EntryKind, parts: list[tuple[Account, int]], memo: str,
-          order_id: int = 0) -> None:
+          order_id: int = 0, known: PersonRecord | None = None) -> None:
+    """Append the entry; ``known``: the person it concerns, already read."""
     postings = merge_postings(parts)
     if not postings:
         return
-    person_ids: dict[str, int] = {}
+    person_ids: dict[str, int] = {} if known is None else {known.person_ref: known.id}
     for p in postings:
-        if p.account.kind is AccountKind.PERSON:
+        if p.account.kind is AccountKind.PERSON and p.account.person_ref not in person_ids:
             owner = tx.repo.person_by_ref(p.account.person_ref or "")
             if owner is None:
                 raise InvariantViolation(f"no person holds {p.account.code}")
@@ -608,10 +610,8 @@ def _creditor_posts(tx: Tx, claim: ClaimRecord) -> None:
         parts: list[tuple[Account, int]] = [(CLEARING, -posted)]
         parts += [(Account.of_person(person.person_ref, o), m) for o, m in split.banked]
         parts.append((DONATION_POOL, split.to_pool))
-        for origin, _ in split.banked:
-            tx.repo.ensure_account(Account.of_person(person.person_ref, origin), person.id)
         _post(tx, EntryKind.CLAIM, parts,
-              f"claim {claim.claim_id}: moved here from {claim.counterparty}")
+              f"claim {claim.claim_id}: moved here from {claim.counterparty}", known=person)
         tx.repo.set_home(person.id, None)
         if split.to_pool:
             detail = (f"{format_hours(split.to_pool)} over the stored-hours cap went to the "

@@ -11,8 +11,9 @@ rows readable by attribute and index, ``rowcount``, and the driver's errors as
 SQLAlchemy's ``DBAPIError`` subclasses (an ``IntegrityError`` stays one).
 
 Only statements built once at import time should be prepared. A statement that needs a
-Python-side column default or a caller-supplied expanding IN list is refused when it is
-first compiled: it stays on ``Connection.execute``.
+Python-side column default is refused when it is first compiled: it stays on
+``Connection.execute``. An IN list the caller passes (``bindparam(..., expanding=True)``)
+compiles once per length up to MAX_IN_LIST; an empty or longer list runs through Core.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import BindParameter, Executable
 
 Params = Mapping[str, Any]
 Processor = Callable[[Any], Any] | None
 
-#: Statements compiled per Prepared (dialects × INSERT column sets); a bound on a cache
-#: that only grows with the code, not with the data.
-MAX_VARIANTS = 16
+#: Statements compiled per Prepared (dialects × INSERT column sets × IN list lengths); a
+#: bound on a cache that grows with the code, not with the data.
+MAX_VARIANTS = 128
+#: The longest caller IN list compiled into a statement of its own.
+MAX_IN_LIST = 32
 
 
 class Row(tuple):  # type: ignore[type-arg]
@@ -82,7 +85,7 @@ class _Compiled:
 
 
 def _compile(statement: Executable, dialect: Dialect, keys: Sequence[str] | None,
-             many: bool) -> _Compiled:
+             many: bool, lengths: Mapping[str, int]) -> _Compiled:
     if dialect.paramstyle not in ("qmark", "pyformat"):
         raise ValueError(f"prepared statements take qmark or pyformat parameters, not "
                          f"{dialect.paramstyle} ({dialect.name})")
@@ -104,18 +107,20 @@ def _compile(statement: Executable, dialect: Dialect, keys: Sequence[str] | None
         bind = by_name[name]
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if bind.expanding:
-            # a literal IN list: its values become parameters of their own
-            if bind.required or bind.callable is not None:
-                raise ValueError(f"a prepared statement cannot take the IN list {name!r} "
-                                 "from its caller")
-            values = list(cast(Iterable[Any], bind.value))
-            parts = [f"{name}_{i}" for i in range(1, len(values) + 1)]
+            # an IN list: each value is a parameter of its own, fixed in the statement
+            # (a literal list) or taken from the caller's list (see _flatten)
+            if bind.callable is not None:
+                raise ValueError(f"a prepared statement cannot compute the IN list {name!r}")
+            values = None if bind.required else list(cast(Iterable[Any], bind.value))
+            count = lengths[name] if values is None else len(values)
+            parts = [_part(name, i) for i in range(count)]
             marks = ", ".join("?" if positional else f"%({p})s" for p in parts)
             sql = sql.replace(f"__[POSTCOMPILE_{name}]", marks)
-            for part, value in zip(parts, values, strict=True):
+            for i, part in enumerate(parts):
                 names.append(part)
-                constants[part] = value
                 binds[part] = process
+                if values is not None:
+                    constants[part] = values[i]
             continue
         names.append(name)
         binds[name] = process
@@ -167,32 +172,53 @@ class Result:
         return [row[0] for row in self._rows]
 
 
+def _part(name: str, i: int) -> str:
+    return f"{name}__in{i}"
+
+
+def _caller_lists(statement: Executable) -> tuple[str, ...]:
+    """The names of the IN lists the caller passes."""
+    return tuple(dict.fromkeys(
+        e.key for e in visitors.iterate(cast(ClauseElement, statement))
+        if isinstance(e, BindParameter) and e.expanding and e.required))
+
+
 class Prepared:
     """A Core statement compiled once per dialect and run on the DBAPI cursor."""
 
-    __slots__ = ("_is_insert", "_variants", "statement")
+    __slots__ = ("_is_insert", "_lists", "_variants", "statement")
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._variants: dict[Any, _Compiled] = {}
         self._is_insert = bool(getattr(statement, "is_insert", False))
+        self._lists = _caller_lists(statement)
 
-    def _variant(self, dialect: Dialect, params: Params | None, many: bool) -> _Compiled:
+    def _variant(self, dialect: Dialect, params: Params | None, many: bool,
+                 lengths: Mapping[str, int]) -> _Compiled:
         keys = tuple(params) if self._is_insert and params else None
-        key = (dialect.name, keys, many)
+        key = (dialect.name, keys, many, tuple(lengths.values()))
         found = self._variants.get(key)
         if found is None:
             if len(self._variants) >= MAX_VARIANTS:
                 raise RuntimeError(f"prepared statement compiled {MAX_VARIANTS} ways; "
                                    "is it given a different set of columns each time?")
-            found = self._variants[key] = _compile(self.statement, dialect, keys, many)
+            found = self._variants[key] = _compile(self.statement, dialect, keys, many,
+                                                   lengths)
         return found
 
     def __call__(self, conn: Connection, params: Params | None = None) -> Result:
         """Run once with ``params`` and read every row it returns."""
         dialect = conn.dialect
-        compiled = self._variant(dialect, params, False)
-        values = compiled.parameters(params or {})
+        params = params or {}
+        lengths: dict[str, int] = {}
+        if self._lists:
+            lengths = {name: len(params[name]) for name in self._lists}
+            if not all(0 < n <= MAX_IN_LIST for n in lengths.values()):
+                return self._through_core(conn, params)
+            params = _flatten(params, self._lists)
+        compiled = self._variant(dialect, params, False, lengths)
+        values = compiled.parameters(params)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             _announce(conn, cursor, compiled.sql, values, many=False)
@@ -212,12 +238,23 @@ class Prepared:
         finally:
             cursor.close()
 
+    def _through_core(self, conn: Connection, params: Params) -> Result:
+        """An empty or long IN list: Core renders it (a statement per length would not
+        stay few)."""
+        done = conn.execute(self.statement, params)
+        if not done.returns_rows:
+            return Result([], done.rowcount)
+        make = _row_type(list(done.keys()))
+        return Result([make(row) for row in done], done.rowcount)
+
     def many(self, conn: Connection, rows: Sequence[Params]) -> int:
         """Run once per parameter set (``executemany``); return the rows changed."""
         if not rows:
             return 0
+        if self._lists:
+            raise ValueError("executemany takes no IN lists")
         dialect = conn.dialect
-        compiled = self._variant(dialect, rows[0], True)
+        compiled = self._variant(dialect, rows[0], True, {})
         assert compiled.row_type is None, "executemany returns no rows"
         values = [compiled.parameters(r) for r in rows]
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -229,6 +266,15 @@ class Prepared:
             raise _translated(e, compiled.sql, values, dialect) from e
         finally:
             cursor.close()
+
+
+def _flatten(params: Params, lists: Sequence[str]) -> dict[str, Any]:
+    """The caller's IN lists as one parameter per value, named as _compile names them."""
+    flat = {k: v for k, v in params.items() if k not in lists}
+    for name in lists:
+        for i, value in enumerate(params[name]):
+            flat[_part(name, i)] = value
+    return flat
 
 
 def _announce(conn: Connection, cursor: Any, sql: str, values: Any, *, many: bool) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from clearinghouse.storage.schema import UtcDateTime
 from tests.postgres import REQUIRE_POSTGRES, admin_engine, database_url
-from timebank.prepared import Prepared
+from timebank.prepared import MAX_IN_LIST, Prepared
 
 metadata = MetaData()
 PEOPLE = Table(
@@ -165,14 +165,26 @@ def test_listeners_see_every_statement(engine: Engine) -> None:
     assert seen == ["INSERT", "SELECT"]
 
 
+def test_an_in_list_from_the_caller_of_any_length(engine: Engine) -> None:
+    names = Prepared(select(PEOPLE.c.name).where(
+        PEOPLE.c.id.in_(bindparam("ids", expanding=True)),
+        PEOPLE.c.minutes >= bindparam("floor")).order_by(PEOPLE.c.id))
+    with engine.begin() as conn:
+        INSERT.many(conn, ROWS)
+        assert names(conn, {"ids": [3], "floor": 0}).scalars() == ["李娜"]
+        assert names(conn, {"ids": [3, 1, 7], "floor": 0}).scalars() == ["王秀英", "李娜"]
+        assert names(conn, {"ids": [1, 2, 3], "floor": 1}).scalars() == ["王秀英", "张伟"]
+        assert names(conn, {"ids": [], "floor": 0}).scalars() == []  # through Core
+        many = list(range(-MAX_IN_LIST, 3))  # longer than any compiled: through Core
+        assert names(conn, {"ids": many, "floor": 0}).scalars() == ["王秀英", "张伟"]
+        core = [tuple(r) for r in conn.execute(names.statement, {"ids": many, "floor": 0})]
+        assert [tuple(r) for r in names(conn, {"ids": many, "floor": 0})] == core
+
+
 def test_refuses_what_it_cannot_do_as_core_would(engine: Engine) -> None:
     needs_default = Prepared(insert(WITH_DEFAULT))
-    caller_list = Prepared(select(PEOPLE).where(
-        PEOPLE.c.id.in_(bindparam("ids", expanding=True))))
     with engine.connect() as conn:
         with pytest.raises(ValueError, match="Python-side column defaults"):
             needs_default(conn, {"id": 1})
-        with pytest.raises(ValueError, match="IN list"):
-            caller_list(conn, {"ids": [1, 2]})
         with pytest.raises(KeyError):
             BY_ID(conn, {})
