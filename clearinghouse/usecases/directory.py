@@ -8,6 +8,7 @@ changes nothing. A person's home changes only through a completed move claim.
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from clearinghouse.domain.claims import check_node_id
 from clearinghouse.domain.errors import (
@@ -41,15 +42,21 @@ def verify_node(tx: Tx, envelope: Signed, kind: str, ring: KeyRing) -> bytes:
     if not isinstance(envelope, Signed):
         raise InvalidArgument("not a signed envelope", "MALFORMED_ENVELOPE")
     wire.check_kind(envelope, kind)
-    try:
-        body = ring.verify(envelope)
-    except EnvelopeError as e:
-        if e.reason not in (Reason.UNKNOWN_SIGNER, Reason.UNKNOWN_KEY):
-            raise wire.refused(e) from None
-        try:  # a ring from before this node (or key) was admitted: read the admissions
-            body = admission.key_ring(tx).verify(envelope)
-        except EnvelopeError as again:
-            raise wire.refused(again) from None
+    # a signature is checked once per transaction (a Submit checks its signer before
+    # charging its rate limit, then the use-case checks the envelope it acts on)
+    verified = cast(dict[Signed, bytes], tx.repo.extensions.setdefault("verified", {}))
+    body = verified.get(envelope)
+    if body is None:
+        try:
+            body = ring.verify(envelope)
+        except EnvelopeError as e:
+            if e.reason not in (Reason.UNKNOWN_SIGNER, Reason.UNKNOWN_KEY):
+                raise wire.refused(e) from None
+            try:  # a ring from before this node (or key) was admitted: read the admissions
+                body = admission.key_ring(tx).verify(envelope)
+            except EnvelopeError as again:
+                raise wire.refused(again) from None
+        verified[envelope] = body
     admitted = tx.repo.admission(envelope.signer)
     if admitted is None or admitted.key_id != envelope.key_id or admitted.revoked:
         raise PermissionDenied(
