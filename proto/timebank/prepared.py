@@ -71,17 +71,41 @@ class _Compiled:
     binds: dict[str, Processor]             # type processor per parameter name
     row_type: type[Row] | None              # None when the statement returns no rows
     results: tuple[Processor, ...]
+    # the same, arranged for the per-call loops: (name, is constant, processor) and
+    # (column index, processor) of the columns that have one
+    _plan: tuple[tuple[str, bool, Processor], ...] = ()
+    _converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+
+    def __post_init__(self) -> None:
+        plan = tuple((n, n in self.constants, self.binds[n]) for n in self.names)
+        converted = tuple((i, p) for i, p in enumerate(self.results) if p is not None)
+        object.__setattr__(self, "_plan", plan)
+        object.__setattr__(self, "_converted", converted)
 
     def parameters(self, params: Params) -> tuple[Any, ...] | dict[str, Any]:
-        constants, binds = self.constants, self.binds
+        constants = self.constants
         values = []
-        for name in self.names:
-            value = constants[name] if name in constants else params[name]
-            process = binds[name]
+        for name, constant, process in self._plan:
+            value = constants[name] if constant else params[name]
             values.append(value if process is None or value is None else process(value))
         if self.positional:
             return tuple(values)
         return dict(zip(self.names, values, strict=True))
+
+    def rows(self, fetched: list[Any]) -> list[Row]:
+        """The driver's rows through the result processors, as Rows."""
+        make, converted = self.row_type, self._converted
+        assert make is not None
+        if not converted:
+            return [make(raw) for raw in fetched]
+        out = []
+        for raw in fetched:
+            values = list(raw)
+            for i, process in converted:
+                if values[i] is not None:
+                    values[i] = process(values[i])
+            out.append(make(values))
+        return out
 
 
 def _compile(statement: Executable, dialect: Dialect, keys: Sequence[str] | None,
@@ -223,15 +247,7 @@ class Prepared:
         try:
             _announce(conn, cursor, compiled.sql, values, many=False)
             cursor.execute(compiled.sql, values)
-            rows: list[Row] = []
-            if compiled.row_type is not None:
-                make, results = compiled.row_type, compiled.results
-                if any(p is not None for p in results):
-                    rows = [make(v if p is None or v is None else p(v)
-                                 for p, v in zip(results, raw, strict=True))
-                            for raw in cursor.fetchall()]
-                else:
-                    rows = [make(raw) for raw in cursor.fetchall()]
+            rows = [] if compiled.row_type is None else compiled.rows(cursor.fetchall())
             return Result(rows, cursor.rowcount)
         except dialect.loaded_dbapi.Error as e:
             raise _translated(e, compiled.sql, values, dialect) from e
