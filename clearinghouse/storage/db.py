@@ -19,8 +19,12 @@ from sqlalchemy.exc import OperationalError
 
 from clearinghouse.domain.errors import Unavailable
 from timebank.locks import FifoLock
+from timebank.prepared import Prepared
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# on the driver's cursor: every transaction starts with one (timebank.prepared)
+_BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
+_BEGIN = Prepared(text("BEGIN"))
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -40,9 +44,11 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
+    begin = _BEGIN_IMMEDIATE if immediate else _BEGIN
+
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        begin(conn)
 
     return engine
 

@@ -102,6 +102,8 @@ def _admission(row: Any) -> AdmissionRecord:
 # Statements a Submit runs every time, built once and run on the driver's cursor
 # (timebank.prepared): Core's own execute costs several times what SQLite does.
 _ADMISSION = Prepared(select(ADMISSIONS).where(ADMISSIONS.c.node_id == bindparam("node_id")))
+_ADMITTED_COUNT = Prepared(
+    select(func.count()).select_from(ADMISSIONS).where(ADMISSIONS.c.revoked_at.is_(None)))
 _DIRECTORY_ENTRY = Prepared(
     select(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref")))
 _POSITION = Prepared(
@@ -207,6 +209,10 @@ class Repo:
         found = None if row is None else _admission(row)
         self._admission_rows[node_id] = found
         return found
+
+    def admitted_count(self) -> int:
+        """How many districts are admitted with an unrevoked key (every tree head says)."""
+        return int(_ADMITTED_COUNT(self.conn).scalar_one())
 
     def admissions(self) -> list[AdmissionRecord]:
         rows = self.conn.execute(select(ADMISSIONS).order_by(ADMISSIONS.c.node_id))

@@ -136,16 +136,12 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str],
     if found is not None:
         return transparency.read_head(found[1])
     root = log.root(size)
-    lines = (transparency.districts_line(_admitted(tx)),
+    lines = (transparency.districts_line(tx.repo.admitted_count()),
              transparency.time_line(int(tx.now.timestamp())))
     note = sign_note(notes.Checkpoint(log_origin, size, root, lines).body())
     log.add_tree_head(size, root, note, tx.now)
     head = tx.repo.extensions["published_head"] = transparency.read_head(note)
     return head
-
-
-def _admitted(tx: Tx) -> int:
-    return sum(1 for a in tx.repo.admissions() if not a.revoked)
 
 
 def _cosigned_by_quorum(tx: Tx, size: int) -> bool:

@@ -198,10 +198,8 @@ class Repo:
         return value
 
     def set_meta(self, key: str, value: str) -> None:
-        if self.meta(key) is None:
-            self.conn.execute(insert(META).values(key=key, value=value))
-        else:
-            self.conn.execute(update(META).where(META.c.key == key).values(value=value))
+        if _SET_META(self.conn, {"b_key": key, "value": value}).rowcount == 0:
+            _INSERT_META(self.conn, {"key": key, "value": value})
 
     def head(self) -> tuple[int, bytes]:
         row = _HEAD(self.conn).first()
@@ -749,6 +747,9 @@ class Repo:
 # own).
 _HEAD = Prepared(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))
 _META = Prepared(select(META.c.value).where(META.c.key == bindparam("key")))
+_SET_META = Prepared(update(META).where(META.c.key == bindparam("b_key"))
+                     .values(value=bindparam("value")))
+_INSERT_META = Prepared(insert(META))
 _MOVE_HEAD = Prepared(update(HEAD).where(HEAD.c.id == 1, HEAD.c.seq == bindparam("old_seq"))
                       .values(seq=bindparam("b_seq"), hash=bindparam("b_hash")))
 _ACCOUNTS_BY_IDS = Prepared(
