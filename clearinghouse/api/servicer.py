@@ -190,10 +190,13 @@ class ClearinghouseServicer:
         return set()
 
     def _observe_positions(self, node_ids: set[str]) -> None:
-        for node_id in sorted(node_ids):
-            found = self._app.query(claims.position_of, node_id)
-            if found is not None:
-                observe.position(node_id, *found)
+        if not node_ids:
+            return
+        found = self._app.query(  # one read transaction for them all
+            lambda tx: {n: claims.position_of(tx, n) for n in sorted(node_ids)})
+        for node_id, position in found.items():
+            if position is not None:
+                observe.position(node_id, *position)
 
     def _seal(self, receipt: bytes) -> bytes:
         """A serialised Receipt, signed, as the envelope bytes returned (and stored)."""

@@ -63,6 +63,16 @@ class RetiredKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Standing:
+    """A node's position, its net debit limit and its open claims' running totals."""
+
+    net_minutes: int
+    limit_minutes: int
+    open_claims: int
+    open_debit_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
 class DirectoryRecord:
     person_ref: str
     home_node_id: str
@@ -108,6 +118,10 @@ _DIRECTORY_ENTRY = Prepared(
     select(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref")))
 _POSITION = Prepared(
     select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes)
+    .where(POSITIONS.c.node_id == bindparam("node_id")))
+_STANDING = Prepared(
+    select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
+           POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
     .where(POSITIONS.c.node_id == bindparam("node_id")))
 _NET_POSITIONS = Prepared(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes))
 _CLAIM = Prepared(select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id")))
@@ -307,6 +321,11 @@ class Repo:
         row = _POSITION(self.conn, {"node_id": node_id}).first()
         return None if row is None else (int(row[0]), int(row[1]))
 
+    def standing(self, node_id: str) -> Standing | None:
+        """Everything a proposal checks of its debtor, in one read."""
+        row = _STANDING(self.conn, {"node_id": node_id}).first()
+        return None if row is None else Standing(*(int(v) for v in row))
+
     def net_positions(self) -> dict[str, int]:
         """Every admitted node's running net position."""
         return {row[0]: int(row[1]) for row in _NET_POSITIONS(self.conn)}
@@ -371,11 +390,6 @@ class Repo:
                                                     "d_minutes": minutes})
             if done.rowcount != 1:
                 raise InvariantViolation(f"{claim.label}: node {node_id} has no position")
-
-    def open_debits(self, node_id: str) -> int:
-        """The minutes of every open claim in which the node is the debtor (what
-        ``clearinghouse.domain.positions.open_debits`` sums): its running total."""
-        return self._open_totals(node_id)[1]
 
     def open_claim_count(self, node_id: str) -> int:
         """How many open claims the node is a party to (creditor or debtor): its running

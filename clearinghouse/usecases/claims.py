@@ -168,17 +168,17 @@ def _check_proposal_extras(msg: clearing_pb2.ClaimProposal, claim: Claim) -> Non
 
 
 def _check_limits(tx: Tx, claim: Claim, max_pending: int) -> None:
-    for node_id in (claim.creditor, claim.debtor):
-        if tx.repo.open_claim_count(node_id) >= max_pending:
+    debtor = tx.repo.standing(claim.debtor)
+    if debtor is None:
+        raise InvariantViolation(f"admitted node {claim.debtor} has no position")
+    for node_id, open_claims in ((claim.creditor, tx.repo.open_claim_count(claim.creditor)),
+                                 (claim.debtor, debtor.open_claims)):
+        if open_claims >= max_pending:
             raise ResourceExhausted(
                 f"district {node_id} is party to {max_pending} open claims, the most "
                 "allowed; try again once some are settled", RejectReason.BUSY.value)
-    position = tx.repo.position(claim.debtor)
-    if position is None:
-        raise InvariantViolation(f"admitted node {claim.debtor} has no position")
-    net, limit = position
-    pos.check_limit(net - tx.repo.open_debits(claim.debtor) - claim.minutes, limit,
-                    claim.debtor)
+    pos.check_limit(debtor.net_minutes - debtor.open_debit_minutes - claim.minutes,
+                    debtor.limit_minutes, claim.debtor)
 
 
 def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
