@@ -35,6 +35,10 @@ protocol itself, not a client's polling interval, and adds no load while it runs
 - completed: the later of the two legs: the creditor's row turned COMPLETED (at the
   receipt) and the debtor's (at the completion's delivery).
 
+The throughput phase also reports the CPU each kind of process spent per claim
+(``cpu_ms_per_claim``: the clearinghouse, the nodes together, this client), read from
+/proc: where the machine's speed varies from run to run, it says where the time goes.
+
 Ed25519 verifications per second are timed in this process on a real envelope's
 signing input (PyNaCl ``VerifyKey.verify``): the ceiling for signed messages on one core.
 A move is 2 signed node messages (each checked by the clearinghouse), 2 signed receipts
@@ -65,7 +69,7 @@ from typing import Any
 import grpc
 from nacl.signing import SigningKey
 
-from city.launcher import DISTRICTS, CityLayout, CityProcesses, District, layout
+from city.launcher import CLEARINGHOUSE, DISTRICTS, CityLayout, CityProcesses, District, layout
 from clearinghouse import config as ch_config
 from clearinghouse.bootstrap import open_app
 from clearinghouse.usecases import claims as ch_claims
@@ -319,18 +323,50 @@ def paced(calls: list[Callable[[], str]], rate: float) -> list[str]:
         return [f.result() for f in futures]
 
 
-def throughput_phase(nodes: list[Node], movers: list[tuple[Node, Node, int]]) -> dict[str, Any]:
+def cpu_seconds(procs: CityProcesses) -> dict[str, float]:
+    """CPU time (user + system) each process of the city has used so far, and this one's
+    ("bench"); read from /proc, so {} where there is none."""
+    found: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for name in procs.city.names:
+        try:
+            fields = Path(f"/proc/{procs.pid(name)}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return {}
+        found[name] = (int(fields[11]) + int(fields[12])) / tick
+    found["bench"] = time.process_time()
+    return found
+
+
+def cpu_ms_per_claim(before: dict[str, float], after: dict[str, float], claims: int,
+                     clearinghouse: str) -> dict[str, float]:
+    """Milliseconds of CPU per claim: the clearinghouse's, the nodes' together, the bench's
+    (on a machine whose speed varies, steadier than claims/s; it varies with the speed too)."""
+    if not before or not after:
+        return {}
+    spent = {k: after[k] - before[k] for k in after}
+    nodes = sum(v for k, v in spent.items() if k not in (clearinghouse, "bench"))
+    return {"clearinghouse": round(spent[clearinghouse] * 1000 / claims, 2),
+            "nodes": round(nodes * 1000 / claims, 2),
+            "bench": round(spent["bench"] * 1000 / claims, 2)}
+
+
+def throughput_phase(nodes: list[Node], movers: list[tuple[Node, Node, int]],
+                     procs: CityProcesses) -> dict[str, Any]:
     def move(m: tuple[Node, Node, int]) -> str:
         home, to, person = m
         return str(home.stub.MovePerson(pb.MovePersonRequest(
             idempotency_key=key(), person_id=person, to_node_id=to.node_id),
             timeout=RPC_TIMEOUT).claim_id)
 
+    cpu_before = cpu_seconds(procs)
     t0 = time.monotonic()
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         claim_ids = list(pool.map(move, movers))
     started = time.monotonic()
     end = wait_until(lambda: settled(nodes), "every move to complete")
+    cpu = cpu_ms_per_claim(cpu_before, cpu_seconds(procs), len(claim_ids),
+                           CLEARINGHOUSE)
     times = move_times(nodes, set(claim_ids))
     first = min(p for p, _, _ in times)
     last = max(c for _, _, c in times)
@@ -342,6 +378,7 @@ def throughput_phase(nodes: list[Node], movers: list[tuple[Node, Node, int]]) ->
         "seconds": round(last - first, 2),
         "propose_to_accepted": summary_ms([a - p for p, a, _ in times]),
         "propose_to_completed": summary_ms([c - p for p, _, c in times]),
+        "cpu_ms_per_claim": cpu,
     }
 
 
@@ -422,7 +459,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             print(f"setup            {results['setup_s']} s: {args.claims + args.latency_claims}"
                   f" movers, {args.latency_claims} orders on {args.nodes} nodes", flush=True)
 
-            results["throughput"] = throughput_phase(nodes, movers)
+            results["throughput"] = throughput_phase(nodes, movers, procs)
             print("throughput      ", results["throughput"], flush=True)
             results["latency"] = latency_phase(nodes, orders, paced_movers, args.rate)
             print("latency         ", results["latency"], flush=True)
