@@ -347,8 +347,7 @@ class MerkleLog:
                 raise AlreadyExists(f"a different tree head of size {size} is already "
                                     "published", "TREE_HEAD_EXISTS")
             return
-        _INSERT_HEAD(self.conn, {"size": size, "root": root, "note": note,
-                                         "created_at": at})
+        _INSERT_HEAD(self.conn, {"size": size, "root": root, "note": note, "created_at": at})
 
     def tree_head(self, size: int) -> tuple[bytes, str] | None:
         """(root, note) of the tree head published at `size`, if any."""
@@ -378,7 +377,7 @@ class MerkleLog:
         if self.tree_head(size) is None:
             raise NotFound(f"no tree head of size {size} was published", "NO_TREE_HEAD")
         _INSERT_COSIG(self.conn, {"size": size, "witness": witness, "line": line,
-                                          "timestamp": timestamp, "created_at": at})
+                                  "timestamp": timestamp, "created_at": at})
         return True
 
     def cosignatures(self, size: int) -> list[tuple[str, str, int]]:

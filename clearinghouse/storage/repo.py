@@ -116,18 +116,12 @@ _ADMITTED_COUNT = Prepared(
     select(func.count()).select_from(ADMISSIONS).where(ADMISSIONS.c.revoked_at.is_(None)))
 _DIRECTORY_ENTRY = Prepared(
     select(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref")))
-_POSITION = Prepared(
-    select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes)
-    .where(POSITIONS.c.node_id == bindparam("node_id")))
 _STANDING = Prepared(
     select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
            POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
     .where(POSITIONS.c.node_id == bindparam("node_id")))
 _NET_POSITIONS = Prepared(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes))
 _CLAIM = Prepared(select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id")))
-_OPEN_TOTALS = Prepared(
-    select(POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
-    .where(POSITIONS.c.node_id == bindparam("node_id")))
 _ADD_TO_OPEN = Prepared(
     update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
     .values(open_claims=POSITIONS.c.open_claims + bindparam("d_claims"),
@@ -318,8 +312,8 @@ class Repo:
 
     def position(self, node_id: str) -> tuple[int, int] | None:
         """(net minutes, net debit limit minutes) of an admitted node."""
-        row = _POSITION(self.conn, {"node_id": node_id}).first()
-        return None if row is None else (int(row[0]), int(row[1]))
+        found = self.standing(node_id)
+        return None if found is None else (found.net_minutes, found.limit_minutes)
 
     def standing(self, node_id: str) -> Standing | None:
         """Everything a proposal checks of its debtor, in one read."""
@@ -387,18 +381,15 @@ class Repo:
         """Keep the parties' running open-claim totals (``positions``) in step."""
         for node_id, minutes in ((claim.creditor, 0), (claim.debtor, sign * claim.minutes)):
             done = _ADD_TO_OPEN(self.conn, {"b_node_id": node_id, "d_claims": sign,
-                                                    "d_minutes": minutes})
+                                            "d_minutes": minutes})
             if done.rowcount != 1:
                 raise InvariantViolation(f"{claim.label}: node {node_id} has no position")
 
     def open_claim_count(self, node_id: str) -> int:
         """How many open claims the node is a party to (creditor or debtor): its running
         total."""
-        return self._open_totals(node_id)[0]
-
-    def _open_totals(self, node_id: str) -> tuple[int, int]:
-        row = _OPEN_TOTALS(self.conn, {"node_id": node_id}).first()
-        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+        found = self.standing(node_id)
+        return 0 if found is None else found.open_claims
 
     def open_totals_recounted(self) -> dict[str, tuple[int, int, int, int]]:
         """Per node: (open claims, open debit minutes) as kept, then as counted from the
@@ -447,8 +438,8 @@ class Repo:
         return int(last or 0)
 
     def insert_delivery(self, node_id: str, seq: int, payload: bytes, now: datetime) -> None:
-        _INSERT_DELIVERY(self.conn, {"node_id": node_id, "seq": seq,
-                                             "envelope": payload, "created_at": now})
+        _INSERT_DELIVERY(self.conn, {"node_id": node_id, "seq": seq, "envelope": payload,
+                                     "created_at": now})
 
     def deliveries_after(self, node_id: str, after_seq: int, limit: int,
                          ) -> list[tuple[int, bytes]]:
@@ -476,6 +467,5 @@ class Repo:
                        now: datetime) -> None:
         if len(envelope_sha256) != 32:
             raise InvariantViolation("a receipt is keyed by a 32-byte SHA-256")
-        _INSERT_RECEIPT(self.conn, {"envelope_sha256": envelope_sha256,
-                                            "signer": signer, "kind": kind,
-                                            "receipt": receipt, "created_at": now})
+        _INSERT_RECEIPT(self.conn, {"envelope_sha256": envelope_sha256, "signer": signer,
+                                    "kind": kind, "receipt": receipt, "created_at": now})

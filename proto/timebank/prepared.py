@@ -19,12 +19,13 @@ compiles once per length up to MAX_IN_LIST; an empty or longer list runs through
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import BindParameter, Executable
@@ -242,17 +243,9 @@ class Prepared:
                 return self._through_core(conn, params)
             params = _flatten(params, self._lists)
         compiled = self._variant(dialect, params, False, lengths)
-        values = compiled.parameters(params)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            _announce(conn, cursor, compiled.sql, values, many=False)
-            cursor.execute(compiled.sql, values)
+        with _executed(conn, compiled.sql, compiled.parameters(params), many=False) as cursor:
             rows = [] if compiled.row_type is None else compiled.rows(cursor.fetchall())
             return Result(rows, cursor.rowcount)
-        except dialect.loaded_dbapi.Error as e:
-            raise _translated(e, compiled.sql, values, dialect) from e
-        finally:
-            cursor.close()
 
     def _through_core(self, conn: Connection, params: Params) -> Result:
         """An empty or long IN list: Core renders it (a statement per length would not
@@ -269,19 +262,11 @@ class Prepared:
             return 0
         if self._lists:
             raise ValueError("executemany takes no IN lists")
-        dialect = conn.dialect
-        compiled = self._variant(dialect, rows[0], True, {})
+        compiled = self._variant(conn.dialect, rows[0], True, {})
         assert compiled.row_type is None, "executemany returns no rows"
         values = [compiled.parameters(r) for r in rows]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            _announce(conn, cursor, compiled.sql, values, many=True)
-            cursor.executemany(compiled.sql, values)
+        with _executed(conn, compiled.sql, values, many=True) as cursor:
             return int(cursor.rowcount)
-        except dialect.loaded_dbapi.Error as e:
-            raise _translated(e, compiled.sql, values, dialect) from e
-        finally:
-            cursor.close()
 
 
 def _flatten(params: Params, lists: Sequence[str]) -> dict[str, Any]:
@@ -293,19 +278,29 @@ def _flatten(params: Params, lists: Sequence[str]) -> dict[str, Any]:
     return flat
 
 
-def _announce(conn: Connection, cursor: Any, sql: str, values: Any, *, many: bool) -> None:
-    """Tell ``before_cursor_execute`` listeners, as Core does (statement counters,
-    tracing); with none, this costs one truth test."""
-    listeners = conn.dispatch.before_cursor_execute
-    if listeners:
-        listeners(conn, cursor, sql, values, None, many)
+@contextmanager
+def _executed(conn: Connection, sql: str, values: Any, *, many: bool) -> Iterator[Any]:
+    """A driver cursor that has run ``sql`` (``executemany`` if ``many``), closed after.
 
-
-def _translated(error: Exception, sql: str, values: Any, dialect: Dialect,
-                ) -> StatementError:
-    """The driver's error as the SQLAlchemy exception Connection.execute would raise."""
-    return DBAPIError.instance(sql, values, error, dialect.loaded_dbapi.Error,
-                               dialect=dialect)
+    ``before_cursor_execute`` listeners hear of it first, as from Core (statement
+    counters, tracing; with none this costs one truth test), and a driver error, while
+    running or reading, is raised as the SQLAlchemy exception Core would raise."""
+    dialect = conn.dialect
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        listeners = conn.dispatch.before_cursor_execute
+        if listeners:
+            listeners(conn, cursor, sql, values, None, many)
+        if many:
+            cursor.executemany(sql, values)
+        else:
+            cursor.execute(sql, values)
+        yield cursor
+    except dialect.loaded_dbapi.Error as e:
+        raise DBAPIError.instance(sql, values, e, dialect.loaded_dbapi.Error,
+                                  dialect=dialect) from e
+    finally:
+        cursor.close()
 
 
 __all__ = ["Prepared", "Result", "Row"]
