@@ -40,6 +40,7 @@ from tests.clearinghouse.conftest import (
     snapshot,
     stamp,
 )
+from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, Signed, sign, verify
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2 as pb
@@ -337,6 +338,53 @@ def test_a_batch_that_is_empty_too_large_or_malformed_is_refused_whole(
     assert (junk.refusal.code, junk.refusal.reason) == ("INVALID_ARGUMENT",
                                                         "MALFORMED_ENVELOPE")
     assert snapshot(ch_app) == before
+
+
+def test_batches_sent_at_once_each_get_receipts_proven_in_a_head_extending_theirs(
+        stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
+    # Twelve calls from two districts at once, some from an older head: each answer
+    # must stand on its own for the node that sent it.
+    batch(stub, registration(ALICE, JN, JN, KEYS[JN]))
+    start = transparency.check_head(
+        stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).note, CH_PUBLIC)
+    sent: dict[int, tuple[list[bytes], transparency.Head | None]] = {}
+    answers: dict[int, pb.SubmitBatchResponse] = {}
+    for i in range(12):
+        node = (JN, GL)[i % 2]
+        sent[i] = ([wire(registration(hashlib.sha256(f"{i}/{j}".encode()).hexdigest(),
+                                      node, node, KEYS[node])).SerializeToString()
+                    for j in range(5)], start if i % 3 else None)
+    go = threading.Barrier(12)
+
+    def send(i: int) -> None:
+        raw, known = sent[i]
+        go.wait(10)
+        answers[i] = stub.SubmitBatch(pb.SubmitBatchRequest(
+            envelopes=raw, known_tree_size=known.size if known else 0), timeout=TIMEOUT)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(answers) == list(range(12))
+    leaves: set[int] = set()
+    for i, answer in answers.items():
+        raw, known = sent[i]
+        head = transparency.check_head(answer.head, CH_PUBLIC)
+        transparency.check_extends(known, head, list(answer.consistency))
+        for data, result in zip(raw, answer.results, strict=True):
+            receipt = pb.Receipt.FromString(from_clearinghouse(
+                pb.Envelope.FromString(result.receipt), "receipt"))
+            assert receipt.envelope_sha256 == hashlib.sha256(data).digest()
+            assert pb.LogEntry.FromString(result.logged.entry).envelope == data
+            transparency.check_included(result.logged.entry, result.logged.index, head,
+                                        list(result.logged.path))
+            leaves.add(result.logged.index)
+    # every envelope is logged once, right after what was there before
+    assert leaves == set(range(start.size, start.size + 60))
+    final = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT)
+    assert final.size == start.size + 60
 
 
 def test_health_is_serving(channel: grpc.Channel) -> None:
