@@ -405,7 +405,13 @@ class ClearingLink:
                 incoming.put(e)
 
         threading.Thread(target=read, name="timebank-subscribe-reader", daemon=True).start()
-        acked, last_ack = after, time.monotonic()
+        # An acknowledgement waits for the clearinghouse's write lock, behind other
+        # districts' batches: it goes out without holding up the deliveries behind it,
+        # one at a time (they only move forward, so a later one covers a lost one).
+        # ``acked``: the last sent; ``confirmed``: the last the clearinghouse took.
+        acked = confirmed = after
+        last_ack = time.monotonic()
+        acking: grpc.Future | None = None  # type: ignore[type-arg]
         try:
             while True:
                 batch = [incoming.get()]
@@ -424,8 +430,11 @@ class ClearingLink:
                     if self._app.execute(apply):
                         self._wake.set()  # their answers may be in the outbox now
                     seq = deliveries[-1].seq
-                    if seq - acked >= 100 or time.monotonic() - last_ack > ACK_EVERY_SECONDS:
-                        acked, last_ack = self._ack(seq), time.monotonic()
+                    due = seq - acked >= 100 or time.monotonic() - last_ack > ACK_EVERY_SECONDS
+                    if due and (acking is None or acking.done()):
+                        if _acknowledged(acking):
+                            confirmed = acked
+                        acking, acked, last_ack = self._ack_later(seq), seq, time.monotonic()
                 end = batch[-1]
                 if end is None:
                     return
@@ -434,8 +443,12 @@ class ClearingLink:
         finally:
             self._stream = None
             stream.cancel()
+            if acking is not None and acking.done() and _acknowledged(acking):
+                confirmed = acked
+            elif acking is not None:
+                acking.cancel()
             applied = self._app.query(claims.last_applied_seq)
-            if applied > acked and not self._stop.is_set():
+            if applied > confirmed and not self._stop.is_set():
                 self._ack(applied)
 
     def _deliveries(self, envelope: pb.Envelope) -> list[pb.Delivery]:
@@ -451,8 +464,27 @@ class ClearingLink:
             raise ReceiptError("the clearinghouse sent an empty batch of deliveries")
         return found
 
-    def _ack(self, seq: int) -> int:
+    def _ack_request(self, seq: int) -> pb.Envelope:
         body = pb.AckBody(node_id=self._node_id, seq=seq)
-        self._stub.Ack(_to_wire(sign("ack", body.SerializeToString(), self._node_id,
-                                     self._key)), timeout=SUBMIT_TIMEOUT_SECONDS)
+        return _to_wire(sign("ack", body.SerializeToString(), self._node_id, self._key))
+
+    def _ack(self, seq: int) -> int:
+        self._stub.Ack(self._ack_request(seq), timeout=SUBMIT_TIMEOUT_SECONDS)
         return seq
+
+    def _ack_later(self, seq: int) -> grpc.Future:  # type: ignore[type-arg]
+        return self._stub.Ack.future(self._ack_request(seq), timeout=SUBMIT_TIMEOUT_SECONDS)
+
+
+def _acknowledged(acking: grpc.Future | None) -> bool:  # type: ignore[type-arg]
+    """Whether a finished acknowledgement was taken; one that failed is logged (the next
+    one covers it)."""
+    if acking is None or acking.cancelled():
+        return False
+    error = acking.exception()
+    if error is None:
+        return True
+    code = error.code().name if isinstance(error, grpc.Call) else str(error)
+    log.warning("an acknowledgement did not reach the clearinghouse; the next one covers it",
+                code=code)
+    return False

@@ -4,6 +4,7 @@ once."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import text
 
 from clearinghouse.domain.claims import ClaimState as ChState
 from clearinghouse.usecases import claims as ch_claims
+from node.api.clearing_link import ACK_EVERY_SECONDS
 from node.domain.claims import ClaimState
 from node.domain.errors import InvariantViolation
 from node.domain.ledger import CONSUMPTION
@@ -142,3 +144,25 @@ def test_restarting_links_mid_run_posts_every_claim_once(city: City) -> None:
     assert city[GL].app.query(ledger.balance, f.volunteer).total == 180
     assert_nothing_held(city)
     assert assert_consistent(city) == {GL: 180, JN: -180, QX: 0}
+
+
+def test_the_clearinghouse_learns_what_a_node_applied_from_its_acknowledgements(
+        city: City) -> None:
+    # Acknowledgements go out beside the deliveries, not in their way: the
+    # clearinghouse's cursor still follows what the node applied.
+    f = family(city, earned=600)
+
+    def acked() -> int:
+        return int(city.ch.query(lambda tx: tx.repo.acked_seq(JN)))
+
+    def applied() -> int:
+        return int(city[JN].app.query(claims.last_applied_seq))
+
+    order_for_mother(city, f, 30)
+    city.settle()
+    time.sleep(ACK_EVERY_SECONDS + 0.1)  # the next delivery is acknowledged at once
+    order_for_mother(city, f, 30)
+    city.settle()
+    assert applied() > 0
+    city.wait_for(lambda: acked() == applied())
+    assert acked() == city.ch.query(lambda tx: tx.repo.last_delivery_seq(JN))
