@@ -356,16 +356,19 @@ class ClearingLink:
         latest = self._stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=SUBMIT_TIMEOUT_SECONDS)
         with self._head_lock:
             known = self._verified_head()
+        if known is not None and latest.size < known.size:
+            return 0  # older than one already verified: look again next round
+        proof: list[bytes] = []
+        if known is not None and 0 < known.size < latest.size:  # fetched without the lock,
+            proof = list(self._stub.GetConsistencyProof(  # which the sender needs
+                pb.GetConsistencyProofRequest(old_size=known.size, new_size=latest.size),
+                timeout=SUBMIT_TIMEOUT_SECONDS).path)
+        with self._head_lock:
+            if self._verified_head() != known:
+                return 0  # the sender verified another head meanwhile: next round
             done = self._app.query(tree_heads.cosigned, self._ch_key)
             if done is not None and latest.size <= done.size:
                 return 0
-            if known is not None and latest.size < known.size:
-                return 0  # older than one already verified: look again next round
-            proof: list[bytes] = []
-            if known is not None and 0 < known.size < latest.size:
-                proof = list(self._stub.GetConsistencyProof(pb.GetConsistencyProofRequest(
-                    old_size=known.size, new_size=latest.size),
-                    timeout=SUBMIT_TIMEOUT_SECONDS).path)
             head = self._check_head(latest.note, known, proof)
             self._app.execute(tree_heads.store, head, cosigned=True)
             self._verified = head
