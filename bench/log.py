@@ -30,8 +30,9 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from city.audit import audit_clearinghouse_database
+from clearinghouse.config import sqlite_url
 from clearinghouse.storage import migrate
-from clearinghouse.storage.db import Database, sqlite_url
+from clearinghouse.storage.db import Database
 from clearinghouse.storage.merkle_log import LeafRow, MerkleLog
 from timebank import checkpoint, merkle, transparency
 from timebank.v1 import clearing_pb2

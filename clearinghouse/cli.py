@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,10 +32,12 @@ from rich.table import Table
 from clearinghouse.config import ConfigError, load_config
 from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
 from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
-from clearinghouse.storage.repo import AdmissionRecord
 from timebank import keys
 from timebank.keys import PUBLIC_KEY_LEN
 from timebank.minutes import MAX_MINUTES, format_hours
+
+if TYPE_CHECKING:  # the database layer loads only for the commands that open it
+    from clearinghouse.storage.repo import AdmissionRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from clearinghouse.storage.db import sqlite_url
-
 CONFIG_NAME = "clearinghouse.toml"
 SECTION = "clearinghouse"
 DEFAULT_LISTEN = "127.0.0.1:7400"
@@ -37,6 +35,11 @@ MAX_SUBMITS_PER_SECOND = 1_000_000
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the setting."""
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded default database: ``clearinghouse.sqlite3`` in the data directory."""
+    return f"sqlite:///{(data_dir / 'clearinghouse.sqlite3').resolve()}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -25,10 +24,6 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # on the driver's cursor: every transaction starts with one (timebank.prepared)
 _BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
 _BEGIN = Prepared(text("BEGIN"))
-
-
-def sqlite_url(data_dir: Path) -> str:
-    return f"sqlite:///{(data_dir / 'clearinghouse.sqlite3').resolve()}"
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -100,4 +95,4 @@ class Database:
             self.reader.dispose()
 
 
-__all__ = ["Database", "Unavailable", "sqlite_url"]
+__all__ = ["Database", "Unavailable"]

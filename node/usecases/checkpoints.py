@@ -15,10 +15,13 @@ checkpoints are taken on a schedule, so that is paid once per interval, not per 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from node.usecases.app import Tx
 from timebank import merkle
 from timebank.v1 import clearing_pb2 as pb
+
+if TYPE_CHECKING:  # the storage layer loads only where a checkpoint is made
+    from node.usecases.app import Tx
 
 CHECKPOINT = "node.checkpoint"
 

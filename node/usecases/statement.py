@@ -24,17 +24,19 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
 from node.domain.errors import FailedPrecondition, InvariantViolation, NotFound
 from node.domain.ledger import format_time
-from node.storage.repo import StoredEntry
 from node.usecases import checkpoints
-from node.usecases.app import Tx
 from timebank import envelope, merkle
 from timebank.v1 import clearing_pb2 as pb
+
+if TYPE_CHECKING:  # the storage layer loads only where a statement is built (not to check one)
+    from node.storage.repo import StoredEntry
+    from node.usecases.app import Tx
 
 FORMAT = "timebank-statement/v1"
 KIND = "statement"
