@@ -281,12 +281,15 @@ class ClearingLink:
         if a is None:
             return
         small, large = sorted((a, b), key=lambda h: h.size)
-        proof: list[bytes] = []
-        if 0 < small.size < large.size:
-            proof = list(self._stub.GetConsistencyProof(pb.GetConsistencyProofRequest(
-                old_size=small.size, new_size=large.size),
-                timeout=SUBMIT_TIMEOUT_SECONDS).path)
-        self._check_head(large.note, small, proof)
+        self._check_head(large.note, small, self._consistency(small, large.size))
+
+    def _consistency(self, old: transparency.Head | None, new_size: int) -> list[bytes]:
+        """The clearinghouse's proof that the tree of ``new_size`` extends ``old`` (none
+        is needed from nothing or to the same size)."""
+        if old is None or not 0 < old.size < new_size:
+            return []
+        return list(self._stub.GetConsistencyProof(pb.GetConsistencyProofRequest(
+            old_size=old.size, new_size=new_size), timeout=SUBMIT_TIMEOUT_SECONDS).path)
 
     def _check_head(self, note: str, known: transparency.Head | None,
                     consistency: list[bytes]) -> transparency.Head:
@@ -358,14 +361,14 @@ class ClearingLink:
             known = self._verified_head()
         if known is not None and latest.size < known.size:
             return 0  # older than one already verified: look again next round
-        proof: list[bytes] = []
-        if known is not None and 0 < known.size < latest.size:  # fetched without the lock,
-            proof = list(self._stub.GetConsistencyProof(  # which the sender needs
-                pb.GetConsistencyProofRequest(old_size=known.size, new_size=latest.size),
-                timeout=SUBMIT_TIMEOUT_SECONDS).path)
+        # Fetched without the lock, which the sender needs to apply receipts ...
+        proof = self._consistency(known, latest.size)
         with self._head_lock:
-            if self._verified_head() != known:
-                return 0  # the sender verified another head meanwhile: next round
+            current = self._verified_head()
+            if current != known:  # ... unless it verified another head meanwhile
+                if current is not None and latest.size < current.size:
+                    return 0
+                known, proof = current, self._consistency(current, latest.size)
             done = self._app.query(tree_heads.cosigned, self._ch_key)
             if done is not None and latest.size <= done.size:
                 return 0
