@@ -19,13 +19,13 @@ compiles once per length up to MAX_IN_LIST; an empty or longer list runs through
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
 from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import BindParameter, Executable
@@ -109,6 +109,32 @@ class _Compiled:
         return out
 
 
+def _python_type(type_: Any) -> type | None:
+    try:
+        return cast(type, type_.python_type)
+    except NotImplementedError:
+        return None
+
+
+def _last_remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` answering again at once for the value it was last given.
+
+    A transaction stamps its one ``now`` on every row it writes; converting it costs
+    about 2 µs each time. Datetimes are immutable, and the (value, result) pair is
+    replaced as one reference, so threads sharing the statement see a matching pair."""
+    last: list[tuple[Any, Any]] = [(object(), None)]
+
+    def remembered(value: Any) -> Any:
+        seen, result = last[0]
+        if value is seen:
+            return result
+        result = process(value)
+        last[0] = (value, result)
+        return result
+
+    return remembered
+
+
 def _compile(statement: Executable, dialect: Dialect, keys: Sequence[str] | None,
              many: bool, lengths: Mapping[str, int]) -> _Compiled:
     if dialect.paramstyle not in ("qmark", "pyformat"):
@@ -130,7 +156,9 @@ def _compile(statement: Executable, dialect: Dialect, keys: Sequence[str] | None
     binds: dict[str, Processor] = {}
     for name in order:
         bind = by_name[name]
-        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        process: Processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None and _python_type(bind.type) is datetime:
+            process = _last_remembered(process)
         if bind.expanding:
             # an IN list: each value is a parameter of its own, fixed in the statement
             # (a literal list) or taken from the caller's list (see _flatten)
@@ -211,11 +239,12 @@ def _caller_lists(statement: Executable) -> tuple[str, ...]:
 class Prepared:
     """A Core statement compiled once per dialect and run on the DBAPI cursor."""
 
-    __slots__ = ("_is_insert", "_lists", "_variants", "statement")
+    __slots__ = ("_is_insert", "_lists", "_plain", "_variants", "statement")
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._variants: dict[Any, _Compiled] = {}
+        self._plain: dict[str, _Compiled] = {}  # per dialect: no columns, lists or many
         self._is_insert = bool(getattr(statement, "is_insert", False))
         self._lists = _caller_lists(statement)
 
@@ -230,22 +259,34 @@ class Prepared:
                                    "is it given a different set of columns each time?")
             found = self._variants[key] = _compile(self.statement, dialect, keys, many,
                                                    lengths)
+            if keys is None and not many and not lengths:
+                self._plain[dialect.name] = found
         return found
 
     def __call__(self, conn: Connection, params: Params | None = None) -> Result:
         """Run once with ``params`` and read every row it returns."""
         dialect = conn.dialect
         params = params or {}
-        lengths: dict[str, int] = {}
         if self._lists:
             lengths = {name: len(params[name]) for name in self._lists}
             if not all(0 < n <= MAX_IN_LIST for n in lengths.values()):
                 return self._through_core(conn, params)
+            compiled = self._variant(dialect, params, False, lengths)
             params = _flatten(params, self._lists)
-        compiled = self._variant(dialect, params, False, lengths)
-        with _executed(conn, compiled.sql, compiled.parameters(params), many=False) as cursor:
+        elif self._is_insert:
+            compiled = self._variant(dialect, params, False, {})
+        else:  # the common case: one variant per dialect
+            compiled = self._plain.get(dialect.name) or self._variant(dialect, None, False, {})
+        values = compiled.parameters(params)
+        cursor = _cursor(conn)
+        try:
+            _execute(conn, cursor, compiled.sql, values, many=False)
             rows = [] if compiled.row_type is None else compiled.rows(cursor.fetchall())
             return Result(rows, cursor.rowcount)
+        except dialect.loaded_dbapi.Error as e:
+            raise _from_driver(dialect, compiled.sql, values, e) from e
+        finally:
+            cursor.close()
 
     def _through_core(self, conn: Connection, params: Params) -> Result:
         """An empty or long IN list: Core renders it (a statement per length would not
@@ -265,8 +306,14 @@ class Prepared:
         compiled = self._variant(conn.dialect, rows[0], True, {})
         assert compiled.row_type is None, "executemany returns no rows"
         values = [compiled.parameters(r) for r in rows]
-        with _executed(conn, compiled.sql, values, many=True) as cursor:
+        cursor = _cursor(conn)
+        try:
+            _execute(conn, cursor, compiled.sql, values, many=True)
             return int(cursor.rowcount)
+        except conn.dialect.loaded_dbapi.Error as e:
+            raise _from_driver(conn.dialect, compiled.sql, values, e) from e
+        finally:
+            cursor.close()
 
 
 def _flatten(params: Params, lists: Sequence[str]) -> dict[str, Any]:
@@ -278,29 +325,29 @@ def _flatten(params: Params, lists: Sequence[str]) -> dict[str, Any]:
     return flat
 
 
-@contextmanager
-def _executed(conn: Connection, sql: str, values: Any, *, many: bool) -> Iterator[Any]:
-    """A driver cursor that has run ``sql`` (``executemany`` if ``many``), closed after.
+def _cursor(conn: Connection) -> Any:
+    """A new cursor of the driver connection under ``conn``'s transaction."""
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def _execute(conn: Connection, cursor: Any, sql: str, values: Any, *, many: bool) -> None:
+    """Run ``sql`` on ``cursor`` (``executemany`` if ``many``).
 
     ``before_cursor_execute`` listeners hear of it first, as from Core (statement
-    counters, tracing; with none this costs one truth test), and a driver error, while
-    running or reading, is raised as the SQLAlchemy exception Core would raise."""
-    dialect = conn.dialect
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        listeners = conn.dispatch.before_cursor_execute
-        if listeners:
-            listeners(conn, cursor, sql, values, None, many)
-        if many:
-            cursor.executemany(sql, values)
-        else:
-            cursor.execute(sql, values)
-        yield cursor
-    except dialect.loaded_dbapi.Error as e:
-        raise DBAPIError.instance(sql, values, e, dialect.loaded_dbapi.Error,
-                                  dialect=dialect) from e
-    finally:
-        cursor.close()
+    counters, tracing; with none this costs one truth test)."""
+    listeners = conn.dispatch.before_cursor_execute
+    if listeners:
+        listeners(conn, cursor, sql, values, None, many)
+    if many:
+        cursor.executemany(sql, values)
+    else:
+        cursor.execute(sql, values)
+
+
+def _from_driver(dialect: Dialect, sql: str, values: Any, e: Exception) -> StatementError:
+    """A driver error, while running or reading, as the SQLAlchemy exception Core would
+    raise (an ``IntegrityError`` stays one)."""
+    return DBAPIError.instance(sql, values, e, dialect.loaded_dbapi.Error, dialect=dialect)
 
 
 __all__ = ["Prepared", "Result", "Row"]

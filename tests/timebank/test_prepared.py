@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,24 @@ def test_driver_errors_come_out_as_sqlalchemy_errors_and_change_nothing(
         INSERT(conn, {**ROWS[0], "name": "重复"})
     with engine.connect() as conn:
         assert [r.name for r in conn.execute(select(PEOPLE))] == ["王秀英"]
+
+
+def test_one_time_object_written_many_times_is_stored_right_each_time(engine: Engine) -> None:
+    """A transaction writes its one ``now`` on many rows: the conversion is remembered for
+    that object, and still made afresh for any other time, aware or refused if naive."""
+    shanghai = timezone(timedelta(hours=8), "Asia/Shanghai")
+    same = AT.astimezone(shanghai)
+    rows = [{**ROWS[0], "id": i, "at": same} for i in (1, 2)]
+    rows.append({**ROWS[0], "id": 3, "at": AT + timedelta(microseconds=1)})
+    rows.append({**ROWS[0], "id": 4, "at": same})
+    with engine.begin() as conn:
+        for row in rows:
+            INSERT(conn, row)
+        with pytest.raises(ValueError, match="naive"):
+            INSERT(conn, {**ROWS[0], "id": 5, "at": AT.replace(tzinfo=None)})
+    with engine.connect() as conn:
+        stored = {r.id: r.at for r in conn.execute(select(PEOPLE))}
+    assert stored == {1: AT, 2: AT, 3: AT + timedelta(microseconds=1), 4: AT}
 
 
 def test_an_insert_compiles_once_per_set_of_columns(engine: Engine) -> None:
