@@ -152,9 +152,12 @@ class ClearinghouseServicer:
         batch = _parse(pb.SubmitBatchRequest, request)
         raw = list(batch.envelopes)
         observe.note(envelopes=len(raw))
+        submit.check_batch_size(raw)  # before checking any signature
+        verified = submit.check_signatures(
+            admission.last_key_ring(self._app.database_key), raw)
         done = self._app.execute(submit.submit_proven_batch, raw, self._seal,
                                  self.publish_head, batch.known_tree_size,
-                                 self._limiter.take)
+                                 self._limiter.take, verified)
         out = pb.SubmitBatchResponse(head=done.head.note, consistency=done.consistency)
         refused, moved = 0, set()
         for result, proof in zip(done.results, done.logged, strict=True):

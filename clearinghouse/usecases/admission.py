@@ -180,6 +180,13 @@ def cached_key_ring(tx: Tx) -> KeyRing:
     return cached if cached is not None else key_ring(tx)
 
 
+def last_key_ring(database_key: str) -> KeyRing | None:
+    """The ring ``cached_key_ring`` would give, without a transaction (None before the
+    first was read): for checking signatures before one (``submit.check_signatures``)."""
+    with _RINGS_LOCK:
+        return _RINGS.get(database_key)
+
+
 def _build_ring(tx: Tx) -> KeyRing:
     ring = KeyRing()
     for old in tx.repo.retired_keys():

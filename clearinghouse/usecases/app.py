@@ -35,6 +35,8 @@ class ClearinghouseApp:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        #: Which database this is, as ``Repo.database_key`` names it (for caches).
+        self.database_key = db.writer.url.render_as_string(hide_password=True)
         #: Run at the end of every write transaction, inside it: the serving
         #: clearinghouse signs a tree head for whatever the transaction logged.
         self.after_write: Callable[[Tx], object] | None = None

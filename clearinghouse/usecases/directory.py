@@ -8,6 +8,7 @@ changes nothing. A person's home changes only through a completed move claim.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import cast
 
 from clearinghouse.domain.claims import check_node_id
@@ -42,9 +43,7 @@ def verify_node(tx: Tx, envelope: Signed, kind: str, ring: KeyRing) -> bytes:
     if not isinstance(envelope, Signed):
         raise InvalidArgument("not a signed envelope", "MALFORMED_ENVELOPE")
     wire.check_kind(envelope, kind)
-    # a signature is checked once per transaction (a Submit checks its signer before
-    # charging its rate limit, then the use-case checks the envelope it acts on)
-    verified = cast(dict[Signed, bytes], tx.repo.extensions.setdefault("verified", {}))
+    verified = _verified(tx)
     body = verified.get(envelope)
     if body is None:
         try:
@@ -63,6 +62,22 @@ def verify_node(tx: Tx, envelope: Signed, kind: str, ring: KeyRing) -> bytes:
             f"key {envelope.key_id} of {envelope.signer} is not an admitted, unrevoked key",
             "REVOKED_KEY" if admitted is not None else "UNKNOWN_SIGNER")
     return body
+
+
+def _verified(tx: Tx) -> dict[Signed, bytes]:
+    """Envelopes whose signature this transaction already trusts, with their bodies.
+
+    A signature is checked once per transaction (a Submit checks its signer before
+    charging its rate limit, then the use-case checks the envelope it acts on), or before
+    it (``note_verified``)."""
+    return cast(dict[Signed, bytes], tx.repo.extensions.setdefault("verified", {}))
+
+
+def note_verified(tx: Tx, verified: Mapping[Signed, bytes]) -> None:
+    """Trust these signatures, checked before the transaction against the cached key
+    ring (``submit.check_signatures``). ``verify_node`` still checks each signer's stored
+    admission, in this transaction."""
+    _verified(tx).update(verified)
 
 
 def register(tx: Tx, envelope: Signed, ring: KeyRing) -> DirectoryRecord:

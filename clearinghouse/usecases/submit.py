@@ -23,7 +23,7 @@ bytes, or a signature by its admitted, unrevoked key).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -33,7 +33,7 @@ from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
 from clearinghouse.usecases import admission, checkpoints, claims, directory, log, wire
 from clearinghouse.usecases.app import Tx
 from timebank import transparency
-from timebank.envelope import EnvelopeError, Signed
+from timebank.envelope import EnvelopeError, KeyRing, Signed
 from timebank.v1 import clearing_pb2
 
 #: The envelope kinds Submit takes, and the use-case for each.
@@ -118,18 +118,47 @@ def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes],
     return Submitted(sealed, claim, changed, log_index=index)
 
 
-def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
-                 charge: Callable[[str], None] | None = None,
-                 ) -> list[Submitted | ClearinghouseError]:
-    """``submit`` each of ``requests`` in its own savepoint of this transaction; return,
-    in order, what each got: its receipt, or the refusal that undid its work. Anything
-    else (a bug, the database failing) propagates and rolls the whole batch back."""
+def check_batch_size(requests: list[bytes]) -> None:
     if not requests:
         raise InvalidArgument("a SubmitBatch needs at least one envelope", "EMPTY_BATCH")
     if len(requests) > MAX_BATCH:
         raise InvalidArgument(
             f"a SubmitBatch takes at most {MAX_BATCH} envelopes, not {len(requests)}; "
             "send the rest in another call", "BATCH_TOO_LARGE")
+
+
+def check_signatures(ring: KeyRing | None, requests: Iterable[bytes]) -> dict[Signed, bytes]:
+    """The envelopes among ``requests`` whose signatures check out against ``ring`` (the
+    cached key ring), with their bodies: checked before the transaction.
+
+    Ed25519 checks are a large part of a Submit's CPU and need no lock. Made by the
+    calling thread before it queues for the writer, they run beside the writer's work
+    (PyNaCl releases the GIL). Anything that fails here is left to ``submit``, which
+    refuses it with its reason; what passes still has its signer's stored admission
+    checked in the transaction."""
+    verified: dict[Signed, bytes] = {}
+    if ring is None:
+        return verified
+    for request in requests:
+        try:
+            envelope = wire.from_bytes(request)
+            verified[envelope] = ring.verify(envelope)
+        except (ClearinghouseError, EnvelopeError):
+            continue
+    return verified
+
+
+def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
+                 charge: Callable[[str], None] | None = None,
+                 verified: Mapping[Signed, bytes] | None = None,
+                 ) -> list[Submitted | ClearinghouseError]:
+    """``submit`` each of ``requests`` in its own savepoint of this transaction; return,
+    in order, what each got: its receipt, or the refusal that undid its work. Anything
+    else (a bug, the database failing) propagates and rolls the whole batch back.
+    ``verified``: signatures checked before the transaction (``check_signatures``)."""
+    if verified:
+        directory.note_verified(tx, verified)
+    check_batch_size(requests)
     results: list[Submitted | ClearinghouseError] = []
     for request in requests:
         try:
@@ -156,11 +185,12 @@ class ProvenBatch:
 
 def submit_proven_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
                         publish: Callable[[Tx], transparency.Head], known_size: int,
-                        charge: Callable[[str], None] | None = None) -> ProvenBatch:
+                        charge: Callable[[str], None] | None = None,
+                        verified: Mapping[Signed, bytes] | None = None) -> ProvenBatch:
     """``submit_batch``, then the tree head ``publish`` signs for the log as the batch
     leaves it, every receipt's inclusion proof in it (read together) and the consistency
     proof from ``known_size``: all in this transaction, so they describe the same log."""
-    results = submit_batch(tx, requests, seal, charge)
+    results = submit_batch(tx, requests, seal, charge, verified)
     head = publish(tx)
     done = [r.log_index for r in results if isinstance(r, Submitted)]
     proven = iter(log.inclusions(tx, done, head.size))

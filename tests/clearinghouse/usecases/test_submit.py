@@ -167,3 +167,35 @@ def test_the_cached_key_ring_never_lets_a_revoked_key_in_and_learns_new_nodes(
     newcomer = wire.to_bytes(registration("c" * 64, GL, GL, KEYS[GL]))
     done = ch_app.execute(submit.submit, newcomer, seal)
     assert receipt_of(done.receipt).envelope_sha256 == hashlib.sha256(newcomer).digest()
+
+
+def test_signatures_checked_before_the_transaction_still_meet_the_stored_admission(
+        ch_app: ClearinghouseApp) -> None:
+    """SubmitBatch checks signatures against the cached ring before it queues for the
+    writer. What passed there is trusted for its signature only: a key revoked since is
+    refused in the transaction; a forged envelope is not trusted, and is refused with its
+    own reason."""
+    ch_app.execute(admission.admit, certificate(JN, "江宁区", KEYS[JN]), CITY_PUBLIC)
+    ch_app.execute(admission.admit, certificate(GL, "鼓楼区", KEYS[GL]), CITY_PUBLIC)
+    first = wire.to_bytes(registration("a" * 64, JN, JN, KEYS[JN]))
+    ch_app.execute(submit.submit, first, seal)  # the ring is cached now
+    ring_before = admission.last_key_ring(ch_app.database_key)
+    assert ring_before is not None
+
+    good = wire.to_bytes(registration("b" * 64, GL, GL, KEYS[GL]))
+    forged = wire.to_bytes(registration("c" * 64, GL, GL, KEYS[JN]))  # JN's key, GL's name
+    late = wire.to_bytes(registration("d" * 64, JN, JN, KEYS[JN]))
+    checked = submit.check_signatures(ring_before, [good, forged, late, b"\x00not an envelope"])
+    assert sorted(e.body for e in checked) == sorted(
+        wire.from_bytes(r).body for r in (good, late))
+
+    ch_app.execute(admission.revoke, revocation(JN, KEYS_ID[JN]), CITY_PUBLIC)
+    before = snapshot(ch_app)
+    results = ch_app.execute(submit.submit_batch, [good, forged, late], seal, None, checked)
+    assert isinstance(results[0], submit.Submitted)
+    assert isinstance(results[1], PermissionDenied)
+    assert results[1].reason in ("WRONG_KEY", "UNKNOWN_KEY", "BAD_SIGNATURE")
+    assert isinstance(results[2], PermissionDenied) and results[2].reason == "REVOKED_KEY"
+    after = snapshot(ch_app)
+    assert len(after["directory"]) == len(before["directory"]) + 1
+    assert submit.check_signatures(None, [good]) == {}
