@@ -14,7 +14,8 @@ outside the log is ``BadLogRange`` (an ``InvalidArgument`` and a ``ValueError``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -51,7 +52,7 @@ from timebank.merkle import (
 from timebank.prepared import Prepared
 
 __all__ = ["MAX_APPEND", "MAX_LEAVES_PER_READ", "BadLogRange", "LeafRow", "LogCorrupted",
-           "MerkleLog"]
+           "LogMark", "MerkleLog"]
 
 LEAVES = cast(Table, s.LogLeaf.__table__)
 HASHES = cast(Table, s.LogHash.__table__)
@@ -93,6 +94,16 @@ class LeafRow:
     kind: str
     claim_id: str | None = None
     node_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogMark:
+    """The log's state at a point of a deferring block (``MerkleLog.mark``)."""
+
+    size: int
+    frontier: tuple[tuple[int, bytes], ...] | None
+    leaves: int  # rows pending then
+    hashes: int
 
 
 def _key(start: int, end: int) -> Key:
@@ -167,6 +178,10 @@ class MerkleLog:
         self._known: dict[Key, bytes] = {}
         # hashes of tree nodes [start, end) computed (from those) by this instance
         self._nodes: dict[tuple[int, int], bytes] = {}
+        # rows appended but not yet written, while deferring (see ``deferring``)
+        self._deferring = False
+        self._pending_leaves: list[dict[str, Any]] = []
+        self._pending_hashes: list[dict[str, Any]] = []
 
     # reading ---------------------------------------------------------------------------
 
@@ -268,6 +283,7 @@ class MerkleLog:
         if end - start > MAX_LEAVES_PER_READ:
             raise BadLogRange(f"at most {MAX_LEAVES_PER_READ} leaves at a time, "
                               f"not {end - start}")
+        self._written("leaves")
         rows = _LEAVES(self.conn, {"lo": start, "hi": end}).all()
         for expected, row in enumerate(rows, start):
             if row[0] != expected:
@@ -278,6 +294,7 @@ class MerkleLog:
 
     def leaf_indexes_of_claim(self, claim_id: str) -> list[int]:
         """The indexes of the leaves that concern this claim, in log order."""
+        self._written("leaf_indexes_of_claim")
         return [int(i) for i in _CLAIM_LEAVES(self.conn, {"claim_id": claim_id})
                 .scalars()]
 
@@ -324,13 +341,77 @@ class MerkleLog:
         if (len(hash_rows) != _tree_rows(new_size) - _tree_rows(first)
                 or [lv for lv, _ in stack] != [_key(a, b)[0] for a, b in root_ranges(new_size)]):
             raise InvariantViolation(f"append: {len(hash_rows)} hashes for {first}->{new_size}")
-        _INSERT_LEAVES.many(self.conn, leaf_rows)
-        _INSERT_HASHES.many(self.conn, hash_rows)
+        self._pending_leaves += leaf_rows
+        self._pending_hashes += hash_rows
+        if not self._deferring:
+            self.flush()
         self._size = new_size
         self._frontier = stack
         self._appended.update((i, e.data) for i, e in enumerate(entries, first))
         self._known.update(((r["level"], r["idx"]), r["hash"]) for r in hash_rows)
         return first
+
+    # deferred writes ---------------------------------------------------------------------
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Appends inside keep their rows in memory, written together when it ends.
+
+        A batch of envelopes appends a leaf for each: two statements for the batch
+        instead of two per envelope. Indexes, roots and proofs answer from memory
+        meanwhile; reads of leaf rows by range or claim refuse until the rows are
+        written. ``undo_to`` drops what was appended since a ``mark``. If the block
+        raises, the unwritten rows are dropped, and this instance reads the log afresh."""
+        if self._deferring:
+            raise InvariantViolation("the log is deferring its writes already")
+        self._deferring = True
+        try:
+            yield
+        except BaseException:  # unwritten rows are dropped: read the log afresh after
+            self._pending_leaves.clear()
+            self._pending_hashes.clear()
+            self._size = self._frontier = None
+            self._appended.clear()
+            self._known.clear()
+            self._nodes.clear()
+            raise
+        finally:
+            self._deferring = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the rows appended and not yet written."""
+        if self._pending_leaves:
+            _INSERT_LEAVES.many(self.conn, self._pending_leaves)
+            _INSERT_HASHES.many(self.conn, self._pending_hashes)
+        self._pending_leaves = []
+        self._pending_hashes = []
+
+    def mark(self) -> LogMark:
+        """Where the log stands now, to ``undo_to`` (while deferring)."""
+        if not self._deferring:
+            raise InvariantViolation("a log mark is taken while deferring writes")
+        frontier = None if self._frontier is None else tuple(self._frontier)
+        return LogMark(self.size(), frontier, len(self._pending_leaves),
+                       len(self._pending_hashes))
+
+    def undo_to(self, mark: LogMark) -> None:
+        """Forget every leaf appended since ``mark`` (its envelope was undone)."""
+        if not self._deferring or len(self._pending_leaves) < mark.leaves:
+            raise InvariantViolation("a log mark is undone only while its rows are unwritten")
+        for row in self._pending_leaves[mark.leaves:]:
+            self._appended.pop(row["idx"], None)
+        for row in self._pending_hashes[mark.hashes:]:
+            self._known.pop((row["level"], row["idx"]), None)
+        del self._pending_leaves[mark.leaves:]
+        del self._pending_hashes[mark.hashes:]
+        self._size = mark.size
+        self._frontier = None if mark.frontier is None else list(mark.frontier)
+        self._nodes = {k: v for k, v in self._nodes.items() if k[1] <= mark.size}
+
+    def _written(self, what: str) -> None:
+        if self._pending_leaves:
+            raise InvariantViolation(f"{what} reads leaf rows; write the deferred ones first")
 
     # tree heads and cosignatures ---------------------------------------------------------
 
@@ -402,6 +483,7 @@ class MerkleLog:
         """
         if batch < 1:
             raise ValueError("batch must be at least 1")
+        self._written("rebuild_check")
         stack: list[tuple[int, bytes]] = []  # (level, hash)
         expected = 0
         while True:

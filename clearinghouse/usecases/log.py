@@ -17,6 +17,7 @@ more than half of the admitted districts are the ones anything final cites.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC
 
 from clearinghouse.domain.claims import Claim, ClaimKind
@@ -26,7 +27,7 @@ from clearinghouse.domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from clearinghouse.storage.merkle_log import LeafRow, MerkleLog
+from clearinghouse.storage.merkle_log import LeafRow, LogMark, MerkleLog
 from clearinghouse.usecases import directory, wire
 from clearinghouse.usecases.app import Tx
 from timebank import checkpoint as notes
@@ -62,9 +63,18 @@ def log_of(tx: Tx) -> MerkleLog:
     return found
 
 
-def forget(tx: Tx) -> None:
-    """Drop the transaction's view of the log (after a savepoint rolled back)."""
-    tx.repo.extensions.pop("merkle_log", None)
+def deferring(tx: Tx) -> AbstractContextManager[None]:
+    """Write the leaves appended inside together, at its end (``MerkleLog.deferring``)."""
+    return log_of(tx).deferring()
+
+
+def mark(tx: Tx) -> LogMark:
+    return log_of(tx).mark()
+
+
+def undo_to(tx: Tx, mark: LogMark) -> None:
+    """Forget the leaves appended since ``mark`` (a savepoint undid their work)."""
+    log_of(tx).undo_to(mark)
 
 
 # what becomes a leaf -----------------------------------------------------------------

@@ -13,7 +13,8 @@ store nothing and have no receipt.
 
 ``submit_batch`` does the same for up to ``MAX_BATCH`` envelopes in one transaction,
 each in a savepoint, so that one envelope's refusal undoes only its own work and the
-batch pays for one commit (and one call) instead of one each.
+batch pays for one commit (and one call) instead of one each. The batch's log leaves
+are written together at its end (a refused envelope's leaf is dropped before then).
 
 The gRPC layer passes its rate limit as ``charge``, applied inside the same transaction
 once the envelope is known to be the signing node's own (a stored receipt for these
@@ -160,13 +161,15 @@ def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
         directory.note_verified(tx, verified)
     check_batch_size(requests)
     results: list[Submitted | ClearinghouseError] = []
-    for request in requests:
-        try:
-            with tx.repo.savepoint():
-                results.append(submit(tx, request, seal, charge))
-        except (ClearinghouseError, EnvelopeError) as e:
-            log.forget(tx)  # what it remembered of the log may include undone work
-            results.append(wire.refused(e) if isinstance(e, EnvelopeError) else e)
+    with log.deferring(tx):  # the batch's leaves are written together, at the end
+        for request in requests:
+            before = log.mark(tx)
+            try:
+                with tx.repo.savepoint():
+                    results.append(submit(tx, request, seal, charge))
+            except (ClearinghouseError, EnvelopeError) as e:
+                log.undo_to(tx, before)  # its leaf, if it got one, was undone with it
+                results.append(wire.refused(e) if isinstance(e, EnvelopeError) else e)
     assert len(results) == len(requests)
     return results
 

@@ -134,6 +134,53 @@ def test_an_append_reads_only_the_frontier(ch_app: ClearinghouseApp) -> None:
     assert ch_app.query(lambda tx: MerkleLog(tx.repo.conn).root()) == merkle.root(data)
 
 
+def test_deferred_appends_are_written_together_and_an_undone_one_leaves_no_trace(
+        ch_app: ClearinghouseApp) -> None:
+    """As a SubmitBatch appends: one leaf per envelope, written at the end; a refused
+    envelope's leaf is undone and the next envelope takes its index."""
+    append(ch_app, rows(DATA[:100]))
+
+    def batch(tx: Tx) -> None:
+        log = MerkleLog(tx.repo.conn)
+        with counting(tx.repo.conn) as seen:
+            with log.deferring():
+                for i in range(100, 140):
+                    before = log.mark()
+                    assert log.append(rows([b"refused %d" % i]), AT) == i
+                    log.undo_to(before)  # as a refused envelope's savepoint
+                    assert log.append(rows([DATA[i]]), AT) == i
+                    assert log.root() == merkle.root(DATA[:i + 1])  # from memory
+                with pytest.raises(InvariantViolation, match="deferred"):
+                    log.leaves(95, 105)
+                assert seen[0] <= 2  # the size and the frontier, read once
+            assert seen[0] == 4  # then the leaf rows and the hash rows, once each
+        assert log.leaves(130, 140) == DATA[130:140]
+        assert log.inclusion_proofs([139, 3], 140) == [expected_inclusion(140, 139),
+                                                        expected_inclusion(140, 3)]
+
+    ch_app.execute(batch)
+    assert ch_app.query(lambda tx: MerkleLog(tx.repo.conn).rebuild_check()) == (
+        140, merkle.root(DATA[:140]))
+
+
+def test_a_deferring_block_that_fails_writes_nothing(ch_app: ClearinghouseApp) -> None:
+    append(ch_app, rows(DATA[:10]))
+
+    def failing(tx: Tx) -> None:
+        log = MerkleLog(tx.repo.conn)
+        with pytest.raises(RuntimeError), log.deferring():
+            log.append(rows(DATA[10:20]), AT)
+            raise RuntimeError("the batch failed")
+        log.flush()  # nothing is left to write
+        assert log.leaves(0, 10) == DATA[:10]
+        with pytest.raises(BadLogRange):
+            log.leaves(0, 11)
+        with pytest.raises(InvariantViolation, match="while deferring"):
+            log.mark()
+
+    ch_app.execute(failing)
+
+
 def test_an_empty_log(ch_app: ClearinghouseApp) -> None:
     def check(tx: Tx) -> None:
         log = MerkleLog(tx.repo.conn)
