@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.domain.errors import ClearinghouseError, InvariantViolation
@@ -169,6 +180,11 @@ _UPDATE_CLAIM_FINISH = Prepared(_UPDATE_CLAIM_WHERE.values(
     **_CLAIM_TRANSITION, finish=bindparam("b_finish")))
 
 
+def database_key(engine: Engine) -> str:
+    """The name caches that belong to one database know it by: its URL, without password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
 class Repo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -196,7 +212,7 @@ class Repo:
     @property
     def database_key(self) -> str:
         """Which database this is (for caches that belong to one database)."""
-        return self.conn.engine.url.render_as_string(hide_password=True)
+        return database_key(self.conn.engine)
 
     # meta ---------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from clearinghouse.domain.errors import InvariantViolation
 from clearinghouse.storage.db import Database
-from clearinghouse.storage.repo import Repo
+from clearinghouse.storage.repo import Repo, database_key
 from clearinghouse.usecases.clock import Clock
 
 P = ParamSpec("P")
@@ -36,7 +36,7 @@ class ClearinghouseApp:
         self.db = db
         self.clock = clock
         #: Which database this is, as ``Repo.database_key`` names it (for caches).
-        self.database_key = db.writer.url.render_as_string(hide_password=True)
+        self.database_key = database_key(db.writer)
         #: Run at the end of every write transaction, inside it: the serving
         #: clearinghouse signs a tree head for whatever the transaction logged.
         self.after_write: Callable[[Tx], object] | None = None

@@ -69,6 +69,7 @@ def deferring(tx: Tx) -> AbstractContextManager[None]:
 
 
 def mark(tx: Tx) -> LogMark:
+    """Where the log stands, for ``undo_to`` (inside ``deferring``)."""
     return log_of(tx).mark()
 
 
