@@ -3,7 +3,7 @@
 The demo lays out a city (``city.launcher``): the civil-affairs bureau's clearinghouse
 and three district nodes, 江宁区 320115, 鼓楼区 320106 and 栖霞区 320113, each its own
 process with its own SQLite file under one data directory, talking gRPC on 127.0.0.1.
-Time is simulated: every process reads one clock file (``timebank.devclock``), so the
+Time is simulated: every process reads one clock file (``runtime.devclock``), so the
 7-day publicity period passes without sleeping. Then it plays one story, through the same
 client the `timebank node ...` commands use:
 
@@ -59,7 +59,7 @@ from node.cli import (
 from node.config import load_config as load_node_config
 from node.domain.identity import id_card_with_check_digit
 from node.usecases import checkpoints
-from timebank import devclock
+from runtime import devclock
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 

@@ -30,8 +30,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from clearinghouse.config import ConfigError, load_config
-from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
 from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
+from runtime.errors import InvalidArgument, Refusal
 from timebank import keys
 from timebank.keys import PUBLIC_KEY_LEN
 from timebank.minutes import MAX_MINUTES, format_hours
@@ -86,7 +86,7 @@ def describe_error(e: BaseException) -> str | None:
     """The one-line message for an error an operator can act on; None for a bug."""
     if isinstance(e, CliError | ConfigError):
         return str(e)
-    if isinstance(e, ClearinghouseError):
+    if isinstance(e, Refusal):
         return f"{e.status}: {e.message} ({e.reason})"
     if isinstance(e, PermissionError):
         return f"permission denied: {e.filename or e}"
@@ -549,7 +549,7 @@ def serve_command(
     config_file: ConfigFile,
     dev_clock: Annotated[Path | None, typer.Option(
         "--dev-clock", metavar="FILE", hidden=True,
-        help="Development only: simulated time shared through FILE (timebank.devclock); "
+        help="Development only: simulated time shared through FILE (runtime.devclock); "
              "refused unless TIMEBANK_DEV_CLOCK_ALLOWED=1.")] = None,
 ) -> None:
     """Serve the clearinghouse over gRPC until SIGTERM or Ctrl-C.
@@ -559,7 +559,7 @@ def serve_command(
     expires overdue claims every second.
     """
     from clearinghouse.api.server import serve_forever
-    from timebank.devclock import DevClockError, FileClock
+    from runtime.devclock import DevClockError, FileClock
 
     try:
         clock = None if dev_clock is None else FileClock(dev_clock)  # refused unless allowed

@@ -1,4 +1,4 @@
-"""Regenerate the Python code for the wire contract in proto/timebank/v1.
+"""Regenerate the Python code for the wire contract: proto/timebank/v1/*.proto → timebank/v1.
 
 Run after editing a .proto file:  python scripts/gen_proto.py
 tests/test_generated_code.py fails when the committed code is stale.
@@ -16,13 +16,14 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-PACKAGE_DIR = PROTO_ROOT / "timebank" / "v1"
+PROTO_DIR = PROTO_ROOT / "timebank" / "v1"
+PACKAGE_DIR = ROOT / "timebank" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc for every .proto file into out_dir; return the files written."""
-    protos = sorted(PACKAGE_DIR.glob("*.proto"))
+    protos = sorted(PROTO_DIR.glob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "protoc",

@@ -19,7 +19,7 @@ def _gen_module():  # type: ignore[no-untyped-def]
 def test_generated_code_is_current(tmp_path: Path) -> None:
     gen = _gen_module()
     fresh = {p.name: p.read_bytes() for p in gen.generate(tmp_path)}
-    committed_dir = ROOT / "proto" / "timebank" / "v1"
+    committed_dir = ROOT / "timebank" / "v1"
     committed = {p.name: p.read_bytes() for p in committed_dir.iterdir()
                  if p.name.endswith(gen.GENERATED_SUFFIXES)}
     assert sorted(fresh) == sorted(committed), "generated files differ in name"

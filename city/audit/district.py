@@ -15,11 +15,11 @@ from city.audit.logscan import PAGE
 from city.audit.readonly import table_of
 from city.audit.report import Bad, BadRecord, Check, plural, run
 from clearinghouse.storage.merkle_log import MerkleLog
-from node.domain.errors import InvariantViolation
 from node.domain.ledger import Entry, EntryKind, Posting, chain_hash, genesis_hash
 from node.storage import schema as ns
 from node.storage.repo import account_from_code
 from node.usecases.checkpoints import proof_path
+from runtime.errors import InvariantViolation
 from timebank import merkle, transparency
 from timebank.envelope import EnvelopeError, Signed, verify
 from timebank.keys import key_id

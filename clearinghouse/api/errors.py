@@ -1,6 +1,6 @@
 """Use-case errors → gRPC statuses. The one place a refusal becomes a status code.
 
-Every ``ClearinghouseError`` carries the status it means (``error.status``, a
+Every ``Refusal`` carries the status it means (``error.status``, a
 ``grpc.StatusCode`` name), a message for the operator and a stable ``reason``; the
 client receives the code, the message and a ``google.rpc.ErrorInfo`` detail (reason,
 domain "timebank.v1"). An ``EnvelopeError`` that escapes a use-case is PERMISSION_DENIED,
@@ -26,8 +26,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from clearinghouse.api import observe
-from clearinghouse.domain.errors import ClearinghouseError, InvariantViolation
 from clearinghouse.usecases import wire
+from runtime.errors import InvariantViolation, Refusal
 from timebank.envelope import EnvelopeError
 
 ERROR_DOMAIN = "timebank.v1"
@@ -39,7 +39,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-def grpc_code(error: ClearinghouseError) -> grpc.StatusCode:
+def grpc_code(error: Refusal) -> grpc.StatusCode:
     """The gRPC status code a refusal means (INTERNAL if it names none we know)."""
     code = grpc.StatusCode.__members__.get(error.status)
     if code is None or code in (grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN):
@@ -65,7 +65,7 @@ def refusal_of(error: BaseException) -> tuple[grpc.StatusCode, str, str, dict[st
     serving a call with. A bug is logged here, with its traceback, under an error id."""
     if isinstance(error, EnvelopeError):
         error = wire.refused(error)
-    if isinstance(error, ClearinghouseError):
+    if isinstance(error, Refusal):
         return grpc_code(error), error.message, error.reason, {}
     error_id = uuid.uuid4().hex[:12]
     if isinstance(error, InvariantViolation):

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from clearinghouse.domain.claims import RejectReason
-from clearinghouse.domain.errors import ResourceExhausted
+from runtime.errors import ResourceExhausted
 
 NANO = 1_000_000_000
 DEFAULT_MAX_NODES = 100_000

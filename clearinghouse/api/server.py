@@ -48,7 +48,8 @@ from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases import claims
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import Clock
-from timebank import keys, serving
+from runtime import serving
+from timebank import keys
 
 log = structlog.get_logger("clearinghouse.api")
 

@@ -36,9 +36,9 @@ from clearinghouse.api.errors import grpc_code, grpc_errors, grpc_stream_errors
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.claims import ClaimState
-from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
 from clearinghouse.usecases import admission, claims, directory, log, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from runtime.errors import InvalidArgument, PermissionDenied
 from timebank import checkpoint as notes
 from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, Signed, sign

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from clearinghouse.domain.errors import (
+from runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,

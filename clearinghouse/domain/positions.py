@@ -19,7 +19,7 @@ from clearinghouse.domain.claims import (
     ClaimState,
     check_node_id,
 )
-from clearinghouse.domain.errors import InvalidArgument, InvariantViolation, ResourceExhausted
+from runtime.errors import InvalidArgument, InvariantViolation, ResourceExhausted
 from timebank.minutes import MAX_MINUTES, format_hours
 
 #: The highest net debit limit the bureau may set: any real limit is far below.

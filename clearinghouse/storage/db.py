@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
-from clearinghouse.domain.errors import Unavailable
-from timebank.locks import FifoLock
-from timebank.prepared import Prepared
+from runtime.errors import Unavailable
+from runtime.locks import FifoLock
+from runtime.prepared import Prepared
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# on the driver's cursor: every transaction starts with one (timebank.prepared)
+# on the driver's cursor: every transaction starts with one (runtime.prepared)
 _BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
 _BEGIN = Prepared(text("BEGIN"))
 

@@ -31,13 +31,14 @@ from sqlalchemy import (
     select,
 )
 
-from clearinghouse.domain.errors import (
+from clearinghouse.storage import schema as s
+from runtime.errors import (
     AlreadyExists,
     InvalidArgument,
     InvariantViolation,
     NotFound,
 )
-from clearinghouse.storage import schema as s
+from runtime.prepared import Prepared
 from timebank.merkle import (
     EMPTY_ROOT,
     completed_ranges,
@@ -49,7 +50,6 @@ from timebank.merkle import (
     perfect_ranges,
     root_ranges,
 )
-from timebank.prepared import Prepared
 
 __all__ = ["MAX_APPEND", "MAX_LEAVES_PER_READ", "BadLogRange", "LeafRow", "LogCorrupted",
            "LogMark", "MerkleLog"]

@@ -25,9 +25,9 @@ from sqlalchemy import (
 )
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
-from clearinghouse.domain.errors import ClearinghouseError, InvariantViolation
 from clearinghouse.storage import schema as s
-from timebank.prepared import Prepared
+from runtime.errors import InvariantViolation, Refusal
+from runtime.prepared import Prepared
 
 ADMISSIONS = cast(Table, s.Admission.__table__)
 RETIRED = cast(Table, s.RetiredKey.__table__)
@@ -110,7 +110,7 @@ def _claim(row: Any) -> ClaimRecord:
             reason=None if row.reason is None else RejectReason(row.reason),
             updated_at=row.updated_at,
             posted_minutes=None if row.posted_minutes is None else int(row.posted_minutes))
-    except (ClearinghouseError, ValueError) as e:
+    except (Refusal, ValueError) as e:
         raise InvariantViolation(f"stored claim {row.claim_id} is not a valid claim: {e}") from e
     return ClaimRecord(claim, row.proposal, row.decision, row.finish)
 
@@ -121,7 +121,7 @@ def _admission(row: Any) -> AdmissionRecord:
 
 
 # Statements a Submit runs every time, built once and run on the driver's cursor
-# (timebank.prepared): Core's own execute costs several times what SQLite does.
+# (runtime.prepared): Core's own execute costs several times what SQLite does.
 _ADMISSION = Prepared(select(ADMISSIONS).where(ADMISSIONS.c.node_id == bindparam("node_id")))
 _ADMITTED_COUNT = Prepared(
     select(func.count()).select_from(ADMISSIONS).where(ADMISSIONS.c.revoked_at.is_(None)))

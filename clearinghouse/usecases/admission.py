@@ -14,16 +14,16 @@ import threading
 from datetime import UTC
 
 from clearinghouse.domain.claims import check_node_id
-from clearinghouse.domain.errors import (
+from clearinghouse.storage.repo import AdmissionRecord
+from clearinghouse.usecases import log, wire
+from clearinghouse.usecases.app import Tx
+from runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
-from clearinghouse.storage.repo import AdmissionRecord
-from clearinghouse.usecases import log, wire
-from clearinghouse.usecases.app import Tx
 from timebank.envelope import CITY, EnvelopeError, KeyRing, Signed, verify
 from timebank.keys import PUBLIC_KEY_LEN, key_id
 from timebank.v1 import clearing_pb2

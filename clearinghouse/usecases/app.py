@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
-from clearinghouse.domain.errors import InvariantViolation
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.repo import Repo, database_key
 from clearinghouse.usecases.clock import Clock
+from runtime.errors import InvariantViolation
 
 P = ParamSpec("P")
 T = TypeVar("T")

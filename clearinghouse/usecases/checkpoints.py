@@ -10,10 +10,10 @@ auditor and every holder of a passbook noticing.
 
 from __future__ import annotations
 
-from clearinghouse.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from clearinghouse.usecases import wire
 from clearinghouse.usecases.app import Tx
 from clearinghouse.usecases.directory import verify_node
+from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from timebank.envelope import KeyRing, Signed
 from timebank.v1 import clearing_pb2
 

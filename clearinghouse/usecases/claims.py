@@ -50,20 +50,20 @@ from clearinghouse.domain.claims import (
     reject,
     void,
 )
-from clearinghouse.domain.errors import (
+from clearinghouse.storage.repo import ClaimRecord
+from clearinghouse.usecases import log, wire
+from clearinghouse.usecases.app import Tx
+from clearinghouse.usecases.directory import check_person_ref, verify_node
+from runtime.errors import (
     AlreadyExists,
-    ClearinghouseError,
     FailedPrecondition,
     InvalidArgument,
     InvariantViolation,
     NotFound,
     PermissionDenied,
+    Refusal,
     ResourceExhausted,
 )
-from clearinghouse.storage.repo import ClaimRecord
-from clearinghouse.usecases import log, wire
-from clearinghouse.usecases.app import Tx
-from clearinghouse.usecases.directory import check_person_ref, verify_node
 from timebank.envelope import KeyRing, Signed
 from timebank.v1 import clearing_pb2
 
@@ -211,7 +211,7 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
             return recorded.claim  # one claim id, one outcome
         try:
             proposed = _proposal_claim(msg, tx)
-        except ClearinghouseError:
+        except Refusal:
             proposed = None
         if proposed is not None:
             check_resubmission(recorded.claim, proposed)

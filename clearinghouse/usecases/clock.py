@@ -1,6 +1,6 @@
-"""The clearinghouse's clock: the shared one (``timebank.clock``); its time orders every
+"""The clearinghouse's clock: the shared one (``runtime.clock``); its time orders every
 transition (ADR 0004)."""
 
-from timebank.clock import Clock, ManualClock, SystemClock
+from runtime.clock import Clock, ManualClock, SystemClock
 
 __all__ = ["Clock", "ManualClock", "SystemClock"]

@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from typing import cast
 
 from clearinghouse.domain.claims import check_node_id
-from clearinghouse.domain.errors import (
+from clearinghouse.storage.repo import DirectoryRecord
+from clearinghouse.usecases import admission, wire
+from clearinghouse.usecases.app import Tx
+from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
-from clearinghouse.storage.repo import DirectoryRecord
-from clearinghouse.usecases import admission, wire
-from clearinghouse.usecases.app import Tx
 from timebank.envelope import EnvelopeError, KeyRing, Reason, Signed
 from timebank.v1 import clearing_pb2
 

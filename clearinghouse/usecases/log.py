@@ -21,15 +21,15 @@ from contextlib import AbstractContextManager
 from datetime import UTC
 
 from clearinghouse.domain.claims import Claim, ClaimKind
-from clearinghouse.domain.errors import (
+from clearinghouse.storage.merkle_log import LeafRow, LogMark, MerkleLog
+from clearinghouse.usecases import directory, wire
+from clearinghouse.usecases.app import Tx
+from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
-from clearinghouse.storage.merkle_log import LeafRow, LogMark, MerkleLog
-from clearinghouse.usecases import directory, wire
-from clearinghouse.usecases.app import Tx
 from timebank import checkpoint as notes
 from timebank import transparency
 from timebank.envelope import KeyRing, Signed

@@ -30,9 +30,9 @@ from datetime import UTC
 from typing import Any
 
 from clearinghouse.domain.claims import Claim
-from clearinghouse.domain.errors import ClearinghouseError, InvalidArgument
 from clearinghouse.usecases import admission, checkpoints, claims, directory, log, wire
 from clearinghouse.usecases.app import Tx
+from runtime.errors import InvalidArgument, Refusal
 from timebank import transparency
 from timebank.envelope import EnvelopeError, KeyRing, Signed
 from timebank.v1 import clearing_pb2
@@ -144,7 +144,7 @@ def check_signatures(ring: KeyRing | None, requests: Iterable[bytes]) -> dict[Si
         try:
             envelope = wire.from_bytes(request)
             verified[envelope] = ring.verify(envelope)
-        except (ClearinghouseError, EnvelopeError):
+        except (Refusal, EnvelopeError):
             continue
     return verified
 
@@ -152,7 +152,7 @@ def check_signatures(ring: KeyRing | None, requests: Iterable[bytes]) -> dict[Si
 def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
                  charge: Callable[[str], None] | None = None,
                  verified: Mapping[Signed, bytes] | None = None,
-                 ) -> list[Submitted | ClearinghouseError]:
+                 ) -> list[Submitted | Refusal]:
     """``submit`` each of ``requests`` in its own savepoint of this transaction; return,
     in order, what each got: its receipt, or the refusal that undid its work. Anything
     else (a bug, the database failing) propagates and rolls the whole batch back.
@@ -160,14 +160,14 @@ def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
     if verified:
         directory.note_verified(tx, verified)
     check_batch_size(requests)
-    results: list[Submitted | ClearinghouseError] = []
+    results: list[Submitted | Refusal] = []
     with log.deferring(tx):  # the batch's leaves are written together, at the end
         for request in requests:
             before = log.mark(tx)
             try:
                 with tx.repo.savepoint():
                     results.append(submit(tx, request, seal, charge))
-            except (ClearinghouseError, EnvelopeError) as e:
+            except (Refusal, EnvelopeError) as e:
                 log.undo_to(tx, before)  # its leaf, if it got one, was undone with it
                 results.append(wire.refused(e) if isinstance(e, EnvelopeError) else e)
     assert len(results) == len(requests)
@@ -180,7 +180,7 @@ class ProvenBatch:
     leaf proven in ``head``, and the consistency proof to ``head`` from the tree size the
     node last verified."""
 
-    results: list[Submitted | ClearinghouseError]
+    results: list[Submitted | Refusal]
     logged: list[clearing_pb2.LogInclusion | None]
     head: transparency.Head
     consistency: list[bytes]

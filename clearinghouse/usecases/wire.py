@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from clearinghouse.domain.claims import ClaimState, RejectReason
-from clearinghouse.domain.errors import InvalidArgument, PermissionDenied
+from runtime.errors import InvalidArgument, PermissionDenied
 from timebank.envelope import EnvelopeError, Reason, Signed
 from timebank.v1 import clearing_pb2
 

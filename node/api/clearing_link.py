@@ -31,10 +31,10 @@ from nacl.signing import SigningKey
 from node.storage.repo import OutboxRecord
 from node.usecases import checkpoints, claims, tree_heads
 from node.usecases.app import NodeApp, Tx
+from runtime.rpcerrors import error_reason
 from timebank import checkpoint as notes
 from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Signed, sign, verify
-from timebank.rpcerrors import error_reason
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc
 

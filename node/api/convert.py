@@ -15,13 +15,13 @@ from typing import TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from node.domain.claims import TEMPORARY, ClaimState, Role
-from node.domain.errors import InvalidArgument
 from node.domain.ledger import Origin
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Policy, Relation
 from node.storage.repo import StoredEntry
 from node.usecases import views
 from node.usecases.claims import ClaimView, ClearingView
+from runtime.errors import InvalidArgument
 from timebank.v1 import node_pb2 as pb
 
 #: Rows (people, orders, staff, service points) have 32-bit ids on every supported

@@ -1,6 +1,6 @@
 """Use-case errors → gRPC statuses. The one place a refusal becomes a status code.
 
-Every ``NodeError`` carries the status it means (``error.status``, a
+Every ``Refusal`` carries the status it means (``error.status``, a
 ``grpc.StatusCode`` name), a message for the operator and a stable ``reason``;
 the client receives the code, the message, and a ``google.rpc.ErrorInfo``
 detail (reason, domain "timebank.v1") that apps can branch on.
@@ -22,7 +22,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from node.domain.errors import InvariantViolation, NodeError
+from runtime.errors import InvariantViolation, Refusal
 
 ERROR_DOMAIN = "timebank.v1"
 
@@ -33,7 +33,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-def grpc_code(error: NodeError) -> grpc.StatusCode:
+def grpc_code(error: Refusal) -> grpc.StatusCode:
     """The gRPC status code a refusal means (INTERNAL if it names none we know)."""
     code = grpc.StatusCode.__members__.get(error.status)
     if code is None or code is grpc.StatusCode.OK:
@@ -57,10 +57,10 @@ def rich_status(code: grpc.StatusCode, message: str, reason: str,
 def status_of(error: BaseException) -> grpc.Status:
     """The status to answer with for an error raised while serving a call.
 
-    Refusals (``NodeError``) map to their code; an ``InvariantViolation`` or any
+    Refusals (``Refusal``) map to their code; an ``InvariantViolation`` or any
     other exception is logged here with its traceback and answered INTERNAL.
     """
-    if isinstance(error, NodeError):
+    if isinstance(error, Refusal):
         structlog.contextvars.bind_contextvars(reason=error.reason)
         return rich_status(grpc_code(error), error.message, error.reason)
     error_id = uuid.uuid4().hex[:12]

@@ -43,7 +43,8 @@ from node.domain.clock import Clock
 from node.logging import configure_logging
 from node.usecases import orders
 from node.usecases.app import NodeApp
-from timebank import keys, serving
+from runtime import serving
+from timebank import keys
 from timebank.v1 import node_pb2_grpc
 
 log = structlog.get_logger("node.api")

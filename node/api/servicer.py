@@ -24,9 +24,9 @@ from google.protobuf.message import Message
 
 from node.api import convert
 from node.api.errors import grpc_errors
-from node.domain.errors import FailedPrecondition
 from node.usecases import claims, ledger, orders, people
 from node.usecases.app import NodeApp, Tx
+from runtime.errors import FailedPrecondition
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
 

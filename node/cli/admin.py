@@ -193,7 +193,7 @@ def serve_command(
     config_file: ConfigFile,
     dev_clock: Annotated[Path | None, typer.Option(
         "--dev-clock", metavar="FILE", hidden=True,
-        help="Development only: simulated time shared through FILE (timebank.devclock); "
+        help="Development only: simulated time shared through FILE (runtime.devclock); "
              "refused unless TIMEBANK_DEV_CLOCK_ALLOWED=1.")] = None,
 ) -> None:
     """Serve the node's gRPC API until SIGTERM or Ctrl-C.
@@ -201,7 +201,7 @@ def serve_command(
     With a [clearinghouse] address in the configuration it also keeps the node's link to
     the city clearinghouse: it sends what the node owes it and applies what it delivers.
     """
-    from timebank.devclock import DevClockError, FileClock
+    from runtime.devclock import DevClockError, FileClock
 
     try:
         clock = None if dev_clock is None else FileClock(dev_clock)  # refused unless allowed

@@ -40,8 +40,8 @@ from node.cli.common import (
 )
 from node.cli.render import _grid, enum_short, fmt_time, hm, short_who, to_json, who
 from node.config import load_config
+from runtime.rpcerrors import error_reason
 from timebank.minutes import format_hours
-from timebank.rpcerrors import error_reason
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
 
 #: The share of its net debit limit at which a district is warned (the clearinghouse's

@@ -14,7 +14,7 @@ from typing import TypeVar
 import grpc
 
 from node.cli.common import CliError, fail
-from timebank.rpcerrors import error_reason
+from runtime.rpcerrors import error_reason
 from timebank.v1 import node_pb2, node_pb2_grpc
 
 Req = TypeVar("Req")

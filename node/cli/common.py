@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from node.config import ConfigError
-from node.domain.errors import NodeError
 from node.domain.policy import PolicyError
+from runtime.errors import Refusal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,7 +83,7 @@ def describe_error(e: BaseException) -> str | None:
         return str(e)
     if isinstance(e, ConfigError | PolicyError):
         return str(e)
-    if isinstance(e, NodeError):
+    if isinstance(e, Refusal):
         return f"{e.status}: {e.message}"
     if isinstance(e, PermissionError):
         return f"permission denied: {e.filename or e}"

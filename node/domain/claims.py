@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from node.domain.errors import InvalidArgument, NodeError
 from node.domain.ledger import Origin
 from node.domain.orders import PaymentSource, PersonFacts, PersonKind, check_payment
 from node.domain.policy import Policy, Relation
+from runtime.errors import InvalidArgument, Refusal
 
 MAX_REDEMPTION_MINUTES = 1440
 MAX_MOVE_MINUTES = 90_000
@@ -112,7 +112,7 @@ def decide_redemption(policy: Policy, payer: PersonFacts | None, payer_is_recipi
     try:
         check_payment(policy, source, recipient, None if payer_is_recipient else payer,
                       relation)
-    except NodeError as e:
+    except Refusal as e:
         # the rule's code, not its message: the message names people by local ids
         return Decision(_POLICY_REFUSALS.get(e.reason, Reason.POLICY), e.reason)
     if available < minutes:

@@ -1,5 +1,5 @@
-"""The node's clock: the shared one (``timebank.clock``)."""
+"""The node's clock: the shared one (``runtime.clock``)."""
 
-from timebank.clock import Clock, ManualClock, SystemClock
+from runtime.clock import Clock, ManualClock, SystemClock
 
 __all__ = ["Clock", "ManualClock", "SystemClock"]

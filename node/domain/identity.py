@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import date
 
-from node.domain.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"

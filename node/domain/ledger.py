@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from node.domain.errors import InvariantViolation
+from runtime.errors import InvariantViolation
 from timebank.minutes import MAX_MINUTES
 
 HASH_BYTES = 32

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from node.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.domain.ledger import Origin
 from node.domain.policy import Policy, Relation
+from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
 MAX_TEXT_CHARS = 500
 

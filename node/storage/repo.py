@@ -25,7 +25,6 @@ from sqlalchemy import (
     update,
 )
 
-from node.domain.errors import InvariantViolation, NotFound
 from node.domain.ledger import (
     Account,
     AccountKind,
@@ -37,7 +36,8 @@ from node.domain.ledger import (
 )
 from node.domain.policy import Relation
 from node.storage import schema as s
-from timebank.prepared import Prepared
+from runtime.errors import InvariantViolation, NotFound
+from runtime.prepared import Prepared
 
 ACCOUNTS = cast(Table, s.LedgerAccount.__table__)
 ENTRIES = cast(Table, s.LedgerEntry.__table__)

@@ -14,10 +14,10 @@ from typing import Concatenate, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 from node.domain.clock import Clock
-from node.domain.errors import AlreadyExists, InvalidArgument, InvariantViolation
 from node.domain.policy import Policy
 from node.storage.db import Database
 from node.storage.repo import Repo
+from runtime.errors import AlreadyExists, InvalidArgument, InvariantViolation
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -35,13 +35,6 @@ from node.domain.claims import (
     decide_redemption,
     new_claim_id,
 )
-from node.domain.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    InvariantViolation,
-    NotFound,
-    ResourceExhausted,
-)
 from node.domain.ledger import (
     CLEARING,
     CONSUMPTION,
@@ -65,6 +58,13 @@ from node.storage.repo import (
 )
 from node.usecases.app import Tx
 from node.usecases.people import facts
+from runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvariantViolation,
+    NotFound,
+    ResourceExhausted,
+)
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import node_pb2

@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-from node.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    InvariantViolation,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-)
 from node.domain.identity import MIN_SECRET_BYTES
 from node.domain.ledger import (
     CITY_GRANT,
@@ -31,6 +22,15 @@ from node.storage.repo import Repo, StoredEntry
 from node.usecases.app import NodeIdentity, Tx
 from node.usecases.people import require_staff
 from node.usecases.views import BalanceView, HistoryView, LedgerReport, OriginBalance
+from runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    InvariantViolation,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from timebank.minutes import MAX_MINUTES, format_hours
 
 

@@ -11,13 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from node.domain.claims import ClaimState
-from node.domain.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    InvariantViolation,
-    PermissionDenied,
-    ResourceExhausted,
-)
 from node.domain.ledger import (
     CITY_GRANT,
     CONSUMPTION,
@@ -48,6 +41,13 @@ from node.usecases import claims
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for, require_staff
 from node.usecases.views import Actor, OrderView
+from runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvariantViolation,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from timebank.minutes import format_hours
 
 #: How far in the future a reported check-in/out time may be (clock skew of a phone).

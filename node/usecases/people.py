@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from node.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-)
 from node.domain.identity import parse_credit_code, parse_id_card, person_ref
 from node.domain.orders import PersonFacts, PersonKind, check_text
 from node.domain.policy import Relation
 from node.storage.repo import PersonRecord
 from node.usecases.app import Tx
 from node.usecases.views import Actor, LinkView, PersonView, ServicePointView, StaffView
+from runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 
 MAX_NAME_CHARS = 64
 

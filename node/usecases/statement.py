@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
-from node.domain.errors import FailedPrecondition, InvariantViolation, NotFound
 from node.domain.ledger import format_time
 from node.usecases import checkpoints
+from runtime.errors import FailedPrecondition, InvariantViolation, NotFound
 from timebank import envelope, merkle
 from timebank.v1 import clearing_pb2 as pb
 

@@ -29,6 +29,7 @@ from city.launcher import CityLayout, CityProcesses, layout
 from clearinghouse.bootstrap import open_app
 from clearinghouse.config import load_config as load_ch_config
 from clearinghouse.usecases import claims as ch_claims
+from runtime import devclock
 from tests.city.workload import (
     FINAL,
     CityClient,
@@ -48,7 +49,6 @@ from tests.city.workload import (
     wait_claim,
     wait_quiet,
 )
-from timebank import devclock
 from timebank.v1 import node_pb2
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]

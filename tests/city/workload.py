@@ -26,8 +26,8 @@ from city.launcher import CLEARINGHOUSE, CityLayout
 from clearinghouse.config import load_config as load_ch_config
 from node.config import load_config as load_node_config
 from node.domain.identity import id_card_with_check_digit
-from timebank import devclock
-from timebank.rpcerrors import error_reason
+from runtime import devclock
+from runtime.rpcerrors import error_reason
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 
 Resp = TypeVar("Resp")

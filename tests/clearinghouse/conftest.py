@@ -17,12 +17,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nacl.signing import SigningKey
 from sqlalchemy import select
 
-from clearinghouse.domain.errors import ClearinghouseError
 from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.schema import Base
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
+from runtime.errors import Refusal
 from tests.postgres import fresh_database, migrated_template
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import public_key
@@ -114,10 +114,10 @@ def registration(person_ref: str, home: str, signer: str, key: SigningKey, *,
 
 
 def refused(app: ClearinghouseApp, fn: Callable[..., object], *args: object,
-            ) -> ClearinghouseError:
+            ) -> Refusal:
     """Run a use-case that must be refused; check it changed no row, return the error."""
     before = snapshot(app)
-    with pytest.raises(ClearinghouseError) as caught:
+    with pytest.raises(Refusal) as caught:
         app.execute(fn, *args)
     assert snapshot(app) == before
     return caught.value

@@ -12,11 +12,11 @@ from clearinghouse.domain.claims import ClaimState as ChState
 from clearinghouse.usecases import claims as ch_claims
 from node.api import convert
 from node.domain.claims import ClaimState, Reason
-from node.domain.errors import FailedPrecondition
 from node.domain.orders import OrderState
 from node.usecases import claims, ledger, orders
 from node.usecases.claims import REDEMPTION_WINDOW
 from node.usecases.views import Actor
+from runtime.errors import FailedPrecondition
 from tests.federation.conftest import LIMIT, City
 from tests.federation.support import (
     GL,

@@ -19,9 +19,9 @@ import pytest
 from city.statement import StatementError, guard, load, verify_statement
 from node.bootstrap import init_data_dir
 from node.cli.statement import fetch
-from node.domain.errors import FailedPrecondition
 from node.usecases import claims, statement
 from node.usecases.app import NodeApp
+from runtime.errors import FailedPrecondition
 from tests.conftest import CITY_SECRET
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
 from tests.federation.support import JN, QX, enrol_at

@@ -26,10 +26,10 @@ from clearinghouse.api.server import RunningServer, serve_forever, start_server
 from clearinghouse.api.servicer import SERVICE_NAME
 from clearinghouse.bootstrap import init_city
 from clearinghouse.config import load_config
-from clearinghouse.domain.errors import ResourceExhausted
 from clearinghouse.usecases import admission, claims
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
+from runtime.errors import ResourceExhausted
 from tests.clearinghouse.api.test_service import (
     ALICE,
     CH_KEY,

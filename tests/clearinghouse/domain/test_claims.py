@@ -36,13 +36,13 @@ from clearinghouse.domain.claims import (
     reject,
     void,
 )
-from clearinghouse.domain.errors import (
+from runtime.errors import (
     AlreadyExists,
-    ClearinghouseError,
     FailedPrecondition,
     InvalidArgument,
     InvariantViolation,
     PermissionDenied,
+    Refusal,
 )
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -448,5 +448,5 @@ def test_errors_carry_status_message_and_reason() -> None:
     assert (str(error), error.message, error.reason, error.status) == (
         "claim is done", "claim is done", "CLAIM_STATE", "FAILED_PRECONDITION")
     assert InvalidArgument("x").reason == "INVALID_ARGUMENT"
-    assert isinstance(error, ClearinghouseError)
-    assert not issubclass(InvariantViolation, ClearinghouseError)
+    assert isinstance(error, Refusal)
+    assert not issubclass(InvariantViolation, Refusal)

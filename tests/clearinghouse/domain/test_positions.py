@@ -20,7 +20,6 @@ from clearinghouse.domain.claims import (
     reject,
     void,
 )
-from clearinghouse.domain.errors import InvalidArgument, ResourceExhausted
 from clearinghouse.domain.positions import (
     MAX_NET_DEBIT_LIMIT,
     Flow,
@@ -30,6 +29,7 @@ from clearinghouse.domain.positions import (
     positions,
 )
 from clearinghouse.domain.positions import flows_of as completed_flows
+from runtime.errors import InvalidArgument, ResourceExhausted
 from tests.clearinghouse.domain.test_claims import uuid7
 
 NODES = ["320115", "320106", "320113", "320104", "320111"]

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, text
 
-from clearinghouse.domain.errors import AlreadyExists, InvariantViolation, NotFound
 from clearinghouse.storage.merkle_log import (
     MAX_APPEND,
     MAX_LEAVES_PER_READ,
@@ -25,6 +24,7 @@ from clearinghouse.storage.merkle_log import (
 )
 from clearinghouse.storage.repo import AdmissionRecord
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from runtime.errors import AlreadyExists, InvariantViolation, NotFound
 from timebank import merkle
 
 AT = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

@@ -7,17 +7,17 @@ from datetime import timedelta
 import pytest
 from nacl.signing import SigningKey
 
-from clearinghouse.domain.errors import (
+from clearinghouse.storage.repo import AdmissionRecord
+from clearinghouse.usecases import admission
+from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.clock import ManualClock
+from runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
-from clearinghouse.storage.repo import AdmissionRecord
-from clearinghouse.usecases import admission
-from clearinghouse.usecases.app import ClearinghouseApp
-from clearinghouse.usecases.clock import ManualClock
 from tests.clearinghouse.conftest import (
     CITY_KEY,
     CITY_PUBLIC,

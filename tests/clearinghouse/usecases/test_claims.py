@@ -11,7 +11,10 @@ from nacl.signing import SigningKey
 from sqlalchemy import text
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
-from clearinghouse.domain.errors import (
+from clearinghouse.usecases import admission, claims, directory
+from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from clearinghouse.usecases.clock import ManualClock
+from runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -20,9 +23,6 @@ from clearinghouse.domain.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from clearinghouse.usecases import admission, claims, directory
-from clearinghouse.usecases.app import ClearinghouseApp, Tx
-from clearinghouse.usecases.clock import ManualClock
 from tests.clearinghouse.conftest import (
     CITY_PUBLIC,
     certificate,

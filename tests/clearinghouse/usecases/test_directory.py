@@ -7,16 +7,16 @@ from datetime import timedelta
 
 import pytest
 
-from clearinghouse.domain.errors import (
+from clearinghouse.storage.repo import DirectoryRecord
+from clearinghouse.usecases import admission, directory
+from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.clock import ManualClock
+from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
-from clearinghouse.storage.repo import DirectoryRecord
-from clearinghouse.usecases import admission, directory
-from clearinghouse.usecases.app import ClearinghouseApp
-from clearinghouse.usecases.clock import ManualClock
 from tests.clearinghouse.conftest import (
     CITY_KEY,
     CITY_PUBLIC,

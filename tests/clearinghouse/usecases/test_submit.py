@@ -10,15 +10,15 @@ import pytest
 from nacl.signing import SigningKey
 
 from clearinghouse.domain.claims import ClaimState
-from clearinghouse.domain.errors import (
+from clearinghouse.usecases import admission, claims, directory, submit, wire
+from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.clock import ManualClock
+from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
 )
-from clearinghouse.usecases import admission, claims, directory, submit, wire
-from clearinghouse.usecases.app import ClearinghouseApp
-from clearinghouse.usecases.clock import ManualClock
 from tests.clearinghouse.conftest import (
     CITY_PUBLIC,
     certificate,

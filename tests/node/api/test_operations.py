@@ -26,10 +26,10 @@ from structlog.testing import LogCapture
 
 from node.api.server import RecordingLoop, channel_options
 from node.bootstrap import init_data_dir
-from node.domain.errors import InvariantViolation, Unavailable
 from node.domain.orders import OrderState
 from node.metrics import start_metrics_server
 from node.usecases import orders
+from runtime.errors import InvariantViolation, Unavailable
 from tests.node.api.conftest import World
 from tests.node.api.support import TIMEOUT, Api, error_info, key, person, serving
 from timebank.v1 import node_pb2 as pb

@@ -22,10 +22,10 @@ from node.domain.claims import (
     decide_redemption,
     new_claim_id,
 )
-from node.domain.errors import InvalidArgument
 from node.domain.ledger import Origin
 from node.domain.orders import PersonFacts, PersonKind
 from node.domain.policy import Policy, Relation
+from runtime.errors import InvalidArgument
 
 POLICY = Policy()
 ELDER = PersonFacts(7, PersonKind.INDIVIDUAL, 70, False)

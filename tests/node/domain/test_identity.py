@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.errors import InvalidArgument
 from node.domain.identity import (
     MIN_SECRET_BYTES,
     IdCard,
@@ -18,6 +17,7 @@ from node.domain.identity import (
     parse_id_card,
     person_ref,
 )
+from runtime.errors import InvalidArgument
 
 SECRET = b"k" * MIN_SECRET_BYTES
 #: Published sample numbers, checked by hand against the standards' algorithms.

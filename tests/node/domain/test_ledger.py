@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.errors import InvariantViolation
 from node.domain.ledger import (
     CITY_GRANT,
     CLEARING,
@@ -34,6 +33,7 @@ from node.domain.ledger import (
     merge_postings,
     reversal_of,
 )
+from runtime.errors import InvariantViolation
 from timebank.minutes import MAX_MINUTES, format_hours, hours
 
 AT = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from node.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.domain.ledger import Origin
 from node.domain.orders import (
     ALLOWED_FROM,
@@ -24,6 +23,7 @@ from node.domain.orders import (
     split_deposit,
 )
 from node.domain.policy import Policy, Relation
+from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from timebank.minutes import hours
 
 # ------------------------------------------------------------------ order states

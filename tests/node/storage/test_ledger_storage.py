@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import text
 
 from node.domain.clock import ManualClock
-from node.domain.errors import InvariantViolation
 from node.domain.ledger import (
     DONATION_POOL,
     Account,
@@ -25,6 +24,7 @@ from node.storage.repo import Repo
 from node.usecases import ledger, orders
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor
+from runtime.errors import InvariantViolation
 from tests.helpers import (
     assert_ledger_ok,
     earn,

@@ -8,17 +8,17 @@ from datetime import timedelta
 import pytest
 
 from node.domain.clock import ManualClock
-from node.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
 from node.domain.ledger import EntryKind
 from node.domain.orders import PaymentSource
 from node.storage.repo import Repo
 from node.usecases import ledger, orders
 from node.usecases.app import NodeApp
+from runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from tests.helpers import (
     account_balance,
     assert_ledger_ok,

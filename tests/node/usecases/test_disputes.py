@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 
 from node.domain.clock import ManualClock
-from node.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from node.domain.orders import PaymentSource
 from node.domain.policy import Relation
 from node.usecases import orders
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor, OrderView
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.helpers import (
     assert_ledger_ok,
     balance_of,

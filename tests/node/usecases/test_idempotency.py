@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 
 from node.domain.clock import ManualClock
-from node.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from node.domain.errors import InvariantViolation as Bug
 from node.storage.repo import StoredEntry
 from node.usecases import ledger, orders
 from node.usecases.app import NodeApp, Tx
 from node.usecases.views import OrderView
+from runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from runtime.errors import InvariantViolation as Bug
 from tests.helpers import assert_ledger_ok, balance_of, earn, enrol, serve, snapshot, staff
 
 

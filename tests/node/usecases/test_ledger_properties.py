@@ -41,15 +41,6 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 
 from node.domain.clock import ManualClock
-from node.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NodeError,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-)
 from node.domain.orders import PaymentSource, PersonKind, round_to_unit
 from node.domain.policy import Relation, load_policy
 from node.storage.db import Database
@@ -57,6 +48,15 @@ from node.storage.repo import Repo
 from node.usecases import ledger, orders, people
 from node.usecases.app import CITY_TZ, NodeApp, NodeIdentity, Tx
 from node.usecases.views import Actor
+from runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Refusal,
+    ResourceExhausted,
+)
 from tests.conftest import CITY_SECRET, DISTRICT, NODE_ID
 from tests.helpers import (
     account_balance,
@@ -282,7 +282,7 @@ class LedgerMachine(RuleBasedStateMachine):
             person, actor.person_id)
 
     def attempt(self, label: str, call: Callable[[], Any], expect: bool | None,
-                errors: tuple[type[NodeError], ...] = (NodeError,)) -> Any:
+                errors: tuple[type[Refusal], ...] = (Refusal,)) -> Any:
         """Run a call; ``expect`` True: must work, False: must be refused, None: either.
 
         A refusal must be one of ``errors`` and leave the database exactly as it was.
@@ -293,7 +293,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.unchanged_since = None
         try:
             result = call()
-        except NodeError as e:
+        except Refusal as e:
             assert expect is not True, f"{label} was refused: {type(e).__name__} {e.reason}: {e}"
             assert isinstance(e, errors), f"{label}: {type(e).__name__} {e.reason}: {e}"
             after = snapshot(self.a)
@@ -638,7 +638,7 @@ class LedgerMachine(RuleBasedStateMachine):
         policy = self.a.policy
         fund, fund_held = account_balance(self.a, "city_grant")
         total = self.a.query(ledger.balance, p.id).total
-        errors: tuple[type[NodeError], ...]
+        errors: tuple[type[Refusal], ...]
         if not p.priority:
             expect, errors = False, (PermissionDenied,)
         elif policy.grant_budget_minutes + fund - fund_held < minutes:
@@ -665,7 +665,7 @@ class LedgerMachine(RuleBasedStateMachine):
                                     "WHERE r.reverses_seq = e.seq) FROM entries e "
                                     "WHERE e.seq = :s"), {"s": seq}).one_or_none()
         expect: bool | None
-        errors: tuple[type[NodeError], ...]
+        errors: tuple[type[Refusal], ...]
         if row is None:
             expect, errors = False, (NotFound,)
         elif row[0] == "reversal":

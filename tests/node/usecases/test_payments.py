@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 
 from node.domain.clock import ManualClock
-from node.domain.errors import FailedPrecondition, PermissionDenied, ResourceExhausted
 from node.domain.orders import PaymentSource
 from node.domain.policy import Relation
 from node.usecases import ledger, orders
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor, OrderView
+from runtime.errors import FailedPrecondition, PermissionDenied, ResourceExhausted
 from tests.helpers import (
     account_balance,
     assert_ledger_ok,

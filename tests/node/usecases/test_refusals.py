@@ -15,21 +15,21 @@ from datetime import timedelta
 import pytest
 
 from node.domain.clock import ManualClock
-from node.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NodeError,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-)
 from node.domain.identity import id_card_with_check_digit
 from node.domain.orders import ALLOWED_FROM, Action, OrderState, PaymentSource, PersonKind
 from node.domain.policy import Relation
 from node.usecases import ledger, orders, people
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor
+from runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Refusal,
+    ResourceExhausted,
+)
 from tests.helpers import (
     credit_code,
     earn,
@@ -120,7 +120,7 @@ def _action(w: World, action: Action, order_id: int) -> Callable[[], object]:
     return calls[action]
 
 
-Case = tuple[str, Callable[[World], object], type[NodeError], str]
+Case = tuple[str, Callable[[World], object], type[Refusal], str]
 
 
 def _cases() -> list[Case]:
@@ -320,12 +320,12 @@ def world(node_app: NodeApp, clock: ManualClock) -> World:
     return w
 
 
-def _expect_refused(w: World, call: Callable[[], object], error: type[NodeError],
+def _expect_refused(w: World, call: Callable[[], object], error: type[Refusal],
                     reason: str, before: dict[str, list[tuple[object, ...]]],
                     head: tuple[int, bytes]) -> str | None:
     try:
         call()
-    except NodeError as e:
+    except Refusal as e:
         if not isinstance(e, error):
             return f"raised {type(e).__name__} ({e.reason}: {e}), not {error.__name__}"
         if reason and e.reason != reason:

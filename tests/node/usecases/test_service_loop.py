@@ -8,7 +8,6 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from node.domain.clock import ManualClock
-from node.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.domain.ledger import Origin
 from node.domain.orders import OrderState, PaymentSource
 from node.domain.policy import Relation
@@ -16,6 +15,7 @@ from node.storage.repo import Repo
 from node.usecases import ledger, orders
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tests.helpers import (
     account_balance,
     assert_ledger_ok,

@@ -1,4 +1,4 @@
-"""``timebank.prepared``: a statement run on the driver's cursor gives what Core would.
+"""``runtime.prepared``: a statement run on the driver's cursor gives what Core would.
 
 Each test runs on SQLite and on a real PostgreSQL (a database of its own, dropped after).
 """
@@ -33,8 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from clearinghouse.storage.schema import UtcDateTime
+from runtime.prepared import MAX_IN_LIST, Prepared
 from tests.postgres import REQUIRE_POSTGRES, admin_engine, database_url
-from timebank.prepared import MAX_IN_LIST, Prepared
 
 metadata = MetaData()
 PEOPLE = Table(

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from timebank import devclock
-from timebank.devclock import ALLOW_ENV, DevClockError, FileClock, advance, read_offset
+from runtime import devclock
+from runtime.devclock import ALLOW_ENV, DevClockError, FileClock, advance, read_offset
 
 WEEK = timedelta(days=7)
 SLACK = timedelta(seconds=30)  # generous: a loaded CI machine is slow, not wrong
 TIMEOUT = 60
 ALLOWED = {**os.environ, ALLOW_ENV: "1"}
 
-READ_NOW = ("import sys; from timebank.devclock import FileClock; "
+READ_NOW = ("import sys; from runtime.devclock import FileClock; "
             "print(FileClock(sys.argv[1]).now().isoformat())")
-ADVANCE_MANY = ("import sys; from datetime import timedelta; from timebank.devclock import "
+ADVANCE_MANY = ("import sys; from datetime import timedelta; from runtime.devclock import "
                 "advance\nfor _ in range(int(sys.argv[2])): advance(sys.argv[1], "
                 "timedelta(seconds=1))")
 

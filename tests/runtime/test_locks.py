@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from timebank.locks import FifoLock
+from runtime.locks import FifoLock
 
 
 def test_waiters_get_the_lock_in_the_order_they_asked() -> None:
