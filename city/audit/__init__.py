@@ -5,10 +5,14 @@ records hold together: each district's hash chain and its anchors in the clearin
 transparency log, the log itself with every signed tree head and cosignature, claims on
 both sides, receipts, positions and admissions. Given a running clearinghouse's address
 and public key instead, it checks what anyone can fetch over gRPC. Each check names the
-first bad record it finds; nothing is ever written.
+first bad record it finds; nothing is ever written. It verifies with the contract
+(``timebank``: the hash chain, account codes, anchors, the log's proofs and checkpoints)
+and reads each database as data, importing no service's storage or use cases.
 
 - ``report``: the results (Report, Check, BadRecord) and AuditError.
 - ``readonly``: opening SQLite or PostgreSQL databases read-only.
+- ``tables``: the tables and columns the audit reads (its read format; no service models).
+- ``storedlog``: the clearinghouse's log as its tables store it, rebuilt and checked.
 - ``logscan``: one pass over the log's leaves, which every other check reads.
 - ``clearinghouse``: the clearinghouse's database (``audit_clearinghouse_database``).
 - ``district``: a district's ledger, anchors and claims.

@@ -10,12 +10,12 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, select
 
+from city.audit import tables as t
 from city.audit.logscan import PAGE, LogScan, claim_state
-from city.audit.readonly import readonly_engine, table_of
+from city.audit.readonly import readonly_engine
 from city.audit.report import Bad, BadRecord, Check, Report, plural, run
+from city.audit.storedlog import StoredLog, StoredLogError
 from clearinghouse.domain.claims import ClaimState as ChState
-from clearinghouse.storage import schema as chs
-from clearinghouse.storage.merkle_log import LogCorrupted, MerkleLog
 from timebank import checkpoint as notes
 from timebank import merkle, transparency
 from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Reason, Signed, verify
@@ -36,10 +36,10 @@ class Clearinghouse:
 
 
 def _log_check(ch: Clearinghouse) -> str:
-    log = MerkleLog(ch.conn)
+    log = StoredLog(ch.conn)
     try:
-        size, root = log.rebuild_check()
-    except LogCorrupted as e:
+        size, root = log.rebuild()
+    except StoredLogError as e:
         raise Bad(BadRecord(ch.file, e.table, f"idx {e.index}", str(e))) from None
     scan = ch.scan
     if scan.bad is not None:
@@ -52,7 +52,7 @@ def _log_check(ch: Clearinghouse) -> str:
             continue
         try:
             stored = log.root(at)
-        except LogCorrupted as e:
+        except StoredLogError as e:
             raise Bad(BadRecord(ch.file, e.table, f"idx {e.index}", str(e))) from None
         if stored != scan.roots.get(at, merkle.EMPTY_ROOT):
             raise Bad(BadRecord(ch.file, "log_hashes", f"size {at}",
@@ -63,7 +63,7 @@ def _log_check(ch: Clearinghouse) -> str:
 
 
 def _tree_heads_check(ch: Clearinghouse) -> str:
-    heads = table_of(chs.TreeHead)
+    heads = t.tree_heads
     count = 0
     for row in ch.conn.execute(select(heads).order_by(heads.c.size)):
         where = f"size {row.size}"
@@ -90,7 +90,7 @@ def _tree_heads_check(ch: Clearinghouse) -> str:
 
 
 def _cosignatures_check(ch: Clearinghouse) -> str:
-    cosigs, heads = table_of(chs.Cosignature), table_of(chs.TreeHead)
+    cosigs, heads = t.cosignatures, t.tree_heads
     rows = ch.conn.execute(select(cosigs.c.size, cosigs.c.witness, cosigs.c.line, heads.c.note)
                            .join(heads, heads.c.size == cosigs.c.size, isouter=True)
                            .order_by(cosigs.c.size, cosigs.c.witness)).all()
@@ -153,8 +153,8 @@ def _claim_text(fields: tuple[Any, ...]) -> str:
 
 
 def _receipts_check(ch: Clearinghouse) -> str:
-    receipts = table_of(chs.Receipt)
-    log = MerkleLog(ch.conn)
+    receipts = t.receipts
+    log = StoredLog(ch.conn)
     count = 0
     for row in ch.conn.execute(select(receipts).order_by(receipts.c.created_at)):
         key = bytes(row.envelope_sha256)
@@ -173,7 +173,16 @@ def _receipts_check(ch: Clearinghouse) -> str:
         if body.log_index >= ch.scan.size:
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  f"names log leaf {body.log_index}, past the log's end"))
-        leaf = pb.LogEntry.FromString(log.leaf(body.log_index))
+        data = log.leaf(body.log_index)
+        if data is None:
+            raise Bad(BadRecord(ch.file, "log_leaves", f"idx {body.log_index}",
+                                 f"missing below the log's size (receipt for envelope "
+                                 f"{key.hex()[:16]}… names it)"))
+        try:
+            leaf = pb.LogEntry.FromString(data)
+        except DecodeError:
+            raise Bad(BadRecord(ch.file, "log_leaves", f"idx {body.log_index}",
+                                 "the leaf is not a timebank.v1.LogEntry")) from None
         if hashlib.sha256(leaf.envelope).digest() != key or leaf.node_id != row.signer:
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  f"log leaf {body.log_index} records another envelope"))
@@ -188,7 +197,7 @@ def parse_signed(data: bytes) -> Signed:
 
 
 def _positions_check(ch: Clearinghouse) -> str:
-    positions = table_of(chs.Position)
+    positions = t.positions
     rows = {r.node_id: int(r.net_minutes) for r in ch.conn.execute(select(positions))}
     expected = ch.scan.positions()
     for node_id in sorted(set(rows) | set(expected)):
@@ -212,7 +221,7 @@ def _positions_check(ch: Clearinghouse) -> str:
 
 
 def _admissions_check(ch: Clearinghouse) -> str:
-    admissions = table_of(chs.Admission)
+    admissions = t.admissions
     count = 0
     for row in ch.conn.execute(select(admissions).order_by(admissions.c.node_id)):
         where = f"node {row.node_id}"
@@ -237,7 +246,7 @@ def _admissions_check(ch: Clearinghouse) -> str:
 
 
 def _keys_of(conn: Connection) -> tuple[dict[str, list[bytes]], dict[str, str]]:
-    admissions, retired = table_of(chs.Admission), table_of(chs.RetiredKey)
+    admissions, retired = t.admissions, t.retired_keys
     keys: dict[str, list[bytes]] = {}
     districts: dict[str, str] = {}
     for r in conn.execute(select(admissions)):
@@ -251,7 +260,7 @@ def _keys_of(conn: Connection) -> tuple[dict[str, list[bytes]], dict[str, str]]:
 def open_clearinghouse(file: str, conn: Connection, key: bytes,
                         city_key: bytes | None) -> Clearinghouse:
     node_keys, districts = _keys_of(conn)
-    claims_t = table_of(chs.ClaimRow)
+    claims_t = t.clearinghouse_claims
     claims = {r.claim_id: r for r in conn.execute(select(claims_t))}
     open_totals: dict[str, tuple[int, int]] = {}
     for r in claims.values():
@@ -260,9 +269,9 @@ def open_clearinghouse(file: str, conn: Connection, key: bytes,
             open_totals[r.creditor] = (n + 1, m)
             n, m = open_totals.get(r.debtor, (0, 0))
             open_totals[r.debtor] = (n + 1, m + int(r.minutes))
-    heads = table_of(chs.TreeHead)
+    heads = t.tree_heads
     scan = LogScan(file, sizes=set(conn.execute(select(heads.c.size)).scalars()))
-    leaves = table_of(chs.LogLeaf)
+    leaves = t.log_leaves
     after = -1
     while True:
         rows = conn.execute(select(leaves.c.idx, leaves.c.data).where(leaves.c.idx > after)

@@ -1,5 +1,9 @@
 """A district's database: its hash chain and balances, its anchors in the clearinghouse's
-log, and its claims against the clearinghouse's."""
+log, and its claims against the clearinghouse's.
+
+The chain is recomputed as the contract spells it (``timebank.chain`` over the account
+codes of ``timebank.accounts``); whether each entry is one the ledger allows (postings
+that sum to zero, ...) is the node domain's rule, ``node.domain.ledger.Entry``."""
 
 from __future__ import annotations
 
@@ -10,17 +14,15 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, select
 
+from city.audit import tables as t
 from city.audit.clearinghouse import Clearinghouse, parse_signed
 from city.audit.logscan import PAGE
-from city.audit.readonly import table_of
 from city.audit.report import Bad, BadRecord, Check, plural, run
-from clearinghouse.storage.merkle_log import MerkleLog
-from node.domain.ledger import Entry, EntryKind, Posting, chain_hash, genesis_hash
-from node.storage import schema as ns
-from node.storage.repo import account_from_code
-from node.usecases.checkpoints import proof_path
+from city.audit.storedlog import StoredLog
+from node.domain import ledger
 from runtime.errors import InvariantViolation
-from timebank import merkle, transparency
+from timebank import anchors, chain, merkle, transparency
+from timebank.accounts import Account, AccountCodeError, parse_account
 from timebank.envelope import EnvelopeError, Signed, verify
 from timebank.keys import key_id
 from timebank.v1 import clearing_pb2 as pb
@@ -36,7 +38,7 @@ class Node:
 
 
 def _entries(node: Node) -> Iterator[tuple[Any, list[Any]]]:
-    entries, postings = table_of(ns.LedgerEntry), table_of(ns.LedgerPosting)
+    entries, postings = t.entries, t.postings
     after = 0
     while True:
         rows = node.conn.execute(select(entries).where(entries.c.seq > after)
@@ -52,9 +54,28 @@ def _entries(node: Node) -> Iterator[tuple[Any, list[Any]]]:
         after = rows[-1].seq
 
 
+def _node_account(account: Account) -> ledger.Account:
+    """The node domain's account of the contract's (the same names, until the node's
+    ledger takes the contract's types)."""
+    origin = None if account.origin is None else ledger.Origin(account.origin)
+    return ledger.Account(ledger.AccountKind(account.kind), origin, account.person_ref)
+
+
+def _accounts(node: Node) -> tuple[dict[int, Any], dict[int, Account]]:
+    """The district's account rows by id, and the account each one's code names."""
+    rows = {r.id: r for r in node.conn.execute(select(t.accounts).order_by(t.accounts.c.id))}
+    named: dict[int, Account] = {}
+    for account_id, row in rows.items():
+        try:
+            named[account_id] = parse_account(row.code)
+        except AccountCodeError as e:
+            raise Bad(BadRecord(node.file, "accounts", f"id {account_id}", str(e))) from None
+    return rows, named
+
+
 def _ledger_check(node: Node) -> str:
-    accounts = {r.id: r for r in node.conn.execute(select(table_of(ns.LedgerAccount)))}
-    prev = genesis_hash(node.node_id)
+    accounts, named = _accounts(node)
+    prev = chain.genesis_hash(node.node_id)
     first: BadRecord | None = None
     sums: dict[int, int] = {}
     count = postings_seen = 0
@@ -71,19 +92,21 @@ def _ledger_check(node: Node) -> str:
             bad("entries", f"seq {count}", f"entry {count} is missing (the next is "
                                            f"entry {row.seq})")
             count = int(row.seq)
-        parts: list[Posting] = []
+        parts: list[ledger.Posting] = []
+        hashed: list[tuple[str, int]] = []  # (account code, minutes), as the chain hashes
         for p in postings:
             postings_seen += 1
             sums[p.account_id] = sums.get(p.account_id, 0) + int(p.minutes)
-            account = accounts.get(p.account_id)
+            account = named.get(p.account_id)
             if account is None:
                 bad("postings", f"{where}, posting {p.position}", "no such account")
                 continue
-            parts.append(Posting(account_from_code(account.code), int(p.minutes)))
+            parts.append(ledger.Posting(_node_account(account), int(p.minutes)))
+            hashed.append((account.code, int(p.minutes)))
         try:
-            entry = Entry(kind=EntryKind(row.kind), postings=tuple(parts), at=row.at,
-                          memo=row.memo, order_id=int(row.order_id),
-                          reverses_seq=int(row.reverses_seq or 0))
+            ledger.Entry(kind=ledger.EntryKind(row.kind), postings=tuple(parts), at=row.at,
+                         memo=row.memo, order_id=int(row.order_id),
+                         reverses_seq=int(row.reverses_seq or 0))
         except (InvariantViolation, ValueError) as e:
             total = sum(p.minutes for p in parts)
             problem = (f"its postings sum to {total:+d} min, not 0" if total else
@@ -94,14 +117,18 @@ def _ledger_check(node: Node) -> str:
             continue
         if bytes(row.prev_hash) != prev:
             bad("entries", where, f"does not follow entry {row.seq - 1} (prev_hash)")
-        recomputed = chain_hash(prev, int(row.seq), entry)
+        canonical = chain.entry_bytes(
+            seq=int(row.seq), kind=row.kind, at=chain.format_time(row.at), memo=row.memo,
+            order_id=int(row.order_id), reverses_seq=int(row.reverses_seq or 0),
+            postings=hashed)
+        recomputed = chain.link_hash(prev, canonical)
         if recomputed != bytes(row.hash):
             bad("entries", where, "its contents (row or postings) do not match its hash")
         node.hashes.append(recomputed)
         prev = recomputed
     if first is not None:
         raise Bad(first)
-    head = node.conn.execute(select(table_of(ns.LedgerHead))).first()
+    head = node.conn.execute(select(t.ledger_head)).first()
     if head is None or (int(head.seq), bytes(head.hash)) != (count, prev):
         raise Bad(BadRecord(node.file, "ledger_head", "id 1",
                              f"the head says entry {None if head is None else head.seq}; "
@@ -116,9 +143,8 @@ def _ledger_check(node: Node) -> str:
 
 
 def _anchors_check(node: Node, ch: Clearinghouse) -> str:
-    anchors = table_of(ns.LogAnchor)
-    log = MerkleLog(ch.conn)
-    rows = node.conn.execute(select(anchors).order_by(anchors.c.entry_count)).all()
+    log = StoredLog(ch.conn)
+    rows = node.conn.execute(select(t.log_anchors).order_by(t.log_anchors.c.entry_count)).all()
     keys = ch.node_keys.get(node.node_id, [])
     logged = 0
     for row in rows:
@@ -131,7 +157,7 @@ def _anchors_check(node: Node, ch: Clearinghouse) -> str:
         count = int(row.entry_count)
         if count > len(node.hashes):
             raise bad(f"anchors {count} entries; the ledger has {len(node.hashes)}")
-        head = node.hashes[count - 1] if count else genesis_hash(node.node_id)
+        head = node.hashes[count - 1] if count else chain.genesis_hash(node.node_id)
         if bytes(row.chain_head) != head:
             raise bad(f"chain_head is not the chain's hash at entry {count}")
         if bytes(row.ledger_root) != merkle.root(node.hashes[:count]):
@@ -141,7 +167,7 @@ def _anchors_check(node: Node, ch: Clearinghouse) -> str:
         sent = bytes(row.checkpoint)
         try:
             signed = parse_signed(sent)
-            if signed.signer != node.node_id or signed.kind != "node.checkpoint":
+            if signed.signer != node.node_id or signed.kind != anchors.CHECKPOINT_KIND:
                 raise ValueError(f"a {signed.kind} signed by {signed.signer}")
             body = next((verify(signed, k) for k in keys if _key_matches(signed, k)), None)
             if body is None:
@@ -156,15 +182,21 @@ def _anchors_check(node: Node, ch: Clearinghouse) -> str:
         if idx >= ch.scan.size:
             raise bad(f"log_index {idx} is past the log's end ({ch.scan.size})")
         leaf = log.leaf(idx)
+        if leaf is None:
+            raise bad("missing below the log's size", ch.file, "log_leaves", f"idx {idx}")
         if bytes(row.log_entry or b"") != leaf:
             raise bad(f"log_entry is not the clearinghouse's leaf {idx}")
-        entry = pb.LogEntry.FromString(leaf)
-        if entry.kind != "checkpoint" or entry.envelope != sent:
+        try:
+            entry = pb.LogEntry.FromString(leaf)
+        except DecodeError:
+            raise bad("the leaf is not a timebank.v1.LogEntry", ch.file, "log_leaves",
+                      f"idx {idx}") from None
+        if entry.kind != anchors.LEAF_KIND or entry.envelope != sent:
             raise bad(f"leaf {idx} does not record this checkpoint", ch.file, "log_leaves",
                       f"idx {idx}")
         try:
             th = transparency.check_head(str(row.tree_head or ""), ch.key)
-            transparency.check_included(leaf, idx, th, proof_path(row.log_proof))
+            transparency.check_included(leaf, idx, th, anchors.proof_path(row.log_proof))
         except (transparency.LogError, ValueError) as e:
             raise bad(f"the inclusion proof does not hold: {e}") from None
         if ch.scan.roots.get(th.size) != th.root:
@@ -187,7 +219,7 @@ FINAL = {"completed", "voided", "rejected", "expired"}
 
 
 def _node_claims_check(node: Node, ch: Clearinghouse) -> str:
-    claims = table_of(ns.ClaimRow)
+    claims = t.node_claims
     checked = open_ = local = 0
     for row in node.conn.execute(select(claims).order_by(claims.c.claim_id)):
         if row.state not in FINAL:

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, cast
 from urllib.parse import quote
 
-from sqlalchemy import Engine, Table, create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from city.audit.report import AuditError
-
-
-def table_of(model: Any) -> Table:
-    return cast(Table, model.__table__)
 
 
 def readonly_engine(url: str) -> Engine:

@@ -129,7 +129,7 @@ def statement_command(
     `timebank verify-statement FILE` checks it offline."""
     from node.bootstrap import open_app
     from node.usecases import statement
-    from timebank import keys
+    from timebank import keys, passbook
 
     config = load_config(config_file)
     try:
@@ -144,7 +144,7 @@ def statement_command(
                         certificates=fetched.certificates)
     finally:
         app.db.dispose()
-    signed = statement.sign_statement(doc, config.node_id, key)
+    signed = passbook.sign_statement(doc, config.node_id, key)
     data = json.dumps(signed, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)

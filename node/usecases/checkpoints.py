@@ -17,13 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from timebank import merkle
+from timebank import anchors, merkle
 from timebank.v1 import clearing_pb2 as pb
 
 if TYPE_CHECKING:  # the storage layer loads only where a checkpoint is made
     from node.usecases.app import Tx
 
-CHECKPOINT = "node.checkpoint"
+CHECKPOINT = anchors.CHECKPOINT_KIND
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +58,5 @@ def anchored(tx: Tx, body: bytes, sent: bytes, logged: pb.LogInclusion,
     leaf and inclusion proof. Recorded once."""
     msg = pb.NodeCheckpoint.FromString(body)
     tx.repo.set_anchored(msg.entry_count, sent, logged.index, logged.entry,
-                         b"".join(logged.path), tree_head, tx.now)
+                         anchors.stored_path(logged.path), tree_head, tx.now)
 
-
-def proof_path(stored: bytes | None) -> list[bytes]:
-    """An anchor's stored inclusion path, as a list of hashes."""
-    data = stored or b""
-    if len(data) % merkle.HASH_SIZE:
-        raise ValueError("a stored inclusion path is a whole number of SHA-256 hashes")
-    return [data[i:i + merkle.HASH_SIZE] for i in range(0, len(data), merkle.HASH_SIZE)]

@@ -1,61 +1,32 @@
 """A person's passbook (电子存折): their balance and history as of an anchored checkpoint,
 with everything an offline verifier needs to tie it to the city's transparency log.
 
-The statement is JSON (format ``timebank-statement/v1``): ``statement`` holds the data,
-``signature`` the node's signed envelope (kind ``statement``) whose body is the SHA-256
-of ``canonical_json(statement)``. A digest, not the data itself, is signed because an
-envelope body is at most 64 KiB and a long history is more. Bytes are standard base64,
-text stays UTF-8 (Chinese names intact), numbers are integers.
-
-Each entry carries exactly the fields ``node.domain.ledger.canonical_bytes`` hashes (so
-its hash can be recomputed), its previous hash, and its RFC 9162 inclusion proof in the
-ledger tree whose root the anchored checkpoint states (leaves: the hashes of entries
-1..count). The anchor brings the signed checkpoint, its log leaf, the leaf's inclusion
-proof and the clearinghouse's tree head; ``cosigned`` the same leaf proven in a head
-cosigned by a quorum of districts, when one was available.
+The format, how it is signed (``sign_statement``) and how a reader checks it are the
+contract's: ``timebank.passbook``. Here the node builds one from its ledger: each entry
+with exactly the fields ``node.domain.ledger.canonical_bytes`` hashes (so its hash can be
+recomputed), its previous hash, and its RFC 9162 inclusion proof in the ledger tree whose
+root the anchored checkpoint states (leaves: the hashes of entries 1..count).
 
 Building is pure reading: ``build_statement`` runs in a read transaction.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from nacl.signing import SigningKey
-
 from node.domain.ledger import format_time
-from node.usecases import checkpoints
 from runtime.errors import FailedPrecondition, InvariantViolation, NotFound
-from timebank import envelope, merkle
+from timebank import anchors, merkle
+from timebank.passbook import FORMAT, b64
 from timebank.v1 import clearing_pb2 as pb
 
 if TYPE_CHECKING:  # the storage layer loads only where a statement is built (not to check one)
     from node.storage.repo import StoredEntry
     from node.usecases.app import Tx
 
-FORMAT = "timebank-statement/v1"
-KIND = "statement"
 _PAGE = 1000
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def canonical_json(value: Any) -> bytes:
-    """The bytes that are signed: sorted-key compact JSON, UTF-8 (as the ledger hashes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
-
-
-def digest(statement: Any) -> bytes:
-    """What the node signs: SHA-256 of the statement's canonical JSON."""
-    return hashlib.sha256(canonical_json(statement)).digest()
 
 
 def _entries_upto(tx: Tx, account_ids: list[int], count: int) -> list[StoredEntry]:
@@ -119,7 +90,8 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
     """The unsigned statement of ``person_id`` as of ``anchor_row`` (a logged anchor).
 
     ``certificates`` are serialised city-signed ``admission`` envelopes: this node's and
-    the districts' that may cosign. ``sign_statement`` adds the node's signature."""
+    the districts' that may cosign. ``timebank.passbook.sign_statement`` adds the node's
+    signature."""
     if anchor_row is None or anchor_row.log_index is None:
         raise FailedPrecondition("no checkpoint of this ledger has been anchored in the "
                                  "city's log yet", "NOT_ANCHORED")
@@ -151,7 +123,7 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
         "ledger_root": b64(bytes(anchor_row.ledger_root)),
         "checkpoint": b64(bytes(anchor_row.checkpoint)),
         **_logged(int(anchor_row.log_index), bytes(anchor_row.log_entry),
-                  checkpoints.proof_path(anchor_row.log_proof), str(anchor_row.tree_head)),
+                  anchors.proof_path(anchor_row.log_proof), str(anchor_row.tree_head)),
     }
     cosigned = None
     if proof_in_cosigned_head is not None:
@@ -172,15 +144,6 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
         "certificates": [b64(c) for c in certificates],
         "made_at": format_time(made_at or tx.now),
     }
-
-
-def sign_statement(statement: dict[str, Any], node_id: str, key: SigningKey) -> dict[str, Any]:
-    """The statement file: the data and the node's envelope over its digest."""
-    signed = envelope.sign(KIND, digest(statement), node_id, key)
-    wire = pb.Envelope(kind=signed.kind, body=signed.body, signer=signed.signer,
-                       key_id=signed.key_id, signature=signed.signature)
-    return {"format": FORMAT, "statement": statement,
-            "signature": b64(wire.SerializeToString(deterministic=True))}
 
 
 def latest_anchor(tx: Tx) -> Any:

@@ -1,5 +1,6 @@
 """`timebank audit` on a real city: the demo's databases, each test tampering with one
-table of a copy and checking that the audit names that file, table and entry."""
+table of a copy and checking that the audit names that file, table and entry; and the
+same city copied into PostgreSQL, read through the audit's own read format."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import MetaData, create_engine, select, text
 
 from city.audit import BadRecord, Report, audit_data_dir
+from tests.clearinghouse.conftest import ch_pg_template  # noqa: F401
+from tests.postgres import fresh_database
 from timebank import checkpoint as notes
 from timebank import keys, transparency
 
@@ -211,6 +215,76 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _into_postgres(sqlite_file: Path, url: str) -> None:
+    """Every row of a SQLite database into a migrated PostgreSQL database of its schema."""
+    source, target = create_engine(f"sqlite:///{sqlite_file}"), create_engine(url)
+    read, write = MetaData(), MetaData()
+    read.reflect(source)
+    write.reflect(target)
+    tables = [t for t in write.sorted_tables if t.name != "alembic_version"]
+    try:
+        with source.connect() as src, target.begin() as dst:
+            for table in reversed(tables):
+                dst.execute(table.delete())
+            for table in tables:
+                rows = [dict(r._mapping) for r in src.execute(select(read.tables[table.name]))]
+                if rows:
+                    dst.execute(table.insert(), rows)
+    finally:
+        source.dispose()
+        target.dispose()
+
+
+@pytest.fixture
+def on_postgres(copy: Path, pg_template: str | None,
+                ch_pg_template: str | None) -> Iterator[tuple[Path, dict[str, str]]]:  # noqa: F811
+    """The copied city with every database moved into PostgreSQL; the URLs by folder."""
+    made = [fresh_database(ch_pg_template, "tb_ch")]
+    made += [fresh_database(pg_template, "tb") for _ in range(3)]
+    urls: dict[str, str] = {}
+    try:
+        for gen, folder in zip(made, ["clearinghouse", "320115", "320106", "320113"],
+                               strict=True):
+            urls[folder] = next(gen)
+            config = copy / folder / ("clearinghouse.toml" if folder == "clearinghouse"
+                                      else "node.toml")
+            db = next((copy / folder).glob("*.sqlite3"))
+            _into_postgres(db, urls[folder])
+            db.unlink()
+            config.write_text(config.read_text(encoding="utf-8").replace(
+                'database_url = ""', f'database_url = "{urls[folder]}"'), encoding="utf-8")
+        yield copy, urls
+    finally:
+        for gen in made:
+            next(gen, None)
+
+
+def test_a_city_on_postgresql_is_audited_the_same(
+        on_postgres: tuple[Path, dict[str, str]]) -> None:
+    root, urls = on_postgres
+    assert not list(root.rglob("*.sqlite3"))
+    report = audit_data_dir(root)
+    assert report.ok, [c for c in report.checks if not c.ok]
+    anchors = next(c for c in report.checks if c.name == "江宁区 320115 anchors")
+    assert "proven in the log" in anchors.detail
+
+    engine = create_engine(urls["320115"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE postings SET minutes = minutes + 1 "
+                          "WHERE seq = 2 AND position = 0"))
+    engine.dispose()
+    bad = first_bad(root)
+    assert (bad.table, bad.entry) == ("postings", "seq 2") and "tb_" in bad.file
+
+    engine = create_engine(urls["clearinghouse"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE log_leaves SET data = data || '\\x00'::bytea "
+                          "WHERE idx = 11"))
+    engine.dispose()
+    bad = first_bad(root)
+    assert (bad.table, bad.entry) == ("log_leaves", "idx 11")
 
 
 def test_a_running_clearinghouse_over_grpc(copy: Path) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from city.statement import StatementError, guard, load, verify_statement
 from node.bootstrap import init_data_dir
 from node.cli.statement import fetch
 from node.usecases import claims, statement
@@ -29,6 +28,7 @@ from tests.helpers import earn, enrol, id_card
 from timebank import checkpoint as notes
 from timebank import keys
 from timebank.keys import public_key
+from timebank.passbook import StatementError, guard, load, sign_statement, verify_statement
 from timebank.v1 import clearing_pb2 as pb
 
 ROOT_PUB, CH_PUB = public_key(CITY_ROOT), public_key(CH_KEY)
@@ -63,7 +63,7 @@ def make(city: City, node_id: str, person_id: int) -> Doc:
     assert fetched.warning == "", fetched.warning
     doc = d.app.query(statement.build_statement, person_id, anchor, fetched.proof,
                       certificates=fetched.certificates)
-    signed = statement.sign_statement(doc, node_id, d.key)
+    signed = sign_statement(doc, node_id, d.key)
     # as the CLI writes it: through JSON text, Chinese kept
     text = json.dumps(signed, ensure_ascii=False, indent=1)
     assert "刘洋" in text
@@ -252,7 +252,7 @@ def test_without_a_cosigned_head_the_statement_is_not_final(city: City) -> None:
     fetched = fetch(city.address, CH_PUB, int(anchor.log_index))
     if fetched.proof is None:  # the witness threads may already have cosigned a head
         assert "not final" in fetched.warning
-    doc = statement.sign_statement(d.app.query(statement.build_statement, person, anchor,
+    doc = sign_statement(d.app.query(statement.build_statement, person, anchor,
                                                None, certificates=fetched.certificates),
                                    JN, d.key)
     head = notes.SignedNote.parse(doc["statement"]["anchor"]["tree_head"])
@@ -313,6 +313,6 @@ def test_a_node_cannot_lower_the_quorum_by_leaving_certificates_out(
            if pb.AdmissionCertificate.FromString(pb.Envelope.FromString(c).body).node_id == JN]
     doc = d.app.query(statement.build_statement, person, anchor, fetched.proof,
                       certificates=own)
-    signed = json.loads(json.dumps(statement.sign_statement(doc, JN, d.key)))
+    signed = json.loads(json.dumps(sign_statement(doc, JN, d.key)))
     with pytest.raises(StatementError, match="cosigned by 1 of the city's 3 districts"):
         verify_statement(signed, ROOT_PUB, CH_PUB)

@@ -15,12 +15,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from node.api.clearing_link import ClearingLink, ReceiptError
-from node.usecases import checkpoints, tree_heads
+from node.usecases import tree_heads
 from tests.federation.conftest import CH_KEY, City
 from tests.federation.support import GL, JN, QX, enrol_at
 from tests.helpers import id_card
+from timebank import anchors, merkle, transparency
 from timebank import checkpoint as notes
-from timebank import merkle, transparency
 from timebank.envelope import sign
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
@@ -84,7 +84,7 @@ def test_a_ledger_checkpoint_is_anchored_with_its_proof(city: City) -> None:
     entry = clearing_pb2.LogEntry.FromString(anchor.log_entry)
     assert entry.kind == "checkpoint" and entry.envelope == anchor.checkpoint
     transparency.check_included(anchor.log_entry, anchor.log_index, head,
-                                checkpoints.proof_path(anchor.log_proof))
+                                anchors.proof_path(anchor.log_proof))
     # the same ledger again: nothing new to anchor
     assert not city[JN].link.checkpoint_now().queued
 

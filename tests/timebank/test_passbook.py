@@ -1,0 +1,257 @@
+"""A passbook verified with the contract alone: this module builds a city's passbook by
+hand from the contract's pieces (keys, envelopes, the ledger's hash chain, account codes,
+the log's Merkle tree, signed and cosigned checkpoints) and imports no service; each
+refusal names the part that is wrong; and a process that verifies one loads no service."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.signing import SigningKey
+
+from timebank import anchors, chain, merkle, transparency
+from timebank import checkpoint as notes
+from timebank.accounts import Account, Origin
+from timebank.envelope import CITY, Signed, sign
+from timebank.keys import public_key
+from timebank.passbook import (
+    FORMAT,
+    StatementError,
+    b64,
+    guard,
+    load,
+    sign_statement,
+    verify_statement,
+)
+from timebank.v1 import clearing_pb2 as pb
+
+CITY_KEY = SigningKey(b"passbook test: the city root".ljust(32, b"."))
+CH_KEY = SigningKey(b"passbook test: the clearinghouse".ljust(32, b"."))
+JN, GL, QX = "320115", "320106", "320113"
+DISTRICTS = {JN: "江宁区", GL: "鼓楼区", QX: "栖霞区"}
+NODE_KEYS = {n: SigningKey(f"passbook test: node {n}".encode().ljust(32, b".")) for n in DISTRICTS}
+REF, OTHER = "ab" * 32, "cd" * 32
+AT = "2026-03-02T01:00:00.000000Z"
+SIGNED_AT = 1_772_413_200
+
+Posting = tuple[str, int]
+Doc = dict[str, Any]
+
+LEDGER: list[tuple[str, str, list[Posting]]] = [  # kind, memo, postings
+    ("service", "order 1", [("issuance/individual", -90),
+                            (Account.of_person(REF, Origin.INDIVIDUAL).code, 90)]),
+    ("service", "order 2", [("issuance/individual", -30),
+                            (Account.of_person(OTHER, Origin.INDIVIDUAL).code, 30)]),
+    ("donation", "捐给养老池", [(Account.of_person(REF, Origin.INDIVIDUAL).code, -15),
+                              ("donation_pool", 15)]),
+    ("grant", "city grant", [("city_grant", -60),
+                             (Account.of_person(REF, Origin.GRANTED).code, 60)]),
+]
+
+
+def _wire(signed: Signed) -> bytes:
+    return pb.Envelope(kind=signed.kind, body=signed.body, signer=signed.signer,
+                       key_id=signed.key_id, signature=signed.signature
+                       ).SerializeToString(deterministic=True)
+
+
+def _certificate(node_id: str) -> bytes:
+    body = pb.AdmissionCertificate(node_id=node_id, district=DISTRICTS[node_id],
+                                   public_key=public_key(NODE_KEYS[node_id]), serial=1)
+    return _wire(sign("admission", body.SerializeToString(deterministic=True), CITY, CITY_KEY))
+
+
+def _logged(index: int, entry: bytes, path: Sequence[bytes], note: str) -> Doc:
+    return {"log_index": index, "log_entry": b64(entry), "log_proof": [b64(h) for h in path],
+            "tree_head": note}
+
+
+def make_passbook(ledger: Sequence[tuple[str, str, list[Posting]]] = tuple(LEDGER), *,
+                  cosigners: Sequence[str] = (JN, GL, QX), districts: int = 3) -> Doc:
+    """District JN's passbook of person REF, as of a checkpoint of the whole ``ledger``,
+    logged after the three admissions and proven in a head cosigned by ``cosigners``."""
+    hashes: list[bytes] = []
+    docs: list[Doc] = []
+    prev = chain.genesis_hash(JN)
+    for seq, (kind, memo, postings) in enumerate(ledger, 1):
+        fields = {"seq": seq, "kind": kind, "at": AT, "memo": memo, "order_id": seq,
+                  "reverses_seq": 0, "postings": [list(p) for p in postings]}
+        hashed = chain.link_hash(prev, chain.entry_bytes(**fields))
+        if any(code.startswith(f"person/{REF}/") for code, _ in postings):
+            docs.append({**fields, "prev_hash": b64(prev), "hash": b64(hashed)})
+        hashes.append(hashed)
+        prev = hashed
+    root = merkle.root(hashes)
+    for doc in docs:
+        doc["proof"] = [b64(h) for h in merkle.inclusion_proof(hashes, doc["seq"] - 1)]
+    checkpoint = _wire(sign(anchors.CHECKPOINT_KIND, pb.NodeCheckpoint(
+        node_id=JN, entry_count=len(hashes), chain_head=prev, ledger_root=root
+    ).SerializeToString(deterministic=True), JN, NODE_KEYS[JN]))
+
+    certificates = [_certificate(n) for n in DISTRICTS]
+    leaves = [pb.LogEntry(kind="admission", envelope=c, node_id=n).SerializeToString()
+              for c, n in zip(certificates, DISTRICTS, strict=True)]
+    leaves.append(pb.LogEntry(kind=anchors.LEAF_KIND, envelope=checkpoint, node_id=JN)
+                  .SerializeToString(deterministic=True))
+    index = len(leaves) - 1
+    origin = transparency.clearinghouse_origin(public_key(CH_KEY))
+    text = notes.Checkpoint(origin, len(leaves), merkle.root(leaves),
+                            (transparency.districts_line(districts),
+                             transparency.time_line(SIGNED_AT))).body()
+    note = notes.sign_note(text, origin, CH_KEY)
+    cosigned = notes.add_signatures(note, *(
+        notes.cosign(text, transparency.witness_name(n), NODE_KEYS[n], SIGNED_AT)
+        for n in cosigners))
+    path = merkle.inclusion_proof(leaves, index)
+
+    by_origin: dict[str, int] = {}
+    for _, _, postings in ledger:
+        for code, minutes in postings:
+            if code.startswith(f"person/{REF}/"):
+                origin_name = code.rsplit("/", 1)[1]
+                by_origin[origin_name] = by_origin.get(origin_name, 0) + minutes
+    statement = {
+        "format": FORMAT,
+        "node": {"node_id": JN, "district": DISTRICTS[JN]},
+        "person": {"id": 7, "name": "刘洋", "kind": "individual", "person_ref": REF,
+                   "home_node_id": JN, "home_district": DISTRICTS[JN]},
+        "balance": {"total": sum(by_origin.values()), "by_origin": by_origin},
+        "entries": docs,
+        "anchor": {"entry_count": len(hashes), "chain_head": b64(prev),
+                   "ledger_root": b64(root), "checkpoint": b64(checkpoint),
+                   **_logged(index, leaves[index], path, note)},
+        "cosigned": _logged(index, leaves[index], path, cosigned),
+        "certificates": [b64(c) for c in certificates],
+        "made_at": AT,
+    }
+    signed = sign_statement(statement, JN, NODE_KEYS[JN])
+    parsed: Doc = json.loads(json.dumps(signed, ensure_ascii=False))  # as a file holds it
+    return parsed
+
+
+def check(doc: Any, **kw: bool) -> Any:
+    return guard(lambda: verify_statement(doc, public_key(CITY_KEY), public_key(CH_KEY), **kw))
+
+
+def test_a_passbook_verifies_with_the_contract_alone() -> None:
+    found = check(make_passbook())
+    assert (found.name, found.person_ref, found.node_id, found.district) == (
+        "刘洋", REF, JN, "江宁区")
+    assert found.total == 135 and found.by_origin == {"granted": 60, "individual": 75}
+    assert (found.entries, found.entry_count, found.log_index, found.head_size) == (3, 4, 3, 4)
+    assert found.cosigners == sorted(DISTRICTS) and found.quorum == 2 and found.final
+
+
+def test_a_head_cosigned_by_fewer_than_a_quorum_is_not_final() -> None:
+    doc = make_passbook(cosigners=(JN,))
+    with pytest.raises(StatementError, match=r"not final: .* cosigned by 1 of the city's 3 "
+                                             r"districts; a quorum is 2"):
+        check(doc)
+    found = check(doc, allow_uncosigned=True)
+    assert found.total == 135 and not found.final
+
+
+def _set(path: tuple[str | int, ...], value: object) -> Callable[[Doc], None]:
+    def change(doc: Doc) -> None:
+        target: Any = doc["statement"]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+def _drop_entry(doc: Doc) -> None:
+    del doc["statement"]["entries"][1]
+
+
+def _other_proof(doc: Doc) -> None:
+    entries = doc["statement"]["entries"]
+    entries[0]["proof"] = entries[1]["proof"]
+
+
+TAMPERS: dict[str, tuple[Callable[[Doc], None], str]] = {
+    "memo": (_set(("entries", 1, "memo"), "捐给别人"), "entry 3's contents do not match"),
+    "minutes": (_set(("entries", 0, "postings", 1, 1), 900), "entry 1's contents do not"),
+    "ledger proof": (_other_proof, "entry 1 is not proven in the ledger of 4 entries"),
+    "an entry left out": (_drop_entry, r"balance by origin shown \(granted 60 min, "
+                                       r"individual 75 min\) is not the sum"),
+    "balance": (_set(("balance", "total"), 136), r"balance shown \(136 min\) is not the sum"),
+    "name": (_set(("person", "name"), "李四"), "changed after 江宁区 signed it"),
+    "district": (_set(("node", "district"), "鼓楼区"), "the city admitted 320115 as 江宁区"),
+    "PersonRef": (_set(("person", "person_ref"), "AB" * 32), "PersonRef is not 64 lowercase"),
+    "entry count": (_set(("anchor", "entry_count"), 5), "not the 5 the statement states"),
+    "log index": (_set(("cosigned", "log_index"), 2),
+                  "cosigned tree head: log leaf 2 is not proven"),
+    "certificates": (_set(("certificates",), []), "carries no city-signed admission"),
+}
+
+
+@pytest.mark.parametrize("part", sorted(TAMPERS))
+def test_each_tampered_part_is_refused_with_its_reason(part: str) -> None:
+    tamper, reason = TAMPERS[part]
+    doc = make_passbook()
+    bad = copy.deepcopy(doc)
+    tamper(bad)
+    with pytest.raises(StatementError, match=reason):
+        check(bad)
+    check(doc)  # the untouched passbook still verifies
+
+
+def test_keys_other_than_the_citys_are_refused() -> None:
+    doc = make_passbook()
+    stranger = public_key(SigningKey(b"not the city".ljust(32, b".")))
+    with pytest.raises(StatementError, match="certificate 1 is not an admission signed by "
+                                             "the city root key"):
+        verify_statement(doc, stranger, public_key(CH_KEY))
+    with pytest.raises(StatementError, match="anchor's tree head: the tree head is not "
+                                             "signed by the clearinghouse"):
+        verify_statement(doc, public_key(CITY_KEY), stranger)
+
+
+def test_a_posting_to_no_account_is_refused_even_when_hashed_and_signed() -> None:
+    ledger = [*LEDGER[:3], ("grant", "x", [("city_grant", -60), (f"person/{REF}/gift", 60)])]
+    with pytest.raises(StatementError, match="entry 4: not an account code: 'person/"):
+        check(make_passbook(ledger))
+
+
+def test_a_malformed_file_is_a_refusal() -> None:
+    for data in (b"", b"\xff", b"[]", json.dumps({"format": FORMAT}).encode()):
+        with pytest.raises(StatementError):
+            check(load(data))
+
+
+_SERVICES = ("node", "clearinghouse", "city", "runtime")
+
+
+def test_this_module_imports_no_service() -> None:
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for alias in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported and not {m for m in imported if m.split(".")[0] in _SERVICES}
+
+
+def test_a_process_verifying_a_passbook_loads_no_service(tmp_path: Path) -> None:
+    file = tmp_path / "passbook.json"
+    file.write_text(json.dumps(make_passbook(), ensure_ascii=False), encoding="utf-8")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from timebank.passbook import load, verify_statement\n"
+        f"found = verify_statement(load(Path({str(file)!r}).read_bytes()), "
+        f"bytes.fromhex({public_key(CITY_KEY).hex()!r}), "
+        f"bytes.fromhex({public_key(CH_KEY).hex()!r}))\n"
+        f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & {set(_SERVICES)!r})\n"
+        "print(found.total, found.final, loaded)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["135", "True", "[]"]

@@ -1,0 +1,395 @@
+"""A person's passbook (电子存折): their balance and history as of an anchored checkpoint
+of their district's ledger, signed by the district, with everything a reader needs to
+tie it to the city's transparency log; and the checks that reader makes, offline, with
+only the city's two public keys: the city root key (it signs admission certificates) and
+the clearinghouse key (it signs the log's tree heads).
+
+The file is JSON (format ``FORMAT``): ``statement`` holds the data, ``signature`` the
+node's signed envelope (kind ``KIND``) whose body is ``digest(statement)``, the SHA-256
+of its canonical JSON. A digest, not the data itself, is signed because an envelope body
+is at most 64 KiB and a long history is more. Bytes are standard base64, text stays
+UTF-8 (Chinese names intact), numbers are integers.
+
+Each entry carries exactly the fields its ledger hash covers (``timebank.chain``), its
+previous hash, and its RFC 9162 inclusion proof in the ledger tree whose root the
+anchored checkpoint states (leaves: the hashes of entries 1..count). The anchor brings
+the signed checkpoint, its log leaf, the leaf's inclusion proof and the clearinghouse's
+tree head; ``cosigned`` the same leaf proven in a head cosigned by a quorum of districts,
+when one was available; ``certificates`` the city-signed admissions that give the keys.
+
+``verify_statement`` checks every part, the most specific first, so a refusal names what
+is wrong: the certificates (city-signed) give the node's key; the checkpoint is the
+node's and states the anchored entry count and ledger root; its log leaf is in the
+clearinghouse's tree head, which enough districts cosigned; each entry's hash is
+recomputed from its fields, chains to the entry before it where they are consecutive,
+and is proven in the anchored ledger tree; the balance is the sum of the person's
+postings; and last, the node signed all of it.
+
+What it cannot show: that the statement lists *every* entry touching the person (the
+node chooses which to include). The quorum is more than half of the districts the
+cosigned tree head itself says the city had (its signed "timebank-districts" line, which
+the audit checks against the log's admissions); the certificates carried only give keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+from nacl.signing import SigningKey
+
+from timebank import anchors, chain, merkle, transparency
+from timebank import checkpoint as notes
+from timebank.accounts import AccountCodeError, AccountKind, is_person_ref, parse_account
+from timebank.envelope import CITY, EnvelopeError, Signed, sign, verify
+from timebank.v1 import clearing_pb2 as pb
+
+__all__ = ["FORMAT", "KIND", "StatementError", "Verified", "b64", "digest", "guard", "load",
+           "sign_statement", "verify_statement"]
+
+FORMAT = "timebank-statement/v1"
+KIND = "statement"
+
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+
+
+def b64(data: bytes) -> str:
+    """Bytes as a passbook writes them: standard base64."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def digest(statement: Any) -> bytes:
+    """What the node signs: SHA-256 of the statement's canonical JSON."""
+    return hashlib.sha256(chain.canonical_json(statement)).digest()
+
+
+def sign_statement(statement: dict[str, Any], node_id: str, key: SigningKey) -> dict[str, Any]:
+    """The passbook file: the statement and the node's envelope over its digest."""
+    signed = sign(KIND, digest(statement), node_id, key)
+    wire = pb.Envelope(kind=signed.kind, body=signed.body, signer=signed.signer,
+                       key_id=signed.key_id, signature=signed.signature)
+    return {"format": FORMAT, "statement": statement,
+            "signature": b64(wire.SerializeToString(deterministic=True))}
+
+
+class StatementError(Exception):
+    """The statement is not genuine, or not final; the message says precisely why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What a genuine statement shows: whose it is, their balance, and how final it is."""
+
+    name: str
+    person_ref: str
+    node_id: str
+    district: str
+    total: int
+    by_origin: dict[str, int]
+    entries: int
+    entry_count: int
+    log_index: int
+    head_size: int
+    cosigners: list[str] = field(default_factory=list)
+    districts: int = 0
+    quorum: int = 0
+
+    @property
+    def final(self) -> bool:
+        return len(self.cosigners) >= self.quorum > 0
+
+
+# ------------------------------------------------------------------ reading the file
+
+
+def _get(obj: Any, key: str, kind: type[T], where: str) -> T:
+    if not isinstance(obj, dict) or key not in obj:
+        raise StatementError(f"the statement has no {where}")
+    value = obj[key]
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise StatementError(f"the statement's {where} is not a {kind.__name__}")
+    return value
+
+
+def _bytes(text: object, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise StatementError(f"the statement's {where} is not base64 text")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise StatementError(f"the statement's {where} is not valid base64") from None
+
+
+def _hashes(value: object, where: str) -> list[bytes]:
+    if not isinstance(value, list):
+        raise StatementError(f"the statement's {where} is not a list of hashes")
+    return [_bytes(h, where) for h in value]
+
+
+def _parse(cls: type[M], data: bytes, where: str) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError:
+        raise StatementError(f"the statement's {where} is not a serialised "
+                             f"{cls.__name__}") from None
+    return msg
+
+
+def _envelope(data: bytes, where: str) -> Signed:
+    wire = _parse(pb.Envelope, data, where)
+    try:
+        return Signed(wire.kind, wire.body, wire.signer, wire.key_id, wire.signature)
+    except EnvelopeError as e:
+        raise StatementError(f"the statement's {where} is not a well-formed envelope: "
+                             f"{e}") from None
+
+
+def _signed_by(env: Signed, key: bytes) -> bool:
+    try:
+        verify(env, key)
+    except EnvelopeError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ the checks
+
+
+def _certificates(doc: dict[str, Any], city_key: bytes) -> dict[str, pb.AdmissionCertificate]:
+    """The admitted districts the statement carries, by node id (highest serial)."""
+    out: dict[str, pb.AdmissionCertificate] = {}
+    for i, text in enumerate(_get(doc, "certificates", list, "certificates")):
+        env = _envelope(_bytes(text, f"certificate {i + 1}"), f"certificate {i + 1}")
+        if env.kind != "admission" or env.signer != CITY or not _signed_by(env, city_key):
+            raise StatementError(f"certificate {i + 1} is not an admission signed by the "
+                                 "city root key")
+        cert = _parse(pb.AdmissionCertificate, env.body, f"certificate {i + 1}")
+        old = out.get(cert.node_id)
+        if old is None or cert.serial > old.serial:
+            out[cert.node_id] = cert
+    return out
+
+
+def _all_keys(doc: dict[str, Any], city_key: bytes) -> dict[str, list[bytes]]:
+    """Every key the carried (city-signed) certificates give each district: a district
+    may have cosigned with a key it has since rotated."""
+    keys: dict[str, list[bytes]] = {}
+    for text in _get(doc, "certificates", list, "certificates"):
+        env = _envelope(_bytes(text, "certificate"), "certificate")
+        if env.kind == "admission" and env.signer == CITY and _signed_by(env, city_key):
+            cert = _parse(pb.AdmissionCertificate, env.body, "certificate")
+            keys.setdefault(cert.node_id, []).append(bytes(cert.public_key))
+    return keys
+
+
+def _cosigners(head: transparency.Head, keys: dict[str, list[bytes]]) -> list[str]:
+    """The districts whose cosignature on ``head`` verifies under one of their keys."""
+    found = []
+    for node_id, candidates in sorted(keys.items()):
+        name = transparency.witness_name(node_id)
+        try:
+            if any(notes.cosigners(head.note, {name: k}) for k in candidates):
+                found.append(node_id)
+        except notes.CheckpointError as e:
+            raise StatementError(f"the tree head is malformed: {e}") from None
+    return found
+
+
+def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
+                      key: bytes) -> tuple[bytes, int, bytes]:
+    raw = _bytes(anchor.get("checkpoint"), "anchor checkpoint")
+    env = _envelope(raw, "anchor checkpoint")
+    if (env.kind != anchors.CHECKPOINT_KIND or env.signer != node_id
+            or not _signed_by(env, key)):
+        raise StatementError(f"the anchored checkpoint is not signed by {label}'s admitted key")
+    body = _parse(pb.NodeCheckpoint, env.body, "anchor checkpoint")
+    count = _get(anchor, "entry_count", int, "anchor entry count")
+    root = _bytes(anchor.get("ledger_root"), "anchor ledger root")
+    head = _bytes(anchor.get("chain_head"), "anchor chain head")
+    if body.node_id != node_id or body.entry_count != count:
+        raise StatementError(f"the checkpoint is of {body.entry_count} entries of node "
+                             f"{body.node_id}, not the {count} the statement states")
+    if body.ledger_root != root or body.chain_head != head:
+        raise StatementError("the checkpoint's ledger root or chain head is not the one "
+                             "the statement states")
+    return raw, count, root
+
+
+def _check_logged(part: dict[str, Any], what: str, checkpoint: bytes, node_id: str,
+                  ch_key: bytes) -> tuple[int, transparency.Head]:
+    index = _get(part, "log_index", int, f"{what} log index")
+    entry = _bytes(part.get("log_entry"), f"{what} log entry")
+    leaf = _parse(pb.LogEntry, entry, f"{what} log entry")
+    if (leaf.kind != anchors.LEAF_KIND or leaf.envelope != checkpoint
+            or leaf.node_id != node_id):
+        raise StatementError(f"the {what} log entry does not record this checkpoint")
+    note = _get(part, "tree_head", str, f"{what} tree head")
+    try:
+        head = transparency.check_head(note, ch_key)
+        transparency.check_included(entry, index, head,
+                                    _hashes(part.get("log_proof"), f"{what} log proof"))
+    except transparency.LogError as e:
+        raise StatementError(f"the {what} tree head: {e}") from None
+    except notes.CheckpointError as e:
+        raise StatementError(f"the {what} tree head is malformed: {e}") from None
+    return index, head
+
+
+def _canonical_entry(e: dict[str, Any]) -> bytes:
+    """The entry's canonical bytes (``timebank.chain``), rebuilt from its fields."""
+    postings = _get(e, "postings", list, "entry postings")
+    for p in postings:
+        if not (isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                and isinstance(p[1], int) and not isinstance(p[1], bool)):
+            raise StatementError("an entry's postings are not [account, minutes] pairs")
+    return chain.entry_bytes(
+        seq=e["seq"], kind=_get(e, "kind", str, "entry kind"),
+        at=_get(e, "at", str, "entry time"), memo=_get(e, "memo", str, "entry memo"),
+        order_id=_get(e, "order_id", int, "entry order id"),
+        reverses_seq=_get(e, "reverses_seq", int, "entry reverses_seq"), postings=postings)
+
+
+def _check_entries(entries: list[Any], node_id: str, count: int, root: bytes,
+                   chain_head: bytes, ref: str) -> dict[str, int]:
+    """Each entry's hash, chain links and ledger-tree proof; the person's sums by origin."""
+    sums: dict[str, int] = {}
+    last: tuple[int, bytes] | None = None
+    for e in entries:
+        seq = _get(e, "seq", int, "entry seq")
+        if not 1 <= seq <= count or (last is not None and seq <= last[0]):
+            raise StatementError(f"entry {seq} is out of order or beyond the {count} "
+                                 "entries anchored")
+        prev = _bytes(e.get("prev_hash"), f"entry {seq}'s previous hash")
+        stated = _bytes(e.get("hash"), f"entry {seq}'s hash")
+        if len(prev) != chain.HASH_SIZE or chain.link_hash(prev, _canonical_entry(e)) != stated:
+            raise StatementError(f"entry {seq}'s contents do not match its hash")
+        if seq == 1 and prev != chain.genesis_hash(node_id):
+            raise StatementError(f"entry 1 does not start node {node_id}'s chain")
+        if last is not None and last[0] == seq - 1 and prev != last[1]:
+            raise StatementError(f"entry {seq} does not follow entry {seq - 1} in the chain")
+        if seq == count and stated != chain_head:
+            raise StatementError(f"entry {seq} is not the chain head the checkpoint names")
+        if not merkle.verify_inclusion(stated, seq - 1, count,
+                                       _hashes(e.get("proof"), f"entry {seq}'s proof"), root):
+            raise StatementError(f"entry {seq} is not proven in the ledger of {count} "
+                                 "entries the checkpoint anchors")
+        for code, minutes in e["postings"]:
+            try:
+                account = parse_account(code)
+            except AccountCodeError as err:
+                raise StatementError(f"entry {seq}: {err}") from None
+            if account.kind is AccountKind.PERSON and account.person_ref == ref:
+                origin = str(account.origin)
+                sums[origin] = sums.get(origin, 0) + minutes
+        last = (seq, stated)
+    return sums
+
+
+def _check_balance(balance: dict[str, Any], sums: dict[str, int]) -> int:
+    total = _get(balance, "total", int, "balance total")
+    shown = _get(balance, "by_origin", dict, "balance by origin")
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in shown.values()):
+        raise StatementError("the statement's balance by origin is not whole minutes")
+    nonzero = {k: v for k, v in sums.items() if v}
+    if {k: v for k, v in shown.items() if v} != nonzero:
+        raise StatementError(f"the balance by origin shown ({_fmt(shown)}) is not the sum "
+                             f"of the person's postings ({_fmt(nonzero)})")
+    if total != sum(sums.values()):
+        raise StatementError(f"the balance shown ({total} min) is not the sum of the "
+                             f"person's postings ({sum(sums.values())} min)")
+    return total
+
+
+def _fmt(by_origin: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v} min" for k, v in sorted(by_origin.items())) or "nothing"
+
+
+def _check_signature(doc: dict[str, Any], statement: dict[str, Any], node_id: str,
+                     label: str, key: bytes) -> None:
+    env = _envelope(_bytes(doc.get("signature"), "signature"), "signature")
+    if env.kind != KIND or env.signer != node_id or not _signed_by(env, key):
+        raise StatementError(f"the statement is not signed by {label}'s admitted key")
+    if env.body != digest(statement):
+        raise StatementError(f"the statement was changed after {label} signed it")
+
+
+def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
+                     allow_uncosigned: bool = False) -> Verified:
+    """Check a parsed statement file; raise StatementError naming the first failure."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise StatementError(f"this is not a {FORMAT} file")
+    st = _get(doc, "statement", dict, "statement")
+    if st.get("format") != FORMAT:
+        raise StatementError(f"the signed part is not {FORMAT}")
+    node = _get(st, "node", dict, "node")
+    node_id = _get(node, "node_id", str, "node id")
+    certs = _certificates(st, city_key)
+    cert = certs.get(node_id)
+    if cert is None:
+        raise StatementError(f"the statement carries no city-signed admission certificate "
+                             f"for node {node_id}")
+    label = cert.district
+    if _get(node, "district", str, "district") != cert.district:
+        raise StatementError(f"the statement names node {node_id} {node['district']}, but "
+                             f"the city admitted {node_id} as {cert.district}")
+    key = bytes(cert.public_key)
+    anchor = _get(st, "anchor", dict, "anchor")
+    checkpoint, count, root = _check_checkpoint(anchor, node_id, label, key)
+    index, head = _check_logged(anchor, "anchor's", checkpoint, node_id, ch_key)
+    final = st.get("cosigned")
+    if final is not None:
+        c_index, head = _check_logged(_get(st, "cosigned", dict, "cosigned head"),
+                                      "cosigned", checkpoint, node_id, ch_key)
+        if c_index != index:
+            raise StatementError("the cosigned proof is of another log leaf than the anchor's")
+    if head.districts is None:
+        raise StatementError(f"the tree head of {head.size} leaves does not say how many "
+                             "districts the city had")
+    cosigners = _cosigners(head, _all_keys(st, city_key))
+    quorum = transparency.quorum(head.districts)
+    if len(cosigners) < quorum and not allow_uncosigned:
+        raise StatementError(
+            f"not final: the tree head of {head.size} leaves is cosigned by "
+            f"{len(cosigners)} of the city's {head.districts} districts; a quorum is "
+            f"{quorum}")
+    person = _get(st, "person", dict, "person")
+    ref = _get(person, "person_ref", str, "PersonRef")
+    if not is_person_ref(ref):
+        raise StatementError("the statement's PersonRef is not 64 lowercase hex characters")
+    entries = _get(st, "entries", list, "entries")
+    sums = _check_entries(entries, node_id, count, root,
+                          _bytes(anchor.get("chain_head"), "anchor chain head"), ref)
+    total = _check_balance(_get(st, "balance", dict, "balance"), sums)
+    _check_signature(doc, st, node_id, label, key)
+    return Verified(name=_get(person, "name", str, "person's name"), person_ref=ref,
+                    node_id=node_id, district=cert.district, total=total,
+                    by_origin={k: v for k, v in sorted(sums.items()) if v},
+                    entries=len(entries), entry_count=count, log_index=index,
+                    head_size=head.size, cosigners=cosigners, districts=head.districts,
+                    quorum=quorum)
+
+
+def load(data: bytes) -> Any:
+    """The JSON of a statement file; StatementError if it is not JSON."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StatementError(f"the file is not UTF-8 JSON: {e}") from None
+
+
+def guard(check: Callable[[], Verified]) -> Verified:
+    """Run a check; anything malformed that slipped past the field checks is a refusal."""
+    try:
+        return check()
+    except StatementError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise StatementError(f"the statement is malformed: {type(e).__name__}: {e}") from None
