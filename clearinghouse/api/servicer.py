@@ -153,8 +153,7 @@ class ClearinghouseServicer:
         raw = list(batch.envelopes)
         observe.note(envelopes=len(raw))
         submit.check_batch_size(raw)  # before checking any signature
-        verified = submit.check_signatures(
-            admission.last_key_ring(self._app.database_key), raw)
+        verified = submit.check_signatures(self._app.key_rings.last(), raw)
         done = self._app.execute(submit.submit_proven_batch, raw, self._seal,
                                  self.publish_head, batch.known_tree_size,
                                  self._limiter.take, verified)

@@ -13,7 +13,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Table,
     bindparam,
     delete,
@@ -180,19 +179,12 @@ _UPDATE_CLAIM_FINISH = Prepared(_UPDATE_CLAIM_WHERE.values(
     **_CLAIM_TRANSITION, finish=bindparam("b_finish")))
 
 
-def database_key(engine: Engine) -> str:
-    """The name caches that belong to one database know it by: its URL, without password."""
-    return engine.url.render_as_string(hide_password=True)
-
-
 class Repo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         # admissions read in this transaction (a Submit checks its signer's twice);
         # every write to admissions below forgets them
         self._admission_rows: dict[str, AdmissionRecord | None] = {}
-        # per-transaction helpers other storage modules keep here (the Merkle log)
-        self.extensions: dict[str, object] = {}
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -208,11 +200,6 @@ class Repo:
             _RELEASE_SAVEPOINT(self.conn)
             raise
         _RELEASE_SAVEPOINT(self.conn)
-
-    @property
-    def database_key(self) -> str:
-        """Which database this is (for caches that belong to one database)."""
-        return database_key(self.conn.engine)
 
     # meta ---------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ a new key, the old key is revoked for ever (key rotation). A revoked key never r
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC
 
 from clearinghouse.domain.claims import check_node_id
@@ -150,41 +149,21 @@ def revoke(tx: Tx, revocation: Signed, city_public_key: bytes) -> None:
                             "ALREADY_REVOKED")
 
 
-#: Key rings by database, so that a Submit does not rebuild one from every admission.
-#: A cached ring may be stale; that is safe: ``directory.verify_node`` also checks the
-#: signer's stored admission in the same transaction (so a key revoked or retired since
-#: is still refused), and rebuilds the ring when it does not know a signer or key (so a
-#: node admitted since is accepted).
-_RINGS: dict[str, KeyRing] = {}
-_RINGS_LOCK = threading.Lock()
-_MAX_CACHED_RINGS = 64
-
-
 def key_ring(tx: Tx) -> KeyRing:
     """The node keys the clearinghouse accepts: every admitted, unrevoked key; revoked
     and retired keys are marked revoked, so their envelopes fail with REVOKED_KEY.
-    Read from the admissions now (and remembered for ``cached_key_ring``)."""
+    Read from the admissions now (and remembered, ``cached_key_ring``)."""
     ring = _build_ring(tx)
-    with _RINGS_LOCK:
-        if len(_RINGS) >= _MAX_CACHED_RINGS:
-            _RINGS.clear()
-        _RINGS[tx.repo.database_key] = ring
+    tx.key_rings.remember(ring)
     return ring
 
 
 def cached_key_ring(tx: Tx) -> KeyRing:
-    """``key_ring`` as last read in this process: for the Submit path, where rebuilding
-    the ring from every admission on each message would cost more than the message."""
-    with _RINGS_LOCK:
-        cached = _RINGS.get(tx.repo.database_key)
+    """``key_ring`` as last read by this app (``app.KeyRingCache``, which says why a stale
+    one is safe): for the Submit path, where rebuilding the ring from every admission on
+    each message would cost more than the message."""
+    cached = tx.key_rings.last()
     return cached if cached is not None else key_ring(tx)
-
-
-def last_key_ring(database_key: str) -> KeyRing | None:
-    """The ring ``cached_key_ring`` would give, without a transaction (None before the
-    first was read): for checking signatures before one (``submit.check_signatures``)."""
-    with _RINGS_LOCK:
-        return _RINGS.get(database_key)
 
 
 def _build_ring(tx: Tx) -> KeyRing:

@@ -2,31 +2,74 @@
 
 ``ClearinghouseApp.execute`` runs a use-case in a write transaction (one writer at a
 time, see ``clearinghouse.storage.db``); ``query`` runs a read-only one. A use-case is a
-function ``fn(tx, ...)``: it sees only its transaction's repository and the time.
+function ``fn(tx, ...)``: it sees only its transaction's repository, the time, and what
+the app keeps in memory for it: the key ring it last read (``KeyRingCache``, one per app
+and so per database) and what this transaction has computed once (``TxCache``). Nothing
+is kept in module globals.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from clearinghouse.storage.db import Database
-from clearinghouse.storage.repo import Repo, database_key
+from clearinghouse.storage.merkle_log import MerkleLog
+from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases.clock import Clock
 from runtime.errors import InvariantViolation
+from timebank.envelope import KeyRing, Signed
+from timebank.transparency import Head
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class KeyRingCache:
+    """The node keys as last read from the admissions (``admission.key_ring``), so that a
+    Submit does not rebuild the ring from every admission. A cached ring may be stale;
+    that is safe: ``directory.verify_node`` also checks the signer's stored admission in
+    the transaction (a key revoked or retired since is still refused), and reads the
+    ring again when it does not know a signer or key (a node admitted since is taken)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ring: KeyRing | None = None
+
+    def last(self) -> KeyRing | None:
+        """The ring last read (None before the first)."""
+        with self._lock:
+            return self._ring
+
+    def remember(self, ring: KeyRing) -> None:
+        with self._lock:
+            self._ring = ring
+
+
+@dataclass(slots=True)
+class TxCache:
+    """What one transaction computes once and keeps beside its repository: the log as it
+    sees it (``log.log_of``: it keeps the size it read), the head it signed
+    (``log.publish_head``), and the envelopes whose signatures it already trusts
+    (``directory.verify_node``)."""
+
+    merkle_log: MerkleLog | None = None
+    published_head: Head | None = None
+    verified: dict[Signed, bytes] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Tx:
-    """What a use-case sees: its transaction's repository and the clearinghouse's time."""
+    """What a use-case sees: its transaction's repository, the clearinghouse's time, the
+    app's key ring cache and this transaction's own."""
 
     repo: Repo
     now: datetime
+    key_rings: KeyRingCache
+    cache: TxCache = field(default_factory=TxCache)
 
 
 class ClearinghouseApp:
@@ -35,8 +78,8 @@ class ClearinghouseApp:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        #: Which database this is, as ``Repo.database_key`` names it (for caches).
-        self.database_key = database_key(db.writer)
+        #: The key ring last read from this database's admissions.
+        self.key_rings = KeyRingCache()
         #: Run at the end of every write transaction, inside it: the serving
         #: clearinghouse signs a tree head for whatever the transaction logged.
         self.after_write: Callable[[Tx], object] | None = None
@@ -44,7 +87,7 @@ class ClearinghouseApp:
     def execute(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use-case in one write transaction: all of it happens, or none."""
         with self.db.write() as conn:
-            tx = Tx(Repo(conn), self._now())
+            tx = Tx(Repo(conn), self._now(), self.key_rings)
             result = fn(tx, *args, **kwargs)
             if self.after_write is not None:
                 self.after_write(tx)
@@ -53,7 +96,7 @@ class ClearinghouseApp:
     def query(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read-only use-case; it never blocks writers."""
         with self.db.read() as conn:
-            return fn(Tx(Repo(conn), self._now()), *args, **kwargs)
+            return fn(Tx(Repo(conn), self._now(), self.key_rings), *args, **kwargs)
 
     def _now(self) -> datetime:
         now = self.clock.now()

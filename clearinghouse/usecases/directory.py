@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import cast
 
 from clearinghouse.domain.claims import check_node_id
 from clearinghouse.storage.repo import DirectoryRecord
@@ -70,7 +69,7 @@ def _verified(tx: Tx) -> dict[Signed, bytes]:
     A signature is checked once per transaction (a Submit checks its signer before
     charging its rate limit, then the use-case checks the envelope it acts on), or before
     it (``note_verified``)."""
-    return cast(dict[Signed, bytes], tx.repo.extensions.setdefault("verified", {}))
+    return tx.cache.verified
 
 
 def note_verified(tx: Tx, verified: Mapping[Signed, bytes]) -> None:

@@ -57,9 +57,9 @@ SUBMIT_KINDS = {"directory.register": REGISTRATION, "claim.propose": CLAIM,
 def log_of(tx: Tx) -> MerkleLog:
     """The log as this transaction sees it (one instance per transaction: it keeps the
     size it read)."""
-    found = tx.repo.extensions.get("merkle_log")
-    if not isinstance(found, MerkleLog):
-        found = tx.repo.extensions["merkle_log"] = MerkleLog(tx.repo.conn)
+    found = tx.cache.merkle_log
+    if found is None:
+        found = tx.cache.merkle_log = MerkleLog(tx.repo.conn)
     return found
 
 
@@ -140,8 +140,8 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str],
     have appended."""
     log = log_of(tx)
     size = log.size()
-    published = tx.repo.extensions.get("published_head")
-    if isinstance(published, transparency.Head) and published.size == size:
+    published = tx.cache.published_head
+    if published is not None and published.size == size:
         return published  # this transaction signed it already
     found = log.tree_head(size)
     if found is not None:
@@ -151,7 +151,7 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str],
              transparency.time_line(int(tx.now.timestamp())))
     note = sign_note(notes.Checkpoint(log_origin, size, root, lines).body())
     log.add_tree_head(size, root, note, tx.now)
-    head = tx.repo.extensions["published_head"] = transparency.read_head(note)
+    head = tx.cache.published_head = transparency.read_head(note)
     return head
 
 

@@ -34,12 +34,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node import metrics
-from node.api.clearing_link import ClearingLink
 from node.api.errors import rich_status
 from node.api.servicer import SERVICE_NAME, NodeServicer
 from node.bootstrap import open_app
 from node.config import ConfigError, NodeConfig
 from node.domain.clock import Clock
+from node.link.clearing_link import ClearingLink
 from node.logging import configure_logging
 from node.usecases import orders
 from node.usecases.app import NodeApp

@@ -23,9 +23,9 @@ from clearinghouse.storage.db import Database as ChDatabase
 from clearinghouse.usecases import admission
 from clearinghouse.usecases import claims as ch_claims
 from clearinghouse.usecases.app import ClearinghouseApp
-from node.api.clearing_link import ClearingLink
 from node.domain.clock import ManualClock
 from node.domain.policy import DEFAULT_POLICY_TOML, load_policy
+from node.link.clearing_link import ClearingLink
 from node.storage import migrate
 from node.storage.db import Database
 from node.storage.repo import Repo

@@ -10,10 +10,10 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from clearinghouse.domain.claims import ClaimState as ChState
-from node.api.clearing_link import ClearingLink
 from node.domain.claims import ClaimState
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Relation
+from node.link.clearing_link import ClearingLink
 from node.usecases import claims, ledger, orders, people
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor, OrderView

@@ -12,10 +12,10 @@ from sqlalchemy import text
 
 from clearinghouse.domain.claims import ClaimState as ChState
 from clearinghouse.usecases import claims as ch_claims
-from node.api.clearing_link import ACK_EVERY_SECONDS
 from node.domain.claims import ClaimState
 from node.domain.ledger import CONSUMPTION
 from node.domain.orders import OrderState
+from node.link.subscriber import ACK_EVERY_SECONDS
 from node.usecases import claims, ledger, orders
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor

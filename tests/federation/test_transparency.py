@@ -14,7 +14,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from node.api.clearing_link import ClearingLink, ReceiptError
+from node.link.clearing_link import ClearingLink
+from node.link.verified_log import ReceiptError
 from node.usecases import tree_heads
 from tests.federation.conftest import CH_KEY, City
 from tests.federation.support import GL, JN, QX, enrol_at

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
 
 from clearinghouse.domain.claims import ClaimState
+from clearinghouse.storage import migrate
+from clearinghouse.storage.db import Database
 from clearinghouse.usecases import admission, claims, directory, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
@@ -149,7 +152,7 @@ def test_a_refusal_by_the_rate_limit_changes_nothing(city: ClearinghouseApp) -> 
 
 def test_the_cached_key_ring_never_lets_a_revoked_key_in_and_learns_new_nodes(
         ch_app: ClearinghouseApp) -> None:
-    """Submit verifies with a key ring cached per database (rebuilding it per message cost
+    """Submit verifies with the key ring the app cached (rebuilding it per message cost
     more than the message). A key revoked since the ring was cached is still refused, by
     the stored admission; a node admitted since is still accepted, by a rebuilt ring."""
     ch_app.execute(admission.admit, certificate(JN, "江宁区", KEYS[JN]), CITY_PUBLIC)
@@ -169,6 +172,31 @@ def test_the_cached_key_ring_never_lets_a_revoked_key_in_and_learns_new_nodes(
     assert receipt_of(done.receipt).envelope_sha256 == hashlib.sha256(newcomer).digest()
 
 
+def test_each_app_keeps_the_key_ring_of_its_own_database(
+        ch_app: ClearinghouseApp, tmp_path: Path) -> None:
+    """The ring is the app's state, not the process's: another clearinghouse in the same
+    process (another city's database) neither sees this one's ring nor lends it its own."""
+    other_db = Database(f"sqlite:///{tmp_path / 'another-city.sqlite3'}")
+    migrate.upgrade(other_db.writer)
+    other = ClearinghouseApp(other_db, ManualClock())
+    try:
+        assert ch_app.key_rings.last() is None and other.key_rings.last() is None
+        ch_app.execute(admission.admit, certificate(JN, "江宁区", KEYS[JN]), CITY_PUBLIC)
+        ch_app.execute(submit.submit, wire.to_bytes(registration("a" * 64, JN, JN, KEYS[JN])),
+                       seal)
+        cached = ch_app.key_rings.last()
+        assert cached is not None and (JN, KEYS_ID[JN]) in cached
+        assert other.key_rings.last() is None
+        # the other city never admitted 江宁区: its Submit refuses the node's envelope
+        error = refused(other, submit.submit,
+                        wire.to_bytes(registration("b" * 64, JN, JN, KEYS[JN])), seal)
+        assert isinstance(error, PermissionDenied) and error.reason == "UNKNOWN_SIGNER"
+        assert (JN, KEYS_ID[JN]) not in (other.key_rings.last() or {})
+        assert ch_app.key_rings.last() is cached
+    finally:
+        other_db.dispose()
+
+
 def test_signatures_checked_before_the_transaction_still_meet_the_stored_admission(
         ch_app: ClearinghouseApp) -> None:
     """SubmitBatch checks signatures against the cached ring before it queues for the
@@ -179,7 +207,7 @@ def test_signatures_checked_before_the_transaction_still_meet_the_stored_admissi
     ch_app.execute(admission.admit, certificate(GL, "鼓楼区", KEYS[GL]), CITY_PUBLIC)
     first = wire.to_bytes(registration("a" * 64, JN, JN, KEYS[JN]))
     ch_app.execute(submit.submit, first, seal)  # the ring is cached now
-    ring_before = admission.last_key_ring(ch_app.database_key)
+    ring_before = ch_app.key_rings.last()
     assert ring_before is not None
 
     good = wire.to_bytes(registration("b" * 64, GL, GL, KEYS[GL]))

@@ -1,0 +1,242 @@
+"""The delivery subscriber (ADR 0005, 0006).
+
+Keeps one Subscribe stream open from the last delivery applied. A reader thread takes
+the stream's messages (each a batch of up to 100 deliveries, signed by the
+clearinghouse) into a queue of at most ``backlog_items``; the subscriber's own thread
+applies whatever has arrived, up to ``APPLY_BATCH`` messages in one transaction, after
+checking the clearinghouse's signature on each, and acknowledges what it applied.
+
+The queue is bounded so that a database slower than the stream costs time, not memory:
+when it is full the reader stops reading, gRPC's flow control stops the clearinghouse
+sending, and nothing is lost (what was not read is delivered again on the next
+Subscribe). The inbox makes each delivery apply once; a failure rolls back its batch,
+and the next Subscribe starts after the last delivery committed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+
+from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, from_wire
+from node.link.verified_log import ReceiptError
+from node.usecases import claims
+from node.usecases.app import NodeApp, Tx
+from timebank.envelope import CLEARINGHOUSE, EnvelopeError, verify
+from timebank.v1 import clearing_pb2 as pb
+
+log = structlog.get_logger("node.clearing")
+
+#: The most stream messages applied in one transaction.
+APPLY_BATCH = 10
+#: The most stream messages read and waiting to be applied (the clearinghouse sends at
+#: most 56 KiB in one; the channel's receive limit bounds what any other could send).
+BACKLOG_ITEMS = 2 * APPLY_BATCH
+#: Acknowledge at least every this many deliveries, or this often.
+ACK_EVERY_DELIVERIES = 100
+ACK_EVERY_SECONDS = 0.5
+#: How often a reader waiting for room looks whether the stream was given up.
+_PUT_POLL_SECONDS = 0.1
+#: How long a reader takes to see its stream cancelled, at most (it is waited for).
+_READER_EXIT_SECONDS = 1.0
+
+_Item = pb.Envelope | BaseException | None  # a message; the stream failed; it ended
+
+
+class _Backlog:
+    """What one stream's reader has read and the subscriber not yet taken, at most
+    ``items`` in all: messages, then the stream's end (None) or failure (the exception)."""
+
+    def __init__(self, items: int) -> None:
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=items)
+        self.given_up = threading.Event()  # the subscriber is done with this stream
+        self.waiting = threading.Event()  # the reader holds a message it has no room for
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+    def put(self, item: _Item) -> bool:
+        """Put ``item``, waiting while the backlog is full; False if the stream was given
+        up meanwhile."""
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            pass
+        self.waiting.set()
+        try:
+            while not self.given_up.is_set():
+                try:
+                    self._queue.put(item, timeout=_PUT_POLL_SECONDS)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            self.waiting.clear()
+
+    def take(self, most: int) -> list[_Item]:
+        """What has arrived: at least one item, waiting for it; at most ``most``, the
+        last of them the stream's end or failure if it came."""
+        batch = [self._queue.get()]
+        while len(batch) < most and isinstance(batch[-1], pb.Envelope):
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        assert 1 <= len(batch) <= most
+        return batch
+
+
+def _read(stream: Iterator[pb.Envelope], backlog: _Backlog) -> None:
+    """The reader: the stream's messages into ``backlog`` as room allows, then its end or
+    its failure; until the subscriber gives the stream up."""
+    try:
+        for envelope in stream:
+            if not backlog.put(envelope):
+                return
+        backlog.put(None)
+    except BaseException as e:  # handed to the applying thread, which raises it
+        backlog.put(e)
+
+
+class Subscriber:
+    """Applies this node's deliveries until ``stop``; ``wake`` tells the sender that
+    answers may be waiting in the outbox."""
+
+    def __init__(self, app: NodeApp, connection: Connection, stop: threading.Event,
+                 wake: threading.Event, *, backlog_items: int = BACKLOG_ITEMS) -> None:
+        if backlog_items < 1:
+            raise ValueError("the subscriber's backlog holds at least one message")
+        self._app = app
+        self._conn = connection
+        self._stop = stop
+        self._wake = wake
+        self.backlog_items = backlog_items
+        self._stream: grpc.Future | None = None  # type: ignore[type-arg]
+        self._backlog: _Backlog | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Stream messages read and not yet taken to be applied (0 with no stream)."""
+        backlog = self._backlog
+        return 0 if backlog is None else len(backlog)
+
+    @property
+    def paused(self) -> bool:
+        """Whether the reader holds a message it has no room for, and so reads no more."""
+        backlog = self._backlog
+        return backlog is not None and backlog.waiting.is_set()
+
+    def cancel(self) -> None:
+        """End the open stream (on stop)."""
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
+    def run(self) -> None:
+        """One Subscribe stream, applied until it ends; raises on any failure."""
+        after = self._app.query(claims.last_applied_seq)
+        body = pb.SubscribeBody(node_id=self._conn.node_id, after_seq=after)
+        body.at.FromDatetime(self._app.clock.now().astimezone(UTC))
+        stream = self._conn.stub.Subscribe(
+            self._conn.sign("subscribe", body.SerializeToString()))
+        self._stream = stream  # type: ignore[assignment]
+        if self._stop.is_set():  # stopped while it was opening: ``cancel`` missed it
+            stream.cancel()
+        backlog = self._backlog = _Backlog(self.backlog_items)
+        reader = threading.Thread(target=_read, args=(stream, backlog),
+                                  name="timebank-subscribe-reader", daemon=True)
+        reader.start()
+        # An acknowledgement waits for the clearinghouse's write lock, behind other
+        # districts' batches: it goes out without holding up the deliveries behind it,
+        # one at a time (they only move forward, so a later one covers a lost one).
+        # ``acked``: the last sent; ``confirmed``: the last the clearinghouse took.
+        acked = confirmed = after
+        last_ack = time.monotonic()
+        acking: grpc.Future | None = None  # type: ignore[type-arg]
+        try:
+            while True:
+                batch = backlog.take(APPLY_BATCH)
+                envelopes = [e for e in batch if isinstance(e, pb.Envelope)]
+                if envelopes:
+                    seq = self._apply([d for e in envelopes for d in self._deliveries(e)])
+                    due = (seq - acked >= ACK_EVERY_DELIVERIES
+                           or time.monotonic() - last_ack > ACK_EVERY_SECONDS)
+                    if due and (acking is None or acking.done()):
+                        if _acknowledged(acking):
+                            confirmed = acked
+                        acking, acked, last_ack = self._ack_later(seq), seq, time.monotonic()
+                end = batch[-1]
+                if end is None:
+                    return
+                if isinstance(end, BaseException):
+                    raise end
+        finally:
+            backlog.given_up.set()
+            self._stream = None
+            self._backlog = None
+            stream.cancel()
+            reader.join(_READER_EXIT_SECONDS)
+            if acking is not None and acking.done() and _acknowledged(acking):
+                confirmed = acked
+            elif acking is not None:
+                acking.cancel()
+            applied = self._app.query(claims.last_applied_seq)
+            if applied > confirmed and not self._stop.is_set():
+                self._ack(applied)
+
+    def _apply(self, deliveries: list[pb.Delivery]) -> int:
+        """Apply ``deliveries`` in one transaction; the last one's sequence number."""
+        def apply(tx: Tx) -> bool:
+            return any([claims.apply_delivery(tx, d) for d in deliveries])
+
+        if self._app.execute(apply):
+            self._wake.set()  # their answers may be in the outbox now
+        return deliveries[-1].seq
+
+    def _deliveries(self, envelope: pb.Envelope) -> list[pb.Delivery]:
+        """The deliveries in a stream message, once it is checked to be a batch the
+        clearinghouse signed."""
+        try:
+            body = verify(from_wire(envelope), self._conn.clearinghouse_key)
+            if envelope.kind != "deliveries" or envelope.signer != CLEARINGHOUSE:
+                raise ReceiptError(f"expected deliveries, got {envelope.kind!r}")
+            batch = pb.DeliveryBatch.FromString(body)
+            found = [pb.Delivery.FromString(d) for d in batch.deliveries]
+        except (EnvelopeError, DecodeError) as e:
+            raise ReceiptError(f"a delivery does not verify: {e}") from None
+        if not found:
+            raise ReceiptError("the clearinghouse sent an empty batch of deliveries")
+        return found
+
+    def _ack_request(self, seq: int) -> pb.Envelope:
+        body = pb.AckBody(node_id=self._conn.node_id, seq=seq)
+        return self._conn.sign("ack", body.SerializeToString())
+
+    def _ack(self, seq: int) -> None:
+        self._conn.stub.Ack(self._ack_request(seq), timeout=CALL_TIMEOUT_SECONDS)
+
+    def _ack_later(self, seq: int) -> grpc.Future:  # type: ignore[type-arg]
+        return self._conn.stub.Ack.future(self._ack_request(seq), timeout=CALL_TIMEOUT_SECONDS)
+
+
+def _acknowledged(acking: grpc.Future | None) -> bool:  # type: ignore[type-arg]
+    """Whether a finished acknowledgement was taken; one that failed is logged (the next
+    one covers it)."""
+    if acking is None or acking.cancelled():
+        return False
+    error = acking.exception()
+    if error is None:
+        return True
+    code = error.code().name if isinstance(error, grpc.Call) else str(error)
+    log.warning("an acknowledgement did not reach the clearinghouse; the next one covers it",
+                code=code)
+    return False

@@ -1,0 +1,72 @@
+"""The witness (ADR 0007): this district cosigns the clearinghouse's tree heads.
+
+Every ``interval`` seconds it asks for the latest head and cosigns it if it extends the
+last one this node verified (by a consistency proof) and is newer than the last it
+cosigned. The head is stored as cosigned before the cosignature leaves, so a crash can
+never lead to cosigning two inconsistent heads.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
+from node.link.verified_log import VerifiedLog, accepted
+from node.usecases import tree_heads
+from node.usecases.app import NodeApp
+from timebank import checkpoint as notes
+from timebank import transparency
+from timebank.v1 import clearing_pb2 as pb
+
+#: How often the node looks for a new tree head to cosign.
+WITNESS_SECONDS = 2.0
+
+
+class Witness:
+    def __init__(self, app: NodeApp, connection: Connection, verified: VerifiedLog,
+                 stop: threading.Event, *, interval: float = WITNESS_SECONDS) -> None:
+        if interval <= 0:
+            raise ValueError("the witness's interval must be positive")
+        self._app = app
+        self._conn = connection
+        self._log = verified
+        self._stop = stop
+        self.interval = interval
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.witness_once()
+
+    def witness_once(self) -> int:
+        """Cosign the clearinghouse's latest tree head if it extends the last one this
+        node verified and is newer than the last it cosigned. Returns the size cosigned
+        (0 if nothing was)."""
+        latest = self._conn.stub.GetTreeHead(pb.GetTreeHeadRequest(),
+                                             timeout=CALL_TIMEOUT_SECONDS)
+        known = self._log.snapshot()
+        if latest.size < known.size:
+            return 0  # older than one already verified: look again next round
+        # Fetched without the lock, which the sender needs to apply receipts ...
+        proof = self._conn.consistency(known.size, latest.size)
+        with self._log.lock:
+            current = self._log.current()
+            if current.head != known.head:  # ... unless it verified another head meanwhile
+                if latest.size < current.size:
+                    return 0
+                known, proof = current, self._conn.consistency(current.size, latest.size)
+            done = self._app.query(tree_heads.cosigned, self._conn.clearinghouse_key)
+            if done is not None and latest.size <= done.size:
+                return 0
+            view = accepted(known, latest.note, proof)
+            head = view.head
+            assert head is not None
+            self._app.execute(tree_heads.store, head, cosigned=True)
+            self._log.hold(view)
+        text = notes.SignedNote.parse(head.note).text
+        line = notes.cosign(text, transparency.witness_name(self._conn.node_id), self._conn.key,
+                            int(self._app.clock.now().timestamp()))
+        body = pb.CosignBody(node_id=self._conn.node_id, size=head.size,
+                             signature_line=line.rstrip("\n"))
+        self._conn.stub.AddCosignature(self._conn.sign("cosign", body.SerializeToString()),
+                                       timeout=CALL_TIMEOUT_SECONDS)
+        return head.size
