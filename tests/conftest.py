@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from node.domain.clock import ManualClock
@@ -29,6 +30,11 @@ from tests.postgres import admin_engine, database_url, fresh_database, migrated_
 #: Rich renders to the terminal's width; tests read what it printed, so they all see one
 #: width, whatever terminal (or pytest-xdist worker) they run in.
 os.environ["COLUMNS"] = "120"
+
+#: Property tests have no wall-clock deadline: on a shared 2-core machine an example's
+#: time says nothing about the code, and speed is measured in bench/, not in tests.
+settings.register_profile("timebank", deadline=None)
+settings.load_profile("timebank")
 
 CITY_SECRET = b"test-city-secret-0123456789abcdef-0123"
 NODE_ID, DISTRICT = "320115", "江宁区"
