@@ -18,10 +18,10 @@ from sqlalchemy.exc import OperationalError
 
 from runtime.errors import Unavailable
 from runtime.locks import FifoLock
-from runtime.prepared import Prepared
+from runtime.statements import Prepared
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# on the driver's cursor: every transaction starts with one (runtime.prepared)
+# on the driver's cursor: every transaction starts with one (runtime.statements)
 _BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
 _BEGIN = Prepared(text("BEGIN"))
 
