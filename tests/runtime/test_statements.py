@@ -43,7 +43,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
-from clearinghouse.storage.schema import UtcDateTime
+from runtime.schema import UtcDateTime
 from runtime.statements import (
     EXECUTION_OPTION,
     MAX_IN_LIST,
