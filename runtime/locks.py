@@ -1,5 +1,5 @@
 """A first-come, first-served lock, for the one writer at a time of a node or the
-clearinghouse (``node.storage.db``, ``clearinghouse.storage.db``).
+clearinghouse (``runtime.db``).
 
 ``threading.Lock`` lets a thread that releases it, or one that happens to be running,
 take it again ahead of threads that have waited longer; under a burst of concurrent

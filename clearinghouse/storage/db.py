@@ -1,98 +1,19 @@
-"""Engines and transactions for SQLite (embedded default) and PostgreSQL.
-
-Writers are serialised: on SQLite by ``BEGIN IMMEDIATE`` (SQLAlchemy's documented
-recipe; ``FOR UPDATE`` is ignored there), on PostgreSQL by locking the single
-``write_lock`` row first, so several clearinghouse replicas can share one database.
-One writer at a time makes every use-case trivially serialisable with no deadlocks.
-Readers never block writers (WAL on SQLite, MVCC on PostgreSQL).
-"""
+"""The clearinghouse's database (``runtime.db``). On PostgreSQL every writer first locks
+the one ``write_lock`` row, so that several clearinghouse replicas can share a database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from sqlalchemy import select
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError
-
-from runtime.errors import Unavailable
-from runtime.locks import FifoLock
-from runtime.prepared import Prepared
-
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-# on the driver's cursor: every transaction starts with one (runtime.prepared)
-_BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
-_BEGIN = Prepared(text("BEGIN"))
+from clearinghouse.storage.schema import WriteLock
+from runtime.db import Database as _RuntimeDatabase
+from runtime.statements import StatementMode
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, pool_size=8, max_overflow=8, pool_timeout=30)
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    begin = _BEGIN_IMMEDIATE if immediate else _BEGIN
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        begin(conn)
-
-    return engine
-
-
-def _unavailable() -> Unavailable:
-    return Unavailable("the clearinghouse's database is busy or unreachable; try again shortly",
-                       "STORE_UNAVAILABLE")
-
-
-class Database:
+class Database(_RuntimeDatabase):
     """The clearinghouse's database: one writer at a time, many readers."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        if self.is_sqlite:
-            self.writer = _sqlite_engine(url, immediate=True)
-            self.reader = _sqlite_engine(url, immediate=False)
-        else:
-            self.writer = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-            self.reader = self.writer
-        # Writers in this process queue here, first come first served, rather than in
-        # SQLite's busy handler, which sleeps between tries (up to 100 ms) and lets the
-        # busiest threads starve the rest.
-        self._write_lock = FifoLock()
-
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One use-case's transaction: committed on success, rolled back on any error."""
-        try:
-            with self._write_lock, self.writer.begin() as conn:
-                if not self.is_sqlite:
-                    conn.execute(text("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE"))
-                yield conn
-        except OperationalError as e:
-            raise _unavailable() from e
-
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        try:
-            with self.reader.begin() as conn:
-                yield conn
-        except OperationalError as e:
-            raise _unavailable() from e
-
-    def dispose(self) -> None:
-        self.writer.dispose()
-        if self.reader is not self.writer:
-            self.reader.dispose()
-
-
-__all__ = ["Database", "Unavailable"]
+    def __init__(self, url: str, *, statements: StatementMode | None = None) -> None:
+        lock = select(WriteLock.id).where(WriteLock.id == 1).with_for_update()
+        super().__init__(url, service="clearinghouse", write_lock=lock,
+                         statements=statements)

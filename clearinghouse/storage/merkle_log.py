@@ -38,7 +38,7 @@ from runtime.errors import (
     InvariantViolation,
     NotFound,
 )
-from runtime.prepared import Prepared
+from runtime.statements import Prepared
 from timebank.merkle import (
     EMPTY_ROOT,
     completed_ranges,

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.storage import schema as s
 from runtime.errors import InvariantViolation, Refusal
-from runtime.prepared import Prepared
+from runtime.statements import Prepared
 
 ADMISSIONS = cast(Table, s.Admission.__table__)
 RETIRED = cast(Table, s.RetiredKey.__table__)
@@ -154,7 +154,7 @@ _DELIVERIES_AFTER = Prepared(
     .order_by(DELIVERIES.c.seq).limit(bindparam("limit")))
 _ACKED_SEQ = Prepared(select(ACKS.c.acked_seq).where(ACKS.c.node_id == bindparam("node_id")))
 _SET_ACKED_SEQ = Prepared(
-    update(ACKS).where(ACKS.c.node_id == bindparam("node_id"),
+    update(ACKS).where(ACKS.c.node_id == bindparam("b_node_id"),
                        ACKS.c.acked_seq <= bindparam("seq"))
     .values(acked_seq=bindparam("seq")))
 _RECEIPT = Prepared(
@@ -455,7 +455,7 @@ class Repo:
         return None if value is None else int(value)
 
     def set_acked_seq(self, node_id: str, seq: int) -> None:
-        done = _SET_ACKED_SEQ(self.conn, {"node_id": node_id, "seq": seq})
+        done = _SET_ACKED_SEQ(self.conn, {"b_node_id": node_id, "seq": seq})
         if done.rowcount != 1:
             raise InvariantViolation(f"the acknowledgement of {node_id} would go backwards")
 

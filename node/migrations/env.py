@@ -1,17 +1,6 @@
-"""Alembic environment: run with the connection handed over by node.storage.migrate."""
-
-from __future__ import annotations
-
-from alembic import context
+"""Alembic environment of the node's schema (run by ``node.storage.migrate``)."""
 
 from node.storage.schema import Base
+from runtime.migrate import run_environment
 
-connection = context.config.attributes["connection"]
-context.configure(
-    connection=connection,
-    target_metadata=Base.metadata,
-    render_as_batch=connection.dialect.name == "sqlite",
-    compare_type=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_environment(Base.metadata)

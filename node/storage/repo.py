@@ -37,7 +37,7 @@ from node.domain.ledger import (
 from node.domain.policy import Relation
 from node.storage import schema as s
 from runtime.errors import InvariantViolation, NotFound
-from runtime.prepared import Prepared
+from runtime.statements import Prepared
 
 ACCOUNTS = cast(Table, s.LedgerAccount.__table__)
 ENTRIES = cast(Table, s.LedgerEntry.__table__)

@@ -1,0 +1,122 @@
+"""A service's database: engines and transactions on SQLite (the embedded default) or
+PostgreSQL, with one writer at a time and many readers.
+
+Writers are serialised: in the process by a first-come, first-served lock; across
+processes on SQLite by ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe; ``FOR
+UPDATE`` is ignored there), on PostgreSQL by locking one row the service names first
+(the node its ``ledger_head``, the clearinghouse its ``write_lock``, so several replicas
+can share a database). One writer at a time makes every use-case trivially serialisable
+with no deadlocks. Readers never block writers (WAL on SQLite, MVCC on PostgreSQL).
+
+A driver error that says the database is busy or gone (``OperationalError``) becomes
+``Unavailable``: the caller may try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.expression import Executable
+
+from runtime._core import CoreStatement
+from runtime._prepared import DriverStatement
+from runtime.errors import Unavailable
+from runtime.locks import FifoLock
+from runtime.statements import EXECUTION_OPTION, Prepared, StatementMode, mode_from_environment
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_engine(url: str, *, immediate: bool, mode: StatementMode) -> Engine:
+    engine = create_engine(url, pool_size=8, max_overflow=8, pool_timeout=30,
+                           execution_options={EXECUTION_OPTION: mode})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    _open_transactions_with(engine, "BEGIN IMMEDIATE" if immediate else "BEGIN", mode)
+    return engine
+
+
+def _open_transactions_with(engine: Engine, sql: str, mode: StatementMode) -> None:
+    """Start each transaction on ``engine`` with ``sql`` (SQLite's ``BEGIN IMMEDIATE``),
+    from the ``begin`` event, where the connection has no transaction yet and must not
+    start one: as SQLAlchemy's recipe does (``exec_driver_sql``), or on the driver."""
+    if mode is StatementMode.CORE:
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql(sql)
+
+        return
+    statement = text(sql)
+    on_driver = DriverStatement(statement, CoreStatement(statement))
+
+    @event.listens_for(engine, "begin")
+    def _begin_on_driver(conn: Connection) -> None:
+        on_driver.run(conn, {})
+
+
+class Database:
+    """A service's database: one writer at a time, many readers.
+
+    ``service`` names the service in messages ("the node's database is busy...");
+    ``write_lock`` is the statement a PostgreSQL writer runs first, locking the one row
+    that serialises writers across processes; ``statements`` chooses how Prepared
+    statements run on this database's connections (default: ``TIMEBANK_STATEMENTS``).
+    """
+
+    def __init__(self, url: str, *, service: str, write_lock: Executable,
+                 statements: StatementMode | None = None) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.statements = mode_from_environment() if statements is None else statements
+        self._unavailable = (f"the {service}'s database is busy or unreachable; "
+                             "try again shortly")
+        if self.is_sqlite:
+            self.writer = _sqlite_engine(url, immediate=True, mode=self.statements)
+            self.reader = _sqlite_engine(url, immediate=False, mode=self.statements)
+        else:
+            self.writer = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                                        execution_options={EXECUTION_OPTION: self.statements})
+            self.reader = self.writer
+        self._lock_row = Prepared(write_lock)
+        # Writers in this process queue here, first come first served, rather than in
+        # SQLite's busy handler, which sleeps between tries (up to 100 ms) and lets the
+        # busiest threads starve the rest.
+        self._write_lock = FifoLock()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One use-case's transaction: committed on success, rolled back on any error."""
+        try:
+            with self._write_lock, self.writer.begin() as conn:
+                if not self.is_sqlite:
+                    self._lock_row(conn)
+                yield conn
+        except OperationalError as e:
+            raise Unavailable(self._unavailable, "STORE_UNAVAILABLE") from e
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A transaction to read in; it never waits for the writer."""
+        try:
+            with self.reader.begin() as conn:
+                yield conn
+        except OperationalError as e:
+            raise Unavailable(self._unavailable, "STORE_UNAVAILABLE") from e
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()

@@ -1,0 +1,68 @@
+"""A service's Alembic migrations: applied, checked and written against a connection
+handed over here, so no ``alembic.ini`` and no URL in a file are needed.
+
+Each service keeps its migrations directory (``script.py.mako``, ``versions/`` and an
+``env.py`` that calls :func:`run_environment` with its models' metadata) and a
+:class:`Migrations` naming that directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, MetaData
+
+
+class Migrations:
+    """The migrations in ``directory``, which own one service's schema."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _run(self, engine: Engine, apply: Callable[[Config], Any]) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(self.directory))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            apply(cfg)
+
+    def upgrade(self, engine: Engine, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` (default: the newest). Safe to run again."""
+        self._run(engine, lambda cfg: command.upgrade(cfg, revision))
+
+    def check(self, engine: Engine) -> None:
+        """Raise if the models and the migrations disagree (``alembic check``)."""
+        self._run(engine, command.check)
+
+    def revision(self, engine: Engine, message: str) -> None:
+        """Autogenerate a new migration from the models (for developers)."""
+        self._run(engine, lambda cfg: command.revision(cfg, message=message,
+                                                       autogenerate=True))
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory(str(self.directory)).get_current_head()
+
+    @staticmethod
+    def current_revision(engine: Engine) -> str | None:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+
+def run_environment(metadata: MetaData) -> None:
+    """The whole of a service's ``migrations/env.py``: run the migrations on the
+    connection :class:`Migrations` handed over, against the service's models."""
+    connection: Connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,136 @@
+"""``runtime.db``: one writer at a time across Database objects (as across processes),
+errors that mean "try again" as Unavailable, and the statement mode as a setting."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, select, text
+
+import runtime.db
+from runtime.db import Database
+from runtime.errors import Unavailable
+from runtime.statements import Prepared, StatementMode, mode_of
+from tests.postgres import admin_engine
+
+metadata = MetaData()
+LOCK = Table("one_writer", metadata, Column("id", Integer, primary_key=True))
+COUNTER = Table("counter", metadata, Column("id", Integer, primary_key=True),
+                Column("n", Integer, nullable=False))
+TAKE_LOCK = select(LOCK.c.id).where(LOCK.c.id == 1).with_for_update()
+ADD_ONE = Prepared(COUNTER.update().values(n=COUNTER.c.n + 1))
+
+
+def open_db(url: str, mode: StatementMode | None = None) -> Database:
+    return Database(url, service="测试服务", write_lock=TAKE_LOCK, statements=mode)
+
+
+@pytest.fixture(params=list(StatementMode))
+def db(request: pytest.FixtureRequest, empty_db_url: str) -> Iterator[Database]:
+    made = open_db(empty_db_url, request.param)
+    metadata.create_all(made.writer)
+    with made.write() as conn:
+        conn.execute(LOCK.insert().values(id=1))
+        conn.execute(COUNTER.insert().values(id=1, n=0))
+    yield made
+    made.dispose()
+
+
+def count(db: Database) -> int:
+    with db.read() as conn:
+        n: int = conn.execute(select(COUNTER.c.n)).scalar_one()
+        return n
+
+
+def test_a_write_commits_and_an_error_undoes_it(db: Database) -> None:
+    with db.write() as conn:
+        conn.execute(COUNTER.update().values(n=COUNTER.c.n + 1))
+    with pytest.raises(RuntimeError), db.write() as conn:
+        conn.execute(COUNTER.update().values(n=COUNTER.c.n + 1))
+        raise RuntimeError("undo")
+    assert count(db) == 1
+
+
+def test_writers_of_two_databases_on_one_store_take_turns(db: Database) -> None:
+    """A second Database (another process, or a replica) waits for the first writer:
+    BEGIN IMMEDIATE on SQLite, the lock row on PostgreSQL."""
+    other = open_db(db.url, db.statements)
+    entered = threading.Event()
+    seen: list[int] = []
+
+    def second() -> None:
+        with other.write() as conn:
+            entered.set()
+            seen.append(conn.execute(select(COUNTER.c.n)).scalar_one())
+
+    try:
+        with db.write() as conn:
+            thread = threading.Thread(target=second)
+            thread.start()
+            time.sleep(0.3)
+            assert not entered.is_set()
+            conn.execute(COUNTER.update().values(n=7))
+        thread.join(timeout=30)
+        assert seen == [7]  # it ran after the first committed, and saw its write
+    finally:
+        other.dispose()
+
+
+def test_the_statement_mode_is_the_databases_setting(empty_db_url: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = open_db(empty_db_url)
+    metadata.create_all(setup.writer)
+    setup.dispose()
+    for mode in StatementMode:
+        made = open_db(empty_db_url, mode)
+        with made.read() as reading, made.write() as writing:
+            assert mode_of(reading) is mode_of(writing) is mode
+        made.dispose()
+    monkeypatch.setenv("TIMEBANK_STATEMENTS", "core")
+    made = open_db(empty_db_url)
+    assert made.statements is StatementMode.CORE
+    made.dispose()
+
+
+def test_a_busy_sqlite_store_is_unavailable_and_says_whose(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.db, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "busy.sqlite3"
+    db = open_db(f"sqlite:///{path}")
+    metadata.create_all(db.writer)
+    other_process = sqlite3.connect(path, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")  # holds the write lock
+    try:
+        with pytest.raises(Unavailable) as refused, db.write():
+            pass
+        assert refused.value.reason == "STORE_UNAVAILABLE"
+        assert str(refused.value) == ("the 测试服务's database is busy or unreachable; "
+                                      "try again shortly")
+    finally:
+        other_process.rollback()
+        other_process.close()
+    with db.write() as conn:  # free again
+        conn.execute(COUNTER.insert().values(id=1, n=0))
+    assert count(db) == 0
+    db.dispose()
+
+
+def test_a_killed_postgres_connection_is_unavailable_then_the_next_write_works(
+        db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL only: SQLite has no server to drop the connection")
+    with pytest.raises(Unavailable), db.write() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        admin = admin_engine()
+        with admin.connect() as killer:
+            killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.dispose()
+        ADD_ONE(conn)  # in the driver mode, on the driver's cursor
+    with db.write() as conn:
+        ADD_ONE(conn)
+    assert count(db) == 1
