@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from node.domain.claims import OPEN_STATES, Claim, ClaimKind, ClaimState, Role
 from node.domain.ledger import Origin
-from node.storage.tables import CLAIMS
+from node.storage.tables import CLAIMS, changed
 from runtime.errors import InvariantViolation
 from runtime.prepared import Prepared
 
@@ -65,13 +65,13 @@ class ClaimRepo:
         """Write ``after`` over ``before`` (as read in this transaction)."""
         if before.claim_id != after.claim_id:
             raise InvariantViolation(f"claim {before.claim_id} cannot become {after.claim_id}")
-        old, new = _row(before), _row(after)
-        changed = frozenset(k for k in new if new[k] != old[k])
-        if not changed:
+        columns = changed(before, after)  # a Claim's fields are named as its columns
+        if not columns:
             return
-        done = _update(changed)(self.conn, {
+        row = _row(after)
+        done = _update(frozenset(columns))(self.conn, {
             "w_claim_id": before.claim_id, "w_state": before.state.value,
-            **{f"b_{k}": new[k] for k in changed}})
+            **{f"b_{c}": row[c] for c in columns}})
         if done.rowcount != 1:
             raise InvariantViolation(f"claim {before.claim_id} changed under a writer")
 

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
 from node.domain.orders import OrderState
-from node.storage.tables import EVENTS, ORDERS, record, values
+from node.storage.tables import EVENTS, ORDERS, changed, record, values
 from runtime.errors import InvariantViolation, NotFound
 from runtime.prepared import Prepared
 
@@ -120,14 +120,16 @@ class OrderRepo:
         for before, after in changes:
             if before.id != after.id:
                 raise InvariantViolation(f"order {before.id} cannot become order {after.id}")
-            old, new = values(before), values(after)
-            changed = frozenset(k for k in new if new[k] != old[k])
-            if changed:
-                batches.setdefault(changed, []).append(
+            columns = changed(before, after)
+            if columns:
+                batches.setdefault(frozenset(columns), []).append(
                     {"w_id": before.id, "w_state": before.state,
-                     **{f"b_{k}": new[k] for k in changed}})
-        for columns, rows in batches.items():
-            if _update(columns).many(self.conn, rows) != len(rows):
+                     **{f"b_{c}": getattr(after, c) for c in columns}})
+        for batch, rows in batches.items():
+            statement = _update(batch)
+            done = (statement(self.conn, rows[0]).rowcount if len(rows) == 1
+                    else statement.many(self.conn, rows))
+            if done != len(rows):
                 raise InvariantViolation("an order changed under a writer: writers are serial")
 
     def add_event(self, event: OrderEvent) -> None:

@@ -8,6 +8,8 @@ Core statements over these handles; ``schema`` describes the tables themselves.
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table
@@ -40,6 +42,27 @@ def record(cls: type[T], row: Any) -> T:
     return cls(**row._mapping)
 
 
+_Fields = tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]
+_FIELDS: dict[type, _Fields] = {}
+
+
+def _fields(cls: type) -> _Fields:
+    """A record type's field names and one getter of them all (made once per type)."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        found = _FIELDS[cls] = (names, operator.attrgetter(*names))
+    return found
+
+
 def values(rec: Any) -> dict[str, Any]:
     """A flat record's fields as column values (``dataclasses.asdict`` without its copies)."""
-    return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+    names, get = _fields(type(rec))
+    return dict(zip(names, get(rec), strict=True))
+
+
+def changed(before: Any, after: Any) -> list[str]:
+    """The fields in which two records of one type differ, in field order."""
+    assert type(before) is type(after)
+    names, get = _fields(type(before))
+    return [n for n, old, new in zip(names, get(before), get(after), strict=True) if old != new]
