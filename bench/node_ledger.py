@@ -83,7 +83,7 @@ def run(url: str, n_orders: int, n_single: int, n_queries: int,
     prep = time.perf_counter() - t0
 
     # One order per transaction: what a single RecordOrder call costs.
-    due = app.query(lambda tx: tx.repo.due_order_ids(tx.now, n_single))
+    due = app.query(lambda tx: tx.repo.orders.due_ids(tx.now, n_single))
     t0 = time.perf_counter()
     for order_id in due:
         app.execute(orders.record_order, order_id)

@@ -124,7 +124,7 @@ def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
         raise ConfigError(f"the database schema is at {current or 'nothing'}, the software "
                           f"needs {head}: run `timebank node migrate` first")
     with db.read() as conn:
-        stored = Repo(conn).meta("node_id")
+        stored = Repo(conn).meta.get("node_id")
     if stored != config.node_id:
         db.dispose()
         raise ConfigError(f"the database belongs to node {stored}, not {config.node_id}")

@@ -10,6 +10,10 @@ from __future__ import annotations
 MAX_MINUTES = 10**12
 MINUTES_PER_HOUR = 60
 MINUTES_PER_DAY = 24 * MINUTES_PER_HOUR
+#: The largest stored-hours cap a city's policy may set (``cap_hours`` up to 100,000). No
+#: person's balance is ever larger, so no move is either: a move hands over a whole
+#: balance, and both the node and the clearinghouse bound it by this (ADR 0012).
+MAX_CAP_MINUTES = 100_000 * MINUTES_PER_HOUR
 
 
 def format_hours(minutes: int) -> str:

@@ -26,12 +26,14 @@ from runtime.errors import (
     InvariantViolation,
     PermissionDenied,
 )
-from timebank.minutes import MINUTES_PER_DAY, hours
+from timebank.minutes import MAX_CAP_MINUTES, MINUTES_PER_DAY
 
 #: A redemption pays for one order: at most one day of service, the node's order limit.
 MAX_REDEMPTION_MINUTES = MINUTES_PER_DAY
-#: A move hands over a whole balance, which the city's stored-hours cap keeps within 1,500 h.
-MAX_MOVE_MINUTES = hours(1500)
+#: A move hands over a whole balance, which no city's stored-hours cap lets pass the largest
+#: cap the policy format permits. The clearinghouse holds no city policy, so it takes that
+#: bound: a city that raises ``cap_hours`` (up to 100,000) can still move every balance.
+MAX_MOVE_MINUTES = MAX_CAP_MINUTES
 #: The most any claim may carry, whatever its kind.
 MAX_CLAIM_MINUTES = MAX_MOVE_MINUTES
 #: The shortest and longest a claim may stay open. A redemption is held from the order's

@@ -120,7 +120,7 @@ def _admission(row: Any) -> AdmissionRecord:
 
 
 # Statements a Submit runs every time, built once and run on the driver's cursor
-# (runtime.prepared): Core's own execute costs several times what SQLite does.
+# (runtime.statements): Core's own execute costs several times what SQLite does.
 _ADMISSION = Prepared(select(ADMISSIONS).where(ADMISSIONS.c.node_id == bindparam("node_id")))
 _ADMITTED_COUNT = Prepared(
     select(func.count()).select_from(ADMISSIONS).where(ADMISSIONS.c.revoked_at.is_(None)))

@@ -91,6 +91,32 @@ def issuance(origin: Origin) -> Account:
     return Account(AccountKind.ISSUANCE, origin)
 
 
+def account_from_code(code: str) -> Account:
+    """Parse an account code back into an Account (the inverse of ``Account.code``)."""
+    parts = code.split("/")
+    try:
+        kind = AccountKind(parts[0])
+        if kind is AccountKind.PERSON and len(parts) == 3:
+            return Account(kind, Origin(parts[2]), parts[1])
+        if kind is AccountKind.ISSUANCE and len(parts) == 2:
+            return Account(kind, Origin(parts[1]))
+        if len(parts) == 1:
+            origin = {AccountKind.DONATION_POOL: Origin.DONATED,
+                      AccountKind.CITY_GRANT: Origin.GRANTED}.get(kind)
+            return Account(kind, origin)
+    except ValueError:
+        pass
+    raise InvariantViolation(f"not an account code: {code!r}")
+
+
+class HoldState(StrEnum):
+    """A hold reserves minutes on an account until it is posted or released, once."""
+
+    ACTIVE = "active"
+    POSTED = "posted"
+    RELEASED = "released"
+
+
 @dataclass(frozen=True, slots=True)
 class Posting:
     account: Account

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from timebank.minutes import MINUTES_PER_DAY, hours
+from timebank.minutes import MAX_CAP_MINUTES, MINUTES_PER_DAY, hours
 
 
 class Relation(StrEnum):
@@ -66,9 +66,9 @@ DEFAULT_CATEGORIES = (
     Category("linking", "资源链接"),
 )
 
-#: Hard limits no policy may exceed.
+#: Hard limits no policy may exceed. The stored-hours cap's, ``MAX_CAP_MINUTES``, is in the
+#: contract (``timebank.minutes``): the clearinghouse bounds a moved balance by it too.
 MAX_ORDER_MINUTES = MINUTES_PER_DAY
-MAX_CAP_MINUTES = hours(100_000)
 MAX_CATEGORIES = 64
 
 

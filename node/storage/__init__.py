@@ -1,1 +1,2 @@
-"""The node's storage: SQLAlchemy schema, engines for SQLite and PostgreSQL, the repository."""
+"""The node's storage: SQLAlchemy schema, engines for SQLite and PostgreSQL, and the
+repositories, one module per aggregate, that ``repo.Repo`` gives each transaction."""

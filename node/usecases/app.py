@@ -98,18 +98,17 @@ class NodeApp:
             raise InvariantViolation("a request fingerprint is a SHA-256 digest")
         with self.db.write() as conn:
             repo = Repo(conn)
-            found = repo.idempotent_response(key)
+            found = repo.idempotency.get(key)
             if found is not None:
-                stored_method, stored_fp, response = found
-                if (stored_method, stored_fp) != (method, fingerprint):
+                if (found.method, found.fingerprint) != (method, fingerprint):
                     raise AlreadyExists(
                         f"idempotency key {key!r} was already used for a different request "
-                        f"({stored_method}); use a new key for a new request",
+                        f"({found.method}); use a new key for a new request",
                         "IDEMPOTENCY_KEY_REUSED")
-                return response
+                return found.response
             tx = Tx(repo, self.policy, self._now(), self.node)
             response = encode(fn(tx))
-            repo.save_response(key, method, fingerprint, response, tx.now)
+            repo.idempotency.save(key, method, fingerprint, response, tx.now)
             return response
 
     def _now(self) -> datetime:

@@ -37,17 +37,17 @@ class Requested:
 def request(tx: Tx) -> Requested:
     """Queue a checkpoint of the ledger as it stands (nothing new if this entry count
     was checkpointed already)."""
-    count, chain_head = tx.repo.head()
-    found = tx.repo.anchor(count)
+    count, chain_head = tx.repo.ledger.head()
+    found = tx.repo.anchors.get(count)
     if found is not None:
         return Requested(count, bytes(found.chain_head), bytes(found.ledger_root), False)
-    root = merkle.root(tx.repo.entry_hashes(count))
+    root = merkle.root(tx.repo.ledger.entry_hashes(count))
     body = pb.NodeCheckpoint(node_id=tx.node.node_id, entry_count=count,
                              chain_head=chain_head, ledger_root=root)
     body.at.FromDatetime(tx.now)
     raw = body.SerializeToString(deterministic=True)
-    tx.repo.enqueue(CHECKPOINT, None, raw, tx.now)
-    tx.repo.insert_anchor(count, chain_head, root, raw, tx.now)
+    tx.repo.outbox.enqueue(CHECKPOINT, None, raw, tx.now)
+    tx.repo.anchors.add(count, chain_head, root, raw, tx.now)
     return Requested(count, chain_head, root, True)
 
 
@@ -57,6 +57,6 @@ def anchored(tx: Tx, body: bytes, sent: bytes, logged: pb.LogInclusion,
     signed envelope ``sent``; ``logged`` (already checked against ``tree_head``) is its
     leaf and inclusion proof. Recorded once."""
     msg = pb.NodeCheckpoint.FromString(body)
-    tx.repo.set_anchored(msg.entry_count, sent, logged.index, logged.entry,
-                         anchors.stored_path(logged.path), tree_head, tx.now)
+    tx.repo.anchors.set_anchored(msg.entry_count, sent, logged.index, logged.entry,
+                                 anchors.stored_path(logged.path), tree_head, tx.now)
 

@@ -9,6 +9,9 @@ Where things happen:
 - each node posts its leg when it learns the clearinghouse completed the claim: the
   creditor in ``apply_receipt``, the debtor in ``_finished``.
 
+Every change of a claim is made by ``node.domain.claims`` (its transition table, by role:
+ADR 0012) and stored by ``_save`` from the state it was read in.
+
 Every message to the clearinghouse is written to the outbox in the same transaction as
 the change that needs it (unsigned: the link signs it as it sends; Ed25519 signatures
 are deterministic, so a resend is byte-identical). Every delivery applies once: its
@@ -17,15 +20,15 @@ sequence number goes into the inbox in the same transaction as its effects.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from node.domain import claims as model
 from node.domain.claims import (
+    Claim,
     ClaimKind,
     ClaimState,
     Decision,
@@ -43,19 +46,17 @@ from node.domain.ledger import (
     AccountKind,
     Entry,
     EntryKind,
+    HoldState,
     Origin,
+    account_from_code,
     draw,
     merge_postings,
 )
 from node.domain.orders import OrderState, PaymentSource, PersonKind, spendable_origins
-from node.storage.repo import (
-    AccountRecord,
-    ClaimRecord,
-    OrderRecord,
-    OutboxRecord,
-    PersonRecord,
-    account_from_code,
-)
+from node.storage.ledger import AccountRecord
+from node.storage.messages import OutboxRecord
+from node.storage.orders import OrderEvent, OrderRecord
+from node.storage.people import PersonRecord
 from node.usecases.app import Tx
 from node.usecases.people import facts
 from runtime.errors import (
@@ -114,10 +115,10 @@ class ClaimView:
     updated_at: datetime
 
 
-def _view(c: ClaimRecord) -> ClaimView:
-    return ClaimView(c.claim_id, ClaimKind(c.kind), Role(c.role), c.counterparty, c.minutes,
-                     c.posted_minutes, ClaimState(c.state), c.reason, c.detail,
-                     c.order_id or 0, c.person_id or 0, c.expires_at, c.updated_at)
+def _view(c: Claim) -> ClaimView:
+    return ClaimView(c.claim_id, c.kind, c.role, c.counterparty, c.minutes, c.posted_minutes,
+                     c.state, c.reason, c.detail, c.order_id or 0, c.person_id or 0,
+                     c.expires_at, c.updated_at)
 
 
 def _ts(at: datetime) -> Timestamp:
@@ -142,19 +143,24 @@ def _reason_of(value: int) -> str:
 
 
 def _enqueue(tx: Tx, kind: str, claim_id: str | None, body: Message) -> None:
-    tx.repo.enqueue(kind, claim_id, body.SerializeToString(deterministic=True), tx.now)
+    tx.repo.outbox.enqueue(kind, claim_id, body.SerializeToString(deterministic=True), tx.now)
 
 
-def _set(tx: Tx, claim: ClaimRecord, state: ClaimState, **values: Any) -> ClaimRecord:
-    """Move the claim to ``state`` (the row must still be in ``claim``'s); return the
-    record as now stored, without reading it back."""
-    tx.repo.update_claim(claim.claim_id, claim.state, state=state.value, updated_at=tx.now,
-                         **values)
-    return replace(claim, state=state.value, updated_at=tx.now, **values)
+def _save(tx: Tx, before: Claim, after: Claim) -> Claim:
+    """Store ``after`` (a change of ``before``, as the domain made it); return it."""
+    tx.repo.claims.update(before, after)
+    return after
+
+
+def _stored(tx: Tx, claim_id: str) -> Claim:
+    claim = tx.repo.claims.get(claim_id)
+    if claim is None:
+        raise InvariantViolation(f"claim {claim_id[:36]} is not recorded on this node")
+    return claim
 
 
 def _check_capacity(tx: Tx) -> None:
-    open_now = tx.repo.open_claim_total()
+    open_now = tx.repo.claims.open_count()
     if open_now >= MAX_OPEN_CLAIMS:
         raise ResourceExhausted(f"this node has {open_now} open claims with other districts, "
                                 "the most it keeps at once; try again once some settle",
@@ -170,11 +176,19 @@ def _post(tx: Tx, kind: EntryKind, parts: list[tuple[Account, int]], memo: str,
     person_ids: dict[str, int] = {} if known is None else {known.person_ref: known.id}
     for p in postings:
         if p.account.kind is AccountKind.PERSON and p.account.person_ref not in person_ids:
-            owner = tx.repo.person_by_ref(p.account.person_ref or "")
+            owner = tx.repo.people.by_ref(p.account.person_ref or "")
             if owner is None:
                 raise InvariantViolation(f"no person holds {p.account.code}")
             person_ids[owner.person_ref] = owner.id
-    tx.repo.append(Entry(kind, postings, tx.now, memo=memo, order_id=order_id), person_ids)
+    tx.repo.ledger.append(Entry(kind, postings, tx.now, memo=memo, order_id=order_id),
+                          person_ids)
+
+
+def _order_changed(tx: Tx, order: OrderRecord, after: OrderRecord, detail: str) -> None:
+    """Store a change the clearinghouse caused to an order, with its event."""
+    tx.repo.orders.update(order, after)
+    tx.repo.orders.add_event(OrderEvent(order.id, tx.now, order.state, after.state,
+                                        "clearinghouse", detail))
 
 
 # ------------------------------------------------------------------ directory
@@ -199,34 +213,29 @@ def propose_redemption(tx: Tx, order: OrderRecord, payer: PersonRecord,
     if payer.home_node_id is None or payer.home_node_id == tx.node.node_id:
         raise InvariantViolation("a redemption claim is for hours kept in another district")
     _check_capacity(tx)
-    claim_id = new_claim_id(int(tx.now.timestamp() * 1000))
-    expires = tx.now + REDEMPTION_WINDOW
+    claim = model.redemption_proposed(
+        new_claim_id(int(tx.now.timestamp() * 1000)), payer.home_node_id, payer.person_ref,
+        recipient.person_ref, order.planned_minutes, order.id, payer.id, tx.now,
+        tx.now + REDEMPTION_WINDOW)
     recipient_facts = facts(tx, recipient)
     body = pb.ClaimProposal(
-        claim_id=claim_id, kind=pb.CLAIM_KIND_REDEMPTION, creditor_node_id=tx.node.node_id,
-        debtor_node_id=payer.home_node_id, payer_ref=payer.person_ref,
-        recipient_ref=recipient.person_ref, recipient_age=recipient_facts.age,
-        recipient_priority=recipient.priority, minutes=order.planned_minutes)
-    body.created_at.CopyFrom(_ts(tx.now))
-    body.expires_at.CopyFrom(_ts(expires))
-    tx.repo.insert_claim(
-        claim_id=claim_id, kind=ClaimKind.REDEMPTION.value, role=Role.CREDITOR.value,
-        counterparty=payer.home_node_id, person_ref=payer.person_ref,
-        recipient_ref=recipient.person_ref, minutes=order.planned_minutes, posted_minutes=0,
-        origins="", state=ClaimState.PROPOSED.value, reason="", detail="",
-        order_id=order.id, person_id=payer.id, expires_at=expires, created_at=tx.now,
-        updated_at=tx.now)
-    _enqueue(tx, PROPOSE, claim_id, body)
-    return claim_id
+        claim_id=claim.claim_id, kind=pb.CLAIM_KIND_REDEMPTION,
+        creditor_node_id=tx.node.node_id, debtor_node_id=claim.counterparty,
+        payer_ref=claim.person_ref, recipient_ref=claim.recipient_ref,
+        recipient_age=recipient_facts.age, recipient_priority=recipient.priority,
+        minutes=claim.minutes)
+    body.created_at.CopyFrom(_ts(claim.created_at))
+    body.expires_at.CopyFrom(_ts(claim.expires_at))
+    tx.repo.claims.add(claim)
+    _enqueue(tx, PROPOSE, claim.claim_id, body)
+    return claim.claim_id
 
 
 def finish_redemption(tx: Tx, order: OrderRecord, recorded_minutes: int) -> None:
     """At recording: complete the order's claim for min(recorded, held), or void it when
     nothing is to be paid. The charge is posted when the clearinghouse confirms."""
-    claim = tx.repo.claim(order.claim_id or "")
-    if claim is None:
-        raise InvariantViolation(f"order {order.id} names a claim this node does not have")
-    if claim.state != ClaimState.ACCEPTED:
+    claim = _stored(tx, order.claim_id or "")
+    if claim.state is not ClaimState.ACCEPTED:
         return  # rejected or expired while the service went on: recorded unpaid
     posted = min(recorded_minutes, claim.minutes)
     body = pb.ClaimFinish(claim_id=claim.claim_id, complete=posted > 0,
@@ -234,24 +243,24 @@ def finish_redemption(tx: Tx, order: OrderRecord, recorded_minutes: int) -> None
     if posted == 0:
         body.reason = pb.CLAIM_REASON_CANCELLED
     body.at.CopyFrom(_ts(tx.now))
-    _set(tx, claim, ClaimState.FINISHING, posted_minutes=posted)
+    _save(tx, claim, model.finish(claim, tx.now, posted))
     _enqueue(tx, FINISH, claim.claim_id, body)
 
 
 def void_redemption(tx: Tx, order: OrderRecord) -> None:
     """The order was cancelled: withdraw its claim, so the home district releases the hold."""
-    claim = tx.repo.claim(order.claim_id or "")
+    claim = tx.repo.claims.get(order.claim_id or "")
     if claim is None or claim.state not in (ClaimState.PROPOSED, ClaimState.ACCEPTED):
         return
-    if claim.state == ClaimState.PROPOSED:
+    if claim.state is ClaimState.PROPOSED:
         # the home district has not answered; its hold (if it accepts) ends when the
         # claim expires, or at once when the acceptance arrives (``_decided``)
-        _set(tx, claim, ClaimState.PROPOSED, detail="order cancelled before acceptance")
+        _save(tx, claim, model.annotate(claim, tx.now, "order cancelled before acceptance"))
         return
     body = pb.ClaimFinish(claim_id=claim.claim_id, complete=False,
                           reason=pb.CLAIM_REASON_CANCELLED)
     body.at.CopyFrom(_ts(tx.now))
-    _set(tx, claim, ClaimState.FINISHING)
+    _save(tx, claim, model.finish(claim, tx.now, 0))
     _enqueue(tx, FINISH, claim.claim_id, body)
 
 
@@ -262,8 +271,9 @@ def start_move(tx: Tx, person_id: int, to_node_id: str) -> ClaimView:
     """The old home sends a person's whole balance, origins and all, to their new home.
 
     Everything the person has is held at once; the new home takes it in and the
-    clearinghouse then names it the person's home."""
-    person = tx.repo.person(person_id)
+    clearinghouse then names it the person's home. However large the balance, the city's
+    cap allowed it, so the claim carries it (the new home applies its own cap)."""
+    person = tx.repo.people.get(person_id)
     if not (len(to_node_id) == 6 and to_node_id.isdigit() and to_node_id.isascii()):
         raise InvalidArgument("the new home is a district's 6-digit node id, e.g. 320113",
                               "MALFORMED_NODE_ID")
@@ -273,51 +283,42 @@ def start_move(tx: Tx, person_id: int, to_node_id: str) -> ClaimView:
         raise FailedPrecondition(f"person {person.id}'s hours are kept in district "
                                  f"{person.home_node_id}; the move starts there",
                                  "NOT_HOME_DISTRICT")
-    if tx.repo.open_claims_of(person.person_ref):
+    if tx.repo.claims.open_count_of(person.person_ref):
         raise FailedPrecondition(f"person {person.id} has a claim in progress; try again "
                                  "once it is settled", "CLAIM_IN_PROGRESS")
-    accounts = [a for a in tx.repo.accounts_of(person.id) if a.balance > 0]
+    accounts = [a for a in tx.repo.ledger.accounts_of(person.id) if a.balance > 0]
     held = sum(a.held for a in accounts)
     if held:
         raise FailedPrecondition(
             f"person {person.id} has {format_hours(held)} held for accepted services; "
             "record or cancel them before moving", "HOURS_HELD")
-    total = sum(a.balance for a in accounts)
-    if total == 0:
+    if not accounts:
         raise FailedPrecondition(f"person {person.id} has no stored hours to move",
                                  "NOTHING_TO_MOVE")
-    if total > 90_000:
-        raise InvariantViolation("a stored balance is never over the 1,500 h cap")
     _check_capacity(tx)
-    claim_id = new_claim_id(int(tx.now.timestamp() * 1000))
-    expires = tx.now + MOVE_WINDOW
-    origins = [(Origin(a.origin or ""), a.balance) for a in accounts]
+    claim = model.move_started(
+        new_claim_id(int(tx.now.timestamp() * 1000)), to_node_id, person.person_ref,
+        [(Origin(a.origin or ""), a.balance) for a in accounts], person.id, tx.now,
+        tx.now + MOVE_WINDOW)
     body = pb.ClaimProposal(
-        claim_id=claim_id, kind=pb.CLAIM_KIND_MOVE, creditor_node_id=to_node_id,
-        debtor_node_id=tx.node.node_id, payer_ref=person.person_ref, minutes=total,
-        origins=[pb.OriginMinutes(origin=_ORIGIN_TO_WIRE[o], minutes=m) for o, m in origins])
-    body.created_at.CopyFrom(_ts(tx.now))
-    body.expires_at.CopyFrom(_ts(expires))
-    tx.repo.insert_claim(
-        claim_id=claim_id, kind=ClaimKind.MOVE.value, role=Role.DEBTOR.value,
-        counterparty=to_node_id, person_ref=person.person_ref, recipient_ref="",
-        minutes=total, posted_minutes=0,
-        origins=json.dumps([[o.value, m] for o, m in origins]),
-        state=ClaimState.ACCEPTED.value, reason="", detail="", order_id=None,
-        person_id=person.id, expires_at=expires, created_at=tx.now, updated_at=tx.now)
+        claim_id=claim.claim_id, kind=pb.CLAIM_KIND_MOVE, creditor_node_id=to_node_id,
+        debtor_node_id=tx.node.node_id, payer_ref=claim.person_ref, minutes=claim.minutes,
+        origins=[pb.OriginMinutes(origin=_ORIGIN_TO_WIRE[o], minutes=m)
+                 for o, m in claim.origins])
+    body.created_at.CopyFrom(_ts(claim.created_at))
+    body.expires_at.CopyFrom(_ts(claim.expires_at))
+    tx.repo.claims.add(claim)
     for a in accounts:
-        tx.repo.place_hold(None, a.id, a.balance, 0, tx.now, claim_id=claim_id)
-    _enqueue(tx, PROPOSE, claim_id, body)  # held as proposed: the proposal accepts it
-    found = tx.repo.claim(claim_id)
-    assert found is not None
-    return _view(found)
+        tx.repo.holds.hold_for_claim(claim.claim_id, a.id, a.balance, tx.now)
+    _enqueue(tx, PROPOSE, claim.claim_id, body)  # held as proposed: the proposal accepts it
+    return _view(claim)
 
 
 # ------------------------------------------------------------------ deliveries
 
 
 def last_applied_seq(tx: Tx) -> int:
-    return tx.repo.inbox_last_seq()
+    return tx.repo.inbox.last_seq()
 
 
 def apply_delivery(tx: Tx, delivery: pb.Delivery) -> bool:
@@ -327,7 +328,7 @@ def apply_delivery(tx: Tx, delivery: pb.Delivery) -> bool:
     if delivery.recipient_node_id != tx.node.node_id:
         raise InvariantViolation(f"delivery {delivery.seq} is for node "
                                  f"{delivery.recipient_node_id}")
-    last = tx.repo.inbox_last_seq()
+    last = tx.repo.inbox.last_seq()
     if delivery.seq <= last:
         return False
     if delivery.seq != last + 1:
@@ -338,7 +339,7 @@ def apply_delivery(tx: Tx, delivery: pb.Delivery) -> bool:
     else:
         kind = delivery.relayed.kind
         claim_id = _apply_relayed(tx, kind, delivery.relayed.body, delivery.state)
-    tx.repo.inbox_add(delivery.seq, kind[:32], claim_id[:36], tx.now)
+    tx.repo.inbox.add(delivery.seq, kind[:32], claim_id[:36], tx.now)
     return True
 
 
@@ -372,29 +373,28 @@ def _proposed(tx: Tx, msg: pb.ClaimProposal, state: int) -> None:
     kind = _KIND_FROM_WIRE.get(msg.kind)
     if kind is None:
         raise InvariantViolation("the clearinghouse relayed a claim of no kind")
-    if tx.repo.claim(msg.claim_id) is not None:
+    if tx.repo.claims.get(msg.claim_id) is not None:
         raise InvariantViolation(f"claim {msg.claim_id} was proposed twice")
     expires = msg.expires_at.ToDatetime(tzinfo=UTC)
     if kind is ClaimKind.MOVE:
         if msg.creditor_node_id != tx.node.node_id:
             raise InvariantViolation("a move was relayed to a node that is not its new home")
-        origins = [[_ORIGIN_FROM_WIRE[o.origin].value, o.minutes] for o in msg.origins]
-        person = tx.repo.person_by_ref(msg.payer_ref)
+        origins = []
+        for o in msg.origins:
+            origin = _ORIGIN_FROM_WIRE.get(o.origin)
+            if origin is None:
+                raise InvariantViolation(f"a relayed move carries hours of no origin ({o.origin})")
+            origins.append((origin, o.minutes))
+        person = tx.repo.people.by_ref(msg.payer_ref)
         # Its debtor accepted it as it proposed it. Relayed PROPOSED, it waits for a
         # separate acceptance (``_decided``), as the protocol had it before.
-        accepted = state == pb.CLAIM_STATE_ACCEPTED
-        tx.repo.insert_claim(
-            claim_id=msg.claim_id, kind=kind.value, role=Role.CREDITOR.value,
-            counterparty=msg.debtor_node_id, person_ref=msg.payer_ref, recipient_ref="",
-            minutes=msg.minutes, posted_minutes=0, origins=json.dumps(origins),
-            state=(ClaimState.ACCEPTED if accepted else ClaimState.PROPOSED).value,
-            reason="", detail="", order_id=None,
-            person_id=None if person is None else person.id, expires_at=expires,
-            created_at=tx.now, updated_at=tx.now)
-        if accepted:
-            found = tx.repo.claim(msg.claim_id)
-            assert found is not None
-            _take_in_move(tx, found)
+        claim = model.move_relayed(
+            msg.claim_id, msg.debtor_node_id, msg.payer_ref, msg.minutes, origins,
+            None if person is None else person.id, state == pb.CLAIM_STATE_ACCEPTED,
+            tx.now, expires)
+        tx.repo.claims.add(claim)
+        if claim.state is ClaimState.ACCEPTED:
+            _take_in_move(tx, claim)
         return
     if msg.debtor_node_id != tx.node.node_id:
         raise InvariantViolation("a redemption was relayed to a node that is not its debtor")
@@ -403,7 +403,7 @@ def _proposed(tx: Tx, msg: pb.ClaimProposal, state: int) -> None:
 
 def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None:
     """Where a redemption is accepted: the payer's own rules at home, then the hold."""
-    payer = tx.repo.person_by_ref(msg.payer_ref)
+    payer = tx.repo.people.by_ref(msg.payer_ref)
     own = msg.recipient_ref in ("", msg.payer_ref)
     found_buckets: list[tuple[AccountRecord, int]] = []
     if payer is not None and payer.visitor:
@@ -412,35 +412,31 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
     else:
         relation = None
         if payer is not None and not own:
-            other = tx.repo.person_by_ref(msg.recipient_ref)
+            other = tx.repo.people.by_ref(msg.recipient_ref)
             if other is not None:
-                family = sorted(r for r in tx.repo.relations(payer.id, other.id)
+                family = sorted(r for r in tx.repo.people.relations(payer.id, other.id)
                                 if r.is_family)
                 allowed = [r for r in family if r in tx.policy.relative_kinds]
                 relation = next(iter(allowed or family), None)
         if payer is not None:
             source = PaymentSource.OWN if own else PaymentSource.RELATIVE
             for origin in spendable_origins(source, PersonKind(payer.kind)):
-                record = tx.repo.account(Account.of_person(payer.person_ref, origin).code)
+                record = tx.repo.ledger.account(Account.of_person(payer.person_ref, origin).code)
                 if record is not None and record.available > 0:
                     found_buckets.append((record, record.available))
         decision = decide_redemption(
             tx.policy, None if payer is None else facts(tx, payer), own, msg.recipient_age,
             msg.recipient_priority, relation, sum(m for _, m in found_buckets), msg.minutes)
-    state = ClaimState.ACCEPTED if decision.accept else ClaimState.REJECTED
-    tx.repo.insert_claim(
-        claim_id=msg.claim_id, kind=ClaimKind.REDEMPTION.value, role=Role.DEBTOR.value,
-        counterparty=msg.creditor_node_id, person_ref=msg.payer_ref,
-        recipient_ref=msg.recipient_ref, minutes=msg.minutes, posted_minutes=0, origins="",
-        state=state.value, reason="" if decision.reason is None else decision.reason.value,
-        detail=decision.detail, order_id=None, person_id=None if payer is None else payer.id,
-        expires_at=expires, created_at=tx.now, updated_at=tx.now)
+    claim = model.redemption_decided(
+        msg.claim_id, msg.creditor_node_id, msg.payer_ref, msg.recipient_ref, msg.minutes,
+        None if payer is None else payer.id, decision, tx.now, expires)
+    tx.repo.claims.add(claim)
     if decision.accept:
         by_code = {r.code: r for r, _ in found_buckets}
         for account, minutes in draw(((account_from_code(r.code), m)
                                       for r, m in found_buckets), msg.minutes):
-            tx.repo.place_hold(None, by_code[account.code].id, minutes, 0, tx.now,
-                               claim_id=msg.claim_id)
+            tx.repo.holds.hold_for_claim(claim.claim_id, by_code[account.code].id, minutes,
+                                         tx.now)
     body = pb.ClaimDecision(claim_id=msg.claim_id, accept=decision.accept,
                             reason=_wire_reason(decision.reason), detail=decision.detail)
     body.at.CopyFrom(_ts(tx.now))
@@ -448,106 +444,99 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
 
 
 def _decided(tx: Tx, msg: pb.ClaimDecision) -> None:
-    claim = tx.repo.claim(msg.claim_id)
-    if claim is None or claim.role != Role.CREDITOR:
+    claim = tx.repo.claims.get(msg.claim_id)
+    if claim is None or claim.role is not Role.CREDITOR:
         raise InvariantViolation(f"a decision on claim {msg.claim_id} this node did not make")
-    if claim.state != ClaimState.PROPOSED:
+    if claim.state is not ClaimState.PROPOSED:
         return  # already settled here (e.g. refused locally, then expired)
     if not msg.accept:
-        claim = _set(tx, claim, ClaimState.REJECTED, reason=_reason_of(msg.reason),
-                     detail=msg.detail[:200])
+        claim = _save(tx, claim, model.reject(claim, tx.now, _reason_of(msg.reason),
+                                              msg.detail[:200]))
         if claim.order_id:
             _payment_lost(tx, claim)
         return
-    claim = _set(tx, claim, ClaimState.ACCEPTED)
-    if claim.kind == ClaimKind.MOVE:
+    claim = _save(tx, claim, model.accept(claim, tx.now))
+    if claim.kind is ClaimKind.MOVE:
         _take_in_move(tx, claim)
         return
     assert claim.order_id is not None
-    order = tx.repo.order(claim.order_id)
+    order = tx.repo.orders.get(claim.order_id)
     if order.state == OrderState.CANCELLED:
         void_redemption(tx, order)  # cancelled while the answer was on its way
         return
-    tx.repo.update_order(order.id, order.state, held_minutes=claim.minutes)
-    tx.repo.add_event(order.id, tx.now, order.state, OrderState(order.state), "clearinghouse",
-                      f"{format_hours(claim.minutes)} held by district {claim.counterparty}")
+    _order_changed(tx, order, replace(order, held_minutes=claim.minutes),
+                   f"{format_hours(claim.minutes)} held by district {claim.counterparty}")
 
 
-def _take_in_move(tx: Tx, claim: ClaimRecord) -> None:
+def _take_in_move(tx: Tx, claim: Claim) -> None:
     """The new home completes a move of someone enrolled here; voids it otherwise."""
-    person = tx.repo.person_by_ref(claim.person_ref)
+    person = tx.repo.people.by_ref(claim.person_ref)
     body = pb.ClaimFinish(claim_id=claim.claim_id, complete=person is not None)
     if person is None:
         body.reason = pb.CLAIM_REASON_POLICY
-        _set(tx, claim, ClaimState.FINISHING, detail="the person is not enrolled here; "
-             "enrol them as a visitor first")
+        after = model.finish(claim, tx.now, 0, detail="the person is not enrolled here; "
+                             "enrol them as a visitor first")
     else:
-        _set(tx, claim, ClaimState.FINISHING, posted_minutes=claim.minutes,
-             person_id=person.id)
+        after = model.finish(claim, tx.now, claim.minutes, person_id=person.id)
     body.at.CopyFrom(_ts(tx.now))
+    _save(tx, claim, after)
     _enqueue(tx, FINISH, claim.claim_id, body)
 
 
-def _payment_lost(tx: Tx, claim: ClaimRecord) -> None:
+def _payment_lost(tx: Tx, claim: Claim) -> None:
     """A redemption was rejected or expired: an order not yet started is cancelled; one
     already under way is kept and will be recorded unpaid (the service happened)."""
     assert claim.order_id is not None
-    order = tx.repo.order(claim.order_id)
-    why = f"the payment from district {claim.counterparty} was {claim.state}" + (
+    order = tx.repo.orders.get(claim.order_id)
+    why = f"the payment from district {claim.counterparty} was {claim.state.value}" + (
         f" ({claim.reason})" if claim.reason else "")
     if order.state in (OrderState.REQUESTED, OrderState.ACCEPTED):
-        tx.repo.update_order(order.id, order.state, state=OrderState.CANCELLED.value,
-                             cancelled_at=tx.now, held_minutes=0)
-        tx.repo.add_event(order.id, tx.now, order.state, OrderState.CANCELLED,
-                          "clearinghouse", why)
+        _order_changed(tx, order, replace(order, state=OrderState.CANCELLED.value,
+                                          cancelled_at=tx.now, held_minutes=0), why)
     elif not OrderState(order.state).final:
-        tx.repo.update_order(order.id, order.state, held_minutes=0)
-        tx.repo.add_event(order.id, tx.now, order.state, OrderState(order.state),
-                          "clearinghouse", why + "; it will be recorded unpaid")
+        _order_changed(tx, order, replace(order, held_minutes=0),
+                       why + "; it will be recorded unpaid")
 
 
 def _finished(tx: Tx, msg: pb.ClaimFinish) -> None:
     """The debtor learns the creditor's complete or void: post its leg, or release."""
-    claim = tx.repo.claim(msg.claim_id)
-    if claim is None or claim.role != Role.DEBTOR:
+    claim = tx.repo.claims.get(msg.claim_id)
+    if claim is None or claim.role is not Role.DEBTOR:
         raise InvariantViolation(f"a finish of claim {msg.claim_id} this node does not owe")
-    if claim.state != ClaimState.ACCEPTED:
-        raise InvariantViolation(f"claim {claim.claim_id} finished while {claim.state}")
-    holds = tx.repo.claim_holds(claim.claim_id)
+    holds = tx.repo.holds.of_claim(claim.claim_id)
     if not msg.complete:
-        tx.repo.close_holds(holds, "released", tx.now)
-        _set(tx, claim, ClaimState.VOIDED, reason=_reason_of(msg.reason) or "CANCELLED")
+        voided = model.void(claim, tx.now, _reason_of(msg.reason) or Reason.CANCELLED.value)
+        tx.repo.holds.close(holds, HoldState.RELEASED, tx.now)
+        _save(tx, claim, voided)
         return
-    posted = msg.posted_minutes or claim.minutes
-    if not 1 <= posted <= claim.minutes:
-        raise InvariantViolation(f"claim {claim.claim_id} posts {posted} of {claim.minutes}")
-    accounts = tx.repo.accounts_by_ids([h.account_id for h in holds])
+    done = model.complete(claim, tx.now, msg.posted_minutes or claim.minutes)
+    posted = done.posted_minutes
+    accounts = tx.repo.ledger.accounts_by_ids([h.account_id for h in holds])
     parts: list[tuple[Account, int]] = []
     left = posted
     for hold in holds:
         take = min(left, hold.minutes)
         left -= take
-        code = accounts[hold.account_id].code
-        parts.append((Account.of_person(claim.person_ref, Origin(code.split("/")[2])), -take))
+        parts.append((account_from_code(accounts[hold.account_id].code), -take))
     if left:
         raise InvariantViolation(f"claim {claim.claim_id}'s holds cover less than it posts")
     parts.append((CLEARING, posted))
-    tx.repo.close_holds(holds, "posted", tx.now)
-    what = "moved to" if claim.kind == ClaimKind.MOVE else "spent in"
+    tx.repo.holds.close(holds, HoldState.POSTED, tx.now)
+    what = "moved to" if claim.kind is ClaimKind.MOVE else "spent in"
     _post(tx, EntryKind.CLAIM, parts, f"claim {claim.claim_id}: {what} {claim.counterparty}")
-    _set(tx, claim, ClaimState.COMPLETED, posted_minutes=posted)
-    if claim.kind == ClaimKind.MOVE and claim.person_id:
-        tx.repo.set_home(claim.person_id, claim.counterparty)
+    _save(tx, claim, done)
+    if claim.kind is ClaimKind.MOVE and claim.person_id:
+        tx.repo.people.set_home(claim.person_id, claim.counterparty)
 
 
 def _expired(tx: Tx, claim_id: str) -> None:
-    claim = tx.repo.claim(claim_id)
+    claim = tx.repo.claims.get(claim_id)
     if claim is None:
         raise InvariantViolation(f"the expiry of claim {claim_id}, unknown here")
-    if ClaimState(claim.state).final:
+    if claim.state.final:
         return  # refused here already (the clearinghouse took nothing) — never expected
-    tx.repo.close_holds(tx.repo.claim_holds(claim.claim_id), "released", tx.now)
-    claim = _set(tx, claim, ClaimState.EXPIRED, reason=Reason.EXPIRED.value, posted_minutes=0)
+    tx.repo.holds.close(tx.repo.holds.of_claim(claim.claim_id), HoldState.RELEASED, tx.now)
+    claim = _save(tx, claim, model.expire(claim, tx.now))
     if claim.order_id:
         _payment_lost(tx, claim)
 
@@ -556,7 +545,7 @@ def _expired(tx: Tx, claim_id: str) -> None:
 
 
 def outbox_due(tx: Tx, limit: int) -> list[OutboxRecord]:
-    return tx.repo.outbox_due(tx.now, limit)
+    return tx.repo.outbox.due(tx.now, limit)
 
 
 def apply_receipt(tx: Tx, message_id: int, state: int, reason: int, *,
@@ -565,46 +554,41 @@ def apply_receipt(tx: Tx, message_id: int, state: int, reason: int, *,
     node's own complete, this is where the creditor learns it is done and posts its leg.
     ``sent``: the outbox row as the sender read it (its kind and claim never change), so
     that it is not read again."""
-    message = sent if sent is not None else tx.repo.outbox_message(message_id)
+    message = sent if sent is not None else tx.repo.outbox.get(message_id)
     if message.id != message_id:
         raise InvariantViolation(f"a receipt for message {message_id} given message {message.id}")
-    if not tx.repo.outbox_done(message_id, "receipt", pb.ClaimState.Name(state), tx.now):  # type: ignore[arg-type]
+    if not tx.repo.outbox.done(message_id, "receipt", pb.ClaimState.Name(state), tx.now):  # type: ignore[arg-type]
         return
     if message.kind != FINISH or message.claim_id is None:
         return
-    claim = tx.repo.claim(message.claim_id)
-    if claim is None or claim.state != ClaimState.FINISHING:
+    claim = tx.repo.claims.get(message.claim_id)
+    if claim is None or claim.state is not ClaimState.FINISHING:
         return
     if state == pb.CLAIM_STATE_COMPLETED:
         _creditor_posts(tx, claim)
     elif state == pb.CLAIM_STATE_VOIDED:
-        _set(tx, claim, ClaimState.VOIDED, reason=_reason_of(reason) or "CANCELLED",
-             posted_minutes=0)
+        _save(tx, claim, model.void(claim, tx.now,
+                                    _reason_of(reason) or Reason.CANCELLED.value))
     elif state == pb.CLAIM_STATE_EXPIRED:
         pass  # the expiry delivery settles it
 
 
-def _creditor_posts(tx: Tx, claim: ClaimRecord) -> None:
+def _creditor_posts(tx: Tx, claim: Claim) -> None:
     posted, detail = claim.posted_minutes, claim.detail
-    if not 1 <= posted <= claim.minutes:
-        raise InvariantViolation(f"claim {claim.claim_id} completed posting {posted}")
-    if claim.kind == ClaimKind.REDEMPTION:
+    if claim.kind is ClaimKind.REDEMPTION:
         assert claim.order_id is not None
         _post(tx, EntryKind.CLAIM, [(CLEARING, -posted), (CONSUMPTION, posted)],
               f"claim {claim.claim_id}: order {claim.order_id} paid by {claim.counterparty}",
               order_id=claim.order_id)
-        order = tx.repo.order(claim.order_id)
-        tx.repo.update_order(order.id, order.state, charged_minutes=posted)
-        tx.repo.add_event(order.id, tx.now, order.state, OrderState(order.state),
-                          "clearinghouse", f"{format_hours(posted)} paid by district "
-                          f"{claim.counterparty}")
+        order = tx.repo.orders.get(claim.order_id)
+        _order_changed(tx, order, replace(order, charged_minutes=posted),
+                       f"{format_hours(posted)} paid by district {claim.counterparty}")
     else:
-        person = tx.repo.person_by_ref(claim.person_ref)
+        person = tx.repo.people.by_ref(claim.person_ref)
         if person is None:
             raise InvariantViolation(f"claim {claim.claim_id} moved a person not enrolled")
-        origins = [(Origin(o), int(m)) for o, m in json.loads(claim.origins)]
-        already = sum(a.balance for a in tx.repo.accounts_of(person.id))
-        split = arrival(origins, already, tx.policy.cap_minutes)
+        already = sum(a.balance for a in tx.repo.ledger.accounts_of(person.id))
+        split = arrival(claim.origins, already, tx.policy.cap_minutes)
         if split.total != posted:
             raise InvariantViolation(f"claim {claim.claim_id}'s origins do not add up")
         parts: list[tuple[Account, int]] = [(CLEARING, -posted)]
@@ -612,29 +596,31 @@ def _creditor_posts(tx: Tx, claim: ClaimRecord) -> None:
         parts.append((DONATION_POOL, split.to_pool))
         _post(tx, EntryKind.CLAIM, parts,
               f"claim {claim.claim_id}: moved here from {claim.counterparty}", known=person)
-        tx.repo.set_home(person.id, None)
+        tx.repo.people.set_home(person.id, None)
         if split.to_pool:
             detail = (f"{format_hours(split.to_pool)} over the stored-hours cap went to the "
                       "donation pool")
-    _set(tx, claim, ClaimState.COMPLETED, detail=detail)
+    _save(tx, claim, model.complete(claim, tx.now, posted, detail))
 
 
 def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: str) -> None:
     """The clearinghouse refused a message for good. A refused proposal was not recorded
     there at all, so this node closes its side now; any other refusal is settled later
     by the clearinghouse's expiry."""
-    found = tx.repo.outbox_message(message_id)
-    if not tx.repo.outbox_done(message_id, "refused", f"{status} {reason}: {message}", tx.now):
+    found = tx.repo.outbox.get(message_id)
+    if not tx.repo.outbox.done(message_id, "refused", f"{status} {reason}: {message}", tx.now):
         return
     if found.kind != PROPOSE or found.claim_id is None:
         return
-    claim = tx.repo.claim(found.claim_id)
-    if claim is None or ClaimState(claim.state).final:
+    claim = tx.repo.claims.get(found.claim_id)
+    if claim is None or not model.may_become(claim, ClaimState.REJECTED):
+        # final already, or decided since: the proposal was taken after all, and the
+        # clearinghouse's deliveries settle it
         return
     # the clearinghouse's own reason (e.g. MOVE_IN_PROGRESS, NOT_HOME_DISTRICT) says most
     code = reason[:32] if reason.isascii() and reason.isupper() else Reason.POLICY.value
-    tx.repo.close_holds(tx.repo.claim_holds(claim.claim_id), "released", tx.now)
-    claim = _set(tx, claim, ClaimState.REJECTED, reason=code, detail=message[:200])
+    tx.repo.holds.close(tx.repo.holds.of_claim(claim.claim_id), HoldState.RELEASED, tx.now)
+    claim = _save(tx, claim, model.reject(claim, tx.now, code, message[:200]))
     if claim.order_id:
         _payment_lost(tx, claim)
 
@@ -642,24 +628,24 @@ def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: st
 def retry_later(tx: Tx, message_id: int, detail: str) -> None:
     """A temporary failure: back off exponentially; a proposal the clearinghouse still
     cannot take at its deadline is given up here (it was never recorded there)."""
-    found = tx.repo.outbox_message(message_id)
+    found = tx.repo.outbox.get(message_id)
     if found.done_at is not None:
         return
     if found.kind == PROPOSE and found.claim_id is not None:
-        claim = tx.repo.claim(found.claim_id)
+        claim = tx.repo.claims.get(found.claim_id)
         if claim is not None and tx.now >= claim.expires_at:
             apply_refusal(tx, message_id, "DEADLINE_EXCEEDED", Reason.EXPIRED.value,
                           f"not taken before its deadline: {detail}")
             return
     delay = min(MAX_RETRY, FIRST_RETRY * (2 ** min(found.attempts, 10)))
-    tx.repo.outbox_retry(message_id, tx.now + delay, detail)
+    tx.repo.outbox.retry(message_id, tx.now + delay, detail)
 
 
 # ------------------------------------------------------------------ reads
 
 
 def get_claim(tx: Tx, claim_id: str) -> ClaimView:
-    found = tx.repo.claim(claim_id)
+    found = tx.repo.claims.get(claim_id)
     if found is None:
         raise NotFound(f"this node has no claim {claim_id}", "UNKNOWN_CLAIM")
     return _view(found)
@@ -668,8 +654,7 @@ def get_claim(tx: Tx, claim_id: str) -> ClaimView:
 def list_claims(tx: Tx, state: ClaimState | None, after: str, limit: int) -> list[ClaimView]:
     if not 1 <= limit <= MAX_LIST:
         raise InvalidArgument(f"list 1 to {MAX_LIST} claims at a time")
-    return [_view(c) for c in tx.repo.list_claims(state.value if state else None, after,
-                                                  limit)]
+    return [_view(c) for c in tx.repo.claims.list(state, after, limit)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -683,7 +668,7 @@ class ClearingView:
 
 
 def clearing_view(tx: Tx) -> ClearingView:
-    record = tx.repo.account(CLEARING.code)
+    record = tx.repo.ledger.account(CLEARING.code)
     return ClearingView(-(record.balance if record else 0),
-                        tx.repo.open_claim_total(),
-                        tx.repo.outbox_pending(), tx.repo.inbox_last_seq())
+                        tx.repo.claims.open_count(),
+                        tx.repo.outbox.pending(), tx.repo.inbox.last_seq())

@@ -18,7 +18,8 @@ from node.domain.ledger import (
     reversal_of,
 )
 from node.domain.orders import PersonKind, check_text
-from node.storage.repo import Repo, StoredEntry
+from node.storage.ledger import StoredEntry
+from node.storage.repo import Repo
 from node.usecases.app import NodeIdentity, Tx
 from node.usecases.people import require_staff
 from node.usecases.views import BalanceView, HistoryView, LedgerReport, OriginBalance
@@ -38,16 +39,16 @@ def initialise(repo: Repo, node: NodeIdentity, policy_digest: str) -> None:
     """Write the node's identity and the chain's genesis head (once, at init)."""
     if len(node.city_secret) < MIN_SECRET_BYTES:
         raise ValueError("the city secret is too short")
-    existing = repo.meta("node_id")
+    existing = repo.meta.get("node_id")
     if existing is not None:
         if existing != node.node_id:
             raise FailedPrecondition(f"this database belongs to node {existing}, not "
                                      f"{node.node_id}", "WRONG_NODE")
         return
-    repo.set_meta("node_id", node.node_id)
-    repo.set_meta("district", node.district)
-    repo.set_meta("policy_digest", policy_digest)
-    repo.init_head(genesis_hash(node.node_id))
+    repo.meta.set("node_id", node.node_id)
+    repo.meta.set("district", node.district)
+    repo.meta.set("policy_digest", policy_digest)
+    repo.ledger.init_head(genesis_hash(node.node_id))
 
 
 def _check_amount(minutes: int, what: str) -> None:
@@ -59,17 +60,17 @@ def _check_amount(minutes: int, what: str) -> None:
 def donate(tx: Tx, person_id: int, minutes: int) -> StoredEntry:
     """A person or group gives stored minutes to the donation pool."""
     _check_amount(minutes, "a donation")
-    person = tx.repo.person(person_id)
+    person = tx.repo.people.get(person_id)
     origin = Origin.GROUP if person.kind == PersonKind.GROUP else Origin.INDIVIDUAL
     account = Account.of_person(person.person_ref, origin)
-    record = tx.repo.ensure_account(account, person.id)
+    record = tx.repo.ledger.ensure_account(account, person.id)
     if record.available < minutes:
         raise FailedPrecondition(f"person {person.id} has {format_hours(record.available)} "
                                  f"of their own earned hours available; cannot donate "
                                  f"{format_hours(minutes)}", "INSUFFICIENT_BALANCE")
     entry = Entry(EntryKind.DONATION, (Posting(account, -minutes), Posting(DONATION_POOL, minutes)),
                   tx.now, memo=f"donation by person {person.id}")
-    return tx.repo.append(entry, {person.person_ref: person.id})
+    return tx.repo.ledger.append(entry, {person.person_ref: person.id})
 
 
 def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str) -> StoredEntry:
@@ -77,22 +78,22 @@ def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str) -> Sto
     _check_amount(minutes, "a grant")
     memo = check_text("memo", memo)
     require_staff(tx, staff_id)
-    person = tx.repo.person(person_id)
+    person = tx.repo.people.get(person_id)
     if not person.priority:
         raise PermissionDenied("city grants go to priority elders only", "NOT_A_PRIORITY_ELDER")
-    fund = tx.repo.ensure_account(CITY_GRANT)
+    fund = tx.repo.ledger.ensure_account(CITY_GRANT)
     budget = tx.policy.grant_budget_minutes
     if budget + fund.available < minutes:
         raise ResourceExhausted(f"the city fund has {format_hours(max(0, budget + fund.available))}"
                                 " left on this node", "GRANT_BUDGET_EXHAUSTED")
-    total = sum(a.balance for a in tx.repo.accounts_of(person.id))
+    total = sum(a.balance for a in tx.repo.ledger.accounts_of(person.id))
     if total + minutes > tx.policy.cap_minutes:
         raise FailedPrecondition(f"the grant would take person {person.id} over the stored-hours "
                                  f"cap of {format_hours(tx.policy.cap_minutes)}", "CAP_EXCEEDED")
     account = Account.of_person(person.person_ref, Origin.GRANTED)
     entry = Entry(EntryKind.GRANT, (Posting(CITY_GRANT, -minutes), Posting(account, minutes)),
                   tx.now, memo=memo or f"grant by staff {staff_id}")
-    return tx.repo.append(entry, {person.person_ref: person.id})
+    return tx.repo.ledger.append(entry, {person.person_ref: person.id})
 
 
 def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
@@ -101,7 +102,7 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
     if not reason:
         raise InvalidArgument("a correction needs a reason")
     require_staff(tx, staff_id)
-    original = tx.repo.entry(seq)
+    original = tx.repo.ledger.entry(seq)
     if original is None:
         raise NotFound(f"there is no ledger entry {seq}", "UNKNOWN_ENTRY")
     if original.entry.kind is EntryKind.REVERSAL:
@@ -112,14 +113,14 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
             f"entry {seq} is this district's side of a claim the clearinghouse completed; "
             "the other district posted its side too, so it cannot be undone here alone",
             "CLAIM_ENTRY")
-    done = tx.repo.reversal_of_seq(seq)
+    done = tx.repo.ledger.reversal_of_seq(seq)
     if done is not None:
         raise AlreadyExists(f"entry {seq} was already reversed by entry {done}", "ALREADY_REVERSED")
     entry = reversal_of(original.entry, seq, tx.now, f"staff {staff_id}: {reason}")
     person_ids: dict[str, int] = {}
     gains: dict[int, int] = {}
     for p in entry.postings:
-        record = tx.repo.account(p.account.code)
+        record = tx.repo.ledger.account(p.account.code)
         assert record is not None
         if p.account.kind is AccountKind.PERSON:
             person_ids[p.account.person_ref or ""] = record.person_id or 0
@@ -130,18 +131,18 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
                 f"{format_hours(record.available)} available (already spent or held)",
                 "INSUFFICIENT_BALANCE")
     # giving minutes back (an undone payment or donation) must not break the stored-hours cap
-    totals = tx.repo.person_totals([pid for pid, gain in gains.items() if gain > 0])
+    totals = tx.repo.ledger.person_totals([pid for pid, gain in gains.items() if gain > 0])
     for pid, total in totals.items():
         if total + gains[pid] > tx.policy.cap_minutes:
             raise FailedPrecondition(
                 f"entry {seq} cannot be reversed: it would give person {pid} "
                 f"{format_hours(total + gains[pid])}, over the stored-hours cap of "
                 f"{format_hours(tx.policy.cap_minutes)}", "CAP_EXCEEDED")
-    return tx.repo.append(entry, person_ids)
+    return tx.repo.ledger.append(entry, person_ids)
 
 
 def balance(tx: Tx, person_id: int) -> BalanceView:
-    ref, rows = tx.repo.balances_of(person_id)
+    ref, rows = tx.repo.ledger.balances_of(person_id)
     by_origin = tuple(OriginBalance(Origin(origin), total, held) for origin, total, held in rows)
     return BalanceView(person_id, ref, sum(b.total for b in by_origin),
                        sum(b.held for b in by_origin), by_origin, tx.policy.cap_minutes)
@@ -150,10 +151,10 @@ def balance(tx: Tx, person_id: int) -> BalanceView:
 def history(tx: Tx, person_id: int, after_seq: int, limit: int) -> HistoryView:
     if not 1 <= limit <= 1000:
         raise InvalidArgument("read at most 1000 history entries at a time")
-    person = tx.repo.person(person_id)
-    accounts = tx.repo.accounts_of(person.id)
+    person = tx.repo.people.get(person_id)
+    accounts = tx.repo.ledger.accounts_of(person.id)
     codes = {a.code for a in accounts}
-    entries = tx.repo.entries_touching([a.id for a in accounts], after_seq, limit)
+    entries = tx.repo.ledger.entries_touching([a.id for a in accounts], after_seq, limit)
     return HistoryView(person.id, tuple(
         (e, sum(p.minutes for p in e.entry.postings if p.account.code in codes))
         for e in entries))
@@ -166,7 +167,7 @@ def check_ledger(tx: Tx) -> LedgerReport:
     prev = genesis_hash(tx.node.node_id)
     sums: dict[str, int] = {}
     count = 0
-    entries = repo.iter_entries()
+    entries = repo.ledger.iter_entries()
     while True:
         try:
             stored = next(entries, None)
@@ -192,11 +193,11 @@ def check_ledger(tx: Tx) -> LedgerReport:
         if len(problems) > 50:
             problems.append("… stopping after 50 problems")
             break
-    head_seq, head_hash = repo.head()
+    head_seq, head_hash = repo.ledger.head()
     if (head_seq, head_hash) != (count, prev):
         problems.append(f"the ledger head says entry {head_seq}; the chain ends at {count}")
-    accounts = repo.all_accounts()
-    holds = repo.active_hold_sums()
+    accounts = repo.ledger.all_accounts()
+    holds = repo.holds.active_sums()
     totals = {kind: 0 for kind in AccountKind}
     per_person: dict[int, int] = {}
     for a in accounts:
@@ -219,11 +220,11 @@ def check_ledger(tx: Tx) -> LedgerReport:
                             f"{tx.policy.cap_minutes}")
     if sum(totals.values()) != 0:
         problems.append(f"balances do not sum to zero: {sum(totals.values())}")
-    if repo.holds_of_final_orders():
+    if repo.holds.of_final_orders():
         problems.append("some finished orders still hold minutes")
-    if repo.holds_of_final_claims():
+    if repo.holds.of_final_claims():
         problems.append("some finished claims still hold minutes")
-    fund = repo.account(CITY_GRANT.code)
+    fund = repo.ledger.account(CITY_GRANT.code)
     if fund is not None and fund.available < -tx.policy.grant_budget_minutes:
         problems.append("the city fund is drawn beyond its budget")
     return LedgerReport(

@@ -7,7 +7,7 @@ measured) → verified (rated; public until the publicity period ends) → recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from node.domain.claims import ClaimState
@@ -18,7 +18,9 @@ from node.domain.ledger import (
     Account,
     Entry,
     EntryKind,
+    HoldState,
     Origin,
+    account_from_code,
     draw,
     issuance,
     merge_postings,
@@ -36,7 +38,9 @@ from node.domain.orders import (
     split_deposit,
 )
 from node.domain.policy import Policy, Relation
-from node.storage.repo import AccountRecord, OrderRecord, PersonRecord, account_from_code
+from node.storage.ledger import AccountRecord
+from node.storage.orders import NewOrder, OrderEvent, OrderRecord
+from node.storage.people import PersonRecord
 from node.usecases import claims
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for, require_staff
@@ -111,10 +115,10 @@ def _check_minutes(policy: Policy, minutes: int, what: str) -> None:
 
 def _payer(tx: Tx, order: OrderRecord) -> PersonRecord | None:
     if order.payment_source == PaymentSource.OWN:
-        return tx.repo.person(order.recipient_id)
+        return tx.repo.people.get(order.recipient_id)
     if order.payment_source == PaymentSource.RELATIVE:
         assert order.payer_id is not None
-        return tx.repo.person(order.payer_id)
+        return tx.repo.people.get(order.payer_id)
     return None
 
 
@@ -126,14 +130,14 @@ def buckets(tx: Tx, source: PaymentSource, payer: PersonRecord | None,
         out = []
         for origin in spendable_origins(source, PersonKind(payer.kind)):
             account = Account.of_person(payer.person_ref, origin)
-            record = repo.ensure_account(account, payer.id)
+            record = repo.ledger.ensure_account(account, payer.id)
             out.append(Bucket(account, record, record.available, 0))
         return out
     if source is PaymentSource.DONATION_POOL:
-        record = repo.ensure_account(DONATION_POOL)
+        record = repo.ledger.ensure_account(DONATION_POOL)
         reserve = 0 if recipient_priority else policy.donation_priority_reserve_minutes
         return [Bucket(DONATION_POOL, record, max(0, record.available - reserve), 0)]
-    record = repo.ensure_account(CITY_GRANT)
+    record = repo.ledger.ensure_account(CITY_GRANT)
     budget = policy.grant_budget_minutes
     return [Bucket(CITY_GRANT, record, max(0, budget + record.available), -budget)]
 
@@ -164,12 +168,12 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
     _check_minutes(tx.policy, planned_minutes, "the planned service time")
     code = _category_code(tx, category)
     note = check_text("note", note)
-    recipient = tx.repo.person(recipient_id)
-    payer = tx.repo.person(payer_id) if payer_id else None
+    recipient = tx.repo.people.get(recipient_id)
+    payer = tx.repo.people.get(payer_id) if payer_id else None
     require_acts_for(tx, requested_by, recipient_id, "request service")
     relation: Relation | None = None
     if payer is not None:
-        family = sorted(r for r in tx.repo.relations(payer.id, recipient.id) if r.is_family)
+        family = sorted(r for r in tx.repo.people.relations(payer.id, recipient.id) if r.is_family)
         allowed = [r for r in family if r in tx.policy.relative_kinds]
         relation = next(iter(allowed or family), None)
         # the hours are the payer's: only the payer, their proxy or family, or staff may spend them
@@ -185,27 +189,27 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
     if not remote:  # a remote balance is checked by the home district, at acceptance
         found = buckets(tx, source, paying, recipient.priority)
         _require_available(source, paying, found, planned_minutes)
-    order_id = tx.repo.insert_order(
-        state=OrderState.REQUESTED.value, recipient_id=recipient_id, category=code,
-        planned_minutes=planned_minutes, payment_source=source.value,
-        payer_id=payer_id or None, requested_by=requested_by.label, note=note,
-        held_minutes=0, measured_minutes=0, recorded_minutes=0, banked_minutes=0,
-        excess_to_pool_minutes=0, unbanked_minutes=0, charged_minutes=0, rating=0,
-        comment="", verified_by="", dispute_reason="", resolution="", requested_at=tx.now)
-    tx.repo.add_event(order_id, tx.now, "", OrderState.REQUESTED, requested_by.label,
-                      f"{code} {planned_minutes} min, paid by {source.value}")
-    return order_view(tx, tx.repo.order(order_id))
+    order_id = tx.repo.orders.add(NewOrder(
+        recipient_id=recipient_id, category=code, planned_minutes=planned_minutes,
+        payment_source=source.value, payer_id=payer_id or None,
+        requested_by=requested_by.label, note=note, requested_at=tx.now))
+    tx.repo.orders.add_event(OrderEvent(order_id, tx.now, "", OrderState.REQUESTED.value,
+                                        requested_by.label,
+                                        f"{code} {planned_minutes} min, paid by {source.value}"))
+    return order_view(tx, tx.repo.orders.get(order_id))
 
 
-def _transition(tx: Tx, order: OrderRecord, to: OrderState, actor: str, detail: str = "",
-                **values: object) -> OrderView:
-    tx.repo.update_order(order.id, order.state, state=to.value, **values)
-    tx.repo.add_event(order.id, tx.now, order.state, to, actor, detail)
-    return order_view(tx, tx.repo.order(order.id))
+def _transition(tx: Tx, order: OrderRecord, after: OrderRecord, actor: str,
+                detail: str = "") -> OrderView:
+    """Store the order's change (its state checked by the caller) with its event."""
+    tx.repo.orders.update(order, after)
+    tx.repo.orders.add_event(OrderEvent(order.id, tx.now, order.state, after.state, actor,
+                                        detail))
+    return order_view(tx, tx.repo.orders.get(order.id))
 
 
 def _load(tx: Tx, order_id: int, action: Action) -> OrderRecord:
-    order = tx.repo.order(order_id)
+    order = tx.repo.orders.get(order_id)
     require_state(order.id, action, OrderState(order.state))
     return order
 
@@ -213,7 +217,7 @@ def _load(tx: Tx, order_id: int, action: Action) -> OrderRecord:
 def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
     """A volunteer takes the order; the payment is held now, so it cannot be spent twice."""
     order = _load(tx, order_id, Action.ACCEPT)
-    volunteer = tx.repo.person(volunteer_id)
+    volunteer = tx.repo.people.get(volunteer_id)
     if volunteer_id == order.recipient_id:
         raise PermissionDenied("a volunteer cannot serve an order they receive themselves",
                                "SELF_SERVICE")
@@ -225,26 +229,28 @@ def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
             f"person {volunteer.id}'s hours are kept in district {volunteer.home_node_id}; "
             "they earn hours by serving there (or move their home here first)",
             "VISITOR_VOLUNTEER")
-    recipient = tx.repo.person(order.recipient_id)
+    recipient = tx.repo.people.get(order.recipient_id)
     source = PaymentSource(order.payment_source)
     payer = _payer(tx, order)
     if payer is not None and payer.visitor:
         claim_id = claims.propose_redemption(tx, order, payer, recipient)
-        return _transition(tx, order, OrderState.ACCEPTED, f"person:{volunteer.id}",
-                           f"{format_hours(order.planned_minutes)} asked of district "
-                           f"{payer.home_node_id} (claim {claim_id})",
-                           volunteer_id=volunteer.id, accepted_at=tx.now, claim_id=claim_id)
+        return _transition(tx, order, replace(
+            order, state=OrderState.ACCEPTED.value, volunteer_id=volunteer.id,
+            accepted_at=tx.now, claim_id=claim_id), f"person:{volunteer.id}",
+            f"{format_hours(order.planned_minutes)} asked of district "
+            f"{payer.home_node_id} (claim {claim_id})")
     found = buckets(tx, source, payer, recipient.priority)
     _require_available(source, payer, found, order.planned_minutes)
     by_code = {b.account.code: b for b in found}
     for account, minutes in draw(((b.account, b.available) for b in found),
                                  order.planned_minutes):
         bucket = by_code[account.code]
-        tx.repo.place_hold(order.id, bucket.record.id, minutes, bucket.floor, tx.now)
-    return _transition(tx, order, OrderState.ACCEPTED, f"person:{volunteer.id}",
-                       f"{format_hours(order.planned_minutes)} held",
-                       volunteer_id=volunteer.id, accepted_at=tx.now,
-                       held_minutes=order.planned_minutes)
+        tx.repo.holds.hold_for_order(order.id, bucket.record.id, minutes, bucket.floor,
+                                     tx.now)
+    return _transition(tx, order, replace(
+        order, state=OrderState.ACCEPTED.value, volunteer_id=volunteer.id,
+        accepted_at=tx.now, held_minutes=order.planned_minutes), f"person:{volunteer.id}",
+        f"{format_hours(order.planned_minutes)} held")
 
 
 def _reported_time(tx: Tx, at: datetime | None, what: str) -> datetime:
@@ -271,8 +277,9 @@ def check_in(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
                 f"{claim.state.value}, not yet held; the service starts once it is",
                 "PAYMENT_NOT_HELD")
     when = _reported_time(tx, at, "check-in")
-    return _transition(tx, order, OrderState.CHECKED_IN, f"person:{order.volunteer_id}",
-                       checked_in_at=when, service_day=tx.local_date(when))
+    return _transition(tx, order, replace(
+        order, state=OrderState.CHECKED_IN.value, checked_in_at=when,
+        service_day=tx.local_date(when)), f"person:{order.volunteer_id}")
 
 
 def check_out(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
@@ -288,8 +295,9 @@ def check_out(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
         raise InvalidArgument("the service lasted less than a minute; check the times",
                               "MINUTES_OUT_OF_RANGE")
     _check_minutes(tx.policy, measured, "the measured service time")
-    return _transition(tx, order, OrderState.CHECKED_OUT, f"person:{order.volunteer_id}",
-                       f"{measured} min", checked_out_at=when, measured_minutes=measured)
+    return _transition(tx, order, replace(
+        order, state=OrderState.CHECKED_OUT.value, checked_out_at=when,
+        measured_minutes=measured), f"person:{order.volunteer_id}", f"{measured} min")
 
 
 def verify_order(tx: Tx, order_id: int, verifier: Actor, rating: int,
@@ -298,16 +306,17 @@ def verify_order(tx: Tx, order_id: int, verifier: Actor, rating: int,
     if not 1 <= rating <= 5:
         raise InvalidArgument(f"a rating is 1 to 5 stars, not {rating}", "BAD_RATING")
     comment = check_text("comment", comment)
-    order = tx.repo.order(order_id)
+    order = tx.repo.orders.get(order_id)
     require_actor(tx, verifier)
     if verifier.person_id and verifier.person_id == order.volunteer_id:
         raise PermissionDenied("a volunteer cannot verify their own service", "NOT_AUTHORISED")
     require_acts_for(tx, verifier, order.recipient_id, "verify a service")
     require_state(order.id, Action.VERIFY, OrderState(order.state))
     until = tx.now + timedelta(days=tx.policy.publicity_days)
-    return _transition(tx, order, OrderState.VERIFIED, verifier.label,
-                       f"rated {rating}", rating=rating, comment=comment,
-                       verified_by=verifier.label, verified_at=tx.now, public_until=until)
+    return _transition(tx, order, replace(
+        order, state=OrderState.VERIFIED.value, rating=rating, comment=comment,
+        verified_by=verifier.label, verified_at=tx.now, public_until=until),
+        verifier.label, f"rated {rating}")
 
 
 def dispute_order(tx: Tx, order_id: int, raised_by: Actor, reason: str) -> OrderView:
@@ -322,8 +331,8 @@ def dispute_order(tx: Tx, order_id: int, raised_by: Actor, reason: str) -> Order
         raise FailedPrecondition(f"order {order.id}'s publicity period ended at "
                                  f"{city_time(order.public_until)}; it can no longer be "
                                  "disputed", "PUBLICITY_ENDED")
-    return _transition(tx, order, OrderState.DISPUTED, raised_by.label, reason,
-                       dispute_reason=reason)
+    return _transition(tx, order, replace(order, state=OrderState.DISPUTED.value,
+                                          dispute_reason=reason), raised_by.label, reason)
 
 
 def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
@@ -338,33 +347,35 @@ def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
     if not uphold:
         if corrected_minutes:
             raise InvalidArgument("corrected minutes only apply when the service is upheld")
-        tx.repo.resolve_holds(order.id, "released", tx.now)
+        tx.repo.holds.resolve_order(order.id, HoldState.RELEASED, tx.now)
         if order.claim_id:
             claims.void_redemption(tx, order)
-        return _transition(tx, order, OrderState.CANCELLED, actor, resolution,
-                           resolution=resolution, cancelled_at=tx.now)
+        return _transition(tx, order, replace(
+            order, state=OrderState.CANCELLED.value, resolution=resolution,
+            cancelled_at=tx.now), actor, resolution)
     if not corrected_minutes:
-        return _transition(tx, order, OrderState.VERIFIED, actor, resolution,
-                           resolution=resolution)
+        return _transition(tx, order, replace(order, state=OrderState.VERIFIED.value,
+                                              resolution=resolution), actor, resolution)
     _check_minutes(tx.policy, corrected_minutes, "the corrected service time")
     # a corrected record is shown again for a full publicity period before it counts
-    return _transition(tx, order, OrderState.VERIFIED, actor, resolution,
-                       resolution=resolution, measured_minutes=corrected_minutes,
-                       public_until=tx.now + timedelta(days=tx.policy.publicity_days))
+    return _transition(tx, order, replace(
+        order, state=OrderState.VERIFIED.value, resolution=resolution,
+        measured_minutes=corrected_minutes,
+        public_until=tx.now + timedelta(days=tx.policy.publicity_days)), actor, resolution)
 
 
 def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> OrderView:
     reason = check_text("reason", reason)
-    order = tx.repo.order(order_id)
+    order = tx.repo.orders.get(order_id)
     require_actor(tx, cancelled_by)
     if not (cancelled_by.person_id and cancelled_by.person_id == order.volunteer_id):
         require_acts_for(tx, cancelled_by, order.recipient_id, "cancel an order")
     require_state(order.id, Action.CANCEL, OrderState(order.state))
-    tx.repo.resolve_holds(order.id, "released", tx.now)
+    tx.repo.holds.resolve_order(order.id, HoldState.RELEASED, tx.now)
     if order.claim_id:
         claims.void_redemption(tx, order)
-    return _transition(tx, order, OrderState.CANCELLED, cancelled_by.label, reason,
-                       cancelled_at=tx.now)
+    return _transition(tx, order, replace(order, state=OrderState.CANCELLED.value,
+                                          cancelled_at=tx.now), cancelled_by.label, reason)
 
 
 def record_order(tx: Tx, order_id: int) -> OrderView:
@@ -382,12 +393,12 @@ def record_due_orders(tx: Tx, limit: int) -> list[OrderView]:
     """Record every order whose publicity period is over (at most ``limit``), in one batch."""
     if not 1 <= limit <= MAX_RECORD_BATCH:
         raise InvalidArgument(f"record 1 to {MAX_RECORD_BATCH} orders at a time")
-    return _record(tx, tx.repo.orders_by_ids(tx.repo.due_order_ids(tx.now, limit)))
+    return _record(tx, tx.repo.orders.by_ids(tx.repo.orders.due_ids(tx.now, limit)))
 
 
 def due_order_ids(tx: Tx, limit: int) -> list[int]:
     """The orders whose publicity period is over, oldest first."""
-    return tx.repo.due_order_ids(tx.now, limit)
+    return tx.repo.orders.due_ids(tx.now, limit)
 
 
 def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
@@ -405,17 +416,19 @@ def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
         if order.public_until is None or order.public_until > tx.now or not order.volunteer_id:
             raise InvariantViolation(f"order {order.id} is not due for recording")
     ids = [o.id for o in batch]
-    holds = repo.holds_of_orders(ids)
-    accounts = repo.accounts_by_ids([h.account_id for hs in holds.values() for h in hs])
-    volunteers = repo.people_by_ids([o.volunteer_id or 0 for o in batch])
-    totals = repo.person_totals(list(volunteers))
-    days = (repo.banked_on_days([(o.volunteer_id or 0, o.service_day) for o in batch
-                                 if o.service_day is not None])
+    holds = repo.holds.of_orders(ids)
+    accounts = repo.ledger.accounts_by_ids([h.account_id for hs in holds.values() for h in hs])
+    volunteers = repo.people.by_ids([o.volunteer_id or 0 for o in batch])
+    totals = repo.ledger.person_totals(list(volunteers))
+    days = (repo.orders.banked_on_days([(o.volunteer_id or 0, o.service_day) for o in batch
+                                        if o.service_day is not None])
             if policy.daily_cap_minutes else {})
     person_ids = {v.person_ref: v.id for v in volunteers.values()}
     person_ids.update({a.code.split("/")[1]: a.person_id for a in accounts.values()
                        if a.person_id is not None})
-    entries, updates, events = [], [], []
+    entries: list[Entry] = []
+    updates: list[tuple[OrderRecord, OrderRecord]] = []
+    events: list[OrderEvent] = []
     for order in batch:
         volunteer = volunteers[order.volunteer_id or 0]
         recorded = round_to_unit(order.measured_minutes, policy.rounding_unit_minutes)
@@ -450,23 +463,21 @@ def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
         if postings:
             entries.append(Entry(EntryKind.SERVICE, postings, tx.now, memo=f"order {order.id}",
                                  order_id=order.id))
-        updates.append({"_id": order.id, "state": OrderState.RECORDED.value,
-                        "recorded_minutes": recorded, "banked_minutes": split.banked,
-                        "excess_to_pool_minutes": split.to_pool,
-                        "unbanked_minutes": split.unbanked, "charged_minutes": charge,
-                        "recorded_at": tx.now})
-        events.append({"order_id": order.id, "at": tx.now, "from_state": order.state,
-                       "to_state": OrderState.RECORDED.value, "actor": "node",
-                       "detail": f"{recorded} min recorded, {split.banked} banked"})
-    repo.close_holds([h for hs in holds.values() for h in hs], "posted", tx.now)
-    repo.append_many(entries, person_ids)
-    repo.update_orders(OrderState.VERIFIED.value, updates)
-    repo.add_events(events)
-    return [order_view(tx, o) for o in repo.orders_by_ids(ids)]
+        updates.append((order, replace(
+            order, state=OrderState.RECORDED.value, recorded_minutes=recorded,
+            banked_minutes=split.banked, excess_to_pool_minutes=split.to_pool,
+            unbanked_minutes=split.unbanked, charged_minutes=charge, recorded_at=tx.now)))
+        events.append(OrderEvent(order.id, tx.now, order.state, OrderState.RECORDED.value,
+                                 "node", f"{recorded} min recorded, {split.banked} banked"))
+    repo.holds.close([h for hs in holds.values() for h in hs], HoldState.POSTED, tx.now)
+    repo.ledger.append_many(entries, person_ids)
+    repo.orders.update_all(updates)
+    repo.orders.add_events(events)
+    return [order_view(tx, o) for o in repo.orders.by_ids(ids)]
 
 
 def get_order(tx: Tx, order_id: int) -> OrderView:
-    return order_view(tx, tx.repo.order(order_id))
+    return order_view(tx, tx.repo.orders.get(order_id))
 
 
 def list_orders(tx: Tx, person_id: int, state: OrderState | None, after_id: int,
@@ -474,6 +485,6 @@ def list_orders(tx: Tx, person_id: int, state: OrderState | None, after_id: int,
     if not 1 <= limit <= 1000:
         raise InvalidArgument("list at most 1000 orders at a time")
     if person_id:
-        tx.repo.person(person_id)
-    return [order_view(tx, o) for o in tx.repo.list_orders(
-        person_id, state.value if state else None, after_id, limit)]
+        tx.repo.people.get(person_id)
+    return [order_view(tx, o) for o in tx.repo.orders.list(
+        person_id, state, after_id, limit)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from node.domain.identity import parse_credit_code, parse_id_card, person_ref
 from node.domain.orders import PersonFacts, PersonKind, check_text
 from node.domain.policy import Relation
-from node.storage.repo import PersonRecord
+from node.storage.people import NewPerson, PersonRecord
 from node.usecases.app import Tx
 from node.usecases.views import Actor, LinkView, PersonView, ServicePointView, StaffView
 from runtime.errors import (
@@ -31,26 +31,26 @@ def register_service_point(tx: Tx, code: str, name: str, street: str) -> Service
     if not (1 <= len(code) <= 32 and code.isascii() and code.replace("-", "").isalnum()):
         raise InvalidArgument("a service point code is 1..32 ASCII letters, digits or '-'")
     name, street = _name("service point name", name, 100), check_text("street", street, 100)
-    if tx.repo.service_point_by_code(code) is not None:
+    if tx.repo.staff.service_point_by_code(code) is not None:
         raise AlreadyExists(f"service point {code!r} is already registered", "DUPLICATE_CODE")
-    point_id = tx.repo.insert_service_point(code, name, street, tx.now)
+    point_id = tx.repo.staff.add_service_point(code, name, street, tx.now)
     return ServicePointView(point_id, code, name, street)
 
 
 def register_staff(tx: Tx, name: str, service_point_id: int) -> StaffView:
     name = _name("staff name", name)
     require_service_point(tx, service_point_id)
-    return StaffView(tx.repo.insert_staff(name, service_point_id, tx.now), name, service_point_id)
+    return StaffView(tx.repo.staff.add(name, service_point_id, tx.now), name, service_point_id)
 
 
 def require_service_point(tx: Tx, point_id: int) -> None:
-    if tx.repo.service_point(point_id) is None:
+    if tx.repo.staff.service_point(point_id) is None:
         raise NotFound(f"there is no service point {point_id} on this node",
                        "UNKNOWN_SERVICE_POINT")
 
 
 def require_staff(tx: Tx, staff_id: int) -> None:
-    if not staff_id or tx.repo.staff(staff_id) is None:
+    if not staff_id or tx.repo.staff.get(staff_id) is None:
         raise NotFound(f"there is no staff member {staff_id} on this node", "UNKNOWN_STAFF")
 
 
@@ -58,7 +58,7 @@ def require_actor(tx: Tx, actor: Actor) -> None:
     if bool(actor.person_id) == bool(actor.staff_id):
         raise InvalidArgument("name exactly one actor: a person id or a staff id")
     if actor.person_id:
-        tx.repo.person(actor.person_id)
+        tx.repo.people.get(actor.person_id)
     else:
         require_staff(tx, actor.staff_id)
 
@@ -94,16 +94,16 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
     if service_point_id:
         require_service_point(tx, service_point_id)
     ref = person_ref(tx.node.city_secret, number, group=kind is PersonKind.GROUP)
-    existing = tx.repo.person_by_ref(ref) or tx.repo.person_by_id_number(number)
+    existing = tx.repo.people.by_ref(ref) or tx.repo.people.by_id_number(number)
     if existing is not None:
         raise AlreadyExists(f"this {'ID card' if birth else 'credit code'} is already enrolled "
                             f"as person {existing.id} (one account per person)",
                             "ALREADY_ENROLLED")
-    person_id = tx.repo.insert_person(
+    person_id = tx.repo.people.add(NewPerson(
         person_ref=ref, kind=kind.value, name=name, id_number=number, phone=phone,
         birth_date=birth, priority=priority, service_point_id=service_point_id or None,
-        enrolled_at=tx.now, home_node_id=home_node_id or None)
-    person = tx.repo.person(person_id)
+        enrolled_at=tx.now, home_node_id=home_node_id or None))
+    person = tx.repo.people.get(person_id)
     if tx.node.federated and not person.visitor:
         from node.usecases.claims import register_home
 
@@ -112,7 +112,7 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
 
 
 def get_person(tx: Tx, person_id: int) -> PersonView:
-    return person_view(tx, tx.repo.person(person_id))
+    return person_view(tx, tx.repo.people.get(person_id))
 
 
 def age_of(tx: Tx, person: PersonRecord) -> int:
@@ -137,18 +137,18 @@ def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,
     """Record that ``other`` stands to ``person`` as ``relation`` (family both ways)."""
     if person_id == other_id:
         raise InvalidArgument("a person cannot be linked to themselves")
-    person, other = tx.repo.person(person_id), tx.repo.person(other_id)
+    person, other = tx.repo.people.get(person_id), tx.repo.people.get(other_id)
     if staff_id:
         require_staff(tx, staff_id)
     if PersonKind.GROUP.value in (person.kind, other.kind):
         raise InvalidArgument("only individuals can be linked as family or proxies")
-    if relation in tx.repo.relations(person_id, other_id):
+    if relation in tx.repo.people.relations(person_id, other_id):
         raise AlreadyExists(f"person {other_id} is already linked to person {person_id} "
                             f"as {relation.value}", "ALREADY_LINKED")
-    tx.repo.insert_link(person_id, other_id, relation, staff_id or None, tx.now)
+    tx.repo.people.add_link(person_id, other_id, relation, staff_id or None, tx.now)
     inverse = relation.inverse()
-    if inverse is not None and inverse not in tx.repo.relations(other_id, person_id):
-        tx.repo.insert_link(other_id, person_id, inverse, staff_id or None, tx.now)
+    if inverse is not None and inverse not in tx.repo.people.relations(other_id, person_id):
+        tx.repo.people.add_link(other_id, person_id, inverse, staff_id or None, tx.now)
     return LinkView(person_id, other_id, relation.value)
 
 
@@ -156,7 +156,8 @@ def acts_for(tx: Tx, actor: Actor, person_id: int) -> bool:
     """Whether the actor may act for the person: themself, their proxy or family, or staff."""
     if actor.staff_id:
         return True
-    return actor.person_id == person_id or bool(tx.repo.relations(person_id, actor.person_id))
+    return (actor.person_id == person_id
+            or bool(tx.repo.people.relations(person_id, actor.person_id)))
 
 
 def require_acts_for(tx: Tx, actor: Actor, person_id: int, what: str) -> None:

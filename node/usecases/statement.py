@@ -23,7 +23,8 @@ from timebank.passbook import FORMAT, b64
 from timebank.v1 import clearing_pb2 as pb
 
 if TYPE_CHECKING:  # the storage layer loads only where a statement is built (not to check one)
-    from node.storage.repo import StoredEntry
+    from node.storage.anchors import LoggedAnchor
+    from node.storage.ledger import StoredEntry
     from node.usecases.app import Tx
 
 _PAGE = 1000
@@ -33,7 +34,7 @@ def _entries_upto(tx: Tx, account_ids: list[int], count: int) -> list[StoredEntr
     out: list[StoredEntry] = []
     after = 0
     while True:
-        page = tx.repo.entries_touching(account_ids, after, _PAGE)
+        page = tx.repo.ledger.entries_touching(account_ids, after, _PAGE)
         out.extend(e for e in page if e.seq <= count)
         if len(page) < _PAGE or page[-1].seq >= count:
             return out
@@ -95,16 +96,16 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
     if anchor_row is None or anchor_row.log_index is None:
         raise FailedPrecondition("no checkpoint of this ledger has been anchored in the "
                                  "city's log yet", "NOT_ANCHORED")
-    person = tx.repo.person(person_id)
+    person = tx.repo.people.get(person_id)
     if person.visitor:
         raise FailedPrecondition(
             f"person {person_id}'s hours are kept by district {person.home_node_id}; "
             "their passbook comes from there", "NOT_HOME_DISTRICT")
     count = int(anchor_row.entry_count)
-    accounts = tx.repo.accounts_of(person.id)
+    accounts = tx.repo.ledger.accounts_of(person.id)
     prefix = f"person/{person.person_ref}/"
     entries = _entries_upto(tx, [a.id for a in accounts], count)
-    leaves = tx.repo.entry_hashes(count)
+    leaves = tx.repo.ledger.entry_hashes(count)
     if merkle.root(leaves) != bytes(anchor_row.ledger_root):
         raise InvariantViolation(f"the ledger's first {count} entries no longer have the "
                                  "root that was anchored: run `timebank node check`")
@@ -146,9 +147,9 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
     }
 
 
-def latest_anchor(tx: Tx) -> Any:
+def latest_anchor(tx: Tx) -> LoggedAnchor:
     """The anchor of the most entries the log has recorded; NOT_FOUND if none yet."""
-    found = tx.repo.latest_anchored()
+    found = tx.repo.anchors.latest()
     if found is None:
         raise NotFound("no checkpoint of this ledger has been anchored in the city's log "
                        "yet: run `timebank node checkpoint --config FILE`, let the serving "

@@ -16,7 +16,7 @@ COSIGNED = "log.cosigned_head"
 
 
 def _load(tx: Tx, key: str, clearinghouse_key: bytes) -> transparency.Head | None:
-    note = tx.repo.meta(key)
+    note = tx.repo.meta.get(key)
     return None if note is None else transparency.check_head(note, clearinghouse_key)
 
 
@@ -31,6 +31,6 @@ def cosigned(tx: Tx, clearinghouse_key: bytes) -> transparency.Head | None:
 def store(tx: Tx, head: transparency.Head, *, cosigned: bool = False) -> None:
     """Store ``head`` as the last verified (and, if ``cosigned``, the last cosigned). The
     caller checked that it extends the last one stored."""
-    tx.repo.set_meta(VERIFIED, head.note)
+    tx.repo.meta.set(VERIFIED, head.note)
     if cosigned:
-        tx.repo.set_meta(COSIGNED, head.note)
+        tx.repo.meta.set(COSIGNED, head.note)

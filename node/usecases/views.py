@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from node.domain.ledger import Origin
-from node.storage.repo import OrderRecord, StoredEntry
+from node.storage.ledger import StoredEntry
+from node.storage.orders import OrderRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ def active_holds(app: NodeApp) -> int:
 
 
 def node_claim(city: City, node_id: str, claim_id: str) -> ClaimState | None:
-    found = city[node_id].app.query(lambda tx: tx.repo.claim(claim_id))
+    found = city[node_id].app.query(lambda tx: tx.repo.claims.get(claim_id))
     return None if found is None else ClaimState(found.state)
 
 
@@ -84,7 +84,7 @@ def pending_messages(app: NodeApp) -> list[tuple[str, int, str]]:
     """(kind, attempts, detail) of every unsent outbox message, due or not."""
     far = app.clock.now() + timedelta(days=3650)
     return [(m.kind, m.attempts, m.detail)
-            for m in app.query(lambda tx: tx.repo.outbox_due(far, 1000))]
+            for m in app.query(lambda tx: tx.repo.outbox.due(far, 1000))]
 
 
 def restart_link(city: City, node_id: str) -> ClearingLink:

@@ -47,7 +47,7 @@ def test_fifty_redemptions_in_every_direction_all_complete(city: City) -> None:
             if other != node_id:
                 visits[(other, node_id)] = 0
     for (serving, home) in visits:
-        number = city[home].app.query(lambda tx, h=home: tx.repo.person(elders[h]).id_number)
+        number = city[home].app.query(lambda tx, h=home: tx.repo.people.get(elders[h]).id_number)
         visits[(serving, home)] = enrol_at(city, serving, "老人", number, home=home)
     city.settle()
 

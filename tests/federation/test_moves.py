@@ -1,6 +1,7 @@
 """Moves between districts that do not simply complete: a new home where the person is
 not enrolled voids the move, and a balance over the new home's cap fills it and gives
-the rest to its donation pool."""
+the rest to its donation pool; and a balance larger than the default cap, which a city
+that raised its cap lets a person store, moves whole."""
 
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ from tests.federation.support import (
     node_claim,
     restart_link,
 )
-from tests.helpers import account_balance, earn, enrol, id_card, policy_toml
+from tests.helpers import (
+    account_balance,
+    by_origin,
+    earn,
+    enrol,
+    id_card,
+    policy_toml,
+    staff,
+)
+from timebank.minutes import hours
 
 
 def _with_hours(city: City, minutes: int) -> tuple[int, str]:
@@ -77,8 +87,8 @@ def test_a_move_to_a_district_that_does_not_know_the_person_is_voided(city: City
     assert assert_consistent(city) == {JN: -90, QX: 90, "320106": 0}
 
 
-def _small_cap(city: City, node_id: str, cap_hours: int) -> None:
-    """Give one district a city policy with a small stored-hours cap (its own policy
+def _cap(city: City, node_id: str, cap_hours: int) -> None:
+    """Give one district a city policy with its own stored-hours cap (its own policy
     file), before anything happens there."""
     d = city[node_id]
     d.link.stop()
@@ -89,7 +99,7 @@ def _small_cap(city: City, node_id: str, cap_hours: int) -> None:
 
 def test_a_move_over_the_new_homes_cap_gives_the_rest_to_its_donation_pool(
         city: City) -> None:
-    _small_cap(city, QX, 2)  # 栖霞区 stores at most 120 min a person
+    _cap(city, QX, 2)  # 栖霞区 stores at most 120 min a person
     person, number = _with_hours(city, 180)
     arrived = enrol_at(city, QX, "刘洋", number, home=JN)
     city.settle()
@@ -111,6 +121,38 @@ def test_a_move_over_the_new_homes_cap_gives_the_rest_to_its_donation_pool(
     assert_nothing_held(city)
     # the whole balance moved: the pool's share is 栖霞区's to give, not 江宁区's to keep
     assert assert_consistent(city) == {JN: -180, QX: 180, "320106": 0}
+
+
+def test_more_than_1500_hours_move_whole_where_the_city_caps_at_2000(city: City) -> None:
+    for node_id in (JN, QX):
+        _cap(city, node_id, 2000)
+    number = id_card(1936)
+    person = enrol_at(city, JN, "孙秀兰", number, priority=True)
+    elder = enrol(city[JN].app, "孙奶奶", 1936, priority=True).id
+    earn(city[JN].app, city.clock, person, 90, elder)  # earned, and granted: two origins
+    city[JN].app.execute(ledger.grant, person, hours(1550), staff(city[JN].app), "高龄补贴")
+    arrived = enrol_at(city, QX, "孙秀兰", number, home=JN, priority=True)
+    city.settle()
+    total = hours(1550) + 90
+    assert city[JN].app.query(ledger.balance, person).total == total > hours(1500)
+
+    claim = city[JN].app.execute(claims.start_move, person, QX)
+    assert claim.minutes == total
+    city.settle()
+
+    assert ch_claim(city, claim.claim_id) is ChState.COMPLETED
+    for node_id in (JN, QX):
+        view = city[node_id].app.query(claims.get_claim, claim.claim_id)
+        assert (view.state, view.posted_minutes) == (ClaimState.COMPLETED, total)
+    # all of it banked under the new home's 2,000 h cap: nothing to its donation pool
+    assert by_origin(city[QX].app, arrived) == {"granted": (hours(1550), 0),
+                                                 "individual": (90, 0)}
+    assert account_balance(city[QX].app, DONATION_POOL.code) == (0, 0)
+    assert city[JN].app.query(ledger.balance, person).total == 0
+    assert city[JN].app.query(people.get_person, person).home_node_id == QX
+    assert _home_in_directory(city, JN, person) == QX
+    assert_nothing_held(city)
+    assert assert_consistent(city) == {JN: -total, QX: total, "320106": 0}
 
 
 def test_a_person_moves_away_and_back_and_the_old_directory_entry_is_refused(

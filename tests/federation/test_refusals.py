@@ -30,7 +30,7 @@ def _assert_refused_and_cancelled(city: City, claim_id: str, order_id: int,
     assert claim.state is ClaimState.REJECTED
     assert claim.reason == reason.value
     assert claim.posted_minutes == 0
-    order = city[GL].app.query(lambda tx: tx.repo.order(order_id))
+    order = city[GL].app.query(lambda tx: tx.repo.orders.get(order_id))
     assert order.state == OrderState.CANCELLED
     assert order.held_minutes == 0 and order.charged_minutes == 0
     assert_nothing_held(city)

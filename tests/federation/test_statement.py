@@ -36,7 +36,7 @@ Doc = dict[str, Any]
 
 
 def _anchored(app: NodeApp) -> Any:
-    return app.query(lambda tx: tx.repo.latest_anchored())
+    return app.query(lambda tx: tx.repo.anchors.latest())
 
 
 def anchor_and_cosign(city: City, node_id: str) -> None:
@@ -53,7 +53,7 @@ def anchor_and_cosign(city: City, node_id: str) -> None:
 
 
 def claims_head_count(tx: Any) -> int:
-    return int(tx.repo.head()[0])
+    return int(tx.repo.ledger.head()[0])
 
 
 def make(city: City, node_id: str, person_id: int) -> Doc:
@@ -228,7 +228,7 @@ def test_a_statement_made_before_a_move_verifies_after_it(
     city.settle()
     city[JN].app.execute(claims.start_move, person, QX)
     city.settle()
-    assert city[JN].app.query(lambda tx: tx.repo.person(person).home_node_id) == QX
+    assert city[JN].app.query(lambda tx: tx.repo.people.get(person).home_node_id) == QX
     anchor_and_cosign(city, JN)
     anchor_and_cosign(city, QX)
 

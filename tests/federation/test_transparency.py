@@ -79,7 +79,7 @@ def test_a_ledger_checkpoint_is_anchored_with_its_proof(city: City) -> None:
     requested = city[JN].link.checkpoint_now()
     assert requested.queued
     city.settle()
-    anchor = city[JN].app.query(lambda tx: tx.repo.latest_anchored())
+    anchor = city[JN].app.query(lambda tx: tx.repo.anchors.latest())
     assert anchor is not None and anchor.entry_count == requested.entry_count
     head = transparency.check_head(anchor.tree_head, CH_PUBLIC)
     entry = clearing_pb2.LogEntry.FromString(anchor.log_entry)

@@ -44,6 +44,7 @@ from runtime.errors import (
     PermissionDenied,
     Refusal,
 )
+from timebank.minutes import MAX_CAP_MINUTES, MINUTES_PER_DAY, hours
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 CREDITOR, DEBTOR, OTHER = "320106", "320115", "320113"
@@ -363,8 +364,27 @@ def test_minutes_range(kind: ClaimKind, top: int) -> None:
 
 
 def test_limits_are_the_documented_ones() -> None:
-    assert (MAX_REDEMPTION_MINUTES, MAX_MOVE_MINUTES) == (1440, 90_000)
+    # a move's bound is the largest stored-hours cap a city may set, 100,000 h (ADR 0012)
+    assert (MAX_REDEMPTION_MINUTES, MAX_MOVE_MINUTES) == (1440, 6_000_000) == (
+        MINUTES_PER_DAY, MAX_CAP_MINUTES)
     assert (timedelta(seconds=1), timedelta(days=30)) == (MIN_CLAIM_WINDOW, MAX_CLAIM_WINDOW)
+
+
+@pytest.mark.parametrize("cap_hours", [1501, 2000, 100_000])
+def test_a_move_of_a_balance_a_raised_cap_allows_is_a_claim(cap_hours: int) -> None:
+    # a city may raise cap_hours past 1,500 h: the whole balance it lets a person store moves
+    moved = make(kind=ClaimKind.MOVE, minutes=hours(cap_hours))
+    assert moved.minutes == hours(cap_hours)
+    done = complete(accept(moved, moved.created_at + timedelta(seconds=1)),
+                    moved.created_at + timedelta(seconds=2))
+    assert done.posted_minutes == hours(cap_hours)
+
+
+def test_a_move_past_the_largest_cap_is_refused() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        make(kind=ClaimKind.MOVE, minutes=MAX_CAP_MINUTES + 1)
+    assert info.value.reason == "MINUTES_OUT_OF_RANGE"
+    assert "6000000" in info.value.message
 
 
 def test_bad_kind() -> None:

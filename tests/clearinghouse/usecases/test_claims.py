@@ -10,7 +10,13 @@ import pytest
 from nacl.signing import SigningKey
 from sqlalchemy import text
 
-from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
+from clearinghouse.domain.claims import (
+    MAX_MOVE_MINUTES,
+    Claim,
+    ClaimKind,
+    ClaimState,
+    RejectReason,
+)
 from clearinghouse.usecases import admission, claims, directory
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from clearinghouse.usecases.clock import ManualClock
@@ -353,8 +359,8 @@ def test_proposal_refusals(city: ClearinghouseApp, ch_clock: ManualClock) -> Non
     cases: list[tuple[Signed, type[Exception], str]] = [
         (proposal(1, city, minutes=0), InvalidArgument, "MINUTES_OUT_OF_RANGE"),
         (proposal(1, city, minutes=1441), InvalidArgument, "MINUTES_OUT_OF_RANGE"),
-        (proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, minutes=90_001,
-                  origins=[90_001]), InvalidArgument, "MINUTES_OUT_OF_RANGE"),
+        (proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, minutes=MAX_MOVE_MINUTES + 1,
+                  origins=[MAX_MOVE_MINUTES + 1]), InvalidArgument, "MINUTES_OUT_OF_RANGE"),
         (proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, minutes=600, origins=[500]),
          InvalidArgument, "MALFORMED_ORIGINS"),
         (proposal(1, city, window=timedelta(0)), InvalidArgument, "BAD_DEADLINE"),

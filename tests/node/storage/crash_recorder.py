@@ -21,7 +21,7 @@ from node.usecases.app import NodeApp, NodeIdentity, Tx
 
 
 def due(tx: Tx, limit: int) -> list[int]:
-    return tx.repo.due_order_ids(tx.now, limit)
+    return tx.repo.orders.due_ids(tx.now, limit)
 
 
 def main(argv: list[str]) -> int:

@@ -58,8 +58,8 @@ def busy(node_app: NodeApp, clock: ManualClock) -> NodeApp:
 def test_the_chain_as_stored(busy: NodeApp) -> None:
     with busy.db.read() as conn:
         repo = Repo(conn)
-        stored = list(repo.iter_entries(batch=2))  # several batches
-        head = repo.head()
+        stored = list(repo.ledger.iter_entries(batch=2))  # several batches
+        head = repo.ledger.head()
     assert [s.seq for s in stored] == [1, 2, 3, 4]
     assert [s.entry.kind for s in stored] == [EntryKind.SERVICE, EntryKind.GRANT,
                                               EntryKind.DONATION, EntryKind.REVERSAL]
@@ -112,7 +112,7 @@ def test_append_refuses_to_take_an_account_below_zero(busy: NodeApp) -> None:
                                                 -10_000), Posting(DONATION_POOL, 10_000)),
                    busy.clock.now())
     with pytest.raises(InvariantViolation), busy.db.write() as conn:
-        Repo(conn).append(taking, {ref[0]: ref[1]})
+        Repo(conn).ledger.append(taking, {ref[0]: ref[1]})
     assert snapshot(busy) == before
 
 
@@ -122,7 +122,7 @@ def test_a_hold_cannot_exceed_what_is_available(busy: NodeApp) -> None:
         account_id, available = conn.execute(text(
             "SELECT id, balance - held FROM accounts WHERE code = 'donation_pool'")).one()
     with pytest.raises(InvariantViolation), busy.db.write() as conn:
-        Repo(conn).place_hold(1, account_id, available + 1, 0, busy.clock.now())
+        Repo(conn).holds.hold_for_order(1, account_id, available + 1, 0, busy.clock.now())
     assert snapshot(busy) == before
 
 

@@ -53,7 +53,7 @@ def test_reversing_a_grant(node_app: NodeApp, clock: ManualClock) -> None:
     assert report.transactions == 2 and report.head_hash == r.hash
     # the original is still there, unchanged: history is appended to, never edited
     with app.db.read() as conn:
-        assert Repo(conn).entry(g.seq) == g
+        assert Repo(conn).ledger.entry(g.seq) == g
     history = app.query(ledger.history, elder.id, 0, 10)
     assert [(e.seq, net) for e, net in history.entries] == [(1, 60), (2, -60)]
 

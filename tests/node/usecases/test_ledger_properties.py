@@ -725,7 +725,7 @@ class LedgerMachine(RuleBasedStateMachine):
             states = {int(i): str(st) for i, st in conn.execute(
                 text("SELECT id, state FROM orders"))}
             assert states == {o.id: o.state for o in self.orders}
-            self.head = Repo(conn).head()[0]
+            self.head = Repo(conn).ledger.head()[0]
             tx = Tx(Repo(conn), policy, self.clock.now(), self.app.node)
             for p in self.people:
                 b = ledger.balance(tx, p.id)

@@ -68,7 +68,7 @@ class World:
 
 def build_world(app: NodeApp, clock: ManualClock) -> World:
     sid = staff(app)
-    point = app.query(lambda tx: tx.repo.staff(sid).service_point_id)
+    point = app.query(lambda tx: tx.repo.staff.get(sid).service_point_id)
     priority = enrol(app, "赵大爷", 1935, priority=True).id
     number = id_card(1950)
     mother = app.execute(people.enrol_person, IND, "王秀兰", number, "", False, 0).id
@@ -186,7 +186,7 @@ def _cases() -> list[Case]:
                                      999), missing, "UNKNOWN_STAFF"),
         ("service point twice", lambda w: w.app.execute(
             people.register_service_point,
-            w.app.query(lambda tx: tx.repo.service_point(w.point).code), "x", ""),
+            w.app.query(lambda tx: tx.repo.staff.service_point(w.point).code), "x", ""),
          exists, "DUPLICATE_CODE"),
         ("bad service point code", ex(people.register_service_point, "a b", "x", ""), bad, ""),
         ("staff at unknown point", ex(people.register_staff, "某人", 999), missing,

@@ -78,7 +78,7 @@ def test_every_state_of_the_loop_is_recorded_as_an_event(node_app: NodeApp,
     assert o.notices == ("service of 52 min was recorded as 45 min (rounded to the city's "
                          "15-minute unit)",)
     with app.db.read() as conn:
-        events = Repo(conn).order_events(o.record.id)
+        events = Repo(conn).orders.events(o.record.id)
     assert [(e.from_state, e.to_state) for e in events] == [
         ("", "requested"), ("requested", "accepted"), ("accepted", "checked_in"),
         ("checked_in", "checked_out"), ("checked_out", "verified"), ("verified", "recorded")]

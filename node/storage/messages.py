@@ -1,0 +1,103 @@
+"""Messages to and from the clearinghouse.
+
+The outbox holds each message to submit, written in the same transaction as the change
+that needs it; the clearing link sends it until a receipt (or a final refusal) comes
+back. The inbox holds the sequence number of each delivery applied here, written in the
+same transaction as its effects, so that a delivery applies once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from node.storage.tables import INBOX, OUTBOX, record
+from runtime.statements import Prepared
+
+#: The longest detail kept on a message (why it was refused, or is being retried).
+MAX_DETAIL_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    id: int
+    kind: str
+    claim_id: str | None
+    envelope: bytes  # the unsigned body; the link signs it as it sends it
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    done_at: datetime | None
+    outcome: str  # "", "receipt", "refused"
+    detail: str
+
+
+class OutboxRepo:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def enqueue(self, kind: str, claim_id: str | None, body: bytes, at: datetime) -> int:
+        return int(_ENQUEUE(self.conn, {
+            "kind": kind, "claim_id": claim_id, "envelope": body, "created_at": at,
+            "attempts": 0, "next_attempt_at": at, "outcome": "", "detail": ""}).scalar_one())
+
+    def due(self, now: datetime, limit: int) -> list[OutboxRecord]:
+        """Unsent messages due now, oldest first, skipping any whose claim has an older
+        message still unsent (a claim's messages go in order)."""
+        return [record(OutboxRecord, r) for r in _DUE(self.conn, {"now": now, "limit": limit})]
+
+    def get(self, message_id: int) -> OutboxRecord:
+        return record(OutboxRecord, _BY_ID(self.conn, {"message_id": message_id}).one())
+
+    def pending(self) -> int:
+        return int(_PENDING(self.conn).scalar_one())
+
+    def done(self, message_id: int, outcome: str, detail: str, at: datetime) -> bool:
+        """Mark a message sent (or refused for good); False if it already was."""
+        done = _DONE(self.conn, {"message_id": message_id, "b_done_at": at,
+                                 "b_outcome": outcome, "b_detail": detail[:MAX_DETAIL_CHARS]})
+        return done.rowcount == 1
+
+    def retry(self, message_id: int, next_at: datetime, detail: str) -> None:
+        _RETRY(self.conn, {"message_id": message_id, "b_next": next_at,
+                           "b_detail": detail[:MAX_DETAIL_CHARS]})
+
+
+class InboxRepo:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def last_seq(self) -> int:
+        """The sequence number of the last delivery applied (0: none yet)."""
+        return int(_LAST(self.conn).scalar_one())
+
+    def add(self, seq: int, kind: str, claim_id: str, at: datetime) -> None:
+        _ADD(self.conn, {"seq": seq, "kind": kind, "claim_id": claim_id, "applied_at": at})
+
+
+_ENQUEUE = Prepared(insert(OUTBOX).returning(OUTBOX.c.id))
+_OLDER = OUTBOX.alias("older")
+_DUE = Prepared(
+    select(OUTBOX)
+    .where(OUTBOX.c.done_at.is_(None), OUTBOX.c.next_attempt_at <= bindparam("now"),
+           ~select(_OLDER.c.id).where(_OLDER.c.claim_id == OUTBOX.c.claim_id,
+                                      _OLDER.c.id < OUTBOX.c.id,
+                                      _OLDER.c.done_at.is_(None)).exists())
+    .order_by(OUTBOX.c.id).limit(bindparam("limit")))
+_BY_ID = Prepared(select(OUTBOX).where(OUTBOX.c.id == bindparam("message_id")))
+_PENDING = Prepared(select(func.count()).select_from(OUTBOX).where(OUTBOX.c.done_at.is_(None)))
+_DONE = Prepared(update(OUTBOX)
+                 .where(OUTBOX.c.id == bindparam("message_id"), OUTBOX.c.done_at.is_(None))
+                 .values(done_at=bindparam("b_done_at"), outcome=bindparam("b_outcome"),
+                         detail=bindparam("b_detail"), attempts=OUTBOX.c.attempts + 1))
+_RETRY = Prepared(update(OUTBOX).where(OUTBOX.c.id == bindparam("message_id"))
+                  .values(next_attempt_at=bindparam("b_next"), detail=bindparam("b_detail"),
+                          attempts=OUTBOX.c.attempts + 1))
+_LAST = Prepared(select(func.coalesce(func.max(INBOX.c.seq), 0)))
+_ADD = Prepared(insert(INBOX))

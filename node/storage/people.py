@@ -1,0 +1,107 @@
+"""People enrolled on this node and the links between them (family, proxies).
+
+A person's name, ID number and phone never leave the node; other districts know them
+only by their PersonRef.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from node.domain.policy import Relation
+from node.storage.tables import LINKS, PEOPLE, record, values
+from runtime.errors import NotFound
+from runtime.statements import Prepared
+
+
+@dataclass(frozen=True, slots=True)
+class NewPerson:
+    """A person (or group) as enrolled, before the node numbers them."""
+
+    person_ref: str
+    kind: str
+    name: str
+    id_number: str
+    phone: str
+    birth_date: date | None
+    priority: bool
+    service_point_id: int | None
+    enrolled_at: datetime
+    home_node_id: str | None = None  # None: this node keeps the person's hours
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRecord:
+    id: int
+    person_ref: str
+    kind: str
+    name: str
+    id_number: str
+    phone: str
+    birth_date: date | None
+    priority: bool
+    service_point_id: int | None
+    enrolled_at: datetime
+    home_node_id: str | None = None  # None: this node keeps the person's hours
+
+    @property
+    def visitor(self) -> bool:
+        """Whether the person's hours are kept in another district."""
+        return self.home_node_id is not None
+
+
+class PeopleRepo:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, person: NewPerson) -> int:
+        return int(_INSERT(self.conn, values(person)).scalar_one())
+
+    def get(self, person_id: int) -> PersonRecord:
+        row = _BY_ID(self.conn, {"pid": person_id}).first()
+        if row is None:
+            raise NotFound(f"no person {person_id} is enrolled on this node", "UNKNOWN_PERSON")
+        return record(PersonRecord, row)
+
+    def by_ref(self, person_ref: str) -> PersonRecord | None:
+        row = _BY_REF(self.conn, {"ref": person_ref}).first()
+        return None if row is None else record(PersonRecord, row)
+
+    def by_id_number(self, id_number: str) -> PersonRecord | None:
+        row = self.conn.execute(
+            select(PEOPLE).where(PEOPLE.c.id_number == id_number)).one_or_none()
+        return None if row is None else record(PersonRecord, row)
+
+    def by_ids(self, person_ids: Sequence[int]) -> dict[int, PersonRecord]:
+        rows = self.conn.execute(select(PEOPLE).where(PEOPLE.c.id.in_(list(person_ids))))
+        return {r.id: record(PersonRecord, r) for r in rows}
+
+    def set_home(self, person_id: int, home_node_id: str | None) -> None:
+        """Where the person's hours are kept from now on (None: here)."""
+        _SET_HOME(self.conn, {"pid": person_id, "b_home": home_node_id})
+
+    def add_link(self, person_id: int, other_id: int, relation: Relation,
+                 staff_id: int | None, at: datetime) -> None:
+        self.conn.execute(insert(LINKS).values(
+            person_id=person_id, other_id=other_id, relation=relation.value,
+            staff_id=staff_id, created_at=at))
+
+    def relations(self, person_id: int, other_id: int) -> set[Relation]:
+        """How ``other`` stands to ``person``, by every link recorded."""
+        rows = _RELATIONS(self.conn, {"pid": person_id, "oid": other_id}).scalars()
+        return {Relation(r) for r in rows}
+
+
+_INSERT = Prepared(insert(PEOPLE).returning(PEOPLE.c.id))
+_BY_ID = Prepared(select(PEOPLE).where(PEOPLE.c.id == bindparam("pid")))
+_BY_REF = Prepared(select(PEOPLE).where(PEOPLE.c.person_ref == bindparam("ref")))
+_RELATIONS = Prepared(select(LINKS.c.relation).where(LINKS.c.person_id == bindparam("pid"),
+                                                     LINKS.c.other_id == bindparam("oid")))
+_SET_HOME = Prepared(update(PEOPLE).where(PEOPLE.c.id == bindparam("pid"))
+                     .values(home_node_id=bindparam("b_home")))
