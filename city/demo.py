@@ -398,7 +398,7 @@ def anchor_and_witness(city: City) -> dict[str, Any]:
         for n in city.layout.nodes:
             app = open_node_app(load_node_config(n.config_file))
             try:
-                row = app.query(lambda tx: tx.repo.latest_anchored())
+                row = app.query(lambda tx: tx.repo.anchors.latest())
             finally:
                 app.db.dispose()
             if row is None or row.entry_count < anchored[n.node_id]:

@@ -17,9 +17,8 @@ every change follows a message the clearinghouse has already checked.
 
 from __future__ import annotations
 
-import os
 import re
-import time
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -216,14 +215,15 @@ def arrival(origins: Iterable[tuple[Origin, int]], balance_total: int, cap: int)
     return Arrival(tuple(banked), to_pool)
 
 
-def new_claim_id(now_ms: int | None = None, rand: bytes | None = None) -> str:
+def new_claim_id(now_ms: int, rand: bytes | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, the RFC variant, random
     bits; lowercase canonical, as the clearinghouse requires. Time-ordered, so claim ids
-    sort by when they were made."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    sort by when they were made. The time is the transaction's (the injected clock's),
+    never read here."""
+    ms = now_ms
     if not 0 <= ms < 1 << 48:
         raise InvalidArgument("a UUIDv7's time is 48-bit milliseconds")
-    r = os.urandom(10) if rand is None else rand
+    r = secrets.token_bytes(10) if rand is None else rand
     if len(r) != 10:
         raise InvalidArgument("a UUIDv7 takes 10 random bytes")
     b = bytearray(ms.to_bytes(6, "big") + r)
@@ -442,3 +442,21 @@ def annotate(claim: Claim, now: datetime, detail: str) -> Claim:
     if claim.state.final:
         raise InvariantViolation(f"{claim.label} is {claim.state.value}; it is not noted on")
     return replace(claim, updated_at=now, detail=detail)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A message this node owes the clearinghouse, as its outbox keeps it: written in the
+    transaction of the change that needs it, sent by the link until a receipt or a final
+    refusal comes back (ADR 0006)."""
+
+    id: int
+    kind: str
+    claim_id: str | None
+    envelope: bytes  # the unsigned body; the link signs it as it sends it
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    done_at: datetime | None
+    outcome: str  # "", "receipt", "refused"
+    detail: str

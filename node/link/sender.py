@@ -15,10 +15,10 @@ import threading
 import grpc
 import structlog
 
+from node.domain.claims import OutboxRecord
 from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
 from node.link.supervise import ClearinghouseAway
 from node.link.verified_log import ReceiptError, VerifiedLog, accepted, reconciled
-from node.storage.repo import OutboxRecord
 from node.usecases import checkpoints, claims, tree_heads
 from node.usecases.app import NodeApp, Tx
 from runtime.rpcerrors import error_reason

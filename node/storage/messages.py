@@ -8,30 +8,17 @@ same transaction as its effects, so that a delivery applies once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from node.domain.claims import OutboxRecord
 from node.storage.tables import INBOX, OUTBOX, record
 from runtime.statements import Prepared
 
 #: The longest detail kept on a message (why it was refused, or is being retried).
 MAX_DETAIL_CHARS = 500
 
-
-@dataclass(frozen=True, slots=True)
-class OutboxRecord:
-    id: int
-    kind: str
-    claim_id: str | None
-    envelope: bytes  # the unsigned body; the link signs it as it sends it
-    created_at: datetime
-    attempts: int
-    next_attempt_at: datetime
-    done_at: datetime | None
-    outcome: str  # "", "receipt", "refused"
-    detail: str
 
 
 class OutboxRepo:

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from node.domain.ledger import account_from_code
-from node.storage.anchors import AnchorRepo, LoggedAnchor
+from node.storage.anchors import AnchorRepo
 from node.storage.claims import ClaimRepo
 from node.storage.holds import HoldRepo
 from node.storage.idempotency import IdempotencyRepo
 from node.storage.ledger import LedgerRepo
-from node.storage.messages import InboxRepo, OutboxRecord, OutboxRepo
+from node.storage.messages import InboxRepo, OutboxRepo
 from node.storage.meta import MetaRepo
 from node.storage.orders import OrderRepo
 from node.storage.people import PeopleRepo
 from node.storage.staff import StaffRepo
 
-# OutboxRecord (node.storage.messages) and account_from_code (node.domain.ledger) are
-# still imported from here by node/api/clearing_link.py and city/audit/district.py.
-__all__ = ["OutboxRecord", "Repo", "account_from_code"]
+__all__ = ["Repo"]
 
 
 class Repo:
@@ -47,6 +44,3 @@ class Repo:
         self.anchors = AnchorRepo(conn)
         self.idempotency = IdempotencyRepo(conn)
 
-    def latest_anchored(self) -> LoggedAnchor | None:
-        """``anchors.latest()``, for city/demo.py, which calls it by this name."""
-        return self.anchors.latest()

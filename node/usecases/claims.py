@@ -32,6 +32,7 @@ from node.domain.claims import (
     ClaimKind,
     ClaimState,
     Decision,
+    OutboxRecord,
     Reason,
     Role,
     arrival,
@@ -54,7 +55,6 @@ from node.domain.ledger import (
 )
 from node.domain.orders import OrderState, PaymentSource, PersonKind, spendable_origins
 from node.storage.ledger import AccountRecord
-from node.storage.messages import OutboxRecord
 from node.storage.orders import OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
 from node.usecases.app import Tx

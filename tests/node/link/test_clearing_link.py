@@ -39,11 +39,11 @@ def test_the_checkpointer_anchors_the_ledger_on_its_schedule(city: City) -> None
     replace_link(city, JN, checkpoint_seconds=0.05)
 
     def anchored() -> int:
-        found = app.query(lambda tx: tx.repo.latest_anchored())
+        found = app.query(lambda tx: tx.repo.anchors.latest())
         return -1 if found is None else int(found.entry_count)
 
     def entries() -> int:
-        return int(app.query(lambda tx: tx.repo.head())[0])
+        return int(app.query(lambda tx: tx.repo.ledger.head())[0])
 
     assert eventually(lambda: anchored() == entries(), 10)
     volunteer = enrol_at(city, JN, "王芳", id_card(1965))
