@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN_MAY_IMPORT = ("__future__", "clearinghouse.domain", "collections", "dataclasses",
-                     "datetime", "enum", "re", "runtime.errors", "timebank.minutes", "typing")
+                     "datetime", "enum", "re", "runtime.errors", "timebank.ids", "timebank.minutes",
+                     "typing")
 
 
 def imports(package: str) -> dict[str, set[str]]:
