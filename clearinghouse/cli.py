@@ -560,6 +560,7 @@ def serve_command(
     """
     from clearinghouse.api.server import serve_forever
     from runtime.devclock import DevClockError, FileClock
+    from runtime.server import Serving
 
     try:
         clock = None if dev_clock is None else FileClock(dev_clock)  # refused unless allowed
@@ -567,9 +568,9 @@ def serve_command(
         fail(str(e))
     config = load_config(config_file)
 
-    def ready(port: int) -> None:
+    def ready(serving: Serving) -> None:
         host = config.listen.rpartition(":")[0]
-        echo(f"clearinghouse serving on {host}:{port} (Ctrl-C or SIGTERM to stop)")
+        echo(f"clearinghouse serving on {host}:{serving.port} (Ctrl-C or SIGTERM to stop)")
         if clock is not None:
             echo(f"[yellow]simulated time (--dev-clock): now {clock.now().isoformat()}[/]")
 
