@@ -26,11 +26,12 @@ from node import metrics
 from node.api.clearing_link import ClearingLink
 from node.api.servicer import SERVICE_NAME, NodeServicer
 from node.bootstrap import open_app
-from node.config import ConfigError, NodeConfig
+from node.config import NodeConfig
 from node.domain.clock import Clock
 from node.usecases import orders
 from node.usecases.app import NodeApp
 from runtime import server
+from runtime.errors import ConfigError
 from runtime.logging import configure_logging
 from runtime.observe import CallObserver
 from runtime.periodic import Periodic

@@ -244,7 +244,7 @@ def test_config_mistakes_are_one_line(tmp_path: Path) -> None:
     bad.write_text("[node]\nnode_id = 320115\n", encoding="utf-8")
     result = cli("node", "serve", "--config", str(bad))
     assert result.exit_code == 1
-    assert_one_clean_line(result.stderr, "[node] node_id must be a str")
+    assert_one_clean_line(result.stderr, "[node] node_id must be a string")
 
 
 def test_an_unreachable_node_is_one_line_with_the_status_name() -> None:
