@@ -27,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
 from city.cli import app
-from node.cli import CITY_TZ
 from node.domain.policy import DEFAULT_POLICY_TOML
 from tests.helpers import id_card
+from timebank.citytime import CITY_TZ
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
