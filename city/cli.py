@@ -20,7 +20,7 @@ import typer
 from city import statement as statement_cli
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
-from node.cli import describe_error, guarded, print_error
+from runtime.console import describe_error, guarded, print_error
 
 # Typer ships its own copy of click; reach its exception classes through public names.
 _USAGE_ERROR: type[Exception] = next(

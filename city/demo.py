@@ -44,22 +44,13 @@ from rich.table import Table
 from city.audit import audit_data_dir
 from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, LaunchError, layout
 from node.bootstrap import open_app as open_node_app
-from node.cli import (
-    CITY_TZ,
-    CliError,
-    NodeClient,
-    describe_error,
-    echo,
-    hm,
-    print_error,
-    print_json,
-    render_report,
-    to_json,
-)
+from node.cli import NodeClient, hm, render_report, to_json
 from node.config import load_config as load_node_config
 from node.domain.identity import id_card_with_check_digit
 from node.usecases import checkpoints
 from runtime import devclock
+from runtime.console import CliError, describe_error, echo, print_error, print_json
+from timebank.citytime import CITY_TZ
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 

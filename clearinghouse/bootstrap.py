@@ -145,14 +145,27 @@ def open_app(config: ClearinghouseConfig, clock: Clock | None = None) -> Clearin
     return ClearinghouseApp(open_database(config), clock or SystemClock())
 
 
-def city_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
-    """The city root key, checked against the one this clearinghouse's database serves."""
-    key = read_key(config.city_key_file)
+def _served_key(path: Path, app: ClearinghouseApp, meta_key: str,
+                what: str) -> keys.SigningKey:
+    """The key in ``path``, checked against the one the database records under
+    ``meta_key``."""
+    key = read_key(path)
     public = keys.public_key(key)
     with app.db.read() as conn:
-        recorded = Repo(conn).meta(META_CITY_PUBLIC_KEY)
+        recorded = Repo(conn).meta(meta_key)
     if recorded != public.hex():
         raise ConfigError(
-            f"{config.city_key_file} (key id {keys.key_id(public)}) is not the city root key "
-            "this clearinghouse serves")
+            f"{path} (key id {keys.key_id(public)}) is not the {what} this clearinghouse "
+            "serves")
     return key
+
+
+def city_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
+    """The city root key, checked against the one this clearinghouse's database serves."""
+    return _served_key(config.city_key_file, app, META_CITY_PUBLIC_KEY, "city root key")
+
+
+def signing_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
+    """The clearinghouse key, checked against the one its database serves."""
+    return _served_key(config.signing_key_file, app, META_CLEARINGHOUSE_PUBLIC_KEY,
+                       "clearinghouse key")

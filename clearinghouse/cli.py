@@ -7,31 +7,34 @@ a district may owe the rest of the city, net; ``positions`` shows what each dist
 owed or owes; ``serve`` runs the clearinghouse's gRPC service until SIGTERM.
 
 A refusal or an operator's mistake is one red line on stderr (status, message and
-reason code) and exit code 1, never a traceback. The clearinghouse never imports the
-node, so the small console helpers below mirror ``node.cli.common``.
+reason code) and exit code 1, never a traceback (``runtime.console``).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from clearinghouse.config import ConfigError, load_config
+from clearinghouse.config import load_config
 from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
-from runtime.errors import InvalidArgument, Refusal
+from runtime.console import (
+    DevClockFile,
+    dev_clock,
+    echo,
+    fail,
+    guarded,
+    label_grid,
+    masked_url,
+    print_json,
+)
+from runtime.errors import InvalidArgument
 from timebank import keys
 from timebank.keys import PUBLIC_KEY_LEN
 from timebank.minutes import MAX_MINUTES, format_hours
@@ -39,9 +42,6 @@ from timebank.minutes import MAX_MINUTES, format_hours
 if TYPE_CHECKING:  # the database layer loads only for the commands that open it
     from clearinghouse.storage.repo import AdmissionRecord
 
-P = ParamSpec("P")
-R = TypeVar("R")
-PIPE_WIDTH = 120
 MAX_SERIAL = 2**63 - 1
 
 app = typer.Typer(
@@ -53,88 +53,7 @@ app = typer.Typer(
 )
 
 
-# ------------------------------------------------------------------ output and errors
-
-
-class CliError(Exception):
-    """An operator's mistake: shown as one red line, exit code 1."""
-
-
-def console(stderr: bool = False) -> Console:
-    """A rich console on the current stdout/stderr (which tests may have replaced)."""
-    found = Console(stderr=stderr, highlight=False)
-    if not found.is_terminal and "COLUMNS" not in os.environ:
-        found.width = PIPE_WIDTH  # a file or a pipe: no need to wrap at 80
-    return found
-
-
-def echo(*renderables: Any) -> None:
-    console().print(*renderables)
-
-
-def print_error(message: str) -> None:
-    """One line, red, on stderr. ``message`` is plain text, not rich markup."""
-    line = " ".join(message.split())
-    console(stderr=True).print(f"[bold red]error:[/] [red]{escape(line)}[/]", soft_wrap=True)
-
-
-def fail(message: str) -> NoReturn:
-    raise CliError(message)
-
-
-def describe_error(e: BaseException) -> str | None:
-    """The one-line message for an error an operator can act on; None for a bug."""
-    if isinstance(e, CliError | ConfigError):
-        return str(e)
-    if isinstance(e, Refusal):
-        return f"{e.status}: {e.message} ({e.reason})"
-    if isinstance(e, PermissionError):
-        return f"permission denied: {e.filename or e}"
-    if isinstance(e, FileNotFoundError):
-        return f"no such file or directory: {e.filename or e}"
-    if isinstance(e, OSError):
-        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if isinstance(e, SQLAlchemyError):
-        text = str(getattr(e, "orig", None) or e).strip()
-        return f"the database cannot be used: {text.splitlines()[0] if text else type(e).__name__}"
-    return None
-
-
-def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn every error an operator can act on into one red line and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except Exception as e:
-            message = describe_error(e)
-            if message is None:
-                raise
-            print_error(message)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _grid() -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    return grid
-
-
-def _masked(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # only for display
-        return url
+# ------------------------------------------------------------------ output
 
 
 def _admission_json(a: AdmissionRecord) -> dict[str, Any]:
@@ -153,7 +72,7 @@ def _fmt(a: AdmissionRecord, revoked: bool) -> str:
 
 
 def _print_admission(a: AdmissionRecord, title: str) -> None:
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("node", f"{a.node_id} {escape(a.district)}")
     grid.add_row("key id", a.key_id)
     grid.add_row("public key", a.public_key.hex())
@@ -228,7 +147,7 @@ def init_command(
     def state(path: Path, was: set[Path]) -> str:
         return "[dim]kept (already there)[/]" if path in was else "[green]created[/]"
 
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("data directory", str(config.data_dir))
     grid.add_row("configuration", f"{config_path}  {state(config_path, before)}")
     grid.add_row("city root key", f"{config.city_key_file}  "
@@ -239,7 +158,7 @@ def init_command(
                  f"{state(config.signing_key_file, key_files)} (mode 0600)")
     grid.add_row("  key id", own.key_id)
     grid.add_row("  public key", own.public_key.hex())
-    grid.add_row("database", _masked(config.effective_database_url))
+    grid.add_row("database", masked_url(config.effective_database_url))
     grid.add_row("schema", str(schema))
     grid.add_row("listen", config.listen)
     echo(Panel(grid, title="clearinghouse initialised", title_align="left", expand=False))
@@ -356,9 +275,7 @@ def nodes_command(
     finally:
         app_.db.dispose()
     if as_json:
-        sys.stdout.write(json.dumps([_admission_json(a) for a in found], ensure_ascii=False,
-                                    indent=2) + "\n")
-        sys.stdout.flush()
+        print_json([_admission_json(a) for a in found])
         return
     if not found:
         echo("No district node is admitted yet: `timebank clearinghouse admit`.")
@@ -415,7 +332,7 @@ def limit_command(
     finally:
         app_.db.dispose()
     district = f" {escape(record.district)}" if record is not None else ""
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("node", f"{node_id}{district}")
     grid.add_row("net debit limit", f"{_hm(minutes)}  (was {_hm(before)})")
     grid.add_row("net position", _net_text(net))
@@ -472,8 +389,7 @@ def positions_command(
                "gross": [{"creditor_node_id": c, "creditor_district": names.get(c, ""),
                           "debtor_node_id": d, "debtor_district": names.get(d, ""),
                           "minutes": m} for c, d, m in gross]}
-        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
-        sys.stdout.flush()
+        print_json(doc)
         return
     if not rows:
         echo("No district node is admitted yet: `timebank clearinghouse admit`.")
@@ -545,13 +461,7 @@ class _PositionRow:
 
 @app.command("serve")
 @guarded
-def serve_command(
-    config_file: ConfigFile,
-    dev_clock: Annotated[Path | None, typer.Option(
-        "--dev-clock", metavar="FILE", hidden=True,
-        help="Development only: simulated time shared through FILE (runtime.devclock); "
-             "refused unless TIMEBANK_DEV_CLOCK_ALLOWED=1.")] = None,
-) -> None:
+def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None) -> None:
     """Serve the clearinghouse over gRPC until SIGTERM or Ctrl-C.
 
     Listens on the configuration's `listen` address (plaintext: keep it on loopback or
@@ -559,17 +469,14 @@ def serve_command(
     expires overdue claims every second.
     """
     from clearinghouse.api.server import serve_forever
-    from runtime.devclock import DevClockError, FileClock
+    from runtime.server import Serving
 
-    try:
-        clock = None if dev_clock is None else FileClock(dev_clock)  # refused unless allowed
-    except DevClockError as e:
-        fail(str(e))
+    clock = dev_clock(dev_clock_file)  # refused unless simulated time is allowed here
     config = load_config(config_file)
 
-    def ready(port: int) -> None:
+    def ready(serving: Serving) -> None:
         host = config.listen.rpartition(":")[0]
-        echo(f"clearinghouse serving on {host}:{port} (Ctrl-C or SIGTERM to stop)")
+        echo(f"clearinghouse serving on {host}:{serving.port} (Ctrl-C or SIGTERM to stop)")
         if clock is not None:
             echo(f"[yellow]simulated time (--dev-clock): now {clock.now().isoformat()}[/]")
 

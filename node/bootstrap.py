@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from node.config import ConfigError, NodeConfig, load_config, render_config
+from node.config import NodeConfig, load_config, render_config
 from node.domain.clock import Clock, SystemClock
 from node.domain.identity import MIN_SECRET_BYTES
 from node.domain.policy import DEFAULT_POLICY_TOML, Policy, PolicyError, load_policy
@@ -15,6 +15,7 @@ from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
+from runtime.errors import ConfigError
 from timebank import keys
 
 CONFIG_NAME = "node.toml"

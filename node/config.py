@@ -1,22 +1,20 @@
 """The node's configuration: a TOML file, each setting overridable by environment.
 
 ``TIMEBANK_<SECTION>_<KEY>`` overrides ``[section] key`` (e.g.
-TIMEBANK_NODE_DATABASE_URL). Relative paths are taken from the file's folder.
+TIMEBANK_NODE_DATABASE_URL). Relative paths are taken from the file's folder. Unknown
+tables or settings are refused (``runtime.config``).
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.config import Tables, is_host_port, read_settings, resolve_path, toml_string
+from runtime.errors import ConfigError
+
 MAX_MESSAGE_BYTES_LIMIT = 4 * 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the setting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +48,7 @@ class NodeConfig:
         return f"sqlite:///{(self.data_dir / 'node.sqlite3').resolve()}"
 
 
-_FIELDS: dict[str, dict[str, type]] = {
+_TABLES: Tables = {
     "node": {"node_id": str, "district": str, "data_dir": str, "database_url": str,
              "policy_file": str, "city_secret_file": str, "signing_key_file": str},
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
@@ -60,63 +58,36 @@ _FIELDS: dict[str, dict[str, type]] = {
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
-    environ = os.environ if environ is None else environ
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no configuration file at {path}; run `timebank node init`") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    values: dict[str, object] = {}
-    for section, fields in _FIELDS.items():
-        table = doc.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"[{section}] must be a table")
-        unknown = set(table) - set(fields)
-        if unknown:
-            raise ConfigError(f"unknown settings in [{section}]: {', '.join(sorted(unknown))}")
-        for key, kind in fields.items():
-            value: object = table.get(key)
-            env = environ.get(f"TIMEBANK_{section.upper()}_{key.upper()}")
-            if env is not None:
-                try:
-                    value = kind(env)
-                except ValueError:
-                    raise ConfigError(f"TIMEBANK_{section.upper()}_{key.upper()} must be "
-                                      f"a {kind.__name__}") from None
-            if value is not None and not isinstance(value, kind):
-                raise ConfigError(f"[{section}] {key} must be a {kind.__name__}")
-            if value is not None:
-                values[f"{section}.{key}"] = value
+    settings = read_settings(path, _TABLES, init="timebank node init", environ=environ)
+    node, server, log, clearinghouse = (settings[t] for t in _TABLES)
     base = path.resolve().parent
 
     def need(key: str) -> str:
-        value = values.get(key)
+        value = node.get(key)
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"the setting {key} is required")
+            raise ConfigError(f"the setting node.{key} is required")
         return value
 
     def path_of(key: str) -> Path:
-        p = Path(need(key)).expanduser()
-        return p if p.is_absolute() else base / p
+        return resolve_path(base, need(key))
 
     cfg = NodeConfig(
-        node_id=need("node.node_id"),
-        district=need("node.district"),
-        data_dir=path_of("node.data_dir"),
-        database_url=str(values.get("node.database_url", "")),
-        policy_file=path_of("node.policy_file"),
-        city_secret_file=path_of("node.city_secret_file"),
-        signing_key_file=(path_of("node.signing_key_file") if values.get("node.signing_key_file")
-                          else path_of("node.data_dir") / "node.key"),
-        listen=str(values.get("server.listen", "127.0.0.1:7443")),
-        metrics_listen=str(values.get("server.metrics_listen", "")),
-        max_message_bytes=int(str(values.get("server.max_message_bytes", 65536))),
-        workers=int(str(values.get("server.workers", 8))),
-        log_level=str(values.get("log.level", "info")),
-        log_format=str(values.get("log.format", "json")),
-        clearinghouse_address=str(values.get("clearinghouse.address", "")),
-        clearinghouse_public_key=str(values.get("clearinghouse.public_key", "")),
+        node_id=need("node_id"),
+        district=need("district"),
+        data_dir=path_of("data_dir"),
+        database_url=str(node.get("database_url", "")),
+        policy_file=path_of("policy_file"),
+        city_secret_file=path_of("city_secret_file"),
+        signing_key_file=(path_of("signing_key_file") if node.get("signing_key_file")
+                          else path_of("data_dir") / "node.key"),
+        listen=str(server.get("listen", "127.0.0.1:7443")),
+        metrics_listen=str(server.get("metrics_listen", "")),
+        max_message_bytes=int(server.get("max_message_bytes", 65536)),
+        workers=int(server.get("workers", 8)),
+        log_level=str(log.get("level", "info")),
+        log_format=str(log.get("format", "json")),
+        clearinghouse_address=str(clearinghouse.get("address", "")),
+        clearinghouse_public_key=str(clearinghouse.get("public_key", "")),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -127,8 +98,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     if cfg.log_format not in ("json", "console"):
         raise ConfigError("[log] format is json or console")
     if cfg.clearinghouse_address:
-        host, _, port = cfg.clearinghouse_address.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not is_host_port(cfg.clearinghouse_address):
             raise ConfigError("[clearinghouse] address is HOST:PORT, e.g. 127.0.0.1:7400")
         key = cfg.clearinghouse_public_key
         if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
@@ -144,9 +114,7 @@ def render_config(node_id: str, district: str, database_url: str, listen: str,
                   metrics_listen: str = "", clearinghouse_address: str = "",
                   clearinghouse_public_key: str = "") -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
-    def q(s: str) -> str:
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
+    q = toml_string
     return f"""# Written by `timebank node init`. See deploy/node.example.toml for every setting.
 [node]
 node_id = {q(node_id)}
@@ -172,3 +140,7 @@ format = "console"
 address = {q(clearinghouse_address)}
 public_key = {q(clearinghouse_public_key)}
 """
+
+
+__all__ = ["MAX_MESSAGE_BYTES_LIMIT", "ConfigError", "NodeConfig", "load_config",
+           "render_config"]

@@ -6,6 +6,10 @@ do. ``reason`` is a stable machine-readable code (UPPER_SNAKE) that programs bra
 it travels as the ``google.rpc.ErrorInfo`` reason of the status (``runtime.rpcstatus``).
 The classes carry the status as a plain name so that the domain layers that raise them
 need not import gRPC.
+
+``ConfigError`` is the other kind of error an operator reads: not a refused request but
+a file they wrote (a service's configuration, the city policy, a key or secret file it
+names) that cannot be used.
 """
 
 from __future__ import annotations
@@ -63,5 +67,10 @@ class InvariantViolation(AssertionError):
     """A rule that must always hold did not: a bug, never a user's mistake."""
 
 
-__all__ = ["AlreadyExists", "FailedPrecondition", "InvalidArgument", "InvariantViolation",
-           "NotFound", "PermissionDenied", "Refusal", "ResourceExhausted", "Unavailable"]
+class ConfigError(ValueError):
+    """A configuration cannot be used; the message names the setting or file and why."""
+
+
+__all__ = ["AlreadyExists", "ConfigError", "FailedPrecondition", "InvalidArgument",
+           "InvariantViolation", "NotFound", "PermissionDenied", "Refusal", "ResourceExhausted",
+           "Unavailable"]

@@ -25,6 +25,7 @@ from enum import StrEnum
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from timebank.ids import is_node_id
 from timebank.keys import PUBLIC_KEY_LEN, key_id
 
 __all__ = [
@@ -53,7 +54,6 @@ CITY = "city"
 
 _KIND = re.compile(r"[a-z][a-z0-9_.]*")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
-_NODE_ID = re.compile(r"[0-9]{6}")
 _SPECIAL_SIGNERS = frozenset({CLEARINGHOUSE, CITY})
 
 
@@ -102,7 +102,7 @@ def _check_body(body: object) -> bytes:
 
 def _check_signer(signer: object) -> str:
     if not isinstance(signer, str) or not (
-        signer in _SPECIAL_SIGNERS or (len(signer) == 6 and _NODE_ID.fullmatch(signer))
+        signer in _SPECIAL_SIGNERS or is_node_id(signer)
     ):
         shown = signer[:80] if isinstance(signer, str) else type(signer).__name__
         raise EnvelopeError(

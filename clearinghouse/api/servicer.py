@@ -1,10 +1,11 @@
 """The ClearinghouseService servicer: envelopes in, use-case calls, signed envelopes out.
 
-Every request arrives as the bytes received (``handlers`` installs no deserializer), so
-a receipt's ``envelope_sha256`` is over exactly those bytes and a request that is not
-the expected message is INVALID_ARGUMENT (gRPC's own parser would answer INTERNAL).
-A node's envelope is verified, parsed and acted on in one transaction, with the key
-ring built inside it (``admission.key_ring``).
+A signed envelope (Submit, Subscribe, Ack, AddCosignature) arrives as the bytes
+received (``handlers`` installs no deserializer for it), so a receipt's
+``envelope_sha256`` is over exactly those bytes; any other request is parsed before the
+servicer sees it (``runtime.observe``: a request that is not the method's message is
+INVALID_ARGUMENT). A node's envelope is verified, parsed and acted on in one
+transaction, with the key ring built inside it (``admission.key_ring``).
 
 Submit runs in one transaction (``submit.submit``): it looks for the receipt already
 given for these exact bytes, or else checks the signature; then it charges the signing
@@ -15,8 +16,8 @@ fresh, own-queue request (``claims.subscription``: STALE_SUBSCRIBE beyond 5 minu
 an open stream reads its queue again as soon as a Submit has done work (deliveries it
 queued are streamed at once), or else every ``poll_seconds``.
 Everything the clearinghouse sends a node (receipts, deliveries) is signed with the
-clearinghouse key. Errors become statuses in ``clearinghouse.api.errors``; there are no
-business rules here.
+clearinghouse key. Errors become statuses where every call is observed
+(``clearinghouse.api.server``); there are no business rules here.
 """
 
 # ruff: noqa: N802 - rpc method names are the contract's (CamelCase), not ours to choose
@@ -25,20 +26,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
 from clearinghouse.api import observe
-from clearinghouse.api.errors import grpc_code, grpc_errors, grpc_stream_errors
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.claims import ClaimState
 from clearinghouse.usecases import admission, claims, directory, log, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
-from runtime.errors import InvalidArgument, PermissionDenied
+from runtime.errors import PermissionDenied
+from runtime.observe import note
+from runtime.rpcstatus import grpc_code
 from timebank import checkpoint as notes
 from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, Signed, sign
@@ -56,17 +57,6 @@ DELIVERY_BATCH = 100
 #: A stream message's deliveries stop short of this many bytes, under the 64 KiB a signed
 #: body may have (a delivery relays a claim message of at most 8 KiB).
 MAX_STREAM_MESSAGE_BYTES = 56 * 1024
-
-M = TypeVar("M", bound=Message)
-
-
-def _parse(message_type: type[M], raw: bytes) -> M:
-    try:
-        return message_type.FromString(raw)
-    except DecodeError:
-        raise InvalidArgument(f"the request is not a timebank.v1.{message_type.__name__}",
-                              "MALFORMED_REQUEST") from None
-
 
 def _chunks(batch: list[tuple[int, bytes]], max_bytes: int,
             ) -> Iterator[list[tuple[int, bytes]]]:
@@ -131,27 +121,24 @@ class ClearinghouseServicer:
 
     # ------------------------------------------------------------ Submit
 
-    @grpc_errors
     def Submit(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         envelope = wire.from_bytes(request)
-        observe.note(signer=envelope.signer, kind=envelope.kind)
+        note(signer=envelope.signer, kind=envelope.kind)
         submit.check_kind(envelope)
         # Authenticate (or find the receipt) before charging the signer's rate limit, so
         # that only a node's own messages use up its allowance; then do the work.
         done = self._app.execute(submit.submit, request, self._seal, self._limiter.take)
         self._observe_positions(self._after(done))
         if done.claim is not None:
-            observe.note(claim_id=done.claim.claim_id, state=done.claim.state.value)
+            note(claim_id=done.claim.claim_id, state=done.claim.state.value)
         if done.replayed:
-            observe.note(replayed=True)
+            note(replayed=True)
         return done.receipt
 
-    @grpc_errors
-    def SubmitBatch(self, request: bytes,
+    def SubmitBatch(self, batch: pb.SubmitBatchRequest,
                     context: grpc.ServicerContext) -> pb.SubmitBatchResponse:
-        batch = _parse(pb.SubmitBatchRequest, request)
         raw = list(batch.envelopes)
-        observe.note(envelopes=len(raw))
+        note(envelopes=len(raw))
         submit.check_batch_size(raw)  # before checking any signature
         verified = submit.check_signatures(self._app.key_rings.last(), raw)
         done = self._app.execute(submit.submit_proven_batch, raw, self._seal,
@@ -170,7 +157,7 @@ class ClearinghouseServicer:
             out.results.add(refusal=pb.SubmitRefusal(code=code.name, reason=result.reason,
                                                      message=result.message))
         self._observe_positions(moved)
-        observe.note(refused=refused, tree_size=done.head.size)
+        note(refused=refused, tree_size=done.head.size)
         return out
 
     def publish_head(self, tx: Tx) -> transparency.Head:
@@ -206,14 +193,13 @@ class ClearinghouseServicer:
 
     # ------------------------------------------------------------ deliveries
 
-    @grpc_stream_errors
     def Subscribe(self, request: bytes, context: grpc.ServicerContext) -> Iterator[pb.Envelope]:
         envelope = wire.from_bytes(request)
-        observe.note(signer=envelope.signer)
+        note(signer=envelope.signer)
         msg = self._app.query(lambda tx: claims.subscription(tx, envelope,
                                                              admission.key_ring(tx)))
         after = msg.after_seq
-        observe.note(after_seq=after)
+        note(after_seq=after)
         sent = 0
         while context.is_active() and not self._closed.is_set():
             with self._changed:
@@ -225,14 +211,13 @@ class ClearinghouseServicer:
                     deliveries=[delivery for _, delivery in chunk]).SerializeToString())
                 after = chunk[-1][0]
                 sent += len(chunk)
-                observe.note(delivered=sent, last_seq=after)
+                note(delivered=sent, last_seq=after)
             if len(batch) < DELIVERY_BATCH:
                 with self._changed:
                     self._changed.wait_for(
                         lambda seen=seen: self._closed.is_set()  # type: ignore[misc]
                         or self._generations.get(msg.node_id, 0) != seen, self._poll)
 
-    @grpc_errors
     def Ack(self, request: bytes, context: grpc.ServicerContext) -> pb.AckResponse:
         envelope = wire.from_bytes(request)
 
@@ -246,55 +231,43 @@ class ClearinghouseServicer:
 
     # ------------------------------------------------------------ the transparency log
 
-    @grpc_errors
-    def GetTreeHead(self, request: bytes, context: grpc.ServicerContext) -> pb.TreeHead:
-        msg = _parse(pb.GetTreeHeadRequest, request)
+    def GetTreeHead(self, msg: pb.GetTreeHeadRequest,
+                    context: grpc.ServicerContext) -> pb.TreeHead:
         return self._app.query(log.head, msg.size, cosigned=msg.cosigned)
 
-    @grpc_errors
-    def GetEntries(self, request: bytes,
+    def GetEntries(self, msg: pb.GetEntriesRequest,
                    context: grpc.ServicerContext) -> pb.GetEntriesResponse:
-        msg = _parse(pb.GetEntriesRequest, request)
         return pb.GetEntriesResponse(
             entries=self._app.query(log.entries, msg.start, msg.end))
 
-    @grpc_errors
-    def GetAdmissions(self, request: bytes, context: grpc.ServicerContext) -> pb.Admissions:
-        _parse(pb.GetAdmissionsRequest, request)
+    def GetAdmissions(self, msg: pb.GetAdmissionsRequest,
+                      context: grpc.ServicerContext) -> pb.Admissions:
         return self._app.query(log.admissions)
 
-    @grpc_errors
-    def GetInclusionProof(self, request: bytes,
+    def GetInclusionProof(self, msg: pb.GetInclusionProofRequest,
                           context: grpc.ServicerContext) -> pb.InclusionProof:
-        return self._app.query(log.prove, _parse(pb.GetInclusionProofRequest, request))
+        return self._app.query(log.prove, msg)
 
-    @grpc_errors
-    def GetConsistencyProof(self, request: bytes,
+    def GetConsistencyProof(self, msg: pb.GetConsistencyProofRequest,
                             context: grpc.ServicerContext) -> pb.ConsistencyProof:
-        msg = _parse(pb.GetConsistencyProofRequest, request)
         return self._app.query(log.consistency, msg.old_size, msg.new_size)
 
-    @grpc_errors
     def AddCosignature(self, request: bytes, context: grpc.ServicerContext) -> pb.TreeHead:
         envelope = wire.from_bytes(request)
-        observe.note(signer=envelope.signer)
+        note(signer=envelope.signer)
         return self._app.execute(lambda tx: log.add_cosignature(
             tx, envelope, admission.cached_key_ring(tx), self.origin))
 
     # ------------------------------------------------------------ reads
 
-    @grpc_errors
-    def LookupPerson(self, request: bytes,
+    def LookupPerson(self, msg: pb.LookupPersonRequest,
                      context: grpc.ServicerContext) -> pb.LookupPersonResponse:
-        msg = _parse(pb.LookupPersonRequest, request)
-        observe.note(person=observe.person(msg.person_ref))
+        note(person=observe.person(msg.person_ref))
         home = self._app.query(directory.lookup, msg.person_ref)
         return pb.LookupPersonResponse(person_ref=msg.person_ref, home_node_id=home)
 
-    @grpc_errors
-    def GetPositions(self, request: bytes, context: grpc.ServicerContext) -> pb.Positions:
-        _parse(pb.GetPositionsRequest, request)
-
+    def GetPositions(self, msg: pb.GetPositionsRequest,
+                     context: grpc.ServicerContext) -> pb.Positions:
         def run(tx: Tx) -> pb.Positions:
             found = claims.positions(tx)
             out = pb.Positions()
@@ -315,23 +288,29 @@ def _serialize(message: Message | bytes) -> bytes:
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 
+#: The request message of each method that does not take a signed envelope's bytes.
+_REQUESTS: dict[str, type[Message]] = {
+    "SubmitBatch": pb.SubmitBatchRequest, "LookupPerson": pb.LookupPersonRequest,
+    "GetPositions": pb.GetPositionsRequest, "GetTreeHead": pb.GetTreeHeadRequest,
+    "GetEntries": pb.GetEntriesRequest, "GetAdmissions": pb.GetAdmissionsRequest,
+    "GetInclusionProof": pb.GetInclusionProofRequest,
+    "GetConsistencyProof": pb.GetConsistencyProofRequest,
+}
+_ENVELOPES = ("Submit", "Ack", "AddCosignature")
+
+
 def handlers(servicer: ClearinghouseServicer) -> grpc.GenericRpcHandler:
-    """The service's method handlers, each taking the request bytes as received."""
+    """The service's method handlers: a signed envelope's bytes as received, any other
+    request as its message."""
+    unary = {name: grpc.unary_unary_rpc_method_handler(
+                 getattr(servicer, name), request_deserializer=request.FromString,
+                 response_serializer=_serialize)
+             for name, request in _REQUESTS.items()}
+    unary |= {name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name),
+                                                        response_serializer=_serialize)
+              for name in _ENVELOPES}
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-        "Submit": grpc.unary_unary_rpc_method_handler(
-            servicer.Submit, response_serializer=_serialize),
-        "SubmitBatch": grpc.unary_unary_rpc_method_handler(
-            servicer.SubmitBatch, response_serializer=_serialize),
+        **unary,
         "Subscribe": grpc.unary_stream_rpc_method_handler(
             servicer.Subscribe, response_serializer=_serialize),
-        "Ack": grpc.unary_unary_rpc_method_handler(
-            servicer.Ack, response_serializer=_serialize),
-        "LookupPerson": grpc.unary_unary_rpc_method_handler(
-            servicer.LookupPerson, response_serializer=_serialize),
-        "GetPositions": grpc.unary_unary_rpc_method_handler(
-            servicer.GetPositions, response_serializer=_serialize),
-        **{name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name),
-                                                     response_serializer=_serialize)
-           for name in ("GetTreeHead", "GetEntries", "GetAdmissions", "GetInclusionProof",
-                        "GetConsistencyProof", "AddCosignature")},
     })

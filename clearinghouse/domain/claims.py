@@ -26,6 +26,7 @@ from runtime.errors import (
     InvariantViolation,
     PermissionDenied,
 )
+from timebank.ids import is_node_id
 from timebank.minutes import MAX_CAP_MINUTES, MINUTES_PER_DAY
 
 #: A redemption pays for one order: at most one day of service, the node's order limit.
@@ -45,7 +46,6 @@ CLEARINGHOUSE = "clearinghouse"
 
 _UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _PERSON_REF = re.compile(r"[0-9a-f]{64}")
-_NODE_ID = re.compile(r"[0-9]{6}")
 
 
 class ClaimKind(StrEnum):
@@ -174,7 +174,7 @@ def _aware(label: str, moment: datetime) -> None:
 
 
 def check_node_id(label: str, node_id: str) -> str:
-    if not _NODE_ID.fullmatch(node_id):
+    if not is_node_id(node_id):
         raise InvalidArgument(
             f"the {label} must be a district's 6-digit administrative division code, "
             f"not {node_id[:16]!r}", "MALFORMED_NODE_ID")

@@ -7,8 +7,8 @@ response is the serialized reply, so a retry gets exactly the first answer.
 The request's fingerprint is SHA-256 over the method name and the request
 serialized deterministically with its idempotency_key cleared.
 
-Read calls run through ``NodeApp.query``. Errors become statuses in
-``node.api.errors``; there are no business rules here.
+Read calls run through ``NodeApp.query``. Errors become statuses where every call is
+observed (``runtime.observe``); there are no business rules here.
 """
 
 # ruff: noqa: N802 - rpc method names are the contract's (CamelCase), not ours to choose
@@ -23,7 +23,6 @@ import grpc
 from google.protobuf.message import Message
 
 from node.api import convert
-from node.api.errors import grpc_errors
 from node.usecases import claims, ledger, orders, people
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition
@@ -70,7 +69,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ service points and staff
 
-    @grpc_errors
     def RegisterServicePoint(self, request: pb.RegisterServicePointRequest,
                              context: grpc.ServicerContext) -> pb.ServicePoint:
         def run(tx: Tx) -> pb.ServicePoint:
@@ -80,7 +78,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return self._once("RegisterServicePoint", request.idempotency_key, request, run,
                           pb.ServicePoint)
 
-    @grpc_errors
     def RegisterStaff(self, request: pb.RegisterStaffRequest,
                       context: grpc.ServicerContext) -> pb.Staff:
         def run(tx: Tx) -> pb.Staff:
@@ -91,7 +88,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ people
 
-    @grpc_errors
     def EnrolPerson(self, request: pb.EnrolPersonRequest,
                     context: grpc.ServicerContext) -> pb.Person:
         def run(tx: Tx) -> pb.Person:
@@ -103,13 +99,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person)
 
-    @grpc_errors
     def GetPerson(self, request: pb.GetPersonRequest,
                   context: grpc.ServicerContext) -> pb.Person:
         person_id = convert.required_id(request.person_id, "person_id")
         return convert.person_pb(self._app.query(people.get_person, person_id))
 
-    @grpc_errors
     def LinkPeople(self, request: pb.LinkPeopleRequest,
                    context: grpc.ServicerContext) -> pb.Link:
         def run(tx: Tx) -> pb.Link:
@@ -124,7 +118,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ the service loop
 
-    @grpc_errors
     def RequestOrder(self, request: pb.RequestOrderRequest,
                      context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -139,7 +132,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("RequestOrder", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def AcceptOrder(self, request: pb.AcceptOrderRequest,
                     context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -149,7 +141,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("AcceptOrder", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def CheckIn(self, request: pb.CheckInRequest,
                 context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -159,7 +150,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("CheckIn", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def CheckOut(self, request: pb.CheckOutRequest,
                  context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -169,7 +159,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("CheckOut", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def VerifyOrder(self, request: pb.VerifyOrderRequest,
                     context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -181,7 +170,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("VerifyOrder", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def DisputeOrder(self, request: pb.DisputeOrderRequest,
                      context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -193,7 +181,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("DisputeOrder", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def ResolveDispute(self, request: pb.ResolveDisputeRequest,
                        context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -205,7 +192,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("ResolveDispute", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def CancelOrder(self, request: pb.CancelOrderRequest,
                     context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -217,7 +203,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("CancelOrder", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def RecordOrder(self, request: pb.RecordOrderRequest,
                     context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
@@ -226,7 +211,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("RecordOrder", request.idempotency_key, request, run, pb.Order)
 
-    @grpc_errors
     def RecordDueOrders(self, request: pb.RecordDueOrdersRequest,
                         context: grpc.ServicerContext) -> pb.RecordDueOrdersResponse:
         def run(tx: Tx) -> pb.RecordDueOrdersResponse:
@@ -237,13 +221,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return self._once("RecordDueOrders", request.idempotency_key, request, run,
                           pb.RecordDueOrdersResponse)
 
-    @grpc_errors
     def GetOrder(self, request: pb.GetOrderRequest,
                  context: grpc.ServicerContext) -> pb.Order:
         order_id = convert.required_id(request.order_id, "order_id")
         return convert.order_pb(self._app.query(orders.get_order, order_id))
 
-    @grpc_errors
     def ListOrders(self, request: pb.ListOrdersRequest,
                    context: grpc.ServicerContext) -> pb.ListOrdersResponse:
         person_id = convert.optional_id(request.person_id, "person_id")
@@ -255,7 +237,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ hours outside the loop
 
-    @grpc_errors
     def Donate(self, request: pb.DonateRequest,
                context: grpc.ServicerContext) -> pb.LedgerTransaction:
         def run(tx: Tx) -> pb.LedgerTransaction:
@@ -265,7 +246,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return self._once("Donate", request.idempotency_key, request, run,
                           pb.LedgerTransaction)
 
-    @grpc_errors
     def Grant(self, request: pb.GrantRequest,
               context: grpc.ServicerContext) -> pb.LedgerTransaction:
         def run(tx: Tx) -> pb.LedgerTransaction:
@@ -276,7 +256,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("Grant", request.idempotency_key, request, run, pb.LedgerTransaction)
 
-    @grpc_errors
     def ReverseTransaction(self, request: pb.ReverseTransactionRequest,
                            context: grpc.ServicerContext) -> pb.LedgerTransaction:
         def run(tx: Tx) -> pb.LedgerTransaction:
@@ -289,13 +268,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ reading
 
-    @grpc_errors
     def GetBalance(self, request: pb.GetBalanceRequest,
                    context: grpc.ServicerContext) -> pb.Balance:
         person_id = convert.required_id(request.person_id, "person_id")
         return convert.balance_pb(self._app.query(ledger.balance, person_id))
 
-    @grpc_errors
     def GetHistory(self, request: pb.GetHistoryRequest,
                    context: grpc.ServicerContext) -> pb.History:
         person_id = convert.required_id(request.person_id, "person_id")
@@ -303,19 +280,16 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         limit = convert.limit(request.limit, DEFAULT_HISTORY_LIMIT)
         return convert.history_pb(self._app.query(ledger.history, person_id, after_seq, limit))
 
-    @grpc_errors
     def GetPolicy(self, request: pb.GetPolicyRequest,
                   context: grpc.ServicerContext) -> pb.Policy:
         return convert.policy_pb(self._app.policy)
 
-    @grpc_errors
     def CheckLedger(self, request: pb.CheckLedgerRequest,
                     context: grpc.ServicerContext) -> pb.LedgerReport:
         return convert.ledger_report_pb(self._app.query(ledger.check_ledger))
 
     # ------------------------------------------------------------ claims with other districts
 
-    @grpc_errors
     def MovePerson(self, request: pb.MovePersonRequest,
                    context: grpc.ServicerContext) -> pb.Claim:
         def run(tx: Tx) -> pb.Claim:
@@ -325,13 +299,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return self._once("MovePerson", request.idempotency_key, request, run, pb.Claim)
 
-    @grpc_errors
     def GetClaim(self, request: pb.GetClaimRequest,
                  context: grpc.ServicerContext) -> pb.Claim:
         claim_id = convert.claim_id(request.claim_id)
         return convert.claim_pb(self._app.query(claims.get_claim, claim_id))
 
-    @grpc_errors
     def ListClaims(self, request: pb.ListClaimsRequest,
                    context: grpc.ServicerContext) -> pb.ListClaimsResponse:
         state = convert.claim_state_filter(request.state)
@@ -339,7 +311,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         found = self._app.query(claims.list_claims, state, request.after_claim_id[:36], limit)
         return pb.ListClaimsResponse(claims=[convert.claim_pb(c) for c in found])
 
-    @grpc_errors
     def GetClearing(self, request: pb.GetClearingRequest,
                     context: grpc.ServicerContext) -> pb.Clearing:
         return convert.clearing_pb(self._app.query(claims.clearing_view),

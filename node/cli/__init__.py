@@ -30,7 +30,6 @@ from node.cli.common import CliError, describe_error, echo, guarded, print_error
 from node.cli.orders import order_app
 from node.cli.people import service_point_app, staff_app
 from node.cli.render import (
-    CITY_TZ,
     fmt_time,
     history_table,
     hm,
@@ -41,7 +40,6 @@ from node.cli.render import (
 )
 
 __all__ = [
-    "CITY_TZ",
     "CliError",
     "NodeClient",
     "app",

@@ -12,23 +12,16 @@ from rich.panel import Panel
 
 from node.cli.client import DEFAULT_NODE_ADDRESS, connect
 from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
-from node.cli.render import _grid, render_report, report_from_view, to_json
-from node.config import ConfigError, NodeConfig, load_config
+from node.cli.render import render_report, report_from_view, to_json
+from node.config import NodeConfig, load_config
 from node.domain.policy import PolicyError
+from runtime.console import DevClockFile, dev_clock, label_grid, masked_url
+from runtime.errors import ConfigError
 from timebank.v1 import node_pb2
 
 
 def _load(config_file: Path) -> NodeConfig:
     return load_config(config_file)
-
-
-def _masked(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # only for display
-        return url
 
 
 def _schema_revision(url: str) -> str | None:
@@ -130,7 +123,7 @@ def init_command(
                                     clearinghouse_address=clearinghouse,
                                     clearinghouse_public_key=clearinghouse_key.lower())
     except ValueError as e:
-        if isinstance(e, ConfigError | PolicyError):
+        if isinstance(e, ConfigError):  # a PolicyError too
             raise
         fail(str(e))
     config = _load(config_path)
@@ -147,7 +140,7 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
     def state(label: str) -> str:
         return "[green]created[/]" if label in created else "[dim]kept (already there)[/]"
 
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("node", f"{config.node_id} {escape(config.district)}")
     grid.add_row("data directory", str(config.data_dir))
     grid.add_row("configuration", f"{config_path}  {state('config')}")
@@ -157,7 +150,7 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
     grid.add_row("signing key", f"{config.signing_key_file}  {state('key')} (mode 0600)")
     grid.add_row("key id", key_id)
     grid.add_row("public key", public_hex)
-    grid.add_row("database", _masked(config.effective_database_url))
+    grid.add_row("database", masked_url(config.effective_database_url))
     grid.add_row("schema", str(_schema_revision(config.effective_database_url)))
     grid.add_row("listen", config.listen)
     echo(Panel(grid, title="node initialised", title_align="left", expand=False))
@@ -182,31 +175,20 @@ def migrate_command(config_file: ConfigFile) -> None:
     before = _schema_revision(url)
     migrate_and_initialise(config)
     after = _schema_revision(url)
-    echo(f"database  {_masked(url)}")
+    echo(f"database  {masked_url(url)}")
     echo(f"schema    {before or 'empty'} → {after} "
          f"({'already current' if before == after else 'migrated'}; "
          f"this software needs {migrate.head_revision()})")
 
 
 @guarded
-def serve_command(
-    config_file: ConfigFile,
-    dev_clock: Annotated[Path | None, typer.Option(
-        "--dev-clock", metavar="FILE", hidden=True,
-        help="Development only: simulated time shared through FILE (runtime.devclock); "
-             "refused unless TIMEBANK_DEV_CLOCK_ALLOWED=1.")] = None,
-) -> None:
+def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None) -> None:
     """Serve the node's gRPC API until SIGTERM or Ctrl-C.
 
     With a [clearinghouse] address in the configuration it also keeps the node's link to
     the city clearinghouse: it sends what the node owes it and applies what it delivers.
     """
-    from runtime.devclock import DevClockError, FileClock
-
-    try:
-        clock = None if dev_clock is None else FileClock(dev_clock)  # refused unless allowed
-    except DevClockError as e:
-        fail(str(e))
+    clock = dev_clock(dev_clock_file)  # refused unless simulated time is allowed here
     config = _load(config_file)
     try:
         from node.api.server import serve_forever

@@ -38,8 +38,9 @@ from node.cli.common import (
     guarded,
     print_json,
 )
-from node.cli.render import _grid, enum_short, fmt_time, hm, short_who, to_json, who
+from node.cli.render import enum_short, fmt_time, hm, short_who, to_json, who
 from node.config import load_config
+from runtime.console import label_grid
 from runtime.rpcerrors import error_reason
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
@@ -80,7 +81,7 @@ def _district(node_id: str, names: dict[str, str]) -> str:
 def render_claim(claim: node_pb2.Claim, client: NodeClient | None = None,
                  names: dict[str, str] | None = None, title: str = "") -> Panel:
     names = names or {}
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("claim id", claim.claim_id)
     grid.add_row("kind", escape(claim.kind))
     grid.add_row("state", f"[bold]{_state_text(claim.state)}[/]")

@@ -1,5 +1,5 @@
-"""What every ``timebank node`` command shares: the console, one-line errors, ``guarded``,
-and the typer option types.
+"""What every ``timebank node`` command shares: the runtime's console helpers
+(``runtime.console``: one-line errors, ``guarded``) and the node's typer option types.
 
 An operator's mistake or a refusal by the node is one line on stderr (the gRPC status
 name and the node's message) and a non-zero exit code, never a traceback.
@@ -7,117 +7,23 @@ name and the node's message) and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from node.config import ConfigError
-from node.domain.policy import PolicyError
-from runtime.errors import Refusal
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from runtime.console import (
+    CliError,
+    console,
+    describe_error,
+    echo,
+    fail,
+    guarded,
+    print_error,
+    print_json,
+)
 
 INT64_MAX = 2**63 - 1
-#: Output width when stdout is not a terminal (and COLUMNS is not set).
-PIPE_WIDTH = 120
-
-
-# ------------------------------------------------------------------ output and errors
-
-
-class CliError(Exception):
-    """An operator's mistake or a refusal: shown as one red line, exit code 1."""
-
-
-_consoles: dict[tuple[int, bool], Console] = {}
-
-
-def console(stderr: bool = False) -> Console:
-    """A rich console on the current stdout/stderr (which tests may have replaced)."""
-    stream = sys.stderr if stderr else sys.stdout
-    key = (id(stream), stderr)
-    found = _consoles.get(key)
-    if found is None:
-        found = _consoles[key] = Console(stderr=stderr, highlight=False)
-        if not found.is_terminal and "COLUMNS" not in os.environ:
-            found.width = PIPE_WIDTH  # a file or a pipe: no need to wrap at 80
-    return found
-
-
-def echo(*renderables: Any) -> None:
-    console().print(*renderables)
-
-
-def print_error(message: str) -> None:
-    """One line, red, on stderr. ``message`` is plain text, not rich markup."""
-    line = " ".join(message.split())
-    console(stderr=True).print(f"[bold red]error:[/] [red]{escape(line)}[/]", soft_wrap=True)
-
-
-def print_json(value: Any, *, indent: int | None = 2) -> None:
-    """JSON on stdout, bypassing rich so that nothing is wrapped or coloured."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=indent) + "\n")
-    sys.stdout.flush()
-
-
-def fail(message: str) -> NoReturn:
-    raise CliError(message)
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
-
-
-def describe_error(e: BaseException) -> str | None:
-    """The one-line message for an error an operator can act on; None for a bug."""
-    if isinstance(e, CliError):
-        return str(e)
-    if isinstance(e, ConfigError | PolicyError):
-        return str(e)
-    if isinstance(e, Refusal):
-        return f"{e.status}: {e.message}"
-    if isinstance(e, PermissionError):
-        return f"permission denied: {e.filename or e}"
-    if isinstance(e, FileNotFoundError):
-        return f"no such file or directory: {e.filename or e}"
-    if isinstance(e, OSError):
-        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
-    try:
-        from sqlalchemy.exc import SQLAlchemyError
-    except ImportError:  # pragma: no cover - sqlalchemy is a dependency
-        return None
-    if isinstance(e, SQLAlchemyError):
-        orig = getattr(e, "orig", None)
-        return f"the database cannot be used: {_first_line(str(orig or e))}"
-    return None
-
-
-def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn every error an operator can act on into one red line and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except Exception as e:
-            message = describe_error(e)
-            if message is None:
-                raise
-            print_error(message)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 # ------------------------------------------------------------------ options
@@ -140,3 +46,7 @@ ByStaff = Annotated[int, typer.Option("--by-staff", metavar="ID", min=0, max=INT
                                       help="The staff member acting.")]
 Minutes = Annotated[int, typer.Option("--minutes", "-m", min=-INT64_MAX - 1, max=INT64_MAX,
                                       help="Whole minutes (60 = 1 h).")]
+
+__all__ = ["INT64_MAX", "AsJson", "ByPerson", "ByStaff", "CliError", "ConfigFile",
+           "IdempotencyKey", "Minutes", "NodeAddress", "OrderId", "PersonId", "console",
+           "describe_error", "echo", "fail", "guarded", "print_error", "print_json"]

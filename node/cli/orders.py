@@ -25,7 +25,8 @@ from node.cli.common import (
     guarded,
     print_json,
 )
-from node.cli.render import CITY_TZ, orders_table, render_order, to_json
+from node.cli.render import orders_table, render_order, to_json
+from timebank.citytime import CITY_TZ
 from timebank.v1 import node_pb2
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -17,14 +16,13 @@ from rich.panel import Panel
 from rich.table import Table
 
 from node.cli.client import NodeClient
+from runtime.console import label_grid
+from timebank.citytime import CITY_TZ
 from timebank.minutes import format_hours
 from timebank.v1 import node_pb2
 
 if TYPE_CHECKING:
     from node.usecases.views import LedgerReport as LedgerReportView
-
-CITY_TZ = ZoneInfo("Asia/Shanghai")
-
 
 def to_local(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=CITY_TZ)
@@ -115,13 +113,6 @@ def short_account(code: str) -> str:
     return code
 
 
-def _grid() -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
-    return grid
-
-
 def who(client: NodeClient | None, person_id: int) -> str:
     if not person_id:
         return "—"
@@ -130,7 +121,7 @@ def who(client: NodeClient | None, person_id: int) -> str:
 
 
 def render_person(person: node_pb2.Person, title: str = "") -> Panel:
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("name", escape(person.name))
     grid.add_row("kind", kind_name(person.kind))
     if person.kind == node_pb2.PERSON_KIND_INDIVIDUAL:
@@ -154,7 +145,7 @@ def home_text(home_node_id: str) -> str:
 
 def render_order(order: node_pb2.Order, client: NodeClient | None = None,
                  title: str = "") -> Panel:
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("state", f"[bold]{state_name(order.state)}[/]")
     grid.add_row("service", f"{escape(order.category_name)} ({escape(order.category)})")
     grid.add_row("recipient", who(client, order.recipient_id))
@@ -223,7 +214,7 @@ def orders_table(orders: Iterable[node_pb2.Order], client: NodeClient | None = N
 
 
 def render_transaction(tx: node_pb2.LedgerTransaction, title: str = "") -> Panel:
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("entry", f"{tx.seq} ({tx.kind})")
     grid.add_row("time", fmt_time(tx.at, seconds=True))
     if tx.memo:
@@ -294,7 +285,7 @@ def history_table(history: node_pb2.History, name: str = "") -> Table:
 
 
 def render_policy(policy: node_pb2.Policy) -> Panel:
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("digest (sha256)", policy.digest)
     grid.add_row("rounding unit", f"{policy.rounding_unit_minutes} min (applied once, when "
                                    "service is recorded)")
@@ -318,7 +309,7 @@ def render_policy(policy: node_pb2.Policy) -> Panel:
 
 
 def render_report(report: node_pb2.LedgerReport, title: str = "ledger check") -> Panel:
-    grid = _grid()
+    grid = label_grid()
     grid.add_row("result", "[bold green]ok: every invariant holds[/]" if report.ok
                  else f"[bold red]{len(report.problems)} problem(s)[/]")
     grid.add_row("transactions", str(report.transactions))

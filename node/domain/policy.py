@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from runtime.errors import ConfigError
 from timebank.minutes import MAX_CAP_MINUTES, MINUTES_PER_DAY, hours
 
 
@@ -72,7 +73,7 @@ MAX_ORDER_MINUTES = MINUTES_PER_DAY
 MAX_CATEGORIES = 64
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigError):
     """The policy file is not usable; the message says which setting and why."""
 
 

@@ -11,18 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Concatenate, ParamSpec, TypeVar
-from zoneinfo import ZoneInfo
 
 from node.domain.clock import Clock
 from node.domain.policy import Policy
 from node.storage.db import Database
 from node.storage.repo import Repo
 from runtime.errors import AlreadyExists, InvalidArgument, InvariantViolation
+from timebank.citytime import CITY_TZ, CITY_TZ_NAME
+from timebank.ids import is_node_id
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
 MAX_IDEMPOTENCY_KEY = 64
 
 
@@ -34,7 +34,7 @@ class NodeIdentity:
     federated: bool = False  # connected to the city clearinghouse
 
     def __post_init__(self) -> None:
-        if not (len(self.node_id) == 6 and self.node_id.isdigit() and self.node_id.isascii()):
+        if not is_node_id(self.node_id):
             raise ValueError("a node id is the district's 6-digit administrative division code")
 
 
@@ -53,7 +53,7 @@ class Tx:
 
 def city_time(at: datetime) -> str:
     """A time as operators read it: the city's local time, to the second."""
-    return at.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M:%S (Asia/Shanghai)")
+    return at.astimezone(CITY_TZ).strftime(f"%Y-%m-%d %H:%M:%S ({CITY_TZ_NAME})")
 
 
 def check_idempotency_key(key: str) -> None:

@@ -15,6 +15,7 @@ from runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from timebank.ids import is_node_id
 
 MAX_NAME_CHARS = 64
 
@@ -69,7 +70,7 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
     visitor served here); empty: this node keeps them, and tells the city directory."""
     name = _name("name", name)
     if home_node_id:
-        if not (len(home_node_id) == 6 and home_node_id.isdigit() and home_node_id.isascii()):
+        if not is_node_id(home_node_id):
             raise InvalidArgument("a home district is its 6-digit node id, e.g. 320115",
                                   "MALFORMED_NODE_ID")
         if home_node_id == tx.node.node_id:

@@ -27,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
 from city.cli import app
-from node.cli import CITY_TZ
 from node.domain.policy import DEFAULT_POLICY_TOML
 from tests.helpers import id_card
+from timebank.citytime import CITY_TZ
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -244,7 +244,7 @@ def test_config_mistakes_are_one_line(tmp_path: Path) -> None:
     bad.write_text("[node]\nnode_id = 320115\n", encoding="utf-8")
     result = cli("node", "serve", "--config", str(bad))
     assert result.exit_code == 1
-    assert_one_clean_line(result.stderr, "[node] node_id must be a str")
+    assert_one_clean_line(result.stderr, "[node] node_id must be a string")
 
 
 def test_an_unreachable_node_is_one_line_with_the_status_name() -> None:

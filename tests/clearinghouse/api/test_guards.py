@@ -30,6 +30,7 @@ from clearinghouse.usecases import admission, claims
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import ResourceExhausted
+from runtime.server import Serving
 from tests.clearinghouse.api.test_service import (
     ALICE,
     CH_KEY,
@@ -298,8 +299,8 @@ def test_serve_forever_serves_metrics_and_applies_the_limits(tmp_path: Path) -> 
     stop, ready = threading.Event(), threading.Event()
     ports: list[int] = []
 
-    def on_ready(port: int) -> None:
-        ports.append(port)
+    def on_ready(serving: Serving) -> None:
+        ports.append(serving.port)
         ready.set()
 
     thread = threading.Thread(target=serve_forever, args=(config,),

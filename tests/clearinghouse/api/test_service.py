@@ -32,6 +32,7 @@ from clearinghouse.config import load_config
 from clearinghouse.usecases import admission, claims, directory
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
+from runtime.server import Serving
 from tests.clearinghouse.conftest import (
     CITY_PUBLIC,
     certificate,
@@ -413,8 +414,8 @@ def test_serve_forever_serves_until_stopped(tmp_path: Path) -> None:
     stop, ready = threading.Event(), threading.Event()
     ports: list[int] = []
 
-    def on_ready(port: int) -> None:
-        ports.append(port)
+    def on_ready(serving: Serving) -> None:
+        ports.append(serving.port)
         ready.set()
 
     config = type(config)(config.data_dir, config.database_url, config.city_key_file,

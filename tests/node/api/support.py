@@ -15,11 +15,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import select
 
-from node.api.errors import ERROR_DOMAIN
-from node.api.server import channel_options, start_server
+from node.api.server import start_server
 from node.domain.clock import ManualClock
 from node.storage.schema import Base
 from node.usecases.app import NodeApp
+from runtime.rpcstatus import ERROR_DOMAIN
+from runtime.server import channel_options
 from tests.helpers import credit_code, id_card
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
@@ -199,12 +200,13 @@ def assert_status(error: Any, code: grpc.StatusCode, *, reason: str | None = Non
 @contextmanager
 def serving(app: NodeApp, clock: ManualClock, *, workers: int = 4,
             max_message_bytes: int = 65536) -> Iterator[Api]:
-    server, port = start_server(app, "127.0.0.1:0", workers=workers,
-                                max_message_bytes=max_message_bytes)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
+    running = start_server(app, "127.0.0.1:0", workers=workers,
+                           max_message_bytes=max_message_bytes)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options())
     try:
         grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
-        yield Api(app, clock, server, port, channel, node_pb2_grpc.NodeServiceStub(channel))
+        yield Api(app, clock, running.server, running.port, channel,
+                  node_pb2_grpc.NodeServiceStub(channel))
     finally:
         channel.close()
-        server.stop(None).wait()
+        running.stop(None)

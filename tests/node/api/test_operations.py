@@ -24,12 +24,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from structlog.testing import LogCapture
 
-from node.api.server import RecordingLoop, channel_options
+from node.api.server import RecordingLoop
 from node.bootstrap import init_data_dir
 from node.domain.orders import OrderState
-from node.metrics import start_metrics_server
 from node.usecases import orders
 from runtime.errors import InvariantViolation, Unavailable
+from runtime.metrics import start_metrics_server
+from runtime.server import channel_options
 from tests.node.api.conftest import World
 from tests.node.api.support import TIMEOUT, Api, error_info, key, person, serving
 from timebank.v1 import node_pb2 as pb
@@ -218,7 +219,7 @@ def test_one_failing_order_does_not_hold_back_the_others(
     monkeypatch.setattr(orders, "record_order", fails_for_bad)
     monkeypatch.setattr(orders, "record_due_orders", batch_fails)
     loop = RecordingLoop(api.app, interval=60)
-    loop._round()
+    loop.round()
     assert api.order(good).state == pb.ORDER_STATE_RECORDED
     assert api.order(bad).state == pb.ORDER_STATE_VERIFIED
     assert api.ledger().ok

@@ -46,7 +46,7 @@ from node.domain.policy import Relation, load_policy
 from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases import ledger, orders, people
-from node.usecases.app import CITY_TZ, NodeApp, NodeIdentity, Tx
+from node.usecases.app import NodeApp, NodeIdentity, Tx
 from node.usecases.views import Actor
 from runtime.errors import (
     AlreadyExists,
@@ -66,6 +66,7 @@ from tests.helpers import (
     policy_toml,
     snapshot,
 )
+from timebank.citytime import CITY_TZ
 
 #: Small caps and budgets, so that the cap, the reserve and the budget are all reached.
 POLICIES = {

@@ -1,4 +1,4 @@
-"""The node's log output: JSON lines (or a console view), UTF-8, context merged."""
+"""A serving process's log output: JSON lines (or a console view), UTF-8, context merged."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from node.logging import configure_logging
+from runtime.logging import configure_logging
 
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    structlog.reset_defaults()  # configure_logging leaves a configured process alone
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
@@ -74,3 +75,31 @@ def test_bad_settings_are_refused() -> None:
         configure_logging("verbose", "json")
     with pytest.raises(ValueError, match="format"):
         configure_logging("info", "xml")
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_scrubbed_log_keeps_secrets_out_of_every_string_and_traceback() -> None:
+    out = io.StringIO()
+    assert configure_logging("info", "json", out, scrub=lambda s: s.replace("secret", "***"))
+    log = structlog.get_logger("runtime.test")
+    try:
+        raise RuntimeError("a secret in the message")
+    except RuntimeError:
+        log.exception("failed", note="the secret", nested={"deep": ["secret"]})
+    logging.getLogger("grpc._server").warning("a secret from %s", "grpc")
+    text = out.getvalue()
+    assert "secret" not in text and text.count("***") >= 4
+    failed, foreign = (json.loads(line) for line in text.splitlines())
+    assert failed["nested"] == {"deep": ["***"]}
+    assert failed["exception"][0]["exc_value"] == "a *** in the message"
+    assert foreign["event"] == "a *** from grpc"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_configured_process_is_left_alone() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    assert configure_logging("info", "json", first)
+    assert not configure_logging("debug", "console", second)
+    structlog.get_logger().debug("not shown")
+    structlog.get_logger().info("shown once")
+    assert '"event": "shown once"' in first.getvalue() and second.getvalue() == ""

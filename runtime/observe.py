@@ -1,0 +1,206 @@
+"""What a serving node or clearinghouse does around every call: one interceptor.
+
+``CallObserver`` wraps each unary and server-streaming method of the server it is
+installed on. For every call it:
+
+1. clears the structlog context variables (pool threads are reused) and binds
+   ``method``, so every line logged while serving the call names it;
+2. parses the request itself: bytes that are not the method's request message are
+   INVALID_ARGUMENT ``MALFORMED_REQUEST`` (gRPC's own parser would answer INTERNAL). A
+   method registered without a deserializer gets the bytes as received;
+3. binds the request's ids: its top-level scalar fields named ``id``, ``…_id``, ``seq``
+   or ``idempotency_key``. The servicer binds more with ``note`` (the signer of an
+   envelope, the claim it moved);
+4. calls the servicer. An error it raises becomes the status ``runtime.rpcstatus`` says
+   (a refusal with its ErrorInfo; a bug INTERNAL with an error id, logged with its
+   traceback), so no servicer method answers UNKNOWN or sends a traceback;
+5. counts the call (``runtime.metrics``) and writes one log line, event ``rpc``: every
+   bound field, ``code``, ``ms`` and, for a call that failed, ``reason``, ``message``
+   and any ``error_id``. Health and reflection calls log at debug level, bugs at error;
+6. clears the context variables again.
+
+A stream ends OK when the servicer returns, CANCELLED when the client went away first.
+Client-streaming and bidirectional methods (reflection) pass through untouched.
+
+``scrub``, if given, is applied to every string on the ``rpc`` line: the clearinghouse
+passes one that cuts PersonRefs short.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from runtime.metrics import RpcMetrics
+from runtime.rpcstatus import Answer, ErrorMapping, malformed_request
+
+log = structlog.get_logger("runtime.observe")
+
+#: A refusal's message is cut to this many characters on the ``rpc`` line.
+MAX_MESSAGE_CHARS = 300
+_QUIET_SERVICES = ("/grpc.health.", "/grpc.reflection.")
+_NAMED_FIELDS = frozenset({"id", "seq", "idempotency_key"})
+
+Parse = Callable[[bytes], Any]
+
+
+def note(**fields: object) -> None:
+    """Add fields to the current call's ``rpc`` line (and to every line logged while
+    serving it)."""
+    structlog.contextvars.bind_contextvars(**fields)
+
+
+def request_ids(request: object) -> dict[str, object]:
+    """The fields of ``request`` its call's log lines carry (see the module's doc)."""
+    if not isinstance(request, Message):
+        return {}
+    return {field.name: value for field, value in request.ListFields()
+            if (field.name in _NAMED_FIELDS or field.name.endswith("_id"))
+            and field.type != FieldDescriptor.TYPE_MESSAGE and not field.is_repeated}
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def _code_of(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The code the servicer set on ``context`` (by ``set_code`` or an abort), if any."""
+    code = getattr(context, "code", None)
+    found = code() if callable(code) else None
+    return found if isinstance(found, grpc.StatusCode) else default
+
+
+class _Call:
+    """One call being served: its timing, how it ended, and its line at the end."""
+
+    __slots__ = ("_observer", "_started", "answer", "code", "method", "quiet")
+
+    def __init__(self, observer: CallObserver, method: str, quiet: bool) -> None:
+        self._observer = observer
+        self.method = method
+        self.quiet = quiet
+        self.code = grpc.StatusCode.UNKNOWN
+        self.answer: Answer | None = None
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(method=method)
+        observer.metrics.in_flight.inc()
+        self._started = time.perf_counter()
+
+    def parse(self, parse: Parse | None, raw: bytes) -> Any:
+        if parse is None:
+            return raw
+        try:
+            request = parse(raw)
+        except (DecodeError, ValueError, TypeError):
+            raise malformed_request(self.method) from None
+        structlog.contextvars.bind_contextvars(**request_ids(request))
+        return request
+
+    def failed(self, error: Exception, context: grpc.ServicerContext) -> Answer | None:
+        """The answer to an error the servicer raised; None if it aborted the call itself
+        (the status it chose stands)."""
+        if _code_of(context, grpc.StatusCode.OK) is grpc.StatusCode.OK:
+            self.answer = self._observer.errors.answer(error)
+            self.code = self.answer.code
+        return self.answer
+
+    def end(self, context: grpc.ServicerContext) -> None:
+        if self.code is grpc.StatusCode.UNKNOWN:  # an abort, or an error beyond Exception
+            self.code = _code_of(context, grpc.StatusCode.UNKNOWN)
+        code, answer = self.code, self.answer
+        elapsed = time.perf_counter() - self._started
+        observer = self._observer
+        observer.metrics.in_flight.dec()
+        observer.metrics.observe(self.method, code.name,
+                                 answer.reason if answer is not None else "", elapsed)
+        fields = structlog.contextvars.get_contextvars()
+        fields.update(code=code.name, ms=round(elapsed * 1000, 2))
+        if answer is not None:
+            fields["reason"] = answer.reason
+            fields["message"] = answer.message[:MAX_MESSAGE_CHARS]
+            if answer.error_id:
+                fields["error_id"] = answer.error_id
+        scrub = observer.scrub
+        line = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("rpc", **line)
+        elif self.quiet:
+            log.debug("rpc", **line)
+        else:
+            log.info("rpc", **line)
+        structlog.contextvars.clear_contextvars()
+
+
+class CallObserver(grpc.ServerInterceptor):
+    """Parse, bind, call, answer errors, count, log and clear, around every unary and
+    server-streaming call (see the module's doc)."""
+
+    def __init__(self, metrics: RpcMetrics, errors: ErrorMapping, *,
+                 scrub: Callable[[str], str] = _identity) -> None:
+        self.metrics = metrics
+        self.errors = errors
+        self.scrub = scrub
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        full = handler_call_details.method
+        method = full.rsplit("/", 1)[-1]
+        quiet = full.startswith(_QUIET_SERVICES)
+        parse = handler.request_deserializer
+        unary, stream = handler.unary_unary, handler.unary_stream
+        if unary is not None:
+            def one(raw: bytes, context: grpc.ServicerContext) -> Any:
+                (response,) = self._serve(
+                    method, quiet, lambda request: iter((unary(request, context),)), parse,
+                    raw, context)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                one, response_serializer=handler.response_serializer)
+        if stream is not None:
+            def many(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+                return self._serve(method, quiet, lambda request: stream(request, context),
+                                   parse, raw, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                many, response_serializer=handler.response_serializer)
+        return handler
+
+    def _serve(self, method: str, quiet: bool, respond: Callable[[Any], Iterator[Any]],
+               parse: Parse | None, raw: bytes, context: grpc.ServicerContext,
+               ) -> Iterator[Any]:
+        """The responses to one call, observed. A unary call is a stream of one."""
+        observed = _Call(self, method, quiet)
+        try:
+            try:
+                yield from respond(observed.parse(parse, raw))
+            except GeneratorExit:  # the server dropped the stream: the client left
+                observed.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as e:  # every error must become a status
+                answer = observed.failed(e, context)
+                if answer is None:
+                    raise
+            else:
+                observed.code = _code_of(context, grpc.StatusCode.OK if context.is_active()
+                                         else grpc.StatusCode.CANCELLED)
+                return
+            # Outside the except block: abort raises, and must not be caught above.
+            context.abort_with_status(answer.status())
+        finally:
+            observed.end(context)
+
+
+__all__ = ["MAX_MESSAGE_CHARS", "CallObserver", "note", "request_ids"]

@@ -1,0 +1,215 @@
+"""One gRPC server skeleton for the node and the clearinghouse.
+
+``start_server`` runs a synchronous ``grpc.server`` on a thread pool (the use-cases use
+sync SQLAlchemy connections) with every call observed (``runtime.observe``), gRPC health
+checking (``grpc.health.v1.Health``: SERVING for "" and the service) and server
+reflection. Requests over ``max_message_bytes`` are refused RESOURCE_EXHAUSTED by gRPC
+itself; responses may be larger (pages, positions). Keepalive: the server pings an idle
+client every 2 minutes and drops it if no answer comes within 20 s; it accepts client
+pings at most every 30 s, also on idle connections. Clients use ``channel_options`` so
+both sides agree.
+
+``serve_forever`` is the life of a serving process: metrics endpoint, the service's
+parts, SIGTERM and SIGINT, one ``serving`` and one ``stopped`` log line, and the parts
+stopped in reverse order.
+
+**Plaintext only, for now.** Servers listen without TLS: keep them on loopback, or
+behind a TLS-terminating proxy on a trusted network. A non-loopback address is served
+with a warning. TLS between the nodes and the clearinghouse is the security issue's work
+(issue 15). What a node and the clearinghouse tell each other is signed all the same.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from runtime.metrics import start_metrics_server, stop_metrics_server
+from runtime.observe import CallObserver
+
+log = structlog.get_logger("runtime.server")
+
+#: Responses (pages of orders or history, positions of many districts) may be larger
+#: than requests.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+SERVER_KEEPALIVE_MS = 120_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+MIN_CLIENT_PING_INTERVAL_MS = 30_000
+CLIENT_KEEPALIVE_MS = 60_000
+#: Allocations between young-generation garbage collections. CPython's default (700)
+#: makes a busy server stop for a collection every few requests; its objects are
+#: short-lived and acyclic, so collections find little and only add latency.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """The channel arguments ``start_server`` uses."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max(max_message_bytes, MAX_RESPONSE_BYTES)),
+        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+        ("grpc.keepalive_time_ms", SERVER_KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+def channel_options(max_message_bytes: int = MAX_RESPONSE_BYTES) -> list[tuple[str, int]]:
+    """Channel arguments for a client of these servers (keepalive agreeing with them)."""
+    return [
+        ("grpc.max_receive_message_length", max(max_message_bytes, MAX_RESPONSE_BYTES)),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", CLIENT_KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """A started server: its bound port, and how to stop it."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    #: Called on stop, after health reports NOT_SERVING and before the server stops
+    #: (the clearinghouse ends its open streams here).
+    on_stop: Callable[[], None] | None = None
+
+    def stop(self, grace: float | None) -> None:
+        """Report NOT_SERVING, then stop taking calls and let running ones finish
+        within ``grace`` seconds."""
+        self.health.enter_graceful_shutdown()
+        if self.on_stop is not None:
+            self.on_stop()
+        self.server.stop(grace).wait()
+
+
+def start_server(service_name: str, register: Callable[[grpc.Server], None],
+                 observer: CallObserver, listen: str, *, max_message_bytes: int,
+                 workers: int, thread_name_prefix: str,
+                 on_stop: Callable[[], None] | None = None) -> RunningServer:
+    """Start serving, plaintext, on ``listen``: ``register`` adds the service's handlers
+    for ``service_name``. Raises OSError if the address cannot be bound."""
+    if max_message_bytes < 1:
+        raise ValueError("max_message_bytes must be positive")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix=thread_name_prefix),
+        interceptors=[observer], options=server_options(max_message_bytes))
+    register(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as e:
+        server.stop(None)
+        raise OSError(f"cannot listen on {listen}: {e}") from None
+    if port == 0:
+        server.stop(None)
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    for name in ("", service_name):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health_servicer, on_stop)
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a "host:port" listen address is on this machine only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def tune_gc() -> None:
+    """Move what start-up allocated (modules, schemas, compiled statements) out of the
+    collector's way, and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What a process is serving, handed to ``serve_forever``'s ``on_ready``."""
+
+    port: int
+    metrics_port: int  # 0: no metrics endpoint
+
+
+#: Starts a service's parts, pushing each one's stop onto the stack, and returns its
+#: gRPC server's port and what the ``serving`` and ``stopped`` lines say about it.
+StartParts = Callable[[ExitStack], tuple[int, Mapping[str, object]]]
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (from the main thread only; signals cannot be
+    handled elsewhere); the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve_forever(service: str, listen: str, metrics_listen: str, start: StartParts, *,
+                  stop: threading.Event | None = None,
+                  on_ready: Callable[[Serving], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (or until ``stop`` is set).
+
+    Starts the Prometheus endpoint if ``metrics_listen`` is set, then the service's
+    parts (``start``); logs ``<service> serving`` (with ``listen``, ``port``,
+    ``metrics_port``, ``tls`` and what ``start`` returned) and calls ``on_ready``. Once
+    stopped, stops the parts in reverse order and logs ``<service> stopped``. Raises
+    what ``start`` raises, and OSError if an address cannot be bound.
+    """
+    tune_gc()
+    stop = stop or threading.Event()
+    about: dict[str, object] = {}
+    with ExitStack() as parts:
+        parts.callback(lambda: log.info(f"{service} stopped", **about))
+        metrics_port = 0
+        if metrics_listen:
+            metrics_server, metrics_port = start_metrics_server(metrics_listen)
+            parts.callback(stop_metrics_server, metrics_server)
+        port, said = start(parts)
+        about.update(said)
+        parts.enter_context(_stopped_by_signals(stop))
+        if not is_loopback(listen):
+            log.warning("serving plaintext gRPC on a non-loopback address: keep it behind a "
+                        "TLS-terminating proxy on a trusted network", listen=listen)
+        log.info(f"{service} serving", listen=listen, port=port, metrics_port=metrics_port,
+                 tls=False, **about)
+        if on_ready is not None:
+            on_ready(Serving(port, metrics_port))
+        stop.wait()
+
+
+__all__ = ["MAX_RESPONSE_BYTES", "RunningServer", "Serving", "StartParts", "channel_options",
+           "is_loopback", "serve_forever", "server_options", "start_server", "tune_gc"]

@@ -1,0 +1,111 @@
+"""The life of a serving process (``runtime.server.serve_forever``) on 127.0.0.1 and on
+every interface: the parts start, the process says it is serving (warning when it is
+plaintext on a non-loopback address), and everything stops in reverse order."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from contextlib import ExitStack
+from typing import Any
+
+import grpc
+import pytest
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from runtime.observe import CallObserver
+from runtime.rpcstatus import ErrorMapping
+from runtime.server import Serving, is_loopback, serve_forever, start_server
+from tests.runtime.test_observe import METRICS, SERVICE
+
+TIMEOUT = 10.0
+
+
+def _serve_in_thread(listen: str, metrics_listen: str = "",
+                     ) -> tuple[list[dict[str, Any]], list[str], Serving]:
+    """Serve a service with no methods on ``listen`` until its health was checked; return
+    the log, the order its parts stopped in, and what ``on_ready`` was given."""
+    stopped: list[str] = []
+    ready: list[Serving] = []
+    stop, up = threading.Event(), threading.Event()
+
+    def start(parts: ExitStack) -> tuple[int, dict[str, object]]:
+        parts.callback(stopped.append, "first part")
+        running = start_server(SERVICE, lambda s: None,
+                               CallObserver(METRICS, ErrorMapping("probe")), listen,
+                               max_message_bytes=4096, workers=2, thread_name_prefix="probe")
+        parts.callback(lambda: (running.stop(1.0), stopped.append("server")))
+        return running.port, {"district": "江宁区"}
+
+    def on_ready(serving: Serving) -> None:
+        ready.append(serving)
+        up.set()
+
+    with structlog.testing.capture_logs() as logs:
+        thread = threading.Thread(target=serve_forever, args=("probe", listen, metrics_listen,
+                                                              start),
+                                  kwargs={"stop": stop, "on_ready": on_ready})
+        thread.start()
+        try:
+            assert up.wait(TIMEOUT)
+            with grpc.insecure_channel(f"127.0.0.1:{ready[0].port}") as channel:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=SERVICE), timeout=TIMEOUT)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            if metrics_listen:
+                url = f"http://127.0.0.1:{ready[0].metrics_port}/metrics"
+                with urllib.request.urlopen(url, timeout=TIMEOUT) as reply:
+                    assert "timebank_probe_rpcs_total" in reply.read().decode()
+        finally:
+            stop.set()
+            thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    return logs, stopped, ready[0]
+
+
+def test_a_loopback_server_serves_says_so_and_stops_in_reverse_order() -> None:
+    logs, stopped, serving = _serve_in_thread("127.0.0.1:0", metrics_listen="127.0.0.1:0")
+    assert serving.port > 0 and serving.metrics_port > 0
+    events = [e["event"] for e in logs]
+    assert events[0] == "probe serving" and events[-1] == "probe stopped"
+    said = logs[0]
+    assert (said["port"], said["metrics_port"]) == (serving.port, serving.metrics_port)
+    assert (said["tls"], said["district"], said["listen"]) == (False, "江宁区", "127.0.0.1:0")
+    assert logs[-1]["district"] == "江宁区"
+    assert not [e for e in logs if e["log_level"] == "warning"]
+    assert stopped == ["server", "first part"]
+    with pytest.raises(OSError):  # the metrics endpoint stopped with the rest
+        urllib.request.urlopen(f"http://127.0.0.1:{serving.metrics_port}/metrics",
+                               timeout=TIMEOUT)
+
+
+def test_plaintext_on_every_interface_is_served_with_a_warning() -> None:
+    logs, stopped, serving = _serve_in_thread("0.0.0.0:0")
+    (warning,) = [e for e in logs if e["log_level"] == "warning"]
+    assert "plaintext" in warning["event"] and warning["listen"] == "0.0.0.0:0"
+    assert serving.metrics_port == 0 and stopped == ["server", "first part"]
+
+
+@pytest.mark.parametrize(("listen", "loopback"), [
+    ("127.0.0.1:7443", True), ("127.8.9.1:0", True), ("localhost:7443", True),
+    ("[::1]:7443", True), ("0.0.0.0:7443", False), (":7443", False), ("[::]:7443", False),
+    ("192.168.1.20:7443", False), ("node.example:7443", False),
+])
+def test_which_addresses_are_loopback(listen: str, loopback: bool) -> None:
+    assert is_loopback(listen) is loopback
+
+
+def test_an_address_that_cannot_be_bound_stops_what_had_started() -> None:
+    started: list[str] = []
+
+    def start(parts: ExitStack) -> tuple[int, dict[str, object]]:
+        parts.callback(started.append, "stopped")
+        start_server(SERVICE, lambda s: None, CallObserver(METRICS, ErrorMapping("probe")),
+                     "256.0.0.1:0", max_message_bytes=4096, workers=1,
+                     thread_name_prefix="probe")
+        raise AssertionError("the address cannot be bound")
+
+    with pytest.raises(OSError, match=r"cannot listen on 256\.0\.0\.1:0"):
+        serve_forever("probe", "256.0.0.1:0", "", start, stop=threading.Event())
+    assert started == ["stopped"]
