@@ -15,10 +15,9 @@ from typing import TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from node.domain.claims import TEMPORARY, ClaimState, Role
-from node.domain.ledger import Origin
+from node.domain.ledger import Origin, StoredEntry
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Policy, Relation
-from node.storage.ledger import StoredEntry
 from node.usecases import views
 from node.usecases.claims import ClaimView, ClearingView
 from runtime.errors import InvalidArgument

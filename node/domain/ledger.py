@@ -8,37 +8,23 @@ rewritten history no longer matches a head anyone has kept.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from runtime.errors import InvariantViolation
+from timebank import accounts, chain
+
+# The contract defines the account kinds and origins (every reader of a chain spells
+# them the same); the ledger's own rules use them under these names.
+from timebank.accounts import AccountKind as AccountKind
+from timebank.accounts import Origin as Origin
 from timebank.minutes import MAX_MINUTES
 
 HASH_BYTES = 32
 MAX_POSTINGS = 16
 MAX_MEMO_CHARS = 500
-
-
-class Origin(StrEnum):
-    """Where stored minutes came from; they keep it wherever they go."""
-
-    INDIVIDUAL = "individual"
-    GROUP = "group"
-    DONATED = "donated"
-    GRANTED = "granted"
-
-
-class AccountKind(StrEnum):
-    PERSON = "person"  # minutes the district owes a person (or a group)
-    ISSUANCE = "issuance"  # the source of minutes minted for verified service
-    CONSUMPTION = "consumption"  # the sink of minutes spent on service
-    DONATION_POOL = "donation_pool"  # donated minutes, priority elders first
-    CITY_GRANT = "city_grant"  # the city fund: grants and services it pays for
-    CLEARING = "clearing"  # the node's position toward the clearinghouse
 
 
 class EntryKind(StrEnum):
@@ -92,21 +78,13 @@ def issuance(origin: Origin) -> Account:
 
 
 def account_from_code(code: str) -> Account:
-    """Parse an account code back into an Account (the inverse of ``Account.code``)."""
-    parts = code.split("/")
+    """Parse an account code back into an Account (the inverse of ``Account.code``), by
+    the contract's one reading of codes (``timebank.accounts.parse_account``)."""
     try:
-        kind = AccountKind(parts[0])
-        if kind is AccountKind.PERSON and len(parts) == 3:
-            return Account(kind, Origin(parts[2]), parts[1])
-        if kind is AccountKind.ISSUANCE and len(parts) == 2:
-            return Account(kind, Origin(parts[1]))
-        if len(parts) == 1:
-            origin = {AccountKind.DONATION_POOL: Origin.DONATED,
-                      AccountKind.CITY_GRANT: Origin.GRANTED}.get(kind)
-            return Account(kind, origin)
-    except ValueError:
-        pass
-    raise InvariantViolation(f"not an account code: {code!r}")
+        parsed = accounts.parse_account(code)
+    except accounts.AccountCodeError as e:
+        raise InvariantViolation(f"not an account code: {code!r} ({e})") from None
+    return Account(parsed.kind, parsed.origin, parsed.person_ref)
 
 
 class HoldState(StrEnum):
@@ -178,33 +156,28 @@ def reversal_of(original: Entry, original_seq: int, at: datetime, memo: str) -> 
 
 
 def format_time(at: datetime) -> str:
-    """The one textual form of a time inside hashed data: UTC, microseconds, 'Z'."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The one textual form of a time inside hashed data (``timebank.chain``)."""
+    return chain.format_time(at)
 
 
 def canonical_bytes(seq: int, entry: Entry) -> bytes:
-    """The bytes that are hashed: sorted-key compact JSON, UTF-8, ints and strings only."""
-    doc = {
-        "seq": seq,
-        "kind": str(entry.kind),
-        "at": format_time(entry.at),
-        "memo": entry.memo,
-        "order_id": entry.order_id,
-        "reverses_seq": entry.reverses_seq,
-        "postings": [[p.account.code, p.minutes] for p in entry.postings],
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes that are hashed, as the contract defines them for every reader of the
+    chain (passbook verifiers, auditors): ``timebank.chain.entry_bytes``."""
+    return chain.entry_bytes(
+        seq=seq, kind=str(entry.kind), at=chain.format_time(entry.at), memo=entry.memo,
+        order_id=entry.order_id, reverses_seq=entry.reverses_seq,
+        postings=[(p.account.code, p.minutes) for p in entry.postings])
 
 
 def genesis_hash(node_id: str) -> bytes:
     """The 'previous hash' of a node's first entry: binds the chain to the node."""
-    return hashlib.sha256(b"timebank.v1/ledger-genesis\x00" + node_id.encode()).digest()
+    return chain.genesis_hash(node_id)
 
 
 def chain_hash(prev_hash: bytes, seq: int, entry: Entry) -> bytes:
     if len(prev_hash) != HASH_BYTES:
         raise InvariantViolation("previous hash must be 32 bytes")
-    return hashlib.sha256(prev_hash + canonical_bytes(seq, entry)).digest()
+    return chain.link_hash(prev_hash, canonical_bytes(seq, entry))
 
 
 def apply(balances: Mapping[str, int], entry: Entry) -> dict[str, int]:
@@ -235,3 +208,14 @@ def draw(buckets: Iterable[tuple[Account, int]], amount: int) -> list[tuple[Acco
     if left:
         raise InvariantViolation(f"draw short by {left} minutes")
     return taken
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as the chain holds it: its place (``seq``) and the hashes that link it
+    to the entry before."""
+
+    seq: int
+    entry: Entry
+    prev_hash: bytes
+    hash: bytes

@@ -21,6 +21,7 @@ from node.domain.ledger import (
     EntryKind,
     Origin,
     Posting,
+    StoredEntry,
     account_from_code,
     chain_hash,
 )
@@ -42,14 +43,6 @@ class AccountRecord:
     @property
     def available(self) -> int:
         return self.balance - self.held
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    seq: int
-    entry: Entry
-    prev_hash: bytes
-    hash: bytes
 
 
 class LedgerRepo:

@@ -12,13 +12,13 @@ from node.domain.ledger import (
     EntryKind,
     Origin,
     Posting,
+    StoredEntry,
     chain_hash,
     check_entry,
     genesis_hash,
     reversal_of,
 )
 from node.domain.orders import PersonKind, check_text
-from node.storage.ledger import StoredEntry
 from node.storage.repo import Repo
 from node.usecases.app import NodeIdentity, Tx
 from node.usecases.people import require_staff

@@ -23,8 +23,8 @@ from timebank.passbook import FORMAT, b64
 from timebank.v1 import clearing_pb2 as pb
 
 if TYPE_CHECKING:  # the storage layer loads only where a statement is built (not to check one)
+    from node.domain.ledger import StoredEntry
     from node.storage.anchors import LoggedAnchor
-    from node.storage.ledger import StoredEntry
     from node.usecases.app import Tx
 
 _PAGE = 1000

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from node.domain.ledger import Origin
-from node.storage.ledger import StoredEntry
+from node.domain.ledger import Origin, StoredEntry
 from node.storage.orders import OrderRecord
 
 

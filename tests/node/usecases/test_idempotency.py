@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from node.domain.clock import ManualClock
-from node.storage.ledger import StoredEntry
+from node.domain.ledger import StoredEntry
 from node.usecases import ledger, orders
 from node.usecases.app import NodeApp, Tx
 from node.usecases.views import OrderView
