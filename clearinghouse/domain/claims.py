@@ -26,15 +26,11 @@ from runtime.errors import (
     InvariantViolation,
     PermissionDenied,
 )
+from timebank.claimkinds import MAX_MOVE_MINUTES as MAX_MOVE_MINUTES
+from timebank.claimkinds import MAX_REDEMPTION_MINUTES as MAX_REDEMPTION_MINUTES
+from timebank.claimkinds import ClaimKind as ClaimKind
 from timebank.ids import is_node_id
-from timebank.minutes import MAX_CAP_MINUTES, MINUTES_PER_DAY
 
-#: A redemption pays for one order: at most one day of service, the node's order limit.
-MAX_REDEMPTION_MINUTES = MINUTES_PER_DAY
-#: A move hands over a whole balance, which no city's stored-hours cap lets pass the largest
-#: cap the policy format permits. The clearinghouse holds no city policy, so it takes that
-#: bound: a city that raises ``cap_hours`` (up to 100,000) can still move every balance.
-MAX_MOVE_MINUTES = MAX_CAP_MINUTES
 #: The most any claim may carry, whatever its kind.
 MAX_CLAIM_MINUTES = MAX_MOVE_MINUTES
 #: The shortest and longest a claim may stay open. A redemption is held from the order's
@@ -47,14 +43,6 @@ CLEARINGHOUSE = "clearinghouse"
 _UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _PERSON_REF = re.compile(r"[0-9a-f]{64}")
 
-
-class ClaimKind(StrEnum):
-    REDEMPTION = "redemption"
-    MOVE = "move"
-
-    @property
-    def max_minutes(self) -> int:
-        return MAX_MOVE_MINUTES if self is ClaimKind.MOVE else MAX_REDEMPTION_MINUTES
 
 
 class ClaimState(StrEnum):

@@ -28,13 +28,10 @@ from node.domain.ledger import Origin
 from node.domain.orders import PaymentSource, PersonFacts, PersonKind, check_payment
 from node.domain.policy import Policy, Relation
 from runtime.errors import InvalidArgument, InvariantViolation, Refusal
-from timebank.minutes import MAX_CAP_MINUTES, MINUTES_PER_DAY
+from timebank.claimkinds import MAX_MOVE_MINUTES as MAX_MOVE_MINUTES
+from timebank.claimkinds import MAX_REDEMPTION_MINUTES as MAX_REDEMPTION_MINUTES
+from timebank.claimkinds import ClaimKind as ClaimKind
 
-#: A redemption pays for one order: at most a day of service (the clearinghouse's bound).
-MAX_REDEMPTION_MINUTES = MINUTES_PER_DAY
-#: A move hands over a whole balance, which no city's cap lets pass the largest cap the
-#: policy format permits; the clearinghouse bounds moves by the same number.
-MAX_MOVE_MINUTES = MAX_CAP_MINUTES
 #: The longest reason code (the clearinghouse's, or its own refusal's) and detail kept.
 MAX_REASON_CHARS = 32
 MAX_DETAIL_CHARS = 500
@@ -43,14 +40,6 @@ _UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 _PERSON_REF = re.compile(r"[0-9a-f]{64}")
 _NODE_ID = re.compile(r"[0-9]{6}")
 
-
-class ClaimKind(StrEnum):
-    REDEMPTION = "redemption"  # serving district (creditor) ← home district (debtor)
-    MOVE = "move"  # old home (debtor) → new home (creditor)
-
-    @property
-    def max_minutes(self) -> int:
-        return MAX_MOVE_MINUTES if self is ClaimKind.MOVE else MAX_REDEMPTION_MINUTES
 
 
 class Role(StrEnum):
