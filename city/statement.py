@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from node.cli.common import CliError, guarded
+from runtime.console import CliError, guarded
 from timebank.passbook import StatementError, guard, load, verify_statement
 
 
@@ -61,8 +61,8 @@ def verify_command(
 ) -> None:
     """Check a passbook offline, with only the city's public keys; print the person,
     district and balance and `genuine`, or exactly why it is not (exit 1)."""
-    from node.cli.common import echo, fail, print_error
-    from node.cli.render import hm
+    from runtime.console import echo, fail, print_error
+    from timebank.minutes import format_hours_and_minutes as hm
 
     if data_dir is not None:
         if city_key or clearinghouse_key:

@@ -23,6 +23,11 @@ def format_hours(minutes: int) -> str:
     return f"{sign}{hundredths // 100}.{hundredths % 100:02d} h"
 
 
+def format_hours_and_minutes(minutes: int) -> str:
+    """Hours with two decimals and the exact minutes: '1.25 h (75 min)'."""
+    return f"{format_hours(minutes)} ({minutes} min)"
+
+
 def hours(h: int) -> int:
     """Whole hours as minutes (for settings written in hours)."""
     return h * MINUTES_PER_HOUR

@@ -14,7 +14,7 @@ from city.audit.report import AuditError, Report
 
 
 def _print(report: Report) -> None:
-    from node.cli.common import console
+    from runtime.console import console
 
     out = console()
     out.print(f"[bold]Audit of {escape(report.source)}[/]")
@@ -46,7 +46,7 @@ def _hex_key(text: str) -> bytes:
 def run_audit(data_dir: Path | None, address: str | None, key_hex: str | None, *,
               as_json: bool = False) -> int:
     """``timebank audit``: print each check; 0 if all pass, 1 naming the first bad record."""
-    from node.cli.common import CliError, print_error
+    from runtime.console import CliError, print_error
 
     try:
         if (data_dir is None) == (address is None):

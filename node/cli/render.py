@@ -18,7 +18,7 @@ from rich.table import Table
 from node.cli.client import NodeClient
 from runtime.console import label_grid
 from timebank.citytime import CITY_TZ
-from timebank.minutes import format_hours
+from timebank.minutes import format_hours, format_hours_and_minutes
 from timebank.v1 import node_pb2
 
 if TYPE_CHECKING:
@@ -100,9 +100,8 @@ def _json_value(field: Any, value: Any) -> Any:
     return value
 
 
-def hm(minutes: int) -> str:
-    """Hours with two decimals and the exact minutes: '1.25 h (75 min)'."""
-    return f"{format_hours(minutes)} ({minutes} min)"
+#: Hours with two decimals and the exact minutes: '1.25 h (75 min)'.
+hm = format_hours_and_minutes
 
 
 def short_account(code: str) -> str:
