@@ -23,6 +23,7 @@ from clearinghouse.storage.db import Database
 from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import Clock, SystemClock
+from runtime import keyfiles
 from timebank import keys
 
 #: Database meta keys: the city root key and the clearinghouse key this database serves.
@@ -45,18 +46,18 @@ def ensure_key(path: Path) -> bool:
     it was created. An existing key file is checked (size, permissions), never replaced."""
     try:
         if path.exists() or path.is_symlink():
-            keys.read_seed(path)
+            keyfiles.read_seed(path)
             return False
-        keys.write_seed(path, keys.generate())
-    except keys.KeyFileError as e:
+        keyfiles.write_seed(path, keys.generate())
+    except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
     return True
 
 
 def read_key(path: Path) -> keys.SigningKey:
     try:
-        return keys.read_seed(path)
-    except keys.KeyFileError as e:
+        return keyfiles.read_seed(path)
+    except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
 
 

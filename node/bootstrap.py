@@ -15,6 +15,7 @@ from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
+from runtime import keyfiles
 from runtime.errors import ConfigError
 from timebank import keys
 
@@ -84,10 +85,10 @@ def ensure_signing_key(config: NodeConfig) -> bool:
     """
     try:
         if config.signing_key_file.exists():
-            keys.read_seed(config.signing_key_file)  # refuses a damaged or exposed key file
+            keyfiles.read_seed(config.signing_key_file)  # refuses a damaged or exposed key file
             return False
-        keys.write_seed(config.signing_key_file, keys.generate())
-    except keys.KeyFileError as e:
+        keyfiles.write_seed(config.signing_key_file, keys.generate())
+    except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
     return True
 
@@ -95,8 +96,8 @@ def ensure_signing_key(config: NodeConfig) -> bool:
 def signing_identity(config: NodeConfig) -> tuple[str, str]:
     """The node's key id and public key (hex), for the bureau's admission."""
     try:
-        public = keys.public_key(keys.read_seed(config.signing_key_file))
-    except keys.KeyFileError as e:
+        public = keys.public_key(keyfiles.read_seed(config.signing_key_file))
+    except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
     return keys.key_id(public), public.hex()
 

@@ -1,7 +1,7 @@
 """Ed25519 signing keys for district nodes, the clearinghouse and the city root.
 
-A key is stored as its 32-byte seed and nothing else (PyNaCl has no key-file format):
-one file per key, mode 0600, or a mounted secret. The public key is derived from it.
+A key is its 32-byte seed (PyNaCl has no key-file format); the public key is derived
+from it. Storing a seed on disk is the runtime's business (``runtime.keyfiles``).
 
 A *key id* names a public key in envelopes and in the key ring: the lowercase hex of the
 first 8 bytes of SHA-256 over the 32 raw public-key bytes, so always 16 hex characters.
@@ -11,11 +11,7 @@ public key it points to, and the key ring refuses two different keys with one id
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import stat
-from pathlib import Path
 
 from nacl.signing import SigningKey
 
@@ -23,13 +19,10 @@ __all__ = [
     "KEY_ID_HEX_LEN",
     "PUBLIC_KEY_LEN",
     "SEED_LEN",
-    "KeyFileError",
     "SigningKey",
     "generate",
     "key_id",
     "public_key",
-    "read_seed",
-    "write_seed",
 ]
 
 #: Bytes in an Ed25519 seed (the whole private key as stored on disk).
@@ -38,12 +31,6 @@ SEED_LEN = 32
 PUBLIC_KEY_LEN = 32
 #: Hex characters in a key id (8 bytes of SHA-256).
 KEY_ID_HEX_LEN = 16
-
-PathLike = str | os.PathLike[str]
-
-
-class KeyFileError(Exception):
-    """A key file cannot be written or read safely; the message says what to do."""
 
 
 def generate() -> SigningKey:
@@ -61,103 +48,3 @@ def key_id(public_key: bytes) -> str:
     if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_LEN:
         raise ValueError(f"an Ed25519 public key is exactly {PUBLIC_KEY_LEN} bytes")
     return hashlib.sha256(public_key).digest()[: KEY_ID_HEX_LEN // 2].hex()
-
-
-def write_seed(path: PathLike, key: SigningKey) -> None:
-    """Store the key's 32-byte seed in a new file readable only by its owner (mode 0600).
-
-    The file appears whole or not at all: the seed is written and synced under a
-    temporary name in the same directory, then hard-linked to ``path``, which fails if
-    ``path`` already exists. An existing key is never overwritten.
-    """
-    target = Path(path)
-    directory = target.parent
-    if target.exists() or target.is_symlink():
-        raise KeyFileError(f"{target} already exists; refusing to overwrite a key file")
-    if not directory.is_dir():
-        raise KeyFileError(f"{directory} is not a directory; create it before writing {target}")
-    tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask; it can only have removed bits
-            seed = bytes(key)
-            if len(seed) != SEED_LEN:  # pragma: no cover - PyNaCl guarantees this
-                raise KeyFileError("a signing key seed must be 32 bytes")
-            written = 0
-            while written < len(seed):
-                written += os.write(fd, seed[written:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            raise KeyFileError(
-                f"{target} already exists; refusing to overwrite a key file"
-            ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _fsync_dir(directory)
-
-
-def read_seed(path: PathLike) -> SigningKey:
-    """Load a signing key from a seed file written by :func:`write_seed` (or a secret mount).
-
-    Refuses anything but a regular file of exactly 32 bytes that no group or other user
-    can read or write (a symlink is followed and its target checked, as Kubernetes
-    secret volumes are symlinks; mount them with ``defaultMode: 0400``).
-    """
-    target = Path(path)
-    try:
-        fd = os.open(target, os.O_RDONLY)  # symlinks followed: secret mounts use them
-    except FileNotFoundError:
-        raise KeyFileError(f"{target} does not exist; no key file there") from None
-    except PermissionError:
-        raise KeyFileError(f"{target} cannot be read by this user") from None
-    except OSError as e:
-        raise KeyFileError(f"{target} cannot be opened as a key file: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"{target} is not a regular file; a key file holds a 32-byte seed")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o044:
-            raise KeyFileError(
-                f"{target} is readable by other users (mode {mode:04o}); "
-                f"run chmod 600 {target} and consider replacing the key"
-            )
-        if mode & 0o033:
-            raise KeyFileError(
-                f"{target} is writable by other users (mode {mode:04o}); "
-                f"run chmod 600 {target} and consider replacing the key"
-            )
-        data = b""
-        while len(data) <= SEED_LEN:
-            chunk = os.read(fd, SEED_LEN + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    if len(data) != SEED_LEN:
-        size = f"more than {SEED_LEN}" if len(data) > SEED_LEN else str(len(data))
-        raise KeyFileError(
-            f"{target} holds {size} bytes; a key file holds exactly {SEED_LEN} raw bytes "
-            f"(the Ed25519 seed, not hex or base64)"
-        )
-    return SigningKey(data)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some platforms cannot open directories
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)

@@ -13,7 +13,8 @@ from city.audit.readonly import label, readonly_engine
 from city.audit.report import AuditError, Bad, BadRecord, Check, Report, plural, run
 from clearinghouse import config as ch_config
 from node import config as node_config
-from timebank.keys import KeyFileError, public_key, read_seed
+from runtime.keyfiles import KeyFileError, read_seed
+from timebank.keys import public_key
 
 
 def _load_key(path: Path, what: str) -> bytes:

@@ -30,14 +30,13 @@ from node.domain.clock import Clock
 from node.link.clearing_link import ClearingLink
 from node.usecases import orders
 from node.usecases.app import NodeApp
-from runtime import server
+from runtime import keyfiles, server
 from runtime.errors import ConfigError
 from runtime.logging import configure_logging
 from runtime.observe import CallObserver
 from runtime.periodic import Periodic
 from runtime.rpcstatus import ErrorMapping
 from runtime.server import RunningServer, Serving, channel_options
-from timebank import keys
 from timebank.v1 import node_pb2_grpc
 
 log = structlog.get_logger("node.api")
@@ -140,8 +139,8 @@ class RecordingLoop(Periodic):
 def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
     """The node's connection to its city clearinghouse, from its configuration."""
     try:
-        key = keys.read_seed(config.signing_key_file)
-    except keys.KeyFileError as e:
+        key = keyfiles.read_seed(config.signing_key_file)
+    except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
     return ClearingLink(app, config.clearinghouse_address,
                         bytes.fromhex(config.clearinghouse_public_key), key,

@@ -129,12 +129,13 @@ def statement_command(
     `timebank verify-statement FILE` checks it offline."""
     from node.bootstrap import open_app
     from node.usecases import statement
-    from timebank import keys, passbook
+    from runtime import keyfiles
+    from timebank import passbook
 
     config = load_config(config_file)
     try:
-        key = keys.read_seed(config.signing_key_file)
-    except keys.KeyFileError as e:
+        key = keyfiles.read_seed(config.signing_key_file)
+    except keyfiles.KeyFileError as e:
         fail(str(e))
     app = open_app(config)
     try:

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
 from city.audit import BadRecord, Report, audit_data_dir
+from runtime import keyfiles
 from tests.clearinghouse.conftest import ch_pg_template  # noqa: F401
 from tests.postgres import fresh_database
 from timebank import checkpoint as notes
@@ -169,7 +170,7 @@ def test_a_replaced_tree_head_note(copy: Path) -> None:
 def test_a_head_signed_with_fewer_districts_than_admitted(copy: Path) -> None:
     """A clearinghouse that signs a head claiming fewer districts (to lower the quorum
     its passbooks need) is caught: the log's admissions say otherwise."""
-    key = keys.read_seed(copy / "clearinghouse" / "clearinghouse.key")
+    key = keyfiles.read_seed(copy / "clearinghouse" / "clearinghouse.key")
     origin = transparency.clearinghouse_origin(keys.public_key(key))
     size, note = sqlite3.connect(copy / CH_DB).execute(
         "SELECT size, note FROM tree_heads ORDER BY size DESC LIMIT 1").fetchone()
@@ -290,7 +291,8 @@ def test_a_city_on_postgresql_is_audited_the_same(
 def test_a_running_clearinghouse_over_grpc(copy: Path) -> None:
     import grpc
 
-    from timebank.keys import public_key, read_seed
+    from runtime.keyfiles import read_seed
+    from timebank.keys import public_key
 
     key = public_key(read_seed(copy / "clearinghouse" / "clearinghouse.key")).hex()
     address = f"127.0.0.1:{_free_port()}"

@@ -19,6 +19,7 @@ from clearinghouse.bootstrap import init_city
 from clearinghouse.config import ConfigError, load_config
 from node.bootstrap import init_data_dir, signing_identity
 from node.config import load_config as load_node_config
+from runtime import keyfiles
 from timebank import keys
 
 runner = CliRunner()
@@ -71,7 +72,7 @@ def test_init_creates_keys_readable_only_by_owner_and_is_idempotent(tmp_path: Pa
     for key_file in (city_key, own_key):
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert len(key_file.read_bytes()) == keys.SEED_LEN
-    city_id = keys.key_id(keys.public_key(keys.read_seed(city_key)))
+    city_id = keys.key_id(keys.public_key(keyfiles.read_seed(city_key)))
     assert city_id in first.output
     seeds = (city_key.read_bytes(), own_key.read_bytes())
 
@@ -92,7 +93,7 @@ def test_init_refuses_a_database_serving_another_city(tmp_path: Path) -> None:
     result = cli("clearinghouse", "init", "--data-dir", str(tmp_path / "ch"))
     assert "city root key file" in one_line_error(result)
     assert not city_key.exists()  # not replaced by a new key
-    keys.write_seed(city_key, keys.generate())
+    keyfiles.write_seed(city_key, keys.generate())
     result = cli("clearinghouse", "init", "--data-dir", str(tmp_path / "ch"))
     assert "another city root key" in one_line_error(result)
     assert config_path.exists()
@@ -199,7 +200,7 @@ def test_revoking_an_unknown_node_or_key_is_one_clean_error(tmp_path: Path, city
 def test_the_city_key_must_be_the_one_the_database_serves(tmp_path: Path, city: Path) -> None:
     _, public_hex = node_key(tmp_path)
     other = tmp_path / "other.key"
-    keys.write_seed(other, keys.generate())
+    keyfiles.write_seed(other, keys.generate())
     result = cli("clearinghouse", "admit", "--config", str(city), "--node-id", "320115",
                  "--district", "江宁区", "--public-key", public_hex)
     assert result.exit_code == 0

@@ -20,13 +20,13 @@ from node.bootstrap import init_data_dir
 from node.cli.statement import fetch
 from node.usecases import claims, statement
 from node.usecases.app import NodeApp
+from runtime import keyfiles
 from runtime.errors import FailedPrecondition
 from tests.conftest import CITY_SECRET
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
 from tests.federation.support import JN, QX, enrol_at
 from tests.helpers import earn, enrol, id_card
 from timebank import checkpoint as notes
-from timebank import keys
 from timebank.keys import public_key
 from timebank.passbook import StatementError, guard, load, sign_statement, verify_statement
 from timebank.v1 import clearing_pb2 as pb
@@ -271,7 +271,7 @@ def test_the_cli_round_trip(city: City, passbook: tuple[int, str, Doc], tmp_path
     person, _, _ = passbook
     data_dir = tmp_path / "jn"
     data_dir.mkdir(mode=0o700)
-    keys.write_seed(data_dir / "node.key", city[JN].key)
+    keyfiles.write_seed(data_dir / "node.key", city[JN].key)
     url = str(city[JN].app.db.writer.url)
     config = init_data_dir(data_dir, JN, "江宁区", database_url=url, city_secret=CITY_SECRET,
                            clearinghouse_address=city.address,
