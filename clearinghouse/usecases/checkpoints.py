@@ -14,10 +14,11 @@ from clearinghouse.usecases import wire
 from clearinghouse.usecases.app import Tx
 from clearinghouse.usecases.directory import verify_node
 from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from timebank import anchors
 from timebank.envelope import KeyRing, Signed
 from timebank.v1 import clearing_pb2
 
-CHECKPOINT = "node.checkpoint"
+CHECKPOINT = anchors.CHECKPOINT_KIND
 HASH_BYTES = 32
 MAX_ENTRY_COUNT = 2**62
 

@@ -30,8 +30,8 @@ from runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from timebank import anchors, transparency
 from timebank import checkpoint as notes
-from timebank import transparency
 from timebank.envelope import KeyRing, Signed
 from timebank.v1 import clearing_pb2
 
@@ -46,12 +46,12 @@ LIMIT = "limit"
 REGISTRATION = "registration"
 CLAIM = "claim"
 EXPIRY = "expiry"
-CHECKPOINT = "checkpoint"
+CHECKPOINT = anchors.LEAF_KIND
 
 #: What the Submit of each envelope kind records.
 SUBMIT_KINDS = {"directory.register": REGISTRATION, "claim.propose": CLAIM,
                 "claim.decide": CLAIM, "claim.finish": CLAIM,
-                "node.checkpoint": CHECKPOINT}
+                anchors.CHECKPOINT_KIND: CHECKPOINT}
 
 
 def log_of(tx: Tx) -> MerkleLog:
