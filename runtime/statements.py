@@ -59,9 +59,18 @@ _NO_PARAMS: Mapping[str, Any] = {}
 
 
 def mode_of(conn: Connection) -> StatementMode:
-    """The mode statements run in on ``conn``: its engine's setting, else the default."""
-    mode: StatementMode = conn.get_execution_options().get(EXECUTION_OPTION, DEFAULT_MODE)
-    return mode
+    """The mode statements run in on ``conn``: its engine's setting (a StatementMode or
+    its name), else the default."""
+    return StatementMode(conn.get_execution_options().get(EXECUTION_OPTION, DEFAULT_MODE))
+
+
+def _on_the_driver(conn: Connection) -> bool:
+    """Whether the driver path runs a statement on ``conn`` (``mode_of``, without making a
+    StatementMode on every call). Outside a transaction Core begins one (autobegin); the
+    driver path leaves that to Core rather than act on a transaction SQLAlchemy does not
+    know of."""
+    mode = conn.get_execution_options().get(EXECUTION_OPTION, DEFAULT_MODE)
+    return bool(mode == StatementMode.DRIVER and conn.in_transaction())
 
 
 class Prepared:
@@ -77,9 +86,7 @@ class Prepared:
     def __call__(self, conn: Connection, params: Params | None = None) -> Result:
         """Run once with ``params`` and read every row it returns."""
         params = params or _NO_PARAMS
-        # outside a transaction Core begins one (autobegin); the driver path leaves that
-        # to Core rather than act on a transaction SQLAlchemy does not know of
-        if mode_of(conn) is StatementMode.DRIVER and conn.in_transaction():
+        if _on_the_driver(conn):
             return self._driver.run(conn, params)
         return self._core.run(conn, params)
 
@@ -87,7 +94,7 @@ class Prepared:
         """Run once per parameter set (``executemany``); return the rows changed."""
         if not rows:
             return 0
-        if mode_of(conn) is StatementMode.DRIVER and conn.in_transaction():
+        if _on_the_driver(conn):
             return self._driver.many(conn, rows)
         return self._core.many(conn, rows)
 

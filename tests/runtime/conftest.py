@@ -12,12 +12,9 @@ from sqlalchemy import text
 from tests.postgres import REQUIRE_POSTGRES, admin_engine, database_url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of a database with no tables, dropped after the test."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'runtime.sqlite3'}"
-        return
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """The URL of a PostgreSQL database with no tables, dropped after the test."""
     admin = admin_engine()
     name = f"tb_rt_{uuid.uuid4().hex[:12]}"
     try:
@@ -31,3 +28,12 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a database with no tables, once per storage engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runtime.sqlite3'}"
+    url: str = request.getfixturevalue("empty_pg_url")
+    return url

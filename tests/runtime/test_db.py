@@ -30,13 +30,25 @@ def open_db(url: str, mode: StatementMode | None = None) -> Database:
     return Database(url, service="测试服务", write_lock=TAKE_LOCK, statements=mode)
 
 
-@pytest.fixture(params=list(StatementMode))
-def db(request: pytest.FixtureRequest, empty_db_url: str) -> Iterator[Database]:
-    made = open_db(empty_db_url, request.param)
+def prepared(url: str, mode: StatementMode) -> Database:
+    made = open_db(url, mode)
     metadata.create_all(made.writer)
     with made.write() as conn:
         conn.execute(LOCK.insert().values(id=1))
         conn.execute(COUNTER.insert().values(id=1, n=0))
+    return made
+
+
+@pytest.fixture(params=list(StatementMode))
+def db(request: pytest.FixtureRequest, empty_db_url: str) -> Iterator[Database]:
+    made = prepared(empty_db_url, request.param)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture(params=list(StatementMode))
+def pg_db(request: pytest.FixtureRequest, empty_pg_url: str) -> Iterator[Database]:
+    made = prepared(empty_pg_url, request.param)
     yield made
     made.dispose()
 
@@ -121,16 +133,14 @@ def test_a_busy_sqlite_store_is_unavailable_and_says_whose(
 
 
 def test_a_killed_postgres_connection_is_unavailable_then_the_next_write_works(
-        db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL only: SQLite has no server to drop the connection")
-    with pytest.raises(Unavailable), db.write() as conn:
+        pg_db: Database) -> None:
+    with pytest.raises(Unavailable), pg_db.write() as conn:
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
         admin = admin_engine()
         with admin.connect() as killer:
             killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         admin.dispose()
         ADD_ONE(conn)  # in the driver mode, on the driver's cursor
-    with db.write() as conn:
+    with pg_db.write() as conn:
         ADD_ONE(conn)
-    assert count(db) == 1
+    assert count(pg_db) == 1

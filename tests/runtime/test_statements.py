@@ -101,13 +101,13 @@ SUMMARY = Prepared(select(func.max(PEOPLE.c.at), func.sum(PEOPLE.c.minutes).labe
 SAVEPOINT = Prepared(text("SAVEPOINT prepared_test"))
 ROLLBACK_TO = Prepared(text("ROLLBACK TO SAVEPOINT prepared_test"))
 
-Make = Callable[[StatementMode], Engine]
+Make = Callable[[str], Engine]  # a StatementMode, or its name
 
 
 def _sqlite_maker(tmp_path: Path) -> Iterator[Make]:
     made: list[Engine] = []
 
-    def make(mode: StatementMode) -> Engine:
+    def make(mode: str) -> Engine:
         path = tmp_path / f"prepared-{len(made)}.sqlite3"
         engine = create_engine(f"sqlite:///{path}", execution_options={EXECUTION_OPTION: mode})
         metadata.create_all(engine)
@@ -130,7 +130,7 @@ def _postgres_maker(**engine_options: Any) -> Iterator[Make]:
         pytest.skip("PostgreSQL is not reachable (set TIMEBANK_REQUIRE_POSTGRES=1 to fail)")
     made: list[tuple[str, Engine]] = []
 
-    def make(mode: StatementMode) -> Engine:
+    def make(mode: str) -> Engine:
         name = f"tb_prep_{uuid.uuid4().hex[:12]}"
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -368,8 +368,9 @@ def test_refuses_what_it_cannot_do_in_either_mode(engine: Engine) -> None:
 
 
 def test_the_engine_setting_chooses_the_implementation(make_engine: Make) -> None:
-    """Core runs a statement with an execution context; the driver path has none."""
-    for mode in StatementMode:
+    """Core runs a statement with an execution context; the driver path has none. The
+    setting is a StatementMode or its name."""
+    for mode in (*StatementMode, "core", "driver"):
         contexts: list[bool] = []
 
         def before(_c: Any, _cur: Any, _s: str, _p: Any, context: Any, _many: bool,
@@ -379,7 +380,7 @@ def test_the_engine_setting_chooses_the_implementation(make_engine: Make) -> Non
         with make_engine(mode).begin() as conn:
             event.listen(conn, "before_cursor_execute", before)
             BY_ID(conn, {"id": 1})
-        assert contexts == [mode is StatementMode.CORE]
+        assert contexts == [mode == StatementMode.CORE]
 
 
 def test_the_environment_names_the_default_mode() -> None:
