@@ -15,7 +15,6 @@ from sqlalchemy import (
     Connection,
     Table,
     bindparam,
-    delete,
     func,
     insert,
     select,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.storage import schema as s
+from runtime import meta
 from runtime.errors import InvariantViolation, Refusal
 from runtime.statements import Prepared
 
@@ -37,7 +37,6 @@ CLAIMS = cast(Table, s.ClaimRow.__table__)
 DELIVERIES = cast(Table, s.Delivery.__table__)
 #: The states in which a claim is open (counts against limits, may expire).
 OPEN_STATES = tuple(state.value for state in ClaimState if state.open)
-META = cast(Table, s.Meta.__table__)
 RECEIPTS = cast(Table, s.Receipt.__table__)
 
 
@@ -204,12 +203,10 @@ class Repo:
     # meta ---------------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
-        value = self.conn.execute(select(META.c.value).where(META.c.key == key)).scalar()
-        return cast(str | None, value)
+        return meta.read(self.conn, key)
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute(delete(META).where(META.c.key == key))
-        self.conn.execute(insert(META).values(key=key, value=value))
+        meta.write(self.conn, key, value)
 
     # admissions and keys ------------------------------------------------------------
 
