@@ -12,10 +12,11 @@ from __future__ import annotations
 NODE_ID_DIGITS = 6
 
 
-def is_node_id(text: str) -> bool:
-    """Whether ``text`` is a node id: exactly six ASCII digits (no sign, no spaces, no
-    full-width or other Unicode digits)."""
-    return len(text) == NODE_ID_DIGITS and text.isascii() and text.isdigit()
+def is_node_id(text: object) -> bool:
+    """Whether ``text`` is a node id: a string of exactly six ASCII digits (no sign, no
+    spaces, no full-width or other Unicode digits)."""
+    return (isinstance(text, str) and len(text) == NODE_ID_DIGITS and text.isascii()
+            and text.isdigit())
 
 
 __all__ = ["NODE_ID_DIGITS", "is_node_id"]

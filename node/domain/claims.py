@@ -31,6 +31,7 @@ from runtime.errors import InvalidArgument, InvariantViolation, Refusal
 from timebank.claimkinds import MAX_MOVE_MINUTES as MAX_MOVE_MINUTES
 from timebank.claimkinds import MAX_REDEMPTION_MINUTES as MAX_REDEMPTION_MINUTES
 from timebank.claimkinds import ClaimKind as ClaimKind
+from timebank.ids import is_node_id
 
 #: The longest reason code (the clearinghouse's, or its own refusal's) and detail kept.
 MAX_REASON_CHARS = 32
@@ -38,7 +39,6 @@ MAX_DETAIL_CHARS = 500
 
 _UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _PERSON_REF = re.compile(r"[0-9a-f]{64}")
-_NODE_ID = re.compile(r"[0-9]{6}")
 
 
 
@@ -271,7 +271,7 @@ class Claim:
             return f"unknown kind, role or state {self.kind!r}, {self.role!r}, {self.state!r}"
         if self.state not in TRANSITIONS[self.role]:
             return f"a {self.role.value}'s claim is never {self.state.value}"
-        if not (isinstance(self.counterparty, str) and _NODE_ID.fullmatch(self.counterparty)):
+        if not (is_node_id(self.counterparty)):
             return f"the counterparty {str(self.counterparty)[:16]!r} is not a node id"
         if not _PERSON_REF.fullmatch(self.person_ref):
             return "a PersonRef is 64 lowercase hexadecimal characters"

@@ -66,6 +66,7 @@ from runtime.errors import (
     NotFound,
     ResourceExhausted,
 )
+from timebank.ids import is_node_id
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import node_pb2
@@ -274,7 +275,7 @@ def start_move(tx: Tx, person_id: int, to_node_id: str) -> ClaimView:
     clearinghouse then names it the person's home. However large the balance, the city's
     cap allowed it, so the claim carries it (the new home applies its own cap)."""
     person = tx.repo.people.get(person_id)
-    if not (len(to_node_id) == 6 and to_node_id.isdigit() and to_node_id.isascii()):
+    if not is_node_id(to_node_id):
         raise InvalidArgument("the new home is a district's 6-digit node id, e.g. 320113",
                               "MALFORMED_NODE_ID")
     if to_node_id == tx.node.node_id:
