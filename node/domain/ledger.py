@@ -35,32 +35,27 @@ class EntryKind(StrEnum):
     CLAIM = "claim"  # a completed claim between districts: this node's leg, via clearing
 
 
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A ledger account, named by a stable code that is part of the hash chain."""
+#: Holder accounts never go below zero; sources and clearing may.
+NEVER_NEGATIVE_KINDS = frozenset({AccountKind.PERSON, AccountKind.DONATION_POOL,
+                                  AccountKind.CONSUMPTION})
 
-    kind: AccountKind
-    origin: Origin | None = None
-    person_ref: str | None = None
+
+@dataclass(frozen=True, slots=True)
+class Account(accounts.Account):
+    """A ledger account: the contract's account (``timebank.accounts``), whose code is
+    part of the hash chain every reader recomputes, with the node's own rule of which
+    accounts may never go below zero. A malformed account here is a bug."""
 
     def __post_init__(self) -> None:
-        if (self.kind is AccountKind.PERSON) != (self.person_ref is not None):
-            raise InvariantViolation("only person accounts name a person")
-        if self.kind in (AccountKind.PERSON, AccountKind.ISSUANCE) and self.origin is None:
-            raise InvariantViolation(f"{self.kind} accounts carry an origin")
-
-    @property
-    def code(self) -> str:
-        if self.kind is AccountKind.PERSON:
-            return f"person/{self.person_ref}/{self.origin}"
-        if self.kind is AccountKind.ISSUANCE:
-            return f"issuance/{self.origin}"
-        return str(self.kind)
+        try:
+            accounts.Account.__post_init__(self)
+        except accounts.AccountCodeError as e:
+            raise InvariantViolation(str(e)) from None
 
     @property
     def never_negative(self) -> bool:
         """Holder accounts never go below zero; sources and clearing may."""
-        return self.kind in (AccountKind.PERSON, AccountKind.DONATION_POOL, AccountKind.CONSUMPTION)
+        return self.kind in NEVER_NEGATIVE_KINDS
 
     @staticmethod
     def of_person(person_ref: str, origin: Origin) -> Account:

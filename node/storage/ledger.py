@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from node.domain.ledger import (
+    NEVER_NEGATIVE_KINDS,
     Account,
     AccountKind,
     Entry,
     EntryKind,
-    Origin,
     Posting,
     StoredEntry,
     account_from_code,
@@ -261,6 +261,4 @@ _INSERT_POSTING = Prepared(insert(POSTINGS))
 _ADD_TO_BALANCE = Prepared(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("aid"))
                            .values(balance=ACCOUNTS.c.balance + bindparam("delta")))
 #: Account kinds whose balance never goes below what is held on them.
-_NEVER_NEGATIVE = frozenset(k.value for k in AccountKind if Account(
-    k, Origin.INDIVIDUAL if k in (AccountKind.PERSON, AccountKind.ISSUANCE) else None,
-    "x" if k is AccountKind.PERSON else None).never_negative)
+_NEVER_NEGATIVE = frozenset(k.value for k in NEVER_NEGATIVE_KINDS)
