@@ -34,6 +34,10 @@ def witness_name(node_id: str) -> str:
     return f"timebank.district/{node_id}"
 
 
+#: The largest tree size, leaf index or delivery sequence number anyone may name: what a
+#: signed 64-bit database integer holds. A larger one is a malformed request, refused
+#: before it reaches a database driver (which would overflow).
+MAX_LOG_NUMBER = 2**63 - 1
 DISTRICTS_PREFIX = "timebank-districts "
 TIME_PREFIX = "timebank-time "
 

@@ -65,6 +65,7 @@ from runtime.errors import (
     ResourceExhausted,
 )
 from timebank.envelope import KeyRing, Signed
+from timebank.transparency import MAX_LOG_NUMBER
 from timebank.v1 import clearing_pb2
 
 PROPOSE = "claim.propose"
@@ -414,8 +415,8 @@ def deliveries_after(tx: Tx, node_id: str, after_seq: int,
     """The node's deliveries with a sequence number above ``after_seq``, in order, as
     (seq, unsigned serialised ``timebank.v1.Delivery``); at most ``limit``."""
     _queue_of(tx, node_id)
-    if isinstance(after_seq, bool) or after_seq < 0:
-        raise InvalidArgument("after_seq is 0 or more", "BAD_SEQ")
+    if isinstance(after_seq, bool) or not 0 <= after_seq <= MAX_LOG_NUMBER:
+        raise InvalidArgument(f"after_seq is 0 to {MAX_LOG_NUMBER}", "BAD_SEQ")
     if isinstance(limit, bool) or not 1 <= limit <= MAX_DELIVERIES_PER_READ:
         raise InvalidArgument(f"a read returns 1 to {MAX_DELIVERIES_PER_READ} deliveries",
                               "BAD_LIMIT")
@@ -429,8 +430,8 @@ def ack(tx: Tx, node_id: str, seq: int) -> int:
     or late ack). FAILED_PRECONDITION ACK_BEYOND_DELIVERED: ``seq`` was never delivered.
     """
     acked = _queue_of(tx, node_id)
-    if isinstance(seq, bool) or seq < 0:
-        raise InvalidArgument("a sequence number is 0 or more", "BAD_SEQ")
+    if isinstance(seq, bool) or not 0 <= seq <= MAX_LOG_NUMBER:
+        raise InvalidArgument(f"a sequence number is 0 to {MAX_LOG_NUMBER}", "BAD_SEQ")
     last = tx.repo.last_delivery_seq(node_id)
     if seq > last:
         raise FailedPrecondition(

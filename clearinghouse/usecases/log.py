@@ -168,8 +168,9 @@ def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeH
     """A stored head with its cosignatures: of ``size``, or the latest (cosigned by a
     quorum of districts, if asked). NOT_FOUND if there is none."""
     log = log_of(tx)
-    if size < 0:
-        raise InvalidArgument("a tree size is 0 or more", "BAD_LOG_RANGE")
+    if not 0 <= size <= transparency.MAX_LOG_NUMBER:
+        raise InvalidArgument(f"a tree size is 0 to {transparency.MAX_LOG_NUMBER}",
+                              "BAD_LOG_RANGE")
     if size == 0 and cosigned:
         candidates = log.cosigned_sizes(1, limit=64)
         chosen = next((s for s in candidates if _cosigned_by_quorum(tx, s)), None)
@@ -274,6 +275,9 @@ def add_cosignature(tx: Tx, envelope: Signed, ring: KeyRing,
         raise PermissionDenied(f"node {envelope.signer} may cosign only as itself",
                                "NOT_YOUR_SIGNATURE")
     log = log_of(tx)
+    if not 0 <= msg.size <= transparency.MAX_LOG_NUMBER:
+        raise InvalidArgument(f"a cosigned tree size is 0 to {transparency.MAX_LOG_NUMBER}",
+                              "BAD_LOG_RANGE")
     found = log.tree_head(msg.size)
     if found is None:
         raise NotFound(f"no tree head of size {msg.size} was published", "NO_TREE_HEAD")
