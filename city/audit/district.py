@@ -54,13 +54,6 @@ def _entries(node: Node) -> Iterator[tuple[Any, list[Any]]]:
         after = rows[-1].seq
 
 
-def _node_account(account: Account) -> ledger.Account:
-    """The node domain's account of the contract's (the same names, until the node's
-    ledger takes the contract's types)."""
-    origin = None if account.origin is None else ledger.Origin(account.origin)
-    return ledger.Account(ledger.AccountKind(account.kind), origin, account.person_ref)
-
-
 def _accounts(node: Node) -> tuple[dict[int, Any], dict[int, Account]]:
     """The district's account rows by id, and the account each one's code names."""
     rows = {r.id: r for r in node.conn.execute(select(t.accounts).order_by(t.accounts.c.id))}
@@ -101,7 +94,9 @@ def _ledger_check(node: Node) -> str:
             if account is None:
                 bad("postings", f"{where}, posting {p.position}", "no such account")
                 continue
-            parts.append(ledger.Posting(_node_account(account), int(p.minutes)))
+            parts.append(ledger.Posting(ledger.Account(account.kind, account.origin,
+                                                       account.person_ref),
+                                        int(p.minutes)))
             hashed.append((account.code, int(p.minutes)))
         try:
             ledger.Entry(kind=ledger.EntryKind(row.kind), postings=tuple(parts), at=row.at,

@@ -8,6 +8,7 @@ rewritten history no longer matches a head anyone has kept.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,9 +73,12 @@ def issuance(origin: Origin) -> Account:
     return Account(AccountKind.ISSUANCE, origin)
 
 
+@functools.lru_cache(maxsize=4096)
 def account_from_code(code: str) -> Account:
     """Parse an account code back into an Account (the inverse of ``Account.code``), by
-    the contract's one reading of codes (``timebank.accounts.parse_account``)."""
+    the contract's one reading of codes (``timebank.accounts.parse_account``). Accounts
+    are immutable and a node reads the same few codes over and over, so the last few
+    thousand parsed are kept rather than checked twice again on every read."""
     try:
         parsed = accounts.parse_account(code)
     except accounts.AccountCodeError as e:
