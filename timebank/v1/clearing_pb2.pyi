@@ -303,6 +303,7 @@ class ClaimProposal(_message.Message):
     ORIGINS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    POLICY_SHA256_FIELD_NUMBER: _builtins.int
     claim_id: _builtins.str
     """UUIDv7, chosen by the proposer; the idempotency key"""
     kind: Global___ClaimKind.ValueType
@@ -318,6 +319,8 @@ class ClaimProposal(_message.Message):
     """for the debtor's who-may-redeem rules"""
     recipient_priority: _builtins.bool
     minutes: _builtins.int
+    policy_sha256: _builtins.bytes
+    """SHA-256 of the city policy TOML the proposer runs"""
     @_builtins.property
     def origins(self) -> _containers.RepeatedCompositeFieldContainer[Global___OriginMinutes]:
         """move: the balance by origin"""
@@ -341,10 +344,11 @@ class ClaimProposal(_message.Message):
         origins: _abc.Iterable[Global___OriginMinutes] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        policy_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "created_at", b"created_at", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "origins", b"origins", "payer_ref", b"payer_ref", "recipient_age", b"recipient_age", "recipient_priority", b"recipient_priority", "recipient_ref", b"recipient_ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "created_at", b"created_at", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "origins", b"origins", "payer_ref", b"payer_ref", "policy_sha256", b"policy_sha256", "recipient_age", b"recipient_age", "recipient_priority", b"recipient_priority", "recipient_ref", b"recipient_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,12 +365,15 @@ class ClaimDecision(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    POLICY_SHA256_FIELD_NUMBER: _builtins.int
     claim_id: _builtins.str
     accept: _builtins.bool
     reason: Global___ClaimReason.ValueType
     """when refused"""
     detail: _builtins.str
     """for operators; never personal data"""
+    policy_sha256: _builtins.bytes
+    """SHA-256 of the city policy TOML the debtor decided under"""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -377,10 +384,11 @@ class ClaimDecision(_message.Message):
         reason: Global___ClaimReason.ValueType = ...,
         detail: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        policy_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "at", b"at", "claim_id", b"claim_id", "detail", b"detail", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "at", b"at", "claim_id", b"claim_id", "detail", b"detail", "policy_sha256", b"policy_sha256", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -833,6 +841,8 @@ class Admissions(_message.Message):
 
     CERTIFICATES_FIELD_NUMBER: _builtins.int
     REVOKED_NODE_IDS_FIELD_NUMBER: _builtins.int
+    ROSTERS_FIELD_NUMBER: _builtins.int
+    POLICIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Every admission certificate the clearinghouse accepted (serialised, city-signed
@@ -843,15 +853,25 @@ class Admissions(_message.Message):
     def revoked_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """districts whose current key is revoked"""
 
+    @_builtins.property
+    def rosters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """every city-signed roster envelope, by epoch"""
+
+    @_builtins.property
+    def policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """every city-signed policy envelope, by serial"""
+
     def __init__(
         self,
         *,
         certificates: _abc.Iterable[_builtins.bytes] | None = ...,
         revoked_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rosters: _abc.Iterable[_builtins.bytes] | None = ...,
+        policies: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "revoked_node_ids", b"revoked_node_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "policies", b"policies", "revoked_node_ids", b"revoked_node_ids", "rosters", b"rosters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1007,6 +1027,108 @@ class ConsistencyProof(_message.Message):
 Global___ConsistencyProof: _TypeAlias = ConsistencyProof  # noqa: Y015
 
 @_typing.final
+class RosterMember(_message.Message):
+    """kind "roster": signed by the city root key. The set of districts the city has
+    admitted, with the key each signs with, as of one epoch. Every admission, rotation or
+    revocation is followed by a roster with the next epoch; the quorum of districts that
+    makes a tree head final is counted over the roster a head names (its
+    "timebank-roster EPOCH DIGEST" line), never over a number the clearinghouse writes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    DISTRICT_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SERIAL_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    district: _builtins.str
+    public_key: _builtins.bytes
+    """32-byte Ed25519, as the member's current admission states"""
+    serial: _builtins.int
+    """that admission certificate's serial"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        district: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        serial: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district", b"district", "node_id", b"node_id", "public_key", b"public_key", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RosterMember: _TypeAlias = RosterMember  # noqa: Y015
+
+@_typing.final
+class Roster(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """1, 2, 3 ... never reused"""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___RosterMember]:
+        """by node id; only districts whose key is valid"""
+
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        members: _abc.Iterable[Global___RosterMember] | None = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "issued_at", b"issued_at", "members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Roster: _TypeAlias = Roster  # noqa: Y015
+
+@_typing.final
+class CityPolicy(_message.Message):
+    """kind "policy": signed by the city root key. The city policy (the TOML every node
+    runs), and from when it applies to everyone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    POLICY_TOML_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    """1, 2, 3 ..."""
+    policy_toml: _builtins.str
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        policy_toml: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "issued_at", b"issued_at", "policy_toml", b"policy_toml", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CityPolicy: _TypeAlias = CityPolicy  # noqa: Y015
+
+@_typing.final
 class CosignBody(_message.Message):
     """kind "cosign": signed by a node. A witness's cosignature on a tree head it checked."""
 
@@ -1047,12 +1169,15 @@ class NodeCheckpoint(_message.Message):
     CHAIN_HEAD_FIELD_NUMBER: _builtins.int
     LEDGER_ROOT_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    POLICY_SHA256_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     entry_count: _builtins.int
     chain_head: _builtins.bytes
     """the hash of entry `entry_count` (the genesis hash for 0)"""
     ledger_root: _builtins.bytes
     """RFC 9162 root over the entries' hashes, in sequence order"""
+    policy_sha256: _builtins.bytes
+    """SHA-256 of the city policy TOML the node runs"""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1063,10 +1188,11 @@ class NodeCheckpoint(_message.Message):
         chain_head: _builtins.bytes = ...,
         ledger_root: _builtins.bytes = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        policy_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "chain_head", b"chain_head", "entry_count", b"entry_count", "ledger_root", b"ledger_root", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "chain_head", b"chain_head", "entry_count", b"entry_count", "ledger_root", b"ledger_root", "node_id", b"node_id", "policy_sha256", b"policy_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
