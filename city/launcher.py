@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import timebank
 from clearinghouse import config as ch_config
 from clearinghouse.bootstrap import city_key, init_city, key_info, open_app
-from clearinghouse.bureau import issue_admission
+from clearinghouse.bureau import issue_admission, publish_roster
 from clearinghouse.usecases import admission
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
@@ -206,6 +206,7 @@ def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout],
                 app.execute(admission.admit, certificate, keys.public_key(root))
             if net_debit_limit and app.query(ch_claims.net_debit_limit, n.node_id) == 0:
                 app.execute(ch_claims.set_net_debit_limit, n.node_id, net_debit_limit)
+        publish_roster(app, root)
     finally:
         app.db.dispose()
 

@@ -92,8 +92,9 @@ def verify_command(
     theirs = f"{found.entries} {'entry' if found.entries == 1 else 'entries'} of theirs"
     echo(f"as of     ledger entry {found.entry_count} ({theirs}), "
          f"log leaf {found.log_index} in the tree head of {found.head_size} leaves")
-    echo(f"cosigned  by {len(found.cosigners)} of {found.districts} districts "
-         f"({', '.join(found.cosigners) or 'none'}); quorum {found.quorum}")
+    echo(f"cosigned  by {len(found.cosigners)} of the city's {found.districts} districts "
+         f"other than {escape(found.district)} ({', '.join(found.cosigners) or 'none'}); "
+         f"quorum {found.quorum} (from the city-signed roster)")
     if found.final:
         echo("[bold green]genuine[/]")
     else:

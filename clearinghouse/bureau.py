@@ -1,4 +1,4 @@
-"""The bureau's own signing acts: admission certificates and revocations.
+"""The bureau's own signing acts: admission certificates, revocations and rosters.
 
 Both are signed by the city root key (signer ``city``) over a ``timebank.v1`` body, as
 ADR 0003 and 0005 fix. The clearinghouse checks them with ``usecases.admission``; this
@@ -11,9 +11,12 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from clearinghouse.usecases import roster
 from clearinghouse.usecases.admission import ADMISSION, REVOCATION
+from clearinghouse.usecases.app import ClearinghouseApp
+from timebank import roster as rosters
 from timebank.envelope import CITY, Signed, sign
-from timebank.keys import SigningKey
+from timebank.keys import SigningKey, public_key
 from timebank.v1 import clearing_pb2
 
 
@@ -42,3 +45,21 @@ def issue_revocation(city_key: SigningKey, node_id: str, key_id: str, reason: st
         node_id=node_id, key_id=key_id, reason=reason, at=_timestamp(at),
     ).SerializeToString(deterministic=True)
     return sign(REVOCATION, body, CITY, city_key)
+
+
+def issue_roster(city_key: SigningKey, epoch: int, members: list[rosters.Member],
+                 at: datetime) -> Signed:
+    """A city-signed ``roster``: the districts admitted at ``epoch``, with their keys."""
+    return sign(rosters.KIND, rosters.body(epoch, members, at), CITY, city_key)
+
+
+def publish_roster(app: ClearinghouseApp, city_key: SigningKey) -> rosters.Roster | None:
+    """Sign and publish the roster of who is admitted now, unless the latest one says
+    exactly that already (then None). Run after every admission, rotation or revocation:
+    until it is, tree heads keep naming the roster before."""
+    if app.query(roster.is_current) and app.query(roster.named) is not None:
+        return None
+    epoch = app.query(roster.next_epoch)
+    members = app.query(roster.expected_members)
+    act = issue_roster(city_key, epoch, members, app.clock.now())
+    return app.execute(roster.publish, act, public_key(city_key))

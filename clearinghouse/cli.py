@@ -41,6 +41,7 @@ from timebank.minutes import MAX_MINUTES, format_hours
 
 if TYPE_CHECKING:  # the database layer loads only for the commands that open it
     from clearinghouse.storage.repo import AdmissionRecord
+    from timebank.roster import Roster
 
 MAX_SERIAL = 2**63 - 1
 
@@ -91,6 +92,13 @@ ConfigFile = Annotated[Path, typer.Option(
 NodeId = Annotated[str, typer.Option(
     "--node-id", metavar="CODE",
     help="The district's 6-digit administrative division code, e.g. 320115.")]
+
+
+def _print_roster(published: Roster | None) -> None:
+    if published is not None:
+        echo(f"城市名册 city roster: epoch {published.epoch}, "
+             f"{len(published.members)} districts (signed by the city root key; every tree "
+             "head names it, and a quorum is more than half of it)")
 
 
 def _public_key(text: str) -> bytes:
@@ -193,7 +201,7 @@ def admit_command(
     district) needs a higher serial and retires the old key for ever.
     """
     from clearinghouse.bootstrap import city_key, open_app
-    from clearinghouse.bureau import issue_admission
+    from clearinghouse.bureau import issue_admission, publish_roster
     from clearinghouse.usecases import admission
 
     key = _public_key(public_key)
@@ -205,15 +213,18 @@ def admit_command(
         if (old is not None and not old.revoked and old.public_key == key
                 and old.district == district and serial in (None, old.serial)):
             _print_admission(old, "already admitted (unchanged)")
+            _print_roster(publish_roster(app_, root))
             return
         if serial is None:
             serial = 1 if old is None else old.serial + 1
         certificate = issue_admission(root, node_id, district, key, serial,
                                       app_.clock.now())
         record = app_.execute(admission.admit, certificate, keys.public_key(root))
+        published = publish_roster(app_, root)
     finally:
         app_.db.dispose()
     _print_admission(record, "node admitted")
+    _print_roster(published)
     if old is not None and old.key_id != record.key_id:
         echo(f"[yellow]The old key {old.key_id} of {old.node_id} is retired and revoked for "
              "ever.[/]")
@@ -236,7 +247,7 @@ def revoke_command(
     for a new key (`admit` with its new public key) to sign again.
     """
     from clearinghouse.bootstrap import city_key, open_app
-    from clearinghouse.bureau import issue_revocation
+    from clearinghouse.bureau import issue_revocation, publish_roster
     from clearinghouse.usecases import admission
 
     if not reason.strip():
@@ -248,8 +259,10 @@ def revoke_command(
         act = issue_revocation(root, node_id, key_id, reason.strip(), app_.clock.now())
         app_.execute(admission.revoke, act, keys.public_key(root))
         record = app_.query(admission.admission, node_id)
+        published = publish_roster(app_, root)
     finally:
         app_.db.dispose()
+    _print_roster(published)
     if record is not None and record.key_id == key_id:
         _print_admission(record, "key revoked")
     else:

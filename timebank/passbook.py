@@ -1,8 +1,8 @@
 """A person's passbook (电子存折): their balance and history as of an anchored checkpoint
 of their district's ledger, signed by the district, with everything a reader needs to
 tie it to the city's transparency log; and the checks that reader makes, offline, with
-only the city's two public keys: the city root key (it signs admission certificates) and
-the clearinghouse key (it signs the log's tree heads).
+only the city's two public keys: the city root key (it signs the roster of districts)
+and the clearinghouse key (it signs the log's tree heads).
 
 The file is JSON (format ``FORMAT``): ``statement`` holds the data, ``signature`` the
 node's signed envelope (kind ``KIND``) whose body is ``digest(statement)``, the SHA-256
@@ -15,20 +15,24 @@ previous hash, and its RFC 9162 inclusion proof in the ledger tree whose root th
 anchored checkpoint states (leaves: the hashes of entries 1..count). The anchor brings
 the signed checkpoint, its log leaf, the leaf's inclusion proof and the clearinghouse's
 tree head; ``cosigned`` the same leaf proven in a head cosigned by a quorum of districts,
-when one was available; ``certificates`` the city-signed admissions that give the keys.
+when one was available; ``rosters`` the city-signed rosters (``timebank.roster``) those
+heads name.
 
 ``verify_statement`` checks every part, the most specific first, so a refusal names what
-is wrong: the certificates (city-signed) give the node's key; the checkpoint is the
-node's and states the anchored entry count and ledger root; its log leaf is in the
-clearinghouse's tree head, which enough districts cosigned; each entry's hash is
-recomputed from its fields, chains to the entry before it where they are consecutive,
-and is proven in the anchored ledger tree; the balance is the sum of the person's
-postings; and last, the node signed all of it.
+is wrong: the anchor's head names a city-signed roster, which gives the node's key as it
+was when the checkpoint was logged (so a passbook outlives a key rotation); the
+checkpoint is the node's and states the anchored entry count and ledger root; its log
+leaf is in the clearinghouse's tree head, which a quorum of the roster that head names
+cosigned, under the keys that roster lists and never counting the node itself; each
+entry's hash is recomputed from its fields, chains to the entry before it where they
+are consecutive, and is proven in the anchored ledger tree; the balance is the sum of
+the person's postings; and last, the node signed all of it (with the key of either
+roster).
 
 What it cannot show: that the statement lists *every* entry touching the person (the
-node chooses which to include). The quorum is more than half of the districts the
-cosigned tree head itself says the city had (its signed "timebank-districts" line, which
-the audit checks against the log's admissions); the certificates carried only give keys.
+node chooses which to include). The quorum comes only from what the city signed: a
+clearinghouse cannot lower it, and the witnesses refuse a head naming a roster they
+cannot verify or one older than they have seen.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ from nacl.signing import SigningKey
 
 from timebank import anchors, chain, merkle, transparency
 from timebank import checkpoint as notes
+from timebank import roster as rosters
 from timebank.accounts import AccountCodeError, AccountKind, is_person_ref, parse_account
-from timebank.envelope import CITY, EnvelopeError, Signed, sign, verify
+from timebank.envelope import EnvelopeError, Signed, sign, verify
 from timebank.v1 import clearing_pb2 as pb
 
 __all__ = ["FORMAT", "KIND", "StatementError", "Verified", "b64", "digest", "guard", "load",
@@ -163,44 +168,49 @@ def _signed_by(env: Signed, key: bytes) -> bool:
 # ------------------------------------------------------------------ the checks
 
 
-def _certificates(doc: dict[str, Any], city_key: bytes) -> dict[str, pb.AdmissionCertificate]:
-    """The admitted districts the statement carries, by node id (highest serial)."""
-    out: dict[str, pb.AdmissionCertificate] = {}
-    for i, text in enumerate(_get(doc, "certificates", list, "certificates")):
-        env = _envelope(_bytes(text, f"certificate {i + 1}"), f"certificate {i + 1}")
-        if env.kind != "admission" or env.signer != CITY or not _signed_by(env, city_key):
-            raise StatementError(f"certificate {i + 1} is not an admission signed by the "
-                                 "city root key")
-        cert = _parse(pb.AdmissionCertificate, env.body, f"certificate {i + 1}")
-        old = out.get(cert.node_id)
-        if old is None or cert.serial > old.serial:
-            out[cert.node_id] = cert
+#: Most rosters a statement may carry (the anchor's and the cosigned head's are enough).
+MAX_ROSTERS = 8
+
+
+def _rosters(doc: dict[str, Any], city_key: bytes) -> dict[bytes, rosters.Roster]:
+    """The city-signed rosters the statement carries, by digest: they give the districts
+    of the city, their keys and so the quorum, at the heads the statement cites."""
+    carried = _get(doc, "rosters", list, "rosters")
+    if len(carried) > MAX_ROSTERS:
+        raise StatementError(f"the statement carries more than {MAX_ROSTERS} rosters")
+    out: dict[bytes, rosters.Roster] = {}
+    for i, text in enumerate(carried):
+        try:
+            found = rosters.read_bytes(_bytes(text, f"roster {i + 1}"), city_key)
+        except rosters.RosterError as e:
+            raise StatementError(f"roster {i + 1} is not the city's: {e}") from None
+        out[found.digest] = found
     return out
 
 
-def _all_keys(doc: dict[str, Any], city_key: bytes) -> dict[str, list[bytes]]:
-    """Every key the carried (city-signed) certificates give each district: a district
-    may have cosigned with a key it has since rotated."""
-    keys: dict[str, list[bytes]] = {}
-    for text in _get(doc, "certificates", list, "certificates"):
-        env = _envelope(_bytes(text, "certificate"), "certificate")
-        if env.kind == "admission" and env.signer == CITY and _signed_by(env, city_key):
-            cert = _parse(pb.AdmissionCertificate, env.body, "certificate")
-            keys.setdefault(cert.node_id, []).append(bytes(cert.public_key))
-    return keys
-
-
-def _cosigners(head: transparency.Head, keys: dict[str, list[bytes]]) -> list[str]:
-    """The districts whose cosignature on ``head`` verifies under one of their keys."""
-    found = []
-    for node_id, candidates in sorted(keys.items()):
-        name = transparency.witness_name(node_id)
-        try:
-            if any(notes.cosigners(head.note, {name: k}) for k in candidates):
-                found.append(node_id)
-        except notes.CheckpointError as e:
-            raise StatementError(f"the tree head is malformed: {e}") from None
+def _roster_of(head: transparency.Head, carried: dict[bytes, rosters.Roster],
+               what: str) -> rosters.Roster:
+    """The city-signed roster ``head`` names, which the statement must carry."""
+    try:
+        found = rosters.by_digest(carried, head.roster)
+    except rosters.RosterError as e:
+        raise StatementError(f"the {what} tree head of {head.size} leaves: {e}") from None
+    if head.districts is not None and head.districts != len(found.members):
+        raise StatementError(f"the {what} tree head says the city had {head.districts} "
+                             f"districts; the roster it names lists {len(found.members)}")
     return found
+
+
+def _cosigners(head: transparency.Head, roster: rosters.Roster, subject: str) -> list[str]:
+    """The roster's districts, other than ``subject``, whose cosignature on ``head``
+    verifies under the key the roster gives them. A cosignature line that claims a
+    member's key and fails rejects the head."""
+    try:
+        found = notes.cosigners(head.note, roster.witnesses())
+    except notes.CheckpointError as e:
+        raise StatementError(f"the tree head is malformed: {e}") from None
+    by_name = {transparency.witness_name(m.node_id): m.node_id for m in roster.members}
+    return roster.counted((by_name[name] for name in found), subject)
 
 
 def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
@@ -223,24 +233,30 @@ def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
     return raw, count, root
 
 
+def _head(part: dict[str, Any], what: str, ch_key: bytes) -> transparency.Head:
+    note = _get(part, "tree_head", str, f"{what} tree head")
+    try:
+        return transparency.check_head(note, ch_key)
+    except transparency.LogError as e:
+        raise StatementError(f"the {what} tree head: {e}") from None
+    except notes.CheckpointError as e:
+        raise StatementError(f"the {what} tree head is malformed: {e}") from None
+
+
 def _check_logged(part: dict[str, Any], what: str, checkpoint: bytes, node_id: str,
-                  ch_key: bytes) -> tuple[int, transparency.Head]:
+                  head: transparency.Head) -> int:
     index = _get(part, "log_index", int, f"{what} log index")
     entry = _bytes(part.get("log_entry"), f"{what} log entry")
     leaf = _parse(pb.LogEntry, entry, f"{what} log entry")
     if (leaf.kind != anchors.LEAF_KIND or leaf.envelope != checkpoint
             or leaf.node_id != node_id):
         raise StatementError(f"the {what} log entry does not record this checkpoint")
-    note = _get(part, "tree_head", str, f"{what} tree head")
     try:
-        head = transparency.check_head(note, ch_key)
         transparency.check_included(entry, index, head,
                                     _hashes(part.get("log_proof"), f"{what} log proof"))
     except transparency.LogError as e:
         raise StatementError(f"the {what} tree head: {e}") from None
-    except notes.CheckpointError as e:
-        raise StatementError(f"the {what} tree head is malformed: {e}") from None
-    return index, head
+    return index
 
 
 def _canonical_entry(e: dict[str, Any]) -> bytes:
@@ -313,9 +329,10 @@ def _fmt(by_origin: dict[str, Any]) -> str:
 
 
 def _check_signature(doc: dict[str, Any], statement: dict[str, Any], node_id: str,
-                     label: str, key: bytes) -> None:
+                     label: str, keys: tuple[bytes, ...]) -> None:
     env = _envelope(_bytes(doc.get("signature"), "signature"), "signature")
-    if env.kind != KIND or env.signer != node_id or not _signed_by(env, key):
+    if (env.kind != KIND or env.signer != node_id
+            or not any(_signed_by(env, key) for key in keys)):
         raise StatementError(f"the statement is not signed by {label}'s admitted key")
     if env.body != digest(statement):
         raise StatementError(f"the statement was changed after {label} signed it")
@@ -331,35 +348,33 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
         raise StatementError(f"the signed part is not {FORMAT}")
     node = _get(st, "node", dict, "node")
     node_id = _get(node, "node_id", str, "node id")
-    certs = _certificates(st, city_key)
-    cert = certs.get(node_id)
-    if cert is None:
-        raise StatementError(f"the statement carries no city-signed admission certificate "
-                             f"for node {node_id}")
-    label = cert.district
-    if _get(node, "district", str, "district") != cert.district:
-        raise StatementError(f"the statement names node {node_id} {node['district']}, but "
-                             f"the city admitted {node_id} as {cert.district}")
-    key = bytes(cert.public_key)
+    carried = _rosters(st, city_key)
     anchor = _get(st, "anchor", dict, "anchor")
-    checkpoint, count, root = _check_checkpoint(anchor, node_id, label, key)
-    index, head = _check_logged(anchor, "anchor's", checkpoint, node_id, ch_key)
-    final = st.get("cosigned")
-    if final is not None:
-        c_index, head = _check_logged(_get(st, "cosigned", dict, "cosigned head"),
-                                      "cosigned", checkpoint, node_id, ch_key)
-        if c_index != index:
+    anchor_head = _head(anchor, "anchor's", ch_key)
+    member = _roster_of(anchor_head, carried, "anchor's").member(node_id)
+    if member is None:
+        raise StatementError(f"the city's roster at the anchor does not admit node {node_id}")
+    label = member.district
+    if _get(node, "district", str, "district") != member.district:
+        raise StatementError(f"the statement names node {node_id} {node['district']}, but "
+                             f"the city admitted {node_id} as {member.district}")
+    checkpoint, count, root = _check_checkpoint(anchor, node_id, label, member.public_key)
+    index = _check_logged(anchor, "anchor's", checkpoint, node_id, anchor_head)
+    head, what = anchor_head, "anchor's"
+    if st.get("cosigned") is not None:
+        final = _get(st, "cosigned", dict, "cosigned head")
+        head, what = _head(final, "cosigned", ch_key), "cosigned"
+        if _check_logged(final, "cosigned", checkpoint, node_id, head) != index:
             raise StatementError("the cosigned proof is of another log leaf than the anchor's")
-    if head.districts is None:
-        raise StatementError(f"the tree head of {head.size} leaves does not say how many "
-                             "districts the city had")
-    cosigners = _cosigners(head, _all_keys(st, city_key))
-    quorum = transparency.quorum(head.districts)
-    if len(cosigners) < quorum and not allow_uncosigned:
+    roster = _roster_of(head, carried, what)
+    cosigners = _cosigners(head, roster, node_id)
+    if len(cosigners) < roster.quorum and not allow_uncosigned:
         raise StatementError(
             f"not final: the tree head of {head.size} leaves is cosigned by "
-            f"{len(cosigners)} of the city's {head.districts} districts; a quorum is "
-            f"{quorum}")
+            f"{len(cosigners)} of the city's {len(roster.members)} districts other than "
+            f"{label} itself; a quorum is {roster.quorum}")
+    now_member = roster.member(node_id)
+    keys = (member.public_key,) + (() if now_member is None else (now_member.public_key,))
     person = _get(st, "person", dict, "person")
     ref = _get(person, "person_ref", str, "PersonRef")
     if not is_person_ref(ref):
@@ -368,13 +383,13 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
     sums = _check_entries(entries, node_id, count, root,
                           _bytes(anchor.get("chain_head"), "anchor chain head"), ref)
     total = _check_balance(_get(st, "balance", dict, "balance"), sums)
-    _check_signature(doc, st, node_id, label, key)
+    _check_signature(doc, st, node_id, label, keys)
     return Verified(name=_get(person, "name", str, "person's name"), person_ref=ref,
-                    node_id=node_id, district=cert.district, total=total,
+                    node_id=node_id, district=member.district, total=total,
                     by_origin={k: v for k, v in sorted(sums.items()) if v},
                     entries=len(entries), entry_count=count, log_index=index,
-                    head_size=head.size, cosigners=cosigners, districts=head.districts,
-                    quorum=quorum)
+                    head_size=head.size, cosigners=cosigners,
+                    districts=len(roster.members), quorum=roster.quorum)
 
 
 def load(data: bytes) -> Any:

@@ -11,6 +11,8 @@ cannot later show it another.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 from timebank import checkpoint as notes
@@ -40,6 +42,8 @@ def witness_name(node_id: str) -> str:
 MAX_LOG_NUMBER = 2**63 - 1
 DISTRICTS_PREFIX = "timebank-districts "
 TIME_PREFIX = "timebank-time "
+ROSTER_PREFIX = "timebank-roster "
+_DIGEST_LEN = 32
 
 
 def districts_line(count: int) -> str:
@@ -52,6 +56,30 @@ def time_line(unix_seconds: int) -> str:
     return f"{TIME_PREFIX}{unix_seconds}"
 
 
+def roster_line(epoch: int, digest: bytes) -> str:
+    """The checkpoint extension line naming the city-signed roster (``timebank.roster``)
+    a head is judged by: its epoch and the SHA-256 of its signed body."""
+    if not 1 <= epoch <= MAX_LOG_NUMBER or len(digest) != _DIGEST_LEN:
+        raise ValueError("a roster line names an epoch from 1 and a 32-byte digest")
+    return f"{ROSTER_PREFIX}{epoch} {base64.b64encode(digest).decode('ascii')}"
+
+
+def _roster(lines: tuple[str, ...]) -> tuple[int, bytes] | None:
+    found = [line for line in lines if line.startswith(ROSTER_PREFIX)]
+    if not found:
+        return None
+    parts = found[0].removeprefix(ROSTER_PREFIX).split(" ")
+    if len(found) == 1 and len(parts) == 2 and parts[0].isdigit() and len(parts[0]) <= 19:
+        try:
+            epoch = int(parts[0])
+            digest = base64.b64decode(parts[1].encode("ascii"), validate=True)
+            if roster_line(epoch, digest) == found[0]:  # one spelling only
+                return epoch, digest
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            pass
+    raise LogError("the tree head's roster line is malformed")
+
+
 def quorum(districts: int) -> int:
     """How many districts must cosign a head for it to be final: more than half."""
     return districts // 2 + 1
@@ -61,13 +89,15 @@ def quorum(districts: int) -> int:
 class Head:
     """A tree head whose clearinghouse signature checked out. ``districts``: how many
     districts the head says were admitted at its size; ``at``: when it was signed (UNIX
-    seconds); None where the head does not say."""
+    seconds); ``roster``: the (epoch, digest) of the city-signed roster it names; None
+    where the head does not say."""
 
     size: int
     root: bytes
     note: str
     districts: int | None = None
     at: int | None = None
+    roster: tuple[int, bytes] | None = None
 
 
 def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
@@ -97,7 +127,8 @@ def _read(note: str) -> tuple[Head, str]:
         raise LogError(f"the tree head is malformed: {e}") from None
     districts = _number(found.extensions, DISTRICTS_PREFIX, 6)
     at = _number(found.extensions, TIME_PREFIX, 19)
-    return Head(found.size, found.root, note, districts, at), found.origin
+    roster = _roster(found.extensions)
+    return Head(found.size, found.root, note, districts, at, roster), found.origin
 
 
 def _number(lines: tuple[str, ...], prefix: str, digits: int) -> int | None:
@@ -142,6 +173,7 @@ __all__ = [
     "districts_line",
     "quorum",
     "read_head",
+    "roster_line",
     "time_line",
     "witness_name",
 ]

@@ -30,6 +30,7 @@ from runtime.statements import Prepared
 
 ADMISSIONS = cast(Table, s.Admission.__table__)
 RETIRED = cast(Table, s.RetiredKey.__table__)
+ROSTERS = cast(Table, s.CityRoster.__table__)
 DIRECTORY = cast(Table, s.DirectoryEntry.__table__)
 POSITIONS = cast(Table, s.Position.__table__)
 ACKS = cast(Table, s.Ack.__table__)
@@ -225,6 +226,27 @@ class Repo:
     def admissions(self) -> list[AdmissionRecord]:
         rows = self.conn.execute(select(ADMISSIONS).order_by(ADMISSIONS.c.node_id))
         return [_admission(row) for row in rows]
+
+    # city-signed rosters -------------------------------------------------------------
+
+    def rosters(self) -> list[bytes]:
+        """Every roster envelope, by epoch."""
+        return [r.envelope for r in
+                self.conn.execute(select(ROSTERS.c.envelope).order_by(ROSTERS.c.epoch))]
+
+    def latest_roster(self) -> tuple[int, bytes, bytes] | None:
+        """(epoch, digest, envelope) of the newest roster, if any."""
+        row = self.conn.execute(select(ROSTERS.c.epoch, ROSTERS.c.digest, ROSTERS.c.envelope)
+                                .order_by(ROSTERS.c.epoch.desc()).limit(1)).first()
+        return None if row is None else (row.epoch, row.digest, row.envelope)
+
+    def roster(self, epoch: int) -> bytes | None:
+        return self.conn.execute(select(ROSTERS.c.envelope)
+                                 .where(ROSTERS.c.epoch == epoch)).scalar_one_or_none()
+
+    def insert_roster(self, epoch: int, digest: bytes, envelope: bytes, at: datetime) -> None:
+        self.conn.execute(insert(ROSTERS).values(epoch=epoch, digest=digest,
+                                                 envelope=envelope, recorded_at=at))
 
     def retired_keys(self, node_id: str | None = None) -> list[RetiredKeyRecord]:
         query = select(RETIRED).order_by(RETIRED.c.node_id, RETIRED.c.serial)

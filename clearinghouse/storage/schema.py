@@ -84,6 +84,17 @@ class RetiredKey(Base):
     revocation: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+class CityRoster(Base):
+    """A city-signed roster (``timebank.roster``), one per epoch, as received; tree heads
+    name the latest by epoch and digest."""
+
+    __tablename__ = "rosters"
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class DirectoryEntry(Base):
     """PersonRef → home node, and the home node's signed registration as received."""
 

@@ -22,7 +22,7 @@ from datetime import UTC
 
 from clearinghouse.domain.claims import Claim, ClaimKind
 from clearinghouse.storage.merkle_log import LeafRow, LogMark, MerkleLog
-from clearinghouse.usecases import directory, wire
+from clearinghouse.usecases import directory, roster, wire
 from clearinghouse.usecases.app import Tx
 from runtime.errors import (
     FailedPrecondition,
@@ -42,6 +42,7 @@ MAX_ENTRIES = 1000
 #: Leaf kinds.
 ADMISSION = "admission"
 REVOCATION = "revocation"
+ROSTER = "roster"
 LIMIT = "limit"
 REGISTRATION = "registration"
 CLAIM = "claim"
@@ -121,7 +122,8 @@ def record_expiry(tx: Tx, claim: Claim) -> int:
 
 
 def record_city_act(tx: Tx, kind: str, certificate: Signed, node_id: str) -> int:
-    """An admission or a revocation: the city's envelope, verbatim as stored."""
+    """An admission, a revocation or a roster: the city's envelope, verbatim as
+    stored."""
     return append(tx, _stamp(clearing_pb2.LogEntry(
         kind=kind, envelope=wire.to_bytes(certificate), node_id=node_id), tx))
 
@@ -147,8 +149,13 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str],
     if found is not None:
         return transparency.read_head(found[1])
     root = log.root(size)
-    lines = (transparency.districts_line(tx.repo.admitted_count()),
-             transparency.time_line(int(tx.now.timestamp())))
+    named = roster.named(tx)
+    if named is None:  # a city whose bureau has signed no roster yet: nothing is final
+        lines: tuple[str, ...] = (transparency.districts_line(tx.repo.admitted_count()),)
+    else:
+        lines = (transparency.districts_line(len(named.members)),
+                 transparency.roster_line(named.epoch, named.digest))
+    lines += (transparency.time_line(int(tx.now.timestamp())),)
     note = sign_note(notes.Checkpoint(log_origin, size, root, lines).body())
     log.add_tree_head(size, root, note, tx.now)
     head = tx.cache.published_head = transparency.read_head(note)
@@ -156,12 +163,18 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str],
 
 
 def _cosigned_by_quorum(tx: Tx, size: int) -> bool:
-    """The head of ``size`` is cosigned by more than half the districts it says the city
-    had at that size."""
+    """The head of ``size`` is cosigned by more than half the districts of the
+    city-signed roster it names (a head naming none is never final)."""
     found = log_of(tx).tree_head(size)
-    districts = None if found is None else transparency.read_head(found[1]).districts
-    return (districts is not None
-            and len(log_of(tx).cosignatures(size)) >= transparency.quorum(districts))
+    line = None if found is None else transparency.read_head(found[1]).roster
+    if line is None:
+        return False
+    named = roster.of_epoch(tx, line[0])
+    if named is None or named.digest != line[1]:
+        return False
+    members = set(named.members)
+    cosigners = {w for w, _, _ in log_of(tx).cosignatures(size)}
+    return len(cosigners & members) >= named.quorum
 
 
 def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeHead:
@@ -250,6 +263,7 @@ def admissions(tx: Tx) -> clearing_pb2.Admissions:
         if a.revoked:
             out.revoked_node_ids.append(a.node_id)
     out.certificates.extend(r.certificate for r in tx.repo.retired_keys())
+    out.rosters.extend(tx.repo.rosters())
     return out
 
 

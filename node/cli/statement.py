@@ -23,7 +23,7 @@ RPC_SECONDS = 10.0
 @dataclass(frozen=True, slots=True)
 class Fetched:
     proof: Any  # clearing_pb2.InclusionProof | None
-    certificates: list[bytes]
+    rosters: list[bytes]
     warning: str
 
 
@@ -55,26 +55,26 @@ def checkpoint_command(config_file: ConfigFile) -> None:
               "anchor the checkpoint")
 
 
-def _admissions(stub: Any) -> list[bytes]:
-    """Every district's city-signed certificates, current and retired: the keys a
-    verifier checks the cosignatures with."""
+def _rosters(stub: Any) -> list[bytes]:
+    """Every city-signed roster: the districts and keys a verifier counts cosignatures
+    with (the statement carries those its heads name)."""
     from timebank.v1 import clearing_pb2 as pb
 
     found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=RPC_SECONDS)
-    return list(found.certificates)
+    return list(found.rosters)
 
 
 def _fetch(config: NodeConfig, index: int) -> Fetched:
     if not config.federated:
         return Fetched(None, [], "this node names no clearinghouse; the statement carries no "
-                                 "admission certificate and will not verify")
+                                 "city roster and will not verify")
     return fetch(config.clearinghouse_address, bytes.fromhex(config.clearinghouse_public_key),
                  index)
 
 
 def fetch(address: str, ch_key: bytes, index: int) -> Fetched:
     """From the clearinghouse at ``address``: log leaf ``index`` (the anchor's) proven in
-    the latest quorum-cosigned head, and every district's certificates (for their keys);
+    the latest quorum-cosigned head, and the city's rosters (districts and their keys);
     what could not be had is said in ``warning``."""
     import grpc
 
@@ -94,7 +94,7 @@ def fetch(address: str, ch_key: bytes, index: int) -> Fetched:
             if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return Fetched(None, [], f"the clearinghouse at {address} "
                                f"cannot be reached ({e.code().name}); the statement carries "
-                               "no admission certificates and will not verify until it is made "
+                               "no city roster and will not verify until it is made "
                                "again")
             proof = None
         if proof is not None:
@@ -105,16 +105,15 @@ def fetch(address: str, ch_key: bytes, index: int) -> Fetched:
             except transparency.LogError as e:
                 fail(f"the clearinghouse's cosigned proof does not hold: {e}")
         try:
-            certificates = _admissions(stub)
+            rosters = _rosters(stub)
         except grpc.RpcError as e:
             return Fetched(proof, [], f"the clearinghouse's log could not be read "
-                           f"({e.code().name}); the statement carries no admission "
-                           "certificates")
+                           f"({e.code().name}); the statement carries no city roster")
     warning = "" if proof is not None else (
         "no tree head is cosigned by a quorum of districts yet: the statement cites the "
         "anchor's own head and is not final (verify it with --allow-uncosigned, or make it "
         "again once the districts have cosigned)")
-    return Fetched(proof, certificates, warning)
+    return Fetched(proof, rosters, warning)
 
 
 @guarded
@@ -142,7 +141,7 @@ def statement_command(
         anchor = app.query(statement.latest_anchor)
         fetched = _fetch(config, int(anchor.log_index))
         doc = app.query(statement.build_statement, person_id, anchor, fetched.proof,
-                        certificates=fetched.certificates)
+                        rosters=fetched.rosters)
     finally:
         app.db.dispose()
     signed = passbook.sign_statement(doc, config.node_id, key)

@@ -12,13 +12,14 @@ Building is pure reading: ``build_statement`` runs in a read transaction.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from node.domain.ledger import format_time
 from runtime.errors import FailedPrecondition, InvariantViolation, NotFound
-from timebank import anchors, merkle
+from timebank import anchors, merkle, transparency
 from timebank.passbook import FORMAT, b64
 from timebank.v1 import clearing_pb2 as pb
 
@@ -86,13 +87,14 @@ def _logged(index: int, entry: bytes, path: Sequence[bytes], head: str) -> dict[
 
 def build_statement(tx: Tx, person_id: int, anchor_row: Any,
                     proof_in_cosigned_head: pb.InclusionProof | None = None, *,
-                    certificates: Sequence[bytes] = (),
+                    rosters: Sequence[bytes] = (),
                     made_at: datetime | None = None) -> dict[str, Any]:
     """The unsigned statement of ``person_id`` as of ``anchor_row`` (a logged anchor).
 
-    ``certificates`` are serialised city-signed ``admission`` envelopes: this node's and
-    the districts' that may cosign. ``timebank.passbook.sign_statement`` adds the node's
-    signature."""
+    ``rosters`` are serialised city-signed ``roster`` envelopes (all the clearinghouse
+    has); the statement carries those its tree heads name, which give a verifier the
+    districts, their keys and the quorum. ``timebank.passbook.sign_statement`` adds the
+    node's signature."""
     if anchor_row is None or anchor_row.log_index is None:
         raise FailedPrecondition("no checkpoint of this ledger has been anchored in the "
                                  "city's log yet", "NOT_ANCHORED")
@@ -127,10 +129,14 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
                   anchors.proof_path(anchor_row.log_proof), str(anchor_row.tree_head)),
     }
     cosigned = None
+    named = {_roster_named(str(anchor_row.tree_head))}
     if proof_in_cosigned_head is not None:
         logged = proof_in_cosigned_head.logged
         cosigned = _logged(logged.index, logged.entry, list(logged.path),
                            proof_in_cosigned_head.head.note)
+        named.add(_roster_named(proof_in_cosigned_head.head.note))
+    carried = [r for r in rosters
+               if hashlib.sha256(pb.Envelope.FromString(r).body).digest() in named]
     return {
         "format": FORMAT,
         "node": {"node_id": tx.node.node_id, "district": tx.node.district},
@@ -142,9 +148,15 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
         "entries": docs,
         "anchor": anchor,
         "cosigned": cosigned,
-        "certificates": [b64(c) for c in certificates],
+        "rosters": [b64(r) for r in carried],
         "made_at": format_time(made_at or tx.now),
     }
+
+
+def _roster_named(note: str) -> bytes | None:
+    """The digest of the roster a head names (None if it names none)."""
+    line = transparency.read_head(note).roster
+    return None if line is None else line[1]
 
 
 def latest_anchor(tx: Tx) -> LoggedAnchor:

@@ -261,9 +261,16 @@ def redeem(client: CityClient, desk: Desk, elder: Elder, volunteer: int,
 
 
 def _cancel(client: CityClient, desk: Desk, order_id: int) -> None:
-    client.call(desk.node_id, "CancelOrder", node_pb2.CancelOrderRequest(
-        idempotency_key=key(), order_id=order_id,
-        cancelled_by=node_pb2.Actor(staff_id=desk.staff_id), reason="计划有变"))
+    """Cancel the order, unless the node cancelled it first (the home district refused
+    the claim, or it expired, between acceptance and this call): either way it ends
+    cancelled, which is what the workload checks."""
+    try:
+        client.call(desk.node_id, "CancelOrder", node_pb2.CancelOrderRequest(
+            idempotency_key=key(), order_id=order_id,
+            cancelled_by=node_pb2.Actor(staff_id=desk.staff_id), reason="计划有变"))
+    except Refused as e:
+        if f"order {order_id} is cancelled" not in str(e):
+            raise
 
 
 def record_due(client: CityClient, node_id: str) -> int:

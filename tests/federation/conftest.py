@@ -17,7 +17,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from clearinghouse.api.server import ExpirySweep, RunningServer, start_server
-from clearinghouse.bureau import issue_admission
+from clearinghouse.bureau import issue_admission, publish_roster
 from clearinghouse.storage import migrate as ch_migrate
 from clearinghouse.storage.db import Database as ChDatabase
 from clearinghouse.usecases import admission
@@ -125,6 +125,7 @@ def make_city(tmp_path: Path, ch_url: str) -> Iterator[City]:
                                clock.now())
         ch.execute(admission.admit, cert, public_key(CITY_ROOT))
         ch.execute(ch_claims.set_net_debit_limit, node_id, LIMIT)
+    publish_roster(ch, CITY_ROOT)
     server = start_server(ch, CH_KEY, "127.0.0.1:0")
     sweep = ExpirySweep(ch, interval=0.05)
     sweep.start()

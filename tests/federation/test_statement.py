@@ -24,12 +24,11 @@ from runtime import keyfiles
 from runtime.errors import FailedPrecondition
 from tests.conftest import CITY_SECRET
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
-from tests.federation.support import JN, QX, enrol_at
+from tests.federation.support import GL, JN, QX, enrol_at
 from tests.helpers import earn, enrol, id_card
 from timebank import checkpoint as notes
 from timebank.keys import public_key
 from timebank.passbook import StatementError, guard, load, sign_statement, verify_statement
-from timebank.v1 import clearing_pb2 as pb
 
 ROOT_PUB, CH_PUB = public_key(CITY_ROOT), public_key(CH_KEY)
 Doc = dict[str, Any]
@@ -62,7 +61,7 @@ def make(city: City, node_id: str, person_id: int) -> Doc:
     fetched = fetch(city.address, CH_PUB, int(anchor.log_index))
     assert fetched.warning == "", fetched.warning
     doc = d.app.query(statement.build_statement, person_id, anchor, fetched.proof,
-                      certificates=fetched.certificates)
+                      rosters=fetched.rosters)
     signed = sign_statement(doc, node_id, d.key)
     # as the CLI writes it: through JSON text, Chinese kept
     text = json.dumps(signed, ensure_ascii=False, indent=1)
@@ -93,10 +92,11 @@ def test_a_statement_verifies_offline_with_the_right_balance(
     found = check(doc)
     assert (found.name, found.district, found.node_id) == ("刘洋", "江宁区", JN)
     assert found.total == 135 and found.by_origin == {"individual": 135}
-    assert found.final and len(found.cosigners) == 3 and found.quorum == 2
+    # JN's own cosignature does not count toward its own passbook
+    assert found.final and found.cosigners == sorted([GL, QX]) and found.quorum == 2
     assert found.entries == 2
     assert doc["statement"]["cosigned"] is not None
-    assert len(doc["statement"]["certificates"]) == 3
+    assert len(doc["statement"]["rosters"]) == 1
 
 
 def _flip(text: str) -> str:
@@ -157,9 +157,9 @@ def _district(doc: Doc) -> None:
     doc["statement"]["node"]["district"] = "鼓楼区"
 
 
-def _certificate(doc: Doc) -> None:
-    certs = doc["statement"]["certificates"]
-    certs[0] = _flip(certs[0])
+def _roster(doc: Doc) -> None:
+    found = doc["statement"]["rosters"]
+    found[0] = _flip(found[0])
 
 
 TAMPERS: dict[str, tuple[Callable[[Doc], None], str]] = {
@@ -173,7 +173,7 @@ TAMPERS: dict[str, tuple[Callable[[Doc], None], str]] = {
     "checkpoint": (_checkpoint, "checkpoint is not signed by 江宁区's admitted key"),
     "name": (_name, "the statement was changed after 江宁区 signed it"),
     "district": (_district, "names node 320115 鼓楼区, but the city admitted 320115 as 江宁区"),
-    "certificate": (_certificate, "certificate 1 is not an admission signed by the city"),
+    "roster": (_roster, "roster 1 is not the city's"),
 }
 
 
@@ -211,7 +211,7 @@ def test_malformed_fields_inside_a_real_statement_are_refusals(
     _, _, doc = passbook
     for path, value in ((("entries", 0, "proof"), "nope"), (("entries", 0, "hash"), "%%"),
                         (("anchor", "log_index"), "7"), (("entries", 0, "postings"), [[1]]),
-                        (("certificates",), ["AAAA"]), (("cosigned",), 3)):
+                        (("rosters",), ["AAAA"]), (("cosigned",), 3)):
         bad = copy.deepcopy(doc)
         target: Any = bad["statement"]
         for key in path[:-1]:
@@ -253,7 +253,7 @@ def test_without_a_cosigned_head_the_statement_is_not_final(city: City) -> None:
     if fetched.proof is None:  # the witness threads may already have cosigned a head
         assert "not final" in fetched.warning
     doc = sign_statement(d.app.query(statement.build_statement, person, anchor,
-                                               None, certificates=fetched.certificates),
+                                               None, rosters=fetched.rosters),
                                    JN, d.key)
     head = notes.SignedNote.parse(doc["statement"]["anchor"]["tree_head"])
     if len(head.signatures) == 1:  # only the clearinghouse's: nobody had cosigned it
@@ -301,18 +301,15 @@ def test_the_cli_round_trip(city: City, passbook: tuple[int, str, Doc], tmp_path
     assert "2 entries were checkpointed before" in queued.stdout
 
 
-def test_a_node_cannot_lower_the_quorum_by_leaving_certificates_out(
+def test_a_node_cannot_lower_the_quorum_by_leaving_rosters_out(
         city: City, passbook: tuple[int, str, Doc]) -> None:
-    """The quorum comes from the signed tree head (how many districts the city had),
-    not from the certificates a statement happens to carry."""
+    """The quorum comes from the city-signed roster the cosigned head names, which the
+    statement must carry: without it nothing is final."""
     person, _, _ = passbook
     d = city[JN]
     anchor = d.app.query(statement.latest_anchor)
     fetched = fetch(city.address, CH_PUB, int(anchor.log_index))
-    own = [c for c in fetched.certificates
-           if pb.AdmissionCertificate.FromString(pb.Envelope.FromString(c).body).node_id == JN]
-    doc = d.app.query(statement.build_statement, person, anchor, fetched.proof,
-                      certificates=own)
+    doc = d.app.query(statement.build_statement, person, anchor, fetched.proof, rosters=[])
     signed = json.loads(json.dumps(sign_statement(doc, JN, d.key)))
-    with pytest.raises(StatementError, match="cosigned by 1 of the city's 3 districts"):
+    with pytest.raises(StatementError, match="names roster epoch 1, which no city-signed"):
         verify_statement(signed, ROOT_PUB, CH_PUB)

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import json
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
 
-from timebank import anchors, chain, merkle, transparency
+from timebank import anchors, chain, merkle, roster, transparency
 from timebank import checkpoint as notes
 from timebank.accounts import Account, Origin
 from timebank.envelope import CITY, Signed, sign
@@ -74,10 +76,24 @@ def _logged(index: int, entry: bytes, path: Sequence[bytes], note: str) -> Doc:
             "tree_head": note}
 
 
+def _roster(members: Sequence[str], epoch: int = 1, city: SigningKey = CITY_KEY,
+            keys: dict[str, SigningKey] | None = None) -> bytes:
+    found = (keys or NODE_KEYS)
+    body = roster.body(epoch, [roster.Member(n, DISTRICTS[n], public_key(found[n]), 1)
+                               for n in members], datetime(2026, 3, 2, tzinfo=UTC))
+    return _wire(sign(roster.KIND, body, CITY, city))
+
+
 def make_passbook(ledger: Sequence[tuple[str, str, list[Posting]]] = tuple(LEDGER), *,
-                  cosigners: Sequence[str] = (JN, GL, QX), districts: int = 3) -> Doc:
+                  cosigners: Sequence[str] = (JN, GL, QX), districts: int | None = None,
+                  roster_envelope: bytes | None = None,
+                  keys: dict[str, SigningKey] | None = None) -> Doc:
     """District JN's passbook of person REF, as of a checkpoint of the whole ``ledger``,
-    logged after the three admissions and proven in a head cosigned by ``cosigners``."""
+    logged after the three admissions and the city's roster of them, and proven in a
+    head cosigned by ``cosigners``. ``roster_envelope``: another roster the head names
+    instead; ``districts``: another district count on the head; ``keys``: the nodes'
+    keys at the time (the roster's, and those that sign)."""
+    keys = keys or NODE_KEYS
     hashes: list[bytes] = []
     docs: list[Doc] = []
     prev = chain.genesis_hash(JN)
@@ -94,21 +110,27 @@ def make_passbook(ledger: Sequence[tuple[str, str, list[Posting]]] = tuple(LEDGE
         doc["proof"] = [b64(h) for h in merkle.inclusion_proof(hashes, doc["seq"] - 1)]
     checkpoint = _wire(sign(anchors.CHECKPOINT_KIND, pb.NodeCheckpoint(
         node_id=JN, entry_count=len(hashes), chain_head=prev, ledger_root=root
-    ).SerializeToString(deterministic=True), JN, NODE_KEYS[JN]))
+    ).SerializeToString(deterministic=True), JN, keys[JN]))
 
     certificates = [_certificate(n) for n in DISTRICTS]
     leaves = [pb.LogEntry(kind="admission", envelope=c, node_id=n).SerializeToString()
               for c, n in zip(certificates, DISTRICTS, strict=True)]
+    city_roster = roster_envelope or _roster(tuple(DISTRICTS), keys=keys)
+    named = roster.read_bytes(city_roster, public_key(CITY_KEY)) if roster_envelope is None \
+        else _unchecked(city_roster)
+    leaves.append(pb.LogEntry(kind="roster", envelope=city_roster).SerializeToString())
     leaves.append(pb.LogEntry(kind=anchors.LEAF_KIND, envelope=checkpoint, node_id=JN)
                   .SerializeToString(deterministic=True))
     index = len(leaves) - 1
     origin = transparency.clearinghouse_origin(public_key(CH_KEY))
     text = notes.Checkpoint(origin, len(leaves), merkle.root(leaves),
-                            (transparency.districts_line(districts),
+                            (transparency.districts_line(
+                                len(named.members) if districts is None else districts),
+                             transparency.roster_line(named.epoch, named.digest),
                              transparency.time_line(SIGNED_AT))).body()
     note = notes.sign_note(text, origin, CH_KEY)
     cosigned = notes.add_signatures(note, *(
-        notes.cosign(text, transparency.witness_name(n), NODE_KEYS[n], SIGNED_AT)
+        notes.cosign(text, transparency.witness_name(n), keys[n], SIGNED_AT)
         for n in cosigners))
     path = merkle.inclusion_proof(leaves, index)
 
@@ -129,12 +151,22 @@ def make_passbook(ledger: Sequence[tuple[str, str, list[Posting]]] = tuple(LEDGE
                    "ledger_root": b64(root), "checkpoint": b64(checkpoint),
                    **_logged(index, leaves[index], path, note)},
         "cosigned": _logged(index, leaves[index], path, cosigned),
-        "certificates": [b64(c) for c in certificates],
+        "rosters": [b64(city_roster)],
         "made_at": AT,
     }
-    signed = sign_statement(statement, JN, NODE_KEYS[JN])
+    signed = sign_statement(statement, JN, keys[JN])
     parsed: Doc = json.loads(json.dumps(signed, ensure_ascii=False))  # as a file holds it
     return parsed
+
+
+def _unchecked(envelope: bytes) -> roster.Roster:
+    """A roster as a forger names it: epoch and digest of whatever was signed."""
+    wire = pb.Envelope.FromString(envelope)
+    body = pb.Roster.FromString(wire.body)
+    return roster.Roster(body.epoch, tuple(roster.Member(m.node_id, m.district,
+                                                         bytes(m.public_key), m.serial)
+                                           for m in body.members),
+                         0, hashlib.sha256(wire.body).digest(), envelope)
 
 
 def check(doc: Any, **kw: bool) -> Any:
@@ -146,14 +178,16 @@ def test_a_passbook_verifies_with_the_contract_alone() -> None:
     assert (found.name, found.person_ref, found.node_id, found.district) == (
         "刘洋", REF, JN, "江宁区")
     assert found.total == 135 and found.by_origin == {"granted": 60, "individual": 75}
-    assert (found.entries, found.entry_count, found.log_index, found.head_size) == (3, 4, 3, 4)
-    assert found.cosigners == sorted(DISTRICTS) and found.quorum == 2 and found.final
+    assert (found.entries, found.entry_count, found.log_index, found.head_size) == (3, 4, 4, 5)
+    # JN's own cosignature never counts for JN's passbook
+    assert found.cosigners == sorted([GL, QX]) and found.quorum == 2 and found.final
 
 
 def test_a_head_cosigned_by_fewer_than_a_quorum_is_not_final() -> None:
-    doc = make_passbook(cosigners=(JN,))
+    doc = make_passbook(cosigners=(JN, GL))
     with pytest.raises(StatementError, match=r"not final: .* cosigned by 1 of the city's 3 "
-                                             r"districts; a quorum is 2"):
+                                             r"districts other than 江宁区 itself; a quorum "
+                                             r"is 2"):
         check(doc)
     found = check(doc, allow_uncosigned=True)
     assert found.total == 135 and not found.final
@@ -190,7 +224,7 @@ TAMPERS: dict[str, tuple[Callable[[Doc], None], str]] = {
     "entry count": (_set(("anchor", "entry_count"), 5), "not the 5 the statement states"),
     "log index": (_set(("cosigned", "log_index"), 2),
                   "cosigned tree head: log leaf 2 is not proven"),
-    "certificates": (_set(("certificates",), []), "carries no city-signed admission"),
+    "rosters": (_set(("rosters",), []), "names roster epoch 1, which no city-signed roster"),
 }
 
 
@@ -208,12 +242,60 @@ def test_each_tampered_part_is_refused_with_its_reason(part: str) -> None:
 def test_keys_other_than_the_citys_are_refused() -> None:
     doc = make_passbook()
     stranger = public_key(SigningKey(b"not the city".ljust(32, b".")))
-    with pytest.raises(StatementError, match="certificate 1 is not an admission signed by "
-                                             "the city root key"):
+    with pytest.raises(StatementError, match="roster 1 is not the city's"):
         verify_statement(doc, stranger, public_key(CH_KEY))
     with pytest.raises(StatementError, match="anchor's tree head: the tree head is not "
                                              "signed by the clearinghouse"):
         verify_statement(doc, public_key(CITY_KEY), stranger)
+
+
+def _forged_ledger() -> list[tuple[str, str, list[Posting]]]:
+    """JN's ledger rewritten: the elder's grant of 60 minutes made 6,060 (re-hashed)."""
+    forged = copy.deepcopy(LEDGER)
+    forged[3] = ("grant", "city grant", [("city_grant", -6060),
+                                         (Account.of_person(REF, Origin.GRANTED).code, 6060)])
+    return forged
+
+
+def test_a_forged_passbook_with_a_low_district_count_is_not_final() -> None:
+    """The attack of a clearinghouse and the home district together: a forked log whose
+    head says the city had one district, cosigned by the home district. The count on the
+    head must match the city-signed roster it names, and the home district's own
+    cosignature never counts toward its own passbook."""
+    with pytest.raises(StatementError, match="says the city had 1 districts; the roster "
+                                             "it names lists 3"):
+        check(make_passbook(_forged_ledger(), cosigners=(JN,), districts=1))
+    with pytest.raises(StatementError, match=r"cosigned by 0 of the city's 3 districts "
+                                             r"other than 江宁区 itself; a quorum is 2"):
+        check(make_passbook(_forged_ledger(), cosigners=(JN,)))
+
+
+def test_a_roster_the_city_did_not_sign_cannot_lower_the_quorum() -> None:
+    forged = _roster((JN,), city=CH_KEY)  # the clearinghouse signs a roster of its own
+    with pytest.raises(StatementError, match="roster 1 is not the city's"):
+        check(make_passbook(_forged_ledger(), cosigners=(JN,), roster_envelope=forged))
+
+
+def test_an_old_one_district_roster_still_never_lets_a_district_vouch_for_itself() -> None:
+    """Even a genuine roster from when the city had only JN (epoch 1) cannot make JN's
+    own cosignature final: a quorum counts other districts only."""
+    only_jn = _roster((JN,))
+    with pytest.raises(StatementError, match=r"cosigned by 0 of the city's 1 districts "
+                                             r"other than 江宁区 itself; a quorum is 1"):
+        check(make_passbook(_forged_ledger(), cosigners=(JN,), roster_envelope=only_jn))
+
+
+def test_a_passbook_from_before_a_key_rotation_verifies_after_it() -> None:
+    """Signed with the keys the roster of its head lists: later rotations do not matter,
+    and a statement claiming another key for the node at that head is refused."""
+    old = make_passbook()  # JN's first key, in roster epoch 1
+    assert check(old).final
+    rotated = {**NODE_KEYS, JN: SigningKey(b"passbook test: JN's new key".ljust(32, b"."))}
+    assert check(make_passbook(keys=rotated)).final  # a later passbook, later keys
+    signed_by_new = copy.deepcopy(old)
+    signed_by_new.update(sign_statement(signed_by_new["statement"], JN, rotated[JN]))
+    with pytest.raises(StatementError, match="not signed by 江宁区's admitted key"):
+        check(signed_by_new)
 
 
 def test_a_posting_to_no_account_is_refused_even_when_hashed_and_signed() -> None:
