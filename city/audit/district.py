@@ -40,7 +40,7 @@ class Node:
     conn: Connection
     file: str
     wanted: set[int] = field(default_factory=set)  # entry counts some checkpoint names
-    count: int = 0  # entries in the ledger
+    count: int | None = None  # entries in the ledger, once read through
     # entry count -> (the chain's hash at it, the Merkle root of entries 1..count), at
     # every count in ``wanted`` that the ledger reaches, recomputed in one pass
     at: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
@@ -158,6 +158,14 @@ def _ledger_check(node: Node) -> str:
             f"head; {plural(len(accounts), 'account')} balance")
 
 
+def _read_through(node: Node) -> int:
+    """The ledger's entry count, if the ledger check read it to its end."""
+    if node.count is None:
+        raise Bad(BadRecord(node.file, "accounts", "-", "not checked: the ledger could not "
+                                                        "be read (see the ledger check)"))
+    return node.count
+
+
 def _logged_check(node: Node, ch: Clearinghouse) -> str:
     """The ledger holds every checkpoint of it that the clearinghouse's log records
     (their signatures were checked as the log was read, ``LogScan``): at least as many
@@ -170,15 +178,16 @@ def _logged_check(node: Node, ch: Clearinghouse) -> str:
                     key=lambda c: (c.entry_count, c.index))
     if not logged:
         return "no checkpoint of this ledger in the clearinghouse's log yet"
+    entries = _read_through(node)
     held = 0  # every entry up to this count is as anchored
     for cp in logged:
         n = cp.entry_count
         found = node.at.get(n)
-        if n > node.count:
+        if n > entries:
             raise Bad(BadRecord(
-                node.file, "entries", f"seq {node.count + 1}..{n}",
-                f"{node.name}'s ledger has {plural(node.count, 'entry')}; its checkpoint at "
-                f"log leaf {cp.index} anchored {n}: entries {node.count + 1}..{n} are "
+                node.file, "entries", f"seq {entries + 1}..{n}",
+                f"{node.name}'s ledger has {plural(entries, 'entry')}; its checkpoint at "
+                f"log leaf {cp.index} anchored {n}: entries {entries + 1}..{n} are "
                 f"missing"))
         if found is None:
             raise Bad(BadRecord(node.file, "entries", f"seq 1..{n}",
@@ -231,6 +240,7 @@ def _anchors_check(node: Node, ch: Clearinghouse) -> str:
     unmet = sorted(leaves_at, reverse=True)  # logged counts no row has met yet; last first
     rows = proven = pending = 0
     last_count = 0
+    entries = _read_through(node)
 
     def deleted_below(count: int | None) -> None:
         if unmet and (count is None or unmet[-1] < count):
@@ -252,8 +262,8 @@ def _anchors_check(node: Node, ch: Clearinghouse) -> str:
         def bad(problem: str, entry: str = f"entry_count {count}") -> Bad:
             return Bad(BadRecord(node.file, "log_anchors", entry, problem))
 
-        if count > node.count:
-            raise bad(f"anchors {count} entries; the ledger has {node.count}")
+        if count > entries:
+            raise bad(f"anchors {count} entries; the ledger has {entries}")
         found = node.at.get(count)
         if found is None or bytes(row.chain_head) != found[0]:
             raise bad(f"chain_head is not the chain's hash at entry {count}")

@@ -156,7 +156,12 @@ class LogScan:
             key = self.node_keys.get(node_id)
             if key is None or node_id in self._revoked:
                 raise ValueError(f"{node_id} held no admitted, unrevoked key at this leaf")
-            cp = pb.NodeCheckpoint.FromString(verify(signed, key))
+            try:
+                body = verify(signed, key)
+            except EnvelopeError as e:
+                raise ValueError(f"not signed by the key {node_id} held at this leaf "
+                                 f"({key_id(key)}): {e}") from None
+            cp = pb.NodeCheckpoint.FromString(body)
         except (DecodeError, EnvelopeError, ValueError) as e:
             self._fail(idx, f"checkpoint of {node_id or '(no node)'}: {e}")
             return
