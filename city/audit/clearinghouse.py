@@ -4,6 +4,7 @@ admissions, claims, receipts and positions."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,14 +12,14 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, select
 
 from city.audit import tables as t
-from city.audit.logscan import PAGE, LogScan, claim_state
+from city.audit.logscan import PAGE, LogScan, claim_state, parse_signed
 from city.audit.readonly import readonly_engine
 from city.audit.report import Bad, BadRecord, Check, Report, plural, run
 from city.audit.storedlog import StoredLog, StoredLogError
 from clearinghouse.domain.claims import ClaimState as ChState
 from timebank import checkpoint as notes
 from timebank import merkle, transparency
-from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Reason, Signed, verify
+from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Reason, verify
 from timebank.v1 import clearing_pb2 as pb
 
 
@@ -190,12 +191,6 @@ def _receipts_check(ch: Clearinghouse) -> str:
     return f"{plural(count, 'receipt')} signed by the clearinghouse, each recorded in its leaf"
 
 
-def parse_signed(data: bytes) -> Signed:
-    message = pb.Envelope.FromString(data)
-    return Signed(message.kind, message.body, message.signer, message.key_id,
-                  message.signature)
-
-
 def _positions_check(ch: Clearinghouse) -> str:
     positions = t.positions
     rows = {r.node_id: int(r.net_minutes) for r in ch.conn.execute(select(positions))}
@@ -257,8 +252,11 @@ def _keys_of(conn: Connection) -> tuple[dict[str, list[bytes]], dict[str, str]]:
     return keys, districts
 
 
-def open_clearinghouse(file: str, conn: Connection, key: bytes,
-                        city_key: bytes | None) -> Clearinghouse:
+def open_clearinghouse(file: str, conn: Connection, key: bytes, city_key: bytes | None,
+                       held_sizes: Iterable[int] = ()) -> Clearinghouse:
+    """Read the clearinghouse's keys and claims and scan its log once, keeping the root
+    at every size it signed a head for and at ``held_sizes`` (the sizes of heads the
+    districts hold, which the audit compares with this log)."""
     node_keys, districts = _keys_of(conn)
     claims_t = t.clearinghouse_claims
     claims = {r.claim_id: r for r in conn.execute(select(claims_t))}
@@ -270,7 +268,8 @@ def open_clearinghouse(file: str, conn: Connection, key: bytes,
             n, m = open_totals.get(r.debtor, (0, 0))
             open_totals[r.debtor] = (n + 1, m + int(r.minutes))
     heads = t.tree_heads
-    scan = LogScan(file, sizes=set(conn.execute(select(heads.c.size)).scalars()))
+    sizes = set(conn.execute(select(heads.c.size)).scalars()) | set(held_sizes)
+    scan = LogScan(file, sizes=sizes, city_key=city_key)
     leaves = t.log_leaves
     after = -1
     while True:

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from city.audit.clearinghouse import Clearinghouse, clearinghouse_checks, open_clearinghouse
-from city.audit.district import Node, node_checks
+from city.audit.district import Node, held_sizes, node_checks
 from city.audit.readonly import label, readonly_engine
 from city.audit.report import AuditError, Bad, BadRecord, Check, Report, plural, run
 from clearinghouse import config as ch_config
@@ -42,14 +42,21 @@ def audit_data_dir(data_dir: Path, clearinghouse_key: bytes | None = None) -> Re
     engines: list[Engine] = []
     try:
         engines.append(readonly_engine(cfg.effective_database_url))
-        with engines[-1].connect() as conn:
+        node_engines = [readonly_engine(n.effective_database_url) for n in node_cfgs]
+        engines += node_engines
+        sizes: set[int] = set()  # of every head a district holds: the log's one pass
+        for engine in node_engines:  # keeps its root at each, to compare
+            with engine.connect() as nconn:
+                sizes |= held_sizes(nconn)
+        with engines[0].connect() as conn:
             ch = open_clearinghouse(label(cfg.effective_database_url, root), conn, key,
-                                     city_key)
+                                     city_key, sizes)
             checks.append(run("keys", lambda: _keys_check(ch, own_key, node_cfgs)))
             checks += clearinghouse_checks(ch)
-            for ncfg in node_cfgs:
-                engines.append(readonly_engine(ncfg.effective_database_url))
-                with engines[-1].connect() as nconn:
+            checks.append(run("anchored districts",
+                              lambda: _anchored_check(ch, node_cfgs)))
+            for ncfg, engine in zip(node_cfgs, node_engines, strict=True):
+                with engine.connect() as nconn:
                     node = Node(ncfg.node_id, ncfg.district, nconn,
                                  label(ncfg.effective_database_url, root))
                     checks += node_checks(node, ch)
@@ -75,3 +82,19 @@ def _keys_check(ch: Clearinghouse, own_key: bytes,
     return (f"clearinghouse key {ch.key.hex()[:16]}…, trusted by "
             f"{plural(len(node_cfgs), 'district')}")
 
+
+def _anchored_check(ch: Clearinghouse, node_cfgs: list[node_config.NodeConfig]) -> str:
+    """Every district whose checkpoints the log records has its database here: a ledger
+    the log anchored cannot be checked, or be missing, unseen."""
+    here = {n.node_id for n in node_cfgs}
+    for node_id, logged in sorted(ch.scan.checkpoints.items()):
+        if node_id not in here:
+            last = max(logged, key=lambda c: (c.entry_count, c.index))
+            name = f"{ch.districts.get(node_id, '')} {node_id}".strip()
+            raise Bad(BadRecord(f"{node_id}/node.toml", "-", "missing",
+                                 f"{name} anchored {plural(last.entry_count, 'entry')} in "
+                                 f"the log (leaf {last.index}); its ledger is not in this "
+                                 f"directory"))
+    total = sum(len(v) for v in ch.scan.checkpoints.values())
+    return (f"{plural(len(ch.scan.checkpoints), 'district')} anchored "
+            f"{plural(total, 'checkpoint')} in the log; each one's ledger is here")

@@ -1,5 +1,7 @@
 """The clearinghouse's log, streamed once: one pass over its leaves tells every other check
-(roots at each signed size, claims and their transitions, admissions, revocations)."""
+(roots at each signed size, claims and their transitions, admissions, revocations, and
+each district's checkpoints, their signatures checked under the key the district held
+when each was logged)."""
 
 from __future__ import annotations
 
@@ -9,38 +11,42 @@ from typing import Any, cast
 
 from google.protobuf.message import DecodeError
 
+from city.audit.frontier import Frontier
 from city.audit.report import BadRecord
 from clearinghouse.domain.claims import TRANSITIONS
 from clearinghouse.domain.claims import ClaimState as ChState
-from timebank import merkle
+from timebank import anchors
+from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.keys import key_id
+from timebank.merkle import HASH_SIZE
 from timebank.v1 import clearing_pb2 as pb
 
 PAGE = 1000  # rows per query, entries per GetEntries call
+MAX_ENTRY_COUNT = 2**62
+"""The most entries a checkpoint may anchor (as the clearinghouse bounds it)."""
 
 
-class _Roots:
-    """RFC 9162 roots of a log read leaf by leaf: O(log n) memory."""
+def parse_signed(data: bytes) -> Signed:
+    """A serialised ``timebank.v1.Envelope`` as the contract's ``Signed``, every field's
+    shape checked (DecodeError, EnvelopeError), its signature not."""
+    message = pb.Envelope.FromString(data)
+    return Signed(message.kind, message.body, message.signer, message.key_id,
+                  message.signature)
 
-    def __init__(self) -> None:
-        self.stack: list[tuple[int, bytes]] = []
-        self.size = 0
 
-    def add(self, data: bytes) -> None:
-        h, level = merkle.leaf_hash(data), 0
-        while self.stack and self.stack[-1][0] == level:
-            h = merkle.node_hash(self.stack.pop()[1], h)
-            level += 1
-        self.stack.append((level, h))
-        self.size += 1
+@dataclass(frozen=True, slots=True)
+class LoggedCheckpoint:
+    """A district's checkpoint of its ledger as a log leaf records it, its signature
+    checked under the key the district held at that leaf. The leaf and envelope are kept
+    as digests: a district's anchor row names them by their bytes."""
 
-    def root(self) -> bytes:
-        if not self.stack:
-            return merkle.EMPTY_ROOT
-        acc = self.stack[-1][1]
-        for _, left in reversed(self.stack[:-1]):
-            acc = merkle.node_hash(left, acc)
-        return acc
+    index: int  # the leaf
+    node_id: str
+    entry_count: int
+    chain_head: bytes
+    ledger_root: bytes
+    leaf_sha256: bytes
+    envelope_sha256: bytes
 
 
 def claim_state(value: int) -> str:
@@ -53,6 +59,7 @@ class LogScan:
 
     where: str  # the file (or address) for bad records
     sizes: set[int] = field(default_factory=set)  # sizes whose root to keep
+    city_key: bytes | None = None  # if known, admissions and revocations must verify
     roots: dict[int, bytes] = field(default_factory=dict)
     latest: dict[str, tuple[int, pb.LogEntry]] = field(default_factory=dict)
     completed: dict[str, tuple[int, pb.LogEntry]] = field(default_factory=dict)
@@ -60,8 +67,9 @@ class LogScan:
     node_keys: dict[str, bytes] = field(default_factory=dict)  # from admission leaves
     kinds: dict[str, int] = field(default_factory=dict)
     districts: dict[int, int] = field(default_factory=dict)  # size -> admitted, unrevoked
+    checkpoints: dict[str, list[LoggedCheckpoint]] = field(default_factory=dict)  # by node
     bad: BadRecord | None = None
-    _roots: _Roots = field(default_factory=_Roots)
+    _roots: Frontier = field(default_factory=Frontier)
     _current: dict[str, str] = field(default_factory=dict)  # node -> current key id
     _revoked: set[str] = field(default_factory=set)  # nodes whose current key is revoked
 
@@ -69,7 +77,7 @@ class LogScan:
         if idx != self._roots.size and self.bad is None:
             self.bad = BadRecord(self.where, "log_leaves", f"idx {self._roots.size}",
                                  "leaf missing (gap in idx)")
-        self._roots.add(data)
+        self._roots.append(data)
         if self._roots.size in self.sizes:
             self.roots[self._roots.size] = self._roots.root()
         try:
@@ -80,9 +88,11 @@ class LogScan:
         self.kinds[entry.kind] = self.kinds.get(entry.kind, 0) + 1
         if entry.kind == "admission":
             self.admissions[hashlib.sha256(entry.envelope).digest()] = idx
-            self._admitted_key(entry)
+            self._admitted_key(idx, entry)
         elif entry.kind == "revocation":
-            self._revocation(entry)
+            self._revocation(idx, entry)
+        elif entry.kind == anchors.LEAF_KIND:
+            self._checkpoint(idx, entry, data)
         if entry.claim_id:
             self._claim(idx, entry)
         if self._roots.size in self.sizes:
@@ -92,23 +102,86 @@ class LogScan:
         if self.bad is None:
             self.bad = BadRecord(self.where, "log_leaves", f"idx {idx}", problem)
 
-    def _admitted_key(self, entry: pb.LogEntry) -> None:
+    def _city_act(self, idx: int, entry: pb.LogEntry, kind: str) -> bytes | None:
+        """The body of the city-signed envelope an admission or revocation leaf records,
+        checked under the city root key when the audit has it; None (and the leaf bad)
+        if it does not parse or verify."""
         try:
-            envelope = pb.Envelope.FromString(entry.envelope)
-            cert = pb.AdmissionCertificate.FromString(envelope.body)
-        except DecodeError:
+            signed = parse_signed(entry.envelope)
+            if signed.kind != kind or signed.signer != CITY:
+                raise ValueError(f"a {signed.kind!r} envelope signed by {signed.signer!r}")
+            return signed.body if self.city_key is None else verify(signed, self.city_key)
+        except (DecodeError, EnvelopeError, ValueError) as e:
+            self._fail(idx, f"the {kind} leaf does not record a {kind} signed by the city "
+                            f"root key: {e}")
+            return None
+
+    def _admitted_key(self, idx: int, entry: pb.LogEntry) -> None:
+        body = self._city_act(idx, entry, "admission")
+        if body is None:
+            return
+        try:
+            cert = pb.AdmissionCertificate.FromString(body)
+            kid = key_id(bytes(cert.public_key))
+        except (DecodeError, ValueError):
+            self._fail(idx, "the admission leaf's certificate names no Ed25519 key")
             return
         self.node_keys[cert.node_id] = bytes(cert.public_key)
-        self._current[cert.node_id] = key_id(bytes(cert.public_key))
+        self._current[cert.node_id] = kid
         self._revoked.discard(cert.node_id)
 
-    def _revocation(self, entry: pb.LogEntry) -> None:
+    def _revocation(self, idx: int, entry: pb.LogEntry) -> None:
+        body = self._city_act(idx, entry, "revocation")
+        if body is None:
+            return
         try:
-            act = pb.Revocation.FromString(pb.Envelope.FromString(entry.envelope).body)
+            act = pb.Revocation.FromString(body)
         except DecodeError:
+            self._fail(idx, "the revocation leaf's body is not a timebank.v1.Revocation")
             return
         if self._current.get(act.node_id) == act.key_id:
             self._revoked.add(act.node_id)
+
+    def _checkpoint(self, idx: int, entry: pb.LogEntry, data: bytes) -> None:
+        """A district's checkpoint, as the clearinghouse must have checked it before
+        logging it: the node's own, signed by the key its admissions before this leaf
+        gave it (a district that rotated its key signed its earlier checkpoints with the
+        earlier key), never fewer entries than its last, nor as many with another head."""
+        node_id = entry.node_id
+        try:
+            signed = parse_signed(entry.envelope)
+            if signed.kind != anchors.CHECKPOINT_KIND or signed.signer != node_id:
+                raise ValueError(f"it records a {signed.kind!r} envelope signed by "
+                                 f"{signed.signer!r}, not {node_id}'s checkpoint")
+            key = self.node_keys.get(node_id)
+            if key is None or node_id in self._revoked:
+                raise ValueError(f"{node_id} held no admitted, unrevoked key at this leaf")
+            try:
+                body = verify(signed, key)
+            except EnvelopeError as e:
+                raise ValueError(f"not signed by the key {node_id} held at this leaf "
+                                 f"({key_id(key)}): {e}") from None
+            cp = pb.NodeCheckpoint.FromString(body)
+        except (DecodeError, EnvelopeError, ValueError) as e:
+            self._fail(idx, f"checkpoint of {node_id or '(no node)'}: {e}")
+            return
+        if (cp.node_id != node_id or len(cp.chain_head) != HASH_SIZE
+                or len(cp.ledger_root) != HASH_SIZE or cp.entry_count > MAX_ENTRY_COUNT):
+            self._fail(idx, f"the checkpoint of {node_id} is not of its ledger, or is "
+                            "malformed")
+            return
+        found = self.checkpoints.setdefault(node_id, [])
+        if found and (cp.entry_count < found[-1].entry_count or (
+                cp.entry_count == found[-1].entry_count
+                and cp.chain_head != found[-1].chain_head)):
+            self._fail(idx, f"{node_id} anchored {found[-1].entry_count} entries at leaf "
+                            f"{found[-1].index}; this checkpoint of {cp.entry_count} "
+                            "rewrites that history (the clearinghouse should have "
+                            "refused it)")
+            return
+        found.append(LoggedCheckpoint(idx, node_id, cp.entry_count, bytes(cp.chain_head),
+                                      bytes(cp.ledger_root), hashlib.sha256(data).digest(),
+                                      hashlib.sha256(entry.envelope).digest()))
 
     def _claim(self, idx: int, entry: pb.LogEntry) -> None:
         state = claim_state(entry.state)

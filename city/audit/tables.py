@@ -82,6 +82,14 @@ log_anchors = table(
     column("log_proof", LargeBinary),  # the inclusion path's hashes, joined
     column("tree_head", Text),  # the signed note the path proves the leaf in
 )
+node_meta = table(
+    "meta",  # facts the node keeps as text by key, among them the tree heads it holds
+    column("key", String),
+    column("value", Text),
+)
+HELD_HEAD_KEYS = ("log.verified_head", "log.cosigned_head")
+"""The ``meta`` keys under which a node keeps the last tree head it verified and the last
+it cosigned, each a signed checkpoint note (node/usecases/tree_heads.py)."""
 node_claims = table(
     "claims",  # the district's side of its claims with other districts
     column("claim_id", String),

@@ -11,17 +11,18 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
-from city.audit import BadRecord, Report, audit_data_dir
+from city.audit import BadRecord, Check, Report, audit_data_dir
 from runtime import keyfiles
 from tests.clearinghouse.conftest import ch_pg_template  # noqa: F401
 from tests.postgres import fresh_database
+from timebank import anchors, chain, keys, merkle, transparency
 from timebank import checkpoint as notes
-from timebank import keys, transparency
 
 CH_DB = "clearinghouse/clearinghouse.sqlite3"
 JIANGNING = "320115/node.sqlite3"
@@ -331,3 +332,287 @@ def test_an_unreachable_clearinghouse_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "did not answer: UNAVAILABLE" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# -- the ledgers against the log, and the heads districts hold ------------------------------
+
+QIXIA = "320113/node.sqlite3"
+
+
+def _checkpoint_leaf(root: Path, node_id: str) -> int:
+    return int(one(root / CH_DB, "SELECT max(idx) FROM log_leaves WHERE kind = 'checkpoint' "  # type: ignore[call-overload]
+                                 f"AND node_id = '{node_id}'"))
+
+
+def _check(report: Report, name: str) -> Check:
+    return next(c for c in report.checks if c.name == name)
+
+
+def rewrite_ledger(db: Path, node_id: str, seq: int, minutes: dict[int, int]) -> None:
+    """What a district that wants its books changed would do: set entry ``seq``'s
+    postings (position -> minutes), keep every balance the sum of its postings, and
+    recompute the whole chain and its head with the contract's ``timebank.chain``."""
+    conn = sqlite3.connect(db)
+    with conn:
+        for position, new in minutes.items():
+            account, old = conn.execute("SELECT account_id, minutes FROM postings "
+                                        "WHERE seq = ? AND position = ?",
+                                        (seq, position)).fetchone()
+            conn.execute("UPDATE postings SET minutes = ? WHERE seq = ? AND position = ?",
+                         (new, seq, position))
+            conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?",
+                         (new - old, account))
+        prev = chain.genesis_hash(node_id)
+        for s, kind, at, memo, order_id, reverses in conn.execute(
+                "SELECT seq, kind, at, memo, order_id, reverses_seq FROM entries "
+                "ORDER BY seq").fetchall():
+            postings = conn.execute("SELECT a.code, p.minutes FROM postings p JOIN accounts a "
+                                    "ON a.id = p.account_id WHERE p.seq = ? "
+                                    "ORDER BY p.position", (s,)).fetchall()
+            when = chain.format_time(datetime.fromisoformat(at).replace(tzinfo=UTC))
+            h = chain.link_hash(prev, chain.entry_bytes(
+                seq=s, kind=kind, at=when, memo=memo, order_id=order_id,
+                reverses_seq=reverses or 0, postings=postings))
+            conn.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE seq = ?",
+                         (prev, h, s))
+            prev = h
+        conn.execute("UPDATE ledger_head SET seq = (SELECT max(seq) FROM entries), hash = ?",
+                     (prev,))
+    conn.close()
+
+
+def test_the_blinding_attack(copy: Path) -> None:
+    """A district turns a 600-minute grant into 6,000, recomputes its chain so that every
+    hash holds, and deletes its own anchor rows, so nothing of its own remembers the old
+    chain. The clearinghouse's log does: the ledger no longer matches the checkpoint the
+    district signed there."""
+    db = copy / JIANGNING
+    grant = [r[0] for r in sqlite3.connect(db).execute(
+        "SELECT minutes FROM postings WHERE seq = 1 ORDER BY position")]
+    assert grant == [-600, 600]
+    count = int(one(db, "SELECT max(entry_count) FROM log_anchors"))  # type: ignore[call-overload]
+    leaf = _checkpoint_leaf(copy, "320115")
+    rewrite_ledger(db, "320115", 1, {0: -6000, 1: 6000})
+    sql(db, "DELETE FROM log_anchors")
+
+    report = audit_data_dir(copy)
+    assert _check(report, "江宁区 320115 ledger").ok  # every hash and balance holds
+    logged = _check(report, "江宁区 320115 ledger in the log")
+    assert not logged.ok and logged.first_bad is not None
+    assert _bad(logged.first_bad) == (JIANGNING, "entries", f"seq 1..{count}")
+    assert "江宁区 320115" in logged.detail and f"entry {count}" in logged.detail
+    assert f"log leaf {leaf}" in logged.detail
+    assert report.first_bad == logged.first_bad
+    anchors = _check(report, "江宁区 320115 anchors")  # and the deleted rows, on their own
+    assert not anchors.ok and anchors.first_bad is not None
+    assert _bad(anchors.first_bad) == (JIANGNING, "log_anchors", f"entry_count {count}")
+    assert f"at leaf {leaf}" in anchors.detail and "no row" in anchors.detail
+    assert all(c.ok for c in report.checks if "江宁区" not in c.name)
+
+    done = _run_cli(copy)
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())
+    assert f"{JIANGNING}, table entries, seq 1..{count}" in said
+    assert "江宁区 320115" in said and f"log leaf {leaf}" in said
+
+
+def _drop_last_entries(db: Path, keep: int) -> None:
+    """Remove every entry after ``keep``, their postings out of the balances, the head
+    moved back: a ledger whose tail is lost, consistent in itself."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE accounts SET balance = balance - (SELECT coalesce(sum(minutes), "
+                     "0) FROM postings p WHERE p.account_id = accounts.id AND p.seq > ?)",
+                     (keep,))
+        conn.execute("DELETE FROM postings WHERE seq > ?", (keep,))
+        conn.execute("DELETE FROM entries WHERE seq > ?", (keep,))
+        conn.execute("UPDATE ledger_head SET seq = ?, hash = (SELECT hash FROM entries "
+                     "WHERE seq = ?)", (keep, keep))
+        conn.execute("DELETE FROM log_anchors WHERE entry_count > ?", (keep,))
+    conn.close()
+
+
+def test_a_ledger_that_lost_anchored_entries(copy: Path) -> None:
+    count = int(one(copy / JIANGNING, "SELECT max(entry_count) FROM log_anchors"))  # type: ignore[call-overload]
+    _drop_last_entries(copy / JIANGNING, count - 2)
+    report = audit_data_dir(copy)
+    assert _check(report, "江宁区 320115 ledger").ok
+    bad = first_bad(copy)
+    assert _bad(bad) == (JIANGNING, "entries", f"seq {count - 1}..{count}")
+    assert f"log leaf {_checkpoint_leaf(copy, '320115')}" in bad.problem
+    assert f"entries {count - 1}..{count} are missing" in bad.problem
+
+
+def test_a_district_whose_files_are_gone(copy: Path) -> None:
+    shutil.rmtree(copy / "320113")
+    bad = first_bad(copy)
+    assert _bad(bad) == ("320113/node.toml", "-", "missing")
+    assert "栖霞区 320113" in bad.problem
+    assert f"leaf {_checkpoint_leaf(copy, '320113')}" in bad.problem
+
+
+def test_deleted_anchor_rows(copy: Path) -> None:
+    """Only the district's own record of its anchors is gone: its ledger still matches
+    the log, and the audit names the table that disagrees with the log."""
+    count = one(copy / GULOU, "SELECT max(entry_count) FROM log_anchors")
+    sql(copy / GULOU, "DELETE FROM log_anchors")
+    report = audit_data_dir(copy)
+    assert _check(report, "鼓楼区 320106 ledger in the log").ok
+    bad = first_bad(copy)
+    assert _bad(bad) == (GULOU, "log_anchors", f"entry_count {count}")
+    assert bad.problem.startswith("missing:")
+    assert f"at leaf {_checkpoint_leaf(copy, '320106')}" in bad.problem
+
+
+def _ledger_at(db: Path, count: int) -> tuple[bytes, bytes]:
+    hashes = [bytes(r[0]) for r in sqlite3.connect(db).execute(
+        "SELECT hash FROM entries WHERE seq <= ? ORDER BY seq", (count,))]
+    return hashes[-1], merkle.root(hashes)
+
+
+@pytest.mark.parametrize("log_index, words", [
+    ("other", "which is no checkpoint of 鼓楼区 320106"),  # another district's leaf
+    ("own", "鼓楼区 320106's checkpoint of 2 entries, not of 1"),
+    ("past", "the log has"),  # an anchor the log does not have at all
+])
+def test_an_anchor_row_that_is_not_the_logs(copy: Path, log_index: str, words: str) -> None:
+    """A row of the anchor table that holds of the chain (entry 1 of 鼓楼区's two) but
+    names a leaf that is not that checkpoint: more anchors than the log has."""
+    own, other = _checkpoint_leaf(copy, "320106"), _checkpoint_leaf(copy, "320115")
+    size = int(one(copy / CH_DB, "SELECT count(*) FROM log_leaves"))  # type: ignore[call-overload]
+    idx = {"other": other, "own": own, "past": size + 7}[log_index]
+    head, root = _ledger_at(copy / GULOU, 1)
+    sql(copy / GULOU, "INSERT INTO log_anchors (entry_count, chain_head, ledger_root, "
+                      "checkpoint, log_index, log_entry, log_proof, tree_head, created_at, "
+                      "anchored_at) SELECT 1, ?, ?, checkpoint, ?, log_entry, log_proof, "
+                      "tree_head, created_at, anchored_at FROM log_anchors "
+                      "WHERE entry_count = 2", head, root, idx)
+    bad = first_bad(copy)
+    assert _bad(bad) == (GULOU, "log_anchors", "entry_count 1")
+    assert words in bad.problem
+
+
+def _signed_head(copy: Path, size: int, root: bytes, key_file: str = "clearinghouse.key",
+                 ) -> str:
+    """A tree head signed with a clearinghouse key file, as a second copy of the
+    clearinghouse would sign one for the history it shows."""
+    key = keyfiles.read_seed(copy / "clearinghouse" / "clearinghouse.key")
+    signer = keyfiles.read_seed(copy / "clearinghouse" / key_file)
+    origin = transparency.clearinghouse_origin(keys.public_key(key))
+    lines = (transparency.districts_line(3), transparency.time_line(1_790_000_000))
+    return notes.sign_note(notes.Checkpoint(origin, size, root, lines).body(), origin, signer)
+
+
+def test_a_split_view_held_by_two_districts(copy: Path) -> None:
+    """Two districts hold a head the clearinghouse key signed over another root than the
+    log's at that size: each is named, and both heads are printed."""
+    size = int(one(copy / CH_DB, "SELECT max(size) FROM tree_heads"))  # type: ignore[call-overload]
+    ours = bytes(one(copy / CH_DB, f"SELECT root FROM tree_heads WHERE size = {size}"))  # type: ignore[arg-type]
+    forked = bytes(32 * [7])
+    note = _signed_head(copy, size, forked)
+    for db in (GULOU, QIXIA):
+        sql(copy / db, "UPDATE meta SET value = ? WHERE key = 'log.verified_head'", note)
+    report = audit_data_dir(copy)
+    failed = [c for c in report.checks if not c.ok]
+    assert [c.name for c in failed] == ["鼓楼区 320106 tree heads", "栖霞区 320113 tree heads"]
+    for check, db, name in zip(failed, (GULOU, QIXIA), ("鼓楼区 320106", "栖霞区 320113"),
+                               strict=True):
+        assert check.first_bad is not None
+        assert _bad(check.first_bad) == (db, "meta", "log.verified_head")
+        assert check.detail.startswith(f"split view: {name} holds")
+        assert f"size {size}, root {forked.hex()}" in check.detail
+        assert f"size {size}, root {ours.hex()}" in check.detail
+    done = _run_cli(copy)
+    assert done.returncode == 1
+    assert forked.hex() in done.stderr.replace("\n", "") and ours.hex() in done.stdout.replace(
+        "\n", "").replace(" ", "")
+
+
+@pytest.mark.parametrize("case, words", [
+    ("larger", "the log lost leaves, or the district was shown another copy"),
+    ("other key", "did not sign"),
+])
+def test_a_head_the_log_cannot_have_signed(copy: Path, case: str, words: str) -> None:
+    size = int(one(copy / CH_DB, "SELECT count(*) FROM log_leaves"))  # type: ignore[call-overload]
+    if case == "larger":
+        note = _signed_head(copy, size + 5, bytes(32 * [9]))
+    else:
+        note = _signed_head(copy, size, bytes(32 * [9]), key_file="city-root.key")
+    sql(copy / JIANGNING, "UPDATE meta SET value = ? WHERE key = 'log.cosigned_head'", note)
+    bad = first_bad(copy)
+    assert _bad(bad) == (JIANGNING, "meta", "log.cosigned_head")
+    assert "江宁区 320115" in bad.problem and words in bad.problem
+
+
+def test_an_anchors_head_is_compared_too(copy: Path) -> None:
+    """The head an anchor's inclusion proof is in is a head the district holds. Shown
+    another copy of the log (one other leaf changed), with a proof of its checkpoint in
+    that copy's head, the district's anchor holds in itself; its head is a split view."""
+    count, idx, note = sqlite3.connect(copy / GULOU).execute(
+        "SELECT entry_count, log_index, tree_head FROM log_anchors").fetchone()
+    size = transparency.read_head(note).size
+    leaves = [bytes(r[0]) for r in sqlite3.connect(copy / CH_DB).execute(
+        "SELECT data FROM log_leaves WHERE idx < ? ORDER BY idx", (size,))]
+    copied = [*leaves]
+    copied[0] = copied[0] + b"\x00"  # the other copy's first leaf differs
+    assert idx != 0
+    sql(copy / GULOU, "UPDATE log_anchors SET log_proof = ?, tree_head = ?",
+        anchors.stored_path(merkle.inclusion_proof(copied, idx)),
+        _signed_head(copy, size, merkle.root(copied)))
+    report = audit_data_dir(copy)
+    assert _check(report, "鼓楼区 320106 anchors").ok  # the proof holds in its own head
+    bad = first_bad(copy)
+    assert _bad(bad) == (GULOU, "log_anchors", f"entry_count {count}")
+    assert bad.problem.startswith("split view: 鼓楼区 320106 holds")
+    assert f"root {merkle.root(leaves).hex()}" in bad.problem
+
+
+def _append_checkpoint(copy: Path, leaf: int, key: keys.SigningKey) -> int:
+    """Log again, as a new leaf, the checkpoint recorded at ``leaf``, signed with ``key``:
+    appended to the clearinghouse's own log tables with its own storage code."""
+    from sqlalchemy import create_engine
+
+    from clearinghouse.storage.merkle_log import LeafRow, MerkleLog
+    from clearinghouse.usecases.wire import to_bytes
+    from timebank.envelope import sign
+    from timebank.v1 import clearing_pb2 as pb
+
+    data = bytes(one(copy / CH_DB, f"SELECT data FROM log_leaves WHERE idx = {leaf}"))  # type: ignore[arg-type]
+    entry = pb.LogEntry.FromString(data)
+    body = pb.Envelope.FromString(entry.envelope).body
+    entry.envelope = to_bytes(sign(anchors.CHECKPOINT_KIND, body, entry.node_id, key))
+    engine = create_engine(f"sqlite:///{copy / CH_DB}")
+    try:
+        with engine.begin() as conn:
+            return MerkleLog(conn).append([LeafRow(
+                entry.SerializeToString(deterministic=True), anchors.LEAF_KIND,
+                node_id=entry.node_id)], datetime.now(UTC))
+    finally:
+        engine.dispose()
+
+
+def test_a_rotated_key(copy: Path) -> None:
+    """江宁区 gets a new key (the bureau admits it with a higher serial). The checkpoint
+    it signed with its old key, logged before, stays valid; one signed with the new key
+    after the rotation is valid; one signed with the retired key after it is a leaf the
+    clearinghouse should have refused."""
+    new = keys.generate()
+    done = subprocess.run(
+        [sys.executable, "-m", "city", "clearinghouse", "admit", "--config",
+         str(copy / "clearinghouse" / "clearinghouse.toml"), "--node-id", "320115",
+         "--district", "江宁区", "--public-key", keys.public_key(new).hex()],
+        capture_output=True, text=True, timeout=60, env=_env(), cwd=copy)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retired" in done.stdout
+    report = audit_data_dir(copy)
+    assert report.ok, report.first_bad
+    leaf = _checkpoint_leaf(copy, "320115")
+    again = _append_checkpoint(copy, leaf, new)
+    report = audit_data_dir(copy)
+    assert report.ok, report.first_bad
+    assert "2 checkpoints" in _check(report, "江宁区 320115 ledger in the log").detail
+    retired = keyfiles.read_seed(copy / "320115" / "node.key")
+    replayed = _append_checkpoint(copy, leaf, retired)
+    assert replayed == again + 1
+    bad = first_bad(copy)
+    assert _bad(bad) == (CH_DB, "log_leaves", f"idx {replayed}")
+    assert "WRONG_KEY" in bad.problem
