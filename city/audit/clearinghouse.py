@@ -79,15 +79,38 @@ def _tree_heads_check(ch: Clearinghouse) -> str:
         if row.size > ch.scan.size or ch.scan.roots.get(row.size, merkle.EMPTY_ROOT) != head.root:
             raise Bad(BadRecord(ch.file, "tree_heads", where,
                                  "the signed root is not the log's root at this size"))
-        if head.districts is not None and head.districts != ch.scan.districts.get(row.size, 0):
-            raise Bad(BadRecord(ch.file, "tree_heads", where,
-                                 f"the head says the city had {head.districts} districts; "
-                                 f"the log's admissions give "
-                                 f"{ch.scan.districts.get(row.size, 0)}"))
+        _check_roster_line(ch, head, where)
         count += 1
     if count == 0:
         return "no tree head published yet"
     return f"{plural(count, 'tree head')} signed by the clearinghouse, each the log's root"
+
+
+def _check_roster_line(ch: Clearinghouse, head: transparency.Head, where: str) -> None:
+    """A head names the latest city-signed roster logged before it, with its district
+    count; before the first roster, the count is the log's admitted districts."""
+    logged = ch.scan.rosters.get(head.size)
+    if logged is None:
+        if head.roster is not None:
+            raise Bad(BadRecord(ch.file, "tree_heads", where,
+                                f"the head names roster epoch {head.roster[0]}, but the log "
+                                "holds no city-signed roster at this size"))
+        admitted = ch.scan.districts.get(head.size, 0)
+        if head.districts is not None and head.districts != admitted:
+            raise Bad(BadRecord(ch.file, "tree_heads", where,
+                                f"the head says the city had {head.districts} districts; "
+                                f"the log's admissions give {admitted}"))
+        return
+    epoch, digest, count = logged
+    if head.roster != (epoch, digest):
+        named = "no roster" if head.roster is None else f"roster epoch {head.roster[0]}"
+        raise Bad(BadRecord(ch.file, "tree_heads", where,
+                            f"the head names {named}; the log's latest city-signed roster "
+                            f"at this size is epoch {epoch}"))
+    if head.districts != count:
+        raise Bad(BadRecord(ch.file, "tree_heads", where,
+                            f"the head says the city had {head.districts} districts; the "
+                            f"roster it names (epoch {epoch}) lists {count}"))
 
 
 def _cosignatures_check(ch: Clearinghouse) -> str:

@@ -67,6 +67,9 @@ class LogScan:
     node_keys: dict[str, bytes] = field(default_factory=dict)  # from admission leaves
     kinds: dict[str, int] = field(default_factory=dict)
     districts: dict[int, int] = field(default_factory=dict)  # size -> admitted, unrevoked
+    #: size -> (epoch, digest, districts) of the latest city-signed roster at that size
+    rosters: dict[int, tuple[int, bytes, int] | None] = field(default_factory=dict)
+    _roster: tuple[int, bytes, int] | None = None
     checkpoints: dict[str, list[LoggedCheckpoint]] = field(default_factory=dict)  # by node
     bad: BadRecord | None = None
     _roots: Frontier = field(default_factory=Frontier)
@@ -91,12 +94,15 @@ class LogScan:
             self._admitted_key(idx, entry)
         elif entry.kind == "revocation":
             self._revocation(idx, entry)
+        elif entry.kind == "roster":
+            self._city_roster(idx, entry)
         elif entry.kind == anchors.LEAF_KIND:
             self._checkpoint(idx, entry, data)
         if entry.claim_id:
             self._claim(idx, entry)
         if self._roots.size in self.sizes:
             self.districts[self._roots.size] = len(set(self._current) - self._revoked)
+            self.rosters[self._roots.size] = self._roster
 
     def _fail(self, idx: int, problem: str) -> None:
         if self.bad is None:
@@ -115,6 +121,22 @@ class LogScan:
             self._fail(idx, f"the {kind} leaf does not record a {kind} signed by the city "
                             f"root key: {e}")
             return None
+
+    def _city_roster(self, idx: int, entry: pb.LogEntry) -> None:
+        """A roster leaf: the next epoch, city-signed; heads after it must name it."""
+        body = self._city_act(idx, entry, "roster")
+        if body is None:
+            return
+        try:
+            found = pb.Roster.FromString(body)
+        except DecodeError:
+            self._fail(idx, "the roster leaf's body is not a Roster")
+            return
+        expected = 1 if self._roster is None else self._roster[0] + 1
+        if found.epoch != expected:
+            self._fail(idx, f"the roster leaf is epoch {found.epoch}, not the next ({expected})")
+            return
+        self._roster = (found.epoch, hashlib.sha256(body).digest(), len(found.members))
 
     def _admitted_key(self, idx: int, entry: pb.LogEntry) -> None:
         body = self._city_act(idx, entry, "admission")

@@ -176,14 +176,35 @@ def test_a_head_signed_with_fewer_districts_than_admitted(copy: Path) -> None:
     size, note = sqlite3.connect(copy / CH_DB).execute(
         "SELECT size, note FROM tree_heads ORDER BY size DESC LIMIT 1").fetchone()
     found = notes.Checkpoint.parse(notes.SignedNote.parse(note).text)
+    kept = tuple(line for line in found.extensions
+                 if not line.startswith(transparency.DISTRICTS_PREFIX))
     fewer = notes.Checkpoint(found.origin, found.size, found.root,
-                             (transparency.districts_line(1),))
+                             (transparency.districts_line(1), *kept))
     sql(copy / CH_DB, "UPDATE tree_heads SET note = ? WHERE size = ?",
         notes.sign_note(fewer.body(), origin, key), size)
     sql(copy / CH_DB, "DELETE FROM cosignatures WHERE size = ?", size)
     bad = first_bad(copy)
     assert _bad(bad) == (CH_DB, "tree_heads", f"size {size}")
-    assert "1 districts" in bad.problem and "give 3" in bad.problem
+    assert "1 districts" in bad.problem and "lists 3" in bad.problem
+
+
+def test_a_head_that_names_no_roster_after_the_city_signed_one(copy: Path) -> None:
+    """Dropping the roster line (so that no quorum can be counted against the city's
+    districts) is caught: the log holds the city-signed roster the head must name."""
+    key = keyfiles.read_seed(copy / "clearinghouse" / "clearinghouse.key")
+    origin = transparency.clearinghouse_origin(keys.public_key(key))
+    size, note = sqlite3.connect(copy / CH_DB).execute(
+        "SELECT size, note FROM tree_heads ORDER BY size DESC LIMIT 1").fetchone()
+    found = notes.Checkpoint.parse(notes.SignedNote.parse(note).text)
+    bare = notes.Checkpoint(found.origin, found.size, found.root,
+                            tuple(line for line in found.extensions
+                                  if not line.startswith(transparency.ROSTER_PREFIX)))
+    sql(copy / CH_DB, "UPDATE tree_heads SET note = ? WHERE size = ?",
+        notes.sign_note(bare.body(), origin, key), size)
+    sql(copy / CH_DB, "DELETE FROM cosignatures WHERE size = ?", size)
+    bad = first_bad(copy)
+    assert _bad(bad) == (CH_DB, "tree_heads", f"size {size}")
+    assert "names no roster" in bad.problem
 
 
 def test_a_changed_position(copy: Path) -> None:
