@@ -110,7 +110,8 @@ def record_fork(tx: Tx, evidence: forks.Evidence, found_at: int) -> bool:
 
     Not kept: evidence of a fork already kept (one that shares a head with it and is at
     least as strong), and anything once ``MAX_FORKS`` are kept, except that conclusive
-    evidence then replaces the oldest refutable one."""
+    evidence then replaces the oldest refutable one. ``forks.EvidenceError`` if the
+    evidence is larger than ``forks.MAX_EVIDENCE_BYTES``."""
     kept = _stored(tx)
     texts = {_text(h.note) for h in evidence.heads}
     entries = [(item, _heads_of(item)) for item in kept]
@@ -119,6 +120,7 @@ def record_fork(tx: Tx, evidence: forks.Evidence, found_at: int) -> bool:
                 texts & heads and (item.get("strength") == forks.Strength.CONCLUSIVE
                                    or not evidence.conclusive)):
             return False
+    evidence.dumps(found_at=found_at)  # refuses evidence larger than a document may be
     document: dict[str, object] = {"id": evidence.id, "strength": evidence.strength.value,
                 "found_at": found_at, "evidence": evidence.to_json(found_at=found_at)}
     if len(kept) >= MAX_FORKS:

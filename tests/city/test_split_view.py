@@ -291,6 +291,8 @@ def test_a_split_view_is_detected_and_proven(tmp_path: Path) -> None:
                     follow.send_signal(signal.SIGTERM)
                     out, err = follow.communicate(timeout=30)
                 assert "ALARM fork" in err, (out, err)
+                # its own finality bound, counted from when the one-shot run first saw it
+                assert "ALARM finality: the head of" in err, (out, err)
 
                 # ---- the remote audit with the districts' addresses fails, naming it
                 audit = timebank(env, "audit", "--clearinghouse", city.clearinghouse_address,
