@@ -55,6 +55,8 @@ WATCH_SECONDS = 15.0
 FINALITY_SECONDS = 300.0
 #: How long a peer node may take to answer.
 PEER_TIMEOUT_SECONDS = 5.0
+#: A peer that was away is tried again within seconds, not gRPC's two minutes.
+PEER_CHANNEL_OPTIONS = [("grpc.max_reconnect_backoff_ms", 5_000)]
 #: Heads remembered while they wait to become final (the oldest is always kept).
 FINALITY_PENDING = 64
 #: The gRPC health service that reports the log watch: NOT_SERVING while a fork is
@@ -120,7 +122,8 @@ class LogWatch:
         self._stop = stop
         self.interval = interval
         self.finality = Finality(finality_seconds)
-        self._peers = {address: grpc.insecure_channel(address, options=channel_options or [])
+        options = [*(channel_options or []), *PEER_CHANNEL_OPTIONS]
+        self._peers = {address: grpc.insecure_channel(address, options=options)
                        for address in dict.fromkeys(peers)}
         self.on_status: Callable[[bool], None] | None = None
         self._round = threading.Lock()  # one round at a time (its thread, or a test's call)

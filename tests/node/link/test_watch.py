@@ -107,12 +107,13 @@ def split(city: City, tmp_path: Path) -> Iterator[tuple[City, str, dict[str, str
     try:
         for n in NODES:
             city[n].link.stop()
-            link = ClearingLink(city[n].app, city.address if n == JN else address_b, CH_PUBLIC,
-                                city[n].key, peers=[a for m, a in addresses.items() if m != n],
-                                watch_seconds=3600, finality_seconds=1.0)
-            link.start()
-            city[n].link = link
-            servers.append(start_node(city[n].app, addresses[n], link=link))
+            city[n].link = ClearingLink(
+                city[n].app, city.address if n == JN else address_b, CH_PUBLIC, city[n].key,
+                peers=[a for m, a in addresses.items() if m != n], watch_seconds=3600,
+                finality_seconds=1.0)
+            servers.append(start_node(city[n].app, addresses[n], link=city[n].link))
+        for n in NODES:  # every peer serves before the first round looks at it
+            city[n].link.start()
         yield city, address_b, addresses
     finally:
         for s in servers:
