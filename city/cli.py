@@ -1,5 +1,6 @@
 """The one `timebank` command: ``timebank node ...`` for a district, ``timebank
-clearinghouse ...`` for the city bureau, ``timebank demo``.
+clearinghouse ...`` for the city bureau, ``timebank monitor ...`` for anyone watching
+the city from outside, ``timebank demo``.
 
 ``main()`` is the console script. It makes stdout and stderr UTF-8 (Chinese names print
 on any locale), runs the command, and turns every error an operator can act on into one
@@ -18,6 +19,7 @@ from typing import Annotated
 import typer
 
 from city import statement as statement_cli
+from city.monitor import app as monitor_app
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from runtime.console import describe_error, guarded, print_error
@@ -38,6 +40,7 @@ app = typer.Typer(
 )
 app.add_typer(node_cli.app, name="node")
 app.add_typer(clearinghouse_cli.app, name="clearinghouse")
+app.add_typer(monitor_app, name="monitor")
 app.command("verify-statement")(statement_cli.verify_command)
 
 
@@ -78,6 +81,10 @@ def audit(
         "--clearinghouse-key", metavar="HEX",
         help="The clearinghouse's public key (64 hex digits) every head must verify under.")
     ] = None,
+    nodes: Annotated[list[str] | None, typer.Option(
+        "--node", metavar="HOST:PORT",
+        help="With --clearinghouse: a district node whose tree heads must all be of the "
+             "clearinghouse's log (repeat for every district; a split view fails).")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Also print a machine-readable summary as the last line of stdout.")
     ] = False,
@@ -88,7 +95,8 @@ def audit(
     """
     from city.audit import run_audit
 
-    code = run_audit(data_dir, clearinghouse, clearinghouse_key, as_json=as_json)
+    code = run_audit(data_dir, clearinghouse, clearinghouse_key, as_json=as_json,
+                     nodes=tuple(nodes or ()))
     if code:
         raise typer.Exit(code)
 

@@ -15,7 +15,7 @@ client the `timebank node ...` commands use:
 3. 李秀英 moves to 栖霞区, and her whole balance moves with her, origins and all;
 4. the invariants are checked across the whole city: every ledger, minutes conserved
    per node and city-wide, positions summing to zero, every node agreeing with the
-   clearinghouse.
+   clearinghouse; every district's tree heads are of the one log (no split view).
 
 Exit code 0 only if every check passes. ``--json`` prints a summary as the last line;
 ``--data-dir DIR`` keeps the city's files and keys.
@@ -47,6 +47,7 @@ from node.bootstrap import open_app as open_node_app
 from node.cli import NodeClient, hm, render_report, to_json
 from node.config import load_config as load_node_config
 from node.domain.identity import id_card_with_check_digit
+from node.link.logcheck import locate
 from node.usecases import checkpoints
 from runtime import devclock
 from runtime.console import CliError, describe_error, echo, print_error, print_json
@@ -438,6 +439,40 @@ def anchor_and_witness(city: City) -> dict[str, Any]:
             "cosigners": list(head.cosigners) if head is not None else []}
 
 
+def compare_views(city: City) -> dict[str, Any]:
+    """Every district serves the tree heads it holds (``GetLogHeads``), and each is of
+    the one log the clearinghouse serves: no split view. (Each node also compares its
+    peers' heads itself, every [peers] check_seconds; a fork would fail `node check`.)"""
+    stub = clearing_pb2_grpc.ClearinghouseServiceStub(city.channel)
+    key = bytes.fromhex(city.layout.clearinghouse_public_key)
+    table = Table(box=None, padding=(0, 2))
+    for col in ("district", "verified", "cosigned", "final", "alarms"):
+        table.add_column(col)
+    forked, alarms, compared = [], [], 0
+    for node_id, node in city.nodes.items():
+        heads = node.call(node.stub.GetLogHeads, node_pb2.GetLogHeadsRequest())
+        sizes = []
+        for note in (heads.verified, heads.cosigned, heads.final):
+            if not note:
+                sizes.append("—")
+                continue
+            located = locate(stub, key, note, seen=f"district {node_id}")
+            compared += 1
+            sizes.append(str(located.head.size))
+            if located.evidence is not None:
+                forked.append(f"{node_id}: {located.evidence.summary()}")
+        alarms += [f"{node_id}: {a.kind}" for a in heads.alarms]
+        table.add_row(f"{NAMES[node_id]} {node_id}", *sizes,
+                      ", ".join(a.kind for a in heads.alarms) or "none")
+    city.step("Each district serves the tree heads it holds; all are of the one log the "
+              f"clearinghouse serves ({compared} compared), so no district is shown another "
+              "history", table)
+    city.check("every head every district holds is of the clearinghouse's one log (no split "
+               "view)", compared > 0 and not forked)
+    city.check("no district raises a log alarm (fork, finality)", not alarms)
+    return {"heads_compared": compared, "forks": forked, "alarms": alarms}
+
+
 def audit_city(city: City, root: Path) -> dict[str, Any]:
     """With every process stopped, the offline audit of everything the city's files hold
     (what `timebank audit --data-dir` does): ledgers and anchors, the log rebuilt against
@@ -541,6 +576,7 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             move = move_to_qixia(city)
             summary.update(city_checks(city))
             summary["log"] = anchor_and_witness(city)
+            summary["views"] = compare_views(city)
             reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
                        for n, node in city.nodes.items()}
             city.step(f"{NAMES[JN]}'s ledger after it all", render_report(reports[JN]))

@@ -163,17 +163,21 @@ def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str]:
     return config_path, config.listen, public
 
 
-def _layout_node(data_dir: Path, district: District, secret: bytes, port: int,
+def _node_listen(data_dir: Path, district: District, port: int) -> str:
+    """Where the district's node listens: as laid out before, or on ``port``."""
+    existing = data_dir / district.node_id / "node.toml"
+    return (node_config.load_config(existing).listen if existing.exists()
+            else f"{HOST}:{port}")
+
+
+def _layout_node(data_dir: Path, district: District, secret: bytes, listen: str,
                  ch_address: str, ch_public_key: str,
-                 policy_text: str | None = None) -> NodeLayout:
+                 policy_text: str | None = None, peers: tuple[str, ...] = ()) -> NodeLayout:
     node_dir = data_dir / district.node_id
-    existing = node_dir / "node.toml"
-    listen = (node_config.load_config(existing).listen if existing.exists()
-              else f"{HOST}:{port}")
     config_path = init_data_dir(node_dir, district.node_id, district.name, listen=listen,
                                 city_secret=secret, clearinghouse_address=ch_address,
                                 clearinghouse_public_key=ch_public_key,
-                                policy_text=policy_text)
+                                policy_text=policy_text, peer_nodes=peers)
     config = node_config.load_config(config_path)
     if config.city_secret_file.read_bytes() != secret:
         raise LaunchError(f"{config.city_secret_file} is not this city's secret")
@@ -223,7 +227,9 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     ``net_debit_limit`` (minutes) is given to every node whose limit is still 0 (a limit
     the bureau has set is kept; 0 leaves every limit as it is). ``policy_text`` is the
     policy TOML every new node applies (default: the published one); a node laid out
-    before keeps its own policy file."""
+    before keeps its own policy file. Each new node's ``[peers] nodes`` names every other
+    district's node, so that every district compares its view of the log with the
+    others'."""
     if isinstance(net_debit_limit, bool) or net_debit_limit < 0:
         raise LaunchError(f"a net debit limit is 0 or more minutes, not {net_debit_limit}")
     wanted = tuple(districts)
@@ -238,8 +244,13 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     ch_file, ch_address, ch_public = _layout_clearinghouse(ch_dir, ports[0])
     secret_file = data_dir / "city-secret"
     secret = _ensure_city_secret(secret_file)
-    nodes = tuple(_layout_node(data_dir, d, secret, port, ch_address, ch_public, policy_text)
-                  for d, port in zip(wanted, ports[1:], strict=True))
+    listens = {d.node_id: _node_listen(data_dir, d, port)
+               for d, port in zip(wanted, ports[1:], strict=True)}
+    # Every node compares the log's heads with every other district's (split views).
+    nodes = tuple(_layout_node(data_dir, d, secret, listens[d.node_id], ch_address, ch_public,
+                               policy_text, tuple(a for n, a in listens.items()
+                                                  if n != d.node_id))
+                  for d in wanted)
     _admit(ch_file, nodes, net_debit_limit)
     return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, secret_file,
                       data_dir / "clock", logs_dir, nodes)

@@ -44,7 +44,8 @@ def read_policy(path: Path) -> Policy:
 def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: str = "",
                   listen: str = "127.0.0.1:7443", policy_text: str | None = None,
                   city_secret: bytes | None = None, clearinghouse_address: str = "",
-                  clearinghouse_public_key: str = "") -> Path:
+                  clearinghouse_public_key: str = "",
+                  peer_nodes: tuple[str, ...] = ()) -> Path:
     """Create a node's data directory, its database schema and genesis; return node.toml.
 
     Safe to run again on the same directory: existing files are kept.
@@ -58,7 +59,8 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
     if not config_path.exists():
         config_path.write_text(render_config(node_id, district, database_url, listen,
                                              clearinghouse_address=clearinghouse_address,
-                                             clearinghouse_public_key=clearinghouse_public_key),
+                                             clearinghouse_public_key=clearinghouse_public_key,
+                                             peer_nodes=peer_nodes),
                                encoding="utf-8")
     policy_path = data_dir / "policy.toml"
     if not policy_path.exists():

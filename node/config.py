@@ -15,6 +15,15 @@ from runtime.config import Tables, is_host_port, read_settings, resolve_path, to
 from runtime.errors import ConfigError
 
 MAX_MESSAGE_BYTES_LIMIT = 4 * 1024 * 1024
+#: The most peer districts a node compares tree heads with (each is called every round).
+MAX_PEERS = 32
+DEFAULT_PEER_CHECK_SECONDS = 15
+#: How long a head the node verified may wait for a quorum's cosignatures before the
+#: node raises the finality alarm: long enough for every witness to come round a few
+#: times (they look every 2 s) and for a district restarting, short enough that a split
+#: view is seen within minutes.
+DEFAULT_FINALITY_SECONDS = 300
+MAX_FINALITY_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,13 @@ class NodeConfig:
     #: Empty address: the node runs alone, with no inter-district claims.
     clearinghouse_address: str = ""
     clearinghouse_public_key: str = ""
+    #: A head this node verified must be covered by a head cosigned by a quorum of
+    #: districts within this many seconds, or the node raises the finality alarm.
+    finality_seconds: int = DEFAULT_FINALITY_SECONDS
+    #: Other districts' nodes (host:port) whose tree heads this node compares with the
+    #: log its clearinghouse shows it, every ``peer_check_seconds`` (split views).
+    peer_nodes: tuple[str, ...] = ()
+    peer_check_seconds: int = DEFAULT_PEER_CHECK_SECONDS
 
     @property
     def federated(self) -> bool:
@@ -53,13 +69,14 @@ _TABLES: Tables = {
              "policy_file": str, "city_secret_file": str, "signing_key_file": str},
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
     "log": {"level": str, "format": str},
-    "clearinghouse": {"address": str, "public_key": str},
+    "clearinghouse": {"address": str, "public_key": str, "finality_seconds": int},
+    "peers": {"nodes": list, "check_seconds": int},
 }
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
     settings = read_settings(path, _TABLES, init="timebank node init", environ=environ)
-    node, server, log, clearinghouse = (settings[t] for t in _TABLES)
+    node, server, log, clearinghouse, peers = (settings[t] for t in _TABLES)
     base = path.resolve().parent
 
     def need(key: str) -> str:
@@ -70,6 +87,16 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
 
     def path_of(key: str) -> Path:
         return resolve_path(base, need(key))
+
+    def number(table: Mapping[str, object], key: str, default: int) -> int:
+        value = table.get(key, default)
+        assert isinstance(value, int)  # read_settings checked the type
+        return value
+
+    def texts(table: Mapping[str, object], key: str) -> tuple[str, ...]:
+        value = table.get(key, [])
+        assert isinstance(value, list)  # read_settings checked the type
+        return tuple(str(item) for item in value)
 
     cfg = NodeConfig(
         node_id=need("node_id"),
@@ -82,12 +109,15 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
                           else path_of("data_dir") / "node.key"),
         listen=str(server.get("listen", "127.0.0.1:7443")),
         metrics_listen=str(server.get("metrics_listen", "")),
-        max_message_bytes=int(server.get("max_message_bytes", 65536)),
-        workers=int(server.get("workers", 8)),
+        max_message_bytes=number(server, "max_message_bytes", 65536),
+        workers=number(server, "workers", 8),
         log_level=str(log.get("level", "info")),
         log_format=str(log.get("format", "json")),
         clearinghouse_address=str(clearinghouse.get("address", "")),
         clearinghouse_public_key=str(clearinghouse.get("public_key", "")),
+        finality_seconds=number(clearinghouse, "finality_seconds", DEFAULT_FINALITY_SECONDS),
+        peer_nodes=texts(peers, "nodes"),
+        peer_check_seconds=number(peers, "check_seconds", DEFAULT_PEER_CHECK_SECONDS),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -107,14 +137,36 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
                               "clearinghouse init` prints it)")
     elif cfg.clearinghouse_public_key:
         raise ConfigError("[clearinghouse] public_key is set but address is not")
+    if not 1 <= cfg.finality_seconds <= MAX_FINALITY_SECONDS:
+        raise ConfigError(f"[clearinghouse] finality_seconds must be 1..{MAX_FINALITY_SECONDS}")
+    _check_peers(cfg)
     return cfg
+
+
+def _check_peers(cfg: NodeConfig) -> None:
+    if len(cfg.peer_nodes) > MAX_PEERS:
+        raise ConfigError(f"[peers] nodes names at most {MAX_PEERS} districts' nodes")
+    for address in cfg.peer_nodes:
+        if not is_host_port(address):
+            raise ConfigError(f"[peers] nodes are HOST:PORT addresses, not {address!r}")
+    if len(set(cfg.peer_nodes)) != len(cfg.peer_nodes):
+        raise ConfigError("[peers] nodes names a node twice")
+    if cfg.listen in cfg.peer_nodes:
+        raise ConfigError(f"[peers] nodes names this node itself ({cfg.listen})")
+    if cfg.peer_nodes and not cfg.federated:
+        raise ConfigError("[peers] nodes are compared through the clearinghouse's log: set "
+                          "[clearinghouse] address too")
+    if not 1 <= cfg.peer_check_seconds <= 3600:
+        raise ConfigError("[peers] check_seconds must be 1..3600")
 
 
 def render_config(node_id: str, district: str, database_url: str, listen: str,
                   metrics_listen: str = "", clearinghouse_address: str = "",
-                  clearinghouse_public_key: str = "") -> str:
+                  clearinghouse_public_key: str = "",
+                  peer_nodes: tuple[str, ...] = ()) -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
     q = toml_string
+    peers = ", ".join(q(p) for p in peer_nodes)
     return f"""# Written by `timebank node init`. See deploy/node.example.toml for every setting.
 [node]
 node_id = {q(node_id)}
@@ -139,8 +191,18 @@ format = "console"
 [clearinghouse]
 address = {q(clearinghouse_address)}
 public_key = {q(clearinghouse_public_key)}
+# Seconds a tree head this node verified may wait for a quorum of districts to cosign
+# it before the node raises the finality alarm (a split view, or witnesses down).
+finality_seconds = {DEFAULT_FINALITY_SECONDS}
+
+# Other districts' nodes (HOST:PORT): their tree heads are compared with the log the
+# clearinghouse shows this node, so that two views of it cannot go unnoticed.
+[peers]
+nodes = [{peers}]
+check_seconds = {DEFAULT_PEER_CHECK_SECONDS}
 """
 
 
-__all__ = ["MAX_MESSAGE_BYTES_LIMIT", "ConfigError", "NodeConfig", "load_config",
+__all__ = ["DEFAULT_FINALITY_SECONDS", "DEFAULT_PEER_CHECK_SECONDS", "MAX_MESSAGE_BYTES_LIMIT",
+           "MAX_PEERS", "ConfigError", "NodeConfig", "load_config",
            "render_config"]

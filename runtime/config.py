@@ -18,13 +18,15 @@ from pathlib import Path
 
 from runtime.errors import ConfigError
 
-#: A setting's type: text or a whole number.
-Kind = type[str] | type[int]
+#: A setting's type: text, a whole number, or a list of texts (in the environment: the
+#: texts separated by commas).
+Kind = type[str] | type[int] | type[list]  # type: ignore[type-arg]
 #: The settings of each table a service knows, by name.
 Tables = Mapping[str, Mapping[str, Kind]]
-Value = str | int
+Value = str | int | list[str]
 
-_KIND_NAMES: dict[Kind, str] = {str: "a string", int: "a whole number"}
+_KIND_NAMES: dict[Kind, str] = {str: "a string", int: "a whole number",
+                                list: "a list of strings"}
 
 
 def _read_toml(path: Path, init: str) -> dict[str, object]:
@@ -41,7 +43,10 @@ def _read_toml(path: Path, init: str) -> dict[str, object]:
 
 
 def _typed(table: str, key: str, kind: Kind, value: object) -> Value:
-    if isinstance(value, kind) and not isinstance(value, bool):
+    if kind is list:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return list(value)
+    elif isinstance(value, kind) and not isinstance(value, bool):
         return value
     raise ConfigError(f"[{table}] {key} must be {_KIND_NAMES[kind]}")
 
@@ -49,6 +54,8 @@ def _typed(table: str, key: str, kind: Kind, value: object) -> Value:
 def _from_env(table: str, key: str, kind: Kind, name: str, text: str) -> Value:
     if kind is str:
         return text
+    if kind is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
     try:
         return int(text.strip())
     except ValueError:

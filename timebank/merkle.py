@@ -22,6 +22,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "completed_ranges",
+    "consistency_old_root",
     "consistency_path_ranges",
     "consistency_proof",
     "hash_of_range",
@@ -288,3 +289,43 @@ def verify_consistency(
             sr = node_hash(sr, c)
         fn, sn = fn >> 1, sn >> 1
     return sn == 0 and fr == old_root and sr == new_root
+
+
+def consistency_old_root(
+    old_size: int, new_size: int, new_root: bytes, proof: Sequence[bytes]
+) -> bytes | None:
+    """The root of the first `old_size` leaves of the tree (new_size, new_root), as a
+    consistency proof from `old_size` shows it; None if the proof does not reproduce
+    `new_root` or does not carry that root.
+
+    Any proof that reproduces the new root is made of that tree's own subtree hashes
+    (short of a SHA-256 collision), so the old root it folds to is the only one the
+    tree has at `old_size`: a signed head of that size with another root cannot be of
+    the same history (``timebank.forks``). A proof from a power-of-two size does not
+    carry the old root (the verifier supplies it), and gives None here.
+    """
+    path = _hash_list(proof)
+    if path is None or not _is_hash(new_root):
+        return None
+    if not (_is_int(old_size) and _is_int(new_size)) or not 0 <= old_size < new_size:
+        return None
+    if old_size == 0:
+        return EMPTY_ROOT if not path else None
+    if not path or old_size & (old_size - 1) == 0:
+        return None
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return fr if sn == 0 and sr == new_root else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.markup import escape
@@ -44,17 +45,20 @@ def _hex_key(text: str) -> bytes:
 
 
 def run_audit(data_dir: Path | None, address: str | None, key_hex: str | None, *,
-              as_json: bool = False) -> int:
+              as_json: bool = False, nodes: Sequence[str] = ()) -> int:
     """``timebank audit``: print each check; 0 if all pass, 1 naming the first bad record."""
     from runtime.console import CliError, print_error
 
     try:
         if (data_dir is None) == (address is None):
             raise AuditError("give either --data-dir DIR or --clearinghouse HOST:PORT")
+        if nodes and address is None:
+            raise AuditError("--node compares district heads with a running clearinghouse's "
+                             "log: give --clearinghouse HOST:PORT too")
         if address is not None:
             if key_hex is None:
                 raise AuditError("--clearinghouse needs --clearinghouse-key HEX")
-            report = audit_remote(address, _hex_key(key_hex))
+            report = audit_remote(address, _hex_key(key_hex), nodes)
         else:
             assert data_dir is not None
             if not data_dir.is_dir():

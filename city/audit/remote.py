@@ -1,19 +1,23 @@
 """A running clearinghouse over gRPC: what it serves to anyone (the signed head, every
-entry, cosignatures, claims and positions)."""
+entry, cosignatures, claims and positions), and, given the district nodes' addresses,
+every tree head each district holds (``GetLogHeads``) compared with that log: a head
+that is not of it is a split view, and the check names the district and the fork."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from city.audit.logscan import PAGE, LogScan
 from city.audit.report import AuditError, Bad, BadRecord, Report, plural, run
+from node.link.logcheck import locate
 from timebank import checkpoint as notes
-from timebank import transparency
+from timebank import forks, transparency
 from timebank.v1 import clearing_pb2 as pb
-from timebank.v1 import clearing_pb2_grpc
+from timebank.v1 import clearing_pb2_grpc, node_pb2, node_pb2_grpc
 
 RPC_TIMEOUT = 15.0
 
@@ -28,8 +32,28 @@ def _rpc(address: str, method: Callable[..., Any], request: Any) -> Any:
                          f"{details}") from None
 
 
-def audit_remote(address: str, clearinghouse_key: bytes) -> Report:
-    """Audit a running clearinghouse from what it serves to anyone."""
+#: The most district nodes one audit asks.
+MAX_NODES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DistrictHead:
+    """One head a district holds, and where it stands against the log."""
+
+    node: str  # the node's address
+    node_id: str
+    which: str  # verified, cosigned, final
+    size: int
+    evidence: forks.Evidence | None
+    problem: str = ""  # not a head of this clearinghouse, or the node did not answer
+
+
+def audit_remote(address: str, clearinghouse_key: bytes,
+                 nodes: Sequence[str] = ()) -> Report:
+    """Audit a running clearinghouse from what it serves to anyone, and the heads each
+    district node at ``nodes`` holds against its log."""
+    if len(nodes) > MAX_NODES:
+        raise AuditError(f"an audit asks at most {MAX_NODES} district nodes")
     with grpc.insecure_channel(address) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         head_msg = _rpc(address, stub.GetTreeHead, pb.GetTreeHeadRequest())
@@ -56,6 +80,8 @@ def audit_remote(address: str, clearinghouse_key: bytes) -> Report:
         if cosigned is not None and 0 < cosigned.size < head.size:
             consistency = _rpc(address, stub.GetConsistencyProof, pb.GetConsistencyProofRequest(
                 old_size=cosigned.size, new_size=head.size))
+        districts = [h for node in dict.fromkeys(nodes)
+                     for h in _district_heads(stub, address, clearinghouse_key, node)]
     checks = [
         run("tree head", lambda: f"size {head.size}, signed by the clearinghouse"),
         run("log entries", lambda: _remote_log(scan, head, address)),
@@ -64,7 +90,59 @@ def audit_remote(address: str, clearinghouse_key: bytes) -> Report:
         run("claims", lambda: _remote_claims(scan)),
         run("positions", lambda: _remote_positions(scan, positions, address)),
     ]
+    if nodes:
+        checks.append(run("district heads", lambda: _remote_districts(districts, address)))
     return Report(address, tuple(checks))
+
+
+def _district_heads(stub: clearing_pb2_grpc.ClearinghouseServiceStub, address: str,
+                    key: bytes, node: str) -> list[DistrictHead]:
+    """Every head the node at ``node`` holds, located in the clearinghouse's log."""
+    with grpc.insecure_channel(node) as channel:
+        try:
+            heads: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
+                node_pb2.GetLogHeadsRequest(), timeout=RPC_TIMEOUT)
+        except grpc.RpcError as e:
+            code = e.code().name if isinstance(e, grpc.Call) else "UNKNOWN"
+            return [DistrictHead(node, "", "", 0, None, f"the node did not answer: {code}")]
+    node_id = heads.node_id[:16]
+    if heads.clearinghouse_key and heads.clearinghouse_key != key.hex():
+        return [DistrictHead(node, node_id, "", 0, None,
+                             f"it trusts another clearinghouse key "
+                             f"({heads.clearinghouse_key[:16]}…)")]
+    found = []
+    for which, note in (("verified", heads.verified), ("cosigned", heads.cosigned),
+                        ("final", heads.final)):
+        if not note:
+            continue
+        try:
+            located = locate(stub, key, note, seen=f"district {node_id} at {node} ({which})",
+                             log_seen=f"the clearinghouse at {address} (latest)",
+                             timeout=RPC_TIMEOUT)
+        except transparency.LogError as e:
+            found.append(DistrictHead(node, node_id, which, 0, None,
+                                      f"its {which} head is not the clearinghouse's: {e}"))
+            continue
+        except grpc.RpcError as e:
+            code = e.code().name if isinstance(e, grpc.Call) else "UNKNOWN"
+            raise AuditError(f"the clearinghouse at {address} did not answer: {code}") from None
+        found.append(DistrictHead(node, node_id, which, located.head.size, located.evidence))
+    return found
+
+
+def _remote_districts(found: list[DistrictHead], address: str) -> str:
+    for h in found:
+        if h.problem:
+            raise Bad(BadRecord(h.node, "GetLogHeads", f"district {h.node_id or '?'}",
+                                h.problem))
+        if h.evidence is not None:
+            raise Bad(BadRecord(
+                h.node, "GetLogHeads", f"district {h.node_id} {h.which} head of {h.size} leaves",
+                f"fork: {h.evidence.summary()} (evidence {h.evidence.id}; `timebank monitor "
+                f"check --node {h.node}` keeps it as a file)"))
+    districts = len({h.node for h in found})
+    return (f"{plural(len(found), 'head')} held by {plural(districts, 'district')} are of "
+            f"the log at {address}")
 
 
 def _cosigned_head(stub: clearing_pb2_grpc.ClearinghouseServiceStub,

@@ -20,6 +20,7 @@ from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Policy, Relation
 from node.usecases import views
 from node.usecases.claims import ClaimView, ClearingView
+from node.usecases.log_watch import LogStatus
 from runtime.errors import InvalidArgument
 from timebank.v1 import node_pb2 as pb
 
@@ -296,3 +297,17 @@ def clearing_pb(v: ClearingView, address: str) -> pb.Clearing:
     return pb.Clearing(federated=bool(address), clearinghouse=address,
                        net_minutes=v.net_minutes, open_claims=v.open_claims,
                        unsent_messages=v.unsent_messages, last_delivery_seq=v.last_delivery)
+
+
+def log_heads_pb(status: LogStatus, out: pb.LogHeads, clearinghouse_key: bytes) -> pb.LogHeads:
+    """The heads a node holds and its alarms, into ``out`` (which names the node)."""
+    out.clearinghouse_key = clearinghouse_key.hex()
+    out.verified = "" if status.verified is None else status.verified.note
+    out.cosigned = "" if status.cosigned is None else status.cosigned.note
+    out.final = "" if status.final is None else status.final.note
+    for alarm in status.alarms:
+        item = out.alarms.add(kind=alarm.kind, detail=alarm.detail)
+        if alarm.since:
+            item.since.FromSeconds(alarm.since)
+    out.evidence.extend(f.document for f in status.forks)
+    return out

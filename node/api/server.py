@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 
 import structlog
+from grpc_health.v1 import health_pb2
 
 from node import metrics
 from node.api.servicer import SERVICE_NAME, NodeServicer
@@ -28,7 +29,8 @@ from node.bootstrap import open_app
 from node.config import NodeConfig
 from node.domain.clock import Clock
 from node.link.clearing_link import ClearingLink
-from node.usecases import orders
+from node.link.watch import HEALTH_SERVICE
+from node.usecases import log_watch, orders
 from node.usecases.app import NodeApp
 from runtime import keyfiles, server
 from runtime.errors import ConfigError
@@ -56,11 +58,26 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     after every call that may have queued a message for the city.
     """
     servicer = (NodeServicer(app) if link is None
-                else NodeServicer(app, link.address, link.wake))
-    return server.start_server(
+                else NodeServicer(app, link.address, link.wake, link.clearinghouse_key))
+    running = server.start_server(
         SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,
         thread_name_prefix="timebank-rpc")
+    if link is not None:
+        _report_log_health(running, link)
+    return running
+
+
+def _report_log_health(running: RunningServer, link: ClearingLink) -> None:
+    """The ``timebank.log`` health service says what the link's log watch found:
+    NOT_SERVING while the node holds fork evidence or the finality alarm is on (the
+    node's own service stays SERVING: its district keeps working)."""
+    def report(ok: bool) -> None:
+        running.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING if ok
+                           else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    report(link.app.query(log_watch.status, link.clearinghouse_key).ok)
+    link.watch.on_status = report
 
 
 class RecordingLoop(Periodic):
@@ -144,7 +161,9 @@ def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
         raise ConfigError(str(e)) from None
     return ClearingLink(app, config.clearinghouse_address,
                         bytes.fromhex(config.clearinghouse_public_key), key,
-                        channel_options=channel_options())
+                        channel_options=channel_options(), peers=config.peer_nodes,
+                        watch_seconds=config.peer_check_seconds,
+                        finality_seconds=config.finality_seconds)
 
 
 def serve_forever(config: NodeConfig, *, clock: Clock | None = None,

@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.message import Message
 
 from node.api import convert
-from node.usecases import claims, ledger, orders, people
+from node.usecases import claims, ledger, log_watch, orders, people
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition
 from timebank.v1 import node_pb2 as pb
@@ -54,10 +54,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     """Implements every rpc of ``timebank.v1.NodeService`` over one ``NodeApp``."""
 
     def __init__(self, app: NodeApp, clearinghouse: str = "",
-                 wake_sender: Callable[[], None] | None = None) -> None:
+                 wake_sender: Callable[[], None] | None = None,
+                 clearinghouse_key: bytes | None = None) -> None:
         self._app = app
         self._clearinghouse = clearinghouse
         self._wake = wake_sender
+        self._clearinghouse_key = clearinghouse_key
 
     def _once(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
               response: type[M]) -> M:
@@ -315,6 +317,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                     context: grpc.ServicerContext) -> pb.Clearing:
         return convert.clearing_pb(self._app.query(claims.clearing_view),
                                    self._clearinghouse)
+
+    def GetLogHeads(self, request: pb.GetLogHeadsRequest,
+                    context: grpc.ServicerContext) -> pb.LogHeads:
+        answer = pb.LogHeads(node_id=self._app.node.node_id)
+        if self._clearinghouse_key is None:  # a district alone holds no heads
+            return answer
+        return convert.log_heads_pb(self._app.query(log_watch.status, self._clearinghouse_key),
+                                    answer, self._clearinghouse_key)
 
     def _require_federated(self) -> None:
         if not self._app.node.federated:

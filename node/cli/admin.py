@@ -12,7 +12,7 @@ from rich.panel import Panel
 
 from node.cli.client import DEFAULT_NODE_ADDRESS, connect
 from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
-from node.cli.render import render_report, report_from_view, to_json
+from node.cli.render import log_summary, render_log, render_report, report_from_view, to_json
 from node.config import NodeConfig, load_config
 from node.domain.policy import PolicyError
 from runtime.console import DevClockFile, dev_clock, label_grid, masked_url
@@ -72,6 +72,10 @@ def init_command(
         "--clearinghouse-key", metavar="HEX",
         help="The clearinghouse's public key, as `timebank clearinghouse init` prints it.")
     ] = "",
+    peers: Annotated[list[str] | None, typer.Option(
+        "--peer", metavar="HOST:PORT",
+        help="Another district's node whose tree heads this node compares with the "
+             "clearinghouse's log (repeat for each; [peers] nodes in node.toml).")] = None,
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
@@ -84,7 +88,7 @@ def init_command(
 
     if config_file is not None:
         if (data_dir is not None or node_id or district or database_url or policy is not None
-                or city_secret is not None or clearinghouse or clearinghouse_key):
+                or city_secret is not None or clearinghouse or clearinghouse_key or peers):
             fail("with --config, the configuration says everything: drop --data-dir, "
                  "--node-id, --district, --database-url and --policy")
         config = _load(config_file)
@@ -121,7 +125,8 @@ def init_command(
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
                                     listen=listen, policy_text=policy_text, city_secret=secret,
                                     clearinghouse_address=clearinghouse,
-                                    clearinghouse_public_key=clearinghouse_key.lower())
+                                    clearinghouse_public_key=clearinghouse_key.lower(),
+                                    peer_nodes=tuple(peers or ()))
     except ValueError as e:
         if isinstance(e, ConfigError):  # a PolicyError too
             raise
@@ -210,20 +215,32 @@ def check_command(
         "--node", envvar="TIMEBANK_NODE_ADDRESS", metavar="HOST:PORT",
         help="Without --config: ask the running node at this address.")
     ] = DEFAULT_NODE_ADDRESS,
+    evidence_dir: Annotated[Path | None, typer.Option(
+        "--evidence-dir", metavar="DIR",
+        help="Write each fork evidence document the node holds here, as a file anyone "
+             "can check with `timebank monitor check-evidence`.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Verify every ledger invariant (sums, hash chain, balances, holds, cap).
+    """Verify every ledger invariant (sums, hash chain, balances, holds, cap), and report
+    what the node found wrong with the city's log (a fork, a head not final in time).
 
-    Exit code 1 if any fails.
+    Exit code 1 if any check fails or the log has an alarm.
     """
+    heads: node_pb2.LogHeads | None = None
     if config_file is not None:
+        from node.api.convert import log_heads_pb
         from node.bootstrap import open_app
+        from node.usecases import log_watch
         from node.usecases.ledger import check_ledger
 
         config = _load(config_file)
         node_app = open_app(config)
         try:
             report = report_from_view(node_app.query(check_ledger))
+            if config.federated:
+                key = bytes.fromhex(config.clearinghouse_public_key)
+                heads = log_heads_pb(node_app.query(log_watch.status, key),
+                                     node_pb2.LogHeads(node_id=config.node_id), key)
         finally:
             node_app.db.dispose()
         title = f"ledger check · {config.node_id} {escape(config.district)}"
@@ -231,10 +248,36 @@ def check_command(
     else:
         with connect(node) as client:
             report = client.call(client.stub.CheckLedger, node_pb2.CheckLedgerRequest())
+            found = client.call(client.stub.GetLogHeads, node_pb2.GetLogHeadsRequest())
+            heads = found if found.clearinghouse_key else None
         title, extra = f"ledger check · node at {node}", {}
+    if heads is not None and evidence_dir is not None:
+        _write_evidence(heads, evidence_dir)
     if as_json:
-        print_json({**extra, **to_json(report)})
+        out = {**extra, **to_json(report)}
+        if heads is not None:
+            out["log"] = log_summary(heads)
+        print_json(out)
     else:
         echo(render_report(report, title))
-    if not report.ok:
+        if heads is not None:
+            echo(render_log(heads))
+    if not report.ok or (heads is not None and heads.alarms):
         raise typer.Exit(1)
+
+
+def _write_evidence(heads: node_pb2.LogHeads, directory: Path) -> None:
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for text in heads.evidence:
+        doc = json.loads(text)
+        name = f"fork-{heads.node_id}-{_evidence_name(text)}.json"
+        (directory / name).write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n",
+                                      encoding="utf-8")
+
+
+def _evidence_name(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

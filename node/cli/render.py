@@ -17,6 +17,7 @@ from rich.table import Table
 
 from node.cli.client import NodeClient
 from runtime.console import label_grid
+from timebank import transparency
 from timebank.citytime import CITY_TZ
 from timebank.minutes import format_hours, format_hours_and_minutes
 from timebank.v1 import node_pb2
@@ -336,3 +337,44 @@ def report_from_view(view: LedgerReportView) -> node_pb2.LedgerReport:
         held_by_people_minutes=view.held_by_people, donation_pool_minutes=view.donation_pool,
         consumed_minutes=view.consumed, granted_minutes=view.granted,
         clearing_minutes=view.clearing)
+
+
+def _head_size(note: str) -> str:
+    if not note:
+        return "none yet"
+    try:
+        head = transparency.read_head(note)
+    except transparency.LogError:
+        return "unreadable"
+    return f"{head.size} leaves"
+
+
+def log_summary(heads: node_pb2.LogHeads) -> dict[str, Any]:
+    """What ``node check`` says about the city's log, as JSON."""
+    def size(note: str) -> int | None:
+        try:
+            return transparency.read_head(note).size if note else None
+        except transparency.LogError:
+            return None
+
+    return {"ok": not heads.alarms, "verified_size": size(heads.verified),
+            "cosigned_size": size(heads.cosigned), "final_size": size(heads.final),
+            "alarms": [{"kind": a.kind, "detail": a.detail} for a in heads.alarms],
+            "evidence": len(heads.evidence)}
+
+
+def render_log(heads: node_pb2.LogHeads, title: str = "the city's log") -> Panel:
+    """The heads a node holds and its alarms (fork, finality)."""
+    grid = label_grid()
+    grid.add_row("result", "[bold green]ok: no fork seen, every head final in time[/]"
+                 if not heads.alarms else f"[bold red]{len(heads.alarms)} alarm(s)[/]")
+    grid.add_row("verified head", _head_size(heads.verified))
+    grid.add_row("cosigned head", _head_size(heads.cosigned))
+    grid.add_row("final head", _head_size(heads.final))
+    if heads.evidence:
+        grid.add_row("fork evidence", f"{len(heads.evidence)} document(s): "
+                     "`timebank node check --evidence-dir DIR` writes them out")
+    parts: list[Any] = [grid]
+    parts.extend(f"[red]✗ {escape(a.kind)}: {escape(a.detail)}[/]" for a in heads.alarms)
+    return Panel(Group(*parts), title=title, title_align="left", expand=False,
+                 border_style="red" if heads.alarms else "green")

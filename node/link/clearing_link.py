@@ -1,16 +1,17 @@
-"""The node's link to the city clearinghouse: one channel and the four workers that use
-it, each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013).
+"""The node's link to the city clearinghouse: one channel and the five workers that use
+it, each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013; issue 14).
 
 The node opens every connection itself; it needs no inbound port. ``start()`` starts
-the sender, the subscriber, the witness and the checkpointer; ``stop()`` ends them and
-closes the channel. Each worker survives any failure: it logs, waits and starts again
+the sender, the subscriber, the witness, the checkpointer and the log watch (which also
+calls the peer districts' nodes it is given); ``stop()`` ends them and closes the
+channels. Each worker survives any failure: it logs, waits and starts again
 (``supervise``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from nacl.signing import SigningKey
@@ -21,6 +22,7 @@ from node.link.sender import Sender
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised
 from node.link.verified_log import VerifiedLog
+from node.link.watch import FINALITY_SECONDS, WATCH_SECONDS, LogWatch, Round
 from node.link.witness import WITNESS_SECONDS, Witness
 from node.usecases import checkpoints
 from node.usecases.app import NodeApp
@@ -36,8 +38,12 @@ class ClearingLink:
                  channel_options: list[tuple[str, int]] | None = None,
                  witness_seconds: float = WITNESS_SECONDS,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS,
-                 backlog_items: int = BACKLOG_ITEMS) -> None:
+                 backlog_items: int = BACKLOG_ITEMS,
+                 peers: Sequence[str] = (), watch_seconds: float = WATCH_SECONDS,
+                 finality_seconds: float = FINALITY_SECONDS) -> None:
+        self.app = app
         self.address = address
+        self.clearinghouse_key = clearinghouse_key
         self._channel = grpc.insecure_channel(address, options=channel_options or [])
         connection = Connection(clearing_pb2_grpc.ClearinghouseServiceStub(self._channel),
                                 address, app.node.node_id, signing_key, clearinghouse_key)
@@ -51,6 +57,9 @@ class ClearingLink:
                                interval=witness_seconds)
         self.checkpointer = Checkpointer(app, self._stop, self._wake,
                                          interval=checkpoint_seconds)
+        self.watch = LogWatch(app, connection, self._stop, peers=peers, interval=watch_seconds,
+                              finality_seconds=finality_seconds,
+                              channel_options=channel_options)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -58,7 +67,8 @@ class ClearingLink:
             raise RuntimeError("a clearing link starts once")
         workers: dict[str, Callable[[], None]] = {
             "sender": self.sender.run, "subscriber": self.subscriber.run,
-            "witness": self.witness.run, "checkpointer": self.checkpointer.run}
+            "witness": self.witness.run, "checkpointer": self.checkpointer.run,
+            "log-watch": self.watch.run}
         for name, loop in workers.items():
             thread = threading.Thread(target=supervised(loop, self._stop, self.address),
                                       name=f"timebank-{name}", daemon=True)
@@ -71,6 +81,7 @@ class ClearingLink:
         self.subscriber.cancel()
         for thread in self._threads:
             thread.join(timeout)
+        self.watch.close()
         self._channel.close()
 
     def wake(self) -> None:
@@ -84,6 +95,10 @@ class ClearingLink:
     def witness_once(self) -> int:
         """Cosign the latest tree head if it extends the last verified (``Witness``)."""
         return self.witness.witness_once()
+
+    def watch_once(self) -> Round:
+        """Compare the heads once (``LogWatch``)."""
+        return self.watch.check_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
         """Queue a checkpoint of the ledger (if it grew) and send it."""

@@ -1711,3 +1711,101 @@ class Clearing(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Clearing: _TypeAlias = Clearing  # noqa: Y015
+
+@_typing.final
+class GetLogHeadsRequest(_message.Message):
+    """---------------------------------------------------------------- the city's log"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLogHeadsRequest: _TypeAlias = GetLogHeadsRequest  # noqa: Y015
+
+@_typing.final
+class LogAlarm(_message.Message):
+    """Why this district's view of the log needs someone's attention."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"fork": two heads the clearinghouse signed cannot both be true;"""
+    detail: _builtins.str
+    """"finality": a head it verified was not cosigned by a quorum in time
+    for operators
+    """
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogAlarm: _TypeAlias = LogAlarm  # noqa: Y015
+
+@_typing.final
+class LogHeads(_message.Message):
+    """The clearinghouse tree heads a district holds, each a C2SP checkpoint signed by the
+    clearinghouse (empty: none yet).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CLEARINGHOUSE_KEY_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    COSIGNED_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    ALARMS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    clearinghouse_key: _builtins.str
+    """hex: the key every head here verifies under"""
+    verified: _builtins.str
+    """the latest head this node verified"""
+    cosigned: _builtins.str
+    """the latest head it cosigned as a witness"""
+    final: _builtins.str
+    """the latest head cosigned by a quorum that it checked"""
+    @_builtins.property
+    def alarms(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogAlarm]: ...
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """fork evidence it found (timebank-fork-evidence/v1 JSON;"""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        clearinghouse_key: _builtins.str = ...,
+        verified: _builtins.str = ...,
+        cosigned: _builtins.str = ...,
+        final: _builtins.str = ...,
+        alarms: _abc.Iterable[Global___LogAlarm] | None = ...,
+        evidence: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarms", b"alarms", "clearinghouse_key", b"clearinghouse_key", "cosigned", b"cosigned", "evidence", b"evidence", "final", b"final", "node_id", b"node_id", "verified", b"verified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogHeads: _TypeAlias = LogHeads  # noqa: Y015

@@ -174,6 +174,11 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.Clearing.FromString,
                 _registered_method=True)
+        self.GetLogHeads = channel.unary_unary(
+                '/timebank.v1.NodeService/GetLogHeads',
+                request_serializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.LogHeads.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -353,6 +358,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLogHeads(self, request, context):
+        """The city's transparency log as this district sees it: the tree heads it holds and
+        what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
+        that districts and outside monitors can compare views (split views, issue 14).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -495,6 +509,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetClearing,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.Clearing.SerializeToString,
+            ),
+            'GetLogHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLogHeads,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.LogHeads.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1253,6 +1272,33 @@ class NodeService:
             '/timebank.v1.NodeService/GetClearing',
             timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.Clearing.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLogHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/GetLogHeads',
+            timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.LogHeads.FromString,
             options,
             channel_credentials,
             insecure,

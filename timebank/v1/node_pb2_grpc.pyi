@@ -73,6 +73,11 @@ class NodeServiceStub:
     GetClaim: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]
     ListClaims: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]
     GetClearing: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]
+    GetLogHeads: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.LogHeads]
+    """The city's transparency log as this district sees it: the tree heads it holds and
+    what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
+    that districts and outside monitors can compare views (split views, issue 14).
+    """
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -111,6 +116,11 @@ class NodeServiceAsyncStub(NodeServiceStub):
     GetClaim: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]  # type: ignore[assignment]
     ListClaims: _aio.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]  # type: ignore[assignment]
     GetClearing: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]  # type: ignore[assignment]
+    GetLogHeads: _aio.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.LogHeads]  # type: ignore[assignment]
+    """The city's transparency log as this district sees it: the tree heads it holds and
+    what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
+    that districts and outside monitors can compare views (split views, issue 14).
+    """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -314,5 +324,16 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.GetClearingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.Clearing, _abc.Awaitable[_node_pb2.Clearing]]: ...
+
+    @_abc_1.abstractmethod
+    def GetLogHeads(
+        self,
+        request: _node_pb2.GetLogHeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.LogHeads, _abc.Awaitable[_node_pb2.LogHeads]]:
+        """The city's transparency log as this district sees it: the tree heads it holds and
+        what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
+        that districts and outside monitors can compare views (split views, issue 14).
+        """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
