@@ -192,25 +192,22 @@ def _roster_of(head: transparency.Head, carried: dict[bytes, rosters.Roster],
                what: str) -> rosters.Roster:
     """The city-signed roster ``head`` names, which the statement must carry."""
     try:
-        found = rosters.by_digest(carried, head.roster)
+        return rosters.by_digest(carried, head.roster)
     except rosters.RosterError as e:
         raise StatementError(f"the {what} tree head of {head.size} leaves: {e}") from None
-    if head.districts is not None and head.districts != len(found.members):
-        raise StatementError(f"the {what} tree head says the city had {head.districts} "
-                             f"districts; the roster it names lists {len(found.members)}")
-    return found
 
 
-def _cosigners(head: transparency.Head, roster: rosters.Roster, subject: str) -> list[str]:
-    """The roster's districts, other than ``subject``, whose cosignature on ``head``
-    verifies under the key the roster gives them. A cosignature line that claims a
-    member's key and fails rejects the head."""
+def _final(head: transparency.Head, carried: dict[bytes, rosters.Roster], subject: str,
+           what: str) -> tuple[rosters.Roster, list[str]]:
+    """The roster the head names and its districts, other than ``subject``, whose
+    cosignature verifies under the key it lists them with. A cosignature line that
+    claims a member's key and fails rejects the head."""
     try:
-        found = notes.cosigners(head.note, roster.witnesses())
+        return rosters.cosigned_by(head, carried, subject)
+    except rosters.RosterError as e:
+        raise StatementError(f"the {what} tree head of {head.size} leaves: {e}") from None
     except notes.CheckpointError as e:
         raise StatementError(f"the tree head is malformed: {e}") from None
-    by_name = {transparency.witness_name(m.node_id): m.node_id for m in roster.members}
-    return roster.counted((by_name[name] for name in found), subject)
 
 
 def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
@@ -366,8 +363,7 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
         head, what = _head(final, "cosigned", ch_key), "cosigned"
         if _check_logged(final, "cosigned", checkpoint, node_id, head) != index:
             raise StatementError("the cosigned proof is of another log leaf than the anchor's")
-    roster = _roster_of(head, carried, what)
-    cosigners = _cosigners(head, roster, node_id)
+    roster, cosigners = _final(head, carried, node_id, what)
     if len(cosigners) < roster.quorum and not allow_uncosigned:
         raise StatementError(
             f"not final: the tree head of {head.size} leaves is cosigned by "

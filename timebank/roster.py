@@ -23,19 +23,33 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 
+from timebank import checkpoint as notes
 from timebank import transparency
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.ids import is_node_id
 from timebank.keys import PUBLIC_KEY_LEN
 from timebank.v1 import clearing_pb2 as pb
 
-__all__ = ["KIND", "MAX_MEMBERS", "Member", "Roster", "RosterError", "body", "by_digest",
-           "check_head",
-           "read", "read_bytes"]
+__all__ = [
+    "KIND",
+    "MAX_MEMBERS",
+    "Member",
+    "Roster",
+    "RosterError",
+    "body",
+    "by_digest",
+    "check_head",
+    "cosigned_by",
+    "read",
+    "read_bytes",
+    "verified",
+]
 
 KIND = "roster"
 #: Most districts a roster may list (a city has tens; this bounds every loop over one).
 MAX_MEMBERS = 1000
+#: Most rosters one reader keeps: a roster a month for a century.
+MAX_ROSTERS = 1200
 _MAX_DISTRICT_LEN = 64
 _MAX_EPOCH = transparency.MAX_LOG_NUMBER
 
@@ -196,3 +210,30 @@ def check_head(head: transparency.Head, known: Mapping[bytes, Roster],
                                     f"had {head.districts} districts; roster epoch {epoch} "
                                     f"lists {len(found.members)}")
     return found
+
+
+def verified(envelopes: Iterable[bytes], city_key: bytes) -> dict[bytes, Roster]:
+    """Rosters by digest, from serialised envelopes (as ``GetAdmissions`` serves them):
+    each must be city-signed, or the whole answer is refused."""
+    out: dict[bytes, Roster] = {}
+    for i, data in enumerate(envelopes):
+        if i >= MAX_ROSTERS:
+            raise RosterError(f"more than {MAX_ROSTERS} rosters: refusing to keep them all")
+        found = read_bytes(data, city_key)
+        out[found.digest] = found
+    return out
+
+
+def cosigned_by(head: transparency.Head, known: Mapping[bytes, Roster],
+                subject: str | None = None) -> tuple[Roster, list[str]]:
+    """The roster ``head`` names (from ``known``) and the members, other than
+    ``subject``, whose cosignature on it verifies under the key that roster lists: what
+    finality is counted from. Raises ``RosterError`` when the head names no known roster
+    or misstates its size, ``checkpoint.CheckpointError`` when a member's line fails."""
+    found = by_digest(known, head.roster)
+    if head.districts is not None and head.districts != len(found.members):
+        raise RosterError(f"the tree head says the city had {head.districts} districts; "
+                          f"the roster it names lists {len(found.members)}")
+    names = {transparency.witness_name(m.node_id): m.node_id for m in found.members}
+    valid = notes.cosigners(head.note, found.witnesses())
+    return found, found.counted((names[n] for n in valid), subject)

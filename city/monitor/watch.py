@@ -33,6 +33,7 @@ from city.monitor.state import MAX_PENDING, Directory, State
 from node.link.logcheck import locate
 from timebank import anchors, forks, transparency
 from timebank import checkpoint as notes
+from timebank import roster as rosters
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.keys import key_id
 from timebank.trusted_log import TrustedLog
@@ -278,7 +279,8 @@ def _finality(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target,
 def _final_size(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target,
                 state: State) -> int:
     """The size of the clearinghouse's latest quorum head, if this monitor counts enough
-    valid cosignatures on it under the districts' admitted keys; 0 otherwise."""
+    valid cosignatures on it from the members of the city-signed roster it names, under
+    the keys that roster lists; 0 otherwise."""
     try:
         answer = stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True),
                                   timeout=CALL_TIMEOUT_SECONDS)
@@ -290,18 +292,15 @@ def _final_size(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target
         head = transparency.check_head(answer.note, target.clearinghouse_key)
     except transparency.LogError:
         return 0
-    if head.size > state.frontier.size or head.districts is None:
+    if head.size > state.frontier.size:
         return 0
-    valid = set()
-    for node_id, hexes in state.keys.items():
-        name = transparency.witness_name(node_id)
-        for hex_key in hexes:
-            try:
-                if notes.cosigners(head.note, {name: bytes.fromhex(hex_key)}):
-                    valid.add(node_id)
-            except notes.CheckpointError:
-                return 0
-    if len(valid) < transparency.quorum(head.districts):
+    try:
+        admitted = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=CALL_TIMEOUT_SECONDS)
+        known = rosters.verified(admitted.rosters, target.city_key)
+        found, counted = rosters.cosigned_by(head, known)
+    except (rosters.RosterError, notes.CheckpointError):
+        return 0  # a head not final under a city-signed roster is not final
+    if len(counted) < found.quorum:
         return 0
     located = locate(stub, target.clearinghouse_key, head.note,
                      timeout=CALL_TIMEOUT_SECONDS)
