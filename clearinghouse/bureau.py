@@ -1,8 +1,9 @@
-"""The bureau's own signing acts: admission certificates and revocations.
+"""The bureau's own signing acts: admission certificates, revocations and city policies.
 
 Both are signed by the city root key (signer ``city``) over a ``timebank.v1`` body, as
-ADR 0003 and 0005 fix. The clearinghouse checks them with ``usecases.admission``; this
-module only makes them, so it needs the root key, which a real city keeps offline.
+ADR 0003 and 0005 fix. The clearinghouse checks them with ``usecases.admission`` and
+``usecases.policies``; this module only makes them, so it needs the root key, which a
+real city keeps offline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearinghouse.usecases.admission import ADMISSION, REVOCATION
+from timebank import citypolicy
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import SigningKey
 from timebank.v1 import clearing_pb2
@@ -42,3 +44,10 @@ def issue_revocation(city_key: SigningKey, node_id: str, key_id: str, reason: st
         node_id=node_id, key_id=key_id, reason=reason, at=_timestamp(at),
     ).SerializeToString(deterministic=True)
     return sign(REVOCATION, body, CITY, city_key)
+
+
+def issue_policy(city_key: SigningKey, serial: int, policy_toml: str, effective_at: datetime,
+                 issued_at: datetime) -> Signed:
+    """A city-signed ``policy``: the TOML every node runs from ``effective_at`` on."""
+    body = citypolicy.policy_body(serial, policy_toml, effective_at, issued_at)
+    return sign(citypolicy.POLICY_KIND, body, CITY, city_key)

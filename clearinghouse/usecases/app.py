@@ -21,6 +21,7 @@ from clearinghouse.storage.merkle_log import MerkleLog
 from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases.clock import Clock
 from runtime.errors import InvariantViolation
+from timebank.citypolicy import Term
 from timebank.envelope import KeyRing, Signed
 from timebank.transparency import Head
 
@@ -53,12 +54,14 @@ class KeyRingCache:
 class TxCache:
     """What one transaction computes once and keeps beside its repository: the log as it
     sees it (``log.log_of``: it keeps the size it read), the head it signed
-    (``log.publish_head``), and the envelopes whose signatures it already trusts
-    (``directory.verify_node``)."""
+    (``log.publish_head``), the envelopes whose signatures it already trusts
+    (``directory.verify_node``), and the city policies that can be in force around now
+    (``policies.check_current``: one read for a batch of claim messages)."""
 
     merkle_log: MerkleLog | None = None
     published_head: Head | None = None
     verified: dict[Signed, bytes] = field(default_factory=dict)
+    policy_terms: list[Term] | None = None
 
 
 @dataclass(frozen=True, slots=True)
