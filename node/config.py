@@ -36,6 +36,11 @@ class NodeConfig:
     #: Empty address: the node runs alone, with no inter-district claims.
     clearinghouse_address: str = ""
     clearinghouse_public_key: str = ""
+    #: The city root public key (64 hex characters), as the bureau publishes it: the node
+    #: runs only a city policy signed by it (``node.usecases.policies``). Configured, never
+    #: learnt from the clearinghouse. Empty: the node keeps its local policy file and the
+    #: clearinghouse refuses its claims once the city has a policy in force.
+    city_public_key: str = ""
 
     @property
     def federated(self) -> bool:
@@ -53,7 +58,7 @@ _TABLES: Tables = {
              "policy_file": str, "city_secret_file": str, "signing_key_file": str},
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
     "log": {"level": str, "format": str},
-    "clearinghouse": {"address": str, "public_key": str},
+    "clearinghouse": {"address": str, "public_key": str, "city_public_key": str},
 }
 
 
@@ -88,6 +93,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         log_format=str(log.get("format", "json")),
         clearinghouse_address=str(clearinghouse.get("address", "")),
         clearinghouse_public_key=str(clearinghouse.get("public_key", "")),
+        city_public_key=str(clearinghouse.get("city_public_key", "")),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -107,12 +113,19 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
                               "clearinghouse init` prints it)")
     elif cfg.clearinghouse_public_key:
         raise ConfigError("[clearinghouse] public_key is set but address is not")
+    if cfg.city_public_key and not _is_key_hex(cfg.city_public_key):
+        raise ConfigError("[clearinghouse] city_public_key is the city root public key as 64 "
+                          "lowercase hex characters (`timebank clearinghouse init` prints it)")
     return cfg
+
+
+def _is_key_hex(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def render_config(node_id: str, district: str, database_url: str, listen: str,
                   metrics_listen: str = "", clearinghouse_address: str = "",
-                  clearinghouse_public_key: str = "") -> str:
+                  clearinghouse_public_key: str = "", city_public_key: str = "") -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
     q = toml_string
     return f"""# Written by `timebank node init`. See deploy/node.example.toml for every setting.
@@ -136,9 +149,11 @@ level = "info"
 format = "console"
 
 # The city clearinghouse: leave address empty to run this district alone.
+# city_public_key: the city root key; the node runs only a city policy signed by it.
 [clearinghouse]
 address = {q(clearinghouse_address)}
 public_key = {q(clearinghouse_public_key)}
+city_public_key = {q(city_public_key)}
 """
 
 

@@ -72,6 +72,10 @@ def init_command(
         "--clearinghouse-key", metavar="HEX",
         help="The clearinghouse's public key, as `timebank clearinghouse init` prints it.")
     ] = "",
+    city_key: Annotated[str, typer.Option(
+        "--city-key", metavar="HEX",
+        help="The city root public key, as `timebank clearinghouse init` prints it: the "
+             "node runs only a city policy signed by it.")] = "",
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
@@ -84,7 +88,7 @@ def init_command(
 
     if config_file is not None:
         if (data_dir is not None or node_id or district or database_url or policy is not None
-                or city_secret is not None or clearinghouse or clearinghouse_key):
+                or city_secret is not None or clearinghouse or clearinghouse_key or city_key):
             fail("with --config, the configuration says everything: drop --data-dir, "
                  "--node-id, --district, --database-url and --policy")
         config = _load(config_file)
@@ -121,9 +125,10 @@ def init_command(
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
                                     listen=listen, policy_text=policy_text, city_secret=secret,
                                     clearinghouse_address=clearinghouse,
-                                    clearinghouse_public_key=clearinghouse_key.lower())
+                                    clearinghouse_public_key=clearinghouse_key.lower(),
+                                    city_public_key=city_key.lower())
     except ValueError as e:
-        if isinstance(e, ConfigError):  # a PolicyError too
+        if isinstance(e, ConfigError):  # a bad policy too
             raise
         fail(str(e))
     config = _load(config_path)
@@ -144,7 +149,8 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
     grid.add_row("node", f"{config.node_id} {escape(config.district)}")
     grid.add_row("data directory", str(config.data_dir))
     grid.add_row("configuration", f"{config_path}  {state('config')}")
-    grid.add_row("policy", f"{config.policy_file}  {state('policy')}")
+    grid.add_row("policy", f"{config.policy_file}  {state('policy')}" + (
+        " (until the city's signed policy is in force)" if config.city_public_key else ""))
     grid.add_row("policy sha256", policy.digest)
     grid.add_row("city secret", f"{config.city_secret_file}  {state('secret')} (mode 0600)")
     grid.add_row("signing key", f"{config.signing_key_file}  {state('key')} (mode 0600)")

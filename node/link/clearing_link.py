@@ -1,10 +1,10 @@
-"""The node's link to the city clearinghouse: one channel and the four workers that use
-it, each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013).
+"""The node's link to the city clearinghouse: one channel and the workers that use it,
+each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013).
 
 The node opens every connection itself; it needs no inbound port. ``start()`` starts
-the sender, the subscriber, the witness and the checkpointer; ``stop()`` ends them and
-closes the channel. Each worker survives any failure: it logs, waits and starts again
-(``supervise``).
+the sender, the subscriber, the witness and the checkpointer, and, when the node knows
+the city public key, the policy fetcher; ``stop()`` ends them and closes the channel.
+Each worker survives any failure: it logs, waits and starts again (``supervise``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
 from node.link.connection import Connection
+from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.sender import Sender
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised
@@ -36,7 +37,9 @@ class ClearingLink:
                  channel_options: list[tuple[str, int]] | None = None,
                  witness_seconds: float = WITNESS_SECONDS,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS,
-                 backlog_items: int = BACKLOG_ITEMS) -> None:
+                 backlog_items: int = BACKLOG_ITEMS,
+                 city_public_key: bytes | None = None,
+                 policy_seconds: float = POLICY_SECONDS) -> None:
         self.address = address
         self._channel = grpc.insecure_channel(address, options=channel_options or [])
         connection = Connection(clearing_pb2_grpc.ClearinghouseServiceStub(self._channel),
@@ -51,6 +54,10 @@ class ClearingLink:
                                interval=witness_seconds)
         self.checkpointer = Checkpointer(app, self._stop, self._wake,
                                          interval=checkpoint_seconds)
+        #: None when the node is not configured with the city public key: it cannot
+        #: tell a city-signed policy from another, so it runs its local file.
+        self.policies = (None if city_public_key is None else PolicyFetcher(
+            app, connection, city_public_key, self._stop, interval=policy_seconds))
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -59,6 +66,8 @@ class ClearingLink:
         workers: dict[str, Callable[[], None]] = {
             "sender": self.sender.run, "subscriber": self.subscriber.run,
             "witness": self.witness.run, "checkpointer": self.checkpointer.run}
+        if self.policies is not None:
+            workers["policies"] = self.policies.run
         for name, loop in workers.items():
             thread = threading.Thread(target=supervised(loop, self._stop, self.address),
                                       name=f"timebank-{name}", daemon=True)
@@ -84,6 +93,11 @@ class ClearingLink:
     def witness_once(self) -> int:
         """Cosign the latest tree head if it extends the last verified (``Witness``)."""
         return self.witness.witness_once()
+
+    def fetch_policies(self) -> int:
+        """Fetch the city-signed policies now; return how many were new (0 without the
+        city key)."""
+        return 0 if self.policies is None else self.policies.fetch_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
         """Queue a checkpoint of the ledger (if it grew) and send it."""
