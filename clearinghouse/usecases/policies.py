@@ -100,6 +100,7 @@ def issue(tx: Tx, envelope: Signed, city_public_key: bytes) -> Issued:
                           wire.to_bytes(envelope), tx.now)
     tx.repo.insert_city_policy(record)
     tx.cache.policy_terms = None
+    tx.policy_terms.forget()
     index = log.record_city_act(tx, log.POLICY, envelope, "")
     return Issued(record, index)
 
@@ -109,20 +110,29 @@ def city_policies(tx: Tx) -> list[PolicyRecord]:
     return tx.repo.city_policies()
 
 
-def terms_around_now(tx: Tx) -> list[Term]:
-    """The policies that can be in force within ``GRACE`` of now (read once a
-    transaction)."""
-    found = tx.cache.policy_terms
+def terms_around_now(tx: Tx, *, reread: bool = False) -> list[Term]:
+    """The policies that can be in force within ``GRACE`` of now: read once a
+    transaction, and taken from the app's cache when it read them a moment ago
+    (``PolicyTermsCache``); ``reread`` reads them from the database whatever."""
+    found = None if reread else tx.cache.policy_terms or tx.policy_terms.fresh(tx.now)
     if found is None:
-        found = tx.cache.policy_terms = tx.repo.policy_terms_since(tx.now - GRACE)
+        found = tx.repo.policy_terms_since(tx.now - GRACE)
+        tx.policy_terms.remember(tx.now, found)
+    tx.cache.policy_terms = found
     return found
 
 
 def check_current(tx: Tx, sha256: bytes, signer: str, what: str) -> None:
     """Refuse (FAILED_PRECONDITION POLICY_NOT_CURRENT) a message of ``signer`` made under
     a policy whose digest is not the city's in force now (or within ``GRACE`` of now).
-    The message names both digests and what the district's operator should do."""
+    The message names both digests and what the district's operator should do. A digest
+    the cached policies do not accept is checked against the database before it is
+    refused (a policy may have been issued since)."""
     terms = terms_around_now(tx)
+    accepted = citypolicy.accepted_digests(terms, tx.now)
+    if accepted is None or sha256 in accepted:
+        return
+    terms = terms_around_now(tx, reread=True)
     accepted = citypolicy.accepted_digests(terms, tx.now)
     if accepted is None or sha256 in accepted:
         return

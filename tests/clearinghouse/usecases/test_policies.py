@@ -187,3 +187,21 @@ def test_the_check_reads_the_policies_once_per_transaction(
         return first is tx.cache.policy_terms and len(first) == 1
 
     assert city.query(twice)
+
+
+def test_a_policy_issued_by_another_process_is_taken_at_once(
+        city: ClearinghouseApp, ch_clock: ManualClock) -> None:  # noqa: F811
+    """The serving clearinghouse caches the policies around now; the bureau's `policy
+    issue` writes through another app. A digest the cache does not know is checked
+    against the database before it is refused."""
+    issue(city, 1)
+    ch_clock.advance(GRACE)
+    city.execute(claims.propose, proposal(1, city, CITY_DIGEST), ring(city))  # caches
+    bureau = ClearinghouseApp(city.db, ch_clock)
+    issue(bureau, 2, SHORT)
+    ch_clock.advance(timedelta(milliseconds=100))  # well within the cache's life
+    assert city.execute(claims.propose, proposal(2, city, SHORT_DIGEST), ring(city)).state \
+        is ClaimState.PROPOSED
+    ch_clock.advance(GRACE)
+    assert refused(city, claims.propose, proposal(3, city, CITY_DIGEST),
+                   ring(city)).reason == "POLICY_NOT_CURRENT"
