@@ -16,6 +16,10 @@ own publicity period, or serves an outdated or unsigned policy, is refused befor
 claim of it is recorded. Around a change the policy in force just before or after is
 accepted too (``timebank.citypolicy.GRACE``). Before the city's first policy is in
 force nothing is checked: until then each node runs its local policy file.
+
+A node's ledger checkpoint names its policy too, but is never refused for it: anchoring
+a ledger must not stop, and the checkpoint's leaf shows in the log which policy each
+district said it ran, for an auditor to compare with the policy leaves.
 """
 
 from __future__ import annotations
