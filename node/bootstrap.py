@@ -157,6 +157,6 @@ def load_city_policies(app: NodeApp, config: NodeConfig) -> None:
         acts = policies.verified(stored, bytes.fromhex(config.city_public_key))
     except PolicyActError as e:
         raise ConfigError(f"{e.message} under the city public key in the configuration "
-                          f"({e.reason}); is [clearinghouse] city_public_key the city's "
+                          f"({e.reason}); is [city] public_key the city's "
                           "root key?") from None
     app.set_city_policies(app.policies.with_city(acts))

@@ -58,13 +58,14 @@ _TABLES: Tables = {
              "policy_file": str, "city_secret_file": str, "signing_key_file": str},
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
     "log": {"level": str, "format": str},
-    "clearinghouse": {"address": str, "public_key": str, "city_public_key": str},
+    "clearinghouse": {"address": str, "public_key": str},
+    "city": {"public_key": str},
 }
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
     settings = read_settings(path, _TABLES, init="timebank node init", environ=environ)
-    node, server, log, clearinghouse = (settings[t] for t in _TABLES)
+    node, server, log, clearinghouse, city = (settings[t] for t in _TABLES)
     base = path.resolve().parent
 
     def need(key: str) -> str:
@@ -93,7 +94,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         log_format=str(log.get("format", "json")),
         clearinghouse_address=str(clearinghouse.get("address", "")),
         clearinghouse_public_key=str(clearinghouse.get("public_key", "")),
-        city_public_key=str(clearinghouse.get("city_public_key", "")),
+        city_public_key=str(city.get("public_key", "")),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -114,7 +115,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     elif cfg.clearinghouse_public_key:
         raise ConfigError("[clearinghouse] public_key is set but address is not")
     if cfg.city_public_key and not _is_key_hex(cfg.city_public_key):
-        raise ConfigError("[clearinghouse] city_public_key is the city root public key as 64 "
+        raise ConfigError("[city] public_key is the city root's Ed25519 public key as 64 "
                           "lowercase hex characters (`timebank clearinghouse init` prints it)")
     return cfg
 
@@ -149,11 +150,14 @@ level = "info"
 format = "console"
 
 # The city clearinghouse: leave address empty to run this district alone.
-# city_public_key: the city root key; the node runs only a city policy signed by it.
 [clearinghouse]
 address = {q(clearinghouse_address)}
 public_key = {q(clearinghouse_public_key)}
-city_public_key = {q(city_public_key)}
+
+# The city root's public key, from the bureau (never from the clearinghouse): the node
+# runs only a city policy signed by it.
+[city]
+public_key = {q(city_public_key)}
 """
 
 

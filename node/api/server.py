@@ -143,7 +143,7 @@ def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
     except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
     if not config.city_public_key:
-        log.warning("no city public key is configured ([clearinghouse] city_public_key): "
+        log.warning("no city public key is configured ([city] public_key): "
                     "this node cannot run the city-signed policy and runs its local policy "
                     "file; once the city has a policy in force its claims are refused",
                     policy_file=str(config.policy_file))

@@ -99,10 +99,10 @@ def render_claim(claim: node_pb2.Claim, client: NodeClient | None = None,
     if claim.detail:
         grid.add_row("detail", escape(claim.detail))
     if claim.reason == POLICY_NOT_CURRENT or POLICY_NOT_CURRENT in claim.detail:
-        grid.add_row("what to do", "this node made it under a city policy that was not the "
-                     "one in force: check `timebank node policy` (the city-signed policy and "
-                     "from when it applies) and that node.toml's [clearinghouse] "
-                     "city_public_key is the city root key, then make it again")
+        grid.add_row("what to do", escape(
+            "this node made it under a city policy that was not the one in force: check "
+            "`timebank node policy` (the city-signed policy and from when it applies) and "
+            "that node.toml's [city] public_key is the city root key, then make it again"))
     if claim.order_id:
         grid.add_row("order", str(claim.order_id))
     if claim.person_id:

@@ -50,7 +50,7 @@ def issue(city: City, serial: int, text: str, after: timedelta = timedelta(0)) -
 
 
 def shown(claim: claims.ClaimView) -> str:
-    console = Console(width=200, record=True)
+    console = Console(width=400, record=True)
     console.print(render_claim(convert.claim_pb(claim)))
     return console.export_text()
 
@@ -98,7 +98,7 @@ def test_a_district_serving_an_unsigned_policy_is_refused(gulou_shortens: City) 
     assert ours in claim.detail and theirs in claim.detail
     text = shown(claim)
     assert "POLICY_NOT_CURRENT" in text and "what to do" in text
-    assert "city_public_key" in text
+    assert "[city] public_key" in text
     # nothing was recorded at the clearinghouse, the order is cancelled, nothing is held
     assert ch_claim(city, claim_id) is None
     assert order_state(city, GL, order.record.id) is OrderState.CANCELLED
