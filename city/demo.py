@@ -4,8 +4,9 @@ The demo lays out a city (``city.launcher``): the civil-affairs bureau's clearin
 and three district nodes, 江宁区 320115, 鼓楼区 320106 and 栖霞区 320113, each its own
 process with its own SQLite file under one data directory, talking gRPC on 127.0.0.1.
 Time is simulated: every process reads one clock file (``runtime.devclock``), so the
-7-day publicity period passes without sleeping. Then it plays one story, through the same
-client the `timebank node ...` commands use:
+7-day publicity period passes without sleeping. The bureau signs the city policy with
+the city root key; every district fetches it and runs it. Then it plays one story,
+through the same client the `timebank node ...` commands use:
 
 1. in 江宁区, 李秀英 earns hours by cleaning a priority elder's flat (80 min of work,
    recorded as 75 after the publicity period);
@@ -190,6 +191,30 @@ def serve(city: City, node: Node, order: node_pb2.Order, volunteer: node_pb2.Per
     return node.call(node.stub.VerifyOrder, node_pb2.VerifyOrderRequest(
         idempotency_key=key(), order_id=order.id, verifier=verifier, rating=5,
         comment=comment))
+
+
+def one_policy(city: City) -> dict[str, Any]:
+    """Every district runs the city policy the bureau signed, fetched from the
+    clearinghouse and checked under the city key each node was configured with."""
+    def policies() -> dict[str, node_pb2.Policy]:
+        return {n: node.call(node.stub.GetPolicy, node_pb2.GetPolicyRequest())
+                for n, node in city.nodes.items()}
+
+    city.wait("every district runs the city-signed policy",
+              lambda: all(p.city_serial >= 1 for p in policies().values()))
+    found = policies()
+    digests = {p.digest for p in found.values()}
+    serials = {p.city_serial for p in found.values()}
+    city.check("every district runs the one policy the city signed",
+               len(digests) == 1 and serials == {1})
+    digest = next(iter(digests))
+    publicity = {p.publicity_days for p in found.values()}
+    city.step(f"The bureau signed the city policy with the city root key (serial 1, sha256 "
+              f"{digest[:12]}…, publicity period {min(publicity)} days); every district "
+              "fetched it from the clearinghouse, checked the city's signature with the key "
+              "it was configured with and runs it: a claim made under any other policy is "
+              "refused (POLICY_NOT_CURRENT)")
+    return {"serial": min(serials), "sha256": digest, "districts": sorted(found)}
 
 
 def earn_in_jiangning(city: City) -> None:
@@ -571,6 +596,7 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             city.step(f"The city is laid out in {root} ({kept}): the bureau's keys, one city "
                       "secret shared by the districts, every node admitted by a certificate "
                       "the city root key signed; four processes serve on 127.0.0.1", table)
+            summary["policy"] = one_policy(city)
             earn_in_jiangning(city)
             order, redemption = meals_in_gulou(city)
             move = move_to_qixia(city)

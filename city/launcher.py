@@ -2,10 +2,10 @@
 process, each with its own SQLite file under one data directory (ADR 0005, "Process
 model").
 
-``layout`` creates (or finds again) the data directories, keys and ports and admits every
-node; ``CityProcesses`` runs them as real subprocesses that can be killed with SIGKILL and
-restarted. The 4-process demo, the crash tests and the benchmark all start a city here,
-so a city is laid out one way only.
+``layout`` creates (or finds again) the data directories, keys and ports, admits every
+node and has the bureau issue the city policy; ``CityProcesses`` runs them as real
+subprocesses that can be killed with SIGKILL and restarted. The 4-process demo, the crash
+tests and the benchmark all start a city here, so a city is laid out one way only.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import timebank
 from clearinghouse import config as ch_config
 from clearinghouse.bootstrap import city_key, init_city, key_info, open_app
-from clearinghouse.bureau import issue_admission, publish_roster
-from clearinghouse.usecases import admission
+from clearinghouse.bureau import issue_admission, issue_policy, publish_roster
+from clearinghouse.usecases import admission, policies
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
 from node.bootstrap import init_data_dir, signing_identity
 from timebank import keys
+from timebank.policy import DEFAULT_POLICY_TOML
 
 HOST = "127.0.0.1"
 CLEARINGHOUSE = "clearinghouse"
@@ -98,6 +99,7 @@ class CityLayout:
     clearinghouse_config: Path
     clearinghouse_address: str
     clearinghouse_public_key: str  # hex: what every node checks signatures with
+    city_public_key: str  # hex: the city root key, what every node checks the policy with
     city_secret_file: Path
     clock_file: Path  # for `--dev-clock`; written by whoever moves the city's time
     logs_dir: Path
@@ -151,8 +153,9 @@ def _ensure_city_secret(path: Path) -> bytes:
     return secret
 
 
-def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str]:
-    """Create or find the clearinghouse; return its config file, address and public key."""
+def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str, str]:
+    """Create or find the clearinghouse; return its config file, address, public key and
+    the city root public key."""
     config_path = ch_dir / ch_config.CONFIG_NAME
     if not config_path.exists():
         ch_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +163,7 @@ def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str]:
     init_city(ch_dir)  # keeps the file written above, makes keys and database
     config = ch_config.load_config(config_path)
     public = key_info(config.signing_key_file).public_key.hex()
-    return config_path, config.listen, public
+    return config_path, config.listen, public, key_info(config.city_key_file).public_key.hex()
 
 
 def _node_listen(data_dir: Path, district: District, port: int) -> str:
@@ -171,18 +174,20 @@ def _node_listen(data_dir: Path, district: District, port: int) -> str:
 
 
 def _layout_node(data_dir: Path, district: District, secret: bytes, listen: str,
-                 ch_address: str, ch_public_key: str,
+                 ch_address: str, ch_public_key: str, city_public_key: str,
                  policy_text: str | None = None, peers: tuple[str, ...] = ()) -> NodeLayout:
     node_dir = data_dir / district.node_id
     config_path = init_data_dir(node_dir, district.node_id, district.name, listen=listen,
                                 city_secret=secret, clearinghouse_address=ch_address,
                                 clearinghouse_public_key=ch_public_key,
+                                city_public_key=city_public_key,
                                 policy_text=policy_text, peer_nodes=peers)
     config = node_config.load_config(config_path)
     if config.city_secret_file.read_bytes() != secret:
         raise LaunchError(f"{config.city_secret_file} is not this city's secret")
-    if (config.district, config.clearinghouse_address, config.clearinghouse_public_key) != (
-            district.name, ch_address, ch_public_key):
+    if (config.district, config.clearinghouse_address, config.clearinghouse_public_key,
+            config.city_public_key) != (district.name, ch_address, ch_public_key,
+                                        city_public_key):
         raise LaunchError(f"{config_path} names another district or clearinghouse than this "
                           "city's; remove the node's directory to lay it out again")
     return NodeLayout(district, node_dir, config_path, config.listen,
@@ -215,6 +220,22 @@ def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout],
         app.db.dispose()
 
 
+def _issue_policy(ch_config_file: Path, text: str) -> None:
+    """The bureau issues ``text`` as the city policy, in force now, as `timebank
+    clearinghouse policy issue` does; a city that has a policy keeps it."""
+    config = ch_config.load_config(ch_config_file)
+    app = open_app(config)
+    try:
+        if app.query(policies.city_policies):
+            return
+        root = city_key(config, app)
+        now = app.clock.now()
+        app.execute(policies.issue, issue_policy(root, 1, text, now, now),
+                    keys.public_key(root))
+    finally:
+        app.db.dispose()
+
+
 def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
            base_port: int | None = None,
            net_debit_limit: int = DEFAULT_NET_DEBIT_LIMIT_MINUTES,
@@ -226,10 +247,11 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
 
     ``net_debit_limit`` (minutes) is given to every node whose limit is still 0 (a limit
     the bureau has set is kept; 0 leaves every limit as it is). ``policy_text`` is the
-    policy TOML every new node applies (default: the published one); a node laid out
-    before keeps its own policy file. Each new node's ``[peers] nodes`` names every other
-    district's node, so that every district compares its view of the log with the
-    others'."""
+    policy TOML (default: the published one) the bureau issues as the city policy, in
+    force at once, unless the city has one already, and every new node's local policy
+    file; a node laid out before keeps its own file. Each new node's ``[peers] nodes``
+    names every other district's node, so that every district compares its view of the
+    log with the others'."""
     if isinstance(net_debit_limit, bool) or net_debit_limit < 0:
         raise LaunchError(f"a net debit limit is 0 or more minutes, not {net_debit_limit}")
     wanted = tuple(districts)
@@ -241,19 +263,20 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     logs_dir.mkdir(exist_ok=True)
     ports = list(_port_source(base_port, 1 + len(wanted)))
     ch_dir = data_dir / CLEARINGHOUSE
-    ch_file, ch_address, ch_public = _layout_clearinghouse(ch_dir, ports[0])
+    ch_file, ch_address, ch_public, city_public = _layout_clearinghouse(ch_dir, ports[0])
     secret_file = data_dir / "city-secret"
     secret = _ensure_city_secret(secret_file)
     listens = {d.node_id: _node_listen(data_dir, d, port)
                for d, port in zip(wanted, ports[1:], strict=True)}
     # Every node compares the log's heads with every other district's (split views).
     nodes = tuple(_layout_node(data_dir, d, secret, listens[d.node_id], ch_address, ch_public,
-                               policy_text, tuple(a for n, a in listens.items()
+                               city_public, policy_text, tuple(a for n, a in listens.items()
                                                   if n != d.node_id))
                   for d in wanted)
     _admit(ch_file, nodes, net_debit_limit)
-    return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, secret_file,
-                      data_dir / "clock", logs_dir, nodes)
+    _issue_policy(ch_file, DEFAULT_POLICY_TOML if policy_text is None else policy_text)
+    return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, city_public,
+                      secret_file, data_dir / "clock", logs_dir, nodes)
 
 
 # ------------------------------------------------------------------ processes

@@ -1,8 +1,10 @@
-"""The bureau's own signing acts: admission certificates, revocations and rosters.
+"""The bureau's own signing acts: admission certificates, revocations, rosters and city
+policies.
 
 Both are signed by the city root key (signer ``city``) over a ``timebank.v1`` body, as
-ADR 0003 and 0005 fix. The clearinghouse checks them with ``usecases.admission``; this
-module only makes them, so it needs the root key, which a real city keeps offline.
+ADR 0003 and 0005 fix. The clearinghouse checks them with ``usecases.admission`` and
+``usecases.policies``; this module only makes them, so it needs the root key, which a
+real city keeps offline.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from clearinghouse.usecases import roster
 from clearinghouse.usecases.admission import ADMISSION, REVOCATION
 from clearinghouse.usecases.app import ClearinghouseApp
 from timebank import roster as rosters
+from timebank import citypolicy
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import SigningKey, public_key
 from timebank.v1 import clearing_pb2
@@ -63,3 +66,8 @@ def publish_roster(app: ClearinghouseApp, city_key: SigningKey) -> rosters.Roste
     members = app.query(roster.expected_members)
     act = issue_roster(city_key, epoch, members, app.clock.now())
     return app.execute(roster.publish, act, public_key(city_key))
+def issue_policy(city_key: SigningKey, serial: int, policy_toml: str, effective_at: datetime,
+                 issued_at: datetime) -> Signed:
+    """A city-signed ``policy``: the TOML every node runs from ``effective_at`` on."""
+    body = citypolicy.policy_body(serial, policy_toml, effective_at, issued_at)
+    return sign(citypolicy.POLICY_KIND, body, CITY, city_key)

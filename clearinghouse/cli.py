@@ -1,8 +1,9 @@
 """The bureau's command line for the clearinghouse: ``timebank clearinghouse ...``.
 
-``init`` creates the clearinghouse's data directory, keys and database; ``admit`` and
-``revoke`` are the bureau's signing acts (the city root key signs, the clearinghouse
-checks and records); ``nodes`` lists the admitted district nodes; ``limit`` sets how far
+``init`` creates the clearinghouse's data directory, keys and database; ``admit``,
+``revoke`` and ``policy issue`` are the bureau's signing acts (the city root key signs,
+the clearinghouse checks and records); ``policy show`` lists the city policies, in force
+and scheduled; ``nodes`` lists the admitted district nodes; ``limit`` sets how far
 a district may owe the rest of the city, net; ``positions`` shows what each district is
 owed or owes; ``serve`` runs the clearinghouse's gRPC service until SIGTERM.
 
@@ -13,7 +14,7 @@ reason code) and exit code 1, never a traceback (``runtime.console``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,11 +37,13 @@ from runtime.console import (
 )
 from runtime.errors import InvalidArgument
 from timebank import keys
+from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 from timebank.keys import PUBLIC_KEY_LEN
 from timebank.minutes import MAX_MINUTES, format_hours
+from timebank.policy import MAX_POLICY_BYTES, PolicyError, load_policy
 
 if TYPE_CHECKING:  # the database layer loads only for the commands that open it
-    from clearinghouse.storage.repo import AdmissionRecord
+    from clearinghouse.storage.repo import AdmissionRecord, PolicyRecord
     from timebank.roster import Roster
 
 MAX_SERIAL = 2**63 - 1
@@ -48,10 +51,15 @@ MAX_SERIAL = 2**63 - 1
 app = typer.Typer(
     name="clearinghouse",
     help="Run the city's clearinghouse (the civil-affairs bureau): init, admit and revoke "
-         "district nodes, list them, set their net debit limits, show positions, serve.",
+         "district nodes, list them, issue the city policy, set their net debit limits, "
+         "show positions, serve.",
     no_args_is_help=True,
     add_completion=False,
 )
+policy_app = typer.Typer(
+    help="The city policy (时间银行政策): issue it, signed by the city root key, and show "
+         "the policies in force and scheduled.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 
 
 # ------------------------------------------------------------------ output
@@ -300,6 +308,178 @@ def nodes_command(
         table.add_row(a.node_id, escape(a.district), a.key_id, str(a.serial), _fmt(a, False),
                       f"[red]{_fmt(a, True)}[/]" if a.revoked else "-")
     echo(table)
+
+
+# ------------------------------------------------------------------ the city policy
+
+
+def _city_time(at: datetime) -> str:
+    return (f"{at.astimezone(CITY_TZ):%Y-%m-%d %H:%M:%S} ({CITY_TZ_NAME}), "
+            f"{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _parse_effective_at(text: str) -> datetime:
+    """ISO 8601; without a UTC offset the time is taken as Asia/Shanghai."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"cannot read the time {text!r}: write it like 2027-01-01T00:00 "
+             f"({CITY_TZ_NAME}) or 2027-01-01T00:00+08:00")
+    return at if at.tzinfo is not None else at.replace(tzinfo=CITY_TZ)
+
+
+def _read_policy_file(path: Path) -> str:
+    """The policy text in ``path``, checked with the rules every node applies."""
+    with path.open("rb") as f:
+        raw = f.read(MAX_POLICY_BYTES + 1)
+    if len(raw) > MAX_POLICY_BYTES:
+        fail(f"{path}: a policy is at most {MAX_POLICY_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        fail(f"{path}: a policy file is UTF-8 text")
+    try:
+        load_policy(text)
+    except PolicyError as e:
+        fail(f"{path}: {e}")
+    return text
+
+
+def _policy_status(record: PolicyRecord, records: list[PolicyRecord], now: datetime) -> str:
+    """in force / scheduled / superseded / replaced, as of ``now``."""
+    from timebank import citypolicy
+
+    changes = citypolicy.timeline(r.term for r in records)
+    current = citypolicy.in_force((r.term for r in records), now)
+    if current is not None and current.serial == record.serial:
+        return "in force"
+    if all(term.serial != record.serial for _, term in changes):
+        return "superseded (never in force)"
+    if record.effective_at > now:
+        return "scheduled"
+    return "replaced"
+
+
+def _policy_json(record: PolicyRecord, status: str) -> dict[str, Any]:
+    return {"serial": record.serial, "sha256": record.sha256.hex(), "status": status,
+            "effective_at": record.effective_at.astimezone(UTC).isoformat(),
+            "issued_at": record.issued_at.astimezone(UTC).isoformat(),
+            "recorded_at": record.recorded_at.astimezone(UTC).isoformat()}
+
+
+@policy_app.command("issue")
+@guarded
+def policy_issue_command(
+    config_file: ConfigFile,
+    file: Annotated[Path, typer.Option(
+        "--file", "-f", metavar="FILE", exists=True, dir_okay=False,
+        help="The policy TOML every district will run (see deploy/ or `timebank node "
+             "policy --source` for the published one).")],
+    effective_at: Annotated[str | None, typer.Option(
+        "--effective-at", metavar="ISO8601",
+        help="When it takes effect for every district, e.g. 2027-01-01T00:00 (Asia/Shanghai "
+             "unless an offset is given). Default: now. Never in the past.")] = None,
+    serial: Annotated[int | None, typer.Option(
+        "--serial", metavar="N", min=1, max=MAX_SERIAL,
+        help="The policy's serial. Default: one more than the last issued.")] = None,
+    dev_clock_file: DevClockFile = None,
+) -> None:
+    """Issue the city policy: sign it with the city root key and record it in the log.
+
+    Every district node fetches it, checks the city's signature and runs it from its
+    effective time on; from then the clearinghouse refuses claims made under any other
+    policy (POLICY_NOT_CURRENT).
+    """
+    from clearinghouse.bootstrap import city_key, open_app
+    from clearinghouse.bureau import issue_policy
+    from clearinghouse.usecases import policies
+
+    clock = dev_clock(dev_clock_file)
+    text = _read_policy_file(file)
+    config = load_config(config_file)
+    app_ = open_app(config, clock)
+    try:
+        root = city_key(config, app_)
+        now = app_.clock.now()
+        at = now if effective_at is None else _parse_effective_at(effective_at)
+        if at < now - policies.ISSUE_LEEWAY:
+            fail(f"the effective time {_city_time(at)} is in the past (now is "
+                 f"{_city_time(now)}); a policy takes effect now or later")
+        if serial is None:
+            serial = app_.query(lambda tx: tx.repo.last_policy_serial()) + 1
+        act = issue_policy(root, serial, text, max(at, now), now)
+        done = app_.execute(policies.issue, act, keys.public_key(root))
+        records = app_.query(policies.city_policies)
+    finally:
+        app_.db.dispose()
+    record = done.record
+    status = _policy_status(record, records, now)
+    grid = label_grid()
+    grid.add_row("serial", str(record.serial))
+    grid.add_row("sha256", record.sha256.hex())
+    grid.add_row("effective", _city_time(record.effective_at))
+    grid.add_row("issued", _city_time(record.issued_at))
+    grid.add_row("status", status)
+    grid.add_row("log leaf", "recorded before" if done.log_index is None
+                 else str(done.log_index))
+    title = "city policy issued" if done.log_index is not None else \
+        "city policy already issued (unchanged)"
+    echo(Panel(grid, title=title, title_align="left", expand=False))
+    superseded = [r.serial for r in records if r.serial < record.serial
+                  and _policy_status(r, records, now).startswith("superseded")
+                  and r.effective_at > now]
+    if superseded:
+        echo(f"[yellow]It supersedes scheduled polic{'ies' if len(superseded) > 1 else 'y'} "
+             f"{', '.join(map(str, superseded))}: they will never be in force.[/]")
+    echo("Every district node fetches it from the clearinghouse and checks the city's "
+         "signature; from its effective time, claims made under another policy are refused "
+         "(POLICY_NOT_CURRENT).")
+
+
+@policy_app.command("show")
+@guarded
+def policy_show_command(
+    config_file: ConfigFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")
+                       ] = False,
+    dev_clock_file: DevClockFile = None,
+) -> None:
+    """The city policies issued: the one in force now and those scheduled, with their
+    SHA-256 digests (what every node's `timebank node policy` shows)."""
+    from clearinghouse.bootstrap import open_app
+    from clearinghouse.usecases import policies
+
+    clock = dev_clock(dev_clock_file)
+    config = load_config(config_file)
+    app_ = open_app(config, clock)
+    try:
+        records = app_.query(policies.city_policies)
+        now = app_.clock.now()
+    finally:
+        app_.db.dispose()
+    statuses = {r.serial: _policy_status(r, records, now) for r in records}
+    if as_json:
+        print_json({"now": now.astimezone(UTC).isoformat(),
+                    "policies": [_policy_json(r, statuses[r.serial]) for r in records]})
+        return
+    if not records:
+        echo("No city policy is issued yet: every node runs its local policy file. "
+             "`timebank clearinghouse policy issue` puts one in force.")
+        return
+    table = Table(title=f"city policies (now {_city_time(now)})", title_justify="left")
+    for column in ("serial", "status", "effective", "sha256"):
+        table.add_column(column, no_wrap=True)
+    styles = {"in force": "green", "scheduled": "yellow"}
+    for r in records:
+        status = statuses[r.serial]
+        style = styles.get(status, "dim")
+        table.add_row(str(r.serial), f"[{style}]{status}[/]",
+                      f"{r.effective_at.astimezone(CITY_TZ):%Y-%m-%d %H:%M:%S}",
+                      r.sha256.hex())
+    echo(table)
+    if not any(s == "in force" for s in statuses.values()):
+        echo("[yellow]No city policy is in force yet: until the first takes effect, every "
+             "node runs its local policy file.[/]")
 
 
 def _hm(minutes: int) -> str:

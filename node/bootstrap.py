@@ -13,11 +13,13 @@ from node.domain.policy import DEFAULT_POLICY_TOML, Policy, PolicyError, load_po
 from node.storage import migrate
 from node.storage.db import Database
 from node.storage.repo import Repo
+from node.usecases import policies
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from runtime import keyfiles
 from runtime.errors import ConfigError
 from timebank import keys
+from timebank.citypolicy import PolicyActError
 
 CONFIG_NAME = "node.toml"
 
@@ -33,6 +35,7 @@ def read_secret(path: Path) -> bytes:
 
 
 def read_policy(path: Path) -> Policy:
+    """The node's local policy file: run until a city-signed policy is in force."""
     try:
         return load_policy(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -44,7 +47,7 @@ def read_policy(path: Path) -> Policy:
 def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: str = "",
                   listen: str = "127.0.0.1:7443", policy_text: str | None = None,
                   city_secret: bytes | None = None, clearinghouse_address: str = "",
-                  clearinghouse_public_key: str = "",
+                  clearinghouse_public_key: str = "", city_public_key: str = "",
                   peer_nodes: tuple[str, ...] = ()) -> Path:
     """Create a node's data directory, its database schema and genesis; return node.toml.
 
@@ -60,12 +63,16 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
         config_path.write_text(render_config(node_id, district, database_url, listen,
                                              clearinghouse_address=clearinghouse_address,
                                              clearinghouse_public_key=clearinghouse_public_key,
-                                             peer_nodes=peer_nodes),
+                                             peer_nodes=peer_nodes,
+                                             city_public_key=city_public_key),
                                encoding="utf-8")
     policy_path = data_dir / "policy.toml"
     if not policy_path.exists():
         text = DEFAULT_POLICY_TOML if policy_text is None else policy_text
-        load_policy(text)
+        try:
+            load_policy(text)
+        except PolicyError as e:
+            raise ConfigError(f"the policy: {e}") from None
         policy_path.write_text(text, encoding="utf-8")
     secret_path = data_dir / "city-secret"
     if not secret_path.exists():
@@ -132,4 +139,26 @@ def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
     if stored != config.node_id:
         db.dispose()
         raise ConfigError(f"the database belongs to node {stored}, not {config.node_id}")
-    return NodeApp(db, policy, clock or SystemClock(), node)
+    app = NodeApp(db, policy, clock or SystemClock(), node)
+    try:
+        load_city_policies(app, config)
+    except BaseException:
+        db.dispose()
+        raise
+    return app
+
+
+def load_city_policies(app: NodeApp, config: NodeConfig) -> None:
+    """Give ``app`` the city-signed policies its database holds, each verified again under
+    the city public key in ``config`` (none without one: the node runs its local file).
+    A stored policy that does not verify is refused: the key was changed, or the row."""
+    if not config.city_public_key:
+        return
+    stored = app.query(policies.stored)
+    try:
+        acts = policies.verified(stored, bytes.fromhex(config.city_public_key))
+    except PolicyActError as e:
+        raise ConfigError(f"{e.message} under the city public key in the configuration "
+                          f"({e.reason}); is [city] public_key the city's "
+                          "root key?") from None
+    app.set_city_policies(app.policies.with_city(acts))

@@ -52,6 +52,11 @@ class NodeConfig:
     #: log its clearinghouse shows it, every ``peer_check_seconds`` (split views).
     peer_nodes: tuple[str, ...] = ()
     peer_check_seconds: int = DEFAULT_PEER_CHECK_SECONDS
+    #: The city root public key (64 hex characters), as the bureau publishes it: the node
+    #: runs only a city policy signed by it (``node.usecases.policies``). Configured, never
+    #: learnt from the clearinghouse. Empty: the node keeps its local policy file and the
+    #: clearinghouse refuses its claims once the city has a policy in force.
+    city_public_key: str = ""
 
     @property
     def federated(self) -> bool:
@@ -71,12 +76,13 @@ _TABLES: Tables = {
     "log": {"level": str, "format": str},
     "clearinghouse": {"address": str, "public_key": str, "finality_seconds": int},
     "peers": {"nodes": list, "check_seconds": int},
+    "city": {"public_key": str},
 }
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
     settings = read_settings(path, _TABLES, init="timebank node init", environ=environ)
-    node, server, log, clearinghouse, peers = (settings[t] for t in _TABLES)
+    node, server, log, clearinghouse, peers, city = (settings[t] for t in _TABLES)
     base = path.resolve().parent
 
     def need(key: str) -> str:
@@ -118,6 +124,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         finality_seconds=number(clearinghouse, "finality_seconds", DEFAULT_FINALITY_SECONDS),
         peer_nodes=texts(peers, "nodes"),
         peer_check_seconds=number(peers, "check_seconds", DEFAULT_PEER_CHECK_SECONDS),
+        city_public_key=str(city.get("public_key", "")),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -140,7 +147,14 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     if not 1 <= cfg.finality_seconds <= MAX_FINALITY_SECONDS:
         raise ConfigError(f"[clearinghouse] finality_seconds must be 1..{MAX_FINALITY_SECONDS}")
     _check_peers(cfg)
+    if cfg.city_public_key and not _is_key_hex(cfg.city_public_key):
+        raise ConfigError("[city] public_key is the city root's Ed25519 public key as 64 "
+                          "lowercase hex characters (`timebank clearinghouse init` prints it)")
     return cfg
+
+
+def _is_key_hex(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _check_peers(cfg: NodeConfig) -> None:
@@ -162,7 +176,7 @@ def _check_peers(cfg: NodeConfig) -> None:
 
 def render_config(node_id: str, district: str, database_url: str, listen: str,
                   metrics_listen: str = "", clearinghouse_address: str = "",
-                  clearinghouse_public_key: str = "",
+                  clearinghouse_public_key: str = "", city_public_key: str = "",
                   peer_nodes: tuple[str, ...] = ()) -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
     q = toml_string
@@ -200,6 +214,11 @@ finality_seconds = {DEFAULT_FINALITY_SECONDS}
 [peers]
 nodes = [{peers}]
 check_seconds = {DEFAULT_PEER_CHECK_SECONDS}
+
+# The city root's public key, from the bureau (never from the clearinghouse): the node
+# runs only a city policy signed by it.
+[city]
+public_key = {q(city_public_key)}
 """
 
 

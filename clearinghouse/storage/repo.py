@@ -27,6 +27,7 @@ from clearinghouse.storage import schema as s
 from runtime import meta
 from runtime.errors import InvariantViolation, Refusal
 from runtime.statements import Prepared
+from timebank.citypolicy import Term
 
 ADMISSIONS = cast(Table, s.Admission.__table__)
 RETIRED = cast(Table, s.RetiredKey.__table__)
@@ -39,6 +40,7 @@ DELIVERIES = cast(Table, s.Delivery.__table__)
 #: The states in which a claim is open (counts against limits, may expire).
 OPEN_STATES = tuple(state.value for state in ClaimState if state.open)
 RECEIPTS = cast(Table, s.Receipt.__table__)
+POLICIES = cast(Table, s.CityPolicyRow.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,22 @@ class RetiredKeyRecord:
     admitted_at: datetime
     revoked_at: datetime
     revocation: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """A city policy the bureau issued, as recorded."""
+
+    serial: int
+    sha256: bytes
+    effective_at: datetime
+    issued_at: datetime
+    envelope: bytes  # the city-signed envelope as received
+    recorded_at: datetime
+
+    @property
+    def term(self) -> Term:
+        return Term(self.serial, self.effective_at, self.sha256)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +182,14 @@ _INSERT_CLAIM = Prepared(insert(CLAIMS))
 _MOVE_POSITION = Prepared(
     update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
     .values(net_minutes=POSITIONS.c.net_minutes + bindparam("delta")))
+_EARLIER_POLICIES = POLICIES.alias("earlier")
+# The policy in force at :since and every policy issued after it (a claim message reads
+# them to know which digests the city allows around now): a few rows, by serial.
+_POLICY_TERMS_SINCE = Prepared(
+    select(POLICIES.c.serial, POLICIES.c.effective_at, POLICIES.c.policy_sha256)
+    .where(POLICIES.c.serial >= select(func.coalesce(func.max(_EARLIER_POLICIES.c.serial), 0))
+           .where(_EARLIER_POLICIES.c.effective_at <= bindparam("since")).scalar_subquery())
+    .order_by(POLICIES.c.serial))
 _SAVEPOINT = Prepared(text("SAVEPOINT envelope"))
 _ROLLBACK_TO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT envelope"))
 _RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT envelope"))
@@ -315,6 +341,39 @@ class Repo:
         ).values(revocation=revocation))
         if done.rowcount != 1:
             raise InvariantViolation(f"retired key {key_id} already has a revocation")
+
+    # city policies --------------------------------------------------------------------
+
+    def city_policies(self) -> list[PolicyRecord]:
+        """Every policy the bureau issued, by serial."""
+        rows = self.conn.execute(select(POLICIES).order_by(POLICIES.c.serial))
+        return [PolicyRecord(int(r.serial), bytes(r.policy_sha256), r.effective_at,
+                             r.issued_at, bytes(r.envelope), r.recorded_at) for r in rows]
+
+    def city_policy(self, serial: int) -> PolicyRecord | None:
+        r = self.conn.execute(select(POLICIES).where(POLICIES.c.serial == serial)).first()
+        return None if r is None else PolicyRecord(
+            int(r.serial), bytes(r.policy_sha256), r.effective_at, r.issued_at,
+            bytes(r.envelope), r.recorded_at)
+
+    def last_policy_serial(self) -> int:
+        """The highest serial issued (0 before the first policy)."""
+        return int(self.conn.execute(
+            select(func.coalesce(func.max(POLICIES.c.serial), 0))).scalar_one())
+
+    def policy_terms_since(self, since: datetime) -> list[Term]:
+        """The policy in force at ``since`` (if any) and every policy issued after it,
+        by serial: all that can be in force from ``since`` on."""
+        return [Term(int(r[0]), r[1], bytes(r[2]))
+                for r in _POLICY_TERMS_SINCE(self.conn, {"since": since})]
+
+    def insert_city_policy(self, record: PolicyRecord) -> None:
+        if record.serial != self.last_policy_serial() + 1 or len(record.sha256) != 32:
+            raise InvariantViolation(f"policy {record.serial} does not follow the last one")
+        self.conn.execute(insert(POLICIES).values(
+            serial=record.serial, policy_sha256=record.sha256,
+            effective_at=record.effective_at, issued_at=record.issued_at,
+            envelope=record.envelope, recorded_at=record.recorded_at))
 
     # directory ------------------------------------------------------------------------
 

@@ -93,6 +93,23 @@ class CityRoster(Base):
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+class CityPolicyRow(Base):
+    """A city policy the bureau issued (``timebank.citypolicy``): the city-signed
+    ``policy`` envelope as received, and what the clearinghouse reads of it without
+    parsing it again: its serial (1, 2, 3 ... with no gap), the SHA-256 of its TOML
+    text and from when it is in force. Only inserted; the log holds each as a leaf."""
+
+    __tablename__ = "city_policies"
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    policy_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    effective_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("serial >= 1", name="serial_positive"),
+        CheckConstraint("length(policy_sha256) = 32", name="sha256_length"),
+    )
 
 
 class DirectoryEntry(Base):

@@ -4,7 +4,8 @@
 time, see ``clearinghouse.storage.db``); ``query`` runs a read-only one. A use-case is a
 function ``fn(tx, ...)``: it sees only its transaction's repository, the time, and what
 the app keeps in memory for it: the key ring it last read (``KeyRingCache``, one per app
-and so per database) and what this transaction has computed once (``TxCache``). Nothing
+and so per database), the city policies it last read (``PolicyTermsCache``) and what this
+transaction has computed once (``TxCache``). Nothing
 is kept in module globals.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Concatenate, ParamSpec, TypeVar
 
 from clearinghouse.storage.db import Database
@@ -21,6 +22,7 @@ from clearinghouse.storage.merkle_log import MerkleLog
 from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases.clock import Clock
 from runtime.errors import InvariantViolation
+from timebank.citypolicy import Term
 from timebank.envelope import KeyRing, Signed
 from timebank.transparency import Head
 
@@ -49,27 +51,60 @@ class KeyRingCache:
             self._ring = ring
 
 
+class PolicyTermsCache:
+    """The city policies that can be in force around a time, as last read
+    (``policies.terms_around_now``), so that a claim message does not read them again.
+    Taken only for a transaction whose time is within ``ttl`` after the read (another
+    process, the bureau's `policy issue`, may have added one since). Stale is safe:
+    a digest the cached policies do not accept is checked again against a fresh read
+    before anything is refused, and within ``ttl`` a policy just issued is still
+    inside the grace that accepts the one before it."""
+
+    def __init__(self, ttl: timedelta = timedelta(seconds=1)) -> None:
+        self._lock = threading.Lock()
+        self._ttl = ttl
+        self._read: tuple[datetime, list[Term]] | None = None
+
+    def fresh(self, now: datetime) -> list[Term] | None:
+        with self._lock:
+            found = self._read
+        if found is None or not found[0] <= now <= found[0] + self._ttl:
+            return None
+        return found[1]
+
+    def remember(self, read_at: datetime, terms: list[Term]) -> None:
+        with self._lock:
+            self._read = (read_at, terms)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._read = None
+
+
 @dataclass(slots=True)
 class TxCache:
     """What one transaction computes once and keeps beside its repository: the log as it
     sees it (``log.log_of``: it keeps the size it read), the head it signed
-    (``log.publish_head``), and the envelopes whose signatures it already trusts
-    (``directory.verify_node``)."""
+    (``log.publish_head``), the envelopes whose signatures it already trusts
+    (``directory.verify_node``), and the city policies that can be in force around now
+    (``policies.check_current``: one read for a batch of claim messages)."""
 
     merkle_log: MerkleLog | None = None
     published_head: Head | None = None
     verified: dict[Signed, bytes] = field(default_factory=dict)
+    policy_terms: list[Term] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Tx:
     """What a use-case sees: its transaction's repository, the clearinghouse's time, the
-    app's key ring cache and this transaction's own."""
+    app's key ring cache, this transaction's own, and the app's city policies cache."""
 
     repo: Repo
     now: datetime
     key_rings: KeyRingCache
     cache: TxCache = field(default_factory=TxCache)
+    policy_terms: PolicyTermsCache = field(default_factory=PolicyTermsCache)
 
 
 class ClearinghouseApp:
@@ -80,6 +115,8 @@ class ClearinghouseApp:
         self.clock = clock
         #: The key ring last read from this database's admissions.
         self.key_rings = KeyRingCache()
+        #: The city policies around now, as last read from this database.
+        self.policy_terms = PolicyTermsCache()
         #: Run at the end of every write transaction, inside it: the serving
         #: clearinghouse signs a tree head for whatever the transaction logged.
         self.after_write: Callable[[Tx], object] | None = None
@@ -87,7 +124,7 @@ class ClearinghouseApp:
     def execute(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use-case in one write transaction: all of it happens, or none."""
         with self.db.write() as conn:
-            tx = Tx(Repo(conn), self._now(), self.key_rings)
+            tx = Tx(Repo(conn), self._now(), self.key_rings, policy_terms=self.policy_terms)
             result = fn(tx, *args, **kwargs)
             if self.after_write is not None:
                 self.after_write(tx)
@@ -96,7 +133,8 @@ class ClearinghouseApp:
     def query(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read-only use-case; it never blocks writers."""
         with self.db.read() as conn:
-            return fn(Tx(Repo(conn), self._now(), self.key_rings), *args, **kwargs)
+            return fn(Tx(Repo(conn), self._now(), self.key_rings,
+                         policy_terms=self.policy_terms), *args, **kwargs)
 
     def _now(self) -> datetime:
         now = self.clock.now()

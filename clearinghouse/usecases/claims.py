@@ -51,7 +51,7 @@ from clearinghouse.domain.claims import (
     void,
 )
 from clearinghouse.storage.repo import ClaimRecord
-from clearinghouse.usecases import log, wire
+from clearinghouse.usecases import log, policies, wire
 from clearinghouse.usecases.app import Tx
 from clearinghouse.usecases.directory import check_person_ref, verify_node
 from runtime.errors import (
@@ -193,9 +193,11 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
     field, minutes out of range, a claim to oneself, a deadline already past or too far
     (BAD_DEADLINE), an oversized body.
     PERMISSION_DENIED: bad signature, unknown or revoked key, a node proposing for
-    another (NOT_YOUR_CLAIM). NOT_FOUND: the other party is not admitted (UNKNOWN_NODE),
-    nobody registered the person (UNKNOWN_PERSON). FAILED_PRECONDITION: the debtor is not
-    the person's home (NOT_HOME_DISTRICT), a party's key is revoked (NODE_REVOKED).
+    another (NOT_YOUR_CLAIM). FAILED_PRECONDITION POLICY_NOT_CURRENT: proposed under a
+    policy that is not the city's in force (``policies.check_current``). NOT_FOUND: the
+    other party is not admitted (UNKNOWN_NODE), nobody registered the person
+    (UNKNOWN_PERSON). FAILED_PRECONDITION: the debtor is not the person's home
+    (NOT_HOME_DISTRICT), a party's key is revoked (NODE_REVOKED).
     The person has an open (proposed or accepted) move: FAILED_PRECONDITION
     MOVE_IN_PROGRESS, for a move and for a redemption alike (their balance is in transit).
     RESOURCE_EXHAUSTED: the debtor's net debit limit (LIMIT_REACHED, counting its open
@@ -221,6 +223,7 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
             "claim needs a new id", "CLAIM_ID_REUSED")
     claim = _proposal_claim(msg, tx)
     check_actor(claim, Action.PROPOSE, envelope.signer)
+    policies.check_current(tx, msg.policy_sha256, envelope.signer, "claim proposal")
     _check_proposal_extras(msg, claim)
     other = claim.debtor if envelope.signer == claim.creditor else claim.creditor
     _check_party(tx, other, "debtor" if other == claim.debtor else "creditor")
@@ -267,7 +270,8 @@ def decide(tx: Tx, envelope: Signed, ring: KeyRing) -> Claim:
 
     PERMISSION_DENIED: not the debtor (NOT_YOUR_CLAIM), or the envelope checks.
     NOT_FOUND: no such claim. FAILED_PRECONDITION: already decided (CLAIM_STATE), past
-    its deadline (CLAIM_EXPIRED). INVALID_ARGUMENT: a rejection without an allowed
+    its deadline (CLAIM_EXPIRED), decided under a policy that is not the city's in force
+    (POLICY_NOT_CURRENT). INVALID_ARGUMENT: a rejection without an allowed
     reason, an acceptance with one (BAD_REASON), a detail over 200 characters.
     """
     _small(envelope, DECIDE)
@@ -281,6 +285,7 @@ def decide(tx: Tx, envelope: Signed, ring: KeyRing) -> Claim:
     check_actor(claim, Action.ACCEPT if msg.accept else Action.REJECT, envelope.signer)
     if _same(record.decision, body):
         return claim  # the same decision again
+    policies.check_current(tx, msg.policy_sha256, envelope.signer, "claim decision")
     if len(msg.detail) > MAX_DETAIL_LEN:
         raise InvalidArgument(f"a decision's detail is at most {MAX_DETAIL_LEN} characters",
                               "MALFORMED_DETAIL")

@@ -2,10 +2,10 @@
 and witnesses' cosignatures.
 
 Every event the clearinghouse vouches for is appended, in the transaction that makes
-it, as a serialised ``timebank.v1.LogEntry`` (RFC 9162 leaf data): an admission or a
-revocation (the city's envelope), a net debit limit, every Submit that got a receipt
-(the node's envelope verbatim and the claim state it led to), an expiry, a node's
-ledger checkpoint. The receipt names its leaf (``Receipt.log_index``).
+it, as a serialised ``timebank.v1.LogEntry`` (RFC 9162 leaf data): an admission, a
+revocation or a city policy (the city's envelope), a net debit limit, every Submit that
+got a receipt (the node's envelope verbatim and the claim state it led to), an expiry, a
+node's ledger checkpoint. The receipt names its leaf (``Receipt.log_index``).
 
 A tree head is a C2SP checkpoint (``timebank.checkpoint``) signed by the clearinghouse
 under the log's origin; ``publish_head`` signs one for every size a write transaction
@@ -43,6 +43,7 @@ MAX_ENTRIES = 1000
 ADMISSION = "admission"
 REVOCATION = "revocation"
 ROSTER = "roster"
+POLICY = "policy"
 LIMIT = "limit"
 REGISTRATION = "registration"
 CLAIM = "claim"
@@ -122,8 +123,8 @@ def record_expiry(tx: Tx, claim: Claim) -> int:
 
 
 def record_city_act(tx: Tx, kind: str, certificate: Signed, node_id: str) -> int:
-    """An admission, a revocation or a roster: the city's envelope, verbatim as
-    stored."""
+    """An admission, a revocation, a roster or a city policy (``node_id`` empty for the
+    last two): the city's envelope, verbatim as stored."""
     return append(tx, _stamp(clearing_pb2.LogEntry(
         kind=kind, envelope=wire.to_bytes(certificate), node_id=node_id), tx))
 
@@ -256,8 +257,10 @@ def consistency(tx: Tx, old_size: int, new_size: int = 0) -> clearing_pb2.Consis
 
 
 def admissions(tx: Tx) -> clearing_pb2.Admissions:
-    """Every certificate accepted, current and retired, and the districts revoked."""
+    """Every certificate accepted, current and retired, the districts revoked, and every
+    city-signed policy by serial."""
     out = clearing_pb2.Admissions()
+    out.policies.extend(p.envelope for p in tx.repo.city_policies())
     for a in tx.repo.admissions():
         out.certificates.append(a.certificate)
         if a.revoked:

@@ -17,10 +17,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from node.domain.claims import TEMPORARY, ClaimState, Role
 from node.domain.ledger import Origin, StoredEntry
 from node.domain.orders import OrderState, PaymentSource, PersonKind
-from node.domain.policy import Policy, Relation
+from node.domain.policy import Relation
 from node.usecases import views
 from node.usecases.claims import ClaimView, ClearingView
 from node.usecases.log_watch import LogStatus
+from node.usecases.policies import PolicyView
 from runtime.errors import InvalidArgument
 from timebank.v1 import node_pb2 as pb
 
@@ -241,8 +242,9 @@ def history_pb(v: views.HistoryView) -> pb.History:
         for e, delta in v.entries])
 
 
-def policy_pb(p: Policy) -> pb.Policy:
-    return pb.Policy(
+def policy_pb(v: PolicyView) -> pb.Policy:
+    p = v.policy
+    out = pb.Policy(
         digest=p.digest, rounding_unit_minutes=p.rounding_unit_minutes,
         cap_minutes=p.cap_minutes, daily_cap_minutes=p.daily_cap_minutes,
         publicity_days=p.publicity_days, group_hours_donate_only=p.group_hours_donate_only,
@@ -250,6 +252,14 @@ def policy_pb(p: Policy) -> pb.Policy:
         own_min_age=p.own_min_age, relative_min_age=p.relative_min_age,
         relative_kinds=sorted(RELATIONS[r] for r in p.relative_kinds),
         source_toml=p.source_toml)
+    if v.city is not None:
+        out.city_serial = v.city.serial
+        out.effective_at.FromDatetime(v.city.effective_at.astimezone(UTC))
+    if v.next is not None:
+        out.next_serial = v.next.serial
+        out.next_digest = v.next.sha256.hex()
+        out.next_effective_at.FromDatetime(v.next.effective_at.astimezone(UTC))
+    return out
 
 
 def ledger_report_pb(r: views.LedgerReport) -> pb.LedgerReport:

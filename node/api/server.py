@@ -159,11 +159,18 @@ def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
         key = keyfiles.read_seed(config.signing_key_file)
     except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
+    if not config.city_public_key:
+        log.warning("no city public key is configured ([city] public_key): "
+                    "this node cannot run the city-signed policy and runs its local policy "
+                    "file; once the city has a policy in force its claims are refused",
+                    policy_file=str(config.policy_file))
     return ClearingLink(app, config.clearinghouse_address,
                         bytes.fromhex(config.clearinghouse_public_key), key,
                         channel_options=channel_options(), peers=config.peer_nodes,
                         watch_seconds=config.peer_check_seconds,
-                        finality_seconds=config.finality_seconds)
+                        finality_seconds=config.finality_seconds,
+                        city_public_key=(bytes.fromhex(config.city_public_key)
+                                         if config.city_public_key else None))
 
 
 def serve_forever(config: NodeConfig, *, clock: Clock | None = None,

@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.message import Message
 
 from node.api import convert
-from node.usecases import claims, ledger, log_watch, orders, people
+from node.usecases import claims, ledger, log_watch, orders, people, policies
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition
 from timebank.v1 import node_pb2 as pb
@@ -284,7 +284,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     def GetPolicy(self, request: pb.GetPolicyRequest,
                   context: grpc.ServicerContext) -> pb.Policy:
-        return convert.policy_pb(self._app.policy)
+        return convert.policy_pb(policies.view(self._app.policies, self._app.clock.now()))
 
     def CheckLedger(self, request: pb.CheckLedgerRequest,
                     context: grpc.ServicerContext) -> pb.LedgerReport:

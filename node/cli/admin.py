@@ -76,6 +76,10 @@ def init_command(
         "--peer", metavar="HOST:PORT",
         help="Another district's node whose tree heads this node compares with the "
              "clearinghouse's log (repeat for each; [peers] nodes in node.toml).")] = None,
+    city_key: Annotated[str, typer.Option(
+        "--city-key", metavar="HEX",
+        help="The city root public key, as `timebank clearinghouse init` prints it: the "
+             "node runs only a city policy signed by it.")] = "",
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
@@ -88,7 +92,8 @@ def init_command(
 
     if config_file is not None:
         if (data_dir is not None or node_id or district or database_url or policy is not None
-                or city_secret is not None or clearinghouse or clearinghouse_key or peers):
+                or city_secret is not None or clearinghouse or clearinghouse_key or peers
+                or city_key):
             fail("with --config, the configuration says everything: drop --data-dir, "
                  "--node-id, --district, --database-url and --policy")
         config = _load(config_file)
@@ -126,9 +131,10 @@ def init_command(
                                     listen=listen, policy_text=policy_text, city_secret=secret,
                                     clearinghouse_address=clearinghouse,
                                     clearinghouse_public_key=clearinghouse_key.lower(),
-                                    peer_nodes=tuple(peers or ()))
+                                    peer_nodes=tuple(peers or ()),
+                                    city_public_key=city_key.lower())
     except ValueError as e:
-        if isinstance(e, ConfigError):  # a PolicyError too
+        if isinstance(e, ConfigError):  # a bad policy too
             raise
         fail(str(e))
     config = _load(config_path)
@@ -149,7 +155,8 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
     grid.add_row("node", f"{config.node_id} {escape(config.district)}")
     grid.add_row("data directory", str(config.data_dir))
     grid.add_row("configuration", f"{config_path}  {state('config')}")
-    grid.add_row("policy", f"{config.policy_file}  {state('policy')}")
+    grid.add_row("policy", f"{config.policy_file}  {state('policy')}" + (
+        " (until the city's signed policy is in force)" if config.city_public_key else ""))
     grid.add_row("policy sha256", policy.digest)
     grid.add_row("city secret", f"{config.city_secret_file}  {state('secret')} (mode 0600)")
     grid.add_row("signing key", f"{config.signing_key_file}  {state('key')} (mode 0600)")

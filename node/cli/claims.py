@@ -50,6 +50,8 @@ from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
 NEAR_LIMIT_PERCENT = 80
 #: How long a look-up of district names may take before the table shows codes only.
 NAMES_TIMEOUT_SECONDS = 3.0
+#: The clearinghouse's refusal of a claim made under a policy not in force.
+POLICY_NOT_CURRENT = "POLICY_NOT_CURRENT"
 CLAIM_STATES = ("proposed", "accepted", "finishing", "completed", "voided", "rejected",
                 "expired")
 
@@ -96,6 +98,11 @@ def render_claim(claim: node_pb2.Claim, client: NodeClient | None = None,
             else "(final: a new claim cannot succeed as things stand)"))
     if claim.detail:
         grid.add_row("detail", escape(claim.detail))
+    if claim.reason == POLICY_NOT_CURRENT or POLICY_NOT_CURRENT in claim.detail:
+        grid.add_row("what to do", escape(
+            "this node made it under a city policy that was not the one in force: check "
+            "`timebank node policy` (the city-signed policy and from when it applies) and "
+            "that node.toml's [city] public_key is the city root key, then make it again"))
     if claim.order_id:
         grid.add_row("order", str(claim.order_id))
     if claim.person_id:

@@ -121,7 +121,8 @@ def policy_show(node: NodeAddress = DEFAULT_NODE_ADDRESS, as_json: AsJson = Fals
                 source: Annotated[bool, typer.Option(
                     "--source", help="Print the policy file exactly as published.")] = False,
                 ) -> None:
-    """The city policy this node applies."""
+    """The city policy this node applies now: signed by the city (its serial, since when)
+    or, until the city's first is in force, the local policy file; and the next one."""
     with connect(node) as client:
         result = client.call(client.stub.GetPolicy, node_pb2.GetPolicyRequest())
     if source:

@@ -287,6 +287,16 @@ def history_table(history: node_pb2.History, name: str = "") -> Table:
 def render_policy(policy: node_pb2.Policy) -> Panel:
     grid = label_grid()
     grid.add_row("digest (sha256)", policy.digest)
+    if policy.city_serial:
+        grid.add_row("signed by", f"the city: serial {policy.city_serial}, in force since "
+                                  f"{fmt_time(policy.effective_at, seconds=True)}")
+    else:
+        grid.add_row("signed by", "[yellow]nobody: the node's local policy file (no city-signed "
+                                  "policy is in force yet)[/]")
+    if policy.next_serial:
+        grid.add_row("next", f"[yellow]serial {policy.next_serial} from "
+                             f"{fmt_time(policy.next_effective_at, seconds=True)}[/] "
+                             f"(sha256 {policy.next_digest})")
     grid.add_row("rounding unit", f"{policy.rounding_unit_minutes} min (applied once, when "
                                    "service is recorded)")
     grid.add_row("stored-hours cap", f"{format_hours(policy.cap_minutes)} per person "

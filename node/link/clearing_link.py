@@ -1,11 +1,11 @@
-"""The node's link to the city clearinghouse: one channel and the five workers that use
-it, each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013; issue 14).
+"""The node's link to the city clearinghouse: one channel and the workers that use it,
+each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013, 0014).
 
 The node opens every connection itself; it needs no inbound port. ``start()`` starts
-the sender, the subscriber, the witness, the checkpointer and the log watch (which also
-calls the peer districts' nodes it is given); ``stop()`` ends them and closes the
-channels. Each worker survives any failure: it logs, waits and starts again
-(``supervise``).
+the sender, the subscriber, the witness, the checkpointer, the log watch (which also
+calls the peer districts' nodes it is given) and, when the node knows the city public
+key, the policy fetcher; ``stop()`` ends them and closes the channels. Each worker
+survives any failure: it logs, waits and starts again (``supervise``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from nacl.signing import SigningKey
 
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
 from node.link.connection import Connection
+from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.sender import Sender
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised
@@ -40,7 +41,9 @@ class ClearingLink:
                  checkpoint_seconds: float = CHECKPOINT_SECONDS,
                  backlog_items: int = BACKLOG_ITEMS,
                  peers: Sequence[str] = (), watch_seconds: float = WATCH_SECONDS,
-                 finality_seconds: float = FINALITY_SECONDS) -> None:
+                 finality_seconds: float = FINALITY_SECONDS,
+                 city_public_key: bytes | None = None,
+                 policy_seconds: float = POLICY_SECONDS) -> None:
         self.app = app
         self.address = address
         self.clearinghouse_key = clearinghouse_key
@@ -60,6 +63,10 @@ class ClearingLink:
         self.watch = LogWatch(app, connection, self._stop, peers=peers, interval=watch_seconds,
                               finality_seconds=finality_seconds,
                               channel_options=channel_options)
+        #: None when the node is not configured with the city public key: it cannot
+        #: tell a city-signed policy from another, so it runs its local file.
+        self.policies = (None if city_public_key is None else PolicyFetcher(
+            app, connection, city_public_key, self._stop, interval=policy_seconds))
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -69,6 +76,8 @@ class ClearingLink:
             "sender": self.sender.run, "subscriber": self.subscriber.run,
             "witness": self.witness.run, "checkpointer": self.checkpointer.run,
             "log-watch": self.watch.run}
+        if self.policies is not None:
+            workers["policies"] = self.policies.run
         for name, loop in workers.items():
             thread = threading.Thread(target=supervised(loop, self._stop, self.address),
                                       name=f"timebank-{name}", daemon=True)
@@ -99,6 +108,11 @@ class ClearingLink:
     def watch_once(self) -> Round:
         """Compare the heads once (``LogWatch``)."""
         return self.watch.check_once()
+
+    def fetch_policies(self) -> int:
+        """Fetch the city-signed policies now; return how many were new (0 without the
+        city key)."""
+        return 0 if self.policies is None else self.policies.fetch_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
         """Queue a checkpoint of the ledger (if it grew) and send it."""

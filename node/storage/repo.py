@@ -2,8 +2,9 @@
 
 ``Repo(conn)`` gives a use-case one repository per aggregate over its transaction's
 connection: ``meta``, ``staff``, ``people``, ``ledger``, ``holds``, ``orders``,
-``claims``, ``outbox``, ``inbox``, ``anchors`` and ``idempotency``, each in the module of
-that name. Each takes and returns typed records (or, for claims, the domain's ``Claim``).
+``claims``, ``outbox``, ``inbox``, ``anchors``, ``policies`` and ``idempotency``, each
+in the module of that name. Each takes and returns typed records (or, for claims, the
+domain's ``Claim``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from node.storage.messages import InboxRepo, OutboxRepo
 from node.storage.meta import MetaRepo
 from node.storage.orders import OrderRepo
 from node.storage.people import PeopleRepo
+from node.storage.policies import PolicyRepo
 from node.storage.staff import StaffRepo
 
 __all__ = ["Repo"]
@@ -28,7 +30,7 @@ class Repo:
     """All reads and writes of one transaction, one repository per aggregate."""
 
     __slots__ = ("anchors", "claims", "conn", "holds", "idempotency", "inbox", "ledger", "meta",
-                 "orders", "outbox", "people", "staff")
+                 "orders", "outbox", "people", "policies", "staff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -42,5 +44,6 @@ class Repo:
         self.outbox = OutboxRepo(conn)
         self.inbox = InboxRepo(conn)
         self.anchors = AnchorRepo(conn)
+        self.policies = PolicyRepo(conn)
         self.idempotency = IdempotencyRepo(conn)
 

@@ -304,3 +304,22 @@ class LogAnchor(Base):
     tree_head: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     anchored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class CityPolicyRow(Base):
+    """A city policy the bureau signed (``timebank.citypolicy``), as fetched from the
+    clearinghouse and verified under the city public key this node is configured with:
+    the envelope as received (it is verified again whenever the node opens), and what
+    the node reads of it. Only inserted; the policy in force at a time is the one with
+    the highest serial whose ``effective_at`` is at or before it."""
+
+    __tablename__ = "city_policies"
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    policy_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    effective_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("serial >= 1", name="serial_positive"),
+        CheckConstraint("length(policy_sha256) = 32", name="sha256_length"),
+    )

@@ -16,6 +16,7 @@ from node.domain.clock import Clock
 from node.domain.policy import Policy
 from node.storage.db import Database
 from node.storage.repo import Repo
+from node.usecases.policies import PolicyBook
 from runtime.errors import AlreadyExists, InvalidArgument, InvariantViolation
 from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 from timebank.ids import is_node_id
@@ -40,7 +41,8 @@ class NodeIdentity:
 
 @dataclass(frozen=True, slots=True)
 class Tx:
-    """What a use-case sees: its transaction's repository, the rules, and the time."""
+    """What a use-case sees: its transaction's repository, the rules in force at its
+    time (``node.usecases.policies``), and the time."""
 
     repo: Repo
     policy: Policy
@@ -66,23 +68,44 @@ def check_idempotency_key(key: str) -> None:
 
 
 class NodeApp:
-    """A district node's use-cases over one database, one policy and one clock."""
+    """A district node's use-cases over one database, its policies and one clock.
+
+    ``policy``: the node's local policy file, run until a city-signed policy is in force
+    (``set_city_policies``); every transaction gets the policy in force at its own time.
+    """
 
     def __init__(self, db: Database, policy: Policy, clock: Clock, node: NodeIdentity) -> None:
         self.db = db
-        self.policy = policy
         self.clock = clock
         self.node = node
+        # Replaced whole (one reference assignment), never changed: a transaction reads
+        # one book, whatever a fetch does meanwhile.
+        self.policies = PolicyBook(policy)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force now."""
+        return self.policies.at(self._now())
+
+    def set_city_policies(self, book: PolicyBook) -> None:
+        """Run ``book``'s city-signed policies from now on, each from its effective time."""
+        if book.local is not self.policies.local:
+            raise InvariantViolation("a node's local policy does not change while it runs")
+        self.policies = book
+
+    def _tx(self, repo: Repo) -> Tx:
+        now = self._now()
+        return Tx(repo, self.policies.at(now), now, self.node)
 
     def execute(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use-case in one write transaction: all of it happens, or none."""
         with self.db.write() as conn:
-            return fn(Tx(Repo(conn), self.policy, self._now(), self.node), *args, **kwargs)
+            return fn(self._tx(Repo(conn)), *args, **kwargs)
 
     def query(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read-only use-case; it never blocks writers."""
         with self.db.read() as conn:
-            return fn(Tx(Repo(conn), self.policy, self._now(), self.node), *args, **kwargs)
+            return fn(self._tx(Repo(conn)), *args, **kwargs)
 
     def execute_once(
         self,
@@ -106,7 +129,7 @@ class NodeApp:
                         f"({found.method}); use a new key for a new request",
                         "IDEMPOTENCY_KEY_REUSED")
                 return found.response
-            tx = Tx(repo, self.policy, self._now(), self.node)
+            tx = self._tx(repo)
             response = encode(fn(tx))
             repo.idempotency.save(key, method, fingerprint, response, tx.now)
             return response

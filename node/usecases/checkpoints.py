@@ -1,7 +1,9 @@
 """Anchoring this node's ledger in the city's transparency log (ADR 0007).
 
-A checkpoint names the head of the ledger's hash chain (entry count and hash) and the
-RFC 9162 root over the entries' hashes in sequence order. It goes to the clearinghouse
+A checkpoint names the head of the ledger's hash chain (entry count and hash), the
+RFC 9162 root over the entries' hashes in sequence order, and the digest of the city
+policy the node runs as it makes the checkpoint (so the log shows which policy each
+district ran). It goes to the clearinghouse
 through the outbox like a claim message, signed with the node key; the clearinghouse
 logs it, and the receipt comes back with the log leaf and its inclusion proof, which
 the clearing link has checked before ``anchored`` records them. From then on any
@@ -43,7 +45,8 @@ def request(tx: Tx) -> Requested:
         return Requested(count, bytes(found.chain_head), bytes(found.ledger_root), False)
     root = merkle.root(tx.repo.ledger.entry_hashes(count))
     body = pb.NodeCheckpoint(node_id=tx.node.node_id, entry_count=count,
-                             chain_head=chain_head, ledger_root=root)
+                             chain_head=chain_head, ledger_root=root,
+                             policy_sha256=tx.policy.sha256)
     body.at.FromDatetime(tx.now)
     raw = body.SerializeToString(deterministic=True)
     tx.repo.outbox.enqueue(CHECKPOINT, None, raw, tx.now)

@@ -12,6 +12,11 @@ Where things happen:
 Every change of a claim is made by ``node.domain.claims`` (its transition table, by role:
 ADR 0012) and stored by ``_save`` from the state it was read in.
 
+Every proposal and decision states the digest of the policy this node decided under
+(``policy_sha256``, the policy in force at the transaction's time): the clearinghouse
+refuses one made under a policy that is not the city's in force (POLICY_NOT_CURRENT),
+and ``apply_refusal`` shows that on the claim.
+
 Every message to the clearinghouse is written to the outbox in the same transaction as
 the change that needs it (unsigned: the link signs it as it sends; Ed25519 signatures
 are deterministic, so a resend is byte-identical). Every delivery applies once: its
@@ -224,7 +229,7 @@ def propose_redemption(tx: Tx, order: OrderRecord, payer: PersonRecord,
         creditor_node_id=tx.node.node_id, debtor_node_id=claim.counterparty,
         payer_ref=claim.person_ref, recipient_ref=claim.recipient_ref,
         recipient_age=recipient_facts.age, recipient_priority=recipient.priority,
-        minutes=claim.minutes)
+        minutes=claim.minutes, policy_sha256=tx.policy.sha256)
     body.created_at.CopyFrom(_ts(claim.created_at))
     body.expires_at.CopyFrom(_ts(claim.expires_at))
     tx.repo.claims.add(claim)
@@ -305,7 +310,7 @@ def start_move(tx: Tx, person_id: int, to_node_id: str) -> ClaimView:
         claim_id=claim.claim_id, kind=pb.CLAIM_KIND_MOVE, creditor_node_id=to_node_id,
         debtor_node_id=tx.node.node_id, payer_ref=claim.person_ref, minutes=claim.minutes,
         origins=[pb.OriginMinutes(origin=_ORIGIN_TO_WIRE[o], minutes=m)
-                 for o, m in claim.origins])
+                 for o, m in claim.origins], policy_sha256=tx.policy.sha256)
     body.created_at.CopyFrom(_ts(claim.created_at))
     body.expires_at.CopyFrom(_ts(claim.expires_at))
     tx.repo.claims.add(claim)
@@ -439,7 +444,8 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
             tx.repo.holds.hold_for_claim(claim.claim_id, by_code[account.code].id, minutes,
                                          tx.now)
     body = pb.ClaimDecision(claim_id=msg.claim_id, accept=decision.accept,
-                            reason=_wire_reason(decision.reason), detail=decision.detail)
+                            reason=_wire_reason(decision.reason), detail=decision.detail,
+                            policy_sha256=tx.policy.sha256)
     body.at.CopyFrom(_ts(tx.now))
     _enqueue(tx, DECIDE, msg.claim_id, body)
 
@@ -611,6 +617,9 @@ def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: st
     found = tx.repo.outbox.get(message_id)
     if not tx.repo.outbox.done(message_id, "refused", f"{status} {reason}: {message}", tx.now):
         return
+    if found.kind == DECIDE and found.claim_id is not None:
+        _decision_refused(tx, found.claim_id, reason, message)
+        return
     if found.kind != PROPOSE or found.claim_id is None:
         return
     claim = tx.repo.claims.get(found.claim_id)
@@ -624,6 +633,17 @@ def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: st
     claim = _save(tx, claim, model.reject(claim, tx.now, code, message[:200]))
     if claim.order_id:
         _payment_lost(tx, claim)
+
+
+def _decision_refused(tx: Tx, claim_id: str, reason: str, message: str) -> None:
+    """The clearinghouse refused this node's decision (e.g. POLICY_NOT_CURRENT): the
+    claim stays proposed there and expires at its deadline, which releases any hold
+    here. Until then the claim says why, for the operator."""
+    claim = tx.repo.claims.get(claim_id)
+    if claim is None or claim.state.final:
+        return
+    note = f"the clearinghouse refused this node's decision: {reason[:32]}: {message}"
+    _save(tx, claim, model.annotate(claim, tx.now, note[:model.MAX_DETAIL_CHARS]))
 
 
 def retry_later(tx: Tx, message_id: int, detail: str) -> None:

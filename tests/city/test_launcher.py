@@ -167,15 +167,29 @@ def test_admission_gives_each_node_a_net_debit_limit_once(tmp_path: Path) -> Non
 
 
 def test_a_policy_text_reaches_every_node(tmp_path: Path) -> None:
-    from node.domain.policy import DEFAULT_POLICY_TOML, load_policy
+    from clearinghouse.usecases import policies
+    from node.domain.policy import DEFAULT_POLICY_TOML, load_policy, policy_sha256
 
     text = DEFAULT_POLICY_TOML.replace("publicity_days = 7", "publicity_days = 0")
     assert text != DEFAULT_POLICY_TOML
     city = layout(tmp_path, DISTRICTS[:2], policy_text=text)
     for n in city.nodes:
-        policy_file = load_node_config(n.config_file).policy_file
-        assert policy_file.read_text(encoding="utf-8") == text
+        config = load_node_config(n.config_file)
+        assert config.policy_file.read_text(encoding="utf-8") == text
+        assert config.city_public_key == city.city_public_key
         assert load_policy(text).publicity_days == 0
+
+    def issued() -> list[tuple[int, bytes]]:
+        app = open_app(load_clearinghouse_config(city.clearinghouse_config))
+        try:
+            return [(p.serial, p.sha256) for p in app.query(policies.city_policies)]
+        finally:
+            app.db.dispose()
+
+    # the bureau issued it as the city policy, once: laying out again issues nothing
+    assert issued() == [(1, policy_sha256(text))]
+    layout(tmp_path, DISTRICTS[:2], policy_text=text)
+    assert issued() == [(1, policy_sha256(text))]
     plain = layout(tmp_path / "plain", DISTRICTS[:1])
     assert load_node_config(plain.nodes[0].config_file).policy_file.read_text(
         encoding="utf-8") == DEFAULT_POLICY_TOML

@@ -8,7 +8,7 @@ The cross-process version, with kill -9, is in tests/city.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,11 +98,12 @@ class City:
             time.sleep(0.02)
 
 
-def _node_app(tmp: Path, node_id: str, clock: ManualClock) -> NodeApp:
+def _node_app(tmp: Path, node_id: str, clock: ManualClock,
+              policy_toml: str = DEFAULT_POLICY_TOML) -> NodeApp:
     url = f"sqlite:///{tmp / f'{node_id}.sqlite3'}"
     db = Database(url)
     migrate.upgrade(db.writer)
-    policy = load_policy(DEFAULT_POLICY_TOML)
+    policy = load_policy(policy_toml)
     node = NodeIdentity(node_id, DISTRICTS[node_id], CITY_SECRET, federated=True)
     with db.write() as conn:
         initialise(Repo(conn), node, policy.digest)
@@ -114,7 +115,11 @@ def city(tmp_path: Path) -> Iterator[City]:
     yield from make_city(tmp_path, f"sqlite:///{tmp_path / 'ch.sqlite3'}")
 
 
-def make_city(tmp_path: Path, ch_url: str) -> Iterator[City]:
+def make_city(tmp_path: Path, ch_url: str, *, local_policies: Mapping[str, str] | None = None,
+              city_keyed: Collection[str] = ()) -> Iterator[City]:
+    """``local_policies``: a node's own policy file, by node id (default: the published
+    one). ``city_keyed``: the nodes configured with the city public key, which fetch and
+    run the city-signed policy."""
     clock = ManualClock()
     ch_db = ChDatabase(ch_url)
     ch_migrate.upgrade(ch_db.writer)
@@ -131,8 +136,11 @@ def make_city(tmp_path: Path, ch_url: str) -> Iterator[City]:
     sweep.start()
     city = City(ch, server, sweep, clock)
     for node_id, name in DISTRICTS.items():
-        app = _node_app(tmp_path, node_id, clock)
-        link = ClearingLink(app, city.address, public_key(CH_KEY), keys[node_id])
+        app = _node_app(tmp_path, node_id, clock,
+                        (local_policies or {}).get(node_id, DEFAULT_POLICY_TOML))
+        link = ClearingLink(app, city.address, public_key(CH_KEY), keys[node_id],
+                            city_public_key=(public_key(CITY_ROOT) if node_id in city_keyed
+                                             else None))
         link.start()
         city.nodes[node_id] = District(node_id, name, app, link, keys[node_id])
     try:

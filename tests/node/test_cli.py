@@ -444,6 +444,7 @@ def test_policy(node: Served) -> None:
     assert {"code": "cleaning", "name": "助洁"} in policy["categories"]
     shown = cli("node", "policy", "--node", node.address)
     assert shown.exit_code == 0 and "助餐" in shown.stdout and "7 days" in shown.stdout
+    assert not policy.get("city_serial") and "local policy file" in shown.stdout
 
 
 def test_check_on_the_database_while_the_node_runs(node: Served) -> None:

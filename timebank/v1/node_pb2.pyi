@@ -1379,6 +1379,11 @@ class Policy(_message.Message):
     RELATIVE_MIN_AGE_FIELD_NUMBER: _builtins.int
     RELATIVE_KINDS_FIELD_NUMBER: _builtins.int
     SOURCE_TOML_FIELD_NUMBER: _builtins.int
+    CITY_SERIAL_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    NEXT_SERIAL_FIELD_NUMBER: _builtins.int
+    NEXT_DIGEST_FIELD_NUMBER: _builtins.int
+    NEXT_EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
     digest: _builtins.str
     """SHA-256 of the policy file's bytes, hex"""
     rounding_unit_minutes: _builtins.int
@@ -1390,10 +1395,23 @@ class Policy(_message.Message):
     own_min_age: _builtins.int
     relative_min_age: _builtins.int
     source_toml: _builtins.str
+    city_serial: _builtins.int
+    """Which policy this is: 0 for the node's local policy file (no city-signed policy is
+    in force yet), else the serial of the city-signed policy, in force since
+    effective_at.
+    """
+    next_serial: _builtins.int
+    """The city-signed policy that comes into force next, if one is scheduled (0: none)."""
+    next_digest: _builtins.str
+    """SHA-256 of its TOML, hex"""
     @_builtins.property
     def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___Category]: ...
     @_builtins.property
     def relative_kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___LinkKind.ValueType]: ...
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_effective_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1408,10 +1426,15 @@ class Policy(_message.Message):
         relative_min_age: _builtins.int = ...,
         relative_kinds: _abc.Iterable[Global___LinkKind.ValueType] | None = ...,
         source_toml: _builtins.str = ...,
+        city_serial: _builtins.int = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        next_serial: _builtins.int = ...,
+        next_digest: _builtins.str = ...,
+        next_effective_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "next_effective_at", b"next_effective_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_minutes", b"cap_minutes", "categories", b"categories", "daily_cap_minutes", b"daily_cap_minutes", "digest", b"digest", "group_hours_donate_only", b"group_hours_donate_only", "own_min_age", b"own_min_age", "publicity_days", b"publicity_days", "relative_kinds", b"relative_kinds", "relative_min_age", b"relative_min_age", "rounding_unit_minutes", b"rounding_unit_minutes", "source_toml", b"source_toml"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_minutes", b"cap_minutes", "categories", b"categories", "city_serial", b"city_serial", "daily_cap_minutes", b"daily_cap_minutes", "digest", b"digest", "effective_at", b"effective_at", "group_hours_donate_only", b"group_hours_donate_only", "next_digest", b"next_digest", "next_effective_at", b"next_effective_at", "next_serial", b"next_serial", "own_min_age", b"own_min_age", "publicity_days", b"publicity_days", "relative_kinds", b"relative_kinds", "relative_min_age", b"relative_min_age", "rounding_unit_minutes", b"rounding_unit_minutes", "source_toml", b"source_toml"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
