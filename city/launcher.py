@@ -102,6 +102,7 @@ class CityLayout:
     clock_file: Path  # for `--dev-clock`; written by whoever moves the city's time
     logs_dir: Path
     nodes: tuple[NodeLayout, ...]
+    city_public_key: str = ""  # hex: what every node checks the city's acts with
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -151,8 +152,9 @@ def _ensure_city_secret(path: Path) -> bytes:
     return secret
 
 
-def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str]:
-    """Create or find the clearinghouse; return its config file, address and public key."""
+def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str, str]:
+    """Create or find the clearinghouse; return its config file, address, public key and
+    the city root's public key."""
     config_path = ch_dir / ch_config.CONFIG_NAME
     if not config_path.exists():
         ch_dir.mkdir(parents=True, exist_ok=True)
@@ -160,11 +162,11 @@ def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str]:
     init_city(ch_dir)  # keeps the file written above, makes keys and database
     config = ch_config.load_config(config_path)
     public = key_info(config.signing_key_file).public_key.hex()
-    return config_path, config.listen, public
+    return config_path, config.listen, public, key_info(config.city_key_file).public_key.hex()
 
 
 def _layout_node(data_dir: Path, district: District, secret: bytes, port: int,
-                 ch_address: str, ch_public_key: str,
+                 ch_address: str, ch_public_key: str, city_public_key: str,
                  policy_text: str | None = None) -> NodeLayout:
     node_dir = data_dir / district.node_id
     existing = node_dir / "node.toml"
@@ -173,12 +175,13 @@ def _layout_node(data_dir: Path, district: District, secret: bytes, port: int,
     config_path = init_data_dir(node_dir, district.node_id, district.name, listen=listen,
                                 city_secret=secret, clearinghouse_address=ch_address,
                                 clearinghouse_public_key=ch_public_key,
-                                policy_text=policy_text)
+                                city_public_key=city_public_key, policy_text=policy_text)
     config = node_config.load_config(config_path)
     if config.city_secret_file.read_bytes() != secret:
         raise LaunchError(f"{config.city_secret_file} is not this city's secret")
-    if (config.district, config.clearinghouse_address, config.clearinghouse_public_key) != (
-            district.name, ch_address, ch_public_key):
+    if (config.district, config.clearinghouse_address, config.clearinghouse_public_key,
+            config.city_public_key) != (district.name, ch_address, ch_public_key,
+                                        city_public_key):
         raise LaunchError(f"{config_path} names another district or clearinghouse than this "
                           "city's; remove the node's directory to lay it out again")
     return NodeLayout(district, node_dir, config_path, config.listen,
@@ -234,14 +237,15 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     logs_dir.mkdir(exist_ok=True)
     ports = list(_port_source(base_port, 1 + len(wanted)))
     ch_dir = data_dir / CLEARINGHOUSE
-    ch_file, ch_address, ch_public = _layout_clearinghouse(ch_dir, ports[0])
+    ch_file, ch_address, ch_public, city_public = _layout_clearinghouse(ch_dir, ports[0])
     secret_file = data_dir / "city-secret"
     secret = _ensure_city_secret(secret_file)
-    nodes = tuple(_layout_node(data_dir, d, secret, port, ch_address, ch_public, policy_text)
+    nodes = tuple(_layout_node(data_dir, d, secret, port, ch_address, ch_public, city_public,
+                               policy_text)
                   for d, port in zip(wanted, ports[1:], strict=True))
     _admit(ch_file, nodes, net_debit_limit)
     return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, secret_file,
-                      data_dir / "clock", logs_dir, nodes)
+                      data_dir / "clock", logs_dir, nodes, city_public)
 
 
 # ------------------------------------------------------------------ processes

@@ -44,7 +44,7 @@ def read_policy(path: Path) -> Policy:
 def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: str = "",
                   listen: str = "127.0.0.1:7443", policy_text: str | None = None,
                   city_secret: bytes | None = None, clearinghouse_address: str = "",
-                  clearinghouse_public_key: str = "") -> Path:
+                  clearinghouse_public_key: str = "", city_public_key: str = "") -> Path:
     """Create a node's data directory, its database schema and genesis; return node.toml.
 
     Safe to run again on the same directory: existing files are kept.
@@ -58,7 +58,8 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
     if not config_path.exists():
         config_path.write_text(render_config(node_id, district, database_url, listen,
                                              clearinghouse_address=clearinghouse_address,
-                                             clearinghouse_public_key=clearinghouse_public_key),
+                                             clearinghouse_public_key=clearinghouse_public_key,
+                                             city_public_key=city_public_key),
                                encoding="utf-8")
     policy_path = data_dir / "policy.toml"
     if not policy_path.exists():
@@ -118,7 +119,8 @@ def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
     """Open a node for serving; refuse if its schema is not current or it is another node's."""
     policy = read_policy(config.policy_file)
     node = NodeIdentity(config.node_id, config.district, read_secret(config.city_secret_file),
-                        federated=config.federated)
+                        federated=config.federated,
+                        city_key=bytes.fromhex(config.city_public_key))
     db = Database(config.effective_database_url)
     current, head = migrate.current_revision(db.writer), migrate.head_revision()
     if current != head:

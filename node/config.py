@@ -36,6 +36,11 @@ class NodeConfig:
     #: Empty address: the node runs alone, with no inter-district claims.
     clearinghouse_address: str = ""
     clearinghouse_public_key: str = ""
+    #: The city root's Ed25519 public key (64 hex characters), which signs every
+    #: admission and revocation. Required with a clearinghouse: the node checks what the
+    #: clearinghouse relays against the keys the city certified, and learns the city's
+    #: key from here alone, never from the clearinghouse.
+    city_public_key: str = ""
 
     @property
     def federated(self) -> bool:
@@ -54,12 +59,13 @@ _TABLES: Tables = {
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
     "log": {"level": str, "format": str},
     "clearinghouse": {"address": str, "public_key": str},
+    "city": {"public_key": str},
 }
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
     settings = read_settings(path, _TABLES, init="timebank node init", environ=environ)
-    node, server, log, clearinghouse = (settings[t] for t in _TABLES)
+    node, server, log, clearinghouse, city = (settings[t] for t in _TABLES)
     base = path.resolve().parent
 
     def need(key: str) -> str:
@@ -88,6 +94,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         log_format=str(log.get("format", "json")),
         clearinghouse_address=str(clearinghouse.get("address", "")),
         clearinghouse_public_key=str(clearinghouse.get("public_key", "")),
+        city_public_key=str(city.get("public_key", "")),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -100,19 +107,33 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     if cfg.clearinghouse_address:
         if not is_host_port(cfg.clearinghouse_address):
             raise ConfigError("[clearinghouse] address is HOST:PORT, e.g. 127.0.0.1:7400")
-        key = cfg.clearinghouse_public_key
-        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        if not _is_key_hex(cfg.clearinghouse_public_key):
             raise ConfigError("[clearinghouse] public_key is the clearinghouse's Ed25519 "
                               "public key as 64 lowercase hex characters (`timebank "
                               "clearinghouse init` prints it)")
+        if not cfg.city_public_key:
+            raise ConfigError("[city] public_key is required with a clearinghouse: the city "
+                              "root's Ed25519 public key, as `timebank clearinghouse init` "
+                              "prints it, with which the node checks what the clearinghouse "
+                              "relays")
     elif cfg.clearinghouse_public_key:
         raise ConfigError("[clearinghouse] public_key is set but address is not")
+    if cfg.city_public_key and not _is_key_hex(cfg.city_public_key):
+        raise ConfigError("[city] public_key is the city root's Ed25519 public key as 64 "
+                          "lowercase hex characters (`timebank clearinghouse init` prints it)")
+    if cfg.city_public_key and cfg.city_public_key == cfg.clearinghouse_public_key:
+        raise ConfigError("[city] public_key is the city root's key, not the "
+                          "clearinghouse's: the two keys are different")
     return cfg
+
+
+def _is_key_hex(key: str) -> bool:
+    return len(key) == 64 and all(c in "0123456789abcdef" for c in key)
 
 
 def render_config(node_id: str, district: str, database_url: str, listen: str,
                   metrics_listen: str = "", clearinghouse_address: str = "",
-                  clearinghouse_public_key: str = "") -> str:
+                  clearinghouse_public_key: str = "", city_public_key: str = "") -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
     q = toml_string
     return f"""# Written by `timebank node init`. See deploy/node.example.toml for every setting.
@@ -139,6 +160,12 @@ format = "console"
 [clearinghouse]
 address = {q(clearinghouse_address)}
 public_key = {q(clearinghouse_public_key)}
+
+# The city root's public key: what the city signs (admissions, revocations) is checked
+# with it. Required with a clearinghouse; taken from the bureau, never from the
+# clearinghouse.
+[city]
+public_key = {q(city_public_key)}
 """
 
 

@@ -72,6 +72,10 @@ def init_command(
         "--clearinghouse-key", metavar="HEX",
         help="The clearinghouse's public key, as `timebank clearinghouse init` prints it.")
     ] = "",
+    city_key: Annotated[str, typer.Option(
+        "--city-key", metavar="HEX",
+        help="The city root's public key, as `timebank clearinghouse init` prints it: what "
+             "the city signs is checked with it (required with --clearinghouse).")] = "",
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
@@ -84,9 +88,9 @@ def init_command(
 
     if config_file is not None:
         if (data_dir is not None or node_id or district or database_url or policy is not None
-                or city_secret is not None or clearinghouse or clearinghouse_key):
+                or city_secret is not None or clearinghouse or clearinghouse_key or city_key):
             fail("with --config, the configuration says everything: drop --data-dir, "
-                 "--node-id, --district, --database-url and --policy")
+                 "--node-id, --district, --database-url, --policy and the keys")
         config = _load(config_file)
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key_created = ensure_signing_key(config)
@@ -121,7 +125,8 @@ def init_command(
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
                                     listen=listen, policy_text=policy_text, city_secret=secret,
                                     clearinghouse_address=clearinghouse,
-                                    clearinghouse_public_key=clearinghouse_key.lower())
+                                    clearinghouse_public_key=clearinghouse_key.lower(),
+                                    city_public_key=city_key.lower())
     except ValueError as e:
         if isinstance(e, ConfigError):  # a PolicyError too
             raise
