@@ -4,7 +4,12 @@
   ``timebank_node_rpcs_in_flight`` and ``timebank_node_refusals_total{method, reason}``:
   every call, as ``runtime.metrics`` counts them for any service;
 - ``timebank_node_orders_recorded_total`` and ``timebank_node_recording_failures_total``:
-  what the background recording loop did.
+  what the background recording loop did;
+- ``timebank_node_refused_deliveries_total{reason}``: deliveries the node refused because
+  the envelope relayed was not signed by an admitted, unrevoked key of the district that
+  must say it (any at all means a clearinghouse to look into);
+- ``timebank_node_city_acts_refused_total``: envelopes the clearinghouse served as the
+  city's that the city key does not verify.
 """
 
 from __future__ import annotations
@@ -18,3 +23,9 @@ ORDERS_RECORDED = Counter("timebank_node_orders_recorded",
                           "Orders recorded by the background recording loop")
 RECORDING_FAILURES = Counter("timebank_node_recording_failures",
                              "Rounds of the background recording loop that failed")
+REFUSED_DELIVERIES = Counter("timebank_node_refused_deliveries",
+                             "Deliveries refused: the relayed envelope is not signed by an "
+                             "admitted, unrevoked key of the district that must say it",
+                             ["reason"])
+CITY_ACTS_REFUSED = Counter("timebank_node_city_acts_refused",
+                            "Envelopes served as the city's that the city key does not verify")

@@ -1,10 +1,11 @@
-"""The node's link to the city clearinghouse: one channel and the four workers that use
+"""The node's link to the city clearinghouse: one channel and the five workers that use
 it, each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013).
 
 The node opens every connection itself; it needs no inbound port. ``start()`` starts
-the sender, the subscriber, the witness and the checkpointer; ``stop()`` ends them and
-closes the channel. Each worker survives any failure: it logs, waits and starts again
-(``supervise``).
+the sender, the subscriber, the witness, the checkpointer and the refresher of the
+city's admissions (``city.CityView``, which the subscriber checks relayed envelopes
+against); ``stop()`` ends them and closes the channel. Each worker survives any
+failure: it logs, waits and starts again (``supervise``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import grpc
 from nacl.signing import SigningKey
 
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
+from node.link.city import ADMISSIONS_SECONDS, CityView
 from node.link.connection import Connection
 from node.link.sender import Sender
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
@@ -24,6 +26,7 @@ from node.link.verified_log import VerifiedLog
 from node.link.witness import WITNESS_SECONDS, Witness
 from node.usecases import checkpoints
 from node.usecases.app import NodeApp
+from timebank import keys
 from timebank.v1 import clearing_pb2_grpc
 
 
@@ -36,6 +39,7 @@ class ClearingLink:
                  channel_options: list[tuple[str, int]] | None = None,
                  witness_seconds: float = WITNESS_SECONDS,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                 admissions_seconds: float = ADMISSIONS_SECONDS,
                  backlog_items: int = BACKLOG_ITEMS) -> None:
         self.address = address
         self._channel = grpc.insecure_channel(address, options=channel_options or [])
@@ -44,13 +48,14 @@ class ClearingLink:
         self._stop = threading.Event()
         self._wake = threading.Event()
         verified = VerifiedLog(app, clearinghouse_key)
+        self.city = CityView(app, connection, self._stop, interval=admissions_seconds)
         self.sender = Sender(app, connection, verified, self._stop, self._wake)
         self.subscriber = Subscriber(app, connection, self._stop, self._wake,
-                                     backlog_items=backlog_items)
+                                     backlog_items=backlog_items, city=self.city)
         self.witness = Witness(app, connection, verified, self._stop,
                                interval=witness_seconds)
-        self.checkpointer = Checkpointer(app, self._stop, self._wake,
-                                         interval=checkpoint_seconds)
+        self.checkpointer = Checkpointer(app, keys.key_id(keys.public_key(signing_key)),
+                                         self._stop, self._wake, interval=checkpoint_seconds)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -58,7 +63,8 @@ class ClearingLink:
             raise RuntimeError("a clearing link starts once")
         workers: dict[str, Callable[[], None]] = {
             "sender": self.sender.run, "subscriber": self.subscriber.run,
-            "witness": self.witness.run, "checkpointer": self.checkpointer.run}
+            "witness": self.witness.run, "checkpointer": self.checkpointer.run,
+            "admissions": self.city.run}
         for name, loop in workers.items():
             thread = threading.Thread(target=supervised(loop, self._stop, self.address),
                                       name=f"timebank-{name}", daemon=True)
@@ -86,5 +92,11 @@ class ClearingLink:
         return self.witness.witness_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
-        """Queue a checkpoint of the ledger (if it grew) and send it."""
+        """Queue a checkpoint of the ledger (if it grew, or this key has not anchored it)
+        and send it."""
         return self.checkpointer.checkpoint_now()
+
+    def refresh_admissions(self) -> int:
+        """Ask the clearinghouse for the city's acts now; store those the city signed
+        (``CityView.refresh``). Returns how many were new."""
+        return self.city.refresh()

@@ -2,8 +2,9 @@
 
 ``Repo(conn)`` gives a use-case one repository per aggregate over its transaction's
 connection: ``meta``, ``staff``, ``people``, ``ledger``, ``holds``, ``orders``,
-``claims``, ``outbox``, ``inbox``, ``anchors`` and ``idempotency``, each in the module of
-that name. Each takes and returns typed records (or, for claims, the domain's ``Claim``).
+``claims``, ``outbox``, ``inbox``, ``anchors``, ``city`` (the city's acts as verified
+here) and ``idempotency``, each in the module of that name (``outbox`` and ``inbox`` in
+``messages``). Each takes and returns typed records (or, for claims, the domain's ``Claim``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from node.storage.anchors import AnchorRepo
+from node.storage.city import CityEnvelopeRepo
 from node.storage.claims import ClaimRepo
 from node.storage.holds import HoldRepo
 from node.storage.idempotency import IdempotencyRepo
@@ -27,8 +29,8 @@ __all__ = ["Repo"]
 class Repo:
     """All reads and writes of one transaction, one repository per aggregate."""
 
-    __slots__ = ("anchors", "claims", "conn", "holds", "idempotency", "inbox", "ledger", "meta",
-                 "orders", "outbox", "people", "staff")
+    __slots__ = ("anchors", "city", "claims", "conn", "holds", "idempotency", "inbox", "ledger",
+                 "meta", "orders", "outbox", "people", "staff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -42,5 +44,6 @@ class Repo:
         self.outbox = OutboxRepo(conn)
         self.inbox = InboxRepo(conn)
         self.anchors = AnchorRepo(conn)
+        self.city = CityEnvelopeRepo(conn)
         self.idempotency = IdempotencyRepo(conn)
 

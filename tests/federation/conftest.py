@@ -103,7 +103,8 @@ def _node_app(tmp: Path, node_id: str, clock: ManualClock) -> NodeApp:
     db = Database(url)
     migrate.upgrade(db.writer)
     policy = load_policy(DEFAULT_POLICY_TOML)
-    node = NodeIdentity(node_id, DISTRICTS[node_id], CITY_SECRET, federated=True)
+    node = NodeIdentity(node_id, DISTRICTS[node_id], CITY_SECRET, federated=True,
+                        city_key=public_key(CITY_ROOT))
     with db.write() as conn:
         initialise(Repo(conn), node, policy.digest)
     return NodeApp(db, policy, clock, node)
@@ -134,6 +135,8 @@ def make_city(tmp_path: Path, ch_url: str) -> Iterator[City]:
         link = ClearingLink(app, city.address, public_key(CH_KEY), keys[node_id])
         link.start()
         city.nodes[node_id] = District(node_id, name, app, link, keys[node_id])
+    for d in city.nodes.values():  # the city's acts, verified, before anything is claimed
+        d.link.refresh_admissions()
     try:
         yield city
     finally:
