@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Connection, func, insert, select
 
 from node.storage.tables import CITY_ENVELOPES
+from runtime.statements import Prepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +30,13 @@ class CityEnvelopeRepo:
 
     def all(self) -> list[CityEnvelopeRecord]:
         """Every act stored, in a stable order."""
-        rows = self.conn.execute(
-            select(CITY_ENVELOPES.c.digest, CITY_ENVELOPES.c.kind, CITY_ENVELOPES.c.node_id,
-                   CITY_ENVELOPES.c.envelope)
-            .order_by(CITY_ENVELOPES.c.kind, CITY_ENVELOPES.c.node_id,
-                      CITY_ENVELOPES.c.digest))
         return [CityEnvelopeRecord(bytes(r.digest), r.kind, r.node_id, bytes(r.envelope))
-                for r in rows]
+                for r in _ALL(self.conn)]
+
+    def envelopes(self) -> tuple[bytes, ...]:
+        """Every act stored, only its envelope, in the order of ``all`` (read before every
+        move and redemption)."""
+        return tuple(bytes(r.envelope) for r in _ENVELOPES(self.conn))
 
     def digests(self) -> set[bytes]:
         return {bytes(d) for d in self.conn.execute(select(CITY_ENVELOPES.c.digest)).scalars()}
@@ -49,3 +50,9 @@ class CityEnvelopeRepo:
         self.conn.execute(insert(CITY_ENVELOPES).values(
             digest=record.digest, kind=record.kind, node_id=record.node_id,
             envelope=record.envelope, recorded_at=at))
+
+
+_ORDER = (CITY_ENVELOPES.c.kind, CITY_ENVELOPES.c.node_id, CITY_ENVELOPES.c.digest)
+_ALL = Prepared(select(CITY_ENVELOPES.c.digest, CITY_ENVELOPES.c.kind, CITY_ENVELOPES.c.node_id,
+                       CITY_ENVELOPES.c.envelope).order_by(*_ORDER))
+_ENVELOPES = Prepared(select(CITY_ENVELOPES.c.envelope).order_by(*_ORDER))

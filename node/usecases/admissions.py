@@ -44,7 +44,7 @@ def view(tx: Tx) -> CityAdmissions:
     for nothing)."""
     if not tx.node.city_key:
         return CityAdmissions()
-    return _verified(tx.node.city_key, tuple(r.envelope for r in tx.repo.city.all()))
+    return _verified(tx.node.city_key, tx.repo.city.envelopes())
 
 
 @lru_cache(maxsize=8)
