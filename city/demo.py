@@ -45,6 +45,7 @@ from rich.table import Table
 from city.audit import audit_data_dir
 from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, LaunchError, layout
 from node.bootstrap import open_app as open_node_app
+from node.bootstrap import signing_identity
 from node.cli import NodeClient, hm, render_report, to_json
 from node.config import load_config as load_node_config
 from node.domain.identity import id_card_with_check_digit
@@ -403,9 +404,10 @@ def anchor_and_witness(city: City) -> dict[str, Any]:
     the districts, as witnesses, cosign a tree head that includes the anchors."""
     anchored: dict[str, int] = {}
     for n in city.layout.nodes:
-        app = open_node_app(load_node_config(n.config_file))
+        config = load_node_config(n.config_file)
+        app = open_node_app(config)
         try:
-            requested = app.execute(checkpoints.request)
+            requested = app.execute(checkpoints.request, signing_identity(config)[0])
         finally:
             app.db.dispose()
         anchored[n.node_id] = requested.entry_count

@@ -99,7 +99,7 @@ class CityLayout:
     clearinghouse_config: Path
     clearinghouse_address: str
     clearinghouse_public_key: str  # hex: what every node checks signatures with
-    city_public_key: str  # hex: the city root key, what every node checks the policy with
+    city_public_key: str  # hex: the city root key: every node checks the city's acts with it
     city_secret_file: Path
     clock_file: Path  # for `--dev-clock`; written by whoever moves the city's time
     logs_dir: Path

@@ -16,8 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from clearinghouse.usecases import roster
 from clearinghouse.usecases.admission import ADMISSION, REVOCATION
 from clearinghouse.usecases.app import ClearinghouseApp
-from timebank import roster as rosters
 from timebank import citypolicy
+from timebank import roster as rosters
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import SigningKey, public_key
 from timebank.v1 import clearing_pb2

@@ -127,7 +127,8 @@ def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
     """Open a node for serving; refuse if its schema is not current or it is another node's."""
     policy = read_policy(config.policy_file)
     node = NodeIdentity(config.node_id, config.district, read_secret(config.city_secret_file),
-                        federated=config.federated)
+                        federated=config.federated,
+                        city_key=bytes.fromhex(config.city_public_key))
     db = Database(config.effective_database_url)
     current, head = migrate.current_revision(db.writer), migrate.head_revision()
     if current != head:

@@ -52,10 +52,10 @@ class NodeConfig:
     #: log its clearinghouse shows it, every ``peer_check_seconds`` (split views).
     peer_nodes: tuple[str, ...] = ()
     peer_check_seconds: int = DEFAULT_PEER_CHECK_SECONDS
-    #: The city root public key (64 hex characters), as the bureau publishes it: the node
-    #: runs only a city policy signed by it (``node.usecases.policies``). Configured, never
-    #: learnt from the clearinghouse. Empty: the node keeps its local policy file and the
-    #: clearinghouse refuses its claims once the city has a policy in force.
+    #: The city root's Ed25519 public key (64 hex characters), which signs every
+    #: admission and revocation. Required with a clearinghouse: the node checks what the
+    #: clearinghouse relays against the keys the city certified, and learns the city's
+    #: key from here alone, never from the clearinghouse.
     city_public_key: str = ""
 
     @property
@@ -137,11 +137,15 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     if cfg.clearinghouse_address:
         if not is_host_port(cfg.clearinghouse_address):
             raise ConfigError("[clearinghouse] address is HOST:PORT, e.g. 127.0.0.1:7400")
-        key = cfg.clearinghouse_public_key
-        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        if not _is_key_hex(cfg.clearinghouse_public_key):
             raise ConfigError("[clearinghouse] public_key is the clearinghouse's Ed25519 "
                               "public key as 64 lowercase hex characters (`timebank "
                               "clearinghouse init` prints it)")
+        if not cfg.city_public_key:
+            raise ConfigError("[city] public_key is required with a clearinghouse: the city "
+                              "root's Ed25519 public key, as `timebank clearinghouse init` "
+                              "prints it, with which the node checks what the clearinghouse "
+                              "relays")
     elif cfg.clearinghouse_public_key:
         raise ConfigError("[clearinghouse] public_key is set but address is not")
     if not 1 <= cfg.finality_seconds <= MAX_FINALITY_SECONDS:
@@ -150,6 +154,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     if cfg.city_public_key and not _is_key_hex(cfg.city_public_key):
         raise ConfigError("[city] public_key is the city root's Ed25519 public key as 64 "
                           "lowercase hex characters (`timebank clearinghouse init` prints it)")
+    if cfg.city_public_key and cfg.city_public_key == cfg.clearinghouse_public_key:
+        raise ConfigError("[city] public_key is the city root's key, not the "
+                          "clearinghouse's: the two keys are different")
     return cfg
 
 
@@ -215,8 +222,9 @@ finality_seconds = {DEFAULT_FINALITY_SECONDS}
 nodes = [{peers}]
 check_seconds = {DEFAULT_PEER_CHECK_SECONDS}
 
-# The city root's public key, from the bureau (never from the clearinghouse): the node
-# runs only a city policy signed by it.
+# The city root's public key: what the city signs (admissions, revocations, rosters,
+# the city policy) is checked with it. Required with a clearinghouse; taken from the
+# bureau, never from the clearinghouse.
 [city]
 public_key = {q(city_public_key)}
 """

@@ -5,6 +5,11 @@
   every call, as ``runtime.metrics`` counts them for any service;
 - ``timebank_node_orders_recorded_total`` and ``timebank_node_recording_failures_total``:
   what the background recording loop did;
+- ``timebank_node_refused_deliveries_total{reason}``: deliveries the node refused because
+  the envelope relayed was not signed by an admitted, unrevoked key of the district that
+  must say it (any at all means a clearinghouse to look into);
+- ``timebank_node_city_acts_refused_total``: envelopes the clearinghouse served as the
+  city's that the city key does not verify;
 - ``timebank_node_log_forks``, ``timebank_node_log_finality_lag_seconds``,
   ``timebank_node_log_finality_alarm`` and ``timebank_node_peer_head_checks_total{outcome}``:
   what the link's log watch found (split views of the city's log, issue 14).
@@ -35,3 +40,9 @@ LOG_FINALITY_ALARM = Gauge("timebank_node_log_finality_alarm",
 PEER_HEAD_CHECKS = Counter("timebank_node_peer_head_checks",
                            "Other districts' tree heads compared with the log, by outcome "
                            "(consistent, fork, unreachable, bad_head)", ["outcome"])
+REFUSED_DELIVERIES = Counter("timebank_node_refused_deliveries",
+                             "Deliveries refused: the relayed envelope is not signed by an "
+                             "admitted, unrevoked key of the district that must say it",
+                             ["reason"])
+CITY_ACTS_REFUSED = Counter("timebank_node_city_acts_refused",
+                            "Envelopes served as the city's that the city key does not verify")

@@ -6,6 +6,10 @@ checks the signature and that the node's ledger only grows (a checkpoint of fewe
 entries than the last, or of as many with another head, is refused), and the Submit
 logs it. From then on the node cannot rewrite any entry up to that count without the
 auditor and every holder of a passbook noticing.
+
+The same count with the same head and root again is taken and logged again: a node
+whose key was rotated anchors its unchanged ledger under its new key, so that the
+latest anchor verifies under its current certificate.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ def anchor(tx: Tx, envelope: Signed, ring: KeyRing) -> clearing_pb2.NodeCheckpoi
     PERMISSION_DENIED: not the node's own (NOT_YOUR_CHECKPOINT), or the envelope checks.
     INVALID_ARGUMENT: malformed hashes or count (MALFORMED_CHECKPOINT).
     FAILED_PRECONDITION: fewer entries than the node's last checkpoint, or as many with
-    another head (LEDGER_REWRITTEN).
+    another head or root (LEDGER_REWRITTEN). As many with the same head and root is taken
+    (the same ledger anchored again, under a rotated key).
     """
     body = verify_node(tx, envelope, CHECKPOINT, ring)
     msg = wire.parse(clearing_pb2.NodeCheckpoint, body, CHECKPOINT)
@@ -46,13 +51,16 @@ def anchor(tx: Tx, envelope: Signed, ring: KeyRing) -> clearing_pb2.NodeCheckpoi
                               "MALFORMED_CHECKPOINT")
     last = tx.repo.meta(_meta_key(msg.node_id))
     if last is not None:
-        count_text, _, head_hex = last.partition(":")
+        # "count:head" or, since the root is kept too, "count:head:root"
+        count_text, head_hex, root_hex = [*last.split(":"), ""][:3]
         count = int(count_text)
-        if msg.entry_count < count or (msg.entry_count == count
-                                       and msg.chain_head.hex() != head_hex):
+        same = (msg.chain_head.hex() == head_hex
+                and (not root_hex or msg.ledger_root.hex() == root_hex))
+        if msg.entry_count < count or (msg.entry_count == count and not same):
             raise FailedPrecondition(
                 f"district {msg.node_id} anchored {count} ledger entries before; a "
-                f"checkpoint of {msg.entry_count} with this head would rewrite its "
-                "history", "LEDGER_REWRITTEN")
-    tx.repo.set_meta(_meta_key(msg.node_id), f"{msg.entry_count}:{msg.chain_head.hex()}")
+                f"checkpoint of {msg.entry_count} with this head and root would rewrite "
+                "its history", "LEDGER_REWRITTEN")
+    tx.repo.set_meta(_meta_key(msg.node_id),
+                     f"{msg.entry_count}:{msg.chain_head.hex()}:{msg.ledger_root.hex()}")
     return msg

@@ -257,15 +257,22 @@ def consistency(tx: Tx, old_size: int, new_size: int = 0) -> clearing_pb2.Consis
 
 
 def admissions(tx: Tx) -> clearing_pb2.Admissions:
-    """Every certificate accepted, current and retired, the districts revoked, and every
-    city-signed policy by serial."""
+    """Every certificate accepted, current and retired, every city-signed revocation
+    (as received), the districts revoked, every city-signed roster by epoch and every
+    city-signed policy by serial. A node trusts only the city's signatures here:
+    ``revoked_node_ids`` is the clearinghouse's own summary."""
     out = clearing_pb2.Admissions()
     out.policies.extend(p.envelope for p in tx.repo.city_policies())
     for a in tx.repo.admissions():
         out.certificates.append(a.certificate)
         if a.revoked:
             out.revoked_node_ids.append(a.node_id)
-    out.certificates.extend(r.certificate for r in tx.repo.retired_keys())
+        if a.revocation is not None:
+            out.revocations.append(a.revocation)
+    for r in tx.repo.retired_keys():
+        out.certificates.append(r.certificate)
+        if r.revocation is not None:
+            out.revocations.append(r.revocation)
     out.rosters.extend(tx.repo.rosters())
     return out
 

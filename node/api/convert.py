@@ -268,7 +268,8 @@ def ledger_report_pb(r: views.LedgerReport) -> pb.LedgerReport:
         problems=list(r.problems), issued_minutes=r.issued,
         held_by_people_minutes=r.held_by_people, donation_pool_minutes=r.donation_pool,
         consumed_minutes=r.consumed, granted_minutes=r.granted,
-        clearing_minutes=r.clearing)
+        clearing_minutes=r.clearing, refused_deliveries=r.refused_deliveries,
+        refusals=list(r.refusals))
 
 
 _ROLES = {Role.CREDITOR: pb.CLAIM_ROLE_CREDITOR, Role.DEBTOR: pb.CLAIM_ROLE_DEBTOR}

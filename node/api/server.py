@@ -58,7 +58,8 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     after every call that may have queued a message for the city.
     """
     servicer = (NodeServicer(app) if link is None
-                else NodeServicer(app, link.address, link.wake, link.clearinghouse_key))
+                else NodeServicer(app, link.address, link.wake, link.clearinghouse_key,
+                                  link.refresh_admissions))
     running = server.start_server(
         SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,

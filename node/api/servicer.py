@@ -9,6 +9,11 @@ serialized deterministically with its idempotency_key cleared.
 
 Read calls run through ``NodeApp.query``. Errors become statuses where every call is
 observed (``runtime.observe``); there are no business rules here.
+
+A call that may open a claim with another district (AcceptOrder, MovePerson) and is
+refused because the node does not know that district as admitted is tried once more
+after the link has asked the clearinghouse for the city's acts again: the district may
+have been admitted since the node last asked.
 """
 
 # ruff: noqa: N802 - rpc method names are the contract's (CamelCase), not ours to choose
@@ -25,7 +30,7 @@ from google.protobuf.message import Message
 from node.api import convert
 from node.usecases import claims, ledger, log_watch, orders, people, policies
 from node.usecases.app import NodeApp, Tx
-from runtime.errors import FailedPrecondition
+from runtime.errors import FailedPrecondition, Refusal
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
 
@@ -35,6 +40,9 @@ DEFAULT_HISTORY_LIMIT = 100
 DEFAULT_RECORD_LIMIT = 1000
 
 M = TypeVar("M", bound=Message)
+
+#: Refusals after which the city's acts are asked for again, and the call tried once more.
+_UNKNOWN_DISTRICT = frozenset({"DISTRICT_NOT_ADMITTED", "ADMISSIONS_UNKNOWN"})
 
 
 def fingerprint(method: str, request: Message) -> bytes:
@@ -55,11 +63,13 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     def __init__(self, app: NodeApp, clearinghouse: str = "",
                  wake_sender: Callable[[], None] | None = None,
-                 clearinghouse_key: bytes | None = None) -> None:
+                 clearinghouse_key: bytes | None = None,
+                 refresh_admissions: Callable[[], object] | None = None) -> None:
         self._app = app
         self._clearinghouse = clearinghouse
         self._wake = wake_sender
         self._clearinghouse_key = clearinghouse_key
+        self._refresh_admissions = refresh_admissions
 
     def _once(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
               response: type[M]) -> M:
@@ -68,6 +78,22 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         if self._wake is not None:  # the call may have queued a message for the city
             self._wake()
         return response.FromString(raw)
+
+    def _once_admitted(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
+                       response: type[M]) -> M:
+        """``_once``; refused for a district this node does not know as admitted, once
+        more after asking the clearinghouse for the city's acts (if it can be reached:
+        otherwise the first refusal stands)."""
+        try:
+            return self._once(name, key, request, fn, response)
+        except Refusal as e:
+            if e.reason not in _UNKNOWN_DISTRICT or self._refresh_admissions is None:
+                raise
+            try:
+                self._refresh_admissions()
+            except Exception:  # unreachable or refused: the first answer stands
+                raise e from None
+        return self._once(name, key, request, fn, response)
 
     # ------------------------------------------------------------ service points and staff
 
@@ -141,7 +167,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             volunteer_id = convert.required_id(request.volunteer_id, "volunteer_id")
             return convert.order_pb(orders.accept_order(tx, order_id, volunteer_id))
 
-        return self._once("AcceptOrder", request.idempotency_key, request, run, pb.Order)
+        return self._once_admitted("AcceptOrder", request.idempotency_key, request, run,
+                                   pb.Order)
 
     def CheckIn(self, request: pb.CheckInRequest,
                 context: grpc.ServicerContext) -> pb.Order:
@@ -299,7 +326,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             self._require_federated()
             return convert.claim_pb(claims.start_move(tx, person_id, request.to_node_id))
 
-        return self._once("MovePerson", request.idempotency_key, request, run, pb.Claim)
+        return self._once_admitted("MovePerson", request.idempotency_key, request, run,
+                                   pb.Claim)
 
     def GetClaim(self, request: pb.GetClaimRequest,
                  context: grpc.ServicerContext) -> pb.Claim:

@@ -78,8 +78,8 @@ def init_command(
              "clearinghouse's log (repeat for each; [peers] nodes in node.toml).")] = None,
     city_key: Annotated[str, typer.Option(
         "--city-key", metavar="HEX",
-        help="The city root public key, as `timebank clearinghouse init` prints it: the "
-             "node runs only a city policy signed by it.")] = "",
+        help="The city root's public key, as `timebank clearinghouse init` prints it: what "
+             "the city signs is checked with it (required with --clearinghouse).")] = "",
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
@@ -95,7 +95,7 @@ def init_command(
                 or city_secret is not None or clearinghouse or clearinghouse_key or peers
                 or city_key):
             fail("with --config, the configuration says everything: drop --data-dir, "
-                 "--node-id, --district, --database-url and --policy")
+                 "--node-id, --district, --database-url, --policy and the keys")
         config = _load(config_file)
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key_created = ensure_signing_key(config)

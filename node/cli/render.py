@@ -334,8 +334,13 @@ def render_report(report: node_pb2.LedgerReport, title: str = "ledger check") ->
         owed = report.clearing_minutes
         grid.add_row("clearing", f"{hm(abs(owed))} "
                      f"{'owed to other districts' if owed > 0 else 'owed by other districts'}")
+    if report.refused_deliveries:
+        grid.add_row("refused deliveries",
+                     f"[bold yellow]{report.refused_deliveries}[/] (nothing of them was "
+                     "applied; tell the bureau)")
     parts: list[Any] = [grid]
     parts.extend(f"[red]✗ {escape(p)}[/]" for p in report.problems)
+    parts.extend(f"[yellow]! refused {escape(r)}[/]" for r in report.refusals)
     return Panel(Group(*parts), title=title, title_align="left", expand=False,
                  border_style="green" if report.ok else "red")
 
@@ -346,7 +351,8 @@ def report_from_view(view: LedgerReportView) -> node_pb2.LedgerReport:
         head_hash=view.head_hash, problems=list(view.problems), issued_minutes=view.issued,
         held_by_people_minutes=view.held_by_people, donation_pool_minutes=view.donation_pool,
         consumed_minutes=view.consumed, granted_minutes=view.granted,
-        clearing_minutes=view.clearing)
+        clearing_minutes=view.clearing, refused_deliveries=view.refused_deliveries,
+        refusals=list(view.refusals))
 
 
 def _head_size(note: str) -> str:

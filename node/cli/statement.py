@@ -34,19 +34,21 @@ def _warn(message: str) -> None:
 @guarded
 def checkpoint_command(config_file: ConfigFile) -> None:
     """Queue a checkpoint of the ledger as it stands; the serving node sends it to the
-    clearinghouse, which anchors it in the city's transparency log."""
-    from node.bootstrap import open_app
+    clearinghouse, which anchors it in the city's transparency log. A ledger anchored
+    before is anchored again if the node's key has changed since (a key rotation)."""
+    from node.bootstrap import open_app, signing_identity
     from node.usecases import checkpoints
 
     config = load_config(config_file)
+    key_id, _ = signing_identity(config)
     app = open_app(config)
     try:
-        done = app.execute(checkpoints.request)
+        done = app.execute(checkpoints.request, key_id)
     finally:
         app.db.dispose()
     if done.queued:
-        echo(f"checkpoint of {done.entry_count} ledger entries queued; the serving node "
-             "sends it to the clearinghouse")
+        echo(f"checkpoint of {done.entry_count} ledger entries queued, to be signed with key "
+             f"{key_id}; the serving node sends it to the clearinghouse")
     else:
         echo(f"the ledger's {done.entry_count} entries were checkpointed before; nothing new "
              "queued")

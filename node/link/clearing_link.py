@@ -2,10 +2,12 @@
 each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013, 0014).
 
 The node opens every connection itself; it needs no inbound port. ``start()`` starts
-the sender, the subscriber, the witness, the checkpointer, the log watch (which also
-calls the peer districts' nodes it is given) and, when the node knows the city public
-key, the policy fetcher; ``stop()`` ends them and closes the channels. Each worker
-survives any failure: it logs, waits and starts again (``supervise``).
+the sender, the subscriber, the witness, the checkpointer, the refresher of the city's
+acts (``city.CityView``, which the subscriber checks relayed envelopes against), the
+log watch (which also calls the peer districts' nodes it is given) and, when the node
+knows the city public key, the policy fetcher; ``stop()`` ends them and closes the
+channels. Each worker survives any failure: it logs, waits and starts again
+(``supervise``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import grpc
 from nacl.signing import SigningKey
 
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
+from node.link.city import ADMISSIONS_SECONDS, CityView
 from node.link.connection import Connection
 from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.sender import Sender
@@ -27,6 +30,7 @@ from node.link.watch import FINALITY_SECONDS, WATCH_SECONDS, LogWatch, Round
 from node.link.witness import WITNESS_SECONDS, Witness
 from node.usecases import checkpoints
 from node.usecases.app import NodeApp
+from timebank import keys
 from timebank.v1 import clearing_pb2_grpc
 
 
@@ -39,6 +43,7 @@ class ClearingLink:
                  channel_options: list[tuple[str, int]] | None = None,
                  witness_seconds: float = WITNESS_SECONDS,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                 admissions_seconds: float = ADMISSIONS_SECONDS,
                  backlog_items: int = BACKLOG_ITEMS,
                  peers: Sequence[str] = (), watch_seconds: float = WATCH_SECONDS,
                  finality_seconds: float = FINALITY_SECONDS,
@@ -53,13 +58,14 @@ class ClearingLink:
         self._stop = threading.Event()
         self._wake = threading.Event()
         verified = VerifiedLog(app, clearinghouse_key)
+        self.city = CityView(app, connection, self._stop, interval=admissions_seconds)
         self.sender = Sender(app, connection, verified, self._stop, self._wake)
         self.subscriber = Subscriber(app, connection, self._stop, self._wake,
-                                     backlog_items=backlog_items)
+                                     backlog_items=backlog_items, city=self.city)
         self.witness = Witness(app, connection, verified, self._stop,
                                interval=witness_seconds)
-        self.checkpointer = Checkpointer(app, self._stop, self._wake,
-                                         interval=checkpoint_seconds)
+        self.checkpointer = Checkpointer(app, keys.key_id(keys.public_key(signing_key)),
+                                         self._stop, self._wake, interval=checkpoint_seconds)
         self.watch = LogWatch(app, connection, self._stop, peers=peers, interval=watch_seconds,
                               finality_seconds=finality_seconds,
                               channel_options=channel_options)
@@ -75,7 +81,7 @@ class ClearingLink:
         workers: dict[str, Callable[[], None]] = {
             "sender": self.sender.run, "subscriber": self.subscriber.run,
             "witness": self.witness.run, "checkpointer": self.checkpointer.run,
-            "log-watch": self.watch.run}
+            "admissions": self.city.run, "log-watch": self.watch.run}
         if self.policies is not None:
             workers["policies"] = self.policies.run
         for name, loop in workers.items():
@@ -115,5 +121,11 @@ class ClearingLink:
         return 0 if self.policies is None else self.policies.fetch_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
-        """Queue a checkpoint of the ledger (if it grew) and send it."""
+        """Queue a checkpoint of the ledger (if it grew, or this key has not anchored it)
+        and send it."""
         return self.checkpointer.checkpoint_now()
+
+    def refresh_admissions(self) -> int:
+        """Ask the clearinghouse for the city's acts now; store those the city signed
+        (``CityView.refresh``). Returns how many were new."""
+        return self.city.refresh()

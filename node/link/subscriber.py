@@ -6,6 +6,13 @@ clearinghouse) into a queue of at most ``backlog_items``; the subscriber's own t
 applies whatever has arrived, up to ``APPLY_BATCH`` messages in one transaction, after
 checking the clearinghouse's signature on each, and acknowledges what it applied.
 
+The clearinghouse's signature says only that it relays a delivery. What a relayed
+envelope says is acted on only if its signer's own signature verifies under a key the
+city's certificates give it (``CityView``, at most ``FRESH_SECONDS`` old, and asked for
+again once for a batch when a key is not in it); otherwise the delivery is refused,
+logged, counted and acknowledged like any other, and nothing else changes
+(``claims.apply_delivery``).
+
 The queue is bounded so that a database slower than the stream costs time, not memory:
 when it is full the reader stops reading, gRPC's flow control stops the clearinghouse
 sending, and nothing is lost (what was not read is delivered again on the next
@@ -25,6 +32,8 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from node import metrics
+from node.link.city import CityView
 from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, from_wire
 from node.link.verified_log import ReceiptError
 from node.usecases import claims
@@ -39,7 +48,8 @@ APPLY_BATCH = 10
 #: The most stream messages read and waiting to be applied (the clearinghouse sends at
 #: most 56 KiB in one; the channel's receive limit bounds what any other could send).
 BACKLOG_ITEMS = 2 * APPLY_BATCH
-#: Acknowledge at least every this many deliveries, or this often.
+#: Acknowledge at least every this many deliveries, or this often; and once the stream
+#: has been quiet this long, whatever was applied since the last acknowledgement.
 ACK_EVERY_DELIVERIES = 100
 ACK_EVERY_SECONDS = 0.5
 #: How often a reader waiting for room looks whether the stream was given up.
@@ -82,10 +92,14 @@ class _Backlog:
         finally:
             self.waiting.clear()
 
-    def take(self, most: int) -> list[_Item]:
-        """What has arrived: at least one item, waiting for it; at most ``most``, the
-        last of them the stream's end or failure if it came."""
-        batch = [self._queue.get()]
+    def take(self, most: int, wait: float) -> list[_Item]:
+        """What has arrived: at least one item, waiting up to ``wait`` seconds for it
+        (none if nothing came); at most ``most``, the last of them the stream's end or
+        failure if it came."""
+        try:
+            batch = [self._queue.get(timeout=wait)]
+        except queue.Empty:
+            return []
         while len(batch) < most and isinstance(batch[-1], pb.Envelope):
             try:
                 batch.append(self._queue.get_nowait())
@@ -112,11 +126,13 @@ class Subscriber:
     answers may be waiting in the outbox."""
 
     def __init__(self, app: NodeApp, connection: Connection, stop: threading.Event,
-                 wake: threading.Event, *, backlog_items: int = BACKLOG_ITEMS) -> None:
+                 wake: threading.Event, *, backlog_items: int = BACKLOG_ITEMS,
+                 city: CityView | None = None) -> None:
         if backlog_items < 1:
             raise ValueError("the subscriber's backlog holds at least one message")
         self._app = app
         self._conn = connection
+        self._city = city if city is not None else CityView(app, connection, stop)
         self._stop = stop
         self._wake = wake
         self.backlog_items = backlog_items
@@ -159,21 +175,23 @@ class Subscriber:
         # districts' batches: it goes out without holding up the deliveries behind it,
         # one at a time (they only move forward, so a later one covers a lost one).
         # ``acked``: the last sent; ``confirmed``: the last the clearinghouse took.
-        acked = confirmed = after
+        acked = confirmed = seq = after
         last_ack = time.monotonic()
         acking: grpc.Future | None = None  # type: ignore[type-arg]
         try:
             while True:
-                batch = backlog.take(APPLY_BATCH)
+                batch = backlog.take(APPLY_BATCH, ACK_EVERY_SECONDS)
                 envelopes = [e for e in batch if isinstance(e, pb.Envelope)]
                 if envelopes:
                     seq = self._apply([d for e in envelopes for d in self._deliveries(e)])
-                    due = (seq - acked >= ACK_EVERY_DELIVERIES
-                           or time.monotonic() - last_ack > ACK_EVERY_SECONDS)
-                    if due and (acking is None or acking.done()):
-                        if _acknowledged(acking):
-                            confirmed = acked
-                        acking, acked, last_ack = self._ack_later(seq), seq, time.monotonic()
+                due = seq > acked and (not batch or seq - acked >= ACK_EVERY_DELIVERIES
+                                       or time.monotonic() - last_ack > ACK_EVERY_SECONDS)
+                if due and (acking is None or acking.done()):
+                    if _acknowledged(acking):
+                        confirmed = acked
+                    acking, acked, last_ack = self._ack_later(seq), seq, time.monotonic()
+                if not batch:
+                    continue
                 end = batch[-1]
                 if end is None:
                     return
@@ -194,11 +212,30 @@ class Subscriber:
                 self._ack(applied)
 
     def _apply(self, deliveries: list[pb.Delivery]) -> int:
-        """Apply ``deliveries`` in one transaction; the last one's sequence number."""
-        def apply(tx: Tx) -> bool:
-            return any([claims.apply_delivery(tx, d) for d in deliveries])
+        """Apply ``deliveries`` in one transaction, each checked against the city's
+        admissions as fresh as ``FRESH_SECONDS`` (asked for once more if one names a key
+        not in them); the last one's sequence number."""
+        relayed = [d.relayed for d in deliveries if d.HasField("relayed")]
+        city = self._city.fresh() if relayed else self._city.current()
+        if any(not city.knows_key(e.signer, e.key_id) for e in relayed):
+            self._city.refresh()
+            city = self._city.current()
 
-        if self._app.execute(apply):
+        def apply(tx: Tx) -> list[claims.Applied]:
+            return [claims.apply_delivery(tx, d, city) for d in deliveries]
+
+        done = self._app.execute(apply)
+        for applied in done:
+            refused = applied.refused
+            if refused is None:
+                continue
+            metrics.REFUSED_DELIVERIES.labels(reason=refused.reason).inc()
+            log.error("delivery refused: the envelope relayed is not signed by an admitted, "
+                      "unrevoked key of the district that must say it; nothing of it was "
+                      "applied", seq=refused.seq, kind=refused.kind, signer=refused.signer,
+                      key_id=refused.key_id, claim_id=refused.claim_id,
+                      reason=refused.reason, detail=refused.detail)
+        if any(a.new and a.refused is None for a in done):
             self._wake.set()  # their answers may be in the outbox now
         return deliveries[-1].seq
 

@@ -3,22 +3,36 @@
 The outbox holds each message to submit, written in the same transaction as the change
 that needs it; the clearing link sends it until a receipt (or a final refusal) comes
 back. The inbox holds the sequence number of each delivery applied here, written in the
-same transaction as its effects, so that a delivery applies once.
+same transaction as its effects, so that a delivery applies once. A delivery refused
+(its relayed envelope not signed by a key the city admitted) goes into the inbox too,
+so that those after it go on, and into ``refused_deliveries``, which says why.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from node.domain.claims import OutboxRecord
-from node.storage.tables import INBOX, OUTBOX, record
+from node.storage.tables import INBOX, OUTBOX, REFUSED, record
 from runtime.statements import Prepared
 
 #: The longest detail kept on a message (why it was refused, or is being retried).
 MAX_DETAIL_CHARS = 500
 
+
+@dataclass(frozen=True, slots=True)
+class RefusedDeliveryRecord:
+    seq: int
+    kind: str  # the relayed envelope's kind
+    signer: str  # who it says signed it
+    key_id: str  # with which key
+    claim_id: str  # the claim it names, if it could be read
+    reason: str  # which check failed (timebank.envelope.Reason, or NOT_THE_PARTY)
+    detail: str
+    refused_at: datetime
 
 
 class OutboxRepo:
@@ -66,6 +80,23 @@ class InboxRepo:
 
     def add(self, seq: int, kind: str, claim_id: str, at: datetime) -> None:
         _ADD(self.conn, {"seq": seq, "kind": kind, "claim_id": claim_id, "applied_at": at})
+
+    def refuse(self, refused: RefusedDeliveryRecord) -> None:
+        """Record a delivery refused (its sequence number goes into the inbox too)."""
+        self.add(refused.seq, refused.kind, refused.claim_id, refused.refused_at)
+        self.conn.execute(insert(REFUSED).values(
+            seq=refused.seq, kind=refused.kind[:32], signer=refused.signer[:16],
+            key_id=refused.key_id[:16], claim_id=refused.claim_id[:36],
+            reason=refused.reason[:32], detail=refused.detail[:MAX_DETAIL_CHARS],
+            refused_at=refused.refused_at))
+
+    def refused_count(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(REFUSED)).scalar_one())
+
+    def refused(self, limit: int) -> list[RefusedDeliveryRecord]:
+        """The latest refused deliveries, newest first."""
+        rows = self.conn.execute(select(REFUSED).order_by(REFUSED.c.seq.desc()).limit(limit))
+        return [record(RefusedDeliveryRecord, r) for r in rows]
 
 
 _ENQUEUE = Prepared(insert(OUTBOX).returning(OUTBOX.c.id))

@@ -2,8 +2,9 @@
 
 ``Repo(conn)`` gives a use-case one repository per aggregate over its transaction's
 connection: ``meta``, ``staff``, ``people``, ``ledger``, ``holds``, ``orders``,
-``claims``, ``outbox``, ``inbox``, ``anchors``, ``policies`` and ``idempotency``, each
-in the module of that name. Each takes and returns typed records (or, for claims, the
+``claims``, ``outbox``, ``inbox``, ``anchors``, ``policies``, ``city`` (the city's acts
+as verified here) and ``idempotency``, each in the module of that name (``outbox`` and
+``inbox`` in ``messages``). Each takes and returns typed records (or, for claims, the
 domain's ``Claim``).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from node.storage.anchors import AnchorRepo
+from node.storage.city import CityEnvelopeRepo
 from node.storage.claims import ClaimRepo
 from node.storage.holds import HoldRepo
 from node.storage.idempotency import IdempotencyRepo
@@ -29,8 +31,8 @@ __all__ = ["Repo"]
 class Repo:
     """All reads and writes of one transaction, one repository per aggregate."""
 
-    __slots__ = ("anchors", "claims", "conn", "holds", "idempotency", "inbox", "ledger", "meta",
-                 "orders", "outbox", "people", "policies", "staff")
+    __slots__ = ("anchors", "city", "claims", "conn", "holds", "idempotency", "inbox", "ledger",
+                 "meta", "orders", "outbox", "people", "policies", "staff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -45,5 +47,6 @@ class Repo:
         self.inbox = InboxRepo(conn)
         self.anchors = AnchorRepo(conn)
         self.policies = PolicyRepo(conn)
+        self.city = CityEnvelopeRepo(conn)
         self.idempotency = IdempotencyRepo(conn)
 

@@ -286,6 +286,42 @@ class InboxDelivery(Base):
     applied_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class RefusedDelivery(Base):
+    """A clearinghouse delivery this node refused and did not apply (its sequence number
+    is in the inbox too, so the deliveries after it go on): the envelope it relayed was
+    not signed by a key the city admitted for its signer and never revoked. Kept for
+    ever; ``timebank node check`` shows them."""
+
+    __tablename__ = "refused_deliveries"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32))
+    signer: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(16))
+    claim_id: Mapped[str] = mapped_column(String(36))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    refused_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CityEnvelope(Base):
+    """An act of the city (an admission certificate, a revocation, a roster, a policy),
+    the envelope verbatim as the clearinghouse served it, stored once its signature was
+    checked under the city's public key from this node's configuration. Only ever
+    inserted: a clearinghouse that stops serving a revocation cannot make the node
+    forget it."""
+
+    __tablename__ = "city_envelopes"
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)  # SHA-256
+    kind: Mapped[str] = mapped_column(String(16))
+    node_id: Mapped[str] = mapped_column(String(6))  # "" for a roster or a policy
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("kind IN ('admission', 'revocation', 'roster', 'policy')",
+                        name="kind"),
+    )
+
+
 class LogAnchor(Base):
     """A checkpoint of this node's ledger anchored in the clearinghouse's transparency log
     (ADR 0007): the hash-chain head and Merkle root over the first ``entry_count``
@@ -295,6 +331,10 @@ class LogAnchor(Base):
 
     __tablename__ = "log_anchors"
     entry_count: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: The node key that signed it: "" while it waits to be sent (the link signs it with
+    #: the key it runs with). After a key rotation the same entry count is anchored again,
+    #: under the new key.
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     chain_head: Mapped[bytes] = mapped_column(LargeBinary(32))
     ledger_root: Mapped[bytes] = mapped_column(LargeBinary(32))
     checkpoint: Mapped[bytes] = mapped_column(LargeBinary)

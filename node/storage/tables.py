@@ -34,6 +34,8 @@ OUTBOX = cast(Table, s.OutboxMessage.__table__)
 INBOX = cast(Table, s.InboxDelivery.__table__)
 ANCHORS = cast(Table, s.LogAnchor.__table__)
 POLICIES = cast(Table, s.CityPolicyRow.__table__)
+REFUSED = cast(Table, s.RefusedDelivery.__table__)
+CITY_ENVELOPES = cast(Table, s.CityEnvelope.__table__)
 IDEM = cast(Table, s.IdempotencyRecord.__table__)
 META = cast(Table, s.Meta.__table__)
 

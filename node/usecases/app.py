@@ -20,6 +20,7 @@ from node.usecases.policies import PolicyBook
 from runtime.errors import AlreadyExists, InvalidArgument, InvariantViolation
 from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 from timebank.ids import is_node_id
+from timebank.keys import PUBLIC_KEY_LEN
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,10 +34,15 @@ class NodeIdentity:
     district: str  # e.g. "江宁区"
     city_secret: bytes  # keys PersonRef; never leaves the node
     federated: bool = False  # connected to the city clearinghouse
+    #: The city root's Ed25519 public key, from this node's configuration (never from the
+    #: clearinghouse): what the city signs is checked with it. Empty: none configured.
+    city_key: bytes = b""
 
     def __post_init__(self) -> None:
         if not is_node_id(self.node_id):
             raise ValueError("a node id is the district's 6-digit administrative division code")
+        if self.city_key and len(self.city_key) != PUBLIC_KEY_LEN:
+            raise ValueError(f"the city key is a {PUBLIC_KEY_LEN}-byte Ed25519 public key")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,12 @@ the clearing link has checked before ``anchored`` records them. From then on any
 rewrite of those entries shows: the chain no longer reaches the anchored head, the
 auditor says so, and passbooks citing the anchor still verify against the log.
 
+A checkpoint is signed with the key the node runs with. After the bureau rotates that
+key, the last anchor no longer verifies under the district's current certificate, so
+the node anchors its ledger again, unchanged or not, under the new key (``request``);
+the clearinghouse takes the same count and head again (ADR 0007's rule is only that a
+ledger never shrinks or changes).
+
 The root is computed over every entry hash (one indexed read of 32 bytes per entry);
 checkpoints are taken on a schedule, so that is paid once per interval, not per entry.
 """
@@ -36,13 +42,15 @@ class Requested:
     queued: bool  # False: this count was checkpointed before
 
 
-def request(tx: Tx) -> Requested:
-    """Queue a checkpoint of the ledger as it stands (nothing new if this entry count
-    was checkpointed already)."""
+def request(tx: Tx, key_id: str) -> Requested:
+    """Queue a checkpoint of the ledger as it stands, to be signed with the node key
+    ``key_id``; nothing new if one of this entry count waits to be sent, or was
+    anchored under this key already."""
     count, chain_head = tx.repo.ledger.head()
-    found = tx.repo.anchors.get(count)
-    if found is not None:
-        return Requested(count, bytes(found.chain_head), bytes(found.ledger_root), False)
+    found = tx.repo.anchors.at(count)
+    for anchor in found:
+        if not anchor.key_id or anchor.key_id == key_id:
+            return Requested(count, bytes(anchor.chain_head), bytes(anchor.ledger_root), False)
     root = merkle.root(tx.repo.ledger.entry_hashes(count))
     body = pb.NodeCheckpoint(node_id=tx.node.node_id, entry_count=count,
                              chain_head=chain_head, ledger_root=root,
@@ -58,8 +66,15 @@ def anchored(tx: Tx, body: bytes, sent: bytes, logged: pb.LogInclusion,
              tree_head: str) -> None:
     """The clearinghouse logged the checkpoint whose unsigned ``body`` was sent as the
     signed envelope ``sent``; ``logged`` (already checked against ``tree_head``) is its
-    leaf and inclusion proof. Recorded once."""
+    leaf and inclusion proof. Recorded once, under the key that signed it."""
     msg = pb.NodeCheckpoint.FromString(body)
-    tx.repo.anchors.set_anchored(msg.entry_count, sent, logged.index, logged.entry,
+    signed_by = pb.Envelope.FromString(sent).key_id
+    tx.repo.anchors.set_anchored(msg.entry_count, signed_by, sent, logged.index, logged.entry,
                                  anchors.stored_path(logged.path), tree_head, tx.now)
 
+
+def refused(tx: Tx, body: bytes) -> None:
+    """The clearinghouse refused the checkpoint ``body`` for good (signed with a key it no
+    longer takes, say): it will never be logged, so it no longer stands in the way of
+    the next request."""
+    tx.repo.anchors.drop_waiting(pb.NodeCheckpoint.FromString(body).entry_count)

@@ -21,10 +21,17 @@ Every message to the clearinghouse is written to the outbox in the same transact
 the change that needs it (unsigned: the link signs it as it sends; Ed25519 signatures
 are deterministic, so a resend is byte-identical). Every delivery applies once: its
 sequence number goes into the inbox in the same transaction as its effects.
+
+The clearinghouse's signature on a delivery says only that it relays it. What another
+district said (a proposal, a decision, a finish) is acted on only once its own signature
+verifies under a key the city's certificates give that district, and only if that
+district is the party who says it (``apply_delivery``); otherwise the delivery is
+refused: recorded, acknowledged, and nothing else changes.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -60,8 +67,10 @@ from node.domain.ledger import (
 )
 from node.domain.orders import OrderState, PaymentSource, PersonKind, spendable_origins
 from node.storage.ledger import AccountRecord
+from node.storage.messages import RefusedDeliveryRecord
 from node.storage.orders import OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
+from node.usecases import admissions, checkpoints
 from node.usecases.app import Tx
 from node.usecases.people import facts
 from runtime.errors import (
@@ -71,6 +80,8 @@ from runtime.errors import (
     NotFound,
     ResourceExhausted,
 )
+from timebank.admissions import CityAdmissions
+from timebank.envelope import EnvelopeError, Signed
 from timebank.ids import is_node_id
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2 as pb
@@ -218,6 +229,8 @@ def propose_redemption(tx: Tx, order: OrderRecord, payer: PersonRecord,
     claim id. The order cannot start (check-in) until the home district accepts."""
     if payer.home_node_id is None or payer.home_node_id == tx.node.node_id:
         raise InvariantViolation("a redemption claim is for hours kept in another district")
+    admissions.require_admitted(tx, payer.home_node_id,
+                                f"a redemption of person {payer.id}'s hours kept there")
     _check_capacity(tx)
     claim = model.redemption_proposed(
         new_claim_id(int(tx.now.timestamp() * 1000)), payer.home_node_id, payer.person_ref,
@@ -289,6 +302,7 @@ def start_move(tx: Tx, person_id: int, to_node_id: str) -> ClaimView:
         raise FailedPrecondition(f"person {person.id}'s hours are kept in district "
                                  f"{person.home_node_id}; the move starts there",
                                  "NOT_HOME_DISTRICT")
+    admissions.require_admitted(tx, to_node_id, "a move there")
     if tx.repo.claims.open_count_of(person.person_ref):
         raise FailedPrecondition(f"person {person.id} has a claim in progress; try again "
                                  "once it is settled", "CLAIM_IN_PROGRESS")
@@ -327,26 +341,76 @@ def last_applied_seq(tx: Tx) -> int:
     return tx.repo.inbox.last_seq()
 
 
-def apply_delivery(tx: Tx, delivery: pb.Delivery) -> bool:
-    """Apply one delivery from the clearinghouse, once; False if it was applied before.
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What became of one delivery: applied now (``new``), applied before (not ``new``),
+    or ``refused``, which also counts as applied: it is in the inbox, and the
+    clearinghouse may be told it was taken, so it is never offered again."""
 
-    Deliveries come in sequence; a gap means something was lost and is a bug."""
+    seq: int
+    new: bool
+    refused: RefusedDeliveryRecord | None = None
+
+
+class _NotTheParty(Exception):
+    """A relayed message signed by a district that is not the claim's party who says it."""
+
+
+#: What each relayed kind's body is, to read the claim id of one refused.
+_BODIES: dict[str, type[pb.ClaimProposal | pb.ClaimDecision | pb.ClaimFinish]] = {
+    PROPOSE: pb.ClaimProposal, DECIDE: pb.ClaimDecision, FINISH: pb.ClaimFinish}
+
+
+def apply_delivery(tx: Tx, delivery: pb.Delivery, city: CityAdmissions) -> Applied:
+    """Apply one delivery from the clearinghouse, once.
+
+    A relayed envelope is acted on only if ``city`` (the city's acts as this node
+    verified them) gives its signer the key it is signed with, unrevoked, and the
+    signature verifies, and only if the signer is the party who says such a thing about
+    the claim. Otherwise the delivery is refused: it goes into the inbox with why, and
+    nothing else changes. Deliveries come in sequence; a gap means something was lost
+    and is a bug."""
     if delivery.recipient_node_id != tx.node.node_id:
         raise InvariantViolation(f"delivery {delivery.seq} is for node "
                                  f"{delivery.recipient_node_id}")
     last = tx.repo.inbox.last_seq()
     if delivery.seq <= last:
-        return False
+        return Applied(delivery.seq, False)
     if delivery.seq != last + 1:
         raise InvariantViolation(f"delivery {delivery.seq} arrived after {last}: a gap")
     if delivery.expired_claim_id:
         claim_id, kind = delivery.expired_claim_id, "expiry"
         _expired(tx, claim_id)
     else:
-        kind = delivery.relayed.kind
-        claim_id = _apply_relayed(tx, kind, delivery.relayed.body, delivery.state)
+        relayed = delivery.relayed
+        kind = relayed.kind
+        try:
+            body = city.verify(Signed(relayed.kind, relayed.body, relayed.signer,
+                                      relayed.key_id, relayed.signature))
+        except EnvelopeError as e:
+            return _refuse(tx, delivery, e.reason.value, e.message)
+        try:
+            claim_id = _apply_relayed(tx, kind, body, delivery.state, relayed.signer)
+        except _NotTheParty as e:
+            return _refuse(tx, delivery, "NOT_THE_PARTY", str(e))
     tx.repo.inbox.add(delivery.seq, kind[:32], claim_id[:36], tx.now)
-    return True
+    return Applied(delivery.seq, True)
+
+
+def _refuse(tx: Tx, delivery: pb.Delivery, reason: str, detail: str) -> Applied:
+    """Record a delivery refused; the claim id is what its (untrusted) body says."""
+    relayed = delivery.relayed
+    claim_id = ""
+    body_type = _BODIES.get(relayed.kind)
+    if body_type is not None:
+        with suppress(DecodeError):
+            claim_id = body_type.FromString(relayed.body).claim_id
+    refused = RefusedDeliveryRecord(
+        delivery.seq, relayed.kind[:32], relayed.signer[:16], relayed.key_id[:16],
+        claim_id[:36] if claim_id.isascii() and claim_id.isprintable() else "",
+        reason, detail, tx.now)
+    tx.repo.inbox.refuse(refused)
+    return Applied(delivery.seq, True, refused)
 
 
 def _parse(message_type: type[Message], body: bytes) -> Message:
@@ -356,21 +420,34 @@ def _parse(message_type: type[Message], body: bytes) -> Message:
         raise InvariantViolation(f"a relayed body is not a {message_type.__name__}") from None
 
 
-def _apply_relayed(tx: Tx, kind: str, body: bytes, state: int) -> str:
+def _party(signer: str, expected: str, what: str) -> None:
+    """Refuse a relayed message unless ``expected`` (its party) signed it."""
+    if signer != expected:
+        raise _NotTheParty(f"{what} is said by district {expected}, but {signer} signed it")
+
+
+def _apply_relayed(tx: Tx, kind: str, body: bytes, state: int, signer: str) -> str:
+    """Act on a relayed message whose signature verified (by ``signer``). Whose word each
+    is (checked before anything is written): a move's proposal, its debtor's; a
+    redemption's, its creditor's; a decision, the claim's debtor's; a finish, its
+    creditor's."""
     if kind == PROPOSE:
         proposal = _parse(pb.ClaimProposal, body)
         assert isinstance(proposal, pb.ClaimProposal)
+        proposer = (proposal.debtor_node_id if proposal.kind == pb.CLAIM_KIND_MOVE
+                    else proposal.creditor_node_id)
+        _party(signer, proposer, f"the proposal of claim {proposal.claim_id[:36]}")
         _proposed(tx, proposal, state)
         return proposal.claim_id
     if kind == DECIDE:
         decision = _parse(pb.ClaimDecision, body)
         assert isinstance(decision, pb.ClaimDecision)
-        _decided(tx, decision)
+        _decided(tx, decision, signer)
         return decision.claim_id
     if kind == FINISH:
         finish = _parse(pb.ClaimFinish, body)
         assert isinstance(finish, pb.ClaimFinish)
-        _finished(tx, finish)
+        _finished(tx, finish, signer)
         return finish.claim_id
     raise InvariantViolation(f"the clearinghouse relayed a {kind!r} message")
 
@@ -450,10 +527,11 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
     _enqueue(tx, DECIDE, msg.claim_id, body)
 
 
-def _decided(tx: Tx, msg: pb.ClaimDecision) -> None:
+def _decided(tx: Tx, msg: pb.ClaimDecision, signer: str) -> None:
     claim = tx.repo.claims.get(msg.claim_id)
     if claim is None or claim.role is not Role.CREDITOR:
         raise InvariantViolation(f"a decision on claim {msg.claim_id} this node did not make")
+    _party(signer, claim.counterparty, f"the decision on claim {claim.claim_id}")
     if claim.state is not ClaimState.PROPOSED:
         return  # already settled here (e.g. refused locally, then expired)
     if not msg.accept:
@@ -505,11 +583,12 @@ def _payment_lost(tx: Tx, claim: Claim) -> None:
                        why + "; it will be recorded unpaid")
 
 
-def _finished(tx: Tx, msg: pb.ClaimFinish) -> None:
+def _finished(tx: Tx, msg: pb.ClaimFinish, signer: str) -> None:
     """The debtor learns the creditor's complete or void: post its leg, or release."""
     claim = tx.repo.claims.get(msg.claim_id)
     if claim is None or claim.role is not Role.DEBTOR:
         raise InvariantViolation(f"a finish of claim {msg.claim_id} this node does not owe")
+    _party(signer, claim.counterparty, f"the finish of claim {claim.claim_id}")
     holds = tx.repo.holds.of_claim(claim.claim_id)
     if not msg.complete:
         voided = model.void(claim, tx.now, _reason_of(msg.reason) or Reason.CANCELLED.value)
@@ -619,6 +698,9 @@ def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: st
         return
     if found.kind == DECIDE and found.claim_id is not None:
         _decision_refused(tx, found.claim_id, reason, message)
+        return
+    if found.kind == checkpoints.CHECKPOINT:
+        checkpoints.refused(tx, found.envelope)
         return
     if found.kind != PROPOSE or found.claim_id is None:
         return

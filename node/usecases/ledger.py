@@ -20,7 +20,7 @@ from node.domain.ledger import (
 )
 from node.domain.orders import PersonKind, check_text
 from node.storage.repo import Repo
-from node.usecases.app import NodeIdentity, Tx
+from node.usecases.app import NodeIdentity, Tx, city_time
 from node.usecases.people import require_staff
 from node.usecases.views import BalanceView, HistoryView, LedgerReport, OriginBalance
 from runtime.errors import (
@@ -33,6 +33,9 @@ from runtime.errors import (
     ResourceExhausted,
 )
 from timebank.minutes import MAX_MINUTES, format_hours
+
+#: The refused deliveries a ledger check lists (it counts them all).
+MAX_REFUSALS_SHOWN = 20
 
 
 def initialise(repo: Repo, node: NodeIdentity, policy_digest: str) -> None:
@@ -227,9 +230,15 @@ def check_ledger(tx: Tx) -> LedgerReport:
     fund = repo.ledger.account(CITY_GRANT.code)
     if fund is not None and fund.available < -tx.policy.grant_budget_minutes:
         problems.append("the city fund is drawn beyond its budget")
+    refusals = tuple(
+        f"delivery {r.seq} ({r.kind} by {r.signer or '?'} key {r.key_id or '?'}"
+        + (f", claim {r.claim_id}" if r.claim_id else "")
+        + f") at {city_time(r.refused_at)}: {r.reason}: {r.detail}"
+        for r in repo.inbox.refused(MAX_REFUSALS_SHOWN))
     return LedgerReport(
         ok=not problems, transactions=count, accounts=len(accounts), head_hash=prev,
         problems=tuple(problems), issued=-totals[AccountKind.ISSUANCE],
         granted=-totals[AccountKind.CITY_GRANT], held_by_people=totals[AccountKind.PERSON],
         donation_pool=totals[AccountKind.DONATION_POOL],
-        consumed=totals[AccountKind.CONSUMPTION], clearing=totals[AccountKind.CLEARING])
+        consumed=totals[AccountKind.CONSUMPTION], clearing=totals[AccountKind.CLEARING],
+        refused_deliveries=repo.inbox.refused_count(), refusals=refusals)

@@ -103,3 +103,9 @@ class LedgerReport:
     donation_pool: int
     consumed: int
     clearing: int
+    #: Deliveries refused (what was relayed not signed by an admitted, unrevoked key of
+    #: the district that must say it): how many, and the latest, one line each. They do
+    #: not make the ledger wrong (nothing of them was applied), but the bureau should
+    #: hear of each.
+    refused_deliveries: int = 0
+    refusals: tuple[str, ...] = ()

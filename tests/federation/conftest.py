@@ -104,7 +104,8 @@ def _node_app(tmp: Path, node_id: str, clock: ManualClock,
     db = Database(url)
     migrate.upgrade(db.writer)
     policy = load_policy(policy_toml)
-    node = NodeIdentity(node_id, DISTRICTS[node_id], CITY_SECRET, federated=True)
+    node = NodeIdentity(node_id, DISTRICTS[node_id], CITY_SECRET, federated=True,
+                        city_key=public_key(CITY_ROOT))
     with db.write() as conn:
         initialise(Repo(conn), node, policy.digest)
     return NodeApp(db, policy, clock, node)
@@ -143,6 +144,8 @@ def make_city(tmp_path: Path, ch_url: str, *, local_policies: Mapping[str, str] 
                                              else None))
         link.start()
         city.nodes[node_id] = District(node_id, name, app, link, keys[node_id])
+    for d in city.nodes.values():  # the city's acts, verified, before anything is claimed
+        d.link.refresh_admissions()
     try:
         yield city
     finally:

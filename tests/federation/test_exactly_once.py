@@ -64,14 +64,16 @@ def test_replayed_deliveries_and_receipts_change_nothing(city: City) -> None:
         delivered = _deliveries(city, node_id)
         assert [x.seq for x in delivered] == list(range(1, len(delivered) + 1))
         assert d.app.query(claims.last_applied_seq) == len(delivered)
+        city_view = d.link.city.current()
         for delivery in delivered:
-            assert d.app.execute(claims.apply_delivery, delivery) is False
+            again = d.app.execute(claims.apply_delivery, delivery, city_view)
+            assert not again.new and again.refused is None
         if delivered:  # a delivery past a gap is a bug: refused, nothing applied
             gap = pb.Delivery()
             gap.CopyFrom(delivered[-1])
             gap.seq = len(delivered) + 2
             with pytest.raises(InvariantViolation):
-                d.app.execute(claims.apply_delivery, gap)
+                d.app.execute(claims.apply_delivery, gap, city_view)
         with d.app.db.read() as conn:
             sent = [int(r[0]) for r in conn.execute(text("SELECT id FROM outbox"))]
         for message_id in sent:  # every receipt again, even one saying something else

@@ -275,7 +275,8 @@ def test_the_cli_round_trip(city: City, passbook: tuple[int, str, Doc], tmp_path
     url = str(city[JN].app.db.writer.url)
     config = init_data_dir(data_dir, JN, "江宁区", database_url=url, city_secret=CITY_SECRET,
                            clearinghouse_address=city.address,
-                           clearinghouse_public_key=CH_PUB.hex())
+                           clearinghouse_public_key=CH_PUB.hex(),
+                           city_public_key=ROOT_PUB.hex())
     out = tmp_path / "passbook.json"
     made = _cli("node", "statement", str(person), "--config", str(config), "--out", str(out))
     assert made.returncode == 0, made.stderr

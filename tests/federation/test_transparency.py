@@ -13,17 +13,20 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from nacl.signing import SigningKey
 
+from clearinghouse.bureau import issue_admission
+from clearinghouse.usecases import admission
 from node.link.clearing_link import ClearingLink
 from node.link.verified_log import ReceiptError
 from node.usecases import tree_heads
-from tests.federation.conftest import CH_KEY, City
-from tests.federation.support import GL, JN, QX, enrol_at
+from tests.federation.conftest import CH_KEY, CITY_ROOT, City
+from tests.federation.support import GL, JN, QX, enrol_at, restart_link
 from tests.helpers import id_card
 from timebank import anchors, merkle, transparency
 from timebank import checkpoint as notes
-from timebank.envelope import sign
-from timebank.keys import public_key
+from timebank.envelope import Signed, sign, verify
+from timebank.keys import key_id, public_key
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 
 CH_PUBLIC = public_key(CH_KEY)
@@ -88,6 +91,44 @@ def test_a_ledger_checkpoint_is_anchored_with_its_proof(city: City) -> None:
                                 anchors.proof_path(anchor.log_proof))
     # the same ledger again: nothing new to anchor
     assert not city[JN].link.checkpoint_now().queued
+
+
+def test_after_a_key_rotation_the_unchanged_ledger_is_anchored_again(city: City) -> None:
+    enrol_at(city, JN, "王芳", id_card(1965))
+    city.settle()
+    first = city[JN].link.checkpoint_now()
+    city.settle()
+    old_anchor = city[JN].app.query(lambda tx: tx.repo.anchors.latest())
+    assert old_anchor is not None and old_anchor.key_id == key_id(public_key(city[JN].key))
+    # the bureau rotates 江宁区's key; the node comes back with the new one
+    new_key = SigningKey(b"jiangning's rotated key".ljust(32, b"."))
+    city.ch.execute(admission.admit, issue_admission(
+        CITY_ROOT, JN, "江宁区", public_key(new_key), 2, city.clock.now()),
+        public_key(CITY_ROOT))
+    city[JN].link.stop()
+    city[JN].key = new_key
+    restart_link(city, JN)
+    again = city[JN].link.checkpoint_now()
+    assert again.queued and again.entry_count == first.entry_count
+    assert again.chain_head == first.chain_head and again.ledger_root == first.ledger_root
+    city.settle()
+    assert not city[JN].link.checkpoint_now().queued  # this key anchored it now
+    anchor = city[JN].app.query(lambda tx: tx.repo.anchors.latest())
+    assert anchor is not None and anchor.key_id == key_id(public_key(new_key))
+    assert anchor.entry_count == first.entry_count and anchor.log_index > old_anchor.log_index
+    both = city[JN].app.query(lambda tx: tx.repo.anchors.at(first.entry_count))
+    assert [a.key_id for a in both] == [old_anchor.key_id, anchor.key_id]
+    # the new anchor is in the log: its leaf records the envelope the new key signed
+    head = transparency.check_head(anchor.tree_head, CH_PUBLIC)
+    transparency.check_included(anchor.log_entry, anchor.log_index, head,
+                                anchors.proof_path(anchor.log_proof))
+    entry = clearing_pb2.LogEntry.FromString(stub(city).GetEntries(clearing_pb2.GetEntriesRequest(
+        start=anchor.log_index, end=anchor.log_index + 1), timeout=5).entries[0])
+    assert entry.kind == "checkpoint" and entry.envelope == anchor.checkpoint
+    sent = clearing_pb2.Envelope.FromString(entry.envelope)
+    body = verify(Signed(sent.kind, sent.body, sent.signer, sent.key_id, sent.signature),
+                  public_key(new_key))
+    assert clearing_pb2.NodeCheckpoint.FromString(body).entry_count == first.entry_count
 
 
 def _rewrite_log_from(db: Path, index: int) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from node.bootstrap import init_data_dir, signing_identity
-from node.config import ConfigError, load_config
+from node.bootstrap import init_data_dir, open_app, signing_identity
+from node.config import ConfigError, load_config, render_config
 
 
 def test_init_creates_a_private_signing_key_and_keeps_it(tmp_path: Path) -> None:
@@ -31,3 +31,39 @@ def test_an_exposed_signing_key_is_refused(tmp_path: Path) -> None:
         init_data_dir(tmp_path / "gulou", "320106", "鼓楼区")
     with pytest.raises(ConfigError, match="readable by other users"):
         signing_identity(load_config(config_path))
+
+
+CH_HEX, CITY_HEX = "ab" * 32, "cd" * 32
+
+
+def test_a_federated_node_knows_the_city_key_from_its_own_configuration(
+        tmp_path: Path) -> None:
+    config_path = init_data_dir(tmp_path / "gulou", "320106", "鼓楼区",
+                                clearinghouse_address="127.0.0.1:7400",
+                                clearinghouse_public_key=CH_HEX, city_public_key=CITY_HEX)
+    config = load_config(config_path)
+    assert (config.city_public_key, config.clearinghouse_public_key) == (CITY_HEX, CH_HEX)
+    app = open_app(config)
+    try:
+        assert app.node.city_key == bytes.fromhex(CITY_HEX) and app.node.federated
+    finally:
+        app.db.dispose()
+
+
+@pytest.mark.parametrize(("city", "problem"), [
+    ("", "public_key is required with a clearinghouse"),
+    ("CD" * 32, "64 lowercase hex"),
+    ("cd" * 31, "64 lowercase hex"),
+    (CH_HEX, "not the clearinghouse's"),
+])
+def test_a_federated_node_without_a_good_city_key_does_not_start(
+        tmp_path: Path, city: str, problem: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(render_config("320106", "鼓楼区", "", "127.0.0.1:7443",
+                                  clearinghouse_address="127.0.0.1:7400",
+                                  clearinghouse_public_key=CH_HEX, city_public_key=city),
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match=problem):
+        load_config(path)
+    # the environment can give it, as every setting
+    load_config(path, environ={"TIMEBANK_CITY_PUBLIC_KEY": CITY_HEX})

@@ -843,6 +843,7 @@ class Admissions(_message.Message):
     REVOKED_NODE_IDS_FIELD_NUMBER: _builtins.int
     ROSTERS_FIELD_NUMBER: _builtins.int
     POLICIES_FIELD_NUMBER: _builtins.int
+    REVOCATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Every admission certificate the clearinghouse accepted (serialised, city-signed
@@ -861,6 +862,13 @@ class Admissions(_message.Message):
     def policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """every city-signed policy envelope, by serial"""
 
+    @_builtins.property
+    def revocations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Every city-signed revocation the clearinghouse accepted (serialised Envelopes), of
+        current and retired keys alike: a node refuses what a revoked key signs, on the
+        city's word, not on revoked_node_ids.
+        """
+
     def __init__(
         self,
         *,
@@ -868,10 +876,11 @@ class Admissions(_message.Message):
         revoked_node_ids: _abc.Iterable[_builtins.str] | None = ...,
         rosters: _abc.Iterable[_builtins.bytes] | None = ...,
         policies: _abc.Iterable[_builtins.bytes] | None = ...,
+        revocations: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "policies", b"policies", "revoked_node_ids", b"revoked_node_ids", "rosters", b"rosters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "policies", b"policies", "revocations", b"revocations", "revoked_node_ids", b"revoked_node_ids", "rosters", b"rosters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1485,6 +1485,8 @@ class LedgerReport(_message.Message):
     CONSUMED_MINUTES_FIELD_NUMBER: _builtins.int
     GRANTED_MINUTES_FIELD_NUMBER: _builtins.int
     CLEARING_MINUTES_FIELD_NUMBER: _builtins.int
+    REFUSED_DELIVERIES_FIELD_NUMBER: _builtins.int
+    REFUSALS_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     transactions: _builtins.int
     accounts: _builtins.int
@@ -1496,8 +1498,16 @@ class LedgerReport(_message.Message):
     granted_minutes: _builtins.int
     clearing_minutes: _builtins.int
     """owed to other districts (+) or by them (-), net"""
+    refused_deliveries: _builtins.int
+    """Deliveries the clearinghouse relayed that this node refused and did not apply: the
+    envelope inside was not signed by an admitted, unrevoked key of its signer.
+    """
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def refusals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the latest of them, one line each, newest first"""
+
     def __init__(
         self,
         *,
@@ -1512,10 +1522,12 @@ class LedgerReport(_message.Message):
         consumed_minutes: _builtins.int = ...,
         granted_minutes: _builtins.int = ...,
         clearing_minutes: _builtins.int = ...,
+        refused_deliveries: _builtins.int = ...,
+        refusals: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "clearing_minutes", b"clearing_minutes", "consumed_minutes", b"consumed_minutes", "donation_pool_minutes", b"donation_pool_minutes", "granted_minutes", b"granted_minutes", "head_hash", b"head_hash", "held_by_people_minutes", b"held_by_people_minutes", "issued_minutes", b"issued_minutes", "ok", b"ok", "problems", b"problems", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "clearing_minutes", b"clearing_minutes", "consumed_minutes", b"consumed_minutes", "donation_pool_minutes", b"donation_pool_minutes", "granted_minutes", b"granted_minutes", "head_hash", b"head_hash", "held_by_people_minutes", b"held_by_people_minutes", "issued_minutes", b"issued_minutes", "ok", b"ok", "problems", b"problems", "refusals", b"refusals", "refused_deliveries", b"refused_deliveries", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,7 +8,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from clearinghouse.storage.repo import AdmissionRecord
-from clearinghouse.usecases import admission
+from clearinghouse.usecases import admission, log, wire
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import (
@@ -27,6 +27,7 @@ from tests.clearinghouse.conftest import (
     revocation,
     snapshot,
 )
+from timebank.admissions import CityAdmissions, verify_act
 from timebank.envelope import CITY, EnvelopeError, Reason, Signed, sign
 from timebank.keys import key_id, public_key
 from timebank.v1 import clearing_pb2
@@ -229,3 +230,28 @@ def test_the_key_ring_refuses_unknown_signers_and_keys(ch_app: ClearinghouseApp)
     tampered = hello(JN, JN_KEY)
     tampered = Signed(tampered.kind, b"hellO", JN, tampered.key_id, tampered.signature)
     assert ring_refuses(ch_app, tampered) is Reason.BAD_SIGNATURE
+
+
+def test_the_admissions_served_carry_every_city_signed_revocation(
+        ch_app: ClearinghouseApp) -> None:
+    """What a node verifies for itself (GetAdmissions): every certificate and every
+    revocation, of current and retired keys, as the city signed them."""
+    admit(ch_app, certificate(JN, "江宁区", JN_KEY))
+    admit(ch_app, certificate(GL, "鼓楼区", GL_KEY))
+    rotated = certificate(JN, "江宁区", node_key(JN, 1), serial=2)
+    admit(ch_app, rotated)
+    retired_act = revocation(JN, key_id(public_key(JN_KEY)))  # the key rotated away
+    current_act = revocation(GL, key_id(public_key(GL_KEY)))  # a current key
+    ch_app.execute(admission.revoke, retired_act, CITY_PUBLIC)
+    ch_app.execute(admission.revoke, current_act, CITY_PUBLIC)
+    served = ch_app.query(log.admissions)
+    found = [wire.from_bytes(r) for r in served.revocations]
+    assert sorted(r.body for r in found) == sorted([retired_act.body, current_act.body])
+    assert all(r.signer == CITY for r in found)
+    assert len(served.certificates) == 3 and list(served.revoked_node_ids) == [GL]
+    # each verifies under the city key alone, as a node checks it
+    city = CityAdmissions(verify_act(e, CITY_PUBLIC)
+                          for e in [*served.certificates, *served.revocations])
+    assert city.admitted(GL) is None
+    assert city.admitted(JN) is not None and city.admitted(JN).serial == 2  # type: ignore[union-attr]
+    assert city.is_revoked(JN, key_id(public_key(JN_KEY)))

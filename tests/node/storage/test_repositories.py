@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from node.domain import claims as model
 from node.domain.claims import ACCEPT, ClaimState, Decision, Reason, new_claim_id
@@ -29,6 +30,8 @@ from node.domain.ledger import (
 from node.domain.orders import OrderState
 from node.domain.policy import Relation
 from node.storage.anchors import LoggedAnchor
+from node.storage.city import CityEnvelopeRecord
+from node.storage.messages import RefusedDeliveryRecord
 from node.storage.orders import NewOrder, OrderEvent
 from node.storage.people import NewPerson, PersonRecord
 from node.storage.repo import Repo
@@ -301,14 +304,66 @@ def test_an_anchor_is_logged_once(node_app: NodeApp) -> None:
     with writing(node_app) as repo:
         repo.anchors.add(3, b"h" * 32, b"r" * 32, b"body", now)
         assert repo.anchors.latest() is None  # queued, not yet in the log
-        found = repo.anchors.get(3)
-        assert found is not None and (found.checkpoint, found.log_index) == (b"body", None)
-        repo.anchors.set_anchored(3, b"signed", 41, b"leaf", b"p" * 64, "head", now)
-        repo.anchors.set_anchored(3, b"again", 42, b"leaf", b"", "head", now)
+        [found] = repo.anchors.at(3)
+        assert (found.key_id, found.checkpoint, found.log_index) == ("", b"body", None)
+        repo.anchors.set_anchored(3, "a" * 16, b"signed", 41, b"leaf", b"p" * 64, "head", now)
+        repo.anchors.set_anchored(3, "a" * 16, b"again", 42, b"leaf", b"", "head", now)
         latest = repo.anchors.latest()
+        assert [a.key_id for a in repo.anchors.at(3)] == ["a" * 16]
     assert isinstance(latest, LoggedAnchor)
-    assert (latest.entry_count, latest.checkpoint, latest.log_index, latest.log_proof) == (
-        3, b"signed", 41, b"p" * 64)
+    assert (latest.entry_count, latest.key_id, latest.checkpoint, latest.log_index,
+            latest.log_proof) == (3, "a" * 16, b"signed", 41, b"p" * 64)
+
+
+def test_the_same_count_is_anchored_once_per_key(node_app: NodeApp) -> None:
+    now = node_app.clock.now()
+    later = now + timedelta(minutes=1)
+    with writing(node_app) as repo:
+        repo.anchors.add(3, b"h" * 32, b"r" * 32, b"body", now)
+        repo.anchors.set_anchored(3, "a" * 16, b"old key", 41, b"leaf", b"", "head", now)
+        repo.anchors.add(3, b"h" * 32, b"r" * 32, b"body again", later)  # after a rotation
+        assert [a.key_id for a in repo.anchors.at(3)] == ["a" * 16, ""]
+        repo.anchors.set_anchored(3, "b" * 16, b"new key", 57, b"leaf", b"", "head", later)
+        assert [a.key_id for a in repo.anchors.at(3)] == ["a" * 16, "b" * 16]
+        latest = repo.anchors.latest()
+        assert latest is not None and (latest.key_id, latest.log_index) == ("b" * 16, 57)
+        # a checkpoint the clearinghouse refused no longer waits; one logged stays
+        repo.anchors.add(4, b"i" * 32, b"s" * 32, b"refused", later)
+        repo.anchors.drop_waiting(4)
+        repo.anchors.drop_waiting(3)
+        assert repo.anchors.at(4) == [] and len(repo.anchors.at(3)) == 2
+
+
+def test_city_envelopes_are_kept_once_each(node_app: NodeApp) -> None:
+    now = node_app.clock.now()
+    with writing(node_app) as repo:
+        assert repo.city.all() == [] and repo.city.count() == 0
+        cert = CityEnvelopeRecord(b"d" * 32, "admission", "320106", b"certificate")
+        roster = CityEnvelopeRecord(b"e" * 32, "roster", "", b"roster")
+        repo.city.add(roster, now)
+        repo.city.add(cert, now)
+        assert repo.city.all() == [cert, roster]
+        assert repo.city.digests() == {b"d" * 32, b"e" * 32}
+        with pytest.raises(IntegrityError), repo.conn.begin_nested():  # once each
+            repo.city.add(cert, now)
+        with pytest.raises(IntegrityError), repo.conn.begin_nested():  # the city's kinds
+            repo.city.add(CityEnvelopeRecord(b"f" * 32, "receipt", "", b"x"), now)
+        assert repo.city.count() == 2
+
+
+def test_a_refused_delivery_is_in_the_inbox_with_why(node_app: NodeApp) -> None:
+    now = node_app.clock.now()
+    with writing(node_app) as repo:
+        repo.inbox.add(1, "claim.propose", "c-1", now)
+        for seq in (2, 3):
+            repo.inbox.refuse(RefusedDeliveryRecord(
+                seq, "claim.propose", "320106", "ab" * 8, f"c-{seq}", "BAD_SIGNATURE",
+                "x" * 900, now))
+        assert repo.inbox.last_seq() == 3
+        assert repo.inbox.refused_count() == 2
+        newest = repo.inbox.refused(1)
+        assert [r.seq for r in newest] == [3]
+        assert (newest[0].reason, len(newest[0].detail)) == ("BAD_SIGNATURE", 500)
 
 
 def test_meta_staff_and_idempotency(node_app: NodeApp) -> None:
