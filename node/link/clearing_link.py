@@ -1,10 +1,11 @@
-"""The node's link to the city clearinghouse: one channel and the four workers that use
+"""The node's link to the city clearinghouse: one channel and the five workers that use
 it, each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013).
 
 The node opens every connection itself; it needs no inbound port. ``start()`` starts
-the sender, the subscriber, the witness and the checkpointer; ``stop()`` ends them and
-closes the channel. Each worker survives any failure: it logs, waits and starts again
-(``supervise``).
+the sender, the subscriber, the witness, the checkpointer and the rehomer (which asks
+the city directory where a payer who moved keeps their hours now: ``directory``);
+``stop()`` ends them and closes the channel. Each worker survives any failure: it logs,
+waits and starts again (``supervise``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Callable
 import grpc
 from nacl.signing import SigningKey
 
+from node.domain.directory import HomeLookup
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
 from node.link.connection import Connection
+from node.link.directory import REHOME_SECONDS, Directory, Rehomer
 from node.link.sender import Sender
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised
@@ -36,6 +39,7 @@ class ClearingLink:
                  channel_options: list[tuple[str, int]] | None = None,
                  witness_seconds: float = WITNESS_SECONDS,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS,
+                 rehome_seconds: float = REHOME_SECONDS,
                  backlog_items: int = BACKLOG_ITEMS) -> None:
         self.address = address
         self._channel = grpc.insecure_channel(address, options=channel_options or [])
@@ -51,6 +55,9 @@ class ClearingLink:
                                interval=witness_seconds)
         self.checkpointer = Checkpointer(app, self._stop, self._wake,
                                          interval=checkpoint_seconds)
+        self.directory = Directory(connection)
+        self.rehomer = Rehomer(app, self.directory, self._stop, self._wake,
+                               interval=rehome_seconds)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -58,7 +65,8 @@ class ClearingLink:
             raise RuntimeError("a clearing link starts once")
         workers: dict[str, Callable[[], None]] = {
             "sender": self.sender.run, "subscriber": self.subscriber.run,
-            "witness": self.witness.run, "checkpointer": self.checkpointer.run}
+            "witness": self.witness.run, "checkpointer": self.checkpointer.run,
+            "rehomer": self.rehomer.run}
         for name, loop in workers.items():
             thread = threading.Thread(target=supervised(loop, self._stop, self.address),
                                       name=f"timebank-{name}", daemon=True)
@@ -84,6 +92,14 @@ class ClearingLink:
     def witness_once(self) -> int:
         """Cosign the latest tree head if it extends the last verified (``Witness``)."""
         return self.witness.witness_once()
+
+    def look_up(self, person_ref: str) -> HomeLookup:
+        """Where the city directory says a PersonRef's hours are kept (``Directory``)."""
+        return self.directory.look_up(person_ref)
+
+    def rehome_once(self) -> int:
+        """Ask the directory about every order whose payer moved (``Rehomer``)."""
+        return self.rehomer.rehome_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
         """Queue a checkpoint of the ledger (if it grew) and send it."""

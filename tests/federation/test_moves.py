@@ -166,7 +166,8 @@ def test_a_person_moves_away_and_back_and_the_old_directory_entry_is_refused(
     city.settle()
     assert node_claim(city, QX, out.claim_id) is ClaimState.COMPLETED
 
-    # 鼓楼区 still names 江宁区 as the home: the clearinghouse refuses, the order is cancelled
+    # 鼓楼区 still names 江宁区 as the home: the clearinghouse refuses that claim, and
+    # 鼓楼区 asks the directory and then 栖霞区, where the hours are now
     gl = city["320106"].app
     order = gl.execute(orders.request_order, visitor_gl, "meals", 30, PaymentSource.OWN, 0,
                        Actor(person_id=visitor_gl), "")
@@ -175,8 +176,16 @@ def test_a_person_moves_away_and_back_and_the_old_directory_entry_is_refused(
     assert order.record.claim_id
     refused = gl.query(claims.get_claim, order.record.claim_id)
     assert (refused.state, refused.reason) == (ClaimState.REJECTED, "NOT_HOME_DISTRICT")
-    assert gl.query(orders.get_order, order.record.id).record.state == OrderState.CANCELLED
     assert ch_claim(city, order.record.claim_id) is None
+    assert gl.query(people.get_person, visitor_gl).home_node_id == QX
+    redirected = gl.query(orders.get_order, order.record.id).record
+    assert redirected.state == OrderState.ACCEPTED and redirected.held_minutes == 30
+    assert node_claim(city, QX, redirected.claim_id or "") is ClaimState.ACCEPTED
+    assert city[QX].app.query(ledger.balance, arrived).held == 30
+    # cancelled here, the order releases what 栖霞区 held: the person can move back whole
+    gl.execute(orders.cancel_order, order.record.id, Actor(person_id=visitor_gl), "改期")
+    city.settle()
+    assert city[QX].app.query(ledger.balance, arrived).held == 0
 
     back = city[QX].app.execute(claims.start_move, arrived, JN)
     city.settle()
