@@ -20,7 +20,6 @@ from tests.federation.support import (
     family,
     node_claim,
     order_for_mother,
-    order_state,
 )
 
 
