@@ -247,10 +247,10 @@ def move_home(tx: Tx, person: PersonRecord, home_node_id: str | None, actor: str
     tx.repo.people.set_home(person.id, home_node_id)
 
     def where(home: str | None) -> str:
-        return "here" if home is None else f"district {home}"
+        return "here" if home is None else f"in district {home}"
 
-    note_change(tx, person.id, actor, "home", f"hours kept in {where(home_node_id)} "
-                f"(were in {where(person.home_node_id)}): {detail}")
+    note_change(tx, person.id, actor, "home", f"hours kept {where(home_node_id)} "
+                f"(were kept {where(person.home_node_id)}): {detail}")
 
 
 def age_of(tx: Tx, person: PersonRecord) -> int:

@@ -5,6 +5,8 @@ that raised its cap lets a person store, moves whole."""
 
 from __future__ import annotations
 
+import pytest
+
 from clearinghouse.domain.claims import ClaimState as ChState
 from node.domain.claims import ClaimState, Reason
 from node.domain.ledger import DONATION_POOL
@@ -34,6 +36,7 @@ from tests.helpers import (
     staff,
 )
 from timebank.minutes import hours
+from timebank.v1 import clearing_pb2
 
 
 def _with_hours(city: City, minutes: int) -> tuple[int, str]:
@@ -232,3 +235,33 @@ def test_a_redemption_while_the_person_is_moving_is_refused(city: City) -> None:
     assert node_claim(city, JN, claim_id) is None
     assert_nothing_held(city)
     assert assert_consistent(city) == {JN: -90, QX: 90, "320106": 0}
+
+
+@pytest.mark.parametrize("priority", [True, False], ids=["priority-elder", "not-one"])
+def test_a_move_carries_the_persons_priority_status(city: City, priority: bool) -> None:
+    # 江宁区 assessed her (重点老人 or not); 栖霞区 enrolled her as a visitor the other way
+    number = id_card(1936)
+    person = enrol_at(city, JN, "孙秀兰", number, priority=priority)
+    elder = enrol(city[JN].app, "孙奶奶", 1936, priority=True).id
+    earn(city[JN].app, city.clock, person, 90, elder)
+    arrived = enrol_at(city, QX, "孙秀兰", number, home=JN, priority=not priority)
+    city.settle()
+
+    claim = city[JN].app.execute(claims.start_move, person, QX)
+    city.settle()
+
+    assert node_claim(city, QX, claim.claim_id) is ClaimState.COMPLETED
+    recorded = city.ch.query(lambda tx: tx.repo.claim(claim.claim_id))
+    assert recorded is not None
+    signed = clearing_pb2.ClaimProposal.FromString(
+        clearing_pb2.Envelope.FromString(recorded.proposal).body)
+    assert signed.recipient_priority is priority  # in the old home's signed proposal
+    here = city[QX].app.query(people.get_person, arrived)
+    assert here.priority is priority and here.home_node_id == ""
+    said = {c.kind: c for c in here.changes}
+    assert said["update"].actor == "clearinghouse"
+    assert f"as district {JN} kept it (claim {claim.claim_id})" in said["update"].detail
+    assert said["home"].detail.startswith(f"hours kept here (were kept in district {JN})")
+    if priority:  # what the status is for in the new home: the city fund serves her
+        city[QX].app.execute(ledger.grant, arrived, 60, staff(city[QX].app), "高龄补贴")
+    assert_consistent(city)
