@@ -382,7 +382,9 @@ def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
             claims.void_redemption(tx, order)
         return _transition(tx, order, replace(
             order, state=OrderState.CANCELLED.value, resolution=resolution,
-            cancelled_at=tx.now, held_minutes=0), actor, resolution)
+            cancelled_at=tx.now, held_minutes=0,
+            cancel_reason=f"争议核实后作废 (the service was voided by {actor} after a "
+                          f"dispute: {resolution})"), actor, resolution)
     if not corrected_minutes:
         return _transition(tx, order, replace(order, state=OrderState.VERIFIED.value,
                                               resolution=resolution), actor, resolution)
@@ -404,8 +406,10 @@ def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> Ord
     tx.repo.holds.resolve_order(order.id, HoldState.RELEASED, tx.now)
     if order.claim_id:
         claims.void_redemption(tx, order)
+    said = f"已取消 (cancelled by {cancelled_by.label}" + (f": {reason})" if reason else ")")
     return _transition(tx, order, replace(order, state=OrderState.CANCELLED.value,
-                                          cancelled_at=tx.now, held_minutes=0),
+                                          cancelled_at=tx.now, held_minutes=0,
+                                          cancel_reason=said),
                        cancelled_by.label, reason)
 
 
