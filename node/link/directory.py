@@ -26,6 +26,7 @@ from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
 from node.link.supervise import ClearinghouseAway
 from node.usecases import orders
 from node.usecases.app import NodeApp
+from runtime.errors import Refusal
 from runtime.rpcerrors import error_reason
 from timebank.ids import is_node_id
 from timebank.v1 import clearing_pb2 as pb
@@ -91,8 +92,14 @@ class Rehomer:
             answer = self._directory.look_up(question.person_ref)
             if not answer.reached:
                 raise ClearinghouseAway(f"the city directory: {answer.detail}")
-            settled = self._app.execute(orders.redirect_payment, question.order_id,
-                                        question.claim_id, answer)
+            try:
+                settled = self._app.execute(orders.redirect_payment, question.order_id,
+                                            question.claim_id, answer)
+            except Refusal as e:  # e.g. too many open claims: this order waits, not others
+                log.warning("payer's new home not asked yet; will try again",
+                            order_id=question.order_id, home_node_id=answer.home_node_id,
+                            reason=e.reason, detail=e.message)
+                continue
             if settled is not None:
                 done += 1
                 log.info("payer's home looked up", order_id=question.order_id,
