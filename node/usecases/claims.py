@@ -664,9 +664,11 @@ def _creditor_posts(tx: Tx, claim: Claim) -> None:
 
 def _take_priority(tx: Tx, person: PersonRecord, claim: Claim) -> None:
     """A move completed here: the person is a priority elder (重点老人) here exactly when
-    the old home said so in its signed proposal, as it assessed them up to the move."""
-    if claim.person_priority and person.kind != PersonKind.INDIVIDUAL.value:
-        raise InvariantViolation(f"{claim.label} makes a group a priority elder")
+    the old home said so in its signed proposal, as it assessed them up to the move. A
+    group is never one, whatever a proposal says (refusing here would stop every later
+    delivery: the move itself is settled already)."""
+    if person.kind != PersonKind.INDIVIDUAL.value:
+        return
     now = tx.repo.people.get(person.id)
     tx.repo.people.update(now, replace(now, priority=claim.person_priority))
     flag = {True: "yes", False: "no"}
