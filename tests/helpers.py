@@ -174,7 +174,8 @@ _CHECKS = [
     "GROUP BY person_id",
     "SELECT COALESCE(SUM(balance), 0) FROM accounts",
     "SELECT o.id, o.state, (SELECT COALESCE(SUM(h.minutes), 0) FROM holds h "
-    "WHERE h.order_id = o.id AND h.state = 'active'), o.planned_minutes FROM orders o",
+    "WHERE h.order_id = o.id AND h.state = 'active'), o.planned_minutes FROM orders o "
+    "WHERE o.claim_id IS NULL",  # what a claim pays, another district holds
     "SELECT order_id, COUNT(*) FROM entries WHERE kind = 'service' GROUP BY order_id "
     "HAVING COUNT(*) > 1",
     "SELECT e.order_id FROM entries e JOIN orders o ON o.id = e.order_id "

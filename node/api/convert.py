@@ -180,8 +180,11 @@ def staff_pb(v: views.StaffView) -> pb.Staff:
 def person_pb(v: views.PersonView) -> pb.Person:
     out = pb.Person(id=v.id, person_ref=v.person_ref, kind=PERSON_KINDS[PersonKind(v.kind)],
                     name=v.name, priority=v.priority, service_point_id=v.service_point_id,
-                    age=v.age, home_node_id=v.home_node_id)
+                    age=v.age, home_node_id=v.home_node_id, phone=v.phone)
     _set_time(out.enrolled_at, v.enrolled_at)
+    for c in v.changes:
+        change = out.changes.add(actor=c.actor, kind=c.kind, detail=c.detail)
+        _set_time(change.at, c.at)
     return out
 
 
@@ -203,13 +206,14 @@ def order_pb(v: views.OrderView) -> pb.Order:
         unbanked_minutes=o.unbanked_minutes, charged_minutes=o.charged_minutes,
         rating=o.rating, comment=o.comment, dispute_reason=o.dispute_reason,
         resolution=o.resolution, note=o.note, notices=list(v.notices),
-        claim_id=o.claim_id or "")
+        claim_id=o.claim_id or "", cancel_reason=o.cancel_reason)
     _set_time(out.requested_at, o.requested_at)
     _set_time(out.checked_in_at, o.checked_in_at)
     _set_time(out.checked_out_at, o.checked_out_at)
     _set_time(out.verified_at, o.verified_at)
     _set_time(out.public_until, o.public_until)
     _set_time(out.recorded_at, o.recorded_at)
+    _set_time(out.cancelled_at, o.cancelled_at)
     return out
 
 
@@ -283,6 +287,11 @@ def claim_pb(v: ClaimView) -> pb.Claim:
                    temporary=v.reason in TEMPORARY)
     _set_time(out.expires_at, v.expires_at)
     _set_time(out.updated_at, v.updated_at)
+    if v.waiting is not None:
+        out.waiting_reason = v.waiting.reason
+        out.waiting_detail = v.waiting.detail
+        out.attempts = v.waiting.attempts
+        _set_time(out.next_attempt_at, v.waiting.next_attempt_at)
     return out
 
 
@@ -307,7 +316,8 @@ def claim_id(value: str, field: str = "claim_id") -> str:
 def clearing_pb(v: ClearingView, address: str) -> pb.Clearing:
     return pb.Clearing(federated=bool(address), clearinghouse=address,
                        net_minutes=v.net_minutes, open_claims=v.open_claims,
-                       unsent_messages=v.unsent_messages, last_delivery_seq=v.last_delivery)
+                       unsent_messages=v.unsent_messages, last_delivery_seq=v.last_delivery,
+                       orders_awaiting_home=v.awaiting_home)
 
 
 def log_heads_pb(status: LogStatus, out: pb.LogHeads, clearinghouse_key: bytes) -> pb.LogHeads:

@@ -54,12 +54,13 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     """Start serving ``app`` (plaintext) on ``listen``; stop with ``stop(grace)``.
 
     Requests over ``max_message_bytes`` are refused RESOURCE_EXHAUSTED by gRPC itself.
-    With a ``link``, the servicer reports the clearinghouse and wakes the link's sender
-    after every call that may have queued a message for the city.
+    With a ``link``, the servicer reports the clearinghouse, wakes the link's sender
+    after every call that may have queued a message for the city, and asks the city
+    directory through it before enrolling anyone.
     """
     servicer = (NodeServicer(app) if link is None
                 else NodeServicer(app, link.address, link.wake, link.clearinghouse_key,
-                                  link.refresh_admissions))
+                                  link.refresh_admissions, link.look_up))
     running = server.start_server(
         SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,

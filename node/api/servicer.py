@@ -28,6 +28,7 @@ import grpc
 from google.protobuf.message import Message
 
 from node.api import convert
+from node.domain.directory import HomeLookup
 from node.usecases import claims, ledger, log_watch, orders, people, policies
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition, Refusal
@@ -64,12 +65,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def __init__(self, app: NodeApp, clearinghouse: str = "",
                  wake_sender: Callable[[], None] | None = None,
                  clearinghouse_key: bytes | None = None,
-                 refresh_admissions: Callable[[], object] | None = None) -> None:
+                 refresh_admissions: Callable[[], object] | None = None,
+                 look_up: Callable[[str], HomeLookup] | None = None) -> None:
         self._app = app
         self._clearinghouse = clearinghouse
         self._wake = wake_sender
         self._clearinghouse_key = clearinghouse_key
         self._refresh_admissions = refresh_admissions
+        self._look_up = look_up  # the city directory, through the node's link
 
     def _once(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
               response: type[M]) -> M:
@@ -118,19 +121,46 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     def EnrolPerson(self, request: pb.EnrolPersonRequest,
                     context: grpc.ServicerContext) -> pb.Person:
+        answer = self._directory_says(request)
+
         def run(tx: Tx) -> pb.Person:
             kind = convert.person_kind(request.kind)
             point = convert.optional_id(request.service_point_id, "service_point_id")
             return convert.person_pb(people.enrol_person(
                 tx, kind, request.name, request.id_number, request.phone, request.priority,
-                point, request.home_node_id))
+                point, request.home_node_id, answer))
 
         return self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person)
+
+    def _directory_says(self, request: pb.EnrolPersonRequest) -> HomeLookup | None:
+        """Where the city directory keeps the hours of the person to be enrolled, asked
+        before the transaction (a call to the clearinghouse never holds the writer); None
+        without a link, or when the request is malformed (the use-case refuses it)."""
+        if self._look_up is None:
+            return None
+        try:
+            ref = people.city_ref(self._app.node, convert.person_kind(request.kind),
+                                  request.id_number)
+        except Refusal:
+            return None
+        return self._look_up(ref)
 
     def GetPerson(self, request: pb.GetPersonRequest,
                   context: grpc.ServicerContext) -> pb.Person:
         person_id = convert.required_id(request.person_id, "person_id")
         return convert.person_pb(self._app.query(people.get_person, person_id))
+
+    def UpdatePerson(self, request: pb.UpdatePersonRequest,
+                     context: grpc.ServicerContext) -> pb.Person:
+        def run(tx: Tx) -> pb.Person:
+            person_id = convert.required_id(request.person_id, "person_id")
+            staff_id = convert.required_id(request.staff_id, "staff_id")
+            priority = request.priority if request.HasField("priority") else None
+            phone = request.phone if request.HasField("phone") else None
+            return convert.person_pb(people.update_person(tx, person_id, staff_id, priority,
+                                                          phone, request.reason))
+
+        return self._once("UpdatePerson", request.idempotency_key, request, run, pb.Person)
 
     def LinkPeople(self, request: pb.LinkPeopleRequest,
                    context: grpc.ServicerContext) -> pb.Link:

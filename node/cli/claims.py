@@ -103,6 +103,10 @@ def render_claim(claim: node_pb2.Claim, client: NodeClient | None = None,
             "this node made it under a city policy that was not the one in force: check "
             "`timebank node policy` (the city-signed policy and from when it applies) and "
             "that node.toml's [city] public_key is the city root key, then make it again"))
+    if claim.waiting_reason:
+        grid.add_row("waiting", waiting_text(claim))
+        if claim.waiting_detail:
+            grid.add_row("", f"[dim]{escape(claim.waiting_detail)}[/]")
     if claim.order_id:
         grid.add_row("order", str(claim.order_id))
     if claim.person_id:
@@ -113,6 +117,14 @@ def render_claim(claim: node_pb2.Claim, client: NodeClient | None = None,
             grid.add_row(label, text)
     return Panel(grid, title=title or f"{claim.kind} claim", title_align="left",
                  expand=False)
+
+
+def waiting_text(claim: node_pb2.Claim) -> str:
+    """Why an open claim's message is not taken yet and when it is tried again."""
+    again = fmt_time(claim.next_attempt_at, seconds=True)
+    tries = f"{claim.attempts} {'try' if claim.attempts == 1 else 'tries'}"
+    return (f"[yellow]{escape(claim.waiting_reason)}[/] (temporary: not taken yet, "
+            f"{tries}; next try {again})")
 
 
 def claims_table(claims: Iterable[node_pb2.Claim], client: NodeClient | None = None,
@@ -135,12 +147,14 @@ def claims_table(claims: Iterable[node_pb2.Claim], client: NodeClient | None = N
                 subject += f" · {short_who(client, c.person_id)}"
         else:
             subject = short_who(client, c.person_id) if c.person_id else "—"
+        reason = escape(c.reason) + (" (T)" if c.temporary else " (F)" if c.reason else "")
+        if c.waiting_reason:
+            reason = (f"waiting: {escape(c.waiting_reason)} (T), next try "
+                      f"{fmt_time(c.next_attempt_at, seconds=True)[11:]}")
         table.add_row(c.claim_id, escape(c.kind), role_name(c.role),
                       _district(c.counterparty_node_id, names), str(c.minutes),
                       str(c.posted_minutes) if c.posted_minutes else "",
-                      _state_text(c.state),
-                      escape(c.reason) + (" (T)" if c.temporary else " (F)" if c.reason
-                                          else ""), subject)
+                      _state_text(c.state), reason, subject)
     return table
 
 
@@ -362,6 +376,9 @@ def _render_comparison(c: _Comparison) -> Group:
     table.add_row("open claims", str(c.clearing.open_claims), "—")
     table.add_row("unsent messages", str(c.clearing.unsent_messages), "—")
     table.add_row("last delivery applied", str(c.clearing.last_delivery_seq or "none"), "—")
+    if c.clearing.orders_awaiting_home:
+        table.add_row("orders awaiting a payer's new home",
+                      str(c.clearing.orders_awaiting_home), "—")
     parts: list[Any] = [table]
     if c.agree:
         parts.append(f"[bold green]AGREE[/]: {c.explanation}.")

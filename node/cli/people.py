@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from node.cli.client import DEFAULT_NODE_ADDRESS, connect, new_key
 from node.cli.common import (
@@ -133,16 +134,67 @@ def enrol(
     echo(render_person(person, f"enrolled person {person.id}"))
 
 
+class _ShowUnlessNamed(TyperGroup):
+    """``node person 1`` shows person 1, as it always has; ``node person update 1 …``
+    runs the subcommand named."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands:
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+
+person_app = typer.Typer(cls=_ShowUnlessNamed, no_args_is_help=True,
+                         help="One person: `person PERSON_ID` shows them, `person update "
+                              "PERSON_ID …` corrects their details.")
+
+
+@person_app.command("show")
 @guarded
 def person_show(person_id: PersonId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
                 as_json: AsJson = False) -> None:
-    """Show one person."""
+    """Show one person, with the latest changes of their record."""
     with connect(node) as client:
         person = client.call(client.stub.GetPerson, node_pb2.GetPersonRequest(person_id=person_id))
     if as_json:
         print_json(to_json(person))
     else:
         echo(render_person(person))
+
+
+@person_app.command("update")
+@guarded
+def person_update(
+    person_id: PersonId,
+    staff: Annotated[int, typer.Option("--staff", metavar="ID", min=1, max=INT64_MAX,
+                                       help="The staff member making the change.")],
+    priority: Annotated[bool | None, typer.Option(
+        "--priority/--no-priority",
+        help="Make the person a priority elder (重点空巢独居老人), or no longer one.")] = None,
+    phone: Annotated[str | None, typer.Option(
+        "--phone", help="The new phone number ('' clears it).")] = None,
+    reason: Annotated[str, typer.Option(
+        "--reason", help="Why, for the record (e.g. 民政局复核).")] = "",
+    node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
+    as_json: AsJson = False,
+) -> None:
+    """Correct a person's details: priority status, phone (recorded with who and when).
+
+    Only the options given change. A name or ID number is never changed here.
+    """
+    key = key or new_key()
+    request = node_pb2.UpdatePersonRequest(idempotency_key=key, person_id=person_id,
+                                           staff_id=staff, reason=reason)
+    if priority is not None:
+        request.priority = priority
+    if phone is not None:
+        request.phone = phone
+    with connect(node) as client:
+        person = client.call(client.stub.UpdatePerson, request, key)
+    if as_json:
+        print_json(to_json(person))
+        return
+    echo(render_person(person, f"updated person {person.id}"))
 
 
 @guarded

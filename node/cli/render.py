@@ -129,10 +129,22 @@ def render_person(person: node_pb2.Person, title: str = "") -> Panel:
     grid.add_row("priority elder", "yes (重点老人)" if person.priority else "no")
     if person.service_point_id:
         grid.add_row("service point", str(person.service_point_id))
+    if person.phone:
+        grid.add_row("phone", escape(person.phone))
     grid.add_row("home district", home_text(person.home_node_id))
     grid.add_row("enrolled", fmt_time(person.enrolled_at))
     grid.add_row("PersonRef", person.person_ref)
-    return Panel(grid, title=title or f"person {person.id}", title_align="left", expand=False)
+    parts: list[Any] = [grid]
+    if person.changes:
+        changes = Table(box=None, padding=(0, 2), title="changes (times in Asia/Shanghai)",
+                        title_justify="left")
+        for col in ("time", "by", "what"):
+            changes.add_column(col, overflow="fold", no_wrap=col != "what")
+        for c in person.changes:
+            changes.add_row(fmt_time(c.at), escape(c.actor), escape(c.detail))
+        parts.append(changes)
+    return Panel(Group(*parts), title=title or f"person {person.id}", title_align="left",
+                 expand=False)
 
 
 def home_text(home_node_id: str) -> str:
@@ -147,6 +159,8 @@ def render_order(order: node_pb2.Order, client: NodeClient | None = None,
                  title: str = "") -> Panel:
     grid = label_grid()
     grid.add_row("state", f"[bold]{state_name(order.state)}[/]")
+    if order.cancel_reason:
+        grid.add_row("why cancelled", f"[red]{escape(order.cancel_reason)}[/]")
     grid.add_row("service", f"{escape(order.category_name)} ({escape(order.category)})")
     grid.add_row("recipient", who(client, order.recipient_id))
     grid.add_row("volunteer", who(client, order.volunteer_id))
@@ -175,7 +189,8 @@ def render_order(order: node_pb2.Order, client: NodeClient | None = None,
         grid.add_row("note", escape(order.note))
     for label, ts in (("requested", order.requested_at), ("checked in", order.checked_in_at),
                       ("checked out", order.checked_out_at), ("verified", order.verified_at),
-                      ("public until", order.public_until), ("recorded", order.recorded_at)):
+                      ("public until", order.public_until), ("recorded", order.recorded_at),
+                      ("cancelled", order.cancelled_at)):
         text = fmt_time(ts)
         if text:
             grid.add_row(label, text)

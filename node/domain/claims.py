@@ -175,6 +175,38 @@ def decide_redemption(policy: Policy, payer: PersonFacts | None, payer_is_recipi
     return ACCEPT
 
 
+#: Why a payment from another district failed, as the serving district's operator reads
+#: it: Chinese first, then English ({d}: the district asked). Keyed by the claim's reason
+#: code (the clearinghouse's or the home district's).
+_PAYMENT_LOST: dict[str, tuple[str, str]] = {
+    "INSUFFICIENT_BALANCE": ("付款人的可用时间不足",
+                             "the payer's hours available in district {d} do not cover it"),
+    "NOT_A_RELATIVE": ("付款人与受助人的亲属关系未在其户籍区登记",
+                       "district {d} has no family link between the payer and the person "
+                       "served; link them there first"),
+    "POLICY": ("付款不符合城市政策", "district {d} refused it under the city's rules"),
+    "UNKNOWN_PERSON": ("城市目录中没有付款人",
+                       "no district has registered the payer in the city directory"),
+    "NOT_HOME_DISTRICT": ("付款人的时间已不在该区",
+                          "district {d} no longer keeps the payer's hours"),
+    "MOVE_IN_PROGRESS": ("付款人正在迁移户籍区，时间在途",
+                         "the payer is moving to another district and their hours are in "
+                         "transit; request the service again once the move is done"),
+    "EXPIRED": ("付款未在期限内完成", "the payment was not settled before its deadline"),
+    "LIMIT_REACHED": ("付款人户籍区的结算额度已满",
+                      "district {d} has reached its net debit limit with the city"),
+    "CANCELLED": ("付款已撤回", "the payment was withdrawn"),
+}
+
+
+def payment_lost_reason(reason: str, district: str, state: str, detail: str = "") -> str:
+    """Why an order's payment from ``district`` failed, in words an operator reads:
+    Chinese first, then English, then the stable code in brackets."""
+    zh, en = _PAYMENT_LOST.get(reason, ("付款被拒绝", "district {d} refused the payment"))
+    said = f"{en.format(d=district)}; payment {state}" + (f": {detail}" if detail else "")
+    return f"{zh} ({said}) [{reason or state.upper()}]"
+
+
 @dataclass(frozen=True, slots=True)
 class Arrival:
     """Where a moved balance goes on arrival: each origin to the person up to the
@@ -256,6 +288,9 @@ class Claim:
     detail: str = ""
     order_id: int | None = None  # the creditor's order a redemption pays for
     person_id: int | None = None  # the person here whose hours these are, once known
+    #: A move: the person is a priority elder (重点老人) at the old home, which the new
+    #: home takes on with the balance.
+    person_priority: bool = False
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -286,6 +321,9 @@ class Claim:
                 for o, m in self.origins) or (
                 self.origins and sum(m for _, m in self.origins) != self.minutes):
             return "a move's origins, and only a move's, are positive minutes adding up to it"
+        if self.person_priority is not False and (self.person_priority is not True
+                                                  or self.kind is not ClaimKind.MOVE):
+            return "a move, and only a move, carries the person's priority status"
         if (self.order_id is not None) != (self.kind is ClaimKind.REDEMPTION
                                            and self.role is Role.CREDITOR):
             return "a creditor's redemption, and only it, pays for an order here"
@@ -374,21 +412,24 @@ def redemption_decided(claim_id: str, creditor: str, payer_ref: str, recipient_r
 
 def move_started(claim_id: str, new_home: str, person_ref: str,
                  origins: Iterable[tuple[Origin, int]], person_id: int, now: datetime,
-                 expires_at: datetime) -> Claim:
-    """The old home (debtor) sends a whole balance, accepting the move as it proposes it."""
+                 expires_at: datetime, priority: bool = False) -> Claim:
+    """The old home (debtor) sends a whole balance, accepting the move as it proposes it,
+    and says whether the person is a priority elder (重点老人) here."""
     carried = tuple(origins)
     return _opened(Claim(claim_id, ClaimKind.MOVE, Role.DEBTOR, new_home, person_ref,
                          sum(m for _, m in carried), S.ACCEPTED, expires_at, now, now,
-                         origins=carried, person_id=person_id))
+                         origins=carried, person_id=person_id, person_priority=priority))
 
 
 def move_relayed(claim_id: str, old_home: str, person_ref: str, minutes: int,
                  origins: Iterable[tuple[Origin, int]], person_id: int | None, accepted: bool,
-                 now: datetime, expires_at: datetime) -> Claim:
-    """The new home (creditor) learns of a move from its relayed proposal."""
+                 now: datetime, expires_at: datetime, priority: bool = False) -> Claim:
+    """The new home (creditor) learns of a move from its relayed proposal; ``priority``:
+    the old home's word that the person is a priority elder, taken on at completion."""
     return _opened(Claim(claim_id, ClaimKind.MOVE, Role.CREDITOR, old_home, person_ref,
                          minutes, S.ACCEPTED if accepted else S.PROPOSED, expires_at, now,
-                         now, origins=tuple(origins), person_id=person_id))
+                         now, origins=tuple(origins), person_id=person_id,
+                         person_priority=priority))
 
 
 # The changes of a recorded claim, each after what this node decided or learnt.
@@ -449,3 +490,6 @@ class OutboxRecord:
     done_at: datetime | None
     outcome: str  # "", "receipt", "refused"
     detail: str
+    #: The stable reason of its last temporary refusal (LIMIT_REACHED, BUSY …), or the
+    #: status of its last failed call (UNAVAILABLE …); "" until one.
+    reason: str = ""

@@ -36,6 +36,23 @@ class OrderState(StrEnum):
         return self.value.replace("_", " ")
 
 
+def held_problem(state: OrderState, held_minutes: int, actively_held: int | None) -> str | None:
+    """What is wrong with what an order shows held, if anything.
+
+    An order shows held exactly what is reserved for it now: here, its active holds
+    (``actively_held``); paid by another district (``actively_held`` None), the claim's
+    minutes while the payer's home holds them. A final order holds nothing: its holds
+    were posted (recorded) or released (cancelled), so showing minutes held would tell
+    an operator the payer still cannot spend them."""
+    if type(held_minutes) is not int or held_minutes < 0:
+        return f"shows {held_minutes!r} min held"
+    if state.final and held_minutes:
+        return f"is {state.label} but shows {held_minutes} min held"
+    if actively_held is not None and held_minutes != actively_held:
+        return f"shows {held_minutes} min held but its active holds are {actively_held} min"
+    return None
+
+
 class Action(StrEnum):
     ACCEPT = "accept"
     CHECK_IN = "check in"

@@ -4,10 +4,11 @@ each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013, 0014).
 The node opens every connection itself; it needs no inbound port. ``start()`` starts
 the sender, the subscriber, the witness, the checkpointer, the refresher of the city's
 acts (``city.CityView``, which the subscriber checks relayed envelopes against), the
-log watch (which also calls the peer districts' nodes it is given) and, when the node
-knows the city public key, the policy fetcher; ``stop()`` ends them and closes the
-channels. Each worker survives any failure: it logs, waits and starts again
-(``supervise``).
+log watch (which also calls the peer districts' nodes it is given), the rehomer (which
+asks the city directory where a payer who moved keeps their hours now: ``directory``)
+and, when the node knows the city public key, the policy fetcher; ``stop()`` ends them
+and closes the channels. Each worker survives any failure: it logs, waits and starts
+again (``supervise``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from collections.abc import Callable, Sequence
 import grpc
 from nacl.signing import SigningKey
 
+from node.domain.directory import HomeLookup
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
 from node.link.city import ADMISSIONS_SECONDS, CityView
 from node.link.connection import Connection
 from node.link.policies import POLICY_SECONDS, PolicyFetcher
+from node.link.directory import REHOME_SECONDS, Directory, Rehomer
 from node.link.sender import Sender
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised
@@ -48,7 +51,8 @@ class ClearingLink:
                  peers: Sequence[str] = (), watch_seconds: float = WATCH_SECONDS,
                  finality_seconds: float = FINALITY_SECONDS,
                  city_public_key: bytes | None = None,
-                 policy_seconds: float = POLICY_SECONDS) -> None:
+                 policy_seconds: float = POLICY_SECONDS,
+                 rehome_seconds: float = REHOME_SECONDS) -> None:
         self.app = app
         self.address = address
         self.clearinghouse_key = clearinghouse_key
@@ -73,6 +77,9 @@ class ClearingLink:
         #: tell a city-signed policy from another, so it runs its local file.
         self.policies = (None if city_public_key is None else PolicyFetcher(
             app, connection, city_public_key, self._stop, interval=policy_seconds))
+        self.directory = Directory(connection)
+        self.rehomer = Rehomer(app, self.directory, self._stop, self._wake,
+                               interval=rehome_seconds)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -81,7 +88,8 @@ class ClearingLink:
         workers: dict[str, Callable[[], None]] = {
             "sender": self.sender.run, "subscriber": self.subscriber.run,
             "witness": self.witness.run, "checkpointer": self.checkpointer.run,
-            "admissions": self.city.run, "log-watch": self.watch.run}
+            "admissions": self.city.run, "log-watch": self.watch.run,
+            "rehomer": self.rehomer.run}
         if self.policies is not None:
             workers["policies"] = self.policies.run
         for name, loop in workers.items():
@@ -119,6 +127,14 @@ class ClearingLink:
         """Fetch the city-signed policies now; return how many were new (0 without the
         city key)."""
         return 0 if self.policies is None else self.policies.fetch_once()
+
+    def look_up(self, person_ref: str) -> HomeLookup:
+        """Where the city directory says a PersonRef's hours are kept (``Directory``)."""
+        return self.directory.look_up(person_ref)
+
+    def rehome_once(self) -> int:
+        """Ask the directory about every order whose payer moved (``Rehomer``)."""
+        return self.rehomer.rehome_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
         """Queue a checkpoint of the ledger (if it grew, or this key has not anchored it)

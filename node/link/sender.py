@@ -137,7 +137,7 @@ class Sender:
         for message, code, reason, text in failed:
             if code in TEMPORARY:
                 self._app.execute(claims.retry_later, message.id,
-                                  f"{code.name} {reason}: {text}")
+                                  f"{code.name} {reason}: {text}", reason or code.name)
                 away = away or code in _AWAY
                 continue
             log.warning("the clearinghouse refused a message", kind=message.kind,

@@ -30,8 +30,8 @@ def _row(claim: Claim) -> dict[str, Any]:
         "origins": json.dumps([[o.value, m] for o, m in claim.origins]) if claim.origins else "",
         "state": claim.state.value, "reason": claim.reason, "detail": claim.detail,
         "order_id": claim.order_id, "person_id": claim.person_id,
-        "expires_at": claim.expires_at, "created_at": claim.created_at,
-        "updated_at": claim.updated_at,
+        "person_priority": claim.person_priority, "expires_at": claim.expires_at,
+        "created_at": claim.created_at, "updated_at": claim.updated_at,
     }
 
 
@@ -45,7 +45,8 @@ def _claim(row: Any) -> Claim:
                  state, row.expires_at, row.created_at, row.updated_at,
                  recipient_ref=row.recipient_ref, origins=origins,
                  posted_minutes=int(row.posted_minutes), reason=row.reason, detail=row.detail,
-                 order_id=row.order_id, person_id=row.person_id)
+                 order_id=row.order_id, person_id=row.person_id,
+                 person_priority=bool(row.person_priority))
 
 
 class ClaimRepo:

@@ -118,6 +118,22 @@ class HoldRepo:
                    ORDERS.c.state.in_(sorted(s.value for s in OrderState if s.final)))
         ).scalar_one())
 
+    def shown_by_orders(self) -> list[tuple[int, str, int, bool, int]]:
+        """(order id, state, minutes it shows held, paid by a claim, minutes its active holds
+        here add up to) of every order that shows minutes held or has an active hold."""
+        active = (select(HOLDS.c.order_id, func.sum(HOLDS.c.minutes).label("total"))
+                  .where(HOLDS.c.state == HoldState.ACTIVE.value,
+                         HOLDS.c.order_id.is_not(None))
+                  .group_by(HOLDS.c.order_id).subquery())
+        rows = self.conn.execute(
+            select(ORDERS.c.id, ORDERS.c.state, ORDERS.c.held_minutes, ORDERS.c.claim_id,
+                   func.coalesce(active.c.total, 0).label("total"))
+            .select_from(ORDERS.outerjoin(active, active.c.order_id == ORDERS.c.id))
+            .where((ORDERS.c.held_minutes != 0) | active.c.total.is_not(None))
+            .order_by(ORDERS.c.id))
+        return [(int(r.id), r.state, int(r.held_minutes), r.claim_id is not None,
+                 int(r.total)) for r in rows]
+
     def of_final_claims(self) -> int:
         """Active holds whose claim is already final: must always be zero."""
         return int(self.conn.execute(

@@ -10,6 +10,7 @@ so that those after it go on, and into ``refused_deliveries``, which says why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,8 @@ from runtime.statements import Prepared
 
 #: The longest detail kept on a message (why it was refused, or is being retried).
 MAX_DETAIL_CHARS = 500
+#: The longest reason code kept for a retried message (the column's width).
+MAX_REASON_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,8 @@ class OutboxRepo:
     def enqueue(self, kind: str, claim_id: str | None, body: bytes, at: datetime) -> int:
         return int(_ENQUEUE(self.conn, {
             "kind": kind, "claim_id": claim_id, "envelope": body, "created_at": at,
-            "attempts": 0, "next_attempt_at": at, "outcome": "", "detail": ""}).scalar_one())
+            "attempts": 0, "next_attempt_at": at, "outcome": "", "detail": "",
+            "reason": ""}).scalar_one())
 
     def due(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Unsent messages due now, oldest first, skipping any whose claim has an older
@@ -63,9 +67,26 @@ class OutboxRepo:
                                  "b_outcome": outcome, "b_detail": detail[:MAX_DETAIL_CHARS]})
         return done.rowcount == 1
 
-    def retry(self, message_id: int, next_at: datetime, detail: str) -> None:
+    def retry(self, message_id: int, next_at: datetime, detail: str, reason: str = "") -> None:
+        """Try the message again at ``next_at``; ``reason``: why it was not taken now."""
         _RETRY(self.conn, {"message_id": message_id, "b_next": next_at,
-                           "b_detail": detail[:MAX_DETAIL_CHARS]})
+                           "b_detail": detail[:MAX_DETAIL_CHARS],
+                           "b_reason": reason[:MAX_REASON_CHARS]})
+
+    def waiting(self, claim_ids: Sequence[str]) -> dict[str, OutboxRecord]:
+        """For each of these claims that has an unsent message already tried and not
+        taken, the first such message (a claim's messages go in order)."""
+        if not claim_ids:
+            return {}
+        rows = self.conn.execute(
+            select(OUTBOX).where(OUTBOX.c.claim_id.in_(list(claim_ids)),
+                                 OUTBOX.c.done_at.is_(None))
+            .order_by(OUTBOX.c.id))
+        out: dict[str, OutboxRecord] = {}
+        for r in rows:
+            if r.claim_id not in out:
+                out[r.claim_id] = record(OutboxRecord, r)
+        return {c: m for c, m in out.items() if m.attempts > 0}
 
 
 class InboxRepo:
@@ -116,6 +137,6 @@ _DONE = Prepared(update(OUTBOX)
                          detail=bindparam("b_detail"), attempts=OUTBOX.c.attempts + 1))
 _RETRY = Prepared(update(OUTBOX).where(OUTBOX.c.id == bindparam("message_id"))
                   .values(next_attempt_at=bindparam("b_next"), detail=bindparam("b_detail"),
-                          attempts=OUTBOX.c.attempts + 1))
+                          reason=bindparam("b_reason"), attempts=OUTBOX.c.attempts + 1))
 _LAST = Prepared(select(func.coalesce(func.max(INBOX.c.seq), 0)))
 _ADD = Prepared(insert(INBOX))

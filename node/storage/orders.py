@@ -12,10 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
+from node.domain.claims import ClaimState, Reason
 from node.domain.orders import OrderState
-from node.storage.tables import EVENTS, ORDERS, changed, record, values
+from node.storage.tables import CLAIMS, EVENTS, ORDERS, changed, record, values
 from runtime.errors import InvariantViolation, NotFound
 from runtime.statements import Prepared
 
@@ -68,6 +69,7 @@ class OrderRecord:
     recorded_at: datetime | None
     cancelled_at: datetime | None
     claim_id: str | None = None  # paid by the payer's home district through this claim
+    cancel_reason: str = ""  # why a cancelled order was cancelled, for the operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,7 @@ class OrderRepo:
                 state=OrderState.REQUESTED.value, held_minutes=0, measured_minutes=0,
                 recorded_minutes=0, banked_minutes=0, excess_to_pool_minutes=0,
                 unbanked_minutes=0, charged_minutes=0, rating=0, comment="", verified_by="",
-                dispute_reason="", resolution="", **values(order))
+                dispute_reason="", resolution="", cancel_reason="", **values(order))
             .returning(ORDERS.c.id)).scalar_one())
 
     def get(self, order_id: int) -> OrderRecord:
@@ -167,6 +169,24 @@ class OrderRepo:
         found = {(int(r.volunteer_id), r.service_day): int(r.total) for r in self.conn.execute(q)}
         return {p: found.get(p, 0) for p in pairs}
 
+    def awaiting_home(self, limit: int) -> list[tuple[int, str, str]]:
+        """(order id, claim id, payer's PersonRef) of accepted orders whose payment was
+        refused because the district asked no longer keeps the payer's hours: the node
+        asks the city directory where they are now. Oldest order first."""
+        rows = self.conn.execute(_AWAITING.limit(limit))
+        return [(int(r.id), r.claim_id, r.person_ref) for r in rows]
+
+    def awaiting_home_count(self) -> int:
+        return int(self.conn.execute(
+            select(func.count()).select_from(_AWAITING_FROM).where(_AWAITING_WHERE)
+        ).scalar_one())
+
+    def claims_of(self, order_id: int) -> int:
+        """How many claims this node has made to pay for the order (one per district asked)."""
+        return int(self.conn.execute(
+            select(func.count()).select_from(CLAIMS).where(CLAIMS.c.order_id == order_id)
+        ).scalar_one())
+
     def list(self, person_id: int, state: OrderState | None, after_id: int,
              limit: int) -> list[OrderRecord]:
         """Orders after ``after_id`` in id order: a person's (as recipient, volunteer or
@@ -183,6 +203,15 @@ class OrderRepo:
 
 
 _BY_ID = Prepared(select(ORDERS).where(ORDERS.c.id == bindparam("order_id")))
+
+
+#: Accepted orders whose current claim was rejected NOT_HOME_DISTRICT.
+_AWAITING_FROM = ORDERS.join(CLAIMS, CLAIMS.c.claim_id == ORDERS.c.claim_id)
+_AWAITING_WHERE = and_(ORDERS.c.state == OrderState.ACCEPTED.value,
+                       CLAIMS.c.state == ClaimState.REJECTED.value,
+                       CLAIMS.c.reason == Reason.NOT_HOME_DISTRICT.value)
+_AWAITING = (select(ORDERS.c.id, CLAIMS.c.claim_id, CLAIMS.c.person_ref)
+             .select_from(_AWAITING_FROM).where(_AWAITING_WHERE).order_by(ORDERS.c.id))
 _INSERT_EVENT = Prepared(insert(EVENTS))
 
 

@@ -13,8 +13,8 @@ from datetime import date, datetime
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from node.domain.policy import Relation
-from node.storage.tables import LINKS, PEOPLE, record, values
-from runtime.errors import NotFound
+from node.storage.tables import LINKS, PEOPLE, PERSON_EVENTS, changed, record, values
+from runtime.errors import InvariantViolation, NotFound
 from runtime.statements import Prepared
 
 
@@ -54,6 +54,19 @@ class PersonRecord:
         return self.home_node_id is not None
 
 
+@dataclass(frozen=True, slots=True)
+class PersonEvent:
+    """One change of a person's record after enrolment: who made it (``staff:3``, the
+    city ``directory``, the ``clearinghouse`` completing a move), what kind of change
+    (``update``, ``home``, ``move``) and what changed, in words."""
+
+    person_id: int
+    at: datetime
+    actor: str
+    kind: str
+    detail: str
+
+
 class PeopleRepo:
     __slots__ = ("conn",)
 
@@ -82,6 +95,28 @@ class PeopleRepo:
         rows = self.conn.execute(select(PEOPLE).where(PEOPLE.c.id.in_(list(person_ids))))
         return {r.id: record(PersonRecord, r) for r in rows}
 
+    def update(self, before: PersonRecord, after: PersonRecord) -> None:
+        """Write the fields of ``after`` that differ from ``before`` (as read in this
+        transaction). A person's id, PersonRef, ID number and enrolment never change."""
+        if (before.id, before.person_ref, before.id_number, before.enrolled_at) != (
+                after.id, after.person_ref, after.id_number, after.enrolled_at):
+            raise InvariantViolation(f"person {before.id}'s identity cannot change")
+        columns = changed(before, after)
+        if columns:
+            self.conn.execute(update(PEOPLE).where(PEOPLE.c.id == before.id)
+                              .values({c: getattr(after, c) for c in columns}))
+
+    def add_event(self, event: PersonEvent) -> None:
+        _INSERT_EVENT(self.conn, values(event))
+
+    def events(self, person_id: int, limit: int) -> list[PersonEvent]:
+        """A person's latest ``limit`` changes, oldest first."""
+        rows = list(self.conn.execute(
+            select(PERSON_EVENTS).where(PERSON_EVENTS.c.person_id == person_id)
+            .order_by(PERSON_EVENTS.c.id.desc()).limit(limit)))
+        return [PersonEvent(r.person_id, r.at, r.actor, r.kind, r.detail)
+                for r in reversed(rows)]
+
     def set_home(self, person_id: int, home_node_id: str | None) -> None:
         """Where the person's hours are kept from now on (None: here)."""
         _SET_HOME(self.conn, {"pid": person_id, "b_home": home_node_id})
@@ -103,5 +138,6 @@ _BY_ID = Prepared(select(PEOPLE).where(PEOPLE.c.id == bindparam("pid")))
 _BY_REF = Prepared(select(PEOPLE).where(PEOPLE.c.person_ref == bindparam("ref")))
 _RELATIONS = Prepared(select(LINKS.c.relation).where(LINKS.c.person_id == bindparam("pid"),
                                                      LINKS.c.other_id == bindparam("oid")))
+_INSERT_EVENT = Prepared(insert(PERSON_EVENTS))
 _SET_HOME = Prepared(update(PEOPLE).where(PEOPLE.c.id == bindparam("pid"))
                      .values(home_node_id=bindparam("b_home")))

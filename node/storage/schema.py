@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,6 +81,20 @@ class Person(Base):
     #: (a visitor served here, or someone who moved away).
     home_node_id: Mapped[str | None] = mapped_column(String(6))
     __table_args__ = (CheckConstraint("kind IN ('individual', 'group')", name="kind"),)
+
+
+class PersonEvent(Base):
+    """Each change of a person's record after enrolment: who made it, when and what
+    changed (staff correcting details, the city directory or a move changing where the
+    hours are kept). Inserted only."""
+
+    __tablename__ = "person_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
 
 
 class PersonLink(Base):
@@ -195,6 +210,8 @@ class Order(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: The redemption claim on the payer's home district, when the hours are kept there.
     claim_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    #: Why a cancelled order was cancelled, as the operator reads it.
+    cancel_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     __table_args__ = (
         CheckConstraint("planned_minutes > 0", name="planned_positive"),
         CheckConstraint("rating BETWEEN 0 AND 5", name="rating"),
@@ -248,6 +265,9 @@ class ClaimRow(Base):
     detail: Mapped[str] = mapped_column(Text)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    #: A move: the person is a priority elder (重点老人) at the old home.
+    person_priority: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default=false())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -274,6 +294,9 @@ class OutboxMessage(Base):
     done_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     outcome: Mapped[str] = mapped_column(String(16))  # "", "receipt", "refused"
     detail: Mapped[str] = mapped_column(Text)
+    #: The stable reason of the last temporary refusal (LIMIT_REACHED, BUSY …) or the
+    #: status of the last failed call (UNAVAILABLE …); "" until one.
+    reason: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
 class InboxDelivery(Base):

@@ -50,6 +50,7 @@ from node.domain.claims import (
     arrival,
     decide_redemption,
     new_claim_id,
+    payment_lost_reason,
 )
 from node.domain.ledger import (
     CLEARING,
@@ -65,14 +66,20 @@ from node.domain.ledger import (
     draw,
     merge_postings,
 )
-from node.domain.orders import OrderState, PaymentSource, PersonKind, spendable_origins
+from node.domain.orders import (
+    OrderState,
+    PaymentSource,
+    PersonKind,
+    held_problem,
+    spendable_origins,
+)
 from node.storage.ledger import AccountRecord
 from node.storage.messages import RefusedDeliveryRecord
 from node.storage.orders import OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
 from node.usecases import admissions, checkpoints
 from node.usecases.app import Tx
-from node.usecases.people import facts
+from node.usecases.people import facts, move_home, note_change
 from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -98,6 +105,9 @@ MOVE_WINDOW = timedelta(days=1)
 #: Open claims this node keeps at once; beyond, new ones are refused (RESOURCE_EXHAUSTED).
 MAX_OPEN_CLAIMS = 10_000
 MAX_LIST = 1000
+#: The most districts asked again for one order's payment after the one asked said the
+#: payer's hours had moved (each asks the city directory first).
+MAX_REDIRECTS = 3
 #: Backoff for a message the clearinghouse could not take yet.
 FIRST_RETRY = timedelta(milliseconds=200)
 MAX_RETRY = timedelta(seconds=30)
@@ -130,12 +140,28 @@ class ClaimView:
     person_id: int
     expires_at: datetime
     updated_at: datetime
+    waiting: Waiting | None = None
 
 
-def _view(c: Claim) -> ClaimView:
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A message of an open claim the clearinghouse has not taken yet, for a reason that
+    may pass (the debtor's limit, too many open claims, the clearinghouse away): why,
+    how often it was tried, and when this node tries again."""
+
+    reason: str  # LIMIT_REACHED, BUSY, DEBTOR_OFFLINE …; or a status, e.g. UNAVAILABLE
+    detail: str
+    attempts: int
+    next_attempt_at: datetime
+
+
+def _view(c: Claim, waiting: OutboxRecord | None = None) -> ClaimView:
     return ClaimView(c.claim_id, c.kind, c.role, c.counterparty, c.minutes, c.posted_minutes,
                      c.state, c.reason, c.detail, c.order_id or 0, c.person_id or 0,
-                     c.expires_at, c.updated_at)
+                     c.expires_at, c.updated_at,
+                     None if waiting is None or c.state.final else Waiting(
+                         waiting.reason or "RETRYING", waiting.detail, waiting.attempts,
+                         waiting.next_attempt_at))
 
 
 def _ts(at: datetime) -> Timestamp:
@@ -203,6 +229,9 @@ def _post(tx: Tx, kind: EntryKind, parts: list[tuple[Account, int]], memo: str,
 
 def _order_changed(tx: Tx, order: OrderRecord, after: OrderRecord, detail: str) -> None:
     """Store a change the clearinghouse caused to an order, with its event."""
+    problem = held_problem(OrderState(after.state), after.held_minutes, None)
+    if problem is not None:
+        raise InvariantViolation(f"order {after.id} {problem}")
     tx.repo.orders.update(order, after)
     tx.repo.orders.add_event(OrderEvent(order.id, tx.now, order.state, after.state,
                                         "clearinghouse", detail))
@@ -319,10 +348,14 @@ def start_move(tx: Tx, person_id: int, to_node_id: str) -> ClaimView:
     claim = model.move_started(
         new_claim_id(int(tx.now.timestamp() * 1000)), to_node_id, person.person_ref,
         [(Origin(a.origin or ""), a.balance) for a in accounts], person.id, tx.now,
-        tx.now + MOVE_WINDOW)
+        tx.now + MOVE_WINDOW, person.priority)
+    # The person's priority status travels with the balance, in the signed proposal: the
+    # new home takes both on at completion (a new home that re-assessed the person from
+    # scratch could leave a priority elder without the city's grant for a while).
     body = pb.ClaimProposal(
         claim_id=claim.claim_id, kind=pb.CLAIM_KIND_MOVE, creditor_node_id=to_node_id,
         debtor_node_id=tx.node.node_id, payer_ref=claim.person_ref, minutes=claim.minutes,
+        recipient_priority=claim.person_priority,
         origins=[pb.OriginMinutes(origin=_ORIGIN_TO_WIRE[o], minutes=m)
                  for o, m in claim.origins], policy_sha256=tx.policy.sha256)
     body.created_at.CopyFrom(_ts(claim.created_at))
@@ -474,7 +507,7 @@ def _proposed(tx: Tx, msg: pb.ClaimProposal, state: int) -> None:
         claim = model.move_relayed(
             msg.claim_id, msg.debtor_node_id, msg.payer_ref, msg.minutes, origins,
             None if person is None else person.id, state == pb.CLAIM_STATE_ACCEPTED,
-            tx.now, expires)
+            tx.now, expires, msg.recipient_priority)
         tx.repo.claims.add(claim)
         if claim.state is ClaimState.ACCEPTED:
             _take_in_move(tx, claim)
@@ -569,15 +602,35 @@ def _take_in_move(tx: Tx, claim: Claim) -> None:
 
 
 def _payment_lost(tx: Tx, claim: Claim) -> None:
-    """A redemption was rejected or expired: an order not yet started is cancelled; one
-    already under way is kept and will be recorded unpaid (the service happened)."""
+    """A redemption was rejected or expired: an order not yet started is cancelled, saying
+    why; one already under way is kept and will be recorded unpaid (the service
+    happened). One exception: a district that says it no longer keeps the payer's hours
+    (NOT_HOME_DISTRICT: they moved) leaves the order waiting while the link asks the city
+    directory where the hours are now (``awaiting_home``, ``orders.redirect_payment``)."""
     assert claim.order_id is not None
     order = tx.repo.orders.get(claim.order_id)
-    why = f"the payment from district {claim.counterparty} was {claim.state.value}" + (
-        f" ({claim.reason})" if claim.reason else "")
+    if order.claim_id != claim.claim_id:
+        return  # the order is paid through a later claim now
+    if (order.state == OrderState.ACCEPTED and claim.state is ClaimState.REJECTED
+            and claim.reason == Reason.NOT_HOME_DISTRICT and tx.node.federated
+            and tx.repo.orders.claims_of(order.id) <= MAX_REDIRECTS):
+        tx.repo.orders.add_event(OrderEvent(
+            order.id, tx.now, order.state, order.state, "clearinghouse",
+            f"district {claim.counterparty} no longer keeps the payer's hours; asking the "
+            "city directory where they are now"))
+        return
+    why = payment_lost_reason(claim.reason, claim.counterparty, claim.state.value,
+                              claim.detail[:200])
+    cancel_on_payment_lost(tx, order, why)
+
+
+def cancel_on_payment_lost(tx: Tx, order: OrderRecord, why: str) -> None:
+    """The order cannot be paid as planned: cancel it if it has not started, saying why;
+    otherwise keep it, to be recorded unpaid."""
     if order.state in (OrderState.REQUESTED, OrderState.ACCEPTED):
         _order_changed(tx, order, replace(order, state=OrderState.CANCELLED.value,
-                                          cancelled_at=tx.now, held_minutes=0), why)
+                                          cancelled_at=tx.now, held_minutes=0,
+                                          cancel_reason=why), why)
     elif not OrderState(order.state).final:
         _order_changed(tx, order, replace(order, held_minutes=0),
                        why + "; it will be recorded unpaid")
@@ -612,7 +665,8 @@ def _finished(tx: Tx, msg: pb.ClaimFinish, signer: str) -> None:
     _post(tx, EntryKind.CLAIM, parts, f"claim {claim.claim_id}: {what} {claim.counterparty}")
     _save(tx, claim, done)
     if claim.kind is ClaimKind.MOVE and claim.person_id:
-        tx.repo.people.set_home(claim.person_id, claim.counterparty)
+        move_home(tx, tx.repo.people.get(claim.person_id), claim.counterparty, "clearinghouse",
+                  f"moved with {format_hours(posted)} (claim {claim.claim_id})")
 
 
 def _expired(tx: Tx, claim_id: str) -> None:
@@ -682,11 +736,31 @@ def _creditor_posts(tx: Tx, claim: Claim) -> None:
         parts.append((DONATION_POOL, split.to_pool))
         _post(tx, EntryKind.CLAIM, parts,
               f"claim {claim.claim_id}: moved here from {claim.counterparty}", known=person)
-        tx.repo.people.set_home(person.id, None)
+        move_home(tx, person, None, "clearinghouse",
+                  f"moved here from district {claim.counterparty} with "
+                  f"{format_hours(posted)} (claim {claim.claim_id})")
+        if person.priority != claim.person_priority:
+            _take_priority(tx, person, claim)
         if split.to_pool:
             detail = (f"{format_hours(split.to_pool)} over the stored-hours cap went to the "
                       "donation pool")
     _save(tx, claim, model.complete(claim, tx.now, posted, detail))
+
+
+def _take_priority(tx: Tx, person: PersonRecord, claim: Claim) -> None:
+    """A move completed here: the person is a priority elder (重点老人) here exactly when
+    the old home said so in its signed proposal, as it assessed them up to the move. A
+    group is never one, whatever a proposal says (refusing here would stop every later
+    delivery: the move itself is settled already)."""
+    if person.kind != PersonKind.INDIVIDUAL.value:
+        return
+    now = tx.repo.people.get(person.id)
+    tx.repo.people.update(now, replace(now, priority=claim.person_priority))
+    flag = {True: "yes", False: "no"}
+    note_change(tx, person.id, "clearinghouse", "update",
+                f"priority elder (重点老人): {flag[person.priority]} → "
+                f"{flag[claim.person_priority]}, as district {claim.counterparty} kept it "
+                f"(claim {claim.claim_id})")
 
 
 def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: str) -> None:
@@ -728,9 +802,11 @@ def _decision_refused(tx: Tx, claim_id: str, reason: str, message: str) -> None:
     _save(tx, claim, model.annotate(claim, tx.now, note[:model.MAX_DETAIL_CHARS]))
 
 
-def retry_later(tx: Tx, message_id: int, detail: str) -> None:
+def retry_later(tx: Tx, message_id: int, detail: str, reason: str = "") -> None:
     """A temporary failure: back off exponentially; a proposal the clearinghouse still
-    cannot take at its deadline is given up here (it was never recorded there)."""
+    cannot take at its deadline is given up here (it was never recorded there).
+    ``reason``: the clearinghouse's stable reason (LIMIT_REACHED, BUSY …) or the call's
+    status (UNAVAILABLE …), kept so an operator sees why the claim waits."""
     found = tx.repo.outbox.get(message_id)
     if found.done_at is not None:
         return
@@ -741,7 +817,8 @@ def retry_later(tx: Tx, message_id: int, detail: str) -> None:
                           f"not taken before its deadline: {detail}")
             return
     delay = min(MAX_RETRY, FIRST_RETRY * (2 ** min(found.attempts, 10)))
-    tx.repo.outbox.retry(message_id, tx.now + delay, detail)
+    code = reason if reason.isascii() and reason.replace("_", "").isalnum() else ""
+    tx.repo.outbox.retry(message_id, tx.now + delay, detail, code.upper()[:32])
 
 
 # ------------------------------------------------------------------ reads
@@ -751,13 +828,15 @@ def get_claim(tx: Tx, claim_id: str) -> ClaimView:
     found = tx.repo.claims.get(claim_id)
     if found is None:
         raise NotFound(f"this node has no claim {claim_id}", "UNKNOWN_CLAIM")
-    return _view(found)
+    return _view(found, tx.repo.outbox.waiting([claim_id]).get(claim_id))
 
 
 def list_claims(tx: Tx, state: ClaimState | None, after: str, limit: int) -> list[ClaimView]:
     if not 1 <= limit <= MAX_LIST:
         raise InvalidArgument(f"list 1 to {MAX_LIST} claims at a time")
-    return [_view(c) for c in tx.repo.claims.list(state, after, limit)]
+    found = tx.repo.claims.list(state, after, limit)
+    waiting = tx.repo.outbox.waiting([c.claim_id for c in found if c.state.open])
+    return [_view(c, waiting.get(c.claim_id)) for c in found]
 
 
 @dataclass(frozen=True, slots=True)
@@ -768,10 +847,12 @@ class ClearingView:
     open_claims: int
     unsent_messages: int
     last_delivery: int
+    awaiting_home: int = 0  # orders whose payer's home the directory is being asked for
 
 
 def clearing_view(tx: Tx) -> ClearingView:
     record = tx.repo.ledger.account(CLEARING.code)
     return ClearingView(-(record.balance if record else 0),
                         tx.repo.claims.open_count(),
-                        tx.repo.outbox.pending(), tx.repo.inbox.last_seq())
+                        tx.repo.outbox.pending(), tx.repo.inbox.last_seq(),
+                        tx.repo.orders.awaiting_home_count())

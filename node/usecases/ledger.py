@@ -18,7 +18,7 @@ from node.domain.ledger import (
     genesis_hash,
     reversal_of,
 )
-from node.domain.orders import PersonKind, check_text
+from node.domain.orders import OrderState, PersonKind, check_text, held_problem
 from node.storage.repo import Repo
 from node.usecases.app import NodeIdentity, Tx, city_time
 from node.usecases.people import require_staff
@@ -225,6 +225,13 @@ def check_ledger(tx: Tx) -> LedgerReport:
         problems.append(f"balances do not sum to zero: {sum(totals.values())}")
     if repo.holds.of_final_orders():
         problems.append("some finished orders still hold minutes")
+    for order_id, state, shown, by_claim, active in repo.holds.shown_by_orders():
+        problem = held_problem(OrderState(state), shown, None if by_claim else active)
+        if problem is not None:
+            problems.append(f"order {order_id} {problem}")
+        if by_claim and active:
+            problems.append(f"order {order_id} is paid by another district but holds "
+                            f"{active} min here")
     if repo.holds.of_final_claims():
         problems.append("some finished claims still hold minutes")
     fund = repo.ledger.account(CITY_GRANT.code)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from node.domain.claims import ClaimState
+from node.domain.claims import Claim, ClaimState, Reason
+from node.domain.directory import HomeLookup
 from node.domain.ledger import (
     CITY_GRANT,
     CONSUMPTION,
@@ -32,6 +33,7 @@ from node.domain.orders import (
     PersonKind,
     check_payment,
     check_text,
+    held_problem,
     require_state,
     round_to_unit,
     spendable_origins,
@@ -41,7 +43,7 @@ from node.domain.policy import Policy, Relation
 from node.storage.ledger import AccountRecord
 from node.storage.orders import NewOrder, OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
-from node.usecases import claims
+from node.usecases import claims, people
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for, require_staff
 from node.usecases.views import Actor, OrderView
@@ -73,8 +75,22 @@ class Bucket:
 
 def order_view(tx: Tx, order: OrderRecord) -> OrderView:
     category = tx.policy.category(order.category)
-    return OrderView(order, category.name if category else order.category,
-                     notices(order, tx.policy))
+    told = notices(order, tx.policy)
+    if order.state == OrderState.ACCEPTED and order.claim_id:
+        claim = tx.repo.claims.get(order.claim_id)
+        if claim is not None and _awaits_home(claim):
+            told += (_AWAITING_HOME.format(d=claim.counterparty),)
+    return OrderView(order, category.name if category else order.category, told)
+
+
+#: What an order waiting for the city directory tells the operator.
+_AWAITING_HOME = ("正在查询付款人的新户籍区 (district {d} no longer keeps the payer's hours; "
+                  "this node is asking the city directory where they are now, and will ask "
+                  "that district for the payment)")
+
+
+def _awaits_home(claim: Claim) -> bool:
+    return claim.state is ClaimState.REJECTED and claim.reason == Reason.NOT_HOME_DISTRICT
 
 
 def notices(order: OrderRecord, policy: Policy) -> tuple[str, ...]:
@@ -199,9 +215,17 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
     return order_view(tx, tx.repo.orders.get(order_id))
 
 
+def check_held(after: OrderRecord) -> None:
+    """Refuse to store an order that shows minutes held once it is final (a bug)."""
+    problem = held_problem(OrderState(after.state), after.held_minutes, None)
+    if problem is not None:
+        raise InvariantViolation(f"order {after.id} {problem}")
+
+
 def _transition(tx: Tx, order: OrderRecord, after: OrderRecord, actor: str,
                 detail: str = "") -> OrderView:
     """Store the order's change (its state checked by the caller) with its event."""
+    check_held(after)
     tx.repo.orders.update(order, after)
     tx.repo.orders.add_event(OrderEvent(order.id, tx.now, order.state, after.state, actor,
                                         detail))
@@ -271,6 +295,12 @@ def check_in(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
     order = _load(tx, order_id, Action.CHECK_IN)
     if order.claim_id is not None:
         claim = claims.get_claim(tx, order.claim_id)
+        if claim.state is ClaimState.REJECTED and claim.reason == Reason.NOT_HOME_DISTRICT:
+            raise FailedPrecondition(
+                f"order {order.id}'s payer no longer keeps their hours in district "
+                f"{claim.counterparty}; this node is asking the city directory where they are "
+                "now, and the service starts once that district holds the payment",
+                "PAYMENT_NOT_HELD")
         if claim.state is not ClaimState.ACCEPTED:
             raise FailedPrecondition(
                 f"order {order.id}'s payment from district {claim.counterparty} is "
@@ -352,7 +382,9 @@ def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
             claims.void_redemption(tx, order)
         return _transition(tx, order, replace(
             order, state=OrderState.CANCELLED.value, resolution=resolution,
-            cancelled_at=tx.now), actor, resolution)
+            cancelled_at=tx.now, held_minutes=0,
+            cancel_reason=f"争议核实后作废 (the service was voided by {actor} after a "
+                          f"dispute: {resolution})"), actor, resolution)
     if not corrected_minutes:
         return _transition(tx, order, replace(order, state=OrderState.VERIFIED.value,
                                               resolution=resolution), actor, resolution)
@@ -374,8 +406,11 @@ def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> Ord
     tx.repo.holds.resolve_order(order.id, HoldState.RELEASED, tx.now)
     if order.claim_id:
         claims.void_redemption(tx, order)
+    said = f"已取消 (cancelled by {cancelled_by.label}" + (f": {reason})" if reason else ")")
     return _transition(tx, order, replace(order, state=OrderState.CANCELLED.value,
-                                          cancelled_at=tx.now), cancelled_by.label, reason)
+                                          cancelled_at=tx.now, held_minutes=0,
+                                          cancel_reason=said),
+                       cancelled_by.label, reason)
 
 
 def record_order(tx: Tx, order_id: int) -> OrderView:
@@ -464,7 +499,7 @@ def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
             entries.append(Entry(EntryKind.SERVICE, postings, tx.now, memo=f"order {order.id}",
                                  order_id=order.id))
         updates.append((order, replace(
-            order, state=OrderState.RECORDED.value, recorded_minutes=recorded,
+            order, state=OrderState.RECORDED.value, held_minutes=0, recorded_minutes=recorded,
             banked_minutes=split.banked, excess_to_pool_minutes=split.to_pool,
             unbanked_minutes=split.unbanked, charged_minutes=charge, recorded_at=tx.now)))
         events.append(OrderEvent(order.id, tx.now, order.state, OrderState.RECORDED.value,
@@ -474,6 +509,78 @@ def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
     repo.orders.update_all(updates)
     repo.orders.add_events(events)
     return [order_view(tx, o) for o in repo.orders.by_ids(ids)]
+
+
+# ------------------------------------------------------------------ a payer who moved
+
+
+@dataclass(frozen=True, slots=True)
+class HomeQuestion:
+    """An order waiting for the city directory: its payer's hours are no longer kept in
+    the district its claim asked (``claim_id``, rejected NOT_HOME_DISTRICT)."""
+
+    order_id: int
+    claim_id: str
+    person_ref: str
+
+
+def awaiting_home(tx: Tx, limit: int) -> list[HomeQuestion]:
+    """The orders whose payer the link should look up in the city directory, oldest first."""
+    if not 1 <= limit <= MAX_RECORD_BATCH:
+        raise InvalidArgument(f"ask about 1 to {MAX_RECORD_BATCH} orders at a time")
+    return [HomeQuestion(*row) for row in tx.repo.orders.awaiting_home(limit)]
+
+
+def redirect_payment(tx: Tx, order_id: int, claim_id: str,
+                     answer: HomeLookup) -> OrderView | None:
+    """Act on the city directory's answer for an order whose payer's hours moved.
+
+    The district the order's claim asked said it no longer keeps the payer's hours. If
+    the directory names another district, this node notes it as the payer's home (its
+    cached home, with a person event) and asks that district with a fresh claim; the
+    order stays accepted and waits for the answer, as at acceptance. Otherwise the order
+    is cancelled, saying why: nobody registered the payer, the directory names this
+    district, or it still names the district that refused. Returns the order, or None
+    when it was settled meanwhile (cancelled, or asked again already) or the directory
+    could not be reached (the link asks again later)."""
+    if not answer.reached:
+        return None
+    order = tx.repo.orders.get(order_id)
+    claim = tx.repo.claims.get(claim_id)
+    if (claim is None or order.claim_id != claim_id or order.state != OrderState.ACCEPTED
+            or not _awaits_home(claim)):
+        return None
+    payer = _payer(tx, order)
+    if payer is None or payer.person_ref != claim.person_ref:
+        raise InvariantViolation(f"order {order.id}'s claim {claim_id} is not its payer's")
+    old, new = claim.counterparty, answer.home_node_id
+    if not answer.registered:
+        why = (f"城市目录中没有付款人 (district {old} no longer keeps the payer's hours, and "
+               "no district has registered them in the city directory) [UNKNOWN_PERSON]")
+    elif new == tx.node.node_id:
+        why = ("付款人的时间现已记录在本区 (the city directory names this district as the "
+               "payer's home: request the service again, paid from their hours here) "
+               "[HOME_IS_HERE]")
+    elif new == old:
+        why = (f"城市目录仍指向原户籍区 (the city directory still names district {old}, which "
+               "says it does not keep the payer's hours; ask the city bureau to check the "
+               "directory) [NOT_HOME_DISTRICT]")
+    else:
+        if payer.home_node_id != new:
+            people.move_home(tx, payer, new, "directory",
+                             f"the city directory names district {new} (district {old} no "
+                             f"longer keeps the hours; asked for order {order.id})")
+            payer = tx.repo.people.get(payer.id)
+        recipient = (payer if payer.id == order.recipient_id
+                     else tx.repo.people.get(order.recipient_id))
+        fresh = claims.propose_redemption(tx, order, payer, recipient)
+        return _transition(tx, order, replace(order, claim_id=fresh), "directory",
+                           f"付款人已迁至{new} (the payer's hours moved from district {old} "
+                           f"to {new}, per the city directory; "
+                           f"{format_hours(order.planned_minutes)} asked of {new}, "
+                           f"claim {fresh})")
+    claims.cancel_on_payment_lost(tx, order, why)
+    return order_view(tx, tx.repo.orders.get(order.id))
 
 
 def get_order(tx: Tx, order_id: int) -> OrderView:

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from node.domain.directory import HomeLookup
 from node.domain.identity import parse_credit_code, parse_id_card, person_ref
-from node.domain.orders import PersonFacts, PersonKind, check_text
+from node.domain.orders import MAX_TEXT_CHARS, PersonFacts, PersonKind, check_text
 from node.domain.policy import Relation
-from node.storage.people import NewPerson, PersonRecord
-from node.usecases.app import Tx
-from node.usecases.views import Actor, LinkView, PersonView, ServicePointView, StaffView
+from node.storage.people import NewPerson, PersonEvent, PersonRecord
+from node.usecases.app import NodeIdentity, Tx
+from node.usecases.views import (
+    Actor,
+    LinkView,
+    PersonChangeView,
+    PersonView,
+    ServicePointView,
+    StaffView,
+)
 from runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from timebank.ids import is_node_id
 
 MAX_NAME_CHARS = 64
+MAX_PHONE_CHARS = 20
+#: The latest changes of a person's record shown with it.
+MAX_CHANGES_SHOWN = 20
 
 
 def _name(label: str, raw: str, limit: int = MAX_NAME_CHARS) -> str:
@@ -25,6 +39,14 @@ def _name(label: str, raw: str, limit: int = MAX_NAME_CHARS) -> str:
     if not name:
         raise InvalidArgument(f"{label} is required")
     return name
+
+
+def _phone(raw: str) -> str:
+    phone = raw.strip()
+    if len(phone) > MAX_PHONE_CHARS or any(c not in "0123456789+- " for c in phone):
+        raise InvalidArgument(f"a phone number has at most {MAX_PHONE_CHARS} digits, spaces, "
+                              "'+' or '-'", "MALFORMED_PHONE")
+    return phone
 
 
 def register_service_point(tx: Tx, code: str, name: str, street: str) -> ServicePointView:
@@ -64,10 +86,60 @@ def require_actor(tx: Tx, actor: Actor) -> None:
         require_staff(tx, actor.staff_id)
 
 
+def city_ref(node: NodeIdentity, kind: PersonKind, id_number: str) -> str:
+    """The PersonRef a person enrolled with this ID card (or credit code) has in every
+    district of the city; INVALID_ARGUMENT if the number is not one."""
+    if kind is PersonKind.INDIVIDUAL:
+        return person_ref(node.city_secret, parse_id_card(id_number).number)
+    return person_ref(node.city_secret, parse_credit_code(id_number), group=True)
+
+
+def _check_directory(tx: Tx, answer: HomeLookup, home_node_id: str) -> None:
+    """Refuse an enrolment the city directory contradicts: one home per person.
+
+    Enrolling someone as this district's own while the directory names another home
+    would give them a second home account (the directory would refuse its registration,
+    but the account would already be here). The other district keeps their hours until
+    it moves them: only it holds the balance and can release it, so this refusal says
+    how to serve them here now (as a visitor) and how to make this their home (that
+    district starts the move; ADR 0006). A directory that cannot be asked refuses a home
+    enrolment (UNAVAILABLE: try again) and lets a visitor's through (their home is
+    checked again by the clearinghouse on every claim)."""
+    here, found = tx.node.node_id, answer.home_node_id
+    if not answer.reached:
+        if home_node_id:
+            return
+        raise Unavailable(
+            f"the city directory cannot be asked now ({answer.detail}); a district becomes "
+            "a person's home only once the directory says no other district is: try again "
+            "shortly", "DIRECTORY_UNAVAILABLE")
+    if not found or found == (home_node_id or here):
+        return
+    if not home_node_id:
+        raise FailedPrecondition(
+            f"the city directory names district {found} as this person's home: their "
+            f"hours are kept there, and a person has one home. To serve them here, enrol "
+            f"them as a visitor (--home-node {found}). To make this district their home, "
+            f"enrol them as a visitor and ask district {found} to move them here "
+            f"(`timebank node move PERSON_ID --to {here}` there); their hours and status "
+            "arrive with the move", "HOMED_ELSEWHERE")
+    if found == here:
+        raise FailedPrecondition(
+            "the city directory names this district as this person's home, not district "
+            f"{home_node_id}: enrol them without --home-node", "WRONG_HOME_DISTRICT")
+    raise FailedPrecondition(
+        f"the city directory names district {found} as this person's home, not district "
+        f"{home_node_id}: enrol them with --home-node {found}", "WRONG_HOME_DISTRICT")
+
+
 def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str,
-                 priority: bool, service_point_id: int, home_node_id: str = "") -> PersonView:
+                 priority: bool, service_point_id: int, home_node_id: str = "",
+                 directory: HomeLookup | None = None) -> PersonView:
     """Enrol a person here. ``home_node_id``: their hours are kept in that district (a
-    visitor served here); empty: this node keeps them, and tells the city directory."""
+    visitor served here); empty: this node keeps them, and tells the city directory.
+    ``directory``: what the city directory said of this person's home, asked just
+    before (None: not asked, e.g. a node with no clearinghouse); an enrolment it
+    contradicts is refused (``_check_directory``)."""
     name = _name("name", name)
     if home_node_id:
         if not is_node_id(home_node_id):
@@ -79,9 +151,7 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
             raise FailedPrecondition("a visitor's hours are reached through the city "
                                      "clearinghouse, and this node is not connected to it",
                                      "NOT_FEDERATED")
-    phone = phone.strip()
-    if len(phone) > 20 or any(c not in "0123456789+- " for c in phone):
-        raise InvalidArgument("a phone number has at most 20 digits, spaces, '+' or '-'")
+    phone = _phone(phone)
     if kind is PersonKind.INDIVIDUAL:
         card = parse_id_card(id_number)
         number, birth = card.number, card.birth_date
@@ -100,6 +170,8 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
         raise AlreadyExists(f"this {'ID card' if birth else 'credit code'} is already enrolled "
                             f"as person {existing.id} (one account per person)",
                             "ALREADY_ENROLLED")
+    if directory is not None and tx.node.federated:
+        _check_directory(tx, directory, home_node_id)
     person_id = tx.repo.people.add(NewPerson(
         person_ref=ref, kind=kind.value, name=name, id_number=number, phone=phone,
         birth_date=birth, priority=priority, service_point_id=service_point_id or None,
@@ -113,7 +185,72 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
 
 
 def get_person(tx: Tx, person_id: int) -> PersonView:
-    return person_view(tx, tx.repo.people.get(person_id))
+    return person_view(tx, tx.repo.people.get(person_id), with_changes=True)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _masked(phone: str) -> str:
+    """A phone number as a person event keeps it: its last four digits only (the number
+    itself is on the person's record; an audit trail need not copy it)."""
+    digits = "".join(c for c in phone if c.isdigit())
+    return "(none)" if not phone else f"…{digits[-4:]}" if len(digits) > 4 else "…"
+
+
+def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
+                  phone: str | None, reason: str) -> PersonView:
+    """Staff correct a person's mutable details: whether they are a priority elder
+    (重点老人) and their phone. ``None``: leave it as it is. Each change is recorded as a
+    person event naming the staff member, with the reason given; the same value again
+    changes and records nothing. A name, an ID number and a PersonRef never change here:
+    they are who the person is (a mistake there is a new enrolment)."""
+    require_staff(tx, staff_id)
+    reason = check_text("reason", reason)
+    if priority is None and phone is None:
+        raise InvalidArgument("say what to change: priority, phone or both",
+                              "NOTHING_TO_UPDATE")
+    person = tx.repo.people.get(person_id)
+    after, changes = person, []
+    if priority is not None and priority != person.priority:
+        if priority and person.kind == PersonKind.GROUP.value:
+            raise InvalidArgument("a group volunteer cannot be a priority elder",
+                                  "GROUP_CANNOT_BE_PRIORITY")
+        after = replace(after, priority=priority)
+        changes.append(f"priority elder (重点老人): {_yes(person.priority)} → {_yes(priority)}")
+    if phone is not None:
+        new_phone = _phone(phone)
+        if new_phone != person.phone:
+            after = replace(after, phone=new_phone)
+            changes.append(f"phone: {_masked(person.phone)} → {_masked(new_phone)}")
+    if changes:
+        tx.repo.people.update(person, after)
+        note_change(tx, person.id, f"staff:{staff_id}", "update",
+                    "; ".join(changes) + (f" ({reason})" if reason else ""))
+    return person_view(tx, after, with_changes=True)
+
+
+def note_change(tx: Tx, person_id: int, actor: str, kind: str, detail: str) -> None:
+    """Record a change of a person's record: who made it, what kind, what changed."""
+    tx.repo.people.add_event(PersonEvent(person_id, tx.now, actor[:32], kind[:16],
+                                         detail[:MAX_TEXT_CHARS]))
+
+
+def move_home(tx: Tx, person: PersonRecord, home_node_id: str | None, actor: str,
+              detail: str) -> None:
+    """Keep ``person``'s hours in ``home_node_id`` from now on (None: here), recording the
+    change as a person event by ``actor`` (the city ``directory``, or the
+    ``clearinghouse`` completing a move)."""
+    if home_node_id == person.home_node_id:
+        return
+    tx.repo.people.set_home(person.id, home_node_id)
+
+    def where(home: str | None) -> str:
+        return "here" if home is None else f"in district {home}"
+
+    note_change(tx, person.id, actor, "home", f"hours kept {where(home_node_id)} "
+                f"(were kept {where(person.home_node_id)}): {detail}")
 
 
 def age_of(tx: Tx, person: PersonRecord) -> int:
@@ -128,9 +265,12 @@ def facts(tx: Tx, person: PersonRecord) -> PersonFacts:
     return PersonFacts(person.id, PersonKind(person.kind), age_of(tx, person), person.priority)
 
 
-def person_view(tx: Tx, p: PersonRecord) -> PersonView:
+def person_view(tx: Tx, p: PersonRecord, *, with_changes: bool = False) -> PersonView:
+    changes = () if not with_changes else tuple(
+        PersonChangeView(e.at, e.actor, e.kind, e.detail)
+        for e in tx.repo.people.events(p.id, MAX_CHANGES_SHOWN))
     return PersonView(p.id, p.person_ref, p.kind, p.name, p.priority, p.service_point_id or 0,
-                      age_of(tx, p), p.enrolled_at, p.home_node_id or "")
+                      age_of(tx, p), p.enrolled_at, p.home_node_id or "", p.phone, changes)
 
 
 def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,

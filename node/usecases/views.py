@@ -47,6 +47,18 @@ class PersonView:
     age: int
     enrolled_at: datetime
     home_node_id: str = ""  # "": this node keeps the person's hours
+    phone: str = ""
+    changes: tuple[PersonChangeView, ...] = ()  # the latest, oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class PersonChangeView:
+    """One change of a person's record after enrolment: who, when, what."""
+
+    at: datetime
+    actor: str
+    kind: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)

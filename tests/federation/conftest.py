@@ -73,19 +73,21 @@ class City:
             return stub.GetPositions(clearing_pb2.GetPositionsRequest(), timeout=5)
 
     def settle(self, timeout: float = 15.0) -> None:
-        """Wait until every node has sent everything and applied everything queued for
-        it (the clearinghouse's queues are drained)."""
+        """Wait until every node has sent everything, applied everything queued for it
+        (the clearinghouse's queues are drained) and asked the city directory about
+        every order whose payer moved."""
         deadline = time.monotonic() + timeout
+
+        def quiet() -> bool:
+            return all(v.unsent_messages == 0 and v.awaiting_home == 0
+                       for v in (d.app.query(claims.clearing_view)
+                                 for d in self.nodes.values()))
+
         while time.monotonic() < deadline:
-            quiet = all(d.app.query(claims.clearing_view).unsent_messages == 0
-                        for d in self.nodes.values())
-            if quiet and all(self.ch.query(lambda tx, n=n: tx.repo.last_delivery_seq(n))
-                   == d.app.query(claims.last_applied_seq)
-                   for n, d in self.nodes.items()):
-                quiet = all(d.app.query(claims.clearing_view).unsent_messages == 0
-                            for d in self.nodes.values())
-                if quiet:
-                    return
+            if quiet() and all(self.ch.query(lambda tx, n=n: tx.repo.last_delivery_seq(n))
+                               == d.app.query(claims.last_applied_seq)
+                               for n, d in self.nodes.items()) and quiet():
+                return
             time.sleep(0.02)
         raise AssertionError("the city did not settle: " + ", ".join(
             f"{n}: {d.app.query(claims.clearing_view)}" for n, d in self.nodes.items()))

@@ -5,6 +5,8 @@ that raised its cap lets a person store, moves whole."""
 
 from __future__ import annotations
 
+import pytest
+
 from clearinghouse.domain.claims import ClaimState as ChState
 from node.domain.claims import ClaimState, Reason
 from node.domain.ledger import DONATION_POOL
@@ -34,6 +36,7 @@ from tests.helpers import (
     staff,
 )
 from timebank.minutes import hours
+from timebank.v1 import clearing_pb2
 
 
 def _with_hours(city: City, minutes: int) -> tuple[int, str]:
@@ -166,7 +169,8 @@ def test_a_person_moves_away_and_back_and_the_old_directory_entry_is_refused(
     city.settle()
     assert node_claim(city, QX, out.claim_id) is ClaimState.COMPLETED
 
-    # 鼓楼区 still names 江宁区 as the home: the clearinghouse refuses, the order is cancelled
+    # 鼓楼区 still names 江宁区 as the home: the clearinghouse refuses that claim, and
+    # 鼓楼区 asks the directory and then 栖霞区, where the hours are now
     gl = city["320106"].app
     order = gl.execute(orders.request_order, visitor_gl, "meals", 30, PaymentSource.OWN, 0,
                        Actor(person_id=visitor_gl), "")
@@ -175,8 +179,16 @@ def test_a_person_moves_away_and_back_and_the_old_directory_entry_is_refused(
     assert order.record.claim_id
     refused = gl.query(claims.get_claim, order.record.claim_id)
     assert (refused.state, refused.reason) == (ClaimState.REJECTED, "NOT_HOME_DISTRICT")
-    assert gl.query(orders.get_order, order.record.id).record.state == OrderState.CANCELLED
     assert ch_claim(city, order.record.claim_id) is None
+    assert gl.query(people.get_person, visitor_gl).home_node_id == QX
+    redirected = gl.query(orders.get_order, order.record.id).record
+    assert redirected.state == OrderState.ACCEPTED and redirected.held_minutes == 30
+    assert node_claim(city, QX, redirected.claim_id or "") is ClaimState.ACCEPTED
+    assert city[QX].app.query(ledger.balance, arrived).held == 30
+    # cancelled here, the order releases what 栖霞区 held: the person can move back whole
+    gl.execute(orders.cancel_order, order.record.id, Actor(person_id=visitor_gl), "改期")
+    city.settle()
+    assert city[QX].app.query(ledger.balance, arrived).held == 0
 
     back = city[QX].app.execute(claims.start_move, arrived, JN)
     city.settle()
@@ -223,3 +235,33 @@ def test_a_redemption_while_the_person_is_moving_is_refused(city: City) -> None:
     assert node_claim(city, JN, claim_id) is None
     assert_nothing_held(city)
     assert assert_consistent(city) == {JN: -90, QX: 90, "320106": 0}
+
+
+@pytest.mark.parametrize("priority", [True, False], ids=["priority-elder", "not-one"])
+def test_a_move_carries_the_persons_priority_status(city: City, priority: bool) -> None:
+    # 江宁区 assessed her (重点老人 or not); 栖霞区 enrolled her as a visitor the other way
+    number = id_card(1936)
+    person = enrol_at(city, JN, "孙秀兰", number, priority=priority)
+    elder = enrol(city[JN].app, "孙奶奶", 1936, priority=True).id
+    earn(city[JN].app, city.clock, person, 90, elder)
+    arrived = enrol_at(city, QX, "孙秀兰", number, home=JN, priority=not priority)
+    city.settle()
+
+    claim = city[JN].app.execute(claims.start_move, person, QX)
+    city.settle()
+
+    assert node_claim(city, QX, claim.claim_id) is ClaimState.COMPLETED
+    recorded = city.ch.query(lambda tx: tx.repo.claim(claim.claim_id))
+    assert recorded is not None
+    signed = clearing_pb2.ClaimProposal.FromString(
+        clearing_pb2.Envelope.FromString(recorded.proposal).body)
+    assert signed.recipient_priority is priority  # in the old home's signed proposal
+    here = city[QX].app.query(people.get_person, arrived)
+    assert here.priority is priority and here.home_node_id == ""
+    said = {c.kind: c for c in here.changes}
+    assert said["update"].actor == "clearinghouse"
+    assert f"as district {JN} kept it (claim {claim.claim_id})" in said["update"].detail
+    assert said["home"].detail.startswith(f"hours kept here (were kept in district {JN})")
+    if priority:  # what the status is for in the new home: the city fund serves her
+        city[QX].app.execute(ledger.grant, arrived, 60, staff(city[QX].app), "高龄补贴")
+    assert_consistent(city)

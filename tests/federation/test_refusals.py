@@ -8,7 +8,7 @@ from clearinghouse.domain.claims import ClaimState as ChState
 from node.api import convert
 from node.domain.claims import ClaimState, Reason
 from node.domain.orders import OrderState
-from node.usecases import claims, ledger
+from node.usecases import claims, ledger, orders, people
 from tests.federation.conftest import City
 from tests.federation.support import (
     GL,
@@ -20,7 +20,6 @@ from tests.federation.support import (
     family,
     node_claim,
     order_for_mother,
-    order_state,
 )
 
 
@@ -98,18 +97,32 @@ def test_the_clearinghouse_refuses_a_person_nobody_registered(city: City) -> Non
     assert "registered" in city[GL].app.query(claims.get_claim, claim_id).detail
 
 
-def test_the_clearinghouse_refuses_a_debtor_that_is_not_the_home(city: City) -> None:
-    # 鼓楼区 enrolled 王芳 naming 栖霞区 as her home; the directory says 江宁区
+def test_a_debtor_that_is_not_the_home_is_corrected_from_the_directory(city: City) -> None:
+    # 鼓楼区 enrolled 王芳 naming 栖霞区 as her home; the directory says 江宁区. The
+    # clearinghouse refuses the claim on 栖霞区; 鼓楼区 looks her up and asks 江宁区.
     f = family(city, daughter_home=QX)
     order = order_for_mother(city, f)
     city.settle()
 
-    claim_id = order.record.claim_id
-    assert claim_id
-    assert city[GL].app.query(claims.get_claim, claim_id).counterparty == QX
-    _assert_refused_and_cancelled(city, claim_id, order.record.id, Reason.NOT_HOME_DISTRICT)
-    assert ch_claim(city, claim_id) is None
+    first = order.record.claim_id
+    assert first
+    refused = city[GL].app.query(claims.get_claim, first)
+    assert (refused.counterparty, refused.state, refused.reason) == (
+        QX, ClaimState.REJECTED, Reason.NOT_HOME_DISTRICT.value)
+    assert ch_claim(city, first) is None
     for node_id in (JN, QX):
-        assert node_claim(city, node_id, claim_id) is None
-    assert city[JN].app.query(ledger.balance, f.daughter).available == 120
-    assert order_state(city, GL, order.record.id) is OrderState.CANCELLED
+        assert node_claim(city, node_id, first) is None
+
+    now = city[GL].app.query(orders.get_order, order.record.id).record
+    assert now.state == OrderState.ACCEPTED and now.claim_id not in (None, first)
+    assert now.held_minutes == 60 and not now.cancel_reason
+    fresh = city[GL].app.query(claims.get_claim, now.claim_id or "")
+    assert (fresh.counterparty, fresh.state) == (JN, ClaimState.ACCEPTED)
+    assert ch_claim(city, fresh.claim_id) is ChState.ACCEPTED
+    daughter_gl = city[GL].app.query(people.get_person, f.daughter_gl)
+    assert daughter_gl.home_node_id == JN  # the cached home, corrected
+    [change] = daughter_gl.changes
+    assert change.actor == "directory" and f"district {JN}" in change.detail
+    balance = city[JN].app.query(ledger.balance, f.daughter)
+    assert (balance.total, balance.held) == (120, 60)
+    assert city[GL].app.query(claims.clearing_view).awaiting_home == 0

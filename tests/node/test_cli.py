@@ -399,10 +399,49 @@ def test_cancel_releases_the_hold_and_link_records_family(node: Served) -> None:
     cancelled = cli_json("node", "order", "cancel", str(order["id"]), "--reason", "住院了",
                          "--by-person", str(daughter["id"]), *n)
     assert cancelled["state"] == "cancelled"
+    assert cancelled["held_minutes"] == 0  # released: nothing is held any more
+    assert cancelled["cancel_reason"] == f"已取消 (cancelled by person:{daughter['id']}: 住院了)"
+    assert cancelled["cancelled_at"] is not None
+    shown = cli("node", "order", "show", str(order["id"]), *n)
+    assert "why cancelled" in shown.stdout and "住院了" in shown.stdout
+    assert "held" not in shown.stdout.replace("household", "")
     again = cli("node", "order", "cancel", str(order["id"]), "--by-person",
                 str(daughter["id"]), *n)
     assert again.exit_code == 1
     assert_one_clean_line(again.stderr, "FAILED_PRECONDITION: ")
+
+
+def test_person_update_and_show(node: Served) -> None:
+    n = ["--node", node.address]
+    point = cli_json("node", "service-point", "add", "--code", "JN-PU-01", "--name", "服务点",
+                     *n)
+    desk = cli_json("node", "staff", "add", "--name", "陈静", "--service-point",
+                    str(point["id"]), *n)
+    elder = cli_json("node", "enrol", "--name", "钱老太", "--id-number", id_card(1937),
+                     "--phone", "13800001111", *n)
+    updated = cli("node", "person", "update", str(elder["id"]), "--staff", str(desk["id"]),
+                  "--priority", "--phone", "13900002222", "--reason", "民政局复核", *n)
+    assert updated.exit_code == 0, updated.output
+    text = " ".join(updated.stdout.split())
+    assert f"updated person {elder['id']}" in text and "yes (重点老人)" in text
+    assert "13900002222" in text and f"staff:{desk['id']}" in text
+    assert "priority elder (重点老人): no → yes; phone: …1111 → …2222 (民政局复核)" in text
+    shown = cli_json("node", "person", str(elder["id"]), *n)  # `person ID` still shows
+    assert shown["priority"] is True and shown["phone"] == "13900002222"
+    assert [c["actor"] for c in shown["changes"]] == [f"staff:{desk['id']}"]
+    assert cli_json("node", "person", "show", str(elder["id"]), *n) == shown
+
+    nothing = timebank("node", "person", "update", str(elder["id"]), "--staff",
+                       str(desk["id"]), *n)
+    assert nothing.returncode == 1
+    assert_one_clean_line(nothing.stderr, "INVALID_ARGUMENT: ")
+    assert "[NOTHING_TO_UPDATE]" in nothing.stderr
+    bad_phone = cli("node", "person", "update", str(elder["id"]), "--staff", str(desk["id"]),
+                    "--phone", "电话", *n)
+    assert bad_phone.exit_code == 1
+    assert_one_clean_line(bad_phone.stderr, "INVALID_ARGUMENT: ")
+    assert "MALFORMED_PHONE" in bad_phone.stderr
+    assert "update" in cli("node", "person", "--help").stdout
 
 
 def test_idempotency_keys(node: Served) -> None:

@@ -318,7 +318,11 @@ class ClaimProposal(_message.Message):
     recipient_age: _builtins.int
     """for the debtor's who-may-redeem rules"""
     recipient_priority: _builtins.bool
+    """redemption: the person served is a priority elder"""
     minutes: _builtins.int
+    """(重点老人); move: the person who moves is one at the old
+    home, and the new home takes the status on with the hours
+    """
     policy_sha256: _builtins.bytes
     """SHA-256 of the city policy TOML the proposer runs"""
     @_builtins.property

@@ -340,6 +340,8 @@ class Person(_message.Message):
     AGE_FIELD_NUMBER: _builtins.int
     ENROLLED_AT_FIELD_NUMBER: _builtins.int
     HOME_NODE_ID_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     person_ref: _builtins.str
     """hex HMAC-SHA256 pseudonym, the same in every district"""
@@ -352,8 +354,15 @@ class Person(_message.Message):
     """from the ID card, on the node's clock; 0 for groups"""
     home_node_id: _builtins.str
     """where the hours are kept; empty: here"""
+    phone: _builtins.str
     @_builtins.property
     def enrolled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonChange]:
+        """GetPerson and UpdatePerson: the latest changes of the record after enrolment, oldest
+        first (at most 20).
+        """
+
     def __init__(
         self,
         *,
@@ -366,14 +375,51 @@ class Person(_message.Message):
         age: _builtins.int = ...,
         enrolled_at: _timestamp_pb2.Timestamp | None = ...,
         home_node_id: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        changes: _abc.Iterable[Global___PersonChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["enrolled_at", b"enrolled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "enrolled_at", b"enrolled_at", "home_node_id", b"home_node_id", "id", b"id", "kind", b"kind", "name", b"name", "person_ref", b"person_ref", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "changes", b"changes", "enrolled_at", b"enrolled_at", "home_node_id", b"home_node_id", "id", b"id", "kind", b"kind", "name", b"name", "person_ref", b"person_ref", "phone", b"phone", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Person: _TypeAlias = Person  # noqa: Y015
+
+@_typing.final
+class PersonChange(_message.Message):
+    """One change of a person's record: who made it, when and what changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """"staff:3"; "directory" (the city directory named a new home);"""
+    kind: _builtins.str
+    """"clearinghouse" (a move completed)
+    update, home, move
+    """
+    detail: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "detail", b"detail", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonChange: _TypeAlias = PersonChange  # noqa: Y015
 
 @_typing.final
 class EnrolPersonRequest(_message.Message):
@@ -439,6 +485,55 @@ class GetPersonRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPersonRequest: _TypeAlias = GetPersonRequest  # noqa: Y015
+
+@_typing.final
+class UpdatePersonRequest(_message.Message):
+    """Only the fields set change; at least one must be set. The same value again changes
+    nothing and records nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    STAFF_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    person_id: _builtins.int
+    staff_id: _builtins.int
+    """who makes the change (required)"""
+    priority: _builtins.bool
+    """重点空巢独居老人; never for a group"""
+    phone: _builtins.str
+    """at most 20 digits, spaces, '+' or '-'; "" clears it"""
+    reason: _builtins.str
+    """why, for the record (at most 500 characters)"""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        person_id: _builtins.int = ...,
+        staff_id: _builtins.int = ...,
+        priority: _builtins.bool | None = ...,
+        phone: _builtins.str | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_phone", b"_phone", "_priority", b"_priority", "phone", b"phone", "priority", b"priority"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_phone", b"_phone", "_priority", b"_priority", "idempotency_key", b"idempotency_key", "person_id", b"person_id", "phone", b"phone", "priority", b"priority", "reason", b"reason", "staff_id", b"staff_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__phone: _TypeAlias = _typing.Literal["phone"]  # noqa: Y015
+    _WhichOneofArgType__phone: _TypeAlias = _typing.Literal["_phone", b"_phone"]  # noqa: Y015
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__phone) -> _WhichOneofReturnType__phone | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
+
+Global___UpdatePersonRequest: _TypeAlias = UpdatePersonRequest  # noqa: Y015
 
 @_typing.final
 class Link(_message.Message):
@@ -556,6 +651,8 @@ class Order(_message.Message):
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     NOTICES_FIELD_NUMBER: _builtins.int
     CLAIM_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    CANCELLED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     state: Global___OrderState.ValueType
     recipient_id: _builtins.int
@@ -588,6 +685,8 @@ class Order(_message.Message):
     note: _builtins.str
     claim_id: _builtins.str
     """paid by the payer's home district through this claim"""
+    cancel_reason: _builtins.str
+    """A cancelled order: why, in words (Chinese first, then English), and when."""
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -604,6 +703,8 @@ class Order(_message.Message):
     def notices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """what the volunteer or recipient should be told"""
 
+    @_builtins.property
+    def cancelled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -636,10 +737,12 @@ class Order(_message.Message):
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         notices: _abc.Iterable[_builtins.str] | None = ...,
         claim_id: _builtins.str = ...,
+        cancel_reason: _builtins.str = ...,
+        cancelled_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "public_until", b"public_until", "recorded_at", b"recorded_at", "requested_at", b"requested_at", "verified_at", b"verified_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "public_until", b"public_until", "recorded_at", b"recorded_at", "requested_at", b"requested_at", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "claim_id", b"claim_id", "comment", b"comment", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rating", b"rating", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "cancel_reason", b"cancel_reason", "cancelled_at", b"cancelled_at", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "claim_id", b"claim_id", "comment", b"comment", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rating", b"rating", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1553,6 +1656,10 @@ class Claim(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     TEMPORARY_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    WAITING_DETAIL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     claim_id: _builtins.str
     kind: _builtins.str
     """"redemption" or "move" """
@@ -1571,10 +1678,20 @@ class Claim(_message.Message):
     """For a refusal or expiry: true if a new claim for the same thing may succeed later
     (temporary: limit reached, busy, expired), false if it cannot as things stand (final).
     """
+    waiting_reason: _builtins.str
+    """An open claim whose message the clearinghouse has not taken yet, for a reason that
+    may pass: the reason (LIMIT_REACHED, BUSY, DEBTOR_OFFLINE …, or the call's status,
+    e.g. UNAVAILABLE when the clearinghouse is away), its words, how often it was tried
+    and when the node tries again. Empty once the message is taken.
+    """
+    waiting_detail: _builtins.str
+    attempts: _builtins.int
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1592,10 +1709,14 @@ class Claim(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         temporary: _builtins.bool = ...,
+        waiting_reason: _builtins.str = ...,
+        waiting_detail: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "next_attempt_at", b"next_attempt_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "counterparty_node_id", b"counterparty_node_id", "detail", b"detail", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "order_id", b"order_id", "person_id", b"person_id", "posted_minutes", b"posted_minutes", "reason", b"reason", "role", b"role", "state", b"state", "temporary", b"temporary", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "claim_id", b"claim_id", "counterparty_node_id", b"counterparty_node_id", "detail", b"detail", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "next_attempt_at", b"next_attempt_at", "order_id", b"order_id", "person_id", b"person_id", "posted_minutes", b"posted_minutes", "reason", b"reason", "role", b"role", "state", b"state", "temporary", b"temporary", "updated_at", b"updated_at", "waiting_detail", b"waiting_detail", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1720,6 +1841,7 @@ class Clearing(_message.Message):
     OPEN_CLAIMS_FIELD_NUMBER: _builtins.int
     UNSENT_MESSAGES_FIELD_NUMBER: _builtins.int
     LAST_DELIVERY_SEQ_FIELD_NUMBER: _builtins.int
+    ORDERS_AWAITING_HOME_FIELD_NUMBER: _builtins.int
     federated: _builtins.bool
     """connected to a clearinghouse"""
     clearinghouse: _builtins.str
@@ -1729,6 +1851,10 @@ class Clearing(_message.Message):
     open_claims: _builtins.int
     unsent_messages: _builtins.int
     last_delivery_seq: _builtins.int
+    orders_awaiting_home: _builtins.int
+    """Orders whose payer's home district said the hours are no longer kept there: the
+    node is asking the city directory where they are now.
+    """
     def __init__(
         self,
         *,
@@ -1738,10 +1864,11 @@ class Clearing(_message.Message):
         open_claims: _builtins.int = ...,
         unsent_messages: _builtins.int = ...,
         last_delivery_seq: _builtins.int = ...,
+        orders_awaiting_home: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clearinghouse", b"clearinghouse", "federated", b"federated", "last_delivery_seq", b"last_delivery_seq", "net_minutes", b"net_minutes", "open_claims", b"open_claims", "unsent_messages", b"unsent_messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clearinghouse", b"clearinghouse", "federated", b"federated", "last_delivery_seq", b"last_delivery_seq", "net_minutes", b"net_minutes", "open_claims", b"open_claims", "orders_awaiting_home", b"orders_awaiting_home", "unsent_messages", b"unsent_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

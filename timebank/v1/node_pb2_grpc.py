@@ -54,6 +54,11 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetPersonRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.Person.FromString,
                 _registered_method=True)
+        self.UpdatePerson = channel.unary_unary(
+                '/timebank.v1.NodeService/UpdatePerson',
+                request_serializer=timebank_dot_v1_dot_node__pb2.UpdatePersonRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Person.FromString,
+                _registered_method=True)
         self.LinkPeople = channel.unary_unary(
                 '/timebank.v1.NodeService/LinkPeople',
                 request_serializer=timebank_dot_v1_dot_node__pb2.LinkPeopleRequest.SerializeToString,
@@ -206,6 +211,13 @@ class NodeServiceServicer:
 
     def GetPerson(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePerson(self, request, context):
+        """Correct a person's mutable details (priority status, phone); recorded with who and when.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -388,6 +400,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'GetPerson': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPerson,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetPersonRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Person.SerializeToString,
+            ),
+            'UpdatePerson': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePerson,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.UpdatePersonRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.Person.SerializeToString,
             ),
             'LinkPeople': grpc.unary_unary_rpc_method_handler(
@@ -623,6 +640,33 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetPerson',
             timebank_dot_v1_dot_node__pb2.GetPersonRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Person.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePerson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/UpdatePerson',
+            timebank_dot_v1_dot_node__pb2.UpdatePersonRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.Person.FromString,
             options,
             channel_credentials,

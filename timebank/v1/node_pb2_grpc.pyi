@@ -45,6 +45,8 @@ class NodeServiceStub:
     EnrolPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.Person]
     """People."""
     GetPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.Person]
+    UpdatePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.Person]
+    """Correct a person's mutable details (priority status, phone); recorded with who and when."""
     LinkPeople: _grpc.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.Link]
     RequestOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.Order]
     """The service loop."""
@@ -88,6 +90,8 @@ class NodeServiceAsyncStub(NodeServiceStub):
     EnrolPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.Person]  # type: ignore[assignment]
     """People."""
     GetPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.Person]  # type: ignore[assignment]
+    UpdatePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.Person]  # type: ignore[assignment]
+    """Correct a person's mutable details (priority status, phone); recorded with who and when."""
     LinkPeople: _aio.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.Link]  # type: ignore[assignment]
     RequestOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
     """The service loop."""
@@ -152,6 +156,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.GetPersonRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.Person, _abc.Awaitable[_node_pb2.Person]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdatePerson(
+        self,
+        request: _node_pb2.UpdatePersonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Person, _abc.Awaitable[_node_pb2.Person]]:
+        """Correct a person's mutable details (priority status, phone); recorded with who and when."""
 
     @_abc_1.abstractmethod
     def LinkPeople(

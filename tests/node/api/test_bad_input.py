@@ -458,6 +458,41 @@ def test_bad_names_and_phones_are_invalid(world: World, field: str, value: str) 
     world.api.refused("EnrolPerson", request, INVALID)
 
 
+def _update(w: World, **fields: Any) -> pb.UpdatePersonRequest:
+    request = pb.UpdatePersonRequest(idempotency_key=key(), person_id=w.stranger,
+                                     staff_id=w.staff)
+    for name, value in fields.items():
+        setattr(request, name, value)
+    return request
+
+
+@pytest.mark.parametrize(("make", "code", "reason", "says"), [
+    (lambda w: _update(w), INVALID, "NOTHING_TO_UPDATE", ("priority",)),
+    (lambda w: _update(w, phone="电话"), INVALID, "MALFORMED_PHONE", ("phone",)),
+    (lambda w: _update(w, phone="1" * 21), INVALID, "MALFORMED_PHONE", ("20",)),
+    (lambda w: _update(w, priority=True, reason="x" * 501), INVALID, None, ("reason",)),
+    (lambda w: _update(w, priority=True, reason="复核\x07"), INVALID, None, ("control",)),
+    (lambda w: _update(w, person_id=w.group, priority=True), INVALID,
+     "GROUP_CANNOT_BE_PRIORITY", ("group",)),
+    (lambda w: _update(w, staff_id=0, priority=True), INVALID, "MISSING_FIELD",
+     ("staff_id",)),
+    (lambda w: _update(w, person_id=0, priority=True), INVALID, "MISSING_FIELD",
+     ("person_id",)),
+    (lambda w: _update(w, person_id=UINT64_MAX, priority=True), INVALID, "ID_OUT_OF_RANGE",
+     ()),
+    (lambda w: _update(w, staff_id=NO_SUCH_ID, priority=True), NOT_FOUND, "UNKNOWN_STAFF",
+     ()),
+    (lambda w: _update(w, person_id=NO_SUCH_ID, priority=True), NOT_FOUND, "UNKNOWN_PERSON",
+     ()),
+], ids=["nothing", "phone-not-digits", "phone-too-long", "reason-too-long",
+        "reason-control", "group-priority", "no-staff", "no-person", "person-id-too-big",
+        "unknown-staff", "unknown-person"])
+def test_bad_person_updates_are_refused(world: World, make: Callable[[World], Any],
+                                        code: grpc.StatusCode, reason: str | None,
+                                        says: tuple[str, ...]) -> None:
+    world.api.refused("UpdatePerson", make(world), code, reason=reason, says=says)
+
+
 # ---------------------------------------------------------------- idempotency keys
 
 #: An otherwise valid request for every mutating call.
@@ -491,6 +526,8 @@ MUTATING: dict[str, Callable[[World], Any]] = {
     "ReverseTransaction": lambda w: pb.ReverseTransactionRequest(seq=1, staff_id=w.staff,
                                                                  reason="错误"),
     "MovePerson": lambda w: pb.MovePersonRequest(person_id=w.volunteer, to_node_id="320113"),
+    "UpdatePerson": lambda w: pb.UpdatePersonRequest(person_id=w.stranger, staff_id=w.staff,
+                                                     phone="13900000000"),
 }
 
 

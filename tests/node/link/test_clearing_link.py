@@ -1,4 +1,4 @@
-"""The link as a whole: it starts its four workers once, and stopping it ends every one
+"""The link as a whole: it starts its five workers once, and stopping it ends every one
 of them and the subscriber's reader; the checkpointer anchors the ledger on its own
 schedule."""
 
@@ -15,7 +15,7 @@ from tests.helpers import earn, enrol, id_card
 from tests.node.link.support import eventually, replace_link
 
 WORKERS = ("timebank-sender", "timebank-subscriber", "timebank-witness",
-           "timebank-checkpointer", "timebank-subscribe-reader")
+           "timebank-checkpointer", "timebank-rehomer", "timebank-subscribe-reader")
 
 
 def running() -> Counter[str]:

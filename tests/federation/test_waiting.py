@@ -1,0 +1,105 @@
+"""A claim the clearinghouse refuses for now (LIMIT_REACHED) says so: its reason, how often
+it was tried and when it is tried next, through the serving node's real gRPC server
+(GetClaim, ListClaims) and the operator's `node claim` and `node claims` (real
+subprocesses); and it says nothing more once it is taken."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clearinghouse.usecases import claims as ch_claims
+from node.api.server import start_server
+from node.domain.claims import ClaimState
+from node.usecases import claims
+from runtime.server import RunningServer
+from tests.federation.conftest import LIMIT, City
+from tests.federation.support import GL, JN, family, node_claim, order_for_mother
+from timebank.v1 import node_pb2, node_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def gulou(city: City) -> Iterator[RunningServer]:
+    """鼓楼区's NodeService on 127.0.0.1, with its clearing link."""
+    running = start_server(city[GL].app, link=city[GL].link)
+    try:
+        yield running
+    finally:
+        running.stop(1)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
+    return subprocess.run([sys.executable, "-m", "city", "node", *args], capture_output=True,
+                          text=True, encoding="utf-8", timeout=60, cwd=ROOT,
+                          env={**env, "COLUMNS": "220"})
+
+
+def _ok(*args: str) -> str:
+    result = _cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _json(*args: str) -> Any:
+    return json.loads(_ok(*args, "--json"))
+
+
+def test_a_claim_over_the_limit_says_why_it_waits_and_when_it_is_tried_again(
+        city: City, gulou: RunningServer) -> None:
+    f = family(city, earned=120)
+    city.ch.execute(ch_claims.set_net_debit_limit, JN, 30)  # 江宁区 may owe 30 min
+    order = order_for_mother(city, f, minutes=60)
+    claim_id = order.record.claim_id or ""
+
+    def waiting() -> bool:
+        return city[GL].app.query(claims.get_claim, claim_id).waiting is not None
+
+    city.wait_for(waiting)
+    view = city[GL].app.query(claims.get_claim, claim_id)
+    assert view.state is ClaimState.PROPOSED and view.reason == ""  # nothing final
+    assert view.waiting is not None
+    assert (view.waiting.reason, view.waiting.attempts) == ("LIMIT_REACHED", 1)
+    assert view.waiting.next_attempt_at > city.clock.now()
+    assert "limit" in view.waiting.detail
+
+    address = f"127.0.0.1:{gulou.port}"
+    with grpc.insecure_channel(address) as channel:
+        stub = node_pb2_grpc.NodeServiceStub(channel)
+        got = stub.GetClaim(node_pb2.GetClaimRequest(claim_id=claim_id), timeout=10)
+        listed = stub.ListClaims(node_pb2.ListClaimsRequest(limit=10), timeout=10).claims
+    assert (got.state, got.waiting_reason, got.attempts) == ("proposed", "LIMIT_REACHED", 1)
+    assert got.next_attempt_at.ToDatetime(tzinfo=UTC) == view.waiting.next_attempt_at
+    assert [c.waiting_reason for c in listed if c.claim_id == claim_id] == ["LIMIT_REACHED"]
+
+    shown = " ".join(_ok("claim", claim_id, "--node", address).split())
+    assert "waiting LIMIT_REACHED (temporary: not taken yet, 1 try; next try" in shown
+    table = _ok("claims", "--node", address)
+    assert "waiting: LIMIT_REACHED (T), next try" in " ".join(table.split())
+    assert _json("claim", claim_id, "--node", address)["waiting_reason"] == "LIMIT_REACHED"
+
+    # tried again past the backoff, still over the limit: counted
+    city.clock.advance(timedelta(minutes=5))
+    city.wait_for(lambda: getattr(city[GL].app.query(claims.get_claim, claim_id).waiting,
+                                  "attempts", 0) >= 2)
+
+    # the bureau raises the limit: taken, accepted, and nothing waits any more
+    city.ch.execute(ch_claims.set_net_debit_limit, JN, LIMIT)
+    city.clock.advance(timedelta(minutes=5))
+    city.settle()
+    assert node_claim(city, GL, claim_id) is ClaimState.ACCEPTED
+    assert city[GL].app.query(claims.get_claim, claim_id).waiting is None
+    taken = _json("claim", claim_id, "--node", address)
+    assert (taken["state"], taken["waiting_reason"], taken["next_attempt_at"]) == (
+        "accepted", "", None)
