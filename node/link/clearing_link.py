@@ -23,8 +23,8 @@ from node.domain.directory import HomeLookup
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
 from node.link.city import ADMISSIONS_SECONDS, CityView
 from node.link.connection import Connection
-from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.directory import REHOME_SECONDS, Directory, Rehomer
+from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.sender import Sender
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised

@@ -181,4 +181,5 @@ def test_a_revoked_key_signs_nothing_the_nodes_act_on(city: City) -> None:
     assert report.refused_deliveries == 1 and "REVOKED_KEY" in report.refusals[0]
     assert refused_total("REVOKED_KEY") == revoked_before + 1
     # and the node knows 鼓楼区 is no longer admitted: nothing is claimed with it
-    assert jn.query(lambda tx: tx.repo.city.count()) == 4  # three certificates, a revocation
+    # three certificates, the roster of them and a revocation
+    assert jn.query(lambda tx: tx.repo.city.count()) == 5

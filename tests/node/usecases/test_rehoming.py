@@ -11,25 +11,48 @@ with a real clearinghouse and directory.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
+from clearinghouse.bureau import issue_admission
 from node.domain.claims import ClaimState, Reason
 from node.domain.directory import HomeLookup
 from node.domain.orders import OrderState, PaymentSource, PersonKind
-from node.usecases import claims, orders, people
+from node.usecases import admissions, claims, orders, people
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor, OrderView
 from runtime.errors import FailedPrecondition
 from tests.helpers import assert_ledger_ok, enrol, id_card
+from timebank.admissions import verify_act
+from timebank.keys import SigningKey, public_key
+from timebank.v1 import clearing_pb2 as pb
 
 OLD, NEW, OTHER = "320106", "320113", "320111"
 
 
+CITY_KEY = SigningKey(b"rehoming test: the city root".ljust(32, b"."))
+
+
+def _certificate(node_id: str) -> bytes:
+    """The city's admission of ``node_id`` (with a key of its own), as a node stores it."""
+    key = public_key(SigningKey(f"rehoming test: {node_id}".encode().ljust(32, b".")))
+    signed = issue_admission(CITY_KEY, node_id, f"区{node_id}", key, 1,
+                             datetime(2026, 1, 1, tzinfo=UTC))
+    return pb.Envelope(kind=signed.kind, body=signed.body, signer=signed.signer,
+                       key_id=signed.key_id, signature=signed.signature).SerializeToString()
+
+
 @pytest.fixture
 def app(node_app: NodeApp) -> NodeApp:
-    return NodeApp(node_app.db, node_app.policy, node_app.clock,
-                   replace(node_app.node, federated=True))
+    """A federated node that knows the city's key and has verified its admissions of
+    this district and the three others (a claim with an unadmitted one is refused)."""
+    found = NodeApp(node_app.db, node_app.policy, node_app.clock,
+                    replace(node_app.node, federated=True, city_key=public_key(CITY_KEY)))
+    found.execute(admissions.record,
+                  [verify_act(_certificate(n), public_key(CITY_KEY))
+                   for n in (found.node.node_id, OLD, NEW, OTHER)])
+    return found
 
 
 def _accepted(app: NodeApp) -> tuple[OrderView, int]:
