@@ -502,10 +502,10 @@ def test_an_anchor_row_that_is_not_the_logs(copy: Path, log_index: str, words: s
     size = int(one(copy / CH_DB, "SELECT count(*) FROM log_leaves"))  # type: ignore[call-overload]
     idx = {"other": other, "own": own, "past": size + 7}[log_index]
     head, root = _ledger_at(copy / GULOU, 1)
-    sql(copy / GULOU, "INSERT INTO log_anchors (entry_count, chain_head, ledger_root, "
+    sql(copy / GULOU, "INSERT INTO log_anchors (entry_count, key_id, chain_head, ledger_root, "
                       "checkpoint, log_index, log_entry, log_proof, tree_head, created_at, "
-                      "anchored_at) SELECT 1, ?, ?, checkpoint, ?, log_entry, log_proof, "
-                      "tree_head, created_at, anchored_at FROM log_anchors "
+                      "anchored_at) SELECT 1, key_id, ?, ?, checkpoint, ?, log_entry, "
+                      "log_proof, tree_head, created_at, anchored_at FROM log_anchors "
                       "WHERE entry_count = 2", head, root, idx)
     bad = first_bad(copy)
     assert _bad(bad) == (GULOU, "log_anchors", "entry_count 1")

@@ -17,7 +17,7 @@ KEY = "ab" * 32
 def _node(tmp_path: Path, peers: tuple[str, ...] = ()) -> Path:
     return init_data_dir(tmp_path / "node", "320115", "江宁区", listen="127.0.0.1:7443",
                          clearinghouse_address="127.0.0.1:7400", clearinghouse_public_key=KEY,
-                         peer_nodes=peers)
+                         city_public_key="cd" * 32, peer_nodes=peers)
 
 
 def test_init_writes_the_peers_and_the_defaults(tmp_path: Path) -> None:

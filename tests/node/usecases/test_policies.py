@@ -68,7 +68,7 @@ def test_every_operation_runs_the_policy_in_force_at_its_time(
     before = serve(node_app, clock, elder.id, volunteer.id, 60,
                    source=PaymentSource.CITY_GRANT, record=False)
     assert before.record.public_until == clock.now() + timedelta(days=7)
-    first = node_app.execute(checkpoints.request)
+    first = node_app.execute(checkpoints.request, "0123456789abcdef")
     clock.advance(switch - clock.now())
     after = serve(node_app, clock, elder.id, volunteer.id, 60,
                   source=PaymentSource.CITY_GRANT, record=False)
@@ -76,7 +76,7 @@ def test_every_operation_runs_the_policy_in_force_at_its_time(
     assert node_app.policy.digest == policy_sha256(THREE).hex()
     clock.advance(timedelta(days=3))
     node_app.execute(orders.record_order, after.record.id)  # ledger entries: a new checkpoint
-    second = node_app.execute(checkpoints.request)
+    second = node_app.execute(checkpoints.request, "0123456789abcdef")
     bodies = node_app.query(lambda tx: [clearing_pb2.NodeCheckpoint.FromString(m.envelope)
                                         for m in tx.repo.outbox.due(tx.now, 100)
                                         if m.kind == checkpoints.CHECKPOINT])
