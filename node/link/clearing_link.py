@@ -66,7 +66,7 @@ class ClearingLink:
         self.sender = Sender(app, connection, verified, self._stop, self._wake)
         self.subscriber = Subscriber(app, connection, self._stop, self._wake,
                                      backlog_items=backlog_items, city=self.city)
-        self.witness = Witness(app, connection, verified, self._stop,
+        self.witness = Witness(app, connection, verified, self._stop, self.city,
                                interval=witness_seconds)
         self.checkpointer = Checkpointer(app, keys.key_id(keys.public_key(signing_key)),
                                          self._stop, self._wake, interval=checkpoint_seconds)

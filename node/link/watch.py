@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
 
 from node import metrics
 from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
@@ -45,6 +44,7 @@ from node.usecases import log_watch, tree_heads
 from node.usecases.app import NodeApp
 from timebank import checkpoint as notes
 from timebank import forks, transparency
+from timebank import roster as rosters
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import node_pb2, node_pb2_grpc
 
@@ -246,11 +246,16 @@ class LogWatch:
         except transparency.LogError as e:
             log.error("the clearinghouse's cosigned head is not signed by it", problem=str(e))
             return 0
-        cosigners = self._valid_cosigners(head.note)
-        if checked.districts is None or len(cosigners) < transparency.quorum(checked.districts):
+        try:
+            roster_of, cosigners = self._final_under_roster(checked)
+        except (rosters.RosterError, notes.CheckpointError) as e:
+            log.warning("the clearinghouse's cosigned head is not final under a roster the "
+                        "city signed", size=checked.size, problem=str(e))
+            return 0
+        if len(cosigners) < roster_of.quorum:
             log.warning("the clearinghouse's cosigned head is not cosigned by a quorum of "
-                        "districts", size=checked.size, districts=checked.districts,
-                        valid_cosigners=sorted(cosigners))
+                        "districts", size=checked.size, districts=len(roster_of.members),
+                        valid_cosigners=cosigners)
             return 0
         before = len(found.forks)
         self._check(head.note, f"the clearinghouse at {self._conn.address} (final)", found)
@@ -259,33 +264,17 @@ class LogWatch:
         self._app.execute(tree_heads.store_final, checked)
         return checked.size
 
-    def _valid_cosigners(self, note: str) -> set[str]:
-        """The admitted districts whose cosignature on ``note`` verifies. The keys are
-        the ones the clearinghouse says it admitted (the city's signature on them is
-        checked once the node holds the city's key, with the city-signed roster)."""
+    def _final_under_roster(self, head: transparency.Head,
+                            ) -> tuple[rosters.Roster, list[str]]:
+        """The city-signed roster the head names and its districts whose cosignature on
+        it verifies under the keys that roster lists (rosters as the clearinghouse
+        serves them, each checked under the city key from this node's configuration)."""
+        key = self._app.node.city_key
+        if not key:
+            raise rosters.RosterError("this node has no city key to check rosters with")
         admitted = self._conn.stub.GetAdmissions(pb.GetAdmissionsRequest(),
                                                  timeout=CALL_TIMEOUT_SECONDS)
-        revoked = set(admitted.revoked_node_ids)
-        keys: dict[str, list[bytes]] = {}
-        for raw in admitted.certificates[:1000]:
-            try:
-                envelope = pb.Envelope.FromString(raw)
-                cert = pb.AdmissionCertificate.FromString(envelope.body)
-            except DecodeError:
-                continue
-            if envelope.kind == "admission" and cert.node_id not in revoked:
-                keys.setdefault(cert.node_id, []).append(bytes(cert.public_key))
-        found = set()
-        for node_id, candidates in keys.items():
-            name = transparency.witness_name(node_id)
-            for key in candidates:
-                try:
-                    if notes.cosigners(note, {name: key}):
-                        found.add(node_id)
-                        break
-                except notes.CheckpointError:
-                    return set()
-        return found
+        return rosters.cosigned_by(head, rosters.verified(admitted.rosters, key))
 
     def _report(self, found: Round) -> None:
         """Store and say what changed: the finality alarm, the metrics, the health."""

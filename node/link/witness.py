@@ -1,22 +1,32 @@
-"""The witness (ADR 0007): this district cosigns the clearinghouse's tree heads.
+"""The witness (ADR 0007, 0014): this district cosigns the clearinghouse's tree heads.
 
 Every ``interval`` seconds it asks for the latest head and cosigns it if it extends the
-last one this node verified (by a consistency proof) and is newer than the last it
-cosigned. The head is stored as cosigned before the cosignature leaves, so a crash can
-never lead to cosigning two inconsistent heads.
+last one this node verified (by a consistency proof), is newer than the last it
+cosigned, and names a roster of districts the city signed, no older than the roster of
+the last head it cosigned, with the district count that roster gives
+(``timebank.roster.check_head``): a quorum is counted over that roster, so a witness
+never vouches for a head whose quorum the clearinghouse chose. The head is stored as
+cosigned before the cosignature leaves, so a crash can never lead to cosigning two
+inconsistent heads.
 """
 
 from __future__ import annotations
 
 import threading
 
+import structlog
+
+from node.link.city import CityView
 from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
 from node.link.verified_log import VerifiedLog, accepted
 from node.usecases import tree_heads
 from node.usecases.app import NodeApp
 from timebank import checkpoint as notes
-from timebank import transparency
+from timebank import roster, transparency
+from timebank.admissions import ROSTER
 from timebank.v1 import clearing_pb2 as pb
+
+log = structlog.get_logger("node.clearing")
 
 #: How often the node looks for a new tree head to cosign.
 WITNESS_SECONDS = 2.0
@@ -24,10 +34,12 @@ WITNESS_SECONDS = 2.0
 
 class Witness:
     def __init__(self, app: NodeApp, connection: Connection, verified: VerifiedLog,
-                 stop: threading.Event, *, interval: float = WITNESS_SECONDS) -> None:
+                 stop: threading.Event, city: CityView, *,
+                 interval: float = WITNESS_SECONDS) -> None:
         if interval <= 0:
             raise ValueError("the witness's interval must be positive")
         self._app = app
+        self._city = city
         self._conn = connection
         self._log = verified
         self._stop = stop
@@ -43,6 +55,7 @@ class Witness:
         (0 if nothing was)."""
         latest = self._conn.stub.GetTreeHead(pb.GetTreeHeadRequest(),
                                              timeout=CALL_TIMEOUT_SECONDS)
+        rosters = self._rosters(latest.note)
         known = self._log.snapshot()
         if latest.size < known.size:
             return 0  # older than one already verified: look again next round
@@ -60,6 +73,13 @@ class Witness:
             view = accepted(known, latest.note, proof)
             head = view.head
             assert head is not None
+            last_epoch = 0 if done is None or done.roster is None else done.roster[0]
+            try:
+                roster.check_head(head, rosters, last_epoch)
+            except transparency.LogError as e:
+                log.error("refusing to cosign a tree head: its roster of districts is not "
+                          "the city's", size=head.size, problem=str(e))
+                return 0
             self._app.execute(tree_heads.store, head, cosigned=True)
             self._log.hold(view)
         text = notes.SignedNote.parse(head.note).text
@@ -70,3 +90,17 @@ class Witness:
         self._conn.stub.AddCosignature(self._conn.sign("cosign", body.SerializeToString()),
                                        timeout=CALL_TIMEOUT_SECONDS)
         return head.size
+
+    def _rosters(self, note: str) -> dict[bytes, roster.Roster]:
+        """The city-signed rosters this node knows, by digest; asked for again first if
+        the head names one it does not know (a roster the city signed since)."""
+        try:
+            named = transparency.check_head(note, self._conn.clearinghouse_key).roster
+        except transparency.LogError:
+            named = None  # refused below, by the log's own checks
+        key = self._app.node.city_key
+        known = roster.verified(self._city.current().envelopes(ROSTER), key)
+        if named is not None and named[1] not in known:
+            self._city.refresh()
+            known = roster.verified(self._city.current().envelopes(ROSTER), key)
+        return known
