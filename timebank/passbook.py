@@ -190,16 +190,24 @@ def _all_keys(doc: dict[str, Any], city_key: bytes) -> dict[str, list[bytes]]:
     return keys
 
 
-def _cosigners(head: transparency.Head, keys: dict[str, list[bytes]]) -> list[str]:
-    """The districts whose cosignature on ``head`` verifies under one of their keys."""
+def _cosigners(head: transparency.Head, keys: dict[str, list[bytes]],
+               now: int | None) -> list[str]:
+    """The districts whose cosignature on ``head`` verifies under one of their keys. A
+    line that claims a district's key and does not verify refuses the statement (the
+    head was tampered with), and so, given the verifier's clock, does one dated beyond
+    the allowed clock skew after it."""
     found = []
     for node_id, candidates in sorted(keys.items()):
         name = transparency.witness_name(node_id)
         try:
-            if any(notes.cosigners(head.note, {name: k}) for k in candidates):
+            if any(notes.cosigners(head.note, {name: k}, now=now) for k in candidates):
                 found.append(node_id)
+        except notes.FutureCosignature as e:
+            raise StatementError(f"the tree head of {head.size} leaves: {e} (is this "
+                                 "computer's clock right?)") from None
         except notes.CheckpointError as e:
-            raise StatementError(f"the tree head is malformed: {e}") from None
+            raise StatementError(f"the tree head of {head.size} leaves carries a bad "
+                                 f"cosignature: {e}") from None
     return found
 
 
@@ -322,8 +330,12 @@ def _check_signature(doc: dict[str, Any], statement: dict[str, Any], node_id: st
 
 
 def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
-                     allow_uncosigned: bool = False) -> Verified:
-    """Check a parsed statement file; raise StatementError naming the first failure."""
+                     allow_uncosigned: bool = False, now: int | None = None) -> Verified:
+    """Check a parsed statement file; raise StatementError naming the first failure.
+
+    ``now`` (POSIX seconds): the verifier's clock, if it has one; cosignatures dated
+    more than ``checkpoint.MAX_COSIGNATURE_SKEW`` seconds after it are refused. Without
+    it, their times are not judged (the contract has no clock of its own)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StatementError(f"this is not a {FORMAT} file")
     st = _get(doc, "statement", dict, "statement")
@@ -353,7 +365,7 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
     if head.districts is None:
         raise StatementError(f"the tree head of {head.size} leaves does not say how many "
                              "districts the city had")
-    cosigners = _cosigners(head, _all_keys(st, city_key))
+    cosigners = _cosigners(head, _all_keys(st, city_key), now)
     quorum = transparency.quorum(head.districts)
     if len(cosigners) < quorum and not allow_uncosigned:
         raise StatementError(

@@ -91,19 +91,24 @@ def _tree_heads_check(ch: Clearinghouse) -> str:
 
 def _cosignatures_check(ch: Clearinghouse) -> str:
     cosigs, heads = t.cosignatures, t.tree_heads
-    rows = ch.conn.execute(select(cosigs.c.size, cosigs.c.witness, cosigs.c.line, heads.c.note)
+    rows = ch.conn.execute(select(cosigs.c.size, cosigs.c.witness, cosigs.c.line,
+                                  cosigs.c.created_at, heads.c.note)
                            .join(heads, heads.c.size == cosigs.c.size, isouter=True)
                            .order_by(cosigs.c.size, cosigs.c.witness)).all()
     by_size: dict[int, int] = {}
-    for size, witness, line, note in rows:
+    for size, witness, line, taken_at, note in rows:
         where = f"size {size}, witness {witness}"
         if note is None:
             raise Bad(BadRecord(ch.file, "cosignatures", where, "no tree head of this size"))
         name = transparency.witness_name(witness)
         full = note + line.rstrip("\n") + "\n"
-        if not any(_cosigned(full, name, key) for key in ch.node_keys.get(witness, [])):
+        # Judged against the clearinghouse's clock when it took the line, as it did then.
+        taken = int(taken_at.timestamp())
+        if not any(_cosigned(full, name, key, taken) for key in ch.node_keys.get(witness, [])):
             raise Bad(BadRecord(ch.file, "cosignatures", where,
-                                 f"the cosignature does not verify under {witness}'s key"))
+                                 f"the cosignature does not verify under {witness}'s key, "
+                                 "or is dated after the clearinghouse took it (beyond "
+                                 f"{notes.MAX_COSIGNATURE_SKEW} s of clock skew)"))
         by_size[size] = by_size.get(size, 0) + 1
     if not rows:
         return "no cosignatures yet"
@@ -114,9 +119,9 @@ def _cosignatures_check(ch: Clearinghouse) -> str:
             f"latest head cosigned by a quorum ({quorum}): {latest}")
 
 
-def _cosigned(note: str, name: str, key: bytes) -> bool:
+def _cosigned(note: str, name: str, key: bytes, now: int) -> bool:
     try:
-        notes.verify_cosignature(note, name, key)
+        notes.verify_cosignature(note, name, key, now=now)
     except notes.CheckpointError:
         return False
     return True

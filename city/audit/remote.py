@@ -94,7 +94,7 @@ def _remote_cosigners(scan: LogScan, head: transparency.Head, cosigned: pb.TreeH
                       consistency: pb.ConsistencyProof | None, key: bytes,
                       address: str) -> str:
     witnesses = {transparency.witness_name(n): k for n, k in scan.node_keys.items()}
-    latest = sorted(notes.cosigners(head.note, witnesses))
+    latest = _valid_cosigners(head.note, witnesses, address, head.size)
     if cosigned is None:
         return f"latest head cosigned by {latest or 'nobody'}; no head cosigned by a quorum"
     try:
@@ -103,13 +103,25 @@ def _remote_cosigners(scan: LogScan, head: transparency.Head, cosigned: pb.TreeH
     except transparency.LogError as e:
         raise Bad(BadRecord(address, "GetConsistencyProof", f"size {cosigned.size}",
                              str(e))) from None
-    valid = sorted(notes.cosigners(cosigned.note, witnesses))
+    valid = _valid_cosigners(cosigned.note, witnesses, address, cosigned.size)
     claimed = sorted(cosigned.cosigners)
     if [transparency.witness_name(n) for n in claimed] != valid:
         raise Bad(BadRecord(address, "GetTreeHead", f"size {cosigned.size}",
                              f"claims cosigners {claimed}; valid cosignatures: {valid}"))
     return (f"head of size {cosigned.size} cosigned by {', '.join(claimed)}, and the latest "
             f"head extends it")
+
+
+def _valid_cosigners(note: str, witnesses: dict[str, bytes], address: str,
+                     size: int) -> list[str]:
+    """The witnesses that cosigned ``note``. A line claiming an admitted district's key
+    that does not verify is a finding: the head served was tampered with. (Times are not
+    judged against this machine's clock: the audit reads history, and the clearinghouse
+    judged each cosignature's time against its own clock as it took it.)"""
+    try:
+        return sorted(notes.cosigners(note, witnesses))
+    except notes.CheckpointError as e:
+        raise Bad(BadRecord(address, "GetTreeHead", f"size {size}", str(e))) from None
 
 
 def _remote_claims(scan: LogScan) -> str:

@@ -268,7 +268,10 @@ def add_cosignature(tx: Tx, envelope: Signed, ring: KeyRing,
                     log_origin: str) -> clearing_pb2.TreeHead:
     """Store a district's cosignature on a head, after checking it: signed by the node's
     admitted key (the envelope), for a head this log published, and a valid C2SP
-    cosignature by that node's key over exactly that head."""
+    cosignature by that node's key over exactly that head, dated no more than
+    ``MAX_COSIGNATURE_SKEW`` seconds after this clearinghouse's clock (PERMISSION_DENIED
+    COSIGNATURE_IN_FUTURE otherwise: a witness's clock ahead could make any head look
+    freshly witnessed later)."""
     body = directory.verify_node(tx, envelope, COSIGN, ring)
     msg = wire.parse(clearing_pb2.CosignBody, body, COSIGN)
     if msg.node_id != envelope.signer:
@@ -290,7 +293,10 @@ def add_cosignature(tx: Tx, envelope: Signed, ring: KeyRing,
     try:
         timestamp = notes.verify_cosignature(note + line + "\n",
                                              transparency.witness_name(msg.node_id),
-                                             admitted.public_key)
+                                             admitted.public_key, now=int(tx.now.timestamp()))
+    except notes.FutureCosignature as e:
+        raise PermissionDenied(f"{e}: check node {msg.node_id}'s clock and cosign again",
+                               "COSIGNATURE_IN_FUTURE") from None
     except notes.CheckpointError as e:
         raise PermissionDenied(f"the cosignature does not verify: {e}",
                                "BAD_COSIGNATURE") from None

@@ -137,7 +137,7 @@ def make_passbook(ledger: Sequence[tuple[str, str, list[Posting]]] = tuple(LEDGE
     return parsed
 
 
-def check(doc: Any, **kw: bool) -> Any:
+def check(doc: Any, **kw: Any) -> Any:
     return guard(lambda: verify_statement(doc, public_key(CITY_KEY), public_key(CH_KEY), **kw))
 
 
@@ -203,6 +203,35 @@ def test_each_tampered_part_is_refused_with_its_reason(part: str) -> None:
     with pytest.raises(StatementError, match=reason):
         check(bad)
     check(doc)  # the untouched passbook still verifies
+
+
+def make_passbook_signature(doc: Doc) -> str:
+    signed: str = sign_statement(doc["statement"], JN, NODE_KEYS[JN])["signature"]
+    return signed
+
+
+def test_a_bad_cosignature_under_a_districts_key_refuses_the_statement() -> None:
+    doc = make_passbook()
+    cosigned = doc["statement"]["cosigned"]
+    name = transparency.witness_name(GL)
+    line = next(ln for ln in cosigned["tree_head"].splitlines() if f" {name} " in ln)
+    sig = notes.NoteSignature.parse_line(line)
+    flipped = notes.NoteSignature(sig.name, sig.key_hash, sig.payload[:-1]
+                                  + bytes([sig.payload[-1] ^ 1])).line().rstrip("\n")
+    cosigned["tree_head"] = cosigned["tree_head"].replace(line, flipped)
+    doc["signature"] = make_passbook_signature(doc)
+    with pytest.raises(StatementError, match=f"carries a bad cosignature: invalid "
+                                             f"cosignature by {name}"):
+        check(doc)
+
+
+def test_cosignatures_from_the_future_are_refused_by_a_verifier_with_a_clock() -> None:
+    doc = make_passbook()
+    assert check(doc, now=SIGNED_AT).final
+    assert check(doc, now=SIGNED_AT - notes.MAX_COSIGNATURE_SKEW).final
+    with pytest.raises(StatementError, match=r"dated 1772413200, 301 s after this clock.*"
+                                             r"is this computer's clock right"):
+        check(doc, now=SIGNED_AT - notes.MAX_COSIGNATURE_SKEW - 1)
 
 
 def test_keys_other_than_the_citys_are_refused() -> None:
