@@ -50,11 +50,17 @@ from timebank.accounts import AccountCodeError, AccountKind, is_person_ref, pars
 from timebank.envelope import CITY, EnvelopeError, Signed, sign, verify
 from timebank.v1 import clearing_pb2 as pb
 
-__all__ = ["FORMAT", "KIND", "StatementError", "Verified", "b64", "digest", "guard", "load",
-           "sign_statement", "verify_statement"]
+__all__ = ["FILE_FIELDS", "FORMAT", "KIND", "STATEMENT_FIELDS", "StatementError", "Verified",
+           "b64", "digest", "guard", "load", "sign_statement", "verify_statement"]
 
 FORMAT = "timebank-statement/v1"
 KIND = "statement"
+#: The fields a statement file has, and the fields of its signed ``statement`` object.
+#: Anything else is refused: a reader must not be shown, or a later version give a
+#: meaning to, data that the verifier passed over without checking.
+FILE_FIELDS = frozenset({"format", "statement", "signature"})
+STATEMENT_FIELDS = frozenset({"format", "node", "person", "balance", "entries", "anchor",
+                              "cosigned", "certificates", "made_at"})
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -116,6 +122,16 @@ def _get(obj: Any, key: str, kind: type[T], where: str) -> T:
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise StatementError(f"the statement's {where} is not a {kind.__name__}")
     return value
+
+
+def _only(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
+    """Refuse fields a statement of this format does not have, naming them."""
+    unknown = sorted(str(k) for k in obj if k not in known)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise StatementError(f"the {where} has fields a {FORMAT} statement does not: "
+                             f"{shown}{more} (it has only {', '.join(sorted(known))})")
 
 
 def _bytes(text: object, where: str) -> bytes:
@@ -338,9 +354,11 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
     it, their times are not judged (the contract has no clock of its own)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StatementError(f"this is not a {FORMAT} file")
+    _only(doc, FILE_FIELDS, "file")
     st = _get(doc, "statement", dict, "statement")
     if st.get("format") != FORMAT:
         raise StatementError(f"the signed part is not {FORMAT}")
+    _only(st, STATEMENT_FIELDS, "signed statement")
     node = _get(st, "node", dict, "node")
     node_id = _get(node, "node_id", str, "node id")
     certs = _certificates(st, city_key)

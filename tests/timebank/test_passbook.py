@@ -23,7 +23,9 @@ from timebank.accounts import Account, Origin
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import public_key
 from timebank.passbook import (
+    FILE_FIELDS,
     FORMAT,
+    STATEMENT_FIELDS,
     StatementError,
     b64,
     guard,
@@ -203,6 +205,31 @@ def test_each_tampered_part_is_refused_with_its_reason(part: str) -> None:
     with pytest.raises(StatementError, match=reason):
         check(bad)
     check(doc)  # the untouched passbook still verifies
+
+
+@pytest.mark.parametrize(("where", "field"), [
+    ((), "note"), ((), "Statement"), ((), ""), (("statement",), "balance_note"),
+    (("statement",), "Format"), (("statement",), "signature")])
+def test_a_field_the_format_does_not_have_is_refused(where: tuple[str, ...],
+                                                     field: str) -> None:
+    doc = make_passbook()
+    target = doc
+    for key in where:
+        target = target[key]
+    target[field] = "看这里"
+    part = "signed statement" if where else "file"
+    with pytest.raises(StatementError, match=f"the {part} has fields a timebank-statement/v1 "
+                                             f"statement does not: {field!r}"):
+        check(doc)
+
+
+def test_the_fields_the_format_has_are_all_it_takes() -> None:
+    doc = make_passbook()
+    assert set(doc) == FILE_FIELDS
+    assert set(doc["statement"]) == STATEMENT_FIELDS
+    del doc["statement"]["made_at"]  # not checked, and not needed
+    doc["signature"] = make_passbook_signature(doc)
+    check(doc)
 
 
 def make_passbook_signature(doc: Doc) -> str:
