@@ -18,7 +18,15 @@ from city.audit.storedlog import StoredLog, StoredLogError
 from clearinghouse.domain.claims import ClaimState as ChState
 from timebank import checkpoint as notes
 from timebank import merkle, transparency
-from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Reason, Signed, verify
+from timebank.envelope import (
+    CLEARINGHOUSE,
+    EnvelopeError,
+    Reason,
+    Signed,
+    decode,
+    identity,
+    verify,
+)
 from timebank.v1 import clearing_pb2 as pb
 
 
@@ -161,6 +169,7 @@ def _receipts_check(ch: Clearinghouse) -> str:
     receipts = t.receipts
     log = StoredLog(ch.conn)
     count = 0
+    seen: dict[bytes, int] = {}  # identity -> the leaf its receipt names
     for row in ch.conn.execute(select(receipts).order_by(receipts.c.created_at)):
         key = bytes(row.envelope_sha256)
         where = f"receipt for envelope {key.hex()[:16]}…"
@@ -172,7 +181,7 @@ def _receipts_check(ch: Clearinghouse) -> str:
         except (EnvelopeError, DecodeError, ValueError) as e:
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  f"does not verify under the clearinghouse key: {e}")) from None
-        if bytes(body.envelope_sha256) != key:
+        if bytes(body.envelope_sha256) != key and not _legacy(body, key, log):
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  "the signed receipt names another envelope"))
         if body.log_index >= ch.scan.size:
@@ -188,11 +197,40 @@ def _receipts_check(ch: Clearinghouse) -> str:
         except DecodeError:
             raise Bad(BadRecord(ch.file, "log_leaves", f"idx {body.log_index}",
                                  "the leaf is not a timebank.v1.LogEntry")) from None
-        if hashlib.sha256(leaf.envelope).digest() != key or leaf.node_id != row.signer:
+        if _identity(leaf.envelope) != key or leaf.node_id != row.signer:
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  f"log leaf {body.log_index} records another envelope"))
+        if key in seen:
+            raise Bad(BadRecord(ch.file, "receipts", where,
+                                 f"log leaves {seen[key]} and {body.log_index} record the "
+                                 "same envelope: it was acted on twice"))
+        seen[key] = body.log_index
         count += 1
-    return f"{plural(count, 'receipt')} signed by the clearinghouse, each recorded in its leaf"
+    return (f"{plural(count, 'receipt')} signed by the clearinghouse, each recorded in its "
+            "leaf, one for each envelope")
+
+
+def _identity(data: bytes) -> bytes | None:
+    """The identity of a recorded envelope (None if it is not one)."""
+    try:
+        return identity(decode(data))
+    except EnvelopeError:
+        return None
+
+
+def _legacy(body: pb.Receipt, key: bytes, log: StoredLog) -> bool:
+    """A receipt signed before receipts named the envelope's identity (clearinghouse
+    migration 0005): it names the SHA-256 of the bytes its leaf recorded, and is kept
+    under the identity of that envelope."""
+    data = log.leaf(body.log_index) if body.log_index <= transparency.MAX_LOG_NUMBER else None
+    if data is None:
+        return False
+    try:
+        recorded = pb.LogEntry.FromString(data).envelope
+    except DecodeError:
+        return False
+    return (bytes(body.envelope_sha256) == hashlib.sha256(recorded).digest()
+            and _identity(recorded) == key)
 
 
 def parse_signed(data: bytes) -> Signed:

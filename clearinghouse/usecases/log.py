@@ -4,8 +4,8 @@ and witnesses' cosignatures.
 Every event the clearinghouse vouches for is appended, in the transaction that makes
 it, as a serialised ``timebank.v1.LogEntry`` (RFC 9162 leaf data): an admission or a
 revocation (the city's envelope), a net debit limit, every Submit that got a receipt
-(the node's envelope verbatim and the claim state it led to), an expiry, a node's
-ledger checkpoint. The receipt names its leaf (``Receipt.log_index``).
+(the node's envelope in its canonical encoding, and the claim state it led to), an
+expiry, a node's ledger checkpoint. The receipt names its leaf (``Receipt.log_index``).
 
 A tree head is a C2SP checkpoint (``timebank.checkpoint``) signed by the clearinghouse
 under the log's origin; ``publish_head`` signs one for every size a write transaction
@@ -104,10 +104,11 @@ def append(tx: Tx, entry: clearing_pb2.LogEntry) -> int:
                                       node_id=entry.node_id or None)], tx.now)
 
 
-def record_submit(tx: Tx, request: bytes, envelope: Signed, claim: Claim | None) -> int:
-    """The leaf for a Submit that gets a receipt: the envelope as received and, for a
-    claim, the state it led to."""
-    entry = _stamp(clearing_pb2.LogEntry(kind=SUBMIT_KINDS[envelope.kind], envelope=request,
+def record_submit(tx: Tx, envelope: Signed, claim: Claim | None) -> int:
+    """The leaf for a Submit that gets a receipt: the envelope in its canonical encoding
+    (however it arrived) and, for a claim, the state it led to."""
+    entry = _stamp(clearing_pb2.LogEntry(kind=SUBMIT_KINDS[envelope.kind],
+                                         envelope=wire.to_bytes(envelope),
                                          node_id=envelope.signer), tx)
     if claim is not None:
         _claim_fields(entry, claim)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from timebank.envelope import Signed, sign
+from timebank.envelope import Signed, encode, sign
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc
 
@@ -39,6 +39,11 @@ class Connection:
     def sign(self, kind: str, body: bytes) -> pb.Envelope:
         """``body`` as an envelope of ``kind`` signed by this node."""
         return to_wire(sign(kind, body, self.node_id, self.key))
+
+    def sign_canonical(self, kind: str, body: bytes) -> bytes:
+        """``body`` as an envelope of ``kind`` signed by this node, in the canonical
+        encoding (``timebank.envelope.encode``): the bytes the log will record."""
+        return encode(sign(kind, body, self.node_id, self.key))
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         """The clearinghouse's proof that the tree of ``new_size`` extends the one of

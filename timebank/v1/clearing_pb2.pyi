@@ -500,7 +500,7 @@ Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
 @_typing.final
 class Receipt(_message.Message):
     """kind "receipt": signed by the clearinghouse, the answer to every Submit. The same
-    envelope submitted again gets the same receipt.
+    envelope submitted again, in any encoding, gets the same receipt and changes nothing.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -512,6 +512,10 @@ class Receipt(_message.Message):
     AT_FIELD_NUMBER: _builtins.int
     LOG_INDEX_FIELD_NUMBER: _builtins.int
     envelope_sha256: _builtins.bytes
+    """The envelope's identity (timebank.envelope.identity): SHA-256 over its kind, body,
+    signer and key id, each length-prefixed; not over the bytes that carried it, which
+    anyone can re-encode. The name is kept from when it was the bytes' SHA-256.
+    """
     claim_id: _builtins.str
     state: Global___ClaimState.ValueType
     reason: Global___ClaimReason.ValueType
@@ -687,9 +691,10 @@ class LogEntry(_message.Message):
     kind: _builtins.str
     """admission, revocation, limit, registration, claim, expiry, checkpoint"""
     envelope: _builtins.bytes
-    """the signed envelope recorded, verbatim (a city certificate or"""
+    """the signed envelope recorded, in its canonical encoding"""
     node_id: _builtins.str
-    """revocation; a node's Submit); empty for limit and expiry
+    """(timebank.envelope.encode: a city certificate or revocation;
+    a node's Submit); empty for limit and expiry
     the node it concerns (the signer of a Submit)
     """
     claim_id: _builtins.str
