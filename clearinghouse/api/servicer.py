@@ -243,7 +243,7 @@ class ClearinghouseServicer:
 
     def GetAdmissions(self, msg: pb.GetAdmissionsRequest,
                       context: grpc.ServicerContext) -> pb.Admissions:
-        return self._app.query(log.admissions)
+        return self._app.query(log.admissions, msg.skip)
 
     def GetInclusionProof(self, msg: pb.GetInclusionProofRequest,
                           context: grpc.ServicerContext) -> pb.InclusionProof:

@@ -38,6 +38,13 @@ from timebank.v1 import clearing_pb2
 COSIGN = "cosign"
 #: The most entries one GetEntries returns.
 MAX_ENTRIES = 1000
+#: A page of envelopes (GetEntries, GetAdmissions) stops before its envelopes would take
+#: more than this many bytes, well under gRPC's 4 MiB response limit (a leaf recording a
+#: Submit is up to about 64 KiB); it always holds at least one.
+PAGE_BYTES = 1 << 20
+#: What protobuf adds to each envelope of a repeated bytes field, at most (a tag and a
+#: length of up to three bytes), counted against the page's bytes.
+_FRAMING = 4
 
 #: Leaf kinds.
 ADMISSION = "admission"
@@ -243,24 +250,54 @@ def consistency(tx: Tx, old_size: int, new_size: int = 0) -> clearing_pb2.Consis
     return clearing_pb2.ConsistencyProof(path=path, new_head=new)
 
 
-def admissions(tx: Tx) -> clearing_pb2.Admissions:
-    """Every certificate accepted, current and retired, and the districts revoked."""
+def page_length(sizes: list[int], budget: int | None = None) -> int:
+    """How many of the envelopes of ``sizes`` (bytes each, in order) one page takes: as
+    many as fit within ``budget`` bytes (``PAGE_BYTES``) with their framing, never none."""
+    budget = PAGE_BYTES if budget is None else budget
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size + _FRAMING
+        if total > budget:
+            return max(count, 1)
+    return len(sizes)
+
+
+def admissions(tx: Tx, skip: int = 0) -> clearing_pb2.Admissions:
+    """Every certificate accepted, current and retired, and the districts revoked; one
+    page of at most ``PAGE_BYTES`` of envelopes, from the ``skip``-th on.
+
+    The envelopes are listed in one order, field by field as the proto says (the
+    certificates: the current admissions by node id, then the retired keys by node id
+    and serial), and ``total`` says how many there are; a page that stops early says
+    ``more``, and the caller asks again with ``skip`` the number it has. Should ``total``
+    change between pages, the list changed: start again."""
+    if isinstance(skip, bool) or not 0 <= skip <= transparency.MAX_LOG_NUMBER:
+        raise InvalidArgument(f"skip is 0 to {transparency.MAX_LOG_NUMBER}", "BAD_PAGE")
     out = clearing_pb2.Admissions()
-    for a in tx.repo.admissions():
-        out.certificates.append(a.certificate)
-        if a.revoked:
-            out.revoked_node_ids.append(a.node_id)
-    out.certificates.extend(r.certificate for r in tx.repo.retired_keys())
+    current = tx.repo.admissions()
+    out.revoked_node_ids.extend(a.node_id for a in current if a.revoked)
+    certificates = [a.certificate for a in current]
+    certificates += [r.certificate for r in tx.repo.retired_keys()]
+    listed = [(out.certificates, c) for c in certificates]
+    rest = listed[skip:]
+    taken = page_length([len(envelope) for _, envelope in rest])
+    for field, envelope in rest[:taken]:
+        field.append(envelope)
+    out.total = len(listed)
+    out.more = taken < len(rest)
     return out
 
 
 def entries(tx: Tx, start: int, end: int) -> list[bytes]:
+    """Leaves from ``start``, toward ``end`` (exclusive; at most ``MAX_ENTRIES``): as many
+    as one page of ``PAGE_BYTES`` holds, at least one. A reader asks again from where
+    the page ended."""
     log = log_of(tx)
     if not 0 <= start < end <= log.size() or end - start > MAX_ENTRIES:
         raise InvalidArgument(
             f"entries are read {MAX_ENTRIES} at most at a time, within the log's "
             f"{log.size()} leaves", "BAD_LOG_RANGE")
-    return log.leaves(start, end)
+    return log.leaves(start, start + page_length(log.leaf_sizes(start, end)))
 
 
 # witnesses ---------------------------------------------------------------------------

@@ -55,13 +55,32 @@ def checkpoint_command(config_file: ConfigFile) -> None:
               "anchor the checkpoint")
 
 
+#: How often the list of admissions may change under a reader before it gives up.
+ADMISSIONS_ATTEMPTS = 3
+
+
 def _admissions(stub: Any) -> list[bytes]:
     """Every district's city-signed certificates, current and retired: the keys a
-    verifier checks the cosignatures with."""
+    verifier checks the cosignatures with. They come in pages; if the list changes
+    while it is read (an admission meanwhile), it is read again from the start."""
     from timebank.v1 import clearing_pb2 as pb
 
-    found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=RPC_SECONDS)
-    return list(found.certificates)
+    for _ in range(ADMISSIONS_ATTEMPTS):
+        certificates: list[bytes] = []
+        found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=RPC_SECONDS)
+        total, received = found.total, 0
+        while True:
+            certificates += found.certificates
+            page = len(found.certificates) + len(found.rosters) + len(found.policies)
+            received += page
+            if not found.more or found.total != total or not page:
+                break
+            found = stub.GetAdmissions(pb.GetAdmissionsRequest(skip=received),
+                                       timeout=RPC_SECONDS)
+        if found.total == total and not found.more:
+            return certificates
+    fail(f"the clearinghouse's admissions changed {ADMISSIONS_ATTEMPTS} times while they "
+         "were read; make the statement again")
 
 
 def _fetch(config: NodeConfig, index: int) -> Fetched:
