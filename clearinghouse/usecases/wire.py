@@ -16,6 +16,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from clearinghouse.domain.claims import ClaimState, RejectReason
 from runtime.errors import InvalidArgument, PermissionDenied
+from timebank import bounds
 from timebank import envelope as contract
 from timebank.envelope import EnvelopeError, Reason, Signed
 from timebank.v1 import clearing_pb2
@@ -58,13 +59,24 @@ def check_kind(envelope: Signed, kind: str) -> None:
 
 
 def parse(message_type: type[M], body: bytes, kind: str) -> M:
-    """Parse a verified body; a body that is not a ``message_type`` is INVALID_ARGUMENT."""
+    """Parse a verified body; a body that is not a ``message_type`` is INVALID_ARGUMENT
+    MALFORMED_BODY, and one with a Timestamp anywhere in it that holds no time is
+    INVALID_ARGUMENT BAD_TIMESTAMP, before any field is used."""
     try:
-        return message_type.FromString(body)
+        message = message_type.FromString(body)
     except DecodeError:
         raise InvalidArgument(
             f"the body of this {kind!r} envelope is not a {message_type.__name__}",
             "MALFORMED_BODY") from None
+    try:
+        bounds.check_times(message)
+    except bounds.BadTimestamp as e:
+        raise InvalidArgument(f"the body of this {kind!r} envelope: {e}",
+                              "BAD_TIMESTAMP") from None
+    except ValueError as e:
+        raise InvalidArgument(f"the body of this {kind!r} envelope: {e}",
+                              "MALFORMED_BODY") from None
+    return message
 
 
 REASON_PREFIX = "CLAIM_REASON_"
