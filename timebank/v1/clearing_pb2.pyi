@@ -860,7 +860,9 @@ class Admissions(_message.Message):
     MORE_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     more: _builtins.bool
-    """this page stopped early: ask again from where it ended"""
+    """(5 is taken on main: revocations)
+    this page stopped early: ask again from where it ended
+    """
     total: _builtins.int
     """how many envelopes there are in all; if it changes"""
     @_builtins.property
