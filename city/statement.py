@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from runtime.console import CliError, guarded
+from runtime.clock import SystemClock
+from runtime.console import CliError, DevClockFile, dev_clock, guarded
 from timebank.passbook import StatementError, guard, load, verify_statement
 
 
@@ -58,11 +59,15 @@ def verify_command(
         "--allow-uncosigned",
         help="Accept a tree head not yet cosigned by a quorum of districts (not final).")
     ] = False,
+    dev_clock_file: DevClockFile = None,
 ) -> None:
     """Check a passbook offline, with only the city's public keys; print the person,
-    district and balance and `genuine`, or exactly why it is not (exit 1)."""
+    district and balance and `genuine`, or exactly why it is not (exit 1).
+    Cosignatures dated more than five minutes after this computer's clock are refused."""
     from runtime.console import echo, fail, print_error
     from timebank.minutes import format_hours_and_minutes as hm
+
+    clock = dev_clock(dev_clock_file) or SystemClock()
 
     if data_dir is not None:
         if city_key or clearinghouse_key:
@@ -80,7 +85,8 @@ def verify_command(
     except OSError as e:
         fail(f"cannot read {file}: {e.strerror or e}")
     try:
-        found = guard(lambda: verify_statement(load(data), root, ch,
+        now = int(clock.now().timestamp())
+        found = guard(lambda: verify_statement(load(data), root, ch, now=now,
                                                allow_uncosigned=allow_uncosigned))
     except StatementError as e:
         print_error(f"not genuine: {e}" if "not final" not in str(e) else str(e))

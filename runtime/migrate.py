@@ -36,6 +36,10 @@ class Migrations:
         """Bring the schema to ``revision`` (default: the newest). Safe to run again."""
         self._run(engine, lambda cfg: command.upgrade(cfg, revision))
 
+    def downgrade(self, engine: Engine, revision: str) -> None:
+        """Take the schema back to ``revision`` (for tests of a migration's data step)."""
+        self._run(engine, lambda cfg: command.downgrade(cfg, revision))
+
     def check(self, engine: Engine) -> None:
         """Raise if the models and the migrations disagree (``alembic check``)."""
         self._run(engine, command.check)

@@ -20,7 +20,10 @@ installed on. For every call it:
 6. clears the context variables again.
 
 A stream ends OK when the servicer returns, CANCELLED when the client went away first.
-Client-streaming and bidirectional methods (reflection) pass through untouched.
+Client-streaming and bidirectional methods (reflection) are not logged or counted, but
+their requests are parsed here too, one by one as the servicer reads them: a message
+that is not the method's request ends the call INVALID_ARGUMENT ``MALFORMED_REQUEST``
+instead of gRPC's INTERNAL.
 
 ``scrub``, if given, is applied to every string on the ``rpc`` line: the clearinghouse
 passes one that cuts PersonRefs short.
@@ -38,7 +41,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from runtime.metrics import RpcMetrics
-from runtime.rpcstatus import Answer, ErrorMapping, malformed_request
+from runtime.rpcstatus import Answer, ErrorMapping, malformed_request, rich_status
 
 log = structlog.get_logger("runtime.observe")
 
@@ -176,7 +179,7 @@ class CallObserver(grpc.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 many, response_serializer=handler.response_serializer)
-        return handler
+        return _parsing_stream_requests(handler, method)
 
     def _serve(self, method: str, quiet: bool, respond: Callable[[Any], Iterator[Any]],
                parse: Parse | None, raw: bytes, context: grpc.ServicerContext,
@@ -201,6 +204,35 @@ class CallObserver(grpc.ServerInterceptor):
             context.abort_with_status(answer.status())
         finally:
             observed.end(context)
+
+
+def _parsing_stream_requests(handler: grpc.RpcMethodHandler[Any, Any],
+                             method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """A client-streaming or bidirectional handler that gets its requests' bytes and
+    parses each itself, refusing one that does not parse with INVALID_ARGUMENT."""
+    parse = handler.request_deserializer
+    if parse is None:
+        return handler
+
+    def parsed(raw: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        for data in raw:
+            try:
+                yield parse(data)
+            except (DecodeError, ValueError, TypeError):
+                refusal = malformed_request(method)
+                context.abort_with_status(rich_status(
+                    grpc.StatusCode.INVALID_ARGUMENT, refusal.message, refusal.reason))
+
+    both, client = handler.stream_stream, handler.stream_unary
+    if both is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            lambda raw, context: both(parsed(raw, context), context),
+            response_serializer=handler.response_serializer)
+    if client is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            lambda raw, context: client(parsed(raw, context), context),
+            response_serializer=handler.response_serializer)
+    return handler
 
 
 __all__ = ["MAX_MESSAGE_CHARS", "CallObserver", "note", "request_ids"]

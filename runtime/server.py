@@ -78,6 +78,30 @@ def channel_options(max_message_bytes: int = MAX_RESPONSE_BYTES) -> list[tuple[s
     ]
 
 
+class HealthServicer(health.HealthServicer):  # type: ignore[misc]  # untyped package
+    """``grpc.health.v1.Health`` as grpcio-health-checking serves it, and ``List`` too:
+    the package declares that rpc but does not serve it, so a List call raised
+    NotImplementedError and was answered INTERNAL. Here it lists the status of every
+    service this server reports on, as Check gives each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: set[str] = {""}
+
+    def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType,
+            ) -> None:
+        self._names.add(service)
+        super().set(service, status)
+
+    def List(self, request: health_pb2.HealthListRequest,  # noqa: N802 - the rpc's name
+             context: grpc.ServicerContext) -> health_pb2.HealthListResponse:
+        out = health_pb2.HealthListResponse()
+        for name in sorted(self._names):
+            out.statuses[name].CopyFrom(
+                self.Check(health_pb2.HealthCheckRequest(service=name), context))
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class RunningServer:
     """A started server: its bound port, and how to stop it."""
@@ -112,7 +136,7 @@ def start_server(service_name: str, register: Callable[[grpc.Server], None],
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix=thread_name_prefix),
         interceptors=[observer], options=server_options(max_message_bytes))
     register(server)
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -17,11 +17,15 @@ The note text of a checkpoint is: origin line, tree size (ASCII decimal, no lead
 base64 of the 32-byte root hash, then optional non-empty extension lines; every line ends in
 a newline.
 
-Everything here is pure (no I/O, no clock): the caller passes the cosignature time.
-Parsing is strict and bounded (1 MiB per note, 100 signature lines, 255-character key names,
-sizes and times below 2**63), because notes arrive from other machines. Signatures with an
-unknown key name or key hash are ignored, as the spec requires, but a signature line that
-claims to be from the key being checked and fails makes the check fail.
+Everything here is pure (no I/O, no clock): the caller passes the cosignature time, and
+a verifier that has a clock passes ``now`` to refuse cosignatures dated more than
+``MAX_COSIGNATURE_SKEW`` seconds after it. Parsing is strict and bounded (1 MiB per note,
+100 signature lines, 255-character key names, sizes and times below 2**63), because notes
+arrive from other machines. Signatures with an unknown key name or key hash are ignored,
+as the spec requires, but a signature line that claims a key the verifier knows (its name
+and key hash match) and does not verify rejects the whole note: the signed-note spec says
+a failed signature from a known key should, and a note that carries one was tampered with
+or made by mistake, so no part of it is counted.
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ from nacl.signing import SigningKey, VerifyKey
 __all__ = [
     "ALG_COSIGNATURE_V1",
     "ALG_ED25519",
+    "MAX_COSIGNATURE_SKEW",
     "MAX_NAME_LEN",
     "MAX_NOTE_BYTES",
     "MAX_SIGNATURES",
     "MAX_UINT63",
     "Checkpoint",
     "CheckpointError",
+    "FutureCosignature",
     "NoteSignature",
     "SignedNote",
     "add_signatures",
@@ -71,6 +77,11 @@ MAX_SIGNATURES = 100
 MAX_NAME_LEN = 255
 #: Largest tree size or timestamp (the cosignature spec caps timestamps at 2**63 - 1).
 MAX_UINT63 = (1 << 63) - 1
+#: How far after a verifier's clock a cosignature's time may be, in seconds. Clocks of
+#: districts and of whoever verifies differ by seconds, not minutes; a cosignature dated
+#: later than this was made on a clock that is wrong (or is meant to look fresher than
+#: it is), and is refused rather than believed.
+MAX_COSIGNATURE_SKEW = 300
 
 _SIG_PREFIX = "\u2014 "  # EM DASH, SPACE
 _KEY_HASH_LEN = 4
@@ -87,6 +98,11 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 class CheckpointError(ValueError):
     """A note, checkpoint, key or signature is malformed or does not verify."""
+
+
+class FutureCosignature(CheckpointError):
+    """A cosignature verifies but is dated more than ``MAX_COSIGNATURE_SKEW`` seconds
+    after the verifier's clock: one of the two clocks is wrong."""
 
 
 # --- small strict helpers -------------------------------------------------------------------
@@ -524,43 +540,64 @@ def _checkpoint_note(note: str) -> SignedNote:
     return parsed
 
 
-def verify_cosignature(note: str, name: str, public_key: bytes) -> int:
+def _check_now(now: int | None) -> int | None:
+    return None if now is None else _check_uint63(now, "the verifier's clock (now)")
+
+
+def _cosignature_at(sig: NoteSignature, public_key: bytes, text: str, label: str,
+                    now: int | None) -> int:
+    """The time of a cosignature line claiming a known key; raises if it does not verify
+    or, with ``now``, if it is dated more than ``MAX_COSIGNATURE_SKEW`` seconds later."""
+    timestamp = _cosignature_time(sig, public_key, text)
+    if timestamp is None:
+        raise CheckpointError(f"invalid cosignature by {label}")
+    if now is not None and timestamp > now + MAX_COSIGNATURE_SKEW:
+        raise FutureCosignature(
+            f"the cosignature by {label} is dated {timestamp}, {timestamp - now} s after "
+            f"this clock ({now}); at most {MAX_COSIGNATURE_SKEW} s of clock skew is allowed")
+    return timestamp
+
+
+def verify_cosignature(note: str, name: str, public_key: bytes, *,
+                       now: int | None = None) -> int:
     """The time a witness (name, key) cosigned this checkpoint note; raises if it didn't.
 
     Like ``verify_note``: other keys' lines are ignored, every line claiming this key must
-    verify, and with several valid lines the latest time is returned.
+    verify, and with several valid lines the latest time is returned. With ``now`` (POSIX
+    seconds, the verifier's clock), a line dated more than ``MAX_COSIGNATURE_SKEW`` seconds
+    after it is refused too.
     """
     parsed = _checkpoint_note(note)
     pub = _check_public_key(public_key)
+    now = _check_now(now)
     kh = key_hash(name, pub, ALG_COSIGNATURE_V1)
     candidates = _candidates(parsed, name, kh)
     if not candidates:
         raise CheckpointError(f"note has no cosignature by {name}+{kh.hex()}")
-    times = []
-    for sig in candidates:
-        timestamp = _cosignature_time(sig, pub, parsed.text)
-        if timestamp is None:
-            raise CheckpointError(f"invalid cosignature by {name}+{kh.hex()}")
-        times.append(timestamp)
-    return max(times)
+    return max(_cosignature_at(sig, pub, parsed.text, f"{name}+{kh.hex()}", now)
+               for sig in candidates)
 
 
-def cosigners(note: str, witnesses: Mapping[str, bytes]) -> dict[str, int]:
-    """Which of ``witnesses`` (name -> public key) validly cosigned the note: name -> time.
+def cosigners(note: str, witnesses: Mapping[str, bytes], *,
+              now: int | None = None) -> dict[str, int]:
+    """Which of ``witnesses`` (name -> public key) cosigned the note: name -> time.
 
-    Lines that don't verify, or come from keys not in ``witnesses``, are ignored (never
-    counted); a witness with several valid lines gets its latest time. A malformed note or
-    a malformed witness entry raises ``CheckpointError``.
+    Lines from keys not in ``witnesses`` are ignored (never counted). A line that claims
+    one of ``witnesses`` (its name and key hash match) but does not verify rejects the
+    note (``CheckpointError``), as the signed-note spec says a failed signature from a
+    known key should; so does, with ``now`` (POSIX seconds, the verifier's clock), a
+    line dated more than ``MAX_COSIGNATURE_SKEW`` seconds after it. A witness with
+    several valid lines gets its latest time. A malformed note or witness entry raises.
     """
     parsed = _checkpoint_note(note)
+    now = _check_now(now)
     result: dict[str, int] = {}
     for name, public_key in _witness_items(witnesses):
         pub = _check_public_key(public_key)
         kh = key_hash(name, pub, ALG_COSIGNATURE_V1)
         for sig in _candidates(parsed, name, kh):
-            timestamp = _cosignature_time(sig, pub, parsed.text)
-            if timestamp is not None and timestamp >= result.get(name, -1):
-                result[name] = timestamp
+            timestamp = _cosignature_at(sig, pub, parsed.text, f"{name}+{kh.hex()}", now)
+            result[name] = max(timestamp, result.get(name, -1))
     return result
 
 

@@ -4,9 +4,17 @@ An envelope carries the body bytes exactly as they were signed, the body's *kind
 signed (a six-digit node id, ``"clearinghouse"`` or ``"city"``), the key id of the
 signing key, and a 64-byte Ed25519 signature over :func:`signing_input`.
 
-Protobuf encoding is not canonical, so a receiver verifies the bytes it received and
-parses them only afterwards; nothing is ever re-encoded to be verified. See
+Protobuf encoding is not canonical, so a receiver verifies the body bytes it received
+and parses them only afterwards; nothing is ever re-encoded to be verified. See
 docs/decisions/0003-signed-envelopes.md.
+
+The *envelope* around the body is another matter: anyone holding a signed envelope (every
+logged one is public) can re-encode it (fields reordered or repeated, an unknown field
+appended, a length written as a longer varint) without touching what was signed. So an
+envelope is known by what was signed and by whom, never by the bytes it arrived as:
+:func:`identity` is the SHA-256 of its kind, body, signer and key id, and :func:`encode`
+its one canonical encoding, the only form anyone stores, logs or compares. A receipt's
+``envelope_sha256`` is the identity. :func:`decode` reads any protobuf encoding.
 
 The signer field itself is not under the signature. It is bound through the key: a key
 ring holds each public key for exactly one signer, so an envelope whose signer was
@@ -16,22 +24,26 @@ creditor, say) must still be checked against ``envelope.signer`` by whoever pars
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from google.protobuf.message import DecodeError
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from timebank.ids import is_node_id
 from timebank.keys import PUBLIC_KEY_LEN, key_id
+from timebank.v1 import clearing_pb2
 
 __all__ = [
     "CITY",
     "CLEARINGHOUSE",
     "DOMAIN",
+    "IDENTITY_DOMAIN",
     "MAX_BODY_BYTES",
     "MAX_KIND_LEN",
     "SIGNATURE_LEN",
@@ -39,6 +51,9 @@ __all__ = [
     "KeyRing",
     "Reason",
     "Signed",
+    "decode",
+    "encode",
+    "identity",
     "sign",
     "signing_input",
     "verify",
@@ -46,6 +61,9 @@ __all__ = [
 
 #: Prefix of every signing input: the protocol and its version.
 DOMAIN = b"timebank.v1/"
+#: Prefix of the input an envelope's identity hashes (never a signing input: no kind
+#: contains a "-" or a "/", so no signing input starts with it).
+IDENTITY_DOMAIN = b"timebank.v1/envelope-identity\x00"
 MAX_KIND_LEN = 64
 MAX_BODY_BYTES = 64 * 1024
 SIGNATURE_LEN = 64
@@ -158,6 +176,70 @@ def signing_input(kind: str, body: bytes) -> bytes:
     _check_kind(kind)
     _check_body(body)
     return DOMAIN + kind.encode("ascii") + b"\x00" + len(body).to_bytes(8, "big") + body
+
+
+def identity(envelope: Signed) -> bytes:
+    """What an envelope *is*: SHA-256 over its kind, body, signer and key id.
+
+    ``SHA-256(IDENTITY_DOMAIN || for each of kind, body, signer, key id (ASCII or bytes):
+    its length as 8 bytes big-endian, then it)``. The signature is left out: an envelope
+    means what its signer signed, and a second valid signature over the same kind and
+    body by the same key (only its holder can make one) is the same message. Two
+    encodings of one envelope have one identity; so a receiver that keys what it did on
+    the identity does it once, however the envelope is re-encoded. Receipts carry it as
+    ``envelope_sha256``.
+    """
+    if not isinstance(envelope, Signed):
+        raise EnvelopeError(Reason.MALFORMED, "not a Signed envelope")
+    digest = hashlib.sha256(IDENTITY_DOMAIN)
+    for part in (envelope.kind.encode("ascii"), envelope.body,
+                 envelope.signer.encode("ascii"), envelope.key_id.encode("ascii")):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode(envelope: Signed) -> bytes:
+    """The one canonical encoding of ``envelope`` as a ``timebank.v1.Envelope``.
+
+    Fields 1 to 5 (kind, body, signer, key id, signature) in that order, each that is
+    not empty exactly once as its tag byte (field number << 3 | 2), its length as a
+    minimal varint and its bytes; nothing else. It is what protobuf's deterministic
+    serialisation of those five fields gives, written out here so that the bytes are
+    fixed by this contract rather than by a library's choices.
+    """
+    if not isinstance(envelope, Signed):
+        raise EnvelopeError(Reason.MALFORMED, "not a Signed envelope")
+    out = bytearray()
+    for number, part in enumerate((envelope.kind.encode("ascii"), envelope.body,
+                                   envelope.signer.encode("ascii"),
+                                   envelope.key_id.encode("ascii"), envelope.signature), 1):
+        if part:
+            out += bytes([number << 3 | 2]) + _varint(len(part)) + part
+    return bytes(out)
+
+
+def decode(data: bytes) -> Signed:
+    """The envelope a serialised ``timebank.v1.Envelope`` carries, in any protobuf
+    encoding of it (unknown fields dropped, a repeated field's last value kept, as
+    protobuf reads them), its fields' shapes checked. Not verified: see ``verify``."""
+    if not isinstance(data, bytes):
+        raise EnvelopeError(Reason.MALFORMED, "an envelope is read from bytes")
+    try:
+        message = clearing_pb2.Envelope.FromString(data)
+    except DecodeError:
+        raise EnvelopeError(Reason.MALFORMED, "not a serialised timebank.v1.Envelope") from None
+    return Signed(message.kind, message.body, message.signer, message.key_id,
+                  message.signature)
 
 
 def sign(kind: str, body: bytes, signer: str, key: SigningKey) -> Signed:

@@ -55,11 +55,17 @@ from timebank.accounts import AccountCodeError, AccountKind, is_person_ref, pars
 from timebank.envelope import EnvelopeError, Signed, sign, verify
 from timebank.v1 import clearing_pb2 as pb
 
-__all__ = ["FORMAT", "KIND", "StatementError", "Verified", "b64", "digest", "guard", "load",
-           "sign_statement", "verify_statement"]
+__all__ = ["FILE_FIELDS", "FORMAT", "KIND", "STATEMENT_FIELDS", "StatementError", "Verified",
+           "b64", "digest", "guard", "load", "sign_statement", "verify_statement"]
 
 FORMAT = "timebank-statement/v1"
 KIND = "statement"
+#: The fields a statement file has, and the fields of its signed ``statement`` object.
+#: Anything else is refused: a reader must not be shown, or a later version give a
+#: meaning to, data that the verifier passed over without checking.
+FILE_FIELDS = frozenset({"format", "statement", "signature"})
+STATEMENT_FIELDS = frozenset({"format", "node", "person", "balance", "entries", "anchor",
+                              "cosigned", "rosters", "made_at"})
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -121,6 +127,16 @@ def _get(obj: Any, key: str, kind: type[T], where: str) -> T:
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise StatementError(f"the statement's {where} is not a {kind.__name__}")
     return value
+
+
+def _only(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
+    """Refuse fields a statement of this format does not have, naming them."""
+    unknown = sorted(str(k) for k in obj if k not in known)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise StatementError(f"the {where} has fields a {FORMAT} statement does not: "
+                             f"{shown}{more} (it has only {', '.join(sorted(known))})")
 
 
 def _bytes(text: object, where: str) -> bytes:
@@ -198,16 +214,22 @@ def _roster_of(head: transparency.Head, carried: dict[bytes, rosters.Roster],
 
 
 def _final(head: transparency.Head, carried: dict[bytes, rosters.Roster], subject: str,
-           what: str) -> tuple[rosters.Roster, list[str]]:
+           what: str, now: int | None) -> tuple[rosters.Roster, list[str]]:
     """The roster the head names and its districts, other than ``subject``, whose
-    cosignature verifies under the key it lists them with. A cosignature line that
-    claims a member's key and fails rejects the head."""
+    cosignature verifies under the key it lists them with. A line that claims a
+    member's key and does not verify refuses the statement (the head was tampered with),
+    and so, given the verifier's clock, does one dated beyond the allowed clock skew
+    after it."""
     try:
-        return rosters.cosigned_by(head, carried, subject)
+        return rosters.cosigned_by(head, carried, subject, now=now)
     except rosters.RosterError as e:
         raise StatementError(f"the {what} tree head of {head.size} leaves: {e}") from None
+    except notes.FutureCosignature as e:
+        raise StatementError(f"the tree head of {head.size} leaves: {e} (is this "
+                             "computer's clock right?)") from None
     except notes.CheckpointError as e:
-        raise StatementError(f"the tree head is malformed: {e}") from None
+        raise StatementError(f"the tree head of {head.size} leaves carries a bad "
+                             f"cosignature: {e}") from None
 
 
 def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
@@ -336,13 +358,19 @@ def _check_signature(doc: dict[str, Any], statement: dict[str, Any], node_id: st
 
 
 def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
-                     allow_uncosigned: bool = False) -> Verified:
-    """Check a parsed statement file; raise StatementError naming the first failure."""
+                     allow_uncosigned: bool = False, now: int | None = None) -> Verified:
+    """Check a parsed statement file; raise StatementError naming the first failure.
+
+    ``now`` (POSIX seconds): the verifier's clock, if it has one; cosignatures dated
+    more than ``checkpoint.MAX_COSIGNATURE_SKEW`` seconds after it are refused. Without
+    it, their times are not judged (the contract has no clock of its own)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StatementError(f"this is not a {FORMAT} file")
+    _only(doc, FILE_FIELDS, "file")
     st = _get(doc, "statement", dict, "statement")
     if st.get("format") != FORMAT:
         raise StatementError(f"the signed part is not {FORMAT}")
+    _only(st, STATEMENT_FIELDS, "signed statement")
     node = _get(st, "node", dict, "node")
     node_id = _get(node, "node_id", str, "node id")
     carried = _rosters(st, city_key)
@@ -363,7 +391,7 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
         head, what = _head(final, "cosigned", ch_key), "cosigned"
         if _check_logged(final, "cosigned", checkpoint, node_id, head) != index:
             raise StatementError("the cosigned proof is of another log leaf than the anchor's")
-    roster, cosigners = _final(head, carried, node_id, what)
+    roster, cosigners = _final(head, carried, node_id, what, now)
     if len(cosigners) < roster.quorum and not allow_uncosigned:
         raise StatementError(
             f"not final: the tree head of {head.size} leaves is cosigned by "

@@ -225,15 +225,17 @@ def verified(envelopes: Iterable[bytes], city_key: bytes) -> dict[bytes, Roster]
 
 
 def cosigned_by(head: transparency.Head, known: Mapping[bytes, Roster],
-                subject: str | None = None) -> tuple[Roster, list[str]]:
+                subject: str | None = None, *, now: int | None = None,
+                ) -> tuple[Roster, list[str]]:
     """The roster ``head`` names (from ``known``) and the members, other than
     ``subject``, whose cosignature on it verifies under the key that roster lists: what
     finality is counted from. Raises ``RosterError`` when the head names no known roster
-    or misstates its size, ``checkpoint.CheckpointError`` when a member's line fails."""
+    or misstates its size, ``checkpoint.CheckpointError`` when a member's line fails (or,
+    given ``now``, is dated beyond the allowed clock skew after it)."""
     found = by_digest(known, head.roster)
     if head.districts is not None and head.districts != len(found.members):
         raise RosterError(f"the tree head says the city had {head.districts} districts; "
                           f"the roster it names lists {len(found.members)}")
     names = {transparency.witness_name(m.node_id): m.node_id for m in found.members}
-    valid = notes.cosigners(head.note, found.witnesses())
+    valid = notes.cosigners(head.note, found.witnesses(), now=now)
     return found, found.counted((names[n] for n in valid), subject)

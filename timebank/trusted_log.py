@@ -10,9 +10,10 @@ same reasons:
   origin its key names), and it extends the held head: the size never shrinks, another
   root at the held size is a fork, a larger tree needs an RFC 9162 consistency proof
   from the held one;
-- a receipt is acted on only if the clearinghouse signed it, for exactly the bytes sent,
-  and its log leaf records those bytes and the state the receipt states and is proven
-  in the held head;
+- a receipt is acted on only if the clearinghouse signed it, for the envelope sent (its
+  identity, ``timebank.envelope.identity``), and its log leaf records that envelope in
+  its canonical encoding and the state the receipt states and is proven in the held
+  head;
 - two heads verified from a common one along different paths (two threads of one node)
   must be consistent with each other too.
 
@@ -25,13 +26,20 @@ Whatever is refused raises ``transparency.LogError`` and changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
 from timebank import transparency
-from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Signed, verify
+from timebank.envelope import (
+    CLEARINGHOUSE,
+    EnvelopeError,
+    Signed,
+    decode,
+    encode,
+    identity,
+    verify,
+)
 from timebank.keys import PUBLIC_KEY_LEN
 from timebank.transparency import Head, LogError
 from timebank.v1 import clearing_pb2 as pb
@@ -125,8 +133,9 @@ class TrustedLog:
 
     def check_receipt(self, receipt: bytes, sent: bytes, logged: pb.LogInclusion) -> pb.Receipt:
         """The receipt inside ``receipt`` (a serialised envelope), once it is checked to be
-        the clearinghouse's, for exactly the bytes ``sent``, and its log leaf (``logged``)
-        to record those bytes and the claim state the receipt states, proven in the held
+        the clearinghouse's, for the envelope ``sent`` (its identity, whatever bytes
+        carried it), and its log leaf (``logged``) to record that envelope in its
+        canonical encoding and the claim state the receipt states, proven in the held
         head."""
         try:
             envelope = pb.Envelope.FromString(receipt)
@@ -137,13 +146,17 @@ class TrustedLog:
             answer = pb.Receipt.FromString(body)
         except (EnvelopeError, DecodeError) as e:
             raise LogError(f"the clearinghouse's receipt does not verify: {e}") from None
-        if answer.envelope_sha256 != hashlib.sha256(sent).digest():
-            raise LogError("the receipt is for other bytes than were sent")
+        try:
+            ours = decode(sent)
+        except EnvelopeError as e:
+            raise ValueError(f"what was sent is not an envelope: {e}") from None
+        if answer.envelope_sha256 != identity(ours):
+            raise LogError("the receipt is for another envelope than the one sent")
         try:
             entry = pb.LogEntry.FromString(logged.entry)
         except DecodeError:
             raise LogError("the receipt's log leaf is not a LogEntry") from None
-        if (logged.index != answer.log_index or entry.envelope != sent
+        if (logged.index != answer.log_index or entry.envelope != encode(ours)
                 or entry.claim_id != answer.claim_id
                 or (answer.claim_id and entry.state != answer.state)):
             raise LogError("the receipt's log leaf does not record what was sent")

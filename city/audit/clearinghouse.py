@@ -19,7 +19,15 @@ from city.audit.storedlog import StoredLog, StoredLogError
 from clearinghouse.domain.claims import ClaimState as ChState
 from timebank import checkpoint as notes
 from timebank import merkle, transparency
-from timebank.envelope import CLEARINGHOUSE, EnvelopeError, Reason, verify
+from timebank.envelope import (
+    CLEARINGHOUSE,
+    EnvelopeError,
+    Reason,
+    Signed,
+    decode,
+    identity,
+    verify,
+)
 from timebank.v1 import clearing_pb2 as pb
 
 
@@ -115,19 +123,24 @@ def _check_roster_line(ch: Clearinghouse, head: transparency.Head, where: str) -
 
 def _cosignatures_check(ch: Clearinghouse) -> str:
     cosigs, heads = t.cosignatures, t.tree_heads
-    rows = ch.conn.execute(select(cosigs.c.size, cosigs.c.witness, cosigs.c.line, heads.c.note)
+    rows = ch.conn.execute(select(cosigs.c.size, cosigs.c.witness, cosigs.c.line,
+                                  cosigs.c.created_at, heads.c.note)
                            .join(heads, heads.c.size == cosigs.c.size, isouter=True)
                            .order_by(cosigs.c.size, cosigs.c.witness)).all()
     by_size: dict[int, int] = {}
-    for size, witness, line, note in rows:
+    for size, witness, line, taken_at, note in rows:
         where = f"size {size}, witness {witness}"
         if note is None:
             raise Bad(BadRecord(ch.file, "cosignatures", where, "no tree head of this size"))
         name = transparency.witness_name(witness)
         full = note + line.rstrip("\n") + "\n"
-        if not any(_cosigned(full, name, key) for key in ch.node_keys.get(witness, [])):
+        # Judged against the clearinghouse's clock when it took the line, as it did then.
+        taken = int(taken_at.timestamp())
+        if not any(_cosigned(full, name, key, taken) for key in ch.node_keys.get(witness, [])):
             raise Bad(BadRecord(ch.file, "cosignatures", where,
-                                 f"the cosignature does not verify under {witness}'s key"))
+                                 f"the cosignature does not verify under {witness}'s key, "
+                                 "or is dated after the clearinghouse took it (beyond "
+                                 f"{notes.MAX_COSIGNATURE_SKEW} s of clock skew)"))
         by_size[size] = by_size.get(size, 0) + 1
     if not rows:
         return "no cosignatures yet"
@@ -138,9 +151,9 @@ def _cosignatures_check(ch: Clearinghouse) -> str:
             f"latest head cosigned by a quorum ({quorum}): {latest}")
 
 
-def _cosigned(note: str, name: str, key: bytes) -> bool:
+def _cosigned(note: str, name: str, key: bytes, now: int) -> bool:
     try:
-        notes.verify_cosignature(note, name, key)
+        notes.verify_cosignature(note, name, key, now=now)
     except notes.CheckpointError:
         return False
     return True
@@ -180,6 +193,7 @@ def _receipts_check(ch: Clearinghouse) -> str:
     receipts = t.receipts
     log = StoredLog(ch.conn)
     count = 0
+    seen: dict[bytes, int] = {}  # identity -> the leaf its receipt names
     for row in ch.conn.execute(select(receipts).order_by(receipts.c.created_at)):
         key = bytes(row.envelope_sha256)
         where = f"receipt for envelope {key.hex()[:16]}…"
@@ -191,7 +205,7 @@ def _receipts_check(ch: Clearinghouse) -> str:
         except (EnvelopeError, DecodeError, ValueError) as e:
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  f"does not verify under the clearinghouse key: {e}")) from None
-        if bytes(body.envelope_sha256) != key:
+        if bytes(body.envelope_sha256) != key and not _legacy(body, key, log):
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  "the signed receipt names another envelope"))
         if body.log_index >= ch.scan.size:
@@ -207,11 +221,40 @@ def _receipts_check(ch: Clearinghouse) -> str:
         except DecodeError:
             raise Bad(BadRecord(ch.file, "log_leaves", f"idx {body.log_index}",
                                  "the leaf is not a timebank.v1.LogEntry")) from None
-        if hashlib.sha256(leaf.envelope).digest() != key or leaf.node_id != row.signer:
+        if _identity(leaf.envelope) != key or leaf.node_id != row.signer:
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  f"log leaf {body.log_index} records another envelope"))
+        if key in seen:
+            raise Bad(BadRecord(ch.file, "receipts", where,
+                                 f"log leaves {seen[key]} and {body.log_index} record the "
+                                 "same envelope: it was acted on twice"))
+        seen[key] = body.log_index
         count += 1
-    return f"{plural(count, 'receipt')} signed by the clearinghouse, each recorded in its leaf"
+    return (f"{plural(count, 'receipt')} signed by the clearinghouse, each recorded in its "
+            "leaf, one for each envelope")
+
+
+def _identity(data: bytes) -> bytes | None:
+    """The identity of a recorded envelope (None if it is not one)."""
+    try:
+        return identity(decode(data))
+    except EnvelopeError:
+        return None
+
+
+def _legacy(body: pb.Receipt, key: bytes, log: StoredLog) -> bool:
+    """A receipt signed before receipts named the envelope's identity (clearinghouse
+    migration 0005): it names the SHA-256 of the bytes its leaf recorded, and is kept
+    under the identity of that envelope."""
+    data = log.leaf(body.log_index) if body.log_index <= transparency.MAX_LOG_NUMBER else None
+    if data is None:
+        return False
+    try:
+        recorded = pb.LogEntry.FromString(data).envelope
+    except DecodeError:
+        return False
+    return (bytes(body.envelope_sha256) == hashlib.sha256(recorded).digest()
+            and _identity(recorded) == key)
 
 
 def _positions_check(ch: Clearinghouse) -> str:

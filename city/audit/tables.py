@@ -125,6 +125,7 @@ cosignatures = table(
     column("size", BigInteger),
     column("witness", String),
     column("line", Text),
+    column("created_at", _UtcTime),  # when the clearinghouse took it
 )
 admissions = table(
     "admissions",  # each admitted district, its current key and its certificate

@@ -30,6 +30,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from city.monitor.state import MAX_PENDING, Directory, State
+from node.link.connection import all_admissions
 from node.link.logcheck import locate
 from timebank import anchors, forks, transparency
 from timebank import checkpoint as notes
@@ -295,7 +296,7 @@ def _final_size(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target
     if head.size > state.frontier.size:
         return 0
     try:
-        admitted = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=CALL_TIMEOUT_SECONDS)
+        admitted = all_admissions(stub)
         known = rosters.verified(admitted.rosters, target.city_key)
         found, counted = rosters.cosigned_by(head, known)
     except (rosters.RosterError, notes.CheckpointError):

@@ -3,9 +3,10 @@
 Each node's bucket holds up to ``burst`` tokens and refills at ``per_second`` tokens a
 second; every Submit by that node takes one. An empty bucket means RESOURCE_EXHAUSTED
 ``BUSY`` ("district 320115 sent more than 2000 messages per second; slow down"), and
-the request changes nothing. The servicer charges a node only for envelopes whose
-signature checked out (or byte-identical replays of ones that did), so nobody can use
-up a district's allowance by forging its node id.
+the request changes nothing. The servicer charges a node only for new work in
+envelopes whose signature checked out, never for a replay of an envelope that already
+has a receipt (anyone can replay a logged one, in any encoding), so nobody can use up a
+district's allowance by forging its node id or replaying its messages.
 
 Arithmetic is in whole numbers: a bucket counts nano-tokens (1 token = 10⁹) against a
 monotonic nanosecond clock, so refills are exact. Thread-safe (one lock; the critical

@@ -1,17 +1,18 @@
 """The ClearinghouseService servicer: envelopes in, use-case calls, signed envelopes out.
 
 A signed envelope (Submit, Subscribe, Ack, AddCosignature) arrives as the bytes
-received (``handlers`` installs no deserializer for it), so a receipt's
-``envelope_sha256`` is over exactly those bytes; any other request is parsed before the
+received (``handlers`` installs no deserializer for it) and is read by the use-cases
+(``wire.from_bytes``), which key and keep it by what was signed, never by those bytes
+(``timebank.envelope.identity`` and ``encode``); any other request is parsed before the
 servicer sees it (``runtime.observe``: a request that is not the method's message is
 INVALID_ARGUMENT). A node's envelope is verified, parsed and acted on in one
 transaction, with the key ring built inside it (``admission.key_ring``).
 
 Submit runs in one transaction (``submit.submit``): it looks for the receipt already
-given for these exact bytes, or else checks the signature; then it charges the signing
-node's token bucket (``RateLimiter``: RESOURCE_EXHAUSTED BUSY when empty, nothing
-changed); then it returns the stored receipt byte for byte, or does the work and stores
-the new signed receipt. Subscribe takes only a
+given for this envelope (by identity, however it is encoded) and returns it byte for
+byte, charging nobody; or else checks the signature, charges the signing node's token
+bucket (``RateLimiter``: RESOURCE_EXHAUSTED BUSY when empty, nothing changed), does the
+work and stores the new signed receipt. Subscribe takes only a
 fresh, own-queue request (``claims.subscription``: STALE_SUBSCRIBE beyond 5 minutes);
 an open stream reads its queue again as soon as a Submit has done work (deliveries it
 queued are streamed at once), or else every ``poll_seconds``.
@@ -242,7 +243,7 @@ class ClearinghouseServicer:
 
     def GetAdmissions(self, msg: pb.GetAdmissionsRequest,
                       context: grpc.ServicerContext) -> pb.Admissions:
-        return self._app.query(log.admissions)
+        return self._app.query(log.admissions, msg.skip)
 
     def GetInclusionProof(self, msg: pb.GetInclusionProofRequest,
                           context: grpc.ServicerContext) -> pb.InclusionProof:

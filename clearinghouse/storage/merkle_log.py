@@ -119,6 +119,9 @@ _LEAF = Prepared(select(LEAVES.c.data).where(LEAVES.c.idx == bindparam("idx")))
 _LEAVES = Prepared(select(LEAVES.c.idx, LEAVES.c.data)
                    .where(LEAVES.c.idx >= bindparam("lo"), LEAVES.c.idx < bindparam("hi"))
                    .order_by(LEAVES.c.idx))
+_LEAF_SIZES = Prepared(select(LEAVES.c.idx, func.length(LEAVES.c.data))
+                       .where(LEAVES.c.idx >= bindparam("lo"), LEAVES.c.idx < bindparam("hi"))
+                       .order_by(LEAVES.c.idx))
 _CLAIM_LEAVES = Prepared(select(LEAVES.c.idx)
                          .where(LEAVES.c.claim_id == bindparam("claim_id"))
                          .order_by(LEAVES.c.idx))
@@ -291,6 +294,21 @@ class MerkleLog:
         if len(rows) != end - start:
             raise LogCorrupted("log_leaves", start + len(rows), "missing below the log's size")
         return [bytes(row[1]) for row in rows]
+
+    def leaf_sizes(self, start: int, end: int) -> list[int]:
+        """The byte length of each leaf in [start, end), without reading the leaves: at
+        most MAX_LEAVES_PER_READ at a time (for a reader that pages by bytes)."""
+        self._check_size(end, "end")
+        if not isinstance(start, int) or not 0 <= start <= end:
+            raise BadLogRange(f"start {start!r} is not in 0..{end} (the end)")
+        if end - start > MAX_LEAVES_PER_READ:
+            raise BadLogRange(f"at most {MAX_LEAVES_PER_READ} leaves at a time, "
+                              f"not {end - start}")
+        self._written("leaf_sizes")
+        rows = _LEAF_SIZES(self.conn, {"lo": start, "hi": end}).all()
+        if [int(row[0]) for row in rows] != list(range(start, end)):
+            raise LogCorrupted("log_leaves", start, "missing below the log's size")
+        return [int(row[1]) for row in rows]
 
     def leaf_indexes_of_claim(self, claim_id: str) -> list[int]:
         """The indexes of the leaves that concern this claim, in log order."""

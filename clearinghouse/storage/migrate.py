@@ -8,5 +8,6 @@ from pathlib import Path
 from runtime.migrate import Migrations
 
 _OURS = Migrations(Path(__file__).resolve().parents[1] / "migrations")
-upgrade, check, revision = _OURS.upgrade, _OURS.check, _OURS.revision
+upgrade, downgrade, check = _OURS.upgrade, _OURS.downgrade, _OURS.check
+revision = _OURS.revision
 head_revision, current_revision = _OURS.head_revision, _OURS.current_revision

@@ -25,6 +25,7 @@ from runtime.errors import (
 )
 from timebank.envelope import CITY, EnvelopeError, KeyRing, Signed, verify
 from timebank.keys import PUBLIC_KEY_LEN, key_id
+from timebank.transparency import MAX_LOG_NUMBER
 from timebank.v1 import clearing_pb2
 
 ADMISSION = "admission"
@@ -71,8 +72,9 @@ def admit(tx: Tx, certificate: Signed, city_public_key: bytes) -> AdmissionRecor
         raise InvalidArgument(
             f"a node's public key is a {PUBLIC_KEY_LEN}-byte Ed25519 key, not "
             f"{len(cert.public_key)} bytes", "MALFORMED_PUBLIC_KEY")
-    if cert.serial < 1:
-        raise InvalidArgument("a certificate's serial starts at 1", "MALFORMED_SERIAL")
+    if not 1 <= cert.serial <= MAX_LOG_NUMBER:  # stored as a signed 64-bit integer
+        raise InvalidArgument(f"a certificate's serial is 1 to {MAX_LOG_NUMBER}",
+                              "MALFORMED_SERIAL")
     if cert.HasField("not_before") and cert.not_before.ToDatetime(tzinfo=UTC) > tx.now:
         raise FailedPrecondition(
             f"the certificate for {cert.node_id} is not valid before "

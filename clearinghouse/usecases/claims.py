@@ -66,7 +66,7 @@ from runtime.errors import (
 )
 from timebank.envelope import KeyRing, Signed
 from timebank.transparency import MAX_LOG_NUMBER
-from timebank.v1 import clearing_pb2
+from timebank.v1 import clearing_pb2, node_pb2
 
 PROPOSE = "claim.propose"
 DECIDE = "claim.decide"
@@ -89,6 +89,9 @@ MAX_RECIPIENT_AGE = 150
 MAX_DELIVERIES_PER_READ = 1000
 EXPIRE_BATCH = 500
 
+#: The origins a moving balance may carry: every one but UNSPECIFIED. (A node takes in
+#: only these; one it cannot book would stop its queue.)
+_ORIGINS = frozenset(v for v in node_pb2.Origin.values() if v != node_pb2.ORIGIN_UNSPECIFIED)
 _KINDS = {
     clearing_pb2.CLAIM_KIND_REDEMPTION: ClaimKind.REDEMPTION,
     clearing_pb2.CLAIM_KIND_MOVE: ClaimKind.MOVE,
@@ -161,6 +164,11 @@ def _check_proposal_extras(msg: clearing_pb2.ClaimProposal, claim: Claim) -> Non
         if msg.origins:
             raise InvalidArgument("a redemption carries no origins", "MALFORMED_ORIGINS")
         return
+    origins = [o.origin for o in msg.origins]
+    if any(o not in _ORIGINS for o in origins) or len(set(origins)) != len(origins):
+        raise InvalidArgument(
+            "a move's origins are each one of individual, group, donated and granted, "
+            "at most once", "MALFORMED_ORIGINS")
     if any(o.minutes < 1 for o in msg.origins) or sum(
             o.minutes for o in msg.origins) != claim.minutes:
         raise InvalidArgument(

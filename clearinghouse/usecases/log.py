@@ -3,9 +3,10 @@ and witnesses' cosignatures.
 
 Every event the clearinghouse vouches for is appended, in the transaction that makes
 it, as a serialised ``timebank.v1.LogEntry`` (RFC 9162 leaf data): an admission, a
-revocation or a city policy (the city's envelope), a net debit limit, every Submit that
-got a receipt (the node's envelope verbatim and the claim state it led to), an expiry, a
-node's ledger checkpoint. The receipt names its leaf (``Receipt.log_index``).
+revocation, a roster or a city policy (the city's envelope), a net debit limit, every
+Submit that got a receipt (the node's envelope in its canonical encoding, and the claim
+state it led to), an expiry, a node's ledger checkpoint. The receipt names its leaf
+(``Receipt.log_index``).
 
 A tree head is a C2SP checkpoint (``timebank.checkpoint``) signed by the clearinghouse
 under the log's origin; ``publish_head`` signs one for every size a write transaction
@@ -38,6 +39,13 @@ from timebank.v1 import clearing_pb2
 COSIGN = "cosign"
 #: The most entries one GetEntries returns.
 MAX_ENTRIES = 1000
+#: A page of envelopes (GetEntries, GetAdmissions) stops before its envelopes would take
+#: more than this many bytes, well under gRPC's 4 MiB response limit (a leaf recording a
+#: Submit is up to about 64 KiB); it always holds at least one.
+PAGE_BYTES = 1 << 20
+#: What protobuf adds to each envelope of a repeated bytes field, at most (a tag and a
+#: length of up to three bytes), counted against the page's bytes.
+_FRAMING = 4
 
 #: Leaf kinds.
 ADMISSION = "admission"
@@ -106,10 +114,11 @@ def append(tx: Tx, entry: clearing_pb2.LogEntry) -> int:
                                       node_id=entry.node_id or None)], tx.now)
 
 
-def record_submit(tx: Tx, request: bytes, envelope: Signed, claim: Claim | None) -> int:
-    """The leaf for a Submit that gets a receipt: the envelope as received and, for a
-    claim, the state it led to."""
-    entry = _stamp(clearing_pb2.LogEntry(kind=SUBMIT_KINDS[envelope.kind], envelope=request,
+def record_submit(tx: Tx, envelope: Signed, claim: Claim | None) -> int:
+    """The leaf for a Submit that gets a receipt: the envelope in its canonical encoding
+    (however it arrived) and, for a claim, the state it led to."""
+    entry = _stamp(clearing_pb2.LogEntry(kind=SUBMIT_KINDS[envelope.kind],
+                                         envelope=wire.to_bytes(envelope),
                                          node_id=envelope.signer), tx)
     if claim is not None:
         _claim_fields(entry, claim)
@@ -256,34 +265,63 @@ def consistency(tx: Tx, old_size: int, new_size: int = 0) -> clearing_pb2.Consis
     return clearing_pb2.ConsistencyProof(path=path, new_head=new)
 
 
-def admissions(tx: Tx) -> clearing_pb2.Admissions:
+def page_length(sizes: list[int], budget: int | None = None) -> int:
+    """How many of the envelopes of ``sizes`` (bytes each, in order) one page takes: as
+    many as fit within ``budget`` bytes (``PAGE_BYTES``) with their framing, never none."""
+    budget = PAGE_BYTES if budget is None else budget
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size + _FRAMING
+        if total > budget:
+            return max(count, 1)
+    return len(sizes)
+
+
+def admissions(tx: Tx, skip: int = 0) -> clearing_pb2.Admissions:
     """Every certificate accepted, current and retired, every city-signed revocation
-    (as received), the districts revoked, every city-signed roster by epoch and every
-    city-signed policy by serial. A node trusts only the city's signatures here:
-    ``revoked_node_ids`` is the clearinghouse's own summary."""
+    (as received), every city-signed roster by epoch and every city-signed policy by
+    serial, and the districts revoked (``revoked_node_ids``, the clearinghouse's own
+    summary: a node trusts only the city's signatures); one page of at most
+    ``PAGE_BYTES`` of envelopes, from the ``skip``-th on.
+
+    The envelopes are listed in one order, field by field as the proto says (the
+    certificates: the current admissions by node id, then the retired keys by node id
+    and serial; then revocations, rosters, policies), and ``total`` says how many there
+    are; a page that stops early says
+    ``more``, and the caller asks again with ``skip`` the number it has. Should ``total``
+    change between pages, the list changed: start again."""
+    if isinstance(skip, bool) or not 0 <= skip <= transparency.MAX_LOG_NUMBER:
+        raise InvalidArgument(f"skip is 0 to {transparency.MAX_LOG_NUMBER}", "BAD_PAGE")
     out = clearing_pb2.Admissions()
-    out.policies.extend(p.envelope for p in tx.repo.city_policies())
-    for a in tx.repo.admissions():
-        out.certificates.append(a.certificate)
-        if a.revoked:
-            out.revoked_node_ids.append(a.node_id)
-        if a.revocation is not None:
-            out.revocations.append(a.revocation)
-    for r in tx.repo.retired_keys():
-        out.certificates.append(r.certificate)
-        if r.revocation is not None:
-            out.revocations.append(r.revocation)
-    out.rosters.extend(tx.repo.rosters())
+    current = tx.repo.admissions()
+    out.revoked_node_ids.extend(a.node_id for a in current if a.revoked)
+    retired = tx.repo.retired_keys()
+    certificates = [a.certificate for a in current] + [r.certificate for r in retired]
+    revocations = [a.revocation for a in current if a.revocation is not None]
+    revocations += [r.revocation for r in retired if r.revocation is not None]
+    listed = [(out.certificates, c) for c in certificates]
+    listed += [(out.revocations, r) for r in revocations]
+    listed += [(out.rosters, r) for r in tx.repo.rosters()]
+    listed += [(out.policies, p.envelope) for p in tx.repo.city_policies()]
+    rest = listed[skip:]
+    taken = page_length([len(envelope) for _, envelope in rest])
+    for field, envelope in rest[:taken]:
+        field.append(envelope)
+    out.total = len(listed)
+    out.more = taken < len(rest)
     return out
 
 
 def entries(tx: Tx, start: int, end: int) -> list[bytes]:
+    """Leaves from ``start``, toward ``end`` (exclusive; at most ``MAX_ENTRIES``): as many
+    as one page of ``PAGE_BYTES`` holds, at least one. A reader asks again from where
+    the page ended."""
     log = log_of(tx)
     if not 0 <= start < end <= log.size() or end - start > MAX_ENTRIES:
         raise InvalidArgument(
             f"entries are read {MAX_ENTRIES} at most at a time, within the log's "
             f"{log.size()} leaves", "BAD_LOG_RANGE")
-    return log.leaves(start, end)
+    return log.leaves(start, start + page_length(log.leaf_sizes(start, end)))
 
 
 # witnesses ---------------------------------------------------------------------------
@@ -292,7 +330,10 @@ def add_cosignature(tx: Tx, envelope: Signed, ring: KeyRing,
                     log_origin: str) -> clearing_pb2.TreeHead:
     """Store a district's cosignature on a head, after checking it: signed by the node's
     admitted key (the envelope), for a head this log published, and a valid C2SP
-    cosignature by that node's key over exactly that head."""
+    cosignature by that node's key over exactly that head, dated no more than
+    ``MAX_COSIGNATURE_SKEW`` seconds after this clearinghouse's clock (PERMISSION_DENIED
+    COSIGNATURE_IN_FUTURE otherwise: a witness's clock ahead could make any head look
+    freshly witnessed later)."""
     body = directory.verify_node(tx, envelope, COSIGN, ring)
     msg = wire.parse(clearing_pb2.CosignBody, body, COSIGN)
     if msg.node_id != envelope.signer:
@@ -314,7 +355,10 @@ def add_cosignature(tx: Tx, envelope: Signed, ring: KeyRing,
     try:
         timestamp = notes.verify_cosignature(note + line + "\n",
                                              transparency.witness_name(msg.node_id),
-                                             admitted.public_key)
+                                             admitted.public_key, now=int(tx.now.timestamp()))
+    except notes.FutureCosignature as e:
+        raise PermissionDenied(f"{e}: check node {msg.node_id}'s clock and cosign again",
+                               "COSIGNATURE_IN_FUTURE") from None
     except notes.CheckpointError as e:
         raise PermissionDenied(f"the cosignature does not verify: {e}",
                                "BAD_COSIGNATURE") from None

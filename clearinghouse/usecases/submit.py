@@ -2,14 +2,22 @@
 
 ``submit`` runs the use-case the envelope's kind names (``directory.register``,
 ``claim.propose``, ``claim.decide``, ``claim.finish``, ``node.checkpoint``), appends the
-transparency-log leaf recording it (``log.record_submit``), builds the
-``timebank.v1.Receipt`` (SHA-256 of the bytes received; for a claim its id, state and
-reason; the time; the leaf's index), has it sealed (signed by the caller, who holds the
-clearinghouse key) and stores the sealed bytes keyed by that SHA-256 — all in the one
-transaction that did the work. The same bytes submitted again get the stored receipt
-back, byte for byte, without running the use-case again (proto: "The same envelope
-submitted again gets the same receipt"), even if the claim has moved on since. Refusals
-store nothing and have no receipt.
+transparency-log leaf recording it (``log.record_submit``, the envelope's canonical
+encoding), builds the ``timebank.v1.Receipt`` (the envelope's identity; for a claim its
+id, state and reason; the time; the leaf's index), has it sealed (signed by the caller,
+who holds the clearinghouse key) and stores the sealed bytes keyed by that identity —
+all in the one transaction that did the work.
+
+**Once means once per envelope, not per encoding.** An envelope is known by its
+identity (``timebank.envelope.identity``: kind, body, signer, key id), never by the
+bytes it arrived as: anyone can re-encode a public envelope (every logged one is) into
+bytes that parse the same. The same envelope submitted again, in any encoding, gets the
+stored receipt back, byte for byte, without running the use-case again (proto: "The
+same envelope submitted again gets the same receipt"), even if the claim has moved on
+since; it writes nothing and is not charged to anyone's rate limit. If it carries
+another signature than the one logged, that signature must verify under the signer's
+key (only the key's holder can make one), or it is refused. Refusals store nothing and
+have no receipt.
 
 ``submit_batch`` does the same for up to ``MAX_BATCH`` envelopes in one transaction,
 each in a savepoint, so that one envelope's refusal undoes only its own work and the
@@ -17,13 +25,13 @@ batch pays for one commit (and one call) instead of one each. The batch's log le
 are written together at its end (a refused envelope's leaf is dropped before then).
 
 The gRPC layer passes its rate limit as ``charge``, applied inside the same transaction
-once the envelope is known to be the signing node's own (a stored receipt for these
-bytes, or a signature by its admitted, unrevoked key).
+once the envelope is known to be new work signed by the node it names (a signature by
+its admitted, unrevoked key): neither a forged envelope nor a replay of a node's logged
+one can use up that node's allowance.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -34,7 +42,7 @@ from clearinghouse.usecases import admission, checkpoints, claims, directory, lo
 from clearinghouse.usecases.app import Tx
 from runtime.errors import InvalidArgument, Refusal
 from timebank import transparency
-from timebank.envelope import EnvelopeError, KeyRing, Signed
+from timebank.envelope import EnvelopeError, KeyRing, Signed, identity
 from timebank.v1 import clearing_pb2
 
 #: The envelope kinds Submit takes, and the use-case for each.
@@ -51,8 +59,8 @@ USE_CASES: dict[str, Callable[..., Any]] = {
 class Submitted:
     """What a Submit returns: the sealed receipt (serialised ``timebank.v1.Envelope``);
     the claim it concerns (None for a registration or a replay); whether the claim
-    changed in this transaction (for the per-transition counts); whether these bytes had
-    a receipt already."""
+    changed in this transaction (for the per-transition counts); whether this envelope
+    (by identity) had a receipt already."""
 
     receipt: bytes
     claim: Claim | None = None
@@ -70,10 +78,6 @@ def _logged_at(sealed: bytes) -> int:
     return clearing_pb2.Receipt.FromString(wire.from_bytes(sealed).body).log_index
 
 
-def digest(request: bytes) -> bytes:
-    return hashlib.sha256(request).digest()
-
-
 def check_kind(envelope: Signed) -> None:
     if envelope.kind not in USE_CASES:
         raise InvalidArgument(
@@ -81,30 +85,43 @@ def check_kind(envelope: Signed) -> None:
             f"{envelope.kind!r}", "WRONG_KIND")
 
 
+def _check_replay(tx: Tx, envelope: Signed, index: int) -> None:
+    """An envelope whose identity has a receipt is a replay of the logged one; with
+    another signature than the logged one's, that signature must verify too."""
+    logged = clearing_pb2.LogEntry.FromString(log.log_of(tx).leaf(index))
+    if wire.from_bytes(logged.envelope).signature == envelope.signature:
+        return
+    try:
+        admission.cached_key_ring(tx).verify(envelope)
+    except EnvelopeError as e:
+        raise wire.refused(e) from None
+
+
 def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes],
            charge: Callable[[str], None] | None = None) -> Submitted:
-    """Act on the envelope in ``request`` (the bytes received) and return its sealed
-    receipt; ``seal(receipt_body)`` signs a serialised Receipt into envelope bytes.
+    """Act on the envelope in ``request`` (the bytes received, in any encoding) and
+    return its sealed receipt; ``seal(receipt_body)`` signs a serialised Receipt into
+    envelope bytes.
 
-    ``charge(signer)`` (the rate limit; it raises to refuse) is called once the sender is
-    known to be the node it names: for bytes that already have a receipt, or after the
-    signature checks out against the node's current, unrevoked key — before any work, so
-    that a refusal by the limit changes nothing and a forged envelope naming a node
-    cannot use up that node's allowance."""
-    key = digest(request)
-    stored = tx.repo.receipt(key)
+    An envelope with a receipt already (by identity) gets it back and changes nothing.
+    Otherwise ``charge(signer)`` (the rate limit; it raises to refuse) is called once the
+    sender is known to be the node it names — the signature checks out against the
+    node's current, unrevoked key — before any work, so that a refusal by the limit
+    changes nothing and a forged envelope naming a node cannot use up its allowance."""
     envelope = wire.from_bytes(request)
-    if stored is not None:  # the same bytes, submitted again (or concurrently)
-        if charge is not None:
-            charge(envelope.signer)
-        return Submitted(stored, replayed=True, log_index=_logged_at(stored))
+    key = identity(envelope)
+    stored = tx.repo.receipt(key)
+    if stored is not None:  # the same envelope again (or concurrently), in any encoding
+        index = _logged_at(stored)
+        _check_replay(tx, envelope, index)
+        return Submitted(stored, replayed=True, log_index=index)
     check_kind(envelope)
     if charge is not None:
         directory.verify_node(tx, envelope, envelope.kind, admission.cached_key_ring(tx))
         charge(envelope.signer)
     result = USE_CASES[envelope.kind](tx, envelope, admission.cached_key_ring(tx))
     claim = result if isinstance(result, Claim) else None
-    index = log.record_submit(tx, request, envelope, claim)
+    index = log.record_submit(tx, envelope, claim)
     receipt = clearing_pb2.Receipt(envelope_sha256=key, log_index=index)
     if claim is not None:
         receipt.claim_id = claim.claim_id

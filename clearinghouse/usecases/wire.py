@@ -1,8 +1,10 @@
 """Signed envelopes on the wire and in storage: ``timebank.v1.Envelope`` bytes.
 
-The clearinghouse stores every signed message as the serialised Envelope it received.
-Converting a :class:`Signed` to those bytes keeps the body bytes exactly as signed, so
-the stored envelope verifies again later; nothing under a signature is re-encoded.
+The clearinghouse reads an envelope in whatever protobuf encoding it arrives
+(``timebank.envelope.decode``) and keeps, logs and relays only its canonical encoding
+(``timebank.envelope.encode``): one envelope, one stored form, whatever a sender or a
+replayer made of its bytes. The body bytes are kept exactly as signed, so a stored
+envelope verifies again later; nothing under a signature is re-encoded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from google.protobuf.message import Message as ProtoMessage
 
 from clearinghouse.domain.claims import ClaimState, RejectReason
 from runtime.errors import InvalidArgument, PermissionDenied
+from timebank import bounds
+from timebank import envelope as contract
 from timebank.envelope import EnvelopeError, Reason, Signed
 from timebank.v1 import clearing_pb2
 
@@ -21,23 +25,20 @@ M = TypeVar("M", bound=ProtoMessage)
 
 
 def to_bytes(envelope: Signed) -> bytes:
-    """The serialised ``timebank.v1.Envelope`` carrying ``envelope``."""
-    return clearing_pb2.Envelope(
-        kind=envelope.kind, body=envelope.body, signer=envelope.signer,
-        key_id=envelope.key_id, signature=envelope.signature,
-    ).SerializeToString(deterministic=True)
+    """The canonical serialised ``timebank.v1.Envelope`` carrying ``envelope``."""
+    return contract.encode(envelope)
 
 
 def from_bytes(data: bytes) -> Signed:
-    """A stored or received ``timebank.v1.Envelope``, its fields' shapes checked."""
+    """A stored or received ``timebank.v1.Envelope`` in any protobuf encoding, its
+    fields' shapes checked (INVALID_ARGUMENT MALFORMED_ENVELOPE if it is not one)."""
     try:
-        message = clearing_pb2.Envelope.FromString(data)
+        clearing_pb2.Envelope.FromString(data)
     except DecodeError:
         raise InvalidArgument("the envelope is not a timebank.v1.Envelope",
                               "MALFORMED_ENVELOPE") from None
     try:
-        return Signed(message.kind, message.body, message.signer, message.key_id,
-                      message.signature)
+        return contract.decode(data)
     except EnvelopeError as e:
         raise refused(e) from None
 
@@ -58,13 +59,24 @@ def check_kind(envelope: Signed, kind: str) -> None:
 
 
 def parse(message_type: type[M], body: bytes, kind: str) -> M:
-    """Parse a verified body; a body that is not a ``message_type`` is INVALID_ARGUMENT."""
+    """Parse a verified body; a body that is not a ``message_type`` is INVALID_ARGUMENT
+    MALFORMED_BODY, and one with a Timestamp anywhere in it that holds no time is
+    INVALID_ARGUMENT BAD_TIMESTAMP, before any field is used."""
     try:
-        return message_type.FromString(body)
+        message = message_type.FromString(body)
     except DecodeError:
         raise InvalidArgument(
             f"the body of this {kind!r} envelope is not a {message_type.__name__}",
             "MALFORMED_BODY") from None
+    try:
+        bounds.check_times(message)
+    except bounds.BadTimestamp as e:
+        raise InvalidArgument(f"the body of this {kind!r} envelope: {e}",
+                              "BAD_TIMESTAMP") from None
+    except ValueError as e:
+        raise InvalidArgument(f"the body of this {kind!r} envelope: {e}",
+                              "MALFORMED_BODY") from None
+    return message
 
 
 REASON_PREFIX = "CLAIM_REASON_"

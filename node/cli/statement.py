@@ -59,11 +59,10 @@ def checkpoint_command(config_file: ConfigFile) -> None:
 
 def _rosters(stub: Any) -> list[bytes]:
     """Every city-signed roster: the districts and keys a verifier counts cosignatures
-    with (the statement carries those its heads name)."""
-    from timebank.v1 import clearing_pb2 as pb
+    with (the statement carries those its heads name); read page by page."""
+    from node.link.connection import all_admissions
 
-    found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=RPC_SECONDS)
-    return list(found.rosters)
+    return list(all_admissions(stub, RPC_SECONDS).rosters)
 
 
 def _fetch(config: NodeConfig, index: int) -> Fetched:

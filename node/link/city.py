@@ -20,7 +20,7 @@ import time
 import structlog
 
 from node import metrics
-from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
+from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, all_admissions
 from node.link.verified_log import ReceiptError
 from node.usecases import admissions
 from node.usecases.app import NodeApp
@@ -76,8 +76,7 @@ class CityView:
         how many were new. Acts stored before stay whatever it answers."""
         asked = time.monotonic()
         self.refreshes += 1
-        found = self._conn.stub.GetAdmissions(pb.GetAdmissionsRequest(),
-                                              timeout=CALL_TIMEOUT_SECONDS)
+        found = all_admissions(self._conn.stub)
         offered = [*found.certificates, *found.revocations, *found.rosters, *found.policies]
         if len(offered) > MAX_ACTS:
             raise ReceiptError(f"the clearinghouse offered {len(offered)} acts of the city; "

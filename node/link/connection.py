@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from timebank.envelope import Signed, sign
+from timebank.envelope import Signed, encode, sign
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc
 
@@ -40,6 +40,11 @@ class Connection:
         """``body`` as an envelope of ``kind`` signed by this node."""
         return to_wire(sign(kind, body, self.node_id, self.key))
 
+    def sign_canonical(self, kind: str, body: bytes) -> bytes:
+        """``body`` as an envelope of ``kind`` signed by this node, in the canonical
+        encoding (``timebank.envelope.encode``): the bytes the log will record."""
+        return encode(sign(kind, body, self.node_id, self.key))
+
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         """The clearinghouse's proof that the tree of ``new_size`` extends the one of
         ``old_size`` (none is needed from nothing or to the same size)."""
@@ -47,3 +52,45 @@ class Connection:
             return []
         return list(self.stub.GetConsistencyProof(pb.GetConsistencyProofRequest(
             old_size=old_size, new_size=new_size), timeout=CALL_TIMEOUT_SECONDS).path)
+
+
+#: How often the admissions may change under a reader before it gives up.
+ADMISSIONS_ATTEMPTS = 3
+#: The most pages one read of the admissions takes (each at most 1 MiB).
+MAX_ADMISSION_PAGES = 64
+
+
+class AdmissionsChanged(Exception):
+    """The city's acts changed every time they were read, page by page."""
+
+
+def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
+                   timeout: float = CALL_TIMEOUT_SECONDS) -> pb.Admissions:
+    """Every envelope of GetAdmissions in one message, read page by page (each page is at
+    most 1 MiB); if the list changes while it is read (``total`` differs), it is read
+    again from the start. Whoever uses them verifies each under the city key."""
+    for _ in range(ADMISSIONS_ATTEMPTS):
+        found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=timeout)
+        whole = pb.Admissions()
+        whole.CopyFrom(found)
+        received = _count(found)
+        for _ in range(MAX_ADMISSION_PAGES):
+            if not found.more or not _count(found):
+                break
+            found = stub.GetAdmissions(pb.GetAdmissionsRequest(skip=received),
+                                       timeout=timeout)
+            if found.total != whole.total:
+                break
+            for name in ("certificates", "revocations", "rosters", "policies"):
+                getattr(whole, name).extend(getattr(found, name))
+            received += _count(found)
+        if found.total == whole.total and not found.more:
+            whole.more = False
+            return whole
+    raise AdmissionsChanged(f"the city's admissions changed {ADMISSIONS_ATTEMPTS} times "
+                            "while they were read; try again")
+
+
+def _count(page: pb.Admissions) -> int:
+    return (len(page.certificates) + len(page.revocations) + len(page.rosters)
+            + len(page.policies))

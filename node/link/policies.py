@@ -17,7 +17,7 @@ import threading
 
 import structlog
 
-from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
+from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, all_admissions
 from node.usecases import policies
 from node.usecases.app import NodeApp
 from timebank import citypolicy
@@ -53,8 +53,7 @@ class PolicyFetcher:
 
     def fetch_once(self) -> int:
         """Fetch, verify and store the city's policies; return how many were new."""
-        answer = self._conn.stub.GetAdmissions(pb.GetAdmissionsRequest(),
-                                               timeout=CALL_TIMEOUT_SECONDS)
+        answer = all_admissions(self._conn.stub)
         acts: list[CityPolicy] = []
         for raw in answer.policies[:MAX_POLICIES]:
             try:

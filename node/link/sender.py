@@ -3,9 +3,11 @@
 Signs each outbox message with the node key and submits the messages due in batches
 (SubmitBatch; never two of one claim at once). Nothing is acted on unless the answer's
 tree head is the clearinghouse's and extends the last one this node verified, and each
-receipt is the clearinghouse's, for exactly the bytes sent, with its log leaf proven in
-that head (``TrustedLog``). The receipts of a batch are applied in one transaction, with
-the head they are proven in; temporary failures back off, final refusals are applied.
+receipt is the clearinghouse's, for the envelope sent (its identity), with its log leaf
+proven in that head (``TrustedLog``). Envelopes are sent in their canonical encoding,
+the one the log records (and a checkpoint's passbook cites). The receipts of a batch
+are applied in one transaction, with the head they are proven in; temporary failures
+back off, final refusals are applied.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Sender:
         batch: list[tuple[OutboxRecord, bytes]] = []
         size = 0
         for message in due:
-            raw = self._conn.sign(message.kind, message.envelope).SerializeToString()
+            raw = self._conn.sign_canonical(message.kind, message.envelope)
             if batch and (len(batch) == SEND_BATCH or size + len(raw) > MAX_BATCH_BYTES):
                 self._send_batch(batch)
                 batch, size = [], 0

@@ -38,7 +38,7 @@ import grpc
 import structlog
 
 from node import metrics
-from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
+from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, all_admissions
 from node.link.logcheck import locate
 from node.usecases import log_watch, tree_heads
 from node.usecases.app import NodeApp
@@ -272,8 +272,7 @@ class LogWatch:
         key = self._app.node.city_key
         if not key:
             raise rosters.RosterError("this node has no city key to check rosters with")
-        admitted = self._conn.stub.GetAdmissions(pb.GetAdmissionsRequest(),
-                                                 timeout=CALL_TIMEOUT_SECONDS)
+        admitted = all_admissions(self._conn.stub)
         return rosters.cosigned_by(head, rosters.verified(admitted.rosters, key))
 
     def _report(self, found: Round) -> None:

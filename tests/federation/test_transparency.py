@@ -206,6 +206,9 @@ def test_bad_requests_to_the_log_are_refused_clearly_and_change_nothing(city: Ci
     good_line = notes.cosign(text, transparency.witness_name(JN), jn.key, 1).rstrip("\n")
     wrong_key = notes.cosign(text, transparency.witness_name(JN), city[GL].key,
                              1).rstrip("\n")
+    too_new = notes.cosign(text, transparency.witness_name(JN), jn.key,
+                           int(city.clock.now().timestamp()) + notes.MAX_COSIGNATURE_SKEW
+                           + 1).rstrip("\n")
     before = city.ch.query(lambda tx: (tx.repo.conn.exec_driver_sql(
         "SELECT count(*) FROM cosignatures").scalar()))
     cases: list[tuple[Any, Any, tuple[grpc.StatusCode, str]]] = [
@@ -225,6 +228,9 @@ def test_bad_requests_to_the_log_are_refused_clearly_and_change_nothing(city: Ci
         (log.AddCosignature, cosign(clearing_pb2.CosignBody(
             node_id=JN, size=size, signature_line=wrong_key)),
          (grpc.StatusCode.PERMISSION_DENIED, "BAD_COSIGNATURE")),
+        (log.AddCosignature, cosign(clearing_pb2.CosignBody(
+            node_id=JN, size=size, signature_line=too_new)),
+         (grpc.StatusCode.PERMISSION_DENIED, "COSIGNATURE_IN_FUTURE")),
         (log.AddCosignature, cosign(clearing_pb2.CosignBody(
             node_id=JN, size=size, signature_line="not\na line")),
          (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_COSIGNATURE")),

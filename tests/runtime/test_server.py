@@ -13,8 +13,10 @@ import grpc
 import pytest
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from runtime.observe import CallObserver
+from runtime.rpcerrors import error_reason
 from runtime.rpcstatus import ErrorMapping
 from runtime.server import Serving, is_loopback, serve_forever, start_server
 from tests.runtime.test_observe import METRICS, SERVICE
@@ -109,3 +111,47 @@ def test_an_address_that_cannot_be_bound_stops_what_had_started() -> None:
     with pytest.raises(OSError, match=r"cannot listen on 256\.0\.0\.1:0"):
         serve_forever("probe", "256.0.0.1:0", "", start, stop=threading.Event())
     assert started == ["stopped"]
+
+
+@pytest.fixture
+def probe() -> Any:
+    running = start_server(SERVICE, lambda s: None, CallObserver(METRICS, ErrorMapping("probe")),
+                           "127.0.0.1:0", max_message_bytes=4096, workers=2,
+                           thread_name_prefix="probe")
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        yield channel
+    running.stop(None)
+
+
+REFLECT = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+@pytest.mark.parametrize("garbage", [b"\xff", b"\x0a\x03\xff\xc0\x80", b"\x08"])
+def test_reflection_refuses_what_is_not_a_request_as_invalid_argument(
+        probe: grpc.Channel, garbage: bytes) -> None:
+    """gRPC itself answered INTERNAL to a reflection message it could not parse."""
+    ask = probe.stream_stream(REFLECT)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(ask(iter([garbage]), timeout=TIMEOUT))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "MALFORMED_REQUEST"
+    # ... after a good one too, and the server still answers good ones
+    good = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    with pytest.raises(grpc.RpcError) as caught:
+        list(ask(iter([good, garbage]), timeout=TIMEOUT))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    (answer,) = ask(iter([good]), timeout=TIMEOUT)
+    names = reflection_pb2.ServerReflectionResponse.FromString(answer)
+    assert SERVICE in [s.name for s in names.list_services_response.service]
+
+
+def test_health_lists_every_service_it_reports_on(probe: grpc.Channel) -> None:
+    """grpcio-health-checking declares List but did not serve it (INTERNAL)."""
+    listed = health_pb2_grpc.HealthStub(probe).List(health_pb2.HealthListRequest(),
+                                                    timeout=TIMEOUT)
+    assert {name: s.status for name, s in listed.statuses.items()} == {
+        "": health_pb2.HealthCheckResponse.SERVING,
+        SERVICE: health_pb2.HealthCheckResponse.SERVING}
+    with pytest.raises(grpc.RpcError) as caught:
+        probe.unary_unary("/grpc.health.v1.Health/Check")(b"\xff", timeout=TIMEOUT)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT

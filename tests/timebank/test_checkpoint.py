@@ -450,34 +450,76 @@ def test_cosignatures_verify_and_cosigners_reports_the_valid_ones() -> None:
     with pytest.raises(CheckpointError, match="invalid cosignature"):
         cp.verify_cosignature(note, W3, W3_PUB)
     unknown = SigningKey(bytes([9]) * 32)
-    witnesses = {W1: W1_PUB, W2: W2_PUB, W3: W3_PUB, "unknown.example/w": bytes(unknown.verify_key)}
+    witnesses = {W1: W1_PUB, W2: W2_PUB, "unknown.example/w": bytes(unknown.verify_key)}
     assert cp.cosigners(note, witnesses) == {W1: T, W2: T + 5}
-    # W2's line checked against W1's key: not counted.
+    # W2's line checked against W1's key: another key hash, so not a line of that key.
     assert cp.cosigners(note, {W2: W1_PUB}) == {}
+    # W3's line is over another checkpoint: a known key's failed line rejects the note.
+    with pytest.raises(CheckpointError, match=f"invalid cosignature by {W3}"):
+        cp.cosigners(note, {**witnesses, W3: W3_PUB})
 
 
-def test_cosigners_ignores_a_forged_line_under_a_known_name() -> None:
+def test_cosigners_ignores_a_line_under_a_known_name_but_another_key_hash() -> None:
     text = checkpoint_text()
     forged = cp.cosign(text, W1, W2_KEY, T)  # W1's name, W2's key: other key hash
+    note = cp.add_signatures(signed_checkpoint(), forged)
+    assert cp.cosigners(note, {W1: W1_PUB}) == {}
+    with pytest.raises(CheckpointError, match="no cosignature"):
+        cp.verify_cosignature(note, W1, W1_PUB)
+
+
+def test_a_failed_line_claiming_a_known_key_rejects_the_note() -> None:
+    text = checkpoint_text()
     kh = cp.key_hash(W1, W1_PUB, cp.ALG_COSIGNATURE_V1)
     garbage = NoteSignature(W1, kh, T.to_bytes(8, "big") + bytes(64)).line()  # right hash
-    note = cp.add_signatures(signed_checkpoint(), forged)
-    note = note + garbage
-    assert cp.cosigners(note, {W1: W1_PUB}) == {}
+    note = cp.add_signatures(signed_checkpoint(), cp.cosign(text, W2, W2_KEY, T)) + garbage
+    with pytest.raises(CheckpointError, match=f"invalid cosignature by {W1}"):
+        cp.cosigners(note, {W1: W1_PUB, W2: W2_PUB})
     with pytest.raises(CheckpointError, match="invalid cosignature"):
         cp.verify_cosignature(note, W1, W1_PUB)
+    # ... even next to a valid line of the same key: the note was tampered with.
+    both = note + cp.cosign(text, W1, W1_KEY, T)
+    with pytest.raises(CheckpointError, match=f"invalid cosignature by {W1}"):
+        cp.cosigners(both, {W1: W1_PUB})
+    # A verifier that does not know W1 still counts W2.
+    assert cp.cosigners(both, {W2: W2_PUB}) == {W2: T}
     good = cp.add_signatures(note, cp.cosign(text, W1, W1_KEY, T + 1))
     # add_signatures replaced the garbage line (same name and key hash) with the good one.
     assert cp.verify_cosignature(good, W1, W1_PUB) == T + 1
-    assert cp.cosigners(good, {W1: W1_PUB}) == {W1: T + 1}
+    assert cp.cosigners(good, {W1: W1_PUB, W2: W2_PUB}) == {W1: T + 1, W2: T}
 
 
-def test_cosigners_ignores_invalid_line_but_counts_valid_one() -> None:
-    text = checkpoint_text()
-    kh = cp.key_hash(W1, W1_PUB, cp.ALG_COSIGNATURE_V1)
-    garbage = NoteSignature(W1, kh, T.to_bytes(8, "big") + bytes(64)).line()
-    note = signed_checkpoint() + garbage + cp.cosign(text, W1, W1_KEY, T)
-    assert cp.cosigners(note, {W1: W1_PUB}) == {W1: T}
+@pytest.mark.parametrize("ahead", [0, 1, cp.MAX_COSIGNATURE_SKEW])
+def test_a_cosignature_within_the_clock_skew_counts(ahead: int) -> None:
+    note = cp.add_signatures(signed_checkpoint(), cp.cosign(checkpoint_text(), W1, W1_KEY,
+                                                             T + ahead))
+    assert cp.cosigners(note, {W1: W1_PUB}, now=T) == {W1: T + ahead}
+    assert cp.verify_cosignature(note, W1, W1_PUB, now=T) == T + ahead
+
+
+@pytest.mark.parametrize("ahead", [cp.MAX_COSIGNATURE_SKEW + 1, 86_400, cp.MAX_UINT63 - T])
+def test_a_cosignature_dated_beyond_the_clock_skew_is_refused(ahead: int) -> None:
+    line = cp.cosign(checkpoint_text(), W1, W1_KEY, T + ahead)
+    note = cp.add_signatures(signed_checkpoint(), line, cp.cosign(checkpoint_text(), W2,
+                                                                  W2_KEY, T))
+    with pytest.raises(CheckpointError, match=f"cosignature by {W1}.* is dated .* after this "
+                                              "clock.* 300 s of clock skew"):
+        cp.cosigners(note, {W1: W1_PUB, W2: W2_PUB}, now=T)
+    with pytest.raises(CheckpointError, match="clock skew"):
+        cp.verify_cosignature(note, W1, W1_PUB, now=T)
+    # Without a clock (an offline verifier) the time is not judged; another witness's
+    # lines are judged on their own.
+    assert cp.cosigners(note, {W1: W1_PUB, W2: W2_PUB}) == {W1: T + ahead, W2: T}
+    assert cp.cosigners(note, {W2: W2_PUB}, now=T) == {W2: T}
+
+
+@pytest.mark.parametrize("now", [-1, 2**63, True, 1.5, "1"])
+def test_a_malformed_clock_is_refused(now: object) -> None:
+    note = cp.add_signatures(signed_checkpoint(), cp.cosign(checkpoint_text(), W1, W1_KEY, T))
+    with pytest.raises(CheckpointError, match="clock"):
+        cp.cosigners(note, {W1: W1_PUB}, now=now)  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match="clock"):
+        cp.verify_cosignature(note, W1, W1_PUB, now=now)  # type: ignore[arg-type]
 
 
 def test_cosignature_over_one_checkpoint_does_not_verify_over_another() -> None:
@@ -491,7 +533,8 @@ def test_cosignature_over_one_checkpoint_does_not_verify_over_another() -> None:
         note = cp.add_signatures(other, line)
         with pytest.raises(CheckpointError, match="invalid cosignature"):
             cp.verify_cosignature(note, W1, W1_PUB)
-        assert cp.cosigners(note, {W1: W1_PUB}) == {}
+        with pytest.raises(CheckpointError, match="invalid cosignature"):
+            cp.cosigners(note, {W1: W1_PUB})
 
 
 def test_cosignature_timestamp_is_signed() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.reencode import reencoded
 from timebank import keys
 from timebank.envelope import (
     MAX_BODY_BYTES,
@@ -15,10 +18,14 @@ from timebank.envelope import (
     KeyRing,
     Reason,
     Signed,
+    decode,
+    encode,
+    identity,
     sign,
     signing_input,
     verify,
 )
+from timebank.v1 import clearing_pb2 as pb
 
 KEY = keys.SigningKey(bytes(range(32)))
 PUB = keys.public_key(KEY)
@@ -370,3 +377,80 @@ def test_property_single_byte_flip_in_signature_fails(
     with pytest.raises(EnvelopeError) as e:
         verify(dataclasses.replace(env, signature=tampered), PUB)
     assert reason(e) is Reason.BAD_SIGNATURE
+
+
+# --- identity and the canonical encoding --------------------------------------------------
+
+
+def _pb(env: Signed) -> bytes:
+    return pb.Envelope(kind=env.kind, body=env.body, signer=env.signer, key_id=env.key_id,
+                       signature=env.signature).SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("body", [b"", b"x", BODY, bytes(200), bytes(MAX_BODY_BYTES)])
+def test_the_canonical_encoding_is_protobufs_deterministic_one(body: bytes) -> None:
+    env = signed(body)
+    assert encode(env) == _pb(env)
+    assert decode(encode(env)) == env
+
+
+def test_identity_layout() -> None:
+    env = signed(b"abc", kind="a", signer="city")
+    expected = hashlib.sha256(
+        b"timebank.v1/envelope-identity\x00"
+        + (1).to_bytes(8, "big") + b"a" + (3).to_bytes(8, "big") + b"abc"
+        + (4).to_bytes(8, "big") + b"city" + (16).to_bytes(8, "big") + env.key_id.encode()
+    ).digest()
+    assert identity(env) == expected
+
+
+def test_identity_is_what_was_signed_and_by_whom() -> None:
+    env = signed()
+    other_signature = dataclasses.replace(env, signature=bytes(64))
+    assert identity(other_signature) == identity(env)  # the signature is not part of it
+    for changed in (signed(BODY + b"!"), signed(kind="claim.decide"), signed(signer="320106"),
+                    dataclasses.replace(env, key_id="0" * 16)):
+        assert identity(changed) != identity(env)
+    # lengths are part of the input: parts cannot be shifted into each other
+    assert identity(signed(b"ab", kind="a.b")) != identity(signed(b"b.ab", kind="a"))
+
+
+def test_every_reencoding_decodes_to_the_same_envelope_and_identity() -> None:
+    env = signed()
+    canonical = encode(env)
+    rng = random.Random(14)
+    seen = {canonical}
+    for _ in range(500):
+        data = reencoded(canonical, rng)
+        seen.add(data)
+        again = decode(data)
+        assert again == env, data.hex()
+        assert identity(again) == identity(env)
+        assert encode(again) == canonical
+    assert len(seen) > 450  # really different encodings
+
+
+@pytest.mark.parametrize("data", [b"\xff", b"\x0a\x05ab", b"\x0a\x02\xff\xfe", b"",
+                                  b"\x12\x01x"])
+def test_decode_refuses_what_is_not_a_well_formed_envelope(data: bytes) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        decode(data)
+    assert reason(caught) == Reason.MALFORMED
+
+
+def test_decode_and_encode_take_only_their_types() -> None:
+    with pytest.raises(EnvelopeError):
+        decode(bytearray(encode(signed())))  # type: ignore[arg-type]
+    with pytest.raises(EnvelopeError):
+        encode(_pb(signed()))  # type: ignore[arg-type]
+    with pytest.raises(EnvelopeError):
+        identity(_pb(signed()))  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(kind=st.from_regex(r"[a-z][a-z0-9_.]{0,63}", fullmatch=True),
+       body=st.binary(max_size=300), seed=st.integers(0, 2**32))
+def test_property_reencoding_keeps_identity(kind: str, body: bytes, seed: int) -> None:
+    env = signed(body, kind=kind)
+    data = reencoded(encode(env), random.Random(seed))
+    assert identity(decode(data)) == identity(env) and encode(decode(data)) == encode(env)

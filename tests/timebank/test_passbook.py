@@ -25,7 +25,9 @@ from timebank.accounts import Account, Origin
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import public_key
 from timebank.passbook import (
+    FILE_FIELDS,
     FORMAT,
+    STATEMENT_FIELDS,
     StatementError,
     b64,
     guard,
@@ -169,7 +171,7 @@ def _unchecked(envelope: bytes) -> roster.Roster:
                          0, hashlib.sha256(wire.body).digest(), envelope)
 
 
-def check(doc: Any, **kw: bool) -> Any:
+def check(doc: Any, **kw: Any) -> Any:
     return guard(lambda: verify_statement(doc, public_key(CITY_KEY), public_key(CH_KEY), **kw))
 
 
@@ -237,6 +239,60 @@ def test_each_tampered_part_is_refused_with_its_reason(part: str) -> None:
     with pytest.raises(StatementError, match=reason):
         check(bad)
     check(doc)  # the untouched passbook still verifies
+
+
+@pytest.mark.parametrize(("where", "field"), [
+    ((), "note"), ((), "Statement"), ((), ""), (("statement",), "balance_note"),
+    (("statement",), "Format"), (("statement",), "signature")])
+def test_a_field_the_format_does_not_have_is_refused(where: tuple[str, ...],
+                                                     field: str) -> None:
+    doc = make_passbook()
+    target = doc
+    for key in where:
+        target = target[key]
+    target[field] = "看这里"
+    part = "signed statement" if where else "file"
+    with pytest.raises(StatementError, match=f"the {part} has fields a timebank-statement/v1 "
+                                             f"statement does not: {field!r}"):
+        check(doc)
+
+
+def test_the_fields_the_format_has_are_all_it_takes() -> None:
+    doc = make_passbook()
+    assert set(doc) == FILE_FIELDS
+    assert set(doc["statement"]) == STATEMENT_FIELDS
+    del doc["statement"]["made_at"]  # not checked, and not needed
+    doc["signature"] = make_passbook_signature(doc)
+    check(doc)
+
+
+def make_passbook_signature(doc: Doc) -> str:
+    signed: str = sign_statement(doc["statement"], JN, NODE_KEYS[JN])["signature"]
+    return signed
+
+
+def test_a_bad_cosignature_under_a_districts_key_refuses_the_statement() -> None:
+    doc = make_passbook()
+    cosigned = doc["statement"]["cosigned"]
+    name = transparency.witness_name(GL)
+    line = next(ln for ln in cosigned["tree_head"].splitlines() if f" {name} " in ln)
+    sig = notes.NoteSignature.parse_line(line)
+    flipped = notes.NoteSignature(sig.name, sig.key_hash, sig.payload[:-1]
+                                  + bytes([sig.payload[-1] ^ 1])).line().rstrip("\n")
+    cosigned["tree_head"] = cosigned["tree_head"].replace(line, flipped)
+    doc["signature"] = make_passbook_signature(doc)
+    with pytest.raises(StatementError, match=f"carries a bad cosignature: invalid "
+                                             f"cosignature by {name}"):
+        check(doc)
+
+
+def test_cosignatures_from_the_future_are_refused_by_a_verifier_with_a_clock() -> None:
+    doc = make_passbook()
+    assert check(doc, now=SIGNED_AT).final
+    assert check(doc, now=SIGNED_AT - notes.MAX_COSIGNATURE_SKEW).final
+    with pytest.raises(StatementError, match=r"dated 1772413200, 301 s after this clock.*"
+                                             r"is this computer's clock right"):
+        check(doc, now=SIGNED_AT - notes.MAX_COSIGNATURE_SKEW - 1)
 
 
 def test_keys_other_than_the_citys_are_refused() -> None:

@@ -1,21 +1,24 @@
 """The checks every reader of the log makes (``timebank.trusted_log``), on their own: real
 Ed25519 keys, real RFC 9162 trees built with ``timebank.merkle``, real C2SP notes. A
 head is accepted only if the clearinghouse signed it for this log and it extends the
-held head; a receipt only if it is the clearinghouse's, for the bytes sent, recorded and
-proven in the held head; every refusal changes nothing."""
+held head; a receipt only if it is the clearinghouse's, for the envelope sent (in
+whatever encoding), recorded in its canonical encoding and proven in the held head;
+every refusal changes nothing."""
 
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from tests.reencode import reencoded
 from timebank import checkpoint as notes
 from timebank import merkle, transparency
-from timebank.envelope import CLEARINGHOUSE, sign
+from timebank.envelope import CLEARINGHOUSE, encode, identity, sign
 from timebank.keys import public_key
 from timebank.transparency import LogError
 from timebank.trusted_log import TrustedLog
@@ -25,7 +28,10 @@ CH = SigningKey(hashlib.sha256(b"clearinghouse (trusted log)").digest())
 CH_PUBLIC = public_key(CH)
 ORIGIN = transparency.clearinghouse_origin(CH_PUBLIC)
 STRANGER = SigningKey(hashlib.sha256(b"not the clearinghouse").digest())
-SENT = b"the envelope bytes the node sent"
+NODE = SigningKey(hashlib.sha256(b"a district (trusted log)").digest())
+SENT_ENVELOPE = sign("claim.decide", b"the body the node signed", "320115", NODE)
+SENT = encode(SENT_ENVELOPE)
+OTHER_SENT = encode(sign("claim.decide", b"another body", "320115", NODE))
 CLAIM = "019a0000-0000-7000-8000-0000000000aa"
 
 
@@ -193,7 +199,7 @@ def test_a_leaf_is_proven_only_in_the_held_head() -> None:
         TrustedLog(CH_PUBLIC).check_included(LEAVES[0], 0, [])
 
 
-RECEIPT = pb.Receipt(envelope_sha256=hashlib.sha256(SENT).digest(), claim_id=CLAIM,
+RECEIPT = pb.Receipt(envelope_sha256=identity(SENT_ENVELOPE), claim_id=CLAIM,
                      state=pb.CLAIM_STATE_ACCEPTED, log_index=2)
 
 
@@ -213,27 +219,36 @@ def test_a_receipt_for_what_was_sent_proven_in_the_held_head_is_taken() -> None:
     assert holding(LEAVES).check_receipt(sealed(), SENT, logged()) == RECEIPT
 
 
+def test_a_receipt_is_for_the_envelope_however_it_was_encoded() -> None:
+    rng = random.Random(13)
+    for _ in range(20):
+        other_encoding = reencoded(SENT, rng)
+        assert holding(LEAVES).check_receipt(sealed(), other_encoding, logged()) == RECEIPT
+
+
 @pytest.mark.parametrize("receipt, sent, inclusion, match", [
     (sealed(key=STRANGER), SENT, logged(), "receipt does not verify"),
     (sealed(kind="deliveries"), SENT, logged(), "expected a receipt"),
     (b"\xff junk", SENT, logged(), "receipt does not verify"),
-    (sealed(), b"other bytes than were sent", logged(), "other bytes than were sent"),
-    (sealed(pb.Receipt(envelope_sha256=hashlib.sha256(b"x").digest(), claim_id=CLAIM,
+    (sealed(), OTHER_SENT, logged(), "another envelope than the one sent"),
+    (sealed(pb.Receipt(envelope_sha256=hashlib.sha256(SENT).digest(), claim_id=CLAIM,
                        state=pb.CLAIM_STATE_ACCEPTED, log_index=2)), SENT, logged(),
-     "other bytes than were sent"),
+     "another envelope than the one sent"),
     (sealed(), SENT, logged(data=entry(state=pb.CLAIM_STATE_REJECTED)), "does not record"),
     (sealed(), SENT, logged(data=entry(claim_id="019a0000-0000-7000-8000-0000000000bb")),
      "does not record"),
-    (sealed(), SENT, logged(data=entry(envelope=b"other bytes")), "does not record"),
-    (sealed(pb.Receipt(envelope_sha256=hashlib.sha256(SENT).digest(), claim_id=CLAIM,
+    (sealed(), SENT, logged(data=entry(envelope=OTHER_SENT)), "does not record"),
+    (sealed(), SENT, logged(data=entry(envelope=reencoded(SENT, random.Random(1)))),
+     "does not record"),
+    (sealed(pb.Receipt(envelope_sha256=identity(SENT_ENVELOPE), claim_id=CLAIM,
                        state=pb.CLAIM_STATE_ACCEPTED, log_index=3)), SENT, logged(),
      "does not record"),
     (sealed(), SENT, pb.LogInclusion(index=2, entry=entry(), path=[bytes(32)] * 3),
      "not proven"),
     (sealed(), SENT, pb.LogInclusion(index=2, entry=b"\xff not a LogEntry"), "not a LogEntry"),
-], ids=["other key", "other kind", "junk", "other bytes", "receipt for other bytes",
-        "other state", "other claim", "leaf of other bytes", "other index", "forged path",
-        "leaf junk"])
+], ids=["other key", "other kind", "junk", "other envelope", "digest of the bytes",
+        "other state", "other claim", "leaf of another envelope", "leaf not canonical",
+        "other index", "forged path", "leaf junk"])
 def test_a_receipt_that_is_not_the_clearinghouses_for_what_was_sent_is_refused(
         receipt: bytes, sent: bytes, inclusion: pb.LogInclusion, match: str) -> None:
     with pytest.raises(LogError, match=match):

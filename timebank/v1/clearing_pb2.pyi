@@ -504,7 +504,7 @@ Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
 @_typing.final
 class Receipt(_message.Message):
     """kind "receipt": signed by the clearinghouse, the answer to every Submit. The same
-    envelope submitted again gets the same receipt.
+    envelope submitted again, in any encoding, gets the same receipt and changes nothing.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -516,6 +516,10 @@ class Receipt(_message.Message):
     AT_FIELD_NUMBER: _builtins.int
     LOG_INDEX_FIELD_NUMBER: _builtins.int
     envelope_sha256: _builtins.bytes
+    """The envelope's identity (timebank.envelope.identity): SHA-256 over its kind, body,
+    signer and key id, each length-prefixed; not over the bytes that carried it, which
+    anyone can re-encode. The name is kept from when it was the bytes' SHA-256.
+    """
     claim_id: _builtins.str
     state: Global___ClaimState.ValueType
     reason: Global___ClaimReason.ValueType
@@ -691,9 +695,10 @@ class LogEntry(_message.Message):
     kind: _builtins.str
     """admission, revocation, limit, registration, claim, expiry, checkpoint"""
     envelope: _builtins.bytes
-    """the signed envelope recorded, verbatim (a city certificate or"""
+    """the signed envelope recorded, in its canonical encoding"""
     node_id: _builtins.str
-    """revocation; a node's Submit); empty for limit and expiry
+    """(timebank.envelope.encode: a city certificate or revocation;
+    a node's Submit); empty for limit and expiry
     the node it concerns (the signer of a Submit)
     """
     claim_id: _builtins.str
@@ -826,14 +831,23 @@ Global___TreeHead: _TypeAlias = TreeHead  # noqa: Y015
 
 @_typing.final
 class GetAdmissionsRequest(_message.Message):
+    """Admissions come in pages of at most 1 MiB of envelopes (at least one envelope each):
+    ask with skip 0, then, while the answer says more, with skip the number of envelopes
+    received so far (certificates, then rosters, then policies, in that order).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    SKIP_FIELD_NUMBER: _builtins.int
+    skip: _builtins.int
     def __init__(
         self,
+        *,
+        skip: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["skip", b"skip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -848,6 +862,12 @@ class Admissions(_message.Message):
     ROSTERS_FIELD_NUMBER: _builtins.int
     POLICIES_FIELD_NUMBER: _builtins.int
     REVOCATIONS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """this page stopped early: ask again from where it ended"""
+    total: _builtins.int
+    """how many envelopes there are in all; if it changes"""
     @_builtins.property
     def certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Every admission certificate the clearinghouse accepted (serialised, city-signed
@@ -856,7 +876,7 @@ class Admissions(_message.Message):
 
     @_builtins.property
     def revoked_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """districts whose current key is revoked"""
+        """districts whose current key is revoked (every page)"""
 
     @_builtins.property
     def rosters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -881,10 +901,12 @@ class Admissions(_message.Message):
         rosters: _abc.Iterable[_builtins.bytes] | None = ...,
         policies: _abc.Iterable[_builtins.bytes] | None = ...,
         revocations: _abc.Iterable[_builtins.bytes] | None = ...,
+        more: _builtins.bool = ...,
+        total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "policies", b"policies", "revocations", b"revocations", "revoked_node_ids", b"revoked_node_ids", "rosters", b"rosters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "more", b"more", "policies", b"policies", "revocations", b"revocations", "revoked_node_ids", b"revoked_node_ids", "rosters", b"rosters", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -920,7 +942,10 @@ class GetEntriesResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def entries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """serialised LogEntry, in index order from start"""
+        """Serialised LogEntry, in index order from start. A page stops before its entries
+        would take more than 1 MiB (it always holds at least one): fewer than end - start
+        entries means ask again from start + the number received.
+        """
 
     def __init__(
         self,

@@ -101,7 +101,8 @@ class ClearinghouseServiceServicer:
 
     def Submit(self, request, context):
         """A node's signed message: a directory registration, a claim proposal, decision or finish.
-        Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
+        Returns a signed Receipt; resubmitting the same envelope (by identity, in any encoding)
+        returns the same receipt, does nothing again and is not counted against a rate limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

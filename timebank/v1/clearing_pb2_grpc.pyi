@@ -41,7 +41,8 @@ class ClearinghouseServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ClearinghouseServiceAsyncStub: ...
     Submit: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]
     """A node's signed message: a directory registration, a claim proposal, decision or finish.
-    Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
+    Returns a signed Receipt; resubmitting the same envelope (by identity, in any encoding)
+    returns the same receipt, does nothing again and is not counted against a rate limit.
     """
     SubmitBatch: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]
     """Many envelopes, each as Submit would take it, in one transaction."""
@@ -67,7 +68,8 @@ class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]  # type: ignore[assignment]
     """A node's signed message: a directory registration, a claim proposal, decision or finish.
-    Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
+    Returns a signed Receipt; resubmitting the same envelope (by identity, in any encoding)
+    returns the same receipt, does nothing again and is not counted against a rate limit.
     """
     SubmitBatch: _aio.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]  # type: ignore[assignment]
     """Many envelopes, each as Submit would take it, in one transaction."""
@@ -96,7 +98,8 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_clearing_pb2.Envelope, _abc.Awaitable[_clearing_pb2.Envelope]]:
         """A node's signed message: a directory registration, a claim proposal, decision or finish.
-        Returns a signed Receipt; resubmitting the same envelope returns the same receipt.
+        Returns a signed Receipt; resubmitting the same envelope (by identity, in any encoding)
+        returns the same receipt, does nothing again and is not counted against a rate limit.
         """
 
     @_abc_1.abstractmethod

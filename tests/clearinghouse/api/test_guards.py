@@ -53,7 +53,7 @@ from tests.clearinghouse.api.test_service import (
 from tests.clearinghouse.conftest import CITY_PUBLIC, certificate, registration, snapshot, stamp
 from timebank.envelope import sign
 from timebank.v1 import clearing_pb2 as pb
-from timebank.v1 import clearing_pb2_grpc
+from timebank.v1 import clearing_pb2_grpc, node_pb2
 
 QX = "320113"
 
@@ -226,7 +226,7 @@ def test_a_person_with_an_open_move_cannot_be_redeemed_for(
                             kind=pb.CLAIM_KIND_MOVE, creditor_node_id=GL, debtor_node_id=JN,
                             payer_ref=ALICE, minutes=600, created_at=stamp(now),
                             expires_at=stamp(now + timedelta(days=1)))
-    move.origins.add(minutes=600)
+    move.origins.add(origin=node_pb2.ORIGIN_GRANTED, minutes=600)
     assert submit(stub, sign("claim.propose", move.SerializeToString(), JN,
                              KEYS[JN])).state == pb.CLAIM_STATE_ACCEPTED
     before = snapshot(ch_app)

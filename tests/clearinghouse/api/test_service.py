@@ -42,7 +42,7 @@ from tests.clearinghouse.conftest import (
     stamp,
 )
 from timebank import transparency
-from timebank.envelope import CLEARINGHOUSE, Signed, sign, verify
+from timebank.envelope import CLEARINGHOUSE, Signed, decode, identity, sign, verify
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc
@@ -95,7 +95,7 @@ def submit(stub: clearing_pb2_grpc.ClearinghouseServiceStub, envelope: Signed) -
     request = wire(envelope)
     receipt = pb.Receipt.FromString(
         from_clearinghouse(stub.Submit(request, timeout=TIMEOUT), "receipt"))
-    assert receipt.envelope_sha256 == hashlib.sha256(request.SerializeToString()).digest()
+    assert receipt.envelope_sha256 == identity(envelope)
     return receipt
 
 
@@ -290,7 +290,7 @@ def batch(stub: clearing_pb2_grpc.ClearinghouseServiceStub, *envelopes: Signed,
             continue
         receipt = pb.Receipt.FromString(from_clearinghouse(
             pb.Envelope.FromString(result.receipt), "receipt"))
-        assert receipt.envelope_sha256 == hashlib.sha256(sent).digest()
+        assert receipt.envelope_sha256 == identity(decode(sent))
         out.append(receipt)
     return out
 
@@ -377,7 +377,7 @@ def test_batches_sent_at_once_each_get_receipts_proven_in_a_head_extending_their
         for data, result in zip(raw, answer.results, strict=True):
             receipt = pb.Receipt.FromString(from_clearinghouse(
                 pb.Envelope.FromString(result.receipt), "receipt"))
-            assert receipt.envelope_sha256 == hashlib.sha256(data).digest()
+            assert receipt.envelope_sha256 == identity(decode(data))
             assert pb.LogEntry.FromString(result.logged.entry).envelope == data
             transparency.check_included(result.logged.entry, result.logged.index, head,
                                         list(result.logged.path))

@@ -2,19 +2,80 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+
 from sqlalchemy import text
 
 from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
+from clearinghouse.usecases import admission, log, submit, wire
+from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from clearinghouse.usecases.clock import ManualClock
+from clearinghouse.usecases.directory import REGISTER
+from tests.clearinghouse.conftest import CITY_PUBLIC, certificate, registration
+from tests.clearinghouse.usecases.test_claims import JN, KEYS
+from tests.clearinghouse.usecases.test_submit import seal
+from tests.reencode import reencoded
+from timebank.envelope import identity
+from timebank.v1 import clearing_pb2
 
 
 def test_migrations_match_models_and_reach_head(ch_db_url: str) -> None:
     db = Database(ch_db_url)
     try:
         migrate.check(db.writer)  # raises if alembic autogenerate finds a difference
-        assert migrate.current_revision(db.writer) == migrate.head_revision() == "0006"
+        assert migrate.current_revision(db.writer) == migrate.head_revision() == "0007"
         migrate.upgrade(db.writer)  # again: nothing to do
         with db.write() as conn:  # takes the write lock on PostgreSQL
             assert conn.execute(text("SELECT id FROM write_lock")).scalars().all() == [1]
     finally:
         db.dispose()
+
+
+def test_0005_keys_receipts_by_envelope_identity_and_drops_repeats(ch_db_url: str) -> None:
+    """A database from before 0005 keyed receipts by the SHA-256 of the bytes received,
+    and a re-encoded replay got a second leaf and receipt. 0005 keys each receipt by its
+    logged envelope's identity and keeps only the first receipt of an envelope."""
+    db = Database(ch_db_url)
+    app = ClearinghouseApp(db, ManualClock())
+    try:
+        app.execute(admission.admit, certificate(JN, "江宁区", KEYS[JN]), CITY_PUBLIC)
+        envelopes = [registration(f"{i:064x}", JN, JN, KEYS[JN]) for i in range(3)]
+        for env in envelopes:
+            app.execute(submit.submit, wire.to_bytes(env), seal)
+        migrate.downgrade(db.writer, "0004")
+        legacy = {hashlib.sha256(wire.to_bytes(env)).digest() for env in envelopes}
+        assert set(_receipt_keys(app)) == legacy  # the old meaning: the bytes' SHA-256
+        # what the old clearinghouse did with a re-encoded replay: another leaf, receipt
+        again = reencoded(wire.to_bytes(envelopes[0]), random.Random(5))
+
+        def replayed_the_old_way(tx: Tx) -> None:
+            index = log.append(tx, clearing_pb2.LogEntry(kind=log.REGISTRATION,
+                                                         envelope=again, node_id=JN))
+            sealed = seal(clearing_pb2.Receipt(envelope_sha256=hashlib.sha256(again).digest(),
+                                               log_index=index).SerializeToString())
+            tx.repo.insert_receipt(hashlib.sha256(again).digest(), JN, REGISTER, sealed,
+                                   tx.now)
+
+        app.execute(replayed_the_old_way)
+        assert len(_receipt_keys(app)) == 4
+        migrate.upgrade(db.writer)
+        keys = _receipt_keys(app)
+        assert set(keys) == {identity(env) for env in envelopes}
+        first = keys[identity(envelopes[0])]
+        assert clearing_pb2.Receipt.FromString(wire.from_bytes(first).body).log_index < 4
+        # and a replay now finds it, in any encoding
+        done = app.execute(submit.submit, again, seal)
+        assert done.replayed and done.receipt == first
+        migrate.downgrade(db.writer, "0004")
+        assert set(_receipt_keys(app)) == legacy
+        migrate.upgrade(db.writer)
+    finally:
+        db.dispose()
+
+
+def _receipt_keys(app: ClearinghouseApp) -> dict[bytes, bytes]:
+    with app.db.read() as conn:
+        return {bytes(k): bytes(r) for k, r in conn.execute(
+            text("SELECT envelope_sha256, receipt FROM receipts"))}

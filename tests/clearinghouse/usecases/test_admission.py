@@ -105,6 +105,10 @@ BAD = {
                     InvalidArgument, "MALFORMED_PUBLIC_KEY"),
     "serial 0": (certificate(JN, "江宁区", JN_KEY, serial=0),
                  InvalidArgument, "MALFORMED_SERIAL"),
+    "serial 2**63": (certificate(JN, "江宁区", JN_KEY, serial=2**63),
+                     InvalidArgument, "MALFORMED_SERIAL"),
+    "serial 2**64 - 1": (certificate(JN, "江宁区", JN_KEY, serial=2**64 - 1),
+                         InvalidArgument, "MALFORMED_SERIAL"),
     "another node's key": (certificate(JN, "江宁区", GL_KEY), AlreadyExists, "KEY_IN_USE"),
 }
 

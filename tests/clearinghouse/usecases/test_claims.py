@@ -4,9 +4,11 @@ positions and limits. Every test runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
+from google.protobuf.message import Message
 from nacl.signing import SigningKey
 from sqlalchemy import text
 
@@ -72,10 +74,15 @@ def ring(app: ClearinghouseApp) -> KeyRing:
     return app.query(admission.key_ring)
 
 
+ORIGINS = (node_pb2.ORIGIN_INDIVIDUAL, node_pb2.ORIGIN_GRANTED, node_pb2.ORIGIN_GROUP,
+           node_pb2.ORIGIN_DONATED)
+
+
 def proposal(n: int, app: ClearinghouseApp, *, kind: ClaimKind = ClaimKind.REDEMPTION,
              creditor: str = GL, debtor: str = JN, payer: str = ALICE, minutes: int = 120,
              window: timedelta = WEEK, signer: str | None = None,
-             key: SigningKey | None = None, origins: list[int] | None = None,
+             key: SigningKey | None = None,
+             origins: Sequence[int | tuple[int, int]] | None = None,
              claim_id: str | None = None) -> Signed:
     now = app.clock.now()
     body = clearing_pb2.ClaimProposal(
@@ -85,8 +92,11 @@ def proposal(n: int, app: ClearinghouseApp, *, kind: ClaimKind = ClaimKind.REDEM
     if kind is ClaimKind.REDEMPTION:
         body.recipient_ref = MOTHER
         body.recipient_age = 82
-    for amount in origins or []:
-        body.origins.add(origin=node_pb2.ORIGIN_INDIVIDUAL, minutes=amount)
+    for i, amount in enumerate(origins or []):
+        if isinstance(amount, tuple):  # (origin, minutes), as given
+            body.origins.add(origin=amount[0], minutes=amount[1])
+        else:  # one origin after another
+            body.origins.add(origin=ORIGINS[i % len(ORIGINS)], minutes=amount)
     body.created_at.CopyFrom(stamp(now))
     body.expires_at.CopyFrom(stamp(now + window))
     signer = signer or (debtor if kind is ClaimKind.MOVE else creditor)
@@ -363,6 +373,14 @@ def test_proposal_refusals(city: ClearinghouseApp, ch_clock: ManualClock) -> Non
                   origins=[MAX_MOVE_MINUTES + 1]), InvalidArgument, "MINUTES_OUT_OF_RANGE"),
         (proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, minutes=600, origins=[500]),
          InvalidArgument, "MALFORMED_ORIGINS"),
+        (proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, minutes=600,
+                  origins=[(99, 600)]), InvalidArgument, "MALFORMED_ORIGINS"),
+        (proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, minutes=600,
+                  origins=[(node_pb2.ORIGIN_UNSPECIFIED, 600)]),
+         InvalidArgument, "MALFORMED_ORIGINS"),
+        (proposal(1, city, kind=ClaimKind.MOVE, creditor=QX, minutes=600,
+                  origins=[(node_pb2.ORIGIN_GROUP, 300), (node_pb2.ORIGIN_GROUP, 300)]),
+         InvalidArgument, "MALFORMED_ORIGINS"),
         (proposal(1, city, window=timedelta(0)), InvalidArgument, "BAD_DEADLINE"),
         (proposal(1, city, window=-timedelta(hours=1)), InvalidArgument, "BAD_DEADLINE"),
         (proposal(1, city, window=timedelta(days=31)), InvalidArgument, "BAD_DEADLINE"),
@@ -377,6 +395,40 @@ def test_proposal_refusals(city: ClearinghouseApp, ch_clock: ManualClock) -> Non
         assert (type(error), error.reason) == (status, reason), reason
     # none of them used the id: a good proposal under it is recorded
     assert propose(city, proposal(1, city)).state is ClaimState.PROPOSED
+
+
+BAD_TIMES = [(253_402_300_800, 0), (-62_135_596_801, 0), (2**63 - 1, 0), (-(2**63), 0),
+             (0, -1), (0, 10**9)]
+
+
+def _retimed(envelope: Signed, field: str, seconds: int, nanos: int,
+             body_type: type[Message], **changes: object) -> Signed:
+    body = body_type.FromString(envelope.body)
+    getattr(body, field).seconds, getattr(body, field).nanos = seconds, nanos
+    for name, value in changes.items():
+        setattr(body, name, value)
+    return sign(envelope.kind, body.SerializeToString(), envelope.signer, KEYS[envelope.signer])
+
+
+@pytest.mark.parametrize(("seconds", "nanos"), BAD_TIMES)
+def test_a_time_that_is_no_time_is_refused_before_anything_else(
+        city: ClearinghouseApp, seconds: int, nanos: int) -> None:
+    """A Timestamp out of its range (year 1 to 9999, nanos 0 to 999,999,999) anywhere in
+    a signed body is INVALID_ARGUMENT BAD_TIMESTAMP, named, before any other check (here
+    a claim id that is not one, and a claim that does not exist)."""
+    good = proposal(1, city)
+    for field in ("expires_at", "created_at"):
+        bad = _retimed(good, field, seconds, nanos, clearing_pb2.ClaimProposal,
+                       claim_id="not-a-uuid")
+        error = refused(city, claims.propose, bad, ring(city))
+        assert (type(error), error.reason) == (InvalidArgument, "BAD_TIMESTAMP")
+        assert f"ClaimProposal.{field} is not a valid time" in error.message
+    for envelope, body_type, use in (
+            (decision(7), clearing_pb2.ClaimDecision, claims.decide),
+            (finishing(7), clearing_pb2.ClaimFinish, claims.finish)):
+        error = refused(city, use, _retimed(envelope, "at", seconds, nanos, body_type),
+                        ring(city))
+        assert (type(error), error.reason) == (InvalidArgument, "BAD_TIMESTAMP")
 
 
 def test_the_net_debit_limit_counts_open_claims(city: ClearinghouseApp) -> None:

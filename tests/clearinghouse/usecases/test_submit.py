@@ -1,9 +1,11 @@
-"""Submit: the receipt is stored with the work, in one transaction, and the same bytes
-get the same receipt back without the work running again. SQLite and PostgreSQL."""
+"""Submit: the receipt is stored with the work, in one transaction, and the same envelope,
+in any encoding, gets the same receipt back without the work running again or being
+charged to anyone. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import hashlib
+import random
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from nacl.signing import SigningKey
 from clearinghouse.domain.claims import ClaimState
 from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
-from clearinghouse.usecases import admission, claims, directory, submit, wire
+from clearinghouse.usecases import admission, claims, directory, log, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import (
@@ -42,7 +44,8 @@ from tests.clearinghouse.usecases.test_claims import (
     proposal,
     ring,
 )
-from timebank.envelope import CLEARINGHOUSE, Signed, sign, verify
+from tests.reencode import reencoded
+from timebank.envelope import CLEARINGHOUSE, Signed, encode, identity, sign, verify
 from timebank.keys import key_id, public_key
 from timebank.v1 import clearing_pb2
 
@@ -81,11 +84,11 @@ def test_the_same_bytes_get_the_same_receipt_without_running_again(
     first = city.execute(submit.submit, request, seal)
     assert not first.replayed and first.transition and first.claim is not None
     receipt = receipt_of(first.receipt)
-    assert receipt.envelope_sha256 == hashlib.sha256(request).digest()
+    assert receipt.envelope_sha256 == identity(proposal(1, city))
     assert receipt.state == clearing_pb2.CLAIM_STATE_PROPOSED and receipt.claim_id == cid(1)
     charged: list[str] = []
     replay = city.execute(submit.submit, request, seal, charged.append)
-    assert replay.replayed and replay.receipt == first.receipt and charged == [GL]
+    assert replay.replayed and replay.receipt == first.receipt and charged == []
 
     ch_clock.advance(timedelta(minutes=1))
     accepted = city.execute(submit.submit, wire.to_bytes(decision(1)), seal)
@@ -108,8 +111,47 @@ def test_the_receipt_commits_with_the_work_or_not_at_all(city: ClearinghouseApp,
     assert city.query(lambda tx: tx.repo.claim(cid(1))) is None  # the work rolled back too
     done = city.execute(submit.submit, request, seal)
     assert receipts(city) == 1  # the fixture registered Alice without Submit
-    assert city.query(lambda tx: tx.repo.receipt(hashlib.sha256(request).digest())) == (
+    assert city.query(lambda tx: tx.repo.receipt(identity(proposal(1, city)))) == (
         done.receipt)
+
+
+def test_a_reencoded_envelope_is_the_same_envelope(city: ClearinghouseApp) -> None:
+    """Fields reordered or repeated, unknown fields, longer varints: the receipt given,
+    nothing logged or stored again, nobody charged; the leaf records the canonical
+    encoding whatever encoding came first."""
+    env = proposal(1, city)
+    rng = random.Random(4)
+    first = city.execute(submit.submit, reencoded(wire.to_bytes(env), rng), seal)
+    leaf = city.query(lambda tx: log.log_of(tx).leaf(first.log_index))
+    assert clearing_pb2.LogEntry.FromString(leaf).envelope == encode(env)
+    before = snapshot(city)
+    charged: list[str] = []
+    for _ in range(50):
+        again = city.execute(submit.submit, reencoded(wire.to_bytes(env), rng), seal,
+                             charged.append)
+        assert again.replayed and again.receipt == first.receipt
+        assert again.log_index == first.log_index
+    assert snapshot(city) == before and charged == []
+
+
+def test_a_replay_with_a_signature_that_does_not_verify_is_refused(
+        city: ClearinghouseApp) -> None:
+    env = proposal(1, city)
+    city.execute(submit.submit, wire.to_bytes(env), seal)
+    before = snapshot(city)
+    charged: list[str] = []
+    forged = Signed(env.kind, env.body, env.signer, env.key_id, bytes(64))
+    error = refused(city, submit.submit, wire.to_bytes(forged), seal, charged.append)
+    assert isinstance(error, PermissionDenied) and error.reason == "BAD_SIGNATURE"
+    assert snapshot(city) == before and charged == []
+
+
+def test_a_replay_after_its_key_was_revoked_still_gets_its_receipt(
+        city: ClearinghouseApp) -> None:
+    request = wire.to_bytes(proposal(1, city))
+    first = city.execute(submit.submit, request, seal)
+    city.execute(admission.revoke, revocation(GL, KEYS_ID[GL]), CITY_PUBLIC)
+    assert city.execute(submit.submit, request, seal).receipt == first.receipt
 
 
 def test_refusals_store_no_receipt(city: ClearinghouseApp) -> None:
@@ -169,7 +211,7 @@ def test_the_cached_key_ring_never_lets_a_revoked_key_in_and_learns_new_nodes(
     ch_app.execute(admission.admit, certificate(GL, "鼓楼区", KEYS[GL]), CITY_PUBLIC)
     newcomer = wire.to_bytes(registration("c" * 64, GL, GL, KEYS[GL]))
     done = ch_app.execute(submit.submit, newcomer, seal)
-    assert receipt_of(done.receipt).envelope_sha256 == hashlib.sha256(newcomer).digest()
+    assert receipt_of(done.receipt).envelope_sha256 == identity(wire.from_bytes(newcomer))
 
 
 def test_each_app_keeps_the_key_ring_of_its_own_database(
