@@ -23,7 +23,6 @@ from timebank.envelope import (
     CLEARINGHOUSE,
     EnvelopeError,
     Reason,
-    Signed,
     decode,
     identity,
     verify,

@@ -20,12 +20,11 @@ import time
 import structlog
 
 from node import metrics
-from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, all_admissions
+from node.link.connection import Connection, all_admissions
 from node.link.verified_log import ReceiptError
 from node.usecases import admissions
 from node.usecases.app import NodeApp
 from timebank.admissions import MAX_ACTS, AdmissionsError, CityAct, CityAdmissions, verify_act
-from timebank.v1 import clearing_pb2 as pb
 
 log = structlog.get_logger("node.clearing")
 

@@ -17,13 +17,12 @@ import threading
 
 import structlog
 
-from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, all_admissions
+from node.link.connection import Connection, all_admissions
 from node.usecases import policies
 from node.usecases.app import NodeApp
 from timebank import citypolicy
 from timebank.citypolicy import CityPolicy, PolicyActError
 from timebank.policy import short_digest
-from timebank.v1 import clearing_pb2 as pb
 
 log = structlog.get_logger("node.clearing")
 

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
+from clearinghouse.bureau import issue_admission, publish_roster
+from clearinghouse.usecases import admission
 from node.bootstrap import init_data_dir
 from node.cli.statement import fetch
 from node.usecases import claims, statement
@@ -24,7 +27,7 @@ from runtime import keyfiles
 from runtime.errors import FailedPrecondition
 from tests.conftest import CITY_SECRET
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
-from tests.federation.support import GL, JN, QX, enrol_at
+from tests.federation.support import GL, JN, QX, enrol_at, restart_link
 from tests.helpers import earn, enrol, id_card
 from timebank import checkpoint as notes
 from timebank.keys import public_key
@@ -314,3 +317,32 @@ def test_a_node_cannot_lower_the_quorum_by_leaving_rosters_out(
     signed = json.loads(json.dumps(sign_statement(doc, JN, d.key)))
     with pytest.raises(StatementError, match="names roster epoch 1, which no city-signed"):
         verify_statement(signed, ROOT_PUB, CH_PUB)
+
+
+def test_a_passbook_from_before_a_key_rotation_still_verifies_after_it(
+        city: City, passbook: tuple[int, str, Doc]) -> None:
+    """The bureau rotates 江宁区's key (a new certificate and a new roster epoch); the
+    passbook made before still verifies, judged by the roster its heads name; the node,
+    back with its new key, re-anchors its ledger, and a passbook made after verifies
+    under the new key; a statement signed with a key the city never gave it does not."""
+    person, _, before = passbook
+    new_key = SigningKey(b"jiangning's rotated key".ljust(32, b"."))
+    city.ch.execute(admission.admit, issue_admission(
+        CITY_ROOT, JN, "江宁区", public_key(new_key), 2, city.clock.now()),
+        public_key(CITY_ROOT))
+    assert publish_roster(city.ch, CITY_ROOT) is not None  # epoch 2, the new key
+    city[JN].link.stop()
+    city[JN].key = new_key
+    restart_link(city, JN)
+    for n in (GL, QX):  # the other districts learn the new roster
+        city[n].link.refresh_admissions()
+    assert check(before).final  # made before the rotation, verified after it
+    anchor_and_cosign(city, JN)
+    after = make(city, JN, person)
+    found = check(after)
+    assert found.final and found.total == 135
+    forged = copy.deepcopy(after)
+    forged.update(sign_statement(forged["statement"], JN,
+                                 SigningKey(b"not any key of jiangning".ljust(32, b"."))))
+    with pytest.raises(StatementError, match="not signed by 江宁区's admitted key"):
+        check(forged)
