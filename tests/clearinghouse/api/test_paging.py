@@ -17,7 +17,7 @@ import pytest
 from clearinghouse.api.server import start_server
 from clearinghouse.usecases import admission, claims, log
 from clearinghouse.usecases.app import ClearinghouseApp
-from node.cli.statement import _admissions
+from node.link.connection import all_admissions
 from runtime.rpcerrors import error_reason
 from runtime.server import RunningServer
 from tests.clearinghouse.api.test_service import CH_KEY, CH_PUBLIC, LIMIT, TIMEOUT
@@ -103,7 +103,7 @@ def test_admissions_come_in_pages_and_a_reader_gets_them_all(
         first = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=TIMEOUT)
         assert first.more and first.total == 15 and 0 < len(first.certificates) < 15
         assert first.ByteSize() <= 700 + 64
-        everything = _admissions(stub)
+        everything = list(all_admissions(stub).certificates)
         assert len(everything) == len(set(everything)) == 15
         monkeypatch.setattr(log, "PAGE_BYTES", 1 << 20)
         whole = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=TIMEOUT)
