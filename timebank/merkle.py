@@ -273,13 +273,22 @@ def verify_consistency(
         return False
     if old_size & (old_size - 1) == 0:
         path = [old_root, *path]
+    folded = _fold_consistency(old_size, new_size, path)
+    return folded is not None and folded == (old_root, new_root)
+
+
+def _fold_consistency(old_size: int, new_size: int,
+                      path: Sequence[bytes]) -> tuple[bytes, bytes] | None:
+    """The (old root, new root) a non-empty consistency path folds to (RFC 9162 2.1.4.2);
+    None if the path is too long for the sizes. The path starts with the old root's
+    first subtree hash (the caller prepends the old root for a power-of-two size)."""
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn, sn = fn >> 1, sn >> 1
     fr = sr = path[0]
     for c in path[1:]:
         if sn == 0:
-            return False
+            return None
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
@@ -288,7 +297,7 @@ def verify_consistency(
         else:
             sr = node_hash(sr, c)
         fn, sn = fn >> 1, sn >> 1
-    return sn == 0 and fr == old_root and sr == new_root
+    return (fr, sr) if sn == 0 else None
 
 
 def consistency_old_root(
@@ -313,19 +322,5 @@ def consistency_old_root(
         return EMPTY_ROOT if not path else None
     if not path or old_size & (old_size - 1) == 0:
         return None
-    fn, sn = old_size - 1, new_size - 1
-    while fn & 1:
-        fn, sn = fn >> 1, sn >> 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return None
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            sr = node_hash(sr, c)
-        fn, sn = fn >> 1, sn >> 1
-    return fr if sn == 0 and sr == new_root else None
+    folded = _fold_consistency(old_size, new_size, path)
+    return folded[0] if folded is not None and folded[1] == new_root else None

@@ -24,7 +24,15 @@ from node.link.connection import Connection, all_admissions
 from node.link.verified_log import ReceiptError
 from node.usecases import admissions
 from node.usecases.app import NodeApp
-from timebank.admissions import MAX_ACTS, AdmissionsError, CityAct, CityAdmissions, verify_act
+from timebank import roster
+from timebank.admissions import (
+    MAX_ACTS,
+    ROSTER,
+    AdmissionsError,
+    CityAct,
+    CityAdmissions,
+    verify_act,
+)
 
 log = structlog.get_logger("node.clearing")
 
@@ -52,6 +60,8 @@ class CityView:
         self.interval = interval
         self._lock = threading.Lock()
         self._view: CityAdmissions | None = None
+        #: The rosters of ``_view``, verified once for that view (witness and watch).
+        self._rosters: tuple[CityAdmissions, dict[bytes, roster.Roster]] | None = None
         self._refreshed_at: float | None = None  # time.monotonic() of the last refresh
         self.refreshes = 0  # how many times the clearinghouse was asked
 
@@ -61,6 +71,26 @@ class CityView:
             if self._view is None:
                 self._view = self._app.query(admissions.view)
             return self._view
+
+    def rosters(self, named: bytes | None = None) -> dict[bytes, roster.Roster]:
+        """The city-signed rosters this node holds, by digest, each verified once per
+        change of the view; asked for again first if ``named`` (the digest a tree head
+        names) is not among them (a roster the city signed since)."""
+        found = self._rosters_of(self.current())
+        if named is not None and named not in found:
+            self.refresh()
+            found = self._rosters_of(self.current())
+        return found
+
+    def _rosters_of(self, view: CityAdmissions) -> dict[bytes, roster.Roster]:
+        with self._lock:
+            cached = self._rosters
+        if cached is not None and cached[0] is view:
+            return cached[1]
+        found = roster.verified(view.envelopes(ROSTER), self._app.node.city_key)
+        with self._lock:
+            self._rosters = (view, found)
+        return found
 
     def fresh(self, max_age: float = FRESH_SECONDS) -> CityAdmissions:
         """The view, refreshed first unless that was done within ``max_age`` seconds."""

@@ -70,13 +70,14 @@ class ClearingLink:
                                interval=witness_seconds)
         self.checkpointer = Checkpointer(app, keys.key_id(keys.public_key(signing_key)),
                                          self._stop, self._wake, interval=checkpoint_seconds)
-        self.watch = LogWatch(app, connection, self._stop, peers=peers, interval=watch_seconds,
+        self.watch = LogWatch(app, connection, self._stop, self.city, peers=peers,
+                              interval=watch_seconds,
                               finality_seconds=finality_seconds,
                               channel_options=channel_options)
         #: None when the node is not configured with the city public key: it cannot
         #: tell a city-signed policy from another, so it runs its local file.
         self.policies = (None if city_public_key is None else PolicyFetcher(
-            app, connection, city_public_key, self._stop, interval=policy_seconds))
+            app, self.city, city_public_key, self._stop, interval=policy_seconds))
         self.directory = Directory(connection)
         self.rehomer = Rehomer(app, self.directory, self._stop, self._wake,
                                interval=rehome_seconds)

@@ -1,8 +1,9 @@
 """The policy fetcher: this node learns the city-signed policies from the clearinghouse.
 
-At once and then every ``interval`` seconds it reads the city's ``policy`` acts
-(``GetAdmissions``: ``Admissions.policies``) and checks each with the contract's reader
-under the city public key this node was configured with. The clearinghouse only carries
+At once and then every ``interval`` seconds it reads the city's ``policy`` acts through
+the city view (``node.link.city``, the node's one reader of ``GetAdmissions``, which it
+asks to refresh) and checks each with the contract's reader under the city public key
+this node was configured with. The clearinghouse only carries
 them: an act it made up, or changed, fails the city's signature and is never run. What
 passes is stored, and the app's policy book is replaced, so every transaction from then
 on runs the policy in force at its own time (``node.usecases.policies``).
@@ -17,10 +18,11 @@ import threading
 
 import structlog
 
-from node.link.connection import Connection, all_admissions
+from node.link.city import CityView
 from node.usecases import policies
 from node.usecases.app import NodeApp
 from timebank import citypolicy
+from timebank.admissions import POLICY
 from timebank.citypolicy import CityPolicy, PolicyActError
 from timebank.policy import short_digest
 
@@ -35,12 +37,12 @@ MAX_POLICIES = 10_000
 
 
 class PolicyFetcher:
-    def __init__(self, app: NodeApp, connection: Connection, city_public_key: bytes,
+    def __init__(self, app: NodeApp, city: CityView, city_public_key: bytes,
                  stop: threading.Event, *, interval: float = POLICY_SECONDS) -> None:
         if interval <= 0:
             raise ValueError("the policy fetcher's interval must be positive")
         self._app = app
-        self._conn = connection
+        self._city = city
         self._city_key = city_public_key
         self._stop = stop
         self.interval = interval
@@ -52,9 +54,10 @@ class PolicyFetcher:
 
     def fetch_once(self) -> int:
         """Fetch, verify and store the city's policies; return how many were new."""
-        answer = all_admissions(self._conn.stub)
+        self._city.refresh()
+        held = self._city.current().envelopes(POLICY)
         acts: list[CityPolicy] = []
-        for raw in answer.policies[:MAX_POLICIES]:
+        for raw in held[:MAX_POLICIES]:
             try:
                 acts.append(citypolicy.read_city_policy(policies.envelope_of(raw),
                                                         self._city_key))

@@ -38,7 +38,8 @@ import grpc
 import structlog
 
 from node import metrics
-from node.link.connection import CALL_TIMEOUT_SECONDS, Connection, all_admissions
+from node.link.city import CityView
+from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
 from node.link.logcheck import locate
 from node.usecases import log_watch, tree_heads
 from node.usecases.app import NodeApp
@@ -110,7 +111,8 @@ class LogWatch:
     """Compares heads every ``interval`` seconds until ``stop``. ``on_status(ok)`` is
     called after every round (the server sets the health service with it)."""
 
-    def __init__(self, app: NodeApp, connection: Connection, stop: threading.Event, *,
+    def __init__(self, app: NodeApp, connection: Connection, stop: threading.Event,
+                 city: CityView, *,
                  peers: Sequence[str] = (), interval: float = WATCH_SECONDS,
                  finality_seconds: float = FINALITY_SECONDS,
                  channel_options: list[tuple[str, int]] | None = None) -> None:
@@ -118,6 +120,7 @@ class LogWatch:
             raise ValueError("the log watch's interval must be positive")
         self._app = app
         self._conn = connection
+        self._city = city
         self._key = connection.clearinghouse_key
         self._stop = stop
         self.interval = interval
@@ -267,13 +270,10 @@ class LogWatch:
     def _final_under_roster(self, head: transparency.Head,
                             ) -> tuple[rosters.Roster, list[str]]:
         """The city-signed roster the head names and its districts whose cosignature on
-        it verifies under the keys that roster lists (rosters as the clearinghouse
-        serves them, each checked under the city key from this node's configuration)."""
-        key = self._app.node.city_key
-        if not key:
-            raise rosters.RosterError("this node has no city key to check rosters with")
-        admitted = all_admissions(self._conn.stub)
-        return rosters.cosigned_by(head, rosters.verified(admitted.rosters, key))
+        it verifies under the keys that roster lists (the rosters the city view verified
+        under the city key from this node's configuration)."""
+        named = None if head.roster is None else head.roster[1]
+        return rosters.cosigned_by(head, self._city.rosters(named))
 
     def _report(self, found: Round) -> None:
         """Store and say what changed: the finality alarm, the metrics, the health."""

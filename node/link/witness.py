@@ -23,7 +23,6 @@ from node.usecases import tree_heads
 from node.usecases.app import NodeApp
 from timebank import checkpoint as notes
 from timebank import roster, transparency
-from timebank.admissions import ROSTER
 from timebank.v1 import clearing_pb2 as pb
 
 log = structlog.get_logger("node.clearing")
@@ -98,9 +97,4 @@ class Witness:
             named = transparency.check_head(note, self._conn.clearinghouse_key).roster
         except transparency.LogError:
             named = None  # refused below, by the log's own checks
-        key = self._app.node.city_key
-        known = roster.verified(self._city.current().envelopes(ROSTER), key)
-        if named is not None and named[1] not in known:
-            self._city.refresh()
-            known = roster.verified(self._city.current().envelopes(ROSTER), key)
-        return known
+        return self._city.rosters(None if named is None else named[1])
