@@ -33,7 +33,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 def _sqlite_engine(url: str, *, immediate: bool, mode: StatementMode) -> Engine:
     engine = create_engine(url, pool_size=8, max_overflow=8, pool_timeout=30,
-                           execution_options={EXECUTION_OPTION: mode})
+                           hide_parameters=True, execution_options={EXECUTION_OPTION: mode})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -88,6 +88,7 @@ class Database:
             self.reader = _sqlite_engine(url, immediate=False, mode=self.statements)
         else:
             self.writer = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                                        hide_parameters=True,
                                         execution_options={EXECUTION_OPTION: self.statements})
             self.reader = self.writer
         self._lock_row = Prepared(write_lock)

@@ -9,6 +9,11 @@ through the same processors, so the output stays one format. Tracebacks never in
 local variables: they would carry ID numbers, PersonRefs and the city secret into the
 logs. A service that must keep more out passes ``scrub``: every string of every event,
 rendered tracebacks included, goes through it last.
+
+A database error's own text is never logged either: drivers quote the values a
+statement carried ("invalid input syntax: \"李秀英…\"", "Key (phone)=(139…)"). Its
+traceback is kept, its message replaced by its type and the statement's SQL alone (the
+engines hide parameters too: ``runtime.db``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,51 @@ def _utf8(stream: TextIO) -> TextIO:
     if isinstance(stream, io.TextIOWrapper) and encoding != "utf8":
         stream.reconfigure(encoding="utf-8", errors="backslashreplace")
     return stream
+
+
+#: The most characters of a failed statement's SQL a log line keeps.
+MAX_STATEMENT_CHARS = 500
+
+
+class DatabaseErrorWithheld(Exception):
+    """Stands in a log line for a database error whose message may quote values."""
+
+
+def _from_the_database(error: BaseException) -> bool:
+    module = type(error).__module__
+    return module.startswith(("sqlalchemy.", "psycopg", "sqlite3", "_sqlite3"))
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen and len(seen) < 16:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _database_values_withheld(_logger: Any, _name: str, event: MutableMapping[str, Any],
+                              ) -> MutableMapping[str, Any]:
+    """Replace a logged database error (anywhere in the exception's chain) by one that
+    keeps its traceback and SQL but not the driver's message."""
+    info = event.get("exc_info")
+    if info is True:
+        info = sys.exc_info()
+    error = info[1] if isinstance(info, tuple) else info
+    if not isinstance(error, BaseException):
+        return event
+    chain = _chain(error)
+    if not any(_from_the_database(e) for e in chain):
+        return event
+    statement = next((str(s) for e in chain if (s := getattr(e, "statement", None))), "")
+    kinds = " <- ".join(type(e).__name__ for e in chain)
+    stand_in = DatabaseErrorWithheld(
+        f"{kinds}: the database's message is withheld (it may quote a person's data)"
+        + (f"; SQL: {' '.join(statement.split())[:MAX_STATEMENT_CHARS]}" if statement else ""))
+    event["exc_info"] = (DatabaseErrorWithheld, stand_in.with_traceback(error.__traceback__),
+                         error.__traceback__)
+    return event
 
 
 def _scrubbed(value: object, scrub: Callable[[str], str]) -> object:
@@ -85,7 +135,8 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    tail: list[Any] = [_dict_tracebacks if fmt == "json" else
+    tail: list[Any] = [_database_values_withheld,
+                       _dict_tracebacks if fmt == "json" else
                        structlog.processors.format_exc_info]
     if scrub is not None:
         tail.append(_scrubber(scrub))

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from sqlalchemy import Column, Integer, MetaData, String, Table
 
+from runtime.db import Database
 from runtime.logging import configure_logging
+from runtime.rpcstatus import ErrorMapping
 
 
 @pytest.fixture
@@ -103,3 +106,42 @@ def test_a_configured_process_is_left_alone() -> None:
     structlog.get_logger().debug("not shown")
     structlog.get_logger().info("shown once")
     assert '"event": "shown once"' in first.getvalue() and second.getvalue() == ""
+
+
+PEOPLE = Table("people", MetaData(), Column("id", Integer, primary_key=True),
+               Column("phone", String(11), unique=True), Column("age", Integer))
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_database_error_is_logged_without_the_values_it_quotes(
+        empty_db_url: str, fmt: str) -> None:
+    """PostgreSQL quotes a bad value ("invalid input syntax … \"李秀英…\"") and a
+    duplicate key ("Key (phone)=(139…)") in its message; neither reaches the log of a
+    call that failed on them, and the SQL and the traceback's frames still do."""
+    out = io.StringIO()
+    configure_logging("info", fmt, out)
+    db = Database(empty_db_url, service="节点", write_lock=PEOPLE.select().limit(1))
+    try:
+        PEOPLE.metadata.create_all(db.writer)
+        with db.write() as conn:
+            conn.execute(PEOPLE.insert().values(id=1, phone="13900001111", age=60))
+        errors = []
+        for values in ({"id": 2, "phone": "13900001111", "age": 61},  # a duplicate phone
+                       {"id": 3, "phone": "13800002222", "age": "李秀英 320115196306120243"}):
+            try:
+                with db.write() as conn:
+                    conn.execute(PEOPLE.insert().values(**values))
+            except Exception as e:
+                errors.append(e)
+        assert len(errors) == 2 if "postgres" in empty_db_url else len(errors) >= 1
+        for error in errors:
+            answer = ErrorMapping("node").answer(error)
+            assert answer.reason == "INTERNAL" and answer.error_id
+    finally:
+        db.dispose()
+    text = out.getvalue()
+    for personal in ("13900001111", "13800002222", "李秀英", "320115196306120243"):
+        assert personal not in text, (personal, text)
+    assert "withheld" in text and "INSERT INTO people" in text
+    assert "test_a_database_error_is_logged_without_the_values_it_quotes" in text  # frames
