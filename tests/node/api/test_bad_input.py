@@ -528,6 +528,11 @@ MUTATING: dict[str, Callable[[World], Any]] = {
     "MovePerson": lambda w: pb.MovePersonRequest(person_id=w.volunteer, to_node_id="320113"),
     "UpdatePerson": lambda w: pb.UpdatePersonRequest(person_id=w.stranger, staff_id=w.staff,
                                                      phone="13900000000"),
+    "GrantConsent": lambda w: pb.GrantConsentRequest(
+        payer_id=w.volunteer, grantee_id=w.parent, kind=pb.CONSENT_KIND_STANDING,
+        granted_by=staff(w.staff)),
+    "RevokeConsent": lambda w: pb.RevokeConsentRequest(consent_id=1,
+                                                       revoked_by=staff(w.staff)),
 }
 
 
