@@ -98,6 +98,8 @@ def grant_consent(tx: Tx, payer_id: int, grantee_id: int, grantee_ref: str,
         raise InvalidArgument("本人使用自己的时间无需同意 (a person's own hours need no consent)",
                               "CONSENT_TO_SELF")
     label = _by(tx, granted_by, payer, ref, ("授予同意", "grant consent"))
+    t = model.terms(kind, max_minutes, total_minutes, until, order_id or None, tx.now,
+                    tx.repo.consents.active_count(payer.id, tx.now))
     if order_id:
         order = tx.repo.orders.get(order_id)
         recipient = tx.repo.people.get(order.recipient_id)
@@ -110,8 +112,6 @@ def grant_consent(tx: Tx, payer_id: int, grantee_id: int, grantee_ref: str,
             raise FailedPrecondition(f"订单 {order.id} 已{order.state} (order {order.id} is "
                                      f"{order.state}; a confirmation is for an order not yet "
                                      "accepted)", "ORDER_NOT_REQUESTED")
-    t = model.terms(kind, max_minutes, total_minutes, until, order_id or None, tx.now,
-                    tx.repo.consents.active_count(payer.id, tx.now))
     new = Consent(0, payer.id, ref, t.kind, model.ConsentState.ACTIVE, t.max_minutes,
                   t.total_minutes, 0, tx.now, t.expires_at, label[:model.MAX_ACTOR_CHARS],
                   t.order_id)
