@@ -225,17 +225,18 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
                                  "NOT_FEDERATED")
     check_payment(tx.policy, source, facts(tx, recipient),
                   None if payer is None else facts(tx, payer), relation, payer_remote=remote)
-    if not remote:  # a remote balance is checked by the home district, at acceptance
-        found = buckets(tx, source, paying, recipient.priority)
-        _require_available(source, paying, found, planned_minutes)
     # the payer's consent (ADR 0017): checked here when this node keeps the hours, by
-    # their home district otherwise; the payer's own request is their confirmation
+    # their home district otherwise; the payer's own request is their confirmation. It
+    # comes before the balance: without it, the payer's balance is nobody else's business
     confirm = False
     if payer is not None and not remote:
         covered = consent.cover(tx, payer, recipient.person_ref, planned_minutes)
         confirm = not covered.covered
         if confirm and requested_by.person_id != payer.id:
             raise consent.refusal(0, covered.missing)
+    if not remote:  # a remote balance is checked by the home district, at acceptance
+        found = buckets(tx, source, paying, recipient.priority)
+        _require_available(source, paying, found, planned_minutes)
     order_id = tx.repo.orders.add(NewOrder(
         recipient_id=recipient_id, category=code, planned_minutes=planned_minutes,
         payment_source=source.value, payer_id=payer_id or None,

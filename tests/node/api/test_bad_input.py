@@ -176,6 +176,9 @@ def _pay(w: World, recipient: int, source: pb.PaymentSource.ValueType, payer: in
 def test_redeeming_more_than_the_available_balance_is_refused(world: World) -> None:
     available = world.api.balance(world.volunteer).available_minutes
     assert available == 60
+    world.api.call("GrantConsent", pb.GrantConsentRequest(  # her consent first (ADR 0017)
+        idempotency_key=key(), payer_id=world.volunteer, grantee_id=world.parent,
+        kind=pb.CONSENT_KIND_STANDING, granted_by=person(world.volunteer)))
     world.api.refused("RequestOrder", _pay(world, world.parent, pb.PAYMENT_SOURCE_RELATIVE,
                                            world.volunteer, minutes=available + 15),
                       FAILED, reason="INSUFFICIENT_BALANCE", says=("1.00 h", "1.25 h"))
