@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
@@ -266,12 +267,9 @@ def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
               f"{jn.name}, and {jn.name} records {MOTHER.name} as her parent (a visitor "
               "record there: family links are checked where the hours are kept)")
     city.wait("every enrolment reached the city directory", city.settled)
-    order = gl.call(gl.stub.RequestOrder, node_pb2.RequestOrderRequest(
-        idempotency_key=key(), recipient_id=mother.id, category="助餐", planned_minutes=60,
-        payment_source=node_pb2.PAYMENT_SOURCE_RELATIVE, payer_id=daughter_in_gl.id,
-        requested_by=node_pb2.Actor(staff_id=gl.staff_id), note="女儿在江宁区存的时间"))
-    order = gl.call(gl.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
-        idempotency_key=key(), order_id=order.id, volunteer_id=helper.id))
+    refused_without_consent(city, mother, helper, daughter_in_gl)
+    daughter_consents(city, mother_in_jn)
+    order = _meals_for_mother(city, mother, helper, daughter_in_gl, "女儿在江宁区存的时间")
     claim_id = order.claim_id
     city.check("accepting the order proposed a redemption claim", bool(claim_id))
 
@@ -285,7 +283,7 @@ def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
     city.step(f"In {gl.name}, {HELPER.name} takes order {order.id} (助餐 for {MOTHER.name}, "
               f"60 min planned, paid with {DAUGHTER.name}'s hours). {gl.name} proposes claim "
               f"{claim_id[:8]}… to {jn.name} through the clearinghouse; {jn.name} checks the "
-              f"balance and the family link and holds the minutes: claim "
+              f"family link, her consent and the balance and holds the minutes: claim "
               f"[bold]{claim.state}[/]; {DAUGHTER.name} in {jn.name}: "
               f"{hm(held.total_minutes)} stored, {hm(held.held_minutes)} held")
     city.check("the home district accepted and holds 60 min",
@@ -312,6 +310,57 @@ def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
                order.charged_minutes == 45 and after.total_minutes == 30
                and after.held_minutes == 0)
     return order, claim
+
+
+def _meals_for_mother(city: City, mother: node_pb2.Person, helper: node_pb2.Person,
+                      daughter_in_gl: node_pb2.Person, note: str) -> node_pb2.Order:
+    """鼓楼区's desk asks for 60 min of meals for the mother, paid with the daughter's hours
+    kept in 江宁区, and the helper takes it (which asks 江宁区 for the hours)."""
+    gl = city.nodes[GL]
+    order = gl.call(gl.stub.RequestOrder, node_pb2.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=mother.id, category="助餐", planned_minutes=60,
+        payment_source=node_pb2.PAYMENT_SOURCE_RELATIVE, payer_id=daughter_in_gl.id,
+        requested_by=node_pb2.Actor(staff_id=gl.staff_id), note=note))
+    return gl.call(gl.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
+        idempotency_key=key(), order_id=order.id, volunteer_id=helper.id))
+
+
+def refused_without_consent(city: City, mother: node_pb2.Person, helper: node_pb2.Person,
+                            daughter_in_gl: node_pb2.Person) -> None:
+    """Before the daughter consents, 江宁区 refuses to spend her hours (ADR 0017)."""
+    gl = city.nodes[GL]
+    order = _meals_for_mother(city, mother, helper, daughter_in_gl, "未经女儿同意")
+
+    def now() -> node_pb2.Order:
+        return gl.call(gl.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order.id))
+
+    city.wait("江宁区 answered", lambda: now().state == node_pb2.ORDER_STATE_CANCELLED)
+    why = now().cancel_reason
+    city.step(f"Asked before {DAUGHTER.name} consented, {NAMES[JN]} refuses: order {order.id} "
+              f"is cancelled in {gl.name}: {escape(why)}")
+    city.check("without her consent the payment is refused (NO_CONSENT)",
+               "[NO_CONSENT]" in why)
+
+
+def daughter_consents(city: City, mother_in_jn: node_pb2.Person) -> None:
+    """At her home district the daughter consents that her hours pay for her mother's
+    services: standing, at most 2 h an order, for six months."""
+    jn = city.nodes[JN]
+    until = Timestamp()
+    until.FromDatetime(city.now() + timedelta(days=182))
+    daughter = jn.people[DAUGHTER.key].id
+    granted = jn.call(jn.stub.GrantConsent, node_pb2.GrantConsentRequest(
+        idempotency_key=key(), payer_id=daughter, grantee_id=mother_in_jn.id,
+        kind=node_pb2.CONSENT_KIND_STANDING, max_minutes=120, expires_at=until,
+        granted_by=node_pb2.Actor(person_id=daughter)))
+    city.step(f"In {jn.name}, {DAUGHTER.name} consents (consent {granted.id}) that her hours "
+              f"pay for {MOTHER.name}'s services: up to 2 h an order, until "
+              f"{city_time_of(granted.expires_at)}; revocable at any time")
+    city.check("her consent is in force", granted.in_force)
+
+
+def city_time_of(ts: Timestamp) -> str:
+    return ts.ToDatetime(tzinfo=UTC).astimezone(CITY_TZ).strftime("%Y-%m-%d")
 
 
 def move_to_qixia(city: City) -> node_pb2.Claim:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from node.domain.clock import ManualClock
+from node.domain.consent import ConsentKind
 from node.domain.identity import credit_code_with_check, id_card_with_check_digit
 from node.domain.orders import PaymentSource, PersonKind
 from node.domain.policy import Relation
 from node.storage.schema import Base
+from node.usecases import consent as consent_uc
 from node.usecases import ledger as ledger_uc
 from node.usecases import orders, people
 from node.usecases.app import NodeApp
+from node.usecases.consent import ConsentView
 from node.usecases.views import Actor, BalanceView, LedgerReport, OrderView, PersonView
 
 _serial = itertools.count(1)
@@ -73,6 +76,16 @@ def staff(app: NodeApp, name: str = "王芳") -> int:
 def link(app: NodeApp, person: int, other: int, relation: Relation, staff_id: int = 0) -> None:
     """Record that ``other`` stands to ``person`` as ``relation``."""
     app.execute(people.link_people, person, other, relation, staff_id)
+
+
+def consent(app: NodeApp, payer: int, recipient: int, by: Actor | None = None, *,
+            once: bool = False, max_minutes: int = 0, total_minutes: int = 0,
+            until: datetime | None = None, order: int = 0) -> ConsentView:
+    """The payer consents that their hours pay for ``recipient``'s services (standing,
+    or ``once``); granted by the payer themself unless ``by`` says who."""
+    kind = ConsentKind.ONCE if once else ConsentKind.STANDING
+    return app.execute(consent_uc.grant_consent, payer, recipient, "", kind, max_minutes,
+                       total_minutes, until, order, by or Actor(person_id=payer))
 
 
 def request(app: NodeApp, recipient: int, minutes: int = 60,

@@ -123,6 +123,9 @@ class RejectReason(StrEnum):
     UNKNOWN_PERSON = "UNKNOWN_PERSON"
     #: F. The debtor is not the person's home district; look the person up again.
     NOT_HOME_DISTRICT = "NOT_HOME_DISTRICT"
+    #: F. The payer has not consented (at their home district) to pay for this person's
+    #: services; once they consent there, a new claim may succeed (ADR 0017).
+    NO_CONSENT = "NO_CONSENT"
     #: F. The creditor withdrew the claim (the service was cancelled); a void reason.
     CANCELLED = "CANCELLED"
     #: T. The claim reached its deadline while open; a new claim may succeed.

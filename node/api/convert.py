@@ -15,11 +15,13 @@ from typing import TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from node.domain.claims import TEMPORARY, ClaimState, Role
+from node.domain.consent import ConsentKind, ConsentState
 from node.domain.ledger import Origin, StoredEntry
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Relation
 from node.usecases import views
 from node.usecases.claims import ClaimView, ClearingView
+from node.usecases.consent import ConsentView
 from node.usecases.log_watch import LogStatus
 from node.usecases.policies import PolicyView
 from runtime.errors import InvalidArgument
@@ -206,7 +208,7 @@ def order_pb(v: views.OrderView) -> pb.Order:
         unbanked_minutes=o.unbanked_minutes, charged_minutes=o.charged_minutes,
         rating=o.rating, comment=o.comment, dispute_reason=o.dispute_reason,
         resolution=o.resolution, note=o.note, notices=list(v.notices),
-        claim_id=o.claim_id or "", cancel_reason=o.cancel_reason)
+        claim_id=o.claim_id or "", cancel_reason=o.cancel_reason, consent_id=v.consent_id)
     _set_time(out.requested_at, o.requested_at)
     _set_time(out.checked_in_at, o.checked_in_at)
     _set_time(out.checked_out_at, o.checked_out_at)
@@ -331,4 +333,31 @@ def log_heads_pb(status: LogStatus, out: pb.LogHeads, clearinghouse_key: bytes) 
         if alarm.since:
             item.since.FromSeconds(alarm.since)
     out.evidence.extend(f.document for f in status.forks)
+    return out
+
+
+# ---------------------------------------------------------------- consent (ADR 0017)
+
+CONSENT_KINDS = {ConsentKind.STANDING: pb.CONSENT_KIND_STANDING,
+                 ConsentKind.ONCE: pb.CONSENT_KIND_ONCE}
+CONSENT_STATES = {ConsentState.ACTIVE: pb.CONSENT_STATE_ACTIVE,
+                  ConsentState.USED: pb.CONSENT_STATE_USED,
+                  ConsentState.REVOKED: pb.CONSENT_STATE_REVOKED}
+_CONSENT_KIND_NAMES = ", ".join(pb.ConsentKind.Name(v) for v in CONSENT_KINDS.values())
+
+
+def consent_kind(value: int, field: str = "kind") -> ConsentKind:
+    return _from_wire(CONSENT_KINDS, value, field, _CONSENT_KIND_NAMES)
+
+
+def consent_pb(v: ConsentView) -> pb.Consent:
+    c = v.consent
+    out = pb.Consent(
+        id=c.id, payer_id=c.payer_id, grantee_ref=c.grantee_ref, grantee_id=v.grantee_id,
+        kind=CONSENT_KINDS[c.kind], state=CONSENT_STATES[c.state], max_minutes=c.max_minutes,
+        total_minutes=c.total_minutes, used_minutes=c.used_minutes, order_id=c.order_id or 0,
+        granted_by=c.granted_by, revoked_by=c.revoked_by, in_force=v.in_force)
+    _set_time(out.granted_at, c.granted_at)
+    _set_time(out.expires_at, c.expires_at)
+    _set_time(out.revoked_at, c.revoked_at)
     return out

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 
 from node.api import convert
 from node.domain.directory import HomeLookup
-from node.usecases import claims, ledger, log_watch, orders, people, policies
+from node.usecases import claims, consent, ledger, log_watch, orders, people, policies
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition, Refusal
 from timebank.v1 import node_pb2 as pb
@@ -375,6 +375,43 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                     context: grpc.ServicerContext) -> pb.Clearing:
         return convert.clearing_pb(self._app.query(claims.clearing_view),
                                    self._clearinghouse)
+
+    # ------------------------------------------------------------ consent
+
+    def GrantConsent(self, request: pb.GrantConsentRequest,
+                     context: grpc.ServicerContext) -> pb.Consent:
+        def run(tx: Tx) -> pb.Consent:
+            payer_id = convert.required_id(request.payer_id, "payer_id")
+            grantee_id = convert.optional_id(request.grantee_id, "grantee_id")
+            kind = convert.consent_kind(request.kind)
+            until = convert.time_or_none(request.HasField("expires_at"), request.expires_at,
+                                         "expires_at")
+            order_id = convert.optional_id(request.order_id, "order_id")
+            by = convert.actor(request.HasField("granted_by"), request.granted_by,
+                               "granted_by")
+            return convert.consent_pb(consent.grant_consent(
+                tx, payer_id, grantee_id, request.grantee_ref[:80], kind, request.max_minutes,
+                request.total_minutes, until, order_id, by))
+
+        return self._once("GrantConsent", request.idempotency_key, request, run, pb.Consent)
+
+    def RevokeConsent(self, request: pb.RevokeConsentRequest,
+                      context: grpc.ServicerContext) -> pb.Consent:
+        def run(tx: Tx) -> pb.Consent:
+            consent_id = convert.required_id(request.consent_id, "consent_id")
+            by = convert.actor(request.HasField("revoked_by"), request.revoked_by,
+                               "revoked_by")
+            return convert.consent_pb(consent.revoke_consent(tx, consent_id, by))
+
+        return self._once("RevokeConsent", request.idempotency_key, request, run, pb.Consent)
+
+    def ListConsents(self, request: pb.ListConsentsRequest,
+                     context: grpc.ServicerContext) -> pb.ListConsentsResponse:
+        payer_id = convert.required_id(request.payer_id, "payer_id")
+        after_id = convert.optional_id(request.after_id, "after_id")
+        limit = convert.limit(request.limit, consent.MAX_LIST)
+        found = self._app.query(consent.list_consents, payer_id, after_id, limit)
+        return pb.ListConsentsResponse(consents=[convert.consent_pb(v) for v in found])
 
     def GetLogHeads(self, request: pb.GetLogHeadsRequest,
                     context: grpc.ServicerContext) -> pb.LogHeads:

@@ -16,8 +16,8 @@ name and the node's message) and a non-zero exit code, never a traceback.
 
 The modules, one concept each: ``common`` (console, errors, ``guarded``, option types),
 ``client`` (the gRPC client), ``render`` (text and JSON), and the commands in ``admin``,
-``people``, ``orders``, ``ledger`` and ``claims`` (claims with other districts). This
-module builds ``app`` from them.
+``people``, ``orders``, ``consent``, ``ledger`` and ``claims`` (claims with other
+districts). This module builds ``app`` from them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import typer
 from node.cli import admin, claims, ledger, people, statement
 from node.cli.client import NodeClient
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
+from node.cli.consent import consent_app
 from node.cli.orders import order_app
 from node.cli.people import service_point_app, staff_app
 from node.cli.render import (
@@ -68,6 +69,7 @@ app = typer.Typer(
 app.add_typer(service_point_app, name="service-point")
 app.add_typer(staff_app, name="staff")
 app.add_typer(order_app, name="order")
+app.add_typer(consent_app, name="consent")
 
 # Top-level commands, in the order `timebank node --help` lists them.
 app.command("init")(admin.init_command)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from node.domain.consent import Cover, missing_text
 from node.domain.ledger import Origin
 from node.domain.orders import PaymentSource, PersonFacts, PersonKind, check_payment
 from node.domain.policy import Policy, Relation
@@ -116,6 +117,7 @@ class Reason(StrEnum):
     POLICY = "POLICY"
     UNKNOWN_PERSON = "UNKNOWN_PERSON"
     NOT_HOME_DISTRICT = "NOT_HOME_DISTRICT"
+    NO_CONSENT = "NO_CONSENT"  # the payer has not consented to pay (ADR 0017)
     EXPIRED = "EXPIRED"
     LIMIT_REACHED = "LIMIT_REACHED"
     DEBTOR_OFFLINE = "DEBTOR_OFFLINE"
@@ -148,9 +150,12 @@ ACCEPT = Decision(None)
 
 def decide_redemption(policy: Policy, payer: PersonFacts | None, payer_is_recipient: bool,
                       recipient_age: int, recipient_priority: bool,
-                      relation: Relation | None, available: int, minutes: int) -> Decision:
+                      relation: Relation | None, available: int, minutes: int,
+                      consent: Cover | None = None) -> Decision:
     """Where the home district decides a redemption: the same who-may-redeem rules as at
-    home (``check_payment``), then the balance. ``payer`` None: not enrolled here.
+    home (``check_payment``), then the payer's consent (``consent``: which of theirs
+    covers it, for a relative's hours; ADR 0017), then the balance. ``payer`` None: not
+    enrolled here.
 
     Details never carry personal data: they go back to another district."""
     if payer is None:
@@ -169,6 +174,8 @@ def decide_redemption(policy: Policy, payer: PersonFacts | None, payer_is_recipi
     except Refusal as e:
         # the rule's code, not its message: the message names people by local ids
         return Decision(_POLICY_REFUSALS.get(e.reason, Reason.POLICY), e.reason)
+    if not payer_is_recipient and (consent is None or not consent.covered):
+        return Decision(Reason.NO_CONSENT, missing_text(consent.missing if consent else "none"))
     if available < minutes:
         return Decision(Reason.INSUFFICIENT_BALANCE,
                         f"{available} min available, {minutes} min claimed")
@@ -187,6 +194,9 @@ _PAYMENT_LOST: dict[str, tuple[str, str]] = {
     "POLICY": ("付款不符合城市政策", "district {d} refused it under the city's rules"),
     "UNKNOWN_PERSON": ("城市目录中没有付款人",
                        "no district has registered the payer in the city directory"),
+    "NO_CONSENT": ("付款人未同意为该服务付款",
+                   "the payer has not consented, in district {d} where their hours are, to "
+                   "pay for this service; once they consent there, request it again"),
     "NOT_HOME_DISTRICT": ("付款人的时间已不在该区",
                           "district {d} no longer keeps the payer's hours"),
     "MOVE_IN_PROGRESS": ("付款人正在迁移户籍区，时间在途",

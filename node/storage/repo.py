@@ -2,8 +2,8 @@
 
 ``Repo(conn)`` gives a use-case one repository per aggregate over its transaction's
 connection: ``meta``, ``staff``, ``people``, ``ledger``, ``holds``, ``orders``,
-``claims``, ``outbox``, ``inbox``, ``anchors``, ``policies``, ``city`` (the city's acts
-as verified here) and ``idempotency``, each in the module of that name (``outbox`` and
+``claims``, ``consents``, ``outbox``, ``inbox``, ``anchors``, ``policies``, ``city`` (the
+city's acts as verified here) and ``idempotency``, each in the module of that name (``outbox`` and
 ``inbox`` in ``messages``). Each takes and returns typed records (or, for claims, the
 domain's ``Claim``).
 """
@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from node.storage.anchors import AnchorRepo
 from node.storage.city import CityEnvelopeRepo
 from node.storage.claims import ClaimRepo
+from node.storage.consents import ConsentRepo
 from node.storage.holds import HoldRepo
 from node.storage.idempotency import IdempotencyRepo
 from node.storage.ledger import LedgerRepo
@@ -31,8 +32,8 @@ __all__ = ["Repo"]
 class Repo:
     """All reads and writes of one transaction, one repository per aggregate."""
 
-    __slots__ = ("anchors", "city", "claims", "conn", "holds", "idempotency", "inbox", "ledger",
-                 "meta", "orders", "outbox", "people", "policies", "staff")
+    __slots__ = ("anchors", "city", "claims", "conn", "consents", "holds", "idempotency",
+                 "inbox", "ledger", "meta", "orders", "outbox", "people", "policies", "staff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -43,6 +44,7 @@ class Repo:
         self.holds = HoldRepo(conn)
         self.orders = OrderRepo(conn)
         self.claims = ClaimRepo(conn)
+        self.consents = ConsentRepo(conn)
         self.outbox = OutboxRepo(conn)
         self.inbox = InboxRepo(conn)
         self.anchors = AnchorRepo(conn)

@@ -386,3 +386,49 @@ class CityPolicyRow(Base):
         CheckConstraint("serial >= 1", name="serial_positive"),
         CheckConstraint("length(policy_sha256) = 32", name="sha256_length"),
     )
+
+
+class ConsentRow(Base):
+    """A payer's consent that their hours pay for someone's services (ADR 0017):
+    standing (bounded per order, in total, in time) or one-time. Changed only by using
+    it (``used_minutes``; a one-time one becomes ``used``) or by revoking it."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payer_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    grantee_ref: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    max_minutes: Mapped[int] = mapped_column(BigInteger)
+    total_minutes: Mapped[int] = mapped_column(BigInteger)
+    used_minutes: Mapped[int] = mapped_column(BigInteger)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    granted_by: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_by: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (
+        CheckConstraint("kind IN ('standing', 'once')", name="kind"),
+        CheckConstraint("state IN ('active', 'used', 'revoked')", name="state"),
+        CheckConstraint("max_minutes >= 0 AND total_minutes >= 0 AND used_minutes >= 0",
+                        name="minutes"),
+    )
+
+
+class ConsentUse(Base):
+    """Which consent paid for which redemption: an order held here, or a claim another
+    district made on this one (exactly one), with the minutes held. Inserted only, in
+    the transaction that makes the hold; one use per order or claim."""
+
+    __tablename__ = "consent_uses"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consent_id: Mapped[int] = mapped_column(ForeignKey("consents.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), unique=True)
+    claim_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("minutes > 0", name="positive"),
+        CheckConstraint("(order_id IS NULL) <> (claim_id IS NULL)", name="order_or_claim"),
+    )

@@ -77,7 +77,7 @@ from node.storage.ledger import AccountRecord
 from node.storage.messages import RefusedDeliveryRecord
 from node.storage.orders import OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
-from node.usecases import admissions, checkpoints
+from node.usecases import admissions, checkpoints, consent
 from node.usecases.app import Tx
 from node.usecases.people import facts, move_home, note_change
 from runtime.errors import (
@@ -534,6 +534,9 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
                                 if r.is_family)
                 allowed = [r for r in family if r in tx.policy.relative_kinds]
                 relation = next(iter(allowed or family), None)
+        agreed = None
+        if payer is not None and not own:
+            agreed = consent.cover(tx, payer, msg.recipient_ref, msg.minutes)
         if payer is not None:
             source = PaymentSource.OWN if own else PaymentSource.RELATIVE
             for origin in spendable_origins(source, PersonKind(payer.kind)):
@@ -542,7 +545,8 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
                     found_buckets.append((record, record.available))
         decision = decide_redemption(
             tx.policy, None if payer is None else facts(tx, payer), own, msg.recipient_age,
-            msg.recipient_priority, relation, sum(m for _, m in found_buckets), msg.minutes)
+            msg.recipient_priority, relation, sum(m for _, m in found_buckets), msg.minutes,
+            agreed)
     claim = model.redemption_decided(
         msg.claim_id, msg.creditor_node_id, msg.payer_ref, msg.recipient_ref, msg.minutes,
         None if payer is None else payer.id, decision, tx.now, expires)
@@ -553,6 +557,10 @@ def _decide_redemption(tx: Tx, msg: pb.ClaimProposal, expires: datetime) -> None
                                       for r, m in found_buckets), msg.minutes):
             tx.repo.holds.hold_for_claim(claim.claim_id, by_code[account.code].id, minutes,
                                          tx.now)
+        if agreed is not None and agreed.consent is not None:
+            # with the hold, once: the delivery is applied once (the inbox), in this
+            # transaction
+            consent.spend(tx, agreed.consent, msg.minutes, claim_id=claim.claim_id)
     body = pb.ClaimDecision(claim_id=msg.claim_id, accept=decision.accept,
                             reason=_wire_reason(decision.reason), detail=decision.detail,
                             policy_sha256=tx.policy.sha256)
@@ -662,7 +670,9 @@ def _finished(tx: Tx, msg: pb.ClaimFinish, signer: str) -> None:
     parts.append((CLEARING, posted))
     tx.repo.holds.close(holds, HoldState.POSTED, tx.now)
     what = "moved to" if claim.kind is ClaimKind.MOVE else "spent in"
-    _post(tx, EntryKind.CLAIM, parts, f"claim {claim.claim_id}: {what} {claim.counterparty}")
+    use = tx.repo.consents.use_of(claim_id=claim.claim_id)
+    _post(tx, EntryKind.CLAIM, parts, f"claim {claim.claim_id}: {what} {claim.counterparty}"
+          + ("" if use is None else f" (consent {use.consent_id})"))
     _save(tx, claim, done)
     if claim.kind is ClaimKind.MOVE and claim.person_id:
         move_home(tx, tx.repo.people.get(claim.person_id), claim.counterparty, "clearinghouse",

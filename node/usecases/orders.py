@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from node.domain.claims import Claim, ClaimState, Reason
+from node.domain.consent import MISSING
 from node.domain.directory import HomeLookup
 from node.domain.ledger import (
     CITY_GRANT,
@@ -43,7 +44,7 @@ from node.domain.policy import Policy, Relation
 from node.storage.ledger import AccountRecord
 from node.storage.orders import NewOrder, OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
-from node.usecases import claims, people
+from node.usecases import claims, consent, people
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for, require_staff
 from node.usecases.views import Actor, OrderView
@@ -80,7 +81,29 @@ def order_view(tx: Tx, order: OrderRecord) -> OrderView:
         claim = tx.repo.claims.get(order.claim_id)
         if claim is not None and _awaits_home(claim):
             told += (_AWAITING_HOME.format(d=claim.counterparty),)
-    return OrderView(order, category.name if category else order.category, told)
+    agreed = 0
+    if order.payment_source == PaymentSource.RELATIVE.value and order.payer_id:
+        use = tx.repo.consents.use_of(order_id=order.id)
+        agreed = 0 if use is None else use.consent_id
+        if order.state == OrderState.REQUESTED:
+            told += _awaits_consent(tx, order)
+    return OrderView(order, category.name if category else order.category, told, agreed)
+
+
+def _awaits_consent(tx: Tx, order: OrderRecord) -> tuple[str, ...]:
+    """Why a requested order paid from a relative's hours kept here cannot be accepted
+    yet: no consent of the payer's covers it now (revoked, expired, used …)."""
+    payer = tx.repo.people.get(order.payer_id or 0)
+    if payer.visitor:
+        return ()  # their home district decides, when the order is accepted
+    recipient = tx.repo.people.get(order.recipient_id)
+    found = consent.cover(tx, payer, recipient.person_ref, order.planned_minutes, order.id)
+    if found.covered:
+        return ()
+    zh, en = MISSING[found.missing]
+    return (f"等待付款人同意：{zh} (waits for the payer's consent: {en}; the payer, their "
+            f"proxy or staff can confirm it: `timebank node consent grant --once --order "
+            f"{order.id}`) [NO_CONSENT]",)
 
 
 #: What an order waiting for the city directory tells the operator.
@@ -202,6 +225,15 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
                                  "NOT_FEDERATED")
     check_payment(tx.policy, source, facts(tx, recipient),
                   None if payer is None else facts(tx, payer), relation, payer_remote=remote)
+    # the payer's consent (ADR 0017): checked here when this node keeps the hours, by
+    # their home district otherwise; the payer's own request is their confirmation. It
+    # comes before the balance: without it, the payer's balance is nobody else's business
+    confirm = False
+    if payer is not None and not remote:
+        covered = consent.cover(tx, payer, recipient.person_ref, planned_minutes)
+        confirm = not covered.covered
+        if confirm and requested_by.person_id != payer.id:
+            raise consent.refusal(0, covered.missing)
     if not remote:  # a remote balance is checked by the home district, at acceptance
         found = buckets(tx, source, paying, recipient.priority)
         _require_available(source, paying, found, planned_minutes)
@@ -212,6 +244,10 @@ def request_order(tx: Tx, recipient_id: int, category: str, planned_minutes: int
     tx.repo.orders.add_event(OrderEvent(order_id, tx.now, "", OrderState.REQUESTED.value,
                                         requested_by.label,
                                         f"{code} {planned_minutes} min, paid by {source.value}"))
+    if confirm:
+        assert payer is not None
+        consent.self_confirmation(tx, payer, recipient.person_ref, planned_minutes, order_id,
+                                  requested_by)
     return order_view(tx, tx.repo.orders.get(order_id))
 
 
@@ -263,6 +299,10 @@ def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
             accepted_at=tx.now, claim_id=claim_id), f"person:{volunteer.id}",
             f"{format_hours(order.planned_minutes)} asked of district "
             f"{payer.home_node_id} (claim {claim_id})")
+    agreed = None
+    if source is PaymentSource.RELATIVE and payer is not None:
+        agreed = consent.require(tx, payer, recipient.person_ref, order.planned_minutes,
+                                 order.id)
     found = buckets(tx, source, payer, recipient.priority)
     _require_available(source, payer, found, order.planned_minutes)
     by_code = {b.account.code: b for b in found}
@@ -271,10 +311,13 @@ def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
         bucket = by_code[account.code]
         tx.repo.holds.hold_for_order(order.id, bucket.record.id, minutes, bucket.floor,
                                      tx.now)
+    if agreed is not None:  # with the hold, once: a retry or a crash never uses it twice
+        consent.spend(tx, agreed, order.planned_minutes, order_id=order.id)
     return _transition(tx, order, replace(
         order, state=OrderState.ACCEPTED.value, volunteer_id=volunteer.id,
         accepted_at=tx.now, held_minutes=order.planned_minutes), f"person:{volunteer.id}",
-        f"{format_hours(order.planned_minutes)} held")
+        f"{format_hours(order.planned_minutes)} held" + (
+            "" if agreed is None else f" under the payer's consent {agreed.id}"))
 
 
 def _reported_time(tx: Tx, at: datetime | None, what: str) -> datetime:
@@ -461,6 +504,7 @@ def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
     person_ids = {v.person_ref: v.id for v in volunteers.values()}
     person_ids.update({a.code.split("/")[1]: a.person_id for a in accounts.values()
                        if a.person_id is not None})
+    agreed = repo.consents.uses_of_orders([o.id for o in batch if o.payer_id])
     entries: list[Entry] = []
     updates: list[tuple[OrderRecord, OrderRecord]] = []
     events: list[OrderEvent] = []
@@ -496,7 +540,9 @@ def _record(tx: Tx, batch: list[OrderRecord]) -> list[OrderView]:
                 if owner in totals:
                     totals[owner] += p.minutes
         if postings:
-            entries.append(Entry(EntryKind.SERVICE, postings, tx.now, memo=f"order {order.id}",
+            memo = f"order {order.id}" + (f" (consent {agreed[order.id]})"
+                                          if order.id in agreed else "")
+            entries.append(Entry(EntryKind.SERVICE, postings, tx.now, memo=memo,
                                  order_id=order.id))
         updates.append((order, replace(
             order, state=OrderState.RECORDED.value, held_minutes=0, recorded_minutes=recorded,

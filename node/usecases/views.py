@@ -73,6 +73,7 @@ class OrderView:
     record: OrderRecord
     category_name: str
     notices: tuple[str, ...] = ()
+    consent_id: int = 0  # paid here from a relative's hours under this consent (ADR 0017)
 
 
 @dataclass(frozen=True, slots=True)

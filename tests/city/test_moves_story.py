@@ -215,6 +215,12 @@ def test_a_relative_is_served_from_hours_that_moved_to_a_third_district(town: To
     assert town.balance(QX, daughter_qx.id).total_minutes == 120
     assert town.balance(JN, daughter.id).total_minutes == 0
 
+    # at her new home she consents that her hours pay for her mother's services (a
+    # consent stays with the district that granted it; ADR 0017)
+    town.call(QX, "GrantConsent", node_pb2.GrantConsentRequest(
+        idempotency_key=key(), payer_id=daughter_qx.id, grantee_ref=mother.person_ref,
+        kind=node_pb2.CONSENT_KIND_STANDING,
+        granted_by=node_pb2.Actor(person_id=daughter_qx.id)))
     # 鼓楼区 serves her mother, paid from her hours: it still names 江宁区 as her home
     meals = town.serve(GL, mother.id, helper.id, 60, node_pb2.PAYMENT_SOURCE_RELATIVE,
                        payer=daughter_gl.id)

@@ -11,10 +11,11 @@ from sqlalchemy import text
 
 from clearinghouse.domain.claims import ClaimState as ChState
 from node.domain.claims import ClaimState
+from node.domain.consent import ConsentKind
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Relation
 from node.link.clearing_link import ClearingLink
-from node.usecases import claims, ledger, orders, people
+from node.usecases import claims, consent, ledger, orders, people
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor, OrderView
 from tests.federation.conftest import CH_KEY, City
@@ -112,7 +113,7 @@ class Family:
 
 def family(city: City, *, earned: int = 120, linked: bool = True,
            mother_in_jn: bool = True, daughter_home: str = JN,
-           daughter_at_home: bool = True) -> Family:
+           daughter_at_home: bool = True, consented: bool = True) -> Family:
     jn, gl = city[JN], city[GL]
     daughter_no, mother_no = id_card(1965), id_card(1940, GL)
     daughter = 0
@@ -127,6 +128,10 @@ def family(city: City, *, earned: int = 120, linked: bool = True,
         mother_jn = enrol_at(city, JN, "李秀英", mother_no, home=GL)
         if linked and daughter:
             jn.app.execute(people.link_people, daughter, mother_jn, Relation.PARENT, 0)
+    if consented and daughter:  # she lets her hours pay for her mother's services
+        ref = city[GL].app.query(people.get_person, mother).person_ref
+        jn.app.execute(consent.grant_consent, daughter, 0, ref, ConsentKind.STANDING, 0, 0,
+                       None, 0, Actor(person_id=daughter))
     daughter_gl = enrol_at(city, GL, "王芳", daughter_no, home=daughter_home)
     volunteer = enrol_at(city, GL, "张伟", id_card(1990, GL))
     desk = staff(gl.app)

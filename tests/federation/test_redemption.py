@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from node.domain.claims import ClaimState
+from node.domain.consent import ConsentKind
 from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Relation
-from node.usecases import claims, ledger, orders, people
+from node.usecases import claims, consent, ledger, orders, people
 from node.usecases.views import Actor
 from tests.federation.conftest import City, make_city
 from tests.helpers import earn, enrol, id_card, staff
@@ -48,6 +49,9 @@ def test_a_daughters_hours_pay_for_her_mothers_service_in_another_district(city:
     mother_home = _enrol(city, "320106", "李秀英", mother_no)
     mother_jn = _enrol(city, "320115", "李秀英", mother_no, home="320106")
     jn.app.execute(people.link_people, daughter, mother_jn, Relation.PARENT, 0)
+    # at home, she consents that her hours pay for her mother's services (ADR 0017)
+    jn.app.execute(consent.grant_consent, daughter, mother_jn, "", ConsentKind.STANDING, 0, 0,
+                   None, 0, Actor(person_id=daughter))
     daughter_gl = _enrol(city, "320106", "王芳", daughter_no, home="320115")
     volunteer = _enrol(city, "320106", "张伟", id_card(1990, "320106"))
     city.settle()

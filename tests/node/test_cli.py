@@ -537,3 +537,44 @@ def test_dispute_resolve_and_reverse(node: Served) -> None:
     twice = cli("node", "reverse", str(grant["seq"]), "--staff", sid, "--reason", "again", *n)
     assert twice.exit_code == 1
     assert_one_clean_line(twice.stderr, "ALREADY_EXISTS: ")
+
+
+def test_consent_grant_list_revoke(node: Served) -> None:
+    """`node consent`: staff record a daughter's consent for her mother; the refusal
+    without it is one clean line; revoke and list say what happened, Chinese first."""
+    n = ["--node", node.address]
+    point = cli_json("node", "service-point", "add", "--code", "JN-CS-01", "--name", "服务点",
+                     *n)
+    desk = cli_json("node", "staff", "add", "--name", "陈静", "--service-point",
+                    str(point["id"]), *n)
+    daughter = cli_json("node", "enrol", "--name", "孙丽", "--id-number", id_card(1965), *n)
+    mother = cli_json("node", "enrol", "--name", "周桂芳", "--id-number", id_card(1938), *n)
+    cli_json("node", "link", str(daughter["id"]), str(mother["id"]), "--as", "parent", *n)
+    request = ("node", "order", "request", "--recipient", str(mother["id"]), "--category",
+               "meals", "--minutes", "60", "--paid-by", "relative", "--payer",
+               str(daughter["id"]), "--by-staff", str(desk["id"]), *n)
+    refused = cli(*request)
+    assert refused.exit_code == 1
+    assert_one_clean_line(refused.stderr, "FAILED_PRECONDITION: 付款人未同意")
+    assert "NO_CONSENT" in refused.stderr and "孙丽" not in refused.stderr
+
+    granted = cli("node", "consent", "grant", "--payer", str(daughter["id"]), "--to",
+                  str(mother["id"]), "--max-minutes", "120", "--until", "2099-01-01",
+                  "--by-staff", str(desk["id"]), *n)
+    assert granted.exit_code == 1  # more than a year ahead
+    assert_one_clean_line(granted.stderr, "INVALID_ARGUMENT: 同意最长")
+    granted = cli("node", "consent", "grant", "--payer", str(daughter["id"]), "--to",
+                  str(mother["id"]), "--max-minutes", "120", "--by-staff", str(desk["id"]), *n)
+    assert granted.exit_code == 0, granted.output
+    assert granted.stdout.startswith("已登记同意 1") and "长期同意" in granted.stdout
+    assert f"staff:{desk['id']} for person:{daughter['id']}" in granted.stdout
+    listed = cli_json("node", "consent", "list", "--payer", str(daughter["id"]), *n)
+    assert [(c["id"], c["state"], c["max_minutes"]) for c in listed] == [(1, "active", 120)]
+    revoked = cli("node", "consent", "revoke", "1", "--by-person", str(daughter["id"]), *n)
+    assert revoked.exit_code == 0 and revoked.stdout.startswith("已撤销同意 1")
+    again = cli("node", "consent", "revoke", "1", "--by-person", str(daughter["id"]), *n)
+    assert again.exit_code == 1
+    assert_one_clean_line(again.stderr, "FAILED_PRECONDITION: 同意 1 已撤销")
+    neither = cli("node", "consent", "grant", "--payer", str(daughter["id"]), "--by-staff",
+                  str(desk["id"]), *n)
+    assert neither.exit_code != 0 and "--to" in neither.stderr

@@ -106,6 +106,8 @@ class _ClaimReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClaimReas
     """T"""
     CLAIM_REASON_CANCELLED: _ClaimReason.ValueType  # 10
     """F: the creditor voided it"""
+    CLAIM_REASON_NO_CONSENT: _ClaimReason.ValueType  # 11
+    """F: the payer has not consented (ADR 0017)"""
 
 class ClaimReason(_ClaimReason, metaclass=_ClaimReasonEnumTypeWrapper):
     """Why a claim was refused, voided or expired. Each is final (F: a new claim for the
@@ -134,6 +136,8 @@ CLAIM_REASON_BUSY: ClaimReason.ValueType  # 9
 """T"""
 CLAIM_REASON_CANCELLED: ClaimReason.ValueType  # 10
 """F: the creditor voided it"""
+CLAIM_REASON_NO_CONSENT: ClaimReason.ValueType  # 11
+"""F: the payer has not consented (ADR 0017)"""
 Global___ClaimReason: _TypeAlias = ClaimReason  # noqa: Y015
 
 @_typing.final

@@ -221,6 +221,49 @@ CLAIM_ROLE_DEBTOR: ClaimRole.ValueType  # 2
 """keeps the person's hours"""
 Global___ClaimRole: _TypeAlias = ClaimRole  # noqa: Y015
 
+class _ConsentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_KIND_UNSPECIFIED: _ConsentKind.ValueType  # 0
+    CONSENT_KIND_STANDING: _ConsentKind.ValueType  # 1
+    """until it expires or is revoked, within its bounds"""
+    CONSENT_KIND_ONCE: _ConsentKind.ValueType  # 2
+    """one redemption of at most max_minutes, then used"""
+
+class ConsentKind(_ConsentKind, metaclass=_ConsentKindEnumTypeWrapper):
+    """---------------------------------------------------------------- consent (ADR 0017)"""
+
+CONSENT_KIND_UNSPECIFIED: ConsentKind.ValueType  # 0
+CONSENT_KIND_STANDING: ConsentKind.ValueType  # 1
+"""until it expires or is revoked, within its bounds"""
+CONSENT_KIND_ONCE: ConsentKind.ValueType  # 2
+"""one redemption of at most max_minutes, then used"""
+Global___ConsentKind: _TypeAlias = ConsentKind  # noqa: Y015
+
+class _ConsentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_STATE_UNSPECIFIED: _ConsentState.ValueType  # 0
+    CONSENT_STATE_ACTIVE: _ConsentState.ValueType  # 1
+    CONSENT_STATE_USED: _ConsentState.ValueType  # 2
+    """a one-time confirmation that paid its redemption"""
+    CONSENT_STATE_REVOKED: _ConsentState.ValueType  # 3
+
+class ConsentState(_ConsentState, metaclass=_ConsentStateEnumTypeWrapper): ...
+
+CONSENT_STATE_UNSPECIFIED: ConsentState.ValueType  # 0
+CONSENT_STATE_ACTIVE: ConsentState.ValueType  # 1
+CONSENT_STATE_USED: ConsentState.ValueType  # 2
+"""a one-time confirmation that paid its redemption"""
+CONSENT_STATE_REVOKED: ConsentState.ValueType  # 3
+Global___ConsentState: _TypeAlias = ConsentState  # noqa: Y015
+
 @_typing.final
 class ServicePoint(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -653,6 +696,7 @@ class Order(_message.Message):
     CLAIM_ID_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     CANCELLED_AT_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     state: Global___OrderState.ValueType
     recipient_id: _builtins.int
@@ -687,6 +731,8 @@ class Order(_message.Message):
     """paid by the payer's home district through this claim"""
     cancel_reason: _builtins.str
     """A cancelled order: why, in words (Chinese first, then English), and when."""
+    consent_id: _builtins.int
+    """Paid here from a relative's hours: the payer's consent it is paid under (0: none yet)."""
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -739,10 +785,11 @@ class Order(_message.Message):
         claim_id: _builtins.str = ...,
         cancel_reason: _builtins.str = ...,
         cancelled_at: _timestamp_pb2.Timestamp | None = ...,
+        consent_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "public_until", b"public_until", "recorded_at", b"recorded_at", "requested_at", b"requested_at", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "cancel_reason", b"cancel_reason", "cancelled_at", b"cancelled_at", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "claim_id", b"claim_id", "comment", b"comment", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rating", b"rating", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "cancel_reason", b"cancel_reason", "cancelled_at", b"cancelled_at", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "claim_id", b"claim_id", "comment", b"comment", "consent_id", b"consent_id", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rating", b"rating", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1971,3 +2018,203 @@ class LogHeads(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogHeads: _TypeAlias = LogHeads  # noqa: Y015
+
+@_typing.final
+class Consent(_message.Message):
+    """A payer's consent, on the payer's home node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAYER_ID_FIELD_NUMBER: _builtins.int
+    GRANTEE_REF_FIELD_NUMBER: _builtins.int
+    GRANTEE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MAX_MINUTES_FIELD_NUMBER: _builtins.int
+    TOTAL_MINUTES_FIELD_NUMBER: _builtins.int
+    USED_MINUTES_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    GRANTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    GRANTED_BY_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    IN_FORCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    payer_id: _builtins.int
+    grantee_ref: _builtins.str
+    """whose services it pays for (PersonRef, city-wide)"""
+    grantee_id: _builtins.int
+    """that person on this node (0: not enrolled here)"""
+    kind: Global___ConsentKind.ValueType
+    state: Global___ConsentState.ValueType
+    max_minutes: _builtins.int
+    """per redemption (0: no bound but the city's)"""
+    total_minutes: _builtins.int
+    """in all (0: no total)"""
+    used_minutes: _builtins.int
+    order_id: _builtins.int
+    """a one-time confirmation for this order on this node only"""
+    granted_by: _builtins.str
+    """e.g. "person:5", "staff:3 for person:5" """
+    revoked_by: _builtins.str
+    in_force: _builtins.bool
+    """it pays for a new redemption now"""
+    @_builtins.property
+    def granted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        payer_id: _builtins.int = ...,
+        grantee_ref: _builtins.str = ...,
+        grantee_id: _builtins.int = ...,
+        kind: Global___ConsentKind.ValueType = ...,
+        state: Global___ConsentState.ValueType = ...,
+        max_minutes: _builtins.int = ...,
+        total_minutes: _builtins.int = ...,
+        used_minutes: _builtins.int = ...,
+        order_id: _builtins.int = ...,
+        granted_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        granted_by: _builtins.str = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_by: _builtins.str = ...,
+        in_force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "granted_by", b"granted_by", "grantee_id", b"grantee_id", "grantee_ref", b"grantee_ref", "id", b"id", "in_force", b"in_force", "kind", b"kind", "max_minutes", b"max_minutes", "order_id", b"order_id", "payer_id", b"payer_id", "revoked_at", b"revoked_at", "revoked_by", b"revoked_by", "state", b"state", "total_minutes", b"total_minutes", "used_minutes", b"used_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Consent: _TypeAlias = Consent  # noqa: Y015
+
+@_typing.final
+class GrantConsentRequest(_message.Message):
+    """Exactly one of grantee_id and grantee_ref. Without expires_at a standing consent lasts
+    a year and a one-time confirmation 30 days (the most each may).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PAYER_ID_FIELD_NUMBER: _builtins.int
+    GRANTEE_ID_FIELD_NUMBER: _builtins.int
+    GRANTEE_REF_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    MAX_MINUTES_FIELD_NUMBER: _builtins.int
+    TOTAL_MINUTES_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    GRANTED_BY_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    payer_id: _builtins.int
+    grantee_id: _builtins.int
+    grantee_ref: _builtins.str
+    kind: Global___ConsentKind.ValueType
+    max_minutes: _builtins.int
+    total_minutes: _builtins.int
+    order_id: _builtins.int
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def granted_by(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        payer_id: _builtins.int = ...,
+        grantee_id: _builtins.int = ...,
+        grantee_ref: _builtins.str = ...,
+        kind: Global___ConsentKind.ValueType = ...,
+        max_minutes: _builtins.int = ...,
+        total_minutes: _builtins.int = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        order_id: _builtins.int = ...,
+        granted_by: Global___Actor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_by", b"granted_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_by", b"granted_by", "grantee_id", b"grantee_id", "grantee_ref", b"grantee_ref", "idempotency_key", b"idempotency_key", "kind", b"kind", "max_minutes", b"max_minutes", "order_id", b"order_id", "payer_id", b"payer_id", "total_minutes", b"total_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantConsentRequest: _TypeAlias = GrantConsentRequest  # noqa: Y015
+
+@_typing.final
+class RevokeConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    consent_id: _builtins.int
+    @_builtins.property
+    def revoked_by(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        consent_id: _builtins.int = ...,
+        revoked_by: Global___Actor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoked_by", b"revoked_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "idempotency_key", b"idempotency_key", "revoked_by", b"revoked_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeConsentRequest: _TypeAlias = RevokeConsentRequest  # noqa: Y015
+
+@_typing.final
+class ListConsentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYER_ID_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    payer_id: _builtins.int
+    after_id: _builtins.int
+    limit: _builtins.int
+    """1..100; 0: 100"""
+    def __init__(
+        self,
+        *,
+        payer_id: _builtins.int = ...,
+        after_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "limit", b"limit", "payer_id", b"payer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentsRequest: _TypeAlias = ListConsentsRequest  # noqa: Y015
+
+@_typing.final
+class ListConsentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Consent]: ...
+    def __init__(
+        self,
+        *,
+        consents: _abc.Iterable[Global___Consent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consents", b"consents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentsResponse: _TypeAlias = ListConsentsResponse  # noqa: Y015

@@ -179,6 +179,21 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.Clearing.FromString,
                 _registered_method=True)
+        self.GrantConsent = channel.unary_unary(
+                '/timebank.v1.NodeService/GrantConsent',
+                request_serializer=timebank_dot_v1_dot_node__pb2.GrantConsentRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Consent.FromString,
+                _registered_method=True)
+        self.RevokeConsent = channel.unary_unary(
+                '/timebank.v1.NodeService/RevokeConsent',
+                request_serializer=timebank_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Consent.FromString,
+                _registered_method=True)
+        self.ListConsents = channel.unary_unary(
+                '/timebank.v1.NodeService/ListConsents',
+                request_serializer=timebank_dot_v1_dot_node__pb2.ListConsentsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.ListConsentsResponse.FromString,
+                _registered_method=True)
         self.GetLogHeads = channel.unary_unary(
                 '/timebank.v1.NodeService/GetLogHeads',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.SerializeToString,
@@ -370,6 +385,26 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantConsent(self, request, context):
+        """Consent. A payer's consent that their hours pay for someone's services (ADR 0017),
+        kept by the payer's home district: standing or one-time, bounded, revocable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeConsent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConsents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetLogHeads(self, request, context):
         """The city's transparency log as this district sees it: the tree heads it holds and
         what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
@@ -526,6 +561,21 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetClearing,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.Clearing.SerializeToString,
+            ),
+            'GrantConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantConsent,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.GrantConsentRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Consent.SerializeToString,
+            ),
+            'RevokeConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeConsent,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.RevokeConsentRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Consent.SerializeToString,
+            ),
+            'ListConsents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsents,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.ListConsentsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.ListConsentsResponse.SerializeToString,
             ),
             'GetLogHeads': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLogHeads,
@@ -1316,6 +1366,87 @@ class NodeService:
             '/timebank.v1.NodeService/GetClearing',
             timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.Clearing.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/GrantConsent',
+            timebank_dot_v1_dot_node__pb2.GrantConsentRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Consent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/RevokeConsent',
+            timebank_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Consent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/ListConsents',
+            timebank_dot_v1_dot_node__pb2.ListConsentsRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.ListConsentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

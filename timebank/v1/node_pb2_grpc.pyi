@@ -75,6 +75,12 @@ class NodeServiceStub:
     GetClaim: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]
     ListClaims: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]
     GetClearing: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]
+    GrantConsent: _grpc.UnaryUnaryMultiCallable[_node_pb2.GrantConsentRequest, _node_pb2.Consent]
+    """Consent. A payer's consent that their hours pay for someone's services (ADR 0017),
+    kept by the payer's home district: standing or one-time, bounded, revocable.
+    """
+    RevokeConsent: _grpc.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.Consent]
+    ListConsents: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListConsentsRequest, _node_pb2.ListConsentsResponse]
     GetLogHeads: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.LogHeads]
     """The city's transparency log as this district sees it: the tree heads it holds and
     what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
@@ -120,6 +126,12 @@ class NodeServiceAsyncStub(NodeServiceStub):
     GetClaim: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]  # type: ignore[assignment]
     ListClaims: _aio.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]  # type: ignore[assignment]
     GetClearing: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]  # type: ignore[assignment]
+    GrantConsent: _aio.UnaryUnaryMultiCallable[_node_pb2.GrantConsentRequest, _node_pb2.Consent]  # type: ignore[assignment]
+    """Consent. A payer's consent that their hours pay for someone's services (ADR 0017),
+    kept by the payer's home district: standing or one-time, bounded, revocable.
+    """
+    RevokeConsent: _aio.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.Consent]  # type: ignore[assignment]
+    ListConsents: _aio.UnaryUnaryMultiCallable[_node_pb2.ListConsentsRequest, _node_pb2.ListConsentsResponse]  # type: ignore[assignment]
     GetLogHeads: _aio.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.LogHeads]  # type: ignore[assignment]
     """The city's transparency log as this district sees it: the tree heads it holds and
     what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
@@ -336,6 +348,30 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.GetClearingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.Clearing, _abc.Awaitable[_node_pb2.Clearing]]: ...
+
+    @_abc_1.abstractmethod
+    def GrantConsent(
+        self,
+        request: _node_pb2.GrantConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Consent, _abc.Awaitable[_node_pb2.Consent]]:
+        """Consent. A payer's consent that their hours pay for someone's services (ADR 0017),
+        kept by the payer's home district: standing or one-time, bounded, revocable.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeConsent(
+        self,
+        request: _node_pb2.RevokeConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Consent, _abc.Awaitable[_node_pb2.Consent]]: ...
+
+    @_abc_1.abstractmethod
+    def ListConsents(
+        self,
+        request: _node_pb2.ListConsentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListConsentsResponse, _abc.Awaitable[_node_pb2.ListConsentsResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetLogHeads(

@@ -274,7 +274,7 @@ def test_who_may_do_what(kind: ClaimKind, action: Action) -> None:
 def test_reason_classes() -> None:
     final = {r.value for r in RejectReason if r.final}
     assert final == {"INSUFFICIENT_BALANCE", "NOT_A_RELATIVE", "POLICY", "UNKNOWN_PERSON",
-                     "NOT_HOME_DISTRICT", "CANCELLED"}
+                     "NOT_HOME_DISTRICT", "NO_CONSENT", "CANCELLED"}
     assert {r.value for r in RejectReason if r.temporary} == {
         "EXPIRED", "LIMIT_REACHED", "DEBTOR_OFFLINE", "BUSY"}
     for r in RejectReason:

@@ -176,6 +176,9 @@ def _pay(w: World, recipient: int, source: pb.PaymentSource.ValueType, payer: in
 def test_redeeming_more_than_the_available_balance_is_refused(world: World) -> None:
     available = world.api.balance(world.volunteer).available_minutes
     assert available == 60
+    world.api.call("GrantConsent", pb.GrantConsentRequest(  # her consent first (ADR 0017)
+        idempotency_key=key(), payer_id=world.volunteer, grantee_id=world.parent,
+        kind=pb.CONSENT_KIND_STANDING, granted_by=person(world.volunteer)))
     world.api.refused("RequestOrder", _pay(world, world.parent, pb.PAYMENT_SOURCE_RELATIVE,
                                            world.volunteer, minutes=available + 15),
                       FAILED, reason="INSUFFICIENT_BALANCE", says=("1.00 h", "1.25 h"))
@@ -528,6 +531,11 @@ MUTATING: dict[str, Callable[[World], Any]] = {
     "MovePerson": lambda w: pb.MovePersonRequest(person_id=w.volunteer, to_node_id="320113"),
     "UpdatePerson": lambda w: pb.UpdatePersonRequest(person_id=w.stranger, staff_id=w.staff,
                                                      phone="13900000000"),
+    "GrantConsent": lambda w: pb.GrantConsentRequest(
+        payer_id=w.volunteer, grantee_id=w.parent, kind=pb.CONSENT_KIND_STANDING,
+        granted_by=staff(w.staff)),
+    "RevokeConsent": lambda w: pb.RevokeConsentRequest(consent_id=1,
+                                                       revoked_by=staff(w.staff)),
 }
 
 

@@ -35,7 +35,7 @@ from node.usecases import ledger, orders
 from node.usecases.app import NodeApp, NodeIdentity, Tx
 from node.usecases.views import Actor
 from tests.conftest import CITY_SECRET, DISTRICT, NODE_ID
-from tests.helpers import earn, enrol, ledger_problems, link, policy_toml, staff
+from tests.helpers import consent, earn, enrol, ledger_problems, link, policy_toml, staff
 
 SCRIPT = Path(__file__).with_name("crash_recorder.py")
 ROOT = Path(__file__).resolve().parents[3]
@@ -73,6 +73,7 @@ def prepare(app: NodeApp, clock: ManualClock) -> Prepared:
     children = [enrol(app, f"子女{i}", 1980 + i).id for i in range(4)]
     for elder, child in zip(elders, children, strict=True):
         link(app, elder, child, Relation.CHILD, sid)
+        consent(app, child, elder, Actor(staff_id=sid))
         earn(app, clock, child, 600, priority[0])
     for donor in volunteers[:3]:
         earn(app, clock, donor, 600, priority[1])

@@ -19,6 +19,7 @@ from tests.helpers import (
     assert_ledger_ok,
     balance_of,
     by_origin,
+    consent,
     earn,
     enrol,
     link,
@@ -151,8 +152,10 @@ def test_a_city_may_let_groups_sponsor(policy_app: Callable[[str], NodeApp],
     with pytest.raises(PermissionDenied):  # the group's hours are not the recipient's to spend
         request(app, other.id, 60, PaymentSource.RELATIVE, payer=group.id,
                 requester=Actor(person_id=other.id))
+    desk = staff(app)
+    consent(app, group.id, other.id, Actor(staff_id=desk))  # recorded by staff for the group
     o = request(app, other.id, 60, PaymentSource.RELATIVE, payer=group.id,
-                requester=Actor(staff_id=staff(app)))
+                requester=Actor(staff_id=desk))
     o = walk(app, clock, o.record.id, volunteer.id, 60, to="recorded")
     assert o.record.charged_minutes == 60
     assert by_origin(app, group.id) == {}

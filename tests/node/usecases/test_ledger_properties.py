@@ -41,10 +41,12 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 
 from node.domain.clock import ManualClock
+from node.domain.consent import ConsentKind
 from node.domain.orders import PaymentSource, PersonKind, round_to_unit
 from node.domain.policy import Relation, load_policy
 from node.storage.db import Database
 from node.storage.repo import Repo
+from node.usecases import consent as consent_uc
 from node.usecases import ledger, orders, people
 from node.usecases.app import NodeApp, NodeIdentity, Tx
 from node.usecases.views import Actor
@@ -124,6 +126,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.links: set[tuple[int, int, Relation]] = set()
         self.orders: list[OrderModel] = []
         self.staff = 0
+        self.consents: set[tuple[int, int]] = set()
         self.head = 0  # transactions in the ledger after the last step
         self.changed = True  # whether anything may have changed since the last check
         self.unchanged_since: dict[str, list[tuple[object, ...]]] | None = None
@@ -176,6 +179,11 @@ class LedgerMachine(RuleBasedStateMachine):
                 orders.record_order(tx, order_id)
             ledger.donate(tx, ids[6], 60)
             for recipient, payer, source, volunteer, state in open_orders:
+                if payer is not None and (ids[payer], ids[recipient]) not in self.consents:
+                    consent_uc.grant_consent(tx, ids[payer], ids[recipient], "",
+                                             ConsentKind.STANDING, 0, 0, None, 0,
+                                             Actor(staff_id=staff))
+                    self.consents.add((ids[payer], ids[recipient]))
                 self._walk_in(tx, staff, ids[recipient], 0 if payer is None else ids[payer],
                               source, ids[volunteer], 30, state)
 
@@ -391,6 +399,13 @@ class LedgerMachine(RuleBasedStateMachine):
                    # a relative's hours are spent only by them, their proxy or family, or staff
                    and (payer is None or self.acts_for(actor, payer.id)))
         covered = self.can_cover(source, recipient, payer, minutes, self.available())
+        if (allowed and payer is not None and payer.id != recipient.id
+                and (payer.id, recipient.id) not in self.consents):
+            # staff record the payer's standing consent first (ADR 0017)
+            self.attempt("consent", lambda: self.a.execute(
+                consent_uc.grant_consent, payer.id, recipient.id, "", ConsentKind.STANDING,
+                0, 0, None, 0, Actor(staff_id=self.staff)), True)
+            self.consents.add((payer.id, recipient.id))
         view = self.attempt(f"request {source}", lambda: self.a.execute(
             orders.request_order, recipient.id, "cleaning", minutes, source,
             payer.id if payer else 0, actor, ""), allowed and covered,

@@ -22,6 +22,7 @@ from tests.helpers import (
     assert_ledger_ok,
     balance_of,
     by_origin,
+    consent,
     earn,
     enrol,
     link,
@@ -172,6 +173,11 @@ def test_a_child_pays_for_a_parent(node_app: NodeApp, clock: ManualClock,
 def test_the_parent_may_request_with_the_childs_hours(node_app: NodeApp, clock: ManualClock,
                                                       family: dict[str, int]) -> None:
     app, f = node_app, family
+    with pytest.raises(FailedPrecondition) as e:  # not without the son's consent (ADR 0017)
+        request(app, f["mother"], 30, RELATIVE, payer=f["son"],
+                requester=Actor(person_id=f["mother"]))
+    assert e.value.reason == "NO_CONSENT"
+    consent(app, f["son"], f["mother"])
     o = request(app, f["mother"], 30, RELATIVE, payer=f["son"],
                 requester=Actor(person_id=f["mother"]))
     assert o.record.payer_id == f["son"]
@@ -397,6 +403,7 @@ def test_only_the_payer_side_may_spend_a_relatives_hours(node_app: NodeApp,
                 requester=Actor(person_id=neighbour.id))
     assert e.value.reason == "NOT_AUTHORISED"
     assert snapshot(app) == before
+    consent(app, son.id, mother.id)
     for requester in (Actor(person_id=son.id), Actor(person_id=mother.id), Actor(staff_id=sid)):
         o = request(app, mother.id, 15, PaymentSource.RELATIVE, payer=son.id,
                     requester=requester)

@@ -227,8 +227,11 @@ def _cases() -> list[Case]:
                                                        w.mother, staff_of(w), ""),
          denied, "RELATIVE_TOO_YOUNG"),
         ("more than the relative has", lambda w: w.app.execute(
-            req, w.mother, "cleaning", 135, RELATIVE, w.son, staff_of(w), ""),
+            req, w.mother, "cleaning", 135, RELATIVE, w.son, Actor(person_id=w.son), ""),
          precondition, "INSUFFICIENT_BALANCE"),
+        ("without the relative's consent", lambda w: w.app.execute(
+            req, w.mother, "cleaning", 30, RELATIVE, w.son, staff_of(w), ""),
+         precondition, "NO_CONSENT"),
         ("own hours too young", lambda w: w.app.execute(req, w.son, "cleaning", 30, OWN, 0,
                                                         staff_of(w), ""),
          denied, "TOO_YOUNG_TO_REDEEM"),

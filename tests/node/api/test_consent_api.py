@@ -1,0 +1,219 @@
+"""Consent before a relative's hours are spent (ADR 0017), through a real gRPC server on
+SQLite and PostgreSQL: refused without it, allowed with it, refused once revoked,
+expired or exceeded; a one-time confirmation pays once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tests.node.api.support import TIMEOUT, Api, key, person, staff
+from timebank.v1 import node_pb2 as pb
+
+FAILED = grpc.StatusCode.FAILED_PRECONDITION
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+RELATIVE = pb.PAYMENT_SOURCE_RELATIVE
+
+
+@dataclass
+class Family:
+    desk: int
+    daughter: int  # 王芳: 240 min earned
+    mother: int  # 李秀英, linked as the daughter's parent
+    volunteer: int
+
+
+@pytest.fixture
+def family(api: Api) -> Family:
+    point = api.stub.RegisterServicePoint(pb.RegisterServicePointRequest(
+        idempotency_key=key(), code="jn-ds", name="东山街道为老服务站"), timeout=TIMEOUT)
+    desk = api.stub.RegisterStaff(pb.RegisterStaffRequest(
+        idempotency_key=key(), name="陈静", service_point_id=point.id), timeout=TIMEOUT).id
+    elder = api.enrol("赵大爷", 1936, priority=True).id
+    daughter = api.enrol("王芳", 1965).id
+    mother = api.enrol("李秀英", 1938).id
+    volunteer = api.enrol("张伟", 1990).id
+    api.link(daughter, mother, pb.LINK_KIND_PARENT, desk)
+    earned = api.accept(api.request(elder, by=staff(desk), minutes=240).id, daughter)
+    api.check_in(earned.id)
+    api.check_out(earned.id, after_minutes=240)
+    api.verify(earned.id, staff(desk))
+    api.clock.advance(timedelta(days=7))
+    api.record(earned.id)
+    assert api.balance(daughter).available_minutes == 240
+    return Family(desk, daughter, mother, volunteer)
+
+
+def _grant(api: Api, f: Family, by: pb.Actor, *, once: bool = False, minutes: int = 0,
+           total: int = 0, until: timedelta | None = None, order: int = 0) -> pb.Consent:
+    request = pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_id=f.mother,
+        kind=pb.CONSENT_KIND_ONCE if once else pb.CONSENT_KIND_STANDING,
+        max_minutes=minutes, total_minutes=total, order_id=order, granted_by=by)
+    if until is not None:
+        ts = Timestamp()
+        ts.FromDatetime(api.clock.now() + until)
+        request.expires_at.CopyFrom(ts)
+    granted: pb.Consent = api.call("GrantConsent", request)
+    return granted
+
+
+def _meals(f: Family, minutes: int = 60) -> pb.RequestOrderRequest:
+    return pb.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=f.mother, category="meals",
+        planned_minutes=minutes, payment_source=RELATIVE, payer_id=f.daughter,
+        requested_by=staff(f.desk))
+
+
+def _history_memos(api: Api, person_id: int) -> list[str]:
+    found = api.stub.GetHistory(pb.GetHistoryRequest(person_id=person_id), timeout=TIMEOUT)
+    return [e.transaction.memo for e in found.entries]
+
+
+def test_standing_consent_pays_until_revoked(api: Api, family: Family) -> None:
+    f = family
+    # without the daughter's consent, staff cannot spend her hours for her mother
+    api.refused("RequestOrder", _meals(f), FAILED, reason="NO_CONSENT",
+                says=("付款人未同意", "has not consented"))
+    # nor can the mother consent for her daughter: the consent is the payer's
+    api.refused("GrantConsent", pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_id=f.mother,
+        kind=pb.CONSENT_KIND_STANDING, granted_by=person(f.mother)), DENIED,
+        reason="NOT_AUTHORISED")
+    # staff record her standing consent (she has no phone): both are recorded
+    granted = _grant(api, f, staff(f.desk))
+    assert granted.in_force and granted.state == pb.CONSENT_STATE_ACTIVE
+    assert granted.granted_by == f"staff:{f.desk} for person:{f.daughter}"
+    assert granted.grantee_id == f.mother and len(granted.grantee_ref) == 64
+    order = api.call("RequestOrder", _meals(f))
+    order = api.accept(order.id, f.volunteer)
+    assert order.held_minutes == 60 and order.consent_id == granted.id
+    # the consent is part of the record: the ledger entry names it
+    api.check_in(order.id)
+    api.check_out(order.id, after_minutes=60)
+    api.verify(order.id, person(f.mother))
+    api.clock.advance(timedelta(days=7))
+    api.record(order.id)
+    assert f"order {order.id} (consent {granted.id})" in _history_memos(api, f.daughter)
+    listed = api.stub.ListConsents(pb.ListConsentsRequest(payer_id=f.daughter),
+                                   timeout=TIMEOUT).consents
+    assert [(c.id, c.used_minutes) for c in listed] == [(granted.id, 60)]
+
+    # an order accepted before she revokes keeps its hold; no new one is paid
+    held = api.accept(api.call("RequestOrder", _meals(f, 30)).id, f.volunteer)
+    waiting = api.call("RequestOrder", _meals(f, 30))
+    revoked = api.call("RevokeConsent", pb.RevokeConsentRequest(
+        idempotency_key=key(), consent_id=granted.id, revoked_by=person(f.daughter)))
+    assert revoked.state == pb.CONSENT_STATE_REVOKED and not revoked.in_force
+    assert revoked.revoked_by == f"person:{f.daughter}"
+    assert api.order(held.id).held_minutes == 30
+    api.refused("RequestOrder", _meals(f), FAILED, reason="NO_CONSENT",
+                says=("撤销", "revoked"))
+    api.refused("AcceptOrder", pb.AcceptOrderRequest(
+        idempotency_key=key(), order_id=waiting.id, volunteer_id=f.volunteer), FAILED,
+        reason="NO_CONSENT")
+    shown = api.order(waiting.id)
+    assert any("NO_CONSENT" in n and "revoked" in n for n in shown.notices)
+    api.refused("RevokeConsent", pb.RevokeConsentRequest(
+        idempotency_key=key(), consent_id=granted.id, revoked_by=person(f.daughter)),
+        FAILED, reason="CONSENT_NOT_ACTIVE")
+
+
+def test_a_one_time_confirmation_pays_once(api: Api, family: Family) -> None:
+    f = family
+    once = _grant(api, f, person(f.daughter), once=True, minutes=30)
+    assert once.kind == pb.CONSENT_KIND_ONCE and once.max_minutes == 30
+    api.refused("RequestOrder", _meals(f, 45), FAILED, reason="NO_CONSENT",
+                says=("每单上限", "minutes per order"))
+    first, second = api.call("RequestOrder", _meals(f, 30)), api.call("RequestOrder",
+                                                                      _meals(f, 30))
+    accept = pb.AcceptOrderRequest(idempotency_key=key(), order_id=first.id,
+                                   volunteer_id=f.volunteer)
+    assert api.call("AcceptOrder", accept).consent_id == once.id
+    assert api.call("AcceptOrder", accept).consent_id == once.id  # a retry: the same answer
+    api.refused("AcceptOrder", pb.AcceptOrderRequest(
+        idempotency_key=key(), order_id=second.id, volunteer_id=f.volunteer), FAILED,
+        reason="NO_CONSENT", says=("已用过", "used already"))
+    assert api.balance(f.daughter).held_minutes == 30
+    # a confirmation for exactly that order lets it go ahead
+    for_it = _grant(api, f, person(f.daughter), once=True, minutes=30, order=second.id)
+    assert api.accept(second.id, f.volunteer).consent_id == for_it.id
+    used = {c.id: c.state for c in api.stub.ListConsents(
+        pb.ListConsentsRequest(payer_id=f.daughter), timeout=TIMEOUT).consents}
+    assert used == {once.id: pb.CONSENT_STATE_USED, for_it.id: pb.CONSENT_STATE_USED}
+
+
+def test_the_payers_own_request_is_their_confirmation(api: Api, family: Family) -> None:
+    f = family
+    order = api.call("RequestOrder", pb.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=f.mother, category="meals", planned_minutes=60,
+        payment_source=RELATIVE, payer_id=f.daughter, requested_by=person(f.daughter)))
+    accepted = api.accept(order.id, f.volunteer)
+    (recorded,) = api.stub.ListConsents(pb.ListConsentsRequest(payer_id=f.daughter),
+                                        timeout=TIMEOUT).consents
+    assert accepted.consent_id == recorded.id and recorded.order_id == order.id
+    assert recorded.granted_by == f"person:{f.daughter}"
+
+
+def test_bounds_of_a_standing_consent(api: Api, family: Family) -> None:
+    f = family
+    _grant(api, f, staff(f.desk), minutes=60, total=90, until=timedelta(days=2))
+    api.refused("RequestOrder", _meals(f, 75), FAILED, reason="NO_CONSENT",
+                says=("minutes per order",))
+    api.accept(api.call("RequestOrder", _meals(f, 60)).id, f.volunteer)
+    api.refused("RequestOrder", _meals(f, 45), FAILED, reason="NO_CONSENT",
+                says=("总额", "total"))
+    api.accept(api.call("RequestOrder", _meals(f, 30)).id, f.volunteer)  # 90 in all
+    _grant(api, f, staff(f.desk), until=timedelta(days=1))
+    api.clock.advance(timedelta(days=3))
+    api.refused("RequestOrder", _meals(f, 15), FAILED, reason="NO_CONSENT",
+                says=("过期", "expired"))
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"until": timedelta(days=-1)}, "CONSENT_ENDS_IN_PAST"),
+    ({"until": timedelta(days=400)}, "CONSENT_TOO_LONG"),
+    ({"once": True}, "MINUTES_OUT_OF_RANGE"),  # a confirmation names its minutes
+    ({"minutes": 10**9}, "MINUTES_OUT_OF_RANGE"),
+    ({"order": 1}, "ORDER_NEEDS_ONCE"),
+])
+def test_bad_consents_are_refused(api: Api, family: Family, change: dict[str, object],
+                                  reason: str) -> None:
+    with api.unchanged(), pytest.raises(grpc.RpcError) as e:
+        _grant(api, family, staff(family.desk), **change)  # type: ignore[arg-type]
+    assert e.value.code() == INVALID
+    assert reason in (e.value.details() or "") or reason == _reason(e.value)
+
+
+def _reason(error: grpc.RpcError) -> str:
+    from tests.node.api.support import error_info
+
+    info = error_info(error)
+    return "" if info is None else info.reason
+
+
+def test_a_consent_names_one_grantee_not_the_payer(api: Api, family: Family) -> None:
+    f = family
+    api.refused("GrantConsent", pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_id=f.mother,
+        grantee_ref="a" * 64, kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)),
+        INVALID, reason="GRANTEE_REQUIRED")
+    api.refused("GrantConsent", pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_id=f.daughter,
+        kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)), INVALID,
+        reason="CONSENT_TO_SELF")
+    api.refused("GrantConsent", pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_ref="not a ref",
+        kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)), INVALID,
+        reason="MALFORMED_PERSON_REF")
+    for _ in range(20):
+        _grant(api, f, staff(f.desk))
+    api.refused("GrantConsent", pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_id=f.mother,
+        kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)), FAILED,
+        reason="TOO_MANY_CONSENTS")
