@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from node.domain.consent import Consent, ConsentKind, ConsentState
 from node.storage.tables import CONSENT_USES, CONSENTS
 from runtime.errors import InvariantViolation, NotFound
+
+#: Bounds of what one decision reads: active consents for one person (far more than a
+#: payer can have: ``MAX_ACTIVE_CONSENTS`` and one per open order), and ended ones.
+MAX_ACTIVE_READ = 1000
+MAX_ENDED_READ = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +85,23 @@ class ConsentRepo:
         return [_consent(r) for r in self.conn.execute(q.order_by(CONSENTS.c.id).limit(limit))]
 
     def for_grantee(self, payer_id: int, grantee_ref: str) -> list[Consent]:
-        """Every consent of ``payer_id`` for ``grantee_ref`` (what ``cover`` decides on).
-        Bounded: a payer has few consents in force, and revoked or used ones are kept."""
-        return [_consent(r) for r in self.conn.execute(
-            select(CONSENTS).where(CONSENTS.c.payer_id == payer_id,
-                                   CONSENTS.c.grantee_ref == grantee_ref)
-            .order_by(CONSENTS.c.id.desc()).limit(200))]
+        """What ``cover`` decides on: every consent of ``payer_id`` for ``grantee_ref`` that
+        is active, newest first (a few in force: those not bound to an order are capped,
+        those bound to one lapse within weeks), and the latest of the others, which say
+        why none pays."""
+        mine = (CONSENTS.c.payer_id == payer_id, CONSENTS.c.grantee_ref == grantee_ref)
+        active = CONSENTS.c.state == ConsentState.ACTIVE.value
+        rows = list(self.conn.execute(select(CONSENTS).where(*mine, active)
+                                      .order_by(CONSENTS.c.id.desc()).limit(MAX_ACTIVE_READ)))
+        rows += self.conn.execute(select(CONSENTS).where(*mine, ~active)
+                                  .order_by(CONSENTS.c.id.desc()).limit(MAX_ENDED_READ))
+        return [_consent(r) for r in rows]
 
     def active_count(self, payer_id: int, at: datetime) -> int:
+        """The payer's consents in force at ``at`` that are not for one order."""
         return int(self.conn.execute(
             select(func.count()).select_from(CONSENTS).where(
-                CONSENTS.c.payer_id == payer_id,
+                CONSENTS.c.payer_id == payer_id, CONSENTS.c.order_id.is_(None),
                 CONSENTS.c.state == ConsentState.ACTIVE.value,
                 CONSENTS.c.expires_at > at)).scalar_one())
 
@@ -118,10 +129,12 @@ class ConsentRepo:
 
     def use_of(self, order_id: int | None = None,
                claim_id: str | None = None) -> ConsentUseRecord | None:
-        row = self.conn.execute(select(CONSENT_USES).where(or_(
-            and_(CONSENT_USES.c.order_id.is_not(None), CONSENT_USES.c.order_id == order_id),
-            and_(CONSENT_USES.c.claim_id.is_not(None), CONSENT_USES.c.claim_id == claim_id),
-        ))).first()
+        """The consent that paid for an order here, or for a claim on this node."""
+        if (order_id is None) == (claim_id is None):
+            raise InvariantViolation("a consent pays for an order or a claim")
+        where = (CONSENT_USES.c.order_id == order_id if order_id is not None
+                 else CONSENT_USES.c.claim_id == claim_id)
+        row = self.conn.execute(select(CONSENT_USES).where(where)).first()
         return None if row is None else ConsentUseRecord(
             row.consent_id, row.order_id, row.claim_id, int(row.minutes), row.at)
 

@@ -170,8 +170,8 @@ def require(tx: Tx, payer: PersonRecord, grantee_ref: str, minutes: int,
 def self_confirmation(tx: Tx, payer: PersonRecord, grantee_ref: str, minutes: int,
                       order_id: int, by: Actor) -> Consent:
     """The payer asked for the service themself: their request is their one-time
-    confirmation for that order, recorded as such. One per order: the orders bound
-    these, not ``MAX_ACTIVE_CONSENTS``."""
+    confirmation for that order, recorded as such. Bound to the order, it does not count
+    against ``MAX_ACTIVE_CONSENTS`` (the orders bound these)."""
     t = model.terms(ConsentKind.ONCE, minutes, 0, None, order_id, tx.now, 0)
     new = Consent(0, payer.id, grantee_ref, t.kind, model.ConsentState.ACTIVE, t.max_minutes,
                   0, 0, tx.now, t.expires_at, by.label, t.order_id)

@@ -85,6 +85,10 @@ def test_replayed_deliveries_and_receipts_change_nothing(city: City) -> None:
 
     assert city[JN].app.query(ledger.balance, f.daughter).total == 60
     assert city[GL].app.query(orders.get_order, order.record.id).record.charged_minutes == 60
+    # the daughter's consent paid this claim once, however often its proposal arrived
+    (used,) = city[JN].app.query(lambda tx: tx.repo.consents.of_payer(f.daughter))
+    assert used.used_minutes == 60
+    assert _scalar(city[JN].app, "SELECT count(*) FROM consent_uses") == 1
     assert_nothing_held(city)
     assert assert_consistent(city) == {GL: 60, JN: -60, QX: 0}
 

@@ -217,3 +217,30 @@ def test_a_consent_names_one_grantee_not_the_payer(api: Api, family: Family) -> 
         idempotency_key=key(), payer_id=f.daughter, grantee_id=f.mother,
         kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)), FAILED,
         reason="TOO_MANY_CONSENTS")
+
+
+def test_a_confirmation_is_used_once_by_concurrent_acceptances(api: Api,
+                                                               family: Family) -> None:
+    """Two orders covered by one one-time confirmation, accepted at the same moment from
+    two clients: the hold and the use are one transaction, so exactly one is paid."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = family
+    once = _grant(api, f, person(f.daughter), once=True, minutes=30)
+    orders = [api.call("RequestOrder", _meals(f, 30)).id for _ in range(4)]
+
+    def accept(order_id: int) -> str:
+        try:
+            api.accept(order_id, f.volunteer)
+            return "ok"
+        except grpc.RpcError as e:
+            assert e.code() == FAILED and _reason(e) == "NO_CONSENT", e
+            return "NO_CONSENT"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(accept, orders))
+    assert outcomes == ["NO_CONSENT"] * 3 + ["ok"]
+    assert api.balance(f.daughter).held_minutes == 30
+    (used,) = api.stub.ListConsents(pb.ListConsentsRequest(payer_id=f.daughter),
+                                    timeout=TIMEOUT).consents
+    assert (used.id, used.state, used.used_minutes) == (once.id, pb.CONSENT_STATE_USED, 30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,7 @@ from node.domain.claims import (
     decide_redemption,
     new_claim_id,
 )
+from node.domain.consent import Consent, ConsentKind, ConsentState, Cover
 from node.domain.ledger import Origin
 from node.domain.orders import PersonFacts, PersonKind
 from node.domain.policy import Policy, Relation
@@ -38,10 +40,17 @@ def _own(payer: PersonFacts | None, *, age: int = 70, priority: bool = False,
     return decide_redemption(policy, payer, True, age, priority, None, available, minutes)
 
 
+#: The payer's consent, as ``node.domain.consent.cover`` finds it (ADR 0017).
+CONSENTED = Cover(Consent(1, 8, "a" * 64, ConsentKind.STANDING, ConsentState.ACTIVE, 0, 0, 0,
+                          datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC),
+                          "person:8"))
+
+
 def _for_relative(relation: Relation | None, *, payer: PersonFacts | None = YOUNG, age: int = 80,
                   available: int = 600, minutes: int = 60,
-                  policy: Policy = POLICY) -> Decision:
-    return decide_redemption(policy, payer, False, age, False, relation, available, minutes)
+                  policy: Policy = POLICY, consent: Cover | None = CONSENTED) -> Decision:
+    return decide_redemption(policy, payer, False, age, False, relation, available, minutes,
+                             consent)
 
 
 # ------------------------------------------------------------------ decide_redemption
@@ -56,6 +65,16 @@ def test_own_hours_with_enough_available_are_accepted() -> None:
 def test_a_relatives_hours_for_a_linked_elder_are_accepted() -> None:
     for relation in POLICY.relative_kinds:
         assert _for_relative(relation) == ACCEPT
+
+
+def test_a_relatives_hours_without_consent_are_refused_before_the_balance() -> None:
+    for missing in (None, Cover(None, "none"), Cover(None, "revoked")):
+        decision = _for_relative(Relation.PARENT, consent=missing, available=0)
+        assert decision.reason is Reason.NO_CONSENT
+        assert "consent" in decision.detail
+    assert "revoked" in _for_relative(Relation.PARENT, consent=Cover(None, "revoked")).detail
+    # the rules of who may pay come first: no consent makes a stranger's hours spendable
+    assert _for_relative(None, consent=None).reason is Reason.NOT_A_RELATIVE
 
 
 def test_exactly_the_available_minutes_are_enough() -> None:
@@ -156,8 +175,8 @@ def test_details_never_carry_local_ids() -> None:
 def test_reasons_are_the_clearinghouse_codes() -> None:
     assert {r.value for r in Reason} == {
         "INSUFFICIENT_BALANCE", "NOT_A_RELATIVE", "POLICY", "UNKNOWN_PERSON",
-        "NOT_HOME_DISTRICT", "EXPIRED", "LIMIT_REACHED", "DEBTOR_OFFLINE", "BUSY",
-        "CANCELLED"}
+        "NOT_HOME_DISTRICT", "NO_CONSENT", "EXPIRED", "LIMIT_REACHED", "DEBTOR_OFFLINE",
+        "BUSY", "CANCELLED"}
     assert {Reason.EXPIRED, Reason.LIMIT_REACHED, Reason.DEBTOR_OFFLINE,
                          Reason.BUSY} == TEMPORARY
 
