@@ -20,6 +20,7 @@ import typer
 
 from city import statement as statement_cli
 from city.monitor import app as monitor_app
+from city.pki.command import app as pki_app
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from runtime.console import describe_error, guarded, print_error
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.add_typer(node_cli.app, name="node")
 app.add_typer(clearinghouse_cli.app, name="clearinghouse")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(pki_app, name="pki")
 app.command("verify-statement")(statement_cli.verify_command)
 
 

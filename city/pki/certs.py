@@ -85,9 +85,10 @@ class Subject:
         if self.kind == OBSERVER and (self.dns or self.ips):
             raise PkiError("观察者证书只用于客户端，不带 DNS/IP 名称 / an observer certificate is "
                            "a client's: it names no DNS name or IP address")
-        if self.kind == SERVER and not (self.dns or self.ips):
-            raise PkiError("服务器证书至少需要一个 DNS 名称或 IP 地址 / a server certificate "
-                           "names at least one DNS name or IP address (--dns, --ip)")
+        if self.kind != OBSERVER and not (self.dns or self.ips):
+            raise PkiError("服务器与节点证书至少需要一个 DNS 名称或 IP 地址 / a server's or node's "
+                           "certificate names at least one DNS name or IP address it is reached "
+                           "at (--dns, --ip)")
 
     @property
     def file_stem(self) -> str:

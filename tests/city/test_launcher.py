@@ -30,8 +30,8 @@ from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 pytestmark = pytest.mark.timeout(120)
 
 
-def serving(address: str, service: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def serving(city: CityLayout, name: str, service: str) -> bool:
+    with city.channel(name) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=2)
@@ -40,8 +40,8 @@ def serving(address: str, service: str) -> bool:
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def positions(address: str) -> dict[str, str]:
-    with grpc.insecure_channel(address) as channel:
+def positions(city: CityLayout) -> dict[str, str]:
+    with city.channel(CLEARINGHOUSE) as channel:
         found = clearing_pb2_grpc.ClearinghouseServiceStub(channel).GetPositions(
             clearing_pb2.GetPositionsRequest(), timeout=5)
     return {n.node_id: n.district for n in found.nodes}
@@ -89,18 +89,18 @@ def test_city_starts_survives_kill_9_and_stops_without_leftovers(tmp_path: Path)
         procs.start_all(timeout=30)
         pids = [procs.pid(name) for name in city.names]
         for n in city.nodes:
-            assert serving(procs.address(n.node_id), "timebank.v1.NodeService")
-        assert positions(procs.address(CLEARINGHOUSE)) == {
+            assert serving(city, n.node_id, "timebank.v1.NodeService")
+        assert positions(city) == {
             "320115": "江宁区", "320106": "鼓楼区", "320113": "栖霞区"}
 
         victim = city.nodes[0].node_id
         old_pid = procs.pid(victim)
         assert procs.kill(victim) == -signal.SIGKILL
         assert not procs.is_running(victim) and gone(old_pid)
-        assert not serving(procs.address(victim), "timebank.v1.NodeService")
+        assert not serving(city, victim, "timebank.v1.NodeService")
         procs.restart(victim, timeout=30)
         assert procs.pid(victim) != old_pid
-        assert serving(procs.address(victim), "timebank.v1.NodeService")
+        assert serving(city, victim, "timebank.v1.NodeService")
         pids.append(procs.pid(victim))
 
         procs.stop_all()
