@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from city import observer
 from city import statement as statement_cli
 from city.monitor import app as monitor_app
 from city.pki.command import app as pki_app
@@ -90,6 +91,10 @@ def audit(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Also print a machine-readable summary as the last line of stdout.")
     ] = False,
+    ca: observer.Ca = None,
+    cert: observer.Cert = None,
+    key: observer.Key = None,
+    insecure: observer.Insecure = False,
 ) -> None:
     """Audit a city: ledgers, anchors, the transparency log, claims, receipts, positions.
 
@@ -97,8 +102,10 @@ def audit(
     """
     from city.audit import run_audit
 
+    tls = (observer.observer_tls(ca, cert, key, insecure) if clearinghouse is not None
+           else None)
     code = run_audit(data_dir, clearinghouse, clearinghouse_key, as_json=as_json,
-                     nodes=tuple(nodes or ()))
+                     nodes=tuple(nodes or ()), tls=tls)
     if code:
         raise typer.Exit(code)
 

@@ -311,7 +311,8 @@ def _issue_policy(ch_config_file: Path, text: str) -> None:
 def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
            base_port: int | None = None,
            net_debit_limit: int = DEFAULT_NET_DEBIT_LIMIT_MINUTES,
-           policy_text: str | None = None, insecure: bool = False) -> CityLayout:
+           policy_text: str | None = None, insecure: bool = False,
+           pki_dir: Path | None = None) -> CityLayout:
     """Create (or find again) a city under ``data_dir``: the clearinghouse, one shared city
     secret, a node per district, every node admitted. Safe to run again: keys, secret and
     ports are kept. Ports are free ones on 127.0.0.1, or ``base_port`` (clearinghouse)
@@ -324,7 +325,8 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     file; a node laid out before keeps its own file. Each new node's ``[peers] nodes``
     names every other district's node, so that every district compares its view of the
     log with the others'. ``insecure``: every process serves and calls plaintext (the
-    bench's ``--insecure``); otherwise the city CA in ``pki/`` issues every certificate."""
+    bench's ``--insecure``); otherwise the city CA in ``pki_dir`` (default ``pki/`` in
+    ``data_dir``; another city's, for two cities one CA trusts) issues every certificate."""
     if isinstance(net_debit_limit, bool) or net_debit_limit < 0:
         raise LaunchError(f"a net debit limit is 0 or more minutes, not {net_debit_limit}")
     wanted = tuple(districts)
@@ -336,7 +338,8 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     logs_dir.mkdir(exist_ok=True)
     ports = list(_port_source(base_port, 1 + len(wanted)))
     ch_dir = data_dir / CLEARINGHOUSE
-    ca = None if insecure else _layout_pki(data_dir / PKI, (d.node_id for d in wanted))
+    ca = None if insecure else _layout_pki((pki_dir or data_dir / PKI).resolve(),
+                                           (d.node_id for d in wanted))
     ch_file, ch_address, ch_public, city_public = _layout_clearinghouse(ch_dir, ports[0], ca)
     secret_file = data_dir / "city-secret"
     secret = _ensure_city_secret(secret_file)

@@ -78,9 +78,18 @@ def _reach(
         "--insecure", envvar="TIMEBANK_INSECURE",
         help="Reach nodes that serve plaintext (`node serve --insecure`); env "
              "TIMEBANK_INSECURE=1.")] = False,
+    cert: Annotated[Path | None, typer.Option(
+        "--cert", envvar="TIMEBANK_CERT", metavar="FILE",
+        help="A client certificate for the clearinghouse (the node's, or an observer's; env "
+             "TIMEBANK_CERT): district names and positions come from there.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        "--key", envvar="TIMEBANK_KEY", metavar="FILE",
+        help="Its private key, mode 0600 (env TIMEBANK_KEY).")] = None,
 ) -> None:
     """How the commands below reach a node: TLS checked against --ca, or --insecure."""
-    use_tls(ca, insecure)
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--cert and --key go together")
+    use_tls(ca, insecure, cert, key)
 
 
 app.add_typer(service_point_app, name="service-point")

@@ -193,7 +193,10 @@ def clearinghouse_positions(address: str, tls: ClientTls | None,
         try:
             return stub.GetPositions(clearing_pb2.GetPositionsRequest(), timeout=timeout)
         except grpc.RpcError as e:
-            fail(_clearinghouse_error(e, address))
+            hint = ("" if tls is None or tls.cert is not None else
+                    " — 结算中心要求节点证书，请用 --config 指定节点配置 / the clearinghouse asks "
+                    "for the node's certificate: give --config (the node's node.toml)")
+            fail(_clearinghouse_error(e, address) + hint)
 
 
 def district_names(client: NodeClient) -> dict[str, str]:
@@ -450,10 +453,10 @@ def positions(
         fail(f"FAILED_PRECONDITION: the node at {node} is not connected to a city "
              "clearinghouse and none was given; use --clearinghouse HOST:PORT "
              "[NOT_FEDERATED]")
-    if config is None:
-        fail("the clearinghouse asks for the node's certificate: give --config FILE (the "
-             "node's node.toml, whose [tls] names it) / 结算中心需要节点证书，请给出 --config")
-    found = clearinghouse_positions(clearinghouse, config.client_tls())
+    # The clearinghouse asks for a client certificate: the node's, named by its
+    # configuration; without one a city serving TLS cannot be asked.
+    found = clearinghouse_positions(clearinghouse, cli_tls() if config is None
+                                    else config.client_tls())
     position = next((p for p in found.nodes if p.node_id == node_id), None)
     if position is None:
         fail(f"NOT_FOUND: district {node_id} is not admitted to the clearinghouse at "

@@ -2,7 +2,9 @@
 
 The connection is TLS, checked against the city CA's certificate (``timebank node --ca
 FILE`` or TIMEBANK_CA); plaintext only with ``--insecure`` (TIMEBANK_INSECURE=1), for a
-node an operator serves with ``--insecure``. ``use_tls`` records the choice once per
+node an operator serves with ``--insecure``. A client certificate (``--cert``/``--key``:
+the node's own, or an observer's) lets commands also ask the clearinghouse, which takes
+no call without one (the districts' names, positions). ``use_tls`` records the choice once per
 command line (the ``node`` group's options).
 
 Every mutating call sends an idempotency key (a fresh UUID unless ``--idempotency-key``
@@ -71,14 +73,18 @@ class _Choice:
 
     ca: Path | None = None
     insecure: bool = False
+    cert: Path | None = None
+    key: Path | None = None
 
 
 _choice = _Choice()
 
 
-def use_tls(ca: Path | None, insecure: bool) -> None:
-    """Record how this command line reaches nodes (``timebank node --ca/--insecure``)."""
-    _choice.ca, _choice.insecure = ca, insecure
+def use_tls(ca: Path | None, insecure: bool, cert: Path | None = None,
+            key: Path | None = None) -> None:
+    """Record how this command line reaches nodes and the clearinghouse (``timebank node
+    --ca/--cert/--key/--insecure``)."""
+    _choice.ca, _choice.insecure, _choice.cert, _choice.key = ca, insecure, cert, key
 
 
 def cli_tls(config: TlsSettings | None = None) -> ClientTls | None:
@@ -93,7 +99,7 @@ def cli_tls(config: TlsSettings | None = None) -> ClientTls | None:
              "--insecure / nodes are reached over TLS: name the city CA certificate with "
              "`timebank node --ca FILE …` (or TIMEBANK_CA), or --insecure for a node serving "
              "plaintext")
-    return ClientTls(_choice.ca)
+    return ClientTls(_choice.ca, _choice.cert, _choice.key)
 
 
 class NodeClient:
