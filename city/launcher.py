@@ -136,6 +136,17 @@ class CityLayout:
                 else Subject(OBSERVER, OBSERVER_NAME)).file_stem
         return ClientTls(ca.ca_cert, ca.cert_file(stem), ca.key_file(stem))
 
+    def client_env(self) -> dict[str, str]:
+        """The environment a `timebank` tool run against this city needs to reach it as
+        its observer (TIMEBANK_CA, TIMEBANK_CERT, TIMEBANK_KEY; TIMEBANK_INSECURE=1 when
+        the city is insecure)."""
+        tls = self.client_tls()
+        if tls is None:
+            return {"TIMEBANK_INSECURE": "1"}
+        assert tls.cert is not None and tls.key is not None
+        return {"TIMEBANK_CA": str(tls.ca), "TIMEBANK_CERT": str(tls.cert),
+                "TIMEBANK_KEY": str(tls.key)}
+
     def channel(self, name: str, *, as_node: str | None = None,
                 options: list[tuple[str, int]] | None = None) -> grpc.Channel:
         """A ready channel to the process ``name`` (``clearinghouse`` or a node id):
