@@ -2,7 +2,10 @@
 mounted secret (a Kubernetes secret volume is a symlink to a read-only file).
 
 A file appears whole or not at all, is never overwritten, and is refused when anyone
-but its owner could read or change it: a seed is the whole private key.
+but its owner could read or change it: a seed is the whole private key. The same two
+pieces serve every private file (``read_private``: TLS keys, ``runtime.tls``) and every
+file the city's CA writes (``write_file``: keys, certificates, the CRL, which a renewal
+replaces in one rename).
 """
 
 from __future__ import annotations
