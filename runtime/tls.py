@@ -47,6 +47,16 @@ MAX_KEY_BYTES = 16 * 1024
 URI_PREFIX = "timebank:"
 NODE = "node"
 OBSERVER = "observer"
+#: The reasons a server refuses a call for the certificate it came with, not for what
+#: it asked: a client waits and tries again once an operator fixed the certificate.
+CERTIFICATE_REVOKED = "CERTIFICATE_REVOKED"
+NO_CLIENT_CERTIFICATE = "NO_CLIENT_CERTIFICATE"
+CERTIFICATE_NOT_A_CALLER = "CERTIFICATE_NOT_A_CALLER"
+CERTIFICATE_NOT_FOR_DISTRICT = "CERTIFICATE_NOT_FOR_DISTRICT"
+READ_ONLY_CERTIFICATE = "READ_ONLY_CERTIFICATE"
+CERTIFICATE_REFUSALS = frozenset({CERTIFICATE_REVOKED, NO_CLIENT_CERTIFICATE,
+                                  CERTIFICATE_NOT_A_CALLER, CERTIFICATE_NOT_FOR_DISTRICT,
+                                  READ_ONLY_CERTIFICATE})
 #: The most entries ``RevocationCheck`` remembers parsed certificates for.
 _PARSED_CERTIFICATES = 256
 
@@ -402,7 +412,7 @@ def revocation_check(revocations: Revocations) -> Check:
             raise Unauthenticated(
                 f"客户端证书已被吊销（序列号 {cert.serial_number:x}）/ the client certificate "
                 f"(serial {cert.serial_number:x}) is revoked; ask the bureau for a new one",
-                "CERTIFICATE_REVOKED")
+                CERTIFICATE_REVOKED)
     return check
 
 
@@ -448,9 +458,15 @@ class CallChecks(grpc.ServerInterceptor):
 
 
 __all__ = [
+    "CERTIFICATE_NOT_A_CALLER",
+    "CERTIFICATE_NOT_FOR_DISTRICT",
+    "CERTIFICATE_REFUSALS",
+    "CERTIFICATE_REVOKED",
     "NODE",
+    "NO_CLIENT_CERTIFICATE",
     "NO_TLS",
     "OBSERVER",
+    "READ_ONLY_CERTIFICATE",
     "TLS_SETTINGS",
     "TLS_TABLE",
     "CallChecks",

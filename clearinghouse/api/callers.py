@@ -29,7 +29,16 @@ import grpc
 
 from clearinghouse.usecases import wire
 from runtime.errors import PermissionDenied, Unauthenticated
-from runtime.tls import NODE, OBSERVER, Identity, peer_certificate
+from runtime.tls import (
+    CERTIFICATE_NOT_A_CALLER,
+    CERTIFICATE_NOT_FOR_DISTRICT,
+    NO_CLIENT_CERTIFICATE,
+    NODE,
+    OBSERVER,
+    READ_ONLY_CERTIFICATE,
+    Identity,
+    peer_certificate,
+)
 from runtime.tls import identity_of as certificate_identity
 from timebank.v1 import clearing_pb2 as pb
 
@@ -61,11 +70,11 @@ def allowed(who: Identity, method: str, request: Any) -> None:
             raise PermissionDenied(
                 f"观察者证书（{who.name}）只能读取，不能调用 {method} / an observer "
                 f"certificate ({who.name}) may only read; {method} changes the city",
-                "READ_ONLY_CERTIFICATE")
+                READ_ONLY_CERTIFICATE)
         return
     if who.kind != NODE:  # pragma: no cover - identity_of names no other kind
         raise PermissionDenied(f"证书类型 {who.kind} 不能调用 / a {who.kind} certificate "
-                               f"calls nothing", "CERTIFICATE_NOT_A_CALLER")
+                               f"calls nothing", CERTIFICATE_NOT_A_CALLER)
     if method in READS:
         return
     for signer in _signers(method, request):
@@ -73,7 +82,7 @@ def allowed(who: Identity, method: str, request: Any) -> None:
             raise PermissionDenied(
                 f"证书属于 {who.name} 区，此调用却代表 {signer[:16]} 区 / the certificate names "
                 f"district {who.name}, but this call acts for {signer[:16]!r}: a node acts "
-                f"only for its own district", "CERTIFICATE_NOT_FOR_DISTRICT")
+                f"only for its own district", CERTIFICATE_NOT_FOR_DISTRICT)
 
 
 def check(method: str, request: Any, context: grpc.ServicerContext) -> None:
@@ -81,13 +90,13 @@ def check(method: str, request: Any, context: grpc.ServicerContext) -> None:
     cert = peer_certificate(context)
     if cert is None:
         raise Unauthenticated("未出示客户端证书 / no client certificate was presented",
-                              "NO_CLIENT_CERTIFICATE")
+                              NO_CLIENT_CERTIFICATE)
     who = certificate_identity(cert)
     if who is None:
         raise PermissionDenied(
             "该证书既不属于节点也不属于观察者（服务器证书？）/ the certificate names neither a "
             "district's node nor an observer (a server certificate?); ask the bureau for a "
-            "node or observer certificate", "CERTIFICATE_NOT_A_CALLER")
+            "node or observer certificate", CERTIFICATE_NOT_A_CALLER)
     allowed(who, method, request)
 
 
