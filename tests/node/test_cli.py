@@ -118,7 +118,7 @@ class Served:
 
 
 def wait_serving(address: str, process: subprocess.Popen[bytes], log: Path,
-                 tls: ClientTls, timeout: float = 30) -> None:
+                 tls: ClientTls | None, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     with channel(address, tls) as ready:
         health = health_pb2_grpc.HealthStub(ready)
@@ -585,3 +585,30 @@ def test_dispute_resolve_and_reverse(node: Served) -> None:
     twice = cli("node", "reverse", str(grant["seq"]), "--staff", sid, "--reason", "again", *n)
     assert twice.exit_code == 1
     assert_one_clean_line(twice.stderr, "ALREADY_EXISTS: ")
+
+
+def test_serve_refuses_plaintext_unless_insecure_which_warns(tmp_path: Path) -> None:
+    init = cli("node", "init", "--data-dir", str(tmp_path / "node"), "--node-id", "320115",
+               "--district", "江宁区")
+    assert init.exit_code == 0, init.output
+    config = tmp_path / "node" / "node.toml"
+    address = f"127.0.0.1:{free_port()}"
+    env = {"TIMEBANK_SERVER_LISTEN": address, "TIMEBANK_SERVER_METRICS_LISTEN": ""}
+    refused = timebank("node", "serve", "--config", str(config), env=env)
+    assert refused.returncode == 1
+    assert_one_clean_line(refused.stderr, "node 320115 未配置 TLS：请在 [tls] 中设置 cert, key")
+    assert "--insecure" in refused.stderr
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "city", "node", "serve", "--config", str(config),
+             "--insecure"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **env})
+    served = Served(address, config, process, log)
+    try:
+        wait_serving(address, process, log, None)
+    finally:
+        assert stop(served) == 0
+    said = log.read_text(encoding="utf-8")
+    assert "WITHOUT TLS because of --insecure" in said and "tls=False" in said
+    assert said.index("WITHOUT TLS") < said.index("node serving")
