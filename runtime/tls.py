@@ -13,7 +13,7 @@ inode, size or time), so a renewed certificate is served to new connections with
 restart; a file that does not load keeps the previous ones in service and is logged.
 ``channel`` is the one place a client channel is made (``tls=None``: plaintext, only
 where an operator said ``--insecure``). ``Revocations`` is the CRL a server re-reads the
-same way; ``RevocationCheck`` refuses a revoked client certificate UNAUTHENTICATED on
+same way; ``revocation_check`` refuses a revoked client certificate UNAUTHENTICATED on
 every call (gRPC's handshake checks the chain and the validity period, not a CRL).
 
 Private key files are read with ``runtime.keyfiles.read_private``: refused when other
@@ -57,7 +57,7 @@ READ_ONLY_CERTIFICATE = "READ_ONLY_CERTIFICATE"
 CERTIFICATE_REFUSALS = frozenset({CERTIFICATE_REVOKED, NO_CLIENT_CERTIFICATE,
                                   CERTIFICATE_NOT_A_CALLER, CERTIFICATE_NOT_FOR_DISTRICT,
                                   READ_ONLY_CERTIFICATE})
-#: The most entries ``RevocationCheck`` remembers parsed certificates for.
+#: How many parsed client certificates ``peer_certificate`` keeps (one per caller).
 _PARSED_CERTIFICATES = 256
 
 
