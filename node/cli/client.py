@@ -52,7 +52,8 @@ def describe_rpc_error(e: grpc.RpcError, address: str, idempotency_key: str = ""
     if code is grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower()
                                                  or "dns" in details.lower()):
         message = (f"UNAVAILABLE: cannot reach the node at {address} (is `timebank node serve` "
-                   f"running there? set --node or TIMEBANK_NODE_ADDRESS): {details}")
+                   f"running there? set --node or TIMEBANK_NODE_ADDRESS; does it serve TLS "
+                   f"with a certificate of the CA given by --ca?): {details}")
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = (f"DEADLINE_EXCEEDED: the node at {address} did not answer within "
                    f"{CALL_TIMEOUT_SECONDS:g} s")
