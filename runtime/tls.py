@@ -356,10 +356,16 @@ def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
     return _parse(bytes(found[0]))
 
 
+@functools.lru_cache(maxsize=_PARSED_CERTIFICATES)
+def _identity(pem: bytes) -> Identity | None:
+    return identity_of(_parse(pem))
+
+
 def peer_identity(context: grpc.ServicerContext) -> Identity | None:
-    """Who the verified client certificate names (``identity_of``)."""
-    cert = peer_certificate(context)
-    return None if cert is None else identity_of(cert)
+    """Who the verified client certificate names (``identity_of``), read once per
+    certificate."""
+    found = context.auth_context().get("x509_pem_cert")
+    return _identity(bytes(found[0])) if found else None
 
 
 class Revocations:

@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from clearinghouse.usecases import wire
-from runtime.errors import PermissionDenied, Unauthenticated
+from runtime.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from runtime.tls import (
     CERTIFICATE_NOT_A_CALLER,
     CERTIFICATE_NOT_FOR_DISTRICT,
@@ -38,8 +38,8 @@ from runtime.tls import (
     READ_ONLY_CERTIFICATE,
     Identity,
     peer_certificate,
+    peer_identity,
 )
-from runtime.tls import identity_of as certificate_identity
 from timebank.v1 import clearing_pb2 as pb
 
 #: Reads: anyone with a certificate of the city may call them.
@@ -51,13 +51,22 @@ ENVELOPES = frozenset({"Submit", "Subscribe", "Ack", "AddCosignature"})
 BATCHES = frozenset({"SubmitBatch"})
 
 
+def _signer(raw: bytes) -> str:
+    """The signer an envelope names (its signature is the servicer's to check). Bytes
+    that are not an envelope are refused as the servicer refuses them."""
+    try:
+        return str(pb.Envelope.FromString(raw).signer)
+    except DecodeError:
+        raise InvalidArgument("the envelope is not a timebank.v1.Envelope",
+                              "MALFORMED_ENVELOPE") from None
+
+
 def _signers(method: str, request: Any) -> list[str]:
-    """The districts a call acts for: the signers of the envelopes it carries. An
-    envelope that does not parse is refused here as the servicer would refuse it."""
+    """The districts a call acts for: the signers of the envelopes it carries."""
     if method in ENVELOPES:
-        return [wire.from_bytes(request).signer]
+        return [_signer(request)]
     assert isinstance(request, pb.SubmitBatchRequest), type(request)
-    return [wire.from_bytes(raw).signer for raw in request.envelopes]
+    return [_signer(raw) for raw in request.envelopes]
 
 
 def allowed(who: Identity, method: str, request: Any) -> None:
@@ -87,11 +96,10 @@ def allowed(who: Identity, method: str, request: Any) -> None:
 
 def check(method: str, request: Any, context: grpc.ServicerContext) -> None:
     """The ``runtime.server`` check: the caller's certificate, bound to the call."""
-    cert = peer_certificate(context)
-    if cert is None:
+    if peer_certificate(context) is None:
         raise Unauthenticated("未出示客户端证书 / no client certificate was presented",
                               NO_CLIENT_CERTIFICATE)
-    who = certificate_identity(cert)
+    who = peer_identity(context)
     if who is None:
         raise PermissionDenied(
             "该证书既不属于节点也不属于观察者（服务器证书？）/ the certificate names neither a "
