@@ -5,6 +5,11 @@ and started by ``city.launcher``, each with its own SQLite file), drives them on
 through the nodes' gRPC API, and prints its figures with a JSON summary as the last line.
 
     python bench/claims.py [--nodes 3] [--claims 3000] [--latency-claims 500] [--rate 100]
+                           [--insecure]
+
+Every process serves TLS with certificates the launcher's city CA issued (the
+clearinghouse mutual TLS, binding each node's certificate to its district), as a city
+runs; ``--insecure`` runs the same bench plaintext, so the two give the cost of TLS.
 
 Setup (untimed): on each node a service point, a staff member and a volunteer; per claim
 a priority elder enrolled at home (which registers them with the city directory) with a
@@ -69,7 +74,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 from nacl.signing import SigningKey
 
 from city.launcher import CLEARINGHOUSE, DISTRICTS, CityLayout, CityProcesses, District, layout
@@ -448,15 +452,15 @@ def ed25519_verifies_per_second(seconds: float = 2.0) -> float:
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    city = layout(data_dir, districts(args.nodes))
+    city = layout(data_dir, districts(args.nodes), insecure=args.insecure)
     set_limits(city)
-    results: dict[str, Any] = {"nodes": args.nodes}
+    results: dict[str, Any] = {"nodes": args.nodes, "tls": not args.insecure}
     # measured at both ends: on a shared machine the speed drifts within a run, and two
     # runs compare only where both gauges agree
     at_start = round(ed25519_verifies_per_second(), 0)
     with CityProcesses(city) as procs:
         procs.start_all()
-        channels = [grpc.insecure_channel(n.address) for n in city.nodes]
+        channels = [city.channel(n.node_id) for n in city.nodes]
         nodes = [Node(n.node_id, node_pb2_grpc.NodeServiceStub(ch), node_db(n.config_file))
                  for n, ch in zip(city.nodes, channels, strict=True)]
         try:
@@ -496,6 +500,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, help="keep the city here (default: a temporary "
                     "directory, removed afterwards)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    ap.add_argument("--insecure", action="store_true",
+                    help="the same bench with every process plaintext (the cost of TLS)")
     args = ap.parse_args()
     if args.json:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the figures only, at the end

@@ -18,8 +18,10 @@ from typing import Annotated
 
 import typer
 
+from city import observer
 from city import statement as statement_cli
 from city.monitor import app as monitor_app
+from city.pki.command import app as pki_app
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from runtime.console import describe_error, guarded, print_error
@@ -41,6 +43,7 @@ app = typer.Typer(
 app.add_typer(node_cli.app, name="node")
 app.add_typer(clearinghouse_cli.app, name="clearinghouse")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(pki_app, name="pki")
 app.command("verify-statement")(statement_cli.verify_command)
 
 
@@ -88,6 +91,10 @@ def audit(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Also print a machine-readable summary as the last line of stdout.")
     ] = False,
+    ca: observer.Ca = None,
+    cert: observer.Cert = None,
+    key: observer.Key = None,
+    insecure: observer.Insecure = False,
 ) -> None:
     """Audit a city: ledgers, anchors, the transparency log, claims, receipts, positions.
 
@@ -95,8 +102,10 @@ def audit(
     """
     from city.audit import run_audit
 
+    tls = (observer.observer_tls(ca, cert, key, insecure) if clearinghouse is not None
+           else None)
     code = run_audit(data_dir, clearinghouse, clearinghouse_key, as_json=as_json,
-                     nodes=tuple(nodes or ()))
+                     nodes=tuple(nodes or ()), tls=tls)
     if code:
         raise typer.Exit(code)
 

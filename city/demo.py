@@ -639,14 +639,17 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             where = (city_layout.clearinghouse_dir if name == CLEARINGHOUSE
                      else city_layout.node(name).data_dir)
             table.add_row(label, str(processes.pid(name)), processes.address(name), str(where))
-        channel = grpc.insecure_channel(city_layout.clearinghouse_address)
-        clients = {n.node_id: NodeClient(n.address, timeout=15.0) for n in city_layout.nodes}
+        channel = city_layout.channel(CLEARINGHOUSE)
+        clients = {n.node_id: NodeClient(n.address, city_layout.client_tls(), timeout=15.0)
+                   for n in city_layout.nodes}
         try:
             city = City(city_layout, {n: Node(n, c) for n, c in clients.items()}, channel)
             kept = "a temporary directory, removed at the end" if temporary else "kept"
             city.step(f"The city is laid out in {root} ({kept}): the bureau's keys, one city "
                       "secret shared by the districts, every node admitted by a certificate "
-                      "the city root key signed; four processes serve on 127.0.0.1", table)
+                      "the city root key signed; four processes serve TLS on 127.0.0.1 with "
+                      "certificates the city CA issued, and the clearinghouse lets each node "
+                      "act only for the district its certificate names (mutual TLS)", table)
             summary["policy"] = one_policy(city)
             earn_in_jiangning(city)
             order, redemption = meals_in_gulou(city)

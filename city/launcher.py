@@ -2,14 +2,19 @@
 process, each with its own SQLite file under one data directory (ADR 0005, "Process
 model").
 
-``layout`` creates (or finds again) the data directories, keys and ports, admits every
-node and has the bureau issue the city policy; ``CityProcesses`` runs them as real
+``layout`` creates (or finds again) the data directories, keys and ports, the city CA
+and every certificate (``pki/``: the clearinghouse's, each node's, and an observer's for
+whoever watches: tests, the demo, the monitor), admits every node and has the bureau
+issue the city policy; every process serves TLS (the clearinghouse mutual TLS) unless
+the city is laid out ``insecure``. ``CityLayout.channel`` is the one way a test or the
+demo reaches a process; ``CityProcesses`` runs them as real
 subprocesses that can be killed with SIGKILL and restarted. The 4-process demo, the crash
 tests and the benchmark all start a city here, so a city is laid out one way only.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import signal
@@ -28,6 +33,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import timebank
+from city.pki.certs import SERVER, Subject
+from city.pki.store import Authority
 from clearinghouse import config as ch_config
 from clearinghouse.bootstrap import city_key, init_city, key_info, open_app
 from clearinghouse.bureau import issue_admission, issue_policy, publish_roster
@@ -35,6 +42,8 @@ from clearinghouse.usecases import admission, policies
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
 from node.bootstrap import init_data_dir, signing_identity
+from runtime.server import channel_options
+from runtime.tls import NODE, OBSERVER, ClientTls, TlsSettings, channel
 from timebank import keys
 from timebank.policy import DEFAULT_POLICY_TOML
 
@@ -50,6 +59,11 @@ DEFAULT_GRACE_SECONDS = 5.0
 #: city, net (1,000 h). An admission starts at 0, which would refuse every redemption.
 DEFAULT_NET_DEBIT_LIMIT_MINUTES = 60_000
 LOG_TAIL_LINES = 40
+PKI = "pki"
+#: The observer certificate the launcher's own clients (tests, the demo) present.
+OBSERVER_NAME = "city"
+#: Every process on this machine is reached at these names.
+LOCAL_NAMES = (("localhost",), (HOST,))
 #: Environment overrides of the node's and the clearinghouse's configuration files; they
 #: are dropped for the children so that the layout's files alone say where things are.
 _CONFIG_ENV_PREFIXES = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_",
@@ -104,6 +118,41 @@ class CityLayout:
     clock_file: Path  # for `--dev-clock`; written by whoever moves the city's time
     logs_dir: Path
     nodes: tuple[NodeLayout, ...]
+    #: The city CA's folder (``timebank pki``); None when the city is laid out insecure.
+    pki_dir: Path | None = None
+
+    @property
+    def insecure(self) -> bool:
+        return self.pki_dir is None
+
+    def client_tls(self, as_node: str | None = None) -> ClientTls | None:
+        """How a client of this city's processes connects: trusting the city CA and
+        presenting the observer certificate, or ``as_node``'s certificate (to act as that
+        district's node towards the clearinghouse); None when the city is insecure."""
+        if self.pki_dir is None:
+            return None
+        ca = Authority(self.pki_dir)
+        stem = (Subject(NODE, as_node, *LOCAL_NAMES) if as_node is not None
+                else Subject(OBSERVER, OBSERVER_NAME)).file_stem
+        return ClientTls(ca.ca_cert, ca.cert_file(stem), ca.key_file(stem))
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a `timebank` tool run against this city needs to reach it as
+        its observer (TIMEBANK_CA, TIMEBANK_CERT, TIMEBANK_KEY; TIMEBANK_INSECURE=1 when
+        the city is insecure)."""
+        tls = self.client_tls()
+        if tls is None:
+            return {"TIMEBANK_INSECURE": "1"}
+        assert tls.cert is not None and tls.key is not None
+        return {"TIMEBANK_CA": str(tls.ca), "TIMEBANK_CERT": str(tls.cert),
+                "TIMEBANK_KEY": str(tls.key)}
+
+    def channel(self, name: str, *, as_node: str | None = None,
+                options: list[tuple[str, int]] | None = None) -> grpc.Channel:
+        """A ready channel to the process ``name`` (``clearinghouse`` or a node id):
+        TLS with the observer certificate, or ``as_node``'s (``client_tls``)."""
+        return channel(self.address(name), self.client_tls(as_node),
+                       options=channel_options() if options is None else options)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -153,15 +202,46 @@ def _ensure_city_secret(path: Path) -> bytes:
     return secret
 
 
-def _layout_clearinghouse(ch_dir: Path, port: int) -> tuple[Path, str, str, str]:
+def _layout_pki(pki_dir: Path, node_ids: Iterable[str]) -> Authority:
+    """The city CA and every certificate the city's processes use, issued once each."""
+    now = dt.datetime.now(dt.UTC)
+    ca = (Authority(pki_dir) if (pki_dir / "ca.pem").exists()
+          else Authority.init(pki_dir, "timebank city CA (local)", now))
+    wanted = [Subject(SERVER, CLEARINGHOUSE, *LOCAL_NAMES), Subject(OBSERVER, OBSERVER_NAME),
+              *(Subject(NODE, n, *LOCAL_NAMES) for n in node_ids)]
+    for subject in wanted:
+        if not ca.cert_file(subject.file_stem).exists():
+            ca.issue(subject, now)
+    return ca
+
+
+def _tls_of(ca: Authority | None, stem: str, *, crl: bool = False) -> TlsSettings:
+    if ca is None:
+        return TlsSettings(insecure=True)
+    return TlsSettings(ca.ca_cert, ca.cert_file(stem), ca.key_file(stem),
+                       ca.crl if crl else None)
+
+
+def _check_tls(config_path: Path, found: TlsSettings, wanted: TlsSettings) -> None:
+    if found != wanted:
+        raise LaunchError(f"{config_path} names other TLS settings than this city's "
+                          "(laid out with or without --insecure before?); remove the city's "
+                          "directory to lay it out again")
+
+
+def _layout_clearinghouse(ch_dir: Path, port: int, ca: Authority | None,
+                          ) -> tuple[Path, str, str, str]:
     """Create or find the clearinghouse; return its config file, address, public key and
     the city root public key."""
     config_path = ch_dir / ch_config.CONFIG_NAME
+    tls = _tls_of(ca, CLEARINGHOUSE, crl=True)
     if not config_path.exists():
         ch_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(ch_config.render_config("", f"{HOST}:{port}"), encoding="utf-8")
+        config_path.write_text(ch_config.render_config("", f"{HOST}:{port}", tls),
+                               encoding="utf-8")
     init_city(ch_dir)  # keeps the file written above, makes keys and database
     config = ch_config.load_config(config_path)
+    _check_tls(config_path, config.tls, tls)
     public = key_info(config.signing_key_file).public_key.hex()
     return config_path, config.listen, public, key_info(config.city_key_file).public_key.hex()
 
@@ -175,14 +255,17 @@ def _node_listen(data_dir: Path, district: District, port: int) -> str:
 
 def _layout_node(data_dir: Path, district: District, secret: bytes, listen: str,
                  ch_address: str, ch_public_key: str, city_public_key: str,
-                 policy_text: str | None = None, peers: tuple[str, ...] = ()) -> NodeLayout:
+                 policy_text: str | None = None, peers: tuple[str, ...] = (),
+                 ca: Authority | None = None) -> NodeLayout:
     node_dir = data_dir / district.node_id
+    tls = _tls_of(ca, Subject(NODE, district.node_id, *LOCAL_NAMES).file_stem)
     config_path = init_data_dir(node_dir, district.node_id, district.name, listen=listen,
                                 city_secret=secret, clearinghouse_address=ch_address,
                                 clearinghouse_public_key=ch_public_key,
                                 city_public_key=city_public_key,
-                                policy_text=policy_text, peer_nodes=peers)
+                                policy_text=policy_text, peer_nodes=peers, tls=tls)
     config = node_config.load_config(config_path)
+    _check_tls(config_path, config.tls, tls)
     if config.city_secret_file.read_bytes() != secret:
         raise LaunchError(f"{config.city_secret_file} is not this city's secret")
     if (config.district, config.clearinghouse_address, config.clearinghouse_public_key,
@@ -239,7 +322,8 @@ def _issue_policy(ch_config_file: Path, text: str) -> None:
 def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
            base_port: int | None = None,
            net_debit_limit: int = DEFAULT_NET_DEBIT_LIMIT_MINUTES,
-           policy_text: str | None = None) -> CityLayout:
+           policy_text: str | None = None, insecure: bool = False,
+           pki_dir: Path | None = None) -> CityLayout:
     """Create (or find again) a city under ``data_dir``: the clearinghouse, one shared city
     secret, a node per district, every node admitted. Safe to run again: keys, secret and
     ports are kept. Ports are free ones on 127.0.0.1, or ``base_port`` (clearinghouse)
@@ -251,7 +335,9 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     force at once, unless the city has one already, and every new node's local policy
     file; a node laid out before keeps its own file. Each new node's ``[peers] nodes``
     names every other district's node, so that every district compares its view of the
-    log with the others'."""
+    log with the others'. ``insecure``: every process serves and calls plaintext (the
+    bench's ``--insecure``); otherwise the city CA in ``pki_dir`` (default ``pki/`` in
+    ``data_dir``; another city's, for two cities one CA trusts) issues every certificate."""
     if isinstance(net_debit_limit, bool) or net_debit_limit < 0:
         raise LaunchError(f"a net debit limit is 0 or more minutes, not {net_debit_limit}")
     wanted = tuple(districts)
@@ -263,7 +349,9 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     logs_dir.mkdir(exist_ok=True)
     ports = list(_port_source(base_port, 1 + len(wanted)))
     ch_dir = data_dir / CLEARINGHOUSE
-    ch_file, ch_address, ch_public, city_public = _layout_clearinghouse(ch_dir, ports[0])
+    ca = None if insecure else _layout_pki((pki_dir or data_dir / PKI).resolve(),
+                                           (d.node_id for d in wanted))
+    ch_file, ch_address, ch_public, city_public = _layout_clearinghouse(ch_dir, ports[0], ca)
     secret_file = data_dir / "city-secret"
     secret = _ensure_city_secret(secret_file)
     listens = {d.node_id: _node_listen(data_dir, d, port)
@@ -271,12 +359,13 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     # Every node compares the log's heads with every other district's (split views).
     nodes = tuple(_layout_node(data_dir, d, secret, listens[d.node_id], ch_address, ch_public,
                                city_public, policy_text, tuple(a for n, a in listens.items()
-                                                  if n != d.node_id))
+                                                  if n != d.node_id), ca)
                   for d in wanted)
     _admit(ch_file, nodes, net_debit_limit)
     _issue_policy(ch_file, DEFAULT_POLICY_TOML if policy_text is None else policy_text)
     return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, city_public,
-                      secret_file, data_dir / "clock", logs_dir, nodes)
+                      secret_file, data_dir / "clock", logs_dir, nodes,
+                      None if ca is None else ca.folder)
 
 
 # ------------------------------------------------------------------ processes
@@ -423,8 +512,8 @@ class CityProcesses:
         run = self._get(name)
         service = CLEARINGHOUSE_SERVICE if name == CLEARINGHOUSE else NODE_SERVICE
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address(name)) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+        with self.city.channel(name) as ready:
+            stub = health_pb2_grpc.HealthStub(ready)
             while True:
                 code = run.process.poll()
                 if code is not None:

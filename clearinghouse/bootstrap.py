@@ -24,6 +24,7 @@ from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import Clock, SystemClock
 from runtime import keyfiles
+from runtime.tls import TlsSettings
 from timebank import keys
 
 #: Database meta keys: the city root key and the clearinghouse key this database serves.
@@ -66,7 +67,8 @@ def key_info(path: Path) -> KeyInfo:
     return KeyInfo(keys.key_id(public), public)
 
 
-def init_city(data_dir: Path, *, database_url: str = "") -> Path:
+def init_city(data_dir: Path, *, database_url: str = "",
+              tls: TlsSettings | None = None) -> Path:
     """Create the clearinghouse's data directory (mode 0700), its configuration, the city
     root key and the clearinghouse key (mode 0600), and its migrated database, with both
     public keys recorded in it; return the path of clearinghouse.toml.
@@ -77,7 +79,7 @@ def init_city(data_dir: Path, *, database_url: str = "") -> Path:
     os.chmod(data_dir, 0o700)
     config_path = data_dir / CONFIG_NAME
     if not config_path.exists():
-        config_path.write_text(render_config(database_url), encoding="utf-8")
+        config_path.write_text(render_config(database_url, tls=tls), encoding="utf-8")
     config = load_config(config_path)
     if database_url and config.database_url != database_url:
         named = config.database_url or "the SQLite file in the data directory"

@@ -27,13 +27,19 @@ from clearinghouse.config import load_config
 from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
 from runtime.console import (
     DevClockFile,
+    Insecure,
+    TlsCa,
+    TlsCert,
+    TlsKey,
     dev_clock,
     echo,
     fail,
     guarded,
+    insecure_config,
     label_grid,
     masked_url,
     print_json,
+    tls_settings,
 )
 from runtime.errors import InvalidArgument
 from timebank import keys
@@ -137,6 +143,15 @@ def init_command(
         "--database-url", metavar="URL",
         help="PostgreSQL instead of SQLite, e.g. "
              "postgresql+psycopg://timebank@/tb_clearinghouse.")] = "",
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_crl: Annotated[Path | None, typer.Option(
+        "--tls-crl", metavar="FILE",
+        help="The city CA's revocation list (`timebank pki revoke`), read again when it "
+             "changes.")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Write insecure = true: serve plaintext, without TLS.")] = False,
 ) -> None:
     """Create the city's clearinghouse once: configuration, keys and database.
 
@@ -151,7 +166,8 @@ def init_command(
     existing = load_config(data_dir / CONFIG_NAME) if before else None
     key_files = set() if existing is None else {  # to say which keys were kept
         p for p in (existing.city_key_file, existing.signing_key_file) if p.exists()}
-    config_path = init_city(data_dir, database_url=database_url)
+    config_path = init_city(data_dir, database_url=database_url,
+                            tls=tls_settings(tls_ca, tls_cert, tls_key, tls_crl, insecure))
     config = load_config(config_path)
     city, own = key_info(config.city_key_file), key_info(config.signing_key_file)
     db = Database(config.effective_database_url)
@@ -654,18 +670,22 @@ class _PositionRow:
 
 @app.command("serve")
 @guarded
-def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None) -> None:
-    """Serve the clearinghouse over gRPC until SIGTERM or Ctrl-C.
+def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None,
+                  insecure: Insecure = False) -> None:
+    """Serve the clearinghouse over gRPC with mutual TLS until SIGTERM or Ctrl-C.
 
-    Listens on the configuration's `listen` address (plaintext: keep it on loopback or
-    behind TLS), signs every receipt and delivery with the clearinghouse key, and
+    Listens on the configuration's `listen` address; every client presents a certificate
+    the city CA issued ([tls] ca; revoked ones, in [tls] crl, are refused), and a
+    district's node may act only for the district its certificate names. Refuses to
+    start without [tls] unless --insecure (or insecure = true), which logs a warning at
+    every start. Signs every receipt and delivery with the clearinghouse key, and
     expires overdue claims every second.
     """
     from clearinghouse.api.server import serve_forever
     from runtime.server import Serving
 
     clock = dev_clock(dev_clock_file)  # refused unless simulated time is allowed here
-    config = load_config(config_file)
+    config = insecure_config(load_config(config_file), insecure)
 
     def ready(serving: Serving) -> None:
         host = config.listen.rpartition(":")[0]

@@ -3,11 +3,12 @@
 ``clearinghouse.toml`` has two tables. ``[clearinghouse]``: where the data, database and
 keys are, ``listen`` and ``metrics_listen`` (empty: no Prometheus endpoint). ``[limits]``
 (optional): ``submits_per_second`` and ``submit_burst``, the token bucket each signing
-node's Submit calls draw from. ``TIMEBANK_CLEARINGHOUSE_<KEY>`` overrides ``key`` of
-either table (e.g. TIMEBANK_CLEARINGHOUSE_DATABASE_URL,
-TIMEBANK_CLEARINGHOUSE_SUBMITS_PER_SECOND). Relative paths are taken from the file's
-folder. Unknown tables or settings are refused, so a misspelt setting never silently
-falls back to its default.
+node's Submit calls draw from. ``[tls]``: ``ca``, ``cert``, ``key``, ``crl`` and
+``insecure`` (``runtime.tls.TlsSettings``; serving requires TLS unless insecure).
+``TIMEBANK_CLEARINGHOUSE_<KEY>`` overrides ``key`` of any table (e.g.
+TIMEBANK_CLEARINGHOUSE_DATABASE_URL, TIMEBANK_CLEARINGHOUSE_SUBMITS_PER_SECOND).
+Relative paths are taken from the file's folder. Unknown tables or settings are
+refused, so a misspelt setting never silently falls back to its default.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from runtime.config import Tables, is_host_port, read_settings, resolve_path, toml_string
 from runtime.errors import ConfigError
+from runtime.tls import NO_TLS, TLS_SETTINGS, TLS_TABLE, ServerTls, TlsSettings, render_tls
 
 CONFIG_NAME = "clearinghouse.toml"
 SECTION = "clearinghouse"
@@ -33,6 +35,7 @@ _TABLES: Tables = {
     SECTION: dict.fromkeys(("data_dir", "database_url", "listen", "metrics_listen",
                             "city_key_file", "signing_key_file"), str),
     LIMITS: {"submits_per_second": int, "submit_burst": int},
+    TLS_TABLE: TLS_SETTINGS,
 }
 
 
@@ -51,6 +54,13 @@ class ClearinghouseConfig:
     metrics_listen: str = ""  # host:port for Prometheus /metrics; empty: none
     submits_per_second: int = DEFAULT_SUBMITS_PER_SECOND
     submit_burst: int = DEFAULT_SUBMIT_BURST
+    #: ``[tls]``: the city CA (every client must present a certificate it issued), the
+    #: clearinghouse's certificate and key, the CA's CRL; or insecure (plaintext).
+    tls: TlsSettings = NO_TLS
+
+    def server_tls(self) -> ServerTls | None:
+        """Mutual TLS as ``[tls]`` says; None when insecure; ConfigError when unset."""
+        return self.tls.server("clearinghouse", mutual=True)
 
     @property
     def effective_database_url(self) -> str:
@@ -90,6 +100,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Clearin
         metrics_listen=metrics_listen,
         submits_per_second=limits["submits_per_second"],
         submit_burst=limits["submit_burst"],
+        tls=TlsSettings.of(settings[TLS_TABLE], base),
     )
 
 
@@ -111,7 +122,8 @@ def _limits(found: Mapping[str, object]) -> dict[str, int]:
     return out
 
 
-def render_config(database_url: str, listen: str = DEFAULT_LISTEN) -> str:
+def render_config(database_url: str, listen: str = DEFAULT_LISTEN,
+                  tls: TlsSettings | None = None) -> str:
     """The clearinghouse.toml that `timebank clearinghouse init` writes into its data directory."""
     q = toml_string
     return f"""# Written by `timebank clearinghouse init`.
@@ -133,7 +145,8 @@ metrics_listen = ""
 # holds submit_burst); beyond it the clearinghouse answers RESOURCE_EXHAUSTED BUSY.
 submits_per_second = {DEFAULT_SUBMITS_PER_SECOND}
 submit_burst = {DEFAULT_SUBMIT_BURST}
-"""
+
+{render_tls(tls or TlsSettings(), crl=True)}"""
 
 
 __all__ = ["CONFIG_NAME", "DEFAULT_CITY_KEY_FILE", "DEFAULT_LISTEN", "DEFAULT_SIGNING_KEY_FILE",

@@ -18,6 +18,7 @@ from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from runtime import keyfiles
 from runtime.errors import ConfigError
+from runtime.tls import TlsSettings
 from timebank import keys
 from timebank.citypolicy import PolicyActError
 
@@ -48,7 +49,7 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
                   listen: str = "127.0.0.1:7443", policy_text: str | None = None,
                   city_secret: bytes | None = None, clearinghouse_address: str = "",
                   clearinghouse_public_key: str = "", city_public_key: str = "",
-                  peer_nodes: tuple[str, ...] = ()) -> Path:
+                  peer_nodes: tuple[str, ...] = (), tls: TlsSettings | None = None) -> Path:
     """Create a node's data directory, its database schema and genesis; return node.toml.
 
     Safe to run again on the same directory: existing files are kept.
@@ -64,7 +65,7 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
                                              clearinghouse_address=clearinghouse_address,
                                              clearinghouse_public_key=clearinghouse_public_key,
                                              peer_nodes=peer_nodes,
-                                             city_public_key=city_public_key),
+                                             city_public_key=city_public_key, tls=tls),
                                encoding="utf-8")
     policy_path = data_dir / "policy.toml"
     if not policy_path.exists():

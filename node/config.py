@@ -13,6 +13,15 @@ from pathlib import Path
 
 from runtime.config import Tables, is_host_port, read_settings, resolve_path, toml_string
 from runtime.errors import ConfigError
+from runtime.tls import (
+    NO_TLS,
+    TLS_SETTINGS,
+    TLS_TABLE,
+    ClientTls,
+    ServerTls,
+    TlsSettings,
+    render_tls,
+)
 
 MAX_MESSAGE_BYTES_LIMIT = 4 * 1024 * 1024
 #: The most peer districts a node compares tree heads with (each is called every round).
@@ -57,6 +66,18 @@ class NodeConfig:
     #: clearinghouse relays against the keys the city certified, and learns the city's
     #: key from here alone, never from the clearinghouse.
     city_public_key: str = ""
+    #: ``[tls]``: the city CA, the node's certificate (it serves with it and presents it
+    #: to the clearinghouse) and key; or insecure (plaintext everywhere).
+    tls: TlsSettings = NO_TLS
+
+    def server_tls(self) -> ServerTls | None:
+        """TLS as ``[tls]`` says (clients authenticate with tokens, not certificates);
+        None when insecure; ConfigError when unset."""
+        return self.tls.server(f"node {self.node_id}", mutual=False)
+
+    def client_tls(self) -> ClientTls | None:
+        """Mutual TLS towards the clearinghouse and the peer nodes; None when insecure."""
+        return self.tls.client(f"node {self.node_id}")
 
     @property
     def federated(self) -> bool:
@@ -77,12 +98,13 @@ _TABLES: Tables = {
     "clearinghouse": {"address": str, "public_key": str, "finality_seconds": int},
     "peers": {"nodes": list, "check_seconds": int},
     "city": {"public_key": str},
+    TLS_TABLE: {k: v for k, v in TLS_SETTINGS.items() if k != "crl"},
 }
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
     settings = read_settings(path, _TABLES, init="timebank node init", environ=environ)
-    node, server, log, clearinghouse, peers, city = (settings[t] for t in _TABLES)
+    node, server, log, clearinghouse, peers, city, tls = (settings[t] for t in _TABLES)
     base = path.resolve().parent
 
     def need(key: str) -> str:
@@ -125,6 +147,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         peer_nodes=texts(peers, "nodes"),
         peer_check_seconds=number(peers, "check_seconds", DEFAULT_PEER_CHECK_SECONDS),
         city_public_key=str(city.get("public_key", "")),
+        tls=TlsSettings.of(tls, base),
     )
     if not 1024 <= cfg.max_message_bytes <= MAX_MESSAGE_BYTES_LIMIT:
         raise ConfigError(f"[server] max_message_bytes must be 1024..{MAX_MESSAGE_BYTES_LIMIT}")
@@ -184,7 +207,7 @@ def _check_peers(cfg: NodeConfig) -> None:
 def render_config(node_id: str, district: str, database_url: str, listen: str,
                   metrics_listen: str = "", clearinghouse_address: str = "",
                   clearinghouse_public_key: str = "", city_public_key: str = "",
-                  peer_nodes: tuple[str, ...] = ()) -> str:
+                  peer_nodes: tuple[str, ...] = (), tls: TlsSettings | None = None) -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
     q = toml_string
     peers = ", ".join(q(p) for p in peer_nodes)
@@ -227,7 +250,8 @@ check_seconds = {DEFAULT_PEER_CHECK_SECONDS}
 # bureau, never from the clearinghouse.
 [city]
 public_key = {q(city_public_key)}
-"""
+
+{render_tls(tls or TlsSettings(), crl=False)}"""
 
 
 __all__ = ["DEFAULT_FINALITY_SECONDS", "DEFAULT_PEER_CHECK_SECONDS", "MAX_MESSAGE_BYTES_LIMIT",

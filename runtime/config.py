@@ -18,15 +18,16 @@ from pathlib import Path
 
 from runtime.errors import ConfigError
 
-#: A setting's type: text, a whole number, or a list of texts (in the environment: the
-#: texts separated by commas).
-Kind = type[str] | type[int] | type[list]  # type: ignore[type-arg]
+#: A setting's type: text, a whole number, true or false, or a list of texts (in the
+#: environment: the texts separated by commas; true/false as true, false, 1 or 0).
+Kind = type[str] | type[int] | type[bool] | type[list]  # type: ignore[type-arg]
 #: The settings of each table a service knows, by name.
 Tables = Mapping[str, Mapping[str, Kind]]
-Value = str | int | list[str]
+Value = str | int | bool | list[str]
 
 _KIND_NAMES: dict[Kind, str] = {str: "a string", int: "a whole number",
-                                list: "a list of strings"}
+                                bool: "true or false", list: "a list of strings"}
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def _read_toml(path: Path, init: str) -> dict[str, object]:
@@ -46,6 +47,9 @@ def _typed(table: str, key: str, kind: Kind, value: object) -> Value:
     if kind is list:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return list(value)
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
     elif isinstance(value, kind) and not isinstance(value, bool):
         return value
     raise ConfigError(f"[{table}] {key} must be {_KIND_NAMES[kind]}")
@@ -56,6 +60,12 @@ def _from_env(table: str, key: str, kind: Kind, name: str, text: str) -> Value:
         return text
     if kind is list:
         return [item.strip() for item in text.split(",") if item.strip()]
+    if kind is bool:
+        found = _BOOLS.get(text.strip().lower())
+        if found is None:
+            raise ConfigError(f"[{table}] {key} must be true or false, not {text!r} "
+                              f"(from {name})")
+        return found
     try:
         return int(text.strip())
     except ValueError:

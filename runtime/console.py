@@ -8,6 +8,7 @@ as what is wrong with it. Anything else is a bug and is raised on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -23,9 +24,11 @@ from rich.table import Table
 
 from runtime.devclock import DevClockError, FileClock
 from runtime.errors import ConfigError, Refusal
+from runtime.tls import TlsSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: Output width when stdout is not a terminal (and COLUMNS is not set).
 PIPE_WIDTH = 120
@@ -136,11 +139,59 @@ DevClockFile = Annotated[Path | None, typer.Option(
          "refused unless TIMEBANK_DEV_CLOCK_ALLOWED=1.")]
 
 
+Insecure = Annotated[bool, typer.Option(
+    "--insecure",
+    help="Serve plaintext, without TLS (a warning is logged at every start). Only for a "
+         "machine nobody else can reach.")]
+TlsCa = Annotated[Path | None, typer.Option(
+    "--tls-ca", metavar="FILE", help="The city CA's certificate (`timebank pki init`).")]
+TlsCert = Annotated[Path | None, typer.Option(
+    "--tls-cert", metavar="FILE", help="This service's certificate (`timebank pki issue-…`).")]
+TlsKey = Annotated[Path | None, typer.Option(
+    "--tls-key", metavar="FILE", help="This service's TLS private key (mode 0600).")]
+
+
+def tls_settings(ca: Path | None, cert: Path | None, key: Path | None, crl: Path | None,
+                 insecure: bool) -> TlsSettings:
+    """``[tls]`` for ``init`` from its options (paths made absolute)."""
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else path.expanduser().resolve()
+
+    return TlsSettings(absolute(ca), absolute(cert), absolute(key), absolute(crl), insecure)
+
+
+def insecure_config(config: T, insecure: bool) -> T:
+    """``config`` with ``[tls] insecure`` set when the operator said ``--insecure``."""
+    if not insecure:
+        return config
+    tls = dataclasses.replace(config.tls, insecure=True)  # type: ignore[attr-defined]
+    return dataclasses.replace(config, tls=tls)  # type: ignore[type-var]
+
+
 def dev_clock(path: Path | None) -> FileClock | None:
     """The simulated clock ``--dev-clock`` names (None without one); DevClockError, one
     line under ``guarded``, unless simulated time is allowed here."""
     return None if path is None else FileClock(path)
 
 
-__all__ = ["PIPE_WIDTH", "CliError", "DevClockFile", "console", "describe_error", "dev_clock",
-           "echo", "fail", "guarded", "label_grid", "masked_url", "print_error", "print_json"]
+__all__ = [
+    "PIPE_WIDTH",
+    "CliError",
+    "DevClockFile",
+    "Insecure",
+    "TlsCa",
+    "TlsCert",
+    "TlsKey",
+    "console",
+    "describe_error",
+    "dev_clock",
+    "echo",
+    "fail",
+    "guarded",
+    "insecure_config",
+    "label_grid",
+    "masked_url",
+    "print_error",
+    "print_json",
+    "tls_settings",
+]

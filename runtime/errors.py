@@ -49,6 +49,12 @@ class AlreadyExists(Refusal):
     status = "ALREADY_EXISTS"
 
 
+class Unauthenticated(Refusal):
+    """The caller could not be told who it is (or its credential is no longer good)."""
+
+    status = "UNAUTHENTICATED"
+
+
 class PermissionDenied(Refusal):
     status = "PERMISSION_DENIED"
 
@@ -73,4 +79,4 @@ class ConfigError(ValueError):
 
 __all__ = ["AlreadyExists", "ConfigError", "FailedPrecondition", "InvalidArgument",
            "InvariantViolation", "NotFound", "PermissionDenied", "Refusal", "ResourceExhausted",
-           "Unavailable"]
+           "Unauthenticated", "Unavailable"]

@@ -2,7 +2,10 @@
 mounted secret (a Kubernetes secret volume is a symlink to a read-only file).
 
 A file appears whole or not at all, is never overwritten, and is refused when anyone
-but its owner could read or change it: a seed is the whole private key.
+but its owner could read or change it: a seed is the whole private key. The same two
+pieces serve every private file (``read_private``: TLS keys, ``runtime.tls``) and every
+file the city's CA writes (``write_file``: keys, certificates, the CRL, which a renewal
+replaces in one rename).
 """
 
 from __future__ import annotations
@@ -24,36 +27,45 @@ class KeyFileError(Exception):
 def write_seed(path: PathLike, key: SigningKey) -> None:
     """Store the key's 32-byte seed in a new file readable only by its owner (mode 0600).
 
-    The file appears whole or not at all: the seed is written and synced under a
-    temporary name in the same directory, then hard-linked to ``path``, which fails if
-    ``path`` already exists. An existing key is never overwritten.
+    The file appears whole or not at all (``write_file``); an existing key is never
+    overwritten.
+    """
+    seed = bytes(key)
+    if len(seed) != SEED_LEN:  # pragma: no cover - PyNaCl guarantees this
+        raise KeyFileError("a signing key seed must be 32 bytes")
+    write_file(path, seed, mode=0o600)
+
+
+def write_file(path: PathLike, data: bytes, *, mode: int, replace: bool = False) -> None:
+    """Write ``data`` to ``path`` with ``mode`` (0600 for anything private), whole or not
+    at all: written and synced under a temporary name in the same directory, then
+    hard-linked to ``path``, which fails if ``path`` already exists, or, with
+    ``replace`` (a renewed certificate), renamed over it in one step.
     """
     target = Path(path)
     directory = target.parent
-    if target.exists() or target.is_symlink():
-        raise KeyFileError(f"{target} already exists; refusing to overwrite a key file")
+    if not replace and (target.exists() or target.is_symlink()):
+        raise KeyFileError(f"{target} already exists; refusing to overwrite it")
     if not directory.is_dir():
         raise KeyFileError(f"{directory} is not a directory; create it before writing {target}")
     tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:
-            os.fchmod(fd, 0o600)  # whatever the umask; it can only have removed bits
-            seed = bytes(key)
-            if len(seed) != SEED_LEN:  # pragma: no cover - PyNaCl guarantees this
-                raise KeyFileError("a signing key seed must be 32 bytes")
+            os.fchmod(fd, mode)  # whatever the umask
             written = 0
-            while written < len(seed):
-                written += os.write(fd, seed[written:])
+            while written < len(data):
+                written += os.write(fd, data[written:])
             os.fsync(fd)
         finally:
             os.close(fd)
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            raise KeyFileError(
-                f"{target} already exists; refusing to overwrite a key file"
-            ) from None
+        if replace:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise KeyFileError(f"{target} already exists; refusing to overwrite it") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -63,9 +75,25 @@ def write_seed(path: PathLike, key: SigningKey) -> None:
 def read_seed(path: PathLike) -> SigningKey:
     """Load a signing key from a seed file written by :func:`write_seed` (or a secret mount).
 
-    Refuses anything but a regular file of exactly 32 bytes that no group or other user
-    can read or write (a symlink is followed and its target checked, as Kubernetes
-    secret volumes are symlinks; mount them with ``defaultMode: 0400``).
+    Refuses what ``read_private`` refuses, and anything but exactly 32 bytes.
+    """
+    target = Path(path)
+    data = read_private(target, SEED_LEN + 1, what="a 32-byte seed")
+    if len(data) != SEED_LEN:
+        size = f"more than {SEED_LEN}" if len(data) > SEED_LEN else str(len(data))
+        raise KeyFileError(
+            f"{target} holds {size} bytes; a key file holds exactly {SEED_LEN} raw bytes "
+            f"(the Ed25519 seed, not hex or base64)"
+        )
+    return SigningKey(data)
+
+
+def read_private(path: PathLike, limit: int, *, what: str = "a private key") -> bytes:
+    """The first ``limit`` bytes of a private file (a key, a secret).
+
+    Refuses anything but a regular file that no group or other user can read or write
+    (a symlink is followed and its target checked, as Kubernetes secret volumes are
+    symlinks; mount them with ``defaultMode: 0400``).
     """
     target = Path(path)
     try:
@@ -79,7 +107,7 @@ def read_seed(path: PathLike) -> SigningKey:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"{target} is not a regular file; a key file holds a 32-byte seed")
+            raise KeyFileError(f"{target} is not a regular file; a key file holds {what}")
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o044:
             raise KeyFileError(
@@ -92,20 +120,14 @@ def read_seed(path: PathLike) -> SigningKey:
                 f"run chmod 600 {target} and consider replacing the key"
             )
         data = b""
-        while len(data) <= SEED_LEN:
-            chunk = os.read(fd, SEED_LEN + 1 - len(data))
+        while len(data) < limit:
+            chunk = os.read(fd, limit - len(data))
             if not chunk:
                 break
             data += chunk
     finally:
         os.close(fd)
-    if len(data) != SEED_LEN:
-        size = f"more than {SEED_LEN}" if len(data) > SEED_LEN else str(len(data))
-        raise KeyFileError(
-            f"{target} holds {size} bytes; a key file holds exactly {SEED_LEN} raw bytes "
-            f"(the Ed25519 seed, not hex or base64)"
-        )
-    return SigningKey(data)
+    return data
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -121,4 +143,4 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dfd)
 
 
-__all__ = ["KeyFileError", "read_seed", "write_seed"]
+__all__ = ["KeyFileError", "read_private", "read_seed", "write_file", "write_seed"]

@@ -13,10 +13,14 @@ both sides agree.
 parts, SIGTERM and SIGINT, one ``serving`` and one ``stopped`` log line, and the parts
 stopped in reverse order.
 
-**Plaintext only, for now.** Servers listen without TLS: keep them on loopback, or
-behind a TLS-terminating proxy on a trusted network. A non-loopback address is served
-with a warning. TLS between the nodes and the clearinghouse is the security issue's work
-(issue 15). What a node and the clearinghouse tell each other is signed all the same.
+**TLS** (``runtime.tls``, ADR 0015): ``start_server`` serves the ``ServerTls`` it is
+given, picking up renewed certificate files for new connections without a restart;
+with a client CA every client must present a certificate it issued, and with a CRL a
+revoked one is refused UNAUTHENTICATED on every call. ``checks`` (e.g. the
+clearinghouse binding a certificate to the district it may act for) run before each
+call's handler, inside the observer. ``tls=None`` serves plaintext: a choice made in
+code (in-process tests) or by an operator's ``--insecure``, which ``serve_forever``
+logs as a warning at every start.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import gc
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -37,6 +41,14 @@ from grpc_reflection.v1alpha import reflection
 
 from runtime.metrics import start_metrics_server, stop_metrics_server
 from runtime.observe import CallObserver
+from runtime.tls import (
+    CallChecks,
+    Check,
+    Revocations,
+    ServerTls,
+    revocation_check,
+    server_credentials,
+)
 
 log = structlog.get_logger("runtime.server")
 
@@ -51,6 +63,11 @@ CLIENT_KEEPALIVE_MS = 60_000
 #: makes a busy server stop for a collection every few requests; its objects are
 #: short-lived and acyclic, so collections find little and only add latency.
 GC_YOUNG_THRESHOLD = 50_000
+#: What a plaintext server logs at every start.
+INSECURE_WARNING = ("未启用 TLS：因 --insecure（或 insecure = true）以明文提供服务，"
+                    "网络上任何人都可窃听和冒充 / serving gRPC WITHOUT TLS because of "
+                    "--insecure (or insecure = true): anyone on the network can read and "
+                    "forge calls")
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -124,24 +141,34 @@ class RunningServer:
 
 def start_server(service_name: str, register: Callable[[grpc.Server], None],
                  observer: CallObserver, listen: str, *, max_message_bytes: int,
-                 workers: int, thread_name_prefix: str,
+                 workers: int, thread_name_prefix: str, tls: ServerTls | None,
+                 checks: Sequence[Check] = (),
                  on_stop: Callable[[], None] | None = None) -> RunningServer:
-    """Start serving, plaintext, on ``listen``: ``register`` adds the service's handlers
-    for ``service_name``. Raises OSError if the address cannot be bound."""
+    """Start serving on ``listen``, TLS as ``tls`` says (None: plaintext): ``register``
+    adds the service's handlers for ``service_name``; ``checks`` run before every
+    call's handler. Raises OSError if the address cannot be bound, ConfigError if the
+    TLS files cannot be used."""
     if max_message_bytes < 1:
         raise ValueError("max_message_bytes must be positive")
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    credentials = None if tls is None else server_credentials(tls)
+    if tls is not None and tls.crl is not None and tls.client_ca is not None:
+        checks = (revocation_check(Revocations(tls.crl, tls.client_ca)), *checks)
+    interceptors: list[grpc.ServerInterceptor] = [observer]
+    if checks:
+        interceptors.append(CallChecks(checks))
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix=thread_name_prefix),
-        interceptors=[observer], options=server_options(max_message_bytes))
+        interceptors=interceptors, options=server_options(max_message_bytes))
     register(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(listen)
+        port = (server.add_insecure_port(listen) if credentials is None
+                else server.add_secure_port(listen, credentials))
     except RuntimeError as e:
         server.stop(None)
         raise OSError(f"cannot listen on {listen}: {e}") from None
@@ -203,13 +230,14 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def serve_forever(service: str, listen: str, metrics_listen: str, start: StartParts, *,
-                  stop: threading.Event | None = None,
+                  tls: bool, stop: threading.Event | None = None,
                   on_ready: Callable[[Serving], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT (or until ``stop`` is set).
 
     Starts the Prometheus endpoint if ``metrics_listen`` is set, then the service's
     parts (``start``); logs ``<service> serving`` (with ``listen``, ``port``,
-    ``metrics_port``, ``tls`` and what ``start`` returned) and calls ``on_ready``. Once
+    ``metrics_port``, ``tls`` and what ``start`` returned) and calls ``on_ready``; without
+    ``tls`` (the operator's ``--insecure``) a warning first, at every start. Once
     stopped, stops the parts in reverse order and logs ``<service> stopped``. Raises
     what ``start`` raises, and OSError if an address cannot be bound.
     """
@@ -225,15 +253,16 @@ def serve_forever(service: str, listen: str, metrics_listen: str, start: StartPa
         port, said = start(parts)
         about.update(said)
         parts.enter_context(_stopped_by_signals(stop))
-        if not is_loopback(listen):
-            log.warning("serving plaintext gRPC on a non-loopback address: keep it behind a "
-                        "TLS-terminating proxy on a trusted network", listen=listen)
+        if not tls:
+            log.warning(f"{INSECURE_WARNING} ({service})", listen=listen,
+                        loopback=is_loopback(listen))
         log.info(f"{service} serving", listen=listen, port=port, metrics_port=metrics_port,
-                 tls=False, **about)
+                 tls=tls, **about)
         if on_ready is not None:
             on_ready(Serving(port, metrics_port))
         stop.wait()
 
 
-__all__ = ["MAX_RESPONSE_BYTES", "RunningServer", "Serving", "StartParts", "channel_options",
-           "is_loopback", "serve_forever", "server_options", "start_server", "tune_gc"]
+__all__ = ["INSECURE_WARNING", "MAX_RESPONSE_BYTES", "RunningServer", "Serving", "StartParts",
+           "channel_options", "is_loopback", "serve_forever", "server_options", "start_server",
+           "tune_gc"]

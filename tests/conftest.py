@@ -25,6 +25,7 @@ from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
+from tests.pki import city_ca, tls_pair  # noqa: F401 - fixtures every package uses
 from tests.postgres import admin_engine, database_url, fresh_database, migrated_template
 
 #: Rich renders to the terminal's width; tests read what it printed, so they all see one

@@ -12,6 +12,7 @@ from rich.markup import escape
 from city.audit.directory import audit_data_dir
 from city.audit.remote import audit_remote
 from city.audit.report import AuditError, Report
+from runtime.tls import ClientTls
 
 
 def _print(report: Report) -> None:
@@ -45,7 +46,8 @@ def _hex_key(text: str) -> bytes:
 
 
 def run_audit(data_dir: Path | None, address: str | None, key_hex: str | None, *,
-              as_json: bool = False, nodes: Sequence[str] = ()) -> int:
+              as_json: bool = False, nodes: Sequence[str] = (),
+              tls: ClientTls | None = None) -> int:
     """``timebank audit``: print each check; 0 if all pass, 1 naming the first bad record."""
     from runtime.console import CliError, print_error
 
@@ -58,7 +60,7 @@ def run_audit(data_dir: Path | None, address: str | None, key_hex: str | None, *
         if address is not None:
             if key_hex is None:
                 raise AuditError("--clearinghouse needs --clearinghouse-key HEX")
-            report = audit_remote(address, _hex_key(key_hex), nodes)
+            report = audit_remote(address, _hex_key(key_hex), nodes, tls)
         else:
             assert data_dir is not None
             if not data_dir.is_dir():

@@ -14,6 +14,8 @@ import grpc
 from city.audit.logscan import PAGE, LogScan
 from city.audit.report import AuditError, Bad, BadRecord, Report, plural, run
 from node.link.logcheck import locate
+from runtime.tls import ClientTls
+from runtime.tls import channel as tls_channel
 from timebank import checkpoint as notes
 from timebank import forks, transparency
 from timebank.v1 import clearing_pb2 as pb
@@ -49,12 +51,13 @@ class DistrictHead:
 
 
 def audit_remote(address: str, clearinghouse_key: bytes,
-                 nodes: Sequence[str] = ()) -> Report:
-    """Audit a running clearinghouse from what it serves to anyone, and the heads each
-    district node at ``nodes`` holds against its log."""
+                 nodes: Sequence[str] = (), tls: ClientTls | None = None) -> Report:
+    """Audit a running clearinghouse from what it serves to any certificate of the city
+    (an observer's: ``tls``; None: plaintext), and the heads each district node at
+    ``nodes`` holds against its log."""
     if len(nodes) > MAX_NODES:
         raise AuditError(f"an audit asks at most {MAX_NODES} district nodes")
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address, tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         head_msg = _rpc(address, stub.GetTreeHead, pb.GetTreeHeadRequest())
         try:
@@ -82,7 +85,7 @@ def audit_remote(address: str, clearinghouse_key: bytes,
             consistency = _rpc(address, stub.GetConsistencyProof, pb.GetConsistencyProofRequest(
                 old_size=cosigned.size, new_size=head.size))
         districts = [h for node in dict.fromkeys(nodes)
-                     for h in _district_heads(stub, address, clearinghouse_key, node)]
+                     for h in _district_heads(stub, address, clearinghouse_key, node, tls)]
     checks = [
         run("tree head", lambda: f"size {head.size}, signed by the clearinghouse"),
         run("log entries", lambda: _remote_log(scan, head, address)),
@@ -97,9 +100,9 @@ def audit_remote(address: str, clearinghouse_key: bytes,
 
 
 def _district_heads(stub: clearing_pb2_grpc.ClearinghouseServiceStub, address: str,
-                    key: bytes, node: str) -> list[DistrictHead]:
+                    key: bytes, node: str, tls: ClientTls | None) -> list[DistrictHead]:
     """Every head the node at ``node`` holds, located in the clearinghouse's log."""
-    with grpc.insecure_channel(node) as channel:
+    with tls_channel(node, tls) as channel:
         try:
             heads: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
                 node_pb2.GetLogHeadsRequest(), timeout=RPC_TIMEOUT)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from city import observer
 from city.monitor.state import DEFAULT_MAX_EVIDENCE, Directory, StateError
 from city.monitor.watch import (
     DEFAULT_FINALITY_SECONDS,
@@ -119,6 +120,10 @@ def check_command(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Also print a machine-readable summary as the last line of stdout.")
     ] = False,
+    ca: observer.Ca = None,
+    cert: observer.Cert = None,
+    key: observer.Key = None,
+    insecure: observer.Insecure = False,
 ) -> None:
     """Check the city once: exit 0 if all is well, 1 on any alarm.
 
@@ -135,7 +140,7 @@ def check_command(
                     _key(clearinghouse_key, "--clearinghouse-key"),
                     _key(city_key, "--city-key"),
                     tuple(dict.fromkeys(_address(n, "--node") for n in nodes or ())),
-                    finality_seconds)
+                    finality_seconds, observer.observer_tls(ca, cert, key, insecure))
     directory = Directory(data_dir, max_evidence=max_evidence)
     if not follow:
         try:

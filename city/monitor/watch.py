@@ -32,6 +32,8 @@ from google.protobuf.message import DecodeError
 from city.monitor.state import MAX_PENDING, Directory, State
 from node.link.connection import all_admissions
 from node.link.logcheck import locate
+from runtime.tls import ClientTls
+from runtime.tls import channel as tls_channel
 from timebank import anchors, forks, transparency
 from timebank import checkpoint as notes
 from timebank import roster as rosters
@@ -89,6 +91,9 @@ class Target:
     city_key: bytes
     nodes: tuple[str, ...]
     finality_seconds: int = DEFAULT_FINALITY_SECONDS
+    #: How the monitor connects: the city CA and its observer certificate (None:
+    #: plaintext, a city serving --insecure).
+    tls: ClientTls | None = None
 
     def __post_init__(self) -> None:
         if len(self.nodes) > MAX_NODES:
@@ -104,7 +109,7 @@ def check_once(target: Target, directory: Directory, *, now: int | None = None) 
     state = directory.load(target.clearinghouse_key)
     found = Round()
     at = int(time.time()) if now is None else now
-    with grpc.insecure_channel(target.clearinghouse) as channel:
+    with tls_channel(target.clearinghouse, target.tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
             latest = _follow(stub, target, state, directory, found, at)
@@ -313,7 +318,7 @@ def _final_size(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target
 def _district(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target,
               state: State, directory: Directory, address: str, found: Round,
               at: int) -> None:
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address, target.tls) as channel:
         try:
             heads: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
                 node_pb2.GetLogHeadsRequest(), timeout=NODE_TIMEOUT_SECONDS)

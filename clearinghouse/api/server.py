@@ -7,9 +7,12 @@ service) and server reflection. Requests over 64 KiB are refused RESOURCE_EXHAUS
 gRPC itself. Each open Subscribe holds a worker thread, so ``workers`` bounds the nodes
 that can subscribe at once (plus headroom for calls).
 
-**Plaintext only, for now**: keep it on loopback or behind a TLS-terminating proxy; TLS
-is the security issue's work (issue 15). Everything a node receives is signed by the
-clearinghouse key all the same, and everything it sends is signed by its own.
+It serves mutual TLS (``[tls]``, ADR 0015): every client presents a certificate the
+city CA issued, a revoked one (in the CRL) is refused UNAUTHENTICATED, and
+``clearinghouse.api.callers`` binds the certificate to what the call may do: a node's
+certificate acts only for its own district, an observer's only reads. Everything a node
+receives is signed by the clearinghouse key all the same, and everything it sends is
+signed by its own. Plaintext only with ``--insecure``, logged at every start.
 
 Each node's Submit calls draw from an in-process token bucket (``[limits]``
 ``submits_per_second`` and ``submit_burst``; ``clearinghouse.api.ratelimit``). Every call
@@ -30,7 +33,7 @@ import structlog
 from nacl.signing import SigningKey
 
 from clearinghouse import bootstrap
-from clearinghouse.api import observe
+from clearinghouse.api import callers, observe
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.api.servicer import SERVICE_NAME, ClearinghouseServicer, handlers
 from clearinghouse.config import (
@@ -47,6 +50,7 @@ from runtime.observe import CallObserver
 from runtime.periodic import Periodic
 from runtime.rpcstatus import ErrorMapping
 from runtime.server import RunningServer, Serving
+from runtime.tls import ServerTls
 from timebank import keys
 from timebank.envelope import EnvelopeError
 
@@ -72,8 +76,11 @@ def start_server(app: ClearinghouseApp, signing_key: SigningKey,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
                  workers: int = DEFAULT_WORKERS,
                  submits_per_second: int = DEFAULT_SUBMITS_PER_SECOND,
-                 submit_burst: int = DEFAULT_SUBMIT_BURST) -> RunningServer:
-    """Start serving ``app`` (plaintext) on ``listen``, signing with ``signing_key``.
+                 submit_burst: int = DEFAULT_SUBMIT_BURST,
+                 tls: ServerTls | None = None) -> RunningServer:
+    """Start serving ``app`` on ``listen``, signing with ``signing_key``: mutual TLS as
+    ``tls`` says, each caller bound to its certificate (None: plaintext, the choice of
+    in-process tests and ``--insecure``; nobody is bound to anything).
     Each node may Submit ``submits_per_second`` envelopes a second, ``submit_burst`` at
     once (RESOURCE_EXHAUSTED BUSY beyond). Stopping it ends the Subscribe streams."""
     limiter = RateLimiter(submits_per_second, submit_burst)
@@ -85,7 +92,8 @@ def start_server(app: ClearinghouseApp, signing_key: SigningKey,
     return server.start_server(
         SERVICE_NAME, lambda s: s.add_generic_rpc_handlers((handlers(servicer),)), OBSERVER,
         listen, max_message_bytes=max_message_bytes, workers=workers,
-        thread_name_prefix="clearinghouse-rpc", on_stop=servicer.close)
+        thread_name_prefix="clearinghouse-rpc", on_stop=servicer.close, tls=tls,
+        checks=() if tls is None else (callers.check,))
 
 
 class ExpirySweep(Periodic):
@@ -133,13 +141,14 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
     ConfigError or OSError (address).
     """
     observe.configure_logging()
+    tls = config.server_tls()  # refuses to serve without TLS unless insecure
     app = bootstrap.open_app(config, clock)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
         key = bootstrap.signing_key(config, app)
         running = start_server(app, key, config.listen,
                                submits_per_second=config.submits_per_second,
-                               submit_burst=config.submit_burst)
+                               submit_burst=config.submit_burst, tls=tls)
         parts.callback(running.stop, grace_seconds)
         sweep = ExpirySweep(app, sweep_interval)
         sweep.start()
@@ -150,6 +159,6 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
 
     try:
         server.serve_forever("clearinghouse", config.listen, config.metrics_listen, start,
-                             stop=stop, on_ready=on_ready)
+                             tls=tls is not None, stop=stop, on_ready=on_ready)
     finally:
         app.db.dispose()

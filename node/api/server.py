@@ -9,9 +9,10 @@ a district's request rate is modest), health checking (SERVING for "" and
 with INTERNAL and an error id, and a request that is not a protobuf message with
 INVALID_ARGUMENT.
 
-**Plaintext only, for now.** The server listens without TLS: keep it on loopback or
-behind a TLS-terminating proxy on a trusted network. TLS is the security issue's work
-(issue 15).
+It serves TLS with the node's certificate (``[tls]``, ADR 0015); people and programs
+authenticate with tokens, so no client certificate is asked for. The node's link to the
+clearinghouse and to its peers uses mutual TLS with the same certificate. Plaintext only
+with ``--insecure`` (or ``insecure = true``), logged as a warning at every start.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from runtime.observe import CallObserver
 from runtime.periodic import Periodic
 from runtime.rpcstatus import ErrorMapping
 from runtime.server import RunningServer, Serving, channel_options
+from runtime.tls import ServerTls
 from timebank.v1 import node_pb2_grpc
 
 log = structlog.get_logger("node.api")
@@ -50,8 +52,10 @@ OBSERVER = CallObserver(metrics.RPCS, ErrorMapping("node"))
 
 
 def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes: int = 65536,
-                 workers: int = 8, link: ClearingLink | None = None) -> RunningServer:
-    """Start serving ``app`` (plaintext) on ``listen``; stop with ``stop(grace)``.
+                 workers: int = 8, link: ClearingLink | None = None,
+                 tls: ServerTls | None = None) -> RunningServer:
+    """Start serving ``app`` on ``listen`` (TLS as ``tls`` says; None: plaintext, the
+    choice of in-process tests and ``--insecure``); stop with ``stop(grace)``.
 
     Requests over ``max_message_bytes`` are refused RESOURCE_EXHAUSTED by gRPC itself.
     With a ``link``, the servicer reports the clearinghouse, wakes the link's sender
@@ -64,7 +68,7 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     running = server.start_server(
         SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,
-        thread_name_prefix="timebank-rpc")
+        thread_name_prefix="timebank-rpc", tls=tls)
     if link is not None:
         _report_log_health(running, link)
     return running
@@ -156,7 +160,8 @@ class RecordingLoop(Periodic):
 # ---------------------------------------------------------------- `timebank node serve`
 
 def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
-    """The node's connection to its city clearinghouse, from its configuration."""
+    """The node's connection to its city clearinghouse, from its configuration (mutual
+    TLS with the node's certificate unless insecure)."""
     try:
         key = keyfiles.read_seed(config.signing_key_file)
     except keyfiles.KeyFileError as e:
@@ -168,7 +173,8 @@ def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
                     policy_file=str(config.policy_file))
     return ClearingLink(app, config.clearinghouse_address,
                         bytes.fromhex(config.clearinghouse_public_key), key,
-                        channel_options=channel_options(), peers=config.peer_nodes,
+                        channel_options=channel_options(), tls=config.client_tls(),
+                        peers=config.peer_nodes,
                         watch_seconds=config.peer_check_seconds,
                         finality_seconds=config.finality_seconds,
                         city_public_key=(bytes.fromhex(config.city_public_key)
@@ -191,6 +197,7 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     cannot be bound.
     """
     configure_logging(config.log_level, config.log_format)
+    tls = config.server_tls()  # refuses to serve without TLS unless insecure
     app = open_app(config, clock)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
@@ -200,7 +207,7 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
             link.start()
             parts.callback(link.stop, grace_seconds)
         running = start_server(app, config.listen, max_message_bytes=config.max_message_bytes,
-                               workers=config.workers, link=link)
+                               workers=config.workers, link=link, tls=tls)
         parts.callback(running.stop, grace_seconds)
         loop = RecordingLoop(app, recording_interval,
                              on_recorded=None if link is None else link.wake)
@@ -210,7 +217,7 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
                               "policy_digest": app.policy.digest}
 
     try:
-        server.serve_forever("node", config.listen, config.metrics_listen, start, stop=stop,
-                             on_ready=on_ready)
+        server.serve_forever("node", config.listen, config.metrics_listen, start,
+                             tls=tls is not None, stop=stop, on_ready=on_ready)
     finally:
         app.db.dispose()

@@ -22,10 +22,13 @@ districts). This module builds ``app`` from them.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from node.cli import admin, claims, ledger, people, statement
-from node.cli.client import NodeClient
+from node.cli.client import NodeClient, use_tls
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
 from node.cli.consent import consent_app
 from node.cli.orders import order_app
@@ -66,6 +69,30 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+@app.callback()
+def _reach(
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", envvar="TIMEBANK_CA", metavar="FILE",
+        help="The city CA's certificate the node's TLS certificate is checked against "
+             "(env TIMEBANK_CA).")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", envvar="TIMEBANK_INSECURE",
+        help="Reach nodes that serve plaintext (`node serve --insecure`); env "
+             "TIMEBANK_INSECURE=1.")] = False,
+    cert: Annotated[Path | None, typer.Option(
+        "--cert", envvar="TIMEBANK_CERT", metavar="FILE",
+        help="A client certificate for the clearinghouse (the node's, or an observer's; env "
+             "TIMEBANK_CERT): district names and positions come from there.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        "--key", envvar="TIMEBANK_KEY", metavar="FILE",
+        help="Its private key, mode 0600 (env TIMEBANK_KEY).")] = None,
+) -> None:
+    """How the commands below reach a node: TLS checked against --ca, or --insecure."""
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--cert and --key go together")
+    use_tls(ca, insecure, cert, key)
+
+
 app.add_typer(service_point_app, name="service-point")
 app.add_typer(staff_app, name="staff")
 app.add_typer(order_app, name="order")

@@ -15,7 +15,18 @@ from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
 from node.cli.render import log_summary, render_log, render_report, report_from_view, to_json
 from node.config import NodeConfig, load_config
 from node.domain.policy import PolicyError
-from runtime.console import DevClockFile, dev_clock, label_grid, masked_url
+from runtime.console import (
+    DevClockFile,
+    Insecure,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    dev_clock,
+    insecure_config,
+    label_grid,
+    masked_url,
+    tls_settings,
+)
 from runtime.errors import ConfigError
 from timebank.v1 import node_pb2
 
@@ -80,6 +91,12 @@ def init_command(
         "--city-key", metavar="HEX",
         help="The city root's public key, as `timebank clearinghouse init` prints it: what "
              "the city signs is checked with it (required with --clearinghouse).")] = "",
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Write insecure = true: serve and call plaintext, without TLS.")
+    ] = False,
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
@@ -93,7 +110,7 @@ def init_command(
     if config_file is not None:
         if (data_dir is not None or node_id or district or database_url or policy is not None
                 or city_secret is not None or clearinghouse or clearinghouse_key or peers
-                or city_key):
+                or city_key or tls_ca or tls_cert or tls_key or insecure):
             fail("with --config, the configuration says everything: drop --data-dir, "
                  "--node-id, --district, --database-url, --policy and the keys")
         config = _load(config_file)
@@ -132,7 +149,8 @@ def init_command(
                                     clearinghouse_address=clearinghouse,
                                     clearinghouse_public_key=clearinghouse_key.lower(),
                                     peer_nodes=tuple(peers or ()),
-                                    city_public_key=city_key.lower())
+                                    city_public_key=city_key.lower(),
+                                    tls=tls_settings(tls_ca, tls_cert, tls_key, None, insecure))
     except ValueError as e:
         if isinstance(e, ConfigError):  # a bad policy too
             raise
@@ -194,14 +212,17 @@ def migrate_command(config_file: ConfigFile) -> None:
 
 
 @guarded
-def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None) -> None:
-    """Serve the node's gRPC API until SIGTERM or Ctrl-C.
+def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None,
+                  insecure: Insecure = False) -> None:
+    """Serve the node's gRPC API over TLS until SIGTERM or Ctrl-C.
 
     With a [clearinghouse] address in the configuration it also keeps the node's link to
-    the city clearinghouse: it sends what the node owes it and applies what it delivers.
+    the city clearinghouse (mutual TLS with the node's certificate): it sends what the
+    node owes it and applies what it delivers. Refuses to start without [tls] cert and
+    key unless --insecure (or insecure = true), which logs a warning at every start.
     """
     clock = dev_clock(dev_clock_file)  # refused unless simulated time is allowed here
-    config = _load(config_file)
+    config = insecure_config(_load(config_file), insecure)
     try:
         from node.api.server import serve_forever
     except ImportError as e:

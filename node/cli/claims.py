@@ -25,11 +25,13 @@ from node.cli.client import (
     CALL_TIMEOUT_SECONDS,
     DEFAULT_NODE_ADDRESS,
     NodeClient,
+    cli_tls,
     connect,
     new_key,
 )
 from node.cli.common import (
     AsJson,
+    CliError,
     IdempotencyKey,
     NodeAddress,
     PersonId,
@@ -42,6 +44,8 @@ from node.cli.render import enum_short, fmt_time, hm, short_who, to_json, who
 from node.config import load_config
 from runtime.console import label_grid
 from runtime.rpcerrors import error_reason
+from runtime.tls import ClientTls
+from runtime.tls import channel as tls_channel
 from timebank.minutes import format_hours
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
 
@@ -180,15 +184,19 @@ def _clearinghouse_error(e: grpc.RpcError, address: str) -> str:
     return message
 
 
-def clearinghouse_positions(address: str,
+def clearinghouse_positions(address: str, tls: ClientTls | None,
                             timeout: float = CALL_TIMEOUT_SECONDS) -> clearing_pb2.Positions:
-    """The clearinghouse's positions (GetPositions); a failure is one-line CliError."""
-    with grpc.insecure_channel(address) as channel:
+    """The clearinghouse's positions (GetPositions), over mutual TLS as ``tls`` says; a
+    failure is one-line CliError."""
+    with tls_channel(address, tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
             return stub.GetPositions(clearing_pb2.GetPositionsRequest(), timeout=timeout)
         except grpc.RpcError as e:
-            fail(_clearinghouse_error(e, address))
+            hint = ("" if tls is None or tls.cert is not None else
+                    " — 结算中心要求节点证书，请用 --config 指定节点配置 / the clearinghouse asks "
+                    "for the node's certificate: give --config (the node's node.toml)")
+            fail(_clearinghouse_error(e, address) + hint)
 
 
 def district_names(client: NodeClient) -> dict[str, str]:
@@ -201,7 +209,13 @@ def district_names(client: NodeClient) -> dict[str, str]:
         return {}
     if not clearing.clearinghouse:
         return {}
-    with grpc.insecure_channel(clearing.clearinghouse) as channel:
+    try:
+        tls = cli_tls()
+    except CliError:
+        return {}
+    # The clearinghouse asks for a client certificate this command line does not have:
+    # the names are left out, as when it cannot be reached.
+    with tls_channel(clearing.clearinghouse, tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
             found = stub.GetPositions(clearing_pb2.GetPositionsRequest(),
@@ -432,14 +446,17 @@ def positions(
     if not node_id:
         fail("say which district this is: --config FILE (the node's node.toml) or "
              "--node-id CODE")
-    with connect(node) as client:
+    with connect(node, None if config is None else config.tls) as client:
         clearing = client.call(client.stub.GetClearing, node_pb2.GetClearingRequest())
     clearinghouse = clearinghouse or clearing.clearinghouse
     if not clearinghouse:
         fail(f"FAILED_PRECONDITION: the node at {node} is not connected to a city "
              "clearinghouse and none was given; use --clearinghouse HOST:PORT "
              "[NOT_FEDERATED]")
-    found = clearinghouse_positions(clearinghouse)
+    # The clearinghouse asks for a client certificate: the node's, named by its
+    # configuration; without one a city serving TLS cannot be asked.
+    found = clearinghouse_positions(clearinghouse, cli_tls() if config is None
+                                    else config.client_tls())
     position = next((p for p in found.nodes if p.node_id == node_id), None)
     if position is None:
         fail(f"NOT_FOUND: district {node_id} is not admitted to the clearinghouse at "

@@ -1,20 +1,30 @@
 """The CLI's gRPC client: a connection to one node, and the node's refusals as one line.
 
+The connection is TLS, checked against the city CA's certificate (``timebank node --ca
+FILE`` or TIMEBANK_CA); plaintext only with ``--insecure`` (TIMEBANK_INSECURE=1), for a
+node an operator serves with ``--insecure``. A client certificate (``--cert``/``--key``:
+the node's own, or an observer's) lets commands also ask the clearinghouse, which takes
+no call without one (the districts' names, positions). ``use_tls`` records the choice once per
+command line (the ``node`` group's options).
+
 Every mutating call sends an idempotency key (a fresh UUID unless ``--idempotency-key``
 is given), so a command retried with the same key never does the work twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
 from node.cli.common import CliError, fail
 from runtime.rpcerrors import error_reason
+from runtime.tls import ClientTls, TlsSettings, channel
 from timebank.v1 import node_pb2, node_pb2_grpc
 
 Req = TypeVar("Req")
@@ -42,7 +52,8 @@ def describe_rpc_error(e: grpc.RpcError, address: str, idempotency_key: str = ""
     if code is grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower()
                                                  or "dns" in details.lower()):
         message = (f"UNAVAILABLE: cannot reach the node at {address} (is `timebank node serve` "
-                   f"running there? set --node or TIMEBANK_NODE_ADDRESS): {details}")
+                   f"running there? set --node or TIMEBANK_NODE_ADDRESS; does it serve TLS "
+                   f"with a certificate of the CA given by --ca?): {details}")
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = (f"DEADLINE_EXCEEDED: the node at {address} did not answer within "
                    f"{CALL_TIMEOUT_SECONDS:g} s")
@@ -57,15 +68,52 @@ def describe_rpc_error(e: grpc.RpcError, address: str, idempotency_key: str = ""
     return message
 
 
-class NodeClient:
-    """A plaintext gRPC connection to one node's NodeService."""
+@dataclasses.dataclass(slots=True)
+class _Choice:
+    """What the ``node`` group's options said: the CA, or plaintext."""
 
-    def __init__(self, address: str, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+    ca: Path | None = None
+    insecure: bool = False
+    cert: Path | None = None
+    key: Path | None = None
+
+
+_choice = _Choice()
+
+
+def use_tls(ca: Path | None, insecure: bool, cert: Path | None = None,
+            key: Path | None = None) -> None:
+    """Record how this command line reaches nodes and the clearinghouse (``timebank node
+    --ca/--cert/--key/--insecure``)."""
+    _choice.ca, _choice.insecure, _choice.cert, _choice.key = ca, insecure, cert, key
+
+
+def cli_tls(config: TlsSettings | None = None) -> ClientTls | None:
+    """TLS trusting the CA the operator named (else ``config``'s, the node's own
+    ``[tls]`` when a command was given one); None when they said --insecure."""
+    if _choice.insecure or (_choice.ca is None and config is not None and config.insecure):
+        return None
+    if _choice.ca is None and config is not None and config.ca is not None:
+        return ClientTls(config.ca)
+    if _choice.ca is None:
+        fail("节点通过 TLS 连接：请用 --ca 指定城市 CA 证书（或设 TIMEBANK_CA），明文节点用 "
+             "--insecure / nodes are reached over TLS: name the city CA certificate with "
+             "`timebank node --ca FILE …` (or TIMEBANK_CA), or --insecure for a node serving "
+             "plaintext")
+    return ClientTls(_choice.ca, _choice.cert, _choice.key)
+
+
+class NodeClient:
+    """A gRPC connection to one node's NodeService: TLS as ``tls`` says (None:
+    plaintext)."""
+
+    def __init__(self, address: str, tls: ClientTls | None,
+                 timeout: float = CALL_TIMEOUT_SECONDS) -> None:
         if not address.strip():
             fail("the node address is empty; use --node HOST:PORT")
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = channel(address, tls)
         self.stub = node_pb2_grpc.NodeServiceStub(self._channel)
         self._names: dict[int, str] = {}
 
@@ -103,8 +151,10 @@ class NodeClient:
 
 
 @contextmanager
-def connect(address: str) -> Iterator[NodeClient]:
-    client = NodeClient(address)
+def connect(address: str, config: TlsSettings | None = None) -> Iterator[NodeClient]:
+    """A client of the node at ``address``, TLS as the command line (or ``config``) said
+    (``cli_tls``)."""
+    client = NodeClient(address, cli_tls(config))
     try:
         yield client
     finally:

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,9 @@ from rich.markup import escape
 from node.cli.common import ConfigFile, PersonId, console, echo, fail, guarded
 from node.cli.render import hm
 from node.config import NodeConfig, load_config
+
+if TYPE_CHECKING:
+    from runtime.tls import ClientTls
 
 #: How long the statement command waits for the clearinghouse.
 RPC_SECONDS = 10.0
@@ -70,20 +73,21 @@ def _fetch(config: NodeConfig, index: int) -> Fetched:
         return Fetched(None, [], "this node names no clearinghouse; the statement carries no "
                                  "city roster and will not verify")
     return fetch(config.clearinghouse_address, bytes.fromhex(config.clearinghouse_public_key),
-                 index)
+                 index, config.client_tls())
 
 
-def fetch(address: str, ch_key: bytes, index: int) -> Fetched:
-    """From the clearinghouse at ``address``: log leaf ``index`` (the anchor's) proven in
-    the latest quorum-cosigned head, and the city's rosters (districts and their keys);
-    what could not be had is said in ``warning``."""
+def fetch(address: str, ch_key: bytes, index: int, tls: ClientTls | None = None) -> Fetched:
+    """From the clearinghouse at ``address`` (mutual TLS as ``tls`` says): log leaf
+    ``index`` (the anchor's) proven in the latest quorum-cosigned head, and the city's
+    rosters (districts and their keys); what could not be had is said in ``warning``."""
     import grpc
 
+    from runtime.tls import channel as tls_channel
     from timebank import transparency
     from timebank.v1 import clearing_pb2 as pb
     from timebank.v1 import clearing_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address, tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
             proof = stub.GetInclusionProof(pb.GetInclusionProofRequest(index=index,

@@ -1,14 +1,18 @@
 """The node's link to the city clearinghouse: one channel and the workers that use it,
 each a thread beside the gRPC server (ADR 0005, 0006, 0007, 0013, 0014).
 
-The node opens every connection itself; it needs no inbound port. ``start()`` starts
-the sender, the subscriber, the witness, the checkpointer, the refresher of the city's
-acts (``city.CityView``, which the subscriber checks relayed envelopes against), the
-log watch (which also calls the peer districts' nodes it is given), the rehomer (which
-asks the city directory where a payer who moved keeps their hours now: ``directory``)
-and, when the node knows the city public key, the policy fetcher; ``stop()`` ends them
-and closes the channels. Each worker survives any failure: it logs, waits and starts
-again (``supervise``).
+The node opens every connection itself; it needs no inbound port. Each is mutual TLS
+with the node's certificate (``tls``; None: plaintext, ``--insecure`` or in-process
+tests); the clearinghouse lets it act only for the district its certificate names. The
+client certificate is read at start: a renewed one is used after the node restarts.
+
+``start()`` starts the sender, the subscriber, the witness, the checkpointer, the
+refresher of the city's acts (``city.CityView``, which the subscriber checks relayed
+envelopes against), the log watch (which also calls the peer districts' nodes it is
+given), the rehomer (which asks the city directory where a payer who moved keeps their
+hours now: ``directory``) and, when the node knows the city public key, the policy
+fetcher; ``stop()`` ends them and closes the channels. Each worker survives any
+failure: it logs, waits and starts again (``supervise``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-import grpc
 from nacl.signing import SigningKey
 
 from node.domain.directory import HomeLookup
@@ -33,6 +36,7 @@ from node.link.watch import FINALITY_SECONDS, WATCH_SECONDS, LogWatch, Round
 from node.link.witness import WITNESS_SECONDS, Witness
 from node.usecases import checkpoints
 from node.usecases.app import NodeApp
+from runtime.tls import ClientTls, channel
 from timebank import keys
 from timebank.v1 import clearing_pb2_grpc
 
@@ -44,6 +48,7 @@ class ClearingLink:
     def __init__(self, app: NodeApp, address: str, clearinghouse_key: bytes,
                  signing_key: SigningKey, *,
                  channel_options: list[tuple[str, int]] | None = None,
+                 tls: ClientTls | None = None,
                  witness_seconds: float = WITNESS_SECONDS,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS,
                  admissions_seconds: float = ADMISSIONS_SECONDS,
@@ -56,7 +61,7 @@ class ClearingLink:
         self.app = app
         self.address = address
         self.clearinghouse_key = clearinghouse_key
-        self._channel = grpc.insecure_channel(address, options=channel_options or [])
+        self._channel = channel(address, tls, options=channel_options or [])
         connection = Connection(clearing_pb2_grpc.ClearinghouseServiceStub(self._channel),
                                 address, app.node.node_id, signing_key, clearinghouse_key)
         self._stop = threading.Event()
@@ -73,7 +78,7 @@ class ClearingLink:
         self.watch = LogWatch(app, connection, self._stop, self.city, peers=peers,
                               interval=watch_seconds,
                               finality_seconds=finality_seconds,
-                              channel_options=channel_options)
+                              channel_options=channel_options, tls=tls)
         #: None when the node is not configured with the city public key: it cannot
         #: tell a city-signed policy from another, so it runs its local file.
         self.policies = (None if city_public_key is None else PolicyFetcher(

@@ -24,6 +24,7 @@ from node.link.verified_log import ReceiptError, VerifiedLog, accepted, reconcil
 from node.usecases import checkpoints, claims, tree_heads
 from node.usecases.app import NodeApp, Tx
 from runtime.rpcerrors import error_reason
+from runtime.tls import CERTIFICATE_REFUSALS
 from timebank.transparency import LogError
 from timebank.trusted_log import TrustedLog
 from timebank.v1 import clearing_pb2 as pb
@@ -37,7 +38,10 @@ MAX_BATCH_BYTES = 60 * 1024
 #: How long an idle sender waits for the outbox to be written before looking anyway.
 IDLE_WAIT_SECONDS = 0.2
 #: Statuses after which a message may go through later: the clearinghouse is away,
-#: busy or over a limit that settles (LIMIT_REACHED, BUSY).
+#: busy or over a limit that settles (LIMIT_REACHED, BUSY). A call refused for the
+#: node's certificate (revoked, another district's: ``CERTIFICATE_REFUSALS``) says
+#: nothing of its messages: they wait, as when the clearinghouse is away, until an
+#: operator has fixed the certificate.
 TEMPORARY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
                        grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
@@ -137,10 +141,11 @@ class Sender:
             self._apply(known, proven, taken)
         away = False
         for message, code, reason, text in failed:
-            if code in TEMPORARY:
+            refused_certificate = reason in CERTIFICATE_REFUSALS
+            if code in TEMPORARY or refused_certificate:
                 self._app.execute(claims.retry_later, message.id,
                                   f"{code.name} {reason}: {text}", reason or code.name)
-                away = away or code in _AWAY
+                away = away or code in _AWAY or refused_certificate
                 continue
             log.warning("the clearinghouse refused a message", kind=message.kind,
                         outbox_id=message.id, code=code.name, reason=reason, detail=text)

@@ -43,6 +43,8 @@ from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
 from node.link.logcheck import locate
 from node.usecases import log_watch, tree_heads
 from node.usecases.app import NodeApp
+from runtime.tls import ClientTls
+from runtime.tls import channel as tls_channel
 from timebank import checkpoint as notes
 from timebank import forks, transparency
 from timebank import roster as rosters
@@ -115,7 +117,8 @@ class LogWatch:
                  city: CityView, *,
                  peers: Sequence[str] = (), interval: float = WATCH_SECONDS,
                  finality_seconds: float = FINALITY_SECONDS,
-                 channel_options: list[tuple[str, int]] | None = None) -> None:
+                 channel_options: list[tuple[str, int]] | None = None,
+                 tls: ClientTls | None = None) -> None:
         if interval <= 0:
             raise ValueError("the log watch's interval must be positive")
         self._app = app
@@ -126,7 +129,7 @@ class LogWatch:
         self.interval = interval
         self.finality = Finality(finality_seconds)
         options = [*(channel_options or []), *PEER_CHANNEL_OPTIONS]
-        self._peers = {address: grpc.insecure_channel(address, options=options)
+        self._peers = {address: tls_channel(address, tls, options=options)
                        for address in dict.fromkeys(peers)}
         self.on_status: Callable[[bool], None] | None = None
         self._round = threading.Lock()  # one round at a time (its thread, or a test's call)

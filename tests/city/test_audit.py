@@ -18,8 +18,11 @@ import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
 from city.audit import BadRecord, Check, Report, audit_data_dir
+from city.pki.store import Authority
 from runtime import keyfiles
+from runtime.tls import OBSERVER, ClientTls, channel
 from tests.clearinghouse.conftest import ch_pg_template  # noqa: F401
+from tests.pki import issue
 from tests.postgres import fresh_database
 from timebank import anchors, chain, keys, merkle, transparency
 from timebank import checkpoint as notes
@@ -317,6 +320,10 @@ def test_a_running_clearinghouse_over_grpc(copy: Path) -> None:
     from timebank.keys import public_key
 
     key = public_key(read_seed(copy / "clearinghouse" / "clearinghouse.key")).hex()
+    ca = Authority(copy / "pki")  # the demo's city CA; its observer certificate reads
+    tls = ClientTls(ca.ca_cert, ca.cert_file("observer-city"), ca.key_file("observer-city"))
+    observer = {"TIMEBANK_CA": str(tls.ca), "TIMEBANK_CERT": str(tls.cert),
+                "TIMEBANK_KEY": str(tls.key)}
     address = f"127.0.0.1:{_free_port()}"
     env = {**_env(), "TIMEBANK_CLEARINGHOUSE_LISTEN": address}
     log = (copy / "serve.log").open("wb")
@@ -325,18 +332,20 @@ def test_a_running_clearinghouse_over_grpc(copy: Path) -> None:
          str(copy / "clearinghouse" / "clearinghouse.toml")],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=copy)
     try:
-        with grpc.insecure_channel(address) as channel:
-            grpc.channel_ready_future(channel).result(timeout=20)
+        with channel(address, tls) as ready:
+            grpc.channel_ready_future(ready).result(timeout=20)
         cmd = [sys.executable, "-m", "city", "audit", "--clearinghouse", address]
         done = subprocess.run([*cmd, "--clearinghouse-key", key, "--json"],
-                              capture_output=True, text=True, timeout=60, env=_env())
+                              capture_output=True, text=True, timeout=60,
+                              env={**_env(), **observer})
         assert done.returncode == 0, done.stdout + done.stderr
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["ok"] is True
         assert [c["name"] for c in summary["checks"]] == [
             "tree head", "log entries", "cosigners", "claims", "positions"]
         wrong = subprocess.run([*cmd, "--clearinghouse-key", "ab" * 32],
-                               capture_output=True, text=True, timeout=60, env=_env())
+                               capture_output=True, text=True, timeout=60,
+                               env={**_env(), **observer})
         assert wrong.returncode == 1
         assert "wrong --clearinghouse-key" in wrong.stderr
         assert "Traceback" not in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
@@ -346,13 +355,22 @@ def test_a_running_clearinghouse_over_grpc(copy: Path) -> None:
         log.close()
 
 
-def test_an_unreachable_clearinghouse_is_one_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "city", "audit", "--clearinghouse",
-                           f"127.0.0.1:{_free_port()}", "--clearinghouse-key", "00" * 32],
+def test_an_unreachable_clearinghouse_is_one_line(city_ca: Authority) -> None:
+    leaf = issue(city_ca, OBSERVER, "audit")
+    cmd = [sys.executable, "-m", "city", "audit", "--clearinghouse",
+           f"127.0.0.1:{_free_port()}", "--clearinghouse-key", "00" * 32]
+    done = subprocess.run([*cmd, "--ca", str(city_ca.ca_cert), "--cert", str(leaf.cert),
+                           "--key", str(leaf.key)],
                           capture_output=True, text=True, timeout=60, env=_env())
     assert done.returncode == 1
     assert "did not answer: UNAVAILABLE" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    # Without an observer certificate the audit says what it needs, and calls nobody.
+    bare = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in _env().items()
+                               if k not in ("TIMEBANK_CA", "TIMEBANK_CERT", "TIMEBANK_KEY")})
+    assert bare.returncode == 1 and "--cert" in bare.stderr and "双向 TLS" in bare.stderr
+    assert len(bare.stderr.strip().splitlines()) == 1
 
 
 # -- the ledgers against the log, and the heads districts hold ------------------------------

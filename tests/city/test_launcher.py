@@ -21,17 +21,20 @@ from city.launcher import (
     LaunchError,
     layout,
 )
+from city.pki.store import Authority
 from clearinghouse.bootstrap import open_app
 from clearinghouse.config import load_config as load_clearinghouse_config
 from clearinghouse.usecases import admission
 from node.config import load_config as load_node_config
+from runtime.tls import ClientTls
+from runtime.tls import channel as tls_channel
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def serving(address: str, service: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def serving(city: CityLayout, name: str, service: str) -> bool:
+    with city.channel(name) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=2)
@@ -40,8 +43,8 @@ def serving(address: str, service: str) -> bool:
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def positions(address: str) -> dict[str, str]:
-    with grpc.insecure_channel(address) as channel:
+def positions(city: CityLayout) -> dict[str, str]:
+    with city.channel(CLEARINGHOUSE) as channel:
         found = clearing_pb2_grpc.ClearinghouseServiceStub(channel).GetPositions(
             clearing_pb2.GetPositionsRequest(), timeout=5)
     return {n.node_id: n.district for n in found.nodes}
@@ -89,18 +92,18 @@ def test_city_starts_survives_kill_9_and_stops_without_leftovers(tmp_path: Path)
         procs.start_all(timeout=30)
         pids = [procs.pid(name) for name in city.names]
         for n in city.nodes:
-            assert serving(procs.address(n.node_id), "timebank.v1.NodeService")
-        assert positions(procs.address(CLEARINGHOUSE)) == {
+            assert serving(city, n.node_id, "timebank.v1.NodeService")
+        assert positions(city) == {
             "320115": "江宁区", "320106": "鼓楼区", "320113": "栖霞区"}
 
         victim = city.nodes[0].node_id
         old_pid = procs.pid(victim)
         assert procs.kill(victim) == -signal.SIGKILL
         assert not procs.is_running(victim) and gone(old_pid)
-        assert not serving(procs.address(victim), "timebank.v1.NodeService")
+        assert not serving(city, victim, "timebank.v1.NodeService")
         procs.restart(victim, timeout=30)
         assert procs.pid(victim) != old_pid
-        assert serving(procs.address(victim), "timebank.v1.NodeService")
+        assert serving(city, victim, "timebank.v1.NodeService")
         pids.append(procs.pid(victim))
 
         procs.stop_all()
@@ -193,3 +196,30 @@ def test_a_policy_text_reaches_every_node(tmp_path: Path) -> None:
     plain = layout(tmp_path / "plain", DISTRICTS[:1])
     assert load_node_config(plain.nodes[0].config_file).policy_file.read_text(
         encoding="utf-8") == DEFAULT_POLICY_TOML
+
+
+def test_a_city_serves_tls_unless_laid_out_insecure(tmp_path: Path) -> None:
+    """The launcher's city serves TLS (the clearinghouse mutual TLS) with its own CA's
+    certificates; ``insecure`` (the bench's --insecure) serves plaintext and says so at
+    every start. Each refuses the other kind of client."""
+    secure = layout(tmp_path / "tls", DISTRICTS[:1])
+    plain = layout(tmp_path / "plain", DISTRICTS[:1], insecure=True)
+    assert secure.pki_dir is not None and plain.pki_dir is None
+    assert plain.client_env() == {"TIMEBANK_INSECURE": "1"}
+    with pytest.raises(LaunchError, match="other TLS settings"):
+        layout(tmp_path / "plain", DISTRICTS[:1])  # a city does not change its TLS quietly
+    node_id = DISTRICTS[0].node_id
+    for city, tls in ((secure, True), (plain, False)):
+        with CityProcesses(city) as procs:
+            procs.start_all(timeout=30)
+            assert positions(city) == {node_id: DISTRICTS[0].name}
+            assert serving(city, node_id, "timebank.v1.NodeService")
+            wrong = None if tls else ClientTls(Authority(secure.pki_dir).ca_cert)
+            with tls_channel(city.address(CLEARINGHOUSE), wrong) as ch, \
+                    pytest.raises(grpc.RpcError) as refused:
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        for name in city.names:
+            said = (city.logs_dir / f"{name}.log").read_text(encoding="utf-8")
+            assert f"tls={tls}" in said, name
+            assert ("WITHOUT TLS because of --insecure" in said) is not tls, name

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import pytest
 
-from city.launcher import CityLayout, CityProcesses, layout
+from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, layout
 from node.cli.client import NodeClient
 from runtime import devclock
 from tests.helpers import id_card
@@ -45,11 +45,15 @@ def key() -> str:
     return str(uuid.uuid4())
 
 
+#: How the commands reach the city (its CA and observer certificate), set by ``town``.
+CITY_ENV: dict[str, str] = {}
+
+
 def timebank(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=60, cwd=ROOT,
-                          env={**env, "COLUMNS": "200"})
+                          env={**env, **CITY_ENV, "COLUMNS": "200"})
 
 
 def ok_json(*args: str) -> Any:
@@ -144,9 +148,11 @@ def wait_for(what: str, condition: Callable[[], bool]) -> None:
 @pytest.fixture
 def town(tmp_path: Path) -> Iterator[Town]:
     city = layout(tmp_path / "city")
+    CITY_ENV.update(city.client_env())
     with CityProcesses(city, dev_clock=True) as processes:
         processes.start_all()
-        nodes = {n.node_id: NodeClient(n.address, timeout=15.0) for n in city.nodes}
+        nodes = {n.node_id: NodeClient(n.address, city.client_tls(), timeout=15.0)
+                 for n in city.nodes}
         try:
             staff = {}
             for node_id, client in nodes.items():
@@ -254,7 +260,7 @@ def test_a_relative_is_served_from_hours_that_moved_to_a_third_district(town: To
     left = town.balance(QX, daughter_qx.id)
     assert (left.total_minutes, left.held_minutes) == (75, 0)
     nets = {n.node_id: n.net_minutes for n in clearing_pb2_grpc.ClearinghouseServiceStub(
-        grpc.insecure_channel(town.city.clearinghouse_address)).GetPositions(
+        town.city.channel(CLEARINGHOUSE)).GetPositions(
         clearing_pb2.GetPositionsRequest(), timeout=10).nodes}
     # 江宁区 sent 120 min to 栖霞区; 栖霞区 paid 45 of them to 鼓楼区
     assert nets == {JN: -120, QX: 75, GL: 45}

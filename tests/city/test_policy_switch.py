@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from city.launcher import CLEARINGHOUSE, CityProcesses, layout
+from city.pki.store import Authority
 from runtime import devclock
 from tests.city.workload import (
     CityClient,
@@ -92,7 +93,9 @@ def test_a_policy_issued_for_later_switches_on_every_node_at_that_time(
                 p.city_serial == 2 and p.digest == second and p.publicity_days == 3
                 and not p.next_serial for p in policies(client).values()))
             assert {name: procs.pid(name) for name in city.names} == pids  # no restart
-            told = timebank("node", "policy", "--node", city.address(GL))
+            assert city.pki_dir is not None
+            told = timebank("node", "--ca", str(Authority(city.pki_dir).ca_cert), "policy",
+                            "--node", city.address(GL))
             assert told.returncode == 0, told.stderr
             assert "the city: serial 2" in told.stdout and "3 days" in told.stdout
 

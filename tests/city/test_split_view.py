@@ -43,6 +43,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, layout
 from clearinghouse.bootstrap import key_info
 from clearinghouse.config import load_config as load_ch_config
+from runtime.tls import ClientTls
+from runtime.tls import channel as tls_channel
 from tests.city.workload import CityClient, enrol_elder, sent_everything, setup_desk
 from timebank import forks, transparency
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
@@ -71,8 +73,16 @@ def wait(what: str, condition: Callable[[], bool], timeout: float = 60.0) -> Non
         time.sleep(0.2)
 
 
+#: The city's TLS, for the channels these helpers open by address (copy B has no name).
+TLS: list[ClientTls | None] = []
+
+
+def _channel(address: str) -> grpc.Channel:
+    return tls_channel(address, TLS[-1])
+
+
 def tree_head(address: str, *, cosigned: bool = False) -> int:
-    with grpc.insecure_channel(address) as channel:
+    with _channel(address) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
             return int(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=cosigned),
@@ -82,7 +92,7 @@ def tree_head(address: str, *, cosigned: bool = False) -> int:
 
 
 def log_heads(address: str) -> node_pb2.LogHeads:
-    with grpc.insecure_channel(address) as channel:
+    with _channel(address) as channel:
         heads: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
             node_pb2.GetLogHeadsRequest(), timeout=5)
         return heads
@@ -129,7 +139,7 @@ def clearinghouse_copy(city: CityLayout, procs: CityProcesses, where: Path) -> I
          str(where / "clearinghouse.toml")], stdin=subprocess.DEVNULL, stdout=log,
         stderr=subprocess.STDOUT, env=dict(procs.env), cwd=city.data_dir, start_new_session=True)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with _channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
 
             def serving() -> bool:
@@ -164,6 +174,7 @@ def _configure(city: CityLayout) -> None:
 
 def test_a_split_view_is_detected_and_proven(tmp_path: Path) -> None:
     city = layout(tmp_path / "city")
+    TLS.append(city.client_tls())
     _configure(city)
     ch_config = load_ch_config(city.clearinghouse_config)
     ch_key = city.clearinghouse_public_key
@@ -181,7 +192,7 @@ def test_a_split_view_is_detected_and_proven(tmp_path: Path) -> None:
 
     with CityProcesses(city) as procs:
         procs.start_all(timeout=60)
-        env = dict(procs.env)
+        env = {**procs.env, **city.client_env()}
         client = CityClient(city)
         try:
             # ---- a shared history, witnessed by every district

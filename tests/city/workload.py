@@ -61,8 +61,7 @@ class CityClient:
 
     def __init__(self, city: CityLayout) -> None:
         self.city = city
-        self._channels = {name: grpc.insecure_channel(city.address(name),
-                                                      options=CHANNEL_OPTIONS)
+        self._channels = {name: city.channel(name, options=CHANNEL_OPTIONS)
                           for name in city.names}
         self.retries = 0
         self._lock = threading.Lock()

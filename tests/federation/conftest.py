@@ -12,10 +12,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 from nacl.signing import SigningKey
 
+from city.pki.certs import SERVER
+from city.pki.store import Authority
 from clearinghouse.api.server import ExpirySweep, RunningServer, start_server
 from clearinghouse.bureau import issue_admission, publish_roster
 from clearinghouse.storage import migrate as ch_migrate
@@ -32,8 +33,10 @@ from node.storage.repo import Repo
 from node.usecases import claims
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
+from runtime.tls import NODE, OBSERVER, ClientTls, channel
 from tests.clearinghouse.conftest import ch_db_url, ch_pg_template, ch_pg_url  # noqa: F401
 from tests.conftest import CITY_SECRET
+from tests.pki import client_tls, issue, server_tls
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 
@@ -59,6 +62,9 @@ class City:
     sweep: ExpirySweep
     clock: ManualClock
     nodes: dict[str, District] = field(default_factory=dict)
+    #: How a test reads the clearinghouse: None for a plaintext city, else an observer's
+    #: certificate of the city CA.
+    observer: ClientTls | None = None
 
     def __getitem__(self, node_id: str) -> District:
         return self.nodes[node_id]
@@ -68,8 +74,8 @@ class City:
         return f"127.0.0.1:{self.server.port}"
 
     def positions(self) -> clearing_pb2.Positions:
-        with grpc.insecure_channel(self.address) as channel:
-            stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
+        with channel(self.address, self.observer) as ch:
+            stub = clearing_pb2_grpc.ClearinghouseServiceStub(ch)
             return stub.GetPositions(clearing_pb2.GetPositionsRequest(), timeout=5)
 
     def settle(self, timeout: float = 15.0) -> None:
@@ -119,10 +125,13 @@ def city(tmp_path: Path) -> Iterator[City]:
 
 
 def make_city(tmp_path: Path, ch_url: str, *, local_policies: Mapping[str, str] | None = None,
-              city_keyed: Collection[str] = ()) -> Iterator[City]:
+              city_keyed: Collection[str] = (), ca: Authority | None = None,
+              presents: Mapping[str, str] | None = None) -> Iterator[City]:
     """``local_policies``: a node's own policy file, by node id (default: the published
     one). ``city_keyed``: the nodes configured with the city public key, which fetch and
-    run the city-signed policy."""
+    run the city-signed policy. ``ca``: the city serves mutual TLS with certificates of
+    this CA, each node's link presenting its own, or the one ``presents`` names for it
+    (another district's certificate); None: plaintext."""
     clock = ManualClock()
     ch_db = ChDatabase(ch_url)
     ch_migrate.upgrade(ch_db.writer)
@@ -134,16 +143,21 @@ def make_city(tmp_path: Path, ch_url: str, *, local_policies: Mapping[str, str] 
         ch.execute(admission.admit, cert, public_key(CITY_ROOT))
         ch.execute(ch_claims.set_net_debit_limit, node_id, LIMIT)
     publish_roster(ch, CITY_ROOT)
-    server = start_server(ch, CH_KEY, "127.0.0.1:0")
+    leaves = {} if ca is None else {n: issue(ca, NODE, n) for n in DISTRICTS}
+    server = start_server(ch, CH_KEY, "127.0.0.1:0", tls=None if ca is None else server_tls(
+        ca, issue(ca, SERVER, "clearinghouse")))
     sweep = ExpirySweep(ch, interval=0.05)
     sweep.start()
-    city = City(ch, server, sweep, clock)
+    city = City(ch, server, sweep, clock, observer=None if ca is None else client_tls(
+        ca, issue(ca, OBSERVER, "tests")))
     for node_id, name in DISTRICTS.items():
         app = _node_app(tmp_path, node_id, clock,
                         (local_policies or {}).get(node_id, DEFAULT_POLICY_TOML))
         link = ClearingLink(app, city.address, public_key(CH_KEY), keys[node_id],
                             city_public_key=(public_key(CITY_ROOT) if node_id in city_keyed
-                                             else None))
+                                             else None),
+                            tls=None if ca is None else client_tls(
+                                ca, leaves[(presents or {}).get(node_id, node_id)]))
         link.start()
         city.nodes[node_id] = District(node_id, name, app, link, keys[node_id])
     for d in city.nodes.values():  # the city's acts, verified, before anything is claimed

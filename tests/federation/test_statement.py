@@ -25,6 +25,7 @@ from node.usecases import claims, statement
 from node.usecases.app import NodeApp
 from runtime import keyfiles
 from runtime.errors import FailedPrecondition
+from runtime.tls import TlsSettings
 from tests.conftest import CITY_SECRET
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
 from tests.federation.support import GL, JN, QX, enrol_at, restart_link
@@ -279,7 +280,8 @@ def test_the_cli_round_trip(city: City, passbook: tuple[int, str, Doc], tmp_path
     config = init_data_dir(data_dir, JN, "江宁区", database_url=url, city_secret=CITY_SECRET,
                            clearinghouse_address=city.address,
                            clearinghouse_public_key=CH_PUB.hex(),
-                           city_public_key=ROOT_PUB.hex())
+                           city_public_key=ROOT_PUB.hex(),
+                           tls=TlsSettings(insecure=True))  # the in-process city: plaintext
     out = tmp_path / "passbook.json"
     made = _cli("node", "statement", str(person), "--config", str(config), "--out", str(out))
     assert made.returncode == 0, made.stderr

@@ -43,7 +43,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
     return subprocess.run([sys.executable, "-m", "city", "node", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=60, cwd=ROOT,
-                          env={**env, "COLUMNS": "220"})
+                          env={**env, "COLUMNS": "220",
+                               "TIMEBANK_INSECURE": "1"})  # the in-process node: plaintext
 
 
 def _ok(*args: str) -> str:

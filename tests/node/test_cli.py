@@ -1,5 +1,8 @@
 """`timebank node ...`: init, a real `node serve` process, and the operator commands.
 
+The node serves TLS with a certificate a real city CA issued (``tests.pki``); the
+commands reach it checking that CA (TIMEBANK_CA, as an operator sets it).
+
 Commands that only need the client or the files run in-process with typer's CliRunner
 (fast); what depends on the real console script (UTF-8 on any locale, one-line errors
 printed by ``main()``, SIGTERM) runs as subprocesses.
@@ -7,13 +10,16 @@ printed by ``main()``, SIGTERM) runs as subprocesses.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,17 +33,36 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
 from city.cli import app
+from city.pki.store import Authority, Issued
+from node.config import load_config
 from node.domain.policy import DEFAULT_POLICY_TOML
+from runtime.tls import NODE, ClientTls, channel
 from tests.helpers import id_card
+from tests.pki import issue, now
 from timebank.citytime import CITY_TZ
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
+#: How the commands reach a node: the CA every ``init_node`` trusts (TIMEBANK_CA).
+CLIENT_ENV: dict[str, str] = {}
+_CA: list[tuple[Authority, Issued]] = []
+
+
+def city_pki() -> tuple[Authority, Issued]:
+    """One city CA for this module's nodes (in a folder removed at exit), and the
+    certificate every node 320115 here serves with."""
+    if not _CA:
+        folder = Path(tempfile.mkdtemp(prefix="timebank-cli-pki-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        ca = Authority.init(folder / "pki", "test city CA", now())
+        _CA.append((ca, issue(ca, NODE, "320115")))
+        CLIENT_ENV["TIMEBANK_CA"] = str(ca.ca_cert)
+    return _CA[0]
 
 
 def cli(*args: str) -> Any:
     """Run `timebank ARGS` in-process."""
-    return runner.invoke(app, list(args))
+    return runner.invoke(app, list(args), env=CLIENT_ENV)
 
 
 def cli_json(*args: str) -> Any:
@@ -51,7 +76,7 @@ def timebank(*args: str, env: dict[str, str] | None = None,
     """Run the real console script's entry point as a subprocess."""
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **CLIENT_ENV, **(env or {})})
 
 
 def free_port() -> int:
@@ -69,10 +94,19 @@ def assert_one_clean_line(stderr: str, starts: str) -> None:
 
 
 def init_node(data_dir: Path) -> Path:
+    """A node serving with a certificate of the module's city CA, which the commands trust."""
+    ca, leaf = city_pki()
     result = cli("node", "init", "--data-dir", str(data_dir), "--node-id", "320115",
-                 "--district", "江宁区")
+                 "--district", "江宁区", "--tls-ca", str(ca.ca_cert), "--tls-cert",
+                 str(leaf.cert), "--tls-key", str(leaf.key))
     assert result.exit_code == 0, result.output
     return data_dir / "node.toml"
+
+
+def client_tls(config: Path) -> ClientTls:
+    ca = load_config(config).tls.ca
+    assert ca is not None
+    return ClientTls(ca)
 
 
 @dataclass
@@ -84,10 +118,10 @@ class Served:
 
 
 def wait_serving(address: str, process: subprocess.Popen[bytes], log: Path,
-                 timeout: float = 30) -> None:
+                 tls: ClientTls | None, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+    with channel(address, tls) as ready:
+        health = health_pb2_grpc.HealthStub(ready)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 pytest.fail(f"`timebank node serve` exited with {process.returncode}:\n"
@@ -112,7 +146,7 @@ def start_serving(config: Path, log: Path) -> Served:
                                    cwd=ROOT, env=env)
     served = Served(address, config, process, log)
     try:
-        wait_serving(address, process, log)
+        wait_serving(address, process, log, client_tls(config))
     except BaseException:
         process.kill()
         process.wait()
@@ -247,10 +281,24 @@ def test_config_mistakes_are_one_line(tmp_path: Path) -> None:
     assert_one_clean_line(result.stderr, "[node] node_id must be a string")
 
 
-def test_an_unreachable_node_is_one_line_with_the_status_name() -> None:
-    result = cli("node", "balance", "1", "--node", f"127.0.0.1:{free_port()}")
+def test_an_unreachable_node_is_one_line_with_the_status_name(city_ca: Authority) -> None:
+    result = cli("node", "--ca", str(city_ca.ca_cert), "balance", "1", "--node",
+                 f"127.0.0.1:{free_port()}")
     assert result.exit_code == 1
     assert_one_clean_line(result.stderr, "UNAVAILABLE: cannot reach the node at 127.0.0.1:")
+
+
+def test_without_a_ca_or_insecure_the_cli_says_how_to_reach_a_node(node: Served) -> None:
+    result = runner.invoke(app, ["node", "balance", "1", "--node", node.address],
+                           env={"TIMEBANK_CA": None})
+    assert result.exit_code == 1
+    assert_one_clean_line(result.stderr, "节点通过 TLS 连接")
+    assert "--ca FILE" in result.stderr and "--insecure" in result.stderr
+    # Plaintext towards a node serving TLS does not get through.
+    result = runner.invoke(app, ["node", "--insecure", "balance", "1", "--node",
+                                 node.address], env={"TIMEBANK_CA": None})
+    assert result.exit_code == 1
+    assert_one_clean_line(result.stderr, "UNAVAILABLE")
 
 
 def test_a_usage_mistake_is_one_line_from_the_real_command() -> None:
@@ -578,3 +626,30 @@ def test_consent_grant_list_revoke(node: Served) -> None:
     neither = cli("node", "consent", "grant", "--payer", str(daughter["id"]), "--by-staff",
                   str(desk["id"]), *n)
     assert neither.exit_code != 0 and "--to" in neither.stderr
+
+
+def test_serve_refuses_plaintext_unless_insecure_which_warns(tmp_path: Path) -> None:
+    init = cli("node", "init", "--data-dir", str(tmp_path / "node"), "--node-id", "320115",
+               "--district", "江宁区")
+    assert init.exit_code == 0, init.output
+    config = tmp_path / "node" / "node.toml"
+    address = f"127.0.0.1:{free_port()}"
+    env = {"TIMEBANK_SERVER_LISTEN": address, "TIMEBANK_SERVER_METRICS_LISTEN": ""}
+    refused = timebank("node", "serve", "--config", str(config), env=env)
+    assert refused.returncode == 1
+    assert_one_clean_line(refused.stderr, "node 320115 未配置 TLS：请在 [tls] 中设置 cert, key")
+    assert "--insecure" in refused.stderr
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "city", "node", "serve", "--config", str(config),
+             "--insecure"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **env})
+    served = Served(address, config, process, log)
+    try:
+        wait_serving(address, process, log, None)
+    finally:
+        assert stop(served) == 0
+    said = log.read_text(encoding="utf-8")
+    assert "WITHOUT TLS because of --insecure" in said and "tls=False" in said
+    assert said.index("WITHOUT TLS") < said.index("node serving")

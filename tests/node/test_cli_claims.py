@@ -30,11 +30,15 @@ JN, QX = "320115", "320113"
 TWO = (District(JN, "江宁区"), District(QX, "栖霞区"))
 
 
+#: The city CA the commands trust (TIMEBANK_CA), set by ``town``.
+CA_ENV: dict[str, str] = {}
+
+
 def timebank(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
-                          env={**env, "COLUMNS": "200"})
+                          env={**env, **CA_ENV, "COLUMNS": "200"})
 
 
 def ok(*args: str) -> str:
@@ -75,7 +79,12 @@ class Town:
 def town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Town]:
     root = tmp_path_factory.mktemp("cli-claims")
     city = layout(root / "city", TWO)
-    other = layout(root / "other", TWO)
+    other = layout(root / "other", TWO, pki_dir=city.pki_dir)  # one CA trusts both
+    assert city.pki_dir is not None
+    observer = city.client_tls()  # the launcher's observer certificate
+    assert observer is not None and observer.cert is not None and observer.key is not None
+    CA_ENV.update(TIMEBANK_CA=str(observer.ca), TIMEBANK_CERT=str(observer.cert),
+                  TIMEBANK_KEY=str(observer.key))
     with CityProcesses(city) as processes, CityProcesses(other) as other_processes:
         processes.start_all()
         other_processes.start(CLEARINGHOUSE)
@@ -160,8 +169,8 @@ def test_a_visitor_a_move_the_claims_and_both_views_of_the_position(town: Town) 
     shown = ok("node", "positions", "--config", town.config(JN), "--check")
     assert "AGREE" in shown and "江宁区" in shown and "owes 2.00 h (120 min)" in shown
     assert "1000.00 h" in shown and "warning" not in shown
-    qx_view = ok_json("node", "positions", "--node", qx, "--node-id", QX,
-                      "--clearinghouse", town.city.clearinghouse_address)
+    qx_view = ok_json("node", "positions", "--config", town.config(QX), "--node", qx,
+                      "--node-id", QX, "--clearinghouse", town.city.clearinghouse_address)
     assert qx_view["agree"] is True and qx_view["clearinghouse"]["net_minutes"] == 120
 
     # The bureau lowers 江宁区's limit: 120 of 140 minutes is 85%, a yellow warning.
@@ -221,19 +230,30 @@ def test_refusals_are_one_line_with_the_status_name(town: Town) -> None:
     refused("node", "enrol", "--name", "赵敏", "--id-number", id_card(1950), "--home-node",
             "12", "--node", jn, starts="INVALID_ARGUMENT")
     refused("node", "positions", "--node", jn, starts="say which district this is")
-    refused("node", "positions", "--node", jn, "--node-id", "320106",
+    refused("node", "positions", "--config", town.config(JN), "--node-id", "320106",
             starts="NOT_FOUND: district 320106 is not admitted")
+    # Without a client certificate the clearinghouse cannot be asked.
+    ca_only = {"TIMEBANK_CA": CA_ENV["TIMEBANK_CA"]}
+    result = subprocess.run([sys.executable, "-m", "city", "node", "positions", "--node", jn,
+                             "--node-id", JN], capture_output=True, text=True,
+                            encoding="utf-8", timeout=60, cwd=ROOT,
+                            env={**{k: v for k, v in os.environ.items()
+                                    if not k.startswith("TIMEBANK_")}, **ca_only})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: UNAVAILABLE: cannot reach the clearinghouse")
+    assert "--config" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_positions_of_a_node_running_alone_is_one_line(tmp_path: Path) -> None:
-    from tests.node.test_cli import init_node, start_serving, stop
+    from tests.node.test_cli import client_tls, init_node, start_serving, stop
 
     served = start_serving(init_node(tmp_path / "alone"), tmp_path / "serve.log")
+    ca = str(client_tls(served.config).ca)
     try:
-        line = refused("node", "positions", "--node", served.address, "--node-id", JN,
-                       starts="FAILED_PRECONDITION")
+        line = refused("node", "--ca", ca, "positions", "--node", served.address, "--node-id",
+                       JN, starts="FAILED_PRECONDITION")
         assert "not connected to a city clearinghouse" in line
-        refused("node", "move", "1", "--to", QX, "--node", served.address,
+        refused("node", "--ca", ca, "move", "1", "--to", QX, "--node", served.address,
                 starts="FAILED_PRECONDITION")
     finally:
         stop(served)

@@ -65,3 +65,30 @@ def test_peers_need_a_clearinghouse(tmp_path: Path) -> None:
     path = init_data_dir(tmp_path / "alone", "320115", "江宁区")
     with pytest.raises(ConfigError, match="clearinghouse"):
         load_config(_with(path, "nodes = []", 'nodes = ["127.0.0.1:7444"]'))
+
+
+def test_tls_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    """``[tls]``: written by init (paths as given), relative paths taken from the file's
+    folder, each overridden by TIMEBANK_TLS_<KEY>; serving needs them unless insecure."""
+    from runtime.tls import ClientTls, ServerTls, TlsSettings
+
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "node.pem", "node.key"))
+    path = init_data_dir(tmp_path / "node", "320115", "江宁区",
+                         tls=TlsSettings(ca, cert, key))
+    config = load_config(path)
+    assert config.server_tls() == ServerTls(cert, key)  # no client certificates asked
+    assert config.client_tls() == ClientTls(ca, cert, key)
+    _with(path, f'cert = "{cert}"', 'cert = "tls/mine.pem"')
+    assert load_config(path).tls.cert == path.parent / "tls" / "mine.pem"
+    insecure = load_config(path, {"TIMEBANK_TLS_INSECURE": "true"})
+    assert insecure.server_tls() is None and insecure.client_tls() is None
+    with pytest.raises(ConfigError, match=r"\[tls\] insecure must be true or false"):
+        load_config(path, {"TIMEBANK_TLS_INSECURE": "yes"})
+    _with(path, "insecure = false", 'insecure = "false"')
+    with pytest.raises(ConfigError, match=r"\[tls\] insecure must be true or false"):
+        load_config(path)
+    bare = load_config(_node(tmp_path / "bare"))
+    with pytest.raises(ConfigError, match=r"^node 320115 未配置 TLS"):
+        bare.server_tls()
+    with pytest.raises(ConfigError, match=r"\[tls\] ca, cert, key must be set"):
+        bare.client_tls()

@@ -213,7 +213,7 @@ def serve(config: Path | str, clock_file: Path,
           env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", "from city.cli import main; main()", "clearinghouse", "serve",
-         "--config", str(config), "--dev-clock", str(clock_file)],
+         "--config", str(config), "--dev-clock", str(clock_file), "--insecure"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 

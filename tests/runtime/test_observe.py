@@ -124,7 +124,7 @@ def server(probe: Probe) -> Iterator[RunningServer]:
     observer = CallObserver(METRICS, ErrorMapping("probe", _translate), scrub=_redact)
     running = start_server(SERVICE, lambda s: s.add_generic_rpc_handlers((_handlers(probe),)),
                            observer, "127.0.0.1:0", max_message_bytes=4096, workers=4,
-                           thread_name_prefix="probe")
+                           thread_name_prefix="probe", tls=None)
     yield running
     running.stop(None)
 
@@ -338,4 +338,4 @@ def test_a_taken_port_is_an_os_error(server: RunningServer) -> None:
     with pytest.raises(OSError, match="cannot listen"):
         start_server(SERVICE, lambda s: None, CallObserver(METRICS, ErrorMapping("probe")),
                      f"127.0.0.1:{server.port}", max_message_bytes=4096, workers=1,
-                     thread_name_prefix="probe-2")
+                     thread_name_prefix="probe-2", tls=None)

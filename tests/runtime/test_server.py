@@ -1,6 +1,6 @@
 """The life of a serving process (``runtime.server.serve_forever``) on 127.0.0.1 and on
-every interface: the parts start, the process says it is serving (warning when it is
-plaintext on a non-loopback address), and everything stops in reverse order."""
+every interface: the parts start, the process says it is serving (and warns, at every
+start, when it serves without TLS), and everything stops in reverse order."""
 
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ from grpc_reflection.v1alpha import reflection_pb2
 from runtime.observe import CallObserver
 from runtime.rpcerrors import error_reason
 from runtime.rpcstatus import ErrorMapping
-from runtime.server import Serving, is_loopback, serve_forever, start_server
+from runtime.server import INSECURE_WARNING, Serving, is_loopback, serve_forever, start_server
+from runtime.tls import ClientTls, ServerTls, channel
 from tests.runtime.test_observe import METRICS, SERVICE
 
 TIMEOUT = 10.0
 
 
-def _serve_in_thread(listen: str, metrics_listen: str = "",
+def _serve_in_thread(listen: str, metrics_listen: str = "", *,
+                     tls: tuple[ServerTls, ClientTls] | None = None,
                      ) -> tuple[list[dict[str, Any]], list[str], Serving]:
     """Serve a service with no methods on ``listen`` until its health was checked; return
     the log, the order its parts stopped in, and what ``on_ready`` was given."""
@@ -36,7 +38,8 @@ def _serve_in_thread(listen: str, metrics_listen: str = "",
         parts.callback(stopped.append, "first part")
         running = start_server(SERVICE, lambda s: None,
                                CallObserver(METRICS, ErrorMapping("probe")), listen,
-                               max_message_bytes=4096, workers=2, thread_name_prefix="probe")
+                               max_message_bytes=4096, workers=2, thread_name_prefix="probe",
+                               tls=None if tls is None else tls[0])
         parts.callback(lambda: (running.stop(1.0), stopped.append("server")))
         return running.port, {"district": "江宁区"}
 
@@ -47,12 +50,14 @@ def _serve_in_thread(listen: str, metrics_listen: str = "",
     with structlog.testing.capture_logs() as logs:
         thread = threading.Thread(target=serve_forever, args=("probe", listen, metrics_listen,
                                                               start),
-                                  kwargs={"stop": stop, "on_ready": on_ready})
+                                  kwargs={"stop": stop, "on_ready": on_ready,
+                                          "tls": tls is not None})
         thread.start()
         try:
             assert up.wait(TIMEOUT)
-            with grpc.insecure_channel(f"127.0.0.1:{ready[0].port}") as channel:
-                answer = health_pb2_grpc.HealthStub(channel).Check(
+            with channel(f"127.0.0.1:{ready[0].port}",
+                         None if tls is None else tls[1]) as client:
+                answer = health_pb2_grpc.HealthStub(client).Check(
                     health_pb2.HealthCheckRequest(service=SERVICE), timeout=TIMEOUT)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
             if metrics_listen:
@@ -66,14 +71,16 @@ def _serve_in_thread(listen: str, metrics_listen: str = "",
     return logs, stopped, ready[0]
 
 
-def test_a_loopback_server_serves_says_so_and_stops_in_reverse_order() -> None:
-    logs, stopped, serving = _serve_in_thread("127.0.0.1:0", metrics_listen="127.0.0.1:0")
+def test_a_tls_server_serves_says_so_and_stops_in_reverse_order(
+        tls_pair: tuple[ServerTls, ClientTls]) -> None:
+    logs, stopped, serving = _serve_in_thread("127.0.0.1:0", metrics_listen="127.0.0.1:0",
+                                              tls=tls_pair)
     assert serving.port > 0 and serving.metrics_port > 0
     events = [e["event"] for e in logs]
     assert events[0] == "probe serving" and events[-1] == "probe stopped"
     said = logs[0]
     assert (said["port"], said["metrics_port"]) == (serving.port, serving.metrics_port)
-    assert (said["tls"], said["district"], said["listen"]) == (False, "江宁区", "127.0.0.1:0")
+    assert (said["tls"], said["district"], said["listen"]) == (True, "江宁区", "127.0.0.1:0")
     assert logs[-1]["district"] == "江宁区"
     assert not [e for e in logs if e["log_level"] == "warning"]
     assert stopped == ["server", "first part"]
@@ -82,11 +89,17 @@ def test_a_loopback_server_serves_says_so_and_stops_in_reverse_order() -> None:
                                timeout=TIMEOUT)
 
 
-def test_plaintext_on_every_interface_is_served_with_a_warning() -> None:
-    logs, stopped, serving = _serve_in_thread("0.0.0.0:0")
-    (warning,) = [e for e in logs if e["log_level"] == "warning"]
-    assert "plaintext" in warning["event"] and warning["listen"] == "0.0.0.0:0"
-    assert serving.metrics_port == 0 and stopped == ["server", "first part"]
+@pytest.mark.parametrize(("listen", "loopback"), [("0.0.0.0:0", False), ("127.0.0.1:0", True)])
+def test_plaintext_is_served_with_a_warning_at_every_start(listen: str, loopback: bool) -> None:
+    for _ in range(2):
+        logs, stopped, serving = _serve_in_thread(listen)
+        (warning,) = [e for e in logs if e["log_level"] == "warning"]
+        assert warning["event"].startswith(INSECURE_WARNING)
+        assert "--insecure" in warning["event"] and "WITHOUT TLS" in warning["event"]
+        assert (warning["listen"], warning["loopback"]) == (listen, loopback)
+        assert logs.index(warning) < [e["event"] for e in logs].index("probe serving")
+        assert [e["tls"] for e in logs if e["event"] == "probe serving"] == [False]
+        assert serving.metrics_port == 0 and stopped == ["server", "first part"]
 
 
 @pytest.mark.parametrize(("listen", "loopback"), [
@@ -105,11 +118,11 @@ def test_an_address_that_cannot_be_bound_stops_what_had_started() -> None:
         parts.callback(started.append, "stopped")
         start_server(SERVICE, lambda s: None, CallObserver(METRICS, ErrorMapping("probe")),
                      "256.0.0.1:0", max_message_bytes=4096, workers=1,
-                     thread_name_prefix="probe")
+                     thread_name_prefix="probe", tls=None)
         raise AssertionError("the address cannot be bound")
 
     with pytest.raises(OSError, match=r"cannot listen on 256\.0\.0\.1:0"):
-        serve_forever("probe", "256.0.0.1:0", "", start, stop=threading.Event())
+        serve_forever("probe", "256.0.0.1:0", "", start, tls=False, stop=threading.Event())
     assert started == ["stopped"]
 
 
@@ -117,7 +130,7 @@ def test_an_address_that_cannot_be_bound_stops_what_had_started() -> None:
 def probe() -> Any:
     running = start_server(SERVICE, lambda s: None, CallObserver(METRICS, ErrorMapping("probe")),
                            "127.0.0.1:0", max_message_bytes=4096, workers=2,
-                           thread_name_prefix="probe")
+                           thread_name_prefix="probe", tls=None)
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield channel
     running.stop(None)

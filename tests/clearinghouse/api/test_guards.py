@@ -21,6 +21,8 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
+from city.pki.certs import SERVER
+from city.pki.store import Authority
 from clearinghouse.api.ratelimit import NANO, RateLimiter
 from clearinghouse.api.server import RunningServer, serve_forever, start_server
 from clearinghouse.api.servicer import SERVICE_NAME
@@ -31,6 +33,8 @@ from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import ResourceExhausted
 from runtime.server import Serving
+from runtime.tls import OBSERVER, TlsSettings
+from runtime.tls import channel as tls_channel
 from tests.clearinghouse.api.test_service import (
     ALICE,
     CH_KEY,
@@ -51,6 +55,7 @@ from tests.clearinghouse.api.test_service import (
     wire,
 )
 from tests.clearinghouse.conftest import CITY_PUBLIC, certificate, registration, snapshot, stamp
+from tests.pki import client_tls, issue
 from timebank.envelope import sign
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc, node_pb2
@@ -283,8 +288,11 @@ def test_every_call_is_logged_and_counted_without_person_refs(
     assert "exc_info" not in text and "Traceback" not in text
 
 
-def test_serve_forever_serves_metrics_and_applies_the_limits(tmp_path: Path) -> None:
-    config_path = init_city(tmp_path / "ch")
+def test_serve_forever_serves_metrics_and_applies_the_limits(tmp_path: Path,
+                                                             city_ca: Authority) -> None:
+    leaf = issue(city_ca, SERVER, "clearinghouse")
+    config_path = init_city(tmp_path / "ch", tls=TlsSettings(city_ca.ca_cert, leaf.cert,
+                                                             leaf.key, city_ca.crl))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
@@ -308,7 +316,8 @@ def test_serve_forever_serves_metrics_and_applies_the_limits(tmp_path: Path) -> 
     thread.start()
     try:
         assert ready.wait(TIMEOUT)
-        with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as ch:
+        observer = client_tls(city_ca, issue(city_ca, OBSERVER, "monitor"))
+        with tls_channel(f"127.0.0.1:{ports[0]}", observer) as ch:
             clearing_pb2_grpc.ClearinghouseServiceStub(ch).GetPositions(
                 pb.GetPositionsRequest(), timeout=TIMEOUT)
         with urllib.request.urlopen(f"http://127.0.0.1:{free}/metrics", timeout=TIMEOUT) as r:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from nacl.signing import SigningKey
 
+from city.pki.certs import SERVER
+from city.pki.store import Authority
 from clearinghouse.api.server import ExpirySweep, RunningServer, serve_forever, start_server
 from clearinghouse.api.servicer import SERVICE_NAME
 from clearinghouse.bootstrap import init_city
@@ -32,7 +35,10 @@ from clearinghouse.config import load_config
 from clearinghouse.usecases import admission, claims, directory
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
+from runtime.errors import ConfigError
 from runtime.server import Serving
+from runtime.tls import OBSERVER, TlsSettings
+from runtime.tls import channel as tls_channel
 from tests.clearinghouse.conftest import (
     CITY_PUBLIC,
     certificate,
@@ -41,6 +47,7 @@ from tests.clearinghouse.conftest import (
     snapshot,
     stamp,
 )
+from tests.pki import client_tls, issue
 from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, Signed, decode, identity, sign, verify
 from timebank.keys import public_key
@@ -409,8 +416,10 @@ def test_the_sweep_expires_overdue_claims_and_tells_both_parties(
     assert ch_app.query(directory.lookup, ALICE) == JN
 
 
-def test_serve_forever_serves_until_stopped(tmp_path: Path) -> None:
-    config = load_config(init_city(tmp_path / "ch"))
+def test_serve_forever_serves_until_stopped(tmp_path: Path, city_ca: Authority) -> None:
+    leaf = issue(city_ca, SERVER, "clearinghouse")
+    config = load_config(init_city(tmp_path / "ch", tls=TlsSettings(
+        city_ca.ca_cert, leaf.cert, leaf.key, city_ca.crl)))
     stop, ready = threading.Event(), threading.Event()
     ports: list[int] = []
 
@@ -418,15 +427,15 @@ def test_serve_forever_serves_until_stopped(tmp_path: Path) -> None:
         ports.append(serving.port)
         ready.set()
 
-    config = type(config)(config.data_dir, config.database_url, config.city_key_file,
-                          config.signing_key_file, "127.0.0.1:0")
+    config = replace(config, listen="127.0.0.1:0")
     thread = threading.Thread(target=serve_forever, args=(config,),
                               kwargs={"stop": stop, "on_ready": on_ready, "grace_seconds": 1.0,
                                       "sweep_interval": 0.05})
     thread.start()
     try:
         assert ready.wait(TIMEOUT)
-        with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as ch:
+        observer = client_tls(city_ca, issue(city_ca, OBSERVER, "monitor"))
+        with tls_channel(f"127.0.0.1:{ports[0]}", observer) as ch:
             answer = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
                                                           timeout=TIMEOUT)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
@@ -439,7 +448,14 @@ def test_serve_forever_serves_until_stopped(tmp_path: Path) -> None:
     assert not thread.is_alive()
 
 
+def test_serve_without_tls_is_refused_unless_insecure(tmp_path: Path) -> None:
+    config = replace(load_config(init_city(tmp_path / "ch")), listen="127.0.0.1:0")
+    with pytest.raises(ConfigError, match=r"^clearinghouse 未配置 TLS.*cert, key, ca"):
+        serve_forever(config, stop=threading.Event())
+
+
 def test_the_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """Served plaintext with --insecure: it warns, at start, that it runs without TLS."""
     config_path = init_city(tmp_path / "ch")
     with socket.socket() as probe:  # the configuration wants a real port: find a free one
         probe.bind(("127.0.0.1", 0))
@@ -447,12 +463,14 @@ def test_the_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{free}"}
     process = subprocess.Popen(
         [sys.executable, "-c", "from city.cli import main; main()", "clearinghouse", "serve",
-         "--config", str(config_path)],
+         "--config", str(config_path), "--insecure"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    said: list[str] = []
     try:
         assert process.stdout is not None
         port = 0
         for line in process.stdout:
+            said.append(line)
             found = re.search(r"clearinghouse serving on 127\.0\.0\.1:(\d+)", line)
             if found:
                 port = int(found.group(1))
@@ -470,3 +488,4 @@ def test_the_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             process.wait()
     assert process.returncode == 0, rest
     assert "clearinghouse stopped" in rest and "Traceback" not in rest
+    assert any("WITHOUT TLS because of --insecure" in line for line in said), said

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from structlog.testing import LogCapture
 
+from city.pki.store import Authority
 from node.api.server import RecordingLoop
 from node.bootstrap import init_data_dir
 from node.domain.orders import OrderState
@@ -31,8 +32,11 @@ from node.usecases import orders
 from runtime.errors import InvariantViolation, Unavailable
 from runtime.metrics import start_metrics_server
 from runtime.server import channel_options
+from runtime.tls import NODE, TlsSettings
+from runtime.tls import channel as tls_channel
 from tests.node.api.conftest import World
 from tests.node.api.support import TIMEOUT, Api, error_info, key, person, serving
+from tests.pki import client_tls, issue
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
 
@@ -250,8 +254,11 @@ def _reader(stream: Any, lines: queue.Queue[str]) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_forever_serves_until_signalled(tmp_path: Path, signum: int) -> None:
-    config = init_data_dir(tmp_path / "node", "320115", "江宁区", listen="127.0.0.1:0")
+def test_serve_forever_serves_until_signalled(tmp_path: Path, signum: int,
+                                              city_ca: Authority) -> None:
+    leaf = issue(city_ca, NODE, "320115")
+    config = init_data_dir(tmp_path / "node", "320115", "江宁区", listen="127.0.0.1:0",
+                           tls=TlsSettings(city_ca.ca_cert, leaf.cert, leaf.key))
     env = {**os.environ, "TIMEBANK_SERVER_METRICS_LISTEN": "127.0.0.1:0",
            "TIMEBANK_LOG_FORMAT": "json", "PYTHONIOENCODING": "ascii"}
     proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(config)], env=env,
@@ -272,9 +279,11 @@ def test_serve_forever_serves_until_signalled(tmp_path: Path, signum: int) -> No
 
     try:
         serving_event = next_event("node serving")
-        assert serving_event["district"] == "江宁区" and serving_event["tls"] is False
+        assert serving_event["district"] == "江宁区" and serving_event["tls"] is True
+        assert not [e for e in seen if e.get("level") == "warning"], seen
         port, metrics_port = serving_event["port"], serving_event["metrics_port"]
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
+        with tls_channel(f"127.0.0.1:{port}", client_tls(city_ca),
+                         options=channel_options()) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="timebank.v1.NodeService"),
                 timeout=TIMEOUT).status
