@@ -278,6 +278,42 @@ def revoke_command(
              "revocation is on record")
 
 
+@app.command("city-secret")
+@guarded
+def city_secret_command(
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", metavar="FILE",
+        help="Where to write the new city secret (a new file: an existing one is never "
+             "overwritten).")],
+) -> None:
+    """Generate the city secret (城市密钥), the key of every PersonRef, once per city.
+
+    Format: 32 random bytes from the operating system, written raw (no hex, no newline)
+    to a new file of mode 0600. Every district node gets a copy of exactly these bytes
+    (`timebank node init --city-secret FILE`); a node refuses a secret shorter than 32
+    bytes or longer than 1024, unreadable, or readable or writable by other users. The
+    printed fingerprint (not the secret) lets each district check its copy. The secret
+    never goes to the clearinghouse's database or log: whoever holds it and an ID number
+    can compute that person's PersonRef.
+    """
+    from runtime import keyfiles
+
+    secret = keyfiles.new_city_secret()
+    try:
+        keyfiles.write_city_secret(out, secret)
+    except keyfiles.KeyFileError as e:
+        fail(str(e))
+    grid = label_grid()
+    grid.add_row("city secret", f"{out}  (mode 0600)")
+    grid.add_row("format", f"{keyfiles.CITY_SECRET_BYTES} random bytes, raw")
+    grid.add_row("fingerprint", keyfiles.secret_fingerprint(secret))
+    echo(Panel(grid, title="城市密钥已生成 city secret generated", title_align="left",
+               expand=False))
+    echo("[yellow]请通过安全渠道交给每个区节点，不要放在清算中心服务器上。[/] Give each district "
+         "node a copy by a safe channel (`timebank node init --city-secret FILE`); keep it "
+         "off the clearinghouse's server, and compare fingerprints, never the secret.")
+
+
 @app.command("nodes")
 @guarded
 def nodes_command(

@@ -191,6 +191,10 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     cannot be bound.
     """
     configure_logging(config.log_level, config.log_format)
+    try:  # every node holds its key (it signs statements too): refuse an exposed one
+        keyfiles.read_seed(config.signing_key_file)
+    except keyfiles.KeyFileError as e:
+        raise ConfigError(str(e)) from None
     app = open_app(config, clock)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:

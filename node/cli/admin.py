@@ -123,10 +123,12 @@ def init_command(
     try:
         secret = None
         if city_secret is not None:
+            from runtime import keyfiles
+
             try:
-                secret = city_secret.read_bytes()
-            except OSError as e:
-                fail(f"cannot read the city secret {city_secret}: {e.strerror}")
+                secret = keyfiles.read_city_secret(city_secret)
+            except keyfiles.KeyFileError as e:
+                fail(str(e))
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
                                     listen=listen, policy_text=policy_text, city_secret=secret,
                                     clearinghouse_address=clearinghouse,
@@ -143,7 +145,8 @@ def init_command(
 
 
 def _print_initialised(config: NodeConfig, config_path: Path, created: set[str]) -> None:
-    from node.bootstrap import read_policy, signing_identity
+    from node.bootstrap import read_policy, read_secret, signing_identity
+    from runtime.keyfiles import secret_fingerprint
 
     policy = read_policy(config.policy_file)
     key_id, public_hex = signing_identity(config)
@@ -159,6 +162,8 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
         " (until the city's signed policy is in force)" if config.city_public_key else ""))
     grid.add_row("policy sha256", policy.digest)
     grid.add_row("city secret", f"{config.city_secret_file}  {state('secret')} (mode 0600)")
+    grid.add_row("  fingerprint", secret_fingerprint(read_secret(config.city_secret_file))
+                 + " (the same in every district of the city)")
     grid.add_row("signing key", f"{config.signing_key_file}  {state('key')} (mode 0600)")
     grid.add_row("key id", key_id)
     grid.add_row("public key", public_hex)
