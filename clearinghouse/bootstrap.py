@@ -22,15 +22,15 @@ from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.citykeys import (
+    META_CITY_KEY_ID,
+    META_CITY_PUBLIC_KEY,
+    META_CLEARINGHOUSE_KEY_ID,
+    META_CLEARINGHOUSE_PUBLIC_KEY,
+)
 from clearinghouse.usecases.clock import Clock, SystemClock
 from runtime import keyfiles
 from timebank import keys
-
-#: Database meta keys: the city root key and the clearinghouse key this database serves.
-META_CITY_PUBLIC_KEY = "city_public_key"
-META_CITY_KEY_ID = "city_key_id"
-META_CLEARINGHOUSE_PUBLIC_KEY = "clearinghouse_public_key"
-META_CLEARINGHOUSE_KEY_ID = "clearinghouse_key_id"
 
 
 @dataclass(frozen=True, slots=True)
