@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from city import offline as offline_cli
 from city import statement as statement_cli
 from city.monitor import app as monitor_app
 from clearinghouse import cli as clearinghouse_cli
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.add_typer(node_cli.app, name="node")
 app.add_typer(clearinghouse_cli.app, name="clearinghouse")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(offline_cli.app, name="city")
 app.command("verify-statement")(statement_cli.verify_command)
 
 

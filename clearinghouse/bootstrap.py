@@ -21,6 +21,7 @@ from clearinghouse.config import (
 from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.repo import Repo
+from clearinghouse.usecases import citykeys
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.citykeys import (
     META_CITY_KEY_ID,
@@ -146,27 +147,50 @@ def open_app(config: ClearinghouseConfig, clock: Clock | None = None) -> Clearin
     return ClearinghouseApp(open_database(config), clock or SystemClock())
 
 
-def _served_key(path: Path, app: ClearinghouseApp, meta_key: str,
-                what: str) -> keys.SigningKey:
-    """The key in ``path``, checked against the one the database records under
-    ``meta_key``."""
-    key = read_key(path)
+def city_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
+    """The city root key in its key file, refused unless it is the root key that signs
+    the city's next act (the recorded one, or the one the last rotation named)."""
+    key = read_key(config.city_key_file)
     public = keys.public_key(key)
-    with app.db.read() as conn:
-        recorded = Repo(conn).meta(meta_key)
-    if recorded != public.hex():
+    current = app.query(citykeys.chain).current_root
+    if public != current:
         raise ConfigError(
-            f"{path} (key id {keys.key_id(public)}) is not the {what} this clearinghouse "
-            "serves")
+            f"{config.city_key_file} (key id {keys.key_id(public)}) is not the city root key "
+            f"this clearinghouse follows now (key id {keys.key_id(current)})")
     return key
 
 
-def city_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
-    """The city root key, checked against the one this clearinghouse's database serves."""
-    return _served_key(config.city_key_file, app, META_CITY_PUBLIC_KEY, "city root key")
+def sibling_key_file(path: Path, public: bytes) -> Path:
+    """Where a rotated-in clearinghouse key lives: beside the configured key file, named
+    by its key id (``clearinghouse.key.<key id>``)."""
+    return path.with_name(f"{path.name}.{keys.key_id(public)}")
+
+
+def clearinghouse_keys(config: ClearinghouseConfig, app: ClearinghouseApp,
+                       ) -> dict[bytes, keys.SigningKey]:
+    """The clearinghouse's signing keys this machine holds, by public key: the configured
+    key file, and each rotated-in key the city's chain names whose file is here (only
+    keys of the chain: a key file nobody signed for is never used)."""
+    log_keys = app.query(citykeys.chain).log_keys()
+    found: dict[bytes, keys.SigningKey] = {}
+    for public in log_keys.keys:
+        for path in (config.signing_key_file, sibling_key_file(config.signing_key_file,
+                                                               public)):
+            if path.exists() or path.is_symlink():
+                key = read_key(path)
+                if keys.public_key(key) == public:
+                    found[public] = key
+    return found
 
 
 def signing_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
-    """The clearinghouse key, checked against the one its database serves."""
-    return _served_key(config.signing_key_file, app, META_CLEARINGHOUSE_PUBLIC_KEY,
-                       "clearinghouse key")
+    """The clearinghouse key that signs the next tree head (the recorded one, or the one
+    the city's last rotation named), refused if this machine does not hold it."""
+    current = app.query(citykeys.current_clearinghouse_key)
+    found = clearinghouse_keys(config, app).get(current)
+    if found is None:
+        raise ConfigError(
+            f"the clearinghouse signs with key id {keys.key_id(current)}, and neither "
+            f"{config.signing_key_file} nor "
+            f"{sibling_key_file(config.signing_key_file, current)} holds it")
+    return found
