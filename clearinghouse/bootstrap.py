@@ -194,3 +194,11 @@ def signing_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.Sign
             f"{config.signing_key_file} nor "
             f"{sibling_key_file(config.signing_key_file, current)} holds it")
     return found
+
+
+def origin_key(app: ClearinghouseApp) -> bytes | None:
+    """The clearinghouse key this database was initialised with: the log's name comes
+    from it for ever, whatever key signs now (None in a database without one)."""
+    with app.db.read() as conn:
+        recorded = Repo(conn).meta(META_CLEARINGHOUSE_PUBLIC_KEY)
+    return None if recorded is None else bytes.fromhex(recorded)

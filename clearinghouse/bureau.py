@@ -103,10 +103,9 @@ def root_key_id(app: ClearinghouseApp) -> str:
 
 
 def prepared(app: ClearinghouseApp, kind: str, body: bytes) -> actfile.ActFile:
-    """An act for the current root key to sign; its body is checked as a reader would."""
-    act = actfile.ActFile(kind, body, root_key_id(app))
-    actfile.describe(kind, body)
-    return act
+    """An act for the current root key to sign (its body is checked when it is shown,
+    signed and imported)."""
+    return actfile.ActFile(kind, body, root_key_id(app))
 
 
 def _roster_body(app: ClearinghouseApp) -> bytes | None:

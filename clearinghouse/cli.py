@@ -762,6 +762,7 @@ def _write_act(out: Path, act: ActFile) -> None:
 def _prepare(config_file: Path, make: Callable[[ClearinghouseApp], ActFile | None],
              out: Path) -> None:
     from clearinghouse.bootstrap import open_app
+    from timebank import actfile
 
     config = load_config(config_file)
     app_ = open_app(config)
@@ -772,6 +773,10 @@ def _prepare(config_file: Path, make: Callable[[ClearinghouseApp], ActFile | Non
     if act is None:
         echo("Nothing to sign: the latest roster lists exactly who is admitted now.")
         return
+    try:
+        actfile.describe(act.kind, act.body)  # never hand the root key what a reader refuses
+    except actfile.ActFileError as e:
+        raise InvalidArgument(str(e), "MALFORMED_ACT") from None
     _write_act(out, act)
 
 

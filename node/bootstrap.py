@@ -12,7 +12,7 @@ from node.domain.policy import DEFAULT_POLICY_TOML, Policy, PolicyError, load_po
 from node.storage import migrate
 from node.storage.db import Database
 from node.storage.repo import Repo
-from node.usecases import policies
+from node.usecases import admissions, policies
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from runtime import keyfiles
@@ -157,7 +157,7 @@ def load_city_policies(app: NodeApp, config: NodeConfig) -> None:
         return
     stored = app.query(policies.stored)
     try:
-        acts = policies.verified(stored, bytes.fromhex(config.city_public_key))
+        acts = policies.verified(stored, app.query(admissions.chain))
     except PolicyActError as e:
         raise ConfigError(f"{e.message} under the city public key in the configuration "
                           f"({e.reason}); is [city] public_key the city's "

@@ -67,6 +67,7 @@ __all__ = [
     "CityAct",
     "CityAdmissions",
     "certificate_of",
+    "chain_of",
     "parse_signed",
     "revocation_of",
     "verify_act",
@@ -194,6 +195,22 @@ def verify_act(envelope: bytes, city_key: bytes | CityKeys) -> CityAct:
         raise AdmissionsError(f"the body of a city-signed {signed.kind!r} does not "
                               "parse") from None
     return CityAct(signed.kind, node_id, envelope, hashlib.sha256(envelope).digest())
+
+
+def chain_of(city_key: bytes, envelopes: Iterable[bytes],
+             clearinghouse: bytes | None = None) -> CityKeys:
+    """The chain of the city's keys from ``city_key`` (and the clearinghouse key, for a
+    reader of the log) through the rotations among ``envelopes`` (serialised envelopes of
+    any kind; the others are skipped)."""
+    rotations: list[Signed] = []
+    for envelope in envelopes:
+        try:
+            signed = parse_signed(envelope)
+        except EnvelopeError:
+            continue
+        if signed.kind in KEY_KINDS:
+            rotations.append(signed)
+    return CityKeys(city_key, rotations, clearinghouse)
 
 
 class CityAdmissions:

@@ -21,7 +21,7 @@ from runtime.errors import (
     InvalidArgument,
     PermissionDenied,
 )
-from timebank import citykeys
+from timebank import citykeys, transparency
 from timebank.citykeys import CITY_KEY, CLEARINGHOUSE_KEY, CityKeys, KeyChainError
 from timebank.envelope import CITY, EnvelopeError, Signed, identity, verify
 from timebank.keys import key_id
@@ -60,6 +60,14 @@ def keys_for(tx: Tx, city_public_key: bytes) -> bytes | CityKeys:
 
 def signer_refused(e: KeyChainError) -> PermissionDenied:
     return PermissionDenied(e.message, e.reason)
+
+
+def rotated_log_keys(tx: Tx) -> transparency.LogKeys | None:
+    """Which clearinghouse key signs heads of which size, once the city has rotated it;
+    None while it never has (one cheap read per write transaction)."""
+    if not any(kind == CLEARINGHOUSE_KEY for kind, _, _ in tx.repo.key_acts()):
+        return None
+    return chain(tx).log_keys()
 
 
 def current_clearinghouse_key(tx: Tx) -> bytes:
@@ -188,7 +196,18 @@ def signed_by(tx: Tx, root: bytes) -> list[bytes]:
     return sorted({identity(e) for e in found if e.key_id == kid})
 
 
-__all__ = ["META_CITY_KEY_ID", "META_CITY_PUBLIC_KEY", "META_CLEARINGHOUSE_KEY_ID",
-           "META_CLEARINGHOUSE_PUBLIC_KEY", "Rotated", "chain",
-           "current_clearinghouse_key", "keys_for", "rotate_clearinghouse", "rotate_root",
-           "signed_by", "signer_refused"]
+__all__ = [
+    "META_CITY_KEY_ID",
+    "META_CITY_PUBLIC_KEY",
+    "META_CLEARINGHOUSE_KEY_ID",
+    "META_CLEARINGHOUSE_PUBLIC_KEY",
+    "Rotated",
+    "chain",
+    "current_clearinghouse_key",
+    "keys_for",
+    "rotate_clearinghouse",
+    "rotate_root",
+    "rotated_log_keys",
+    "signed_by",
+    "signer_refused",
+]

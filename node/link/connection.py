@@ -81,7 +81,7 @@ def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
                                        timeout=timeout)
             if found.total != whole.total:
                 break
-            for name in ("certificates", "revocations", "rosters", "policies"):
+            for name in ("certificates", "revocations", "rosters", "policies", "key_acts"):
                 getattr(whole, name).extend(getattr(found, name))
             received += _count(found)
         if found.total == whole.total and not found.more:
@@ -93,4 +93,4 @@ def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
 
 def _count(page: pb.Admissions) -> int:
     return (len(page.certificates) + len(page.revocations) + len(page.rosters)
-            + len(page.policies))
+            + len(page.policies) + len(page.key_acts))
