@@ -119,6 +119,12 @@ class LogKeys:
     def keys(self) -> tuple[bytes, ...]:
         return (self.first, *(k for _, k in self.changes))
 
+    def named(self, kid: str) -> bytes:
+        """The key of the chain with key id ``kid`` (the first key if none is: the
+        signature check then says WRONG_KEY). For what the clearinghouse signs besides
+        heads (receipts, deliveries), checked against the log by proofs."""
+        return next((k for k in self.keys if key_id(k) == kid), self.first)
+
     def at(self, size: int) -> bytes:
         """The key that signs the head of ``size``."""
         found = self.first

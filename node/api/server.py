@@ -60,7 +60,8 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     """
     servicer = (NodeServicer(app) if link is None
                 else NodeServicer(app, link.address, link.wake, link.clearinghouse_key,
-                                  link.refresh_admissions, link.look_up))
+                                  link.refresh_admissions, link.look_up,
+                                  log_keys=lambda: link.log_keys))
     running = server.start_server(
         SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,
@@ -78,7 +79,7 @@ def _report_log_health(running: RunningServer, link: ClearingLink) -> None:
         running.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING if ok
                            else health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    report(link.app.query(log_watch.status, link.clearinghouse_key).ok)
+    report(link.app.query(log_watch.status, link.log_keys).ok)
     link.watch.on_status = report
 
 

@@ -67,6 +67,7 @@ class CityView:
         self._rosters: tuple[CityAdmissions, dict[bytes, roster.Roster]] | None = None
         self._refreshed_at: float | None = None  # time.monotonic() of the last refresh
         self.refreshes = 0  # how many times the clearinghouse was asked
+        self._follow_clearinghouse_key(self.current())
 
     def current(self) -> CityAdmissions:
         """The view (read from the database the first time)."""
@@ -99,6 +100,19 @@ class CityView:
                clearinghouse: bytes | None = None) -> CityKeys:
         return chain_of(self._app.node.city_key, [*(a.envelope for a in view), *more],
                         clearinghouse)
+
+    def _follow_clearinghouse_key(self, view: CityAdmissions) -> None:
+        """Trust the clearinghouse keys the city's rotations in ``view`` name (ADR 0018)."""
+        ring = self._conn.ring
+        if ring is None:
+            return
+        try:
+            keys = self._chain(view, clearinghouse=self._conn.clearinghouse_key).log_keys()
+        except KeyChainError:
+            return
+        if ring.update(keys):
+            log.info("the city rotated the clearinghouse's key",
+                     keys=len(keys.keys), from_size=keys.changes[-1][0])
 
     def keys(self, clearinghouse: bytes | None = None) -> CityKeys:
         """The chain of the city's keys from the node's configured city key through the
@@ -149,6 +163,7 @@ class CityView:
         with self._lock:
             self._view = view
             self._refreshed_at = asked
+        self._follow_clearinghouse_key(view)
         if new:
             log.info("the city's admissions changed", new_acts=new, acts=len(view))
         return new

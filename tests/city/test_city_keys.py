@@ -391,3 +391,69 @@ def test_every_key_file_others_can_read_is_refused(tmp_path: Path,
     rotated_in.chmod(0o620)
     line = refused("clearinghouse", "serve", "--config", config)
     assert "writable by other users" in line
+
+
+def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
+        tmp_path: Path, bureau: tuple[Path, Path]) -> None:
+    """A served node learns the new clearinghouse key only from the city-signed rotation
+    (its configuration keeps the old one) and cosigns heads the new key signs."""
+    config, root = bureau
+    ch_dir = config.parent
+    old_ch = bytes.fromhex(_key_hex(ch_dir / "clearinghouse.key"))
+    port, node_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    secret = tmp_path / "city-secret"
+    ok("clearinghouse", "city-secret", "--out", secret)
+    ok("node", "init", "--data-dir", tmp_path / "jn", "--node-id", "320115", "--district",
+       "江宁区", "--clearinghouse", address, "--clearinghouse-key", old_ch.hex(),
+       "--city-key", _key_hex(root), "--city-secret", secret)
+    from node.bootstrap import signing_identity
+    from node.config import load_config
+
+    node_key = signing_identity(load_config(tmp_path / "jn" / "node.toml"))[1]
+    prepare_sign_import(config, root, "admit", "--node-id", "320115", "--district", "江宁区",
+                        "--public-key", node_key)
+    prepare_sign_import(config, root, "roster")
+
+    def cosigned_head(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
+                      at_least: int) -> pb.TreeHead:
+        deadline = time.monotonic() + 45
+        while True:
+            try:
+                head = stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True), timeout=10)
+                if head.size >= at_least and "320115" in head.cosigners:
+                    return head
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND, e
+            assert time.monotonic() < deadline, f"no head of {at_least} leaves was cosigned"
+            time.sleep(0.3)
+
+    with (serving(["clearinghouse", "serve", "--config", config], address,
+                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}),
+          serving(["node", "serve", "--config", tmp_path / "jn" / "node.toml"],
+                  f"127.0.0.1:{node_port}", tmp_path / "jn.log",
+                  {"TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{node_port}",
+                   "TIMEBANK_SERVER_METRICS_LISTEN": ""}),
+          grpc.insecure_channel(address) as channel):
+        stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
+        before = cosigned_head(stub, 1)
+        assert transparency.check_head(before.note, old_ch).size == before.size
+        act = root.parent / "rotate.act"
+        ok("clearinghouse", "prepare", "clearinghouse-key", "--config", config, "--out", act)
+        effective = actfile_effective_size(act)
+        offline_sign(act, root, root.parent / "rotate.signed")
+        ok("clearinghouse", "import", "--config", config, root.parent / "rotate.signed")
+        after = cosigned_head(stub, effective)
+        served = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=10)
+    keys = chain_of(bytes.fromhex(_first_root(config)), list(served.key_acts),
+                    clearinghouse=old_ch).log_keys()
+    assert transparency.check_head(after.note, keys).size == after.size
+    with pytest.raises(transparency.LogError):
+        transparency.check_head(after.note, old_ch)
+    assert "rotated the clearinghouse's key" in (tmp_path / "jn.log").read_text("utf-8")
+
+
+def actfile_effective_size(act: Path) -> int:
+    from timebank.citykeys import read_clearinghouse_rotation
+
+    return read_clearinghouse_rotation(actfile.parse(act.read_bytes()).body).effective_size
