@@ -242,7 +242,7 @@ def check_command(
     if config_file is not None:
         from node.api.convert import log_heads_pb
         from node.bootstrap import open_app
-        from node.usecases import log_watch
+        from node.usecases import admissions, log_watch
         from node.usecases.ledger import check_ledger
 
         config = _load(config_file)
@@ -251,7 +251,8 @@ def check_command(
             report = report_from_view(node_app.query(check_ledger))
             if config.federated:
                 key = bytes.fromhex(config.clearinghouse_public_key)
-                heads = log_heads_pb(node_app.query(log_watch.status, key),
+                chain = node_app.query(admissions.chain, key).log_keys()  # ADR 0018
+                heads = log_heads_pb(node_app.query(log_watch.status, chain),
                                      node_pb2.LogHeads(node_id=config.node_id), key)
         finally:
             node_app.db.dispose()
