@@ -92,8 +92,10 @@ def migrate_and_record(config: ClearinghouseConfig) -> None:
     """Bring the schema up to date; create the city root key and the clearinghouse key if
     this is a new clearinghouse, and record them (or check them) in the database.
 
-    A key file missing for a database that already serves a key is refused rather than
-    replaced: a new city root key would silently invalidate every admission.
+    A clearinghouse key file missing for a database that already serves a key is refused
+    rather than replaced. A city root key file missing for such a database is the root
+    key living offline (ADR 0018): nothing is created; one present must be the root the
+    city's chain names (the recorded one, or the one its last rotation named).
     """
     db = Database(config.effective_database_url)
     try:
@@ -106,7 +108,10 @@ def migrate_and_record(config: ClearinghouseConfig) -> None:
                  META_CLEARINGHOUSE_KEY_ID),
             ):
                 recorded = repo.meta(pub_key)
-                if recorded is not None and not (path.exists() or path.is_symlink()):
+                present = path.exists() or path.is_symlink()
+                if recorded is not None and not present and pub_key == META_CITY_PUBLIC_KEY:
+                    continue  # the city root key lives offline
+                if recorded is not None and not present:
                     raise ConfigError(
                         f"the {label} key file {path} is missing, and the database serves "
                         f"key id {repo.meta(id_key)}; restore that key file (a new key would "
@@ -116,7 +121,9 @@ def migrate_and_record(config: ClearinghouseConfig) -> None:
                 if recorded is None:
                     repo.set_meta(pub_key, info.public_key.hex())
                     repo.set_meta(id_key, info.key_id)
-                elif recorded != info.public_key.hex():
+                elif recorded != info.public_key.hex() and not (
+                        pub_key == META_CITY_PUBLIC_KEY
+                        and info.public_key == _current_root(repo, bytes.fromhex(recorded))):
                     raise ConfigError(
                         f"the database serves another {label} key than the one in {path} "
                         f"(key id {repo.meta(id_key)}, not {info.key_id}); restore the "
@@ -202,3 +209,15 @@ def origin_key(app: ClearinghouseApp) -> bytes | None:
     with app.db.read() as conn:
         recorded = Repo(conn).meta(META_CLEARINGHOUSE_PUBLIC_KEY)
     return None if recorded is None else bytes.fromhex(recorded)
+
+
+def _current_root(repo: Repo, recorded: bytes) -> bytes:
+    """The root key the city's chain names now, from the recorded one (ADR 0018)."""
+    from clearinghouse.usecases import wire
+    from timebank.citykeys import CityKeys, KeyChainError
+
+    try:
+        return CityKeys(recorded, [wire.from_bytes(e) for _, _, e in repo.key_acts()]
+                        ).current_root
+    except KeyChainError:
+        return recorded

@@ -161,7 +161,8 @@ def init_command(
         p for p in (existing.city_key_file, existing.signing_key_file) if p.exists()}
     config_path = init_city(data_dir, database_url=database_url)
     config = load_config(config_path)
-    city, own = key_info(config.city_key_file), key_info(config.signing_key_file)
+    city = key_info(config.city_key_file) if config.city_key_file.exists() else None
+    own = key_info(config.signing_key_file)
     db = Database(config.effective_database_url)
     try:
         schema = migrate.current_revision(db.writer)
@@ -174,10 +175,13 @@ def init_command(
     grid = label_grid()
     grid.add_row("data directory", str(config.data_dir))
     grid.add_row("configuration", f"{config_path}  {state(config_path, before)}")
-    grid.add_row("city root key", f"{config.city_key_file}  "
-                 f"{state(config.city_key_file, key_files)} (mode 0600)")
-    grid.add_row("  key id", city.key_id)
-    grid.add_row("  public key", city.public_key.hex())
+    if city is None:
+        grid.add_row("city root key", f"offline (not in {config.city_key_file})")
+    else:
+        grid.add_row("city root key", f"{config.city_key_file}  "
+                     f"{state(config.city_key_file, key_files)} (mode 0600)")
+        grid.add_row("  key id", city.key_id)
+        grid.add_row("  public key", city.public_key.hex())
     grid.add_row("clearinghouse key", f"{config.signing_key_file}  "
                  f"{state(config.signing_key_file, key_files)} (mode 0600)")
     grid.add_row("  key id", own.key_id)

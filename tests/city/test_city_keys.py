@@ -97,6 +97,9 @@ def bureau(tmp_path: Path) -> tuple[Path, Path]:
     desk.mkdir(mode=0o700)
     root = desk / "root.key"
     shutil.move(tmp_path / "ch" / "city-root.key", root)
+    # the clearinghouse runs, and upgrades its schema, without the root key
+    assert "offline" in ok("clearinghouse", "init", "--data-dir", tmp_path / "ch")
+    assert not (tmp_path / "ch" / "city-root.key").exists()
     return tmp_path / "ch" / "clearinghouse.toml", root
 
 
