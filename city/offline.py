@@ -43,6 +43,10 @@ def sign_command(
     out: Annotated[Path, typer.Option(
         "--out", "-o", metavar="SIGNED_FILE", help="Where to write the signed act (a new "
         "file).")],
+    new_key: Annotated[Path | None, typer.Option(
+        "--new-key", metavar="NEW_ROOT_KEY_FILE",
+        help="For a rotation of the city root key: the new root key's file, to countersign "
+             "the rotation (会签) and show the bureau holds it.")] = None,
 ) -> None:
     """Sign a prepared city act with the root key (签署): shows what it signs first."""
     try:
@@ -52,8 +56,9 @@ def sign_command(
         fail(f"cannot read {act_file}: {e.strerror}")
     try:
         act = actfile.parse(data)
-        summary = actfile.describe(act.kind, act.body)
-        signed = actfile.sign_act(act, _read_key(key))
+        signed = actfile.sign_act(act, _read_key(key),
+                                  None if new_key is None else _read_key(new_key))
+        summary = actfile.describe(signed.kind, signed.body)
     except actfile.ActFileError as e:
         fail(str(e))
     echo(Panel("\n".join(escape(line) for line in summary),

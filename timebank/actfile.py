@@ -111,7 +111,9 @@ def _describe(kind: str, body: bytes) -> list[str]:
                 f"{key_id(r.old_key)} → {key_id(r.new_key)}",
                 f"  新根密钥 new root key {r.new_key.hex()}",
                 f"  旧密钥签署且继续有效的文件 acts of the old key kept valid: "
-                f"{len(r.valid_acts)}; 其余一律拒绝 all others refused"]
+                f"{len(r.valid_acts)}; 其余一律拒绝 all others refused",
+                "  新根密钥会签 countersigned by the new key: "
+                + ("是 yes" if r.countersigned else "否 no (`timebank city sign --new-key`)")]
     if kind == citykeys.CLEARINGHOUSE_KEY:
         c = citykeys.read_clearinghouse_rotation(body)
         return [f"清算中心密钥轮换 clearinghouse key rotation #{c.serial}: "
@@ -184,10 +186,20 @@ def parse(data: bytes) -> ActFile:
     return ActFile(values["kind"], body, kid, signature)
 
 
-def sign_act(act: ActFile, key: SigningKey) -> ActFile:
-    """The act signed by ``key``, which must be the root key the act was prepared for."""
+def sign_act(act: ActFile, key: SigningKey, new_root: SigningKey | None = None) -> ActFile:
+    """The act signed by ``key``, which must be the root key the act was prepared for;
+    a rotation of the root key countersigned first by ``new_root``, if given."""
     if act.signature is not None:
         raise ActFileError("该文件已签名 / the act is signed already")
+    if new_root is not None:
+        if act.kind != citykeys.CITY_KEY:
+            raise ActFileError("只有根密钥轮换需要新密钥会签 / only a rotation of the city root "
+                               "key is countersigned by the new key")
+        try:
+            act = ActFile(act.kind, citykeys.countersigned_body(act.body, new_root),
+                          act.key_id)
+        except citykeys.KeyChainError as e:
+            raise ActFileError(e.message) from None
     found = key_id(public_key(key))
     if found != act.key_id:
         raise ActFileError(f"此文件应由根密钥 {act.key_id} 签署，密钥文件是 {found} / the act "

@@ -25,10 +25,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from timebank import transparency
 from timebank.envelope import CITY, EnvelopeError, Signed, identity, verify
-from timebank.keys import PUBLIC_KEY_LEN, key_id
+from timebank.keys import PUBLIC_KEY_LEN, SigningKey, key_id, public_key
 from timebank.v1 import clearing_pb2 as pb
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "KeyChainError",
     "RootRotation",
     "clearinghouse_rotation_body",
+    "countersign_message",
+    "countersigned_body",
     "read_clearinghouse_rotation",
     "read_root_rotation",
     "root_rotation_body",
@@ -81,6 +85,7 @@ class RootRotation:
     new_key: bytes
     valid_acts: frozenset[bytes]
     issued_at: int
+    countersigned: bool = False  # the new key signed it too: the bureau holds it
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +130,38 @@ def read_root_rotation(body: bytes) -> RootRotation:
                                        "acts valid")
     if any(len(a) != 32 for a in msg.valid_acts):
         raise KeyChainError(MALFORMED, "a city key rotation lists 32-byte envelope identities")
-    return RootRotation(msg.serial, bytes(msg.old_public_key), bytes(msg.new_public_key),
-                        frozenset(bytes(a) for a in msg.valid_acts), msg.issued_at.seconds)
+    old, new = bytes(msg.old_public_key), bytes(msg.new_public_key)
+    countersigned = bool(msg.new_key_signature)
+    if countersigned:
+        try:
+            VerifyKey(new).verify(countersign_message(msg.serial, old, new),
+                                  bytes(msg.new_key_signature))
+        except (BadSignatureError, ValueError):
+            raise KeyChainError(MALFORMED, "新根密钥的会签无效 / the new root key's "
+                                           "countersignature does not verify") from None
+    return RootRotation(msg.serial, old, new, frozenset(bytes(a) for a in msg.valid_acts),
+                        msg.issued_at.seconds, countersigned)
+
+
+def countersign_message(serial: int, old: bytes, new: bytes) -> bytes:
+    """What the new root key signs to show the bureau holds it (``new_key_signature``)."""
+    return b"timebank.v1/city-key-countersign\0" + serial.to_bytes(8, "big") + old + new
+
+
+def countersigned_body(body: bytes, new_key: SigningKey) -> bytes:
+    """The rotation ``body`` with the new root key's countersignature added (on the
+    offline machine, before the old key signs the whole)."""
+    rotation = read_root_rotation(body)
+    if public_key(new_key) != rotation.new_key:
+        raise KeyChainError(MALFORMED, f"此轮换的新根密钥是 {key_id(rotation.new_key)}，不是所给的 "
+                                       f"{key_id(public_key(new_key))} / the rotation names new "
+                                       f"root key {key_id(rotation.new_key)}, not the one given")
+    msg = pb.CityKeyRotation.FromString(body)
+    msg.new_key_signature = new_key.sign(
+        countersign_message(rotation.serial, rotation.old_key, rotation.new_key)).signature
+    data = msg.SerializeToString(deterministic=True)
+    read_root_rotation(data)
+    return data
 
 
 def clearinghouse_rotation_body(serial: int, old: bytes, new: bytes, effective_size: int,

@@ -69,11 +69,11 @@ def free_port() -> int:
         return port
 
 
-def offline_sign(act: Path, key: Path, out: Path) -> str:
+def offline_sign(act: Path, key: Path, out: Path, *more: str | Path) -> str:
     """`timebank city sign` in a process of its own, in a directory holding only the key
     and the act: no configuration, no database, no network."""
     desk = out.parent
-    return ok("city", "sign", act, "--key", key, "--out", out, cwd=desk)
+    return ok("city", "sign", act, "--key", key, "--out", out, *more, cwd=desk)
 
 
 def nodes(config: Path) -> list[dict[str, object]]:
@@ -103,11 +103,13 @@ def bureau(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "ch" / "clearinghouse.toml", root
 
 
-def prepare_sign_import(config: Path, root: Path, *prepare: str | Path) -> str:
+def prepare_sign_import(config: Path, root: Path, *prepare: str | Path,
+                        countersign: Path | None = None) -> str:
     desk = root.parent
     act, signed = desk / f"act-{time.monotonic_ns()}", desk / f"signed-{time.monotonic_ns()}"
     ok("clearinghouse", "prepare", *prepare, "--config", config, "--out", act)
-    shown = offline_sign(act, root, signed)
+    more = () if countersign is None else ("--new-key", countersign)
+    shown = offline_sign(act, root, signed, *more)
     ok("clearinghouse", "import", "--config", config, signed)
     return shown
 
@@ -233,8 +235,10 @@ def test_after_a_city_key_rotation_the_old_key_admits_no_one(
     printed = ok("city", "keygen", "--out", new_root, cwd=desk)
     new_hex = _key_hex(new_root)
     assert new_hex in printed
-    shown = prepare_sign_import(config, old_root, "city-key", "--new-public-key", new_hex)
+    shown = prepare_sign_import(config, old_root, "city-key", "--new-public-key", new_hex,
+                                countersign=new_root)
     assert "城市根密钥轮换" in shown and "kept valid: 1" in shown
+    assert "countersigned by the new key: 是 yes" in shown
 
     # an admission signed by the rotated-out key after the rotation: refused
     body = actfile.parse(_prepared(config, desk, "320106", "鼓楼区")).body

@@ -140,3 +140,24 @@ def test_the_act_file_round_trip_shows_what_it_signs_and_refuses_tampering() -> 
 def test_an_act_file_that_cannot_be_understood_is_refused(text: str) -> None:
     with pytest.raises(actfile.ActFileError):
         actfile.parse(text.encode())
+
+
+def test_the_new_root_may_countersign_and_a_bad_countersignature_is_refused() -> None:
+    body = citykeys.root_rotation_body(1, public_key(OLD), public_key(NEW), [], 1)
+    signed = citykeys.countersigned_body(body, NEW)
+    assert citykeys.read_root_rotation(signed).countersigned
+    assert not citykeys.read_root_rotation(body).countersigned
+    with pytest.raises(KeyChainError, match="not the one given"):
+        citykeys.countersigned_body(body, THIEF)
+    wire = pb.CityKeyRotation.FromString(signed)
+    wire.new_key_signature = THIEF.sign(citykeys.countersign_message(
+        1, public_key(OLD), public_key(NEW))).signature
+    forged = wire.SerializeToString(deterministic=True)
+    with pytest.raises(KeyChainError, match="countersignature"):
+        citykeys.read_root_rotation(forged)
+    rotation = sign(citykeys.CITY_KEY, forged, CITY, OLD)
+    assert CityKeys(public_key(OLD), [rotation]).roots == (public_key(OLD),)  # not followed
+    act = actfile.ActFile(citykeys.CITY_KEY, body, key_id(public_key(OLD)))
+    done = actfile.sign_act(act, OLD, NEW)
+    assert CityKeys(public_key(OLD), [done.envelope]).current_root == public_key(NEW)
+    assert "是 yes" in actfile.render(done)

@@ -1464,12 +1464,19 @@ class CityKeyRotation(_message.Message):
     NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     VALID_ACTS_FIELD_NUMBER: _builtins.int
+    NEW_KEY_SIGNATURE_FIELD_NUMBER: _builtins.int
     serial: _builtins.int
     """1 for the first rotation, one more each time"""
     old_public_key: _builtins.bytes
     """the root key that signs this act (32 bytes)"""
     new_public_key: _builtins.bytes
     """the root key from this act on (32 bytes)"""
+    new_key_signature: _builtins.bytes
+    """Optional: the new root key's Ed25519 signature over
+    "timebank.v1/city-key-countersign\\0" || serial (8 bytes, big-endian) || old || new,
+    showing the bureau holds the new key; a reader refuses a rotation whose
+    countersignature does not verify.
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1487,10 +1494,11 @@ class CityKeyRotation(_message.Message):
         new_public_key: _builtins.bytes = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         valid_acts: _abc.Iterable[_builtins.bytes] | None = ...,
+        new_key_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "new_public_key", b"new_public_key", "old_public_key", b"old_public_key", "serial", b"serial", "valid_acts", b"valid_acts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "new_key_signature", b"new_key_signature", "new_public_key", b"new_public_key", "old_public_key", b"old_public_key", "serial", b"serial", "valid_acts", b"valid_acts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
