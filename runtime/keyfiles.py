@@ -76,7 +76,11 @@ def _write_private(path: PathLike, data: bytes, what: str) -> None:
     _fsync_dir(directory)
 
 
-_EN = {"密钥文件": "key file", "城市密钥 (city secret) 文件": "city secret file"}
+_EN = {"密钥文件": "key file", "城市密钥 (city secret) 文件": "city secret file",
+       "私钥文件": "private key file"}
+
+#: The largest private file ``read_private_file`` reads (a PEM key is a few KiB).
+MAX_PRIVATE_FILE_BYTES = 64 * 1024
 
 
 def _read_private(path: PathLike, what: str, limit: int) -> bytes:
@@ -150,6 +154,16 @@ def read_seed(path: PathLike) -> SigningKey:
     return SigningKey(data)
 
 
+def read_private_file(path: PathLike, limit: int = MAX_PRIVATE_FILE_BYTES) -> bytes:
+    """The bytes of any other private file (a TLS private key in PEM, say), through the
+    same check as every key and secret: a private regular file of at most ``limit``
+    bytes, refused when another user can read or write it."""
+    data = _read_private(path, "私钥文件", limit)
+    if len(data) > limit:
+        raise KeyFileError(f"私钥文件 {path} 过大 / {path} holds more than {limit} bytes")
+    return data
+
+
 def new_city_secret() -> bytes:
     """A fresh city secret: ``CITY_SECRET_BYTES`` bytes from the OS's random source."""
     return secrets.token_bytes(CITY_SECRET_BYTES)
@@ -207,6 +221,18 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dfd)
 
 
-__all__ = ["CITY_SECRET_BYTES", "MAX_SECRET_BYTES", "MIN_SECRET_BYTES", "KeyFileError",
-           "check_city_secret", "new_city_secret", "read_city_secret", "read_seed",
-           "secret_fingerprint", "write_city_secret", "write_seed"]
+__all__ = [
+    "CITY_SECRET_BYTES",
+    "MAX_PRIVATE_FILE_BYTES",
+    "MAX_SECRET_BYTES",
+    "MIN_SECRET_BYTES",
+    "KeyFileError",
+    "check_city_secret",
+    "new_city_secret",
+    "read_city_secret",
+    "read_private_file",
+    "read_seed",
+    "secret_fingerprint",
+    "write_city_secret",
+    "write_seed",
+]

@@ -78,3 +78,15 @@ def test_an_unreadable_secret_is_refused(tmp_path: Path) -> None:
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     with pytest.raises(keyfiles.KeyFileError, match="does not exist"):
         keyfiles.read_city_secret(tmp_path / "dangling")
+
+
+def test_any_other_private_file_goes_through_the_same_check(tmp_path: Path) -> None:
+    """What a TLS private key (PEM) is read with: private, bounded, or refused."""
+    pem = _write(tmp_path / "server.key", b"-----BEGIN PRIVATE KEY-----\n...\n")
+    assert keyfiles.read_private_file(pem).startswith(b"-----BEGIN")
+    pem.chmod(0o640)
+    with pytest.raises(keyfiles.KeyFileError, match=r"私钥文件.*readable by other users"):
+        keyfiles.read_private_file(pem)
+    big = _write(tmp_path / "big.key", b"x" * 100)
+    with pytest.raises(keyfiles.KeyFileError, match="more than 64 bytes"):
+        keyfiles.read_private_file(big, limit=64)
