@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from city import observer
+from city import offline as offline_cli
 from city import statement as statement_cli
 from city.monitor import app as monitor_app
 from city.pki.command import app as pki_app
@@ -44,6 +45,7 @@ app.add_typer(node_cli.app, name="node")
 app.add_typer(clearinghouse_cli.app, name="clearinghouse")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(pki_app, name="pki")
+app.add_typer(offline_cli.app, name="city")
 app.command("verify-statement")(statement_cli.verify_command)
 
 

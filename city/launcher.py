@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -44,6 +43,7 @@ from node import config as node_config
 from node.bootstrap import init_data_dir, signing_identity
 from runtime.server import channel_options
 from runtime.tls import NODE, OBSERVER, ClientTls, TlsSettings, channel
+from runtime import keyfiles
 from timebank import keys
 from timebank.policy import DEFAULT_POLICY_TOML
 
@@ -51,7 +51,6 @@ HOST = "127.0.0.1"
 CLEARINGHOUSE = "clearinghouse"
 NODE_SERVICE = "timebank.v1.NodeService"
 CLEARINGHOUSE_SERVICE = "timebank.v1.ClearinghouseService"
-CITY_SECRET_BYTES = 32
 DEV_CLOCK_ENV = "TIMEBANK_DEV_CLOCK_ALLOWED"
 DEFAULT_READY_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 5.0
@@ -192,14 +191,12 @@ def _port_source(base_port: int | None, count: int) -> Iterable[int]:
 
 def _ensure_city_secret(path: Path) -> bytes:
     """The one city secret every node shares (the same bytes in each node's copy)."""
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(CITY_SECRET_BYTES))
-    secret = path.read_bytes()
-    if len(secret) < CITY_SECRET_BYTES:
-        raise LaunchError(f"the city secret in {path} is shorter than {CITY_SECRET_BYTES} bytes")
-    return secret
+    try:
+        if not path.exists():
+            keyfiles.write_city_secret(path, keyfiles.new_city_secret())
+        return keyfiles.read_city_secret(path)
+    except keyfiles.KeyFileError as e:
+        raise LaunchError(str(e)) from None
 
 
 def _layout_pki(pki_dir: Path, node_ids: Iterable[str]) -> Authority:

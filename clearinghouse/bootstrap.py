@@ -21,17 +21,18 @@ from clearinghouse.config import (
 from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.repo import Repo
+from clearinghouse.usecases import citykeys
 from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.citykeys import (
+    META_CITY_KEY_ID,
+    META_CITY_PUBLIC_KEY,
+    META_CLEARINGHOUSE_KEY_ID,
+    META_CLEARINGHOUSE_PUBLIC_KEY,
+)
 from clearinghouse.usecases.clock import Clock, SystemClock
 from runtime import keyfiles
 from runtime.tls import TlsSettings
 from timebank import keys
-
-#: Database meta keys: the city root key and the clearinghouse key this database serves.
-META_CITY_PUBLIC_KEY = "city_public_key"
-META_CITY_KEY_ID = "city_key_id"
-META_CLEARINGHOUSE_PUBLIC_KEY = "clearinghouse_public_key"
-META_CLEARINGHOUSE_KEY_ID = "clearinghouse_key_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +94,10 @@ def migrate_and_record(config: ClearinghouseConfig) -> None:
     """Bring the schema up to date; create the city root key and the clearinghouse key if
     this is a new clearinghouse, and record them (or check them) in the database.
 
-    A key file missing for a database that already serves a key is refused rather than
-    replaced: a new city root key would silently invalidate every admission.
+    A clearinghouse key file missing for a database that already serves a key is refused
+    rather than replaced. A city root key file missing for such a database is the root
+    key living offline (ADR 0018): nothing is created; one present must be the root the
+    city's chain names (the recorded one, or the one its last rotation named).
     """
     db = Database(config.effective_database_url)
     try:
@@ -107,7 +110,10 @@ def migrate_and_record(config: ClearinghouseConfig) -> None:
                  META_CLEARINGHOUSE_KEY_ID),
             ):
                 recorded = repo.meta(pub_key)
-                if recorded is not None and not (path.exists() or path.is_symlink()):
+                present = path.exists() or path.is_symlink()
+                if recorded is not None and not present and pub_key == META_CITY_PUBLIC_KEY:
+                    continue  # the city root key lives offline
+                if recorded is not None and not present:
                     raise ConfigError(
                         f"the {label} key file {path} is missing, and the database serves "
                         f"key id {repo.meta(id_key)}; restore that key file (a new key would "
@@ -117,7 +123,9 @@ def migrate_and_record(config: ClearinghouseConfig) -> None:
                 if recorded is None:
                     repo.set_meta(pub_key, info.public_key.hex())
                     repo.set_meta(id_key, info.key_id)
-                elif recorded != info.public_key.hex():
+                elif recorded != info.public_key.hex() and not (
+                        pub_key == META_CITY_PUBLIC_KEY
+                        and info.public_key == _current_root(repo, bytes.fromhex(recorded))):
                     raise ConfigError(
                         f"the database serves another {label} key than the one in {path} "
                         f"(key id {repo.meta(id_key)}, not {info.key_id}); restore the "
@@ -148,27 +156,70 @@ def open_app(config: ClearinghouseConfig, clock: Clock | None = None) -> Clearin
     return ClearinghouseApp(open_database(config), clock or SystemClock())
 
 
-def _served_key(path: Path, app: ClearinghouseApp, meta_key: str,
-                what: str) -> keys.SigningKey:
-    """The key in ``path``, checked against the one the database records under
-    ``meta_key``."""
-    key = read_key(path)
+def city_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
+    """The city root key in its key file, refused unless it is the root key that signs
+    the city's next act (the recorded one, or the one the last rotation named)."""
+    key = read_key(config.city_key_file)
     public = keys.public_key(key)
-    with app.db.read() as conn:
-        recorded = Repo(conn).meta(meta_key)
-    if recorded != public.hex():
+    current = app.query(citykeys.chain).current_root
+    if public != current:
         raise ConfigError(
-            f"{path} (key id {keys.key_id(public)}) is not the {what} this clearinghouse "
-            "serves")
+            f"{config.city_key_file} (key id {keys.key_id(public)}) is not the city root key "
+            f"this clearinghouse follows now (key id {keys.key_id(current)})")
     return key
 
 
-def city_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
-    """The city root key, checked against the one this clearinghouse's database serves."""
-    return _served_key(config.city_key_file, app, META_CITY_PUBLIC_KEY, "city root key")
+def sibling_key_file(path: Path, public: bytes) -> Path:
+    """Where a rotated-in clearinghouse key lives: beside the configured key file, named
+    by its key id (``clearinghouse.key.<key id>``)."""
+    return path.with_name(f"{path.name}.{keys.key_id(public)}")
+
+
+def clearinghouse_keys(config: ClearinghouseConfig, app: ClearinghouseApp,
+                       ) -> dict[bytes, keys.SigningKey]:
+    """The clearinghouse's signing keys this machine holds, by public key: the configured
+    key file, and each rotated-in key the city's chain names whose file is here (only
+    keys of the chain: a key file nobody signed for is never used)."""
+    log_keys = app.query(citykeys.chain).log_keys()
+    found: dict[bytes, keys.SigningKey] = {}
+    for public in log_keys.keys:
+        for path in (config.signing_key_file, sibling_key_file(config.signing_key_file,
+                                                               public)):
+            if path.exists() or path.is_symlink():
+                key = read_key(path)
+                if keys.public_key(key) == public:
+                    found[public] = key
+    return found
 
 
 def signing_key(config: ClearinghouseConfig, app: ClearinghouseApp) -> keys.SigningKey:
-    """The clearinghouse key, checked against the one its database serves."""
-    return _served_key(config.signing_key_file, app, META_CLEARINGHOUSE_PUBLIC_KEY,
-                       "clearinghouse key")
+    """The clearinghouse key that signs the next tree head (the recorded one, or the one
+    the city's last rotation named), refused if this machine does not hold it."""
+    current = app.query(citykeys.current_clearinghouse_key)
+    found = clearinghouse_keys(config, app).get(current)
+    if found is None:
+        raise ConfigError(
+            f"the clearinghouse signs with key id {keys.key_id(current)}, and neither "
+            f"{config.signing_key_file} nor "
+            f"{sibling_key_file(config.signing_key_file, current)} holds it")
+    return found
+
+
+def origin_key(app: ClearinghouseApp) -> bytes | None:
+    """The clearinghouse key this database was initialised with: the log's name comes
+    from it for ever, whatever key signs now (None in a database without one)."""
+    with app.db.read() as conn:
+        recorded = Repo(conn).meta(META_CLEARINGHOUSE_PUBLIC_KEY)
+    return None if recorded is None else bytes.fromhex(recorded)
+
+
+def _current_root(repo: Repo, recorded: bytes) -> bytes:
+    """The root key the city's chain names now, from the recorded one (ADR 0018)."""
+    from clearinghouse.usecases import wire
+    from timebank.citykeys import CityKeys, KeyChainError
+
+    try:
+        return CityKeys(recorded, [wire.from_bytes(e) for _, _, e in repo.key_acts()]
+                        ).current_root
+    except KeyChainError:
+        return recorded

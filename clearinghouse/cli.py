@@ -13,6 +13,7 @@ reason code) and exit code 1, never a traceback (``runtime.console``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +42,7 @@ from runtime.console import (
     print_json,
     tls_settings,
 )
-from runtime.errors import InvalidArgument
+from runtime.errors import FailedPrecondition, InvalidArgument
 from timebank import keys
 from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 from timebank.keys import PUBLIC_KEY_LEN
@@ -50,6 +51,8 @@ from timebank.policy import MAX_POLICY_BYTES, PolicyError, load_policy
 
 if TYPE_CHECKING:  # the database layer loads only for the commands that open it
     from clearinghouse.storage.repo import AdmissionRecord, PolicyRecord
+    from clearinghouse.usecases.app import ClearinghouseApp
+    from timebank.actfile import ActFile
     from timebank.roster import Roster
 
 MAX_SERIAL = 2**63 - 1
@@ -66,6 +69,11 @@ policy_app = typer.Typer(
     help="The city policy (时间银行政策): issue it, signed by the city root key, and show "
          "the policies in force and scheduled.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+prepare_app = typer.Typer(
+    help="Prepare a city act for the offline city root key (准备待签文件): the bytes to sign "
+         "and what they say, in a file for `timebank city sign`; then `timebank "
+         "clearinghouse import` the signed file.", no_args_is_help=True)
+app.add_typer(prepare_app, name="prepare")
 
 
 # ------------------------------------------------------------------ output
@@ -169,7 +177,8 @@ def init_command(
     config_path = init_city(data_dir, database_url=database_url,
                             tls=tls_settings(tls_ca, tls_cert, tls_key, tls_crl, insecure))
     config = load_config(config_path)
-    city, own = key_info(config.city_key_file), key_info(config.signing_key_file)
+    city = key_info(config.city_key_file) if config.city_key_file.exists() else None
+    own = key_info(config.signing_key_file)
     db = Database(config.effective_database_url)
     try:
         schema = migrate.current_revision(db.writer)
@@ -182,10 +191,13 @@ def init_command(
     grid = label_grid()
     grid.add_row("data directory", str(config.data_dir))
     grid.add_row("configuration", f"{config_path}  {state(config_path, before)}")
-    grid.add_row("city root key", f"{config.city_key_file}  "
-                 f"{state(config.city_key_file, key_files)} (mode 0600)")
-    grid.add_row("  key id", city.key_id)
-    grid.add_row("  public key", city.public_key.hex())
+    if city is None:
+        grid.add_row("city root key", f"offline (not in {config.city_key_file})")
+    else:
+        grid.add_row("city root key", f"{config.city_key_file}  "
+                     f"{state(config.city_key_file, key_files)} (mode 0600)")
+        grid.add_row("  key id", city.key_id)
+        grid.add_row("  public key", city.public_key.hex())
     grid.add_row("clearinghouse key", f"{config.signing_key_file}  "
                  f"{state(config.signing_key_file, key_files)} (mode 0600)")
     grid.add_row("  key id", own.key_id)
@@ -225,8 +237,11 @@ def admit_command(
     district) needs a higher serial and retires the old key for ever.
     """
     from clearinghouse.bootstrap import city_key, open_app
-    from clearinghouse.bureau import issue_admission, publish_roster
+    from clearinghouse.bureau import admission_body, import_act, prepared, publish_roster
+    from clearinghouse.storage.repo import AdmissionRecord as AdmissionRecordType
     from clearinghouse.usecases import admission
+    from clearinghouse.usecases.admission import ADMISSION
+    from timebank.actfile import sign_act
 
     key = _public_key(public_key)
     config = load_config(config_file)
@@ -241,9 +256,10 @@ def admit_command(
             return
         if serial is None:
             serial = 1 if old is None else old.serial + 1
-        certificate = issue_admission(root, node_id, district, key, serial,
-                                      app_.clock.now())
-        record = app_.execute(admission.admit, certificate, keys.public_key(root))
+        act = prepared(app_, ADMISSION, admission_body(node_id, district, key, serial,
+                                                       app_.clock.now()))
+        record = import_act(app_, sign_act(act, root))
+        assert isinstance(record, AdmissionRecordType)
         published = publish_roster(app_, root)
     finally:
         app_.db.dispose()
@@ -271,8 +287,10 @@ def revoke_command(
     for a new key (`admit` with its new public key) to sign again.
     """
     from clearinghouse.bootstrap import city_key, open_app
-    from clearinghouse.bureau import issue_revocation, publish_roster
+    from clearinghouse.bureau import import_act, prepared, publish_roster, revocation_body
     from clearinghouse.usecases import admission
+    from clearinghouse.usecases.admission import REVOCATION
+    from timebank.actfile import sign_act
 
     if not reason.strip():
         fail("say why the key is revoked: --reason TEXT")
@@ -280,8 +298,9 @@ def revoke_command(
     app_ = open_app(config)
     try:
         root = city_key(config, app_)
-        act = issue_revocation(root, node_id, key_id, reason.strip(), app_.clock.now())
-        app_.execute(admission.revoke, act, keys.public_key(root))
+        act = prepared(app_, REVOCATION, revocation_body(node_id, key_id, reason.strip(),
+                                                         app_.clock.now()))
+        import_act(app_, sign_act(act, root))
         record = app_.query(admission.admission, node_id)
         published = publish_roster(app_, root)
     finally:
@@ -292,6 +311,42 @@ def revoke_command(
     else:
         echo(f"key {escape(key_id)} of {node_id} (already retired) is revoked; its "
              "revocation is on record")
+
+
+@app.command("city-secret")
+@guarded
+def city_secret_command(
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", metavar="FILE",
+        help="Where to write the new city secret (a new file: an existing one is never "
+             "overwritten).")],
+) -> None:
+    """Generate the city secret (城市密钥), the key of every PersonRef, once per city.
+
+    Format: 32 random bytes from the operating system, written raw (no hex, no newline)
+    to a new file of mode 0600. Every district node gets a copy of exactly these bytes
+    (`timebank node init --city-secret FILE`); a node refuses a secret shorter than 32
+    bytes or longer than 1024, unreadable, or readable or writable by other users. The
+    printed fingerprint (not the secret) lets each district check its copy. The secret
+    never goes to the clearinghouse's database or log: whoever holds it and an ID number
+    can compute that person's PersonRef.
+    """
+    from runtime import keyfiles
+
+    secret = keyfiles.new_city_secret()
+    try:
+        keyfiles.write_city_secret(out, secret)
+    except keyfiles.KeyFileError as e:
+        fail(str(e))
+    grid = label_grid()
+    grid.add_row("city secret", f"{out}  (mode 0600)")
+    grid.add_row("format", f"{keyfiles.CITY_SECRET_BYTES} random bytes, raw")
+    grid.add_row("fingerprint", keyfiles.secret_fingerprint(secret))
+    echo(Panel(grid, title="城市密钥已生成 city secret generated", title_align="left",
+               expand=False))
+    echo("[yellow]请通过安全渠道交给每个区节点，不要放在清算中心服务器上。[/] Give each district "
+         "node a copy by a safe channel (`timebank node init --city-secret FILE`); keep it "
+         "off the clearinghouse's server, and compare fingerprints, never the secret.")
 
 
 @app.command("nodes")
@@ -407,8 +462,10 @@ def policy_issue_command(
     policy (POLICY_NOT_CURRENT).
     """
     from clearinghouse.bootstrap import city_key, open_app
-    from clearinghouse.bureau import issue_policy
+    from clearinghouse.bureau import import_act, prepared
     from clearinghouse.usecases import policies
+    from timebank import citypolicy
+    from timebank.actfile import sign_act
 
     clock = dev_clock(dev_clock_file)
     text = _read_policy_file(file)
@@ -423,8 +480,10 @@ def policy_issue_command(
                  f"{_city_time(now)}); a policy takes effect now or later")
         if serial is None:
             serial = app_.query(lambda tx: tx.repo.last_policy_serial()) + 1
-        act = issue_policy(root, serial, text, max(at, now), now)
-        done = app_.execute(policies.issue, act, keys.public_key(root))
+        act = prepared(app_, citypolicy.POLICY_KIND,
+                       citypolicy.policy_body(serial, text, max(at, now), now))
+        done = import_act(app_, sign_act(act, root))
+        assert isinstance(done, policies.Issued)
         records = app_.query(policies.city_policies)
     finally:
         app_.db.dispose()
@@ -695,3 +754,256 @@ def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None,
 
     serve_forever(config, clock=clock, on_ready=ready)
     echo("clearinghouse stopped")
+
+
+# ------------------------------------------------------------------ the offline root key
+
+ActOut = Annotated[Path, typer.Option(
+    "--out", "-o", metavar="FILE",
+    help="Where to write the act to sign (a new file): carry it to the offline machine "
+         "and run `timebank city sign` on it.")]
+
+
+def _write_act(out: Path, act: ActFile) -> None:
+    """Write the act file (a new file; an existing one is never replaced)."""
+    from timebank import actfile
+
+    try:
+        with out.open("x", encoding="utf-8") as f:
+            f.write(actfile.render(act))
+    except FileExistsError:
+        fail(f"{out} 已存在 / {out} already exists; refusing to overwrite it")
+    except OSError as e:
+        fail(f"cannot write {out}: {e.strerror}")
+    echo(Panel("\n".join(escape(line) for line in actfile.describe(act.kind, act.body)),
+               title=f"待签 to sign by city key {act.key_id}", title_align="left",
+               expand=False))
+    echo(f"Written to {out}. Next, on the offline machine: [bold]timebank city sign {out} "
+         "--key ROOT_KEY_FILE --out SIGNED_FILE[/]; then here: [bold]timebank clearinghouse "
+         "import --config CONFIG SIGNED_FILE[/].")
+
+
+def _prepare(config_file: Path, make: Callable[[ClearinghouseApp], ActFile | None],
+             out: Path) -> None:
+    from clearinghouse.bootstrap import open_app
+    from timebank import actfile
+
+    config = load_config(config_file)
+    app_ = open_app(config)
+    try:
+        act = make(app_)
+    finally:
+        app_.db.dispose()
+    if act is None:
+        echo("Nothing to sign: the latest roster lists exactly who is admitted now.")
+        return
+    try:
+        actfile.describe(act.kind, act.body)  # never hand the root key what a reader refuses
+    except actfile.ActFileError as e:
+        raise InvalidArgument(str(e), "MALFORMED_ACT") from None
+    _write_act(out, act)
+
+
+@prepare_app.command("admit")
+@guarded
+def prepare_admit_command(
+    config_file: ConfigFile,
+    node_id: NodeId,
+    district: Annotated[str, typer.Option(
+        "--district", metavar="NAME", help="The district's name, e.g. 江宁区.")],
+    public_key: Annotated[str, typer.Option(
+        "--public-key", metavar="HEX",
+        help="The node's Ed25519 public key, as `timebank node init` prints it.")],
+    out: ActOut,
+    serial: Annotated[int | None, typer.Option(
+        "--serial", metavar="N", min=1, max=MAX_SERIAL,
+        help="The certificate's serial. Default: 1 for a new node, one more than the "
+             "current certificate.")] = None,
+) -> None:
+    """Prepare a district's admission certificate for the offline root key. Once it is
+    imported, prepare the roster too (`prepare roster`)."""
+    from clearinghouse.bureau import admission_body, prepared
+    from clearinghouse.usecases import admission
+    from clearinghouse.usecases.admission import ADMISSION
+
+    key = _public_key(public_key)
+
+    def make(app_: ClearinghouseApp) -> ActFile:
+        old = app_.query(admission.admission, node_id)
+        number = serial if serial is not None else 1 if old is None else old.serial + 1
+        return prepared(app_, ADMISSION, admission_body(node_id, district, key, number,
+                                                        app_.clock.now()))
+
+    _prepare(config_file, make, out)
+
+
+@prepare_app.command("revoke")
+@guarded
+def prepare_revoke_command(
+    config_file: ConfigFile,
+    node_id: NodeId,
+    key_id: Annotated[str, typer.Option(
+        "--key-id", metavar="KEY_ID", help="The node key to revoke (16 hex characters).")],
+    reason: Annotated[str, typer.Option(
+        "--reason", metavar="TEXT", help="Why, for the record (at most 200 characters).")],
+    out: ActOut,
+) -> None:
+    """Prepare the revocation of a node key, for ever, for the offline root key."""
+    from clearinghouse.bureau import prepared, revocation_body
+    from clearinghouse.usecases.admission import REVOCATION
+
+    if not reason.strip():
+        fail("say why the key is revoked: --reason TEXT")
+    _prepare(config_file, lambda a: prepared(a, REVOCATION, revocation_body(
+        node_id, key_id, reason.strip(), a.clock.now())), out)
+
+
+@prepare_app.command("roster")
+@guarded
+def prepare_roster_command(config_file: ConfigFile, out: ActOut) -> None:
+    """Prepare the city roster of who is admitted now (after an admission, a key change
+    or a revocation is imported): until it is imported, tree heads name the one before."""
+    from clearinghouse.bureau import prepare_roster
+
+    _prepare(config_file, prepare_roster, out)
+
+
+@prepare_app.command("policy")
+@guarded
+def prepare_policy_command(
+    config_file: ConfigFile,
+    file: Annotated[Path, typer.Option(
+        "--file", "-f", metavar="FILE", exists=True, dir_okay=False,
+        help="The policy TOML every district will run.")],
+    out: ActOut,
+    effective_at: Annotated[str, typer.Option(
+        "--effective-at", metavar="ISO8601",
+        help="When it takes effect, e.g. 2027-01-01T00:00 (Asia/Shanghai unless an offset "
+             "is given): later than the act will be imported.")],
+    serial: Annotated[int | None, typer.Option(
+        "--serial", metavar="N", min=1, max=MAX_SERIAL,
+        help="The policy's serial. Default: one more than the last issued.")] = None,
+) -> None:
+    """Prepare a city policy for the offline root key."""
+    from clearinghouse.bureau import prepared
+    from timebank import citypolicy
+
+    text = _read_policy_file(file)
+    at = _parse_effective_at(effective_at)
+
+    def make(app_: ClearinghouseApp) -> ActFile:
+        number = serial if serial is not None else app_.query(
+            lambda tx: tx.repo.last_policy_serial()) + 1
+        now = app_.clock.now()
+        return prepared(app_, citypolicy.POLICY_KIND,
+                        citypolicy.policy_body(number, text, max(at, now), now))
+
+    _prepare(config_file, make, out)
+
+
+@prepare_app.command("city-key")
+@guarded
+def prepare_city_key_command(
+    config_file: ConfigFile,
+    new_key: Annotated[str, typer.Option(
+        "--new-public-key", metavar="HEX",
+        help="The next city root key's public key, as `timebank city keygen` printed it "
+             "on the offline machine.")],
+    out: ActOut,
+) -> None:
+    """Prepare the rotation of the city root key: the current root signs it; every act of
+    the current root this clearinghouse holds stays valid, anything else it ever signs
+    is refused (ROTATED_OUT_CITY_KEY). Give every node, monitor and auditor nothing
+    new: they follow the chain from the root key they were configured with."""
+    from clearinghouse.bureau import prepare_city_key
+
+    key = _public_key(new_key)
+    _prepare(config_file, lambda a: prepare_city_key(a, key), out)
+
+
+@prepare_app.command("clearinghouse-key")
+@guarded
+def prepare_clearinghouse_key_command(
+    config_file: ConfigFile,
+    out: ActOut,
+    margin: Annotated[int, typer.Option(
+        "--margin", metavar="LEAVES", min=0, max=1_000_000,
+        help="Take effect this many leaves after the rotation's own (for a busy log, so "
+             "that the import is not refused as LOG_MOVED). Default 0: at once.")] = 0,
+) -> None:
+    """Prepare the rotation of the clearinghouse's signing key: a new key is created
+    beside the current one (clearinghouse.key.<key id>, mode 0600), and the act, for the
+    city root key, names it and the tree size from which it signs heads. Heads signed
+    before still verify under the old key."""
+    from clearinghouse.bootstrap import sibling_key_file
+    from clearinghouse.bureau import prepare_clearinghouse_key
+    from runtime import keyfiles
+
+    config = load_config(config_file)
+    new = keys.generate()
+    public = keys.public_key(new)
+    path = sibling_key_file(config.signing_key_file, public)
+    try:
+        keyfiles.write_seed(path, new)
+    except keyfiles.KeyFileError as e:
+        fail(str(e))
+    echo(f"new clearinghouse key {keys.key_id(public)} written to {path} (mode 0600)")
+    _prepare(config_file, lambda a: prepare_clearinghouse_key(a, public, margin), out)
+
+
+@app.command("import")
+@guarded
+def import_command(
+    config_file: ConfigFile,
+    signed_file: Annotated[Path, typer.Argument(
+        metavar="SIGNED_FILE", help="The act signed by `timebank city sign`.")],
+) -> None:
+    """Import a city act signed offline (导入已签文件): checked under the city's keys as
+    this clearinghouse follows them before anything is stored; a tampered or wrongly
+    signed file is refused and changes nothing."""
+    from clearinghouse.bootstrap import clearinghouse_keys, open_app, sibling_key_file
+    from clearinghouse.bureau import import_act
+    from clearinghouse.storage.repo import AdmissionRecord as AdmissionRecordType
+    from clearinghouse.usecases import citykeys as ch_citykeys
+    from clearinghouse.usecases import policies
+    from timebank import actfile, citykeys
+    from timebank import roster as rosters
+
+    try:
+        with signed_file.open("rb") as f:
+            data = f.read(actfile.MAX_FILE_BYTES + 1)
+    except OSError as e:
+        fail(f"cannot read {signed_file}: {e.strerror}")
+    try:
+        act = actfile.parse(data)
+        act.envelope  # noqa: B018 - refuses an unsigned file
+    except actfile.ActFileError as e:
+        raise InvalidArgument(str(e), "MALFORMED_ACT_FILE") from None
+    config = load_config(config_file)
+    app_ = open_app(config)
+    try:
+        if act.kind == citykeys.CLEARINGHOUSE_KEY:
+            new = citykeys.read_clearinghouse_rotation(act.body).new_key
+            if new not in clearinghouse_keys(config, app_) and not (
+                    sibling_key_file(config.signing_key_file, new).exists()):
+                raise FailedPrecondition(
+                    f"新密钥文件不在本机 / this machine does not hold the new clearinghouse "
+                    f"key {keys.key_id(new)} "
+                    f"({sibling_key_file(config.signing_key_file, new)})", "NEW_KEY_MISSING")
+        done = import_act(app_, act)
+    finally:
+        app_.db.dispose()
+    if isinstance(done, AdmissionRecordType):
+        _print_admission(done, "node admitted (imported)")
+    elif isinstance(done, rosters.Roster):
+        _print_roster(done)
+    elif isinstance(done, policies.Issued):
+        echo(f"city policy {done.record.serial} imported (log leaf "
+             f"{'recorded before' if done.log_index is None else done.log_index})")
+    elif isinstance(done, ch_citykeys.Rotated):
+        echo(f"{act.kind} rotation {done.serial} imported: new key {done.key_id} (log leaf "
+             f"{'recorded before' if done.log_index is None else done.log_index})")
+    else:
+        echo("revocation imported")
+    for line in actfile.describe(act.kind, act.body):
+        echo(escape(line))

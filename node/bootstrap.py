@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from node.config import NodeConfig, load_config, render_config
@@ -13,7 +12,7 @@ from node.domain.policy import DEFAULT_POLICY_TOML, Policy, PolicyError, load_po
 from node.storage import migrate
 from node.storage.db import Database
 from node.storage.repo import Repo
-from node.usecases import policies
+from node.usecases import admissions, policies
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from runtime import keyfiles
@@ -26,13 +25,12 @@ CONFIG_NAME = "node.toml"
 
 
 def read_secret(path: Path) -> bytes:
+    """The city secret, refused unless private, readable and of a sane length
+    (``runtime.keyfiles.read_city_secret``): a node never starts on a weak or exposed one."""
     try:
-        secret = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"the city secret file {path} does not exist") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(f"the city secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
-    return secret
+        return keyfiles.read_city_secret(path)
+    except keyfiles.KeyFileError as e:
+        raise ConfigError(str(e)) from None
 
 
 def read_policy(path: Path) -> Policy:
@@ -76,10 +74,12 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
             raise ConfigError(f"the policy: {e}") from None
         policy_path.write_text(text, encoding="utf-8")
     secret_path = data_dir / "city-secret"
-    if not secret_path.exists():
-        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(city_secret if city_secret is not None else secrets.token_bytes(32))
+    if not (secret_path.exists() or secret_path.is_symlink()):
+        try:
+            keyfiles.write_city_secret(secret_path, city_secret if city_secret is not None
+                                       else keyfiles.new_city_secret())
+        except keyfiles.KeyFileError as e:
+            raise ConfigError(str(e)) from None
     config = load_config(config_path)
     if config.node_id != node_id:
         raise ConfigError(f"{config_path} is for node {config.node_id}, not {node_id}")
@@ -158,7 +158,7 @@ def load_city_policies(app: NodeApp, config: NodeConfig) -> None:
         return
     stored = app.query(policies.stored)
     try:
-        acts = policies.verified(stored, bytes.fromhex(config.city_public_key))
+        acts = policies.verified(stored, app.query(admissions.chain))
     except PolicyActError as e:
         raise ConfigError(f"{e.message} under the city public key in the configuration "
                           f"({e.reason}); is [city] public_key the city's "

@@ -16,7 +16,7 @@ where an operator said ``--insecure``). ``Revocations`` is the CRL a server re-r
 same way; ``revocation_check`` refuses a revoked client certificate UNAUTHENTICATED on
 every call (gRPC's handshake checks the chain and the validity period, not a CRL).
 
-Private key files are read with ``runtime.keyfiles.read_private``: refused when other
+Private key files are read with ``runtime.keyfiles.read_private_file``: refused when other
 users can read them.
 """
 
@@ -230,7 +230,7 @@ def read_pem(path: Path, what: str) -> bytes:
 def read_key(path: Path) -> bytes:
     """A TLS private key file, refused when other users can read or change it."""
     try:
-        data = keyfiles.read_private(path, MAX_KEY_BYTES + 1, what="a PEM private key")
+        data = keyfiles.read_private_file(path, MAX_KEY_BYTES + 1)
     except keyfiles.KeyFileError as e:
         raise ConfigError(f"TLS 私钥文件不可用 / TLS key file refused: {e}") from None
     if len(data) > MAX_KEY_BYTES or b"PRIVATE KEY-----" not in data:

@@ -32,6 +32,15 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from timebank.citykeys import (
+    CITY_KEY,
+    KEY_KINDS,
+    CityKeys,
+    KeyChainError,
+    read_clearinghouse_rotation,
+    read_root_rotation,
+    root_key_for,
+)
 from timebank.envelope import (
     CITY,
     MAX_BODY_BYTES,
@@ -57,7 +66,10 @@ __all__ = [
     "Certificate",
     "CityAct",
     "CityAdmissions",
+    "certificate_of",
+    "chain_of",
     "parse_signed",
+    "revocation_of",
     "verify_act",
 ]
 
@@ -65,8 +77,9 @@ ADMISSION = "admission"
 REVOCATION = "revocation"
 ROSTER = "roster"
 POLICY = "policy"
-#: The kinds of envelope the city root key signs.
-KINDS = frozenset({ADMISSION, REVOCATION, ROSTER, POLICY})
+#: The kinds of envelope the city root key signs (the rotations of the city's keys too:
+#: ``timebank.citykeys``).
+KINDS = frozenset({ADMISSION, REVOCATION, ROSTER, POLICY, *KEY_KINDS})
 #: The most acts one view holds: far more than a city of districts, each rotated and
 #: revoked now and then, ever signs; a bound on what a clearinghouse can make a reader keep.
 MAX_ACTS = 10_000
@@ -116,7 +129,8 @@ def parse_signed(envelope: bytes) -> Signed:
     return Signed(wire.kind, wire.body, wire.signer, wire.key_id, wire.signature)
 
 
-def _certificate(body: bytes) -> Certificate:
+def certificate_of(body: bytes) -> Certificate:
+    """What an admission certificate's body says, every field checked."""
     cert = pb.AdmissionCertificate.FromString(body)
     if not is_node_id(cert.node_id):
         raise AdmissionsError("the certificate's node id is not six digits")
@@ -132,7 +146,8 @@ def _certificate(body: bytes) -> Certificate:
     return Certificate(cert.node_id, cert.district, public, key_id(public), cert.serial)
 
 
-def _revocation(body: bytes) -> tuple[str, str]:
+def revocation_of(body: bytes) -> tuple[str, str]:
+    """The node id and key id a revocation's body names, checked."""
     act = pb.Revocation.FromString(body)
     if not is_node_id(act.node_id):
         raise AdmissionsError("the revocation's node id is not six digits")
@@ -141,11 +156,13 @@ def _revocation(body: bytes) -> tuple[str, str]:
     return act.node_id, act.key_id
 
 
-def verify_act(envelope: bytes, city_key: bytes) -> CityAct:
+def verify_act(envelope: bytes, city_key: bytes | CityKeys) -> CityAct:
     """The serialised envelope ``envelope`` as a city act, once it is checked to be one:
-    a well-formed envelope of one of ``KINDS``, signed by ``city`` with ``city_key`` over
-    exactly these bytes, whose body is that kind's message with well-formed fields.
-    Raises :class:`AdmissionsError` saying which check failed."""
+    a well-formed envelope of one of ``KINDS``, signed by ``city`` over exactly these
+    bytes with ``city_key`` (or, given the chain of the city's keys, with the root key
+    the chain allows for this act: a rotated-out key signs nothing new), whose body is
+    that kind's message with well-formed fields. Raises :class:`AdmissionsError` saying
+    which check failed."""
     try:
         signed = parse_signed(envelope)
         if signed.kind not in KINDS:
@@ -153,23 +170,47 @@ def verify_act(envelope: bytes, city_key: bytes) -> CityAct:
         if signed.signer != CITY:
             raise AdmissionsError(f"a {signed.kind!r} envelope signed by {signed.signer!r}, "
                                   "not by the city")
-        body = verify(signed, city_key)
+        body = verify(signed, root_key_for(city_key, signed))
     except EnvelopeError as e:
         raise AdmissionsError(f"not a city-signed envelope: {e}") from None
+    except KeyChainError as e:
+        raise AdmissionsError(e.message) from None
     node_id = ""
     try:
         if signed.kind == ADMISSION:
-            node_id = _certificate(body).node_id
+            node_id = certificate_of(body).node_id
         elif signed.kind == REVOCATION:
-            node_id = _revocation(body)[0]
+            node_id = revocation_of(body)[0]
         elif signed.kind == ROSTER:
             pb.Roster.FromString(body)
-        else:
+        elif signed.kind == POLICY:
             pb.CityPolicy.FromString(body)
+        elif signed.kind == CITY_KEY:
+            read_root_rotation(body)  # its shape: whether it is chained, CityKeys judges
+        else:
+            read_clearinghouse_rotation(body)
+    except KeyChainError as e:
+        raise AdmissionsError(e.message) from None
     except DecodeError:
         raise AdmissionsError(f"the body of a city-signed {signed.kind!r} does not "
                               "parse") from None
     return CityAct(signed.kind, node_id, envelope, hashlib.sha256(envelope).digest())
+
+
+def chain_of(city_key: bytes, envelopes: Iterable[bytes],
+             clearinghouse: bytes | None = None) -> CityKeys:
+    """The chain of the city's keys from ``city_key`` (and the clearinghouse key, for a
+    reader of the log) through the rotations among ``envelopes`` (serialised envelopes of
+    any kind; the others are skipped)."""
+    rotations: list[Signed] = []
+    for envelope in envelopes:
+        try:
+            signed = parse_signed(envelope)
+        except EnvelopeError:
+            continue
+        if signed.kind in KEY_KINDS:
+            rotations.append(signed)
+    return CityKeys(city_key, rotations, clearinghouse)
 
 
 class CityAdmissions:
@@ -196,10 +237,10 @@ class CityAdmissions:
         for act in self._acts:
             signed = parse_signed(act.envelope)
             if act.kind == ADMISSION:
-                cert = _certificate(signed.body)
+                cert = certificate_of(signed.body)
                 certificates.setdefault(cert.node_id, []).append(cert)
             elif act.kind == REVOCATION:
-                revoked.add(_revocation(signed.body))
+                revoked.add(revocation_of(signed.body))
         for found in certificates.values():
             found.sort(key=lambda c: (c.serial, c.key_id))
         self._certificates = certificates

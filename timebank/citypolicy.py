@@ -35,6 +35,7 @@ from typing import Protocol, TypeVar
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from timebank.citykeys import CityKeys, KeyChainError, root_key_for
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.envelope import Reason as EnvelopeReason
 from timebank.policy import Policy, PolicyError, load_policy, policy_sha256
@@ -62,7 +63,8 @@ MALFORMED_TIME = "MALFORMED_TIME"
 BAD_POLICY = "BAD_POLICY"
 #: The reasons that say the act is not the city's (its signature or signer); the others
 #: say the act itself is malformed.
-SIGNATURE_REASONS = frozenset({NOT_CITY_SIGNED, *(r.value for r in EnvelopeReason
+SIGNATURE_REASONS = frozenset({NOT_CITY_SIGNED, "ROTATED_OUT_CITY_KEY", "UNKNOWN_CITY_KEY",
+                               *(r.value for r in EnvelopeReason
                                                   if r not in (EnvelopeReason.MALFORMED,
                                                                EnvelopeReason.OVERSIZED))})
 
@@ -130,7 +132,7 @@ def _time(stamp: Timestamp, what: str) -> datetime:
     return at
 
 
-def read_city_policy(envelope: Signed, city_public_key: bytes) -> CityPolicy:
+def read_city_policy(envelope: Signed, city_public_key: bytes | CityKeys) -> CityPolicy:
     """The policy a city-signed ``policy`` envelope puts in force, checked: kind,
     signer ``city``, the signature under ``city_public_key`` over the bytes received,
     then the body (serial 1 or more, both times set and in range, taking effect no
@@ -145,9 +147,11 @@ def read_city_policy(envelope: Signed, city_public_key: bytes) -> CityPolicy:
         raise PolicyActError(NOT_CITY_SIGNED, "a city policy is signed by the city root key, "
                              f"not by {envelope.signer[:16]!r}")
     try:
-        body = verify(envelope, city_public_key)
+        body = verify(envelope, root_key_for(city_public_key, envelope))
     except EnvelopeError as e:
         raise PolicyActError(e.reason.value, f"the policy's envelope: {e.message}") from None
+    except KeyChainError as e:
+        raise PolicyActError(e.reason, e.message) from None
     try:
         msg = clearing_pb2.CityPolicy.FromString(body)
     except DecodeError:

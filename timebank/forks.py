@@ -182,7 +182,7 @@ def _ordered(a: tuple[Head, str], b: tuple[Head, str]) -> tuple[tuple[Head, str]
     return tuple(sorted((a, b), key=lambda hs: (hs[0].size, hs[0].root)))
 
 
-def compare(clearinghouse_key: bytes, first: str, second: str,
+def compare(clearinghouse_key: bytes | transparency.LogKeys, first: str, second: str,
             consistency: Sequence[bytes] | None = None, *,
             prefix_root: bytes | None = None,
             seen: tuple[str, str] = ("", "")) -> Evidence | None:
@@ -270,7 +270,7 @@ def _hash(text: object, where: str) -> bytes:
     return value
 
 
-def check(doc: Any, clearinghouse_key: bytes) -> Evidence:
+def check(doc: Any, clearinghouse_key: bytes | transparency.LogKeys) -> Evidence:
     """The evidence a document (``to_json``, or ``load`` of a file) holds, recomputed
     from its two signed notes, its path and ``clearinghouse_key`` alone. Raises
     ``EvidenceError`` if it shows no fork, or not the fork it says (a document that

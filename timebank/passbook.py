@@ -52,6 +52,8 @@ from timebank import anchors, chain, merkle, transparency
 from timebank import checkpoint as notes
 from timebank import roster as rosters
 from timebank.accounts import AccountCodeError, AccountKind, is_person_ref, parse_account
+from timebank.admissions import chain_of
+from timebank.citykeys import MAX_ROTATIONS, CityKeys, KeyChainError
 from timebank.envelope import EnvelopeError, Signed, sign, verify
 from timebank.v1 import clearing_pb2 as pb
 
@@ -65,7 +67,7 @@ KIND = "statement"
 #: meaning to, data that the verifier passed over without checking.
 FILE_FIELDS = frozenset({"format", "statement", "signature"})
 STATEMENT_FIELDS = frozenset({"format", "node", "person", "balance", "entries", "anchor",
-                              "cosigned", "rosters", "made_at"})
+                              "cosigned", "rosters", "made_at", "key_acts"})
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -188,7 +190,23 @@ def _signed_by(env: Signed, key: bytes) -> bool:
 MAX_ROSTERS = 8
 
 
-def _rosters(doc: dict[str, Any], city_key: bytes) -> dict[bytes, rosters.Roster]:
+def _chain(doc: dict[str, Any], city_key: bytes, ch_key: bytes) -> CityKeys:
+    """The chain of the city's keys from the verifier's two keys through the rotations
+    the statement carries (``key_acts``, optional; ADR 0018): city-signed, so carrying
+    them lends the node no trust. A head after a clearinghouse key rotation verifies only
+    under the key the city named."""
+    carried = doc.get("key_acts", [])
+    if not isinstance(carried, list) or len(carried) > 2 * MAX_ROTATIONS:
+        raise StatementError(f"key_acts is a list of at most {2 * MAX_ROTATIONS} envelopes")
+    try:
+        return chain_of(city_key, [_bytes(t, f"key act {i + 1}")
+                                   for i, t in enumerate(carried)], ch_key)
+    except KeyChainError as e:
+        raise StatementError(f"the key rotations it carries: {e}") from None
+
+
+def _rosters(doc: dict[str, Any], city_key: bytes | CityKeys,
+             ) -> dict[bytes, rosters.Roster]:
     """The city-signed rosters the statement carries, by digest: they give the districts
     of the city, their keys and so the quorum, at the heads the statement cites."""
     carried = _get(doc, "rosters", list, "rosters")
@@ -252,7 +270,8 @@ def _check_checkpoint(anchor: dict[str, Any], node_id: str, label: str,
     return raw, count, root
 
 
-def _head(part: dict[str, Any], what: str, ch_key: bytes) -> transparency.Head:
+def _head(part: dict[str, Any], what: str,
+          ch_key: bytes | transparency.LogKeys) -> transparency.Head:
     note = _get(part, "tree_head", str, f"{what} tree head")
     try:
         return transparency.check_head(note, ch_key)
@@ -373,9 +392,10 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
     _only(st, STATEMENT_FIELDS, "signed statement")
     node = _get(st, "node", dict, "node")
     node_id = _get(node, "node_id", str, "node id")
-    carried = _rosters(st, city_key)
+    chain = _chain(st, city_key, ch_key)
+    carried = _rosters(st, chain)
     anchor = _get(st, "anchor", dict, "anchor")
-    anchor_head = _head(anchor, "anchor's", ch_key)
+    anchor_head = _head(anchor, "anchor's", chain.log_keys())
     member = _roster_of(anchor_head, carried, "anchor's").member(node_id)
     if member is None:
         raise StatementError(f"the city's roster at the anchor does not admit node {node_id}")
@@ -388,7 +408,7 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
     head, what = anchor_head, "anchor's"
     if st.get("cosigned") is not None:
         final = _get(st, "cosigned", dict, "cosigned head")
-        head, what = _head(final, "cosigned", ch_key), "cosigned"
+        head, what = _head(final, "cosigned", chain.log_keys()), "cosigned"
         if _check_logged(final, "cosigned", checkpoint, node_id, head) != index:
             raise StatementError("the cosigned proof is of another log leaf than the anchor's")
     roster, cosigners = _final(head, carried, node_id, what, now)

@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 
 from timebank import checkpoint as notes
 from timebank import transparency
+from timebank.citykeys import CityKeys, KeyChainError, root_key_for
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.ids import is_node_id
 from timebank.keys import PUBLIC_KEY_LEN
@@ -40,6 +41,7 @@ __all__ = [
     "by_digest",
     "check_head",
     "cosigned_by",
+    "members_of",
     "read",
     "read_bytes",
     "verified",
@@ -116,18 +118,20 @@ def body(epoch: int, members: Iterable[Member], issued_at: datetime) -> bytes:
                         serial=m.serial)
     msg.issued_at.FromDatetime(issued_at.astimezone(UTC))
     data = msg.SerializeToString(deterministic=True)
-    _members(msg)  # never sign what a reader would refuse
+    members_of(msg)  # never sign what a reader would refuse
     return data
 
 
-def read(envelope: Signed, city_key: bytes) -> Roster:
+def read(envelope: Signed, city_key: bytes | CityKeys) -> Roster:
     """The roster in a city-signed envelope, every field checked."""
     if envelope.kind != KIND or envelope.signer != CITY:
         raise RosterError(f"a roster is a {KIND!r} envelope signed by the city root key")
     try:
-        data = verify(envelope, city_key)
+        data = verify(envelope, root_key_for(city_key, envelope))
     except EnvelopeError as e:
         raise RosterError(f"the roster is not signed by the city root key: {e}") from None
+    except KeyChainError as e:
+        raise RosterError(e.message) from None
     msg = pb.Roster()
     try:
         msg.ParseFromString(data)
@@ -135,7 +139,7 @@ def read(envelope: Signed, city_key: bytes) -> Roster:
         raise RosterError("the roster's body is not a Roster") from None
     if not 1 <= msg.epoch <= _MAX_EPOCH:
         raise RosterError(f"roster epoch {msg.epoch} is outside 1 .. 2**63 - 1")
-    members = _members(msg)
+    members = members_of(msg)
     wire = pb.Envelope(kind=envelope.kind, body=envelope.body, signer=envelope.signer,
                        key_id=envelope.key_id, signature=envelope.signature)
     return Roster(epoch=msg.epoch, members=members, issued_at=msg.issued_at.seconds,
@@ -143,7 +147,7 @@ def read(envelope: Signed, city_key: bytes) -> Roster:
                   envelope=wire.SerializeToString(deterministic=True))
 
 
-def read_bytes(data: bytes, city_key: bytes) -> Roster:
+def read_bytes(data: bytes, city_key: bytes | CityKeys) -> Roster:
     """``read`` of a serialised envelope (as Admissions and passbooks carry rosters)."""
     wire = pb.Envelope()
     try:
@@ -165,7 +169,8 @@ def by_digest(rosters: Mapping[bytes, Roster], line: tuple[int, bytes] | None) -
     return found
 
 
-def _members(msg: pb.Roster) -> tuple[Member, ...]:
+def members_of(msg: pb.Roster) -> tuple[Member, ...]:
+    """A roster's members, every field and their order checked."""
     if len(msg.members) > MAX_MEMBERS:
         raise RosterError(f"a roster lists at most {MAX_MEMBERS} districts")
     out: list[Member] = []
@@ -212,7 +217,8 @@ def check_head(head: transparency.Head, known: Mapping[bytes, Roster],
     return found
 
 
-def verified(envelopes: Iterable[bytes], city_key: bytes) -> dict[bytes, Roster]:
+def verified(envelopes: Iterable[bytes], city_key: bytes | CityKeys,
+             ) -> dict[bytes, Roster]:
     """Rosters by digest, from serialised envelopes (as ``GetAdmissions`` serves them):
     each must be city-signed, or the whole answer is refused."""
     out: dict[bytes, Roster] = {}

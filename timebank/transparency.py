@@ -100,12 +100,56 @@ class Head:
     roster: tuple[int, bytes] | None = None
 
 
-def check_head(note: str, clearinghouse_public_key: bytes) -> Head:
-    """The head a signed checkpoint states, once the clearinghouse's signature and the
-    origin are checked."""
-    origin = clearinghouse_origin(clearinghouse_public_key)
+@dataclass(frozen=True, slots=True)
+class LogKeys:
+    """Which key signs the log's heads of which size: ``first`` (the key the log was
+    started with, whose id names the log's origin for ever) below the first change,
+    then each ``(effective_size, key)`` of ``changes`` (increasing sizes) from that size
+    on. Built from city-signed rotations (``timebank.citykeys``), never from the
+    clearinghouse's word; a bare key is a log whose key never changed."""
+
+    first: bytes
+    changes: tuple[tuple[int, bytes], ...] = ()
+
+    @property
+    def origin(self) -> str:
+        return clearinghouse_origin(self.first)
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        return (self.first, *(k for _, k in self.changes))
+
+    def named(self, kid: str) -> bytes:
+        """The key of the chain with key id ``kid`` (the first key if none is: the
+        signature check then says WRONG_KEY). For what the clearinghouse signs besides
+        heads (receipts, deliveries), checked against the log by proofs."""
+        return next((k for k in self.keys if key_id(k) == kid), self.first)
+
+    def at(self, size: int) -> bytes:
+        """The key that signs the head of ``size``."""
+        found = self.first
+        for effective, key in self.changes:
+            if size >= effective:
+                found = key
+        return found
+
+
+def log_keys(keys: bytes | LogKeys) -> LogKeys:
+    """``keys`` as a ``LogKeys`` (a bare key: one that never changed)."""
+    return keys if isinstance(keys, LogKeys) else LogKeys(keys)
+
+
+def check_head(note: str, clearinghouse_public_key: bytes | LogKeys) -> Head:
+    """The head a signed checkpoint states, once the clearinghouse's signature (by the
+    key that signs heads of its size) and the origin are checked."""
+    keys = log_keys(clearinghouse_public_key)
+    origin = keys.origin
     try:
-        notes.verify_note(note, origin, clearinghouse_public_key)
+        size = _read(note)[0].size
+    except LogError:
+        size = 0  # the signature check below says what is wrong with it
+    try:
+        notes.verify_note(note, origin, keys.at(size))
     except notes.CheckpointError as e:
         raise LogError(f"the tree head is not signed by the clearinghouse: {e}") from None
     head, found_origin = _read(note)

@@ -52,28 +52,48 @@ class TrustedLog:
     last head verified under it (None before the first, which is trusted on first use,
     as the node has always done)."""
 
-    __slots__ = ("_head", "_key", "_origin")
+    __slots__ = ("_head", "_key", "_keys", "_origin")
 
-    def __init__(self, clearinghouse_key: bytes, held: str | None = None) -> None:
-        """Trust ``clearinghouse_key``; ``held``, a signed head verified before (as a
+    def __init__(self, clearinghouse_key: bytes | transparency.LogKeys,
+                 held: str | None = None) -> None:
+        """Trust ``clearinghouse_key`` (or the keys the city's rotations name for each
+        size, ``transparency.LogKeys``); ``held``, a signed head verified before (as a
         reader stored it), is checked again rather than believed."""
-        if not isinstance(clearinghouse_key, bytes) or len(clearinghouse_key) != PUBLIC_KEY_LEN:
+        keys = transparency.log_keys(clearinghouse_key)
+        if not isinstance(keys.first, bytes) or len(keys.first) != PUBLIC_KEY_LEN:
             raise ValueError(f"a clearinghouse key is {PUBLIC_KEY_LEN} bytes")
-        self._key = clearinghouse_key
-        self._origin = transparency.clearinghouse_origin(clearinghouse_key)
+        self._keys = keys
+        self._key = keys.first
+        self._origin = keys.origin
         self._head: Head | None = None if held is None else self.verify(held)
 
     def _holding(self, head: Head) -> TrustedLog:
         view = TrustedLog.__new__(TrustedLog)
-        view._key, view._origin, view._head = self._key, self._origin, head
+        view._key, view._keys, view._origin, view._head = (self._key, self._keys,
+                                                           self._origin, head)
         return view
+
+    def with_keys(self, keys: transparency.LogKeys) -> TrustedLog:
+        """This view, trusting the keys of a longer chain of the same log (a rotation
+        the city signed since)."""
+        if keys.first != self._key:
+            raise ValueError("the keys of another log")
+        view = self._holding(self._head) if self._head is not None else TrustedLog(keys)
+        view._keys = keys
+        return view
+
+    @property
+    def keys(self) -> transparency.LogKeys:
+        """Which key signs heads of which size."""
+        return self._keys
 
     def __repr__(self) -> str:
         return f"TrustedLog({self._origin!r}, size={self.size})"
 
     @property
     def key(self) -> bytes:
-        """The clearinghouse's public key: the one thing trusted from outside."""
+        """The clearinghouse's first public key (the log's name): the one thing trusted
+        from outside; later keys only by the city's rotations."""
         return self._key
 
     @property
@@ -97,7 +117,7 @@ class TrustedLog:
         """The head a signed checkpoint states, once the clearinghouse's signature and
         this log's origin are checked; nothing about the held head (for a head cited
         on its own, as a passbook cites one)."""
-        return transparency.check_head(note, self._key)
+        return transparency.check_head(note, self._keys)
 
     def accept(self, note: str, consistency: Sequence[bytes]) -> TrustedLog:
         """The view holding the head ``note`` states, if the clearinghouse signed it for
@@ -140,7 +160,8 @@ class TrustedLog:
         try:
             envelope = pb.Envelope.FromString(receipt)
             body = verify(Signed(envelope.kind, envelope.body, envelope.signer,
-                                 envelope.key_id, envelope.signature), self._key)
+                                 envelope.key_id, envelope.signature),
+                          self._keys.named(envelope.key_id))
             if envelope.kind != RECEIPT or envelope.signer != CLEARINGHOUSE:
                 raise LogError(f"expected a receipt, got {envelope.kind!r}")
             answer = pb.Receipt.FromString(body)

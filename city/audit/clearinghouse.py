@@ -42,6 +42,14 @@ class Clearinghouse:
     scan: LogScan
     open_totals: dict[str, tuple[int, int]]  # node -> (open claims, open debit minutes)
 
+    @property
+    def log_keys(self) -> transparency.LogKeys:
+        """Which key signs heads of which size: ``key``, then each rotation the city
+        signed that the log records (ADR 0018; only with the city key to check them)."""
+        chain = self.scan.chain
+        return (chain.log_keys() if chain is not None and chain.clearinghouse is not None
+                else transparency.LogKeys(self.key))
+
 
 def _log_check(ch: Clearinghouse) -> str:
     log = StoredLog(ch.conn)
@@ -76,7 +84,7 @@ def _tree_heads_check(ch: Clearinghouse) -> str:
     for row in ch.conn.execute(select(heads).order_by(heads.c.size)):
         where = f"size {row.size}"
         try:
-            head = transparency.check_head(row.note, ch.key)
+            head = transparency.check_head(row.note, ch.log_keys)
         except transparency.LogError as e:
             raise Bad(BadRecord(ch.file, "tree_heads", where, str(e))) from None
         if head.size != row.size or head.root != bytes(row.root):
@@ -200,7 +208,7 @@ def _receipts_check(ch: Clearinghouse) -> str:
             signed = parse_signed(bytes(row.receipt))
             if signed.signer != CLEARINGHOUSE or signed.kind != "receipt":
                 raise EnvelopeError(Reason.MALFORMED, "not a clearinghouse receipt")
-            body = pb.Receipt.FromString(verify(signed, ch.key))
+            body = pb.Receipt.FromString(verify(signed, ch.log_keys.named(signed.key_id)))
         except (EnvelopeError, DecodeError, ValueError) as e:
             raise Bad(BadRecord(ch.file, "receipts", where,
                                  f"does not verify under the clearinghouse key: {e}")) from None
@@ -334,7 +342,7 @@ def open_clearinghouse(file: str, conn: Connection, key: bytes, city_key: bytes 
             open_totals[r.debtor] = (n + 1, m + int(r.minutes))
     heads = t.tree_heads
     sizes = set(conn.execute(select(heads.c.size)).scalars()) | set(held_sizes)
-    scan = LogScan(file, sizes=sizes, city_key=city_key)
+    scan = LogScan(file, sizes=sizes, city_key=city_key, clearinghouse_key=key)
     leaves = t.log_leaves
     after = -1
     while True:

@@ -287,7 +287,7 @@ def _anchors_check(node: Node, ch: Clearinghouse) -> str:
                 or hashlib.sha256(entry).digest() != cp.leaf_sha256):
             raise bad(f"its checkpoint or log_entry is not what log leaf {idx} records")
         try:
-            th = transparency.check_head(str(row.tree_head or ""), ch.key)
+            th = transparency.check_head(str(row.tree_head or ""), ch.log_keys)
             transparency.check_included(entry, idx, th, anchors.proof_path(row.log_proof))
         except (transparency.LogError, ValueError) as e:
             raise bad(f"the inclusion proof does not hold: {e}") from None
@@ -340,7 +340,7 @@ def _heads_check(node: Node, ch: Clearinghouse) -> str:
             return Bad(BadRecord(node.file, table, entry, problem))
 
         try:
-            head = transparency.check_head(note, ch.key)
+            head = transparency.check_head(note, ch.log_keys)
         except transparency.LogError as e:
             raise bad(f"{node.name} holds a tree head the clearinghouse key "
                       f"{key_id(ch.key)} did not sign: {e}") from None

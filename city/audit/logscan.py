@@ -16,6 +16,7 @@ from city.audit.report import BadRecord
 from clearinghouse.domain.claims import TRANSITIONS
 from clearinghouse.domain.claims import ClaimState as ChState
 from timebank import anchors
+from timebank.citykeys import KEY_KINDS, CityKeys, KeyChainError
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.keys import key_id
 from timebank.merkle import HASH_SIZE
@@ -60,6 +61,10 @@ class LogScan:
     where: str  # the file (or address) for bad records
     sizes: set[int] = field(default_factory=set)  # sizes whose root to keep
     city_key: bytes | None = None  # if known, admissions and revocations must verify
+    clearinghouse_key: bytes | None = None  # the log's first key, for its rotations
+    #: The chain of the city's keys as the rotations logged so far extend it (ADR 0018).
+    chain: CityKeys | None = None
+    _key_acts: list[Signed] = field(default_factory=list)
     roots: dict[int, bytes] = field(default_factory=dict)
     latest: dict[str, tuple[int, pb.LogEntry]] = field(default_factory=dict)
     completed: dict[str, tuple[int, pb.LogEntry]] = field(default_factory=dict)
@@ -96,6 +101,8 @@ class LogScan:
             self._revocation(idx, entry)
         elif entry.kind == "roster":
             self._city_roster(idx, entry)
+        elif entry.kind in KEY_KINDS:
+            self._rotation(idx, entry)
         elif entry.kind == anchors.LEAF_KIND:
             self._checkpoint(idx, entry, data)
         if entry.claim_id:
@@ -108,6 +115,37 @@ class LogScan:
         if self.bad is None:
             self.bad = BadRecord(self.where, "log_leaves", f"idx {idx}", problem)
 
+    def _chain(self) -> CityKeys | None:
+        if self.city_key is None:
+            return None
+        if self.chain is None:
+            self.chain = CityKeys(self.city_key, (), self.clearinghouse_key)
+        return self.chain
+
+    def _rotation(self, idx: int, entry: pb.LogEntry) -> None:
+        """A rotation of the city's keys: it must extend the chain from the city key."""
+        try:
+            signed = parse_signed(entry.envelope)
+        except (DecodeError, EnvelopeError) as e:
+            self._fail(idx, f"the {entry.kind} leaf is not an envelope: {e}")
+            return
+        before = self._chain()
+        if before is None:
+            return
+        acts = [*self._key_acts, signed]
+        try:
+            after = CityKeys(before.root, acts, self.clearinghouse_key)
+        except KeyChainError as e:
+            self._fail(idx, f"the {entry.kind} leaf breaks the chain of the city's keys: {e}")
+            return
+        grown = (after.root_rotations > before.root_rotations or
+                 len(after.clearinghouse_rotations) > len(before.clearinghouse_rotations))
+        if not grown:
+            self._fail(idx, f"the {entry.kind} leaf is not a rotation the city's keys "
+                            "chain to")
+            return
+        self._key_acts, self.chain = acts, after
+
     def _city_act(self, idx: int, entry: pb.LogEntry, kind: str) -> bytes | None:
         """The body of the city-signed envelope an admission or revocation leaf records,
         checked under the city root key when the audit has it; None (and the leaf bad)
@@ -116,7 +154,8 @@ class LogScan:
             signed = parse_signed(entry.envelope)
             if signed.kind != kind or signed.signer != CITY:
                 raise ValueError(f"a {signed.kind!r} envelope signed by {signed.signer!r}")
-            return signed.body if self.city_key is None else verify(signed, self.city_key)
+            chain = self._chain()
+            return signed.body if chain is None else verify(signed, chain.key_for(signed))
         except (DecodeError, EnvelopeError, ValueError) as e:
             self._fail(idx, f"the {kind} leaf does not record a {kind} signed by the city "
                             f"root key: {e}")

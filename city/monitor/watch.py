@@ -24,7 +24,7 @@ is a warning (its heads are not compared this round), not an alarm.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -37,6 +37,8 @@ from runtime.tls import channel as tls_channel
 from timebank import anchors, forks, transparency
 from timebank import checkpoint as notes
 from timebank import roster as rosters
+from timebank.admissions import chain_of
+from timebank.citykeys import CityKeys, KeyChainError
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.keys import key_id
 from timebank.trusted_log import TrustedLog
@@ -94,6 +96,23 @@ class Target:
     #: How the monitor connects: the city CA and its observer certificate (None:
     #: plaintext, a city serving --insecure).
     tls: ClientTls | None = None
+    #: The chain of the city's keys from the two configured keys, as the city's signed
+    #: rotations extend it (ADR 0018); read again every round (``with_chain``).
+    chain: CityKeys | None = None
+
+    @property
+    def root_keys(self) -> CityKeys:
+        return self.chain if self.chain is not None else CityKeys(self.city_key)
+
+    @property
+    def log_keys(self) -> transparency.LogKeys:
+        return (self.chain.log_keys() if self.chain is not None
+                else transparency.LogKeys(self.clearinghouse_key))
+
+    def with_chain(self, key_acts: list[bytes]) -> Target:
+        """This target, trusting the rotations among ``key_acts`` the configured city
+        key chains to (never a key on the clearinghouse's word)."""
+        return replace(self, chain=chain_of(self.city_key, key_acts, self.clearinghouse_key))
 
     def __post_init__(self) -> None:
         if len(self.nodes) > MAX_NODES:
@@ -112,6 +131,11 @@ def check_once(target: Target, directory: Directory, *, now: int | None = None) 
     with tls_channel(target.clearinghouse, target.tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
+            try:
+                target = target.with_chain(list(all_admissions(stub).key_acts))
+            except KeyChainError as e:
+                found.findings.append(Finding(LOG, f"the city's key rotations conflict: {e}",
+                                              key="log:keys"))
             latest = _follow(stub, target, state, directory, found, at)
             if latest is not None:
                 _finality(stub, target, state, latest, found, at)
@@ -141,7 +165,7 @@ def _fork(found: Round, directory: Directory, evidence: forks.Evidence, at: int,
 def _follow(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target, state: State,
             directory: Directory, found: Round, at: int) -> transparency.Head | None:
     """Verify the latest head extends the last one, read and check the new leaves."""
-    key = target.clearinghouse_key
+    key = target.log_keys
     answer = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=CALL_TIMEOUT_SECONDS)
     try:
         held = TrustedLog(key, state.head)
@@ -228,7 +252,7 @@ def _read_entry(index: int, data: bytes, target: Target, anchored: dict[str, int
     if envelope is None:
         return
     if entry.kind in ("admission", "revocation"):
-        body = _city_signed(envelope, target.city_key)
+        body = _city_signed(envelope, target.root_keys)
         if body is None:
             found.findings.append(Finding(LOG, f"log leaf {index} ({entry.kind}) is not "
                                           "signed by the city key (wrong --city-key?)",
@@ -252,11 +276,12 @@ def _read_entry(index: int, data: bytes, target: Target, anchored: dict[str, int
         anchored[checkpoint.node_id] = max(before or 0, checkpoint.entry_count)
 
 
-def _city_signed(envelope: pb.Envelope, city_key: bytes) -> bytes | None:
+def _city_signed(envelope: pb.Envelope, city_key: CityKeys) -> bytes | None:
+    signed = Signed(envelope.kind, envelope.body, envelope.signer, envelope.key_id,
+                    envelope.signature)
     try:
-        body = verify(Signed(envelope.kind, envelope.body, envelope.signer, envelope.key_id,
-                             envelope.signature), city_key)
-    except EnvelopeError:
+        body = verify(signed, city_key.key_for(signed))
+    except (EnvelopeError, KeyChainError):
         return None
     return body if envelope.signer == CITY else None
 
@@ -295,20 +320,20 @@ def _final_size(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target
             return 0
         raise
     try:
-        head = transparency.check_head(answer.note, target.clearinghouse_key)
+        head = transparency.check_head(answer.note, target.log_keys)
     except transparency.LogError:
         return 0
     if head.size > state.frontier.size:
         return 0
     try:
         admitted = all_admissions(stub)
-        known = rosters.verified(admitted.rosters, target.city_key)
+        known = rosters.verified(admitted.rosters, target.root_keys)
         found, counted = rosters.cosigned_by(head, known)
     except (rosters.RosterError, notes.CheckpointError):
         return 0  # a head not final under a city-signed roster is not final
     if len(counted) < found.quorum:
         return 0
-    located = locate(stub, target.clearinghouse_key, head.note,
+    located = locate(stub, target.log_keys, head.note,
                      timeout=CALL_TIMEOUT_SECONDS)
     return head.size if located.evidence is None else 0
 
@@ -343,7 +368,7 @@ def _district(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target,
             continue
         seen.add(note)
         try:
-            located = locate(stub, target.clearinghouse_key, note, seen=f"{who} ({which})",
+            located = locate(stub, target.log_keys, note, seen=f"{who} ({which})",
                              log_seen=f"the clearinghouse at {target.clearinghouse} (latest)",
                              timeout=CALL_TIMEOUT_SECONDS)
         except transparency.LogError as e:
@@ -366,7 +391,7 @@ def _district(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target,
                                         "verified": max(last, located.head.size)}
     for text in heads.evidence[:16]:
         try:
-            evidence = forks.check(forks.load(text), target.clearinghouse_key)
+            evidence = forks.check(forks.load(text), target.log_keys)
         except forks.EvidenceError:
             continue
         _fork(found, directory, evidence, at, f"{who} reports a fork it found")

@@ -77,6 +77,8 @@ def start_server(app: ClearinghouseApp, signing_key: SigningKey,
                  workers: int = DEFAULT_WORKERS,
                  submits_per_second: int = DEFAULT_SUBMITS_PER_SECOND,
                  submit_burst: int = DEFAULT_SUBMIT_BURST,
+                 origin_key: bytes | None = None,
+                 rotated_key: Callable[[bytes], SigningKey | None] | None = None,
                  tls: ServerTls | None = None) -> RunningServer:
     """Start serving ``app`` on ``listen``, signing with ``signing_key``: mutual TLS as
     ``tls`` says, each caller bound to its certificate (None: plaintext, the choice of
@@ -84,7 +86,8 @@ def start_server(app: ClearinghouseApp, signing_key: SigningKey,
     Each node may Submit ``submits_per_second`` envelopes a second, ``submit_burst`` at
     once (RESOURCE_EXHAUSTED BUSY beyond). Stopping it ends the Subscribe streams."""
     limiter = RateLimiter(submits_per_second, submit_burst)
-    servicer = ClearinghouseServicer(app, signing_key, limiter=limiter)
+    servicer = ClearinghouseServicer(app, signing_key, limiter=limiter, origin_key=origin_key,
+                                     rotated_key=rotated_key)
     # Every write transaction from here on ends by signing a tree head for what it
     # logged; the first one also covers what was logged offline (admissions, limits).
     app.after_write = servicer.publish_head
@@ -148,7 +151,10 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
         key = bootstrap.signing_key(config, app)
         running = start_server(app, key, config.listen,
                                submits_per_second=config.submits_per_second,
-                               submit_burst=config.submit_burst, tls=tls)
+                               submit_burst=config.submit_burst, tls=tls,
+                               origin_key=bootstrap.origin_key(app),
+                               rotated_key=lambda public: bootstrap.clearinghouse_keys(
+                                   config, app).get(public))
         parts.callback(running.stop, grace_seconds)
         sweep = ExpirySweep(app, sweep_interval)
         sweep.start()

@@ -26,7 +26,7 @@ clearinghouse key. Errors become statuses where every call is observed
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf.message import Message
@@ -36,15 +36,15 @@ from clearinghouse.api import observe
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.claims import ClaimState
-from clearinghouse.usecases import admission, claims, directory, log, submit, wire
+from clearinghouse.usecases import admission, citykeys, claims, directory, log, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
-from runtime.errors import PermissionDenied
+from runtime.errors import FailedPrecondition, PermissionDenied
 from runtime.observe import note
 from runtime.rpcstatus import grpc_code
 from timebank import checkpoint as notes
 from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, Signed, sign
-from timebank.keys import public_key
+from timebank.keys import key_id, public_key
 from timebank.v1 import clearing_pb2 as pb
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ClearinghouseService"].full_name
@@ -92,12 +92,17 @@ class ClearinghouseServicer:
 
     def __init__(self, app: ClearinghouseApp, signing_key: SigningKey, *,
                  poll_seconds: float = POLL_SECONDS,
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None,
+                 origin_key: bytes | None = None,
+                 rotated_key: Callable[[bytes], SigningKey | None] | None = None) -> None:
         self._app = app
         self._limiter = limiter if limiter is not None else RateLimiter(
             DEFAULT_SUBMITS_PER_SECOND, DEFAULT_SUBMIT_BURST)
         self._key = signing_key
-        self.origin = transparency.clearinghouse_origin(public_key(signing_key))
+        #: The log is named after its first key for ever (a rotation keeps the name).
+        self.origin = transparency.clearinghouse_origin(origin_key or public_key(signing_key))
+        #: The private key of a public key the city rotated this clearinghouse to.
+        self._rotated_key = rotated_key
         self._poll = poll_seconds
         self._closed = threading.Event()
         # A node's count is bumped when a Submit queued a delivery for it: its open
@@ -162,7 +167,19 @@ class ClearinghouseServicer:
         return out
 
     def publish_head(self, tx: Tx) -> transparency.Head:
-        """Sign a tree head for the log as this transaction leaves it (if none exists)."""
+        """Sign a tree head for the log as this transaction leaves it (if none exists),
+        with the key the city's rotations name for its size (ADR 0018): from a rotation's
+        effective size on, heads, receipts and deliveries are signed by the new key."""
+        schedule = citykeys.rotated_log_keys(tx)
+        if schedule is not None:
+            wanted = schedule.at(log.log_of(tx).size())
+            if wanted != public_key(self._key):
+                found = None if self._rotated_key is None else self._rotated_key(wanted)
+                if found is None or public_key(found) != wanted:
+                    raise FailedPrecondition(
+                        f"the city rotated the clearinghouse key to {key_id(wanted)}, which "
+                        "this clearinghouse does not hold", "NEW_KEY_MISSING")
+                self._key = found
         return log.publish_head(tx, self._sign_note, self.origin)
 
     def _sign_note(self, text: str) -> str:

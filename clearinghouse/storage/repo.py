@@ -32,6 +32,7 @@ from timebank.citypolicy import Term
 ADMISSIONS = cast(Table, s.Admission.__table__)
 RETIRED = cast(Table, s.RetiredKey.__table__)
 ROSTERS = cast(Table, s.CityRoster.__table__)
+KEY_ACTS = cast(Table, s.CityKeyAct.__table__)
 DIRECTORY = cast(Table, s.DirectoryEntry.__table__)
 POSITIONS = cast(Table, s.Position.__table__)
 ACKS = cast(Table, s.Ack.__table__)
@@ -341,6 +342,18 @@ class Repo:
         ).values(revocation=revocation))
         if done.rowcount != 1:
             raise InvariantViolation(f"retired key {key_id} already has a revocation")
+
+    # the city's keys ------------------------------------------------------------------
+
+    def key_acts(self) -> list[tuple[str, int, bytes]]:
+        """Every key rotation (kind, serial, envelope), by kind and serial."""
+        rows = self.conn.execute(select(KEY_ACTS.c.kind, KEY_ACTS.c.serial, KEY_ACTS.c.envelope)
+                                 .order_by(KEY_ACTS.c.kind, KEY_ACTS.c.serial))
+        return [(r.kind, int(r.serial), bytes(r.envelope)) for r in rows]
+
+    def insert_key_act(self, kind: str, serial: int, envelope: bytes, at: datetime) -> None:
+        self.conn.execute(insert(KEY_ACTS).values(kind=kind, serial=serial, envelope=envelope,
+                                                  recorded_at=at))
 
     # city policies --------------------------------------------------------------------
 

@@ -93,6 +93,18 @@ class CityRoster(Base):
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+class CityKeyAct(Base):
+    """A rotation of the city root key or of the clearinghouse key (``timebank.citykeys``):
+    the city-signed envelope as received, by kind and serial (1, 2, 3 ... with no gap).
+    Only inserted; the log holds each as a leaf."""
+
+    __tablename__ = "city_key_acts"
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class CityPolicyRow(Base):
     """A city policy the bureau issued (``timebank.citypolicy``): the city-signed
     ``policy`` envelope as received, and what the clearinghouse reads of it without

@@ -14,7 +14,7 @@ from datetime import UTC
 
 from clearinghouse.domain.claims import check_node_id
 from clearinghouse.storage.repo import AdmissionRecord
-from clearinghouse.usecases import log, wire
+from clearinghouse.usecases import citykeys, log, wire
 from clearinghouse.usecases.app import Tx
 from runtime.errors import (
     AlreadyExists,
@@ -23,6 +23,7 @@ from runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from timebank.citykeys import KeyChainError, root_key_for
 from timebank.envelope import CITY, EnvelopeError, KeyRing, Signed, verify
 from timebank.keys import PUBLIC_KEY_LEN, key_id
 from timebank.transparency import MAX_LOG_NUMBER
@@ -36,8 +37,11 @@ MAX_REASON_LEN = 200
 DEFAULT_NET_DEBIT_LIMIT_MINUTES = 0
 
 
-def verify_city(envelope: Signed, kind: str, city_public_key: bytes) -> bytes:
-    """The body of a city-signed envelope of ``kind``, or the refusal (nothing parsed)."""
+def verify_city(tx: Tx, envelope: Signed, kind: str, city_public_key: bytes) -> bytes:
+    """The body of a city-signed envelope of ``kind``, or the refusal (nothing parsed):
+    checked under the root key the chain of the city's keys allows for it once the root
+    key has been rotated (PERMISSION_DENIED ROTATED_OUT_CITY_KEY for an act a retired
+    root signed after its rotation), else under ``city_public_key``."""
     if not isinstance(envelope, Signed):
         raise InvalidArgument("not a signed envelope", "MALFORMED_ENVELOPE")
     wire.check_kind(envelope, kind)
@@ -46,7 +50,10 @@ def verify_city(envelope: Signed, kind: str, city_public_key: bytes) -> bytes:
             f"a {kind!r} envelope is signed by the city root key, not by "
             f"{envelope.signer!r}", "NOT_CITY_SIGNED")
     try:
-        return verify(envelope, city_public_key)
+        return verify(envelope, root_key_for(citykeys.keys_for(tx, city_public_key),
+                                             envelope))
+    except KeyChainError as e:
+        raise citykeys.signer_refused(e) from None
     except EnvelopeError as e:
         raise wire.refused(e) from None
 
@@ -60,7 +67,7 @@ def admit(tx: Tx, certificate: Signed, city_public_key: bytes) -> AdmissionRecor
     (STALE_SERIAL), or the key belongs to another node (KEY_IN_USE). FAILED_PRECONDITION:
     the certificate is not valid yet (NOT_YET_VALID), or names a revoked key (KEY_REVOKED).
     """
-    body = verify_city(certificate, ADMISSION, city_public_key)
+    body = verify_city(tx, certificate, ADMISSION, city_public_key)
     cert = wire.parse(clearing_pb2.AdmissionCertificate, body, ADMISSION)
     check_node_id("node id", cert.node_id)
     district = cert.district.strip()
@@ -120,7 +127,7 @@ def revoke(tx: Tx, revocation: Signed, city_public_key: bytes) -> None:
     a different one for a key already revoked by the bureau is ALREADY_EXISTS. An
     unknown node or key is NOT_FOUND.
     """
-    body = verify_city(revocation, REVOCATION, city_public_key)
+    body = verify_city(tx, revocation, REVOCATION, city_public_key)
     act = wire.parse(clearing_pb2.Revocation, body, REVOCATION)
     check_node_id("node id", act.node_id)
     if len(act.reason) > MAX_REASON_LEN:

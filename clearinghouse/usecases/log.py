@@ -286,7 +286,8 @@ def admissions(tx: Tx, skip: int = 0) -> clearing_pb2.Admissions:
 
     The envelopes are listed in one order, field by field as the proto says (the
     certificates: the current admissions by node id, then the retired keys by node id
-    and serial; then revocations, rosters, policies), and ``total`` says how many there
+    and serial; then revocations, rosters, policies, the rotations of the city's keys),
+    and ``total`` says how many there
     are; a page that stops early says
     ``more``, and the caller asks again with ``skip`` the number it has. Should ``total``
     change between pages, the list changed: start again."""
@@ -303,6 +304,7 @@ def admissions(tx: Tx, skip: int = 0) -> clearing_pb2.Admissions:
     listed += [(out.revocations, r) for r in revocations]
     listed += [(out.rosters, r) for r in tx.repo.rosters()]
     listed += [(out.policies, p.envelope) for p in tx.repo.city_policies()]
+    listed += [(out.key_acts, e) for _, _, e in tx.repo.key_acts()]
     rest = listed[skip:]
     taken = page_length([len(envelope) for _, envelope in rest])
     for field, envelope in rest[:taken]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from clearinghouse.storage.repo import PolicyRecord
-from clearinghouse.usecases import log, wire
+from clearinghouse.usecases import citykeys, log, wire
 from clearinghouse.usecases.app import Tx
 from runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
 from timebank import citypolicy
@@ -77,7 +77,7 @@ def issue(tx: Tx, envelope: Signed, city_public_key: bytes) -> Issued:
     returns the record and changes nothing.
     """
     try:
-        act = citypolicy.read_city_policy(envelope, city_public_key)
+        act = citypolicy.read_city_policy(envelope, citykeys.keys_for(tx, city_public_key))
     except PolicyActError as e:
         raise _refused(e) from None
     existing = tx.repo.city_policy(act.serial)

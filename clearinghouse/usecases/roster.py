@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from clearinghouse.usecases import admission, log
+from clearinghouse.usecases import admission, citykeys, log
 from clearinghouse.usecases.app import Tx
 from runtime.errors import FailedPrecondition, InvalidArgument
 from timebank import roster as rosters
@@ -57,9 +57,9 @@ def publish(tx: Tx, envelope: Signed, city_public_key: bytes) -> rosters.Roster:
     FAILED_PRECONDITION: not the next epoch (STALE_EPOCH), or its members are not the
     admitted districts and keys (ROSTER_MISMATCH). The same roster again changes nothing.
     """
-    admission.verify_city(envelope, rosters.KIND, city_public_key)
+    admission.verify_city(tx, envelope, rosters.KIND, city_public_key)
     try:
-        found = rosters.read(envelope, city_public_key)
+        found = rosters.read(envelope, citykeys.keys_for(tx, city_public_key))
     except rosters.RosterError as e:
         raise InvalidArgument(f"the roster is malformed: {e}", "MALFORMED_ROSTER") from None
     latest = tx.repo.latest_roster()

@@ -64,7 +64,8 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     """
     servicer = (NodeServicer(app) if link is None
                 else NodeServicer(app, link.address, link.wake, link.clearinghouse_key,
-                                  link.refresh_admissions, link.look_up))
+                                  link.refresh_admissions, link.look_up,
+                                  log_keys=lambda: link.log_keys))
     running = server.start_server(
         SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,
@@ -82,7 +83,7 @@ def _report_log_health(running: RunningServer, link: ClearingLink) -> None:
         running.health.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING if ok
                            else health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    report(link.app.query(log_watch.status, link.clearinghouse_key).ok)
+    report(link.app.query(log_watch.status, link.log_keys).ok)
     link.watch.on_status = report
 
 
@@ -198,6 +199,10 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     """
     configure_logging(config.log_level, config.log_format)
     tls = config.server_tls()  # refuses to serve without TLS unless insecure
+    try:  # every node holds its key (it signs statements too): refuse an exposed one
+        keyfiles.read_seed(config.signing_key_file)
+    except keyfiles.KeyFileError as e:
+        raise ConfigError(str(e)) from None
     app = open_app(config, clock)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:

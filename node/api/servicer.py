@@ -32,6 +32,7 @@ from node.domain.directory import HomeLookup
 from node.usecases import claims, consent, ledger, log_watch, orders, people, policies
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition, Refusal
+from timebank.transparency import LogKeys
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
 
@@ -66,8 +67,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                  wake_sender: Callable[[], None] | None = None,
                  clearinghouse_key: bytes | None = None,
                  refresh_admissions: Callable[[], object] | None = None,
-                 look_up: Callable[[str], HomeLookup] | None = None) -> None:
+                 look_up: Callable[[str], HomeLookup] | None = None,
+                 log_keys: Callable[[], LogKeys] | None = None) -> None:
         self._app = app
+        #: The clearinghouse keys trusted now (rotations the city signed, ADR 0018).
+        self._log_keys = log_keys
         self._clearinghouse = clearinghouse
         self._wake = wake_sender
         self._clearinghouse_key = clearinghouse_key
@@ -418,7 +422,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         answer = pb.LogHeads(node_id=self._app.node.node_id)
         if self._clearinghouse_key is None:  # a district alone holds no heads
             return answer
-        return convert.log_heads_pb(self._app.query(log_watch.status, self._clearinghouse_key),
+        keys = self._clearinghouse_key if self._log_keys is None else self._log_keys()
+        return convert.log_heads_pb(self._app.query(log_watch.status, keys),
                                     answer, self._clearinghouse_key)
 
     def _require_federated(self) -> None:

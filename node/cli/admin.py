@@ -140,10 +140,12 @@ def init_command(
     try:
         secret = None
         if city_secret is not None:
+            from runtime import keyfiles
+
             try:
-                secret = city_secret.read_bytes()
-            except OSError as e:
-                fail(f"cannot read the city secret {city_secret}: {e.strerror}")
+                secret = keyfiles.read_city_secret(city_secret)
+            except keyfiles.KeyFileError as e:
+                fail(str(e))
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
                                     listen=listen, policy_text=policy_text, city_secret=secret,
                                     clearinghouse_address=clearinghouse,
@@ -161,7 +163,8 @@ def init_command(
 
 
 def _print_initialised(config: NodeConfig, config_path: Path, created: set[str]) -> None:
-    from node.bootstrap import read_policy, signing_identity
+    from node.bootstrap import read_policy, read_secret, signing_identity
+    from runtime.keyfiles import secret_fingerprint
 
     policy = read_policy(config.policy_file)
     key_id, public_hex = signing_identity(config)
@@ -177,6 +180,8 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
         " (until the city's signed policy is in force)" if config.city_public_key else ""))
     grid.add_row("policy sha256", policy.digest)
     grid.add_row("city secret", f"{config.city_secret_file}  {state('secret')} (mode 0600)")
+    grid.add_row("  fingerprint", secret_fingerprint(read_secret(config.city_secret_file))
+                 + " (the same in every district of the city)")
     grid.add_row("signing key", f"{config.signing_key_file}  {state('key')} (mode 0600)")
     grid.add_row("key id", key_id)
     grid.add_row("public key", public_hex)
@@ -258,7 +263,7 @@ def check_command(
     if config_file is not None:
         from node.api.convert import log_heads_pb
         from node.bootstrap import open_app
-        from node.usecases import log_watch
+        from node.usecases import admissions, log_watch
         from node.usecases.ledger import check_ledger
 
         config = _load(config_file)
@@ -267,7 +272,8 @@ def check_command(
             report = report_from_view(node_app.query(check_ledger))
             if config.federated:
                 key = bytes.fromhex(config.clearinghouse_public_key)
-                heads = log_heads_pb(node_app.query(log_watch.status, key),
+                chain = node_app.query(admissions.chain, key).log_keys()  # ADR 0018
+                heads = log_heads_pb(node_app.query(log_watch.status, chain),
                                      node_pb2.LogHeads(node_id=config.node_id), key)
         finally:
             node_app.db.dispose()

@@ -18,6 +18,7 @@ from node.config import NodeConfig, load_config
 
 if TYPE_CHECKING:
     from runtime.tls import ClientTls
+    from timebank.transparency import LogKeys
 
 #: How long the statement command waits for the clearinghouse.
 RPC_SECONDS = 10.0
@@ -68,15 +69,17 @@ def _rosters(stub: Any) -> list[bytes]:
     return list(all_admissions(stub, RPC_SECONDS).rosters)
 
 
-def _fetch(config: NodeConfig, index: int) -> Fetched:
+def _fetch(config: NodeConfig, index: int, ch_keys: LogKeys | None = None) -> Fetched:
     if not config.federated:
         return Fetched(None, [], "this node names no clearinghouse; the statement carries no "
                                  "city roster and will not verify")
-    return fetch(config.clearinghouse_address, bytes.fromhex(config.clearinghouse_public_key),
-                 index, config.client_tls())
+    return fetch(config.clearinghouse_address,
+                 ch_keys or bytes.fromhex(config.clearinghouse_public_key), index,
+                 config.client_tls())
 
 
-def fetch(address: str, ch_key: bytes, index: int, tls: ClientTls | None = None) -> Fetched:
+def fetch(address: str, ch_key: bytes | LogKeys, index: int,
+          tls: ClientTls | None = None) -> Fetched:
     """From the clearinghouse at ``address`` (mutual TLS as ``tls`` says): log leaf
     ``index`` (the anchor's) proven in the latest quorum-cosigned head, and the city's
     rosters (districts and their keys); what could not be had is said in ``warning``."""
@@ -132,7 +135,7 @@ def statement_command(
     signed by this node, with the proofs that tie it to the city's transparency log.
     `timebank verify-statement FILE` checks it offline."""
     from node.bootstrap import open_app
-    from node.usecases import statement
+    from node.usecases import admissions, statement
     from runtime import keyfiles
     from timebank import passbook
 
@@ -144,7 +147,9 @@ def statement_command(
     app = open_app(config)
     try:
         anchor = app.query(statement.latest_anchor)
-        fetched = _fetch(config, int(anchor.log_index))
+        ch_keys = None if not config.federated else app.query(
+            admissions.chain, bytes.fromhex(config.clearinghouse_public_key)).log_keys()
+        fetched = _fetch(config, int(anchor.log_index), ch_keys)
         doc = app.query(statement.build_statement, person_id, anchor, fetched.proof,
                         rosters=fetched.rosters)
     finally:

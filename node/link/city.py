@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 import structlog
 
@@ -31,8 +32,10 @@ from timebank.admissions import (
     AdmissionsError,
     CityAct,
     CityAdmissions,
+    chain_of,
     verify_act,
 )
+from timebank.citykeys import CityKeys, KeyChainError
 
 log = structlog.get_logger("node.clearing")
 
@@ -64,6 +67,7 @@ class CityView:
         self._rosters: tuple[CityAdmissions, dict[bytes, roster.Roster]] | None = None
         self._refreshed_at: float | None = None  # time.monotonic() of the last refresh
         self.refreshes = 0  # how many times the clearinghouse was asked
+        self._follow_clearinghouse_key(self.current())
 
     def current(self) -> CityAdmissions:
         """The view (read from the database the first time)."""
@@ -87,10 +91,34 @@ class CityView:
             cached = self._rosters
         if cached is not None and cached[0] is view:
             return cached[1]
-        found = roster.verified(view.envelopes(ROSTER), self._app.node.city_key)
+        found = roster.verified(view.envelopes(ROSTER), self._chain(view))
         with self._lock:
             self._rosters = (view, found)
         return found
+
+    def _chain(self, view: CityAdmissions, more: Sequence[bytes] = (),
+               clearinghouse: bytes | None = None) -> CityKeys:
+        return chain_of(self._app.node.city_key, [*(a.envelope for a in view), *more],
+                        clearinghouse)
+
+    def _follow_clearinghouse_key(self, view: CityAdmissions) -> None:
+        """Trust the clearinghouse keys the city's rotations in ``view`` name (ADR 0018)."""
+        ring = self._conn.ring
+        if ring is None:
+            return
+        try:
+            keys = self._chain(view, clearinghouse=self._conn.clearinghouse_key).log_keys()
+        except KeyChainError:
+            return
+        if ring.update(keys):
+            log.info("the city rotated the clearinghouse's key",
+                     keys=len(keys.keys), from_size=keys.changes[-1][0])
+
+    def keys(self, clearinghouse: bytes | None = None) -> CityKeys:
+        """The chain of the city's keys from the node's configured city key through the
+        rotations it holds (ADR 0018): what every city act, and (given the configured
+        clearinghouse key) every tree head, is checked under."""
+        return self._chain(self.current(), clearinghouse=clearinghouse)
 
     def fresh(self, max_age: float = FRESH_SECONDS) -> CityAdmissions:
         """The view, refreshed first unless that was done within ``max_age`` seconds."""
@@ -106,15 +134,21 @@ class CityView:
         asked = time.monotonic()
         self.refreshes += 1
         found = all_admissions(self._conn.stub)
-        offered = [*found.certificates, *found.revocations, *found.rosters, *found.policies]
+        offered = [*found.certificates, *found.revocations, *found.rosters, *found.policies,
+                   *found.key_acts]
         if len(offered) > MAX_ACTS:
             raise ReceiptError(f"the clearinghouse offered {len(offered)} acts of the city; "
                                f"a node keeps at most {MAX_ACTS}")
         acts: list[CityAct] = []
         refused: list[str] = []
+        try:
+            keys = self._chain(self.current(), found.key_acts)
+        except KeyChainError as e:  # two rotations with one serial: keep the chain held
+            refused.append(e.message)
+            keys = self.keys()
         for envelope in offered:
             try:
-                acts.append(verify_act(envelope, self._app.node.city_key))
+                acts.append(verify_act(envelope, keys))
             except AdmissionsError as e:
                 refused.append(str(e))
         if refused:
@@ -129,6 +163,7 @@ class CityView:
         with self._lock:
             self._view = view
             self._refreshed_at = asked
+        self._follow_clearinghouse_key(view)
         if new:
             log.info("the city's admissions changed", new_acts=new, acts=len(view))
         return new

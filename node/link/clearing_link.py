@@ -25,7 +25,7 @@ from nacl.signing import SigningKey
 from node.domain.directory import HomeLookup
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
 from node.link.city import ADMISSIONS_SECONDS, CityView
-from node.link.connection import Connection
+from node.link.connection import Connection, LogKeyRing
 from node.link.directory import REHOME_SECONDS, Directory, Rehomer
 from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.sender import Sender
@@ -38,6 +38,7 @@ from node.usecases import checkpoints
 from node.usecases.app import NodeApp
 from runtime.tls import ClientTls, channel
 from timebank import keys
+from timebank.transparency import LogKeys
 from timebank.v1 import clearing_pb2_grpc
 
 
@@ -62,11 +63,13 @@ class ClearingLink:
         self.address = address
         self.clearinghouse_key = clearinghouse_key
         self._channel = channel(address, tls, options=channel_options or [])
+        ring = self._ring = LogKeyRing(clearinghouse_key)
         connection = Connection(clearing_pb2_grpc.ClearinghouseServiceStub(self._channel),
-                                address, app.node.node_id, signing_key, clearinghouse_key)
+                                address, app.node.node_id, signing_key, clearinghouse_key,
+                                ring)
         self._stop = threading.Event()
         self._wake = threading.Event()
-        verified = VerifiedLog(app, clearinghouse_key)
+        verified = VerifiedLog(app, clearinghouse_key, ring)
         self.city = CityView(app, connection, self._stop, interval=admissions_seconds)
         self.sender = Sender(app, connection, verified, self._stop, self._wake)
         self.subscriber = Subscriber(app, connection, self._stop, self._wake,
@@ -87,6 +90,12 @@ class ClearingLink:
         self.rehomer = Rehomer(app, self.directory, self._stop, self._wake,
                                interval=rehome_seconds)
         self._threads: list[threading.Thread] = []
+
+    @property
+    def log_keys(self) -> LogKeys:
+        """The clearinghouse keys this node trusts now: the configured one, and each the
+        city's signed rotations named (ADR 0018)."""
+        return self._ring.current
 
     def start(self) -> None:
         if self._threads or self._stop.is_set():

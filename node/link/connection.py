@@ -3,11 +3,13 @@ link's one channel, who this node is and its key, and the clearinghouse's key.""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
 from timebank.envelope import Signed, encode, sign
+from timebank.transparency import LogKeys
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc
 
@@ -25,6 +27,30 @@ def to_wire(envelope: Signed) -> pb.Envelope:
                        key_id=envelope.key_id, signature=envelope.signature)
 
 
+class LogKeyRing:
+    """The clearinghouse keys this node trusts now, shared by the link's workers: the one
+    in its configuration, then each key a rotation the city signed names from a tree
+    size on (``CityView`` updates it; ADR 0018). Never a key on the clearinghouse's
+    word."""
+
+    def __init__(self, first: bytes) -> None:
+        self._keys = LogKeys(first)
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LogKeys:
+        with self._lock:
+            return self._keys
+
+    def update(self, keys: LogKeys) -> bool:
+        """Trust a longer chain of the same log; return whether it changed."""
+        with self._lock:
+            if keys.first != self._keys.first or len(keys.changes) <= len(self._keys.changes):
+                return False
+            self._keys = keys
+            return True
+
+
 @dataclass(frozen=True, slots=True)
 class Connection:
     """The clearinghouse at ``address``, as this node (``node_id``, signing with ``key``)
@@ -35,6 +61,13 @@ class Connection:
     node_id: str
     key: SigningKey
     clearinghouse_key: bytes
+    ring: LogKeyRing | None = None
+
+    @property
+    def log_keys(self) -> LogKeys:
+        """The clearinghouse keys trusted now (the configured one, and those the city
+        rotated it to)."""
+        return self.ring.current if self.ring is not None else LogKeys(self.clearinghouse_key)
 
     def sign(self, kind: str, body: bytes) -> pb.Envelope:
         """``body`` as an envelope of ``kind`` signed by this node."""
@@ -81,7 +114,7 @@ def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
                                        timeout=timeout)
             if found.total != whole.total:
                 break
-            for name in ("certificates", "revocations", "rosters", "policies"):
+            for name in ("certificates", "revocations", "rosters", "policies", "key_acts"):
                 getattr(whole, name).extend(getattr(found, name))
             received += _count(found)
         if found.total == whole.total and not found.more:
@@ -93,4 +126,4 @@ def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
 
 def _count(page: pb.Admissions) -> int:
     return (len(page.certificates) + len(page.revocations) + len(page.rosters)
-            + len(page.policies))
+            + len(page.policies) + len(page.key_acts))

@@ -36,7 +36,8 @@ class Located:
     evidence: forks.Evidence | None
 
 
-def locate(stub: clearing_pb2_grpc.ClearinghouseServiceStub, clearinghouse_key: bytes,
+def locate(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
+           clearinghouse_key: bytes | transparency.LogKeys,
            note: str, *, seen: str = "", log_seen: str = "the clearinghouse's log",
            timeout: float = LOCATE_TIMEOUT_SECONDS) -> Located:
     """Compare the signed head ``note`` with the clearinghouse's log. Raises

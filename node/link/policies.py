@@ -60,7 +60,7 @@ class PolicyFetcher:
         for raw in held[:MAX_POLICIES]:
             try:
                 acts.append(citypolicy.read_city_policy(policies.envelope_of(raw),
-                                                        self._city_key))
+                                                        self._city.keys()))
             except PolicyActError as e:
                 log.error("a city policy from the clearinghouse does not verify under the "
                           "city key; it is not run", reason=e.reason, detail=e.message)
@@ -77,7 +77,7 @@ class PolicyFetcher:
             log.error("the clearinghouse gave another city policy for a serial this node "
                       "holds; the one held stays", serial=serial)
         stored = self._app.query(policies.stored)
-        book = self._app.policies.with_city(policies.verified(stored, self._city_key))
+        book = self._app.policies.with_city(policies.verified(stored, self._city.keys()))
         self._app.set_city_policies(book)
         for act in done.added:
             log.info("city policy received", serial=act.serial,

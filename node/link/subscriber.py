@@ -243,7 +243,7 @@ class Subscriber:
         """The deliveries in a stream message, once it is checked to be a batch the
         clearinghouse signed."""
         try:
-            body = verify(from_wire(envelope), self._conn.clearinghouse_key)
+            body = verify(from_wire(envelope), self._conn.log_keys.named(envelope.key_id))
             if envelope.kind != "deliveries" or envelope.signer != CLEARINGHOUSE:
                 raise ReceiptError(f"expected deliveries, got {envelope.kind!r}")
             batch = pb.DeliveryBatch.FromString(body)

@@ -14,6 +14,7 @@ import threading
 
 import structlog
 
+from node.link.connection import LogKeyRing
 from node.usecases import tree_heads
 from node.usecases.app import NodeApp
 from timebank.transparency import LogError
@@ -54,21 +55,26 @@ class VerifiedLog:
     """The view and its lock. Hold ``lock`` around ``current`` and ``hold`` whenever the
     view read is the one replaced."""
 
-    def __init__(self, app: NodeApp, clearinghouse_key: bytes) -> None:
+    def __init__(self, app: NodeApp, clearinghouse_key: bytes,
+                 ring: LogKeyRing | None = None) -> None:
         self._app = app
         self._key = clearinghouse_key
+        self._ring = ring if ring is not None else LogKeyRing(clearinghouse_key)
         self._view: TrustedLog | None = None
         self.lock = threading.Lock()
 
     def current(self) -> TrustedLog:
         """The view held (read from the database the first time; the caller holds the
         lock)."""
+        keys = self._ring.current
         if self._view is None:
             try:
-                stored = self._app.query(tree_heads.verified, self._key)
-                self._view = TrustedLog(self._key, None if stored is None else stored.note)
+                stored = self._app.query(tree_heads.verified, keys)
+                self._view = TrustedLog(keys, None if stored is None else stored.note)
             except LogError as e:  # edited in the database, or another clearinghouse's
                 raise refused(e) from None
+        elif self._view.keys != keys:  # the city rotated the clearinghouse's key
+            self._view = self._view.with_keys(keys)
         return self._view
 
     def snapshot(self) -> TrustedLog:

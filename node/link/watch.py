@@ -156,7 +156,7 @@ class LogWatch:
 
     def _check_round(self) -> Round:
         found = Round()
-        held = self._app.query(log_watch.status, self._key)
+        held = self._app.query(log_watch.status, self._conn.log_keys)
         if held.verified is not None:
             self._check(held.verified.note, f"node {self._app.node.node_id} (this node, "
                         "verified)", found)
@@ -165,7 +165,7 @@ class LogWatch:
             if self._stop.is_set():
                 break
             self._check_peer(address, channel, found)
-        verified = self._app.query(tree_heads.verified, self._key)
+        verified = self._app.query(tree_heads.verified, self._conn.log_keys)
         found.final_size = max(final, 0 if held.final is None else held.final.size)
         now, wall = time.monotonic(), int(self._app.clock.now().timestamp())
         found.lag_seconds = self.finality.observe(0 if verified is None else verified.size,
@@ -177,7 +177,7 @@ class LogWatch:
     def _check(self, note: str, seen: str, found: Round) -> None:
         """Whether ``note`` is of the log the clearinghouse serves; a fork is kept."""
         try:
-            located = locate(self._conn.stub, self._key, note, seen=seen,
+            located = locate(self._conn.stub, self._conn.log_keys, note, seen=seen,
                              log_seen=f"the clearinghouse at {self._conn.address} (latest)",
                              timeout=CALL_TIMEOUT_SECONDS)
         except transparency.LogError as e:
@@ -248,7 +248,7 @@ class LogWatch:
                 return 0
             raise
         try:
-            checked = transparency.check_head(head.note, self._key)
+            checked = transparency.check_head(head.note, self._conn.log_keys)
         except transparency.LogError as e:
             log.error("the clearinghouse's cosigned head is not signed by it", problem=str(e))
             return 0
@@ -289,7 +289,7 @@ class LogWatch:
             else:
                 log.info("every tree head this node verified is final again",
                          final_size=found.final_size)
-        held = self._app.query(log_watch.status, self._key)
+        held = self._app.query(log_watch.status, self._conn.log_keys)
         metrics.LOG_FORKS.set(len(held.forks))
         metrics.LOG_FINALITY_LAG.set(found.lag_seconds)
         metrics.LOG_FINALITY_ALARM.set(0 if alarm is None else 1)

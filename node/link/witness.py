@@ -66,7 +66,7 @@ class Witness:
                 if latest.size < current.size:
                     return 0
                 known, proof = current, self._conn.consistency(current.size, latest.size)
-            done = self._app.query(tree_heads.cosigned, self._conn.clearinghouse_key)
+            done = self._app.query(tree_heads.cosigned, self._conn.log_keys)
             if done is not None and latest.size <= done.size:
                 return 0
             view = accepted(known, latest.note, proof)
@@ -94,7 +94,11 @@ class Witness:
         """The city-signed rosters this node knows, by digest; asked for again first if
         the head names one it does not know (a roster the city signed since)."""
         try:
-            named = transparency.check_head(note, self._conn.clearinghouse_key).roster
+            named = transparency.check_head(note, self._conn.log_keys).roster
         except transparency.LogError:
-            named = None  # refused below, by the log's own checks
+            self._city.refresh()  # the city may have rotated the clearinghouse's key since
+            try:
+                named = transparency.check_head(note, self._conn.log_keys).roster
+            except transparency.LogError:
+                named = None  # refused below, by the log's own checks
         return self._city.rosters(None if named is None else named[1])

@@ -327,7 +327,8 @@ class RefusedDelivery(Base):
 
 
 class CityEnvelope(Base):
-    """An act of the city (an admission certificate, a revocation, a roster, a policy),
+    """An act of the city (an admission certificate, a revocation, a roster, a policy, a
+    rotation of the city's keys),
     the envelope verbatim as the clearinghouse served it, stored once its signature was
     checked under the city's public key from this node's configuration. Only ever
     inserted: a clearinghouse that stops serving a revocation cannot make the node
@@ -335,13 +336,13 @@ class CityEnvelope(Base):
 
     __tablename__ = "city_envelopes"
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)  # SHA-256
-    kind: Mapped[str] = mapped_column(String(16))
-    node_id: Mapped[str] = mapped_column(String(6))  # "" for a roster or a policy
+    kind: Mapped[str] = mapped_column(String(32))
+    node_id: Mapped[str] = mapped_column(String(6))  # "" for a roster, policy or rotation
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
     __table_args__ = (
-        CheckConstraint("kind IN ('admission', 'revocation', 'roster', 'policy')",
-                        name="kind"),
+        CheckConstraint("kind IN ('admission', 'revocation', 'roster', 'policy', "
+                        "'city_key', 'clearinghouse_key')", name="kind"),
     )
 
 

@@ -1,7 +1,9 @@
 """The city's admissions as this node verified them (issue 14).
 
 The node knows the city root's public key from its own configuration, never from the
-clearinghouse. The link fetches the city's acts (admission certificates, revocations,
+clearinghouse; it follows the rotations of that key the city signed (``chain``, ADR
+0018), so an act a rotated-out root key signs later counts for nothing. The link
+fetches the city's acts (admission certificates, revocations,
 rosters, policies) from the clearinghouse, keeps those that verify under that key
 (``timebank.admissions.verify_act``) and ``record``s them here; nothing is ever removed,
 so a revocation once seen stays seen. ``view`` is what they say: which keys sign for
@@ -18,7 +20,15 @@ from functools import lru_cache
 from node.storage.city import CityEnvelopeRecord
 from node.usecases.app import Tx
 from runtime.errors import FailedPrecondition, ResourceExhausted, Unavailable
-from timebank.admissions import MAX_ACTS, AdmissionsError, CityAct, CityAdmissions, verify_act
+from timebank.admissions import (
+    MAX_ACTS,
+    AdmissionsError,
+    CityAct,
+    CityAdmissions,
+    chain_of,
+    verify_act,
+)
+from timebank.citykeys import CityKeys, KeyChainError
 
 
 def record(tx: Tx, acts: Iterable[CityAct]) -> int:
@@ -51,13 +61,23 @@ def view(tx: Tx) -> CityAdmissions:
 def _verified(city_key: bytes, envelopes: tuple[bytes, ...]) -> CityAdmissions:
     """The view of these envelopes, made once for each set: a move or a redemption reads
     it, and the set changes only when the city acts."""
+    try:
+        keys = chain_of(city_key, envelopes)
+    except KeyChainError:
+        return CityAdmissions()  # two rotations with one serial: trust no act
     acts = []
     for envelope in envelopes:
         try:
-            acts.append(verify_act(envelope, city_key))
+            acts.append(verify_act(envelope, keys))
         except AdmissionsError:
             continue
     return CityAdmissions(acts)
+
+
+def chain(tx: Tx, clearinghouse: bytes | None = None) -> CityKeys:
+    """The chain of the city's keys from the node's configured city key through the
+    rotations it stored (the city key alone if it stored none)."""
+    return chain_of(tx.node.city_key, tx.repo.city.envelopes(), clearinghouse)
 
 
 def require_admitted(tx: Tx, node_id: str, what: str) -> None:

@@ -165,7 +165,7 @@ def _finality(tx: Tx) -> FinalityAlarm | None:
                          int(found["bound"]))
 
 
-def status(tx: Tx, clearinghouse_key: bytes) -> LogStatus:
+def status(tx: Tx, clearinghouse_key: bytes | transparency.LogKeys) -> LogStatus:
     """The heads this node holds and what it found wrong, each checked again under
     ``clearinghouse_key``."""
     problems: list[str] = []

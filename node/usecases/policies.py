@@ -34,6 +34,7 @@ from node.domain.policy import Policy
 from node.storage.policies import StoredPolicy
 from runtime.errors import InvariantViolation
 from timebank import citypolicy
+from timebank.citykeys import CityKeys
 from timebank.citypolicy import CityPolicy, PolicyActError
 from timebank.envelope import EnvelopeError, Signed
 from timebank.v1 import clearing_pb2
@@ -107,7 +108,8 @@ def envelope_of(data: bytes) -> Signed:
         raise PolicyActError("MALFORMED", f"not a signed envelope ({e})") from None
 
 
-def verified(stored: Iterable[StoredPolicy], city_public_key: bytes) -> list[CityPolicy]:
+def verified(stored: Iterable[StoredPolicy], city_public_key: bytes | CityKeys,
+             ) -> list[CityPolicy]:
     """The stored policies, each verified again under ``city_public_key``; a row that no
     longer verifies (another city key configured, or a changed row) raises
     ``PolicyActError`` naming its serial."""

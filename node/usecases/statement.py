@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from node.domain.ledger import format_time
 from runtime.errors import FailedPrecondition, InvariantViolation, NotFound
 from timebank import anchors, merkle, transparency
+from timebank.citykeys import KEY_KINDS
 from timebank.passbook import FORMAT, b64
 from timebank.v1 import clearing_pb2 as pb
 
@@ -150,7 +151,16 @@ def build_statement(tx: Tx, person_id: int, anchor_row: Any,
         "cosigned": cosigned,
         "rosters": [b64(r) for r in carried],
         "made_at": format_time(made_at or tx.now),
+        **_key_acts(tx),
     }
+
+
+def _key_acts(tx: Tx) -> dict[str, list[str]]:
+    """The rotations of the city's keys this node holds (city-signed), for a verifier
+    who holds only the keys the city started with (ADR 0018); none: no field."""
+    found = [b64(e) for e in tx.repo.city.envelopes()
+             if pb.Envelope.FromString(e).kind in KEY_KINDS]
+    return {"key_acts": found} if found else {}
 
 
 def _roster_named(note: str) -> bytes | None:

@@ -19,20 +19,21 @@ COSIGNED = "log.cosigned_head"
 FINAL = "log.final_head"
 
 
-def _load(tx: Tx, key: str, clearinghouse_key: bytes) -> transparency.Head | None:
+def _load(tx: Tx, key: str, clearinghouse_key: bytes | transparency.LogKeys,
+          ) -> transparency.Head | None:
     note = tx.repo.meta.get(key)
     return None if note is None else transparency.check_head(note, clearinghouse_key)
 
 
-def verified(tx: Tx, clearinghouse_key: bytes) -> transparency.Head | None:
+def verified(tx: Tx, clearinghouse_key: bytes | transparency.LogKeys) -> transparency.Head | None:
     return _load(tx, VERIFIED, clearinghouse_key)
 
 
-def cosigned(tx: Tx, clearinghouse_key: bytes) -> transparency.Head | None:
+def cosigned(tx: Tx, clearinghouse_key: bytes | transparency.LogKeys) -> transparency.Head | None:
     return _load(tx, COSIGNED, clearinghouse_key)
 
 
-def final(tx: Tx, clearinghouse_key: bytes) -> transparency.Head | None:
+def final(tx: Tx, clearinghouse_key: bytes | transparency.LogKeys) -> transparency.Head | None:
     return _load(tx, FINAL, clearinghouse_key)
 
 

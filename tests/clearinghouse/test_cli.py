@@ -89,10 +89,17 @@ def test_init_creates_keys_readable_only_by_owner_and_is_idempotent(tmp_path: Pa
 def test_init_refuses_a_database_serving_another_city(tmp_path: Path) -> None:
     config_path = init_city(tmp_path / "ch")
     city_key = tmp_path / "ch" / "city-root.key"
-    city_key.unlink()
+    city_key.unlink()  # the root key moved offline (ADR 0018): init runs on without it
     result = cli("clearinghouse", "init", "--data-dir", str(tmp_path / "ch"))
-    assert "city root key file" in one_line_error(result)
+    assert result.exit_code == 0, result.output
+    assert "offline" in result.output
     assert not city_key.exists()  # not replaced by a new key
+    own_key = tmp_path / "ch" / "clearinghouse.key"
+    own_key.rename(tmp_path / "elsewhere.key")
+    result = cli("clearinghouse", "init", "--data-dir", str(tmp_path / "ch"))
+    assert "clearinghouse key file" in one_line_error(result)
+    assert not own_key.exists()
+    (tmp_path / "elsewhere.key").rename(own_key)
     keyfiles.write_seed(city_key, keys.generate())
     result = cli("clearinghouse", "init", "--data-dir", str(tmp_path / "ch"))
     assert "another city root key" in one_line_error(result)

@@ -243,7 +243,9 @@ def test_init_from_an_installed_configuration_then_migrate_and_check(tmp_path: P
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "policy.toml").write_text(DEFAULT_POLICY_TOML, encoding="utf-8")
-    (etc / "city-secret").write_bytes(b"s" * 32)
+    fd = os.open(etc / "city-secret", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, os.urandom(32))
+    os.close(fd)
     (etc / "node.toml").write_text(
         '[node]\nnode_id = "320115"\ndistrict = "江宁区"\n'
         f'data_dir = "{tmp_path / "var"}"\npolicy_file = "policy.toml"\n'

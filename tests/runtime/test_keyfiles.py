@@ -80,6 +80,8 @@ def test_read_refuses_world_readable(tmp_path: Path) -> None:
     with pytest.raises(keyfiles.KeyFileError) as e:
         keyfiles.read_seed(path)
     assert str(e.value) == (
+        f"密钥文件 {path} 其他用户可读（权限 0644），拒绝使用；"
+        f"请执行 chmod 600 {path} 并考虑更换 / "
         f"{path} is readable by other users (mode 0644); "
         f"run chmod 600 {path} and consider replacing the key"
     )

@@ -260,7 +260,8 @@ def test_a_field_the_format_does_not_have_is_refused(where: tuple[str, ...],
 def test_the_fields_the_format_has_are_all_it_takes() -> None:
     doc = make_passbook()
     assert set(doc) == FILE_FIELDS
-    assert set(doc["statement"]) == STATEMENT_FIELDS
+    # key_acts only after a rotation of the city's keys (ADR 0018)
+    assert set(doc["statement"]) == STATEMENT_FIELDS - {"key_acts"}
     del doc["statement"]["made_at"]  # not checked, and not needed
     doc["signature"] = make_passbook_signature(doc)
     check(doc)
@@ -393,3 +394,34 @@ def test_a_process_verifying_a_passbook_loads_no_service(tmp_path: Path) -> None
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["135", "True", "[]"]
+
+
+def _with_key_acts(doc: Doc, *acts: bytes) -> Doc:
+    doc["statement"]["key_acts"] = [b64(a) for a in acts]
+    doc["signature"] = make_passbook_signature(doc)
+    return doc
+
+
+def _ch_rotation(effective_size: int, signer: SigningKey = CITY_KEY) -> bytes:
+    from timebank import citykeys
+    from timebank.envelope import CITY, encode, sign
+
+    body = citykeys.clearinghouse_rotation_body(1, public_key(CH_KEY),
+                                                public_key(SigningKey(b"n" * 32)),
+                                                effective_size, SIGNED_AT)
+    return encode(sign(citykeys.CLEARINGHOUSE_KEY, body, CITY, signer))
+
+
+def test_a_passbook_from_before_a_clearinghouse_key_rotation_still_verifies() -> None:
+    """Its heads are smaller than the size the rotation takes effect at: the old key
+    still signs them, for ever, whether or not the verifier knows of the rotation."""
+    plain = make_passbook()
+    sizes = [transparency.read_head(plain["statement"][part]["tree_head"]).size
+             for part in ("anchor", "cosigned")]
+    assert check(plain).final
+    assert check(_with_key_acts(make_passbook(), _ch_rotation(max(sizes) + 1))).final
+    # a rotation the city signed that covers these heads: the old key no longer does
+    with pytest.raises(StatementError, match="not signed by the clearinghouse"):
+        check(_with_key_acts(make_passbook(), _ch_rotation(min(sizes))))
+    # one only the clearinghouse signed is no rotation at all
+    assert check(_with_key_acts(make_passbook(), _ch_rotation(1, signer=CH_KEY))).final

@@ -868,6 +868,7 @@ class Admissions(_message.Message):
     REVOCATIONS_FIELD_NUMBER: _builtins.int
     MORE_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    KEY_ACTS_FIELD_NUMBER: _builtins.int
     more: _builtins.bool
     """this page stopped early: ask again from where it ended"""
     total: _builtins.int
@@ -897,6 +898,14 @@ class Admissions(_message.Message):
         city's word, not on revoked_node_ids.
         """
 
+    @_builtins.property
+    def key_acts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """between pages, the list changed: start again
+        Every rotation of the city root key and of the clearinghouse key (CityKeyRotation,
+        ClearinghouseKeyRotation envelopes), by kind and serial: the chain a reader follows
+        from the keys it was configured with.
+        """
+
     def __init__(
         self,
         *,
@@ -907,10 +916,11 @@ class Admissions(_message.Message):
         revocations: _abc.Iterable[_builtins.bytes] | None = ...,
         more: _builtins.bool = ...,
         total: _builtins.int = ...,
+        key_acts: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "more", b"more", "policies", b"policies", "revocations", b"revocations", "revoked_node_ids", b"revoked_node_ids", "rosters", b"rosters", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "key_acts", b"key_acts", "more", b"more", "policies", b"policies", "revocations", b"revocations", "revoked_node_ids", b"revoked_node_ids", "rosters", b"rosters", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1442,3 +1452,98 @@ class Positions(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Positions: _TypeAlias = Positions  # noqa: Y015
+
+@_typing.final
+class CityKeyRotation(_message.Message):
+    """---------------------------------------------------------------- the city's keys (issue 15)
+
+    kind "city_key", signed by the city root key it retires: the next city root key.
+    Readers follow the chain from the root key they were configured with, serial by serial.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    OLD_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    VALID_ACTS_FIELD_NUMBER: _builtins.int
+    NEW_KEY_SIGNATURE_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    """1 for the first rotation, one more each time"""
+    old_public_key: _builtins.bytes
+    """the root key that signs this act (32 bytes)"""
+    new_public_key: _builtins.bytes
+    """the root key from this act on (32 bytes)"""
+    new_key_signature: _builtins.bytes
+    """Optional: the new root key's Ed25519 signature over
+    "timebank.v1/city-key-countersign\\0" || serial (8 bytes, big-endian) || old || new,
+    showing the bureau holds the new key; a reader refuses a rotation whose
+    countersignature does not verify.
+    """
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_acts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The envelope identities (timebank.envelope.identity, 32 bytes each) of every act
+        the old key signed that stays valid: anything else it signed, then or later, is
+        refused (ROTATED_OUT_CITY_KEY).
+        """
+
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        old_public_key: _builtins.bytes = ...,
+        new_public_key: _builtins.bytes = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        valid_acts: _abc.Iterable[_builtins.bytes] | None = ...,
+        new_key_signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "new_key_signature", b"new_key_signature", "new_public_key", b"new_public_key", "old_public_key", b"old_public_key", "serial", b"serial", "valid_acts", b"valid_acts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CityKeyRotation: _TypeAlias = CityKeyRotation  # noqa: Y015
+
+@_typing.final
+class ClearinghouseKeyRotation(_message.Message):
+    """kind "clearinghouse_key", signed by the city root key: the clearinghouse's next key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    OLD_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_SIZE_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    """1 for the first rotation, one more each time"""
+    old_public_key: _builtins.bytes
+    """the clearinghouse key it replaces"""
+    new_public_key: _builtins.bytes
+    """the clearinghouse key from effective_size on"""
+    effective_size: _builtins.int
+    """Tree heads of this size and larger are signed by the new key, smaller ones by the
+    old: a head, once signed, verifies for ever.
+    """
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        old_public_key: _builtins.bytes = ...,
+        new_public_key: _builtins.bytes = ...,
+        effective_size: _builtins.int = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_size", b"effective_size", "issued_at", b"issued_at", "new_public_key", b"new_public_key", "old_public_key", b"old_public_key", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearinghouseKeyRotation: _TypeAlias = ClearinghouseKeyRotation  # noqa: Y015
