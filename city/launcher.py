@@ -41,9 +41,9 @@ from clearinghouse.usecases import admission, policies
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
 from node.bootstrap import init_data_dir, signing_identity
+from runtime import keyfiles
 from runtime.server import channel_options
 from runtime.tls import NODE, OBSERVER, ClientTls, TlsSettings, channel
-from runtime import keyfiles
 from timebank import keys
 from timebank.policy import DEFAULT_POLICY_TOML
 
