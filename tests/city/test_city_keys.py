@@ -4,7 +4,9 @@ admitting the district so admitted, tampered and wrongly signed files refused wi
 nothing changed, and both rotations.
 
 Real `timebank` processes, real Ed25519 keys, a real `clearinghouse serve` and `node
-serve` on 127.0.0.1.
+serve` on 127.0.0.1, on TLS with certificates of a real city CA (``tests.pki``): the
+clearinghouse asks every client for one (mutual TLS), the node presents its district's,
+and the test reads as an observer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from city.pki.store import Authority
+from runtime.tls import ClientTls
+from runtime.tls import channel as tls_channel
+from tests.pki import NODE, OBSERVER, SERVER, client_tls, issue
 from timebank import actfile, transparency
 from timebank.admissions import chain_of
 from timebank.keys import generate, key_id, public_key
@@ -88,11 +94,27 @@ def _key_hex(path: Path) -> str:
     return public_key(read_seed(path)).hex()
 
 
+def observer(ca: Authority) -> ClientTls:
+    """How the test reaches a served process: trusting the city CA, presenting an
+    observer certificate (read-only at the clearinghouse)."""
+    return client_tls(ca, issue(ca, OBSERVER, f"test-{time.monotonic_ns()}"))
+
+
+def node_init(ca: Authority, data_dir: Path, *args: str | Path) -> None:
+    """`node init` for 320115 江宁区, serving (and calling the clearinghouse) with the
+    node certificate the city CA issues it."""
+    leaf = issue(ca, NODE, "320115")
+    ok("node", "init", "--data-dir", data_dir, "--node-id", "320115", "--district", "江宁区",
+       *args, "--tls-ca", ca.ca_cert, "--tls-cert", leaf.cert, "--tls-key", leaf.key)
+
+
 @pytest.fixture
-def bureau(tmp_path: Path) -> tuple[Path, Path]:
-    """A clearinghouse whose city root key was moved to an offline desk: (its config,
-    the offline root key file)."""
-    ok("clearinghouse", "init", "--data-dir", tmp_path / "ch")
+def bureau(tmp_path: Path, city_ca: Authority) -> tuple[Path, Path]:
+    """A clearinghouse serving mutual TLS with the city CA's certificates, whose city
+    root key was moved to an offline desk: (its config, the offline root key file)."""
+    leaf = issue(city_ca, SERVER, "clearinghouse")
+    ok("clearinghouse", "init", "--data-dir", tmp_path / "ch", "--tls-ca", city_ca.ca_cert,
+       "--tls-cert", leaf.cert, "--tls-key", leaf.key, "--tls-crl", city_ca.crl)
     desk = tmp_path / "offline"
     desk.mkdir(mode=0o700)
     root = desk / "root.key"
@@ -115,19 +137,19 @@ def prepare_sign_import(config: Path, root: Path, *prepare: str | Path,
 
 
 @contextmanager
-def serving(args: list[str | Path], address: str, log: Path,
-            extra: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def serving(args: list[str | Path], address: str, log: Path, extra: dict[str, str],
+            tls: ClientTls) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "city", *map(str, args)],
                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                    env=_env(extra))
     try:
         deadline = time.monotonic() + 30
-        with grpc.insecure_channel(address) as channel:
+        with tls_channel(address, tls) as ready:
             while True:
                 assert process.poll() is None, log.read_text(encoding="utf-8")
                 try:
-                    grpc.channel_ready_future(channel).result(timeout=0.5)
+                    grpc.channel_ready_future(ready).result(timeout=0.5)
                     break
                 except grpc.FutureTimeoutError:
                     assert time.monotonic() < deadline, log.read_text(encoding="utf-8")
@@ -142,16 +164,15 @@ def serving(args: list[str | Path], address: str, log: Path,
 
 
 def test_the_offline_flow_admits_a_district_a_node_then_admits(
-        tmp_path: Path, bureau: tuple[Path, Path]) -> None:
+        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority) -> None:
     config, root = bureau
     ch_dir = config.parent
     city_hex, ch_hex = _key_hex(root), _key_hex(ch_dir / "clearinghouse.key")
     port = free_port()
     secret = tmp_path / "city-secret"
     ok("clearinghouse", "city-secret", "--out", secret)
-    ok("node", "init", "--data-dir", tmp_path / "jn", "--node-id", "320115", "--district",
-       "江宁区", "--clearinghouse", f"127.0.0.1:{port}", "--clearinghouse-key", ch_hex,
-       "--city-key", city_hex, "--city-secret", secret)
+    node_init(city_ca, tmp_path / "jn", "--clearinghouse", f"127.0.0.1:{port}",
+              "--clearinghouse-key", ch_hex, "--city-key", city_hex, "--city-secret", secret)
     from node.bootstrap import signing_identity
     from node.config import load_config
 
@@ -204,13 +225,15 @@ def test_the_offline_flow_admits_a_district_a_node_then_admits(
     assert admitted["node_id"] == "320115"
 
     # the clearinghouse and the node, as processes: the node admits the district
+    reader = observer(city_ca)
     with serving(["clearinghouse", "serve", "--config", config], f"127.0.0.1:{port}",
-                 tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{port}"}):
+                 tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{port}"},
+                 reader):
         node_port = free_port()
         with serving(["node", "serve", "--config", tmp_path / "jn" / "node.toml"],
                      f"127.0.0.1:{node_port}", tmp_path / "jn.log",
                      {"TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{node_port}",
-                      "TIMEBANK_SERVER_METRICS_LISTEN": ""}):
+                      "TIMEBANK_SERVER_METRICS_LISTEN": ""}, reader):
             from node.bootstrap import open_app
             from node.usecases import admissions
 
@@ -225,7 +248,7 @@ def test_the_offline_flow_admits_a_district_a_node_then_admits(
 
 
 def test_after_a_city_key_rotation_the_old_key_admits_no_one(
-        tmp_path: Path, bureau: tuple[Path, Path]) -> None:
+        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority) -> None:
     config, old_root = bureau
     desk = old_root.parent
     first = public_key(generate()).hex()
@@ -264,10 +287,11 @@ def test_after_a_city_key_rotation_the_old_key_admits_no_one(
 
     # a reader configured with the first root key follows the chain from what the
     # clearinghouse serves, and refuses the late act even if it were served
-    port = free_port()
+    port, reader = free_port(), observer(city_ca)
     with (serving(["clearinghouse", "serve", "--config", config], f"127.0.0.1:{port}",
-                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{port}"}),
-          grpc.insecure_channel(f"127.0.0.1:{port}") as channel):
+                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{port}"},
+                  reader),
+          tls_channel(f"127.0.0.1:{port}", reader) as channel):
         served = clearing_pb2_grpc.ClearinghouseServiceStub(channel).GetAdmissions(
             pb.GetAdmissionsRequest(), timeout=10)
     from timebank.admissions import AdmissionsError, CityAdmissions, verify_act
@@ -304,17 +328,17 @@ def _first_root(config: Path) -> str:
 
 
 def test_a_clearinghouse_key_rotation_signs_later_heads_and_earlier_ones_still_verify(
-        tmp_path: Path, bureau: tuple[Path, Path]) -> None:
+        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority) -> None:
     config, root = bureau
     ch_dir = config.parent
     old_ch = bytes.fromhex(_key_hex(ch_dir / "clearinghouse.key"))
     prepare_sign_import(config, root, "admit", "--node-id", "320115", "--district", "江宁区",
                         "--public-key", public_key(generate()).hex())
-    port = free_port()
+    port, reader = free_port(), observer(city_ca)
     address = f"127.0.0.1:{port}"
     with (serving(["clearinghouse", "serve", "--config", config], address,
-                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}),
-          grpc.insecure_channel(address) as channel):
+                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}, reader),
+          tls_channel(address, reader) as channel):
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         before = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=10)
         assert transparency.check_head(before.note, old_ch).size == before.size
@@ -359,8 +383,8 @@ def test_a_clearinghouse_key_rotation_signs_later_heads_and_earlier_ones_still_v
         transparency.check_head(after.note, old_ch)  # the old key alone no longer will
     # a restarted clearinghouse serves on with the rotated-in key
     with (serving(["clearinghouse", "serve", "--config", config], address,
-                  tmp_path / "ch2.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}),
-          grpc.insecure_channel(address) as channel):
+                  tmp_path / "ch2.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}, reader),
+          tls_channel(address, reader) as channel):
         again = clearing_pb2_grpc.ClearinghouseServiceStub(channel).GetTreeHead(
             pb.GetTreeHeadRequest(), timeout=10)
     assert transparency.check_head(again.note, keys).size >= after.size
@@ -401,7 +425,7 @@ def test_every_key_file_others_can_read_is_refused(tmp_path: Path,
 
 
 def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
-        tmp_path: Path, bureau: tuple[Path, Path]) -> None:
+        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority) -> None:
     """A served node learns the new clearinghouse key only from the city-signed rotation
     (its configuration keeps the old one) and cosigns heads the new key signs."""
     config, root = bureau
@@ -411,9 +435,8 @@ def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
     address = f"127.0.0.1:{port}"
     secret = tmp_path / "city-secret"
     ok("clearinghouse", "city-secret", "--out", secret)
-    ok("node", "init", "--data-dir", tmp_path / "jn", "--node-id", "320115", "--district",
-       "江宁区", "--clearinghouse", address, "--clearinghouse-key", old_ch.hex(),
-       "--city-key", _key_hex(root), "--city-secret", secret)
+    node_init(city_ca, tmp_path / "jn", "--clearinghouse", address, "--clearinghouse-key",
+              old_ch.hex(), "--city-key", _key_hex(root), "--city-secret", secret)
     from node.bootstrap import signing_identity
     from node.config import load_config
 
@@ -435,13 +458,14 @@ def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
             assert time.monotonic() < deadline, f"no head of {at_least} leaves was cosigned"
             time.sleep(0.3)
 
+    reader = observer(city_ca)
     with (serving(["clearinghouse", "serve", "--config", config], address,
-                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}),
+                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}, reader),
           serving(["node", "serve", "--config", tmp_path / "jn" / "node.toml"],
                   f"127.0.0.1:{node_port}", tmp_path / "jn.log",
                   {"TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{node_port}",
-                   "TIMEBANK_SERVER_METRICS_LISTEN": ""}),
-          grpc.insecure_channel(address) as channel):
+                   "TIMEBANK_SERVER_METRICS_LISTEN": ""}, reader),
+          tls_channel(address, reader) as channel):
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         before = cosigned_head(stub, 1)
         assert transparency.check_head(before.note, old_ch).size == before.size
