@@ -77,7 +77,9 @@ def test_node_init_refuses_a_bad_secret_and_creates_nothing(
 
 
 def _serve(config: Path) -> subprocess.CompletedProcess[str]:
-    return timebank("node", "serve", "--config", str(config))
+    # Plaintext is incidental here (the refusal comes before anything listens); without
+    # --insecure the missing [tls] settings would be refused first.
+    return timebank("node", "serve", "--config", str(config), "--insecure")
 
 
 @pytest.mark.parametrize(("damage", "said"), [
