@@ -53,6 +53,12 @@ class PermissionDenied(Refusal):
     status = "PERMISSION_DENIED"
 
 
+class Unauthenticated(Refusal):
+    """No credential, or one that is expired, revoked or not this service's: log in."""
+
+    status = "UNAUTHENTICATED"
+
+
 class ResourceExhausted(Refusal):
     status = "RESOURCE_EXHAUSTED"
 
@@ -73,4 +79,4 @@ class ConfigError(ValueError):
 
 __all__ = ["AlreadyExists", "ConfigError", "FailedPrecondition", "InvalidArgument",
            "InvariantViolation", "NotFound", "PermissionDenied", "Refusal", "ResourceExhausted",
-           "Unavailable"]
+           "Unauthenticated", "Unavailable"]

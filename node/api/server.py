@@ -24,6 +24,7 @@ import structlog
 from grpc_health.v1 import health_pb2
 
 from node import metrics
+from node.api.auth import Guarded
 from node.api.servicer import SERVICE_NAME, NodeServicer
 from node.bootstrap import open_app
 from node.config import NodeConfig
@@ -61,8 +62,10 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     servicer = (NodeServicer(app) if link is None
                 else NodeServicer(app, link.address, link.wake, link.clearinghouse_key,
                                   link.refresh_admissions, link.look_up))
+    guarded = Guarded(servicer, app)  # every call authenticated and checked first
     running = server.start_server(
-        SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
+        SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(
+            guarded, s),  # type: ignore[arg-type]  # the servicer's rpcs, each guarded
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,
         thread_name_prefix="timebank-rpc")
     if link is not None:

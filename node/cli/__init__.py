@@ -22,10 +22,12 @@ module builds ``app`` from them.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from node.cli import admin, claims, ledger, people, statement
-from node.cli.client import NodeClient
+from node.cli import accounts, admin, claims, ledger, people, statement
+from node.cli.client import NodeClient, use_token
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
 from node.cli.orders import order_app
 from node.cli.people import service_point_app, staff_app
@@ -65,7 +67,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _node_options(token: Annotated[str, typer.Option(
+        "--token", envvar="TIMEBANK_TOKEN", metavar="TOKEN", show_default=False,
+        help="Send this token (a program's, or a session) instead of the session "
+             "`timebank node login` kept (env TIMEBANK_TOKEN).")] = "") -> None:
+    if token:
+        use_token(token)
+
+
 app.add_typer(service_point_app, name="service-point")
+app.add_typer(accounts.account_app, name="account")
+app.add_typer(accounts.token_app, name="token")
 app.add_typer(staff_app, name="staff")
 app.add_typer(order_app, name="order")
 
@@ -74,6 +89,9 @@ app.command("init")(admin.init_command)
 app.command("migrate")(admin.migrate_command)
 app.command("serve")(admin.serve_command)
 app.command("check")(admin.check_command)
+app.command("login")(accounts.login_command)
+app.command("logout")(accounts.logout_command)
+app.command("whoami")(accounts.whoami_command)
 app.command("enrol")(people.enrol)
 app.add_typer(people.person_app, name="person")
 app.command("link")(people.link)

@@ -78,7 +78,7 @@ def require_staff(tx: Tx, staff_id: int) -> None:
 
 
 def require_actor(tx: Tx, actor: Actor) -> None:
-    if bool(actor.person_id) == bool(actor.staff_id):
+    if not (actor.person_id or actor.staff_id or actor.by):
         raise InvalidArgument("name exactly one actor: a person id or a staff id")
     if actor.person_id:
         tx.repo.people.get(actor.person_id)
@@ -200,13 +200,16 @@ def _masked(phone: str) -> str:
 
 
 def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
-                  phone: str | None, reason: str) -> PersonView:
+                  phone: str | None, reason: str, *, actor: Actor | None = None
+                  ) -> PersonView:
     """Staff correct a person's mutable details: whether they are a priority elder
     (重点老人) and their phone. ``None``: leave it as it is. Each change is recorded as a
     person event naming the staff member, with the reason given; the same value again
     changes and records nothing. A name, an ID number and a PersonRef never change here:
-    they are who the person is (a mistake there is a new enrolment)."""
-    require_staff(tx, staff_id)
+    they are who the person is (a mistake there is a new enrolment). ``actor``: the
+    authenticated caller, recorded (else staff ``staff_id``)."""
+    who = actor or Actor(staff_id=staff_id)
+    require_actor(tx, who)
     reason = check_text("reason", reason)
     if priority is None and phone is None:
         raise InvalidArgument("say what to change: priority, phone or both",
@@ -226,14 +229,14 @@ def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
             changes.append(f"phone: {_masked(person.phone)} → {_masked(new_phone)}")
     if changes:
         tx.repo.people.update(person, after)
-        note_change(tx, person.id, f"staff:{staff_id}", "update",
+        note_change(tx, person.id, who.label, "update",
                     "; ".join(changes) + (f" ({reason})" if reason else ""))
     return person_view(tx, after, with_changes=True)
 
 
 def note_change(tx: Tx, person_id: int, actor: str, kind: str, detail: str) -> None:
     """Record a change of a person's record: who made it, what kind, what changed."""
-    tx.repo.people.add_event(PersonEvent(person_id, tx.now, actor[:32], kind[:16],
+    tx.repo.people.add_event(PersonEvent(person_id, tx.now, actor[:64], kind[:16],
                                          detail[:MAX_TEXT_CHARS]))
 
 
@@ -274,8 +277,10 @@ def person_view(tx: Tx, p: PersonRecord, *, with_changes: bool = False) -> Perso
 
 
 def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,
-                staff_id: int) -> LinkView:
-    """Record that ``other`` stands to ``person`` as ``relation`` (family both ways)."""
+                staff_id: int, *, actor: Actor | None = None) -> LinkView:
+    """Record that ``other`` stands to ``person`` as ``relation`` (family both ways),
+    and who linked them (``actor``, the authenticated caller; else staff ``staff_id``,
+    if any) on both people's records."""
     if person_id == other_id:
         raise InvalidArgument("a person cannot be linked to themselves")
     person, other = tx.repo.people.get(person_id), tx.repo.people.get(other_id)
@@ -290,12 +295,17 @@ def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,
     inverse = relation.inverse()
     if inverse is not None and inverse not in tx.repo.people.relations(other_id, person_id):
         tx.repo.people.add_link(other_id, person_id, inverse, staff_id or None, tx.now)
+    if actor is not None:
+        for one, two in ((person_id, other_id), (other_id, person_id)):
+            note_change(tx, one, actor.label, "link",
+                        f"linked to person {two} ({relation.value})")
     return LinkView(person_id, other_id, relation.value)
 
 
 def acts_for(tx: Tx, actor: Actor, person_id: int) -> bool:
-    """Whether the actor may act for the person: themself, their proxy or family, or staff."""
-    if actor.staff_id:
+    """Whether the actor may act for the person: themself, their proxy or family, or staff
+    (or an operator or program acting for the district)."""
+    if actor.district:
         return True
     return (actor.person_id == person_id
             or bool(tx.repo.people.relations(person_id, actor.person_id)))
