@@ -35,6 +35,8 @@ from clearinghouse.usecases import admission, policies
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
 from node.bootstrap import init_data_dir, signing_identity
+from node.cli.accounts import local_token
+from node.cli.client import node_channel
 from timebank import keys
 from timebank.policy import DEFAULT_POLICY_TOML
 
@@ -50,6 +52,8 @@ DEFAULT_GRACE_SECONDS = 5.0
 #: city, net (1,000 h). An admission starts at 0, which would refuse every redemption.
 DEFAULT_NET_DEBIT_LIMIT_MINUTES = 60_000
 LOG_TAIL_LINES = 40
+#: In each node's data directory: its operator's session token (0600).
+OPERATOR_TOKEN_FILE = "operator.token"
 #: Environment overrides of the node's and the clearinghouse's configuration files; they
 #: are dropped for the children so that the layout's files alone say where things are.
 _CONFIG_ENV_PREFIXES = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_",
@@ -88,6 +92,16 @@ class NodeLayout:
     @property
     def node_id(self) -> str:
         return self.district.node_id
+
+    # The city's one way in to a node's API (ADR 0016): its operator's session, minted on
+    # the node's own database when the city was laid out.
+    @property
+    def operator_token(self) -> str:
+        return (self.data_dir / OPERATOR_TOKEN_FILE).read_text(encoding="ascii").strip()
+
+    def channel(self, token: str | None = None) -> grpc.Channel:
+        """A channel to this node's API sending ``token`` (default: the operator's)."""
+        return node_channel(self.address, self.operator_token if token is None else token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +204,20 @@ def _layout_node(data_dir: Path, district: District, secret: bytes, listen: str,
                                         city_public_key):
         raise LaunchError(f"{config_path} names another district or clearinghouse than this "
                           "city's; remove the node's directory to lay it out again")
+    _ensure_operator(config_path, node_dir / OPERATOR_TOKEN_FILE)
     return NodeLayout(district, node_dir, config_path, config.listen,
                       signing_identity(config)[1])
+
+
+def _ensure_operator(config_path: Path, token_file: Path) -> None:
+    """The node's operator account and a session for it, minted on its database (local
+    access is the root of trust), kept in a file only this user can read."""
+    if token_file.exists():
+        return
+    token = local_token(config_path)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
 
 
 def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout],

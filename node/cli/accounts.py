@@ -64,12 +64,15 @@ def local(config_file: Path) -> NodeApp:
 
 
 def local_token(config_file: Path, login: str = "operator", role: Role = Role.OPERATOR,
-                days: int = logins.MAX_TOKEN_DAYS) -> str:
-    """A session token for ``login`` (made with ``role`` if missing), minted on the
-    node's own database: how a city laid out on one machine gets its operators in."""
+                days: int = logins.MAX_TOKEN_DAYS, *, staff_id: int = 0,
+                person_id: int = 0) -> str:
+    """A session token for ``login`` (made with ``role`` and bound to ``staff_id`` or
+    ``person_id`` if missing), minted on the node's own database: how a city laid out
+    on one machine gets its operators and staff in."""
     app = _open(config_file)
     try:
-        return app.execute(logins.local_session, login, role, days)
+        return app.execute(logins.local_session, login, role, days, staff_id=staff_id,
+                           person_id=person_id)
     finally:
         app.db.dispose()
 

@@ -236,8 +236,6 @@ class Actor:
     by: str = ""
 
     def __post_init__(self) -> None:
-        if self.person_id and self.staff_id:
-            raise InvariantViolation("an actor is a person or a staff member, not both")
         if len(self.label) > MAX_ACTOR_CHARS:
             raise InvariantViolation("an actor label fits the actor columns")
 

@@ -21,7 +21,7 @@ from node.domain.ledger import (
 from node.domain.orders import OrderState, PersonKind, check_text, held_problem
 from node.storage.repo import Repo
 from node.usecases.app import NodeIdentity, Tx, city_time
-from node.usecases.people import require_actor
+from node.usecases.people import district_actor
 from node.usecases.views import Actor, BalanceView, HistoryView, LedgerReport, OriginBalance
 from runtime.errors import (
     AlreadyExists,
@@ -83,8 +83,7 @@ def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str, *,
     ``actor``: the authenticated caller (else staff ``staff_id``); named in the memo."""
     _check_amount(minutes, "a grant")
     memo = check_text("memo", memo)
-    who = actor or Actor(staff_id=staff_id)
-    require_actor(tx, who)
+    who = district_actor(tx, actor, staff_id)
     person = tx.repo.people.get(person_id)
     if not person.priority:
         raise PermissionDenied("city grants go to priority elders only", "NOT_A_PRIORITY_ELDER")
@@ -110,8 +109,7 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str, *,
     reason = check_text("reason", reason)
     if not reason:
         raise InvalidArgument("a correction needs a reason")
-    who = actor or Actor(staff_id=staff_id)
-    require_actor(tx, who)
+    who = district_actor(tx, actor, staff_id)
     original = tx.repo.ledger.entry(seq)
     if original is None:
         raise NotFound(f"there is no ledger entry {seq}", "UNKNOWN_ENTRY")

@@ -381,7 +381,8 @@ def session_expiry(tx: Tx, token: str) -> datetime | None:
     return None if found is None else found.expires_at
 
 
-def local_session(tx: Tx, login_name: str, role: Role, days: int) -> str:
+def local_session(tx: Tx, login_name: str, role: Role, days: int, *, staff_id: int = 0,
+                  person_id: int = 0) -> str:
     """A session for the account ``login_name`` (made with ``role`` if there is none),
     lasting ``days`` (at most ``MAX_TOKEN_DAYS``), without a password: for whoever holds
     the node's database (local access is the root of trust: the operator's own CLI and
@@ -389,9 +390,10 @@ def local_session(tx: Tx, login_name: str, role: Role, days: int) -> str:
     lifetime = _days(days, MAX_TOKEN_DAYS, "a local session")
     account = tx.repo.logins.by_login(_login_name(login_name))
     if account is None:
-        add_account(tx, login_name, role)
+        add_account(tx, login_name, role, staff_id=staff_id, person_id=person_id)
         account = _by_login(tx, login_name)
-    if account.role != role.value or account.revoked_at is not None:
+    if (account.role != role.value or account.revoked_at is not None
+            or (account.staff_id or 0, account.person_id or 0) != (staff_id, person_id)):
         raise FailedPrecondition(f"the account {login_name!r} is not a live {role.value} "
                                  "account", "BAD_BINDING")
     token = _new_token()

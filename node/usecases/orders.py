@@ -390,8 +390,7 @@ def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
                     actor: Actor | None = None) -> OrderView:
     """Staff settle a dispute: the service stands (maybe corrected) or is void.
     ``actor``: the authenticated caller (else staff ``staff_id``)."""
-    who = actor or Actor(staff_id=staff_id)
-    require_actor(tx, who)
+    who = people.district_actor(tx, actor, staff_id)
     resolution = check_text("resolution", resolution)
     if not resolution:
         raise InvalidArgument("record how the dispute was resolved")

@@ -78,12 +78,23 @@ def require_staff(tx: Tx, staff_id: int) -> None:
 
 
 def require_actor(tx: Tx, actor: Actor) -> None:
-    if not (actor.person_id or actor.staff_id or actor.by):
+    if (actor.person_id and actor.staff_id) or not (actor.person_id or actor.staff_id
+                                                     or actor.by):
         raise InvalidArgument("name exactly one actor: a person id or a staff id")
     if actor.person_id:
         tx.repo.people.get(actor.person_id)
     else:
         require_staff(tx, actor.staff_id)
+
+
+def district_actor(tx: Tx, actor: Actor | None, staff_id: int) -> Actor:
+    """The actor of a district's act: the authenticated caller (``actor``), or, for a
+    caller inside the node (its CLI on the database, tests), staff ``staff_id``."""
+    if actor is None:
+        require_staff(tx, staff_id)
+        return Actor(staff_id=staff_id)
+    require_actor(tx, actor)
+    return actor
 
 
 def city_ref(node: NodeIdentity, kind: PersonKind, id_number: str) -> str:
@@ -208,8 +219,7 @@ def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
     changes and records nothing. A name, an ID number and a PersonRef never change here:
     they are who the person is (a mistake there is a new enrolment). ``actor``: the
     authenticated caller, recorded (else staff ``staff_id``)."""
-    who = actor or Actor(staff_id=staff_id)
-    require_actor(tx, who)
+    who = district_actor(tx, actor, staff_id)
     reason = check_text("reason", reason)
     if priority is None and phone is None:
         raise InvalidArgument("say what to change: priority, phone or both",
