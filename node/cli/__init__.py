@@ -74,8 +74,7 @@ def _node_options(token: Annotated[str, typer.Option(
         "--token", envvar="TIMEBANK_TOKEN", metavar="TOKEN", show_default=False,
         help="Send this token (a program's, or a session) instead of the session "
              "`timebank node login` kept (env TIMEBANK_TOKEN).")] = "") -> None:
-    if token:
-        use_token(token)
+    use_token(token)
 
 
 app.add_typer(service_point_app, name="service-point")

@@ -27,7 +27,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
 from city.cli import app
+from node.cli.accounts import local_token
+from node.domain.access import Role
 from node.domain.policy import DEFAULT_POLICY_TOML
+from runtime.console import CliError
+from runtime.errors import Refusal
 from tests.helpers import id_card
 from timebank.citytime import CITY_TZ
 
@@ -35,9 +39,36 @@ ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
+#: The node the module's commands talk to (its configuration), once it serves.
+SERVED: dict[str, Path] = {}
+#: Options that name who acts: such a command is sent with that person's session.
+_STAFF_OPTIONS = ("--staff", "--by-staff")
+_PERSON_OPTIONS = ("--by-person", "--volunteer")
+
+
+def token_for(args: tuple[str, ...]) -> str:
+    """The session a command is sent with (ADR 0016): the staff member or person its
+    options name as acting, else the node's operator; each minted on the node's own
+    database, as `timebank node account` does."""
+    config = SERVED.get("config")
+    if config is None:
+        return ""
+    for i, arg in enumerate(args[:-1]):
+        value = args[i + 1]
+        if arg in _STAFF_OPTIONS + _PERSON_OPTIONS and value.isdigit() and int(value) > 0:
+            role = Role.STAFF if arg in _STAFF_OPTIONS else Role.MEMBER
+            try:
+                return local_token(config, f"{role.value}-{value}", role,
+                                   staff_id=int(value) if role is Role.STAFF else 0,
+                                   person_id=int(value) if role is Role.MEMBER else 0)
+            except (SystemExit, CliError, Refusal):
+                break  # no such staff member or person: the operator sends it
+    return local_token(config)
+
+
 def cli(*args: str) -> Any:
     """Run `timebank ARGS` in-process."""
-    return runner.invoke(app, list(args))
+    return runner.invoke(app, list(args), env={"TIMEBANK_TOKEN": token_for(args)})
 
 
 def cli_json(*args: str) -> Any:
@@ -51,7 +82,7 @@ def timebank(*args: str, env: dict[str, str] | None = None,
     """Run the real console script's entry point as a subprocess."""
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "TIMEBANK_TOKEN": token_for(args), **(env or {})})
 
 
 def free_port() -> int:
@@ -137,7 +168,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("cli-node")
     config = init_node(root / "data")
     served = start_serving(config, root / "serve.log")
+    SERVED["config"] = config
     yield served
+    SERVED.clear()
     stop(served)
 
 
@@ -495,9 +528,27 @@ def test_check_on_the_database_while_the_node_runs(node: Served) -> None:
 def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = init_node(tmp_path / "node")
     served = start_serving(config, tmp_path / "serve.log")
+    # The operator's first account is made at the node's machine; she logs in, and the
+    # session kept for that node (readable only by her) is sent by later commands.
+    env = {"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path / "state"),
+           "TIMEBANK_PASSWORD": "a long enough password"}
+    made = timebank("node", "account", "add", "--config", str(config), "--role", "operator",
+                    "--login", "wang", "--password", env=env)
+    assert made.returncode == 0, made.stderr
+    refused = timebank("node", "enrol", "--name", "冯芳", "--id-number", id_card(1950),
+                       "--node", served.address, env=env)
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    logged_in = timebank("node", "login", "--login", "wang", "--node", served.address, env=env)
+    assert logged_in.returncode == 0, logged_in.stderr
+    kept = next((tmp_path / "state" / "timebank" / "sessions").iterdir())
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    whoami = timebank("node", "whoami", "--node", served.address, env=env)
+    assert whoami.returncode == 0 and "operator:1 (operator" in whoami.stdout, whoami.stderr
     enrolled = timebank("node", "enrol", "--name", "冯芳", "--id-number", id_card(1950),
-                        "--node", served.address)
+                        "--node", served.address, env=env)
     assert enrolled.returncode == 0, enrolled.stderr
+    assert timebank("node", "logout", "--node", served.address, env=env).returncode == 0
+    assert not kept.exists()
     assert stop(served) == 0
     log = served.log.read_text(encoding="utf-8")
     assert "Traceback" not in log

@@ -317,6 +317,18 @@ def serving(app: NodeApp, clock: ManualClock, *, workers: int = 4,
         running.stop(None)
 
 
+def authenticated(app: NodeApp, channel: grpc.Channel, role: Role = Role.OPERATOR,
+                  bound: int = 0) -> node_pb2_grpc.NodeServiceStub:
+    """A stub on ``channel`` sending the session of a new account of ``role`` (staff:
+    bound to staff ``bound``; member: to person ``bound``), minted on the node's own
+    database as `timebank node account` does."""
+    token = app.execute(logins.local_session, f"{role.value}-{bound}-{uuid.uuid4().hex[:8]}",
+                        role, logins.MAX_TOKEN_DAYS,
+                        staff_id=bound if role is Role.STAFF else 0,
+                        person_id=bound if role is Role.MEMBER else 0)
+    return node_pb2_grpc.NodeServiceStub(authorized(channel, token))
+
+
 def _volunteer_of(tx: Tx, order_id: int) -> int:
     try:
         return tx.repo.orders.get(order_id).volunteer_id or 0
