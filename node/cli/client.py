@@ -157,7 +157,7 @@ class NodeClient:
     (None: ``token_for(address)``; "": none)."""
 
     def __init__(self, address: str, timeout: float = CALL_TIMEOUT_SECONDS,
-                 token: str | None = None) -> None:
+                 token: str | TokenFor | None = None) -> None:
         if not address.strip():
             fail("the node address is empty; use --node HOST:PORT")
         self.address = address

@@ -31,6 +31,7 @@ import pytest
 from city.launcher import CityLayout, CityProcesses, layout
 from node.cli.client import NodeClient
 from runtime import devclock
+from tests.city.workload import ActingTokens, cli_token
 from tests.helpers import id_card
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
 
@@ -45,11 +46,16 @@ def key() -> str:
     return str(uuid.uuid4())
 
 
+#: The city the commands talk to, once laid out.
+CITY: dict[str, CityLayout] = {}
+
+
 def timebank(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
+    token = cli_token(CITY["city"], args) if CITY else ""
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=60, cwd=ROOT,
-                          env={**env, "COLUMNS": "200"})
+                          env={**env, "COLUMNS": "200", "TIMEBANK_TOKEN": token})
 
 
 def ok_json(*args: str) -> Any:
@@ -146,7 +152,9 @@ def town(tmp_path: Path) -> Iterator[Town]:
     city = layout(tmp_path / "city")
     with CityProcesses(city, dev_clock=True) as processes:
         processes.start_all()
-        nodes = {n.node_id: NodeClient(n.address, timeout=15.0) for n in city.nodes}
+        CITY["city"] = city
+        nodes = {n.node_id: NodeClient(n.address, timeout=15.0, token=ActingTokens(n))
+                 for n in city.nodes}
         try:
             staff = {}
             for node_id, client in nodes.items():

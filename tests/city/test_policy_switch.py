@@ -92,7 +92,8 @@ def test_a_policy_issued_for_later_switches_on_every_node_at_that_time(
                 p.city_serial == 2 and p.digest == second and p.publicity_days == 3
                 and not p.next_serial for p in policies(client).values()))
             assert {name: procs.pid(name) for name in city.names} == pids  # no restart
-            told = timebank("node", "policy", "--node", city.address(GL))
+            told = timebank("node", "--token", city.node(GL).operator_token, "policy",
+                            "--node", city.address(GL))
             assert told.returncode == 0, told.stderr
             assert "the city: serial 2" in told.stdout and "3 days" in told.stdout
 

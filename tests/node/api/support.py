@@ -131,25 +131,8 @@ class Api:
         return self.login(Role.OPERATOR)
 
     def _named(self, name: str, request: Any) -> tuple[Role, int]:
-        fields = request.DESCRIPTOR.fields_by_name
-        for f in ACTOR_FIELDS:
-            if f in fields and request.HasField(f):
-                actor = getattr(request, f)
-                if actor.staff_id:
-                    return Role.STAFF, actor.staff_id
-                if actor.person_id:
-                    return Role.MEMBER, actor.person_id
-        if "staff_id" in fields and request.staff_id:
-            return Role.STAFF, int(request.staff_id)
-        if name == "AcceptOrder" and request.volunteer_id:
-            return Role.MEMBER, int(request.volunteer_id)
-        if name == "Donate" and request.person_id:
-            return Role.MEMBER, int(request.person_id)
-        if name in VOLUNTEER_STEPS and request.order_id:
-            volunteer = self.app.query(_volunteer_of, int(request.order_id))
-            if volunteer:
-                return Role.MEMBER, volunteer
-        return Role.OPERATOR, 0
+        return named_actor(name, request,
+                           lambda order_id: self.app.query(_volunteer_of, order_id))
 
     def prepare(self, method: str, request: Any) -> None:
         """Log in whoever ``request`` will be sent by, before a snapshot is taken."""
@@ -315,6 +298,33 @@ def serving(app: NodeApp, clock: ManualClock, *, workers: int = 4,
     finally:
         raw.close()
         running.stop(None)
+
+
+def named_actor(name: str, request: Any,
+                volunteer_of: Callable[[int], int]) -> tuple[Role, int]:
+    """Who a request to rpc ``name`` says acts: (STAFF, id) for a staff id it names,
+    (MEMBER, id) for a person it names as actor, as the volunteer accepting, as the
+    volunteer of the order checked in or out (``volunteer_of``), or as the donor; else
+    (OPERATOR, 0)."""
+    fields = request.DESCRIPTOR.fields_by_name
+    for f in ACTOR_FIELDS:
+        if f in fields and request.HasField(f):
+            actor = getattr(request, f)
+            if actor.staff_id:
+                return Role.STAFF, int(actor.staff_id)
+            if actor.person_id:
+                return Role.MEMBER, int(actor.person_id)
+    if "staff_id" in fields and request.staff_id:
+        return Role.STAFF, int(request.staff_id)
+    if name == "AcceptOrder" and request.volunteer_id:
+        return Role.MEMBER, int(request.volunteer_id)
+    if name == "Donate" and request.person_id:
+        return Role.MEMBER, int(request.person_id)
+    if name in VOLUNTEER_STEPS and request.order_id:
+        volunteer = volunteer_of(int(request.order_id))
+        if volunteer:
+            return Role.MEMBER, volunteer
+    return Role.OPERATOR, 0
 
 
 def authenticated(app: NodeApp, channel: grpc.Channel, role: Role = Role.OPERATOR,
