@@ -9,6 +9,9 @@ a district's request rate is modest), health checking (SERVING for "" and
 with INTERNAL and an error id, and a request that is not a protobuf message with
 INVALID_ARGUMENT.
 
+Every call but Login and GetLogHeads is authenticated and checked against the caller's
+role first (``node.api.auth.Guarded``, ADR 0016).
+
 **Plaintext only, for now.** The server listens without TLS: keep it on loopback or
 behind a TLS-terminating proxy on a trusted network. TLS is the security issue's work
 (issue 15).
