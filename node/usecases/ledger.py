@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from node.domain.access import MAX_ACTOR_CHARS
 from node.domain.identity import MIN_SECRET_BYTES
 from node.domain.ledger import (
     CITY_GRANT,
     DONATION_POOL,
+    MAX_MEMO_CHARS,
     Account,
     AccountKind,
     Entry,
@@ -54,6 +56,10 @@ def initialise(repo: Repo, node: NodeIdentity, policy_digest: str) -> None:
     repo.ledger.init_head(genesis_hash(node.node_id))
 
 
+#: What a memo or reason may hold, leaving room for the actor the entry names with it.
+_ROOM = MAX_MEMO_CHARS - MAX_ACTOR_CHARS - 3
+
+
 def _check_amount(minutes: int, what: str) -> None:
     if not 0 < minutes <= MAX_MINUTES:
         raise InvalidArgument(f"{what} must be 1..{MAX_MINUTES} minutes, not {minutes}",
@@ -82,7 +88,7 @@ def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str, *,
     """The city fund grants hours to a priority elder who could not store their own.
     ``actor``: the authenticated caller (else staff ``staff_id``); named in the memo."""
     _check_amount(minutes, "a grant")
-    memo = check_text("memo", memo)
+    memo = check_text("memo", memo, _ROOM)
     who = district_actor(tx, actor, staff_id)
     person = tx.repo.people.get(person_id)
     if not person.priority:
@@ -106,7 +112,7 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str, *,
             actor: Actor | None = None) -> StoredEntry:
     """Correct a mistake by appending the entry that undoes it. History is never edited.
     ``actor``: the authenticated caller (else staff ``staff_id``); named in the memo."""
-    reason = check_text("reason", reason)
+    reason = check_text("reason", reason, _ROOM)
     if not reason:
         raise InvalidArgument("a correction needs a reason")
     who = district_actor(tx, actor, staff_id)
