@@ -83,7 +83,7 @@ def require_actor(tx: Tx, actor: Actor) -> None:
         raise InvalidArgument("name exactly one actor: a person id or a staff id")
     if actor.person_id:
         tx.repo.people.get(actor.person_id)
-    else:
+    elif actor.staff_id:
         require_staff(tx, actor.staff_id)
 
 

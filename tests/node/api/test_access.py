@@ -416,3 +416,21 @@ def test_credentials_are_stored_hashed_only(town: Town) -> None:
         hashes = [r.secret_hash for r in conn.execute(
             select(Base.metadata.tables["credentials"])) if r.secret_hash]
     assert hashes and all(h.startswith("$argon2id$") for h in hashes)
+
+
+def test_an_operator_acting_alone_is_recorded_as_the_operator(town: Town) -> None:
+    api = town.api
+    operator = api.stub_as(api.login(Role.OPERATOR, login="operator-alone"))
+    me = operator.WhoAmI(pb.WhoAmIRequest(), timeout=TIMEOUT).actor
+    grant = operator.Grant(pb.GrantRequest(idempotency_key=key(), person_id=town.elder,
+                                           minutes=15), timeout=TIMEOUT)
+    assert grant.memo == f"grant by {me}"
+    order = operator.RequestOrder(pb.RequestOrderRequest(
+        idempotency_key=key(), recipient_id=town.elder, category="cleaning",
+        planned_minutes=30, payment_source=pb.PAYMENT_SOURCE_OWN), timeout=TIMEOUT)
+    operator.CancelOrder(pb.CancelOrderRequest(idempotency_key=key(), order_id=order.id,
+                                               reason="重复"), timeout=TIMEOUT)
+    assert _order_actors(api, order.id) == [me, me]
+    reversal = operator.ReverseTransaction(pb.ReverseTransactionRequest(
+        idempotency_key=key(), seq=grant.seq, reason="重复"), timeout=TIMEOUT)
+    assert reversal.memo.startswith(me.replace(":", " "))
