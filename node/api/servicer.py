@@ -163,10 +163,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         def run(tx: Tx) -> pb.Person:
             kind = convert.person_kind(request.kind)
             point = convert.optional_id(request.service_point_id, "service_point_id")
-            access.require_service_point(caller(), point)
+            who = caller()
+            access.require_service_point(who, point)
             return convert.person_pb(people.enrol_person(
                 tx, kind, request.name, request.id_number, request.phone, request.priority,
-                point, request.home_node_id, answer))
+                point, request.home_node_id, answer, actor=access.actor(who)))
 
         return self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person)
 
@@ -387,7 +388,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         def run(tx: Tx) -> pb.LedgerTransaction:
             seq = convert.required_id(request.seq, "seq", convert.MAX_SEQ)
             staff_id = convert.optional_id(request.staff_id, "staff_id")
-            actor = access.actor(caller(), staff_id=staff_id)
+            who = caller()
+            actor = access.actor(who, staff_id=staff_id)
+            access.require_entry(tx, who, seq)
             return convert.transaction_pb(ledger.reverse(tx, seq, 0, request.reason,
                                                          actor=actor))
 

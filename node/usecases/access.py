@@ -56,6 +56,22 @@ def require_order(tx: Tx, who: Principal, order_id: int) -> None:
     require_person(tx, who, order.recipient_id)
 
 
+def require_entry(tx: Tx, who: Principal, seq: int) -> None:
+    """Staff reverse only entries that touch no one outside their service point (the
+    people whose hours the entry moved)."""
+    if who.role is not Role.STAFF:
+        return
+    stored = tx.repo.ledger.entry(seq)
+    if stored is None:
+        return  # the use-case says NOT_FOUND
+    for posting in stored.entry.postings:
+        if posting.account.person_ref is None:
+            continue
+        record = tx.repo.ledger.account(posting.account.code)
+        if record is not None and record.person_id:
+            require_person(tx, who, record.person_id)
+
+
 def actor(who: Principal, person_id: int = 0, staff_id: int = 0) -> Actor:
     """The recorded actor of a call by ``who`` whose request names this actor (none:
     the caller); PERMISSION_DENIED if the request names someone the caller is not."""

@@ -145,12 +145,14 @@ def _check_directory(tx: Tx, answer: HomeLookup, home_node_id: str) -> None:
 
 def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str,
                  priority: bool, service_point_id: int, home_node_id: str = "",
-                 directory: HomeLookup | None = None) -> PersonView:
+                 directory: HomeLookup | None = None, *,
+                 actor: Actor | None = None) -> PersonView:
     """Enrol a person here. ``home_node_id``: their hours are kept in that district (a
     visitor served here); empty: this node keeps them, and tells the city directory.
     ``directory``: what the city directory said of this person's home, asked just
     before (None: not asked, e.g. a node with no clearinghouse); an enrolment it
-    contradicts is refused (``_check_directory``)."""
+    contradicts is refused (``_check_directory``). ``actor``: who enrolled them (the
+    authenticated caller), recorded as the first change of their record."""
     name = _name("name", name)
     if home_node_id:
         if not is_node_id(home_node_id):
@@ -188,11 +190,15 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
         birth_date=birth, priority=priority, service_point_id=service_point_id or None,
         enrolled_at=tx.now, home_node_id=home_node_id or None))
     person = tx.repo.people.get(person_id)
+    if actor is not None:
+        note_change(tx, person_id, actor.label, "enrol",
+                    f"enrolled at service point {service_point_id}" if service_point_id
+                    else "enrolled")
     if tx.node.federated and not person.visitor:
         from node.usecases.claims import register_home
 
         register_home(tx, person)
-    return person_view(tx, person)
+    return person_view(tx, person, with_changes=True)
 
 
 def get_person(tx: Tx, person_id: int) -> PersonView:

@@ -219,8 +219,9 @@ def test_a_relative_is_served_from_hours_that_moved_to_a_third_district(town: To
              and c.state == "completed")
     arrived = town.call(QX, "GetPerson", node_pb2.GetPersonRequest(person_id=daughter_qx.id))
     assert arrived.home_node_id == "" and arrived.priority  # 重点老人 in 栖霞区 too
-    # the link 栖霞区's staff recorded, and the move
-    assert {c.actor for c in arrived.changes} == {f"staff:{town.staff[QX]}", "clearinghouse"}
+    # her enrolment and link, by 栖霞区's operator and staff, and the move
+    assert {c.actor for c in arrived.changes} == {"operator:1", f"staff:{town.staff[QX]}",
+                                                  "clearinghouse"}
     assert town.balance(QX, daughter_qx.id).total_minutes == 120
     assert town.balance(JN, daughter.id).total_minutes == 0
 

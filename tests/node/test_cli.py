@@ -461,7 +461,9 @@ def test_person_update_and_show(node: Served) -> None:
     assert "priority elder (重点老人): no → yes; phone: …1111 → …2222 (民政局复核)" in text
     shown = cli_json("node", "person", str(elder["id"]), *n)  # `person ID` still shows
     assert shown["priority"] is True and shown["phone"] == "13900002222"
-    assert [c["actor"] for c in shown["changes"]] == [f"staff:{desk['id']}"]
+    # enrolled by the operator, updated by the staff member: each as logged in
+    assert [c["actor"] for c in shown["changes"]][-1] == f"staff:{desk['id']}"
+    assert shown["changes"][0]["kind"] == "enrol"
     assert cli_json("node", "person", "show", str(elder["id"]), *n) == shown
 
     nothing = timebank("node", "person", "update", str(elder["id"]), "--staff",
