@@ -180,7 +180,10 @@ def test_a_member_cannot_spend_or_request_for_a_stranger(town: Town) -> None:
 def test_staff_of_one_service_point_cannot_act_at_another(town: Town) -> None:
     api = town.api
     at_two = api.stub_as(api.login(Role.STAFF, town.staff2))
+    granted = api.app.query(lambda tx: tx.repo.ledger.head()[0])  # the grant to the elder
     for name, request in [
+        ("ReverseTransaction", pb.ReverseTransactionRequest(idempotency_key=key(),
+                                                            seq=granted, reason="错了")),
         ("UpdatePerson", pb.UpdatePersonRequest(idempotency_key=key(), person_id=town.elder,
                                                 priority=False, reason="复核")),
         ("RequestOrder", pb.RequestOrderRequest(
