@@ -183,7 +183,7 @@ def add_account(tx: Tx, login: str, role: Role, *, staff_id: int = 0, person_id:
     expires = tx.now + _days(expires_days, MAX_ACCOUNT_DAYS, "an account") if expires_days \
         else None
     if tx.repo.logins.by_login(login) is not None:
-        raise AlreadyExists(f"登录名已存在 (the login {login!r} is taken)", "LOGIN_TAKEN")
+        raise AlreadyExists("登录名已被使用 (that login is taken; choose another)", "LOGIN_TAKEN")
     account_id = tx.repo.logins.add(NewAccount(login, role.value, staff_id or None,
                                                person_id or None, "", tx.now, expires))
     return view(_account(tx, account_id))
@@ -199,7 +199,7 @@ def _account(tx: Tx, account_id: int) -> AccountRecord:
 def _by_login(tx: Tx, login: str) -> AccountRecord:
     found = tx.repo.logins.by_login(_login_name(login))
     if found is None:
-        raise NotFound(f"没有此登录名 (there is no account {login!r} on this node)",
+        raise NotFound("没有此登录名 (there is no account with that login on this node)",
                        "UNKNOWN_ACCOUNT")
     return found
 
@@ -273,7 +273,7 @@ def issue_token(tx: Tx, program: str, scopes: tuple[str, ...],
         account = _account(tx, tx.repo.logins.add(NewAccount(
             name, Role.PROGRAM.value, None, None, ",".join(sorted(wanted)), tx.now, None)))
     elif account.role != Role.PROGRAM.value or account.revoked_at is not None:
-        raise AlreadyExists(f"the login {name!r} is taken by another account",
+        raise AlreadyExists("登录名已被使用 (that login is taken by another account)",
                             "LOGIN_TAKEN")
     elif _scopes(account.scopes) != wanted:
         raise FailedPrecondition(
@@ -290,7 +290,7 @@ def revoke_tokens(tx: Tx, program: str) -> AccountView:
     program issued again takes a new name)."""
     account = _by_login(tx, _program_name(program))
     if account.role != Role.PROGRAM.value:
-        raise InvalidArgument(f"{program!r} is not a program")
+        raise InvalidArgument("此登录名不是程序 (that login is not a program's)")
     return revoke_account(tx, account.login)
 
 
@@ -394,8 +394,8 @@ def local_session(tx: Tx, login_name: str, role: Role, days: int, *, staff_id: i
         account = _by_login(tx, login_name)
     if (account.role != role.value or account.revoked_at is not None
             or (account.staff_id or 0, account.person_id or 0) != (staff_id, person_id)):
-        raise FailedPrecondition(f"the account {login_name!r} is not a live {role.value} "
-                                 "account", "BAD_BINDING")
+        raise FailedPrecondition(f"该账户不可用 (that account is not a live {role.value} "
+                                 "account bound as asked)", "BAD_BINDING")
     token = _new_token()
     tx.repo.logins.add_credential(account.id, SESSION, tx.now, tx.now + lifetime,
                                   token_digest=digest(token))

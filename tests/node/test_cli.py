@@ -77,10 +77,11 @@ def cli_json(*args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def timebank(*args: str, env: dict[str, str] | None = None,
-             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def timebank(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+             input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real console script's entry point as a subprocess."""
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
+                          input=input_text,
                           text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
                           env={**os.environ, "TIMEBANK_TOKEN": token_for(args), **(env or {})})
 
@@ -590,3 +591,34 @@ def test_dispute_resolve_and_reverse(node: Served) -> None:
     twice = cli("node", "reverse", str(grant["seq"]), "--staff", sid, "--reason", "again", *n)
     assert twice.exit_code == 1
     assert_one_clean_line(twice.stderr, "ALREADY_EXISTS: ")
+
+
+def test_accounts_and_program_tokens_from_the_node_machine(node: Served,
+                                                            tmp_path: Path) -> None:
+    """`node token issue` prints a program's token once; the node takes it as that
+    program until `node token revoke`; `node account add` prints a one-time code."""
+    config = str(node.config)
+    issued = cli("node", "token", "issue", "--config", config, "--program", "kiosk",
+                 "--scope", "orders", "--scope", "read", "--expires-days", "30")
+    assert issued.exit_code == 0, issued.output
+    token = issued.stdout.strip().splitlines()[-1]
+    who = timebank("node", "whoami", "--node", node.address, env={"TIMEBANK_TOKEN": token})
+    assert who.returncode == 0 and "program:kiosk (program" in who.stdout, who.stderr
+    listed = cli_json("node", "account", "list", "--config", config)
+    assert {"login": "kiosk", "role": "program", "scopes": ["orders", "read"]}.items() <= \
+        next(a for a in listed if a["login"] == "kiosk").items()
+    assert cli("node", "token", "revoke", "--config", config, "--program", "kiosk"
+               ).exit_code == 0
+    refused = timebank("node", "whoami", "--node", node.address,
+                       env={"TIMEBANK_TOKEN": token})
+    assert refused.returncode == 1
+    assert_one_clean_line(refused.stderr, "UNAUTHENTICATED: ")
+    added = cli("node", "account", "add", "--config", config, "--role", "auditor",
+                "--login", "audit-li")
+    assert added.exit_code == 0, added.output
+    code = added.stdout.split("one-time code")[1].split()[0]
+    assert len(code) == 6 and code.isdigit()
+    logged = timebank("node", "login", "--login", "audit-li", "--code", "--node",
+                      node.address, input_text=code,
+                      env={"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path)})
+    assert logged.returncode == 0 and "auditor" in logged.stdout, logged.stderr
