@@ -201,7 +201,7 @@ def elder_with_hours(home: Node, visiting: Node, minutes: int) -> tuple[int, int
         idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="赵大爷",
         id_number=number, phone="13800000000", priority=True), timeout=RPC_TIMEOUT)
     home.stub.Grant(pb.GrantRequest(idempotency_key=key(), person_id=person.id,
-                                    minutes=minutes, staff_id=home.staff, memo="bench"),
+                                    minutes=minutes, memo="bench"),
                     timeout=RPC_TIMEOUT)
     visitor = visiting.stub.EnrolPerson(pb.EnrolPersonRequest(
         idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="赵大爷",
@@ -460,7 +460,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     at_start = round(ed25519_verifies_per_second(), 0)
     with CityProcesses(city) as procs:
         procs.start_all()
-        channels = [city.channel(n.node_id) for n in city.nodes]
+        channels = [n.channel() for n in city.nodes]  # as each node's operator
         nodes = [Node(n.node_id, node_pb2_grpc.NodeServiceStub(ch), node_db(n.config_file))
                  for n, ch in zip(city.nodes, channels, strict=True)]
         try:

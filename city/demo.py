@@ -44,14 +44,22 @@ from rich.padding import Padding
 from rich.table import Table
 
 from city.audit import audit_data_dir
-from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, LaunchError, layout
+from city.launcher import (
+    CLEARINGHOUSE,
+    DEV_CLOCK_ENV,
+    CityLayout,
+    CityProcesses,
+    LaunchError,
+    layout,
+)
 from node.bootstrap import open_app as open_node_app
 from node.bootstrap import signing_identity
 from node.cli import NodeClient, hm, render_report, to_json
 from node.config import load_config as load_node_config
+from node.domain.access import Role
 from node.domain.identity import id_card_with_check_digit
 from node.link.logcheck import locate
-from node.usecases import checkpoints
+from node.usecases import checkpoints, logins
 from runtime import devclock
 from runtime.console import CliError, describe_error, echo, print_error, print_json
 from timebank.citytime import CITY_TZ
@@ -64,6 +72,7 @@ Resp = TypeVar("Resp")
 JN, GL, QX = "320115", "320106", "320113"
 NAMES = {JN: "江宁区", GL: "鼓楼区", QX: "栖霞区"}
 GRANT_MINUTES = 600
+STAFF_PASSWORD = "演示密码 demo-only"
 WAIT_SECONDS = 30.0
 
 
@@ -91,9 +100,16 @@ HELPER = Character("helper", "刘洋", "32010619910618035", False, "volunteer in
 
 @dataclass
 class Node:
+    """A district as the story works it: its operator's client (the launcher's session),
+    and, once a service point opens, its staff member's, logged in with a password."""
+
     node_id: str
     client: NodeClient
+    config_file: Path
+    clock: Path  # the city's clock file
     staff_id: int = 0
+    desk: NodeClient | None = None
+    desk_login: str = ""
     people: dict[str, node_pb2.Person] = field(default_factory=dict)
 
     @property
@@ -106,6 +122,27 @@ class Node:
     @property
     def stub(self) -> node_pb2_grpc.NodeServiceStub:
         return self.client.stub
+
+    @property
+    def staff(self) -> node_pb2_grpc.NodeServiceStub:
+        """What the service point's staff member does, as themself."""
+        assert self.desk is not None, "no service point yet"
+        return self.desk.stub
+
+    def log_in_at_desk(self) -> None:
+        """The staff member logs in with her password (again each working day: a session
+        lasts hours, and the story's clock moves days)."""
+        session = self.call(self.stub.Login, node_pb2.LoginRequest(
+            login=self.desk_login, password=STAFF_PASSWORD))
+        if self.desk is not None:
+            self.desk.close()
+        self.desk = NodeClient(self.client.address, self.client.tls, timeout=self.client.timeout,
+                               token=session.token)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.desk is not None:
+            self.desk.close()
 
 
 @dataclass
@@ -133,6 +170,10 @@ class City:
 
     def advance(self, delta: timedelta) -> None:
         devclock.advance(self.layout.clock_file, delta)
+        if delta >= timedelta(hours=1):
+            for node in self.nodes.values():
+                if node.desk_login:
+                    node.log_in_at_desk()
 
     def positions(self) -> clearing_pb2.Positions:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(self.channel)
@@ -176,6 +217,39 @@ def desk(node: Node, code: str, point_name: str, staff_name: str) -> None:
     staff = node.call(node.stub.RegisterStaff, node_pb2.RegisterStaffRequest(
         idempotency_key=key(), name=staff_name, service_point_id=point.id))
     node.staff_id = staff.id
+    # The operator makes the staff member's account on the node's machine (`timebank node
+    # account add --role staff --staff ID --password`); she logs in with her password.
+    login = f"staff-{code.lower()}"
+    app = local_node(node)
+    try:
+        app.execute(logins.add_account, login, Role.STAFF, staff_id=staff.id)
+        app.execute(logins.set_password, login, STAFF_PASSWORD)
+    finally:
+        app.db.dispose()
+    node.desk_login = login
+    node.log_in_at_desk()
+
+
+def local_node(node: Node) -> Any:
+    """The node's use-cases on its own database, on the city's simulated time (what the
+    operator's `timebank node account …` does at the node's machine)."""
+    clock = devclock.FileClock(node.clock, environ={DEV_CLOCK_ENV: "1"})
+    return open_node_app(load_node_config(node.config_file), clock)
+
+
+def member_login(node: Node, c: Character) -> NodeClient:
+    """A member account for ``c`` with a one-time code the service point hands her (she
+    has no password), and her session after she logs in with it."""
+    login = f"member-{c.key}"
+    app = local_node(node)
+    try:
+        app.execute(logins.add_account, login, Role.MEMBER, person_id=node.people[c.key].id)
+        code = app.execute(logins.issue_code, login)
+    finally:
+        app.db.dispose()
+    session = node.call(node.stub.Login, node_pb2.LoginRequest(login=login, code=code))
+    return NodeClient(node.client.address, node.client.tls, timeout=node.client.timeout,
+                      token=session.token)
 
 
 def balance(node: Node, c: Character) -> node_pb2.Balance:
@@ -185,12 +259,12 @@ def balance(node: Node, c: Character) -> node_pb2.Balance:
 
 def serve(city: City, node: Node, order: node_pb2.Order, volunteer: node_pb2.Person,
           minutes: int, verifier: node_pb2.Actor, comment: str) -> node_pb2.Order:
-    node.call(node.stub.CheckIn, node_pb2.CheckInRequest(idempotency_key=key(),
-                                                         order_id=order.id))
+    node.call(node.staff.CheckIn, node_pb2.CheckInRequest(idempotency_key=key(),
+                                                          order_id=order.id))
     city.advance(timedelta(minutes=minutes))
-    node.call(node.stub.CheckOut, node_pb2.CheckOutRequest(idempotency_key=key(),
-                                                           order_id=order.id))
-    return node.call(node.stub.VerifyOrder, node_pb2.VerifyOrderRequest(
+    node.call(node.staff.CheckOut, node_pb2.CheckOutRequest(idempotency_key=key(),
+                                                            order_id=order.id))
+    return node.call(node.staff.VerifyOrder, node_pb2.VerifyOrderRequest(
         idempotency_key=key(), order_id=order.id, verifier=verifier, rating=5,
         comment=comment))
 
@@ -223,17 +297,26 @@ def earn_in_jiangning(city: City) -> None:
     jn = city.nodes[JN]
     desk(jn, "JN-DS-01", "东山街道佛城西路社区服务点", "陈静")
     daughter, neighbour = enrol(jn, DAUGHTER), enrol(jn, NEIGHBOUR)
-    jn.call(jn.stub.Grant, node_pb2.GrantRequest(
+    jn.call(jn.staff.Grant, node_pb2.GrantRequest(
         idempotency_key=key(), person_id=neighbour.id, minutes=GRANT_MINUTES,
         staff_id=jn.staff_id, memo="市级时间银行基金: 重点老人服务补贴"))
-    order = jn.call(jn.stub.RequestOrder, node_pb2.RequestOrderRequest(
+    order = jn.call(jn.staff.RequestOrder, node_pb2.RequestOrderRequest(
         idempotency_key=key(), recipient_id=neighbour.id, category="助洁", planned_minutes=90,
         payment_source=node_pb2.PAYMENT_SOURCE_OWN,
         requested_by=node_pb2.Actor(staff_id=jn.staff_id)))
-    jn.call(jn.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
+    jn.call(jn.staff.AcceptOrder, node_pb2.AcceptOrderRequest(
         idempotency_key=key(), order_id=order.id, volunteer_id=daughter.id))
     order = serve(city, jn, order, daughter, 80, node_pb2.Actor(person_id=neighbour.id),
                   "打扫得很干净，谢谢小李")
+    actors = recorded_actors(jn, order.id)
+    for_him = f"staff:{jn.staff_id} for person:{neighbour.id}"
+    city.step(f"{NEIGHBOUR.name} has no phone: staff member 陈静 logs in with her password "
+              f"and requests, accepts, checks in and out and verifies for him; the node "
+              f"records both identities with every step ({', '.join(actors)})")
+    city.check("every step is recorded with the authenticated staff member and, when she "
+               "acts for someone, that person too",
+               actors[0] == f"staff:{jn.staff_id}" and for_him in actors
+               and f"staff:{jn.staff_id} for person:{daughter.id}" in actors)
     public = order.public_until.ToDatetime(tzinfo=UTC).astimezone(CITY_TZ)
     city.step(f"[bold]{jn.name}[/]: {DAUGHTER.name} and {NEIGHBOUR.name} enrolled; the city "
               f"fund grants {NEIGHBOUR.name} (a priority elder) {hm(GRANT_MINUTES)}; "
@@ -258,7 +341,7 @@ def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
     desk(gl, "GL-HJ-01", "湖南路街道为老服务中心", "周敏")
     mother, helper = enrol(gl, MOTHER), enrol(gl, HELPER)
     mother_in_jn = enrol(jn, MOTHER, home=GL)
-    jn.call(jn.stub.LinkPeople, node_pb2.LinkPeopleRequest(
+    jn.call(jn.staff.LinkPeople, node_pb2.LinkPeopleRequest(
         idempotency_key=key(), person_id=jn.people[DAUGHTER.key].id,
         other_id=mother_in_jn.id, kind=node_pb2.LINK_KIND_PARENT, staff_id=jn.staff_id))
     daughter_in_gl = enrol(gl, DAUGHTER, home=JN)
@@ -309,6 +392,7 @@ def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
     city.check("45 min were charged to the daughter's hours in 江宁区",
                order.charged_minutes == 45 and after.total_minutes == 30
                and after.held_minutes == 0)
+    mother_reads_her_own(city, gl)
     return order, claim
 
 
@@ -317,11 +401,11 @@ def _meals_for_mother(city: City, mother: node_pb2.Person, helper: node_pb2.Pers
     """鼓楼区's desk asks for 60 min of meals for the mother, paid with the daughter's hours
     kept in 江宁区, and the helper takes it (which asks 江宁区 for the hours)."""
     gl = city.nodes[GL]
-    order = gl.call(gl.stub.RequestOrder, node_pb2.RequestOrderRequest(
+    order = gl.call(gl.staff.RequestOrder, node_pb2.RequestOrderRequest(
         idempotency_key=key(), recipient_id=mother.id, category="助餐", planned_minutes=60,
         payment_source=node_pb2.PAYMENT_SOURCE_RELATIVE, payer_id=daughter_in_gl.id,
         requested_by=node_pb2.Actor(staff_id=gl.staff_id), note=note))
-    return gl.call(gl.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
+    return gl.call(gl.staff.AcceptOrder, node_pb2.AcceptOrderRequest(
         idempotency_key=key(), order_id=order.id, volunteer_id=helper.id))
 
 
@@ -349,18 +433,59 @@ def daughter_consents(city: City, mother_in_jn: node_pb2.Person) -> None:
     until = Timestamp()
     until.FromDatetime(city.now() + timedelta(days=182))
     daughter = jn.people[DAUGHTER.key].id
-    granted = jn.call(jn.stub.GrantConsent, node_pb2.GrantConsentRequest(
-        idempotency_key=key(), payer_id=daughter, grantee_id=mother_in_jn.id,
-        kind=node_pb2.CONSENT_KIND_STANDING, max_minutes=120, expires_at=until,
-        granted_by=node_pb2.Actor(person_id=daughter)))
-    city.step(f"In {jn.name}, {DAUGHTER.name} consents (consent {granted.id}) that her hours "
+    herself = member_login(jn, DAUGHTER)  # she logs in as herself: the consent is hers
+    try:
+        granted = herself.call(herself.stub.GrantConsent, node_pb2.GrantConsentRequest(
+            idempotency_key=key(), payer_id=daughter, grantee_id=mother_in_jn.id,
+            kind=node_pb2.CONSENT_KIND_STANDING, max_minutes=120, expires_at=until))
+    finally:
+        herself.close()
+    city.step(f"In {jn.name}, {DAUGHTER.name} logs in herself and consents (consent "
+              f"{granted.id}, recorded as granted by {granted.granted_by}) that her hours "
               f"pay for {MOTHER.name}'s services: up to 2 h an order, until "
               f"{city_time_of(granted.expires_at)}; revocable at any time")
-    city.check("her consent is in force", granted.in_force)
+    city.check("her consent is in force, granted by herself",
+               granted.in_force and granted.granted_by == f"person:{daughter}")
 
 
 def city_time_of(ts: Timestamp) -> str:
     return ts.ToDatetime(tzinfo=UTC).astimezone(CITY_TZ).strftime("%Y-%m-%d")
+
+
+def mother_reads_her_own(city: City, gl: Node) -> None:
+    """An elder without a password logs in with a one-time code and reads her balance;
+    the node refuses her someone else's."""
+    mine = member_login(gl, MOTHER)
+    try:
+        own = gl.call(mine.stub.GetBalance, node_pb2.GetBalanceRequest(
+            person_id=gl.people[MOTHER.key].id))
+        try:
+            mine.stub.GetBalance(node_pb2.GetBalanceRequest(
+                person_id=gl.people[HELPER.key].id), timeout=mine.timeout)
+            refused = ""
+        except grpc.RpcError as e:
+            refused = e.code().name if isinstance(e, grpc.Call) else "?"
+        me = mine.stub.WhoAmI(node_pb2.WhoAmIRequest(), timeout=mine.timeout)
+    finally:
+        mine.close()
+    city.step(f"{MOTHER.name} has no password: the service point gives her a one-time code; "
+              f"she logs in with it (as {me.actor}, a {me.role}) and reads her own balance "
+              f"({hm(own.total_minutes)}); asking for {HELPER.name}'s is refused ({refused})")
+    city.check("an elder logs in with a one-time code, reads her own balance and is refused "
+               "another's", me.role == "member" and refused == "PERMISSION_DENIED")
+
+
+def recorded_actors(node: Node, order_id: int) -> list[str]:
+    """Who did each step of an order, as the node recorded it (its database)."""
+    app = local_node(node)
+    try:
+        return [e.actor for e in app.query(_order_events, order_id)]
+    finally:
+        app.db.dispose()
+
+
+def _order_events(tx: Any, order_id: int) -> list[Any]:
+    return list(tx.repo.orders.events(order_id))
 
 
 def move_to_qixia(city: City) -> node_pb2.Claim:
@@ -640,10 +765,12 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
                      else city_layout.node(name).data_dir)
             table.add_row(label, str(processes.pid(name)), processes.address(name), str(where))
         channel = city_layout.channel(CLEARINGHOUSE)
-        clients = {n.node_id: NodeClient(n.address, city_layout.client_tls(), timeout=15.0)
-                   for n in city_layout.nodes}
+        nodes = {n.node_id: Node(n.node_id, NodeClient(n.address, n.client_tls, timeout=15.0,
+                                                        token=n.operator_token),
+                                 n.config_file, city_layout.clock_file)
+                 for n in city_layout.nodes}
         try:
-            city = City(city_layout, {n: Node(n, c) for n, c in clients.items()}, channel)
+            city = City(city_layout, nodes, channel)
             kept = "a temporary directory, removed at the end" if temporary else "kept"
             city.step(f"The city is laid out in {root} ({kept}): the bureau's keys, one city "
                       "secret shared by the districts, every node admitted by a certificate "
@@ -661,8 +788,8 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
                        for n, node in city.nodes.items()}
             city.step(f"{NAMES[JN]}'s ledger after it all", render_report(reports[JN]))
         finally:
-            for c in clients.values():
-                c.close()
+            for node in nodes.values():
+                node.close()
             channel.close()
     summary["audit"] = audit_city(city, root)
     checks = Table(box=None, padding=(0, 1), show_header=False)

@@ -41,6 +41,8 @@ from clearinghouse.usecases import admission, policies
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
 from node.bootstrap import init_data_dir, signing_identity
+from node.cli.accounts import local_token
+from node.cli.client import authorized, node_channel
 from runtime import keyfiles
 from runtime.server import channel_options
 from runtime.tls import NODE, OBSERVER, ClientTls, TlsSettings, channel
@@ -63,6 +65,8 @@ PKI = "pki"
 OBSERVER_NAME = "city"
 #: Every process on this machine is reached at these names.
 LOCAL_NAMES = (("localhost",), (HOST,))
+#: In each node's data directory: its operator's session token (0600).
+OPERATOR_TOKEN_FILE = "operator.token"
 #: Environment overrides of the node's and the clearinghouse's configuration files; they
 #: are dropped for the children so that the layout's files alone say where things are.
 _CONFIG_ENV_PREFIXES = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_",
@@ -97,10 +101,24 @@ class NodeLayout:
     config_file: Path
     address: str
     public_key: str  # the node's Ed25519 public key, hex, as admitted
+    #: How a client reaches the node's API: TLS trusting the city CA (None: the city
+    #: serves plaintext, --insecure).
+    client_tls: ClientTls | None = None
 
     @property
     def node_id(self) -> str:
         return self.district.node_id
+
+    # The city's one way in to a node's API (ADR 0016): its operator's session, minted on
+    # the node's own database when the city was laid out.
+    @property
+    def operator_token(self) -> str:
+        return (self.data_dir / OPERATOR_TOKEN_FILE).read_text(encoding="ascii").strip()
+
+    def channel(self, token: str | None = None) -> grpc.Channel:
+        """A channel to this node's API sending ``token`` (default: the operator's)."""
+        return node_channel(self.address, self.client_tls,
+                            self.operator_token if token is None else token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +167,12 @@ class CityLayout:
     def channel(self, name: str, *, as_node: str | None = None,
                 options: list[tuple[str, int]] | None = None) -> grpc.Channel:
         """A ready channel to the process ``name`` (``clearinghouse`` or a node id):
-        TLS with the observer certificate, or ``as_node``'s (``client_tls``)."""
+        TLS with the observer certificate, or ``as_node``'s (``client_tls``); to a node,
+        every call carries its operator's session (``NodeLayout.channel``)."""
+        if name != CLEARINGHOUSE and as_node is None:
+            made = channel(self.address(name), self.client_tls(),
+                           options=channel_options() if options is None else options)
+            return authorized(made, self.node(name).operator_token)
         return channel(self.address(name), self.client_tls(as_node),
                        options=channel_options() if options is None else options)
 
@@ -270,8 +293,20 @@ def _layout_node(data_dir: Path, district: District, secret: bytes, listen: str,
                                         city_public_key):
         raise LaunchError(f"{config_path} names another district or clearinghouse than this "
                           "city's; remove the node's directory to lay it out again")
+    _ensure_operator(config_path, node_dir / OPERATOR_TOKEN_FILE)
     return NodeLayout(district, node_dir, config_path, config.listen,
-                      signing_identity(config)[1])
+                      signing_identity(config)[1], None if ca is None else ClientTls(ca.ca_cert))
+
+
+def _ensure_operator(config_path: Path, token_file: Path) -> None:
+    """The node's operator account and a session for it, minted on its database (local
+    access is the root of trust), kept in a file only this user can read."""
+    if token_file.exists():
+        return
+    token = local_token(config_path)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
 
 
 def _admit(ch_config_file: Path, nodes: Iterable[NodeLayout],

@@ -50,7 +50,8 @@ class AlreadyExists(Refusal):
 
 
 class Unauthenticated(Refusal):
-    """The caller could not be told who it is (or its credential is no longer good)."""
+    """The caller could not be told who it is: no credential, or one that is expired,
+    revoked or not this service's (log in again)."""
 
     status = "UNAUTHENTICATED"
 

@@ -166,6 +166,15 @@ def time_or_none(has: bool, ts: Timestamp, field: str) -> datetime | None:
 
 # ---------------------------------------------------------------- use-case values → responses
 
+def timestamp(at: datetime | None) -> Timestamp | None:
+    """A time as a Timestamp (None: unset)."""
+    if at is None:
+        return None
+    out = Timestamp()
+    out.FromDatetime(at.astimezone(UTC))
+    return out
+
+
 def _set_time(target: Timestamp, at: datetime | None) -> None:
     if at is not None:
         target.FromDatetime(at.astimezone(UTC))

@@ -13,6 +13,9 @@ It serves TLS with the node's certificate (``[tls]``, ADR 0015); people and prog
 authenticate with tokens, so no client certificate is asked for. The node's link to the
 clearinghouse and to its peers uses mutual TLS with the same certificate. Plaintext only
 with ``--insecure`` (or ``insecure = true``), logged as a warning at every start.
+
+Every call but Login and GetLogHeads is authenticated and checked against the caller's
+role first (``node.api.auth.Guarded``, ADR 0016).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import structlog
 from grpc_health.v1 import health_pb2
 
 from node import metrics
+from node.api.auth import Guarded
 from node.api.servicer import SERVICE_NAME, NodeServicer
 from node.bootstrap import open_app
 from node.config import NodeConfig
@@ -66,8 +70,10 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
                 else NodeServicer(app, link.address, link.wake, link.clearinghouse_key,
                                   link.refresh_admissions, link.look_up,
                                   log_keys=lambda: link.log_keys))
+    guarded = Guarded(servicer, app)  # every call authenticated and checked first
     running = server.start_server(
-        SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
+        SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(
+            guarded, s),  # type: ignore[arg-type]  # the servicer's rpcs, each guarded
         OBSERVER, listen, max_message_bytes=max_message_bytes, workers=workers,
         thread_name_prefix="timebank-rpc", tls=tls)
     if link is not None:

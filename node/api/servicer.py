@@ -22,16 +22,31 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from node.api import convert
+from node.api.auth import LoginThrottle, bearer, caller, client_address, refuse_login
+from node.domain.access import Actor, Principal, Role
 from node.domain.directory import HomeLookup
-from node.usecases import claims, consent, ledger, log_watch, orders, people, policies
+from node.domain.orders import OrderState
+from node.usecases import (
+    access,
+    claims,
+    consent,
+    ledger,
+    log_watch,
+    logins,
+    orders,
+    people,
+    policies,
+)
 from node.usecases.app import NodeApp, Tx
-from runtime.errors import FailedPrecondition, Refusal
+from node.usecases.views import HistoryView, OrderView
+from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Refusal
 from timebank.transparency import LogKeys
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
@@ -47,13 +62,16 @@ M = TypeVar("M", bound=Message)
 _UNKNOWN_DISTRICT = frozenset({"DISTRICT_NOT_ADMITTED", "ADMISSIONS_UNKNOWN"})
 
 
-def fingerprint(method: str, request: Message) -> bytes:
-    """SHA-256 over the method name and the request without its idempotency key."""
+def fingerprint(method: str, request: Message, account_id: int = 0) -> bytes:
+    """SHA-256 over the method name, the caller's account and the request without its
+    idempotency key: another caller's retry under the same key is a different request
+    (ALREADY_EXISTS), never the first caller's answer."""
     stripped = type(request)()
     stripped.CopyFrom(request)
     stripped.ClearField("idempotency_key")
     body = stripped.SerializeToString(deterministic=True)
-    return hashlib.sha256(method.encode("ascii") + b"\x00" + body).digest()
+    who = f"{account_id}".encode("ascii")
+    return hashlib.sha256(method.encode("ascii") + b"\x00" + who + b"\x00" + body).digest()
 
 
 def _serialize(message: Message) -> bytes:
@@ -77,11 +95,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._clearinghouse_key = clearinghouse_key
         self._refresh_admissions = refresh_admissions
         self._look_up = look_up  # the city directory, through the node's link
+        self._throttle = LoginThrottle()
 
     def _once(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
               response: type[M]) -> M:
         method = f"{SERVICE_NAME}/{name}"
-        raw = self._app.execute_once(key, method, fingerprint(method, request), fn, _serialize)
+        raw = self._app.execute_once(key, method,
+                                     fingerprint(method, request, caller().account_id), fn,
+                                     _serialize)
         if self._wake is not None:  # the call may have queued a message for the city
             self._wake()
         return response.FromString(raw)
@@ -101,6 +122,32 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             except Exception:  # unreachable or refused: the first answer stands
                 raise e from None
         return self._once(name, key, request, fn, response)
+
+    # ------------------------------------------------------------ sessions and accounts
+
+    def Login(self, request: pb.LoginRequest, context: grpc.ServicerContext) -> pb.Session:
+        address = client_address(context)
+        now = self._app.clock.now()
+        self._throttle.check(address, now)
+        if bool(request.password) == bool(request.code):
+            raise InvalidArgument("请提供密码或一次性验证码之一 (give a password or a one-time "
+                                  "code, not both)", "MISSING_SECRET")
+        outcome = self._app.execute(logins.login, request.login, request.password or
+                                    request.code, with_code=bool(request.code))
+        if outcome.principal is None:
+            self._throttle.failed(address, now)
+            raise refuse_login(outcome.refusal)
+        return pb.Session(token=outcome.token, expires_at=convert.timestamp(outcome.expires_at),
+                          caller=_caller_pb(outcome.principal, outcome.expires_at))
+
+    def Logout(self, request: pb.LogoutRequest,
+               context: grpc.ServicerContext) -> pb.LogoutResponse:
+        self._app.execute(logins.logout, bearer(context.invocation_metadata()))
+        return pb.LogoutResponse()
+
+    def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.Caller:
+        expires = self._app.query(logins.session_expiry, bearer(context.invocation_metadata()))
+        return _caller_pb(caller(), expires)
 
     # ------------------------------------------------------------ service points and staff
 
@@ -130,9 +177,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         def run(tx: Tx) -> pb.Person:
             kind = convert.person_kind(request.kind)
             point = convert.optional_id(request.service_point_id, "service_point_id")
+            who = caller()
+            access.require_service_point(who, point)
             return convert.person_pb(people.enrol_person(
                 tx, kind, request.name, request.id_number, request.phone, request.priority,
-                point, request.home_node_id, answer))
+                point, request.home_node_id, answer, actor=access.actor(who)))
 
         return self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person)
 
@@ -152,17 +201,21 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def GetPerson(self, request: pb.GetPersonRequest,
                   context: grpc.ServicerContext) -> pb.Person:
         person_id = convert.required_id(request.person_id, "person_id")
-        return convert.person_pb(self._app.query(people.get_person, person_id))
+        return convert.person_pb(self._app.query(_read_person, caller(), people.get_person,
+                                                 person_id))
 
     def UpdatePerson(self, request: pb.UpdatePersonRequest,
                      context: grpc.ServicerContext) -> pb.Person:
         def run(tx: Tx) -> pb.Person:
             person_id = convert.required_id(request.person_id, "person_id")
-            staff_id = convert.required_id(request.staff_id, "staff_id")
+            staff_id = convert.optional_id(request.staff_id, "staff_id")
+            who = caller()
+            actor = access.actor(who, staff_id=staff_id)
+            access.require_person(tx, who, person_id)
             priority = request.priority if request.HasField("priority") else None
             phone = request.phone if request.HasField("phone") else None
-            return convert.person_pb(people.update_person(tx, person_id, staff_id, priority,
-                                                          phone, request.reason))
+            return convert.person_pb(people.update_person(tx, person_id, 0, priority,
+                                                          phone, request.reason, actor=actor))
 
         return self._once("UpdatePerson", request.idempotency_key, request, run, pb.Person)
 
@@ -173,8 +226,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             other_id = convert.required_id(request.other_id, "other_id")
             relation = convert.relation(request.kind)
             staff_id = convert.optional_id(request.staff_id, "staff_id")
+            who = caller()
+            actor = access.actor(who, staff_id=staff_id)
+            access.require_person(tx, who, person_id)
+            access.require_person(tx, who, other_id)
             return convert.link_pb(people.link_people(tx, person_id, other_id, relation,
-                                                      staff_id))
+                                                      actor.staff_id, actor=actor))
 
         return self._once("LinkPeople", request.idempotency_key, request, run, pb.Link)
 
@@ -186,8 +243,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             recipient_id = convert.required_id(request.recipient_id, "recipient_id")
             source = convert.payment_source(request.payment_source)
             payer_id = convert.optional_id(request.payer_id, "payer_id")
-            requested_by = convert.actor(request.HasField("requested_by"),
-                                         request.requested_by, "requested_by")
+            requested_by = _actor(tx, request.HasField("requested_by"),
+                                  request.requested_by, "requested_by")
+            access.require_person(tx, caller(), recipient_id)
             return convert.order_pb(orders.request_order(
                 tx, recipient_id, request.category, request.planned_minutes, source,
                 payer_id, requested_by, request.note))
@@ -199,7 +257,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             volunteer_id = convert.required_id(request.volunteer_id, "volunteer_id")
-            return convert.order_pb(orders.accept_order(tx, order_id, volunteer_id))
+            who = caller()
+            if who.role is not Role.MEMBER:  # a member takes any open order, as themself
+                access.require_order(tx, who, order_id)
+            actor = access.actor_for(tx, who, person_id=volunteer_id)
+            return convert.order_pb(orders.accept_order(tx, order_id, volunteer_id,
+                                                        actor=actor))
 
         return self._once_admitted("AcceptOrder", request.idempotency_key, request, run,
                                    pb.Order)
@@ -209,7 +272,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             at = convert.time_or_none(request.HasField("at"), request.at, "at")
-            return convert.order_pb(orders.check_in(tx, order_id, at))
+            return convert.order_pb(orders.check_in(tx, order_id, at,
+                                                    actor=_order_actor(tx, order_id)))
 
         return self._once("CheckIn", request.idempotency_key, request, run, pb.Order)
 
@@ -218,7 +282,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             at = convert.time_or_none(request.HasField("at"), request.at, "at")
-            return convert.order_pb(orders.check_out(tx, order_id, at))
+            return convert.order_pb(orders.check_out(tx, order_id, at,
+                                                     actor=_order_actor(tx, order_id)))
 
         return self._once("CheckOut", request.idempotency_key, request, run, pb.Order)
 
@@ -226,8 +291,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                     context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
-            verifier = convert.actor(request.HasField("verifier"), request.verifier,
-                                     "verifier")
+            access.require_order(tx, caller(), order_id)
+            verifier = _actor(tx, request.HasField("verifier"), request.verifier, "verifier")
             return convert.order_pb(orders.verify_order(tx, order_id, verifier,
                                                         request.rating, request.comment))
 
@@ -237,8 +302,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                      context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
-            raised_by = convert.actor(request.HasField("raised_by"), request.raised_by,
-                                      "raised_by")
+            raised_by = _actor(tx, request.HasField("raised_by"), request.raised_by,
+                               "raised_by")
             return convert.order_pb(orders.dispute_order(tx, order_id, raised_by,
                                                          request.reason))
 
@@ -248,10 +313,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                        context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
-            staff_id = convert.required_id(request.staff_id, "staff_id")
+            staff_id = convert.optional_id(request.staff_id, "staff_id")
+            who = caller()
+            actor = access.actor(who, staff_id=staff_id)
+            access.require_order(tx, who, order_id)
             upheld = convert.uphold(request.outcome)
             return convert.order_pb(orders.resolve_dispute(
-                tx, order_id, staff_id, upheld, request.corrected_minutes, request.resolution))
+                tx, order_id, 0, upheld, request.corrected_minutes, request.resolution,
+                actor=actor))
 
         return self._once("ResolveDispute", request.idempotency_key, request, run, pb.Order)
 
@@ -259,8 +328,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                     context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
-            cancelled_by = convert.actor(request.HasField("cancelled_by"),
-                                         request.cancelled_by, "cancelled_by")
+            access.require_order(tx, caller(), order_id)
+            cancelled_by = _actor(tx, request.HasField("cancelled_by"), request.cancelled_by,
+                                  "cancelled_by")
             return convert.order_pb(orders.cancel_order(tx, order_id, cancelled_by,
                                                         request.reason))
 
@@ -270,6 +340,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                     context: grpc.ServicerContext) -> pb.Order:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
+            access.require_order(tx, caller(), order_id)
             return convert.order_pb(orders.record_order(tx, order_id))
 
         return self._once("RecordOrder", request.idempotency_key, request, run, pb.Order)
@@ -287,7 +358,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def GetOrder(self, request: pb.GetOrderRequest,
                  context: grpc.ServicerContext) -> pb.Order:
         order_id = convert.required_id(request.order_id, "order_id")
-        return convert.order_pb(self._app.query(orders.get_order, order_id))
+        return convert.order_pb(self._app.query(_read_order, caller(), order_id))
 
     def ListOrders(self, request: pb.ListOrdersRequest,
                    context: grpc.ServicerContext) -> pb.ListOrdersResponse:
@@ -295,7 +366,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         state = convert.order_state_filter(request.state)
         after_id = convert.optional_id(request.after_id, "after_id")
         limit = convert.limit(request.limit, DEFAULT_LIST_LIMIT)
-        found = self._app.query(orders.list_orders, person_id, state, after_id, limit)
+        found = self._app.query(_list_orders, caller(), person_id, state, after_id, limit)
         return pb.ListOrdersResponse(orders=convert.orders_pb(found))
 
     # ------------------------------------------------------------ hours outside the loop
@@ -304,7 +375,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                context: grpc.ServicerContext) -> pb.LedgerTransaction:
         def run(tx: Tx) -> pb.LedgerTransaction:
             person_id = convert.required_id(request.person_id, "person_id")
-            return convert.transaction_pb(ledger.donate(tx, person_id, request.minutes))
+            who = caller()
+            access.require_person(tx, who, person_id)
+            actor = access.actor(who, person_id=person_id)  # a member gives their own hours
+            return convert.transaction_pb(ledger.donate(tx, person_id, request.minutes,
+                                                        actor=actor))
 
         return self._once("Donate", request.idempotency_key, request, run,
                           pb.LedgerTransaction)
@@ -313,9 +388,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
               context: grpc.ServicerContext) -> pb.LedgerTransaction:
         def run(tx: Tx) -> pb.LedgerTransaction:
             person_id = convert.required_id(request.person_id, "person_id")
-            staff_id = convert.required_id(request.staff_id, "staff_id")
+            staff_id = convert.optional_id(request.staff_id, "staff_id")
+            who = caller()
+            actor = access.actor(who, staff_id=staff_id)
+            access.require_person(tx, who, person_id)
             return convert.transaction_pb(ledger.grant(tx, person_id, request.minutes,
-                                                       staff_id, request.memo))
+                                                       0, request.memo, actor=actor))
 
         return self._once("Grant", request.idempotency_key, request, run, pb.LedgerTransaction)
 
@@ -323,8 +401,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                            context: grpc.ServicerContext) -> pb.LedgerTransaction:
         def run(tx: Tx) -> pb.LedgerTransaction:
             seq = convert.required_id(request.seq, "seq", convert.MAX_SEQ)
-            staff_id = convert.required_id(request.staff_id, "staff_id")
-            return convert.transaction_pb(ledger.reverse(tx, seq, staff_id, request.reason))
+            staff_id = convert.optional_id(request.staff_id, "staff_id")
+            who = caller()
+            actor = access.actor(who, staff_id=staff_id)
+            access.require_entry(tx, who, seq)
+            return convert.transaction_pb(ledger.reverse(tx, seq, 0, request.reason,
+                                                         actor=actor))
 
         return self._once("ReverseTransaction", request.idempotency_key, request, run,
                           pb.LedgerTransaction)
@@ -334,14 +416,16 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def GetBalance(self, request: pb.GetBalanceRequest,
                    context: grpc.ServicerContext) -> pb.Balance:
         person_id = convert.required_id(request.person_id, "person_id")
-        return convert.balance_pb(self._app.query(ledger.balance, person_id))
+        return convert.balance_pb(self._app.query(_read_person, caller(), ledger.balance,
+                                                  person_id))
 
     def GetHistory(self, request: pb.GetHistoryRequest,
                    context: grpc.ServicerContext) -> pb.History:
         person_id = convert.required_id(request.person_id, "person_id")
         after_seq = convert.optional_id(request.after_seq, "after_seq", convert.MAX_SEQ)
         limit = convert.limit(request.limit, DEFAULT_HISTORY_LIMIT)
-        return convert.history_pb(self._app.query(ledger.history, person_id, after_seq, limit))
+        return convert.history_pb(self._app.query(_history, caller(), person_id, after_seq,
+                                                  limit))
 
     def GetPolicy(self, request: pb.GetPolicyRequest,
                   context: grpc.ServicerContext) -> pb.Policy:
@@ -391,8 +475,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             until = convert.time_or_none(request.HasField("expires_at"), request.expires_at,
                                          "expires_at")
             order_id = convert.optional_id(request.order_id, "order_id")
-            by = convert.actor(request.HasField("granted_by"), request.granted_by,
-                               "granted_by")
+            access.require_person(tx, caller(), payer_id)
+            by = _actor(tx, request.HasField("granted_by"), request.granted_by, "granted_by")
             return convert.consent_pb(consent.grant_consent(
                 tx, payer_id, grantee_id, request.grantee_ref[:80], kind, request.max_minutes,
                 request.total_minutes, until, order_id, by))
@@ -403,8 +487,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                       context: grpc.ServicerContext) -> pb.Consent:
         def run(tx: Tx) -> pb.Consent:
             consent_id = convert.required_id(request.consent_id, "consent_id")
-            by = convert.actor(request.HasField("revoked_by"), request.revoked_by,
-                               "revoked_by")
+            access.require_person(tx, caller(), tx.repo.consents.get(consent_id).payer_id)
+            by = _actor(tx, request.HasField("revoked_by"), request.revoked_by, "revoked_by")
             return convert.consent_pb(consent.revoke_consent(tx, consent_id, by))
 
         return self._once("RevokeConsent", request.idempotency_key, request, run, pb.Consent)
@@ -414,7 +498,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         payer_id = convert.required_id(request.payer_id, "payer_id")
         after_id = convert.optional_id(request.after_id, "after_id")
         limit = convert.limit(request.limit, consent.MAX_LIST)
-        found = self._app.query(consent.list_consents, payer_id, after_id, limit)
+        found = self._app.query(_read_person, caller(), lambda tx, person: consent.list_consents(
+            tx, person, after_id, limit), payer_id)
         return pb.ListConsentsResponse(consents=[convert.consent_pb(v) for v in found])
 
     def GetLogHeads(self, request: pb.GetLogHeadsRequest,
@@ -431,3 +516,57 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             raise FailedPrecondition("this node is not connected to a city clearinghouse "
                                      "([clearinghouse] address in its configuration)",
                                      "NOT_FEDERATED")
+
+
+# ---------------------------------------------------------------- who, for whom
+
+
+def _caller_pb(who: Principal, expires_at: datetime | None) -> pb.Caller:
+    return pb.Caller(role=who.role.value, account_id=who.account_id, staff_id=who.staff_id,
+                     service_point_id=who.service_point_id, person_id=who.person_id,
+                     scopes=sorted(who.scopes), actor=who.label,
+                     expires_at=convert.timestamp(expires_at))
+
+
+def _actor(tx: Tx, has: bool, message: pb.Actor, field: str) -> Actor:
+    """The actor of a call whose request may name one in ``field``: the caller, or the
+    person staff act for; PERMISSION_DENIED if it names someone the caller is not."""
+    named = convert.actor(has, message, field) if has else Actor()
+    return access.actor_for(tx, caller(), named.person_id, named.staff_id)
+
+
+def _order_actor(tx: Tx, order_id: int) -> Actor:
+    """The caller, for a volunteer's step of an order they may touch."""
+    who = caller()
+    access.require_order(tx, who, order_id)
+    return access.actor(who)
+
+
+R = TypeVar("R")
+
+
+def _read_person(tx: Tx, who: Principal, read: Callable[[Tx, int], R], person_id: int) -> R:
+    access.require_person(tx, who, person_id)
+    return read(tx, person_id)
+
+
+def _history(tx: Tx, who: Principal, person_id: int, after_seq: int,
+             limit: int) -> HistoryView:
+    access.require_person(tx, who, person_id)
+    return ledger.history(tx, person_id, after_seq, limit)
+
+
+def _read_order(tx: Tx, who: Principal, order_id: int) -> OrderView:
+    access.require_order(tx, who, order_id)
+    return orders.get_order(tx, order_id)
+
+
+def _list_orders(tx: Tx, who: Principal, person_id: int, state: OrderState | None,
+                 after_id: int, limit: int) -> list[OrderView]:
+    if person_id:
+        access.require_person(tx, who, person_id)
+    elif who.role is Role.MEMBER:
+        raise PermissionDenied("成员只能查看本人及关联亲属的订单 (a member lists the orders of "
+                               "one person: themself or someone linked to them; set "
+                               "person_id)", "NOT_AUTHORISED")
+    return orders.list_orders(tx, person_id, state, after_id, limit)

@@ -27,8 +27,8 @@ from typing import Annotated
 
 import typer
 
-from node.cli import admin, claims, ledger, people, statement
-from node.cli.client import NodeClient, use_tls
+from node.cli import accounts, admin, claims, ledger, people, statement
+from node.cli.client import NodeClient, use_tls, use_token
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
 from node.cli.consent import consent_app
 from node.cli.orders import order_app
@@ -86,14 +86,22 @@ def _reach(
     key: Annotated[Path | None, typer.Option(
         "--key", envvar="TIMEBANK_KEY", metavar="FILE",
         help="Its private key, mode 0600 (env TIMEBANK_KEY).")] = None,
+    token: Annotated[str, typer.Option(
+        "--token", envvar="TIMEBANK_TOKEN", metavar="TOKEN", show_default=False,
+        help="Send this token (a program's, or a session) instead of the session "
+             "`timebank node login` kept (env TIMEBANK_TOKEN).")] = "",
 ) -> None:
-    """How the commands below reach a node: TLS checked against --ca, or --insecure."""
+    """How the commands below reach a node: TLS checked against --ca, or --insecure;
+    and who they act as: the session `node login` kept, or --token."""
     if (cert is None) != (key is None):
         raise typer.BadParameter("--cert and --key go together")
     use_tls(ca, insecure, cert, key)
+    use_token(token)
 
 
 app.add_typer(service_point_app, name="service-point")
+app.add_typer(accounts.account_app, name="account")
+app.add_typer(accounts.token_app, name="token")
 app.add_typer(staff_app, name="staff")
 app.add_typer(order_app, name="order")
 app.add_typer(consent_app, name="consent")
@@ -103,6 +111,9 @@ app.command("init")(admin.init_command)
 app.command("migrate")(admin.migrate_command)
 app.command("serve")(admin.serve_command)
 app.command("check")(admin.check_command)
+app.command("login")(accounts.login_command)
+app.command("logout")(accounts.logout_command)
+app.command("whoami")(accounts.whoami_command)
 app.command("enrol")(people.enrol)
 app.add_typer(people.person_app, name="person")
 app.command("link")(people.link)

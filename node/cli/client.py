@@ -14,11 +14,12 @@ is given), so a command retried with the same key never does the work twice.
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
@@ -103,17 +104,114 @@ def cli_tls(config: TlsSettings | None = None) -> ClientTls | None:
     return ClientTls(_choice.ca, _choice.cert, _choice.key)
 
 
+#: Which token a call sends: from its method ("/timebank.v1.NodeService/GetPerson") and
+#: its request ("" sends none).
+TokenFor = Callable[[str, Any], str]
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every unary call."""
+
+    def __init__(self, token_for: TokenFor) -> None:
+        self._token_for = token_for
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        token = self._token_for(details.method, request)
+        if token:
+            metadata = [*(details.metadata or ()), ("authorization", f"Bearer {token}")]
+            details = _Details(details.method, details.timeout, metadata,
+                               details.credentials, details.wait_for_ready,
+                               details.compression)
+        return continuation(details, request)
+
+
+def authorized(channel: grpc.Channel, token: str | TokenFor) -> grpc.Channel:
+    """``channel``, every call on it carrying a session or program token (ADR 0016)."""
+    token_for = token if callable(token) else (lambda _method, _request: token)
+    return grpc.intercept_channel(channel, _Bearer(token_for))
+
+
+def node_channel(address: str, tls: ClientTls | None, token: str | TokenFor = "",
+                 options: Sequence[tuple[str, Any]] | None = None) -> grpc.Channel:
+    """THE client channel to a node's API: the one place its transport (TLS as ``tls``
+    says; None: plaintext, a node serving --insecure) and its token are chosen."""
+    made = channel(address, tls, options=options)
+    return authorized(made, token) if token else made
+
+
+#: ``--token`` / ``TIMEBANK_TOKEN`` of ``timebank node``: sent instead of a kept session.
+TOKEN_ENV = "TIMEBANK_TOKEN"
+_override: dict[str, str] = {}
+
+
+def use_token(token: str) -> None:
+    """Send ``token`` with every call of this command (``--token``)."""
+    _override["token"] = token.strip()
+
+
+def _sessions_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "timebank" / "sessions"
+
+
+def session_file(address: str) -> Path:
+    """Where the session token for the node at ``address`` is kept."""
+    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in address.strip())
+    return _sessions_dir() / f"{safe[:200]}.token"
+
+
+def keep_session(address: str, token: str) -> Path:
+    """Keep a session token for ``address`` in a file only its owner can read."""
+    path = session_file(address)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def forget_session(address: str) -> None:
+    session_file(address).unlink(missing_ok=True)
+
+
+def token_for(address: str) -> str:
+    """The token a command sends to ``address``: ``--token``, ``TIMEBANK_TOKEN``, or the
+    session ``timebank node login`` kept ("" none: the node will say to log in)."""
+    given = _override.get("token") or os.environ.get(TOKEN_ENV, "").strip()
+    if given:
+        return given
+    try:
+        return session_file(address).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 class NodeClient:
     """A gRPC connection to one node's NodeService: TLS as ``tls`` says (None:
-    plaintext)."""
+    plaintext), sending ``token`` with every call (None: ``token_for(address)``; "":
+    none)."""
 
     def __init__(self, address: str, tls: ClientTls | None,
-                 timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+                 timeout: float = CALL_TIMEOUT_SECONDS,
+                 token: str | TokenFor | None = None) -> None:
         if not address.strip():
             fail("the node address is empty; use --node HOST:PORT")
         self.address = address
+        self.tls = tls
         self.timeout = timeout
-        self._channel = channel(address, tls)
+        self._channel = node_channel(address, tls,
+                                     token_for(address) if token is None else token)
         self.stub = node_pb2_grpc.NodeServiceStub(self._channel)
         self._names: dict[int, str] = {}
 
@@ -151,10 +249,11 @@ class NodeClient:
 
 
 @contextmanager
-def connect(address: str, config: TlsSettings | None = None) -> Iterator[NodeClient]:
+def connect(address: str, config: TlsSettings | None = None,
+            token: str | None = None) -> Iterator[NodeClient]:
     """A client of the node at ``address``, TLS as the command line (or ``config``) said
-    (``cli_tls``)."""
-    client = NodeClient(address, cli_tls(config))
+    (``cli_tls``), acting as ``token`` (None: the session kept or --token)."""
+    client = NodeClient(address, cli_tls(config), token=token)
     try:
         yield client
     finally:

@@ -40,13 +40,20 @@ ConfigFile = Annotated[Path, typer.Option(
 PersonId = Annotated[int, typer.Argument(min=1, max=INT64_MAX, metavar="PERSON_ID",
                                          help="The person's id on this node.")]
 OrderId = Annotated[int, typer.Argument(min=1, max=INT64_MAX, metavar="ORDER_ID")]
-ByPerson = Annotated[int, typer.Option("--by-person", metavar="ID", min=0, max=INT64_MAX,
-                                       help="The person acting (recipient, family, proxy).")]
-ByStaff = Annotated[int, typer.Option("--by-staff", metavar="ID", min=0, max=INT64_MAX,
-                                      help="The staff member acting.")]
+ByPerson = Annotated[int, typer.Option(
+    "--by-person", metavar="ID", min=0, max=INT64_MAX,
+    help="The person acting (recipient, family, proxy): you, or, for staff, the person "
+         "you act for. Default: you (the account logged in).")]
+ByStaff = Annotated[int, typer.Option(
+    "--by-staff", metavar="ID", min=0, max=INT64_MAX,
+    help="The staff member acting: must be you. Default: you (the account logged in).")]
+#: A staff member named as acting: optional, and checked against the caller (ADR 0016).
+ActingStaff = Annotated[int, typer.Option(
+    "--staff", metavar="ID", min=0, max=INT64_MAX,
+    help="The staff member acting: must be you. Default: you (the account logged in).")]
 Minutes = Annotated[int, typer.Option("--minutes", "-m", min=-INT64_MAX - 1, max=INT64_MAX,
                                       help="Whole minutes (60 = 1 h).")]
 
-__all__ = ["INT64_MAX", "AsJson", "ByPerson", "ByStaff", "CliError", "ConfigFile",
+__all__ = ["INT64_MAX", "ActingStaff", "AsJson", "ByPerson", "ByStaff", "CliError", "ConfigFile",
            "IdempotencyKey", "Minutes", "NodeAddress", "OrderId", "PersonId", "console",
            "describe_error", "echo", "fail", "guarded", "print_error", "print_json"]

@@ -10,6 +10,7 @@ import typer
 from node.cli.client import DEFAULT_NODE_ADDRESS, connect, new_key
 from node.cli.common import (
     INT64_MAX,
+    ActingStaff,
     AsJson,
     IdempotencyKey,
     Minutes,
@@ -48,7 +49,7 @@ def donate(person_id: PersonId, minutes: Minutes,
 
 @guarded
 def grant(person_id: PersonId, minutes: Minutes,
-          staff: Annotated[int, typer.Option("--staff", metavar="ID", min=1, max=INT64_MAX)],
+          staff: ActingStaff = 0,
           memo: Annotated[str, typer.Option("--memo")] = "",
           node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
           as_json: AsJson = False) -> None:
@@ -67,8 +68,8 @@ def grant(person_id: PersonId, minutes: Minutes,
 @guarded
 def reverse(seq: Annotated[int, typer.Argument(min=1, max=INT64_MAX, metavar="SEQ",
                                                help="The ledger entry to correct.")],
-            staff: Annotated[int, typer.Option("--staff", metavar="ID", min=1, max=INT64_MAX)],
             reason: Annotated[str, typer.Option("--reason")],
+            staff: ActingStaff = 0,
             node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
             as_json: AsJson = False) -> None:
     """Correct a mistake by appending the entry that undoes it (history is never edited)."""

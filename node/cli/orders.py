@@ -14,6 +14,7 @@ from rich.markup import escape
 from node.cli.client import DEFAULT_NODE_ADDRESS, NodeClient, connect, new_key
 from node.cli.common import (
     INT64_MAX,
+    ActingStaff,
     AsJson,
     ByPerson,
     ByStaff,
@@ -81,10 +82,13 @@ def parse_time(text: str) -> Timestamp:
     return ts
 
 
-def make_actor(person_id: int, staff_id: int, doing: str) -> node_pb2.Actor:
-    if bool(person_id) == bool(staff_id):
-        fail(f"say who {doing}: give exactly one of --by-person ID or --by-staff ID")
-    return node_pb2.Actor(person_id=person_id) if person_id else node_pb2.Actor(staff_id=staff_id)
+def make_actor(person_id: int, staff_id: int, doing: str) -> node_pb2.Actor | None:
+    """The actor named (None: none; the node takes the caller)."""
+    if person_id and staff_id:
+        fail(f"say who {doing}: give at most one of --by-person ID or --by-staff ID")
+    if person_id:
+        return node_pb2.Actor(person_id=person_id)
+    return node_pb2.Actor(staff_id=staff_id) if staff_id else None
 
 
 order_app = typer.Typer(
@@ -227,10 +231,10 @@ def order_dispute(
 @guarded
 def order_resolve(
     order_id: OrderId,
-    staff: Annotated[int, typer.Option("--staff", metavar="ID", min=1, max=INT64_MAX)],
     outcome: Annotated[Outcome, typer.Option(
         "--outcome", help="uphold: the service stands; void: it is cancelled.")],
     resolution: Annotated[str, typer.Option("--resolution", help="How it was resolved.")],
+    staff: ActingStaff = 0,
     corrected_minutes: Annotated[int, typer.Option(
         "--corrected-minutes", min=-INT64_MAX - 1, max=INT64_MAX,
         help="With uphold: the corrected service time (0 keeps the measured time).")] = 0,

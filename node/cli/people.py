@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from node.cli.client import DEFAULT_NODE_ADDRESS, connect, new_key
 from node.cli.common import (
     INT64_MAX,
+    ActingStaff,
     AsJson,
     IdempotencyKey,
     NodeAddress,
@@ -166,8 +167,7 @@ def person_show(person_id: PersonId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
 @guarded
 def person_update(
     person_id: PersonId,
-    staff: Annotated[int, typer.Option("--staff", metavar="ID", min=1, max=INT64_MAX,
-                                       help="The staff member making the change.")],
+    staff: ActingStaff = 0,
     priority: Annotated[bool | None, typer.Option(
         "--priority/--no-priority",
         help="Make the person a priority elder (重点空巢独居老人), or no longer one.")] = None,

@@ -3,9 +3,9 @@
 ``Repo(conn)`` gives a use-case one repository per aggregate over its transaction's
 connection: ``meta``, ``staff``, ``people``, ``ledger``, ``holds``, ``orders``,
 ``claims``, ``consents``, ``outbox``, ``inbox``, ``anchors``, ``policies``, ``city`` (the
-city's acts as verified here) and ``idempotency``, each in the module of that name (``outbox`` and
-``inbox`` in ``messages``). Each takes and returns typed records (or, for claims, the
-domain's ``Claim``).
+city's acts as verified here), ``idempotency`` and ``logins`` (accounts and credentials),
+each in the module of that name (``outbox`` and ``inbox`` in ``messages``). Each takes and
+returns typed records (or, for claims, the domain's ``Claim``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from node.storage.consents import ConsentRepo
 from node.storage.holds import HoldRepo
 from node.storage.idempotency import IdempotencyRepo
 from node.storage.ledger import LedgerRepo
+from node.storage.logins import LoginRepo
 from node.storage.messages import InboxRepo, OutboxRepo
 from node.storage.meta import MetaRepo
 from node.storage.orders import OrderRepo
@@ -33,7 +34,8 @@ class Repo:
     """All reads and writes of one transaction, one repository per aggregate."""
 
     __slots__ = ("anchors", "city", "claims", "conn", "consents", "holds", "idempotency",
-                 "inbox", "ledger", "meta", "orders", "outbox", "people", "policies", "staff")
+                 "inbox", "ledger", "logins", "meta", "orders", "outbox", "people", "policies",
+                 "staff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -51,4 +53,5 @@ class Repo:
         self.policies = PolicyRepo(conn)
         self.city = CityEnvelopeRepo(conn)
         self.idempotency = IdempotencyRepo(conn)
+        self.logins = LoginRepo(conn)
 

@@ -92,7 +92,7 @@ class PersonEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
-    actor: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text)
 
@@ -185,7 +185,7 @@ class Order(Base):
     planned_minutes: Mapped[int] = mapped_column(BigInteger)
     payment_source: Mapped[str] = mapped_column(String(16))
     payer_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
-    requested_by: Mapped[str] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
     held_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
     measured_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -196,7 +196,7 @@ class Order(Base):
     charged_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
     rating: Mapped[int] = mapped_column(Integer, default=0)
     comment: Mapped[str] = mapped_column(Text, default="")
-    verified_by: Mapped[str] = mapped_column(String(32), default="")
+    verified_by: Mapped[str] = mapped_column(String(64), default="")
     dispute_reason: Mapped[str] = mapped_column(Text, default="")
     resolution: Mapped[str] = mapped_column(Text, default="")
     service_day: Mapped[date | None] = mapped_column(Date)
@@ -227,7 +227,7 @@ class OrderEvent(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     from_state: Mapped[str] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
-    actor: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text)
 
 
@@ -433,3 +433,40 @@ class ConsentUse(Base):
         CheckConstraint("minutes > 0", name="positive"),
         CheckConstraint("(order_id IS NULL) <> (claim_id IS NULL)", name="order_or_claim"),
     )
+
+
+class LoginAccount(Base):
+    """Who may log in to the node's API (ADR 0016): a person at a desk or a phone, or a
+    program. Staff are bound to a staff record, members to a person. Never deleted:
+    revoked (``revoked_at``), so what an account did stays attributable."""
+
+    __tablename__ = "login_accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    scopes: Mapped[str] = mapped_column(String(64), default="")  # programs: "orders,read"
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Credential(Base):
+    """A secret an account proves itself with, stored hashed only: a password or a
+    one-time code (argon2id, ``secret_hash``), or a session or program token (SHA-256
+    of its 32 random bytes, ``token_digest``). Every credential expires but passwords
+    (their account may)."""
+
+    __tablename__ = "credentials"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("login_accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # password, code, session, token
+    secret_hash: Mapped[str] = mapped_column(Text, default="")
+    token_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -41,6 +41,8 @@ REFUSED = cast(Table, s.RefusedDelivery.__table__)
 CITY_ENVELOPES = cast(Table, s.CityEnvelope.__table__)
 IDEM = cast(Table, s.IdempotencyRecord.__table__)
 META = cast(Table, s.Meta.__table__)
+LOGINS = cast(Table, s.LoginAccount.__table__)
+CREDENTIALS = cast(Table, s.Credential.__table__)
 
 
 def record(cls: type[T], row: Any) -> T:

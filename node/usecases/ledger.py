@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from node.domain.access import MAX_ACTOR_CHARS
 from node.domain.identity import MIN_SECRET_BYTES
 from node.domain.ledger import (
     CITY_GRANT,
     DONATION_POOL,
+    MAX_MEMO_CHARS,
     Account,
     AccountKind,
     Entry,
@@ -21,8 +23,8 @@ from node.domain.ledger import (
 from node.domain.orders import OrderState, PersonKind, check_text, held_problem
 from node.storage.repo import Repo
 from node.usecases.app import NodeIdentity, Tx, city_time
-from node.usecases.people import require_staff
-from node.usecases.views import BalanceView, HistoryView, LedgerReport, OriginBalance
+from node.usecases.people import district_actor
+from node.usecases.views import Actor, BalanceView, HistoryView, LedgerReport, OriginBalance
 from runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -54,14 +56,19 @@ def initialise(repo: Repo, node: NodeIdentity, policy_digest: str) -> None:
     repo.ledger.init_head(genesis_hash(node.node_id))
 
 
+#: What a memo or reason may hold, leaving room for the actor the entry names with it.
+_ROOM = MAX_MEMO_CHARS - MAX_ACTOR_CHARS - 3
+
+
 def _check_amount(minutes: int, what: str) -> None:
     if not 0 < minutes <= MAX_MINUTES:
         raise InvalidArgument(f"{what} must be 1..{MAX_MINUTES} minutes, not {minutes}",
                               "MINUTES_OUT_OF_RANGE")
 
 
-def donate(tx: Tx, person_id: int, minutes: int) -> StoredEntry:
-    """A person or group gives stored minutes to the donation pool."""
+def donate(tx: Tx, person_id: int, minutes: int, *, actor: Actor | None = None) -> StoredEntry:
+    """A person or group gives stored minutes to the donation pool (``actor``: who
+    gave them, when not the person themself, e.g. "staff:3 for person:5")."""
     _check_amount(minutes, "a donation")
     person = tx.repo.people.get(person_id)
     origin = Origin.GROUP if person.kind == PersonKind.GROUP else Origin.INDIVIDUAL
@@ -72,15 +79,17 @@ def donate(tx: Tx, person_id: int, minutes: int) -> StoredEntry:
                                  f"of their own earned hours available; cannot donate "
                                  f"{format_hours(minutes)}", "INSUFFICIENT_BALANCE")
     entry = Entry(EntryKind.DONATION, (Posting(account, -minutes), Posting(DONATION_POOL, minutes)),
-                  tx.now, memo=f"donation by person {person.id}")
+                  tx.now, memo=f"donation by {(actor or Actor(person_id=person.id)).label}")
     return tx.repo.ledger.append(entry, {person.person_ref: person.id})
 
 
-def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str) -> StoredEntry:
-    """The city fund grants hours to a priority elder who could not store their own."""
+def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str, *,
+          actor: Actor | None = None) -> StoredEntry:
+    """The city fund grants hours to a priority elder who could not store their own.
+    ``actor``: the authenticated caller (else staff ``staff_id``); named in the memo."""
     _check_amount(minutes, "a grant")
-    memo = check_text("memo", memo)
-    require_staff(tx, staff_id)
+    memo = check_text("memo", memo, _ROOM)
+    who = district_actor(tx, actor, staff_id)
     person = tx.repo.people.get(person_id)
     if not person.priority:
         raise PermissionDenied("city grants go to priority elders only", "NOT_A_PRIORITY_ELDER")
@@ -95,16 +104,18 @@ def grant(tx: Tx, person_id: int, minutes: int, staff_id: int, memo: str) -> Sto
                                  f"cap of {format_hours(tx.policy.cap_minutes)}", "CAP_EXCEEDED")
     account = Account.of_person(person.person_ref, Origin.GRANTED)
     entry = Entry(EntryKind.GRANT, (Posting(CITY_GRANT, -minutes), Posting(account, minutes)),
-                  tx.now, memo=memo or f"grant by staff {staff_id}")
+                  tx.now, memo=f"{memo} ({who.label})" if memo else f"grant by {who.label}")
     return tx.repo.ledger.append(entry, {person.person_ref: person.id})
 
 
-def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
-    """Correct a mistake by appending the entry that undoes it. History is never edited."""
-    reason = check_text("reason", reason)
+def reverse(tx: Tx, seq: int, staff_id: int, reason: str, *,
+            actor: Actor | None = None) -> StoredEntry:
+    """Correct a mistake by appending the entry that undoes it. History is never edited.
+    ``actor``: the authenticated caller (else staff ``staff_id``); named in the memo."""
+    reason = check_text("reason", reason, _ROOM)
     if not reason:
         raise InvalidArgument("a correction needs a reason")
-    require_staff(tx, staff_id)
+    who = district_actor(tx, actor, staff_id)
     original = tx.repo.ledger.entry(seq)
     if original is None:
         raise NotFound(f"there is no ledger entry {seq}", "UNKNOWN_ENTRY")
@@ -119,7 +130,7 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str) -> StoredEntry:
     done = tx.repo.ledger.reversal_of_seq(seq)
     if done is not None:
         raise AlreadyExists(f"entry {seq} was already reversed by entry {done}", "ALREADY_REVERSED")
-    entry = reversal_of(original.entry, seq, tx.now, f"staff {staff_id}: {reason}")
+    entry = reversal_of(original.entry, seq, tx.now, f"{who.label.replace(':', ' ')}: {reason}")
     person_ids: dict[str, int] = {}
     gains: dict[int, int] = {}
     for p in entry.postings:

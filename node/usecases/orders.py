@@ -46,7 +46,7 @@ from node.storage.orders import NewOrder, OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
 from node.usecases import claims, consent, people
 from node.usecases.app import Tx, city_time
-from node.usecases.people import facts, require_actor, require_acts_for, require_staff
+from node.usecases.people import facts, require_actor, require_acts_for
 from node.usecases.views import Actor, OrderView
 from runtime.errors import (
     FailedPrecondition,
@@ -274,8 +274,24 @@ def _load(tx: Tx, order_id: int, action: Action) -> OrderRecord:
     return order
 
 
-def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
-    """A volunteer takes the order; the payment is held now, so it cannot be spent twice."""
+def _for_volunteer(actor: Actor | None, volunteer_id: int) -> str:
+    """The recorded actor of a volunteer's step: the volunteer, or who acted for them
+    ("staff:3 for person:7"); a person other than the volunteer may not."""
+    if actor is None or (actor.person_id == volunteer_id and not actor.by):
+        return f"person:{volunteer_id}"
+    if actor.person_id and actor.person_id != volunteer_id:
+        raise PermissionDenied(f"只有志愿者本人可以办理 (only the volunteer, person "
+                               f"{volunteer_id}, or staff may do this, not "
+                               f"{actor.label})", "NOT_THE_VOLUNTEER")
+    by = actor.by or actor.label
+    return replace(actor, person_id=volunteer_id, staff_id=0, by=by).label
+
+
+def accept_order(tx: Tx, order_id: int, volunteer_id: int, *,
+                 actor: Actor | None = None) -> OrderView:
+    """A volunteer takes the order; the payment is held now, so it cannot be spent twice.
+    ``actor``: the authenticated caller (the volunteer, or staff acting for them)."""
+    label = _for_volunteer(actor, volunteer_id)
     order = _load(tx, order_id, Action.ACCEPT)
     volunteer = tx.repo.people.get(volunteer_id)
     if volunteer_id == order.recipient_id:
@@ -296,7 +312,7 @@ def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
         claim_id = claims.propose_redemption(tx, order, payer, recipient)
         return _transition(tx, order, replace(
             order, state=OrderState.ACCEPTED.value, volunteer_id=volunteer.id,
-            accepted_at=tx.now, claim_id=claim_id), f"person:{volunteer.id}",
+            accepted_at=tx.now, claim_id=claim_id), label,
             f"{format_hours(order.planned_minutes)} asked of district "
             f"{payer.home_node_id} (claim {claim_id})")
     agreed = None
@@ -315,7 +331,7 @@ def accept_order(tx: Tx, order_id: int, volunteer_id: int) -> OrderView:
         consent.spend(tx, agreed, order.planned_minutes, order_id=order.id)
     return _transition(tx, order, replace(
         order, state=OrderState.ACCEPTED.value, volunteer_id=volunteer.id,
-        accepted_at=tx.now, held_minutes=order.planned_minutes), f"person:{volunteer.id}",
+        accepted_at=tx.now, held_minutes=order.planned_minutes), label,
         f"{format_hours(order.planned_minutes)} held" + (
             "" if agreed is None else f" under the payer's consent {agreed.id}"))
 
@@ -334,8 +350,10 @@ def _reported_time(tx: Tx, at: datetime | None, what: str) -> datetime:
     return at
 
 
-def check_in(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
+def check_in(tx: Tx, order_id: int, at: datetime | None = None, *,
+             actor: Actor | None = None) -> OrderView:
     order = _load(tx, order_id, Action.CHECK_IN)
+    label = _for_volunteer(actor, order.volunteer_id or 0)
     if order.claim_id is not None:
         claim = claims.get_claim(tx, order.claim_id)
         if claim.state is ClaimState.REJECTED and claim.reason == Reason.NOT_HOME_DISTRICT:
@@ -352,11 +370,13 @@ def check_in(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
     when = _reported_time(tx, at, "check-in")
     return _transition(tx, order, replace(
         order, state=OrderState.CHECKED_IN.value, checked_in_at=when,
-        service_day=tx.local_date(when)), f"person:{order.volunteer_id}")
+        service_day=tx.local_date(when)), label)
 
 
-def check_out(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
+def check_out(tx: Tx, order_id: int, at: datetime | None = None, *,
+              actor: Actor | None = None) -> OrderView:
     order = _load(tx, order_id, Action.CHECK_OUT)
+    label = _for_volunteer(actor, order.volunteer_id or 0)
     when = _reported_time(tx, at, "check-out")
     assert order.checked_in_at is not None
     if when <= order.checked_in_at:
@@ -370,7 +390,7 @@ def check_out(tx: Tx, order_id: int, at: datetime | None = None) -> OrderView:
     _check_minutes(tx.policy, measured, "the measured service time")
     return _transition(tx, order, replace(
         order, state=OrderState.CHECKED_OUT.value, checked_out_at=when,
-        measured_minutes=measured), f"person:{order.volunteer_id}", f"{measured} min")
+        measured_minutes=measured), label, f"{measured} min")
 
 
 def verify_order(tx: Tx, order_id: int, verifier: Actor, rating: int,
@@ -409,14 +429,16 @@ def dispute_order(tx: Tx, order_id: int, raised_by: Actor, reason: str) -> Order
 
 
 def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
-                    corrected_minutes: int, resolution: str) -> OrderView:
-    """Staff settle a dispute: the service stands (maybe corrected) or is void."""
-    require_staff(tx, staff_id)
+                    corrected_minutes: int, resolution: str, *,
+                    actor: Actor | None = None) -> OrderView:
+    """Staff settle a dispute: the service stands (maybe corrected) or is void.
+    ``actor``: the authenticated caller (else staff ``staff_id``)."""
+    who = people.district_actor(tx, actor, staff_id)
     resolution = check_text("resolution", resolution)
     if not resolution:
         raise InvalidArgument("record how the dispute was resolved")
     order = _load(tx, order_id, Action.RESOLVE)
-    actor = f"staff:{staff_id}"
+    label = who.label
     if not uphold:
         if corrected_minutes:
             raise InvalidArgument("corrected minutes only apply when the service is upheld")
@@ -426,17 +448,17 @@ def resolve_dispute(tx: Tx, order_id: int, staff_id: int, uphold: bool,
         return _transition(tx, order, replace(
             order, state=OrderState.CANCELLED.value, resolution=resolution,
             cancelled_at=tx.now, held_minutes=0,
-            cancel_reason=f"争议核实后作废 (the service was voided by {actor} after a "
-                          f"dispute: {resolution})"), actor, resolution)
+            cancel_reason=f"争议核实后作废 (the service was voided by {label} after a "
+                          f"dispute: {resolution})"), label, resolution)
     if not corrected_minutes:
         return _transition(tx, order, replace(order, state=OrderState.VERIFIED.value,
-                                              resolution=resolution), actor, resolution)
+                                              resolution=resolution), label, resolution)
     _check_minutes(tx.policy, corrected_minutes, "the corrected service time")
     # a corrected record is shown again for a full publicity period before it counts
     return _transition(tx, order, replace(
         order, state=OrderState.VERIFIED.value, resolution=resolution,
         measured_minutes=corrected_minutes,
-        public_until=tx.now + timedelta(days=tx.policy.publicity_days)), actor, resolution)
+        public_until=tx.now + timedelta(days=tx.policy.publicity_days)), label, resolution)
 
 
 def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> OrderView:

@@ -78,12 +78,23 @@ def require_staff(tx: Tx, staff_id: int) -> None:
 
 
 def require_actor(tx: Tx, actor: Actor) -> None:
-    if bool(actor.person_id) == bool(actor.staff_id):
+    if (actor.person_id and actor.staff_id) or not (actor.person_id or actor.staff_id
+                                                     or actor.by):
         raise InvalidArgument("name exactly one actor: a person id or a staff id")
     if actor.person_id:
         tx.repo.people.get(actor.person_id)
-    else:
+    elif actor.staff_id:
         require_staff(tx, actor.staff_id)
+
+
+def district_actor(tx: Tx, actor: Actor | None, staff_id: int) -> Actor:
+    """The actor of a district's act: the authenticated caller (``actor``), or, for a
+    caller inside the node (its CLI on the database, tests), staff ``staff_id``."""
+    if actor is None:
+        require_staff(tx, staff_id)
+        return Actor(staff_id=staff_id)
+    require_actor(tx, actor)
+    return actor
 
 
 def city_ref(node: NodeIdentity, kind: PersonKind, id_number: str) -> str:
@@ -134,12 +145,14 @@ def _check_directory(tx: Tx, answer: HomeLookup, home_node_id: str) -> None:
 
 def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str,
                  priority: bool, service_point_id: int, home_node_id: str = "",
-                 directory: HomeLookup | None = None) -> PersonView:
+                 directory: HomeLookup | None = None, *,
+                 actor: Actor | None = None) -> PersonView:
     """Enrol a person here. ``home_node_id``: their hours are kept in that district (a
     visitor served here); empty: this node keeps them, and tells the city directory.
     ``directory``: what the city directory said of this person's home, asked just
     before (None: not asked, e.g. a node with no clearinghouse); an enrolment it
-    contradicts is refused (``_check_directory``)."""
+    contradicts is refused (``_check_directory``). ``actor``: who enrolled them (the
+    authenticated caller), recorded as the first change of their record."""
     name = _name("name", name)
     if home_node_id:
         if not is_node_id(home_node_id):
@@ -177,11 +190,15 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
         birth_date=birth, priority=priority, service_point_id=service_point_id or None,
         enrolled_at=tx.now, home_node_id=home_node_id or None))
     person = tx.repo.people.get(person_id)
+    if actor is not None:
+        note_change(tx, person_id, actor.label, "enrol",
+                    f"enrolled at service point {service_point_id}" if service_point_id
+                    else "enrolled")
     if tx.node.federated and not person.visitor:
         from node.usecases.claims import register_home
 
         register_home(tx, person)
-    return person_view(tx, person)
+    return person_view(tx, person, with_changes=True)
 
 
 def get_person(tx: Tx, person_id: int) -> PersonView:
@@ -200,13 +217,15 @@ def _masked(phone: str) -> str:
 
 
 def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
-                  phone: str | None, reason: str) -> PersonView:
+                  phone: str | None, reason: str, *, actor: Actor | None = None
+                  ) -> PersonView:
     """Staff correct a person's mutable details: whether they are a priority elder
     (重点老人) and their phone. ``None``: leave it as it is. Each change is recorded as a
     person event naming the staff member, with the reason given; the same value again
     changes and records nothing. A name, an ID number and a PersonRef never change here:
-    they are who the person is (a mistake there is a new enrolment)."""
-    require_staff(tx, staff_id)
+    they are who the person is (a mistake there is a new enrolment). ``actor``: the
+    authenticated caller, recorded (else staff ``staff_id``)."""
+    who = district_actor(tx, actor, staff_id)
     reason = check_text("reason", reason)
     if priority is None and phone is None:
         raise InvalidArgument("say what to change: priority, phone or both",
@@ -226,14 +245,14 @@ def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
             changes.append(f"phone: {_masked(person.phone)} → {_masked(new_phone)}")
     if changes:
         tx.repo.people.update(person, after)
-        note_change(tx, person.id, f"staff:{staff_id}", "update",
+        note_change(tx, person.id, who.label, "update",
                     "; ".join(changes) + (f" ({reason})" if reason else ""))
     return person_view(tx, after, with_changes=True)
 
 
 def note_change(tx: Tx, person_id: int, actor: str, kind: str, detail: str) -> None:
     """Record a change of a person's record: who made it, what kind, what changed."""
-    tx.repo.people.add_event(PersonEvent(person_id, tx.now, actor[:32], kind[:16],
+    tx.repo.people.add_event(PersonEvent(person_id, tx.now, actor[:64], kind[:16],
                                          detail[:MAX_TEXT_CHARS]))
 
 
@@ -274,8 +293,10 @@ def person_view(tx: Tx, p: PersonRecord, *, with_changes: bool = False) -> Perso
 
 
 def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,
-                staff_id: int) -> LinkView:
-    """Record that ``other`` stands to ``person`` as ``relation`` (family both ways)."""
+                staff_id: int, *, actor: Actor | None = None) -> LinkView:
+    """Record that ``other`` stands to ``person`` as ``relation`` (family both ways),
+    and who linked them (``actor``, the authenticated caller; else staff ``staff_id``,
+    if any) on both people's records."""
     if person_id == other_id:
         raise InvalidArgument("a person cannot be linked to themselves")
     person, other = tx.repo.people.get(person_id), tx.repo.people.get(other_id)
@@ -290,12 +311,17 @@ def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,
     inverse = relation.inverse()
     if inverse is not None and inverse not in tx.repo.people.relations(other_id, person_id):
         tx.repo.people.add_link(other_id, person_id, inverse, staff_id or None, tx.now)
+    if actor is not None:
+        for one, two in ((person_id, other_id), (other_id, person_id)):
+            note_change(tx, one, actor.label, "link",
+                        f"linked to person {two} ({relation.value})")
     return LinkView(person_id, other_id, relation.value)
 
 
 def acts_for(tx: Tx, actor: Actor, person_id: int) -> bool:
-    """Whether the actor may act for the person: themself, their proxy or family, or staff."""
-    if actor.staff_id:
+    """Whether the actor may act for the person: themself, their proxy or family, or staff
+    (or an operator or program acting for the district)."""
+    if actor.district:
         return True
     return (actor.person_id == person_id
             or bool(tx.repo.people.relations(person_id, actor.person_id)))

@@ -5,20 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from node.domain.access import Actor as Actor
 from node.domain.ledger import Origin, StoredEntry
 from node.storage.orders import OrderRecord
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who performs an act: an enrolled person or a staff member (exactly one)."""
-
-    person_id: int = 0
-    staff_id: int = 0
-
-    @property
-    def label(self) -> str:
-        return f"person:{self.person_id}" if self.person_id else f"staff:{self.staff_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ import pytest
 from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, layout
 from node.cli.client import NodeClient
 from runtime import devclock
+from tests.city.workload import ActingTokens, cli_token
 from tests.helpers import id_card
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
 
@@ -47,13 +48,16 @@ def key() -> str:
 
 #: How the commands reach the city (its CA and observer certificate), set by ``town``.
 CITY_ENV: dict[str, str] = {}
+#: The city the commands talk to, once laid out.
+CITY: dict[str, CityLayout] = {}
 
 
 def timebank(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
+    token = cli_token(CITY["city"], args) if CITY else ""
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=60, cwd=ROOT,
-                          env={**env, **CITY_ENV, "COLUMNS": "200"})
+                          env={**env, **CITY_ENV, "COLUMNS": "200", "TIMEBANK_TOKEN": token})
 
 
 def ok_json(*args: str) -> Any:
@@ -151,7 +155,9 @@ def town(tmp_path: Path) -> Iterator[Town]:
     CITY_ENV.update(city.client_env())
     with CityProcesses(city, dev_clock=True) as processes:
         processes.start_all()
-        nodes = {n.node_id: NodeClient(n.address, city.client_tls(), timeout=15.0)
+        CITY["city"] = city
+        nodes = {n.node_id: NodeClient(n.address, city.client_tls(), timeout=15.0,
+                                       token=ActingTokens(n))
                  for n in city.nodes}
         try:
             staff = {}
@@ -217,7 +223,9 @@ def test_a_relative_is_served_from_hours_that_moved_to_a_third_district(town: To
              and c.state == "completed")
     arrived = town.call(QX, "GetPerson", node_pb2.GetPersonRequest(person_id=daughter_qx.id))
     assert arrived.home_node_id == "" and arrived.priority  # 重点老人 in 栖霞区 too
-    assert {c.actor for c in arrived.changes} == {"clearinghouse"}
+    # her enrolment and link, by 栖霞区's operator and staff, and the move
+    assert {c.actor for c in arrived.changes} == {"operator:1", f"staff:{town.staff[QX]}",
+                                                  "clearinghouse"}
     assert town.balance(QX, daughter_qx.id).total_minutes == 120
     assert town.balance(JN, daughter.id).total_minutes == 0
 

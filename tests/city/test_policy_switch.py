@@ -94,7 +94,8 @@ def test_a_policy_issued_for_later_switches_on_every_node_at_that_time(
                 and not p.next_serial for p in policies(client).values()))
             assert {name: procs.pid(name) for name in city.names} == pids  # no restart
             assert city.pki_dir is not None
-            told = timebank("node", "--ca", str(Authority(city.pki_dir).ca_cert), "policy",
+            told = timebank("node", "--ca", str(Authority(city.pki_dir).ca_cert), "--token",
+                            city.node(GL).operator_token, "policy",
                             "--node", city.address(GL))
             assert told.returncode == 0, told.stderr
             assert "the city: serial 2" in told.stdout and "3 days" in told.stdout

@@ -247,7 +247,8 @@ def test_a_split_view_is_detected_and_proven(tmp_path: Path) -> None:
                 wait("every district sees the fork",
                      lambda: all("fork" in alarm_kinds(addresses[n]) for n in NODES))
                 evidence_dir = tmp_path / "node-evidence"
-                jn = timebank(env, "node", "check", "--node", addresses[JN],
+                jn = timebank(env, "node", "--token", city.node(JN).operator_token, "check",
+                              "--node", addresses[JN],
                               "--evidence-dir", str(evidence_dir))
                 assert jn.returncode == 1, jn.stdout + jn.stderr
                 assert "fork:" in jn.stdout and "finality:" in jn.stdout, jn.stdout

@@ -8,6 +8,7 @@ Used by the crash test (tests/city/test_crash.py); nothing here knows about kill
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 import threading
@@ -21,13 +22,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
-from city.launcher import CLEARINGHOUSE, CityLayout
+from city.launcher import CLEARINGHOUSE, CityLayout, NodeLayout
 from clearinghouse.config import load_config as load_ch_config
+from node.cli.accounts import local_token
+from node.cli.client import node_channel
 from node.config import load_config as load_node_config
+from node.domain.access import PUBLIC, Role
 from node.domain.identity import id_card_with_check_digit
 from runtime import devclock
+from runtime.console import CliError
+from runtime.errors import Refusal
 from runtime.rpcerrors import error_reason
+from tests.node.api.support import named_actor
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 
 Resp = TypeVar("Resp")
@@ -56,12 +64,65 @@ class Refused(Exception):
         super().__init__(f"{method}: {self.code.name} {self.reason}: {e.details()}")
 
 
+class ActingTokens:
+    """The token each call to one node of a laid-out city sends (ADR 0016): the session
+    of whoever its request names as acting (``named_actor``), minted once on the node's
+    own database as `timebank node account` does, else the node's operator's."""
+
+    def __init__(self, node: NodeLayout) -> None:
+        self.node = node
+        self._tokens: dict[tuple[Role, int], str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, request: Any) -> str:
+        name = method.rpartition("/")[2]
+        if name in PUBLIC:
+            return ""
+        if not isinstance(request, Message):
+            return self.node.operator_token
+        role, bound = named_actor(name, request, lambda _order: 0)
+        if role is Role.OPERATOR:
+            return self.node.operator_token
+        with self._lock:
+            if (role, bound) not in self._tokens:
+                try:
+                    self._tokens[(role, bound)] = local_token(
+                        self.node.config_file, f"{role.value}-{bound}", role,
+                        staff_id=bound if role is Role.STAFF else 0,
+                        person_id=bound if role is Role.MEMBER else 0)
+                except (CliError, Refusal):  # no such record: the operator sends it
+                    return self.node.operator_token
+            return self._tokens[(role, bound)]
+
+
+def acting_channel(node: NodeLayout, options: Any = None) -> grpc.Channel:
+    """A channel to ``node`` whose calls are made by whoever they name (``ActingTokens``)."""
+    return node_channel(node.address, node.client_tls, ActingTokens(node), options)
+
+
+def cli_token(city: CityLayout, args: tuple[str, ...]) -> str:
+    """The token a `timebank node …` command sends to a node of ``city`` (TIMEBANK_TOKEN):
+    the staff member its ``--staff`` names, else the node's operator ("" for a command
+    that names no node of the city)."""
+    given = dict(itertools.pairwise(args))
+    node = next((n for n in city.nodes if n.address == given.get("--node")), None)
+    if node is None:
+        return ""
+    staff = given.get("--staff", "")
+    if staff.isdigit():
+        request = node_pb2.UpdatePersonRequest(staff_id=int(staff))
+        return ActingTokens(node)("/timebank.v1.NodeService/UpdatePerson", request)
+    return node.operator_token
+
+
 class CityClient:
     """One channel per process of the city; ``call`` retries what a crash interrupts."""
 
     def __init__(self, city: CityLayout) -> None:
         self.city = city
         self._channels = {name: city.channel(name, options=CHANNEL_OPTIONS)
+                          if name == CLEARINGHOUSE else
+                          acting_channel(city.node(name), CHANNEL_OPTIONS)
                           for name in city.names}
         self.retries = 0
         self._lock = threading.Lock()

@@ -24,6 +24,7 @@ from runtime.rpcerrors import error_reason
 from tests.federation.conftest import CITY_ROOT, City
 from tests.federation.support import GL, JN, QX, enrol_at
 from tests.helpers import earn, enrol, id_card, staff
+from tests.node.api.support import authenticated
 from timebank.keys import key_id, public_key
 from timebank.v1 import node_pb2, node_pb2_grpc
 
@@ -99,7 +100,7 @@ def jn_api(city: City) -> Iterator[node_pb2_grpc.NodeServiceStub]:
     running = start_server(city[JN].app, "127.0.0.1:0", link=city[JN].link)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield node_pb2_grpc.NodeServiceStub(channel)
+        yield authenticated(city[JN].app, channel)
     finally:
         channel.close()
         running.stop(1)

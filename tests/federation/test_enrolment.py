@@ -17,7 +17,7 @@ from node.link.clearing_link import ClearingLink
 from tests.federation.conftest import CH_KEY, City
 from tests.federation.support import GL, JN, QX
 from tests.helpers import id_card, snapshot
-from tests.node.api.support import assert_status
+from tests.node.api.support import assert_status, authenticated
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 
@@ -28,7 +28,7 @@ def _node(city: City, node_id: str, link: ClearingLink | None = None,
     running = start_server(city[node_id].app, link=link or city[node_id].link)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield node_pb2_grpc.NodeServiceStub(channel)
+            yield authenticated(city[node_id].app, channel)
     finally:
         running.stop(1)
 

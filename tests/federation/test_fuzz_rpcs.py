@@ -46,7 +46,10 @@ from clearinghouse.usecases import admission, directory
 from clearinghouse.usecases import claims as ch_claims
 from clearinghouse.usecases.app import ClearinghouseApp
 from node.api.server import start_server as start_node
+from node.cli.client import authorized
+from node.domain.access import Role
 from node.domain.clock import ManualClock
+from node.usecases import logins
 from node.usecases.app import NodeApp
 from runtime.server import RunningServer
 from tests.clearinghouse.conftest import snapshot as ch_snapshot
@@ -267,6 +270,7 @@ class Servers:
     node: NodeApp
     ch_server: RunningServer
     node_server: RunningServer
+    token: str  # the node's operator: node calls are authenticated, so they reach the rpcs
 
     def state(self) -> tuple[object, object]:
         return ch_snapshot(self.ch), snapshot(self.node)
@@ -292,7 +296,8 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
     ch_server = start_clearinghouse(ch, CH_KEY, "127.0.0.1:0")
     node_server = start_node(node, "127.0.0.1:0")
     try:
-        yield Servers(ch, node, ch_server, node_server)
+        token = node.execute(logins.local_session, "operator", Role.OPERATOR, 366)
+        yield Servers(ch, node, ch_server, node_server, token)
     finally:
         node_server.stop(None)
         ch_server.stop(None)
@@ -380,7 +385,9 @@ def _calls(servers: Servers) -> Iterator[tuple[grpc.Channel, str, MethodDescript
     rng = random.Random(SEED)
     pool = descriptor_pool.Default()
     for server in (servers.ch_server, servers.node_server):
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as raw:
+            channel = (authorized(raw, servers.token) if server is servers.node_server
+                       else raw)
             names = _services(channel)
             assert REFLECTION in names and "grpc.health.v1.Health" in names
             for service in names:

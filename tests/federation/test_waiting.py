@@ -19,8 +19,10 @@ import pytest
 
 from clearinghouse.usecases import claims as ch_claims
 from node.api.server import start_server
+from node.cli.client import authorized
+from node.domain.access import Role
 from node.domain.claims import ClaimState
-from node.usecases import claims
+from node.usecases import claims, logins
 from runtime.server import RunningServer
 from tests.federation.conftest import LIMIT, City
 from tests.federation.support import GL, JN, family, node_claim, order_for_mother
@@ -39,12 +41,17 @@ def gulou(city: City) -> Iterator[RunningServer]:
         running.stop(1)
 
 
+#: The session the CLI sends (an auditor of 鼓楼区: claims are the district's books).
+_TOKEN: dict[str, str] = {}
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
     return subprocess.run([sys.executable, "-m", "city", "node", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=60, cwd=ROOT,
                           env={**env, "COLUMNS": "220",
-                               "TIMEBANK_INSECURE": "1"})  # the in-process node: plaintext
+                               "TIMEBANK_INSECURE": "1",  # the in-process node: plaintext
+                               "TIMEBANK_TOKEN": _TOKEN.get("token", "")})
 
 
 def _ok(*args: str) -> str:
@@ -76,8 +83,9 @@ def test_a_claim_over_the_limit_says_why_it_waits_and_when_it_is_tried_again(
     assert "limit" in view.waiting.detail
 
     address = f"127.0.0.1:{gulou.port}"
+    _TOKEN["token"] = city[GL].app.execute(logins.local_session, "auditor", Role.AUDITOR, 366)
     with grpc.insecure_channel(address) as channel:
-        stub = node_pb2_grpc.NodeServiceStub(channel)
+        stub = node_pb2_grpc.NodeServiceStub(authorized(channel, _TOKEN["token"]))
         got = stub.GetClaim(node_pb2.GetClaimRequest(claim_id=claim_id), timeout=10)
         listed = stub.ListClaims(node_pb2.ListClaimsRequest(limit=10), timeout=10).claims
     assert (got.state, got.waiting_reason, got.attempts) == ("proposed", "LIMIT_REACHED", 1)

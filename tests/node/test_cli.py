@@ -34,8 +34,12 @@ from typer.testing import CliRunner
 
 from city.cli import app
 from city.pki.store import Authority, Issued
+from node.cli.accounts import local_token
 from node.config import load_config
+from node.domain.access import Role
 from node.domain.policy import DEFAULT_POLICY_TOML
+from runtime.console import CliError
+from runtime.errors import Refusal
 from runtime.tls import NODE, ClientTls, channel
 from tests.helpers import id_card
 from tests.pki import issue, now
@@ -60,9 +64,36 @@ def city_pki() -> tuple[Authority, Issued]:
     return _CA[0]
 
 
+#: The node the module's commands talk to (its configuration), once it serves.
+SERVED: dict[str, Path] = {}
+#: Options that name who acts: such a command is sent with that person's session.
+_STAFF_OPTIONS = ("--staff", "--by-staff")
+_PERSON_OPTIONS = ("--by-person", "--volunteer")
+
+
+def token_for(args: tuple[str, ...]) -> str:
+    """The session a command is sent with (ADR 0016): the staff member or person its
+    options name as acting, else the node's operator; each minted on the node's own
+    database, as `timebank node account` does."""
+    config = SERVED.get("config")
+    if config is None:
+        return ""
+    for i, arg in enumerate(args[:-1]):
+        value = args[i + 1]
+        if arg in _STAFF_OPTIONS + _PERSON_OPTIONS and value.isdigit() and int(value) > 0:
+            role = Role.STAFF if arg in _STAFF_OPTIONS else Role.MEMBER
+            try:
+                return local_token(config, f"{role.value}-{value}", role,
+                                   staff_id=int(value) if role is Role.STAFF else 0,
+                                   person_id=int(value) if role is Role.MEMBER else 0)
+            except (SystemExit, CliError, Refusal):
+                break  # no such staff member or person: the operator sends it
+    return local_token(config)
+
+
 def cli(*args: str) -> Any:
     """Run `timebank ARGS` in-process."""
-    return runner.invoke(app, list(args), env=CLIENT_ENV)
+    return runner.invoke(app, list(args), env={**CLIENT_ENV, "TIMEBANK_TOKEN": token_for(args)})
 
 
 def cli_json(*args: str) -> Any:
@@ -71,12 +102,14 @@ def cli_json(*args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def timebank(*args: str, env: dict[str, str] | None = None,
-             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def timebank(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+             input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real console script's entry point as a subprocess."""
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
+                          input=input_text,
                           text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **CLIENT_ENV, **(env or {})})
+                          env={**os.environ, **CLIENT_ENV, "TIMEBANK_TOKEN": token_for(args),
+                               **(env or {})})
 
 
 def free_port() -> int:
@@ -171,7 +204,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("cli-node")
     config = init_node(root / "data")
     served = start_serving(config, root / "serve.log")
+    SERVED["config"] = config
     yield served
+    SERVED.clear()
     stop(served)
 
 
@@ -478,7 +513,9 @@ def test_person_update_and_show(node: Served) -> None:
     assert "priority elder (重点老人): no → yes; phone: …1111 → …2222 (民政局复核)" in text
     shown = cli_json("node", "person", str(elder["id"]), *n)  # `person ID` still shows
     assert shown["priority"] is True and shown["phone"] == "13900002222"
-    assert [c["actor"] for c in shown["changes"]] == [f"staff:{desk['id']}"]
+    # enrolled by the operator, updated by the staff member: each as logged in
+    assert [c["actor"] for c in shown["changes"]][-1] == f"staff:{desk['id']}"
+    assert shown["changes"][0]["kind"] == "enrol"
     assert cli_json("node", "person", "show", str(elder["id"]), *n) == shown
 
     nothing = timebank("node", "person", "update", str(elder["id"]), "--staff",
@@ -545,9 +582,27 @@ def test_check_on_the_database_while_the_node_runs(node: Served) -> None:
 def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = init_node(tmp_path / "node")
     served = start_serving(config, tmp_path / "serve.log")
+    # The operator's first account is made at the node's machine; she logs in, and the
+    # session kept for that node (readable only by her) is sent by later commands.
+    env = {"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path / "state"),
+           "TIMEBANK_PASSWORD": "a long enough password"}
+    made = timebank("node", "account", "add", "--config", str(config), "--role", "operator",
+                    "--login", "wang", "--password", env=env)
+    assert made.returncode == 0, made.stderr
+    refused = timebank("node", "enrol", "--name", "冯芳", "--id-number", id_card(1950),
+                       "--node", served.address, env=env)
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    logged_in = timebank("node", "login", "--login", "wang", "--node", served.address, env=env)
+    assert logged_in.returncode == 0, logged_in.stderr
+    kept = next((tmp_path / "state" / "timebank" / "sessions").iterdir())
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    whoami = timebank("node", "whoami", "--node", served.address, env=env)
+    assert whoami.returncode == 0 and "operator:1 (operator" in whoami.stdout, whoami.stderr
     enrolled = timebank("node", "enrol", "--name", "冯芳", "--id-number", id_card(1950),
-                        "--node", served.address)
+                        "--node", served.address, env=env)
     assert enrolled.returncode == 0, enrolled.stderr
+    assert timebank("node", "logout", "--node", served.address, env=env).returncode == 0
+    assert not kept.exists()
     assert stop(served) == 0
     log = served.log.read_text(encoding="utf-8")
     assert "Traceback" not in log
@@ -655,3 +710,34 @@ def test_serve_refuses_plaintext_unless_insecure_which_warns(tmp_path: Path) -> 
     said = log.read_text(encoding="utf-8")
     assert "WITHOUT TLS because of --insecure" in said and "tls=False" in said
     assert said.index("WITHOUT TLS") < said.index("node serving")
+
+
+def test_accounts_and_program_tokens_from_the_node_machine(node: Served,
+                                                            tmp_path: Path) -> None:
+    """`node token issue` prints a program's token once; the node takes it as that
+    program until `node token revoke`; `node account add` prints a one-time code."""
+    config = str(node.config)
+    issued = cli("node", "token", "issue", "--config", config, "--program", "kiosk",
+                 "--scope", "orders", "--scope", "read", "--expires-days", "30")
+    assert issued.exit_code == 0, issued.output
+    token = issued.stdout.strip().splitlines()[-1]
+    who = timebank("node", "whoami", "--node", node.address, env={"TIMEBANK_TOKEN": token})
+    assert who.returncode == 0 and "program:kiosk (program" in who.stdout, who.stderr
+    listed = cli_json("node", "account", "list", "--config", config)
+    assert {"login": "kiosk", "role": "program", "scopes": ["orders", "read"]}.items() <= \
+        next(a for a in listed if a["login"] == "kiosk").items()
+    assert cli("node", "token", "revoke", "--config", config, "--program", "kiosk"
+               ).exit_code == 0
+    refused = timebank("node", "whoami", "--node", node.address,
+                       env={"TIMEBANK_TOKEN": token})
+    assert refused.returncode == 1
+    assert_one_clean_line(refused.stderr, "UNAUTHENTICATED: ")
+    added = cli("node", "account", "add", "--config", config, "--role", "auditor",
+                "--login", "audit-li")
+    assert added.exit_code == 0, added.output
+    code = added.stdout.split("one-time code")[1].split()[0]
+    assert len(code) == 6 and code.isdigit()
+    logged = timebank("node", "login", "--login", "audit-li", "--code", "--node",
+                      node.address, input_text=code,
+                      env={"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path)})
+    assert logged.returncode == 0 and "auditor" in logged.stdout, logged.stderr

@@ -8,6 +8,7 @@ node and a clearinghouse disagree on purpose.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 
 from city.launcher import CLEARINGHOUSE, CityLayout, CityProcesses, District, layout
+from node.cli.accounts import local_token
+from node.domain.access import Role
 from tests.helpers import id_card
 
 pytestmark = pytest.mark.timeout(240)
@@ -32,13 +35,33 @@ TWO = (District(JN, "江宁区"), District(QX, "栖霞区"))
 
 #: The city CA the commands trust (TIMEBANK_CA), set by ``town``.
 CA_ENV: dict[str, str] = {}
+#: The nodes the commands may talk to: their configuration, by address.
+NODES: dict[str, Path] = {}
+
+
+def token_for(args: tuple[str, ...]) -> str:
+    """The session a command sends (ADR 0016), minted on the node's own database: the
+    staff member its ``--staff`` names, else the node's operator; "" for a command that
+    talks to no node it knows."""
+    given = dict(itertools.pairwise(args))
+    config = NODES.get(given.get("--node", ""))
+    if (config is None and args[1:2] == ("positions",)
+            and given.get("--config", "").endswith("node.toml")):
+        config = Path(given["--config"])  # the node at this configuration's address
+    if config is None:
+        return ""
+    staff = int(given.get("--staff", "0"))
+    if staff:
+        return local_token(config, f"staff-{staff}", Role.STAFF, staff_id=staff)
+    return local_token(config)
 
 
 def timebank(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
-                          env={**env, **CA_ENV, "COLUMNS": "200"})
+                          env={**env, **CA_ENV, "COLUMNS": "200",
+                               "TIMEBANK_TOKEN": token_for(args)})
 
 
 def ok(*args: str) -> str:
@@ -85,6 +108,7 @@ def town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Town]:
     assert observer is not None and observer.cert is not None and observer.key is not None
     CA_ENV.update(TIMEBANK_CA=str(observer.ca), TIMEBANK_CERT=str(observer.cert),
                   TIMEBANK_KEY=str(observer.key))
+    NODES.update({n.address: n.config_file for n in city.nodes})
     with CityProcesses(city) as processes, CityProcesses(other) as other_processes:
         processes.start_all()
         other_processes.start(CLEARINGHOUSE)
@@ -247,7 +271,9 @@ def test_refusals_are_one_line_with_the_status_name(town: Town) -> None:
 def test_positions_of_a_node_running_alone_is_one_line(tmp_path: Path) -> None:
     from tests.node.test_cli import client_tls, init_node, start_serving, stop
 
-    served = start_serving(init_node(tmp_path / "alone"), tmp_path / "serve.log")
+    config = init_node(tmp_path / "alone")
+    served = start_serving(config, tmp_path / "serve.log")
+    NODES[served.address] = config
     ca = str(client_tls(served.config).ca)
     try:
         line = refused("node", "--ca", ca, "positions", "--node", served.address, "--node-id",

@@ -34,6 +34,21 @@ class NodeServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Login = channel.unary_unary(
+                '/timebank.v1.NodeService/Login',
+                request_serializer=timebank_dot_v1_dot_node__pb2.LoginRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Session.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/timebank.v1.NodeService/Logout',
+                request_serializer=timebank_dot_v1_dot_node__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.LogoutResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/timebank.v1.NodeService/WhoAmI',
+                request_serializer=timebank_dot_v1_dot_node__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.Caller.FromString,
+                _registered_method=True)
         self.RegisterServicePoint = channel.unary_unary(
                 '/timebank.v1.NodeService/RegisterServicePoint',
                 request_serializer=timebank_dot_v1_dot_node__pb2.RegisterServicePointRequest.SerializeToString,
@@ -203,6 +218,29 @@ class NodeServiceStub:
 
 class NodeServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Login(self, request, context):
+        """Sessions and accounts. Every other call but GetLogHeads carries a session or
+        program token as gRPC metadata `authorization: Bearer <token>` (ADR 0016): without
+        one it is UNAUTHENTICATED; outside the caller's role, scope, service point or
+        people it is PERMISSION_DENIED. Actors are taken from the token: an actor field in
+        a request, when set, must agree with the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def RegisterServicePoint(self, request, context):
         """Service points and staff.
@@ -417,6 +455,21 @@ class NodeServiceServicer:
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.LoginRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Session.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.LogoutRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.LogoutResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.WhoAmIRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.Caller.SerializeToString,
+            ),
             'RegisterServicePoint': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterServicePoint,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.RegisterServicePointRequest.FromString,
@@ -592,6 +645,87 @@ def add_NodeServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class NodeService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/Login',
+            timebank_dot_v1_dot_node__pb2.LoginRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/Logout',
+            timebank_dot_v1_dot_node__pb2.LogoutRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/WhoAmI',
+            timebank_dot_v1_dot_node__pb2.WhoAmIRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.Caller.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RegisterServicePoint(request,

@@ -39,6 +39,15 @@ class NodeServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NodeServiceAsyncStub: ...
+    Login: _grpc.UnaryUnaryMultiCallable[_node_pb2.LoginRequest, _node_pb2.Session]
+    """Sessions and accounts. Every other call but GetLogHeads carries a session or
+    program token as gRPC metadata `authorization: Bearer <token>` (ADR 0016): without
+    one it is UNAUTHENTICATED; outside the caller's role, scope, service point or
+    people it is PERMISSION_DENIED. Actors are taken from the token: an actor field in
+    a request, when set, must agree with the caller.
+    """
+    Logout: _grpc.UnaryUnaryMultiCallable[_node_pb2.LogoutRequest, _node_pb2.LogoutResponse]
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_node_pb2.WhoAmIRequest, _node_pb2.Caller]
     RegisterServicePoint: _grpc.UnaryUnaryMultiCallable[_node_pb2.RegisterServicePointRequest, _node_pb2.ServicePoint]
     """Service points and staff."""
     RegisterStaff: _grpc.UnaryUnaryMultiCallable[_node_pb2.RegisterStaffRequest, _node_pb2.Staff]
@@ -90,6 +99,15 @@ class NodeServiceStub:
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
+    Login: _aio.UnaryUnaryMultiCallable[_node_pb2.LoginRequest, _node_pb2.Session]  # type: ignore[assignment]
+    """Sessions and accounts. Every other call but GetLogHeads carries a session or
+    program token as gRPC metadata `authorization: Bearer <token>` (ADR 0016): without
+    one it is UNAUTHENTICATED; outside the caller's role, scope, service point or
+    people it is PERMISSION_DENIED. Actors are taken from the token: an actor field in
+    a request, when set, must agree with the caller.
+    """
+    Logout: _aio.UnaryUnaryMultiCallable[_node_pb2.LogoutRequest, _node_pb2.LogoutResponse]  # type: ignore[assignment]
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_node_pb2.WhoAmIRequest, _node_pb2.Caller]  # type: ignore[assignment]
     RegisterServicePoint: _aio.UnaryUnaryMultiCallable[_node_pb2.RegisterServicePointRequest, _node_pb2.ServicePoint]  # type: ignore[assignment]
     """Service points and staff."""
     RegisterStaff: _aio.UnaryUnaryMultiCallable[_node_pb2.RegisterStaffRequest, _node_pb2.Staff]  # type: ignore[assignment]
@@ -139,6 +157,33 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def Login(
+        self,
+        request: _node_pb2.LoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Session, _abc.Awaitable[_node_pb2.Session]]:
+        """Sessions and accounts. Every other call but GetLogHeads carries a session or
+        program token as gRPC metadata `authorization: Bearer <token>` (ADR 0016): without
+        one it is UNAUTHENTICATED; outside the caller's role, scope, service point or
+        people it is PERMISSION_DENIED. Actors are taken from the token: an actor field in
+        a request, when set, must agree with the caller.
+        """
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _node_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.LogoutResponse, _abc.Awaitable[_node_pb2.LogoutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _node_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Caller, _abc.Awaitable[_node_pb2.Caller]]: ...
+
     @_abc_1.abstractmethod
     def RegisterServicePoint(
         self,

@@ -1,4 +1,12 @@
-"""Helpers for gRPC tests: a client on a real server, snapshots, and refusal checks."""
+"""Helpers for gRPC tests: a client on a real server, snapshots, and refusal checks.
+
+Every call is authenticated (ADR 0016). ``Api.stub`` logs in as whoever the request
+names as its actor, so that tests written before logins keep saying what they mean:
+a request naming staff 3 is made by staff 3's account, one naming person 5 (or a
+volunteer's own step, or a donation of their hours) by person 5's member account, and
+anything else by the district's operator. ``Api.login`` makes an account of any role
+and ``Api.stub_as`` a stub that sends one token, for the tests of access itself.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,24 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import select
 
 from node.api.server import start_server
+from node.cli.client import authorized
+from node.domain.access import Role
 from node.domain.clock import ManualClock
 from node.storage.schema import Base
-from node.usecases.app import NodeApp
+from node.usecases import logins
+from node.usecases.app import NodeApp, Tx
+from runtime.errors import Refusal
 from runtime.rpcstatus import ERROR_DOMAIN
 from runtime.server import channel_options
 from tests.helpers import credit_code, id_card
@@ -34,6 +47,13 @@ TIMEOUT = 10.0
 
 def key() -> str:
     return uuid.uuid4().hex
+
+
+PASSWORD = "correct horse battery staple"
+#: The request fields that name an actor.
+ACTOR_FIELDS = ("requested_by", "verifier", "raised_by", "cancelled_by")
+#: Calls a volunteer makes themself (their account, by the order's volunteer).
+VOLUNTEER_STEPS = ("CheckIn", "CheckOut")
 
 
 def staff(staff_id: int) -> pb.Actor:
@@ -55,6 +75,68 @@ class Api:
     channel: grpc.Channel
     stub: node_pb2_grpc.NodeServiceStub
     ids: dict[str, int] = field(default_factory=dict)
+    #: (role, bound) → the session token, when it expires, the account's login
+    tokens: dict[tuple[Role, int], tuple[str, datetime, str]] = field(default_factory=dict)
+    raw_channel: grpc.Channel | None = None
+
+    # -------------------------------------------------------- who calls
+
+    def login(self, role: Role, bound: int = 0, *, login: str = "") -> str:
+        """A session token of an account of ``role`` (staff: bound to staff ``bound``;
+        member: to person ``bound``), made directly in the node's database (local
+        access is the root of trust) and logged in through the API."""
+        cached = self.tokens.get((role, bound))
+        if cached is not None and not login and cached[1] > self.clock.now():
+            return cached[0]
+        if cached is not None and not login:  # the session expired: a new one
+            self.app.execute(logins.set_password, cached[2], PASSWORD)
+            return self._session(role, bound, cached[2])
+        name = login or f"{role.value}-{bound}-{uuid.uuid4().hex[:6]}"
+        self.app.execute(logins.add_account, name, role,
+                         staff_id=bound if role is Role.STAFF else 0,
+                         person_id=bound if role is Role.MEMBER else 0)
+        self.app.execute(logins.set_password, name, PASSWORD)
+        if login:
+            return self._session(role, bound, name, keep=False)
+        return self._session(role, bound, name)
+
+    def _session(self, role: Role, bound: int, name: str, *, keep: bool = True) -> str:
+        assert self.raw_channel is not None
+        session: pb.Session = node_pb2_grpc.NodeServiceStub(self.raw_channel).Login(
+            pb.LoginRequest(login=name, password=PASSWORD), timeout=TIMEOUT)
+        if keep:
+            self.tokens[(role, bound)] = (session.token,
+                                          session.expires_at.ToDatetime(tzinfo=UTC), name)
+        return session.token
+
+    def stub_as(self, token: str) -> node_pb2_grpc.NodeServiceStub:
+        """A stub on the same server sending ``token`` ("" none) with every call."""
+        assert self.raw_channel is not None
+        channel = authorized(self.raw_channel, token) if token else self.raw_channel
+        return node_pb2_grpc.NodeServiceStub(channel)
+
+    def token_for(self, method: str, request: Any) -> str:
+        """The token of whoever ``request`` names as its actor (see the module)."""
+        name = method.rpartition("/")[2]
+        if name in ("Login", "GetLogHeads"):
+            return ""
+        if not isinstance(request, Message):  # raw bytes: the operator sends them
+            return self.login(Role.OPERATOR)
+        role, bound = self._named(name, request)
+        if role is not Role.OPERATOR and bound <= INT32_MAX:
+            try:
+                return self.login(role, bound)
+            except Refusal:  # no such staff member or person: the operator asks
+                pass
+        return self.login(Role.OPERATOR)
+
+    def _named(self, name: str, request: Any) -> tuple[Role, int]:
+        return named_actor(name, request,
+                           lambda order_id: self.app.query(_volunteer_of, order_id))
+
+    def prepare(self, method: str, request: Any) -> None:
+        """Log in whoever ``request`` will be sent by, before a snapshot is taken."""
+        self.token_for(f"/{method}", request)
 
     def call(self, method: str, request: Any) -> Any:
         rpc: Callable[..., Any] = getattr(self.stub, method)
@@ -162,6 +244,7 @@ class Api:
     def refused(self, method: str, request: Any, code: grpc.StatusCode, *,
                 reason: str | None = None, says: tuple[str, ...] = ()) -> Any:
         """Assert the call fails with ``code`` (and reason/message), changing nothing."""
+        self.prepare(method, request)
         with self.unchanged(), pytest.raises(grpc.RpcError) as caught:
             self.call(method, request)
         error = caught.value
@@ -202,11 +285,62 @@ def serving(app: NodeApp, clock: ManualClock, *, workers: int = 4,
             max_message_bytes: int = 65536) -> Iterator[Api]:
     running = start_server(app, "127.0.0.1:0", workers=workers,
                            max_message_bytes=max_message_bytes)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options())
+    raw = grpc.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options())
     try:
-        grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
-        yield Api(app, clock, running.server, running.port, channel,
-                  node_pb2_grpc.NodeServiceStub(channel))
+        grpc.channel_ready_future(raw).result(timeout=TIMEOUT)
+        tokens: dict[str, Api] = {}
+        channel = authorized(raw, lambda method, request: tokens["api"].token_for(
+            method, request))
+        api = Api(app, clock, running.server, running.port, channel,
+                  node_pb2_grpc.NodeServiceStub(channel), raw_channel=raw)
+        tokens["api"] = api
+        yield api
     finally:
-        channel.close()
+        raw.close()
         running.stop(None)
+
+
+def named_actor(name: str, request: Any,
+                volunteer_of: Callable[[int], int]) -> tuple[Role, int]:
+    """Who a request to rpc ``name`` says acts: (STAFF, id) for a staff id it names,
+    (MEMBER, id) for a person it names as actor, as the volunteer accepting, as the
+    volunteer of the order checked in or out (``volunteer_of``), or as the donor; else
+    (OPERATOR, 0)."""
+    fields = request.DESCRIPTOR.fields_by_name
+    for f in ACTOR_FIELDS:
+        if f in fields and request.HasField(f):
+            actor = getattr(request, f)
+            if actor.staff_id:
+                return Role.STAFF, int(actor.staff_id)
+            if actor.person_id:
+                return Role.MEMBER, int(actor.person_id)
+    if "staff_id" in fields and request.staff_id:
+        return Role.STAFF, int(request.staff_id)
+    if name == "AcceptOrder" and request.volunteer_id:
+        return Role.MEMBER, int(request.volunteer_id)
+    if name == "Donate" and request.person_id:
+        return Role.MEMBER, int(request.person_id)
+    if name in VOLUNTEER_STEPS and request.order_id:
+        volunteer = volunteer_of(int(request.order_id))
+        if volunteer:
+            return Role.MEMBER, volunteer
+    return Role.OPERATOR, 0
+
+
+def authenticated(app: NodeApp, channel: grpc.Channel, role: Role = Role.OPERATOR,
+                  bound: int = 0) -> node_pb2_grpc.NodeServiceStub:
+    """A stub on ``channel`` sending the session of a new account of ``role`` (staff:
+    bound to staff ``bound``; member: to person ``bound``), minted on the node's own
+    database as `timebank node account` does."""
+    token = app.execute(logins.local_session, f"{role.value}-{bound}-{uuid.uuid4().hex[:8]}",
+                        role, logins.MAX_TOKEN_DAYS,
+                        staff_id=bound if role is Role.STAFF else 0,
+                        person_id=bound if role is Role.MEMBER else 0)
+    return node_pb2_grpc.NodeServiceStub(authorized(channel, token))
+
+
+def _volunteer_of(tx: Tx, order_id: int) -> int:
+    try:
+        return tx.repo.orders.get(order_id).volunteer_id or 0
+    except Refusal:
+        return 0

@@ -27,6 +27,8 @@ from structlog.testing import LogCapture
 from city.pki.store import Authority
 from node.api.server import RecordingLoop
 from node.bootstrap import init_data_dir
+from node.cli.accounts import local_token
+from node.cli.client import authorized
 from node.domain.orders import OrderState
 from node.usecases import orders
 from runtime.errors import InvariantViolation, Unavailable
@@ -83,8 +85,8 @@ def test_a_broken_invariant_is_internal_logged_loudly_and_rolled_back(
         world: World, monkeypatch: pytest.MonkeyPatch, logs: LogCapture) -> None:
     real = orders.accept_order
 
-    def half_done(tx: Any, order_id: int, volunteer_id: int) -> Any:
-        real(tx, order_id, volunteer_id)  # writes the hold and the new state ...
+    def half_done(tx: Any, order_id: int, volunteer_id: int, **kw: Any) -> Any:
+        real(tx, order_id, volunteer_id, **kw)  # writes the hold and the new state ...
         raise InvariantViolation("hold exceeds what is available")  # ... then a bug
 
     monkeypatch.setattr(orders, "accept_order", half_done)
@@ -116,7 +118,7 @@ def test_each_call_logs_with_its_own_context(world: World, logs: LogCapture) -> 
         with pytest.raises(grpc.RpcError):
             one_thread.order(987_654)
         one_thread.stub.GetPolicy(pb.GetPolicyRequest(), timeout=TIMEOUT)
-    calls = [e for e in logs.entries if e["event"] == "rpc"]
+    calls = [e for e in logs.entries if e["event"] == "rpc" and e["method"] != "Login"]
     assert [(c["method"], c["code"]) for c in calls] == [
         ("GetOrder", "OK"), ("GetOrder", "NOT_FOUND"), ("GetPolicy", "OK")]
     assert calls[0]["order_id"] == order_id and "reason" not in calls[0]
@@ -259,6 +261,7 @@ def test_serve_forever_serves_until_signalled(tmp_path: Path, signum: int,
     leaf = issue(city_ca, NODE, "320115")
     config = init_data_dir(tmp_path / "node", "320115", "江宁区", listen="127.0.0.1:0",
                            tls=TlsSettings(city_ca.ca_cert, leaf.cert, leaf.key))
+    token = local_token(config)  # the operator, made on the node's own database
     env = {**os.environ, "TIMEBANK_SERVER_METRICS_LISTEN": "127.0.0.1:0",
            "TIMEBANK_LOG_FORMAT": "json", "PYTHONIOENCODING": "ascii"}
     proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(config)], env=env,
@@ -288,7 +291,7 @@ def test_serve_forever_serves_until_signalled(tmp_path: Path, signum: int,
                 health_pb2.HealthCheckRequest(service="timebank.v1.NodeService"),
                 timeout=TIMEOUT).status
             assert status == health_pb2.HealthCheckResponse.SERVING
-            stub = node_pb2_grpc.NodeServiceStub(channel)
+            stub = node_pb2_grpc.NodeServiceStub(authorized(channel, token))
             point = stub.RegisterServicePoint(pb.RegisterServicePointRequest(
                 idempotency_key=key(), code="jn-01", name="东山街道服务站"), timeout=TIMEOUT)
             stub.RegisterStaff(pb.RegisterStaffRequest(

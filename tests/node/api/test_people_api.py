@@ -30,7 +30,8 @@ def _grant(api: Api, person_id: int, staff_id: int) -> pb.LedgerTransaction:
 def test_staff_make_a_person_a_priority_elder_and_change_their_phone(api: Api) -> None:
     desk = _desk(api)
     elder = api.enrol("王秀兰", 1941)
-    assert not elder.priority and elder.phone == "13800000000" and not elder.changes
+    assert not elder.priority and elder.phone == "13800000000"
+    assert [(c.actor, c.kind) for c in elder.changes] == [("operator:1", "enrol")]
     with pytest.raises(grpc.RpcError) as caught:  # the city fund serves priority elders only
         _grant(api, elder.id, desk)
     assert_status(caught.value, grpc.StatusCode.PERMISSION_DENIED,
@@ -43,7 +44,8 @@ def test_staff_make_a_person_a_priority_elder_and_change_their_phone(api: Api) -
     updated = api.stub.UpdatePerson(request, timeout=TIMEOUT)
     assert updated.priority and updated.phone == "139 1234 5678"
     assert (updated.name, updated.person_ref) == (elder.name, elder.person_ref)
-    [change] = updated.changes
+    enrolled, change = updated.changes  # who enrolled her (the operator), then the update
+    assert (enrolled.actor, enrolled.kind) == ("operator:1", "enrol")
     assert (change.actor, change.kind) == (f"staff:{desk}", "update")
     assert change.at.ToDatetime(tzinfo=UTC) == api.clock.now()
     assert "priority elder (重点老人): no → yes" in change.detail
@@ -66,7 +68,7 @@ def test_staff_make_a_person_a_priority_elder_and_change_their_phone(api: Api) -
     cleared = api.stub.UpdatePerson(pb.UpdatePersonRequest(
         idempotency_key=key(), person_id=elder.id, staff_id=desk, phone=""), timeout=TIMEOUT)
     assert cleared.priority and cleared.phone == ""
-    assert [c.detail for c in cleared.changes][1:] == ["phone: …5678 → (none)"]
+    assert [c.detail for c in cleared.changes][2:] == ["phone: …5678 → (none)"]
 
 
 def test_a_priority_elder_is_no_longer_one(api: Api) -> None:
@@ -77,7 +79,7 @@ def test_a_priority_elder_is_no_longer_one(api: Api) -> None:
         reason="子女返乡同住"), timeout=TIMEOUT)
     assert not demoted.priority
     assert [c.detail for c in demoted.changes] == [
-        "priority elder (重点老人): yes → no (子女返乡同住)"]
+        "enrolled", "priority elder (重点老人): yes → no (子女返乡同住)"]
     with pytest.raises(grpc.RpcError) as caught:
         _grant(api, elder.id, desk)
     assert_status(caught.value, grpc.StatusCode.PERMISSION_DENIED,

@@ -108,7 +108,7 @@ def test_the_service_loop_end_to_end(api: Api) -> None:
     assert donation.kind == "donation" and {p.minutes for p in donation.postings} == {-30, 30}
     grant = s.Grant(pb.GrantRequest(idempotency_key=key(), person_id=elder.id, minutes=120,
                                     staff_id=manager.id, memo="重阳节补贴"))
-    assert grant.kind == "grant" and grant.memo == "重阳节补贴"
+    assert grant.kind == "grant" and grant.memo == f"重阳节补贴 (staff:{manager.id})"
     elder_balance = api.balance(elder.id)
     assert [(b.origin, b.total_minutes) for b in elder_balance.by_origin] == [
         (pb.ORIGIN_GRANTED, 120)]

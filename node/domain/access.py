@@ -1,0 +1,288 @@
+"""Who may call what on a node: roles, principals, the rule of every rpc, and actors.
+
+A call is made by a ``Principal``: an authenticated account (a person at a desk or a
+phone) or a program's bearer token. Five roles:
+
+- ``operator``: the district's IT operator; every rpc, every service point and person.
+- ``staff``: bound to a staff record and its service point; runs the service loop and
+  people's records for the people of that service point (and for people enrolled at no
+  service point, whom any of the district's staff serve).
+- ``member``: bound to a person (a volunteer, an elder, or their proxy or relative);
+  reads and acts only for themself and the people linked to them (family and proxies).
+- ``auditor``: reads everything, changes nothing.
+- ``program``: an integration, with explicit scopes: ``read`` (every read rpc),
+  ``orders`` (the service loop) and ``enrol`` (enrolment and people's records).
+
+``RULES`` names, for every rpc of ``timebank.v1.NodeService``, the roles that may call
+it and the scope a program needs; an rpc missing from it is refused to everyone (fail
+closed; a test checks every rpc of the contract has a rule). ``may_call`` is the first
+check of a call, ``may_touch`` the second (for staff: the service point of the person
+the call touches; for members: which person), and ``acting`` turns the caller and the
+actor a request names into the actor that is recorded.
+
+Pure: no storage, no gRPC. Every refusal is the message for the caller, Chinese first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from runtime.errors import InvariantViolation
+
+#: Longest actor label recorded with an event (the schema's actor columns hold 64).
+MAX_ACTOR_CHARS = 64
+MAX_PROGRAM_NAME_CHARS = 24
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    STAFF = "staff"
+    MEMBER = "member"
+    AUDITOR = "auditor"
+    PROGRAM = "program"
+
+
+class Scope(StrEnum):
+    READ = "read"      # every read rpc (as an auditor)
+    ORDERS = "orders"  # the service loop: request, accept, check in/out, verify ...
+    ENROL = "enrol"    # enrolment, people's details and links
+
+
+ROLE_NAMES: Mapping[Role, str] = {
+    Role.OPERATOR: "区运维员 operator", Role.STAFF: "服务点工作人员 staff",
+    Role.MEMBER: "成员 member", Role.AUDITOR: "审计员 auditor", Role.PROGRAM: "程序 program",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who makes a call, as their credential says: the account, its role and what the
+    role is bound to (a staff record and its service point, or a person), or a program's
+    scopes."""
+
+    role: Role
+    account_id: int
+    staff_id: int = 0
+    service_point_id: int = 0
+    person_id: int = 0
+    program: str = ""  # a program's name (its account's login)
+    scopes: frozenset[Scope] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.account_id < 1:
+            raise InvariantViolation("a principal is an account")
+        staff = self.role is Role.STAFF
+        member = self.role is Role.MEMBER
+        program = self.role is Role.PROGRAM
+        if staff != (self.staff_id > 0 and self.service_point_id > 0):
+            raise InvariantViolation("staff, and only staff, are bound to a staff record "
+                                     "and its service point")
+        if member != (self.person_id > 0):
+            raise InvariantViolation("members, and only members, are bound to a person")
+        if program != bool(self.program) or (self.scopes and not program):
+            raise InvariantViolation("programs, and only programs, have a name and scopes")
+        if len(self.program) > MAX_PROGRAM_NAME_CHARS:
+            raise InvariantViolation("a program name is short")
+
+    @property
+    def label(self) -> str:
+        """The actor as events record it: "staff:3", "person:5", "operator:2",
+        "auditor:4", "program:name"."""
+        if self.role is Role.STAFF:
+            return f"staff:{self.staff_id}"
+        if self.role is Role.MEMBER:
+            return f"person:{self.person_id}"
+        if self.role is Role.PROGRAM:
+            return f"program:{self.program}"
+        return f"{self.role.value}:{self.account_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Who may call one rpc: these roles, and programs holding ``scope``."""
+
+    roles: frozenset[Role]
+    scope: Scope | None = None
+
+
+_ALL = frozenset(Role)
+_O = Role.OPERATOR
+_S = Role.STAFF
+_M = Role.MEMBER
+_A = Role.AUDITOR
+_P = Role.PROGRAM
+
+#: Any authenticated caller (their session, the policy in force).
+ANYONE = Rule(_ALL)
+#: Reading the district's books and claims: operators, auditors, programs that read.
+BOOKS = Rule(frozenset({_O, _A, _P}), Scope.READ)
+#: Reading one person's or order's records: also staff and members (``may_touch``).
+RECORDS = Rule(_ALL, Scope.READ)
+#: The service loop: staff, members for themselves and their people, programs.
+LOOP = Rule(frozenset({_O, _S, _M, _P}), Scope.ORDERS)
+#: People's records: staff at their service point, programs that enrol.
+PEOPLE = Rule(frozenset({_O, _S, _P}), Scope.ENROL)
+#: The node's own set-up: operators only.
+SETUP = Rule(frozenset({_O}))
+#: Hours outside the service loop, given by the district: staff and operators.
+DISTRICT = Rule(frozenset({_O, _S}))
+
+#: Calls anyone may make without a credential: logging in (ADR 0016), and the city's
+#: log heads, public by ADR 0014. Health and reflection are other services.
+PUBLIC: frozenset[str] = frozenset({"Login", "GetLogHeads"})
+
+RULES: Mapping[str, Rule] = {
+    # sessions and accounts
+    "Logout": ANYONE,
+    "WhoAmI": ANYONE,
+    # service points and staff
+    "RegisterServicePoint": SETUP,
+    "RegisterStaff": SETUP,
+    # people
+    "EnrolPerson": PEOPLE,
+    "GetPerson": RECORDS,
+    "UpdatePerson": PEOPLE,
+    "LinkPeople": PEOPLE,
+    # the service loop
+    "RequestOrder": LOOP,
+    "AcceptOrder": LOOP,
+    "CheckIn": LOOP,
+    "CheckOut": LOOP,
+    "VerifyOrder": LOOP,
+    "DisputeOrder": LOOP,
+    "ResolveDispute": DISTRICT,
+    "CancelOrder": LOOP,
+    "RecordOrder": Rule(frozenset({_O, _S, _P}), Scope.ORDERS),
+    "RecordDueOrders": Rule(frozenset({_O, _P}), Scope.ORDERS),
+    "GetOrder": RECORDS,
+    "ListOrders": RECORDS,
+    # hours outside the service loop
+    "Donate": Rule(frozenset({_O, _S, _M})),
+    "Grant": DISTRICT,
+    "ReverseTransaction": DISTRICT,
+    # reading
+    "GetBalance": RECORDS,
+    "GetHistory": RECORDS,
+    "GetPolicy": ANYONE,
+    "CheckLedger": BOOKS,
+    # consent: the payer (a member), or staff or an operator recording it for them
+    "GrantConsent": Rule(frozenset({_O, _S, _M})),
+    "RevokeConsent": Rule(frozenset({_O, _S, _M})),
+    "ListConsents": RECORDS,
+    # claims with other districts
+    "MovePerson": SETUP,
+    "GetClaim": BOOKS,
+    "ListClaims": BOOKS,
+    "GetClearing": BOOKS,
+}
+
+
+def may_call(rpc: str, who: Principal) -> str | None:
+    """Why ``who`` may not call ``rpc`` at all (None: they may, subject to
+    ``may_touch``). An rpc without a rule is refused to everyone."""
+    rule = RULES.get(rpc)
+    if rule is None:
+        return (f"调用 {rpc} 无访问规则，拒绝 (there is no access rule for {rpc}: nobody "
+                "may call it)")
+    if who.role not in rule.roles:
+        allowed = ", ".join(ROLE_NAMES[r] for r in Role if r in rule.roles)
+        return (f"{ROLE_NAMES[who.role]} 无权调用 {rpc} ({who.label} may not call {rpc}: "
+                f"it needs the role {allowed})")
+    if who.role is Role.PROGRAM and rule.scope is not None and rule.scope not in who.scopes:
+        return (f"程序缺少权限范围 {rule.scope.value} ({who.label} may not call {rpc}: it "
+                f"needs the scope {rule.scope.value!r}; the token has "
+                f"{', '.join(sorted(who.scopes)) or 'none'})")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A person a call touches: their service point (0: none) and the people linked to
+    them (family and proxies, in either direction)."""
+
+    person_id: int
+    service_point_id: int = 0
+    linked: frozenset[int] = frozenset()
+
+
+def may_touch(who: Principal, subject: Subject) -> str | None:
+    """Why ``who`` may not read or act on ``subject``'s records (None: they may).
+
+    Staff: people of their own service point, or enrolled at none. Members: themself
+    and the people linked to them. Operators, auditors and programs: anyone (what they
+    may call at all is ``may_call``'s)."""
+    if who.role is Role.STAFF:
+        if subject.service_point_id in (0, who.service_point_id):
+            return None
+        return (f"服务点工作人员只能为本服务点的人办理 ({who.label} works at service point "
+                f"{who.service_point_id}; person {subject.person_id} belongs to service "
+                f"point {subject.service_point_id})")
+    if who.role is Role.MEMBER:
+        if subject.person_id == who.person_id or who.person_id in subject.linked:
+            return None
+        return (f"成员只能查看和办理本人及关联亲属的事务 (person {who.person_id} may act "
+                f"only for themself and the people linked to them, not for person "
+                f"{subject.person_id})")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who performs an act, as recorded with it: an enrolled person or a staff member,
+    and ``by``: the authenticated caller acting for that person ("staff:3" acting for
+    an elder without a phone), or acting alone ("operator:1", "program:app") when
+    neither a person nor a staff member acts."""
+
+    person_id: int = 0
+    staff_id: int = 0
+    by: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.label) > MAX_ACTOR_CHARS:
+            raise InvariantViolation("an actor label fits the actor columns")
+
+    @property
+    def label(self) -> str:
+        own = (f"person:{self.person_id}" if self.person_id
+               else f"staff:{self.staff_id}" if self.staff_id else "")
+        if self.by and own:
+            return f"{self.by} for {own}"
+        return self.by or own
+
+    @property
+    def district(self) -> bool:
+        """Acts for the district (staff, or an operator or program acting alone), not
+        as a person."""
+        return bool(self.staff_id) or (bool(self.by) and not self.person_id)
+
+
+def _mismatch(named: str, who: Principal) -> str:
+    return (f"请求中的办理人与登录身份不符 (the actor in the request ({named}) is not "
+            f"the caller ({who.label.replace(':', ' ')}))")
+
+
+def acting(who: Principal, person_id: int = 0, staff_id: int = 0) -> Actor | str:
+    """The actor recorded for a call by ``who`` whose request names ``person_id`` or
+    ``staff_id`` as its actor (both 0: none named); or why the request's actor is
+    refused. A staff id must be the caller's own; a person is the caller themself (a
+    member), or the person staff, an operator or a program act for."""
+    if person_id and staff_id:
+        raise InvariantViolation("a request names one actor")
+    if staff_id:
+        if who.role is Role.STAFF and who.staff_id == staff_id:
+            return Actor(staff_id=staff_id)
+        return _mismatch(f"staff {staff_id}", who)
+    if who.role is Role.MEMBER:
+        if person_id in (0, who.person_id):
+            return Actor(person_id=who.person_id)
+        return _mismatch(f"person {person_id}", who)
+    if who.role is Role.STAFF:
+        return (Actor(person_id=person_id, by=who.label) if person_id
+                else Actor(staff_id=who.staff_id))
+    return Actor(person_id=person_id, by=who.label)
+
+
+__all__ = ["ANYONE", "MAX_ACTOR_CHARS", "PUBLIC", "RULES", "Actor", "Principal", "Role",
+           "Rule", "Scope", "Subject", "acting", "may_call", "may_touch"]
