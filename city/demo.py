@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ from city.audit import audit_data_dir
 from city.launcher import (
     CLEARINGHOUSE,
     DEV_CLOCK_ENV,
+    METRICS_ENV,
     CityLayout,
     CityProcesses,
     LaunchError,
@@ -73,6 +75,8 @@ JN, GL, QX = "320115", "320106", "320113"
 NAMES = {JN: "江宁区", GL: "鼓楼区", QX: "栖霞区"}
 GRANT_MINUTES = 600
 STAFF_PASSWORD = "演示密码 demo-only"
+#: The staff member at each district's service point.
+STAFF = {JN: "陈静", GL: "周敏", QX: "吴刚"}
 WAIT_SECONDS = 30.0
 
 
@@ -87,6 +91,11 @@ class Character:
     @property
     def id_number(self) -> str:
         return id_card_with_check_digit(self.id_first17)
+
+    @property
+    def phone(self) -> str:
+        """A mobile number of her own (made up from her ID number's last digits)."""
+        return "139" + self.id_first17[-8:]
 
 
 DAUGHTER = Character("daughter", "李秀英", "32011519630612024", False,
@@ -205,7 +214,7 @@ def key() -> str:
 def enrol(node: Node, c: Character, home: str = "") -> node_pb2.Person:
     person = node.call(node.stub.EnrolPerson, node_pb2.EnrolPersonRequest(
         idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name=c.name,
-        id_number=c.id_number, phone="13912340000", priority=c.priority, home_node_id=home))
+        id_number=c.id_number, phone=c.phone, priority=c.priority, home_node_id=home))
     node.people[c.key] = person
     node.client.remember(person)
     return person
@@ -295,7 +304,7 @@ def one_policy(city: City) -> dict[str, Any]:
 
 def earn_in_jiangning(city: City) -> None:
     jn = city.nodes[JN]
-    desk(jn, "JN-DS-01", "东山街道佛城西路社区服务点", "陈静")
+    desk(jn, "JN-DS-01", "东山街道佛城西路社区服务点", STAFF[JN])
     daughter, neighbour = enrol(jn, DAUGHTER), enrol(jn, NEIGHBOUR)
     jn.call(jn.staff.Grant, node_pb2.GrantRequest(
         idempotency_key=key(), person_id=neighbour.id, minutes=GRANT_MINUTES,
@@ -338,7 +347,7 @@ def earn_in_jiangning(city: City) -> None:
 
 def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
     jn, gl = city.nodes[JN], city.nodes[GL]
-    desk(gl, "GL-HJ-01", "湖南路街道为老服务中心", "周敏")
+    desk(gl, "GL-HJ-01", "湖南路街道为老服务中心", STAFF[GL])
     mother, helper = enrol(gl, MOTHER), enrol(gl, HELPER)
     mother_in_jn = enrol(jn, MOTHER, home=GL)
     jn.call(jn.staff.LinkPeople, node_pb2.LinkPeopleRequest(
@@ -490,7 +499,7 @@ def _order_events(tx: Any, order_id: int) -> list[Any]:
 
 def move_to_qixia(city: City) -> node_pb2.Claim:
     jn, qx = city.nodes[JN], city.nodes[QX]
-    desk(qx, "QX-XL-01", "仙林街道综合服务站", "吴刚")
+    desk(qx, "QX-XL-01", "仙林街道综合服务站", STAFF[QX])
     arrived = enrol(qx, DAUGHTER, home=JN)
     before = balance(jn, DAUGHTER)
     claim = jn.call(jn.stub.MovePerson, node_pb2.MovePersonRequest(
@@ -749,11 +758,23 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     return 0 if ok else 1
 
 
+def keep_metrics(processes: CityProcesses, city_layout: CityLayout) -> None:
+    """Each process's Prometheus metrics at the end, beside its log (``<name>.metrics``):
+    what an operator's monitoring would have scraped (and names nobody: ADR 0016)."""
+    for name in city_layout.names:
+        address = processes.metrics_address(name)
+        if address is None:
+            continue
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
+            text = answer.read().decode("utf-8")
+        (city_layout.logs_dir / f"{name}.metrics").write_text(text, encoding="utf-8")
+
+
 def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
     echo("[bold]timebank demo[/] — a city's time banks as one (通存通兑): the clearinghouse "
          "and three district nodes, each its own process")
     city_layout = layout(root)
-    with CityProcesses(city_layout, dev_clock=True) as processes:
+    with CityProcesses(city_layout, dev_clock=True, env=METRICS_ENV) as processes:
         processes.start_all()
         table = Table(box=None, padding=(0, 2))
         for col in ("process", "pid", "address", "data"):
@@ -787,6 +808,7 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
                        for n, node in city.nodes.items()}
             city.step(f"{NAMES[JN]}'s ledger after it all", render_report(reports[JN]))
+            keep_metrics(processes, city_layout)
         finally:
             for node in nodes.values():
                 node.close()

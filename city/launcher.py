@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -402,6 +403,11 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
 
 # ------------------------------------------------------------------ processes
 
+#: An environment that gives every process a Prometheus endpoint on a free port.
+METRICS_ENV = {"TIMEBANK_SERVER_METRICS_LISTEN": f"{HOST}:0",
+               "TIMEBANK_CLEARINGHOUSE_METRICS_LISTEN": f"{HOST}:0"}
+_METRICS_PORT = re.compile(r"serving\b.*?\bmetrics_port[\"=: ]+(\d+)")
+
 
 def _child_env(dev_clock: bool, extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CONFIG_ENV_PREFIXES)}
@@ -477,6 +483,13 @@ class CityProcesses:
     def log_file(self, name: str) -> Path:
         self._check(name)
         return self.city.logs_dir / f"{name}.log"
+
+    def metrics_address(self, name: str) -> str | None:
+        """Where the process serves Prometheus metrics, as its latest ``serving`` line
+        says (started with ``METRICS_ENV``); None if it serves none."""
+        text = self.log_file(name).read_text(encoding="utf-8", errors="replace")
+        found = _METRICS_PORT.findall(text)
+        return f"{HOST}:{found[-1]}" if found and found[-1] != "0" else None
 
     def command(self, name: str) -> list[str]:
         """The command line that runs ``name``."""

@@ -16,6 +16,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from city.cli import app
+from city.demo import DAUGHTER, HELPER, MOTHER, NEIGHBOUR, STAFF
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,6 +92,27 @@ def test_demo_keeps_the_city_with_data_dir(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["head_hash"] == summary["ledgers"]["320115"]["head_hash"]
 
+    nothing_personal_in_logs_or_metrics(data)
+
     again = runner.invoke(app, ["demo", "--data-dir", str(data)])
     assert again.exit_code == 1
     assert "not an empty directory" in again.stderr
+
+
+def nothing_personal_in_logs_or_metrics(data: Path) -> None:
+    """Every log line and every metric the demo city's four processes produced names no
+    one: no name, ID number or phone of the people it enrolled or of its staff (the
+    story enrols them, refuses a payment without consent, logs staff and an elder in)."""
+    logs = data / "logs"
+    produced = {p.name: p.read_text(encoding="utf-8") for p in sorted(logs.iterdir())}
+    names = ("clearinghouse", "320115", "320106", "320113")
+    assert {f"{n}.log" for n in names} | {f"{n}.metrics" for n in names} <= set(produced)
+    for n in names:  # real output: the processes logged their calls and exported counters
+        assert " rpc " in produced[f"{n}.log"] or '"rpc"' in produced[f"{n}.log"], n
+        assert "_rpcs_total{" in produced[f"{n}.metrics"], n
+    personal = [value for c in (DAUGHTER, MOTHER, NEIGHBOUR, HELPER)
+                for value in (c.name, c.id_number, c.phone)]
+    personal += list(STAFF.values())
+    for file, text in produced.items():
+        for value in personal:
+            assert value not in text, f"{value!r} appears in {file}"

@@ -257,7 +257,8 @@ def test_refusals_are_one_line_with_the_status_name(town: Town) -> None:
     refused("node", "positions", "--config", town.config(JN), "--node-id", "320106",
             starts="NOT_FOUND: district 320106 is not admitted")
     # Without a client certificate the clearinghouse cannot be asked.
-    ca_only = {"TIMEBANK_CA": CA_ENV["TIMEBANK_CA"]}
+    ca_only = {"TIMEBANK_CA": CA_ENV["TIMEBANK_CA"],
+               "TIMEBANK_TOKEN": token_for(("node", "positions", "--node", jn))}
     result = subprocess.run([sys.executable, "-m", "city", "node", "positions", "--node", jn,
                              "--node-id", JN], capture_output=True, text=True,
                             encoding="utf-8", timeout=60, cwd=ROOT,

@@ -51,7 +51,7 @@ def key() -> str:
 
 PASSWORD = "correct horse battery staple"
 #: The request fields that name an actor.
-ACTOR_FIELDS = ("requested_by", "verifier", "raised_by", "cancelled_by")
+ACTOR_FIELDS = ("requested_by", "verifier", "raised_by", "cancelled_by", "granted_by", "revoked_by")
 #: Calls a volunteer makes themself (their account, by the order's volunteer).
 VOLUNTEER_STEPS = ("CheckIn", "CheckOut")
 

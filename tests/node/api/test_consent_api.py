@@ -11,6 +11,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from node.domain.access import Role
 from tests.node.api.support import TIMEOUT, Api, key, person, staff
 from timebank.v1 import node_pb2 as pb
 
@@ -184,6 +185,7 @@ def test_bounds_of_a_standing_consent(api: Api, family: Family) -> None:
 ])
 def test_bad_consents_are_refused(api: Api, family: Family, change: dict[str, object],
                                   reason: str) -> None:
+    api.login(Role.STAFF, family.desk)  # the desk's session, before the snapshot
     with api.unchanged(), pytest.raises(grpc.RpcError) as e:
         _grant(api, family, staff(family.desk), **change)  # type: ignore[arg-type]
     assert e.value.code() == INVALID
