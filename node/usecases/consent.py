@@ -18,6 +18,7 @@ from datetime import datetime
 from node.domain import consent as model
 from node.domain.consent import Consent, ConsentKind, Cover
 from node.domain.orders import OrderState, PaymentSource
+from node.domain.policy import Relation
 from node.storage.consents import ConsentUseRecord
 from node.storage.people import PersonRecord
 from node.usecases.app import Tx
@@ -55,21 +56,25 @@ def _home_payer(tx: Tx, payer_id: int) -> PersonRecord:
 
 
 def _by(tx: Tx, actor: Actor, payer: PersonRecord, grantee_ref: str,
-        what: tuple[str, str]) -> str:
-    """Who acts for the payer, as recorded: the payer themself, their proxy or family,
-    or staff recording it for them ("staff:3 for person:5"). The person whose services
-    the consent pays for never grants or revokes it for the payer."""
+        what: tuple[str, str], *, granting: bool) -> str:
+    """Who acts for the payer, as recorded: the payer themself, someone the payer made
+    their proxy (委托人), or staff recording it for them ("staff:3 for person:5"). Other
+    family may revoke (that only protects the payer) but never grant: a sibling cannot
+    give away the payer's hours. The person whose services the consent pays for never
+    grants or revokes it for the payer."""
     require_actor(tx, actor)
     if actor.person_id == payer.id:
         return actor.label
     if actor.person_id:
         me = tx.repo.people.get(actor.person_id)
-        if me.person_ref == grantee_ref or not acts_for(tx, actor, payer.id):
+        allowed = (Relation.PROXY in tx.repo.people.relations(payer.id, actor.person_id)
+                   if granting else acts_for(tx, actor, payer.id))
+        if me.person_ref == grantee_ref or not allowed:
             raise PermissionDenied(
                 f"只有付款人本人、其代理人或工作人员可以{what[0]} (person {actor.person_id} may "
-                f"not {what[1]} for person {payer.id}: only the payer, their proxy or "
-                "family, or staff may, and never the person the consent pays for)",
-                "NOT_AUTHORISED")
+                f"not {what[1]} for person {payer.id}: only the payer, their proxy"
+                f"{'' if granting else ' or family'}, or staff may, and never the person "
+                "the consent pays for)", "NOT_AUTHORISED")
     return f"{actor.label} for person:{payer.id}"
 
 
@@ -97,7 +102,8 @@ def grant_consent(tx: Tx, payer_id: int, grantee_id: int, grantee_ref: str,
     if ref == payer.person_ref:
         raise InvalidArgument("本人使用自己的时间无需同意 (a person's own hours need no consent)",
                               "CONSENT_TO_SELF")
-    label = _by(tx, granted_by, payer, ref, ("授予同意", "grant consent"))
+    label = _by(tx, granted_by, payer, ref, ("授予同意", "grant consent"),
+                granting=True)
     t = model.terms(kind, max_minutes, total_minutes, until, order_id or None, tx.now,
                     tx.repo.consents.active_count(payer.id, tx.now))
     if order_id:
@@ -122,7 +128,8 @@ def revoke_consent(tx: Tx, consent_id: int, revoked_by: Actor) -> ConsentView:
     """No new redemption is paid under it from now on; minutes held under it stay held."""
     found = tx.repo.consents.get(consent_id)
     payer = tx.repo.people.get(found.payer_id)
-    label = _by(tx, revoked_by, payer, found.grantee_ref, ("撤销同意", "revoke consent"))
+    label = _by(tx, revoked_by, payer, found.grantee_ref, ("撤销同意", "revoke consent"),
+                granting=False)
     after = model.revoked(found, tx.now, label[:model.MAX_ACTOR_CHARS])
     tx.repo.consents.update(found, after)
     return _view(tx, after)

@@ -246,3 +246,29 @@ def test_a_confirmation_is_used_once_by_concurrent_acceptances(api: Api,
     (used,) = api.stub.ListConsents(pb.ListConsentsRequest(payer_id=f.daughter),
                                     timeout=TIMEOUT).consents
     assert (used.id, used.state, used.used_minutes) == (once.id, pb.CONSENT_STATE_USED, 30)
+
+
+def test_family_may_revoke_but_only_the_payers_proxy_may_grant(api: Api,
+                                                                family: Family) -> None:
+    """A brother linked to the payer as family cannot give her hours away (nothing is
+    granted); once she names him her proxy (委托人) he may, and the record says he acted
+    for her. Family may always withdraw a consent: that only protects the payer."""
+    f = family
+    brother = api.enrol("王强", 1968).id
+    api.link(f.daughter, brother, pb.LINK_KIND_SIBLING, f.desk)
+    request = pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_id=f.mother,
+        kind=pb.CONSENT_KIND_STANDING, max_minutes=60, granted_by=person(brother))
+    api.refused("GrantConsent", request, DENIED, reason="NOT_AUTHORISED",
+                says=("代理人", "their proxy, or staff"))
+    standing = _grant(api, f, staff(f.desk))
+    revoked: pb.Consent = api.call("RevokeConsent", pb.RevokeConsentRequest(
+        idempotency_key=key(), consent_id=standing.id, revoked_by=person(brother)))
+    assert revoked.state == pb.CONSENT_STATE_REVOKED
+    assert revoked.revoked_by == f"person:{brother} for person:{f.daughter}"
+
+    api.link(f.daughter, brother, pb.LINK_KIND_PROXY, f.desk)
+    request.idempotency_key = key()
+    granted: pb.Consent = api.call("GrantConsent", request)
+    assert granted.in_force
+    assert granted.granted_by == f"person:{brother} for person:{f.daughter}"
