@@ -487,7 +487,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                       context: grpc.ServicerContext) -> pb.Consent:
         def run(tx: Tx) -> pb.Consent:
             consent_id = convert.required_id(request.consent_id, "consent_id")
-            access.require_person(tx, caller(), tx.repo.consents.get(consent_id).payer_id)
+            access.require_consent(tx, caller(), consent_id)
             by = _actor(tx, request.HasField("revoked_by"), request.revoked_by, "revoked_by")
             return convert.consent_pb(consent.revoke_consent(tx, consent_id, by))
 

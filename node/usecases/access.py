@@ -56,6 +56,11 @@ def require_order(tx: Tx, who: Principal, order_id: int) -> None:
     require_person(tx, who, order.recipient_id)
 
 
+def require_consent(tx: Tx, who: Principal, consent_id: int) -> None:
+    """``who`` may act on a consent: whoever may act on its payer's records."""
+    require_person(tx, who, tx.repo.consents.get(consent_id).payer_id)
+
+
 def require_entry(tx: Tx, who: Principal, seq: int) -> None:
     """Staff reverse only entries that touch no one outside their service point (the
     people whose hours the entry moved)."""
