@@ -11,6 +11,7 @@ district's database to recompute its hash chain. A code is one of
     donation_pool                 donated minutes (their origin: donated)
     city_grant                    the city fund (its origin: granted)
     clearing                      the district's position toward the clearinghouse
+    settlement                    what the district's closed periods settled (ADR 0019)
 
 where a PersonRef is the city-wide pseudonym of a person, 64 lowercase hex characters,
 and an origin says where minutes came from (they keep it wherever they go). Parsing
@@ -56,6 +57,7 @@ class AccountKind(StrEnum):
     DONATION_POOL = "donation_pool"
     CITY_GRANT = "city_grant"
     CLEARING = "clearing"
+    SETTLEMENT = "settlement"
 
 
 # The kinds whose code names no origin, and the origin each has all the same.
@@ -64,6 +66,7 @@ _IMPLIED_ORIGIN: dict[AccountKind, Origin | None] = {
     AccountKind.DONATION_POOL: Origin.DONATED,
     AccountKind.CITY_GRANT: Origin.GRANTED,
     AccountKind.CLEARING: None,
+    AccountKind.SETTLEMENT: None,
 }
 
 

@@ -87,6 +87,43 @@ class PolicyError(ValueError):
     """The policy text is not usable; the message says which setting and why."""
 
 
+class OnDefault(StrEnum):
+    """What the city does, decided ahead of time, when a district does not settle the
+    net debit of a final statement (``timebank.settlement``)."""
+
+    CARRY = "carry"  # its debit carries into the next period, disputed
+    RESERVE = "reserve"  # the city reserve pays it (as Nanjing's fund guarantees)
+
+
+class Schedule(StrEnum):
+    """When the clearinghouse closes settlement periods by itself."""
+
+    MANUAL = "manual"  # only when the bureau runs `timebank clearinghouse settle`
+    MONTHLY = "monthly"  # each calendar month (city time), ``close_after_days`` into the next
+
+
+#: The highest money rate a policy may set: 10,000 yuan an hour, far above any real one.
+MAX_RATE_FEN_PER_HOUR = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementRules:
+    """The ``[settlement]`` table: the fund's rate in integer fen (0.01 yuan) per hour of
+    service (0: the statement carries no money), what happens when a district does not
+    settle, and when periods close by themselves."""
+
+    rate_fen_per_hour: int = 0
+    on_default: OnDefault = OnDefault.CARRY
+    schedule: Schedule = Schedule.MANUAL
+    close_after_days: int = 3  # monthly: the day of the next month closing may start
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rate_fen_per_hour <= MAX_RATE_FEN_PER_HOUR:
+            raise PolicyError(f"settlement.rate_fen_per_hour must be 0..{MAX_RATE_FEN_PER_HOUR}")
+        if not 1 <= self.close_after_days <= 28:
+            raise PolicyError("settlement.close_after_days must be 1..28")
+
+
 def policy_sha256(text: str) -> bytes:
     """The policy's digest: SHA-256 of its text's UTF-8 bytes, as published."""
     return hashlib.sha256(text.encode("utf-8")).digest()
@@ -118,6 +155,7 @@ class Policy:
     grant_budget_minutes: int = hours(100_000)
     max_order_minutes: int = MAX_ORDER_MINUTES
     categories: tuple[Category, ...] = DEFAULT_CATEGORIES
+    settlement: SettlementRules = SettlementRules()
     source_toml: str = ""
     digest: str = field(default="")
 
@@ -162,7 +200,7 @@ class Policy:
 _KNOWN_KEYS = {
     "rounding_unit_minutes", "cap_hours", "daily_cap_minutes", "publicity_days",
     "group_hours_donate_only", "donation_priority_reserve_hours", "grant_budget_hours",
-    "max_order_minutes", "redeem", "categories",
+    "max_order_minutes", "redeem", "categories", "settlement",
 }
 
 
@@ -218,6 +256,7 @@ def load_policy(text: str) -> Policy:
         if extra:
             raise PolicyError(f"unknown category settings: {', '.join(extra)}")
         categories = tuple(Category(c["code"], c["name"]) for c in raw)
+    settlement = _settlement_rules(doc.get("settlement", {}))
     donate_only = doc.get("group_hours_donate_only", True)
     if not isinstance(donate_only, bool):
         raise PolicyError("group_hours_donate_only must be true or false")
@@ -235,9 +274,32 @@ def load_policy(text: str) -> Policy:
         grant_budget_minutes=hours(integer("grant_budget_hours", 100_000)),
         max_order_minutes=integer("max_order_minutes", MAX_ORDER_MINUTES),
         categories=categories,
+        settlement=settlement,
         source_toml=text,
         digest=policy_sha256(text).hex(),
     )
+
+
+def _settlement_rules(table: object) -> SettlementRules:
+    if not isinstance(table, dict):
+        raise PolicyError("[settlement] must be a table")
+    unknown = set(table) - {"rate_fen_per_hour", "on_default", "schedule", "close_after_days"}
+    if unknown:
+        raise PolicyError(f"unknown [settlement] settings: {', '.join(sorted(unknown))}")
+    rate = table.get("rate_fen_per_hour", 0)
+    days = table.get("close_after_days", 3)
+    for key, value in (("rate_fen_per_hour", rate), ("close_after_days", days)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise PolicyError(f"settlement.{key} must be a whole number")
+    try:
+        on_default = OnDefault(table.get("on_default", OnDefault.CARRY.value))
+    except ValueError:
+        raise PolicyError('settlement.on_default is "carry" or "reserve"') from None
+    try:
+        schedule = Schedule(table.get("schedule", Schedule.MANUAL.value))
+    except ValueError:
+        raise PolicyError('settlement.schedule is "manual" or "monthly"') from None
+    return SettlementRules(rate, on_default, schedule, days)
 
 
 DEFAULT_POLICY_TOML = """\

@@ -1547,3 +1547,616 @@ class ClearinghouseKeyRotation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClearinghouseKeyRotation: _TypeAlias = ClearinghouseKeyRotation  # noqa: Y015
+
+@_typing.final
+class SettlementLine(_message.Message):
+    """---------------------------------------------------------------- settlement (issue 16)
+    See timebank/settlement.py and docs/decisions/0019-settlement.md. All amounts are
+    integer minutes or integer fen (0.01 yuan). Every repeated field is sorted as stated,
+    so that one statement has one encoding to recompute and compare.
+
+    One district's line of a statement.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    OPENING_MINUTES_FIELD_NUMBER: _builtins.int
+    NET_MINUTES_FIELD_NUMBER: _builtins.int
+    OWED_MINUTES_FIELD_NUMBER: _builtins.int
+    OWING_MINUTES_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    CLAIMS_SHA256_FIELD_NUMBER: _builtins.int
+    FEN_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    opening_minutes: _builtins.int
+    """Carried in from earlier periods (a default the policy carries forward): + owed to
+    the district, - it owes. Zero for a district that settled everything.
+    """
+    net_minutes: _builtins.int
+    """this period's completed claims: + owed to it, - it owes"""
+    owed_minutes: _builtins.int
+    """gross: what other districts' people spent here"""
+    owing_minutes: _builtins.int
+    """gross: what its people spent elsewhere (and moves out)"""
+    claims: _builtins.int
+    """completed claims it is a party to"""
+    claims_sha256: _builtins.bytes
+    """timebank.settlement.claims_digest of those claims"""
+    fen: _builtins.int
+    """money for opening + net at the rate: + receives, - pays"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        opening_minutes: _builtins.int = ...,
+        net_minutes: _builtins.int = ...,
+        owed_minutes: _builtins.int = ...,
+        owing_minutes: _builtins.int = ...,
+        claims: _builtins.int = ...,
+        claims_sha256: _builtins.bytes = ...,
+        fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "claims_sha256", b"claims_sha256", "fen", b"fen", "net_minutes", b"net_minutes", "node_id", b"node_id", "opening_minutes", b"opening_minutes", "owed_minutes", b"owed_minutes", "owing_minutes", b"owing_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementLine: _TypeAlias = SettlementLine  # noqa: Y015
+
+@_typing.final
+class SettlementFlow(_message.Message):
+    """A gross bilateral total: the debtor's people spent `minutes` with the creditor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDITOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    DEBTOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    creditor_node_id: _builtins.str
+    debtor_node_id: _builtins.str
+    minutes: _builtins.int
+    claims: _builtins.int
+    def __init__(
+        self,
+        *,
+        creditor_node_id: _builtins.str = ...,
+        debtor_node_id: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+        claims: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "minutes", b"minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementFlow: _TypeAlias = SettlementFlow  # noqa: Y015
+
+@_typing.final
+class SettlementTransfer(_message.Message):
+    """One transfer of the netted settlement: `from` pays `to`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_NODE_ID_FIELD_NUMBER: _builtins.int
+    TO_NODE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    from_node_id: _builtins.str
+    """a node id, or "reserve" for the city reserve"""
+    to_node_id: _builtins.str
+    amount: _builtins.int
+    """minutes (transfers) or fen (payments)"""
+    def __init__(
+        self,
+        *,
+        from_node_id: _builtins.str = ...,
+        to_node_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "from_node_id", b"from_node_id", "to_node_id", b"to_node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementTransfer: _TypeAlias = SettlementTransfer  # noqa: Y015
+
+@_typing.final
+class SettlementStatement(_message.Message):
+    """kind "settlement", signed by the clearinghouse: a closed period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    HEAD_NOTE_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SHA256_FIELD_NUMBER: _builtins.int
+    POLICY_SHA256_FIELD_NUMBER: _builtins.int
+    RATE_FEN_PER_HOUR_FIELD_NUMBER: _builtins.int
+    ON_DEFAULT_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    FLOWS_FIELD_NUMBER: _builtins.int
+    TRANSFERS_FIELD_NUMBER: _builtins.int
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    RESIDUE_FEN_FIELD_NUMBER: _builtins.int
+    RESERVE_OPENING_MINUTES_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    EXCLUDED_CLAIM_IDS_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    """1, 2, 3 ... one per period, in order, no gap"""
+    revision: _builtins.int
+    """1; a bureau decision that revises a statement: 2, 3 ..."""
+    period: _builtins.str
+    """"2026-11", or the label given with a log size"""
+    start: _builtins.int
+    """the period's log leaves are [start, end)"""
+    end: _builtins.int
+    head_note: _builtins.str
+    """the tree head of size >= end it cites, as a C2SP"""
+    previous_sha256: _builtins.bytes
+    """identity of the statement of serial - 1 (final revision)"""
+    policy_sha256: _builtins.bytes
+    """the city policy in force at closing (empty: none)"""
+    rate_fen_per_hour: _builtins.int
+    """0: the policy sets no rate; no money figures"""
+    on_default: _builtins.str
+    """what the policy does with an unsettled debit: carry, reserve"""
+    residue_fen: _builtins.int
+    """rounding: what the reserve pays (+) or keeps (-)"""
+    reserve_opening_minutes: _builtins.int
+    """the reserve's side of the carried openings"""
+    claims: _builtins.int
+    """completed claims settled"""
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp:
+        """checkpoint with a quorum of district cosignatures"""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettlementLine]:
+        """by node id; every admitted district"""
+
+    @_builtins.property
+    def flows(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettlementFlow]:
+        """by (creditor, debtor)"""
+
+    @_builtins.property
+    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettlementTransfer]:
+        """minutes, netted: at most lines - 1"""
+
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettlementTransfer]:
+        """fen, netted (the reserve takes the residue)"""
+
+    @_builtins.property
+    def excluded_claim_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """excluded by the bureau's decision (sorted)"""
+
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        period: _builtins.str = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        head_note: _builtins.str = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+        previous_sha256: _builtins.bytes = ...,
+        policy_sha256: _builtins.bytes = ...,
+        rate_fen_per_hour: _builtins.int = ...,
+        on_default: _builtins.str = ...,
+        lines: _abc.Iterable[Global___SettlementLine] | None = ...,
+        flows: _abc.Iterable[Global___SettlementFlow] | None = ...,
+        transfers: _abc.Iterable[Global___SettlementTransfer] | None = ...,
+        payments: _abc.Iterable[Global___SettlementTransfer] | None = ...,
+        residue_fen: _builtins.int = ...,
+        reserve_opening_minutes: _builtins.int = ...,
+        claims: _builtins.int = ...,
+        excluded_claim_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "closed_at", b"closed_at", "end", b"end", "excluded_claim_ids", b"excluded_claim_ids", "flows", b"flows", "head_note", b"head_note", "lines", b"lines", "on_default", b"on_default", "payments", b"payments", "period", b"period", "policy_sha256", b"policy_sha256", "previous_sha256", b"previous_sha256", "rate_fen_per_hour", b"rate_fen_per_hour", "reserve_opening_minutes", b"reserve_opening_minutes", "residue_fen", b"residue_fen", "revision", b"revision", "serial", b"serial", "start", b"start", "transfers", b"transfers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementStatement: _TypeAlias = SettlementStatement  # noqa: Y015
+
+@_typing.final
+class SettlementCountersign(_message.Message):
+    """kind "settlement.countersign", signed by a district: its side of the statement holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SERIAL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    STATEMENT_SHA256_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    serial: _builtins.int
+    revision: _builtins.int
+    statement_sha256: _builtins.bytes
+    """the statement's envelope identity"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        serial: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        statement_sha256: _builtins.bytes = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "node_id", b"node_id", "revision", b"revision", "serial", b"serial", "statement_sha256", b"statement_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementCountersign: _TypeAlias = SettlementCountersign  # noqa: Y015
+
+@_typing.final
+class DisputedClaim(_message.Message):
+    """One claim a district disputes, and how its own ledger differs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    STATEMENT_MINUTES_FIELD_NUMBER: _builtins.int
+    LEDGER_MINUTES_FIELD_NUMBER: _builtins.int
+    claim_id: _builtins.str
+    reason: _builtins.str
+    """MISSING_HERE, NOT_COMPLETED_HERE, MINUTES_DIFFER,"""
+    statement_minutes: _builtins.int
+    """PARTIES_DIFFER, SETTLED_BEFORE, OMITTED
+    0 where the statement does not list it
+    """
+    ledger_minutes: _builtins.int
+    """0 where the district's ledger does not have it"""
+    def __init__(
+        self,
+        *,
+        claim_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        statement_minutes: _builtins.int = ...,
+        ledger_minutes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "ledger_minutes", b"ledger_minutes", "reason", b"reason", "statement_minutes", b"statement_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisputedClaim: _TypeAlias = DisputedClaim  # noqa: Y015
+
+@_typing.final
+class SettlementDispute(_message.Message):
+    """kind "settlement.dispute", signed by a district: its side does not hold, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SERIAL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    STATEMENT_SHA256_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    serial: _builtins.int
+    revision: _builtins.int
+    statement_sha256: _builtins.bytes
+    detail: _builtins.str
+    """what differs besides claims (totals, digest)"""
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___DisputedClaim]:
+        """by claim id; at most 256"""
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        serial: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        statement_sha256: _builtins.bytes = ...,
+        claims: _abc.Iterable[Global___DisputedClaim] | None = ...,
+        detail: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claims", b"claims", "detail", b"detail", "node_id", b"node_id", "revision", b"revision", "serial", b"serial", "statement_sha256", b"statement_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementDispute: _TypeAlias = SettlementDispute  # noqa: Y015
+
+@_typing.final
+class SettlementDecision(_message.Message):
+    """kind "settlement.decision", signed by the city root key: the bureau resolves disputes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    STATEMENT_SHA256_FIELD_NUMBER: _builtins.int
+    REVISE_FIELD_NUMBER: _builtins.int
+    OVERRULED_NODE_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDED_CLAIM_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    revision: _builtins.int
+    """the revision decided on"""
+    statement_sha256: _builtins.bytes
+    revise: _builtins.bool
+    """false: upheld as it stands, final without the"""
+    reason: _builtins.str
+    """why, in words the districts read"""
+    @_builtins.property
+    def overruled_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """overruled districts; true: reissue without
+        excluded_claim_ids (they roll into the next period)
+        upheld: whose disputes are overruled
+        """
+
+    @_builtins.property
+    def excluded_claim_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """revise: the claims left out (sorted)"""
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        statement_sha256: _builtins.bytes = ...,
+        revise: _builtins.bool = ...,
+        overruled_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        excluded_claim_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "excluded_claim_ids", b"excluded_claim_ids", "overruled_node_ids", b"overruled_node_ids", "reason", b"reason", "revise", b"revise", "revision", b"revision", "serial", b"serial", "statement_sha256", b"statement_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementDecision: _TypeAlias = SettlementDecision  # noqa: Y015
+
+@_typing.final
+class SettlementDefault(_message.Message):
+    """kind "settlement.default", signed by the city root key: a district did not settle its
+    net debit of a final statement; what the city policy set ahead of time follows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    STATEMENT_SHA256_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    UNPAID_MINUTES_FIELD_NUMBER: _builtins.int
+    UNPAID_FEN_FIELD_NUMBER: _builtins.int
+    TREATMENT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    """the statement's serial"""
+    statement_sha256: _builtins.bytes
+    node_id: _builtins.str
+    unpaid_minutes: _builtins.int
+    """> 0: what it owed and did not settle"""
+    unpaid_fen: _builtins.int
+    treatment: _builtins.str
+    """"carry" (its debit carries into the next period,"""
+    reason: _builtins.str
+    """disputed) or "reserve" (the city reserve pays it)"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        statement_sha256: _builtins.bytes = ...,
+        node_id: _builtins.str = ...,
+        unpaid_minutes: _builtins.int = ...,
+        unpaid_fen: _builtins.int = ...,
+        treatment: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "node_id", b"node_id", "reason", b"reason", "serial", b"serial", "statement_sha256", b"statement_sha256", "treatment", b"treatment", "unpaid_fen", b"unpaid_fen", "unpaid_minutes", b"unpaid_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementDefault: _TypeAlias = SettlementDefault  # noqa: Y015
+
+@_typing.final
+class GetSettlementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    """0: the latest"""
+    period: _builtins.str
+    """or by its label"""
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        period: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSettlementRequest: _TypeAlias = GetSettlementRequest  # noqa: Y015
+
+@_typing.final
+class Settlement(_message.Message):
+    """A statement as it stands: every revision's envelope and every act on them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENTS_FIELD_NUMBER: _builtins.int
+    COUNTERSIGNS_FIELD_NUMBER: _builtins.int
+    DISPUTES_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    DEFAULTS_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    LOG_INDEXES_FIELD_NUMBER: _builtins.int
+    final: _builtins.bool
+    """the latest revision is countersigned by every"""
+    @_builtins.property
+    def statements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Envelope (kind settlement), revision 1, 2 ..."""
+
+    @_builtins.property
+    def countersigns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Envelope (settlement.countersign)"""
+
+    @_builtins.property
+    def disputes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Envelope (settlement.dispute)"""
+
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Envelope (settlement.decision)"""
+
+    @_builtins.property
+    def defaults(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Envelope (settlement.default)"""
+
+    @_builtins.property
+    def log_indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """district or upheld by the bureau for the rest
+        the leaf of each statement revision, in order
+        """
+
+    def __init__(
+        self,
+        *,
+        statements: _abc.Iterable[_builtins.bytes] | None = ...,
+        countersigns: _abc.Iterable[_builtins.bytes] | None = ...,
+        disputes: _abc.Iterable[_builtins.bytes] | None = ...,
+        decisions: _abc.Iterable[_builtins.bytes] | None = ...,
+        defaults: _abc.Iterable[_builtins.bytes] | None = ...,
+        final: _builtins.bool = ...,
+        log_indexes: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["countersigns", b"countersigns", "decisions", b"decisions", "defaults", b"defaults", "disputes", b"disputes", "final", b"final", "log_indexes", b"log_indexes", "statements", b"statements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Settlement: _TypeAlias = Settlement  # noqa: Y015
+
+@_typing.final
+class GetSettlementClaimsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_CLAIM_ID_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    revision: _builtins.int
+    """0: the latest"""
+    node_id: _builtins.str
+    after_claim_id: _builtins.str
+    """paging: claims sorted by id, after this one"""
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        node_id: _builtins.str = ...,
+        after_claim_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_claim_id", b"after_claim_id", "node_id", b"node_id", "revision", b"revision", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSettlementClaimsRequest: _TypeAlias = GetSettlementClaimsRequest  # noqa: Y015
+
+@_typing.final
+class SettledClaimRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CREDITOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    DEBTOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    COMPLETED_INDEX_FIELD_NUMBER: _builtins.int
+    claim_id: _builtins.str
+    kind: Global___ClaimKind.ValueType
+    creditor_node_id: _builtins.str
+    debtor_node_id: _builtins.str
+    minutes: _builtins.int
+    completed_index: _builtins.int
+    """the log leaf that completed it"""
+    def __init__(
+        self,
+        *,
+        claim_id: _builtins.str = ...,
+        kind: Global___ClaimKind.ValueType = ...,
+        creditor_node_id: _builtins.str = ...,
+        debtor_node_id: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+        completed_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "completed_index", b"completed_index", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "kind", b"kind", "minutes", b"minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettledClaimRef: _TypeAlias = SettledClaimRef  # noqa: Y015
+
+@_typing.final
+class SettlementClaims(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettledClaimRef]:
+        """at most 5000, sorted by claim id"""
+
+    def __init__(
+        self,
+        *,
+        claims: _abc.Iterable[Global___SettledClaimRef] | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementClaims: _TypeAlias = SettlementClaims  # noqa: Y015

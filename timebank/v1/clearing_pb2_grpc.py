@@ -94,6 +94,16 @@ class ClearinghouseServiceStub:
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.GetPositionsRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_clearing__pb2.Positions.FromString,
                 _registered_method=True)
+        self.GetSettlement = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/GetSettlement',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.Settlement.FromString,
+                _registered_method=True)
+        self.GetSettlementClaims = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/GetSettlementClaims',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.SettlementClaims.FromString,
+                _registered_method=True)
 
 
 class ClearinghouseServiceServicer:
@@ -180,6 +190,22 @@ class ClearinghouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettlement(self, request, context):
+        """Settlement (issue 16): a period's statement with its countersignatures, disputes and
+        the bureau's acts on it; and, page by page, the claims it settles for one district.
+        Countersignatures and disputes are Submitted (kinds settlement.countersign and
+        settlement.dispute); anyone may read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSettlementClaims(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClearinghouseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +268,16 @@ def add_ClearinghouseServiceServicer_to_server(servicer, server):
                     servicer.GetPositions,
                     request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetPositionsRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_clearing__pb2.Positions.SerializeToString,
+            ),
+            'GetSettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettlement,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.Settlement.SerializeToString,
+            ),
+            'GetSettlementClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettlementClaims,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.SettlementClaims.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -568,6 +604,60 @@ class ClearinghouseService:
             '/timebank.v1.ClearinghouseService/GetPositions',
             timebank_dot_v1_dot_clearing__pb2.GetPositionsRequest.SerializeToString,
             timebank_dot_v1_dot_clearing__pb2.Positions.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/GetSettlement',
+            timebank_dot_v1_dot_clearing__pb2.GetSettlementRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.Settlement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettlementClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/GetSettlementClaims',
+            timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.SettlementClaims.FromString,
             options,
             channel_credentials,
             insecure,

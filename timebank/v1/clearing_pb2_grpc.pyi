@@ -62,6 +62,13 @@ class ClearinghouseServiceStub:
     AddCosignature: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]
     """A signed CosignBody: a witness node's cosignature on a tree head."""
     GetPositions: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.Positions]
+    GetSettlement: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementRequest, _clearing_pb2.Settlement]
+    """Settlement (issue 16): a period's statement with its countersignatures, disputes and
+    the bureau's acts on it; and, page by page, the claims it settles for one district.
+    Countersignatures and disputes are Submitted (kinds settlement.countersign and
+    settlement.dispute); anyone may read.
+    """
+    GetSettlementClaims: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.SettlementClaims]
 
 @_typing.type_check_only
 class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
@@ -89,6 +96,13 @@ class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
     AddCosignature: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]  # type: ignore[assignment]
     """A signed CosignBody: a witness node's cosignature on a tree head."""
     GetPositions: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.Positions]  # type: ignore[assignment]
+    GetSettlement: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementRequest, _clearing_pb2.Settlement]  # type: ignore[assignment]
+    """Settlement (issue 16): a period's statement with its countersignatures, disputes and
+    the bureau's acts on it; and, page by page, the claims it settles for one district.
+    Countersignatures and disputes are Submitted (kinds settlement.countersign and
+    settlement.dispute); anyone may read.
+    """
+    GetSettlementClaims: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.SettlementClaims]  # type: ignore[assignment]
 
 class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -185,5 +199,24 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _clearing_pb2.GetPositionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_clearing_pb2.Positions, _abc.Awaitable[_clearing_pb2.Positions]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSettlement(
+        self,
+        request: _clearing_pb2.GetSettlementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.Settlement, _abc.Awaitable[_clearing_pb2.Settlement]]:
+        """Settlement (issue 16): a period's statement with its countersignatures, disputes and
+        the bureau's acts on it; and, page by page, the claims it settles for one district.
+        Countersignatures and disputes are Submitted (kinds settlement.countersign and
+        settlement.dispute); anyone may read.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSettlementClaims(
+        self,
+        request: _clearing_pb2.GetSettlementClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.SettlementClaims, _abc.Awaitable[_clearing_pb2.SettlementClaims]]: ...
 
 def add_ClearinghouseServiceServicer_to_server(servicer: ClearinghouseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
