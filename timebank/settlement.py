@@ -44,6 +44,8 @@ __all__ = [
     "STATEMENT_KIND",
     "Difference",
     "Line",
+    "LogReplay",
+    "Mismatch",
     "Netting",
     "Period",
     "SettledClaim",
@@ -235,6 +237,30 @@ def net_transfers(positions: Mapping[str, int]) -> tuple[Transfer, ...]:
     return tuple(out)
 
 
+def fewest_transfers(positions: Mapping[str, int],
+                     flows: Iterable[Flow] = ()) -> tuple[Transfer, ...]:
+    """The transfers a statement names: the multilateral netting (``net_transfers``) or,
+    where the flows netted pair by pair settle the positions in fewer (the greedy rule
+    is not always the fewest when the city splits into groups that trade only among
+    themselves), those. Either way at most N − 1, and never more than the pairs."""
+    greedy = net_transfers(positions)
+    pairs: Counter[tuple[str, str]] = Counter()
+    for f in flows:
+        pairs[(f.debtor, f.creditor)] += f.minutes
+        pairs[(f.creditor, f.debtor)] -= f.minutes
+    bilateral = tuple(Transfer(payer, payee, m) for (payer, payee), m in sorted(pairs.items())
+                      if m > 0)
+    if len(bilateral) >= len(greedy):
+        return greedy
+    moved: Counter[str] = Counter()
+    for t in bilateral:
+        moved[t.payer] -= t.amount
+        moved[t.payee] += t.amount
+    settles = all(moved[k] == v for k, v in positions.items()) and \
+        set(k for k, v in moved.items() if v) <= set(positions)
+    return bilateral if settles else greedy
+
+
 def fen_of(minutes: int, rate_fen_per_hour: int) -> int:
     """``minutes`` at the rate, in whole fen, rounded half away from zero."""
     if not 0 <= rate_fen_per_hour <= MAX_RATE_FEN_PER_HOUR:
@@ -387,7 +413,7 @@ def compute(claims: Iterable[SettledClaim], districts: Iterable[str], *,
                        claims_digest(n, mine[n]), fen[n] if rate_fen_per_hour else 0)
                   for n in nodes)
     flows = tuple(Flow(c, d, gross[(c, d)], count[(c, d)]) for c, d in sorted(gross))
-    transfers = net_transfers({**closing, RESERVE: reserve_opening})
+    transfers = fewest_transfers({**closing, RESERVE: reserve_opening}, flows)
     if rate_fen_per_hour:
         payments = net_transfers({**{k: v for k, v in fen.items() if k != RESERVE},
                                   RESERVE: fen[RESERVE] + residue})
@@ -434,7 +460,7 @@ def check_sheet(sheet: Sheet) -> None:
         fail("the claim counts do not add up")
     closing = {x.node_id: x.closing_minutes for x in sheet.lines}
     closing[RESERVE] = sheet.reserve_opening_minutes
-    if list(sheet.transfers) != list(net_transfers(closing)):
+    if list(sheet.transfers) != list(fewest_transfers(closing, sheet.flows)):
         fail("the transfers are not the netting of the closing positions")
     if sheet.rate_fen_per_hour:
         fen, residue = money(closing, sheet.rate_fen_per_hour)
@@ -644,3 +670,102 @@ def parse_statement(body: bytes) -> Statement:
     if statement_body(statement) != body:
         raise SettlementError("MALFORMED", "the statement is not in its one encoding")
     return statement
+
+
+# recomputing from the log alone ------------------------------------------------------------
+
+#: The log leaf kinds settlement reads (``clearinghouse.usecases.log``): a Submit of a
+#: claim message records the state it led to; a statement, a decision and a default are
+#: recorded with their envelopes.
+CLAIM_LEAF = "claim"
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A statement in the log that its recomputation from the log does not bear out."""
+
+    serial: int
+    revision: int
+    log_index: int
+    message: str
+
+
+@dataclass(slots=True)
+class LogReplay:
+    """Recomputes every settlement statement in a log from the log's own leaves, in order.
+
+    Feed it each leaf (``feed(index, entry)``, a parsed ``timebank.v1.LogEntry``; the
+    envelopes' signatures are the caller's to check — an auditor checks them anyway).
+    Completed claims come from claim leaves; a statement's claims are those completed
+    below its end that no earlier statement (in its latest revision) settled, less the
+    claims a decision excluded; its openings come from carry defaults on the statement
+    before it. Each statement must be exactly ``compute`` of those: one mismatch is a
+    clearinghouse that signed figures its own log does not support."""
+
+    completed: dict[str, SettledClaim] = field(default_factory=dict)
+    settled_by: dict[str, int] = field(default_factory=dict)  # claim id → serial
+    statements: dict[int, Statement] = field(default_factory=dict)  # latest revision
+    carried: dict[int, dict[str, int]] = field(default_factory=dict)  # serial → openings
+    mismatches: list[Mismatch] = field(default_factory=list)
+    checked: int = 0
+
+    def feed(self, index: int, entry: pb.LogEntry) -> None:
+        if entry.kind == CLAIM_LEAF and entry.state == pb.CLAIM_STATE_COMPLETED:
+            kind = "move" if entry.claim_kind == pb.CLAIM_KIND_MOVE else "redemption"
+            self.completed[entry.claim_id] = SettledClaim(
+                entry.claim_id, entry.creditor_node_id, entry.debtor_node_id,
+                entry.minutes, kind, index)
+        elif entry.kind == STATEMENT_KIND:
+            self._statement(index, entry)
+        elif entry.kind == DEFAULT_KIND:
+            self._default(entry)
+
+    def _statement(self, index: int, entry: pb.LogEntry) -> None:
+        envelope = pb.Envelope.FromString(entry.envelope)
+        try:
+            statement = parse_statement(envelope.body)
+        except SettlementError as e:
+            self.mismatches.append(Mismatch(0, 0, index, f"unreadable statement: {e.message}"))
+            return
+        serial = statement.serial
+        # a later revision replaces the earlier: its claims are settled by it, not by both
+        for claim_id in [c for c, s in self.settled_by.items() if s == serial]:
+            del self.settled_by[claim_id]
+        excluded = set(statement.sheet.excluded)
+        mine = [c for c in self.completed.values()
+                if c.completed_index < statement.end and c.claim_id not in self.settled_by
+                and c.claim_id not in excluded]
+        try:
+            expected = compute(mine, [x.node_id for x in statement.sheet.lines],
+                               openings=self.carried.get(serial - 1, {}),
+                               rate_fen_per_hour=statement.sheet.rate_fen_per_hour,
+                               excluded=excluded)
+        except SettlementError as e:
+            expected = None
+            why = e.message
+        if expected != statement.sheet:
+            self.mismatches.append(Mismatch(
+                serial, statement.revision, index,
+                why if expected is None else _first_difference(expected, statement.sheet)))
+        for c in mine:
+            self.settled_by[c.claim_id] = serial
+        self.statements[serial] = statement
+        self.checked += 1
+
+    def _default(self, entry: pb.LogEntry) -> None:
+        body = pb.Envelope.FromString(entry.envelope).body
+        act = pb.SettlementDefault.FromString(body)
+        if act.treatment == OnDefault.CARRY.value and act.unpaid_minutes > 0:
+            openings = self.carried.setdefault(act.serial, {})
+            openings[act.node_id] = openings.get(act.node_id, 0) - act.unpaid_minutes
+
+
+def _first_difference(expected: Sheet, stated: Sheet) -> str:
+    for mine, theirs in zip(expected.lines, stated.lines, strict=False):
+        if mine != theirs:
+            return (f"district {theirs.node_id}: the log gives net {mine.net_minutes} min over "
+                    f"{mine.claims} claims, the statement {theirs.net_minutes} over "
+                    f"{theirs.claims}")
+    if len(expected.lines) != len(stated.lines):
+        return "the statement's districts are not the log's"
+    return "the statement's flows, transfers or money are not the log's"
