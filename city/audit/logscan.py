@@ -20,6 +20,7 @@ from timebank.citykeys import KEY_KINDS, CityKeys, KeyChainError
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.keys import key_id
 from timebank.merkle import HASH_SIZE
+from timebank.settlement import LogReplay
 from timebank.v1 import clearing_pb2 as pb
 
 PAGE = 1000  # rows per query, entries per GetEntries call
@@ -76,6 +77,8 @@ class LogScan:
     rosters: dict[int, tuple[int, bytes, int] | None] = field(default_factory=dict)
     _roster: tuple[int, bytes, int] | None = None
     checkpoints: dict[str, list[LoggedCheckpoint]] = field(default_factory=dict)  # by node
+    #: Every settlement statement recomputed from the leaves before it (ADR 0019).
+    settlement: LogReplay = field(default_factory=LogReplay)
     bad: BadRecord | None = None
     _roots: Frontier = field(default_factory=Frontier)
     _current: dict[str, str] = field(default_factory=dict)  # node -> current key id
@@ -107,9 +110,21 @@ class LogScan:
             self._checkpoint(idx, entry, data)
         if entry.claim_id:
             self._claim(idx, entry)
+        self._settlement(idx, entry)
         if self._roots.size in self.sizes:
             self.districts[self._roots.size] = len(set(self._current) - self._revoked)
             self.rosters[self._roots.size] = self._roster
+
+    def _settlement(self, idx: int, entry: pb.LogEntry) -> None:
+        seen = len(self.settlement.mismatches)
+        try:
+            self.settlement.feed(idx, entry)
+        except DecodeError:
+            self._fail(idx, f"the {entry.kind} leaf's envelope is not an Envelope")
+            return
+        for m in self.settlement.mismatches[seen:]:
+            self._fail(m.log_index, f"settlement statement {m.serial} (revision {m.revision}) "
+                                    f"is not what the log gives: {m.message}")
 
     def _fail(self, idx: int, problem: str) -> None:
         if self.bad is None:
@@ -269,8 +284,13 @@ class LogScan:
         return self._roots.root()
 
     def positions(self) -> dict[str, int]:
+        """Each district's net over the completed claims no statement has settled yet:
+        closing a period starts its positions (and net debit limits) afresh."""
         net: dict[str, int] = {}
+        settled = self.settlement.settled_by
         for _, entry in self.completed.values():
+            if entry.claim_id in settled:
+                continue
             net[entry.creditor_node_id] = net.get(entry.creditor_node_id, 0) + entry.minutes
             net[entry.debtor_node_id] = net.get(entry.debtor_node_id, 0) - entry.minutes
         return net
