@@ -273,7 +273,7 @@ class ClaimRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     #: The settlement statement whose posting here settled this completed claim (issue
     #: 16); 0 while none has: its minutes are still in the clearing account.
-    settled_serial: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0",
+    settled_serial: Mapped[int] = mapped_column(BigInteger, server_default="0",
                                                 index=True)
     __table_args__ = (
         CheckConstraint("settled_serial >= 0", name="settled_serial"),
