@@ -8,18 +8,24 @@ period's end, which the node proves from the log rather than disputing it)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+from city.audit.clearinghouse import open_clearinghouse
+from city.audit.district import Node, node_checks
+from city.audit.readonly import readonly_engine
+from city.audit.report import Check
 from clearinghouse.usecases import settlement as ch_settlement
 from node.domain.ledger import CLEARING
 from node.domain.settlement import SettlementState
 from node.usecases import settlement
 from node.usecases.app import Tx
-from tests.federation.conftest import CH_KEY, City
+from runtime.tls import channel
+from tests.federation.conftest import CH_KEY, CITY_ROOT, City
 from tests.federation.support import GL, JN, QX, family, order_for_mother, serve_and_record
 from tests.helpers import assert_ledger_ok
 from timebank.envelope import CLEARINGHOUSE, Signed, sign
+from timebank.keys import public_key
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
-from runtime.tls import channel
 
 
 def _sign(kind: str, body: bytes) -> Signed:
@@ -52,7 +58,28 @@ def _cosigned_size(city: City) -> int:
     return int(head.size)
 
 
-def test_a_period_closes_every_node_countersigns_and_posts(city: City) -> None:
+def _district_audit(city: City, tmp_path: Path) -> list[Check]:
+    """The offline audit's checks of every district (its ledger's chain against the
+    checkpoints the clearinghouse's log holds), from the databases alone."""
+    found: list[Check] = []
+    ch_engine = readonly_engine(f"sqlite:///{tmp_path / 'ch.sqlite3'}")
+    try:
+        with ch_engine.connect() as conn:
+            ch = open_clearinghouse("ch.sqlite3", conn, public_key(CH_KEY),
+                                    public_key(CITY_ROOT))
+            for node_id, d in city.nodes.items():
+                engine = readonly_engine(f"sqlite:///{tmp_path / f'{node_id}.sqlite3'}")
+                try:
+                    with engine.connect() as nconn:
+                        found += node_checks(Node(node_id, d.name, nconn, node_id), ch)
+                finally:
+                    engine.dispose()
+    finally:
+        ch_engine.dispose()
+    return found
+
+
+def test_a_period_closes_every_node_countersigns_and_posts(city: City, tmp_path: Path) -> None:
     f = family(city, earned=300)
     _redeem(city, f, 60)
     _redeem(city, f, 30)
@@ -87,3 +114,9 @@ def test_a_period_closes_every_node_countersigns_and_posts(city: City) -> None:
     assert carried[later].settled_serial == 0
     again = city[JN].link.settle_once()  # nothing more: serial 2 is not closed
     assert again.serial == 2 and again.state == ""
+
+    for d in city.nodes.values():  # anchor the ledgers with their settlement entries
+        assert d.link.checkpoint_now().queued
+    city.settle()
+    checks = _district_audit(city, tmp_path)
+    assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
