@@ -247,6 +247,9 @@ public_key = {q(clearinghouse_public_key)}
 # Seconds a tree head this node verified may wait for a quorum of districts to cosign
 # it before the node raises the finality alarm (a split view, or witnesses down).
 finality_seconds = {DEFAULT_FINALITY_SECONDS}
+# Seconds between the node's looks for a settlement statement to check, countersign or
+# dispute, and post once final.
+settlement_seconds = {DEFAULT_SETTLEMENT_SECONDS}
 
 # Other districts' nodes (HOST:PORT): their tree heads are compared with the log the
 # clearinghouse shows this node, so that two views of it cannot go unnoticed.
