@@ -207,8 +207,10 @@ class Settler:
         """Of the claims completed here, settled by no statement and missing from the
         list: those proven from the log to have completed before the period's end
         (omitted), and how many could not be proven either way this round."""
+        # Claims a bureau decision excluded roll into the next period: not omitted.
         found = self._app.query(settlement.unsettled_candidates,
-                                [c.claim_id for c in listed])
+                                [c.claim_id for c in listed]
+                                + list(verified.statement.sheet.excluded))
         omitted: list[str] = []
         unproven = 1 if found.more else 0
         heads: dict[int, transparency.Head] = {}

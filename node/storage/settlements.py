@@ -83,6 +83,12 @@ class SettlementRepo:
                                 .where(SETTLEMENTS.c.posted_serial == serial)).first()
         return None if row is None else record(SettlementRecord, row)
 
+    def answered_by(self, outbox_id: int) -> SettlementRecord | None:
+        """The statement whose answer is outbox message ``outbox_id``."""
+        row = self.conn.execute(select(SETTLEMENTS)
+                                .where(SETTLEMENTS.c.outbox_id == outbox_id)).first()
+        return None if row is None else record(SettlementRecord, row)
+
     def last_posted_serial(self) -> int:
         found = self.conn.execute(select(func.max(SETTLEMENTS.c.posted_serial))).scalar()
         return int(found or 0)

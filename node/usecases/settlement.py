@@ -214,7 +214,7 @@ class Candidates:
 
 def unsettled_candidates(tx: Tx, listed: Sequence[str], limit: int = MAX_OMITTED_CHECKS,
                          ) -> Candidates:
-    if not 0 < limit <= MAX_OMITTED_CHECKS or len(listed) > MAX_LINE_CLAIMS:
+    if not 0 < limit <= MAX_OMITTED_CHECKS or len(listed) > 2 * MAX_LINE_CLAIMS:
         raise InvariantViolation("unsettled claims are checked in bounded rounds")
     skip = set(listed)
     found = [c.claim_id for c in tx.repo.settlements.unsettled(
@@ -283,6 +283,22 @@ def decide(tx: Tx, serial: int, revision: int, listed: Sequence[SettledClaim],
     found = tx.repo.settlements.get(serial, revision)
     assert found is not None
     return found
+
+
+#: The outbox kinds of this node's answers to a statement.
+ANSWER_KINDS = frozenset({COUNTERSIGN_KIND, DISPUTE_KIND})
+
+
+def answer_refused(tx: Tx, message_id: int, reason: str, message: str) -> None:
+    """The clearinghouse refused this node's countersign or dispute for good (say, a
+    revision issued meanwhile: STALE_REVISION): the statement says so to the operator;
+    the next revision, if any, is checked and answered on its own."""
+    record = tx.repo.settlements.answered_by(message_id)
+    if record is None:
+        return
+    detail = (f"清算中心拒收了本区的答复 / the clearinghouse refused this node's answer: "
+              f"{reason[:32]}: {message[:300]}")
+    tx.repo.settlements.advance(record, record.state, detail=detail)
 
 
 def _dispute(node_id: str, serial: int, revision: int, statement_sha256: bytes,
@@ -493,7 +509,7 @@ def show(tx: Tx, serial: int = 0) -> Shown:
                  tx.repo.settlements.unsettled_net())
 
 
-__all__ = ["MAX_LINE_CLAIMS", "MAX_OMITTED_CHECKS", "Candidates", "Finality", "Posted",
-           "SettlementRecord", "Shown", "Verified", "decide", "finality", "mark_final",
-           "next_serial", "post", "record_seen", "show", "statement_of",
-           "unsettled_candidates", "verify_statement"]
+__all__ = ["ANSWER_KINDS", "MAX_LINE_CLAIMS", "MAX_OMITTED_CHECKS", "Candidates", "Finality",
+           "Posted", "SettlementRecord", "Shown", "Verified", "answer_refused", "decide",
+           "finality", "mark_final", "next_serial", "post", "record_seen", "show",
+           "statement_of", "unsettled_candidates", "verify_statement"]

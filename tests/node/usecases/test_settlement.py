@@ -260,3 +260,19 @@ def test_a_second_statement_under_one_serial_and_revision_is_refused(
     with pytest.raises(FailedPrecondition) as refused:
         _seen(node_app, kit.statement(claims[:2]))
     assert refused.value.reason == "EQUIVOCATION"
+
+
+def test_an_answer_the_clearinghouse_refuses_is_shown_on_the_statement(
+        node_app: NodeApp) -> None:
+    from node.usecases import claims as claims_uc
+
+    claims, _ = _period(node_app)
+    _seen(node_app, kit.statement(claims))
+    record = node_app.execute(settlement.decide, 1, 1, kit.mine(claims))
+    assert record.outbox_id is not None
+    node_app.execute(claims_uc.apply_refusal, record.outbox_id, "FAILED_PRECONDITION",
+                     "STALE_REVISION", "第 2 版已发布 / revision 2 was issued")
+    shown = node_app.query(settlement.show, 1)
+    assert shown.record.state == SettlementState.COUNTERSIGNED
+    assert "拒收" in shown.record.detail and "STALE_REVISION" in shown.record.detail
+    assert not _outbox(node_app)  # refused for good: not sent again
