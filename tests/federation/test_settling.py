@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import update
+
 from city.audit.clearinghouse import open_clearinghouse
 from city.audit.district import Node, node_checks
 from city.audit.readonly import readonly_engine
@@ -17,14 +19,16 @@ from city.audit.report import Check
 from clearinghouse.usecases import settlement as ch_settlement
 from node.domain.ledger import CLEARING
 from node.domain.settlement import SettlementState
+from node.storage.tables import CLAIMS
 from node.usecases import settlement
 from node.usecases.app import Tx
 from runtime.tls import channel
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
 from tests.federation.support import GL, JN, QX, family, order_for_mother, serve_and_record
 from tests.helpers import assert_ledger_ok
-from timebank.envelope import CLEARINGHOUSE, Signed, sign
+from timebank.envelope import CITY, CLEARINGHOUSE, Signed, decode, identity, sign
 from timebank.keys import public_key
+from timebank.settlement import DECISION_KIND
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 
 
@@ -120,3 +124,47 @@ def test_a_period_closes_every_node_countersigns_and_posts(city: City, tmp_path:
     city.settle()
     checks = _district_audit(city, tmp_path)
     assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+def test_a_dispute_goes_to_the_bureau_and_its_decision_makes_the_statement_final(
+        city: City) -> None:
+    """江宁区's record of one claim says 10 minutes less than the clearinghouse's (its row
+    edited, as a broken node might keep it): it disputes exactly that claim through the
+    clearinghouse, nothing is final, the bureau upholds the statement by a city-signed
+    decision, and every node posts it, 江宁区 as the city decided."""
+    f = family(city, earned=300)
+    claim_id = _redeem(city, f, 60)
+    end = _cosigned_size(city)
+    city.ch.execute(ch_settlement.close, _sign, up_to=end, label="2026-11-b")
+    with city[JN].app.db.write() as conn:
+        conn.execute(update(CLAIMS).where(CLAIMS.c.claim_id == claim_id)
+                     .values(posted_minutes=50))
+
+    answers = {n: d.link.settle_once() for n, d in city.nodes.items()}
+    assert answers[JN].state == SettlementState.DISPUTED
+    assert answers[GL].state == answers[QX].state == SettlementState.COUNTERSIGNED
+    city.settle()
+    found = city.ch.query(ch_settlement.get, 1)
+    [raw] = found.disputes
+    dispute = clearing_pb2.SettlementDispute.FromString(decode(raw).body)
+    assert [(c.claim_id, c.reason, c.statement_minutes, c.ledger_minutes)
+            for c in dispute.claims] == [(claim_id, "MINUTES_DIFFER", 60, 50)]
+    assert not found.final
+    assert all(d.link.settle_once().state != SettlementState.POSTED
+               for d in city.nodes.values())
+
+    body = clearing_pb2.SettlementDecision(
+        serial=1, revision=1, statement_sha256=identity(decode(found.statements[0])),
+        overruled_node_ids=[JN],
+        reason="经核实，清算中心记录无误 / the clearinghouse's record holds")
+    body.at.FromDatetime(city.clock.now())
+    decided = city.ch.execute(ch_settlement.decide,
+                              sign(DECISION_KIND, body.SerializeToString(), CITY, CITY_ROOT),
+                              public_key(CITY_ROOT))
+    assert decided.final
+
+    posted = {n: d.link.settle_once() for n, d in city.nodes.items()}
+    assert all(r.state == SettlementState.POSTED for r in posted.values()), posted
+    assert posted[JN].posted and posted[JN].posted.net_minutes == -60
+    assert "city decided" in city[JN].app.query(settlement.show, 1).record.detail
+    assert _clearing(city, GL) == 0 and _clearing(city, JN) == 0
