@@ -144,6 +144,13 @@ class Settlements:
                                  .order_by(ACTS.c.log_index))
         return [_act(r) for r in rows]
 
+    def city_acts(self) -> list[bytes]:
+        """Every city-signed act on a statement (decisions, defaults), in log order."""
+        return [bytes(e) for e in self.conn.execute(
+            select(ACTS.c.envelope).where(ACTS.c.kind.in_(
+                ("settlement.decision", "settlement.default"))).order_by(ACTS.c.log_index))
+            .scalars()]
+
     # claims ----------------------------------------------------------------------------
 
     def settle(self, serial: int, end: int) -> int:

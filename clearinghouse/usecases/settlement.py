@@ -270,11 +270,10 @@ def close(tx: Tx, sign: Sign, *, period: str | None = None, up_to: int | None = 
                   st.is_final([x.node_id for x in sheet.lines], (), ()))
 
 
-def close_due(tx: Tx, sign: Sign) -> Closed | None:
-    """The schedule's close: when the city policy says ``monthly``, close the previous
-    month once ``close_after_days`` of this month (city time) have passed and every
-    condition holds; otherwise do nothing (None). Idempotent: a month closed already,
-    by this or another replica, is left alone."""
+def due(tx: Tx) -> str | None:
+    """The month the schedule would close now, if any: when the city policy in force
+    says ``monthly``, the previous month (city time) once day ``close_after_days`` of
+    this one has begun, unless a statement has its label. A read."""
     rules = rules_in_force(tx).rules
     if rules.schedule is not Schedule.MONTHLY:
         return None
@@ -282,11 +281,21 @@ def close_due(tx: Tx, sign: Sign) -> Closed | None:
     assert month.ends is not None
     if tx.now < month.ends + timedelta(days=rules.close_after_days - 1):
         return None
-    settlements = tx.repo.settlements
-    if settlements.serial_of(month.label) is not None:
+    if tx.repo.settlements.serial_of(month.label) is not None:
+        return None
+    return month.label
+
+
+def close_due(tx: Tx, sign: Sign) -> Closed | None:
+    """The schedule's close (``due``), or nothing (None) while it is not due or cannot
+    close yet (no quorum head, the last statement not final: the next round tries
+    again). Idempotent and safe beside other replicas: it checks again under the write
+    lock, so a month another replica closed meanwhile is left alone."""
+    label = due(tx)
+    if label is None:
         return None
     try:
-        return close(tx, sign, period=month.label)
+        return close(tx, sign, period=label)
     except Refusal:
         return None  # not yet (no quorum head, the last one not final): next round
 

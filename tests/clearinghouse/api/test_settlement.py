@@ -5,22 +5,27 @@ its line and countersigns for its own district only. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import grpc
 import pytest
 
 from city.pki.certs import SERVER
 from city.pki.store import Authority
-from clearinghouse.api.server import RunningServer, start_server
-from clearinghouse.usecases import wire
+from clearinghouse.api.server import RunningServer, SettlementSchedule, start_server
+from clearinghouse.bureau import issue_policy
+from clearinghouse.usecases import policies, settlement, wire
 from clearinghouse.usecases.app import ClearinghouseApp
+from clearinghouse.usecases.clock import ManualClock
 from runtime.tls import NODE, OBSERVER, channel
 from tests.clearinghouse.api.test_mtls import refused_unchanged
+from tests.clearinghouse.conftest import CITY_KEY, CITY_PUBLIC
 from tests.clearinghouse.settling import (
     CH_KEY,
     GL,
     JN,
     QX,
+    ch_sign,
     close,
     complete,
     cosign_latest,
@@ -119,3 +124,25 @@ def test_reads_are_bounded_and_refused_clearly(
 
 def _wire(envelope: Signed) -> pb.Envelope:
     return pb.Envelope.FromString(wire.to_bytes(envelope))
+
+
+def test_the_serving_schedule_closes_the_last_month_once(ch_app: ClearinghouseApp,
+                                                         ch_clock: ManualClock) -> None:
+    """The serve loop's SettlementSchedule: nothing while the policy is manual or the
+    month not due; then the month closed once, however many rounds (or replicas) run."""
+    app = found_city(ch_app)
+    complete(app, 1, GL, JN)
+    schedule = SettlementSchedule(app, lambda: ch_sign)
+    ch_clock.advance(datetime(2026, 4, 3, 1, 0, tzinfo=UTC) - ch_clock.now())
+    app.execute(lambda tx: None)
+    cosign_latest(app)
+    assert schedule.run_once() is None  # the policy says nothing: manual
+    now = app.clock.now()
+    text = "[settlement]\nschedule = \"monthly\"\nclose_after_days = 2\n"
+    app.execute(policies.issue, issue_policy(CITY_KEY, 1, text, now, now), CITY_PUBLIC)
+    cosign_latest(app)
+    closed = schedule.run_once()
+    assert closed is not None and closed.statement.period == "2026-03"
+    other_replica = SettlementSchedule(app, lambda: ch_sign)
+    assert other_replica.run_once() is None and schedule.run_once() is None
+    assert len(app.query(settlement.get, 0, "2026-03").statements) == 1
