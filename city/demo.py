@@ -54,18 +54,29 @@ from city.launcher import (
     LaunchError,
     layout,
 )
+from clearinghouse.bootstrap import open_app as open_ch_app
+from clearinghouse.config import load_config as load_ch_config
+from clearinghouse.settlecli import clearinghouse_signer, print_settlement
+from clearinghouse.usecases import admission
+from clearinghouse.usecases import settlement as ch_settlement
 from node.bootstrap import open_app as open_node_app
 from node.bootstrap import signing_identity
 from node.cli import NodeClient, hm, render_report, to_json
 from node.config import load_config as load_node_config
 from node.domain.access import Role
 from node.domain.identity import id_card_with_check_digit
+from node.domain.settlement import SettlementState
 from node.link.logcheck import locate
 from node.usecases import checkpoints, logins
+from node.usecases import settlement as node_settlement
 from runtime import devclock
 from runtime.console import CliError, describe_error, echo, print_error, print_json
+from runtime.errors import FailedPrecondition, NotFound
 from timebank.citytime import CITY_TZ
+from timebank.envelope import decode, identity
 from timebank.minutes import format_hours
+from timebank.policy import DEFAULT_POLICY_TOML
+from timebank.settlement import month_period, parse_statement
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 
 Req = TypeVar("Req")
@@ -78,6 +89,16 @@ STAFF_PASSWORD = "演示密码 demo-only"
 #: The staff member at each district's service point.
 STAFF = {JN: "陈静", GL: "周敏", QX: "吴刚"}
 WAIT_SECONDS = 30.0
+#: The city policy the bureau signs in the demo: the published one, with a fund that pays
+#: the serving district 1 yuan an hour (as Guandu's does) and the city reserve standing
+#: behind a district that does not settle (as Nanjing's fund guarantees redemption).
+DEMO_POLICY = DEFAULT_POLICY_TOML + """
+[settlement]
+rate_fen_per_hour = 100             # 1 yuan an hour of service, from the city fund
+on_default = "reserve"              # the city reserve pays for a district that does not
+"""
+#: The demo's nodes look for a new statement every second (30 s in production).
+DEMO_ENV = {**METRICS_ENV, "TIMEBANK_CLEARINGHOUSE_SETTLEMENT_SECONDS": "1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -683,6 +704,90 @@ def compare_views(city: City) -> dict[str, Any]:
     return {"heads_compared": compared, "forks": forked, "alarms": alarms}
 
 
+def _clearinghouse_app(city: City) -> Any:
+    """The clearinghouse's use-cases on its own database, on the city's simulated time
+    (what the bureau's `timebank clearinghouse settle …` does at its machine)."""
+    clock = devclock.FileClock(city.layout.clock_file, environ={DEV_CLOCK_ENV: "1"})
+    return open_ch_app(load_ch_config(city.layout.clearinghouse_config), clock)
+
+
+def settle_the_month(city: City) -> dict[str, Any]:
+    """The month ends; the bureau closes it; every district checks its line against its
+    own ledger and countersigns; the statement is final and every district posts it."""
+    month = city.now().astimezone(CITY_TZ).strftime("%Y-%m")
+    period = month_period(month)
+    assert period.ends is not None
+    city.advance(timedelta(seconds=int((period.ends - city.now()).total_seconds()))
+                 + timedelta(hours=9))
+    app = _clearinghouse_app(city)
+    try:
+        sign = clearinghouse_signer(load_ch_config(city.layout.clearinghouse_config), app)
+
+        def close() -> bool:
+            try:
+                app.execute(ch_settlement.close, sign, period=month)
+            except FailedPrecondition as e:
+                if e.reason == "NO_QUORUM_HEAD":  # the witnesses have not cosigned yet
+                    return False
+                raise
+            return True
+
+        city.wait(f"the bureau closes {month} once a quorum has cosigned its end", close)
+        city.wait("every district countersigns and the statement is final",
+                  lambda: app.query(ch_settlement.get, 1).final)
+        city.wait("every district posts the statement in its ledger",
+                  lambda: all(_posted(node) for node in city.nodes.values()))
+        found = app.query(ch_settlement.get, 1)
+        names = {a.node_id: a.district for a in app.query(admission.admissions)}
+    finally:
+        app.db.dispose()
+    statement = parse_statement(decode(found.statements[-1]).body)
+    sheet = statement.sheet
+    signers = sorted(decode(e).signer for e in found.countersigns)
+    city.step(f"[bold]{month} 结算 — the month is over[/] (now {city.when()}). The bureau "
+              f"runs `timebank clearinghouse settle close --period {month}`: the "
+              f"clearinghouse settles every claim completed in the log's leaves "
+              f"[{statement.start}, {statement.end}), signs the statement into its log and "
+              "cites a tree head the districts cosigned. Each district fetches it, checks "
+              "its own line claim by claim against its own ledger, countersigns, and once "
+              "all have, posts it: its clearing account returns to what is carried forward")
+    print_settlement(found, names)
+    reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
+               for n, node in city.nodes.items()}
+    nets = {x.node_id: x.net_minutes for x in sheet.lines}
+    city.check(f"{month}: every district countersigned and the statement is final",
+               found.final and signers == sorted(city.nodes))
+    city.check(f"{month}: the statement's nets are the positions (鼓楼区 +45, 栖霞区 +30, "
+               "江宁区 -75) and sum to zero", nets == {GL: 45, QX: 30, JN: -75})
+    city.check(f"{month}: netting settles three districts in at most two transfers",
+               len(sheet.transfers) <= 2 and sheet.netting.gross == 2)
+    city.check(f"{month}: at 1 yuan an hour 江宁区 pays ¥1.25, 鼓楼区 gets ¥0.75 and "
+               "栖霞区 ¥0.50", {x.node_id: x.fen for x in sheet.lines}
+               == {JN: -125, GL: 75, QX: 50} and sheet.residue_fen == 0)
+    city.check(f"{month}: every district posted it; every clearing account is back to 0",
+               all(r.clearing_minutes == 0 and r.ok for r in reports.values()))
+    city.check("positions start afresh: the clearinghouse's nets are all 0",
+               all(p.net_minutes == 0 for p in city.positions().nodes))
+    return {"period": month, "serial": statement.serial, "final": found.final,
+            "start": statement.start, "end": statement.end,
+            "statement_sha256": identity(decode(found.statements[-1])).hex(),
+            "nets": nets, "fen": {x.node_id: x.fen for x in sheet.lines},
+            "transfers": [{"from": t.payer, "to": t.payee, "minutes": t.amount}
+                          for t in sheet.transfers],
+            "countersigned": signers}
+
+
+def _posted(node: Node) -> bool:
+    app = local_node(node)
+    try:
+        return bool(app.query(node_settlement.show, 1).record.state
+                    == SettlementState.POSTED)
+    except NotFound:
+        return False
+    finally:
+        app.db.dispose()
+
+
 def audit_city(city: City, root: Path) -> dict[str, Any]:
     """With every process stopped, the offline audit of everything the city's files hold
     (what `timebank audit --data-dir` does): ledgers and anchors, the log rebuilt against
@@ -773,8 +878,8 @@ def keep_metrics(processes: CityProcesses, city_layout: CityLayout) -> None:
 def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
     echo("[bold]timebank demo[/] — a city's time banks as one (通存通兑): the clearinghouse "
          "and three district nodes, each its own process")
-    city_layout = layout(root)
-    with CityProcesses(city_layout, dev_clock=True, env=METRICS_ENV) as processes:
+    city_layout = layout(root, policy_text=DEMO_POLICY)
+    with CityProcesses(city_layout, dev_clock=True, env=DEMO_ENV) as processes:
         processes.start_all()
         table = Table(box=None, padding=(0, 2))
         for col in ("process", "pid", "address", "data"):
@@ -805,6 +910,7 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             summary.update(city_checks(city))
             summary["log"] = anchor_and_witness(city)
             summary["views"] = compare_views(city)
+            summary["settlement"] = settle_the_month(city)
             reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
                        for n, node in city.nodes.items()}
             city.step(f"{NAMES[JN]}'s ledger after it all", render_report(reports[JN]))

@@ -47,7 +47,7 @@ Reason = Annotated[str, typer.Option(
 MAX_SHOWN_DISPUTED = 20
 
 
-def _clearinghouse_signer(config: ClearinghouseConfig, app: ClearinghouseApp,
+def clearinghouse_signer(config: ClearinghouseConfig, app: ClearinghouseApp,
                           ) -> Any:
     """Signs a statement with the clearinghouse key this machine holds."""
     from clearinghouse.bootstrap import signing_key
@@ -244,7 +244,7 @@ def close_command(
     config = load_config(config_file)
     app = open_app(config)
     try:
-        sign = _clearinghouse_signer(config, app)
+        sign = clearinghouse_signer(config, app)
         closed = app.execute(settlement.close, sign, period=period, up_to=up_to, label=label)
         found = app.query(settlement.get, closed.statement.serial)
         names = _names(app)
@@ -343,7 +343,7 @@ def _import_online(config: ClearinghouseConfig, app: ClearinghouseApp, kind: str
     from timebank.actfile import sign_act
 
     act = sign_act(prepared(app, kind, body), city_key(config, app))
-    return import_act(app, act, sign=_clearinghouse_signer(config, app))
+    return import_act(app, act, sign=clearinghouse_signer(config, app))
 
 
 Overrule = Annotated[list[str] | None, typer.Option(
