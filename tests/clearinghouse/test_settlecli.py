@@ -159,3 +159,36 @@ def test_positions_count_from_the_new_period(config: Path) -> None:
     positions_check = next(c for name, c in checked.items() if "position" in name)
     assert positions_check.ok, positions_check.first_bad
     assert "sum to 0" in positions_check.detail
+
+
+def test_an_offline_revision_is_signed_by_the_clearinghouse_on_import(
+        config: Path, tmp_path: Path) -> None:
+    app = own_app(config)
+    try:
+        size = log_size(app)
+    finally:
+        app.db.dispose()
+    ok("clearinghouse", "settle", "close", "--config", str(config), "--up-to", str(size))
+    refused = one_line_error(cli("clearinghouse", "prepare", "settle-decision", "--config",
+                                 str(config), "--serial", "1", "--exclude", cid(1),
+                                 "--overrule", JN, "--reason", "x", "--out",
+                                 str(tmp_path / "both.act")))
+    assert "BAD_DECISION" in refused and not (tmp_path / "both.act").exists()
+    app = own_app(config)
+    try:
+        found = decode(bytes.fromhex(_statement_hex(app)))
+        send(app, dispute_env(JN, st.parse_statement(found.body), found, [cid(1)]))
+    finally:
+        app.db.dispose()
+    act, signed = tmp_path / "decision.act", tmp_path / "decision.signed"
+    prepared = ok("clearinghouse", "prepare", "settle-decision", "--config", str(config),
+                  "--serial", "1", "--exclude", cid(1), "--reason",
+                  "该笔服务未完成 / the service was not done", "--out", str(act))
+    assert "结算裁决" in prepared and cid(1) in prepared
+    ok("city", "sign", str(act), "--key", str(config.parent / "city-root.key"), "--out",
+       str(signed))
+    imported = ok("clearinghouse", "import", "--config", str(config), str(signed))
+    assert "结算裁决已导入" in imported and "新版 revision 2" in imported
+    doc = show(config)
+    assert [r["revision"] for r in doc["revisions"]] == [1, 2]
+    assert doc["revisions"][1]["excluded"] == [cid(1)] and doc["revisions"][1]["claims"] == 2
