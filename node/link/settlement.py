@@ -30,6 +30,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from node import metrics
 from node.domain.settlement import SettlementState
 from node.link.city import CityView
 from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
@@ -110,6 +111,7 @@ class Settler:
             record = self._app.execute(settlement.record_seen, verified)
         except Refusal as e:
             found.refused = f"{e.reason}: {e}"
+            metrics.SETTLEMENT_REFUSED.labels(e.reason[:32]).inc()
             log.error("a settlement statement does not check out; nothing was done with it",
                       serial=found.serial, reason=e.reason, problem=str(e))
             return found
@@ -117,6 +119,7 @@ class Settler:
             return self._answer_and_post(found, verified, record, answer)
         except Refusal as e:
             found.refused = f"{e.reason}: {e}"
+            metrics.SETTLEMENT_REFUSED.labels(e.reason[:32]).inc()
             log.error("a settlement statement could not be settled here; will look again",
                       serial=found.serial, reason=e.reason, problem=str(e))
             return found
@@ -144,6 +147,8 @@ class Settler:
                          revision=s.revision, answer=record.answer_kind,
                          differences=record.differences)
         final = settlement.finality(verified, answer, self._city.current(), self._city.keys())
+        if final.refused:
+            metrics.SETTLEMENT_REFUSED.labels("FORGED_ACT").inc(len(final.refused))
         for problem in final.refused:
             log.error("an act on a settlement statement does not verify; it is not counted",
                       serial=s.serial, problem=problem[:300])
@@ -155,6 +160,7 @@ class Settler:
             listed = self._listed(verified)
         found.posted = self._app.execute(settlement.post, s.serial, s.revision, listed)
         found.state = SettlementState.POSTED
+        metrics.SETTLEMENT_POSTED_SERIAL.set(s.serial)
         log.info("posted a final settlement statement", serial=s.serial, revision=s.revision,
                  net_minutes=found.posted.net_minutes, claims=found.posted.claims_settled,
                  clearing_after=found.posted.clearing_after)

@@ -7,9 +7,13 @@ period's end, which the node proves from the log rather than disputing it)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from nacl.signing import SigningKey
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from city.audit.clearinghouse import open_clearinghouse
@@ -19,9 +23,12 @@ from city.audit.report import Check
 from clearinghouse.usecases import settlement as ch_settlement
 from node.domain.ledger import CLEARING
 from node.domain.settlement import SettlementState
+from node.link.connection import Connection
+from node.link.settlement import Settler
 from node.storage.tables import CLAIMS
-from node.usecases import settlement
+from node.usecases import claims, settlement
 from node.usecases.app import Tx
+from runtime.errors import NotFound
 from runtime.tls import channel
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
 from tests.federation.support import GL, JN, QX, family, order_for_mother, serve_and_record
@@ -168,3 +175,26 @@ def test_a_dispute_goes_to_the_bureau_and_its_decision_makes_the_statement_final
     assert posted[JN].posted and posted[JN].posted.net_minutes == -60
     assert "city decided" in city[JN].app.query(settlement.show, 1).record.detail
     assert _clearing(city, GL) == 0 and _clearing(city, JN) == 0
+
+
+def test_a_statement_the_node_cannot_verify_changes_nothing(city: City) -> None:
+    """The real clearinghouse's statement, read by a settler that trusts another
+    clearinghouse key: refused (STATEMENT_NOT_SIGNED), counted, and nothing recorded or
+    sent; the node's own settler, trusting the city's key, then answers it."""
+    f = family(city, earned=300)
+    _redeem(city, f, 60)
+    city.ch.execute(ch_settlement.close, _sign, up_to=_cosigned_size(city), label="2026-11-c")
+    jn = city[JN]
+    refused = REGISTRY.get_sample_value("timebank_node_settlement_refused_total",
+                                        {"reason": "STATEMENT_NOT_SIGNED"}) or 0.0
+    with channel(city.address, None) as ch:
+        other = Connection(clearing_pb2_grpc.ClearinghouseServiceStub(ch), city.address, JN,
+                           jn.key, public_key(SigningKey(b"another clearinghouse".ljust(32))))
+        found = Settler(jn.app, other, threading.Event(), jn.link.city).settle_once()
+    assert found.refused.startswith("STATEMENT_NOT_SIGNED") and found.state == ""
+    assert REGISTRY.get_sample_value("timebank_node_settlement_refused_total",
+                                     {"reason": "STATEMENT_NOT_SIGNED"}) == refused + 1
+    with pytest.raises(NotFound):
+        jn.app.query(settlement.show, 0)
+    assert jn.app.query(claims.clearing_view).unsent_messages == 0
+    assert jn.link.settle_once().state == SettlementState.COUNTERSIGNED
