@@ -48,6 +48,8 @@ SETTLEMENT_SECONDS = 30.0
 #: How long a statement whose only differences are claims not completed here yet (their
 #: completion's delivery on its way) waits before it is disputed.
 LAG_GRACE_SECONDS = 60.0
+#: The most batches of inclusion proofs one round asks for (each MAX_OMITTED_CHECKS).
+PROOF_BATCHES = 8
 _KINDS = {pb.CLAIM_KIND_REDEMPTION: "redemption", pb.CLAIM_KIND_MOVE: "move"}
 
 
@@ -79,6 +81,8 @@ class Settler:
         self.interval = interval
         self.lag_grace = lag_grace
         self._first_seen: dict[tuple[int, int], float] = {}  # monotonic, per statement
+        #: Claims proven to have completed at or after a statement's end, per statement.
+        self._after_end: dict[tuple[int, int], set[str]] = {}
         self._round = threading.Lock()
 
     def run(self) -> None:
@@ -165,6 +169,7 @@ class Settler:
                  net_minutes=found.posted.net_minutes, claims=found.posted.claims_settled,
                  clearing_after=found.posted.clearing_after)
         self._first_seen.pop(key, None)
+        self._after_end.pop(key, None)
         return found
 
     # ------------------------------------------------------------ the claims listed
@@ -212,27 +217,39 @@ class Settler:
                  ) -> tuple[list[str], int]:
         """Of the claims completed here, settled by no statement and missing from the
         list: those proven from the log to have completed before the period's end
-        (omitted), and how many could not be proven either way this round."""
-        # Claims a bureau decision excluded roll into the next period: not omitted.
-        found = self._app.query(settlement.unsettled_candidates,
-                                [c.claim_id for c in listed]
-                                + list(verified.statement.sheet.excluded))
+        (omitted), and how many could not be proven either way this round. Claims
+        proven to have completed at or after the end stay proven (a leaf never moves),
+        so a busy district gets through its later claims ``MAX_OMITTED_CHECKS`` at a
+        time, at most ``PROOF_BATCHES`` batches a round."""
+        s = verified.statement
+        later = self._after_end.setdefault((s.serial, s.revision), set())
         omitted: list[str] = []
-        unproven = 1 if found.more else 0
         heads: dict[int, transparency.Head] = {}
-        for claim_id in found.claim_ids:
-            if self._stop.is_set():
-                return omitted, unproven + 1
-            try:
-                index = self._completed_at(verified.head, claim_id, heads)
-            except (grpc.RpcError, transparency.LogError, DecodeError) as e:
-                unproven += 1
-                log.warning("could not prove from the log when a claim completed",
-                            claim_id=claim_id, problem=str(e)[:300])
-                continue
-            if index < verified.statement.end:
-                omitted.append(claim_id)
-        return omitted, unproven
+        for _ in range(PROOF_BATCHES):
+            # Claims a bureau decision excluded roll into the next period: not omitted.
+            found = self._app.query(settlement.unsettled_candidates,
+                                    [c.claim_id for c in listed] + list(s.sheet.excluded)
+                                    + sorted(later) + omitted)
+            unproven = 0
+            for claim_id in found.claim_ids:
+                if self._stop.is_set():
+                    return omitted, unproven + 1
+                try:
+                    index = self._completed_at(verified.head, claim_id, heads)
+                except (grpc.RpcError, transparency.LogError, DecodeError) as e:
+                    unproven += 1
+                    log.warning("could not prove from the log when a claim completed",
+                                claim_id=claim_id, problem=str(e)[:300])
+                    continue
+                if index < s.end:
+                    omitted.append(claim_id)
+                else:
+                    later.add(claim_id)
+            if unproven or not found.more:
+                return omitted, unproven
+            if len(omitted) >= settlement.MAX_OMITTED_CHECKS:
+                return omitted[:settlement.MAX_OMITTED_CHECKS], 0
+        return omitted, 1  # more to prove: the next round goes on
 
     def _completed_at(self, cited: transparency.Head, claim_id: str,
                       heads: dict[int, transparency.Head]) -> int:
