@@ -162,7 +162,8 @@ class Settler:
                           answer.SerializeToString(deterministic=True))
         if listed is None:
             listed = self._listed(verified)
-        found.posted = self._app.execute(settlement.post, s.serial, s.revision, listed)
+        found.posted = self._app.execute(settlement.post, s.serial, s.revision, listed,
+                                         overruled=self._app.node.node_id in final.overruled)
         found.state = SettlementState.POSTED
         metrics.SETTLEMENT_POSTED_SERIAL.set(s.serial)
         log.info("posted a final settlement statement", serial=s.serial, revision=s.revision,
