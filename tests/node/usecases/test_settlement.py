@@ -15,7 +15,7 @@ from node.domain.settlement import SettlementState
 from node.usecases import settlement
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition
-from tests.helpers import assert_ledger_ok, snapshot
+from tests.helpers import assert_ledger_ok, snapshot, staff
 from tests.node import settlement_support as kit
 from tests.node.settlement_support import GL, JN, QX
 from timebank import settlement as contract
@@ -213,6 +213,10 @@ def test_posting_a_final_statement_carries_forward_only_later_claims(
     assert {(p.account.code, p.minutes) for p in entry.entry.postings} == {
         ("clearing", 45), (SETTLEMENT.code, -45)}
     assert_ledger_ok(node_app)  # the hash chain and every balance, with the new kind
+    from node.usecases import ledger as ledger_uc
+    with pytest.raises(FailedPrecondition) as undo:
+        node_app.execute(ledger_uc.reverse, posted.ledger_seq or 0, staff(node_app), "录错了")
+    assert undo.value.reason == "SETTLEMENT_ENTRY"
     assert node_app.query(settlement.next_serial) == 2
     shown = node_app.query(settlement.show, 0)
     assert shown.record.state == SettlementState.POSTED and shown.clearing == 15
