@@ -71,15 +71,19 @@ class Settler:
 
     def __init__(self, app: NodeApp, connection: Connection, stop: threading.Event,
                  city: CityView, *, interval: float = SETTLEMENT_SECONDS,
-                 lag_grace: float = LAG_GRACE_SECONDS) -> None:
+                 lag_grace: float = LAG_GRACE_SECONDS,
+                 proof_batch: int = settlement.MAX_OMITTED_CHECKS) -> None:
         if interval <= 0 or lag_grace < 0:
             raise ValueError("the settler's interval must be positive")
+        if not 0 < proof_batch <= settlement.MAX_OMITTED_CHECKS:
+            raise ValueError(f"a batch of proofs is 1 to {settlement.MAX_OMITTED_CHECKS}")
         self._app = app
         self._conn = connection
         self._stop = stop
         self._city = city
         self.interval = interval
         self.lag_grace = lag_grace
+        self.proof_batch = proof_batch
         self._first_seen: dict[tuple[int, int], float] = {}  # monotonic, per statement
         #: Claims proven to have completed at or after a statement's end, per statement.
         self._after_end: dict[tuple[int, int], set[str]] = {}
@@ -230,7 +234,7 @@ class Settler:
             # Claims a bureau decision excluded roll into the next period: not omitted.
             found = self._app.query(settlement.unsettled_candidates,
                                     [c.claim_id for c in listed] + list(s.sheet.excluded)
-                                    + sorted(later) + omitted)
+                                    + sorted(later) + omitted, self.proof_batch)
             unproven = 0
             for claim_id in found.claim_ids:
                 if self._stop.is_set():

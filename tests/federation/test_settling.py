@@ -98,8 +98,10 @@ def test_a_period_closes_every_node_countersigns_and_posts(city: City, tmp_path:
     closed = city.ch.execute(ch_settlement.close, _sign, up_to=end, label="2026-11-a")
     assert closed.statement.serial == 1 and not closed.final
     city.clock.advance(timedelta(minutes=1))
-    later = _redeem(city, f, 45)  # completed after the period's end: carried forward
+    later = _redeem(city, f, 30)  # completed after the period's end: carried forward
+    also = _redeem(city, f, 15)
     assert _clearing(city, JN) == 60 + 30 + 45 and _clearing(city, GL) == -135
+    city[JN].link.settler.proof_batch = 1  # two batches of proofs in one round
 
     answers = {n: d.link.settle_once() for n, d in city.nodes.items()}
     assert {n: r.state for n, r in answers.items()} == {
@@ -121,8 +123,9 @@ def test_a_period_closes_every_node_countersigns_and_posts(city: City, tmp_path:
         assert d.app.query(settlement.next_serial) == 2
         shown = d.app.query(settlement.show, 1)
         assert shown.evidence is not None and shown.evidence.final
-    carried = city[JN].app.query(lambda tx: tx.repo.settlements.ledger_claims(JN, [later]))
-    assert carried[later].settled_serial == 0
+    carried = city[JN].app.query(lambda tx: tx.repo.settlements.ledger_claims(JN, [later,
+                                                                                   also]))
+    assert carried[later].settled_serial == carried[also].settled_serial == 0
     again = city[JN].link.settle_once()  # nothing more: serial 2 is not closed
     assert again.serial == 2 and again.state == ""
 
