@@ -33,7 +33,7 @@ def _balance(app: NodeApp, code: str) -> int:
     return app.query(read)
 
 
-@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=st.lists(claim, max_size=12), foreign=st.integers(0, 3))
 def test_posting_period_after_period_keeps_the_books_whole(
         db_factory: Callable[[], tuple[str, Callable[[], None]]],
