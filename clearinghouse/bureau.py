@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearinghouse.storage.repo import AdmissionRecord
-from clearinghouse.usecases import admission, citykeys, log, policies, roster
+from clearinghouse.usecases import admission, citykeys, log, policies, roster, settlement
 from clearinghouse.usecases.admission import ADMISSION, REVOCATION
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from runtime.errors import InvalidArgument, Refusal
 from timebank import actfile, citypolicy, keys
 from timebank import citykeys as citykeys_contract
 from timebank import roster as rosters
+from timebank import settlement as st
 from timebank.envelope import Signed
 from timebank.keys import SigningKey, public_key
 from timebank.v1 import clearing_pb2
@@ -95,6 +96,32 @@ def issue_policy(city_key: SigningKey, serial: int, policy_toml: str, effective_
     return _signed(citypolicy.POLICY_KIND, body, city_key)
 
 
+def decision_body(serial: int, revision: int, statement_sha256: bytes, *, revise: bool,
+                  overruled: list[str], excluded: list[str], reason: str,
+                  at: datetime) -> bytes:
+    """The ``SettlementDecision`` the city signs on a disputed statement revision."""
+    return clearing_pb2.SettlementDecision(
+        serial=serial, revision=revision, statement_sha256=statement_sha256, revise=revise,
+        overruled_node_ids=sorted(set(overruled)), excluded_claim_ids=sorted(set(excluded)),
+        reason=reason, at=_timestamp(at)).SerializeToString(deterministic=True)
+
+
+def default_body(serial: int, statement_sha256: bytes, node_id: str, unpaid_minutes: int,
+                 unpaid_fen: int, treatment: str, reason: str, at: datetime) -> bytes:
+    """The ``SettlementDefault`` the city signs for a district that did not settle."""
+    return clearing_pb2.SettlementDefault(
+        serial=serial, statement_sha256=statement_sha256, node_id=node_id,
+        unpaid_minutes=unpaid_minutes, unpaid_fen=unpaid_fen, treatment=treatment,
+        reason=reason, at=_timestamp(at)).SerializeToString(deterministic=True)
+
+
+def issue_settlement_act(city_key: SigningKey, kind: str, body: bytes) -> Signed:
+    """A city-signed ``settlement.decision`` or ``settlement.default``."""
+    if kind not in (st.DECISION_KIND, st.DEFAULT_KIND):
+        raise InvalidArgument(f"{kind[:32]!r} is not a settlement act", "WRONG_KIND")
+    return _signed(kind, body, city_key)
+
+
 # ---------------------------------------------------------------- prepare, sign, import
 
 def root_key_id(app: ClearinghouseApp) -> str:
@@ -147,13 +174,17 @@ def prepare_clearinghouse_key(app: ClearinghouseApp, new_key: bytes,
     return prepared(app, citykeys_contract.CLEARINGHOUSE_KEY, body)
 
 
-Imported = AdmissionRecord | None | rosters.Roster | policies.Issued | citykeys.Rotated
+Imported = (AdmissionRecord | None | rosters.Roster | policies.Issued | citykeys.Rotated
+            | settlement.Decided | int)
 
 
-def import_act(app: ClearinghouseApp, act: actfile.ActFile) -> Imported:
+def import_act(app: ClearinghouseApp, act: actfile.ActFile,
+               sign: settlement.Sign | None = None) -> Imported:
     """Take a signed act: checked under the city's keys as this clearinghouse follows
     them (never a key file on this machine), then stored and logged, in one
-    transaction; a refusal changes nothing."""
+    transaction; a refusal changes nothing. ``sign`` (the clearinghouse key) signs the
+    revised statement a revising settlement decision issues; a settlement default
+    returns its log leaf."""
     envelope = act.envelope
 
     def run(tx: Tx) -> Imported:
@@ -171,6 +202,10 @@ def import_act(app: ClearinghouseApp, act: actfile.ActFile) -> Imported:
             return citykeys.rotate_root(tx, envelope)
         if act.kind == citykeys_contract.CLEARINGHOUSE_KEY:
             return citykeys.rotate_clearinghouse(tx, envelope)
+        if act.kind == st.DECISION_KIND:
+            return settlement.decide(tx, envelope, root, sign)
+        if act.kind == st.DEFAULT_KIND:
+            return settlement.default(tx, envelope, root)
         raise InvalidArgument(f"{act.kind[:32]!r} is not a city act", "WRONG_KIND")
 
     try:

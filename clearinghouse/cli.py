@@ -26,6 +26,7 @@ from rich.table import Table
 
 from clearinghouse.config import load_config
 from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
+from clearinghouse.settlecli import settle_app
 from runtime.console import (
     DevClockFile,
     Insecure,
@@ -44,6 +45,7 @@ from runtime.console import (
 )
 from runtime.errors import FailedPrecondition, InvalidArgument
 from timebank import keys
+from timebank import settlement as st
 from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 from timebank.keys import PUBLIC_KEY_LEN
 from timebank.minutes import MAX_MINUTES, format_hours
@@ -74,6 +76,7 @@ prepare_app = typer.Typer(
          "and what they say, in a file for `timebank city sign`; then `timebank "
          "clearinghouse import` the signed file.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
+app.add_typer(settle_app, name="settle")
 
 
 # ------------------------------------------------------------------ output
@@ -951,6 +954,57 @@ def prepare_clearinghouse_key_command(
     _prepare(config_file, lambda a: prepare_clearinghouse_key(a, public, margin), out)
 
 
+@prepare_app.command("settle-decision")
+@guarded
+def prepare_settle_decision_command(
+    config_file: ConfigFile,
+    out: ActOut,
+    serial: Annotated[int, typer.Option("--serial", metavar="N", min=0, max=MAX_SERIAL,
+                                        help="The statement (0: the latest).")],
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT",
+                                        help="Why, in words the districts read.")],
+    overrule: Annotated[list[str] | None, typer.Option(
+        "--overrule", metavar="NODE_ID", help="Uphold, overruling this district's dispute "
+        "(repeat).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", metavar="CLAIM_ID", help="Revise without this claim (repeat).")] = None,
+) -> None:
+    """Prepare the bureau's decision on a disputed settlement statement (结算裁决) for the
+    offline root key; `import` it once signed (a revision is then signed with the
+    clearinghouse key)."""
+    from clearinghouse.bureau import prepared
+    from clearinghouse.settlecli import decision_act
+
+    def make(app_: ClearinghouseApp) -> ActFile:
+        return prepared(app_, *decision_act(app_, serial, overrule=overrule or [],
+                                            exclude=exclude or [], reason=reason))
+
+    _prepare(config_file, make, out)
+
+
+@prepare_app.command("settle-default")
+@guarded
+def prepare_settle_default_command(
+    config_file: ConfigFile,
+    out: ActOut,
+    node_id: NodeId,
+    serial: Annotated[int, typer.Option("--serial", metavar="N", min=0, max=MAX_SERIAL,
+                                        help="The final statement (0: the latest).")],
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT",
+                                        help="Why, for the record.")],
+    minutes: Annotated[int | None, typer.Option(
+        "--minutes", metavar="N", min=1, max=MAX_MINUTES,
+        help="The unpaid minutes (default: the whole closing debit).")] = None,
+) -> None:
+    """Prepare a district's settlement default (结算违约) for the offline root key: the
+    treatment is the one the statement's city policy set ahead of time."""
+    from clearinghouse.bureau import prepared
+    from clearinghouse.settlecli import default_act
+
+    _prepare(config_file, lambda a: prepared(a, *default_act(a, serial, node_id, minutes,
+                                                             reason)), out)
+
+
 @app.command("import")
 @guarded
 def import_command(
@@ -961,13 +1015,19 @@ def import_command(
     """Import a city act signed offline (导入已签文件): checked under the city's keys as
     this clearinghouse follows them before anything is stored; a tampered or wrongly
     signed file is refused and changes nothing."""
-    from clearinghouse.bootstrap import clearinghouse_keys, open_app, sibling_key_file
+    from clearinghouse.bootstrap import (
+        clearinghouse_keys,
+        open_app,
+        sibling_key_file,
+        signing_key,
+    )
     from clearinghouse.bureau import import_act
     from clearinghouse.storage.repo import AdmissionRecord as AdmissionRecordType
     from clearinghouse.usecases import citykeys as ch_citykeys
-    from clearinghouse.usecases import policies
+    from clearinghouse.usecases import policies, settlement
     from timebank import actfile, citykeys
     from timebank import roster as rosters
+    from timebank.envelope import CLEARINGHOUSE, sign
 
     try:
         with signed_file.open("rb") as f:
@@ -990,7 +1050,11 @@ def import_command(
                     f"新密钥文件不在本机 / this machine does not hold the new clearinghouse "
                     f"key {keys.key_id(new)} "
                     f"({sibling_key_file(config.signing_key_file, new)})", "NEW_KEY_MISSING")
-        done = import_act(app_, act)
+        if act.kind == st.DECISION_KIND:  # a revision is signed with the clearinghouse key
+            key = signing_key(config, app_)
+            done = import_act(app_, act, sign=lambda k, b: sign(k, b, CLEARINGHOUSE, key))
+        else:
+            done = import_act(app_, act)
     finally:
         app_.db.dispose()
     if isinstance(done, AdmissionRecordType):
@@ -1000,6 +1064,13 @@ def import_command(
     elif isinstance(done, policies.Issued):
         echo(f"city policy {done.record.serial} imported (log leaf "
              f"{'recorded before' if done.log_index is None else done.log_index})")
+    elif isinstance(done, settlement.Decided):
+        echo(f"结算裁决已导入 settlement decision imported (log leaf {done.log_index})"
+             + (f"; 新版 revision {done.revised.statement.revision} issued (leaf "
+                f"{done.revised.log_index})" if done.revised else "")
+             + ("; 已定稿 final" if done.final else ""))
+    elif isinstance(done, int):
+        echo(f"结算违约已导入 settlement default imported (log leaf {done})")
     elif isinstance(done, ch_citykeys.Rotated):
         echo(f"{act.kind} rotation {done.serial} imported: new key {done.key_id} (log leaf "
              f"{'recorded before' if done.log_index is None else done.log_index})")

@@ -121,6 +121,23 @@ def _describe(kind: str, body: bytes) -> list[str]:
                 f"  新密钥 new key {c.new_key.hex()}",
                 f"  自树大小 from tree size {c.effective_size} 起由新密钥签署 heads are "
                 "signed by the new key"]
+    if kind == admissions.SETTLEMENT_DECISION:
+        d = pb.SettlementDecision.FromString(body)
+        what = ("修订 revise: 排除账目 leaves out " + ", ".join(d.excluded_claim_ids[:20])
+                + (" ..." if len(d.excluded_claim_ids) > 20 else "")) if d.revise else (
+            "维持 uphold: 驳回 overrules " + ", ".join(d.overruled_node_ids))
+        return [f"结算裁决 settlement decision: 结算单 statement {d.serial} 第 {d.revision} 版 "
+                f"revision", f"  {what}",
+                f"  结算单标识 statement identity {d.statement_sha256.hex()}",
+                f"  理由 reason: {d.reason[:200]}"]
+    if kind == admissions.SETTLEMENT_DEFAULT:
+        f = pb.SettlementDefault.FromString(body)
+        return [f"结算违约 settlement default: 区 district {f.node_id} 结算单 statement "
+                f"{f.serial}",
+                f"  未付 unpaid {f.unpaid_minutes} 分钟 minutes, {f.unpaid_fen} 分 fen; "
+                f"处理 treatment {f.treatment}",
+                f"  结算单标识 statement identity {f.statement_sha256.hex()}",
+                f"  理由 reason: {f.reason[:200]}"]
     raise ActFileError(f"不是城市文件类型 / {kind[:32]!r} is not a kind of city act")
 
 

@@ -79,7 +79,12 @@ ROSTER = "roster"
 POLICY = "policy"
 #: The kinds of envelope the city root key signs (the rotations of the city's keys too:
 #: ``timebank.citykeys``).
-KINDS = frozenset({ADMISSION, REVOCATION, ROSTER, POLICY, *KEY_KINDS})
+#: The bureau's settlement acts (``timebank.settlement``: a decision on a disputed
+#: statement, a district's default) are city acts too.
+SETTLEMENT_DECISION = "settlement.decision"
+SETTLEMENT_DEFAULT = "settlement.default"
+KINDS = frozenset({ADMISSION, REVOCATION, ROSTER, POLICY, *KEY_KINDS, SETTLEMENT_DECISION,
+                   SETTLEMENT_DEFAULT})
 #: The most acts one view holds: far more than a city of districts, each rotated and
 #: revoked now and then, ever signs; a bound on what a clearinghouse can make a reader keep.
 MAX_ACTS = 10_000
@@ -187,6 +192,10 @@ def verify_act(envelope: bytes, city_key: bytes | CityKeys) -> CityAct:
             pb.CityPolicy.FromString(body)
         elif signed.kind == CITY_KEY:
             read_root_rotation(body)  # its shape: whether it is chained, CityKeys judges
+        elif signed.kind == SETTLEMENT_DECISION:
+            pb.SettlementDecision.FromString(body)
+        elif signed.kind == SETTLEMENT_DEFAULT:
+            pb.SettlementDefault.FromString(body)
         else:
             read_clearinghouse_rotation(body)
     except KeyChainError as e:

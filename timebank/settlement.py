@@ -54,6 +54,8 @@ __all__ = [
     "check_line",
     "claims_digest",
     "compute",
+    "is_claim_id",
+    "is_month",
     "money",
     "month_period",
     "net_transfers",
@@ -127,6 +129,16 @@ def month_period(label: str) -> Period:
     first = datetime(year, month, 1, tzinfo=CITY_TZ)
     after = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=CITY_TZ)
     return Period(label, first.astimezone(UTC), after.astimezone(UTC))
+
+
+def is_month(label: str) -> bool:
+    """Whether a period label names a calendar month (``YYYY-MM``)."""
+    return isinstance(label, str) and _MONTH.fullmatch(label) is not None
+
+
+def is_claim_id(text: str) -> bool:
+    """Whether ``text`` is a claim id (a lowercase UUID)."""
+    return isinstance(text, str) and _CLAIM_ID.fullmatch(text) is not None
 
 
 def previous_month(at: datetime) -> Period:

@@ -44,7 +44,8 @@ from timebank.v1 import clearing_pb2 as pb
 
 #: Reads: anyone with a certificate of the city may call them.
 READS = frozenset({"GetTreeHead", "GetEntries", "GetAdmissions", "GetInclusionProof",
-                   "GetConsistencyProof", "LookupPerson", "GetPositions"})
+                   "GetConsistencyProof", "LookupPerson", "GetPositions", "GetSettlement",
+                   "GetSettlementClaims"})
 #: A node's signed envelope as the request: the signer must be the certificate's node.
 ENVELOPES = frozenset({"Submit", "Subscribe", "Ack", "AddCosignature"})
 #: Signed envelopes in ``envelopes``: every signer must be the certificate's node.

@@ -41,7 +41,7 @@ from clearinghouse.config import (
     DEFAULT_SUBMITS_PER_SECOND,
     ClearinghouseConfig,
 )
-from clearinghouse.usecases import claims, wire
+from clearinghouse.usecases import claims, settlement, wire
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import Clock
 from runtime import server
@@ -52,7 +52,7 @@ from runtime.rpcstatus import ErrorMapping
 from runtime.server import RunningServer, Serving
 from runtime.tls import ServerTls
 from timebank import keys
-from timebank.envelope import EnvelopeError
+from timebank.envelope import CLEARINGHOUSE, EnvelopeError, sign
 
 log = structlog.get_logger("clearinghouse.api")
 
@@ -60,6 +60,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_WORKERS = 32
 DEFAULT_GRACE_SECONDS = 5.0
 SWEEP_INTERVAL_SECONDS = 1.0
+#: How often the serving clearinghouse looks whether the city policy's schedule closes a
+#: settlement period now.
+SETTLEMENT_INTERVAL_SECONDS = 60.0
 
 
 def _contract_refusal(error: Exception) -> Refusal | None:
@@ -129,6 +132,37 @@ class ExpirySweep(Periodic):
         self.run_once()
 
 
+class SettlementSchedule(Periodic):
+    """Closes the previous month when the city policy's schedule says so
+    (``settlement.close_due``), looking every ``interval`` seconds: a cheap read first,
+    the close (under the write lock, checked again there) only when it is due. Several
+    replicas may run it: the write lock lets one close the month, and the others find it
+    closed."""
+
+    thread_name = "clearinghouse-settlement"
+    what = "closing a scheduled settlement period"
+    round_at_start = True
+
+    def __init__(self, app: ClearinghouseApp, sign: Callable[[], settlement.Sign],
+                 interval: float = SETTLEMENT_INTERVAL_SECONDS) -> None:
+        super().__init__(interval)
+        self._app = app
+        self._sign = sign  # the signer of the key that signs now (it may be rotated)
+
+    def run_once(self) -> settlement.Closed | None:
+        if self._app.query(settlement.due) is None:
+            return None
+        closed = self._app.execute(settlement.close_due, self._sign())
+        if closed is not None:
+            log.info("settlement period closed", period=closed.statement.period,
+                     serial=closed.statement.serial, claims=closed.statement.sheet.claims,
+                     log_index=closed.log_index)
+        return closed
+
+    def round(self) -> None:
+        self.run_once()
+
+
 def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
                   stop: threading.Event | None = None,
                   on_ready: Callable[[Serving], None] | None = None,
@@ -159,6 +193,14 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
         sweep = ExpirySweep(app, sweep_interval)
         sweep.start()
         parts.callback(sweep.stop, grace_seconds)
+
+        def signer() -> settlement.Sign:
+            current = bootstrap.signing_key(config, app)
+            return lambda kind, body: sign(kind, body, CLEARINGHOUSE, current)
+
+        schedule = SettlementSchedule(app, signer)
+        schedule.start()
+        parts.callback(schedule.stop, grace_seconds)
         return running.port, {"submits_per_second": config.submits_per_second,
                               "submit_burst": config.submit_burst,
                               "key_id": keys.key_id(keys.public_key(key))}

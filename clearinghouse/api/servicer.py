@@ -36,7 +36,16 @@ from clearinghouse.api import observe
 from clearinghouse.api.ratelimit import RateLimiter
 from clearinghouse.config import DEFAULT_SUBMIT_BURST, DEFAULT_SUBMITS_PER_SECOND
 from clearinghouse.domain.claims import ClaimState
-from clearinghouse.usecases import admission, citykeys, claims, directory, log, submit, wire
+from clearinghouse.usecases import (
+    admission,
+    citykeys,
+    claims,
+    directory,
+    log,
+    settlement,
+    submit,
+    wire,
+)
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from runtime.errors import FailedPrecondition, PermissionDenied
 from runtime.observe import note
@@ -300,6 +309,24 @@ class ClearinghouseServicer:
 
         return self._app.query(run)
 
+    # ------------------------------------------------------------ settlement
+
+    def GetSettlement(self, msg: pb.GetSettlementRequest,
+                      context: grpc.ServicerContext) -> pb.Settlement:
+        note(serial=msg.serial, period=msg.period[:40])
+        return self._app.query(settlement.get, msg.serial, msg.period)
+
+    def GetSettlementClaims(self, msg: pb.GetSettlementClaimsRequest,
+                            context: grpc.ServicerContext) -> pb.SettlementClaims:
+        note(serial=msg.serial, revision=msg.revision, node_id=msg.node_id[:16])
+        return self._app.query(settlement.claims_page, msg.serial, msg.revision,
+                               msg.node_id, msg.after_claim_id)
+
+    def sign_envelope(self, kind: str, body: bytes) -> Signed:
+        """A body signed with the key this clearinghouse signs with now (a settlement
+        statement the schedule closes)."""
+        return sign(kind, body, CLEARINGHOUSE, self._key)
+
 
 def _serialize(message: Message | bytes) -> bytes:
     """A response message's bytes; a stored receipt is returned exactly as stored."""
@@ -313,6 +340,8 @@ _REQUESTS: dict[str, type[Message]] = {
     "GetEntries": pb.GetEntriesRequest, "GetAdmissions": pb.GetAdmissionsRequest,
     "GetInclusionProof": pb.GetInclusionProofRequest,
     "GetConsistencyProof": pb.GetConsistencyProofRequest,
+    "GetSettlement": pb.GetSettlementRequest,
+    "GetSettlementClaims": pb.GetSettlementClaimsRequest,
 }
 _ENVELOPES = ("Submit", "Ack", "AddCosignature")
 

@@ -147,6 +147,11 @@ _COSIGNED_SIZES = Prepared(select(COSIGS.c.size).group_by(COSIGS.c.size)
                            .having(func.count() >= bindparam("quorum"))
                            .order_by(COSIGS.c.size.desc()).limit(bindparam("limit")))
 
+_COSIGNED_FROM = Prepared(select(COSIGS.c.size).where(COSIGS.c.size >= bindparam("least"))
+                          .group_by(COSIGS.c.size)
+                          .having(func.count() >= bindparam("quorum"))
+                          .order_by(COSIGS.c.size).limit(bindparam("limit")))
+
 _HASHES_BY_COUNT: dict[int, Prepared] = {}
 
 
@@ -489,6 +494,12 @@ class MerkleLog:
         witness, revoked or not), largest first, at most `limit` of them."""
         return [int(size) for size in _COSIGNED_SIZES(
             self.conn, {"quorum": quorum, "limit": limit}).scalars()]
+
+    def cosigned_sizes_from(self, least: int, quorum: int, limit: int = 16) -> list[int]:
+        """Sizes of at least ``least`` of the tree heads with at least `quorum`
+        cosignatures, smallest first, at most `limit` of them."""
+        return [int(size) for size in _COSIGNED_FROM(
+            self.conn, {"least": least, "quorum": quorum, "limit": limit}).scalars()]
 
     # audit ---------------------------------------------------------------------------------
 

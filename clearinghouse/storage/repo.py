@@ -24,6 +24,7 @@ from sqlalchemy import (
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.storage import schema as s
+from clearinghouse.storage.settlements import Settlements
 from runtime import meta
 from runtime.errors import InvariantViolation, Refusal
 from runtime.statements import Prepared
@@ -191,6 +192,11 @@ _POLICY_TERMS_SINCE = Prepared(
     .where(POLICIES.c.serial >= select(func.coalesce(func.max(_EARLIER_POLICIES.c.serial), 0))
            .where(_EARLIER_POLICIES.c.effective_at <= bindparam("since")).scalar_subquery())
     .order_by(POLICIES.c.serial))
+_SET_COMPLETED_INDEX = Prepared(
+    update(CLAIMS).where(CLAIMS.c.claim_id == bindparam("id"),
+                         CLAIMS.c.state == ClaimState.COMPLETED.value,
+                         CLAIMS.c.completed_index.is_(None))
+    .values(completed_index=bindparam("idx")))
 _SAVEPOINT = Prepared(text("SAVEPOINT envelope"))
 _ROLLBACK_TO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT envelope"))
 _RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT envelope"))
@@ -511,10 +517,23 @@ class Repo:
         ).order_by(CLAIMS.c.expires_at, CLAIMS.c.claim_id).limit(limit))
         return [_claim(row) for row in rows]
 
-    def completed_claims(self) -> list[Claim]:
-        rows = self.conn.execute(select(CLAIMS).where(
-            CLAIMS.c.state == ClaimState.COMPLETED.value).order_by(CLAIMS.c.claim_id))
+    def completed_claims(self, *, unsettled: bool = False) -> list[Claim]:
+        """The completed claims (only those no statement settled, if ``unsettled``)."""
+        where = [CLAIMS.c.state == ClaimState.COMPLETED.value]
+        if unsettled:
+            where.append(CLAIMS.c.settled_serial.is_(None))
+        rows = self.conn.execute(select(CLAIMS).where(*where).order_by(CLAIMS.c.claim_id))
         return [_claim(row).claim for row in rows]
+
+    def set_completed_index(self, claim_id: str, index: int) -> bool:
+        """The log leaf that completed the claim: the first leaf recording it completed
+        sets it (True); a later one (a finish sent again) leaves it (False)."""
+        return _SET_COMPLETED_INDEX(self.conn, {"id": claim_id, "idx": index}).rowcount == 1
+
+    @property
+    def settlements(self) -> Settlements:
+        """Settlement's rows, in this transaction."""
+        return Settlements(self.conn)
 
     def set_home(self, person_ref: str, home_node_id: str, evidence: bytes,
                  now: datetime) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -140,6 +142,12 @@ class ClaimRow(Base):
     Kind, state and reason hold the values of ``clearinghouse.domain.claims``'
     ClaimKind, ClaimState and RejectReason. ``posted_minutes`` is set exactly when
     completed (the domain's Claim checks it whenever a row is loaded).
+
+    Settlement (issue 16, migration 0009): ``completed_index`` is the log leaf that
+    completed the claim, written in the transaction that logs the completing Submit, so
+    a period ``[start, end)`` of the log is a range of it; ``settled_serial`` is the
+    statement that settled it (NULL: not yet; a bureau decision that leaves it out of a
+    revised statement sets it back to NULL, and the next period takes it).
     """
 
     __tablename__ = "claims"
@@ -158,6 +166,8 @@ class ClaimRow(Base):
     proposal: Mapped[bytes] = mapped_column(LargeBinary)
     decision: Mapped[bytes | None] = mapped_column(LargeBinary)
     finish: Mapped[bytes | None] = mapped_column(LargeBinary)
+    completed_index: Mapped[int | None] = mapped_column(BigInteger)
+    settled_serial: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         CheckConstraint("kind IN ('redemption', 'move')", name="kind"),
         CheckConstraint(
@@ -171,6 +181,14 @@ class ClaimRow(Base):
         Index("ix_claims_creditor_state", "creditor", "state"),
         # a person's open move (one at a time); added by migration 0002
         Index("ix_claims_payer_ref_state", "payer_ref", "state"),
+        # closing a period: the unsettled (NULL) claims completed below its end; added
+        # by migration 0009
+        Index("ix_claims_settled_serial_completed_index", "settled_serial",
+              "completed_index"),
+        # a statement's claims, paged by claim id (GetSettlementClaims)
+        Index("ix_claims_settled_serial_claim_id", "settled_serial", "claim_id"),
+        CheckConstraint("settled_serial IS NULL OR completed_index IS NOT NULL",
+                        name="settled_when_completed"),
     )
 
 
@@ -293,3 +311,50 @@ class Cosignature(Base):
     line: Mapped[str] = mapped_column(Text)
     timestamp: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SettlementStatementRow(Base):
+    """A settlement statement (``timebank.settlement``), one row per revision: the
+    clearinghouse-signed ``settlement`` envelope as logged, its log leaf, and what is
+    read of it without parsing it again. A period label names one serial (revision 1,
+    2 ... of it share the label). ``final``: the revision is countersigned by every
+    district or upheld for the rest (only the latest revision of a serial can be).
+    Only inserted, and ``final`` only ever set: nothing is unwound."""
+
+    __tablename__ = "settlement_statements"
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    period: Mapped[str] = mapped_column(String(32))
+    start_index: Mapped[int] = mapped_column(BigInteger)
+    end_index: Mapped[int] = mapped_column(BigInteger)
+    statement_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    log_index: Mapped[int] = mapped_column(BigInteger, unique=True)
+    closed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    final: Mapped[bool] = mapped_column(Boolean)
+    __table_args__ = (
+        UniqueConstraint("period", "revision", name="uq_settlement_statements_period"),
+        CheckConstraint("serial >= 1 AND revision >= 1", name="serial_positive"),
+        CheckConstraint("0 <= start_index AND start_index <= end_index", name="range"),
+        CheckConstraint("length(statement_sha256) = 32", name="sha256_length"),
+    )
+
+
+class SettlementActRow(Base):
+    """An act on a statement: a district's countersign or dispute (its envelope, sent
+    with Submit), the bureau's decision or a default (city-signed), as logged, by its
+    log leaf. ``revision``: the revision it names (a default: the final one);
+    ``node_id``: the district it concerns (none for a decision). Only inserted."""
+
+    __tablename__ = "settlement_acts"
+    log_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    serial: Mapped[int] = mapped_column(BigInteger, index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    node_id: Mapped[str | None] = mapped_column(String(6))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("kind IN ('settlement.countersign', 'settlement.dispute', "
+                        "'settlement.decision', 'settlement.default')", name="kind"),
+    )

@@ -192,6 +192,7 @@ def signed_by(tx: Tx, root: bytes) -> list[bytes]:
     envelopes += tx.repo.rosters()
     envelopes += [p.envelope for p in tx.repo.city_policies()]
     envelopes += [e for _, _, e in tx.repo.key_acts()]
+    envelopes += tx.repo.settlements.city_acts()
     found = (wire.from_bytes(e) for e in envelopes)
     return sorted({identity(e) for e in found if e.key_id == kid})
 

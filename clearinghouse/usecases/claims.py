@@ -481,9 +481,10 @@ def net_debit_limit(tx: Tx, node_id: str) -> int:
 
 
 def positions(tx: Tx) -> pos.Positions:
-    """Net positions and gross bilateral totals, from the completed claims; raises
-    InvariantViolation if they disagree with the running positions kept per node."""
-    computed = pos.positions(pos.flows_of(tx.repo.completed_claims()))
+    """Net positions and gross bilateral totals of the open settlement period, from the
+    completed claims no statement settled; raises InvariantViolation if they disagree
+    with the running positions kept per node (closing a period takes its nets out)."""
+    computed = pos.positions(pos.flows_of(tx.repo.completed_claims(unsettled=True)))
     stored = tx.repo.net_positions()
     for node_id in set(stored) | set(computed.net):
         if stored.get(node_id, 0) != computed.of(node_id):

@@ -31,7 +31,7 @@ from runtime.errors import (
     NotFound,
     PermissionDenied,
 )
-from timebank import anchors, transparency
+from timebank import anchors, settlement, transparency
 from timebank import checkpoint as notes
 from timebank.envelope import KeyRing, Signed
 from timebank.v1 import clearing_pb2
@@ -61,7 +61,11 @@ CHECKPOINT = anchors.LEAF_KIND
 #: What the Submit of each envelope kind records.
 SUBMIT_KINDS = {"directory.register": REGISTRATION, "claim.propose": CLAIM,
                 "claim.decide": CLAIM, "claim.finish": CLAIM,
-                anchors.CHECKPOINT_KIND: CHECKPOINT}
+                anchors.CHECKPOINT_KIND: CHECKPOINT,
+                # a district's side of a settlement statement (issue 16): the leaf kind
+                # is the envelope kind
+                settlement.COUNTERSIGN_KIND: settlement.COUNTERSIGN_KIND,
+                settlement.DISPUTE_KIND: settlement.DISPUTE_KIND}
 
 
 def log_of(tx: Tx) -> MerkleLog:
@@ -138,6 +142,13 @@ def record_city_act(tx: Tx, kind: str, certificate: Signed, node_id: str) -> int
         kind=kind, envelope=wire.to_bytes(certificate), node_id=node_id), tx))
 
 
+def record_settlement(tx: Tx, envelope: Signed, node_id: str = "") -> int:
+    """A settlement statement (the clearinghouse's envelope), or the city's decision or
+    default on one: the envelope in its canonical encoding, under its own kind."""
+    return append(tx, _stamp(clearing_pb2.LogEntry(
+        kind=envelope.kind, envelope=wire.to_bytes(envelope), node_id=node_id), tx))
+
+
 def record_limit(tx: Tx, node_id: str, minutes: int) -> int:
     return append(tx, _stamp(clearing_pb2.LogEntry(kind=LIMIT, node_id=node_id,
                                                    minutes=minutes), tx))
@@ -185,6 +196,20 @@ def _cosigned_by_quorum(tx: Tx, size: int) -> bool:
     members = set(named.members)
     cosigners = {w for w, _, _ in log_of(tx).cosignatures(size)}
     return len(cosigners & members) >= named.quorum
+
+
+def quorum_head_from(tx: Tx, size: int) -> clearing_pb2.TreeHead | None:
+    """The smallest head of ``size`` leaves or more cosigned by a quorum of the
+    city-signed roster it names, with its cosignatures (None: no such head yet)."""
+    for _ in range(64):  # heads with enough lines, by any witness, until one has a quorum
+        candidates = log_of(tx).cosigned_sizes_from(size, 1, limit=64)
+        chosen = next((s for s in candidates if _cosigned_by_quorum(tx, s)), None)
+        if chosen is not None:
+            return head(tx, chosen)
+        if len(candidates) < 64:
+            return None
+        size = candidates[-1] + 1
+    return None
 
 
 def head(tx: Tx, size: int = 0, *, cosigned: bool = False) -> clearing_pb2.TreeHead:

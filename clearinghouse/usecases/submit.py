@@ -37,8 +37,16 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from clearinghouse.domain.claims import Claim
-from clearinghouse.usecases import admission, checkpoints, claims, directory, log, wire
+from clearinghouse.domain.claims import Claim, ClaimState
+from clearinghouse.usecases import (
+    admission,
+    checkpoints,
+    claims,
+    directory,
+    log,
+    settlement,
+    wire,
+)
 from clearinghouse.usecases.app import Tx
 from runtime.errors import InvalidArgument, Refusal
 from timebank import transparency
@@ -52,6 +60,8 @@ USE_CASES: dict[str, Callable[..., Any]] = {
     claims.DECIDE: claims.decide,
     claims.FINISH: claims.finish,
     checkpoints.CHECKPOINT: checkpoints.anchor,
+    settlement.COUNTERSIGN: settlement.countersign,
+    settlement.DISPUTE: settlement.dispute,
 }
 
 
@@ -122,6 +132,12 @@ def submit(tx: Tx, request: bytes, seal: Callable[[bytes], bytes],
     result = USE_CASES[envelope.kind](tx, envelope, admission.cached_key_ring(tx))
     claim = result if isinstance(result, Claim) else None
     index = log.record_submit(tx, envelope, claim)
+    if claim is not None and claim.state is ClaimState.COMPLETED:
+        # the completing leaf places the claim in a settlement period (a later leaf of
+        # the same completion, a finish sent again, leaves it where it was)
+        tx.repo.set_completed_index(claim.claim_id, index)
+    if isinstance(result, settlement.PendingAct):
+        result.record(tx, index)  # the act is stored under the leaf that logs it
     receipt = clearing_pb2.Receipt(envelope_sha256=key, log_index=index)
     if claim is not None:
         receipt.claim_id = claim.claim_id
