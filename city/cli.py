@@ -50,6 +50,7 @@ app.add_typer(offline_cli.app, name="city")
 app.command("verify-statement")(statement_cli.verify_command)
 # The reports are the city's renderers; the services never import the city tools.
 node_cli.app.command("report")(report_cli.node_report_command)
+clearinghouse_cli.app.command("report")(report_cli.clearinghouse_report_command)
 
 
 @app.command("demo")

@@ -84,3 +84,28 @@ def node_report_command(
     finally:
         engine.dispose()
     _write(out, data)
+
+
+@guarded
+def clearinghouse_report_command(
+    config_file: Annotated[Path, typer.Option(
+        "--config", "-c", metavar="FILE", help="The clearinghouse's configuration "
+        "(clearinghouse.toml).")],
+    period: PeriodOption,
+    out: OutDir,
+) -> None:
+    """Write the bureau's report for a period: the settlement statement as a PDF for the
+    finance office, the matrix, positions, netting and money as CSV and Excel, claim
+    counts by district, kind and month, and charts of the flows and positions."""
+    from clearinghouse.bootstrap import open_app
+    from clearinghouse.config import load_config
+
+    from .gather.clearinghouse import clearinghouse_report
+
+    label = check_period(period)
+    app = open_app(load_config(config_file))
+    try:
+        data = clearinghouse_report(app, label, datetime.now(UTC))
+    finally:
+        app.db.dispose()
+    _write(out, data)

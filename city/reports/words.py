@@ -114,15 +114,20 @@ def party(data: ReportData, node_id: str) -> str:
 
 
 def default_verify_steps(statement: Statement) -> tuple[str, ...]:
-    """How anyone checks the statement, without this report's word for it."""
+    """How anyone checks the statement, without this report's word for it: the bureau
+    with its clearinghouse, anyone else from the public log."""
+    n = statement.serial
     return (
-        f"运行 timebank clearinghouse settle show --serial {statement.serial}，"
-        "核对其显示的校验值与本页相同。 / Run `timebank clearinghouse settle show --serial "
-        f"{statement.serial}` and check it prints the same verification hash.",
-        f"或在透明日志中找到类型为 settlement 的叶子（结算单 {statement.serial}），"
-        "其信封标识（SHA-256）应等于本页校验值。 / Or find the log leaf of kind "
-        f"`settlement` (statement {statement.serial}): its envelope identity (SHA-256) "
-        "equals this hash.",
+        f"结算中心：运行 timebank clearinghouse settle show --config clearinghouse.toml "
+        f"--serial {n}，其显示的“结算单标识 statement identity (sha256)”应与本页校验值相同。"
+        f" / The bureau: run `timebank clearinghouse settle show --config clearinghouse.toml "
+        f"--serial {n}`; the statement identity (sha256) it prints equals this hash.",
+        f"任何人：在透明日志中找到类型为 settlement 的叶子（结算单 {n}），其信封标识"
+        "（对类型、正文、签名方和密钥编号的 SHA-256）应等于本页校验值，"
+        "且其签名可用结算中心公钥验证。"
+        f" / Anyone: in the transparency log, the leaf of kind `settlement` (statement {n}) "
+        "has this envelope identity (SHA-256 over its kind, body, signer and key id), and "
+        "its signature verifies under the clearinghouse's public key.",
     )
 
 

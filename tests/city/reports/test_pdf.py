@@ -81,7 +81,7 @@ def test_the_font_is_embedded_and_the_text_extracts(tmp_path: Path, data: Report
     assert words.netting_sentence(data.statement.sheet)[:20] in text
     assert "12 个区之间的" in text and "经多边轧差为 11 笔转账" in text
     assert data.envelope_sha256.hex() in text
-    assert "timebank clearinghouse settle show --serial 1" in text
+    assert "timebank clearinghouse settle show --config clearinghouse.toml --serial 1" in text
     assert "本系统内不发生任何资金划转" in text
     assert "叶子 [0, 500)" in text  # the log range
     assert "q83mUQ8kG4cZ" in text  # the cited head
