@@ -32,6 +32,8 @@ DEFAULT_PEER_CHECK_SECONDS = 15
 #: times (they look every 2 s) and for a district restarting, short enough that a split
 #: view is seen within minutes.
 DEFAULT_FINALITY_SECONDS = 300
+#: How often a node looks for a settlement statement (issue 16), by default.
+DEFAULT_SETTLEMENT_SECONDS = 30
 MAX_FINALITY_SECONDS = 7 * 24 * 3600
 
 
@@ -57,6 +59,8 @@ class NodeConfig:
     #: A head this node verified must be covered by a head cosigned by a quorum of
     #: districts within this many seconds, or the node raises the finality alarm.
     finality_seconds: int = DEFAULT_FINALITY_SECONDS
+    #: How often the node looks for a settlement statement to check, answer or post.
+    settlement_seconds: int = DEFAULT_SETTLEMENT_SECONDS
     #: Other districts' nodes (host:port) whose tree heads this node compares with the
     #: log its clearinghouse shows it, every ``peer_check_seconds`` (split views).
     peer_nodes: tuple[str, ...] = ()
@@ -95,7 +99,8 @@ _TABLES: Tables = {
              "policy_file": str, "city_secret_file": str, "signing_key_file": str},
     "server": {"listen": str, "metrics_listen": str, "max_message_bytes": int, "workers": int},
     "log": {"level": str, "format": str},
-    "clearinghouse": {"address": str, "public_key": str, "finality_seconds": int},
+    "clearinghouse": {"address": str, "public_key": str, "finality_seconds": int,
+                      "settlement_seconds": int},
     "peers": {"nodes": list, "check_seconds": int},
     "city": {"public_key": str},
     TLS_TABLE: {k: v for k, v in TLS_SETTINGS.items() if k != "crl"},
@@ -144,6 +149,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         clearinghouse_address=str(clearinghouse.get("address", "")),
         clearinghouse_public_key=str(clearinghouse.get("public_key", "")),
         finality_seconds=number(clearinghouse, "finality_seconds", DEFAULT_FINALITY_SECONDS),
+        settlement_seconds=number(clearinghouse, "settlement_seconds",
+                                  DEFAULT_SETTLEMENT_SECONDS),
         peer_nodes=texts(peers, "nodes"),
         peer_check_seconds=number(peers, "check_seconds", DEFAULT_PEER_CHECK_SECONDS),
         city_public_key=str(city.get("public_key", "")),
@@ -173,6 +180,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         raise ConfigError("[clearinghouse] public_key is set but address is not")
     if not 1 <= cfg.finality_seconds <= MAX_FINALITY_SECONDS:
         raise ConfigError(f"[clearinghouse] finality_seconds must be 1..{MAX_FINALITY_SECONDS}")
+    if not 1 <= cfg.settlement_seconds <= 3600:
+        raise ConfigError("[clearinghouse] settlement_seconds must be 1..3600")
     _check_peers(cfg)
     if cfg.city_public_key and not _is_key_hex(cfg.city_public_key):
         raise ConfigError("[city] public_key is the city root's Ed25519 public key as 64 "
@@ -238,6 +247,9 @@ public_key = {q(clearinghouse_public_key)}
 # Seconds a tree head this node verified may wait for a quorum of districts to cosign
 # it before the node raises the finality alarm (a split view, or witnesses down).
 finality_seconds = {DEFAULT_FINALITY_SECONDS}
+# Seconds between the node's looks for a settlement statement to check, countersign or
+# dispute, and post once final.
+settlement_seconds = {DEFAULT_SETTLEMENT_SECONDS}
 
 # Other districts' nodes (HOST:PORT): their tree heads are compared with the log the
 # clearinghouse shows this node, so that two views of it cannot go unnoticed.

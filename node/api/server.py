@@ -184,6 +184,7 @@ def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
                         peers=config.peer_nodes,
                         watch_seconds=config.peer_check_seconds,
                         finality_seconds=config.finality_seconds,
+                        settlement_seconds=config.settlement_seconds,
                         city_public_key=(bytes.fromhex(config.city_public_key)
                                          if config.city_public_key else None))
 

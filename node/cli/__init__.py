@@ -16,8 +16,9 @@ name and the node's message) and a non-zero exit code, never a traceback.
 
 The modules, one concept each: ``common`` (console, errors, ``guarded``, option types),
 ``client`` (the gRPC client), ``render`` (text and JSON), and the commands in ``admin``,
-``people``, ``orders``, ``consent``, ``ledger`` and ``claims`` (claims with other
-districts). This module builds ``app`` from them.
+``people``, ``orders``, ``consent``, ``ledger``, ``claims`` (claims with other
+districts) and ``settlement`` (settlement statements, read from the node's database).
+This module builds ``app`` from them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from node.cli.render import (
     report_from_view,
     to_json,
 )
+from node.cli.settlement import settlement_app
 
 __all__ = [
     "CliError",
@@ -105,6 +107,7 @@ app.add_typer(accounts.token_app, name="token")
 app.add_typer(staff_app, name="staff")
 app.add_typer(order_app, name="order")
 app.add_typer(consent_app, name="consent")
+app.add_typer(settlement_app, name="settlement")
 
 # Top-level commands, in the order `timebank node --help` lists them.
 app.command("init")(admin.init_command)

@@ -34,6 +34,9 @@ class EntryKind(StrEnum):
     GRANT = "grant"
     REVERSAL = "reversal"
     CLAIM = "claim"  # a completed claim between districts: this node's leg, via clearing
+    #: A final settlement statement posted (issue 16): the period's net of this
+    #: district's line moves between ``clearing`` and ``settlement``.
+    SETTLEMENT = "settlement"
 
 
 #: Holder accounts never go below zero; sources and clearing may.
@@ -67,6 +70,7 @@ DONATION_POOL = Account(AccountKind.DONATION_POOL, Origin.DONATED)
 CONSUMPTION = Account(AccountKind.CONSUMPTION)
 CITY_GRANT = Account(AccountKind.CITY_GRANT, Origin.GRANTED)
 CLEARING = Account(AccountKind.CLEARING)
+SETTLEMENT = Account(AccountKind.SETTLEMENT)
 
 
 def issuance(origin: Origin) -> Account:

@@ -10,7 +10,8 @@ client certificate is read at start: a renewed one is used after the node restar
 refresher of the city's acts (``city.CityView``, which the subscriber checks relayed
 envelopes against), the log watch (which also calls the peer districts' nodes it is
 given), the rehomer (which asks the city directory where a payer who moved keeps their
-hours now: ``directory``) and, when the node knows the city public key, the policy
+hours now: ``directory``), the settler (which checks, answers and posts settlement
+statements: ``settlement``) and, when the node knows the city public key, the policy
 fetcher; ``stop()`` ends them and closes the channels. Each worker survives any
 failure: it logs, waits and starts again (``supervise``).
 """
@@ -29,6 +30,8 @@ from node.link.connection import Connection, LogKeyRing
 from node.link.directory import REHOME_SECONDS, Directory, Rehomer
 from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.sender import Sender
+from node.link.settlement import SETTLEMENT_SECONDS, Settler
+from node.link.settlement import Round as SettlementRound
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised
 from node.link.verified_log import VerifiedLog
@@ -58,7 +61,8 @@ class ClearingLink:
                  finality_seconds: float = FINALITY_SECONDS,
                  city_public_key: bytes | None = None,
                  policy_seconds: float = POLICY_SECONDS,
-                 rehome_seconds: float = REHOME_SECONDS) -> None:
+                 rehome_seconds: float = REHOME_SECONDS,
+                 settlement_seconds: float = SETTLEMENT_SECONDS) -> None:
         self.app = app
         self.address = address
         self.clearinghouse_key = clearinghouse_key
@@ -89,6 +93,8 @@ class ClearingLink:
         self.directory = Directory(connection)
         self.rehomer = Rehomer(app, self.directory, self._stop, self._wake,
                                interval=rehome_seconds)
+        self.settler = Settler(app, connection, self._stop, self.city,
+                               interval=settlement_seconds)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -104,7 +110,7 @@ class ClearingLink:
             "sender": self.sender.run, "subscriber": self.subscriber.run,
             "witness": self.witness.run, "checkpointer": self.checkpointer.run,
             "admissions": self.city.run, "log-watch": self.watch.run,
-            "rehomer": self.rehomer.run}
+            "rehomer": self.rehomer.run, "settlement": self.settler.run}
         if self.policies is not None:
             workers["policies"] = self.policies.run
         for name, loop in workers.items():
@@ -150,6 +156,11 @@ class ClearingLink:
     def rehome_once(self) -> int:
         """Ask the directory about every order whose payer moved (``Rehomer``)."""
         return self.rehomer.rehome_once()
+
+    def settle_once(self) -> SettlementRound:
+        """Check, answer and post the next settlement statement as far as it can go now
+        (``Settler``)."""
+        return self.settler.settle_once()
 
     def checkpoint_now(self) -> checkpoints.Requested:
         """Queue a checkpoint of the ledger (if it grew, or this key has not anchored it)

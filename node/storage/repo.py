@@ -3,7 +3,8 @@
 ``Repo(conn)`` gives a use-case one repository per aggregate over its transaction's
 connection: ``meta``, ``staff``, ``people``, ``ledger``, ``holds``, ``orders``,
 ``claims``, ``consents``, ``outbox``, ``inbox``, ``anchors``, ``policies``, ``city`` (the
-city's acts as verified here), ``idempotency`` and ``logins`` (accounts and credentials),
+city's acts as verified here), ``idempotency``, ``logins`` (accounts and credentials)
+and ``settlements`` (settlement statements seen, and the claims they settled),
 each in the module of that name (``outbox`` and ``inbox`` in ``messages``). Each takes and
 returns typed records (or, for claims, the domain's ``Claim``).
 """
@@ -25,6 +26,7 @@ from node.storage.meta import MetaRepo
 from node.storage.orders import OrderRepo
 from node.storage.people import PeopleRepo
 from node.storage.policies import PolicyRepo
+from node.storage.settlements import SettlementRepo
 from node.storage.staff import StaffRepo
 
 __all__ = ["Repo"]
@@ -35,7 +37,7 @@ class Repo:
 
     __slots__ = ("anchors", "city", "claims", "conn", "consents", "holds", "idempotency",
                  "inbox", "ledger", "logins", "meta", "orders", "outbox", "people", "policies",
-                 "staff")
+                 "settlements", "staff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -54,4 +56,5 @@ class Repo:
         self.city = CityEnvelopeRepo(conn)
         self.idempotency = IdempotencyRepo(conn)
         self.logins = LoginRepo(conn)
+        self.settlements = SettlementRepo(conn)
 

@@ -271,7 +271,12 @@ class ClaimRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: The settlement statement whose posting here settled this completed claim (issue
+    #: 16); 0 while none has: its minutes are still in the clearing account.
+    settled_serial: Mapped[int] = mapped_column(BigInteger, server_default="0",
+                                                index=True)
     __table_args__ = (
+        CheckConstraint("settled_serial >= 0", name="settled_serial"),
         CheckConstraint("kind IN ('redemption', 'move')", name="kind"),
         CheckConstraint("role IN ('creditor', 'debtor')", name="role"),
         CheckConstraint("minutes > 0", name="positive"),
@@ -470,3 +475,42 @@ class Credential(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SettlementRow(Base):
+    """A settlement statement this node has seen (issue 16, ADR 0019): one row per serial
+    and revision, the clearinghouse-signed envelope as fetched (verified before it was
+    stored, and again whenever it is read for posting), what this node answered (its
+    countersign or dispute body, queued in the outbox) and, once final and posted, the
+    ledger entry that moved the period's net out of ``clearing``. ``posted_serial`` is
+    the serial once posted, NULL before: unique, so no serial is ever posted twice."""
+
+    __tablename__ = "settlements"
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    period: Mapped[str] = mapped_column(String(32))
+    statement_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))
+    net_minutes: Mapped[int] = mapped_column(BigInteger)
+    answer_kind: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    answer: Mapped[bytes | None] = mapped_column(LargeBinary)
+    outbox_id: Mapped[int | None] = mapped_column(Integer)
+    differences: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    detail: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: The Settlement (statement, countersignatures, decisions) that made it final here.
+    evidence: Mapped[bytes | None] = mapped_column(LargeBinary)
+    ledger_seq: Mapped[int | None] = mapped_column(BigInteger)
+    posted_serial: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    final_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    posted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    __table_args__ = (
+        CheckConstraint("serial >= 1 AND revision >= 1", name="serial_positive"),
+        CheckConstraint("state IN ('checked', 'countersigned', 'disputed', 'final', "
+                        "'posted')", name="state"),
+        CheckConstraint("length(statement_sha256) = 32", name="sha256_length"),
+        CheckConstraint("posted_serial IS NULL OR posted_serial = serial",
+                        name="posted_serial"),
+    )

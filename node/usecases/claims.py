@@ -77,7 +77,7 @@ from node.storage.ledger import AccountRecord
 from node.storage.messages import RefusedDeliveryRecord
 from node.storage.orders import OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
-from node.usecases import admissions, checkpoints, consent
+from node.usecases import admissions, checkpoints, consent, settlement
 from node.usecases.app import Tx
 from node.usecases.people import facts, move_home, note_change
 from runtime.errors import (
@@ -785,6 +785,9 @@ def apply_refusal(tx: Tx, message_id: int, status: str, reason: str, message: st
         return
     if found.kind == checkpoints.CHECKPOINT:
         checkpoints.refused(tx, found.envelope)
+        return
+    if found.kind in settlement.ANSWER_KINDS:
+        settlement.answer_refused(tx, message_id, reason, message)
         return
     if found.kind != PROPOSE or found.claim_id is None:
         return

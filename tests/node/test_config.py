@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from node.bootstrap import init_data_dir
-from node.config import DEFAULT_FINALITY_SECONDS, MAX_PEERS, ConfigError, load_config
+from node.config import (
+    DEFAULT_FINALITY_SECONDS,
+    DEFAULT_SETTLEMENT_SECONDS,
+    MAX_PEERS,
+    ConfigError,
+    load_config,
+)
 
 KEY = "ab" * 32
 
@@ -25,6 +31,7 @@ def test_init_writes_the_peers_and_the_defaults(tmp_path: Path) -> None:
     assert config.peer_nodes == ("127.0.0.1:7444", "127.0.0.1:7445")
     assert config.finality_seconds == DEFAULT_FINALITY_SECONDS
     assert config.peer_check_seconds == 15
+    assert config.settlement_seconds == DEFAULT_SETTLEMENT_SECONDS
     alone = load_config(_node(tmp_path / "alone"))
     assert alone.peer_nodes == ()
 
@@ -55,6 +62,8 @@ def _with(path: Path, old: str, new: str) -> Path:
     ("check_seconds = 15", "check_seconds = 0", "check_seconds"),
     (f"finality_seconds = {DEFAULT_FINALITY_SECONDS}", "finality_seconds = 0",
      "finality_seconds"),
+    (f"settlement_seconds = {DEFAULT_SETTLEMENT_SECONDS}", "settlement_seconds = 0",
+     "settlement_seconds"),
 ])
 def test_bad_peer_settings_are_refused(tmp_path: Path, old: str, new: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
