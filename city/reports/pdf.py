@@ -118,7 +118,8 @@ def _statement_pages(pdf: _Document, data: ReportData) -> None:
     _table(pdf, b.money(data), widths=(25, 60, 35, 35, 35))
     _table(pdf, b.payments(data), widths=(70, 70, 25, 25))
     _heading(pdf, "如何核验 how to verify")
-    for i, step in enumerate(data.verify_steps or w.default_verify_steps(statement), 1):
+    steps = data.verify_steps or w.default_verify_steps(statement, data.scope)
+    for i, step in enumerate(steps, 1):
         _para(pdf, f"{i}. {step}")
     n = len(data.matrix_nodes())
     pdf.add_page(orientation="L" if n > 6 else "P")

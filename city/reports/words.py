@@ -113,11 +113,17 @@ def party(data: ReportData, node_id: str) -> str:
     return data.name(node_id) if node_id != RESERVE else "市储备金 city reserve"
 
 
-def default_verify_steps(statement: Statement) -> tuple[str, ...]:
-    """How anyone checks the statement, without this report's word for it: the bureau
-    with its clearinghouse, anyone else from the public log."""
+def default_verify_steps(statement: Statement, scope: str = "clearinghouse"
+                         ) -> tuple[str, ...]:
+    """How anyone checks the statement, without this report's word for it: a district
+    with its node, the bureau with its clearinghouse, anyone from the public log."""
     n = statement.serial
-    return (
+    district = () if scope == "clearinghouse" else (
+        f"本区：运行 timebank node settlement show --config node.toml --serial {n}，其显示的"
+        f"“核验哈希 / sha256”应与本页校验值相同。 / This district: run `timebank node "
+        f"settlement show --config node.toml --serial {n}`; the sha256 it prints equals "
+        "this hash.",)
+    return (*district,
         f"结算中心：运行 timebank clearinghouse settle show --config clearinghouse.toml "
         f"--serial {n}，其显示的“结算单标识 statement identity (sha256)”应与本页校验值相同。"
         f" / The bureau: run `timebank clearinghouse settle show --config clearinghouse.toml "

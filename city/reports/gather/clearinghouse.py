@@ -14,18 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from city.reports.tables import (
-    CLAIMS,
-    COUNTERSIGNED,
-    DISPUTED,
-    OVERRULED,
-    PENDING,
-    ActivityRow,
-    District,
-    PeriodPosition,
-    ReportData,
-    Signoff,
-)
+from city.reports.tables import CLAIMS, ActivityRow, District, PeriodPosition, ReportData
 from clearinghouse.storage.schema import ClaimRow
 from clearinghouse.usecases import admission, settlement
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
@@ -35,30 +24,12 @@ from timebank.citytime import CITY_TZ
 from timebank.envelope import decode, identity
 from timebank.v1 import clearing_pb2 as pb
 
+from .standing import signoffs
+
 #: The most statements the positions-over-periods chart reaches back.
 MAX_HISTORY = 240
 KIND_LABELS = {"redemption": "跨区兑换 redemption", "move": "随人迁移 move"}
 _CHUNK = 5000
-
-
-def signoffs(found: pb.Settlement, statement: st.Statement) -> tuple[Signoff, ...]:
-    """Each district's standing on the latest revision: countersigned, overruled by a
-    decision that upheld it, disputed, or pending."""
-    rev = statement.revision
-    signs = [pb.SettlementCountersign.FromString(decode(e).body) for e in found.countersigns]
-    disputes = [pb.SettlementDispute.FromString(decode(e).body) for e in found.disputes]
-    decisions = [pb.SettlementDecision.FromString(decode(e).body) for e in found.decisions]
-    signed = {c.node_id for c in signs if c.revision == rev}
-    disputed = {d.node_id for d in disputes if d.revision == rev}
-    overruled = {n for d in decisions if d.revision == rev and not d.revise
-                 for n in d.overruled_node_ids}
-    out = []
-    for line in statement.sheet.lines:
-        n = line.node_id
-        status = (COUNTERSIGNED if n in signed else OVERRULED if n in overruled
-                  else DISPUTED if n in disputed else PENDING)
-        out.append(Signoff(n, status))
-    return tuple(out)
 
 
 def _month(at: datetime) -> str:

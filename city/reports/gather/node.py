@@ -45,6 +45,9 @@ from timebank import envelope
 from timebank.admissions import AdmissionsError, certificate_of, parse_signed
 from timebank.citytime import CITY_TZ
 from timebank.settlement import SettlementError, Statement, month_period, parse_statement
+from timebank.v1 import clearing_pb2 as pb
+
+from . import standing
 
 #: The node's own answer to a statement (``settlements.state``) as a countersignature.
 _ANSWER = {"checked": PENDING, "countersigned": COUNTERSIGNED, "disputed": DISPUTED,
@@ -59,7 +62,8 @@ def settlements_table() -> TableClause:
     0010): read by name, so a node whose schema predates it is told so, not crashed."""
     return table("settlements", column("serial", BigInteger), column("revision", Integer),
                  column("period", String), column("envelope", LargeBinary),
-                 column("state", String), column("net_minutes", BigInteger))
+                 column("state", String), column("net_minutes", BigInteger),
+                 column("evidence", LargeBinary))
 
 
 def district_names(conn: Connection) -> dict[str, str]:
@@ -131,12 +135,16 @@ def node_report(conn: Connection, node_id: str, district: str, label: str,
             notes.append(f"本节点尚未收到 {label} 的结算单。 / This node holds no statement "
                          f"for {label} yet.")
         else:
-            statement, identity, state = found
-            if statement.sheet.line(node_id) is not None:
-                signoffs = (Signoff(node_id, _ANSWER.get(state, PENDING)),)
+            statement, identity, state, evidence = found
             final = state in _FINAL
-            notes.append("会签状态只列本区；其他区的见结算中心报告。 / Only this district's "
-                         "countersignature is shown; the others' are in the bureau's report.")
+            if evidence is not None:  # the acts that made it final here: every district's
+                signoffs = standing.signoffs(evidence, statement)
+            else:
+                if statement.sheet.line(node_id) is not None:
+                    signoffs = (Signoff(node_id, _ANSWER.get(state, PENDING)),)
+                notes.append("会签状态只列本区；其他区的见结算中心报告。 / Only this "
+                             "district's countersignature is known here until the statement "
+                             "is final; the others' are in the bureau's report.")
         history = _history(conn, node_id)
     return ReportData(
         scope=node_id, period=label, generated_at=now,
@@ -146,16 +154,19 @@ def node_report(conn: Connection, node_id: str, district: str, label: str,
         note="\n".join(notes))
 
 
-def _statement(conn: Connection, label: str) -> tuple[Statement, bytes, str] | None:
-    """The latest revision the node holds of the latest statement of period ``label``."""
+def _statement(conn: Connection, label: str
+               ) -> tuple[Statement, bytes, str, pb.Settlement | None] | None:
+    """The latest revision the node holds of the latest statement of period ``label``,
+    its identity, the node's state for it, and the evidence that made it final here."""
     t = settlements_table()
     row = conn.execute(
-        select(t.c.envelope, t.c.state).where(t.c.period == label)
+        select(t.c.envelope, t.c.state, t.c.evidence).where(t.c.period == label)
         .order_by(t.c.serial.desc(), t.c.revision.desc()).limit(1)).first()
     if row is None:
         return None
     signed = parse_signed(bytes(row[0]))
-    return parse_statement(signed.body), envelope.identity(signed), str(row[1])
+    evidence = pb.Settlement.FromString(bytes(row[2])) if row[2] is not None else None
+    return parse_statement(signed.body), envelope.identity(signed), str(row[1]), evidence
 
 
 def _history(conn: Connection, node_id: str) -> tuple[PeriodPosition, ...]:

@@ -9,7 +9,7 @@ from tests.city.reports.sample import report
 
 
 def test_every_format_is_written_and_a_rerun_replaces_them(tmp_path: Path) -> None:
-    data = report(4)
+    data = report(3, n_claims=20)
     out = tmp_path / "new" / "dir"
     first = write_report(out, data)
     names = [p.name for p in first]

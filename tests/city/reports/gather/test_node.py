@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from city.audit.readonly import readonly_engine
 from city.reports.gather.node import node_report, order_activity
+from city.reports.tables import ReportData
 from node.domain.orders import PersonKind
 from node.usecases import people
 from node.usecases.app import NodeApp
@@ -70,3 +71,41 @@ def test_a_period_that_is_not_a_month_has_no_order_counts(node_app: NodeApp, db_
     finally:
         engine.dispose()
     assert data.activity == () and "年-月" in data.note
+
+
+def test_a_statement_the_node_holds_and_its_standing(node_app: NodeApp, db_url: str) -> None:
+    """The node's statement for the period, its identity, its answer; once final, every
+    district's standing from the evidence the node kept."""
+    from node.usecases import settlement
+    from tests.node import settlement_support as kit
+    from timebank.envelope import decode
+    from timebank.settlement import parse_statement
+
+    claims = [kit.completed(node_app, kit.GL, 60, creditor=True),
+              kit.completed(node_app, kit.QX, 45, creditor=False),
+              kit.between(kit.GL, kit.QX, 20)]
+    envelope = kit.statement(claims)
+    node_app.execute(settlement.record_seen,
+                     settlement.verify_statement(envelope, kit.LOG_KEYS, kit.rosters))
+    node_app.execute(settlement.decide, 1, 1, kit.mine(claims))
+
+    def report() -> ReportData:
+        engine = readonly_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                return node_report(conn, kit.JN, "江宁区", "2026-11", CATEGORIES, NOW)
+        finally:
+            engine.dispose()
+
+    answered = report()
+    assert answered.statement == parse_statement(decode(envelope).body)
+    assert answered.envelope_sha256 == kit.statement_id(envelope)
+    assert [(s.node_id, s.status) for s in answered.signoffs] == [(kit.JN, "countersigned")]
+    assert not answered.final and "只列本区" in answered.note
+
+    evidence = kit.answer(envelope, [kit.countersign(n, envelope) for n in kit.DISTRICTS])
+    node_app.execute(settlement.mark_final, 1, 1, evidence.SerializeToString())
+    final = report()
+    assert final.final and len(final.signoffs) == 3
+    assert {s.status for s in final.signoffs} == {"countersigned"}
+    assert [(p.period, p.node_id) for p in final.history] == [("2026-11", kit.JN)]
