@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from matplotlib import colormaps, rc_context
@@ -25,14 +26,21 @@ _FORMATS = ("png", "svg")
 _DPI = 120
 
 
+@cache
+def _register(font: str) -> str:
+    """Add the font to matplotlib's list once, so ticks and numbers use it too (by its
+    family name); its family name."""
+    fontManager.addfont(font)
+    return FontProperties(fname=font).get_name()
+
+
 @contextmanager
 def _style(font: Path) -> Iterator[FontProperties]:
     """The font every text of a chart uses, and the settings that keep it: glyphs as
     paths in SVG, the ASCII hyphen for minus (every font has it), no date stamp in SVG
     (the same data makes the same file). Figures are built and saved inside it: some
     settings are read when the artist is made, others only when the file is written."""
-    fontManager.addfont(str(font))  # so ticks and numbers use it too, by family name
-    family = FontProperties(fname=str(font)).get_name()
+    family = _register(str(font))
     with rc_context({"svg.fonttype": "path", "axes.unicode_minus": False,
                      "svg.hashsalt": "timebank", "font.size": 9,
                      "font.family": [family]}):
@@ -88,8 +96,10 @@ def positions_figure(data: ReportData, font: Path = FONT) -> Figure:
                      layout="constrained")
         ax = fig.add_subplot()
         values = [x.closing_minutes for x in lines]
-        ax.barh(range(len(lines)), values,
-                color=["#2e7d32" if v >= 0 else "#c62828" for v in values])
+        bars = ax.barh(range(len(lines)), values,
+                       color=["#2e7d32" if v >= 0 else "#c62828" for v in values])
+        ax.bar_label(bars, labels=[f"{v:+d}" for v in values], padding=3, fontsize=7)
+        ax.margins(x=0.15)  # room for the labels
         ax.set_yticks(range(len(lines)), [data.short_name(x.node_id) for x in lines],
                       fontproperties=prop)
         ax.invert_yaxis()

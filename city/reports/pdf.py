@@ -70,7 +70,7 @@ def _table(pdf: FPDF, block: b.Block, *, size: float = 8,
     if rows:
         pdf.set_font(_FAMILY, size=size)
         with pdf.table(col_widths=widths, text_align="LEFT", headings_style=_HEADINGS,
-                       wrapmode=WrapMode.CHAR, line_height=size * 0.5) as table:
+                       wrapmode=WrapMode.WORD, line_height=size * 0.5) as table:
             heading = table.row()
             for text in block.header:
                 heading.cell(text)
@@ -108,10 +108,10 @@ def _statement_pages(pdf: _Document, data: ReportData) -> None:
     ])
     _para(pdf, w.NO_MONEY_MOVES, size=9)
     _heading(pdf, "引用的树头 cited tree head (cosigned by a quorum of districts)")
-    _para(pdf, statement.head_note.rstrip("\n") or "（无 / none）", size=6.5)
+    _para(pdf, statement.head_note.rstrip("\n") or "（无 / none）", size=7.5)
     pdf.set_font(_FAMILY, size=7)
     _table(pdf, b.positions(data), size=7,
-           widths=(14, 18, 15, 15, 15, 15, 15, 12, 11, 20))
+           widths=(13, 15, 16, 16, 16, 16, 16, 11, 10, 27))
     _heading(pdf, "会签 countersignatures")
     _para(pdf, w.signoff_sentence(data))
     _table(pdf, b.transfers(data), widths=(70, 70, 25, 25))
