@@ -24,6 +24,8 @@ from .tables import ReportData, history_periods
 
 _FORMATS = ("png", "svg")
 _DPI = 120
+#: Up to this many districts the heat map writes every cell's minutes.
+_LABELLED_CELLS = 16
 
 
 @cache
@@ -75,7 +77,8 @@ def flows_figure(data: ReportData, font: Path = FONT) -> Figure:
         ax.set_title(f"{data.period} 区间服务流量（分钟） / flows between districts (min)",
                      fontproperties=prop)
         peak = max((max(r) for r in cells), default=0)
-        for i, row in enumerate(cells):
+        # each cell's minutes where they fit; a city of more districts reads the colours
+        for i, row in enumerate(cells if len(nodes) <= _LABELLED_CELLS else ()):
             for j, minutes in enumerate(row):
                 if minutes:
                     ax.text(j, i, str(minutes), ha="center", va="center", fontsize=7,

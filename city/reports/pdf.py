@@ -123,12 +123,32 @@ def _statement_pages(pdf: _Document, data: ReportData) -> None:
         _para(pdf, f"{i}. {step}")
     n = len(data.matrix_nodes())
     pdf.add_page(orientation="L" if n > 6 else "P")
-    matrix = b.matrix(data)
-    width = pdf.epw
-    first = 42.0
-    rest = (width - first) / max(n + 1, 1)
-    _table(pdf, matrix, size=max(5.0, min(8.0, 96 / max(n, 1))),
-           widths=(first, *([rest] * (n + 1))))
+    for part in _matrix_parts(b.matrix(data), n):
+        columns = len(part.header) - 1
+        first = 42.0
+        _table(pdf, part, size=7.0 if columns > 9 else 8.0,
+               widths=(first, *([(pdf.epw - first) / columns] * columns)))
+
+
+#: The most district columns one printed matrix table holds (landscape A4, 7 pt).
+_MATRIX_COLUMNS = 12
+
+
+def _matrix_parts(matrix: b.Block, n: int) -> list[b.Block]:
+    """The matrix in tables of at most ``_MATRIX_COLUMNS`` debtor columns (every row in
+    each): a city of many districts prints legibly over several tables."""
+    if n <= _MATRIX_COLUMNS:
+        return [matrix]
+    parts = []
+    for lo in range(0, n, _MATRIX_COLUMNS):
+        hi = min(lo + _MATRIX_COLUMNS, n)
+        cols = [0, *range(1 + lo, 1 + hi)] + ([n + 1] if hi == n else [])
+        parts.append(b.Block(
+            matrix.stem, f"{matrix.title}：第 {lo + 1}–{hi} 列 / columns {lo + 1}-{hi}",
+            tuple(matrix.header[c] for c in cols),
+            tuple(tuple(row[c] for c in cols) for row in matrix.rows),
+            matrix.notes if hi == n else ()))
+    return parts
 
 
 def _names(data: ReportData) -> str:

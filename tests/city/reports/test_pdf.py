@@ -121,3 +121,23 @@ def test_a_name_the_font_lacks_is_named_not_hidden(tmp_path: Path) -> None:
                       statement=full.statement, envelope_sha256=full.envelope_sha256)
     text = text_of(write_pdf(tmp_path / "r.pdf", data))
     assert "U+4E6B" in text and "字体缺少以下字符" in text
+
+
+def test_a_matrix_of_many_districts_prints_in_parts(tmp_path: Path) -> None:
+    """Over 12 districts the matrix is split by columns, every row in each part, the
+    totals with the last (a 40-district matrix in one table would be illegible)."""
+    from dataclasses import replace
+
+    from city.reports.tables import District
+    from tests.city.reports.sample import statement
+
+    nodes = [f"{320200 + i:06d}" for i in range(20)]
+    stmt, identity = statement(nodes, 300, 0)
+    data = replace(report(3), districts=tuple(District(n, f"区{i}") for i, n in
+                                              enumerate(nodes)),
+                   statement=stmt, envelope_sha256=identity, signoffs=(), history=())
+    text = text_of(write_pdf(tmp_path / "m.pdf", data))
+    assert "第 1–12 列 / columns 1-12" in text and "第 13–20 列 / columns 13-20" in text
+    first, last = text.split("第 13–20 列")
+    assert "应收合计 owed" not in first.split("第 1–12 列")[1] and "应收合计 owed" in last
+    assert first.count("应付合计 owing") >= 1 and last.count("应付合计 owing") >= 1
