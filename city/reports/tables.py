@@ -31,6 +31,8 @@ COUNTERSIGNED = "countersigned"
 DISPUTED = "disputed"
 PENDING = "pending"
 OVERRULED = "overruled"
+#: Not known where the report was made (a node knows only its own answer until final).
+UNKNOWN = "unknown"
 SIGNOFF_STATUSES = (COUNTERSIGNED, DISPUTED, PENDING, OVERRULED)
 
 #: What the activity rows count: cross-district claims (the clearinghouse) or a
@@ -200,7 +202,10 @@ class ReportData:
         return next((d.name for d in self.districts if d.node_id == node_id), node_id)
 
     def status(self, node_id: str) -> str:
-        return next((s.status for s in self.signoffs if s.node_id == node_id), PENDING)
+        """A district's standing; one the report's maker cannot know is UNKNOWN (the
+        bureau knows every district's; a node its own, and all once final)."""
+        default = PENDING if self.scope == "clearinghouse" else UNKNOWN
+        return next((s.status for s in self.signoffs if s.node_id == node_id), default)
 
     def matrix_nodes(self) -> tuple[str, ...]:
         """The districts on the statement, by node id."""

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from timebank.settlement import RESERVE, Sheet, Statement
 
-from .tables import COUNTERSIGNED, DISPUTED, ORDERS, OVERRULED, PENDING, ReportData
+from .tables import COUNTERSIGNED, DISPUTED, ORDERS, OVERRULED, PENDING, UNKNOWN, ReportData
 
 STATUS = {
     COUNTERSIGNED: "已会签 countersigned",
     DISPUTED: "有异议 disputed",
     PENDING: "待会签 pending",
     OVERRULED: "裁定维持 upheld by decision",
+    UNKNOWN: "本区不掌握 not known here",
 }
 
 DISTRICT = "区 district"
@@ -100,6 +101,11 @@ def money_sentence(sheet: Sheet) -> str:
 def signoff_sentence(data: ReportData) -> str:
     """How many districts have countersigned, and whether the statement is final."""
     nodes = data.matrix_nodes()
+    if not data.final and data.scope != "clearinghouse":
+        own = STATUS[data.status(data.scope)]
+        return (f"本区：{own}；各区会签情况见结算中心报告，结算单尚未终局。 / This district: "
+                f"{own}; the statement is not final yet (every district's standing is in "
+                "the bureau's report).")
     signed = sum(1 for n in nodes if data.status(n) in (COUNTERSIGNED, OVERRULED))
     disputed = sum(1 for n in nodes if data.status(n) == DISPUTED)
     state = ("已终局：每个区均已会签（或经局方裁定）。 / final: every district has "

@@ -77,3 +77,11 @@ def test_totals_skip_unknown_dimensions_and_order_months() -> None:
 def test_words_format_money_and_hours_exactly() -> None:
     assert words.yuan(-1205) == "-12.05" and words.yuan(7) == "0.07" and words.yuan(0) == "0.00"
     assert words.hours(-75) == "-1:15" and words.hours(600) == "10:00"
+
+
+def test_a_node_report_does_not_guess_the_others_standing() -> None:
+    data = replace(report(3, scope="320104"), signoffs=(Signoff("320104", "disputed"),))
+    assert [data.status(n) for n in data.matrix_nodes()] == ["unknown", "disputed", "unknown"]
+    sentence = words.signoff_sentence(data)
+    assert sentence.startswith("本区：有异议 disputed") and "not final" in sentence
+    assert words.STATUS["unknown"] == "本区不掌握 not known here"
