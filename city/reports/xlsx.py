@@ -1,6 +1,6 @@
-"""The report as one Excel workbook (openpyxl): sheets 矩阵 (matrix), 净头寸 (positions),
-轧差 (netting), 资金 (money and payments), 明细 (counts by category, district, street
-and month) and, where there is a history, 历期 (positions over periods). Numbers are
+"""The report as one Excel workbook (openpyxl): sheets 矩阵 matrix, 净头寸 positions,
+轧差 netting, 资金 money (and payments), 明细 counts (by category, district, street and
+month) and, where there is a history, 历期 history (positions over periods). Numbers are
 numbers (yuan as exact decimals shown with two places), so the office can sum them.
 """
 
@@ -52,18 +52,20 @@ def write_xlsx(path: Path, data: ReportData) -> Path:
     book.remove(default)
     groups: list[tuple[str, tuple[b.Block, ...]]] = []
     if data.statement is not None:
-        groups += [("矩阵", (b.matrix(data),)), ("净头寸", (b.positions(data),)),
-                   ("轧差", (b.transfers(data),)), ("资金", (b.money(data), b.payments(data)))]
-    groups.append(("明细", (b.activity(data),)))
+        groups += [("矩阵 matrix", (b.matrix(data),)),
+                   ("净头寸 positions", (b.positions(data),)),
+                   ("轧差 netting", (b.transfers(data),)),
+                   ("资金 money", (b.money(data), b.payments(data)))]
+    groups.append(("明细 counts", (b.activity(data),)))
     if data.history:
-        groups.append(("历期", (b.history(data),)))
+        groups.append(("历期 history", (b.history(data),)))
     for name, group in groups:
         ws = book.create_sheet(name)
         row = 1
         for block in group:
             row = _put(ws, block, row)
         _widths(ws)
-        ws.freeze_panes = "B3" if name == "矩阵" else "A3"
+        ws.freeze_panes = "B3" if name.startswith("矩阵") else "A3"
     book.properties.title = data.period
     book.properties.creator = "timebank"
     book.save(path)

@@ -66,7 +66,7 @@ def test_node_report_writes_every_format(node_config: Path, tmp_path: Path) -> N
     assert "助餐 meals,2,75" in activity and "东山街道,2,75" in activity
     assert "秣陵街道,1,90" in activity
     book = load_workbook(out / "node-320115-2026-11.xlsx")
-    assert "明细" in book.sheetnames
+    assert "明细 counts" in book.sheetnames
     pdf = pdfium.PdfDocument(out / "node-320115-2026-11.pdf")
     try:
         text = "".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
