@@ -115,8 +115,14 @@ def _statement_pages(pdf: _Document, data: ReportData) -> None:
     _heading(pdf, "会签 countersignatures")
     _para(pdf, w.signoff_sentence(data))
     _table(pdf, b.transfers(data), widths=(70, 70, 25, 25))
-    _table(pdf, b.money(data), widths=(25, 60, 35, 35, 35))
-    _table(pdf, b.payments(data), widths=(70, 70, 25, 25))
+    if sheet.rate_fen_per_hour:
+        _table(pdf, b.money(data), widths=(25, 60, 35, 35, 35))
+        _table(pdf, b.payments(data), widths=(70, 70, 25, 25))
+    else:  # hours only: the sentences say so, a table of zeros would not
+        money = b.money(data)
+        _heading(pdf, money.title)
+        for note in money.notes:
+            _para(pdf, note, size=8)
     _heading(pdf, "如何核验 how to verify")
     steps = data.verify_steps or w.default_verify_steps(statement, data.scope)
     for i, step in enumerate(steps, 1):

@@ -141,3 +141,10 @@ def test_a_matrix_of_many_districts_prints_in_parts(tmp_path: Path) -> None:
     first, last = text.split("第 13–20 列")
     assert "应收合计 owed" not in first.split("第 1–12 列")[1] and "应收合计 owed" in last
     assert first.count("应付合计 owing") >= 1 and last.count("应付合计 owing") >= 1
+
+
+def test_without_a_rate_the_pdf_says_hours_only(tmp_path: Path) -> None:
+    data = report(3, n_claims=10, rate=0)
+    text = text_of(write_pdf(tmp_path / "h.pdf", data))
+    assert "本市政策未设费率" in text and "本系统内不发生任何资金划转" in text
+    assert "金额(分) fen" not in text  # no table of zeros
