@@ -5,7 +5,9 @@
 the clearinghouse checks and records); ``policy show`` lists the city policies, in force
 and scheduled; ``nodes`` lists the admitted district nodes; ``limit`` sets how far
 a district may owe the rest of the city, net; ``positions`` shows what each district is
-owed or owes; ``serve`` runs the clearinghouse's gRPC service until SIGTERM.
+owed or owes in the open settlement period; ``settle`` closes periods and reads, decides
+and defaults on their statements (``clearinghouse.settlecli``); ``serve`` runs the
+clearinghouse's gRPC service until SIGTERM.
 
 A refusal or an operator's mistake is one red line on stderr (status, message and
 reason code) and exit code 1, never a traceback (``runtime.console``).
@@ -741,7 +743,8 @@ def serve_command(config_file: ConfigFile, dev_clock_file: DevClockFile = None,
     district's node may act only for the district its certificate names. Refuses to
     start without [tls] unless --insecure (or insecure = true), which logs a warning at
     every start. Signs every receipt and delivery with the clearinghouse key, and
-    expires overdue claims every second.
+    expires overdue claims every second; closes the last month when the city policy
+    schedules settlement monthly.
     """
     from clearinghouse.api.server import serve_forever
     from runtime.server import Serving

@@ -178,12 +178,21 @@ class SettledClaim:
             raise SettlementError("BAD_CLAIM", f"claim {self.claim_id}: bad log index")
 
 
+def _digest_of(node_id: str) -> hashlib._Hash:
+    """A claims digest of ``node_id`` begun: the domain and the node id."""
+    return hashlib.sha256(_DIGEST_DOMAIN + node_id.encode("ascii") + b"\x00")
+
+
+def _digest_line(c: SettledClaim) -> bytes:
+    return f"{c.claim_id} {c.creditor} {c.debtor} {c.minutes} {c.kind}\n".encode()
+
+
 def claims_digest(node_id: str, claims: Iterable[SettledClaim]) -> bytes:
     """SHA-256 over the claims ``node_id`` is a party to, sorted by claim id: the domain,
     the node id, then per claim ``id creditor debtor minutes kind\\n`` in ASCII. A
     district recomputes it from its own ledger; a claim's completing leaf is left out
     (the ledger need not know it)."""
-    h = hashlib.sha256(_DIGEST_DOMAIN + node_id.encode("ascii") + b"\x00")
+    h = _digest_of(node_id)
     mine = sorted((c for c in claims if node_id in (c.creditor, c.debtor)),
                   key=lambda c: c.claim_id)
     last = ""
@@ -191,7 +200,7 @@ def claims_digest(node_id: str, claims: Iterable[SettledClaim]) -> bytes:
         if c.claim_id == last:
             raise SettlementError("DUPLICATE_CLAIM", f"claim {c.claim_id} is counted twice")
         last = c.claim_id
-        h.update(f"{c.claim_id} {c.creditor} {c.debtor} {c.minutes} {c.kind}\n".encode())
+        h.update(_digest_line(c))
     return h.digest()
 
 
@@ -348,11 +357,16 @@ class Sheet:
 
 def compute(claims: Iterable[SettledClaim], districts: Iterable[str], *,
             openings: Mapping[str, int] | None = None, rate_fen_per_hour: int = 0,
-            excluded: Iterable[str] = ()) -> Sheet:
+            excluded: Iterable[str] = (), presorted: bool = False) -> Sheet:
     """The sheet for ``claims`` (each settled once) among ``districts`` (every admitted
     district gets a line, even an idle one). ``openings``: what each district carries in
     (+ owed to it); the reserve carries the other side. ``excluded``: claim ids a bureau
     decision left out (they must not be among ``claims``).
+
+    ``presorted``: the claims come in strictly increasing claim id (SettlementError
+    UNSORTED otherwise), as a clearinghouse streams a million of them from its database:
+    each line's digest is then made as they pass, and no claim is kept (memory
+    independent of their number). The sheet is the same either way.
 
     Asserted: net positions sum to zero; each net is what it is owed less what it owes;
     netting leaves every net as it was; money plus residue sums to zero."""
@@ -367,22 +381,39 @@ def compute(claims: Iterable[SettledClaim], districts: Iterable[str], *,
     gross: Counter[tuple[str, str]] = Counter()
     count: Counter[tuple[str, str]] = Counter()
     mine: dict[str, list[SettledClaim]] = {n: [] for n in nodes}
+    running = {n: _digest_of(n) for n in nodes}  # presorted: each line's digest so far
+    parts: Counter[str] = Counter()  # presorted: each district's claims
     leave_out = frozenset(excluded)
     total = 0
     seen: set[str] = set()
+    last = ""
     for c in claims:
         if c.creditor not in known or c.debtor not in known:
             raise SettlementError("UNKNOWN_DISTRICT", f"claim {c.claim_id} names a district "
                                   "not admitted")
-        if c.claim_id in seen:
+        if presorted:
+            if c.claim_id <= last:
+                raise SettlementError(
+                    "DUPLICATE_CLAIM" if c.claim_id == last else "UNSORTED",
+                    f"claim {c.claim_id} comes after {last}: presorted claims come in "
+                    "strictly increasing id")
+            last = c.claim_id
+        elif c.claim_id in seen:
             raise SettlementError("DUPLICATE_CLAIM", f"claim {c.claim_id} is counted twice")
         if c.claim_id in leave_out:
             raise SettlementError("EXCLUDED_CLAIM", f"claim {c.claim_id} was excluded")
-        seen.add(c.claim_id)
         gross[(c.creditor, c.debtor)] += c.minutes
         count[(c.creditor, c.debtor)] += 1
-        mine[c.creditor].append(c)
-        mine[c.debtor].append(c)
+        if presorted:
+            line = _digest_line(c)
+            running[c.creditor].update(line)
+            running[c.debtor].update(line)
+            parts[c.creditor] += 1
+            parts[c.debtor] += 1
+        else:
+            seen.add(c.claim_id)
+            mine[c.creditor].append(c)
+            mine[c.debtor].append(c)
         total += 1
     owed = Counter[str]()
     owing = Counter[str]()
@@ -395,8 +426,10 @@ def compute(claims: Iterable[SettledClaim], districts: Iterable[str], *,
     closing = {n: opened.get(n, 0) + net[n] for n in nodes}
     reserve_opening = -sum(opened.values())
     fen, residue = money({**closing, RESERVE: reserve_opening}, rate_fen_per_hour)
-    lines = tuple(Line(n, opened.get(n, 0), net[n], owed[n], owing[n], len(mine[n]),
-                       claims_digest(n, mine[n]), fen[n] if rate_fen_per_hour else 0)
+    lines = tuple(Line(n, opened.get(n, 0), net[n], owed[n], owing[n],
+                       parts[n] if presorted else len(mine[n]),
+                       running[n].digest() if presorted else claims_digest(n, mine[n]),
+                       fen[n] if rate_fen_per_hour else 0)
                   for n in nodes)
     flows = tuple(Flow(c, d, gross[(c, d)], count[(c, d)]) for c, d in sorted(gross))
     transfers = net_transfers({**closing, RESERVE: reserve_opening})

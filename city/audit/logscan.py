@@ -15,7 +15,7 @@ from city.audit.frontier import Frontier
 from city.audit.report import BadRecord
 from clearinghouse.domain.claims import TRANSITIONS
 from clearinghouse.domain.claims import ClaimState as ChState
-from timebank import anchors
+from timebank import anchors, settlement
 from timebank.citykeys import KEY_KINDS, CityKeys, KeyChainError
 from timebank.envelope import CITY, EnvelopeError, Signed, verify
 from timebank.keys import key_id
@@ -68,6 +68,9 @@ class LogScan:
     roots: dict[int, bytes] = field(default_factory=dict)
     latest: dict[str, tuple[int, pb.LogEntry]] = field(default_factory=dict)
     completed: dict[str, tuple[int, pb.LogEntry]] = field(default_factory=dict)
+    # each settlement statement's nets, as its latest revision states them (a closed
+    # period's nets leave the running positions: they count from the open period)
+    settled: dict[int, dict[str, int]] = field(default_factory=dict)
     admissions: dict[bytes, int] = field(default_factory=dict)  # sha256(envelope) -> idx
     node_keys: dict[str, bytes] = field(default_factory=dict)  # from admission leaves
     kinds: dict[str, int] = field(default_factory=dict)
@@ -105,11 +108,23 @@ class LogScan:
             self._rotation(idx, entry)
         elif entry.kind == anchors.LEAF_KIND:
             self._checkpoint(idx, entry, data)
+        elif entry.kind == settlement.STATEMENT_KIND:
+            self._statement(idx, entry)
         if entry.claim_id:
             self._claim(idx, entry)
         if self._roots.size in self.sizes:
             self.districts[self._roots.size] = len(set(self._current) - self._revoked)
             self.rosters[self._roots.size] = self._roster
+
+    def _statement(self, idx: int, entry: pb.LogEntry) -> None:
+        """A settlement statement (revision): its lines' nets, replacing an earlier
+        revision's."""
+        try:
+            found = settlement.parse_statement(parse_signed(entry.envelope).body)
+        except (DecodeError, EnvelopeError, settlement.SettlementError) as e:
+            self._fail(idx, f"the settlement leaf is not a statement: {e}")
+            return
+        self.settled[found.serial] = {x.node_id: x.net_minutes for x in found.sheet.lines}
 
     def _fail(self, idx: int, problem: str) -> None:
         if self.bad is None:
@@ -273,6 +288,9 @@ class LogScan:
         for _, entry in self.completed.values():
             net[entry.creditor_node_id] = net.get(entry.creditor_node_id, 0) + entry.minutes
             net[entry.debtor_node_id] = net.get(entry.debtor_node_id, 0) - entry.minutes
+        for nets in self.settled.values():
+            for node_id, minutes in nets.items():
+                net[node_id] = net.get(node_id, 0) - minutes
         return net
 
     def final_states(self) -> dict[str, int]:

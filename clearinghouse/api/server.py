@@ -1,5 +1,5 @@
-"""Serving the clearinghouse: the gRPC server, the expiry sweep, and
-`timebank clearinghouse serve`.
+"""Serving the clearinghouse: the gRPC server, the expiry sweep, the settlement
+schedule, and `timebank clearinghouse serve`.
 
 The server is the runtime's skeleton (``runtime.server``) serving
 ``timebank.v1.ClearinghouseService``, with health checking (SERVING for "" and the
@@ -172,9 +172,10 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
 
     Configures logging (unless something in this process already did), opens the
     database (refusing a stale schema), checks the clearinghouse key, starts the metrics
-    endpoint if ``metrics_listen`` is set, the gRPC server and the expiry sweep, calls
-    ``on_ready``; on a signal reports NOT_SERVING, ends the streams, lets running calls
-    finish within ``grace_seconds``, stops the sweep and closes the database. Raises
+    endpoint if ``metrics_listen`` is set, the gRPC server, the expiry sweep and the
+    settlement schedule (``SettlementSchedule``), calls ``on_ready``; on a signal reports
+    NOT_SERVING, ends the streams, lets running calls finish within ``grace_seconds``,
+    stops the sweep and the schedule and closes the database. Raises
     ConfigError or OSError (address).
     """
     observe.configure_logging()

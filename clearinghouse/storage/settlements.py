@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Table, and_, func, insert, or_, select, updat
 from clearinghouse.domain.claims import ClaimState
 from clearinghouse.storage import schema as s
 from runtime.errors import InvariantViolation
+from timebank.settlement import SettledClaim
 
 CLAIMS = cast(Table, s.ClaimRow.__table__)
 STATEMENTS = cast(Table, s.SettlementStatementRow.__table__)
@@ -173,16 +174,22 @@ class Settlements:
             total += int(done.rowcount)
         return total
 
-    def stream(self, serial: int) -> Iterator[ClaimRef]:
-        """The claims ``serial`` settles, by claim id, streamed in chunks."""
+    def stream(self, serial: int) -> Iterator[SettledClaim]:
+        """The claims ``serial`` settles, by claim id, streamed in chunks, each as the
+        contract reads it (made here, once: a million of them are read at a close)."""
         # the option on the statement, not the connection: on the connection it would
         # stay for every later statement of the transaction (server-side cursors)
         result = self.conn.execute(
             select(*_REF_COLUMNS).where(CLAIMS.c.settled_serial == serial)
             .order_by(CLAIMS.c.claim_id).execution_options(yield_per=STREAM_CHUNK))
+        # A driver returns new strings for every row: the few district ids and kinds are
+        # shared instead (a million claims would otherwise keep three million copies).
+        shared: dict[str, str] = {}
         try:
-            for row in result:
-                yield _ref(row)
+            for r in result:
+                yield SettledClaim(str(r[0]), shared.setdefault(r[2], r[2]),
+                                   shared.setdefault(r[3], r[3]), int(r[4]),
+                                   shared.setdefault(r[1], r[1]), int(r[5]))
         finally:
             result.close()
 

@@ -83,14 +83,10 @@ def _parse(record: StatementRecord) -> st.Statement:
                                  f"{e}") from e
 
 
-def _settled(ref: ClaimRef) -> st.SettledClaim:
-    return st.SettledClaim(ref.claim_id, ref.creditor, ref.debtor, ref.minutes, ref.kind,
-                           ref.completed_index)
-
-
 def _claims(tx: Tx, serial: int) -> Iterator[st.SettledClaim]:
-    for ref in tx.repo.settlements.stream(serial):
-        yield _settled(ref)
+    """The claims statement ``serial`` settles, streamed by claim id (``compute`` takes
+    them ``presorted``: nothing of them is kept)."""
+    return tx.repo.settlements.stream(serial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +251,7 @@ def close(tx: Tx, sign: Sign, *, period: str | None = None, up_to: int | None = 
     try:
         sheet = st.compute(_claims(tx, serial), _districts(tx),
                            openings=_openings(tx, previous),
-                           rate_fen_per_hour=rules.rules.rate_fen_per_hour)
+                           rate_fen_per_hour=rules.rules.rate_fen_per_hour, presorted=True)
     except st.SettlementError as e:  # more districts than a statement holds, say
         raise FailedPrecondition(f"无法结算 {named.label} / {e.message}", e.reason) from None
     if sheet.claims != settled:
@@ -525,7 +521,8 @@ def decide(tx: Tx, envelope: Signed, city_public_key: bytes,
                            openings={x.node_id: x.opening_minutes
                                      for x in statement.sheet.lines if x.opening_minutes},
                            rate_fen_per_hour=statement.sheet.rate_fen_per_hour,
-                           excluded=sorted({*statement.sheet.excluded, *excluded}))
+                           excluded=sorted({*statement.sheet.excluded, *excluded}),
+                           presorted=True)
     except st.SettlementError as e:
         raise InvariantViolation(f"revising statement {found.serial}: {e}") from e
     revised = st.Statement(found.serial, found.revision + 1, statement.period,

@@ -6,12 +6,21 @@ crash tests."""
 from __future__ import annotations
 
 import hashlib
+import random
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
 
 from nacl.signing import SigningKey
+from sqlalchemy import Table, insert
 
+from clearinghouse.bootstrap import open_app, origin_key, signing_key
 from clearinghouse.bureau import publish_roster
+from clearinghouse.config import load_config
+from clearinghouse.storage import schema
+from clearinghouse.storage.settlements import Settlements
 from clearinghouse.usecases import admission, claims, directory, log, submit, wire
 from clearinghouse.usecases import settlement as settle
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
@@ -34,6 +43,7 @@ from timebank.envelope import CITY, CLEARINGHOUSE, Signed, identity, sign
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2 as pb
 
+CLAIMS = cast(Table, schema.ClaimRow.__table__)
 CH_KEY = SigningKey(hashlib.sha256(b"clearinghouse key (settlement tests)").digest())
 ORIGIN = transparency.clearinghouse_origin(public_key(CH_KEY))
 NAMES = {JN: "江宁区", GL: "鼓楼区", QX: "栖霞区"}
@@ -153,3 +163,41 @@ def send(app: ClearinghouseApp, envelope: Signed) -> submit.Submitted:
 
 
 __all__ = ["CH_KEY", "CITY_PUBLIC", "GL", "HOMES", "JN", "KEYS", "QX"]
+
+
+def own_app(config_path: Path) -> ClearinghouseApp:
+    """The clearinghouse of an ``init`` data directory, signing heads with its own key
+    as ``serve`` does (the caller disposes ``app.db``)."""
+    config = load_config(config_path)
+    app = open_app(config)
+    key = signing_key(config, app)
+    origin = transparency.clearinghouse_origin(origin_key(app) or public_key(key))
+    app.after_write = lambda tx: log.publish_head(
+        tx, lambda text: notes.sign_note(text, origin, key), origin)
+    return app
+
+
+def bulk_completed(app: ClearinghouseApp, count: int, nodes: Sequence[str],
+                   rng: random.Random) -> dict[str, int]:
+    """``count`` completed redemptions between ``nodes`` written straight into the
+    claims (a large period's set-up, not what a test looks at), their completing leaves
+    among the log's, and the running positions moved by them; returns the nets."""
+    size = log_size(app)
+    now = app.clock.now()
+    net = dict.fromkeys(nodes, 0)
+    rows = []
+    for i in range(count):
+        creditor, debtor = rng.sample(list(nodes), 2)
+        minutes = rng.randrange(15, 241)
+        net[creditor] += minutes
+        net[debtor] -= minutes
+        rows.append(dict(claim_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                         kind="redemption", creditor=creditor, debtor=debtor,
+                         payer_ref=f"{i:064x}", minutes=minutes, posted_minutes=minutes,
+                         state="completed", reason=None, created_at=now, expires_at=now,
+                         updated_at=now, proposal=b"p", completed_index=i % size))
+    with app.db.write() as conn:
+        for start in range(0, len(rows), 10_000):
+            conn.execute(insert(CLAIMS), rows[start:start + 10_000])
+        Settlements(conn).add_to_positions(net)
+    return net

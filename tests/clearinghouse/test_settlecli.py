@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from clearinghouse.bootstrap import open_app, origin_key, signing_key
-from clearinghouse.config import load_config
-from clearinghouse.usecases import claims, directory, log
+from city.audit import audit_clearinghouse_database
+from clearinghouse.bootstrap import signing_key
+from clearinghouse.config import load_config, sqlite_url
+from clearinghouse.usecases import claims, directory
 from clearinghouse.usecases.app import ClearinghouseApp
 from tests.clearinghouse.conftest import registration
 from tests.clearinghouse.settling import (
@@ -28,13 +29,12 @@ from tests.clearinghouse.settling import (
     countersign_env,
     dispute_env,
     log_size,
+    own_app,
     send,
 )
 from tests.clearinghouse.test_cli import cli, one_line_error
 from tests.clearinghouse.usecases.test_claims import cid, ring
-from timebank import checkpoint as notes
 from timebank import settlement as st
-from timebank import transparency
 from timebank.envelope import decode
 from timebank.keys import public_key
 
@@ -51,7 +51,7 @@ def config(tmp_path: Path) -> Iterator[Path]:
         assert done.exit_code == 0, done.output
         assert cli("clearinghouse", "limit", "--config", str(path), "--node-id", node,
                    "--minutes", "100000").exit_code == 0
-    app = _app(path)
+    app = own_app(path)
     try:
         for node, person in HOMES.items():
             app.execute(directory.register, registration(person, node, node, KEYS[node]),
@@ -63,17 +63,6 @@ def config(tmp_path: Path) -> Iterator[Path]:
     finally:
         app.db.dispose()
     yield path
-
-
-def _app(path: Path) -> ClearinghouseApp:
-    """The clearinghouse's own database, heads signed with its own key (as `serve`)."""
-    config = load_config(path)
-    app = open_app(config)
-    key = signing_key(config, app)
-    origin = transparency.clearinghouse_origin(origin_key(app) or public_key(key))
-    app.after_write = lambda tx: log.publish_head(
-        tx, lambda text: notes.sign_note(text, origin, key), origin)
-    return app
 
 
 def ok(*args: str) -> str:
@@ -89,7 +78,7 @@ def show(path: Path) -> dict[str, Any]:
 
 
 def test_close_show_decide_and_an_offline_default(config: Path, tmp_path: Path) -> None:
-    app = _app(config)
+    app = own_app(config)
     try:
         size = log_size(app)
     finally:
@@ -108,7 +97,7 @@ def test_close_show_decide_and_an_offline_default(config: Path, tmp_path: Path) 
     lines = {x["node_id"]: x for x in doc["revisions"][0]["lines"]}
     assert lines[JN]["closing_minutes"] == -240 and lines[GL]["net_minutes"] == 180
     # the districts' side, as their nodes send it
-    app = _app(config)
+    app = own_app(config)
     try:
         found = decode(bytes.fromhex(_statement_hex(app)))
         statement = st.parse_statement(found.body)
@@ -146,7 +135,7 @@ def _statement_hex(app: ClearinghouseApp) -> str:
 
 
 def test_positions_count_from_the_new_period(config: Path) -> None:
-    app = _app(config)
+    app = own_app(config)
     try:
         size = log_size(app)
         before = dict(app.query(claims.positions).net)
@@ -158,3 +147,48 @@ def test_positions_count_from_the_new_period(config: Path) -> None:
     assert {n["node_id"]: n["net_minutes"] for n in doc["nodes"]} == {JN: 0, GL: 0, QX: 0}
     bad = one_line_error(cli("clearinghouse", "settle", "close", "--config", str(config)))
     assert "BAD_PERIOD" in bad
+    # the auditor, from the log alone, takes each closed period's nets out too
+    app = own_app(config)
+    try:
+        app.execute(lambda tx: None)  # a head for the statement's leaf, as serve signs
+        key = public_key(signing_key(load_config(config), app))
+    finally:
+        app.db.dispose()
+    report = audit_clearinghouse_database(sqlite_url(config.parent), key)
+    checked = {c.name: c for c in report.checks}
+    positions_check = next(c for name, c in checked.items() if "position" in name)
+    assert positions_check.ok, positions_check.first_bad
+    assert "sum to 0" in positions_check.detail
+
+
+def test_an_offline_revision_is_signed_by_the_clearinghouse_on_import(
+        config: Path, tmp_path: Path) -> None:
+    app = own_app(config)
+    try:
+        size = log_size(app)
+    finally:
+        app.db.dispose()
+    ok("clearinghouse", "settle", "close", "--config", str(config), "--up-to", str(size))
+    refused = one_line_error(cli("clearinghouse", "prepare", "settle-decision", "--config",
+                                 str(config), "--serial", "1", "--exclude", cid(1),
+                                 "--overrule", JN, "--reason", "x", "--out",
+                                 str(tmp_path / "both.act")))
+    assert "BAD_DECISION" in refused and not (tmp_path / "both.act").exists()
+    app = own_app(config)
+    try:
+        found = decode(bytes.fromhex(_statement_hex(app)))
+        send(app, dispute_env(JN, st.parse_statement(found.body), found, [cid(1)]))
+    finally:
+        app.db.dispose()
+    act, signed = tmp_path / "decision.act", tmp_path / "decision.signed"
+    prepared = ok("clearinghouse", "prepare", "settle-decision", "--config", str(config),
+                  "--serial", "1", "--exclude", cid(1), "--reason",
+                  "该笔服务未完成 / the service was not done", "--out", str(act))
+    assert "结算裁决" in prepared and cid(1) in prepared
+    ok("city", "sign", str(act), "--key", str(config.parent / "city-root.key"), "--out",
+       str(signed))
+    imported = ok("clearinghouse", "import", "--config", str(config), str(signed))
+    assert "结算裁决已导入" in imported and "新版 revision 2" in imported
+    doc = show(config)
+    assert [r["revision"] for r in doc["revisions"]] == [1, 2]
+    assert doc["revisions"][1]["excluded"] == [cid(1)] and doc["revisions"][1]["claims"] == 2

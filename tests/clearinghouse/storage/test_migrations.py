@@ -79,3 +79,36 @@ def _receipt_keys(app: ClearinghouseApp) -> dict[bytes, bytes]:
     with app.db.read() as conn:
         return {bytes(k): bytes(r) for k, r in conn.execute(
             text("SELECT envelope_sha256, receipt FROM receipts"))}
+
+
+def test_0009_gives_each_completed_claim_its_completing_leaf(ch_db_url: str) -> None:
+    """A database from before 0009 knows no claim's completing leaf: the migration finds
+    it in the log (the first claim leaf recording the claim completed), and a claim not
+    completed gets none."""
+    from tests.clearinghouse.settling import complete, found_city
+    from tests.clearinghouse.usecases.test_claims import GL, cid
+
+    db = Database(ch_db_url)
+    app = ClearinghouseApp(db, ManualClock())
+    try:
+        found_city(app)
+        complete(app, 1, GL, JN)
+        complete(app, 2, JN, GL, minutes=30)
+        expected = _completed_indexes(app)
+        assert set(expected) == {cid(1), cid(2)} and None not in expected.values()
+        migrate.downgrade(db.writer, "0008")
+        migrate.upgrade(db.writer)
+        assert _completed_indexes(app) == expected
+        for claim_id, index in expected.items():
+            entry = clearing_pb2.LogEntry.FromString(app.query(log.entries, index,
+                                                               index + 1)[0])
+            assert entry.claim_id == claim_id
+            assert entry.state == clearing_pb2.CLAIM_STATE_COMPLETED
+    finally:
+        db.dispose()
+
+
+def _completed_indexes(app: ClearinghouseApp) -> dict[str, int | None]:
+    with app.db.read() as conn:
+        return {str(c): i for c, i in conn.execute(text(
+            "SELECT claim_id, completed_index FROM claims WHERE state = 'completed'"))}
