@@ -12,7 +12,10 @@
   city's that the city key does not verify;
 - ``timebank_node_log_forks``, ``timebank_node_log_finality_lag_seconds``,
   ``timebank_node_log_finality_alarm`` and ``timebank_node_peer_head_checks_total{outcome}``:
-  what the link's log watch found (split views of the city's log, issue 14).
+  what the link's log watch found (split views of the city's log, issue 14);
+- ``timebank_node_settlement_refused_total{reason}``: settlement statements (or the acts
+  on them) this node refused to act on; ``timebank_node_settlement_posted_serial``: the
+  last statement this node posted (issue 16).
 """
 
 from __future__ import annotations
@@ -46,3 +49,11 @@ REFUSED_DELIVERIES = Counter("timebank_node_refused_deliveries",
                              ["reason"])
 CITY_ACTS_REFUSED = Counter("timebank_node_city_acts_refused",
                             "Envelopes served as the city's that the city key does not verify")
+
+# Settlement (issue 16): what the settler refused, and how far it has posted.
+SETTLEMENT_REFUSED = Counter("timebank_node_settlement_refused",
+                             "Settlement statements, or acts on them, this node refused to act "
+                             "on (a bad signature, a head without quorum, a forged "
+                             "countersignature ...)", ["reason"])
+SETTLEMENT_POSTED_SERIAL = Gauge("timebank_node_settlement_posted_serial",
+                                 "The serial of the last settlement statement this node posted")

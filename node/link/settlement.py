@@ -30,6 +30,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from node import metrics
 from node.domain.settlement import SettlementState
 from node.link.city import CityView
 from node.link.connection import CALL_TIMEOUT_SECONDS, Connection
@@ -47,6 +48,8 @@ SETTLEMENT_SECONDS = 30.0
 #: How long a statement whose only differences are claims not completed here yet (their
 #: completion's delivery on its way) waits before it is disputed.
 LAG_GRACE_SECONDS = 60.0
+#: The most batches of inclusion proofs one round asks for (each MAX_OMITTED_CHECKS).
+PROOF_BATCHES = 8
 _KINDS = {pb.CLAIM_KIND_REDEMPTION: "redemption", pb.CLAIM_KIND_MOVE: "move"}
 
 
@@ -68,16 +71,22 @@ class Settler:
 
     def __init__(self, app: NodeApp, connection: Connection, stop: threading.Event,
                  city: CityView, *, interval: float = SETTLEMENT_SECONDS,
-                 lag_grace: float = LAG_GRACE_SECONDS) -> None:
+                 lag_grace: float = LAG_GRACE_SECONDS,
+                 proof_batch: int = settlement.MAX_OMITTED_CHECKS) -> None:
         if interval <= 0 or lag_grace < 0:
             raise ValueError("the settler's interval must be positive")
+        if not 0 < proof_batch <= settlement.MAX_OMITTED_CHECKS:
+            raise ValueError(f"a batch of proofs is 1 to {settlement.MAX_OMITTED_CHECKS}")
         self._app = app
         self._conn = connection
         self._stop = stop
         self._city = city
         self.interval = interval
         self.lag_grace = lag_grace
+        self.proof_batch = proof_batch
         self._first_seen: dict[tuple[int, int], float] = {}  # monotonic, per statement
+        #: Claims proven to have completed at or after a statement's end, per statement.
+        self._after_end: dict[tuple[int, int], set[str]] = {}
         self._round = threading.Lock()
 
     def run(self) -> None:
@@ -110,6 +119,7 @@ class Settler:
             record = self._app.execute(settlement.record_seen, verified)
         except Refusal as e:
             found.refused = f"{e.reason}: {e}"
+            metrics.SETTLEMENT_REFUSED.labels(e.reason[:32]).inc()
             log.error("a settlement statement does not check out; nothing was done with it",
                       serial=found.serial, reason=e.reason, problem=str(e))
             return found
@@ -117,6 +127,7 @@ class Settler:
             return self._answer_and_post(found, verified, record, answer)
         except Refusal as e:
             found.refused = f"{e.reason}: {e}"
+            metrics.SETTLEMENT_REFUSED.labels(e.reason[:32]).inc()
             log.error("a settlement statement could not be settled here; will look again",
                       serial=found.serial, reason=e.reason, problem=str(e))
             return found
@@ -144,6 +155,8 @@ class Settler:
                          revision=s.revision, answer=record.answer_kind,
                          differences=record.differences)
         final = settlement.finality(verified, answer, self._city.current(), self._city.keys())
+        if final.refused:
+            metrics.SETTLEMENT_REFUSED.labels("FORGED_ACT").inc(len(final.refused))
         for problem in final.refused:
             log.error("an act on a settlement statement does not verify; it is not counted",
                       serial=s.serial, problem=problem[:300])
@@ -153,12 +166,15 @@ class Settler:
                           answer.SerializeToString(deterministic=True))
         if listed is None:
             listed = self._listed(verified)
-        found.posted = self._app.execute(settlement.post, s.serial, s.revision, listed)
+        found.posted = self._app.execute(settlement.post, s.serial, s.revision, listed,
+                                         overruled=self._app.node.node_id in final.overruled)
         found.state = SettlementState.POSTED
+        metrics.SETTLEMENT_POSTED_SERIAL.set(s.serial)
         log.info("posted a final settlement statement", serial=s.serial, revision=s.revision,
                  net_minutes=found.posted.net_minutes, claims=found.posted.claims_settled,
                  clearing_after=found.posted.clearing_after)
         self._first_seen.pop(key, None)
+        self._after_end.pop(key, None)
         return found
 
     # ------------------------------------------------------------ the claims listed
@@ -206,27 +222,39 @@ class Settler:
                  ) -> tuple[list[str], int]:
         """Of the claims completed here, settled by no statement and missing from the
         list: those proven from the log to have completed before the period's end
-        (omitted), and how many could not be proven either way this round."""
-        # Claims a bureau decision excluded roll into the next period: not omitted.
-        found = self._app.query(settlement.unsettled_candidates,
-                                [c.claim_id for c in listed]
-                                + list(verified.statement.sheet.excluded))
+        (omitted), and how many could not be proven either way this round. Claims
+        proven to have completed at or after the end stay proven (a leaf never moves),
+        so a busy district gets through its later claims ``MAX_OMITTED_CHECKS`` at a
+        time, at most ``PROOF_BATCHES`` batches a round."""
+        s = verified.statement
+        later = self._after_end.setdefault((s.serial, s.revision), set())
         omitted: list[str] = []
-        unproven = 1 if found.more else 0
         heads: dict[int, transparency.Head] = {}
-        for claim_id in found.claim_ids:
-            if self._stop.is_set():
-                return omitted, unproven + 1
-            try:
-                index = self._completed_at(verified.head, claim_id, heads)
-            except (grpc.RpcError, transparency.LogError, DecodeError) as e:
-                unproven += 1
-                log.warning("could not prove from the log when a claim completed",
-                            claim_id=claim_id, problem=str(e)[:300])
-                continue
-            if index < verified.statement.end:
-                omitted.append(claim_id)
-        return omitted, unproven
+        for _ in range(PROOF_BATCHES):
+            # Claims a bureau decision excluded roll into the next period: not omitted.
+            found = self._app.query(settlement.unsettled_candidates,
+                                    [c.claim_id for c in listed] + list(s.sheet.excluded)
+                                    + sorted(later) + omitted, self.proof_batch)
+            unproven = 0
+            for claim_id in found.claim_ids:
+                if self._stop.is_set():
+                    return omitted, unproven + 1
+                try:
+                    index = self._completed_at(verified.head, claim_id, heads)
+                except (grpc.RpcError, transparency.LogError, DecodeError) as e:
+                    unproven += 1
+                    log.warning("could not prove from the log when a claim completed",
+                                claim_id=claim_id, problem=str(e)[:300])
+                    continue
+                if index < s.end:
+                    omitted.append(claim_id)
+                else:
+                    later.add(claim_id)
+            if unproven or not found.more:
+                return omitted, unproven
+            if len(omitted) >= settlement.MAX_OMITTED_CHECKS:
+                return omitted[:settlement.MAX_OMITTED_CHECKS], 0
+        return omitted, 1  # more to prove: the next round goes on
 
     def _completed_at(self, cited: transparency.Head, claim_id: str,
                       heads: dict[int, transparency.Head]) -> int:

@@ -127,6 +127,11 @@ def reverse(tx: Tx, seq: int, staff_id: int, reason: str, *,
             f"entry {seq} is this district's side of a claim the clearinghouse completed; "
             "the other district posted its side too, so it cannot be undone here alone",
             "CLAIM_ENTRY")
+    if original.entry.kind is EntryKind.SETTLEMENT:
+        raise FailedPrecondition(
+            f"第 {seq} 笔是各区共同确认的结算入账，不能由本区单独冲正 / entry {seq} posts a "
+            "settlement statement every district agreed to; it cannot be undone here alone",
+            "SETTLEMENT_ENTRY")
     done = tx.repo.ledger.reversal_of_seq(seq)
     if done is not None:
         raise AlreadyExists(f"entry {seq} was already reversed by entry {done}", "ALREADY_REVERSED")

@@ -406,11 +406,14 @@ class Posted:
     already: bool = False  # it was posted before: nothing was done now
 
 
-def post(tx: Tx, serial: int, revision: int, listed: Sequence[SettledClaim]) -> Posted:
+def post(tx: Tx, serial: int, revision: int, listed: Sequence[SettledClaim], *,
+         overruled: bool = False) -> Posted:
     """Post a final statement, in this one transaction: the period's net of this
     district's line moves from ``clearing`` to ``settlement``, every claim listed is
     marked settled by ``serial`` and the statement is recorded posted. Once per serial:
-    posting again returns what was posted."""
+    posting again returns what was posted. ``overruled``: a city-signed decision made it
+    final over this district (which disputed it, or never answered): posted as decided,
+    whatever this ledger says."""
     done = tx.repo.settlements.posted(serial)
     if done is not None:
         return Posted(serial, done.revision, done.net_minutes, done.ledger_seq,
@@ -427,13 +430,13 @@ def post(tx: Tx, serial: int, revision: int, listed: Sequence[SettledClaim]) -> 
     if line is not None and not line_totals_hold(node_id, line, listed):
         raise refuse("LINE_MISMATCH", "清算中心列出的请求与本区行的合计不符，不能入账",
                      "the claims listed are not the line's: not posted")
-    overruled = record.answer_kind == DISPUTE_KIND  # final over this node's dispute
+    overruled = overruled or record.answer_kind == DISPUTE_KIND  # final over this node
     net = 0 if line is None else line.net_minutes
     if not overruled and line is not None:
         ledger = tx.repo.settlements.ledger_claims(node_id, [c.claim_id for c in listed])
         if check_line(node_id, line, listed, ledger):
-            raise InvariantViolation(f"statement {serial} countersigned here no longer "
-                                     "matches this node's ledger")
+            raise InvariantViolation(f"statement {serial}, final with this district's "
+                                     "agreement, does not match this node's ledger")
     before = _clearing(tx)
     seq: int | None = None
     if net:

@@ -7,9 +7,13 @@ period's end, which the node proves from the log rather than disputing it)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from nacl.signing import SigningKey
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from city.audit.clearinghouse import open_clearinghouse
@@ -19,9 +23,12 @@ from city.audit.report import Check
 from clearinghouse.usecases import settlement as ch_settlement
 from node.domain.ledger import CLEARING
 from node.domain.settlement import SettlementState
+from node.link.connection import Connection
+from node.link.settlement import Settler
 from node.storage.tables import CLAIMS
-from node.usecases import settlement
+from node.usecases import claims, settlement
 from node.usecases.app import Tx
+from runtime.errors import NotFound
 from runtime.tls import channel
 from tests.federation.conftest import CH_KEY, CITY_ROOT, City
 from tests.federation.support import GL, JN, QX, family, order_for_mother, serve_and_record
@@ -91,8 +98,10 @@ def test_a_period_closes_every_node_countersigns_and_posts(city: City, tmp_path:
     closed = city.ch.execute(ch_settlement.close, _sign, up_to=end, label="2026-11-a")
     assert closed.statement.serial == 1 and not closed.final
     city.clock.advance(timedelta(minutes=1))
-    later = _redeem(city, f, 45)  # completed after the period's end: carried forward
+    later = _redeem(city, f, 30)  # completed after the period's end: carried forward
+    also = _redeem(city, f, 15)
     assert _clearing(city, JN) == 60 + 30 + 45 and _clearing(city, GL) == -135
+    city[JN].link.settler.proof_batch = 1  # two batches of proofs in one round
 
     answers = {n: d.link.settle_once() for n, d in city.nodes.items()}
     assert {n: r.state for n, r in answers.items()} == {
@@ -114,8 +123,9 @@ def test_a_period_closes_every_node_countersigns_and_posts(city: City, tmp_path:
         assert d.app.query(settlement.next_serial) == 2
         shown = d.app.query(settlement.show, 1)
         assert shown.evidence is not None and shown.evidence.final
-    carried = city[JN].app.query(lambda tx: tx.repo.settlements.ledger_claims(JN, [later]))
-    assert carried[later].settled_serial == 0
+    carried = city[JN].app.query(lambda tx: tx.repo.settlements.ledger_claims(JN, [later,
+                                                                                   also]))
+    assert carried[later].settled_serial == carried[also].settled_serial == 0
     again = city[JN].link.settle_once()  # nothing more: serial 2 is not closed
     assert again.serial == 2 and again.state == ""
 
@@ -168,3 +178,26 @@ def test_a_dispute_goes_to_the_bureau_and_its_decision_makes_the_statement_final
     assert posted[JN].posted and posted[JN].posted.net_minutes == -60
     assert "city decided" in city[JN].app.query(settlement.show, 1).record.detail
     assert _clearing(city, GL) == 0 and _clearing(city, JN) == 0
+
+
+def test_a_statement_the_node_cannot_verify_changes_nothing(city: City) -> None:
+    """The real clearinghouse's statement, read by a settler that trusts another
+    clearinghouse key: refused (STATEMENT_NOT_SIGNED), counted, and nothing recorded or
+    sent; the node's own settler, trusting the city's key, then answers it."""
+    f = family(city, earned=300)
+    _redeem(city, f, 60)
+    city.ch.execute(ch_settlement.close, _sign, up_to=_cosigned_size(city), label="2026-11-c")
+    jn = city[JN]
+    refused = REGISTRY.get_sample_value("timebank_node_settlement_refused_total",
+                                        {"reason": "STATEMENT_NOT_SIGNED"}) or 0.0
+    with channel(city.address, None) as ch:
+        other = Connection(clearing_pb2_grpc.ClearinghouseServiceStub(ch), city.address, JN,
+                           jn.key, public_key(SigningKey(b"another clearinghouse".ljust(32))))
+        found = Settler(jn.app, other, threading.Event(), jn.link.city).settle_once()
+    assert found.refused.startswith("STATEMENT_NOT_SIGNED") and found.state == ""
+    assert REGISTRY.get_sample_value("timebank_node_settlement_refused_total",
+                                     {"reason": "STATEMENT_NOT_SIGNED"}) == refused + 1
+    with pytest.raises(NotFound):
+        jn.app.query(settlement.show, 0)
+    assert jn.app.query(claims.clearing_view).unsent_messages == 0
+    assert jn.link.settle_once().state == SettlementState.COUNTERSIGNED

@@ -92,3 +92,34 @@ def test_anchors_made_before_0004_are_keyed_by_the_key_that_signed_them(
             assert latest is not None and latest.entry_count == 5
     finally:
         db.dispose()
+
+
+def test_0010_keeps_every_claim_unsettled_and_goes_back(empty_url: str) -> None:
+    """Claims completed before settlement existed are unsettled (their minutes are in
+    the clearing account); 0010 goes back to 0009 without them losing anything."""
+    db = Database(empty_url)
+    now = datetime(2026, 12, 1)
+    claim = {"claim_id": "0190f0e0-0000-7000-8000-000000000001", "kind": "move",
+             "role": "creditor", "counterparty": "320106", "person_ref": "ab" * 32,
+             "recipient_ref": "", "minutes": 60, "posted_minutes": 60,
+             "origins": '[["individual", 60]]', "state": "completed", "reason": "",
+             "detail": "", "order_id": None, "person_id": None, "person_priority": False,
+             "expires_at": now, "created_at": now, "updated_at": now}
+    try:
+        migrate.upgrade(db.writer, "0009")
+        with db.write() as conn:
+            conn.execute(insert(table("claims", *(column(c) for c in claim))), [claim])
+        migrate.upgrade(db.writer)
+        migrate.check(db.writer)
+        with db.read() as conn:
+            repo = Repo(conn)
+            assert repo.settlements.unsettled_net() == 60
+            [found] = repo.settlements.unsettled("320115", 10)
+            assert (found.claim_id, found.settled_serial, found.creditor) == (
+                claim["claim_id"], 0, "320115")
+        migrate.downgrade(db.writer, "0009")
+        with db.read() as conn:
+            assert conn.execute(text("SELECT minutes FROM claims")).scalar_one() == 60
+        migrate.upgrade(db.writer)
+    finally:
+        db.dispose()

@@ -15,7 +15,7 @@ from node.domain.settlement import SettlementState
 from node.usecases import settlement
 from node.usecases.app import NodeApp, Tx
 from runtime.errors import FailedPrecondition
-from tests.helpers import assert_ledger_ok, snapshot
+from tests.helpers import assert_ledger_ok, snapshot, staff
 from tests.node import settlement_support as kit
 from tests.node.settlement_support import GL, JN, QX
 from timebank import settlement as contract
@@ -213,6 +213,10 @@ def test_posting_a_final_statement_carries_forward_only_later_claims(
     assert {(p.account.code, p.minutes) for p in entry.entry.postings} == {
         ("clearing", 45), (SETTLEMENT.code, -45)}
     assert_ledger_ok(node_app)  # the hash chain and every balance, with the new kind
+    from node.usecases import ledger as ledger_uc
+    with pytest.raises(FailedPrecondition) as undo:
+        node_app.execute(ledger_uc.reverse, posted.ledger_seq or 0, staff(node_app), "录错了")
+    assert undo.value.reason == "SETTLEMENT_ENTRY"
     assert node_app.query(settlement.next_serial) == 2
     shown = node_app.query(settlement.show, 0)
     assert shown.record.state == SettlementState.POSTED and shown.clearing == 15
@@ -276,3 +280,20 @@ def test_an_answer_the_clearinghouse_refuses_is_shown_on_the_statement(
     assert shown.record.state == SettlementState.COUNTERSIGNED
     assert "拒收" in shown.record.detail and "STALE_REVISION" in shown.record.detail
     assert not _outbox(node_app)  # refused for good: not sent again
+
+
+def test_a_statement_final_over_a_silent_district_is_posted_as_decided(
+        node_app: NodeApp) -> None:
+    """This node never answered (it was away) and its record of one claim differs; the
+    city overruled it: the statement is posted as decided, not refused for ever."""
+    agreed = kit.completed(node_app, GL, 60, creditor=True)
+    differs = kit.completed(node_app, QX, 40, creditor=False, posted=30)
+    listed = kit.mine([agreed, differs])
+    _seen(node_app, kit.statement(listed))
+    node_app.execute(settlement.mark_final, 1, 1, b"")
+    with pytest.raises(AssertionError):  # InvariantViolation: not overruled, yet differs
+        node_app.execute(settlement.post, 1, 1, listed)
+    posted = node_app.execute(settlement.post, 1, 1, listed, overruled=True)
+    assert posted.net_minutes == 20 and posted.claims_settled == 2
+    assert "city decided" in node_app.query(settlement.show, 1).record.detail
+    assert_ledger_ok(node_app)
