@@ -111,10 +111,10 @@ def ch_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         cosign_latest,
         countersign_env,
         log_size,
+        own_app,
         send,
     )
     from tests.clearinghouse.test_cli import cli
-    from tests.clearinghouse.test_settlecli import _app
     from tests.clearinghouse.usecases.test_claims import ring
     from timebank import settlement as st
     from timebank.envelope import decode
@@ -131,7 +131,7 @@ def ch_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
                    public_key(KEYS[node]).hex()).exit_code == 0
         assert cli("clearinghouse", "limit", "--config", str(path), "--node-id", node,
                    "--minutes", "100000").exit_code == 0
-    app = _app(path)
+    app = own_app(path)
     try:
         for node, person in HOMES.items():
             app.execute(directory.register, registration(person, node, node, KEYS[node]),
@@ -146,7 +146,7 @@ def ch_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     closed = cli("clearinghouse", "settle", "close", "--config", str(path), "--up-to",
                  str(size), "--label", "first")
     assert closed.exit_code == 0, closed.output
-    app = _app(path)
+    app = own_app(path)
     try:
         from clearinghouse.usecases import settlement
 
