@@ -113,7 +113,7 @@ def test_a_report_without_a_statement_says_so(tmp_path: Path) -> None:
 def test_a_name_the_font_lacks_is_named_not_hidden(tmp_path: Path) -> None:
     """A hanzi outside the shipped subset would vanish silently; the PDF says which."""
     full = report(3)
-    rare = "\u4e6b"  # 乫: a Korean-only hanja, in no Chinese character set the font keeps
+    rare = "\u4e6b"  # a Korean-only hanja, in no Chinese character set the font keeps
     data = ReportData(scope="clearinghouse", period="2026-11", generated_at=full.generated_at,
                       districts=(*full.districts[:2],
                                  type(full.districts[0])(full.districts[2].node_id,
