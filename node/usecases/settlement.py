@@ -188,6 +188,10 @@ def record_seen(tx: Tx, verified: Verified) -> SettlementRecord:
             raise refuse("CHAIN_BROKEN", "结算单没有接续本区已入账的上一期",
                          f"statement {s.serial} does not name statement {s.serial - 1} as "
                          "this node posted it")
+        if s.start != statement_of(previous).end:
+            raise refuse("PERIOD_GAP", "本期的日志区间没有紧接上一期",
+                         f"statement {s.serial} starts at leaf {s.start}; statement "
+                         f"{s.serial - 1} ended at {statement_of(previous).end}")
     found = tx.repo.settlements.get(s.serial, s.revision)
     if found is not None:
         if found.statement_sha256 != verified.identity:

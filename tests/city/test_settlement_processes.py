@@ -41,7 +41,7 @@ from timebank.envelope import CLEARINGHOUSE as CH_SIGNER
 from timebank.envelope import Signed, sign
 from timebank.v1 import clearing_pb2, node_pb2
 
-pytestmark = [pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 JN, GL, QX = "320115", "320106", "320113"
 NODES = [JN, GL, QX]

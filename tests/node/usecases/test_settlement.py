@@ -237,6 +237,11 @@ def test_posting_a_final_statement_carries_forward_only_later_claims(
     with pytest.raises(FailedPrecondition) as refused:
         _seen(node_app, broken)
     assert refused.value.reason == "CHAIN_BROKEN"
+    gap = kit.statement([later], serial=2, revision=3, start=150, end=200,
+                        previous=kit.statement_id(envelope))
+    with pytest.raises(FailedPrecondition) as refused:
+        _seen(node_app, gap)
+    assert refused.value.reason == "PERIOD_GAP"
 
 
 def test_a_statement_upheld_over_a_dispute_is_posted_as_decided(node_app: NodeApp) -> None:
