@@ -23,6 +23,7 @@ from city import offline as offline_cli
 from city import statement as statement_cli
 from city.monitor import app as monitor_app
 from city.pki.command import app as pki_app
+from city.reports import command as report_cli
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from runtime.console import describe_error, guarded, print_error
@@ -47,6 +48,9 @@ app.add_typer(monitor_app, name="monitor")
 app.add_typer(pki_app, name="pki")
 app.add_typer(offline_cli.app, name="city")
 app.command("verify-statement")(statement_cli.verify_command)
+# The reports are the city's renderers; the services never import the city tools.
+node_cli.app.command("report")(report_cli.node_report_command)
+clearinghouse_cli.app.command("report")(report_cli.clearinghouse_report_command)
 
 
 @app.command("demo")

@@ -29,6 +29,12 @@ PURE_STDLIB = frozenset({
 })
 DOMAIN_MAY_IMPORT_RUNTIME = ("runtime.errors", "runtime.clock")
 #: Libraries that do I/O or speak a wire format: no domain module imports them.
+#: The report renderers (city/reports, but ``gather`` and ``command`` that read databases)
+#: are pure functions from plain data to files: no service, database, gRPC or runtime.
+REPORT_RENDERERS = "city/reports/"
+REPORT_GATHERERS = ("city/reports/gather", "city/reports/command.py")
+REPORTS_MAY_NOT_IMPORT = ("node", "clearinghouse", "runtime", "city.audit", "city.launcher",
+                          "sqlalchemy", "alembic", "psycopg", "grpc", "structlog")
 WIRE_AND_STORAGE = ("sqlalchemy", "alembic", "grpc", "grpc_status", "grpc_health",
                     "grpc_reflection", "google", "psycopg", "structlog", "timebank.v1")
 #: What the contract (hand-written, not generated) may import besides the standard library.
@@ -118,6 +124,13 @@ def violations() -> list[str]:
     for imp in imports_of("runtime"):
         if any(_under(imp.name, p) for p in ("node", "clearinghouse", "city")):
             refuse(imp, "the runtime imports no service")
+
+    for imp in imports_of("city"):
+        if imp.path.startswith(REPORT_RENDERERS) and \
+                not imp.path.startswith(REPORT_GATHERERS) and \
+                any(_under(imp.name, banned) for banned in REPORTS_MAY_NOT_IMPORT):
+            refuse(imp, "a report renderer turns plain data into files: it reads no "
+                        "database and imports no service (city.reports.gather does)")
 
     for service in SERVICES:
         other = next(s for s in SERVICES if s != service)

@@ -1,0 +1,102 @@
+"""What the bureau's report shows, read through the clearinghouse's use-cases: the
+period's statement as it stands (its latest revision, every district's countersignature,
+dispute or overruling, whether it is final), the districts' names from their admissions,
+each district's net over the statements so far, and the claims the statement settles
+counted by the district owed (where the service was given, or the person moved to),
+claim kind and month of completion (city time). A period not closed yet counts the
+completed claims of that calendar month still waiting for a statement.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from sqlalchemy import select
+
+from city.reports.tables import CLAIMS, ActivityRow, District, PeriodPosition, ReportData
+from clearinghouse.storage.schema import ClaimRow
+from clearinghouse.usecases import admission, settlement
+from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from runtime.errors import NotFound
+from timebank import settlement as st
+from timebank.citytime import CITY_TZ
+from timebank.envelope import decode, identity
+from timebank.v1 import clearing_pb2 as pb
+
+from .standing import signoffs
+
+#: The most statements the positions-over-periods chart reaches back.
+MAX_HISTORY = 240
+KIND_LABELS = {"redemption": "跨区兑换 redemption", "move": "随人迁移 move"}
+_CHUNK = 5000
+
+
+def _month(at: datetime) -> str:
+    return at.astimezone(CITY_TZ).strftime("%Y-%m")
+
+
+def claim_activity(tx: Tx, serial: int | None, label: str) -> tuple[ActivityRow, ...]:
+    """Claims settled by statement ``serial`` (or, with None, completed claims of month
+    ``label`` no statement settled yet), by creditor, kind and month of completion."""
+    c = ClaimRow.__table__
+    q = select(c.c.creditor, c.c.kind, c.c.posted_minutes, c.c.updated_at)
+    if serial is not None:
+        q = q.where(c.c.settled_serial == serial)
+    else:
+        period = st.month_period(label)
+        q = q.where(c.c.state == "completed", c.c.settled_serial.is_(None),
+                    c.c.updated_at >= period.starts, c.c.updated_at < period.ends)
+    counts: Counter[tuple[str, str, str]] = Counter()
+    minutes: Counter[tuple[str, str, str]] = Counter()
+    result = tx.repo.conn.execute(q.execution_options(yield_per=_CHUNK))
+    try:
+        for creditor, kind, posted, at in result:
+            key = (_month(at), str(creditor), KIND_LABELS.get(str(kind), str(kind)))
+            counts[key] += 1
+            minutes[key] += int(posted or 0)
+    finally:
+        result.close()
+    return tuple(ActivityRow(m, d, "", k, counts[(m, d, k)], minutes[(m, d, k)])
+                 for m, d, k in sorted(counts))
+
+
+def history(tx: Tx, last: int) -> tuple[PeriodPosition, ...]:
+    """Each district's net in statements 1..``last`` (latest revisions), oldest first."""
+    out: list[PeriodPosition] = []
+    for serial in range(max(1, last - MAX_HISTORY + 1), last + 1):
+        found = settlement.get(tx, serial)
+        s = st.parse_statement(decode(found.statements[-1]).body)
+        out += [PeriodPosition(s.period, x.node_id, x.net_minutes) for x in s.sheet.lines]
+    return tuple(out)
+
+
+def clearinghouse_report(app: ClearinghouseApp, label: str, now: datetime) -> ReportData:
+    """The bureau's report for period ``label``."""
+    names = {a.node_id: a.district for a in app.query(admission.admissions)}
+    try:
+        found: pb.Settlement | None = app.query(settlement.get, 0, label)
+    except NotFound:
+        found = None
+    districts = tuple(District(k, v[:64]) for k, v in sorted(names.items()))
+    note = ("明细按应收区（提供服务或迁入的区）、账目类型和完成月份统计。 / Counts are by the "
+            "district owed (where the service was given, or the person moved to), claim "
+            "kind and month of completion.")
+    if found is None:
+        try:
+            activity = app.query(claim_activity, None, label)
+        except st.SettlementError:
+            activity = ()
+        return ReportData(scope="clearinghouse", period=label, generated_at=now,
+                          districts=districts, activity=activity, activity_kind=CLAIMS,
+                          note=note + "\n本期间尚未结算：明细为尚待结算的已完成账目。 / This "
+                          "period is not closed yet: the counts are completed claims "
+                          "awaiting settlement.")
+    envelope = decode(found.statements[-1])
+    statement = st.parse_statement(envelope.body)
+    return ReportData(
+        scope="clearinghouse", period=label, generated_at=now, districts=districts,
+        statement=statement, envelope_sha256=identity(envelope),
+        signoffs=signoffs(found, statement), final=found.final,
+        activity=app.query(claim_activity, statement.serial, label), activity_kind=CLAIMS,
+        history=app.query(history, statement.serial), note=note)
