@@ -774,7 +774,8 @@ def settle_the_month(city: City) -> dict[str, Any]:
             "nets": nets, "fen": {x.node_id: x.fen for x in sheet.lines},
             "transfers": [{"from": t.payer, "to": t.payee, "minutes": t.amount}
                           for t in sheet.transfers],
-            "countersigned": signers}
+            "countersigned": signers,
+            "ledgers": {n: to_json(r) for n, r in reports.items()}}
 
 
 def _posted(node: Node) -> bool:
@@ -910,7 +911,8 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
             summary.update(city_checks(city))
             summary["log"] = anchor_and_witness(city)
             summary["views"] = compare_views(city)
-            summary["settlement"] = settle_the_month(city)
+            summary["settlement"] = settled = settle_the_month(city)
+            summary["ledgers"] = settled.pop("ledgers")  # as they stand after posting
             reports = {n: node.call(node.stub.CheckLedger, node_pb2.CheckLedgerRequest())
                        for n, node in city.nodes.items()}
             city.step(f"{NAMES[JN]}'s ledger after it all", render_report(reports[JN]))

@@ -68,6 +68,14 @@ def test_demo_plays_the_city_and_checks_its_invariants(tmp_path: Path) -> None:
         ("redemption", "completed", 45)
     assert (move["kind"], move["state"], move["minutes"]) == ("move", "completed", 30)
     assert len(summary["checks"]) >= 20 and all(c["ok"] for c in summary["checks"])
+    # the month closes: one statement, countersigned by all three, final and posted
+    settled = summary["settlement"]
+    assert settled["final"] is True and settled["serial"] == 1
+    assert settled["countersigned"] == ["320106", "320113", "320115"]
+    assert settled["nets"] == {"320106": 45, "320113": 30, "320115": -75}
+    assert settled["fen"] == {"320106": 75, "320113": 50, "320115": -125}
+    assert sorted((t["from"], t["to"], t["minutes"]) for t in settled["transfers"]) == [
+        ("320115", "320106", 45), ("320115", "320113", 30)]
     # The temporary data directory is gone, and no process is left behind.
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("timebank-demo-")]
 
