@@ -34,7 +34,7 @@ from timebank.keys import public_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-CLAIMS = 60_000
+CLAIMS = 40_000
 ROOT = Path(__file__).resolve().parents[2]
 
 
