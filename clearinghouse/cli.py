@@ -638,7 +638,8 @@ def positions_command(
 ) -> None:
     """Each district's net position against its net debit limit, and who owes whom.
 
-    Positions count completed claims only; a district is warned (yellow) once it has
+    Positions count the completed claims of the open settlement period (a closed
+    period's are on its statement: `settle show`); a district is warned (yellow) once it has
     used 80% of its limit.
     """
     from clearinghouse.bootstrap import open_app

@@ -30,6 +30,8 @@ from timebank.minutes import format_hours
 if TYPE_CHECKING:
     from clearinghouse.config import ClearinghouseConfig
     from clearinghouse.usecases.app import ClearinghouseApp
+    from clearinghouse.usecases.settlement import Sign
+    from timebank.envelope import Signed
     from timebank.v1 import clearing_pb2 as pb
 
 settle_app = typer.Typer(
@@ -47,14 +49,17 @@ Reason = Annotated[str, typer.Option(
 MAX_SHOWN_DISPUTED = 20
 
 
-def clearinghouse_signer(config: ClearinghouseConfig, app: ClearinghouseApp,
-                          ) -> Any:
+def clearinghouse_signer(config: ClearinghouseConfig, app: ClearinghouseApp) -> Sign:
     """Signs a statement with the clearinghouse key this machine holds."""
     from clearinghouse.bootstrap import signing_key
     from timebank.envelope import CLEARINGHOUSE, sign
 
     key = signing_key(config, app)
-    return lambda kind, body: sign(kind, body, CLEARINGHOUSE, key)
+
+    def signed(kind: str, body: bytes) -> Signed:
+        return sign(kind, body, CLEARINGHOUSE, key)
+
+    return signed
 
 
 # ------------------------------------------------------------------ reading a statement

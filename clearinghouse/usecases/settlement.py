@@ -450,15 +450,16 @@ class Decided:
 
 def decide(tx: Tx, envelope: Signed, city_public_key: bytes,
            sign: Sign | None = None) -> Decided:
-    """The bureau's ``settlement.decision`` on the latest revision of a disputed
-    statement. Upheld: the overruled districts (each on the statement, none that
-    countersigned) count as final-checked. Revised: ``sign`` (the clearinghouse key)
-    issues revision + 1 without the excluded claims (each settled by this statement);
-    they go back to the open period, and into the running positions.
+    """The bureau's ``settlement.decision`` on the latest revision of a statement.
+    Upheld: the overruled districts (each on the statement, none that countersigned:
+    those that disputed it, or a district that cannot answer, a revoked one, say) count
+    as final-checked. Revised (only a disputed revision): ``sign`` (the clearinghouse
+    key) issues revision + 1 without the excluded claims (each settled by this
+    statement); they go back to the open period, and into the running positions.
 
     PERMISSION_DENIED: not signed by the city root key. NOT_FOUND, FAILED_PRECONDITION
     STALE_REVISION, WRONG_STATEMENT, ALREADY_FINAL as for a countersign;
-    FAILED_PRECONDITION NO_DISPUTE (nobody disputed this revision), NO_CLEARINGHOUSE_KEY
+    FAILED_PRECONDITION NO_DISPUTE (a revision nobody disputed), NO_CLEARINGHOUSE_KEY
     (a revision to sign and no key). INVALID_ARGUMENT BAD_DECISION, BAD_REASON."""
     body = admission.verify_city(tx, envelope, DECISION, city_public_key)
     msg = wire.parse(pb.SettlementDecision, body, DECISION)
@@ -470,13 +471,14 @@ def decide(tx: Tx, envelope: Signed, city_public_key: bytes,
     statement = _parse(found)
     lines = {x.node_id for x in statement.sheet.lines}
     countersigned, disputed, _ = _standing(tx, found.serial, found.revision)
-    if not disputed:
-        raise FailedPrecondition(f"结算单 {found.serial} 第 {found.revision} 版无争议 / nobody "
-                                 f"disputed statement {found.serial} revision "
-                                 f"{found.revision}: there is nothing to decide", "NO_DISPUTE")
     overruled = list(msg.overruled_node_ids)
     excluded = list(msg.excluded_claim_ids)
     if msg.revise:
+        if not disputed:
+            raise FailedPrecondition(
+                f"结算单 {found.serial} 第 {found.revision} 版无争议，无需修订 / nobody disputed "
+                f"statement {found.serial} revision {found.revision}: there is nothing to "
+                "revise", "NO_DISPUTE")
         if overruled or not excluded or excluded != sorted(set(excluded)) or \
                 len(excluded) > MAX_EXCLUDED:
             raise InvalidArgument(

@@ -233,7 +233,8 @@ def test_an_upheld_decision_overrules_the_dispute(city: ClearinghouseApp) -> Non
     closed = close(city, up_to=log_size(city))
     statement = statement_of(closed)
     error = refused(city, settle.decide, decision_env(
-        statement, closed.envelope, revise=False, overruled=[JN]), CITY_PUBLIC)
+        statement, closed.envelope, revise=True,
+        excluded=["019a0000-0000-7000-8000-000000000001"]), CITY_PUBLIC, ch_sign)
     assert error.reason == "NO_DISPUTE"
     send(city, dispute_env(JN, statement, closed.envelope,
                            ["019a0000-0000-7000-8000-000000000001"]))
@@ -255,6 +256,19 @@ def test_an_upheld_decision_overrules_the_dispute(city: ClearinghouseApp) -> Non
     assert done.final and done.revised is None
     got = city.query(settle.get, 1)
     assert got.final and len(got.decisions) == 1 and len(got.disputes) == 1
+
+
+def test_a_silent_district_can_be_overruled(city: ClearinghouseApp) -> None:
+    """A district that never answers (its key revoked, say) does not hold the city's
+    settlement for ever: the bureau upholds the statement over it, a logged act."""
+    closed = close(city, up_to=log_size(city))
+    statement = statement_of(closed)
+    send(city, countersign_env(GL, statement, closed.envelope))
+    send(city, countersign_env(QX, statement, closed.envelope))
+    done = city.execute(settle.decide, decision_env(statement, closed.envelope,
+                                                    revise=False, overruled=[JN]),
+                        CITY_PUBLIC)
+    assert done.final and city.query(settle.get, 1).final
 
 
 def test_a_revision_leaves_claims_to_the_next_period(city: ClearinghouseApp) -> None:
