@@ -18,6 +18,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
 from city.audit import audit_data_dir
@@ -88,8 +89,17 @@ def test_every_node_process_countersigns_and_posts_a_closed_period(tmp_path: Pat
             assert wait_quiet(client, NODES, 60)
             stub = client.clearinghouse()
             size = stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).size
-            _wait("a quorum cosigns the log", lambda: stub.GetTreeHead(
-                clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=5).size >= size)
+
+            def cosigned() -> bool:
+                try:
+                    return bool(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(
+                        cosigned=True), timeout=5).size >= size)
+                except grpc.RpcError as e:  # none cosigned by a quorum yet
+                    if e.code() != grpc.StatusCode.NOT_FOUND:
+                        raise
+                    return False
+
+            _wait("a quorum cosigns the log", cosigned)
 
             procs.stop(CLEARINGHOUSE)  # the bureau closes the period on its own machine
             config = load_ch_config(city.clearinghouse_config)
