@@ -27,6 +27,7 @@ from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from tests.pki import city_ca, tls_pair  # noqa: F401 - fixtures every package uses
 from tests.postgres import admin_engine, database_url, fresh_database, migrated_template
+from tests.sqlite import migrated_sqlite
 
 #: Rich renders to the terminal's width; tests read what it printed, so they all see one
 #: width, whatever terminal (or pytest-xdist worker) they run in.
@@ -60,11 +61,7 @@ def pg_url(pg_template: str | None) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated database URL, once per storage engine."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'node.sqlite3'}"
-        db = Database(url)
-        migrate.upgrade(db.writer)
-        db.dispose()
-        return url
+        return migrated_sqlite(tmp_path / "node.sqlite3")
     url: str = request.getfixturevalue("pg_url")
     return url
 
@@ -112,9 +109,7 @@ def policy_app(db_url: str, clock: ManualClock) -> Iterator[Callable[[str], Node
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file to copy: a fresh database costs a file copy, not a migration."""
     path = tmp_path_factory.mktemp("sqlite-template") / "node.sqlite3"
-    db = Database(f"sqlite:///{path}")
-    migrate.upgrade(db.writer)
-    db.dispose()
+    migrated_sqlite(path)
     return path
 
 
