@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher, Type
 from hypothesis import settings
 from sqlalchemy import create_engine, text
 
@@ -23,6 +24,7 @@ from node.domain.policy import DEFAULT_POLICY_TOML, load_policy
 from node.storage import migrate
 from node.storage.db import Database
 from node.storage.repo import Repo
+from node.usecases import logins
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from tests.pki import city_ca, tls_pair  # noqa: F401 - fixtures every package uses
@@ -37,6 +39,23 @@ os.environ["COLUMNS"] = "120"
 #: time says nothing about the code, and speed is measured in bench/, not in tests.
 settings.register_profile("timebank", deadline=None)
 settings.load_profile("timebank")
+
+#: argon2id at its smallest cost, for the tests' own process only. Production's
+#: ``node.usecases.logins.HASHER`` (OWASP minimum, ~20 ms a hash) is left as defined:
+#: ``PRODUCTION_HASHER`` is it, tests/node/usecases/test_logins.py checks its parameters,
+#: and every `timebank` process a test starts hashes with it. In-process, the tests make
+#: ~1000 hashes a run (logins, sessions, codes): ~20 s of CPU at the production cost.
+TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
+PRODUCTION_HASHER = logins.HASHER
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cheap_password_hashes() -> Iterator[None]:
+    """Hash passwords and codes with ``TEST_HASHER`` in this process (see above)."""
+    logins.HASHER = TEST_HASHER
+    yield
+    logins.HASHER = PRODUCTION_HASHER
+
 
 CITY_SECRET = b"test-city-secret-0123456789abcdef-0123"
 NODE_ID, DISTRICT = "320115", "江宁区"
