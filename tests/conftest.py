@@ -13,7 +13,6 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from argon2 import PasswordHasher, Type
@@ -195,29 +194,3 @@ def db_factory(request: pytest.FixtureRequest, tmp_path: Path,
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
 
-
-#: Test files sharing a costly session fixture, by that fixture (tests/city/conftest.py's
-#: ``demo_city``: one `timebank demo` run, 15 to 20 s): they run on one xdist worker, so
-#: the fixture is made once.
-SHARED_BY_FILES = {"tests/city/test_demo.py": "demo_city",
-                   "tests/city/test_audit.py": "demo_city"}
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` (pyproject.toml), with the files of ``SHARED_BY_FILES`` as one.
-
-    A test file goes to one worker whole, so its module-scoped fixtures (a served node, a
-    city of processes, the api ``world``) are made once, not once per worker; files are
-    handed out in collection order (``--no-loadscope-reorder``), so tests/city's
-    long multi-process tests start first and short ones fill the end."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class SharedFixtureFiles(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            file = super()._split_scope(nodeid)
-            return SHARED_BY_FILES.get(file, file)
-
-    return SharedFixtureFiles(config, log)
