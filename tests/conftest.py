@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher, Type
 from hypothesis import settings
 from sqlalchemy import create_engine, text
 
@@ -23,10 +24,12 @@ from node.domain.policy import DEFAULT_POLICY_TOML, load_policy
 from node.storage import migrate
 from node.storage.db import Database
 from node.storage.repo import Repo
+from node.usecases import logins
 from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from tests.pki import city_ca, tls_pair  # noqa: F401 - fixtures every package uses
 from tests.postgres import admin_engine, database_url, fresh_database, migrated_template
+from tests.sqlite import migrated_sqlite
 
 #: Rich renders to the terminal's width; tests read what it printed, so they all see one
 #: width, whatever terminal (or pytest-xdist worker) they run in.
@@ -36,6 +39,23 @@ os.environ["COLUMNS"] = "120"
 #: time says nothing about the code, and speed is measured in bench/, not in tests.
 settings.register_profile("timebank", deadline=None)
 settings.load_profile("timebank")
+
+#: argon2id at its smallest cost, for the tests' own process only. Production's
+#: ``node.usecases.logins.HASHER`` (OWASP minimum, ~20 ms a hash) is left as defined:
+#: ``PRODUCTION_HASHER`` is it, tests/node/usecases/test_logins.py checks its parameters,
+#: and every `timebank` process a test starts hashes with it. In-process, the tests make
+#: ~1000 hashes a run (logins, sessions, codes): ~20 s of CPU at the production cost.
+TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
+PRODUCTION_HASHER = logins.HASHER
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cheap_password_hashes() -> Iterator[None]:
+    """Hash passwords and codes with ``TEST_HASHER`` in this process (see above)."""
+    logins.HASHER = TEST_HASHER
+    yield
+    logins.HASHER = PRODUCTION_HASHER
+
 
 CITY_SECRET = b"test-city-secret-0123456789abcdef-0123"
 NODE_ID, DISTRICT = "320115", "江宁区"
@@ -60,11 +80,7 @@ def pg_url(pg_template: str | None) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated database URL, once per storage engine."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'node.sqlite3'}"
-        db = Database(url)
-        migrate.upgrade(db.writer)
-        db.dispose()
-        return url
+        return migrated_sqlite(tmp_path / "node.sqlite3")
     url: str = request.getfixturevalue("pg_url")
     return url
 
@@ -112,9 +128,7 @@ def policy_app(db_url: str, clock: ManualClock) -> Iterator[Callable[[str], Node
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file to copy: a fresh database costs a file copy, not a migration."""
     path = tmp_path_factory.mktemp("sqlite-template") / "node.sqlite3"
-    db = Database(f"sqlite:///{path}")
-    migrate.upgrade(db.writer)
-    db.dispose()
+    migrated_sqlite(path)
     return path
 
 
@@ -179,3 +193,4 @@ def db_factory(request: pytest.FixtureRequest, tmp_path: Path,
         for name in created:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+

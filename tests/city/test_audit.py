@@ -21,6 +21,7 @@ from city.audit import BadRecord, Check, Report, audit_data_dir
 from city.pki.store import Authority
 from runtime import keyfiles
 from runtime.tls import OBSERVER, ClientTls, channel
+from tests.city.conftest import DemoCity
 from tests.clearinghouse.conftest import ch_pg_template  # noqa: F401
 from tests.pki import issue
 from tests.postgres import fresh_database
@@ -36,18 +37,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
 
 
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("audit") / "city"
-    done = subprocess.run([sys.executable, "-m", "city", "demo", "--data-dir", str(root)],
-                          capture_output=True, text=True, timeout=180, env=_env())
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    yield root
-
-
 @pytest.fixture
-def copy(city: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(city, tmp_path / "city"))
+def copy(demo_city: DemoCity, tmp_path: Path) -> Path:
+    """A copy of the demo's city (tests/city/conftest.py) for this test to tamper with."""
+    return Path(shutil.copytree(demo_city.data_dir, tmp_path / "city"))
 
 
 def sql(db: Path, statement: str, *params: object) -> None:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from city.cli import app
 from city.demo import DAUGHTER, HELPER, MOTHER, NEIGHBOUR, STAFF
+from tests.city.conftest import DemoCity
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,9 +81,10 @@ def test_demo_plays_the_city_and_checks_its_invariants(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("timebank-demo-")]
 
 
-def test_demo_keeps_the_city_with_data_dir(tmp_path: Path) -> None:
-    data = tmp_path / "nanjing"
-    result = run_demo("--data-dir", str(data), "--json", tmp=tmp_path)
+def test_demo_keeps_the_city_with_data_dir(demo_city: DemoCity) -> None:
+    """The city `demo --data-dir DIR --json` kept (run once for this and the audit's
+    tests: tests/city/conftest.py)."""
+    data, result = demo_city.data_dir, demo_city.run
     assert result.returncode == 0, result.stdout + result.stderr
     summary = summary_of(result)
     assert summary["ok"] is True and summary["data_dir"] == str(data.resolve())

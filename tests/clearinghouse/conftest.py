@@ -24,6 +24,7 @@ from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import Refusal
 from tests.postgres import fresh_database, migrated_template
+from tests.sqlite import migrated_sqlite
 from timebank.envelope import CITY, Signed, sign
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2
@@ -45,11 +46,7 @@ def ch_pg_url(ch_pg_template: str | None) -> Iterator[str]:
 def ch_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated clearinghouse database URL, once per storage engine."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'clearinghouse.sqlite3'}"
-        db = Database(url)
-        migrate.upgrade(db.writer)
-        db.dispose()
-        return url
+        return migrated_sqlite(tmp_path / "clearinghouse.sqlite3", "clearinghouse")
     pg_url: str = request.getfixturevalue("ch_pg_url")
     return pg_url
 

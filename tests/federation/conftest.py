@@ -27,7 +27,6 @@ from clearinghouse.usecases.app import ClearinghouseApp
 from node.domain.clock import ManualClock
 from node.domain.policy import DEFAULT_POLICY_TOML, load_policy
 from node.link.clearing_link import ClearingLink
-from node.storage import migrate
 from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases import claims
@@ -37,6 +36,7 @@ from runtime.tls import NODE, OBSERVER, ClientTls, channel
 from tests.clearinghouse.conftest import ch_db_url, ch_pg_template, ch_pg_url  # noqa: F401
 from tests.conftest import CITY_SECRET
 from tests.pki import client_tls, issue, server_tls
+from tests.sqlite import migrated_sqlite
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 
@@ -108,9 +108,7 @@ class City:
 
 def _node_app(tmp: Path, node_id: str, clock: ManualClock,
               policy_toml: str = DEFAULT_POLICY_TOML) -> NodeApp:
-    url = f"sqlite:///{tmp / f'{node_id}.sqlite3'}"
-    db = Database(url)
-    migrate.upgrade(db.writer)
+    db = Database(migrated_sqlite(tmp / f"{node_id}.sqlite3"))
     policy = load_policy(policy_toml)
     node = NodeIdentity(node_id, DISTRICTS[node_id], CITY_SECRET, federated=True,
                         city_key=public_key(CITY_ROOT))
@@ -133,6 +131,9 @@ def make_city(tmp_path: Path, ch_url: str, *, local_policies: Mapping[str, str] 
     this CA, each node's link presenting its own, or the one ``presents`` names for it
     (another district's certificate); None: plaintext."""
     clock = ManualClock()
+    ch_file = Path(ch_url.removeprefix("sqlite:///"))
+    if ch_url.startswith("sqlite:///") and not ch_file.exists():
+        migrated_sqlite(ch_file, "clearinghouse")  # a copy: upgrading it finds nothing to do
     ch_db = ChDatabase(ch_url)
     ch_migrate.upgrade(ch_db.writer)
     ch = ClearinghouseApp(ch_db, clock)

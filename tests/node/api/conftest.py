@@ -13,19 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from node.domain.clock import ManualClock
 from node.domain.orders import OrderState
-from node.storage import migrate
-from node.storage.db import Database
 from node.usecases.app import NodeApp
 from tests.conftest import make_node_app
 from tests.helpers import id_card
 from tests.node.api.support import Api, key, person, serving, staff
 from tests.postgres import fresh_database
+from tests.sqlite import migrated_sqlite
 from timebank.v1 import node_pb2 as pb
 
 
@@ -129,12 +127,7 @@ def _build_world(api: Api) -> World:
 def world_db_url(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if request.param == "sqlite":
-        path: Path = tmp_path_factory.mktemp("world") / "node.sqlite3"
-        url = f"sqlite:///{path}"
-        db = Database(url)
-        migrate.upgrade(db.writer)
-        db.dispose()
-        yield url
+        yield migrated_sqlite(tmp_path_factory.mktemp("world") / "node.sqlite3")
         return
     template: str | None = request.getfixturevalue("pg_template")
     yield from fresh_database(template, "tb_world")
