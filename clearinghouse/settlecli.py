@@ -69,25 +69,13 @@ def _hm(minutes: int) -> str:
 
 
 def _yuan(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    return f"{sign}¥{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    return f"¥{st.format_yuan(fen)}"
 
 
 def _party(node_id: str, names: dict[str, str]) -> str:
     if node_id == st.RESERVE:
-        return "城市储备金 city reserve"
+        return st.RESERVE_NAME
     return f"{names.get(node_id, '')} ({node_id})".strip()
-
-
-def netting_words(sheet: st.Sheet) -> str:
-    """The netting summary in plain words, Chinese first."""
-    n = sheet.netting
-    return (f"{n.districts} 个区之间有 {n.gross} 笔总额债务，两两相抵后剩 {n.bilateral} 笔，"
-            f"多边轧差后只需 {n.transfers} 笔转账（{n.districts} 个区最多可有 {n.possible} 笔），"
-            f"少了 {n.removed} 笔 / {n.gross} gross obligations among {n.districts} "
-            f"districts, {n.bilateral} after each pair nets off, {n.transfers} transfers "
-            f"after multilateral netting (of at most {n.possible} possible): netting removes "
-            f"{n.removed}.")
 
 
 def settlement_json(found: pb.Settlement) -> dict[str, Any]:
@@ -161,7 +149,7 @@ def print_settlement(found: pb.Settlement, names: dict[str, str]) -> None:
             row.append(_yuan(x.fen))
         table.add_row(*row)
     echo(table)
-    echo(netting_words(s.sheet))
+    echo(s.sheet.netting.words())
     for t in s.sheet.transfers:
         echo(f"  {escape(_party(t.payer, names))} → {escape(_party(t.payee, names))}: "
              f"{_hm(t.amount)}")
@@ -415,5 +403,5 @@ def default_command(config_file: ConfigFile, serial: Serial, node_id: NodeId,
     print_settlement(found, names)
 
 
-__all__ = ["decision_act", "default_act", "netting_words", "print_settlement",
+__all__ = ["decision_act", "default_act", "print_settlement",
            "settle_app", "settlement_json"]

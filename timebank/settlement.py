@@ -41,6 +41,7 @@ __all__ = [
     "MAX_DISPUTED_CLAIMS",
     "MAX_DISTRICTS",
     "RESERVE",
+    "RESERVE_NAME",
     "STATEMENT_KIND",
     "Difference",
     "Line",
@@ -56,6 +57,7 @@ __all__ = [
     "check_line",
     "claims_digest",
     "compute",
+    "format_yuan",
     "is_claim_id",
     "is_month",
     "money",
@@ -72,8 +74,9 @@ DISPUTE_KIND = "settlement.dispute"  # signed by a district
 DECISION_KIND = "settlement.decision"  # signed by the city root key
 DEFAULT_KIND = "settlement.default"  # signed by the city root key
 
-#: The party that stands for the city reserve in transfers and payments.
+#: The party that stands for the city reserve in transfers and payments, and its name.
 RESERVE = "reserve"
+RESERVE_NAME = "市储备金 city reserve"
 #: The most districts one statement covers: its matrix (N·(N−1) flows) must fit one
 #: signed envelope of 64 KiB. Nanjing has 12 districts; the largest Chinese city 38.
 MAX_DISTRICTS = 40
@@ -291,10 +294,17 @@ def fen_of(minutes: int, rate_fen_per_hour: int) -> int:
     return rounded if minutes >= 0 else -rounded
 
 
+def format_yuan(fen: int) -> str:
+    """Integer fen as yuan with two decimals, ``-12.05``; no floating point."""
+    sign = "-" if fen < 0 else ""
+    yuan, rest = divmod(abs(fen), 100)
+    return f"{sign}{yuan}.{rest:02d}"
+
+
 def money(positions: Mapping[str, int], rate_fen_per_hour: int) -> tuple[dict[str, int], int]:
     """Each party's money for its position (minutes) at the rate, in fen, and the
-    rounding residue the reserve pays (+) or keeps (−) so that money sums to zero:
-    ``sum(fen.values()) + residue == 0``... with the reserve as one more party."""
+    rounding residue the reserve pays (+) or keeps (−): ``sum(fen.values()) + residue
+    == 0``."""
     fen = {k: fen_of(v, rate_fen_per_hour) for k, v in positions.items()}
     residue = -sum(fen.values())
     # Each party's rounding moves at most half a fen, so the residue is at most N/2 fen.
@@ -352,6 +362,16 @@ class Netting:
     @property
     def removed(self) -> int:
         return self.gross - self.transfers
+
+    def words(self) -> str:
+        """How much netting saved, in plain words, Chinese first: the one wording the
+        command line, the reports and the demo print."""
+        return (f"{self.districts} 个区之间的 {self.gross} 笔双边债务（两两相抵后 "
+                f"{self.bilateral} 笔）经多边轧差为 {self.transfers} 笔转账；{self.districts} "
+                f"个区最多可有 {self.possible} 笔。 / {self.gross} bilateral obligations among "
+                f"{self.districts} districts ({self.bilateral} after each pair nets off) are "
+                f"netted multilaterally into {self.transfers} transfers; {self.districts} "
+                f"districts could have at most {self.possible}.")
 
 
 @dataclass(frozen=True, slots=True)

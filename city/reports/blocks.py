@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from timebank.settlement import RESERVE
+from timebank.settlement import RESERVE, RESERVE_NAME
 
 from . import words as w
 from .tables import ReportData
@@ -78,7 +78,7 @@ def transfers(data: ReportData) -> Block:
     rows = tuple((w.party(data, t.payer), w.party(data, t.payee), t.amount, w.hours(t.amount))
                  for t in sheet.transfers)
     return Block("transfers", "轧差 netting", (w.PAYER, w.PAYEE, w.MINUTES, w.HOURS), rows,
-                 (w.netting_sentence(sheet),))
+                 (sheet.netting.words(),))
 
 
 def money(data: ReportData) -> Block:
@@ -89,7 +89,7 @@ def money(data: ReportData) -> Block:
         for x in sheet.lines]
     if sheet.rate_fen_per_hour:
         reserve_fen = -sum(x.fen for x in sheet.lines) - sheet.residue_fen
-        rows.append((RESERVE, "市储备金 city reserve", sheet.reserve_opening_minutes,
+        rows.append((RESERVE, RESERVE_NAME, sheet.reserve_opening_minutes,
                      reserve_fen, yuan(reserve_fen)))
         rows.append(("residue", "舍入差额 rounding residue", 0, sheet.residue_fen,
                      yuan(sheet.residue_fen)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from timebank.ids import is_node_id
-from timebank.settlement import RESERVE, Statement
+from timebank.settlement import RESERVE, RESERVE_NAME, Statement
 
 #: The most activity rows and history points a report carries (each a line of a table).
 MAX_ACTIVITY_ROWS = 100_000
@@ -191,7 +191,7 @@ class ReportData:
     def name(self, node_id: str) -> str:
         """A party's label: 江宁区 320115, the city reserve, or the bare node id."""
         if node_id == RESERVE:
-            return "市储备金 city reserve"
+            return RESERVE_NAME
         found = next((d.name for d in self.districts if d.node_id == node_id), "")
         return f"{found} {node_id}" if found else node_id
 

@@ -5,7 +5,8 @@ for every format, so the CSV, the workbook and the PDF say the same thing.
 
 from __future__ import annotations
 
-from timebank.settlement import RESERVE, Sheet, Statement
+from timebank.settlement import RESERVE, RESERVE_NAME, Sheet, Statement
+from timebank.settlement import format_yuan as yuan
 
 from .tables import COUNTERSIGNED, DISPUTED, ORDERS, OVERRULED, PENDING, UNKNOWN, ReportData
 
@@ -62,21 +63,6 @@ def hours(minutes: int) -> str:
     return f"{sign}{h}:{m:02d}"
 
 
-def yuan(fen: int) -> str:
-    """Integer fen as yuan with two decimals, ``-12.05``; no floating point."""
-    sign = "-" if fen < 0 else ""
-    y, f = divmod(abs(fen), 100)
-    return f"{sign}{y}.{f:02d}"
-
-
-def netting_sentence(sheet: Sheet) -> str:
-    """How much multilateral netting removed, in plain words."""
-    n = sheet.netting
-    return (f"{n.districts} 个区之间的 {n.gross} 笔双边债务（两两相抵后 {n.bilateral} 笔）"
-            f"经多边轧差为 {n.transfers} 笔转账；{n.districts} 个区最多可有 {n.possible} 笔。 / "
-            f"{n.gross} bilateral obligations among {n.districts} districts ({n.bilateral} "
-            f"after each pair nets off) are netted multilaterally into {n.transfers} "
-            f"transfers; {n.districts} districts could have at most {n.possible}.")
 
 
 def money_sentence(sheet: Sheet) -> str:
@@ -116,7 +102,7 @@ def signoff_sentence(data: ReportData) -> str:
 
 
 def party(data: ReportData, node_id: str) -> str:
-    return data.name(node_id) if node_id != RESERVE else "市储备金 city reserve"
+    return data.name(node_id) if node_id != RESERVE else RESERVE_NAME
 
 
 def default_verify_steps(statement: Statement, scope: str = "clearinghouse"

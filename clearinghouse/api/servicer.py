@@ -322,11 +322,6 @@ class ClearinghouseServicer:
         return self._app.query(settlement.claims_page, msg.serial, msg.revision,
                                msg.node_id, msg.after_claim_id)
 
-    def sign_envelope(self, kind: str, body: bytes) -> Signed:
-        """A body signed with the key this clearinghouse signs with now (a settlement
-        statement the schedule closes)."""
-        return sign(kind, body, CLEARINGHOUSE, self._key)
-
 
 def _serialize(message: Message | bytes) -> bytes:
     """A response message's bytes; a stored receipt is returned exactly as stored."""

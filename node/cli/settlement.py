@@ -14,7 +14,8 @@ from rich.table import Table
 from node.cli.common import AsJson, ConfigFile, echo, guarded, print_json
 from node.config import load_config
 from timebank.citytime import CITY_TZ
-from timebank.minutes import format_hours
+from timebank.minutes import format_hours_and_minutes as _hours
+from timebank.settlement import RESERVE, RESERVE_NAME, Netting, format_yuan
 
 if TYPE_CHECKING:
     from node.usecases.settlement import Shown
@@ -56,13 +57,8 @@ def show_command(config_file: ConfigFile, serial: Serial = 0, as_json: AsJson = 
     echo(render(summary))
 
 
-def _hours(minutes: int) -> str:
-    return f"{format_hours(minutes)} ({minutes} min)"
-
-
 def _yuan(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d} 元"
+    return f"{format_yuan(fen)} 元"
 
 
 def summarise(shown: Shown, node_id: str, names: dict[str, str]) -> dict[str, Any]:
@@ -118,8 +114,8 @@ def summarise(shown: Shown, node_id: str, names: dict[str, str]) -> dict[str, An
 
 
 def _who(node: str, names: dict[str, str]) -> str:
-    if node == "reserve":
-        return "城市储备 / the city reserve"
+    if node == RESERVE:
+        return RESERVE_NAME
     return f"{names.get(node, '')} {node}".strip()
 
 
@@ -155,13 +151,8 @@ def render(d: dict[str, Any]) -> Table:
         if d["rate_fen_per_hour"]:
             grid.add_row("金额 / money", f"{_yuan(line['fen'])} (+ 收 / receives, - 付 / pays)")
     n = d["netting"]
-    grid.add_row("轧差 / netting",
-                 f"{n['districts']} 个区、{n['claims']} 笔请求：毛额往来 {n['gross']} 笔，"
-                 f"双边轧差后 {n['bilateral']} 笔，多边轧差后只需 {n['transfers']} 笔划转"
-                 f"（最多可能 {n['possible']} 笔） / {n['gross']} gross obligations among "
-                 f"{n['districts']} districts, {n['bilateral']} after bilateral netting, "
-                 f"{n['transfers']} transfers after multilateral netting (of at most "
-                 f"{n['possible']})")
+    grid.add_row("轧差 / netting", Netting(n["gross"], n["bilateral"], n["transfers"],
+                                          n["districts"]).words())
     for t in d["transfers"]:
         grid.add_row("", f"{escape(_who(t['from'], names))} → {escape(_who(t['to'], names))}:"
                          f" {_hours(t['minutes'])}")

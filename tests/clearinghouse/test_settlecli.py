@@ -86,7 +86,7 @@ def test_close_show_decide_and_an_offline_default(config: Path, tmp_path: Path) 
     out = ok("clearinghouse", "settle", "close", "--config", str(config), "--up-to",
              str(size), "--label", "first")
     assert "已结算" in out and "closed" in out
-    assert "多边轧差后只需 2 笔转账" in out and "netting removes" in out
+    assert "经多边轧差为 2 笔转账" in out and "netted multilaterally into 2 transfers" in out
     assert "等待会签" in out and "江宁区" in out
     # a period closed already: one clean error, its reason
     again = one_line_error(cli("clearinghouse", "settle", "close", "--config", str(config),

@@ -61,7 +61,7 @@ def test_show_prints_the_line_the_netting_and_the_posting(tmp_path: Path) -> Non
     assert shown.exit_code == 0, shown.output
     out = shown.stdout
     for words in ("第 1 期", "已入账 / posted", "本期净额 / net", "1.00 h (60 min)",
-                  "应付本区 / owed to this district", "多边轧差后只需 2 笔划转",
+                  "应付本区 / owed to this district", "经多边轧差为 2 笔转账",
                   "会签 / countersigned", "不发生任何资金划转"):
         assert words in out, (words, out)
 

@@ -78,7 +78,7 @@ def test_the_font_is_embedded_and_the_text_extracts(tmp_path: Path, data: Report
     assert data.statement is not None
     for name in NANJING.values():
         assert name in text
-    assert words.netting_sentence(data.statement.sheet)[:20] in text
+    assert data.statement.sheet.netting.words()[:20] in text
     assert "12 个区之间的" in text and "经多边轧差为 11 笔转账" in text
     assert data.envelope_sha256.hex() in text
     assert "timebank clearinghouse settle show --config clearinghouse.toml --serial 1" in text
