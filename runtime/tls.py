@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from runtime import keyfiles
-from runtime.config import resolve_path, toml_string
+from runtime.config import Setting, Table, resolve_path
 from runtime.errors import ConfigError, Unauthenticated
 
 log = structlog.get_logger("runtime.tls")
@@ -136,7 +136,37 @@ def identity_of(cert: x509.Certificate) -> Identity | None:
 
 #: The ``[tls]`` table of node.toml and clearinghouse.toml.
 TLS_TABLE = "tls"
-TLS_SETTINGS = {"ca": str, "cert": str, "key": str, "crl": str, "insecure": bool}
+TLS = Table(TLS_TABLE, "TLS（ADR 0015）：城市 CA 证书，本服务的证书与私钥（`timebank pki` 签发）。",
+            "TLS (ADR 0015): the city CA's certificate, this service's certificate and key "
+            "(issued by `timebank pki`). Relative paths are taken from this file's folder.")
+
+
+def tls_settings(*, crl: bool) -> tuple[Setting, ...]:
+    """The ``[tls]`` settings (``crl``: the clearinghouse's, which checks client
+    certificates)."""
+    def pem(key: str, zh: str, en: str, example: str) -> Setting:
+        return Setting(TLS_TABLE, key, "", zh, en, path=True, rule_text="a file's path",
+                       example=example)
+
+    return (
+        pem("ca", "城市 CA 的证书（由民政局提供）：对端证书据此校验。",
+            "The city CA's certificate (from the bureau): the other side's certificate is "
+            "checked against it.", "/etc/timebank/tls/ca.pem"),
+        pem("cert", "本服务的证书：以之提供 TLS，并向其他服务出示。",
+            "This service's certificate: it serves TLS with it and presents it to the "
+            "services it calls.", "/etc/timebank/tls/service.pem"),
+        pem("key", "该证书的私钥（仅服务用户可读，mode 0600）。",
+            "That certificate's private key (readable by the service user only, mode "
+            "0600).", "/etc/timebank/tls/service.key"),
+        *((pem("crl", "城市 CA 的证书吊销列表，变更后自动重新读取。",
+               "The city CA's revocation list (`timebank pki revoke`), read again when it "
+               "changes; a revoked client certificate is refused.",
+               "/etc/timebank/tls/ca.crl"),) if crl else ()),
+        Setting(TLS_TABLE, "insecure", False, "true：不用 TLS，明文服务与调用（每次启动都会警告）。"
+                "切勿用于生产。",
+                "true serves and calls plaintext, with a warning at every start. Never in "
+                "production."),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +189,18 @@ class TlsSettings:
 
         return cls(path("ca"), path("cert"), path("key"), path("crl"),
                    values.get("insecure") is True)
+
+    def values(self, *, crl: bool) -> dict[tuple[str, str], str | bool]:
+        """The ``[tls]`` settings ``init`` writes for these (``crl``: the table has one)."""
+        def text(path: Path | None) -> str:
+            return "" if path is None else str(path)
+
+        out: dict[tuple[str, str], str | bool] = {
+            (TLS_TABLE, "ca"): text(self.ca), (TLS_TABLE, "cert"): text(self.cert),
+            (TLS_TABLE, "key"): text(self.key), (TLS_TABLE, "insecure"): self.insecure}
+        if crl:
+            out[(TLS_TABLE, "crl")] = text(self.crl)
+        return out
 
     def _need(self, service: str, *keys: str) -> None:
         missing = [k for k in keys if getattr(self, k) is None]
@@ -189,22 +231,6 @@ class TlsSettings:
 
 
 NO_TLS = TlsSettings()
-
-
-def render_tls(settings: TlsSettings, *, crl: bool) -> str:
-    """The ``[tls]`` table ``init`` writes."""
-    def q(path: Path | None) -> str:
-        return toml_string("" if path is None else str(path))
-
-    crl_line = f"crl = {q(settings.crl)}\n" if crl else ""
-    return (f"""# TLS (ADR 0015): the city CA's certificate, this service's certificate and key
-# (`timebank pki`). insecure = true serves plaintext, with a warning at every start.
-[{TLS_TABLE}]
-ca = {q(settings.ca)}
-cert = {q(settings.cert)}
-key = {q(settings.key)}
-{crl_line}insecure = {"true" if settings.insecure else "false"}
-""")
 
 
 # ------------------------------------------------------------------ files
@@ -473,7 +499,7 @@ __all__ = [
     "NO_TLS",
     "OBSERVER",
     "READ_ONLY_CERTIFICATE",
-    "TLS_SETTINGS",
+    "TLS",
     "TLS_TABLE",
     "CallChecks",
     "Check",
@@ -491,7 +517,7 @@ __all__ = [
     "peer_identity",
     "read_key",
     "read_pem",
-    "render_tls",
     "revocation_check",
     "server_credentials",
+    "tls_settings",
 ]
