@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from node.config import NodeConfig, load_config, render_config
+from node.config import CONFIG_NAME, NodeConfig, load_config, render_config
 from node.domain.clock import Clock, SystemClock
 from node.domain.identity import MIN_SECRET_BYTES
 from node.domain.policy import DEFAULT_POLICY_TOML, Policy, PolicyError, load_policy
@@ -20,8 +20,6 @@ from runtime.errors import ConfigError
 from runtime.tls import TlsSettings
 from timebank import keys
 from timebank.citypolicy import PolicyActError
-
-CONFIG_NAME = "node.toml"
 
 
 def read_secret(path: Path) -> bytes:
@@ -129,7 +127,7 @@ def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
     policy = read_policy(config.policy_file)
     node = NodeIdentity(config.node_id, config.district, read_secret(config.city_secret_file),
                         federated=config.federated,
-                        city_key=bytes.fromhex(config.city_public_key))
+                        city_key=bytes.fromhex(config.city_public_key), logins=config.logins)
     db = Database(config.effective_database_url)
     current, head = migrate.current_revision(db.writer), migrate.head_revision()
     if current != head:

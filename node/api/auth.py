@@ -10,8 +10,8 @@ principal with ``caller()`` to check the people and orders the call touches and 
 take its actors. Health and reflection are other services and need no token.
 
 ``LoginThrottle`` limits failed logins per client address (in this process's memory):
-``MAX_ADDRESS_FAILURES`` within ``ADDRESS_WINDOW`` and that address is refused
-RESOURCE_EXHAUSTED until the window passes, whichever logins it tries.
+``[auth] address_max_failures`` within ``address_window_minutes`` and that address is
+refused RESOURCE_EXHAUSTED until the window passes, whichever logins it tries.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from timebank.v1 import node_pb2 as pb
 #: The metadata key of a token, and its scheme.
 AUTHORIZATION = "authorization"
 SCHEME = "Bearer "
-MAX_ADDRESS_FAILURES = 20
-ADDRESS_WINDOW = timedelta(minutes=10)
 MAX_ADDRESSES = 10_000
 
 METHODS: tuple[str, ...] = tuple(
@@ -94,8 +92,7 @@ class Guarded:
 class LoginThrottle:
     """Failed logins per client address, in a sliding window (see the module)."""
 
-    def __init__(self, limit: int = MAX_ADDRESS_FAILURES,
-                 window: timedelta = ADDRESS_WINDOW) -> None:
+    def __init__(self, limit: int, window: timedelta) -> None:
         self.limit = limit
         self.window = window
         self._lock = threading.Lock()

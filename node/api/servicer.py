@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import grpc
@@ -95,7 +95,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._clearinghouse_key = clearinghouse_key
         self._refresh_admissions = refresh_admissions
         self._look_up = look_up  # the city directory, through the node's link
-        self._throttle = LoginThrottle()
+        rules = app.node.logins
+        self._throttle = LoginThrottle(rules.address_max_failures,
+                                       timedelta(minutes=rules.address_window_minutes))
 
     def _once(self, name: str, key: str, request: Message, fn: Callable[[Tx], M],
               response: type[M]) -> M:

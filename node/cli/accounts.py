@@ -112,7 +112,7 @@ def _credential(app: NodeApp, login: str, password: bool) -> None:
         echo("password set")
         return
     code = app.execute(logins.issue_code, login)
-    echo(f"one-time code {code}  (valid {logins.CODE_MINUTES} minutes, once: "
+    echo(f"one-time code {code}  (valid {app.node.logins.code_minutes} minutes, once: "
          f"`timebank node login --login {login} --code`)")
 
 

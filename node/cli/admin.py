@@ -100,12 +100,12 @@ def init_command(
 ) -> None:
     """Create a node once: its data directory, configuration, policy, secret and database."""
     from node.bootstrap import (
-        CONFIG_NAME,
         ensure_signing_key,
         init_data_dir,
         migrate_and_initialise,
         read_policy,
     )
+    from node.config import CONFIG_NAME
 
     if config_file is not None:
         if (data_dir is not None or node_id or district or database_url or policy is not None

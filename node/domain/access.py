@@ -284,5 +284,25 @@ def acting(who: Principal, person_id: int = 0, staff_id: int = 0) -> Actor | str
     return Actor(person_id=person_id, by=who.label)
 
 
-__all__ = ["ANYONE", "MAX_ACTOR_CHARS", "PUBLIC", "RULES", "Actor", "Principal", "Role",
-           "Rule", "Scope", "Subject", "acting", "may_call", "may_touch"]
+@dataclass(frozen=True, slots=True)
+class LoginRules:
+    """How long sessions and one-time codes last and how guessing is slowed (the node's
+    ``[auth]`` settings): ``max_failures`` failed logins in a row lock an account for
+    ``lock_minutes``; ``address_max_failures`` failed logins from one client address
+    within ``address_window_minutes`` refuse that address until the window passes."""
+
+    session_hours: int = 12
+    code_minutes: int = 15
+    max_failures: int = 5
+    lock_minutes: int = 15
+    address_max_failures: int = 20
+    address_window_minutes: int = 10
+
+    def __post_init__(self) -> None:
+        if min(self.session_hours, self.code_minutes, self.max_failures, self.lock_minutes,
+               self.address_max_failures, self.address_window_minutes) < 1:
+            raise ValueError("every login rule is a positive number")
+
+
+__all__ = ["ANYONE", "MAX_ACTOR_CHARS", "PUBLIC", "RULES", "Actor", "LoginRules", "Principal",
+           "Role", "Rule", "Scope", "Subject", "acting", "may_call", "may_touch"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
+from node.domain.access import LoginRules
 from node.domain.clock import Clock
 from node.domain.policy import Policy
 from node.storage.db import Database
@@ -26,6 +27,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_IDEMPOTENCY_KEY = 64
+DEFAULT_LOGIN_RULES = LoginRules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,8 @@ class NodeIdentity:
     #: The city root's Ed25519 public key, from this node's configuration (never from the
     #: clearinghouse): what the city signs is checked with it. Empty: none configured.
     city_key: bytes = b""
+    #: The ``[auth]`` settings: session and code lifetimes, locking after failed logins.
+    logins: LoginRules = DEFAULT_LOGIN_RULES
 
     def __post_init__(self) -> None:
         if not is_node_id(self.node_id):

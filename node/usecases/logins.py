@@ -5,11 +5,12 @@ hold a bearer token issued from the node's own CLI. Every secret is stored hashe
 password or a code with argon2id (``HASHER``; about 20 ms on a small server), a token as
 SHA-256 of its 32 random bytes (a token is random, so a fast hash is enough, and the
 node looks it up by that digest on every call). Everything expires: sessions after
-``SESSION_HOURS``, codes after ``CODE_MINUTES`` (and once used), program tokens after at
-most ``MAX_TOKEN_DAYS``; an account may expire too.
+``session_hours``, codes after ``code_minutes`` (and once used), program tokens after at
+most ``MAX_TOKEN_DAYS``; an account may expire too (the node's ``[auth]`` settings,
+``LoginRules``, give the hours and minutes).
 
-Guessing is slow: ``MAX_FAILURES`` failed logins in a row lock the account for
-``LOCK_MINUTES`` (and the right password is refused meanwhile, saying until when); an
+Guessing is slow: ``max_failures`` failed logins in a row lock the account for
+``lock_minutes`` (and the right password is refused meanwhile, saying until when); an
 unknown login costs the same hash as a known one, so which logins exist cannot be told
 by timing. A failed login returns a ``LoginOutcome`` rather than raising, so that the
 failure it counts is committed; the API answers it UNAUTHENTICATED.
@@ -44,14 +45,10 @@ from runtime.errors import (
 #: on the development machine; memory-hard, so guessing on a GPU gains little.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 TOKEN_BYTES = 32
-SESSION_HOURS = 12
 CODE_DIGITS = 6
-CODE_MINUTES = 15
 DEFAULT_TOKEN_DAYS = 90
 MAX_TOKEN_DAYS = 366
 MAX_ACCOUNT_DAYS = 3660
-MAX_FAILURES = 5
-LOCK_MINUTES = 15
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 128
 MAX_LOGIN_CHARS = 64
@@ -219,7 +216,7 @@ def set_password(tx: Tx, login: str, password: str) -> AccountView:
 
 def issue_code(tx: Tx, login: str) -> str:
     """A new one-time code for the account (the previous ones end): ``CODE_DIGITS``
-    digits, valid for ``CODE_MINUTES`` minutes and one login. Returned once, stored
+    digits, valid for ``code_minutes`` minutes and one login. Returned once, stored
     hashed."""
     account = _by_login(tx, login)
     if account.role == Role.PROGRAM.value:
@@ -227,7 +224,7 @@ def issue_code(tx: Tx, login: str) -> str:
     code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
     tx.repo.logins.revoke_credentials(account.id, tx.now, (CODE,))
     tx.repo.logins.add_credential(account.id, CODE, tx.now,
-                                  tx.now + timedelta(minutes=CODE_MINUTES),
+                                  tx.now + timedelta(minutes=tx.node.logins.code_minutes),
                                   secret_hash=HASHER.hash(code))
     return code
 
@@ -298,10 +295,12 @@ def revoke_tokens(tx: Tx, program: str) -> AccountView:
 
 
 def _refuse(tx: Tx, account: AccountRecord | None, said: str) -> LoginOutcome:
-    """Count a failed login; the ``MAX_FAILURES``-th in a row locks the account."""
+    """Count a failed login; the ``max_failures``-th in a row locks the account."""
     if account is not None:
+        rules = tx.node.logins
         failed = account.failed_attempts + 1
-        locked = tx.now + timedelta(minutes=LOCK_MINUTES) if failed >= MAX_FAILURES else None
+        locked = (tx.now + timedelta(minutes=rules.lock_minutes)
+                  if failed >= rules.max_failures else None)
         tx.repo.logins.set_failures(account.id, 0 if locked else failed, locked)
     return LoginOutcome(refusal=said)
 
@@ -311,7 +310,7 @@ _WRONG = "登录名或密码错误 (the login or the password or code is wrong)"
 
 def login(tx: Tx, login_name: str, secret: str, *, with_code: bool = False) -> LoginOutcome:
     """Log in with a password (or a one-time code): a session token for
-    ``SESSION_HOURS``, or a refusal that says no more than needed. A locked account is
+    ``session_hours``, or a refusal that says no more than needed. A locked account is
     refused whatever the secret, saying until when."""
     login_name = _login_name(login_name)
     if not 1 <= len(secret) <= MAX_PASSWORD_CHARS:
@@ -341,7 +340,7 @@ def login(tx: Tx, login_name: str, secret: str, *, with_code: bool = False) -> L
         tx.repo.logins.mark_used(matched.id, tx.now)
     tx.repo.logins.set_failures(account.id, 0, None)
     token = _new_token()
-    expires = tx.now + timedelta(hours=SESSION_HOURS)
+    expires = tx.now + timedelta(hours=tx.node.logins.session_hours)
     if account.expires_at is not None:
         expires = min(expires, account.expires_at)
     tx.repo.logins.add_credential(account.id, SESSION, tx.now, expires,

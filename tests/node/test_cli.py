@@ -310,12 +310,13 @@ def test_migrate_reports_the_schema_revision_before_and_after(tmp_path: Path) ->
 def test_config_mistakes_are_one_line(tmp_path: Path) -> None:
     result = cli("node", "check", "--config", str(tmp_path / "missing.toml"))
     assert result.exit_code == 1
-    assert_one_clean_line(result.stderr, "no configuration file")
+    assert_one_clean_line(result.stderr, "找不到配置文件 (no configuration file")
     bad = tmp_path / "bad.toml"
     bad.write_text("[node]\nnode_id = 320115\n", encoding="utf-8")
     result = cli("node", "serve", "--config", str(bad))
     assert result.exit_code == 1
-    assert_one_clean_line(result.stderr, "[node] node_id must be a string")
+    assert_one_clean_line(result.stderr, "配置项 [node] node_id 无效 ([node] node_id must be 6 "
+                                         "digits")
 
 
 def test_an_unreachable_node_is_one_line_with_the_status_name(city_ca: Authority) -> None:

@@ -4,20 +4,29 @@ with a message naming the setting when wrong."""
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from city.cli import app
 from node.bootstrap import init_data_dir
 from node.config import (
     DEFAULT_FINALITY_SECONDS,
     DEFAULT_SETTLEMENT_SECONDS,
     MAX_PEERS,
+    SCHEMA,
     ConfigError,
+    example,
     load_config,
 )
+from node.domain.access import LoginRules
 
 KEY = "ab" * 32
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
 
 
 def _node(tmp_path: Path, peers: tuple[str, ...] = ()) -> Path:
@@ -101,3 +110,89 @@ def test_tls_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
         bare.server_tls()
     with pytest.raises(ConfigError, match=r"\[tls\] ca, cert, key must be set"):
         bare.client_tls()
+
+
+# ------------------------------------------------------------------ one scheme (ADR 0020)
+
+
+def test_defaults_and_the_auth_table(tmp_path: Path) -> None:
+    path = _node(tmp_path)
+    config = load_config(path, {})
+    assert (config.listen, config.metrics_listen, config.max_message_bytes, config.workers,
+            config.log_level) == ("127.0.0.1:7443", "127.0.0.1:9443", 65536, 8, "info")
+    assert config.logins == LoginRules()  # the hard-coded values before [auth] existed
+    assert (config.logins.session_hours, config.logins.code_minutes,
+            config.logins.max_failures, config.logins.lock_minutes) == (12, 15, 5, 15)
+    _with(path, "session_hours = 12", "session_hours = 2")
+    tuned = load_config(path, {"TIMEBANK_AUTH_MAX_FAILURES": "3",
+                               "TIMEBANK_AUTH_ADDRESS_WINDOW_MINUTES": "30"})
+    assert tuned.logins == LoginRules(session_hours=2, max_failures=3,
+                                      address_window_minutes=30)
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"TIMEBANK_SERVER_WORKERS": "eight"},
+     "[server] workers must be a whole number from 1 to 256, not 'eight'; from environment "
+     "variable TIMEBANK_SERVER_WORKERS"),
+    ({"TIMEBANK_AUTH_SESSION_HOURS": "0"}, "[auth] session_hours must be a whole number"),
+    ({"TIMEBANK_AUTH_LOCK_MINUTES": "100000"}, "[auth] lock_minutes must be a whole number"),
+    ({"TIMEBANK_NODE_NODE_ID": "32011"}, "[node] node_id must be 6 digits"),
+    ({"TIMEBANK_CLEARINGHOUSE_PUBLIC_KEY": "AB" * 32},
+     "[clearinghouse] public_key must be an Ed25519 public key as 64 lowercase hex"),
+    ({"TIMEBANK_CITY_PUBLIC_KEY": ""},
+     "[city] public_key 必须设置 ([city] public_key is required with a clearinghouse"),
+    ({"TIMEBANK_CITY_PUBLIC_KEY": KEY}, "[city] public_key is the city root's key, not the "
+                                        "clearinghouse's"),
+    ({"TIMEBANK_LOG_LEVEL": "verbose"}, "[log] level must be one of debug, info, warning"),
+])
+def test_bad_values_name_the_setting_and_the_variable(tmp_path: Path, env: dict[str, str],
+                                                      says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_node(tmp_path), env)
+    assert says in str(caught.value)
+
+
+def test_unknown_tables_and_keys_and_a_missing_file_are_refused(tmp_path: Path) -> None:
+    path = _node(tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown setting \[auth\] session_hour;"):
+        load_config(_with(path, "session_hours = 12", "session_hour = 12"), {})
+    with pytest.raises(ConfigError, match=r"unknown table \[authentication\]"):
+        load_config(_with(path, "[auth]", "[authentication]"), {})
+    with pytest.raises(ConfigError, match=r"no configuration file at .*run `timebank node init`"):
+        load_config(tmp_path / "nowhere.toml", {})
+
+
+def test_the_committed_example_is_the_generated_one_and_documents_every_setting() -> None:
+    committed = (ROOT / "deploy" / "node.example.toml").read_text(encoding="utf-8")
+    assert committed == example(), ("deploy/node.example.toml is stale: `timebank node "
+                                    "config example > deploy/node.example.toml`")
+    doc = tomllib.loads(committed)
+    for s in SCHEMA.settings:
+        assert s.key in doc[s.table], s.name
+        assert s.env in committed and f"# {s.zh}" in committed, s.name
+    assert set(doc) == {t.name for t in SCHEMA.tables}
+
+
+def test_config_show_and_check(tmp_path: Path) -> None:
+    path = _node(tmp_path)
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert {(t, k) for t in doc for k in doc[t]} == {(s.table, s.key) for s in SCHEMA.settings}
+    shown = runner.invoke(app, ["node", "config", "show", "--config", str(path)],
+                          env={"TIMEBANK_SERVER_WORKERS": "3", "COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert "workers = 3  # 环境变量 env TIMEBANK_SERVER_WORKERS" in lines
+    assert "node_id = \"320115\"  # 文件 file" in lines
+    insecure = {"TIMEBANK_TLS_INSECURE": "true"}
+    ok = runner.invoke(app, ["node", "config", "check", "--config", str(path), "--json"],
+                       env=insecure)
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output) == {"file": str(path), "valid": True, "warnings": []}
+    (path.parent / "policy.toml").unlink()
+    gone = runner.invoke(app, ["node", "config", "check", "--config", str(path)], env=insecure)
+    assert gone.exit_code == 1 and "Traceback" not in gone.output
+    assert "[node] policy_file names" in gone.output and "which does not exist" in gone.output
+    bad = runner.invoke(app, ["node", "config", "check", "-c", str(path), "--json"],
+                        env={**insecure, "TIMEBANK_PEERS_CHECK_SECONDS": "0"})
+    assert bad.exit_code == 1
+    assert "TIMEBANK_PEERS_CHECK_SECONDS" in json.loads(bad.output)["error"]

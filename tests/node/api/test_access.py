@@ -325,7 +325,7 @@ def test_expired_revoked_and_forged_tokens_are_unauthenticated(town: Town) -> No
     assert_status(caught.value, UNAUTHENTICATED, reason="TOKEN_REVOKED")
 
     later = api.stub_as(api.login(Role.AUDITOR, login="auditor-w"))
-    api.clock.advance(timedelta(hours=logins.SESSION_HOURS, seconds=1))
+    api.clock.advance(timedelta(hours=api.app.node.logins.session_hours, seconds=1))
     with pytest.raises(grpc.RpcError) as caught:
         later.CheckLedger(pb.CheckLedgerRequest(), timeout=TIMEOUT)
     assert_status(caught.value, UNAUTHENTICATED, reason="TOKEN_EXPIRED", says=("expired",))
@@ -355,7 +355,7 @@ def test_password_guessing_locks_the_account_even_for_the_right_password(town: T
     api.app.execute(logins.add_account, "chen", Role.STAFF, staff_id=town.staff1)
     api.app.execute(logins.set_password, "chen", PASSWORD)
     wrong = []
-    for attempt in range(logins.MAX_FAILURES):
+    for attempt in range(api.app.node.logins.max_failures):
         error = _login(api, "chen", f"guess number {attempt}")
         assert error is not None
         assert_status(error, UNAUTHENTICATED, reason="LOGIN_FAILED")
@@ -363,7 +363,7 @@ def test_password_guessing_locks_the_account_even_for_the_right_password(town: T
     locked = _login(api, "chen", PASSWORD)
     assert locked is not None
     assert_status(locked, UNAUTHENTICATED, reason="LOGIN_FAILED", says=("locked until",))
-    api.clock.advance(timedelta(minutes=logins.LOCK_MINUTES, seconds=1))
+    api.clock.advance(timedelta(minutes=api.app.node.logins.lock_minutes, seconds=1))
     assert _login(api, "chen", PASSWORD) is None
     # an unknown login is refused in the same words as a wrong password
     unknown = _login(api, "nobody-here", PASSWORD)
@@ -394,7 +394,7 @@ def test_a_one_time_code_logs_in_once_and_expires(town: Town) -> None:
     again = _login(api, "wang-jianguo", code, code=True)
     assert again is not None and again.code() is UNAUTHENTICATED
     late = api.app.execute(logins.issue_code, "wang-jianguo")
-    api.clock.advance(timedelta(minutes=logins.CODE_MINUTES, seconds=1))
+    api.clock.advance(timedelta(minutes=api.app.node.logins.code_minutes, seconds=1))
     expired = _login(api, "wang-jianguo", late, code=True)
     assert expired is not None and expired.code() is UNAUTHENTICATED
 

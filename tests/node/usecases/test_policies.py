@@ -130,9 +130,9 @@ def test_a_node_opens_with_its_stored_city_policies_verified_again(tmp_path: Pat
 
 def test_the_city_key_setting_is_checked(tmp_path: Path) -> None:
     config_path = init_data_dir(tmp_path / "n", "320115", "江宁区")
-    text = config_path.read_text(encoding="utf-8")
-    assert '[city]\npublic_key = ""' in text
-    config_path.write_text(text.replace('[city]\npublic_key = ""', '[city]\npublic_key = "xyz"'),
+    head, city, tail = config_path.read_text(encoding="utf-8").partition("\n[city]\n")
+    assert city and 'public_key = ""' in tail  # init writes the [city] table, empty
+    config_path.write_text(head + city + tail.replace('public_key = ""', 'public_key = "xyz"', 1),
                            encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[city\] public_key"):
         load_config(config_path)
