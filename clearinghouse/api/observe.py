@@ -89,10 +89,10 @@ def claim_transition(claim: Claim) -> None:
     CLAIM_TRANSITIONS.labels(kind=claim.kind.value, state=claim.state.value).inc()
 
 
-def configure_logging() -> bool:
-    """The serving clearinghouse's logs, unless something in this process already
-    configured them: console lines, and every string passed through ``redact``."""
-    return logging.configure_logging("info", "console", scrub=redact)
+def configure_logging(level: str = "info", fmt: str = "console") -> bool:
+    """The serving clearinghouse's logs (``[log] level`` and ``format``), unless something
+    in this process already configured them; every string passed through ``redact``."""
+    return logging.configure_logging(level, fmt, scrub=redact)
 
 
 __all__ = ["RPCS", "batch_refusal", "claim_transition", "configure_logging", "person",

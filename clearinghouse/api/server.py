@@ -39,6 +39,7 @@ from clearinghouse.api.servicer import SERVICE_NAME, ClearinghouseServicer, hand
 from clearinghouse.config import (
     DEFAULT_SUBMIT_BURST,
     DEFAULT_SUBMITS_PER_SECOND,
+    DEFAULT_WORKERS,
     ClearinghouseConfig,
 )
 from clearinghouse.usecases import claims, settlement, wire
@@ -57,7 +58,6 @@ from timebank.envelope import CLEARINGHOUSE, EnvelopeError, sign
 log = structlog.get_logger("clearinghouse.api")
 
 MAX_MESSAGE_BYTES = 64 * 1024
-DEFAULT_WORKERS = 32
 DEFAULT_GRACE_SECONDS = 5.0
 SWEEP_INTERVAL_SECONDS = 1.0
 #: How often the serving clearinghouse looks whether the city policy's schedule closes a
@@ -178,13 +178,15 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
     stops the sweep and the schedule and closes the database. Raises
     ConfigError or OSError (address).
     """
-    observe.configure_logging()
+    observe.configure_logging(config.log_level, config.log_format)
     tls = config.server_tls()  # refuses to serve without TLS unless insecure
     app = bootstrap.open_app(config, clock)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
         key = bootstrap.signing_key(config, app)
         running = start_server(app, key, config.listen,
+                               max_message_bytes=config.max_message_bytes,
+                               workers=config.workers,
                                submits_per_second=config.submits_per_second,
                                submit_burst=config.submit_burst, tls=tls,
                                origin_key=bootstrap.origin_key(app),

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from city.cli import app
 from clearinghouse.bootstrap import init_city
-from clearinghouse.config import ConfigError, load_config
+from clearinghouse.config import load_config
 from node.bootstrap import init_data_dir, signing_identity
 from node.config import load_config as load_node_config
 from runtime import keyfiles
@@ -216,26 +216,6 @@ def test_the_city_key_must_be_the_one_the_database_serves(tmp_path: Path, city: 
                                   "--node-id", "320115", "--key-id", "0" * 16,
                                   "--reason", "x"], env=env)
     assert "not the city root key" in one_line_error(refused)
-
-
-def test_config_refuses_unknown_settings_and_takes_env_overrides(tmp_path: Path) -> None:
-    path = tmp_path / "clearinghouse.toml"
-    path.write_text('[clearinghouse]\ndata_dir = "."\nlisten = "0.0.0.0:7400"\n'
-                    'database_urll = "x"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="database_urll"):
-        load_config(path)
-    path.write_text('[clearinghouse]\ndata_dir = "."\n[server]\nlisten = "x"\n',
-                    encoding="utf-8")
-    with pytest.raises(ConfigError, match="server"):
-        load_config(path)
-    path.write_text('[clearinghouse]\ndata_dir = "."\n', encoding="utf-8")
-    config = load_config(path, {"TIMEBANK_CLEARINGHOUSE_LISTEN": "0.0.0.0:7401",
-                                "TIMEBANK_CLEARINGHOUSE_DATABASE_URL": "postgresql://x/y"})
-    assert config.listen == "0.0.0.0:7401"
-    assert config.effective_database_url == "postgresql://x/y"
-    assert config.signing_key_file == tmp_path / "clearinghouse.key"
-    with pytest.raises(ConfigError, match="HOST:PORT"):
-        load_config(path, {"TIMEBANK_CLEARINGHOUSE_LISTEN": "7400"})
 
 
 def admitted_city(tmp_path: Path, city: Path) -> Path:

@@ -299,9 +299,10 @@ def test_serve_forever_serves_metrics_and_applies_the_limits(tmp_path: Path,
     text = config_path.read_text(encoding="utf-8")
     assert "submits_per_second = 2000" in text  # init writes the [limits] table
     config_path.write_text(
-        text.replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{free}"'),
+        text.replace('metrics_listen = "127.0.0.1:9400"', f'metrics_listen = "127.0.0.1:{free}"'),
         encoding="utf-8")
-    config = dataclasses.replace(load_config(config_path), listen="127.0.0.1:0")
+    # the file alone (tests/conftest.py gives every other server a free metrics port)
+    config = dataclasses.replace(load_config(config_path, {}), listen="127.0.0.1:0")
     assert (config.metrics_listen, config.submits_per_second, config.submit_burst) == (
         f"127.0.0.1:{free}", 2000, 4000)
     stop, ready = threading.Event(), threading.Event()

@@ -460,7 +460,7 @@ def test_the_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     with socket.socket() as probe:  # the configuration wants a real port: find a free one
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
-    env = {**os.environ, "TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{free}"}
+    env = {**os.environ, "TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{free}"}
     process = subprocess.Popen(
         [sys.executable, "-c", "from city.cli import main; main()", "clearinghouse", "serve",
          "--config", str(config_path), "--insecure"],
