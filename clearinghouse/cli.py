@@ -27,6 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from clearinghouse.config import load_config
+from clearinghouse.configcli import config_app
 from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
 from clearinghouse.settlecli import settle_app
 from runtime.console import (
@@ -79,6 +80,7 @@ prepare_app = typer.Typer(
          "clearinghouse import` the signed file.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(settle_app, name="settle")
+app.add_typer(config_app, name="config")
 
 
 # ------------------------------------------------------------------ output

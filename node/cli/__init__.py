@@ -31,6 +31,7 @@ import typer
 from node.cli import accounts, admin, claims, ledger, people, statement
 from node.cli.client import NodeClient, use_tls, use_token
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
+from node.cli.config import config_app
 from node.cli.consent import consent_app
 from node.cli.orders import order_app
 from node.cli.people import service_point_app, staff_app
@@ -108,6 +109,7 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(order_app, name="order")
 app.add_typer(consent_app, name="consent")
 app.add_typer(settlement_app, name="settlement")
+app.add_typer(config_app, name="config")
 
 # Top-level commands, in the order `timebank node --help` lists them.
 app.command("init")(admin.init_command)
