@@ -47,6 +47,7 @@ from rich.table import Table
 from city.audit import audit_data_dir
 from city.launcher import (
     CLEARINGHOUSE,
+    CONFIG_ENV_PREFIXES,
     DEV_CLOCK_ENV,
     METRICS_ENV,
     CityLayout,
@@ -97,7 +98,8 @@ DEMO_POLICY = DEFAULT_POLICY_TOML + """
 rate_fen_per_hour = 100             # 1 yuan an hour of service, from the city fund
 on_default = "reserve"              # the city reserve pays for a district that does not
 """
-#: The demo's nodes look for a new statement every second (30 s in production).
+#: The demo's nodes look for a new statement every second (30 s in production): their
+#: [clearinghouse] settlement_seconds; the clearinghouse has no such setting and ignores it.
 DEMO_ENV = {**METRICS_ENV, "TIMEBANK_CLEARINGHOUSE_SETTLEMENT_SECONDS": "1"}
 
 
@@ -813,15 +815,11 @@ def audit_city(city: City, root: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------ running it
 
 
-_ENV_SECTIONS = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_",
-                 "TIMEBANK_CLEARINGHOUSE_")
-
-
 @contextmanager
 def _isolated_environment() -> Iterator[None]:
     """The demo's processes read only their own files: set aside TIMEBANK_<SECTION>_*
     overrides (an operator's TIMEBANK_NODE_DATABASE_URL must never reach the demo)."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith(_ENV_SECTIONS)}
+    saved = {k: v for k, v in os.environ.items() if k.startswith(CONFIG_ENV_PREFIXES)}
     for k in saved:
         del os.environ[k]
     try:

@@ -70,8 +70,8 @@ LOCAL_NAMES = (("localhost",), (HOST,))
 OPERATOR_TOKEN_FILE = "operator.token"
 #: Environment overrides of the node's and the clearinghouse's configuration files; they
 #: are dropped for the children so that the layout's files alone say where things are.
-_CONFIG_ENV_PREFIXES = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_",
-                        "TIMEBANK_CLEARINGHOUSE_")
+CONFIG_ENV_PREFIXES = tuple(dict.fromkeys(node_config.SCHEMA.env_prefixes()
+                                          + ch_config.SCHEMA.env_prefixes()))
 
 
 class LaunchError(RuntimeError):
@@ -403,14 +403,15 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
 
 # ------------------------------------------------------------------ processes
 
-#: An environment that gives every process a Prometheus endpoint on a free port.
-METRICS_ENV = {"TIMEBANK_SERVER_METRICS_LISTEN": f"{HOST}:0",
-               "TIMEBANK_CLEARINGHOUSE_METRICS_LISTEN": f"{HOST}:0"}
+#: Every process of a city on one machine serves its Prometheus endpoint on a free port
+#: (the default ports would clash); its log's "serving" line says which.
+METRICS_ENV = {"TIMEBANK_SERVER_METRICS_LISTEN": f"{HOST}:0"}
 _METRICS_PORT = re.compile(r"serving\b.*?\bmetrics_port[\"=: ]+(\d+)")
 
 
 def _child_env(dev_clock: bool, extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_CONFIG_ENV_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CONFIG_ENV_PREFIXES)}
+    env.update(METRICS_ENV)
     roots = [str(Path(__file__).resolve().parents[1]),
              str(Path(timebank.__file__).resolve().parents[1])]
     if env.get("PYTHONPATH"):

@@ -34,6 +34,10 @@ from tests.sqlite import migrated_sqlite
 #: Rich renders to the terminal's width; tests read what it printed, so they all see one
 #: width, whatever terminal (or pytest-xdist worker) they run in.
 os.environ["COLUMNS"] = "120"
+#: Metrics are on by default at fixed ports (node 9443, clearinghouse 9400): every server
+#: a test starts, in this process or a child, takes a free port instead, so that tests
+#: running side by side never fight over one.
+os.environ.setdefault("TIMEBANK_SERVER_METRICS_LISTEN", "127.0.0.1:0")
 
 #: Property tests have no wall-clock deadline: on a shared 2-core machine an example's
 #: time says nothing about the code, and speed is measured in bench/, not in tests.

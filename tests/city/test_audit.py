@@ -318,7 +318,7 @@ def test_a_running_clearinghouse_over_grpc(copy: Path) -> None:
     observer = {"TIMEBANK_CA": str(tls.ca), "TIMEBANK_CERT": str(tls.cert),
                 "TIMEBANK_KEY": str(tls.key)}
     address = f"127.0.0.1:{_free_port()}"
-    env = {**_env(), "TIMEBANK_CLEARINGHOUSE_LISTEN": address}
+    env = {**_env(), "TIMEBANK_SERVER_LISTEN": address}
     log = (copy / "serve.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "city", "clearinghouse", "serve", "--config",

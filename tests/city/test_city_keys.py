@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from city.launcher import CONFIG_ENV_PREFIXES, METRICS_ENV
 from city.pki.store import Authority
 from runtime.tls import ClientTls
 from runtime.tls import channel as tls_channel
@@ -38,12 +39,11 @@ from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-_OWN_ENV = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_CLEARINGHOUSE_", "TIMEBANK_LOG_",
-            "TIMEBANK_CITY_", "TIMEBANK_CLEARING")
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_ENV)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CONFIG_ENV_PREFIXES)}
+    env.update(METRICS_ENV)  # two services on this machine: free ports, not the defaults
     env["PYTHONIOENCODING"] = "utf-8"
     return {**env, **(extra or {})}
 
@@ -227,7 +227,7 @@ def test_the_offline_flow_admits_a_district_a_node_then_admits(
     # the clearinghouse and the node, as processes: the node admits the district
     reader = observer(city_ca)
     with serving(["clearinghouse", "serve", "--config", config], f"127.0.0.1:{port}",
-                 tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{port}"},
+                 tmp_path / "ch.log", {"TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{port}"},
                  reader):
         node_port = free_port()
         with serving(["node", "serve", "--config", tmp_path / "jn" / "node.toml"],
@@ -289,7 +289,7 @@ def test_after_a_city_key_rotation_the_old_key_admits_no_one(
     # clearinghouse serves, and refuses the late act even if it were served
     port, reader = free_port(), observer(city_ca)
     with (serving(["clearinghouse", "serve", "--config", config], f"127.0.0.1:{port}",
-                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{port}"},
+                  tmp_path / "ch.log", {"TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{port}"},
                   reader),
           tls_channel(f"127.0.0.1:{port}", reader) as channel):
         served = clearing_pb2_grpc.ClearinghouseServiceStub(channel).GetAdmissions(
@@ -337,7 +337,7 @@ def test_a_clearinghouse_key_rotation_signs_later_heads_and_earlier_ones_still_v
     port, reader = free_port(), observer(city_ca)
     address = f"127.0.0.1:{port}"
     with (serving(["clearinghouse", "serve", "--config", config], address,
-                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}, reader),
+                  tmp_path / "ch.log", {"TIMEBANK_SERVER_LISTEN": address}, reader),
           tls_channel(address, reader) as channel):
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         before = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=10)
@@ -383,7 +383,7 @@ def test_a_clearinghouse_key_rotation_signs_later_heads_and_earlier_ones_still_v
         transparency.check_head(after.note, old_ch)  # the old key alone no longer will
     # a restarted clearinghouse serves on with the rotated-in key
     with (serving(["clearinghouse", "serve", "--config", config], address,
-                  tmp_path / "ch2.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}, reader),
+                  tmp_path / "ch2.log", {"TIMEBANK_SERVER_LISTEN": address}, reader),
           tls_channel(address, reader) as channel):
         again = clearing_pb2_grpc.ClearinghouseServiceStub(channel).GetTreeHead(
             pb.GetTreeHeadRequest(), timeout=10)
@@ -460,7 +460,7 @@ def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
 
     reader = observer(city_ca)
     with (serving(["clearinghouse", "serve", "--config", config], address,
-                  tmp_path / "ch.log", {"TIMEBANK_CLEARINGHOUSE_LISTEN": address}, reader),
+                  tmp_path / "ch.log", {"TIMEBANK_SERVER_LISTEN": address}, reader),
           serving(["node", "serve", "--config", tmp_path / "jn" / "node.toml"],
                   f"127.0.0.1:{node_port}", tmp_path / "jn.log",
                   {"TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{node_port}",

@@ -13,7 +13,6 @@ in the log.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -58,12 +57,6 @@ STRANGER = SigningKey(b"a key the city never certified".ljust(32, b"."))
 FRESH = 5.0 + 1.5
 
 
-def _free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "city", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=120, check=False)
@@ -99,16 +92,13 @@ class Town:
 @pytest.fixture
 def town(tmp_path: Path) -> Iterator[Town]:
     city = layout(tmp_path / "city", TWO)
-    config = city.node(JN).config_file
-    port = _free_port()
-    text = config.read_text(encoding="utf-8")
-    config.write_text(text.replace('metrics_listen = ""',
-                                   f'metrics_listen = "127.0.0.1:{port}"'), encoding="utf-8")
-    with CityProcesses(city) as procs:
+    with CityProcesses(city) as procs:  # each process serves metrics on a free port
         procs.start_all()
+        metrics = procs.metrics_address(JN)
+        assert metrics is not None
         client = CityClient(city)
         try:
-            yield Town(city, procs, client, f"http://127.0.0.1:{port}/metrics")
+            yield Town(city, procs, client, f"http://{metrics}/metrics")
         finally:
             client.close()
 

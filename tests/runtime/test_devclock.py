@@ -236,7 +236,7 @@ def test_the_clearinghouse_serves_on_the_dev_clock(tmp_path: Path, clock_file: P
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
     process = serve(config_path, clock_file,
-                    {**ALLOWED, "TIMEBANK_CLEARINGHOUSE_LISTEN": f"127.0.0.1:{free}"})
+                    {**ALLOWED, "TIMEBANK_SERVER_LISTEN": f"127.0.0.1:{free}"})
     watchdog = threading.Timer(TIMEOUT, process.kill)  # a silent server must not hang us
     watchdog.start()
     try:
