@@ -11,17 +11,38 @@ Every service counts its calls the same way (``runtime.observe``), under its own
 - ``…_refusals_total{method, reason}``: calls that did not succeed, by ErrorInfo reason
   (the status name where there is none, as for a cancelled stream).
 
+- ``…_database_up``: 1 while this process reaches its database (``runtime.health``).
+
 A service registers its own metrics beside these (the node's recording loop, the
-clearinghouse's claims and positions).
+clearinghouse's claims). Figures that live in the database (claims by state, the outbox,
+positions, the log's size) are read from it when Prometheus scrapes (``Collector``s
+given to ``start_metrics_server``), so they are right after a restart and in each of
+several processes sharing one database; a scrape that cannot read the database leaves
+them out and counts ``timebank_scrape_errors_total``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import structlog
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+log = structlog.get_logger("runtime.metrics")
+SCRAPE_ERRORS = Counter("timebank_scrape_errors",
+                        "Scrapes whose figures from the database could not be read")
 
 #: Seconds; up to an hour, for the streams a node keeps open.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -38,6 +59,7 @@ class RpcMetrics:
     seconds: Histogram
     in_flight: Gauge
     refusals: Counter
+    database_up: Gauge
 
     @classmethod
     def register(cls, service: str) -> RpcMetrics:
@@ -54,6 +76,9 @@ class RpcMetrics:
             in_flight=Gauge(f"{prefix}rpcs_in_flight", "gRPC calls being handled now"),
             refusals=Counter(f"{prefix}refusals", "Refused calls, by method and reason",
                              ["method", "reason"]),
+            database_up=Gauge(f"{prefix}database_up",
+                              "1 while this process reaches its database (SELECT 1 every "
+                              "few seconds), 0 while it does not"),
         )
 
     def observe(self, method: str, code: str, reason: str, seconds: float) -> None:
@@ -72,11 +97,47 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def start_metrics_server(listen: str) -> tuple[WSGIServer, int]:
-    """Serve /metrics on ``listen`` in a daemon thread; return the server and its port.
-    Stop it with ``stop_metrics_server``."""
+class _Everything(Collector):
+    """The process's default registry, as one collector of another registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+class _Guarded(Collector):
+    """A collector whose failure (the database away) leaves its figures out of the
+    scrape instead of failing the whole scrape."""
+
+    def __init__(self, inner: Collector) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            found = list(self._inner.collect())
+        except Exception:  # any failure: the rest of the scrape still answers
+            SCRAPE_ERRORS.inc()
+            log.warning("指标读取数据库失败 / metrics could not read the database",
+                        collector=type(self._inner).__name__, exc_info=True)
+            return
+        yield from found
+
+
+def scrape_registry(collectors: Sequence[Collector]) -> CollectorRegistry:
+    """The process's metrics and ``collectors``' (read at each scrape)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Everything())
+    for collector in collectors:
+        registry.register(_Guarded(collector))
+    return registry
+
+
+def start_metrics_server(listen: str, collectors: Sequence[Collector] = (),
+                         ) -> tuple[WSGIServer, int]:
+    """Serve /metrics on ``listen`` in a daemon thread: this process's metrics and what
+    ``collectors`` read at each scrape. Return the server and its port; stop it with
+    ``stop_metrics_server``."""
     host, port = parse_listen(listen)
-    server, _thread = start_http_server(port, addr=host)
+    server, _thread = start_http_server(port, addr=host, registry=scrape_registry(collectors))
     return server, int(server.server_port)
 
 
@@ -85,5 +146,5 @@ def stop_metrics_server(server: WSGIServer) -> None:
     server.server_close()
 
 
-__all__ = ["DURATION_BUCKETS", "RpcMetrics", "parse_listen", "start_metrics_server",
-           "stop_metrics_server"]
+__all__ = ["DURATION_BUCKETS", "SCRAPE_ERRORS", "RpcMetrics", "parse_listen",
+           "scrape_registry", "start_metrics_server", "stop_metrics_server"]

@@ -191,6 +191,8 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
                                rotated_key=lambda public: bootstrap.clearinghouse_keys(
                                    config, app).get(public))
         parts.callback(running.stop, grace_seconds)
+        probe = server.watch_database(running, app.db.url, observe.RPCS.database_up)
+        parts.callback(probe.stop, grace_seconds)
         sweep = ExpirySweep(app, sweep_interval)
         sweep.start()
         parts.callback(sweep.stop, grace_seconds)
@@ -208,6 +210,7 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
 
     try:
         server.serve_forever("clearinghouse", config.listen, config.metrics_listen, start,
-                             tls=tls is not None, stop=stop, on_ready=on_ready)
+                             tls=tls is not None, stop=stop, on_ready=on_ready,
+                             collectors=(observe.StatusCollector(app),))
     finally:
         app.db.dispose()

@@ -420,6 +420,19 @@ class Repo:
         row = _STANDING(self.conn, {"node_id": node_id}).first()
         return None if row is None else Standing(*(int(v) for v in row))
 
+    def positions_and_limits(self) -> dict[str, tuple[int, int, int]]:
+        """Each district's net position, net debit limit and open claims (one row per
+        admitted district)."""
+        rows = self.conn.execute(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes,
+                                        POSITIONS.c.net_debit_limit_minutes,
+                                        POSITIONS.c.open_claims))
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    def claim_counts(self) -> dict[str, int]:
+        """How many claims are in each state (one row per state; the state index answers)."""
+        rows = self.conn.execute(select(CLAIMS.c.state, func.count()).group_by(CLAIMS.c.state))
+        return {str(state): int(count) for state, count in rows}
+
     def net_positions(self) -> dict[str, int]:
         """Every admitted node's running net position."""
         return {row[0]: int(row[1]) for row in _NET_POSITIONS(self.conn)}

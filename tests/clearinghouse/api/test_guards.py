@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from prometheus_client import REGISTRY
 
 from city.pki.certs import SERVER
 from city.pki.store import Authority
+from clearinghouse.api import observe
 from clearinghouse.api.ratelimit import NANO, RateLimiter
 from clearinghouse.api.server import RunningServer, serve_forever, start_server
 from clearinghouse.api.servicer import SERVICE_NAME
@@ -32,6 +34,7 @@ from clearinghouse.usecases import admission, claims
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import ResourceExhausted
+from runtime.metrics import scrape_registry
 from runtime.server import Serving
 from runtime.tls import OBSERVER, TlsSettings
 from runtime.tls import channel as tls_channel
@@ -348,7 +351,9 @@ def test_a_serving_clearinghouse_logs_bugs_without_person_refs_or_locals() -> No
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=True)
-    assert "oops" in done.stdout and "RuntimeError: bad " + ALICE[:8] + "…" in done.stdout
+    line = json.loads(done.stdout.strip().splitlines()[-1])  # JSON lines by default
+    assert line["event"] == "oops" and line["service"] == "clearinghouse"
+    assert line["exception"][0]["exc_value"] == "bad " + ALICE[:8] + "…"
     assert ALICE not in done.stdout + done.stderr and "secret_local =" not in done.stdout
 
 
@@ -361,9 +366,17 @@ def test_a_district_near_its_limit_is_warned_about_and_its_position_is_a_metric(
     assert len(warned) == 1 and warned[0]["log_level"] == "warning"
     assert (warned[0]["node"], warned[0]["owes_minutes"], warned[0]["used_percent"]) == \
         (JN, 120, 85)
-    assert _sample("timebank_clearinghouse_net_position_minutes", {"node": JN}) == -120
-    assert _sample("timebank_clearinghouse_net_position_minutes", {"node": GL}) == 120
-    assert _sample("timebank_clearinghouse_net_debit_limit_minutes", {"node": JN}) == 140
+    # read from the database at scrape time, as each replica's endpoint does
+    scraped = scrape_registry([observe.StatusCollector(ch_app)])
+    assert scraped.get_sample_value("timebank_clearinghouse_net_position_minutes",
+                                    {"node": JN}) == -120
+    assert scraped.get_sample_value("timebank_clearinghouse_net_position_minutes",
+                                    {"node": GL}) == 120
+    assert scraped.get_sample_value("timebank_clearinghouse_net_debit_limit_minutes",
+                                    {"node": JN}) == 140
+    assert scraped.get_sample_value("timebank_clearinghouse_claims",
+                                    {"state": "completed"}) == 1
+    assert (scraped.get_sample_value("timebank_clearinghouse_log_size") or 0) > 0
 
 
 def test_a_district_far_from_its_limit_is_not_warned_about(
