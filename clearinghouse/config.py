@@ -1,7 +1,8 @@
 """The clearinghouse's configuration: a TOML file, each setting overridable by environment.
 
 ``clearinghouse.toml`` has two tables. ``[clearinghouse]``: where the data, database and
-keys are, ``listen`` and ``metrics_listen`` (empty: no Prometheus endpoint). ``[limits]``
+keys are, ``listen`` and ``metrics_listen`` (default 127.0.0.1:9400; empty: no
+Prometheus endpoint). ``[limits]``
 (optional): ``submits_per_second`` and ``submit_burst``, the token bucket each signing
 node's Submit calls draw from. ``[tls]``: ``ca``, ``cert``, ``key``, ``crl`` and
 ``insecure`` (``runtime.tls.TlsSettings``; serving requires TLS unless insecure).
@@ -24,6 +25,9 @@ from runtime.tls import NO_TLS, TLS_SETTINGS, TLS_TABLE, ServerTls, TlsSettings,
 CONFIG_NAME = "clearinghouse.toml"
 SECTION = "clearinghouse"
 DEFAULT_LISTEN = "127.0.0.1:7400"
+#: Where the clearinghouse serves Prometheus metrics unless ``metrics_listen`` says
+#: otherwise ("" turns the endpoint off).
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9400"
 DEFAULT_CITY_KEY_FILE = "city-root.key"
 DEFAULT_SIGNING_KEY_FILE = "clearinghouse.key"
 LIMITS = "limits"
@@ -51,7 +55,7 @@ class ClearinghouseConfig:
     city_key_file: Path  # the city root key's seed (mode 0600); offline in a real city
     signing_key_file: Path  # the clearinghouse's own Ed25519 seed (mode 0600)
     listen: str = DEFAULT_LISTEN
-    metrics_listen: str = ""  # host:port for Prometheus /metrics; empty: none
+    metrics_listen: str = DEFAULT_METRICS_LISTEN  # Prometheus /metrics; "": none
     submits_per_second: int = DEFAULT_SUBMITS_PER_SECOND
     submit_burst: int = DEFAULT_SUBMIT_BURST
     #: ``[tls]``: the city CA (every client must present a certificate it issued), the
@@ -81,7 +85,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Clearin
     listen = values.get("listen") or DEFAULT_LISTEN
     if not is_host_port(listen):
         raise ConfigError(f"[{SECTION}] listen must be HOST:PORT, not {listen!r}")
-    metrics_listen = values.get("metrics_listen", "")
+    metrics_listen = values.get("metrics_listen", DEFAULT_METRICS_LISTEN)
     if metrics_listen and not is_host_port(metrics_listen, any_host=True, any_port=True):
         raise ConfigError(f"[{SECTION}] metrics_listen must be HOST:PORT (or empty for no "
                           f"metrics endpoint), not {metrics_listen!r}")
@@ -123,7 +127,8 @@ def _limits(found: Mapping[str, object]) -> dict[str, int]:
 
 
 def render_config(database_url: str, listen: str = DEFAULT_LISTEN,
-                  tls: TlsSettings | None = None) -> str:
+                  tls: TlsSettings | None = None,
+                  metrics_listen: str = DEFAULT_METRICS_LISTEN) -> str:
     """The clearinghouse.toml that `timebank clearinghouse init` writes into its data directory."""
     q = toml_string
     return f"""# Written by `timebank clearinghouse init`.
@@ -137,8 +142,8 @@ listen = {q(listen)}
 # offline by the bureau; only `admit` and `revoke` need it.
 city_key_file = {q(DEFAULT_CITY_KEY_FILE)}
 signing_key_file = {q(DEFAULT_SIGNING_KEY_FILE)}
-# host:port for Prometheus metrics (/metrics), e.g. "127.0.0.1:9474"; empty: none.
-metrics_listen = ""
+# host:port for Prometheus metrics (/metrics); "" turns them off.
+metrics_listen = {q(metrics_listen)}
 
 [{LIMITS}]
 # Each district node may Submit this many envelopes per second (a token bucket that

@@ -24,6 +24,9 @@ from runtime.tls import (
 )
 
 MAX_MESSAGE_BYTES_LIMIT = 4 * 1024 * 1024
+#: Where a node serves Prometheus metrics unless ``[server] metrics_listen`` says
+#: otherwise ("" turns the endpoint off).
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9443"
 #: The most peer districts a node compares tree heads with (each is called every round).
 MAX_PEERS = 32
 DEFAULT_PEER_CHECK_SECONDS = 15
@@ -47,7 +50,7 @@ class NodeConfig:
     city_secret_file: Path
     signing_key_file: Path  # the node's Ed25519 seed (mode 0600): it signs to the clearinghouse
     listen: str = "127.0.0.1:7443"
-    metrics_listen: str = ""
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
     max_message_bytes: int = 65536
     workers: int = 8
     log_level: str = "info"
@@ -141,7 +144,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         signing_key_file=(path_of("signing_key_file") if node.get("signing_key_file")
                           else path_of("data_dir") / "node.key"),
         listen=str(server.get("listen", "127.0.0.1:7443")),
-        metrics_listen=str(server.get("metrics_listen", "")),
+        metrics_listen=str(server.get("metrics_listen", DEFAULT_METRICS_LISTEN)),
         max_message_bytes=number(server, "max_message_bytes", 65536),
         workers=number(server, "workers", 8),
         log_level=str(log.get("level", "info")),
@@ -214,7 +217,8 @@ def _check_peers(cfg: NodeConfig) -> None:
 
 
 def render_config(node_id: str, district: str, database_url: str, listen: str,
-                  metrics_listen: str = "", clearinghouse_address: str = "",
+                  metrics_listen: str = DEFAULT_METRICS_LISTEN,
+                  clearinghouse_address: str = "",
                   clearinghouse_public_key: str = "", city_public_key: str = "",
                   peer_nodes: tuple[str, ...] = (), tls: TlsSettings | None = None) -> str:
     """The node.toml that `timebank node init` writes into a data directory."""
@@ -232,13 +236,15 @@ signing_key_file = "node.key"
 
 [server]
 listen = {q(listen)}
+# Prometheus metrics (/metrics) on HOST:PORT; "" turns them off.
 metrics_listen = {q(metrics_listen)}
 max_message_bytes = 65536
 workers = 8
 
 [log]
 level = "info"
-format = "console"
+# json: one JSON object a line (for a log collector); console: for reading in a terminal.
+format = "json"
 
 # The city clearinghouse: leave address empty to run this district alone.
 [clearinghouse]

@@ -1,6 +1,6 @@
 """Prometheus metrics of a serving node, on their own HTTP port (``[server] metrics_listen``).
 
-- ``timebank_node_rpcs_total{method, code}``, ``timebank_node_rpc_duration_seconds{method}``,
+- ``timebank_node_rpcs_total{method, code}``, ``timebank_node_rpc_duration_seconds{method, code}``,
   ``timebank_node_rpcs_in_flight`` and ``timebank_node_refusals_total{method, reason}``:
   every call, as ``runtime.metrics`` counts them for any service;
 - ``timebank_node_orders_recorded_total`` and ``timebank_node_recording_failures_total``:

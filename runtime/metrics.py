@@ -5,8 +5,8 @@ Every service counts its calls the same way (``runtime.observe``), under its own
 (``timebank_node_``, ``timebank_clearinghouse_``):
 
 - ``…_rpcs_total{method, code}``: calls handled, by gRPC status code;
-- ``…_rpc_duration_seconds{method}``: how long calls took (for a server stream, how long
-  it stayed open);
+- ``…_rpc_duration_seconds{method, code}``: how long calls took, by how they ended (for
+  a server stream, how long it stayed open);
 - ``…_rpcs_in_flight``: calls being handled now;
 - ``…_refusals_total{method, reason}``: calls that did not succeed, by ErrorInfo reason
   (the status name where there is none, as for a cancelled stream).
@@ -71,7 +71,8 @@ class RpcMetrics:
             calls=Counter(f"{prefix}rpcs", "gRPC calls handled, by method and status code",
                           ["method", "code"]),
             seconds=Histogram(f"{prefix}rpc_duration_seconds",
-                              "Time taken to handle a gRPC call", ["method"],
+                              "Time taken to handle a gRPC call, by method and status code",
+                              ["method", "code"],
                               buckets=DURATION_BUCKETS),
             in_flight=Gauge(f"{prefix}rpcs_in_flight", "gRPC calls being handled now"),
             refusals=Counter(f"{prefix}refusals", "Refused calls, by method and reason",
@@ -84,7 +85,7 @@ class RpcMetrics:
     def observe(self, method: str, code: str, reason: str, seconds: float) -> None:
         """Count one finished call; ``reason`` is counted unless the call succeeded."""
         self.calls.labels(method=method, code=code).inc()
-        self.seconds.labels(method=method).observe(seconds)
+        self.seconds.labels(method=method, code=code).observe(seconds)
         if code != "OK":
             self.refusals.labels(method=method, reason=reason or code).inc()
 

@@ -35,6 +35,13 @@ from tests.sqlite import migrated_sqlite
 #: width, whatever terminal (or pytest-xdist worker) they run in.
 os.environ["COLUMNS"] = "120"
 
+#: Every service started by a test (in its process or as a child) serves metrics on a
+#: free port, never the default one, so that tests never fight over a port.
+#: TIMEBANK_CLEARINGHOUSE_METRICS_LISTEN: the clearinghouse's name for the same setting
+#: until both services read ``[server]`` alike.
+os.environ.setdefault("TIMEBANK_SERVER_METRICS_LISTEN", "127.0.0.1:0")
+os.environ.setdefault("TIMEBANK_CLEARINGHOUSE_METRICS_LISTEN", "127.0.0.1:0")
+
 #: Property tests have no wall-clock deadline: on a shared 2-core machine an example's
 #: time says nothing about the code, and speed is measured in bench/, not in tests.
 settings.register_profile("timebank", deadline=None)

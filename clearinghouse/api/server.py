@@ -2,10 +2,11 @@
 schedule, and `timebank clearinghouse serve`.
 
 The server is the runtime's skeleton (``runtime.server``) serving
-``timebank.v1.ClearinghouseService``, with health checking (SERVING for "" and the
-service) and server reflection. Requests over 64 KiB are refused RESOURCE_EXHAUSTED by
-gRPC itself. Each open Subscribe holds a worker thread, so ``workers`` bounds the nodes
-that can subscribe at once (plus headroom for calls).
+``timebank.v1.ClearinghouseService``, with health checking ("" NOT_SERVING while this
+replica cannot reach its database: ``runtime.health``) and server reflection.
+Requests over 64 KiB are refused RESOURCE_EXHAUSTED by gRPC itself. Each open
+Subscribe holds a worker thread, so ``workers`` bounds the nodes that can subscribe at
+once (plus headroom for calls).
 
 It serves mutual TLS (``[tls]``, ADR 0015): every client presents a certificate the
 city CA issued, a revoked one (in the CRL) is refused UNAUTHENTICATED, and
@@ -120,9 +121,7 @@ class ExpirySweep(Periodic):
         while not self.stopping:
             expired = self._app.execute(claims.expire_due)
             for claim in expired:
-                observe.claim_transition(claim)
-                log.info("claim expired", claim_id=claim.claim_id, creditor=claim.creditor,
-                         debtor=claim.debtor)
+                observe.claim_transition(claim)  # logs it too
             total += len(expired)
             if len(expired) < claims.EXPIRE_BATCH:
                 break

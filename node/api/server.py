@@ -2,8 +2,12 @@
 
 The server is the runtime's skeleton (``runtime.server``) serving
 ``timebank.v1.NodeService``: a thread pool (use-cases use sync SQLAlchemy sessions, and
-a district's request rate is modest), health checking (SERVING for "" and
-"timebank.v1.NodeService") and server reflection. Every call is observed by
+a district's request rate is modest), health checking and server reflection. Health:
+"" is NOT_SERVING while the node's database is unreachable (``runtime.health``);
+"timebank.v1.ClearinghouseLink" NOT_SERVING while the link to the clearinghouse is
+down, "timebank.log" while the log watch holds an alarm; "" stays SERVING through
+both, since the district keeps working. Metrics read from the database at each
+scrape: ``node.metrics.StatusCollector``. Every call is observed by
 ``runtime.observe``: the ids in the request on every log line, one ``rpc`` line, the
 ``timebank_node_rpc*`` metrics, a refusal answered with its status and ErrorInfo, a bug
 with INTERNAL and an error id, and a request that is not a protobuf message with

@@ -148,7 +148,8 @@ class Sender:
                 away = away or code in _AWAY or refused_certificate
                 continue
             log.warning("the clearinghouse refused a message", kind=message.kind,
-                        outbox_id=message.id, code=code.name, reason=reason, detail=text)
+                        claim_id=message.claim_id, outbox_id=message.id, code=code.name,
+                        reason=reason, detail=text)
             self._app.execute(claims.apply_refusal, message.id, code.name, reason, text)
         if bad is not None:
             raise bad
@@ -180,3 +181,12 @@ class Sender:
             self._app.execute(apply, grows)
             if grows:
                 self._log.hold(merged)
+        for message, _raw, receipt, logged in taken:
+            log.info("message taken by the clearinghouse", kind=message.kind,
+                     claim_id=message.claim_id, outbox_id=message.id,
+                     state=_state_name(receipt.state), log_index=logged.index)
+
+
+def _state_name(state: int) -> str:
+    """A receipt's claim state as its name (the number, for one this node does not know)."""
+    return pb.ClaimState.Name(state) if state in pb.ClaimState.values() else str(state)  # type: ignore[arg-type]

@@ -228,6 +228,9 @@ class Subscriber:
         for applied in done:
             refused = applied.refused
             if refused is None:
+                if applied.new:
+                    log.info("delivery applied", seq=applied.seq, kind=applied.kind,
+                             claim_id=applied.claim_id)
                 continue
             metrics.REFUSED_DELIVERIES.labels(reason=refused.reason).inc()
             log.error("delivery refused: the envelope relayed is not signed by an admitted, "

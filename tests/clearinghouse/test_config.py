@@ -20,8 +20,9 @@ def config(tmp_path: Path, text: str, env: dict[str, str] | None = None,
 
 def test_defaults_and_settings(tmp_path: Path) -> None:
     plain = config(tmp_path, "")
-    assert (plain.metrics_listen, plain.submits_per_second, plain.submit_burst) == ("", 2000,
-                                                                                    4000)
+    assert (plain.metrics_listen, plain.submits_per_second, plain.submit_burst) == (
+        "127.0.0.1:9400", 2000, 4000)  # metrics on by default
+    assert config(tmp_path, 'metrics_listen = ""\n').metrics_listen == ""  # "" turns them off
     set_ = config(tmp_path, 'metrics_listen = "127.0.0.1:9474"\n[limits]\n'
                             "submits_per_second = 5\nsubmit_burst = 10\n")
     assert (set_.metrics_listen, set_.submits_per_second, set_.submit_burst) == (
