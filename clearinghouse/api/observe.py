@@ -90,11 +90,8 @@ def batch_refusal(method: str, reason: str, message: str) -> None:
 
 
 def claim_transition(claim: Claim) -> None:
-    """Count and log a claim that just reached its state (one line per claim and state,
-    whichever call or sweep moved it)."""
+    """Count a claim that just reached its state."""
     CLAIM_TRANSITIONS.labels(kind=claim.kind.value, state=claim.state.value).inc()
-    log.info("claim", claim_id=claim.claim_id, kind=claim.kind.value, state=claim.state.value,
-             creditor=claim.creditor, debtor=claim.debtor, minutes=claim.minutes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,9 @@ class ExpirySweep(Periodic):
         while not self.stopping:
             expired = self._app.execute(claims.expire_due)
             for claim in expired:
-                observe.claim_transition(claim)  # logs it too
+                observe.claim_transition(claim)
+                log.info("claim expired", claim_id=claim.claim_id, creditor=claim.creditor,
+                         debtor=claim.debtor)
             total += len(expired)
             if len(expired) < claims.EXPIRE_BATCH:
                 break

@@ -181,10 +181,11 @@ class Sender:
             self._app.execute(apply, grows)
             if grows:
                 self._log.hold(merged)
-        for message, _raw, receipt, logged in taken:
-            log.info("message taken by the clearinghouse", kind=message.kind,
-                     claim_id=message.claim_id, outbox_id=message.id,
-                     state=_state_name(receipt.state), log_index=logged.index)
+        # one line a batch (not one a message): the claims the clearinghouse took
+        log.info("messages taken by the clearinghouse", count=len(taken),
+                 claim_ids=[m.claim_id for m, *_ in taken if m.claim_id],
+                 states=[_state_name(r.state) for m, _, r, _ in taken if m.claim_id],
+                 log_size=head.size)
 
 
 def _state_name(state: int) -> str:
