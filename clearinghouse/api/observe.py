@@ -28,8 +28,11 @@ is the Submit rate limit):
   ``timebank_clearinghouse_net_position_minutes{node}``,
   ``timebank_clearinghouse_net_debit_limit_minutes{node}`` and
   ``timebank_clearinghouse_open_claims{node}`` (each admitted district's position, limit
-  and open claims). A district that has used 80% of its limit or more is also warned
-  about in the log after a completed claim (``district near its net debit limit``).
+  and open claims), ``timebank_clearinghouse_last_delivery_seq{node}`` and
+  ``timebank_clearinghouse_deliveries_unacked{node}`` (what is queued for it, and how
+  much of that its node has not acknowledged). A district that has used 80% of its
+  limit or more is also warned about in the log after a completed claim (``district
+  near its net debit limit``).
 """
 
 from __future__ import annotations
@@ -98,14 +101,15 @@ def claim_transition(claim: Claim) -> None:
 class CityFigures:
     claims: dict[str, int]
     log_size: int
-    positions: dict[str, tuple[int, int, int]]  # node -> (net, limit, open claims)
+    #: node -> (net, limit, open claims, last delivery queued, last acknowledged)
+    positions: dict[str, tuple[int, int, int, int, int]]
 
 
 def city_figures(tx: Tx) -> CityFigures:
     """What the metrics show, in one read: bounded by the claim states and the admitted
     districts (each an index or a small table)."""
     return CityFigures(tx.repo.claim_counts(), log_of(tx).size(),
-                       tx.repo.positions_and_limits())
+                       tx.repo.district_figures())
 
 
 class StatusCollector:
@@ -131,11 +135,18 @@ class StatusCollector:
         open_claims = GaugeMetricFamily("timebank_clearinghouse_open_claims",
                                         "Open (proposed or accepted) claims a district is a "
                                         "party to", labels=["node"])
-        for node, (minutes, most, count) in sorted(found.positions.items()):
+        queued = GaugeMetricFamily("timebank_clearinghouse_last_delivery_seq",
+                                   "The last delivery queued for a district", labels=["node"])
+        unacked = GaugeMetricFamily("timebank_clearinghouse_deliveries_unacked",
+                                    "Deliveries queued for a district it has not acknowledged "
+                                    "yet (its node is behind, or away)", labels=["node"])
+        for node, (minutes, most, count, last, acked) in sorted(found.positions.items()):
             net.add_metric([node], minutes)
             limit.add_metric([node], most)
             open_claims.add_metric([node], count)
-        yield from (net, limit, open_claims)
+            queued.add_metric([node], last)
+            unacked.add_metric([node], max(0, last - acked))
+        yield from (net, limit, open_claims, queued, unacked)
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> bool:

@@ -384,6 +384,11 @@ def test_a_district_near_its_limit_is_warned_about_and_its_position_is_a_metric(
     assert scraped.get_sample_value("timebank_clearinghouse_claims",
                                     {"state": "completed"}) == 1
     assert (scraped.get_sample_value("timebank_clearinghouse_log_size") or 0) > 0
+    queued = [scraped.get_sample_value("timebank_clearinghouse_last_delivery_seq", {"node": n})
+              or 0 for n in (JN, GL)]
+    unacked = [scraped.get_sample_value("timebank_clearinghouse_deliveries_unacked",
+                                        {"node": n}) for n in (JN, GL)]
+    assert sum(queued) >= 2 and unacked == queued  # nobody acknowledged here
 
 
 def test_a_district_far_from_its_limit_is_not_warned_about(
