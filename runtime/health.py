@@ -16,6 +16,7 @@ PostgreSQL each report what they themselves can reach.
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 import structlog
 from sqlalchemy import Engine, create_engine, text
@@ -31,7 +32,13 @@ PROBE_TIMEOUT_SECONDS = 3
 
 
 def probe_engine(url: str, timeout: int = PROBE_TIMEOUT_SECONDS) -> Engine:
-    """An engine that opens a new, bounded connection for each probe."""
+    """An engine that opens a new, bounded connection for each probe. A SQLite file is
+    opened read-write but never created: a database file that went away is unreachable,
+    not replaced by an empty one."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = url.removeprefix("sqlite:///")
+        return create_engine(f"sqlite:///file:{quote(path)}?mode=rw&uri=true",
+                             poolclass=NullPool, connect_args={"timeout": timeout})
     if url.startswith("sqlite"):
         return create_engine(url, poolclass=NullPool, connect_args={"timeout": timeout})
     return create_engine(url, poolclass=NullPool, hide_parameters=True, connect_args={
