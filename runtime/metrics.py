@@ -24,6 +24,7 @@ them out and counts ``timebank_scrape_errors_total``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -41,6 +42,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 log = structlog.get_logger("runtime.metrics")
+#: The most a scrape waits for a service's figures from its database (Prometheus's
+#: default scrape timeout is 10 s).
+SCRAPE_TIMEOUT_SECONDS = 5.0
 SCRAPE_ERRORS = Counter("timebank_scrape_errors",
                         "Scrapes whose figures from the database could not be read")
 
@@ -106,29 +110,54 @@ class _Everything(Collector):
 
 
 class _Guarded(Collector):
-    """A collector whose failure (the database away) leaves its figures out of the
-    scrape instead of failing the whole scrape."""
+    """A collector read in a thread of its own, for at most ``timeout`` seconds: its
+    failure (the database away) or slowness (the database unreachable on a dead network)
+    leaves its figures out of the scrape instead of failing or stalling the whole
+    scrape. While a read that overran is still running, the next scrapes skip it."""
 
-    def __init__(self, inner: Collector) -> None:
+    def __init__(self, inner: Collector, timeout: float) -> None:
         self._inner = inner
+        self._timeout = timeout
+        self._running: threading.Thread | None = None
+
+    def _skipped(self, why: str, **fields: object) -> None:
+        SCRAPE_ERRORS.inc()
+        log.warning(f"指标读取数据库失败 / metrics could not read the database: {why}",
+                    collector=type(self._inner).__name__, **fields)
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            found = list(self._inner.collect())
-        except Exception:  # any failure: the rest of the scrape still answers
-            SCRAPE_ERRORS.inc()
-            log.warning("指标读取数据库失败 / metrics could not read the database",
-                        collector=type(self._inner).__name__, exc_info=True)
+        if self._running is not None and self._running.is_alive():
+            self._skipped("an earlier read is still running")
+            return
+        found: list[Metric] = []
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                found.extend(self._inner.collect())
+            except Exception as e:  # reported below; the rest of the scrape answers
+                failed.append(e)
+
+        self._running = threading.Thread(target=read, name="timebank-scrape", daemon=True)
+        self._running.start()
+        self._running.join(self._timeout)
+        if self._running.is_alive():
+            self._skipped("it did not answer in time", timeout_seconds=self._timeout)
+            return
+        if failed:
+            self._skipped(type(failed[0]).__name__, exc_info=failed[0])
             return
         yield from found
 
 
-def scrape_registry(collectors: Sequence[Collector]) -> CollectorRegistry:
-    """The process's metrics and ``collectors``' (read at each scrape)."""
+def scrape_registry(collectors: Sequence[Collector],
+                    timeout: float = SCRAPE_TIMEOUT_SECONDS) -> CollectorRegistry:
+    """The process's metrics and ``collectors``' (read at each scrape, each for at most
+    ``timeout`` seconds)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Everything())
     for collector in collectors:
-        registry.register(_Guarded(collector))
+        registry.register(_Guarded(collector, timeout))
     return registry
 
 
