@@ -57,11 +57,11 @@ def reachable(engine: Engine) -> bool:
 
 class DatabaseProbe(Periodic):
     """Probes the database every ``interval`` seconds and calls ``report(up)`` after
-    each probe (the first at once); logs each change."""
+    each probe; logs each change. ``start`` probes once before it returns, so what
+    health and the gauge say is never a guess."""
 
     thread_name = "timebank-db-probe"
     what = "probing the database"
-    round_at_start = True
 
     def __init__(self, url: str, report: Callable[[bool], None], *,
                  interval: float = PROBE_SECONDS, timeout: int = PROBE_TIMEOUT_SECONDS) -> None:
@@ -84,6 +84,10 @@ class DatabaseProbe(Periodic):
 
     def round(self) -> None:
         self.probe_once()
+
+    def start(self) -> None:
+        self.probe_once()
+        super().start()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         super().stop(timeout)
