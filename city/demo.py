@@ -881,14 +881,16 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
     with CityProcesses(city_layout, dev_clock=True, env=DEMO_ENV) as processes:
         processes.start_all()
         table = Table(box=None, padding=(0, 2))
-        for col in ("process", "pid", "address", "data"):
+        for col in ("process", "pid", "address", "metrics", "data"):
             table.add_column(col)
         for name in city_layout.names:
             label = "clearinghouse (市民政局)" if name == CLEARINGHOUSE else \
                 f"node {name} {NAMES.get(name, '')}"
             where = (city_layout.clearinghouse_dir if name == CLEARINGHOUSE
                      else city_layout.node(name).data_dir)
-            table.add_row(label, str(processes.pid(name)), processes.address(name), str(where))
+            metrics = processes.metrics_address(name)  # each its own port
+            table.add_row(label, str(processes.pid(name)), processes.address(name),
+                          f"http://{metrics}/metrics" if metrics else "—", str(where))
         channel = city_layout.channel(CLEARINGHOUSE)
         nodes = {n.node_id: Node(n.node_id, NodeClient(n.address, n.client_tls, timeout=15.0,
                                                         token=n.operator_token),

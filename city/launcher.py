@@ -258,7 +258,8 @@ def _layout_clearinghouse(ch_dir: Path, port: int, ca: Authority | None,
     tls = _tls_of(ca, CLEARINGHOUSE, crl=True)
     if not config_path.exists():
         ch_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(ch_config.render_config("", f"{HOST}:{port}", tls),
+        config_path.write_text(ch_config.render_config("", f"{HOST}:{port}", tls,
+                                                       metrics_listen=f"{HOST}:0"),
                                encoding="utf-8")
     init_city(ch_dir)  # keeps the file written above, makes keys and database
     config = ch_config.load_config(config_path)
@@ -280,7 +281,10 @@ def _layout_node(data_dir: Path, district: District, secret: bytes, listen: str,
                  ca: Authority | None = None) -> NodeLayout:
     node_dir = data_dir / district.node_id
     tls = _tls_of(ca, Subject(NODE, district.node_id, *LOCAL_NAMES).file_stem)
+    # Every process of a city on one machine serves metrics on a port of its own
+    # (the ``serving`` line says which: ``CityProcesses.metrics_address``).
     config_path = init_data_dir(node_dir, district.node_id, district.name, listen=listen,
+                                metrics_listen=f"{HOST}:0",
                                 city_secret=secret, clearinghouse_address=ch_address,
                                 clearinghouse_public_key=ch_public_key,
                                 city_public_key=city_public_key,
@@ -406,7 +410,9 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
 #: Every process of a city on one machine serves its Prometheus endpoint on a free port
 #: (the default ports would clash); its log's "serving" line says which.
 METRICS_ENV = {"TIMEBANK_SERVER_METRICS_LISTEN": f"{HOST}:0"}
-_METRICS_PORT = re.compile(r"serving\b.*?\bmetrics_port[\"=: ]+(\d+)")
+#: The port on a ``serving`` line, JSON (``"metrics_port": 9443``) or console
+#: (``metrics_port=9443``), wherever the event stands on it.
+_METRICS_PORT = re.compile(r"\bmetrics_port[\"=: ]+(\d+)")
 
 
 def _child_env(dev_clock: bool, extra: Mapping[str, str]) -> dict[str, str]:
@@ -487,9 +493,11 @@ class CityProcesses:
 
     def metrics_address(self, name: str) -> str | None:
         """Where the process serves Prometheus metrics, as its latest ``serving`` line
-        says (started with ``METRICS_ENV``); None if it serves none."""
+        says (a laid-out city's processes serve metrics on port 0 of their own; older
+        layouts get it from ``METRICS_ENV``); None if it serves none."""
         text = self.log_file(name).read_text(encoding="utf-8", errors="replace")
-        found = _METRICS_PORT.findall(text)
+        found = [m.group(1) for line in text.splitlines() if " serving" in line
+                 and (m := _METRICS_PORT.search(line))]
         return f"{HOST}:{found[-1]}" if found and found[-1] != "0" else None
 
     def command(self, name: str) -> list[str]:

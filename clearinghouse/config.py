@@ -185,12 +185,14 @@ def config_of(s: Settings) -> ClearinghouseConfig:
 
 
 def render_config(database_url: str, listen: str = DEFAULT_LISTEN,
-                  tls: TlsSettings | None = None) -> str:
+                  tls: TlsSettings | None = None,
+                  metrics_listen: str = DEFAULT_METRICS_LISTEN) -> str:
     """The clearinghouse.toml that `timebank clearinghouse init` writes into its data
     directory: every setting, documented, with these values."""
     values: dict[tuple[str, str], Value] = {
         (SECTION, "data_dir"): ".", (SECTION, "database_url"): database_url,
-        ("server", "listen"): listen, ("log", "format"): "console",
+        ("server", "listen"): listen, ("server", "metrics_listen"): metrics_listen,
+        ("log", "format"): "json",
         **(tls or TlsSettings()).values(crl=True)}
     return SCHEMA.render(values, header=INIT_HEADER)
 

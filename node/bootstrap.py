@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from node.config import CONFIG_NAME, NodeConfig, load_config, render_config
+from node.config import CONFIG_NAME, DEFAULT_METRICS_LISTEN, NodeConfig, load_config, render_config
 from node.domain.clock import Clock, SystemClock
 from node.domain.identity import MIN_SECRET_BYTES
 from node.domain.policy import DEFAULT_POLICY_TOML, Policy, PolicyError, load_policy
@@ -42,7 +42,8 @@ def read_policy(path: Path) -> Policy:
 
 
 def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: str = "",
-                  listen: str = "127.0.0.1:7443", policy_text: str | None = None,
+                  listen: str = "127.0.0.1:7443", metrics_listen: str = DEFAULT_METRICS_LISTEN,
+                  policy_text: str | None = None,
                   city_secret: bytes | None = None, clearinghouse_address: str = "",
                   clearinghouse_public_key: str = "", city_public_key: str = "",
                   peer_nodes: tuple[str, ...] = (), tls: TlsSettings | None = None) -> Path:
@@ -58,6 +59,7 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
     config_path = data_dir / CONFIG_NAME
     if not config_path.exists():
         config_path.write_text(render_config(node_id, district, database_url, listen,
+                                             metrics_listen=metrics_listen,
                                              clearinghouse_address=clearinghouse_address,
                                              clearinghouse_public_key=clearinghouse_public_key,
                                              peer_nodes=peer_nodes,

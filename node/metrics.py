@@ -1,6 +1,6 @@
 """Prometheus metrics of a serving node, on their own HTTP port (``[server] metrics_listen``).
 
-- ``timebank_node_rpcs_total{method, code}``, ``timebank_node_rpc_duration_seconds{method}``,
+- ``timebank_node_rpcs_total{method, code}``, ``timebank_node_rpc_duration_seconds{method, code}``,
   ``timebank_node_rpcs_in_flight`` and ``timebank_node_refusals_total{method, reason}``:
   every call, as ``runtime.metrics`` counts them for any service;
 - ``timebank_node_orders_recorded_total`` and ``timebank_node_recording_failures_total``:
@@ -15,13 +15,30 @@
   what the link's log watch found (split views of the city's log, issue 14);
 - ``timebank_node_settlement_refused_total{reason}``: settlement statements (or the acts
   on them) this node refused to act on; ``timebank_node_settlement_posted_serial``: the
-  last statement this node posted (issue 16).
+  last statement this node posted (issue 16);
+- ``timebank_node_link_up``: 1 while the node's channel to the clearinghouse is
+  connected, 0 while it is not (in memory: it is this process's state);
+- read from the database at each scrape (``StatusCollector``, ``node.usecases.status``):
+  ``timebank_node_claims{state}``, ``timebank_node_outbox_messages`` and
+  ``timebank_node_outbox_oldest_age_seconds`` (what waits to be sent to the
+  clearinghouse, and for how long), ``timebank_node_last_delivery_seq`` (the last
+  delivery applied), ``timebank_node_log_verified_size``, ``timebank_node_log_final_size``
+  and ``timebank_node_log_verified_age_seconds`` (the log as far as this node verified
+  it, as far as a quorum of districts cosigned it, and how old the newest verified head
+  is), and ``timebank_node_log_unfinal_seconds`` (how long that head has waited for a
+  quorum: 0 once final).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from collections.abc import Iterator
 
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from node.usecases.app import NodeApp
+from node.usecases.status import node_status
 from runtime.metrics import RpcMetrics
 
 RPCS = RpcMetrics.register("node")
@@ -57,3 +74,48 @@ SETTLEMENT_REFUSED = Counter("timebank_node_settlement_refused",
                              "countersignature ...)", ["reason"])
 SETTLEMENT_POSTED_SERIAL = Gauge("timebank_node_settlement_posted_serial",
                                  "The serial of the last settlement statement this node posted")
+
+LINK_UP = Gauge("timebank_node_link_up",
+                "1 while the channel to the clearinghouse is connected, 0 while it is not")
+
+
+class StatusCollector:
+    """The node's figures from its database, read at each scrape (one short read)."""
+
+    def __init__(self, app: NodeApp) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._app.query(node_status)
+        claims = GaugeMetricFamily("timebank_node_claims",
+                                   "Inter-district claims this node is a party to, by state",
+                                   labels=["state"])
+        for state, count in sorted(status.claims.items()):
+            claims.add_metric([state], count)
+        yield claims
+        yield GaugeMetricFamily("timebank_node_outbox_messages",
+                                "Messages waiting to be sent to the clearinghouse",
+                                value=status.outbox_pending)
+        yield GaugeMetricFamily("timebank_node_outbox_oldest_age_seconds",
+                                "How long the oldest unsent message has waited (0: none)",
+                                value=status.outbox_oldest_age_seconds)
+        yield GaugeMetricFamily("timebank_node_last_delivery_seq",
+                                "The sequence number of the last clearinghouse delivery "
+                                "applied", value=status.last_delivery_seq)
+        yield GaugeMetricFamily("timebank_node_log_verified_size",
+                                "Entries of the city's log up to the newest head this node "
+                                "verified", value=0 if status.verified is None
+                                else status.verified.size)
+        yield GaugeMetricFamily("timebank_node_log_final_size",
+                                "Entries of the city's log up to the newest head a quorum of "
+                                "districts cosigned", value=0 if status.final is None
+                                else status.final.size)
+        age = status.age_seconds(status.verified)
+        if age is not None:
+            yield GaugeMetricFamily("timebank_node_log_verified_age_seconds",
+                                    "Age of the newest tree head this node verified",
+                                    value=age)
+        yield GaugeMetricFamily("timebank_node_log_unfinal_seconds",
+                                "How long the newest head this node verified has waited for "
+                                "a quorum of districts to cosign it (0: final)",
+                                value=status.finality_lag_seconds)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -114,8 +114,23 @@ def _renderer(fmt: str) -> Any:
     return structlog.dev.ConsoleRenderer(colors=False)
 
 
+def _static(fields: Mapping[str, object]) -> Any:
+    """A processor that puts ``fields`` on every line (without overriding a field the
+    line already has)."""
+    frozen = dict(fields)
+
+    def processor(_logger: Any, _name: str, event: MutableMapping[str, Any],
+                  ) -> MutableMapping[str, Any]:
+        for key, value in frozen.items():
+            event.setdefault(key, value)
+        return event
+
+    return processor
+
+
 def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None,
-                      *, scrub: Callable[[str], str] | None = None) -> bool:
+                      *, scrub: Callable[[str], str] | None = None,
+                      bind: Mapping[str, object] | None = None) -> bool:
     """Configure structlog (and the standard library's logging) for a serving process,
     unless something in this process already configured structlog (a test, an embedding
     program): returns whether it configured anything.
@@ -135,6 +150,8 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if bind:
+        shared.append(_static(bind))
     tail: list[Any] = [_database_values_withheld,
                        _dict_tracebacks if fmt == "json" else
                        structlog.processors.format_exc_info]

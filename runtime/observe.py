@@ -4,7 +4,11 @@
 installed on. For every call it:
 
 1. clears the structlog context variables (pool threads are reused) and binds
-   ``method``, so every line logged while serving the call names it;
+   ``method`` and ``request_id``, so every line logged while serving the call names
+   them. The request id is the caller's ``x-request-id`` metadata if it sent a usable
+   one (up to 64 letters, digits and ``._:-``), else a new random one; either way it is
+   returned in the trailing metadata (``x-request-id``), also on a refusal, so a
+   caller can quote it and an operator find the call's lines;
 2. parses the request itself: bytes that are not the method's request message are
    INVALID_ARGUMENT ``MALFORMED_REQUEST`` (gRPC's own parser would answer INTERNAL). A
    method registered without a deserializer gets the bytes as received;
@@ -31,8 +35,11 @@ passes one that cuts PersonRefs short.
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -49,6 +56,10 @@ log = structlog.get_logger("runtime.observe")
 MAX_MESSAGE_CHARS = 300
 _QUIET_SERVICES = ("/grpc.health.", "/grpc.reflection.")
 _NAMED_FIELDS = frozenset({"id", "seq", "idempotency_key"})
+#: The metadata key a caller may send its own request id in, and in which every answer
+#: carries the call's.
+REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 Parse = Callable[[bytes], Any]
 
@@ -68,6 +79,29 @@ def request_ids(request: object) -> dict[str, object]:
             and field.type != FieldDescriptor.TYPE_MESSAGE and not field.is_repeated}
 
 
+def request_id(metadata: object) -> str:
+    """The caller's request id from its invocation metadata if it is usable, else a new
+    one (16 hex characters)."""
+    for key, value in metadata if isinstance(metadata, tuple | list) else ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+            return value
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _with_request_id(status: grpc.Status, rid: str) -> grpc.Status:
+    """``status`` whose trailing metadata also carries the call's request id
+    (``abort_with_status`` replaces what ``set_trailing_metadata`` set)."""
+    return _Status(status.code, status.details,
+                   (*tuple(status.trailing_metadata or ()), (REQUEST_ID_KEY, rid)))
+
+
 def _identity(text: str) -> str:
     return text
 
@@ -82,16 +116,19 @@ def _code_of(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.St
 class _Call:
     """One call being served: its timing, how it ended, and its line at the end."""
 
-    __slots__ = ("_observer", "_started", "answer", "code", "method", "quiet")
+    __slots__ = ("_observer", "_started", "answer", "code", "method", "quiet", "request_id")
 
-    def __init__(self, observer: CallObserver, method: str, quiet: bool) -> None:
+    def __init__(self, observer: CallObserver, method: str, quiet: bool,
+                 context: grpc.ServicerContext) -> None:
         self._observer = observer
         self.method = method
         self.quiet = quiet
         self.code = grpc.StatusCode.UNKNOWN
         self.answer: Answer | None = None
+        self.request_id = request_id(context.invocation_metadata())
+        context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(method=method)
+        structlog.contextvars.bind_contextvars(method=method, request_id=self.request_id)
         observer.metrics.in_flight.inc()
         self._started = time.perf_counter()
 
@@ -185,7 +222,7 @@ class CallObserver(grpc.ServerInterceptor):
                parse: Parse | None, raw: bytes, context: grpc.ServicerContext,
                ) -> Iterator[Any]:
         """The responses to one call, observed. A unary call is a stream of one."""
-        observed = _Call(self, method, quiet)
+        observed = _Call(self, method, quiet, context)
         try:
             try:
                 yield from respond(observed.parse(parse, raw))
@@ -201,7 +238,7 @@ class CallObserver(grpc.ServerInterceptor):
                                          else grpc.StatusCode.CANCELLED)
                 return
             # Outside the except block: abort raises, and must not be caught above.
-            context.abort_with_status(answer.status())
+            context.abort_with_status(_with_request_id(answer.status(), observed.request_id))
         finally:
             observed.end(context)
 
@@ -235,4 +272,5 @@ def _parsing_stream_requests(handler: grpc.RpcMethodHandler[Any, Any],
     return handler
 
 
-__all__ = ["MAX_MESSAGE_CHARS", "CallObserver", "note", "request_ids"]
+__all__ = ["MAX_MESSAGE_CHARS", "REQUEST_ID_KEY", "CallObserver", "note", "request_id",
+           "request_ids"]

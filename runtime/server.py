@@ -38,7 +38,10 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Gauge
+from prometheus_client.registry import Collector
 
+from runtime.health import PROBE_SECONDS, DatabaseProbe
 from runtime.metrics import start_metrics_server, stop_metrics_server
 from runtime.observe import CallObserver
 from runtime.tls import (
@@ -181,6 +184,21 @@ def start_server(service_name: str, register: Callable[[grpc.Server], None],
     return RunningServer(server, port, health_servicer, on_stop)
 
 
+def watch_database(running: RunningServer, url: str, up: Gauge, *,
+                   interval: float = PROBE_SECONDS) -> DatabaseProbe:
+    """Probe the database at ``url`` every ``interval`` seconds (``runtime.health``):
+    health service "" NOT_SERVING and ``up`` 0 while it is unreachable, SERVING and 1
+    when it answers again. Started; stop it before the server."""
+    def report(reachable: bool) -> None:
+        up.set(1 if reachable else 0)
+        running.health.set("", health_pb2.HealthCheckResponse.SERVING if reachable
+                           else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    probe = DatabaseProbe(url, report, interval=interval)
+    probe.start()
+    return probe
+
+
 def is_loopback(listen: str) -> bool:
     """Whether a "host:port" listen address is on this machine only."""
     host = listen.rpartition(":")[0].strip("[]")
@@ -231,10 +249,12 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
 
 def serve_forever(service: str, listen: str, metrics_listen: str, start: StartParts, *,
                   tls: bool, stop: threading.Event | None = None,
-                  on_ready: Callable[[Serving], None] | None = None) -> None:
+                  on_ready: Callable[[Serving], None] | None = None,
+                  collectors: Sequence[Collector] = ()) -> None:
     """Serve until SIGTERM or SIGINT (or until ``stop`` is set).
 
-    Starts the Prometheus endpoint if ``metrics_listen`` is set, then the service's
+    Starts the Prometheus endpoint if ``metrics_listen`` is set (with ``collectors``,
+    read at each scrape), then the service's
     parts (``start``); logs ``<service> serving`` (with ``listen``, ``port``,
     ``metrics_port``, ``tls`` and what ``start`` returned) and calls ``on_ready``; without
     ``tls`` (the operator's ``--insecure``) a warning first, at every start. Once
@@ -248,7 +268,7 @@ def serve_forever(service: str, listen: str, metrics_listen: str, start: StartPa
         parts.callback(lambda: log.info(f"{service} stopped", **about))
         metrics_port = 0
         if metrics_listen:
-            metrics_server, metrics_port = start_metrics_server(metrics_listen)
+            metrics_server, metrics_port = start_metrics_server(metrics_listen, collectors)
             parts.callback(stop_metrics_server, metrics_server)
         port, said = start(parts)
         about.update(said)
@@ -265,4 +285,4 @@ def serve_forever(service: str, listen: str, metrics_listen: str, start: StartPa
 
 __all__ = ["INSECURE_WARNING", "MAX_RESPONSE_BYTES", "RunningServer", "Serving", "StartParts",
            "channel_options", "is_loopback", "serve_forever", "server_options", "start_server",
-           "tune_gc"]
+           "tune_gc", "watch_database"]

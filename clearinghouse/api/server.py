@@ -2,10 +2,11 @@
 schedule, and `timebank clearinghouse serve`.
 
 The server is the runtime's skeleton (``runtime.server``) serving
-``timebank.v1.ClearinghouseService``, with health checking (SERVING for "" and the
-service) and server reflection. Requests over 64 KiB are refused RESOURCE_EXHAUSTED by
-gRPC itself. Each open Subscribe holds a worker thread, so ``workers`` bounds the nodes
-that can subscribe at once (plus headroom for calls).
+``timebank.v1.ClearinghouseService``, with health checking ("" NOT_SERVING while this
+replica cannot reach its database: ``runtime.health``) and server reflection.
+Requests over 64 KiB are refused RESOURCE_EXHAUSTED by gRPC itself. Each open
+Subscribe holds a worker thread, so ``workers`` bounds the nodes that can subscribe at
+once (plus headroom for calls).
 
 It serves mutual TLS (``[tls]``, ADR 0015): every client presents a certificate the
 city CA issued, a revoked one (in the CRL) is refused UNAUTHENTICATED, and
@@ -193,6 +194,8 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
                                rotated_key=lambda public: bootstrap.clearinghouse_keys(
                                    config, app).get(public))
         parts.callback(running.stop, grace_seconds)
+        probe = server.watch_database(running, app.db.url, observe.RPCS.database_up)
+        parts.callback(probe.stop, grace_seconds)
         sweep = ExpirySweep(app, sweep_interval)
         sweep.start()
         parts.callback(sweep.stop, grace_seconds)
@@ -210,6 +213,7 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
 
     try:
         server.serve_forever("clearinghouse", config.listen, config.metrics_listen, start,
-                             tls=tls is not None, stop=stop, on_ready=on_ready)
+                             tls=tls is not None, stop=stop, on_ready=on_ready,
+                             collectors=(observe.StatusCollector(app),))
     finally:
         app.db.dispose()

@@ -160,10 +160,12 @@ class ClearinghouseServicer:
                                  self.publish_head, batch.known_tree_size,
                                  self._limiter.take, verified)
         out = pb.SubmitBatchResponse(head=done.head.note, consistency=done.consistency)
-        refused, moved = 0, set()
+        refused, moved, claim_ids = 0, set(), []
         for result, proof in zip(done.results, done.logged, strict=True):
             if isinstance(result, submit.Submitted):
                 moved |= self._after(result)
+                if result.claim is not None:
+                    claim_ids.append(result.claim.claim_id)
                 out.results.add(receipt=result.receipt, logged=proof)
                 continue
             refused += 1
@@ -172,7 +174,9 @@ class ClearinghouseServicer:
             out.results.add(refusal=pb.SubmitRefusal(code=code.name, reason=result.reason,
                                                      message=result.message))
         self._observe_positions(moved)
-        note(refused=refused, tree_size=done.head.size)
+        # the batch's line names every claim it moved (at most MAX_BATCH): one line a
+        # batch, not one a claim, keeps logging off the clearinghouse's busiest path
+        note(refused=refused, tree_size=done.head.size, claim_ids=claim_ids)
         return out
 
     def publish_head(self, tx: Tx) -> transparency.Head:

@@ -420,6 +420,25 @@ class Repo:
         row = _STANDING(self.conn, {"node_id": node_id}).first()
         return None if row is None else Standing(*(int(v) for v in row))
 
+    def district_figures(self) -> dict[str, tuple[int, int, int, int, int]]:
+        """Each admitted district's net position, net debit limit, open claims, last
+        delivery queued for it and last it acknowledged: one row per district, the
+        deliveries' maximum read from their primary key's index."""
+        last = (select(func.max(DELIVERIES.c.seq))
+                .where(DELIVERIES.c.node_id == POSITIONS.c.node_id).scalar_subquery())
+        rows = self.conn.execute(
+            select(POSITIONS.c.node_id, POSITIONS.c.net_minutes,
+                   POSITIONS.c.net_debit_limit_minutes, POSITIONS.c.open_claims,
+                   func.coalesce(last, 0), func.coalesce(ACKS.c.acked_seq, 0))
+            .select_from(POSITIONS.outerjoin(ACKS, ACKS.c.node_id == POSITIONS.c.node_id)))
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
+                for r in rows}
+
+    def claim_counts(self) -> dict[str, int]:
+        """How many claims are in each state (one row per state; the state index answers)."""
+        rows = self.conn.execute(select(CLAIMS.c.state, func.count()).group_by(CLAIMS.c.state))
+        return {str(state): int(count) for state, count in rows}
+
     def net_positions(self) -> dict[str, int]:
         """Every admitted node's running net position."""
         return {row[0]: int(row[1]) for row in _NET_POSITIONS(self.conn)}

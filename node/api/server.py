@@ -2,8 +2,12 @@
 
 The server is the runtime's skeleton (``runtime.server``) serving
 ``timebank.v1.NodeService``: a thread pool (use-cases use sync SQLAlchemy sessions, and
-a district's request rate is modest), health checking (SERVING for "" and
-"timebank.v1.NodeService") and server reflection. Every call is observed by
+a district's request rate is modest), health checking and server reflection. Health:
+"" is NOT_SERVING while the node's database is unreachable (``runtime.health``);
+"timebank.v1.ClearinghouseLink" NOT_SERVING while the link to the clearinghouse is
+down, "timebank.log" while the log watch holds an alarm; "" stays SERVING through
+both, since the district keeps working. Metrics read from the database at each
+scrape: ``node.metrics.StatusCollector``. Every call is observed by
 ``runtime.observe``: the ids in the request on every log line, one ``rpc`` line, the
 ``timebank_node_rpc*`` metrics, a refusal answered with its status and ErrorInfo, a bug
 with INTERNAL and an error id, and a request that is not a protobuf message with
@@ -49,6 +53,8 @@ from timebank.v1 import node_pb2_grpc
 
 log = structlog.get_logger("node.api")
 
+#: The health service that says whether the link to the clearinghouse is up.
+LINK_HEALTH_SERVICE = "timebank.v1.ClearinghouseLink"
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_RECORDING_INTERVAL = 30.0
 
@@ -78,7 +84,20 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
         thread_name_prefix="timebank-rpc", tls=tls)
     if link is not None:
         _report_log_health(running, link)
+        _report_link_health(running, link)
     return running
+
+
+def _report_link_health(running: RunningServer, link: ClearingLink) -> None:
+    """The ``timebank.v1.ClearinghouseLink`` health service is SERVING while the link to
+    the clearinghouse is up, NOT_SERVING while it is down (the node's own "" and
+    NodeService stay SERVING: its district keeps working, and claims wait in the outbox)."""
+    def report(up: bool) -> None:
+        running.health.set(LINK_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING if up
+                           else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    link.on_state = report
+    report(link.up)
 
 
 def _report_log_health(running: RunningServer, link: ClearingLink) -> None:
@@ -204,7 +223,9 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     Raises ``ConfigError`` if the node cannot be opened and ``OSError`` if an address
     cannot be bound.
     """
-    configure_logging(config.log_level, config.log_format)
+    configure_logging(config.log_level, config.log_format,
+                      bind={"service": "node", "node_id": config.node_id,
+                            "district": config.district})
     tls = config.server_tls()  # refuses to serve without TLS unless insecure
     try:  # every node holds its key (it signs statements too): refuse an exposed one
         keyfiles.read_seed(config.signing_key_file)
@@ -221,6 +242,8 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
         running = start_server(app, config.listen, max_message_bytes=config.max_message_bytes,
                                workers=config.workers, link=link, tls=tls)
         parts.callback(running.stop, grace_seconds)
+        probe = server.watch_database(running, app.db.url, metrics.RPCS.database_up)
+        parts.callback(probe.stop, grace_seconds)
         loop = RecordingLoop(app, recording_interval,
                              on_recorded=None if link is None else link.wake)
         loop.start()
@@ -230,6 +253,7 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
 
     try:
         server.serve_forever("node", config.listen, config.metrics_listen, start,
-                             tls=tls is not None, stop=stop, on_ready=on_ready)
+                             tls=tls is not None, stop=stop, on_ready=on_ready,
+                             collectors=(metrics.StatusCollector(app),))
     finally:
         app.db.dispose()

@@ -14,6 +14,12 @@ hours now: ``directory``), the settler (which checks, answers and posts settleme
 statements: ``settlement``) and, when the node knows the city public key, the policy
 fetcher; ``stop()`` ends them and closes the channels. Each worker survives any
 failure: it logs, waits and starts again (``supervise``).
+
+The link is **up** while its channel is connected (gRPC's connectivity state READY;
+the subscriber keeps a stream open, so a connected channel does not go idle) and down
+otherwise. Each change is logged, sets ``timebank_node_link_up`` and calls
+``on_state`` (the server reports the ``timebank.v1.ClearinghouseLink`` health service
+with it).
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
+import grpc
+import structlog
 from nacl.signing import SigningKey
 
+from node import metrics
 from node.domain.directory import HomeLookup
 from node.link.checkpointer import CHECKPOINT_SECONDS, Checkpointer
 from node.link.city import ADMISSIONS_SECONDS, CityView
@@ -43,6 +52,8 @@ from runtime.tls import ClientTls, channel
 from timebank import keys
 from timebank.transparency import LogKeys
 from timebank.v1 import clearing_pb2_grpc
+
+log = structlog.get_logger("node.clearing")
 
 
 class ClearingLink:
@@ -96,6 +107,28 @@ class ClearingLink:
         self.settler = Settler(app, connection, self._stop, self.city,
                                interval=settlement_seconds)
         self._threads: list[threading.Thread] = []
+        self._up = False
+        #: Called with True or False each time the link goes up or down.
+        self.on_state: Callable[[bool], None] | None = None
+
+    @property
+    def up(self) -> bool:
+        """Whether the channel to the clearinghouse is connected now."""
+        return self._up
+
+    def _connectivity(self, state: grpc.ChannelConnectivity) -> None:
+        up = state is grpc.ChannelConnectivity.READY
+        if up == self._up:
+            return
+        self._up = up
+        metrics.LINK_UP.set(1 if up else 0)
+        if up:
+            log.info("已连接市清算中心 / link to the clearinghouse up", address=self.address)
+        else:
+            log.warning("与市清算中心的连接已断开 / link to the clearinghouse down",
+                        address=self.address, state=state.name)
+        if self.on_state is not None:
+            self.on_state(up)
 
     @property
     def log_keys(self) -> LogKeys:
@@ -113,6 +146,8 @@ class ClearingLink:
             "rehomer": self.rehomer.run, "settlement": self.settler.run}
         if self.policies is not None:
             workers["policies"] = self.policies.run
+        metrics.LINK_UP.set(0)
+        self._channel.subscribe(self._connectivity, try_to_connect=True)
         for name, loop in workers.items():
             thread = threading.Thread(target=supervised(loop, self._stop, self.address),
                                       name=f"timebank-{name}", daemon=True)
@@ -126,6 +161,7 @@ class ClearingLink:
         for thread in self._threads:
             thread.join(timeout)
         self.watch.close()
+        self._channel.unsubscribe(self._connectivity)
         self._channel.close()
 
     def wake(self) -> None:

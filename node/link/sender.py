@@ -148,7 +148,8 @@ class Sender:
                 away = away or code in _AWAY or refused_certificate
                 continue
             log.warning("the clearinghouse refused a message", kind=message.kind,
-                        outbox_id=message.id, code=code.name, reason=reason, detail=text)
+                        claim_id=message.claim_id, outbox_id=message.id, code=code.name,
+                        reason=reason, detail=text)
             self._app.execute(claims.apply_refusal, message.id, code.name, reason, text)
         if bad is not None:
             raise bad
@@ -180,3 +181,13 @@ class Sender:
             self._app.execute(apply, grows)
             if grows:
                 self._log.hold(merged)
+        # one line a batch (not one a message): the claims the clearinghouse took
+        log.info("messages taken by the clearinghouse", count=len(taken),
+                 claim_ids=[m.claim_id for m, *_ in taken if m.claim_id],
+                 states=[_state_name(r.state) for m, _, r, _ in taken if m.claim_id],
+                 log_size=head.size)
+
+
+def _state_name(state: int) -> str:
+    """A receipt's claim state as its name (the number, for one this node does not know)."""
+    return pb.ClaimState.Name(state) if state in pb.ClaimState.values() else str(state)  # type: ignore[arg-type]

@@ -225,6 +225,10 @@ class Subscriber:
             return [claims.apply_delivery(tx, d, city) for d in deliveries]
 
         done = self._app.execute(apply)
+        new = [a for a in done if a.new and a.refused is None]
+        if new:  # one line a batch: the claims the deliveries concern
+            log.info("deliveries applied", first_seq=new[0].seq, last_seq=new[-1].seq,
+                     kinds=[a.kind for a in new], claim_ids=[a.claim_id for a in new])
         for applied in done:
             refused = applied.refused
             if refused is None:

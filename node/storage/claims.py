@@ -87,6 +87,12 @@ class ClaimRepo:
         """Open claims on a person's hours."""
         return int(_OPEN_OF(self.conn, {"ref": person_ref}).scalar_one())
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many claims are in each state (one row per state: the index answers)."""
+        rows = self.conn.execute(select(CLAIMS.c.state, func.count())
+                                 .group_by(CLAIMS.c.state))
+        return {str(state): int(count) for state, count in rows}
+
     def open_count(self) -> int:
         """Claims not yet final (proposed, accepted, finishing)."""
         return int(_OPEN(self.conn).scalar_one())

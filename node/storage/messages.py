@@ -61,6 +61,12 @@ class OutboxRepo:
     def pending(self) -> int:
         return int(_PENDING(self.conn).scalar_one())
 
+    def oldest_pending_at(self) -> datetime | None:
+        """When the oldest unsent message was written (None: the outbox is empty)."""
+        found = self.conn.execute(select(func.min(OUTBOX.c.created_at))
+                                  .where(OUTBOX.c.done_at.is_(None))).scalar_one()
+        return found if isinstance(found, datetime) else None
+
     def done(self, message_id: int, outcome: str, detail: str, at: datetime) -> bool:
         """Mark a message sent (or refused for good); False if it already was."""
         done = _DONE(self.conn, {"message_id": message_id, "b_done_at": at,

@@ -383,6 +383,8 @@ class Applied:
     seq: int
     new: bool
     refused: RefusedDeliveryRecord | None = None
+    kind: str = ""  # of the message delivered ("expiry" for an expired claim)
+    claim_id: str = ""  # the claim it concerns (for the log)
 
 
 class _NotTheParty(Exception):
@@ -427,7 +429,7 @@ def apply_delivery(tx: Tx, delivery: pb.Delivery, city: CityAdmissions) -> Appli
         except _NotTheParty as e:
             return _refuse(tx, delivery, "NOT_THE_PARTY", str(e))
     tx.repo.inbox.add(delivery.seq, kind[:32], claim_id[:36], tx.now)
-    return Applied(delivery.seq, True)
+    return Applied(delivery.seq, True, kind=kind[:32], claim_id=claim_id[:36])
 
 
 def _refuse(tx: Tx, delivery: pb.Delivery, reason: str, detail: str) -> Applied:

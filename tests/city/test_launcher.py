@@ -28,6 +28,7 @@ from clearinghouse.usecases import admission
 from node.config import load_config as load_node_config
 from runtime.tls import ClientTls
 from runtime.tls import channel as tls_channel
+from tests.jsonlog import json_lines
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)
@@ -221,5 +222,6 @@ def test_a_city_serves_tls_unless_laid_out_insecure(tmp_path: Path) -> None:
             assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
         for name in city.names:
             said = (city.logs_dir / f"{name}.log").read_text(encoding="utf-8")
-            assert f"tls={tls}" in said, name
+            assert [e["tls"] for e in json_lines(said) if e["event"].endswith(" serving")] \
+                == [tls], name
             assert ("WITHOUT TLS because of --insecure" in said) is not tls, name

@@ -41,6 +41,7 @@ from tests.city.workload import (
     node_database,
     read_only,
 )
+from tests.jsonlog import json_lines
 from timebank import anchors, transparency
 from timebank.envelope import Signed, sign, verify
 from timebank.keys import key_id, public_key
@@ -207,7 +208,8 @@ def test_a_node_refuses_what_no_admitted_key_of_its_district_signed(town: Town) 
     assert check.returncode == 0, check.stderr
     assert "refused deliveries" in check.stdout and "BAD_SIGNATURE" in check.stdout
     log = town.procs.log_file(JN).read_text(encoding="utf-8")
-    assert log.count("delivery refused") == 2 and "reason=UNKNOWN_KEY" in log
+    refused = [e for e in json_lines(log) if e["event"].startswith("delivery refused")]
+    assert len(refused) == 2 and any(e.get("reason") == "UNKNOWN_KEY" for e in refused)
     assert _refused_metric(town, "BAD_SIGNATURE") == 1.0
     assert _refused_metric(town, "UNKNOWN_KEY") == 1.0
 

@@ -42,6 +42,7 @@ from runtime.console import CliError
 from runtime.errors import Refusal
 from runtime.tls import NODE, ClientTls, channel
 from tests.helpers import id_card
+from tests.jsonlog import json_lines
 from tests.pki import issue, now
 from timebank.citytime import CITY_TZ
 
@@ -709,7 +710,8 @@ def test_serve_refuses_plaintext_unless_insecure_which_warns(tmp_path: Path) -> 
     finally:
         assert stop(served) == 0
     said = log.read_text(encoding="utf-8")
-    assert "WITHOUT TLS because of --insecure" in said and "tls=False" in said
+    serving = [e for e in json_lines(said) if e["event"] == "node serving"]
+    assert "WITHOUT TLS because of --insecure" in said and serving[0]["tls"] is False
     assert said.index("WITHOUT TLS") < said.index("node serving")
 
 

@@ -145,3 +145,15 @@ def test_a_database_error_is_logged_without_the_values_it_quotes(
         assert personal not in text, (personal, text)
     assert "withheld" in text and "INSERT INTO people" in text
     assert "test_a_database_error_is_logged_without_the_values_it_quotes" in text  # frames
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_what_a_process_binds_is_on_every_line_its_own_and_the_libraries() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", out, bind={"node_id": "320115", "district": "江宁区"})
+    structlog.get_logger("node.test").info("claim", claim_id="c-1")
+    structlog.get_logger("node.test").info("moved", district="鼓楼区")  # the line's own wins
+    logging.getLogger("sqlalchemy.pool").warning("pool")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["node_id"], e["district"]) for e in lines] == [
+        ("claim", "320115", "江宁区"), ("moved", "320115", "鼓楼区"), ("pool", "320115", "江宁区")]

@@ -339,3 +339,44 @@ def test_a_taken_port_is_an_os_error(server: RunningServer) -> None:
         start_server(SERVICE, lambda s: None, CallObserver(METRICS, ErrorMapping("probe")),
                      f"127.0.0.1:{server.port}", max_message_bytes=4096, workers=1,
                      thread_name_prefix="probe-2", tls=None)
+
+
+# ------------------------------------------------------------------ request ids
+
+
+def _with_id(channel: grpc.Channel, method: str, request: bytes,
+             sent: str | None) -> tuple[grpc.StatusCode, str]:
+    """The status of a call sending ``sent`` as x-request-id, and the id it returned."""
+    rpc: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        f"/{SERVICE}/{method}")
+    metadata = None if sent is None else (("x-request-id", sent),)
+    try:
+        _answer, done = rpc.with_call(request, timeout=TIMEOUT, metadata=metadata)
+    except grpc.RpcError as e:
+        assert isinstance(e, grpc.Call)
+        done = e
+    trailing = dict(done.trailing_metadata() or ())
+    return done.code(), str(trailing.get("x-request-id", ""))
+
+
+def test_every_call_has_a_request_id_returned_on_success_and_refusal(
+        channel: grpc.Channel, logs: list[dict[str, Any]]) -> None:
+    request = pb.GetOrderRequest(order_id=7).SerializeToString()
+    assert _with_id(channel, "Echo", request, "desk-3:ab12") == (grpc.StatusCode.OK,
+                                                                 "desk-3:ab12")
+    code, made = _with_id(channel, "Echo", request, None)
+    assert code is grpc.StatusCode.OK and len(made) == 16 and int(made, 16) >= 0
+    code, unusable = _with_id(channel, "Echo", request, "no spaces allowed")
+    assert code is grpc.StatusCode.OK and unusable != "no spaces allowed" and len(unusable) == 16
+    assert _with_id(channel, "Refuse", request, "r-1") == (grpc.StatusCode.NOT_FOUND, "r-1")
+    code, bug = _with_id(channel, "Crash", request, "r-2")
+    assert (code, bug) == (grpc.StatusCode.INTERNAL, "r-2")
+    lines = rpc_lines(logs, "Echo") + rpc_lines(logs, "Refuse") + rpc_lines(logs, "Crash")
+    assert [e["request_id"] for e in lines] == ["desk-3:ab12", made, unusable, "r-1", "r-2"]
+
+
+def test_a_refusal_keeps_its_rich_status_beside_the_request_id(channel: grpc.Channel) -> None:
+    code, message, info = refused(channel, "Refuse",
+                                  pb.GetOrderRequest(order_id=5).SerializeToString())
+    assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_ORDER")
+    assert "order 5" in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from prometheus_client import REGISTRY
 
 from city.pki.certs import SERVER
 from city.pki.store import Authority
+from clearinghouse.api import observe
 from clearinghouse.api.ratelimit import NANO, RateLimiter
 from clearinghouse.api.server import RunningServer, serve_forever, start_server
 from clearinghouse.api.servicer import SERVICE_NAME
@@ -32,6 +34,7 @@ from clearinghouse.usecases import admission, claims
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import ResourceExhausted
+from runtime.metrics import scrape_registry
 from runtime.server import Serving
 from runtime.tls import OBSERVER, TlsSettings
 from runtime.tls import channel as tls_channel
@@ -249,13 +252,20 @@ def _sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _calls_timed(method: str) -> float:
+    """Calls of ``method`` the latency histogram counted, whatever their status code."""
+    return sum(s.value for m in REGISTRY.collect() for s in m.samples
+               if s.name == "timebank_clearinghouse_rpc_duration_seconds_count"
+               and s.labels.get("method") == method)
+
+
 def test_every_call_is_logged_and_counted_without_person_refs(
         stub: clearing_pb2_grpc.ClearinghouseServiceStub, ch_app: ClearinghouseApp) -> None:
     completed = {"kind": "redemption", "state": "completed"}
     ok = {"method": "Submit", "code": "OK"}
     before = (_sample("timebank_clearinghouse_claim_transitions_total", completed),
               _sample("timebank_clearinghouse_rpcs_total", ok),
-              _sample("timebank_clearinghouse_rpc_duration_seconds_count", {"method": "Submit"}),
+              _calls_timed("Submit"),
               _sample("timebank_clearinghouse_refusals_total",
                       {"method": "LookupPerson", "reason": "UNKNOWN_PERSON"}))
     with structlog.testing.capture_logs() as logs:
@@ -268,7 +278,7 @@ def test_every_call_is_logged_and_counted_without_person_refs(
             stub.Submit(wire(registration(ALICE, GL, GL, KEYS[GL])), timeout=TIMEOUT)
     after = (_sample("timebank_clearinghouse_claim_transitions_total", completed),
              _sample("timebank_clearinghouse_rpcs_total", ok),
-             _sample("timebank_clearinghouse_rpc_duration_seconds_count", {"method": "Submit"}),
+             _calls_timed("Submit"),
              _sample("timebank_clearinghouse_refusals_total",
                      {"method": "LookupPerson", "reason": "UNKNOWN_PERSON"}))
     assert after[0] - before[0] == 1
@@ -349,7 +359,9 @@ def test_a_serving_clearinghouse_logs_bugs_without_person_refs_or_locals() -> No
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=True)
-    assert "oops" in done.stdout and "RuntimeError: bad " + ALICE[:8] + "…" in done.stdout
+    line = json.loads(done.stdout.strip().splitlines()[-1])  # JSON lines by default
+    assert line["event"] == "oops" and line["service"] == "clearinghouse"
+    assert line["exception"][0]["exc_value"] == "bad " + ALICE[:8] + "…"
     assert ALICE not in done.stdout + done.stderr and "secret_local =" not in done.stdout
 
 
@@ -362,9 +374,22 @@ def test_a_district_near_its_limit_is_warned_about_and_its_position_is_a_metric(
     assert len(warned) == 1 and warned[0]["log_level"] == "warning"
     assert (warned[0]["node"], warned[0]["owes_minutes"], warned[0]["used_percent"]) == \
         (JN, 120, 85)
-    assert _sample("timebank_clearinghouse_net_position_minutes", {"node": JN}) == -120
-    assert _sample("timebank_clearinghouse_net_position_minutes", {"node": GL}) == 120
-    assert _sample("timebank_clearinghouse_net_debit_limit_minutes", {"node": JN}) == 140
+    # read from the database at scrape time, as each replica's endpoint does
+    scraped = scrape_registry([observe.StatusCollector(ch_app)])
+    assert scraped.get_sample_value("timebank_clearinghouse_net_position_minutes",
+                                    {"node": JN}) == -120
+    assert scraped.get_sample_value("timebank_clearinghouse_net_position_minutes",
+                                    {"node": GL}) == 120
+    assert scraped.get_sample_value("timebank_clearinghouse_net_debit_limit_minutes",
+                                    {"node": JN}) == 140
+    assert scraped.get_sample_value("timebank_clearinghouse_claims",
+                                    {"state": "completed"}) == 1
+    assert (scraped.get_sample_value("timebank_clearinghouse_log_size") or 0) > 0
+    queued = [scraped.get_sample_value("timebank_clearinghouse_last_delivery_seq", {"node": n})
+              or 0 for n in (JN, GL)]
+    unacked = [scraped.get_sample_value("timebank_clearinghouse_deliveries_unacked",
+                                        {"node": n}) for n in (JN, GL)]
+    assert sum(queued) >= 2 and unacked == queued  # nobody acknowledged here
 
 
 def test_a_district_far_from_its_limit_is_not_warned_about(

@@ -139,7 +139,9 @@ def test_calls_are_counted_by_method_and_code(world: World) -> None:
         world.api.stub.GetPerson(pb.GetPersonRequest(person_id=987_654), timeout=TIMEOUT)
     assert (count("OK"), count("NOT_FOUND")) == (ok + 1, missing + 1)
     assert (REGISTRY.get_sample_value("timebank_node_rpc_duration_seconds_count",
-                                      {"method": "GetPerson"}) or 0) >= 2
+                                      {"method": "GetPerson", "code": "OK"}) or 0) >= 1
+    assert (REGISTRY.get_sample_value("timebank_node_rpc_duration_seconds_count",
+                                      {"method": "GetPerson", "code": "NOT_FOUND"}) or 0) >= 1
 
 
 def test_the_metrics_endpoint_serves_prometheus_text() -> None:
