@@ -239,11 +239,13 @@ def test_config_refuses_unknown_settings_and_takes_env_overrides(tmp_path: Path)
 
 
 def admitted_city(tmp_path: Path, city: Path) -> Path:
-    """The city with 江宁区 and 鼓楼区 admitted (net debit limits 0, as admitted)."""
+    """The city with 江宁区 and 鼓楼区 admitted with net debit limits 0 (the default,
+    60,000 min, is tests/city/test_first_hour.py's)."""
     for node_id, district in (("320115", "江宁区"), ("320106", "鼓楼区")):
         _, public_hex = node_key(tmp_path, node_id, district)
         result = cli("clearinghouse", "admit", "--config", str(city), "--node-id", node_id,
-                     "--district", district, "--public-key", public_hex)
+                     "--district", district, "--public-key", public_hex,
+                     "--net-debit-limit", "0")
         assert result.exit_code == 0, result.output
     return city
 
