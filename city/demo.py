@@ -884,7 +884,10 @@ def serve_demo(data_dir: Path) -> int:
     previous = signal.signal(signal.SIGTERM, stopping)
     try:
         with _isolated_environment():
-            city_layout = layout(root, policy_text=DEMO_POLICY)  # found again, unchanged
+            tls = load_ch_config(root / CLEARINGHOUSE / "clearinghouse.toml").tls
+            city_layout = layout(  # found again, unchanged, with the CA its files name
+                root, policy_text=DEMO_POLICY, insecure=tls.ca is None,
+                pki_dir=None if tls.ca is None else tls.ca.parent)
             with CityProcesses(city_layout, dev_clock=True, env=DEMO_ENV) as processes:
                 processes.start_all()
                 now = datetime.now(UTC) + devclock.read_offset(city_layout.clock_file)
