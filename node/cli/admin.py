@@ -122,8 +122,10 @@ def init_command(
     if policy is not None:
         try:
             policy_text = policy.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            fail(f"cannot read the policy {policy}: {e}")
+        except OSError as e:
+            fail(f"cannot read the policy {policy}: {(e.strerror or str(e)).lower()}")
+        except UnicodeDecodeError:
+            fail(f"{policy}: a policy file is UTF-8 text")
         try:
             from node.domain.policy import load_policy
 
