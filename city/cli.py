@@ -63,17 +63,27 @@ def demo(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Also print a machine-readable summary as the last line of stdout.")
     ] = False,
+    serve: Annotated[bool, typer.Option(
+        "--serve", help="With --data-dir: serve again the city an earlier run kept there, "
+        "on its own simulated clock, until Ctrl-C or SIGTERM.")] = False,
 ) -> None:
     """A whole city on this machine: the clearinghouse and three district nodes.
 
     Four processes on 127.0.0.1 (江宁区, 鼓楼区, 栖霞区, each with its own SQLite file).
     Hours earned in 江宁区 pay for a mother's meals in 鼓楼区, then their owner moves to
     栖霞区 with her balance; time is simulated; every invariant is checked across the
-    city at the end, and any failure makes the exit code 1.
+    city at the end, and any failure makes the exit code 1. `--data-dir DIR` keeps the
+    city; `--data-dir DIR --serve` serves it again later, its clock where it was.
     """
-    from city.demo import run_demo
+    from city.demo import run_demo, serve_demo
 
-    code = run_demo(data_dir, as_json=as_json)
+    if serve:
+        if data_dir is None or as_json:
+            raise typer.BadParameter("--serve serves the city an earlier run kept: give "
+                                     "--data-dir DIR (and no --json)")
+        code = serve_demo(data_dir)
+    else:
+        code = run_demo(data_dir, as_json=as_json)
     if code:
         raise typer.Exit(code)
 
@@ -81,8 +91,16 @@ def demo(
 @app.command("audit")
 @guarded
 def audit(
+    configs: Annotated[list[Path] | None, typer.Option(
+        "--config", "-c", metavar="FILE",
+        help="A configuration of the city (read-only): the clearinghouse's "
+             "clearinghouse.toml and every district's node.toml, one --config each, "
+             "wherever they live; their databases (SQLite or PostgreSQL) and keys are "
+             "read from them.")] = None,
     data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", metavar="DIR", help="Audit a city's data directory (read-only).")] = None,
+        "--data-dir", metavar="DIR",
+        help="Audit the data directory `timebank demo --data-dir` kept (read-only).")
+    ] = None,
     clearinghouse: Annotated[str | None, typer.Option(
         "--clearinghouse", metavar="HOST:PORT",
         help="Audit a running clearinghouse over gRPC instead.")] = None,
@@ -104,14 +122,16 @@ def audit(
 ) -> None:
     """Audit a city: ledgers, anchors, the transparency log, claims, receipts, positions.
 
-    Exit code 0 if every check passes, 1 naming the first bad record (file, table, entry).
+    Offline, given its configuration files (--config, repeated) or the demo's data
+    directory; or a running city over gRPC (--clearinghouse). Exit code 0 if every check
+    passes, 1 naming the first bad record (file, table, entry).
     """
     from city.audit import run_audit
 
     tls = (observer.observer_tls(ca, cert, key, insecure) if clearinghouse is not None
            else None)
     code = run_audit(data_dir, clearinghouse, clearinghouse_key, as_json=as_json,
-                     nodes=tuple(nodes or ()), tls=tls)
+                     nodes=tuple(nodes or ()), tls=tls, configs=tuple(configs or ()))
     if code:
         raise typer.Exit(code)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -73,7 +74,7 @@ from node.usecases import settlement as node_settlement
 from runtime import devclock
 from runtime.console import CliError, describe_error, echo, print_error, print_json
 from runtime.errors import FailedPrecondition, NotFound
-from timebank.citytime import CITY_TZ
+from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 from timebank.envelope import decode, identity
 from timebank.minutes import format_hours
 from timebank.policy import DEFAULT_POLICY_TOML
@@ -862,6 +863,68 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     return 0 if ok else 1
 
 
+def serve_demo(data_dir: Path) -> int:
+    """Serve again the city a `timebank demo --data-dir DIR` kept, on its own simulated
+    clock (the clock file in DIR: the story moved it weeks ahead, and a process on the
+    real clock would write entries dated before the ones it already holds), until Ctrl-C
+    or SIGTERM; return the exit code."""
+    root = data_dir.resolve()
+    if not (root / CLEARINGHOUSE / "clearinghouse.toml").is_file() or not (
+            root / "clock").is_file():
+        print_error(f"{data_dir} holds no city `timebank demo --data-dir` kept (no "
+                    "clearinghouse/clearinghouse.toml or clock file): run the demo first")
+        return 1
+    stop = {"signal": 0}
+
+    def stopping(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    previous = signal.signal(signal.SIGTERM, stopping)
+    try:
+        with _isolated_environment():
+            tls = load_ch_config(root / CLEARINGHOUSE / "clearinghouse.toml").tls
+            city_layout = layout(  # found again, unchanged, with the CA its files name
+                root, policy_text=DEMO_POLICY, insecure=tls.ca is None,
+                pki_dir=None if tls.ca is None else tls.ca.parent)
+            with CityProcesses(city_layout, dev_clock=True, env=DEMO_ENV) as processes:
+                processes.start_all()
+                now = datetime.now(UTC) + devclock.read_offset(city_layout.clock_file)
+                table = Table(box=None, padding=(0, 2))
+                for col in ("process", "pid", "address", "config"):
+                    table.add_column(col)
+                for name in city_layout.names:
+                    label = "clearinghouse (市民政局)" if name == CLEARINGHOUSE else \
+                        f"node {name} {NAMES.get(name, '')}"
+                    config = (city_layout.clearinghouse_config if name == CLEARINGHOUSE
+                              else city_layout.node(name).config_file)
+                    table.add_row(label, str(processes.pid(name)), processes.address(name),
+                                  str(config))
+                echo(table)
+                env = " ".join(f"{k}={v}" for k, v in city_layout.client_env().items())
+                echo(f"演示城市运行中 the demo city is serving again, on its own clock: now "
+                     f"{now.astimezone(CITY_TZ):%Y-%m-%d %H:%M:%S} ({CITY_TZ_NAME}, "
+                     f"simulated; {devclock.read_offset(city_layout.clock_file).days} days "
+                     f"ahead of the real clock). Reach it with {env}; logs in "
+                     f"{city_layout.logs_dir}.")
+                echo("Ctrl-C 或 SIGTERM 停止 / Ctrl-C or SIGTERM stops it.")
+                sys.stdout.flush()
+                while not stop["signal"]:
+                    dead = [n for n in city_layout.names if not processes.is_running(n)]
+                    if dead:
+                        print_error(f"{', '.join(dead)} stopped; see {city_layout.logs_dir}")
+                        return 1
+                    time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except (LaunchError, CliError, devclock.DevClockError, OSError, ValueError) as e:
+        print_error(f"the demo city did not start: {describe_error(e) or e}")
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    echo("the demo city stopped")
+    return 0
+
+
 def keep_metrics(processes: CityProcesses, city_layout: CityLayout) -> None:
     """Each process's Prometheus metrics at the end, beside its log (``<name>.metrics``):
     what an operator's monitoring would have scraped (and names nobody: ADR 0016)."""
@@ -937,9 +1000,12 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
     if ok:
         echo("[bold green]All checks passed.[/] " + (
             "The demo's files are removed." if temporary else
-            f"The city's files are kept in {root}: start it again with the configurations "
-            "there, or look at a node with `timebank node check --config "
-            f"{city_layout.node(JN).config_file}`."))
+            f"The city's files are kept in {root}. Serve it again on its own clock (its "
+            "time is weeks ahead of the real one; `node serve` on the real clock would date "
+            f"new entries before old ones): [bold]timebank demo --data-dir {root} "
+            "--serve[/]; audit it: [bold]timebank audit --data-dir "
+            f"{root}[/]; check a node: [bold]timebank node check --config "
+            f"{city_layout.node(JN).config_file}[/]."))
     else:
         echo("[bold red]Some checks failed[/] (see ✗ above).")
     return ok

@@ -38,6 +38,7 @@ from city.pki.store import Authority
 from clearinghouse import config as ch_config
 from clearinghouse.bootstrap import city_key, init_city, key_info, open_app
 from clearinghouse.bureau import issue_admission, issue_policy, publish_roster
+from clearinghouse.domain.positions import DEFAULT_NET_DEBIT_LIMIT_MINUTES
 from clearinghouse.usecases import admission, policies
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
@@ -57,9 +58,6 @@ CLEARINGHOUSE_SERVICE = "timebank.v1.ClearinghouseService"
 DEV_CLOCK_ENV = "TIMEBANK_DEV_CLOCK_ALLOWED"
 DEFAULT_READY_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 5.0
-#: Each node's net debit limit when it is admitted: how far it may owe the rest of the
-#: city, net (1,000 h). An admission starts at 0, which would refuse every redemption.
-DEFAULT_NET_DEBIT_LIMIT_MINUTES = 60_000
 LOG_TAIL_LINES = 40
 PKI = "pki"
 #: The observer certificate the launcher's own clients (tests, the demo) present.

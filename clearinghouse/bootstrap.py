@@ -31,6 +31,7 @@ from clearinghouse.usecases.citykeys import (
 )
 from clearinghouse.usecases.clock import Clock, SystemClock
 from runtime import keyfiles
+from runtime.initfiles import all_or_nothing, new_paths, sqlite_files
 from runtime.tls import TlsSettings
 from timebank import keys
 
@@ -74,19 +75,24 @@ def init_city(data_dir: Path, *, database_url: str = "",
     root key and the clearinghouse key (mode 0600), and its migrated database, with both
     public keys recorded in it; return the path of clearinghouse.toml.
 
-    Safe to run again on the same directory: existing files and keys are kept.
+    Safe to run again on the same directory: existing files and keys are kept. All or
+    nothing: a failure on the way (e.g. the database refuses) removes every file this
+    run created (``runtime.initfiles``), so a second run never "keeps" half a city.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
     config_path = data_dir / CONFIG_NAME
-    if not config_path.exists():
-        config_path.write_text(render_config(database_url, tls=tls), encoding="utf-8")
-    config = load_config(config_path)
-    if database_url and config.database_url != database_url:
-        named = config.database_url or "the SQLite file in the data directory"
-        raise ConfigError(f"{config_path} already names the database ({named}); edit it "
-                          "rather than passing another --database-url")
-    migrate_and_record(config)
+    with all_or_nothing((data_dir, config_path)) as created:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        if not config_path.exists():
+            config_path.write_text(render_config(database_url, tls=tls), encoding="utf-8")
+        config = load_config(config_path)
+        if database_url and config.database_url != database_url:
+            named = config.database_url or "the SQLite file in the data directory"
+            raise ConfigError(f"{config_path} already names the database ({named}); edit "
+                              "it rather than passing another --database-url")
+        created += new_paths((config.city_key_file, config.signing_key_file,
+                              *sqlite_files(config.effective_database_url)))
+        migrate_and_record(config)
     return config_path
 
 

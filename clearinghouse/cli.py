@@ -26,9 +26,14 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from clearinghouse import issuecli
 from clearinghouse.config import load_config
 from clearinghouse.configcli import config_app
-from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
+from clearinghouse.domain.positions import (
+    DEFAULT_NET_DEBIT_LIMIT_MINUTES,
+    NEAR_LIMIT_PERCENT,
+    near_limit,
+)
 from clearinghouse.settlecli import settle_app
 from runtime.console import (
     DevClockFile,
@@ -95,13 +100,15 @@ def _admission_json(a: AdmissionRecord) -> dict[str, Any]:
     }
 
 
-def _fmt(a: AdmissionRecord, revoked: bool) -> str:
+def _fmt(a: AdmissionRecord, revoked: bool, *, zone: bool = True) -> str:
+    """When it was admitted (or revoked), as a person in the city reads it: city time,
+    the zone named unless a table's title names it (the JSON stays UTC)."""
     at = (a.revoked_at if revoked else a.admitted_at)
     assert at is not None
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{at.astimezone(CITY_TZ):%Y-%m-%d %H:%M}" + (f" ({CITY_TZ_NAME})" if zone else "")
 
 
-def _print_admission(a: AdmissionRecord, title: str) -> None:
+def _print_admission(a: AdmissionRecord, title: str, limit: int | None = None) -> None:
     grid = label_grid()
     grid.add_row("node", f"{a.node_id} {escape(a.district)}")
     grid.add_row("key id", a.key_id)
@@ -110,6 +117,9 @@ def _print_admission(a: AdmissionRecord, title: str) -> None:
     grid.add_row("admitted", _fmt(a, False))
     if a.revoked:
         grid.add_row("revoked", f"[red]{_fmt(a, True)}[/]")
+    if limit is not None:
+        grid.add_row("net debit limit", _hm(limit) + ("  [yellow](every redemption it "
+                     "would owe is refused)[/]" if limit == 0 else ""))
     echo(Panel(grid, title=title, title_align="left", expand=False))
 
 
@@ -118,6 +128,8 @@ def _print_admission(a: AdmissionRecord, title: str) -> None:
 ConfigFile = Annotated[Path, typer.Option(
     "--config", "-c", metavar="FILE", help="The clearinghouse's configuration "
     "(clearinghouse.toml, written by `timebank clearinghouse init`).")]
+AsJson = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON object (keys, ids, paths) on stdout, nothing else.")]
 NodeId = Annotated[str, typer.Option(
     "--node-id", metavar="CODE",
     help="The district's 6-digit administrative division code, e.g. 320115.")]
@@ -167,10 +179,12 @@ def init_command(
              "changes.")] = None,
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Write insecure = true: serve plaintext, without TLS.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Create the city's clearinghouse once: configuration, keys and database.
 
-    Safe to run again: existing files and keys are kept.
+    Safe to run again: existing files and keys are kept. A failed init leaves no file
+    behind.
     """
     from clearinghouse.bootstrap import init_city, key_info
     from clearinghouse.config import CONFIG_NAME
@@ -191,6 +205,20 @@ def init_command(
         schema = migrate.current_revision(db.writer)
     finally:
         db.dispose()
+
+    if as_json:
+        def key_json(path: Path, info: Any) -> dict[str, Any]:
+            return {"file": str(path), "key_id": info.key_id,
+                    "public_key": info.public_key.hex(), "created": path not in key_files}
+
+        print_json({
+            "data_dir": str(config.data_dir), "config": str(config_path),
+            "config_created": config_path not in before,
+            "city_key": None if city is None else key_json(config.city_key_file, city),
+            "clearinghouse_key": key_json(config.signing_key_file, own),
+            "database": masked_url(config.effective_database_url), "schema": schema,
+            "listen": config.listen})
+        return
 
     def state(path: Path, was: set[Path]) -> str:
         return "[dim]kept (already there)[/]" if path in was else "[green]created[/]"
@@ -237,16 +265,27 @@ def admit_command(
         "--serial", metavar="N", min=1, max=MAX_SERIAL,
         help="The certificate's serial. Default: 1 for a new node, one more than the "
              "current certificate for a new key or district.")] = None,
+    net_debit_limit: Annotated[int | None, typer.Option(
+        "--net-debit-limit", metavar="MINUTES", min=0, max=MAX_MINUTES,
+        help="How far the district may owe the rest of the city, net, in whole minutes. "
+             f"Default for a new district: {DEFAULT_NET_DEBIT_LIMIT_MINUTES} "
+             f"({DEFAULT_NET_DEBIT_LIMIT_MINUTES // 60:,} h); a district admitted before "
+             "keeps its limit unless this is given. 0 refuses every redemption it would "
+             "owe (LIMIT_REACHED). Change it later with `timebank clearinghouse limit`.")
+    ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Admit a district node: sign its admission certificate with the city root key.
 
-    Admitting the same node, district and key again changes nothing. A new key (or
-    district) needs a higher serial and retires the old key for ever.
+    A new district starts with a net debit limit of 60000 minutes (1,000 h) unless
+    --net-debit-limit says otherwise. Admitting the same node, district and key again
+    changes nothing. A new key (or district) needs a higher serial and retires the old
+    key for ever.
     """
     from clearinghouse.bootstrap import city_key, open_app
     from clearinghouse.bureau import admission_body, import_act, prepared, publish_roster
     from clearinghouse.storage.repo import AdmissionRecord as AdmissionRecordType
-    from clearinghouse.usecases import admission
+    from clearinghouse.usecases import admission, claims
     from clearinghouse.usecases.admission import ADMISSION
     from timebank.actfile import sign_act
 
@@ -258,23 +297,36 @@ def admit_command(
         old = app_.query(admission.admission, node_id)
         if (old is not None and not old.revoked and old.public_key == key
                 and old.district == district and serial in (None, old.serial)):
-            _print_admission(old, "already admitted (unchanged)")
-            _print_roster(publish_roster(app_, root))
-            return
-        if serial is None:
-            serial = 1 if old is None else old.serial + 1
-        act = prepared(app_, ADMISSION, admission_body(node_id, district, key, serial,
-                                                       app_.clock.now()))
-        record = import_act(app_, sign_act(act, root))
-        assert isinstance(record, AdmissionRecordType)
+            record, changed = old, False
+        else:
+            if serial is None:
+                serial = 1 if old is None else old.serial + 1
+            act = prepared(app_, ADMISSION, admission_body(node_id, district, key, serial,
+                                                           app_.clock.now()))
+            done = import_act(app_, sign_act(act, root))
+            assert isinstance(done, AdmissionRecordType)
+            record, changed = done, True
+        if net_debit_limit is None and old is None:
+            net_debit_limit = DEFAULT_NET_DEBIT_LIMIT_MINUTES
+        if net_debit_limit is not None:
+            app_.execute(claims.set_net_debit_limit, node_id, net_debit_limit)
+        limit = app_.query(claims.net_debit_limit, node_id)
         published = publish_roster(app_, root)
     finally:
         app_.db.dispose()
-    _print_admission(record, "node admitted")
+    if as_json:
+        print_json({**_admission_json(record), "changed": changed,
+                    "net_debit_limit_minutes": limit,
+                    "roster_epoch": None if published is None else published.epoch})
+        return
+    _print_admission(record, "node admitted" if changed else "already admitted (unchanged)",
+                     limit)
     _print_roster(published)
     if old is not None and old.key_id != record.key_id:
         echo(f"[yellow]The old key {old.key_id} of {old.node_id} is retired and revoked for "
              "ever.[/]")
+    echo(f"Change its net debit limit with [bold]timebank clearinghouse limit --config "
+         f"{config_file} --node-id {node_id} --minutes N[/].")
 
 
 @app.command("revoke")
@@ -320,42 +372,6 @@ def revoke_command(
              "revocation is on record")
 
 
-@app.command("city-secret")
-@guarded
-def city_secret_command(
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", metavar="FILE",
-        help="Where to write the new city secret (a new file: an existing one is never "
-             "overwritten).")],
-) -> None:
-    """Generate the city secret (城市密钥), the key of every PersonRef, once per city.
-
-    Format: 32 random bytes from the operating system, written raw (no hex, no newline)
-    to a new file of mode 0600. Every district node gets a copy of exactly these bytes
-    (`timebank node init --city-secret FILE`); a node refuses a secret shorter than 32
-    bytes or longer than 1024, unreadable, or readable or writable by other users. The
-    printed fingerprint (not the secret) lets each district check its copy. The secret
-    never goes to the clearinghouse's database or log: whoever holds it and an ID number
-    can compute that person's PersonRef.
-    """
-    from runtime import keyfiles
-
-    secret = keyfiles.new_city_secret()
-    try:
-        keyfiles.write_city_secret(out, secret)
-    except keyfiles.KeyFileError as e:
-        fail(str(e))
-    grid = label_grid()
-    grid.add_row("city secret", f"{out}  (mode 0600)")
-    grid.add_row("format", f"{keyfiles.CITY_SECRET_BYTES} random bytes, raw")
-    grid.add_row("fingerprint", keyfiles.secret_fingerprint(secret))
-    echo(Panel(grid, title="城市密钥已生成 city secret generated", title_align="left",
-               expand=False))
-    echo("[yellow]请通过安全渠道交给每个区节点，不要放在清算中心服务器上。[/] Give each district "
-         "node a copy by a safe channel (`timebank node init --city-secret FILE`); keep it "
-         "off the clearinghouse's server, and compare fingerprints, never the secret.")
-
-
 @app.command("nodes")
 @guarded
 def nodes_command(
@@ -379,12 +395,14 @@ def nodes_command(
     if not found:
         echo("No district node is admitted yet: `timebank clearinghouse admit`.")
         return
-    table = Table(title="admitted district nodes", title_justify="left")
+    table = Table(title=f"admitted district nodes (times in {CITY_TZ_NAME})",
+                  title_justify="left")
     for column in ("node", "district", "key id", "serial", "admitted", "revoked"):
         table.add_column(column, no_wrap=True)
     for a in found:
-        table.add_row(a.node_id, escape(a.district), a.key_id, str(a.serial), _fmt(a, False),
-                      f"[red]{_fmt(a, True)}[/]" if a.revoked else "-")
+        table.add_row(a.node_id, escape(a.district), a.key_id, str(a.serial),
+                      _fmt(a, False, zone=False),
+                      f"[red]{_fmt(a, True, zone=False)}[/]" if a.revoked else "-")
     echo(table)
 
 
@@ -549,7 +567,7 @@ def policy_show_command(
              "`timebank clearinghouse policy issue` puts one in force.")
         return
     table = Table(title=f"city policies (now {_city_time(now)})", title_justify="left")
-    for column in ("serial", "status", "effective", "sha256"):
+    for column in ("serial", "status", f"effective ({CITY_TZ_NAME})", "sha256"):
         table.add_column(column, no_wrap=True)
     styles = {"in force": "green", "scheduled": "yellow"}
     for r in records:
@@ -1029,8 +1047,9 @@ def import_command(
     )
     from clearinghouse.bureau import import_act
     from clearinghouse.storage.repo import AdmissionRecord as AdmissionRecordType
+    from clearinghouse.usecases import admission, policies, settlement
     from clearinghouse.usecases import citykeys as ch_citykeys
-    from clearinghouse.usecases import policies, settlement
+    from clearinghouse.usecases import claims as ch_claims
     from timebank import actfile, citykeys
     from timebank import roster as rosters
     from timebank.envelope import CLEARINGHOUSE, sign
@@ -1056,15 +1075,22 @@ def import_command(
                     f"新密钥文件不在本机 / this machine does not hold the new clearinghouse "
                     f"key {keys.key_id(new)} "
                     f"({sibling_key_file(config.signing_key_file, new)})", "NEW_KEY_MISSING")
+        known = {a.node_id for a in app_.query(admission.admissions)}
         if act.kind == st.DECISION_KIND:  # a revision is signed with the clearinghouse key
             key = signing_key(config, app_)
             done = import_act(app_, act, sign=lambda k, b: sign(k, b, CLEARINGHOUSE, key))
         else:
             done = import_act(app_, act)
+        limit = None
+        if isinstance(done, AdmissionRecordType):
+            if done.node_id not in known:  # a new district: the default, as `admit` gives
+                app_.execute(ch_claims.set_net_debit_limit, done.node_id,
+                             DEFAULT_NET_DEBIT_LIMIT_MINUTES)
+            limit = app_.query(ch_claims.net_debit_limit, done.node_id)
     finally:
         app_.db.dispose()
     if isinstance(done, AdmissionRecordType):
-        _print_admission(done, "node admitted (imported)")
+        _print_admission(done, "node admitted (imported)", limit)
     elif isinstance(done, rosters.Roster):
         _print_roster(done)
     elif isinstance(done, policies.Issued):
@@ -1084,3 +1110,6 @@ def import_command(
         echo("revocation imported")
     for line in actfile.describe(act.kind, act.body):
         echo(escape(line))
+
+
+issuecli.register(app, policy_app)  # city-secret, policy init

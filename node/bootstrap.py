@@ -17,6 +17,7 @@ from node.usecases.app import NodeApp, NodeIdentity
 from node.usecases.ledger import initialise
 from runtime import keyfiles
 from runtime.errors import ConfigError
+from runtime.initfiles import all_or_nothing, new_paths, sqlite_files
 from runtime.tls import TlsSettings
 from timebank import keys
 from timebank.citypolicy import PolicyActError
@@ -49,43 +50,65 @@ def init_data_dir(data_dir: Path, node_id: str, district: str, *, database_url: 
                   peer_nodes: tuple[str, ...] = (), tls: TlsSettings | None = None) -> Path:
     """Create a node's data directory, its database schema and genesis; return node.toml.
 
-    Safe to run again on the same directory: existing files are kept.
+    Safe to run again on the same directory: existing files are kept. All or nothing:
+    what it is given is checked before anything is written, and a failure on the way
+    (e.g. the database refuses) removes every file this run created
+    (``runtime.initfiles``), so that a second run never "keeps" a half-made node.
     """
     NodeIdentity(node_id, district, b"x" * MIN_SECRET_BYTES)  # validates the node id
     if not district.strip():
         raise ConfigError("the district needs a name")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    text = DEFAULT_POLICY_TOML if policy_text is None else policy_text
+    try:
+        load_policy(text)
+    except PolicyError as e:
+        raise ConfigError(f"the policy: {e}") from None
     config_path = data_dir / CONFIG_NAME
-    if not config_path.exists():
-        config_path.write_text(render_config(node_id, district, database_url, listen,
-                                             metrics_listen=metrics_listen,
-                                             clearinghouse_address=clearinghouse_address,
-                                             clearinghouse_public_key=clearinghouse_public_key,
-                                             peer_nodes=peer_nodes,
-                                             city_public_key=city_public_key, tls=tls),
-                               encoding="utf-8")
     policy_path = data_dir / "policy.toml"
-    if not policy_path.exists():
-        text = DEFAULT_POLICY_TOML if policy_text is None else policy_text
-        try:
-            load_policy(text)
-        except PolicyError as e:
-            raise ConfigError(f"the policy: {e}") from None
-        policy_path.write_text(text, encoding="utf-8")
     secret_path = data_dir / "city-secret"
-    if not (secret_path.exists() or secret_path.is_symlink()):
-        try:
-            keyfiles.write_city_secret(secret_path, city_secret if city_secret is not None
-                                       else keyfiles.new_city_secret())
-        except keyfiles.KeyFileError as e:
-            raise ConfigError(str(e)) from None
-    config = load_config(config_path)
-    if config.node_id != node_id:
-        raise ConfigError(f"{config_path} is for node {config.node_id}, not {node_id}")
-    ensure_signing_key(config)
-    migrate_and_initialise(config)
+    with all_or_nothing((data_dir, config_path, policy_path, secret_path)) as created:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        if not config_path.exists():
+            config_path.write_text(render_config(
+                node_id, district, database_url, listen, metrics_listen=metrics_listen,
+                clearinghouse_address=clearinghouse_address,
+                clearinghouse_public_key=clearinghouse_public_key, peer_nodes=peer_nodes,
+                city_public_key=city_public_key, tls=tls), encoding="utf-8")
+        if not policy_path.exists():
+            policy_path.write_text(text, encoding="utf-8")
+        if not (secret_path.exists() or secret_path.is_symlink()):
+            try:
+                keyfiles.write_city_secret(secret_path, city_secret if city_secret is not None
+                                           else keyfiles.new_city_secret())
+            except keyfiles.KeyFileError as e:
+                raise ConfigError(str(e)) from None
+        config = load_config(config_path)
+        if config.node_id != node_id:
+            raise ConfigError(f"{config_path} is for node {config.node_id}, not {node_id}")
+        created += new_paths((config.signing_key_file,
+                              *sqlite_files(config.effective_database_url)))
+        check_files(config)
+        ensure_signing_key(config)
+        migrate_and_initialise(config)
     return config_path
+
+
+def check_files(config: NodeConfig) -> None:
+    """Refuse, before anything is written, a node whose policy or city secret is missing
+    or unusable: the next steps (its key, its database) would be made for nothing."""
+    if not config.policy_file.exists():
+        raise ConfigError(
+            f"the policy file {config.policy_file} ([node] policy_file) does not exist: give "
+            "the city's published policy with --policy FILE (the bureau's `timebank "
+            "clearinghouse policy init` writes the default one), or put it there")
+    read_policy(config.policy_file)
+    if not (config.city_secret_file.exists() or config.city_secret_file.is_symlink()):
+        raise ConfigError(
+            f"the city secret {config.city_secret_file} ([node] city_secret_file) does not "
+            "exist: give the one the bureau issued with --city-secret FILE (`timebank "
+            "clearinghouse city-secret`), or put it there (mode 0600)")
+    read_secret(config.city_secret_file)
 
 
 def ensure_signing_key(config: NodeConfig) -> bool:

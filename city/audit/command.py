@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from city.audit.directory import audit_data_dir
+from city.audit.directory import audit_config_files, audit_data_dir
 from city.audit.remote import audit_remote
 from city.audit.report import AuditError, Report
 from runtime.tls import ClientTls
@@ -47,17 +47,21 @@ def _hex_key(text: str) -> bytes:
 
 def run_audit(data_dir: Path | None, address: str | None, key_hex: str | None, *,
               as_json: bool = False, nodes: Sequence[str] = (),
-              tls: ClientTls | None = None) -> int:
+              tls: ClientTls | None = None, configs: Sequence[Path] = ()) -> int:
     """``timebank audit``: print each check; 0 if all pass, 1 naming the first bad record."""
     from runtime.console import CliError, print_error
 
     try:
-        if (data_dir is None) == (address is None):
-            raise AuditError("give either --data-dir DIR or --clearinghouse HOST:PORT")
+        if (data_dir is not None) + (address is not None) + bool(configs) != 1:
+            raise AuditError("give one of --config FILE (repeated: the clearinghouse's and "
+                             "every district's), --data-dir DIR (the demo's) or "
+                             "--clearinghouse HOST:PORT (a running city)")
         if nodes and address is None:
             raise AuditError("--node compares district heads with a running clearinghouse's "
                              "log: give --clearinghouse HOST:PORT too")
-        if address is not None:
+        if configs:
+            report = audit_config_files(configs, _hex_key(key_hex) if key_hex else None)
+        elif address is not None:
             if key_hex is None:
                 raise AuditError("--clearinghouse needs --clearinghouse-key HEX")
             report = audit_remote(address, _hex_key(key_hex), nodes, tls)

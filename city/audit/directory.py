@@ -3,6 +3,8 @@ keys and databases."""
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -25,16 +27,60 @@ def _load_key(path: Path, what: str) -> bytes:
 
 
 def audit_data_dir(data_dir: Path, clearinghouse_key: bytes | None = None) -> Report:
-    """Audit a city's data directory; raises AuditError only when it cannot start."""
+    """Audit a city's data directory as the demo lays it out (``clearinghouse/`` and one
+    folder per district); raises AuditError only when it cannot start."""
     root = data_dir.resolve()
     ch_toml = root / "clearinghouse" / "clearinghouse.toml"
     if not ch_toml.is_file():
-        raise AuditError(f"{ch_toml} not found: is {data_dir} a city's data directory?")
+        raise AuditError(f"{ch_toml} not found: is {data_dir} a city's data directory? "
+                         "(for another layout: --config FILE for each configuration)")
+    return audit_configs(ch_toml, sorted(root.glob("*/node.toml")), clearinghouse_key,
+                         root=root, source=str(data_dir))
+
+
+def split_configs(paths: Sequence[Path]) -> tuple[Path, list[Path]]:
+    """The clearinghouse's configuration and the districts' among ``paths``, told apart
+    by their tables (a node's has ``[node]``); exactly one clearinghouse."""
+    found: list[Path] = []
+    nodes: list[Path] = []
+    for path in paths:
+        try:
+            with path.open("rb") as f:
+                doc = tomllib.load(f)
+        except OSError as e:
+            raise AuditError(f"cannot read {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise AuditError(f"{path} is not TOML: {e}") from None
+        (nodes if "node" in doc else found).append(path)
+    if len(found) != 1:
+        raise AuditError("give the clearinghouse's configuration once (clearinghouse.toml) "
+                         "and each district's node.toml: --config FILE, repeated"
+                         + (f"; these are not a node's: {', '.join(map(str, found))}"
+                            if found else ""))
+    return found[0], nodes
+
+
+def audit_config_files(paths: Sequence[Path], clearinghouse_key: bytes | None = None,
+                       ) -> Report:
+    """Audit a city laid out anyhow, given its configuration files: the clearinghouse's
+    and every district's (each names its database, SQLite or PostgreSQL, and its keys)."""
+    ch_toml, node_tomls = split_configs(paths)
+    return audit_configs(ch_toml, node_tomls, clearinghouse_key, root=Path.cwd(),
+                         source=", ".join(str(p) for p in paths))
+
+
+def audit_configs(ch_toml: Path, node_tomls: Sequence[Path],
+                  clearinghouse_key: bytes | None = None, *, root: Path,
+                  source: str) -> Report:
+    """Audit the clearinghouse ``ch_toml`` configures and the districts ``node_tomls``
+    do; file names in the report are relative to ``root`` where they can be."""
     try:
         cfg = ch_config.load_config(ch_toml)
-        node_cfgs = [node_config.load_config(p) for p in sorted(root.glob("*/node.toml"))]
+        node_cfgs = [node_config.load_config(p) for p in node_tomls]
     except (ch_config.ConfigError, node_config.ConfigError) as e:
         raise AuditError(str(e)) from None
+    if len({n.node_id for n in node_cfgs}) != len(node_cfgs):
+        raise AuditError("two of the node configurations are of the same district")
     own_key = _load_key(cfg.signing_key_file, "clearinghouse")
     key = clearinghouse_key or own_key
     city_key = _load_key(cfg.city_key_file, "city root") if cfg.city_key_file.exists() else None
@@ -63,7 +109,7 @@ def audit_data_dir(data_dir: Path, clearinghouse_key: bytes | None = None) -> Re
     finally:
         for engine in engines:
             engine.dispose()
-    return Report(str(data_dir), tuple(checks))
+    return Report(source, tuple(checks))
 
 
 def _keys_check(ch: Clearinghouse, own_key: bytes,

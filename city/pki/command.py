@@ -20,6 +20,7 @@ from city.pki.certs import SERVER, PkiError, Subject
 from city.pki.store import Authority, Issued
 from runtime.console import echo, guarded, print_json
 from runtime.tls import NODE, OBSERVER
+from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 
 app = typer.Typer(
     name="pki",
@@ -57,7 +58,8 @@ def _said(issued: Issued, what: str, as_json: bool) -> None:
     echo(f"  certificate  {issued.cert}")
     echo(f"  key          {issued.key} (mode 0600; hand it over privately)")
     echo(f"  serial       {issued.serial:x}")
-    echo(f"  valid until  {issued.not_after:%Y-%m-%d %H:%M} UTC")
+    echo(f"  valid until  {issued.not_after.astimezone(CITY_TZ):%Y-%m-%d %H:%M} "
+         f"({CITY_TZ_NAME})")
 
 
 @app.command("init")
@@ -70,9 +72,14 @@ def init_command(
     days: Annotated[int, typer.Option(
         "--days", min=1, max=certs.MAX_CA_DAYS, help="Days the CA is valid.")
     ] = certs.CA_DAYS,
+    as_json: AsJson = False,
 ) -> None:
     """Create the city CA: an ECDSA P-256 key (mode 0600), its certificate, an empty CRL."""
     ca = Authority.init(folder, name, _now(), days)
+    if as_json:
+        print_json({"dir": str(folder), "ca_cert": str(ca.ca_cert),
+                    "ca_key": str(ca.ca_key_file), "crl": str(ca.crl)})
+        return
     echo(f"城市 CA 已创建 / city CA created in {folder}")
     echo(f"  certificate  {ca.ca_cert}  (give it to every node and the clearinghouse: \\[tls] ca)")
     echo(f"  key          {ca.ca_key_file}  (mode 0600: whoever holds it can issue any "
@@ -180,7 +187,9 @@ def list_command(folder: Folder = DEFAULT_DIR, as_json: AsJson = False) -> None:
         return
     for c in found:
         state = "REVOKED 已吊销" if c["revoked"] else ""
-        echo(f"{c['name']:<24} {c['kind']:<9} {c['serial']}  until {c['not_after']}  {state}")
+        until = dt.datetime.fromisoformat(str(c["not_after"])).astimezone(CITY_TZ)
+        echo(f"{c['name']:<24} {c['kind']:<9} {c['serial']}  until {until:%Y-%m-%d %H:%M} "
+             f"({CITY_TZ_NAME})  {state}")
 
 
 __all__ = ["app"]

@@ -24,6 +24,12 @@ from timebank.minutes import MAX_MINUTES, format_hours
 
 #: The highest net debit limit the bureau may set: any real limit is far below.
 MAX_NET_DEBIT_LIMIT = MAX_MINUTES
+#: The net debit limit a newly admitted district starts with, unless the bureau says
+#: otherwise (`timebank clearinghouse admit --net-debit-limit`): 1,000 hours, room for
+#: a district's elders to redeem some weeks of service elsewhere before settlement. The
+#: city policy names no limit, so the bureau's operators see and change this one
+#: (`timebank clearinghouse limit`); 0 would refuse every redemption (LIMIT_REACHED).
+DEFAULT_NET_DEBIT_LIMIT_MINUTES = 60_000
 #: The default share of its limit at which a district's operator is warned.
 NEAR_LIMIT_PERCENT = 80
 

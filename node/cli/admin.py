@@ -97,27 +97,76 @@ def init_command(
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Write insecure = true: serve and call plaintext, without TLS.")
     ] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (node id, key id, public key, fingerprint, "
+        "paths) on stdout, nothing else.")] = False,
 ) -> None:
-    """Create a node once: its data directory, configuration, policy, secret and database."""
+    """Create a node once: its data directory, configuration, policy, secret and database.
+
+    Everything given is checked before anything is written, and a failed init leaves no
+    file behind. With --config, --policy and --city-secret put those files where the
+    configuration names them (if they are not there yet).
+    """
     from node.bootstrap import (
+        check_files,
         ensure_signing_key,
         init_data_dir,
         migrate_and_initialise,
         read_policy,
     )
     from node.config import CONFIG_NAME
+    from runtime import keyfiles
+    from runtime.initfiles import all_or_nothing, sqlite_files
 
+    policy_text = None
+    if policy is not None:
+        try:
+            policy_text = policy.read_text(encoding="utf-8")
+        except OSError as e:
+            fail(f"cannot read the policy {policy}: {(e.strerror or str(e)).lower()}")
+        except UnicodeDecodeError:
+            fail(f"{policy}: a policy file is UTF-8 text")
+        try:
+            from node.domain.policy import load_policy
+
+            load_policy(policy_text)
+        except PolicyError as e:
+            fail(f"{policy}: {e}")
+    secret = None
+    if city_secret is not None:
+        try:
+            secret = keyfiles.read_city_secret(city_secret)
+        except keyfiles.KeyFileError as e:
+            fail(str(e))
     if config_file is not None:
-        if (data_dir is not None or node_id or district or database_url or policy is not None
-                or city_secret is not None or clearinghouse or clearinghouse_key or peers
-                or city_key or tls_ca or tls_cert or tls_key or insecure):
+        if (data_dir is not None or node_id or district or database_url or clearinghouse
+                or clearinghouse_key or peers or city_key or tls_ca or tls_cert or tls_key
+                or insecure):
             fail("with --config, the configuration says everything: drop --data-dir, "
-                 "--node-id, --district, --database-url, --policy and the keys")
+                 "--node-id, --district, --database-url, the addresses and the keys "
+                 "(--policy and --city-secret may fill in those files)")
         config = _load(config_file)
-        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key_created = ensure_signing_key(config)
-        migrate_and_initialise(config)
-        _print_initialised(config, config_file, created={"key"} if key_created else set())
+        created: set[str] = set()
+        with all_or_nothing((config.data_dir, config.policy_file, config.city_secret_file,
+                             config.signing_key_file,
+                             *sqlite_files(config.effective_database_url))):
+            if policy_text is not None and not config.policy_file.exists():
+                config.policy_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                config.policy_file.write_text(policy_text, encoding="utf-8")
+                created.add("policy")
+            if secret is not None and not config.city_secret_file.exists():
+                config.city_secret_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                try:
+                    keyfiles.write_city_secret(config.city_secret_file, secret)
+                except keyfiles.KeyFileError as e:
+                    fail(str(e))
+                created.add("secret")
+            check_files(config)  # before the key and the database: all or nothing
+            config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if ensure_signing_key(config):
+                created.add("key")
+            migrate_and_initialise(config)
+        _print_initialised(config, config_file, created, as_json)
         return
     if data_dir is None:
         fail("say where the node lives: --data-dir DIR (with --node-id and --district), "
@@ -125,27 +174,10 @@ def init_command(
     if not node_id or not district:
         fail("a new node needs --node-id (the 6-digit division code, e.g. 320115) and "
              "--district (e.g. 江宁区)")
-    policy_text = None
-    if policy is not None:
-        policy_text = policy.read_text(encoding="utf-8")
-        try:
-            from node.domain.policy import load_policy
-
-            load_policy(policy_text)
-        except PolicyError as e:
-            fail(f"{policy}: {e}")
     names = {CONFIG_NAME: "config", "policy.toml": "policy", "city-secret": "secret",
              "node.key": "key"}
     created = {label for name, label in names.items() if not (data_dir / name).exists()}
     try:
-        secret = None
-        if city_secret is not None:
-            from runtime import keyfiles
-
-            try:
-                secret = keyfiles.read_city_secret(city_secret)
-            except keyfiles.KeyFileError as e:
-                fail(str(e))
         config_path = init_data_dir(data_dir, node_id, district, database_url=database_url,
                                     listen=listen, policy_text=policy_text, city_secret=secret,
                                     clearinghouse_address=clearinghouse,
@@ -159,15 +191,30 @@ def init_command(
         fail(str(e))
     config = _load(config_path)
     read_policy(config.policy_file)
-    _print_initialised(config, config_path, created)
+    _print_initialised(config, config_path, created, as_json)
 
 
-def _print_initialised(config: NodeConfig, config_path: Path, created: set[str]) -> None:
+def _print_initialised(config: NodeConfig, config_path: Path, created: set[str],
+                       as_json: bool = False) -> None:
     from node.bootstrap import read_policy, read_secret, signing_identity
     from runtime.keyfiles import secret_fingerprint
 
     policy = read_policy(config.policy_file)
     key_id, public_hex = signing_identity(config)
+    fingerprint = secret_fingerprint(read_secret(config.city_secret_file))
+    if as_json:
+        print_json({
+            "node_id": config.node_id, "district": config.district,
+            "key_id": key_id, "public_key": public_hex,
+            "data_dir": str(config.data_dir), "config": str(config_path),
+            "policy_file": str(config.policy_file), "policy_sha256": policy.digest,
+            "city_secret_file": str(config.city_secret_file),
+            "city_secret_fingerprint": fingerprint,
+            "signing_key_file": str(config.signing_key_file),
+            "database": masked_url(config.effective_database_url),
+            "schema": _schema_revision(config.effective_database_url),
+            "listen": config.listen, "created": sorted(created)})
+        return
 
     def state(label: str) -> str:
         return "[green]created[/]" if label in created else "[dim]kept (already there)[/]"
@@ -180,8 +227,7 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str])
         " (until the city's signed policy is in force)" if config.city_public_key else ""))
     grid.add_row("policy sha256", policy.digest)
     grid.add_row("city secret", f"{config.city_secret_file}  {state('secret')} (mode 0600)")
-    grid.add_row("  fingerprint", secret_fingerprint(read_secret(config.city_secret_file))
-                 + " (the same in every district of the city)")
+    grid.add_row("  fingerprint", fingerprint + " (the same in every district of the city)")
     grid.add_row("signing key", f"{config.signing_key_file}  {state('key')} (mode 0600)")
     grid.add_row("key id", key_id)
     grid.add_row("public key", public_hex)

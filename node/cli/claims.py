@@ -42,6 +42,7 @@ from node.cli.common import (
 )
 from node.cli.render import enum_short, fmt_time, hm, short_who, to_json, who
 from node.config import load_config
+from node.domain.claims import waiting_reason
 from runtime.console import label_grid
 from runtime.rpcerrors import error_reason
 from runtime.tls import ClientTls
@@ -109,6 +110,8 @@ def render_claim(claim: node_pb2.Claim, client: NodeClient | None = None,
             "that node.toml's [city] public_key is the city root key, then make it again"))
     if claim.waiting_reason:
         grid.add_row("waiting", waiting_text(claim))
+        grid.add_row("", escape(waiting_reason(claim.waiting_reason,
+                                               claim.counterparty_node_id)))
         if claim.waiting_detail:
             grid.add_row("", f"[dim]{escape(claim.waiting_detail)}[/]")
     if claim.order_id:
@@ -153,7 +156,7 @@ def claims_table(claims: Iterable[node_pb2.Claim], client: NodeClient | None = N
             subject = short_who(client, c.person_id) if c.person_id else "—"
         reason = escape(c.reason) + (" (T)" if c.temporary else " (F)" if c.reason else "")
         if c.waiting_reason:
-            reason = (f"waiting: {escape(c.waiting_reason)} (T), next try "
+            reason = (f"等待 waiting: {escape(c.waiting_reason)} (T), next try "
                       f"{fmt_time(c.next_attempt_at, seconds=True)[11:]}")
         table.add_row(c.claim_id, escape(c.kind), role_name(c.role),
                       _district(c.counterparty_node_id, names), str(c.minutes),

@@ -217,6 +217,29 @@ def payment_lost_reason(reason: str, district: str, state: str, detail: str = ""
     return f"{zh} ({said}) [{reason or state.upper()}]"
 
 
+#: Why the clearinghouse has not taken a claim's message yet (a temporary refusal, or the
+#: call's status), as an operator reads it: Chinese first, then English ({d}: the other
+#: district). Keyed by the stable reason the node keeps with the waiting message.
+_WAITING: dict[str, tuple[str, str]] = {
+    "LIMIT_REACHED": ("付款人户籍区的结算额度已满，清算中心暂不受理",
+                      "district {d} has reached its net debit limit with the city; the "
+                      "clearinghouse takes the claim once settlement or the bureau "
+                      "(`timebank clearinghouse limit`) makes room"),
+    "BUSY": ("清算中心繁忙", "the clearinghouse is busy"),
+    "DEBTOR_OFFLINE": ("对方区节点暂时离线", "district {d}'s node is offline for now"),
+    "UNAVAILABLE": ("无法连接清算中心", "the clearinghouse cannot be reached"),
+    "DEADLINE_EXCEEDED": ("清算中心未及时应答", "the clearinghouse did not answer in time"),
+}
+
+
+def waiting_reason(reason: str, district: str) -> str:
+    """Why a claim's message waits, in words an operator reads: Chinese first, then
+    English, then the stable code in brackets (the clearinghouse's own message is kept
+    beside it, as the detail)."""
+    zh, en = _WAITING.get(reason, ("清算中心暂未受理", "the clearinghouse has not taken it yet"))
+    return f"{zh} ({en.format(d=district)}) [{reason or 'RETRYING'}]"
+
+
 @dataclass(frozen=True, slots=True)
 class Arrival:
     """Where a moved balance goes on arrival: each origin to the person up to the

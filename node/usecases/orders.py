@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from node.domain.claims import Claim, ClaimState, Reason
+from node.domain.claims import Claim, ClaimState, Reason, waiting_reason
 from node.domain.consent import MISSING
 from node.domain.directory import HomeLookup
 from node.domain.ledger import (
@@ -81,6 +81,8 @@ def order_view(tx: Tx, order: OrderRecord) -> OrderView:
         claim = tx.repo.claims.get(order.claim_id)
         if claim is not None and _awaits_home(claim):
             told += (_AWAITING_HOME.format(d=claim.counterparty),)
+        if claim is not None and claim.state is ClaimState.PROPOSED:
+            told += _awaits_clearinghouse(tx, claim)
     agreed = 0
     if order.payment_source == PaymentSource.RELATIVE.value and order.payer_id:
         use = tx.repo.consents.use_of(order_id=order.id)
@@ -110,6 +112,20 @@ def _awaits_consent(tx: Tx, order: OrderRecord) -> tuple[str, ...]:
 _AWAITING_HOME = ("正在查询付款人的新户籍区 (district {d} no longer keeps the payer's hours; "
                   "this node is asking the city directory where they are now, and will ask "
                   "that district for the payment)")
+
+
+def _awaits_clearinghouse(tx: Tx, claim: Claim) -> tuple[str, ...]:
+    """Why the payment of an accepted order is not taken by the clearinghouse yet (e.g.
+    the payer's district is at its net debit limit), with the clearinghouse's own words
+    and when it is tried again; nothing while it has not been refused."""
+    waiting = tx.repo.outbox.waiting([claim.claim_id]).get(claim.claim_id)
+    if waiting is None:
+        return ()
+    said = f"; {waiting.detail}" if waiting.detail else ""
+    return (f"付款等待中 payment waiting: {waiting_reason(waiting.reason, claim.counterparty)}"
+            f"{said} (claim {claim.claim_id}, {waiting.attempts} "
+            f"{'try' if waiting.attempts == 1 else 'tries'}, next "
+            f"{city_time(waiting.next_attempt_at)})",)
 
 
 def _awaits_home(claim: Claim) -> bool:

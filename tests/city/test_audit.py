@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
-from city.audit import BadRecord, Check, Report, audit_data_dir
+from city.audit import AuditError, BadRecord, Check, Report, audit_data_dir
 from city.pki.store import Authority
 from runtime import keyfiles
 from runtime.tls import OBSERVER, ClientTls, channel
@@ -650,3 +650,39 @@ def test_a_rotated_key(copy: Path) -> None:
     bad = first_bad(copy)
     assert _bad(bad) == (CH_DB, "log_leaves", f"idx {replayed}")
     assert "WRONG_KEY" in bad.problem
+
+
+def test_any_layout_is_audited_given_its_configuration_files(copy: Path,
+                                                             tmp_path: Path) -> None:
+    """`timebank audit --config ...`: a city laid out as a bureau and its districts would
+    (the clearinghouse under /srv, each node in a folder of its own name), found through
+    the configuration files alone; a district left out or a tampered ledger is named."""
+    srv = tmp_path / "srv"
+    shutil.move(copy / "clearinghouse", srv / "bureau" / "clearinghouse")
+    configs = [srv / "bureau" / "clearinghouse" / "clearinghouse.toml"]
+    for node_id, name in (("320115", "jiangning"), ("320106", "gulou"), ("320113", "qixia")):
+        shutil.move(copy / node_id, srv / "districts" / name)
+        configs.append(srv / "districts" / name / "node.toml")
+    arguments = [a for c in configs for a in ("--config", str(c))]
+    done = subprocess.run([sys.executable, "-m", "city", "audit", *arguments, "--json"],
+                          capture_output=True, text=True, timeout=120, env=_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["first_bad"] is None
+    assert "江宁区 320115 anchors" in done.stdout
+
+    from city.audit.directory import audit_config_files
+
+    missing = audit_config_files(configs[:-1])  # 栖霞区 anchored, but not given
+    assert not missing.ok and missing.first_bad is not None
+    assert missing.first_bad.entry == "missing" and "320113" in missing.first_bad.file
+    sql(srv / "districts" / "jiangning" / "node.sqlite3",
+        "UPDATE postings SET minutes = minutes + 1 WHERE seq = 2")
+    tampered = audit_config_files(list(reversed(configs)))  # in any order
+    assert tampered.first_bad is not None and tampered.first_bad.entry == "seq 2"
+    assert tampered.first_bad.table == "postings"
+    with pytest.raises(AuditError, match="clearinghouse"):
+        audit_config_files(configs[1:])  # no clearinghouse given
+    refused = subprocess.run([sys.executable, "-m", "city", "audit", "--data-dir", str(srv)],
+                             capture_output=True, text=True, timeout=120, env=_env())
+    assert refused.returncode == 1 and "--config FILE" in refused.stderr

@@ -4,8 +4,13 @@ summary."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
+import shutil
+import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,9 +20,11 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from city.audit import audit_data_dir
 from city.cli import app
 from city.demo import DAUGHTER, HELPER, MOTHER, NEIGHBOUR, STAFF
 from tests.city.conftest import DemoCity
+from timebank.citytime import CITY_TZ
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,3 +133,48 @@ def nothing_personal_in_logs_or_metrics(data: Path) -> None:
     for file, text in produced.items():
         for value in personal:
             assert value not in text, f"{value!r} appears in {file}"
+
+
+def test_a_kept_city_serves_again_on_its_own_clock(demo_city: DemoCity,
+                                                   tmp_path: Path) -> None:
+    """The demo's last line names the command that serves its city again; served so, the
+    city's clock is where the story left it (weeks ahead of the real one), so nothing new
+    is dated before what its ledgers hold, and SIGTERM stops all four processes."""
+    said = " ".join(demo_city.run.stdout.split())
+    assert f"timebank demo --data-dir {demo_city.data_dir.resolve()} --serve" in said
+    data = Path(shutil.copytree(demo_city.data_dir, tmp_path / "city"))
+    with sqlite3.connect(data / "320115" / "node.sqlite3") as conn:
+        latest = dt.datetime.fromisoformat(conn.execute("SELECT max(at) FROM entries")
+                                           .fetchone()[0]).replace(tzinfo=dt.UTC)
+    conn.close()
+    assert latest > dt.datetime.now(dt.UTC) + dt.timedelta(days=7)  # the story moved time
+
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "city", "demo", "--data-dir", str(data), "--serve"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        cwd=ROOT, env={**os.environ, "COLUMNS": "200"}, start_new_session=True)
+    try:
+        assert serving.stdout is not None
+        lines: list[str] = []
+        for line in serving.stdout:  # until it says it serves (or exits)
+            lines.append(line)
+            if "SIGTERM stops it" in line:
+                break
+        out = " ".join("".join(lines).split())
+        assert "serving again, on its own clock" in out, out + (serving.stderr.read()
+                                                                if serving.poll() else "")
+        found = re.search(r"now (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \(Asia/Shanghai", out)
+        assert found is not None, out
+        now = dt.datetime.fromisoformat(found.group(1)).replace(tzinfo=CITY_TZ)
+        assert now >= latest  # its clock is where the story left it, not the real one
+        for node_id in ("320115", "320106", "320113"):
+            assert f"node {node_id}" in out
+    finally:
+        serving.send_signal(signal.SIGTERM)
+        code = serving.wait(timeout=60)
+    rest = serving.stdout.read() if serving.stdout else ""
+    assert code == 0 and "the demo city stopped" in rest, rest
+    assert audit_data_dir(data).ok  # all four stopped cleanly; the city still audits
+
+    usage = run_demo("--serve", tmp=tmp_path)
+    assert usage.returncode == 2 and "--data-dir" in usage.stderr

@@ -7,6 +7,7 @@ init` key is admitted by the bureau, exactly as a city would do it.
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,9 @@ def test_revoke_marks_the_key_and_it_is_never_admitted_again(
     assert listed["revoked_at"] is not None
     table = runner.invoke(app, ["clearinghouse", "nodes", "--config", str(city)],
                           env={"COLUMNS": "200"})  # one row per line, whatever the terminal
-    assert "UTC" in table.output.split(key_id, 1)[1].split("\n", 1)[0]  # revoked column set
+    row = table.output.split(key_id, 1)[1].split("\n", 1)[0]
+    assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d", row)) == 2  # revoked column set
+    assert "Asia/Shanghai" in table.output and "UTC" not in table.output  # as people read
     assert "KEY_REVOKED" in one_line_error(cli(*admit))
 
 
@@ -219,11 +222,13 @@ def test_the_city_key_must_be_the_one_the_database_serves(tmp_path: Path, city: 
 
 
 def admitted_city(tmp_path: Path, city: Path) -> Path:
-    """The city with 江宁区 and 鼓楼区 admitted (net debit limits 0, as admitted)."""
+    """The city with 江宁区 and 鼓楼区 admitted with net debit limits 0 (the default,
+    60,000 min, is tests/city/test_first_hour.py's)."""
     for node_id, district in (("320115", "江宁区"), ("320106", "鼓楼区")):
         _, public_hex = node_key(tmp_path, node_id, district)
         result = cli("clearinghouse", "admit", "--config", str(city), "--node-id", node_id,
-                     "--district", district, "--public-key", public_hex)
+                     "--district", district, "--public-key", public_hex,
+                     "--net-debit-limit", "0")
         assert result.exit_code == 0, result.output
     return city
 

@@ -97,6 +97,13 @@ def test_a_claim_over_the_limit_says_why_it_waits_and_when_it_is_tried_again(
     table = _ok("claims", "--node", address)
     assert "waiting: LIMIT_REACHED (T), next try" in " ".join(table.split())
     assert _json("claim", claim_id, "--node", address)["waiting_reason"] == "LIMIT_REACHED"
+    # Chinese first, then English; and the clearinghouse's own words reach the order
+    assert "付款人户籍区的结算额度已满" in shown and f"district {JN} has reached" in shown
+    told = " ".join(_ok("order", "show", str(order.record.id), "--node", address).split())
+    assert "付款等待中 payment waiting: 付款人户籍区的结算额度已满" in told
+    assert "[LIMIT_REACHED]" in told and "limit" in view.waiting.detail
+    assert view.waiting.detail.split(":")[-1].strip()[:20] in told
+    assert "Asia/Shanghai" in told
 
     # tried again past the backoff, still over the limit: counted
     city.clock.advance(timedelta(minutes=5))
@@ -112,3 +119,5 @@ def test_a_claim_over_the_limit_says_why_it_waits_and_when_it_is_tried_again(
     taken = _json("claim", claim_id, "--node", address)
     assert (taken["state"], taken["waiting_reason"], taken["next_attempt_at"]) == (
         "accepted", "", None)
+    assert not [n for n in _json("order", "show", str(order.record.id), "--node", address
+                                 )["notices"] if "payment waiting" in n]
