@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from clearinghouse import backupcli
 from clearinghouse.config import load_config
 from clearinghouse.domain.positions import NEAR_LIMIT_PERCENT, near_limit
 from clearinghouse.settlecli import settle_app
@@ -79,6 +80,7 @@ prepare_app = typer.Typer(
          "clearinghouse import` the signed file.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(settle_app, name="settle")
+backupcli.register(app)
 
 
 # ------------------------------------------------------------------ output
