@@ -101,6 +101,9 @@ def render_divergence(found: Divergence) -> Panel:
         held = " [red]not held[/]" if m.claim_id in found.claims_missing else ""
         grid.add_row("消息 message", escape(f"{m.kind} at log leaf {m.index}, "
                                           f"{city_time(m.at)}: {claim}") + held)
+    if found.incoming:
+        grid.add_row("将重新送达 incoming", f"{len(found.incoming)} claim(s) other districts "
+                     "started, not in the database: delivered again when the node serves")
     return Panel(grid, title=f"city log check · {found.node_id}", expand=False)
 
 

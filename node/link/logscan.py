@@ -47,6 +47,8 @@ class Scan:
     checkpoints: list[recovery.LoggedCheckpoint]
     messages: list[recovery.LoggedMessage]
     scanned: tuple[int, int]
+    #: Claims of this node's another district signed a step of (delivered to it)
+    others: list[str]
 
 
 def _claim_kind(entry: pb.LogEntry) -> str:
@@ -76,7 +78,7 @@ def read(stub: clearing_pb2_grpc.ClearinghouseServiceStub, log_keys: transparenc
         raise ConfigError(f"日志过长 / {size - start} leaves to read, more than "
                           f"{MAX_SCAN_LEAVES}: ask the bureau for an export of the log")
     our_key_id = keys.key_id(public_key)
-    found = Scan([], [], (start, size))
+    found = Scan([], [], (start, size), [])
     at = start
     while at < size:
         try:
@@ -102,6 +104,8 @@ def _take(found: Scan, index: int, data: bytes, node_id: str, our_key_id: str,
     except (DecodeError, EnvelopeError, ValueError):
         return
     if signed.signer != node_id:
+        if entry.claim_id and node_id in (entry.creditor_node_id, entry.debtor_node_id):
+            found.others.append(entry.claim_id)
         return
     verified = False
     if signed.key_id == our_key_id:
@@ -143,4 +147,5 @@ def compare_with_log(app: NodeApp, config: NodeConfig, *, start: int | None = No
                  options=channel_options()) as chan:
         scan = read(clearing_pb2_grpc.ClearinghouseServiceStub(chan), log_keys,
                     config.node_id, public, start, timeout=timeout)
-    return app.query(recovery.compare, scan.checkpoints, scan.messages, scan.scanned)
+    return app.query(recovery.compare, scan.checkpoints, scan.messages, scan.scanned,
+                     scan.others)

@@ -71,6 +71,9 @@ class Divergence:
     unknown: tuple[LoggedMessage, ...]
     #: Of the claims those name, the ones the database does not hold at all.
     claims_missing: tuple[str, ...]
+    #: Claims of this node's that only another district has spoken of since, and that
+    #: the database does not hold: delivered again when the node serves.
+    incoming: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -123,6 +126,8 @@ class Divergence:
             "messages_missing_count": len(self.unknown),
             "claims_missing": list(self.claims_missing[:MAX_LISTED]),
             "claims_missing_count": len(self.claims_missing),
+            "claims_delivered_again": list(self.incoming[:MAX_LISTED]),
+            "claims_delivered_again_count": len(self.incoming),
         }
 
 
@@ -148,8 +153,9 @@ def scan_start(tx: Tx, verified_size: int | None) -> int:
 
 
 def compare(tx: Tx, checkpoints: list[LoggedCheckpoint], messages: list[LoggedMessage],
-            scanned: tuple[int, int]) -> Divergence:
-    """How the database stands against the leaves this node signed in ``scanned``."""
+            scanned: tuple[int, int], others: list[str] | None = None) -> Divergence:
+    """How the database stands against the leaves this node signed in ``scanned``
+    (``others``: the claims of this node's other districts' leaves there name)."""
     count, _ = tx.repo.ledger.head()
     beyond, rewritten = [], []
     for c in checkpoints:
@@ -163,7 +169,10 @@ def compare(tx: Tx, checkpoints: list[LoggedCheckpoint], messages: list[LoggedMe
                if not tx.repo.outbox.holds(m.kind, m.body, m.claim_id or None)]
     missing_claims = tuple(dict.fromkeys(
         m.claim_id for m in unknown if m.claim_id and tx.repo.claims.get(m.claim_id) is None))
+    ours = {m.claim_id for m in messages}
+    incoming = tuple(c for c in dict.fromkeys(others or ())
+                     if c not in ours and tx.repo.claims.get(c) is None)
     return Divergence(tx.node.node_id, count, scanned, tuple(beyond), tuple(rewritten),
-                      tuple(unknown), missing_claims)
+                      tuple(unknown), missing_claims, incoming)
 
 

@@ -143,6 +143,11 @@ def test_a_node_restored_from_its_latest_backup_catches_up_and_the_audit_passes(
     procs.wait_ready(CLEARINGHOUSE)
     # while 鼓楼区 is down, 江宁区 moves someone to it: delivered when it is back
     incoming = town.move(JN)
+    assert sent_everything(town.client, [JN], 60)
+    stopped = town.check(GL)  # on the stopped node's database: nothing of its own lost
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    said = json.loads(stopped.stdout)["city_log"]
+    assert said["ok"] is True and said["claims_delivered_again"] == [incoming]
     procs.start(GL)
     procs.wait_ready(GL)
     town.completed(waiting, GL, JN)  # the outbox was sent again
