@@ -152,8 +152,8 @@ def open_database(config: ClearinghouseConfig) -> Database:
     if current != head:
         db.dispose()
         raise ConfigError(
-            f"the database schema is at {current or 'nothing'}, the software needs "
-            f"{head}: run `timebank clearinghouse init` on its data directory first")
+            f"数据库结构版本落后，请先升级 / the database schema is at {current or 'nothing'}, "
+            f"the software needs {head}: run `timebank clearinghouse migrate -c FILE` first")
     return db
 
 

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from clearinghouse import issuecli
+from clearinghouse import backupcli, issuecli
 from clearinghouse.config import load_config
 from clearinghouse.configcli import config_app
 from clearinghouse.domain.positions import (
@@ -86,6 +86,7 @@ prepare_app = typer.Typer(
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(settle_app, name="settle")
 app.add_typer(config_app, name="config")
+backupcli.register(app)
 
 
 # ------------------------------------------------------------------ output

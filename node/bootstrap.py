@@ -157,8 +157,9 @@ def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
     current, head = migrate.current_revision(db.writer), migrate.head_revision()
     if current != head:
         db.dispose()
-        raise ConfigError(f"the database schema is at {current or 'nothing'}, the software "
-                          f"needs {head}: run `timebank node migrate` first")
+        raise ConfigError(f"数据库结构版本落后，请先升级 / the database schema is at "
+                          f"{current or 'nothing'}, the software needs {head}: run "
+                          "`timebank node migrate --config FILE` first")
     with db.read() as conn:
         stored = Repo(conn).meta.get("node_id")
     if stored != config.node_id:

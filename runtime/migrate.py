@@ -26,11 +26,28 @@ class Migrations:
         self.directory = directory
 
     def _run(self, engine: Engine, apply: Callable[[Config], Any]) -> None:
+        """Run ``apply`` in one transaction. On SQLite, foreign keys are off while it runs
+        (Alembic's batch mode copies a table to change it, and dropping the old copy of a
+        table that rows elsewhere refer to fails with them on: a database with data could
+        not be migrated) and every reference is checked before it commits."""
         cfg = Config()
         cfg.set_main_option("script_location", str(self.directory))
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            apply(cfg)
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            driver: Any = conn.connection.driver_connection
+            if sqlite:  # takes effect only outside a transaction: on the driver, first
+                driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    apply(cfg)
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise RuntimeError(f"the migration broke references: {broken[:5]}")
+            finally:
+                if sqlite:
+                    driver.execute("PRAGMA foreign_keys=ON")
 
     def upgrade(self, engine: Engine, revision: str = "head") -> None:
         """Bring the schema to ``revision`` (default: the newest). Safe to run again."""
@@ -48,6 +65,13 @@ class Migrations:
         """Autogenerate a new migration from the models (for developers)."""
         self._run(engine, lambda cfg: command.revision(cfg, message=message,
                                                        autogenerate=True))
+
+    def revisions(self) -> list[str]:
+        """Every revision, oldest first (one line of history: no branches)."""
+        script = ScriptDirectory(str(self.directory))
+        if len(script.get_heads()) > 1:
+            raise RuntimeError(f"{self.directory} has more than one head")
+        return [r.revision for r in reversed(list(script.walk_revisions()))]
 
     def head_revision(self) -> str | None:
         return ScriptDirectory(str(self.directory)).get_current_head()

@@ -43,7 +43,7 @@ from clearinghouse.config import (
     DEFAULT_WORKERS,
     ClearinghouseConfig,
 )
-from clearinghouse.usecases import claims, settlement, wire
+from clearinghouse.usecases import claims, restored, settlement, wire
 from clearinghouse.usecases.app import ClearinghouseApp
 from clearinghouse.usecases.clock import Clock
 from runtime import server
@@ -164,6 +164,20 @@ class SettlementSchedule(Periodic):
         self.run_once()
 
 
+def _log_at_start(app: ClearinghouseApp) -> restored.LogAtStart:
+    """The log's size and latest head at start; a warning if that head is old (a
+    database restored from a backup, perhaps: the districts will say so)."""
+    standing = app.query(restored.at_start)
+    if standing.latest_at is not None and standing.stale(app.clock.now()):
+        log.warning("日志的最新树头签于很久以前：如果这是从备份恢复的数据库，各区节点持有更大的树头，"
+                    "会报分叉告警，请先阅读 docs/operations.md 的恢复步骤 / the log's latest "
+                    "head was signed long ago: if this database was restored from a backup, "
+                    "the districts hold larger heads and will raise their fork alarm; read "
+                    "the recovery steps in docs/operations.md before serving on",
+                    log_size=standing.size, latest_head_at=standing.latest_at.isoformat())
+    return standing
+
+
 def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
                   stop: threading.Event | None = None,
                   on_ready: Callable[[Serving], None] | None = None,
@@ -182,6 +196,7 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
     observe.configure_logging(config.log_level, config.log_format)
     tls = config.server_tls()  # refuses to serve without TLS unless insecure
     app = bootstrap.open_app(config, clock)
+    standing = _log_at_start(app)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
         key = bootstrap.signing_key(config, app)
@@ -207,7 +222,8 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
         schedule = SettlementSchedule(app, signer)
         schedule.start()
         parts.callback(schedule.stop, grace_seconds)
-        return running.port, {"submits_per_second": config.submits_per_second,
+        return running.port, {"log_size": standing.size,
+                              "submits_per_second": config.submits_per_second,
                               "submit_burst": config.submit_burst,
                               "key_id": keys.key_id(keys.public_key(key))}
 

@@ -208,6 +208,30 @@ def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
                                          if config.city_public_key else None))
 
 
+def _refuse_behind_the_log(app: NodeApp, config: NodeConfig) -> None:
+    """Refuse to serve a database older than what this node told the city's log (a
+    backup restored from before its last checkpoint or claim): its next ledger entries
+    would fork its own anchored chain. A clearinghouse that cannot be asked now is
+    logged, and the node serves (its checkpoints would be refused LEDGER_REWRITTEN)."""
+    from node.link import logscan
+    from timebank.transparency import LogError
+
+    try:
+        divergence = logscan.compare_with_log(app, config)
+    except (logscan.LogUnreachable, LogError) as e:
+        log.warning("the city's log could not be read to compare this database with it; "
+                    "serving without that check", error=str(e))
+        return
+    if divergence.ok:
+        return
+    log.error("database behind the city's log", **divergence.json())
+    app.db.dispose()
+    raise ConfigError(
+        f"{divergence.summary()} 拒绝服务 / Not serving: `timebank node check --config "
+        "FILE` lists what is missing; `timebank node recover --config FILE` says what the "
+        "log gives back; a newer backup gives back the rest (docs/operations.md).")
+
+
 def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
                   stop: threading.Event | None = None,
                   on_ready: Callable[[Serving], None] | None = None,
@@ -232,6 +256,8 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
     app = open_app(config, clock)
+    if config.federated:
+        _refuse_behind_the_log(app, config)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
         link: ClearingLink | None = None

@@ -28,7 +28,7 @@ from typing import Annotated
 
 import typer
 
-from node.cli import accounts, admin, claims, ledger, people, statement, status
+from node.cli import accounts, admin, backup, claims, ledger, people, statement, status
 from node.cli.client import NodeClient, use_tls, use_token
 from node.cli.common import CliError, describe_error, echo, guarded, print_error, print_json
 from node.cli.config import config_app
@@ -117,6 +117,7 @@ app.command("migrate")(admin.migrate_command)
 app.command("serve")(admin.serve_command)
 app.command("check")(admin.check_command)
 app.command("status")(status.status_command)
+backup.register(app)
 app.command("login")(accounts.login_command)
 app.command("logout")(accounts.logout_command)
 app.command("whoami")(accounts.whoami_command)

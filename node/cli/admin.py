@@ -10,11 +10,13 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
+from node.cli.backup import divergence, render_divergence
 from node.cli.client import DEFAULT_NODE_ADDRESS, connect
-from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
+from node.cli.common import AsJson, CliError, ConfigFile, echo, fail, guarded, print_json
 from node.cli.render import log_summary, render_log, render_report, report_from_view, to_json
 from node.config import NodeConfig, load_config
 from node.domain.policy import PolicyError
+from node.usecases.recovery import Divergence
 from runtime.console import (
     DevClockFile,
     Insecure,
@@ -302,10 +304,15 @@ def check_command(
 ) -> None:
     """Verify every ledger invariant (sums, hash chain, balances, holds, cap), and report
     what the node found wrong with the city's log (a fork, a head not final in time).
+    With --config, also compare the database with what this node told the city's log
+    (anchors and claims a restored backup lacks; `timebank node recover`).
 
-    Exit code 1 if any check fails or the log has an alarm.
+    Exit code 1 if any check fails, the log has an alarm or the database lacks anything
+    the log holds.
     """
     heads: node_pb2.LogHeads | None = None
+    behind: Divergence | None = None
+    unchecked = ""
     if config_file is not None:
         from node.api.convert import log_heads_pb
         from node.bootstrap import open_app
@@ -323,6 +330,11 @@ def check_command(
                                      node_pb2.LogHeads(node_id=config.node_id), key)
         finally:
             node_app.db.dispose()
+        if config.federated:  # what the city's log holds and the database does not
+            try:
+                behind = divergence(config)
+            except CliError as e:
+                unchecked = str(e)
         title = f"ledger check · {config.node_id} {escape(config.district)}"
         extra: dict[str, Any] = {"node_id": config.node_id, "district": config.district}
     else:
@@ -337,12 +349,22 @@ def check_command(
         out = {**extra, **to_json(report)}
         if heads is not None:
             out["log"] = log_summary(heads)
+        if behind is not None:
+            out["city_log"] = behind.json()
+        if unchecked:
+            out["city_log_unchecked"] = unchecked
         print_json(out)
     else:
         echo(render_report(report, title))
         if heads is not None:
             echo(render_log(heads))
-    if not report.ok or (heads is not None and heads.alarms):
+        if behind is not None:
+            echo(render_divergence(behind))
+        if unchecked:
+            echo(f"[yellow]未与城市日志比对 / not compared with the city's log: "
+                 f"{escape(unchecked)}[/]")
+    if (not report.ok or (heads is not None and heads.alarms)
+            or (behind is not None and not behind.ok)):
         raise typer.Exit(1)
 
 

@@ -79,6 +79,14 @@ class OutboxRepo:
                            "b_detail": detail[:MAX_DETAIL_CHARS],
                            "b_reason": reason[:MAX_REASON_CHARS]})
 
+    def holds(self, kind: str, body: bytes, claim_id: str | None) -> bool:
+        """Whether a message of ``kind`` with exactly ``body`` was ever queued (for
+        ``claim_id``, if given: its index narrows the search)."""
+        query = select(OUTBOX.c.id).where(OUTBOX.c.kind == kind, OUTBOX.c.envelope == body)
+        if claim_id:
+            query = query.where(OUTBOX.c.claim_id == claim_id)
+        return self.conn.execute(query.limit(1)).first() is not None
+
     def waiting(self, claim_ids: Sequence[str]) -> dict[str, OutboxRecord]:
         """For each of these claims that has an unsent message already tried and not
         taken, the first such message (a claim's messages go in order)."""

@@ -98,7 +98,7 @@ def downgrade() -> None:
     op.drop_table("outbox")
     op.drop_table("claims")
     with op.batch_alter_table("holds", schema=None) as batch_op:
-        batch_op.drop_constraint("ck_holds_order_or_claim", type_="check")
+        batch_op.drop_constraint(batch_op.f("ck_holds_order_or_claim"), type_="check")
         batch_op.drop_index(batch_op.f("ix_holds_claim_id"))
         batch_op.alter_column("order_id", existing_type=sa.Integer(), nullable=False)
         batch_op.drop_column("claim_id")
