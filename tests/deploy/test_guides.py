@@ -103,7 +103,8 @@ def test_every_setting_the_guide_names_exists(lang: str) -> None:
 def test_the_check_catches_what_does_not_exist() -> None:
     assert problem(["node", "serve", "--config", "x"]) is None
     assert problem(["node", "--ca", "ca.pem", "order", "record", "1"]) is None
-    assert problem(["node", "serve", "--konfig", "x"]) == "`timebank node serve` has no option --konfig"
+    assert problem(["node", "serve", "--konfig", "x"]) == \
+        "`timebank node serve` has no option --konfig"
     assert problem(["node", "sreve"]) == "`timebank node` has no command 'sreve'"
     assert problem(["node", "order", "1"]) is not None
     assert ("tls", "nope") not in KNOWN_SETTINGS and ("tls", "ca") in KNOWN_SETTINGS
