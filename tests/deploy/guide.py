@@ -14,7 +14,11 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import typer
+
+from city.cli import app
 from tests.deploy.tools import DEPLOY
 
 GUIDES = {"zh": DEPLOY / "guide" / "zh.md", "en": DEPLOY / "guide" / "en.md"}
@@ -25,6 +29,8 @@ _SPLIT = re.compile(r"\$\(|\(|\)|&&|\|\||;|\|")
 _REDIRECT = re.compile(r"\s\d?>|\s<")
 _ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
+ROOT_COMMAND = typer.main.get_command(app)
+Command = Any  # typer's own click: a command has .params, a group also .commands
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,5 +101,36 @@ def settings(text: str) -> set[tuple[str, str]]:
     return set(_SETTING.findall(text)) - {("table", "key")}  # the scheme's own words
 
 
-__all__ = ["GUIDES", "Block", "blocks", "commands", "inline_commands", "logical_lines",
-           "settings"]
+def problem(words: list[str]) -> str | None:
+    """Why ``timebank WORDS`` would not parse as far as names go (None: it would): each
+    subcommand exists, and each option exists on the command or group it follows."""
+    command: Command = ROOT_COMMAND
+    path = ["timebank"]
+    takes_value = False
+    for word in words:
+        if takes_value:  # the value of the option before it
+            takes_value = False
+        elif word.startswith("-"):
+            name = word.split("=", 1)[0]
+            options = {o: p for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            if name not in options:
+                return f"`{' '.join(path)}` has no option {name}"
+            takes_value = "=" not in word and not options[name].is_flag
+        elif hasattr(command, "commands"):
+            sub = command.commands.get(word)
+            if sub is None:
+                return f"`{' '.join(path)}` has no command {word!r}"
+            command, path = sub, [*path, word]
+    return None
+
+
+__all__ = [
+    "GUIDES",
+    "Block",
+    "blocks",
+    "commands",
+    "inline_commands",
+    "logical_lines",
+    "problem",
+    "settings",
+]

@@ -6,18 +6,12 @@ that names what the software does not have fails here, not in an operator's hand
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import typer
 
-from city.cli import app
 from clearinghouse import config as ch_config
 from node import config as node_config
-from tests.deploy.guide import GUIDES, blocks, commands, inline_commands, settings
-
-ROOT_COMMAND = typer.main.get_command(app)
-Command = Any  # typer's own click: a command has .params, a group also .commands
+from tests.deploy.guide import GUIDES, blocks, commands, inline_commands, problem, settings
 
 
 def _schema(module: object) -> Iterator[tuple[str, str]]:
@@ -52,29 +46,6 @@ PLANNED = frozenset({
     "`timebank clearinghouse` has no command 'restore'",
     "`timebank clearinghouse` has no command 'migrate'",
 })
-
-
-def problem(words: list[str]) -> str | None:
-    """Why ``timebank WORDS`` would not parse as far as names go (None: it would): each
-    subcommand exists, and each option exists on the command or group it follows."""
-    command: Command = ROOT_COMMAND
-    path = ["timebank"]
-    takes_value = False
-    for word in words:
-        if takes_value:  # the value of the option before it
-            takes_value = False
-        elif word.startswith("-"):
-            name = word.split("=", 1)[0]
-            options = {o: p for p in command.params for o in (*p.opts, *p.secondary_opts)}
-            if name not in options:
-                return f"`{' '.join(path)}` has no option {name}"
-            takes_value = "=" not in word and not options[name].is_flag
-        elif hasattr(command, "commands"):
-            sub = command.commands.get(word)
-            if sub is None:
-                return f"`{' '.join(path)}` has no command {word!r}"
-            command, path = sub, [*path, word]
-    return None
 
 
 def _named(lang: str) -> list[list[str]]:
