@@ -49,15 +49,21 @@ for d in $DISTRICTS; do
     for other in $DISTRICTS; do
         [ "${other%%:*}" = "$id" ] || peers="$peers --peer node-${other%%:*}:7443"
     done
-    # shellcheck disable=SC2086 # $peers is a list of options
-    timebank node init --data-dir "$NODES/$id" --node-id "$id" --district "$name" \
-        --listen 0.0.0.0:7443 --clearinghouse clearinghouse:7400 \
-        --clearinghouse-key "$CH_KEY" --city-key "$CITY_KEY" \
-        --city-secret "$CITY/city-secret" --policy "$CITY/policy.toml" $peers \
-        --tls-ca "$PKI/ca.pem" --tls-cert "$PKI/node-$id.pem" --tls-key "$PKI/node-$id.key" \
-        --json > "$CITY/node-$id.json"
+    limit=""
+    if [ ! -f "$NODES/$id/node.toml" ]; then
+        limit="--net-debit-limit ${TIMEBANK_NET_DEBIT_LIMIT:-60000}"  # a new district's
+        # shellcheck disable=SC2086 # $peers is a list of options
+        timebank node init --data-dir "$NODES/$id" --node-id "$id" --district "$name" \
+            --listen 0.0.0.0:7443 --clearinghouse clearinghouse:7400 \
+            --clearinghouse-key "$CH_KEY" --city-key "$CITY_KEY" \
+            --city-secret "$CITY/city-secret" --policy "$CITY/policy.toml" $peers \
+            --tls-ca "$PKI/ca.pem" --tls-cert "$PKI/node-$id.pem" \
+            --tls-key "$PKI/node-$id.key" --json > "$CITY/node-$id.json"
+    fi
+    # admitting the same node, district and key again changes nothing (a limit the
+    # bureau changed since is kept)
+    # shellcheck disable=SC2086 # $limit is an option and its value, or nothing
     timebank clearinghouse admit -c "$CH/clearinghouse.toml" --node-id "$id" \
-        --district "$name" --public-key "$(json "$CITY/node-$id.json" public_key)" \
-        --net-debit-limit "${TIMEBANK_NET_DEBIT_LIMIT:-60000}"
+        --district "$name" --public-key "$(json "$CITY/node-$id.json" public_key)" $limit
 done
 echo "城市已就绪 / the city is set up"
