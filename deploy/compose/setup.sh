@@ -5,10 +5,10 @@
 # Safe to run again: whatever exists is kept. Runs as the image's user (uid 10001).
 set -eu
 
-PKI=/pki
-CITY=/city
-CH=/var/lib/timebank/clearinghouse
-NODES=/var/lib/timebank
+PKI=${PKI:-/pki}
+CITY=${CITY:-/city}
+CH=${CH:-/var/lib/timebank/clearinghouse}
+NODES=${NODES:-/var/lib/timebank}
 DISTRICTS="320115:江宁区 320106:鼓楼区 320113:栖霞区"
 json() {  # json FILE KEY [KEY ...]: one value out of a JSON file
     python3 -c 'import json, sys
