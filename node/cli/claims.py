@@ -424,7 +424,8 @@ def positions(
              "one the node reports.")] = "",
     node_id: Annotated[str, typer.Option(
         "--node-id", metavar="CODE",
-        help="This district's 6-digit code (default: the configuration's).")] = "",
+        help="This district's 6-digit code. Default: the configuration's, else the one "
+             "the node reports.")] = "",
     check: Annotated[bool, typer.Option(
         "--check", help="Exit 1 when the node and the clearinghouse disagree.")] = False,
     as_json: AsJson = False,
@@ -443,11 +444,11 @@ def positions(
             host, _, port = config.listen.rpartition(":")
             node = f"{'127.0.0.1' if host in ('0.0.0.0', '', '[::]') else host}:{port}"
     node = node or DEFAULT_NODE_ADDRESS
-    if not node_id:
-        fail("say which district this is: --config FILE (the node's node.toml) or "
-             "--node-id CODE")
     with connect(node, None if config is None else config.tls) as client:
         clearing = client.call(client.stub.GetClearing, node_pb2.GetClearingRequest())
+        # the node knows which district it is: its address is enough
+        node_id = node_id or client.call(client.stub.GetLogHeads,
+                                         node_pb2.GetLogHeadsRequest()).node_id
     clearinghouse = clearinghouse or clearing.clearinghouse
     if not clearinghouse:
         fail(f"FAILED_PRECONDITION: the node at {node} is not connected to a city "
