@@ -33,14 +33,16 @@ from node.cli.common import (
     AsJson,
     CliError,
     IdempotencyKey,
+    Layout,
     NodeAddress,
     PersonId,
+    TableLayout,
     echo,
     fail,
     guarded,
     print_json,
 )
-from node.cli.render import enum_short, fmt_time, hm, short_who, to_json, who
+from node.cli.render import enum_short, fmt_time, hm, laid_out, short_who, to_json, who
 from node.config import load_config
 from runtime.console import label_grid
 from runtime.rpcerrors import error_reason
@@ -299,6 +301,7 @@ def claims_list(
     after: Annotated[str, typer.Option("--after", metavar="CLAIM_ID",
                                        help="Page on from this claim id.")] = "",
     node: NodeAddress = DEFAULT_NODE_ADDRESS, as_json: AsJson = False,
+    layout: TableLayout = Layout.AUTO,
 ) -> None:
     """Claims with other districts: redemptions for visitors and moves, oldest first."""
     with connect(node) as client:
@@ -311,7 +314,7 @@ def claims_list(
             echo(f"No {state.strip().lower() + ' ' if state else ''}claims with other "
                  "districts.")
             return
-        echo(claims_table(result.claims, client, district_names(client)))
+        echo(laid_out(claims_table(result.claims, client, district_names(client)), layout))
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +378,7 @@ def _net(minutes: int) -> str:
     return "even (0 min)"
 
 
-def _render_comparison(c: _Comparison) -> Group:
+def _render_comparison(c: _Comparison, layout: Layout = Layout.AUTO) -> Group:
     table = Table(title=f"{c.node_id} {escape(c.district)} toward the rest of the city",
                   title_justify="left")
     table.add_column("", style="bold", no_wrap=True)
@@ -393,7 +396,7 @@ def _render_comparison(c: _Comparison) -> Group:
     if c.clearing.orders_awaiting_home:
         table.add_row("orders awaiting a payer's new home",
                       str(c.clearing.orders_awaiting_home), "—")
-    parts: list[Any] = [table]
+    parts: list[Any] = [laid_out(table, layout)]
     if c.agree:
         parts.append(f"[bold green]AGREE[/]: {c.explanation}.")
     else:
@@ -428,7 +431,7 @@ def positions(
              "the node reports.")] = "",
     check: Annotated[bool, typer.Option(
         "--check", help="Exit 1 when the node and the clearinghouse disagree.")] = False,
-    as_json: AsJson = False,
+    as_json: AsJson = False, layout: TableLayout = Layout.AUTO,
 ) -> None:
     """This node's clearing position beside the clearinghouse's: do they AGREE?
 
@@ -467,6 +470,6 @@ def positions(
     if as_json:
         print_json(comparison.json())
     else:
-        echo(_render_comparison(comparison))
+        echo(_render_comparison(comparison, layout))
     if check and not comparison.agree:
         raise typer.Exit(1)

@@ -498,8 +498,8 @@ def record_order(tx: Tx, order_id: int) -> OrderView:
         raise FailedPrecondition(
             f"公示期未满 (order {order.id} is public until {city_time(order.public_until)}, "
             "the end of its publicity period; from then on the node records it by itself, "
-            "or run `timebank node order record-due` "
-            f"or `timebank node order record {order.id}`)", "PUBLICITY_NOT_OVER")
+            f"or run `timebank node order record {order.id}` (an operator: `timebank node "
+            "order record-due`))", "PUBLICITY_NOT_OVER")
     return _record(tx, [order])[0]
 
 
