@@ -61,15 +61,20 @@ def prepare(app: NodeApp, clock: ManualClock, n_orders: int, n_people: int) -> l
     for i in range(n_orders):
         elder, volunteer = elders[i % n_people], volunteers[(i * 7) % n_people]
 
-        def walk(tx, elder=elder, volunteer=volunteer):  # type: ignore[no-untyped-def]
+        def arrive(tx, elder=elder, volunteer=volunteer):  # type: ignore[no-untyped-def]
             o = orders.request_order(tx, elder, "cleaning", 60, PaymentSource.CITY_GRANT, 0,
                                      Actor(staff_id=0, person_id=elder), "")
             orders.accept_order(tx, o.record.id, volunteer)
-            orders.check_in(tx, o.record.id, tx.now - timedelta(minutes=50))
-            orders.check_out(tx, o.record.id, tx.now)
-            orders.verify_order(tx, o.record.id, Actor(person_id=elder), 5, "")
+            orders.check_in(tx, o.record.id)  # never before the request
+            return o.record.id
 
-        app.execute(walk)
+        def leave(tx, order_id, elder=elder):  # type: ignore[no-untyped-def]
+            orders.check_out(tx, order_id)
+            orders.verify_order(tx, order_id, Actor(person_id=elder), 5, "")
+
+        order_id = app.execute(arrive)
+        clock.advance(timedelta(minutes=50))
+        app.execute(leave, order_id)
     clock.advance(timedelta(days=8))
     return elders + volunteers
 

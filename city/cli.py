@@ -27,6 +27,7 @@ from city.reports import command as report_cli
 from clearinghouse import cli as clearinghouse_cli
 from node import cli as node_cli
 from runtime.console import describe_error, guarded, print_error
+from runtime.helptext import plain_help
 
 # Typer ships its own copy of click; reach its exception classes through public names.
 _USAGE_ERROR: type[Exception] = next(
@@ -186,6 +187,10 @@ def main(argv: list[str] | None = None) -> None:
                     f"{type(e).__name__}: {e}")
         sys.exit(70)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+# Last, once every command is registered: `[server]` in a help string reads as written.
+plain_help(app)
 
 
 if __name__ == "__main__":

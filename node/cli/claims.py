@@ -33,14 +33,16 @@ from node.cli.common import (
     AsJson,
     CliError,
     IdempotencyKey,
+    Layout,
     NodeAddress,
     PersonId,
+    TableLayout,
     echo,
     fail,
     guarded,
     print_json,
 )
-from node.cli.render import enum_short, fmt_time, hm, short_who, to_json, who
+from node.cli.render import enum_short, fmt_time, hm, laid_out, short_who, to_json, who
 from node.config import load_config
 from node.domain.claims import waiting_reason
 from runtime.console import label_grid
@@ -302,6 +304,7 @@ def claims_list(
     after: Annotated[str, typer.Option("--after", metavar="CLAIM_ID",
                                        help="Page on from this claim id.")] = "",
     node: NodeAddress = DEFAULT_NODE_ADDRESS, as_json: AsJson = False,
+    layout: TableLayout = Layout.AUTO,
 ) -> None:
     """Claims with other districts: redemptions for visitors and moves, oldest first."""
     with connect(node) as client:
@@ -314,7 +317,7 @@ def claims_list(
             echo(f"No {state.strip().lower() + ' ' if state else ''}claims with other "
                  "districts.")
             return
-        echo(claims_table(result.claims, client, district_names(client)))
+        echo(laid_out(claims_table(result.claims, client, district_names(client)), layout))
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +381,7 @@ def _net(minutes: int) -> str:
     return "even (0 min)"
 
 
-def _render_comparison(c: _Comparison) -> Group:
+def _render_comparison(c: _Comparison, layout: Layout = Layout.AUTO) -> Group:
     table = Table(title=f"{c.node_id} {escape(c.district)} toward the rest of the city",
                   title_justify="left")
     table.add_column("", style="bold", no_wrap=True)
@@ -396,7 +399,7 @@ def _render_comparison(c: _Comparison) -> Group:
     if c.clearing.orders_awaiting_home:
         table.add_row("orders awaiting a payer's new home",
                       str(c.clearing.orders_awaiting_home), "—")
-    parts: list[Any] = [table]
+    parts: list[Any] = [laid_out(table, layout)]
     if c.agree:
         parts.append(f"[bold green]AGREE[/]: {c.explanation}.")
     else:
@@ -427,10 +430,11 @@ def positions(
              "one the node reports.")] = "",
     node_id: Annotated[str, typer.Option(
         "--node-id", metavar="CODE",
-        help="This district's 6-digit code (default: the configuration's).")] = "",
+        help="This district's 6-digit code. Default: the configuration's, else the one "
+             "the node reports.")] = "",
     check: Annotated[bool, typer.Option(
         "--check", help="Exit 1 when the node and the clearinghouse disagree.")] = False,
-    as_json: AsJson = False,
+    as_json: AsJson = False, layout: TableLayout = Layout.AUTO,
 ) -> None:
     """This node's clearing position beside the clearinghouse's: do they AGREE?
 
@@ -446,11 +450,11 @@ def positions(
             host, _, port = config.listen.rpartition(":")
             node = f"{'127.0.0.1' if host in ('0.0.0.0', '', '[::]') else host}:{port}"
     node = node or DEFAULT_NODE_ADDRESS
-    if not node_id:
-        fail("say which district this is: --config FILE (the node's node.toml) or "
-             "--node-id CODE")
     with connect(node, None if config is None else config.tls) as client:
         clearing = client.call(client.stub.GetClearing, node_pb2.GetClearingRequest())
+        # the node knows which district it is: its address is enough
+        node_id = node_id or client.call(client.stub.GetLogHeads,
+                                         node_pb2.GetLogHeadsRequest()).node_id
     clearinghouse = clearinghouse or clearing.clearinghouse
     if not clearinghouse:
         fail(f"FAILED_PRECONDITION: the node at {node} is not connected to a city "
@@ -469,6 +473,6 @@ def positions(
     if as_json:
         print_json(comparison.json())
     else:
-        echo(_render_comparison(comparison))
+        echo(_render_comparison(comparison, layout))
     if check and not comparison.agree:
         raise typer.Exit(1)

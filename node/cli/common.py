@@ -22,6 +22,7 @@ from runtime.console import (
     print_error,
     print_json,
 )
+from runtime.layout import Layout
 
 INT64_MAX = 2**63 - 1
 
@@ -35,6 +36,11 @@ IdempotencyKey = Annotated[str, typer.Option(
     "--idempotency-key", metavar="KEY",
     help="Repeat a call safely: the same key returns the first result. Default: a new UUID.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+#: How a list is shown: a table, or one block per row when it does not fit the terminal.
+TableLayout = Annotated[Layout, typer.Option(
+    "--layout", envvar="TIMEBANK_LAYOUT", case_sensitive=False,
+    help="table, records (one block per row: 字段 field: value) or auto: records when "
+         "the table does not fit the terminal's width (env TIMEBANK_LAYOUT).")]
 ConfigFile = Annotated[Path, typer.Option(
     "--config", "-c", metavar="FILE", help="The node's configuration (node.toml).")]
 PersonId = Annotated[int, typer.Argument(min=1, max=INT64_MAX, metavar="PERSON_ID",
@@ -55,5 +61,6 @@ Minutes = Annotated[int, typer.Option("--minutes", "-m", min=-INT64_MAX - 1, max
                                       help="Whole minutes (60 = 1 h).")]
 
 __all__ = ["INT64_MAX", "ActingStaff", "AsJson", "ByPerson", "ByStaff", "CliError", "ConfigFile",
-           "IdempotencyKey", "Minutes", "NodeAddress", "OrderId", "PersonId", "console",
+           "IdempotencyKey", "Layout", "Minutes", "NodeAddress", "OrderId", "PersonId",
+           "TableLayout", "console",
            "describe_error", "echo", "fail", "guarded", "print_error", "print_json"]

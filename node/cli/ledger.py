@@ -13,15 +13,18 @@ from node.cli.common import (
     ActingStaff,
     AsJson,
     IdempotencyKey,
+    Layout,
     Minutes,
     NodeAddress,
     PersonId,
+    TableLayout,
     echo,
     guarded,
     print_json,
 )
 from node.cli.render import (
     history_table,
+    laid_out,
     render_balance,
     render_policy,
     render_transaction,
@@ -104,6 +107,7 @@ def history(
     after: Annotated[int, typer.Option("--after", metavar="SEQ", min=0, max=INT64_MAX,
                                        help="Page on from this ledger entry.")] = 0,
     node: NodeAddress = DEFAULT_NODE_ADDRESS, as_json: AsJson = False,
+    layout: TableLayout = Layout.AUTO,
 ) -> None:
     """A person's ledger entries, oldest first."""
     with connect(node) as client:
@@ -114,7 +118,7 @@ def history(
         elif not result.entries:
             echo(f"{who(client, person_id)} has no ledger entries yet.")
         else:
-            echo(history_table(result, client.name_of(person_id)))
+            echo(laid_out(history_table(result, client.name_of(person_id)), layout))
 
 
 @guarded

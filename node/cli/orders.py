@@ -19,14 +19,17 @@ from node.cli.common import (
     ByPerson,
     ByStaff,
     IdempotencyKey,
+    Layout,
     NodeAddress,
     OrderId,
+    TableLayout,
     echo,
     fail,
     guarded,
     print_json,
 )
-from node.cli.render import orders_table, render_order, to_json
+from node.cli.render import laid_out, orders_table, render_order, to_json
+from node.usecases.orders import ALREADY_RECORDED
 from timebank.citytime import CITY_TZ
 from timebank.v1 import node_pb2
 
@@ -274,12 +277,17 @@ def order_cancel(
 @guarded
 def order_record(order_id: OrderId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
                  key: IdempotencyKey = "", as_json: AsJson = False) -> None:
-    """Record a verified order after its publicity period: the hours are stored."""
+    """Record a verified order after its publicity period (公示期): the hours are stored.
+
+    The node records due orders by itself; an order recorded already is shown as such,
+    with exit code 0."""
     key = key or new_key()
     with connect(node) as client:
         order = client.call(client.stub.RecordOrder, node_pb2.RecordOrderRequest(
             idempotency_key=key, order_id=order_id), key)
-        _show_order(client, order, as_json, f"order {order.id} recorded")
+        before = any(f"[{ALREADY_RECORDED}]" in notice for notice in order.notices)
+        _show_order(client, order, as_json, f"order {order.id} "
+                    + ("was already recorded" if before else "recorded"))
 
 
 @order_app.command("record-due")
@@ -288,7 +296,7 @@ def order_record_due(
     limit: Annotated[int, typer.Option("--limit", min=0, max=2**31 - 1,
                                        help="At most this many (0: the node's default).")] = 0,
     node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
-    as_json: AsJson = False,
+    as_json: AsJson = False, layout: TableLayout = Layout.AUTO,
 ) -> None:
     """Record every verified order whose publicity period is over."""
     key = key or new_key()
@@ -301,7 +309,7 @@ def order_record_due(
         if not response.recorded:
             echo("No order is due: none has finished its publicity period.")
             return
-        echo(orders_table(response.recorded, client))
+        echo(laid_out(orders_table(response.recorded, client), layout))
         for o in response.recorded:
             for notice in o.notices:
                 echo(f"[yellow]order {o.id}:[/] {escape(notice)}")
@@ -328,6 +336,7 @@ def order_list(
     after: Annotated[int, typer.Option("--after", metavar="ORDER_ID", min=0, max=INT64_MAX,
                                        help="Page on from this order id.")] = 0,
     node: NodeAddress = DEFAULT_NODE_ADDRESS, as_json: AsJson = False,
+    layout: TableLayout = Layout.AUTO,
 ) -> None:
     """List orders (newest last)."""
     request = node_pb2.ListOrdersRequest(person_id=person, limit=limit, after_id=after)
@@ -340,4 +349,4 @@ def order_list(
         elif not response.orders:
             echo("No orders.")
         else:
-            echo(orders_table(response.orders, client))
+            echo(laid_out(orders_table(response.orders, client), layout))

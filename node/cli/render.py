@@ -16,7 +16,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from node.cli.client import NodeClient
-from runtime.console import label_grid
+from runtime.console import console, label_grid
+from runtime.layout import Layout, fit
 from timebank import transparency
 from timebank.citytime import CITY_TZ
 from timebank.minutes import format_hours, format_hours_and_minutes
@@ -99,6 +100,22 @@ def _json_value(field: Any, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_BYTES:
         return bytes(value).hex()
     return value
+
+
+#: The Chinese beside each English column header, for the record layout (字段 field).
+COLUMN_ZH = {
+    "id": "编号", "state": "状态", "service": "服务", "recipient": "受助人",
+    "volunteer": "志愿者", "paid from": "支付方式", "planned": "计划时长",
+    "measured": "实际时长", "recorded": "记录时长", "seq": "序号", "time": "时间",
+    "kind": "类型", "memo": "摘要", "change": "变动", "min": "分钟", "claim id": "结算单号",
+    "role": "本区角色", "other district": "对方区", "minutes": "分钟", "posted": "已记账",
+    "reason": "原因", "order / person": "订单 / 人员", "this node's ledger": "本节点账本",
+}
+
+
+def laid_out(table: Table, layout: Layout = Layout.AUTO) -> Any:
+    """A list table as the terminal can show it: records when it does not fit."""
+    return fit(table, console(), layout, COLUMN_ZH)
 
 
 #: Hours with two decimals and the exact minutes: '1.25 h (75 min)'.

@@ -8,11 +8,13 @@ and cancelled are real states. Pure functions only; use-cases apply them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from node.domain.ledger import Origin
 from node.domain.policy import Policy, Relation
 from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from timebank.citytime import city_time
 
 MAX_TEXT_CHARS = 500
 
@@ -78,6 +80,17 @@ ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
 }
 
 
+#: The state in which an action's outcome already shows: taking it again there changes
+#: nothing and is no mistake. The node records due orders by itself, so staff who run
+#: ``order record`` after it did are told it is recorded, not refused.
+DONE_IN: dict[Action, OrderState] = {Action.RECORD: S.RECORDED}
+
+
+def already_done(action: Action, state: OrderState) -> bool:
+    """Whether the order's state already is what ``action`` would make of it."""
+    return DONE_IN.get(action) is state
+
+
 _PARTICIPLE = {
     Action.ACCEPT: "accepted",
     Action.CHECK_IN: "checked in",
@@ -100,6 +113,34 @@ def require_state(order_id: int, action: Action, state: OrderState) -> None:
             f"only when {expected}",
             "ORDER_STATE",
         )
+
+
+def check_check_in(order_id: int, requested_at: datetime, at: datetime) -> None:
+    """Refuse a check-in before the order was requested: service for an order nobody
+    had asked for yet is a mistyped time (staff entering it afterwards), never a fact."""
+    if at < requested_at:
+        raise InvalidArgument(
+            f"签到时间早于下单时间 (order {order_id} was requested at {city_time(requested_at)}; "
+            f"a check-in at {city_time(at)} is before it: check the time given with --at)",
+            "CHECK_IN_BEFORE_REQUEST")
+
+
+def measure_service(order_id: int, checked_in_at: datetime, at: datetime) -> int:
+    """The whole minutes between check-in and a check-out at ``at``; refuses a check-out
+    that is not after the check-in, or one less than a minute after it (a check-out
+    sent at once, by mistake, would store no service)."""
+    if at <= checked_in_at:
+        raise InvalidArgument(
+            f"签退时间不晚于签到时间 (order {order_id}: check-out at {city_time(at)} must come "
+            f"after check-in at {city_time(checked_in_at)})", "CHECK_OUT_BEFORE_CHECK_IN")
+    measured = int((at - checked_in_at).total_seconds() // 60)
+    if measured < 1:
+        raise InvalidArgument(
+            f"服务不足一分钟 (order {order_id}: the service lasted less than a minute, from "
+            f"{city_time(checked_in_at)} to {city_time(at)}; check out when the service ends, "
+            "or give the times it began and ended with --at)", "MINUTES_OUT_OF_RANGE")
+    assert measured >= 1
+    return measured
 
 
 class PaymentSource(StrEnum):

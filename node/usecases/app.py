@@ -19,7 +19,8 @@ from node.storage.db import Database
 from node.storage.repo import Repo
 from node.usecases.policies import PolicyBook
 from runtime.errors import AlreadyExists, InvalidArgument, InvariantViolation
-from timebank.citytime import CITY_TZ, CITY_TZ_NAME
+from timebank.citytime import CITY_TZ
+from timebank.citytime import city_time as city_time  # where the use-cases take it from
 from timebank.ids import is_node_id
 from timebank.keys import PUBLIC_KEY_LEN
 
@@ -61,11 +62,6 @@ class Tx:
 
     def local_date(self, at: datetime) -> date:
         return at.astimezone(CITY_TZ).date()
-
-
-def city_time(at: datetime) -> str:
-    """A time as operators read it: the city's local time, to the second."""
-    return at.astimezone(CITY_TZ).strftime(f"%Y-%m-%d %H:%M:%S ({CITY_TZ_NAME})")
 
 
 def check_idempotency_key(key: str) -> None:

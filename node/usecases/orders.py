@@ -32,9 +32,12 @@ from node.domain.orders import (
     OrderState,
     PaymentSource,
     PersonKind,
+    already_done,
+    check_check_in,
     check_payment,
     check_text,
     held_problem,
+    measure_service,
     require_state,
     round_to_unit,
     spendable_origins,
@@ -384,6 +387,7 @@ def check_in(tx: Tx, order_id: int, at: datetime | None = None, *,
                 f"{claim.state.value}, not yet held; the service starts once it is",
                 "PAYMENT_NOT_HELD")
     when = _reported_time(tx, at, "check-in")
+    check_check_in(order.id, order.requested_at, when)
     return _transition(tx, order, replace(
         order, state=OrderState.CHECKED_IN.value, checked_in_at=when,
         service_day=tx.local_date(when)), label)
@@ -395,14 +399,7 @@ def check_out(tx: Tx, order_id: int, at: datetime | None = None, *,
     label = _for_volunteer(actor, order.volunteer_id or 0)
     when = _reported_time(tx, at, "check-out")
     assert order.checked_in_at is not None
-    if when <= order.checked_in_at:
-        raise InvalidArgument(
-            f"check-out ({city_time(when)}) must come after check-in "
-            f"({city_time(order.checked_in_at)})", "CHECK_OUT_BEFORE_CHECK_IN")
-    measured = int((when - order.checked_in_at).total_seconds() // 60)
-    if measured < 1:
-        raise InvalidArgument("the service lasted less than a minute; check the times",
-                              "MINUTES_OUT_OF_RANGE")
+    measured = measure_service(order.id, order.checked_in_at, when)
     _check_minutes(tx.policy, measured, "the measured service time")
     return _transition(tx, order, replace(
         order, state=OrderState.CHECKED_OUT.value, checked_out_at=when,
@@ -494,14 +491,31 @@ def cancel_order(tx: Tx, order_id: int, cancelled_by: Actor, reason: str) -> Ord
                        cancelled_by.label, reason)
 
 
+#: The notice of ``record_order`` on an order recorded before: nothing changed.
+ALREADY_RECORDED = "ALREADY_RECORDED"
+
+
 def record_order(tx: Tx, order_id: int) -> OrderView:
-    """Record one verified service once its publicity period is over."""
-    order = _load(tx, order_id, Action.RECORD)
+    """Record one verified service once its publicity period is over.
+
+    Recording an order that is recorded already changes nothing and succeeds, saying so
+    in a notice: the node records due orders by itself, so staff who run ``order
+    record`` after it did must not be told they failed."""
+    order = tx.repo.orders.get(order_id)
+    if already_done(Action.RECORD, OrderState(order.state)):
+        assert order.recorded_at is not None
+        view = order_view(tx, order)
+        said = (f"已记录 (order {order.id} was already recorded at "
+                f"{city_time(order.recorded_at)}; nothing changed) [{ALREADY_RECORDED}]")
+        return replace(view, notices=(said, *view.notices))
+    require_state(order.id, Action.RECORD, OrderState(order.state))
     assert order.public_until is not None
     if tx.now < order.public_until:
-        raise FailedPrecondition(f"order {order.id} is public until "
-                                 f"{city_time(order.public_until)}; it can be recorded after "
-                                 "its publicity period", "PUBLICITY_NOT_OVER")
+        raise FailedPrecondition(
+            f"公示期未满 (order {order.id} is public until {city_time(order.public_until)}, "
+            "the end of its publicity period; from then on the node records it by itself, "
+            f"or run `timebank node order record {order.id}` (an operator: `timebank node "
+            "order record-due`))", "PUBLICITY_NOT_OVER")
     return _record(tx, [order])[0]
 
 

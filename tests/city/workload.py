@@ -304,6 +304,9 @@ def redeem(client: CityClient, desk: Desk, elder: Elder, volunteer: int,
     if cancel == "late":
         _cancel(client, desk, order.id)
         return out
+    # the visit is entered when it is over: an hour passes in the city (never a check-in
+    # before the order was requested)
+    devclock.advance(client.city.clock_file, timedelta(minutes=61))
     now = city_now(client.city)
     try:
         client.call(s, "CheckIn", node_pb2.CheckInRequest(

@@ -38,6 +38,7 @@ from node.cli.accounts import local_token
 from node.config import load_config
 from node.domain.access import Role
 from node.domain.policy import DEFAULT_POLICY_TOML
+from runtime import devclock
 from runtime.console import CliError
 from runtime.errors import Refusal
 from runtime.tls import NODE, ClientTls, channel
@@ -170,14 +171,18 @@ def wait_serving(address: str, process: subprocess.Popen[bytes], log: Path,
     pytest.fail(f"the node did not report SERVING within {timeout} s")
 
 
-def start_serving(config: Path, log: Path) -> Served:
-    """`timebank node serve --config` as a real process on a free loopback port."""
+def start_serving(config: Path, log: Path, clock: Path | None = None) -> Served:
+    """`timebank node serve --config` as a real process on a free loopback port; with
+    ``clock``, on the simulated time of that dev clock file (``runtime.devclock``)."""
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "TIMEBANK_SERVER_LISTEN": address, "TIMEBANK_SERVER_METRICS_LISTEN": ""}
+    argv = [sys.executable, "-m", "city", "node", "serve", "--config", str(config)]
+    if clock is not None:
+        argv += ["--dev-clock", str(clock)]
+        env[devclock.ALLOW_ENV] = "1"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "city", "node", "serve", "--config",
-                                    str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                   cwd=ROOT, env=env)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env=env)
     served = Served(address, config, process, log)
     try:
         wait_serving(address, process, log, client_tls(config))
@@ -204,15 +209,26 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One initialised node served by a real `timebank node serve` process."""
     root = tmp_path_factory.mktemp("cli-node")
     config = init_node(root / "data")
-    served = start_serving(config, root / "serve.log")
-    SERVED["config"] = config
+    served = start_serving(config, root / "serve.log", root / "clock")
+    SERVED["config"], SERVED["clock"] = config, root / "clock"
     yield served
     SERVED.clear()
     stop(served)
 
 
+def node_now() -> datetime:
+    """What the module's node's clock says now (real time plus its dev clock's offset)."""
+    return datetime.now(UTC) + devclock.read_offset(SERVED["clock"])
+
+
+def later(minutes: int) -> None:
+    """Let ``minutes`` pass on the module's node (it serves on a dev clock)."""
+    devclock.advance(SERVED["clock"], timedelta(minutes=minutes))
+
+
 def now_minus(minutes: int) -> str:
-    return (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat(timespec="seconds")
+    """``minutes`` before the node's now, as `--at` takes it."""
+    return (node_now() - timedelta(minutes=minutes)).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- files and database
@@ -424,6 +440,11 @@ def test_an_order_through_to_verified(node: Served) -> None:
 
     accepted = cli_json("node", "order", "accept", oid, "--volunteer", vid, *n)
     assert accepted["state"] == "accepted" and accepted["held_minutes"] == 90
+    too_soon = cli("node", "order", "check-in", oid, "--at", now_minus(80), *n)
+    assert too_soon.exit_code == 1  # 80 minutes before now is before the request
+    assert_one_clean_line(too_soon.stderr, "INVALID_ARGUMENT: 签到时间早于下单时间")
+    assert "CHECK_IN_BEFORE_REQUEST" in too_soon.stderr
+    later(120)  # the service is entered two hours after the request, when it is over
     cli_json("node", "order", "check-in", oid, "--at", now_minus(80), *n)
     checked_out = cli_json("node", "order", "check-out", oid, *n)
     assert 80 <= checked_out["measured_minutes"] <= 81
@@ -624,6 +645,7 @@ def test_dispute_resolve_and_reverse(node: Served) -> None:
     oid = str(cli_json("node", "order", "request", "--recipient", elder, "--category", "助聊",
                        "--minutes", "30", "--paid-by", "own", "--by-person", elder, *n)["id"])
     cli_json("node", "order", "accept", oid, "--volunteer", volunteer, *n)
+    later(40)
     cli_json("node", "order", "check-in", oid, "--at", now_minus(30), *n)
     cli_json("node", "order", "check-out", oid, *n)
     cli_json("node", "order", "verify", oid, "--rating", "2", "--by-staff", sid, *n)
@@ -715,32 +737,38 @@ def test_serve_refuses_plaintext_unless_insecure_which_warns(tmp_path: Path) -> 
     assert said.index("WITHOUT TLS") < said.index("node serving")
 
 
-def test_accounts_and_program_tokens_from_the_node_machine(node: Served,
-                                                            tmp_path: Path) -> None:
+def test_accounts_and_program_tokens_from_the_node_machine(tmp_path: Path) -> None:
     """`node token issue` prints a program's token once; the node takes it as that
-    program until `node token revoke`; `node account add` prints a one-time code."""
-    config = str(node.config)
-    issued = cli("node", "token", "issue", "--config", config, "--program", "kiosk",
-                 "--scope", "orders", "--scope", "read", "--expires-days", "30")
-    assert issued.exit_code == 0, issued.output
-    token = issued.stdout.strip().splitlines()[-1]
-    who = timebank("node", "whoami", "--node", node.address, env={"TIMEBANK_TOKEN": token})
-    assert who.returncode == 0 and "program:kiosk (program" in who.stdout, who.stderr
-    listed = cli_json("node", "account", "list", "--config", config)
-    assert {"login": "kiosk", "role": "program", "scopes": ["orders", "read"]}.items() <= \
-        next(a for a in listed if a["login"] == "kiosk").items()
-    assert cli("node", "token", "revoke", "--config", config, "--program", "kiosk"
-               ).exit_code == 0
-    refused = timebank("node", "whoami", "--node", node.address,
-                       env={"TIMEBANK_TOKEN": token})
-    assert refused.returncode == 1
-    assert_one_clean_line(refused.stderr, "UNAUTHENTICATED: ")
-    added = cli("node", "account", "add", "--config", config, "--role", "auditor",
-                "--login", "audit-li")
-    assert added.exit_code == 0, added.output
-    code = added.stdout.split("one-time code")[1].split()[0]
-    assert len(code) == 6 and code.isdigit()
-    logged = timebank("node", "login", "--login", "audit-li", "--code", "--node",
-                      node.address, input_text=code,
-                      env={"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path)})
-    assert logged.returncode == 0 and "auditor" in logged.stdout, logged.stderr
+    program until `node token revoke`; `node account add` prints a one-time code.
+
+    On a node of its own, on real time: a one-time code lasts 15 minutes, and the
+    module's node runs ahead on its dev clock."""
+    node = start_serving(init_node(tmp_path / "data"), tmp_path / "serve.log")
+    try:
+        config = str(node.config)
+        issued = cli("node", "token", "issue", "--config", config, "--program", "kiosk",
+                     "--scope", "orders", "--scope", "read", "--expires-days", "30")
+        assert issued.exit_code == 0, issued.output
+        token = issued.stdout.strip().splitlines()[-1]
+        who = timebank("node", "whoami", "--node", node.address, env={"TIMEBANK_TOKEN": token})
+        assert who.returncode == 0 and "program:kiosk (program" in who.stdout, who.stderr
+        listed = cli_json("node", "account", "list", "--config", config)
+        assert {"login": "kiosk", "role": "program", "scopes": ["orders", "read"]}.items() <= \
+            next(a for a in listed if a["login"] == "kiosk").items()
+        assert cli("node", "token", "revoke", "--config", config, "--program", "kiosk"
+                   ).exit_code == 0
+        refused = timebank("node", "whoami", "--node", node.address,
+                           env={"TIMEBANK_TOKEN": token})
+        assert refused.returncode == 1
+        assert_one_clean_line(refused.stderr, "UNAUTHENTICATED: ")
+        added = cli("node", "account", "add", "--config", config, "--role", "auditor",
+                    "--login", "audit-li")
+        assert added.exit_code == 0, added.output
+        code = added.stdout.split("one-time code")[1].split()[0]
+        assert len(code) == 6 and code.isdigit()
+        logged = timebank("node", "login", "--login", "audit-li", "--code", "--node",
+                          node.address, input_text=code,
+                          env={"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path)})
+        assert logged.returncode == 0 and "auditor" in logged.stdout, logged.stderr
+    finally:
+        stop(node)

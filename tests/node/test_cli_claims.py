@@ -196,6 +196,10 @@ def test_a_visitor_a_move_the_claims_and_both_views_of_the_position(town: Town) 
     qx_view = ok_json("node", "positions", "--config", town.config(QX), "--node", qx,
                       "--node-id", QX, "--clearinghouse", town.city.clearinghouse_address)
     assert qx_view["agree"] is True and qx_view["clearinghouse"]["net_minutes"] == 120
+    # The node's address is enough: it says which district it is.
+    by_address = ok_json("node", "positions", "--node", qx)
+    assert (by_address["node_id"], by_address["district"]) == (QX, "栖霞区")
+    assert by_address["agree"] is True and by_address["clearinghouse"]["net_minutes"] == 120
 
     # The bureau lowers 江宁区's limit: 120 of 140 minutes is 85%, a yellow warning.
     ok("clearinghouse", "limit", "--config", str(town.city.clearinghouse_config),
@@ -253,7 +257,6 @@ def test_refusals_are_one_line_with_the_status_name(town: Town) -> None:
     refused("node", "move", "9999", "--to", QX, "--node", jn, starts="NOT_FOUND")
     refused("node", "enrol", "--name", "赵敏", "--id-number", id_card(1950), "--home-node",
             "12", "--node", jn, starts="INVALID_ARGUMENT")
-    refused("node", "positions", "--node", jn, starts="say which district this is")
     refused("node", "positions", "--config", town.config(JN), "--node-id", "320106",
             starts="NOT_FOUND: district 320106 is not admitted")
     # Without a client certificate the clearinghouse cannot be asked.
@@ -277,8 +280,8 @@ def test_positions_of_a_node_running_alone_is_one_line(tmp_path: Path) -> None:
     NODES[served.address] = config
     ca = str(client_tls(served.config).ca)
     try:
-        line = refused("node", "--ca", ca, "positions", "--node", served.address, "--node-id",
-                       JN, starts="FAILED_PRECONDITION")
+        line = refused("node", "--ca", ca, "positions", "--node", served.address,
+                       starts="FAILED_PRECONDITION")
         assert "not connected to a city clearinghouse" in line
         refused("node", "--ca", ca, "move", "1", "--to", QX, "--node", served.address,
                 starts="FAILED_PRECONDITION")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -9,14 +11,18 @@ from hypothesis import strategies as st
 from node.domain.ledger import Origin
 from node.domain.orders import (
     ALLOWED_FROM,
+    DONE_IN,
     Action,
     DepositSplit,
     OrderState,
     PaymentSource,
     PersonFacts,
     PersonKind,
+    already_done,
+    check_check_in,
     check_payment,
     check_text,
+    measure_service,
     require_state,
     round_to_unit,
     spendable_origins,
@@ -58,6 +64,73 @@ def test_every_action_from_every_state(action: Action, state: OrderState) -> Non
         assert f"order 7 is {state.label}" in e.value.message
         for allowed in ALLOWED_FROM[action]:
             assert allowed.label in e.value.message
+
+
+def test_only_recording_a_recorded_order_is_already_done() -> None:
+    """Repeating `record` is no mistake (the node records due orders by itself); every
+    other action from a state it is not allowed from stays a refusal."""
+    assert DONE_IN == {Action.RECORD: OrderState.RECORDED}
+    done = {(a, s) for a in Action for s in OrderState if already_done(a, s)}
+    assert done == {(Action.RECORD, OrderState.RECORDED)}
+    assert all(s not in ALLOWED_FROM[a] for a, s in done)
+
+
+# ------------------------------------------------------------------ service times
+
+T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # 09:00 in Asia/Shanghai
+instants = st.integers(-10**7, 10**7).map(lambda s: T0 + timedelta(seconds=s))
+
+
+def test_a_check_in_before_the_request_is_refused_naming_both_times() -> None:
+    check_check_in(7, T0, T0)  # at the very moment of the request: fine
+    with pytest.raises(InvalidArgument) as e:
+        check_check_in(7, T0, T0 - timedelta(seconds=1))
+    assert e.value.reason == "CHECK_IN_BEFORE_REQUEST"
+    message = e.value.message
+    assert message.startswith("签到时间早于下单时间 (") and "order 7" in message
+    assert "2026-03-02 09:00:00 (Asia/Shanghai)" in message  # the city's time
+    assert "2026-03-02 08:59:59 (Asia/Shanghai)" in message
+
+
+@given(requested=instants, at=instants)
+def test_check_in_is_refused_exactly_when_before_the_request(requested: datetime,
+                                                             at: datetime) -> None:
+    if at < requested:
+        with pytest.raises(InvalidArgument) as e:
+            check_check_in(1, requested, at)
+        assert e.value.reason == "CHECK_IN_BEFORE_REQUEST"
+    else:
+        check_check_in(1, requested, at)
+
+
+def test_measure_service_examples() -> None:
+    assert measure_service(7, T0, T0 + timedelta(minutes=90)) == 90
+    assert measure_service(7, T0, T0 + timedelta(minutes=1, seconds=59)) == 1
+    for at, reason in ((T0, "CHECK_OUT_BEFORE_CHECK_IN"),
+                       (T0 - timedelta(hours=1), "CHECK_OUT_BEFORE_CHECK_IN"),
+                       (T0 + timedelta(seconds=59), "MINUTES_OUT_OF_RANGE")):
+        with pytest.raises(InvalidArgument) as e:
+            measure_service(7, T0, at)
+        assert e.value.reason == reason
+        assert "order 7" in e.value.message and "(Asia/Shanghai)" in e.value.message
+    with pytest.raises(InvalidArgument) as e:
+        measure_service(7, T0, T0 + timedelta(seconds=5))
+    assert e.value.message.startswith("服务不足一分钟 (") and "--at" in e.value.message
+
+
+@given(checked_in=instants, at=instants)
+def test_measure_service_is_whole_minutes_after_check_in_or_refused(checked_in: datetime,
+                                                                    at: datetime) -> None:
+    if at - checked_in < timedelta(minutes=1):
+        with pytest.raises(InvalidArgument) as e:
+            measure_service(1, checked_in, at)
+        assert e.value.reason == ("CHECK_OUT_BEFORE_CHECK_IN" if at <= checked_in
+                                  else "MINUTES_OUT_OF_RANGE")
+    else:
+        measured = measure_service(1, checked_in, at)
+        assert measured >= 1
+        assert checked_in + timedelta(minutes=measured) <= at
+        assert at < checked_in + timedelta(minutes=measured + 1)
 
 
 def test_final_states_allow_nothing() -> None:

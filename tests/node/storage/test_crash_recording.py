@@ -94,23 +94,33 @@ def prepare(app: NodeApp, clock: ManualClock) -> Prepared:
             recipient, payer = priority[k % 8], 0
         specs.append((recipient, source, payer, volunteers[(k * 3) % 8], planned, measured))
 
-    def walk_to_verified(tx: Tx, batch: list[tuple[int, PaymentSource, int, int, int, int]],
-                         ) -> list[int]:
+    span = max(measured for *_, measured in specs)
+
+    def check_in(tx: Tx, batch: list[tuple[int, PaymentSource, int, int, int, int]],
+                 ) -> list[int]:
         """Many orders per transaction, through the same use-cases the API calls."""
         made = []
-        for recipient, source, payer, volunteer, planned, measured in batch:
+        for recipient, source, payer, volunteer, planned, _ in batch:
             o = orders.request_order(tx, recipient, "cleaning", planned, source, payer,
                                      Actor(staff_id=sid), "")
             orders.accept_order(tx, o.record.id, volunteer)
-            orders.check_in(tx, o.record.id, tx.now - timedelta(minutes=measured))
-            orders.check_out(tx, o.record.id, tx.now)
-            orders.verify_order(tx, o.record.id, Actor(staff_id=sid), 5, "")
+            orders.check_in(tx, o.record.id)
             made.append(o.record.id)
         return made
 
+    def check_out_and_verify(tx: Tx, made: list[int], measured: list[int]) -> None:
+        """``span`` minutes after the check-ins: each service ``measured`` long."""
+        for order_id, minutes in zip(made, measured, strict=True):
+            orders.check_out(tx, order_id, tx.now - timedelta(minutes=span - minutes))
+            orders.verify_order(tx, order_id, Actor(staff_id=sid), 5, "")
+
     ids: list[int] = []
     for start in range(0, N_ORDERS, 60):
-        ids += app.execute(walk_to_verified, specs[start:start + 60])
+        batch = specs[start:start + 60]
+        made = app.execute(check_in, batch)
+        clock.advance(timedelta(minutes=span))
+        app.execute(check_out_and_verify, made, [spec[-1] for spec in batch])
+        ids += made
     holds, _ = _holds(app, ids)
     assert sorted(holds) == ids and all(holds.values())
     return Prepared(ids, holds, _balances(app),

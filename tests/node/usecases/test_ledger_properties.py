@@ -145,7 +145,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self._seed()
 
     def _seed(self) -> None:
-        """A small district to start from, in two transactions (seeding step by step would
+        """A small district to start from, in five transactions (seeding step by step would
         cost more than the steps that follow): seven people, a family, a proxy, stored,
         granted and donated hours, and an order left open at every step of the loop."""
         kinds = (("priority", 1932), ("priority", 1941), ("elder", 1950), ("elder", 1958),
@@ -169,27 +169,44 @@ class LedgerMachine(RuleBasedStateMachine):
                 people.link_people(tx, ids[person], ids[other], relation, staff)
             made = []
             for volunteer, elder, minutes in earning:
-                made.append(self._walk_in(tx, staff, ids[elder], 0, PaymentSource.CITY_GRANT,
+                made.append(self._open_in(tx, staff, ids[elder], 0, PaymentSource.CITY_GRANT,
                                           ids[volunteer], minutes, "verified"))
             ledger.grant(tx, ids[0], 60, staff, "低保独居")
             return staff, ids, made
 
-        def second(tx: Tx, staff: int, ids: list[int], earned: list[int]) -> None:
+        def served(tx: Tx, made: list[int], span: int) -> None:
+            for order_id, (_, elder, minutes) in zip(made, earning, strict=True):
+                self._close_in(tx, order_id, ids[elder], minutes, span, "verified")
+
+        def second(tx: Tx, staff: int, ids: list[int], earned: list[int]) -> list[int]:
             for order_id in earned:
                 orders.record_order(tx, order_id)
             ledger.donate(tx, ids[6], 60)
+            opened = []
             for recipient, payer, source, volunteer, state in open_orders:
                 if payer is not None and (ids[payer], ids[recipient]) not in self.consents:
                     consent_uc.grant_consent(tx, ids[payer], ids[recipient], "",
                                              ConsentKind.STANDING, 0, 0, None, 0,
                                              Actor(staff_id=staff))
                     self.consents.add((ids[payer], ids[recipient]))
-                self._walk_in(tx, staff, ids[recipient], 0 if payer is None else ids[payer],
-                              source, ids[volunteer], 30, state)
+                opened.append(self._open_in(
+                    tx, staff, ids[recipient], 0 if payer is None else ids[payer], source,
+                    ids[volunteer], 30, state))
+            return opened
 
+        def left_open(tx: Tx, opened: list[int]) -> None:
+            for order_id, (recipient, *_, state) in zip(opened, open_orders, strict=True):
+                self._close_in(tx, order_id, ids[recipient], 30, 30, state)
+
+        # a check-in comes after the request: the services are entered as they end
         self.staff, ids, earned = self.a.execute(first)
+        span = max(minutes for *_, minutes in earning)
+        self.clock.advance(timedelta(minutes=span))
+        self.a.execute(served, earned, span)
         self.clock.advance(timedelta(days=self.a.policy.publicity_days))
-        self.a.execute(second, self.staff, ids, earned)
+        opened = self.a.execute(second, self.staff, ids, earned)
+        self.clock.advance(timedelta(minutes=30))
+        self.a.execute(left_open, opened)
         for (kind, year), pid in zip(kinds, ids, strict=True):
             self.people.append(PersonModel(pid, kind == "group", year, kind == "priority"))
         for person, other, relation in links:
@@ -206,24 +223,32 @@ class LedgerMachine(RuleBasedStateMachine):
         assert [o.state for o in self.orders] == ["recorded"] * 3 + [
             state for *_, state in open_orders]
 
+    _STEPS = ("requested", "accepted", "checked_in", "checked_out", "verified")
+
     @staticmethod
-    def _walk_in(tx: Tx, staff: int, recipient: int, payer: int, source: PaymentSource,
+    def _open_in(tx: Tx, staff: int, recipient: int, payer: int, source: PaymentSource,
                  volunteer: int, minutes: int, to: str) -> int:
-        """Within one transaction: request, and walk up to ``to`` (times given explicitly)."""
+        """Within one transaction: request ``minutes``, accept and check in now, as far
+        as ``to``."""
         o = orders.request_order(tx, recipient, "cleaning", minutes, source, payer,
                                  Actor(staff_id=staff), "")
-        steps = ["requested", "accepted", "checked_in", "checked_out", "verified"]
-        n = steps.index(to)
+        n = LedgerMachine._STEPS.index(to)
         if n >= 1:
             orders.accept_order(tx, o.record.id, volunteer)
-        if n == 2:
+        if n >= 2:
             orders.check_in(tx, o.record.id)
-        if n >= 3:
-            orders.check_in(tx, o.record.id, tx.now - timedelta(minutes=minutes))
-            orders.check_out(tx, o.record.id, tx.now)
-        if n >= 4:
-            orders.verify_order(tx, o.record.id, Actor(person_id=recipient), 5, "")
         return o.record.id
+
+    @staticmethod
+    def _close_in(tx: Tx, order_id: int, recipient: int, minutes: int, span: int,
+                  to: str) -> None:
+        """``span`` minutes after ``_open_in``: check out ``minutes`` after the check-in
+        and verify, as far as ``to``."""
+        n = LedgerMachine._STEPS.index(to)
+        if n >= 3:
+            orders.check_out(tx, order_id, tx.now - timedelta(minutes=span - minutes))
+        if n >= 4:
+            orders.verify_order(tx, order_id, Actor(person_id=recipient), 5, "")
 
     def teardown(self) -> None:
         if self.app is not None:
@@ -603,6 +628,15 @@ class LedgerMachine(RuleBasedStateMachine):
         self._record(self.pick(i, wild, "verified"))
 
     def _record(self, o: OrderModel) -> None:
+        if o.state == "recorded":  # again: no refusal, and nothing changes
+            before = self.unchanged_since or snapshot(self.a)
+            again = self.attempt("record again",
+                                 lambda: self.a.execute(orders.record_order, o.id), True)
+            assert snapshot(self.a) == before, "recording again changed the database"
+            assert again.record.state == "recorded"
+            assert "[ALREADY_RECORDED]" in again.notices[0]
+            self.unchanged_since = before
+            return
         ok = o.state == "verified" and o.public_until is not None and (
             self.clock.now() >= o.public_until)
         view = self.attempt("record", lambda: self.a.execute(orders.record_order, o.id), ok,

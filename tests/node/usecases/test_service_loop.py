@@ -13,7 +13,7 @@ from node.domain.orders import OrderState, PaymentSource
 from node.domain.policy import Relation
 from node.storage.repo import Repo
 from node.usecases import ledger, orders
-from node.usecases.app import NodeApp
+from node.usecases.app import NodeApp, city_time
 from node.usecases.views import Actor
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tests.helpers import (
@@ -98,15 +98,20 @@ def test_hours_are_deposited_only_when_recorded(node_app: NodeApp, clock: Manual
     with pytest.raises(FailedPrecondition) as e:
         app.execute(orders.record_order, o.record.id)
     assert e.value.reason == "PUBLICITY_NOT_OVER"
+    assert e.value.message.startswith("公示期未满 (")
+    assert o.record.public_until is not None
+    assert city_time(o.record.public_until) in e.value.message  # when, in the city's time
+    assert "(Asia/Shanghai)" in e.value.message and "order record-due" in e.value.message
     assert snapshot(app) == before
     clock.advance(timedelta(microseconds=1))  # exactly at the end of the period
     app.execute(orders.record_order, o.record.id)
     assert balance_of(app, volunteer.id).total == 60
     before = snapshot(app)
-    with pytest.raises(FailedPrecondition) as e:  # recorded once only
-        app.execute(orders.record_order, o.record.id)
-    assert e.value.reason == "ORDER_STATE"
+    again = app.execute(orders.record_order, o.record.id)  # recorded once only
     assert snapshot(app) == before
+    assert again.record.state == "recorded" and again.record.recorded_minutes == 60
+    assert "[ALREADY_RECORDED]" in again.notices[0] and "已记录" in again.notices[0]
+    assert balance_of(app, volunteer.id).total == 60
 
 
 def test_record_due_orders_records_only_what_is_due(node_app: NodeApp,
@@ -182,6 +187,13 @@ def test_check_in_and_out_times(node_app: NodeApp, clock: ManualClock) -> None:
         assert e.value.reason == reason
     with pytest.raises(InvalidArgument):
         app.execute(orders.check_in, o.record.id, datetime(2026, 3, 2, 8, 0))  # naive
+    before = snapshot(app)
+    with pytest.raises(InvalidArgument) as e:  # before the order was requested
+        app.execute(orders.check_in, o.record.id, o.record.requested_at - timedelta(seconds=1))
+    assert e.value.reason == "CHECK_IN_BEFORE_REQUEST"
+    assert snapshot(app) == before
+    clock.advance(timedelta(hours=4))  # the visit is entered four hours after the request
+    now = clock.now()
     # staff enter a visit after the fact
     app.execute(orders.check_in, o.record.id, now - timedelta(hours=3))
     before = snapshot(app)
