@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.config import Tables, is_host_port, read_settings, resolve_path, toml_string
+from runtime.config import Tables, is_host_port, is_target, read_settings, resolve_path, toml_string
 from runtime.errors import ConfigError
 from runtime.tls import (
     NO_TLS,
@@ -165,8 +165,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     if cfg.log_format not in ("json", "console"):
         raise ConfigError("[log] format is json or console")
     if cfg.clearinghouse_address:
-        if not is_host_port(cfg.clearinghouse_address):
-            raise ConfigError("[clearinghouse] address is HOST:PORT, e.g. 127.0.0.1:7400")
+        if not is_target(cfg.clearinghouse_address):
+            raise ConfigError("[clearinghouse] address is HOST:PORT, e.g. 127.0.0.1:7400, or "
+                              "the replicas' ipv4:HOST:PORT,HOST:PORT or dns:///NAME:PORT")
         if not _is_key_hex(cfg.clearinghouse_public_key):
             raise ConfigError("[clearinghouse] public_key is the clearinghouse's Ed25519 "
                               "public key as 64 lowercase hex characters (`timebank "

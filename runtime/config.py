@@ -124,10 +124,22 @@ def is_host_port(address: str, *, any_host: bool = False, any_port: bool = False
     return (0 if any_port else 1) <= int(port) <= 65535
 
 
+def is_target(address: str) -> bool:
+    """Whether ``address`` is what a client may dial: "host:port", or a gRPC target
+    naming several servers: a list ``ipv4:HOST:PORT,HOST:PORT`` (or ``ipv6:``) or a DNS
+    name ``dns:///NAME:PORT`` that resolves to several (replicas behind one address)."""
+    scheme, sep, rest = address.partition(":")
+    if sep and scheme in ("ipv4", "ipv6"):
+        return bool(rest) and all(is_host_port(one) for one in rest.split(","))
+    if sep and scheme == "dns":
+        return is_host_port(rest.removeprefix("//").partition("/")[2] or rest.lstrip("/"))
+    return is_host_port(address)
+
+
 def toml_string(text: str) -> str:
     """``text`` as a TOML basic string, for the configuration files ``init`` writes."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-__all__ = ["Kind", "Tables", "Value", "is_host_port",
+__all__ = ["Kind", "Tables", "Value", "is_host_port", "is_target",
            "read_settings", "resolve_path", "toml_string"]
