@@ -5,7 +5,7 @@ and writes rows (and raises InvariantViolation when a write finds what must not 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Table,
     bindparam,
+    case,
     func,
     insert,
     select,
@@ -150,12 +151,22 @@ _STANDING = Prepared(
     select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
            POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
     .where(POSITIONS.c.node_id == bindparam("node_id")))
+_STANDINGS = Prepared(
+    select(POSITIONS.c.node_id, POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
+           POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
+    .where(POSITIONS.c.node_id.in_([bindparam("a"), bindparam("b")])))
 _NET_POSITIONS = Prepared(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes))
+_NET_TOTAL = Prepared(select(func.coalesce(func.sum(POSITIONS.c.net_minutes), 0)))
 _CLAIM = Prepared(select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id")))
+# A claim's two parties in one statement: both count it open (or no longer), the debtor
+# its minutes too.
 _ADD_TO_OPEN = Prepared(
-    update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
+    update(POSITIONS).where(POSITIONS.c.node_id.in_([bindparam("b_creditor"),
+                                                     bindparam("b_debtor")]))
     .values(open_claims=POSITIONS.c.open_claims + bindparam("d_claims"),
-            open_debit_minutes=POSITIONS.c.open_debit_minutes + bindparam("d_minutes")))
+            open_debit_minutes=POSITIONS.c.open_debit_minutes + case(
+                (POSITIONS.c.node_id == bindparam("b_debtor"), bindparam("d_minutes")),
+                else_=0)))
 _OPEN_MOVE = Prepared(
     select(CLAIMS).where(CLAIMS.c.payer_ref == bindparam("ref"),
                          CLAIMS.c.kind == ClaimKind.MOVE.value,
@@ -182,8 +193,16 @@ _RECEIPT = Prepared(
 _INSERT_RECEIPT = Prepared(insert(RECEIPTS))
 _INSERT_CLAIM = Prepared(insert(CLAIMS))
 _MOVE_POSITION = Prepared(
-    update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
-    .values(net_minutes=POSITIONS.c.net_minutes + bindparam("delta")))
+    update(POSITIONS).where(POSITIONS.c.node_id.in_([bindparam("b_creditor"),
+                                                     bindparam("b_debtor")]))
+    .values(net_minutes=POSITIONS.c.net_minutes + case(
+        (POSITIONS.c.node_id == bindparam("b_creditor"), bindparam("plus")),
+        else_=bindparam("minus"))))
+_RECEIPTS_BY_KEY = Prepared(
+    select(RECEIPTS.c.envelope_sha256, RECEIPTS.c.receipt)
+    .where(RECEIPTS.c.envelope_sha256.in_(bindparam("keys", expanding=True))))
+#: The most keys one receipts lookup names (the driver path's longest IN list).
+_KEYS_PER_LOOKUP = 32
 _EARLIER_POLICIES = POLICIES.alias("earlier")
 # The policy in force at :since and every policy issued after it (a claim message reads
 # them to know which digests the city allows around now): a few rows, by serial.
@@ -212,27 +231,104 @@ _UPDATE_CLAIM_FINISH = Prepared(_UPDATE_CLAIM_WHERE.values(
     **_CLAIM_TRANSITION, finish=bindparam("b_finish")))
 
 
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """What a savepoint puts back in memory when it is rolled back."""
+
+    deliveries: int
+    receipts: int
+    completed: int
+    delivery_seq: dict[str, int]
+    known_receipts: dict[bytes, bytes | None]
+    moved: int
+
+
 class Repo:
+    """One transaction's statements. What it remembers lives as long as the transaction
+    (one writer at a time holds the database, ADR 0021): rows it read or wrote that a
+    later statement of the same transaction would read again, and, while ``deferring``,
+    the deliveries and receipts it will write together at the end."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # On PostgreSQL every statement is a round trip: a released savepoint is one more
+        # (nested savepoints of one name are harmless, ROLLBACK TO takes the latest).
+        self._release_savepoints = conn.dialect.name != "postgresql"
         # admissions read in this transaction (a Submit checks its signer's twice);
         # every write to admissions below forgets them
         self._admission_rows: dict[str, AdmissionRecord | None] = {}
+        # each node's last delivery sequence number, once read, as this transaction
+        # left it; receipts looked up (None: none) or written in this transaction
+        self._delivery_seq: dict[str, int] = {}
+        self._receipts: dict[bytes, bytes | None] = {}
+        # rows to write at the end of ``deferring``
+        self._deferring = False
+        self._pending_deliveries: list[dict[str, Any]] = []
+        self._pending_receipts: list[dict[str, Any]] = []
+        self._pending_completed: list[dict[str, Any]] = []
+        # claims whose completion moved positions since they were last checked to sum to 0
+        self._moved: list[str] = []
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: what happens inside is undone if it raises, and only
-        that (one envelope of a batch). Plain SQL, which both engines take, on the
-        driver's cursor: SQLAlchemy's nested-transaction objects cost several times as
-        much."""
+        that (one envelope of a batch), in the database and in what this repository
+        remembers. Plain SQL, which both engines take, on the driver's cursor:
+        SQLAlchemy's nested-transaction objects cost several times as much."""
+        mark = _Mark(len(self._pending_deliveries), len(self._pending_receipts),
+                     len(self._pending_completed), dict(self._delivery_seq),
+                     dict(self._receipts), len(self._moved))
         _SAVEPOINT(self.conn)
         try:
             yield
         except BaseException:
             _ROLLBACK_TO_SAVEPOINT(self.conn)
             _RELEASE_SAVEPOINT(self.conn)
+            del self._pending_deliveries[mark.deliveries:]
+            del self._pending_receipts[mark.receipts:]
+            del self._pending_completed[mark.completed:]
+            self._delivery_seq, self._receipts = mark.delivery_seq, mark.known_receipts
+            del self._moved[mark.moved:]
+            self._admission_rows.clear()
             raise
-        _RELEASE_SAVEPOINT(self.conn)
+        if self._release_savepoints:
+            _RELEASE_SAVEPOINT(self.conn)
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Deliveries, receipts and the leaves that completed claims, written inside, are
+        kept in memory and written together when it ends (one executemany each,
+        pipelined on PostgreSQL; nothing in the transaction reads the last back), and net
+        positions
+        are checked to sum to zero once, then. Reads of them in this transaction answer
+        from memory (``last_delivery_seq``, ``receipt``); Subscribe reads them only in
+        other transactions, after the commit. If the block raises, nothing is written."""
+        if self._deferring:
+            raise InvariantViolation("the repository is deferring its writes already")
+        self._deferring = True
+        try:
+            yield
+        except BaseException:
+            self._pending_deliveries.clear()
+            self._pending_receipts.clear()
+            self._pending_completed.clear()
+            raise
+        finally:
+            self._deferring = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the deferred rows, and check the positions moved since the last check."""
+        if self._pending_deliveries:
+            _INSERT_DELIVERY.many(self.conn, self._pending_deliveries)
+            self._pending_deliveries = []
+        if self._pending_receipts:
+            _INSERT_RECEIPT.many(self.conn, self._pending_receipts)
+            self._pending_receipts = []
+        if self._pending_completed:
+            _SET_COMPLETED_INDEX.many(self.conn, self._pending_completed)
+            self._pending_completed = []
+        self.check_positions_balance()
 
     # meta ---------------------------------------------------------------------------
 
@@ -420,16 +516,40 @@ class Repo:
         row = _STANDING(self.conn, {"node_id": node_id}).first()
         return None if row is None else Standing(*(int(v) for v in row))
 
+    def standings(self, a: str, b: str) -> dict[str, Standing]:
+        """``standing`` of two nodes in one read (those that have a position)."""
+        return {row[0]: Standing(*(int(v) for v in row[1:]))
+                for row in _STANDINGS(self.conn, {"a": a, "b": b})}
+
     def net_positions(self) -> dict[str, int]:
         """Every admitted node's running net position."""
         return {row[0]: int(row[1]) for row in _NET_POSITIONS(self.conn)}
 
     def move_position(self, creditor: str, debtor: str, minutes: int) -> None:
         """A completed claim: the creditor is owed ``minutes`` more, the debtor owes them."""
-        for node_id, delta in ((creditor, minutes), (debtor, -minutes)):
-            done = _MOVE_POSITION(self.conn, {"b_node_id": node_id, "delta": delta})
-            if done.rowcount != 1:
-                raise InvariantViolation(f"node {node_id} has no position")
+        if creditor == debtor:
+            raise InvariantViolation(f"node {creditor} cannot owe itself")
+        done = _MOVE_POSITION(self.conn, {"b_creditor": creditor, "b_debtor": debtor,
+                                          "plus": minutes, "minus": -minutes})
+        if done.rowcount != 2:
+            raise InvariantViolation(f"node {creditor} or {debtor} has no position")
+
+    def positions_must_balance(self, label: str) -> None:
+        """Net positions must still sum to zero after ``label`` moved them: checked now,
+        or while deferring once for the batch, before its rows are written (any
+        InvariantViolation rolls the whole transaction back)."""
+        self._moved.append(label)
+        if not self._deferring:
+            self.check_positions_balance()
+
+    def check_positions_balance(self) -> None:
+        if not self._moved:
+            return
+        total = int(_NET_TOTAL(self.conn).scalar_one())
+        if total != 0:
+            raise InvariantViolation(f"net positions sum to {total} after "
+                                     f"{', '.join(self._moved[-3:])}")
+        self._moved = []
 
     def set_net_debit_limit(self, node_id: str, minutes: int) -> None:
         done = self.conn.execute(update(POSITIONS).where(POSITIONS.c.node_id == node_id)
@@ -479,11 +599,13 @@ class Repo:
 
     def _count_open(self, claim: Claim, sign: int) -> None:
         """Keep the parties' running open-claim totals (``positions``) in step."""
-        for node_id, minutes in ((claim.creditor, 0), (claim.debtor, sign * claim.minutes)):
-            done = _ADD_TO_OPEN(self.conn, {"b_node_id": node_id, "d_claims": sign,
-                                            "d_minutes": minutes})
-            if done.rowcount != 1:
-                raise InvariantViolation(f"{claim.label}: node {node_id} has no position")
+        if claim.creditor == claim.debtor:
+            raise InvariantViolation(f"{claim.label}: a node cannot claim from itself")
+        done = _ADD_TO_OPEN(self.conn, {"b_creditor": claim.creditor, "b_debtor": claim.debtor,
+                                        "d_claims": sign, "d_minutes": sign * claim.minutes})
+        if done.rowcount != 2:
+            raise InvariantViolation(f"{claim.label}: node {claim.creditor} or {claim.debtor} "
+                                     "has no position")
 
     def open_claim_count(self, node_id: str) -> int:
         """How many open claims the node is a party to (creditor or debtor): its running
@@ -525,10 +647,15 @@ class Repo:
         rows = self.conn.execute(select(CLAIMS).where(*where).order_by(CLAIMS.c.claim_id))
         return [_claim(row).claim for row in rows]
 
-    def set_completed_index(self, claim_id: str, index: int) -> bool:
+    def set_completed_index(self, claim_id: str, index: int) -> None:
         """The log leaf that completed the claim: the first leaf recording it completed
-        sets it (True); a later one (a finish sent again) leaves it (False)."""
-        return _SET_COMPLETED_INDEX(self.conn, {"id": claim_id, "idx": index}).rowcount == 1
+        sets it; a later one (a finish sent again) leaves it. While deferring, written
+        at the end, in order."""
+        row = {"id": claim_id, "idx": index}
+        if self._deferring:
+            self._pending_completed.append(row)
+        else:
+            _SET_COMPLETED_INDEX(self.conn, row)
 
     @property
     def settlements(self) -> Settlements:
@@ -547,12 +674,24 @@ class Repo:
     # deliveries -----------------------------------------------------------------------
 
     def last_delivery_seq(self, node_id: str) -> int:
-        last = _LAST_DELIVERY(self.conn, {"node_id": node_id}).scalar()
-        return int(last or 0)
+        """The node's last delivery sequence number: read once per transaction, then kept
+        as this transaction's deliveries move it."""
+        found = self._delivery_seq.get(node_id)
+        if found is None:
+            last = _LAST_DELIVERY(self.conn, {"node_id": node_id}).scalar()
+            found = self._delivery_seq[node_id] = int(last or 0)
+        return found
 
     def insert_delivery(self, node_id: str, seq: int, payload: bytes, now: datetime) -> None:
-        _INSERT_DELIVERY(self.conn, {"node_id": node_id, "seq": seq, "envelope": payload,
-                                     "created_at": now})
+        if seq != self.last_delivery_seq(node_id) + 1:
+            raise InvariantViolation(f"delivery {seq} to {node_id} does not follow "
+                                     f"{self.last_delivery_seq(node_id)}")
+        row = {"node_id": node_id, "seq": seq, "envelope": payload, "created_at": now}
+        if self._deferring:
+            self._pending_deliveries.append(row)
+        else:
+            _INSERT_DELIVERY(self.conn, row)
+        self._delivery_seq[node_id] = seq
 
     def deliveries_after(self, node_id: str, after_seq: int, limit: int,
                          ) -> list[tuple[int, bytes]]:
@@ -573,12 +712,32 @@ class Repo:
 
     def receipt(self, envelope_sha256: bytes) -> bytes | None:
         """The signed receipt given for the submission with this SHA-256, if any."""
+        if envelope_sha256 in self._receipts:
+            return self._receipts[envelope_sha256]
         value = _RECEIPT(self.conn, {"key": envelope_sha256}).scalar()
-        return None if value is None else bytes(value)
+        found = self._receipts[envelope_sha256] = None if value is None else bytes(value)
+        return found
+
+    def look_up_receipts(self, keys: Iterable[bytes]) -> None:
+        """Read the receipts of these SHA-256s together (a batch's envelopes), so that
+        ``receipt`` answers each from memory: one statement per 32 keys, not one each."""
+        wanted = sorted({k for k in keys if k not in self._receipts})
+        for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
+            chunk = wanted[start:start + _KEYS_PER_LOOKUP]
+            self._receipts.update(dict.fromkeys(chunk))
+            self._receipts.update((bytes(r[0]), bytes(r[1]))
+                                  for r in _RECEIPTS_BY_KEY(self.conn, {"keys": chunk}))
 
     def insert_receipt(self, envelope_sha256: bytes, signer: str, kind: str, receipt: bytes,
                        now: datetime) -> None:
         if len(envelope_sha256) != 32:
             raise InvariantViolation("a receipt is keyed by a 32-byte SHA-256")
-        _INSERT_RECEIPT(self.conn, {"envelope_sha256": envelope_sha256, "signer": signer,
-                                    "kind": kind, "receipt": receipt, "created_at": now})
+        if self.receipt(envelope_sha256) is not None:
+            raise InvariantViolation("an envelope gets one receipt")
+        row = {"envelope_sha256": envelope_sha256, "signer": signer, "kind": kind,
+               "receipt": receipt, "created_at": now}
+        if self._deferring:
+            self._pending_receipts.append(row)
+        else:
+            _INSERT_RECEIPT(self.conn, row)
+        self._receipts[envelope_sha256] = receipt

@@ -177,10 +177,12 @@ def _check_proposal_extras(msg: clearing_pb2.ClaimProposal, claim: Claim) -> Non
 
 
 def _check_limits(tx: Tx, claim: Claim, max_pending: int) -> None:
-    debtor = tx.repo.standing(claim.debtor)
+    found = tx.repo.standings(claim.creditor, claim.debtor)
+    debtor, creditor = found.get(claim.debtor), found.get(claim.creditor)
     if debtor is None:
         raise InvariantViolation(f"admitted node {claim.debtor} has no position")
-    for node_id, open_claims in ((claim.creditor, tx.repo.open_claim_count(claim.creditor)),
+    for node_id, open_claims in ((claim.creditor, 0 if creditor is None
+                                  else creditor.open_claims),
                                  (claim.debtor, debtor.open_claims)):
         if open_claims >= max_pending:
             raise ResourceExhausted(
@@ -355,9 +357,7 @@ def finish(tx: Tx, envelope: Signed, ring: KeyRing) -> Claim:
     if after.state is ClaimState.COMPLETED:
         assert after.posted_minutes is not None
         tx.repo.move_position(after.creditor, after.debtor, after.posted_minutes)
-        total = sum(tx.repo.net_positions().values())
-        if total != 0:
-            raise InvariantViolation(f"net positions sum to {total} after {after.label}")
+        tx.repo.positions_must_balance(after.label)  # before the transaction commits
     if moves_home:
         tx.repo.set_home(after.person_ref, after.creditor, received, tx.now)
     _deliver(tx, claim.debtor, after, envelope)
