@@ -9,15 +9,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     Table,
+    and_,
     bindparam,
     case,
     func,
     insert,
+    literal,
     select,
     text,
     update,
@@ -112,6 +115,16 @@ class DirectoryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ProposalContext:
+    """What a proposal checks, read together (``Repo.proposal_context``)."""
+
+    home: DirectoryRecord | None
+    open_move: ClaimRecord | None
+    creditor_open_claims: int
+    debtor: Standing | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRecord:
     """A claim and the signed envelopes that moved it, each as received."""
 
@@ -151,10 +164,6 @@ _STANDING = Prepared(
     select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
            POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
     .where(POSITIONS.c.node_id == bindparam("node_id")))
-_STANDINGS = Prepared(
-    select(POSITIONS.c.node_id, POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
-           POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
-    .where(POSITIONS.c.node_id.in_([bindparam("a"), bindparam("b")])))
 _NET_POSITIONS = Prepared(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes))
 _NET_TOTAL = Prepared(select(func.coalesce(func.sum(POSITIONS.c.net_minutes), 0)))
 _CLAIM = Prepared(select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id")))
@@ -173,7 +182,8 @@ _OPEN_MOVE = Prepared(
                          CLAIMS.c.state.in_(OPEN_STATES))
     .order_by(CLAIMS.c.created_at).limit(1))
 _SET_HOME = Prepared(
-    update(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref"))
+    update(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref"),
+                            DIRECTORY.c.home_node_id == bindparam("was"))
     .values(home_node_id=bindparam("home"), registered_at=bindparam("at"),
             registration=bindparam("evidence")))
 _LAST_DELIVERY = Prepared(
@@ -192,12 +202,18 @@ _RECEIPT = Prepared(
     select(RECEIPTS.c.receipt).where(RECEIPTS.c.envelope_sha256 == bindparam("key")))
 _INSERT_RECEIPT = Prepared(insert(RECEIPTS))
 _INSERT_CLAIM = Prepared(insert(CLAIMS))
-_MOVE_POSITION = Prepared(
+# A completed claim in one statement: neither party counts it open any more, and the
+# creditor is owed what it posted, the debtor owes it.
+_COMPLETE_POSITIONS = Prepared(
     update(POSITIONS).where(POSITIONS.c.node_id.in_([bindparam("b_creditor"),
                                                      bindparam("b_debtor")]))
-    .values(net_minutes=POSITIONS.c.net_minutes + case(
-        (POSITIONS.c.node_id == bindparam("b_creditor"), bindparam("plus")),
-        else_=bindparam("minus"))))
+    .values(open_claims=POSITIONS.c.open_claims - 1,
+            open_debit_minutes=POSITIONS.c.open_debit_minutes - case(
+                (POSITIONS.c.node_id == bindparam("b_debtor"), bindparam("d_minutes")),
+                else_=0),
+            net_minutes=POSITIONS.c.net_minutes + case(
+                (POSITIONS.c.node_id == bindparam("b_creditor"), bindparam("plus")),
+                else_=bindparam("minus"))))
 _RECEIPTS_BY_KEY = Prepared(
     select(RECEIPTS.c.envelope_sha256, RECEIPTS.c.receipt)
     .where(RECEIPTS.c.envelope_sha256.in_(bindparam("keys", expanding=True))))
@@ -216,6 +232,27 @@ _SET_COMPLETED_INDEX = Prepared(
                          CLAIMS.c.state == ClaimState.COMPLETED.value,
                          CLAIMS.c.completed_index.is_(None))
     .values(completed_index=bindparam("idx")))
+_OPEN_MOVES = CLAIMS.alias("open_move")
+_CREDITOR = POSITIONS.alias("creditor")
+_DEBTOR = POSITIONS.alias("debtor")
+_ONE_ROW = select(literal(1).label("one")).subquery("one_row")
+# Everything a proposal checks after its parties, in one read: the person's home, their
+# open move (if any: ``_OPEN_MOVE``), the creditor's open claims and the debtor's standing.
+_PROPOSAL_CONTEXT = Prepared(
+    select(DIRECTORY.c.person_ref, DIRECTORY.c.home_node_id, DIRECTORY.c.registered_at,
+           DIRECTORY.c.registration, _CREDITOR.c.open_claims.label("creditor_open"),
+           _DEBTOR.c.net_minutes, _DEBTOR.c.net_debit_limit_minutes, _DEBTOR.c.open_claims,
+           _DEBTOR.c.open_debit_minutes,
+           *(c.label(f"move_{c.name}") for c in _OPEN_MOVES.c))
+    .select_from(
+        _ONE_ROW
+        .outerjoin(DIRECTORY, DIRECTORY.c.person_ref == bindparam("ref"))
+        .outerjoin(_OPEN_MOVES, and_(_OPEN_MOVES.c.payer_ref == bindparam("ref"),
+                                     _OPEN_MOVES.c.kind == ClaimKind.MOVE.value,
+                                     _OPEN_MOVES.c.state.in_(OPEN_STATES)))
+        .outerjoin(_CREDITOR, _CREDITOR.c.node_id == bindparam("creditor"))
+        .outerjoin(_DEBTOR, _DEBTOR.c.node_id == bindparam("debtor")))
+    .order_by(_OPEN_MOVES.c.created_at).limit(1))
 _SAVEPOINT = Prepared(text("SAVEPOINT envelope"))
 _ROLLBACK_TO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT envelope"))
 _RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT envelope"))
@@ -516,23 +553,9 @@ class Repo:
         row = _STANDING(self.conn, {"node_id": node_id}).first()
         return None if row is None else Standing(*(int(v) for v in row))
 
-    def standings(self, a: str, b: str) -> dict[str, Standing]:
-        """``standing`` of two nodes in one read (those that have a position)."""
-        return {row[0]: Standing(*(int(v) for v in row[1:]))
-                for row in _STANDINGS(self.conn, {"a": a, "b": b})}
-
     def net_positions(self) -> dict[str, int]:
         """Every admitted node's running net position."""
         return {row[0]: int(row[1]) for row in _NET_POSITIONS(self.conn)}
-
-    def move_position(self, creditor: str, debtor: str, minutes: int) -> None:
-        """A completed claim: the creditor is owed ``minutes`` more, the debtor owes them."""
-        if creditor == debtor:
-            raise InvariantViolation(f"node {creditor} cannot owe itself")
-        done = _MOVE_POSITION(self.conn, {"b_creditor": creditor, "b_debtor": debtor,
-                                          "plus": minutes, "minus": -minutes})
-        if done.rowcount != 2:
-            raise InvariantViolation(f"node {creditor} or {debtor} has no position")
 
     def positions_must_balance(self, label: str) -> None:
         """Net positions must still sum to zero after ``label`` moved them: checked now,
@@ -594,8 +617,24 @@ class Repo:
             raise InvariantViolation(f"claim {before.claim_id} changed underneath")
         if after.state.open and not before.state.open:
             raise InvariantViolation(f"claim {before.claim_id} cannot open again")
-        if before.state.open and not after.state.open:
+        if after.state is ClaimState.COMPLETED:
+            self._complete(before, after)
+        elif before.state.open and not after.state.open:
             self._count_open(before, -1)
+
+    def _complete(self, before: Claim, after: Claim) -> None:
+        """A claim completed: its parties no longer count it open, and the creditor is
+        owed the minutes posted, the debtor owes them (positions still sum to zero:
+        ``positions_must_balance``)."""
+        if not before.state.open or after.posted_minutes is None or after.creditor == after.debtor:
+            raise InvariantViolation(f"{after.label} cannot complete from {before.state.value}")
+        done = _COMPLETE_POSITIONS(self.conn, {
+            "b_creditor": after.creditor, "b_debtor": after.debtor,
+            "d_minutes": before.minutes, "plus": after.posted_minutes,
+            "minus": -after.posted_minutes})
+        if done.rowcount != 2:
+            raise InvariantViolation(f"{after.label}: node {after.creditor} or {after.debtor} "
+                                     "has no position")
 
     def _count_open(self, claim: Claim, sign: int) -> None:
         """Keep the parties' running open-claim totals (``positions``) in step."""
@@ -626,6 +665,22 @@ class Repo:
             debtor[0] += 1
             debtor[1] += int(r.minutes)
         return {n: (*kept.get(n, (0, 0)), counted[n][0], counted[n][1]) for n in counted}
+
+    def proposal_context(self, person_ref: str, creditor: str, debtor: str,
+                         ) -> ProposalContext:
+        """``directory_entry``, ``open_move``, the creditor's open claims and the debtor's
+        ``standing``, in one statement."""
+        row = _PROPOSAL_CONTEXT(self.conn, {"ref": person_ref, "creditor": creditor,
+                                            "debtor": debtor}).one()
+        m = row._mapping
+        home = (None if m["person_ref"] is None else DirectoryRecord(
+            m["person_ref"], m["home_node_id"], m["registered_at"], m["registration"]))
+        move = (None if m["move_claim_id"] is None else _claim(SimpleNamespace(**{
+            c.name: m[f"move_{c.name}"] for c in _OPEN_MOVES.c})))
+        standing = (None if m["net_minutes"] is None else Standing(
+            int(m["net_minutes"]), int(m["net_debit_limit_minutes"]), int(m["open_claims"]),
+            int(m["open_debit_minutes"])))
+        return ProposalContext(home, move, int(m["creditor_open"] or 0), standing)
 
     def open_move(self, person_ref: str) -> ClaimRecord | None:
         """The person's open (proposed or accepted) move claim, if there is one."""
@@ -662,14 +717,15 @@ class Repo:
         """Settlement's rows, in this transaction."""
         return Settlements(self.conn)
 
-    def set_home(self, person_ref: str, home_node_id: str, evidence: bytes,
-                 now: datetime) -> None:
-        """A completed move: the person's home is now ``home_node_id``; ``evidence`` is
-        the new home's signed envelope that completed the move."""
-        done = _SET_HOME(self.conn, {"ref": person_ref, "home": home_node_id, "at": now,
-                                     "evidence": evidence})
-        if done.rowcount != 1:
-            raise InvariantViolation("a moved person has no directory entry")
+    def move_home(self, person_ref: str, old_home: str, new_home: str, evidence: bytes,
+                  now: datetime) -> bool:
+        """A completed move: the person's home becomes ``new_home`` if it still is
+        ``old_home`` (False, and nothing changed, if not); ``evidence`` is the new home's
+        signed envelope that completed the move. One statement: the check is the
+        UPDATE's condition."""
+        done = _SET_HOME(self.conn, {"ref": person_ref, "was": old_home, "home": new_home,
+                                     "at": now, "evidence": evidence})
+        return done.rowcount == 1
 
     # deliveries -----------------------------------------------------------------------
 
