@@ -5,7 +5,12 @@ and started by ``city.launcher``, each with its own SQLite file), drives them on
 through the nodes' gRPC API, and prints its figures with a JSON summary as the last line.
 
     python bench/claims.py [--nodes 3] [--claims 3000] [--latency-claims 500] [--rate 100]
-                           [--insecure]
+                           [--insecure] [--clearinghouse-db postgresql+psycopg://HOST/DB]
+
+``--clearinghouse-db`` runs the whole bench twice: the clearinghouse on its SQLite file,
+then on a new database made for the run on the PostgreSQL server the URL names (dropped
+afterwards; the URL's own database is only used to create it). The JSON line then holds
+both runs, ``sqlite`` and ``postgresql``, and their ratio of completed claims a second.
 
 Every process serves TLS with certificates the launcher's city CA issued (the
 clearinghouse mutual TLS, binding each node's certificate to its district), as a city
@@ -68,7 +73,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -451,10 +456,31 @@ def ed25519_verifies_per_second(seconds: float = 2.0) -> float:
 # ------------------------------------------------------------------ main
 
 
-def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    city = layout(data_dir, districts(args.nodes), insecure=args.insecure)
+@contextmanager
+def bench_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of ``server_url``, dropped after."""
+    from sqlalchemy import create_engine, make_url, text
+
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"timebank_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def run(args: argparse.Namespace, data_dir: Path, database_url: str = "") -> dict[str, Any]:
+    city = layout(data_dir, districts(args.nodes), insecure=args.insecure,
+                  clearinghouse_database=database_url)
     set_limits(city)
-    results: dict[str, Any] = {"nodes": args.nodes, "tls": not args.insecure}
+    results: dict[str, Any] = {"nodes": args.nodes, "tls": not args.insecure,
+                               "clearinghouse_db": "postgresql" if database_url else "sqlite"}
     # measured at both ends: on a shared machine the speed drifts within a run, and two
     # runs compare only where both gauges agree
     at_start = round(ed25519_verifies_per_second(), 0)
@@ -502,14 +528,40 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     ap.add_argument("--insecure", action="store_true",
                     help="the same bench with every process plaintext (the cost of TLS)")
+    ap.add_argument("--clearinghouse-db", metavar="URL", default="",
+                    help="also run it with the clearinghouse on PostgreSQL: a server URL "
+                         "(postgresql+psycopg://USER@HOST:PORT/DB) where the bench may "
+                         "create and drop a database of its own")
+    ap.add_argument("--only-postgresql", action="store_true",
+                    help="with --clearinghouse-db: skip the SQLite run")
     args = ap.parse_args()
     if args.json:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the figures only, at the end
-    if args.data_dir is not None:
-        results = run(args, args.data_dir)
+    engines = ([] if args.only_postgresql else ["sqlite"]) + (
+        ["postgresql"] if args.clearinghouse_db else [])
+    runs: dict[str, dict[str, Any]] = {}
+    for engine in engines:
+        with ExitStack() as stack:
+            url = (stack.enter_context(bench_database(args.clearinghouse_db))
+                   if engine == "postgresql" else "")
+            if args.data_dir is not None:
+                runs[engine] = with_targets(run(args, args.data_dir / engine, url))
+            else:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="timebank-bench-"))
+                runs[engine] = with_targets(run(args, Path(tmp), url))
+    if len(runs) == 1:
+        results = next(iter(runs.values()))
     else:
-        with tempfile.TemporaryDirectory(prefix="timebank-bench-") as tmp:
-            results = run(args, Path(tmp))
+        results = dict(runs)
+        results["postgresql_over_sqlite_completed_claims_per_s"] = round(
+            runs["postgresql"]["throughput"]["completed_claims_per_s"]
+            / runs["sqlite"]["throughput"]["completed_claims_per_s"], 2)
+    sys.stdout = sys.__stdout__
+    print(json.dumps(results, ensure_ascii=False))
+
+
+def with_targets(results: dict[str, Any]) -> dict[str, Any]:
+    """The run's figures with whether they meet the bench's targets."""
     results["targets"] = {
         "completed_claims_per_s>=500":
             results["throughput"]["completed_claims_per_s"] >= 500,
@@ -519,8 +571,7 @@ def main() -> None:
             and results["latency"]["redemption_propose_to_accepted"]["p99_ms"] < 50,
     }
     results["cpu_count"] = os.cpu_count()
-    sys.stdout = sys.__stdout__
-    print(json.dumps(results, ensure_ascii=False))
+    return results
 
 
 if __name__ == "__main__":

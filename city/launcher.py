@@ -136,6 +136,19 @@ class CityLayout:
     nodes: tuple[NodeLayout, ...]
     #: The city CA's folder (``timebank pki``); None when the city is laid out insecure.
     pki_dir: Path | None = None
+    #: More clearinghouse processes on the same (PostgreSQL) database: each its name
+    #: (``clearinghouse-2``...), its configuration file and its address.
+    replicas: tuple[tuple[str, Path, str], ...] = ()
+
+    @property
+    def clearinghouse_names(self) -> tuple[str, ...]:
+        return (CLEARINGHOUSE, *(name for name, _, _ in self.replicas))
+
+    @property
+    def clearinghouse_target(self) -> str:
+        """What the nodes dial: the one address, or every replica's as one gRPC target
+        (``ipv4:HOST:PORT,HOST:PORT``), calls spread over those that answer."""
+        return _target(self.clearinghouse_address, self.replicas)
 
     @property
     def insecure(self) -> bool:
@@ -168,7 +181,7 @@ class CityLayout:
         """A ready channel to the process ``name`` (``clearinghouse`` or a node id):
         TLS with the observer certificate, or ``as_node``'s (``client_tls``); to a node,
         every call carries its operator's session (``NodeLayout.channel``)."""
-        if name != CLEARINGHOUSE and as_node is None:
+        if name not in self.clearinghouse_names and as_node is None:
             made = channel(self.address(name), self.client_tls(),
                            options=channel_options() if options is None else options)
             return authorized(made, self.node(name).operator_token)
@@ -178,7 +191,7 @@ class CityLayout:
     @property
     def names(self) -> tuple[str, ...]:
         """The process names: ``clearinghouse`` first, then the node ids."""
-        return (CLEARINGHOUSE, *(n.node_id for n in self.nodes))
+        return (*self.clearinghouse_names, *(n.node_id for n in self.nodes))
 
     def node(self, node_id: str) -> NodeLayout:
         for n in self.nodes:
@@ -189,6 +202,9 @@ class CityLayout:
     def address(self, name: str) -> str:
         if name == CLEARINGHOUSE:
             return self.clearinghouse_address
+        for replica, _, address in self.replicas:
+            if name == replica:
+                return address
         return self.node(name).address
 
 
@@ -249,14 +265,14 @@ def _check_tls(config_path: Path, found: TlsSettings, wanted: TlsSettings) -> No
 
 
 def _layout_clearinghouse(ch_dir: Path, port: int, ca: Authority | None,
-                          ) -> tuple[Path, str, str, str]:
-    """Create or find the clearinghouse; return its config file, address, public key and
-    the city root public key."""
+                          database_url: str = "") -> tuple[Path, str, str, str]:
+    """Create or find the clearinghouse (on ``database_url``; empty: its SQLite file);
+    return its config file, address, public key and the city root public key."""
     config_path = ch_dir / ch_config.CONFIG_NAME
     tls = _tls_of(ca, CLEARINGHOUSE, crl=True)
     if not config_path.exists():
         ch_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(ch_config.render_config("", f"{HOST}:{port}", tls,
+        config_path.write_text(ch_config.render_config(database_url, f"{HOST}:{port}", tls,
                                                        metrics_listen=f"{HOST}:0"),
                                encoding="utf-8")
     init_city(ch_dir)  # keeps the file written above, makes keys and database
@@ -264,6 +280,27 @@ def _layout_clearinghouse(ch_dir: Path, port: int, ca: Authority | None,
     _check_tls(config_path, config.tls, tls)
     public = key_info(config.signing_key_file).public_key.hex()
     return config_path, config.listen, public, key_info(config.city_key_file).public_key.hex()
+
+
+def _target(address: str, replicas: tuple[tuple[str, Path, str], ...]) -> str:
+    if not replicas:
+        return address
+    return "ipv4:" + ",".join([address, *(a for _, _, a in replicas)])
+
+
+def _layout_replicas(config_path: Path, ports: list[int]) -> tuple[tuple[str, Path, str], ...]:
+    """A configuration file per further replica, beside the first's: the same file but
+    for ``listen`` (a replica laid out before keeps its own). Every replica serves the
+    same database with the same keys."""
+    replicas = []
+    for number, port in enumerate(ports, 2):
+        path = config_path.with_name(f"replica-{number}.toml")
+        if not path.exists():
+            text = re.sub(r'(?m)^listen = .*$', f'listen = "{HOST}:{port}"',
+                          config_path.read_text(encoding="utf-8"), count=1)
+            path.write_text(text, encoding="utf-8")
+        replicas.append((f"{CLEARINGHOUSE}-{number}", path, ch_config.load_config(path).listen))
+    return tuple(replicas)
 
 
 def _node_listen(data_dir: Path, district: District, port: int) -> str:
@@ -358,7 +395,8 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
            base_port: int | None = None,
            net_debit_limit: int = DEFAULT_NET_DEBIT_LIMIT_MINUTES,
            policy_text: str | None = None, insecure: bool = False,
-           pki_dir: Path | None = None) -> CityLayout:
+           pki_dir: Path | None = None, clearinghouse_database: str = "",
+           clearinghouse_replicas: int = 1) -> CityLayout:
     """Create (or find again) a city under ``data_dir``: the clearinghouse, one shared city
     secret, a node per district, every node admitted. Safe to run again: keys, secret and
     ports are kept. Ports are free ones on 127.0.0.1, or ``base_port`` (clearinghouse)
@@ -372,7 +410,14 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     names every other district's node, so that every district compares its view of the
     log with the others'. ``insecure``: every process serves and calls plaintext (the
     bench's ``--insecure``); otherwise the city CA in ``pki_dir`` (default ``pki/`` in
-    ``data_dir``; another city's, for two cities one CA trusts) issues every certificate."""
+    ``data_dir``; another city's, for two cities one CA trusts) issues every certificate.
+    ``clearinghouse_database``: the clearinghouse's database URL when the city is new
+    (empty: a SQLite file); ``clearinghouse_replicas`` clearinghouse processes serve it
+    (more than one needs PostgreSQL), and every node dials them all as one target."""
+    if not 1 <= clearinghouse_replicas <= 8:
+        raise LaunchError("a city runs 1 to 8 clearinghouse replicas")
+    if clearinghouse_replicas > 1 and not clearinghouse_database.startswith("postgresql"):
+        raise LaunchError("clearinghouse replicas share one PostgreSQL database; name it")
     if isinstance(net_debit_limit, bool) or net_debit_limit < 0:
         raise LaunchError(f"a net debit limit is 0 or more minutes, not {net_debit_limit}")
     wanted = tuple(districts)
@@ -382,17 +427,20 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     data_dir.mkdir(parents=True, exist_ok=True)
     logs_dir = data_dir / "logs"
     logs_dir.mkdir(exist_ok=True)
-    ports = list(_port_source(base_port, 1 + len(wanted)))
+    ports = list(_port_source(base_port, clearinghouse_replicas + len(wanted)))
     ch_dir = data_dir / CLEARINGHOUSE
     ca = None if insecure else _layout_pki((pki_dir or data_dir / PKI).resolve(),
                                            (d.node_id for d in wanted))
-    ch_file, ch_address, ch_public, city_public = _layout_clearinghouse(ch_dir, ports[0], ca)
+    ch_file, ch_address, ch_public, city_public = _layout_clearinghouse(
+        ch_dir, ports[0], ca, clearinghouse_database)
+    replicas = _layout_replicas(ch_file, ports[1:clearinghouse_replicas])
+    target = _target(ch_address, replicas)
     secret_file = data_dir / "city-secret"
     secret = _ensure_city_secret(secret_file)
     listens = {d.node_id: _node_listen(data_dir, d, port)
-               for d, port in zip(wanted, ports[1:], strict=True)}
+               for d, port in zip(wanted, ports[clearinghouse_replicas:], strict=True)}
     # Every node compares the log's heads with every other district's (split views).
-    nodes = tuple(_layout_node(data_dir, d, secret, listens[d.node_id], ch_address, ch_public,
+    nodes = tuple(_layout_node(data_dir, d, secret, listens[d.node_id], target, ch_public,
                                city_public, policy_text, tuple(a for n, a in listens.items()
                                                   if n != d.node_id), ca)
                   for d in wanted)
@@ -400,7 +448,7 @@ def layout(data_dir: Path, districts: Iterable[District] = DISTRICTS, *,
     _issue_policy(ch_file, DEFAULT_POLICY_TOML if policy_text is None else policy_text)
     return CityLayout(data_dir, ch_dir, ch_file, ch_address, ch_public, city_public,
                       secret_file, data_dir / "clock", logs_dir, nodes,
-                      None if ca is None else ca.folder)
+                      None if ca is None else ca.folder, replicas)
 
 
 # ------------------------------------------------------------------ processes
@@ -501,9 +549,10 @@ class CityProcesses:
     def command(self, name: str) -> list[str]:
         """The command line that runs ``name``."""
         self._check(name)
-        if name == CLEARINGHOUSE:
-            argv = [sys.executable, "-m", "city", "clearinghouse", "serve",
-                    "--config", str(self.city.clearinghouse_config)]
+        replicas = {replica: path for replica, path, _ in self.city.replicas}
+        if name == CLEARINGHOUSE or name in replicas:
+            argv = [sys.executable, "-m", "city", "clearinghouse", "serve", "--config",
+                    str(replicas.get(name, self.city.clearinghouse_config))]
         else:
             argv = [sys.executable, "-m", "city", "node", "serve",
                     "--config", str(self.city.node(name).config_file)]
@@ -562,7 +611,8 @@ class CityProcesses:
         """Wait until the process's gRPC health service says SERVING; raise LaunchError
         with the tail of its log if it exits or does not get there within ``timeout``."""
         run = self._get(name)
-        service = CLEARINGHOUSE_SERVICE if name == CLEARINGHOUSE else NODE_SERVICE
+        service = (CLEARINGHOUSE_SERVICE if name in self.city.clearinghouse_names
+                   else NODE_SERVICE)
         deadline = time.monotonic() + timeout
         with self.city.channel(name) as ready:
             stub = health_pb2_grpc.HealthStub(ready)

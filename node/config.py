@@ -25,6 +25,7 @@ from runtime.config import (
     Value,
     is_host_port,
     is_key_hex,
+    is_target,
     server_settings,
 )
 from runtime.errors import ConfigError
@@ -115,10 +116,14 @@ SCHEMA = Schema("node", "timebank node init", (
             "上述时间窗（分钟）。", "The window of address_max_failures, in minutes.",
             low=1, high=1440),
     Setting("clearinghouse", "address", "",
-            "市级清算中心地址（主机:端口）；留空则本区单独运行（无跨区通兑）。",
-            "The clearinghouse's HOST:PORT. Empty: this district runs alone (no "
-            "inter-district redemptions or moves).", rule=is_host_port,
-            rule_text="HOST:PORT, e.g. 127.0.0.1:7400", example="clearing.example.gov.cn:7400"),
+            "市级清算中心地址（主机:端口；多个副本：ipv4:主机:端口,主机:端口 或 "
+            "dns:///名称:端口）；留空则本区单独运行（无跨区通兑）。",
+            "The clearinghouse's HOST:PORT; for replicas ipv4:HOST:PORT,HOST:PORT or "
+            "dns:///NAME:PORT. Empty: this district runs alone (no inter-district "
+            "redemptions or moves).", rule=is_target,
+            rule_text="HOST:PORT, e.g. 127.0.0.1:7400, or the replicas' "
+                      "ipv4:HOST:PORT,HOST:PORT or dns:///NAME:PORT",
+            example="clearing.example.gov.cn:7400"),
     Setting("clearinghouse", "public_key", "",
             "清算中心的 Ed25519 公钥（64 位十六进制，`timebank clearinghouse init` 输出）。",
             "The clearinghouse's Ed25519 public key (64 hex characters, as `timebank "

@@ -428,6 +428,18 @@ def is_key_hex(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
+def is_target(address: str) -> bool:
+    """Whether ``address`` is what a client may dial: "host:port", or a gRPC target
+    naming several servers: a list ``ipv4:HOST:PORT,HOST:PORT`` (or ``ipv6:``) or a DNS
+    name ``dns:///NAME:PORT`` that resolves to several (replicas behind one address)."""
+    scheme, sep, rest = address.partition(":")
+    if sep and scheme in ("ipv4", "ipv6"):
+        return bool(rest) and all(is_host_port(one) for one in rest.split(","))
+    if sep and scheme == "dns":
+        return is_host_port(rest.removeprefix("//").partition("/")[2] or rest.lstrip("/"))
+    return is_host_port(address)
+
+
 def toml_string(text: str) -> str:
     """``text`` as a TOML basic string, for the configuration files ``init`` writes."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -477,5 +489,5 @@ LOG_SETTINGS = (
 
 
 __all__ = ["DEFAULT", "ENV", "FILE", "LOG", "LOG_SETTINGS", "SERVER", "Schema", "Setting",
-           "Settings", "Source", "Table", "Value", "is_host_port", "is_key_hex",
+           "Settings", "Source", "Table", "Value", "is_host_port", "is_key_hex", "is_target",
            "resolve_path", "server_settings", "toml_string", "toml_value"]

@@ -23,6 +23,7 @@ users can read them.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -352,16 +353,45 @@ def client_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
                                         private_key=key, certificate_chain=chain)
 
 
+#: A channel to a target that may name several servers spreads its calls over all of
+#: them (gRPC's round_robin policy) and leaves out one that is down.
+_ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+
+
+def first_host(address: str) -> str | None:
+    """The host of the first server a target lists when it lists several
+    (``ipv4:10.0.0.5:7400,10.0.0.6:7400`` gives ``10.0.0.5``), else None.
+
+    gRPC checks a TLS server's certificate against the target's name; a list of
+    addresses has none it can use, so every replica's certificate must carry the first
+    one's host (the launcher's carry ``localhost`` and ``127.0.0.1``), or the client
+    names the shared name itself (``ClientTls.server_name``)."""
+    scheme, sep, rest = address.partition(":")
+    if not sep or scheme not in ("ipv4", "ipv6") or "," not in rest:
+        return None
+    first = rest.split(",", 1)[0]
+    host = first.rpartition(":")[0] if first.count(":") == 1 or first.startswith("[") else first
+    return host.strip("[]") or None
+
+
 def channel(address: str, tls: ClientTls | None,
             options: Sequence[tuple[str, Any]] | None = None) -> grpc.Channel:
     """THE way a client channel is made: TLS checked against ``tls.ca`` (presenting
     ``tls.cert`` when set), or plaintext when ``tls`` is None (``--insecure`` only).
-    Raises ConfigError when the files cannot be used."""
+
+    ``address`` is HOST:PORT or any gRPC target: a DNS name that resolves to several
+    servers (``dns:///clearinghouse.city:7400``) or a list
+    (``ipv4:10.0.0.5:7400,10.0.0.6:7400``) reaches every replica, calls spread round
+    robin over those that answer (a plain HOST:PORT keeps gRPC's default, the first
+    address that answers). Raises ConfigError when the files cannot be used."""
     opts = list(options or [])
+    if first_host(address) is not None or address.startswith("dns:"):
+        opts.insert(0, _ROUND_ROBIN)  # a plain HOST:PORT keeps gRPC's default policy
     if tls is None:
         return grpc.insecure_channel(address, options=opts)
-    if tls.server_name:
-        opts.append(("grpc.ssl_target_name_override", tls.server_name))
+    name = tls.server_name or first_host(address)
+    if name:
+        opts.append(("grpc.ssl_target_name_override", name))
     return grpc.secure_channel(address, client_credentials(tls), options=opts)
 
 
@@ -510,6 +540,7 @@ __all__ = [
     "TlsSettings",
     "channel",
     "client_credentials",
+    "first_host",
     "identity_of",
     "node_uri",
     "observer_uri",

@@ -26,7 +26,7 @@ from city.monitor.watch import (
     Target,
     check_once,
 )
-from runtime.config import is_host_port
+from runtime.config import is_target
 from runtime.console import CliError, console, guarded, print_error
 from timebank import forks
 
@@ -51,8 +51,9 @@ def _key(text: str, what: str) -> bytes:
 
 
 def _address(text: str, what: str) -> str:
-    if not is_host_port(text):
-        raise typer.BadParameter(f"{what} is HOST:PORT, not {text!r}")
+    if not is_target(text):
+        raise typer.BadParameter(f"{what} is HOST:PORT (or ipv4:HOST:PORT,HOST:PORT, "
+                                 f"dns:///NAME:PORT), not {text!r}")
     return text
 
 

@@ -5,18 +5,22 @@ and writes rows (and raises InvariantViolation when a write finds what must not 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     Table,
+    and_,
     bindparam,
+    case,
     func,
     insert,
+    literal,
     select,
     text,
     update,
@@ -111,6 +115,16 @@ class DirectoryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ProposalContext:
+    """What a proposal checks, read together (``Repo.proposal_context``)."""
+
+    home: DirectoryRecord | None
+    open_move: ClaimRecord | None
+    creditor_open_claims: int
+    debtor: Standing | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRecord:
     """A claim and the signed envelopes that moved it, each as received."""
 
@@ -151,18 +165,25 @@ _STANDING = Prepared(
            POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
     .where(POSITIONS.c.node_id == bindparam("node_id")))
 _NET_POSITIONS = Prepared(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes))
+_NET_TOTAL = Prepared(select(func.coalesce(func.sum(POSITIONS.c.net_minutes), 0)))
 _CLAIM = Prepared(select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id")))
+# A claim's two parties in one statement: both count it open (or no longer), the debtor
+# its minutes too.
 _ADD_TO_OPEN = Prepared(
-    update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
+    update(POSITIONS).where(POSITIONS.c.node_id.in_([bindparam("b_creditor"),
+                                                     bindparam("b_debtor")]))
     .values(open_claims=POSITIONS.c.open_claims + bindparam("d_claims"),
-            open_debit_minutes=POSITIONS.c.open_debit_minutes + bindparam("d_minutes")))
+            open_debit_minutes=POSITIONS.c.open_debit_minutes + case(
+                (POSITIONS.c.node_id == bindparam("b_debtor"), bindparam("d_minutes")),
+                else_=0)))
 _OPEN_MOVE = Prepared(
     select(CLAIMS).where(CLAIMS.c.payer_ref == bindparam("ref"),
                          CLAIMS.c.kind == ClaimKind.MOVE.value,
                          CLAIMS.c.state.in_(OPEN_STATES))
     .order_by(CLAIMS.c.created_at).limit(1))
 _SET_HOME = Prepared(
-    update(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref"))
+    update(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref"),
+                            DIRECTORY.c.home_node_id == bindparam("was"))
     .values(home_node_id=bindparam("home"), registered_at=bindparam("at"),
             registration=bindparam("evidence")))
 _LAST_DELIVERY = Prepared(
@@ -181,9 +202,23 @@ _RECEIPT = Prepared(
     select(RECEIPTS.c.receipt).where(RECEIPTS.c.envelope_sha256 == bindparam("key")))
 _INSERT_RECEIPT = Prepared(insert(RECEIPTS))
 _INSERT_CLAIM = Prepared(insert(CLAIMS))
-_MOVE_POSITION = Prepared(
-    update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node_id"))
-    .values(net_minutes=POSITIONS.c.net_minutes + bindparam("delta")))
+# A completed claim in one statement: neither party counts it open any more, and the
+# creditor is owed what it posted, the debtor owes it.
+_COMPLETE_POSITIONS = Prepared(
+    update(POSITIONS).where(POSITIONS.c.node_id.in_([bindparam("b_creditor"),
+                                                     bindparam("b_debtor")]))
+    .values(open_claims=POSITIONS.c.open_claims - 1,
+            open_debit_minutes=POSITIONS.c.open_debit_minutes - case(
+                (POSITIONS.c.node_id == bindparam("b_debtor"), bindparam("d_minutes")),
+                else_=0),
+            net_minutes=POSITIONS.c.net_minutes + case(
+                (POSITIONS.c.node_id == bindparam("b_creditor"), bindparam("plus")),
+                else_=bindparam("minus"))))
+_RECEIPTS_BY_KEY = Prepared(
+    select(RECEIPTS.c.envelope_sha256, RECEIPTS.c.receipt)
+    .where(RECEIPTS.c.envelope_sha256.in_(bindparam("keys", expanding=True))))
+#: The most keys one receipts lookup names (the driver path's longest IN list).
+_KEYS_PER_LOOKUP = 32
 _EARLIER_POLICIES = POLICIES.alias("earlier")
 # The policy in force at :since and every policy issued after it (a claim message reads
 # them to know which digests the city allows around now): a few rows, by serial.
@@ -197,6 +232,27 @@ _SET_COMPLETED_INDEX = Prepared(
                          CLAIMS.c.state == ClaimState.COMPLETED.value,
                          CLAIMS.c.completed_index.is_(None))
     .values(completed_index=bindparam("idx")))
+_OPEN_MOVES = CLAIMS.alias("open_move")
+_CREDITOR = POSITIONS.alias("creditor")
+_DEBTOR = POSITIONS.alias("debtor")
+_ONE_ROW = select(literal(1).label("one")).subquery("one_row")
+# Everything a proposal checks after its parties, in one read: the person's home, their
+# open move (if any: ``_OPEN_MOVE``), the creditor's open claims and the debtor's standing.
+_PROPOSAL_CONTEXT = Prepared(
+    select(DIRECTORY.c.person_ref, DIRECTORY.c.home_node_id, DIRECTORY.c.registered_at,
+           DIRECTORY.c.registration, _CREDITOR.c.open_claims.label("creditor_open"),
+           _DEBTOR.c.net_minutes, _DEBTOR.c.net_debit_limit_minutes, _DEBTOR.c.open_claims,
+           _DEBTOR.c.open_debit_minutes,
+           *(c.label(f"move_{c.name}") for c in _OPEN_MOVES.c))
+    .select_from(
+        _ONE_ROW
+        .outerjoin(DIRECTORY, DIRECTORY.c.person_ref == bindparam("ref"))
+        .outerjoin(_OPEN_MOVES, and_(_OPEN_MOVES.c.payer_ref == bindparam("ref"),
+                                     _OPEN_MOVES.c.kind == ClaimKind.MOVE.value,
+                                     _OPEN_MOVES.c.state.in_(OPEN_STATES)))
+        .outerjoin(_CREDITOR, _CREDITOR.c.node_id == bindparam("creditor"))
+        .outerjoin(_DEBTOR, _DEBTOR.c.node_id == bindparam("debtor")))
+    .order_by(_OPEN_MOVES.c.created_at).limit(1))
 _SAVEPOINT = Prepared(text("SAVEPOINT envelope"))
 _ROLLBACK_TO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT envelope"))
 _RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT envelope"))
@@ -212,27 +268,104 @@ _UPDATE_CLAIM_FINISH = Prepared(_UPDATE_CLAIM_WHERE.values(
     **_CLAIM_TRANSITION, finish=bindparam("b_finish")))
 
 
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """What a savepoint puts back in memory when it is rolled back."""
+
+    deliveries: int
+    receipts: int
+    completed: int
+    delivery_seq: dict[str, int]
+    known_receipts: dict[bytes, bytes | None]
+    moved: int
+
+
 class Repo:
+    """One transaction's statements. What it remembers lives as long as the transaction
+    (one writer at a time holds the database, ADR 0021): rows it read or wrote that a
+    later statement of the same transaction would read again, and, while ``deferring``,
+    the deliveries and receipts it will write together at the end."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # On PostgreSQL every statement is a round trip: a released savepoint is one more
+        # (nested savepoints of one name are harmless, ROLLBACK TO takes the latest).
+        self._release_savepoints = conn.dialect.name != "postgresql"
         # admissions read in this transaction (a Submit checks its signer's twice);
         # every write to admissions below forgets them
         self._admission_rows: dict[str, AdmissionRecord | None] = {}
+        # each node's last delivery sequence number, once read, as this transaction
+        # left it; receipts looked up (None: none) or written in this transaction
+        self._delivery_seq: dict[str, int] = {}
+        self._receipts: dict[bytes, bytes | None] = {}
+        # rows to write at the end of ``deferring``
+        self._deferring = False
+        self._pending_deliveries: list[dict[str, Any]] = []
+        self._pending_receipts: list[dict[str, Any]] = []
+        self._pending_completed: list[dict[str, Any]] = []
+        # claims whose completion moved positions since they were last checked to sum to 0
+        self._moved: list[str] = []
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: what happens inside is undone if it raises, and only
-        that (one envelope of a batch). Plain SQL, which both engines take, on the
-        driver's cursor: SQLAlchemy's nested-transaction objects cost several times as
-        much."""
+        that (one envelope of a batch), in the database and in what this repository
+        remembers. Plain SQL, which both engines take, on the driver's cursor:
+        SQLAlchemy's nested-transaction objects cost several times as much."""
+        mark = _Mark(len(self._pending_deliveries), len(self._pending_receipts),
+                     len(self._pending_completed), dict(self._delivery_seq),
+                     dict(self._receipts), len(self._moved))
         _SAVEPOINT(self.conn)
         try:
             yield
         except BaseException:
             _ROLLBACK_TO_SAVEPOINT(self.conn)
             _RELEASE_SAVEPOINT(self.conn)
+            del self._pending_deliveries[mark.deliveries:]
+            del self._pending_receipts[mark.receipts:]
+            del self._pending_completed[mark.completed:]
+            self._delivery_seq, self._receipts = mark.delivery_seq, mark.known_receipts
+            del self._moved[mark.moved:]
+            self._admission_rows.clear()
             raise
-        _RELEASE_SAVEPOINT(self.conn)
+        if self._release_savepoints:
+            _RELEASE_SAVEPOINT(self.conn)
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Deliveries, receipts and the leaves that completed claims, written inside, are
+        kept in memory and written together when it ends (one executemany each,
+        pipelined on PostgreSQL; nothing in the transaction reads the last back), and net
+        positions
+        are checked to sum to zero once, then. Reads of them in this transaction answer
+        from memory (``last_delivery_seq``, ``receipt``); Subscribe reads them only in
+        other transactions, after the commit. If the block raises, nothing is written."""
+        if self._deferring:
+            raise InvariantViolation("the repository is deferring its writes already")
+        self._deferring = True
+        try:
+            yield
+        except BaseException:
+            self._pending_deliveries.clear()
+            self._pending_receipts.clear()
+            self._pending_completed.clear()
+            raise
+        finally:
+            self._deferring = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the deferred rows, and check the positions moved since the last check."""
+        if self._pending_deliveries:
+            _INSERT_DELIVERY.many(self.conn, self._pending_deliveries)
+            self._pending_deliveries = []
+        if self._pending_receipts:
+            _INSERT_RECEIPT.many(self.conn, self._pending_receipts)
+            self._pending_receipts = []
+        if self._pending_completed:
+            _SET_COMPLETED_INDEX.many(self.conn, self._pending_completed)
+            self._pending_completed = []
+        self.check_positions_balance()
 
     # meta ---------------------------------------------------------------------------
 
@@ -443,12 +576,22 @@ class Repo:
         """Every admitted node's running net position."""
         return {row[0]: int(row[1]) for row in _NET_POSITIONS(self.conn)}
 
-    def move_position(self, creditor: str, debtor: str, minutes: int) -> None:
-        """A completed claim: the creditor is owed ``minutes`` more, the debtor owes them."""
-        for node_id, delta in ((creditor, minutes), (debtor, -minutes)):
-            done = _MOVE_POSITION(self.conn, {"b_node_id": node_id, "delta": delta})
-            if done.rowcount != 1:
-                raise InvariantViolation(f"node {node_id} has no position")
+    def positions_must_balance(self, label: str) -> None:
+        """Net positions must still sum to zero after ``label`` moved them: checked now,
+        or while deferring once for the batch, before its rows are written (any
+        InvariantViolation rolls the whole transaction back)."""
+        self._moved.append(label)
+        if not self._deferring:
+            self.check_positions_balance()
+
+    def check_positions_balance(self) -> None:
+        if not self._moved:
+            return
+        total = int(_NET_TOTAL(self.conn).scalar_one())
+        if total != 0:
+            raise InvariantViolation(f"net positions sum to {total} after "
+                                     f"{', '.join(self._moved[-3:])}")
+        self._moved = []
 
     def set_net_debit_limit(self, node_id: str, minutes: int) -> None:
         done = self.conn.execute(update(POSITIONS).where(POSITIONS.c.node_id == node_id)
@@ -493,16 +636,34 @@ class Repo:
             raise InvariantViolation(f"claim {before.claim_id} changed underneath")
         if after.state.open and not before.state.open:
             raise InvariantViolation(f"claim {before.claim_id} cannot open again")
-        if before.state.open and not after.state.open:
+        if after.state is ClaimState.COMPLETED:
+            self._complete(before, after)
+        elif before.state.open and not after.state.open:
             self._count_open(before, -1)
+
+    def _complete(self, before: Claim, after: Claim) -> None:
+        """A claim completed: its parties no longer count it open, and the creditor is
+        owed the minutes posted, the debtor owes them (positions still sum to zero:
+        ``positions_must_balance``)."""
+        if not before.state.open or after.posted_minutes is None or after.creditor == after.debtor:
+            raise InvariantViolation(f"{after.label} cannot complete from {before.state.value}")
+        done = _COMPLETE_POSITIONS(self.conn, {
+            "b_creditor": after.creditor, "b_debtor": after.debtor,
+            "d_minutes": before.minutes, "plus": after.posted_minutes,
+            "minus": -after.posted_minutes})
+        if done.rowcount != 2:
+            raise InvariantViolation(f"{after.label}: node {after.creditor} or {after.debtor} "
+                                     "has no position")
 
     def _count_open(self, claim: Claim, sign: int) -> None:
         """Keep the parties' running open-claim totals (``positions``) in step."""
-        for node_id, minutes in ((claim.creditor, 0), (claim.debtor, sign * claim.minutes)):
-            done = _ADD_TO_OPEN(self.conn, {"b_node_id": node_id, "d_claims": sign,
-                                            "d_minutes": minutes})
-            if done.rowcount != 1:
-                raise InvariantViolation(f"{claim.label}: node {node_id} has no position")
+        if claim.creditor == claim.debtor:
+            raise InvariantViolation(f"{claim.label}: a node cannot claim from itself")
+        done = _ADD_TO_OPEN(self.conn, {"b_creditor": claim.creditor, "b_debtor": claim.debtor,
+                                        "d_claims": sign, "d_minutes": sign * claim.minutes})
+        if done.rowcount != 2:
+            raise InvariantViolation(f"{claim.label}: node {claim.creditor} or {claim.debtor} "
+                                     "has no position")
 
     def open_claim_count(self, node_id: str) -> int:
         """How many open claims the node is a party to (creditor or debtor): its running
@@ -524,6 +685,22 @@ class Repo:
             debtor[1] += int(r.minutes)
         return {n: (*kept.get(n, (0, 0)), counted[n][0], counted[n][1]) for n in counted}
 
+    def proposal_context(self, person_ref: str, creditor: str, debtor: str,
+                         ) -> ProposalContext:
+        """``directory_entry``, ``open_move``, the creditor's open claims and the debtor's
+        ``standing``, in one statement."""
+        row = _PROPOSAL_CONTEXT(self.conn, {"ref": person_ref, "creditor": creditor,
+                                            "debtor": debtor}).one()
+        m = row._mapping
+        home = (None if m["person_ref"] is None else DirectoryRecord(
+            m["person_ref"], m["home_node_id"], m["registered_at"], m["registration"]))
+        move = (None if m["move_claim_id"] is None else _claim(SimpleNamespace(**{
+            c.name: m[f"move_{c.name}"] for c in _OPEN_MOVES.c})))
+        standing = (None if m["net_minutes"] is None else Standing(
+            int(m["net_minutes"]), int(m["net_debit_limit_minutes"]), int(m["open_claims"]),
+            int(m["open_debit_minutes"])))
+        return ProposalContext(home, move, int(m["creditor_open"] or 0), standing)
+
     def open_move(self, person_ref: str) -> ClaimRecord | None:
         """The person's open (proposed or accepted) move claim, if there is one."""
         row = _OPEN_MOVE(self.conn, {"ref": person_ref}).first()
@@ -544,34 +721,52 @@ class Repo:
         rows = self.conn.execute(select(CLAIMS).where(*where).order_by(CLAIMS.c.claim_id))
         return [_claim(row).claim for row in rows]
 
-    def set_completed_index(self, claim_id: str, index: int) -> bool:
+    def set_completed_index(self, claim_id: str, index: int) -> None:
         """The log leaf that completed the claim: the first leaf recording it completed
-        sets it (True); a later one (a finish sent again) leaves it (False)."""
-        return _SET_COMPLETED_INDEX(self.conn, {"id": claim_id, "idx": index}).rowcount == 1
+        sets it; a later one (a finish sent again) leaves it. While deferring, written
+        at the end, in order."""
+        row = {"id": claim_id, "idx": index}
+        if self._deferring:
+            self._pending_completed.append(row)
+        else:
+            _SET_COMPLETED_INDEX(self.conn, row)
 
     @property
     def settlements(self) -> Settlements:
         """Settlement's rows, in this transaction."""
         return Settlements(self.conn)
 
-    def set_home(self, person_ref: str, home_node_id: str, evidence: bytes,
-                 now: datetime) -> None:
-        """A completed move: the person's home is now ``home_node_id``; ``evidence`` is
-        the new home's signed envelope that completed the move."""
-        done = _SET_HOME(self.conn, {"ref": person_ref, "home": home_node_id, "at": now,
-                                     "evidence": evidence})
-        if done.rowcount != 1:
-            raise InvariantViolation("a moved person has no directory entry")
+    def move_home(self, person_ref: str, old_home: str, new_home: str, evidence: bytes,
+                  now: datetime) -> bool:
+        """A completed move: the person's home becomes ``new_home`` if it still is
+        ``old_home`` (False, and nothing changed, if not); ``evidence`` is the new home's
+        signed envelope that completed the move. One statement: the check is the
+        UPDATE's condition."""
+        done = _SET_HOME(self.conn, {"ref": person_ref, "was": old_home, "home": new_home,
+                                     "at": now, "evidence": evidence})
+        return done.rowcount == 1
 
     # deliveries -----------------------------------------------------------------------
 
     def last_delivery_seq(self, node_id: str) -> int:
-        last = _LAST_DELIVERY(self.conn, {"node_id": node_id}).scalar()
-        return int(last or 0)
+        """The node's last delivery sequence number: read once per transaction, then kept
+        as this transaction's deliveries move it."""
+        found = self._delivery_seq.get(node_id)
+        if found is None:
+            last = _LAST_DELIVERY(self.conn, {"node_id": node_id}).scalar()
+            found = self._delivery_seq[node_id] = int(last or 0)
+        return found
 
     def insert_delivery(self, node_id: str, seq: int, payload: bytes, now: datetime) -> None:
-        _INSERT_DELIVERY(self.conn, {"node_id": node_id, "seq": seq, "envelope": payload,
-                                     "created_at": now})
+        if seq != self.last_delivery_seq(node_id) + 1:
+            raise InvariantViolation(f"delivery {seq} to {node_id} does not follow "
+                                     f"{self.last_delivery_seq(node_id)}")
+        row = {"node_id": node_id, "seq": seq, "envelope": payload, "created_at": now}
+        if self._deferring:
+            self._pending_deliveries.append(row)
+        else:
+            _INSERT_DELIVERY(self.conn, row)
+        self._delivery_seq[node_id] = seq
 
     def deliveries_after(self, node_id: str, after_seq: int, limit: int,
                          ) -> list[tuple[int, bytes]]:
@@ -592,12 +787,32 @@ class Repo:
 
     def receipt(self, envelope_sha256: bytes) -> bytes | None:
         """The signed receipt given for the submission with this SHA-256, if any."""
+        if envelope_sha256 in self._receipts:
+            return self._receipts[envelope_sha256]
         value = _RECEIPT(self.conn, {"key": envelope_sha256}).scalar()
-        return None if value is None else bytes(value)
+        found = self._receipts[envelope_sha256] = None if value is None else bytes(value)
+        return found
+
+    def look_up_receipts(self, keys: Iterable[bytes]) -> None:
+        """Read the receipts of these SHA-256s together (a batch's envelopes), so that
+        ``receipt`` answers each from memory: one statement per 32 keys, not one each."""
+        wanted = sorted({k for k in keys if k not in self._receipts})
+        for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
+            chunk = wanted[start:start + _KEYS_PER_LOOKUP]
+            self._receipts.update(dict.fromkeys(chunk))
+            self._receipts.update((bytes(r[0]), bytes(r[1]))
+                                  for r in _RECEIPTS_BY_KEY(self.conn, {"keys": chunk}))
 
     def insert_receipt(self, envelope_sha256: bytes, signer: str, kind: str, receipt: bytes,
                        now: datetime) -> None:
         if len(envelope_sha256) != 32:
             raise InvariantViolation("a receipt is keyed by a 32-byte SHA-256")
-        _INSERT_RECEIPT(self.conn, {"envelope_sha256": envelope_sha256, "signer": signer,
-                                    "kind": kind, "receipt": receipt, "created_at": now})
+        if self.receipt(envelope_sha256) is not None:
+            raise InvariantViolation("an envelope gets one receipt")
+        row = {"envelope_sha256": envelope_sha256, "signer": signer, "kind": kind,
+               "receipt": receipt, "created_at": now}
+        if self._deferring:
+            self._pending_receipts.append(row)
+        else:
+            _INSERT_RECEIPT(self.conn, row)
+        self._receipts[envelope_sha256] = receipt

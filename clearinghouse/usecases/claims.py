@@ -50,7 +50,7 @@ from clearinghouse.domain.claims import (
     reject,
     void,
 )
-from clearinghouse.storage.repo import ClaimRecord
+from clearinghouse.storage.repo import ClaimRecord, ProposalContext
 from clearinghouse.usecases import log, policies, wire
 from clearinghouse.usecases.app import Tx
 from clearinghouse.usecases.directory import check_person_ref, verify_node
@@ -176,11 +176,11 @@ def _check_proposal_extras(msg: clearing_pb2.ClaimProposal, claim: Claim) -> Non
             "minutes", "MALFORMED_ORIGINS")
 
 
-def _check_limits(tx: Tx, claim: Claim, max_pending: int) -> None:
-    debtor = tx.repo.standing(claim.debtor)
+def _check_limits(claim: Claim, context: ProposalContext, max_pending: int) -> None:
+    debtor = context.debtor
     if debtor is None:
         raise InvariantViolation(f"admitted node {claim.debtor} has no position")
-    for node_id, open_claims in ((claim.creditor, tx.repo.open_claim_count(claim.creditor)),
+    for node_id, open_claims in ((claim.creditor, context.creditor_open_claims),
                                  (claim.debtor, debtor.open_claims)):
         if open_claims >= max_pending:
             raise ResourceExhausted(
@@ -235,7 +235,8 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
     _check_proposal_extras(msg, claim)
     other = claim.debtor if envelope.signer == claim.creditor else claim.creditor
     _check_party(tx, other, "debtor" if other == claim.debtor else "creditor")
-    home = tx.repo.directory_entry(claim.person_ref)
+    context = tx.repo.proposal_context(claim.person_ref, claim.creditor, claim.debtor)
+    home = context.home
     if home is None:
         raise NotFound("no district has registered this person; their home must register "
                        "them first", RejectReason.UNKNOWN_PERSON.value)
@@ -243,7 +244,7 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
         raise FailedPrecondition(
             f"district {claim.debtor} is not this person's home; look the person up again",
             RejectReason.NOT_HOME_DISTRICT.value)
-    moving = tx.repo.open_move(claim.person_ref)
+    moving = context.open_move
     if moving is not None:
         assert moving.claim.state.open and moving.claim.kind is ClaimKind.MOVE
         raise FailedPrecondition(
@@ -251,7 +252,7 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
             f"{moving.claim.creditor} ({moving.claim.label}, {moving.claim.state.value}); "
             "their hours are in transit, so no other move or redemption can be proposed "
             "until that move is completed, voided, rejected or expired", MOVE_IN_PROGRESS)
-    _check_limits(tx, claim, max_pending)
+    _check_limits(claim, context, max_pending)
     if claim.kind is ClaimKind.MOVE:
         # A move is proposed by its debtor, which holds the whole balance as it proposes:
         # the proposal is also the acceptance (one message less through the city).
@@ -343,23 +344,18 @@ def finish(tx: Tx, envelope: Signed, ring: KeyRing) -> Claim:
         if msg.posted_minutes:
             raise InvalidArgument("a void posts nothing", "MINUTES_OUT_OF_RANGE")
         after = void(claim, tx.now, reason or RejectReason.CANCELLED)
-    moves_home = after.state is ClaimState.COMPLETED and after.kind is ClaimKind.MOVE
-    if moves_home:
-        home = tx.repo.directory_entry(after.person_ref)
-        if home is None or home.home_node_id != after.debtor:
-            raise FailedPrecondition(
-                f"district {after.debtor} is no longer this person's home; void "
-                f"{after.label}", RejectReason.NOT_HOME_DISTRICT.value)
     received = wire.to_bytes(envelope)
+    if (after.state is ClaimState.COMPLETED and after.kind is ClaimKind.MOVE
+            and not tx.repo.move_home(after.person_ref, after.debtor, after.creditor,
+                                      received, tx.now)):
+        # nothing written yet: the refusal leaves the claim as it was
+        raise FailedPrecondition(
+            f"district {after.debtor} is no longer this person's home; void "
+            f"{after.label}", RejectReason.NOT_HOME_DISTRICT.value)
+    # the claim, the open totals and (completed) the positions, which must still sum to 0
     tx.repo.update_claim(claim, after, finish=received)
     if after.state is ClaimState.COMPLETED:
-        assert after.posted_minutes is not None
-        tx.repo.move_position(after.creditor, after.debtor, after.posted_minutes)
-        total = sum(tx.repo.net_positions().values())
-        if total != 0:
-            raise InvariantViolation(f"net positions sum to {total} after {after.label}")
-    if moves_home:
-        tx.repo.set_home(after.person_ref, after.creditor, received, tx.now)
+        tx.repo.positions_must_balance(after.label)  # before the transaction commits
     _deliver(tx, claim.debtor, after, envelope)
     return after
 

@@ -182,6 +182,18 @@ def check_signatures(ring: KeyRing | None, requests: Iterable[bytes]) -> dict[Si
     return verified
 
 
+def _identities(requests: Iterable[bytes]) -> list[bytes]:
+    """The identities of the envelopes among ``requests`` that parse (the others are
+    refused one by one in the batch)."""
+    found = []
+    for request in requests:
+        try:
+            found.append(identity(wire.from_bytes(request)))
+        except (Refusal, EnvelopeError):
+            continue
+    return found
+
+
 def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
                  charge: Callable[[str], None] | None = None,
                  verified: Mapping[Signed, bytes] | None = None,
@@ -194,7 +206,9 @@ def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
         directory.note_verified(tx, verified)
     check_batch_size(requests)
     results: list[Submitted | Refusal] = []
-    with log.deferring(tx):  # the batch's leaves are written together, at the end
+    tx.repo.look_up_receipts(_identities(requests))
+    # the batch's leaves, deliveries and receipts are written together, at the end
+    with log.deferring(tx), tx.repo.deferring():
         for request in requests:
             before = log.mark(tx)
             try:

@@ -79,8 +79,10 @@ def init_command(
         help="The city secret issued by the bureau (every node must hold the same one). "
              "Default: a random secret, for a district running alone.")] = None,
     clearinghouse: Annotated[str, typer.Option(
-        "--clearinghouse", metavar="HOST:PORT",
-        help="The city clearinghouse's address; empty runs the district alone.")] = "",
+        "--clearinghouse", metavar="ADDRESS",
+        help="The city clearinghouse's address, HOST:PORT, or every replica's as one "
+             "target: ipv4:HOST:PORT,HOST:PORT or dns:///NAME:PORT; empty runs the "
+             "district alone.")] = "",
     clearinghouse_key: Annotated[str, typer.Option(
         "--clearinghouse-key", metavar="HEX",
         help="The clearinghouse's public key, as `timebank clearinghouse init` prints it.")

@@ -425,9 +425,10 @@ def positions(
         help="The node's gRPC address (env TIMEBANK_NODE_ADDRESS). Default: the "
              f"configuration's [server] listen, else {DEFAULT_NODE_ADDRESS}.")] = "",
     clearinghouse: Annotated[str, typer.Option(
-        "--clearinghouse", metavar="HOST:PORT",
-        help="The clearinghouse's gRPC address. Default: the configuration's, else the "
-             "one the node reports.")] = "",
+        "--clearinghouse", metavar="ADDRESS",
+        help="The clearinghouse's gRPC address (HOST:PORT, or its replicas' "
+             "ipv4:HOST:PORT,HOST:PORT or dns:///NAME:PORT). Default: the configuration's, "
+             "else the one the node reports.")] = "",
     node_id: Annotated[str, typer.Option(
         "--node-id", metavar="CODE",
         help="This district's 6-digit code. Default: the configuration's, else the one "

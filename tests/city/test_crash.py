@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -36,12 +35,11 @@ from tests.city.workload import (
     Desk,
     Elder,
     Outcome,
-    clearinghouse_database,
+    check_city,
+    check_people,
     enrol_elder,
     key,
     list_claims,
-    node_database,
-    read_only,
     record_due,
     redeem,
     sent_everything,
@@ -63,7 +61,6 @@ MOVERS_PER_NODE = 2
 WORKERS = 8
 LIMIT = 10**9  # net debit limit: the run is about crashes, not limits
 PUBLICITY = timedelta(days=8)  # past the 7-day publicity period
-CLAIM_MEMO = re.compile(r"^claim ([0-9a-f-]{36}):")
 
 
 class Killer:
@@ -194,8 +191,8 @@ def test_kill_9_during_hundreds_of_claims_loses_and_doubles_nothing(tmp_path: Pa
             if not wait_quiet(client, NODES, 60):
                 devclock.advance(city.clock_file, timedelta(days=31))
                 assert wait_quiet(client, NODES, 60), "the city did not settle"
-            _check_city(client, city)
-            _check_people(client, city, elders, movers)
+            check_city(client, city, NODES)
+            check_people(client, city, elders, movers)
             stats, state_of = _stats(client, outcomes, moves)
             print(f"\nseed {seed}: driven in {driven:.0f} s, {client.retries} retried calls; kills "
                   f"{Counter(v for v, _ in killer.kills)} at {killer.kills}; {stats}")
@@ -222,91 +219,3 @@ def _stats(client: CityClient, outcomes: list[Outcome],
     counts["verified"] = sum(o.verified for o in outcomes)
     counts["cancelled"] = sum(o.cancel != "" for o in outcomes)
     return dict(counts), by_claim
-
-
-def _check_city(client: CityClient, city: CityLayout) -> None:
-    # ---- every claim final, and the same on creditor, debtor and clearinghouse
-    with read_only(clearinghouse_database(city)) as conn:
-        ch = {row[0]: row[1:] for row in conn.execute(
-            "SELECT claim_id, kind, creditor, debtor, state, COALESCE(posted_minutes, 0), "
-            "minutes FROM claims")}
-    views = {n: {c.claim_id: c for c in list_claims(client, n)} for n in NODES}
-    for claim_id, (kind, creditor, debtor, state, posted, minutes) in ch.items():
-        assert state in FINAL, (claim_id, state)
-        for node_id, role in ((creditor, node_pb2.CLAIM_ROLE_CREDITOR),
-                              (debtor, node_pb2.CLAIM_ROLE_DEBTOR)):
-            mine = views[node_id].get(claim_id)
-            assert mine is not None, (claim_id, node_id, "missing")
-            assert (mine.kind, mine.role, mine.state, mine.minutes) == (
-                kind, role, state, minutes), (claim_id, node_id, mine, state)
-            assert mine.posted_minutes == (posted if state == "completed" else 0), (
-                claim_id, node_id)
-        for other in set(NODES) - {creditor, debtor}:
-            assert claim_id not in views[other]
-    for node_id, claims in views.items():
-        for claim_id, c in claims.items():
-            assert c.state in FINAL, (node_id, claim_id, c.state)
-            if claim_id not in ch:  # refused by the clearinghouse: nothing recorded there
-                assert c.state == "rejected", (node_id, claim_id, c.state)
-    # ---- ledgers: checked, conserved, nothing held, no claim posted twice, no overcharge
-    positions = {p.node_id: p.net_minutes for p in client.positions().nodes}
-    assert set(positions) == set(NODES) and sum(positions.values()) == 0
-    clearing_total = 0
-    for node_id in NODES:
-        report = client.call(node_id, "CheckLedger", node_pb2.CheckLedgerRequest())
-        assert report.ok, (node_id, list(report.problems))
-        # check_ledger: every account's balance sums to zero over the node, and the
-        # issuance and city-grant accounts are the negatives of issued and granted
-        assert (report.issued_minutes + report.granted_minutes
-                == report.held_by_people_minutes + report.donation_pool_minutes
-                + report.consumed_minutes + report.clearing_minutes), node_id
-        clearing_total += report.clearing_minutes
-        clearing = client.call(node_id, "GetClearing", node_pb2.GetClearingRequest())
-        assert clearing.net_minutes == positions[node_id] == -report.clearing_minutes
-        assert (clearing.open_claims, clearing.unsent_messages) == (0, 0)
-        with read_only(node_database(city, node_id)) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM holds WHERE state = 'active'"
-                                ).fetchone()[0] == 0, node_id
-            assert conn.execute("SELECT COALESCE(SUM(held), 0) FROM accounts").fetchone()[0] == 0
-            states = Counter(r[0] for r in conn.execute("SELECT state FROM orders"))
-            assert set(states) <= {"recorded", "cancelled"}, (node_id, states)
-            assert conn.execute("SELECT COUNT(*) FROM orders WHERE charged_minutes > "
-                                "planned_minutes").fetchone()[0] == 0, node_id
-            entries: Counter[str] = Counter()
-            for (memo,) in conn.execute("SELECT memo FROM entries WHERE kind = 'claim'"):
-                found = CLAIM_MEMO.match(memo)
-                assert found, memo
-                entries[found.group(1)] += 1
-            paid = dict(conn.execute(
-                "SELECT o.id, o.charged_minutes FROM orders o JOIN claims c "
-                "ON c.order_id = o.id AND c.role = 'creditor'"))
-            order_of = dict(conn.execute(
-                "SELECT claim_id, order_id FROM claims WHERE order_id IS NOT NULL"))
-        assert max(entries.values(), default=0) <= 1, (node_id, entries.most_common(3))
-        for claim_id, c in views[node_id].items():
-            assert entries[claim_id] == (c.state == "completed"), (node_id, claim_id)
-            if claim_id in order_of:  # the serving node charged the order what was posted
-                assert paid[order_of[claim_id]] == c.posted_minutes, (node_id, claim_id)
-    assert clearing_total == 0
-
-
-def _check_people(client: CityClient, city: CityLayout, elders: list[Elder],
-                  movers: list[Elder]) -> None:
-    """Each elder's home balance is the grant less what their completed claims posted;
-    a mover's hours are in one district only, all of them."""
-    with read_only(clearinghouse_database(city)) as conn:
-        posted: Counter[str] = Counter()
-        for ref, minutes in conn.execute("SELECT payer_ref, posted_minutes FROM claims "
-                                         "WHERE state = 'completed' AND kind = 'redemption'"):
-            posted[ref] += minutes
-    for e in elders:
-        home = e.ids[e.home]
-        ref = client.call(e.home, "GetPerson", node_pb2.GetPersonRequest(person_id=home)
-                          ).person_ref
-        balance = client.call(e.home, "GetBalance", node_pb2.GetBalanceRequest(person_id=home))
-        assert (balance.total_minutes, balance.held_minutes) == (e.grant - posted[ref], 0), ref
-    for m in movers:
-        balances = [client.call(n, "GetBalance", node_pb2.GetBalanceRequest(person_id=i))
-                    for n, i in m.ids.items()]
-        assert sorted(b.total_minutes for b in balances) == [0, 600], m
-        assert all(b.held_minutes == 0 for b in balances)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.pool import NullPool
 
 from city.launcher import CLEARINGHOUSE, CityLayout, NodeLayout
 from clearinghouse.config import load_config as load_ch_config
@@ -35,6 +39,7 @@ from runtime import devclock
 from runtime.console import CliError
 from runtime.errors import Refusal
 from runtime.rpcerrors import error_reason
+from runtime.tls import channel
 from tests.node.api.support import named_actor
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2, node_pb2_grpc
 
@@ -120,16 +125,16 @@ class CityClient:
 
     def __init__(self, city: CityLayout) -> None:
         self.city = city
-        self._channels = {name: city.channel(name, options=CHANNEL_OPTIONS)
-                          if name == CLEARINGHOUSE else
-                          acting_channel(city.node(name), CHANNEL_OPTIONS)
-                          for name in city.names}
+        # the clearinghouse as the nodes reach it: every replica, as one target
+        self._channels = {CLEARINGHOUSE: channel(city.clearinghouse_target, city.client_tls(),
+                                                 options=CHANNEL_OPTIONS)}
+        self._channels |= {n.node_id: acting_channel(n, CHANNEL_OPTIONS) for n in city.nodes}
         self.retries = 0
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        for channel in self._channels.values():
-            channel.close()
+        for made in self._channels.values():
+            made.close()
 
     def node(self, node_id: str) -> node_pb2_grpc.NodeServiceStub:
         return node_pb2_grpc.NodeServiceStub(self._channels[node_id])
@@ -399,3 +404,126 @@ def node_database(city: CityLayout, node_id: str) -> Path:
 def clearinghouse_database(city: CityLayout) -> Path:
     url = load_ch_config(city.clearinghouse_config).effective_database_url
     return Path(url.removeprefix("sqlite:///"))
+
+
+class _Rows:
+    """A PostgreSQL connection read as ``sqlite3``'s is: ``execute(sql)`` gives tuples."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._conn.exec_driver_sql(sql).all()]
+
+
+@contextmanager
+def read_clearinghouse(city: CityLayout) -> Iterator[Any]:
+    """The clearinghouse's database, its SQLite file or its PostgreSQL database, to read:
+    ``execute(sql)`` gives rows as tuples."""
+    url = load_ch_config(city.clearinghouse_config).effective_database_url
+    if url.startswith("sqlite"):
+        with read_only(Path(url.removeprefix("sqlite:///"))) as conn:
+            yield conn
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            yield _Rows(conn)
+    finally:
+        engine.dispose()
+
+
+# ------------------------------------------------------------------ what must hold at the end
+
+CLAIM_MEMO = re.compile(r"^claim ([0-9a-f-]{36}):")
+
+
+def check_city(client: CityClient, city: CityLayout, nodes: list[str]) -> None:
+    """Every claim final and the same at its two parties and the clearinghouse; every
+    ledger checked and conserved, nothing held, no claim posted twice, no overcharge."""
+    # ---- every claim final, and the same on creditor, debtor and clearinghouse
+    with read_clearinghouse(city) as conn:
+        ch = {row[0]: row[1:] for row in conn.execute(
+            "SELECT claim_id, kind, creditor, debtor, state, COALESCE(posted_minutes, 0), "
+            "minutes FROM claims")}
+    views = {n: {c.claim_id: c for c in list_claims(client, n)} for n in nodes}
+    for claim_id, (kind, creditor, debtor, state, posted, minutes) in ch.items():
+        assert state in FINAL, (claim_id, state)
+        for node_id, role in ((creditor, node_pb2.CLAIM_ROLE_CREDITOR),
+                              (debtor, node_pb2.CLAIM_ROLE_DEBTOR)):
+            mine = views[node_id].get(claim_id)
+            assert mine is not None, (claim_id, node_id, "missing")
+            assert (mine.kind, mine.role, mine.state, mine.minutes) == (
+                kind, role, state, minutes), (claim_id, node_id, mine, state)
+            assert mine.posted_minutes == (posted if state == "completed" else 0), (
+                claim_id, node_id)
+        for other in set(nodes) - {creditor, debtor}:
+            assert claim_id not in views[other]
+    for node_id, claims in views.items():
+        for claim_id, c in claims.items():
+            assert c.state in FINAL, (node_id, claim_id, c.state)
+            if claim_id not in ch:  # refused by the clearinghouse: nothing recorded there
+                assert c.state == "rejected", (node_id, claim_id, c.state)
+    # ---- ledgers: checked, conserved, nothing held, no claim posted twice, no overcharge
+    positions = {p.node_id: p.net_minutes for p in client.positions().nodes}
+    assert set(positions) == set(nodes) and sum(positions.values()) == 0
+    clearing_total = 0
+    for node_id in nodes:
+        report = client.call(node_id, "CheckLedger", node_pb2.CheckLedgerRequest())
+        assert report.ok, (node_id, list(report.problems))
+        # check_ledger: every account's balance sums to zero over the node, and the
+        # issuance and city-grant accounts are the negatives of issued and granted
+        assert (report.issued_minutes + report.granted_minutes
+                == report.held_by_people_minutes + report.donation_pool_minutes
+                + report.consumed_minutes + report.clearing_minutes), node_id
+        clearing_total += report.clearing_minutes
+        clearing = client.call(node_id, "GetClearing", node_pb2.GetClearingRequest())
+        assert clearing.net_minutes == positions[node_id] == -report.clearing_minutes
+        assert (clearing.open_claims, clearing.unsent_messages) == (0, 0)
+        with read_only(node_database(city, node_id)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM holds WHERE state = 'active'"
+                                ).fetchone()[0] == 0, node_id
+            assert conn.execute("SELECT COALESCE(SUM(held), 0) FROM accounts").fetchone()[0] == 0
+            states = Counter(r[0] for r in conn.execute("SELECT state FROM orders"))
+            assert set(states) <= {"recorded", "cancelled"}, (node_id, states)
+            assert conn.execute("SELECT COUNT(*) FROM orders WHERE charged_minutes > "
+                                "planned_minutes").fetchone()[0] == 0, node_id
+            entries: Counter[str] = Counter()
+            for (memo,) in conn.execute("SELECT memo FROM entries WHERE kind = 'claim'"):
+                found = CLAIM_MEMO.match(memo)
+                assert found, memo
+                entries[found.group(1)] += 1
+            paid = dict(conn.execute(
+                "SELECT o.id, o.charged_minutes FROM orders o JOIN claims c "
+                "ON c.order_id = o.id AND c.role = 'creditor'"))
+            order_of = dict(conn.execute(
+                "SELECT claim_id, order_id FROM claims WHERE order_id IS NOT NULL"))
+        assert max(entries.values(), default=0) <= 1, (node_id, entries.most_common(3))
+        for claim_id, c in views[node_id].items():
+            assert entries[claim_id] == (c.state == "completed"), (node_id, claim_id)
+            if claim_id in order_of:  # the serving node charged the order what was posted
+                assert paid[order_of[claim_id]] == c.posted_minutes, (node_id, claim_id)
+    assert clearing_total == 0
+
+
+def check_people(client: CityClient, city: CityLayout, elders: list[Elder],
+                 movers: list[Elder]) -> None:
+    """Each elder's home balance is the grant less what their completed claims posted;
+    a mover's hours are in one district only, all of them."""
+    with read_clearinghouse(city) as conn:
+        posted: Counter[str] = Counter()
+        for ref, minutes in conn.execute("SELECT payer_ref, posted_minutes FROM claims "
+                                         "WHERE state = 'completed' AND kind = 'redemption'"):
+            posted[ref] += minutes
+    for e in elders:
+        home = e.ids[e.home]
+        ref = client.call(e.home, "GetPerson", node_pb2.GetPersonRequest(person_id=home)
+                          ).person_ref
+        balance = client.call(e.home, "GetBalance", node_pb2.GetBalanceRequest(person_id=home))
+        assert (balance.total_minutes, balance.held_minutes) == (e.grant - posted[ref], 0), ref
+    for m in movers:
+        balances = [client.call(n, "GetBalance", node_pb2.GetBalanceRequest(person_id=i))
+                    for n, i in m.ids.items()]
+        assert sorted(b.total_minutes for b in balances) == [0, 600], m
+        assert all(b.held_minutes == 0 for b in balances)
+

@@ -176,3 +176,14 @@ def test_paths_addresses_and_strings(tmp_path: Path) -> None:
         assert not is_host_port(bad), bad
     assert is_host_port(":9474", any_host=True) and is_host_port("h:0", any_port=True)
     assert toml_string('a "b" \\ 江宁') == '"a \\"b\\" \\\\ 江宁"'
+
+
+def test_a_target_names_one_server_or_every_replica() -> None:
+    from runtime.config import is_target
+
+    for good in ("127.0.0.1:7400", "ch.city:7400", "ipv4:10.0.0.5:7400,10.0.0.6:7400",
+                 "ipv6:[::1]:7400,[::1]:7401", "dns:///clearinghouse.city:7400"):
+        assert is_target(good), good
+    for bad in ("", "ch.city", "ipv4:", "ipv4:10.0.0.5", "ipv4:10.0.0.5:7400,", "dns:///x",
+                "10.0.0.5:0", "10.0.0.5:70000"):
+        assert not is_target(bad), bad

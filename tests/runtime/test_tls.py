@@ -276,3 +276,12 @@ def test_settings_refuse_to_serve_without_tls_unless_insecure(tmp_path: Path) ->
     assert found.server("x", mutual=True) == ServerTls(tmp_path / "c", tmp_path / "k",
                                                        tmp_path / "ca", tmp_path / "crl")
     assert found.server("x", mutual=False) == ServerTls(tmp_path / "c", tmp_path / "k")
+
+
+def test_a_list_of_replicas_is_checked_against_its_first_host() -> None:
+    from runtime.tls import first_host
+
+    assert first_host("ipv4:127.0.0.1:7400,127.0.0.1:7401") == "127.0.0.1"
+    assert first_host("ipv6:[::1]:7400,[::1]:7401") == "::1"
+    assert first_host("127.0.0.1:7400") is None  # one server: its own name
+    assert first_host("dns:///clearinghouse.city:7400") is None  # the DNS name
