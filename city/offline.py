@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from runtime import keyfiles
-from runtime.console import echo, fail, guarded
+from runtime.console import echo, fail, guarded, print_json
 from timebank import actfile, keys
 
 app = typer.Typer(
@@ -81,6 +81,9 @@ def keygen_command(
     out: Annotated[Path, typer.Option(
         "--out", "-o", metavar="FILE", help="Where to write the new root key's seed (a new "
         "file, mode 0600).")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (file, key id, public key), nothing else.")
+    ] = False,
 ) -> None:
     """Make a new city root key (for a rotation) and print its public key, which
     `timebank clearinghouse prepare city-key --new-public-key` takes."""
@@ -90,5 +93,9 @@ def keygen_command(
     except keyfiles.KeyFileError as e:
         fail(str(e))
     public = keys.public_key(new)
+    if as_json:
+        print_json({"file": str(out), "key_id": keys.key_id(public),
+                    "public_key": public.hex()})
+        return
     echo(f"new city root key {keys.key_id(public)} in {out} (mode 0600)")
     echo(f"public key {public.hex()}")

@@ -340,6 +340,7 @@ def revoke_command(
         "`timebank clearinghouse nodes` lists it).")],
     reason: Annotated[str, typer.Option(
         "--reason", metavar="TEXT", help="Why, for the record (at most 200 characters).")],
+    as_json: AsJson = False,
 ) -> None:
     """Revoke a node's key for ever: sign a revocation with the city root key.
 
@@ -365,6 +366,12 @@ def revoke_command(
         published = publish_roster(app_, root)
     finally:
         app_.db.dispose()
+    if as_json:
+        current = record is not None and record.key_id == key_id
+        print_json({"node_id": node_id, "key_id": key_id, "revoked": True,
+                    "admission": _admission_json(record) if current and record else None,
+                    "roster_epoch": None if published is None else published.epoch})
+        return
     _print_roster(published)
     if record is not None and record.key_id == key_id:
         _print_admission(record, "key revoked")

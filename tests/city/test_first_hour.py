@@ -155,6 +155,13 @@ def test_init_and_admit_print_keys_as_json_and_admission_gives_a_limit(
     positions = ok_json("clearinghouse", "positions", "-c", config, cwd=tmp_path)
     assert {n["node_id"]: n["net_debit_limit_minutes"] for n in positions["nodes"]} == {
         "320115": 60_000, "320106": 0}
+    revoked = ok_json("clearinghouse", "revoke", "-c", config, "--node-id", "320106",
+                      "--key-id", gl["key_id"], "--reason", "disk stolen", cwd=tmp_path)
+    assert (revoked["key_id"], revoked["revoked"]) == (gl["key_id"], True)
+    assert revoked["admission"]["revoked_at"] is not None
+    assert revoked["roster_epoch"] == 3  # 江宁区, 鼓楼区, then 鼓楼区 without its key
+    root = ok_json("city", "keygen", "--out", "next-root.key", cwd=tmp_path)
+    assert len(root["public_key"]) == 64 and len(root["key_id"]) == 16
     helped = timebank("clearinghouse", "admit", "--help", cwd=tmp_path)
     assert "--net-debit-limit" in helped.stdout and "60000" in helped.stdout
 
