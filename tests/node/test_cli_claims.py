@@ -26,7 +26,7 @@ from node.cli.accounts import local_token
 from node.domain.access import Role
 from tests.helpers import id_card
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(360)
 
 ROOT = Path(__file__).resolve().parents[2]
 JN, QX = "320115", "320113"

@@ -276,6 +276,7 @@ def test_times_are_utc_and_names_round_trip(api: Api) -> None:
     volunteer = api.enrol("李秀英", 1962)
     order = api.request(elder.id, by=person(elder.id))
     api.accept(order.id, volunteer.id)
+    api.clock.advance(timedelta(hours=1))  # entered afterwards, never before the request
     at = api.clock.now() - timedelta(minutes=30)
     stamp = Timestamp()
     stamp.FromDatetime(at)
