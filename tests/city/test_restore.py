@@ -157,6 +157,9 @@ def test_a_node_restored_from_its_latest_backup_catches_up_and_the_audit_passes(
         done = town.check(n)
         assert done.returncode == 0, done.stdout + done.stderr
         assert json.loads(done.stdout)["city_log"]["ok"] is True
+    recovered = timebank("node", "recover", "--config", town.config(GL), "--json")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert json.loads(recovered.stdout)["cannot_recover"] == []
     procs.stop_all()
     report = audit_data_dir(town.city.data_dir)
     assert report.ok, report.first_bad
