@@ -259,7 +259,7 @@ def check_command(
 
     Exit code 1 if any check fails or the log has an alarm.
     """
-    heads: node_pb2.LogHeads | None = None
+    heads: node_pb2.GetLogHeadsResponse | None = None
     if config_file is not None:
         from node.api.convert import log_heads_pb
         from node.bootstrap import open_app
@@ -274,7 +274,7 @@ def check_command(
                 key = bytes.fromhex(config.clearinghouse_public_key)
                 chain = node_app.query(admissions.chain, key).log_keys()  # ADR 0018
                 heads = log_heads_pb(node_app.query(log_watch.status, chain),
-                                     node_pb2.LogHeads(node_id=config.node_id), key)
+                                     node_pb2.GetLogHeadsResponse(node_id=config.node_id), key)
         finally:
             node_app.db.dispose()
         title = f"ledger check · {config.node_id} {escape(config.district)}"
@@ -300,7 +300,7 @@ def check_command(
         raise typer.Exit(1)
 
 
-def _write_evidence(heads: node_pb2.LogHeads, directory: Path) -> None:
+def _write_evidence(heads: node_pb2.GetLogHeadsResponse, directory: Path) -> None:
     import json
 
     directory.mkdir(parents=True, exist_ok=True)

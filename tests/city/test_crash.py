@@ -154,7 +154,7 @@ def _moves(client: CityClient, movers: list[Elder], back: bool,
             continue
         debtor, creditor = (other, m.home) if back else (m.home, other)
         claim = client.call(debtor, "MovePerson", node_pb2.MovePersonRequest(
-            idempotency_key=key(), person_id=m.ids[debtor], to_node_id=creditor))
+            idempotency_key=key(), person_id=m.ids[debtor], to_node_id=creditor)).claim
         started.append((m, claim.claim_id, debtor, creditor))
     return started
 
@@ -302,7 +302,7 @@ def _check_people(client: CityClient, city: CityLayout, elders: list[Elder],
     for e in elders:
         home = e.ids[e.home]
         ref = client.call(e.home, "GetPerson", node_pb2.GetPersonRequest(person_id=home)
-                          ).person_ref
+                          ).person.person_ref
         balance = client.call(e.home, "GetBalance", node_pb2.GetBalanceRequest(person_id=home))
         assert (balance.total_minutes, balance.held_minutes) == (e.grant - posted[ref], 0), ref
     for m in movers:
