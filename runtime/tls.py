@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives import serialization
 from runtime import keyfiles
 from runtime.config import resolve_path, toml_string
 from runtime.errors import ConfigError, Unauthenticated
+from runtime.protocol import versioned
+from timebank.protocol import PROTOCOL, Version
 
 log = structlog.get_logger("runtime.tls")
 
@@ -327,16 +329,19 @@ def client_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
 
 
 def channel(address: str, tls: ClientTls | None,
-            options: Sequence[tuple[str, Any]] | None = None) -> grpc.Channel:
+            options: Sequence[tuple[str, Any]] | None = None, *,
+            protocol: Version = PROTOCOL) -> grpc.Channel:
     """THE way a client channel is made: TLS checked against ``tls.ca`` (presenting
-    ``tls.cert`` when set), or plaintext when ``tls`` is None (``--insecure`` only).
-    Raises ConfigError when the files cannot be used."""
+    ``tls.cert`` when set), or plaintext when ``tls`` is None (``--insecure`` only); every
+    call on it carries ``protocol`` (``runtime.protocol``: another release's servers
+    refuse a different major). Raises ConfigError when the files cannot be used."""
     opts = list(options or [])
     if tls is None:
-        return grpc.insecure_channel(address, options=opts)
+        return versioned(grpc.insecure_channel(address, options=opts), protocol)
     if tls.server_name:
         opts.append(("grpc.ssl_target_name_override", tls.server_name))
-    return grpc.secure_channel(address, client_credentials(tls), options=opts)
+    return versioned(grpc.secure_channel(address, client_credentials(tls), options=opts),
+                     protocol)
 
 
 # ------------------------------------------------------------------ peers
