@@ -189,13 +189,14 @@ def parse_time(value: str) -> float:
 def prepare_node(node: Node, n: int) -> None:
     point = node.stub.RegisterServicePoint(pb.RegisterServicePointRequest(
         idempotency_key=key(), code=f"SP-BENCH-{n}", name="东山街道服务站", street="东山街道"),
-        timeout=RPC_TIMEOUT)
+        timeout=RPC_TIMEOUT).service_point
     node.staff = node.stub.RegisterStaff(pb.RegisterStaffRequest(
-        idempotency_key=key(), name="王芳", service_point_id=point.id), timeout=RPC_TIMEOUT).id
+        idempotency_key=key(), name="王芳", service_point_id=point.id),
+        timeout=RPC_TIMEOUT).staff.id
     node.volunteer = node.stub.EnrolPerson(pb.EnrolPersonRequest(
         idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="张伟",
         id_number=id_card_with_check_digit(f"{node.node_id}19900101{n % 1000:03d}"),
-        phone="13800000000"), timeout=RPC_TIMEOUT).id
+        phone="13800000000"), timeout=RPC_TIMEOUT).person.id
 
 
 def elder_with_hours(home: Node, visiting: Node, minutes: int) -> tuple[int, int]:
@@ -204,14 +205,14 @@ def elder_with_hours(home: Node, visiting: Node, minutes: int) -> tuple[int, int
     number = elder_id_number(home.node_id)
     person = home.stub.EnrolPerson(pb.EnrolPersonRequest(
         idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="赵大爷",
-        id_number=number, phone="13800000000", priority=True), timeout=RPC_TIMEOUT)
+        id_number=number, phone="13800000000", priority=True), timeout=RPC_TIMEOUT).person
     home.stub.Grant(pb.GrantRequest(idempotency_key=key(), person_id=person.id,
                                     minutes=minutes, memo="bench"),
                     timeout=RPC_TIMEOUT)
     visitor = visiting.stub.EnrolPerson(pb.EnrolPersonRequest(
         idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL, name="赵大爷",
         id_number=number, phone="13800000000", priority=True, home_node_id=home.node_id),
-        timeout=RPC_TIMEOUT)
+        timeout=RPC_TIMEOUT).person
     return person.id, visitor.id
 
 
@@ -231,7 +232,7 @@ def redemption_order(nodes: list[Node], i: int) -> tuple[Node, int]:
     order = serving.stub.RequestOrder(pb.RequestOrderRequest(
         idempotency_key=key(), recipient_id=visitor, category="meals", planned_minutes=60,
         payment_source=pb.PAYMENT_SOURCE_OWN, requested_by=pb.Actor(person_id=visitor)),
-        timeout=RPC_TIMEOUT)
+        timeout=RPC_TIMEOUT).order
     return serving, order.id
 
 
@@ -369,7 +370,7 @@ def throughput_phase(nodes: list[Node], movers: list[tuple[Node, Node, int]],
         home, to, person = m
         return str(home.stub.MovePerson(pb.MovePersonRequest(
             idempotency_key=key(), person_id=person, to_node_id=to.node_id),
-            timeout=RPC_TIMEOUT).claim_id)
+            timeout=RPC_TIMEOUT).claim.claim_id)
 
     cpu_before = cpu_seconds(procs)
     t0 = time.monotonic()
@@ -403,7 +404,7 @@ def latency_phase(nodes: list[Node], orders: list[tuple[Node, int]],
         def call() -> str:
             got = serving.stub.AcceptOrder(pb.AcceptOrderRequest(
                 idempotency_key=key(), order_id=order_id, volunteer_id=serving.volunteer),
-                timeout=RPC_TIMEOUT)
+                timeout=RPC_TIMEOUT).order
             return str(got.claim_id)
         return call
 
@@ -411,7 +412,7 @@ def latency_phase(nodes: list[Node], orders: list[tuple[Node, int]],
         home, to, person = m
         return lambda: str(home.stub.MovePerson(pb.MovePersonRequest(
             idempotency_key=key(), person_id=person, to_node_id=to.node_id),
-            timeout=RPC_TIMEOUT).claim_id)
+            timeout=RPC_TIMEOUT).claim.claim_id)
 
     cpu_before = cpu_seconds(procs)
     redemptions = set(paced([accept(o) for o in orders], rate))

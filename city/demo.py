@@ -208,7 +208,7 @@ class City:
                 if node.desk_login:
                     node.log_in_at_desk()
 
-    def positions(self) -> clearing_pb2.Positions:
+    def positions(self) -> clearing_pb2.GetPositionsResponse:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(self.channel)
         return stub.GetPositions(clearing_pb2.GetPositionsRequest(), timeout=10)
 
@@ -238,7 +238,7 @@ def key() -> str:
 def enrol(node: Node, c: Character, home: str = "") -> node_pb2.Person:
     person = node.call(node.stub.EnrolPerson, node_pb2.EnrolPersonRequest(
         idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name=c.name,
-        id_number=c.id_number, phone=c.phone, priority=c.priority, home_node_id=home))
+        id_number=c.id_number, phone=c.phone, priority=c.priority, home_node_id=home)).person
     node.people[c.key] = person
     node.client.remember(person)
     return person
@@ -246,9 +246,9 @@ def enrol(node: Node, c: Character, home: str = "") -> node_pb2.Person:
 
 def desk(node: Node, code: str, point_name: str, staff_name: str) -> None:
     point = node.call(node.stub.RegisterServicePoint, node_pb2.RegisterServicePointRequest(
-        idempotency_key=key(), code=code, name=point_name, street=point_name[:4]))
+        idempotency_key=key(), code=code, name=point_name, street=point_name[:4])).service_point
     staff = node.call(node.stub.RegisterStaff, node_pb2.RegisterStaffRequest(
-        idempotency_key=key(), name=staff_name, service_point_id=point.id))
+        idempotency_key=key(), name=staff_name, service_point_id=point.id)).staff
     node.staff_id = staff.id
     # The operator makes the staff member's account on the node's machine (`timebank node
     # account add --role staff --staff ID --password`); she logs in with her password.
@@ -285,7 +285,7 @@ def member_login(node: Node, c: Character) -> NodeClient:
                       token=session.token)
 
 
-def balance(node: Node, c: Character) -> node_pb2.Balance:
+def balance(node: Node, c: Character) -> node_pb2.GetBalanceResponse:
     return node.call(node.stub.GetBalance,
                      node_pb2.GetBalanceRequest(person_id=node.people[c.key].id))
 
@@ -299,13 +299,13 @@ def serve(city: City, node: Node, order: node_pb2.Order, volunteer: node_pb2.Per
                                                             order_id=order.id))
     return node.call(node.staff.VerifyOrder, node_pb2.VerifyOrderRequest(
         idempotency_key=key(), order_id=order.id, verifier=verifier, rating=5,
-        comment=comment))
+        comment=comment)).order
 
 
 def one_policy(city: City) -> dict[str, Any]:
     """Every district runs the city policy the bureau signed, fetched from the
     clearinghouse and checked under the city key each node was configured with."""
-    def policies() -> dict[str, node_pb2.Policy]:
+    def policies() -> dict[str, node_pb2.GetPolicyResponse]:
         return {n: node.call(node.stub.GetPolicy, node_pb2.GetPolicyRequest())
                 for n, node in city.nodes.items()}
 
@@ -336,7 +336,7 @@ def earn_in_jiangning(city: City) -> None:
     order = jn.call(jn.staff.RequestOrder, node_pb2.RequestOrderRequest(
         idempotency_key=key(), recipient_id=neighbour.id, category="助洁", planned_minutes=90,
         payment_source=node_pb2.PAYMENT_SOURCE_OWN,
-        requested_by=node_pb2.Actor(staff_id=jn.staff_id)))
+        requested_by=node_pb2.Actor(staff_id=jn.staff_id))).order
     jn.call(jn.staff.AcceptOrder, node_pb2.AcceptOrderRequest(
         idempotency_key=key(), order_id=order.id, volunteer_id=daughter.id))
     order = serve(city, jn, order, daughter, 80, node_pb2.Actor(person_id=neighbour.id),
@@ -390,7 +390,7 @@ def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
     city.check("accepting the order proposed a redemption claim", bool(claim_id))
 
     def claim_in(node: Node) -> node_pb2.Claim:
-        return node.call(node.stub.GetClaim, node_pb2.GetClaimRequest(claim_id=claim_id))
+        return node.call(node.stub.GetClaim, node_pb2.GetClaimRequest(claim_id=claim_id)).claim
 
     city.wait("江宁区 accepted the claim",
               lambda: claim_in(gl).state in ("accepted", "rejected", "expired"))
@@ -413,7 +413,7 @@ def meals_in_gulou(city: City) -> tuple[node_pb2.Order, node_pb2.Claim]:
                any(o.id == order.id for o in done.recorded))
     city.wait("the claim completed on both sides", lambda: claim_in(gl).state == "completed"
               and claim_in(jn).state == "completed")
-    order = gl.call(gl.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order.id))
+    order = gl.call(gl.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order.id)).order
     claim = claim_in(gl)
     after = balance(jn, DAUGHTER)
     city.step(f"{HELPER.name} serves 43 min, recorded as {hm(order.recorded_minutes)}; "
@@ -437,9 +437,9 @@ def _meals_for_mother(city: City, mother: node_pb2.Person, helper: node_pb2.Pers
     order = gl.call(gl.staff.RequestOrder, node_pb2.RequestOrderRequest(
         idempotency_key=key(), recipient_id=mother.id, category="助餐", planned_minutes=60,
         payment_source=node_pb2.PAYMENT_SOURCE_RELATIVE, payer_id=daughter_in_gl.id,
-        requested_by=node_pb2.Actor(staff_id=gl.staff_id), note=note))
+        requested_by=node_pb2.Actor(staff_id=gl.staff_id), note=note)).order
     return gl.call(gl.staff.AcceptOrder, node_pb2.AcceptOrderRequest(
-        idempotency_key=key(), order_id=order.id, volunteer_id=helper.id))
+        idempotency_key=key(), order_id=order.id, volunteer_id=helper.id)).order
 
 
 def refused_without_consent(city: City, mother: node_pb2.Person, helper: node_pb2.Person,
@@ -449,7 +449,7 @@ def refused_without_consent(city: City, mother: node_pb2.Person, helper: node_pb
     order = _meals_for_mother(city, mother, helper, daughter_in_gl, "未经女儿同意")
 
     def now() -> node_pb2.Order:
-        return gl.call(gl.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order.id))
+        return gl.call(gl.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order.id)).order
 
     city.wait("江宁区 answered", lambda: now().state == node_pb2.ORDER_STATE_CANCELLED)
     why = now().cancel_reason
@@ -470,7 +470,7 @@ def daughter_consents(city: City, mother_in_jn: node_pb2.Person) -> None:
     try:
         granted = herself.call(herself.stub.GrantConsent, node_pb2.GrantConsentRequest(
             idempotency_key=key(), payer_id=daughter, grantee_id=mother_in_jn.id,
-            kind=node_pb2.CONSENT_KIND_STANDING, max_minutes=120, expires_at=until))
+            kind=node_pb2.CONSENT_KIND_STANDING, max_minutes=120, expires_at=until)).consent
     finally:
         herself.close()
     city.step(f"In {jn.name}, {DAUGHTER.name} logs in herself and consents (consent "
@@ -498,7 +498,7 @@ def mother_reads_her_own(city: City, gl: Node) -> None:
             refused = ""
         except grpc.RpcError as e:
             refused = e.code().name if isinstance(e, grpc.Call) else "?"
-        me = mine.stub.WhoAmI(node_pb2.WhoAmIRequest(), timeout=mine.timeout)
+        me = mine.stub.WhoAmI(node_pb2.WhoAmIRequest(), timeout=mine.timeout).caller
     finally:
         mine.close()
     city.step(f"{MOTHER.name} has no password: the service point gives her a one-time code; "
@@ -527,18 +527,18 @@ def move_to_qixia(city: City) -> node_pb2.Claim:
     arrived = enrol(qx, DAUGHTER, home=JN)
     before = balance(jn, DAUGHTER)
     claim = jn.call(jn.stub.MovePerson, node_pb2.MovePersonRequest(
-        idempotency_key=key(), person_id=jn.people[DAUGHTER.key].id, to_node_id=QX))
+        idempotency_key=key(), person_id=jn.people[DAUGHTER.key].id, to_node_id=QX)).claim
 
     def claim_in(node: Node) -> node_pb2.Claim:
         return node.call(node.stub.GetClaim, node_pb2.GetClaimRequest(
-            claim_id=claim.claim_id))
+            claim_id=claim.claim_id)).claim
 
     city.wait("the move completed on both sides", lambda: claim_in(jn).state == "completed"
               and claim_in(qx).state == "completed")
     now_in_qx = qx.call(qx.stub.GetBalance, node_pb2.GetBalanceRequest(person_id=arrived.id))
     left = balance(jn, DAUGHTER)
     home = jn.call(jn.stub.GetPerson, node_pb2.GetPersonRequest(
-        person_id=jn.people[DAUGHTER.key].id)).home_node_id
+        person_id=jn.people[DAUGHTER.key].id)).person.home_node_id
     lookup = clearing_pb2_grpc.ClearinghouseServiceStub(city.channel).LookupPerson(
         clearing_pb2.LookupPersonRequest(person_ref=arrived.person_ref), timeout=10)
     origins = ", ".join(f"{node_pb2.Origin.Name(o.origin).removeprefix('ORIGIN_').lower()} "
@@ -642,7 +642,7 @@ def anchor_and_witness(city: City) -> dict[str, Any]:
 
     def cosigned() -> clearing_pb2.TreeHead | None:
         try:
-            head = stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=10)
+            head = stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=10).head
         except grpc.RpcError:
             return None
         return head if head.size > max(indexes.values()) else None

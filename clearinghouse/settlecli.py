@@ -78,7 +78,7 @@ def _party(node_id: str, names: dict[str, str]) -> str:
     return f"{names.get(node_id, '')} ({node_id})".strip()
 
 
-def settlement_json(found: pb.Settlement) -> dict[str, Any]:
+def settlement_json(found: pb.GetSettlementResponse) -> dict[str, Any]:
     """What ``show --json`` prints."""
     from timebank.envelope import decode, identity
     from timebank.v1 import clearing_pb2 as pb
@@ -122,7 +122,7 @@ def settlement_json(found: pb.Settlement) -> dict[str, Any]:
             "defaults": acts(found.defaults, pb.SettlementDefault)}
 
 
-def print_settlement(found: pb.Settlement, names: dict[str, str]) -> None:
+def print_settlement(found: pb.GetSettlementResponse, names: dict[str, str]) -> None:
     """A statement as it stands, for the bureau and the finance office."""
     from timebank.envelope import decode, identity
     from timebank.v1 import clearing_pb2 as pb

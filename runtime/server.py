@@ -3,7 +3,9 @@
 ``start_server`` runs a synchronous ``grpc.server`` on a thread pool (the use-cases use
 sync SQLAlchemy connections) with every call observed (``runtime.observe``), gRPC health
 checking (``grpc.health.v1.Health``: SERVING for "" and the service) and server
-reflection. Requests over ``max_message_bytes`` are refused RESOURCE_EXHAUSTED by gRPC
+reflection, and the protocol version checked and answered on every call of the service
+(``runtime.protocol.ProtocolGate``: another major is refused FAILED_PRECONDITION).
+Requests over ``max_message_bytes`` are refused RESOURCE_EXHAUSTED by gRPC
 itself; responses may be larger (pages, positions). Keepalive: the server pings an idle
 client every 2 minutes and drops it if no answer comes within 20 s; it accepts client
 pings at most every 30 s, also on idle connections. Clients use ``channel_options`` so
@@ -44,6 +46,7 @@ from prometheus_client.registry import Collector
 from runtime.health import PROBE_SECONDS, DatabaseProbe
 from runtime.metrics import start_metrics_server, stop_metrics_server
 from runtime.observe import CallObserver
+from runtime.protocol import ProtocolGate
 from runtime.tls import (
     CallChecks,
     Check,
@@ -52,6 +55,7 @@ from runtime.tls import (
     revocation_check,
     server_credentials,
 )
+from timebank.protocol import PROTOCOL, Version
 
 log = structlog.get_logger("runtime.server")
 
@@ -146,10 +150,12 @@ def start_server(service_name: str, register: Callable[[grpc.Server], None],
                  observer: CallObserver, listen: str, *, max_message_bytes: int,
                  workers: int, thread_name_prefix: str, tls: ServerTls | None,
                  checks: Sequence[Check] = (),
-                 on_stop: Callable[[], None] | None = None) -> RunningServer:
+                 on_stop: Callable[[], None] | None = None,
+                 protocol: Version = PROTOCOL) -> RunningServer:
     """Start serving on ``listen``, TLS as ``tls`` says (None: plaintext): ``register``
     adds the service's handlers for ``service_name``; ``checks`` run before every
-    call's handler. Raises OSError if the address cannot be bound, ConfigError if the
+    call's handler; callers of another major than ``protocol`` are refused, before any
+    check. Raises OSError if the address cannot be bound, ConfigError if the
     TLS files cannot be used."""
     if max_message_bytes < 1:
         raise ValueError("max_message_bytes must be positive")
@@ -158,7 +164,7 @@ def start_server(service_name: str, register: Callable[[grpc.Server], None],
     credentials = None if tls is None else server_credentials(tls)
     if tls is not None and tls.crl is not None and tls.client_ca is not None:
         checks = (revocation_check(Revocations(tls.crl, tls.client_ca)), *checks)
-    interceptors: list[grpc.ServerInterceptor] = [observer]
+    interceptors: list[grpc.ServerInterceptor] = [observer, ProtocolGate(protocol)]
     if checks:
         interceptors.append(CallChecks(checks))
     server = grpc.server(

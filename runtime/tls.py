@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives import serialization
 from runtime import keyfiles
 from runtime.config import Setting, Table, resolve_path
 from runtime.errors import ConfigError, Unauthenticated
+from runtime.protocol import versioned
+from timebank.protocol import PROTOCOL, Version
 
 log = structlog.get_logger("runtime.tls")
 
@@ -375,7 +377,8 @@ def first_host(address: str) -> str | None:
 
 
 def channel(address: str, tls: ClientTls | None,
-            options: Sequence[tuple[str, Any]] | None = None) -> grpc.Channel:
+            options: Sequence[tuple[str, Any]] | None = None, *,
+            protocol: Version = PROTOCOL) -> grpc.Channel:
     """THE way a client channel is made: TLS checked against ``tls.ca`` (presenting
     ``tls.cert`` when set), or plaintext when ``tls`` is None (``--insecure`` only).
 
@@ -383,16 +386,19 @@ def channel(address: str, tls: ClientTls | None,
     servers (``dns:///clearinghouse.city:7400``) or a list
     (``ipv4:10.0.0.5:7400,10.0.0.6:7400``) reaches every replica, calls spread round
     robin over those that answer (a plain HOST:PORT keeps gRPC's default, the first
-    address that answers). Raises ConfigError when the files cannot be used."""
+    address that answers). Every call on it carries ``protocol``
+    (``runtime.protocol``: another release's servers refuse a different major). Raises
+    ConfigError when the files cannot be used."""
     opts = list(options or [])
     if first_host(address) is not None or address.startswith("dns:"):
         opts.insert(0, _ROUND_ROBIN)  # a plain HOST:PORT keeps gRPC's default policy
     if tls is None:
-        return grpc.insecure_channel(address, options=opts)
+        return versioned(grpc.insecure_channel(address, options=opts), protocol)
     name = tls.server_name or first_host(address)
     if name:
         opts.append(("grpc.ssl_target_name_override", name))
-    return grpc.secure_channel(address, client_credentials(tls), options=opts)
+    return versioned(grpc.secure_channel(address, client_credentials(tls), options=opts),
+                     protocol)
 
 
 # ------------------------------------------------------------------ peers

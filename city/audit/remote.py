@@ -59,7 +59,7 @@ def audit_remote(address: str, clearinghouse_key: bytes,
         raise AuditError(f"an audit asks at most {MAX_NODES} district nodes")
     with tls_channel(address, tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
-        head_msg = _rpc(address, stub.GetTreeHead, pb.GetTreeHeadRequest())
+        head_msg = _rpc(address, stub.GetTreeHead, pb.GetTreeHeadRequest()).head
         try:
             head = transparency.check_head(head_msg.note, clearinghouse_key)
         except transparency.LogError as e:
@@ -104,8 +104,8 @@ def _district_heads(stub: clearing_pb2_grpc.ClearinghouseServiceStub, address: s
     """Every head the node at ``node`` holds, located in the clearinghouse's log."""
     with tls_channel(node, tls) as channel:
         try:
-            heads: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
-                node_pb2.GetLogHeadsRequest(), timeout=RPC_TIMEOUT)
+            heads: node_pb2.GetLogHeadsResponse = node_pb2_grpc.NodeServiceStub(
+                channel).GetLogHeads(node_pb2.GetLogHeadsRequest(), timeout=RPC_TIMEOUT)
         except grpc.RpcError as e:
             code = e.code().name if isinstance(e, grpc.Call) else "UNKNOWN"
             return [DistrictHead(node, "", "", 0, None, f"the node did not answer: {code}")]
@@ -153,7 +153,7 @@ def _cosigned_head(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
                    address: str) -> pb.TreeHead | None:
     try:
         found: pb.TreeHead = stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True),
-                                              timeout=RPC_TIMEOUT)
+                                              timeout=RPC_TIMEOUT).head
         return found
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.NOT_FOUND:
@@ -173,7 +173,7 @@ def _remote_log(scan: LogScan, head: transparency.Head, address: str) -> str:
 
 
 def _remote_cosigners(scan: LogScan, head: transparency.Head, cosigned: pb.TreeHead | None,
-                      consistency: pb.ConsistencyProof | None, key: bytes,
+                      consistency: pb.GetConsistencyProofResponse | None, key: bytes,
                       address: str) -> str:
     witnesses = {transparency.witness_name(n): k for n, k in scan.node_keys.items()}
     latest = _valid_cosigners(head.note, witnesses, address, head.size)
@@ -213,7 +213,7 @@ def _remote_claims(scan: LogScan) -> str:
     return f"{plural(len(scan.latest), 'claim')}, every step an allowed transition ({states})"
 
 
-def _remote_positions(scan: LogScan, positions: pb.Positions, address: str) -> str:
+def _remote_positions(scan: LogScan, positions: pb.GetPositionsResponse, address: str) -> str:
     served = {p.node_id: p.net_minutes for p in positions.nodes}
     expected = scan.positions()
     for node_id in sorted(set(served) | set(expected)):

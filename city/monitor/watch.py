@@ -166,7 +166,7 @@ def _follow(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target, st
             directory: Directory, found: Round, at: int) -> transparency.Head | None:
     """Verify the latest head extends the last one, read and check the new leaves."""
     key = target.log_keys
-    answer = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=CALL_TIMEOUT_SECONDS)
+    answer = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=CALL_TIMEOUT_SECONDS).head
     try:
         held = TrustedLog(key, state.head)
     except transparency.LogError as e:
@@ -314,7 +314,7 @@ def _final_size(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target
     the keys that roster lists; 0 otherwise."""
     try:
         answer = stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True),
-                                  timeout=CALL_TIMEOUT_SECONDS)
+                                  timeout=CALL_TIMEOUT_SECONDS).head
     except grpc.RpcError as e:
         if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.NOT_FOUND:
             return 0
@@ -345,8 +345,8 @@ def _district(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target,
               at: int) -> None:
     with tls_channel(address, target.tls) as channel:
         try:
-            heads: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
-                node_pb2.GetLogHeadsRequest(), timeout=NODE_TIMEOUT_SECONDS)
+            heads: node_pb2.GetLogHeadsResponse = node_pb2_grpc.NodeServiceStub(
+                channel).GetLogHeads(node_pb2.GetLogHeadsRequest(), timeout=NODE_TIMEOUT_SECONDS)
         except grpc.RpcError as e:
             code = e.code().name if isinstance(e, grpc.Call) else "UNKNOWN"
             found.findings.append(Finding(UNREACHABLE, f"the district node at {address} did "

@@ -263,8 +263,9 @@ class ClearinghouseServicer:
     # ------------------------------------------------------------ the transparency log
 
     def GetTreeHead(self, msg: pb.GetTreeHeadRequest,
-                    context: grpc.ServicerContext) -> pb.TreeHead:
-        return self._app.query(log.head, msg.size, cosigned=msg.cosigned)
+                    context: grpc.ServicerContext) -> pb.GetTreeHeadResponse:
+        return pb.GetTreeHeadResponse(
+            head=self._app.query(log.head, msg.size, cosigned=msg.cosigned))
 
     def GetEntries(self, msg: pb.GetEntriesRequest,
                    context: grpc.ServicerContext) -> pb.GetEntriesResponse:
@@ -272,22 +273,23 @@ class ClearinghouseServicer:
             entries=self._app.query(log.entries, msg.start, msg.end))
 
     def GetAdmissions(self, msg: pb.GetAdmissionsRequest,
-                      context: grpc.ServicerContext) -> pb.Admissions:
+                      context: grpc.ServicerContext) -> pb.GetAdmissionsResponse:
         return self._app.query(log.admissions, msg.skip)
 
     def GetInclusionProof(self, msg: pb.GetInclusionProofRequest,
-                          context: grpc.ServicerContext) -> pb.InclusionProof:
+                          context: grpc.ServicerContext) -> pb.GetInclusionProofResponse:
         return self._app.query(log.prove, msg)
 
     def GetConsistencyProof(self, msg: pb.GetConsistencyProofRequest,
-                            context: grpc.ServicerContext) -> pb.ConsistencyProof:
+                            context: grpc.ServicerContext) -> pb.GetConsistencyProofResponse:
         return self._app.query(log.consistency, msg.old_size, msg.new_size)
 
-    def AddCosignature(self, request: bytes, context: grpc.ServicerContext) -> pb.TreeHead:
+    def AddCosignature(self, request: bytes,
+                       context: grpc.ServicerContext) -> pb.AddCosignatureResponse:
         envelope = wire.from_bytes(request)
         note(signer=envelope.signer)
-        return self._app.execute(lambda tx: log.add_cosignature(
-            tx, envelope, admission.cached_key_ring(tx), self.origin))
+        return pb.AddCosignatureResponse(head=self._app.execute(lambda tx: log.add_cosignature(
+            tx, envelope, admission.cached_key_ring(tx), self.origin)))
 
     # ------------------------------------------------------------ reads
 
@@ -298,10 +300,10 @@ class ClearinghouseServicer:
         return pb.LookupPersonResponse(person_ref=msg.person_ref, home_node_id=home)
 
     def GetPositions(self, msg: pb.GetPositionsRequest,
-                     context: grpc.ServicerContext) -> pb.Positions:
-        def run(tx: Tx) -> pb.Positions:
+                     context: grpc.ServicerContext) -> pb.GetPositionsResponse:
+        def run(tx: Tx) -> pb.GetPositionsResponse:
             found = claims.positions(tx)
-            out = pb.Positions()
+            out = pb.GetPositionsResponse()
             for a in admission.admissions(tx):
                 out.nodes.add(node_id=a.node_id, district=a.district,
                               net_minutes=found.of(a.node_id),
@@ -316,12 +318,12 @@ class ClearinghouseServicer:
     # ------------------------------------------------------------ settlement
 
     def GetSettlement(self, msg: pb.GetSettlementRequest,
-                      context: grpc.ServicerContext) -> pb.Settlement:
+                      context: grpc.ServicerContext) -> pb.GetSettlementResponse:
         note(serial=msg.serial, period=msg.period[:40])
         return self._app.query(settlement.get, msg.serial, msg.period)
 
     def GetSettlementClaims(self, msg: pb.GetSettlementClaimsRequest,
-                            context: grpc.ServicerContext) -> pb.SettlementClaims:
+                            context: grpc.ServicerContext) -> pb.GetSettlementClaimsResponse:
         note(serial=msg.serial, revision=msg.revision, node_id=msg.node_id[:16])
         return self._app.query(settlement.claims_page, msg.serial, msg.revision,
                                msg.node_id, msg.after_claim_id)

@@ -264,7 +264,7 @@ def inclusions(tx: Tx, indexes: list[int], size: int) -> list[clearing_pb2.LogIn
 
 
 def prove(tx: Tx, request: clearing_pb2.GetInclusionProofRequest,
-          ) -> clearing_pb2.InclusionProof:
+          ) -> clearing_pb2.GetInclusionProofResponse:
     """An inclusion proof of a leaf (by index, or a claim's latest leaf) in a head."""
     found = head(tx, request.size, cosigned=request.cosigned)
     which = request.WhichOneof("leaf")
@@ -278,16 +278,18 @@ def prove(tx: Tx, request: clearing_pb2.GetInclusionProofRequest,
         index = request.index
     else:
         raise InvalidArgument("name a leaf by index or claim id", "BAD_LOG_RANGE")
-    return clearing_pb2.InclusionProof(logged=inclusion(tx, index, found.size), head=found)
+    return clearing_pb2.GetInclusionProofResponse(logged=inclusion(tx, index, found.size),
+                                                  head=found)
 
 
-def consistency(tx: Tx, old_size: int, new_size: int = 0) -> clearing_pb2.ConsistencyProof:
+def consistency(tx: Tx, old_size: int,
+                new_size: int = 0) -> clearing_pb2.GetConsistencyProofResponse:
     new = head(tx, new_size)
     if not 0 <= old_size <= new.size:
         raise InvalidArgument(f"a consistency proof goes from a smaller tree to a larger, "
                               f"not {old_size} to {new.size}", "BAD_LOG_RANGE")
     path = log_of(tx).consistency_proof(old_size, new.size) if old_size > 0 else []
-    return clearing_pb2.ConsistencyProof(path=path, new_head=new)
+    return clearing_pb2.GetConsistencyProofResponse(path=path, new_head=new)
 
 
 def page_length(sizes: list[int], budget: int | None = None) -> int:
@@ -302,7 +304,7 @@ def page_length(sizes: list[int], budget: int | None = None) -> int:
     return len(sizes)
 
 
-def admissions(tx: Tx, skip: int = 0) -> clearing_pb2.Admissions:
+def admissions(tx: Tx, skip: int = 0) -> clearing_pb2.GetAdmissionsResponse:
     """Every certificate accepted, current and retired, every city-signed revocation
     (as received), every city-signed roster by epoch and every city-signed policy by
     serial, and the districts revoked (``revoked_node_ids``, the clearinghouse's own
@@ -318,7 +320,7 @@ def admissions(tx: Tx, skip: int = 0) -> clearing_pb2.Admissions:
     change between pages, the list changed: start again."""
     if isinstance(skip, bool) or not 0 <= skip <= transparency.MAX_LOG_NUMBER:
         raise InvalidArgument(f"skip is 0 to {transparency.MAX_LOG_NUMBER}", "BAD_PAGE")
-    out = clearing_pb2.Admissions()
+    out = clearing_pb2.GetAdmissionsResponse()
     current = tx.repo.admissions()
     out.revoked_node_ids.extend(a.node_id for a in current if a.revoked)
     retired = tx.repo.retired_keys()

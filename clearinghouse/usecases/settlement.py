@@ -615,12 +615,12 @@ def _serial(tx: Tx, serial: int, period: str = "") -> int:
     return latest.serial
 
 
-def get(tx: Tx, serial: int = 0, period: str = "") -> pb.Settlement:
+def get(tx: Tx, serial: int = 0, period: str = "") -> pb.GetSettlementResponse:
     """A statement as it stands: every revision and every act on it, and whether the
     latest revision is final (GetSettlement)."""
     number = _serial(tx, serial, period)
     revisions = tx.repo.settlements.revisions(number)
-    out = pb.Settlement(statements=[r.envelope for r in revisions],
+    out = pb.GetSettlementResponse(statements=[r.envelope for r in revisions],
                         log_indexes=[r.log_index for r in revisions],
                         final=revisions[-1].final)
     fields = {COUNTERSIGN: out.countersigns, DISPUTE: out.disputes, DECISION: out.decisions,
@@ -638,7 +638,7 @@ def _ref_pb(ref: ClaimRef) -> pb.SettledClaimRef:
 
 
 def claims_page(tx: Tx, serial: int, revision: int = 0, node_id: str = "",
-                after_claim_id: str = "") -> pb.SettlementClaims:
+                after_claim_id: str = "") -> pb.GetSettlementClaimsResponse:
     """The claims a statement revision settles, by claim id after ``after_claim_id``, at
     most ``MAX_CLAIMS_PAGE`` (``more`` says there are others): those ``node_id`` is a
     party to, or all (GetSettlementClaims). An earlier revision also lists the claims a
@@ -663,7 +663,7 @@ def claims_page(tx: Tx, serial: int, revision: int = 0, node_id: str = "",
                  if r.claim_id > after_claim_id and (not node_id or node_id in (
                      r.creditor, r.debtor))]
         rows = sorted([*rows, *extra], key=lambda r: r.claim_id)
-    out = pb.SettlementClaims(claims=[_ref_pb(r) for r in rows[:limit]],
+    out = pb.GetSettlementClaimsResponse(claims=[_ref_pb(r) for r in rows[:limit]],
                               more=len(rows) > limit)
     return out
 

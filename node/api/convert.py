@@ -243,23 +243,23 @@ def transaction_pb(e: StoredEntry) -> pb.LedgerTransaction:
     return out
 
 
-def balance_pb(v: views.BalanceView) -> pb.Balance:
-    return pb.Balance(
+def balance_pb(v: views.BalanceView) -> pb.GetBalanceResponse:
+    return pb.GetBalanceResponse(
         person_id=v.person_id, person_ref=v.person_ref, total_minutes=v.total,
         held_minutes=v.held, available_minutes=v.available, cap_minutes=v.cap,
         by_origin=[pb.OriginBalance(origin=ORIGINS[b.origin], total_minutes=b.total,
                                     held_minutes=b.held) for b in v.by_origin])
 
 
-def history_pb(v: views.HistoryView) -> pb.History:
-    return pb.History(person_id=v.person_id, entries=[
+def history_pb(v: views.HistoryView) -> pb.GetHistoryResponse:
+    return pb.GetHistoryResponse(person_id=v.person_id, entries=[
         pb.HistoryEntry(transaction=transaction_pb(e), delta_minutes=delta)
         for e, delta in v.entries])
 
 
-def policy_pb(v: PolicyView) -> pb.Policy:
+def policy_pb(v: PolicyView) -> pb.GetPolicyResponse:
     p = v.policy
-    out = pb.Policy(
+    out = pb.GetPolicyResponse(
         digest=p.digest, rounding_unit_minutes=p.rounding_unit_minutes,
         cap_minutes=p.cap_minutes, daily_cap_minutes=p.daily_cap_minutes,
         publicity_days=p.publicity_days, group_hours_donate_only=p.group_hours_donate_only,
@@ -277,8 +277,8 @@ def policy_pb(v: PolicyView) -> pb.Policy:
     return out
 
 
-def ledger_report_pb(r: views.LedgerReport) -> pb.LedgerReport:
-    return pb.LedgerReport(
+def ledger_report_pb(r: views.LedgerReport) -> pb.CheckLedgerResponse:
+    return pb.CheckLedgerResponse(
         ok=r.ok, transactions=r.transactions, accounts=r.accounts, head_hash=r.head_hash,
         problems=list(r.problems), issued_minutes=r.issued,
         held_by_people_minutes=r.held_by_people, donation_pool_minutes=r.donation_pool,
@@ -324,14 +324,15 @@ def claim_id(value: str, field: str = "claim_id") -> str:
     return value
 
 
-def clearing_pb(v: ClearingView, address: str) -> pb.Clearing:
-    return pb.Clearing(federated=bool(address), clearinghouse=address,
+def clearing_pb(v: ClearingView, address: str) -> pb.GetClearingResponse:
+    return pb.GetClearingResponse(federated=bool(address), clearinghouse=address,
                        net_minutes=v.net_minutes, open_claims=v.open_claims,
                        unsent_messages=v.unsent_messages, last_delivery_seq=v.last_delivery,
                        orders_awaiting_home=v.awaiting_home)
 
 
-def log_heads_pb(status: LogStatus, out: pb.LogHeads, clearinghouse_key: bytes) -> pb.LogHeads:
+def log_heads_pb(status: LogStatus, out: pb.GetLogHeadsResponse,
+                 clearinghouse_key: bytes) -> pb.GetLogHeadsResponse:
     """The heads a node holds and its alarms, into ``out`` (which names the node)."""
     out.clearinghouse_key = clearinghouse_key.hex()
     out.verified = "" if status.verified is None else status.verified.note

@@ -127,7 +127,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     # ------------------------------------------------------------ sessions and accounts
 
-    def Login(self, request: pb.LoginRequest, context: grpc.ServicerContext) -> pb.Session:
+    def Login(self, request: pb.LoginRequest, context: grpc.ServicerContext) -> pb.LoginResponse:
         address = client_address(context)
         now = self._app.clock.now()
         self._throttle.check(address, now)
@@ -139,41 +139,44 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         if outcome.principal is None:
             self._throttle.failed(address, now)
             raise refuse_login(outcome.refusal)
-        return pb.Session(token=outcome.token, expires_at=convert.timestamp(outcome.expires_at),
-                          caller=_caller_pb(outcome.principal, outcome.expires_at))
+        return pb.LoginResponse(token=outcome.token,
+                                expires_at=convert.timestamp(outcome.expires_at),
+                                caller=_caller_pb(outcome.principal, outcome.expires_at))
 
     def Logout(self, request: pb.LogoutRequest,
                context: grpc.ServicerContext) -> pb.LogoutResponse:
         self._app.execute(logins.logout, bearer(context.invocation_metadata()))
         return pb.LogoutResponse()
 
-    def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.Caller:
+    def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.WhoAmIResponse:
         expires = self._app.query(logins.session_expiry, bearer(context.invocation_metadata()))
-        return _caller_pb(caller(), expires)
+        return pb.WhoAmIResponse(caller=_caller_pb(caller(), expires))
 
     # ------------------------------------------------------------ service points and staff
 
     def RegisterServicePoint(self, request: pb.RegisterServicePointRequest,
-                             context: grpc.ServicerContext) -> pb.ServicePoint:
+                             context: grpc.ServicerContext) -> pb.RegisterServicePointResponse:
         def run(tx: Tx) -> pb.ServicePoint:
             return convert.service_point_pb(people.register_service_point(
                 tx, request.code, request.name, request.street))
 
-        return self._once("RegisterServicePoint", request.idempotency_key, request, run,
-                          pb.ServicePoint)
+        return pb.RegisterServicePointResponse(
+            service_point=self._once("RegisterServicePoint", request.idempotency_key, request,
+                                     run, pb.ServicePoint))
 
     def RegisterStaff(self, request: pb.RegisterStaffRequest,
-                      context: grpc.ServicerContext) -> pb.Staff:
+                      context: grpc.ServicerContext) -> pb.RegisterStaffResponse:
         def run(tx: Tx) -> pb.Staff:
             point = convert.required_id(request.service_point_id, "service_point_id")
             return convert.staff_pb(people.register_staff(tx, request.name, point))
 
-        return self._once("RegisterStaff", request.idempotency_key, request, run, pb.Staff)
+        return pb.RegisterStaffResponse(
+            staff=self._once("RegisterStaff", request.idempotency_key, request, run, pb.Staff))
 
     # ------------------------------------------------------------ people
 
     def EnrolPerson(self, request: pb.EnrolPersonRequest,
-                    context: grpc.ServicerContext) -> pb.Person:
+                    context: grpc.ServicerContext) -> pb.EnrolPersonResponse:
         answer = self._directory_says(request)
 
         def run(tx: Tx) -> pb.Person:
@@ -185,7 +188,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 tx, kind, request.name, request.id_number, request.phone, request.priority,
                 point, request.home_node_id, answer, actor=access.actor(who)))
 
-        return self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person)
+        return pb.EnrolPersonResponse(
+            person=self._once("EnrolPerson", request.idempotency_key, request, run, pb.Person))
 
     def _directory_says(self, request: pb.EnrolPersonRequest) -> HomeLookup | None:
         """Where the city directory keeps the hours of the person to be enrolled, asked
@@ -201,13 +205,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return self._look_up(ref)
 
     def GetPerson(self, request: pb.GetPersonRequest,
-                  context: grpc.ServicerContext) -> pb.Person:
+                  context: grpc.ServicerContext) -> pb.GetPersonResponse:
         person_id = convert.required_id(request.person_id, "person_id")
-        return convert.person_pb(self._app.query(_read_person, caller(), people.get_person,
-                                                 person_id))
+        return pb.GetPersonResponse(
+            person=convert.person_pb(self._app.query(_read_person, caller(), people.get_person,
+                                                     person_id)))
 
     def UpdatePerson(self, request: pb.UpdatePersonRequest,
-                     context: grpc.ServicerContext) -> pb.Person:
+                     context: grpc.ServicerContext) -> pb.UpdatePersonResponse:
         def run(tx: Tx) -> pb.Person:
             person_id = convert.required_id(request.person_id, "person_id")
             staff_id = convert.optional_id(request.staff_id, "staff_id")
@@ -219,10 +224,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.person_pb(people.update_person(tx, person_id, 0, priority,
                                                           phone, request.reason, actor=actor))
 
-        return self._once("UpdatePerson", request.idempotency_key, request, run, pb.Person)
+        return pb.UpdatePersonResponse(
+            person=self._once("UpdatePerson", request.idempotency_key, request, run, pb.Person))
 
     def LinkPeople(self, request: pb.LinkPeopleRequest,
-                   context: grpc.ServicerContext) -> pb.Link:
+                   context: grpc.ServicerContext) -> pb.LinkPeopleResponse:
         def run(tx: Tx) -> pb.Link:
             person_id = convert.required_id(request.person_id, "person_id")
             other_id = convert.required_id(request.other_id, "other_id")
@@ -235,12 +241,13 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.link_pb(people.link_people(tx, person_id, other_id, relation,
                                                       actor.staff_id, actor=actor))
 
-        return self._once("LinkPeople", request.idempotency_key, request, run, pb.Link)
+        return pb.LinkPeopleResponse(
+            link=self._once("LinkPeople", request.idempotency_key, request, run, pb.Link))
 
     # ------------------------------------------------------------ the service loop
 
     def RequestOrder(self, request: pb.RequestOrderRequest,
-                     context: grpc.ServicerContext) -> pb.Order:
+                     context: grpc.ServicerContext) -> pb.RequestOrderResponse:
         def run(tx: Tx) -> pb.Order:
             recipient_id = convert.required_id(request.recipient_id, "recipient_id")
             source = convert.payment_source(request.payment_source)
@@ -252,10 +259,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 tx, recipient_id, request.category, request.planned_minutes, source,
                 payer_id, requested_by, request.note))
 
-        return self._once("RequestOrder", request.idempotency_key, request, run, pb.Order)
+        return pb.RequestOrderResponse(
+            order=self._once("RequestOrder", request.idempotency_key, request, run, pb.Order))
 
     def AcceptOrder(self, request: pb.AcceptOrderRequest,
-                    context: grpc.ServicerContext) -> pb.Order:
+                    context: grpc.ServicerContext) -> pb.AcceptOrderResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             volunteer_id = convert.required_id(request.volunteer_id, "volunteer_id")
@@ -266,31 +274,34 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.order_pb(orders.accept_order(tx, order_id, volunteer_id,
                                                         actor=actor))
 
-        return self._once_admitted("AcceptOrder", request.idempotency_key, request, run,
-                                   pb.Order)
+        return pb.AcceptOrderResponse(
+            order=self._once_admitted("AcceptOrder", request.idempotency_key, request, run,
+                                      pb.Order))
 
     def CheckIn(self, request: pb.CheckInRequest,
-                context: grpc.ServicerContext) -> pb.Order:
+                context: grpc.ServicerContext) -> pb.CheckInResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             at = convert.time_or_none(request.HasField("at"), request.at, "at")
             return convert.order_pb(orders.check_in(tx, order_id, at,
                                                     actor=_order_actor(tx, order_id)))
 
-        return self._once("CheckIn", request.idempotency_key, request, run, pb.Order)
+        return pb.CheckInResponse(
+            order=self._once("CheckIn", request.idempotency_key, request, run, pb.Order))
 
     def CheckOut(self, request: pb.CheckOutRequest,
-                 context: grpc.ServicerContext) -> pb.Order:
+                 context: grpc.ServicerContext) -> pb.CheckOutResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             at = convert.time_or_none(request.HasField("at"), request.at, "at")
             return convert.order_pb(orders.check_out(tx, order_id, at,
                                                      actor=_order_actor(tx, order_id)))
 
-        return self._once("CheckOut", request.idempotency_key, request, run, pb.Order)
+        return pb.CheckOutResponse(
+            order=self._once("CheckOut", request.idempotency_key, request, run, pb.Order))
 
     def VerifyOrder(self, request: pb.VerifyOrderRequest,
-                    context: grpc.ServicerContext) -> pb.Order:
+                    context: grpc.ServicerContext) -> pb.VerifyOrderResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             access.require_order(tx, caller(), order_id)
@@ -298,10 +309,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.order_pb(orders.verify_order(tx, order_id, verifier,
                                                         request.rating, request.comment))
 
-        return self._once("VerifyOrder", request.idempotency_key, request, run, pb.Order)
+        return pb.VerifyOrderResponse(
+            order=self._once("VerifyOrder", request.idempotency_key, request, run, pb.Order))
 
     def DisputeOrder(self, request: pb.DisputeOrderRequest,
-                     context: grpc.ServicerContext) -> pb.Order:
+                     context: grpc.ServicerContext) -> pb.DisputeOrderResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             raised_by = _actor(tx, request.HasField("raised_by"), request.raised_by,
@@ -309,10 +321,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.order_pb(orders.dispute_order(tx, order_id, raised_by,
                                                          request.reason))
 
-        return self._once("DisputeOrder", request.idempotency_key, request, run, pb.Order)
+        return pb.DisputeOrderResponse(
+            order=self._once("DisputeOrder", request.idempotency_key, request, run, pb.Order))
 
     def ResolveDispute(self, request: pb.ResolveDisputeRequest,
-                       context: grpc.ServicerContext) -> pb.Order:
+                       context: grpc.ServicerContext) -> pb.ResolveDisputeResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             staff_id = convert.optional_id(request.staff_id, "staff_id")
@@ -324,10 +337,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 tx, order_id, 0, upheld, request.corrected_minutes, request.resolution,
                 actor=actor))
 
-        return self._once("ResolveDispute", request.idempotency_key, request, run, pb.Order)
+        return pb.ResolveDisputeResponse(
+            order=self._once("ResolveDispute", request.idempotency_key, request, run, pb.Order))
 
     def CancelOrder(self, request: pb.CancelOrderRequest,
-                    context: grpc.ServicerContext) -> pb.Order:
+                    context: grpc.ServicerContext) -> pb.CancelOrderResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             access.require_order(tx, caller(), order_id)
@@ -336,16 +350,18 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.order_pb(orders.cancel_order(tx, order_id, cancelled_by,
                                                         request.reason))
 
-        return self._once("CancelOrder", request.idempotency_key, request, run, pb.Order)
+        return pb.CancelOrderResponse(
+            order=self._once("CancelOrder", request.idempotency_key, request, run, pb.Order))
 
     def RecordOrder(self, request: pb.RecordOrderRequest,
-                    context: grpc.ServicerContext) -> pb.Order:
+                    context: grpc.ServicerContext) -> pb.RecordOrderResponse:
         def run(tx: Tx) -> pb.Order:
             order_id = convert.required_id(request.order_id, "order_id")
             access.require_order(tx, caller(), order_id)
             return convert.order_pb(orders.record_order(tx, order_id))
 
-        return self._once("RecordOrder", request.idempotency_key, request, run, pb.Order)
+        return pb.RecordOrderResponse(
+            order=self._once("RecordOrder", request.idempotency_key, request, run, pb.Order))
 
     def RecordDueOrders(self, request: pb.RecordDueOrdersRequest,
                         context: grpc.ServicerContext) -> pb.RecordDueOrdersResponse:
@@ -358,9 +374,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                           pb.RecordDueOrdersResponse)
 
     def GetOrder(self, request: pb.GetOrderRequest,
-                 context: grpc.ServicerContext) -> pb.Order:
+                 context: grpc.ServicerContext) -> pb.GetOrderResponse:
         order_id = convert.required_id(request.order_id, "order_id")
-        return convert.order_pb(self._app.query(_read_order, caller(), order_id))
+        return pb.GetOrderResponse(
+            order=convert.order_pb(self._app.query(_read_order, caller(), order_id)))
 
     def ListOrders(self, request: pb.ListOrdersRequest,
                    context: grpc.ServicerContext) -> pb.ListOrdersResponse:
@@ -374,7 +391,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     # ------------------------------------------------------------ hours outside the loop
 
     def Donate(self, request: pb.DonateRequest,
-               context: grpc.ServicerContext) -> pb.LedgerTransaction:
+               context: grpc.ServicerContext) -> pb.DonateResponse:
         def run(tx: Tx) -> pb.LedgerTransaction:
             person_id = convert.required_id(request.person_id, "person_id")
             who = caller()
@@ -383,11 +400,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.transaction_pb(ledger.donate(tx, person_id, request.minutes,
                                                         actor=actor))
 
-        return self._once("Donate", request.idempotency_key, request, run,
-                          pb.LedgerTransaction)
+        return pb.DonateResponse(
+            transaction=self._once("Donate", request.idempotency_key, request, run,
+                                   pb.LedgerTransaction))
 
     def Grant(self, request: pb.GrantRequest,
-              context: grpc.ServicerContext) -> pb.LedgerTransaction:
+              context: grpc.ServicerContext) -> pb.GrantResponse:
         def run(tx: Tx) -> pb.LedgerTransaction:
             person_id = convert.required_id(request.person_id, "person_id")
             staff_id = convert.optional_id(request.staff_id, "staff_id")
@@ -397,10 +415,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.transaction_pb(ledger.grant(tx, person_id, request.minutes,
                                                        0, request.memo, actor=actor))
 
-        return self._once("Grant", request.idempotency_key, request, run, pb.LedgerTransaction)
+        return pb.GrantResponse(
+            transaction=self._once("Grant", request.idempotency_key, request, run,
+                                   pb.LedgerTransaction))
 
     def ReverseTransaction(self, request: pb.ReverseTransactionRequest,
-                           context: grpc.ServicerContext) -> pb.LedgerTransaction:
+                           context: grpc.ServicerContext) -> pb.ReverseTransactionResponse:
         def run(tx: Tx) -> pb.LedgerTransaction:
             seq = convert.required_id(request.seq, "seq", convert.MAX_SEQ)
             staff_id = convert.optional_id(request.staff_id, "staff_id")
@@ -410,19 +430,20 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             return convert.transaction_pb(ledger.reverse(tx, seq, 0, request.reason,
                                                          actor=actor))
 
-        return self._once("ReverseTransaction", request.idempotency_key, request, run,
-                          pb.LedgerTransaction)
+        return pb.ReverseTransactionResponse(
+            transaction=self._once("ReverseTransaction", request.idempotency_key, request,
+                                   run, pb.LedgerTransaction))
 
     # ------------------------------------------------------------ reading
 
     def GetBalance(self, request: pb.GetBalanceRequest,
-                   context: grpc.ServicerContext) -> pb.Balance:
+                   context: grpc.ServicerContext) -> pb.GetBalanceResponse:
         person_id = convert.required_id(request.person_id, "person_id")
         return convert.balance_pb(self._app.query(_read_person, caller(), ledger.balance,
                                                   person_id))
 
     def GetHistory(self, request: pb.GetHistoryRequest,
-                   context: grpc.ServicerContext) -> pb.History:
+                   context: grpc.ServicerContext) -> pb.GetHistoryResponse:
         person_id = convert.required_id(request.person_id, "person_id")
         after_seq = convert.optional_id(request.after_seq, "after_seq", convert.MAX_SEQ)
         limit = convert.limit(request.limit, DEFAULT_HISTORY_LIMIT)
@@ -430,29 +451,31 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                                                   limit))
 
     def GetPolicy(self, request: pb.GetPolicyRequest,
-                  context: grpc.ServicerContext) -> pb.Policy:
+                  context: grpc.ServicerContext) -> pb.GetPolicyResponse:
         return convert.policy_pb(policies.view(self._app.policies, self._app.clock.now()))
 
     def CheckLedger(self, request: pb.CheckLedgerRequest,
-                    context: grpc.ServicerContext) -> pb.LedgerReport:
+                    context: grpc.ServicerContext) -> pb.CheckLedgerResponse:
         return convert.ledger_report_pb(self._app.query(ledger.check_ledger))
 
     # ------------------------------------------------------------ claims with other districts
 
     def MovePerson(self, request: pb.MovePersonRequest,
-                   context: grpc.ServicerContext) -> pb.Claim:
+                   context: grpc.ServicerContext) -> pb.MovePersonResponse:
         def run(tx: Tx) -> pb.Claim:
             person_id = convert.required_id(request.person_id, "person_id")
             self._require_federated()
             return convert.claim_pb(claims.start_move(tx, person_id, request.to_node_id))
 
-        return self._once_admitted("MovePerson", request.idempotency_key, request, run,
-                                   pb.Claim)
+        return pb.MovePersonResponse(
+            claim=self._once_admitted("MovePerson", request.idempotency_key, request, run,
+                                      pb.Claim))
 
     def GetClaim(self, request: pb.GetClaimRequest,
-                 context: grpc.ServicerContext) -> pb.Claim:
+                 context: grpc.ServicerContext) -> pb.GetClaimResponse:
         claim_id = convert.claim_id(request.claim_id)
-        return convert.claim_pb(self._app.query(claims.get_claim, claim_id))
+        return pb.GetClaimResponse(
+            claim=convert.claim_pb(self._app.query(claims.get_claim, claim_id)))
 
     def ListClaims(self, request: pb.ListClaimsRequest,
                    context: grpc.ServicerContext) -> pb.ListClaimsResponse:
@@ -462,14 +485,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return pb.ListClaimsResponse(claims=[convert.claim_pb(c) for c in found])
 
     def GetClearing(self, request: pb.GetClearingRequest,
-                    context: grpc.ServicerContext) -> pb.Clearing:
+                    context: grpc.ServicerContext) -> pb.GetClearingResponse:
         return convert.clearing_pb(self._app.query(claims.clearing_view),
                                    self._clearinghouse)
 
     # ------------------------------------------------------------ consent
 
     def GrantConsent(self, request: pb.GrantConsentRequest,
-                     context: grpc.ServicerContext) -> pb.Consent:
+                     context: grpc.ServicerContext) -> pb.GrantConsentResponse:
         def run(tx: Tx) -> pb.Consent:
             payer_id = convert.required_id(request.payer_id, "payer_id")
             grantee_id = convert.optional_id(request.grantee_id, "grantee_id")
@@ -483,17 +506,19 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 tx, payer_id, grantee_id, request.grantee_ref[:80], kind, request.max_minutes,
                 request.total_minutes, until, order_id, by))
 
-        return self._once("GrantConsent", request.idempotency_key, request, run, pb.Consent)
+        return pb.GrantConsentResponse(
+            consent=self._once("GrantConsent", request.idempotency_key, request, run, pb.Consent))
 
     def RevokeConsent(self, request: pb.RevokeConsentRequest,
-                      context: grpc.ServicerContext) -> pb.Consent:
+                      context: grpc.ServicerContext) -> pb.RevokeConsentResponse:
         def run(tx: Tx) -> pb.Consent:
             consent_id = convert.required_id(request.consent_id, "consent_id")
             access.require_consent(tx, caller(), consent_id)
             by = _actor(tx, request.HasField("revoked_by"), request.revoked_by, "revoked_by")
             return convert.consent_pb(consent.revoke_consent(tx, consent_id, by))
 
-        return self._once("RevokeConsent", request.idempotency_key, request, run, pb.Consent)
+        return pb.RevokeConsentResponse(
+            consent=self._once("RevokeConsent", request.idempotency_key, request, run, pb.Consent))
 
     def ListConsents(self, request: pb.ListConsentsRequest,
                      context: grpc.ServicerContext) -> pb.ListConsentsResponse:
@@ -505,8 +530,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return pb.ListConsentsResponse(consents=[convert.consent_pb(v) for v in found])
 
     def GetLogHeads(self, request: pb.GetLogHeadsRequest,
-                    context: grpc.ServicerContext) -> pb.LogHeads:
-        answer = pb.LogHeads(node_id=self._app.node.node_id)
+                    context: grpc.ServicerContext) -> pb.GetLogHeadsResponse:
+        answer = pb.GetLogHeadsResponse(node_id=self._app.node.node_id)
         if self._clearinghouse_key is None:  # a district alone holds no heads
             return answer
         keys = self._clearinghouse_key if self._log_keys is None else self._log_keys()

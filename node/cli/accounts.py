@@ -245,7 +245,7 @@ def logout_command(node: NodeAddress = DEFAULT_NODE_ADDRESS) -> None:
 def whoami_command(node: NodeAddress = DEFAULT_NODE_ADDRESS, as_json: AsJson = False) -> None:
     """Who the node takes this session (or --token) for."""
     with NodeClient(node, cli_tls()) as client:
-        me = client.call(client.stub.WhoAmI, node_pb2.WhoAmIRequest())
+        me = client.call(client.stub.WhoAmI, node_pb2.WhoAmIRequest()).caller
     if as_json:
         print_json({"role": me.role, "actor": me.actor, "account_id": me.account_id,
                     "staff_id": me.staff_id, "service_point_id": me.service_point_id,

@@ -312,7 +312,7 @@ def check_command(
     Exit code 1 if any check fails, the log has an alarm or the database lacks anything
     the log holds.
     """
-    heads: node_pb2.LogHeads | None = None
+    heads: node_pb2.GetLogHeadsResponse | None = None
     behind: Divergence | None = None
     unchecked = ""
     if config_file is not None:
@@ -329,7 +329,7 @@ def check_command(
                 key = bytes.fromhex(config.clearinghouse_public_key)
                 chain = node_app.query(admissions.chain, key).log_keys()  # ADR 0018
                 heads = log_heads_pb(node_app.query(log_watch.status, chain),
-                                     node_pb2.LogHeads(node_id=config.node_id), key)
+                                     node_pb2.GetLogHeadsResponse(node_id=config.node_id), key)
         finally:
             node_app.db.dispose()
         if config.federated:  # what the city's log holds and the database does not
@@ -370,7 +370,7 @@ def check_command(
         raise typer.Exit(1)
 
 
-def _write_evidence(heads: node_pb2.LogHeads, directory: Path) -> None:
+def _write_evidence(heads: node_pb2.GetLogHeadsResponse, directory: Path) -> None:
     import json
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -190,7 +190,8 @@ def _clearinghouse_error(e: grpc.RpcError, address: str) -> str:
 
 
 def clearinghouse_positions(address: str, tls: ClientTls | None,
-                            timeout: float = CALL_TIMEOUT_SECONDS) -> clearing_pb2.Positions:
+                            timeout: float = CALL_TIMEOUT_SECONDS,
+                            ) -> clearing_pb2.GetPositionsResponse:
     """The clearinghouse's positions (GetPositions), over mutual TLS as ``tls`` says; a
     failure is one-line CliError."""
     with tls_channel(address, tls) as channel:
@@ -266,7 +267,7 @@ def move(
     key = key or new_key()
     with connect(node) as client:
         claim = client.call(client.stub.MovePerson, node_pb2.MovePersonRequest(
-            idempotency_key=key, person_id=person_id, to_node_id=to.strip()), key)
+            idempotency_key=key, person_id=person_id, to_node_id=to.strip()), key).claim
         if as_json:
             print_json(to_json(claim))
             return
@@ -287,7 +288,7 @@ def claim_show(
     """Show one claim with another district, as this node sees it."""
     with connect(node) as client:
         claim = client.call(client.stub.GetClaim,
-                            node_pb2.GetClaimRequest(claim_id=claim_id.strip().lower()))
+                            node_pb2.GetClaimRequest(claim_id=claim_id.strip().lower())).claim
         if as_json:
             print_json(to_json(claim))
             return
@@ -325,7 +326,7 @@ class _Comparison:
     node_id: str
     district: str
     clearinghouse: str
-    clearing: node_pb2.Clearing
+    clearing: node_pb2.GetClearingResponse
     position: clearing_pb2.NodePosition
 
     @property

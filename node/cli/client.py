@@ -229,7 +229,7 @@ class NodeClient:
         if person_id not in self._names:
             try:
                 person = self.stub.GetPerson(node_pb2.GetPersonRequest(person_id=person_id),
-                                             timeout=self.timeout)
+                                             timeout=self.timeout).person
                 self._names[person_id] = person.name
             except grpc.RpcError:
                 return ""

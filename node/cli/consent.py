@@ -109,7 +109,7 @@ def consent_grant(
         request.expires_at.CopyFrom(parse_until(until))
     request.idempotency_key = key = key or new_key()
     with connect(node) as client:
-        granted = client.call(client.stub.GrantConsent, request, key)
+        granted = client.call(client.stub.GrantConsent, request, key).consent
     if as_json:
         print_json(to_json(granted))
     else:
@@ -128,7 +128,7 @@ def consent_revoke(
     key = key or new_key()
     with connect(node) as client:
         revoked = client.call(client.stub.RevokeConsent, node_pb2.RevokeConsentRequest(
-            idempotency_key=key, consent_id=consent_id, revoked_by=actor), key)
+            idempotency_key=key, consent_id=consent_id, revoked_by=actor), key).consent
     if as_json:
         print_json(to_json(revoked))
     else:

@@ -43,7 +43,7 @@ def donate(person_id: PersonId, minutes: Minutes,
     key = key or new_key()
     with connect(node) as client:
         tx = client.call(client.stub.Donate, node_pb2.DonateRequest(
-            idempotency_key=key, person_id=person_id, minutes=minutes), key)
+            idempotency_key=key, person_id=person_id, minutes=minutes), key).transaction
     if as_json:
         print_json(to_json(tx))
     else:
@@ -61,7 +61,7 @@ def grant(person_id: PersonId, minutes: Minutes,
     with connect(node) as client:
         tx = client.call(client.stub.Grant, node_pb2.GrantRequest(
             idempotency_key=key, person_id=person_id, minutes=minutes, staff_id=staff,
-            memo=memo), key)
+            memo=memo), key).transaction
     if as_json:
         print_json(to_json(tx))
     else:
@@ -79,7 +79,7 @@ def reverse(seq: Annotated[int, typer.Argument(min=1, max=INT64_MAX, metavar="SE
     key = key or new_key()
     with connect(node) as client:
         tx = client.call(client.stub.ReverseTransaction, node_pb2.ReverseTransactionRequest(
-            idempotency_key=key, seq=seq, staff_id=staff, reason=reason), key)
+            idempotency_key=key, seq=seq, staff_id=staff, reason=reason), key).transaction
     if as_json:
         print_json(to_json(tx))
     else:

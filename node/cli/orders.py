@@ -136,7 +136,7 @@ def order_request(
             idempotency_key=key, recipient_id=recipient, category=category,
             planned_minutes=minutes,
             payment_source=PAYMENT_SOURCES[paid_by],
-            payer_id=payer, requested_by=actor, note=note), key)
+            payer_id=payer, requested_by=actor, note=note), key).order
         _show_order(client, order, as_json, f"order {order.id} requested")
 
 
@@ -152,7 +152,7 @@ def order_accept(
     key = key or new_key()
     with connect(node) as client:
         order = client.call(client.stub.AcceptOrder, node_pb2.AcceptOrderRequest(
-            idempotency_key=key, order_id=order_id, volunteer_id=volunteer), key)
+            idempotency_key=key, order_id=order_id, volunteer_id=volunteer), key).order
         _show_order(client, order, as_json, f"order {order.id} accepted")
 
 
@@ -172,7 +172,7 @@ def order_check_in(order_id: OrderId, at: AtTime = "",
     if at:
         request.at.CopyFrom(parse_time(at))
     with connect(node) as client:
-        order = client.call(client.stub.CheckIn, request, key)
+        order = client.call(client.stub.CheckIn, request, key).order
         _show_order(client, order, as_json, f"order {order.id} checked in")
 
 
@@ -187,7 +187,7 @@ def order_check_out(order_id: OrderId, at: AtTime = "",
     if at:
         request.at.CopyFrom(parse_time(at))
     with connect(node) as client:
-        order = client.call(client.stub.CheckOut, request, key)
+        order = client.call(client.stub.CheckOut, request, key).order
         _show_order(client, order, as_json, f"order {order.id} checked out")
 
 
@@ -208,7 +208,7 @@ def order_verify(
     with connect(node) as client:
         order = client.call(client.stub.VerifyOrder, node_pb2.VerifyOrderRequest(
             idempotency_key=key, order_id=order_id, verifier=actor, rating=rating,
-            comment=comment), key)
+            comment=comment), key).order
         _show_order(client, order, as_json, f"order {order.id} verified")
 
 
@@ -226,7 +226,7 @@ def order_dispute(
     key = key or new_key()
     with connect(node) as client:
         order = client.call(client.stub.DisputeOrder, node_pb2.DisputeOrderRequest(
-            idempotency_key=key, order_id=order_id, raised_by=actor, reason=reason), key)
+            idempotency_key=key, order_id=order_id, raised_by=actor, reason=reason), key).order
         _show_order(client, order, as_json, f"order {order.id} disputed")
 
 
@@ -251,7 +251,7 @@ def order_resolve(
             idempotency_key=key, order_id=order_id, staff_id=staff,
             outcome=(node_pb2.DISPUTE_OUTCOME_UPHOLD_SERVICE if outcome is Outcome.uphold
                      else node_pb2.DISPUTE_OUTCOME_VOID_SERVICE),
-            corrected_minutes=corrected_minutes, resolution=resolution), key)
+            corrected_minutes=corrected_minutes, resolution=resolution), key).order
         _show_order(client, order, as_json, f"order {order.id}: dispute resolved")
 
 
@@ -269,7 +269,7 @@ def order_cancel(
     key = key or new_key()
     with connect(node) as client:
         order = client.call(client.stub.CancelOrder, node_pb2.CancelOrderRequest(
-            idempotency_key=key, order_id=order_id, cancelled_by=actor, reason=reason), key)
+            idempotency_key=key, order_id=order_id, cancelled_by=actor, reason=reason), key).order
         _show_order(client, order, as_json, f"order {order.id} cancelled")
 
 
@@ -284,7 +284,7 @@ def order_record(order_id: OrderId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
     key = key or new_key()
     with connect(node) as client:
         order = client.call(client.stub.RecordOrder, node_pb2.RecordOrderRequest(
-            idempotency_key=key, order_id=order_id), key)
+            idempotency_key=key, order_id=order_id), key).order
         before = any(f"[{ALREADY_RECORDED}]" in notice for notice in order.notices)
         _show_order(client, order, as_json, f"order {order.id} "
                     + ("was already recorded" if before else "recorded"))
@@ -321,7 +321,7 @@ def order_show(order_id: OrderId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
                as_json: AsJson = False) -> None:
     """Show one order."""
     with connect(node) as client:
-        order = client.call(client.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order_id))
+        order = client.call(client.stub.GetOrder, node_pb2.GetOrderRequest(order_id=order_id)).order
         _show_order(client, order, as_json, "")
 
 

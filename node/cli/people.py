@@ -67,7 +67,7 @@ def service_point_add(
     key = key or new_key()
     with connect(node) as client:
         point = client.call(client.stub.RegisterServicePoint, node_pb2.RegisterServicePointRequest(
-            idempotency_key=key, code=code, name=name, street=street), key)
+            idempotency_key=key, code=code, name=name, street=street), key).service_point
     if as_json:
         print_json(to_json(point))
         return
@@ -89,7 +89,7 @@ def staff_add(
     key = key or new_key()
     with connect(node) as client:
         staff = client.call(client.stub.RegisterStaff, node_pb2.RegisterStaffRequest(
-            idempotency_key=key, name=name, service_point_id=service_point), key)
+            idempotency_key=key, name=name, service_point_id=service_point), key).staff
     if as_json:
         print_json(to_json(staff))
         return
@@ -128,7 +128,7 @@ def enrol(
         person = client.call(client.stub.EnrolPerson, node_pb2.EnrolPersonRequest(
             idempotency_key=key, kind=PERSON_KINDS[kind],
             name=name, id_number=id_number, phone=phone, priority=priority,
-            service_point_id=service_point, home_node_id=home_node.strip()), key)
+            service_point_id=service_point, home_node_id=home_node.strip()), key).person
     if as_json:
         print_json(to_json(person))
         return
@@ -156,7 +156,8 @@ def person_show(person_id: PersonId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
                 as_json: AsJson = False) -> None:
     """Show one person, with the latest changes of their record."""
     with connect(node) as client:
-        person = client.call(client.stub.GetPerson, node_pb2.GetPersonRequest(person_id=person_id))
+        person = client.call(client.stub.GetPerson,
+                             node_pb2.GetPersonRequest(person_id=person_id)).person
     if as_json:
         print_json(to_json(person))
     else:
@@ -190,7 +191,7 @@ def person_update(
     if phone is not None:
         request.phone = phone
     with connect(node) as client:
-        person = client.call(client.stub.UpdatePerson, request, key)
+        person = client.call(client.stub.UpdatePerson, request, key).person
     if as_json:
         print_json(to_json(person))
         return
@@ -214,7 +215,7 @@ def link(
     with connect(node) as client:
         result = client.call(client.stub.LinkPeople, node_pb2.LinkPeopleRequest(
             idempotency_key=key, person_id=person_id, other_id=other_id,
-            kind=LINK_KINDS[relation], staff_id=staff), key)
+            kind=LINK_KINDS[relation], staff_id=staff), key).link
         if as_json:
             print_json(to_json(result))
             return

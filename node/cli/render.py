@@ -266,7 +266,7 @@ def render_transaction(tx: node_pb2.LedgerTransaction, title: str = "") -> Panel
                  title_align="left", expand=False)
 
 
-def render_balance(balance: node_pb2.Balance, name: str = "") -> Panel:
+def render_balance(balance: node_pb2.GetBalanceResponse, name: str = "") -> Panel:
     summary = Table(box=None, padding=(0, 2))
     summary.add_column("")
     summary.add_column("hours", justify="right")
@@ -295,7 +295,7 @@ def render_balance(balance: node_pb2.Balance, name: str = "") -> Panel:
     return Panel(Group(*parts), title=f"balance of {label}", title_align="left", expand=False)
 
 
-def history_table(history: node_pb2.History, name: str = "") -> Table:
+def history_table(history: node_pb2.GetHistoryResponse, name: str = "") -> Table:
     label = f"{escape(name)} (person {history.person_id})" if name else \
         f"person {history.person_id}"
     table = Table(title=f"history of {label} (times in Asia/Shanghai)", title_justify="left")
@@ -316,7 +316,7 @@ def history_table(history: node_pb2.History, name: str = "") -> Table:
     return table
 
 
-def render_policy(policy: node_pb2.Policy) -> Panel:
+def render_policy(policy: node_pb2.GetPolicyResponse) -> Panel:
     grid = label_grid()
     grid.add_row("digest (sha256)", policy.digest)
     if policy.city_serial:
@@ -350,7 +350,7 @@ def render_policy(policy: node_pb2.Policy) -> Panel:
     return Panel(Group(grid, categories), title="city policy", title_align="left", expand=False)
 
 
-def render_report(report: node_pb2.LedgerReport, title: str = "ledger check") -> Panel:
+def render_report(report: node_pb2.CheckLedgerResponse, title: str = "ledger check") -> Panel:
     grid = label_grid()
     grid.add_row("result", "[bold green]ok: every invariant holds[/]" if report.ok
                  else f"[bold red]{len(report.problems)} problem(s)[/]")
@@ -377,8 +377,8 @@ def render_report(report: node_pb2.LedgerReport, title: str = "ledger check") ->
                  border_style="green" if report.ok else "red")
 
 
-def report_from_view(view: LedgerReportView) -> node_pb2.LedgerReport:
-    return node_pb2.LedgerReport(
+def report_from_view(view: LedgerReportView) -> node_pb2.CheckLedgerResponse:
+    return node_pb2.CheckLedgerResponse(
         ok=view.ok, transactions=view.transactions, accounts=view.accounts,
         head_hash=view.head_hash, problems=list(view.problems), issued_minutes=view.issued,
         held_by_people_minutes=view.held_by_people, donation_pool_minutes=view.donation_pool,
@@ -397,7 +397,7 @@ def _head_size(note: str) -> str:
     return f"{head.size} leaves"
 
 
-def log_summary(heads: node_pb2.LogHeads) -> dict[str, Any]:
+def log_summary(heads: node_pb2.GetLogHeadsResponse) -> dict[str, Any]:
     """What ``node check`` says about the city's log, as JSON."""
     def size(note: str) -> int | None:
         try:
@@ -411,7 +411,7 @@ def log_summary(heads: node_pb2.LogHeads) -> dict[str, Any]:
             "evidence": len(heads.evidence)}
 
 
-def render_log(heads: node_pb2.LogHeads, title: str = "the city's log") -> Panel:
+def render_log(heads: node_pb2.GetLogHeadsResponse, title: str = "the city's log") -> Panel:
     """The heads a node holds and its alarms (fork, finality)."""
     grid = label_grid()
     grid.add_row("result", "[bold green]ok: no fork seen, every head final in time[/]"

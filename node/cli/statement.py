@@ -26,7 +26,7 @@ RPC_SECONDS = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    proof: Any  # clearing_pb2.InclusionProof | None
+    proof: Any  # clearing_pb2.GetInclusionProofResponse | None
     rosters: list[bytes]
     warning: str
 

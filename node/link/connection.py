@@ -98,13 +98,13 @@ class AdmissionsChanged(Exception):
 
 
 def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
-                   timeout: float = CALL_TIMEOUT_SECONDS) -> pb.Admissions:
+                   timeout: float = CALL_TIMEOUT_SECONDS) -> pb.GetAdmissionsResponse:
     """Every envelope of GetAdmissions in one message, read page by page (each page is at
     most 1 MiB); if the list changes while it is read (``total`` differs), it is read
     again from the start. Whoever uses them verifies each under the city key."""
     for _ in range(ADMISSIONS_ATTEMPTS):
         found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=timeout)
-        whole = pb.Admissions()
+        whole = pb.GetAdmissionsResponse()
         whole.CopyFrom(found)
         received = _count(found)
         for _ in range(MAX_ADMISSION_PAGES):
@@ -124,6 +124,6 @@ def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
                             "while they were read; try again")
 
 
-def _count(page: pb.Admissions) -> int:
+def _count(page: pb.GetAdmissionsResponse) -> int:
     return (len(page.certificates) + len(page.revocations) + len(page.rosters)
             + len(page.policies) + len(page.key_acts))

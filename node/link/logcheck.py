@@ -54,7 +54,7 @@ def locate(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
                 raise
         # Its log is smaller than a head signed with its key, unless it grew in between
         # (then ask again).
-        latest = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=timeout).note
+        latest = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=timeout).head.note
         if transparency.check_head(latest, clearinghouse_key).size < head.size:
             return Located(head, latest, forks.compare(clearinghouse_key, note, latest, None,
                                                        seen=(seen, log_seen)))

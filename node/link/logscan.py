@@ -70,7 +70,7 @@ def read(stub: clearing_pb2_grpc.ClearinghouseServiceStub, log_keys: transparenc
     signed. Raises ``LogUnreachable`` if the clearinghouse does not answer and
     ``transparency.LogError`` if its head is not signed by its key."""
     try:
-        head = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=timeout)
+        head = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=timeout).head
     except grpc.RpcError as e:
         raise LogUnreachable(f"{e.code().name}: {e.details()}") from None
     size = transparency.check_head(head.note, log_keys).size

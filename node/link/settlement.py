@@ -101,7 +101,7 @@ class Settler:
     def _settle(self) -> Round:
         found = Round(serial=self._app.query(settlement.next_serial))
         try:
-            answer: pb.Settlement = self._conn.stub.GetSettlement(
+            answer: pb.GetSettlementResponse = self._conn.stub.GetSettlement(
                 pb.GetSettlementRequest(serial=found.serial), timeout=CALL_TIMEOUT_SECONDS)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
@@ -133,7 +133,8 @@ class Settler:
             return found
 
     def _answer_and_post(self, found: Round, verified: settlement.Verified,
-                         record: settlement.SettlementRecord, answer: pb.Settlement) -> Round:
+                         record: settlement.SettlementRecord,
+                         answer: pb.GetSettlementResponse) -> Round:
         s = verified.statement
         found.revision, found.state = s.revision, record.state
         key = (s.serial, s.revision)
@@ -193,7 +194,7 @@ class Settler:
         out: list[SettledClaim] = []
         after = ""
         for _ in range(expected // MAX_CLAIMS_PAGE + 2):
-            page: pb.SettlementClaims = self._conn.stub.GetSettlementClaims(
+            page: pb.GetSettlementClaimsResponse = self._conn.stub.GetSettlementClaims(
                 pb.GetSettlementClaimsRequest(serial=s.serial, revision=s.revision,
                                               node_id=node_id, after_claim_id=after),
                 timeout=CALL_TIMEOUT_SECONDS)
@@ -260,7 +261,7 @@ class Settler:
                       heads: dict[int, transparency.Head]) -> int:
         """The log leaf that completed ``claim_id``, proven in a head the clearinghouse
         signed that extends the statement's cited (quorum-final) head."""
-        proof: pb.InclusionProof = self._conn.stub.GetInclusionProof(
+        proof: pb.GetInclusionProofResponse = self._conn.stub.GetInclusionProof(
             pb.GetInclusionProofRequest(claim_id=claim_id), timeout=CALL_TIMEOUT_SECONDS)
         head = heads.get(proof.head.size)
         if head is None:

@@ -213,7 +213,7 @@ class LogWatch:
     def _check_peer(self, address: str, channel: grpc.Channel, found: Round) -> None:
         stub = node_pb2_grpc.NodeServiceStub(channel)
         try:
-            heads: node_pb2.LogHeads = stub.GetLogHeads(node_pb2.GetLogHeadsRequest(),
+            heads: node_pb2.GetLogHeadsResponse = stub.GetLogHeads(node_pb2.GetLogHeadsRequest(),
                                                          timeout=PEER_TIMEOUT_SECONDS)
         except grpc.RpcError as e:
             metrics.PEER_HEAD_CHECKS.labels("unreachable").inc()
@@ -242,7 +242,7 @@ class LogWatch:
         0 if there is none."""
         try:
             head = self._conn.stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True),
-                                               timeout=CALL_TIMEOUT_SECONDS)
+                                               timeout=CALL_TIMEOUT_SECONDS).head
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return 0

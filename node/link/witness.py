@@ -53,7 +53,7 @@ class Witness:
         node verified and is newer than the last it cosigned. Returns the size cosigned
         (0 if nothing was)."""
         latest = self._conn.stub.GetTreeHead(pb.GetTreeHeadRequest(),
-                                             timeout=CALL_TIMEOUT_SECONDS)
+                                             timeout=CALL_TIMEOUT_SECONDS).head
         rosters = self._rosters(latest.note)
         known = self._log.snapshot()
         if latest.size < known.size:

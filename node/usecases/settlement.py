@@ -340,7 +340,7 @@ class Finality:
     refused: tuple[str, ...]
 
 
-def finality(verified: Verified, found: pb.Settlement, city: CityAdmissions,
+def finality(verified: Verified, found: pb.GetSettlementResponse, city: CityAdmissions,
              city_keys: CityKeys) -> Finality:
     """Whether the statement is final, by this node's own checks of every act on it:
     a countersignature counts only under the key the city certified for the district it
@@ -490,7 +490,7 @@ class Shown:
 
     record: SettlementRecord
     statement: Statement
-    evidence: pb.Settlement | None
+    evidence: pb.GetSettlementResponse | None
     last_posted: int
     clearing: int
     unsettled_net: int
@@ -508,7 +508,7 @@ def show(tx: Tx, serial: int = 0) -> Shown:
     evidence = None
     if found.evidence:
         try:
-            evidence = pb.Settlement.FromString(found.evidence)
+            evidence = pb.GetSettlementResponse.FromString(found.evidence)
         except DecodeError:
             evidence = None
     return Shown(found, statement_of(found), evidence,

@@ -87,7 +87,7 @@ def _logged(index: int, entry: bytes, path: Sequence[bytes], head: str) -> dict[
 
 
 def build_statement(tx: Tx, person_id: int, anchor_row: Any,
-                    proof_in_cosigned_head: pb.InclusionProof | None = None, *,
+                    proof_in_cosigned_head: pb.GetInclusionProofResponse | None = None, *,
                     rosters: Sequence[bytes] = (),
                     made_at: datetime | None = None) -> dict[str, Any]:
     """The unsigned statement of ``person_id`` as of ``anchor_row`` (a logged anchor).

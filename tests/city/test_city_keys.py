@@ -340,7 +340,7 @@ def test_a_clearinghouse_key_rotation_signs_later_heads_and_earlier_ones_still_v
                   tmp_path / "ch.log", {"TIMEBANK_SERVER_LISTEN": address}, reader),
           tls_channel(address, reader) as channel):
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
-        before = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=10)
+        before = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=10).head
         assert transparency.check_head(before.note, old_ch).size == before.size
         desk = root.parent
         act, signed = desk / "rotate.act", desk / "rotate.signed"
@@ -368,7 +368,7 @@ def test_a_clearinghouse_key_rotation_signs_later_heads_and_earlier_ones_still_v
         # second) with the new key, under the log's unchanged name
         deadline = time.monotonic() + 20
         while True:
-            after = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=10)
+            after = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=10).head
             if after.size > before.size:
                 break
             assert time.monotonic() < deadline, "no head after the rotation"
@@ -386,7 +386,7 @@ def test_a_clearinghouse_key_rotation_signs_later_heads_and_earlier_ones_still_v
                   tmp_path / "ch2.log", {"TIMEBANK_SERVER_LISTEN": address}, reader),
           tls_channel(address, reader) as channel):
         again = clearing_pb2_grpc.ClearinghouseServiceStub(channel).GetTreeHead(
-            pb.GetTreeHeadRequest(), timeout=10)
+            pb.GetTreeHeadRequest(), timeout=10).head
     assert transparency.check_head(again.note, keys).size >= after.size
 
 
@@ -450,7 +450,7 @@ def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
         deadline = time.monotonic() + 45
         while True:
             try:
-                head = stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True), timeout=10)
+                head = stub.GetTreeHead(pb.GetTreeHeadRequest(cosigned=True), timeout=10).head
                 if head.size >= at_least and "320115" in head.cosigners:
                     return head
             except grpc.RpcError as e:

@@ -151,7 +151,7 @@ def _moves(client: CityClient, movers: list[Elder], back: bool,
             continue
         debtor, creditor = (other, m.home) if back else (m.home, other)
         claim = client.call(debtor, "MovePerson", node_pb2.MovePersonRequest(
-            idempotency_key=key(), person_id=m.ids[debtor], to_node_id=creditor))
+            idempotency_key=key(), person_id=m.ids[debtor], to_node_id=creditor)).claim
         started.append((m, claim.claim_id, debtor, creditor))
     return started
 

@@ -86,23 +86,23 @@ class Town:
               priority: bool = False) -> node_pb2.Person:
         return self.call(node_id, "EnrolPerson", node_pb2.EnrolPersonRequest(
             idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name=name,
-            id_number=number, phone="13912340000", priority=priority, home_node_id=home))
+            id_number=number, phone="13912340000", priority=priority, home_node_id=home)).person
 
     def link(self, node_id: str, person: int, other: int) -> None:
         self.call(node_id, "LinkPeople", node_pb2.LinkPeopleRequest(
             idempotency_key=key(), person_id=person, other_id=other,
             kind=node_pb2.LINK_KIND_PARENT, staff_id=self.staff[node_id]))
 
-    def balance(self, node_id: str, person_id: int) -> node_pb2.Balance:
+    def balance(self, node_id: str, person_id: int) -> node_pb2.GetBalanceResponse:
         return self.call(node_id, "GetBalance", node_pb2.GetBalanceRequest(person_id=person_id))
 
     def order(self, node_id: str, order_id: int) -> node_pb2.Order:
-        return self.call(node_id, "GetOrder", node_pb2.GetOrderRequest(order_id=order_id))
+        return self.call(node_id, "GetOrder", node_pb2.GetOrderRequest(order_id=order_id)).order
 
     def claim(self, node_id: str, claim_id: str) -> node_pb2.Claim | None:
         try:
             return self.nodes[node_id].stub.GetClaim(
-                node_pb2.GetClaimRequest(claim_id=claim_id), timeout=10)
+                node_pb2.GetClaimRequest(claim_id=claim_id), timeout=10).claim
         except grpc.RpcError as e:
             if e.code() is grpc.StatusCode.NOT_FOUND:
                 return None
@@ -114,9 +114,9 @@ class Town:
         order = self.call(node_id, "RequestOrder", node_pb2.RequestOrderRequest(
             idempotency_key=key(), recipient_id=recipient, category="meals",
             planned_minutes=minutes, payment_source=source, payer_id=payer,
-            requested_by=node_pb2.Actor(staff_id=self.staff[node_id])))
+            requested_by=node_pb2.Actor(staff_id=self.staff[node_id]))).order
         return self.call(node_id, "AcceptOrder", node_pb2.AcceptOrderRequest(
-            idempotency_key=key(), order_id=order.id, volunteer_id=volunteer))
+            idempotency_key=key(), order_id=order.id, volunteer_id=volunteer)).order
 
     def carry_out(self, node_id: str, order_id: int, minutes: int, verifier: int) -> None:
         """Check in, serve ``minutes``, check out, verify, wait out the publicity period
@@ -165,11 +165,11 @@ def town(tmp_path: Path) -> Iterator[Town]:
                 point = client.call(client.stub.RegisterServicePoint,
                                     node_pb2.RegisterServicePointRequest(
                                         idempotency_key=key(), code=f"SP-{node_id}",
-                                        name=f"{node_id} 社区服务点"))
+                                        name=f"{node_id} 社区服务点")).service_point
                 staff[node_id] = client.call(client.stub.RegisterStaff,
                                              node_pb2.RegisterStaffRequest(
                                                  idempotency_key=key(), name="陈静",
-                                                 service_point_id=point.id)).id
+                                                 service_point_id=point.id)).staff.id
             yield Town(city, nodes, staff)
         finally:
             for client in nodes.values():
@@ -218,10 +218,10 @@ def test_a_relative_is_served_from_hours_that_moved_to_a_third_district(town: To
 
     # she moves to 栖霞区, balance and status together
     move = town.call(JN, "MovePerson", node_pb2.MovePersonRequest(
-        idempotency_key=key(), person_id=daughter.id, to_node_id=QX))
+        idempotency_key=key(), person_id=daughter.id, to_node_id=QX)).claim
     wait_for("the move completed", lambda: (c := town.claim(QX, move.claim_id)) is not None
              and c.state == "completed")
-    arrived = town.call(QX, "GetPerson", node_pb2.GetPersonRequest(person_id=daughter_qx.id))
+    arrived = town.call(QX, "GetPerson", node_pb2.GetPersonRequest(person_id=daughter_qx.id)).person
     assert arrived.home_node_id == "" and arrived.priority  # 重点老人 in 栖霞区 too
     # her enrolment and link, by 栖霞区's operator and staff, and the move
     assert {c.actor for c in arrived.changes} == {"operator:1", f"staff:{town.staff[QX]}",

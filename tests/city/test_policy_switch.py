@@ -46,7 +46,7 @@ def timebank(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, encoding="utf-8", timeout=60, cwd=ROOT, env=env)
 
 
-def policies(client: CityClient) -> dict[str, node_pb2.Policy]:
+def policies(client: CityClient) -> dict[str, node_pb2.GetPolicyResponse]:
     return {n: client.call(n, "GetPolicy", node_pb2.GetPolicyRequest())
             for n in (JN, GL, QX)}
 
@@ -115,7 +115,7 @@ def test_a_policy_issued_for_later_switches_on_every_node_at_that_time(
             out = redeem(client, desks[GL], elder, desks[GL].volunteers[0])
             assert out.claim_state == "accepted" and out.verified, out
             order = client.call(GL, "GetOrder", node_pb2.GetOrderRequest(
-                order_id=out.order_id))
+                order_id=out.order_id)).order
             public_for = order.public_until.ToDatetime().replace(
                 tzinfo=city_now(city).tzinfo) - city_now(city)
             assert timedelta(days=3) - timedelta(minutes=5) < public_for <= timedelta(days=3)

@@ -88,12 +88,12 @@ def test_every_node_process_countersigns_and_posts_a_closed_period(tmp_path: Pat
                 record_due(client, n)
             assert wait_quiet(client, NODES, 60)
             stub = client.clearinghouse()
-            size = stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).size
+            size = stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).head.size
 
             def cosigned() -> bool:
                 try:
                     return bool(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(
-                        cosigned=True), timeout=5).size >= size)
+                        cosigned=True), timeout=5).head.size >= size)
                 except grpc.RpcError as e:  # none cosigned by a quorum yet
                     if e.code() != grpc.StatusCode.NOT_FOUND:
                         raise

@@ -108,12 +108,13 @@ def _saver(town: Town) -> tuple[int, str]:
     """王芳 at home in 江宁区 with 2 h granted: what a forged proposal would hold."""
     c = town.client
     point = c.call(JN, "RegisterServicePoint", node_pb2.RegisterServicePointRequest(
-        idempotency_key=_key(), code="JN-DS-01", name="东山街道服务点", street="东山街道"))
+        idempotency_key=_key(), code="JN-DS-01", name="东山街道服务点",
+        street="东山街道")).service_point
     staff = c.call(JN, "RegisterStaff", node_pb2.RegisterStaffRequest(
-        idempotency_key=_key(), name="陈静", service_point_id=point.id))
+        idempotency_key=_key(), name="陈静", service_point_id=point.id)).staff
     person = c.call(JN, "EnrolPerson", node_pb2.EnrolPersonRequest(
         idempotency_key=_key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name="王芳",
-        id_number=id_number(JN, 1940), phone="13900000000", priority=True))
+        id_number=id_number(JN, 1940), phone="13900000000", priority=True)).person
     c.call(JN, "Grant", node_pb2.GrantRequest(idempotency_key=_key(), person_id=person.id,
                                               minutes=120, staff_id=staff.id, memo="高龄补贴"))
     return person.id, person.person_ref
@@ -217,7 +218,7 @@ def test_a_node_refuses_what_no_admitted_key_of_its_district_signed(town: Town) 
     genuine_id, body = _proposal(ref, minutes=30)
     genuine = _inject(town, _wire(sign("claim.propose", body, GL, gl_key)))
     _settled(town, genuine)
-    claim = town.client.call(JN, "GetClaim", node_pb2.GetClaimRequest(claim_id=genuine_id))
+    claim = town.client.call(JN, "GetClaim", node_pb2.GetClaimRequest(claim_id=genuine_id)).claim
     assert claim.state == "accepted" and claim.minutes == 30
     held = town.client.call(JN, "GetBalance", node_pb2.GetBalanceRequest(person_id=person))
     assert held.held_minutes == 30
@@ -302,7 +303,7 @@ def test_after_a_real_key_rotation_the_node_anchors_its_ledger_again(town: Town)
     ch_key = bytes.fromhex(town.city.clearinghouse_public_key)
     head = transparency.check_head(str(note), ch_key)
     transparency.check_included(bytes(leaf), i_new, head, anchors.proof_path(bytes(path)))
-    latest = ch.GetTreeHead(pb.GetTreeHeadRequest(), timeout=5)
+    latest = ch.GetTreeHead(pb.GetTreeHeadRequest(), timeout=5).head
     proof = ch.GetInclusionProof(pb.GetInclusionProofRequest(index=i_new, size=latest.size),
                                  timeout=5)
     transparency.check_included(proof.logged.entry, i_new,

@@ -86,14 +86,14 @@ def tree_head(address: str, *, cosigned: bool = False) -> int:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
             return int(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=cosigned),
-                                        timeout=5).size)
+                                        timeout=5).head.size)
         except grpc.RpcError:
             return -1
 
 
-def log_heads(address: str) -> node_pb2.LogHeads:
+def log_heads(address: str) -> node_pb2.GetLogHeadsResponse:
     with _channel(address) as channel:
-        heads: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
+        heads: node_pb2.GetLogHeadsResponse = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
             node_pb2.GetLogHeadsRequest(), timeout=5)
         return heads
 

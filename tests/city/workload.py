@@ -149,7 +149,7 @@ class CityClient:
         stub = self.node(node_id)
         return self._retry(f"{node_id}.{method}", getattr(stub, method), request, retry_for)
 
-    def positions(self) -> clearing_pb2.Positions:
+    def positions(self) -> clearing_pb2.GetPositionsResponse:
         return self._retry("GetPositions", self.clearinghouse().GetPositions,
                            clearing_pb2.GetPositionsRequest(), RETRY_FOR)
 
@@ -219,14 +219,14 @@ class Desk:
 def setup_desk(client: CityClient, node_id: str, volunteers: int) -> Desk:
     point = client.call(node_id, "RegisterServicePoint", node_pb2.RegisterServicePointRequest(
         idempotency_key=key(), code=f"SP-{node_id}", name=f"{node_id} 社区服务点",
-        street="街道"))
+        street="街道")).service_point
     staff = client.call(node_id, "RegisterStaff", node_pb2.RegisterStaffRequest(
-        idempotency_key=key(), name="陈静", service_point_id=point.id))
+        idempotency_key=key(), name="陈静", service_point_id=point.id)).staff
     ids = []
     for i in range(volunteers):
         person = client.call(node_id, "EnrolPerson", node_pb2.EnrolPersonRequest(
             idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name=f"志愿者{i}",
-            id_number=id_number(node_id, 1985 + i), phone="13800000000"))
+            id_number=id_number(node_id, 1985 + i), phone="13800000000")).person
         ids.append(person.id)
     return Desk(node_id, staff.id, ids)
 
@@ -237,7 +237,7 @@ def enrol_elder(client: CityClient, desks: dict[str, Desk], home: str,
     elder = Elder(home, id_number(home, 1940), grant=grant)
     person = client.call(home, "EnrolPerson", node_pb2.EnrolPersonRequest(
         idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name="老人",
-        id_number=elder.id_number, phone="13900000000", priority=True))
+        id_number=elder.id_number, phone="13900000000", priority=True)).person
     elder.ids[home] = person.id
     client.call(home, "Grant", node_pb2.GrantRequest(
         idempotency_key=key(), person_id=person.id, minutes=grant,
@@ -246,7 +246,7 @@ def enrol_elder(client: CityClient, desks: dict[str, Desk], home: str,
         visitor = client.call(node_id, "EnrolPerson", node_pb2.EnrolPersonRequest(
             idempotency_key=key(), kind=node_pb2.PERSON_KIND_INDIVIDUAL, name="老人",
             id_number=elder.id_number, phone="13900000000", priority=True,
-            home_node_id=home))
+            home_node_id=home)).person
         elder.ids[node_id] = visitor.id
     return elder
 
@@ -275,7 +275,7 @@ def wait_claim(client: CityClient, node_id: str, claim_id: str, wanted: set[str]
     state = ""
     while time.monotonic() < deadline:
         state = str(client.call(node_id, "GetClaim",
-                                node_pb2.GetClaimRequest(claim_id=claim_id)).state)
+                                node_pb2.GetClaimRequest(claim_id=claim_id)).claim.state)
         if state in wanted or state in FINAL:
             return state
         time.sleep(0.05)
@@ -295,10 +295,10 @@ def redeem(client: CityClient, desk: Desk, elder: Elder, volunteer: int,
     order = client.call(s, "RequestOrder", node_pb2.RequestOrderRequest(
         idempotency_key=key(), recipient_id=recipient, category="meals",
         planned_minutes=minutes, payment_source=node_pb2.PAYMENT_SOURCE_OWN,
-        requested_by=node_pb2.Actor(staff_id=desk.staff_id)))
+        requested_by=node_pb2.Actor(staff_id=desk.staff_id))).order
     out.order_id = order.id
     order = client.call(s, "AcceptOrder", node_pb2.AcceptOrderRequest(
-        idempotency_key=key(), order_id=order.id, volunteer_id=volunteer))
+        idempotency_key=key(), order_id=order.id, volunteer_id=volunteer)).order
     out.claim_id = order.claim_id
     if cancel == "early":
         _cancel(client, desk, order.id)

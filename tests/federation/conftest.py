@@ -73,7 +73,7 @@ class City:
     def address(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
-    def positions(self) -> clearing_pb2.Positions:
+    def positions(self) -> clearing_pb2.GetPositionsResponse:
         with channel(self.address, self.observer) as ch:
             stub = clearing_pb2_grpc.ClearinghouseServiceStub(ch)
             return stub.GetPositions(clearing_pb2.GetPositionsRequest(), timeout=5)

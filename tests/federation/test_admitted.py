@@ -108,7 +108,7 @@ def jn_api(city: City) -> Iterator[node_pb2_grpc.NodeServiceStub]:
 
 def move(api: node_pb2_grpc.NodeServiceStub, person: int, to: str) -> node_pb2.Claim:
     return api.MovePerson(node_pb2.MovePersonRequest(
-        idempotency_key=str(uuid.uuid4()), person_id=person, to_node_id=to), timeout=10)
+        idempotency_key=str(uuid.uuid4()), person_id=person, to_node_id=to), timeout=10).claim
 
 
 def test_a_district_admitted_since_the_node_last_asked_is_looked_up(

@@ -37,7 +37,7 @@ def _enrol(stub: node_pb2_grpc.NodeServiceStub, number: str, home: str = "",
            ) -> node_pb2.Person:
     person: node_pb2.Person = stub.EnrolPerson(node_pb2.EnrolPersonRequest(
         idempotency_key=str(uuid.uuid4()), kind=node_pb2.PERSON_KIND_INDIVIDUAL,
-        name="李秀英", id_number=number, phone="13912340000", home_node_id=home), timeout=10)
+        name="李秀英", id_number=number, phone="13912340000", home_node_id=home), timeout=10).person
     return person
 
 

@@ -70,7 +70,7 @@ def _cosigned_size(city: City) -> int:
                 d.link.witness_once()
             try:
                 head = stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True),
-                                        timeout=5)
+                                        timeout=5).head
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.NOT_FOUND:
                     raise

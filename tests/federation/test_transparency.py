@@ -64,7 +64,7 @@ def test_districts_witness_heads_and_a_quorum_cosigns(city: City) -> None:
     city.settle()
     sizes = {n: city[n].link.witness_once() for n in (JN, GL, QX)}
     assert all(size >= 1 for size in sizes.values())
-    head = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=5)
+    head = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True), timeout=5).head
     assert sorted(head.cosigners) == sorted((JN, GL, QX))
     # the signed head says how many districts the city had, and when it was signed
     checked = transparency.check_head(head.note, CH_PUBLIC)
@@ -160,7 +160,7 @@ def test_a_district_catches_a_clearinghouse_that_rewrites_its_log(
     for i in range(3):
         enrol_at(city, GL, f"李{i}", id_card(1950 + i, GL))
     city.settle()
-    forked = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5)
+    forked = stub(city).GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).head
     assert forked.size > seen.size
     # 鼓楼区 was shown the other history, and took it: its receipts are proven in it
     shown = verified(city, GL)
@@ -172,7 +172,7 @@ def test_a_district_catches_a_clearinghouse_that_rewrites_its_log(
     assert verified(city, JN) == seen
     assert city[JN].app.query(tree_heads.cosigned, CH_PUBLIC) == cosigned_before
     cosigners = stub(city).GetTreeHead(
-        clearing_pb2.GetTreeHeadRequest(size=forked.size), timeout=5).cosigners
+        clearing_pb2.GetTreeHeadRequest(size=forked.size), timeout=5).head.cosigners
     assert JN not in cosigners
 
 
@@ -193,8 +193,8 @@ def test_bad_requests_to_the_log_are_refused_clearly_and_change_nothing(city: Ci
     enrol_at(city, JN, "王芳", id_card(1965))
     city.settle()
     log = stub(city)
-    size = log.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).size
-    head = log.GetTreeHead(clearing_pb2.GetTreeHeadRequest(size=size), timeout=5)
+    size = log.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).head.size
+    head = log.GetTreeHead(clearing_pb2.GetTreeHeadRequest(size=size), timeout=5).head
     text = notes.SignedNote.parse(head.note).text
 
     def cosign(body: clearing_pb2.CosignBody, signer: str = JN) -> clearing_pb2.Envelope:
@@ -250,4 +250,4 @@ def test_bad_requests_to_the_log_are_refused_clearly_and_change_nothing(city: Ci
     assert after == before
     # the good one is taken, once
     assert JN in log.AddCosignature(cosign(clearing_pb2.CosignBody(
-        node_id=JN, size=size, signature_line=good_line)), timeout=5).cosigners
+        node_id=JN, size=size, signature_line=good_line)), timeout=5).head.cosigners

@@ -86,7 +86,7 @@ def test_a_claim_over_the_limit_says_why_it_waits_and_when_it_is_tried_again(
     _TOKEN["token"] = city[GL].app.execute(logins.local_session, "auditor", Role.AUDITOR, 366)
     with grpc.insecure_channel(address) as channel:
         stub = node_pb2_grpc.NodeServiceStub(authorized(channel, _TOKEN["token"]))
-        got = stub.GetClaim(node_pb2.GetClaimRequest(claim_id=claim_id), timeout=10)
+        got = stub.GetClaim(node_pb2.GetClaimRequest(claim_id=claim_id), timeout=10).claim
         listed = stub.ListClaims(node_pb2.ListClaimsRequest(limit=10), timeout=10).claims
     assert (got.state, got.waiting_reason, got.attempts) == ("proposed", "LIMIT_REACHED", 1)
     assert got.next_attempt_at.ToDatetime(tzinfo=UTC) == view.waiting.next_attempt_at

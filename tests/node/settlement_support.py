@@ -118,8 +118,8 @@ def decision(envelope: bytes, overruled: Sequence[str], *, serial: int = 1,
 
 
 def answer(envelope: bytes, countersigns: Sequence[bytes] = (),
-           decisions: Sequence[bytes] = ()) -> pb.Settlement:
-    return pb.Settlement(statements=[envelope], countersigns=list(countersigns),
+           decisions: Sequence[bytes] = ()) -> pb.GetSettlementResponse:
+    return pb.GetSettlementResponse(statements=[envelope], countersigns=list(countersigns),
                          decisions=list(decisions))
 
 

@@ -35,7 +35,7 @@ def test_anything_else_is_refused_naming_the_field(seconds: int, nanos: int) -> 
 
 
 def test_timestamps_are_found_at_any_depth_and_in_repeated_fields() -> None:
-    history = node_pb2.History()
+    history = node_pb2.GetHistoryResponse()
     history.entries.add().transaction.at.seconds = 10
     history.entries.add().transaction.at.nanos = -5
     with pytest.raises(bounds.BadTimestamp) as caught:

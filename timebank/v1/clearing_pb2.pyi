@@ -794,6 +794,26 @@ class GetTreeHeadRequest(_message.Message):
 Global___GetTreeHeadRequest: _TypeAlias = GetTreeHeadRequest  # noqa: Y015
 
 @_typing.final
+class GetTreeHeadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def head(self) -> Global___TreeHead: ...
+    def __init__(
+        self,
+        *,
+        head: Global___TreeHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTreeHeadResponse: _TypeAlias = GetTreeHeadResponse  # noqa: Y015
+
+@_typing.final
 class TreeHead(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -858,7 +878,7 @@ class GetAdmissionsRequest(_message.Message):
 Global___GetAdmissionsRequest: _TypeAlias = GetAdmissionsRequest  # noqa: Y015
 
 @_typing.final
-class Admissions(_message.Message):
+class GetAdmissionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CERTIFICATES_FIELD_NUMBER: _builtins.int
@@ -924,7 +944,7 @@ class Admissions(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Admissions: _TypeAlias = Admissions  # noqa: Y015
+Global___GetAdmissionsResponse: _TypeAlias = GetAdmissionsResponse  # noqa: Y015
 
 @_typing.final
 class GetEntriesRequest(_message.Message):
@@ -1008,7 +1028,7 @@ class GetInclusionProofRequest(_message.Message):
 Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
 
 @_typing.final
-class InclusionProof(_message.Message):
+class GetInclusionProofResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOGGED_FIELD_NUMBER: _builtins.int
@@ -1029,7 +1049,7 @@ class InclusionProof(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___InclusionProof: _TypeAlias = InclusionProof  # noqa: Y015
+Global___GetInclusionProofResponse: _TypeAlias = GetInclusionProofResponse  # noqa: Y015
 
 @_typing.final
 class GetConsistencyProofRequest(_message.Message):
@@ -1055,7 +1075,7 @@ class GetConsistencyProofRequest(_message.Message):
 Global___GetConsistencyProofRequest: _TypeAlias = GetConsistencyProofRequest  # noqa: Y015
 
 @_typing.final
-class ConsistencyProof(_message.Message):
+class GetConsistencyProofResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATH_FIELD_NUMBER: _builtins.int
@@ -1076,7 +1096,7 @@ class ConsistencyProof(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ConsistencyProof: _TypeAlias = ConsistencyProof  # noqa: Y015
+Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  # noqa: Y015
 
 @_typing.final
 class RosterMember(_message.Message):
@@ -1207,6 +1227,26 @@ class CosignBody(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CosignBody: _TypeAlias = CosignBody  # noqa: Y015
+
+@_typing.final
+class AddCosignatureResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def head(self) -> Global___TreeHead: ...
+    def __init__(
+        self,
+        *,
+        head: Global___TreeHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCosignatureResponse: _TypeAlias = AddCosignatureResponse  # noqa: Y015
 
 @_typing.final
 class NodeCheckpoint(_message.Message):
@@ -1430,7 +1470,7 @@ class BilateralTotal(_message.Message):
 Global___BilateralTotal: _TypeAlias = BilateralTotal  # noqa: Y015
 
 @_typing.final
-class Positions(_message.Message):
+class GetPositionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODES_FIELD_NUMBER: _builtins.int
@@ -1451,7 +1491,7 @@ class Positions(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Positions: _TypeAlias = Positions  # noqa: Y015
+Global___GetPositionsResponse: _TypeAlias = GetPositionsResponse  # noqa: Y015
 
 @_typing.final
 class CityKeyRotation(_message.Message):
@@ -2012,7 +2052,7 @@ class GetSettlementRequest(_message.Message):
 Global___GetSettlementRequest: _TypeAlias = GetSettlementRequest  # noqa: Y015
 
 @_typing.final
-class Settlement(_message.Message):
+class GetSettlementResponse(_message.Message):
     """A statement as it stands: every revision's envelope and every act on them."""
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -2069,7 +2109,7 @@ class Settlement(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Settlement: _TypeAlias = Settlement  # noqa: Y015
+Global___GetSettlementResponse: _TypeAlias = GetSettlementResponse  # noqa: Y015
 
 @_typing.final
 class GetSettlementClaimsRequest(_message.Message):
@@ -2137,7 +2177,7 @@ class SettledClaimRef(_message.Message):
 Global___SettledClaimRef: _TypeAlias = SettledClaimRef  # noqa: Y015
 
 @_typing.final
-class SettlementClaims(_message.Message):
+class GetSettlementClaimsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLAIMS_FIELD_NUMBER: _builtins.int
@@ -2159,4 +2199,4 @@ class SettlementClaims(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SettlementClaims: _TypeAlias = SettlementClaims  # noqa: Y015
+Global___GetSettlementClaimsResponse: _TypeAlias = GetSettlementClaimsResponse  # noqa: Y015

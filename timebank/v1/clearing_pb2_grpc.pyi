@@ -35,6 +35,16 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ClearinghouseServiceStub:
+    """Signed envelopes travel as themselves. Submit, Subscribe, Ack and AddCosignature take
+    (and Submit and Subscribe return) the one Envelope message every signed thing travels
+    as, its kind naming what is signed (docs/decisions/0003): the receiver verifies the
+    bytes it received before it parses anything, and a stored receipt is returned byte for
+    byte. Wrapping the envelope in a per-rpc XRequest/XResponse would add an unsigned
+    frame that says nothing the signed kind does not, and a second message type for what
+    is one signed object; so those rpcs are exempt from the request/response naming rules
+    (buf.yaml says the same). Every other rpc has its own XRequest and XResponse.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -43,68 +53,112 @@ class ClearinghouseServiceStub:
     """A node's signed message: a directory registration, a claim proposal, decision or finish.
     Returns a signed Receipt; resubmitting the same envelope (by identity, in any encoding)
     returns the same receipt, does nothing again and is not counted against a rate limit.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     SubmitBatch: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]
     """Many envelopes, each as Submit would take it, in one transaction."""
     Subscribe: _grpc.UnaryStreamMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]
     """The node's queue, from after_seq on, as signed DeliveryBatch envelopes. The request
     is a signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     Ack: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AckResponse]
-    """A signed AckBody: everything up to seq was applied."""
+    """A signed AckBody: everything up to seq was applied.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     LookupPerson: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.LookupPersonRequest, _clearing_pb2.LookupPersonResponse]
-    GetTreeHead: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.TreeHead]
+    GetTreeHead: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.GetTreeHeadResponse]
     """The transparency log: tree heads, entries and proofs; anyone may read them."""
     GetEntries: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetEntriesRequest, _clearing_pb2.GetEntriesResponse]
-    GetAdmissions: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetAdmissionsRequest, _clearing_pb2.Admissions]
-    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.InclusionProof]
-    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.ConsistencyProof]
-    AddCosignature: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]
-    """A signed CosignBody: a witness node's cosignature on a tree head."""
-    GetPositions: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.Positions]
-    GetSettlement: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementRequest, _clearing_pb2.Settlement]
+    GetAdmissions: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetAdmissionsRequest, _clearing_pb2.GetAdmissionsResponse]
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.GetInclusionProofResponse]
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.GetConsistencyProofResponse]
+    AddCosignature: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AddCosignatureResponse]
+    """A signed CosignBody: a witness node's cosignature on a tree head.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    GetPositions: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.GetPositionsResponse]
+    GetSettlement: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementRequest, _clearing_pb2.GetSettlementResponse]
     """Settlement (issue 16): a period's statement with its countersignatures, disputes and
     the bureau's acts on it; and, page by page, the claims it settles for one district.
     Countersignatures and disputes are Submitted (kinds settlement.countersign and
     settlement.dispute); anyone may read.
     """
-    GetSettlementClaims: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.SettlementClaims]
+    GetSettlementClaims: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.GetSettlementClaimsResponse]
 
 @_typing.type_check_only
 class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
+    """Signed envelopes travel as themselves. Submit, Subscribe, Ack and AddCosignature take
+    (and Submit and Subscribe return) the one Envelope message every signed thing travels
+    as, its kind naming what is signed (docs/decisions/0003): the receiver verifies the
+    bytes it received before it parses anything, and a stored receipt is returned byte for
+    byte. Wrapping the envelope in a per-rpc XRequest/XResponse would add an unsigned
+    frame that says nothing the signed kind does not, and a second message type for what
+    is one signed object; so those rpcs are exempt from the request/response naming rules
+    (buf.yaml says the same). Every other rpc has its own XRequest and XResponse.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]  # type: ignore[assignment]
     """A node's signed message: a directory registration, a claim proposal, decision or finish.
     Returns a signed Receipt; resubmitting the same envelope (by identity, in any encoding)
     returns the same receipt, does nothing again and is not counted against a rate limit.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     SubmitBatch: _aio.UnaryUnaryMultiCallable[_clearing_pb2.SubmitBatchRequest, _clearing_pb2.SubmitBatchResponse]  # type: ignore[assignment]
     """Many envelopes, each as Submit would take it, in one transaction."""
     Subscribe: _aio.UnaryStreamMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.Envelope]  # type: ignore[assignment]
     """The node's queue, from after_seq on, as signed DeliveryBatch envelopes. The request
     is a signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     Ack: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AckResponse]  # type: ignore[assignment]
-    """A signed AckBody: everything up to seq was applied."""
+    """A signed AckBody: everything up to seq was applied.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     LookupPerson: _aio.UnaryUnaryMultiCallable[_clearing_pb2.LookupPersonRequest, _clearing_pb2.LookupPersonResponse]  # type: ignore[assignment]
-    GetTreeHead: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.TreeHead]  # type: ignore[assignment]
+    GetTreeHead: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetTreeHeadRequest, _clearing_pb2.GetTreeHeadResponse]  # type: ignore[assignment]
     """The transparency log: tree heads, entries and proofs; anyone may read them."""
     GetEntries: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetEntriesRequest, _clearing_pb2.GetEntriesResponse]  # type: ignore[assignment]
-    GetAdmissions: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetAdmissionsRequest, _clearing_pb2.Admissions]  # type: ignore[assignment]
-    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.InclusionProof]  # type: ignore[assignment]
-    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.ConsistencyProof]  # type: ignore[assignment]
-    AddCosignature: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.TreeHead]  # type: ignore[assignment]
-    """A signed CosignBody: a witness node's cosignature on a tree head."""
-    GetPositions: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.Positions]  # type: ignore[assignment]
-    GetSettlement: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementRequest, _clearing_pb2.Settlement]  # type: ignore[assignment]
+    GetAdmissions: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetAdmissionsRequest, _clearing_pb2.GetAdmissionsResponse]  # type: ignore[assignment]
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetInclusionProofRequest, _clearing_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetConsistencyProofRequest, _clearing_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    AddCosignature: _aio.UnaryUnaryMultiCallable[_clearing_pb2.Envelope, _clearing_pb2.AddCosignatureResponse]  # type: ignore[assignment]
+    """A signed CosignBody: a witness node's cosignature on a tree head.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    GetPositions: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetPositionsRequest, _clearing_pb2.GetPositionsResponse]  # type: ignore[assignment]
+    GetSettlement: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementRequest, _clearing_pb2.GetSettlementResponse]  # type: ignore[assignment]
     """Settlement (issue 16): a period's statement with its countersignatures, disputes and
     the bureau's acts on it; and, page by page, the claims it settles for one district.
     Countersignatures and disputes are Submitted (kinds settlement.countersign and
     settlement.dispute); anyone may read.
     """
-    GetSettlementClaims: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.SettlementClaims]  # type: ignore[assignment]
+    GetSettlementClaims: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.GetSettlementClaimsResponse]  # type: ignore[assignment]
 
 class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Signed envelopes travel as themselves. Submit, Subscribe, Ack and AddCosignature take
+    (and Submit and Subscribe return) the one Envelope message every signed thing travels
+    as, its kind naming what is signed (docs/decisions/0003): the receiver verifies the
+    bytes it received before it parses anything, and a stored receipt is returned byte for
+    byte. Wrapping the envelope in a per-rpc XRequest/XResponse would add an unsigned
+    frame that says nothing the signed kind does not, and a second message type for what
+    is one signed object; so those rpcs are exempt from the request/response naming rules
+    (buf.yaml says the same). Every other rpc has its own XRequest and XResponse.
+    """
+
     @_abc_1.abstractmethod
     def Submit(
         self,
@@ -114,6 +168,9 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         """A node's signed message: a directory registration, a claim proposal, decision or finish.
         Returns a signed Receipt; resubmitting the same envelope (by identity, in any encoding)
         returns the same receipt, does nothing again and is not counted against a rate limit.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
 
     @_abc_1.abstractmethod
@@ -132,6 +189,9 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_clearing_pb2.Envelope], _abc.AsyncIterator[_clearing_pb2.Envelope]]:
         """The node's queue, from after_seq on, as signed DeliveryBatch envelopes. The request
         is a signed SubscribeBody. Stays open; resume after a disconnect from the last ack.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
 
     @_abc_1.abstractmethod
@@ -140,7 +200,10 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _clearing_pb2.Envelope,
         context: _ServicerContext,
     ) -> _typing.Union[_clearing_pb2.AckResponse, _abc.Awaitable[_clearing_pb2.AckResponse]]:
-        """A signed AckBody: everything up to seq was applied."""
+        """A signed AckBody: everything up to seq was applied.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
 
     @_abc_1.abstractmethod
     def LookupPerson(
@@ -154,7 +217,7 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _clearing_pb2.GetTreeHeadRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.TreeHead, _abc.Awaitable[_clearing_pb2.TreeHead]]:
+    ) -> _typing.Union[_clearing_pb2.GetTreeHeadResponse, _abc.Awaitable[_clearing_pb2.GetTreeHeadResponse]]:
         """The transparency log: tree heads, entries and proofs; anyone may read them."""
 
     @_abc_1.abstractmethod
@@ -169,43 +232,46 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _clearing_pb2.GetAdmissionsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.Admissions, _abc.Awaitable[_clearing_pb2.Admissions]]: ...
+    ) -> _typing.Union[_clearing_pb2.GetAdmissionsResponse, _abc.Awaitable[_clearing_pb2.GetAdmissionsResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetInclusionProof(
         self,
         request: _clearing_pb2.GetInclusionProofRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.InclusionProof, _abc.Awaitable[_clearing_pb2.InclusionProof]]: ...
+    ) -> _typing.Union[_clearing_pb2.GetInclusionProofResponse, _abc.Awaitable[_clearing_pb2.GetInclusionProofResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetConsistencyProof(
         self,
         request: _clearing_pb2.GetConsistencyProofRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.ConsistencyProof, _abc.Awaitable[_clearing_pb2.ConsistencyProof]]: ...
+    ) -> _typing.Union[_clearing_pb2.GetConsistencyProofResponse, _abc.Awaitable[_clearing_pb2.GetConsistencyProofResponse]]: ...
 
     @_abc_1.abstractmethod
     def AddCosignature(
         self,
         request: _clearing_pb2.Envelope,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.TreeHead, _abc.Awaitable[_clearing_pb2.TreeHead]]:
-        """A signed CosignBody: a witness node's cosignature on a tree head."""
+    ) -> _typing.Union[_clearing_pb2.AddCosignatureResponse, _abc.Awaitable[_clearing_pb2.AddCosignatureResponse]]:
+        """A signed CosignBody: a witness node's cosignature on a tree head.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
 
     @_abc_1.abstractmethod
     def GetPositions(
         self,
         request: _clearing_pb2.GetPositionsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.Positions, _abc.Awaitable[_clearing_pb2.Positions]]: ...
+    ) -> _typing.Union[_clearing_pb2.GetPositionsResponse, _abc.Awaitable[_clearing_pb2.GetPositionsResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetSettlement(
         self,
         request: _clearing_pb2.GetSettlementRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.Settlement, _abc.Awaitable[_clearing_pb2.Settlement]]:
+    ) -> _typing.Union[_clearing_pb2.GetSettlementResponse, _abc.Awaitable[_clearing_pb2.GetSettlementResponse]]:
         """Settlement (issue 16): a period's statement with its countersignatures, disputes and
         the bureau's acts on it; and, page by page, the claims it settles for one district.
         Countersignatures and disputes are Submitted (kinds settlement.countersign and
@@ -217,6 +283,6 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _clearing_pb2.GetSettlementClaimsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clearing_pb2.SettlementClaims, _abc.Awaitable[_clearing_pb2.SettlementClaims]]: ...
+    ) -> _typing.Union[_clearing_pb2.GetSettlementClaimsResponse, _abc.Awaitable[_clearing_pb2.GetSettlementClaimsResponse]]: ...
 
 def add_ClearinghouseServiceServicer_to_server(servicer: ClearinghouseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

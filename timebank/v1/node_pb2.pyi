@@ -321,6 +321,26 @@ class RegisterServicePointRequest(_message.Message):
 Global___RegisterServicePointRequest: _TypeAlias = RegisterServicePointRequest  # noqa: Y015
 
 @_typing.final
+class RegisterServicePointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_POINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def service_point(self) -> Global___ServicePoint: ...
+    def __init__(
+        self,
+        *,
+        service_point: Global___ServicePoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["service_point", b"service_point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_point", b"service_point"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterServicePointResponse: _TypeAlias = RegisterServicePointResponse  # noqa: Y015
+
+@_typing.final
 class Staff(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -369,6 +389,26 @@ class RegisterStaffRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterStaffRequest: _TypeAlias = RegisterStaffRequest  # noqa: Y015
+
+@_typing.final
+class RegisterStaffResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAFF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def staff(self) -> Global___Staff: ...
+    def __init__(
+        self,
+        *,
+        staff: Global___Staff | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["staff", b"staff"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["staff", b"staff"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterStaffResponse: _TypeAlias = RegisterStaffResponse  # noqa: Y015
 
 @_typing.final
 class Person(_message.Message):
@@ -511,6 +551,26 @@ class EnrolPersonRequest(_message.Message):
 Global___EnrolPersonRequest: _TypeAlias = EnrolPersonRequest  # noqa: Y015
 
 @_typing.final
+class EnrolPersonResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def person(self) -> Global___Person: ...
+    def __init__(
+        self,
+        *,
+        person: Global___Person | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrolPersonResponse: _TypeAlias = EnrolPersonResponse  # noqa: Y015
+
+@_typing.final
 class GetPersonRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -528,6 +588,26 @@ class GetPersonRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPersonRequest: _TypeAlias = GetPersonRequest  # noqa: Y015
+
+@_typing.final
+class GetPersonResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def person(self) -> Global___Person: ...
+    def __init__(
+        self,
+        *,
+        person: Global___Person | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPersonResponse: _TypeAlias = GetPersonResponse  # noqa: Y015
 
 @_typing.final
 class UpdatePersonRequest(_message.Message):
@@ -577,6 +657,26 @@ class UpdatePersonRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
 
 Global___UpdatePersonRequest: _TypeAlias = UpdatePersonRequest  # noqa: Y015
+
+@_typing.final
+class UpdatePersonResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def person(self) -> Global___Person: ...
+    def __init__(
+        self,
+        *,
+        person: Global___Person | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePersonResponse: _TypeAlias = UpdatePersonResponse  # noqa: Y015
 
 @_typing.final
 class Link(_message.Message):
@@ -634,6 +734,26 @@ class LinkPeopleRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LinkPeopleRequest: _TypeAlias = LinkPeopleRequest  # noqa: Y015
+
+@_typing.final
+class LinkPeopleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def link(self) -> Global___Link: ...
+    def __init__(
+        self,
+        *,
+        link: Global___Link | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkPeopleResponse: _TypeAlias = LinkPeopleResponse  # noqa: Y015
 
 @_typing.final
 class Actor(_message.Message):
@@ -837,6 +957,26 @@ class RequestOrderRequest(_message.Message):
 Global___RequestOrderRequest: _TypeAlias = RequestOrderRequest  # noqa: Y015
 
 @_typing.final
+class RequestOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestOrderResponse: _TypeAlias = RequestOrderResponse  # noqa: Y015
+
+@_typing.final
 class AcceptOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -860,6 +1000,26 @@ class AcceptOrderRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcceptOrderRequest: _TypeAlias = AcceptOrderRequest  # noqa: Y015
+
+@_typing.final
+class AcceptOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptOrderResponse: _TypeAlias = AcceptOrderResponse  # noqa: Y015
 
 @_typing.final
 class CheckInRequest(_message.Message):
@@ -890,6 +1050,26 @@ class CheckInRequest(_message.Message):
 Global___CheckInRequest: _TypeAlias = CheckInRequest  # noqa: Y015
 
 @_typing.final
+class CheckInResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckInResponse: _TypeAlias = CheckInResponse  # noqa: Y015
+
+@_typing.final
 class CheckOutRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -916,6 +1096,26 @@ class CheckOutRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckOutRequest: _TypeAlias = CheckOutRequest  # noqa: Y015
+
+@_typing.final
+class CheckOutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckOutResponse: _TypeAlias = CheckOutResponse  # noqa: Y015
 
 @_typing.final
 class VerifyOrderRequest(_message.Message):
@@ -951,6 +1151,26 @@ class VerifyOrderRequest(_message.Message):
 Global___VerifyOrderRequest: _TypeAlias = VerifyOrderRequest  # noqa: Y015
 
 @_typing.final
+class VerifyOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyOrderResponse: _TypeAlias = VerifyOrderResponse  # noqa: Y015
+
+@_typing.final
 class DisputeOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -978,6 +1198,26 @@ class DisputeOrderRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DisputeOrderRequest: _TypeAlias = DisputeOrderRequest  # noqa: Y015
+
+@_typing.final
+class DisputeOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisputeOrderResponse: _TypeAlias = DisputeOrderResponse  # noqa: Y015
 
 @_typing.final
 class ResolveDisputeRequest(_message.Message):
@@ -1015,6 +1255,26 @@ class ResolveDisputeRequest(_message.Message):
 Global___ResolveDisputeRequest: _TypeAlias = ResolveDisputeRequest  # noqa: Y015
 
 @_typing.final
+class ResolveDisputeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveDisputeResponse: _TypeAlias = ResolveDisputeResponse  # noqa: Y015
+
+@_typing.final
 class CancelOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1044,6 +1304,26 @@ class CancelOrderRequest(_message.Message):
 Global___CancelOrderRequest: _TypeAlias = CancelOrderRequest  # noqa: Y015
 
 @_typing.final
+class CancelOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOrderResponse: _TypeAlias = CancelOrderResponse  # noqa: Y015
+
+@_typing.final
 class RecordOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1064,6 +1344,26 @@ class RecordOrderRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordOrderRequest: _TypeAlias = RecordOrderRequest  # noqa: Y015
+
+@_typing.final
+class RecordOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOrderResponse: _TypeAlias = RecordOrderResponse  # noqa: Y015
 
 @_typing.final
 class RecordDueOrdersRequest(_message.Message):
@@ -1126,6 +1426,26 @@ class GetOrderRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOrderRequest: _TypeAlias = GetOrderRequest  # noqa: Y015
+
+@_typing.final
+class GetOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrderResponse: _TypeAlias = GetOrderResponse  # noqa: Y015
 
 @_typing.final
 class ListOrdersRequest(_message.Message):
@@ -1276,6 +1596,26 @@ class DonateRequest(_message.Message):
 Global___DonateRequest: _TypeAlias = DonateRequest  # noqa: Y015
 
 @_typing.final
+class DonateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction(self) -> Global___LedgerTransaction: ...
+    def __init__(
+        self,
+        *,
+        transaction: Global___LedgerTransaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DonateResponse: _TypeAlias = DonateResponse  # noqa: Y015
+
+@_typing.final
 class GrantRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1308,6 +1648,26 @@ class GrantRequest(_message.Message):
 Global___GrantRequest: _TypeAlias = GrantRequest  # noqa: Y015
 
 @_typing.final
+class GrantResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction(self) -> Global___LedgerTransaction: ...
+    def __init__(
+        self,
+        *,
+        transaction: Global___LedgerTransaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantResponse: _TypeAlias = GrantResponse  # noqa: Y015
+
+@_typing.final
 class ReverseTransactionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1336,6 +1696,26 @@ class ReverseTransactionRequest(_message.Message):
 Global___ReverseTransactionRequest: _TypeAlias = ReverseTransactionRequest  # noqa: Y015
 
 @_typing.final
+class ReverseTransactionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction(self) -> Global___LedgerTransaction: ...
+    def __init__(
+        self,
+        *,
+        transaction: Global___LedgerTransaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseTransactionResponse: _TypeAlias = ReverseTransactionResponse  # noqa: Y015
+
+@_typing.final
 class OriginBalance(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1361,7 +1741,7 @@ class OriginBalance(_message.Message):
 Global___OriginBalance: _TypeAlias = OriginBalance  # noqa: Y015
 
 @_typing.final
-class Balance(_message.Message):
+class GetBalanceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PERSON_ID_FIELD_NUMBER: _builtins.int
@@ -1397,7 +1777,7 @@ class Balance(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Balance: _TypeAlias = Balance  # noqa: Y015
+Global___GetBalanceResponse: _TypeAlias = GetBalanceResponse  # noqa: Y015
 
 @_typing.final
 class GetBalanceRequest(_message.Message):
@@ -1443,7 +1823,7 @@ class HistoryEntry(_message.Message):
 Global___HistoryEntry: _TypeAlias = HistoryEntry  # noqa: Y015
 
 @_typing.final
-class History(_message.Message):
+class GetHistoryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PERSON_ID_FIELD_NUMBER: _builtins.int
@@ -1463,7 +1843,7 @@ class History(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___History: _TypeAlias = History  # noqa: Y015
+Global___GetHistoryResponse: _TypeAlias = GetHistoryResponse  # noqa: Y015
 
 @_typing.final
 class GetHistoryRequest(_message.Message):
@@ -1515,7 +1895,7 @@ class Category(_message.Message):
 Global___Category: _TypeAlias = Category  # noqa: Y015
 
 @_typing.final
-class Policy(_message.Message):
+class GetPolicyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DIGEST_FIELD_NUMBER: _builtins.int
@@ -1588,7 +1968,7 @@ class Policy(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Policy: _TypeAlias = Policy  # noqa: Y015
+Global___GetPolicyResponse: _TypeAlias = GetPolicyResponse  # noqa: Y015
 
 @_typing.final
 class GetPolicyRequest(_message.Message):
@@ -1621,7 +2001,7 @@ class CheckLedgerRequest(_message.Message):
 Global___CheckLedgerRequest: _TypeAlias = CheckLedgerRequest  # noqa: Y015
 
 @_typing.final
-class LedgerReport(_message.Message):
+class CheckLedgerResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OK_FIELD_NUMBER: _builtins.int
@@ -1681,7 +2061,7 @@ class LedgerReport(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LedgerReport: _TypeAlias = LedgerReport  # noqa: Y015
+Global___CheckLedgerResponse: _TypeAlias = CheckLedgerResponse  # noqa: Y015
 
 @_typing.final
 class Claim(_message.Message):
@@ -1796,6 +2176,26 @@ class MovePersonRequest(_message.Message):
 Global___MovePersonRequest: _TypeAlias = MovePersonRequest  # noqa: Y015
 
 @_typing.final
+class MovePersonResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def claim(self) -> Global___Claim: ...
+    def __init__(
+        self,
+        *,
+        claim: Global___Claim | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MovePersonResponse: _TypeAlias = MovePersonResponse  # noqa: Y015
+
+@_typing.final
 class GetClaimRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1813,6 +2213,26 @@ class GetClaimRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetClaimRequest: _TypeAlias = GetClaimRequest  # noqa: Y015
+
+@_typing.final
+class GetClaimResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def claim(self) -> Global___Claim: ...
+    def __init__(
+        self,
+        *,
+        claim: Global___Claim | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClaimResponse: _TypeAlias = GetClaimResponse  # noqa: Y015
 
 @_typing.final
 class ListClaimsRequest(_message.Message):
@@ -1877,7 +2297,7 @@ class GetClearingRequest(_message.Message):
 Global___GetClearingRequest: _TypeAlias = GetClearingRequest  # noqa: Y015
 
 @_typing.final
-class Clearing(_message.Message):
+class GetClearingResponse(_message.Message):
     """This district toward the rest of the city, as its own ledger says."""
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1919,7 +2339,7 @@ class Clearing(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Clearing: _TypeAlias = Clearing  # noqa: Y015
+Global___GetClearingResponse: _TypeAlias = GetClearingResponse  # noqa: Y015
 
 @_typing.final
 class GetLogHeadsRequest(_message.Message):
@@ -1971,7 +2391,7 @@ class LogAlarm(_message.Message):
 Global___LogAlarm: _TypeAlias = LogAlarm  # noqa: Y015
 
 @_typing.final
-class LogHeads(_message.Message):
+class GetLogHeadsResponse(_message.Message):
     """The clearinghouse tree heads a district holds, each a C2SP checkpoint signed by the
     clearinghouse (empty: none yet).
     """
@@ -2017,7 +2437,7 @@ class LogHeads(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LogHeads: _TypeAlias = LogHeads  # noqa: Y015
+Global___GetLogHeadsResponse: _TypeAlias = GetLogHeadsResponse  # noqa: Y015
 
 @_typing.final
 class Consent(_message.Message):
@@ -2148,6 +2568,26 @@ class GrantConsentRequest(_message.Message):
 Global___GrantConsentRequest: _TypeAlias = GrantConsentRequest  # noqa: Y015
 
 @_typing.final
+class GrantConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consent(self) -> Global___Consent: ...
+    def __init__(
+        self,
+        *,
+        consent: Global___Consent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantConsentResponse: _TypeAlias = GrantConsentResponse  # noqa: Y015
+
+@_typing.final
 class RevokeConsentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2172,6 +2612,26 @@ class RevokeConsentRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeConsentRequest: _TypeAlias = RevokeConsentRequest  # noqa: Y015
+
+@_typing.final
+class RevokeConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consent(self) -> Global___Consent: ...
+    def __init__(
+        self,
+        *,
+        consent: Global___Consent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeConsentResponse: _TypeAlias = RevokeConsentResponse  # noqa: Y015
 
 @_typing.final
 class ListConsentsRequest(_message.Message):
@@ -2299,7 +2759,7 @@ class Caller(_message.Message):
 Global___Caller: _TypeAlias = Caller  # noqa: Y015
 
 @_typing.final
-class Session(_message.Message):
+class LoginResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -2324,7 +2784,7 @@ class Session(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Session: _TypeAlias = Session  # noqa: Y015
+Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
 
 @_typing.final
 class LogoutRequest(_message.Message):
@@ -2370,3 +2830,23 @@ class WhoAmIRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
+
+@_typing.final
+class WhoAmIResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___Caller: ...
+    def __init__(
+        self,
+        *,
+        caller: Global___Caller | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015

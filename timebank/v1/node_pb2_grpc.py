@@ -37,7 +37,7 @@ class NodeServiceStub:
         self.Login = channel.unary_unary(
                 '/timebank.v1.NodeService/Login',
                 request_serializer=timebank_dot_v1_dot_node__pb2.LoginRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Session.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.LoginResponse.FromString,
                 _registered_method=True)
         self.Logout = channel.unary_unary(
                 '/timebank.v1.NodeService/Logout',
@@ -47,82 +47,82 @@ class NodeServiceStub:
         self.WhoAmI = channel.unary_unary(
                 '/timebank.v1.NodeService/WhoAmI',
                 request_serializer=timebank_dot_v1_dot_node__pb2.WhoAmIRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Caller.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
         self.RegisterServicePoint = channel.unary_unary(
                 '/timebank.v1.NodeService/RegisterServicePoint',
                 request_serializer=timebank_dot_v1_dot_node__pb2.RegisterServicePointRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.ServicePoint.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.RegisterServicePointResponse.FromString,
                 _registered_method=True)
         self.RegisterStaff = channel.unary_unary(
                 '/timebank.v1.NodeService/RegisterStaff',
                 request_serializer=timebank_dot_v1_dot_node__pb2.RegisterStaffRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Staff.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.RegisterStaffResponse.FromString,
                 _registered_method=True)
         self.EnrolPerson = channel.unary_unary(
                 '/timebank.v1.NodeService/EnrolPerson',
                 request_serializer=timebank_dot_v1_dot_node__pb2.EnrolPersonRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Person.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.EnrolPersonResponse.FromString,
                 _registered_method=True)
         self.GetPerson = channel.unary_unary(
                 '/timebank.v1.NodeService/GetPerson',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetPersonRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Person.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetPersonResponse.FromString,
                 _registered_method=True)
         self.UpdatePerson = channel.unary_unary(
                 '/timebank.v1.NodeService/UpdatePerson',
                 request_serializer=timebank_dot_v1_dot_node__pb2.UpdatePersonRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Person.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.UpdatePersonResponse.FromString,
                 _registered_method=True)
         self.LinkPeople = channel.unary_unary(
                 '/timebank.v1.NodeService/LinkPeople',
                 request_serializer=timebank_dot_v1_dot_node__pb2.LinkPeopleRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Link.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.LinkPeopleResponse.FromString,
                 _registered_method=True)
         self.RequestOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/RequestOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.RequestOrderRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.RequestOrderResponse.FromString,
                 _registered_method=True)
         self.AcceptOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/AcceptOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.AcceptOrderRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.AcceptOrderResponse.FromString,
                 _registered_method=True)
         self.CheckIn = channel.unary_unary(
                 '/timebank.v1.NodeService/CheckIn',
                 request_serializer=timebank_dot_v1_dot_node__pb2.CheckInRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.CheckInResponse.FromString,
                 _registered_method=True)
         self.CheckOut = channel.unary_unary(
                 '/timebank.v1.NodeService/CheckOut',
                 request_serializer=timebank_dot_v1_dot_node__pb2.CheckOutRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.CheckOutResponse.FromString,
                 _registered_method=True)
         self.VerifyOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/VerifyOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.VerifyOrderRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.VerifyOrderResponse.FromString,
                 _registered_method=True)
         self.DisputeOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/DisputeOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.DisputeOrderRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.DisputeOrderResponse.FromString,
                 _registered_method=True)
         self.ResolveDispute = channel.unary_unary(
                 '/timebank.v1.NodeService/ResolveDispute',
                 request_serializer=timebank_dot_v1_dot_node__pb2.ResolveDisputeRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.ResolveDisputeResponse.FromString,
                 _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/CancelOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.CancelOrderRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
         self.RecordOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/RecordOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.RecordOrderRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.RecordOrderResponse.FromString,
                 _registered_method=True)
         self.RecordDueOrders = channel.unary_unary(
                 '/timebank.v1.NodeService/RecordDueOrders',
@@ -132,7 +132,7 @@ class NodeServiceStub:
         self.GetOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/GetOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetOrderRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Order.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetOrderResponse.FromString,
                 _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/timebank.v1.NodeService/ListOrders',
@@ -142,47 +142,47 @@ class NodeServiceStub:
         self.Donate = channel.unary_unary(
                 '/timebank.v1.NodeService/Donate',
                 request_serializer=timebank_dot_v1_dot_node__pb2.DonateRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.LedgerTransaction.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.DonateResponse.FromString,
                 _registered_method=True)
         self.Grant = channel.unary_unary(
                 '/timebank.v1.NodeService/Grant',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GrantRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.LedgerTransaction.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GrantResponse.FromString,
                 _registered_method=True)
         self.ReverseTransaction = channel.unary_unary(
                 '/timebank.v1.NodeService/ReverseTransaction',
                 request_serializer=timebank_dot_v1_dot_node__pb2.ReverseTransactionRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.LedgerTransaction.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.ReverseTransactionResponse.FromString,
                 _registered_method=True)
         self.GetBalance = channel.unary_unary(
                 '/timebank.v1.NodeService/GetBalance',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetBalanceRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Balance.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
         self.GetHistory = channel.unary_unary(
                 '/timebank.v1.NodeService/GetHistory',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetHistoryRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.History.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
         self.GetPolicy = channel.unary_unary(
                 '/timebank.v1.NodeService/GetPolicy',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetPolicyRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Policy.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetPolicyResponse.FromString,
                 _registered_method=True)
         self.CheckLedger = channel.unary_unary(
                 '/timebank.v1.NodeService/CheckLedger',
                 request_serializer=timebank_dot_v1_dot_node__pb2.CheckLedgerRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.LedgerReport.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.CheckLedgerResponse.FromString,
                 _registered_method=True)
         self.MovePerson = channel.unary_unary(
                 '/timebank.v1.NodeService/MovePerson',
                 request_serializer=timebank_dot_v1_dot_node__pb2.MovePersonRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Claim.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.MovePersonResponse.FromString,
                 _registered_method=True)
         self.GetClaim = channel.unary_unary(
                 '/timebank.v1.NodeService/GetClaim',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetClaimRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Claim.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetClaimResponse.FromString,
                 _registered_method=True)
         self.ListClaims = channel.unary_unary(
                 '/timebank.v1.NodeService/ListClaims',
@@ -192,17 +192,17 @@ class NodeServiceStub:
         self.GetClearing = channel.unary_unary(
                 '/timebank.v1.NodeService/GetClearing',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Clearing.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetClearingResponse.FromString,
                 _registered_method=True)
         self.GrantConsent = channel.unary_unary(
                 '/timebank.v1.NodeService/GrantConsent',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GrantConsentRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Consent.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GrantConsentResponse.FromString,
                 _registered_method=True)
         self.RevokeConsent = channel.unary_unary(
                 '/timebank.v1.NodeService/RevokeConsent',
                 request_serializer=timebank_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.Consent.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.RevokeConsentResponse.FromString,
                 _registered_method=True)
         self.ListConsents = channel.unary_unary(
                 '/timebank.v1.NodeService/ListConsents',
@@ -212,7 +212,7 @@ class NodeServiceStub:
         self.GetLogHeads = channel.unary_unary(
                 '/timebank.v1.NodeService/GetLogHeads',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.SerializeToString,
-                response_deserializer=timebank_dot_v1_dot_node__pb2.LogHeads.FromString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsResponse.FromString,
                 _registered_method=True)
 
 
@@ -458,7 +458,7 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'Login': grpc.unary_unary_rpc_method_handler(
                     servicer.Login,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.LoginRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Session.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.LoginResponse.SerializeToString,
             ),
             'Logout': grpc.unary_unary_rpc_method_handler(
                     servicer.Logout,
@@ -468,82 +468,82 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.WhoAmIRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Caller.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.WhoAmIResponse.SerializeToString,
             ),
             'RegisterServicePoint': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterServicePoint,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.RegisterServicePointRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.ServicePoint.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.RegisterServicePointResponse.SerializeToString,
             ),
             'RegisterStaff': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterStaff,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.RegisterStaffRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Staff.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.RegisterStaffResponse.SerializeToString,
             ),
             'EnrolPerson': grpc.unary_unary_rpc_method_handler(
                     servicer.EnrolPerson,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.EnrolPersonRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Person.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.EnrolPersonResponse.SerializeToString,
             ),
             'GetPerson': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPerson,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetPersonRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Person.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetPersonResponse.SerializeToString,
             ),
             'UpdatePerson': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdatePerson,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.UpdatePersonRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Person.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.UpdatePersonResponse.SerializeToString,
             ),
             'LinkPeople': grpc.unary_unary_rpc_method_handler(
                     servicer.LinkPeople,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.LinkPeopleRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Link.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.LinkPeopleResponse.SerializeToString,
             ),
             'RequestOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.RequestOrderRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.RequestOrderResponse.SerializeToString,
             ),
             'AcceptOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.AcceptOrderRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.AcceptOrderResponse.SerializeToString,
             ),
             'CheckIn': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckIn,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.CheckInRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.CheckInResponse.SerializeToString,
             ),
             'CheckOut': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckOut,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.CheckOutRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.CheckOutResponse.SerializeToString,
             ),
             'VerifyOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.VerifyOrderRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.VerifyOrderResponse.SerializeToString,
             ),
             'DisputeOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.DisputeOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.DisputeOrderRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.DisputeOrderResponse.SerializeToString,
             ),
             'ResolveDispute': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveDispute,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.ResolveDisputeRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.ResolveDisputeResponse.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.CancelOrderRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.CancelOrderResponse.SerializeToString,
             ),
             'RecordOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.RecordOrderRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.RecordOrderResponse.SerializeToString,
             ),
             'RecordDueOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordDueOrders,
@@ -553,7 +553,7 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetOrderRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Order.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetOrderResponse.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
@@ -563,47 +563,47 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'Donate': grpc.unary_unary_rpc_method_handler(
                     servicer.Donate,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.DonateRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.LedgerTransaction.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.DonateResponse.SerializeToString,
             ),
             'Grant': grpc.unary_unary_rpc_method_handler(
                     servicer.Grant,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GrantRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.LedgerTransaction.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GrantResponse.SerializeToString,
             ),
             'ReverseTransaction': grpc.unary_unary_rpc_method_handler(
                     servicer.ReverseTransaction,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.ReverseTransactionRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.LedgerTransaction.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.ReverseTransactionResponse.SerializeToString,
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetBalanceRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Balance.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetBalanceResponse.SerializeToString,
             ),
             'GetHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHistory,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetHistoryRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.History.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetHistoryResponse.SerializeToString,
             ),
             'GetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPolicy,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetPolicyRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Policy.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetPolicyResponse.SerializeToString,
             ),
             'CheckLedger': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckLedger,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.CheckLedgerRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.LedgerReport.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.CheckLedgerResponse.SerializeToString,
             ),
             'MovePerson': grpc.unary_unary_rpc_method_handler(
                     servicer.MovePerson,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.MovePersonRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Claim.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.MovePersonResponse.SerializeToString,
             ),
             'GetClaim': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClaim,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetClaimRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Claim.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetClaimResponse.SerializeToString,
             ),
             'ListClaims': grpc.unary_unary_rpc_method_handler(
                     servicer.ListClaims,
@@ -613,17 +613,17 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'GetClearing': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClearing,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetClearingRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Clearing.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetClearingResponse.SerializeToString,
             ),
             'GrantConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.GrantConsent,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GrantConsentRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Consent.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GrantConsentResponse.SerializeToString,
             ),
             'RevokeConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeConsent,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.RevokeConsentRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.Consent.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.RevokeConsentResponse.SerializeToString,
             ),
             'ListConsents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConsents,
@@ -633,7 +633,7 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'GetLogHeads': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLogHeads,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.FromString,
-                    response_serializer=timebank_dot_v1_dot_node__pb2.LogHeads.SerializeToString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,7 +662,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/Login',
             timebank_dot_v1_dot_node__pb2.LoginRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Session.FromString,
+            timebank_dot_v1_dot_node__pb2.LoginResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -716,7 +716,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/WhoAmI',
             timebank_dot_v1_dot_node__pb2.WhoAmIRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Caller.FromString,
+            timebank_dot_v1_dot_node__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -743,7 +743,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/RegisterServicePoint',
             timebank_dot_v1_dot_node__pb2.RegisterServicePointRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.ServicePoint.FromString,
+            timebank_dot_v1_dot_node__pb2.RegisterServicePointResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -770,7 +770,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/RegisterStaff',
             timebank_dot_v1_dot_node__pb2.RegisterStaffRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Staff.FromString,
+            timebank_dot_v1_dot_node__pb2.RegisterStaffResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -797,7 +797,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/EnrolPerson',
             timebank_dot_v1_dot_node__pb2.EnrolPersonRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Person.FromString,
+            timebank_dot_v1_dot_node__pb2.EnrolPersonResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -824,7 +824,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetPerson',
             timebank_dot_v1_dot_node__pb2.GetPersonRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Person.FromString,
+            timebank_dot_v1_dot_node__pb2.GetPersonResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -851,7 +851,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/UpdatePerson',
             timebank_dot_v1_dot_node__pb2.UpdatePersonRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Person.FromString,
+            timebank_dot_v1_dot_node__pb2.UpdatePersonResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -878,7 +878,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/LinkPeople',
             timebank_dot_v1_dot_node__pb2.LinkPeopleRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Link.FromString,
+            timebank_dot_v1_dot_node__pb2.LinkPeopleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -905,7 +905,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/RequestOrder',
             timebank_dot_v1_dot_node__pb2.RequestOrderRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.RequestOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -932,7 +932,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/AcceptOrder',
             timebank_dot_v1_dot_node__pb2.AcceptOrderRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.AcceptOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -959,7 +959,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/CheckIn',
             timebank_dot_v1_dot_node__pb2.CheckInRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.CheckInResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -986,7 +986,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/CheckOut',
             timebank_dot_v1_dot_node__pb2.CheckOutRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.CheckOutResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1013,7 +1013,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/VerifyOrder',
             timebank_dot_v1_dot_node__pb2.VerifyOrderRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.VerifyOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1040,7 +1040,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/DisputeOrder',
             timebank_dot_v1_dot_node__pb2.DisputeOrderRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.DisputeOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1067,7 +1067,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/ResolveDispute',
             timebank_dot_v1_dot_node__pb2.ResolveDisputeRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.ResolveDisputeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1094,7 +1094,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/CancelOrder',
             timebank_dot_v1_dot_node__pb2.CancelOrderRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.CancelOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1121,7 +1121,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/RecordOrder',
             timebank_dot_v1_dot_node__pb2.RecordOrderRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.RecordOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1175,7 +1175,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetOrder',
             timebank_dot_v1_dot_node__pb2.GetOrderRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Order.FromString,
+            timebank_dot_v1_dot_node__pb2.GetOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1229,7 +1229,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/Donate',
             timebank_dot_v1_dot_node__pb2.DonateRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.LedgerTransaction.FromString,
+            timebank_dot_v1_dot_node__pb2.DonateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1256,7 +1256,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/Grant',
             timebank_dot_v1_dot_node__pb2.GrantRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.LedgerTransaction.FromString,
+            timebank_dot_v1_dot_node__pb2.GrantResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1283,7 +1283,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/ReverseTransaction',
             timebank_dot_v1_dot_node__pb2.ReverseTransactionRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.LedgerTransaction.FromString,
+            timebank_dot_v1_dot_node__pb2.ReverseTransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1310,7 +1310,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetBalance',
             timebank_dot_v1_dot_node__pb2.GetBalanceRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Balance.FromString,
+            timebank_dot_v1_dot_node__pb2.GetBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1337,7 +1337,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetHistory',
             timebank_dot_v1_dot_node__pb2.GetHistoryRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.History.FromString,
+            timebank_dot_v1_dot_node__pb2.GetHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1364,7 +1364,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetPolicy',
             timebank_dot_v1_dot_node__pb2.GetPolicyRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Policy.FromString,
+            timebank_dot_v1_dot_node__pb2.GetPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1391,7 +1391,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/CheckLedger',
             timebank_dot_v1_dot_node__pb2.CheckLedgerRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.LedgerReport.FromString,
+            timebank_dot_v1_dot_node__pb2.CheckLedgerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1418,7 +1418,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/MovePerson',
             timebank_dot_v1_dot_node__pb2.MovePersonRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Claim.FromString,
+            timebank_dot_v1_dot_node__pb2.MovePersonResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1445,7 +1445,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetClaim',
             timebank_dot_v1_dot_node__pb2.GetClaimRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Claim.FromString,
+            timebank_dot_v1_dot_node__pb2.GetClaimResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1499,7 +1499,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetClearing',
             timebank_dot_v1_dot_node__pb2.GetClearingRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Clearing.FromString,
+            timebank_dot_v1_dot_node__pb2.GetClearingResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1526,7 +1526,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GrantConsent',
             timebank_dot_v1_dot_node__pb2.GrantConsentRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Consent.FromString,
+            timebank_dot_v1_dot_node__pb2.GrantConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1553,7 +1553,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/RevokeConsent',
             timebank_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.Consent.FromString,
+            timebank_dot_v1_dot_node__pb2.RevokeConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1607,7 +1607,7 @@ class NodeService:
             target,
             '/timebank.v1.NodeService/GetLogHeads',
             timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.SerializeToString,
-            timebank_dot_v1_dot_node__pb2.LogHeads.FromString,
+            timebank_dot_v1_dot_node__pb2.GetLogHeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

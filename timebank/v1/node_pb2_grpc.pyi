@@ -39,7 +39,7 @@ class NodeServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NodeServiceAsyncStub: ...
-    Login: _grpc.UnaryUnaryMultiCallable[_node_pb2.LoginRequest, _node_pb2.Session]
+    Login: _grpc.UnaryUnaryMultiCallable[_node_pb2.LoginRequest, _node_pb2.LoginResponse]
     """Sessions and accounts. Every other call but GetLogHeads carries a session or
     program token as gRPC metadata `authorization: Bearer <token>` (ADR 0016): without
     one it is UNAUTHENTICATED; outside the caller's role, scope, service point or
@@ -47,50 +47,50 @@ class NodeServiceStub:
     a request, when set, must agree with the caller.
     """
     Logout: _grpc.UnaryUnaryMultiCallable[_node_pb2.LogoutRequest, _node_pb2.LogoutResponse]
-    WhoAmI: _grpc.UnaryUnaryMultiCallable[_node_pb2.WhoAmIRequest, _node_pb2.Caller]
-    RegisterServicePoint: _grpc.UnaryUnaryMultiCallable[_node_pb2.RegisterServicePointRequest, _node_pb2.ServicePoint]
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_node_pb2.WhoAmIRequest, _node_pb2.WhoAmIResponse]
+    RegisterServicePoint: _grpc.UnaryUnaryMultiCallable[_node_pb2.RegisterServicePointRequest, _node_pb2.RegisterServicePointResponse]
     """Service points and staff."""
-    RegisterStaff: _grpc.UnaryUnaryMultiCallable[_node_pb2.RegisterStaffRequest, _node_pb2.Staff]
-    EnrolPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.Person]
+    RegisterStaff: _grpc.UnaryUnaryMultiCallable[_node_pb2.RegisterStaffRequest, _node_pb2.RegisterStaffResponse]
+    EnrolPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.EnrolPersonResponse]
     """People."""
-    GetPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.Person]
-    UpdatePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.Person]
+    GetPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.GetPersonResponse]
+    UpdatePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.UpdatePersonResponse]
     """Correct a person's mutable details (priority status, phone); recorded with who and when."""
-    LinkPeople: _grpc.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.Link]
-    RequestOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.Order]
+    LinkPeople: _grpc.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.LinkPeopleResponse]
+    RequestOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.RequestOrderResponse]
     """The service loop."""
-    AcceptOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.AcceptOrderRequest, _node_pb2.Order]
-    CheckIn: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckInRequest, _node_pb2.Order]
-    CheckOut: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckOutRequest, _node_pb2.Order]
-    VerifyOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.VerifyOrderRequest, _node_pb2.Order]
-    DisputeOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.DisputeOrderRequest, _node_pb2.Order]
-    ResolveDispute: _grpc.UnaryUnaryMultiCallable[_node_pb2.ResolveDisputeRequest, _node_pb2.Order]
-    CancelOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.CancelOrderRequest, _node_pb2.Order]
-    RecordOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RecordOrderRequest, _node_pb2.Order]
+    AcceptOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.AcceptOrderRequest, _node_pb2.AcceptOrderResponse]
+    CheckIn: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckInRequest, _node_pb2.CheckInResponse]
+    CheckOut: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckOutRequest, _node_pb2.CheckOutResponse]
+    VerifyOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.VerifyOrderRequest, _node_pb2.VerifyOrderResponse]
+    DisputeOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.DisputeOrderRequest, _node_pb2.DisputeOrderResponse]
+    ResolveDispute: _grpc.UnaryUnaryMultiCallable[_node_pb2.ResolveDisputeRequest, _node_pb2.ResolveDisputeResponse]
+    CancelOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.CancelOrderRequest, _node_pb2.CancelOrderResponse]
+    RecordOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RecordOrderRequest, _node_pb2.RecordOrderResponse]
     RecordDueOrders: _grpc.UnaryUnaryMultiCallable[_node_pb2.RecordDueOrdersRequest, _node_pb2.RecordDueOrdersResponse]
-    GetOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.Order]
+    GetOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.GetOrderResponse]
     ListOrders: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListOrdersRequest, _node_pb2.ListOrdersResponse]
-    Donate: _grpc.UnaryUnaryMultiCallable[_node_pb2.DonateRequest, _node_pb2.LedgerTransaction]
+    Donate: _grpc.UnaryUnaryMultiCallable[_node_pb2.DonateRequest, _node_pb2.DonateResponse]
     """Hours outside the service loop."""
-    Grant: _grpc.UnaryUnaryMultiCallable[_node_pb2.GrantRequest, _node_pb2.LedgerTransaction]
-    ReverseTransaction: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReverseTransactionRequest, _node_pb2.LedgerTransaction]
-    GetBalance: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetBalanceRequest, _node_pb2.Balance]
+    Grant: _grpc.UnaryUnaryMultiCallable[_node_pb2.GrantRequest, _node_pb2.GrantResponse]
+    ReverseTransaction: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReverseTransactionRequest, _node_pb2.ReverseTransactionResponse]
+    GetBalance: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetBalanceRequest, _node_pb2.GetBalanceResponse]
     """Reading."""
-    GetHistory: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetHistoryRequest, _node_pb2.History]
-    GetPolicy: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPolicyRequest, _node_pb2.Policy]
-    CheckLedger: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckLedgerRequest, _node_pb2.LedgerReport]
-    MovePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.MovePersonRequest, _node_pb2.Claim]
+    GetHistory: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetHistoryRequest, _node_pb2.GetHistoryResponse]
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPolicyRequest, _node_pb2.GetPolicyResponse]
+    CheckLedger: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckLedgerRequest, _node_pb2.CheckLedgerResponse]
+    MovePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.MovePersonRequest, _node_pb2.MovePersonResponse]
     """Claims with other districts, through the city clearinghouse (通存通兑)."""
-    GetClaim: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]
+    GetClaim: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.GetClaimResponse]
     ListClaims: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]
-    GetClearing: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]
-    GrantConsent: _grpc.UnaryUnaryMultiCallable[_node_pb2.GrantConsentRequest, _node_pb2.Consent]
+    GetClearing: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.GetClearingResponse]
+    GrantConsent: _grpc.UnaryUnaryMultiCallable[_node_pb2.GrantConsentRequest, _node_pb2.GrantConsentResponse]
     """Consent. A payer's consent that their hours pay for someone's services (ADR 0017),
     kept by the payer's home district: standing or one-time, bounded, revocable.
     """
-    RevokeConsent: _grpc.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.Consent]
+    RevokeConsent: _grpc.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.RevokeConsentResponse]
     ListConsents: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListConsentsRequest, _node_pb2.ListConsentsResponse]
-    GetLogHeads: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.LogHeads]
+    GetLogHeads: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.GetLogHeadsResponse]
     """The city's transparency log as this district sees it: the tree heads it holds and
     what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
     that districts and outside monitors can compare views (split views, issue 14).
@@ -99,7 +99,7 @@ class NodeServiceStub:
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Login: _aio.UnaryUnaryMultiCallable[_node_pb2.LoginRequest, _node_pb2.Session]  # type: ignore[assignment]
+    Login: _aio.UnaryUnaryMultiCallable[_node_pb2.LoginRequest, _node_pb2.LoginResponse]  # type: ignore[assignment]
     """Sessions and accounts. Every other call but GetLogHeads carries a session or
     program token as gRPC metadata `authorization: Bearer <token>` (ADR 0016): without
     one it is UNAUTHENTICATED; outside the caller's role, scope, service point or
@@ -107,50 +107,50 @@ class NodeServiceAsyncStub(NodeServiceStub):
     a request, when set, must agree with the caller.
     """
     Logout: _aio.UnaryUnaryMultiCallable[_node_pb2.LogoutRequest, _node_pb2.LogoutResponse]  # type: ignore[assignment]
-    WhoAmI: _aio.UnaryUnaryMultiCallable[_node_pb2.WhoAmIRequest, _node_pb2.Caller]  # type: ignore[assignment]
-    RegisterServicePoint: _aio.UnaryUnaryMultiCallable[_node_pb2.RegisterServicePointRequest, _node_pb2.ServicePoint]  # type: ignore[assignment]
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_node_pb2.WhoAmIRequest, _node_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    RegisterServicePoint: _aio.UnaryUnaryMultiCallable[_node_pb2.RegisterServicePointRequest, _node_pb2.RegisterServicePointResponse]  # type: ignore[assignment]
     """Service points and staff."""
-    RegisterStaff: _aio.UnaryUnaryMultiCallable[_node_pb2.RegisterStaffRequest, _node_pb2.Staff]  # type: ignore[assignment]
-    EnrolPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.Person]  # type: ignore[assignment]
+    RegisterStaff: _aio.UnaryUnaryMultiCallable[_node_pb2.RegisterStaffRequest, _node_pb2.RegisterStaffResponse]  # type: ignore[assignment]
+    EnrolPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.EnrolPersonResponse]  # type: ignore[assignment]
     """People."""
-    GetPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.Person]  # type: ignore[assignment]
-    UpdatePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.Person]  # type: ignore[assignment]
+    GetPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.GetPersonResponse]  # type: ignore[assignment]
+    UpdatePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.UpdatePersonResponse]  # type: ignore[assignment]
     """Correct a person's mutable details (priority status, phone); recorded with who and when."""
-    LinkPeople: _aio.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.Link]  # type: ignore[assignment]
-    RequestOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
+    LinkPeople: _aio.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.LinkPeopleResponse]  # type: ignore[assignment]
+    RequestOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.RequestOrderResponse]  # type: ignore[assignment]
     """The service loop."""
-    AcceptOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.AcceptOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
-    CheckIn: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckInRequest, _node_pb2.Order]  # type: ignore[assignment]
-    CheckOut: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckOutRequest, _node_pb2.Order]  # type: ignore[assignment]
-    VerifyOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.VerifyOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
-    DisputeOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.DisputeOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
-    ResolveDispute: _aio.UnaryUnaryMultiCallable[_node_pb2.ResolveDisputeRequest, _node_pb2.Order]  # type: ignore[assignment]
-    CancelOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.CancelOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
-    RecordOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RecordOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
+    AcceptOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.AcceptOrderRequest, _node_pb2.AcceptOrderResponse]  # type: ignore[assignment]
+    CheckIn: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckInRequest, _node_pb2.CheckInResponse]  # type: ignore[assignment]
+    CheckOut: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckOutRequest, _node_pb2.CheckOutResponse]  # type: ignore[assignment]
+    VerifyOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.VerifyOrderRequest, _node_pb2.VerifyOrderResponse]  # type: ignore[assignment]
+    DisputeOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.DisputeOrderRequest, _node_pb2.DisputeOrderResponse]  # type: ignore[assignment]
+    ResolveDispute: _aio.UnaryUnaryMultiCallable[_node_pb2.ResolveDisputeRequest, _node_pb2.ResolveDisputeResponse]  # type: ignore[assignment]
+    CancelOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.CancelOrderRequest, _node_pb2.CancelOrderResponse]  # type: ignore[assignment]
+    RecordOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RecordOrderRequest, _node_pb2.RecordOrderResponse]  # type: ignore[assignment]
     RecordDueOrders: _aio.UnaryUnaryMultiCallable[_node_pb2.RecordDueOrdersRequest, _node_pb2.RecordDueOrdersResponse]  # type: ignore[assignment]
-    GetOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.Order]  # type: ignore[assignment]
+    GetOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.GetOrderResponse]  # type: ignore[assignment]
     ListOrders: _aio.UnaryUnaryMultiCallable[_node_pb2.ListOrdersRequest, _node_pb2.ListOrdersResponse]  # type: ignore[assignment]
-    Donate: _aio.UnaryUnaryMultiCallable[_node_pb2.DonateRequest, _node_pb2.LedgerTransaction]  # type: ignore[assignment]
+    Donate: _aio.UnaryUnaryMultiCallable[_node_pb2.DonateRequest, _node_pb2.DonateResponse]  # type: ignore[assignment]
     """Hours outside the service loop."""
-    Grant: _aio.UnaryUnaryMultiCallable[_node_pb2.GrantRequest, _node_pb2.LedgerTransaction]  # type: ignore[assignment]
-    ReverseTransaction: _aio.UnaryUnaryMultiCallable[_node_pb2.ReverseTransactionRequest, _node_pb2.LedgerTransaction]  # type: ignore[assignment]
-    GetBalance: _aio.UnaryUnaryMultiCallable[_node_pb2.GetBalanceRequest, _node_pb2.Balance]  # type: ignore[assignment]
+    Grant: _aio.UnaryUnaryMultiCallable[_node_pb2.GrantRequest, _node_pb2.GrantResponse]  # type: ignore[assignment]
+    ReverseTransaction: _aio.UnaryUnaryMultiCallable[_node_pb2.ReverseTransactionRequest, _node_pb2.ReverseTransactionResponse]  # type: ignore[assignment]
+    GetBalance: _aio.UnaryUnaryMultiCallable[_node_pb2.GetBalanceRequest, _node_pb2.GetBalanceResponse]  # type: ignore[assignment]
     """Reading."""
-    GetHistory: _aio.UnaryUnaryMultiCallable[_node_pb2.GetHistoryRequest, _node_pb2.History]  # type: ignore[assignment]
-    GetPolicy: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPolicyRequest, _node_pb2.Policy]  # type: ignore[assignment]
-    CheckLedger: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckLedgerRequest, _node_pb2.LedgerReport]  # type: ignore[assignment]
-    MovePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.MovePersonRequest, _node_pb2.Claim]  # type: ignore[assignment]
+    GetHistory: _aio.UnaryUnaryMultiCallable[_node_pb2.GetHistoryRequest, _node_pb2.GetHistoryResponse]  # type: ignore[assignment]
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPolicyRequest, _node_pb2.GetPolicyResponse]  # type: ignore[assignment]
+    CheckLedger: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckLedgerRequest, _node_pb2.CheckLedgerResponse]  # type: ignore[assignment]
+    MovePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.MovePersonRequest, _node_pb2.MovePersonResponse]  # type: ignore[assignment]
     """Claims with other districts, through the city clearinghouse (通存通兑)."""
-    GetClaim: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.Claim]  # type: ignore[assignment]
+    GetClaim: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClaimRequest, _node_pb2.GetClaimResponse]  # type: ignore[assignment]
     ListClaims: _aio.UnaryUnaryMultiCallable[_node_pb2.ListClaimsRequest, _node_pb2.ListClaimsResponse]  # type: ignore[assignment]
-    GetClearing: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.Clearing]  # type: ignore[assignment]
-    GrantConsent: _aio.UnaryUnaryMultiCallable[_node_pb2.GrantConsentRequest, _node_pb2.Consent]  # type: ignore[assignment]
+    GetClearing: _aio.UnaryUnaryMultiCallable[_node_pb2.GetClearingRequest, _node_pb2.GetClearingResponse]  # type: ignore[assignment]
+    GrantConsent: _aio.UnaryUnaryMultiCallable[_node_pb2.GrantConsentRequest, _node_pb2.GrantConsentResponse]  # type: ignore[assignment]
     """Consent. A payer's consent that their hours pay for someone's services (ADR 0017),
     kept by the payer's home district: standing or one-time, bounded, revocable.
     """
-    RevokeConsent: _aio.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.Consent]  # type: ignore[assignment]
+    RevokeConsent: _aio.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.RevokeConsentResponse]  # type: ignore[assignment]
     ListConsents: _aio.UnaryUnaryMultiCallable[_node_pb2.ListConsentsRequest, _node_pb2.ListConsentsResponse]  # type: ignore[assignment]
-    GetLogHeads: _aio.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.LogHeads]  # type: ignore[assignment]
+    GetLogHeads: _aio.UnaryUnaryMultiCallable[_node_pb2.GetLogHeadsRequest, _node_pb2.GetLogHeadsResponse]  # type: ignore[assignment]
     """The city's transparency log as this district sees it: the tree heads it holds and
     what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
     that districts and outside monitors can compare views (split views, issue 14).
@@ -162,7 +162,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.LoginRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Session, _abc.Awaitable[_node_pb2.Session]]:
+    ) -> _typing.Union[_node_pb2.LoginResponse, _abc.Awaitable[_node_pb2.LoginResponse]]:
         """Sessions and accounts. Every other call but GetLogHeads carries a session or
         program token as gRPC metadata `authorization: Bearer <token>` (ADR 0016): without
         one it is UNAUTHENTICATED; outside the caller's role, scope, service point or
@@ -182,14 +182,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.WhoAmIRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Caller, _abc.Awaitable[_node_pb2.Caller]]: ...
+    ) -> _typing.Union[_node_pb2.WhoAmIResponse, _abc.Awaitable[_node_pb2.WhoAmIResponse]]: ...
 
     @_abc_1.abstractmethod
     def RegisterServicePoint(
         self,
         request: _node_pb2.RegisterServicePointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.ServicePoint, _abc.Awaitable[_node_pb2.ServicePoint]]:
+    ) -> _typing.Union[_node_pb2.RegisterServicePointResponse, _abc.Awaitable[_node_pb2.RegisterServicePointResponse]]:
         """Service points and staff."""
 
     @_abc_1.abstractmethod
@@ -197,14 +197,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.RegisterStaffRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Staff, _abc.Awaitable[_node_pb2.Staff]]: ...
+    ) -> _typing.Union[_node_pb2.RegisterStaffResponse, _abc.Awaitable[_node_pb2.RegisterStaffResponse]]: ...
 
     @_abc_1.abstractmethod
     def EnrolPerson(
         self,
         request: _node_pb2.EnrolPersonRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Person, _abc.Awaitable[_node_pb2.Person]]:
+    ) -> _typing.Union[_node_pb2.EnrolPersonResponse, _abc.Awaitable[_node_pb2.EnrolPersonResponse]]:
         """People."""
 
     @_abc_1.abstractmethod
@@ -212,14 +212,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GetPersonRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Person, _abc.Awaitable[_node_pb2.Person]]: ...
+    ) -> _typing.Union[_node_pb2.GetPersonResponse, _abc.Awaitable[_node_pb2.GetPersonResponse]]: ...
 
     @_abc_1.abstractmethod
     def UpdatePerson(
         self,
         request: _node_pb2.UpdatePersonRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Person, _abc.Awaitable[_node_pb2.Person]]:
+    ) -> _typing.Union[_node_pb2.UpdatePersonResponse, _abc.Awaitable[_node_pb2.UpdatePersonResponse]]:
         """Correct a person's mutable details (priority status, phone); recorded with who and when."""
 
     @_abc_1.abstractmethod
@@ -227,14 +227,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.LinkPeopleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Link, _abc.Awaitable[_node_pb2.Link]]: ...
+    ) -> _typing.Union[_node_pb2.LinkPeopleResponse, _abc.Awaitable[_node_pb2.LinkPeopleResponse]]: ...
 
     @_abc_1.abstractmethod
     def RequestOrder(
         self,
         request: _node_pb2.RequestOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]:
+    ) -> _typing.Union[_node_pb2.RequestOrderResponse, _abc.Awaitable[_node_pb2.RequestOrderResponse]]:
         """The service loop."""
 
     @_abc_1.abstractmethod
@@ -242,56 +242,56 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.AcceptOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.AcceptOrderResponse, _abc.Awaitable[_node_pb2.AcceptOrderResponse]]: ...
 
     @_abc_1.abstractmethod
     def CheckIn(
         self,
         request: _node_pb2.CheckInRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.CheckInResponse, _abc.Awaitable[_node_pb2.CheckInResponse]]: ...
 
     @_abc_1.abstractmethod
     def CheckOut(
         self,
         request: _node_pb2.CheckOutRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.CheckOutResponse, _abc.Awaitable[_node_pb2.CheckOutResponse]]: ...
 
     @_abc_1.abstractmethod
     def VerifyOrder(
         self,
         request: _node_pb2.VerifyOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.VerifyOrderResponse, _abc.Awaitable[_node_pb2.VerifyOrderResponse]]: ...
 
     @_abc_1.abstractmethod
     def DisputeOrder(
         self,
         request: _node_pb2.DisputeOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.DisputeOrderResponse, _abc.Awaitable[_node_pb2.DisputeOrderResponse]]: ...
 
     @_abc_1.abstractmethod
     def ResolveDispute(
         self,
         request: _node_pb2.ResolveDisputeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.ResolveDisputeResponse, _abc.Awaitable[_node_pb2.ResolveDisputeResponse]]: ...
 
     @_abc_1.abstractmethod
     def CancelOrder(
         self,
         request: _node_pb2.CancelOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.CancelOrderResponse, _abc.Awaitable[_node_pb2.CancelOrderResponse]]: ...
 
     @_abc_1.abstractmethod
     def RecordOrder(
         self,
         request: _node_pb2.RecordOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.RecordOrderResponse, _abc.Awaitable[_node_pb2.RecordOrderResponse]]: ...
 
     @_abc_1.abstractmethod
     def RecordDueOrders(
@@ -305,7 +305,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GetOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Order, _abc.Awaitable[_node_pb2.Order]]: ...
+    ) -> _typing.Union[_node_pb2.GetOrderResponse, _abc.Awaitable[_node_pb2.GetOrderResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListOrders(
@@ -319,7 +319,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.DonateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.LedgerTransaction, _abc.Awaitable[_node_pb2.LedgerTransaction]]:
+    ) -> _typing.Union[_node_pb2.DonateResponse, _abc.Awaitable[_node_pb2.DonateResponse]]:
         """Hours outside the service loop."""
 
     @_abc_1.abstractmethod
@@ -327,21 +327,21 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GrantRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.LedgerTransaction, _abc.Awaitable[_node_pb2.LedgerTransaction]]: ...
+    ) -> _typing.Union[_node_pb2.GrantResponse, _abc.Awaitable[_node_pb2.GrantResponse]]: ...
 
     @_abc_1.abstractmethod
     def ReverseTransaction(
         self,
         request: _node_pb2.ReverseTransactionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.LedgerTransaction, _abc.Awaitable[_node_pb2.LedgerTransaction]]: ...
+    ) -> _typing.Union[_node_pb2.ReverseTransactionResponse, _abc.Awaitable[_node_pb2.ReverseTransactionResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetBalance(
         self,
         request: _node_pb2.GetBalanceRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Balance, _abc.Awaitable[_node_pb2.Balance]]:
+    ) -> _typing.Union[_node_pb2.GetBalanceResponse, _abc.Awaitable[_node_pb2.GetBalanceResponse]]:
         """Reading."""
 
     @_abc_1.abstractmethod
@@ -349,28 +349,28 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GetHistoryRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.History, _abc.Awaitable[_node_pb2.History]]: ...
+    ) -> _typing.Union[_node_pb2.GetHistoryResponse, _abc.Awaitable[_node_pb2.GetHistoryResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetPolicy(
         self,
         request: _node_pb2.GetPolicyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Policy, _abc.Awaitable[_node_pb2.Policy]]: ...
+    ) -> _typing.Union[_node_pb2.GetPolicyResponse, _abc.Awaitable[_node_pb2.GetPolicyResponse]]: ...
 
     @_abc_1.abstractmethod
     def CheckLedger(
         self,
         request: _node_pb2.CheckLedgerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.LedgerReport, _abc.Awaitable[_node_pb2.LedgerReport]]: ...
+    ) -> _typing.Union[_node_pb2.CheckLedgerResponse, _abc.Awaitable[_node_pb2.CheckLedgerResponse]]: ...
 
     @_abc_1.abstractmethod
     def MovePerson(
         self,
         request: _node_pb2.MovePersonRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Claim, _abc.Awaitable[_node_pb2.Claim]]:
+    ) -> _typing.Union[_node_pb2.MovePersonResponse, _abc.Awaitable[_node_pb2.MovePersonResponse]]:
         """Claims with other districts, through the city clearinghouse (通存通兑)."""
 
     @_abc_1.abstractmethod
@@ -378,7 +378,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GetClaimRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Claim, _abc.Awaitable[_node_pb2.Claim]]: ...
+    ) -> _typing.Union[_node_pb2.GetClaimResponse, _abc.Awaitable[_node_pb2.GetClaimResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListClaims(
@@ -392,14 +392,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GetClearingRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Clearing, _abc.Awaitable[_node_pb2.Clearing]]: ...
+    ) -> _typing.Union[_node_pb2.GetClearingResponse, _abc.Awaitable[_node_pb2.GetClearingResponse]]: ...
 
     @_abc_1.abstractmethod
     def GrantConsent(
         self,
         request: _node_pb2.GrantConsentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Consent, _abc.Awaitable[_node_pb2.Consent]]:
+    ) -> _typing.Union[_node_pb2.GrantConsentResponse, _abc.Awaitable[_node_pb2.GrantConsentResponse]]:
         """Consent. A payer's consent that their hours pay for someone's services (ADR 0017),
         kept by the payer's home district: standing or one-time, bounded, revocable.
         """
@@ -409,7 +409,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.RevokeConsentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.Consent, _abc.Awaitable[_node_pb2.Consent]]: ...
+    ) -> _typing.Union[_node_pb2.RevokeConsentResponse, _abc.Awaitable[_node_pb2.RevokeConsentResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListConsents(
@@ -423,7 +423,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GetLogHeadsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_node_pb2.LogHeads, _abc.Awaitable[_node_pb2.LogHeads]]:
+    ) -> _typing.Union[_node_pb2.GetLogHeadsResponse, _abc.Awaitable[_node_pb2.GetLogHeadsResponse]]:
         """The city's transparency log as this district sees it: the tree heads it holds and
         what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
         that districts and outside monitors can compare views (split views, issue 14).

@@ -75,7 +75,7 @@ def clearinghouse_report(app: ClearinghouseApp, label: str, now: datetime) -> Re
     """The bureau's report for period ``label``."""
     names = {a.node_id: a.district for a in app.query(admission.admissions)}
     try:
-        found: pb.Settlement | None = app.query(settlement.get, 0, label)
+        found: pb.GetSettlementResponse | None = app.query(settlement.get, 0, label)
     except NotFound:
         found = None
     districts = tuple(District(k, v[:64]) for k, v in sorted(names.items()))

@@ -155,7 +155,7 @@ def node_report(conn: Connection, node_id: str, district: str, label: str,
 
 
 def _statement(conn: Connection, label: str
-               ) -> tuple[Statement, bytes, str, pb.Settlement | None] | None:
+               ) -> tuple[Statement, bytes, str, pb.GetSettlementResponse | None] | None:
     """The latest revision the node holds of the latest statement of period ``label``,
     its identity, the node's state for it, and the evidence that made it final here."""
     t = settlements_table()
@@ -165,7 +165,7 @@ def _statement(conn: Connection, label: str
     if row is None:
         return None
     signed = parse_signed(bytes(row[0]))
-    evidence = pb.Settlement.FromString(bytes(row[2])) if row[2] is not None else None
+    evidence = pb.GetSettlementResponse.FromString(bytes(row[2])) if row[2] is not None else None
     return parse_statement(signed.body), envelope.identity(signed), str(row[1]), evidence
 
 

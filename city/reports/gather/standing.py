@@ -10,7 +10,7 @@ from timebank.envelope import decode
 from timebank.v1 import clearing_pb2 as pb
 
 
-def signoffs(found: pb.Settlement, statement: st.Statement) -> tuple[Signoff, ...]:
+def signoffs(found: pb.GetSettlementResponse, statement: st.Statement) -> tuple[Signoff, ...]:
     """Each district's standing on ``statement`` (a revision): countersigned, overruled
     by a decision that upheld it, disputed, or pending. The acts were verified when they
     were stored (by the clearinghouse, or by the node before it kept them)."""

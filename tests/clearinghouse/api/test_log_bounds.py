@@ -25,7 +25,7 @@ Stub = clearing_pb2_grpc.ClearinghouseServiceStub
 TOO_LARGE = (MAX_LOG_NUMBER + 1, 2**64 - 1)
 
 CALLS: dict[str, Callable[[Stub, int], object]] = {
-    "GetTreeHead": lambda s, n: s.GetTreeHead(pb.GetTreeHeadRequest(size=n), timeout=TIMEOUT),
+    "GetTreeHead": lambda s, n: s.GetTreeHead(pb.GetTreeHeadRequest(size=n), timeout=TIMEOUT).head,
     "GetEntries": lambda s, n: s.GetEntries(pb.GetEntriesRequest(start=n - 1, end=n),
                                             timeout=TIMEOUT),
     "GetInclusionProof, size": lambda s, n: s.GetInclusionProof(

@@ -107,7 +107,7 @@ def test_another_districts_envelope_is_refused_on_every_rpc_that_acts(
             "Subscribe": lambda: list(stub.Subscribe(
                 subscription(JN, 0, ch_app.clock.now()), timeout=TIMEOUT)),
             "Ack": lambda: stub.Ack(acknowledgement(JN, 0), timeout=TIMEOUT),
-            "AddCosignature": lambda: stub.AddCosignature(wire(cosign), timeout=TIMEOUT),
+            "AddCosignature": lambda: stub.AddCosignature(wire(cosign), timeout=TIMEOUT).head,
         }
         assert set(attempts) == callers.ENVELOPES | callers.BATCHES
         for method, attempt in attempts.items():
@@ -126,7 +126,7 @@ def test_an_observer_only_reads(ch_app: ClearinghouseApp,
         stub = Stub(ch)
         assert {n.node_id for n in stub.GetPositions(pb.GetPositionsRequest(),
                                                      timeout=TIMEOUT).nodes} == {JN, GL}
-        assert stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).note
+        assert stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).head.note
         code, reason, message = refused_unchanged(ch_app, lambda: stub.Submit(
             wire(registration(ALICE, JN, JN, KEYS[JN])), timeout=TIMEOUT))
         assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "READ_ONLY_CERTIFICATE")

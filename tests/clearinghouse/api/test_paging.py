@@ -59,7 +59,7 @@ def test_entries_come_in_pages_under_the_budget_and_the_remote_audit_reads_them_
         for n in range(LARGE):
             stub.Submit(_large_registration(n), timeout=TIMEOUT)
         head = transparency.check_head(
-            stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).note, CH_PUBLIC)
+            stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).head.note, CH_PUBLIC)
         assert head.size >= LARGE
         leaves: list[bytes] = []
         pages = []

@@ -52,7 +52,7 @@ def test_a_thousand_reencodings_of_a_logged_envelope_change_nothing(
         first = stub.Submit(pb.Envelope.FromString(encode(
             registration("a" * 64, JN, JN, KEYS[JN]))), timeout=TIMEOUT).SerializeToString()
 
-        size = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).size
+        size = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).head.size
         leaves = stub.GetEntries(pb.GetEntriesRequest(start=0, end=size),
                                  timeout=TIMEOUT).entries
         logged = next(pb.LogEntry.FromString(e).envelope for e in leaves
@@ -79,9 +79,9 @@ def test_a_thousand_reencodings_of_a_logged_envelope_change_nothing(
             assert all(r.logged.index == answer.results[0].logged.index
                        for r in answer.results)
 
-        assert stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).size == size
+        assert stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).head.size == size
         assert snapshot(ch_app) == before  # no leaf, receipt, head or any other row
         # Nobody charged JN for any of it: its own next message goes through at once.
         stub.Submit(pb.Envelope.FromString(encode(registration("b" * 64, JN, JN, KEYS[JN]))),
                     timeout=TIMEOUT)
-        assert stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).size == size + 1
+        assert stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).head.size == size + 1

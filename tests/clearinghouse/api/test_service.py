@@ -354,7 +354,7 @@ def test_batches_sent_at_once_each_get_receipts_proven_in_a_head_extending_their
     # must stand on its own for the node that sent it.
     batch(stub, registration(ALICE, JN, JN, KEYS[JN]))
     start = transparency.check_head(
-        stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).note, CH_PUBLIC)
+        stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).head.note, CH_PUBLIC)
     sent: dict[int, tuple[list[bytes], transparency.Head | None]] = {}
     answers: dict[int, pb.SubmitBatchResponse] = {}
     for i in range(12):
@@ -391,7 +391,7 @@ def test_batches_sent_at_once_each_get_receipts_proven_in_a_head_extending_their
             leaves.add(result.logged.index)
     # every envelope is logged once, right after what was there before
     assert leaves == set(range(start.size, start.size + 60))
-    final = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT)
+    final = stub.GetTreeHead(pb.GetTreeHeadRequest(), timeout=TIMEOUT).head
     assert final.size == start.size + 60
 
 

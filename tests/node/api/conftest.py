@@ -54,14 +54,15 @@ class World:
 def _build_world(api: Api) -> World:
     s = pb
     point = api.stub.RegisterServicePoint(s.RegisterServicePointRequest(
-        idempotency_key=key(), code="jn-dongshan", name="东山街道为老服务站", street="东山街道"))
+        idempotency_key=key(), code="jn-dongshan", name="东山街道为老服务站",
+        street="东山街道")).service_point
     staff_member = api.stub.RegisterStaff(s.RegisterStaffRequest(
-        idempotency_key=key(), name="王主任", service_point_id=point.id))
+        idempotency_key=key(), name="王主任", service_point_id=point.id)).staff
     elder_number = id_card(1940)
     elder = api.stub.EnrolPerson(s.EnrolPersonRequest(
         idempotency_key=key(), kind=s.PERSON_KIND_INDIVIDUAL, name="张桂兰",
         id_number=elder_number, phone="13800000001", priority=True,
-        service_point_id=point.id))
+        service_point_id=point.id)).person
     volunteer = api.enrol("李秀英", 1962)
     volunteer2 = api.enrol("赵伟", 1985)
     parent = api.enrol("李老太", 1938)

@@ -102,7 +102,7 @@ class Api:
 
     def _session(self, role: Role, bound: int, name: str, *, keep: bool = True) -> str:
         assert self.raw_channel is not None
-        session: pb.Session = node_pb2_grpc.NodeServiceStub(self.raw_channel).Login(
+        session: pb.LoginResponse = node_pb2_grpc.NodeServiceStub(self.raw_channel).Login(
             pb.LoginRequest(login=name, password=PASSWORD), timeout=TIMEOUT)
         if keep:
             self.tokens[(role, bound)] = (session.token,
@@ -151,14 +151,14 @@ class Api:
         person: pb.Person = self.stub.EnrolPerson(pb.EnrolPersonRequest(
             idempotency_key=key(), kind=kind, name=name, id_number=number,
             phone="" if group else "13800000000", priority=priority, service_point_id=point),
-            timeout=TIMEOUT)
+            timeout=TIMEOUT).person
         return person
 
     def link(self, person_id: int, other_id: int, kind: pb.LinkKind.ValueType,
              staff_id: int = 0) -> pb.Link:
         link: pb.Link = self.stub.LinkPeople(pb.LinkPeopleRequest(
             idempotency_key=key(), person_id=person_id, other_id=other_id, kind=kind,
-            staff_id=staff_id), timeout=TIMEOUT)
+            staff_id=staff_id), timeout=TIMEOUT).link
         return link
 
     def request(self, recipient: int, *, by: pb.Actor, minutes: int = 60,
@@ -167,49 +167,50 @@ class Api:
         order: pb.Order = self.stub.RequestOrder(pb.RequestOrderRequest(
             idempotency_key=key(), recipient_id=recipient, category=category,
             planned_minutes=minutes, payment_source=source, payer_id=payer, requested_by=by,
-            note=note), timeout=TIMEOUT)
+            note=note), timeout=TIMEOUT).order
         return order
 
     def accept(self, order_id: int, volunteer: int) -> pb.Order:
         order: pb.Order = self.stub.AcceptOrder(pb.AcceptOrderRequest(
-            idempotency_key=key(), order_id=order_id, volunteer_id=volunteer), timeout=TIMEOUT)
+            idempotency_key=key(), order_id=order_id, volunteer_id=volunteer),
+            timeout=TIMEOUT).order
         return order
 
     def check_in(self, order_id: int) -> pb.Order:
         order: pb.Order = self.stub.CheckIn(pb.CheckInRequest(
-            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT)
+            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT).order
         return order
 
     def check_out(self, order_id: int, after_minutes: int = 60) -> pb.Order:
         self.clock.advance(timedelta(minutes=after_minutes))
         order: pb.Order = self.stub.CheckOut(pb.CheckOutRequest(
-            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT)
+            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT).order
         return order
 
     def verify(self, order_id: int, by: pb.Actor, rating: int = 5,
                comment: str = "") -> pb.Order:
         order: pb.Order = self.stub.VerifyOrder(pb.VerifyOrderRequest(
             idempotency_key=key(), order_id=order_id, verifier=by, rating=rating,
-            comment=comment), timeout=TIMEOUT)
+            comment=comment), timeout=TIMEOUT).order
         return order
 
     def record(self, order_id: int) -> pb.Order:
         order: pb.Order = self.stub.RecordOrder(pb.RecordOrderRequest(
-            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT)
+            idempotency_key=key(), order_id=order_id), timeout=TIMEOUT).order
         return order
 
-    def balance(self, person_id: int) -> pb.Balance:
-        balance: pb.Balance = self.stub.GetBalance(pb.GetBalanceRequest(person_id=person_id),
-                                                   timeout=TIMEOUT)
+    def balance(self, person_id: int) -> pb.GetBalanceResponse:
+        balance: pb.GetBalanceResponse = self.stub.GetBalance(
+            pb.GetBalanceRequest(person_id=person_id), timeout=TIMEOUT)
         return balance
 
     def order(self, order_id: int) -> pb.Order:
         order: pb.Order = self.stub.GetOrder(pb.GetOrderRequest(order_id=order_id),
-                                             timeout=TIMEOUT)
+                                             timeout=TIMEOUT).order
         return order
 
-    def ledger(self) -> pb.LedgerReport:
-        report: pb.LedgerReport = self.stub.CheckLedger(pb.CheckLedgerRequest(),
+    def ledger(self) -> pb.CheckLedgerResponse:
+        report: pb.CheckLedgerResponse = self.stub.CheckLedger(pb.CheckLedgerRequest(),
                                                         timeout=TIMEOUT)
         return report
 

@@ -53,13 +53,13 @@ class Town:
 def town(api: Api) -> Town:
     s = api.stub
     p1 = s.RegisterServicePoint(pb.RegisterServicePointRequest(
-        idempotency_key=key(), code="P1", name="东山服务点")).id
+        idempotency_key=key(), code="P1", name="东山服务点")).service_point.id
     p2 = s.RegisterServicePoint(pb.RegisterServicePointRequest(
-        idempotency_key=key(), code="P2", name="秣陵服务点")).id
+        idempotency_key=key(), code="P2", name="秣陵服务点")).service_point.id
     s1 = s.RegisterStaff(pb.RegisterStaffRequest(idempotency_key=key(), name="陈静",
-                                                 service_point_id=p1)).id
+                                                 service_point_id=p1)).staff.id
     s2 = s.RegisterStaff(pb.RegisterStaffRequest(idempotency_key=key(), name="周敏",
-                                                 service_point_id=p2)).id
+                                                 service_point_id=p2)).staff.id
     elder = api.enrol("王建国", 1940, priority=True, point=p1).id
     daughter = api.enrol("王丽", 1968).id
     volunteer = api.enrol("赵敏", 1980).id
@@ -239,7 +239,7 @@ def test_every_act_records_the_authenticated_actor(town: Town) -> None:
     # staff act for the elder without a phone: both identities recorded
     order = desk.RequestOrder(pb.RequestOrderRequest(
         idempotency_key=key(), recipient_id=elder, category="cleaning", planned_minutes=60,
-        payment_source=pb.PAYMENT_SOURCE_OWN, requested_by=person(elder)), timeout=TIMEOUT)
+        payment_source=pb.PAYMENT_SOURCE_OWN, requested_by=person(elder)), timeout=TIMEOUT).order
     volunteer.AcceptOrder(pb.AcceptOrderRequest(idempotency_key=key(), order_id=order.id,
                                                 volunteer_id=v), timeout=TIMEOUT)
     volunteer.CheckIn(pb.CheckInRequest(idempotency_key=key(), order_id=order.id),
@@ -261,26 +261,26 @@ def test_every_act_records_the_authenticated_actor(town: Town) -> None:
 
     second = daughter.RequestOrder(pb.RequestOrderRequest(
         idempotency_key=key(), recipient_id=elder, category="cleaning", planned_minutes=30,
-        payment_source=pb.PAYMENT_SOURCE_OWN), timeout=TIMEOUT)
+        payment_source=pb.PAYMENT_SOURCE_OWN), timeout=TIMEOUT).order
     daughter.CancelOrder(pb.CancelOrderRequest(idempotency_key=key(), order_id=second.id,
                                                reason="不需要了"), timeout=TIMEOUT)
     assert _order_actors(api, second.id) == [f"person:{town.daughter}"] * 2
 
     updated = desk.UpdatePerson(pb.UpdatePersonRequest(
         idempotency_key=key(), person_id=elder, phone="13900001111", reason="新号码"),
-        timeout=TIMEOUT)
+        timeout=TIMEOUT).person
     assert updated.changes[-1].actor == f"staff:{s1}"
     operator = api.stub_as(api.login(Role.OPERATOR, login="operator-y"))
     operator.LinkPeople(pb.LinkPeopleRequest(idempotency_key=key(), person_id=v,
                                              other_id=town.stranger,
                                              kind=pb.LINK_KIND_SIBLING), timeout=TIMEOUT)
-    linked = operator.GetPerson(pb.GetPersonRequest(person_id=v), timeout=TIMEOUT)
+    linked = operator.GetPerson(pb.GetPersonRequest(person_id=v), timeout=TIMEOUT).person
     assert linked.changes[-1].actor.startswith("operator:")
     grant = desk.Grant(pb.GrantRequest(idempotency_key=key(), person_id=elder, minutes=30),
-                       timeout=TIMEOUT)
+                       timeout=TIMEOUT).transaction
     assert grant.memo == f"grant by staff:{s1}"
     reversal = desk.ReverseTransaction(pb.ReverseTransactionRequest(
-        idempotency_key=key(), seq=grant.seq, reason="重复"), timeout=TIMEOUT)
+        idempotency_key=key(), seq=grant.seq, reason="重复"), timeout=TIMEOUT).transaction
     assert reversal.memo.startswith(f"staff {s1}: ")
 
 
@@ -293,7 +293,7 @@ def test_another_callers_retry_under_the_same_key_is_not_their_answer(town: Town
         daughter.Donate(donate, timeout=TIMEOUT)
     desk = api.stub_as(api.login(Role.STAFF, town.staff1))
     made = desk.Grant(pb.GrantRequest(idempotency_key=first, person_id=town.elder,
-                                      minutes=5), timeout=TIMEOUT)
+                                      minutes=5), timeout=TIMEOUT).transaction
     other = api.stub_as(api.login(Role.STAFF, town.staff1, login="staff-again"))
     with api.unchanged(), pytest.raises(grpc.RpcError) as caught:
         other.Grant(pb.GrantRequest(idempotency_key=first, person_id=town.elder, minutes=5),
@@ -310,7 +310,7 @@ def test_expired_revoked_and_forged_tokens_are_unauthenticated(town: Town) -> No
     api = town.api
     token = api.login(Role.AUDITOR, login="auditor-z")
     auditor = api.stub_as(token)
-    assert auditor.WhoAmI(pb.WhoAmIRequest(), timeout=TIMEOUT).role == "auditor"
+    assert auditor.WhoAmI(pb.WhoAmIRequest(), timeout=TIMEOUT).caller.role == "auditor"
     cases = [
         (api.stub_as(token[:-2] + ("AA" if not token.endswith("AA") else "BB")), "BAD_TOKEN"),
         (api.stub_as("x" * 300), "NOT_LOGGED_IN"),
@@ -424,16 +424,16 @@ def test_credentials_are_stored_hashed_only(town: Town) -> None:
 def test_an_operator_acting_alone_is_recorded_as_the_operator(town: Town) -> None:
     api = town.api
     operator = api.stub_as(api.login(Role.OPERATOR, login="operator-alone"))
-    me = operator.WhoAmI(pb.WhoAmIRequest(), timeout=TIMEOUT).actor
+    me = operator.WhoAmI(pb.WhoAmIRequest(), timeout=TIMEOUT).caller.actor
     grant = operator.Grant(pb.GrantRequest(idempotency_key=key(), person_id=town.elder,
-                                           minutes=15), timeout=TIMEOUT)
+                                           minutes=15), timeout=TIMEOUT).transaction
     assert grant.memo == f"grant by {me}"
     order = operator.RequestOrder(pb.RequestOrderRequest(
         idempotency_key=key(), recipient_id=town.elder, category="cleaning",
-        planned_minutes=30, payment_source=pb.PAYMENT_SOURCE_OWN), timeout=TIMEOUT)
+        planned_minutes=30, payment_source=pb.PAYMENT_SOURCE_OWN), timeout=TIMEOUT).order
     operator.CancelOrder(pb.CancelOrderRequest(idempotency_key=key(), order_id=order.id,
                                                reason="重复"), timeout=TIMEOUT)
     assert _order_actors(api, order.id) == [me, me]
     reversal = operator.ReverseTransaction(pb.ReverseTransactionRequest(
-        idempotency_key=key(), seq=grant.seq, reason="重复"), timeout=TIMEOUT)
+        idempotency_key=key(), seq=grant.seq, reason="重复"), timeout=TIMEOUT).transaction
     assert reversal.memo.startswith(me.replace(":", " "))

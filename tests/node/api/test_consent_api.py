@@ -32,9 +32,10 @@ class Family:
 @pytest.fixture
 def family(api: Api) -> Family:
     point = api.stub.RegisterServicePoint(pb.RegisterServicePointRequest(
-        idempotency_key=key(), code="jn-ds", name="东山街道为老服务站"), timeout=TIMEOUT)
+        idempotency_key=key(), code="jn-ds", name="东山街道为老服务站"),
+        timeout=TIMEOUT).service_point
     desk = api.stub.RegisterStaff(pb.RegisterStaffRequest(
-        idempotency_key=key(), name="陈静", service_point_id=point.id), timeout=TIMEOUT).id
+        idempotency_key=key(), name="陈静", service_point_id=point.id), timeout=TIMEOUT).staff.id
     elder = api.enrol("赵大爷", 1936, priority=True).id
     daughter = api.enrol("王芳", 1965).id
     mother = api.enrol("李秀英", 1938).id
@@ -60,7 +61,7 @@ def _grant(api: Api, f: Family, by: pb.Actor, *, once: bool = False, minutes: in
         ts = Timestamp()
         ts.FromDatetime(api.clock.now() + until)
         request.expires_at.CopyFrom(ts)
-    granted: pb.Consent = api.call("GrantConsent", request)
+    granted: pb.Consent = api.call("GrantConsent", request).consent
     return granted
 
 
@@ -91,7 +92,7 @@ def test_standing_consent_pays_until_revoked(api: Api, family: Family) -> None:
     assert granted.in_force and granted.state == pb.CONSENT_STATE_ACTIVE
     assert granted.granted_by == f"staff:{f.desk} for person:{f.daughter}"
     assert granted.grantee_id == f.mother and len(granted.grantee_ref) == 64
-    order = api.call("RequestOrder", _meals(f))
+    order = api.call("RequestOrder", _meals(f)).order
     order = api.accept(order.id, f.volunteer)
     assert order.held_minutes == 60 and order.consent_id == granted.id
     # the consent is part of the record: the ledger entry names it
@@ -106,10 +107,10 @@ def test_standing_consent_pays_until_revoked(api: Api, family: Family) -> None:
     assert [(c.id, c.used_minutes) for c in listed] == [(granted.id, 60)]
 
     # an order accepted before she revokes keeps its hold; no new one is paid
-    held = api.accept(api.call("RequestOrder", _meals(f, 30)).id, f.volunteer)
-    waiting = api.call("RequestOrder", _meals(f, 30))
+    held = api.accept(api.call("RequestOrder", _meals(f, 30)).order.id, f.volunteer)
+    waiting = api.call("RequestOrder", _meals(f, 30)).order
     revoked = api.call("RevokeConsent", pb.RevokeConsentRequest(
-        idempotency_key=key(), consent_id=granted.id, revoked_by=person(f.daughter)))
+        idempotency_key=key(), consent_id=granted.id, revoked_by=person(f.daughter))).consent
     assert revoked.state == pb.CONSENT_STATE_REVOKED and not revoked.in_force
     assert revoked.revoked_by == f"person:{f.daughter}"
     assert api.order(held.id).held_minutes == 30
@@ -131,12 +132,12 @@ def test_a_one_time_confirmation_pays_once(api: Api, family: Family) -> None:
     assert once.kind == pb.CONSENT_KIND_ONCE and once.max_minutes == 30
     api.refused("RequestOrder", _meals(f, 45), FAILED, reason="NO_CONSENT",
                 says=("每单上限", "minutes per order"))
-    first, second = api.call("RequestOrder", _meals(f, 30)), api.call("RequestOrder",
-                                                                      _meals(f, 30))
+    first, second = api.call("RequestOrder", _meals(f, 30)).order, api.call("RequestOrder",
+                                                                      _meals(f, 30)).order
     accept = pb.AcceptOrderRequest(idempotency_key=key(), order_id=first.id,
                                    volunteer_id=f.volunteer)
-    assert api.call("AcceptOrder", accept).consent_id == once.id
-    assert api.call("AcceptOrder", accept).consent_id == once.id  # a retry: the same answer
+    assert api.call("AcceptOrder", accept).order.consent_id == once.id
+    assert api.call("AcceptOrder", accept).order.consent_id == once.id  # a retry: the same answer
     api.refused("AcceptOrder", pb.AcceptOrderRequest(
         idempotency_key=key(), order_id=second.id, volunteer_id=f.volunteer), FAILED,
         reason="NO_CONSENT", says=("已用过", "used already"))
@@ -153,7 +154,7 @@ def test_the_payers_own_request_is_their_confirmation(api: Api, family: Family) 
     f = family
     order = api.call("RequestOrder", pb.RequestOrderRequest(
         idempotency_key=key(), recipient_id=f.mother, category="meals", planned_minutes=60,
-        payment_source=RELATIVE, payer_id=f.daughter, requested_by=person(f.daughter)))
+        payment_source=RELATIVE, payer_id=f.daughter, requested_by=person(f.daughter))).order
     accepted = api.accept(order.id, f.volunteer)
     (recorded,) = api.stub.ListConsents(pb.ListConsentsRequest(payer_id=f.daughter),
                                         timeout=TIMEOUT).consents
@@ -166,10 +167,10 @@ def test_bounds_of_a_standing_consent(api: Api, family: Family) -> None:
     _grant(api, f, staff(f.desk), minutes=60, total=90, until=timedelta(days=2))
     api.refused("RequestOrder", _meals(f, 75), FAILED, reason="NO_CONSENT",
                 says=("minutes per order",))
-    api.accept(api.call("RequestOrder", _meals(f, 60)).id, f.volunteer)
+    api.accept(api.call("RequestOrder", _meals(f, 60)).order.id, f.volunteer)
     api.refused("RequestOrder", _meals(f, 45), FAILED, reason="NO_CONSENT",
                 says=("总额", "total"))
-    api.accept(api.call("RequestOrder", _meals(f, 30)).id, f.volunteer)  # 90 in all
+    api.accept(api.call("RequestOrder", _meals(f, 30)).order.id, f.volunteer)  # 90 in all
     _grant(api, f, staff(f.desk), until=timedelta(days=1))
     api.clock.advance(timedelta(days=3))
     api.refused("RequestOrder", _meals(f, 15), FAILED, reason="NO_CONSENT",
@@ -229,7 +230,7 @@ def test_a_confirmation_is_used_once_by_concurrent_acceptances(api: Api,
 
     f = family
     once = _grant(api, f, person(f.daughter), once=True, minutes=30)
-    orders = [api.call("RequestOrder", _meals(f, 30)).id for _ in range(4)]
+    orders = [api.call("RequestOrder", _meals(f, 30)).order.id for _ in range(4)]
 
     def accept(order_id: int) -> str:
         try:
@@ -263,12 +264,12 @@ def test_family_may_revoke_but_only_the_payers_proxy_may_grant(api: Api,
                 says=("代理人", "their proxy, or staff"))
     standing = _grant(api, f, staff(f.desk))
     revoked: pb.Consent = api.call("RevokeConsent", pb.RevokeConsentRequest(
-        idempotency_key=key(), consent_id=standing.id, revoked_by=person(brother)))
+        idempotency_key=key(), consent_id=standing.id, revoked_by=person(brother))).consent
     assert revoked.state == pb.CONSENT_STATE_REVOKED
     assert revoked.revoked_by == f"person:{brother} for person:{f.daughter}"
 
     api.link(f.daughter, brother, pb.LINK_KIND_PROXY, f.desk)
     request.idempotency_key = key()
-    granted: pb.Consent = api.call("GrantConsent", request)
+    granted: pb.Consent = api.call("GrantConsent", request).consent
     assert granted.in_force
     assert granted.granted_by == f"person:{brother} for person:{f.daughter}"

@@ -295,7 +295,8 @@ def test_serve_forever_serves_until_signalled(tmp_path: Path, signum: int,
             assert status == health_pb2.HealthCheckResponse.SERVING
             stub = node_pb2_grpc.NodeServiceStub(authorized(channel, token))
             point = stub.RegisterServicePoint(pb.RegisterServicePointRequest(
-                idempotency_key=key(), code="jn-01", name="东山街道服务站"), timeout=TIMEOUT)
+                idempotency_key=key(), code="jn-01", name="东山街道服务站"),
+                timeout=TIMEOUT).service_point
             stub.RegisterStaff(pb.RegisterStaffRequest(
                 idempotency_key=key(), name="王主任", service_point_id=point.id),
                 timeout=TIMEOUT)

@@ -15,15 +15,16 @@ from timebank.v1 import node_pb2 as pb
 
 def _desk(api: Api) -> int:
     point = api.stub.RegisterServicePoint(pb.RegisterServicePointRequest(
-        idempotency_key=key(), code="GL-HN-01", name="湖南路街道为老服务中心"), timeout=TIMEOUT)
+        idempotency_key=key(), code="GL-HN-01", name="湖南路街道为老服务中心"),
+        timeout=TIMEOUT).service_point
     return int(api.stub.RegisterStaff(pb.RegisterStaffRequest(
-        idempotency_key=key(), name="周敏", service_point_id=point.id), timeout=TIMEOUT).id)
+        idempotency_key=key(), name="周敏", service_point_id=point.id), timeout=TIMEOUT).staff.id)
 
 
 def _grant(api: Api, person_id: int, staff_id: int) -> pb.LedgerTransaction:
     result: pb.LedgerTransaction = api.stub.Grant(pb.GrantRequest(
         idempotency_key=key(), person_id=person_id, minutes=60, staff_id=staff_id,
-        memo="重点老人服务补贴"), timeout=TIMEOUT)
+        memo="重点老人服务补贴"), timeout=TIMEOUT).transaction
     return result
 
 
@@ -41,7 +42,7 @@ def test_staff_make_a_person_a_priority_elder_and_change_their_phone(api: Api) -
     request = pb.UpdatePersonRequest(idempotency_key=key(), person_id=elder.id,
                                      staff_id=desk, priority=True, phone="139 1234 5678",
                                      reason="民政局复核：独居")
-    updated = api.stub.UpdatePerson(request, timeout=TIMEOUT)
+    updated = api.stub.UpdatePerson(request, timeout=TIMEOUT).person
     assert updated.priority and updated.phone == "139 1234 5678"
     assert (updated.name, updated.person_ref) == (elder.name, elder.person_ref)
     enrolled, change = updated.changes  # who enrolled her (the operator), then the update
@@ -52,21 +53,21 @@ def test_staff_make_a_person_a_priority_elder_and_change_their_phone(api: Api) -
     assert "phone: …0000 → …5678" in change.detail  # the event keeps no whole number
     assert "民政局复核：独居" in change.detail
     assert api.stub.GetPerson(pb.GetPersonRequest(person_id=elder.id),
-                              timeout=TIMEOUT) == updated
+                              timeout=TIMEOUT).person == updated
     # what the status is for: the city fund now serves her
     assert _grant(api, elder.id, desk).postings
 
     # the same call again is the same answer, recorded once
-    assert api.stub.UpdatePerson(request, timeout=TIMEOUT) == updated
+    assert api.stub.UpdatePerson(request, timeout=TIMEOUT).person == updated
     # the same values under a new key change nothing and record nothing
     again = api.stub.UpdatePerson(pb.UpdatePersonRequest(
         idempotency_key=key(), person_id=elder.id, staff_id=desk, priority=True),
-        timeout=TIMEOUT)
+        timeout=TIMEOUT).person
     assert list(again.changes) == list(updated.changes)
 
     # only what is given changes: the phone cleared, the status kept
     cleared = api.stub.UpdatePerson(pb.UpdatePersonRequest(
-        idempotency_key=key(), person_id=elder.id, staff_id=desk, phone=""), timeout=TIMEOUT)
+        idempotency_key=key(), person_id=elder.id, staff_id=desk, phone=""), timeout=TIMEOUT).person
     assert cleared.priority and cleared.phone == ""
     assert [c.detail for c in cleared.changes][2:] == ["phone: …5678 → (none)"]
 
@@ -76,7 +77,7 @@ def test_a_priority_elder_is_no_longer_one(api: Api) -> None:
     elder = api.enrol("赵大爷", 1938, priority=True)
     demoted = api.stub.UpdatePerson(pb.UpdatePersonRequest(
         idempotency_key=key(), person_id=elder.id, staff_id=desk, priority=False,
-        reason="子女返乡同住"), timeout=TIMEOUT)
+        reason="子女返乡同住"), timeout=TIMEOUT).person
     assert not demoted.priority
     assert [c.detail for c in demoted.changes] == [
         "enrolled", "priority elder (重点老人): yes → no (子女返乡同住)"]

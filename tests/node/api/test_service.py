@@ -21,11 +21,12 @@ from timebank.v1 import node_pb2_grpc
 def test_the_service_loop_end_to_end(api: Api) -> None:
     s = api.stub
     point = s.RegisterServicePoint(pb.RegisterServicePointRequest(
-        idempotency_key=key(), code="jn-dongshan", name="东山街道为老服务站", street="东山街道"))
+        idempotency_key=key(), code="jn-dongshan", name="东山街道为老服务站",
+        street="东山街道")).service_point
     assert (point.code, point.name, point.street) == ("jn-dongshan", "东山街道为老服务站",
                                                       "东山街道")
     manager = s.RegisterStaff(pb.RegisterStaffRequest(
-        idempotency_key=key(), name="王主任", service_point_id=point.id))
+        idempotency_key=key(), name="王主任", service_point_id=point.id)).staff
     assert manager.name == "王主任" and manager.service_point_id == point.id
 
     elder = api.enrol("张桂兰", 1940, priority=True, point=point.id)
@@ -36,7 +37,7 @@ def test_the_service_loop_end_to_end(api: Api) -> None:
     assert elder.age == 86 and elder.service_point_id == point.id
     assert len(elder.person_ref) == 64 and elder.person_ref != volunteer.person_ref
     assert elder.enrolled_at.ToDatetime(tzinfo=UTC) == api.clock.now()
-    fetched = s.GetPerson(pb.GetPersonRequest(person_id=elder.id))
+    fetched = s.GetPerson(pb.GetPersonRequest(person_id=elder.id)).person
     assert fetched == elder and fetched.name == "张桂兰"
 
     link = api.link(volunteer.id, mother.id, pb.LINK_KIND_PARENT, manager.id)
@@ -100,20 +101,20 @@ def test_the_service_loop_end_to_end(api: Api) -> None:
     assert [o.id for o in listed.orders] == [order.id, second.id]
     recorded = s.ListOrders(pb.ListOrdersRequest(state=pb.ORDER_STATE_RECORDED, limit=1))
     assert [o.id for o in recorded.orders] == [order.id]
-    assert s.GetOrder(pb.GetOrderRequest(order_id=order.id)) == order
+    assert s.GetOrder(pb.GetOrderRequest(order_id=order.id)).order == order
 
     # Hours outside the loop: a donation, a grant, a correction.
     donation = s.Donate(pb.DonateRequest(idempotency_key=key(), person_id=neighbour.id,
-                                         minutes=30))
+                                         minutes=30)).transaction
     assert donation.kind == "donation" and {p.minutes for p in donation.postings} == {-30, 30}
     grant = s.Grant(pb.GrantRequest(idempotency_key=key(), person_id=elder.id, minutes=120,
-                                    staff_id=manager.id, memo="重阳节补贴"))
+                                    staff_id=manager.id, memo="重阳节补贴")).transaction
     assert grant.kind == "grant" and grant.memo == f"重阳节补贴 (staff:{manager.id})"
     elder_balance = api.balance(elder.id)
     assert [(b.origin, b.total_minutes) for b in elder_balance.by_origin] == [
         (pb.ORIGIN_GRANTED, 120)]
     reversal = s.ReverseTransaction(pb.ReverseTransactionRequest(
-        idempotency_key=key(), seq=grant.seq, staff_id=manager.id, reason="录入错误"))
+        idempotency_key=key(), seq=grant.seq, staff_id=manager.id, reason="录入错误")).transaction
     assert reversal.kind == "reversal" and reversal.reverses_seq == grant.seq
     assert api.balance(elder.id).total_minutes == 0
 
@@ -136,9 +137,9 @@ def test_the_service_loop_end_to_end(api: Api) -> None:
 def test_dispute_resolution_and_cancellation(api: Api) -> None:
     s = api.stub
     point = s.RegisterServicePoint(pb.RegisterServicePointRequest(
-        idempotency_key=key(), code="jn-01", name="一号站"))
+        idempotency_key=key(), code="jn-01", name="一号站")).service_point
     manager = s.RegisterStaff(pb.RegisterStaffRequest(
-        idempotency_key=key(), name="钱主任", service_point_id=point.id))
+        idempotency_key=key(), name="钱主任", service_point_id=point.id)).staff
     elder = api.enrol("张桂兰", 1940, priority=True)
     volunteer = api.enrol("李秀英", 1962)
     neighbour = api.enrol("孙强", 1970)
@@ -150,12 +151,12 @@ def test_dispute_resolution_and_cancellation(api: Api) -> None:
     api.verify(order.id, person(elder.id))
     disputed = s.DisputeOrder(pb.DisputeOrderRequest(
         idempotency_key=key(), order_id=order.id, raised_by=person(neighbour.id),
-        reason="只服务了一小时"))
+        reason="只服务了一小时")).order
     assert disputed.state == pb.ORDER_STATE_DISPUTED and disputed.dispute_reason == "只服务了一小时"
     upheld = s.ResolveDispute(pb.ResolveDisputeRequest(
         idempotency_key=key(), order_id=order.id, staff_id=manager.id,
         outcome=pb.DISPUTE_OUTCOME_UPHOLD_SERVICE, corrected_minutes=60,
-        resolution="核实为一小时"))
+        resolution="核实为一小时")).order
     assert upheld.state == pb.ORDER_STATE_VERIFIED and upheld.measured_minutes == 60
     api.clock.advance(timedelta(days=7))
     assert api.record(order.id).recorded_minutes == 60
@@ -169,14 +170,14 @@ def test_dispute_resolution_and_cancellation(api: Api) -> None:
                                           raised_by=staff(manager.id), reason="重复录入"))
     void = s.ResolveDispute(pb.ResolveDisputeRequest(
         idempotency_key=key(), order_id=voided.id, staff_id=manager.id,
-        outcome=pb.DISPUTE_OUTCOME_VOID_SERVICE, resolution="作废"))
+        outcome=pb.DISPUTE_OUTCOME_VOID_SERVICE, resolution="作废")).order
     assert void.state == pb.ORDER_STATE_CANCELLED and void.resolution == "作废"
 
     cancelled = api.request(elder.id, by=person(elder.id), minutes=45)
     api.accept(cancelled.id, volunteer.id)
     done = s.CancelOrder(pb.CancelOrderRequest(idempotency_key=key(), order_id=cancelled.id,
                                                cancelled_by=person(volunteer.id),
-                                               reason="临时有事"))
+                                               reason="临时有事")).order
     assert done.state == pb.ORDER_STATE_CANCELLED
     assert api.balance(volunteer.id).total_minutes == 60
     report = api.ledger()
@@ -187,9 +188,9 @@ def test_a_retry_returns_the_first_response_and_changes_nothing(api: Api) -> Non
     s = api.stub
     request = pb.EnrolPersonRequest(idempotency_key=key(), kind=pb.PERSON_KIND_INDIVIDUAL,
                                      name="张桂兰", id_number=id_card(1940), priority=True)
-    first = s.EnrolPerson(request)
+    first = s.EnrolPerson(request).person
     with api.unchanged():
-        again = s.EnrolPerson(request)
+        again = s.EnrolPerson(request).person
     assert again.SerializeToString() == first.SerializeToString()
 
     # The same key with a different request, or for another method: ALREADY_EXISTS.
@@ -206,35 +207,35 @@ def test_a_retry_returns_the_first_response_and_changes_nothing(api: Api) -> Non
     order = api.request(first.id, by=person(first.id))
     accept = pb.AcceptOrderRequest(idempotency_key=key(), order_id=order.id,
                                    volunteer_id=volunteer.id)
-    accepted = s.AcceptOrder(accept)
+    accepted = s.AcceptOrder(accept).order
     with api.unchanged():  # not "already accepted": the first answer, and no second hold
-        assert s.AcceptOrder(accept).SerializeToString() == accepted.SerializeToString()
+        assert s.AcceptOrder(accept).order.SerializeToString() == accepted.SerializeToString()
 
     check_in = pb.CheckInRequest(idempotency_key=key(), order_id=order.id)  # at: now
-    checked_in = s.CheckIn(check_in)
+    checked_in = s.CheckIn(check_in).order
     api.clock.advance(timedelta(minutes=10))
     with api.unchanged():
-        assert s.CheckIn(check_in).checked_in_at == checked_in.checked_in_at
+        assert s.CheckIn(check_in).order.checked_in_at == checked_in.checked_in_at
     api.check_out(order.id, after_minutes=50)
     api.verify(order.id, person(first.id))
     api.clock.advance(timedelta(days=7))
     record = pb.RecordOrderRequest(idempotency_key=key(), order_id=order.id)
-    recorded = s.RecordOrder(record)
+    recorded = s.RecordOrder(record).order
     with api.unchanged():  # no second deposit
-        assert s.RecordOrder(record).SerializeToString() == recorded.SerializeToString()
+        assert s.RecordOrder(record).order.SerializeToString() == recorded.SerializeToString()
     assert api.balance(volunteer.id).total_minutes == 60
 
     donate = pb.DonateRequest(idempotency_key=key(), person_id=volunteer.id, minutes=15)
-    donated = s.Donate(donate)
+    donated = s.Donate(donate).transaction
     with api.unchanged():
-        assert s.Donate(donate) == donated
+        assert s.Donate(donate).transaction == donated
     assert api.balance(volunteer.id).total_minutes == 45
 
     # A refused request stores nothing under its key: fixed, it can go through.
     bad = pb.DonateRequest(idempotency_key=key(), person_id=volunteer.id, minutes=-5)
     api.refused("Donate", bad, grpc.StatusCode.INVALID_ARGUMENT, reason="MINUTES_OUT_OF_RANGE")
     bad.minutes = 5
-    assert s.Donate(bad).seq == donated.seq + 1
+    assert s.Donate(bad).transaction.seq == donated.seq + 1
 
 
 def test_health_reports_serving(api: Api) -> None:
@@ -271,7 +272,7 @@ def test_times_are_utc_and_names_round_trip(api: Api) -> None:
     names = ["欧阳娜娜", "Zhāng Guìlán", "阿依古丽·买买提", "𠮷田"]
     for name in names:
         got = api.enrol(name, 1950)
-        assert api.stub.GetPerson(pb.GetPersonRequest(person_id=got.id)).name == name
+        assert api.stub.GetPerson(pb.GetPersonRequest(person_id=got.id)).person.name == name
     elder = api.enrol("张桂兰", 1940, priority=True)
     volunteer = api.enrol("李秀英", 1962)
     order = api.request(elder.id, by=person(elder.id))
@@ -281,7 +282,7 @@ def test_times_are_utc_and_names_round_trip(api: Api) -> None:
     stamp = Timestamp()
     stamp.FromDatetime(at)
     checked_in = api.stub.CheckIn(pb.CheckInRequest(idempotency_key=key(), order_id=order.id,
-                                                    at=stamp))
+                                                    at=stamp)).order
     assert checked_in.checked_in_at.ToDatetime(tzinfo=UTC) == at
     assert at.tzinfo is UTC and at.year == datetime(2026, 3, 2, tzinfo=UTC).year
 

@@ -57,7 +57,7 @@ def _cosigned_size(address: str) -> int:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
             return int(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(cosigned=True),
-                                        timeout=5).size)
+                                        timeout=5).head.size)
         except grpc.RpcError:
             return 0
 
@@ -65,7 +65,7 @@ def _cosigned_size(address: str) -> int:
 def _latest_size(address: str) -> int:
     with grpc.insecure_channel(address) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
-        return int(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).size)
+        return int(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=5).head.size)
 
 
 def _verified(city: City, node_id: str) -> int:
@@ -73,9 +73,9 @@ def _verified(city: City, node_id: str) -> int:
     return 0 if head is None else head.size
 
 
-def _heads(address: str) -> node_pb2.LogHeads:
+def _heads(address: str) -> node_pb2.GetLogHeadsResponse:
     with grpc.insecure_channel(address) as channel:
-        answer: node_pb2.LogHeads = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
+        answer: node_pb2.GetLogHeadsResponse = node_pb2_grpc.NodeServiceStub(channel).GetLogHeads(
             node_pb2.GetLogHeadsRequest(), timeout=5)
         return answer
 

@@ -20,7 +20,7 @@ def cosigners(city: City, size: int) -> list[str]:
     with grpc.insecure_channel(city.address) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         return list(stub.GetTreeHead(clearing_pb2.GetTreeHeadRequest(size=size),
-                                     timeout=5).cosigners)
+                                     timeout=5).head.cosigners)
 
 
 def test_the_witness_cosigns_only_heads_it_verified(city: City) -> None:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 30.0
 
 
-def _serve_and_check(config_path: Path) -> node_pb2.LedgerReport:
+def _serve_and_check(config_path: Path) -> node_pb2.CheckLedgerResponse:
     """Serve the node in this process (plaintext, a free port) and ask it over gRPC."""
     config = insecure_config(replace(load_config(config_path), listen="127.0.0.1:0",
                                      metrics_listen=""), True)
@@ -60,7 +60,7 @@ def _serve_and_check(config_path: Path) -> node_pb2.LedgerReport:
                 timeout=TIMEOUT)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             stub = node_pb2_grpc.NodeServiceStub(authorized(chan, token))
-            report: node_pb2.LedgerReport = stub.CheckLedger(node_pb2.CheckLedgerRequest(),
+            report: node_pb2.CheckLedgerResponse = stub.CheckLedger(node_pb2.CheckLedgerRequest(),
                                                              timeout=TIMEOUT)
             return report
     finally:
