@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from city import observer
+from city import observer, protocli
 from city import offline as offline_cli
 from city import statement as statement_cli
 from city.monitor import app as monitor_app
@@ -48,6 +48,8 @@ app.add_typer(clearinghouse_cli.app, name="clearinghouse")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(pki_app, name="pki")
 app.add_typer(offline_cli.app, name="city")
+app.add_typer(protocli.app, name="proto")
+app.callback()(protocli.root)  # --version
 app.command("verify-statement")(statement_cli.verify_command)
 # The reports are the city's renderers; the services never import the city tools.
 node_cli.app.command("report")(report_cli.node_report_command)

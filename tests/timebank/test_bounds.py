@@ -40,7 +40,7 @@ def test_timestamps_are_found_at_any_depth_and_in_repeated_fields() -> None:
     history.entries.add().transaction.at.nanos = -5
     with pytest.raises(bounds.BadTimestamp) as caught:
         bounds.check_times(history)
-    assert caught.value.field == "History.entries[1].transaction.at"
+    assert caught.value.field == "GetHistoryResponse.entries[1].transaction.at"
     delivery = pb.Delivery()
     delivery.at.seconds = 1
     delivery.relayed.kind = "x"
