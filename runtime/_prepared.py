@@ -43,6 +43,7 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.sql.expression import BindParameter, Executable
 from sqlalchemy.types import TypeEngine
 
+from runtime import _pipeline
 from runtime._core import (
     MAX_VARIANTS,
     CoreStatement,
@@ -51,7 +52,9 @@ from runtime._core import (
     compile_checked,
     takes_columns,
 )
+from runtime._pipeline import Pipeline
 from runtime._results import Result, Row, row_type
+from runtime.errors import InvariantViolation
 
 #: The longest caller IN list compiled into a statement of its own.
 MAX_IN_LIST = 32
@@ -185,11 +188,57 @@ class _Compiled:
     def run_many(self, conn: Connection, rows: Sequence[Params]) -> int:
         return self._execute(conn, [self._values(conn, r) for r in rows], many=True).rowcount
 
+    def send(self, conn: Connection, params: Params, pipeline: Pipeline, rows: int | None,
+             otherwise: str) -> None:
+        """Queue the statement in ``pipeline``; its row count is checked against ``rows``
+        when its answer arrives."""
+        values = self._values(conn, params)
+        cursor = conn.connection.cursor()
+        sql = self.sql
+        try:
+            pipeline.enter()
+            sql, values = self._before(conn, cursor, sql, values, False)
+            cursor.execute(sql, values)
+            pipeline.sent(cursor, rows, otherwise)
+            if pipeline.full:
+                pipeline.sync()
+        except InvariantViolation:
+            raise
+        except BaseException as e:
+            conn._handle_dbapi_exception(e, sql, values, cursor, None)
+
+    def send_many(self, conn: Connection, rows: Sequence[Params], pipeline: Pipeline) -> None:
+        """Queue one statement per parameter set in ``pipeline``."""
+        values = [self._values(conn, r) for r in rows]
+        cursor = conn.connection.cursor()
+        sql = self.sql
+        try:
+            pipeline.enter()
+            sql, values = self._before(conn, cursor, sql, values, True)
+            cursor.executemany(sql, values)
+            pipeline.sent(cursor, None, "")
+            if pipeline.full:
+                pipeline.sync()
+        except InvariantViolation:
+            raise
+        except BaseException as e:
+            conn._handle_dbapi_exception(e, sql, values, cursor, None)
+
+    @staticmethod
+    def _before(conn: Connection, cursor: Any, sql: str, values: Any,
+                many: bool) -> tuple[str, Any]:
+        # Core's own test for listeners: cheap, where asking the dispatcher is not
+        if conn._has_events or conn.engine._has_events:
+            for before in conn.dispatch.before_cursor_execute:
+                sql, values = before(conn, cursor, sql, values, None, many)
+        return sql, values
+
     def _execute(self, conn: Connection, values: Any, *, many: bool) -> Result:
         cursor = conn.connection.cursor()
         sql = self.sql
         # Core's own test for listeners: cheap, where asking the dispatcher is not
         listened = conn._has_events or conn.engine._has_events
+        pipeline = _pipeline.of(conn)
         try:
             if listened:
                 for before in conn.dispatch.before_cursor_execute:
@@ -198,10 +247,15 @@ class _Compiled:
                 cursor.executemany(sql, values)
             else:
                 cursor.execute(sql, values)
+            if pipeline is not None and pipeline.active:
+                pipeline.sync()  # this one's answer, and those of the statements sent
             if listened:
                 conn.dispatch.after_cursor_execute(conn, cursor, sql, values, None, many)
             rowcount = cursor.rowcount  # read when Core reads it: before the rows
             done = Result([] if many else self._read(cursor), rowcount)
+        except InvariantViolation:
+            cursor.close()
+            raise
         except BaseException as e:  # as Core: even an interrupt leaves the connection unsure
             conn._handle_dbapi_exception(e, sql, values, cursor, None)
         cursor.close()
@@ -294,4 +348,19 @@ class DriverStatement:
         if self._lists:
             raise ValueError("executemany takes no IN lists")
         return self._variant(conn.dialect, rows[0], True, {}).run_many(conn, rows)
+
+    def send(self, conn: Connection, params: Params, pipeline: Pipeline, rows: int | None,
+             otherwise: str) -> None:
+        """Queue once with ``params`` in ``pipeline`` (``runtime._pipeline``)."""
+        if self._lists:
+            raise ValueError("a statement sent takes no IN lists")
+        keys = params if self._takes_columns else None
+        self._variant(conn.dialect, keys, False, {}).send(conn, params, pipeline, rows,
+                                                          otherwise)
+
+    def send_many(self, conn: Connection, rows: Sequence[Params], pipeline: Pipeline) -> None:
+        """Queue once per parameter set in ``pipeline``."""
+        if self._lists:
+            raise ValueError("executemany takes no IN lists")
+        self._variant(conn.dialect, rows[0], True, {}).send_many(conn, rows, pipeline)
 

@@ -22,9 +22,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.expression import Executable
 
+from runtime import _pipeline
 from runtime._core import CoreStatement
 from runtime._prepared import DriverStatement
-from runtime.errors import Unavailable
+from runtime.errors import InvariantViolation, Unavailable
 from runtime.locks import FifoLock
 from runtime.statements import EXECUTION_OPTION, Prepared, StatementMode, mode_from_environment
 
@@ -67,6 +68,28 @@ def _open_transactions_with(engine: Engine, sql: str, mode: StatementMode) -> No
         on_driver.run(conn, {})
 
 
+@contextmanager
+def _pipelining(conn: Connection) -> Iterator[None]:
+    """Let ``Prepared.send`` queue statements on ``conn`` until the block ends, and wait
+    for all their answers before it ends (so before the commit)."""
+    pipeline = _pipeline.Pipeline(conn.connection.driver_connection)
+    conn.info[_pipeline.INFO_KEY] = pipeline
+    try:
+        yield
+        try:
+            pipeline.leave()
+        except InvariantViolation:
+            raise
+        except Exception as e:  # the driver's: as Core raises it
+            conn._handle_dbapi_exception(e, "(statements sent in a pipeline)", None, None,
+                                         None)
+    except BaseException as e:
+        pipeline.abandon(e)
+        raise
+    finally:
+        del conn.info[_pipeline.INFO_KEY]
+
+
 class Database:
     """A service's database: one writer at a time, many readers.
 
@@ -74,10 +97,17 @@ class Database:
     ``write_lock`` is the statement a PostgreSQL writer runs first, locking the one row
     that serialises writers across processes; ``statements`` chooses how Prepared
     statements run on this database's connections (default: ``TIMEBANK_STATEMENTS``).
+
+    On PostgreSQL, ``pre_ping`` tests every pooled connection with a round trip before
+    a transaction takes it (a connection the server dropped is replaced rather than
+    failing the transaction): a service whose callers retry on UNAVAILABLE anyway may
+    spare that round trip. ``pipelined`` lets a write transaction's ``Prepared.send``
+    statements ride with the next statement that waits (``runtime._pipeline``).
     """
 
     def __init__(self, url: str, *, service: str, write_lock: Executable,
-                 statements: StatementMode | None = None) -> None:
+                 statements: StatementMode | None = None, pre_ping: bool = True,
+                 pipelined: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.statements = mode_from_environment() if statements is None else statements
@@ -87,10 +117,13 @@ class Database:
             self.writer = _sqlite_engine(url, immediate=True, mode=self.statements)
             self.reader = _sqlite_engine(url, immediate=False, mode=self.statements)
         else:
-            self.writer = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
-                                        hide_parameters=True,
+            self.writer = create_engine(url, pool_size=10, max_overflow=10,
+                                        pool_pre_ping=pre_ping, hide_parameters=True,
                                         execution_options={EXECUTION_OPTION: self.statements})
             self.reader = self.writer
+        self._pipelined = pipelined and not self.is_sqlite
+        if self._pipelined:
+            _pipeline.leave_before_core(self.writer)
         self._lock_row = Prepared(write_lock)
         # Writers in this process queue here, first come first served, rather than in
         # SQLite's busy handler, which sleeps between tries (up to 100 ms) and lets the
@@ -104,7 +137,11 @@ class Database:
             with self._write_lock, self.writer.begin() as conn:
                 if not self.is_sqlite:
                     self._lock_row(conn)
-                yield conn
+                if not self._pipelined:
+                    yield conn
+                    return
+                with _pipelining(conn):
+                    yield conn
         except OperationalError as e:
             raise Unavailable(self._unavailable, "STORE_UNAVAILABLE") from e
 

@@ -24,9 +24,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.sql.expression import Executable
 
+from runtime import _pipeline
 from runtime._core import CoreStatement, Params
 from runtime._prepared import MAX_IN_LIST, DriverStatement
 from runtime._results import Result, Row
+from runtime.errors import InvariantViolation
 
 
 class StatementMode(StrEnum):
@@ -89,6 +91,35 @@ class Prepared:
         if _on_the_driver(conn):
             return self._driver.run(conn, params)
         return self._core.run(conn, params)
+
+    def send(self, conn: Connection, params: Params | None = None, *, rows: int | None = None,
+             otherwise: str = "") -> None:
+        """Run once with ``params`` where nothing needs its answer now: in a PostgreSQL
+        write transaction on the driver path it is only queued (``runtime._pipeline``)
+        and answered with the next statement that waits. If ``rows`` is given, the rows
+        it changes must be that many, or ``InvariantViolation(otherwise)`` is raised,
+        when the answer arrives."""
+        params = params or _NO_PARAMS
+        if _on_the_driver(conn):
+            pipeline = _pipeline.of(conn)
+            if pipeline is not None:
+                self._driver.send(conn, params, pipeline, rows, otherwise)
+                return
+            done = self._driver.run(conn, params)
+        else:
+            done = self._core.run(conn, params)
+        if rows is not None and done.rowcount != rows:
+            raise InvariantViolation(otherwise)
+
+    def send_many(self, conn: Connection, rows: Sequence[Params]) -> None:
+        """``many`` where nothing needs its answer now (see ``send``)."""
+        if not rows:
+            return
+        pipeline = _pipeline.of(conn) if _on_the_driver(conn) else None
+        if pipeline is not None:
+            self._driver.send_many(conn, rows, pipeline)
+        else:
+            self.many(conn, rows)
 
     def many(self, conn: Connection, rows: Sequence[Params]) -> int:
         """Run once per parameter set (``executemany``); return the rows changed."""

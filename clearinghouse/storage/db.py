@@ -15,5 +15,7 @@ class Database(_RuntimeDatabase):
 
     def __init__(self, url: str, *, statements: StatementMode | None = None) -> None:
         lock = select(WriteLock.id).where(WriteLock.id == 1).with_for_update()
+        # No pre-ping: a node's link retries a call that found a dropped connection
+        # (UNAVAILABLE), and the round trip would be paid by every transaction.
         super().__init__(url, service="clearinghouse", write_lock=lock,
-                         statements=statements)
+                         statements=statements, pre_ping=False, pipelined=True)

@@ -405,8 +405,8 @@ class MerkleLog:
     def flush(self) -> None:
         """Write the rows appended and not yet written."""
         if self._pending_leaves:
-            _INSERT_LEAVES.many(self.conn, self._pending_leaves)
-            _INSERT_HASHES.many(self.conn, self._pending_hashes)
+            _INSERT_LEAVES.send_many(self.conn, self._pending_leaves)
+            _INSERT_HASHES.send_many(self.conn, self._pending_hashes)
         self._pending_leaves = []
         self._pending_hashes = []
 
@@ -451,7 +451,7 @@ class MerkleLog:
                 raise AlreadyExists(f"a different tree head of size {size} is already "
                                     "published", "TREE_HEAD_EXISTS")
             return
-        _INSERT_HEAD(self.conn, {"size": size, "root": root, "note": note, "created_at": at})
+        _INSERT_HEAD.send(self.conn, {"size": size, "root": root, "note": note, "created_at": at})
 
     def tree_head(self, size: int) -> tuple[bytes, str] | None:
         """(root, note) of the tree head published at `size`, if any."""

@@ -253,6 +253,11 @@ _PROPOSAL_CONTEXT = Prepared(
         .outerjoin(_CREDITOR, _CREDITOR.c.node_id == bindparam("creditor"))
         .outerjoin(_DEBTOR, _DEBTOR.c.node_id == bindparam("debtor")))
     .order_by(_OPEN_MOVES.c.created_at).limit(1))
+# read by every write transaction that signs a head (``citykeys.rotated_log_keys``)
+_KEY_ACTS = Prepared(select(KEY_ACTS.c.kind, KEY_ACTS.c.serial, KEY_ACTS.c.envelope)
+                     .order_by(KEY_ACTS.c.kind, KEY_ACTS.c.serial))
+_LATEST_ROSTER = Prepared(select(ROSTERS.c.epoch, ROSTERS.c.digest, ROSTERS.c.envelope)
+                          .order_by(ROSTERS.c.epoch.desc()).limit(1))
 _SAVEPOINT = Prepared(text("SAVEPOINT envelope"))
 _ROLLBACK_TO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT envelope"))
 _RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT envelope"))
@@ -315,7 +320,7 @@ class Repo:
         mark = _Mark(len(self._pending_deliveries), len(self._pending_receipts),
                      len(self._pending_completed), dict(self._delivery_seq),
                      dict(self._receipts), len(self._moved))
-        _SAVEPOINT(self.conn)
+        _SAVEPOINT.send(self.conn)
         try:
             yield
         except BaseException:
@@ -329,7 +334,7 @@ class Repo:
             self._admission_rows.clear()
             raise
         if self._release_savepoints:
-            _RELEASE_SAVEPOINT(self.conn)
+            _RELEASE_SAVEPOINT.send(self.conn)
 
     @contextmanager
     def deferring(self) -> Iterator[None]:
@@ -357,13 +362,13 @@ class Repo:
     def flush(self) -> None:
         """Write the deferred rows, and check the positions moved since the last check."""
         if self._pending_deliveries:
-            _INSERT_DELIVERY.many(self.conn, self._pending_deliveries)
+            _INSERT_DELIVERY.send_many(self.conn, self._pending_deliveries)
             self._pending_deliveries = []
         if self._pending_receipts:
-            _INSERT_RECEIPT.many(self.conn, self._pending_receipts)
+            _INSERT_RECEIPT.send_many(self.conn, self._pending_receipts)
             self._pending_receipts = []
         if self._pending_completed:
-            _SET_COMPLETED_INDEX.many(self.conn, self._pending_completed)
+            _SET_COMPLETED_INDEX.send_many(self.conn, self._pending_completed)
             self._pending_completed = []
         self.check_positions_balance()
 
@@ -402,8 +407,7 @@ class Repo:
 
     def latest_roster(self) -> tuple[int, bytes, bytes] | None:
         """(epoch, digest, envelope) of the newest roster, if any."""
-        row = self.conn.execute(select(ROSTERS.c.epoch, ROSTERS.c.digest, ROSTERS.c.envelope)
-                                .order_by(ROSTERS.c.epoch.desc()).limit(1)).first()
+        row = _LATEST_ROSTER(self.conn).first()
         return None if row is None else (row.epoch, row.digest, row.envelope)
 
     def roster(self, epoch: int) -> bytes | None:
@@ -486,8 +490,7 @@ class Repo:
 
     def key_acts(self) -> list[tuple[str, int, bytes]]:
         """Every key rotation (kind, serial, envelope), by kind and serial."""
-        rows = self.conn.execute(select(KEY_ACTS.c.kind, KEY_ACTS.c.serial, KEY_ACTS.c.envelope)
-                                 .order_by(KEY_ACTS.c.kind, KEY_ACTS.c.serial))
+        rows = _KEY_ACTS(self.conn)
         return [(r.kind, int(r.serial), bytes(r.envelope)) for r in rows]
 
     def insert_key_act(self, kind: str, serial: int, envelope: bytes, at: datetime) -> None:
@@ -609,7 +612,7 @@ class Repo:
         c = record.claim
         if c.state.open:
             self._count_open(c, +1)
-        _INSERT_CLAIM(self.conn, dict(
+        _INSERT_CLAIM.send(self.conn, dict(
             claim_id=c.claim_id, kind=c.kind.value, creditor=c.creditor, debtor=c.debtor,
             payer_ref=c.person_ref, minutes=c.minutes, posted_minutes=c.posted_minutes,
             state=c.state.value, reason=None if c.reason is None else c.reason.value,
@@ -631,9 +634,8 @@ class Repo:
             statement, values["b_decision"] = _UPDATE_CLAIM_DECISION, decision
         elif finish is not None:
             statement, values["b_finish"] = _UPDATE_CLAIM_FINISH, finish
-        done = statement(self.conn, values)
-        if done.rowcount != 1:
-            raise InvariantViolation(f"claim {before.claim_id} changed underneath")
+        statement.send(self.conn, values, rows=1,
+                       otherwise=f"claim {before.claim_id} changed underneath")
         if after.state.open and not before.state.open:
             raise InvariantViolation(f"claim {before.claim_id} cannot open again")
         if after.state is ClaimState.COMPLETED:
@@ -647,23 +649,20 @@ class Repo:
         ``positions_must_balance``)."""
         if not before.state.open or after.posted_minutes is None or after.creditor == after.debtor:
             raise InvariantViolation(f"{after.label} cannot complete from {before.state.value}")
-        done = _COMPLETE_POSITIONS(self.conn, {
+        _COMPLETE_POSITIONS.send(self.conn, {
             "b_creditor": after.creditor, "b_debtor": after.debtor,
             "d_minutes": before.minutes, "plus": after.posted_minutes,
-            "minus": -after.posted_minutes})
-        if done.rowcount != 2:
-            raise InvariantViolation(f"{after.label}: node {after.creditor} or {after.debtor} "
-                                     "has no position")
+            "minus": -after.posted_minutes}, rows=2,
+            otherwise=f"{after.label}: node {after.creditor} or {after.debtor} has no position")
 
     def _count_open(self, claim: Claim, sign: int) -> None:
         """Keep the parties' running open-claim totals (``positions``) in step."""
         if claim.creditor == claim.debtor:
             raise InvariantViolation(f"{claim.label}: a node cannot claim from itself")
-        done = _ADD_TO_OPEN(self.conn, {"b_creditor": claim.creditor, "b_debtor": claim.debtor,
-                                        "d_claims": sign, "d_minutes": sign * claim.minutes})
-        if done.rowcount != 2:
-            raise InvariantViolation(f"{claim.label}: node {claim.creditor} or {claim.debtor} "
-                                     "has no position")
+        _ADD_TO_OPEN.send(self.conn, {"b_creditor": claim.creditor, "b_debtor": claim.debtor,
+                                      "d_claims": sign, "d_minutes": sign * claim.minutes},
+                          rows=2, otherwise=f"{claim.label}: node {claim.creditor} or "
+                          f"{claim.debtor} has no position")
 
     def open_claim_count(self, node_id: str) -> int:
         """How many open claims the node is a party to (creditor or debtor): its running
@@ -729,7 +728,7 @@ class Repo:
         if self._deferring:
             self._pending_completed.append(row)
         else:
-            _SET_COMPLETED_INDEX(self.conn, row)
+            _SET_COMPLETED_INDEX.send(self.conn, row)
 
     @property
     def settlements(self) -> Settlements:
@@ -765,7 +764,7 @@ class Repo:
         if self._deferring:
             self._pending_deliveries.append(row)
         else:
-            _INSERT_DELIVERY(self.conn, row)
+            _INSERT_DELIVERY.send(self.conn, row)
         self._delivery_seq[node_id] = seq
 
     def deliveries_after(self, node_id: str, after_seq: int, limit: int,
@@ -779,9 +778,8 @@ class Repo:
         return None if value is None else int(value)
 
     def set_acked_seq(self, node_id: str, seq: int) -> None:
-        done = _SET_ACKED_SEQ(self.conn, {"b_node_id": node_id, "seq": seq})
-        if done.rowcount != 1:
-            raise InvariantViolation(f"the acknowledgement of {node_id} would go backwards")
+        _SET_ACKED_SEQ.send(self.conn, {"b_node_id": node_id, "seq": seq}, rows=1,
+                            otherwise=f"the acknowledgement of {node_id} would go backwards")
 
     # receipts -------------------------------------------------------------------------
 
@@ -814,5 +812,5 @@ class Repo:
         if self._deferring:
             self._pending_receipts.append(row)
         else:
-            _INSERT_RECEIPT(self.conn, row)
+            _INSERT_RECEIPT.send(self.conn, row)
         self._receipts[envelope_sha256] = receipt

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, select, text
+from sqlalchemy.exc import IntegrityError
 
 import runtime.db
 from runtime.db import Database
-from runtime.errors import Unavailable
+from runtime.errors import InvariantViolation, Unavailable
 from runtime.statements import Prepared, StatementMode, mode_of
 from tests.postgres import admin_engine
 
@@ -26,12 +27,14 @@ TAKE_LOCK = select(LOCK.c.id).where(LOCK.c.id == 1).with_for_update()
 ADD_ONE = Prepared(COUNTER.update().values(n=COUNTER.c.n + 1))
 
 
-def open_db(url: str, mode: StatementMode | None = None) -> Database:
-    return Database(url, service="测试服务", write_lock=TAKE_LOCK, statements=mode)
+def open_db(url: str, mode: StatementMode | None = None, *, pipelined: bool = False,
+            ) -> Database:
+    return Database(url, service="测试服务", write_lock=TAKE_LOCK, statements=mode,
+                    pipelined=pipelined)
 
 
-def prepared(url: str, mode: StatementMode) -> Database:
-    made = open_db(url, mode)
+def prepared(url: str, mode: StatementMode, *, pipelined: bool = False) -> Database:
+    made = open_db(url, mode, pipelined=pipelined)
     metadata.create_all(made.writer)
     with made.write() as conn:
         conn.execute(LOCK.insert().values(id=1))
@@ -49,6 +52,14 @@ def db(request: pytest.FixtureRequest, empty_db_url: str) -> Iterator[Database]:
 @pytest.fixture(params=list(StatementMode))
 def pg_db(request: pytest.FixtureRequest, empty_pg_url: str) -> Iterator[Database]:
     made = prepared(empty_pg_url, request.param)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture(params=list(StatementMode))
+def sending_db(request: pytest.FixtureRequest, empty_db_url: str) -> Iterator[Database]:
+    """A database whose writes may send statements without waiting (PostgreSQL)."""
+    made = prepared(empty_db_url, request.param, pipelined=True)
     yield made
     made.dispose()
 
@@ -144,3 +155,49 @@ def test_a_killed_postgres_connection_is_unavailable_then_the_next_write_works(
     with pg_db.write() as conn:
         ADD_ONE(conn)
     assert count(pg_db) == 1
+
+
+N = Prepared(select(COUNTER.c.n).where(COUNTER.c.id == 1))
+INSERT_COUNTER = Prepared(COUNTER.insert())
+
+
+def test_statements_sent_take_effect_and_later_statements_see_them(
+        sending_db: Database) -> None:
+    with sending_db.write() as conn:
+        ADD_ONE.send(conn, rows=1, otherwise="one counter")
+        ADD_ONE.send(conn, rows=1, otherwise="one counter")
+        assert N(conn).scalar_one() == 2  # a statement that waits answers after them
+        ADD_ONE.send(conn, rows=1, otherwise="one counter")
+        assert conn.execute(select(COUNTER.c.n)).scalar_one() == 3  # and one through Core
+        ADD_ONE.send(conn, rows=1, otherwise="one counter")
+    assert count(sending_db) == 4
+
+
+def test_a_sent_statement_changing_other_rows_than_said_undoes_the_write(
+        sending_db: Database) -> None:
+    with pytest.raises(InvariantViolation, match="two counters"), sending_db.write() as conn:
+        ADD_ONE.send(conn, rows=2, otherwise="two counters")
+    with pytest.raises(InvariantViolation, match="two counters"), sending_db.write() as conn:
+        ADD_ONE.send(conn, rows=2, otherwise="two counters")
+        N(conn)
+    assert count(sending_db) == 0
+    with sending_db.write() as conn:
+        ADD_ONE.send(conn, rows=1)
+    assert count(sending_db) == 1
+
+
+def test_a_sent_statement_that_fails_undoes_the_write_as_core_raises_it(
+        sending_db: Database) -> None:
+    with pytest.raises(IntegrityError), sending_db.write() as conn:
+        ADD_ONE.send(conn)
+        INSERT_COUNTER.send(conn, {"id": 1, "n": 5})  # the counter exists already
+    with pytest.raises(IntegrityError), sending_db.write() as conn:
+        INSERT_COUNTER.send_many(conn, [{"id": 2, "n": 0}, {"id": 1, "n": 5}])
+        ADD_ONE(conn)
+    assert count(sending_db) == 0
+    with sending_db.write() as conn:
+        ADD_ONE.send(conn)
+        INSERT_COUNTER.send_many(conn, [{"id": 2, "n": 0}, {"id": 3, "n": 0}])
+    with sending_db.read() as conn:
+        assert conn.execute(select(COUNTER.c.id, COUNTER.c.n).order_by(COUNTER.c.id)
+                            ).all() == [(1, 1), (2, 0), (3, 0)]

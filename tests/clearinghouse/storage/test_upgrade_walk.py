@@ -65,7 +65,7 @@ def _served_head(config_path: Path) -> clearing_pb2.TreeHead:
                                                             timeout=TIMEOUT)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             head: clearing_pb2.TreeHead = clearing_pb2_grpc.ClearinghouseServiceStub(
-                chan).GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=TIMEOUT)
+                chan).GetTreeHead(clearing_pb2.GetTreeHeadRequest(), timeout=TIMEOUT).head
             return head
     finally:
         stop.set()
