@@ -92,39 +92,53 @@ def account_add(
                                                    "(0: it does not).")] = 0,
     password: Annotated[bool, typer.Option("--password", help="Ask for a password "
                                            "instead of printing a one-time code.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Make an account, and print its one-time code (or ask for a password)."""
     app = _open(config_file)
     try:
         made = app.execute(logins.add_account, login, role, staff_id=staff, person_id=person,
                            expires_days=expires_days)
-        echo(f"account {made.id}  {made.role}  {made.login}")
-        _credential(app, made.login, password)
+        if not as_json:
+            echo(f"account {made.id}  {made.role}  {made.login}")
+        found = _credential(app, made.login, password, as_json)
     finally:
         app.db.dispose()
+    if as_json:
+        print_json({"id": made.id, "login": made.login, "role": made.role,
+                    "staff_id": made.staff_id, "person_id": made.person_id, **found})
 
 
-def _credential(app: NodeApp, login: str, password: bool) -> None:
+def _credential(app: NodeApp, login: str, password: bool,
+                as_json: bool = False) -> dict[str, object]:
+    """Set the account's password (asked for) or issue it a one-time code; with
+    ``as_json`` print nothing and return what a JSON answer says of it."""
     if password:
         secret = os.environ.get(PASSWORD_ENV) or typer.prompt(
-            "password", hide_input=True, confirmation_prompt=True)
+            "password", hide_input=True, confirmation_prompt=True, err=as_json)
         app.execute(logins.set_password, login, secret)
-        echo("password set")
-        return
+        if not as_json:
+            echo("password set")
+        return {"password_set": True}
     code = app.execute(logins.issue_code, login)
-    echo(f"one-time code {code}  (valid {app.node.logins.code_minutes} minutes, once: "
-         f"`timebank node login --login {login} --code`)")
+    minutes = app.node.logins.code_minutes
+    if not as_json:
+        echo(f"one-time code {code}  (valid {minutes} minutes, once: "
+             f"`timebank node login --login {login} --code`)")
+    return {"one_time_code": code, "code_valid_minutes": minutes}
 
 
 @account_app.command("code")
 @guarded
-def account_code(config_file: ConfigFile, login: Login) -> None:
+def account_code(config_file: ConfigFile, login: Login, as_json: AsJson = False) -> None:
     """A new one-time code for an account (the previous one ends)."""
     app = _open(config_file)
     try:
-        _credential(app, login, False)
+        found = _credential(app, login, False, as_json)
     finally:
         app.db.dispose()
+    if as_json:
+        print_json({"login": login, **found})
 
 
 @account_app.command("password")
@@ -181,6 +195,7 @@ def token_issue(
                                              "repeat for more.")],
     expires_days: Annotated[int, typer.Option(
         "--expires-days", min=1, max=logins.MAX_TOKEN_DAYS)] = logins.DEFAULT_TOKEN_DAYS,
+    as_json: AsJson = False,
 ) -> None:
     """Issue a program a bearer token (printed once; the node keeps only its hash)."""
     app = _open(config_file)
@@ -188,6 +203,10 @@ def token_issue(
         account, token = app.execute(logins.issue_token, program, tuple(scope), expires_days)
     finally:
         app.db.dispose()
+    if as_json:
+        print_json({"id": account.id, "program": account.login, "scopes": list(account.scopes),
+                    "expires_days": expires_days, "token": token})
+        return
     echo(f"program {account.login} ({', '.join(account.scopes)}), "
          f"valid {expires_days} days; its token (shown once):")
     echo(token)

@@ -29,28 +29,6 @@ def _schema(module: object) -> Iterator[tuple[str, str]]:
 
 KNOWN_SETTINGS = {*_schema(node_config), *_schema(ch_config)}
 
-#: Names issue 17 plans (the shared PLANNED NAMES) that are built in parallel with the
-#: guides. While one is missing the test says so and is expected to fail (xfail); every
-#: other missing name fails it. Empty this once they are all merged.
-PLANNED = frozenset({
-    "`timebank` has no option --version",
-    "`timebank clearinghouse init` has no option --json",
-    "`timebank node init` has no option --json",
-    "`timebank clearinghouse policy` has no command 'init'",
-    "`timebank clearinghouse admit` has no option --net-debit-limit",
-    "`timebank audit` has no option --config",
-    "`timebank node` has no command 'config'",
-    "`timebank clearinghouse` has no command 'config'",
-    "`timebank node` has no command 'status'",
-    "`timebank node` has no command 'backup'",
-    "`timebank node` has no command 'restore'",
-    "`timebank node` has no command 'recover'",
-    "`timebank clearinghouse` has no command 'backup'",
-    "`timebank clearinghouse` has no command 'restore'",
-    "`timebank clearinghouse` has no command 'migrate'",
-})
-
-
 def _named(lang: str) -> list[list[str]]:
     text = GUIDES[lang].read_text(encoding="utf-8")
     named = [c for b in blocks(GUIDES[lang]) if b.lang in ("sh", "") for c in commands(b.text)]
@@ -62,9 +40,7 @@ def test_every_command_and_option_the_guide_names_exists(lang: str) -> None:
     named = _named(lang)
     assert len(named) > 50, "the guide's commands were found"
     wrong = sorted({why for words in named if (why := problem(words)) is not None})
-    assert not set(wrong) - PLANNED, "\n".join(sorted(set(wrong) - PLANNED))
-    if wrong:
-        pytest.xfail("planned, not merged yet: " + "; ".join(wrong))
+    assert not wrong, "\n".join(wrong)
 
 
 def test_every_command_the_compose_set_up_runs_exists() -> None:
@@ -72,9 +48,7 @@ def test_every_command_the_compose_set_up_runs_exists() -> None:
     named = commands(script)
     assert len(named) >= 8
     wrong = sorted({why for words in named if (why := problem(words)) is not None})
-    assert not set(wrong) - PLANNED, "\n".join(sorted(set(wrong) - PLANNED))
-    if wrong:
-        pytest.xfail("planned, not merged yet: " + "; ".join(wrong))
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("lang", sorted(GUIDES))

@@ -770,5 +770,24 @@ def test_accounts_and_program_tokens_from_the_node_machine(tmp_path: Path) -> No
                           node.address, input_text=code,
                           env={"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path)})
         assert logged.returncode == 0 and "auditor" in logged.stdout, logged.stderr
+        # --json: one object on stdout, nothing else, and what it gives works
+        as_json = cli_json("node", "token", "issue", "--config", config, "--program", "board",
+                           "--scope", "read")
+        assert (as_json["program"], as_json["scopes"], as_json["expires_days"]) == (
+            "board", ["read"], 90)
+        who = timebank("node", "whoami", "--node", node.address,
+                       env={"TIMEBANK_TOKEN": as_json["token"]})
+        assert who.returncode == 0 and "program:board" in who.stdout, who.stderr
+        made = cli_json("node", "account", "add", "--config", config, "--role", "auditor",
+                        "--login", "audit-wu")
+        assert (made["login"], made["role"], made["code_valid_minutes"]) == (
+            "audit-wu", "auditor", 15)
+        again = cli_json("node", "account", "code", "--config", config, "--login",
+                         "audit-wu")
+        assert again["login"] == "audit-wu" and len(again["one_time_code"]) == 6
+        logged = timebank("node", "login", "--login", "audit-wu", "--code", "--node",
+                          node.address, input_text=again["one_time_code"],
+                          env={"TIMEBANK_TOKEN": "", "XDG_STATE_HOME": str(tmp_path)})
+        assert logged.returncode == 0 and "auditor" in logged.stdout, logged.stderr
     finally:
         stop(node)
