@@ -113,7 +113,8 @@ def _status_cli(city: CityLayout, node_id: str, metrics: str) -> dict[str, objec
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[CityLayout, CityProcesses, CityClient]]:
     city = layout(tmp_path / "city", TWO)
-    with CityProcesses(city) as procs:
+    # on the city's clock: a visit is entered an hour after its order (workload.redeem)
+    with CityProcesses(city, dev_clock=True) as procs:
         procs.start_all()
         client = CityClient(city)
         try:

@@ -85,7 +85,7 @@ class Town:
         other = next(n for n in mover.ids if n != home)
         claim = self.client.call(home, "MovePerson", node_pb2.MovePersonRequest(
             idempotency_key=key(), person_id=mover.ids[home], to_node_id=other))
-        return str(claim.claim_id)
+        return str(claim.claim.claim_id)
 
     def completed(self, claim_id: str, *nodes: str) -> None:
         for n in nodes:

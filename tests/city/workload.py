@@ -518,7 +518,7 @@ def check_people(client: CityClient, city: CityLayout, elders: list[Elder],
     for e in elders:
         home = e.ids[e.home]
         ref = client.call(e.home, "GetPerson", node_pb2.GetPersonRequest(person_id=home)
-                          ).person_ref
+                          ).person.person_ref
         balance = client.call(e.home, "GetBalance", node_pb2.GetBalanceRequest(person_id=home))
         assert (balance.total_minutes, balance.held_minutes) == (e.grant - posted[ref], 0), ref
     for m in movers:

@@ -204,7 +204,7 @@ def _wave(client: CityClient, desks: dict[str, Desk], elders: list[Elder], mover
         debtor, creditor = (other, m.home) if back else (m.home, other)
         claim = client.call(debtor, "MovePerson", node_pb2.MovePersonRequest(
             idempotency_key=key(), person_id=m.ids[debtor], to_node_id=creditor))
-        return m, claim.claim_id, debtor
+        return m, claim.claim.claim_id, debtor
 
     with ThreadPoolExecutor(WORKERS) as pool:
         moving = [pool.submit(move, m) for m in movers if m.moved == back]
@@ -286,7 +286,7 @@ def test_two_replicas_one_history_and_a_kill_mid_append_loses_nothing(
             check_people(client, city, elders, movers)
             size = _check_log(ch_pg_url, sampler.heads)
             states = Counter(client.call(o.serving, "GetClaim", node_pb2.GetClaimRequest(
-                claim_id=o.claim_id)).state for o in outcomes)
+                claim_id=o.claim_id)).claim.state for o in outcomes)
             print(f"\nkill after {killer.tries} stops; log size {size}; "
                   f"{len(sampler.heads)} heads seen; redemptions {dict(states)}; "
                   f"{len(moves)} moves; {client.retries} calls retried")

@@ -605,7 +605,7 @@ def test_recording_a_recorded_order_again_answers_it_and_changes_nothing(world: 
     request = pb.RecordOrderRequest(idempotency_key=key(), order_id=order_id)
     world.api.prepare("RecordOrder", request)
     with world.api.unchanged(ignore=("idempotency",)):
-        order = world.api.call("RecordOrder", request)
+        order = world.api.call("RecordOrder", request).order
     assert order.state == pb.ORDER_STATE_RECORDED and order.id == order_id
     assert "[ALREADY_RECORDED]" in order.notices[0] and "nothing changed" in order.notices[0]
 
