@@ -42,6 +42,7 @@ from clearinghouse.domain.positions import DEFAULT_NET_DEBIT_LIMIT_MINUTES
 from clearinghouse.usecases import admission, policies
 from clearinghouse.usecases import claims as ch_claims
 from node import config as node_config
+from node.api.server import LINK_HEALTH_SERVICE
 from node.bootstrap import init_data_dir, signing_identity
 from node.cli.accounts import local_token
 from node.cli.client import authorized, node_channel
@@ -55,6 +56,8 @@ HOST = "127.0.0.1"
 CLEARINGHOUSE = "clearinghouse"
 NODE_SERVICE = "timebank.v1.NodeService"
 CLEARINGHOUSE_SERVICE = "timebank.v1.ClearinghouseService"
+#: How long ``start_all`` waits, at most, for every node's link to come up.
+LINK_READY_SECONDS = 15.0
 DEV_CLOCK_ENV = "TIMEBANK_DEV_CLOCK_ALLOWED"
 DEFAULT_READY_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 5.0
@@ -606,13 +609,23 @@ class CityProcesses:
             deadline = time.monotonic() + timeout
             for name in self.city.names:
                 self.wait_ready(name, max(0.1, deadline - time.monotonic()))
+            # the nodes started beside the clearinghouse: one whose first connection found
+            # it not yet listening waits out gRPC's reconnect backoff, and would refuse
+            # what needs the link (an enrolment asks the directory) until then
+            linked = min(LINK_READY_SECONDS, max(0.1, deadline - time.monotonic()))
+            until = time.monotonic() + linked
+            for node in self.city.nodes:
+                self.wait_ready(node.node_id, max(0.1, until - time.monotonic()),
+                                service=LINK_HEALTH_SERVICE, required=False)
 
-    def wait_ready(self, name: str, timeout: float = DEFAULT_READY_SECONDS) -> None:
-        """Wait until the process's gRPC health service says SERVING; raise LaunchError
-        with the tail of its log if it exits or does not get there within ``timeout``."""
+    def wait_ready(self, name: str, timeout: float = DEFAULT_READY_SECONDS, *,
+                   service: str = "", required: bool = True) -> None:
+        """Wait until the process's gRPC health service (by default its API's) says
+        SERVING; raise LaunchError with the tail of its log if it exits or does not get
+        there within ``timeout`` (unless not ``required``: then just return)."""
         run = self._get(name)
-        service = (CLEARINGHOUSE_SERVICE if name in self.city.clearinghouse_names
-                   else NODE_SERVICE)
+        service = service or (CLEARINGHOUSE_SERVICE if name in self.city.clearinghouse_names
+                              else NODE_SERVICE)
         deadline = time.monotonic() + timeout
         with self.city.channel(name) as ready:
             stub = health_pb2_grpc.HealthStub(ready)
@@ -628,6 +641,8 @@ class CityProcesses:
                 except grpc.RpcError:
                     pass
                 if time.monotonic() >= deadline:
+                    if not required:
+                        return
                     raise LaunchError(self._failure(
                         name, f"is not serving on {self.address(name)} after {timeout:g} s"))
                 time.sleep(0.1)
