@@ -18,6 +18,10 @@ Metrics, besides ``timebank_clearinghouse_rpcs_total``, ``…_rpc_duration_secon
 a SubmitBatch's refused envelopes, each also logged as ``envelope refused``, and ``BUSY``
 is the Submit rate limit):
 
+- ``timebank_clearinghouse_write_group_size``: how many SubmitBatch and Ack calls each
+  write transaction took together (group commit, ``ClearinghouseApp.execute_together``),
+  and ``timebank_clearinghouse_write_groups_failed_total``: groups rolled back and run
+  again one call at a time (one call's error; normally 0);
 - ``timebank_clearinghouse_claim_transitions_total{kind, state}``: claims that reached a
   state (proposed, accepted, rejected, completed, voided, expired); a resubmission that
   changes nothing is not counted;
@@ -42,7 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -60,6 +64,13 @@ RPCS = RpcMetrics.register("clearinghouse")
 CLAIM_TRANSITIONS = Counter(
     "timebank_clearinghouse_claim_transitions", "Claims that reached a state, by kind and state",
     ["kind", "state"])
+WRITE_GROUP_SIZE = Histogram(
+    "timebank_clearinghouse_write_group_size",
+    "SubmitBatch and Ack calls committed together in one write transaction",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16))
+WRITE_GROUPS_FAILED = Counter(
+    "timebank_clearinghouse_write_groups_failed",
+    "Write groups rolled back and run again one call at a time")
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -90,6 +101,15 @@ def batch_refusal(method: str, reason: str, message: str) -> None:
     RPCS.refusals.labels(method=method, reason=reason).inc()
     log.info("envelope refused", method=method, reason=reason,
              message=redact(message)[:MAX_MESSAGE_CHARS])
+
+
+def write_group(size: int) -> None:
+    """A group of queued writes committed together (``size`` > 0), or rolled back to be
+    run one by one (``-size``)."""
+    if size > 0:
+        WRITE_GROUP_SIZE.observe(size)
+    else:
+        WRITE_GROUPS_FAILED.inc()
 
 
 def claim_transition(claim: Claim) -> None:

@@ -101,6 +101,7 @@ def start_server(app: ClearinghouseApp, signing_key: SigningKey,
     # Every write transaction from here on ends by signing a tree head for what it
     # logged; the first one also covers what was logged offline (admissions, limits).
     app.after_write = servicer.publish_head
+    app.on_group = observe.write_group
     app.execute(lambda tx: None)
     return server.start_server(
         SERVICE_NAME, lambda s: s.add_generic_rpc_handlers((handlers(servicer),)), OBSERVER,

@@ -156,9 +156,12 @@ class ClearinghouseServicer:
         note(envelopes=len(raw))
         submit.check_batch_size(raw)  # before checking any signature
         verified = submit.check_signatures(self._app.key_rings.last(), raw)
-        done = self._app.execute(submit.submit_proven_batch, raw, self._seal,
-                                 self.publish_head, batch.known_tree_size,
-                                 self._limiter.take, verified)
+        # with the other nodes' batches and acknowledgements queued beside it, in one
+        # transaction (group commit); its answer is proven in the head signed after all
+        done = self._app.execute_together(
+            lambda tx: submit.submit_batch(tx, raw, self._seal, self._limiter.take, verified),
+            lambda tx, results: submit.prove_batch(tx, results, self.publish_head,
+                                                   batch.known_tree_size))
         out = pb.SubmitBatchResponse(head=done.head.note, consistency=done.consistency)
         refused, moved, claim_ids = 0, set(), []
         for result, proof in zip(done.results, done.logged, strict=True):
@@ -258,7 +261,8 @@ class ClearinghouseServicer:
             _own(envelope, msg.node_id, "acknowledge")
             return claims.ack(tx, msg.node_id, msg.seq)
 
-        return pb.AckResponse(acknowledged_seq=self._app.execute(run))
+        return pb.AckResponse(acknowledged_seq=self._app.execute_together(
+            run, lambda tx, seq: seq))
 
     # ------------------------------------------------------------ the transparency log
 

@@ -167,6 +167,8 @@ _STANDING = Prepared(
 _NET_POSITIONS = Prepared(select(POSITIONS.c.node_id, POSITIONS.c.net_minutes))
 _NET_TOTAL = Prepared(select(func.coalesce(func.sum(POSITIONS.c.net_minutes), 0)))
 _CLAIM = Prepared(select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id")))
+_CLAIMS_BY_ID = Prepared(
+    select(CLAIMS).where(CLAIMS.c.claim_id.in_(bindparam("ids", expanding=True))))
 # A claim's two parties in one statement: both count it open (or no longer), the debtor
 # its minutes too.
 _ADD_TO_OPEN = Prepared(
@@ -283,6 +285,7 @@ class _Mark:
     delivery_seq: dict[str, int]
     known_receipts: dict[bytes, bytes | None]
     moved: int
+    claims_touched: int
 
 
 class Repo:
@@ -310,6 +313,11 @@ class Repo:
         self._pending_completed: list[dict[str, Any]] = []
         # claims whose completion moved positions since they were last checked to sum to 0
         self._moved: list[str] = []
+        # claims read or written in this transaction (None: there is none), as it left
+        # them, and the ids in the order they were put there (a savepoint rolled back
+        # forgets those put there since it began: they are read again if asked for)
+        self._claims: dict[str, ClaimRecord | None] = {}
+        self._claims_touched: list[str] = []
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -319,7 +327,7 @@ class Repo:
         SQLAlchemy's nested-transaction objects cost several times as much."""
         mark = _Mark(len(self._pending_deliveries), len(self._pending_receipts),
                      len(self._pending_completed), dict(self._delivery_seq),
-                     dict(self._receipts), len(self._moved))
+                     dict(self._receipts), len(self._moved), len(self._claims_touched))
         _SAVEPOINT.send(self.conn)
         try:
             yield
@@ -331,6 +339,9 @@ class Repo:
             del self._pending_completed[mark.completed:]
             self._delivery_seq, self._receipts = mark.delivery_seq, mark.known_receipts
             del self._moved[mark.moved:]
+            for claim_id in self._claims_touched[mark.claims_touched:]:
+                self._claims.pop(claim_id, None)
+            del self._claims_touched[mark.claims_touched:]
             self._admission_rows.clear()
             raise
         if self._release_savepoints:
@@ -605,11 +616,32 @@ class Repo:
     # claims ---------------------------------------------------------------------------
 
     def claim(self, claim_id: str) -> ClaimRecord | None:
+        if claim_id in self._claims:
+            return self._claims[claim_id]
         row = _CLAIM(self.conn, {"claim_id": claim_id}).first()
-        return None if row is None else _claim(row)
+        found = None if row is None else _claim(row)
+        self._remember_claim(claim_id, found)
+        return found
+
+    def look_up_claims(self, claim_ids: Iterable[str]) -> None:
+        """Read these claims together (a batch's claim messages), so that ``claim``
+        answers each from memory: one statement per 32 ids, not one each."""
+        wanted = sorted({i for i in claim_ids if i not in self._claims})
+        for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
+            chunk = wanted[start:start + _KEYS_PER_LOOKUP]
+            found = {r.claim_id: _claim(r) for r in _CLAIMS_BY_ID(self.conn, {"ids": chunk})}
+            for claim_id in chunk:
+                self._remember_claim(claim_id, found.get(claim_id))
+
+    def _remember_claim(self, claim_id: str, record: ClaimRecord | None) -> None:
+        self._claims[claim_id] = record
+        self._claims_touched.append(claim_id)
 
     def insert_claim(self, record: ClaimRecord) -> None:
         c = record.claim
+        if self._claims.get(c.claim_id) is not None:
+            raise InvariantViolation(f"claim {c.claim_id} exists already")
+        self._remember_claim(c.claim_id, record)
         if c.state.open:
             self._count_open(c, +1)
         _INSERT_CLAIM.send(self.conn, dict(
@@ -636,6 +668,13 @@ class Repo:
             statement, values["b_finish"] = _UPDATE_CLAIM_FINISH, finish
         statement.send(self.conn, values, rows=1,
                        otherwise=f"claim {before.claim_id} changed underneath")
+        known = self._claims.get(before.claim_id)
+        if known is not None:
+            if known.claim.state is not before.state:
+                raise InvariantViolation(f"claim {before.claim_id} changed underneath")
+            self._remember_claim(before.claim_id, ClaimRecord(
+                after, known.proposal, decision if decision is not None else known.decision,
+                finish if finish is not None else known.finish))
         if after.state.open and not before.state.open:
             raise InvariantViolation(f"claim {before.claim_id} cannot open again")
         if after.state is ClaimState.COMPLETED:

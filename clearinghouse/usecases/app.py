@@ -1,7 +1,9 @@
 """The use-case runner: each use-case is one database transaction.
 
 ``ClearinghouseApp.execute`` runs a use-case in a write transaction (one writer at a
-time, see ``clearinghouse.storage.db``); ``query`` runs a read-only one. A use-case is a
+time, see ``clearinghouse.storage.db``); ``query`` runs a read-only one;
+``execute_together`` runs a use-case in a write transaction it may share with the others
+queued beside it (group commit: the nodes' SubmitBatch and Ack calls). A use-case is a
 function ``fn(tx, ...)``: it sees only its transaction's repository, the time, and what
 the app keeps in memory for it: the key ring it last read (``KeyRingCache``, one per app
 and so per database), the city policies it last read (``PolicyTermsCache``) and what this
@@ -12,22 +14,30 @@ is kept in module globals.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.merkle_log import MerkleLog
 from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases.clock import Clock
-from runtime.errors import InvariantViolation
+from runtime.errors import InvariantViolation, Unavailable
+from runtime.locks import FifoLock
 from timebank.citypolicy import Term
 from timebank.envelope import KeyRing, Signed
 from timebank.transparency import Head
 
 P = ParamSpec("P")
 T = TypeVar("T")
+W = TypeVar("W")
+
+#: The most queued writes one transaction takes together (``execute_together``), and the
+#: most that may wait at once: beyond it a caller is told UNAVAILABLE (its link retries).
+MAX_TOGETHER = 16
+MAX_WAITING = 512
 
 
 class KeyRingCache:
@@ -107,6 +117,18 @@ class Tx:
     policy_terms: PolicyTermsCache = field(default_factory=PolicyTermsCache)
 
 
+@dataclass(slots=True, eq=False)
+class _Queued(Generic[W, T]):
+    """A write waiting for a transaction: its work, what it answers once the head is
+    signed, and, when done, its answer or its error."""
+
+    work: Callable[[Tx], W]
+    then: Callable[[Tx, W], T]
+    answer: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class ClearinghouseApp:
     """The clearinghouse's use-cases over one database and one clock."""
 
@@ -120,6 +142,12 @@ class ClearinghouseApp:
         #: Run at the end of every write transaction, inside it: the serving
         #: clearinghouse signs a tree head for whatever the transaction logged.
         self.after_write: Callable[[Tx], object] | None = None
+        #: Told the size of every group ``execute_together`` commits (for metrics), and
+        #: of every group that failed and was run again one by one (negative).
+        self.on_group: Callable[[int], None] | None = None
+        self._waiting: deque[_Queued[Any, Any]] = deque()
+        self._waiting_lock = threading.Lock()
+        self._leading = FifoLock()
 
     def execute(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use-case in one write transaction: all of it happens, or none."""
@@ -129,6 +157,76 @@ class ClearinghouseApp:
             if self.after_write is not None:
                 self.after_write(tx)
             return result
+
+    def execute_together(self, work: Callable[[Tx], W], then: Callable[[Tx, W], T]) -> T:
+        """``work(tx)`` in a write transaction shared with the other writes queued while
+        the writer was busy (at most ``MAX_TOGETHER``, in the order they came), then,
+        once every one of them has worked and ``after_write`` has signed the head,
+        ``then(tx, what_work_returned)``: the answer, in the same transaction.
+
+        Group commit: the transaction's fixed costs (on PostgreSQL its round trips: the
+        lock row, the head's reads and insert, the commit) are paid once for the group.
+        All of it happens or none: if anything in a group raises, the group is rolled
+        back and each write runs again in a transaction of its own, so one write's
+        error is its own and the others are done once, as if they had come alone."""
+        queued: _Queued[W, T] = _Queued(work, then)
+        with self._waiting_lock:
+            if len(self._waiting) >= MAX_WAITING:
+                raise Unavailable("the clearinghouse has too many writes waiting; "
+                                  "try again shortly", "BUSY")
+            self._waiting.append(queued)
+        # Whoever holds ``_leading`` runs the writes at the head of the queue; a write
+        # that an earlier holder ran is done by the time its own thread gets the lock.
+        while not queued.done:
+            with self._leading:
+                if queued.done:
+                    break
+                with self._waiting_lock:
+                    group = [self._waiting.popleft()
+                             for _ in range(min(MAX_TOGETHER, len(self._waiting)))]
+                self._run_group(group)
+        if queued.error is not None:
+            raise queued.error
+        answer: T = queued.answer
+        return answer
+
+    def _run_group(self, group: list[_Queued[Any, Any]]) -> None:
+        if not group:
+            raise InvariantViolation("a group of writes has at least one")
+        try:
+            if len(group) > 1:
+                try:
+                    answers = self.execute(self._together, group)
+                except Exception:
+                    self._told(-len(group))
+                else:
+                    for queued, answer in zip(group, answers, strict=True):
+                        queued.answer, queued.done = answer, True
+                    self._told(len(group))
+                    return
+            for queued in group:  # alone: a group of one, or a group that failed
+                try:
+                    queued.answer = self.execute(self._together, [queued])[0]
+                    self._told(1)
+                except Exception as e:
+                    queued.error = e
+                queued.done = True
+        finally:  # whatever escaped (an interrupt) reaches every waiting caller
+            for queued in group:
+                if not queued.done:
+                    queued.error = Unavailable("the clearinghouse stopped this write; "
+                                               "try again shortly", "INTERRUPTED")
+                    queued.done = True
+
+    def _told(self, size: int) -> None:
+        if self.on_group is not None:
+            self.on_group(size)
+
+    def _together(self, tx: Tx, group: list[_Queued[Any, Any]]) -> list[Any]:
+        worked = [queued.work(tx) for queued in group]
+        if self.after_write is not None:
+            self.after_write(tx)  # the head the answers prove against (it signs once)
+        return [queued.then(tx, w) for queued, w in zip(group, worked, strict=True)]
 
     def query(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read-only use-case; it never blocks writers."""

@@ -31,7 +31,10 @@ minutes of the clearinghouse's clock, else PERMISSION_DENIED ``STALE_SUBSCRIBE``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, timedelta
+
+from google.protobuf.message import DecodeError
 
 from clearinghouse.domain import positions as pos
 from clearinghouse.domain.claims import (
@@ -260,6 +263,30 @@ def propose(tx: Tx, envelope: Signed, ring: KeyRing, *,
     tx.repo.insert_claim(ClaimRecord(claim, wire.to_bytes(envelope)))
     _deliver(tx, other, claim, envelope)
     return claim
+
+
+#: The claim messages, by envelope kind: each names the claim it is about.
+_MESSAGES: dict[str, type[clearing_pb2.ClaimProposal | clearing_pb2.ClaimDecision
+                         | clearing_pb2.ClaimFinish]] = {
+    PROPOSE: clearing_pb2.ClaimProposal, DECIDE: clearing_pb2.ClaimDecision,
+    FINISH: clearing_pb2.ClaimFinish}
+
+
+def look_up(tx: Tx, envelopes: Iterable[Signed]) -> None:
+    """Read together the claims these envelopes are about (a batch's claim messages),
+    before any is acted on: each then finds its claim in memory (``Repo.look_up_claims``)
+    instead of one round trip each. Nothing is checked here: an envelope that does not
+    parse, or names no valid claim id, is left to be refused when it is acted on."""
+    ids = []
+    for envelope in envelopes:
+        message = _MESSAGES.get(envelope.kind)
+        if message is None or len(envelope.body) > MAX_CLAIM_BODY_BYTES:
+            continue
+        try:
+            ids.append(check_claim_id(message.FromString(envelope.body).claim_id))
+        except (DecodeError, Refusal):
+            continue
+    tx.repo.look_up_claims(ids)
 
 
 def _recorded(tx: Tx, claim_id: str) -> ClaimRecord:

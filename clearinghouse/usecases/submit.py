@@ -182,13 +182,13 @@ def check_signatures(ring: KeyRing | None, requests: Iterable[bytes]) -> dict[Si
     return verified
 
 
-def _identities(requests: Iterable[bytes]) -> list[bytes]:
-    """The identities of the envelopes among ``requests`` that parse (the others are
-    refused one by one in the batch)."""
+def _parsed(requests: Iterable[bytes]) -> list[Signed]:
+    """The envelopes among ``requests`` that parse (the others are refused one by one in
+    the batch)."""
     found = []
     for request in requests:
         try:
-            found.append(identity(wire.from_bytes(request)))
+            found.append(wire.from_bytes(request))
         except (Refusal, EnvelopeError):
             continue
     return found
@@ -206,7 +206,9 @@ def submit_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
         directory.note_verified(tx, verified)
     check_batch_size(requests)
     results: list[Submitted | Refusal] = []
-    tx.repo.look_up_receipts(_identities(requests))
+    envelopes = _parsed(requests)
+    tx.repo.look_up_receipts(identity(envelope) for envelope in envelopes)
+    claims.look_up(tx, envelopes)
     # the batch's leaves, deliveries and receipts are written together, at the end
     with log.deferring(tx), tx.repo.deferring():
         for request in requests:
@@ -233,14 +235,12 @@ class ProvenBatch:
     consistency: list[bytes]
 
 
-def submit_proven_batch(tx: Tx, requests: list[bytes], seal: Callable[[bytes], bytes],
-                        publish: Callable[[Tx], transparency.Head], known_size: int,
-                        charge: Callable[[str], None] | None = None,
-                        verified: Mapping[Signed, bytes] | None = None) -> ProvenBatch:
-    """``submit_batch``, then the tree head ``publish`` signs for the log as the batch
-    leaves it, every receipt's inclusion proof in it (read together) and the consistency
-    proof from ``known_size``: all in this transaction, so they describe the same log."""
-    results = submit_batch(tx, requests, seal, charge, verified)
+def prove_batch(tx: Tx, results: list[Submitted | Refusal],
+                publish: Callable[[Tx], transparency.Head], known_size: int) -> ProvenBatch:
+    """A batch's ``results`` with the tree head ``publish`` signs for the log as this
+    transaction leaves it (possibly after other batches), every receipt's inclusion
+    proof in it (read together) and the consistency proof to it from ``known_size``:
+    all in this transaction, so they describe the same log."""
     head = publish(tx)
     done = [r.log_index for r in results if isinstance(r, Submitted)]
     proven = iter(log.inclusions(tx, done, head.size))
