@@ -46,7 +46,8 @@ protocol itself, not a client's polling interval, and adds no load while it runs
   receipt) and the debtor's (at the completion's delivery).
 
 The throughput phase also reports the CPU each kind of process spent per claim
-(``cpu_ms_per_claim``: the clearinghouse, the nodes together, this client), read from
+(``cpu_ms_per_claim``: the clearinghouse, the nodes together, this client, and the
+PostgreSQL server's processes for the clearinghouse's database), read from
 /proc: where the machine's speed varies from run to run, it says where the time goes.
 The latency phase reports the same for its paced redemptions
 (``redemption_cpu_ms_per_claim``, with the bench's short wait for them to settle), where
@@ -336,6 +337,12 @@ def paced(calls: list[Callable[[], str]], rate: float) -> list[str]:
         return [f.result() for f in futures]
 
 
+#: The PostgreSQL server's share in ``cpu_ms_per_claim`` (its processes serving the
+#: bench's database; 0 on SQLite, whose work is in the clearinghouse's own process).
+DATABASE = "database"
+BENCH_DATABASE_PREFIX = "timebank_bench_"
+
+
 def cpu_seconds(procs: CityProcesses) -> dict[str, float]:
     """CPU time (user + system) each process of the city has used so far, and this one's
     ("bench"); read from /proc, so {} where there is none."""
@@ -348,7 +355,28 @@ def cpu_seconds(procs: CityProcesses) -> dict[str, float]:
             return {}
         found[name] = (int(fields[11]) + int(fields[12])) / tick
     found["bench"] = time.process_time()
+    found[DATABASE] = _database_cpu_seconds(tick)
     return found
+
+
+def _database_cpu_seconds(tick: int) -> float:
+    """CPU time the PostgreSQL server processes serving this bench's database (named
+    ``BENCH_DATABASE_PREFIX…``) have used so far; 0 on SQLite. A backend that ended in
+    between is not counted (the clearinghouse keeps its pool's connections open)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if (not cmdline.startswith(b"postgres:")
+                    or BENCH_DATABASE_PREFIX.encode() not in cmdline):
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def cpu_ms_per_claim(before: dict[str, float], after: dict[str, float], claims: int,
@@ -358,10 +386,11 @@ def cpu_ms_per_claim(before: dict[str, float], after: dict[str, float], claims: 
     if not before or not after:
         return {}
     spent = {k: after[k] - before[k] for k in after}
-    nodes = sum(v for k, v in spent.items() if k not in (clearinghouse, "bench"))
+    nodes = sum(v for k, v in spent.items() if k not in (clearinghouse, "bench", DATABASE))
     return {"clearinghouse": round(spent[clearinghouse] * 1000 / claims, 2),
             "nodes": round(nodes * 1000 / claims, 2),
-            "bench": round(spent["bench"] * 1000 / claims, 2)}
+            "bench": round(spent["bench"] * 1000 / claims, 2),
+            DATABASE: round(spent[DATABASE] * 1000 / claims, 2)}
 
 
 def throughput_phase(nodes: list[Node], movers: list[tuple[Node, Node, int]],
@@ -463,7 +492,7 @@ def bench_database(server_url: str) -> Iterator[str]:
     from sqlalchemy import create_engine, make_url, text
 
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    name = f"timebank_bench_{uuid.uuid4().hex[:12]}"
+    name = f"{BENCH_DATABASE_PREFIX}{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
