@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from clearinghouse.config import load_config
-from runtime import backup as backups
+from runtime import backupcli as backups
 from runtime.console import echo, guarded, masked_url
 
 ConfigFile = Annotated[Path, typer.Option(
@@ -26,24 +26,10 @@ Replace = Annotated[bool, typer.Option(
     "--replace", help="Replace everything in a database that is not empty.")]
 
 
-def _revision(url: str) -> str | None:
-    from clearinghouse.storage import migrate
-    from clearinghouse.storage.db import Database
-
-    db = Database(url)
-    try:
-        return migrate.current_revision(db.writer)
-    finally:
-        db.dispose()
-
-
 @guarded
 def backup_command(config_file: ConfigFile, out: Out) -> None:
     """Back up the clearinghouse's database into a new file (备份), while it serves."""
-    config = load_config(config_file)
-    info = backups.backup(config.effective_database_url, out)
-    echo(f"备份完成 / backed up  {masked_url(config.effective_database_url)}")
-    echo(f"→ {info.path} ({info.engine}, {info.size_bytes} bytes)")
+    backups.backup(load_config(config_file).effective_database_url, out)
 
 
 @guarded
@@ -53,15 +39,11 @@ def restore_command(config_file: ConfigFile, source: From, replace: Replace = Fa
     witness: read docs/operations.md before serving it."""
     from clearinghouse.storage import migrate
 
-    config = load_config(config_file)
-    url = config.effective_database_url
-    backups.restore(url, source, replace=replace)
-    revision, head = _revision(url), migrate.head_revision()
-    echo(f"已恢复 / restored  {source} → {masked_url(url)}")
-    if revision != head:
-        echo(f"schema {revision} → run `timebank clearinghouse migrate -c {config_file}` "
-             f"(this software needs {head})")
-    echo(f"Next: [bold]timebank clearinghouse serve -c {config_file}[/]")
+    backups.restore(
+        load_config(config_file).effective_database_url, source, replace=replace,
+        revision_at=migrate.revision_at, head=migrate.head_revision(),
+        migrate_command=f"timebank clearinghouse migrate -c {config_file}",
+        serve_command=f"timebank clearinghouse serve -c {config_file}")
 
 
 @guarded
@@ -73,9 +55,9 @@ def migrate_command(config_file: ConfigFile) -> None:
 
     config = load_config(config_file)
     url = config.effective_database_url
-    before = _revision(url)
+    before = migrate.revision_at(url)
     migrate_and_record(config)
-    after = _revision(url)
+    after = migrate.revision_at(url)
     echo(f"database  {masked_url(url)}")
     echo(f"schema    {before or 'empty'} → {after} "
          f"({'already current' if before == after else 'migrated'}; "

@@ -16,7 +16,7 @@ from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, MetaData
+from sqlalchemy import Connection, Engine, MetaData, create_engine
 
 
 class Migrations:
@@ -80,6 +80,16 @@ class Migrations:
     def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    @classmethod
+    def revision_at(cls, url: str) -> str | None:
+        """The schema revision of the database at ``url`` (None: never migrated), read
+        on a connection of its own (a CLI's question, not a serving service's)."""
+        engine = create_engine(url)
+        try:
+            return cls.current_revision(engine)
+        finally:
+            engine.dispose()
 
 
 def run_environment(metadata: MetaData) -> None:

@@ -37,17 +37,6 @@ def _load(config_file: Path) -> NodeConfig:
     return load_config(config_file)
 
 
-def _schema_revision(url: str) -> str | None:
-    from node.storage import migrate
-    from node.storage.db import Database
-
-    db = Database(url)
-    try:
-        return migrate.current_revision(db.writer)
-    finally:
-        db.dispose()
-
-
 @guarded
 def init_command(
     data_dir: Annotated[Path | None, typer.Option(
@@ -201,6 +190,7 @@ def init_command(
 def _print_initialised(config: NodeConfig, config_path: Path, created: set[str],
                        as_json: bool = False) -> None:
     from node.bootstrap import read_policy, read_secret, signing_identity
+    from node.storage import migrate
     from runtime.keyfiles import secret_fingerprint
 
     policy = read_policy(config.policy_file)
@@ -216,7 +206,7 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str],
             "city_secret_fingerprint": fingerprint,
             "signing_key_file": str(config.signing_key_file),
             "database": masked_url(config.effective_database_url),
-            "schema": _schema_revision(config.effective_database_url),
+            "schema": migrate.revision_at(config.effective_database_url),
             "listen": config.listen, "created": sorted(created)})
         return
 
@@ -236,7 +226,7 @@ def _print_initialised(config: NodeConfig, config_path: Path, created: set[str],
     grid.add_row("key id", key_id)
     grid.add_row("public key", public_hex)
     grid.add_row("database", masked_url(config.effective_database_url))
-    grid.add_row("schema", str(_schema_revision(config.effective_database_url)))
+    grid.add_row("schema", str(migrate.revision_at(config.effective_database_url)))
     grid.add_row("listen", config.listen)
     echo(Panel(grid, title="node initialised", title_align="left", expand=False))
     if "secret" in created and not config.federated:
@@ -257,9 +247,9 @@ def migrate_command(config_file: ConfigFile) -> None:
 
     config = _load(config_file)
     url = config.effective_database_url
-    before = _schema_revision(url)
+    before = migrate.revision_at(url)
     migrate_and_initialise(config)
-    after = _schema_revision(url)
+    after = migrate.revision_at(url)
     echo(f"database  {masked_url(url)}")
     echo(f"schema    {before or 'empty'} → {after} "
          f"({'already current' if before == after else 'migrated'}; "

@@ -16,8 +16,8 @@ from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
 from node.config import NodeConfig, load_config
 from node.usecases.app import city_time
 from node.usecases.recovery import MAX_LISTED, Divergence, LoggedMessage
-from runtime import backup as backups
-from runtime.console import label_grid, masked_url
+from runtime import backupcli as backups
+from runtime.console import label_grid
 
 Out = Annotated[Path, typer.Option(
     "--out", "-o", metavar="FILE",
@@ -32,10 +32,7 @@ Replace = Annotated[bool, typer.Option(
 @guarded
 def backup_command(config_file: ConfigFile, out: Out) -> None:
     """Back up the node's database into a new file (备份), while the node runs."""
-    config = load_config(config_file)
-    info = backups.backup(config.effective_database_url, out)
-    echo(f"备份完成 / backed up  {masked_url(config.effective_database_url)}")
-    echo(f"→ {info.path} ({info.engine}, {info.size_bytes} bytes)")
+    backups.backup(load_config(config_file).effective_database_url, out)
 
 
 @guarded
@@ -47,22 +44,12 @@ def restore_command(config_file: ConfigFile, source: From, replace: Replace = Fa
     city's log holds: a backup older than the last anchor is refused with what is missing
     (see `timebank node recover`)."""
     from node.storage import migrate
-    from node.storage.db import Database
 
-    config = load_config(config_file)
-    url = config.effective_database_url
-    backups.restore(url, source, replace=replace)
-    db = Database(url)
-    try:
-        revision = migrate.current_revision(db.writer)
-    finally:
-        db.dispose()
-    head = migrate.head_revision()
-    echo(f"已恢复 / restored  {source} → {masked_url(url)}")
-    if revision != head:
-        echo(f"schema {revision} → run `timebank node migrate --config {config_file}` "
-             f"(this software needs {head})")
-    echo(f"Next: [bold]timebank node serve --config {config_file}[/]")
+    backups.restore(
+        load_config(config_file).effective_database_url, source, replace=replace,
+        revision_at=migrate.revision_at, head=migrate.head_revision(),
+        migrate_command=f"timebank node migrate --config {config_file}",
+        serve_command=f"timebank node serve --config {config_file}")
 
 
 def register(app: typer.Typer) -> None:
