@@ -574,15 +574,20 @@ def test_idempotency_keys(node: Served) -> None:
 def test_hours_outside_the_service_loop_refuse_bad_amounts(node: Served) -> None:
     n = ["--node", node.address]
     person = cli_json("node", "enrol", "--name", "郑强", "--id-number", id_card(1975), *n)
+    # a staff member of its own: the test does not lean on what other tests made
+    point = cli_json("node", "service-point", "add", "--code", "JN-TEST-09", "--name",
+                     "麒麟服务点", *n)
+    sid = str(cli_json("node", "staff", "add", "--name", "吴刚", "--service-point",
+                       str(point["id"]), *n)["id"])
     for minutes in ("0", "-5"):
         result = cli("node", "donate", str(person["id"]), "--minutes", minutes, *n)
         assert result.exit_code == 1
         assert_one_clean_line(result.stderr, "INVALID_ARGUMENT: ")
-    not_priority = cli("node", "grant", str(person["id"]), "--minutes", "60", "--staff", "1",
+    not_priority = cli("node", "grant", str(person["id"]), "--minutes", "60", "--staff", sid,
                        *n)
     assert not_priority.exit_code == 1
     assert_one_clean_line(not_priority.stderr, "")
-    missing = cli("node", "reverse", "99999", "--staff", "1", "--reason", "typo", *n)
+    missing = cli("node", "reverse", "99999", "--staff", sid, "--reason", "typo", *n)
     assert missing.exit_code == 1
     assert_one_clean_line(missing.stderr, "NOT_FOUND: ")
 
