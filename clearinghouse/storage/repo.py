@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.storage import schema as s
+from clearinghouse.storage.db import counts_writes, writes
 from clearinghouse.storage.settlements import Settlements
 from runtime import meta
 from runtime.errors import InvariantViolation, Refusal
@@ -288,14 +289,28 @@ class _Mark:
     claims_touched: int
 
 
+class SavepointNeeded(Exception):
+    """An optimistic ``Repo.savepoint`` was asked to undo work that had written to the
+    database: the transaction must be rolled back and run again with real savepoints."""
+
+
 class Repo:
     """One transaction's statements. What it remembers lives as long as the transaction
     (one writer at a time holds the database, ADR 0021): rows it read or wrote that a
     later statement of the same transaction would read again, and, while ``deferring``,
-    the deliveries and receipts it will write together at the end."""
+    the deliveries and receipts it will write together at the end.
 
-    def __init__(self, conn: Connection) -> None:
+    ``optimistic``: ``savepoint`` sends no SAVEPOINT (on PostgreSQL each is a statement
+    and a subtransaction, and past 64 in one transaction every other session's snapshot
+    must look subtransactions up on disk); work that raises before it wrote anything is
+    undone in memory alone, and work that raises after writing raises
+    ``SavepointNeeded`` instead, for the caller to run the transaction again without
+    ``optimistic``."""
+
+    def __init__(self, conn: Connection, *, optimistic: bool = False) -> None:
         self.conn = conn
+        # without a count of the writes, nothing could tell what a savepoint would undo
+        self._optimistic = optimistic and counts_writes(conn)
         # On PostgreSQL every statement is a round trip: a released savepoint is one more
         # (nested savepoints of one name are harmless, ROLLBACK TO takes the latest).
         self._release_savepoints = conn.dialect.name != "postgresql"
@@ -328,12 +343,17 @@ class Repo:
         mark = _Mark(len(self._pending_deliveries), len(self._pending_receipts),
                      len(self._pending_completed), dict(self._delivery_seq),
                      dict(self._receipts), len(self._moved), len(self._claims_touched))
-        _SAVEPOINT.send(self.conn)
+        written = writes(self.conn)
+        if not self._optimistic:
+            _SAVEPOINT.send(self.conn)
         try:
             yield
-        except BaseException:
-            _ROLLBACK_TO_SAVEPOINT(self.conn)
-            _RELEASE_SAVEPOINT(self.conn)
+        except BaseException as e:
+            if not self._optimistic:
+                _ROLLBACK_TO_SAVEPOINT(self.conn)
+                _RELEASE_SAVEPOINT(self.conn)
+            elif writes(self.conn) != written:
+                raise SavepointNeeded("work that wrote must be undone by a savepoint") from e
             del self._pending_deliveries[mark.deliveries:]
             del self._pending_receipts[mark.receipts:]
             del self._pending_completed[mark.completed:]
@@ -344,7 +364,7 @@ class Repo:
             del self._claims_touched[mark.claims_touched:]
             self._admission_rows.clear()
             raise
-        if self._release_savepoints:
+        if self._release_savepoints and not self._optimistic:
             _RELEASE_SAVEPOINT.send(self.conn)
 
     @contextmanager

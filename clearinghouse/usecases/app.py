@@ -22,7 +22,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.merkle_log import MerkleLog
-from clearinghouse.storage.repo import Repo
+from clearinghouse.storage.repo import Repo, SavepointNeeded
 from clearinghouse.usecases.clock import Clock
 from runtime.errors import InvariantViolation, Unavailable
 from runtime.locks import FifoLock
@@ -151,8 +151,13 @@ class ClearinghouseApp:
 
     def execute(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use-case in one write transaction: all of it happens, or none."""
+        return self._write(fn, False, *args, **kwargs)
+
+    def _write(self, fn: Callable[Concatenate[Tx, P], T], optimistic: bool,
+               *args: P.args, **kwargs: P.kwargs) -> T:
         with self.db.write() as conn:
-            tx = Tx(Repo(conn), self._now(), self.key_rings, policy_terms=self.policy_terms)
+            tx = Tx(Repo(conn, optimistic=optimistic), self._now(), self.key_rings,
+                    policy_terms=self.policy_terms)
             result = fn(tx, *args, **kwargs)
             if self.after_write is not None:
                 self.after_write(tx)
@@ -168,7 +173,11 @@ class ClearinghouseApp:
         lock row, the head's reads and insert, the commit) are paid once for the group.
         All of it happens or none: if anything in a group raises, the group is rolled
         back and each write runs again in a transaction of its own, so one write's
-        error is its own and the others are done once, as if they had come alone."""
+        error is its own and the others are done once, as if they had come alone.
+
+        A group runs first without savepoints (``Repo(optimistic=True)``): an envelope
+        refused before it wrote anything needs none, and one refused after writing
+        makes the group run again, each write alone and with savepoints."""
         queued: _Queued[W, T] = _Queued(work, then)
         with self._waiting_lock:
             if len(self._waiting) >= MAX_WAITING:
@@ -194,17 +203,19 @@ class ClearinghouseApp:
         if not group:
             raise InvariantViolation("a group of writes has at least one")
         try:
-            if len(group) > 1:
-                try:
-                    answers = self.execute(self._together, group)
-                except Exception:
-                    self._told(-len(group))
-                else:
-                    for queued, answer in zip(group, answers, strict=True):
-                        queued.answer, queued.done = answer, True
-                    self._told(len(group))
+            try:  # first without savepoints (``Repo``'s optimistic mode)
+                answers = self._write(self._together, True, group)
+            except Exception as e:
+                if len(group) == 1 and not isinstance(e, SavepointNeeded):
+                    group[0].error, group[0].done = e, True  # its own error, as alone
                     return
-            for queued in group:  # alone: a group of one, or a group that failed
+                self._told(-len(group))
+            else:
+                for queued, answer in zip(group, answers, strict=True):
+                    queued.answer, queued.done = answer, True
+                self._told(len(group))
+                return
+            for queued in group:  # a group that failed: each alone, with savepoints
                 try:
                     queued.answer = self.execute(self._together, [queued])[0]
                     self._told(1)

@@ -162,3 +162,34 @@ def test_a_group_takes_at_most_max_together(ch_app: ClearinghouseApp,
     calls.join()
     assert groups == [1, 2, 2, 1]
     assert all(calls.outcomes[n] == 1 for n in "abcde")
+
+
+def test_a_group_whose_write_must_undo_what_it_wrote_runs_again_with_savepoints(
+        ch_app: ClearinghouseApp) -> None:
+    """A batch undoes a refused envelope's work and goes on (``submit_batch``): in a group,
+    which runs without savepoints, work that wrote before it was refused sends the group
+    round again, each write alone, with savepoints; every write is then done once."""
+    groups: list[int] = []
+    ch_app.on_group = groups.append
+    calls = _Calls(ch_app)
+    release = _hold_the_writer(ch_app, calls)
+
+    def half_refused(tx: Tx) -> str:
+        try:
+            with tx.repo.savepoint():
+                _bump("undone")(tx)
+                raise FailedPrecondition("not now", "NOT_NOW")
+        except FailedPrecondition:
+            pass
+        return f"kept {_bump('kept')(tx)}"
+    calls.start("first", _bump("first"))
+    _queued(ch_app, 1)
+    calls.start("half", half_refused)
+    _queued(ch_app, 2)
+    release.set()
+    calls.join()
+
+    assert calls.outcomes == {"busy": "busy", "first": 1, "half": "kept 1"}
+    assert groups == [1, -2, 1, 1]
+    assert (_counter(ch_app, "first"), _counter(ch_app, "undone"),
+            _counter(ch_app, "kept")) == (1, 0, 1)
