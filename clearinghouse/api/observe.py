@@ -18,10 +18,11 @@ Metrics, besides ``timebank_clearinghouse_rpcs_total``, ``…_rpc_duration_secon
 a SubmitBatch's refused envelopes, each also logged as ``envelope refused``, and ``BUSY``
 is the Submit rate limit):
 
-- ``timebank_clearinghouse_write_group_size``: how many SubmitBatch and Ack calls each
-  write transaction took together (group commit, ``ClearinghouseApp.execute_together``),
-  and ``timebank_clearinghouse_write_groups_failed_total``: groups rolled back and run
-  again one call at a time (one call's error; normally 0);
+- ``timebank_clearinghouse_write_group_size``: how many SubmitBatch, Ack and
+  AddCosignature calls each write transaction took together (group commit,
+  ``ClearinghouseApp.execute_together``), and
+  ``timebank_clearinghouse_write_groups_failed_total``: groups rolled back and run again
+  one call at a time (one call's error, or an envelope to undo after it wrote; rare);
 - ``timebank_clearinghouse_claim_transitions_total{kind, state}``: claims that reached a
   state (proposed, accepted, rejected, completed, voided, expired); a resubmission that
   changes nothing is not counted;
@@ -66,7 +67,7 @@ CLAIM_TRANSITIONS = Counter(
     ["kind", "state"])
 WRITE_GROUP_SIZE = Histogram(
     "timebank_clearinghouse_write_group_size",
-    "SubmitBatch and Ack calls committed together in one write transaction",
+    "SubmitBatch, Ack and AddCosignature calls committed together in one transaction",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16))
 WRITE_GROUPS_FAILED = Counter(
     "timebank_clearinghouse_write_groups_failed",

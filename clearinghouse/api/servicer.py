@@ -292,8 +292,10 @@ class ClearinghouseServicer:
                        context: grpc.ServicerContext) -> pb.AddCosignatureResponse:
         envelope = wire.from_bytes(request)
         note(signer=envelope.signer)
-        return pb.AddCosignatureResponse(head=self._app.execute(lambda tx: log.add_cosignature(
-            tx, envelope, admission.cached_key_ring(tx), self.origin)))
+        return pb.AddCosignatureResponse(head=self._app.execute_together(
+            lambda tx: log.add_cosignature(tx, envelope, admission.cached_key_ring(tx),
+                                           self.origin),
+            lambda tx, head: head))
 
     # ------------------------------------------------------------ reads
 

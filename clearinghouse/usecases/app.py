@@ -3,11 +3,11 @@
 ``ClearinghouseApp.execute`` runs a use-case in a write transaction (one writer at a
 time, see ``clearinghouse.storage.db``); ``query`` runs a read-only one;
 ``execute_together`` runs a use-case in a write transaction it may share with the others
-queued beside it (group commit: the nodes' SubmitBatch and Ack calls). A use-case is a
-function ``fn(tx, ...)``: it sees only its transaction's repository, the time, and what
-the app keeps in memory for it: the key ring it last read (``KeyRingCache``, one per app
-and so per database), the city policies it last read (``PolicyTermsCache``) and what this
-transaction has computed once (``TxCache``). Nothing
+queued beside it (group commit: the nodes' SubmitBatch, Ack and AddCosignature calls).
+A use-case is a function ``fn(tx, ...)``: it sees only its transaction's repository, the
+time, and what the app keeps in memory for it: the key ring it last read
+(``KeyRingCache``, one per app and so per database), the city policies it last read
+(``PolicyTermsCache``) and what this transaction has computed once (``TxCache``). Nothing
 is kept in module globals.
 """
 
