@@ -178,6 +178,10 @@ class MerkleLog:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._size: int | None = None  # read once per transaction; append keeps it
+        # the size first read: the log's size when this transaction began (it reads under
+        # the write lock), beyond which nobody can have published a head but itself
+        self._first_size: int | None = None
+        self._added_heads: dict[int, tuple[bytes, str]] = {}
         # what this instance appended: the right edge of the tree after it, and the leaves
         # (a batch appends a leaf per envelope, then proves each; neither is read back)
         self._frontier: list[tuple[int, bytes]] | None = None
@@ -198,6 +202,8 @@ class MerkleLog:
         if self._size is None:
             top = _SIZE(self.conn).scalar()
             self._size = 0 if top is None else int(top) + 1
+            if self._first_size is None:
+                self._first_size = self._size
         return self._size
 
     def _hashes(self, ranges: Iterable[tuple[int, int]]) -> dict[Key, bytes]:
@@ -452,9 +458,17 @@ class MerkleLog:
                                     "published", "TREE_HEAD_EXISTS")
             return
         _INSERT_HEAD.send(self.conn, {"size": size, "root": root, "note": note, "created_at": at})
+        self._added_heads[size] = (root, note)
 
     def tree_head(self, size: int) -> tuple[bytes, str] | None:
-        """(root, note) of the tree head published at `size`, if any."""
+        """(root, note) of the tree head published at `size`, if any. A size beyond the
+        log's when this transaction began is answered without a read: heads are signed
+        under the write lock for the log's size then, so only this transaction can have
+        signed one (a transaction that appends and signs reads no head back)."""
+        if size in self._added_heads:
+            return self._added_heads[size]
+        if self._first_size is not None and size > self._first_size:
+            return None
         row = _HEAD(self.conn, {"size": size}).first()
         return None if row is None else (bytes(row[0]), str(row[1]))
 
