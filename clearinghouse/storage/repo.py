@@ -274,6 +274,11 @@ _UPDATE_CLAIM_DECISION = Prepared(_UPDATE_CLAIM_WHERE.values(
     **_CLAIM_TRANSITION, decision=bindparam("b_decision")))
 _UPDATE_CLAIM_FINISH = Prepared(_UPDATE_CLAIM_WHERE.values(
     **_CLAIM_TRANSITION, finish=bindparam("b_finish")))
+# a completion names the log leaf that completes it in the same UPDATE (one row version
+# and one pass over the claim's indexes, not two)
+_UPDATE_CLAIM_COMPLETED = Prepared(_UPDATE_CLAIM_WHERE.values(
+    **_CLAIM_TRANSITION, finish=bindparam("b_finish"),
+    completed_index=bindparam("b_completed_index")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +338,8 @@ class Repo:
         # forgets those put there since it began: they are read again if asked for)
         self._claims: dict[str, ClaimRecord | None] = {}
         self._claims_touched: list[str] = []
+        # claims completed in this transaction, and the log leaf each was completed at
+        self._completed_at: dict[str, int] = {}
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -361,6 +368,7 @@ class Repo:
             del self._moved[mark.moved:]
             for claim_id in self._claims_touched[mark.claims_touched:]:
                 self._claims.pop(claim_id, None)
+                self._completed_at.pop(claim_id, None)
             del self._claims_touched[mark.claims_touched:]
             self._admission_rows.clear()
             raise
@@ -672,8 +680,10 @@ class Repo:
             proposal=record.proposal, decision=record.decision, finish=record.finish))
 
     def update_claim(self, before: Claim, after: Claim, *, decision: bytes | None = None,
-                     finish: bytes | None = None) -> None:
-        """Record a transition; the row must still be in ``before``'s state."""
+                     finish: bytes | None = None, completed_index: int | None = None) -> None:
+        """Record a transition; the row must still be in ``before``'s state. A completion
+        names its finish and ``completed_index``, the log leaf that will record it (the
+        claim's settlement period is by that leaf); nothing else does."""
         values: dict[str, Any] = dict(
             new_state=after.state.value,
             b_reason=None if after.reason is None else after.reason.value,
@@ -686,6 +696,14 @@ class Repo:
             statement, values["b_decision"] = _UPDATE_CLAIM_DECISION, decision
         elif finish is not None:
             statement, values["b_finish"] = _UPDATE_CLAIM_FINISH, finish
+        if (completed_index is not None) != (after.state is ClaimState.COMPLETED):
+            raise InvariantViolation("a completion, and only one, names its completing leaf")
+        if completed_index is not None:
+            if finish is None or completed_index < 0:
+                raise InvariantViolation("a completion is a finish, at a leaf of the log")
+            statement, values["b_completed_index"] = _UPDATE_CLAIM_COMPLETED, completed_index
+            self._completed_at[before.claim_id] = completed_index
+            self._claims_touched.append(before.claim_id)
         statement.send(self.conn, values, rows=1,
                        otherwise=f"claim {before.claim_id} changed underneath")
         known = self._claims.get(before.claim_id)
@@ -783,6 +801,12 @@ class Repo:
         """The log leaf that completed the claim: the first leaf recording it completed
         sets it; a later one (a finish sent again) leaves it. While deferring, written
         at the end, in order."""
+        completed_at = self._completed_at.get(claim_id)
+        if completed_at is not None:  # completed in this transaction: written with it
+            if completed_at != index:
+                raise InvariantViolation(f"claim {claim_id} was completed at leaf "
+                                         f"{completed_at}, not {index}")
+            return
         row = {"id": claim_id, "idx": index}
         if self._deferring:
             self._pending_completed.append(row)

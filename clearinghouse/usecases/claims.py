@@ -345,7 +345,8 @@ def finish(tx: Tx, envelope: Signed, ring: KeyRing) -> Claim:
     Completion posts ``posted_minutes`` (0 means all that is held; a redemption may post
     less, a move posts all, per the domain) and moves the running positions: the creditor
     +posted, the debtor −posted; positions still sum to zero. A completed move makes the
-    creditor the person's home in the directory. A void's reason defaults to CANCELLED.
+    creditor the person's home in the directory; the claim is completed at the log leaf
+    ``submit`` appends next, which records this finish. A void's reason defaults to CANCELLED.
     The debtor receives the finish.
 
     PERMISSION_DENIED: not the creditor (NOT_YOUR_CLAIM), or the envelope checks.
@@ -380,7 +381,9 @@ def finish(tx: Tx, envelope: Signed, ring: KeyRing) -> Claim:
             f"district {after.debtor} is no longer this person's home; void "
             f"{after.label}", RejectReason.NOT_HOME_DISTRICT.value)
     # the claim, the open totals and (completed) the positions, which must still sum to 0
-    tx.repo.update_claim(claim, after, finish=received)
+    completing = log.log_of(tx).size() if after.state is ClaimState.COMPLETED else None
+    # (the leaf ``submit`` appends next, which records this completion)
+    tx.repo.update_claim(claim, after, finish=received, completed_index=completing)
     if after.state is ClaimState.COMPLETED:
         tx.repo.positions_must_balance(after.label)  # before the transaction commits
     _deliver(tx, claim.debtor, after, envelope)
