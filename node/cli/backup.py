@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -14,10 +14,10 @@ from rich.panel import Panel
 
 from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
 from node.config import NodeConfig, load_config
-from node.usecases.app import city_time
-from node.usecases.recovery import MAX_LISTED, Divergence, LoggedMessage
-from runtime import backup as backups
 from runtime.console import label_grid, masked_url
+
+if TYPE_CHECKING:
+    from node.usecases.recovery import Divergence, LoggedMessage
 
 Out = Annotated[Path, typer.Option(
     "--out", "-o", metavar="FILE",
@@ -32,6 +32,8 @@ Replace = Annotated[bool, typer.Option(
 @guarded
 def backup_command(config_file: ConfigFile, out: Out) -> None:
     """Back up the node's database into a new file (备份), while the node runs."""
+    from runtime import backup as backups
+
     config = load_config(config_file)
     info = backups.backup(config.effective_database_url, out)
     echo(f"备份完成 / backed up  {masked_url(config.effective_database_url)}")
@@ -48,6 +50,7 @@ def restore_command(config_file: ConfigFile, source: From, replace: Replace = Fa
     (see `timebank node recover`)."""
     from node.storage import migrate
     from node.storage.db import Database
+    from runtime import backup as backups
 
     config = load_config(config_file)
     url = config.effective_database_url
@@ -77,6 +80,9 @@ def register(app: typer.Typer) -> None:
 
 def render_divergence(found: Divergence) -> Panel:
     """The report of ``node.usecases.recovery.compare`` for an operator."""
+    from node.usecases.app import city_time
+    from node.usecases.recovery import MAX_LISTED
+
     grid = label_grid()
     if found.ok:
         grid.add_row("结果 result", "[bold green]数据库与城市日志一致 / the database holds "
