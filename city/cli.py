@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from city import observer, protocli
-from city import offline as offline_cli
-from city import statement as statement_cli
-from city.monitor import app as monitor_app
-from city.pki.command import app as pki_app
-from city.reports import command as report_cli
-from clearinghouse import cli as clearinghouse_cli
-from node import cli as node_cli
 from runtime.console import describe_error, guarded, print_error
 from runtime.helptext import plain_help
 
@@ -35,28 +29,8 @@ _USAGE_ERROR: type[Exception] = next(
 _CLICK_EXCEPTION: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
-app = typer.Typer(
-    name="timebank",
-    help="District time banks (时间银行) that work as one city: run a district node, operate "
-         "it, run the city's clearinghouse, or watch a whole city at work (demo).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(node_cli.app, name="node")
-app.add_typer(clearinghouse_cli.app, name="clearinghouse")
-app.add_typer(monitor_app, name="monitor")
-app.add_typer(pki_app, name="pki")
-app.add_typer(offline_cli.app, name="city")
-app.add_typer(protocli.app, name="proto")
-app.callback()(protocli.root)  # --version
-app.command("verify-statement")(statement_cli.verify_command)
-# The reports are the city's renderers; the services never import the city tools.
-node_cli.app.command("report")(report_cli.node_report_command)
-clearinghouse_cli.app.command("report")(report_cli.clearinghouse_report_command)
 
 
-@app.command("demo")
 @guarded
 def demo(
     data_dir: Annotated[Path | None, typer.Option(
@@ -91,7 +65,6 @@ def demo(
         raise typer.Exit(code)
 
 
-@app.command("audit")
 @guarded
 def audit(
     configs: Annotated[list[Path] | None, typer.Option(
@@ -160,7 +133,7 @@ def _exit_code(e: Exception, default: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     """The `timebank` console script."""
     _utf8_stdio()
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(build(sys.argv[1:] if argv is None else argv))
     try:
         result = command.main(args=argv, prog_name="timebank", standalone_mode=False)
     except _USAGE_ERROR as e:
@@ -191,8 +164,118 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-# Last, once every command is registered: `[server]` in a help string reads as written.
-plain_help(app)
+# ------------------------------------------------------------------ the command tree
+#
+# Every `timebank` process (each command an operator types, each served node) starts by
+# building the command tree, and importing every group's module costs seconds on a busy
+# 2-core machine. A run names its group first (`timebank node ...`), so main() imports
+# only that group's module; anything else (`timebank --help`, `--version`, a mistyped
+# group) gets the whole tree, as does the module attribute ``app``.
+
+
+def _report_wanted(group: typer.Typer, rest: Sequence[str]) -> bool:
+    """Whether ``timebank GROUP REST...`` may need the group's `report` command: unless
+    REST starts with the name of another of its commands, it may (`report`, `--help`,
+    a mistyped command that click would suggest `report` for)."""
+    if not rest or rest[0].startswith("-") or rest[0] == "report":
+        return True
+    names = {g.name for g in group.registered_groups if g.name}
+    for c in group.registered_commands:
+        if c.name:
+            names.add(c.name)
+        elif c.callback is not None:
+            names.add(c.callback.__name__.lower().replace("_", "-"))
+    return rest[0] not in names
+
+
+def _with_report(group: typer.Typer, name: str, rest: Sequence[str]) -> typer.Typer:
+    """``group`` with its `report` command, added once and only when the run may need it.
+    The reports are the city's renderers; the services never import the city tools."""
+    if _report_wanted(group, rest) and not any(
+            c.name == "report" for c in group.registered_commands):
+        from city.reports import command as report_cli
+
+        group.command("report")(getattr(report_cli, name))
+    return group
+
+
+def _node(rest: Sequence[str]) -> typer.Typer:
+    from node import cli as node_cli
+
+    return _with_report(node_cli.app, "node_report_command", rest)
+
+
+def _clearinghouse(rest: Sequence[str]) -> typer.Typer:
+    from clearinghouse import cli as clearinghouse_cli
+
+    return _with_report(clearinghouse_cli.app, "clearinghouse_report_command", rest)
+
+
+def _monitor(rest: Sequence[str]) -> typer.Typer:
+    from city.monitor import app as monitor_app
+
+    return monitor_app
+
+
+def _pki(rest: Sequence[str]) -> typer.Typer:
+    from city.pki.command import app as pki_app
+
+    return pki_app
+
+
+def _city(rest: Sequence[str]) -> typer.Typer:
+    from city import offline as offline_cli
+
+    return offline_cli.app
+
+
+def _proto(rest: Sequence[str]) -> typer.Typer:
+    return protocli.app
+
+
+#: The groups in the order `timebank --help` lists them.
+_GROUPS: dict[str, Callable[[Sequence[str]], typer.Typer]] = {
+    "node": _node, "clearinghouse": _clearinghouse, "monitor": _monitor, "pki": _pki,
+    "city": _city, "proto": _proto,
+}
+_COMMANDS = ("verify-statement", "demo", "audit")
+
+
+def build(argv: Sequence[str] = ()) -> typer.Typer:
+    """The `timebank` command tree for a run with arguments ``argv``: the groups and
+    commands it can reach (all of them unless ``argv`` starts with a group's name)."""
+    first, rest = (argv[0], argv[1:]) if argv else ("", ())
+    whole = first not in _GROUPS and first not in _COMMANDS
+    root = typer.Typer(
+        name="timebank",
+        help="District time banks (时间银行) that work as one city: run a district node, "
+             "operate it, run the city's clearinghouse, or watch a whole city at work "
+             "(demo).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name, group in _GROUPS.items():
+        if whole or name == first:
+            root.add_typer(group(rest if name == first else ()), name=name)
+    root.callback()(protocli.root)  # --version
+    if whole or first == "verify-statement":
+        from city import statement as statement_cli
+
+        root.command("verify-statement")(statement_cli.verify_command)
+    root.command("demo")(demo)
+    root.command("audit")(audit)
+    # Last, once every command is registered: `[server]` in a help string reads as written.
+    return plain_help(root)
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``city.cli.app``: the whole command tree (tests and tools that walk it)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    whole = build()
+    globals()["app"] = whole
+    return whole
 
 
 if __name__ == "__main__":

@@ -53,6 +53,38 @@ TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Typ
 PRODUCTION_HASHER = logins.HASHER
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every xdist worker starts on the modules with a test marked ``slow``.
+
+    xdist's ``--dist worksteal`` (pyproject.toml) hands each worker an equal run of the
+    collected tests, in order, and a worker that runs out takes the far end of another's.
+    Dealing the slow modules out to the starts of those runs means the run ends on short
+    tests: a minute-long test started last keeps one worker busy while the other has
+    nothing left to take. A module's tests stay together and in order (module fixtures),
+    and so do the other tests.
+    """
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    slow_paths = {item.path for item in items if item.get_closest_marker("slow")}
+    modules: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        if item.path in slow_paths:
+            modules.setdefault(item.path, []).append(item)
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for module in modules.values():  # each to the worker with the fewest slow tests yet
+        min(heads, key=lambda head: sum(1 for i in head if i.get_closest_marker("slow"))
+            ).extend(module)
+    rest = [item for item in items if item.path not in slow_paths]
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for n, head in enumerate(heads):
+        share = remaining // (workers - n)  # as worksteal splits the tests at the start
+        remaining -= share
+        taken = max(0, share - len(head))
+        ordered += head + rest[:taken]
+        del rest[:taken]
+    items[:] = ordered + rest
+
+
 @pytest.fixture(autouse=True, scope="session")
 def cheap_password_hashes() -> Iterator[None]:
     """Hash passwords and codes with ``TEST_HASHER`` in this process (see above)."""

@@ -19,6 +19,10 @@ The modules, one concept each: ``common`` (console, errors, ``guarded``, option 
 ``people``, ``orders``, ``consent``, ``ledger``, ``claims`` (claims with other
 districts) and ``settlement`` (settlement statements, read from the node's database).
 This module builds ``app`` from them.
+
+The gRPC commands need neither SQLAlchemy nor the node's use-cases, and every one of
+them is a new process: the commands that open the database import what they need in
+their own body (tests/node/test_cli_imports.py keeps it so).
 """
 
 from __future__ import annotations

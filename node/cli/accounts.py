@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -34,11 +34,12 @@ from node.cli.common import (
     print_json,
 )
 from node.config import load_config
-from node.domain.access import Role
-from node.usecases import logins
-from node.usecases.app import NodeApp, city_time
+from node.domain.access import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, Role
 from runtime.errors import ConfigError
 from timebank.v1 import node_pb2
+
+if TYPE_CHECKING:
+    from node.usecases.app import NodeApp
 
 account_app = typer.Typer(help="Accounts of people on this node (--config: local).",
                           no_args_is_help=True)
@@ -64,11 +65,13 @@ def local(config_file: Path) -> NodeApp:
 
 
 def local_token(config_file: Path, login: str = "operator", role: Role = Role.OPERATOR,
-                days: int = logins.MAX_TOKEN_DAYS, *, staff_id: int = 0,
+                days: int = MAX_TOKEN_DAYS, *, staff_id: int = 0,
                 person_id: int = 0) -> str:
     """A session token for ``login`` (made with ``role`` and bound to ``staff_id`` or
     ``person_id`` if missing), minted on the node's own database: how a city laid out
     on one machine gets its operators and staff in."""
+    from node.usecases import logins
+
     app = _open(config_file)
     try:
         return app.execute(logins.local_session, login, role, days, staff_id=staff_id,
@@ -95,6 +98,8 @@ def account_add(
     as_json: AsJson = False,
 ) -> None:
     """Make an account, and print its one-time code (or ask for a password)."""
+    from node.usecases import logins
+
     app = _open(config_file)
     try:
         made = app.execute(logins.add_account, login, role, staff_id=staff, person_id=person,
@@ -113,6 +118,8 @@ def _credential(app: NodeApp, login: str, password: bool,
                 as_json: bool = False) -> dict[str, object]:
     """Set the account's password (asked for) or issue it a one-time code; with
     ``as_json`` print nothing and return what a JSON answer says of it."""
+    from node.usecases import logins
+
     if password:
         secret = os.environ.get(PASSWORD_ENV) or typer.prompt(
             "password", hide_input=True, confirmation_prompt=True, err=as_json)
@@ -156,6 +163,9 @@ def account_password(config_file: ConfigFile, login: Login) -> None:
 @guarded
 def account_list(config_file: ConfigFile, as_json: AsJson = False) -> None:
     """Every account: role, what it is bound to, and whether it is live."""
+    from node.usecases import logins
+    from node.usecases.app import city_time
+
     app = _open(config_file)
     try:
         found = app.query(logins.list_accounts)
@@ -178,6 +188,8 @@ def account_list(config_file: ConfigFile, as_json: AsJson = False) -> None:
 @guarded
 def account_revoke(config_file: ConfigFile, login: Login) -> None:
     """End an account and all its sessions (kept, for the record)."""
+    from node.usecases import logins
+
     app = _open(config_file)
     try:
         done = app.execute(logins.revoke_account, login)
@@ -194,10 +206,12 @@ def token_issue(
     scope: Annotated[list[str], typer.Option("--scope", help="read, orders or enrol; "
                                              "repeat for more.")],
     expires_days: Annotated[int, typer.Option(
-        "--expires-days", min=1, max=logins.MAX_TOKEN_DAYS)] = logins.DEFAULT_TOKEN_DAYS,
+        "--expires-days", min=1, max=MAX_TOKEN_DAYS)] = DEFAULT_TOKEN_DAYS,
     as_json: AsJson = False,
 ) -> None:
     """Issue a program a bearer token (printed once; the node keeps only its hash)."""
+    from node.usecases import logins
+
     app = _open(config_file)
     try:
         account, token = app.execute(logins.issue_token, program, tuple(scope), expires_days)
@@ -217,6 +231,8 @@ def token_issue(
 def token_revoke(config_file: ConfigFile,
                  program: Annotated[str, typer.Option("--program")]) -> None:
     """End a program: every token of it."""
+    from node.usecases import logins
+
     app = _open(config_file)
     try:
         app.execute(logins.revoke_tokens, program)
@@ -237,6 +253,8 @@ def login_command(
 ) -> None:
     """Log in to a node; later commands to it send the session (file readable only by
     you)."""
+    from node.usecases.app import city_time
+
     secret = ("" if code else os.environ.get(PASSWORD_ENV, "")) or typer.prompt(
         "one-time code" if code else "password", hide_input=True)
     request = (node_pb2.LoginRequest(login=login, code=secret) if code

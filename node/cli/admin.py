@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,7 +16,6 @@ from node.cli.common import AsJson, CliError, ConfigFile, echo, fail, guarded, p
 from node.cli.render import log_summary, render_log, render_report, report_from_view, to_json
 from node.config import NodeConfig, load_config
 from node.domain.policy import PolicyError
-from node.usecases.recovery import Divergence
 from runtime.console import (
     DevClockFile,
     Insecure,
@@ -31,6 +30,9 @@ from runtime.console import (
 )
 from runtime.errors import ConfigError
 from timebank.v1 import node_pb2
+
+if TYPE_CHECKING:
+    from node.usecases.recovery import Divergence
 
 
 def _load(config_file: Path) -> NodeConfig:

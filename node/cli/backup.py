@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -14,10 +14,10 @@ from rich.panel import Panel
 
 from node.cli.common import AsJson, ConfigFile, echo, fail, guarded, print_json
 from node.config import NodeConfig, load_config
-from node.usecases.app import city_time
-from node.usecases.recovery import MAX_LISTED, Divergence, LoggedMessage
-from runtime import backupcli as backups
 from runtime.console import label_grid
+
+if TYPE_CHECKING:
+    from node.usecases.recovery import Divergence, LoggedMessage
 
 Out = Annotated[Path, typer.Option(
     "--out", "-o", metavar="FILE",
@@ -32,7 +32,9 @@ Replace = Annotated[bool, typer.Option(
 @guarded
 def backup_command(config_file: ConfigFile, out: Out) -> None:
     """Back up the node's database into a new file (备份), while the node runs."""
-    backups.backup(load_config(config_file).effective_database_url, out)
+    from runtime import backupcli
+
+    backupcli.backup(load_config(config_file).effective_database_url, out)
 
 
 @guarded
@@ -44,8 +46,9 @@ def restore_command(config_file: ConfigFile, source: From, replace: Replace = Fa
     city's log holds: a backup older than the last anchor is refused with what is missing
     (see `timebank node recover`)."""
     from node.storage import migrate
+    from runtime import backupcli
 
-    backups.restore(
+    backupcli.restore(
         load_config(config_file).effective_database_url, source, replace=replace,
         revision_at=migrate.revision_at, head=migrate.head_revision(),
         migrate_command=f"timebank node migrate --config {config_file}",
@@ -64,6 +67,9 @@ def register(app: typer.Typer) -> None:
 
 def render_divergence(found: Divergence) -> Panel:
     """The report of ``node.usecases.recovery.compare`` for an operator."""
+    from node.usecases.app import city_time
+    from node.usecases.recovery import MAX_LISTED
+
     grid = label_grid()
     if found.ok:
         grid.add_row("结果 result", "[bold green]数据库与城市日志一致 / the database holds "

@@ -29,7 +29,6 @@ from node.cli.common import (
     print_json,
 )
 from node.cli.render import laid_out, orders_table, render_order, to_json
-from node.usecases.orders import ALREADY_RECORDED
 from timebank.citytime import CITY_TZ
 from timebank.v1 import node_pb2
 
@@ -281,6 +280,8 @@ def order_record(order_id: OrderId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
 
     The node records due orders by itself; an order recorded already is shown as such,
     with exit code 0."""
+    from node.usecases.orders import ALREADY_RECORDED
+
     key = key or new_key()
     with connect(node) as client:
         order = client.call(client.stub.RecordOrder, node_pb2.RecordOrderRequest(

@@ -15,17 +15,19 @@ import re
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from node.cli.common import AsJson, ConfigFile, echo, guarded, print_json
 from node.config import NodeConfig, load_config
-from node.usecases.status import HeadFact, NodeStatus, node_status
 from runtime.console import label_grid
 from runtime.metrics import parse_listen
 from timebank.citytime import CITY_TZ
+
+if TYPE_CHECKING:
+    from node.usecases.status import HeadFact, NodeStatus
 
 #: How long the command waits for the node's metrics endpoint.
 METRICS_TIMEOUT_SECONDS = 3.0
@@ -116,6 +118,7 @@ def status_command(
     and oldest age, last delivery, last witnessed tree head and its age, finality lag,
     claims by state."""
     from node.bootstrap import open_app
+    from node.usecases.status import node_status
 
     config = load_config(config_file)
     app = open_app(config)

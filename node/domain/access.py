@@ -34,6 +34,9 @@ from runtime.errors import InvariantViolation
 #: Longest actor label recorded with an event (the schema's actor columns hold 64).
 MAX_ACTOR_CHARS = 64
 MAX_PROGRAM_NAME_CHARS = 24
+#: A program token's days by default and at most; a local session's at most.
+DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 366
 
 
 class Role(StrEnum):

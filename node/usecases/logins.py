@@ -28,7 +28,14 @@ from functools import cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from node.domain.access import MAX_PROGRAM_NAME_CHARS, Principal, Role, Scope
+from node.domain.access import (
+    DEFAULT_TOKEN_DAYS,
+    MAX_PROGRAM_NAME_CHARS,
+    MAX_TOKEN_DAYS,
+    Principal,
+    Role,
+    Scope,
+)
 from node.storage.logins import AccountRecord, NewAccount
 from node.usecases.app import Tx, city_time
 from node.usecases.people import require_staff
@@ -46,8 +53,6 @@ from runtime.errors import (
 HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 TOKEN_BYTES = 32
 CODE_DIGITS = 6
-DEFAULT_TOKEN_DAYS = 90
-MAX_TOKEN_DAYS = 366
 MAX_ACCOUNT_DAYS = 3660
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 128

@@ -3,8 +3,8 @@ runs it (a real subprocess starting a clearinghouse and three district nodes).
 
 tests/city/test_demo.py checks what it printed and kept; tests/city/test_audit.py audits
 copies of what it kept. One run serves both (a run takes 15 to 20 s on the CI machine)
-when they run in one process: with -n 0, and mostly under xdist's ``--dist load``, whose
-first batch hands tests/city's first tests to one worker.
+when they run in one process: with -n 0, and mostly under xdist's ``--dist worksteal``
+(pyproject.toml), which hands each worker a contiguous run of the collected tests.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from timebank.keys import generate, key_id, public_key
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import clearing_pb2_grpc
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 

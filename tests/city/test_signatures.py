@@ -48,7 +48,7 @@ from timebank.keys import key_id, public_key
 from timebank.v1 import clearing_pb2 as pb
 from timebank.v1 import node_pb2
 
-pytestmark = [pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 JN, GL = "320115", "320106"
 TWO = (District(JN, "江宁区"), District(GL, "鼓楼区"))

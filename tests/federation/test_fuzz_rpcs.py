@@ -396,6 +396,7 @@ def _calls(servers: Servers) -> Iterator[tuple[grpc.Channel, str, MethodDescript
                         yield channel, f"/{service}/{method.name}", method, data
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)  # about 20 s here: a bound for a server that stops answering
 def test_no_input_answers_internal_or_unknown_and_no_refusal_changes_state(
         servers: Servers) -> None:

@@ -137,6 +137,7 @@ def test_help_names_the_new_commands_and_options() -> None:
         assert option in helped
 
 
+@pytest.mark.slow
 def test_a_visitor_a_move_the_claims_and_both_views_of_the_position(town: Town) -> None:
     jn, qx = town.node(JN), town.node(QX)
     number = id_card(1940)

@@ -27,7 +27,7 @@ from tests.node.test_cli import CLIENT_ENV, Served, init_node, start_serving, st
 from timebank.citytime import CITY_TZ
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 @dataclass

@@ -786,22 +786,30 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert origins <= ({"group"} if p.group else {"individual", "granted"}), b
 
 
+#: Examples per engine. SQLite keeps the full count. On PostgreSQL an example takes about
+#: four times as long; a third as many still walk every rule there, for what differs
+#: between the engines (types, constraints, locking), in a quarter of the time.
+EXAMPLES = {"sqlite": 30, "postgres": 10}
+
+
 #: A failing run spends up to five minutes shrinking (each example opens a node): let it
 #: finish and print the smallest failing sequence rather than time out.
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ledger_state_machine(db_factory: Callable[[], tuple[str, Callable[[], None]]],
                               request: Any) -> None:
     engine = request.node.callspec.params["db_factory"]
+    examples = EXAMPLES[engine]
     machine = type(f"LedgerMachine_{engine}", (LedgerMachine,),
                    {"make_db": staticmethod(db_factory)})
     STATS.clear()
     started = time.perf_counter()
     run_state_machine_as_test(machine, settings=settings(  # type: ignore[no-untyped-call]
-        max_examples=30, stateful_step_count=100, deadline=None,
+        max_examples=examples, stateful_step_count=100, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                HealthCheck.filter_too_much]))
     elapsed = time.perf_counter() - started
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(STATS.items()))
     print(f"\n{engine}: {STATS['steps']} steps in {STATS['examples']} examples, "
           f"{elapsed:.1f} s\n{summary}")
-    assert STATS["steps"] >= 1500, summary
+    assert STATS["steps"] >= 50 * examples, summary  # 1500 steps on SQLite
