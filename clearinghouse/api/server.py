@@ -205,6 +205,8 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
     tls = config.server_tls()  # refuses to serve without TLS unless insecure
     app = bootstrap.open_app(config, clock)
     standing = _log_at_start(app)
+    # it was just reached: up before health first says SERVING (the probe keeps it after)
+    observe.RPCS.database_up.set(1)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
         key = bootstrap.signing_key(config, app)

@@ -258,6 +258,8 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     app = open_app(config, clock)
     if config.federated:
         _refuse_behind_the_log(app, config)
+    # it was just reached: up before health first says SERVING (the probe keeps it after)
+    metrics.RPCS.database_up.set(1)
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
         link: ClearingLink | None = None
