@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -49,14 +50,41 @@ _CONFIG_ENV = ("TIMEBANK_NODE_", "TIMEBANK_SERVER_", "TIMEBANK_LOG_", "TIMEBANK_
                "TIMEBANK_INSECURE", "TIMEBANK_PKI_DIR")
 
 
+#: Where the walk's ports are drawn from: below the kernel's ephemeral range, from which
+#: outgoing connections and port-0 binds (every other test's servers) take theirs, so
+#: nothing else on the machine takes one of them in the minutes between choosing and
+#: serving.
+_PORTS_FROM = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def _free_ports(count: int) -> list[int]:
+    """``count`` ports free now, outside the ephemeral range where it leaves room."""
+    low = _ephemeral_low()
+    pool = list(range(_PORTS_FROM, low)) if low - _PORTS_FROM >= 10 * count else []
+    random.shuffle(pool)
+    out: list[int] = []
     with ExitStack() as stack:
-        out = []
-        for _ in range(count):
+        for port in pool:
+            if len(out) == count:
+                break
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            out.append(port)
+        while len(out) < count:  # no room below the range: any free port
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             s.bind(("127.0.0.1", 0))
             out.append(int(s.getsockname()[1]))
-        return out
+    return out
 
 
 @dataclass
