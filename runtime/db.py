@@ -90,6 +90,10 @@ def _pipelining(conn: Connection) -> Iterator[None]:
         del conn.info[_pipeline.INFO_KEY]
 
 
+#: The reason a transaction that could not reach its database is refused with.
+STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+
+
 class Database:
     """A service's database: one writer at a time, many readers.
 
@@ -143,7 +147,7 @@ class Database:
                 with _pipelining(conn):
                     yield conn
         except OperationalError as e:
-            raise Unavailable(self._unavailable, "STORE_UNAVAILABLE") from e
+            raise Unavailable(self._unavailable, STORE_UNAVAILABLE) from e
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -152,7 +156,7 @@ class Database:
             with self.reader.begin() as conn:
                 yield conn
         except OperationalError as e:
-            raise Unavailable(self._unavailable, "STORE_UNAVAILABLE") from e
+            raise Unavailable(self._unavailable, STORE_UNAVAILABLE) from e
 
     def dispose(self) -> None:
         self.writer.dispose()

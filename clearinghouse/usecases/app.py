@@ -24,6 +24,7 @@ from clearinghouse.storage.db import Database
 from clearinghouse.storage.merkle_log import MerkleLog
 from clearinghouse.storage.repo import Repo, SavepointNeeded
 from clearinghouse.usecases.clock import Clock
+from runtime.db import STORE_UNAVAILABLE
 from runtime.errors import InvariantViolation, Unavailable
 from runtime.locks import FifoLock
 from timebank.citypolicy import Term
@@ -206,8 +207,14 @@ class ClearinghouseApp:
             try:  # first without savepoints (``Repo``'s optimistic mode)
                 answers = self._write(self._together, True, group)
             except Exception as e:
-                if len(group) == 1 and not isinstance(e, SavepointNeeded):
-                    group[0].error, group[0].done = e, True  # its own error, as alone
+                unreachable = isinstance(e, Unavailable) and e.reason == STORE_UNAVAILABLE
+                if unreachable or (len(group) == 1 and not isinstance(e, SavepointNeeded)):
+                    # its own error, as alone; or the database's, which each write alone
+                    # would meet again (every caller is told; its link retries)
+                    for queued in group:
+                        queued.error, queued.done = e, True
+                    if len(group) > 1:
+                        self._told(-len(group))
                     return
                 self._told(-len(group))
             else:

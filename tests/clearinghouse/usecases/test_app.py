@@ -13,6 +13,7 @@ import pytest
 
 from clearinghouse.usecases import app as app_module
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from runtime.db import STORE_UNAVAILABLE
 from runtime.errors import FailedPrecondition, Unavailable
 
 WAIT = 30.0
@@ -193,3 +194,28 @@ def test_a_group_whose_write_must_undo_what_it_wrote_runs_again_with_savepoints(
     assert groups == [1, -2, 1, 1]
     assert (_counter(ch_app, "first"), _counter(ch_app, "undone"),
             _counter(ch_app, "kept")) == (1, 0, 1)
+
+
+def test_a_group_that_cannot_reach_the_database_is_not_run_again_call_by_call(
+        ch_app: ClearinghouseApp) -> None:
+    """Each write alone would meet the same unreachable database, holding the writer for
+    a connection timeout each: every caller is told UNAVAILABLE at once instead."""
+    groups: list[int] = []
+    ch_app.on_group = groups.append
+    calls = _Calls(ch_app)
+    release = _hold_the_writer(ch_app, calls)
+
+    def unreachable(tx: Tx) -> int:
+        raise Unavailable("the clearinghouse's database is busy or unreachable",
+                          STORE_UNAVAILABLE)
+    for i, (name, work) in enumerate((("a", _bump("a")), ("down", unreachable),
+                                      ("c", _bump("c")))):
+        calls.start(name, work)
+        _queued(ch_app, i + 1)
+    release.set()
+    calls.join()
+    for name in ("a", "down", "c"):
+        error = calls.outcomes[name]
+        assert isinstance(error, Unavailable) and error.reason == STORE_UNAVAILABLE
+    assert groups == [1, -3]  # no call ran again on its own
+    assert (_counter(ch_app, "a"), _counter(ch_app, "c")) == (0, 0)
