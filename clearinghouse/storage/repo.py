@@ -161,6 +161,7 @@ _ADMITTED_COUNT = Prepared(
     select(func.count()).select_from(ADMISSIONS).where(ADMISSIONS.c.revoked_at.is_(None)))
 _DIRECTORY_ENTRY = Prepared(
     select(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref")))
+_INSERT_DIRECTORY_ENTRY = Prepared(insert(DIRECTORY))
 _STANDING = Prepared(
     select(POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
            POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes)
@@ -184,6 +185,18 @@ _OPEN_MOVE = Prepared(
                          CLAIMS.c.kind == ClaimKind.MOVE.value,
                          CLAIMS.c.state.in_(OPEN_STATES))
     .order_by(CLAIMS.c.created_at).limit(1))
+# a batch's people read together (``Repo.look_up_people``): their directory entries, their
+# open moves (earliest first) and every district's standing
+_DIRECTORY_BY_REF = Prepared(
+    select(DIRECTORY).where(DIRECTORY.c.person_ref.in_(bindparam("refs", expanding=True))))
+_OPEN_MOVES_BY_REF = Prepared(
+    select(CLAIMS).where(CLAIMS.c.payer_ref.in_(bindparam("refs", expanding=True)),
+                         CLAIMS.c.kind == ClaimKind.MOVE.value,
+                         CLAIMS.c.state.in_(OPEN_STATES))
+    .order_by(CLAIMS.c.created_at, CLAIMS.c.claim_id))
+_STANDINGS = Prepared(
+    select(POSITIONS.c.node_id, POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
+           POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes))
 _SET_HOME = Prepared(
     update(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref"),
                             DIRECTORY.c.home_node_id == bindparam("was"))
@@ -292,6 +305,11 @@ class _Mark:
     known_receipts: dict[bytes, bytes | None]
     moved: int
     claims_touched: int
+    undo: int
+
+
+#: What ``Repo._undo`` puts back for a key its table did not hold: nothing.
+_ABSENT: Any = object()
 
 
 class SavepointNeeded(Exception):
@@ -340,6 +358,16 @@ class Repo:
         self._claims_touched: list[str] = []
         # claims completed in this transaction, and the log leaf each was completed at
         self._completed_at: dict[str, int] = {}
+        # people read together (``look_up_people``), as this transaction left them: each
+        # one's directory entry (None: none) and the ids of their open moves, earliest
+        # first; and every district's standing (None: not read, or forgotten since a
+        # write this repository does not follow). What a savepoint rolled back changed
+        # in them is put back from ``_undo``: (table, key, value before).
+        self._homes: dict[str, DirectoryRecord | None] = {}
+        self._open_moves: dict[str, tuple[str, ...]] = {}
+        self._standings: dict[str, Standing] | None = None
+        self._undo: list[tuple[dict[str, Any], str, Any]] = []
+        self._savepoints = 0
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -349,13 +377,16 @@ class Repo:
         SQLAlchemy's nested-transaction objects cost several times as much."""
         mark = _Mark(len(self._pending_deliveries), len(self._pending_receipts),
                      len(self._pending_completed), dict(self._delivery_seq),
-                     dict(self._receipts), len(self._moved), len(self._claims_touched))
+                     dict(self._receipts), len(self._moved), len(self._claims_touched),
+                     len(self._undo))
         written = writes(self.conn)
         if not self._optimistic:
             _SAVEPOINT.send(self.conn)
+        self._savepoints += 1
         try:
             yield
         except BaseException as e:
+            self._savepoints -= 1
             if not self._optimistic:
                 _ROLLBACK_TO_SAVEPOINT(self.conn)
                 _RELEASE_SAVEPOINT(self.conn)
@@ -370,8 +401,15 @@ class Repo:
                 self._claims.pop(claim_id, None)
                 self._completed_at.pop(claim_id, None)
             del self._claims_touched[mark.claims_touched:]
+            while len(self._undo) > mark.undo:
+                table, key, before = self._undo.pop()
+                if before is _ABSENT:
+                    del table[key]
+                else:
+                    table[key] = before
             self._admission_rows.clear()
             raise
+        self._savepoints -= 1
         if self._release_savepoints and not self._optimistic:
             _RELEASE_SAVEPOINT.send(self.conn)
 
@@ -477,6 +515,7 @@ class Repo:
     def insert_admission(self, record: AdmissionRecord, net_debit_limit_minutes: int) -> None:
         """A newly admitted node: its admission, a zero position and an empty queue."""
         self._admission_rows.clear()
+        self._standings = None
         self.conn.execute(insert(ADMISSIONS).values(
             node_id=record.node_id, district=record.district, public_key=record.public_key,
             key_id=record.key_id, serial=record.serial, certificate=record.certificate,
@@ -572,6 +611,8 @@ class Repo:
     # directory ------------------------------------------------------------------------
 
     def directory_entry(self, person_ref: str) -> DirectoryRecord | None:
+        if person_ref in self._homes:
+            return self._homes[person_ref]
         row = _DIRECTORY_ENTRY(self.conn, {"ref": person_ref}).first()
         if row is None:
             return None
@@ -579,9 +620,48 @@ class Repo:
                                row.registration)
 
     def insert_directory_entry(self, record: DirectoryRecord) -> None:
-        self.conn.execute(insert(DIRECTORY).values(
+        if self._homes.get(record.person_ref) is not None:
+            raise InvariantViolation("a person has one directory entry")
+        _INSERT_DIRECTORY_ENTRY.send(self.conn, dict(
             person_ref=record.person_ref, home_node_id=record.home_node_id,
-            registered_at=record.registered_at, registration=record.registration))
+            registered_at=record.registered_at, registration=record.registration), rows=1,
+            otherwise="a directory entry was not written")
+        if record.person_ref in self._homes:
+            self._change(self._homes, record.person_ref, record)
+
+    def look_up_people(self, person_refs: Iterable[str]) -> None:
+        """Read together what a batch's claim messages and registrations check of their
+        people: each one's directory entry and open moves, and every district's standing
+        (a few rows: one per district). ``directory_entry``, ``proposal_context`` and
+        ``move_home`` then answer from memory, kept in step with this transaction's own
+        writes: three statements a batch, not a round trip or two an envelope. Only
+        between envelopes: inside a savepoint, what it read could be undone under it."""
+        if self._savepoints:
+            raise InvariantViolation("people are looked up between envelopes, not in one")
+        if self._standings is None:
+            self._standings = {str(r[0]): Standing(*(int(v) for v in r[1:]))
+                               for r in _STANDINGS(self.conn)}
+        wanted = sorted({r for r in person_refs
+                         if r not in self._homes or r not in self._open_moves})
+        for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
+            chunk = wanted[start:start + _KEYS_PER_LOOKUP]
+            homes: dict[str, DirectoryRecord | None] = dict.fromkeys(chunk)
+            for row in _DIRECTORY_BY_REF(self.conn, {"refs": chunk}):
+                homes[row.person_ref] = DirectoryRecord(
+                    row.person_ref, row.home_node_id, row.registered_at, row.registration)
+            moves: dict[str, list[str]] = {ref: [] for ref in chunk}
+            for row in _OPEN_MOVES_BY_REF(self.conn, {"refs": chunk}):
+                record = _claim(row)
+                if record.claim.claim_id not in self._claims:
+                    self._remember_claim(record.claim.claim_id, record)
+                moves[row.payer_ref].append(record.claim.claim_id)
+            self._homes.update(homes)
+            self._open_moves.update((ref, tuple(ids)) for ref, ids in moves.items())
+
+    def _change(self, table: dict[str, Any], key: str, value: Any) -> None:
+        """Set a remembered row as this transaction changed it, undoably (``savepoint``)."""
+        self._undo.append((table, key, table.get(key, _ABSENT)))
+        table[key] = value
 
     # positions ------------------------------------------------------------------------
 
@@ -592,6 +672,8 @@ class Repo:
 
     def standing(self, node_id: str) -> Standing | None:
         """Everything a proposal checks of its debtor, in one read."""
+        if self._standings is not None:
+            return self._standings.get(node_id)
         row = _STANDING(self.conn, {"node_id": node_id}).first()
         return None if row is None else Standing(*(int(v) for v in row))
 
@@ -636,6 +718,7 @@ class Repo:
         self._moved = []
 
     def set_net_debit_limit(self, node_id: str, minutes: int) -> None:
+        self._standings = None
         done = self.conn.execute(update(POSITIONS).where(POSITIONS.c.node_id == node_id)
                                  .values(net_debit_limit_minutes=minutes))
         if done.rowcount != 1:
@@ -672,6 +755,9 @@ class Repo:
         self._remember_claim(c.claim_id, record)
         if c.state.open:
             self._count_open(c, +1)
+            if c.kind is ClaimKind.MOVE and c.person_ref in self._open_moves:
+                self._change(self._open_moves, c.person_ref,
+                             (*self._open_moves[c.person_ref], c.claim_id))
         _INSERT_CLAIM.send(self.conn, dict(
             claim_id=c.claim_id, kind=c.kind.value, creditor=c.creditor, debtor=c.debtor,
             payer_ref=c.person_ref, minutes=c.minutes, posted_minutes=c.posted_minutes,
@@ -715,6 +801,10 @@ class Repo:
                 finish if finish is not None else known.finish))
         if after.state.open and not before.state.open:
             raise InvariantViolation(f"claim {before.claim_id} cannot open again")
+        moves = self._open_moves.get(before.person_ref)
+        if before.state.open and not after.state.open and moves and before.claim_id in moves:
+            self._change(self._open_moves, before.person_ref,
+                         tuple(i for i in moves if i != before.claim_id))
         if after.state is ClaimState.COMPLETED:
             self._complete(before, after)
         elif before.state.open and not after.state.open:
@@ -731,6 +821,21 @@ class Repo:
             "d_minutes": before.minutes, "plus": after.posted_minutes,
             "minus": -after.posted_minutes}, rows=2,
             otherwise=f"{after.label}: node {after.creditor} or {after.debtor} has no position")
+        self._shift(after.creditor, claims=-1, net=after.posted_minutes)
+        self._shift(after.debtor, claims=-1, debit=-before.minutes, net=-after.posted_minutes)
+
+    def _shift(self, node_id: str, *, claims: int, debit: int = 0, net: int = 0) -> None:
+        """Keep a standing read (``look_up_people``) as the statement just sent left it."""
+        if self._standings is None:
+            return
+        was = self._standings.get(node_id)
+        if was is None:
+            raise InvariantViolation(f"node {node_id} has no position")
+        now = Standing(was.net_minutes + net, was.limit_minutes, was.open_claims + claims,
+                       was.open_debit_minutes + debit)
+        if now.open_claims < 0 or now.open_debit_minutes < 0:
+            raise InvariantViolation(f"node {node_id}'s open totals would go below zero")
+        self._change(self._standings, node_id, now)
 
     def _count_open(self, claim: Claim, sign: int) -> None:
         """Keep the parties' running open-claim totals (``positions``) in step."""
@@ -740,6 +845,8 @@ class Repo:
                                       "d_claims": sign, "d_minutes": sign * claim.minutes},
                           rows=2, otherwise=f"{claim.label}: node {claim.creditor} or "
                           f"{claim.debtor} has no position")
+        self._shift(claim.creditor, claims=sign)
+        self._shift(claim.debtor, claims=sign, debit=sign * claim.minutes)
 
     def open_claim_count(self, node_id: str) -> int:
         """How many open claims the node is a party to (creditor or debtor): its running
@@ -764,7 +871,15 @@ class Repo:
     def proposal_context(self, person_ref: str, creditor: str, debtor: str,
                          ) -> ProposalContext:
         """``directory_entry``, ``open_move``, the creditor's open claims and the debtor's
-        ``standing``, in one statement."""
+        ``standing``, in one statement, or from memory for people looked up together."""
+        if (self._standings is not None and person_ref in self._homes
+                and person_ref in self._open_moves):
+            moves = self._open_moves[person_ref]
+            creditor_standing = self._standings.get(creditor)
+            return ProposalContext(
+                self._homes[person_ref], self.claim(moves[0]) if moves else None,
+                0 if creditor_standing is None else creditor_standing.open_claims,
+                self._standings.get(debtor))
         row = _PROPOSAL_CONTEXT(self.conn, {"ref": person_ref, "creditor": creditor,
                                             "debtor": debtor}).one()
         m = row._mapping
@@ -815,7 +930,9 @@ class Repo:
 
     @property
     def settlements(self) -> Settlements:
-        """Settlement's rows, in this transaction."""
+        """Settlement's rows, in this transaction (it moves positions: the standings
+        read are forgotten)."""
+        self._standings = None
         return Settlements(self.conn)
 
     def move_home(self, person_ref: str, old_home: str, new_home: str, evidence: bytes,
@@ -824,9 +941,18 @@ class Repo:
         ``old_home`` (False, and nothing changed, if not); ``evidence`` is the new home's
         signed envelope that completed the move. One statement: the check is the
         UPDATE's condition."""
-        done = _SET_HOME(self.conn, {"ref": person_ref, "was": old_home, "home": new_home,
-                                     "at": now, "evidence": evidence})
-        return done.rowcount == 1
+        values = {"ref": person_ref, "was": old_home, "home": new_home, "at": now,
+                  "evidence": evidence}
+        if person_ref not in self._homes:
+            return _SET_HOME(self.conn, values).rowcount == 1
+        home = self._homes[person_ref]  # as this transaction sees it: no need to ask
+        if home is None or home.home_node_id != old_home:
+            return False
+        _SET_HOME.send(self.conn, values, rows=1,
+                       otherwise=f"the directory entry of {person_ref} changed underneath")
+        self._change(self._homes, person_ref,
+                     DirectoryRecord(person_ref, new_home, now, evidence))
+        return True
 
     # deliveries -----------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ from clearinghouse.domain.claims import (
 from clearinghouse.storage.repo import ClaimRecord, ProposalContext
 from clearinghouse.usecases import log, policies, wire
 from clearinghouse.usecases.app import Tx
-from clearinghouse.usecases.directory import check_person_ref, verify_node
+from clearinghouse.usecases.directory import REGISTER, check_person_ref, verify_node
 from runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -273,20 +273,46 @@ _MESSAGES: dict[str, type[clearing_pb2.ClaimProposal | clearing_pb2.ClaimDecisio
 
 
 def look_up(tx: Tx, envelopes: Iterable[Signed]) -> None:
-    """Read together the claims these envelopes are about (a batch's claim messages),
-    before any is acted on: each then finds its claim in memory (``Repo.look_up_claims``)
-    instead of one round trip each. Nothing is checked here: an envelope that does not
-    parse, or names no valid claim id, is left to be refused when it is acted on."""
-    ids = []
+    """Read together what these envelopes (a batch) will check, before any is acted on:
+    the claims their claim messages are about (``Repo.look_up_claims``), then the people
+    those claims and proposals move or pay from, and the people registrations name
+    (``Repo.look_up_people``). Each then finds them in memory instead of a round trip or
+    two an envelope. Nothing is checked here: an envelope that does not parse, or names
+    no valid claim id or person, is left to be refused when it is acted on."""
+    ids, people = [], []
     for envelope in envelopes:
         message = _MESSAGES.get(envelope.kind)
         if message is None or len(envelope.body) > MAX_CLAIM_BODY_BYTES:
+            if envelope.kind == REGISTER:
+                people.append(_registered_ref(envelope.body))
             continue
         try:
-            ids.append(check_claim_id(message.FromString(envelope.body).claim_id))
+            msg = message.FromString(envelope.body)
+            ids.append(check_claim_id(msg.claim_id))
         except (DecodeError, Refusal):
             continue
+        if isinstance(msg, clearing_pb2.ClaimProposal):
+            people.append(msg.payer_ref)
     tx.repo.look_up_claims(ids)
+    for claim_id in ids:
+        record = tx.repo.claim(claim_id)
+        if record is not None:
+            people.append(record.claim.person_ref)
+    tx.repo.look_up_people(ref for ref in people if ref and len(ref) <= _MAX_REF)
+
+
+#: A person reference is 64 hex digits (``check_person_ref``); nothing longer is looked up.
+_MAX_REF = 64
+
+
+def _registered_ref(body: bytes) -> str:
+    """The person a registration names ("" if it does not parse: refused later)."""
+    if len(body) > MAX_CLAIM_BODY_BYTES:
+        return ""
+    try:
+        return str(clearing_pb2.DirectoryRegistration.FromString(body).person_ref)
+    except DecodeError:
+        return ""
 
 
 def _recorded(tx: Tx, claim_id: str) -> ClaimRecord:

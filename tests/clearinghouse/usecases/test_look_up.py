@@ -1,0 +1,115 @@
+"""A batch's people read together (``claims.look_up``, ``Repo.look_up_people``): what
+each envelope then checks from memory must be what it would have read from the
+database, as the batch's earlier envelopes left it, and a refused envelope must leave
+nothing of itself in memory. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from clearinghouse.domain.claims import ClaimKind, ClaimState
+from clearinghouse.storage.repo import ProposalContext, Repo
+from clearinghouse.usecases import claims, submit, wire
+from clearinghouse.usecases.app import ClearinghouseApp, Tx
+from runtime.errors import FailedPrecondition, Refusal
+from tests.clearinghouse.conftest import registration
+from tests.clearinghouse.usecases.test_claims import (
+    ALICE,
+    GL,
+    JN,
+    KEYS,
+    QX,
+    finishing,
+    proposal,
+    ring,
+)
+from tests.clearinghouse.usecases.test_submit import city, seal  # noqa: F401 - fixture
+
+BOB = hashlib.sha256(b"bob").hexdigest()
+PEOPLE = (ALICE, BOB)
+NODES = (JN, GL, QX)
+
+
+def _as_read(tx: Tx) -> dict[str, object]:
+    """What a proposal would check of each person and district, read by a repository
+    that remembers nothing (the same transaction, so the same rows)."""
+    fresh = Repo(tx.repo.conn)
+    return {f"{ref[:6]} {creditor}->{debtor}": fresh.proposal_context(ref, creditor, debtor)
+            for ref in PEOPLE for creditor in NODES for debtor in NODES if creditor != debtor}
+
+
+def _as_remembered(tx: Tx) -> dict[str, ProposalContext]:
+    return {f"{ref[:6]} {creditor}->{debtor}": tx.repo.proposal_context(ref, creditor, debtor)
+            for ref in PEOPLE for creditor in NODES for debtor in NODES if creditor != debtor}
+
+
+def test_a_batch_checks_each_envelope_against_what_the_ones_before_it_did(
+        city: ClearinghouseApp) -> None:  # noqa: F811 - the fixture
+    city.execute(claims.set_net_debit_limit, GL, 200)
+    batch = [
+        registration(BOB, GL, GL, KEYS[GL]),
+        proposal(1, city, kind=ClaimKind.MOVE, creditor=GL, debtor=JN, minutes=60,
+                 origins=[60]),
+        proposal(2, city, creditor=QX, debtor=JN),  # Alice is moving
+        finishing(1, posted=60, signer=GL),  # Alice's home becomes 鼓楼区
+        proposal(3, city, creditor=QX, debtor=JN),  # no longer her home
+        proposal(4, city, creditor=QX, debtor=GL, minutes=100),
+        # 鼓楼区 may owe 200, is owed 60 and owes 100 in open claims: 170 more is too
+        # much, 160 just enough
+        proposal(5, city, creditor=JN, debtor=GL, payer=BOB, minutes=170),
+        proposal(6, city, creditor=JN, debtor=GL, payer=BOB, minutes=160),
+    ]
+    seen: dict[str, object] = {}
+
+    def run(tx: Tx) -> list[submit.Submitted | Refusal]:
+        results = submit.submit_batch(tx, [wire.to_bytes(e) for e in batch], seal)
+        seen["remembered"], seen["read"] = _as_remembered(tx), _as_read(tx)
+        return results
+
+    results = city.execute(run)
+    outcomes = [r.reason if isinstance(r, Refusal) else
+                (r.claim.state if r.claim is not None else "registered") for r in results]
+    assert outcomes == ["registered", ClaimState.ACCEPTED, "MOVE_IN_PROGRESS",
+                        ClaimState.COMPLETED, "NOT_HOME_DISTRICT", ClaimState.PROPOSED,
+                        "LIMIT_REACHED", ClaimState.PROPOSED]
+    assert seen["remembered"] == seen["read"]
+    standing = city.query(lambda tx: {n: tx.repo.standing(n) for n in NODES})
+    assert (standing[GL].net_minutes, standing[GL].open_claims,
+            standing[GL].open_debit_minutes) == (60, 2, 260)
+    assert (standing[JN].net_minutes, standing[JN].open_claims,
+            standing[JN].open_debit_minutes) == (-60, 1, 0)
+
+
+def test_a_refused_envelope_leaves_nothing_of_itself_in_memory(
+        city: ClearinghouseApp) -> None:  # noqa: F811 - the fixture
+    move = proposal(1, city, kind=ClaimKind.MOVE, creditor=GL, debtor=JN, minutes=60,
+                 origins=[60])
+
+    def run(tx: Tx) -> None:
+        claims.look_up(tx, [move, proposal(2, city, payer=BOB, creditor=JN, debtor=GL)])
+        before = _as_remembered(tx)
+        with pytest.raises(FailedPrecondition), tx.repo.savepoint():
+            moved = claims.propose(tx, move, ring(city))
+            assert moved.state is ClaimState.ACCEPTED
+            finished = claims.finish(tx, finishing(1, posted=60, signer=GL), ring(city))
+            assert finished.state is ClaimState.COMPLETED
+            assert tx.repo.directory_entry(ALICE).home_node_id == GL  # type: ignore[union-attr]
+            raise FailedPrecondition("refused after all", "TEST")
+        assert _as_remembered(tx) == before == _as_read(tx)
+        assert tx.repo.directory_entry(ALICE).home_node_id == JN  # type: ignore[union-attr]
+        with pytest.raises(Refusal), tx.repo.savepoint():  # looked up: must be nobody's
+            claims.propose(tx, proposal(2, city, payer=BOB, creditor=JN, debtor=GL),
+                           ring(city))
+
+    city.execute(run)
+
+
+def test_people_are_looked_up_between_envelopes_only(
+        city: ClearinghouseApp) -> None:  # noqa: F811 - the fixture
+    def run(tx: Tx) -> None:
+        with pytest.raises(Exception, match="between envelopes"), tx.repo.savepoint():
+            tx.repo.look_up_people([ALICE])
+
+    city.execute(run)
