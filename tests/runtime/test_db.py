@@ -201,3 +201,16 @@ def test_a_sent_statement_that_fails_undoes_the_write_as_core_raises_it(
     with sending_db.read() as conn:
         assert conn.execute(select(COUNTER.c.id, COUNTER.c.n).order_by(COUNTER.c.id)
                             ).all() == [(1, 1), (2, 0), (3, 0)]
+
+
+def test_a_sqlite_commit_is_on_disk_before_it_returns(tmp_path: Path) -> None:
+    """WAL with ``synchronous=FULL`` on every connection: a commit survives a power cut,
+    not only the process's crash (what a signed tree head or receipt promises)."""
+    made = open_db(f"sqlite:///{tmp_path / 'durable.sqlite3'}")
+    try:
+        for engine in (made.writer, made.reader):
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        made.dispose()
