@@ -194,9 +194,14 @@ _OPEN_MOVES_BY_REF = Prepared(
                          CLAIMS.c.kind == ClaimKind.MOVE.value,
                          CLAIMS.c.state.in_(OPEN_STATES))
     .order_by(CLAIMS.c.created_at, CLAIMS.c.claim_id))
-_STANDINGS = Prepared(
-    select(POSITIONS.c.node_id, POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
-           POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes))
+# every district as a batch's envelopes check it: its admission, its standing and its
+# last delivery (read from the deliveries' primary key)
+_DISTRICTS = Prepared(
+    select(*ADMISSIONS.c, POSITIONS.c.net_minutes, POSITIONS.c.net_debit_limit_minutes,
+           POSITIONS.c.open_claims, POSITIONS.c.open_debit_minutes,
+           select(func.max(DELIVERIES.c.seq)).where(DELIVERIES.c.node_id == ADMISSIONS.c.node_id)
+           .scalar_subquery().label("last_seq"))
+    .select_from(ADMISSIONS.outerjoin(POSITIONS, POSITIONS.c.node_id == ADMISSIONS.c.node_id)))
 _SET_HOME = Prepared(
     update(DIRECTORY).where(DIRECTORY.c.person_ref == bindparam("ref"),
                             DIRECTORY.c.home_node_id == bindparam("was"))
@@ -630,17 +635,26 @@ class Repo:
             self._change(self._homes, record.person_ref, record)
 
     def look_up_people(self, person_refs: Iterable[str]) -> None:
-        """Read together what a batch's claim messages and registrations check of their
-        people: each one's directory entry and open moves, and every district's standing
-        (a few rows: one per district). ``directory_entry``, ``proposal_context`` and
-        ``move_home`` then answer from memory, kept in step with this transaction's own
-        writes: three statements a batch, not a round trip or two an envelope. Only
-        between envelopes: inside a savepoint, what it read could be undone under it."""
+        """Read together what a batch's envelopes check of their people and districts:
+        each person's directory entry and open moves, and every district's admission,
+        standing and last delivery (a few rows: one per district). ``directory_entry``,
+        ``proposal_context``, ``move_home``, ``admission`` and ``last_delivery_seq`` then
+        answer from memory, kept in step with this transaction's own writes: three
+        statements a batch, not a round trip or two an envelope. Only between envelopes:
+        inside a savepoint, what it read could be undone under it."""
         if self._savepoints:
             raise InvariantViolation("people are looked up between envelopes, not in one")
         if self._standings is None:
-            self._standings = {str(r[0]): Standing(*(int(v) for v in r[1:]))
-                               for r in _STANDINGS(self.conn)}
+            standings: dict[str, Standing] = {}
+            for row in _DISTRICTS(self.conn):
+                node_id = str(row.node_id)
+                self._admission_rows.setdefault(node_id, _admission(row))
+                self._delivery_seq.setdefault(node_id, int(row.last_seq or 0))
+                if row.net_minutes is not None:
+                    standings[node_id] = Standing(
+                        int(row.net_minutes), int(row.net_debit_limit_minutes),
+                        int(row.open_claims), int(row.open_debit_minutes))
+            self._standings = standings
         wanted = sorted({r for r in person_refs
                          if r not in self._homes or r not in self._open_moves})
         for start in range(0, len(wanted), _KEYS_PER_LOOKUP):

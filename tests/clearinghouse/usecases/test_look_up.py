@@ -10,7 +10,7 @@ import hashlib
 import pytest
 
 from clearinghouse.domain.claims import ClaimKind, ClaimState
-from clearinghouse.storage.repo import ProposalContext, Repo
+from clearinghouse.storage.repo import Repo
 from clearinghouse.usecases import claims, submit, wire
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from runtime.errors import FailedPrecondition, Refusal
@@ -35,14 +35,21 @@ NODES = (JN, GL, QX)
 def _as_read(tx: Tx) -> dict[str, object]:
     """What a proposal would check of each person and district, read by a repository
     that remembers nothing (the same transaction, so the same rows)."""
-    fresh = Repo(tx.repo.conn)
-    return {f"{ref[:6]} {creditor}->{debtor}": fresh.proposal_context(ref, creditor, debtor)
-            for ref in PEOPLE for creditor in NODES for debtor in NODES if creditor != debtor}
+    return _checked(Repo(tx.repo.conn))
 
 
-def _as_remembered(tx: Tx) -> dict[str, ProposalContext]:
-    return {f"{ref[:6]} {creditor}->{debtor}": tx.repo.proposal_context(ref, creditor, debtor)
-            for ref in PEOPLE for creditor in NODES for debtor in NODES if creditor != debtor}
+def _as_remembered(tx: Tx) -> dict[str, object]:
+    return _checked(tx.repo)
+
+
+def _checked(repo: Repo) -> dict[str, object]:
+    found: dict[str, object] = {
+        f"{ref[:6]} {creditor}->{debtor}": repo.proposal_context(ref, creditor, debtor)
+        for ref in PEOPLE for creditor in NODES for debtor in NODES if creditor != debtor}
+    for node in NODES:
+        found[f"{node} admission"] = repo.admission(node)
+        found[f"{node} last delivery"] = repo.last_delivery_seq(node)
+    return found
 
 
 def test_a_batch_checks_each_envelope_against_what_the_ones_before_it_did(
@@ -86,6 +93,9 @@ def test_a_refused_envelope_leaves_nothing_of_itself_in_memory(
         city: ClearinghouseApp) -> None:  # noqa: F811 - the fixture
     move = proposal(1, city, kind=ClaimKind.MOVE, creditor=GL, debtor=JN, minutes=60,
                  origins=[60])
+    queued = city.execute(claims.propose, proposal(9, city, creditor=QX, debtor=JN,
+                                                   minutes=30), ring(city))
+    assert queued.state is ClaimState.PROPOSED  # 江宁区 has a delivery waiting
 
     def run(tx: Tx) -> None:
         claims.look_up(tx, [move, proposal(2, city, payer=BOB, creditor=JN, debtor=GL)])
