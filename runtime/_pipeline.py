@@ -76,13 +76,19 @@ class Pipeline:
 
     def leave(self) -> None:
         """Wait for every answer and leave pipeline mode (before a Core statement, or
-        the commit)."""
+        the commit), then check each sent statement's row count. One round trip: the
+        driver syncs as it leaves pipeline mode, and fetches every answer then."""
         if self._context is None:
             return
+        pending, self._pending = self._pending, []
         try:
-            self.sync()
-        finally:
             self._exit(None)
+            for cursor, rows, otherwise in pending:
+                if rows is not None and cursor.rowcount != rows:
+                    raise InvariantViolation(otherwise)
+        finally:
+            for cursor, _, _ in pending:
+                cursor.close()
 
     def abandon(self, exc: BaseException) -> None:
         """Leave pipeline mode after ``exc``: the transaction is rolled back anyway."""
