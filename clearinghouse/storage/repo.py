@@ -422,9 +422,7 @@ class Repo:
     def deferring(self) -> Iterator[None]:
         """Deliveries, receipts and the leaves that completed claims, written inside, are
         kept in memory and written together when it ends (one executemany each,
-        pipelined on PostgreSQL; nothing in the transaction reads the last back), and net
-        positions
-        are checked to sum to zero once, then. Reads of them in this transaction answer
+        pipelined on PostgreSQL; nothing in the transaction reads the last back). Reads of them in this transaction answer
         from memory (``last_delivery_seq``, ``receipt``); Subscribe reads them only in
         other transactions, after the commit. If the block raises, nothing is written."""
         if self._deferring:
@@ -442,7 +440,7 @@ class Repo:
         self.flush()
 
     def flush(self) -> None:
-        """Write the deferred rows, and check the positions moved since the last check."""
+        """Write the deferred rows."""
         if self._pending_deliveries:
             _INSERT_DELIVERY.send_many(self.conn, self._pending_deliveries)
             self._pending_deliveries = []
@@ -452,7 +450,6 @@ class Repo:
         if self._pending_completed:
             _SET_COMPLETED_INDEX.send_many(self.conn, self._pending_completed)
             self._pending_completed = []
-        self.check_positions_balance()
 
     # meta ---------------------------------------------------------------------------
 
@@ -716,13 +713,15 @@ class Repo:
 
     def positions_must_balance(self, label: str) -> None:
         """Net positions must still sum to zero after ``label`` moved them: checked now,
-        or while deferring once for the batch, before its rows are written (any
-        InvariantViolation rolls the whole transaction back)."""
+        or, while deferring, once for the whole transaction before it commits
+        (``check_positions_balance``, which the use-case runner calls at the end of every
+        write; any InvariantViolation rolls the whole transaction back)."""
         self._moved.append(label)
         if not self._deferring:
             self.check_positions_balance()
 
     def check_positions_balance(self) -> None:
+        """Net positions sum to zero, if anything moved them since the last check."""
         if not self._moved:
             return
         total = int(_NET_TOTAL(self.conn).scalar_one())

@@ -162,6 +162,7 @@ class ClearinghouseApp:
             result = fn(tx, *args, **kwargs)
             if self.after_write is not None:
                 self.after_write(tx)
+            tx.repo.check_positions_balance()  # once, whatever moved them (ledger rule)
             return result
 
     def execute_together(self, work: Callable[[Tx], W], then: Callable[[Tx, W], T]) -> T:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
+from sqlalchemy import text
 
-from clearinghouse.domain.claims import ClaimState
+from clearinghouse.domain.claims import ClaimKind, ClaimState
 from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
 from clearinghouse.usecases import admission, claims, directory, log, submit, wire
@@ -21,6 +22,7 @@ from clearinghouse.usecases.clock import ManualClock
 from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
+    InvariantViolation,
     PermissionDenied,
     ResourceExhausted,
 )
@@ -41,6 +43,7 @@ from tests.clearinghouse.usecases.test_claims import (
     QX,
     cid,
     decision,
+    finishing,
     proposal,
     ring,
 )
@@ -269,3 +272,20 @@ def test_signatures_checked_before_the_transaction_still_meet_the_stored_admissi
     after = snapshot(ch_app)
     assert len(after["directory"]) == len(before["directory"]) + 1
     assert submit.check_signatures(None, [good]) == {}
+
+
+def test_a_batch_that_leaves_positions_unbalanced_commits_nothing(
+        city: ClearinghouseApp) -> None:
+    """Net positions must sum to zero when a transaction that moved them commits: a
+    batch over a corrupted position (as a bad restore or a hand edit would leave) is
+    rolled back whole, with the ledger rule's error, not a refusal of one envelope."""
+    move = proposal(1, city, kind=ClaimKind.MOVE, creditor=GL, debtor=JN, minutes=60,
+                    origins=[60])
+    with city.db.write() as conn:
+        conn.execute(text("UPDATE positions SET net_minutes = net_minutes + 5 "
+                          "WHERE node_id = :n"), {"n": JN})
+    before = snapshot(city)
+    batch = [move, finishing(1, posted=60, signer=GL)]
+    with pytest.raises(InvariantViolation, match="sum to 5"):
+        city.execute(submit.submit_batch, [wire.to_bytes(e) for e in batch], seal)
+    assert snapshot(city) == before
