@@ -185,15 +185,6 @@ _OPEN_MOVE = Prepared(
                          CLAIMS.c.kind == ClaimKind.MOVE.value,
                          CLAIMS.c.state.in_(OPEN_STATES))
     .order_by(CLAIMS.c.created_at).limit(1))
-# a batch's people read together (``Repo.look_up_people``): their directory entries, their
-# open moves (earliest first) and every district's standing
-_DIRECTORY_BY_REF = Prepared(
-    select(DIRECTORY).where(DIRECTORY.c.person_ref.in_(bindparam("refs", expanding=True))))
-_OPEN_MOVES_BY_REF = Prepared(
-    select(CLAIMS).where(CLAIMS.c.payer_ref.in_(bindparam("refs", expanding=True)),
-                         CLAIMS.c.kind == ClaimKind.MOVE.value,
-                         CLAIMS.c.state.in_(OPEN_STATES))
-    .order_by(CLAIMS.c.created_at, CLAIMS.c.claim_id))
 # every district as a batch's envelopes check it: its admission, its standing and its
 # last delivery (read from the deliveries' primary key)
 _DISTRICTS = Prepared(
@@ -257,6 +248,18 @@ _OPEN_MOVES = CLAIMS.alias("open_move")
 _CREDITOR = POSITIONS.alias("creditor")
 _DEBTOR = POSITIONS.alias("debtor")
 _ONE_ROW = select(literal(1).label("one")).subquery("one_row")
+_OPEN_MOVE_OF_THE_PERSON = and_(_OPEN_MOVES.c.payer_ref == DIRECTORY.c.person_ref,
+                                _OPEN_MOVES.c.kind == ClaimKind.MOVE.value,
+                                _OPEN_MOVES.c.state.in_(OPEN_STATES))
+# A batch's people read together (``Repo.look_up_people``): each registered person's
+# directory entry with their open moves, earliest first (one row per move, or one with
+# no move). A person nobody registered has neither: a move needs a home to be proposed,
+# and a directory entry is never removed.
+_PEOPLE_BY_REF = Prepared(
+    select(*DIRECTORY.c, *(c.label(f"move_{c.name}") for c in _OPEN_MOVES.c))
+    .select_from(DIRECTORY.outerjoin(_OPEN_MOVES, _OPEN_MOVE_OF_THE_PERSON))
+    .where(DIRECTORY.c.person_ref.in_(bindparam("refs", expanding=True)))
+    .order_by(DIRECTORY.c.person_ref, _OPEN_MOVES.c.created_at, _OPEN_MOVES.c.claim_id))
 # Everything a proposal checks after its parties, in one read: the person's home, their
 # open move (if any: ``_OPEN_MOVE``), the creditor's open claims and the debtor's standing.
 _PROPOSAL_CONTEXT = Prepared(
@@ -422,9 +425,10 @@ class Repo:
     def deferring(self) -> Iterator[None]:
         """Deliveries, receipts and the leaves that completed claims, written inside, are
         kept in memory and written together when it ends (one executemany each,
-        pipelined on PostgreSQL; nothing in the transaction reads the last back). Reads of them in this transaction answer
-        from memory (``last_delivery_seq``, ``receipt``); Subscribe reads them only in
-        other transactions, after the commit. If the block raises, nothing is written."""
+        pipelined on PostgreSQL; nothing in the transaction reads the last back). Reads
+        of them in this transaction answer from memory (``last_delivery_seq``,
+        ``receipt``); Subscribe reads them only in other transactions, after the commit.
+        If the block raises, nothing is written."""
         if self._deferring:
             raise InvariantViolation("the repository is deferring its writes already")
         self._deferring = True
@@ -657,15 +661,18 @@ class Repo:
         for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
             chunk = wanted[start:start + _KEYS_PER_LOOKUP]
             homes: dict[str, DirectoryRecord | None] = dict.fromkeys(chunk)
-            for row in _DIRECTORY_BY_REF(self.conn, {"refs": chunk}):
+            moves: dict[str, list[str]] = {ref: [] for ref in chunk}
+            for row in _PEOPLE_BY_REF(self.conn, {"refs": chunk}):
+                m = row._mapping
                 homes[row.person_ref] = DirectoryRecord(
                     row.person_ref, row.home_node_id, row.registered_at, row.registration)
-            moves: dict[str, list[str]] = {ref: [] for ref in chunk}
-            for row in _OPEN_MOVES_BY_REF(self.conn, {"refs": chunk}):
-                record = _claim(row)
+                if m["move_claim_id"] is None:
+                    continue
+                record = _claim(SimpleNamespace(**{c.name: m[f"move_{c.name}"]
+                                                   for c in _OPEN_MOVES.c}))
                 if record.claim.claim_id not in self._claims:
                     self._remember_claim(record.claim.claim_id, record)
-                moves[row.payer_ref].append(record.claim.claim_id)
+                moves[row.person_ref].append(record.claim.claim_id)
             self._homes.update(homes)
             self._open_moves.update((ref, tuple(ids)) for ref, ids in moves.items())
 

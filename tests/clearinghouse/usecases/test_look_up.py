@@ -123,3 +123,26 @@ def test_people_are_looked_up_between_envelopes_only(
             tx.repo.look_up_people([ALICE])
 
     city.execute(run)
+
+
+def test_a_move_opened_before_the_batch_is_found_by_it(
+        city: ClearinghouseApp) -> None:  # noqa: F811 - the fixture
+    opened = city.execute(claims.propose, proposal(
+        1, city, kind=ClaimKind.MOVE, creditor=GL, debtor=JN, minutes=60, origins=[60]),
+        ring(city))
+    assert opened.state is ClaimState.ACCEPTED
+    batch = [proposal(2, city, creditor=QX, debtor=JN),  # Alice is moving
+             finishing(1, posted=60, signer=GL),
+             proposal(3, city, creditor=QX, debtor=GL)]  # and now lives at 鼓楼区
+    seen: dict[str, object] = {}
+
+    def run(tx: Tx) -> list[submit.Submitted | Refusal]:
+        results = submit.submit_batch(tx, [wire.to_bytes(e) for e in batch], seal)
+        seen["remembered"], seen["read"] = _as_remembered(tx), _as_read(tx)
+        return results
+
+    results = city.execute(run)
+    assert [r.reason if isinstance(r, Refusal) else r.claim.state  # type: ignore[union-attr]
+            for r in results] == ["MOVE_IN_PROGRESS", ClaimState.COMPLETED,
+                                  ClaimState.PROPOSED]
+    assert seen["remembered"] == seen["read"]
