@@ -93,6 +93,19 @@ def _pipelining(conn: Connection) -> Iterator[None]:
         del conn.info[_pipeline.INFO_KEY]
 
 
+#: Where a write transaction keeps the row its write lock statement returned
+#: (``locked_row``), for as long as the transaction lasts.
+_LOCKED_ROW = "timebank.locked_row"
+
+
+def locked_row(conn: Connection) -> tuple[Any, ...] | None:
+    """The row the write lock statement returned in this write transaction: on
+    PostgreSQL, what the service asked it to read under the lock in the same round trip
+    (None on SQLite, which locks by ``BEGIN IMMEDIATE``, and outside a write)."""
+    found: tuple[Any, ...] | None = conn.info.get(_LOCKED_ROW)
+    return found
+
+
 #: The reason a transaction that could not reach its database is refused with.
 STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
@@ -102,7 +115,8 @@ class Database:
 
     ``service`` names the service in messages ("the node's database is busy...");
     ``write_lock`` is the statement a PostgreSQL writer runs first, locking the one row
-    that serialises writers across processes; ``statements`` chooses how Prepared
+    that serialises writers across processes (whatever else it selects is read in the
+    same round trip, under the lock: ``locked_row``); ``statements`` chooses how Prepared
     statements run on this database's connections (default: ``TIMEBANK_STATEMENTS``).
 
     On PostgreSQL, ``pre_ping`` tests every pooled connection with a round trip before
@@ -142,13 +156,19 @@ class Database:
         """One use-case's transaction: committed on success, rolled back on any error."""
         try:
             with self._write_lock, self.writer.begin() as conn:
+                info = conn.info  # the pooled connection's: it outlives the transaction
                 if not self.is_sqlite:
-                    self._lock_row(conn)
-                if not self._pipelined:
-                    yield conn
-                    return
-                with _pipelining(conn):
-                    yield conn
+                    row = self._lock_row(conn).first()
+                    if row is not None:
+                        info[_LOCKED_ROW] = tuple(row)
+                try:
+                    if not self._pipelined:
+                        yield conn
+                        return
+                    with _pipelining(conn):
+                        yield conn
+                finally:
+                    info.pop(_LOCKED_ROW, None)
         except OperationalError as e:
             raise Unavailable(self._unavailable, STORE_UNAVAILABLE) from e
 

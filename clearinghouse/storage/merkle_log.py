@@ -175,12 +175,16 @@ def _tree_rows(size: int) -> int:
 class MerkleLog:
     """The transparency log as seen by one transaction (``conn``)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, size: int | None = None) -> None:
+        """``size``: the log's size as this transaction found it, if known already (a
+        write transaction's stamp: read with its write lock)."""
         self.conn = conn
-        self._size: int | None = None  # read once per transaction; append keeps it
+        if size is not None and size < 0:
+            raise InvariantViolation(f"a log holds 0 or more leaves, not {size}")
+        self._size: int | None = size  # read once per transaction; append keeps it
         # the size first read: the log's size when this transaction began (it reads under
         # the write lock), beyond which nobody can have published a head but itself
-        self._first_size: int | None = None
+        self._first_size: int | None = size
         self._added_heads: dict[int, tuple[bytes, str]] = {}
         # what this instance appended: the right edge of the tree after it, and the leaves
         # (a batch appends a leaf per envelope, then proves each; neither is read back)
@@ -459,6 +463,10 @@ class MerkleLog:
             return
         _INSERT_HEAD.send(self.conn, {"size": size, "root": root, "note": note, "created_at": at})
         self._added_heads[size] = (root, note)
+
+    def added_head(self, size: int) -> bool:
+        """Whether this transaction added the tree head of ``size``."""
+        return size in self._added_heads
 
     def tree_head(self, size: int) -> tuple[bytes, str] | None:
         """(root, note) of the tree head published at `size`, if any. A size beyond the

@@ -5,6 +5,7 @@ and writes rows (and raises InvariantViolation when a write finds what must not 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from sqlalchemy import (
 
 from clearinghouse.domain.claims import Claim, ClaimKind, ClaimState, RejectReason
 from clearinghouse.storage import schema as s
-from clearinghouse.storage.db import counts_writes, writes
+from clearinghouse.storage.db import Stamp, counts_writes, stamp, writes
 from clearinghouse.storage.settlements import Settlements
 from runtime import meta
 from runtime.errors import InvariantViolation, Refusal
@@ -325,6 +326,54 @@ class SavepointNeeded(Exception):
     database: the transaction must be rolled back and run again with real savepoints."""
 
 
+class RarelyChanged:
+    """The city's key acts, its latest roster and the latest tree head as last read,
+    kept between write transactions (one per database: the app's), so that signing a
+    head reads none of them again while none changed. Each is taken only for a
+    transaction whose ``Stamp`` (read under its write lock, whichever replica wrote
+    last) names the same count of acts, the same latest epoch or the same log size: the
+    three tables are only ever inserted into (one head a size), so the same count,
+    epoch or size is the same rows. A head is remembered once read back committed. (A
+    restore replaces those rows, and is made with every replica stopped:
+    docs/operations.md.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._acts: tuple[int, list[tuple[str, int, bytes]]] | None = None
+        self._roster: tuple[int, tuple[int, bytes, bytes]] | None = None
+        self._head: tuple[int, tuple[bytes, str]] | None = None
+
+    def head(self, size: int) -> tuple[bytes, str] | None:
+        with self._lock:
+            found = self._head
+        return found[1] if found is not None and found[0] == size else None
+
+    def remember_head(self, size: int, head: tuple[bytes, str]) -> None:
+        with self._lock:
+            self._head = (size, head)
+
+    def acts(self, count: int) -> list[tuple[str, int, bytes]] | None:
+        with self._lock:
+            found = self._acts
+        return list(found[1]) if found is not None and found[0] == count else None
+
+    def remember_acts(self, count: int, acts: list[tuple[str, int, bytes]]) -> None:
+        if len(acts) != count:
+            raise InvariantViolation(f"{len(acts)} city key acts read where the stamp "
+                                     f"counted {count}")
+        with self._lock:
+            self._acts = (count, list(acts))
+
+    def roster(self, epoch: int) -> tuple[int, bytes, bytes] | None:
+        with self._lock:
+            found = self._roster
+        return found[1] if found is not None and found[0] == epoch else None
+
+    def remember_roster(self, roster: tuple[int, bytes, bytes]) -> None:
+        with self._lock:
+            self._roster = (roster[0], roster)
+
+
 class Repo:
     """One transaction's statements. What it remembers lives as long as the transaction
     (one writer at a time holds the database, ADR 0021): rows it read or wrote that a
@@ -338,8 +387,14 @@ class Repo:
     ``SavepointNeeded`` instead, for the caller to run the transaction again without
     ``optimistic``."""
 
-    def __init__(self, conn: Connection, *, optimistic: bool = False) -> None:
+    def __init__(self, conn: Connection, *, optimistic: bool = False,
+                 rarely_changed: RarelyChanged | None = None) -> None:
         self.conn = conn
+        # a write transaction's memory of rows between transactions (None: a read's), its
+        # stamp once read, and whether it wrote to what that memory holds
+        self._rarely_changed = rarely_changed
+        self._stamp: Stamp | None = None
+        self._wrote_rarely_changed = False
         # without a count of the writes, nothing could tell what a savepoint would undo
         self._optimistic = optimistic and counts_writes(conn)
         # On PostgreSQL every statement is a round trip: a released savepoint is one more
@@ -489,15 +544,59 @@ class Repo:
                 self.conn.execute(select(ROSTERS.c.envelope).order_by(ROSTERS.c.epoch))]
 
     def latest_roster(self) -> tuple[int, bytes, bytes] | None:
-        """(epoch, digest, envelope) of the newest roster, if any."""
+        """(epoch, digest, envelope) of the newest roster, if any: in a write transaction
+        that added none, as the stamp names it (``RarelyChanged``)."""
+        remembered = self._remembered()
+        if remembered is not None:
+            epoch = self.stamp().roster_epoch
+            if epoch == 0:
+                return None
+            found = remembered.roster(epoch)
+            if found is not None:
+                return found
         row = _LATEST_ROSTER(self.conn).first()
-        return None if row is None else (row.epoch, row.digest, row.envelope)
+        latest = None if row is None else (int(row.epoch), bytes(row.digest),
+                                           bytes(row.envelope))
+        if remembered is not None:
+            if latest is None or latest[0] != self.stamp().roster_epoch:
+                raise InvariantViolation("the latest roster is not the one the stamp names")
+            remembered.remember_roster(latest)
+        return latest
+
+    def stamp(self) -> Stamp:
+        """This write transaction's ``Stamp`` (read once)."""
+        if self._rarely_changed is None:
+            raise InvariantViolation("only a write transaction has a stamp")
+        if self._stamp is None:
+            self._stamp = stamp(self.conn)
+        return self._stamp
+
+    def committed_head(self, size: int) -> tuple[bytes, str] | None:
+        """The tree head of ``size`` as an earlier transaction read it back, committed
+        (None: not remembered; ``RarelyChanged``)."""
+        return None if self._rarely_changed is None else self._rarely_changed.head(size)
+
+    def remember_committed_head(self, size: int, head: tuple[bytes, str]) -> None:
+        """A tree head this transaction read back, committed before it began."""
+        if self._rarely_changed is not None and size <= self.stamp().log_size:
+            self._rarely_changed.remember_head(size, head)
+
+    def log_size_at_lock(self) -> int | None:
+        """The log's size when this write transaction took the write lock (None in a
+        read transaction: the log reads it itself). Only the transaction's one
+        ``MerkleLog`` appends, so this is its size until that appends."""
+        return None if self._rarely_changed is None else self.stamp().log_size
+
+    def _remembered(self) -> RarelyChanged | None:
+        """The memory between transactions, if this transaction may use it."""
+        return None if self._wrote_rarely_changed else self._rarely_changed
 
     def roster(self, epoch: int) -> bytes | None:
         return self.conn.execute(select(ROSTERS.c.envelope)
                                  .where(ROSTERS.c.epoch == epoch)).scalar_one_or_none()
 
     def insert_roster(self, epoch: int, digest: bytes, envelope: bytes, at: datetime) -> None:
+        self._wrote_rarely_changed = True
         self.conn.execute(insert(ROSTERS).values(epoch=epoch, digest=digest,
                                                  envelope=envelope, recorded_at=at))
 
@@ -573,11 +672,21 @@ class Repo:
     # the city's keys ------------------------------------------------------------------
 
     def key_acts(self) -> list[tuple[str, int, bytes]]:
-        """Every key rotation (kind, serial, envelope), by kind and serial."""
-        rows = _KEY_ACTS(self.conn)
-        return [(r.kind, int(r.serial), bytes(r.envelope)) for r in rows]
+        """Every key rotation (kind, serial, envelope), by kind and serial: in a write
+        transaction that added none, as the stamp counts them (``RarelyChanged``)."""
+        remembered = self._remembered()
+        if remembered is not None:
+            count = self.stamp().key_acts
+            found = remembered.acts(count)
+            if found is not None:
+                return found
+        acts = [(r.kind, int(r.serial), bytes(r.envelope)) for r in _KEY_ACTS(self.conn)]
+        if remembered is not None:
+            remembered.remember_acts(self.stamp().key_acts, acts)
+        return acts
 
     def insert_key_act(self, kind: str, serial: int, envelope: bytes, at: datetime) -> None:
+        self._wrote_rarely_changed = True
         self.conn.execute(insert(KEY_ACTS).values(kind=kind, serial=serial, envelope=envelope,
                                                   recorded_at=at))
 

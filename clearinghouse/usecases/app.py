@@ -22,7 +22,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from clearinghouse.storage.db import Database
 from clearinghouse.storage.merkle_log import MerkleLog
-from clearinghouse.storage.repo import Repo, SavepointNeeded
+from clearinghouse.storage.repo import RarelyChanged, Repo, SavepointNeeded
 from clearinghouse.usecases.clock import Clock
 from runtime.db import STORE_UNAVAILABLE
 from runtime.errors import InvariantViolation, Unavailable
@@ -140,6 +140,8 @@ class ClearinghouseApp:
         self.key_rings = KeyRingCache()
         #: The city policies around now, as last read from this database.
         self.policy_terms = PolicyTermsCache()
+        #: The city's key acts and latest roster, as last read from this database.
+        self.rarely_changed = RarelyChanged()
         #: Run at the end of every write transaction, inside it: the serving
         #: clearinghouse signs a tree head for whatever the transaction logged.
         self.after_write: Callable[[Tx], object] | None = None
@@ -157,8 +159,8 @@ class ClearinghouseApp:
     def _write(self, fn: Callable[Concatenate[Tx, P], T], optimistic: bool,
                *args: P.args, **kwargs: P.kwargs) -> T:
         with self.db.write() as conn:
-            tx = Tx(Repo(conn, optimistic=optimistic), self._now(), self.key_rings,
-                    policy_terms=self.policy_terms)
+            tx = Tx(Repo(conn, optimistic=optimistic, rarely_changed=self.rarely_changed),
+                    self._now(), self.key_rings, policy_terms=self.policy_terms)
             result = fn(tx, *args, **kwargs)
             if self.after_write is not None:
                 self.after_write(tx)

@@ -73,7 +73,7 @@ def log_of(tx: Tx) -> MerkleLog:
     size it read)."""
     found = tx.cache.merkle_log
     if found is None:
-        found = tx.cache.merkle_log = MerkleLog(tx.repo.conn)
+        found = tx.cache.merkle_log = MerkleLog(tx.repo.conn, tx.repo.log_size_at_lock())
     return found
 
 
@@ -166,7 +166,11 @@ def publish_head(tx: Tx, sign_note: Callable[[str], str],
     published = tx.cache.published_head
     if published is not None and published.size == size:
         return published  # this transaction signed it already
-    found = log.tree_head(size)
+    found = tx.repo.committed_head(size)
+    if found is None:
+        found = log.tree_head(size)
+        if found is not None and not log.added_head(size):  # an earlier transaction's
+            tx.repo.remember_committed_head(size, found)
     if found is not None:
         return transparency.read_head(found[1])
     root = log.root(size)
