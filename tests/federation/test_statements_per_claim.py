@@ -8,7 +8,14 @@ clearinghouse's write transactions while they complete is counted
 stay within a budget: 33 a move on either engine before the batch path was made
 set-based (issue 17), about 15 after, 12 on PostgreSQL and 14 on SQLite once a batch's
 claims were read together and queued batches committed together, and 10 on either once
-a group ran without a savepoint per envelope.
+a group ran without a savepoint per envelope; about 7 once a batch read its people
+and districts together and the head's inputs were kept between transactions.
+
+The count depends on how the links happen to batch the moves (on a loaded machine,
+smaller batches, more transactions: 15 a move was seen where 10 was usual), so the
+budget here is a coarse guard through the real server and links; the tight,
+deterministic budget per envelope is tests/clearinghouse/usecases/
+test_statements_per_envelope.py.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ MOVES = 20
 #: Statements a move costs the clearinghouse (its proposal and its completion, each a
 #: Submit in a batch; their share of each batch's BEGIN, lock, head, proofs and COMMIT;
 #: the reads of the Subscribe streams and acknowledgements while they complete).
-BUDGET_PER_MOVE = 12
+BUDGET_PER_MOVE = 16
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
