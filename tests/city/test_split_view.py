@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -112,11 +113,17 @@ class Collected:
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.out: list[str] = []
         self.err: list[str] = []
-        self.threads = [threading.Thread(target=into.extend, args=(stream,), daemon=True)
+        self.threads = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
                         for stream, into in ((process.stdout, self.out),
                                              (process.stderr, self.err))]
         for thread in self.threads:
             thread.start()
+
+    @staticmethod
+    def _read(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:  # each line as soon as it is written
+            into.append(line)
 
     def has(self, *words: str, running: subprocess.Popen[str]) -> bool:
         """Whether stderr holds every word so far; fails if the process ended first."""
