@@ -28,10 +28,10 @@ import grpc
 import pytest
 
 from city.launcher import CONFIG_ENV_PREFIXES, METRICS_ENV
-from city.pki.store import Authority
+from city.pki.store import Authority, Issued
 from runtime.tls import ClientTls
 from runtime.tls import channel as tls_channel
-from tests.pki import NODE, OBSERVER, SERVER, client_tls, issue
+from tests.pki import NODE, OBSERVER, SERVER, client_tls, issue, now
 from timebank import actfile, transparency
 from timebank.admissions import chain_of
 from timebank.keys import generate, key_id, public_key
@@ -101,28 +101,55 @@ def observer(ca: Authority) -> ClientTls:
     return client_tls(ca, issue(ca, OBSERVER, f"test-{time.monotonic_ns()}"))
 
 
-def node_init(ca: Authority, data_dir: Path, *args: str | Path) -> None:
+@pytest.fixture(scope="module")
+def city_ca(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """One city CA for the module, in place of ``tests.pki``'s per-test one: the
+    template bureau's certificates are its, and so are every test's copy's."""
+    return Authority.init(tmp_path_factory.mktemp("city-keys") / "pki", "test city CA", now())
+
+
+@pytest.fixture(scope="module")
+def node_leaf(city_ca: Authority) -> Issued:
+    """The node certificate the city CA issues 320115 (once: a CA keeps one per name)."""
+    return issue(city_ca, NODE, "320115")
+
+
+def node_init(ca: Authority, leaf: Issued, data_dir: Path, *args: str | Path) -> None:
     """`node init` for 320115 江宁区, serving (and calling the clearinghouse) with the
-    node certificate the city CA issues it."""
-    leaf = issue(ca, NODE, "320115")
+    node certificate the city CA issued it."""
     ok("node", "init", "--data-dir", data_dir, "--node-id", "320115", "--district", "江宁区",
        *args, "--tls-ca", ca.ca_cert, "--tls-cert", leaf.cert, "--tls-key", leaf.key)
 
 
-@pytest.fixture
-def bureau(tmp_path: Path, city_ca: Authority) -> tuple[Path, Path]:
-    """A clearinghouse serving mutual TLS with the city CA's certificates, whose city
-    root key was moved to an offline desk: (its config, the offline root key file)."""
+@pytest.fixture(scope="module")
+def bureau_template(tmp_path_factory: pytest.TempPathFactory, city_ca: Authority) -> Path:
+    """Made once per module and copied by every test (``bureau``): a clearinghouse
+    serving mutual TLS with the city CA's certificates, whose city root key was moved to
+    an offline desk, and a city secret from `clearinghouse city-secret`."""
+    base = tmp_path_factory.mktemp("bureau")
     leaf = issue(city_ca, SERVER, "clearinghouse")
-    ok("clearinghouse", "init", "--data-dir", tmp_path / "ch", "--tls-ca", city_ca.ca_cert,
+    ok("clearinghouse", "init", "--data-dir", base / "ch", "--tls-ca", city_ca.ca_cert,
        "--tls-cert", leaf.cert, "--tls-key", leaf.key, "--tls-crl", city_ca.crl)
-    desk = tmp_path / "offline"
+    desk = base / "offline"
     desk.mkdir(mode=0o700)
-    root = desk / "root.key"
-    shutil.move(tmp_path / "ch" / "city-root.key", root)
+    shutil.move(base / "ch" / "city-root.key", desk / "root.key")
     # the clearinghouse runs, and upgrades its schema, without the root key
-    assert "offline" in ok("clearinghouse", "init", "--data-dir", tmp_path / "ch")
-    assert not (tmp_path / "ch" / "city-root.key").exists()
+    assert "offline" in ok("clearinghouse", "init", "--data-dir", base / "ch")
+    assert not (base / "ch" / "city-root.key").exists()
+    ok("clearinghouse", "city-secret", "--out", base / "city-secret")
+    return base
+
+
+@pytest.fixture
+def bureau(tmp_path: Path, bureau_template: Path) -> tuple[Path, Path]:
+    """This test's own copy of the template bureau (its database, keys and their modes;
+    the configuration's paths are relative to its folder, or the module CA's):
+    (its config, the offline root key file). The city secret is copied alongside."""
+    for part in ("ch", "offline"):
+        shutil.copytree(bureau_template / part, tmp_path / part)
+    shutil.copy2(bureau_template / "city-secret", tmp_path / "city-secret")
+    root = tmp_path / "offline" / "root.key"
+    assert (root.stat().st_mode & 0o777, root.parent.stat().st_mode & 0o777) == (0o600, 0o700)
     return tmp_path / "ch" / "clearinghouse.toml", root
 
 
@@ -165,15 +192,16 @@ def serving(args: list[str | Path], address: str, log: Path, extra: dict[str, st
 
 
 def test_the_offline_flow_admits_a_district_a_node_then_admits(
-        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority) -> None:
+        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority,
+        node_leaf: Issued) -> None:
     config, root = bureau
     ch_dir = config.parent
     city_hex, ch_hex = _key_hex(root), _key_hex(ch_dir / "clearinghouse.key")
     port = free_port()
-    secret = tmp_path / "city-secret"
-    ok("clearinghouse", "city-secret", "--out", secret)
-    node_init(city_ca, tmp_path / "jn", "--clearinghouse", f"127.0.0.1:{port}",
-              "--clearinghouse-key", ch_hex, "--city-key", city_hex, "--city-secret", secret)
+    secret = tmp_path / "city-secret"  # from `clearinghouse city-secret` (the template)
+    node_init(city_ca, node_leaf, tmp_path / "jn", "--clearinghouse", f"127.0.0.1:{port}",
+              "--clearinghouse-key", ch_hex, "--city-key", city_hex,
+              "--city-secret", secret)
     from node.bootstrap import signing_identity
     from node.config import load_config
 
@@ -426,7 +454,8 @@ def test_every_key_file_others_can_read_is_refused(tmp_path: Path,
 
 
 def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
-        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority) -> None:
+        tmp_path: Path, bureau: tuple[Path, Path], city_ca: Authority,
+        node_leaf: Issued) -> None:
     """A served node learns the new clearinghouse key only from the city-signed rotation
     (its configuration keeps the old one) and cosigns heads the new key signs."""
     config, root = bureau
@@ -434,10 +463,10 @@ def test_a_node_keeps_witnessing_across_a_clearinghouse_key_rotation(
     old_ch = bytes.fromhex(_key_hex(ch_dir / "clearinghouse.key"))
     port, node_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
-    secret = tmp_path / "city-secret"
-    ok("clearinghouse", "city-secret", "--out", secret)
-    node_init(city_ca, tmp_path / "jn", "--clearinghouse", address, "--clearinghouse-key",
-              old_ch.hex(), "--city-key", _key_hex(root), "--city-secret", secret)
+    secret = tmp_path / "city-secret"  # from `clearinghouse city-secret` (the template)
+    node_init(city_ca, node_leaf, tmp_path / "jn", "--clearinghouse", address,
+              "--clearinghouse-key", old_ch.hex(), "--city-key", _key_hex(root),
+              "--city-secret", secret)
     from node.bootstrap import signing_identity
     from node.config import load_config
 

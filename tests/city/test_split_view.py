@@ -31,10 +31,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -103,6 +105,39 @@ def alarm_kinds(address: str) -> set[str]:
         return {a.kind for a in log_heads(address).alarms}
     except grpc.RpcError:
         return set()
+
+
+class Collected:
+    """A process's stdout and stderr as they come, read by threads (no pipe fills)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.threads = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
+                        for stream, into in ((process.stdout, self.out),
+                                             (process.stderr, self.err))]
+        for thread in self.threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:  # each line as soon as it is written
+            into.append(line)
+
+    def has(self, *words: str, running: subprocess.Popen[str]) -> bool:
+        """Whether stderr holds every word so far; fails if the process ended first."""
+        err = "".join(self.err)
+        if all(w in err for w in words):
+            return True
+        assert running.poll() is None, ("".join(self.out), err)
+        return False
+
+    def finish(self) -> tuple[str, str]:
+        """(stdout, stderr) in full, once the process has exited."""
+        for thread in self.threads:
+            thread.join(timeout=30)
+        return "".join(self.out), "".join(self.err)
 
 
 def free_port() -> int:
@@ -297,11 +332,14 @@ def test_a_split_view_is_detected_and_proven(tmp_path: Path) -> None:
                     [sys.executable, "-m", "city", *monitor, "--follow", "--interval", "1"],
                     env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     text=True, encoding="utf-8")
-                try:
-                    time.sleep(4)
+                streams = Collected(follow)
+                try:  # until it has said both, while it runs on
+                    wait("the following monitor's alarms", lambda: streams.has(
+                        "ALARM fork", "ALARM finality: the head of", running=follow), 60)
                 finally:
                     follow.send_signal(signal.SIGTERM)
-                    out, err = follow.communicate(timeout=30)
+                    follow.wait(timeout=30)
+                out, err = streams.finish()
                 assert "ALARM fork" in err, (out, err)
                 # its own finality bound, counted from when the one-shot run first saw it
                 assert "ALARM finality: the head of" in err, (out, err)
