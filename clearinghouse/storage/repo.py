@@ -172,6 +172,12 @@ _NET_TOTAL = Prepared(select(func.coalesce(func.sum(POSITIONS.c.net_minutes), 0)
 _CLAIM = Prepared(select(CLAIMS).where(CLAIMS.c.claim_id == bindparam("claim_id")))
 _CLAIMS_BY_ID = Prepared(
     select(CLAIMS).where(CLAIMS.c.claim_id.in_(bindparam("ids", expanding=True))))
+# What a batch moved of one district's position, written once at its end (``flush``).
+_MOVE_POSITION = Prepared(
+    update(POSITIONS).where(POSITIONS.c.node_id == bindparam("b_node"))
+    .values(open_claims=POSITIONS.c.open_claims + bindparam("d_claims"),
+            open_debit_minutes=POSITIONS.c.open_debit_minutes + bindparam("d_debit"),
+            net_minutes=POSITIONS.c.net_minutes + bindparam("d_net")))
 # A claim's two parties in one statement: both count it open (or no longer), the debtor
 # its minutes too.
 _ADD_TO_OPEN = Prepared(
@@ -429,6 +435,9 @@ class Repo:
         self._homes: dict[str, DirectoryRecord | None] = {}
         self._open_moves: dict[str, tuple[str, ...]] = {}
         self._standings: dict[str, Standing] | None = None
+        # while deferring over those standings: what this batch moved of each district's
+        # open claims, open debit and net minutes, written together by ``flush``
+        self._position_deltas: dict[str, tuple[int, int, int]] = {}
         self._undo: list[tuple[dict[str, Any], str, Any]] = []
         self._savepoints = 0
 
@@ -493,6 +502,7 @@ class Repo:
             self._pending_deliveries.clear()
             self._pending_receipts.clear()
             self._pending_completed.clear()
+            self._position_deltas.clear()
             raise
         finally:
             self._deferring = False
@@ -509,6 +519,12 @@ class Repo:
         if self._pending_completed:
             _SET_COMPLETED_INDEX.send_many(self.conn, self._pending_completed)
             self._pending_completed = []
+        if self._position_deltas:  # one row version a district a batch, not two a claim
+            _MOVE_POSITION.send_many(self.conn, [
+                {"b_node": node, "d_claims": c, "d_debit": d, "d_net": n}
+                for node, (c, d, n) in sorted(self._position_deltas.items())
+                if (c, d, n) != (0, 0, 0)])
+            self._position_deltas = {}
 
     # meta ---------------------------------------------------------------------------
 
@@ -945,6 +961,11 @@ class Repo:
         ``positions_must_balance``)."""
         if not before.state.open or after.posted_minutes is None or after.creditor == after.debtor:
             raise InvariantViolation(f"{after.label} cannot complete from {before.state.value}")
+        if self._positions_deferred():
+            self._shift(after.creditor, claims=-1, net=after.posted_minutes, deferred=True)
+            self._shift(after.debtor, claims=-1, debit=-before.minutes,
+                        net=-after.posted_minutes, deferred=True)
+            return
         _COMPLETE_POSITIONS.send(self.conn, {
             "b_creditor": after.creditor, "b_debtor": after.debtor,
             "d_minutes": before.minutes, "plus": after.posted_minutes,
@@ -953,8 +974,15 @@ class Repo:
         self._shift(after.creditor, claims=-1, net=after.posted_minutes)
         self._shift(after.debtor, claims=-1, debit=-before.minutes, net=-after.posted_minutes)
 
-    def _shift(self, node_id: str, *, claims: int, debit: int = 0, net: int = 0) -> None:
-        """Keep a standing read (``look_up_people``) as the statement just sent left it."""
+    def _positions_deferred(self) -> bool:
+        """Whether positions move in memory, written once a batch (``flush``): while
+        deferring, over standings read together (``look_up_people``)."""
+        return self._deferring and self._standings is not None
+
+    def _shift(self, node_id: str, *, claims: int, debit: int = 0, net: int = 0,
+               deferred: bool = False) -> None:
+        """Keep a standing read (``look_up_people``) as the statement just sent left it,
+        or (``deferred``) as the one ``flush`` will send will leave it."""
         if self._standings is None:
             return
         was = self._standings.get(node_id)
@@ -965,11 +993,18 @@ class Repo:
         if now.open_claims < 0 or now.open_debit_minutes < 0:
             raise InvariantViolation(f"node {node_id}'s open totals would go below zero")
         self._change(self._standings, node_id, now)
+        if deferred:
+            c, d, n = self._position_deltas.get(node_id, (0, 0, 0))
+            self._change(self._position_deltas, node_id, (c + claims, d + debit, n + net))
 
     def _count_open(self, claim: Claim, sign: int) -> None:
         """Keep the parties' running open-claim totals (``positions``) in step."""
         if claim.creditor == claim.debtor:
             raise InvariantViolation(f"{claim.label}: a node cannot claim from itself")
+        if self._positions_deferred():
+            self._shift(claim.creditor, claims=sign, deferred=True)
+            self._shift(claim.debtor, claims=sign, debit=sign * claim.minutes, deferred=True)
+            return
         _ADD_TO_OPEN.send(self.conn, {"b_creditor": claim.creditor, "b_debtor": claim.debtor,
                                       "d_claims": sign, "d_minutes": sign * claim.minutes},
                           rows=2, otherwise=f"{claim.label}: node {claim.creditor} or "

@@ -146,3 +146,23 @@ def test_a_move_opened_before_the_batch_is_found_by_it(
             for r in results] == ["MOVE_IN_PROGRESS", ClaimState.COMPLETED,
                                   ClaimState.PROPOSED]
     assert seen["remembered"] == seen["read"]
+
+
+def test_positions_moved_in_a_batch_are_written_once_and_only_for_what_stayed(
+        city: ClearinghouseApp) -> None:  # noqa: F811 - the fixture
+    kept = proposal(1, city, creditor=QX, debtor=JN, minutes=100)
+    undone = proposal(2, city, creditor=GL, debtor=JN, minutes=50)
+
+    def run(tx: Tx) -> None:
+        claims.look_up(tx, [kept, undone])
+        with tx.repo.deferring():
+            with tx.repo.savepoint():
+                claims.propose(tx, kept, ring(city))
+            with pytest.raises(FailedPrecondition), tx.repo.savepoint():
+                claims.propose(tx, undone, ring(city))
+                raise FailedPrecondition("refused after it wrote", "TEST")
+        assert _as_remembered(tx) == _as_read(tx)
+
+    city.execute(run)
+    jn = city.query(lambda tx: tx.repo.standing(JN))
+    assert jn is not None and (jn.open_claims, jn.open_debit_minutes) == (1, 100)

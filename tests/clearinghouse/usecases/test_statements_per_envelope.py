@@ -4,9 +4,10 @@ SubmitBatch in a write transaction of its own (all of it counted), by the engine
 hook (the driver path's statements too, ADR 0011). Deterministic, unlike a city's
 links, which batch as their timing falls (tests/federation/test_statements_per_claim.py).
 
-What scales with the envelopes is their own writes (a proposal: the claim and its
-parties' open totals; a completion: the claim, the positions, and a move's new home),
-sent without waiting on PostgreSQL; everything read is read once a batch (ADR 0021).
+What scales with the envelopes is their own writes (a proposal: the claim; a
+completion: the claim and a move's new home), sent without waiting on PostgreSQL;
+everything read is read once a batch, and the districts' positions are written once a
+batch (ADR 0021).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ PEOPLE = 20
 #: The most statements a batch may cost beyond its envelopes' own (the write lock and
 #: stamp; the batch's reads of receipts, claims, districts and people; its executemany
 #: of leaves, hashes, deliveries and receipts; this app signs no head), and the most
-#: each envelope may add. Measured: 52 and 72 statements on SQLite, 51 and 71 on
-#: PostgreSQL, for the 20 proposals and the 20 completions.
+#: each envelope may add. Measured: 33 and 53 statements on SQLite, 32 and 52 on
+#: PostgreSQL, for the 20 proposals and the 20 completions (52 and 72 while each claim
+#: still moved its parties' positions with a statement of its own).
 PER_BATCH = 14
-PER_PROPOSAL = 2
-PER_COMPLETION = 3
+PER_PROPOSAL = 1
+PER_COMPLETION = 2
 
 
 def _counted(app: ClearinghouseApp, batch: list[bytes]) -> tuple[int, list[object]]:
