@@ -18,6 +18,7 @@ pipeline mode first (an engine listener), since Core reads the cursor at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -64,25 +65,21 @@ class Pipeline:
     def sync(self) -> None:
         """Wait for every answer (one round trip with whatever was last queued), then
         check each sent statement's row count. The driver's error propagates as is."""
-        pending, self._pending = self._pending, []
-        try:
-            self._pipeline.sync()
-            for cursor, rows, otherwise in pending:
-                if rows is not None and cursor.rowcount != rows:
-                    raise InvariantViolation(otherwise)
-        finally:
-            for cursor, _, _ in pending:
-                cursor.close()
+        self._answered(self._pipeline.sync)
 
     def leave(self) -> None:
         """Wait for every answer and leave pipeline mode (before a Core statement, or
         the commit), then check each sent statement's row count. One round trip: the
         driver syncs as it leaves pipeline mode, and fetches every answer then."""
-        if self._context is None:
-            return
+        if self._context is not None:
+            self._answered(lambda: self._exit(None))
+
+    def _answered(self, wait: Callable[[], None]) -> None:
+        """``wait`` for the answers of the statements sent, then check their row counts
+        (``InvariantViolation`` otherwise); their cursors are closed either way."""
         pending, self._pending = self._pending, []
         try:
-            self._exit(None)
+            wait()
             for cursor, rows, otherwise in pending:
                 if rows is not None and cursor.rowcount != rows:
                     raise InvariantViolation(otherwise)

@@ -26,6 +26,7 @@ from tests.clearinghouse.usecases.test_claims import (
     ring,
 )
 from tests.clearinghouse.usecases.test_submit import city, seal  # noqa: F401 - fixture
+from timebank.envelope import Signed
 
 BOB = hashlib.sha256(b"bob").hexdigest()
 PEOPLE = (ALICE, BOB)
@@ -40,6 +41,17 @@ def _as_read(tx: Tx) -> dict[str, object]:
 
 def _as_remembered(tx: Tx) -> dict[str, object]:
     return _checked(tx.repo)
+
+
+def _submitted(app: ClearinghouseApp, batch: list[Signed],
+               ) -> tuple[list[submit.Submitted | Refusal], object, object]:
+    """Submit ``batch`` as one SubmitBatch; also what its transaction remembered at the
+    end, and what a repository that remembers nothing reads there."""
+    def run(tx: Tx) -> tuple[list[submit.Submitted | Refusal], object, object]:
+        results = submit.submit_batch(tx, [wire.to_bytes(e) for e in batch], seal)
+        return results, _as_remembered(tx), _as_read(tx)
+
+    return app.execute(run)
 
 
 def _checked(repo: Repo) -> dict[str, object]:
@@ -68,20 +80,13 @@ def test_a_batch_checks_each_envelope_against_what_the_ones_before_it_did(
         proposal(5, city, creditor=JN, debtor=GL, payer=BOB, minutes=170),
         proposal(6, city, creditor=JN, debtor=GL, payer=BOB, minutes=160),
     ]
-    seen: dict[str, object] = {}
-
-    def run(tx: Tx) -> list[submit.Submitted | Refusal]:
-        results = submit.submit_batch(tx, [wire.to_bytes(e) for e in batch], seal)
-        seen["remembered"], seen["read"] = _as_remembered(tx), _as_read(tx)
-        return results
-
-    results = city.execute(run)
+    results, remembered, read = _submitted(city, batch)
     outcomes = [r.reason if isinstance(r, Refusal) else
                 (r.claim.state if r.claim is not None else "registered") for r in results]
     assert outcomes == ["registered", ClaimState.ACCEPTED, "MOVE_IN_PROGRESS",
                         ClaimState.COMPLETED, "NOT_HOME_DISTRICT", ClaimState.PROPOSED,
                         "LIMIT_REACHED", ClaimState.PROPOSED]
-    assert seen["remembered"] == seen["read"]
+    assert remembered == read
     standing = city.query(lambda tx: {n: tx.repo.standing(n) for n in NODES})
     assert (standing[GL].net_minutes, standing[GL].open_claims,
             standing[GL].open_debit_minutes) == (60, 2, 260)
@@ -134,18 +139,11 @@ def test_a_move_opened_before_the_batch_is_found_by_it(
     batch = [proposal(2, city, creditor=QX, debtor=JN),  # Alice is moving
              finishing(1, posted=60, signer=GL),
              proposal(3, city, creditor=QX, debtor=GL)]  # and now lives at 鼓楼区
-    seen: dict[str, object] = {}
-
-    def run(tx: Tx) -> list[submit.Submitted | Refusal]:
-        results = submit.submit_batch(tx, [wire.to_bytes(e) for e in batch], seal)
-        seen["remembered"], seen["read"] = _as_remembered(tx), _as_read(tx)
-        return results
-
-    results = city.execute(run)
+    results, remembered, read = _submitted(city, batch)
     assert [r.reason if isinstance(r, Refusal) else r.claim.state  # type: ignore[union-attr]
             for r in results] == ["MOVE_IN_PROGRESS", ClaimState.COMPLETED,
                                   ClaimState.PROPOSED]
-    assert seen["remembered"] == seen["read"]
+    assert remembered == read
 
 
 def test_positions_moved_in_a_batch_are_written_once_and_only_for_what_stayed(
