@@ -10,7 +10,11 @@ through the nodes' gRPC API, and prints its figures with a JSON summary as the l
 ``--clearinghouse-db`` runs the whole bench twice: the clearinghouse on its SQLite file,
 then on a new database made for the run on the PostgreSQL server the URL names (dropped
 afterwards; the URL's own database is only used to create it). The JSON line then holds
-both runs, ``sqlite`` and ``postgresql``, and their ratio of completed claims a second.
+both runs, ``sqlite`` and ``postgresql``, their ratio of completed claims a second, and
+their ratio of claims per second of CPU (every process's, the database server's
+included), which a machine whose speed drifts moves much less. ``--rounds N`` runs both
+engines N times, alternating which goes first, and reports every round's ratios
+(``rounds``) and their medians.
 
 Every process serves TLS with certificates the launcher's city CA issued (the
 clearinghouse mutual TLS, binding each node's certificate to its district), as a city
@@ -68,6 +72,7 @@ import itertools
 import json
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -564,30 +569,61 @@ def main() -> None:
                          "create and drop a database of its own")
     ap.add_argument("--only-postgresql", action="store_true",
                     help="with --clearinghouse-db: skip the SQLite run")
+    ap.add_argument("--rounds", type=int, default=1, choices=range(1, 11), metavar="1..10",
+                    help="with --clearinghouse-db: run both engines this many times, the "
+                         "order alternating (SQLite first, then PostgreSQL first, ...), and "
+                         "report each round and the median ratios")
     args = ap.parse_args()
     if args.json:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the figures only, at the end
     engines = ([] if args.only_postgresql else ["sqlite"]) + (
         ["postgresql"] if args.clearinghouse_db else [])
+    rounds = [one_round(args, engines if n % 2 == 0 else engines[::-1], n)
+              for n in range(args.rounds if len(engines) == 2 else 1)]
+    if len(engines) == 1:
+        results = rounds[0][engines[0]]
+    else:
+        results = dict(rounds[0])
+        ratios = [compared(r) for r in rounds]
+        results.update({key: round(statistics.median(r[key] for r in ratios), 2)
+                        for key in ratios[0]})
+        if len(rounds) > 1:
+            results["rounds"] = ratios
+    sys.stdout = sys.__stdout__
+    print(json.dumps(results, ensure_ascii=False))
+
+
+def one_round(args: argparse.Namespace, engines: list[str], n: int,
+              ) -> dict[str, dict[str, Any]]:
+    """The bench once on each engine, in the order given (round ``n``)."""
     runs: dict[str, dict[str, Any]] = {}
     for engine in engines:
         with ExitStack() as stack:
             url = (stack.enter_context(bench_database(args.clearinghouse_db))
                    if engine == "postgresql" else "")
             if args.data_dir is not None:
-                runs[engine] = with_targets(run(args, args.data_dir / engine, url))
+                place = args.data_dir / (engine if n == 0 else f"{engine}-{n}")
             else:
-                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="timebank-bench-"))
-                runs[engine] = with_targets(run(args, Path(tmp), url))
-    if len(runs) == 1:
-        results = next(iter(runs.values()))
-    else:
-        results = dict(runs)
-        results["postgresql_over_sqlite_completed_claims_per_s"] = round(
+                place = Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="timebank-bench-")))
+            runs[engine] = with_targets(run(args, place, url))
+    return runs
+
+
+def compared(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """PostgreSQL's figures over SQLite's in one round: completed claims a second, and
+    claims per second of CPU spent by every process (the clearinghouse, the nodes, the
+    client, the database server): the second does not move with the machine's speed."""
+    def cpu(engine: str) -> float:
+        return float(sum(runs[engine]["throughput"]["cpu_ms_per_claim"].values()))
+
+    return {
+        "postgresql_over_sqlite_completed_claims_per_s": round(
             runs["postgresql"]["throughput"]["completed_claims_per_s"]
-            / runs["sqlite"]["throughput"]["completed_claims_per_s"], 2)
-    sys.stdout = sys.__stdout__
-    print(json.dumps(results, ensure_ascii=False))
+            / runs["sqlite"]["throughput"]["completed_claims_per_s"], 2),
+        "postgresql_over_sqlite_claims_per_cpu_second": round(
+            cpu("sqlite") / cpu("postgresql"), 2),
+    }
 
 
 def with_targets(results: dict[str, Any]) -> dict[str, Any]:
