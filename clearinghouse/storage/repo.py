@@ -818,7 +818,16 @@ class Repo:
         if self._standings is not None:
             return self._standings.get(node_id)
         row = _STANDING(self.conn, {"node_id": node_id}).first()
-        return None if row is None else Standing(*(int(v) for v in row))
+        return None if row is None else self._with_unwritten(
+            node_id, Standing(*(int(v) for v in row)))
+
+    def _with_unwritten(self, node_id: str, read: Standing) -> Standing:
+        """A standing read from the database, with what this batch moved of it and has
+        not written yet (``flush``): the standings read together can be forgotten in the
+        middle of a batch (a settlement message), and the database alone is then behind."""
+        claims, debit, net = self._position_deltas.get(node_id, (0, 0, 0))
+        return Standing(read.net_minutes + net, read.limit_minutes,
+                        read.open_claims + claims, read.open_debit_minutes + debit)
 
     def district_figures(self) -> dict[str, tuple[int, int, int, int, int]]:
         """Each admitted district's net position, net debit limit, open claims, last
@@ -841,7 +850,8 @@ class Repo:
 
     def net_positions(self) -> dict[str, int]:
         """Every admitted node's running net position."""
-        return {row[0]: int(row[1]) for row in _NET_POSITIONS(self.conn)}
+        return {row[0]: int(row[1]) + self._position_deltas.get(row[0], (0, 0, 0))[2]
+                for row in _NET_POSITIONS(self.conn)}
 
     def positions_must_balance(self, label: str) -> None:
         """Net positions must still sum to zero after ``label`` moved them: checked now,
@@ -1051,10 +1061,12 @@ class Repo:
             m["person_ref"], m["home_node_id"], m["registered_at"], m["registration"]))
         move = (None if m["move_claim_id"] is None else _claim(SimpleNamespace(**{
             c.name: m[f"move_{c.name}"] for c in _OPEN_MOVES.c})))
-        standing = (None if m["net_minutes"] is None else Standing(
+        standing = (None if m["net_minutes"] is None else self._with_unwritten(debtor, Standing(
             int(m["net_minutes"]), int(m["net_debit_limit_minutes"]), int(m["open_claims"]),
-            int(m["open_debit_minutes"])))
-        return ProposalContext(home, move, int(m["creditor_open"] or 0), standing)
+            int(m["open_debit_minutes"]))))
+        creditor_open = (int(m["creditor_open"] or 0)
+                         + self._position_deltas.get(creditor, (0, 0, 0))[0])
+        return ProposalContext(home, move, creditor_open, standing)
 
     def open_move(self, person_ref: str) -> ClaimRecord | None:
         """The person's open (proposed or accepted) move claim, if there is one."""

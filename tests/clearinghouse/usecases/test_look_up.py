@@ -164,3 +164,28 @@ def test_positions_moved_in_a_batch_are_written_once_and_only_for_what_stayed(
     city.execute(run)
     jn = city.query(lambda tx: tx.repo.standing(JN))
     assert jn is not None and (jn.open_claims, jn.open_debit_minutes) == (1, 100)
+
+
+def test_standings_forgotten_in_the_middle_of_a_batch_still_count_its_claims(
+        city: ClearinghouseApp) -> None:  # noqa: F811 - the fixture
+    """A settlement message reaches the settlement rows, and the standings read together
+    are forgotten then; the open debit this batch moved and has not written yet must
+    still count against the debtor's limit."""
+    city.execute(claims.set_net_debit_limit, JN, 200)
+    first = proposal(1, city, creditor=QX, debtor=JN, minutes=150)
+    second = proposal(2, city, creditor=GL, debtor=JN, minutes=100)  # 250 > 200
+
+    def run(tx: Tx) -> str:
+        claims.look_up(tx, [first, second])
+        with tx.repo.deferring():
+            with tx.repo.savepoint():
+                claims.propose(tx, first, ring(city))
+            tx.repo.settlements  # noqa: B018 - what a countersignature reaches
+            with pytest.raises(Refusal) as refused, tx.repo.savepoint():
+                claims.propose(tx, second, ring(city))
+        assert _as_remembered(tx) == _as_read(tx)
+        return refused.value.reason
+
+    assert city.execute(run) == "LIMIT_REACHED"
+    jn = city.query(lambda tx: tx.repo.standing(JN))
+    assert jn is not None and (jn.open_claims, jn.open_debit_minutes) == (1, 150)
