@@ -145,15 +145,11 @@ def open_database(config: ClearinghouseConfig) -> Database:
     disposes it."""
     db = Database(config.effective_database_url)
     try:
-        current, head = migrate.current_revision(db.writer), migrate.head_revision()
-    except Exception:
+        migrate.refuse_unless_current(db.writer, "timebank clearinghouse migrate -c FILE")
+        db.refuse_unless_durable()
+    except BaseException:
         db.dispose()
         raise
-    if current != head:
-        db.dispose()
-        raise ConfigError(
-            f"数据库结构版本落后，请先升级 / the database schema is at {current or 'nothing'}, "
-            f"the software needs {head}: run `timebank clearinghouse migrate -c FILE` first")
     return db
 
 

@@ -154,12 +154,12 @@ def open_app(config: NodeConfig, clock: Clock | None = None) -> NodeApp:
                         federated=config.federated,
                         city_key=bytes.fromhex(config.city_public_key), logins=config.logins)
     db = Database(config.effective_database_url)
-    current, head = migrate.current_revision(db.writer), migrate.head_revision()
-    if current != head:
+    try:
+        migrate.refuse_unless_current(db.writer, "timebank node migrate --config FILE")
+        db.refuse_unless_durable()
+    except BaseException:
         db.dispose()
-        raise ConfigError(f"数据库结构版本落后，请先升级 / the database schema is at "
-                          f"{current or 'nothing'}, the software needs {head}: run "
-                          "`timebank node migrate --config FILE` first")
+        raise
     with db.read() as conn:
         stored = Repo(conn).meta.get("node_id")
     if stored != config.node_id:

@@ -25,7 +25,7 @@ from sqlalchemy.sql.expression import Executable
 from runtime import _pipeline
 from runtime._core import CoreStatement
 from runtime._prepared import DriverStatement
-from runtime.errors import InvariantViolation, Unavailable
+from runtime.errors import ConfigError, InvariantViolation, Unavailable
 from runtime.locks import FifoLock
 from runtime.statements import EXECUTION_OPTION, Prepared, StatementMode, mode_from_environment
 
@@ -109,6 +109,14 @@ def locked_row(conn: Connection) -> tuple[Any, ...] | None:
 #: The reason a transaction that could not reach its database is refused with.
 STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
+#: PostgreSQL settings that, turned off, let a commit return before it is safely on disk.
+#: A service signs for what it committed (receipts, tree heads, a district's "recorded"),
+#: so it will not serve on a database that can lose commits.
+_DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+_READ_DURABILITY_SETTINGS = text(
+    "SELECT name FROM pg_settings WHERE setting = 'off' AND name IN ("
+    + ", ".join(f"'{name}'" for name in _DURABILITY_SETTINGS) + ") ORDER BY name")
+
 
 class Database:
     """A service's database: one writer at a time, many readers.
@@ -171,6 +179,33 @@ class Database:
                     info.pop(_LOCKED_ROW, None)
         except OperationalError as e:
             raise Unavailable(self._unavailable, STORE_UNAVAILABLE) from e
+
+    def refuse_unless_durable(self) -> None:
+        """Raise ``ConfigError`` unless a commit here is on disk before it returns.
+
+        On PostgreSQL, the settings this service's own connections get (the server's,
+        its role's, its database's or its URL's ``options``) must not turn off
+        ``fsync``, ``synchronous_commit`` or ``full_page_writes``: with any of them off a
+        crash of the machine drops or tears transactions the service already reported or
+        signed (ADR 0022). On SQLite, the pragmas this module sets on every connection
+        are read back."""
+        with self.read() as conn:
+            if self.is_sqlite:
+                found = {"synchronous": conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+                         "journal_mode": conn.exec_driver_sql("PRAGMA journal_mode").scalar()}
+                if found != {"synchronous": 2, "journal_mode": "wal"}:
+                    raise InvariantViolation(f"SQLite opened without WAL and FULL sync: {found}")
+                return
+            unsafe = [str(name) for (name,) in conn.execute(_READ_DURABILITY_SETTINGS)]
+        if unsafe:
+            named = ", ".join(f"{name}=off" for name in unsafe)
+            raise ConfigError(
+                f"PostgreSQL 设为提交后不一定写入磁盘（{named}），断电或死机会丢失已签名的记录，"
+                f"服务不启动；请把这些设置改回 on 再启动 / PostgreSQL is set so that a commit "
+                f"may not be on disk when it returns ({named}): a power cut or an OS crash "
+                f"would lose what this service already signed, so it will not start. Set "
+                f"them back to on (postgresql.conf, ALTER SYSTEM, ALTER ROLE or ALTER "
+                f"DATABASE, or the URL's options) and start again")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

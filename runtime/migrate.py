@@ -18,6 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, create_engine
 
+from runtime.errors import ConfigError
+
 
 class Migrations:
     """The migrations in ``directory``, which own one service's schema."""
@@ -80,6 +82,16 @@ class Migrations:
     def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    def refuse_unless_current(self, engine: Engine, migrate_command: str) -> None:
+        """Raise ``ConfigError`` unless the schema is the newest: a service serves only
+        the schema it was written for (``migrate_command`` brings it there)."""
+        current, head = self.current_revision(engine), self.head_revision()
+        if current != head:
+            raise ConfigError(
+                f"数据库结构版本落后，请先升级 / the database schema is at "
+                f"{current or 'nothing'}, the software needs {head}: run "
+                f"`{migrate_command}` first")
 
     @classmethod
     def revision_at(cls, url: str) -> str | None:

@@ -11,5 +11,5 @@ _OURS = Migrations(Path(__file__).resolve().parents[1] / "migrations")
 upgrade, check, revision = _OURS.upgrade, _OURS.check, _OURS.revision
 downgrade = _OURS.downgrade
 head_revision, current_revision = _OURS.head_revision, _OURS.current_revision
-revision_at = _OURS.revision_at
+revision_at, refuse_unless_current = _OURS.revision_at, _OURS.refuse_unless_current
 revisions = _OURS.revisions

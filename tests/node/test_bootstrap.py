@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from node.bootstrap import init_data_dir, open_app, signing_identity
 from node.config import ConfigError, load_config, render_config
+from tests.node.storage.test_migrations import empty_url  # noqa: F401 - the fixture
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_init_creates_a_private_signing_key_and_keeps_it(tmp_path: Path) -> None:
@@ -67,3 +72,24 @@ def test_a_federated_node_without_a_good_city_key_does_not_start(
         load_config(path)
     # the environment can give it, as every setting
     load_config(path, environ={"TIMEBANK_CITY_PUBLIC_KEY": CITY_HEX})
+
+
+@pytest.mark.parametrize("empty_url", ["postgres"], indirect=True)
+def test_a_node_on_a_postgresql_that_may_lose_commits_does_not_start(
+        empty_url: str, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+    """A district told "recorded" must not lose it to a power cut: `node serve` on a
+    database whose commits need not reach the disk exits 1 and names the setting."""
+    config_path = init_data_dir(tmp_path / "gulou", "320106", "鼓楼区",
+                                database_url=empty_url)
+    open_app(load_config(config_path)).db.dispose()  # as set up: durable, it opens
+    text = config_path.read_text(encoding="utf-8")
+    assert text.count(empty_url) == 1
+    config_path.write_text(text.replace(
+        empty_url, f"{empty_url}?options=-c%20synchronous_commit%3Doff"), encoding="utf-8")
+    refused = subprocess.run(
+        [sys.executable, "-m", "city", "node", "serve", "--config", str(config_path),
+         "--insecure"], capture_output=True, text=True, encoding="utf-8", cwd=ROOT,
+        timeout=120)
+    assert refused.returncode == 1, refused.stdout
+    assert "synchronous_commit=off" in refused.stderr and "服务不启动" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 import runtime.db
 from runtime.db import Database
-from runtime.errors import InvariantViolation, Unavailable
+from runtime.errors import ConfigError, InvariantViolation, Unavailable
 from runtime.statements import Prepared, StatementMode, mode_of
 from tests.postgres import admin_engine
 
@@ -214,3 +214,48 @@ def test_a_sqlite_commit_is_on_disk_before_it_returns(tmp_path: Path) -> None:
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         made.dispose()
+
+
+def test_sqlite_reads_back_wal_and_full_sync(tmp_path: Path) -> None:
+    made = open_db(f"sqlite:///{tmp_path / 'durable.sqlite3'}")
+    try:
+        made.refuse_unless_durable()  # raises if a connection came without the pragmas
+    finally:
+        made.dispose()
+
+
+def test_a_postgresql_database_that_may_lose_commits_is_refused(empty_pg_url: str) -> None:
+    """``synchronous_commit=off`` set on the database, or by the service's own URL, is
+    refused by name; the same database with it back on is accepted."""
+    name = empty_pg_url.rsplit("/", 1)[1]
+    admin = admin_engine()
+    fine = open_db(empty_pg_url)
+    try:
+        fine.refuse_unless_durable()
+    finally:
+        fine.dispose()
+    by_url = open_db(f"{empty_pg_url}?options=-c%20synchronous_commit%3Doff")
+    try:
+        with pytest.raises(ConfigError, match=r"synchronous_commit=off") as refused:
+            by_url.refuse_unless_durable()
+        assert "服务不启动" in str(refused.value) and "will not start" in str(refused.value)
+    finally:
+        by_url.dispose()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+        off = open_db(empty_pg_url)
+        try:
+            with pytest.raises(ConfigError, match=r"\(synchronous_commit=off\)"):
+                off.refuse_unless_durable()
+        finally:
+            off.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = on'))
+        on = open_db(empty_pg_url)
+        try:
+            on.refuse_unless_durable()
+        finally:
+            on.dispose()
+    finally:
+        admin.dispose()
