@@ -207,8 +207,10 @@ class _Compiled:
         except BaseException as e:
             conn._handle_dbapi_exception(e, sql, values, cursor, None)
 
-    def send_many(self, conn: Connection, rows: Sequence[Params], pipeline: Pipeline) -> None:
-        """Queue one statement per parameter set in ``pipeline``."""
+    def send_many(self, conn: Connection, rows: Sequence[Params], pipeline: Pipeline,
+                  changed: int | None, otherwise: str) -> None:
+        """Queue one statement per parameter set in ``pipeline``; the rows they change
+        together are checked against ``changed`` when their answers arrive."""
         values = [self._values(conn, r) for r in rows]
         cursor = conn.connection.cursor()
         sql = self.sql
@@ -216,7 +218,7 @@ class _Compiled:
             pipeline.enter()
             sql, values = self._before(conn, cursor, sql, values, True)
             cursor.executemany(sql, values)
-            pipeline.sent(cursor, None, "")
+            pipeline.sent(cursor, changed, otherwise)
             if pipeline.full:
                 pipeline.sync()
         except InvariantViolation:
@@ -358,9 +360,11 @@ class DriverStatement:
         self._variant(conn.dialect, keys, False, {}).send(conn, params, pipeline, rows,
                                                           otherwise)
 
-    def send_many(self, conn: Connection, rows: Sequence[Params], pipeline: Pipeline) -> None:
-        """Queue once per parameter set in ``pipeline``."""
+    def send_many(self, conn: Connection, rows: Sequence[Params], pipeline: Pipeline,
+                  changed: int | None, otherwise: str) -> None:
+        """Queue once per parameter set in ``pipeline`` (``changed``: see ``send``)."""
         if self._lists:
             raise ValueError("executemany takes no IN lists")
-        self._variant(conn.dialect, rows[0], True, {}).send_many(conn, rows, pipeline)
+        self._variant(conn.dialect, rows[0], True, {}).send_many(conn, rows, pipeline,
+                                                                 changed, otherwise)
 

@@ -111,15 +111,20 @@ class Prepared:
         if rows is not None and done.rowcount != rows:
             raise InvariantViolation(otherwise)
 
-    def send_many(self, conn: Connection, rows: Sequence[Params]) -> None:
-        """``many`` where nothing needs its answer now (see ``send``)."""
+    def send_many(self, conn: Connection, rows: Sequence[Params], *,
+                  changed: int | None = None, otherwise: str = "") -> None:
+        """``many`` where nothing needs its answer now (see ``send``). If ``changed`` is
+        given, the rows all the runs change together must be that many, or
+        ``InvariantViolation(otherwise)`` is raised, when the answers arrive."""
         if not rows:
             return
         pipeline = _pipeline.of(conn) if _on_the_driver(conn) else None
         if pipeline is not None:
-            self._driver.send_many(conn, rows, pipeline)
+            self._driver.send_many(conn, rows, pipeline, changed, otherwise)
         else:
-            self.many(conn, rows)
+            done = self.many(conn, rows)
+            if changed is not None and done != changed:
+                raise InvariantViolation(otherwise)
 
     def many(self, conn: Connection, rows: Sequence[Params]) -> int:
         """Run once per parameter set (``executemany``); return the rows changed."""

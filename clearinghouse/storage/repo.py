@@ -526,10 +526,11 @@ class Repo:
             _SET_COMPLETED_INDEX.send_many(self.conn, self._pending_completed)
             self._pending_completed = []
         if self._position_deltas:  # one row version a district a batch, not two a claim
-            _MOVE_POSITION.send_many(self.conn, [
-                {"b_node": node, "d_claims": c, "d_debit": d, "d_net": n}
-                for node, (c, d, n) in sorted(self._position_deltas.items())
-                if (c, d, n) != (0, 0, 0)])
+            moves = [{"b_node": node, "d_claims": c, "d_debit": d, "d_net": n}
+                     for node, (c, d, n) in sorted(self._position_deltas.items())
+                     if (c, d, n) != (0, 0, 0)]
+            _MOVE_POSITION.send_many(self.conn, moves, changed=len(moves),
+                                     otherwise="a district's position row is missing")
             self._position_deltas = {}
 
     # meta ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, select, text
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 
 import runtime.db
@@ -184,6 +184,27 @@ def test_a_sent_statement_changing_other_rows_than_said_undoes_the_write(
     with sending_db.write() as conn:
         ADD_ONE.send(conn, rows=1)
     assert count(sending_db) == 1
+
+
+ADD_TO = Prepared(COUNTER.update().where(COUNTER.c.id == bindparam("b_id"))
+                  .values(n=COUNTER.c.n + bindparam("d")))
+
+
+def test_statements_sent_many_changing_other_rows_than_said_undo_the_write(
+        sending_db: Database) -> None:
+    """Their rows changed together are checked, as one sent statement's are."""
+    moves = [{"b_id": 1, "d": 2}, {"b_id": 7, "d": 3}]  # no counter 7
+    with (pytest.raises(InvariantViolation, match="two counters"),
+          sending_db.write() as conn):
+        ADD_TO.send_many(conn, moves, changed=2, otherwise="two counters")
+    with (pytest.raises(InvariantViolation, match="two counters"),
+          sending_db.write() as conn):
+        ADD_TO.send_many(conn, moves, changed=2, otherwise="two counters")
+        N(conn)
+    assert count(sending_db) == 0
+    with sending_db.write() as conn:
+        ADD_TO.send_many(conn, [{"b_id": 1, "d": 2}, {"b_id": 1, "d": 3}], changed=2)
+    assert count(sending_db) == 5
 
 
 def test_a_sent_statement_that_fails_undoes_the_write_as_core_raises_it(
