@@ -41,6 +41,7 @@ from node.link.clearing_link import ClearingLink
 from node.link.watch import HEALTH_SERVICE
 from node.usecases import log_watch, orders
 from node.usecases.app import NodeApp
+from node.usecases.recovery import Divergence
 from runtime import keyfiles, server
 from runtime.errors import ConfigError
 from runtime.logging import configure_logging
@@ -96,7 +97,7 @@ def _report_link_health(running: RunningServer, link: ClearingLink) -> None:
         running.health.set(LINK_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING if up
                            else health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    link.on_state = report
+    link.on_state.append(report)
     report(link.up)
 
 
@@ -208,28 +209,72 @@ def open_link(app: NodeApp, config: NodeConfig) -> ClearingLink:
                                          if config.city_public_key else None))
 
 
-def _refuse_behind_the_log(app: NodeApp, config: NodeConfig) -> None:
-    """Refuse to serve a database older than what this node told the city's log (a
-    backup restored from before its last checkpoint or claim): its next ledger entries
-    would fork its own anchored chain. A clearinghouse that cannot be asked now is
-    logged, and the node serves (its checkpoints would be refused LEDGER_REWRITTEN)."""
+def _compared_with_the_log(app: NodeApp, config: NodeConfig) -> Divergence | None:
+    """The start check: this database compared with what this node told the city's log
+    (None: the log cannot be read now)."""
     from node.link import logscan
     from timebank.transparency import LogError
 
     try:
-        divergence = logscan.compare_with_log(app, config)
+        return logscan.compare_with_log(app, config)
     except (logscan.LogUnreachable, LogError) as e:
-        log.warning("the city's log could not be read to compare this database with it; "
-                    "serving without that check", error=str(e))
-        return
-    if divergence.ok:
-        return
+        log.warning("未能读取城市日志，暂未与之核对本节点数据库 / the city's log could not be "
+                    "read to compare this database with it; checked once it can be",
+                    error=str(e))
+        return None
+
+
+def _not_serving(divergence: Divergence) -> ConfigError:
+    """The refusal to serve a database older than what this node told the city's log (a
+    backup restored from before its last checkpoint or claim): its next ledger entries
+    would fork its own anchored chain."""
     log.error("database behind the city's log", **divergence.json())
-    app.db.dispose()
-    raise ConfigError(
+    return ConfigError(
         f"{divergence.summary()} 拒绝服务 / Not serving: `timebank node check --config "
         "FILE` lists what is missing; `timebank node recover --config FILE` says what the "
         "log gives back; a newer backup gives back the rest (docs/operations.md).")
+
+
+#: The longest a node that started without reading the city's log waits between tries
+#: to make its start check (it also tries each time its link comes up).
+LOG_CHECK_RETRY_SECONDS = 60.0
+
+
+class _StartCheckLater:
+    """The start check of a node that started while the city's log could not be read
+    (its district keeps working meanwhile): made as soon as the link comes up. A
+    database found behind the log stops the node as it would have refused to start,
+    and ``refusal`` says why."""
+
+    def __init__(self, app: NodeApp, config: NodeConfig, stop: threading.Event) -> None:
+        self._app, self._config, self._stop = app, config, stop
+        self._link_up = threading.Event()
+        self.refusal: ConfigError | None = None
+
+    def link_state(self, up: bool) -> None:
+        if up:
+            self._link_up.set()
+
+    def wake(self) -> None:
+        """Look at ``stop`` now (the node is stopping), not at the next try."""
+        self._link_up.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._link_up.wait(LOG_CHECK_RETRY_SECONDS)
+            self._link_up.clear()
+            if self._stop.is_set():
+                return
+            divergence = _compared_with_the_log(self._app, self._config)
+            if divergence is None:
+                continue
+            if divergence.ok:
+                log.info("本节点数据库已与城市日志核对一致 / this database was compared with the "
+                         "city's log: nothing missing")
+                return
+            self.refusal = _not_serving(divergence)
+            self._stop.set()
+            return
 
 
 def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
@@ -245,7 +290,10 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     the gRPC server and the recording loop; on a signal reports NOT_SERVING, lets
     running calls finish within ``grace_seconds`` and closes the database.
     Raises ``ConfigError`` if the node cannot be opened and ``OSError`` if an address
-    cannot be bound.
+    cannot be bound. A federated node first compares its database with the city's log
+    and refuses one that is behind it (``ConfigError``); if the log cannot be read then,
+    it serves, makes that check once its link comes up, and if the database is behind,
+    stops and raises the same ``ConfigError``.
     """
     configure_logging(config.log_level, config.log_format,
                       bind={"service": "node", "node_id": config.node_id,
@@ -256,8 +304,15 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
     except keyfiles.KeyFileError as e:
         raise ConfigError(str(e)) from None
     app = open_app(config, clock)
+    stop = stop or threading.Event()
+    later: _StartCheckLater | None = None
     if config.federated:
-        _refuse_behind_the_log(app, config)
+        divergence = _compared_with_the_log(app, config)
+        if divergence is None:
+            later = _StartCheckLater(app, config, stop)
+        elif not divergence.ok:
+            app.db.dispose()
+            raise _not_serving(divergence)
     # it was just reached: up before health first says SERVING (the probe keeps it after)
     metrics.RPCS.database_up.set(1)
 
@@ -265,6 +320,13 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
         link: ClearingLink | None = None
         if config.federated:
             link = open_link(app, config)
+            if later is not None:
+                link.on_state.append(later.link_state)
+                checker = threading.Thread(target=later.run, name="timebank-start-check",
+                                           daemon=True)
+                checker.start()
+                parts.callback(checker.join, grace_seconds)
+                parts.callback(later.wake)
             link.start()
             parts.callback(link.stop, grace_seconds)
         running = start_server(app, config.listen, max_message_bytes=config.max_message_bytes,
@@ -285,3 +347,5 @@ def serve_forever(config: NodeConfig, *, clock: Clock | None = None,
                              collectors=(metrics.StatusCollector(app),))
     finally:
         app.db.dispose()
+    if later is not None and later.refusal is not None:
+        raise later.refusal

@@ -17,9 +17,10 @@ failure: it logs, waits and starts again (``supervise``).
 
 The link is **up** while its channel is connected (gRPC's connectivity state READY;
 the subscriber keeps a stream open, so a connected channel does not go idle) and down
-otherwise. Each change is logged, sets ``timebank_node_link_up`` and calls
+otherwise. Each change is logged, sets ``timebank_node_link_up`` and calls each of
 ``on_state`` (the server reports the ``timebank.v1.ClearinghouseLink`` health service
-with it).
+with one, and a node that started without reaching the city's log checks its database
+against it with another).
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ class ClearingLink:
                                interval=settlement_seconds)
         self._threads: list[threading.Thread] = []
         self._up = False
-        #: Called with True or False each time the link goes up or down.
-        self.on_state: Callable[[bool], None] | None = None
+        #: Each called with True or False each time the link goes up or down (on the
+        #: channel's thread: quick, and never blocking).
+        self.on_state: list[Callable[[bool], None]] = []
 
     @property
     def up(self) -> bool:
@@ -127,8 +129,8 @@ class ClearingLink:
         else:
             log.warning("与市清算中心的连接已断开 / link to the clearinghouse down",
                         address=self.address, state=state.name)
-        if self.on_state is not None:
-            self.on_state(up)
+        for listener in self.on_state:
+            listener(up)
 
     @property
     def log_keys(self) -> LogKeys:

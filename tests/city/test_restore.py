@@ -180,6 +180,21 @@ def test_a_node_restored_from_before_its_last_checkpoint_refuses_and_says_what_i
     procs.kill(GL)
     town.restore(GL, old)
 
+    # started while the clearinghouse is away, the node serves its district; once its
+    # link comes up it compares, and stops as it would have refused to start
+    procs.stop(CLEARINGHOUSE)
+    procs.start(GL)
+    procs.wait_ready(GL)
+    procs.start(CLEARINGHOUSE)
+    procs.wait_ready(CLEARINGHOUSE)
+    deadline = time.monotonic() + 120
+    while procs.is_running(GL) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    said = procs.log_file(GL).read_text(encoding="utf-8")
+    assert procs.stop(GL) == 1, said[-3000:]
+    assert "could not be read to compare this database" in said
+    assert f"ledger entries {held + 1}-" in said and "拒绝服务 / Not serving" in said
+
     procs.start(GL)
     with pytest.raises(LaunchError, match="exited with code 1") as refused:
         procs.wait_ready(GL)
