@@ -7,7 +7,9 @@ from pathlib import Path
 
 from runtime.migrate import Migrations
 
-_OURS = Migrations(Path(__file__).resolve().parents[1] / "migrations")
+#: The newest migration: name each new one here too (every migration run checks it).
+HEAD = "0009"
+_OURS = Migrations(Path(__file__).resolve().parents[1] / "migrations", HEAD)
 upgrade, downgrade, check = _OURS.upgrade, _OURS.downgrade, _OURS.check
 revision = _OURS.revision
 head_revision, current_revision = _OURS.head_revision, _OURS.current_revision
