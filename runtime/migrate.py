@@ -8,6 +8,7 @@ Each service keeps its migrations directory (``script.py.mako``, ``versions/`` a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,9 @@ class Migrations:
         not be migrated) and every reference is checked before it commits."""
         from alembic.config import Config
 
-        cfg = Config()
+        # the stream now: Alembic's default is sys.stdout as it was when Alembic was first
+        # imported (a test's captured stream, closed since, if a test imported it)
+        cfg = Config(stdout=sys.stdout)
         cfg.set_main_option("script_location", str(self.directory))
         with engine.connect() as conn:
             sqlite = conn.dialect.name == "sqlite"
