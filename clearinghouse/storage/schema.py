@@ -131,7 +131,8 @@ class DirectoryEntry(Base):
 
     __tablename__ = "directory"
     person_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
-    home_node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"), index=True)
+    # not indexed: no query reads people by home (migration 0010)
+    home_node_id: Mapped[str] = mapped_column(ForeignKey("admissions.node_id"))
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
     registration: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -177,8 +178,7 @@ class ClaimRow(Base):
         CheckConstraint("creditor <> debtor", name="not_self"),
         CheckConstraint("minutes > 0", name="minutes_positive"),
         Index("ix_claims_state_expires_at", "state", "expires_at"),
-        Index("ix_claims_debtor_state", "debtor", "state"),
-        Index("ix_claims_creditor_state", "creditor", "state"),
+        # no index by party: open totals are kept on positions (migration 0010)
         # a person's open move (one at a time); added by migration 0002
         Index("ix_claims_payer_ref_state", "payer_ref", "state"),
         # closing a period: the unsettled (NULL) claims completed below its end; added

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from clearinghouse.storage import migrate
 from clearinghouse.storage.db import Database
@@ -26,7 +26,7 @@ def test_migrations_match_models_and_reach_head(ch_db_url: str) -> None:
     db = Database(ch_db_url)
     try:
         migrate.check(db.writer)  # raises if alembic autogenerate finds a difference
-        assert migrate.current_revision(db.writer) == migrate.head_revision() == "0009"
+        assert migrate.current_revision(db.writer) == migrate.head_revision() == "0010"
         migrate.upgrade(db.writer)  # again: nothing to do
         with db.write() as conn:  # takes the write lock on PostgreSQL
             assert conn.execute(text("SELECT id FROM write_lock")).scalars().all() == [1]
@@ -116,3 +116,26 @@ def _completed_indexes(app: ClearinghouseApp) -> dict[str, int | None]:
     with app.db.read() as conn:
         return {str(c): i for c, i in conn.execute(text(
             "SELECT claim_id, completed_index FROM claims WHERE state = 'completed'"))}
+
+
+_UNUSED = {("claims", "ix_claims_debtor_state"), ("claims", "ix_claims_creditor_state"),
+           ("directory", "ix_directory_home_node_id")}
+
+
+def _indexes(db: Database) -> set[tuple[str, str]]:
+    found = inspect(db.writer)
+    return {(table, str(ix["name"])) for table in ("claims", "directory")
+            for ix in found.get_indexes(table)}
+
+
+def test_0010_drops_the_unused_indexes_and_goes_back(ch_db_url: str) -> None:
+    db = Database(ch_db_url)
+    try:
+        assert not _indexes(db) & _UNUSED
+        migrate.downgrade(db.writer, "0009")
+        assert _indexes(db) >= _UNUSED
+        migrate.upgrade(db.writer)
+        assert not _indexes(db) & _UNUSED
+        migrate.check(db.writer)
+    finally:
+        db.dispose()
