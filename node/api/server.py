@@ -265,7 +265,12 @@ class _StartCheckLater:
             self._link_up.clear()
             if self._stop.is_set():
                 return
-            divergence = _compared_with_the_log(self._app, self._config)
+            try:
+                divergence = _compared_with_the_log(self._app, self._config)
+            except Exception:  # e.g. a key file made unreadable: the check is tried again
+                log.exception("本节点数据库未能与城市日志核对，稍后重试 / comparing this database "
+                              "with the city's log failed; it is tried again")
+                continue
             if divergence is None:
                 continue
             if divergence.ok:

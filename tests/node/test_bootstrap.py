@@ -6,9 +6,12 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import structlog
 
 from node.bootstrap import init_data_dir, open_app, signing_identity
 from node.config import ConfigError, load_config, render_config
@@ -93,3 +96,38 @@ def test_a_node_on_a_postgresql_that_may_lose_commits_does_not_start(
     assert refused.returncode == 1, refused.stdout
     assert "synchronous_commit=off" in refused.stderr and "服务不启动" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_start_check_that_fails_is_tried_again_not_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that started without reading the city's log checks when its link comes up;
+    a check that fails (here: its key file made readable by others meanwhile) is logged
+    and made again later, and the checker outlives it."""
+    from node.api import server
+
+    config_path = init_data_dir(tmp_path / "gulou", "320106", "鼓楼区",
+                                clearinghouse_address="127.0.0.1:9",
+                                clearinghouse_public_key=CH_HEX, city_public_key=CITY_HEX)
+    config = load_config(config_path)
+    app = open_app(config)
+    stop = threading.Event()
+    later = server._StartCheckLater(app, config, stop)
+    monkeypatch.setattr(server, "LOG_CHECK_RETRY_SECONDS", 0.05)
+    os.chmod(config.signing_key_file, 0o644)
+    checker = threading.Thread(target=later.run, daemon=True)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            checker.start()
+            later.link_state(True)
+            deadline = time.monotonic() + 30
+            while (sum("failed; it is tried again" in e["event"] for e in logs) < 2
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            assert sum("failed; it is tried again" in e["event"] for e in logs) >= 2, logs
+            assert checker.is_alive() and later.refusal is None and not stop.is_set()
+    finally:
+        stop.set()
+        later.wake()
+        checker.join(10)
+        app.db.dispose()
+    assert not checker.is_alive()
