@@ -35,12 +35,13 @@ def credit_code() -> str:
 
 
 def enrol(app: NodeApp, name: str, birth_year: int = 1960, *, priority: bool = False,
-          group: bool = False) -> PersonView:
+          group: bool = False, point: int = 0) -> PersonView:
+    """Enrol a person (or a group) at service point ``point`` (0: none)."""
     if group:
         return app.execute(people.enrol_person, PersonKind.GROUP, name, credit_code(), "",
-                           False, 0)
+                           False, point)
     return app.execute(people.enrol_person, PersonKind.INDIVIDUAL, name, id_card(birth_year),
-                       "13800000000", priority, 0)
+                       "13800000000", priority, point)
 
 
 def serve(app: NodeApp, clock: ManualClock, recipient: int, volunteer: int, minutes: int = 60,

@@ -232,6 +232,18 @@ def orders_pb(vs: list[views.OrderView]) -> list[pb.Order]:
     return [order_pb(v) for v in vs]
 
 
+def public_order_pb(v: views.PublicOrderView) -> pb.PublicOrder:
+    """An order in its publicity period, for anyone: only the view's fields, which name
+    nobody but by a masked name."""
+    out = pb.PublicOrder(
+        id=v.id, category=v.category, category_name=v.category_name,
+        service_point=v.service_point, minutes=v.minutes, recipient=v.recipient,
+        volunteer=v.volunteer, disputed=v.disputed)
+    _set_time(out.served_at, v.served_at)
+    _set_time(out.public_until, v.public_until)
+    return out
+
+
 def transaction_pb(e: StoredEntry) -> pb.LedgerTransaction:
     out = pb.LedgerTransaction(
         seq=e.seq, kind=e.entry.kind.value, order_id=e.entry.order_id,

@@ -18,8 +18,9 @@ authenticate with tokens, so no client certificate is asked for. The node's link
 clearinghouse and to its peers uses mutual TLS with the same certificate. Plaintext only
 with ``--insecure`` (or ``insecure = true``), logged as a warning at every start.
 
-Every call but Login and GetLogHeads is authenticated and checked against the caller's
-role first (``node.api.auth.Guarded``, ADR 0016).
+Every call but the public ones (Login, GetLogHeads, ListPublicOrders:
+``node.domain.access.PUBLIC``) is authenticated and checked against the caller's role
+first (``node.api.auth.Guarded``, ADR 0016).
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["NodeService"].full_name
 DEFAULT_LIST_LIMIT = 100
 DEFAULT_HISTORY_LIMIT = 100
 DEFAULT_RECORD_LIMIT = 1000
+DEFAULT_PUBLIC_LIMIT = 50
 
 M = TypeVar("M", bound=Message)
 
@@ -387,6 +388,15 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         limit = convert.limit(request.limit, DEFAULT_LIST_LIMIT)
         found = self._app.query(_list_orders, caller(), person_id, state, after_id, limit)
         return pb.ListOrdersResponse(orders=convert.orders_pb(found))
+
+    def ListPublicOrders(self, request: pb.ListPublicOrdersRequest,
+                         context: grpc.ServicerContext) -> pb.ListPublicOrdersResponse:
+        """Public (``node.domain.access.PUBLIC``): served without a caller, so it reads
+        nothing of one; the use-case gives only what the public may see."""
+        after_id = convert.optional_id(request.after_id, "after_id")
+        limit = convert.limit(request.limit, DEFAULT_PUBLIC_LIMIT)
+        found = self._app.query(orders.public_orders, after_id, limit)
+        return pb.ListPublicOrdersResponse(orders=[convert.public_order_pb(v) for v in found])
 
     # ------------------------------------------------------------ hours outside the loop
 

@@ -15,10 +15,12 @@ phone) or a program's bearer token. Five roles:
 
 ``RULES`` names, for every rpc of ``timebank.v1.NodeService``, the roles that may call
 it and the scope a program needs; an rpc missing from it is refused to everyone (fail
-closed; a test checks every rpc of the contract has a rule). ``may_call`` is the first
-check of a call, ``may_touch`` the second (for staff: the service point of the person
-the call touches; for members: which person), and ``acting`` turns the caller and the
-actor a request names into the actor that is recorded.
+closed; a test checks every rpc of the contract has a rule or is public). ``PUBLIC``
+names the few anyone may call without a credential: logging in, the city's log heads,
+and the orders in their publicity period with names masked (社会监督). ``may_call`` is
+the first check of a call, ``may_touch`` the second (for staff: the service point of
+the person the call touches; for members: which person), and ``acting`` turns the
+caller and the actor a request names into the actor that is recorded.
 
 Pure: no storage, no gRPC. Every refusal is the message for the caller, Chinese first.
 """
@@ -132,9 +134,11 @@ SETUP = Rule(frozenset({_O}))
 #: Hours outside the service loop, given by the district: staff and operators.
 DISTRICT = Rule(frozenset({_O, _S}))
 
-#: Calls anyone may make without a credential: logging in (ADR 0016), and the city's
-#: log heads, public by ADR 0014. Health and reflection are other services.
-PUBLIC: frozenset[str] = frozenset({"Login", "GetLogHeads"})
+#: Calls anyone may make without a credential: logging in (ADR 0016), the city's log
+#: heads, public by ADR 0014, and the public supervision page (社会监督): the orders in
+#: their publicity period, named only by masked names (``node.domain.publicity``).
+#: Health and reflection are other services.
+PUBLIC: frozenset[str] = frozenset({"Login", "GetLogHeads", "ListPublicOrders"})
 
 RULES: Mapping[str, Rule] = {
     # sessions and accounts

@@ -187,6 +187,19 @@ class OrderRepo:
             select(func.count()).select_from(CLAIMS).where(CLAIMS.c.order_id == order_id)
         ).scalar_one())
 
+    def in_publicity(self, now: datetime, after_id: int, limit: int) -> list[OrderRecord]:
+        """Orders on public display at ``now``, after ``after_id``, in id order: verified
+        ones until their publicity period ends, and disputed ones until the dispute is
+        resolved (the public sees that a complaint is open for as long as it is)."""
+        rows = self.conn.execute(
+            select(ORDERS).where(
+                ORDERS.c.id > after_id,
+                or_(and_(ORDERS.c.state == OrderState.VERIFIED.value,
+                         ORDERS.c.public_until > now),
+                    ORDERS.c.state == OrderState.DISPUTED.value))
+            .order_by(ORDERS.c.id).limit(limit))
+        return [record(OrderRecord, r) for r in rows]
+
     def list(self, person_id: int, state: OrderState | None, after_id: int,
              limit: int) -> list[OrderRecord]:
         """Orders after ``after_id`` in id order: a person's (as recipient, volunteer or
@@ -202,6 +215,7 @@ class OrderRepo:
         return [record(OrderRecord, r) for r in rows]
 
 
+#: The states of an order shown to the public while its publicity period lasts.
 _BY_ID = Prepared(select(ORDERS).where(ORDERS.c.id == bindparam("order_id")))
 
 

@@ -44,13 +44,14 @@ from node.domain.orders import (
     split_deposit,
 )
 from node.domain.policy import Policy, Relation
+from node.domain.publicity import mask_name
 from node.storage.ledger import AccountRecord
 from node.storage.orders import NewOrder, OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
 from node.usecases import claims, consent, people
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for
-from node.usecases.views import Actor, OrderView
+from node.usecases.views import Actor, OrderView, PublicOrderView
 from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -65,6 +66,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 #: How far back staff may enter a check-in after the fact.
 MAX_BACKDATE = timedelta(days=30)
 MAX_RECORD_BATCH = 10_000
+#: The most orders of the public supervision page (``public_orders``) one call lists.
+MAX_PUBLIC_LIST = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -693,3 +696,43 @@ def list_orders(tx: Tx, person_id: int, state: OrderState | None, after_id: int,
         tx.repo.people.get(person_id)
     return [order_view(tx, o) for o in tx.repo.orders.list(
         person_id, state, after_id, limit)]
+
+
+# ------------------------------------------------------------------ the publicity period
+
+
+def public_orders(tx: Tx, after_id: int, limit: int) -> list[PublicOrderView]:
+    """The orders on public display now (verified ones until their publicity period
+    ends, disputed ones until resolved) after ``after_id``, in id order, as the public
+    supervision page (社会监督) shows them: anyone may ask, so only what the public
+    may see is taken from the records, and names only masked
+    (``node.domain.publicity``). People and service points are read once per call,
+    not once per order."""
+    if not 1 <= limit <= MAX_PUBLIC_LIST:
+        raise InvalidArgument(f"每次最多列出 {MAX_PUBLIC_LIST} 条公示订单 (list 1 to "
+                              f"{MAX_PUBLIC_LIST} public orders at a time, not {limit})",
+                              "LIMIT_OUT_OF_RANGE")
+    found = tx.repo.orders.in_publicity(tx.now, after_id, limit)
+    named = tx.repo.people.by_ids(sorted(
+        {o.recipient_id for o in found} | {o.volunteer_id for o in found if o.volunteer_id}))
+    points: dict[int, str] = {}
+    out = []
+    for order in found:
+        recipient = named[order.recipient_id]
+        point = recipient.service_point_id or 0
+        if point and point not in points:
+            where = tx.repo.staff.service_point(point)
+            points[point] = "" if where is None else where.name
+        category = tx.policy.category(order.category)
+        if order.checked_out_at is None or order.public_until is None or not order.volunteer_id:
+            raise InvariantViolation(f"order {order.id} is {order.state} but was never "
+                                     "served and verified")
+        out.append(PublicOrderView(
+            id=order.id, category=order.category,
+            category_name=category.name if category else order.category,
+            service_point=points.get(point, ""), minutes=order.measured_minutes,
+            recipient=mask_name(recipient.name),
+            volunteer=mask_name(named[order.volunteer_id].name),
+            served_at=order.checked_out_at, public_until=order.public_until,
+            disputed=order.state == OrderState.DISPUTED))
+    return out

@@ -66,6 +66,24 @@ class OrderView:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicOrderView:
+    """An order in its publicity period as the public sees it (社会监督): what was done,
+    where, when and for how long, by people named only by their masked names. It holds
+    no person id, full name, ID number or phone, so nothing built from it can leak one."""
+
+    id: int
+    category: str
+    category_name: str
+    service_point: str  # the recipient's service point's name ("" if none)
+    minutes: int  # the service measured, to be recorded
+    recipient: str  # masked
+    volunteer: str  # masked
+    served_at: datetime  # checked out
+    public_until: datetime
+    disputed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class OriginBalance:
     origin: Origin
     total: int

@@ -2342,6 +2342,116 @@ class GetClearingResponse(_message.Message):
 Global___GetClearingResponse: _TypeAlias = GetClearingResponse  # noqa: Y015
 
 @_typing.final
+class ListPublicOrdersRequest(_message.Message):
+    """---------------------------------------------------------------- publicity (公示)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """1..200; 0: 50"""
+    after_id: _builtins.int
+    """paging: orders with a greater id"""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        after_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPublicOrdersRequest: _TypeAlias = ListPublicOrdersRequest  # noqa: Y015
+
+@_typing.final
+class PublicOrder(_message.Message):
+    """An order in its publicity period as the public sees it. Names are masked on the node
+    (the family name, or a given name's first letter, then asterisks): no full name, ID
+    number, phone or person id is ever in it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    CATEGORY_NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_POINT_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    VOLUNTEER_FIELD_NUMBER: _builtins.int
+    SERVED_AT_FIELD_NUMBER: _builtins.int
+    PUBLIC_UNTIL_FIELD_NUMBER: _builtins.int
+    DISPUTED_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    category: _builtins.str
+    """policy category code, e.g. "cleaning" """
+    category_name: _builtins.str
+    """e.g. "助洁" """
+    service_point: _builtins.str
+    """the recipient's service point's name ("" if none)"""
+    minutes: _builtins.int
+    """the service measured, to be recorded"""
+    recipient: _builtins.str
+    """masked, e.g. "王**" """
+    volunteer: _builtins.str
+    """masked"""
+    disputed: _builtins.bool
+    """someone raised a dispute; the district is resolving it"""
+    @_builtins.property
+    def served_at(self) -> _timestamp_pb2.Timestamp:
+        """check-out"""
+
+    @_builtins.property
+    def public_until(self) -> _timestamp_pb2.Timestamp:
+        """the publicity period ends"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        category: _builtins.str = ...,
+        category_name: _builtins.str = ...,
+        service_point: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+        recipient: _builtins.str = ...,
+        volunteer: _builtins.str = ...,
+        served_at: _timestamp_pb2.Timestamp | None = ...,
+        public_until: _timestamp_pb2.Timestamp | None = ...,
+        disputed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["public_until", b"public_until", "served_at", b"served_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "category_name", b"category_name", "disputed", b"disputed", "id", b"id", "minutes", b"minutes", "public_until", b"public_until", "recipient", b"recipient", "served_at", b"served_at", "service_point", b"service_point", "volunteer", b"volunteer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublicOrder: _TypeAlias = PublicOrder  # noqa: Y015
+
+@_typing.final
+class ListPublicOrdersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublicOrder]: ...
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___PublicOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPublicOrdersResponse: _TypeAlias = ListPublicOrdersResponse  # noqa: Y015
+
+@_typing.final
 class GetLogHeadsRequest(_message.Message):
     """---------------------------------------------------------------- the city's log"""
 

@@ -214,6 +214,11 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsResponse.FromString,
                 _registered_method=True)
+        self.ListPublicOrders = channel.unary_unary(
+                '/timebank.v1.NodeService/ListPublicOrders',
+                request_serializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -452,6 +457,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPublicOrders(self, request, context):
+        """The public supervision page (社会监督): every order in its publicity period, with
+        only what the public may see (category, service point, date, minutes, masked
+        names). Anyone may ask, like GetLogHeads; nothing that identifies a person leaves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -634,6 +648,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetLogHeads,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.GetLogHeadsResponse.SerializeToString,
+            ),
+            'ListPublicOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPublicOrders,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1608,6 +1627,33 @@ class NodeService:
             '/timebank.v1.NodeService/GetLogHeads',
             timebank_dot_v1_dot_node__pb2.GetLogHeadsRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.GetLogHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPublicOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/ListPublicOrders',
+            timebank_dot_v1_dot_node__pb2.ListPublicOrdersRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.ListPublicOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

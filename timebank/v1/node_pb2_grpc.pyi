@@ -95,6 +95,11 @@ class NodeServiceStub:
     what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
     that districts and outside monitors can compare views (split views, issue 14).
     """
+    ListPublicOrders: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListPublicOrdersRequest, _node_pb2.ListPublicOrdersResponse]
+    """The public supervision page (社会监督): every order in its publicity period, with
+    only what the public may see (category, service point, date, minutes, masked
+    names). Anyone may ask, like GetLogHeads; nothing that identifies a person leaves.
+    """
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -154,6 +159,11 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """The city's transparency log as this district sees it: the tree heads it holds and
     what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
     that districts and outside monitors can compare views (split views, issue 14).
+    """
+    ListPublicOrders: _aio.UnaryUnaryMultiCallable[_node_pb2.ListPublicOrdersRequest, _node_pb2.ListPublicOrdersResponse]  # type: ignore[assignment]
+    """The public supervision page (社会监督): every order in its publicity period, with
+    only what the public may see (category, service point, date, minutes, masked
+    names). Anyone may ask, like GetLogHeads; nothing that identifies a person leaves.
     """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -427,6 +437,17 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """The city's transparency log as this district sees it: the tree heads it holds and
         what it found wrong. Anyone may ask (heads and evidence hold no personal data), so
         that districts and outside monitors can compare views (split views, issue 14).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPublicOrders(
+        self,
+        request: _node_pb2.ListPublicOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListPublicOrdersResponse, _abc.Awaitable[_node_pb2.ListPublicOrdersResponse]]:
+        """The public supervision page (社会监督): every order in its publicity period, with
+        only what the public may see (category, service point, date, minutes, masked
+        names). Anyone may ask, like GetLogHeads; nothing that identifies a person leaves.
         """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from node.api.server import start_server
 from node.cli.client import authorized
-from node.domain.access import Role
+from node.domain.access import PUBLIC, Role
 from node.domain.clock import ManualClock
 from node.storage.schema import Base
 from node.usecases import logins
@@ -118,7 +118,7 @@ class Api:
     def token_for(self, method: str, request: Any) -> str:
         """The token of whoever ``request`` names as its actor (see the module)."""
         name = method.rpartition("/")[2]
-        if name in ("Login", "GetLogHeads"):
+        if name in PUBLIC:
             return ""
         if not isinstance(request, Message):  # raw bytes: the operator sends them
             return self.login(Role.OPERATOR)
