@@ -233,10 +233,16 @@ def _proto(rest: Sequence[str]) -> typer.Typer:
     return protocli.app
 
 
+def _console(rest: Sequence[str]) -> typer.Typer:
+    from web.command import app as console_app
+
+    return console_app
+
+
 #: The groups in the order `timebank --help` lists them.
 _GROUPS: dict[str, Callable[[Sequence[str]], typer.Typer]] = {
     "node": _node, "clearinghouse": _clearinghouse, "monitor": _monitor, "pki": _pki,
-    "city": _city, "proto": _proto,
+    "city": _city, "proto": _proto, "console": _console,
 }
 _COMMANDS = ("verify-statement", "demo", "audit")
 

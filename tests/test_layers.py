@@ -18,7 +18,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("node", "clearinghouse")
-FIRST_PARTY = ("timebank", "runtime", "node", "clearinghouse", "city")
+FIRST_PARTY = ("timebank", "runtime", "node", "clearinghouse", "city", "web")
+#: The web console talks to the services over their APIs, as the person logged in: it
+#: has no back door into a database (issue 18), so it imports no service and no storage.
+WEB_MAY_NOT_IMPORT = ("node", "clearinghouse", "city", "sqlalchemy", "alembic", "psycopg",
+                      "runtime.db", "runtime.statements", "runtime.migrate")
 
 #: What a domain module may import: pure standard-library modules, the contract's pure
 #: modules, the runtime's error base and clock protocol, and its own service's domain.
@@ -122,8 +126,13 @@ def violations() -> list[str]:
             refuse(imp, "the contract imports only the standard library, PyNaCl and protobuf")
 
     for imp in imports_of("runtime"):
-        if any(_under(imp.name, p) for p in ("node", "clearinghouse", "city")):
+        if any(_under(imp.name, p) for p in ("node", "clearinghouse", "city", "web")):
             refuse(imp, "the runtime imports no service")
+
+    for imp in imports_of("web"):
+        if any(_under(imp.name, banned) for banned in WEB_MAY_NOT_IMPORT):
+            refuse(imp, "the web console calls the services' APIs: it imports no service "
+                        "and reaches no database")
 
     for imp in imports_of("city"):
         if imp.path.startswith(REPORT_RENDERERS) and \
@@ -138,8 +147,8 @@ def violations() -> list[str]:
             layer = _layer_of(imp.path)
             if _under(imp.name, other):
                 refuse(imp, f"{service} never imports {other}")
-            if _under(imp.name, "city"):
-                refuse(imp, "a service never imports the city tools")
+            if _under(imp.name, "city") or _under(imp.name, "web"):
+                refuse(imp, "a service never imports the city tools or the web console")
             if layer == "domain":
                 allowed = (imp.name.split(".")[0] in PURE_STDLIB
                            or _under(imp.name, f"{service}.domain")

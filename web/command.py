@@ -1,0 +1,93 @@
+"""``timebank console``: serve the web console for one district node."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from runtime.console import CliError, guarded
+from runtime.tls import ClientTls
+
+app = typer.Typer(
+    name="console", no_args_is_help=True, rich_markup_mode=None,
+    help="网页控制台 The web console: pages for staff, members, the bureau and the "
+         "public, over a district node's API.")
+
+#: Where the console listens unless told otherwise: this machine only.
+DEFAULT_LISTEN = "127.0.0.1:8080"
+MAX_PORT = 65535
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) to listen on."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        raise CliError(f"监听地址应为 主机:端口 / --listen takes HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def _stopping_cleanly(server: Any) -> Any:
+    """Ctrl-C or SIGTERM ends the serving cleanly, with exit code 0 (uvicorn's own
+    handlers raise the signal again once stopped, which a service manager reads as a
+    crash)."""
+
+    @contextlib.contextmanager
+    def capture_signals() -> Iterator[None]:
+        def stop(signum: int, frame: object) -> None:
+            server.should_exit = True
+
+        before = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
+
+    return capture_signals
+
+
+@app.command("serve")
+@guarded
+def serve(
+    node: Annotated[str, typer.Option(
+        "--node", metavar="HOST:PORT", envvar="TIMEBANK_NODE",
+        help="The district node whose API the console calls (env TIMEBANK_NODE).")],
+    listen: Annotated[str, typer.Option(
+        "--listen", metavar="HOST:PORT",
+        help=f"Where the console serves its pages (default {DEFAULT_LISTEN}: this "
+             "machine only; put a TLS-terminating proxy in front to serve others).")
+    ] = DEFAULT_LISTEN,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", envvar="TIMEBANK_CA", metavar="FILE",
+        help="The city CA's certificate, to check the node's (env TIMEBANK_CA).")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", envvar="TIMEBANK_INSECURE",
+        help="Reach a node that serves plaintext (env TIMEBANK_INSECURE=1).")] = False,
+) -> None:
+    """Serve the console's pages until Ctrl-C or SIGTERM."""
+    import uvicorn
+
+    from web.app import build
+    from web.nodes import Node
+
+    if ca is None and not insecure:
+        raise CliError("节点通过 TLS 连接：请用 --ca 指定城市 CA 证书，明文节点用 --insecure / "
+                       "nodes are reached over TLS: name the city CA certificate with --ca "
+                       "FILE (or TIMEBANK_CA), or --insecure for a node serving plaintext")
+    host, port = listen_address(listen)
+    district = Node(node, None if insecure else ClientTls(ca) if ca else None)
+    config = uvicorn.Config(build(district), host=host, port=port, log_level="warning",
+                            access_log=False, lifespan="off", server_header=False)
+    server = uvicorn.Server(config)
+    server.capture_signals = _stopping_cleanly(server)  # type: ignore[method-assign]
+    typer.echo(f"网页控制台 console: http://{listen} (节点 node {node})", err=True)
+    try:
+        server.run()
+    finally:
+        district.close()

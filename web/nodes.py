@@ -1,0 +1,106 @@
+"""The console's calls to a district node, over its gRPC API (no database, ever).
+
+Each call has a deadline, and an answer the node could not give becomes a
+``NodeError`` that says which of the catalogue's messages to show: the page never
+waits for ever, and never shows a gRPC status or a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from runtime.tls import ClientTls, channel
+from timebank.v1 import node_pb2, node_pb2_grpc
+
+#: How long a page waits for the node before saying it cannot be reached.
+CALL_TIMEOUT_SECONDS = 5.0
+#: The most public orders a page asks for (the node's own limit is 200).
+PUBLIC_PAGE_SIZE = 50
+#: The longest detail of a refusal a page repeats.
+MAX_DETAIL_CHARS = 300
+
+
+class Failure(StrEnum):
+    """What went wrong, as the catalogue's message key says it."""
+
+    UNAVAILABLE = "error_node_unavailable"
+    BAD_REQUEST = "error_bad_request"
+    REFUSED = "error_node_refused"
+
+
+class NodeError(Exception):
+    """The node did not answer, or refused: ``failure`` names the message to show and
+    ``detail`` the node's own words (bilingual, as the node's refusals are)."""
+
+    def __init__(self, failure: Failure, detail: str = "") -> None:
+        super().__init__(f"{failure.value}: {detail}")
+        self.failure = failure
+        self.detail = detail[:MAX_DETAIL_CHARS]
+
+    @classmethod
+    def of(cls, e: grpc.RpcError) -> NodeError:
+        code = e.code() if callable(getattr(e, "code", None)) else None
+        detail = (e.details() if callable(getattr(e, "details", None)) else "") or ""
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return cls(Failure.UNAVAILABLE)
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+            return cls(Failure.BAD_REQUEST, detail)
+        return cls(Failure.REFUSED, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicOrder:
+    """An order on public display, as the node gave it (names masked by the node)."""
+
+    id: int
+    category: str
+    category_name: str
+    service_point: str
+    minutes: int
+    recipient: str
+    volunteer: str
+    served_at: datetime | None
+    public_until: datetime | None
+    disputed: bool
+
+
+def _when(stamp: Timestamp, present: bool) -> datetime | None:
+    return stamp.ToDatetime(UTC) if present else None
+
+
+def public_order(message: node_pb2.PublicOrder) -> PublicOrder:
+    return PublicOrder(
+        id=message.id, category=message.category, category_name=message.category_name,
+        service_point=message.service_point, minutes=message.minutes,
+        recipient=message.recipient, volunteer=message.volunteer,
+        served_at=_when(message.served_at, message.HasField("served_at")),
+        public_until=_when(message.public_until, message.HasField("public_until")),
+        disputed=message.disputed)
+
+
+class Node:
+    """One district node's API, as the console calls it."""
+
+    def __init__(self, address: str, tls: ClientTls | None) -> None:
+        self.address = address
+        self._channel = channel(address, tls)
+        self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+
+    def public_orders(self, after_id: int = 0,
+                      limit: int = PUBLIC_PAGE_SIZE) -> list[PublicOrder]:
+        """The orders on public display after ``after_id``, in id order (no credential:
+        the node masks what it gives)."""
+        request = node_pb2.ListPublicOrdersRequest(after_id=after_id, limit=limit)
+        try:
+            found = self._stub.ListPublicOrders(request, timeout=CALL_TIMEOUT_SECONDS)
+        except grpc.RpcError as e:
+            raise NodeError.of(e) from None
+        return [public_order(o) for o in found.orders]
+
+    def close(self) -> None:
+        self._channel.close()
