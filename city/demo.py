@@ -24,9 +24,12 @@ Exit code 0 only if every check passes. ``--json`` prints a summary as the last 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +57,7 @@ from city.launcher import (
     CityLayout,
     CityProcesses,
     LaunchError,
+    NodeLayout,
     layout,
 )
 from clearinghouse.bootstrap import open_app as open_ch_app
@@ -886,8 +890,11 @@ def serve_demo(data_dir: Path) -> int:
             city_layout = layout(  # found again, unchanged, with the CA its files name
                 root, policy_text=DEMO_POLICY, insecure=tls.ca is None,
                 pki_dir=None if tls.ca is None else tls.ca.parent)
-            with CityProcesses(city_layout, dev_clock=True, env=DEMO_ENV) as processes:
+            with CityProcesses(city_layout, dev_clock=True, env=DEMO_ENV) as processes, \
+                    contextlib.ExitStack() as consoles:
                 processes.start_all()
+                pages = {n.node_id: consoles.enter_context(_console(n, city_layout.logs_dir))
+                         for n in city_layout.nodes}
                 now = datetime.now(UTC) + devclock.read_offset(city_layout.clock_file)
                 table = Table(box=None, padding=(0, 2))
                 for col in ("process", "pid", "address", "config"):
@@ -900,6 +907,9 @@ def serve_demo(data_dir: Path) -> int:
                     table.add_row(label, str(processes.pid(name)), processes.address(name),
                                   str(config))
                 echo(table)
+                for node_id, url in pages.items():
+                    echo(f"网页控制台 console {NAMES.get(node_id, node_id)}: {url}/ "
+                         f"(社会监督公示 public page: {url}/public)")
                 env = " ".join(f"{k}={v}" for k, v in city_layout.client_env().items())
                 echo(f"演示城市运行中 the demo city is serving again, on its own clock: now "
                      f"{now.astimezone(CITY_TZ):%Y-%m-%d %H:%M:%S} ({CITY_TZ_NAME}, "
@@ -923,6 +933,45 @@ def serve_demo(data_dir: Path) -> int:
         signal.signal(signal.SIGTERM, previous)
     echo("the demo city stopped")
     return 0
+
+
+#: How long the demo waits for a district's web console to answer.
+CONSOLE_START_SECONDS = 30
+
+
+@contextmanager
+def _console(node: NodeLayout, logs: Path) -> Iterator[str]:
+    """`timebank console serve` for ``node``, on a free port of 127.0.0.1, trusting the
+    city CA as the node's other clients do; its address, until the block ends."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tls = (["--insecure"] if node.client_tls is None
+           else ["--ca", str(node.client_tls.ca)])
+    with (logs / f"console-{node.node_id}.log").open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "city.cli", "console", "serve", "--node", node.address,
+             "--listen", f"127.0.0.1:{port}", *tls], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + CONSOLE_START_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise LaunchError(f"the web console of {node.node_id} did not start; "
+                                      f"see {logs / f'console-{node.node_id}.log'}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def keep_metrics(processes: CityProcesses, city_layout: CityLayout) -> None:
@@ -1000,12 +1049,12 @@ def _play(root: Path, temporary: bool, summary: dict[str, Any]) -> bool:
     if ok:
         echo("[bold green]All checks passed.[/] " + (
             "The demo's files are removed." if temporary else
-            f"The city's files are kept in {root}. Serve it again on its own clock (its "
-            "time is weeks ahead of the real one; `node serve` on the real clock would date "
-            f"new entries before old ones): [bold]timebank demo --data-dir {root} "
-            "--serve[/]; audit it: [bold]timebank audit --data-dir "
-            f"{root}[/]; check a node: [bold]timebank node check --config "
-            f"{city_layout.node(JN).config_file}[/]."))
+            f"The city's files are kept in {root}. Serve it again on its own clock, with a "
+            "web console for each district to click through (its time is weeks ahead of "
+            "the real one; `node serve` on the real clock would date new entries before "
+            f"old ones): [bold]timebank demo --data-dir {root} --serve[/]; audit it: "
+            f"[bold]timebank audit --data-dir {root}[/]; check a node: [bold]timebank node "
+            f"check --config {city_layout.node(JN).config_file}[/]."))
     else:
         echo("[bold red]Some checks failed[/] (see ✗ above).")
     return ok

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,13 @@ def test_a_kept_city_serves_again_on_its_own_clock(demo_city: DemoCity,
         assert now >= latest  # its clock is where the story left it, not the real one
         for node_id in ("320115", "320106", "320113"):
             assert f"node {node_id}" in out
+        # a web console for each district, its public page read through the node's API
+        consoles = re.findall(r"(http://127\.0\.0\.1:\d+)/public", out)
+        assert len(consoles) == 3, out
+        for url in consoles:
+            with urllib.request.urlopen(f"{url}/public", timeout=10) as page:
+                html = page.read().decode("utf-8")
+            assert "社会监督：公示中的服务" in html
     finally:
         serving.send_signal(signal.SIGTERM)
         code = serving.wait(timeout=60)
