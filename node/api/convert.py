@@ -199,6 +199,12 @@ def person_pb(v: views.PersonView) -> pb.Person:
     return out
 
 
+def people_pb(vs: list[views.PersonView]) -> list[pb.Person]:
+    """People as found (FindPeople): the views hold no change history, so neither do
+    the messages."""
+    return [person_pb(v) for v in vs]
+
+
 def link_pb(v: views.LinkView) -> pb.Link:
     return pb.Link(person_id=v.person_id, other_id=v.other_id,
                    kind=RELATIONS[Relation(v.relation)])

@@ -56,6 +56,7 @@ DEFAULT_LIST_LIMIT = 100
 DEFAULT_HISTORY_LIMIT = 100
 DEFAULT_RECORD_LIMIT = 1000
 DEFAULT_PUBLIC_LIMIT = 50
+DEFAULT_FIND_LIMIT = 20
 
 M = TypeVar("M", bound=Message)
 
@@ -211,6 +212,15 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return pb.GetPersonResponse(
             person=convert.person_pb(self._app.query(_read_person, caller(), people.get_person,
                                                      person_id)))
+
+    def FindPeople(self, request: pb.FindPeopleRequest,
+                   context: grpc.ServicerContext) -> pb.FindPeopleResponse:
+        point = convert.optional_id(request.service_point_id, "service_point_id")
+        after_id = convert.optional_id(request.after_id, "after_id")
+        limit = convert.limit(request.limit, DEFAULT_FIND_LIMIT)
+        found = self._app.query(people.find_people, caller(), request.query, point, after_id,
+                                limit)
+        return pb.FindPeopleResponse(people=convert.people_pb(found))
 
     def UpdatePerson(self, request: pb.UpdatePersonRequest,
                      context: grpc.ServicerContext) -> pb.UpdatePersonResponse:

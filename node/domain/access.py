@@ -150,6 +150,9 @@ RULES: Mapping[str, Rule] = {
     # people
     "EnrolPerson": PEOPLE,
     "GetPerson": RECORDS,
+    # a desk finding a person by name, ID number or phone: staff only among the people
+    # they serve (their service point's and those at none); members may not search
+    "FindPeople": Rule(frozenset({_O, _S, _A, _P}), Scope.READ),
     "UpdatePerson": PEOPLE,
     "LinkPeople": PEOPLE,
     # the service loop

@@ -6,11 +6,11 @@ only by their PersonRef.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from node.domain.policy import Relation
 from node.storage.tables import LINKS, PEOPLE, PERSON_EVENTS, changed, record, values
@@ -95,6 +95,34 @@ class PeopleRepo:
         rows = self.conn.execute(select(PEOPLE).where(PEOPLE.c.id.in_(list(person_ids))))
         return {r.id: record(PersonRecord, r) for r in rows}
 
+    def find(self, *, id_number: str = "", phone: str = "", name_part: str = "",
+             service_point_id: int = 0, within: Collection[int] | None = None,
+             after_id: int = 0, limit: int) -> list[PersonRecord]:
+        """People after ``after_id``, in id order, at most ``limit``: those whose whole ID
+        number (normalised, as enrolled) is ``id_number``, whose whole phone (as enrolled)
+        is ``phone``, or whose name contains ``name_part`` taken literally (``%``, ``_``
+        and ``\\`` are no wildcards; case-insensitive where the engine folds case); at
+        most one of the three, none: everyone. ``service_point_id``: only the people of
+        that service point (0: of any or none). ``within``: only the people of these
+        service points or of none (a staff member's view; None: everyone)."""
+        if sum(map(bool, (id_number, phone, name_part))) > 1:
+            raise InvariantViolation("people are found by one of ID number, phone or name")
+        where = [PEOPLE.c.id > after_id]
+        if id_number:
+            where.append(PEOPLE.c.id_number == id_number)
+        elif phone:
+            where.append(PEOPLE.c.phone == phone)
+        elif name_part:
+            where.append(PEOPLE.c.name.ilike(f"%{_literal(name_part)}%", escape="\\"))
+        if service_point_id:
+            where.append(PEOPLE.c.service_point_id == service_point_id)
+        if within is not None:
+            where.append(or_(PEOPLE.c.service_point_id.in_(sorted(within)),
+                             PEOPLE.c.service_point_id.is_(None)))
+        rows = self.conn.execute(select(PEOPLE).where(*where).order_by(PEOPLE.c.id)
+                                 .limit(limit))
+        return [record(PersonRecord, r) for r in rows]
+
     def update(self, before: PersonRecord, after: PersonRecord) -> None:
         """Write the fields of ``after`` that differ from ``before`` (as read in this
         transaction). A person's id, PersonRef, ID number and enrolment never change."""
@@ -131,6 +159,11 @@ class PeopleRepo:
         """How ``other`` stands to ``person``, by every link recorded."""
         rows = _RELATIONS(self.conn, {"pid": person_id, "oid": other_id}).scalars()
         return {Relation(r) for r in rows}
+
+
+def _literal(text: str) -> str:
+    """``text`` in a LIKE pattern escaped with a backslash: matched as written."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 _INSERT = Prepared(insert(PEOPLE).returning(PEOPLE.c.id))

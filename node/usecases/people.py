@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from node.domain.access import Principal, Role
 from node.domain.directory import HomeLookup
 from node.domain.identity import parse_credit_code, parse_id_card, person_ref
 from node.domain.orders import MAX_TEXT_CHARS, PersonFacts, PersonKind, check_text
 from node.domain.policy import Relation
 from node.storage.people import NewPerson, PersonEvent, PersonRecord
+from node.usecases.access import require_call
 from node.usecases.app import NodeIdentity, Tx
 from node.usecases.views import (
     Actor,
@@ -32,6 +34,12 @@ MAX_NAME_CHARS = 64
 MAX_PHONE_CHARS = 20
 #: The latest changes of a person's record shown with it.
 MAX_CHANGES_SHOWN = 20
+#: The longest query of ``find_people``, and the most people one call finds.
+MAX_QUERY_CHARS = 64
+MAX_FOUND = 100
+#: A whole phone number as a query: this many of these characters (as ``_phone`` takes).
+PHONE_QUERY_CHARS = (7, MAX_PHONE_CHARS)
+_PHONE_CHARS = frozenset("0123456789+- ")
 
 
 def _name(label: str, raw: str, limit: int = MAX_NAME_CHARS) -> str:
@@ -203,6 +211,67 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
 
 def get_person(tx: Tx, person_id: int) -> PersonView:
     return person_view(tx, tx.repo.people.get(person_id), with_changes=True)
+
+
+def find_people(tx: Tx, who: Principal, query: str, service_point_id: int, after_id: int,
+                limit: int) -> list[PersonView]:
+    """What a service point's desk does when an elder phones: the people after
+    ``after_id``, in id order, at most ``limit``, found by ``query`` (a whole ID card
+    number, a whole phone number, or else part of a name: ``_terms``) and/or of service
+    point ``service_point_id`` (0: any), without their change history.
+
+    Staff find only the people of their own service point and those enrolled at none
+    (as ``may_touch``); asking for another service point is PERMISSION_DENIED. Operators,
+    auditors and programs that read find everyone; members may not search at all."""
+    require_call("FindPeople", who)
+    query = query.strip()
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidArgument(f"查找内容最多 {MAX_QUERY_CHARS} 个字符 (a query has at most "
+                              f"{MAX_QUERY_CHARS} characters, not {len(query)})",
+                              "QUERY_TOO_LONG")
+    if any(ord(c) < 32 or ord(c) == 127 for c in query):
+        raise InvalidArgument("查找内容不能含控制字符 (a query cannot hold control "
+                              "characters)", "MALFORMED_QUERY")
+    if not query and not service_point_id:
+        raise InvalidArgument("请输入姓名的一部分、完整的身份证号或电话号码，或选择服务点 "
+                              "(give part of a name, a whole ID card or phone number, or "
+                              "a service point)", "MISSING_QUERY")
+    if not 1 <= limit <= MAX_FOUND:
+        raise InvalidArgument(f"每次最多查找 {MAX_FOUND} 人 (find 1 to {MAX_FOUND} people at "
+                              f"a time, not {limit})", "LIMIT_OUT_OF_RANGE")
+    within: tuple[int, ...] | None = None
+    if who.role is Role.STAFF:
+        within = (who.service_point_id,)
+        if service_point_id not in (0, who.service_point_id):
+            raise PermissionDenied(
+                f"服务点工作人员只能查找本服务点的人 ({who.label} works at service point "
+                f"{who.service_point_id}: they find its people and those enrolled at no "
+                f"service point, not the people of service point {service_point_id})",
+                "NOT_YOUR_SERVICE_POINT")
+    if service_point_id:
+        require_service_point(tx, service_point_id)
+    id_number, phone, name_part = _terms(query)
+    found = tx.repo.people.find(id_number=id_number, phone=phone, name_part=name_part,
+                                service_point_id=service_point_id, within=within,
+                                after_id=after_id, limit=limit)
+    return [person_view(tx, p) for p in found]
+
+
+def _terms(query: str) -> tuple[str, str, str]:
+    """(ID number, phone, part of a name): what a stripped query looks for, one of them
+    (or none: an empty query). 18 characters (spaces aside), 17 digits and a digit or
+    X/x, are an ID card number, normalised as enrolment does (``parse_id_card``); else
+    7 to 20 digits, spaces, '+' or '-' are a phone number, as enrolment keeps it
+    (``_phone``); anything else is part of a name."""
+    number = "".join(query.split()).upper()
+    if (len(number) == 18 and number[:17].isascii() and number[:17].isdigit()
+            and number[17] in "0123456789X"):
+        return number, "", ""
+    shortest, longest = PHONE_QUERY_CHARS
+    if (shortest <= len(query) <= longest and all(c in _PHONE_CHARS for c in query)
+            and any(c.isdigit() for c in query)):
+        return "", _phone(query), ""
+    return "", "", query
 
 
 def _yes(flag: bool) -> str:

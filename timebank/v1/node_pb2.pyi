@@ -610,6 +610,62 @@ class GetPersonResponse(_message.Message):
 Global___GetPersonResponse: _TypeAlias = GetPersonResponse  # noqa: Y015
 
 @_typing.final
+class FindPeopleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SERVICE_POINT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """A whole ID-card number or phone number, or part of a name (at least one character;
+    at most 64). Empty: everyone of service_point_id.
+    """
+    service_point_id: _builtins.int
+    """0: any the caller may see"""
+    limit: _builtins.int
+    """1..100; 0: 20"""
+    after_id: _builtins.int
+    """paging: people with a greater id"""
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        service_point_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        after_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "limit", b"limit", "query", b"query", "service_point_id", b"service_point_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPeopleRequest: _TypeAlias = FindPeopleRequest  # noqa: Y015
+
+@_typing.final
+class FindPeopleResponse(_message.Message):
+    """The people found, in id order (without their change history)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def people(self) -> _containers.RepeatedCompositeFieldContainer[Global___Person]: ...
+    def __init__(
+        self,
+        *,
+        people: _abc.Iterable[Global___Person] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["people", b"people"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPeopleResponse: _TypeAlias = FindPeopleResponse  # noqa: Y015
+
+@_typing.final
 class UpdatePersonRequest(_message.Message):
     """Only the fields set change; at least one must be set. The same value again changes
     nothing and records nothing.

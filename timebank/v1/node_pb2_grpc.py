@@ -69,6 +69,11 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetPersonRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.GetPersonResponse.FromString,
                 _registered_method=True)
+        self.FindPeople = channel.unary_unary(
+                '/timebank.v1.NodeService/FindPeople',
+                request_serializer=timebank_dot_v1_dot_node__pb2.FindPeopleRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.FindPeopleResponse.FromString,
+                _registered_method=True)
         self.UpdatePerson = channel.unary_unary(
                 '/timebank.v1.NodeService/UpdatePerson',
                 request_serializer=timebank_dot_v1_dot_node__pb2.UpdatePersonRequest.SerializeToString,
@@ -269,6 +274,14 @@ class NodeServiceServicer:
 
     def GetPerson(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindPeople(self, request, context):
+        """Find people by name, ID-card number or phone, or everyone of a service point: what a
+        service point's desk does when an elder calls. Staff find only the people they serve.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -503,6 +516,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetPerson,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetPersonRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.GetPersonResponse.SerializeToString,
+            ),
+            'FindPeople': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindPeople,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.FindPeopleRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.FindPeopleResponse.SerializeToString,
             ),
             'UpdatePerson': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdatePerson,
@@ -844,6 +862,33 @@ class NodeService:
             '/timebank.v1.NodeService/GetPerson',
             timebank_dot_v1_dot_node__pb2.GetPersonRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.GetPersonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindPeople(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/FindPeople',
+            timebank_dot_v1_dot_node__pb2.FindPeopleRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.FindPeopleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,10 @@ class NodeServiceStub:
     EnrolPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.EnrolPersonResponse]
     """People."""
     GetPerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.GetPersonResponse]
+    FindPeople: _grpc.UnaryUnaryMultiCallable[_node_pb2.FindPeopleRequest, _node_pb2.FindPeopleResponse]
+    """Find people by name, ID-card number or phone, or everyone of a service point: what a
+    service point's desk does when an elder calls. Staff find only the people they serve.
+    """
     UpdatePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.UpdatePersonResponse]
     """Correct a person's mutable details (priority status, phone); recorded with who and when."""
     LinkPeople: _grpc.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.LinkPeopleResponse]
@@ -119,6 +123,10 @@ class NodeServiceAsyncStub(NodeServiceStub):
     EnrolPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.EnrolPersonRequest, _node_pb2.EnrolPersonResponse]  # type: ignore[assignment]
     """People."""
     GetPerson: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPersonRequest, _node_pb2.GetPersonResponse]  # type: ignore[assignment]
+    FindPeople: _aio.UnaryUnaryMultiCallable[_node_pb2.FindPeopleRequest, _node_pb2.FindPeopleResponse]  # type: ignore[assignment]
+    """Find people by name, ID-card number or phone, or everyone of a service point: what a
+    service point's desk does when an elder calls. Staff find only the people they serve.
+    """
     UpdatePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.UpdatePersonResponse]  # type: ignore[assignment]
     """Correct a person's mutable details (priority status, phone); recorded with who and when."""
     LinkPeople: _aio.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.LinkPeopleResponse]  # type: ignore[assignment]
@@ -223,6 +231,16 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.GetPersonRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.GetPersonResponse, _abc.Awaitable[_node_pb2.GetPersonResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def FindPeople(
+        self,
+        request: _node_pb2.FindPeopleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.FindPeopleResponse, _abc.Awaitable[_node_pb2.FindPeopleResponse]]:
+        """Find people by name, ID-card number or phone, or everyone of a service point: what a
+        service point's desk does when an elder calls. Staff find only the people they serve.
+        """
 
     @_abc_1.abstractmethod
     def UpdatePerson(
