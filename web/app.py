@@ -1,29 +1,37 @@
-"""The console's web application: routes, the page's language, safe headers, errors.
+"""The console's web application: routes, the page's language, sessions, safe headers,
+errors.
 
 ``build(node)`` makes the ASGI application (Starlette) over one district node's API.
 Every page is rendered on the server from the catalogue's messages with Jinja2, which
 escapes everything it is given (a person named ``<script>`` is shown, not run). Every
 response carries a strict Content-Security-Policy (no inline script, nothing from
 another origin) and is never cached; an error is a page in the reader's language with
-no traceback, logged with its request id.
+no traceback, logged with an incident id.
+
+A form that changes something is accepted only with its session's CSRF token and, when
+the browser says where it comes from, from this console's own origin (``Pages.form``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from timebank.v1 import node_pb2
 from web.catalogue import (
     Catalogue,
     Language,
@@ -34,14 +42,17 @@ from web.catalogue import (
     packaged,
 )
 from web.nodes import PUBLIC_PAGE_SIZE, Failure, Node, NodeError
+from web.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, Sessions, new_token
 
 log = structlog.get_logger("console")
 
 #: The cookie that remembers the reader's choice of language (nothing else is in it).
 LANGUAGE_COOKIE = "timebank_lang"
 LANGUAGE_COOKIE_SECONDS = 365 * 24 * 3600
-#: The largest order id a page's address may name.
-MAX_ORDER_ID = 2**63 - 1
+#: The largest id a page's address may name.
+MAX_ID = 2**63 - 1
+#: The most bytes a form may send (the longest form is a few short fields).
+MAX_FORM_BYTES = 16 * 1024
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy",
@@ -49,12 +60,15 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
      b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with
+    # this console's own forms, and the origin check could not tell them from a forgery
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 )
 
 _STATUS_OF: dict[Failure, int] = {
-    Failure.UNAVAILABLE: 503, Failure.BAD_REQUEST: 400, Failure.REFUSED: 502,
+    Failure.UNAVAILABLE: 503, Failure.BAD_REQUEST: 400, Failure.REFUSED: 409,
+    Failure.SIGNED_OUT: 401, Failure.FORBIDDEN: 403, Failure.NOT_FOUND: 404,
 }
 
 Scope = MutableMapping[str, Any]
@@ -82,26 +96,80 @@ class _SafeHeaders:
         await self._app(scope, receive, with_headers)
 
 
-class Pages:
-    """Renders the pages of one node's console."""
+class LoginNeeded(Exception):
+    """The page needs someone logged in, and nobody is."""
 
-    def __init__(self, node: Node, catalogue: Catalogue) -> None:
+
+class ExpiredForm(Exception):
+    """A form without its session's CSRF token, or from another origin."""
+
+
+class Pages:
+    """What every page of one node's console shares: the node, the catalogue, the
+    sessions, rendering and the checks of a form."""
+
+    def __init__(self, node: Node, catalogue: Catalogue, sessions: Sessions) -> None:
         self.node = node
         self.catalogue = catalogue
+        self.sessions = sessions
         self.templates = Environment(
             loader=PackageLoader("web", "templates"), autoescape=True,
             undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+    # ---------------------------------------------------------------- the reader
 
     def language(self, request: Request) -> Language:
         return choose_language(request.query_params.get("lang"),
                                request.cookies.get(LANGUAGE_COOKIE),
                                request.headers.get("accept-language"))
 
+    def session(self, request: Request) -> Session | None:
+        return self.sessions.get(request.cookies.get(SESSION_COOKIE))
+
+    def logged_in(self, request: Request, *, desk: bool = False) -> Session:
+        """The reader's session, or ``LoginNeeded``; with ``desk``, staff or operators
+        only (anyone else: 403, as the node would answer)."""
+        session = self.session(request)
+        if session is None:
+            raise LoginNeeded()
+        if desk and not session.caller.at_a_desk:
+            raise NodeError(Failure.FORBIDDEN, session.caller.actor)
+        return session
+
+    async def form(self, request: Request, session: Session | None,
+                   login_csrf: str | None = None) -> FormData:
+        """The form a request sends, once it has shown it is this console's: its CSRF
+        token is the session's (or, before login, the login cookie's), and its origin,
+        when the browser names one, is this console's."""
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.url.netloc:
+            raise ExpiredForm()
+        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+            raise HTTPException(413, "a form is a few short fields")
+        form = await request.form(max_files=0, max_fields=32, max_part_size=MAX_FORM_BYTES)
+        token = form.get("csrf")
+        sent = token if isinstance(token, str) else None
+        if session is not None:
+            if not session.accepts(sent):
+                raise ExpiredForm()
+        elif login_csrf is None or sent is None or not Session.accepts_login(sent,
+                                                                             login_csrf):
+            raise ExpiredForm()
+        return form
+
+    async def ask(self, rpc: str, request_message: Any, session: Session | None) -> Any:
+        """``rpc`` on the node as the session's person, off the event loop."""
+        token = session.token if session is not None else ""
+        return await run_in_threadpool(self.node.call, rpc, request_message, token)
+
+    # ---------------------------------------------------------------- rendering
+
     def render(self, request: Request, template: str, status: int = 200,
                **context: Any) -> HTMLResponse:
         language = self.language(request)
         other = Language.EN if language is Language.ZH else Language.ZH
         catalogue = self.catalogue
+        session = context.pop("session", None) or self.session(request)
 
         def t(key: str, **fields: object) -> str:
             return catalogue.text(key, language, **fields)
@@ -111,6 +179,8 @@ class Pages:
             minutes=lambda m: minutes_text(m, language, catalogue),
             date=lambda at: "" if at is None else date_text(at, language),
             datetime=lambda at: "" if at is None else datetime_text(at, language),
+            stamp=lambda ts: datetime_text(ts.ToDatetime(tzinfo=UTC), language),
+            session=session, csrf=session.csrf if session is not None else "",
             **context)
         response = HTMLResponse(page, status_code=status)
         if request.query_params.get("lang") is not None:
@@ -123,27 +193,85 @@ class Pages:
         return self.render(request, "error.html", status=status, message_key=key,
                            fields=fields)
 
+    # ---------------------------------------------------------------- pages
+
     async def home(self, request: Request) -> Response:
         return self.render(request, "home.html")
 
     async def public(self, request: Request) -> Response:
-        after = _order_id(request.query_params.get("after", "0"))
+        after = page_id(request.query_params.get("after", "0"))
         # the node's answer is a blocking call: off the event loop
         orders = await run_in_threadpool(self.node.public_orders, after, PUBLIC_PAGE_SIZE)
         more = orders[-1].id if len(orders) == PUBLIC_PAGE_SIZE else 0
         return self.render(request, "public.html", orders=orders, more=more,
                            after=after)
 
+    async def login_page(self, request: Request, status: int = 200,
+                         problem: str = "") -> Response:
+        csrf = request.cookies.get(LOGIN_CSRF_COOKIE) or new_token()
+        response = self.render(request, "login.html", status=status, login_csrf=csrf,
+                               problem=problem)
+        set_cookie(response, request, LOGIN_CSRF_COOKIE, csrf, max_age=3600)
+        return response
 
-def _order_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_ORDER_ID:
-        raise HTTPException(400, "an order number is a whole number")
+    async def login(self, request: Request) -> Response:
+        form = await self.form(request, None, request.cookies.get(LOGIN_CSRF_COOKIE))
+        login, password = str(form.get("login", "")).strip(), str(form.get("password", ""))
+        if not login or not password or len(login) > 64 or len(password) > 256:
+            return await self.login_page(request, 400, "login_missing")
+        try:
+            token, caller, expires = await run_in_threadpool(self.node.login, login,
+                                                             password)
+        except NodeError as e:
+            if e.failure is Failure.SIGNED_OUT:
+                log.info("login refused", login_length=len(login))
+                return await self.login_page(request, 401, "login_failed")
+            raise
+        earlier = self.session(request)
+        if earlier is not None:  # a new login replaces the browser's session, never joins it
+            self.sessions.close(earlier.id)
+        session = self.sessions.open(token, caller, login, expires)
+        log.info("logged in", actor=caller.actor)
+        response = RedirectResponse("/desk" if caller.at_a_desk else "/", status_code=303)
+        set_cookie(response, request, SESSION_COOKIE, session.id, max_age=None)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        session = self.session(request)
+        if session is not None:
+            await self.form(request, session)
+            self.sessions.close(session.id)
+            try:
+                await self.ask("Logout", node_pb2.LogoutRequest(), session)
+            except NodeError as e:  # the console forgot it: the node's expires alone
+                log.warning("logout not told to the node", failure=e.failure.value)
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str, *,
+               max_age: int | None) -> None:
+    """A cookie only this console's pages send back: HttpOnly, Secure, SameSite=Strict."""
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True,
+                        secure=True, samesite="strict")
+
+
+def page_id(text: str) -> int:
+    """An id in a page's address (0 allowed: "from the start")."""
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_ID:
+        raise HTTPException(400, "an id is a whole number")
     return int(text)
 
 
-def build(node: Node, catalogue: Catalogue | None = None) -> Asgi:
+def build(node: Node, catalogue: Catalogue | None = None,
+          sessions: Sessions | None = None) -> Asgi:
     """The console's ASGI application over ``node``."""
-    pages = Pages(node, catalogue or packaged())
+    from web import desk
+
+    pages = Pages(node, packaged() if catalogue is None else catalogue,
+                  Sessions() if sessions is None else sessions)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return pages.error(request, 404, "error_not_found")
@@ -152,16 +280,32 @@ def build(node: Node, catalogue: Catalogue | None = None) -> Asgi:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
             return await not_found(request, exc)
-        if exc.status_code == 400:
-            return pages.error(request, 400, "error_bad_request", detail=str(exc.detail))
+        if exc.status_code in (400, 413):
+            return pages.error(request, exc.status_code, "error_bad_request",
+                               detail=str(exc.detail))
+        if exc.status_code == 405:
+            return pages.error(request, 405, "error_not_found")
         return pages.error(request, exc.status_code, "error_internal")
 
     async def node_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NodeError)
         log.warning("node call failed", path=request.url.path, failure=exc.failure.value,
                     detail=exc.detail)
-        fields = {"detail": exc.detail} if exc.failure is not Failure.UNAVAILABLE else {}
+        if exc.failure is Failure.SIGNED_OUT:
+            return await login_needed(request, exc)
+        fields = ({} if exc.failure in (Failure.UNAVAILABLE, Failure.SIGNED_OUT,
+                                        Failure.NOT_FOUND) else {"detail": exc.detail})
         return pages.error(request, _STATUS_OF[exc.failure], exc.failure.value, **fields)
+
+    async def login_needed(request: Request, exc: Exception) -> Response:
+        session = pages.session(request)
+        if session is not None:  # the node ended it: so does the console
+            pages.sessions.close(session.id)
+        return await pages.login_page(request, 401, "error_signed_out")
+
+    async def expired_form(request: Request, exc: Exception) -> Response:
+        log.warning("form refused", path=request.url.path)
+        return pages.error(request, 403, "error_expired_form")
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         incident = uuid.uuid4().hex[:12]
@@ -176,10 +320,15 @@ def build(node: Node, catalogue: Catalogue | None = None) -> Asgi:
         routes=[
             Route("/", pages.home),
             Route("/public", pages.public),
+            Route("/login", pages.login_page, methods=["GET"]),
+            Route("/login", pages.login, methods=["POST"]),
+            Route("/logout", pages.logout, methods=["POST"]),
+            *desk.routes(pages),
             Route("/healthz", health),
             Mount("/static", StaticFiles(packages=[("web", "static")]), name="static"),
         ],
         exception_handlers={404: not_found, HTTPException: http_error,
-                            NodeError: node_error, Exception: internal_error},
+                            NodeError: node_error, LoginNeeded: login_needed,
+                            ExpiredForm: expired_form, Exception: internal_error},
     )
     return _SafeHeaders(app)

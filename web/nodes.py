@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from runtime.tls import ClientTls, channel
 from timebank.v1 import node_pb2, node_pb2_grpc
+from web.sessions import Caller
 
 #: How long a page waits for the node before saying it cannot be reached.
 CALL_TIMEOUT_SECONDS = 5.0
@@ -31,6 +34,9 @@ class Failure(StrEnum):
     UNAVAILABLE = "error_node_unavailable"
     BAD_REQUEST = "error_bad_request"
     REFUSED = "error_node_refused"
+    SIGNED_OUT = "error_signed_out"
+    FORBIDDEN = "error_forbidden"
+    NOT_FOUND = "error_not_found"
 
 
 class NodeError(Exception):
@@ -50,6 +56,12 @@ class NodeError(Exception):
             return cls(Failure.UNAVAILABLE)
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
             return cls(Failure.BAD_REQUEST, detail)
+        if code is grpc.StatusCode.UNAUTHENTICATED:
+            return cls(Failure.SIGNED_OUT, detail)
+        if code is grpc.StatusCode.PERMISSION_DENIED:
+            return cls(Failure.FORBIDDEN, detail)
+        if code is grpc.StatusCode.NOT_FOUND:
+            return cls(Failure.NOT_FOUND, detail)
         return cls(Failure.REFUSED, detail)
 
 
@@ -101,6 +113,24 @@ class Node:
         except grpc.RpcError as e:
             raise NodeError.of(e) from None
         return [public_order(o) for o in found.orders]
+
+    def call(self, rpc: str, request: Message, token: str = "") -> Any:
+        """``rpc`` with ``request``, as the person whose node token is ``token`` ("":
+        nobody), with the console's deadline."""
+        method = getattr(self._stub, rpc)
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
+        try:
+            return method(request, timeout=CALL_TIMEOUT_SECONDS, metadata=metadata)
+        except grpc.RpcError as e:
+            raise NodeError.of(e) from None
+
+    def login(self, login: str, password: str) -> tuple[str, Caller, datetime]:
+        """A session on the node: its token, who it is, and when it expires."""
+        found = self.call("Login", node_pb2.LoginRequest(login=login, password=password))
+        c = found.caller
+        caller = Caller(role=c.role, actor=c.actor, staff_id=c.staff_id,
+                        service_point_id=c.service_point_id, person_id=c.person_id)
+        return found.token, caller, found.expires_at.ToDatetime(UTC)
 
     def close(self) -> None:
         self._channel.close()

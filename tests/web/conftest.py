@@ -1,5 +1,13 @@
 """A district node, served for real on 127.0.0.1, holding orders in every stage of
-publicity, for the console's tests.
+publicity, for the console's tests; and the system's Chromium and the console as a real
+process, for the browser tests.
+
+Chromium comes from the system's packages (Debian: ``apt-get install chromium
+fonts-noto-cjk``); nothing is downloaded. Where it is missing the browser tests are
+skipped with how to run them, except under ``TIMEBANK_REQUIRE_BROWSER=1`` (CI), where
+they fail. Screenshots of the pages in both languages, on an office screen and a phone,
+are kept in ``TIMEBANK_ARTIFACTS`` (default: ``test-artifacts/`` at the repository's
+root).
 
 The node is a SQLite one (the console never reaches a database: what it shows comes
 through the node's API, whichever engine the node runs on). ``town`` is built once per
@@ -8,13 +16,22 @@ module: the console's tests only read.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from node.domain.access import Role
 from node.domain.clock import ManualClock
-from node.usecases import orders, people
+from node.usecases import logins, orders, people
 from node.usecases.app import NodeApp
 from node.usecases.views import Actor
 from tests.conftest import make_node_app
@@ -27,8 +44,14 @@ from web.nodes import Node
 HOSTILE_POINT = "<script>alert('点')</script>东山<b>站</b>"
 
 
+#: Every account's password in these tests.
+PASSWORD = "correct horse 1940"
+
+
 @dataclass(frozen=True)
 class Town:
+    app: NodeApp
+    clock: ManualClock
     address: str
     on_display: int  # verified: in its publicity period
     disputed: int  # disputed during publicity
@@ -36,6 +59,11 @@ class Town:
     recorded: int  # publicity over, recorded
     #: every enrolled person's full name, ID number and phone: none may be on a public page
     secrets: tuple[str, ...]
+    elder: int  # 张桂兰, at the service point
+    volunteer: int  # 李秀英
+    staff_login: str  # a staff account at the service point
+    member_login: str  # 李秀英's own account
+    other_point_login: str  # staff of another service point
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +75,18 @@ def town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Town]:
             yield _build(app, clock, f"127.0.0.1:{api.port}")
 
 
+def _account(app: NodeApp, login: str, role: Role, *, staff_id: int = 0,
+             person_id: int = 0) -> str:
+    app.execute(logins.add_account, login, role, staff_id=staff_id, person_id=person_id)
+    app.execute(logins.set_password, login, PASSWORD)
+    return login
+
+
 def _build(app: NodeApp, clock: ManualClock, address: str) -> Town:
     point = app.execute(people.register_service_point, "SP-WEB", HOSTILE_POINT, "东山街道")
+    other = app.execute(people.register_service_point, "SP-FAR", "麒麟街道站", "麒麟街道")
+    desk = app.execute(people.register_staff, "王主任", point.id)
+    far = app.execute(people.register_staff, "赵站长", other.id)
     elder = enrol(app, "张桂兰", 1940, priority=True, point=point.id)
     elder2 = enrol(app, "欧阳娜娜", 1938, priority=True, point=point.id)
     volunteer = enrol(app, "李秀英", 1962)
@@ -63,7 +101,11 @@ def _build(app: NodeApp, clock: ManualClock, address: str) -> Town:
     records = [app.query(lambda tx, i=p.id: tx.repo.people.get(i))
                for p in (elder, elder2, volunteer, volunteer2)]
     secrets = tuple(s for r in records for s in (r.name, r.id_number, r.phone) if s)
-    return Town(address, on_display, disputed, before, recorded, secrets)
+    return Town(app, clock, address, on_display, disputed, before, recorded, secrets,
+                elder.id, volunteer.id,
+                _account(app, "wang.desk", Role.STAFF, staff_id=desk.id),
+                _account(app, "li.xiuying", Role.MEMBER, person_id=volunteer.id),
+                _account(app, "zhao.far", Role.STAFF, staff_id=far.id))
 
 
 @pytest.fixture
@@ -71,3 +113,77 @@ def node(town: Town) -> Iterator[Node]:
     made = Node(town.address, None)
     yield made
     made.close()
+
+
+# ---------------------------------------------------------------- the browser
+
+CHROMIUM = Path(os.environ.get("TIMEBANK_CHROMIUM", "/usr/bin/chromium"))
+REQUIRE_BROWSER = os.environ.get("TIMEBANK_REQUIRE_BROWSER") == "1"
+ARTIFACTS = Path(os.environ.get("TIMEBANK_ARTIFACTS")
+                 or Path(__file__).resolve().parents[2] / "test-artifacts")
+#: Flags for a headless Chromium on a closed network, as root in CI.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+OFFICE = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+START_SECONDS = 30
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        message = (f"no Chromium at {CHROMIUM}: install the system's (Debian: apt-get install "
+                   "chromium fonts-noto-cjk) or name one with TIMEBANK_CHROMIUM")
+        if REQUIRE_BROWSER:
+            pytest.fail(f"the browser tests are required (TIMEBANK_REQUIRE_BROWSER=1): "
+                        f"{message}")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def console(town: Town, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`timebank console serve` over the town's node; its address."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("console") / "console.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "city.cli", "console", "serve", "--node", town.address,
+             "--insecure", "--listen", f"127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the console did not start: {log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.returncode == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

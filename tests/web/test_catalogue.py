@@ -21,7 +21,7 @@ from web.catalogue import (
 )
 
 #: ``t('key'`` in a template: the keys the pages ask for by name.
-_USED = re.compile(r"""\bt\(\s*['"]([a-z_][a-z0-9_]*)['"]""")
+_USED = re.compile(r"""\bt\(\s*['"]([a-z_][a-z0-9_]*)['"]\s*[,)]""")
 
 
 def _templates() -> dict[str, str]:
@@ -43,6 +43,28 @@ def test_every_key_a_template_uses_is_in_the_catalogue() -> None:
     assert used, "the scan found no keys: has the templates' call changed?"
     missing = used - set(packaged().messages)
     assert not missing, f"templates use keys the catalogue lacks: {sorted(missing)}"
+
+
+def test_no_template_says_a_word_of_its_own() -> None:
+    """Every word a page shows comes through the catalogue: with the template's tags,
+    expressions and markup taken away, no letter (of any script) is left."""
+    for name, text in _templates().items():
+        bare = re.sub(r"\{[{%#].*?[}%#]\}", " ", text, flags=re.S)
+        bare = re.sub(r"<!doctype html>|<[^>]*>", " ", bare, flags=re.S | re.I)
+        words = [w for w in re.findall(r"\w+", bare) if not w.isdigit()]
+        assert not words, f"{name} says {words} outside the catalogue"
+
+
+def test_every_key_the_pages_choose_at_run_time_is_in_the_catalogue() -> None:
+    from web import desk, nodes
+
+    chosen = ({f"state_{s}" for s in desk.ORDER_STATES.values()}
+              | set(desk.ORIGINS.values()) | {label for _, label in desk.PAYMENTS.values()}
+              | {"volunteer_none", "volunteer_several", "request_bad_minutes",
+                 "action_refused", "login_failed", "login_missing", "error_signed_out"}
+              | {f.value for f in nodes.Failure})
+    missing = chosen - set(packaged().messages)
+    assert not missing, sorted(missing)
 
 
 def test_the_chinese_text_is_chinese_and_the_english_is_not() -> None:
