@@ -234,16 +234,18 @@ StartParts = Callable[[ExitStack], tuple[int, Mapping[str, object]]]
 
 
 @contextmanager
-def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` (from the main thread only; signals cannot be
-    handled elsewhere); the previous handlers come back afterwards."""
+def stopped_by_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``stop``, and the process goes on to end cleanly, exit
+    code 0 (from the main thread only; signals cannot be handled elsewhere); the
+    previous handlers come back afterwards. Every serving process of the city stops
+    this one way."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -278,7 +280,7 @@ def serve_forever(service: str, listen: str, metrics_listen: str, start: StartPa
             parts.callback(stop_metrics_server, metrics_server)
         port, said = start(parts)
         about.update(said)
-        parts.enter_context(_stopped_by_signals(stop))
+        parts.enter_context(stopped_by_signals(stop.set))
         if not tls:
             log.warning(f"{INSECURE_WARNING} ({service})", listen=listen,
                         loopback=is_loopback(listen))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from runtime.console import CliError, guarded
+from runtime.server import stopped_by_signals
 from runtime.tls import ClientTls
 
 app = typer.Typer(
@@ -30,26 +28,6 @@ def listen_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
         raise CliError(f"监听地址应为 主机:端口 / --listen takes HOST:PORT, not {text!r}")
     return host, int(port)
-
-
-def _stopping_cleanly(server: Any) -> Any:
-    """Ctrl-C or SIGTERM ends the serving cleanly, with exit code 0 (uvicorn's own
-    handlers raise the signal again once stopped, which a service manager reads as a
-    crash)."""
-
-    @contextlib.contextmanager
-    def capture_signals() -> Iterator[None]:
-        def stop(signum: int, frame: object) -> None:
-            server.should_exit = True
-
-        before = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in before.items():
-                signal.signal(s, handler)
-
-    return capture_signals
 
 
 @app.command("serve")
@@ -85,7 +63,14 @@ def serve(
     config = uvicorn.Config(build(district), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="off", server_header=False)
     server = uvicorn.Server(config)
-    server.capture_signals = _stopping_cleanly(server)  # type: ignore[method-assign]
+
+    def stop() -> None:
+        server.should_exit = True
+
+    # Ctrl-C and SIGTERM end the serving as every service of the city's does: cleanly,
+    # exit code 0 (uvicorn's own handlers raise the signal again once stopped, which a
+    # service manager reads as a crash)
+    server.capture_signals = lambda: stopped_by_signals(stop)  # type: ignore[method-assign]
     typer.echo(f"网页控制台 console: http://{listen} (节点 node {node})", err=True)
     try:
         server.run()
