@@ -88,12 +88,23 @@ class _SafeHeaders:
             await self._app(scope, receive, send)
             return
 
+        answered = False
+
         async def with_headers(message: MutableMapping[str, Any]) -> None:
+            nonlocal answered
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+                answered = True
             await send(message)
 
-        await self._app(scope, receive, with_headers)
+        try:
+            await self._app(scope, receive, with_headers)
+        except Exception:
+            # Starlette raises a failure again once its handler has answered (with the
+            # error page, logged with an incident id): the server would log it once more,
+            # as a traceback. Only a failure nobody answered goes on.
+            if not answered:
+                raise
 
 
 class LoginNeeded(Exception):

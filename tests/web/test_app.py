@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -110,3 +111,22 @@ def test_paging_follows_the_order_ids(node: Node, town: Town) -> None:
     assert [o.id for o in first] == [min(town.on_display, town.disputed)]
     rest = node.public_orders(first[0].id, 50)
     assert [o.id for o in rest] == [max(town.on_display, town.disputed)]
+
+
+class _Failing(Node):
+    """A node client whose every public call fails in a way nobody foresaw."""
+
+    def public_orders(self, after_id: int = 0, limit: int = 50) -> list[Any]:
+        raise RuntimeError("a fault injected by the test")
+
+
+def test_an_unforeseen_failure_is_a_page_and_one_log_line(town: Town) -> None:
+    node = _Failing(town.address, None)
+    try:
+        with TestClient(build(node), raise_server_exceptions=False) as client:
+            page = client.get("/public")
+    finally:
+        node.close()
+    assert page.status_code == 500
+    assert "网页出现内部错误" in page.text and "Traceback" not in page.text
+    assert "a fault injected" not in page.text
