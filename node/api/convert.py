@@ -250,6 +250,17 @@ def public_order_pb(v: views.PublicOrderView) -> pb.PublicOrder:
     return out
 
 
+def open_request_pb(v: views.OpenRequestView) -> pb.OpenRequest:
+    """A request waiting for a volunteer: only the view's fields, which name the
+    recipient by a masked name only."""
+    out = pb.OpenRequest(
+        id=v.id, category=v.category, category_name=v.category_name,
+        planned_minutes=v.planned_minutes, service_point_id=v.service_point_id,
+        service_point=v.service_point, recipient=v.recipient, note=v.note)
+    _set_time(out.requested_at, v.requested_at)
+    return out
+
+
 def transaction_pb(e: StoredEntry) -> pb.LedgerTransaction:
     out = pb.LedgerTransaction(
         seq=e.seq, kind=e.entry.kind.value, order_id=e.entry.order_id,

@@ -57,6 +57,7 @@ DEFAULT_HISTORY_LIMIT = 100
 DEFAULT_RECORD_LIMIT = 1000
 DEFAULT_PUBLIC_LIMIT = 50
 DEFAULT_FIND_LIMIT = 20
+DEFAULT_OPEN_LIMIT = 20
 
 M = TypeVar("M", bound=Message)
 
@@ -398,6 +399,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         limit = convert.limit(request.limit, DEFAULT_LIST_LIMIT)
         found = self._app.query(_list_orders, caller(), person_id, state, after_id, limit)
         return pb.ListOrdersResponse(orders=convert.orders_pb(found))
+
+    def ListOpenRequests(self, request: pb.ListOpenRequestsRequest,
+                         context: grpc.ServicerContext) -> pb.ListOpenRequestsResponse:
+        point = convert.optional_id(request.service_point_id, "service_point_id")
+        after_id = convert.optional_id(request.after_id, "after_id")
+        limit = convert.limit(request.limit, DEFAULT_OPEN_LIMIT)
+        found = self._app.query(orders.open_requests, caller(), point, after_id, limit)
+        return pb.ListOpenRequestsResponse(requests=[convert.open_request_pb(v) for v in found])
 
     def ListPublicOrders(self, request: pb.ListPublicOrdersRequest,
                          context: grpc.ServicerContext) -> pb.ListPublicOrdersResponse:

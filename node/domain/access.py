@@ -168,6 +168,14 @@ RULES: Mapping[str, Rule] = {
     "RecordDueOrders": Rule(frozenset({_O, _P}), Scope.ORDERS),
     "GetOrder": RECORDS,
     "ListOrders": RECORDS,
+    # the requests waiting for a volunteer (志愿接单), recipients' names masked: every
+    # role, since any member may take one (staff see only their service point's and
+    # those at none: ``node.usecases.orders.open_requests``). Programs: ANYONE, not a
+    # scope, because one Rule names one scope and both `orders` (a volunteers' app
+    # lists, then accepts) and `read` (every read rpc) must reach it; the third scope,
+    # `enrol`, already reaches people's full records, and what this shows any member
+    # of the district sees anyway
+    "ListOpenRequests": ANYONE,
     # hours outside the service loop
     "Donate": Rule(frozenset({_O, _S, _M})),
     "Grant": DISTRICT,

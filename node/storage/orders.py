@@ -8,15 +8,15 @@ still in the state read (a lost update would be a bug: writers are serial).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, FromClause, and_, bindparam, func, insert, or_, select, update
 
 from node.domain.claims import ClaimState, Reason
 from node.domain.orders import OrderState
-from node.storage.tables import CLAIMS, EVENTS, ORDERS, changed, record, values
+from node.storage.tables import CLAIMS, EVENTS, ORDERS, PEOPLE, changed, record, values
 from runtime.errors import InvariantViolation, NotFound
 from runtime.statements import Prepared
 
@@ -200,6 +200,26 @@ class OrderRepo:
             .order_by(ORDERS.c.id).limit(limit))
         return [record(OrderRecord, r) for r in rows]
 
+    def requested(self, after_id: int, limit: int, *, service_point_id: int = 0,
+                  within: Collection[int] | None = None) -> list[OrderRecord]:
+        """Orders waiting for a volunteer (REQUESTED) after ``after_id``, in id order, at
+        most ``limit``. ``service_point_id``: only those whose recipient is at that
+        service point (0: at any or none). ``within``: only those whose recipient is at
+        one of these service points or at none (a staff member's view; None: every
+        one). One SELECT, the recipient joined only when one of the two filters it."""
+        where = [ORDERS.c.id > after_id, ORDERS.c.state == OrderState.REQUESTED.value]
+        source: FromClause = ORDERS
+        if service_point_id or within is not None:
+            source = ORDERS.join(PEOPLE, PEOPLE.c.id == ORDERS.c.recipient_id)
+        if service_point_id:
+            where.append(PEOPLE.c.service_point_id == service_point_id)
+        if within is not None:
+            where.append(or_(PEOPLE.c.service_point_id.in_(sorted(within)),
+                             PEOPLE.c.service_point_id.is_(None)))
+        rows = self.conn.execute(select(ORDERS).select_from(source).where(*where)
+                                 .order_by(ORDERS.c.id).limit(limit))
+        return [record(OrderRecord, r) for r in rows]
+
     def list(self, person_id: int, state: OrderState | None, after_id: int,
              limit: int) -> list[OrderRecord]:
         """Orders after ``after_id`` in id order: a person's (as recipient, volunteer or
@@ -215,7 +235,6 @@ class OrderRepo:
         return [record(OrderRecord, r) for r in rows]
 
 
-#: The states of an order shown to the public while its publicity period lasts.
 _BY_ID = Prepared(select(ORDERS).where(ORDERS.c.id == bindparam("order_id")))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from node.domain.access import Principal, Role
 from node.domain.claims import Claim, ClaimState, Reason, waiting_reason
 from node.domain.consent import MISSING
 from node.domain.directory import HomeLookup
@@ -49,9 +50,10 @@ from node.storage.ledger import AccountRecord
 from node.storage.orders import NewOrder, OrderEvent, OrderRecord
 from node.storage.people import PersonRecord
 from node.usecases import claims, consent, people
+from node.usecases.access import require_call
 from node.usecases.app import Tx, city_time
 from node.usecases.people import facts, require_actor, require_acts_for
-from node.usecases.views import Actor, OrderView, PublicOrderView
+from node.usecases.views import Actor, OpenRequestView, OrderView, PublicOrderView
 from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -68,6 +70,8 @@ MAX_BACKDATE = timedelta(days=30)
 MAX_RECORD_BATCH = 10_000
 #: The most orders of the public supervision page (``public_orders``) one call lists.
 MAX_PUBLIC_LIST = 200
+#: The most requests waiting for a volunteer (``open_requests``) one call lists.
+MAX_OPEN_LIST = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -696,6 +700,58 @@ def list_orders(tx: Tx, person_id: int, state: OrderState | None, after_id: int,
         tx.repo.people.get(person_id)
     return [order_view(tx, o) for o in tx.repo.orders.list(
         person_id, state, after_id, limit)]
+
+
+# ------------------------------------------------------------------ requests to take
+
+
+def open_requests(tx: Tx, who: Principal, service_point_id: int, after_id: int,
+                  limit: int) -> list[OpenRequestView]:
+    """The requests waiting for a volunteer (志愿接单) after ``after_id``, in id order, at
+    most ``limit``, of recipients at service point ``service_point_id`` (0: at any or
+    none), as a volunteer choosing one to take sees them: the recipient only by their
+    masked name (``node.domain.publicity``), never by their full name, ID number, phone
+    or person id. People and service points are read once per call, not once per order.
+
+    Staff see only the requests of their own service point's people and of people
+    enrolled at none (as ``may_touch``); asking for another service point is
+    PERMISSION_DENIED. Members, operators, auditors and programs see every service
+    point's (a member looking for one to take nearby asks for a service point)."""
+    require_call("ListOpenRequests", who)
+    if not 1 <= limit <= MAX_OPEN_LIST:
+        raise InvalidArgument(f"每次最多列出 {MAX_OPEN_LIST} 条待接单的服务请求 (list 1 to "
+                              f"{MAX_OPEN_LIST} open requests at a time, not {limit})",
+                              "LIMIT_OUT_OF_RANGE")
+    within: tuple[int, ...] | None = None
+    if who.role is Role.STAFF:
+        within = (who.service_point_id,)
+        if service_point_id not in (0, who.service_point_id):
+            raise PermissionDenied(
+                f"服务点工作人员只能查看本服务点的服务请求 ({who.label} works at service "
+                f"point {who.service_point_id}: they see the requests of its people and of "
+                f"people enrolled at no service point, not those of service point "
+                f"{service_point_id})", "NOT_YOUR_SERVICE_POINT")
+    if service_point_id:
+        people.require_service_point(tx, service_point_id)
+    found = tx.repo.orders.requested(after_id, limit, service_point_id=service_point_id,
+                                     within=within)
+    named = tx.repo.people.by_ids(sorted({o.recipient_id for o in found}))
+    points: dict[int, str] = {}
+    out = []
+    for order in found:
+        recipient = named[order.recipient_id]
+        point = recipient.service_point_id or 0
+        if point and point not in points:
+            where = tx.repo.staff.service_point(point)
+            points[point] = "" if where is None else where.name
+        category = tx.policy.category(order.category)
+        out.append(OpenRequestView(
+            id=order.id, category=order.category,
+            category_name=category.name if category else order.category,
+            planned_minutes=order.planned_minutes, service_point_id=point,
+            service_point=points.get(point, ""), recipient=mask_name(recipient.name),
+            requested_at=order.requested_at, note=order.note))
+    return out
 
 
 # ------------------------------------------------------------------ the publicity period

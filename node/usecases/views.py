@@ -84,6 +84,24 @@ class PublicOrderView:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenRequestView:
+    """A request waiting for a volunteer (志愿接单), as a volunteer choosing one to take
+    sees it: what, where, for how long and what the requester wrote, with the recipient
+    named only by their masked name. It holds no person id, full name, ID number or
+    phone, so nothing built from it can leak one."""
+
+    id: int
+    category: str
+    category_name: str
+    planned_minutes: int
+    service_point_id: int  # the recipient's service point (0: none)
+    service_point: str  # its name ("" if none)
+    recipient: str  # masked
+    requested_at: datetime
+    note: str  # what the requester wrote for the volunteer
+
+
+@dataclass(frozen=True, slots=True)
 class OriginBalance:
     origin: Origin
     total: int

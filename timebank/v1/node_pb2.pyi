@@ -1556,6 +1556,106 @@ class ListOrdersResponse(_message.Message):
 Global___ListOrdersResponse: _TypeAlias = ListOrdersResponse  # noqa: Y015
 
 @_typing.final
+class ListOpenRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_POINT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    service_point_id: _builtins.int
+    """0: every service point (and requests at none)"""
+    limit: _builtins.int
+    """1..100; 0: 20"""
+    after_id: _builtins.int
+    """paging: orders with a greater id"""
+    def __init__(
+        self,
+        *,
+        service_point_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        after_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "limit", b"limit", "service_point_id", b"service_point_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenRequestsRequest: _TypeAlias = ListOpenRequestsRequest  # noqa: Y015
+
+@_typing.final
+class OpenRequest(_message.Message):
+    """A request waiting for a volunteer, as a volunteer may see it: no name, ID number,
+    phone or person id of the recipient.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    CATEGORY_NAME_FIELD_NUMBER: _builtins.int
+    PLANNED_MINUTES_FIELD_NUMBER: _builtins.int
+    SERVICE_POINT_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_POINT_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    category: _builtins.str
+    category_name: _builtins.str
+    planned_minutes: _builtins.int
+    service_point_id: _builtins.int
+    """the recipient's (0: none)"""
+    service_point: _builtins.str
+    """its name"""
+    recipient: _builtins.str
+    """masked, e.g. "王**" """
+    note: _builtins.str
+    """what the requester wrote for the volunteer"""
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        category: _builtins.str = ...,
+        category_name: _builtins.str = ...,
+        planned_minutes: _builtins.int = ...,
+        service_point_id: _builtins.int = ...,
+        service_point: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "category_name", b"category_name", "id", b"id", "note", b"note", "planned_minutes", b"planned_minutes", "recipient", b"recipient", "requested_at", b"requested_at", "service_point", b"service_point", "service_point_id", b"service_point_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenRequest: _TypeAlias = OpenRequest  # noqa: Y015
+
+@_typing.final
+class ListOpenRequestsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpenRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___OpenRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenRequestsResponse: _TypeAlias = ListOpenRequestsResponse  # noqa: Y015
+
+@_typing.final
 class Posting(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -144,6 +144,11 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
+        self.ListOpenRequests = channel.unary_unary(
+                '/timebank.v1.NodeService/ListOpenRequests',
+                request_serializer=timebank_dot_v1_dot_node__pb2.ListOpenRequestsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.ListOpenRequestsResponse.FromString,
+                _registered_method=True)
         self.Donate = channel.unary_unary(
                 '/timebank.v1.NodeService/Donate',
                 request_serializer=timebank_dot_v1_dot_node__pb2.DonateRequest.SerializeToString,
@@ -372,6 +377,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOpenRequests(self, request, context):
+        """Requests waiting for a volunteer (志愿接单), as a volunteer may see them before
+        taking one: what, where, how long, and the recipient's masked name. Any logged-in
+        caller; staff see their service point's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Donate(self, request, context):
         """Hours outside the service loop.
         """
@@ -591,6 +605,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ListOrders,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.ListOrdersRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'ListOpenRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpenRequests,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.ListOpenRequestsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.ListOpenRequestsResponse.SerializeToString,
             ),
             'Donate': grpc.unary_unary_rpc_method_handler(
                     servicer.Donate,
@@ -1267,6 +1286,33 @@ class NodeService:
             '/timebank.v1.NodeService/ListOrders',
             timebank_dot_v1_dot_node__pb2.ListOrdersRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpenRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/ListOpenRequests',
+            timebank_dot_v1_dot_node__pb2.ListOpenRequestsRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.ListOpenRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

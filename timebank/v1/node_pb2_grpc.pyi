@@ -74,6 +74,11 @@ class NodeServiceStub:
     RecordDueOrders: _grpc.UnaryUnaryMultiCallable[_node_pb2.RecordDueOrdersRequest, _node_pb2.RecordDueOrdersResponse]
     GetOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.GetOrderResponse]
     ListOrders: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListOrdersRequest, _node_pb2.ListOrdersResponse]
+    ListOpenRequests: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListOpenRequestsRequest, _node_pb2.ListOpenRequestsResponse]
+    """Requests waiting for a volunteer (志愿接单), as a volunteer may see them before
+    taking one: what, where, how long, and the recipient's masked name. Any logged-in
+    caller; staff see their service point's.
+    """
     Donate: _grpc.UnaryUnaryMultiCallable[_node_pb2.DonateRequest, _node_pb2.DonateResponse]
     """Hours outside the service loop."""
     Grant: _grpc.UnaryUnaryMultiCallable[_node_pb2.GrantRequest, _node_pb2.GrantResponse]
@@ -143,6 +148,11 @@ class NodeServiceAsyncStub(NodeServiceStub):
     RecordDueOrders: _aio.UnaryUnaryMultiCallable[_node_pb2.RecordDueOrdersRequest, _node_pb2.RecordDueOrdersResponse]  # type: ignore[assignment]
     GetOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.GetOrderResponse]  # type: ignore[assignment]
     ListOrders: _aio.UnaryUnaryMultiCallable[_node_pb2.ListOrdersRequest, _node_pb2.ListOrdersResponse]  # type: ignore[assignment]
+    ListOpenRequests: _aio.UnaryUnaryMultiCallable[_node_pb2.ListOpenRequestsRequest, _node_pb2.ListOpenRequestsResponse]  # type: ignore[assignment]
+    """Requests waiting for a volunteer (志愿接单), as a volunteer may see them before
+    taking one: what, where, how long, and the recipient's masked name. Any logged-in
+    caller; staff see their service point's.
+    """
     Donate: _aio.UnaryUnaryMultiCallable[_node_pb2.DonateRequest, _node_pb2.DonateResponse]  # type: ignore[assignment]
     """Hours outside the service loop."""
     Grant: _aio.UnaryUnaryMultiCallable[_node_pb2.GrantRequest, _node_pb2.GrantResponse]  # type: ignore[assignment]
@@ -341,6 +351,17 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.ListOrdersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ListOrdersResponse, _abc.Awaitable[_node_pb2.ListOrdersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListOpenRequests(
+        self,
+        request: _node_pb2.ListOpenRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListOpenRequestsResponse, _abc.Awaitable[_node_pb2.ListOpenRequestsResponse]]:
+        """Requests waiting for a volunteer (志愿接单), as a volunteer may see them before
+        taking one: what, where, how long, and the recipient's masked name. Any logged-in
+        caller; staff see their service point's.
+        """
 
     @_abc_1.abstractmethod
     def Donate(
