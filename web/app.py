@@ -214,8 +214,13 @@ class Pages:
         # the node's answer is a blocking call: off the event loop
         orders = await run_in_threadpool(self.node.public_orders, after, PUBLIC_PAGE_SIZE)
         more = orders[-1].id if len(orders) == PUBLIC_PAGE_SIZE else 0
+        session = self.session(request)
+        disputed = request.query_params.get("disputed", "")
         return self.render(request, "public.html", orders=orders, more=more,
-                           after=after)
+                           after=after, session=session,
+                           member=session is not None and bool(session.caller.person_id),
+                           disputed=page_id(disputed) if disputed else 0,
+                           key=str(uuid.uuid4()))
 
     async def login_page(self, request: Request, status: int = 200,
                          problem: str = "") -> Response:
@@ -243,7 +248,7 @@ class Pages:
             self.sessions.close(earlier.id)
         session = self.sessions.open(token, caller, login, expires)
         log.info("logged in", actor=caller.actor)
-        response = RedirectResponse("/desk" if caller.at_a_desk else "/", status_code=303)
+        response = RedirectResponse("/desk" if caller.at_a_desk else "/me", status_code=303)
         set_cookie(response, request, SESSION_COOKIE, session.id, max_age=None)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
         return response
@@ -279,7 +284,7 @@ def page_id(text: str) -> int:
 def build(node: Node, catalogue: Catalogue | None = None,
           sessions: Sessions | None = None) -> Asgi:
     """The console's ASGI application over ``node``."""
-    from web import desk
+    from web import desk, member
 
     pages = Pages(node, packaged() if catalogue is None else catalogue,
                   Sessions() if sessions is None else sessions)
@@ -335,6 +340,7 @@ def build(node: Node, catalogue: Catalogue | None = None,
             Route("/login", pages.login, methods=["POST"]),
             Route("/logout", pages.logout, methods=["POST"]),
             *desk.routes(pages),
+            *member.routes(pages),
             Route("/healthz", health),
             Mount("/static", StaticFiles(packages=[("web", "static")]), name="static"),
         ],

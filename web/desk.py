@@ -56,14 +56,14 @@ ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _text(form: Any, name: str, limit: int = MAX_TEXT_CHARS) -> str:
+def form_text(form: Any, name: str, limit: int = MAX_TEXT_CHARS) -> str:
     value = form.get(name, "")
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
-def _key(form: Any) -> str:
+def form_key(form: Any) -> str:
     """The idempotency key the form was shown with (a fresh one if it has none)."""
-    key = _text(form, "key", 64)
+    key = form_text(form, "key", 64)
     return key if key else str(uuid.uuid4())
 
 
@@ -106,17 +106,17 @@ class Desk:
         session = self.pages.logged_in(request, desk=True)
         person_id = page_id(request.path_params["person_id"])
         form = await self.pages.form(request, session)
-        minutes = _text(form, "minutes", 8)
+        minutes = form_text(form, "minutes", 8)
         if not minutes.isdigit() or not 1 <= int(minutes) <= MAX_PLANNED_MINUTES:
             return await self.person(request, "request_bad_minutes", status=400)
-        source = PAYMENTS.get(_text(form, "payment", 16))
+        source = PAYMENTS.get(form_text(form, "payment", 16))
         if source is None:
             raise NodeError(Failure.BAD_REQUEST, "payment")
         try:
             made = await self.pages.ask("RequestOrder", pb.RequestOrderRequest(
-                idempotency_key=_key(form), recipient_id=person_id,
-                category=_text(form, "category", 32), planned_minutes=int(minutes),
-                payment_source=source[0], note=_text(form, "note")), session)
+                idempotency_key=form_key(form), recipient_id=person_id,
+                category=form_text(form, "category", 32), planned_minutes=int(minutes),
+                payment_source=source[0], note=form_text(form, "note")), session)
         except NodeError as e:
             if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
                 return await self.person(request, "action_refused", e.detail, 409)
@@ -148,10 +148,10 @@ class Desk:
         order_id = page_id(request.path_params["order_id"])
         action = request.path_params["action"]
         form = await self.pages.form(request, session)
-        key = _key(form)
+        key = form_key(form)
         try:
             if action == "accept":
-                volunteer = await self._volunteer(_text(form, "volunteer", MAX_QUERY_CHARS),
+                volunteer = await self._volunteer(form_text(form, "volunteer", MAX_QUERY_CHARS),
                                                   session)
                 if isinstance(volunteer, str):
                     return await self.order(request, volunteer, status=409)
@@ -165,22 +165,22 @@ class Desk:
                 await self.pages.ask("CheckOut", pb.CheckOutRequest(
                     idempotency_key=key, order_id=order_id), session)
             elif action == "verify":
-                rating = _text(form, "rating", 1)
+                rating = form_text(form, "rating", 1)
                 await self.pages.ask("VerifyOrder", pb.VerifyOrderRequest(
                     idempotency_key=key, order_id=order_id,
                     rating=int(rating) if rating.isdigit() else 0,
-                    comment=_text(form, "comment")), session)
+                    comment=form_text(form, "comment")), session)
             elif action == "record":
                 await self.pages.ask("RecordOrder", pb.RecordOrderRequest(
                     idempotency_key=key, order_id=order_id), session)
             elif action == "dispute":
                 await self.pages.ask("DisputeOrder", pb.DisputeOrderRequest(
                     idempotency_key=key, order_id=order_id,
-                    reason=_text(form, "reason")), session)
+                    reason=form_text(form, "reason")), session)
             elif action == "cancel":
                 await self.pages.ask("CancelOrder", pb.CancelOrderRequest(
                     idempotency_key=key, order_id=order_id,
-                    reason=_text(form, "reason")), session)
+                    reason=form_text(form, "reason")), session)
             else:
                 raise NodeError(Failure.NOT_FOUND)
         except NodeError as e:

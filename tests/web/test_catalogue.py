@@ -56,13 +56,15 @@ def test_no_template_says_a_word_of_its_own() -> None:
 
 
 def test_every_key_the_pages_choose_at_run_time_is_in_the_catalogue() -> None:
-    from web import desk, nodes
+    from web import desk, member, nodes
 
     chosen = ({f"state_{s}" for s in desk.ORDER_STATES.values()}
               | set(desk.ORIGINS.values()) | {label for _, label in desk.PAYMENTS.values()}
               | {"volunteer_none", "volunteer_several", "request_bad_minutes",
                  "action_refused", "login_failed", "login_missing", "error_signed_out"}
-              | {f.value for f in nodes.Failure})
+              | {f.value for f in nodes.Failure}
+              | {f"kind_{k}" for k in member.KINDS}
+              | {"kind_service_earned", "kind_service_paid", "kind_other"})
     missing = chosen - set(packaged().messages)
     assert not missing, sorted(missing)
 
