@@ -80,7 +80,36 @@ class Desk:
                 query=query, limit=DESK_PAGE_SIZE), session)
             people = list(found.people)
         return self.pages.render(request, "desk.html", session=session, query=query,
-                                 people=people)
+                                 people=people, problem="", problem_fields={},
+                                 key=str(uuid.uuid4()))
+
+    async def enrol(self, request: Request) -> Response:
+        """Enrol an individual at the staff member's own service point (an operator's:
+        at none), as the node's EnrolPerson does; then show their page."""
+        session = self.pages.logged_in(request, desk=True)
+        form = await self.pages.form(request, session)
+        name, number = form_text(form, "name", 64), form_text(form, "id_number", 18)
+        if not name or not number:
+            return self._desk_problem(request, session, "enrol_missing", "", 400)
+        try:
+            made = await self.pages.ask("EnrolPerson", pb.EnrolPersonRequest(
+                idempotency_key=form_key(form), kind=pb.PERSON_KIND_INDIVIDUAL, name=name,
+                id_number=number, phone=form_text(form, "phone", 20),
+                priority=form_text(form, "priority", 1) == "1",
+                service_point_id=session.caller.service_point_id,
+                home_node_id=form_text(form, "home_node_id", 6)), session)
+        except NodeError as e:
+            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+                return self._desk_problem(request, session, "action_refused", e.detail, 409)
+            raise
+        return RedirectResponse(f"/people/{made.person.id}", status_code=303)
+
+    def _desk_problem(self, request: Request, session: Any, problem: str, detail: str,
+                      status: int) -> Response:
+        return self.pages.render(request, "desk.html", status=status, session=session,
+                                 query="", people=[], problem=problem,
+                                 problem_fields={"detail": detail} if detail else {},
+                                 key=str(uuid.uuid4()))
 
     async def person(self, request: Request, problem: str = "", detail: str = "",
                      status: int = 200) -> Response:
@@ -206,6 +235,7 @@ def routes(pages: Pages) -> list[Route]:
     desk = Desk(pages)
     return [
         Route("/desk", desk.find),
+        Route("/people", desk.enrol, methods=["POST"]),
         Route("/people/{person_id}", desk.person, methods=["GET"]),
         Route("/people/{person_id}/orders", desk.request_order, methods=["POST"]),
         Route("/orders/{order_id}", desk.order, methods=["GET"]),

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from starlette.testclient import TestClient
 
+from tests.helpers import id_card
 from tests.web.conftest import PASSWORD, Town
 from web.app import build
 from web.nodes import Node
@@ -217,3 +218,25 @@ def test_a_session_ends_after_a_while_without_use(node: Node, town: Town) -> Non
         now[0] += 61
         assert client.get("/desk").status_code == 401
         assert len(sessions) == 0
+
+
+def test_staff_enrol_an_elder_at_their_service_point(client: TestClient, town: Town) -> None:
+    csrf = log_in(client, town.staff_login)
+    desk = client.get("/desk")
+    number = id_card(1941)
+    form = {"csrf": csrf, "key": _key(desk.text), "name": "陈<b>阿婆</b>",
+            "id_number": number, "phone": "025-5555 0101", "priority": "1"}
+    made = client.post("/people", data=form)
+    assert made.status_code == 303, made.text
+    person_id = int(made.headers["location"].rsplit("/", 1)[1])
+    record = town.app.query(lambda tx: tx.repo.people.get(person_id))
+    assert (record.name, record.id_number, record.priority) == ("陈<b>阿婆</b>", number, True)
+    assert record.service_point_id is not None  # the staff member's own
+    page = client.get(made.headers["location"])
+    assert "陈&lt;b&gt;阿婆&lt;/b&gt;" in page.text and "<b>阿婆</b>" not in page.text
+    again = client.post("/people", data=form)  # sent twice: one person
+    assert again.headers["location"] == made.headers["location"]
+    bad = client.post("/people", data={**form, "key": "k2", "id_number": "123"})
+    assert bad.status_code == 409 and "未能办理" in bad.text
+    missing = client.post("/people", data={**form, "key": "k3", "name": " "})
+    assert missing.status_code == 400 and "请填写姓名和身份证号" in missing.text
