@@ -9,6 +9,7 @@ checks again what each call may touch (ADR 0016).
 from __future__ import annotations
 
 import uuid
+from collections import deque
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -24,6 +25,9 @@ from web.sessions import Session
 #: them; a service says whether it was given or received by the sign of the change.
 KINDS = frozenset({"donation", "grant", "reversal", "claim"})
 HISTORY_SIZE = 30
+#: A history is read in pages of the node's largest size, at most this many.
+HISTORY_PAGE = 1000
+MAX_HISTORY_PAGES = 100
 REQUESTS_SIZE = 50
 
 
@@ -57,9 +61,7 @@ class Member:
         history: list[tuple[pb.HistoryEntry, str]] = []
         if not person.home_node_id:
             balance = await ask("GetBalance", pb.GetBalanceRequest(person_id=me), session)
-            found = await ask("GetHistory", pb.GetHistoryRequest(person_id=me,
-                                                                 limit=1000), session)
-            history = [(e, _kind(e)) for e in list(found.entries)[-HISTORY_SIZE:]]
+            history = [(e, _kind(e)) for e in await self._latest_history(me, session)]
         orders = (await ask("ListOrders", pb.ListOrdersRequest(person_id=me, limit=50),
                             session)).orders
         taken = request.query_params.get("taken", "")
@@ -68,6 +70,22 @@ class Member:
             history=list(reversed(history)), orders=list(reversed(orders)),
             origins=ORIGINS, states=ORDER_STATES,
             taken=int(taken) if taken.isdigit() and len(taken) < 19 else 0)
+
+    async def _latest_history(self, person_id: int, session: Session
+                              ) -> list[pb.HistoryEntry]:
+        """The person's ``HISTORY_SIZE`` latest entries, oldest first. The node pages a
+        history from its start, so the pages are read to the end (at most
+        ``MAX_HISTORY_PAGES`` of them: a person's whole life of services)."""
+        latest: deque[pb.HistoryEntry] = deque(maxlen=HISTORY_SIZE)
+        after = 0
+        for _ in range(MAX_HISTORY_PAGES):
+            found = await self.pages.ask("GetHistory", pb.GetHistoryRequest(
+                person_id=person_id, limit=HISTORY_PAGE, after_seq=after), session)
+            latest.extend(found.entries)
+            if len(found.entries) < HISTORY_PAGE:
+                break
+            after = found.entries[-1].transaction.seq
+        return list(latest)
 
     async def requests(self, request: Request, problem: str = "", detail: str = "",
                        status: int = 200) -> Response:

@@ -3,6 +3,7 @@ a volunteer and taking one, and a dispute raised from the public page."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -94,3 +95,17 @@ def test_a_member_reaches_no_desk_page_by_changing_an_address(client: TestClient
     for path in ("/desk", f"/people/{town.elder}", f"/orders/{town.on_display}",
                  f"/people/{town.volunteer}"):
         assert client.get(path).status_code == 403, path
+
+
+def test_the_history_shows_the_latest_entries_however_long_it_is(
+        client: TestClient, town: Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    from web import member
+
+    for minutes in (30, 60, 90):  # three more services, the last the newest
+        serve(town.app, town.clock, town.elder, town.volunteer, minutes)
+    monkeypatch.setattr(member, "HISTORY_PAGE", 2)  # read it two entries a page
+    monkeypatch.setattr(member, "HISTORY_SIZE", 2)
+    log_in(client, town.member_login)
+    rows = client.get("/me").text.split('id="history"')[1]
+    changes = re.findall(r'data-label="变动">([^<]+)<', rows)
+    assert changes == ["+1小时30分钟", "+1小时"]  # newest first, the oldest not shown
