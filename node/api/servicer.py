@@ -533,7 +533,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             by = _actor(tx, request.HasField("granted_by"), request.granted_by, "granted_by")
             return convert.consent_pb(consent.grant_consent(
                 tx, payer_id, grantee_id, request.grantee_ref[:80], kind, request.max_minutes,
-                request.total_minutes, until, order_id, by))
+                request.total_minutes, until, order_id, by,
+                grantee_id_number=request.grantee_id_number[:32]))
 
         return pb.GrantConsentResponse(
             consent=self._once("GrantConsent", request.idempotency_key, request, run, pb.Consent))

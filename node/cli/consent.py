@@ -81,6 +81,11 @@ def consent_grant(
         "--to-ref", metavar="REF", help="Or that person's PersonRef (served in another "
                                         "district; `timebank node person ID` there shows it).")
     ] = "",
+    to_id_number: Annotated[str, typer.Option(
+        "--to-id-number", metavar="NUMBER", help="Or that person's 18-character ID card "
+                                                 "number: this node derives their PersonRef "
+                                                 "(a relative enrolled in another district).")
+    ] = "",
     max_minutes: Annotated[int, typer.Option(
         "--max-minutes", min=0, max=INT64_MAX,
         help="At most this much per order (with --once: the minutes confirmed).")] = 0,
@@ -98,10 +103,11 @@ def consent_grant(
 ) -> None:
     """The payer consents that their hours pay for a person's services (付款同意)."""
     actor = make_actor(by_person, by_staff, "records the consent (the payer, or staff)")
-    if bool(to) == bool(to_ref):
-        fail("say whose services it pays for: give exactly one of --to ID or --to-ref REF")
+    if sum(map(bool, (to, to_ref, to_id_number))) != 1:
+        fail("say whose services it pays for: give exactly one of --to ID, --to-ref REF or "
+             "--to-id-number NUMBER")
     request = node_pb2.GrantConsentRequest(
-        payer_id=payer, grantee_id=to, grantee_ref=to_ref,
+        payer_id=payer, grantee_id=to, grantee_ref=to_ref, grantee_id_number=to_id_number,
         kind=node_pb2.CONSENT_KIND_ONCE if once else node_pb2.CONSENT_KIND_STANDING,
         max_minutes=max_minutes, total_minutes=total_minutes, order_id=order,
         granted_by=actor)

@@ -17,12 +17,12 @@ from datetime import datetime
 
 from node.domain import consent as model
 from node.domain.consent import Consent, ConsentKind, Cover
-from node.domain.orders import OrderState, PaymentSource
+from node.domain.orders import OrderState, PaymentSource, PersonKind
 from node.domain.policy import Relation
 from node.storage.consents import ConsentUseRecord
 from node.storage.people import PersonRecord
 from node.usecases.app import Tx
-from node.usecases.people import acts_for, require_actor
+from node.usecases.people import acts_for, city_ref, require_actor
 from node.usecases.views import Actor
 from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
@@ -78,13 +78,19 @@ def _by(tx: Tx, actor: Actor, payer: PersonRecord, grantee_ref: str,
     return f"{actor.label} for person:{payer.id}"
 
 
-def _grantee(tx: Tx, grantee_id: int, grantee_ref: str) -> str:
-    if bool(grantee_id) == bool(grantee_ref):
-        raise InvalidArgument("请指定被授权人: 本区人员编号或 PersonRef 之一 (name whom the "
-                              "consent is for: a person id on this node, or a PersonRef, "
-                              "exactly one)", "GRANTEE_REQUIRED")
+def _grantee(tx: Tx, grantee_id: int, grantee_ref: str, grantee_id_number: str) -> str:
+    """The PersonRef the consent is for, named one way of three: a person id on this
+    node; a PersonRef; or an ID card number, from which the ref is derived as enrolment
+    derives it (the city secret; the card's check digit validated), so the payer can name
+    a relative enrolled in another district by the number they know."""
+    if sum(map(bool, (grantee_id, grantee_ref, grantee_id_number))) != 1:
+        raise InvalidArgument("请指定被授权人: 本区人员编号、PersonRef 或身份证号之一 (name whom "
+                              "the consent is for: a person id on this node, a PersonRef, or "
+                              "their ID card number, exactly one)", "GRANTEE_REQUIRED")
     if grantee_id:
         return tx.repo.people.get(grantee_id).person_ref
+    if grantee_id_number:
+        return city_ref(tx.node, PersonKind.INDIVIDUAL, grantee_id_number)
     ref = grantee_ref.strip().lower()
     if not _PERSON_REF.fullmatch(ref):
         raise InvalidArgument("PersonRef 为 64 位十六进制 (a PersonRef is 64 hexadecimal "
@@ -94,11 +100,14 @@ def _grantee(tx: Tx, grantee_id: int, grantee_ref: str) -> str:
 
 def grant_consent(tx: Tx, payer_id: int, grantee_id: int, grantee_ref: str,
                   kind: ConsentKind, max_minutes: int, total_minutes: int,
-                  until: datetime | None, order_id: int, granted_by: Actor) -> ConsentView:
+                  until: datetime | None, order_id: int, granted_by: Actor, *,
+                  grantee_id_number: str = "") -> ConsentView:
     """The payer (or whoever acts for them) lets their hours pay for one person's
-    services: standing, or once (``order_id``: for that order on this node only)."""
+    services: standing, or once (``order_id``: for that order on this node only). The
+    person is named by exactly one of ``grantee_id`` (enrolled here), ``grantee_ref`` and
+    ``grantee_id_number`` (their ID card number: the ref is derived from it)."""
     payer = _home_payer(tx, payer_id)
-    ref = _grantee(tx, grantee_id, grantee_ref)
+    ref = _grantee(tx, grantee_id, grantee_ref, grantee_id_number)
     if ref == payer.person_ref:
         raise InvalidArgument("本人使用自己的时间无需同意 (a person's own hours need no consent)",
                               "CONSENT_TO_SELF")

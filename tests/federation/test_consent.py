@@ -28,14 +28,17 @@ from tests.federation.support import (
 
 
 def _grant(city: City, f: Family, *, once: bool = False, minutes: int = 0,
-           until: timedelta | None = None) -> int:
-    """The daughter consents at home, naming her mother by PersonRef."""
+           until: timedelta | None = None, by_number: bool = False) -> int:
+    """The daughter consents at home, naming her mother by PersonRef (``by_number``: by
+    her ID card number, from which 江宁区 derives the ref)."""
     jn = city[JN].app
     ref = city[GL].app.query(people.get_person, f.mother).person_ref
+    number = city[GL].app.query(lambda tx: tx.repo.people.get(f.mother).id_number)
     kind = ConsentKind.ONCE if once else ConsentKind.STANDING
     end = None if until is None else city.clock.now() + until
-    return jn.execute(consent.grant_consent, f.daughter, 0, ref, kind, minutes, 0, end, 0,
-                      Actor(person_id=f.daughter)).consent.id
+    return jn.execute(consent.grant_consent, f.daughter, 0, "" if by_number else ref, kind,
+                      minutes, 0, end, 0, Actor(person_id=f.daughter),
+                      grantee_id_number=number if by_number else "").consent.id
 
 
 def _refused(city: City, f: Family, minutes: int, says: str, *, held: int = 0) -> None:
@@ -75,6 +78,18 @@ def test_the_home_refuses_without_consent_and_records_it_with(city: City) -> Non
              .entries]
     assert f"claim {claim_id}: spent in {GL} (consent {consent_id})" in memos
     assert assert_consistent(city) == {JN: -60, GL: 60, QX: 0}
+
+
+def test_a_consent_naming_her_by_id_number_pays_as_one_naming_her_ref(city: City) -> None:
+    f = family(city, consented=False)
+    consent_id = _grant(city, f, by_number=True, minutes=60)
+    _refused(city, f, 90, "minutes per order")
+    order = order_for_mother(city, f)
+    city.settle()
+    claim_id = order.record.claim_id or ""
+    assert city[JN].app.query(claims.get_claim, claim_id).state is ClaimState.ACCEPTED
+    use = city[JN].app.query(lambda tx: tx.repo.consents.use_of(claim_id=claim_id))
+    assert use is not None and (use.consent_id, use.minutes) == (consent_id, 60)
 
 
 def test_revoked_consent_refuses_new_claims_and_keeps_holds(city: City) -> None:

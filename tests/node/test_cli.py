@@ -712,6 +712,14 @@ def test_consent_grant_list_revoke(node: Served) -> None:
     neither = cli("node", "consent", "grant", "--payer", str(daughter["id"]), "--by-staff",
                   str(desk["id"]), *n)
     assert neither.exit_code != 0 and "--to" in neither.stderr
+    # a relative enrolled in another district, named by the ID card number she knows
+    father = id_card(1936, "320106")
+    both = cli("node", "consent", "grant", "--payer", str(daughter["id"]), "--to",
+               str(mother["id"]), "--to-id-number", father, "--by-staff", str(desk["id"]), *n)
+    assert both.exit_code != 0 and "--to-id-number" in both.stderr
+    by_number = cli_json("node", "consent", "grant", "--payer", str(daughter["id"]),
+                         "--to-id-number", father, "--by-staff", str(desk["id"]), *n)
+    assert by_number["grantee_id"] == 0 and len(by_number["grantee_ref"]) == 64
 
 
 def test_serve_refuses_plaintext_unless_insecure_which_warns(tmp_path: Path) -> None:

@@ -2799,6 +2799,7 @@ class GrantConsentRequest(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
     GRANTED_BY_FIELD_NUMBER: _builtins.int
+    GRANTEE_ID_NUMBER_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     payer_id: _builtins.int
     grantee_id: _builtins.int
@@ -2807,6 +2808,11 @@ class GrantConsentRequest(_message.Message):
     max_minutes: _builtins.int
     total_minutes: _builtins.int
     order_id: _builtins.int
+    grantee_id_number: _builtins.str
+    """Or the grantee's 18-character ID-card number: the node derives their PersonRef (a
+    relative enrolled in another district is named so by the payer, who knows it).
+    At most one of grantee_id, grantee_ref and grantee_id_number.
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -2824,10 +2830,11 @@ class GrantConsentRequest(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         order_id: _builtins.int = ...,
         granted_by: Global___Actor | None = ...,
+        grantee_id_number: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_by", b"granted_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_by", b"granted_by", "grantee_id", b"grantee_id", "grantee_ref", b"grantee_ref", "idempotency_key", b"idempotency_key", "kind", b"kind", "max_minutes", b"max_minutes", "order_id", b"order_id", "payer_id", b"payer_id", "total_minutes", b"total_minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_by", b"granted_by", "grantee_id", b"grantee_id", "grantee_id_number", b"grantee_id_number", "grantee_ref", b"grantee_ref", "idempotency_key", b"idempotency_key", "kind", b"kind", "max_minutes", b"max_minutes", "order_id", b"order_id", "payer_id", b"payer_id", "total_minutes", b"total_minutes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

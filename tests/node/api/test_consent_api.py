@@ -12,6 +12,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from node.domain.access import Role
+from node.domain.orders import PersonKind
+from node.usecases import people
+from tests.helpers import id_card
 from tests.node.api.support import TIMEOUT, Api, key, person, staff
 from timebank.v1 import node_pb2 as pb
 
@@ -207,6 +210,10 @@ def test_a_consent_names_one_grantee_not_the_payer(api: Api, family: Family) -> 
         grantee_ref="a" * 64, kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)),
         INVALID, reason="GRANTEE_REQUIRED")
     api.refused("GrantConsent", pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_ref="a" * 64,
+        grantee_id_number=id_card(1938), kind=pb.CONSENT_KIND_STANDING,
+        granted_by=staff(f.desk)), INVALID, reason="GRANTEE_REQUIRED")
+    api.refused("GrantConsent", pb.GrantConsentRequest(
         idempotency_key=key(), payer_id=f.daughter, grantee_id=f.daughter,
         kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)), INVALID,
         reason="CONSENT_TO_SELF")
@@ -220,6 +227,27 @@ def test_a_consent_names_one_grantee_not_the_payer(api: Api, family: Family) -> 
         idempotency_key=key(), payer_id=f.daughter, grantee_id=f.mother,
         kind=pb.CONSENT_KIND_STANDING, granted_by=staff(f.desk)), FAILED,
         reason="TOO_MANY_CONSENTS")
+
+
+def test_a_member_names_a_relative_elsewhere_by_id_number(api: Api, family: Family) -> None:
+    """The daughter, signed in as herself, consents for her father enrolled in 鼓楼区 only:
+    she knows his ID card number, not his PersonRef. The node derives the ref; a retry
+    under the same key is the same consent, not a second one."""
+    f = family
+    father = id_card(1936, "320106")
+    member = api.stub_as(api.login(Role.MEMBER, f.daughter))
+    request = pb.GrantConsentRequest(
+        idempotency_key=key(), payer_id=f.daughter, grantee_id_number=father.lower(),
+        kind=pb.CONSENT_KIND_STANDING, max_minutes=120, granted_by=person(f.daughter))
+    granted = member.GrantConsent(request, timeout=TIMEOUT).consent
+    assert granted.in_force and granted.granted_by == f"person:{f.daughter}"
+    assert granted.grantee_id == 0  # not enrolled here: named by PersonRef
+    assert granted.grantee_ref == people.city_ref(api.app.node, PersonKind.INDIVIDUAL, father)
+    again = member.GrantConsent(request, timeout=TIMEOUT).consent
+    assert again == granted
+    listed = api.stub.ListConsents(pb.ListConsentsRequest(payer_id=f.daughter),
+                                   timeout=TIMEOUT).consents
+    assert [c.id for c in listed] == [granted.id]
 
 
 def test_a_confirmation_is_used_once_by_concurrent_acceptances(api: Api,
