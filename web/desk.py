@@ -42,6 +42,7 @@ PAYMENTS: dict[str, tuple[pb.PaymentSource.ValueType, str]] = {
     "own": (pb.PAYMENT_SOURCE_OWN, "pay_own"),
     "grant": (pb.PAYMENT_SOURCE_CITY_GRANT, "pay_grant"),
     "pool": (pb.PAYMENT_SOURCE_DONATION_POOL, "pay_pool"),
+    "relative": (pb.PAYMENT_SOURCE_RELATIVE, "pay_relative"),
 }
 #: What may be done to an order in each state, in the order the page offers it.
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -141,11 +142,18 @@ class Desk:
         source = PAYMENTS.get(form_text(form, "payment", 16))
         if source is None:
             raise NodeError(Failure.BAD_REQUEST, "payment")
+        payer = 0
+        if source[0] == pb.PAYMENT_SOURCE_RELATIVE:
+            found = await self._one(form_text(form, "payer", MAX_QUERY_CHARS), session)
+            if isinstance(found, str):
+                return await self.person(request, f"payer_{found}", status=409)
+            payer = found
         try:
             made = await self.pages.ask("RequestOrder", pb.RequestOrderRequest(
                 idempotency_key=form_key(form), recipient_id=person_id,
                 category=form_text(form, "category", 32), planned_minutes=int(minutes),
-                payment_source=source[0], note=form_text(form, "note")), session)
+                payment_source=source[0], payer_id=payer, note=form_text(form, "note")),
+                session)
         except NodeError as e:
             if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
                 return await self.person(request, "action_refused", e.detail, 409)
@@ -180,10 +188,10 @@ class Desk:
         key = form_key(form)
         try:
             if action == "accept":
-                volunteer = await self._volunteer(form_text(form, "volunteer", MAX_QUERY_CHARS),
-                                                  session)
+                volunteer = await self._one(form_text(form, "volunteer", MAX_QUERY_CHARS),
+                                            session)
                 if isinstance(volunteer, str):
-                    return await self.order(request, volunteer, status=409)
+                    return await self.order(request, f"volunteer_{volunteer}", status=409)
                 await self.pages.ask("AcceptOrder", pb.AcceptOrderRequest(
                     idempotency_key=key, order_id=order_id, volunteer_id=volunteer),
                     session)
@@ -218,17 +226,15 @@ class Desk:
             raise
         return RedirectResponse(f"/orders/{order_id}", status_code=303)
 
-    async def _volunteer(self, query: str, session: Any) -> int | str:
-        """The one person ``query`` names, or the catalogue key of why not."""
+    async def _one(self, query: str, session: Any) -> int | str:
+        """The one person ``query`` names, or why not: "none" or "several"."""
         if not query:
-            return "volunteer_none"
+            return "none"
         found = (await self.pages.ask("FindPeople", pb.FindPeopleRequest(
             query=query, limit=2), session)).people
         if not found:
-            return "volunteer_none"
-        if len(found) > 1:
-            return "volunteer_several"
-        return int(found[0].id)
+            return "none"
+        return "several" if len(found) > 1 else int(found[0].id)
 
 
 def routes(pages: Pages) -> list[Route]:

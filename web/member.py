@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -31,6 +32,14 @@ MAX_HISTORY_PAGES = 100
 REQUESTS_SIZE = 50
 
 
+def _member(pages: Pages, request: Request) -> Session:
+    """The session of a member (bound to a person); anyone else is refused."""
+    session = pages.logged_in(request)
+    if not session.caller.person_id:
+        raise NodeError(Failure.FORBIDDEN, session.caller.actor)
+    return session
+
+
 def _kind(entry: pb.HistoryEntry) -> str:
     """The catalogue's key for what a history entry was."""
     kind = entry.transaction.kind
@@ -44,10 +53,7 @@ class Member:
         self.pages = pages
 
     def _member(self, request: Request) -> Session:
-        session = self.pages.logged_in(request)
-        if not session.caller.person_id:
-            raise NodeError(Failure.FORBIDDEN, session.caller.actor)
-        return session
+        return _member(self.pages, request)
 
     async def me(self, request: Request) -> Response:
         session = self.pages.logged_in(request)
@@ -126,9 +132,98 @@ class Member:
         return RedirectResponse(f"/public?disputed={order_id}", status_code=303)
 
 
+CONSENT_STATES: dict[pb.ConsentState.ValueType, str] = {
+    pb.CONSENT_STATE_ACTIVE: "consent_state_active",
+    pb.CONSENT_STATE_USED: "consent_state_used",
+    pb.CONSENT_STATE_REVOKED: "consent_state_revoked",
+}
+#: The largest bound a consent form takes (the node and the city's policy bound it too).
+MAX_CONSENT_MINUTES = 1_000_000
+
+
+def _bound(form: Any, name: str) -> int | None:
+    """A consent's bound in minutes (0: none), or None when it is not a number."""
+    text = form_text(form, name, 8)
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) > MAX_CONSENT_MINUTES:
+        return None
+    return int(text)
+
+
+class Consents:
+    """A member's consents that their hours pay for a relative's services (ADR 0017)."""
+
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+
+    async def page(self, request: Request, problem: str = "", detail: str = "",
+                   status: int = 200) -> Response:
+        session = _member(self.pages, request)
+        me = session.caller.person_id
+        found = await self.pages.ask("ListConsents", pb.ListConsentsRequest(
+            payer_id=me, limit=100), session)
+        named = []
+        for c in found.consents:
+            name = ""
+            if c.grantee_id:
+                try:
+                    name = (await self.pages.ask("GetPerson", pb.GetPersonRequest(
+                        person_id=c.grantee_id), session)).person.name
+                except NodeError as e:
+                    if e.failure is not Failure.FORBIDDEN:
+                        raise
+            named.append((c, name))
+        done = request.query_params.get("done", "")
+        done_id = request.query_params.get("id", "")
+        return self.pages.render(
+            request, "consents.html", status=status, session=session, consents=named,
+            states=CONSENT_STATES, active=pb.CONSENT_STATE_ACTIVE, problem=problem,
+            problem_fields={"detail": detail} if detail else {},
+            done=done if done in ("consent_granted", "consent_revoked") else "",
+            done_id=page_id(done_id) if done_id else 0, key=str(uuid.uuid4()))
+
+    async def grant(self, request: Request) -> Response:
+        session = _member(self.pages, request)
+        form = await self.pages.form(request, session)
+        most, total = _bound(form, "max_minutes"), _bound(form, "total_minutes")
+        if most is None or total is None:
+            return await self.page(request, "consent_bad_minutes", status=400)
+        try:
+            made = await self.pages.ask("GrantConsent", pb.GrantConsentRequest(
+                idempotency_key=form_key(form), payer_id=session.caller.person_id,
+                grantee_id_number=form_text(form, "id_number", 18),
+                kind=pb.CONSENT_KIND_STANDING, max_minutes=most, total_minutes=total),
+                session)
+        except NodeError as e:
+            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+                return await self.page(request, "action_refused", e.detail, 409)
+            raise
+        return RedirectResponse(f"/me/consents?done=consent_granted&id={made.consent.id}",
+                                status_code=303)
+
+    async def revoke(self, request: Request) -> Response:
+        session = _member(self.pages, request)
+        consent_id = page_id(request.path_params["consent_id"])
+        form = await self.pages.form(request, session)
+        try:
+            await self.pages.ask("RevokeConsent", pb.RevokeConsentRequest(
+                idempotency_key=form_key(form), consent_id=consent_id), session)
+        except NodeError as e:
+            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+                return await self.page(request, "action_refused", e.detail, 409)
+            raise
+        return RedirectResponse(f"/me/consents?done=consent_revoked&id={consent_id}",
+                                status_code=303)
+
+
 def routes(pages: Pages) -> list[Route]:
     member = Member(pages)
+    consents = Consents(pages)
     return [
+        Route("/me/consents", consents.page, methods=["GET"]),
+        Route("/me/consents", consents.grant, methods=["POST"]),
+        Route("/me/consents/{consent_id}/revoke", consents.revoke, methods=["POST"]),
         Route("/me", member.me, methods=["GET"]),
         Route("/me/requests", member.requests, methods=["GET"]),
         Route("/me/requests/{order_id}/take", member.take, methods=["POST"]),

@@ -64,7 +64,11 @@ def test_every_key_the_pages_choose_at_run_time_is_in_the_catalogue() -> None:
                  "action_refused", "login_failed", "login_missing", "error_signed_out"}
               | {f.value for f in nodes.Failure}
               | {f"kind_{k}" for k in member.KINDS}
-              | {"kind_service_earned", "kind_service_paid", "kind_other"})
+              | {"kind_service_earned", "kind_service_paid", "kind_other"}
+              | set(member.CONSENT_STATES.values())
+              | {"consent_granted", "consent_revoked", "consent_bad_minutes"}
+              | {f"{who}_{why}" for who in ("volunteer", "payer")
+                 for why in ("none", "several")})
     missing = chosen - set(packaged().messages)
     assert not missing, sorted(missing)
 
