@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -43,6 +43,9 @@ from web.catalogue import (
 )
 from web.nodes import PUBLIC_PAGE_SIZE, Failure, Node, NodeError
 from web.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, Sessions, new_token
+
+if TYPE_CHECKING:
+    from web.bureau import Clearinghouse
 
 log = structlog.get_logger("console")
 
@@ -119,8 +122,10 @@ class Pages:
     """What every page of one node's console shares: the node, the catalogue, the
     sessions, rendering and the checks of a form."""
 
-    def __init__(self, node: Node, catalogue: Catalogue, sessions: Sessions) -> None:
+    def __init__(self, node: Node, catalogue: Catalogue, sessions: Sessions, *,
+                 bureau: bool = False) -> None:
         self.node = node
+        self.bureau = bureau  # the city's overview is served (``--clearinghouse``)
         self.catalogue = catalogue
         self.sessions = sessions
         self.templates = Environment(
@@ -192,6 +197,7 @@ class Pages:
             datetime=lambda at: "" if at is None else datetime_text(at, language),
             stamp=lambda ts: datetime_text(ts.ToDatetime(tzinfo=UTC), language),
             session=session, csrf=session.csrf if session is not None else "",
+            bureau=self.bureau,
             **context)
         response = HTMLResponse(page, status_code=status)
         if request.query_params.get("lang") is not None:
@@ -282,12 +288,15 @@ def page_id(text: str) -> int:
 
 
 def build(node: Node, catalogue: Catalogue | None = None,
-          sessions: Sessions | None = None) -> Asgi:
-    """The console's ASGI application over ``node``."""
-    from web import desk, member
+          sessions: Sessions | None = None, clearinghouse: Clearinghouse | None = None
+          ) -> Asgi:
+    """The console's ASGI application over ``node`` (and, for the bureau's overview, the
+    city's ``clearinghouse``)."""
+    from web import bureau, desk, member
 
     pages = Pages(node, packaged() if catalogue is None else catalogue,
-                  Sessions() if sessions is None else sessions)
+                  Sessions() if sessions is None else sessions,
+                  bureau=clearinghouse is not None)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return pages.error(request, 404, "error_not_found")
@@ -341,6 +350,7 @@ def build(node: Node, catalogue: Catalogue | None = None,
             Route("/logout", pages.logout, methods=["POST"]),
             *desk.routes(pages),
             *member.routes(pages),
+            *(bureau.routes(pages, clearinghouse) if clearinghouse is not None else ()),
             Route("/healthz", health),
             Mount("/static", StaticFiles(packages=[("web", "static")]), name="static"),
         ],

@@ -47,6 +47,18 @@ def serve(
     insecure: Annotated[bool, typer.Option(
         "--insecure", envvar="TIMEBANK_INSECURE",
         help="Reach a node that serves plaintext (env TIMEBANK_INSECURE=1).")] = False,
+    clearinghouse: Annotated[str | None, typer.Option(
+        "--clearinghouse", metavar="HOST:PORT",
+        help="The bureau's console: also serve the city's overview (/bureau) from this "
+             "clearinghouse, read with the observer certificate --cert and --key.")
+    ] = None,
+    cert: Annotated[Path | None, typer.Option(
+        "--cert", envvar="TIMEBANK_CERT", metavar="FILE",
+        help="With --clearinghouse: the observer certificate (`timebank pki "
+             "issue-client`; env TIMEBANK_CERT).")] = None,
+    key: Annotated[Path | None, typer.Option(
+        "--key", envvar="TIMEBANK_KEY", metavar="FILE",
+        help="With --clearinghouse: its private key (env TIMEBANK_KEY).")] = None,
 ) -> None:
     """Serve the console's pages until Ctrl-C or SIGTERM."""
     import uvicorn
@@ -60,7 +72,18 @@ def serve(
                        "FILE (or TIMEBANK_CA), or --insecure for a node serving plaintext")
     host, port = listen_address(listen)
     district = Node(node, None if insecure else ClientTls(ca) if ca else None)
-    config = uvicorn.Config(build(district), host=host, port=port, log_level="warning",
+    city = None
+    if clearinghouse is not None:
+        from web.bureau import Clearinghouse
+
+        if not insecure and (ca is None or cert is None or key is None):
+            raise CliError("结算中心要求双向 TLS：请给出 --ca、--cert 和 --key（观察者证书）/ "
+                           "the clearinghouse requires mutual TLS: give --ca, --cert and "
+                           "--key (an observer certificate: `timebank pki issue-client`)")
+        city = Clearinghouse(clearinghouse, None if insecure or ca is None
+                             else ClientTls(ca, cert, key))
+    config = uvicorn.Config(build(district, clearinghouse=city), host=host, port=port,
+                            log_level="warning",
                             access_log=False, lifespan="off", server_header=False)
     server = uvicorn.Server(config)
 
@@ -76,3 +99,5 @@ def serve(
         server.run()
     finally:
         district.close()
+        if city is not None:
+            city.close()

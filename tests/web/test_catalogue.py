@@ -68,7 +68,8 @@ def test_every_key_the_pages_choose_at_run_time_is_in_the_catalogue() -> None:
               | set(member.CONSENT_STATES.values())
               | {"consent_granted", "consent_revoked", "consent_bad_minutes"}
               | {f"{who}_{why}" for who in ("volunteer", "payer")
-                 for why in ("none", "several")})
+                 for why in ("none", "several")}
+              | {f"ago_{unit}" for unit in ("seconds", "minutes", "hours", "days")})
     missing = chosen - set(packaged().messages)
     assert not missing, sorted(missing)
 
