@@ -893,7 +893,7 @@ def serve_demo(data_dir: Path) -> int:
             with CityProcesses(city_layout, dev_clock=True, env=DEMO_ENV) as processes, \
                     contextlib.ExitStack() as consoles:
                 processes.start_all()
-                pages = {n.node_id: consoles.enter_context(_console(n, city_layout.logs_dir))
+                pages = {n.node_id: consoles.enter_context(_console(n, city_layout))
                          for n in city_layout.nodes}
                 now = datetime.now(UTC) + devclock.read_offset(city_layout.clock_file)
                 table = Table(box=None, padding=(0, 2))
@@ -909,7 +909,8 @@ def serve_demo(data_dir: Path) -> int:
                 echo(table)
                 for node_id, url in pages.items():
                     echo(f"网页控制台 console {NAMES.get(node_id, node_id)}: {url}/ "
-                         f"(社会监督公示 public page: {url}/public)")
+                         f"(社会监督公示 public page: {url}/public; 全市概况 the city: "
+                         f"{url}/bureau)")
                 env = " ".join(f"{k}={v}" for k, v in city_layout.client_env().items())
                 echo(f"演示城市运行中 the demo city is serving again, on its own clock: now "
                      f"{now.astimezone(CITY_TZ):%Y-%m-%d %H:%M:%S} ({CITY_TZ_NAME}, "
@@ -940,14 +941,20 @@ CONSOLE_START_SECONDS = 30
 
 
 @contextmanager
-def _console(node: NodeLayout, logs: Path) -> Iterator[str]:
+def _console(node: NodeLayout, city_layout: CityLayout) -> Iterator[str]:
     """`timebank console serve` for ``node``, on a free port of 127.0.0.1, trusting the
-    city CA as the node's other clients do; its address, until the block ends."""
+    city CA as the node's other clients do, with the city's overview read from the
+    clearinghouse as the demo's observer (on one machine, everyone is the bureau too);
+    its address, until the block ends."""
+    logs = city_layout.logs_dir
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    tls = (["--insecure"] if node.client_tls is None
-           else ["--ca", str(node.client_tls.ca)])
+    observer = city_layout.client_tls()
+    tls = ["--insecure"] if node.client_tls is None or observer is None else [
+        "--ca", str(node.client_tls.ca), "--cert", str(observer.cert),
+        "--key", str(observer.key)]
+    tls += ["--clearinghouse", city_layout.clearinghouse_address]
     with (logs / f"console-{node.node_id}.log").open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "city.cli", "console", "serve", "--node", node.address,

@@ -177,6 +177,9 @@ def test_a_kept_city_serves_again_on_its_own_clock(demo_city: DemoCity,
             with urllib.request.urlopen(f"{url}/public", timeout=10) as page:
                 html = page.read().decode("utf-8")
             assert "社会监督：公示中的服务" in html
+            with urllib.request.urlopen(f"{url}/bureau", timeout=10) as page:
+                city_page = page.read().decode("utf-8")
+            assert "全市通存通兑概况" in city_page and "栖霞区" in city_page
     finally:
         serving.send_signal(signal.SIGTERM)
         code = serving.wait(timeout=60)
