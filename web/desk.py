@@ -169,14 +169,20 @@ class Desk:
                            session)).order
         recipient = (await ask("GetPerson", pb.GetPersonRequest(
             person_id=order.recipient_id), session)).person
-        volunteer = None
+        volunteer: pb.Person | None = None
+        elsewhere = False
         if order.volunteer_id:
-            volunteer = (await ask("GetPerson", pb.GetPersonRequest(
-                person_id=order.volunteer_id), session)).person
+            try:
+                volunteer = (await ask("GetPerson", pb.GetPersonRequest(
+                    person_id=order.volunteer_id), session)).person
+            except NodeError as e:  # enrolled at another service point: staff may not
+                if e.failure is not Failure.FORBIDDEN:  # read their record, but the order
+                    raise  # is theirs to carry on
+                elsewhere = True
         state = ORDER_STATES.get(order.state, "requested")  # unspecified: never sent
         return self.pages.render(
             request, "order.html", status=status, session=session, order=order,
-            state=state, recipient=recipient, volunteer=volunteer,
+            state=state, recipient=recipient, volunteer=volunteer, elsewhere=elsewhere,
             actions=ACTIONS.get(state, ()), problem=problem,
             problem_fields={"detail": detail} if detail else {}, key=str(uuid.uuid4()))
 

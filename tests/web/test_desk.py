@@ -11,7 +11,8 @@ from datetime import timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from tests.helpers import id_card
+from node.usecases import orders
+from tests.helpers import enrol, id_card, request
 from tests.web.conftest import PASSWORD, Town
 from web.app import build
 from web.nodes import Node
@@ -240,3 +241,16 @@ def test_staff_enrol_an_elder_at_their_service_point(client: TestClient, town: T
     assert bad.status_code == 409 and "未能办理" in bad.text
     missing = client.post("/people", data={**form, "key": "k3", "name": " "})
     assert missing.status_code == 400 and "请填写姓名和身份证号" in missing.text
+
+
+def test_an_order_taken_by_a_volunteer_of_another_service_point_still_shows(
+        client: TestClient, town: Town) -> None:
+    far_point = town.app.query(
+        lambda tx: tx.repo.staff.service_point_by_code("SP-FAR")).id
+    far_volunteer = enrol(town.app, "钱多多", 1980, point=far_point)
+    waiting = request(town.app, town.elder, 30).record.id
+    town.app.execute(orders.accept_order, waiting, far_volunteer.id)
+    log_in(client, town.staff_login)
+    page = client.get(f"/orders/{waiting}")
+    assert page.status_code == 200, page.text
+    assert "其他服务点的志愿者" in page.text and "钱多多" not in page.text
