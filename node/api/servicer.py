@@ -475,9 +475,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                    context: grpc.ServicerContext) -> pb.GetHistoryResponse:
         person_id = convert.required_id(request.person_id, "person_id")
         after_seq = convert.optional_id(request.after_seq, "after_seq", convert.MAX_SEQ)
+        before_seq = convert.optional_id(request.before_seq, "before_seq", convert.MAX_SEQ)
         limit = convert.limit(request.limit, DEFAULT_HISTORY_LIMIT)
         return convert.history_pb(self._app.query(_history, caller(), person_id, after_seq,
-                                                  limit))
+                                                  limit, request.newest_first, before_seq))
 
     def GetPolicy(self, request: pb.GetPolicyRequest,
                   context: grpc.ServicerContext) -> pb.GetPolicyResponse:
@@ -607,10 +608,11 @@ def _read_person(tx: Tx, who: Principal, read: Callable[[Tx, int], R], person_id
     return read(tx, person_id)
 
 
-def _history(tx: Tx, who: Principal, person_id: int, after_seq: int,
-             limit: int) -> HistoryView:
+def _history(tx: Tx, who: Principal, person_id: int, after_seq: int, limit: int,
+             newest_first: bool, before_seq: int) -> HistoryView:
     access.require_person(tx, who, person_id)
-    return ledger.history(tx, person_id, after_seq, limit)
+    return ledger.history(tx, person_id, after_seq, limit, newest_first=newest_first,
+                          before_seq=before_seq)
 
 
 def _read_order(tx: Tx, who: Principal, order_id: int) -> OrderView:

@@ -106,13 +106,19 @@ def history(
                                        help="At most this many entries (0: 100).")] = 0,
     after: Annotated[int, typer.Option("--after", metavar="SEQ", min=0, max=INT64_MAX,
                                        help="Page on from this ledger entry.")] = 0,
+    newest_first: Annotated[bool, typer.Option(
+        "--newest-first", help="The latest entries first (page back with --before).")] = False,
+    before: Annotated[int, typer.Option("--before", metavar="SEQ", min=0, max=INT64_MAX,
+                                        help="With --newest-first: page back from this "
+                                             "ledger entry.")] = 0,
     node: NodeAddress = DEFAULT_NODE_ADDRESS, as_json: AsJson = False,
     layout: TableLayout = Layout.AUTO,
 ) -> None:
-    """A person's ledger entries, oldest first."""
+    """A person's ledger entries, oldest first (or newest first)."""
     with connect(node) as client:
         result = client.call(client.stub.GetHistory, node_pb2.GetHistoryRequest(
-            person_id=person_id, limit=limit, after_seq=after))
+            person_id=person_id, limit=limit, after_seq=after, newest_first=newest_first,
+            before_seq=before))
         if as_json:
             print_json(to_json(result))
         elif not result.entries:

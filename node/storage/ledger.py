@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, union_all, update
 
 from node.domain.ledger import (
     NEVER_NEGATIVE_KINDS,
@@ -207,6 +207,31 @@ class LedgerRepo:
                                  .order_by(ENTRIES.c.seq).limit(limit)).all()
         return list(self._entries_from(rows))
 
+    def latest_entries_touching(self, account_ids: Sequence[int], before_seq: int,
+                                limit: int) -> list[StoredEntry]:
+        """The newest ``limit`` entries touching any of the accounts, before ``before_seq``
+        (0: up to the newest), newest first.
+
+        One query bounded by the page however long the history: each account's postings
+        are read backwards from ``before_seq`` on its index (account_id, seq), at most
+        ``limit`` of them, and the newest ``limit`` entries among those are taken. (One
+        range over every account at once would be read whole and sorted on SQLite, and
+        walked back through the whole node's postings on PostgreSQL.)
+        """
+        if not account_ids:
+            return []
+        latest = []
+        for account_id in dict.fromkeys(account_ids):
+            seqs = select(POSTINGS.c.seq).where(POSTINGS.c.account_id == account_id)
+            if before_seq:
+                seqs = seqs.where(POSTINGS.c.seq < before_seq)
+            page = seqs.order_by(POSTINGS.c.seq.desc()).limit(limit).subquery()
+            latest.append(select(page.c.seq))
+        found = union_all(*latest).subquery()
+        rows = self.conn.execute(select(ENTRIES).where(ENTRIES.c.seq.in_(select(found.c.seq)))
+                                 .order_by(ENTRIES.c.seq.desc()).limit(limit)).all()
+        return list(self._entries_from(rows))
+
     def entry_hashes(self, count: int) -> list[bytes]:
         """The hashes of entries 1..count, in sequence order (the ledger tree's leaves)."""
         hashes = [bytes(h) for h in self.conn.execute(
@@ -217,17 +242,22 @@ class LedgerRepo:
         return hashes
 
     def _entries_from(self, rows: Sequence[Any]) -> Iterator[StoredEntry]:
+        """The entries of ``rows`` (of ENTRIES), in their order, with their postings: one
+        query, each posting with the code of its account (only the accounts these entries
+        touch are read, not every account of the node)."""
         if not rows:
             return
         seqs = [r.seq for r in rows]
         postings: dict[int, list[Posting]] = {q: [] for q in seqs}
-        accounts = {r.id: account_from_code(r.code)
-                    for r in self.conn.execute(select(ACCOUNTS.c.id, ACCOUNTS.c.code))}
         for p in self.conn.execute(
-            select(POSTINGS.c.seq, POSTINGS.c.account_id, POSTINGS.c.minutes)
+            select(POSTINGS.c.seq, POSTINGS.c.account_id, ACCOUNTS.c.code, POSTINGS.c.minutes)
+            .select_from(POSTINGS.outerjoin(ACCOUNTS, ACCOUNTS.c.id == POSTINGS.c.account_id))
             .where(POSTINGS.c.seq.in_(seqs)).order_by(POSTINGS.c.seq, POSTINGS.c.position)
         ):
-            postings[p.seq].append(Posting(accounts[p.account_id], int(p.minutes)))
+            if p.code is None:  # a foreign key prevents it: a database edited by hand
+                raise InvariantViolation(f"entry {p.seq} posts to account {p.account_id}, "
+                                         "which does not exist")
+            postings[p.seq].append(Posting(account_from_code(p.code), int(p.minutes)))
         for r in rows:
             entry = Entry(kind=EntryKind(r.kind), postings=tuple(postings[r.seq]), at=r.at,
                           memo=r.memo, order_id=int(r.order_id),

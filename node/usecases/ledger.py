@@ -167,13 +167,29 @@ def balance(tx: Tx, person_id: int) -> BalanceView:
                        sum(b.held for b in by_origin), by_origin, tx.policy.cap_minutes)
 
 
-def history(tx: Tx, person_id: int, after_seq: int, limit: int) -> HistoryView:
+def history(tx: Tx, person_id: int, after_seq: int, limit: int, *,
+            newest_first: bool = False, before_seq: int = 0) -> HistoryView:
+    """A person's ledger entries with what each changed for them: oldest first, the
+    ``limit`` after ``after_seq``; or ``newest_first``, the latest ``limit`` before
+    ``before_seq`` (0: up to the newest), read from the end however long the history."""
     if not 1 <= limit <= 1000:
         raise InvalidArgument("read at most 1000 history entries at a time")
+    if newest_first and after_seq:
+        raise InvalidArgument("从最新一笔往前翻页时不能指定 after_seq (newest first pages back "
+                              "with before_seq; after_seq must be 0)",
+                              "AFTER_SEQ_WITH_NEWEST_FIRST")
+    if before_seq and not newest_first:
+        raise InvalidArgument("before_seq 只用于从最新一笔往前翻页 (before_seq pages back "
+                              "newest first: set newest_first, or page on with after_seq)",
+                              "BEFORE_SEQ_NEEDS_NEWEST_FIRST")
     person = tx.repo.people.get(person_id)
     accounts = tx.repo.ledger.accounts_of(person.id)
     codes = {a.code for a in accounts}
-    entries = tx.repo.ledger.entries_touching([a.id for a in accounts], after_seq, limit)
+    account_ids = [a.id for a in accounts]
+    if newest_first:
+        entries = tx.repo.ledger.latest_entries_touching(account_ids, before_seq, limit)
+    else:
+        entries = tx.repo.ledger.entries_touching(account_ids, after_seq, limit)
     return HistoryView(person.id, tuple(
         (e, sum(p.minutes for p in e.entry.postings if p.account.code in codes))
         for e in entries))

@@ -476,6 +476,10 @@ def test_an_order_through_to_verified(node: Served) -> None:
     assert "重点老人补贴" in history.stdout and "+10.00 h" in history.stdout
     entries = cli_json("node", "history", eid, *n)["entries"]
     assert [e["delta_minutes"] for e in entries] == [600]
+    assert cli_json("node", "history", eid, "--newest-first", "--limit", "30",
+                    *n)["entries"] == entries
+    mixed = cli("node", "history", eid, "--before", "5", *n)
+    assert mixed.exit_code == 1 and "BEFORE_SEQ_NEEDS_NEWEST_FIRST" in mixed.stderr
 
     listed = cli("node", "order", "list", "--state", "verified", *n)
     assert listed.exit_code == 0 and "王建国" in listed.stdout

@@ -2008,21 +2008,30 @@ class GetHistoryRequest(_message.Message):
     PERSON_ID_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
+    BEFORE_SEQ_FIELD_NUMBER: _builtins.int
     person_id: _builtins.int
     limit: _builtins.int
     """1..1000; 0: 100"""
     after_seq: _builtins.int
-    """paging"""
+    """paging, oldest first: entries after this seq"""
+    newest_first: _builtins.bool
+    """Newest first instead: the latest entries, paging back with before_seq (entries
+    before this seq; 0: from the newest). after_seq must then be 0.
+    """
+    before_seq: _builtins.int
     def __init__(
         self,
         *,
         person_id: _builtins.int = ...,
         limit: _builtins.int = ...,
         after_seq: _builtins.int = ...,
+        newest_first: _builtins.bool = ...,
+        before_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "limit", b"limit", "person_id", b"person_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "before_seq", b"before_seq", "limit", b"limit", "newest_first", b"newest_first", "person_id", b"person_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

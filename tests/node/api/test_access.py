@@ -161,6 +161,25 @@ def test_a_member_reads_only_their_own_and_their_peoples_records(town: Town) -> 
         assert_status(caught.value, DENIED, reason="NOT_AUTHORISED")
 
 
+def test_a_member_reads_their_own_history_newest_first_and_not_a_strangers(
+        town: Town) -> None:
+    api = town.api
+    elder = api.stub_as(api.login(Role.MEMBER, town.elder))
+    daughter = api.stub_as(api.login(Role.MEMBER, town.daughter))
+    for stub in (elder, daughter):  # hers, and her family's (as oldest first)
+        latest = stub.GetHistory(pb.GetHistoryRequest(person_id=town.elder, newest_first=True,
+                                                      limit=30), timeout=TIMEOUT)
+        assert [e.delta_minutes for e in latest.entries] == [600]
+        assert latest == stub.GetHistory(pb.GetHistoryRequest(person_id=town.elder),
+                                         timeout=TIMEOUT)
+    for request in [pb.GetHistoryRequest(person_id=town.stranger, newest_first=True),
+                    pb.GetHistoryRequest(person_id=town.stranger, newest_first=True,
+                                         before_seq=100, limit=1)]:
+        with api.unchanged(), pytest.raises(grpc.RpcError) as caught:
+            elder.GetHistory(request, timeout=TIMEOUT)
+        assert_status(caught.value, DENIED, reason="NOT_AUTHORISED")
+
+
 def test_a_member_cannot_spend_or_request_for_a_stranger(town: Town) -> None:
     api = town.api
     stranger = api.stub_as(api.login(Role.MEMBER, town.stranger))

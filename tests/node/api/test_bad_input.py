@@ -324,6 +324,29 @@ def test_the_largest_possible_ids_are_simply_not_found(world: World) -> None:
     history = world.api.stub.GetHistory(pb.GetHistoryRequest(person_id=world.volunteer,
                                                               after_seq=INT64_MAX))
     assert list(history.entries) == []
+    latest = world.api.stub.GetHistory(pb.GetHistoryRequest(
+        person_id=world.volunteer, newest_first=True, before_seq=INT64_MAX))
+    assert latest.entries and latest == world.api.stub.GetHistory(pb.GetHistoryRequest(
+        person_id=world.volunteer, newest_first=True))
+    world.api.refused("GetHistory", pb.GetHistoryRequest(
+        person_id=world.volunteer, newest_first=True, before_seq=INT64_MAX + 1), INVALID,
+        reason="ID_OUT_OF_RANGE", says=("before_seq", "out of range"))
+
+
+@pytest.mark.parametrize(("make", "reason", "says"), [
+    (lambda w: pb.GetHistoryRequest(person_id=w.volunteer, newest_first=True, after_seq=1),
+     "AFTER_SEQ_WITH_NEWEST_FIRST", ("after_seq must be 0",)),
+    (lambda w: pb.GetHistoryRequest(person_id=w.volunteer, newest_first=True, after_seq=1,
+                                    before_seq=5), "AFTER_SEQ_WITH_NEWEST_FIRST", ()),
+    (lambda w: pb.GetHistoryRequest(person_id=w.volunteer, before_seq=5),
+     "BEFORE_SEQ_NEEDS_NEWEST_FIRST", ("set newest_first",)),
+    (lambda w: pb.GetHistoryRequest(person_id=w.volunteer, after_seq=1, before_seq=5),
+     "BEFORE_SEQ_NEEDS_NEWEST_FIRST", ()),
+], ids=["after-and-newest-first", "after-before-and-newest-first", "before-alone",
+        "after-and-before"])
+def test_history_paged_both_ways_at_once_is_invalid(world: World, make: Callable[[World], Any],
+                                                    reason: str, says: tuple[str, ...]) -> None:
+    world.api.refused("GetHistory", make(world), INVALID, reason=reason, says=says)
 
 
 # ---------------------------------------------------------------- identity numbers

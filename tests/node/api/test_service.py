@@ -96,6 +96,17 @@ def test_the_service_loop_end_to_end(api: Api) -> None:
     assert first.order_id == order.id and sum(p.minutes for p in first.postings) == 0
     paged = s.GetHistory(pb.GetHistoryRequest(person_id=volunteer.id, after_seq=1, limit=1))
     assert [e.transaction.seq for e in paged.entries] == [2]
+    latest = s.GetHistory(pb.GetHistoryRequest(person_id=volunteer.id, newest_first=True))
+    assert list(latest.entries) == list(reversed(history.entries))
+    assert [e.delta_minutes for e in latest.entries] == [-60, 75]
+    back = s.GetHistory(pb.GetHistoryRequest(person_id=volunteer.id, newest_first=True,
+                                             limit=1))
+    assert [e.transaction.seq for e in back.entries] == [2]
+    back = s.GetHistory(pb.GetHistoryRequest(person_id=volunteer.id, newest_first=True,
+                                             limit=1, before_seq=2))
+    assert [(e.transaction.seq, e.delta_minutes) for e in back.entries] == [(1, 75)]
+    assert not s.GetHistory(pb.GetHistoryRequest(person_id=volunteer.id, newest_first=True,
+                                                 before_seq=1)).entries
 
     listed = s.ListOrders(pb.ListOrdersRequest(person_id=volunteer.id))
     assert [o.id for o in listed.orders] == [order.id, second.id]
