@@ -9,7 +9,6 @@ checks again what each call may touch (ADR 0016).
 from __future__ import annotations
 
 import uuid
-from collections import deque
 from typing import Any
 
 from starlette.requests import Request
@@ -26,9 +25,6 @@ from web.sessions import Session
 #: them; a service says whether it was given or received by the sign of the change.
 KINDS = frozenset({"donation", "grant", "reversal", "claim"})
 HISTORY_SIZE = 30
-#: A history is read in pages of the node's largest size, at most this many.
-HISTORY_PAGE = 1000
-MAX_HISTORY_PAGES = 100
 REQUESTS_SIZE = 50
 
 
@@ -79,19 +75,11 @@ class Member:
 
     async def _latest_history(self, person_id: int, session: Session
                               ) -> list[pb.HistoryEntry]:
-        """The person's ``HISTORY_SIZE`` latest entries, oldest first. The node pages a
-        history from its start, so the pages are read to the end (at most
-        ``MAX_HISTORY_PAGES`` of them: a person's whole life of services)."""
-        latest: deque[pb.HistoryEntry] = deque(maxlen=HISTORY_SIZE)
-        after = 0
-        for _ in range(MAX_HISTORY_PAGES):
-            found = await self.pages.ask("GetHistory", pb.GetHistoryRequest(
-                person_id=person_id, limit=HISTORY_PAGE, after_seq=after), session)
-            latest.extend(found.entries)
-            if len(found.entries) < HISTORY_PAGE:
-                break
-            after = found.entries[-1].transaction.seq
-        return list(latest)
+        """The person's ``HISTORY_SIZE`` latest entries, oldest first: one call, read
+        newest first by the node, however long the history."""
+        found = await self.pages.ask("GetHistory", pb.GetHistoryRequest(
+            person_id=person_id, limit=HISTORY_SIZE, newest_first=True), session)
+        return list(reversed(found.entries))
 
     async def requests(self, request: Request, problem: str = "", detail: str = "",
                        status: int = 200) -> Response:

@@ -103,7 +103,6 @@ def test_the_history_shows_the_latest_entries_however_long_it_is(
 
     for minutes in (30, 60, 90):  # three more services, the last the newest
         serve(town.app, town.clock, town.elder, town.volunteer, minutes)
-    monkeypatch.setattr(member, "HISTORY_PAGE", 2)  # read it two entries a page
     monkeypatch.setattr(member, "HISTORY_SIZE", 2)
     log_in(client, town.member_login)
     rows = client.get("/me").text.split('id="history"')[1]
