@@ -85,6 +85,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_support import bench_database
 from nacl.signing import SigningKey
 
 from city.launcher import CLEARINGHOUSE, DISTRICTS, CityLayout, CityProcesses, District, layout
@@ -491,25 +492,6 @@ def ed25519_verifies_per_second(seconds: float = 2.0) -> float:
 # ------------------------------------------------------------------ main
 
 
-@contextmanager
-def bench_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on the PostgreSQL server of ``server_url``, dropped after."""
-    from sqlalchemy import create_engine, make_url, text
-
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    name = f"{BENCH_DATABASE_PREFIX}{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 def run(args: argparse.Namespace, data_dir: Path, database_url: str = "") -> dict[str, Any]:
     city = layout(data_dir, districts(args.nodes), insecure=args.insecure,
                   clearinghouse_database=database_url)
@@ -599,7 +581,8 @@ def one_round(args: argparse.Namespace, engines: list[str], n: int,
     runs: dict[str, dict[str, Any]] = {}
     for engine in engines:
         with ExitStack() as stack:
-            url = (stack.enter_context(bench_database(args.clearinghouse_db))
+            url = (stack.enter_context(bench_database(args.clearinghouse_db,
+                                                      BENCH_DATABASE_PREFIX))
                    if engine == "postgresql" else "")
             if args.data_dir is not None:
                 place = args.data_dir / (engine if n == 0 else f"{engine}-{n}")

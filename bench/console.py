@@ -54,7 +54,6 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from bench_support import bench_database
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.bootstrap import init_data_dir, open_app
@@ -415,25 +415,6 @@ def running(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
             process.wait()
 
 
-@contextmanager
-def bench_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on the PostgreSQL server of ``server_url``, dropped after."""
-    from sqlalchemy import create_engine, make_url, text
-
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    name = f"{BENCH_DATABASE_PREFIX}{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 # ------------------------------------------------------------------ a browser
 
 
@@ -684,7 +665,7 @@ def main() -> None:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="timebank-bench-console-")))
-        url = (stack.enter_context(bench_database(args.postgres_url))
+        url = (stack.enter_context(bench_database(args.postgres_url, BENCH_DATABASE_PREFIX))
                if args.engine == "postgresql" else "")
         results = run(args, tmp, url)
     sys.stdout = sys.__stdout__

@@ -7,6 +7,7 @@ measured) → verified (rated; public until the publicity period ends) → recor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -705,6 +706,18 @@ def list_orders(tx: Tx, person_id: int, state: OrderState | None, after_id: int,
 # ------------------------------------------------------------------ requests to take
 
 
+def _point_names(tx: Tx, people: Iterable[PersonRecord]) -> dict[int, str]:
+    """The names of the service points of ``people``, each read once ("" for one that
+    is gone; people at none have no entry)."""
+    names: dict[int, str] = {}
+    for person in people:
+        point = person.service_point_id or 0
+        if point and point not in names:
+            where = tx.repo.staff.service_point(point)
+            names[point] = "" if where is None else where.name
+    return names
+
+
 def open_requests(tx: Tx, who: Principal, service_point_id: int, after_id: int,
                   limit: int) -> list[OpenRequestView]:
     """The requests waiting for a volunteer (志愿接单) after ``after_id``, in id order, at
@@ -736,14 +749,11 @@ def open_requests(tx: Tx, who: Principal, service_point_id: int, after_id: int,
     found = tx.repo.orders.requested(after_id, limit, service_point_id=service_point_id,
                                      within=within)
     named = tx.repo.people.by_ids(sorted({o.recipient_id for o in found}))
-    points: dict[int, str] = {}
+    points = _point_names(tx, (named[o.recipient_id] for o in found))
     out = []
     for order in found:
         recipient = named[order.recipient_id]
         point = recipient.service_point_id or 0
-        if point and point not in points:
-            where = tx.repo.staff.service_point(point)
-            points[point] = "" if where is None else where.name
         category = tx.policy.category(order.category)
         out.append(OpenRequestView(
             id=order.id, category=order.category,
@@ -771,14 +781,11 @@ def public_orders(tx: Tx, after_id: int, limit: int) -> list[PublicOrderView]:
     found = tx.repo.orders.in_publicity(tx.now, after_id, limit)
     named = tx.repo.people.by_ids(sorted(
         {o.recipient_id for o in found} | {o.volunteer_id for o in found if o.volunteer_id}))
-    points: dict[int, str] = {}
+    points = _point_names(tx, (named[o.recipient_id] for o in found))
     out = []
     for order in found:
         recipient = named[order.recipient_id]
         point = recipient.service_point_id or 0
-        if point and point not in points:
-            where = tx.repo.staff.service_point(point)
-            points[point] = "" if where is None else where.name
         category = tx.policy.category(order.category)
         if order.checked_out_at is None or order.public_until is None or not order.volunteer_id:
             raise InvariantViolation(f"order {order.id} is {order.state} but was never "
