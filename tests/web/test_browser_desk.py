@@ -43,7 +43,8 @@ def test_staff_take_a_phone_request_and_carry_it_to_recorded(
     page.get_by_label("服务类别").select_option("cleaning")
     page.get_by_label("预计时长（分钟）").fill("60")
     page.get_by_label("付款方式").select_option("grant")
-    page.get_by_label("备注（可不填）").fill("电话预约，上午九点")
+    page.get_by_label("备注（可不填；等待接单时所有志愿者都能看到，请勿写电话或住址）").fill(
+        "电话预约，上午九点")
     page.get_by_role("button", name="提交订单").click()
     page.wait_for_load_state()
     assert _state(page) == "requested"
