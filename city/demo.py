@@ -28,8 +28,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +56,7 @@ from city.launcher import (
     CityProcesses,
     LaunchError,
     NodeLayout,
+    console_serving,
     layout,
 )
 from clearinghouse.bootstrap import open_app as open_ch_app
@@ -936,49 +935,19 @@ def serve_demo(data_dir: Path) -> int:
     return 0
 
 
-#: How long the demo waits for a district's web console to answer.
-CONSOLE_START_SECONDS = 30
-
-
 @contextmanager
 def _console(node: NodeLayout, city_layout: CityLayout) -> Iterator[str]:
-    """`timebank console serve` for ``node``, on a free port of 127.0.0.1, trusting the
-    city CA as the node's other clients do, with the city's overview read from the
-    clearinghouse as the demo's observer (on one machine, everyone is the bureau too);
-    its address, until the block ends."""
-    logs = city_layout.logs_dir
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """`timebank console serve` for ``node``, trusting the city CA as the node's other
+    clients do, with the city's overview read from the clearinghouse as the demo's
+    observer (on one machine, everyone is the bureau too); its address."""
     observer = city_layout.client_tls()
     tls = ["--insecure"] if node.client_tls is None or observer is None else [
         "--ca", str(node.client_tls.ca), "--cert", str(observer.cert),
         "--key", str(observer.key)]
-    tls += ["--clearinghouse", city_layout.clearinghouse_address]
-    with (logs / f"console-{node.node_id}.log").open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "city.cli", "console", "serve", "--node", node.address,
-             "--listen", f"127.0.0.1:{port}", *tls], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + CONSOLE_START_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise LaunchError(f"the web console of {node.node_id} did not start; "
-                                      f"see {logs / f'console-{node.node_id}.log'}") from None
-                time.sleep(0.1)
+    log = city_layout.logs_dir / f"console-{node.node_id}.log"
+    with console_serving(node.address, [*tls, "--clearinghouse",
+                                        city_layout.clearinghouse_address], log) as (url, _):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def keep_metrics(processes: CityProcesses, city_layout: CityLayout) -> None:

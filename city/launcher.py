@@ -22,8 +22,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
-from contextlib import ExitStack, suppress
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -706,3 +707,40 @@ class CityProcesses:
         code = run.process.wait()
         run.log.close()
         return code
+
+
+#: How long a web console may take to answer its health page.
+CONSOLE_START_SECONDS = 30
+
+
+@contextmanager
+def console_serving(node_address: str, options: Sequence[str], log: Path
+                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`timebank console serve --node node_address OPTIONS…` on a free port of the
+    loopback, its output in ``log``: its address once /healthz answers, and the process
+    (stopped with SIGTERM when the block ends; its exit code is then read from it)."""
+    [port] = _free_ports(1)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "city.cli", "console", "serve", "--node", node_address,
+             "--listen", f"{HOST}:{port}", *options], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + CONSOLE_START_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise LaunchError(f"the web console for {node_address} did not start; "
+                                      f"see {log}") from None
+                time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

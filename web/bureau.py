@@ -11,16 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import grpc
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runtime.tls import ClientTls, channel
+from runtime.tls import ClientTls
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc
 from web.app import Pages
-from web.nodes import CALL_TIMEOUT_SECONDS, Failure, NodeError
+from web.nodes import Api, Failure, NodeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,32 +66,21 @@ def ago(at: datetime, now: datetime) -> tuple[str, int]:
     return "ago_days", seconds // 86400
 
 
-class Clearinghouse:
+class Clearinghouse(Api):
     """The clearinghouse's API, as the console's observer reads it."""
 
     def __init__(self, address: str, tls: ClientTls | None) -> None:
-        self.address = address
-        self._channel = channel(address, tls)
-        self._stub = clearing_pb2_grpc.ClearinghouseServiceStub(self._channel)
-
-    def _call(self, rpc: str, request: object) -> object:
-        try:
-            return getattr(self._stub, rpc)(request, timeout=CALL_TIMEOUT_SECONDS)
-        except grpc.RpcError as e:
-            raise NodeError.of(e) from None
+        super().__init__(address, tls, clearing_pb2_grpc.ClearinghouseServiceStub)
 
     def overview(self) -> tuple[list[DistrictRow], list[Flow], LogHealth]:
-        positions = self._call("GetPositions", clearing_pb2.GetPositionsRequest())
-        assert isinstance(positions, clearing_pb2.GetPositionsResponse)
-        latest = self._call("GetTreeHead", clearing_pb2.GetTreeHeadRequest())
-        assert isinstance(latest, clearing_pb2.GetTreeHeadResponse)
+        positions = self.call("GetPositions", clearing_pb2.GetPositionsRequest())
+        latest = self.call("GetTreeHead", clearing_pb2.GetTreeHeadRequest())
         try:
-            final = self._call("GetTreeHead", clearing_pb2.GetTreeHeadRequest(cosigned=True))
+            final = self.call("GetTreeHead", clearing_pb2.GetTreeHeadRequest(cosigned=True))
         except NodeError as e:  # no head a quorum cosigned yet: a young city
             if e.failure is not Failure.NOT_FOUND:
                 raise
             final = clearing_pb2.GetTreeHeadResponse()
-        assert isinstance(final, clearing_pb2.GetTreeHeadResponse)
         names = {n.node_id: n.district for n in positions.nodes}
         rows = [DistrictRow(n.node_id, n.district, n.net_minutes, n.net_debit_limit_minutes,
                             used_percent(n.net_minutes, n.net_debit_limit_minutes))
@@ -106,8 +94,6 @@ class Clearinghouse:
             head.at.ToDatetime(tzinfo=UTC) if head.HasField("at") and head.size else None)
         return rows, flows, health
 
-    def close(self) -> None:
-        self._channel.close()
 
 
 def routes(pages: Pages, clearinghouse: Clearinghouse) -> list[Route]:

@@ -7,6 +7,7 @@ waits for ever, and never shows a gRPC status or a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -95,34 +96,43 @@ def public_order(message: node_pb2.PublicOrder) -> PublicOrder:
         disputed=message.disputed)
 
 
-class Node:
-    """One district node's API, as the console calls it."""
+class Api:
+    """One service's gRPC API as the console calls it: every call with the console's
+    deadline, and a failure as a ``NodeError`` (the page to show), never a status."""
 
-    def __init__(self, address: str, tls: ClientTls | None) -> None:
+    def __init__(self, address: str, tls: ClientTls | None,
+                 stub: Callable[[grpc.Channel], Any]) -> None:
         self.address = address
         self._channel = channel(address, tls)
-        self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
-
-    def public_orders(self, after_id: int = 0,
-                      limit: int = PUBLIC_PAGE_SIZE) -> list[PublicOrder]:
-        """The orders on public display after ``after_id``, in id order (no credential:
-        the node masks what it gives)."""
-        request = node_pb2.ListPublicOrdersRequest(after_id=after_id, limit=limit)
-        try:
-            found = self._stub.ListPublicOrders(request, timeout=CALL_TIMEOUT_SECONDS)
-        except grpc.RpcError as e:
-            raise NodeError.of(e) from None
-        return [public_order(o) for o in found.orders]
+        self._stub = stub(self._channel)
 
     def call(self, rpc: str, request: Message, token: str = "") -> Any:
-        """``rpc`` with ``request``, as the person whose node token is ``token`` ("":
-        nobody), with the console's deadline."""
+        """``rpc`` with ``request``, as the person whose session token is ``token`` ("":
+        nobody)."""
         method = getattr(self._stub, rpc)
         metadata = (("authorization", f"Bearer {token}"),) if token else None
         try:
             return method(request, timeout=CALL_TIMEOUT_SECONDS, metadata=metadata)
         except grpc.RpcError as e:
             raise NodeError.of(e) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class Node(Api):
+    """One district node's API."""
+
+    def __init__(self, address: str, tls: ClientTls | None) -> None:
+        super().__init__(address, tls, node_pb2_grpc.NodeServiceStub)
+
+    def public_orders(self, after_id: int = 0,
+                      limit: int = PUBLIC_PAGE_SIZE) -> list[PublicOrder]:
+        """The orders on public display after ``after_id``, in id order (no credential:
+        the node masks what it gives)."""
+        found = self.call("ListPublicOrders", node_pb2.ListPublicOrdersRequest(
+            after_id=after_id, limit=limit))
+        return [public_order(o) for o in found.orders]
 
     def login(self, login: str, password: str) -> tuple[str, Caller, datetime]:
         """A session on the node: its token, who it is, and when it expires."""
@@ -131,6 +141,3 @@ class Node:
         caller = Caller(role=c.role, actor=c.actor, staff_id=c.staff_id,
                         service_point_id=c.service_point_id, person_id=c.person_id)
         return found.token, caller, found.expires_at.ToDatetime(UTC)
-
-    def close(self) -> None:
-        self._channel.close()

@@ -17,11 +17,6 @@ module: the console's tests only read.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from city.launcher import console_serving
 from node.domain.access import Role
 from node.domain.clock import ManualClock
 from node.usecases import logins, orders, people
@@ -127,7 +123,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 OFFICE = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
-START_SECONDS = 30
 
 
 @pytest.fixture(scope="module")
@@ -147,39 +142,13 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def console(town: Town, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`timebank console serve` over the town's node; its address."""
-    port = _free_port()
+    """`timebank console serve` over the town's node; its address. It must stop cleanly
+    (exit code 0) and never log a traceback."""
     log = tmp_path_factory.mktemp("console") / "console.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "city.cli", "console", "serve", "--node", town.address,
-             "--insecure", "--listen", f"127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the console did not start: {log.read_text()}")
-            time.sleep(0.1)
+    with console_serving(town.address, ["--insecure"], log) as (url, process):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
     assert process.returncode == 0, log.read_text()
     assert "Traceback" not in log.read_text()
 
