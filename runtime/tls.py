@@ -4,8 +4,9 @@ The city runs its own certificate authority (``timebank pki``, ``city.pki``). Se
 present a certificate it issued; the clearinghouse also requires one from each client
 (mutual TLS) and reads the caller's identity from it: a SAN URI ``timebank:node:<id>``
 names a district's node, ``timebank:observer:<name>`` a read-only observer (monitor,
-audit). ``identity_of`` is the one reader of that naming, ``node_uri`` and
-``observer_uri`` its writers.
+audit), ``timebank:bureau:<name>`` an operator of the bureau (its console).
+``identity_of`` is the one reader of that naming, ``node_uri``, ``observer_uri`` and
+``bureau_uri`` its writers.
 
 ``server_credentials`` hands gRPC a fetcher that looks at the certificate, key and
 client CA files on every new connection and reads them again when one changed (by
@@ -50,6 +51,9 @@ MAX_KEY_BYTES = 16 * 1024
 URI_PREFIX = "timebank:"
 NODE = "node"
 OBSERVER = "observer"
+BUREAU = "bureau"
+#: The kinds of caller a client certificate may name.
+CALLER_KINDS = (NODE, OBSERVER, BUREAU)
 #: The reasons a server refuses a call for the certificate it came with, not for what
 #: it asked: a client waits and tries again once an operator fixed the certificate.
 CERTIFICATE_REVOKED = "CERTIFICATE_REVOKED"
@@ -57,9 +61,14 @@ NO_CLIENT_CERTIFICATE = "NO_CLIENT_CERTIFICATE"
 CERTIFICATE_NOT_A_CALLER = "CERTIFICATE_NOT_A_CALLER"
 CERTIFICATE_NOT_FOR_DISTRICT = "CERTIFICATE_NOT_FOR_DISTRICT"
 READ_ONLY_CERTIFICATE = "READ_ONLY_CERTIFICATE"
+#: A bureau certificate on an rpc that carries a district's signed envelopes.
+NOT_A_NODE_CERTIFICATE = "NOT_A_NODE_CERTIFICATE"
+#: A node's or observer's certificate (or none: plaintext) on an rpc only the bureau calls.
+NOT_A_BUREAU_CERTIFICATE = "NOT_A_BUREAU_CERTIFICATE"
 CERTIFICATE_REFUSALS = frozenset({CERTIFICATE_REVOKED, NO_CLIENT_CERTIFICATE,
                                   CERTIFICATE_NOT_A_CALLER, CERTIFICATE_NOT_FOR_DISTRICT,
-                                  READ_ONLY_CERTIFICATE})
+                                  READ_ONLY_CERTIFICATE, NOT_A_NODE_CERTIFICATE,
+                                  NOT_A_BUREAU_CERTIFICATE})
 #: How many parsed client certificates ``peer_certificate`` keeps (one per caller).
 _PARSED_CERTIFICATES = 256
 
@@ -100,7 +109,8 @@ class ClientTls:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a certificate names: ``kind`` is "node" (``name`` the node id) or "observer"."""
+    """Who a certificate names: ``kind`` is "node" (``name`` the node id), "observer" or
+    "bureau" (``name`` the observer's or the bureau operator's name)."""
 
     kind: str
     name: str
@@ -118,6 +128,10 @@ def observer_uri(name: str) -> str:
     return f"{URI_PREFIX}{OBSERVER}:{name}"
 
 
+def bureau_uri(name: str) -> str:
+    return f"{URI_PREFIX}{BUREAU}:{name}"
+
+
 def identity_of(cert: x509.Certificate) -> Identity | None:
     """The one ``timebank:`` identity a certificate's SAN names; None if it names none
     (a server certificate) or more than one (never issued by ``timebank pki``)."""
@@ -130,7 +144,7 @@ def identity_of(cert: x509.Certificate) -> Identity | None:
     if len(found) != 1:
         return None
     kind, _, name = found[0].partition(":")
-    if kind not in (NODE, OBSERVER) or not name:
+    if kind not in CALLER_KINDS or not name:
         return None
     return Identity(kind, name, cert.serial_number)
 
@@ -526,11 +540,15 @@ class CallChecks(grpc.ServerInterceptor):
 
 
 __all__ = [
+    "BUREAU",
+    "CALLER_KINDS",
     "CERTIFICATE_NOT_A_CALLER",
     "CERTIFICATE_NOT_FOR_DISTRICT",
     "CERTIFICATE_REFUSALS",
     "CERTIFICATE_REVOKED",
     "NODE",
+    "NOT_A_BUREAU_CERTIFICATE",
+    "NOT_A_NODE_CERTIFICATE",
     "NO_CLIENT_CERTIFICATE",
     "NO_TLS",
     "OBSERVER",
@@ -544,6 +562,7 @@ __all__ = [
     "Revocations",
     "ServerTls",
     "TlsSettings",
+    "bureau_uri",
     "channel",
     "client_credentials",
     "first_host",

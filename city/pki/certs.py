@@ -10,7 +10,9 @@ may do is in its extended key usage and its SAN:
 * ``server``: serverAuth; DNS and IP SANs (the clearinghouse);
 * ``node``: serverAuth and clientAuth, one certificate a district's node serves with and
   presents to the clearinghouse; SAN URI ``timebank:node:<id>`` and its DNS and IP names;
-* ``observer``: clientAuth only; SAN URI ``timebank:observer:<name>`` (monitor, audit).
+* ``observer``: clientAuth only; SAN URI ``timebank:observer:<name>`` (monitor, audit);
+* ``bureau``: clientAuth only; SAN URI ``timebank:bureau:<name>``: an operator of the
+  bureau (its console), who may read and close a settlement period (ADR 0015).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from runtime.errors import ConfigError
-from runtime.tls import NODE, OBSERVER, identity_of, node_uri, observer_uri
+from runtime.tls import BUREAU, NODE, OBSERVER, bureau_uri, identity_of, node_uri, observer_uri
 
 CA_DAYS = 3650
 MAX_CA_DAYS = 7300
@@ -40,9 +42,12 @@ MAX_NAME_CHARS = 63
 #: A leaf issued now is valid from a little before, for clocks that lag.
 BACKDATE = dt.timedelta(minutes=5)
 SERVER = "server"
-KINDS = (SERVER, NODE, OBSERVER)
+KINDS = (SERVER, NODE, OBSERVER, BUREAU)
+#: The kinds only a client presents: no DNS or IP name, clientAuth only.
+CLIENT_KINDS = (OBSERVER, BUREAU)
 _NODE_ID = re.compile(r"[0-9]{6}")
 _OBSERVER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_CLIENT_WORDS = {OBSERVER: ("观察者", "an observer"), BUREAU: ("民政局操作员", "a bureau")}
 _DNS = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}"
                   r"[a-z0-9])?)*")
 
@@ -53,8 +58,8 @@ class PkiError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """Who a leaf is for: its kind, its name (node id, observer or server name) and the
-    DNS names and IP addresses it is reached at."""
+    """Who a leaf is for: its kind, its name (node id, observer's, bureau operator's or
+    server name) and the DNS names and IP addresses it is reached at."""
 
     kind: str
     name: str
@@ -82,18 +87,19 @@ class Subject:
                 ipaddress.ip_address(ip)
             except ValueError:
                 raise PkiError(f"不是有效的 IP 地址 / not an IP address: {ip!r}") from None
-        if self.kind == OBSERVER and (self.dns or self.ips):
-            raise PkiError("观察者证书只用于客户端，不带 DNS/IP 名称 / an observer certificate is "
-                           "a client's: it names no DNS name or IP address")
-        if self.kind != OBSERVER and not (self.dns or self.ips):
+        if self.kind in CLIENT_KINDS and (self.dns or self.ips):
+            zh, en = _CLIENT_WORDS[self.kind]
+            raise PkiError(f"{zh}证书只用于客户端，不带 DNS/IP 名称 / {en} certificate is a "
+                           "client's: it names no DNS name or IP address")
+        if self.kind not in CLIENT_KINDS and not (self.dns or self.ips):
             raise PkiError("服务器与节点证书至少需要一个 DNS 名称或 IP 地址 / a server's or node's "
                            "certificate names at least one DNS name or IP address it is reached "
                            "at (--dns, --ip)")
 
     @property
     def file_stem(self) -> str:
-        """The files' name in the CA's folder: ``node-320115``, ``observer-monitor``, or
-        the server's name."""
+        """The files' name in the CA's folder: ``node-320115``, ``observer-monitor``,
+        ``bureau-zhang``, or the server's name."""
         return self.name if self.kind == SERVER else f"{self.kind}-{self.name}"
 
 
@@ -151,6 +157,8 @@ def _sans(subject: Subject) -> list[x509.GeneralName]:
         names.append(x509.UniformResourceIdentifier(node_uri(subject.name)))
     elif subject.kind == OBSERVER:
         names.append(x509.UniformResourceIdentifier(observer_uri(subject.name)))
+    elif subject.kind == BUREAU:
+        names.append(x509.UniformResourceIdentifier(bureau_uri(subject.name)))
     names += [x509.DNSName(d) for d in subject.dns]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in subject.ips]
     return names
@@ -169,7 +177,8 @@ def issue(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, subject: Sub
                        f"ask for fewer days")
     usages = {SERVER: [ExtendedKeyUsageOID.SERVER_AUTH],
               NODE: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-              OBSERVER: [ExtendedKeyUsageOID.CLIENT_AUTH]}[subject.kind]
+              OBSERVER: [ExtendedKeyUsageOID.CLIENT_AUTH],
+              BUREAU: [ExtendedKeyUsageOID.CLIENT_AUTH]}[subject.kind]
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject.file_stem)]))
@@ -235,6 +244,6 @@ def describe(cert: x509.Certificate, revoked: Sequence[int] = ()) -> dict[str, o
             "revoked": cert.serial_number in revoked}
 
 
-__all__ = ["CA_DAYS", "CRL_DAYS", "KINDS", "LEAF_DAYS", "MAX_CA_DAYS", "MAX_LEAF_DAYS",
-           "SERVER", "PkiError", "Revoked", "Subject", "cert_pem", "describe", "issue",
-           "key_pem", "make_ca", "make_crl", "new_key", "revoked_in", "subject_of"]
+__all__ = ["CA_DAYS", "CLIENT_KINDS", "CRL_DAYS", "KINDS", "LEAF_DAYS", "MAX_CA_DAYS",
+           "MAX_LEAF_DAYS", "SERVER", "PkiError", "Revoked", "Subject", "cert_pem", "describe",
+           "issue", "key_pem", "make_ca", "make_crl", "new_key", "revoked_in", "subject_of"]

@@ -1,7 +1,8 @@
 """``timebank pki``: the city's certificate authority, run by the bureau.
 
 ``init`` creates the CA in a folder (``--dir``, default ``./pki``); ``issue-server``,
-``issue-node`` and ``issue-client`` issue leaves (key and certificate, ``store``);
+``issue-node``, ``issue-client`` (an observer) and ``issue-bureau`` (an operator of the
+bureau's console) issue leaves (key and certificate, ``store``);
 ``renew`` issues a leaf again with a new validity; ``revoke`` adds a serial to the CRL
 the clearinghouse re-reads; ``list`` shows what was issued. Every refusal is one line,
 Chinese first.
@@ -19,13 +20,14 @@ from city.pki import certs
 from city.pki.certs import SERVER, PkiError, Subject
 from city.pki.store import Authority, Issued
 from runtime.console import echo, guarded, print_json
-from runtime.tls import NODE, OBSERVER
+from runtime.tls import BUREAU, NODE, OBSERVER
 from timebank.citytime import CITY_TZ, CITY_TZ_NAME
 
 app = typer.Typer(
     name="pki",
     help="The city's certificate authority (城市 CA): create it, issue, renew and revoke the "
-         "certificates of the clearinghouse, the district nodes and observers.",
+         "certificates of the clearinghouse, the district nodes, observers and the bureau's "
+         "operators.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -127,6 +129,23 @@ def issue_client(
     clearinghouse's reads, nothing that changes the city."""
     _said(Authority(folder).issue(Subject(OBSERVER, name), _now(), days),
           "观察者证书已签发 / observer certificate issued", as_json)
+
+
+@app.command("issue-bureau")
+@guarded
+def issue_bureau(
+    name: Annotated[str, typer.Option(
+        "--name", metavar="NAME",
+        help="The operator the certificate is for, e.g. zhang-wei (lowercase letters, digits, "
+             "hyphens): every period it closes is logged under this name.")],
+    folder: Folder = DEFAULT_DIR, days: Days = certs.LEAF_DAYS, as_json: AsJson = False,
+) -> None:
+    """A bureau operator's client certificate (SAN timebank:bureau:NAME), for the bureau's
+    console: it may call the clearinghouse's reads and close a settlement period
+    (CloseSettlement), and never acts for a district. One per person; revoke it when
+    they leave."""
+    _said(Authority(folder).issue(Subject(BUREAU, name), _now(), days),
+          "民政局操作员证书已签发 / bureau operator certificate issued", as_json)
 
 
 @app.command("renew")

@@ -12,13 +12,19 @@ certificate's SAN names (``runtime.tls.identity_of``):
   before anything is read or changed;
 * an observer's certificate (``timebank:observer:<name>``: monitor, audit) may call
   only the reads (PERMISSION_DENIED ``READ_ONLY_CERTIFICATE``);
-* a certificate naming neither (a server's) may call nothing
+* a bureau operator's certificate (``timebank:bureau:<name>``: the bureau's console) may
+  call the reads and the bureau's own rpcs (``BUREAU``: closing a settlement period), and
+  nothing that carries a district's signed envelopes (``NOT_A_NODE_CERTIFICATE``); no
+  other certificate may call a ``BUREAU`` rpc (``NOT_A_BUREAU_CERTIFICATE``);
+* a certificate naming none of them (a server's) may call nothing
   (``CERTIFICATE_NOT_A_CALLER``); so may no certificate at all.
 
-Each method is in exactly one of ``READS``, ``ENVELOPES`` and ``BATCHES``; a method in
-none (a new rpc nobody classified) is refused to everyone, and a test holds the table to
-the service's descriptor. The signed envelope stays the authority on what a call does:
-this only makes a stolen envelope or key useless without the district's certificate.
+Each method is in exactly one of ``READS``, ``ENVELOPES``, ``BATCHES`` and ``BUREAU``; a
+method in none (a new rpc nobody classified) is refused to everyone, and a test holds the
+table to the service's descriptor. The signed envelope stays the authority on what a call
+does: this only makes a stolen envelope or key useless without the district's
+certificate. A ``BUREAU`` rpc carries no signature: the certificate is its only
+authority, so its servicer also refuses a call that came without one (plaintext).
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from runtime.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from runtime.tls import BUREAU as BUREAU_KIND
 from runtime.tls import (
     CERTIFICATE_NOT_A_CALLER,
     CERTIFICATE_NOT_FOR_DISTRICT,
     NO_CLIENT_CERTIFICATE,
     NODE,
+    NOT_A_BUREAU_CERTIFICATE,
+    NOT_A_NODE_CERTIFICATE,
     OBSERVER,
     READ_ONLY_CERTIFICATE,
     Identity,
@@ -45,11 +54,13 @@ from timebank.v1 import clearing_pb2 as pb
 #: Reads: anyone with a certificate of the city may call them.
 READS = frozenset({"GetTreeHead", "GetEntries", "GetAdmissions", "GetInclusionProof",
                    "GetConsistencyProof", "LookupPerson", "GetPositions", "GetSettlement",
-                   "GetSettlementClaims"})
+                   "GetSettlementClaims", "ListClaims"})
 #: A node's signed envelope as the request: the signer must be the certificate's node.
 ENVELOPES = frozenset({"Submit", "Subscribe", "Ack", "AddCosignature"})
 #: Signed envelopes in ``envelopes``: every signer must be the certificate's node.
 BATCHES = frozenset({"SubmitBatch"})
+#: The bureau's acts on the clearinghouse: only a bureau operator's certificate.
+BUREAU = frozenset({"CloseSettlement"})
 
 
 def _signer(raw: bytes) -> str:
@@ -72,9 +83,21 @@ def _signers(method: str, request: Any) -> list[str]:
 
 def allowed(who: Identity, method: str, request: Any) -> None:
     """Refuse (PermissionDenied) what ``who`` may not do; return if it may."""
-    if method not in READS | ENVELOPES | BATCHES:
+    if method not in READS | ENVELOPES | BATCHES | BUREAU:
         raise PermissionDenied(f"{method} 不对任何证书开放 / {method} is open to no "
                                f"certificate", "METHOD_NOT_OPEN")
+    if method in BUREAU and who.kind != BUREAU_KIND:
+        raise PermissionDenied(
+            f"只有民政局操作员证书能调用 {method}，此证书属于 {who} / only a bureau "
+            f"operator's certificate may call {method}; this certificate names {who}",
+            NOT_A_BUREAU_CERTIFICATE)
+    if who.kind == BUREAU_KIND:
+        if method not in READS | BUREAU:
+            raise PermissionDenied(
+                f"民政局操作员证书（{who.name}）不代表任何区，不能调用 {method} / a bureau "
+                f"operator's certificate ({who.name}) acts for no district; {method} carries "
+                f"a district's signed envelopes", NOT_A_NODE_CERTIFICATE)
+        return
     if who.kind == OBSERVER:
         if method not in READS:
             raise PermissionDenied(
@@ -103,10 +126,10 @@ def check(method: str, request: Any, context: grpc.ServicerContext) -> None:
     who = peer_identity(context)
     if who is None:
         raise PermissionDenied(
-            "该证书既不属于节点也不属于观察者（服务器证书？）/ the certificate names neither a "
-            "district's node nor an observer (a server certificate?); ask the bureau for a "
-            "node or observer certificate", CERTIFICATE_NOT_A_CALLER)
+            "该证书不属于节点、观察者或民政局操作员（服务器证书？）/ the certificate names "
+            "no district's node, observer or bureau operator (a server certificate?); ask "
+            "the bureau for a node, observer or bureau certificate", CERTIFICATE_NOT_A_CALLER)
     allowed(who, method, request)
 
 
-__all__ = ["BATCHES", "ENVELOPES", "READS", "allowed", "check"]
+__all__ = ["BATCHES", "BUREAU", "ENVELOPES", "READS", "allowed", "check"]

@@ -11,7 +11,9 @@ once (plus headroom for calls).
 It serves mutual TLS (``[tls]``, ADR 0015): every client presents a certificate the
 city CA issued, a revoked one (in the CRL) is refused UNAUTHENTICATED, and
 ``clearinghouse.api.callers`` binds the certificate to what the call may do: a node's
-certificate acts only for its own district, an observer's only reads. Everything a node
+certificate acts only for its own district, an observer's only reads, a bureau
+operator's reads and closes settlement periods (CloseSettlement, signed as the schedule
+signs and logged under the operator's name). Everything a node
 receives is signed by the clearinghouse key all the same, and everything it sends is
 signed by its own. Plaintext only with ``--insecure``, logged at every start.
 
@@ -89,15 +91,21 @@ def start_server(app: ClearinghouseApp, signing_key: SigningKey,
                  submit_burst: int = DEFAULT_SUBMIT_BURST,
                  origin_key: bytes | None = None,
                  rotated_key: Callable[[bytes], SigningKey | None] | None = None,
-                 tls: ServerTls | None = None) -> RunningServer:
+                 tls: ServerTls | None = None,
+                 settlement_signer: Callable[[], settlement.Sign] | None = None,
+                 ) -> RunningServer:
     """Start serving ``app`` on ``listen``, signing with ``signing_key``: mutual TLS as
     ``tls`` says, each caller bound to its certificate (None: plaintext, the choice of
-    in-process tests and ``--insecure``; nobody is bound to anything).
+    in-process tests and ``--insecure``; nobody is bound to anything, and nobody may
+    close a settlement period over gRPC). ``settlement_signer`` gives the signer of a
+    statement a bureau operator closes (CloseSettlement): the one the settlement
+    schedule uses (default: ``signing_key``, or the key it was rotated to).
     Each node may Submit ``submits_per_second`` envelopes a second, ``submit_burst`` at
     once (RESOURCE_EXHAUSTED BUSY beyond). Stopping it ends the Subscribe streams."""
     limiter = RateLimiter(submits_per_second, submit_burst)
     servicer = ClearinghouseServicer(app, signing_key, limiter=limiter, origin_key=origin_key,
-                                     rotated_key=rotated_key)
+                                     rotated_key=rotated_key,
+                                     settlement_signer=settlement_signer)
     # Every write transaction from here on ends by signing a tree head for what it
     # logged; the first one also covers what was logged offline (admissions, limits).
     app.after_write = servicer.publish_head
@@ -210,6 +218,11 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
 
     def start(parts: ExitStack) -> tuple[int, Mapping[str, object]]:
         key = bootstrap.signing_key(config, app)
+
+        def signer() -> settlement.Sign:
+            current = bootstrap.signing_key(config, app)
+            return lambda kind, body: sign(kind, body, CLEARINGHOUSE, current)
+
         running = start_server(app, key, config.listen,
                                max_message_bytes=config.max_message_bytes,
                                workers=config.workers,
@@ -217,18 +230,14 @@ def serve_forever(config: ClearinghouseConfig, *, clock: Clock | None = None,
                                submit_burst=config.submit_burst, tls=tls,
                                origin_key=bootstrap.origin_key(app),
                                rotated_key=lambda public: bootstrap.clearinghouse_keys(
-                                   config, app).get(public))
+                                   config, app).get(public),
+                               settlement_signer=signer)
         parts.callback(running.stop, grace_seconds)
         probe = server.watch_database(running, app.db.url, observe.RPCS.database_up)
         parts.callback(probe.stop, grace_seconds)
         sweep = ExpirySweep(app, sweep_interval)
         sweep.start()
         parts.callback(sweep.stop, grace_seconds)
-
-        def signer() -> settlement.Sign:
-            current = bootstrap.signing_key(config, app)
-            return lambda kind, body: sign(kind, body, CLEARINGHOUSE, current)
-
         schedule = SettlementSchedule(app, signer)
         schedule.start()
         parts.callback(schedule.stop, grace_seconds)

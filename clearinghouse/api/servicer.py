@@ -19,6 +19,12 @@ queued are streamed at once), or else every ``poll_seconds``.
 Everything the clearinghouse sends a node (receipts, deliveries) is signed with the
 clearinghouse key. Errors become statuses where every call is observed
 (``clearinghouse.api.server``); there are no business rules here.
+
+CloseSettlement is the bureau's: it carries no signed envelope, so the caller's
+certificate is its only authority. ``callers`` lets only a bureau operator's certificate
+call it; this servicer refuses it too when the call came with none (a plaintext server
+binds nobody), and logs every close under the operator's name. The statement is signed
+as the serving schedule signs one (``settlement_signer``).
 """
 
 # ruff: noqa: N802 - rpc method names are the contract's (CamelCase), not ours to choose
@@ -29,6 +35,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import grpc
+import structlog
 from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
@@ -40,7 +47,9 @@ from clearinghouse.usecases import (
     admission,
     citykeys,
     claims,
+    closing,
     directory,
+    listing,
     log,
     settlement,
     submit,
@@ -50,11 +59,14 @@ from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from runtime.errors import FailedPrecondition, PermissionDenied
 from runtime.observe import note
 from runtime.rpcstatus import grpc_code
+from runtime.tls import BUREAU, NOT_A_BUREAU_CERTIFICATE, Identity, peer_identity
 from timebank import checkpoint as notes
 from timebank import transparency
 from timebank.envelope import CLEARINGHOUSE, Signed, sign
 from timebank.keys import key_id, public_key
 from timebank.v1 import clearing_pb2 as pb
+
+logger = structlog.get_logger("clearinghouse.api")
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ClearinghouseService"].full_name
 RECEIPT = "receipt"
@@ -103,7 +115,8 @@ class ClearinghouseServicer:
                  poll_seconds: float = POLL_SECONDS,
                  limiter: RateLimiter | None = None,
                  origin_key: bytes | None = None,
-                 rotated_key: Callable[[bytes], SigningKey | None] | None = None) -> None:
+                 rotated_key: Callable[[bytes], SigningKey | None] | None = None,
+                 settlement_signer: Callable[[], settlement.Sign] | None = None) -> None:
         self._app = app
         self._limiter = limiter if limiter is not None else RateLimiter(
             DEFAULT_SUBMITS_PER_SECOND, DEFAULT_SUBMIT_BURST)
@@ -112,6 +125,10 @@ class ClearinghouseServicer:
         self.origin = transparency.clearinghouse_origin(origin_key or public_key(signing_key))
         #: The private key of a public key the city rotated this clearinghouse to.
         self._rotated_key = rotated_key
+        #: Signs a statement CloseSettlement closes: the serving schedule's signer (the
+        #: key that signs now), or else this servicer's key.
+        self._settlement_signer = settlement_signer or (
+            lambda: lambda kind, body: sign(kind, body, CLEARINGHOUSE, self._key))
         self._poll = poll_seconds
         self._closed = threading.Event()
         # A node's count is bumped when a Submit queued a delivery for it: its open
@@ -334,6 +351,42 @@ class ClearinghouseServicer:
         return self._app.query(settlement.claims_page, msg.serial, msg.revision,
                                msg.node_id, msg.after_claim_id)
 
+    # ------------------------------------------------------------ the bureau's console
+
+    def ListClaims(self, msg: pb.ClearinghouseServiceListClaimsRequest,
+                   context: grpc.ServicerContext) -> pb.ClearinghouseServiceListClaimsResponse:
+        query = listing.query_of(msg)
+        note(state=query.state.value if query.state else "", page_size=query.size)
+        return self._app.query(listing.page, query)
+
+    def CloseSettlement(self, msg: pb.CloseSettlementRequest,
+                        context: grpc.ServicerContext) -> pb.CloseSettlementResponse:
+        operator = _bureau_operator(context)
+        note(operator=operator.name)
+        request = closing.request_of(msg)
+        note(period=request.named)
+        closed = self._app.execute(closing.close, self._settlement_signer(), request)
+        s = closed.statement
+        note(serial=s.serial, log_index=closed.log_index)
+        logger.info("结算期已由民政局操作员关闭 / settlement period closed by a bureau operator",
+                    operator=operator.name, certificate_serial=f"{operator.serial:x}",
+                    period=s.period, serial=s.serial, claims=s.sheet.claims,
+                    log_index=closed.log_index, reason=request.reason)
+        return closing.response_of(closed)
+
+
+def _bureau_operator(context: grpc.ServicerContext) -> Identity:
+    """The bureau operator a call's certificate names; PERMISSION_DENIED for anyone else,
+    and for a call without a certificate (a plaintext server: ``callers`` checks
+    nothing there, and a bureau rpc has no signature to fall back on)."""
+    who = peer_identity(context)
+    if who is None or who.kind != BUREAU:
+        raise PermissionDenied(
+            "只有民政局操作员证书能调用此方法（须经双向 TLS）/ only a bureau operator's "
+            "certificate may call this, over mutual TLS; on this machine the bureau closes a "
+            "period with `timebank clearinghouse settle close`", NOT_A_BUREAU_CERTIFICATE)
+    return who
+
 
 def _serialize(message: Message | bytes) -> bytes:
     """A response message's bytes; a stored receipt is returned exactly as stored."""
@@ -349,6 +402,8 @@ _REQUESTS: dict[str, type[Message]] = {
     "GetConsistencyProof": pb.GetConsistencyProofRequest,
     "GetSettlement": pb.GetSettlementRequest,
     "GetSettlementClaims": pb.GetSettlementClaimsRequest,
+    "ListClaims": pb.ClearinghouseServiceListClaimsRequest,
+    "CloseSettlement": pb.CloseSettlementRequest,
 }
 _ENVELOPES = ("Submit", "Ack", "AddCosignature")
 

@@ -5,6 +5,8 @@ and writes rows (and raises InvariantViolation when a write finds what must not 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -137,9 +139,23 @@ class ClaimRecord:
     finish: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ListedClaim:
+    """A claim as a listing shows it (``Repo.claims_newest_first``): no envelope, and the
+    log leaf that completed it and the statement that settled it, if any."""
+
+    claim: Claim
+    completed_index: int | None
+    settled_serial: int | None
+
+
 def _claim(row: Any) -> ClaimRecord:
+    return ClaimRecord(_claim_of(row), row.proposal, row.decision, row.finish)
+
+
+def _claim_of(row: Any) -> Claim:
     try:
-        claim = Claim(
+        return Claim(
             claim_id=row.claim_id, kind=ClaimKind(row.kind), creditor=row.creditor,
             debtor=row.debtor, person_ref=row.payer_ref, minutes=int(row.minutes),
             created_at=row.created_at, expires_at=row.expires_at, state=ClaimState(row.state),
@@ -148,7 +164,6 @@ def _claim(row: Any) -> ClaimRecord:
             posted_minutes=None if row.posted_minutes is None else int(row.posted_minutes))
     except (Refusal, ValueError) as e:
         raise InvariantViolation(f"stored claim {row.claim_id} is not a valid claim: {e}") from e
-    return ClaimRecord(claim, row.proposal, row.decision, row.finish)
 
 
 def _admission(row: Any) -> AdmissionRecord:
@@ -239,6 +254,12 @@ _RECEIPTS_BY_KEY = Prepared(
     .where(RECEIPTS.c.envelope_sha256.in_(bindparam("keys", expanding=True))))
 #: The most keys one receipts lookup names (the driver path's longest IN list).
 _KEYS_PER_LOOKUP = 32
+#: The columns a listing reads of a claim (no envelope), and the most rows one reads.
+_LISTED = (CLAIMS.c.claim_id, CLAIMS.c.kind, CLAIMS.c.creditor, CLAIMS.c.debtor,
+           CLAIMS.c.payer_ref, CLAIMS.c.minutes, CLAIMS.c.posted_minutes, CLAIMS.c.state,
+           CLAIMS.c.reason, CLAIMS.c.created_at, CLAIMS.c.expires_at, CLAIMS.c.updated_at,
+           CLAIMS.c.completed_index, CLAIMS.c.settled_serial)
+_MOST_LISTED = 1000
 _EARLIER_POLICIES = POLICIES.alias("earlier")
 # The policy in force at :since and every policy issued after it (a claim message reads
 # them to know which digests the city allows around now): a few rows, by serial.
@@ -1086,6 +1107,34 @@ class Repo:
             CLAIMS.c.state.in_(OPEN_STATES), CLAIMS.c.expires_at <= now,
         ).order_by(CLAIMS.c.expires_at, CLAIMS.c.claim_id).limit(limit))
         return [_claim(row) for row in rows]
+
+    def claims_newest_first(self, *, state: ClaimState | None, party: str | None,
+                            before: str | None, limit: int) -> list[ListedClaim]:
+        """At most ``limit`` claims whose id sorts below ``before`` (all: None), by claim
+        id descending: those in ``state``, and those ``party`` is the creditor or the
+        debtor of (None: any). Each walk reads one index down from ``before`` and stops
+        after ``limit`` rows (the primary key; ``ix_claims_state_claim_id``;
+        ``ix_claims_creditor_claim_id`` and ``ix_claims_debtor_claim_id``, a party's two
+        walks merged here), so a page costs the same however many claims there are."""
+        if isinstance(limit, bool) or not 1 <= limit <= _MOST_LISTED:
+            raise InvariantViolation(f"a listing reads 1 to {_MOST_LISTED} claims, not {limit}")
+
+        def walk(*where: Any) -> Iterator[ListedClaim]:
+            if state is not None:
+                where = (*where, CLAIMS.c.state == state.value)
+            if before is not None:
+                where = (*where, CLAIMS.c.claim_id < before)
+            rows = self.conn.execute(select(*_LISTED).where(*where)
+                                     .order_by(CLAIMS.c.claim_id.desc()).limit(limit))
+            return (ListedClaim(_claim_of(r), r.completed_index, r.settled_serial)
+                    for r in rows.all())
+
+        if party is None:
+            return list(walk())
+        # a claim is never its own debtor (CHECK not_self): the two walks never meet
+        merged = heapq.merge(walk(CLAIMS.c.creditor == party), walk(CLAIMS.c.debtor == party),
+                             key=lambda c: c.claim.claim_id, reverse=True)
+        return list(itertools.islice(merged, limit))
 
     def completed_claims(self, *, unsettled: bool = False) -> list[Claim]:
         """The completed claims (only those no statement settled, if ``unsettled``)."""

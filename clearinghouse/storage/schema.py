@@ -178,7 +178,8 @@ class ClaimRow(Base):
         CheckConstraint("creditor <> debtor", name="not_self"),
         CheckConstraint("minutes > 0", name="minutes_positive"),
         Index("ix_claims_state_expires_at", "state", "expires_at"),
-        # no index by party: open totals are kept on positions (migration 0010)
+        # no index by party and state: open totals are kept on positions (migration
+        # 0010); the party indexes below serve the listing
         # a person's open move (one at a time); added by migration 0002
         Index("ix_claims_payer_ref_state", "payer_ref", "state"),
         # closing a period: the unsettled (NULL) claims completed below its end; added
@@ -187,6 +188,11 @@ class ClaimRow(Base):
               "completed_index"),
         # a statement's claims, paged by claim id (GetSettlementClaims)
         Index("ix_claims_settled_serial_claim_id", "settled_serial", "claim_id"),
+        # claims newest first, of one state or one district (ListClaims); added by
+        # migration 0011
+        Index("ix_claims_state_claim_id", "state", "claim_id"),
+        Index("ix_claims_creditor_claim_id", "creditor", "claim_id"),
+        Index("ix_claims_debtor_claim_id", "debtor", "claim_id"),
         CheckConstraint("settled_serial IS NULL OR completed_index IS NOT NULL",
                         name="settled_when_completed"),
     )

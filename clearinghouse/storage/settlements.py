@@ -69,6 +69,7 @@ class ClaimRef:
     debtor: str
     minutes: int  # posted
     completed_index: int
+    completed_at: datetime | None = None  # the claim's last change: its completion
 
 
 def _statement(r: Any) -> StatementRecord:
@@ -83,11 +84,11 @@ def _act(r: Any) -> ActRecord:
 
 
 def _ref(r: Any) -> ClaimRef:
-    return ClaimRef(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]))
+    return ClaimRef(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]), r[6])
 
 
 _REF_COLUMNS = (CLAIMS.c.claim_id, CLAIMS.c.kind, CLAIMS.c.creditor, CLAIMS.c.debtor,
-                CLAIMS.c.posted_minutes, CLAIMS.c.completed_index)
+                CLAIMS.c.posted_minutes, CLAIMS.c.completed_index, CLAIMS.c.updated_at)
 
 
 class Settlements:

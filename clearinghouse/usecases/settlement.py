@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from clearinghouse.storage.settlements import ActRecord, ClaimRef, StatementRecord
 from clearinghouse.usecases import admission, directory, log, wire
@@ -631,10 +631,13 @@ def get(tx: Tx, serial: int = 0, period: str = "") -> pb.GetSettlementResponse:
 
 
 def _ref_pb(ref: ClaimRef) -> pb.SettledClaimRef:
-    return pb.SettledClaimRef(
+    out = pb.SettledClaimRef(
         claim_id=ref.claim_id, creditor_node_id=ref.creditor, debtor_node_id=ref.debtor,
         minutes=ref.minutes, completed_index=ref.completed_index,
         kind=pb.CLAIM_KIND_MOVE if ref.kind == "move" else pb.CLAIM_KIND_REDEMPTION)
+    if ref.completed_at is not None:
+        out.completed_at.FromDatetime(ref.completed_at.astimezone(UTC))
+    return out
 
 
 def claims_page(tx: Tx, serial: int, revision: int = 0, node_id: str = "",

@@ -103,8 +103,50 @@ def test_issue_a_node_a_server_and_an_observer(folder: Path) -> None:
         ("observer-monitor", "observer", False)]
 
 
+def test_issue_a_bureau_operators_certificate(folder: Path) -> None:
+    """The bureau's console presents it: a client's certificate naming the operator, which
+    the clearinghouse reads as the bureau (closing a period is logged under its name)."""
+    said = ok("issue-bureau", "--dir", str(folder), "--name", "zhang-wei")
+    assert said.startswith("民政局操作员证书已签发 / bureau operator certificate issued: "
+                           "bureau-zhang-wei")
+    assert "mode 0600; hand it over privately" in said
+    bureau = cert(folder / "bureau-zhang-wei.pem")
+    who = identity_of(bureau)
+    assert who is not None and (who.kind, who.name, str(who)) == (
+        "bureau", "zhang-wei", "bureau zhang-wei")
+    assert usages(bureau) == {ExtendedKeyUsageOID.CLIENT_AUTH}
+    san = bureau.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "timebank:bureau:zhang-wei"]
+    assert not san.get_values_for_type(x509.DNSName) and not san.get_values_for_type(
+        x509.IPAddress)
+    assert stat.S_IMODE((folder / "bureau-zhang-wei.key").stat().st_mode) == 0o600
+    bureau.verify_directly_issued_by(cert(folder / "ca.pem"))
+    listed = json.loads(ok("list", "--dir", str(folder), "--json"))["certificates"]
+    assert [(c["name"], c["kind"]) for c in listed] == [("bureau-zhang-wei", "bureau")]
+    renewed = json.loads(ok("renew", "--dir", str(folder), "--name", "bureau-zhang-wei",
+                            "--json"))
+    assert renewed["kind"] == "bureau"
+    assert str(identity_of(cert(folder / "bureau-zhang-wei.pem"))) == "bureau zhang-wei"
+    assert "已吊销 / revoked" in ok("revoke", "--dir", str(folder), "--name",
+                                    "bureau-zhang-wei")
+
+
+def test_a_bureau_certificate_names_no_host(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from city.pki.certs import PkiError, Subject
+
+    with pytest.raises(PkiError, match="民政局操作员证书只用于客户端，不带 DNS/IP 名称 / a bureau "
+                                       "certificate is a client's"):
+        Subject("bureau", "zhang-wei", ("console.example",))
+    ca = Authority.init(tmp_path / "ca", "test CA", dt.datetime.now(dt.UTC))
+    assert ca.issue(Subject("bureau", "li-na"), dt.datetime.now(dt.UTC), 30).serial > 0
+
+
 @pytest.mark.parametrize(("args", "starts"), [
     (("issue-node", "--node-id", "32011", "--ip", "127.0.0.1"), "节点编号须为 6 位行政区划代码"),
+    (("issue-bureau", "--name", "Zhang Wei"), "名称只能含小写字母、数字和连字符"),
     (("issue-node", "--node-id", "320115"), "服务器与节点证书至少需要一个 DNS 名称或 IP 地址"),
     (("issue-node", "--node-id", "320115", "--ip", "300.1.1.1"), "不是有效的 IP 地址"),
     (("issue-node", "--node-id", "320115", "--dns", "bad_name!"), "不是有效的 DNS 名称"),

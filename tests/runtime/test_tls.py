@@ -28,12 +28,18 @@ from runtime.rpcerrors import error_reason
 from runtime.rpcstatus import ErrorMapping
 from runtime.server import RunningServer, start_server
 from runtime.tls import (
+    BUREAU,
     NODE,
     OBSERVER,
     ClientTls,
+    Identity,
     ServerTls,
     TlsSettings,
+    bureau_uri,
     channel,
+    identity_of,
+    node_uri,
+    observer_uri,
     peer_identity,
     server_credentials,
 )
@@ -159,8 +165,42 @@ def test_mutual_tls_names_the_caller(city_ca: Authority, calls: Calls,
                                      mutual: RunningServer) -> None:
     node = issue(city_ca, NODE, "320115")
     observer = issue(city_ca, OBSERVER, "monitor")
+    bureau = issue(city_ca, BUREAU, "zhang-wei")
     assert who(mutual.port, client_tls(city_ca, node)) == "node 320115"
     assert who(mutual.port, client_tls(city_ca, observer)) == "observer monitor"
+    assert who(mutual.port, client_tls(city_ca, bureau)) == "bureau zhang-wei"
+
+
+def test_identity_of_reads_one_known_kind(city_ca: Authority) -> None:
+    """``identity_of`` names a node, an observer or a bureau operator; a certificate
+    naming another kind, or two identities, names nobody."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from city.pki.certs import new_key
+
+    def made(*uris: str) -> x509.Certificate:
+        key = new_key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+        at = dt.datetime.now(dt.UTC)
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(7)
+                .not_valid_before(at).not_valid_after(at + dt.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(u) for u in uris]), critical=False)
+                .sign(key, hashes.SHA256()))
+
+    assert identity_of(made(bureau_uri("zhang-wei"))) == Identity(BUREAU, "zhang-wei", 7)
+    assert identity_of(made(node_uri("320115"))) == Identity(NODE, "320115", 7)
+    assert identity_of(made(observer_uri("monitor"))) == Identity(OBSERVER, "monitor", 7)
+    assert identity_of(made("timebank:mayor:li")) is None
+    assert identity_of(made("timebank:bureau:")) is None
+    assert identity_of(made(bureau_uri("a"), node_uri("320115"))) is None
+    read = identity_of(x509.load_pem_x509_certificate(
+        issue(city_ca, BUREAU, "li-na").cert.read_bytes()))
+    assert read is not None and (read.kind, read.name) == (BUREAU, "li-na")
 
 
 @pytest.mark.parametrize("when", ["none", "expired", "not yet valid", "wrong CA"])

@@ -2151,6 +2151,7 @@ class SettledClaimRef(_message.Message):
     DEBTOR_NODE_ID_FIELD_NUMBER: _builtins.int
     MINUTES_FIELD_NUMBER: _builtins.int
     COMPLETED_INDEX_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
     claim_id: _builtins.str
     kind: Global___ClaimKind.ValueType
     creditor_node_id: _builtins.str
@@ -2158,6 +2159,10 @@ class SettledClaimRef(_message.Message):
     minutes: _builtins.int
     completed_index: _builtins.int
     """the log leaf that completed it"""
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp:
+        """when it completed (the clearinghouse's clock)"""
+
     def __init__(
         self,
         *,
@@ -2167,10 +2172,11 @@ class SettledClaimRef(_message.Message):
         debtor_node_id: _builtins.str = ...,
         minutes: _builtins.int = ...,
         completed_index: _builtins.int = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "completed_index", b"completed_index", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "kind", b"kind", "minutes", b"minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "completed_at", b"completed_at", "completed_index", b"completed_index", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "kind", b"kind", "minutes", b"minutes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2200,3 +2206,215 @@ class GetSettlementClaimsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSettlementClaimsResponse: _TypeAlias = GetSettlementClaimsResponse  # noqa: Y015
+
+@_typing.final
+class ClearinghouseServiceListClaimsRequest(_message.Message):
+    """---------------------------------------------------------------- the bureau's console"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    BEFORE_CLAIM_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    state: Global___ClaimState.ValueType
+    """UNSPECIFIED: every state"""
+    node_id: _builtins.str
+    """a district, creditor or debtor ("": every district)"""
+    before_claim_id: _builtins.str
+    """paging: claims whose id sorts before this one"""
+    page_size: _builtins.int
+    """("": from the newest)
+    0: 50; at most 200 (more is read as 200)
+    """
+    def __init__(
+        self,
+        *,
+        state: Global___ClaimState.ValueType = ...,
+        node_id: _builtins.str = ...,
+        before_claim_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before_claim_id", b"before_claim_id", "node_id", b"node_id", "page_size", b"page_size", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearinghouseServiceListClaimsRequest: _TypeAlias = ClearinghouseServiceListClaimsRequest  # noqa: Y015
+
+@_typing.final
+class ClaimSummary(_message.Message):
+    """One claim as the clearinghouse keeps it; never a person."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CREDITOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    DEBTOR_NODE_ID_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PROPOSED_AT_FIELD_NUMBER: _builtins.int
+    STATE_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    POSTED_MINUTES_FIELD_NUMBER: _builtins.int
+    COMPLETED_INDEX_FIELD_NUMBER: _builtins.int
+    SETTLED_SERIAL_FIELD_NUMBER: _builtins.int
+    claim_id: _builtins.str
+    kind: Global___ClaimKind.ValueType
+    creditor_node_id: _builtins.str
+    debtor_node_id: _builtins.str
+    minutes: _builtins.int
+    """proposed (and held once accepted)"""
+    state: Global___ClaimState.ValueType
+    reason: Global___ClaimReason.ValueType
+    """rejected, voided or expired: why"""
+    posted_minutes: _builtins.int
+    """completed: the minutes posted (0 otherwise)"""
+    completed_index: _builtins.int
+    """completed: the log leaf that completed it"""
+    settled_serial: _builtins.int
+    """the settlement statement that settled it"""
+    @_builtins.property
+    def proposed_at(self) -> _timestamp_pb2.Timestamp:
+        """the clearinghouse's clock, as every time here"""
+
+    @_builtins.property
+    def state_at(self) -> _timestamp_pb2.Timestamp:
+        """when it reached its state"""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        claim_id: _builtins.str = ...,
+        kind: Global___ClaimKind.ValueType = ...,
+        creditor_node_id: _builtins.str = ...,
+        debtor_node_id: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+        state: Global___ClaimState.ValueType = ...,
+        reason: Global___ClaimReason.ValueType = ...,
+        proposed_at: _timestamp_pb2.Timestamp | None = ...,
+        state_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        posted_minutes: _builtins.int = ...,
+        completed_index: _builtins.int | None = ...,
+        settled_serial: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_index", b"_completed_index", "_settled_serial", b"_settled_serial", "completed_index", b"completed_index", "expires_at", b"expires_at", "proposed_at", b"proposed_at", "settled_serial", b"settled_serial", "state_at", b"state_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_index", b"_completed_index", "_settled_serial", b"_settled_serial", "claim_id", b"claim_id", "completed_index", b"completed_index", "creditor_node_id", b"creditor_node_id", "debtor_node_id", b"debtor_node_id", "expires_at", b"expires_at", "kind", b"kind", "minutes", b"minutes", "posted_minutes", b"posted_minutes", "proposed_at", b"proposed_at", "reason", b"reason", "settled_serial", b"settled_serial", "state", b"state", "state_at", b"state_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__completed_index: _TypeAlias = _typing.Literal["completed_index"]  # noqa: Y015
+    _WhichOneofArgType__completed_index: _TypeAlias = _typing.Literal["_completed_index", b"_completed_index"]  # noqa: Y015
+    _WhichOneofReturnType__settled_serial: _TypeAlias = _typing.Literal["settled_serial"]  # noqa: Y015
+    _WhichOneofArgType__settled_serial: _TypeAlias = _typing.Literal["_settled_serial", b"_settled_serial"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_index) -> _WhichOneofReturnType__completed_index | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__settled_serial) -> _WhichOneofReturnType__settled_serial | None: ...
+
+Global___ClaimSummary: _TypeAlias = ClaimSummary  # noqa: Y015
+
+@_typing.final
+class ClearinghouseServiceListClaimsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    NEXT_BEFORE_CLAIM_ID_FIELD_NUMBER: _builtins.int
+    next_before_claim_id: _builtins.str
+    """the next page's before_claim_id ("": no more)"""
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClaimSummary]:
+        """newest first (by claim id, descending)"""
+
+    def __init__(
+        self,
+        *,
+        claims: _abc.Iterable[Global___ClaimSummary] | None = ...,
+        next_before_claim_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "next_before_claim_id", b"next_before_claim_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearinghouseServiceListClaimsResponse: _TypeAlias = ClearinghouseServiceListClaimsResponse  # noqa: Y015
+
+@_typing.final
+class CloseSettlementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    UP_TO_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """a calendar month in city time, "2026-11" """
+    up_to: _builtins.int
+    """or: the log up to this many leaves"""
+    label: _builtins.str
+    """with up_to: the period's name (default "log-<up_to>")"""
+    reason: _builtins.str
+    """why, in words (1 to 1000 characters): logged with"""
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        up_to: _builtins.int = ...,
+        label: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "period", b"period", "up_to", b"up_to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "label", b"label", "period", b"period", "reason", b"reason", "up_to", b"up_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_end: _TypeAlias = _typing.Literal["period", "up_to"]  # noqa: Y015
+    _WhichOneofArgType_end: _TypeAlias = _typing.Literal["end", b"end"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_end) -> _WhichOneofReturnType_end | None: ...
+
+Global___CloseSettlementRequest: _TypeAlias = CloseSettlementRequest  # noqa: Y015
+
+@_typing.final
+class CloseSettlementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    serial: _builtins.int
+    period: _builtins.str
+    revision: _builtins.int
+    """1"""
+    statement: _builtins.bytes
+    """the clearinghouse-signed statement: an Envelope"""
+    log_index: _builtins.int
+    """(kind settlement), as GetSettlement returns it
+    its leaf in the log
+    """
+    final: _builtins.bool
+    """final at once (no district on it to countersign)"""
+    def __init__(
+        self,
+        *,
+        serial: _builtins.int = ...,
+        period: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        statement: _builtins.bytes = ...,
+        log_index: _builtins.int = ...,
+        final: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "log_index", b"log_index", "period", b"period", "revision", b"revision", "serial", b"serial", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseSettlementResponse: _TypeAlias = CloseSettlementResponse  # noqa: Y015

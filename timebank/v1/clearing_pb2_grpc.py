@@ -112,6 +112,16 @@ class ClearinghouseServiceStub:
                 request_serializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsResponse.FromString,
                 _registered_method=True)
+        self.ListClaims = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/ListClaims',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.ClearinghouseServiceListClaimsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.ClearinghouseServiceListClaimsResponse.FromString,
+                _registered_method=True)
+        self.CloseSettlement = channel.unary_unary(
+                '/timebank.v1.ClearinghouseService/CloseSettlement',
+                request_serializer=timebank_dot_v1_dot_clearing__pb2.CloseSettlementRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_clearing__pb2.CloseSettlementResponse.FromString,
+                _registered_method=True)
 
 
 class ClearinghouseServiceServicer:
@@ -232,6 +242,25 @@ class ClearinghouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListClaims(self, request, context):
+        """The bureau's console (ADR 0015, "The bureau's certificate"). Claims, newest first
+        (by claim id, a UUIDv7), filtered by state and district, a page at a time; anyone
+        with a certificate of the city may read them. (NodeService has a ListClaims of its
+        own in this package, hence the service's name in these messages' names.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseSettlement(self, request, context):
+        """Close a settlement period as `timebank clearinghouse settle close` does, signed with
+        the clearinghouse key and logged. Only a bureau operator's certificate
+        (timebank:bureau:<name>) may call it; the close is logged under that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClearinghouseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +333,16 @@ def add_ClearinghouseServiceServicer_to_server(servicer, server):
                     servicer.GetSettlementClaims,
                     request_deserializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsResponse.SerializeToString,
+            ),
+            'ListClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClaims,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.ClearinghouseServiceListClaimsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.ClearinghouseServiceListClaimsResponse.SerializeToString,
+            ),
+            'CloseSettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseSettlement,
+                    request_deserializer=timebank_dot_v1_dot_clearing__pb2.CloseSettlementRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_clearing__pb2.CloseSettlementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -692,6 +731,60 @@ class ClearinghouseService:
             '/timebank.v1.ClearinghouseService/GetSettlementClaims',
             timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsRequest.SerializeToString,
             timebank_dot_v1_dot_clearing__pb2.GetSettlementClaimsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/ListClaims',
+            timebank_dot_v1_dot_clearing__pb2.ClearinghouseServiceListClaimsRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.ClearinghouseServiceListClaimsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseSettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.ClearinghouseService/CloseSettlement',
+            timebank_dot_v1_dot_clearing__pb2.CloseSettlementRequest.SerializeToString,
+            timebank_dot_v1_dot_clearing__pb2.CloseSettlementResponse.FromString,
             options,
             channel_credentials,
             insecure,

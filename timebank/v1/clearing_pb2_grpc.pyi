@@ -91,6 +91,17 @@ class ClearinghouseServiceStub:
     settlement.dispute); anyone may read.
     """
     GetSettlementClaims: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.GetSettlementClaimsResponse]
+    ListClaims: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.ClearinghouseServiceListClaimsRequest, _clearing_pb2.ClearinghouseServiceListClaimsResponse]
+    """The bureau's console (ADR 0015, "The bureau's certificate"). Claims, newest first
+    (by claim id, a UUIDv7), filtered by state and district, a page at a time; anyone
+    with a certificate of the city may read them. (NodeService has a ListClaims of its
+    own in this package, hence the service's name in these messages' names.)
+    """
+    CloseSettlement: _grpc.UnaryUnaryMultiCallable[_clearing_pb2.CloseSettlementRequest, _clearing_pb2.CloseSettlementResponse]
+    """Close a settlement period as `timebank clearinghouse settle close` does, signed with
+    the clearinghouse key and logged. Only a bureau operator's certificate
+    (timebank:bureau:<name>) may call it; the close is logged under that name.
+    """
 
 @_typing.type_check_only
 class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
@@ -147,6 +158,17 @@ class ClearinghouseServiceAsyncStub(ClearinghouseServiceStub):
     settlement.dispute); anyone may read.
     """
     GetSettlementClaims: _aio.UnaryUnaryMultiCallable[_clearing_pb2.GetSettlementClaimsRequest, _clearing_pb2.GetSettlementClaimsResponse]  # type: ignore[assignment]
+    ListClaims: _aio.UnaryUnaryMultiCallable[_clearing_pb2.ClearinghouseServiceListClaimsRequest, _clearing_pb2.ClearinghouseServiceListClaimsResponse]  # type: ignore[assignment]
+    """The bureau's console (ADR 0015, "The bureau's certificate"). Claims, newest first
+    (by claim id, a UUIDv7), filtered by state and district, a page at a time; anyone
+    with a certificate of the city may read them. (NodeService has a ListClaims of its
+    own in this package, hence the service's name in these messages' names.)
+    """
+    CloseSettlement: _aio.UnaryUnaryMultiCallable[_clearing_pb2.CloseSettlementRequest, _clearing_pb2.CloseSettlementResponse]  # type: ignore[assignment]
+    """Close a settlement period as `timebank clearinghouse settle close` does, signed with
+    the clearinghouse key and logged. Only a bureau operator's certificate
+    (timebank:bureau:<name>) may call it; the close is logged under that name.
+    """
 
 class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
     """Signed envelopes travel as themselves. Submit, Subscribe, Ack and AddCosignature take
@@ -284,5 +306,28 @@ class ClearinghouseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _clearing_pb2.GetSettlementClaimsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_clearing_pb2.GetSettlementClaimsResponse, _abc.Awaitable[_clearing_pb2.GetSettlementClaimsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListClaims(
+        self,
+        request: _clearing_pb2.ClearinghouseServiceListClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.ClearinghouseServiceListClaimsResponse, _abc.Awaitable[_clearing_pb2.ClearinghouseServiceListClaimsResponse]]:
+        """The bureau's console (ADR 0015, "The bureau's certificate"). Claims, newest first
+        (by claim id, a UUIDv7), filtered by state and district, a page at a time; anyone
+        with a certificate of the city may read them. (NodeService has a ListClaims of its
+        own in this package, hence the service's name in these messages' names.)
+        """
+
+    @_abc_1.abstractmethod
+    def CloseSettlement(
+        self,
+        request: _clearing_pb2.CloseSettlementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clearing_pb2.CloseSettlementResponse, _abc.Awaitable[_clearing_pb2.CloseSettlementResponse]]:
+        """Close a settlement period as `timebank clearinghouse settle close` does, signed with
+        the clearinghouse key and logged. Only a bureau operator's certificate
+        (timebank:bureau:<name>) may call it; the close is logged under that name.
+        """
 
 def add_ClearinghouseServiceServicer_to_server(servicer: ClearinghouseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

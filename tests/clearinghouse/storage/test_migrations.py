@@ -26,7 +26,7 @@ def test_migrations_match_models_and_reach_head(ch_db_url: str) -> None:
     db = Database(ch_db_url)
     try:
         migrate.check(db.writer)  # raises if alembic autogenerate finds a difference
-        assert migrate.current_revision(db.writer) == migrate.head_revision() == "0010"
+        assert migrate.current_revision(db.writer) == migrate.head_revision() == "0011"
         migrate.upgrade(db.writer)  # again: nothing to do
         with db.write() as conn:  # takes the write lock on PostgreSQL
             assert conn.execute(text("SELECT id FROM write_lock")).scalars().all() == [1]
@@ -136,6 +136,23 @@ def test_0010_drops_the_unused_indexes_and_goes_back(ch_db_url: str) -> None:
         assert _indexes(db) >= _UNUSED
         migrate.upgrade(db.writer)
         assert not _indexes(db) & _UNUSED
+        migrate.check(db.writer)
+    finally:
+        db.dispose()
+
+
+_LISTING = {("claims", "ix_claims_state_claim_id"), ("claims", "ix_claims_creditor_claim_id"),
+            ("claims", "ix_claims_debtor_claim_id")}
+
+
+def test_0011_adds_the_listing_indexes_and_goes_back(ch_db_url: str) -> None:
+    db = Database(ch_db_url)
+    try:
+        assert _indexes(db) >= _LISTING
+        migrate.downgrade(db.writer, "0010")
+        assert not _indexes(db) & _LISTING
+        migrate.upgrade(db.writer)
+        assert _indexes(db) >= _LISTING
         migrate.check(db.writer)
     finally:
         db.dispose()
