@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from runtime.clock import SystemClock
 from runtime.console import CliError, DevClockFile, dev_clock, guarded
-from timebank.passbook import StatementError, guard, load, verify_statement
+from timebank.passbook import StatementError, guard, load, paper_code, verify_statement
 
 
 def city_keys(data_dir: Path) -> tuple[bytes, bytes]:
@@ -62,7 +62,8 @@ def verify_command(
     dev_clock_file: DevClockFile = None,
 ) -> None:
     """Check a passbook offline, with only the city's public keys; print the person,
-    district and balance and `genuine`, or exactly why it is not (exit 1).
+    district, balance, the code a paper passbook prints (核对码: the digest the node
+    signed) and `genuine`, or exactly why it is not (exit 1).
     Cosignatures dated more than five minutes after this computer's clock are refused."""
     from runtime.console import echo, fail, print_error
     from timebank.minutes import format_hours_and_minutes as hm
@@ -101,6 +102,8 @@ def verify_command(
     echo(f"cosigned  by {len(found.cosigners)} of the city's {found.districts} districts "
          f"other than {escape(found.district)} ({', '.join(found.cosigners) or 'none'}); "
          f"quorum {found.quorum} (from the city-signed roster)")
+    # the same code, in the same groups, as the paper passbook prints (核对码)
+    echo(f"code      {paper_code(found.statement_digest)}")
     if found.final:
         echo("[bold green]genuine[/]")
     else:

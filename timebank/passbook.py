@@ -57,8 +57,9 @@ from timebank.citykeys import MAX_ROTATIONS, CityKeys, KeyChainError
 from timebank.envelope import EnvelopeError, Signed, sign, verify
 from timebank.v1 import clearing_pb2 as pb
 
-__all__ = ["FILE_FIELDS", "FORMAT", "KIND", "STATEMENT_FIELDS", "StatementError", "Verified",
-           "b64", "digest", "guard", "load", "sign_statement", "verify_statement"]
+__all__ = ["CODE_GROUP", "FILE_FIELDS", "FORMAT", "KIND", "STATEMENT_FIELDS", "StatementError",
+           "Verified", "b64", "code_text", "digest", "file_bytes", "guard", "load",
+           "paper_code", "sign_statement", "verify_statement"]
 
 FORMAT = "timebank-statement/v1"
 KIND = "statement"
@@ -81,6 +82,34 @@ def b64(data: bytes) -> str:
 def digest(statement: Any) -> bytes:
     """What the node signs: SHA-256 of the statement's canonical JSON."""
     return hashlib.sha256(chain.canonical_json(statement)).digest()
+
+
+#: Hex characters in each group of a paper code (``paper_code``).
+CODE_GROUP = 4
+
+
+def paper_code(statement_digest: bytes) -> str:
+    """The digest a paper passbook prints and ``timebank verify-statement`` says, for a
+    person to compare by eye: all of it (a shortened code would be easier to forge), as
+    lowercase hex in groups of ``CODE_GROUP`` characters, "3f9a 07c2 …"."""
+    if len(statement_digest) != hashlib.sha256().digest_size:
+        raise ValueError("a statement digest is the 32 bytes of a SHA-256")
+    text = statement_digest.hex()
+    return " ".join(text[i:i + CODE_GROUP] for i in range(0, len(text), CODE_GROUP))
+
+
+def code_text(node_id: str, statement_digest: bytes) -> str:
+    """What a paper passbook's QR code holds: the format, the district node that signed
+    and the digest it signed, and nothing to follow (no address: a verifier reads the
+    file it was given, never a server the paper names)."""
+    if not node_id.isascii() or not node_id.isalnum() or len(node_id) > 16:
+        raise ValueError("a node id is a few ASCII letters and digits")
+    return f"{FORMAT} node={node_id} sha256={paper_code(statement_digest).replace(' ', '')}"
+
+
+def file_bytes(signed: dict[str, Any]) -> bytes:
+    """A signed statement as its file is written: UTF-8 JSON, Chinese kept as it is."""
+    return json.dumps(signed, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
 
 
 def sign_statement(statement: dict[str, Any], node_id: str, key: SigningKey) -> dict[str, Any]:
@@ -113,6 +142,8 @@ class Verified:
     cosigners: list[str] = field(default_factory=list)
     districts: int = 0
     quorum: int = 0
+    #: What the node signed (``digest``): the code on a paper passbook is this one's.
+    statement_digest: bytes = b""
 
     @property
     def final(self) -> bool:
@@ -433,7 +464,8 @@ def verify_statement(doc: Any, city_key: bytes, ch_key: bytes, *,
                     by_origin={k: v for k, v in sorted(sums.items()) if v},
                     entries=len(entries), entry_count=count, log_index=index,
                     head_size=head.size, cosigners=cosigners,
-                    districts=len(roster.members), quorum=roster.quorum)
+                    districts=len(roster.members), quorum=roster.quorum,
+                    statement_digest=digest(st))
 
 
 def load(data: bytes) -> Any:

@@ -196,6 +196,10 @@ def person_pb(v: views.PersonView) -> pb.Person:
     for c in v.changes:
         change = out.changes.add(actor=c.actor, kind=c.kind, detail=c.detail)
         _set_time(change.at, c.at)
+    for link in v.links:
+        shown = out.links.add(other_id=link.other_id, kind=RELATIONS[link.standing.relation],
+                              acts_for_other=link.standing.acts_for_other)
+        _set_time(shown.linked_at, link.at)
     return out
 
 
@@ -223,7 +227,9 @@ def order_pb(v: views.OrderView) -> pb.Order:
         unbanked_minutes=o.unbanked_minutes, charged_minutes=o.charged_minutes,
         rating=o.rating, comment=o.comment, dispute_reason=o.dispute_reason,
         resolution=o.resolution, note=o.note, notices=list(v.notices),
-        claim_id=o.claim_id or "", cancel_reason=o.cancel_reason, consent_id=v.consent_id)
+        claim_id=o.claim_id or "", cancel_reason=o.cancel_reason, consent_id=v.consent_id,
+        rating_by_volunteer=o.rating_by_volunteer,
+        comment_by_volunteer=o.comment_by_volunteer)
     _set_time(out.requested_at, o.requested_at)
     _set_time(out.checked_in_at, o.checked_in_at)
     _set_time(out.checked_out_at, o.checked_out_at)
@@ -231,6 +237,7 @@ def order_pb(v: views.OrderView) -> pb.Order:
     _set_time(out.public_until, o.public_until)
     _set_time(out.recorded_at, o.recorded_at)
     _set_time(out.cancelled_at, o.cancelled_at)
+    _set_time(out.rated_by_volunteer_at, o.rated_by_volunteer_at)
     return out
 
 

@@ -77,7 +77,7 @@ def start_server(app: NodeApp, listen: str = "127.0.0.1:0", *, max_message_bytes
     servicer = (NodeServicer(app) if link is None
                 else NodeServicer(app, link.address, link.wake, link.clearinghouse_key,
                                   link.refresh_admissions, link.look_up,
-                                  log_keys=lambda: link.log_keys))
+                                  log_keys=lambda: link.log_keys, passbooks=link))
     guarded = Guarded(servicer, app)  # every call authenticated and checked first
     running = server.start_server(
         SERVICE_NAME, lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -33,6 +33,7 @@ from node.api.auth import LoginThrottle, bearer, caller, client_address, refuse_
 from node.domain.access import Actor, Principal, Role
 from node.domain.directory import HomeLookup
 from node.domain.orders import OrderState
+from node.link.statement import RPC_SECONDS, Fetched, ProofRefused
 from node.usecases import (
     access,
     claims,
@@ -43,10 +44,19 @@ from node.usecases import (
     orders,
     people,
     policies,
+    statement,
 )
 from node.usecases.app import NodeApp, Tx
 from node.usecases.views import HistoryView, OrderView
-from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Refusal
+from runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Refusal,
+    ResourceExhausted,
+    Unavailable,
+)
+from timebank import passbook
 from timebank.transparency import LogKeys
 from timebank.v1 import node_pb2 as pb
 from timebank.v1 import node_pb2_grpc
@@ -63,6 +73,19 @@ M = TypeVar("M", bound=Message)
 
 #: Refusals after which the city's acts are asked for again, and the call tried once more.
 _UNKNOWN_DISTRICT = frozenset({"DISTRICT_NOT_ADMITTED", "ADMISSIONS_UNKNOWN"})
+#: What a passbook leaves of its caller's deadline for the rest of the call (reading
+#: the ledger, signing, sending), and the least it gives the clearinghouse.
+_PASSBOOK_MARGIN_SECONDS = 1.0
+_PASSBOOK_LEAST_SECONDS = 0.5
+
+
+class Passbooks(Protocol):
+    """What the serving node makes passbooks with (its link to the clearinghouse,
+    ``node.link.clearing_link.ClearingLink``): the city's proofs, and its own key."""
+
+    def passbook_proofs(self, index: int, seconds: float = ...) -> Fetched: ...
+
+    def sign_statement(self, statement: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def fingerprint(method: str, request: Message, account_id: int = 0) -> bytes:
@@ -89,8 +112,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                  clearinghouse_key: bytes | None = None,
                  refresh_admissions: Callable[[], object] | None = None,
                  look_up: Callable[[str], HomeLookup] | None = None,
-                 log_keys: Callable[[], LogKeys] | None = None) -> None:
+                 log_keys: Callable[[], LogKeys] | None = None,
+                 passbooks: Passbooks | None = None) -> None:
         self._app = app
+        self._passbooks = passbooks  # None: the node runs alone and anchors nothing
         #: The clearinghouse keys trusted now (rotations the city signed, ADR 0018).
         self._log_keys = log_keys
         self._clearinghouse = clearinghouse
@@ -385,6 +410,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return self._once("RecordDueOrders", request.idempotency_key, request, run,
                           pb.RecordDueOrdersResponse)
 
+    def RateOrder(self, request: pb.RateOrderRequest,
+                  context: grpc.ServicerContext) -> pb.RateOrderResponse:
+        def run(tx: Tx) -> pb.Order:
+            order_id = convert.required_id(request.order_id, "order_id")
+            return convert.order_pb(orders.rate_order(
+                tx, order_id, request.rating, request.comment,
+                actor=_order_actor(tx, order_id)))
+
+        return pb.RateOrderResponse(
+            order=self._once("RateOrder", request.idempotency_key, request, run, pb.Order))
+
     def GetOrder(self, request: pb.GetOrderRequest,
                  context: grpc.ServicerContext) -> pb.GetOrderResponse:
         order_id = convert.required_id(request.order_id, "order_id")
@@ -479,6 +515,39 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         limit = convert.limit(request.limit, DEFAULT_HISTORY_LIMIT)
         return convert.history_pb(self._app.query(_history, caller(), person_id, after_seq,
                                                   limit, request.newest_first, before_seq))
+
+    def GetPassbook(self, request: pb.GetPassbookRequest,
+                    context: grpc.ServicerContext) -> pb.GetPassbookResponse:
+        """The person's signed statement as of the latest anchor: who may read their
+        balance and history is checked before the clearinghouse is asked for anything,
+        and again as the statement is read. The wait for the clearinghouse is bounded
+        by ``RPC_SECONDS`` and by the caller's own deadline."""
+        person_id = convert.required_id(request.person_id, "person_id")
+        who = caller()
+        anchor = self._app.query(_read_person, who, statement.passbook_anchor, person_id)
+        if self._passbooks is None:
+            raise FailedPrecondition("本节点未连接市清算中心，不能出具存折 / this node is not "
+                                     "connected to a city clearinghouse, so it cannot prove a "
+                                     "passbook in the city's log", "NOT_FEDERATED")
+        try:
+            fetched = self._passbooks.passbook_proofs(int(anchor.log_index),
+                                                      _wait_for_city(context))
+        except ProofRefused as e:
+            raise Unavailable(str(e), "LOG_PROOF_REFUSED") from None
+        doc = self._app.query(_read_person, who, lambda tx, person: statement.build_statement(
+            tx, person, anchor, fetched.proof, rosters=fetched.rosters), person_id)
+        data = passbook.file_bytes(self._passbooks.sign_statement(doc))
+        if len(data) > statement.MAX_SERVED_BYTES:
+            raise ResourceExhausted(
+                "存折过长，无法在线发送，请区运维员用 timebank node statement 出具 / the "
+                f"passbook is {len(data)} bytes, more than the API sends; the district's "
+                "operator makes it with `timebank node statement`", "PASSBOOK_TOO_LARGE")
+        return pb.GetPassbookResponse(
+            statement_json=data, warning=fetched.warning, person_name=doc["person"]["name"],
+            balance_total_minutes=doc["balance"]["total"], entry_count=len(doc["entries"]),
+            anchor_entry_count=doc["anchor"]["entry_count"],
+            log_index=doc["anchor"]["log_index"], cosigned=fetched.proof is not None,
+            statement_digest=passbook.digest(doc))
 
     def GetPolicy(self, request: pb.GetPolicyRequest,
                   context: grpc.ServicerContext) -> pb.GetPolicyResponse:
@@ -606,6 +675,15 @@ R = TypeVar("R")
 def _read_person(tx: Tx, who: Principal, read: Callable[[Tx, int], R], person_id: int) -> R:
     access.require_person(tx, who, person_id)
     return read(tx, person_id)
+
+
+def _wait_for_city(context: grpc.ServicerContext) -> float:
+    """How long a passbook may wait for the clearinghouse: ``RPC_SECONDS``, and less
+    when the caller's deadline is nearer (what is left of it, less a margin)."""
+    left = context.time_remaining()
+    if left is None:
+        return RPC_SECONDS
+    return max(_PASSBOOK_LEAST_SECONDS, min(RPC_SECONDS, left - _PASSBOOK_MARGIN_SECONDS))
 
 
 def _history(tx: Tx, who: Principal, person_id: int, after_seq: int, limit: int,

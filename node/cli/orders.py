@@ -1,5 +1,5 @@
 """The ``order`` sub-app: the service loop, request → accept → check-in → check-out →
-verify → (publicity period) → record; dispute, resolve, cancel."""
+verify → (publicity period) → record; dispute, resolve, cancel; the volunteer's rating."""
 
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def make_actor(person_id: int, staff_id: int, doing: str) -> node_pb2.Actor | No
 
 order_app = typer.Typer(
     help="The service loop: request → accept → check-in → check-out → verify → "
-         "(publicity period) → record; dispute, resolve, cancel.",
+         "(publicity period) → record; dispute, resolve, cancel; rate (the volunteer "
+         "rates the person served).",
     no_args_is_help=True)
 
 
@@ -209,6 +210,30 @@ def order_verify(
             idempotency_key=key, order_id=order_id, verifier=actor, rating=rating,
             comment=comment), key).order
         _show_order(client, order, as_json, f"order {order.id} verified")
+
+
+@order_app.command("rate")
+@guarded
+def order_rate(
+    order_id: OrderId,
+    rating: Annotated[int, typer.Option("--rating", min=-2**31, max=2**31 - 1,
+                                        help="1 到 5 星 / 1 to 5 stars.")],
+    comment: Annotated[str, typer.Option("--comment", help="评语 / A comment "
+                                         "(at most 500 characters).")] = "",
+    node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
+    as_json: AsJson = False,
+) -> None:
+    """志愿者评价服务对象 / The volunteer rates the person served (满意度互评).
+
+    Once the service is done (checked out, verified, disputed or recorded), by the
+    order's volunteer (you, logged in), or staff for them. One rating per order: the
+    same rating again changes nothing; a different one is refused (ALREADY_RATED)."""
+    key = key or new_key()
+    with connect(node) as client:
+        order = client.call(client.stub.RateOrder, node_pb2.RateOrderRequest(
+            idempotency_key=key, order_id=order_id, rating=rating, comment=comment),
+            key).order
+        _show_order(client, order, as_json, f"order {order.id}: rated by the volunteer")
 
 
 @order_app.command("dispute")

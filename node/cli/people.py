@@ -6,10 +6,12 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.markup import escape
+from rich.table import Table
 from typer.core import TyperGroup
 
-from node.cli.client import DEFAULT_NODE_ADDRESS, connect, new_key
+from node.cli.client import DEFAULT_NODE_ADDRESS, NodeClient, connect, new_key
 from node.cli.common import (
     INT64_MAX,
     ActingStaff,
@@ -21,7 +23,7 @@ from node.cli.common import (
     guarded,
     print_json,
 )
-from node.cli.render import link_name, render_person, to_json, who
+from node.cli.render import fmt_time, link_name, render_person, to_json, who
 from timebank.v1 import node_pb2
 
 
@@ -150,18 +152,43 @@ person_app = typer.Typer(cls=_ShowUnlessNamed, no_args_is_help=True,
                               "PERSON_ID …` corrects their details.")
 
 
+def standing_text(link: node_pb2.PersonLink) -> str:
+    """How the other person of ``link`` stands to the person whose record it is."""
+    if link.kind != node_pb2.LINK_KIND_PROXY:
+        return link_name(link.kind)
+    if link.acts_for_other:
+        return "represented (委托人): this person acts for them as their proxy"
+    return "proxy (委托代理人): acts for this person"
+
+
+def render_person_and_links(person: node_pb2.Person, client: NodeClient,
+                            title: str = "") -> Any:
+    """A person as ``render_person`` shows them, with their links below: each other
+    person (named when the caller may read their record) and how they stand to this one."""
+    panel = render_person(person, title)
+    if not person.links:
+        return panel
+    links = Table(box=None, padding=(0, 2), title_justify="left",
+                  title="links: how each stands to this person (times in Asia/Shanghai)")
+    for col in ("person", "relation", "linked"):
+        links.add_column(col, overflow="fold")
+    for link in person.links:
+        links.add_row(who(client, link.other_id), standing_text(link), fmt_time(link.linked_at))
+    return Group(panel, links)
+
+
 @person_app.command("show")
 @guarded
 def person_show(person_id: PersonId, node: NodeAddress = DEFAULT_NODE_ADDRESS,
                 as_json: AsJson = False) -> None:
-    """Show one person, with the latest changes of their record."""
+    """Show one person, with the latest changes of their record and their links."""
     with connect(node) as client:
         person = client.call(client.stub.GetPerson,
                              node_pb2.GetPersonRequest(person_id=person_id)).person
-    if as_json:
-        print_json(to_json(person))
-    else:
-        echo(render_person(person))
+        if as_json:
+            print_json(to_json(person))
+        else:
+            echo(render_person_and_links(person, client))
 
 
 @person_app.command("update")
@@ -192,10 +219,10 @@ def person_update(
         request.phone = phone
     with connect(node) as client:
         person = client.call(client.stub.UpdatePerson, request, key).person
-    if as_json:
-        print_json(to_json(person))
-        return
-    echo(render_person(person, f"updated person {person.id}"))
+        if as_json:
+            print_json(to_json(person))
+            return
+        echo(render_person_and_links(person, client, f"updated person {person.id}"))
 
 
 @guarded

@@ -198,6 +198,11 @@ def render_order(order: node_pb2.Order, client: NodeClient | None = None,
         stars = "★" * order.rating + "☆" * (5 - order.rating)
         comment = f" “{escape(order.comment)}”" if order.comment else ""
         grid.add_row("rating", f"{stars}{comment}")
+    if order.rating_by_volunteer:
+        stars = "★" * order.rating_by_volunteer + "☆" * (5 - order.rating_by_volunteer)
+        comment = (f" “{escape(order.comment_by_volunteer)}”"
+                   if order.comment_by_volunteer else "")
+        grid.add_row("rated by volunteer", f"{stars}{comment}")
     if order.dispute_reason:
         grid.add_row("disputed", escape(order.dispute_reason))
     if order.resolution:
@@ -207,7 +212,8 @@ def render_order(order: node_pb2.Order, client: NodeClient | None = None,
     for label, ts in (("requested", order.requested_at), ("checked in", order.checked_in_at),
                       ("checked out", order.checked_out_at), ("verified", order.verified_at),
                       ("public until", order.public_until), ("recorded", order.recorded_at),
-                      ("cancelled", order.cancelled_at)):
+                      ("cancelled", order.cancelled_at),
+                      ("volunteer rated", order.rated_by_volunteer_at)):
         text = fmt_time(ts)
         if text:
             grid.add_row(label, text)

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,18 +15,8 @@ from node.cli.render import hm
 from node.config import NodeConfig, load_config
 
 if TYPE_CHECKING:
-    from runtime.tls import ClientTls
+    from node.link.statement import Fetched
     from timebank.transparency import LogKeys
-
-#: How long the statement command waits for the clearinghouse.
-RPC_SECONDS = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    proof: Any  # clearing_pb2.GetInclusionProofResponse | None
-    rosters: list[bytes]
-    warning: str
 
 
 def _warn(message: str) -> None:
@@ -61,67 +49,20 @@ def checkpoint_command(config_file: ConfigFile) -> None:
               "anchor the checkpoint")
 
 
-def _rosters(stub: Any) -> list[bytes]:
-    """Every city-signed roster: the districts and keys a verifier counts cosignatures
-    with (the statement carries those its heads name); read page by page."""
-    from node.link.connection import all_admissions
-
-    return list(all_admissions(stub, RPC_SECONDS).rosters)
-
-
 def _fetch(config: NodeConfig, index: int, ch_keys: LogKeys | None = None) -> Fetched:
+    """What the statement needs from the clearinghouse (``node.link.statement``), over a
+    channel of this command's own; a proof that does not hold stops the command."""
+    from node.link.statement import Fetched, ProofRefused, fetch
+
     if not config.federated:
         return Fetched(None, [], "this node names no clearinghouse; the statement carries no "
                                  "city roster and will not verify")
-    return fetch(config.clearinghouse_address,
-                 ch_keys or bytes.fromhex(config.clearinghouse_public_key), index,
-                 config.client_tls())
-
-
-def fetch(address: str, ch_key: bytes | LogKeys, index: int,
-          tls: ClientTls | None = None) -> Fetched:
-    """From the clearinghouse at ``address`` (mutual TLS as ``tls`` says): log leaf
-    ``index`` (the anchor's) proven in the latest quorum-cosigned head, and the city's
-    rosters (districts and their keys); what could not be had is said in ``warning``."""
-    import grpc
-
-    from runtime.tls import channel as tls_channel
-    from timebank import transparency
-    from timebank.v1 import clearing_pb2 as pb
-    from timebank.v1 import clearing_pb2_grpc
-
-    with tls_channel(address, tls) as channel:
-        stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
-        try:
-            proof = stub.GetInclusionProof(pb.GetInclusionProofRequest(index=index,
-                                                                       cosigned=True),
-                                           timeout=RPC_SECONDS)
-        except grpc.RpcError as e:
-            # NOT_FOUND: no head is cosigned yet; INVALID_ARGUMENT: the latest cosigned
-            # head is older than the anchor's leaf.
-            if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                return Fetched(None, [], f"the clearinghouse at {address} "
-                               f"cannot be reached ({e.code().name}); the statement carries "
-                               "no city roster and will not verify until it is made "
-                               "again")
-            proof = None
-        if proof is not None:
-            try:
-                head = transparency.check_head(proof.head.note, ch_key)
-                transparency.check_included(proof.logged.entry, index, head,
-                                            list(proof.logged.path))
-            except transparency.LogError as e:
-                fail(f"the clearinghouse's cosigned proof does not hold: {e}")
-        try:
-            rosters = _rosters(stub)
-        except grpc.RpcError as e:
-            return Fetched(proof, [], f"the clearinghouse's log could not be read "
-                           f"({e.code().name}); the statement carries no city roster")
-    warning = "" if proof is not None else (
-        "no tree head is cosigned by a quorum of districts yet: the statement cites the "
-        "anchor's own head and is not final (verify it with --allow-uncosigned, or make it "
-        "again once the districts have cosigned)")
-    return Fetched(proof, rosters, warning)
+    try:
+        return fetch(config.clearinghouse_address,
+                     ch_keys or bytes.fromhex(config.clearinghouse_public_key), index,
+                     config.client_tls())
+    except ProofRefused as e:
+        fail(str(e))
 
 
 @guarded
@@ -155,7 +96,7 @@ def statement_command(
     finally:
         app.db.dispose()
     signed = passbook.sign_statement(doc, config.node_id, key)
-    data = json.dumps(signed, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    data = passbook.file_bytes(signed)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out)
@@ -168,5 +109,7 @@ def statement_command(
     if fetched.proof is not None:
         echo(f"proven in the tree head of {fetched.proof.head.size} leaves cosigned by "
              f"{len(fetched.proof.head.cosigners)} districts")
+    echo(f"code {passbook.paper_code(passbook.digest(doc))} (the paper passbook's, and "
+         "what `timebank verify-statement` says)")
     if fetched.warning:
         _warn(fetched.warning)

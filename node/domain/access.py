@@ -123,6 +123,8 @@ _P = Role.PROGRAM
 ANYONE = Rule(_ALL)
 #: Reading the district's books and claims: operators, auditors, programs that read.
 BOOKS = Rule(frozenset({_O, _A, _P}), Scope.READ)
+#: One claim (an order's payment across districts, which the desk follows): also staff.
+CLAIM = Rule(frozenset({_O, _S, _A, _P}), Scope.READ)
 #: Reading one person's or order's records: also staff and members (``may_touch``).
 RECORDS = Rule(_ALL, Scope.READ)
 #: The service loop: staff, members for themselves and their people, programs.
@@ -166,6 +168,9 @@ RULES: Mapping[str, Rule] = {
     "CancelOrder": LOOP,
     "RecordOrder": Rule(frozenset({_O, _S, _P}), Scope.ORDERS),
     "RecordDueOrders": Rule(frozenset({_O, _P}), Scope.ORDERS),
+    # the volunteer rating the person served (满意度互评): a step of the loop; that the
+    # caller is the order's volunteer (or staff acting for them) is the use-case's check
+    "RateOrder": LOOP,
     "GetOrder": RECORDS,
     "ListOrders": RECORDS,
     # the requests waiting for a volunteer (志愿接单), recipients' names masked: every
@@ -183,6 +188,8 @@ RULES: Mapping[str, Rule] = {
     # reading
     "GetBalance": RECORDS,
     "GetHistory": RECORDS,
+    # a person's signed passbook: their balance and history, so whoever may read those
+    "GetPassbook": RECORDS,
     "GetPolicy": ANYONE,
     "CheckLedger": BOOKS,
     # consent: the payer (a member), or staff or an operator recording it for them
@@ -191,7 +198,7 @@ RULES: Mapping[str, Rule] = {
     "ListConsents": RECORDS,
     # claims with other districts
     "MovePerson": SETUP,
-    "GetClaim": BOOKS,
+    "GetClaim": CLAIM,
     "ListClaims": BOOKS,
     "GetClearing": BOOKS,
 }

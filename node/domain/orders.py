@@ -2,7 +2,9 @@
 
 需求提交 → 志愿接单 → 服务认定 → 积分记录: requested → accepted → checked in →
 checked out → verified → public for the publicity period → recorded. Disputed
-and cancelled are real states. Pure functions only; use-cases apply them.
+and cancelled are real states. Once the service is done both sides rate each other
+(满意度互评): the recipient's side when it verifies, the volunteer apart from the loop.
+Pure functions only; use-cases apply them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from enum import StrEnum
 
 from node.domain.ledger import Origin
 from node.domain.policy import Policy, Relation
-from runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvariantViolation,
+    PermissionDenied,
+)
 from timebank.citytime import city_time
 
 MAX_TEXT_CHARS = 500
@@ -282,3 +289,71 @@ def check_text(label: str, text: str, limit: int = MAX_TEXT_CHARS) -> str:
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         raise InvalidArgument(f"{label} contains control characters")
     return text
+
+
+# ------------------------------------------------------------------ mutual rating (满意度互评)
+
+#: Stars of a rating: 1 to 5 (0 is stored for "not rated yet", never given).
+MIN_STARS, MAX_STARS = 1, 5
+
+#: The states in which the service was done, so the volunteer may rate the person served:
+#: checked out (measured), verified, disputed while public, recorded. Not before the
+#: service ended, and not once it was cancelled (never done, or voided after a dispute).
+RATABLE = frozenset({S.CHECKED_OUT, S.VERIFIED, S.DISPUTED, S.RECORDED})
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """One side's rating of the other after a service: 1..5 stars and a comment, clean
+    (``check_rating`` makes one from what a person sent)."""
+
+    stars: int
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        if type(self.stars) is not int or not MIN_STARS <= self.stars <= MAX_STARS:
+            raise InvariantViolation(f"a rating has {MIN_STARS}..{MAX_STARS} stars, "
+                                     f"not {self.stars!r}")
+        if len(self.comment) > MAX_TEXT_CHARS or self.comment != self.comment.strip():
+            raise InvariantViolation("a rating's comment is bounded and stripped")
+
+
+def check_stars(stars: int) -> int:
+    """Refuse a rating outside 1..5 stars (both sides rate on the same scale)."""
+    if not MIN_STARS <= stars <= MAX_STARS:
+        raise InvalidArgument(f"评分须为 {MIN_STARS} 到 {MAX_STARS} 星 (a rating is "
+                              f"{MIN_STARS} to {MAX_STARS} stars, not {stars})", "BAD_RATING")
+    return stars
+
+
+def check_rating(stars: int, comment: str) -> Rating:
+    """The rating a person sent, its comment bounded like every text (``check_text``)."""
+    return Rating(check_stars(stars), check_text("comment", comment))
+
+
+def stored_rating(stars: int, comment: str) -> Rating | None:
+    """The rating an order holds (None: 0 stars, not rated yet)."""
+    return Rating(stars, comment) if stars else None
+
+
+def volunteer_rating_due(order_id: int, state: OrderState, given: Rating | None,
+                         rating: Rating) -> bool:
+    """Whether the volunteer's ``rating`` of the person served is to be stored now.
+
+    One rating per order from the volunteer, given once the service was done
+    (``RATABLE``). The very rating stored already is a retry: False, nothing changes
+    (whatever became of the order since). A different one is refused ALREADY_RATED: a
+    rating is a statement made once, not a value edited afterwards. Before the service
+    was done, or once it was cancelled, ORDER_STATE."""
+    if given is not None:
+        if given == rating:
+            return False
+        raise FailedPrecondition(
+            f"志愿者已评价过此订单 (order {order_id} was already rated {given.stars} by its "
+            f"volunteer; a rating is given once and not changed afterwards)", "ALREADY_RATED")
+    if state not in RATABLE:
+        expected = " or ".join(s.label for s in OrderState if s in RATABLE)
+        raise FailedPrecondition(
+            f"服务完成后才能评价 (order {order_id} is {state.label}; the volunteer can rate "
+            f"the person served only when it is {expected})", "ORDER_STATE")
+    return True

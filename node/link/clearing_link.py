@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 import structlog
@@ -42,6 +43,7 @@ from node.link.policies import POLICY_SECONDS, PolicyFetcher
 from node.link.sender import Sender
 from node.link.settlement import SETTLEMENT_SECONDS, Settler
 from node.link.settlement import Round as SettlementRound
+from node.link.statement import RPC_SECONDS, Fetched, fetch_from
 from node.link.subscriber import BACKLOG_ITEMS, Subscriber
 from node.link.supervise import supervised
 from node.link.verified_log import VerifiedLog
@@ -50,7 +52,7 @@ from node.link.witness import WITNESS_SECONDS, Witness
 from node.usecases import checkpoints
 from node.usecases.app import NodeApp
 from runtime.tls import ClientTls, channel
-from timebank import keys
+from timebank import keys, passbook
 from timebank.transparency import LogKeys
 from timebank.v1 import clearing_pb2_grpc
 
@@ -83,6 +85,7 @@ class ClearingLink:
         connection = Connection(clearing_pb2_grpc.ClearinghouseServiceStub(self._channel),
                                 address, app.node.node_id, signing_key, clearinghouse_key,
                                 ring)
+        self._connection = connection
         self._stop = threading.Event()
         self._wake = threading.Event()
         verified = VerifiedLog(app, clearinghouse_key, ring)
@@ -204,6 +207,19 @@ class ClearingLink:
         """Queue a checkpoint of the ledger (if it grew, or this key has not anchored it)
         and send it."""
         return self.checkpointer.checkpoint_now()
+
+    def passbook_proofs(self, index: int, seconds: float = RPC_SECONDS) -> Fetched:
+        """What a passbook of the anchor at log leaf ``index`` needs from the
+        clearinghouse, asked over this link's channel within ``seconds``
+        (``node.link.statement``)."""
+        c = self._connection
+        return fetch_from(c.stub, self.address, c.log_keys, index, seconds)
+
+    def sign_statement(self, statement: dict[str, Any]) -> dict[str, Any]:
+        """The passbook file of ``statement``, signed with the key this node signs its
+        checkpoints with (held in memory since the link started)."""
+        return passbook.sign_statement(statement, self._connection.node_id,
+                                       self._connection.key)
 
     def refresh_admissions(self) -> int:
         """Ask the clearinghouse for the city's acts now; store those the city signed

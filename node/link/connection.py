@@ -4,6 +4,7 @@ link's one channel, who this node is and its key, and the clearinghouse's key.""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from nacl.signing import SigningKey
@@ -98,12 +99,22 @@ class AdmissionsChanged(Exception):
 
 
 def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
-                   timeout: float = CALL_TIMEOUT_SECONDS) -> pb.GetAdmissionsResponse:
+                   timeout: float = CALL_TIMEOUT_SECONDS, *,
+                   deadline: float | None = None) -> pb.GetAdmissionsResponse:
     """Every envelope of GetAdmissions in one message, read page by page (each page is at
     most 1 MiB); if the list changes while it is read (``total`` differs), it is read
-    again from the start. Whoever uses them verifies each under the city key."""
+    again from the start. Whoever uses them verifies each under the city key.
+
+    Each call waits at most ``timeout`` seconds and, given a ``deadline`` (on
+    ``time.monotonic``'s clock), no later than it: the whole read is then bounded."""
+
+    def wait() -> float:
+        if deadline is None:
+            return timeout
+        return max(0.05, min(timeout, deadline - time.monotonic()))
+
     for _ in range(ADMISSIONS_ATTEMPTS):
-        found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=timeout)
+        found = stub.GetAdmissions(pb.GetAdmissionsRequest(), timeout=wait())
         whole = pb.GetAdmissionsResponse()
         whole.CopyFrom(found)
         received = _count(found)
@@ -111,7 +122,7 @@ def all_admissions(stub: clearing_pb2_grpc.ClearinghouseServiceStub,
             if not found.more or not _count(found):
                 break
             found = stub.GetAdmissions(pb.GetAdmissionsRequest(skip=received),
-                                       timeout=timeout)
+                                       timeout=wait())
             if found.total != whole.total:
                 break
             for name in ("certificates", "revocations", "rosters", "policies", "key_acts"):

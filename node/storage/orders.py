@@ -70,6 +70,10 @@ class OrderRecord:
     cancelled_at: datetime | None
     claim_id: str | None = None  # paid by the payer's home district through this claim
     cancel_reason: str = ""  # why a cancelled order was cancelled, for the operator
+    #: The volunteer's rating of the person served (0: not yet), its comment and when.
+    rating_by_volunteer: int = 0
+    comment_by_volunteer: str = ""
+    rated_by_volunteer_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,8 @@ class OrderRepo:
                 state=OrderState.REQUESTED.value, held_minutes=0, measured_minutes=0,
                 recorded_minutes=0, banked_minutes=0, excess_to_pool_minutes=0,
                 unbanked_minutes=0, charged_minutes=0, rating=0, comment="", verified_by="",
-                dispute_reason="", resolution="", cancel_reason="", **values(order))
+                dispute_reason="", resolution="", cancel_reason="", rating_by_volunteer=0,
+                comment_by_volunteer="", **values(order))
             .returning(ORDERS.c.id)).scalar_one())
 
     def get(self, order_id: int) -> OrderRecord:

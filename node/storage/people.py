@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
+from node.domain.links import MAX_STORED_READ, StoredLink
 from node.domain.policy import Relation
 from node.storage.tables import LINKS, PEOPLE, PERSON_EVENTS, changed, record, values
 from runtime.errors import InvariantViolation, NotFound
@@ -159,6 +160,19 @@ class PeopleRepo:
         """How ``other`` stands to ``person``, by every link recorded."""
         rows = _RELATIONS(self.conn, {"pid": person_id, "oid": other_id}).scalars()
         return {Relation(r) for r in rows}
+
+    def links_naming(self, person_id: int, limit: int) -> list[StoredLink]:
+        """The first ``limit`` links stored that name ``person_id`` at either end, in the
+        order they were stored."""
+        if not 1 <= limit <= MAX_STORED_READ:
+            raise InvariantViolation(f"read 1 to {MAX_STORED_READ} links at a time, "
+                                     f"not {limit}")
+        rows = self.conn.execute(
+            select(LINKS.c.person_id, LINKS.c.other_id, LINKS.c.relation, LINKS.c.created_at)
+            .where(or_(LINKS.c.person_id == person_id, LINKS.c.other_id == person_id))
+            .order_by(LINKS.c.id).limit(limit))
+        return [StoredLink(r.person_id, r.other_id, Relation(r.relation), r.created_at)
+                for r in rows]
 
 
 def _literal(text: str) -> str:

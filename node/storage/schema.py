@@ -212,9 +212,17 @@ class Order(Base):
     claim_id: Mapped[str | None] = mapped_column(String(36), unique=True)
     #: Why a cancelled order was cancelled, as the operator reads it.
     cancel_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: The volunteer's rating of the person served (满意度互评), given once after the
+    #: service (0: not yet); ``rating`` and ``comment`` are the recipient side's.
+    rating_by_volunteer: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    comment_by_volunteer: Mapped[str] = mapped_column(Text, default="", server_default="")
+    rated_by_volunteer_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     __table_args__ = (
         CheckConstraint("planned_minutes > 0", name="planned_positive"),
         CheckConstraint("rating BETWEEN 0 AND 5", name="rating"),
+        CheckConstraint("rating_by_volunteer BETWEEN 0 AND 5", name="rating_by_volunteer"),
+        CheckConstraint("(rating_by_volunteer = 0) = (rated_by_volunteer_at IS NULL)",
+                        name="rated_by_volunteer_at"),
     )
 
 

@@ -37,6 +37,8 @@ from node.domain.orders import (
     already_done,
     check_check_in,
     check_payment,
+    check_rating,
+    check_stars,
     check_text,
     held_problem,
     measure_service,
@@ -44,6 +46,8 @@ from node.domain.orders import (
     round_to_unit,
     spendable_origins,
     split_deposit,
+    stored_rating,
+    volunteer_rating_due,
 )
 from node.domain.policy import Policy, Relation
 from node.domain.publicity import mask_name
@@ -417,8 +421,7 @@ def check_out(tx: Tx, order_id: int, at: datetime | None = None, *,
 def verify_order(tx: Tx, order_id: int, verifier: Actor, rating: int,
                  comment: str) -> OrderView:
     """The recipient, their proxy or family, or staff confirm the service and rate it."""
-    if not 1 <= rating <= 5:
-        raise InvalidArgument(f"a rating is 1 to 5 stars, not {rating}", "BAD_RATING")
+    check_stars(rating)
     comment = check_text("comment", comment)
     order = tx.repo.orders.get(order_id)
     require_actor(tx, verifier)
@@ -431,6 +434,28 @@ def verify_order(tx: Tx, order_id: int, verifier: Actor, rating: int,
         order, state=OrderState.VERIFIED.value, rating=rating, comment=comment,
         verified_by=verifier.label, verified_at=tx.now, public_until=until),
         verifier.label, f"rated {rating}")
+
+
+def rate_order(tx: Tx, order_id: int, rating: int, comment: str, *,
+               actor: Actor | None = None) -> OrderView:
+    """The volunteer rates the person served (满意度互评), once the service was done: the
+    second half of the mutual rating, whose first the recipient's side gives when it
+    verifies. ``actor``: the authenticated caller (the volunteer, or staff acting for
+    them, as for the volunteer's other steps); another person is PERMISSION_DENIED.
+
+    One rating per order: the same rating again changes nothing and answers the order;
+    a different one is ALREADY_RATED (``volunteer_rating_due``). It moves no hours and
+    is no part of the ledger; the order's history records it, as every change of it."""
+    given = check_rating(rating, comment)
+    order = tx.repo.orders.get(order_id)
+    label = _for_volunteer(actor, order.volunteer_id or 0)
+    before = stored_rating(order.rating_by_volunteer, order.comment_by_volunteer)
+    if not volunteer_rating_due(order.id, OrderState(order.state), before, given):
+        return order_view(tx, order)
+    return _transition(tx, order, replace(
+        order, rating_by_volunteer=given.stars, comment_by_volunteer=given.comment,
+        rated_by_volunteer_at=tx.now), label,
+        f"志愿者评价 {given.stars} 星 (the volunteer rated the person served {given.stars})")
 
 
 def dispute_order(tx: Tx, order_id: int, raised_by: Actor, reason: str) -> OrderView:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from node.domain.access import Principal, Role
 from node.domain.directory import HomeLookup
 from node.domain.identity import parse_credit_code, parse_id_card, person_ref
+from node.domain.links import MAX_STORED_READ, links_seen_by
 from node.domain.orders import MAX_TEXT_CHARS, PersonFacts, PersonKind, check_text
 from node.domain.policy import Relation
 from node.storage.people import NewPerson, PersonEvent, PersonRecord
@@ -354,11 +355,18 @@ def facts(tx: Tx, person: PersonRecord) -> PersonFacts:
 
 
 def person_view(tx: Tx, p: PersonRecord, *, with_changes: bool = False) -> PersonView:
-    changes = () if not with_changes else tuple(
-        PersonChangeView(e.at, e.actor, e.kind, e.detail)
-        for e in tx.repo.people.events(p.id, MAX_CHANGES_SHOWN))
+    """A person as an rpc returns them; ``with_changes``: with the latest changes of
+    their record and their links, each from this person's side (``links_seen_by``)."""
+    if not with_changes:
+        return PersonView(p.id, p.person_ref, p.kind, p.name, p.priority,
+                          p.service_point_id or 0, age_of(tx, p), p.enrolled_at,
+                          p.home_node_id or "", p.phone)
+    changes = tuple(PersonChangeView(e.at, e.actor, e.kind, e.detail)
+                    for e in tx.repo.people.events(p.id, MAX_CHANGES_SHOWN))
+    links = links_seen_by(p.id, tx.repo.people.links_naming(p.id, MAX_STORED_READ))
     return PersonView(p.id, p.person_ref, p.kind, p.name, p.priority, p.service_point_id or 0,
-                      age_of(tx, p), p.enrolled_at, p.home_node_id or "", p.phone, changes)
+                      age_of(tx, p), p.enrolled_at, p.home_node_id or "", p.phone, changes,
+                      links)
 
 
 def link_people(tx: Tx, person_id: int, other_id: int, relation: Relation,

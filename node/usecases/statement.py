@@ -177,3 +177,29 @@ def latest_anchor(tx: Tx) -> LoggedAnchor:
                        "yet: run `timebank node checkpoint --config FILE`, let the serving "
                        "node send it to the clearinghouse, and try again", "NOT_ANCHORED")
     return found
+
+
+#: The largest passbook file the node's API sends (its responses are at most 4 MiB);
+#: a longer history's passbook is made by the operator (`timebank node statement`).
+MAX_SERVED_BYTES = 3 * 1024 * 1024
+
+
+def passbook_anchor(tx: Tx, person_id: int) -> LoggedAnchor:
+    """The anchor a passbook of ``person_id`` is made as of, for the node's API: refused
+    before the clearinghouse is asked for anything, FAILED_PRECONDITION when no
+    checkpoint of the ledger is in the city's log yet or another district keeps the
+    person's hours (NOT_FOUND: no such person)."""
+    person = tx.repo.people.get(person_id)
+    if person.visitor:
+        raise FailedPrecondition(
+            f"此人的时间由 {person.home_node_id} 区保管，请向该区索取存折 / person "
+            f"{person_id}'s hours are kept by district {person.home_node_id}; their "
+            "passbook comes from there", "NOT_HOME_DISTRICT")
+    found = tx.repo.anchors.latest()
+    if found is None or found.log_index is None:
+        raise FailedPrecondition(
+            "本区账本尚未在全市公开日志中封存，暂时不能出具存折，请稍后再试 / no checkpoint "
+            "of this district's ledger has been anchored in the city's log yet, so no "
+            "passbook can be made: the node anchors its ledger on a schedule (or the "
+            "operator runs `timebank node checkpoint`); try again later", "NOT_ANCHORED")
+    return found

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from node.domain.access import Actor as Actor
 from node.domain.ledger import Origin, StoredEntry
+from node.domain.links import PersonLink
 from node.storage.orders import OrderRecord
 
 
@@ -38,6 +39,7 @@ class PersonView:
     home_node_id: str = ""  # "": this node keeps the person's hours
     phone: str = ""
     changes: tuple[PersonChangeView, ...] = ()  # the latest, oldest first
+    links: tuple[PersonLink, ...] = ()  # from this person's side, in the order made
 
 
 @dataclass(frozen=True, slots=True)

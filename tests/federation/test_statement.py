@@ -20,7 +20,7 @@ from nacl.signing import SigningKey
 from clearinghouse.bureau import issue_admission, publish_roster
 from clearinghouse.usecases import admission
 from node.bootstrap import init_data_dir
-from node.cli.statement import fetch
+from node.link.statement import fetch
 from node.usecases import claims, statement
 from node.usecases.app import NodeApp
 from runtime import keyfiles

@@ -497,6 +497,14 @@ def test_cancel_releases_the_hold_and_link_records_family(node: Served) -> None:
     linked = cli("node", "link", str(daughter["id"]), str(mother["id"]), "--as", "parent", *n)
     assert linked.exit_code == 0, linked.output
     assert "周桂芳" in linked.stdout and "parent" in linked.stdout
+    # each record lists the link from its own side: the mother's daughter is her child
+    shown = cli("node", "person", str(mother["id"]), *n)
+    assert shown.exit_code == 0, shown.output
+    row = next(line for line in shown.stdout.splitlines() if "孙丽" in line)
+    assert f"(person {daughter['id']})" in row and "child" in row
+    links = cli_json("node", "person", str(daughter["id"]), *n)["links"]
+    assert [(k["other_id"], k["kind"], k["acts_for_other"]) for k in links] == [
+        (mother["id"], "parent", False)]
 
     no_hours = cli("node", "order", "request", "--recipient", str(mother["id"]),
                    "--category", "meals", "--minutes", "60", "--paid-by", "relative",

@@ -425,6 +425,7 @@ class Person(_message.Message):
     HOME_NODE_ID_FIELD_NUMBER: _builtins.int
     PHONE_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     person_ref: _builtins.str
     """hex HMAC-SHA256 pseudonym, the same in every district"""
@@ -446,6 +447,12 @@ class Person(_message.Message):
         first (at most 20).
         """
 
+    @_builtins.property
+    def links(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonLink]:
+        """GetPerson and UpdatePerson: the person's links to others (LinkPeople: family and
+        proxies), each seen from this person's side, in the order they were made (at most 50).
+        """
+
     def __init__(
         self,
         *,
@@ -460,10 +467,11 @@ class Person(_message.Message):
         home_node_id: _builtins.str = ...,
         phone: _builtins.str = ...,
         changes: _abc.Iterable[Global___PersonChange] | None = ...,
+        links: _abc.Iterable[Global___PersonLink] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["enrolled_at", b"enrolled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "changes", b"changes", "enrolled_at", b"enrolled_at", "home_node_id", b"home_node_id", "id", b"id", "kind", b"kind", "name", b"name", "person_ref", b"person_ref", "phone", b"phone", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "changes", b"changes", "enrolled_at", b"enrolled_at", "home_node_id", b"home_node_id", "id", b"id", "kind", b"kind", "links", b"links", "name", b"name", "person_ref", b"person_ref", "phone", b"phone", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -503,6 +511,48 @@ class PersonChange(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PersonChange: _TypeAlias = PersonChange  # noqa: Y015
+
+@_typing.final
+class PersonLink(_message.Message):
+    """A link of a person's record (LinkPeople) as the person sees it: the other person, how
+    they stand to this one, and when the link was made. A family link reads turned round
+    from its two sides: when B was linked as A's child, A's record lists B as
+    LINK_KIND_CHILD and B's lists A as LINK_KIND_PARENT (a spouse or a sibling reads the
+    same from both). A proxy link is LINK_KIND_PROXY on both records; `acts_for_other` says
+    which side acts for which.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OTHER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTS_FOR_OTHER_FIELD_NUMBER: _builtins.int
+    LINKED_AT_FIELD_NUMBER: _builtins.int
+    other_id: _builtins.int
+    kind: Global___LinkKind.ValueType
+    """how `other_id` stands to this person: CHILD, their child"""
+    acts_for_other: _builtins.bool
+    """LINK_KIND_PROXY only. false: `other_id` acts for this person (their proxy, 委托代理人);
+    true: this person acts for `other_id` (is their proxy: `other_id` is the one
+    represented, 委托人). Always false for family.
+    """
+    @_builtins.property
+    def linked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        other_id: _builtins.int = ...,
+        kind: Global___LinkKind.ValueType = ...,
+        acts_for_other: _builtins.bool = ...,
+        linked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["linked_at", b"linked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acts_for_other", b"acts_for_other", "kind", b"kind", "linked_at", b"linked_at", "other_id", b"other_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonLink: _TypeAlias = PersonLink  # noqa: Y015
 
 @_typing.final
 class EnrolPersonRequest(_message.Message):
@@ -645,7 +695,7 @@ Global___FindPeopleRequest: _TypeAlias = FindPeopleRequest  # noqa: Y015
 
 @_typing.final
 class FindPeopleResponse(_message.Message):
-    """The people found, in id order (without their change history)."""
+    """The people found, in id order (without their change history or links)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -873,6 +923,9 @@ class Order(_message.Message):
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     CANCELLED_AT_FIELD_NUMBER: _builtins.int
     CONSENT_ID_FIELD_NUMBER: _builtins.int
+    RATING_BY_VOLUNTEER_FIELD_NUMBER: _builtins.int
+    COMMENT_BY_VOLUNTEER_FIELD_NUMBER: _builtins.int
+    RATED_BY_VOLUNTEER_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     state: Global___OrderState.ValueType
     recipient_id: _builtins.int
@@ -909,6 +962,13 @@ class Order(_message.Message):
     """A cancelled order: why, in words (Chinese first, then English), and when."""
     consent_id: _builtins.int
     """Paid here from a relative's hours: the payer's consent it is paid under (0: none yet)."""
+    rating_by_volunteer: _builtins.int
+    """The mutual rating (满意度互评). `rating` and `comment` above are the recipient's
+    side's rating of the volunteer, given with VerifyOrder (verified_at); these are the
+    volunteer's rating of the person served, given once with RateOrder (0: not yet).
+    1..5
+    """
+    comment_by_volunteer: _builtins.str
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -927,6 +987,8 @@ class Order(_message.Message):
 
     @_builtins.property
     def cancelled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def rated_by_volunteer_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -962,10 +1024,13 @@ class Order(_message.Message):
         cancel_reason: _builtins.str = ...,
         cancelled_at: _timestamp_pb2.Timestamp | None = ...,
         consent_id: _builtins.int = ...,
+        rating_by_volunteer: _builtins.int = ...,
+        comment_by_volunteer: _builtins.str = ...,
+        rated_by_volunteer_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "public_until", b"public_until", "recorded_at", b"recorded_at", "requested_at", b"requested_at", "verified_at", b"verified_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "public_until", b"public_until", "rated_by_volunteer_at", b"rated_by_volunteer_at", "recorded_at", b"recorded_at", "requested_at", b"requested_at", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "cancel_reason", b"cancel_reason", "cancelled_at", b"cancelled_at", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "claim_id", b"claim_id", "comment", b"comment", "consent_id", b"consent_id", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rating", b"rating", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["banked_minutes", b"banked_minutes", "cancel_reason", b"cancel_reason", "cancelled_at", b"cancelled_at", "category", b"category", "category_name", b"category_name", "charged_minutes", b"charged_minutes", "checked_in_at", b"checked_in_at", "checked_out_at", b"checked_out_at", "claim_id", b"claim_id", "comment", b"comment", "comment_by_volunteer", b"comment_by_volunteer", "consent_id", b"consent_id", "dispute_reason", b"dispute_reason", "excess_to_pool_minutes", b"excess_to_pool_minutes", "held_minutes", b"held_minutes", "id", b"id", "measured_minutes", b"measured_minutes", "note", b"note", "notices", b"notices", "payer_id", b"payer_id", "payment_source", b"payment_source", "planned_minutes", b"planned_minutes", "public_until", b"public_until", "rated_by_volunteer_at", b"rated_by_volunteer_at", "rating", b"rating", "rating_by_volunteer", b"rating_by_volunteer", "recipient_id", b"recipient_id", "recorded_at", b"recorded_at", "recorded_minutes", b"recorded_minutes", "requested_at", b"requested_at", "resolution", b"resolution", "state", b"state", "unbanked_minutes", b"unbanked_minutes", "verified_at", b"verified_at", "volunteer_id", b"volunteer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1463,6 +1528,62 @@ class RecordDueOrdersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordDueOrdersResponse: _TypeAlias = RecordDueOrdersResponse  # noqa: Y015
+
+@_typing.final
+class RateOrderRequest(_message.Message):
+    """Only the order's volunteer (or staff acting for them) rates, and only when the order
+    is checked out, verified, disputed or recorded (else FAILED_PRECONDITION ORDER_STATE).
+    One rating per order: the same rating again changes nothing and answers the order; a
+    different one is FAILED_PRECONDITION ALREADY_RATED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    order_id: _builtins.int
+    rating: _builtins.int
+    """1..5"""
+    comment: _builtins.str
+    """at most 500 characters"""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        order_id: _builtins.int = ...,
+        rating: _builtins.int = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "rating", b"rating"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateOrderRequest: _TypeAlias = RateOrderRequest  # noqa: Y015
+
+@_typing.final
+class RateOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateOrderResponse: _TypeAlias = RateOrderResponse  # noqa: Y015
 
 @_typing.final
 class GetOrderRequest(_message.Message):
@@ -3132,3 +3253,79 @@ class WhoAmIResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015
+
+@_typing.final
+class GetPassbookRequest(_message.Message):
+    """---------------------------------------------------------------- the passbook"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    person_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        person_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_id", b"person_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPassbookRequest: _TypeAlias = GetPassbookRequest  # noqa: Y015
+
+@_typing.final
+class GetPassbookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_JSON_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
+    PERSON_NAME_FIELD_NUMBER: _builtins.int
+    BALANCE_TOTAL_MINUTES_FIELD_NUMBER: _builtins.int
+    ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    ANCHOR_ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    COSIGNED_FIELD_NUMBER: _builtins.int
+    STATEMENT_DIGEST_FIELD_NUMBER: _builtins.int
+    statement_json: _builtins.bytes
+    """The signed statement file (format timebank-statement/v1), UTF-8 JSON: what
+    `timebank verify-statement FILE` reads. The fields below repeat, for a page, what
+    it states; only the file is signed.
+    """
+    warning: _builtins.str
+    """What the statement lacks, for its reader (Chinese first, then English; "": none),
+    e.g. that no head is cosigned by a quorum of districts yet.
+    """
+    person_name: _builtins.str
+    balance_total_minutes: _builtins.int
+    entry_count: _builtins.int
+    """the person's ledger entries it carries"""
+    anchor_entry_count: _builtins.int
+    """ledger entries the anchored checkpoint covers"""
+    log_index: _builtins.int
+    """the checkpoint's leaf in the city's log"""
+    cosigned: _builtins.bool
+    """proven in a head cosigned by a quorum of districts"""
+    statement_digest: _builtins.bytes
+    """SHA-256 the node signed (timebank.passbook.digest)"""
+    def __init__(
+        self,
+        *,
+        statement_json: _builtins.bytes = ...,
+        warning: _builtins.str = ...,
+        person_name: _builtins.str = ...,
+        balance_total_minutes: _builtins.int = ...,
+        entry_count: _builtins.int = ...,
+        anchor_entry_count: _builtins.int = ...,
+        log_index: _builtins.int = ...,
+        cosigned: _builtins.bool = ...,
+        statement_digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_entry_count", b"anchor_entry_count", "balance_total_minutes", b"balance_total_minutes", "cosigned", b"cosigned", "entry_count", b"entry_count", "log_index", b"log_index", "person_name", b"person_name", "statement_digest", b"statement_digest", "statement_json", b"statement_json", "warning", b"warning"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPassbookResponse: _TypeAlias = GetPassbookResponse  # noqa: Y015

@@ -134,6 +134,11 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.RecordDueOrdersRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.RecordDueOrdersResponse.FromString,
                 _registered_method=True)
+        self.RateOrder = channel.unary_unary(
+                '/timebank.v1.NodeService/RateOrder',
+                request_serializer=timebank_dot_v1_dot_node__pb2.RateOrderRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.RateOrderResponse.FromString,
+                _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/GetOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.GetOrderRequest.SerializeToString,
@@ -228,6 +233,11 @@ class NodeServiceStub:
                 '/timebank.v1.NodeService/ListPublicOrders',
                 request_serializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersResponse.FromString,
+                _registered_method=True)
+        self.GetPassbook = channel.unary_unary(
+                '/timebank.v1.NodeService/GetPassbook',
+                request_serializer=timebank_dot_v1_dot_node__pb2.GetPassbookRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.GetPassbookResponse.FromString,
                 _registered_method=True)
 
 
@@ -365,6 +375,14 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateOrder(self, request, context):
+        """The volunteer rates the person served (满意度互评), once the service was done: the
+        other half of the rating the recipient's side gives in VerifyOrder. Moves no hours.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOrder(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -493,6 +511,17 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPassbook(self, request, context):
+        """A person's passbook (电子存折): their balance and history as of this ledger's latest
+        checkpoint anchored in the city's log, signed by this node, with the proofs that tie
+        it to the log (`timebank verify-statement` checks the file offline). Whoever may read
+        the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
+        is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -596,6 +625,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     request_deserializer=timebank_dot_v1_dot_node__pb2.RecordDueOrdersRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.RecordDueOrdersResponse.SerializeToString,
             ),
+            'RateOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateOrder,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.RateOrderRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.RateOrderResponse.SerializeToString,
+            ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.GetOrderRequest.FromString,
@@ -690,6 +724,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ListPublicOrders,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.ListPublicOrdersResponse.SerializeToString,
+            ),
+            'GetPassbook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPassbook,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.GetPassbookRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.GetPassbookResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1243,6 +1282,33 @@ class NodeService:
             _registered_method=True)
 
     @staticmethod
+    def RateOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/RateOrder',
+            timebank_dot_v1_dot_node__pb2.RateOrderRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.RateOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetOrder(request,
             target,
             options=(),
@@ -1745,6 +1811,33 @@ class NodeService:
             '/timebank.v1.NodeService/ListPublicOrders',
             timebank_dot_v1_dot_node__pb2.ListPublicOrdersRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.ListPublicOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPassbook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/GetPassbook',
+            timebank_dot_v1_dot_node__pb2.GetPassbookRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.GetPassbookResponse.FromString,
             options,
             channel_credentials,
             insecure,

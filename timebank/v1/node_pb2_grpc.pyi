@@ -72,6 +72,10 @@ class NodeServiceStub:
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.CancelOrderRequest, _node_pb2.CancelOrderResponse]
     RecordOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RecordOrderRequest, _node_pb2.RecordOrderResponse]
     RecordDueOrders: _grpc.UnaryUnaryMultiCallable[_node_pb2.RecordDueOrdersRequest, _node_pb2.RecordDueOrdersResponse]
+    RateOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RateOrderRequest, _node_pb2.RateOrderResponse]
+    """The volunteer rates the person served (满意度互评), once the service was done: the
+    other half of the rating the recipient's side gives in VerifyOrder. Moves no hours.
+    """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.GetOrderResponse]
     ListOrders: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListOrdersRequest, _node_pb2.ListOrdersResponse]
     ListOpenRequests: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListOpenRequestsRequest, _node_pb2.ListOpenRequestsResponse]
@@ -108,6 +112,13 @@ class NodeServiceStub:
     """The public supervision page (社会监督): every order in its publicity period, with
     only what the public may see (category, service point, date, minutes, masked
     names). Anyone may ask, like GetLogHeads; nothing that identifies a person leaves.
+    """
+    GetPassbook: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetPassbookRequest, _node_pb2.GetPassbookResponse]
+    """A person's passbook (电子存折): their balance and history as of this ledger's latest
+    checkpoint anchored in the city's log, signed by this node, with the proofs that tie
+    it to the log (`timebank verify-statement` checks the file offline). Whoever may read
+    the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
+    is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
     """
 
 @_typing.type_check_only
@@ -146,6 +157,10 @@ class NodeServiceAsyncStub(NodeServiceStub):
     CancelOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.CancelOrderRequest, _node_pb2.CancelOrderResponse]  # type: ignore[assignment]
     RecordOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RecordOrderRequest, _node_pb2.RecordOrderResponse]  # type: ignore[assignment]
     RecordDueOrders: _aio.UnaryUnaryMultiCallable[_node_pb2.RecordDueOrdersRequest, _node_pb2.RecordDueOrdersResponse]  # type: ignore[assignment]
+    RateOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RateOrderRequest, _node_pb2.RateOrderResponse]  # type: ignore[assignment]
+    """The volunteer rates the person served (满意度互评), once the service was done: the
+    other half of the rating the recipient's side gives in VerifyOrder. Moves no hours.
+    """
     GetOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.GetOrderRequest, _node_pb2.GetOrderResponse]  # type: ignore[assignment]
     ListOrders: _aio.UnaryUnaryMultiCallable[_node_pb2.ListOrdersRequest, _node_pb2.ListOrdersResponse]  # type: ignore[assignment]
     ListOpenRequests: _aio.UnaryUnaryMultiCallable[_node_pb2.ListOpenRequestsRequest, _node_pb2.ListOpenRequestsResponse]  # type: ignore[assignment]
@@ -182,6 +197,13 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """The public supervision page (社会监督): every order in its publicity period, with
     only what the public may see (category, service point, date, minutes, masked
     names). Anyone may ask, like GetLogHeads; nothing that identifies a person leaves.
+    """
+    GetPassbook: _aio.UnaryUnaryMultiCallable[_node_pb2.GetPassbookRequest, _node_pb2.GetPassbookResponse]  # type: ignore[assignment]
+    """A person's passbook (电子存折): their balance and history as of this ledger's latest
+    checkpoint anchored in the city's log, signed by this node, with the proofs that tie
+    it to the log (`timebank verify-statement` checks the file offline). Whoever may read
+    the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
+    is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
     """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -339,6 +361,16 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.RecordDueOrdersResponse, _abc.Awaitable[_node_pb2.RecordDueOrdersResponse]]: ...
 
     @_abc_1.abstractmethod
+    def RateOrder(
+        self,
+        request: _node_pb2.RateOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.RateOrderResponse, _abc.Awaitable[_node_pb2.RateOrderResponse]]:
+        """The volunteer rates the person served (满意度互评), once the service was done: the
+        other half of the rating the recipient's side gives in VerifyOrder. Moves no hours.
+        """
+
+    @_abc_1.abstractmethod
     def GetOrder(
         self,
         request: _node_pb2.GetOrderRequest,
@@ -487,6 +519,19 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """The public supervision page (社会监督): every order in its publicity period, with
         only what the public may see (category, service point, date, minutes, masked
         names). Anyone may ask, like GetLogHeads; nothing that identifies a person leaves.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPassbook(
+        self,
+        request: _node_pb2.GetPassbookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.GetPassbookResponse, _abc.Awaitable[_node_pb2.GetPassbookResponse]]:
+        """A person's passbook (电子存折): their balance and history as of this ledger's latest
+        checkpoint anchored in the city's log, signed by this node, with the proofs that tie
+        it to the log (`timebank verify-statement` checks the file offline). Whoever may read
+        the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
+        is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
         """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

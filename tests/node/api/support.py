@@ -53,7 +53,7 @@ PASSWORD = "correct horse battery staple"
 #: The request fields that name an actor.
 ACTOR_FIELDS = ("requested_by", "verifier", "raised_by", "cancelled_by", "granted_by", "revoked_by")
 #: Calls a volunteer makes themself (their account, by the order's volunteer).
-VOLUNTEER_STEPS = ("CheckIn", "CheckOut")
+VOLUNTEER_STEPS = ("CheckIn", "CheckOut", "RateOrder")
 
 
 def staff(staff_id: int) -> pb.Actor:

@@ -551,6 +551,7 @@ MUTATING: dict[str, Callable[[World], Any]] = {
                                                    cancelled_by=staff(w.staff)),
     "RecordOrder": lambda w: pb.RecordOrderRequest(order_id=w.orders[S.VERIFIED]),
     "RecordDueOrders": lambda w: pb.RecordDueOrdersRequest(),
+    "RateOrder": lambda w: pb.RateOrderRequest(order_id=w.orders[S.RECORDED], rating=4),
     "Donate": lambda w: pb.DonateRequest(person_id=w.volunteer, minutes=15),
     "Grant": lambda w: pb.GrantRequest(person_id=w.elder, minutes=60, staff_id=w.staff),
     "ReverseTransaction": lambda w: pb.ReverseTransactionRequest(seq=1, staff_id=w.staff,

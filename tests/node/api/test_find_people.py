@@ -41,7 +41,10 @@ def test_a_desk_finds_a_person_by_name_id_number_or_phone(world: World) -> None:
                                     timeout=TIMEOUT).person
     assert full.changes  # GetPerson shows who enrolled her; FindPeople does not
     assert list(elder.changes) == []
+    assert full.links  # nor her links (her proxy)
+    assert list(elder.links) == []
     full.ClearField("changes")
+    full.ClearField("links")
     assert elder == full
     assert (elder.name, elder.phone, elder.service_point_id) == ("张桂兰", "13800000001",
                                                                  world.point)
