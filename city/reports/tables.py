@@ -16,12 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from timebank.citytime import CITY_TZ
 from timebank.ids import is_node_id
 from timebank.settlement import RESERVE, RESERVE_NAME, Statement
 
 #: The most activity rows and history points a report carries (each a line of a table).
 MAX_ACTIVITY_ROWS = 100_000
 MAX_HISTORY_POINTS = 40 * 240  # 40 districts, 20 years of monthly periods
+#: The most statements the positions-over-periods chart reaches back.
+HISTORY_STATEMENTS = 240
 MAX_NAME_CHARS = 64
 MAX_NOTE_CHARS = 2000
 _MONTH = re.compile(r"\d{4}-\d{2}")
@@ -39,6 +42,8 @@ SIGNOFF_STATUSES = (COUNTERSIGNED, DISPUTED, PENDING, OVERRULED)
 #: district's own orders (a node).
 CLAIMS = "claims"
 ORDERS = "orders"
+#: A claim's kind, as the bureau's activity rows name it.
+CLAIM_KINDS = {"redemption": "跨区兑换 redemption", "move": "随人迁移 move"}
 
 
 class ReportInputError(ValueError):
@@ -250,3 +255,18 @@ def history_periods(points: Iterable[PeriodPosition]) -> tuple[str, ...]:
     for p in points:
         seen.setdefault(p.period, None)
     return tuple(seen)
+
+
+def claim_rows(claims: Iterable[tuple[datetime, str, str, int]]) -> tuple[ActivityRow, ...]:
+    """Completed claims, each (completed at, creditor node id, kind, posted minutes),
+    counted by month of completion (city time), the district owed and the kind's words:
+    the bureau's activity rows, however the claims were read."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    minutes: Counter[tuple[str, str, str]] = Counter()
+    for at, creditor, kind, posted in claims:
+        key = (at.astimezone(CITY_TZ).strftime("%Y-%m"), creditor,
+               CLAIM_KINDS.get(kind, kind))
+        counts[key] += 1
+        minutes[key] += posted
+    return tuple(ActivityRow(m, d, "", k, counts[(m, d, k)], minutes[(m, d, k)])
+                 for m, d, k in sorted(counts))

@@ -40,6 +40,11 @@ DIMENSION = "维度 dimension"
 KEY = "项目 item"
 PERIOD = "期间 period"
 
+#: What the bureau's activity rows count.
+CLAIMS_NOTE = ("明细按应收区（提供服务或迁入的区）、账目类型和完成月份统计。 / Counts are by "
+               "the district owed (where the service was given, or the person moved to), "
+               "claim kind and month of completion.")
+
 DIMENSIONS = {
     "category": "服务类别 service category",
     "district": "区 district",

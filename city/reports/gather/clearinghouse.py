@@ -9,31 +9,30 @@ completed claims of that calendar month still waiting for a statement.
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 
 from sqlalchemy import select
 
-from city.reports.tables import CLAIMS, ActivityRow, District, PeriodPosition, ReportData
+from city.reports.standing import signoffs
+from city.reports.tables import (
+    CLAIMS,
+    HISTORY_STATEMENTS,
+    ActivityRow,
+    District,
+    PeriodPosition,
+    ReportData,
+    claim_rows,
+)
+from city.reports.words import CLAIMS_NOTE
 from clearinghouse.storage.schema import ClaimRow
 from clearinghouse.usecases import admission, settlement
 from clearinghouse.usecases.app import ClearinghouseApp, Tx
 from runtime.errors import NotFound
 from timebank import settlement as st
-from timebank.citytime import CITY_TZ
 from timebank.envelope import decode, identity
 from timebank.v1 import clearing_pb2 as pb
 
-from .standing import signoffs
-
-#: The most statements the positions-over-periods chart reaches back.
-MAX_HISTORY = 240
-KIND_LABELS = {"redemption": "跨区兑换 redemption", "move": "随人迁移 move"}
 _CHUNK = 5000
-
-
-def _month(at: datetime) -> str:
-    return at.astimezone(CITY_TZ).strftime("%Y-%m")
 
 
 def claim_activity(tx: Tx, serial: int | None, label: str) -> tuple[ActivityRow, ...]:
@@ -47,24 +46,18 @@ def claim_activity(tx: Tx, serial: int | None, label: str) -> tuple[ActivityRow,
         period = st.month_period(label)
         q = q.where(c.c.state == "completed", c.c.settled_serial.is_(None),
                     c.c.updated_at >= period.starts, c.c.updated_at < period.ends)
-    counts: Counter[tuple[str, str, str]] = Counter()
-    minutes: Counter[tuple[str, str, str]] = Counter()
     result = tx.repo.conn.execute(q.execution_options(yield_per=_CHUNK))
     try:
-        for creditor, kind, posted, at in result:
-            key = (_month(at), str(creditor), KIND_LABELS.get(str(kind), str(kind)))
-            counts[key] += 1
-            minutes[key] += int(posted or 0)
+        return claim_rows((at, str(creditor), str(kind), int(posted or 0))
+                          for creditor, kind, posted, at in result)
     finally:
         result.close()
-    return tuple(ActivityRow(m, d, "", k, counts[(m, d, k)], minutes[(m, d, k)])
-                 for m, d, k in sorted(counts))
 
 
 def history(tx: Tx, last: int) -> tuple[PeriodPosition, ...]:
     """Each district's net in statements 1..``last`` (latest revisions), oldest first."""
     out: list[PeriodPosition] = []
-    for serial in range(max(1, last - MAX_HISTORY + 1), last + 1):
+    for serial in range(max(1, last - HISTORY_STATEMENTS + 1), last + 1):
         found = settlement.get(tx, serial)
         s = st.parse_statement(decode(found.statements[-1]).body)
         out += [PeriodPosition(s.period, x.node_id, x.net_minutes) for x in s.sheet.lines]
@@ -79,9 +72,7 @@ def clearinghouse_report(app: ClearinghouseApp, label: str, now: datetime) -> Re
     except NotFound:
         found = None
     districts = tuple(District(k, v[:64]) for k, v in sorted(names.items()))
-    note = ("明细按应收区（提供服务或迁入的区）、账目类型和完成月份统计。 / Counts are by the "
-            "district owed (where the service was given, or the person moved to), claim "
-            "kind and month of completion.")
+    note = CLAIMS_NOTE
     if found is None:
         try:
             activity = app.query(claim_activity, None, label)

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import TableClause
 
+from city.reports import standing
 from city.reports.tables import (
     COUNTERSIGNED,
     DISPUTED,
@@ -46,8 +47,6 @@ from timebank.admissions import AdmissionsError, certificate_of, parse_signed
 from timebank.citytime import CITY_TZ
 from timebank.settlement import SettlementError, Statement, month_period, parse_statement
 from timebank.v1 import clearing_pb2 as pb
-
-from . import standing
 
 #: The node's own answer to a statement (``settlements.state``) as a countersignature.
 _ANSWER = {"checked": PENDING, "countersigned": COUNTERSIGNED, "disputed": DISPUTED,

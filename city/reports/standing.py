@@ -1,13 +1,15 @@
 """Where each district stands on a statement, from the signed acts on it (a
 ``Settlement`` as the clearinghouse serves it, or as a node kept it as the evidence that
-made the statement final there): one copy for both reports."""
+made the statement final there): one copy for every report, the command's and the web
+console's. Pure: it reads the envelopes it is given."""
 
 from __future__ import annotations
 
-from city.reports.tables import COUNTERSIGNED, DISPUTED, OVERRULED, PENDING, Signoff
 from timebank import settlement as st
 from timebank.envelope import decode
 from timebank.v1 import clearing_pb2 as pb
+
+from .tables import COUNTERSIGNED, DISPUTED, OVERRULED, PENDING, Signoff
 
 
 def signoffs(found: pb.GetSettlementResponse, statement: st.Statement) -> tuple[Signoff, ...]:
