@@ -894,6 +894,8 @@ def serve_demo(data_dir: Path) -> int:
                 processes.start_all()
                 pages = {n.node_id: consoles.enter_context(_console(n, city_layout))
                          for n in city_layout.nodes}
+                home = city_layout.nodes[0]
+                bureau = consoles.enter_context(_console(home, city_layout, bureau=True))
                 now = datetime.now(UTC) + devclock.read_offset(city_layout.clock_file)
                 table = Table(box=None, padding=(0, 2))
                 for col in ("process", "pid", "address", "config"):
@@ -910,6 +912,10 @@ def serve_demo(data_dir: Path) -> int:
                     echo(f"网页控制台 console {NAMES.get(node_id, node_id)}: {url}/ "
                          f"(社会监督公示 public page: {url}/public; 全市概况 the city: "
                          f"{url}/bureau)")
+                echo(f"民政局控制台 the bureau's console: {bureau}/bureau (结算期间 settlement "
+                     f"periods: {bureau}/bureau/settlements; {NAMES.get(home.node_id, '')} "
+                     "的管理员登录后可结算期间 / an operator of that district who logs in may "
+                     "close a period)")
                 env = " ".join(f"{k}={v}" for k, v in city_layout.client_env().items())
                 echo(f"演示城市运行中 the demo city is serving again, on its own clock: now "
                      f"{now.astimezone(CITY_TZ):%Y-%m-%d %H:%M:%S} ({CITY_TZ_NAME}, "
@@ -936,15 +942,17 @@ def serve_demo(data_dir: Path) -> int:
 
 
 @contextmanager
-def _console(node: NodeLayout, city_layout: CityLayout) -> Iterator[str]:
+def _console(node: NodeLayout, city_layout: CityLayout, *, bureau: bool = False
+             ) -> Iterator[str]:
     """`timebank console serve` for ``node``, trusting the city CA as the node's other
     clients do, with the city's overview read from the clearinghouse as the demo's
-    observer (on one machine, everyone is the bureau too); its address."""
-    observer = city_layout.client_tls()
-    tls = ["--insecure"] if node.client_tls is None or observer is None else [
-        "--ca", str(node.client_tls.ca), "--cert", str(observer.cert),
-        "--key", str(observer.key)]
-    log = city_layout.logs_dir / f"console-{node.node_id}.log"
+    observer (on one machine, everyone is the bureau too) or, with ``bureau``, as the
+    bureau's operator, whose console may close a settlement period; its address."""
+    client = city_layout.client_tls(bureau=bureau)
+    tls = ["--insecure"] if node.client_tls is None or client is None else [
+        "--ca", str(node.client_tls.ca), "--cert", str(client.cert),
+        "--key", str(client.key)]
+    log = city_layout.logs_dir / f"console-{'bureau' if bureau else node.node_id}.log"
     with console_serving(node.address, [*tls, "--clearinghouse",
                                         city_layout.clearinghouse_address], log) as (url, _):
         yield url

@@ -49,7 +49,7 @@ from node.cli.accounts import local_token
 from node.cli.client import authorized, node_channel
 from runtime import keyfiles
 from runtime.server import channel_options
-from runtime.tls import NODE, OBSERVER, ClientTls, TlsSettings, channel
+from runtime.tls import BUREAU, NODE, OBSERVER, ClientTls, TlsSettings, channel
 from timebank import keys
 from timebank.policy import DEFAULT_POLICY_TOML
 
@@ -66,6 +66,9 @@ LOG_TAIL_LINES = 40
 PKI = "pki"
 #: The observer certificate the launcher's own clients (tests, the demo) present.
 OBSERVER_NAME = "city"
+#: The bureau operator certificate the demo's bureau console presents (it may close a
+#: settlement period; ADR 0015).
+BUREAU_OPERATOR = "demo-bureau"
 #: Every process on this machine is reached at these names.
 LOCAL_NAMES = (("localhost",), (HOST,))
 #: In each node's data directory: its operator's session token (0600).
@@ -158,14 +161,17 @@ class CityLayout:
     def insecure(self) -> bool:
         return self.pki_dir is None
 
-    def client_tls(self, as_node: str | None = None) -> ClientTls | None:
+    def client_tls(self, as_node: str | None = None, *,
+                   bureau: bool = False) -> ClientTls | None:
         """How a client of this city's processes connects: trusting the city CA and
-        presenting the observer certificate, or ``as_node``'s certificate (to act as that
-        district's node towards the clearinghouse); None when the city is insecure."""
+        presenting the observer certificate, ``as_node``'s certificate (to act as that
+        district's node towards the clearinghouse) or, with ``bureau``, the bureau
+        operator's; None when the city is insecure."""
         if self.pki_dir is None:
             return None
         ca = Authority(self.pki_dir)
         stem = (Subject(NODE, as_node, *LOCAL_NAMES) if as_node is not None
+                else Subject(BUREAU, BUREAU_OPERATOR) if bureau
                 else Subject(OBSERVER, OBSERVER_NAME)).file_stem
         return ClientTls(ca.ca_cert, ca.cert_file(stem), ca.key_file(stem))
 
@@ -247,6 +253,7 @@ def _layout_pki(pki_dir: Path, node_ids: Iterable[str]) -> Authority:
     ca = (Authority(pki_dir) if (pki_dir / "ca.pem").exists()
           else Authority.init(pki_dir, "timebank city CA (local)", now))
     wanted = [Subject(SERVER, CLEARINGHOUSE, *LOCAL_NAMES), Subject(OBSERVER, OBSERVER_NAME),
+              Subject(BUREAU, BUREAU_OPERATOR),
               *(Subject(NODE, n, *LOCAL_NAMES) for n in node_ids)]
     for subject in wanted:
         if not ca.cert_file(subject.file_stem).exists():

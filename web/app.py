@@ -123,9 +123,12 @@ class Pages:
     sessions, rendering and the checks of a form."""
 
     def __init__(self, node: Node, catalogue: Catalogue, sessions: Sessions, *,
-                 bureau: bool = False) -> None:
+                 bureau: bool = False,
+                 district_names: Callable[[], dict[str, str]] | None = None) -> None:
         self.node = node
         self.bureau = bureau  # the city's overview is served (``--clearinghouse``)
+        #: Each district's name by node id, from the clearinghouse (None: not reached)
+        self.district_names = district_names
         self.catalogue = catalogue
         self.sessions = sessions
         self.templates = Environment(
@@ -292,11 +295,12 @@ def build(node: Node, catalogue: Catalogue | None = None,
           ) -> Asgi:
     """The console's ASGI application over ``node`` (and, for the bureau's overview, the
     city's ``clearinghouse``)."""
-    from web import bureau, desk, member
+    from web import bureau, desk, member, passbook
 
     pages = Pages(node, packaged() if catalogue is None else catalogue,
                   Sessions() if sessions is None else sessions,
-                  bureau=clearinghouse is not None)
+                  bureau=clearinghouse is not None,
+                  district_names=None if clearinghouse is None else clearinghouse.names)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return pages.error(request, 404, "error_not_found")
@@ -350,6 +354,7 @@ def build(node: Node, catalogue: Catalogue | None = None,
             Route("/logout", pages.logout, methods=["POST"]),
             *desk.routes(pages),
             *member.routes(pages),
+            *passbook.routes(pages),
             *(bureau.routes(pages, clearinghouse) if clearinghouse is not None else ()),
             Route("/healthz", health),
             Mount("/static", StaticFiles(packages=[("web", "static")]), name="static"),

@@ -9,7 +9,7 @@ import typer
 
 from runtime.console import CliError, guarded
 from runtime.server import stopped_by_signals
-from runtime.tls import ClientTls
+from runtime.tls import BUREAU, ClientTls
 
 app = typer.Typer(
     name="console", no_args_is_help=True, rich_markup_mode=None,
@@ -28,6 +28,21 @@ def listen_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
         raise CliError(f"监听地址应为 主机:端口 / --listen takes HOST:PORT, not {text!r}")
     return host, int(port)
+
+
+def certificate_kind(cert: Path) -> str:
+    """Whom a client certificate names: "observer", "bureau" (it may close a settlement
+    period) or "" (neither: the clearinghouse will refuse it)."""
+    from cryptography import x509
+
+    from runtime.tls import identity_of, read_pem
+
+    try:
+        found = identity_of(x509.load_pem_x509_certificate(read_pem(cert, "证书 certificate")))
+    except ValueError as e:  # ConfigError is one; so is a PEM that holds no certificate
+        raise CliError(f"无法读取客户端证书 / cannot read the client certificate {cert}: "
+                       f"{e}") from None
+    return "" if found is None else found.kind
 
 
 @app.command("serve")
@@ -50,7 +65,9 @@ def serve(
     clearinghouse: Annotated[str | None, typer.Option(
         "--clearinghouse", metavar="HOST:PORT",
         help="The bureau's console: also serve the city's overview (/bureau) from this "
-             "clearinghouse, read with the observer certificate --cert and --key.")
+             "clearinghouse, read with the observer certificate --cert and --key; with a "
+             "bureau operator's certificate (`timebank pki issue-bureau`), the node's "
+             "operators who log in may also close a settlement period.")
     ] = None,
     cert: Annotated[Path | None, typer.Option(
         "--cert", envvar="TIMEBANK_CERT", metavar="FILE",
@@ -81,7 +98,8 @@ def serve(
                            "the clearinghouse requires mutual TLS: give --ca, --cert and "
                            "--key (an observer certificate: `timebank pki issue-client`)")
         city = Clearinghouse(clearinghouse, None if insecure or ca is None
-                             else ClientTls(ca, cert, key))
+                             else ClientTls(ca, cert, key),
+                             closes_periods=cert is not None and certificate_kind(cert) == BUREAU)
     config = uvicorn.Config(build(district, clearinghouse=city), host=host, port=port,
                             log_level="warning",
                             access_log=False, lifespan="off", server_header=False)

@@ -23,6 +23,8 @@ from web.sessions import Caller
 
 #: How long a page waits for the node before saying it cannot be reached.
 CALL_TIMEOUT_SECONDS = 5.0
+#: The longest any one call may be given.
+MAX_CALL_SECONDS = 30.0
 #: The most public orders a page asks for (the node's own limit is 200).
 PUBLIC_PAGE_SIZE = 50
 #: The longest detail of a refusal a page repeats.
@@ -106,13 +108,17 @@ class Api:
         self._channel = channel(address, tls)
         self._stub = stub(self._channel)
 
-    def call(self, rpc: str, request: Message, token: str = "") -> Any:
+    def call(self, rpc: str, request: Message, token: str = "", *,
+             timeout: float = CALL_TIMEOUT_SECONDS) -> Any:
         """``rpc`` with ``request``, as the person whose session token is ``token`` ("":
-        nobody)."""
+        nobody), waiting at most ``timeout`` seconds (the console's deadline, unless a
+        call is known to wait on something further, as a passbook does)."""
+        if not 0 < timeout <= MAX_CALL_SECONDS:
+            raise ValueError(f"a call waits at most {MAX_CALL_SECONDS} seconds")
         method = getattr(self._stub, rpc)
         metadata = (("authorization", f"Bearer {token}"),) if token else None
         try:
-            return method(request, timeout=CALL_TIMEOUT_SECONDS, metadata=metadata)
+            return method(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as e:
             raise NodeError.of(e) from None
 
