@@ -147,6 +147,7 @@ class Town:
     people: int = 0
     orders: dict[str, int] = field(default_factory=dict)
     member_history: int = 0
+    member: int = 0  # her person id
     elder: int = 0  # at the staff member's service point, with the most orders
     order: int = 0  # a recorded order of that service point (its volunteer's too)
     public_after: int = 0  # the last order of the public page's 10th page (or the middle)
@@ -160,16 +161,20 @@ def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
         yield items[i:i + size]
 
 
-def id_number(born: date, serial: int) -> str:
-    return id_card_with_check_digit(f"{NODE_ID}{born:%Y%m%d}{serial % 1000:03d}")
+def id_number(born: date, serial: int, node_id: str = NODE_ID) -> str:
+    """An ID card number issued in ``node_id``'s district (each district of a city its
+    own, so that no person is enrolled at home in two)."""
+    return id_card_with_check_digit(f"{node_id}{born:%Y%m%d}{serial % 1000:03d}")
 
 
 class Filler:
     """Fills the node through its use-cases, many calls to a transaction, on a simulated
     clock (``clock``) that the caller moves between the steps of the service loop."""
 
-    def __init__(self, app: NodeApp, clock: ManualClock, rng: random.Random) -> None:
+    def __init__(self, app: NodeApp, clock: ManualClock, rng: random.Random,
+                 node_id: str = NODE_ID) -> None:
         self.app = app
+        self.node_id = node_id
         self.clock = clock
         self.rng = rng
         self.points: list[int] = []
@@ -211,8 +216,9 @@ class Filler:
             for name, born, phone, elder, point in batch:
                 serial = serials.get(born, 0)
                 serials[born] = serial + 1
-                p = people.enrol_person(tx, PersonKind.INDIVIDUAL, name, id_number(born, serial),
-                                        phone, elder, point)
+                p = people.enrol_person(tx, PersonKind.INDIVIDUAL, name,
+                                        id_number(born, serial, self.node_id), phone, elder,
+                                        point)
                 made.append((p.id, elder, point))
             return made
 
@@ -222,7 +228,8 @@ class Filler:
                 self.point_of[person_id] = point
         self.member = self.app.execute(
             people.enrol_person, PersonKind.INDIVIDUAL, MEMBER_NAME,
-            id_number(date(1962, 5, 17), 999), "13912345678", False, self.points[0]).id
+            id_number(date(1962, 5, 17), 999, self.node_id), "13912345678", False,
+            self.points[0]).id
         self.point_of[self.member] = self.points[0]
 
     def accounts(self) -> None:
@@ -284,10 +291,11 @@ class Filler:
 
 
 def fill(app: NodeApp, clock: ManualClock, n_people: int, n_orders: int, history: int,
-         end: datetime) -> Town:
-    """The district, its simulated clock ending before ``end`` (the system's now)."""
+         end: datetime, node_id: str = NODE_ID) -> Town:
+    """The district (``node_id``'s), its simulated clock ending before ``end`` (the
+    system's now)."""
     town = Town(people=n_people + 1, member_history=history)
-    f = Filler(app, clock, random.Random(20261206))
+    f = Filler(app, clock, random.Random(20261206), node_id)
     t0 = time.perf_counter()
     f.places()
     f.enrol(n_people)
@@ -349,6 +357,7 @@ def fill(app: NodeApp, clock: ManualClock, n_people: int, n_orders: int, history
                              "--history or --orders more")
         return elder, served[0]
     town.elder, town.order = app.query(at_the_desk)
+    town.member = f.member
     shown.sort()
     town.public_after = shown[min(len(shown) // 2, 50 * 10) - 1] if shown else 0
 
@@ -524,15 +533,43 @@ def node_rpcs(log: Path, offset: int) -> tuple[dict[str, list[float]], int]:
     return found, offset + end
 
 
+@dataclass(frozen=True)
+class Watched:
+    """Another server a page's requests call (the clearinghouse): its process, its log,
+    and the methods its log shows that other clients call (left out)."""
+
+    pid: int
+    log: Path
+    skip: frozenset[str] = frozenset()
+
+
+def rpc_figures(rpcs: dict[str, list[float]], n: int, prefix: str = "node") -> dict[str, Any]:
+    """A server's rpcs per request, its own time in them per request (mean), and each
+    method's mean time (ms), from its ``rpc`` log lines over ``n`` requests."""
+    calls = sum(len(v) for v in rpcs.values())
+    return {
+        f"{prefix}_rpcs_per_request": round(calls / n, 2),
+        f"{prefix}_rpc_ms_per_request": round(sum(sum(v) for v in rpcs.values()) / n, 1),
+        f"{prefix}_rpc_ms_by_method": {m: round(statistics.fmean(v), 1)
+                                       for m, v in sorted(rpcs.items())},
+    }
+
+
 def time_page(page: Page, browser: Browser, n: int, warm_up: int, node_pid: int,
-              console_pid: int, node_log: Path) -> dict[str, Any]:
+              console_pid: int, node_log: Path, *,
+              clearinghouse: Watched | None = None) -> dict[str, Any]:
+    """``page`` asked ``warm_up`` times untimed, then ``n`` times timed. With
+    ``clearinghouse``, its rpcs and CPU per request too (the bureau's pages read it, and
+    a passbook's proof comes from it)."""
     statuses: dict[int, int] = {}
     size = 0
     for _ in range(warm_up):
         browser.ask("GET", page.path)
     time.sleep(0.2)  # the warm-up's log lines written
     _, offset = node_rpcs(node_log, node_log.stat().st_size)
+    ch_offset = 0 if clearinghouse is None else clearinghouse.log.stat().st_size
     cpu_node, cpu_console = cpu_seconds(node_pid), cpu_seconds(console_pid)
+    cpu_ch = 0.0 if clearinghouse is None else cpu_seconds(clearinghouse.pid)
     reconnects = browser.reconnects
     took: list[float] = []
     for _ in range(n):
@@ -543,10 +580,10 @@ def time_page(page: Page, browser: Browser, n: int, warm_up: int, node_pid: int,
         size = len(body)
     cpu_node = cpu_seconds(node_pid) - cpu_node
     cpu_console = cpu_seconds(console_pid) - cpu_console
+    cpu = {"node": round(cpu_node * 1000 / n, 1), "console": round(cpu_console * 1000 / n, 1)}
     time.sleep(0.2)
     rpcs, _ = node_rpcs(node_log, offset)
-    calls = sum(len(v) for v in rpcs.values())
-    return {
+    got: dict[str, Any] = {
         "p50_ms": round(percentile(took, 50) * 1000, 1),
         "p99_ms": round(percentile(took, 99) * 1000, 1),
         "max_ms": round(max(took) * 1000, 1),
@@ -555,14 +592,16 @@ def time_page(page: Page, browser: Browser, n: int, warm_up: int, node_pid: int,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "bytes": size,
         "reconnects": browser.reconnects - reconnects,  # 0: one kept-alive connection
-        "node_rpcs_per_request": round(calls / n, 2),
-        # the node's own time in those calls, per request (mean), and by method
-        "node_rpc_ms_per_request": round(sum(sum(v) for v in rpcs.values()) / n, 1),
-        "node_rpc_ms_by_method": {m: round(statistics.fmean(v), 1)
-                                  for m, v in sorted(rpcs.items())},
-        "cpu_ms_per_request": {"node": round(cpu_node * 1000 / n, 1),
-                               "console": round(cpu_console * 1000 / n, 1)},
+        # the node's own time in its calls, per request (mean), and by method
+        **rpc_figures(rpcs, n),
+        "cpu_ms_per_request": cpu,
     }
+    if clearinghouse is not None:
+        cpu["clearinghouse"] = round((cpu_seconds(clearinghouse.pid) - cpu_ch) * 1000 / n, 1)
+        rpcs, _ = node_rpcs(clearinghouse.log, ch_offset)
+        got.update(rpc_figures({m: v for m, v in rpcs.items() if m not in clearinghouse.skip},
+                               n, "clearinghouse"))
+    return got
 
 
 # ------------------------------------------------------------------ main

@@ -35,6 +35,7 @@ from timebank.v1 import node_pb2
 from web.catalogue import (
     Catalogue,
     Language,
+    category_text,
     choose_language,
     date_text,
     datetime_text,
@@ -196,6 +197,8 @@ class Pages:
         page = self.templates.get_template(template).render(
             t=t, lang=language.value, other_lang=other.value, path=request.url.path,
             minutes=lambda m: minutes_text(m, language, catalogue),
+            category=lambda o: category_text(o.category, o.category_name, language,
+                                             catalogue),
             date=lambda at: "" if at is None else date_text(at, language),
             datetime=lambda at: "" if at is None else datetime_text(at, language),
             stamp=lambda ts: datetime_text(ts.ToDatetime(tzinfo=UTC), language),

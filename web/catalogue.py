@@ -108,6 +108,18 @@ class Catalogue:
         return template.format(**fields) if wanted else template
 
 
+def category_text(code: str, name: str, language: Language, catalogue: Catalogue) -> str:
+    """A service category as a page says it: in Chinese, the name the city's policy gives
+    it (the node sends it); in English, the catalogue's words for the policy's standard
+    categories (``category_<code>``), else the policy's own name and its code."""
+    if language is Language.EN:
+        key = f"category_{code}"
+        if key.isidentifier() and key in catalogue.messages:
+            return catalogue.text(key, language)
+        return f"{name} ({code})" if name and code else name or code
+    return name or code
+
+
 @functools.cache
 def packaged() -> Catalogue:
     """The catalogue shipped with the console."""

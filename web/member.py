@@ -9,6 +9,9 @@ checks again what each call may touch (ADR 0016).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -36,12 +39,47 @@ def _member(pages: Pages, request: Request) -> Session:
     return session
 
 
-def _kind(entry: pb.HistoryEntry) -> str:
-    """The catalogue's key for what a history entry was."""
-    kind = entry.transaction.kind
+#: Where the volunteer may still rate the person served, and where the person served
+#: confirms and rates the service (the node's states, as ``ORDER_STATES`` names them).
+VOLUNTEER_RATES = frozenset({"checked_out", "verified", "disputed", "recorded"})
+RECIPIENT_RATES = frozenset({"checked_out"})
+
+
+def to_rate(orders: Iterable[pb.Order], me: int) -> list[tuple[pb.Order, str]]:
+    """The orders ``me`` may rate now, each with who rates: "volunteer" (rates the
+    person served, once) or "recipient" (confirms the service with a rating)."""
+    out = []
+    for o in orders:
+        state = ORDER_STATES.get(o.state, "")
+        if o.volunteer_id == me and state in VOLUNTEER_RATES and not o.rating_by_volunteer:
+            out.append((o, "volunteer"))
+        elif o.recipient_id == me and state in RECIPIENT_RATES:
+            out.append((o, "recipient"))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One of a person's ledger entries, as a page lists it (their history, a
+    passbook)."""
+
+    seq: int
+    at: datetime
+    kind_key: str  # the catalogue's key for what it was
+    delta: int  # the change to this person's balance, in minutes
+
+
+def kind_key(kind: str, delta: int) -> str:
+    """The catalogue's key for what a ledger entry of ``kind`` was; a service says
+    whether it was given or received by the sign of ``delta``."""
     if kind == "service":
-        return "kind_service_earned" if entry.delta_minutes >= 0 else "kind_service_paid"
+        return "kind_service_earned" if delta >= 0 else "kind_service_paid"
     return f"kind_{kind}" if kind in KINDS else "kind_other"
+
+
+def _entry(entry: pb.HistoryEntry) -> Entry:
+    return Entry(entry.transaction.seq, entry.transaction.at.ToDatetime(tzinfo=UTC),
+                 kind_key(entry.transaction.kind, entry.delta_minutes), entry.delta_minutes)
 
 
 class Member:
@@ -51,7 +89,8 @@ class Member:
     def _member(self, request: Request) -> Session:
         return _member(self.pages, request)
 
-    async def me(self, request: Request) -> Response:
+    async def me(self, request: Request, problem: str = "", detail: str = "",
+                 status: int = 200) -> Response:
         session = self.pages.logged_in(request)
         if session.caller.at_a_desk:
             return RedirectResponse("/desk", status_code=303)
@@ -60,18 +99,50 @@ class Member:
         ask = self.pages.ask
         person = (await ask("GetPerson", pb.GetPersonRequest(person_id=me), session)).person
         balance = None
-        history: list[tuple[pb.HistoryEntry, str]] = []
+        history: list[Entry] = []
         if not person.home_node_id:
             balance = await ask("GetBalance", pb.GetBalanceRequest(person_id=me), session)
-            history = [(e, _kind(e)) for e in await self._latest_history(me, session)]
+            history = [_entry(e) for e in await self._latest_history(me, session)]
         orders = (await ask("ListOrders", pb.ListOrdersRequest(person_id=me, limit=50),
                             session)).orders
         taken = request.query_params.get("taken", "")
+        rated = request.query_params.get("rated", "")
         return self.pages.render(
             request, "me.html", session=session, person=person, balance=balance,
             history=list(reversed(history)), orders=list(reversed(orders)),
-            origins=ORIGINS, states=ORDER_STATES,
-            taken=int(taken) if taken.isdigit() and len(taken) < 19 else 0)
+            origins=ORIGINS, states=ORDER_STATES, to_rate=to_rate(orders, me),
+            taken=int(taken) if taken.isdigit() and len(taken) < 19 else 0,
+            rated=int(rated) if rated.isdigit() and len(rated) < 19 else 0,
+            problem=problem, problem_fields={"detail": detail} if detail else {},
+            key=str(uuid.uuid4()))
+
+    async def rate(self, request: Request) -> Response:
+        """The member rates a service they took part in: as its volunteer, the person
+        served (RateOrder); as the person served, the service, which confirms it
+        (VerifyOrder). Which one is the node's order, not the form's, to say."""
+        session = self._member(request)
+        order_id = page_id(request.path_params["order_id"])
+        form = await self.pages.form(request, session)
+        stars = form_text(form, "rating", 1)
+        rating = int(stars) if stars.isdigit() else 0
+        comment = form_text(form, "comment", MAX_TEXT_CHARS)
+        me = session.caller.person_id
+        order = (await self.pages.ask("GetOrder", pb.GetOrderRequest(order_id=order_id),
+                                      session)).order
+        try:
+            if order.volunteer_id == me:
+                await self.pages.ask("RateOrder", pb.RateOrderRequest(
+                    idempotency_key=form_key(form), order_id=order_id, rating=rating,
+                    comment=comment), session)
+            else:
+                await self.pages.ask("VerifyOrder", pb.VerifyOrderRequest(
+                    idempotency_key=form_key(form), order_id=order_id, rating=rating,
+                    comment=comment), session)
+        except NodeError as e:
+            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+                return await self.me(request, "action_refused", e.detail, 409)
+            raise
+        return RedirectResponse(f"/me?rated={order_id}", status_code=303)
 
     async def _latest_history(self, person_id: int, session: Session
                               ) -> list[pb.HistoryEntry]:
@@ -215,5 +286,6 @@ def routes(pages: Pages) -> list[Route]:
         Route("/me", member.me, methods=["GET"]),
         Route("/me/requests", member.requests, methods=["GET"]),
         Route("/me/requests/{order_id}/take", member.take, methods=["POST"]),
+        Route("/me/orders/{order_id}/rate", member.rate, methods=["POST"]),
         Route("/public/{order_id}/dispute", member.dispute, methods=["POST"]),
     ]

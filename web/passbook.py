@@ -33,6 +33,7 @@ from starlette.routing import Route
 from timebank.passbook import code_text, paper_code
 from timebank.v1 import node_pb2 as pb
 from web.app import Pages, page_id
+from web.member import KINDS, Entry, kind_key
 from web.nodes import Failure, NodeError
 from web.sessions import Session
 
@@ -50,23 +51,10 @@ QR_BORDER = 4
 #: What the origins of hours are called (``timebank.accounts`` origins).
 ORIGIN_KEYS = {"individual": "origin_individual", "group": "origin_group",
                "donated": "origin_donated", "granted": "origin_granted"}
-#: Ledger entry kinds as the page says them; a service by the sign of the change.
-KIND_KEYS = {"donation": "kind_donation", "grant": "kind_grant",
-             "reversal": "kind_reversal", "claim": "kind_claim"}
 #: Every key this module chooses at run time (the catalogue test checks them).
-KEYS_CHOSEN = frozenset({*ORIGIN_KEYS.values(), *KIND_KEYS.values(), "kind_service_earned",
-                         "kind_service_paid", "kind_other", "passbook_unavailable",
-                         "passbook_origin_other"})
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One of the person's ledger entries, as the page lists it."""
-
-    seq: int
-    at: datetime
-    kind_key: str
-    delta: int  # the change to this person's balance, in minutes
+KEYS_CHOSEN = frozenset({*ORIGIN_KEYS.values(), *(f"kind_{k}" for k in KINDS),
+                         "kind_service_earned", "kind_service_paid", "kind_other",
+                         "passbook_unavailable", "passbook_origin_other"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +86,6 @@ class Shown:
     qr: Qr
 
 
-def _kind_key(kind: str, delta: int) -> str:
-    if kind == "service":
-        return "kind_service_earned" if delta >= 0 else "kind_service_paid"
-    return KIND_KEYS.get(kind, "kind_other")
-
-
 def _when(text: Any) -> datetime:
     if not isinstance(text, str) or len(text) > 40:
         raise ValueError("a time in a statement is a short string")
@@ -125,7 +107,7 @@ def _entries(statement: dict[str, Any]) -> list[Entry]:
     for e in statement["entries"]:
         delta = sum(_int(minutes) for code, minutes in e["postings"]
                     if isinstance(code, str) and code.startswith(prefix))
-        out.append(Entry(_int(e["seq"]), _when(e["at"]), _kind_key(str(e["kind"]), delta),
+        out.append(Entry(_int(e["seq"]), _when(e["at"]), kind_key(str(e["kind"]), delta),
                          delta))
     return out
 

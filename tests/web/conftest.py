@@ -40,6 +40,9 @@ from web.nodes import Node
 HOSTILE_POINT = "<script>alert('点')</script>东山<b>站</b>"
 
 
+#: The address the in-process console is reached at (https: its cookies are Secure).
+BASE = "https://console.test"
+
 #: Every account's password in these tests.
 PASSWORD = "correct horse 1940"
 
@@ -156,3 +159,16 @@ def console(town: Town, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 def shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def client(node: Node) -> Iterator[Any]:
+    """The console over the town's node, in process (Starlette's TestClient); redirects
+    are not followed, so a test sees each answer."""
+    from starlette.testclient import TestClient
+
+    from web.app import build
+
+    with TestClient(build(node), base_url=BASE, raise_server_exceptions=False,
+                    follow_redirects=False) as made:
+        yield made

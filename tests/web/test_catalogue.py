@@ -138,3 +138,18 @@ def test_the_language_asked_for_then_remembered_then_the_browsers(
         asked: str | None, remembered: str | None, accept: str | None,
         expected: Language) -> None:
     assert choose_language(asked, remembered, accept) is expected
+
+
+def test_a_category_is_the_citys_name_in_chinese_and_words_in_english() -> None:
+    from timebank.policy import DEFAULT_CATEGORIES
+    from web.catalogue import category_text
+
+    catalogue = packaged()
+    for c in DEFAULT_CATEGORIES:  # every standard category has English words
+        assert category_text(c.code, c.name, Language.ZH, catalogue) == c.name
+        english = category_text(c.code, c.name, Language.EN, catalogue)
+        assert english and english.isascii(), c
+    assert category_text("meals", "老年助餐", Language.ZH, catalogue) == "老年助餐"
+    assert category_text("meals", "老年助餐", Language.EN, catalogue) == "Meals"
+    assert category_text("gardening", "园艺", Language.EN, catalogue) == "园艺 (gardening)"
+    assert category_text("x-y", "", Language.EN, catalogue) == "x-y"

@@ -4,25 +4,14 @@ her own page, and the desk taking her mother's request paid with those hours."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from starlette.testclient import TestClient
 
 from node.domain.policy import Relation
 from tests.helpers import enrol, link
 from tests.web.conftest import Town
-from tests.web.test_desk import BASE, _csrf, _key, log_in
-from web.app import build
-from web.nodes import Node
-
-
-@pytest.fixture
-def client(node: Node) -> Iterator[TestClient]:
-    with TestClient(build(node), base_url=BASE, raise_server_exceptions=False,
-                    follow_redirects=False) as made:
-        yield made
+from tests.web.test_desk import _csrf, _key, log_in
 
 
 def _id_number(town: Town, person_id: int) -> str:

@@ -5,7 +5,6 @@ elsewhere, readers without a session or outside their role) without changing any
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,19 +12,10 @@ from starlette.testclient import TestClient
 
 from node.usecases import orders
 from tests.helpers import enrol, id_card, request
-from tests.web.conftest import PASSWORD, Town
+from tests.web.conftest import BASE, PASSWORD, Town
 from web.app import build
 from web.nodes import Node
 from web.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Sessions
-
-BASE = "https://console.test"
-
-
-@pytest.fixture
-def client(node: Node) -> Iterator[TestClient]:
-    with TestClient(build(node), base_url=BASE, raise_server_exceptions=False,
-                    follow_redirects=False) as made:
-        yield made
 
 
 def _csrf(html: str) -> str:

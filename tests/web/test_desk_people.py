@@ -6,7 +6,6 @@ once; staff reach only the people they serve; names are shown, never run."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,19 +16,10 @@ from node.usecases import people
 from node.usecases.views import Actor
 from tests.helpers import enrol
 from tests.web.conftest import Town
-from tests.web.test_desk import BASE, log_in
+from tests.web.test_desk import log_in
 from timebank.v1 import node_pb2 as pb
 from web import desk
-from web.app import build
 from web.catalogue import Language, packaged
-from web.nodes import Node
-
-
-@pytest.fixture
-def client(node: Node) -> Iterator[TestClient]:
-    with TestClient(build(node), base_url=BASE, raise_server_exceptions=False,
-                    follow_redirects=False) as made:
-        yield made
 
 
 def _form_key(html: str, action: str) -> str:

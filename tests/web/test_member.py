@@ -4,23 +4,13 @@ a volunteer and taking one, and a dispute raised from the public page."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import enrol, request, serve
 from tests.web.conftest import Town
-from tests.web.test_desk import BASE, log_in
-from web.app import build
-from web.nodes import Node
-
-
-@pytest.fixture
-def client(node: Node) -> Iterator[TestClient]:
-    with TestClient(build(node), base_url=BASE, raise_server_exceptions=False,
-                    follow_redirects=False) as made:
-        yield made
+from tests.web.test_desk import log_in
 
 
 def _order(town: Town, order_id: int) -> object:

@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 
-import pytest
 from starlette.testclient import TestClient
 
 from tests.web.conftest import Town
-from tests.web.test_desk import BASE, _key, log_in
-from web.app import build
-from web.nodes import Node
-
-
-@pytest.fixture
-def client(node: Node) -> Iterator[TestClient]:
-    with TestClient(build(node), base_url=BASE, raise_server_exceptions=False,
-                    follow_redirects=False) as made:
-        yield made
+from tests.web.test_desk import _key, log_in
 
 
 def _rating(town: Town, order_id: int) -> int:

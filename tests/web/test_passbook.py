@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from tests.web.conftest import Town
+from tests.web.conftest import BASE, Town
 from tests.web.passbook_support import (
     CH_PUB,
     ROOT_PUB,
@@ -25,7 +25,7 @@ from tests.web.passbook_support import (
     printed_code,
     verify_cli,
 )
-from tests.web.test_desk import BASE, log_in
+from tests.web.test_desk import log_in
 from timebank.passbook import load, paper_code, verify_statement
 from timebank.v1 import node_pb2 as pb
 from web import passbook
