@@ -42,7 +42,7 @@ from web.catalogue import (
     minutes_text,
     packaged,
 )
-from web.nodes import PUBLIC_PAGE_SIZE, Failure, Node, NodeError
+from web.nodes import PUBLIC_PAGE_SIZE, Detail, Failure, Node, NodeError
 from web.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, Sessions, new_token
 
 if TYPE_CHECKING:
@@ -192,7 +192,9 @@ class Pages:
         session = context.pop("session", None) or self.session(request)
 
         def t(key: str, **fields: object) -> str:
-            return catalogue.text(key, language, **fields)
+            return catalogue.text(key, language, **{
+                name: said(value, language, catalogue) if isinstance(value, Detail)
+                else value for name, value in fields.items()})
 
         page = self.templates.get_template(template).render(
             t=t, lang=language.value, other_lang=other.value, path=request.url.path,
@@ -277,6 +279,15 @@ class Pages:
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
+
+
+def said(detail: Detail, language: Language, catalogue: Catalogue) -> str:
+    """A service's refusal as a page says it: the catalogue's words for its reason, in
+    the reader's language, where the catalogue has them; else the service's own."""
+    key = f"refusal_{detail.reason.lower()}"
+    if detail.reason and key.isidentifier() and key in catalogue.messages:
+        return catalogue.text(key, language)
+    return str(detail)
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, *,

@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from runtime.rpcerrors import error_reason
 from runtime.tls import ClientTls, channel
 from timebank.v1 import node_pb2, node_pb2_grpc
 from web.sessions import Caller
@@ -42,30 +43,45 @@ class Failure(StrEnum):
     NOT_FOUND = "error_not_found"
 
 
+class Detail(str):
+    """A refusal's words as the service said them, and its stable ErrorInfo ``reason``
+    ("" when none): a page says a reason the catalogue knows (``refusal_<reason>``) in
+    the reader's language, and the service's own words otherwise."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str = "") -> Detail:
+        made = super().__new__(cls, text)
+        made.reason = reason
+        return made
+
+
 class NodeError(Exception):
     """The node did not answer, or refused: ``failure`` names the message to show and
-    ``detail`` the node's own words (bilingual, as the node's refusals are)."""
+    ``detail`` the node's own words (bilingual, as the node's refusals are) with the
+    refusal's reason."""
 
-    def __init__(self, failure: Failure, detail: str = "") -> None:
+    def __init__(self, failure: Failure, detail: str = "", reason: str = "") -> None:
         super().__init__(f"{failure.value}: {detail}")
         self.failure = failure
-        self.detail = detail[:MAX_DETAIL_CHARS]
+        self.detail = Detail(detail[:MAX_DETAIL_CHARS], reason[:64])
 
     @classmethod
     def of(cls, e: grpc.RpcError) -> NodeError:
         code = e.code() if callable(getattr(e, "code", None)) else None
         detail = (e.details() if callable(getattr(e, "details", None)) else "") or ""
+        reason = error_reason(e)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return cls(Failure.UNAVAILABLE)
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
-            return cls(Failure.BAD_REQUEST, detail)
+            return cls(Failure.BAD_REQUEST, detail, reason)
         if code is grpc.StatusCode.UNAUTHENTICATED:
-            return cls(Failure.SIGNED_OUT, detail)
+            return cls(Failure.SIGNED_OUT, detail, reason)
         if code is grpc.StatusCode.PERMISSION_DENIED:
-            return cls(Failure.FORBIDDEN, detail)
+            return cls(Failure.FORBIDDEN, detail, reason)
         if code is grpc.StatusCode.NOT_FOUND:
-            return cls(Failure.NOT_FOUND, detail)
-        return cls(Failure.REFUSED, detail)
+            return cls(Failure.NOT_FOUND, detail, reason)
+        return cls(Failure.REFUSED, detail, reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,3 +130,17 @@ def test_an_unforeseen_failure_is_a_page_and_one_log_line(town: Town) -> None:
     assert page.status_code == 500
     assert "网页出现内部错误" in page.text and "Traceback" not in page.text
     assert "a fault injected" not in page.text
+
+
+def test_a_refusal_is_said_by_its_reason_in_the_readers_language() -> None:
+    from web.app import said
+    from web.catalogue import Language, packaged
+    from web.nodes import Detail
+
+    catalogue = packaged()
+    known = Detail("order 3 was already rated by its volunteer", "ALREADY_RATED")
+    assert said(known, Language.ZH, catalogue) == "这张订单已经评价过了，评价只能给一次。"
+    assert said(known, Language.EN, catalogue).startswith("This order was already rated")
+    unknown = Detail("某事 / something", "SOMETHING_NEW")
+    assert said(unknown, Language.EN, catalogue) == "某事 / something"  # the service's words
+    assert said(Detail("plain"), Language.ZH, catalogue) == "plain"

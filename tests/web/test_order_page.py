@@ -29,9 +29,13 @@ def test_staff_enter_the_volunteers_rating_once(client: TestClient, town: Town) 
     assert 'data-action="rate"' not in shown  # once
     english = client.get(f"/orders/{town.before}?lang=en").text
     assert "The volunteer rated the person served" in english and "4 of 5 stars" in english
-    again = client.post(f"/orders/{town.before}/rate", data={
+    again = client.post(f"/orders/{town.before}/rate?lang=zh-CN", data={
         "csrf": csrf, "key": key + "-other", "rating": "2", "comment": ""})
     assert again.status_code == 409 and _rating(town, town.before) == 4
+    assert "这张订单已经评价过了，评价只能给一次。" in again.text  # the reason, in words
+    english = client.post(f"/orders/{town.before}/rate?lang=en", data={
+        "csrf": csrf, "key": key + "-en", "rating": "2", "comment": ""})
+    assert "This order was already rated; a rating is given once." in english.text
 
 
 def test_a_rating_out_of_range_changes_nothing(client: TestClient, town: Town) -> None:
