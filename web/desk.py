@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from timebank.v1 import node_pb2 as pb
+from web import history
 from web.app import Pages, page_id
 from web.nodes import Failure, NodeError
 
@@ -96,6 +97,14 @@ PEOPLE_PROBLEMS = ("edit_bad_phone", "edit_bad_reason", "edit_nothing",
 PEOPLE_DONE = ("edit_done", "link_done")
 
 
+def _service_point(text: str, session: Any) -> int:
+    """The service point whose people the desk lists: "mine" is the staff member's own
+    (an operator's: none), a number names one (the node refuses staff another's)."""
+    if text == "mine":
+        return int(session.caller.service_point_id)
+    return page_id(text) if text else 0
+
+
 @dataclass(frozen=True, slots=True)
 class LinkShown:
     """A link on a person's page: the other person, their name ("": staff may not read
@@ -161,14 +170,18 @@ class Desk:
     async def find(self, request: Request) -> Response:
         session = self.pages.logged_in(request, desk=True)
         query = request.query_params.get("q", "").strip()[:MAX_QUERY_CHARS]
+        point = _service_point(request.query_params.get("point", ""), session)
+        after = request.query_params.get("after", "")
         people: list[pb.Person] = []
-        if query:
+        if query or point:
             found = await self.pages.ask("FindPeople", pb.FindPeopleRequest(
-                query=query, limit=DESK_PAGE_SIZE), session)
+                query=query, service_point_id=point, limit=DESK_PAGE_SIZE,
+                after_id=page_id(after) if after else 0), session)
             people = list(found.people)
+        more = people[-1].id if len(people) == DESK_PAGE_SIZE else 0
         return self.pages.render(request, "desk.html", session=session, query=query,
-                                 people=people, problem="", problem_fields={},
-                                 key=str(uuid.uuid4()))
+                                 point=point, people=people, more=more, problem="",
+                                 problem_fields={}, key=str(uuid.uuid4()))
 
     async def enrol(self, request: Request) -> Response:
         """Enrol an individual at the staff member's own service point (an operator's:
@@ -194,7 +207,7 @@ class Desk:
     def _desk_problem(self, request: Request, session: Any, problem: str, detail: str,
                       status: int) -> Response:
         return self.pages.render(request, "desk.html", status=status, session=session,
-                                 query="", people=[], problem=problem,
+                                 query="", point=0, people=[], more=0, problem=problem,
                                  problem_fields={"detail": detail} if detail else {},
                                  key=str(uuid.uuid4()))
 
@@ -214,11 +227,14 @@ class Desk:
                                 session)
         orders = (await ask("ListOrders", pb.ListOrdersRequest(person_id=person_id,
                                                                limit=50), session)).orders
+        entries = ([] if balance is None
+                   else await history.latest(self.pages, person_id, session))
         policy = await ask("GetPolicy", pb.GetPolicyRequest(), session)
         done = "" if problem else request.query_params.get("done", "")
         return self.pages.render(
             request, "person.html", status=status, session=session, person=person,
-            balance=balance, orders=list(reversed(orders)), categories=policy.categories,
+            balance=balance, orders=list(reversed(orders)), history=entries,
+            categories=policy.categories,
             payments=PAYMENTS, origins=ORIGINS, states=ORDER_STATES, problem=problem,
             problem_fields={"detail": detail} if detail else {}, key=str(uuid.uuid4()),
             is_group=person.kind == pb.PERSON_KIND_GROUP, links=links,

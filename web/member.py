@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -19,15 +17,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from timebank.v1 import node_pb2 as pb
+from web import history as history_
 from web.app import Pages, page_id
 from web.desk import MAX_TEXT_CHARS, ORDER_STATES, ORIGINS, form_key, form_text
 from web.nodes import Failure, NodeError
 from web.sessions import Session
 
-#: Ledger entry kinds (``node.domain.ledger.EntryKind``) as a person's history says
-#: them; a service says whether it was given or received by the sign of the change.
-KINDS = frozenset({"donation", "grant", "reversal", "claim"})
-HISTORY_SIZE = 30
 REQUESTS_SIZE = 50
 
 
@@ -58,30 +53,6 @@ def to_rate(orders: Iterable[pb.Order], me: int) -> list[tuple[pb.Order, str]]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One of a person's ledger entries, as a page lists it (their history, a
-    passbook)."""
-
-    seq: int
-    at: datetime
-    kind_key: str  # the catalogue's key for what it was
-    delta: int  # the change to this person's balance, in minutes
-
-
-def kind_key(kind: str, delta: int) -> str:
-    """The catalogue's key for what a ledger entry of ``kind`` was; a service says
-    whether it was given or received by the sign of ``delta``."""
-    if kind == "service":
-        return "kind_service_earned" if delta >= 0 else "kind_service_paid"
-    return f"kind_{kind}" if kind in KINDS else "kind_other"
-
-
-def _entry(entry: pb.HistoryEntry) -> Entry:
-    return Entry(entry.transaction.seq, entry.transaction.at.ToDatetime(tzinfo=UTC),
-                 kind_key(entry.transaction.kind, entry.delta_minutes), entry.delta_minutes)
-
-
 class Member:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
@@ -99,17 +70,17 @@ class Member:
         ask = self.pages.ask
         person = (await ask("GetPerson", pb.GetPersonRequest(person_id=me), session)).person
         balance = None
-        history: list[Entry] = []
+        history: list[history_.Entry] = []
         if not person.home_node_id:
             balance = await ask("GetBalance", pb.GetBalanceRequest(person_id=me), session)
-            history = [_entry(e) for e in await self._latest_history(me, session)]
+            history = await history_.latest(self.pages, me, session)
         orders = (await ask("ListOrders", pb.ListOrdersRequest(person_id=me, limit=50),
                             session)).orders
         taken = request.query_params.get("taken", "")
         rated = request.query_params.get("rated", "")
         return self.pages.render(
             request, "me.html", session=session, person=person, balance=balance,
-            history=list(reversed(history)), orders=list(reversed(orders)),
+            history=history, orders=list(reversed(orders)),
             origins=ORIGINS, states=ORDER_STATES, to_rate=to_rate(orders, me),
             taken=int(taken) if taken.isdigit() and len(taken) < 19 else 0,
             rated=int(rated) if rated.isdigit() and len(rated) < 19 else 0,
@@ -144,22 +115,18 @@ class Member:
             raise
         return RedirectResponse(f"/me?rated={order_id}", status_code=303)
 
-    async def _latest_history(self, person_id: int, session: Session
-                              ) -> list[pb.HistoryEntry]:
-        """The person's ``HISTORY_SIZE`` latest entries, oldest first: one call, read
-        newest first by the node, however long the history."""
-        found = await self.pages.ask("GetHistory", pb.GetHistoryRequest(
-            person_id=person_id, limit=HISTORY_SIZE, newest_first=True), session)
-        return list(reversed(found.entries))
-
     async def requests(self, request: Request, problem: str = "", detail: str = "",
                        status: int = 200) -> Response:
         session = self._member(request)
+        me = (await self.pages.ask("GetPerson", pb.GetPersonRequest(
+            person_id=session.caller.person_id), session)).person
+        # near her: her own service point's requests first; every point's when she asks
+        point = 0 if request.query_params.get("all") == "1" else me.service_point_id
         found = await self.pages.ask("ListOpenRequests", pb.ListOpenRequestsRequest(
-            limit=REQUESTS_SIZE), session)
+            service_point_id=point, limit=REQUESTS_SIZE), session)
         return self.pages.render(
             request, "requests.html", status=status, session=session,
-            requests=list(found.requests), problem=problem,
+            requests=list(found.requests), near=bool(point), problem=problem,
             problem_fields={"detail": detail} if detail else {}, key=str(uuid.uuid4()))
 
     async def take(self, request: Request) -> Response:

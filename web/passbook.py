@@ -33,7 +33,7 @@ from starlette.routing import Route
 from timebank.passbook import code_text, paper_code
 from timebank.v1 import node_pb2 as pb
 from web.app import Pages, page_id
-from web.member import KINDS, Entry, kind_key
+from web.history import KIND_KEYS, Entry, kind_key
 from web.nodes import Failure, NodeError
 from web.sessions import Session
 
@@ -52,9 +52,8 @@ QR_BORDER = 4
 ORIGIN_KEYS = {"individual": "origin_individual", "group": "origin_group",
                "donated": "origin_donated", "granted": "origin_granted"}
 #: Every key this module chooses at run time (the catalogue test checks them).
-KEYS_CHOSEN = frozenset({*ORIGIN_KEYS.values(), *(f"kind_{k}" for k in KINDS),
-                         "kind_service_earned", "kind_service_paid", "kind_other",
-                         "passbook_unavailable", "passbook_origin_other"})
+KEYS_CHOSEN = frozenset({*ORIGIN_KEYS.values(), *KIND_KEYS, "passbook_unavailable",
+                         "passbook_origin_other"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ def test_staff_take_a_phone_request_and_carry_it_to_recorded(
     assert _state(page) == "verified"
     shot(page, "order-zh-office")
     page.get_by_role("button", name="公示期满，记入时间").click()  # too soon
-    assert page.get_by_role("alert").inner_text().startswith("未能办理：公示期未满")
+    assert page.get_by_role("alert").inner_text().startswith("未能办理：公示期还没有结束")
     assert _state(page) == "verified"
 
     town.clock.advance(timedelta(days=town.app.policy.publicity_days, minutes=1))

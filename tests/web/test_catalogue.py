@@ -56,15 +56,21 @@ def test_no_template_says_a_word_of_its_own() -> None:
 
 
 def test_every_key_the_pages_choose_at_run_time_is_in_the_catalogue() -> None:
-    from web import desk, member, nodes
+    from city.reports.tables import SIGNOFF_STATUSES
+    from web import bureau, desk, history, member, nodes, settlements
 
     chosen = ({f"state_{s}" for s in desk.ORDER_STATES.values()}
               | set(desk.ORIGINS.values()) | {label for _, label in desk.PAYMENTS.values()}
               | {"volunteer_none", "volunteer_several", "request_bad_minutes",
                  "action_refused", "login_failed", "login_missing", "error_signed_out"}
               | {f.value for f in nodes.Failure}
-              | {f"kind_{k}" for k in member.KINDS}
-              | {"kind_service_earned", "kind_service_paid", "kind_other"}
+              | history.KIND_KEYS
+              | {f"claim_state_{s}" for s in (*bureau.CLAIM_STATES, *desk.CLAIM_STATES)}
+              | {f"settle_status_{s}" for s in SIGNOFF_STATUSES}
+              | {f"settle_format_{f.replace('.', '_')}" for f in settlements.FORMATS}
+              | {"settle_close_bad_period", "settle_close_bad_reason",
+                 "settle_close_refused"}
+              | {f"log_alarm_{k}" for k in ("fork", "finality", "other")}
               | set(member.CONSENT_STATES.values())
               | {"consent_granted", "consent_revoked", "consent_bad_minutes"}
               | {f"{who}_{why}" for who in ("volunteer", "payer")

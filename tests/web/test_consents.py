@@ -37,7 +37,7 @@ def test_a_daughter_consents_and_her_hours_pay_for_her_mothers_service(
     # without her consent the desk cannot charge the daughter's hours: it says why
     refused = request_for_mother()
     assert refused.status_code == 409
-    assert "付款人未同意" in refused.text
+    assert "这位亲属还没有同意用自己的时间为此付款" in refused.text
 
     # the daughter agrees on her own page, naming her mother by ID-card number
     client.cookies.clear()

@@ -89,11 +89,11 @@ def test_a_member_reaches_no_desk_page_by_changing_an_address(client: TestClient
 
 def test_the_history_shows_the_latest_entries_however_long_it_is(
         client: TestClient, town: Town, monkeypatch: pytest.MonkeyPatch) -> None:
-    from web import member
+    from web import history
 
     for minutes in (30, 60, 90):  # three more services, the last the newest
         serve(town.app, town.clock, town.elder, town.volunteer, minutes)
-    monkeypatch.setattr(member, "HISTORY_SIZE", 2)
+    monkeypatch.setattr(history, "HISTORY_SIZE", 2)
     log_in(client, town.member_login)
     rows = client.get("/me").text.split('id="history"')[1]
     changes = re.findall(r'data-label="变动">([^<]+)<', rows)
