@@ -77,6 +77,10 @@ def test_staff_take_a_phone_request_and_carry_it_to_recorded(
     shot(page, "order-en-office")
     page.set_viewport_size(PHONE)
     shot(page, "order-en-phone")
+    page.set_viewport_size(OFFICE)
+    page.goto(f"{console}/desk?point=mine&lang=en")
+    assert "List everyone at my service point" in page.locator("main").inner_text()
+    shot(page, "desk-en-office")
     page.get_by_role("button", name="Log out").click()
     page.wait_for_load_state()
     assert [c for c in context.cookies() if c["name"] == "timebank_session"] == []

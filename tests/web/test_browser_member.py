@@ -49,6 +49,9 @@ def test_a_volunteer_takes_a_request_and_disputes_a_service_on_display(
     page.get_by_role("link", name="Pay for family").click()
     assert page.locator("h1").inner_text() == "My hours for my family's services"
     shot(page, "consents-en-office")
+    page.goto(f"{console}/me/requests")
+    assert page.locator("h1").inner_text() == "Requests waiting for a volunteer"
+    shot(page, "requests-en-office")
     page.goto(f"{console}/me/consents?lang=zh-CN")
     shot(page, "consents-zh-office")
     page.close()

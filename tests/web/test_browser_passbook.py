@@ -59,6 +59,10 @@ def test_a_member_prints_her_passbook_and_its_file_verifies(
     assert page.locator("svg.qr").is_visible() and page.locator("#passbook-code").is_visible()
     shot(page, "passbook-zh-print")
     page.emulate_media(media="screen")
+    page.goto(f"{console}/me/passbook?lang=en")
+    assert page.locator("#passbook-code").get_attribute("data-code") == code
+    shot(page, "passbook-en-office")
+    page.goto(f"{console}/me/passbook?lang=zh-CN")
 
     with page.expect_download() as downloading:
         page.get_by_role("link", name="下载存折文件").click()
