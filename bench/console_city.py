@@ -34,7 +34,10 @@ Then each page, as bench/console.py times them (``time_page``): ``--warm-up`` un
 requests, then ``--requests`` timed ones on a kept-alive connection; beside the latency
 the node's and the clearinghouse's rpcs per request and their own time in them (their
 ``rpc`` log lines), and the CPU the node, the clearinghouse and the console spent per
-request. The settlement report's PDF is timed apart, ``--downloads`` times (it is a
+request. The clearinghouse's log also holds the nodes' own calls, whatever the pages do:
+those only the links make are left out (``LINK_METHODS``); the few others (a witness's
+GetTreeHead, a node's settlement reads) are counted with the page's, a small excess.
+The settlement report's PDF is timed apart, ``--downloads`` times (it is a
 download, not a page). Prints a table and a JSON summary as the last line, and exits 1
 if any answer was not 200.
 

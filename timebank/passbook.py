@@ -59,7 +59,7 @@ from timebank.v1 import clearing_pb2 as pb
 
 __all__ = ["CODE_GROUP", "FILE_FIELDS", "FORMAT", "KIND", "STATEMENT_FIELDS", "StatementError",
            "Verified", "b64", "code_text", "digest", "file_bytes", "guard", "load",
-           "paper_code", "sign_statement", "verify_statement"]
+           "paper_code", "sign_statement", "signed_digest", "verify_statement"]
 
 FORMAT = "timebank-statement/v1"
 KIND = "statement"
@@ -119,6 +119,14 @@ def sign_statement(statement: dict[str, Any], node_id: str, key: SigningKey) -> 
                        key_id=signed.key_id, signature=signed.signature)
     return {"format": FORMAT, "statement": statement,
             "signature": b64(wire.SerializeToString(deterministic=True))}
+
+
+def signed_digest(signed_file: dict[str, Any]) -> bytes:
+    """The digest a passbook file made by ``sign_statement`` signs: its envelope's body,
+    read back rather than hashed again (a long statement costs a hash a time)."""
+    body = pb.Envelope.FromString(base64.b64decode(signed_file["signature"])).body
+    assert len(body) == hashlib.sha256().digest_size, "a passbook signs a SHA-256 digest"
+    return body
 
 
 class StatementError(Exception):

@@ -126,23 +126,26 @@ def settlement(house: Clearinghouse, serial: int) -> Standing:
     return standing_of(house.call("GetSettlement", pb.GetSettlementRequest(serial=serial)))
 
 
-def latest_serial(house: Clearinghouse) -> int:
-    """The newest statement's serial; 0 when no period was closed yet."""
+def latest(house: Clearinghouse) -> Standing | None:
+    """The newest statement as it stands; None when no period was closed yet."""
     try:
-        return settlement(house, 0).statement.serial
+        return settlement(house, 0)
     except NodeError as e:
         if e.failure is not Failure.NOT_FOUND:
             raise
-        return 0
+        return None
 
 
 def periods(house: Clearinghouse, before: int = 0) -> tuple[list[Standing], int]:
     """Up to ``PERIODS_PER_PAGE`` statements, newest first, with serials below ``before``
     (0: from the newest); and the serial to page on from (0: no more)."""
-    top = latest_serial(house)
-    if before:
-        top = min(top, before - 1)
-    out = [settlement(house, n) for n in range(top, max(0, top - PERIODS_PER_PAGE), -1)]
+    newest = latest(house)
+    if newest is None:
+        return [], 0
+    top = newest.statement.serial if not before else min(newest.statement.serial,
+                                                          before - 1)
+    out = [newest if n == newest.statement.serial else settlement(house, n)
+           for n in range(top, max(0, top - PERIODS_PER_PAGE), -1)]
     last = out[-1].statement.serial if out else 0
     return out, last if last > 1 else 0
 

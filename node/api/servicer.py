@@ -536,7 +536,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             raise Unavailable(str(e), "LOG_PROOF_REFUSED") from None
         doc = self._app.query(_read_person, who, lambda tx, person: statement.build_statement(
             tx, person, anchor, fetched.proof, rosters=fetched.rosters), person_id)
-        data = passbook.file_bytes(self._passbooks.sign_statement(doc))
+        signed = self._passbooks.sign_statement(doc)
+        data = passbook.file_bytes(signed)
         if len(data) > statement.MAX_SERVED_BYTES:
             raise ResourceExhausted(
                 "存折过长，无法在线发送，请区运维员用 timebank node statement 出具 / the "
@@ -547,7 +548,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             balance_total_minutes=doc["balance"]["total"], entry_count=len(doc["entries"]),
             anchor_entry_count=doc["anchor"]["entry_count"],
             log_index=doc["anchor"]["log_index"], cosigned=fetched.proof is not None,
-            statement_digest=passbook.digest(doc))
+            statement_digest=passbook.signed_digest(signed))
 
     def GetPolicy(self, request: pb.GetPolicyRequest,
                   context: grpc.ServicerContext) -> pb.GetPolicyResponse:

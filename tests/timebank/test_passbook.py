@@ -425,3 +425,11 @@ def test_a_passbook_from_before_a_clearinghouse_key_rotation_still_verifies() ->
         check(_with_key_acts(make_passbook(), _ch_rotation(min(sizes))))
     # one only the clearinghouse signed is no rotation at all
     assert check(_with_key_acts(make_passbook(), _ch_rotation(1, signer=CH_KEY))).final
+
+
+def test_the_digest_a_file_signs_is_read_back_from_its_envelope() -> None:
+    from timebank.passbook import digest, signed_digest
+
+    doc = make_passbook()
+    assert signed_digest(doc) == digest(doc["statement"])
+    assert check(doc).statement_digest == signed_digest(doc)
