@@ -28,6 +28,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +60,7 @@ from city.launcher import (
     console_serving,
     layout,
 )
+from city.monitor.state import STATUS_FILE
 from clearinghouse.bootstrap import open_app as open_ch_app
 from clearinghouse.config import load_config as load_ch_config
 from clearinghouse.settlecli import clearinghouse_signer, print_settlement
@@ -895,7 +897,9 @@ def serve_demo(data_dir: Path) -> int:
                 pages = {n.node_id: consoles.enter_context(_console(n, city_layout))
                          for n in city_layout.nodes}
                 home = city_layout.nodes[0]
-                bureau = consoles.enter_context(_console(home, city_layout, bureau=True))
+                status = consoles.enter_context(_monitor(city_layout))
+                bureau = consoles.enter_context(_console(home, city_layout, bureau=True,
+                                                         monitor_status=status))
                 now = datetime.now(UTC) + devclock.read_offset(city_layout.clock_file)
                 table = Table(box=None, padding=(0, 2))
                 for col in ("process", "pid", "address", "config"):
@@ -916,6 +920,8 @@ def serve_demo(data_dir: Path) -> int:
                      f"periods: {bureau}/bureau/settlements; {NAMES.get(home.node_id, '')} "
                      "的管理员登录后可结算期间 / an operator of that district who logs in may "
                      "close a period)")
+                echo(f"城市监督程序 the city's monitor (`timebank monitor check --follow`): "
+                     f"its findings in {status}, shown on the bureau's page")
                 env = " ".join(f"{k}={v}" for k, v in city_layout.client_env().items())
                 echo(f"演示城市运行中 the demo city is serving again, on its own clock: now "
                      f"{now.astimezone(CITY_TZ):%Y-%m-%d %H:%M:%S} ({CITY_TZ_NAME}, "
@@ -942,20 +948,57 @@ def serve_demo(data_dir: Path) -> int:
 
 
 @contextmanager
-def _console(node: NodeLayout, city_layout: CityLayout, *, bureau: bool = False
-             ) -> Iterator[str]:
+def _console(node: NodeLayout, city_layout: CityLayout, *, bureau: bool = False,
+             monitor_status: Path | None = None) -> Iterator[str]:
     """`timebank console serve` for ``node``, trusting the city CA as the node's other
     clients do, with the city's overview read from the clearinghouse as the demo's
     observer (on one machine, everyone is the bureau too) or, with ``bureau``, as the
-    bureau's operator, whose console may close a settlement period; its address."""
+    bureau's operator, whose console may close a settlement period (and shows what the
+    city's monitor found, from ``monitor_status``); its address."""
     client = city_layout.client_tls(bureau=bureau)
     tls = ["--insecure"] if node.client_tls is None or client is None else [
         "--ca", str(node.client_tls.ca), "--cert", str(client.cert),
         "--key", str(client.key)]
+    monitor = [] if monitor_status is None else ["--monitor-status", str(monitor_status)]
     log = city_layout.logs_dir / f"console-{'bureau' if bureau else node.node_id}.log"
     with console_serving(node.address, [*tls, "--clearinghouse",
-                                        city_layout.clearinghouse_address], log) as (url, _):
+                                        city_layout.clearinghouse_address, *monitor],
+                         log) as (url, _):
         yield url
+
+
+#: Seconds between the demo monitor's rounds.
+DEMO_MONITOR_SECONDS = 10
+
+
+@contextmanager
+def _monitor(city_layout: CityLayout) -> Iterator[Path]:
+    """`timebank monitor check --follow` on the city, as an outsider runs it: the city's
+    two public keys, the addresses and the observer certificate; its directory is
+    ``monitor/`` in the city's, its alerts go to ``logs/monitor.log``. Yields the status
+    file it rewrites every round; stopped with SIGTERM when the block ends."""
+    tls = city_layout.client_tls()
+    options = ["--insecure"] if tls is None else [
+        "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key)]
+    data = city_layout.data_dir / "monitor"
+    with (city_layout.logs_dir / "monitor.log").open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "city.cli", "monitor", "check", "--follow",
+             "--interval", str(DEMO_MONITOR_SECONDS),
+             "--clearinghouse", city_layout.clearinghouse_address,
+             "--clearinghouse-key", city_layout.clearinghouse_public_key,
+             "--city-key", city_layout.city_public_key, "--data-dir", str(data),
+             *(a for n in city_layout.nodes for a in ("--node", n.address)), *options],
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield data / STATUS_FILE
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def keep_metrics(processes: CityProcesses, city_layout: CityLayout) -> None:

@@ -4,20 +4,29 @@ the services between districts, and the city's log in words a civil servant read
 Read from the clearinghouse's API with the console's observer certificate (mutual TLS,
 ADR 0015): only what the city publishes about districts, never a person. Served when the
 console is started with ``--clearinghouse``; a district's console has no such page.
+
+With ``--monitor-status FILE`` the page also says what the city's outside monitor
+(``timebank monitor check --follow``) found: its status file (``timebank.monitorstatus``),
+read on every request, bounded; a file that is missing, unreadable, malformed or old is
+said plainly on the page, never an error page.
 """
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
+import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from runtime.tls import ClientTls
+from timebank import monitorstatus
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
 from web.app import Pages
 from web.nodes import Api, Failure, NodeError
@@ -127,15 +136,78 @@ def ago(at: datetime, now: datetime) -> tuple[str, int]:
     return "ago_days", seconds // 86400
 
 
+log = structlog.get_logger("console")
+
+#: A monitor's status older than this is said on the page: the monitor may have stopped
+#: (it reports every round, 30 s apart unless told otherwise).
+MONITOR_STALE_SECONDS = 10 * 60
+#: A status dated further ahead of the console's clock than this: a clock is wrong.
+MONITOR_AHEAD_SECONDS = 5 * 60
+#: The kinds of the monitor's alarms the page says in its own words (others: the detail).
+MONITOR_KINDS = (monitorstatus.FORK, monitorstatus.ANCHORS, monitorstatus.FINALITY)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorView:
+    """What the bureau's page says of the city's monitor: its latest status (None: none
+    could be read) and, if something is amiss with it, ``problem``: "missing",
+    "unreadable", "malformed", "stale" (not reported for ``minutes``) or "ahead" (dated
+    ``minutes`` ahead of this console's clock)."""
+
+    status: monitorstatus.MonitorStatus | None
+    problem: str = ""
+    minutes: int = 0
+    ago: tuple[str, int] | None = None  # when it checked, in words (``ago``)
+
+    def said(self, finding: monitorstatus.Finding) -> str:
+        """The catalogue key that says ``finding`` in words."""
+        if not finding.alarm:
+            return "monitor_warning"
+        return f"monitor_alarm_{finding.kind if finding.kind in MONITOR_KINDS else 'other'}"
+
+
+def read_monitor(file: Path, now: datetime) -> MonitorView:
+    """The monitor's status file as the page says it, read with a bound on its size;
+    whatever is wrong with it is a ``problem`` the page says, never an exception."""
+    try:
+        if not stat.S_ISREG(file.stat().st_mode):
+            raise IsADirectoryError(f"{file} is not a regular file")
+        with file.open("rb") as f:
+            data = f.read(monitorstatus.MAX_BYTES + 1)
+    except FileNotFoundError:
+        return MonitorView(None, "missing")
+    except OSError as e:
+        log.warning("monitor status unreadable", file=str(file), error=str(e))
+        return MonitorView(None, "unreadable")
+    try:
+        status = monitorstatus.parse(data)
+    except monitorstatus.StatusError as e:
+        log.warning("monitor status malformed", file=str(file), error=str(e))
+        return MonitorView(None, "malformed")
+    age = int((now - status.checked_at).total_seconds())
+    when = ago(status.checked_at, now)
+    if age > MONITOR_STALE_SECONDS:
+        return MonitorView(status, "stale", age // 60, when)
+    if -age > MONITOR_AHEAD_SECONDS:
+        return MonitorView(status, "ahead", -age // 60, when)
+    return MonitorView(status, ago=when)
+
+
 class Clearinghouse(Api):
     """The clearinghouse's API, as the console's certificate reads it: an observer's
     (reads only) or a bureau operator's (``closes_periods``: it may also close a
-    settlement period, ADR 0015)."""
+    settlement period, ADR 0015); and, if given, the city monitor's status file."""
 
     def __init__(self, address: str, tls: ClientTls | None, *,
-                 closes_periods: bool = False) -> None:
+                 closes_periods: bool = False, monitor_status: Path | None = None) -> None:
         super().__init__(address, tls, clearing_pb2_grpc.ClearinghouseServiceStub)
         self.closes_periods = closes_periods
+        self.monitor_status = monitor_status
+
+    def monitor(self, now: datetime) -> MonitorView | None:
+        """What the city's monitor last said (None: the console was not told where)."""
+        return None if self.monitor_status is None else read_monitor(self.monitor_status,
+                                                                     now)
 
     def names(self) -> dict[str, str]:
         """Each admitted district's name, by node id."""
@@ -174,13 +246,14 @@ def routes(pages: Pages, clearinghouse: Clearinghouse) -> list[Route]:
         heads = await run_in_threadpool(pages.node.call, "GetLogHeads",
                                         node_pb2.GetLogHeadsRequest())
         now = datetime.now(UTC)
+        monitor = await run_in_threadpool(clearinghouse.monitor, now)
         alarms = [Alarm(a.kind, a.since.ToDatetime(tzinfo=UTC) if a.HasField("since")
                         else None) for a in heads.alarms]
         when = ago(health.confirmed_at, now) if health.confirmed_at else None
         return pages.render(request, "bureau.html", districts=rows, flows=flows,
                             bars=flow_bars(flows), units=CHART_UNITS, health=health,
                             ago=when, alarms=alarms, watcher=heads.node_id,
-                            since=lambda at: ago(at, now))
+                            since=lambda at: ago(at, now), monitor=monitor)
 
     async def claim_search(request: Request) -> Response:
         search = ClaimSearch.of(request.query_params)

@@ -76,6 +76,13 @@ def serve(
     key: Annotated[Path | None, typer.Option(
         "--key", envvar="TIMEBANK_KEY", metavar="FILE",
         help="With --clearinghouse: its private key (env TIMEBANK_KEY).")] = None,
+    monitor_status: Annotated[Path | None, typer.Option(
+        "--monitor-status", envvar="TIMEBANK_MONITOR_STATUS", metavar="FILE",
+        help="With --clearinghouse (ignored without): the status file of the city's "
+             "outside monitor "
+             "(`timebank monitor check --follow --data-dir DIR` writes DIR/status.json); "
+             "the bureau's page says what it found, or that it has not reported lately "
+             "(env TIMEBANK_MONITOR_STATUS).")] = None,
 ) -> None:
     """Serve the console's pages until Ctrl-C or SIGTERM."""
     import uvicorn
@@ -99,7 +106,8 @@ def serve(
                            "--key (an observer certificate: `timebank pki issue-client`)")
         city = Clearinghouse(clearinghouse, None if insecure or ca is None
                              else ClientTls(ca, cert, key),
-                             closes_periods=cert is not None and certificate_kind(cert) == BUREAU)
+                             closes_periods=cert is not None and certificate_kind(cert) == BUREAU,
+                             monitor_status=monitor_status)
     config = uvicorn.Config(build(district, clearinghouse=city), host=host, port=port,
                             log_level="warning",
                             access_log=False, lifespan="off", server_header=False)

@@ -100,8 +100,10 @@ def check_command(
              "under it (their keys count the quorum).")],
     data_dir: Annotated[Path, typer.Option(
         "--data-dir", metavar="DIR",
-        help="The monitor's own directory: its state between runs and evidence/ (fork "
-             "evidence files).")],
+        help="The monitor's own directory: its state between runs, evidence/ (fork "
+             "evidence files) and status.json (what the latest round found, rewritten "
+             "after every round; the bureau's console shows it: `timebank console serve "
+             "--monitor-status DIR/status.json`).")],
     nodes: Annotated[list[str] | None, typer.Option(
         "--node", metavar="HOST:PORT",
         help="A district node whose heads to compare (repeat for every district).")] = None,
@@ -133,7 +135,8 @@ def check_command(
     anchors or a district's view going backwards, or a log that does not hold together.
     Run by someone who is not the bureau: it needs only the city's two public keys and
     the addresses. Fork evidence goes to DIR/evidence, one file per fork, which anyone
-    can check with `timebank monitor check-evidence`.
+    can check with `timebank monitor check-evidence`. Every round, made or not, rewrites
+    DIR/status.json with what it found.
     """
     if len(nodes or ()) > MAX_NODES:
         raise typer.BadParameter(f"at most {MAX_NODES} --node addresses")

@@ -7,23 +7,33 @@ anchors and heads, the heads waiting to become final, and the evidence files.
 killed in the middle finds the previous round's state. Evidence files are named by the
 fork (``timebank.forks.Evidence.id``) and never rewritten; at most ``max_files`` are
 kept, and a full directory is reported, not silently cleaned.
+
+``status.json`` (``timebank.monitorstatus``) says what the latest round found, for
+whoever shows it (the bureau's console): rewritten after every round, atomically (a
+temporary file in the same directory, flushed to disk, then renamed over it), so a
+reader finds the previous status or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from timebank import forks, merkle
+from timebank import forks, merkle, monitorstatus
 
 STATE_FILE = "state.json"
+STATUS_FILE = monitorstatus.FILE_NAME
 EVIDENCE_DIR = "evidence"
 FORMAT = "timebank-monitor-state/v1"
 #: Heads remembered while they wait to become final (the oldest is always kept).
 MAX_PENDING = 64
+#: Anchors that went backwards, remembered to report again every round (the first ones).
+MAX_REWRITES = 64
 DEFAULT_MAX_EVIDENCE = 100
 
 
@@ -68,13 +78,17 @@ class State:
     districts: dict[str, dict[str, Any]] = field(default_factory=dict)  # address -> last seen
     pending: list[tuple[int, int]] = field(default_factory=list)  # (size, first seen)
     final_size: int = 0
+    #: Anchors found going backwards in the log (finding key -> detail): facts of the
+    #: log, so every later round reports them again, as a monitor reading it afresh would.
+    rewrites: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "clearinghouse_key": self.clearinghouse_key,
                 "head": self.head, "leaves": self.frontier.size,
                 "frontier": [[level, h.hex()] for level, h in self.frontier.stack],
                 "anchors": self.anchors, "keys": self.keys, "districts": self.districts,
-                "pending": [list(p) for p in self.pending], "final_size": self.final_size}
+                "pending": [list(p) for p in self.pending], "final_size": self.final_size,
+                "rewrites": self.rewrites}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> State:
@@ -87,7 +101,9 @@ class State:
                    {str(k): [str(x) for x in v] for k, v in doc["keys"].items()},
                    dict(doc["districts"]),
                    [(int(s), int(t)) for s, t in doc["pending"]][-MAX_PENDING:],
-                   int(doc["final_size"]))
+                   int(doc["final_size"]),
+                   {str(k): str(v) for k, v in list(doc.get("rewrites", {}).items())
+                    [:MAX_REWRITES]})
 
 
 class Directory:
@@ -122,6 +138,33 @@ class Directory:
                              encoding="utf-8")
         os.replace(temporary, file)
 
+    def report(self, status: monitorstatus.MonitorStatus) -> Path:
+        """Replace ``status.json`` with ``status``, atomically; its path."""
+        file = self.path / STATUS_FILE
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=self.path)
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    out.write(monitorstatus.to_json(status))
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.chmod(name, 0o644)  # public facts, for a console run by another user
+                os.replace(name, file)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+                raise
+            if hasattr(os, "O_DIRECTORY"):  # the rename itself, on disk (POSIX)
+                folder = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
+        except OSError as e:
+            raise StateError(f"cannot write {file}: {e.strerror or e}") from None
+        return file
+
     def keep(self, evidence: forks.Evidence, found_at: int) -> tuple[Path | None, bool]:
         """Write the evidence file unless one for this fork exists: (its path, whether
         it is new). (None, False) when the directory holds ``max_evidence`` files."""
@@ -137,5 +180,5 @@ class Directory:
         return path, True
 
 
-__all__ = ["DEFAULT_MAX_EVIDENCE", "EVIDENCE_DIR", "MAX_PENDING", "STATE_FILE", "Directory",
-           "Frontier", "State", "StateError"]
+__all__ = ["DEFAULT_MAX_EVIDENCE", "EVIDENCE_DIR", "MAX_PENDING", "MAX_REWRITES", "STATE_FILE",
+           "STATUS_FILE", "Directory", "Frontier", "State", "StateError"]

@@ -7,7 +7,9 @@ A round, with only public keys (the city's and the clearinghouse's) and addresse
    verified (``TrustedLog``, by a consistency proof); the new leaves are read and must
    hash, with the ones read before, to the signed root. Admissions in them (city-signed,
    checked under the city key) give the districts' keys; node checkpoints must never
-   anchor fewer ledger entries than the same district anchored before.
+   anchor fewer ledger entries than the same district anchored before (such an alarm
+   stands: every later round reports it again, as a monitor reading the log afresh
+   would).
 2. **Finality.** The clearinghouse's latest quorum head counts only if enough districts'
    cosignatures verify under those keys; a head of the log not covered by a final head
    within ``finality_seconds`` (measured from when this monitor first saw it) is an
@@ -19,22 +21,29 @@ A round, with only public keys (the city's and the clearinghouse's) and addresse
 Every fork found is written to the evidence directory as a file anyone can re-check
 (``timebank monitor check-evidence``). Calls time out; a district that does not answer
 is a warning (its heads are not compared this round), not an alarm.
+
+After every round, made or not, ``status.json`` in the directory says what it found
+(``timebank.monitorstatus``), for the bureau's console to show in words; a round that
+could not be made (the clearinghouse did not answer) says so there as a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from city.monitor.state import MAX_PENDING, Directory, State
+from city.monitor.state import MAX_PENDING, MAX_REWRITES, Directory, State, StateError
 from node.link.connection import all_admissions
 from node.link.logcheck import locate
 from runtime.tls import ClientTls
 from runtime.tls import channel as tls_channel
-from timebank import anchors, forks, transparency
+from timebank import anchors, forks, monitorstatus, transparency
 from timebank import checkpoint as notes
 from timebank import roster as rosters
 from timebank.admissions import chain_of
@@ -51,12 +60,13 @@ PAGE = 1000  # entries per GetEntries call
 MAX_NODES = 64
 DEFAULT_FINALITY_SECONDS = 300
 
-FORK = "fork"
-FINALITY = "finality"
-ANCHORS = "anchors"
+FORK = monitorstatus.FORK
+FINALITY = monitorstatus.FINALITY
+ANCHORS = monitorstatus.ANCHORS
 ROLLBACK = "rollback"
 LOG = "log"
 UNREACHABLE = "unreachable"
+NO_ROUND = "no-round"  # the round could not be made (a warning in the status file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +134,39 @@ class MonitorError(Exception):
 
 
 def check_once(target: Target, directory: Directory, *, now: int | None = None) -> Round:
-    """One round: read the state, check everything, keep evidence, save the state."""
+    """One round: read the state, check everything, keep evidence, save the state, and
+    say in the status file what it found (or why the round could not be made)."""
+    at = int(time.time()) if now is None else now
+    try:
+        found = _round(target, directory, at)
+    except (MonitorError, StateError) as e:
+        failed = Round([Finding(NO_ROUND, f"the round could not be made: {e}", alarm=False)])
+        with contextlib.suppress(StateError):  # the round's own error says more
+            directory.report(status_of(failed, at, directory))
+        raise
+    directory.report(status_of(found, at, directory))
+    return found
+
+
+def status_of(found: Round, at: int, directory: Directory) -> monitorstatus.MonitorStatus:
+    """What a round found, as the status file says it: an evidence file by its name in
+    the directory (one not kept is said in the detail)."""
+    findings = []
+    for f in found.findings:
+        evidence, detail = "", f.detail
+        if f.evidence and Path(f.evidence).parent == directory.evidence_dir:
+            evidence = Path(f.evidence).name
+        elif f.evidence:
+            detail = f"{detail} (evidence {f.evidence})"
+        findings.append(monitorstatus.Finding.of(f.kind, f.alarm, detail, evidence))
+    return monitorstatus.bounded(datetime.fromtimestamp(at, UTC), findings,
+                                 log_size=found.log_size, final_size=found.final_size,
+                                 districts=found.districts, heads_checked=found.heads_checked)
+
+
+def _round(target: Target, directory: Directory, at: int) -> Round:
     state = directory.load(target.clearinghouse_key)
     found = Round()
-    at = int(time.time()) if now is None else now
     with tls_channel(target.clearinghouse, target.tls) as channel:
         stub = clearing_pb2_grpc.ClearinghouseServiceStub(channel)
         try:
@@ -137,6 +176,9 @@ def check_once(target: Target, directory: Directory, *, now: int | None = None) 
                 found.findings.append(Finding(LOG, f"the city's key rotations conflict: {e}",
                                               key="log:keys"))
             latest = _follow(stub, target, state, directory, found, at)
+            seen = {f.key for f in found.findings}
+            found.findings.extend(Finding(ANCHORS, detail, key=key)
+                                  for key, detail in state.rewrites.items() if key not in seen)
             if latest is not None:
                 _finality(stub, target, state, latest, found, at)
             for address in target.nodes:
@@ -228,6 +270,9 @@ def _read_leaves(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Targe
                                       "root the clearinghouse signed", key=f"log:{head.size}"))
         return False
     state.frontier, state.anchors, state.keys = frontier, anchored, keys
+    for f in found.findings:
+        if f.kind == ANCHORS and len(state.rewrites) < MAX_REWRITES:
+            state.rewrites.setdefault(f.key, f.detail)
     return True
 
 
@@ -402,5 +447,5 @@ def _district(stub: clearing_pb2_grpc.ClearinghouseServiceStub, target: Target,
 
 
 __all__ = ["ANCHORS", "DEFAULT_FINALITY_SECONDS", "FINALITY", "FORK", "LOG", "MAX_NODES",
-           "ROLLBACK", "UNREACHABLE", "Finding", "MonitorError", "Round", "Target",
-           "check_once"]
+           "NO_ROUND", "ROLLBACK", "UNREACHABLE", "Finding", "MonitorError", "Round", "Target",
+           "check_once", "status_of"]

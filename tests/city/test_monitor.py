@@ -4,12 +4,19 @@ All is well, then, one at a time, what the monitor must catch besides a split vi
 (tests/city/test_split_view.py has that, with real processes): a district whose view of
 the log goes backwards, anchors in the log that go backwards, a clearinghouse whose log
 does not extend the head the monitor verified before (kept as evidence); and the
-``check-evidence`` command on good and bad files."""
+``check-evidence`` command on good and bad files. After every round, made or not, the
+monitor's status file says what it found (``timebank.monitorstatus``)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +25,7 @@ from typer.testing import CliRunner
 from city.cli import app
 from city.monitor import Target, check_once
 from city.monitor.state import Directory
-from city.monitor.watch import ANCHORS, FORK, LOG, ROLLBACK
+from city.monitor.watch import ANCHORS, FORK, LOG, NO_ROUND, ROLLBACK, MonitorError
 from clearinghouse.usecases import log
 from node.api.server import start_server as start_node
 from node.usecases import tree_heads
@@ -28,13 +35,19 @@ from tests.federation.support import GL, JN, QX, enrol_at
 from tests.helpers import id_card
 from tests.node.link.support import CH_PUBLIC, eventually
 from timebank import checkpoint as notes
-from timebank import forks, merkle, transparency
+from timebank import forks, merkle, monitorstatus, transparency
 from timebank.keys import public_key
 from timebank.v1 import clearing_pb2 as pb
 
 pytestmark = pytest.mark.timeout(120)
 NODES = (JN, GL, QX)
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
+
+
+def _status(directory: Directory) -> monitorstatus.MonitorStatus:
+    """The status file the monitor keeps, read as the bureau's console reads it."""
+    return monitorstatus.parse((directory.path / monitorstatus.FILE_NAME).read_bytes())
 
 
 @pytest.fixture
@@ -76,6 +89,12 @@ def test_all_is_well_then_a_district_view_goes_backwards(watched: tuple[City, Ta
     assert first.districts == 3 and first.heads_checked >= 3 and first.log_size > 0
     state = json.loads((tmp_path / "monitor" / "state.json").read_text(encoding="utf-8"))
     assert state["leaves"] == first.log_size and set(state["keys"]) == set(NODES)
+    status = _status(directory)  # what the round found, for the bureau's console
+    assert status.ok and status.findings == () and status.omitted == 0
+    assert (status.log_size, status.final_size, status.districts, status.heads_checked) == (
+        first.log_size, first.final_size, 3, first.heads_checked)
+    assert abs((datetime.now(UTC) - status.checked_at).total_seconds()) < 60
+    assert not list((tmp_path / "monitor").glob("*.tmp"))  # written whole, then renamed
     # another round reads only what is new
     enrol_at(city, JN, "李秀英", id_card(1940, JN))
     city.settle()
@@ -90,6 +109,15 @@ def test_all_is_well_then_a_district_view_goes_backwards(watched: tuple[City, Ta
     third = check_once(target, directory)
     assert [f.kind for f in third.findings if f.alarm] == [ROLLBACK], third.findings
     assert "went backwards" in third.findings[0].detail
+    assert [(f.kind, f.alarm) for f in _status(directory).findings] == [(ROLLBACK, True)]
+
+    # a round that cannot be made says so in the status too (a warning), then fails
+    gone = Target("127.0.0.1:1", target.clearinghouse_key, target.city_key, target.nodes)
+    with pytest.raises(MonitorError, match="did not answer"):
+        check_once(gone, directory)
+    failed = _status(directory)
+    assert [(f.kind, f.alarm) for f in failed.findings] == [(NO_ROUND, False)], failed
+    assert "127.0.0.1:1 did not answer" in failed.findings[0].detail
 
 
 def test_anchors_that_go_backwards_are_an_alarm(watched: tuple[City, Target],
@@ -110,6 +138,34 @@ def test_anchors_that_go_backwards_are_an_alarm(watched: tuple[City, Target],
     found = check_once(target, directory)
     assert [f.kind for f in found.findings if f.alarm] == [ANCHORS], found.findings
     assert f"district {GL} anchored 4 ledger entries" in found.findings[0].detail
+    status = _status(directory)
+    assert [(f.kind, f.alarm) for f in status.alarms] == [(ANCHORS, True)], status
+    assert status.alarms[0].detail == found.findings[0].detail and not status.ok
+    # the log holds it for good: the alarm stands in every later round (the leaves are
+    # not read again), and a following monitor says it in its status file too
+    again = check_once(target, directory)
+    assert [f.detail for f in again.findings if f.alarm] == [found.findings[0].detail]
+    env = {**os.environ, "TIMEBANK_INSECURE": "1", "PYTHONIOENCODING": "utf-8"}
+    status_file = directory.path / monitorstatus.FILE_NAME
+    status_file.unlink()
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "city", "monitor", "check", "--follow", "--interval", "0.2",
+         "--clearinghouse", target.clearinghouse, "--clearinghouse-key", CH_PUBLIC.hex(),
+         "--city-key", public_key(CITY_ROOT).hex(), "--data-dir", str(directory.path),
+         *(a for n in target.nodes for a in ("--node", n))],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        encoding="utf-8")
+    try:
+        deadline = time.monotonic() + 30
+        while not status_file.exists():
+            assert follow.poll() is None and time.monotonic() < deadline, follow.stderr
+            time.sleep(0.1)
+    finally:
+        follow.send_signal(signal.SIGTERM)
+        _, err = follow.communicate(timeout=30)
+    assert follow.returncode == 0, err
+    followed = _status(directory)
+    assert [f.kind for f in followed.alarms] == [ANCHORS] and "ALARM anchors" in err
 
 
 def test_a_log_that_does_not_extend_the_head_seen_before_is_kept_as_evidence(
@@ -128,6 +184,8 @@ def test_a_log_that_does_not_extend_the_head_seen_before_is_kept_as_evidence(
     assert [f.kind for f in found.findings if f.alarm] == [FORK], found.findings
     path = Path(found.findings[0].evidence)
     evidence = forks.check(forks.load(path.read_bytes()), CH_PUBLIC)
+    [kept] = _status(directory).alarms  # the status names the file in the evidence folder
+    assert kept.kind == FORK and kept.evidence == path.name == f"fork-{evidence.id}.json"
     assert evidence.conclusive and evidence.heads[0].note == seen
     # the files check from the command line with the key alone
     ok = runner.invoke(app, ["monitor", "check-evidence", str(path), "--clearinghouse-key",

@@ -1,13 +1,16 @@
 """The bureau's overview over a real city: a clearinghouse and two district nodes as
 processes, one elder of 江宁区 served in 鼓楼区 with her hours kept at home, and the
-console reading the clearinghouse as the city's observer (mutual TLS)."""
+console reading the clearinghouse as the city's observer (mutual TLS). With the city's
+monitor's status file (``--monitor-status``), the page says what the monitor found, or
+that it is not reporting."""
 
 from __future__ import annotations
 
 import html
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,17 +27,21 @@ from tests.city.workload import (
     setup_desk,
     wait_claim,
 )
+from timebank import monitorstatus
 from web.app import build
 from web.bureau import (
     CHART_UNITS,
     MAX_CHART_BARS,
+    MONITOR_STALE_SECONDS,
     Clearinghouse,
     Flow,
     ago,
     flow_bars,
+    read_monitor,
     used_percent,
     witnesses,
 )
+from web.catalogue import packaged
 from web.nodes import Node
 
 JN, GL = "320115", "320106"
@@ -42,10 +49,37 @@ TWO = (District(JN, "江宁区"), District(GL, "鼓楼区"))
 CONFIRM_SECONDS = 60
 
 
+@dataclass(frozen=True)
+class Bureau:
+    """The bureau's console over the running city: its node and how it reads the
+    clearinghouse."""
+
+    node: Node
+    clearinghouse: str
+    tls: ClientTls
+
+    def pages(self, monitor_status: Path | None = None) -> tuple[str, str]:
+        """The bureau's page in Chinese and English (with the monitor's status file)."""
+        house = Clearinghouse(self.clearinghouse, self.tls, monitor_status=monitor_status)
+        try:
+            with TestClient(build(self.node, clearinghouse=house)) as browser:
+                zh, en = browser.get("/bureau"), browser.get("/bureau?lang=en")
+                assert zh.status_code == en.status_code == 200, zh.text
+                return html.unescape(zh.text), html.unescape(en.text)
+        finally:
+            house.close()
+
+
 @pytest.fixture(scope="module")
-def overview(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def overview(bureau: Bureau) -> tuple[str, str]:
     """The bureau's page (Chinese and English) once 鼓楼区 served 江宁区's elder and the
     districts confirmed the log."""
+    return bureau.pages()
+
+
+@pytest.fixture(scope="module")
+def bureau(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bureau]:
+    """The city once 鼓楼区 served 江宁区's elder and the districts confirmed the log."""
     city = layout(tmp_path_factory.mktemp("city") / "city", TWO)
     with CityProcesses(city, dev_clock=True) as processes:
         processes.start_all()
@@ -67,9 +101,7 @@ def overview(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
                 while house.overview()[2].confirmed_at is None:
                     assert time.monotonic() < deadline, "the districts never cosigned"
                     time.sleep(0.5)
-                with TestClient(build(node, clearinghouse=house)) as browser:
-                    yield (html.unescape(browser.get("/bureau").text),
-                           html.unescape(browser.get("/bureau?lang=en").text))
+                yield Bureau(node, city.clearinghouse_address, tls)
             finally:
                 node.close()
                 house.close()
@@ -170,3 +202,96 @@ def test_how_long_ago_in_words() -> None:
     assert ago(now - timedelta(hours=5), now) == ("ago_hours", 5)
     assert ago(now - timedelta(days=3), now) == ("ago_days", 3)
     assert ago(now + timedelta(seconds=5), now) == ("ago_seconds", 0)  # clocks differ
+
+
+# ---------------------------------------------------------------- the city's monitor
+
+def _write_status(file: Path, age: timedelta,
+                  findings: tuple[monitorstatus.Finding, ...] = ()) -> Path:
+    """A status file as the monitor writes it, of a round ``age`` ago."""
+    checked = (datetime.now(UTC) - age).replace(microsecond=0)
+    file.write_bytes(monitorstatus.to_json(monitorstatus.MonitorStatus(
+        checked, 120, 118, 2, 6, findings)))
+    return file
+
+
+REWRITTEN = (f"district {GL} anchored 4 ledger entries at log leaf 80, after 9 before: its "
+             "anchors go backwards")
+FOUND = (monitorstatus.Finding(monitorstatus.ANCHORS, True, REWRITTEN),
+         monitorstatus.Finding(monitorstatus.FORK, True, "the clearinghouse's log does not "
+                               "extend the head this monitor verified before",
+                               "fork-0123456789abcdef0123.json"),
+         monitorstatus.Finding(monitorstatus.FINALITY, True, "the head of 12 leaves is not "
+                               "covered by a head cosigned by a quorum"),
+         monitorstatus.Finding("rollback", True, "district 320106 holds a verified head of "
+                               "3 leaves, after one of 9 before"),
+         monitorstatus.Finding("unreachable", False, "the district node at 10.0.0.9:7443 did "
+                               "not answer (UNAVAILABLE)"))
+
+
+def test_without_a_monitor_the_page_has_no_monitor_section(overview: tuple[str, str]) -> None:
+    zh, en = overview
+    assert 'id="monitor"' not in zh and 'id="monitor"' not in en
+
+
+def test_the_monitors_alarms_are_said_in_words(bureau: Bureau, tmp_path: Path) -> None:
+    zh, en = bureau.pages(_write_status(tmp_path / "status.json", timedelta(seconds=150),
+                                        FOUND))
+    section = zh.split('id="monitor"')[1].split("</section>")[0]
+    assert "城市监督程序" in section and "监督程序最近一次检查：2 分钟前" in section
+    alarms = section.split('id="monitor-alarms"')[1]
+    assert "某区的账本被改写：其新封存的记录比以前少" in alarms and REWRITTEN in alarms
+    assert "结算中心向不同的区出示了互相矛盾的日志（分叉）" in alarms
+    assert "证据文件：fork-0123456789abcdef0123.json" in alarms
+    assert "日志的新版本迟迟没有被多数区确认" in alarms
+    assert "警报：district 320106 holds a verified head of 3 leaves" in alarms
+    assert "提醒：the district node at 10.0.0.9:7443 did not answer" in section
+    assert "没有发现问题" not in section and 'id="monitor-problem"' not in section
+    english = en.split('id="monitor"')[1].split("</section>")[0]
+    assert "The monitor last checked 2 minutes ago" in english
+    assert "a district's books were rewritten" in english and REWRITTEN in english
+    assert "(a fork)" in english and "Alarm: district 320106 holds" in english
+    assert "Note: the district node at 10.0.0.9:7443" in english
+    # the console's own node's alarms are said as before, apart from the monitor's
+    assert "没有发现分叉" in zh.split('id="log-alarms"')[1].split("</p>")[0]
+
+
+def test_a_monitor_that_found_nothing_says_so(bureau: Bureau, tmp_path: Path) -> None:
+    zh, en = bureau.pages(_write_status(tmp_path / "status.json", timedelta(seconds=5)))
+    assert "没有发现问题" in zh and "监督程序最近一次检查：刚才" in zh
+    assert "全市日志共 120 条记录，2 个区的节点回答了它" in zh
+    assert "It found nothing wrong" in en and "警报" not in zh.split('id="monitor"')[1]
+
+
+def test_a_monitor_not_reporting_is_said(bureau: Bureau, tmp_path: Path) -> None:
+    zh, en = bureau.pages(tmp_path / "nowhere.json")  # no file: never reported
+    assert "监督程序还没有报告" in zh and "The monitor has not reported" in en
+    stale = timedelta(seconds=MONITOR_STALE_SECONDS + 15 * 60 + 30)
+    zh, en = bureau.pages(_write_status(tmp_path / "old.json", stale, FOUND[:1]))
+    problem = zh.split('id="monitor-problem"')[1].split("</p>")[0]
+    assert "监督程序已 25 分钟没有报告，请检查它是否在运行" in problem
+    assert "The monitor has not reported for 25 minutes: check that it runs" in en
+    assert "某区的账本被改写" in zh  # what it last said still shows
+    (tmp_path / "bad.json").write_text('{"format": "something else"}', encoding="utf-8")
+    zh, en = bureau.pages(tmp_path / "bad.json")
+    assert "监督程序的状态文件格式不对" in zh and "not in the expected form" in en
+
+
+def test_reading_the_monitors_file_never_fails(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert read_monitor(tmp_path / "missing.json", now).problem == "missing"
+    assert read_monitor(tmp_path, now).problem == "unreadable"  # a folder
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (monitorstatus.MAX_BYTES + 10))
+    assert read_monitor(big, now).problem == "malformed"
+    fresh = _write_status(tmp_path / "s.json", timedelta(0))
+    assert read_monitor(fresh, now).problem == "" and read_monitor(fresh, now).status
+    later = read_monitor(fresh, now + timedelta(seconds=MONITOR_STALE_SECONDS + 60))
+    assert (later.problem, later.minutes) == ("stale", MONITOR_STALE_SECONDS // 60 + 1)
+    early = read_monitor(fresh, now - timedelta(hours=1))
+    assert (early.problem, early.minutes) == ("ahead", 60)
+    view = read_monitor(fresh, now)
+    keys = {view.said(f) for f in FOUND} | {view.said(monitorstatus.Finding("x", True, "y"))}
+    assert keys == {"monitor_alarm_anchors", "monitor_alarm_fork", "monitor_alarm_finality",
+                    "monitor_alarm_other", "monitor_warning"}
+    assert keys <= set(packaged().messages)
