@@ -1,6 +1,7 @@
 """The service point's desk: find a person, read their hours and orders, take a request
-by phone and carry it through the service loop; correct a person's phone and priority
-status, and link them to their family and proxies (staff and operators).
+by phone and carry it through the service loop; correct a person's name, phone, service
+point and priority status, and link them to their family and proxies (staff and
+operators).
 
 Every act is the node's rpc, called as the person logged in, with an idempotency key the
 page made when it showed the form: a form sent twice (a double click, a reload) is done
@@ -10,6 +11,7 @@ English beside), and nothing changes.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,15 @@ MAX_PHONE_CHARS = 20
 PHONE_CHARS = frozenset("0123456789+- ")
 #: A resident ID-card number: 17 digits and a check digit (0-9 or X).
 ID_NUMBER_CHARS = 18
+#: A person's name as the node keeps one (EnrolPerson, UpdatePerson): at most this many
+#: characters, none of these Unicode categories (control, invisible formatting, line
+#: and paragraph separators).
+MAX_NAME_CHARS = 64
+NAME_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+#: The service points the edit form offers are read in pages of this many
+#: (ListServicePoints' largest), at most this many pages.
+POINTS_PAGE = 500
+MAX_POINT_PAGES = 4
 
 ORDER_STATES: dict[pb.OrderState.ValueType, str] = {
     pb.ORDER_STATE_REQUESTED: "requested", pb.ORDER_STATE_ACCEPTED: "accepted",
@@ -54,6 +65,10 @@ PAYMENTS: dict[str, tuple[pb.PaymentSource.ValueType, str]] = {
     "pool": (pb.PAYMENT_SOURCE_DONATION_POOL, "pay_pool"),
     "relative": (pb.PAYMENT_SOURCE_RELATIVE, "pay_relative"),
 }
+#: The node's refusals of an edit said on the person's page (with the HTTP status), beyond
+#: the requests it refuses as malformed or in conflict: a move the caller may not make,
+#: and a service point the district does not have (a form shown before it changed).
+EDIT_REFUSALS = {"MOVE_NOT_ALLOWED": 403, "UNKNOWN_SERVICE_POINT": 409}
 #: What may be done to an order in each state, in the order the page offers it.
 ACTIONS: dict[str, tuple[str, ...]] = {
     "requested": ("accept", "cancel"),
@@ -90,8 +105,9 @@ LINK_STANDINGS: dict[pb.LinkKind.ValueType, str] = {
 #: A proxy link on the proxy's own page: the other person is the one they act for.
 LINK_REPRESENTED = "link_seen_represented"
 #: What the person page may say went wrong with an edit or a link, or was done.
-PEOPLE_PROBLEMS = ("edit_bad_phone", "edit_bad_reason", "edit_nothing",
-                   "edit_group_priority", "link_bad_id_number", "link_bad_kind",
+PEOPLE_PROBLEMS = ("edit_bad_phone", "edit_bad_reason", "edit_nothing_changed",
+                   "edit_group_priority", "edit_bad_name", "edit_name_needs_reason",
+                   "link_bad_id_number", "link_bad_kind",
                    "link_not_found", "link_several", "link_self", "link_group",
                    "action_refused")
 PEOPLE_DONE = ("edit_done", "link_done")
@@ -139,6 +155,24 @@ def form_field(form: Any, name: str, limit: int) -> str | None:
     if len(text) > limit or any(ord(c) < 32 and c not in "\n\t" for c in text):
         return None
     return text
+
+
+def person_name(text: str) -> bool:
+    """Whether ``text`` (stripped) is a name the node keeps: not empty, at most
+    ``MAX_NAME_CHARS`` characters, nothing invisible or a control character (the node's
+    rule; checked here so the form says so before any call)."""
+    return (0 < len(text) <= MAX_NAME_CHARS
+            and not any(unicodedata.category(c) in NAME_REFUSED_CATEGORIES for c in text))
+
+
+@dataclass(frozen=True, slots=True)
+class PointChoice:
+    """A service point the edit form offers for a person: its id (0: none), name and
+    code ("" for none)."""
+
+    id: int
+    name: str = ""
+    code: str = ""
 
 
 def phone_number(text: str) -> bool:
@@ -221,6 +255,7 @@ class Desk:
         person = (await ask("GetPerson", pb.GetPersonRequest(person_id=person_id),
                             session)).person
         links = await self._links(person, session)
+        points = await self._point_choices(person, session)
         balance = None
         if not person.home_node_id:
             balance = await ask("GetBalance", pb.GetBalanceRequest(person_id=person_id),
@@ -239,7 +274,31 @@ class Desk:
             problem_fields={"detail": detail} if detail else {}, key=str(uuid.uuid4()),
             is_group=person.kind == pb.PERSON_KIND_GROUP, links=links,
             link_kinds=LINK_KINDS, typed=typed or {}, done=done if done in PEOPLE_DONE
-            else "", edit_key=str(uuid.uuid4()), link_key=str(uuid.uuid4()))
+            else "", edit_key=str(uuid.uuid4()), link_key=str(uuid.uuid4()),
+            points=points, staff_desk=session.caller.role == "staff")
+
+    async def _point_choices(self, person: pb.Person, session: Any) -> list[PointChoice]:
+        """The service points the edit form offers for ``person``: the ones the caller may
+        move them to (UpdatePerson's rule: an operator every point of the district, and
+        none; staff their own point), with where the person is now always among them (so
+        a form sent as shown moves no one)."""
+        caller = session.caller
+        anywhere = caller.role == "operator"
+        here = int(person.service_point_id)
+        wanted = {int(caller.service_point_id), here}
+        choices = [PointChoice(0)] if anywhere or not here else []
+        after = 0
+        for _ in range(MAX_POINT_PAGES):
+            page = (await self.pages.ask("ListServicePoints", pb.ListServicePointsRequest(
+                after_id=after, limit=POINTS_PAGE), session)).service_points
+            choices += [PointChoice(int(p.id), p.name, p.code) for p in page
+                        if anywhere or p.id in wanted]
+            if len(page) < POINTS_PAGE:
+                break
+            after = int(page[-1].id)
+        if here and all(c.id != here for c in choices):
+            choices.append(PointChoice(here))  # beyond the pages read: by its number
+        return choices
 
     async def request_order(self, request: Request) -> Response:
         session = self.pages.logged_in(request, desk=True)
@@ -270,29 +329,48 @@ class Desk:
         return RedirectResponse(f"/orders/{made.order.id}", status_code=303)
 
     async def edit(self, request: Request) -> Response:
-        """Correct a person's phone and priority status, as UpdatePerson does, with the
-        reason kept on their record. Only what the staff member changed in the form is
-        sent (the form holds the values it was shown with): a form shown before someone
-        else's change does not undo it."""
+        """Correct a person's name (a typo at enrolment), phone, service point (they moved
+        house) and priority status, as UpdatePerson does, with the reason kept on their
+        record (a name is corrected only with one). Only what the staff member changed in
+        the form is sent (the form holds the values it was shown with): a form shown
+        before someone else's change does not undo it. The ID-card number is not on the
+        form: it is who the person is (their one account, their city-wide pseudonym), so
+        a wrong one is a new enrolment by the district's operator, never an edit."""
         session = self.pages.logged_in(request, desk=True)
         person_id = page_id(request.path_params["person_id"])
         form = await self.pages.form(request, session)
-        typed = {"phone": form_text(form, "phone", 64), "reason": form_text(form, "reason")}
+        typed = {"phone": form_text(form, "phone", 64), "reason": form_text(form, "reason"),
+                 "name": form_text(form, "name", 2 * MAX_NAME_CHARS),
+                 "point": form_text(form, "point", 20)}
         phone = form_field(form, "phone", MAX_PHONE_CHARS)
         if phone is None or not phone_number(phone):
             return await self.person(request, "edit_bad_phone", status=400, typed=typed)
+        name: str | None = None  # a form without the field changes no name
+        if "name" in form:
+            name = form_field(form, "name", 2 * MAX_NAME_CHARS) or ""
+            if not person_name(name):
+                return await self.person(request, "edit_bad_name", status=400, typed=typed)
         reason = form_field(form, "reason", MAX_TEXT_CHARS)
         if reason is None:
             return await self.person(request, "edit_bad_reason", status=400, typed=typed)
         changes: dict[str, Any] = {}
+        if name is not None and name != form_text(form, "name_was", MAX_NAME_CHARS):
+            if not reason:
+                return await self.person(request, "edit_name_needs_reason", status=400,
+                                         typed=typed)
+            changes["name"] = name
         if phone != form_text(form, "phone_was", MAX_PHONE_CHARS):
             changes["phone"] = phone
         was = form_text(form, "priority_was", 1)
         priority = form_text(form, "priority", 1) == "1"
         if was in ("0", "1") and priority != (was == "1"):
             changes["priority"] = priority
+        point, point_was = form_text(form, "point", 20), form_text(form, "point_was", 20)
+        if point and point_was and page_id(point) != page_id(point_was):
+            changes["service_point_id"] = page_id(point)
         if not changes:
-            return await self.person(request, "edit_nothing", status=400, typed=typed)
+            return await self.person(request, "edit_nothing_changed", status=400,
+                                     typed=typed)
         if priority and "priority" in changes:
             person = (await self.pages.ask("GetPerson", pb.GetPersonRequest(
                 person_id=person_id), session)).person
@@ -306,6 +384,9 @@ class Desk:
         except NodeError as e:
             if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
                 return await self.person(request, "action_refused", e.detail, 409, typed)
+            if e.detail.reason in EDIT_REFUSALS:
+                return await self.person(request, "action_refused", e.detail,
+                                         EDIT_REFUSALS[e.detail.reason], typed)
             raise
         return RedirectResponse(f"/people/{person_id}?done=edit_done", status_code=303)
 

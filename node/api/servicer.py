@@ -68,6 +68,7 @@ DEFAULT_RECORD_LIMIT = 1000
 DEFAULT_PUBLIC_LIMIT = 50
 DEFAULT_FIND_LIMIT = 20
 DEFAULT_OPEN_LIMIT = 20
+DEFAULT_POINTS_LIMIT = 100
 
 M = TypeVar("M", bound=Message)
 
@@ -256,10 +257,16 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             who = caller()
             actor = access.actor(who, staff_id=staff_id)
             access.require_person(tx, who, person_id)
+            point: int | None = None
+            if request.HasField("service_point_id"):
+                point = convert.optional_id(request.service_point_id, "service_point_id")
+                access.require_move(tx, who, person_id, point)
             priority = request.priority if request.HasField("priority") else None
             phone = request.phone if request.HasField("phone") else None
-            return convert.person_pb(people.update_person(tx, person_id, 0, priority,
-                                                          phone, request.reason, actor=actor))
+            name = request.name if request.HasField("name") else None
+            return convert.person_pb(people.update_person(
+                tx, person_id, 0, priority, phone, request.reason, name=name,
+                service_point_id=point, actor=actor))
 
         return pb.UpdatePersonResponse(
             person=self._once("UpdatePerson", request.idempotency_key, request, run, pb.Person))
@@ -280,6 +287,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
         return pb.LinkPeopleResponse(
             link=self._once("LinkPeople", request.idempotency_key, request, run, pb.Link))
+
+    def ListServicePoints(self, request: pb.ListServicePointsRequest,
+                          context: grpc.ServicerContext) -> pb.ListServicePointsResponse:
+        after_id = convert.optional_id(request.after_id, "after_id")
+        limit = convert.limit(request.limit, DEFAULT_POINTS_LIMIT)
+        found = self._app.query(people.list_service_points, after_id, limit)
+        return pb.ListServicePointsResponse(
+            service_points=[convert.service_point_pb(v) for v in found])
 
     # ------------------------------------------------------------ the service loop
 

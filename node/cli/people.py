@@ -201,14 +201,22 @@ def person_update(
         help="Make the person a priority elder (重点空巢独居老人), or no longer one.")] = None,
     phone: Annotated[str | None, typer.Option(
         "--phone", help="The new phone number ('' clears it).")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="The corrected name (a typo at enrolment); needs --reason.")] = None,
+    service_point: Annotated[int | None, typer.Option(
+        "--service-point", metavar="ID", min=0, max=INT64_MAX,
+        help="Move the person to this service point (0: none). Staff move people only "
+             "into their own point; the operator anywhere.")] = None,
     reason: Annotated[str, typer.Option(
         "--reason", help="Why, for the record (e.g. 民政局复核).")] = "",
     node: NodeAddress = DEFAULT_NODE_ADDRESS, key: IdempotencyKey = "",
     as_json: AsJson = False,
 ) -> None:
-    """Correct a person's details: priority status, phone (recorded with who and when).
+    """Correct a person's details: name, priority status, phone, service point (recorded
+    with who and when, old and new).
 
-    Only the options given change. A name or ID number is never changed here.
+    Only the options given change. An ID number is never changed: a wrong one is a new
+    enrolment.
     """
     key = key or new_key()
     request = node_pb2.UpdatePersonRequest(idempotency_key=key, person_id=person_id,
@@ -217,6 +225,10 @@ def person_update(
         request.priority = priority
     if phone is not None:
         request.phone = phone
+    if name is not None:
+        request.name = name
+    if service_point is not None:
+        request.service_point_id = service_point
     with connect(node) as client:
         person = client.call(client.stub.UpdatePerson, request, key).person
         if as_json:

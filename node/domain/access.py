@@ -19,8 +19,9 @@ closed; a test checks every rpc of the contract has a rule or is public). ``PUBL
 names the few anyone may call without a credential: logging in, the city's log heads,
 and the orders in their publicity period with names masked (社会监督). ``may_call`` is
 the first check of a call, ``may_touch`` the second (for staff: the service point of
-the person the call touches; for members: which person), and ``acting`` turns the
-caller and the actor a request names into the actor that is recorded.
+the person the call touches; for members: which person), ``may_move`` the third when
+a call moves a person to another service point, and ``acting`` turns the caller and the
+actor a request names into the actor that is recorded.
 
 Pure: no storage, no gRPC. Every refusal is the message for the caller, Chinese first.
 """
@@ -155,8 +156,13 @@ RULES: Mapping[str, Rule] = {
     # a desk finding a person by name, ID number or phone: staff only among the people
     # they serve (their service point's and those at none); members may not search
     "FindPeople": Rule(frozenset({_O, _S, _A, _P}), Scope.READ),
+    # staff correct the people of their service point; moving a person to another
+    # service point is also ``may_move``'s: operators anywhere, staff into their own
     "UpdatePerson": PEOPLE,
     "LinkPeople": PEOPLE,
+    # the district's service points (codes, names, streets: nothing personal), which a
+    # desk chooses from; any caller
+    "ListServicePoints": ANYONE,
     # the service loop
     "RequestOrder": LOOP,
     "AcceptOrder": LOOP,
@@ -253,6 +259,35 @@ def may_touch(who: Principal, subject: Subject) -> str | None:
     return None
 
 
+def may_move(who: Principal, subject: Subject, to_point: int) -> str | None:
+    """Why ``who`` may not move ``subject`` from their service point to ``to_point``
+    (0: to none); None: they may. Checked after ``may_touch`` (staff reach only people
+    of their own service point or of none).
+
+    A service point's staff serve its people, so a move hands a person from one desk to
+    another. Operators move anyone anywhere, to none too: they decide between the
+    district's service points. Staff only take a person into their own service point
+    (from it, a no-op, or from none: someone who has come to live in its area): never
+    into another point, whose staff have not taken the person on, nor to none, which
+    would put the person out of any one desk's care; they ask the district's operator.
+    Programs move no one: their ``enrol`` scope corrects details, and handing people
+    between desks is the district's decision. Leaving a person where they are is no
+    move, and anyone who may touch them may do that."""
+    if to_point == subject.service_point_id or who.role is Role.OPERATOR:
+        return None
+    if who.role is Role.STAFF:
+        if to_point == who.service_point_id:
+            return None
+        return (f"服务点工作人员只能把人员转入本服务点，转到其他服务点请联系区运维员 "
+                f"({who.label} works at service point {who.service_point_id}: they may move "
+                f"person {subject.person_id} into it, not to "
+                f"{f'service point {to_point}' if to_point else 'no service point'}; the "
+                "district's operator moves people between service points)")
+    return (f"只有区运维员可以在服务点之间转移人员 ({who.label} may not move person "
+            f"{subject.person_id} between service points: the district's operator does, "
+            "or staff into their own service point)")
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who performs an act, as recorded with it: an enrolled person or a staff member,
@@ -330,4 +365,4 @@ class LoginRules:
 
 
 __all__ = ["ANYONE", "MAX_ACTOR_CHARS", "PUBLIC", "RULES", "Actor", "LoginRules", "Principal",
-           "Role", "Rule", "Scope", "Subject", "acting", "may_call", "may_touch"]
+           "Role", "Rule", "Scope", "Subject", "acting", "may_call", "may_move", "may_touch"]

@@ -46,6 +46,12 @@ class StaffRepo:
         row = self.conn.execute(select(POINTS).where(POINTS.c.code == code)).one_or_none()
         return None if row is None else record(ServicePointRecord, row)
 
+    def service_points(self, after_id: int, limit: int) -> list[ServicePointRecord]:
+        """The service points after ``after_id``, in id order, at most ``limit``."""
+        rows = self.conn.execute(select(POINTS).where(POINTS.c.id > after_id)
+                                 .order_by(POINTS.c.id).limit(limit))
+        return [record(ServicePointRecord, r) for r in rows]
+
     def add(self, name: str, service_point_id: int, at: datetime) -> int:
         return int(self.conn.execute(
             insert(STAFF).values(name=name, service_point_id=service_point_id, created_at=at)

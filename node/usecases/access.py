@@ -8,7 +8,16 @@ say whether the person exists); staff are refused for a person of another servic
 
 from __future__ import annotations
 
-from node.domain.access import Actor, Principal, Role, Subject, acting, may_call, may_touch
+from node.domain.access import (
+    Actor,
+    Principal,
+    Role,
+    Subject,
+    acting,
+    may_call,
+    may_move,
+    may_touch,
+)
 from node.usecases.app import Tx
 from runtime.errors import PermissionDenied
 
@@ -43,6 +52,16 @@ def require_service_point(who: Principal, point_id: int) -> None:
     refusal = may_touch(who, Subject(0, point_id))
     if refusal is not None:
         raise PermissionDenied(refusal, "NOT_YOUR_SERVICE_POINT")
+
+
+def require_move(tx: Tx, who: Principal, person_id: int, to_point: int) -> None:
+    """``who`` may move ``person_id`` to service point ``to_point`` (0: none), as
+    ``may_move`` says; PERMISSION_DENIED ``MOVE_NOT_ALLOWED`` otherwise. After
+    ``require_person``: whether the point exists is the use-case's to say."""
+    subject = Subject(person_id, tx.repo.people.get(person_id).service_point_id or 0)
+    refusal = may_move(who, subject, to_point)
+    if refusal is not None:
+        raise PermissionDenied(refusal, "MOVE_NOT_ALLOWED")
 
 
 def require_order(tx: Tx, who: Principal, order_id: int) -> None:

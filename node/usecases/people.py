@@ -8,6 +8,7 @@ from node.domain.access import Principal, Role
 from node.domain.directory import HomeLookup
 from node.domain.identity import parse_credit_code, parse_id_card, person_ref
 from node.domain.links import MAX_STORED_READ, links_seen_by
+from node.domain.names import MAX_NAME_CHARS, person_name
 from node.domain.orders import MAX_TEXT_CHARS, PersonFacts, PersonKind, check_text
 from node.domain.policy import Relation
 from node.storage.people import NewPerson, PersonEvent, PersonRecord
@@ -31,13 +32,15 @@ from runtime.errors import (
 )
 from timebank.ids import is_node_id
 
-MAX_NAME_CHARS = 64
 MAX_PHONE_CHARS = 20
 #: The latest changes of a person's record shown with it.
 MAX_CHANGES_SHOWN = 20
 #: The longest query of ``find_people``, and the most people one call finds.
 MAX_QUERY_CHARS = 64
 MAX_FOUND = 100
+#: The most service points one ListServicePoints call lists (a district has a few
+#: dozen; a desk's choice of them is read in pages of this many).
+MAX_POINTS_LISTED = 500
 #: A whole phone number as a query: this many of these characters (as ``_phone`` takes).
 PHONE_QUERY_CHARS = (7, MAX_PHONE_CHARS)
 _PHONE_CHARS = frozenset("0123456789+- ")
@@ -73,6 +76,18 @@ def register_staff(tx: Tx, name: str, service_point_id: int) -> StaffView:
     name = _name("staff name", name)
     require_service_point(tx, service_point_id)
     return StaffView(tx.repo.staff.add(name, service_point_id, tx.now), name, service_point_id)
+
+
+def list_service_points(tx: Tx, after_id: int, limit: int) -> list[ServicePointView]:
+    """The district's service points after ``after_id``, in id order, at most ``limit``
+    (1..``MAX_POINTS_LISTED``): what a desk chooses a person's service point from. Their
+    codes, names and streets are no one's personal data, so any caller may list them."""
+    if not 1 <= limit <= MAX_POINTS_LISTED:
+        raise InvalidArgument(f"每次最多列出 {MAX_POINTS_LISTED} 个服务点 (list 1 to "
+                              f"{MAX_POINTS_LISTED} service points at a time, not {limit})",
+                              "LIMIT_OUT_OF_RANGE")
+    return [ServicePointView(p.id, p.code, p.name, p.street)
+            for p in tx.repo.staff.service_points(after_id, limit)]
 
 
 def require_service_point(tx: Tx, point_id: int) -> None:
@@ -162,7 +177,7 @@ def enrol_person(tx: Tx, kind: PersonKind, name: str, id_number: str, phone: str
     before (None: not asked, e.g. a node with no clearinghouse); an enrolment it
     contradicts is refused (``_check_directory``). ``actor``: who enrolled them (the
     authenticated caller), recorded as the first change of their record."""
-    name = _name("name", name)
+    name = person_name(name)
     if home_node_id:
         if not is_node_id(home_node_id):
             raise InvalidArgument("a home district is its 6-digit node id, e.g. 320115",
@@ -286,22 +301,48 @@ def _masked(phone: str) -> str:
     return "(none)" if not phone else f"…{digits[-4:]}" if len(digits) > 4 else "…"
 
 
+def _point_text(point_id: int | None) -> str:
+    return f"service point {point_id}" if point_id else "(none)"
+
+
 def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
-                  phone: str | None, reason: str, *, actor: Actor | None = None
+                  phone: str | None, reason: str, *, name: str | None = None,
+                  service_point_id: int | None = None, actor: Actor | None = None
                   ) -> PersonView:
-    """Staff correct a person's mutable details: whether they are a priority elder
-    (重点老人) and their phone. ``None``: leave it as it is. Each change is recorded as a
-    person event naming the staff member, with the reason given; the same value again
-    changes and records nothing. A name, an ID number and a PersonRef never change here:
-    they are who the person is (a mistake there is a new enrolment). ``actor``: the
-    authenticated caller, recorded (else staff ``staff_id``)."""
+    """Staff correct a person's mutable details: their name (a typo at enrolment), their
+    phone, whether they are a priority elder (重点老人), and their service point (they
+    moved house: the point's staff serve them from now on; their orders, links and hours
+    go with them, since every rule reads the person's point when it is applied).
+    ``None``: leave it as it is; ``service_point_id`` 0: at no service point (as
+    enrolment allows). Each change is recorded as one person event naming the actor,
+    with the old and the new value (a phone only by its last digits) and the reason
+    given; a name correction needs a reason, since the name is how everyone finds the
+    person. The same values again change and record nothing. Who may move a person
+    between service points is the caller's check (``access.require_move``), made before.
+
+    The ID number (and the PersonRef made from it) never changes here: it is who the
+    person is, the one account per person is kept by it, and other districts and the
+    city directory know the person by the PersonRef; a wrong number is a different
+    person to all of them, so it is corrected by a new enrolment by the district's
+    operator, never by editing. ``actor``: the authenticated caller, recorded (else
+    staff ``staff_id``)."""
     who = district_actor(tx, actor, staff_id)
     reason = check_text("reason", reason)
-    if priority is None and phone is None:
-        raise InvalidArgument("say what to change: priority, phone or both",
+    if priority is None and phone is None and name is None and service_point_id is None:
+        raise InvalidArgument("请说明要修改什么：姓名、电话、重点老人身份或服务点 (say what "
+                              "to change: name, phone, priority, service point)",
                               "NOTHING_TO_UPDATE")
     person = tx.repo.people.get(person_id)
     after, changes = person, []
+    if name is not None:
+        new_name = person_name(name)
+        if new_name != person.name:
+            if not reason:
+                raise InvalidArgument("更正姓名须说明原因，记入档案 (a name is corrected "
+                                      "only with a reason, kept with the record)",
+                                      "NAME_NEEDS_REASON")
+            after = replace(after, name=new_name)
+            changes.append(f"name: {person.name} → {new_name}")
     if priority is not None and priority != person.priority:
         if priority and person.kind == PersonKind.GROUP.value:
             raise InvalidArgument("a group volunteer cannot be a priority elder",
@@ -313,6 +354,12 @@ def update_person(tx: Tx, person_id: int, staff_id: int, priority: bool | None,
         if new_phone != person.phone:
             after = replace(after, phone=new_phone)
             changes.append(f"phone: {_masked(person.phone)} → {_masked(new_phone)}")
+    if service_point_id is not None and service_point_id != (person.service_point_id or 0):
+        if service_point_id:
+            require_service_point(tx, service_point_id)
+        after = replace(after, service_point_id=service_point_id or None)
+        changes.append(f"service point: {_point_text(person.service_point_id)} → "
+                       f"{_point_text(service_point_id)}")
     if changes:
         tx.repo.people.update(person, after)
         note_change(tx, person.id, who.label, "update",

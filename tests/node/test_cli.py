@@ -563,6 +563,19 @@ def test_person_update_and_show(node: Served) -> None:
     assert bad_phone.exit_code == 1
     assert_one_clean_line(bad_phone.stderr, "INVALID_ARGUMENT: ")
     assert "MALFORMED_PHONE" in bad_phone.stderr
+    # a misspelt name corrected and the person taken into the staff member's point
+    fixed = cli_json("node", "person", "update", str(elder["id"]), "--staff", str(desk["id"]),
+                     "--name", "钱老太太", "--service-point", str(point["id"]), "--reason",
+                     "登记时录错", *n)
+    assert (fixed["name"], fixed["service_point_id"]) == ("钱老太太", point["id"])
+    assert fixed["changes"][-1]["detail"] == (f"name: 钱老太 → 钱老太太; service point: "
+                                              f"(none) → service point {point['id']} (登记时录错)")
+    no_reason = cli("node", "person", "update", str(elder["id"]), "--staff", str(desk["id"]),
+                    "--name", "钱某", *n)
+    assert no_reason.exit_code == 1 and "NAME_NEEDS_REASON" in no_reason.stderr
+    away = cli("node", "person", "update", str(elder["id"]), "--staff", str(desk["id"]),
+               "--service-point", "0", *n)
+    assert away.exit_code == 1 and "MOVE_NOT_ALLOWED" in away.stderr
     assert "update" in cli("node", "person", "--help").stdout
 
 

@@ -1,7 +1,8 @@
 """A person's details and links in a real browser (the system's Chromium, through
 Playwright, against `timebank console serve` as a real process): a staff member corrects
-an elder's phone number and links her daughter to her, and each one's page shows the
-other, as they stand to that one (the daughter a child, the mother a parent)."""
+an elder's misspelt name and her phone number and links her daughter to her, and each
+one's page shows the other, as they stand to that one (the daughter a child, the mother
+a parent)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ def _log_in(page: Any, console: str, login: str) -> None:
     page.wait_for_load_state()
 
 
-def test_staff_correct_a_phone_and_link_a_daughter_to_her_mother(
+def test_staff_correct_a_name_and_phone_and_link_a_daughter_to_her_mother(
         chromium: Any, console: str, town: Town) -> None:
     point = town.app.query(lambda tx: tx.repo.staff.service_point_by_code("SP-WEB")).id
-    mother = enrol(town.app, "吴淑贞", 1938, priority=True, point=point).id
+    mother = enrol(town.app, "吴淑珍", 1938, priority=True, point=point).id  # a typo
     daughter = enrol(town.app, "吴晓梅", 1968, point=point).id
     number = town.app.query(lambda tx: tx.repo.people.get(daughter)).id_number
     dialogs: list[str] = []
@@ -31,15 +32,17 @@ def test_staff_correct_a_phone_and_link_a_daughter_to_her_mother(
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     _log_in(page, console, town.staff_login)
     page.goto(f"{console}/people/{mother}")
-    assert page.locator("h1").inner_text() == "吴淑贞"
+    assert page.locator("h1").inner_text() == "吴淑珍"
 
+    page.get_by_label("姓名", exact=True).fill("吴淑贞")
     phone = page.get_by_label("电话号码", exact=True)
     assert phone.input_value() == "13800000000"
     phone.fill("025-5555 6789")
-    page.get_by_label("修改原因（可不填，记入档案）").fill("女儿来电更正")
+    page.get_by_label("修改原因（更正姓名时必填，记入档案）").fill("女儿来电更正")
     page.get_by_role("button", name="保存修改").click()
     page.wait_for_load_state()
     assert page.get_by_role("status").inner_text() == "已保存修改，并记入档案。"
+    assert page.locator("h1").inner_text() == "吴淑贞"
     assert "025-5555 6789" in page.locator("main > p").first.inner_text()
     assert town.app.query(lambda tx: tx.repo.people.get(mother)).phone == "025-5555 6789"
 

@@ -6,16 +6,18 @@ once; staff reach only the people they serve; names are shown, never run."""
 from __future__ import annotations
 
 import re
+from html import unescape
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+from node.domain.access import Role
 from node.domain.policy import Relation
-from node.usecases import people
+from node.usecases import logins, people
 from node.usecases.views import Actor
 from tests.helpers import enrol
-from tests.web.conftest import Town
+from tests.web.conftest import PASSWORD, Town
 from tests.web.test_desk import log_in
 from timebank.v1 import node_pb2 as pb
 from web import desk
@@ -58,9 +60,13 @@ def _edit_form(csrf: str, page: str, **fields: str) -> dict[str, str]:
     """The edit form as the page showed it, with ``fields`` typed over it."""
     was = re.search(r'name="phone_was" value="([^"]*)"', page)
     priority = re.search(r'name="priority_was" value="([01])"', page)
-    assert was is not None and priority is not None, page
+    name = re.search(r'name="name_was" value="([^"]*)"', page)
+    point = re.search(r'name="point_was" value="(\d+)"', page)
+    assert was and priority and name and point, page
     form = {"csrf": csrf, "key": _form_key(page, "edit"), "phone_was": was.group(1),
-            "phone": was.group(1), "priority_was": priority.group(1), "reason": ""}
+            "phone": was.group(1), "priority_was": priority.group(1), "reason": "",
+            "name_was": unescape(name.group(1)), "name": unescape(name.group(1)),
+            "point_was": point.group(1), "point": point.group(1)}
     if priority.group(1) == "1":
         form["priority"] = "1"
     return {**form, **fields}
@@ -121,7 +127,12 @@ def test_a_form_shown_before_anothers_change_does_not_undo_it(client: TestClient
     ({"phone": "138<script>"}, "edit_bad_phone"),
     ({"phone": "13912345678", "reason": "长" * 501}, "edit_bad_reason"),
     ({"phone": "13912345678", "reason": "bell\x07"}, "edit_bad_reason"),
-    ({}, "edit_nothing"),
+    ({"name": ""}, "edit_bad_name"),
+    ({"name": "名" * 65}, "edit_bad_name"),
+    ({"name": "周秀\x07兰", "reason": "更正"}, "edit_bad_name"),
+    ({"name": "周秀\u202e兰", "reason": "更正"}, "edit_bad_name"),  # a right-to-left override
+    ({"name": "周秀英"}, "edit_name_needs_reason"),
+    ({}, "edit_nothing_changed"),
 ])
 def test_a_bad_edit_is_refused_in_both_languages_and_changes_nothing(
         client: TestClient, town: Town, fields: dict[str, str], key: str) -> None:
@@ -137,6 +148,89 @@ def test_a_bad_edit_is_refused_in_both_languages_and_changes_nothing(
         assert _t(key, language).replace("'", "&#39;") in refused.text
         assert "Traceback" not in refused.text
     assert (_record(town, elder), _events(town, elder)) == before
+
+
+def _options(page: str) -> list[tuple[str, bool]]:
+    """The service point form's choices: each option's value, and whether it is chosen."""
+    found = re.search(r'<select id="edit-point" name="point">(.*?)</select>', page, re.S)
+    assert found is not None, page
+    return [(v, bool(chosen)) for v, chosen in
+            re.findall(r'<option value="(\d+)"( selected)?>', found.group(1))]
+
+
+def test_staff_correct_a_misspelt_name_and_the_page_shows_it(client: TestClient,
+                                                             town: Town) -> None:
+    elder = enrol(town.app, "张桂南", 1941, point=_point(town)).id
+    csrf = log_in(client, town.staff_login)
+    page = client.get(f"/people/{elder}").text
+    assert 'id="edit-name" name="name" maxlength="64" autocomplete="off" value="张桂南"' in page
+    edit_form = page.split(f'action="/people/{elder}/edit"')[1].split("</form>")[0]
+    assert "id_number" not in edit_form  # an ID number is who she is: never edited
+    assert "身份证号是本人的身份，不能修改" in page
+    done = client.post(f"/people/{elder}/edit", data=_edit_form(
+        csrf, page, name="张桂兰", reason="登记时录错"))
+    assert done.status_code == 303, done.text
+    shown = client.get(done.headers["location"]).text
+    assert "<h1>张桂兰</h1>" in shown and "已保存修改" in shown
+    assert _record(town, elder).name == "张桂兰"
+    [change] = [e for e in _events(town, elder) if e.kind == "update"]
+    assert (change.actor, change.detail) == ("staff:1", "name: 张桂南 → 张桂兰 (登记时录错)")
+
+
+def test_staff_see_only_their_own_point_and_take_in_a_person_of_none(
+        client: TestClient, town: Town) -> None:
+    point = _point(town)
+    own = enrol(town.app, "郭秀云", 1940, point=point).id
+    unplaced = enrol(town.app, "郭建华", 1942).id
+    csrf = log_in(client, town.staff_login)
+    page = client.get(f"/people/{own}").text
+    assert _options(page) == [(str(point), True)]  # their own point, and nothing else
+    assert "&lt;script&gt;alert(&#39;点&#39;)&lt;/script&gt;东山&lt;b&gt;站&lt;/b&gt; (SP-WEB)" \
+        in page and "<script>alert" not in page
+    assert "转到其他服务点，请联系区运维员" in page
+    theirs = client.get(f"/people/{unplaced}").text
+    assert _options(theirs) == [("0", True), (str(point), False)]
+    done = client.post(f"/people/{unplaced}/edit", data=_edit_form(
+        csrf, theirs, point=str(point), reason="搬到东山"))
+    assert done.status_code == 303, done.text
+    assert _record(town, unplaced).service_point_id == point
+    assert _options(client.get(f"/people/{unplaced}").text) == [(str(point), True)]
+
+
+def test_a_move_staff_may_not_make_is_refused_in_both_languages(client: TestClient,
+                                                               town: Town) -> None:
+    elder = enrol(town.app, "郭桂芝", 1939, point=_point(town)).id
+    csrf = log_in(client, town.staff_login)
+    page = client.get(f"/people/{elder}").text
+    before = (_record(town, elder), _events(town, elder))
+    form = _edit_form(csrf, page, point=str(_point(town, "SP-FAR")), name="郭桂枝",
+                      reason="搬家")  # not a choice the form offers them
+    for language, path in ((Language.ZH, ""), (Language.EN, "?lang=en")):
+        refused = client.post(f"/people/{elder}/edit{path}", data=form)
+        assert refused.status_code == 403, refused.text
+        assert _t("refusal_move_not_allowed", language).replace("'", "&#39;") \
+            in refused.text
+        assert 'value="郭桂枝"' in refused.text  # what was typed, shown again
+    assert (_record(town, elder), _events(town, elder)) == before
+
+
+def test_the_operator_moves_a_person_to_another_point(client: TestClient,
+                                                      town: Town) -> None:
+    far = _point(town, "SP-FAR")
+    elder = enrol(town.app, "郭淑华", 1938, point=_point(town)).id
+    town.app.execute(logins.add_account, "desk.operator", Role.OPERATOR)
+    town.app.execute(logins.set_password, "desk.operator", PASSWORD)
+    csrf = log_in(client, "desk.operator")
+    page = client.get(f"/people/{elder}").text
+    assert [v for v, _ in _options(page)] == ["0", str(_point(town)), str(far)]
+    assert "转到其他服务点，请联系区运维员" not in page
+    done = client.post(f"/people/{elder}/edit", data=_edit_form(
+        csrf, page, point=str(far), reason="搬到麒麟"))
+    assert done.status_code == 303, done.text
+    assert _record(town, elder).service_point_id == far
+    [change] = [e for e in _events(town, elder) if e.kind == "update"]
+    assert change.detail == f"service point: service point {_point(town)} → service point " \
+                            f"{far} (搬到麒麟)"
 
 
 def test_a_group_is_never_made_a_priority_elder(client: TestClient, town: Town) -> None:
@@ -284,6 +378,11 @@ def test_another_points_staff_cannot_edit_or_link_a_person_they_do_not_serve(
         "id_number": _record(town, theirs).id_number, "kind": "child"})
     assert linked.status_code == 403, linked.text
     assert "陈淑芬" not in linked.text
+    renamed = client.post(f"/people/{elder}/edit", data={
+        "csrf": csrf, "key": _form_key(own, "edit"), "phone_was": "13800000000",
+        "phone": "13800000000", "name_was": "陈淑芬", "name": "陈淑芳", "reason": "更正"})
+    assert renamed.status_code == 403, renamed.text
+    assert "陈淑芬" not in renamed.text and "陈淑芳" not in renamed.text
     assert (_record(town, elder), _events(town, elder)) == before
     assert _relations(town, elder, theirs) == set()
 

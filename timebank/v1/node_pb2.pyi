@@ -718,7 +718,7 @@ Global___FindPeopleResponse: _TypeAlias = FindPeopleResponse  # noqa: Y015
 @_typing.final
 class UpdatePersonRequest(_message.Message):
     """Only the fields set change; at least one must be set. The same value again changes
-    nothing and records nothing.
+    nothing and records nothing. Each change is recorded with its old and new value.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -729,6 +729,8 @@ class UpdatePersonRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     PHONE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_POINT_ID_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     person_id: _builtins.int
     staff_id: _builtins.int
@@ -739,6 +741,15 @@ class UpdatePersonRequest(_message.Message):
     """at most 20 digits, spaces, '+' or '-'; "" clears it"""
     reason: _builtins.str
     """why, for the record (at most 500 characters)"""
+    name: _builtins.str
+    """A corrected name (a typo at enrolment), as EnrolPerson takes one: 1..64 characters,
+    no control or invisible formatting characters; "" is refused (MISSING_NAME).
+    A name is corrected only with a reason (NAME_NEEDS_REASON).
+    """
+    service_point_id: _builtins.int
+    """The service point the person belongs to from now on (they moved house); 0: none.
+    An unknown point is NOT_FOUND (UNKNOWN_SERVICE_POINT).
+    """
     def __init__(
         self,
         *,
@@ -748,19 +759,29 @@ class UpdatePersonRequest(_message.Message):
         priority: _builtins.bool | None = ...,
         phone: _builtins.str | None = ...,
         reason: _builtins.str = ...,
+        name: _builtins.str | None = ...,
+        service_point_id: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_phone", b"_phone", "_priority", b"_priority", "phone", b"phone", "priority", b"priority"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_phone", b"_phone", "_priority", b"_priority", "_service_point_id", b"_service_point_id", "name", b"name", "phone", b"phone", "priority", b"priority", "service_point_id", b"service_point_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_phone", b"_phone", "_priority", b"_priority", "idempotency_key", b"idempotency_key", "person_id", b"person_id", "phone", b"phone", "priority", b"priority", "reason", b"reason", "staff_id", b"staff_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_phone", b"_phone", "_priority", b"_priority", "_service_point_id", b"_service_point_id", "idempotency_key", b"idempotency_key", "name", b"name", "person_id", b"person_id", "phone", b"phone", "priority", b"priority", "reason", b"reason", "service_point_id", b"service_point_id", "staff_id", b"staff_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
     _WhichOneofReturnType__phone: _TypeAlias = _typing.Literal["phone"]  # noqa: Y015
     _WhichOneofArgType__phone: _TypeAlias = _typing.Literal["_phone", b"_phone"]  # noqa: Y015
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    _WhichOneofReturnType__service_point_id: _TypeAlias = _typing.Literal["service_point_id"]  # noqa: Y015
+    _WhichOneofArgType__service_point_id: _TypeAlias = _typing.Literal["_service_point_id", b"_service_point_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__phone) -> _WhichOneofReturnType__phone | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__service_point_id) -> _WhichOneofReturnType__service_point_id | None: ...
 
 Global___UpdatePersonRequest: _TypeAlias = UpdatePersonRequest  # noqa: Y015
 
@@ -860,6 +881,54 @@ class LinkPeopleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LinkPeopleResponse: _TypeAlias = LinkPeopleResponse  # noqa: Y015
+
+@_typing.final
+class ListServicePointsRequest(_message.Message):
+    """---------------------------------------------------------------- service points listed"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    after_id: _builtins.int
+    """paging: service points with a greater id"""
+    limit: _builtins.int
+    """1..500; 0: 100"""
+    def __init__(
+        self,
+        *,
+        after_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServicePointsRequest: _TypeAlias = ListServicePointsRequest  # noqa: Y015
+
+@_typing.final
+class ListServicePointsResponse(_message.Message):
+    """In id order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_POINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def service_points(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServicePoint]: ...
+    def __init__(
+        self,
+        *,
+        service_points: _abc.Iterable[Global___ServicePoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_points", b"service_points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServicePointsResponse: _TypeAlias = ListServicePointsResponse  # noqa: Y015
 
 @_typing.final
 class Actor(_message.Message):

@@ -84,6 +84,11 @@ class NodeServiceStub:
                 request_serializer=timebank_dot_v1_dot_node__pb2.LinkPeopleRequest.SerializeToString,
                 response_deserializer=timebank_dot_v1_dot_node__pb2.LinkPeopleResponse.FromString,
                 _registered_method=True)
+        self.ListServicePoints = channel.unary_unary(
+                '/timebank.v1.NodeService/ListServicePoints',
+                request_serializer=timebank_dot_v1_dot_node__pb2.ListServicePointsRequest.SerializeToString,
+                response_deserializer=timebank_dot_v1_dot_node__pb2.ListServicePointsResponse.FromString,
+                _registered_method=True)
         self.RequestOrder = channel.unary_unary(
                 '/timebank.v1.NodeService/RequestOrder',
                 request_serializer=timebank_dot_v1_dot_node__pb2.RequestOrderRequest.SerializeToString,
@@ -302,7 +307,10 @@ class NodeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdatePerson(self, request, context):
-        """Correct a person's mutable details (priority status, phone); recorded with who and when.
+        """Correct a person's mutable details (name, phone, priority status, service point);
+        recorded with who and when. The ID number is never changed: a wrong one is a new
+        enrolment. Moving a person to another service point: operators anywhere, staff only
+        into their own point (PERMISSION_DENIED MOVE_NOT_ALLOWED otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -310,6 +318,14 @@ class NodeServiceServicer:
 
     def LinkPeople(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServicePoints(self, request, context):
+        """The district's service points, in id order: what a desk chooses a person's service
+        point from. Nothing personal: any logged-in caller.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -574,6 +590,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.LinkPeople,
                     request_deserializer=timebank_dot_v1_dot_node__pb2.LinkPeopleRequest.FromString,
                     response_serializer=timebank_dot_v1_dot_node__pb2.LinkPeopleResponse.SerializeToString,
+            ),
+            'ListServicePoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServicePoints,
+                    request_deserializer=timebank_dot_v1_dot_node__pb2.ListServicePointsRequest.FromString,
+                    response_serializer=timebank_dot_v1_dot_node__pb2.ListServicePointsResponse.SerializeToString,
             ),
             'RequestOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestOrder,
@@ -1001,6 +1022,33 @@ class NodeService:
             '/timebank.v1.NodeService/LinkPeople',
             timebank_dot_v1_dot_node__pb2.LinkPeopleRequest.SerializeToString,
             timebank_dot_v1_dot_node__pb2.LinkPeopleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServicePoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timebank.v1.NodeService/ListServicePoints',
+            timebank_dot_v1_dot_node__pb2.ListServicePointsRequest.SerializeToString,
+            timebank_dot_v1_dot_node__pb2.ListServicePointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,8 +59,16 @@ class NodeServiceStub:
     service point's desk does when an elder calls. Staff find only the people they serve.
     """
     UpdatePerson: _grpc.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.UpdatePersonResponse]
-    """Correct a person's mutable details (priority status, phone); recorded with who and when."""
+    """Correct a person's mutable details (name, phone, priority status, service point);
+    recorded with who and when. The ID number is never changed: a wrong one is a new
+    enrolment. Moving a person to another service point: operators anywhere, staff only
+    into their own point (PERMISSION_DENIED MOVE_NOT_ALLOWED otherwise).
+    """
     LinkPeople: _grpc.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.LinkPeopleResponse]
+    ListServicePoints: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListServicePointsRequest, _node_pb2.ListServicePointsResponse]
+    """The district's service points, in id order: what a desk chooses a person's service
+    point from. Nothing personal: any logged-in caller.
+    """
     RequestOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.RequestOrderResponse]
     """The service loop."""
     AcceptOrder: _grpc.UnaryUnaryMultiCallable[_node_pb2.AcceptOrderRequest, _node_pb2.AcceptOrderResponse]
@@ -144,8 +152,16 @@ class NodeServiceAsyncStub(NodeServiceStub):
     service point's desk does when an elder calls. Staff find only the people they serve.
     """
     UpdatePerson: _aio.UnaryUnaryMultiCallable[_node_pb2.UpdatePersonRequest, _node_pb2.UpdatePersonResponse]  # type: ignore[assignment]
-    """Correct a person's mutable details (priority status, phone); recorded with who and when."""
+    """Correct a person's mutable details (name, phone, priority status, service point);
+    recorded with who and when. The ID number is never changed: a wrong one is a new
+    enrolment. Moving a person to another service point: operators anywhere, staff only
+    into their own point (PERMISSION_DENIED MOVE_NOT_ALLOWED otherwise).
+    """
     LinkPeople: _aio.UnaryUnaryMultiCallable[_node_pb2.LinkPeopleRequest, _node_pb2.LinkPeopleResponse]  # type: ignore[assignment]
+    ListServicePoints: _aio.UnaryUnaryMultiCallable[_node_pb2.ListServicePointsRequest, _node_pb2.ListServicePointsResponse]  # type: ignore[assignment]
+    """The district's service points, in id order: what a desk chooses a person's service
+    point from. Nothing personal: any logged-in caller.
+    """
     RequestOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.RequestOrderRequest, _node_pb2.RequestOrderResponse]  # type: ignore[assignment]
     """The service loop."""
     AcceptOrder: _aio.UnaryUnaryMultiCallable[_node_pb2.AcceptOrderRequest, _node_pb2.AcceptOrderResponse]  # type: ignore[assignment]
@@ -280,7 +296,11 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.UpdatePersonRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.UpdatePersonResponse, _abc.Awaitable[_node_pb2.UpdatePersonResponse]]:
-        """Correct a person's mutable details (priority status, phone); recorded with who and when."""
+        """Correct a person's mutable details (name, phone, priority status, service point);
+        recorded with who and when. The ID number is never changed: a wrong one is a new
+        enrolment. Moving a person to another service point: operators anywhere, staff only
+        into their own point (PERMISSION_DENIED MOVE_NOT_ALLOWED otherwise).
+        """
 
     @_abc_1.abstractmethod
     def LinkPeople(
@@ -288,6 +308,16 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.LinkPeopleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.LinkPeopleResponse, _abc.Awaitable[_node_pb2.LinkPeopleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListServicePoints(
+        self,
+        request: _node_pb2.ListServicePointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListServicePointsResponse, _abc.Awaitable[_node_pb2.ListServicePointsResponse]]:
+        """The district's service points, in id order: what a desk chooses a person's service
+        point from. Nothing personal: any logged-in caller.
+        """
 
     @_abc_1.abstractmethod
     def RequestOrder(

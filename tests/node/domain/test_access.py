@@ -15,6 +15,7 @@ from node.domain.access import (
     Subject,
     acting,
     may_call,
+    may_move,
     may_touch,
 )
 from runtime.errors import InvariantViolation
@@ -60,6 +61,22 @@ def test_staff_touch_their_service_point_only() -> None:
     assert may_touch(STAFF, Subject(9, service_point_id=1)) is None
     assert may_touch(STAFF, Subject(9, service_point_id=0)) is None
     assert "service point 2" in (may_touch(STAFF, Subject(9, service_point_id=2)) or "")
+
+
+def test_staff_move_people_only_into_their_own_point_and_operators_anywhere() -> None:
+    enroller = Principal(Role.PROGRAM, 8, program="app", scopes=frozenset({Scope.ENROL}))
+    for point in (0, 1):  # of none or of their own point, into their own point
+        assert may_move(STAFF, Subject(9, service_point_id=point), 1) is None
+    assert may_move(STAFF, Subject(9, service_point_id=0), 0) is None  # no move at all
+    for subject, to in ((Subject(9, service_point_id=1), 2), (Subject(9, service_point_id=1), 0),
+                        (Subject(9, service_point_id=0), 2)):
+        refusal = may_move(STAFF, subject, to) or ""
+        assert refusal.startswith("服务点工作人员只能把人员转入本服务点"), (subject, to)
+    for subject, to in ((Subject(9, service_point_id=1), 2), (Subject(9), 2),
+                        (Subject(9, service_point_id=2), 0)):
+        assert may_move(OPERATOR, subject, to) is None
+        assert (may_move(enroller, subject, to) or "").startswith("只有区运维员")
+    assert may_move(enroller, Subject(9, service_point_id=2), 2) is None
 
 
 def test_the_actor_named_must_be_the_caller() -> None:
