@@ -172,3 +172,13 @@ def client(node: Node) -> Iterator[Any]:
     with TestClient(build(node), base_url=BASE, raise_server_exceptions=False,
                     follow_redirects=False) as made:
         yield made
+
+
+def log_in_browser(page: Any, console: str, login: str, password: str = PASSWORD) -> None:
+    """Log in through the console's form in a real browser (Chinese labels) and wait for
+    the page it leads to."""
+    page.goto(f"{console}/login")
+    page.get_by_label("账号").fill(login)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录", exact=True).click()
+    page.wait_for_load_state()

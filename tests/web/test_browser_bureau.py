@@ -22,7 +22,7 @@ from city.launcher import CityProcesses, District, console_serving, layout
 from node.cli.accounts import PASSWORD_ENV
 from runtime import devclock
 from tests.city.workload import CityClient, enrol_elder, record_due, redeem, setup_desk, wait_claim
-from tests.web.conftest import OFFICE, PASSWORD, PHONE, shot
+from tests.web.conftest import OFFICE, PASSWORD, PHONE, log_in_browser, shot
 from timebank.citytime import CITY_TZ
 from web.bureau import Clearinghouse
 
@@ -108,14 +108,6 @@ def bureau_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BureauCity
         assert "Traceback" not in log.read_text(), log.read_text()
 
 
-def _log_in(page: Any, console: str, login: str) -> None:
-    page.goto(f"{console}/login")
-    page.get_by_label("账号").fill(login)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录", exact=True).click()
-    page.wait_for_load_state()
-
-
 def test_the_bureau_closes_a_period_and_downloads_its_statement(
         chromium: Any, bureau_city: BureauCity) -> None:
     console = bureau_city.console
@@ -127,7 +119,7 @@ def test_the_bureau_closes_a_period_and_downloads_its_statement(
     page.goto(f"{console}/bureau/settlements")
     assert "还没有结算过任何期间" in page.locator("main").inner_text()
     assert page.locator("#close-period").count() == 0  # nobody logged in: no form
-    _log_in(page, console, OPERATOR)
+    log_in_browser(page, console, OPERATOR)
     page.goto(f"{console}/bureau/settlements")
     page.get_by_label("月份").fill("2026-13")  # not a month: refused, nothing closed
     page.get_by_label("原因").fill("月末例行结算")
@@ -195,7 +187,7 @@ def test_a_districts_console_or_another_role_cannot_close(
     page = chromium.new_page(viewport=OFFICE, locale="zh-CN")
     page.goto(f"{bureau_city.reader}/bureau/settlements")
     assert page.locator("#close-period").count() == 0
-    _log_in(page, bureau_city.console, "jn-member-reader")  # an auditor, not an operator
+    log_in_browser(page, bureau_city.console, "jn-member-reader")  # an auditor, not an operator
     page.goto(f"{bureau_city.console}/bureau/settlements")
     assert page.locator("#close-period").count() == 0
     page.close()

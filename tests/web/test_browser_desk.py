@@ -7,15 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from tests.web.conftest import OFFICE, PASSWORD, PHONE, Town, shot
-
-
-def _log_in(page: Any, console: str, login: str) -> None:
-    page.goto(f"{console}/login")
-    page.get_by_label("账号").fill(login)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录", exact=True).click()
-    page.wait_for_load_state()
+from tests.web.conftest import OFFICE, PHONE, Town, log_in_browser, shot
 
 
 def _state(page: Any) -> str:
@@ -28,7 +20,7 @@ def test_staff_take_a_phone_request_and_carry_it_to_recorded(
     context = chromium.new_context(viewport=OFFICE, locale="zh-CN")
     page = context.new_page()
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    _log_in(page, console, town.staff_login)
+    log_in_browser(page, console, town.staff_login)
     assert page.url == f"{console}/desk", page.locator("main").inner_text()
     session = [c for c in context.cookies() if c["name"] == "timebank_session"]
     assert session and session[0]["httpOnly"] and session[0]["secure"]
@@ -67,7 +59,7 @@ def test_staff_take_a_phone_request_and_carry_it_to_recorded(
     assert _state(page) == "verified"
 
     town.clock.advance(timedelta(days=town.app.policy.publicity_days, minutes=1))
-    _log_in(page, console, town.staff_login)  # the node's session ended meanwhile
+    log_in_browser(page, console, town.staff_login)  # the node's session ended meanwhile
     page.goto(order_url)
     assert _state(page) == "verified"
     page.get_by_role("button", name="公示期满，记入时间").click()

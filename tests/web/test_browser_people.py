@@ -9,15 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.helpers import enrol
-from tests.web.conftest import OFFICE, PASSWORD, PHONE, Town, shot
-
-
-def _log_in(page: Any, console: str, login: str) -> None:
-    page.goto(f"{console}/login")
-    page.get_by_label("账号").fill(login)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录", exact=True).click()
-    page.wait_for_load_state()
+from tests.web.conftest import OFFICE, PHONE, Town, log_in_browser, shot
 
 
 def test_staff_correct_a_name_and_phone_and_link_a_daughter_to_her_mother(
@@ -30,7 +22,7 @@ def test_staff_correct_a_name_and_phone_and_link_a_daughter_to_her_mother(
     context = chromium.new_context(viewport=OFFICE, locale="zh-CN")
     page = context.new_page()
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    _log_in(page, console, town.staff_login)
+    log_in_browser(page, console, town.staff_login)
     page.goto(f"{console}/people/{mother}")
     assert page.locator("h1").inner_text() == "吴淑珍"
 
