@@ -9,7 +9,8 @@ operator does:
     timebank console serve --node 127.0.0.1:PORT --insecure --listen 127.0.0.1:PORT2
 
 and asks every page over HTTP, one request at a time, with real login sessions (a staff
-member's and a member's). Prints a table and a JSON summary as the last line.
+member's and a member's). Prints a table and a JSON summary as the last line. With
+``--city`` it times the pages that need a whole city (``bench/console_city.py``).
 
     python bench/console.py [--people 10000] [--requests 200] [--warm-up 5] [--orders N]
                             [--history 1200] [--engine sqlite|postgresql]
@@ -679,8 +680,18 @@ def run(args: argparse.Namespace, data_dir: Path, database_url: str) -> dict[str
 
 
 def main() -> None:
+    if "--city" in sys.argv[1:]:  # the city's pages: a whole city, bench/console_city.py
+        import console_city
+
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--city")]
+        console_city.main()
+        return
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--city", action="store_true",
+                    help="time the pages that need a whole city instead (the bureau's, "
+                         "the passbooks, an order paid across districts): "
+                         "bench/console_city.py, whose options follow")
     ap.add_argument("--people", type=int, default=10000)
     ap.add_argument("--requests", type=int, default=200, help="timed requests per page")
     ap.add_argument("--warm-up", type=int, default=5, help="untimed requests per page first")
