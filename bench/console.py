@@ -509,6 +509,7 @@ def pages(town: Town) -> list[Page]:
         Page("/public?after=ID", f"/public?after={town.public_after}", "anyone"),
         *(Page(f"/desk?q={query} ({found} found)", "/desk?q=" + urllib.parse.quote(query),
                "staff") for query, found in town.desk.items()),
+        Page("/desk?point=mine (a service point's people)", "/desk?point=mine", "staff"),
         Page("/people/ID", f"/people/{town.elder}", "staff"),
         Page("/orders/ID", f"/orders/{town.order}", "staff"),
         Page("/me", "/me", "member"),
