@@ -66,6 +66,7 @@ import grpc
 from bench_support import bench_database
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from city.launcher import end_process
 from node.bootstrap import init_data_dir, open_app
 from node.config import load_config
 from node.domain.access import Role
@@ -417,12 +418,7 @@ def running(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, grace=20)
 
 
 # ------------------------------------------------------------------ a browser

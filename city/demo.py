@@ -58,6 +58,7 @@ from city.launcher import (
     LaunchError,
     NodeLayout,
     console_serving,
+    end_process,
     layout,
 )
 from city.monitor.state import STATUS_FILE
@@ -993,12 +994,7 @@ def _monitor(city_layout: CityLayout) -> Iterator[Path]:
     try:
         yield data / STATUS_FILE
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
 
 
 def keep_metrics(processes: CityProcesses, city_layout: CityLayout) -> None:

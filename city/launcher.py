@@ -720,6 +720,17 @@ class CityProcesses:
 CONSOLE_START_SECONDS = 30
 
 
+def end_process(process: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """Stop a child the launcher started beside the city (a console, a monitor): SIGTERM,
+    then SIGKILL after ``grace`` seconds; its exit code."""
+    process.terminate()
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 @contextmanager
 def console_serving(node_address: str, options: Sequence[str], log: Path
                     ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
@@ -745,9 +756,4 @@ def console_serving(node_address: str, options: Sequence[str], log: Path
                 time.sleep(0.1)
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from runtime.tls import ClientTls
 from timebank import monitorstatus
+from timebank.ids import is_node_id
 from timebank.v1 import clearing_pb2, clearing_pb2_grpc, node_pb2
 from web.app import Pages
 from web.nodes import Api, Failure, NodeError
@@ -311,7 +312,7 @@ class ClaimSearch:
         before = query.get("before", "")
         if state and state not in CLAIM_STATES:
             raise NodeError(Failure.BAD_REQUEST, f"state {state[:20]!r}")
-        if district and not (len(district) == 6 and district.isdigit()):
+        if district and not is_node_id(district):
             raise NodeError(Failure.BAD_REQUEST, f"district {district[:20]!r}")
         if len(before) > 64:
             raise NodeError(Failure.BAD_REQUEST, "before")

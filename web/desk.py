@@ -233,7 +233,7 @@ class Desk:
                 service_point_id=session.caller.service_point_id,
                 home_node_id=form_text(form, "home_node_id", 6)), session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return self._desk_problem(request, session, "action_refused", e.detail, 409)
             raise
         return RedirectResponse(f"/people/{made.person.id}", status_code=303)
@@ -323,7 +323,7 @@ class Desk:
                 payment_source=source[0], payer_id=payer, note=form_text(form, "note")),
                 session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.person(request, "action_refused", e.detail, 409)
             raise
         return RedirectResponse(f"/orders/{made.order.id}", status_code=303)
@@ -382,7 +382,7 @@ class Desk:
                 idempotency_key=form_key(form), person_id=person_id, reason=reason,
                 **changes), session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.person(request, "action_refused", e.detail, 409, typed)
             if e.detail.reason in EDIT_REFUSALS:
                 return await self.person(request, "action_refused", e.detail,
@@ -420,7 +420,7 @@ class Desk:
                 idempotency_key=form_key(form), person_id=person_id, other_id=other.id,
                 kind=kind[0]), session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.person(request, "action_refused", e.detail, 409, typed)
             raise
         return RedirectResponse(f"/people/{person_id}?done=link_done", status_code=303)
@@ -535,7 +535,7 @@ class Desk:
             else:
                 raise NodeError(Failure.NOT_FOUND)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.order(request, "action_refused", e.detail, 409)
             raise
         return RedirectResponse(f"/orders/{order_id}", status_code=303)

@@ -40,6 +40,12 @@ VOLUNTEER_RATES = frozenset({"checked_out", "verified", "disputed", "recorded"})
 RECIPIENT_RATES = frozenset({"checked_out"})
 
 
+def _notice_id(text: str) -> int:
+    """The order a notice on /me names (``?taken=``, ``?rated=``); 0 for anything else:
+    a notice is a courtesy, never a reason to refuse the page."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else 0
+
+
 def to_rate(orders: Iterable[pb.Order], me: int) -> list[tuple[pb.Order, str]]:
     """The orders ``me`` may rate now, each with who rates: "volunteer" (rates the
     person served, once) or "recipient" (confirms the service with a rating)."""
@@ -76,14 +82,13 @@ class Member:
             history = await history_.latest(self.pages, me, session)
         orders = (await ask("ListOrders", pb.ListOrdersRequest(person_id=me, limit=50),
                             session)).orders
-        taken = request.query_params.get("taken", "")
-        rated = request.query_params.get("rated", "")
+        notice = request.query_params
         return self.pages.render(
             request, "me.html", session=session, person=person, balance=balance,
             history=history, orders=list(reversed(orders)),
             origins=ORIGINS, states=ORDER_STATES, to_rate=to_rate(orders, me),
-            taken=int(taken) if taken.isdigit() and len(taken) < 19 else 0,
-            rated=int(rated) if rated.isdigit() and len(rated) < 19 else 0,
+            taken=_notice_id(notice.get("taken", "")),
+            rated=_notice_id(notice.get("rated", "")),
             problem=problem, problem_fields={"detail": detail} if detail else {},
             key=str(uuid.uuid4()))
 
@@ -110,7 +115,7 @@ class Member:
                     idempotency_key=form_key(form), order_id=order_id, rating=rating,
                     comment=comment), session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.me(request, "action_refused", e.detail, 409)
             raise
         return RedirectResponse(f"/me?rated={order_id}", status_code=303)
@@ -138,7 +143,7 @@ class Member:
                 idempotency_key=form_key(form), order_id=order_id,
                 volunteer_id=session.caller.person_id), session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.requests(request, "action_refused", e.detail, 409)
             raise
         return RedirectResponse(f"/me?taken={order_id}", status_code=303)
@@ -152,7 +157,7 @@ class Member:
             await self.pages.ask("DisputeOrder", pb.DisputeOrderRequest(
                 idempotency_key=form_key(form), order_id=order_id, reason=reason), session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return self.pages.error(request, 409, "action_refused", detail=e.detail)
             raise
         return RedirectResponse(f"/public?disputed={order_id}", status_code=303)
@@ -222,7 +227,7 @@ class Consents:
                 kind=pb.CONSENT_KIND_STANDING, max_minutes=most, total_minutes=total),
                 session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.page(request, "action_refused", e.detail, 409)
             raise
         return RedirectResponse(f"/me/consents?done=consent_granted&id={made.consent.id}",
@@ -236,7 +241,7 @@ class Consents:
             await self.pages.ask("RevokeConsent", pb.RevokeConsentRequest(
                 idempotency_key=form_key(form), consent_id=consent_id), session)
         except NodeError as e:
-            if e.failure in (Failure.REFUSED, Failure.BAD_REQUEST):
+            if e.refuses_the_form:
                 return await self.page(request, "action_refused", e.detail, 409)
             raise
         return RedirectResponse(f"/me/consents?done=consent_revoked&id={consent_id}",

@@ -66,6 +66,12 @@ class NodeError(Exception):
         self.failure = failure
         self.detail = Detail(detail[:MAX_DETAIL_CHARS], reason[:64])
 
+    @property
+    def refuses_the_form(self) -> bool:
+        """Whether the service refused what a form asked (bad input, a rule): the page
+        shows it beside the form; any other failure is an error page of its own."""
+        return self.failure in (Failure.REFUSED, Failure.BAD_REQUEST)
+
     @classmethod
     def of(cls, e: grpc.RpcError) -> NodeError:
         code = e.code() if callable(getattr(e, "code", None)) else None

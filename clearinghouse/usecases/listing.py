@@ -108,10 +108,4 @@ def page(tx: Tx, query: ClaimQuery) -> pb.ClearinghouseServiceListClaimsResponse
         next_before_claim_id=shown[-1].claim.claim_id if more else "")
 
 
-def list_claims(tx: Tx, msg: pb.ClearinghouseServiceListClaimsRequest,
-                ) -> pb.ClearinghouseServiceListClaimsResponse:
-    """``ListClaims``: the request checked, then its page."""
-    return page(tx, query_of(msg))
-
-
-__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "ClaimQuery", "list_claims", "page", "query_of"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "ClaimQuery", "page", "query_of"]

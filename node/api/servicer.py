@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from node.api import convert
 from node.api.auth import LoginThrottle, bearer, caller, client_address, refuse_login
 from node.domain.access import Actor, Principal, Role
+from node.domain.claims import Role as ClaimRole
 from node.domain.directory import HomeLookup
 from node.domain.orders import OrderState
 from node.link.statement import RPC_SECONDS, Fetched, ProofRefused
@@ -589,8 +590,15 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def GetClaim(self, request: pb.GetClaimRequest,
                  context: grpc.ServicerContext) -> pb.GetClaimResponse:
         claim_id = convert.claim_id(request.claim_id)
-        return pb.GetClaimResponse(
-            claim=convert.claim_pb(self._app.query(claims.get_claim, claim_id)))
+        who = caller()
+
+        def read(tx: Tx) -> claims.ClaimView:
+            found = claims.get_claim(tx, claim_id)
+            order_id = found.order_id if found.role is ClaimRole.CREDITOR else 0
+            access.require_claim(tx, who, order_id, found.person_id)
+            return found
+
+        return pb.GetClaimResponse(claim=convert.claim_pb(self._app.query(read)))
 
     def ListClaims(self, request: pb.ListClaimsRequest,
                    context: grpc.ServicerContext) -> pb.ListClaimsResponse:

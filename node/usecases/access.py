@@ -75,6 +75,21 @@ def require_order(tx: Tx, who: Principal, order_id: int) -> None:
     require_person(tx, who, order.recipient_id)
 
 
+def require_claim(tx: Tx, who: Principal, order_id: int, person_id: int) -> None:
+    """Staff follow a claim only as far as they may its people: the order here it pays
+    for (a redemption this district is owed for), else the person here whose hours it
+    moves; a claim naming neither is the operator's. Other roles: ``may_call`` alone."""
+    if who.role is not Role.STAFF:
+        return
+    if order_id:
+        require_order(tx, who, order_id)
+    elif person_id:
+        require_person(tx, who, person_id)
+    else:
+        raise PermissionDenied(f"这笔账目不涉及本服务点的人 / claim of no one at {who.label}'s "
+                               "service point: the operator follows it", "NOT_YOUR_SERVICE_POINT")
+
+
 def require_consent(tx: Tx, who: Principal, consent_id: int) -> None:
     """``who`` may act on a consent: whoever may act on its payer's records."""
     require_person(tx, who, tx.repo.consents.get(consent_id).payer_id)
