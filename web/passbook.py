@@ -15,17 +15,25 @@ paper is checked against the file, and the file against the city's keys.
 A member's own passbook is ``/me/passbook``: no id in the address, as every member page.
 Staff and operators reach a person's at ``/people/{id}/passbook``, and the node refuses
 them a person outside their service point.
+
+Every page shows a new statement, and the node keeps each one it made. The page's link
+to the file names its code (``?code=<64 hex>``), so the file downloaded is the one the
+paper prints, however much later; and staff open a passbook issued before by the code on
+its paper (``/people/{id}/passbook?code=…``, spaces allowed), to give its owner the file
+that matches it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import segno
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -51,6 +59,11 @@ QR_BORDER = 4
 #: What the origins of hours are called (``timebank.accounts`` origins).
 ORIGIN_KEYS = {"individual": "origin_individual", "group": "origin_group",
                "donated": "origin_donated", "granted": "origin_granted"}
+#: A code as an address carries it, or as typed from paper: hex, spaces allowed.
+MAX_CODE_CHARS = 128
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_BAD_CODE = ("核对码是 64 个十六进制字符（0-9、a-f），可带空格 / a passbook's code is 64 hex "
+             "characters")
 #: Every key this module chooses at run time (the catalogue test checks them).
 KEYS_CHOSEN = frozenset({*ORIGIN_KEYS.values(), *KIND_KEYS, "passbook_unavailable",
                          "passbook_origin_other"})
@@ -156,6 +169,18 @@ def read(answer: pb.GetPassbookResponse) -> Shown:
         qr=qr_of(code_text(str(node["node_id"]), answer.statement_digest)))
 
 
+def code_of(request: Request) -> bytes:
+    """The code an address asks for (``?code=``: a statement digest as 64 hex characters,
+    spaces allowed, as printed); b"" when none (a new passbook). 400 if malformed."""
+    text = request.query_params.get("code", "")
+    compact = "".join(text.split()).lower() if len(text) <= MAX_CODE_CHARS else "-"
+    if not compact:
+        return b""
+    if not _HEX64.fullmatch(compact):
+        raise HTTPException(400, _BAD_CODE)
+    return bytes.fromhex(compact)
+
+
 def _file_name(person_id: int, answer: pb.GetPassbookResponse) -> str:
     return f"passbook-{person_id}-{answer.statement_digest.hex()[:8]}.json"
 
@@ -170,26 +195,34 @@ class Passbooks:
             raise NodeError(Failure.FORBIDDEN, session.caller.actor)
         return session
 
-    async def _ask(self, person_id: int, session: Session) -> pb.GetPassbookResponse:
+    async def _ask(self, person_id: int, session: Session,
+                   code: bytes = b"") -> pb.GetPassbookResponse:
+        """A new passbook of ``person_id``, or the one the node issued with ``code``."""
         answer: pb.GetPassbookResponse = await run_in_threadpool(
-            self.pages.node.call, "GetPassbook", pb.GetPassbookRequest(person_id=person_id),
+            self.pages.node.call, "GetPassbook",
+            pb.GetPassbookRequest(person_id=person_id, code=code),
             session.token, timeout=PASSBOOK_WAIT_SECONDS)
         return answer
 
     async def _page(self, request: Request, session: Session, person_id: int,
-                    download: str) -> Response:
+                    download: str, code: bytes = b"", reopen: str = "") -> Response:
+        """The page of a passbook; its link to the file names the code of the statement
+        it shows, so the file is that statement however much later it is fetched.
+        ``reopen``: where staff type a code from paper to open that passbook again."""
         try:
-            answer = await self._ask(person_id, session)
+            answer = await self._ask(person_id, session, code)
         except NodeError as e:
             if e.failure is not Failure.REFUSED:
                 raise
             return self.pages.render(request, "passbook.html", status=409, session=session,
                                      shown=None, detail=e.detail, download=download)
+        link = f"{download}?code={answer.statement_digest.hex()}"
         return self.pages.render(request, "passbook.html", session=session,
-                                 shown=read(answer), detail="", download=download)
+                                 shown=read(answer), detail="", download=link,
+                                 reopen=reopen)
 
-    async def _file(self, session: Session, person_id: int) -> Response:
-        answer = await self._ask(person_id, session)
+    async def _file(self, request: Request, session: Session, person_id: int) -> Response:
+        answer = await self._ask(person_id, session, code_of(request))
         return Response(answer.statement_json, media_type="application/json; charset=utf-8",
                         headers={"content-disposition": "attachment; filename="
                                  f'"{_file_name(person_id, answer)}"'})
@@ -201,17 +234,18 @@ class Passbooks:
 
     async def mine_file(self, request: Request) -> Response:
         session = self._member(request)
-        return await self._file(session, session.caller.person_id)
+        return await self._file(request, session, session.caller.person_id)
 
     async def theirs(self, request: Request) -> Response:
         session = self.pages.logged_in(request, desk=True)
         person_id = page_id(request.path_params["person_id"])
         return await self._page(request, session, person_id,
-                                f"/people/{person_id}/passbook.json")
+                                f"/people/{person_id}/passbook.json", code_of(request),
+                                f"/people/{person_id}/passbook")
 
     async def theirs_file(self, request: Request) -> Response:
         session = self.pages.logged_in(request, desk=True)
-        return await self._file(session, page_id(request.path_params["person_id"]))
+        return await self._file(request, session, page_id(request.path_params["person_id"]))
 
 
 def routes(pages: Pages) -> list[Route]:

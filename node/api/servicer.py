@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -537,9 +537,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         """The person's signed statement as of the latest anchor: who may read their
         balance and history is checked before the clearinghouse is asked for anything,
         and again as the statement is read. The wait for the clearinghouse is bounded
-        by ``RPC_SECONDS`` and by the caller's own deadline."""
+        by ``RPC_SECONDS`` and by the caller's own deadline. Each file sent is kept, by
+        the digest signed (the code on paper): asked with ``code``, that file again,
+        byte for byte, without asking the clearinghouse."""
         person_id = convert.required_id(request.person_id, "person_id")
         who = caller()
+        if request.code:
+            code = _passbook_code(request.code)
+            kept = self._app.query(_read_person, who, lambda tx, person: statement.issued(
+                tx, person, code), person_id)
+            return _passbook_pb(kept.statement_file, passbook.load(kept.statement_file),
+                                kept.warning)
         anchor = self._app.query(_read_person, who, statement.passbook_anchor, person_id)
         if self._passbooks is None:
             raise FailedPrecondition("本节点未连接市清算中心，不能出具存折 / this node is not "
@@ -550,8 +558,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                                                       _wait_for_city(context))
         except ProofRefused as e:
             raise Unavailable(str(e), "LOG_PROOF_REFUSED") from None
+        # made as of the newest thing it cites, not of this moment: asked again while
+        # nothing changed, the node makes the same file (the same code), and keeps one
+        made_at = anchor.anchored_at
+        if fetched.proof is not None and fetched.proof.head.HasField("at"):
+            made_at = max(made_at, fetched.proof.head.at.ToDatetime(tzinfo=UTC))
         doc = self._app.query(_read_person, who, lambda tx, person: statement.build_statement(
-            tx, person, anchor, fetched.proof, rosters=fetched.rosters), person_id)
+            tx, person, anchor, fetched.proof, rosters=fetched.rosters, made_at=made_at),
+            person_id)
         signed = self._passbooks.sign_statement(doc)
         data = passbook.file_bytes(signed)
         if len(data) > statement.MAX_SERVED_BYTES:
@@ -559,12 +573,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 "存折过长，无法在线发送，请区运维员用 timebank node statement 出具 / the "
                 f"passbook is {len(data)} bytes, more than the API sends; the district's "
                 "operator makes it with `timebank node statement`", "PASSBOOK_TOO_LARGE")
-        return pb.GetPassbookResponse(
-            statement_json=data, warning=fetched.warning, person_name=doc["person"]["name"],
-            balance_total_minutes=doc["balance"]["total"], entry_count=len(doc["entries"]),
-            anchor_entry_count=doc["anchor"]["entry_count"],
-            log_index=doc["anchor"]["log_index"], cosigned=fetched.proof is not None,
-            statement_digest=passbook.signed_digest(signed))
+        self._app.execute(statement.keep_issued, person_id, data,
+                          passbook.signed_digest(signed), fetched.warning, made_at)
+        return _passbook_pb(data, signed, fetched.warning)
 
     def GetPolicy(self, request: pb.GetPolicyRequest,
                   context: grpc.ServicerContext) -> pb.GetPolicyResponse:
@@ -699,6 +710,26 @@ R = TypeVar("R")
 def _read_person(tx: Tx, who: Principal, read: Callable[[Tx, int], R], person_id: int) -> R:
     access.require_person(tx, who, person_id)
     return read(tx, person_id)
+
+
+def _passbook_code(code: bytes) -> bytes:
+    """A passbook's code as asked for: the 32 bytes of the SHA-256 its node signed."""
+    if len(code) != hashlib.sha256().digest_size:
+        raise InvalidArgument("code 是存折核对码的 32 个字节 / code is the 32 bytes of a "
+                              f"passbook's check code, not {len(code)}", "MALFORMED_CODE")
+    return code
+
+
+def _passbook_pb(data: bytes, signed: dict[str, Any], warning: str) -> pb.GetPassbookResponse:
+    """The answer for the passbook file ``data`` (``signed``, as read or as made): what a
+    page shows, read from the file itself."""
+    doc = signed["statement"]
+    return pb.GetPassbookResponse(
+        statement_json=data, warning=warning, person_name=doc["person"]["name"],
+        balance_total_minutes=doc["balance"]["total"], entry_count=len(doc["entries"]),
+        anchor_entry_count=doc["anchor"]["entry_count"],
+        log_index=doc["anchor"]["log_index"], cosigned=doc["cosigned"] is not None,
+        statement_digest=passbook.signed_digest(signed))
 
 
 def _wait_for_city(context: grpc.ServicerContext) -> float:

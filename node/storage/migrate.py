@@ -8,7 +8,7 @@ from pathlib import Path
 from runtime.migrate import Migrations
 
 #: The newest migration: name each new one here too (every migration run checks it).
-HEAD = "0011"
+HEAD = "0012"
 _OURS = Migrations(Path(__file__).resolve().parents[1] / "migrations", HEAD)
 upgrade, check, revision = _OURS.upgrade, _OURS.check, _OURS.revision
 downgrade = _OURS.downgrade

@@ -3,10 +3,11 @@
 ``Repo(conn)`` gives a use-case one repository per aggregate over its transaction's
 connection: ``meta``, ``staff``, ``people``, ``ledger``, ``holds``, ``orders``,
 ``claims``, ``consents``, ``outbox``, ``inbox``, ``anchors``, ``policies``, ``city`` (the
-city's acts as verified here), ``idempotency``, ``logins`` (accounts and credentials)
-and ``settlements`` (settlement statements seen, and the claims they settled),
-each in the module of that name (``outbox`` and ``inbox`` in ``messages``). Each takes and
-returns typed records (or, for claims, the domain's ``Claim``).
+city's acts as verified here), ``idempotency``, ``logins`` (accounts and credentials),
+``settlements`` (settlement statements seen, and the claims they settled) and
+``passbooks`` (the passbook files issued, by the digest their node signed), each in the
+module of that name (``outbox`` and ``inbox`` in ``messages``). Each takes and returns
+typed records (or, for claims, the domain's ``Claim``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from node.storage.logins import LoginRepo
 from node.storage.messages import InboxRepo, OutboxRepo
 from node.storage.meta import MetaRepo
 from node.storage.orders import OrderRepo
+from node.storage.passbooks import PassbookRepo
 from node.storage.people import PeopleRepo
 from node.storage.policies import PolicyRepo
 from node.storage.settlements import SettlementRepo
@@ -36,8 +38,8 @@ class Repo:
     """All reads and writes of one transaction, one repository per aggregate."""
 
     __slots__ = ("anchors", "city", "claims", "conn", "consents", "holds", "idempotency",
-                 "inbox", "ledger", "logins", "meta", "orders", "outbox", "people", "policies",
-                 "settlements", "staff")
+                 "inbox", "ledger", "logins", "meta", "orders", "outbox", "passbooks", "people",
+                 "policies", "settlements", "staff")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -57,4 +59,5 @@ class Repo:
         self.idempotency = IdempotencyRepo(conn)
         self.logins = LoginRepo(conn)
         self.settlements = SettlementRepo(conn)
+        self.passbooks = PassbookRepo(conn)
 

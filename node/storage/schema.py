@@ -522,3 +522,21 @@ class SettlementRow(Base):
         CheckConstraint("posted_serial IS NULL OR posted_serial = serial",
                         name="posted_serial"),
     )
+
+
+class IssuedPassbook(Base):
+    """A passbook the node's API signed and sent (``GetPassbook``), kept as sent so the
+    file can be had again by the code printed on paper (the digest the node signed): a
+    new statement made later has another digest. Inserted once per digest, never changed."""
+
+    __tablename__ = "passbooks"
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    made_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: What the statement lacks, as its reader was told when it was made ("": nothing).
+    warning: Mapped[str] = mapped_column(Text, default="", server_default="")
+    statement_file: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (
+        CheckConstraint("length(digest) = 32", name="digest_length"),
+        CheckConstraint("length(statement_file) BETWEEN 1 AND 3145728", name="file_size"),
+    )

@@ -44,6 +44,7 @@ META = cast(Table, s.Meta.__table__)
 LOGINS = cast(Table, s.LoginAccount.__table__)
 CREDENTIALS = cast(Table, s.Credential.__table__)
 SETTLEMENTS = cast(Table, s.SettlementRow.__table__)
+PASSBOOKS = cast(Table, s.IssuedPassbook.__table__)
 
 
 def record(cls: type[T], row: Any) -> T:

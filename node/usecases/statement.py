@@ -7,7 +7,8 @@ with exactly the fields ``node.domain.ledger.canonical_bytes`` hashes (so its ha
 recomputed), its previous hash, and its RFC 9162 inclusion proof in the ledger tree whose
 root the anchored checkpoint states (leaves: the hashes of entries 1..count).
 
-Building is pure reading: ``build_statement`` runs in a read transaction.
+Building is pure reading: ``build_statement`` runs in a read transaction. The API keeps
+each passbook it sends (``keep_issued``) and gives it again by its code (``issued``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from timebank.v1 import clearing_pb2 as pb
 if TYPE_CHECKING:  # the storage layer loads only where a statement is built (not to check one)
     from node.domain.ledger import StoredEntry
     from node.storage.anchors import LoggedAnchor
+    from node.storage.passbooks import IssuedPassbook
     from node.usecases.app import Tx
 
 _PAGE = 1000
@@ -202,4 +204,23 @@ def passbook_anchor(tx: Tx, person_id: int) -> LoggedAnchor:
             "of this district's ledger has been anchored in the city's log yet, so no "
             "passbook can be made: the node anchors its ledger on a schedule (or the "
             "operator runs `timebank node checkpoint`); try again later", "NOT_ANCHORED")
+    return found
+
+
+def keep_issued(tx: Tx, person_id: int, statement_file: bytes, code: bytes, warning: str,
+                made_at: datetime) -> None:
+    """Keep a passbook file the API is about to send, by the digest its node signed (the
+    code its paper prints), so that the same file can be had again: a statement made
+    later says another time and cites another head, and has another code."""
+    tx.repo.passbooks.add(code, person_id, made_at, warning, statement_file)
+
+
+def issued(tx: Tx, person_id: int, code: bytes) -> IssuedPassbook:
+    """The passbook of ``person_id`` this node issued with ``code``; NOT_FOUND if none
+    (also when the code is another person's: whose it is, is not said)."""
+    found = tx.repo.passbooks.get(code)
+    if found is None or found.person_id != person_id:
+        raise NotFound(f"本区没有为此人签发过核对码为 {code.hex()[:8]}… 的存折 / this district "
+                       f"issued no passbook of person {person_id} with the code "
+                       f"{code.hex()[:8]}…", "UNKNOWN_PASSBOOK")
     return found

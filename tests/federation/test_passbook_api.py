@@ -2,12 +2,15 @@
 clearinghouse over its link and signs with the key it holds, and the statement it sends
 verifies offline with only the city's two keys. Whoever may read the person's balance
 and history gets it; anyone else is refused before the city is asked; before any
-checkpoint is anchored the answer is FAILED_PRECONDITION."""
+checkpoint is anchored the answer is FAILED_PRECONDITION. Every passbook sent is kept:
+asked with its code (the digest on paper), the node sends that very file again, however
+much later, and only to whoever may read its person, asking for that person."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -44,6 +47,7 @@ class District:
     stranger: int  # linked to nobody
     staff1: int  # at 刘洋's service point
     staff2: int  # at another service point
+    elder: int  # whom 刘洋 serves
 
     def stub(self, role: Role, bound: int = 0) -> node_pb2_grpc.NodeServiceStub:
         return authenticated(self.city[JN].app, self.channel, role, bound)
@@ -80,7 +84,7 @@ def district(city: City) -> Iterator[District]:
     running = start_server(app, "127.0.0.1:0", link=d.link)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield District(city, channel, volunteer, daughter, stranger, staff1, staff2)
+        yield District(city, channel, volunteer, daughter, stranger, staff1, staff2, elder)
     finally:
         channel.close()
         running.stop(None)
@@ -147,3 +151,68 @@ def test_a_visitor_and_nobody_are_refused_with_their_reasons(district: District)
     with pytest.raises(grpc.RpcError) as caught:
         district.passbook(Role.OPERATOR, person=0)
     assert_status(caught.value, grpc.StatusCode.INVALID_ARGUMENT, says=("person_id",))
+
+
+def _by_code(stub: node_pb2_grpc.NodeServiceStub, person_id: int,
+             code: bytes) -> pb.GetPassbookResponse:
+    answer: pb.GetPassbookResponse = stub.GetPassbook(
+        pb.GetPassbookRequest(person_id=person_id, code=code), timeout=TIMEOUT + 5)
+    return answer
+
+
+def test_a_passbook_issued_is_given_again_by_its_code_weeks_later(
+        district: District) -> None:
+    anchor_and_cosign(district.city, JN)
+    first = district.passbook(Role.STAFF, district.staff1)  # printed at the service point
+    district.city.clock.advance(timedelta(days=1))
+    unchanged = district.passbook(Role.MEMBER, district.volunteer)
+    assert unchanged == first  # nothing it cites changed: the same file, kept once
+    district.city.clock.advance(timedelta(days=20))  # she serves on; the ledger is anchored
+    earn(district.city[JN].app, district.city.clock, district.volunteer, 30, district.elder)
+    district.city.settle()
+    anchor_and_cosign(district.city, JN)
+    second = district.passbook(Role.STAFF, district.staff1)
+    assert second.statement_digest != first.statement_digest  # a new one cites a new anchor
+    for role, bound in ((Role.STAFF, district.staff1), (Role.MEMBER, district.volunteer),
+                        (Role.MEMBER, district.daughter), (Role.AUDITOR, 0)):
+        again = _by_code(district.stub(role, bound), district.volunteer,
+                         first.statement_digest)
+        assert again.statement_json == first.statement_json, role  # byte for byte
+        assert again == first, role  # and every field the page shows
+    found = verify_statement(load(again.statement_json), ROOT_PUB, CH_PUB)
+    assert found.statement_digest == first.statement_digest and found.total == 135
+    assert _by_code(district.stub(Role.OPERATOR), district.volunteer,
+                    second.statement_digest) == second
+    kept = district.city[JN].app.query(
+        lambda tx: tx.repo.passbooks.get(first.statement_digest))
+    assert kept is not None and kept.person_id == district.volunteer
+
+
+def test_a_code_is_only_its_persons_and_only_for_who_may_read_them(
+        district: District) -> None:
+    anchor_and_cosign(district.city, JN)
+    code = district.passbook(Role.MEMBER, district.volunteer).statement_digest
+    operator = district.stub(Role.OPERATOR)
+    with pytest.raises(grpc.RpcError) as caught:  # a code no passbook was issued with
+        _by_code(operator, district.volunteer, bytes(32))
+    assert_status(caught.value, grpc.StatusCode.NOT_FOUND, reason="UNKNOWN_PASSBOOK")
+    # a real code asked as someone else's: not found, nothing of 刘洋's is said
+    for stub, person in ((district.stub(Role.MEMBER, district.stranger), district.stranger),
+                         (district.stub(Role.MEMBER, district.daughter), district.daughter),
+                         (operator, district.stranger)):
+        with pytest.raises(grpc.RpcError) as caught:
+            _by_code(stub, person, code)
+        assert_status(caught.value, grpc.StatusCode.NOT_FOUND, reason="UNKNOWN_PASSBOOK")
+        assert "刘洋" not in (caught.value.details() or "")
+    # whoever may not read 刘洋 is refused as before, code or not
+    for stub, reason in ((district.stub(Role.MEMBER, district.stranger), "NOT_AUTHORISED"),
+                         (district.stub(Role.STAFF, district.staff2),
+                          "NOT_YOUR_SERVICE_POINT")):
+        with pytest.raises(grpc.RpcError) as caught:
+            _by_code(stub, district.volunteer, code)
+        assert_status(caught.value, DENIED, reason=reason)
+    for bad in (code[:31], code + b"\x00"):
+        with pytest.raises(grpc.RpcError) as caught:
+            _by_code(operator, district.volunteer, bad)
+        assert_status(caught.value, grpc.StatusCode.INVALID_ARGUMENT,
+                      reason="MALFORMED_CODE", says=("code",))

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from node.api.server import start_server
@@ -38,6 +39,17 @@ class Anchored:
     stranger_login: str  # another member of the district (孙强)
     staff_login: str  # staff at 刘洋's service point
     other_point_login: str  # staff of another service point
+    elder: int  # 孙奶奶, whom 刘洋 serves
+
+
+def serve_and_anchor_again(district: Anchored, minutes: int = 30) -> None:
+    """An hour later 刘洋 serves again and the ledger is anchored and cosigned again: a
+    passbook made now cites another anchor and head, so it has another code."""
+    city = district.city
+    city.clock.advance(timedelta(hours=1))
+    earn(city[JN].app, city.clock, district.volunteer, minutes, district.elder)
+    city.settle()
+    anchor_and_cosign(city, JN)
 
 
 def _account(city: City, login: str, role: Role, *, staff_id: int = 0,
@@ -71,7 +83,7 @@ def anchored_district(tmp: Path) -> Iterator[Anchored]:
                 _account(city, "liu.yang", Role.MEMBER, person_id=volunteer),
                 _account(city, "sun.qiang", Role.MEMBER, person_id=stranger),
                 _account(city, "wang.desk", Role.STAFF, staff_id=desk),
-                _account(city, "zhao.far", Role.STAFF, staff_id=far_desk))
+                _account(city, "zhao.far", Role.STAFF, staff_id=far_desk), elder)
         finally:
             running.stop(None)
 

@@ -1,8 +1,10 @@
 """The passbook (存折) pages over a real node whose ledger is anchored in a real city's
 log: a member prints her own, staff print the passbook of a person they serve, the file
 a page offers verifies offline, and the code printed on the page is the code
-`timebank verify-statement` says for that file. Nobody reaches another's passbook by
-changing an address; a node with nothing anchored yet gives a page that says so."""
+`timebank verify-statement` says for that file, however much later the file is fetched
+through the page's link; staff open a passbook issued before by the code on its paper.
+Nobody reaches another's passbook by changing an address; a node with nothing anchored
+yet gives a page that says so."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from tests.web.passbook_support import (
     Anchored,
     anchored_district,
     printed_code,
+    serve_and_anchor_again,
     verify_cli,
 )
 from tests.web.test_desk import log_in
@@ -63,6 +66,13 @@ def _shown_code(page: str) -> str:
     return found.group(1)
 
 
+def _download(page: str, path: str) -> str:
+    """The page's link to the file: ``path`` with the code of the statement shown."""
+    found = re.search(rf'href="({re.escape(path)}\?code=[0-9a-f]{{64}})"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
 def test_a_member_prints_her_own_passbook(client: TestClient, district: Anchored) -> None:
     log_in(client, district.member_login)
     assert 'href="/me/passbook"' in client.get("/me").text
@@ -81,7 +91,9 @@ def test_a_member_prints_her_own_passbook(client: TestClient, district: Anchored
         assert f"<span>{line}</span>" in page.text  # four lines of four groups on paper
     svg = page.text.split('<svg class="qr"')[1].split("</svg>")[0]
     assert 'fill="#000" d="M' in svg and "style" not in svg and "href" not in svg
-    assert 'href="/me/passbook.json"' in page.text
+    assert _download(page.text, "/me/passbook.json") == (
+        f"/me/passbook.json?code={code.replace(' ', '')}")
+    assert 'id="passbook-by-code"' not in page.text  # a member has no code to type
     english = client.get("/me/passbook?lang=en").text
     assert "Time bank passbook" in english and "genuine" in english
     assert _shown_code(english) == code  # the node's signed statement, asked again
@@ -116,8 +128,7 @@ def test_staff_print_the_passbook_of_a_person_they_serve(
     assert f'href="/people/{district.volunteer}/passbook"' in person.text
     page = client.get(f"/people/{district.volunteer}/passbook")
     assert page.status_code == 200 and "时间银行存折 · 刘洋" in html.unescape(page.text)
-    assert f'href="/people/{district.volunteer}/passbook.json"' in page.text
-    file = client.get(f"/people/{district.volunteer}/passbook.json")
+    file = client.get(_download(page.text, f"/people/{district.volunteer}/passbook.json"))
     assert file.status_code == 200
     assert verify_statement(load(file.content), ROOT_PUB, CH_PUB).total == 135
     assert _shown_code(page.text) == paper_code(
@@ -175,3 +186,66 @@ def test_a_statement_the_console_cannot_read_is_refused() -> None:
                                  statement_digest=bytes(32))
     with pytest.raises(KeyError):
         passbook.read(bad)
+
+
+@pytest.fixture
+def changing(tmp_path: Path) -> Iterator[Anchored]:
+    """A district of its own, whose ledger these tests move on (the module's stays)."""
+    with anchored_district(tmp_path) as made:
+        yield made
+
+
+def test_the_file_a_page_links_is_the_statement_printed_however_much_later(
+        changing: Anchored) -> None:
+    district = changing
+    with _client(district.address) as client:
+        _the_file_a_page_links(client, district)
+
+
+def _the_file_a_page_links(client: TestClient, district: Anchored) -> None:
+    log_in(client, district.member_login)
+    page = client.get("/me/passbook")
+    printed = _shown_code(page.text)
+    link = _download(page.text, "/me/passbook.json")
+    assert _shown_code(client.get("/me/passbook").text) == printed  # nothing new: the same
+    serve_and_anchor_again(district)  # the file is fetched later, the ledger moved on
+    client.cookies.clear()  # her session ended meanwhile: she logs in again
+    log_in(client, district.member_login)
+    assert _shown_code(client.get("/me/passbook").text) != printed  # a new page: a new one
+    file = client.get(link)
+    assert file.status_code == 200, file.text
+    found = verify_statement(load(file.content), ROOT_PUB, CH_PUB)
+    assert paper_code(found.statement_digest) == printed
+    assert client.get("/me/passbook.json").status_code == 200  # no code: a new one, as before
+    assert client.get("/me/passbook.json", params={"code": "12ab"}).status_code == 400
+
+
+def test_staff_open_a_passbook_by_the_code_on_its_paper(changing: Anchored) -> None:
+    with _client(changing.address) as client:
+        _staff_open_by_code(client, changing)
+
+
+def _staff_open_by_code(client: TestClient, district: Anchored) -> None:
+    base = f"/people/{district.volunteer}/passbook"
+    log_in(client, district.member_login)
+    printed = _shown_code(client.get("/me/passbook").text)  # her paper, printed at home
+    client.cookies.clear()
+    serve_and_anchor_again(district)  # weeks go by; she serves on
+    log_in(client, district.staff_login)
+    today = client.get(base)
+    assert 'id="passbook-by-code"' in today.text and _shown_code(today.text) != printed
+    page = client.get(base, params={"code": printed.upper()})  # typed from paper
+    assert page.status_code == 200, page.text
+    assert _shown_code(page.text) == printed
+    file = client.get(_download(page.text, f"{base}.json"))
+    assert paper_code(verify_statement(load(file.content), ROOT_PUB, CH_PUB)
+                      .statement_digest) == printed
+    for path in (base, f"{base}.json"):
+        for bad in ("12ab", "zz" * 32, "0" * 200):
+            assert client.get(path, params={"code": bad}).status_code == 400, (path, bad)
+    missing = client.get(base, params={"code": "00" * 32})  # no passbook has that code
+    assert missing.status_code == 404 and 'id="passbook-code"' not in missing.text
+    client.cookies.clear()
+    log_in(client, district.other_point_login)  # another service point: refused, code or not
+    refused = client.get(base, params={"code": printed})
+    assert refused.status_code == 403 and "刘洋" not in refused.text

@@ -3330,15 +3330,23 @@ class GetPassbookRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PERSON_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     person_id: _builtins.int
+    code: _builtins.bytes
+    """-- a passbook issued before, by its code
+    The 32-byte digest a passbook issued earlier was signed with (the code printed on
+    its paper): that passbook, byte for byte as it was sent, instead of a new one.
+    NOT_FOUND (UNKNOWN_PASSBOOK) unless the node issued it for person_id.
+    """
     def __init__(
         self,
         *,
         person_id: _builtins.int = ...,
+        code: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_id", b"person_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "person_id", b"person_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -533,6 +533,7 @@ class NodeServiceServicer:
         it to the log (`timebank verify-statement` checks the file offline). Whoever may read
         the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
         is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
+        Each passbook made is kept: asked with its code, the node sends that one again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

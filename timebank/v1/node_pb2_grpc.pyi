@@ -127,6 +127,7 @@ class NodeServiceStub:
     it to the log (`timebank verify-statement` checks the file offline). Whoever may read
     the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
     is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
+    Each passbook made is kept: asked with its code, the node sends that one again.
     """
 
 @_typing.type_check_only
@@ -220,6 +221,7 @@ class NodeServiceAsyncStub(NodeServiceStub):
     it to the log (`timebank verify-statement` checks the file offline). Whoever may read
     the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
     is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
+    Each passbook made is kept: asked with its code, the node sends that one again.
     """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -562,6 +564,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         it to the log (`timebank verify-statement` checks the file offline). Whoever may read
         the person's balance and history may ask. FAILED_PRECONDITION before any checkpoint
         is anchored (NOT_ANCHORED) or for a person whose hours another district keeps.
+        Each passbook made is kept: asked with its code, the node sends that one again.
         """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
